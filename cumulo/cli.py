@@ -1,0 +1,116 @@
+"""The `cumulo` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from cumulo.common.app import setup_logging
+from cumulo.common.config import load_config, resolve_state_dir
+
+console = Console(stderr=True)
+
+state_dir_option = click.option(
+    "--state-dir",
+    envvar="CUMULO_STATE_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where cumulo keeps its config, databases and keys "
+    "(default ~/.local/share/cumulo; env CUMULO_STATE_DIR).",
+)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log every request.")
+def main(verbose: bool) -> None:
+    """cumulo: a private IaaS cloud speaking the OpenStack APIs."""
+    setup_logging(logging.INFO if verbose else logging.WARNING)
+
+
+def _usage_hint(state_dir: Path) -> None:
+    console.print(f"[bold]State dir:[/] {state_dir}")
+    console.print(f"  clouds.yaml: {state_dir / 'clouds.yaml'} (clouds: cumulo, cumulo-demo)")
+    console.print(f"  openrc:      {state_dir / 'openrc'}  {state_dir / 'openrc-demo'}")
+    console.print("[bold]Use it:[/]")
+    console.print(
+        f"  export OS_CLIENT_CONFIG_FILE={state_dir / 'clouds.yaml'} OS_CLOUD=cumulo"
+        "   # then: openstack token issue"
+    )
+
+
+@main.command()
+@state_dir_option
+@click.option("--host", default=None, help="Address the APIs bind to (default 127.0.0.1).")
+@click.option("--database", default=None, help="SQLAlchemy URL (default: SQLite files).")
+def init(state_dir: Path | None, host: str | None, database: str | None) -> None:
+    """Create the state dir: config, databases, keys, bootstrap users and catalog."""
+    from cumulo.cloud import Cloud
+
+    sd = resolve_state_dir(state_dir)
+
+    async def run() -> None:
+        cloud = await Cloud.open(sd, host=host, database=database)
+        await cloud.close()
+
+    asyncio.run(run())
+    _usage_hint(sd)
+
+
+@main.command()
+@state_dir_option
+@click.option("--host", default=None, help="Address the APIs bind to (default 127.0.0.1).")
+@click.option("--database", default=None, help="SQLAlchemy URL (default: SQLite files).")
+def up(state_dir: Path | None, host: str | None, database: str | None) -> None:
+    """Serve the whole cloud (runs init when needed). Ctrl-C stops it."""
+    from cumulo.cloud import Cloud
+    from cumulo.common.server import AlreadyRunning, make_servers, serve, state_dir_lock
+
+    sd = resolve_state_dir(state_dir)
+    sd.mkdir(parents=True, exist_ok=True)
+    try:
+        with state_dir_lock(sd):
+
+            async def run() -> None:
+                cloud = await Cloud.open(sd, host=host, database=database)
+                try:
+                    apps = cloud.apps()
+                    servers = make_servers(apps, cloud.config.host)
+                    _usage_hint(sd)
+                    for name, (_app, port) in apps.items():
+                        console.print(f"  {name:<15} http://{cloud.config.host}:{port}")
+                    console.print("cumulo is up. Ctrl-C stops it.")
+                    await serve(servers)
+                finally:
+                    await cloud.close()
+                console.print("cumulo stopped.")
+
+            asyncio.run(run())
+    except AlreadyRunning as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+
+
+@main.group()
+def identity() -> None:
+    """Identity service administration."""
+
+
+@identity.command("rotate-keys")
+@state_dir_option
+def rotate_keys(state_dir: Path | None) -> None:
+    """Rotate the Fernet token keys; tokens issued under the previous keys stay valid.
+
+    A running `cumulo up` picks the new keys up on its next key check (or restart).
+    """
+    from cumulo.identity.tokens import KeyRepository
+
+    sd = resolve_state_dir(state_dir)
+    config = load_config(sd)
+    repo = KeyRepository(sd / "fernet-keys", config.identity.max_active_keys)
+    primary = repo.rotate()
+    console.print(f"rotated: key {primary} is now primary")

@@ -1,0 +1,78 @@
+"""The all-in-one cloud: state dir, databases, services, and the apps `cumulo up` serves."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.types import ASGIApp
+
+from cumulo.common.config import (
+    CONFIG_FILE,
+    CumuloConfig,
+    database_url,
+    load_config,
+    write_config,
+)
+from cumulo.common.db import Database
+from cumulo.identity.app import create_identity_app
+from cumulo.identity.bootstrap import bootstrap, new_password, write_client_files
+from cumulo.identity.core import Identity
+from cumulo.identity.tokens import KeyRepository
+
+LOG = logging.getLogger(__name__)
+
+
+def prepare_state_dir(
+    state_dir: Path, *, host: str | None = None, database: str | None = None
+) -> CumuloConfig:
+    """Create the state dir, its config (with generated passwords) and key repositories."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o700)
+    config = load_config(state_dir)
+    changed = not (state_dir / CONFIG_FILE).exists()
+    if host is not None and host != config.host:
+        config.host, changed = host, True
+    if database is not None and database != config.database.url:
+        config.database.url, changed = database, True
+    for attr in ("admin_password", "demo_password", "service_password"):
+        if not getattr(config.identity, attr):
+            setattr(config.identity, attr, new_password())
+            changed = True
+    if changed:
+        write_config(state_dir, config)
+    max_keys = config.identity.max_active_keys
+    KeyRepository(state_dir / "fernet-keys", max_keys).initialize()
+    KeyRepository(state_dir / "credential-keys", max_keys).initialize()
+    return config
+
+
+@dataclass
+class Cloud:
+    """Every service of one all-in-one cloud, ready to serve."""
+
+    state_dir: Path
+    config: CumuloConfig
+    databases: dict[str, Database] = field(default_factory=dict)
+    identity: Identity | None = None
+
+    @classmethod
+    async def open(cls, state_dir: Path, **overrides: str | None) -> Cloud:
+        config = prepare_state_dir(state_dir, **overrides)
+        cloud = cls(state_dir, config)
+        db = Database(database_url(config, state_dir, "identity"), "identity")
+        cloud.databases["identity"] = db
+        await db.migrate()
+        cloud.identity = Identity(config, state_dir, db)
+        await bootstrap(cloud.identity, config)
+        write_client_files(state_dir, config)
+        return cloud
+
+    def apps(self) -> dict[str, tuple[ASGIApp, int]]:
+        assert self.identity is not None
+        return {"identity": (create_identity_app(self.identity), self.config.ports.identity)}
+
+    async def close(self) -> None:
+        for db in self.databases.values():
+            await db.dispose()

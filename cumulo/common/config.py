@@ -1,0 +1,100 @@
+"""Configuration: one TOML file in the state dir, validated by pydantic models.
+
+Every setting has a default, so a missing file or section means "the embedded
+all-in-one cloud": SQLite files in the state dir, services on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field
+
+CONFIG_FILE = "cumulo.toml"
+DEFAULT_STATE_DIR = Path("~/.local/share/cumulo")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseConfig(_Section):
+    # One SQLAlchemy URL shared by every service (each keeps its own tables and
+    # Alembic version table), e.g. postgresql+asyncpg://user@host/cumulo.
+    # Empty: one SQLite file per service in the state dir.
+    url: str = ""
+
+
+class IdentityConfig(_Section):
+    token_expiration: int = Field(3600, ge=60, description="token lifetime, seconds")
+    bcrypt_rounds: int = Field(12, ge=4, le=31)
+    # How long validated tokens, catalogs and role sets stay cached (seconds).
+    cache_time: float = Field(30.0, ge=0)
+    max_active_keys: int = Field(3, ge=3)
+    list_limit: int = Field(1000, ge=1)
+    # Project whose admins are cloud admins (Keystone's admin_project_name).
+    admin_project: str = "admin"
+    # Expired tokens a service may still validate with ?allow_expired=1 (seconds).
+    allow_expired_window: int = Field(2 * 24 * 3600, ge=0)
+    admin_password: str = ""
+    demo_password: str = ""
+    # The service user's password (service-to-service calls).
+    service_password: str = ""
+
+
+class ServicePorts(_Section):
+    identity: int = 5000
+    compute: int = 8774
+    image: int = 9292
+    network: int = 9696
+    block_storage: int = 8776
+    object_store: int = 8080
+
+
+class CumuloConfig(_Section):
+    host: str = "127.0.0.1"
+    # The address written into the catalog; defaults to host (or 127.0.0.1 when
+    # host is a wildcard address).
+    public_host: str = ""
+    region: str = "RegionOne"
+    # YAML file of oslo.policy rules overriding the defaults (relative to state dir).
+    policy_file: str = "policy.yaml"
+    database: DatabaseConfig = DatabaseConfig()
+    identity: IdentityConfig = IdentityConfig()
+    ports: ServicePorts = ServicePorts()
+
+    @property
+    def catalog_host(self) -> str:
+        if self.public_host:
+            return self.public_host
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+
+def resolve_state_dir(state_dir: str | os.PathLike[str] | None = None) -> Path:
+    raw = state_dir or os.environ.get("CUMULO_STATE_DIR") or DEFAULT_STATE_DIR
+    return Path(raw).expanduser().resolve()
+
+
+def load_config(state_dir: Path) -> CumuloConfig:
+    path = state_dir / CONFIG_FILE
+    if not path.exists():
+        return CumuloConfig()
+    with path.open("rb") as f:
+        return CumuloConfig.model_validate(tomllib.load(f))
+
+
+def write_config(state_dir: Path, config: CumuloConfig) -> Path:
+    path = state_dir / CONFIG_FILE
+    data = config.model_dump(exclude_defaults=False)
+    path.write_text(tomli_w.dumps(data))
+    path.chmod(0o600)
+    return path
+
+
+def database_url(config: CumuloConfig, state_dir: Path, service: str) -> str:
+    if config.database.url:
+        return config.database.url
+    return f"sqlite+aiosqlite:///{state_dir / (service + '.db')}"

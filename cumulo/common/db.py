@@ -1,0 +1,128 @@
+"""Database access: async SQLAlchemy 2 engines and the Alembic migration runner.
+
+SQLite (the embedded default) runs in WAL mode with a busy timeout, and every
+write transaction goes through one asyncio lock, so concurrent requests never
+meet "database is locked". PostgreSQL and MariaDB rely on their own locking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """Naive UTC now: every DATETIME column stores naive UTC (portable across engines)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def make_base(service: str) -> type[DeclarativeBase]:
+    """A declarative base with its own MetaData, one per service."""
+
+    class Base(DeclarativeBase):
+        metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+    Base.__name__ = f"{service.title()}Base"
+    return Base
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+class Database:
+    """One service's database: sessions for reads, serialized transactions for writes."""
+
+    def __init__(self, url: str, service: str) -> None:
+        self.url = url
+        self.service = service
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict = {}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"timeout": 30}
+        elif url.startswith("mysql"):
+            kwargs.update(pool_recycle=3600, pool_pre_ping=True)
+        else:
+            kwargs.update(pool_pre_ping=True)
+        if ":memory:" in url:
+            raise ValueError("in-memory SQLite cannot be shared between connections")
+        self.engine = create_async_engine(url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock: asyncio.Lock | None = None
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with self._sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """One transaction: committed when the block ends, rolled back on any error."""
+        if not self.is_sqlite:
+            async with self._sessions.begin() as session:
+                yield session
+            return
+        if self._write_lock is None:
+            self._write_lock = asyncio.Lock()
+        async with self._write_lock, self._sessions() as session:
+            async with session.begin():
+                yield session
+
+    async def migrate(self) -> None:
+        """Upgrade this service's schema to the newest Alembic revision."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_alembic_upgrade, self.service)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def alembic_config(service: str, connection: Connection | None = None) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", f"cumulo.{service}:migrations")
+    cfg.attributes["connection"] = connection
+    cfg.attributes["version_table"] = f"alembic_version_{service}"
+    return cfg
+
+
+def _alembic_upgrade(connection: Connection, service: str) -> None:
+    command.upgrade(alembic_config(service, connection), "head")
+
+
+def run_migrations_online(metadata: MetaData) -> None:
+    """Body of every service's migrations/env.py: run on the connection we were given."""
+    from alembic import context
+
+    connection = context.config.attributes["connection"]
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table=context.config.attributes["version_table"],
+        render_as_batch=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()

@@ -1,0 +1,205 @@
+"""/v3/auth: issue, validate, check and revoke tokens; what a token may reach."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cumulo.common.app import json_body
+from cumulo.common.faults import BadRequest, Forbidden, NotFound, Unauthorized
+from cumulo.identity import assignments, authentication
+from cumulo.identity.api.common import (
+    authorize,
+    context,
+    identity_of,
+    json,
+    no_content,
+    query_bool,
+    self_link,
+)
+from cumulo.identity.models import Domain, Project
+from cumulo.identity.tokens import TokenPayload
+
+SUPPORTED_METHODS = ("password", "token", "application_credential")
+
+
+async def issue_token(request: Request) -> Response:
+    """POST /v3/auth/tokens (api-ref: Password / Token / Application credential authentication)."""
+    identity = identity_of(request)
+    data = await json_body(request)
+    auth = data.get("auth") if isinstance(data, dict) else None
+    ident = auth.get("identity") if isinstance(auth, dict) else None
+    if not isinstance(ident, dict):
+        raise BadRequest("Invalid input for field 'auth.identity': an object is required.")
+    methods = ident.get("methods")
+    if not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods):
+        raise BadRequest("Invalid input for field 'identity.methods': a list of methods.")
+    results = []
+    async with identity.read() as session:
+        for method in dict.fromkeys(methods):
+            if method not in SUPPORTED_METHODS:
+                raise Unauthorized(f"Unsupported authentication method: {method}.")
+            section = ident.get(method)
+            if not isinstance(section, dict):
+                raise BadRequest(f"Invalid input for field 'identity.{method}'.")
+            if method == "password":
+                results.append(await authentication.by_password(session, section))
+            elif method == "token":
+                results.append(await authentication.by_token(identity, section))
+            else:
+                results.append(
+                    await authentication.by_application_credential(identity, session, section)
+                )
+        if len({r.user_id for r in results}) != 1:
+            raise Unauthorized("The authentication methods name different users.")
+        merged = results[0]
+        for extra in results[1:]:
+            merged.methods = tuple(dict.fromkeys((*merged.methods, *extra.methods)))
+            merged.parent = merged.parent or extra.parent
+            merged.app_cred = merged.app_cred or extra.app_cred
+        scope_kind, scope_id = await authentication.resolve_scope(
+            session, merged, auth.get("scope")
+        )
+    token, body = await identity.issue_token(
+        merged.user_id,
+        merged.methods,
+        scope_kind,
+        scope_id,
+        parent=merged.parent,
+        app_cred=merged.app_cred,
+        include_catalog=not _nocatalog(request),
+    )
+    return json({"token": body}, status=201, headers={"X-Subject-Token": token})
+
+
+def _nocatalog(request: Request) -> bool:
+    return "nocatalog" in request.query_params and query_bool(request, "nocatalog") is not False
+
+
+async def _subject(request: Request) -> tuple[str, TokenPayload, dict[str, Any]]:
+    identity = identity_of(request)
+    subject = request.headers.get("x-subject-token")
+    if not subject:
+        raise BadRequest("X-Subject-Token header is required.")
+    allow_expired = bool(query_bool(request, "allow_expired"))
+    try:
+        payload, body = await identity.validate(subject, allow_expired=allow_expired)
+    except Unauthorized as exc:
+        raise NotFound(f"Could not find token: {exc.message}") from None
+    return subject, payload, body
+
+
+async def validate_token(request: Request) -> Response:
+    """GET /v3/auth/tokens: the body of the token in X-Subject-Token."""
+    await context(request)
+    subject, payload, body = await _subject(request)
+    await authorize(request, "identity:validate_token", {"token": {"user_id": payload.user_id}})
+    if not _nocatalog(request) and "roles" in body:
+        body = {**body, "catalog": await identity_of(request).catalog()}
+    return json({"token": body}, headers={"X-Subject-Token": subject})
+
+
+async def check_token(request: Request) -> Response:
+    """HEAD /v3/auth/tokens."""
+    await context(request)
+    subject, payload, _ = await _subject(request)
+    await authorize(request, "identity:validate_token", {"token": {"user_id": payload.user_id}})
+    return Response(status_code=200, headers={"X-Subject-Token": subject})
+
+
+async def revoke_token(request: Request) -> Response:
+    """DELETE /v3/auth/tokens: the token is refused everywhere from now on."""
+    await context(request)
+    _, payload, _ = await _subject(request)
+    await authorize(request, "identity:revoke_token", {"token": {"user_id": payload.user_id}})
+    await identity_of(request).revoke(payload)
+    return no_content()
+
+
+async def auth_catalog(request: Request) -> Response:
+    ctx = await context(request)
+    if not (ctx.project_id or ctx.domain_id or ctx.system_scope):
+        raise Forbidden("A catalog cannot be provided for an unscoped token.")
+    return json(
+        {
+            "catalog": await identity_of(request).catalog(),
+            "links": self_link(request, "auth/catalog"),
+        }
+    )
+
+
+async def auth_projects(request: Request) -> Response:
+    """GET /v3/auth/projects: the enabled projects the caller holds a role on."""
+    ctx = await context(request)
+    identity = identity_of(request)
+    async with identity.read() as session:
+        ids = await assignments.project_ids_with_roles(session, ctx.user_id)
+        rows = (
+            await session.scalars(
+                select(Project).where(Project.id.in_(ids), Project.enabled).order_by(Project.name)
+            )
+        ).all()
+        domains = {d.id: d for d in await session.scalars(select(Domain).where(Domain.enabled))}
+    projects = [
+        {
+            "id": p.id,
+            "name": p.name,
+            "domain_id": p.domain_id,
+            "enabled": p.enabled,
+            "is_domain": False,
+            "parent_id": p.parent_id or p.domain_id,
+            "description": p.description or "",
+            "links": self_link(request, f"projects/{p.id}"),
+        }
+        for p in rows
+        if p.domain_id in domains
+    ]
+    return json({"projects": projects, "links": self_link(request, "auth/projects")})
+
+
+async def auth_domains(request: Request) -> Response:
+    ctx = await context(request)
+    async with identity_of(request).read() as session:
+        ids = await assignments.domain_ids_with_roles(session, ctx.user_id)
+        rows = (
+            await session.scalars(
+                select(Domain).where(Domain.id.in_(ids), Domain.enabled).order_by(Domain.name)
+            )
+        ).all()
+    domains = [
+        {
+            "id": d.id,
+            "name": d.name,
+            "enabled": d.enabled,
+            "description": d.description or "",
+            "links": self_link(request, f"domains/{d.id}"),
+        }
+        for d in rows
+    ]
+    return json({"domains": domains, "links": self_link(request, "auth/domains")})
+
+
+async def auth_system(request: Request) -> Response:
+    ctx = await context(request)
+    async with identity_of(request).read() as session:
+        roles = await assignments.roles_on_system(session, ctx.user_id)
+    return json(
+        {"system": [{"all": True}] if roles else [], "links": self_link(request, "auth/system")}
+    )
+
+
+routes = [
+    Route("/v3/auth/tokens", issue_token, methods=["POST"]),
+    # HEAD first: Starlette lets a GET route answer HEAD too.
+    Route("/v3/auth/tokens", check_token, methods=["HEAD"]),
+    Route("/v3/auth/tokens", validate_token, methods=["GET"]),
+    Route("/v3/auth/tokens", revoke_token, methods=["DELETE"]),
+    Route("/v3/auth/catalog", auth_catalog, methods=["GET"]),
+    Route("/v3/auth/projects", auth_projects, methods=["GET"]),
+    Route("/v3/auth/domains", auth_domains, methods=["GET"]),
+    Route("/v3/auth/system", auth_system, methods=["GET"]),
+]

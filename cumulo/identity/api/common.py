@@ -1,0 +1,131 @@
+"""What every Identity API module shares: the caller's context, policy, links, lists."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from cumulo.common.app import request_id
+from cumulo.common.context import RequestContext
+from cumulo.common.faults import BadRequest, Unauthorized
+from cumulo.identity.core import Identity
+
+# Names: non-empty, no surrounding whitespace-only strings (Keystone's parameter_types.name).
+NAME_PATTERN = r"\S"
+
+
+class Body(BaseModel):
+    """Request bodies: strict JSON types, unknown keys kept (Keystone stores them as extras)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class ClosedBody(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+def Name(max_length: int = 255, *, required: bool = True) -> Any:  # noqa: N802 - reads as a type
+    if required:
+        return Field(min_length=1, max_length=max_length, pattern=NAME_PATTERN)
+    return Field(None, min_length=1, max_length=max_length, pattern=NAME_PATTERN)
+
+
+def identity_of(request: Request) -> Identity:
+    return request.app.state.identity
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+async def context(request: Request) -> RequestContext:
+    """The caller, from X-Auth-Token; 401 when it is missing or not valid."""
+    cached = request.scope.get("cumulo.context")
+    if cached is not None:
+        return cached
+    token = request.headers.get("x-auth-token")
+    if not token:
+        raise Unauthorized()
+    _, body = await identity_of(request).validate(token)
+    ctx = RequestContext.from_token(token, body, request_id(request))
+    request.scope["cumulo.context"] = ctx
+    return ctx
+
+
+async def authorize(
+    request: Request, rule: str, target: dict[str, Any] | None = None
+) -> RequestContext:
+    ctx = await context(request)
+    identity_of(request).policy.enforce(rule, ctx, {"target": target or {}, **(target or {})})
+    return ctx
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def self_link(request: Request, path: str) -> dict[str, str]:
+    return {"self": f"{base_url(request)}/v3/{path}"}
+
+
+def json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def no_content() -> Response:
+    return Response(status_code=204)
+
+
+def query_bool(request: Request, name: str) -> bool | None:
+    """A boolean query filter as Keystone reads it: absent means None; '0'/'false'/'no' false."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    return raw.strip().lower() not in ("0", "false", "no", "off", "f", "n")
+
+
+async def paginate(
+    request: Request,
+    session: AsyncSession,
+    query: Select,
+    id_column: Any,
+) -> tuple[Sequence[Any], bool]:
+    """Apply `marker` and `limit` (capped by list_limit); returns rows and `truncated`."""
+    identity = identity_of(request)
+    limit = identity.config.identity.list_limit
+    raw_limit = request.query_params.get("limit")
+    if raw_limit is not None:
+        try:
+            asked = int(raw_limit)
+        except ValueError:
+            raise BadRequest(f"Invalid limit: {raw_limit!r} is not an integer.") from None
+        if asked < 0:
+            raise BadRequest("Invalid limit: must not be negative.")
+        limit = min(limit, asked)
+    marker = request.query_params.get("marker")
+    if marker:
+        query = query.where(id_column > marker)
+    rows = (await session.scalars(query.order_by(id_column).limit(limit + 1))).all()
+    return rows[:limit], len(rows) > limit
+
+
+def list_body(
+    request: Request, key: str, items: list[dict[str, Any]], truncated: bool = False
+) -> dict[str, Any]:
+    links: dict[str, Any] = {"self": str(request.url), "previous": None, "next": None}
+    if truncated and items:
+        params = dict(request.query_params)
+        params["marker"] = items[-1]["id"]
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        links["next"] = f"{str(request.url).split('?')[0]}?{query}"
+    body: dict[str, Any] = {key: items, "links": links}
+    if truncated:
+        body["truncated"] = True
+    return body

@@ -1,0 +1,22 @@
+"""The Identity (Keystone v3) ASGI app."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+
+from cumulo.common.app import create_app
+from cumulo.common.faults import render_identity
+from cumulo.identity.api import auth, domains, projects, versions
+from cumulo.identity.core import Identity
+
+
+def create_identity_app(identity: Identity) -> Starlette:
+    routes = [
+        *versions.routes,
+        *auth.routes,
+        *domains.routes,
+        *projects.routes,
+    ]
+    app = create_app("identity", routes, render_identity)
+    app.state.identity = identity
+    return app

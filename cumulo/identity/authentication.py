@@ -1,0 +1,189 @@
+"""Authentication methods (password, token, application credential) and scope resolution.
+
+Every failure is a 401 with Keystone's generic message: which part was wrong
+(unknown user, wrong password, disabled) is logged, never told to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cumulo.common.db import utcnow
+from cumulo.common.faults import BadRequest, Unauthorized
+from cumulo.identity import assignments
+from cumulo.identity.core import Identity
+from cumulo.identity.models import ApplicationCredential, Domain, Project, User
+from cumulo.identity.passwords import check_password
+from cumulo.identity.tokens import (
+    SCOPE_DOMAIN,
+    SCOPE_PROJECT,
+    SCOPE_SYSTEM,
+    SCOPE_UNSCOPED,
+    TokenPayload,
+)
+
+LOG = logging.getLogger(__name__)
+
+
+def _refuse(reason: str) -> Unauthorized:
+    LOG.info("authentication refused: %s", reason)
+    return Unauthorized()
+
+
+@dataclass
+class Authenticated:
+    user_id: str
+    methods: tuple[str, ...]
+    parent: TokenPayload | None = None
+    app_cred: ApplicationCredential | None = None
+
+
+async def _domain_by_ref(session: AsyncSession, ref: dict[str, Any] | None) -> Domain:
+    if not isinstance(ref, dict) or not (ref.get("id") or ref.get("name")):
+        raise BadRequest("A domain must be given by id or name.")
+    if ref.get("id"):
+        domain = await session.get(Domain, ref["id"])
+    else:
+        domain = await session.scalar(select(Domain).where(Domain.name == ref["name"]))
+    if domain is None:
+        raise _refuse(f"unknown domain {ref}")
+    if not domain.enabled:
+        raise _refuse(f"domain {domain.id} is disabled")
+    return domain
+
+
+async def user_by_ref(session: AsyncSession, ref: dict[str, Any]) -> User:
+    """A user given by id, or by name and domain; must exist and be enabled."""
+    if ref.get("id"):
+        user = await session.get(User, ref["id"])
+    elif ref.get("name"):
+        domain = await _domain_by_ref(session, ref.get("domain"))
+        user = await session.scalar(
+            select(User).where(User.name == ref["name"], User.domain_id == domain.id)
+        )
+    else:
+        raise BadRequest("Invalid input for field 'user': a user id or name is required.")
+    if user is None:
+        raise _refuse(f"unknown user {ref.get('id') or ref.get('name')}")
+    if not user.enabled:
+        raise _refuse(f"user {user.id} is disabled")
+    domain = await session.get(Domain, user.domain_id)
+    if domain is None or not domain.enabled:
+        raise _refuse(f"domain of user {user.id} is disabled")
+    return user
+
+
+async def by_password(session: AsyncSession, data: dict[str, Any]) -> Authenticated:
+    user_ref = data.get("user")
+    if not isinstance(user_ref, dict):
+        raise BadRequest("Invalid input for field 'identity.password.user': an object is required.")
+    password = user_ref.get("password")
+    if not isinstance(password, str):
+        raise BadRequest("Invalid input for field 'identity.password.user.password'.")
+    user = await user_by_ref(session, user_ref)
+    if not await check_password(password, user.password_hash):
+        raise _refuse(f"wrong password for user {user.id}")
+    return Authenticated(user.id, ("password",))
+
+
+async def by_token(identity: Identity, data: dict[str, Any]) -> Authenticated:
+    token = data.get("id")
+    if not isinstance(token, str):
+        raise BadRequest("Invalid input for field 'identity.token.id'.")
+    payload, _ = await identity.validate(token)
+    if payload.app_cred_id is not None:
+        raise _refuse("a token made from an application credential cannot be rescoped")
+    methods = tuple(dict.fromkeys((*payload.methods, "token")))
+    return Authenticated(payload.user_id, methods, parent=payload)
+
+
+async def by_application_credential(
+    identity: Identity, session: AsyncSession, data: dict[str, Any]
+) -> Authenticated:
+    secret = data.get("secret")
+    if not isinstance(secret, str):
+        raise BadRequest("Invalid input for field 'identity.application_credential.secret'.")
+    if data.get("id"):
+        cred = await session.get(ApplicationCredential, data["id"])
+    elif data.get("name") and isinstance(data.get("user"), dict):
+        user = await user_by_ref(session, data["user"])
+        cred = await session.scalar(
+            select(ApplicationCredential).where(
+                ApplicationCredential.user_id == user.id,
+                ApplicationCredential.name == data["name"],
+            )
+        )
+    else:
+        raise BadRequest("An application credential is given by id, or by name and user.")
+    if cred is None:
+        raise _refuse("unknown application credential")
+    if cred.expires_at is not None and cred.expires_at <= utcnow():
+        raise _refuse(f"application credential {cred.id} has expired")
+    await user_by_ref(session, {"id": cred.user_id})
+    if not await check_password(secret, cred.secret_hash):
+        raise _refuse(f"wrong secret for application credential {cred.id}")
+    return Authenticated(cred.user_id, ("application_credential",), app_cred=cred)
+
+
+async def resolve_scope(
+    session: AsyncSession, auth: Authenticated, scope: Any
+) -> tuple[int, str | None]:
+    """The (scope kind, id) the request asks for; 401 when the user holds no role there."""
+    if auth.app_cred is not None:
+        if scope not in (None, "unscoped") and scope != {}:
+            raise _refuse("an application credential token cannot ask for another scope")
+        return SCOPE_PROJECT, auth.app_cred.project_id
+    if scope == "unscoped":
+        return SCOPE_UNSCOPED, None
+    if scope is None:
+        if auth.parent is not None:
+            return auth.parent.scope, auth.parent.scope_id
+        user = await session.get(User, auth.user_id)
+        if user and user.default_project_id:
+            project = await session.get(Project, user.default_project_id)
+            if (
+                project
+                and project.enabled
+                and await assignments.roles_on_project(session, user.id, project)
+            ):
+                return SCOPE_PROJECT, project.id
+        return SCOPE_UNSCOPED, None
+    if not isinstance(scope, dict) or len(scope) != 1:
+        raise BadRequest("Invalid input for field 'scope': give one of project, domain, system.")
+    if "project" in scope:
+        ref = scope["project"]
+        if not isinstance(ref, dict):
+            raise BadRequest("Invalid input for field 'scope.project'.")
+        if ref.get("id"):
+            project = await session.get(Project, ref["id"])
+        elif ref.get("name"):
+            domain = await _domain_by_ref(session, ref.get("domain"))
+            project = await session.scalar(
+                select(Project).where(Project.name == ref["name"], Project.domain_id == domain.id)
+            )
+        else:
+            raise BadRequest("A project scope needs an id, or a name and a domain.")
+        if project is None or not project.enabled:
+            raise _refuse(f"project {ref} is unknown or disabled")
+        if not await assignments.roles_on_project(session, auth.user_id, project):
+            raise _refuse(f"user {auth.user_id} has no role on project {project.id}")
+        return SCOPE_PROJECT, project.id
+    if "domain" in scope:
+        domain = await _domain_by_ref(session, scope["domain"])
+        if not await assignments.roles_on_domain(session, auth.user_id, domain.id):
+            raise _refuse(f"user {auth.user_id} has no role on domain {domain.id}")
+        return SCOPE_DOMAIN, domain.id
+    if "system" in scope:
+        if scope["system"] != {"all": True}:
+            raise BadRequest("Invalid input for field 'scope.system': only {\"all\": true}.")
+        if not await assignments.roles_on_system(session, auth.user_id):
+            raise _refuse(f"user {auth.user_id} has no role on the system")
+        return SCOPE_SYSTEM, "all"
+    if "OS-TRUST:trust" in scope:
+        raise BadRequest("Trusts are not supported by this cloud.")
+    raise BadRequest("Invalid input for field 'scope': give one of project, domain, system.")
