@@ -6,7 +6,19 @@ from starlette.applications import Starlette
 
 from cumulo.common.app import create_app
 from cumulo.common.faults import render_identity
-from cumulo.identity.api import auth, domains, projects, versions
+from cumulo.identity.api import (
+    application_credentials,
+    assignments,
+    auth,
+    catalog,
+    credentials,
+    domains,
+    groups,
+    projects,
+    roles,
+    users,
+    versions,
+)
 from cumulo.identity.core import Identity
 
 
@@ -16,6 +28,13 @@ def create_identity_app(identity: Identity) -> Starlette:
         *auth.routes,
         *domains.routes,
         *projects.routes,
+        *users.routes,
+        *groups.routes,
+        *roles.routes,
+        *assignments.routes,
+        *catalog.routes,
+        *application_credentials.routes,
+        *credentials.routes,
     ]
     app = create_app("identity", routes, render_identity)
     app.state.identity = identity

@@ -1,0 +1,5 @@
+"""/v3 catalog API (being written)."""
+
+from starlette.routing import BaseRoute
+
+routes: list[BaseRoute] = []
