@@ -1,0 +1,97 @@
+"""The transport interface and the dispatch both transports share."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import traceback
+from typing import Any
+
+from cumulo.common.app import request_id_var
+
+LOG = logging.getLogger(__name__)
+
+# Messages are JSON: {"method": str, "args": {...}, "context": {...}}.
+# Replies: {"result": ...} or {"error": {"type": str, "message": str}}.
+
+
+class RemoteError(Exception):
+    """The remote method raised; `type` names the remote exception class."""
+
+    def __init__(self, type_: str, message: str) -> None:
+        self.type = type_
+        self.message = message
+        super().__init__(f"{type_}: {message}")
+
+
+class RpcTimeout(TimeoutError):
+    pass
+
+
+class Endpoint:
+    """Base for the objects a server exposes: public async methods become RPC methods.
+
+    Each method is called as `await method(context, **args)`; `context` is the dict
+    the caller sent (user, project, roles, request ids).
+    """
+
+    def rpc_method(self, name: str):
+        if name.startswith("_") or name in ("rpc_method",):
+            return None
+        method = getattr(self, name, None)
+        return method if asyncio.iscoroutinefunction(method) else None
+
+
+async def dispatch(endpoint: Endpoint, message: dict[str, Any]) -> dict[str, Any]:
+    """Run one message against an endpoint; the reply body (result or error)."""
+    name = message.get("method", "")
+    context = message.get("context") or {}
+    token = request_id_var.set(context.get("request_id", "-"))
+    try:
+        method = endpoint.rpc_method(name)
+        if method is None:
+            return {"error": {"type": "UnknownMethod", "message": f"no RPC method {name!r}"}}
+        result = await method(context, **(message.get("args") or {}))
+        return {"result": result}
+    except Exception as exc:  # noqa: BLE001 - every failure travels back to the caller
+        LOG.warning("rpc %s failed: %s\n%s", name, exc, traceback.format_exc())
+        return {"error": {"type": type(exc).__name__, "message": str(exc)}}
+    finally:
+        request_id_var.reset(token)
+
+
+def unwrap(reply: dict[str, Any]) -> Any:
+    if "error" in reply:
+        raise RemoteError(reply["error"]["type"], reply["error"]["message"])
+    return reply.get("result")
+
+
+class Transport(abc.ABC):
+    """cast/call to a topic; serve a topic with an Endpoint."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def cast(self, topic: str, method: str, context: dict[str, Any], **args: Any) -> None:
+        """Fire and forget: returns once the message is safely queued."""
+
+    @abc.abstractmethod
+    async def call(
+        self,
+        topic: str,
+        method: str,
+        context: dict[str, Any],
+        *,
+        timeout: float = 60.0,
+        **args: Any,
+    ) -> Any:
+        """Request/reply: the remote method's result, RemoteError, or RpcTimeout."""
+
+    @abc.abstractmethod
+    async def serve(self, topic: str, endpoint: Endpoint) -> None:
+        """Start consuming `topic`; messages are dispatched to `endpoint` concurrently."""

@@ -1,0 +1,150 @@
+"""RabbitMQ transport (AMQP 0-9-1, aio-pika).
+
+- One durable queue per topic (`cumulo.<topic>`), so a host's messages wait for it
+  while it restarts; messages are persistent and published with publisher confirms,
+  so a cast that returned is on the broker's disk.
+- `call` replies come back on a per-process exclusive queue, matched by correlation id.
+- The connection is robust: lost connections are re-established with backoff, and
+  channels, queues and consumers are restored.
+- Messages are acknowledged on receipt, as oslo.messaging does: a message is handled
+  at most once even when the consumer dies mid-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from cumulo.common.rpc.base import Endpoint, RpcTimeout, Transport, dispatch, unwrap
+
+LOG = logging.getLogger(__name__)
+PREFETCH = 64
+
+
+def queue_name(topic: str) -> str:
+    return f"cumulo.{topic}"
+
+
+class RabbitTransport(Transport):
+    def __init__(self, url: str) -> None:
+        # kombu/oslo style rabbit:// URLs are AMQP URLs for aio-pika.
+        self.url = "amqp://" + url.split("://", 1)[1]
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: aio_pika.abc.AbstractRobustChannel | None = None
+        self._reply_queue: aio_pika.abc.AbstractQueue | None = None
+        self._pending: dict[str, asyncio.Future] = {}
+        self._declared: set[str] = set()
+        self._handlers: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        if self._connection is not None:
+            return
+        self._connection = await aio_pika.connect_robust(self.url, reconnect_interval=1.0)
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        await self._channel.set_qos(prefetch_count=PREFETCH)
+        self._reply_queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
+        await self._reply_queue.consume(self._on_reply, no_ack=True)
+
+    async def close(self) -> None:
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.cancel()
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection = self._channel = self._reply_queue = None
+        self._declared.clear()
+
+    async def _declare(self, topic: str) -> aio_pika.abc.AbstractQueue:
+        assert self._channel is not None, "transport not started"
+        queue = await self._channel.declare_queue(queue_name(topic), durable=True)
+        self._declared.add(topic)
+        return queue
+
+    async def _publish(self, topic: str, body: dict[str, Any], **props: Any) -> None:
+        await self.start()
+        if topic not in self._declared:
+            await self._declare(topic)
+        assert self._channel is not None
+        message = aio_pika.Message(
+            json.dumps(body).encode(),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            **props,
+        )
+        # With publisher confirms, this returns once the broker has taken the message.
+        await self._channel.default_exchange.publish(message, routing_key=queue_name(topic))
+
+    async def cast(self, topic: str, method: str, context: dict[str, Any], **args: Any) -> None:
+        await self._publish(topic, {"method": method, "args": args, "context": context})
+
+    async def call(
+        self,
+        topic: str,
+        method: str,
+        context: dict[str, Any],
+        *,
+        timeout: float = 60.0,
+        **args: Any,
+    ) -> Any:
+        await self.start()
+        assert self._reply_queue is not None
+        correlation_id = uuid.uuid4().hex
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = future
+        try:
+            await self._publish(
+                topic,
+                {"method": method, "args": args, "context": context},
+                correlation_id=correlation_id,
+                reply_to=self._reply_queue.name,
+                expiration=timeout,
+            )
+            reply = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise RpcTimeout(f"no reply from {topic}.{method} within {timeout}s") from None
+        finally:
+            self._pending.pop(correlation_id, None)
+        return unwrap(reply)
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        future = self._pending.get(message.correlation_id or "")
+        if future is not None and not future.done():
+            future.set_result(json.loads(message.body))
+
+    async def serve(self, topic: str, endpoint: Endpoint) -> None:
+        await self.start()
+        queue = await self._declare(topic)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await message.ack()
+            task = asyncio.create_task(self._handle(endpoint, message))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+
+        await queue.consume(on_message)
+
+    async def _handle(self, endpoint: Endpoint, message: AbstractIncomingMessage) -> None:
+        try:
+            body = json.loads(message.body)
+        except ValueError:
+            LOG.error("dropping a message that is not JSON")
+            return
+        reply = await dispatch(endpoint, body)
+        if message.reply_to and self._channel is not None:
+            await self._channel.default_exchange.publish(
+                aio_pika.Message(
+                    json.dumps(reply).encode(),
+                    content_type="application/json",
+                    correlation_id=message.correlation_id,
+                ),
+                routing_key=message.reply_to,
+            )
