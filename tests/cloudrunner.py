@@ -123,9 +123,14 @@ class CloudRunner:
         return proc.stdout
 
     def sdk(self, cloud: str = "cumulo"):
-        import openstack
+        from openstack.config.loader import OpenStackConfig
+        from openstack.connection import Connection
 
-        return openstack.connect(cloud=cloud, config_files=[str(self.state_dir / "clouds.yaml")])
+        # openstack.connect() ignores config_files: load this cloud's clouds.yaml directly.
+        config = OpenStackConfig(
+            config_files=[str(self.state_dir / "clouds.yaml")], load_envvars=False
+        )
+        return Connection(config=config.get_one(cloud=cloud))
 
     def token(
         self, username: str = "admin", password: str | None = None, project: str = "admin"

@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import MetaData, event
-from sqlalchemy.engine import Connection
+from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase
 
 NAMING_CONVENTION = {
@@ -26,6 +27,14 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+@compiles(DateTime, "mysql")
+@compiles(DateTime, "mariadb")
+def _mysql_datetime(_type, _compiler, **_kw) -> str:
+    # MySQL/MariaDB DATETIME drops fractions of a second; revocation events compare
+    # against token issue times to the microsecond, so keep all six digits.
+    return "DATETIME(6)"
 
 
 def utcnow() -> datetime:
@@ -59,16 +68,20 @@ class Database:
         self.url = url
         self.service = service
         self.is_sqlite = url.startswith("sqlite")
+        sa_url = make_url(url)
         kwargs: dict = {}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
-        elif url.startswith("mysql"):
+        elif sa_url.get_backend_name() in ("mysql", "mariadb"):
             kwargs.update(pool_recycle=3600, pool_pre_ping=True)
+            if "charset" not in sa_url.query:
+                # Whatever the server's default, talk full 4-byte UTF-8.
+                sa_url = sa_url.update_query_dict({"charset": "utf8mb4"})
         else:
             kwargs.update(pool_pre_ping=True)
         if ":memory:" in url:
             raise ValueError("in-memory SQLite cannot be shared between connections")
-        self.engine = create_async_engine(url, **kwargs)
+        self.engine = create_async_engine(sa_url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
