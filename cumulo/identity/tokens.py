@@ -22,7 +22,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 PAYLOAD_VERSION = 1
 
-METHOD_BITS = {"password": 1, "token": 2, "application_credential": 4}
+METHOD_BITS = {"password": 1, "token": 2, "application_credential": 4, "ec2credential": 8}
 
 SCOPE_UNSCOPED, SCOPE_PROJECT, SCOPE_DOMAIN, SCOPE_SYSTEM = 0, 1, 2, 3
 
