@@ -1,0 +1,173 @@
+"""The hypervisor interface the compute manager calls.
+
+What a driver gets is plain data (GuestSpec and friends) prepared by the manager:
+ports are allocated, the image is in the host's image cache, volumes are
+connected, and the config-drive content is decided. The driver only turns that
+into a running guest and reports what the hypervisor sees.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+from cumulo.compute.states import PowerState
+
+
+@dataclass(frozen=True)
+class FlavorSpec:
+    name: str
+    vcpus: int
+    memory_mb: int
+    root_gb: int
+    ephemeral_gb: int = 0
+    swap_mb: int = 0
+    extra_specs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    id: str
+    disk_format: str
+    container_format: str = "bare"
+    # Local path of the image in the host's image cache (None for boot-from-volume).
+    path: str | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+    # Direct kernel boot: paths of the kernel and ramdisk images in the cache.
+    kernel_path: str | None = None
+    ramdisk_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Vif:
+    """One port of the guest, as the network driver plugged it on this host."""
+
+    port_id: str
+    mac: str
+    network_id: str
+    fixed_ips: tuple[str, ...] = ()
+    mtu: int = 1500
+    # The host-side device the tap must join (a bridge name), set by the network driver.
+    bridge: str | None = None
+
+
+@dataclass(frozen=True)
+class BlockDevice:
+    """An attached volume: how the guest reaches it (connection_info from Block Storage)."""
+
+    volume_id: str
+    device_name: str
+    connection_info: dict[str, Any]
+    boot_index: int | None = None
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    uuid: str
+    name: str
+    hostname: str
+    flavor: FlavorSpec
+    image: ImageSpec | None
+    vifs: tuple[Vif, ...] = ()
+    block_devices: tuple[BlockDevice, ...] = ()
+    # Files of the config drive (path -> bytes), or None when no drive is wanted.
+    config_drive: dict[str, bytes] | None = None
+    admin_password: str | None = None
+
+
+@dataclass(frozen=True)
+class GuestInfo:
+    state: PowerState
+    max_mem_kb: int
+    mem_kb: int
+    num_cpu: int
+    cpu_time_ns: int = 0
+
+
+@dataclass(frozen=True)
+class HostResources:
+    """What the host has, reported to the scheduler (before allocation ratios)."""
+
+    hypervisor_hostname: str
+    hypervisor_type: str
+    hypervisor_version: int
+    vcpus: int
+    memory_mb: int
+    local_gb: int
+    cpu_arch: str = "x86_64"
+    cpu_info: dict[str, Any] = field(default_factory=dict)
+
+
+class DriverError(Exception):
+    """The hypervisor could not do what was asked; the message says why."""
+
+
+class GuestNotFound(DriverError):
+    pass
+
+
+class ComputeDriver(abc.ABC):
+    """One hypervisor host. Every method is a coroutine: drivers do blocking work in threads."""
+
+    hypervisor_type: str = "unknown"
+
+    async def init_host(self, host: str) -> None:
+        """Called once when the compute agent starts (reconnect to running guests here)."""
+
+    async def cleanup_host(self) -> None:
+        """Called when the agent stops; guests keep running."""
+
+    @abc.abstractmethod
+    async def list_guests(self) -> list[str]:
+        """UUIDs of every guest this host runs (running or not)."""
+
+    @abc.abstractmethod
+    async def spawn(self, guest: GuestSpec) -> None: ...
+
+    @abc.abstractmethod
+    async def destroy(self, uuid: str) -> None:
+        """Stop the guest and remove everything it had on the host. Idempotent."""
+
+    @abc.abstractmethod
+    async def get_info(self, uuid: str) -> GuestInfo: ...
+
+    @abc.abstractmethod
+    async def reboot(self, uuid: str, hard: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def power_off(self, uuid: str, timeout: float = 60) -> None: ...
+
+    @abc.abstractmethod
+    async def power_on(self, uuid: str) -> None: ...
+
+    @abc.abstractmethod
+    async def pause(self, uuid: str) -> None: ...
+
+    @abc.abstractmethod
+    async def unpause(self, uuid: str) -> None: ...
+
+    @abc.abstractmethod
+    async def suspend(self, uuid: str) -> None: ...
+
+    @abc.abstractmethod
+    async def resume(self, uuid: str) -> None: ...
+
+    @abc.abstractmethod
+    async def get_console_output(self, uuid: str) -> str: ...
+
+    @abc.abstractmethod
+    async def snapshot(self, uuid: str, target_path: str) -> str:
+        """Write the guest's root disk as an image file; returns its disk format."""
+
+    @abc.abstractmethod
+    async def attach_volume(self, uuid: str, device: BlockDevice) -> None: ...
+
+    @abc.abstractmethod
+    async def detach_volume(self, uuid: str, volume_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def get_available_resource(self) -> HostResources: ...
+
+    async def get_vnc_console(self, uuid: str) -> dict[str, Any]:
+        raise DriverError("this driver has no graphical console")

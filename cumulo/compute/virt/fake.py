@@ -1,0 +1,180 @@
+"""The fake driver: a supported backend that keeps guests in memory.
+
+It behaves like a hypervisor where the control plane can see it (power states,
+console output, attached volumes, capacity), boots in `spawn_delay` seconds, and
+can be told to fail, so the whole control plane (and scale simulations with
+thousands of hosts in one process) runs without QEMU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from cumulo.compute.states import PowerState
+from cumulo.compute.virt.driver import (
+    BlockDevice,
+    ComputeDriver,
+    DriverError,
+    GuestInfo,
+    GuestNotFound,
+    GuestSpec,
+    HostResources,
+)
+
+
+@dataclass
+class FakeGuest:
+    spec: GuestSpec
+    state: PowerState = PowerState.RUNNING
+    started_at: float = field(default_factory=time.monotonic)
+    console: list[str] = field(default_factory=list)
+    volumes: dict[str, BlockDevice] = field(default_factory=dict)
+
+    def log(self, line: str) -> None:
+        self.console.append(line)
+
+
+class FakeDriver(ComputeDriver):
+    hypervisor_type = "fake"
+
+    def __init__(
+        self,
+        hostname: str = "fake-host",
+        *,
+        vcpus: int = 16,
+        memory_mb: int = 65536,
+        local_gb: int = 1024,
+        spawn_delay: float = 0.0,
+        fail_spawn: bool = False,
+    ) -> None:
+        self.hostname = hostname
+        self.vcpus, self.memory_mb, self.local_gb = vcpus, memory_mb, local_gb
+        self.spawn_delay = spawn_delay
+        self.fail_spawn = fail_spawn
+        self.guests: dict[str, FakeGuest] = {}
+
+    def _guest(self, uuid: str) -> FakeGuest:
+        guest = self.guests.get(uuid)
+        if guest is None:
+            raise GuestNotFound(f"no guest {uuid} on {self.hostname}")
+        return guest
+
+    def _require(self, guest: FakeGuest, *states: PowerState) -> None:
+        if guest.state not in states:
+            raise DriverError(f"guest {guest.spec.uuid} is {guest.state.name.lower()}")
+
+    async def list_guests(self) -> list[str]:
+        return list(self.guests)
+
+    async def spawn(self, guest: GuestSpec) -> None:
+        if guest.uuid in self.guests:
+            raise DriverError(f"guest {guest.uuid} already exists on {self.hostname}")
+        if self.spawn_delay:
+            await asyncio.sleep(self.spawn_delay)
+        if self.fail_spawn:
+            raise DriverError(f"fake host {self.hostname} is set to fail every spawn")
+        fake = FakeGuest(guest)
+        fake.log(f"fake guest {guest.name} ({guest.uuid}) booting on {self.hostname}")
+        for vif in guest.vifs:
+            fake.log(f"eth: {vif.mac} on network {vif.network_id} ips {','.join(vif.fixed_ips)}")
+        for dev in guest.block_devices:
+            fake.volumes[dev.volume_id] = dev
+        fake.log(f"{guest.hostname} login:")
+        self.guests[guest.uuid] = fake
+
+    async def destroy(self, uuid: str) -> None:
+        self.guests.pop(uuid, None)
+
+    async def get_info(self, uuid: str) -> GuestInfo:
+        guest = self._guest(uuid)
+        mem_kb = guest.spec.flavor.memory_mb * 1024
+        running = guest.state == PowerState.RUNNING
+        cpu_ns = int((time.monotonic() - guest.started_at) * 1e9) if running else 0
+        return GuestInfo(guest.state, mem_kb, mem_kb, guest.spec.flavor.vcpus, cpu_ns)
+
+    async def reboot(self, uuid: str, hard: bool) -> None:
+        guest = self._guest(uuid)
+        if not hard:
+            self._require(guest, PowerState.RUNNING)
+        guest.state = PowerState.RUNNING
+        guest.started_at = time.monotonic()
+        guest.log(f"{'hard' if hard else 'soft'} reboot")
+
+    async def power_off(self, uuid: str, timeout: float = 60) -> None:
+        guest = self._guest(uuid)
+        guest.state = PowerState.SHUTDOWN
+        guest.log("power off")
+
+    async def power_on(self, uuid: str) -> None:
+        guest = self._guest(uuid)
+        guest.state = PowerState.RUNNING
+        guest.started_at = time.monotonic()
+        guest.log("power on")
+
+    async def pause(self, uuid: str) -> None:
+        guest = self._guest(uuid)
+        self._require(guest, PowerState.RUNNING)
+        guest.state = PowerState.PAUSED
+
+    async def unpause(self, uuid: str) -> None:
+        guest = self._guest(uuid)
+        self._require(guest, PowerState.PAUSED)
+        guest.state = PowerState.RUNNING
+
+    async def suspend(self, uuid: str) -> None:
+        guest = self._guest(uuid)
+        self._require(guest, PowerState.RUNNING, PowerState.PAUSED)
+        guest.state = PowerState.SUSPENDED
+
+    async def resume(self, uuid: str) -> None:
+        guest = self._guest(uuid)
+        self._require(guest, PowerState.SUSPENDED)
+        guest.state = PowerState.RUNNING
+
+    async def get_console_output(self, uuid: str) -> str:
+        return "\n".join(self._guest(uuid).console) + "\n"
+
+    async def snapshot(self, uuid: str, target_path: str) -> str:
+        guest = self._guest(uuid)
+        # A fake root disk: the source image's bytes when there are any, else a marker.
+        source = guest.spec.image.path if guest.spec.image else None
+        data = b"fake snapshot of " + uuid.encode() + b"\n"
+        if source:
+            data = await asyncio.to_thread(_read, source)
+        await asyncio.to_thread(_write, target_path, data)
+        return guest.spec.image.disk_format if guest.spec.image and source else "raw"
+
+    async def attach_volume(self, uuid: str, device: BlockDevice) -> None:
+        guest = self._guest(uuid)
+        if device.volume_id in guest.volumes:
+            raise DriverError(f"volume {device.volume_id} is already attached to {uuid}")
+        guest.volumes[device.volume_id] = device
+        guest.log(f"virtio disk {device.device_name} attached")
+
+    async def detach_volume(self, uuid: str, volume_id: str) -> None:
+        guest = self._guest(uuid)
+        if guest.volumes.pop(volume_id, None) is None:
+            raise DriverError(f"volume {volume_id} is not attached to {uuid}")
+        guest.log("virtio disk detached")
+
+    async def get_available_resource(self) -> HostResources:
+        return HostResources(
+            hypervisor_hostname=self.hostname,
+            hypervisor_type=self.hypervisor_type,
+            hypervisor_version=1000,
+            vcpus=self.vcpus,
+            memory_mb=self.memory_mb,
+            local_gb=self.local_gb,
+        )
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _write(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
