@@ -114,9 +114,11 @@ class ComputeDriver(abc.ABC):
 
     async def init_host(self, host: str) -> None:
         """Called once when the compute agent starts (reconnect to running guests here)."""
+        return None
 
     async def cleanup_host(self) -> None:
         """Called when the agent stops; guests keep running."""
+        return None
 
     @abc.abstractmethod
     async def list_guests(self) -> list[str]:
