@@ -1,0 +1,117 @@
+"""Claims are atomic: many concurrent boots onto hosts that fit fewer never overcommit."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from cumulo.common.db import Database, utcnow
+from cumulo.compute.models import Allocation, ComputeNode, ComputeService
+from cumulo.compute.scheduler.claims import (
+    COMPUTE_BINARY,
+    claim,
+    load_host_states,
+    release,
+)
+from cumulo.compute.scheduler.host_state import RequestSpec
+from cumulo.compute.scheduler.select import NoValidHost, select_destinations
+
+SPEC = RequestSpec(vcpus=1, memory_mb=512, disk_gb=1)
+
+
+async def make_hosts(db: Database, count: int, memory_mb: int) -> None:
+    async with db.write() as s:
+        for i in range(count):
+            s.add(
+                ComputeService(
+                    uuid=str(uuid.uuid4()),
+                    host=f"host{i}",
+                    binary=COMPUTE_BINARY,
+                    topic=f"compute.host{i}",
+                    last_seen_up=utcnow(),
+                )
+            )
+            s.add(
+                ComputeNode(
+                    uuid=str(uuid.uuid4()),
+                    host=f"host{i}",
+                    hypervisor_hostname=f"host{i}",
+                    hypervisor_type="fake",
+                    vcpus=64,
+                    memory_mb=memory_mb,
+                    local_gb=1000,
+                )
+            )
+
+
+async def boot_one(db: Database) -> str | None:
+    """Schedule and claim like the conductor does: retry when a claim loses a race."""
+    instance = str(uuid.uuid4())
+    for _attempt in range(5):
+        async with db.read() as s:
+            hosts = await load_host_states(s, utcnow(), timedelta(seconds=60))
+        try:
+            [chosen] = select_destinations(hosts, RequestSpec(1, 512, 1), [instance])
+        except NoValidHost:
+            return None
+        async with db.write() as s:
+            node_id = await s.scalar(
+                select(ComputeNode.id).where(ComputeNode.hypervisor_hostname == chosen.node)
+            )
+            if await claim(s, node_id, instance, SPEC):
+                return chosen.host
+    return None
+
+
+async def test_200_concurrent_boots_onto_room_for_100(tmp_path):
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'compute.db'}", "compute")
+    await db.migrate()
+    try:
+        await make_hosts(db, 2, memory_mb=512 * 50)  # 2 hosts x 50 instances
+        placed = await asyncio.gather(*(boot_one(db) for _ in range(200)))
+        assert sum(1 for p in placed if p) == 100
+        async with db.read() as s:
+            nodes = (await s.scalars(select(ComputeNode))).all()
+            allocations = await s.scalar(select(func.count()).select_from(Allocation))
+        assert allocations == 100
+        assert all(n.memory_mb_used == n.memory_mb for n in nodes)
+        assert all(n.running_vms == 50 for n in nodes)
+    finally:
+        await db.dispose()
+
+
+async def test_release_gives_resources_back_once(tmp_path):
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'compute.db'}", "compute")
+    await db.migrate()
+    try:
+        await make_hosts(db, 1, memory_mb=512)
+        async with db.write() as s:
+            node_id = await s.scalar(select(ComputeNode.id))
+            assert await claim(s, node_id, "i1", SPEC)
+            assert not await claim(s, node_id, "i2", SPEC)  # full
+        async with db.write() as s:
+            assert await release(s, "i1")
+            assert not await release(s, "i1")
+        async with db.read() as s:
+            node = await s.scalar(select(ComputeNode))
+        assert (node.memory_mb_used, node.vcpus_used, node.running_vms) == (0, 0, 0)
+    finally:
+        await db.dispose()
+
+
+async def test_hosts_without_a_recent_heartbeat_are_down(tmp_path):
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'compute.db'}", "compute")
+    await db.migrate()
+    try:
+        await make_hosts(db, 2, memory_mb=4096)
+        async with db.write() as s:
+            svc = await s.scalar(select(ComputeService).where(ComputeService.host == "host0"))
+            svc.last_seen_up = utcnow() - timedelta(minutes=5)
+        async with db.read() as s:
+            states = {h.host: h for h in await load_host_states(s, utcnow(), timedelta(seconds=60))}
+        assert not states["host0"].up and states["host1"].up
+    finally:
+        await db.dispose()
