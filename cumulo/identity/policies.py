@@ -66,6 +66,8 @@ IDENTITY_RULES: dict[str, str] = {
     "identity:update_role": "rule:cloud_admin",
     "identity:delete_role": "rule:cloud_admin",
     "identity:list_implied_roles": "rule:system_reader",
+    "identity:get_implied_role": "rule:system_reader",
+    "identity:list_role_inference_rules": "rule:system_reader",
     "identity:create_implied_role": "rule:cloud_admin",
     "identity:delete_implied_role": "rule:cloud_admin",
     "identity:check_grant": "rule:system_reader"
