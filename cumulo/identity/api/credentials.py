@@ -162,6 +162,13 @@ async def _store(request: Request, cred: Credential) -> None:
         ) from None
 
 
+async def _remove(request: Request, cred: Credential) -> None:
+    async with identity_of(request).write() as session:
+        row = await session.get(Credential, cred.id)
+        if row is not None:
+            await session.delete(row)
+
+
 # -- /v3/credentials (api-ref: Credentials) ------------------------------------------
 
 
@@ -305,10 +312,7 @@ async def update_credential(request: Request) -> Response:
 
 async def delete_credential(request: Request) -> Response:
     cred = await _authorized_credential(request, "identity:delete_credential")
-    async with identity_of(request).write() as session:
-        row = await session.get(Credential, cred.id)
-        if row is not None:
-            await session.delete(row)
+    await _remove(request, cred)
     return no_content()
 
 
@@ -403,10 +407,7 @@ async def show_ec2(request: Request) -> Response:
 
 async def delete_ec2(request: Request) -> Response:
     cred = await _ec2_of_path(request, "identity:ec2_delete_credential")
-    async with identity_of(request).write() as session:
-        row = await session.get(Credential, cred.id)
-        if row is not None:
-            await session.delete(row)
+    await _remove(request, cred)
     return no_content()
 
 
