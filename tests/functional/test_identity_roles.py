@@ -230,6 +230,28 @@ def test_role_inherited_from_the_domain_reaches_its_projects(
     assert issue(cloud, user["name"], project_scope(project)).status_code == 401
 
 
+def test_role_inherited_from_a_parent_project_reaches_its_children(
+    cloud: CloudRunner, admin_http: httpx.Client, user: dict, project: dict
+):
+    child = admin_http.post(
+        "/v3/projects", json={"project": {"name": unique("child"), "parent_id": project["id"]}}
+    ).json()["project"]
+    cloud.openstack(
+        "role", "add", "--user", user["id"], "--project", project["id"], "--inherited", "member"
+    )
+    granted = issue(cloud, user["name"], project_scope(child))
+    assert granted.status_code == 201 and role_names(granted) == {"member", "reader"}
+    # Inherited to the projects below only, not to the project itself.
+    assert issue(cloud, user["name"], project_scope(project)).status_code == 401
+    subtree = admin_http.get(
+        "/v3/role_assignments",
+        params={"scope.project.id": project["id"], "include_subtree": "true", "effective": "1"},
+    ).json()["role_assignments"]
+    assert {(a["scope"]["project"]["id"], a["user"]["id"]) for a in subtree} == {
+        (child["id"], user["id"])
+    }
+
+
 def _role_id(admin_http: httpx.Client, name: str) -> str:
     [role] = admin_http.get("/v3/roles", params={"name": name}).json()["roles"]
     return role["id"]
