@@ -10,6 +10,11 @@ from tests.cloudrunner import CloudRunner, configure_state_dir
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # openstacksdk warns about its own future removals on every call; they are not ours.
+    config.addinivalue_line("filterwarnings", "ignore::openstack.warnings._RemovedInSDKWarning")
+
+
 def skip_or_fail(reason: str) -> None:
     """Under CI a missing service fails the run; on a developer machine the test is skipped."""
     if IN_CI:
