@@ -15,21 +15,19 @@ def _name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def _login(cloud: CloudRunner, name: str, password: str) -> httpx.Response:
-    """Password authentication without a scope (new users hold no role yet)."""
-    return httpx.post(
-        f"{cloud.auth_url}/auth/tokens",
-        json={
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {
-                        "user": {"name": name, "domain": {"id": "default"}, "password": password}
-                    },
-                }
-            }
-        },
-    )
+def _login(
+    cloud: CloudRunner, name: str, password: str, project: str | None = None
+) -> httpx.Response:
+    """Password authentication; unscoped unless a project is named (new users hold no role)."""
+    auth: dict = {
+        "identity": {
+            "methods": ["password"],
+            "password": {"user": {"name": name, "domain": {"id": "default"}, "password": password}},
+        }
+    }
+    if project:
+        auth["scope"] = {"project": {"name": project, "domain": {"id": "default"}}}
+    return httpx.post(f"{cloud.auth_url}/auth/tokens", json={"auth": auth})
 
 
 def _token(cloud: CloudRunner, name: str, password: str) -> str:
@@ -333,3 +331,24 @@ def test_duplicate_group_name_in_a_domain_is_409(admin_http):
         "Conflict occurred attempting to store group - Duplicate entry found "
         f"with name {name} at domain ID default."
     )
+
+
+def test_a_groups_role_reaches_its_members_until_they_leave(cloud: CloudRunner, admin_http):
+    project = cloud.openstack("project", "create", _name("team"), "-f", "json")["name"]
+    group = cloud.openstack("group", "create", _name("team"), "-f", "json")["name"]
+    cloud.openstack("role", "add", "--group", group, "--project", project, "member")
+    stays, leaves = _create_user(admin_http, "pw-a"), _create_user(admin_http, "pw-b")
+    for user in (stays, leaves):
+        cloud.openstack("group", "add", "user", group, user["id"])
+    assert _login(cloud, leaves["name"], "pw-b", project).status_code == 201
+    token = _login(cloud, stays["name"], "pw-a", project).headers["X-Subject-Token"]
+    with cloud.http(token) as member:
+        own = member.get(f"/v3/users/{stays['id']}/projects").json()["projects"]
+    assert [p["name"] for p in own] == [project]
+
+    cloud.openstack("group", "remove", "user", group, leaves["id"])
+    assert _login(cloud, leaves["name"], "pw-b", project).status_code == 401
+
+    cloud.openstack("group", "delete", group)
+    assert not _validates(admin_http, token)
+    assert _login(cloud, stays["name"], "pw-a", project).status_code == 401
