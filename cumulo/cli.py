@@ -13,7 +13,8 @@ from rich.console import Console
 from cumulo.common.app import setup_logging
 from cumulo.common.config import load_config, resolve_state_dir
 
-console = Console(stderr=True)
+# soft_wrap: long hints (paths, export lines) stay whole lines to copy, even in a pipe.
+console = Console(stderr=True, soft_wrap=True)
 
 state_dir_option = click.option(
     "--state-dir",
