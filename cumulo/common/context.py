@@ -60,6 +60,20 @@ class RequestContext:
             request_id=request_id,
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form, carried with every message on the bus."""
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["roles"] = sorted(self.roles)
+        data["audit_ids"] = list(self.audit_ids)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RequestContext:
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["roles"] = frozenset(fields.get("roles", ()))
+        fields["audit_ids"] = tuple(fields.get("audit_ids", ()))
+        return cls(**fields)
+
     def policy_credentials(self) -> dict[str, Any]:
         """The credentials oslo.policy checks rules against."""
         return {

@@ -1,0 +1,74 @@
+"""Calling another service's REST API: one small client, HTTP or in-process ASGI.
+
+In the all-in-one process the target app is called in-process through httpx's
+ASGI transport; across hosts the same requests go over HTTP. Callers pass the
+token to act with (the user's, from the request context, or a service token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from starlette.types import ASGIApp
+
+
+class ServiceError(Exception):
+    """The other service answered with an error status."""
+
+    def __init__(self, service: str, status: int, body: str) -> None:
+        self.service, self.status, self.body = service, status, body
+        super().__init__(f"{service} answered {status}: {body[:300]}")
+
+
+class ServiceClient:
+    def __init__(
+        self,
+        service: str,
+        *,
+        app: ASGIApp | None = None,
+        url: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        if (app is None) == (url is None):
+            raise ValueError("give either an in-process app or a URL")
+        self.service = service
+        transport: httpx.AsyncBaseTransport = (
+            httpx.ASGITransport(app=app) if app is not None else httpx.AsyncHTTPTransport(retries=2)
+        )
+        self._http = httpx.AsyncClient(
+            transport=transport, base_url=url or f"http://{service}.internal", timeout=timeout
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        token: str,
+        *,
+        ok: tuple[int, ...] = (200, 201, 202, 204),
+        **kwargs: Any,
+    ) -> httpx.Response:
+        headers = {"X-Auth-Token": token, **kwargs.pop("headers", {})}
+        response = await self._http.request(method, path, headers=headers, **kwargs)
+        if response.status_code not in ok:
+            raise ServiceError(self.service, response.status_code, response.text)
+        return response
+
+    async def json(self, method: str, path: str, token: str, **kwargs: Any) -> Any:
+        response = await self.request(method, path, token, **kwargs)
+        return response.json() if response.content else None
+
+    @asynccontextmanager
+    async def stream(self, path: str, token: str) -> AsyncIterator[httpx.Response]:
+        """GET with a streamed body (image data): never held in memory whole."""
+        async with self._http.stream("GET", path, headers={"X-Auth-Token": token}) as response:
+            if response.status_code != 200:
+                body = (await response.aread()).decode(errors="replace")
+                raise ServiceError(self.service, response.status_code, body)
+            yield response

@@ -1,0 +1,405 @@
+"""The conductor: builds instances (scheduler, then a host), retries failed builds on
+another host, and makes every database change a compute host asks for — compute
+hosts never open the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from cumulo.common.db import Database, utcnow
+from cumulo.common.rpc import Endpoint, RemoteError
+from cumulo.compute import rpcapi
+from cumulo.compute.models import (
+    ComputeNode,
+    ComputeService,
+    Instance,
+    InstanceAction,
+    InstanceActionEvent,
+    InstanceFault,
+)
+from cumulo.compute.scheduler.claims import COMPUTE_BINARY, release
+from cumulo.compute.states import PowerState, TaskState, VmState
+
+LOG = logging.getLogger(__name__)
+
+# Instance fields a compute host may change through instance_update.
+UPDATABLE = {
+    "vm_state",
+    "task_state",
+    "power_state",
+    "host",
+    "node",
+    "launched_at",
+    "terminated_at",
+    "network_info",
+    "progress",
+    "system_metadata",
+    "locked",
+    "deleted",
+    "deleted_at",
+}
+
+
+class UnexpectedTaskState(Exception):
+    """The instance moved on (deleted, or another action) while a task was running."""
+
+
+class InstanceNotFound(Exception):
+    pass
+
+
+@dataclass
+class ConductorOptions:
+    max_attempts: int = 3
+
+
+def instance_to_dict(inst: Instance) -> dict[str, Any]:
+    """What a compute host gets to know of an instance (JSON-safe)."""
+    return {
+        "uuid": inst.uuid,
+        "name": inst.display_name,
+        "hostname": inst.hostname,
+        "project_id": inst.project_id,
+        "user_id": inst.user_id,
+        "image_ref": inst.image_ref,
+        "flavor": inst.flavor,
+        "vm_state": inst.vm_state,
+        "task_state": inst.task_state,
+        "power_state": inst.power_state,
+        "host": inst.host,
+        "node": inst.node,
+        "availability_zone": inst.availability_zone,
+        "key_name": inst.key_name,
+        "key_data": inst.key_data,
+        "user_data": inst.user_data,
+        "config_drive": inst.config_drive,
+        "requested_networks": inst.requested_networks,
+        "security_groups": inst.security_groups,
+        "metadata": inst.metadata_items,
+        "network_info": inst.network_info,
+        "launch_index": inst.launch_index,
+        "reservation_id": inst.reservation_id,
+    }
+
+
+def _to_db_value(field: str, value: Any) -> Any:
+    if field in ("launched_at", "terminated_at", "deleted_at") and isinstance(value, str):
+        return datetime.fromisoformat(value.replace("Z", "")).replace(tzinfo=None)
+    return value
+
+
+class ConductorManager(Endpoint):
+    def __init__(self, db: Database, bus, options: ConductorOptions | None = None) -> None:
+        self.db = db
+        self.options = options or ConductorOptions()
+        self.scheduler = rpcapi.SchedulerAPI(bus)
+        self.compute = rpcapi.ComputeAPI(bus)
+
+    # -- building ----------------------------------------------------------------
+
+    async def build_instances(
+        self, ctx: dict, instance_uuids: list[str], request_spec: dict[str, Any]
+    ) -> None:
+        for instance_uuid in instance_uuids:
+            await self.action_event(ctx, instance_uuid, "conductor_build_instances")
+        spec = {**request_spec, "retry": {"num_attempts": 1, "hosts": []}}
+        await self._schedule_and_cast(ctx, instance_uuids, spec)
+        for instance_uuid in instance_uuids:
+            await self.action_event(ctx, instance_uuid, "conductor_build_instances", finish=True)
+
+    async def _schedule_and_cast(
+        self,
+        ctx: dict,
+        instance_uuids: list[str],
+        spec: dict[str, Any],
+        last_error: str | None = None,
+    ) -> None:
+        try:
+            destinations = await self.scheduler.select_destinations(ctx, spec, instance_uuids)
+        except RemoteError as exc:
+            for instance_uuid in instance_uuids:
+                message, details = exc.message, exc.message
+                if last_error:  # a retry found no other host: say what failed last
+                    message = (
+                        "Exhausted all hosts available for retrying build failures for "
+                        f"instance {instance_uuid}."
+                    )
+                    details = f"{message} Last failure: {last_error}"
+                await self._fail(
+                    ctx, instance_uuid, message, details=details, event="conductor_build_instances"
+                )
+            return
+        for instance_uuid, dest in zip(instance_uuids, destinations, strict=True):
+            try:
+                await self.instance_update(
+                    ctx,
+                    instance_uuid,
+                    {"host": dest["host"], "node": dest["node"]},
+                    expected_task_state=[TaskState.SCHEDULING],
+                )
+            except (UnexpectedTaskState, InstanceNotFound):
+                # Deleted while it was being scheduled: give the claim back.
+                async with self.db.write() as s:
+                    await release(s, instance_uuid)
+                continue
+            tried = [*spec["retry"]["hosts"], dest["host"]]
+            per_instance = {**spec, "retry": {**spec["retry"], "hosts": tried}}
+            await self.compute.build_and_run_instance(
+                ctx, dest["host"], instance_uuid, per_instance
+            )
+
+    async def build_failed(
+        self, ctx: dict, instance_uuid: str, host: str, reason: str, request_spec: dict[str, Any]
+    ) -> None:
+        """A host failed to build: release its claim, then retry elsewhere or give up."""
+        async with self.db.write() as s:
+            await release(s, instance_uuid)
+        retry = request_spec.get("retry") or {"num_attempts": 1, "hosts": [host]}
+        if retry["num_attempts"] >= self.options.max_attempts:
+            message = (
+                f"Exceeded maximum number of retries. Exceeded max scheduling attempts "
+                f"{self.options.max_attempts} for instance {instance_uuid}."
+            )
+            await self._fail(
+                ctx, instance_uuid, message, details=f"{message} Last failure: {reason}", host=host
+            )
+            return
+        try:
+            await self.instance_update(
+                ctx,
+                instance_uuid,
+                {"host": None, "node": None, "task_state": TaskState.SCHEDULING},
+                expected_task_state=[
+                    TaskState.SPAWNING,
+                    TaskState.NETWORKING,
+                    TaskState.BLOCK_DEVICE_MAPPING,
+                    TaskState.SCHEDULING,
+                ],
+            )
+        except (UnexpectedTaskState, InstanceNotFound):
+            return
+        LOG.info("rescheduling %s after a failure on %s: %s", instance_uuid, host, reason)
+        spec = {
+            **request_spec,
+            "ignore_hosts": sorted({*request_spec.get("ignore_hosts", []), *retry["hosts"]}),
+            "retry": {"num_attempts": retry["num_attempts"] + 1, "hosts": retry["hosts"]},
+        }
+        await self._schedule_and_cast(ctx, [instance_uuid], spec, last_error=reason)
+
+    async def _fail(
+        self,
+        ctx: dict,
+        instance_uuid: str,
+        message: str,
+        *,
+        details: str | None = None,
+        host: str | None = None,
+        event: str | None = None,
+    ) -> None:
+        async with self.db.write() as s:
+            result = await s.execute(
+                update(Instance)
+                .where(Instance.uuid == instance_uuid, Instance.deleted.is_(False))
+                .values(vm_state=VmState.ERROR, task_state=None, host=host)
+            )
+            if result.rowcount:
+                s.add(
+                    InstanceFault(
+                        instance_uuid=instance_uuid,
+                        code=500,
+                        message=message[:255],
+                        details=details or message,
+                        host=host,
+                    )
+                )
+        if event:
+            await self.action_event(ctx, instance_uuid, event, finish=True, error=message)
+
+    # -- what compute hosts ask for ------------------------------------------------
+
+    async def instance_update(
+        self,
+        ctx: dict,
+        instance_uuid: str,
+        updates: dict[str, Any],
+        expected_task_state: list[str | None] | None = None,
+    ) -> dict[str, Any]:
+        """Change an instance, only if its task state is still one of `expected_task_state`."""
+        bad = set(updates) - UPDATABLE
+        if bad:
+            raise ValueError(f"fields not updatable by compute hosts: {sorted(bad)}")
+        values = {k: _to_db_value(k, v) for k, v in updates.items()}
+        async with self.db.write() as s:
+            query = update(Instance).where(
+                Instance.uuid == instance_uuid, Instance.deleted.is_(False)
+            )
+            if expected_task_state is not None:
+                allowed = [t for t in expected_task_state if t is not None]
+                cond = Instance.task_state.in_(allowed)
+                if None in expected_task_state:
+                    cond = cond | Instance.task_state.is_(None)
+                query = query.where(cond)
+            if values:
+                result = await s.execute(
+                    query.values(**values, updated_at=utcnow()).execution_options(
+                        synchronize_session=False
+                    )
+                )
+                if result.rowcount != 1:
+                    await self._explain_miss(s, instance_uuid, expected_task_state)
+            inst = await s.scalar(select(Instance).where(Instance.uuid == instance_uuid))
+            if inst is None or inst.deleted:
+                raise InstanceNotFound(instance_uuid)
+            if (
+                not values
+                and expected_task_state is not None
+                and (inst.task_state not in expected_task_state)
+            ):
+                raise UnexpectedTaskState(f"{instance_uuid} is now {inst.task_state}")
+            return instance_to_dict(inst)
+
+    async def _explain_miss(self, s, instance_uuid: str, expected: list | None) -> None:
+        inst = await s.scalar(select(Instance).where(Instance.uuid == instance_uuid))
+        if inst is None or inst.deleted:
+            raise InstanceNotFound(instance_uuid)
+        raise UnexpectedTaskState(
+            f"{instance_uuid}: task state is {inst.task_state}, expected one of {expected}"
+        )
+
+    async def action_event(
+        self,
+        ctx: dict,
+        instance_uuid: str,
+        event: str,
+        *,
+        host: str | None = None,
+        finish: bool = False,
+        error: str | None = None,
+    ) -> None:
+        """Start or finish an event of the instance action of this request."""
+        request_id = ctx.get("request_id", "-")
+        async with self.db.write() as s:
+            action = await s.scalar(
+                select(InstanceAction).where(
+                    InstanceAction.instance_uuid == instance_uuid,
+                    InstanceAction.request_id == request_id,
+                )
+            )
+            if action is None:
+                return
+            if not finish:
+                s.add(InstanceActionEvent(action_id=action.id, event=event, host=host))
+                return
+            ev = await s.scalar(
+                select(InstanceActionEvent)
+                .where(
+                    InstanceActionEvent.action_id == action.id,
+                    InstanceActionEvent.event == event,
+                    InstanceActionEvent.finish_time.is_(None),
+                )
+                .order_by(InstanceActionEvent.id.desc())
+            )
+            now = utcnow()
+            if ev is None:
+                ev = InstanceActionEvent(
+                    action_id=action.id, event=event, host=host, start_time=now
+                )
+                s.add(ev)
+            ev.finish_time = now
+            ev.result = "Error" if error else "Success"
+            ev.traceback = error
+            if error:
+                action.message = "Error"
+
+    async def instance_deleted(self, ctx: dict, instance_uuid: str, host: str | None) -> None:
+        now = utcnow()
+        async with self.db.write() as s:
+            await release(s, instance_uuid)
+            await s.execute(
+                update(Instance)
+                .where(Instance.uuid == instance_uuid)
+                .values(
+                    vm_state=VmState.DELETED,
+                    task_state=None,
+                    power_state=int(PowerState.NOSTATE),
+                    deleted=True,
+                    deleted_at=now,
+                    terminated_at=now,
+                )
+            )
+
+    async def compute_node_report(
+        self, ctx: dict, host: str, resources: dict[str, Any], availability_zone: str
+    ) -> None:
+        """A compute agent's heartbeat with its capacity (the used figures are the claims')."""
+        now = utcnow()
+        async with self.db.write() as s:
+            service = await s.scalar(
+                select(ComputeService).where(
+                    ComputeService.host == host, ComputeService.binary == COMPUTE_BINARY
+                )
+            )
+            if service is None:
+                service = ComputeService(
+                    uuid=str(uuid.uuid4()),
+                    host=host,
+                    binary=COMPUTE_BINARY,
+                    topic=rpcapi.compute_topic(host),
+                    report_count=0,
+                    availability_zone=availability_zone,
+                )
+                s.add(service)
+            service.last_seen_up = now
+            service.report_count = (service.report_count or 0) + 1
+            service.availability_zone = availability_zone
+            node = await s.scalar(
+                select(ComputeNode).where(
+                    ComputeNode.hypervisor_hostname == resources["hypervisor_hostname"]
+                )
+            )
+            if node is None:
+                node = ComputeNode(
+                    uuid=str(uuid.uuid4()),
+                    host=host,
+                    hypervisor_hostname=resources["hypervisor_hostname"],
+                    vcpus_used=0,
+                    memory_mb_used=0,
+                    local_gb_used=0,
+                    running_vms=0,
+                )
+                s.add(node)
+            node.host = host
+            for field in (
+                "hypervisor_type",
+                "hypervisor_version",
+                "vcpus",
+                "memory_mb",
+                "local_gb",
+                "cpu_arch",
+                "cpu_info",
+            ):
+                if field in resources:
+                    setattr(node, field, resources[field])
+            for field in (
+                "cpu_allocation_ratio",
+                "ram_allocation_ratio",
+                "disk_allocation_ratio",
+                "reserved_host_memory_mb",
+                "reserved_host_disk_gb",
+            ):
+                if field in resources:
+                    setattr(node, field, resources[field])
+
+    async def instances_on_host(self, ctx: dict, host: str) -> list[dict[str, Any]]:
+        async with self.db.read() as s:
+            rows = await s.scalars(
+                select(Instance).where(Instance.host == host, Instance.deleted.is_(False))
+            )
+            return [instance_to_dict(i) for i in rows]

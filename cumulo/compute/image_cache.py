@@ -1,0 +1,60 @@
+"""The per-host image cache: each image downloaded once from the Image service and
+shared by every guest on the host (root disks are overlays on top of it)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from cumulo.common.service_client import ServiceClient
+
+CHUNK = 1024 * 1024
+
+
+class ImageFetchError(Exception):
+    pass
+
+
+class ImageCache:
+    def __init__(self, root: Path, images: ServiceClient) -> None:
+        self.root = root
+        self.images = images
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def path_of(self, image_id: str) -> Path:
+        return self.root / image_id
+
+    async def metadata(self, token: str, image_id: str) -> dict[str, Any]:
+        return await self.images.json("GET", f"/v2/images/{image_id}", token)
+
+    async def fetch(self, token: str, image_id: str) -> tuple[Path, dict[str, Any]]:
+        """The cached file of an active image (downloading it first if needed) and its record."""
+        meta = await self.metadata(token, image_id)
+        if meta.get("status") != "active":
+            raise ImageFetchError(f"image {image_id} is {meta.get('status')}, not active")
+        path = self.path_of(image_id)
+        lock = self._locks.setdefault(image_id, asyncio.Lock())
+        async with lock:
+            if not path.exists() or path.stat().st_size != meta.get("size"):
+                await self._download(token, image_id, meta, path)
+        return path, meta
+
+    async def _download(self, token: str, image_id: str, meta: dict[str, Any], path: Path) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{image_id}.part")
+        digest = hashlib.new(meta.get("os_hash_algo") or "sha512")
+        try:
+            with open(tmp, "wb") as f:
+                async with self.images.stream(f"/v2/images/{image_id}/file", token) as response:
+                    async for chunk in response.aiter_bytes(CHUNK):
+                        digest.update(chunk)
+                        await asyncio.to_thread(f.write, chunk)
+            expected = meta.get("os_hash_value")
+            if expected and digest.hexdigest() != expected:
+                raise ImageFetchError(f"image {image_id} data does not match its os_hash_value")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -1,0 +1,356 @@
+"""The compute manager: what runs on each hypervisor host, behind topic compute.<host>.
+
+A build walks the task states networking -> block_device_mapping -> spawning, each
+an instance action event; every instance change goes through the conductor (this
+process never opens the database). A failed build is undone here (guest, ports)
+and handed back to the conductor, which retries on another host or fails it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from cumulo.common.db import utcnow
+from cumulo.common.rpc import Endpoint, RemoteError, Transport
+from cumulo.compute import rpcapi
+from cumulo.compute.conductor import InstanceNotFound, UnexpectedTaskState
+from cumulo.compute.image_cache import ImageCache
+from cumulo.compute.network import NetworkClient, vifs_from_info
+from cumulo.compute.states import PowerState, TaskState, VmState
+from cumulo.compute.virt.driver import (
+    ComputeDriver,
+    DriverError,
+    FlavorSpec,
+    GuestNotFound,
+    GuestSpec,
+    ImageSpec,
+)
+
+LOG = logging.getLogger(__name__)
+
+# What the guest reports, mapped to the vm_state a stable instance should have.
+_POWER_TO_VM = {
+    PowerState.RUNNING: VmState.ACTIVE,
+    PowerState.PAUSED: VmState.PAUSED,
+    PowerState.SUSPENDED: VmState.SUSPENDED,
+    PowerState.SHUTDOWN: VmState.STOPPED,
+    PowerState.CRASHED: VmState.STOPPED,
+    PowerState.NOSTATE: VmState.STOPPED,
+}
+
+
+@dataclass
+class HostOptions:
+    availability_zone: str = "nova"
+    report_interval: float = 10.0
+    cpu_allocation_ratio: float = 4.0
+    ram_allocation_ratio: float = 1.0
+    disk_allocation_ratio: float = 1.0
+    reserved_host_memory_mb: int = 0
+    reserved_host_disk_gb: int = 0
+
+
+class _BuildAborted(Exception):
+    """The instance was deleted (or taken over) while it was being built."""
+
+
+class ComputeManager(Endpoint):
+    def __init__(
+        self,
+        host: str,
+        driver: ComputeDriver,
+        bus: Transport,
+        image_cache: ImageCache,
+        network: NetworkClient | None,
+        options: HostOptions | None = None,
+    ) -> None:
+        self.host = host
+        self.driver = driver
+        self.bus = bus
+        self.conductor = rpcapi.ConductorAPI(bus)
+        self.image_cache = image_cache
+        self.network = network
+        self.options = options or HostOptions()
+        self._periodic: asyncio.Task | None = None
+        # A context for the agent's own messages (heartbeats, power sync).
+        self.service_context = {
+            "request_id": f"req-compute-{host}",
+            "user_id": None,
+            "project_id": None,
+            "roles": [],
+        }
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.driver.init_host(self.host)
+        await self.report()
+        await self.sync_power_states()
+        await self.bus.serve(rpcapi.compute_topic(self.host), self)
+        self._periodic = asyncio.create_task(self._periodic_tasks())
+
+    async def stop(self) -> None:
+        if self._periodic:
+            self._periodic.cancel()
+            await asyncio.gather(self._periodic, return_exceptions=True)
+        await self.driver.cleanup_host()
+
+    async def _periodic_tasks(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.report_interval)
+            try:
+                await self.report()
+                await self.sync_power_states()
+            except Exception:  # noqa: BLE001 - a failed round must not stop the next
+                LOG.exception("periodic tasks of %s failed", self.host)
+
+    async def report(self) -> None:
+        """Heartbeat with this host's capacity and allocation ratios."""
+        res = await self.driver.get_available_resource()
+        o = self.options
+        resources = {
+            "hypervisor_hostname": res.hypervisor_hostname,
+            "hypervisor_type": res.hypervisor_type,
+            "hypervisor_version": res.hypervisor_version,
+            "vcpus": res.vcpus,
+            "memory_mb": res.memory_mb,
+            "local_gb": res.local_gb,
+            "cpu_arch": res.cpu_arch,
+            "cpu_info": res.cpu_info,
+            "cpu_allocation_ratio": o.cpu_allocation_ratio,
+            "ram_allocation_ratio": o.ram_allocation_ratio,
+            "disk_allocation_ratio": o.disk_allocation_ratio,
+            "reserved_host_memory_mb": o.reserved_host_memory_mb,
+            "reserved_host_disk_gb": o.reserved_host_disk_gb,
+        }
+        await self.conductor.compute_node_report(
+            self.service_context, self.host, resources, o.availability_zone
+        )
+
+    async def sync_power_states(self) -> None:
+        """Make the database agree with the hypervisor: a dead guest is never ACTIVE."""
+        ctx = self.service_context
+        guests = set(await self.driver.list_guests())
+        for inst in await self.conductor.instances_on_host(ctx, self.host):
+            if inst["task_state"] is not None:
+                continue  # an action is in flight; it will set the state itself
+            if inst["uuid"] in guests:
+                power = (await self.driver.get_info(inst["uuid"])).state
+            else:
+                power = PowerState.NOSTATE if inst["vm_state"] != VmState.ERROR else None
+            if power is None or int(power) == inst["power_state"]:
+                continue
+            updates: dict[str, Any] = {"power_state": int(power)}
+            if inst["vm_state"] in (
+                VmState.ACTIVE,
+                VmState.PAUSED,
+                VmState.SUSPENDED,
+                VmState.STOPPED,
+            ):
+                updates["vm_state"] = _POWER_TO_VM[power]
+            LOG.info("power state of %s is %s: updating", inst["uuid"], power.name)
+            try:
+                await self.conductor.instance_update(
+                    ctx, inst["uuid"], updates, expected_task_state=[None]
+                )
+            except Exception:  # noqa: BLE001 - the instance moved on; next round will see
+                LOG.debug("power sync of %s skipped", inst["uuid"])
+
+    # -- build ------------------------------------------------------------------------
+
+    async def _set_task(self, ctx: dict, uuid: str, task: str, expected: str) -> dict[str, Any]:
+        try:
+            return await self.conductor.instance_update(
+                ctx, uuid, {"task_state": task}, expected_task_state=[expected]
+            )
+        except RemoteError as exc:
+            if exc.type in (UnexpectedTaskState.__name__, InstanceNotFound.__name__):
+                raise _BuildAborted(exc.message) from exc
+            raise
+
+    async def build_and_run_instance(
+        self, ctx: dict, instance_uuid: str, request_spec: dict[str, Any]
+    ) -> None:
+        event = "compute_build_and_run_instance"
+        await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
+        network_info: list[dict[str, Any]] = []
+        token = ctx.get("auth_token") or ""
+        step: str | None = None  # the sub-event in progress, finished with the error
+        try:
+            inst = await self._set_task(
+                ctx, instance_uuid, TaskState.NETWORKING, TaskState.SCHEDULING
+            )
+            step = "compute_networking"
+            await self.conductor.action_event(ctx, instance_uuid, step, host=self.host)
+            if self.network is not None:
+                network_info = await self.network.allocate_for_instance(token, inst, self.host)
+            elif inst.get("requested_networks") not in ("none", [], None):
+                raise DriverError("this compute host has no Network service to ask for ports")
+            await self.conductor.instance_update(ctx, instance_uuid, {"network_info": network_info})
+            await self.conductor.action_event(ctx, instance_uuid, step, host=self.host, finish=True)
+            step = None
+
+            await self._set_task(
+                ctx, instance_uuid, TaskState.BLOCK_DEVICE_MAPPING, TaskState.NETWORKING
+            )
+            if request_spec.get("block_device_mapping"):
+                raise DriverError("volumes are not supported yet (Block Storage is not built)")
+
+            await self._set_task(
+                ctx, instance_uuid, TaskState.SPAWNING, TaskState.BLOCK_DEVICE_MAPPING
+            )
+            step = "compute_spawning"
+            await self.conductor.action_event(ctx, instance_uuid, step, host=self.host)
+            guest = await self._guest_spec(token, inst, network_info)
+            await self.driver.spawn(guest)
+            power = (await self.driver.get_info(instance_uuid)).state
+            await self.conductor.instance_update(
+                ctx,
+                instance_uuid,
+                {
+                    "vm_state": VmState.ACTIVE,
+                    "task_state": None,
+                    "power_state": int(power),
+                    "launched_at": utcnow().isoformat(),
+                },
+                expected_task_state=[TaskState.SPAWNING],
+            )
+            await self.conductor.action_event(ctx, instance_uuid, step, host=self.host, finish=True)
+            step = None
+            await self.conductor.action_event(
+                ctx, instance_uuid, event, host=self.host, finish=True
+            )
+        except _BuildAborted as exc:
+            LOG.info("build of %s aborted: %s", instance_uuid, exc)
+            await self._undo_build(token, instance_uuid, network_info)
+        except Exception as exc:  # noqa: BLE001 - any failure goes back to the conductor
+            LOG.warning("build of %s on %s failed: %s", instance_uuid, self.host, exc)
+            await self._undo_build(token, instance_uuid, network_info)
+            if step:
+                await self.conductor.action_event(
+                    ctx, instance_uuid, step, host=self.host, finish=True, error=str(exc)
+                )
+            await self.conductor.action_event(
+                ctx, instance_uuid, event, host=self.host, finish=True, error=str(exc)
+            )
+            await self.conductor.build_failed(ctx, instance_uuid, self.host, str(exc), request_spec)
+
+    async def _undo_build(self, token: str, uuid: str, network_info: list[dict]) -> None:
+        try:
+            await self.driver.destroy(uuid)
+        finally:
+            if self.network is not None and network_info:
+                await self.network.deallocate_for_instance(token, network_info)
+
+    async def _guest_spec(
+        self, token: str, inst: dict[str, Any], network_info: list[dict[str, Any]]
+    ) -> GuestSpec:
+        flavor = inst["flavor"]
+        image = None
+        if inst.get("image_ref"):
+            path, meta = await self.image_cache.fetch(token, inst["image_ref"])
+            known = {
+                "id",
+                "name",
+                "status",
+                "disk_format",
+                "container_format",
+                "size",
+                "checksum",
+                "os_hash_algo",
+                "os_hash_value",
+                "owner",
+                "visibility",
+            }
+            properties = {k: v for k, v in meta.items() if k not in known}
+            kernel = ramdisk = None
+            if meta.get("kernel_id"):
+                kernel = str((await self.image_cache.fetch(token, meta["kernel_id"]))[0])
+            if meta.get("ramdisk_id"):
+                ramdisk = str((await self.image_cache.fetch(token, meta["ramdisk_id"]))[0])
+            image = ImageSpec(
+                id=meta["id"],
+                disk_format=meta.get("disk_format") or "raw",
+                container_format=meta.get("container_format") or "bare",
+                path=str(path),
+                properties=properties,
+                kernel_path=kernel,
+                ramdisk_path=ramdisk,
+            )
+        return GuestSpec(
+            uuid=inst["uuid"],
+            name=inst["name"],
+            hostname=inst["hostname"],
+            flavor=FlavorSpec(
+                name=flavor["name"],
+                vcpus=flavor["vcpus"],
+                memory_mb=flavor["memory_mb"],
+                root_gb=flavor["root_gb"],
+                ephemeral_gb=flavor.get("ephemeral_gb", 0),
+                swap_mb=flavor.get("swap", 0),
+                extra_specs=flavor.get("extra_specs", {}),
+            ),
+            image=image,
+            vifs=vifs_from_info(network_info),
+        )
+
+    # -- other actions --------------------------------------------------------------
+
+    async def terminate_instance(self, ctx: dict, instance_uuid: str) -> None:
+        token = ctx.get("auth_token") or ""
+        await self.conductor.action_event(
+            ctx, instance_uuid, "compute_terminate_instance", host=self.host
+        )
+        instances = {i["uuid"]: i for i in await self.conductor.instances_on_host(ctx, self.host)}
+        info = (instances.get(instance_uuid) or {}).get("network_info") or []
+        await self._undo_build(token, instance_uuid, info)
+        await self.conductor.action_event(
+            ctx, instance_uuid, "compute_terminate_instance", host=self.host, finish=True
+        )
+        await self.conductor.instance_deleted(ctx, instance_uuid, self.host)
+
+    async def power_action(
+        self, ctx: dict, instance_uuid: str, action: str, args: dict[str, Any]
+    ) -> None:
+        """stop/start/reboot/pause/unpause/suspend/resume, then the state they lead to."""
+        done = {
+            "stop": (self.driver.power_off, VmState.STOPPED),
+            "start": (self.driver.power_on, VmState.ACTIVE),
+            "reboot": (lambda u: self.driver.reboot(u, bool(args.get("hard"))), VmState.ACTIVE),
+            "pause": (self.driver.pause, VmState.PAUSED),
+            "unpause": (self.driver.unpause, VmState.ACTIVE),
+            "suspend": (self.driver.suspend, VmState.SUSPENDED),
+            "resume": (self.driver.resume, VmState.ACTIVE),
+        }
+        if action not in done:
+            raise ValueError(f"unknown power action {action}")
+        call, vm_state = done[action]
+        event = f"compute_{action}_instance"
+        await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
+        error = None
+        try:
+            await call(instance_uuid)
+        except (DriverError, GuestNotFound) as exc:
+            error = str(exc)
+        power = PowerState.NOSTATE
+        try:
+            power = (await self.driver.get_info(instance_uuid)).state
+        except GuestNotFound:
+            pass
+        updates: dict[str, Any] = {"task_state": None, "power_state": int(power)}
+        if error is None:
+            updates["vm_state"] = vm_state
+        await self.conductor.instance_update(ctx, instance_uuid, updates)
+        await self.conductor.action_event(
+            ctx, instance_uuid, event, host=self.host, finish=True, error=error
+        )
+
+    async def get_console_output(self, ctx: dict, instance_uuid: str, length: int | None) -> str:
+        output = await self.driver.get_console_output(instance_uuid)
+        if length is not None:
+            lines = output.splitlines(keepends=True)
+            output = "".join(lines[-length:]) if length > 0 else ""
+        return output

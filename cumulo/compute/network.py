@@ -1,0 +1,143 @@
+"""The compute side of networking: ports for an instance, through the Network API.
+
+Requested networks follow Nova: "none", "auto" (the one network the project can
+use), or a list of {"uuid": network, "fixed_ip": ip} / {"port": port}. Ports made
+here are deleted with the instance; ports the user brought are only unbound.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cumulo.common.service_client import ServiceClient, ServiceError
+from cumulo.compute.virt.driver import Vif
+
+
+class NetworkAllocationError(Exception):
+    pass
+
+
+class NetworkClient:
+    def __init__(self, network: ServiceClient) -> None:
+        self.network = network
+
+    async def _auto_network(self, token: str, project_id: str) -> dict[str, Any]:
+        nets = (await self.network.json("GET", "/v2.0/networks", token))["networks"]
+        usable = [
+            n for n in nets if n.get("project_id") == project_id and not n.get("router:external")
+        ] or [n for n in nets if n.get("shared")]
+        if len(usable) != 1:
+            raise NetworkAllocationError(
+                "Unable to automatically allocate a network: the project can use "
+                f"{len(usable)} networks; choose one."
+            )
+        return usable[0]
+
+    async def _security_group_ids(self, token: str, names: list[str]) -> list[str]:
+        ids = []
+        for name in names:
+            groups = (
+                await self.network.json(
+                    "GET", "/v2.0/security-groups", token, params={"name": name}
+                )
+            )["security_groups"]
+            if not groups:
+                raise NetworkAllocationError(f"Security group {name} not found.")
+            ids.append(groups[0]["id"])
+        return ids
+
+    async def allocate_for_instance(
+        self, token: str, instance: dict[str, Any], host: str
+    ) -> list[dict[str, Any]]:
+        """Create or bind the instance's ports; returns its network info (one entry a port)."""
+        requested = instance.get("requested_networks") or []
+        if requested == "none" or requested == [{"id": "none"}]:
+            return []
+        if requested in ("auto", [], [{"id": "auto"}]):
+            net = await self._auto_network(token, instance["project_id"])
+            requested = [{"uuid": net["id"]}]
+        sg_ids = await self._security_group_ids(token, instance.get("security_groups") or [])
+        binding = {
+            "device_id": instance["uuid"],
+            "device_owner": f"compute:{instance.get('availability_zone') or 'nova'}",
+            "binding:host_id": host,
+        }
+        info: list[dict[str, Any]] = []
+        try:
+            for req in requested:
+                if req.get("port"):
+                    port = (
+                        await self.network.json(
+                            "PUT", f"/v2.0/ports/{req['port']}", token, json={"port": binding}
+                        )
+                    )["port"]
+                    preexisting = True
+                else:
+                    body: dict[str, Any] = {"network_id": req["uuid"], **binding}
+                    if req.get("fixed_ip"):
+                        body["fixed_ips"] = [{"ip_address": req["fixed_ip"]}]
+                    if sg_ids:
+                        body["security_groups"] = sg_ids
+                    port = (
+                        await self.network.json("POST", "/v2.0/ports", token, json={"port": body})
+                    )["port"]
+                    preexisting = False
+                network = (
+                    await self.network.json("GET", f"/v2.0/networks/{port['network_id']}", token)
+                )["network"]
+                info.append(_port_info(port, network, preexisting))
+        except ServiceError as exc:
+            await self.deallocate_for_instance(token, info)
+            raise NetworkAllocationError(f"port allocation failed: {exc}") from exc
+        return info
+
+    async def deallocate_for_instance(self, token: str, info: list[dict[str, Any]]) -> None:
+        for entry in info:
+            try:
+                if entry.get("preexisting"):
+                    await self.network.json(
+                        "PUT",
+                        f"/v2.0/ports/{entry['port_id']}",
+                        token,
+                        json={"port": {"device_id": "", "device_owner": "", "binding:host_id": ""}},
+                    )
+                else:
+                    await self.network.request(
+                        "DELETE", f"/v2.0/ports/{entry['port_id']}", token, ok=(204, 404)
+                    )
+            except ServiceError:
+                continue
+
+
+def _port_info(port: dict[str, Any], network: dict[str, Any], preexisting: bool) -> dict[str, Any]:
+    return {
+        "port_id": port["id"],
+        "mac": port["mac_address"],
+        "network_id": port["network_id"],
+        "network_name": network.get("name", ""),
+        "mtu": network.get("mtu") or 1500,
+        "fixed_ips": [
+            {
+                "ip_address": ip["ip_address"],
+                "subnet_id": ip.get("subnet_id"),
+                "version": 6 if ":" in ip["ip_address"] else 4,
+            }
+            for ip in port.get("fixed_ips", [])
+        ],
+        "bridge": (port.get("binding:vif_details") or {}).get("bridge_name"),
+        "preexisting": preexisting,
+    }
+
+
+def vifs_from_info(info: list[dict[str, Any]]) -> tuple[Vif, ...]:
+    return tuple(
+        Vif(
+            port_id=e["port_id"],
+            mac=e["mac"],
+            network_id=e["network_id"],
+            fixed_ips=tuple(ip["ip_address"] for ip in e["fixed_ips"]),
+            mtu=e["mtu"],
+            bridge=e.get("bridge"),
+        )
+        for e in info
+    )

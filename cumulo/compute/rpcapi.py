@@ -1,0 +1,176 @@
+"""The compute RPC surface: the only module that knows message names and their arguments.
+
+Topics: `conductor`, `scheduler`, and `compute.<host>` (one per compute agent).
+Every message carries the caller's context as a dict (RequestContext.to_dict()).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cumulo.common.rpc import Transport
+
+CONDUCTOR = "conductor"
+SCHEDULER = "scheduler"
+
+
+def compute_topic(host: str) -> str:
+    return f"compute.{host}"
+
+
+Context = dict[str, Any]
+
+
+class ConductorAPI:
+    """What the compute API and the compute hosts ask of the conductor."""
+
+    def __init__(self, bus: Transport) -> None:
+        self.bus = bus
+
+    async def build_instances(
+        self, ctx: Context, instance_uuids: list[str], request_spec: dict[str, Any]
+    ) -> None:
+        await self.bus.cast(
+            CONDUCTOR,
+            "build_instances",
+            ctx,
+            instance_uuids=instance_uuids,
+            request_spec=request_spec,
+        )
+
+    async def instance_update(
+        self,
+        ctx: Context,
+        instance_uuid: str,
+        updates: dict[str, Any],
+        expected_task_state: list[str | None] | None = None,
+    ) -> dict[str, Any]:
+        return await self.bus.call(
+            CONDUCTOR,
+            "instance_update",
+            ctx,
+            instance_uuid=instance_uuid,
+            updates=updates,
+            expected_task_state=expected_task_state,
+        )
+
+    async def action_event(
+        self,
+        ctx: Context,
+        instance_uuid: str,
+        event: str,
+        *,
+        host: str | None = None,
+        finish: bool = False,
+        error: str | None = None,
+    ) -> None:
+        await self.bus.call(
+            CONDUCTOR,
+            "action_event",
+            ctx,
+            instance_uuid=instance_uuid,
+            event=event,
+            host=host,
+            finish=finish,
+            error=error,
+        )
+
+    async def build_failed(
+        self, ctx: Context, instance_uuid: str, host: str, reason: str, request_spec: dict[str, Any]
+    ) -> None:
+        """A host could not build: release its claim and reschedule or fail the instance."""
+        await self.bus.cast(
+            CONDUCTOR,
+            "build_failed",
+            ctx,
+            instance_uuid=instance_uuid,
+            host=host,
+            reason=reason,
+            request_spec=request_spec,
+        )
+
+    async def instance_deleted(self, ctx: Context, instance_uuid: str, host: str | None) -> None:
+        await self.bus.call(
+            CONDUCTOR, "instance_deleted", ctx, instance_uuid=instance_uuid, host=host
+        )
+
+    async def compute_node_report(
+        self, ctx: Context, host: str, resources: dict[str, Any], availability_zone: str
+    ) -> None:
+        """Heartbeat of a compute agent with its host's capacity."""
+        await self.bus.call(
+            CONDUCTOR,
+            "compute_node_report",
+            ctx,
+            host=host,
+            resources=resources,
+            availability_zone=availability_zone,
+        )
+
+    async def instances_on_host(self, ctx: Context, host: str) -> list[dict[str, Any]]:
+        return await self.bus.call(CONDUCTOR, "instances_on_host", ctx, host=host)
+
+
+class SchedulerAPI:
+    def __init__(self, bus: Transport) -> None:
+        self.bus = bus
+
+    async def select_destinations(
+        self, ctx: Context, request_spec: dict[str, Any], instance_uuids: list[str]
+    ) -> list[dict[str, str]]:
+        """Hosts chosen and claimed for each instance: [{"host", "node"}, ...]."""
+        return await self.bus.call(
+            SCHEDULER,
+            "select_destinations",
+            ctx,
+            request_spec=request_spec,
+            instance_uuids=instance_uuids,
+        )
+
+
+class ComputeAPI:
+    """Messages to one compute host."""
+
+    def __init__(self, bus: Transport) -> None:
+        self.bus = bus
+
+    async def build_and_run_instance(
+        self, ctx: Context, host: str, instance_uuid: str, request_spec: dict[str, Any]
+    ) -> None:
+        await self.bus.cast(
+            compute_topic(host),
+            "build_and_run_instance",
+            ctx,
+            instance_uuid=instance_uuid,
+            request_spec=request_spec,
+        )
+
+    async def terminate_instance(self, ctx: Context, host: str, instance_uuid: str) -> None:
+        await self.bus.cast(
+            compute_topic(host), "terminate_instance", ctx, instance_uuid=instance_uuid
+        )
+
+    async def power_action(
+        self, ctx: Context, host: str, instance_uuid: str, action: str, **args: Any
+    ) -> None:
+        """stop, start, reboot (hard=bool), pause, unpause, suspend, resume."""
+        await self.bus.cast(
+            compute_topic(host),
+            "power_action",
+            ctx,
+            instance_uuid=instance_uuid,
+            action=action,
+            args=args,
+        )
+
+    async def get_console_output(
+        self, ctx: Context, host: str, instance_uuid: str, length: int | None
+    ) -> str:
+        return await self.bus.call(
+            compute_topic(host),
+            "get_console_output",
+            ctx,
+            instance_uuid=instance_uuid,
+            length=length,
+            timeout=30,
+        )
