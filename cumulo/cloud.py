@@ -20,6 +20,8 @@ from cumulo.identity.app import create_identity_app
 from cumulo.identity.bootstrap import bootstrap, new_password, write_client_files
 from cumulo.identity.core import Identity
 from cumulo.identity.tokens import KeyRepository
+from cumulo.image.app import create_image_app, open_image_service
+from cumulo.image.core import ImageService
 
 LOG = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class Cloud:
     config: CumuloConfig
     databases: dict[str, Database] = field(default_factory=dict)
     identity: Identity | None = None
+    image: ImageService | None = None
 
     @classmethod
     async def open(cls, state_dir: Path, **overrides: str | None) -> Cloud:
@@ -67,12 +70,23 @@ class Cloud:
         cloud.identity = Identity(config, state_dir, db)
         await bootstrap(cloud.identity, config)
         write_client_files(state_dir, config)
+        # Image validates tokens through the identity app in-process, and forgets
+        # them whenever Identity changes (a revoked token is refused at once).
+        cloud.image = await open_image_service(
+            config, state_dir, identity_app=create_identity_app(cloud.identity)
+        )
+        cloud.identity.invalidation_listeners.append(cloud.image.validator.clear)
         return cloud
 
     def apps(self) -> dict[str, tuple[ASGIApp, int]]:
-        assert self.identity is not None
-        return {"identity": (create_identity_app(self.identity), self.config.ports.identity)}
+        assert self.identity is not None and self.image is not None
+        return {
+            "identity": (create_identity_app(self.identity), self.config.ports.identity),
+            "image": (create_image_app(self.image), self.config.ports.image),
+        }
 
     async def close(self) -> None:
+        if self.image is not None:
+            await self.image.close()
         for db in self.databases.values():
             await db.dispose()

@@ -45,6 +45,25 @@ class IdentityConfig(_Section):
     service_password: str = ""
 
 
+class ImageQuota(_Section):
+    image_count: int = Field(100, ge=0, description="images a project may own")
+    image_size_total: int = Field(1 << 40, ge=0, description="bytes a project may store")
+
+
+class ImageConfig(_Section):
+    # Largest single image accepted (bytes).
+    max_image_size: int = Field(1 << 40, ge=1)
+    # Limits of the qemu-img inspection of uploaded data.
+    inspect_timeout: float = Field(30.0, gt=0)
+    inspect_memory: int = Field(1 << 30, ge=64 << 20, description="address space, bytes")
+    # Default per-project quotas, and overrides by project id.
+    quota: ImageQuota = ImageQuota()
+    project_quotas: dict[str, ImageQuota] = Field(default_factory=dict)
+    list_limit: int = Field(25, ge=1, description="default page size of image lists")
+    max_list_limit: int = Field(1000, ge=1)
+    max_members: int = Field(128, ge=0, description="members of one image")
+
+
 class ServicePorts(_Section):
     identity: int = 5000
     compute: int = 8774
@@ -64,6 +83,7 @@ class CumuloConfig(_Section):
     policy_file: str = "policy.yaml"
     database: DatabaseConfig = DatabaseConfig()
     identity: IdentityConfig = IdentityConfig()
+    image: ImageConfig = ImageConfig()
     ports: ServicePorts = ServicePorts()
 
     @property

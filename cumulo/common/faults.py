@@ -57,6 +57,11 @@ class PayloadTooLarge(ApiError):
     default_message = "Request is too large."
 
 
+class RangeNotSatisfiable(ApiError):
+    status, title = 416, "Requested Range Not Satisfiable"
+    default_message = "The requested range is not satisfiable."
+
+
 class UnsupportedMediaType(ApiError):
     status, title = 415, "Unsupported Media Type"
     default_message = "The media type of the request is not supported."
@@ -83,6 +88,7 @@ ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
         Conflict,
         PayloadTooLarge,
         UnsupportedMediaType,
+        RangeNotSatisfiable,
         NotImplementedYet,
         ServiceUnavailable,
         ApiError,
@@ -97,7 +103,7 @@ def render_identity(err: ApiError) -> dict[str, Any]:
     return {"error": {"code": err.status, "title": err.title, "message": err.message}}
 
 
-# Compute, block storage and image name the body's key after the error kind.
+# Compute and block storage name the body's key after the error kind.
 _NOVA_KEYS = {
     400: "badRequest",
     401: "unauthorized",
@@ -120,3 +126,13 @@ def render_compute(err: ApiError) -> dict[str, Any]:
 def render_network(err: ApiError) -> dict[str, Any]:
     kind = type(err).__name__ if type(err) not in ERRORS_BY_STATUS.values() else err.title
     return {"NeutronError": {"type": kind.replace(" ", ""), "message": err.message, "detail": ""}}
+
+
+def render_image(err: ApiError) -> dict[str, Any]:
+    # Glance's errors are webob's JSON bodies: the status line as code, and the
+    # explanation in webob's body template.
+    return {
+        "message": f"{err.message}<br /><br />\n\n\n",
+        "code": f"{err.status} {err.title}",
+        "title": err.title,
+    }

@@ -54,6 +54,7 @@ class CatalogEntry:
 # What `cumulo up` serves. A service joins this list when it really answers.
 CATALOG = [
     CatalogEntry("identity", "keystone", "identity", "/v3", "Identity Service"),
+    CatalogEntry("image", "glance", "image", "", "Image Service"),
 ]
 
 

@@ -1,0 +1,101 @@
+"""The one service-to-service client of the Identity API.
+
+Every non-identity service authenticates as the service user (`cumulo` in the
+`service` project), keeps that token fresh, and validates its callers' tokens
+with `GET /v3/auth/tokens`. In the all-in-one process the same requests go to
+the identity ASGI app in-process (httpx's ASGI transport); elsewhere over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from typing import Any
+
+import httpx
+from starlette.types import ASGIApp
+
+from cumulo.common.config import CumuloConfig
+from cumulo.common.faults import ServiceUnavailable, Unauthorized
+
+SERVICE_USER = "cumulo"
+SERVICE_PROJECT = "service"
+# Renew the service token this long before it expires (seconds).
+_RENEW_MARGIN = 120
+
+
+class IdentityClient:
+    def __init__(
+        self,
+        config: CumuloConfig,
+        *,
+        app: ASGIApp | None = None,
+        url: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.config = config
+        if app is not None:
+            transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=app)
+            base_url = "http://identity.internal"
+        else:
+            transport = httpx.AsyncHTTPTransport(retries=2)
+            base_url = url or f"http://{config.catalog_host}:{config.ports.identity}"
+        self._http = httpx.AsyncClient(transport=transport, base_url=base_url, timeout=timeout)
+        self._token: str | None = None
+        self._token_deadline = 0.0
+        self._lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def service_token(self, *, renew: bool = False) -> str:
+        """The service user's token, issued again when close to expiry (or asked to)."""
+        async with self._lock:
+            if renew or self._token is None or time.monotonic() >= self._token_deadline:
+                self._token, lifetime = await self._authenticate()
+                self._token_deadline = time.monotonic() + max(lifetime - _RENEW_MARGIN, 1)
+            return self._token
+
+    async def _authenticate(self) -> tuple[str, float]:
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {
+                            "name": SERVICE_USER,
+                            "domain": {"name": "Default"},
+                            "password": self.config.identity.service_password,
+                        }
+                    },
+                },
+                "scope": {"project": {"name": SERVICE_PROJECT, "domain": {"name": "Default"}}},
+            }
+        }
+        r = await self._request("POST", "/v3/auth/tokens?nocatalog", json=body)
+        if r.status_code != 201:
+            raise ServiceUnavailable(f"The service user cannot authenticate ({r.status_code}).")
+        expires = datetime.fromisoformat(r.json()["token"]["expires_at"].replace("Z", "+00:00"))
+        return r.headers["X-Subject-Token"], expires.timestamp() - time.time()
+
+    async def validate_token(self, token: str) -> dict[str, Any]:
+        """The Identity v3 token body of a user's token; 401 when it is not valid."""
+        for attempt in (1, 2):
+            headers = {"X-Auth-Token": await self.service_token(renew=attempt == 2)}
+            headers["X-Subject-Token"] = token
+            r = await self._request("GET", "/v3/auth/tokens?nocatalog", headers=headers)
+            if r.status_code == 200:
+                return r.json()["token"]
+            if r.status_code == 404:
+                raise Unauthorized("The request you have made requires authentication.")
+            if r.status_code != 401:
+                break
+            # 401: our own service token was refused (revoked, keys rotated); renew once.
+        raise ServiceUnavailable(f"Identity could not validate a token ({r.status_code}).")
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"The Identity service is unreachable: {exc}") from None

@@ -1,0 +1,108 @@
+"""What every Image API module shares: the service, the caller, policy, rendering."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from cumulo.common.auth import request_context
+from cumulo.common.context import RequestContext
+from cumulo.image.core import ImageService
+from cumulo.image.models import Image, ImageMember, ImageProperty, ImageTag
+
+
+def service_of(request: Request) -> ImageService:
+    return request.app.state.image
+
+
+async def authorize(
+    request: Request, rule: str, owner: str | None = None, **target: Any
+) -> RequestContext:
+    ctx = await request_context(request)
+    service_of(request).policy.enforce(rule, ctx, {"owner": owner or "", **target})
+    return ctx
+
+
+def isotime(ts: datetime | None) -> str | None:
+    """Glance's timestamps: 2016-06-29T16:13:07Z."""
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ") if ts else None
+
+
+def json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def no_content() -> Response:
+    return Response(status_code=204)
+
+
+async def extras(
+    session: AsyncSession, image_ids: Sequence[str]
+) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:
+    """Custom properties and tags of several images, in two queries."""
+    props: dict[str, dict[str, str]] = {i: {} for i in image_ids}
+    tags: dict[str, list[str]] = {i: [] for i in image_ids}
+    if image_ids:
+        for p in await session.scalars(
+            select(ImageProperty).where(ImageProperty.image_id.in_(image_ids))
+        ):
+            props[p.image_id][p.name] = p.value
+        for t in await session.scalars(
+            select(ImageTag).where(ImageTag.image_id.in_(image_ids)).order_by(ImageTag.value)
+        ):
+            tags[t.image_id].append(t.value)
+    return props, tags
+
+
+def render_image(image: Image, props: dict[str, str], tags: list[str]) -> dict[str, Any]:
+    """An image as the Image v2 api-ref shows it: base attributes and custom properties."""
+    return {
+        **props,
+        "id": image.id,
+        "name": image.name,
+        "status": image.status,
+        "visibility": image.visibility,
+        "owner": image.owner,
+        "disk_format": image.disk_format,
+        "container_format": image.container_format,
+        "size": image.size,
+        "virtual_size": image.virtual_size,
+        "checksum": image.checksum,
+        "os_hash_algo": image.os_hash_algo,
+        "os_hash_value": image.os_hash_value,
+        "min_disk": image.min_disk,
+        "min_ram": image.min_ram,
+        "protected": image.protected,
+        "os_hidden": image.os_hidden,
+        "tags": tags,
+        "created_at": isotime(image.created_at),
+        "updated_at": isotime(image.updated_at),
+        "self": f"/v2/images/{image.id}",
+        "file": f"/v2/images/{image.id}/file",
+        "schema": "/v2/schemas/image",
+    }
+
+
+async def image_body(request: Request, image_id: str) -> dict[str, Any]:
+    async with service_of(request).db.read() as session:
+        image = await session.get(Image, image_id)
+        props, tags = await extras(session, [image_id])
+    assert image is not None
+    return render_image(image, props[image_id], tags[image_id])
+
+
+def render_member(m: ImageMember) -> dict[str, Any]:
+    return {
+        "created_at": isotime(m.created_at),
+        "image_id": m.image_id,
+        "member_id": m.member,
+        "schema": "/v2/schemas/member",
+        "status": m.status,
+        "updated_at": isotime(m.updated_at),
+    }

@@ -1,0 +1,134 @@
+"""Image data: upload and download (streamed), and interoperable import (stage + import)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from cumulo.common.app import json_body
+from cumulo.common.faults import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    RangeNotSatisfiable,
+    UnsupportedMediaType,
+)
+from cumulo.image.api.common import authorize, no_content, service_of
+from cumulo.image.core import IMPORT_METHODS
+from cumulo.image.models import Image
+
+RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+async def _image(request: Request, rule: str) -> Image:
+    service = service_of(request)
+    ctx = await authorize(request, "image:get_image")
+    image = await service.get_visible(ctx, request.path_params["image_id"])
+    await authorize(request, rule, image.owner)
+    return image
+
+
+def _octet_stream(request: Request) -> None:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip()
+    if content_type != "application/octet-stream":
+        raise UnsupportedMediaType(f"Content-Type {content_type or '(none)'} is not supported.")
+
+
+async def upload(request: Request) -> Response:
+    """PUT /v2/images/{id}/file (api-ref: Upload binary image data)."""
+    _octet_stream(request)
+    image = await _image(request, "image:upload_image")
+    await service_of(request).upload(image, request.stream())
+    return no_content()
+
+
+def _range(header: str, size: int) -> tuple[int, int]:
+    """(start, end inclusive) of a single `bytes=` range, as RFC 9110 reads it."""
+    m = RANGE_RE.match(header.replace(" ", ""))
+    if not m or (not m[1] and not m[2]):
+        raise RangeNotSatisfiable(f"Invalid Range header: {header}")
+    if not m[1]:
+        start, end = max(size - int(m[2]), 0), size - 1
+    else:
+        start = int(m[1])
+        end = min(int(m[2]), size - 1) if m[2] else size - 1
+    if start >= size or start > end:
+        raise RangeNotSatisfiable(
+            f"Requested range {header} is not satisfiable for {size} bytes.",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    return start, end
+
+
+async def download(request: Request) -> Response:
+    """GET /v2/images/{id}/file (api-ref: Download binary image data), with Range."""
+    service = service_of(request)
+    image = await _image(request, "image:download_image")
+    if image.status == "deactivated" and not service.is_admin(
+        await authorize(request, "image:get_image")
+    ):
+        raise Forbidden(
+            "The requested image has been deactivated. Image data download is forbidden."
+        )
+    if not image.location or image.status not in ("active", "deactivated"):
+        return no_content()
+    size = image.size or 0
+    headers = {"Content-Type": "application/octet-stream"}
+    status = 200
+    start, end = 0, size - 1
+    if "range" in request.headers and size:
+        start, end = _range(request.headers["range"], size)
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    elif image.checksum:
+        headers["Content-MD5"] = image.checksum
+    headers["Content-Length"] = str(end - start + 1)
+    return StreamingResponse(
+        service.store.read(image.location, start, end + 1), status_code=status, headers=headers
+    )
+
+
+async def stage(request: Request) -> Response:
+    """PUT /v2/images/{id}/stage (api-ref: Stage binary image data)."""
+    _octet_stream(request)
+    image = await _image(request, "image:stage_image")
+    await service_of(request).stage(image, request.stream())
+    return no_content()
+
+
+def _check_import_body(body: Any) -> None:
+    if not isinstance(body, dict) or not isinstance(body.get("method"), dict):
+        raise BadRequest("Import request requires a 'method' field.")
+    name = body["method"].get("name")
+    if name is None:
+        raise BadRequest("Import request requires a 'name' field.")
+    if name not in IMPORT_METHODS:
+        raise BadRequest(f"Unknown import method name '{name}'.")
+    for flag in ("all_stores_must_succeed", "all_stores"):
+        if flag in body and not isinstance(body[flag], bool):
+            raise BadRequest(f"'{flag}' must be boolean value only")
+    stores = body.get("stores")
+    if stores is not None and (not isinstance(stores, list) or set(stores) - {"file"}):
+        raise BadRequest(f"Unknown stores: {stores}. Available: file.")
+
+
+async def import_image(request: Request) -> Response:
+    """POST /v2/images/{id}/import (api-ref: Import an image), method glance-direct."""
+    _check_import_body(await json_body(request))
+    image = await _image(request, "image:import_image")
+    if image.status == "active":
+        raise Conflict("Image with status active cannot be target for import")
+    await service_of(request).start_import(image)
+    return Response(status_code=202)
+
+
+routes = [
+    Route("/v2/images/{image_id}/file", upload, methods=["PUT"]),
+    Route("/v2/images/{image_id}/file", download, methods=["GET"]),
+    Route("/v2/images/{image_id}/stage", stage, methods=["PUT"]),
+    Route("/v2/images/{image_id}/import", import_image, methods=["POST"]),
+]

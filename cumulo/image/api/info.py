@@ -1,0 +1,106 @@
+"""Version discovery (`/`, `/versions`, `/v2`) and /v2/info (import methods, stores, usage)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cumulo.image.api.common import authorize, json, service_of
+from cumulo.image.core import IMPORT_METHODS
+from cumulo.image.models import Image
+
+CURRENT = 16  # Image API v2.16
+
+
+def versions(request: Request) -> dict[str, Any]:
+    href = f"{str(request.base_url).rstrip('/')}/v2/"
+    return {
+        "versions": [
+            {
+                "id": f"v2.{minor}",
+                "status": "CURRENT" if minor == CURRENT else "SUPPORTED",
+                "links": [{"rel": "self", "href": href}],
+            }
+            for minor in range(CURRENT, -1, -1)
+        ]
+    }
+
+
+async def multiple_choices(request: Request) -> Response:
+    """GET / and /v2: the versions list with 300 Multiple Choices, as Glance answers."""
+    return json(versions(request), status=300)
+
+
+async def list_versions(request: Request) -> Response:
+    return json(versions(request))
+
+
+async def import_info(request: Request) -> Response:
+    """GET /v2/info/import (api-ref: Import methods and values discovery)."""
+    await authorize(request, "image:get_import_info")
+    return json(
+        {
+            "import-methods": {
+                "description": "Import methods available.",
+                "type": "array",
+                "value": list(IMPORT_METHODS),
+            }
+        }
+    )
+
+
+async def stores_info(request: Request) -> Response:
+    """GET /v2/info/stores (api-ref: List stores)."""
+    await authorize(request, "image:get_stores")
+    store = service_of(request).store
+    return json({"stores": [{"id": store.id, "description": store.description, "default": True}]})
+
+
+async def usage_info(request: Request) -> Response:
+    """GET /v2/info/usage (api-ref: Quota usage): limits and usage of the caller's project."""
+    ctx = await authorize(request, "image:get_images")
+    service = service_of(request)
+    quota = service.quota(ctx.project_id)
+    async with service.db.read() as session:
+        row = (
+            await session.execute(
+                select(func.count(), func.coalesce(func.sum(Image.size), 0)).where(
+                    Image.owner == ctx.project_id
+                )
+            )
+        ).one()
+        uploading = await session.scalar(
+            select(func.count()).where(
+                Image.owner == ctx.project_id,
+                Image.status.in_(("saving", "uploading", "importing")),
+            )
+        )
+    mib = 1 << 20
+    return json(
+        {
+            "usage": {
+                "image_size_total": {
+                    "limit": quota.image_size_total // mib,
+                    "usage": -(-int(row[1]) // mib),
+                },
+                "image_count_total": {"limit": quota.image_count, "usage": row[0]},
+                "image_stage_total": {"limit": quota.image_size_total // mib, "usage": 0},
+                "image_count_uploading": {"limit": quota.image_count, "usage": uploading or 0},
+            }
+        }
+    )
+
+
+routes = [
+    Route("/", multiple_choices, methods=["GET"]),
+    Route("/versions", list_versions, methods=["GET"]),
+    Route("/v2", multiple_choices, methods=["GET"]),
+    Route("/v2/", multiple_choices, methods=["GET"]),
+    Route("/v2/info/import", import_info, methods=["GET"]),
+    Route("/v2/info/stores", stores_info, methods=["GET"]),
+    Route("/v2/info/usage", usage_info, methods=["GET"]),
+]

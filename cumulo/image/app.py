@@ -1,0 +1,35 @@
+"""The Image (Glance v2) ASGI app, and the service behind it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
+
+from cumulo.common.app import create_app
+from cumulo.common.auth import TokenValidator
+from cumulo.common.config import CumuloConfig, database_url
+from cumulo.common.db import Database
+from cumulo.common.faults import render_image
+from cumulo.common.identity_client import IdentityClient
+from cumulo.image.api import data, images, info, members
+from cumulo.image.core import ImageService
+
+
+async def open_image_service(
+    config: CumuloConfig, state_dir: Path, *, identity_app: ASGIApp | None = None
+) -> ImageService:
+    """Migrate the image database and build the service; identity_app: call it in-process."""
+    db = Database(database_url(config, state_dir, "image"), "image")
+    await db.migrate()
+    client = IdentityClient(config, app=identity_app)
+    return ImageService(config, state_dir, db, TokenValidator(client, config.identity.cache_time))
+
+
+def create_image_app(service: ImageService) -> Starlette:
+    routes = [*info.routes, *images.routes, *data.routes, *members.routes]
+    app = create_app("image", routes, render_image)
+    app.state.image = service
+    app.state.token_validator = service.validator
+    return app

@@ -1,0 +1,239 @@
+"""The Image service's rules: who sees which image, quotas, and the data lifecycle.
+
+Image data moves queued -> saving -> active (upload) or queued -> uploading ->
+importing -> active (interoperable import). Every status change is a
+compare-and-swap on the expected status, so two uploads cannot both win. Data
+that is refused (wrong format, over quota) sends the image back to `queued`;
+an upload that breaks off leaves it `killed`. Either way the partial data is
+removed: the store holds exactly the data of images that have it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from sqlalchemy import func, or_, select, update
+
+from cumulo.common.auth import TokenValidator
+from cumulo.common.config import CumuloConfig, ImageQuota
+from cumulo.common.context import RequestContext
+from cumulo.common.db import Database, utcnow
+from cumulo.common.faults import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
+from cumulo.common.policy import Policy
+from cumulo.image import inspect
+from cumulo.image.models import Image, ImageMember
+from cumulo.image.policies import IMAGE_RULES
+from cumulo.image.store import FilesystemStore, Store, TooLarge, Written, hash_file, write_staged
+
+LOG = logging.getLogger(__name__)
+
+DISK_FORMATS = ("ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop")
+CONTAINER_FORMATS = ("ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed")
+VISIBILITIES = ("public", "private", "shared", "community")
+HASH_ALGO = "sha512"
+IMPORT_METHODS = ("glance-direct",)
+
+
+class ImageService:
+    def __init__(
+        self,
+        config: CumuloConfig,
+        state_dir: Path,
+        db: Database,
+        validator: TokenValidator,
+        store: Store | None = None,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.validator = validator
+        self.store: Store = store or FilesystemStore(state_dir / "images")
+        self.staging = state_dir / "images-staging"
+        self.staging.mkdir(parents=True, exist_ok=True)
+        self.policy = Policy(IMAGE_RULES, state_dir / config.policy_file)
+        self._imports: set[asyncio.Task] = set()
+
+    async def close(self) -> None:
+        for task in list(self._imports):
+            task.cancel()
+        await asyncio.gather(*self._imports, return_exceptions=True)
+        await self.validator.client.close()
+        await self.db.dispose()
+
+    # -- who sees what -----------------------------------------------------------
+
+    def is_admin(self, ctx: RequestContext) -> bool:
+        return self.policy.check("cloud_admin", ctx)
+
+    def visible_clause(self, ctx: RequestContext, member_status: str | None = None):
+        """SQL condition: images the caller can see (shared: by membership status)."""
+        members = select(ImageMember.image_id).where(ImageMember.member == ctx.project_id)
+        if member_status and member_status != "all":
+            members = members.where(ImageMember.status == member_status)
+        return or_(
+            Image.visibility.in_(("public", "community")),
+            Image.owner == ctx.project_id,
+            (Image.visibility == "shared") & Image.id.in_(members),
+        )
+
+    async def get_visible(self, ctx: RequestContext, image_id: str) -> Image:
+        """The image, or 404 when it does not exist or the caller may not see it."""
+        async with self.db.read() as session:
+            image = await session.get(Image, image_id)
+            if image is not None and not self.is_admin(ctx) and image.owner != ctx.project_id:
+                if image.visibility == "shared":
+                    member = await session.get(
+                        ImageMember, {"image_id": image_id, "member": ctx.project_id}
+                    )
+                    if member is None:
+                        image = None
+                elif image.visibility == "private":
+                    image = None
+        if image is None:
+            raise NotFound(f"No image found with ID {image_id}")
+        return image
+
+    # -- quotas ------------------------------------------------------------------
+
+    def quota(self, project_id: str | None) -> ImageQuota:
+        return self.config.image.project_quotas.get(project_id or "", self.config.image.quota)
+
+    async def check_image_count(self, project_id: str | None) -> None:
+        limit = self.quota(project_id).image_count
+        async with self.db.read() as session:
+            count = await session.scalar(
+                select(func.count()).select_from(Image).where(Image.owner == project_id)
+            )
+        if (count or 0) >= limit:
+            raise PayloadTooLarge(
+                f"Quota exceeded: project {project_id} may own at most {limit} images."
+            )
+
+    async def bytes_left(self, project_id: str | None) -> int:
+        """Bytes the project may still store (its quota less what its images hold)."""
+        async with self.db.read() as session:
+            used = await session.scalar(
+                select(func.coalesce(func.sum(Image.size), 0)).where(Image.owner == project_id)
+            )
+        return max(self.quota(project_id).image_size_total - int(used or 0), 0)
+
+    # -- status changes ------------------------------------------------------------
+
+    async def set_status(
+        self, image_id: str, expected: tuple[str, ...], new: str, **values
+    ) -> bool:
+        """Compare-and-swap the status; False when the image is not in an expected status."""
+        async with self.db.write() as session:
+            result = await session.execute(
+                update(Image)
+                .where(Image.id == image_id, Image.status.in_(expected))
+                .values(status=new, updated_at=utcnow(), **values)
+            )
+        return result.rowcount == 1
+
+    async def begin(self, image: Image, expected: str, new: str) -> None:
+        if not image.disk_format or not image.container_format:
+            raise BadRequest(
+                "Properties disk_format, container_format must be set prior to saving data."
+            )
+        if not await self.set_status(image.id, (expected,), new):
+            async with self.db.read() as session:
+                current = await session.get(Image, image.id)
+            status = current.status if current else "deleted"
+            raise Conflict(f"Image status transition from {status} to {new} is not allowed")
+
+    # -- data ----------------------------------------------------------------------
+
+    def staged_path(self, image_id: str) -> Path:
+        return self.staging / image_id
+
+    async def receive(self, image: Image, chunks: AsyncIterator[bytes]) -> Written:
+        """Stream data into the image's staging file within size limit and quota."""
+        limit = min(self.config.image.max_image_size, await self.bytes_left(image.owner))
+        try:
+            return await write_staged(chunks, self.staged_path(image.id), limit)
+        except TooLarge:
+            raise PayloadTooLarge(
+                f"Image exceeds the storage quota or size limit of {limit} bytes."
+            ) from None
+
+    async def accept(self, image: Image, written: Written, from_status: str) -> None:
+        """Inspect staged data and move it into the store; the image becomes active."""
+        staged = self.staged_path(image.id)
+        cfg = self.config.image
+        found = await inspect.inspect(
+            staged, image.disk_format or "", cfg.inspect_timeout, cfg.inspect_memory
+        )
+        location = await self.store.add(image.id, staged)
+        activated = await self.set_status(
+            image.id,
+            (from_status,),
+            "active",
+            size=written.size,
+            virtual_size=found.virtual_size,
+            checksum=written.checksum,
+            os_hash_algo=HASH_ALGO,
+            os_hash_value=written.os_hash_value,
+            store=self.store.id,
+            location=location,
+        )
+        if not activated:
+            # Deleted (or otherwise changed) meanwhile: its data must not stay behind.
+            await self.store.delete(location)
+            raise Conflict(f"Image {image.id} was deleted or changed during the upload.")
+
+    async def upload(self, image: Image, chunks: AsyncIterator[bytes]) -> None:
+        """PUT /v2/images/{id}/file: queued -> saving -> active."""
+        await self.begin(image, "queued", "saving")
+        try:
+            written = await self.receive(image, chunks)
+            await self.accept(image, written, "saving")
+        except BaseException as exc:
+            await self.discard_staged(image.id)
+            refused = isinstance(exc, ApiError) and exc.status < 500
+            await self.set_status(image.id, ("saving",), "queued" if refused else "killed")
+            raise
+
+    async def stage(self, image: Image, chunks: AsyncIterator[bytes]) -> None:
+        """PUT /v2/images/{id}/stage: queued -> uploading, data kept in staging."""
+        await self.begin(image, "queued", "uploading")
+        try:
+            await self.receive(image, chunks)
+        except BaseException:
+            await self.discard_staged(image.id)
+            await self.set_status(image.id, ("uploading",), "queued")
+            raise
+
+    async def start_import(self, image: Image) -> None:
+        """POST /v2/images/{id}/import (glance-direct): uploading -> importing -> active."""
+        if image.status != "uploading":
+            raise Conflict("Image needs to be staged before 'glance-direct' method can be used")
+        await self.begin(image, "uploading", "importing")
+        task = asyncio.create_task(self._import(image))
+        self._imports.add(task)
+        task.add_done_callback(self._imports.discard)
+
+    async def _import(self, image: Image) -> None:
+        try:
+            written = await hash_file(self.staged_path(image.id))
+            if written.size > await self.bytes_left(image.owner):
+                raise PayloadTooLarge("Image exceeds the storage quota.")
+            await self.accept(image, written, "importing")
+        except BaseException as exc:
+            LOG.warning("import of image %s failed: %s", image.id, exc)
+            await self.discard_staged(image.id)
+            await self.set_status(image.id, ("importing",), "queued")
+            if not isinstance(exc, Exception):
+                raise
+
+    async def discard_staged(self, image_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(self.staged_path(image_id).unlink)
+
+    async def delete_data(self, image: Image) -> None:
+        if image.location:
+            await self.store.delete(image.location)
+        await self.discard_staged(image.id)

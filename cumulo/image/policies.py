@@ -1,0 +1,33 @@
+"""Default RBAC rules of the Image API, after Glance's secure defaults.
+
+Targets carry the image's `owner` (and `member_id` for memberships). Which images
+a caller may see (public, community, shared with an accepted membership, owned)
+is decided in code, as Glance does; these rules decide what a caller may do.
+"""
+
+_OWNER_MEMBER = "rule:cloud_admin or (role:member and project_id:%(owner)s)"
+_READER = "rule:cloud_admin or role:reader"
+
+IMAGE_RULES: dict[str, str] = {
+    "image:add_image": _OWNER_MEMBER,
+    "image:get_image": _READER,
+    "image:get_images": _READER,
+    "image:modify_image": _OWNER_MEMBER,
+    "image:delete_image": _OWNER_MEMBER,
+    "image:publicize_image": "rule:cloud_admin",
+    "image:communitize_image": _OWNER_MEMBER,
+    "image:set_image_owner": "rule:cloud_admin",
+    "image:upload_image": _OWNER_MEMBER,
+    "image:download_image": _READER,
+    "image:deactivate": _OWNER_MEMBER,
+    "image:reactivate": _OWNER_MEMBER,
+    "image:stage_image": _OWNER_MEMBER,
+    "image:import_image": _OWNER_MEMBER,
+    "image:add_member": _OWNER_MEMBER,
+    "image:delete_member": _OWNER_MEMBER,
+    "image:get_member": _READER,
+    "image:get_members": _READER,
+    "image:modify_member": "rule:cloud_admin or (role:member and project_id:%(member_id)s)",
+    "image:get_import_info": _READER,
+    "image:get_stores": _READER,
+}

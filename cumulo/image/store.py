@@ -1,0 +1,181 @@
+"""Where image data lives: a small store interface and the filesystem store.
+
+Uploads are first written (and hashed) to a local staging file: that is what
+qemu-img inspects before the data is accepted. A store then takes the staged
+file (`add`), reads ranges of it back (`read`) and deletes it (`delete`). The
+filesystem store keeps `<state>/images/<image id>` and moves staged files in
+with a rename, so an accepted upload is never copied twice. An object-storage
+store implements the same four methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import queue
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+CHUNK = 4 << 20  # bytes written, hashed or read per step
+
+
+class TooLarge(Exception):
+    """The data went past the size the caller allowed."""
+
+
+class Store(Protocol):
+    id: str
+    description: str
+
+    async def add(self, image_id: str, staged: Path) -> str:
+        """Take a staged file; returns the location to read it back from."""
+        ...
+
+    def read(self, location: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The bytes [start, end) of the data at location."""
+        ...
+
+    async def delete(self, location: str) -> None: ...
+
+    def locations(self) -> set[str]:
+        """Every location the store holds (to find orphans)."""
+        ...
+
+
+class FilesystemStore:
+    id = "file"
+    description = "Filesystem store in the cumulo state directory."
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, location: str) -> Path:
+        path = (self.root / location).resolve()
+        if path.parent != self.root.resolve():
+            raise ValueError(f"location outside the store: {location!r}")
+        return path
+
+    async def add(self, image_id: str, staged: Path) -> str:
+        await asyncio.to_thread(os.replace, staged, self._path(image_id))
+        return image_id
+
+    async def read(
+        self, location: str, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        f = await asyncio.to_thread(open, self._path(location), "rb", buffering=0)
+        try:
+            pos = start
+            while end is None or pos < end:
+                want = CHUNK if end is None else min(CHUNK, end - pos)
+                chunk = await asyncio.to_thread(os.pread, f.fileno(), want, pos)
+                if not chunk:
+                    break
+                pos += len(chunk)
+                yield chunk
+        finally:
+            f.close()
+
+    async def delete(self, location: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(os.unlink, self._path(location))
+
+    def locations(self) -> set[str]:
+        return {p.name for p in self.root.iterdir() if p.is_file()}
+
+
+@dataclass(frozen=True)
+class Written:
+    size: int
+    checksum: str  # md5 hex
+    os_hash_value: str  # sha512 hex
+
+
+_DONE = object()
+
+
+async def write_staged(
+    chunks: AsyncIterator[bytes], path: Path, max_size: int, *, hashes: bool = True
+) -> Written:
+    """Stream chunks to path, hashing on the way, with bounded memory.
+
+    A worker thread writes and hashes (hashlib releases the GIL) while the event
+    loop keeps receiving; at most a few CHUNKs are in flight. On any failure the
+    partial file is removed and the error raised.
+    """
+    pending: queue.Queue = queue.Queue(maxsize=4)
+    md5 = hashlib.md5(usedforsecurity=False)
+    sha512 = hashlib.sha512()
+    failure: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with open(path, "wb", buffering=0) as f:
+                while (buf := pending.get()) is not _DONE:
+                    f.write(buf)
+                    if hashes:
+                        md5.update(buf)
+                        sha512.update(buf)
+        except BaseException as exc:  # noqa: BLE001 - handed to the event loop
+            failure.append(exc)
+            while pending.get() is not _DONE:
+                pass
+
+    thread = threading.Thread(target=worker, name=f"stage-{path.name}", daemon=True)
+    thread.start()
+    size = 0
+    buf = bytearray()
+    finished = False
+
+    async def put(item: object) -> None:
+        # queue.put blocks when the worker is behind: wait for it off the loop.
+        try:
+            pending.put_nowait(item)
+        except queue.Full:
+            await asyncio.to_thread(pending.put, item)
+
+    try:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > max_size:
+                raise TooLarge(size)
+            buf += chunk
+            if len(buf) >= CHUNK:
+                await put(bytes(buf))
+                buf.clear()
+            if failure:
+                raise failure[0]
+        if buf:
+            await put(bytes(buf))
+        finished = True
+    finally:
+        await put(_DONE)
+        await asyncio.to_thread(thread.join)
+        if failure or not finished:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    if failure:
+        raise failure[0]
+    return Written(size, md5.hexdigest(), sha512.hexdigest())
+
+
+async def hash_file(path: Path) -> Written:
+    """Size and hashes of a file already on disk (a staged import)."""
+
+    def run() -> Written:
+        md5 = hashlib.md5(usedforsecurity=False)
+        sha512 = hashlib.sha512()
+        size = 0
+        with open(path, "rb", buffering=0) as f:
+            while chunk := f.read(CHUNK):
+                size += len(chunk)
+                md5.update(chunk)
+                sha512.update(chunk)
+        return Written(size, md5.hexdigest(), sha512.hexdigest())
+
+    return await asyncio.to_thread(run)
