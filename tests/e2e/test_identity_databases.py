@@ -260,6 +260,22 @@ def test_identity_scenario_survives_restart(database: str, tmp_path: Path) -> No
         twin = conn.identity.create_project(name=name, domain_id=other.id)
         assert twin.domain_id == other.id
 
+        # A user with a role, in a group, with a stored (encrypted) credential.
+        alice = f"alice-{suffix}"
+        runner.openstack(
+            "user", "create", alice, "--password", "secret-1", "--project", kept.id, "-f", "json"
+        )
+        runner.openstack("role", "add", "--user", alice, "--project", kept.id, "member")
+        dup_user = runner.openstack("user", "create", alice, "--password", "x", check=False)
+        assert dup_user.returncode != 0 and "409" in dup_user.stderr
+        alice_id = conn.identity.find_user(alice, domain_id="default").id
+        group = conn.identity.create_group(name=f"grp-{suffix}", domain_id="default")
+        conn.identity.add_user_to_group(alice_id, group.id)
+        credential = conn.identity.create_credential(
+            type="totp", user_id=alice_id, blob='{"secret": "\N{SNOWFLAKE}"}'
+        )
+        alice_token = runner.token(alice, "secret-1", project=kept.name)
+
         # Revocation: a revoked token is refused, a live one is accepted.
         revoked = runner.token("demo", project="demo")
         survivor = runner.token("demo", project="demo")
@@ -297,10 +313,20 @@ def test_identity_scenario_survives_restart(database: str, tmp_path: Path) -> No
         conn = runner.sdk()
         assert conn.identity.get_project(kept.id).name == f"kept-{suffix}"
         assert conn.identity.find_project(name, domain_id=other.id).id == twin.id
-        conn.close()
+        with runner.http(alice_token) as c:
+            assert c.get("/v3/auth/projects").json()["projects"][0]["id"] == kept.id
+        assert runner.token(alice, "secret-1", project=kept.name)
+        assert [u.id for u in conn.identity.group_users(group)] == [alice_id]
+        shown = conn.identity.get_credential(credential.id)
+        assert shown.blob == '{"secret": "\N{SNOWFLAKE}"}'
+        roles = runner.openstack(
+            "role", "assignment", "list", "--user", alice_id, "--names", "-f", "json"
+        )
+        assert [r["Role"] for r in roles] == ["member"]
         # The bootstrap users still log in with their passwords (no second bootstrap).
         assert runner.token("admin") and runner.token("demo", project="demo")
         with httpx.Client(timeout=30) as anon:
             assert anon.get(runner.auth_url).status_code == 200
+        conn.close()
     finally:
         runner.stop()

@@ -155,26 +155,32 @@ def test_restart_keeps_users_projects_and_valid_tokens(tmp_path: Path):
         conn = runner.sdk()
         project = conn.identity.create_project(name=f"keep-{suffix}", domain_id="default")
         domain = conn.identity.create_domain(name=f"keep-dom-{suffix}")
+        bob = conn.identity.create_user(
+            name=f"bob-{suffix}", password="bobs-secret", domain_id="default"
+        )
+        member = conn.identity.find_role("member")
+        conn.identity.assign_project_role_to_user(project, bob, member)
+        users = {u.name for u in conn.identity.users()}
         conn.close()
         demo_token = runner.token("demo", project="demo")
         admin_token = runner.token("admin")
-        with runner.http(admin_token) as admin:
-            users = {u["name"] for u in admin.get("/v3/users").json().get("users", [])}
+        bob_token = runner.token(bob.name, "bobs-secret", project=project.name)
     finally:
         runner.stop()
 
     runner = CloudRunner(state_dir).start()
     try:
-        for token in (demo_token, admin_token):
+        for token in (demo_token, admin_token, bob_token):
             with runner.http(token) as client:
                 assert client.get("/v3/auth/projects").status_code == 200
         with runner.http(admin_token) as admin:
             r = admin.get(f"/v3/projects/{project.id}")
             assert r.status_code == 200 and r.json()["project"]["name"] == f"keep-{suffix}"
             assert admin.get(f"/v3/domains/{domain.id}").status_code == 200
-            after = {u["name"] for u in admin.get("/v3/users").json().get("users", [])}
-            assert after == users
-        # The bootstrap users still log in with the passwords in the config.
+            after = {u["name"] for u in admin.get("/v3/users").json()["users"]}
+            assert after == users and {"admin", "demo", bob.name} <= after
+        # Everyone still logs in with their password (the bootstrap ones from the config).
+        assert runner.token(bob.name, "bobs-secret", project=project.name)
         assert runner.token("demo", project="demo") and runner.token("admin")
     finally:
         runner.stop()
