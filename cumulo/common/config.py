@@ -64,6 +64,31 @@ class ImageConfig(_Section):
     max_members: int = Field(128, ge=0, description="members of one image")
 
 
+class ComputeConfig(_Section):
+    # This host's name for its compute agent (topic compute.<host>); empty: the machine's.
+    host: str = ""
+    # Hypervisor driver: "fake" (in-memory guests, no QEMU needed).
+    driver: str = Field("fake", pattern="^(fake)$")
+    # Extra in-process fake compute hosts (scale simulation); 0: just this host.
+    fake_hosts: int = Field(0, ge=0)
+    availability_zone: str = "nova"
+    max_attempts: int = Field(3, ge=1, description="hosts tried per build")
+    service_down_time: float = Field(60.0, gt=0, description="heartbeat age of a down host")
+    report_interval: float = Field(10.0, gt=0)
+    cpu_allocation_ratio: float = Field(4.0, gt=0)
+    ram_allocation_ratio: float = Field(1.0, gt=0)
+    disk_allocation_ratio: float = Field(1.0, gt=0)
+    reserved_host_memory_mb: int = Field(512, ge=0)
+    reserved_host_disk_gb: int = Field(0, ge=0)
+    # Weighers spread instances over hosts (true) or stack them (false).
+    spread: bool = True
+
+
+class MessagingConfig(_Section):
+    # memory:// (all-in-one, in-process) or rabbit://user:pass@host:5672/
+    transport_url: str = "memory://"
+
+
 class ServicePorts(_Section):
     identity: int = 5000
     compute: int = 8774
@@ -84,6 +109,8 @@ class CumuloConfig(_Section):
     database: DatabaseConfig = DatabaseConfig()
     identity: IdentityConfig = IdentityConfig()
     image: ImageConfig = ImageConfig()
+    compute: ComputeConfig = ComputeConfig()
+    messaging: MessagingConfig = MessagingConfig()
     ports: ServicePorts = ServicePorts()
 
     @property

@@ -143,6 +143,9 @@ class Instance(Timestamps, Base):
     image_ref: Mapped[str | None] = mapped_column(String(64))
     # The flavor as it was at boot (Nova embeds it: later flavor edits do not move servers).
     flavor: Mapped[dict] = mapped_column(JSON)
+    # The flavor's size again, as columns: quota usage is a SUM over them.
+    vcpus: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mb: Mapped[int] = mapped_column(Integer, default=0)
     vm_state: Mapped[str] = mapped_column(String(32))
     task_state: Mapped[str | None] = mapped_column(String(32))
     power_state: Mapped[int] = mapped_column(Integer, default=0)

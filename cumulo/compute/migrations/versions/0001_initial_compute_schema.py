@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 18:30:33.394105
+Create Date: 2026-11-24 18:38:30.507883
 """
 
 import sqlalchemy as sa
@@ -107,6 +107,8 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(length=64), nullable=False),
         sa.Column("image_ref", sa.String(length=64), nullable=True),
         sa.Column("flavor", sa.JSON(), nullable=False),
+        sa.Column("vcpus", sa.Integer(), nullable=False),
+        sa.Column("memory_mb", sa.Integer(), nullable=False),
         sa.Column("vm_state", sa.String(length=32), nullable=False),
         sa.Column("task_state", sa.String(length=32), nullable=True),
         sa.Column("power_state", sa.Integer(), nullable=False),

@@ -1,0 +1,52 @@
+"""Default RBAC rules of the Compute API (after Nova's secure defaults).
+
+Targets carry the resource's project_id (and user_id for key pairs); the base
+rules (cloud_admin, project_member, ...) come from cumulo.common.policy.
+"""
+
+COMPUTE_RULES: dict[str, str] = {
+    "admin_or_owner_member": "rule:cloud_admin or rule:project_member",
+    "admin_or_owner_reader": "rule:system_reader or rule:project_reader",
+    # servers
+    "compute:servers:create": "rule:cloud_admin or rule:project_member",
+    "compute:servers:create:forced_host": "rule:cloud_admin",
+    "compute:servers:index": "rule:admin_or_owner_reader",
+    "compute:servers:index:get_all_tenants": "rule:system_reader",
+    "compute:servers:show": "rule:admin_or_owner_reader",
+    "compute:servers:show:host_status": "rule:cloud_admin",
+    "compute:servers:show:extended_attributes": "rule:system_reader",
+    "compute:servers:update": "rule:admin_or_owner_member",
+    "compute:servers:delete": "rule:admin_or_owner_member",
+    "compute:servers:action": "rule:admin_or_owner_member",
+    "compute:servers:unlock:unlock_override": "rule:cloud_admin",
+    "compute:servers:console_output": "rule:admin_or_owner_member",
+    "compute:servers:metadata": "rule:admin_or_owner_member",
+    "compute:servers:metadata:read": "rule:admin_or_owner_reader",
+    "compute:servers:tags": "rule:admin_or_owner_member",
+    "compute:servers:tags:read": "rule:admin_or_owner_reader",
+    "compute:servers:ips": "rule:admin_or_owner_reader",
+    "compute:instance_actions": "rule:admin_or_owner_reader",
+    "compute:instance_actions:events:details": "rule:cloud_admin",
+    # flavors
+    "compute:flavors:read": "",
+    "compute:flavors:manage": "rule:cloud_admin",
+    "compute:flavors:access": "rule:cloud_admin",
+    # key pairs: a user's own (admins may name another user with user_id)
+    "compute:keypairs": "rule:cloud_admin or user_id:%(user_id)s",
+    # cloud views
+    "compute:availability_zones:list": "",
+    "compute:availability_zones:detail": "rule:system_reader",
+    "compute:hypervisors": "rule:system_reader",
+    "compute:services:list": "rule:system_reader",
+    "compute:services:update": "rule:cloud_admin",
+    "compute:services:delete": "rule:cloud_admin",
+    "compute:limits": "",
+    "compute:quotas:show": "rule:admin_or_owner_reader",
+    "compute:quotas:defaults": "",
+    "compute:quotas:update": "rule:cloud_admin",
+    "compute:server_groups:create": "rule:cloud_admin or role:member",
+    "compute:server_groups:read": "rule:admin_or_owner_reader",
+    "compute:server_groups:delete": "rule:admin_or_owner_member",
+    "compute:server_groups:index:all_projects": "rule:system_reader",
+    "compute:diagnostics": "rule:cloud_admin",
+}

@@ -1,0 +1,81 @@
+"""Compute quotas: per-project limits (defaults, overridden per project) and usage."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cumulo.compute.models import Instance, KeyPair, Quota, ServerGroup
+
+# Nova's defaults; -1 is unlimited.
+DEFAULTS: dict[str, int] = {
+    "instances": 10,
+    "cores": 20,
+    "ram": 51200,
+    "metadata_items": 128,
+    "key_pairs": 100,
+    "server_groups": 10,
+    "server_group_members": 10,
+    "injected_files": 5,
+    "injected_file_content_bytes": 10240,
+    "injected_file_path_bytes": 255,
+}
+
+
+class QuotaExceeded(Exception):
+    def __init__(self, resource: str, requested: int, used: int, limit: int) -> None:
+        self.resource, self.requested, self.used, self.limit = resource, requested, used, limit
+        super().__init__(
+            f"Quota exceeded for {resource}: Requested {requested}, but already used "
+            f"{used} of {limit} {resource}"
+        )
+
+
+async def limits(session: AsyncSession, project_id: str) -> dict[str, int]:
+    result = dict(DEFAULTS)
+    rows = await session.execute(
+        select(Quota.resource, Quota.hard_limit).where(Quota.project_id == project_id)
+    )
+    for resource, limit in rows:
+        result[resource] = limit
+    return result
+
+
+async def usage(
+    session: AsyncSession, project_id: str, user_id: str | None = None
+) -> dict[str, int]:
+    """What the project uses now (key pairs are counted for the user, as Nova does)."""
+    instances, cores, ram = (
+        await session.execute(
+            select(
+                func.count(Instance.id),
+                func.coalesce(func.sum(Instance.vcpus), 0),
+                func.coalesce(func.sum(Instance.memory_mb), 0),
+            ).where(Instance.project_id == project_id, Instance.deleted.is_(False))
+        )
+    ).one()
+    used = {"instances": int(instances), "cores": int(cores), "ram": int(ram)}
+    used["server_groups"] = (
+        await session.scalar(
+            select(func.count(ServerGroup.id)).where(ServerGroup.project_id == project_id)
+        )
+        or 0
+    )
+    if user_id is not None:
+        used["key_pairs"] = (
+            await session.scalar(select(func.count(KeyPair.id)).where(KeyPair.user_id == user_id))
+            or 0
+        )
+    return used
+
+
+async def check(
+    session: AsyncSession, project_id: str, deltas: dict[str, int], user_id: str | None = None
+) -> None:
+    """Raise QuotaExceeded for the first resource the deltas would push past its limit."""
+    limit = await limits(session, project_id)
+    used = await usage(session, project_id, user_id)
+    for resource, delta in deltas.items():
+        hard = limit.get(resource, -1)
+        if hard >= 0 and used.get(resource, 0) + delta > hard:
+            raise QuotaExceeded(resource, delta, used.get(resource, 0), hard)
