@@ -68,7 +68,11 @@ class AppCredCreate(Body):
 
 def _generate_secret() -> str:
     # 48 random bytes: 64 url-safe characters, inside bcrypt's 72-byte limit.
-    return base64.urlsafe_b64encode(secrets.token_bytes(48)).decode().rstrip("=")
+    # Never start with '-': a CLI would read such a secret as an option.
+    while True:
+        secret = base64.urlsafe_b64encode(secrets.token_bytes(48)).decode().rstrip("=")
+        if not secret.startswith("-"):
+            return secret
 
 
 def _timestamp(value: datetime | None) -> str | None:
