@@ -1,0 +1,107 @@
+"""Assembling the compute services of one process: conductor, scheduler, compute agents
+and the API service, on one message bus."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.types import ASGIApp
+
+from cumulo.common.auth import TokenValidator
+from cumulo.common.config import CumuloConfig, database_url
+from cumulo.common.db import Database
+from cumulo.common.identity_client import IdentityClient
+from cumulo.common.rpc import Transport, get_transport
+from cumulo.common.service_client import ServiceClient
+from cumulo.compute import rpcapi
+from cumulo.compute.bootstrap import bootstrap_compute
+from cumulo.compute.conductor import ConductorManager, ConductorOptions
+from cumulo.compute.image_cache import ImageCache
+from cumulo.compute.manager import ComputeManager, HostOptions
+from cumulo.compute.network import NetworkClient
+from cumulo.compute.scheduler.manager import SchedulerManager
+from cumulo.compute.service import ComputeService
+from cumulo.compute.virt.driver import ComputeDriver
+from cumulo.compute.virt.fake import FakeDriver
+
+
+def make_driver(config: CumuloConfig, host: str) -> ComputeDriver:
+    if config.compute.driver == "fake":
+        return FakeDriver(host)
+    raise ValueError(f"unknown compute driver {config.compute.driver!r}")
+
+
+@dataclass
+class ComputeCell:
+    config: CumuloConfig
+    state_dir: Path
+    bus: Transport
+    db: Database
+    service: ComputeService
+    managers: list[ComputeManager] = field(default_factory=list)
+    clients: list[ServiceClient] = field(default_factory=list)
+
+    @classmethod
+    async def open(
+        cls,
+        config: CumuloConfig,
+        state_dir: Path,
+        *,
+        identity_app: ASGIApp,
+        image_app: ASGIApp | None = None,
+        network_app: ASGIApp | None = None,
+    ) -> ComputeCell:
+        """The all-in-one compute: every compute service in this process, apps in-process."""
+        bus = get_transport(config.messaging.transport_url)
+        await bus.start()
+        db = Database(database_url(config, state_dir, "compute"), "compute")
+        await db.migrate()
+        await bootstrap_compute(db)
+        images = ServiceClient("image", app=image_app) if image_app is not None else None
+        networks = ServiceClient("network", app=network_app) if network_app is not None else None
+        clients = [c for c in (images, networks) if c is not None]
+        c = config.compute
+        await bus.serve(
+            rpcapi.CONDUCTOR,
+            ConductorManager(db, bus, ConductorOptions(max_attempts=c.max_attempts)),
+        )
+        await bus.serve(
+            rpcapi.SCHEDULER,
+            SchedulerManager(db, service_down_time=c.service_down_time, spread=c.spread),
+        )
+        validator = TokenValidator(
+            IdentityClient(config, app=identity_app), config.identity.cache_time
+        )
+        service = ComputeService(config, state_dir, db, bus, validator, images, networks)
+        cell = cls(config, state_dir, bus, db, service, clients=clients)
+        base = c.host or socket.gethostname()
+        hosts = [base] + [f"{base}-fake{i}" for i in range(1, c.fake_hosts + 1)]
+        options = HostOptions(
+            availability_zone=c.availability_zone,
+            report_interval=c.report_interval,
+            cpu_allocation_ratio=c.cpu_allocation_ratio,
+            ram_allocation_ratio=c.ram_allocation_ratio,
+            disk_allocation_ratio=c.disk_allocation_ratio,
+            reserved_host_memory_mb=c.reserved_host_memory_mb,
+            reserved_host_disk_gb=c.reserved_host_disk_gb,
+        )
+        for host in hosts:
+            driver = make_driver(config, host) if host == base else FakeDriver(host)
+            cache = ImageCache(state_dir / "compute" / host / "images", images)
+            manager = ComputeManager(
+                host, driver, bus, cache, NetworkClient(networks) if networks else None, options
+            )
+            await manager.start()
+            cell.managers.append(manager)
+        return cell
+
+    async def close(self) -> None:
+        for manager in self.managers:
+            await manager.stop()
+        await self.bus.close()
+        for client in self.clients:
+            await client.close()
+        await self.service.validator.client.close()
+        await self.db.dispose()

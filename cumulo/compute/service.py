@@ -1,0 +1,508 @@
+"""What the Compute REST layer calls: checks, database records, casts (Nova's compute/api.py).
+
+Every server action is declared with the states it accepts (states.check_state);
+an action in another state raises InstanceInvalidState, which the API answers 409.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+
+from cumulo.common.auth import TokenValidator
+from cumulo.common.config import CumuloConfig
+from cumulo.common.context import RequestContext
+from cumulo.common.db import Database, utcnow
+from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound
+from cumulo.common.policy import Policy
+from cumulo.common.rpc import Transport
+from cumulo.common.service_client import ServiceClient, ServiceError
+from cumulo.compute import quotas, rpcapi
+from cumulo.compute.models import ComputeService as ServiceRecord
+from cumulo.compute.models import (
+    Flavor,
+    FlavorProject,
+    Instance,
+    InstanceAction,
+    KeyPair,
+    ServerGroup,
+    ServerGroupMember,
+)
+from cumulo.compute.policies import COMPUTE_RULES
+from cumulo.compute.scheduler.claims import release
+from cumulo.compute.states import TaskState, VmState, check_state
+
+LOG = logging.getLogger(__name__)
+
+GiB = 1024**3
+_HOSTNAME_BAD = re.compile(r"[^a-z0-9-]+")
+
+
+def sanitize_hostname(name: str) -> str:
+    host = _HOSTNAME_BAD.sub("-", name.lower()).strip("-.")[:63]
+    return host or "server"
+
+
+def flavor_snapshot(flavor: Flavor) -> dict[str, Any]:
+    """The flavor as an instance keeps it (later flavor changes do not move servers)."""
+    return {
+        "id": flavor.flavorid,
+        "name": flavor.name,
+        "vcpus": flavor.vcpus,
+        "memory_mb": flavor.memory_mb,
+        "root_gb": flavor.root_gb,
+        "ephemeral_gb": flavor.ephemeral_gb,
+        "swap": flavor.swap,
+        "extra_specs": dict(flavor.extra_specs or {}),
+    }
+
+
+@dataclass
+class CreateRequest:
+    """A validated server create request (the REST layer fills it from the body)."""
+
+    name: str
+    flavor_ref: str
+    image_ref: str | None
+    networks: str | list[dict[str, str]]
+    key_name: str | None = None
+    user_data: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    security_groups: list[str] = field(default_factory=lambda: ["default"])
+    availability_zone: str | None = None
+    config_drive: bool = False
+    admin_pass: str | None = None
+    description: str | None = None
+    tags: list[str] = field(default_factory=list)
+    min_count: int = 1
+    max_count: int = 1
+    access_ip_v4: str | None = None
+    access_ip_v6: str | None = None
+    server_group: str | None = None
+    block_device_mapping: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ComputeService:
+    def __init__(
+        self,
+        config: CumuloConfig,
+        state_dir: Path,
+        db: Database,
+        bus: Transport,
+        validator: TokenValidator,
+        images: ServiceClient | None,
+        networks: ServiceClient | None,
+    ) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self.db = db
+        self.bus = bus
+        self.validator = validator
+        self.images = images
+        self.networks = networks
+        self.policy = Policy(COMPUTE_RULES, state_dir / config.policy_file)
+        self.conductor = rpcapi.ConductorAPI(bus)
+        self.compute_rpc = rpcapi.ComputeAPI(bus)
+
+    # -- lookups --------------------------------------------------------------------
+
+    async def get_instance(self, ctx: RequestContext, server_id: str, rule: str) -> Instance:
+        """The server, if the caller may see it: another project's server is a 404."""
+        async with self.db.read() as s:
+            inst = await s.scalar(
+                select(Instance).where(Instance.uuid == server_id, Instance.deleted.is_(False))
+            )
+        if inst is None or not self.policy.check(rule, ctx, {"project_id": inst.project_id}):
+            raise NotFound(f"Instance {server_id} could not be found.")
+        return inst
+
+    async def find_flavor(self, ctx: RequestContext, flavor_ref: str) -> Flavor:
+        flavor_id = flavor_ref.rstrip("/").rsplit("/", 1)[-1]
+        async with self.db.read() as s:
+            flavor = await s.scalar(select(Flavor).where(Flavor.flavorid == flavor_id))
+            allowed = flavor is not None and (
+                flavor.is_public
+                or self.policy.check("cloud_admin", ctx)
+                or await s.get(FlavorProject, (flavor.id, ctx.project_id)) is not None
+            )
+        if flavor is None or flavor.disabled or not allowed:
+            raise BadRequest(f"Flavor {flavor_id} could not be found.")
+        return flavor
+
+    async def _image(self, ctx: RequestContext, image_ref: str) -> dict[str, Any]:
+        image_id = image_ref.rstrip("/").rsplit("/", 1)[-1]
+        if self.images is None:
+            raise BadRequest("This cloud has no Image service: boot from an image is not possible.")
+        try:
+            image = await self.images.json("GET", f"/v2/images/{image_id}", ctx.auth_token)
+        except ServiceError as exc:
+            if exc.status == 404:
+                raise BadRequest(f"Image {image_id} could not be found.") from None
+            raise
+        if image.get("status") != "active":
+            raise BadRequest(f"Image {image_id} is not active.")
+        return image
+
+    @staticmethod
+    def _check_flavor_fits_image(flavor: Flavor, image: dict[str, Any]) -> None:
+        if flavor.memory_mb < int(image.get("min_ram") or 0):
+            raise BadRequest("Flavor's memory is too small for requested image.")
+        if flavor.root_gb:
+            size = int(image.get("size") or 0)
+            if size > flavor.root_gb * GiB:
+                raise BadRequest(
+                    "Flavor's disk is too small for requested image. Flavor disk is "
+                    f"{flavor.root_gb * GiB} bytes, image is {size} bytes."
+                )
+            if int(image.get("min_disk") or 0) > flavor.root_gb:
+                raise BadRequest(
+                    "Flavor's disk is too small for requested image. Flavor disk is "
+                    f"{flavor.root_gb * GiB} bytes, minimum disk is {image['min_disk']} GiB."
+                )
+
+    async def _check_networks(self, ctx: RequestContext, networks) -> list | str:
+        if networks == "none":
+            return "none"
+        if self.networks is None:
+            raise BadRequest(
+                "This cloud has no Network service: create servers with networks 'none'."
+            )
+        if networks == "auto":
+            return "auto"
+        for req in networks:
+            try:
+                if req.get("port"):
+                    port = (
+                        await self.networks.json(
+                            "GET", f"/v2.0/ports/{req['port']}", ctx.auth_token
+                        )
+                    )["port"]
+                    if port.get("device_id"):
+                        raise Conflict(f"Port {req['port']} is still in use.")
+                else:
+                    await self.networks.json("GET", f"/v2.0/networks/{req['uuid']}", ctx.auth_token)
+            except ServiceError as exc:
+                if exc.status == 404:
+                    what = f"Port {req['port']}" if req.get("port") else f"Network {req['uuid']}"
+                    raise BadRequest(f"{what} could not be found.") from None
+                raise
+        return networks
+
+    async def _availability_zone(self, ctx: RequestContext, requested: str | None):
+        """'az', 'az:host' or 'az:host:node'; forcing a host is for admins."""
+        if not requested:
+            return None, []
+        az, _, rest = requested.partition(":")
+        host = rest.partition(":")[0]
+        if host and not self.policy.check("compute:servers:create:forced_host", ctx):
+            raise Forbidden(
+                "Policy doesn't allow compute:servers:create:forced_host to be performed."
+            )
+        async with self.db.read() as s:
+            zones = set(await s.scalars(select(ServiceRecord.availability_zone)))
+        if az and az not in zones | {"nova"}:
+            raise BadRequest("The requested availability zone is not available")
+        return az or None, [host] if host else []
+
+    # -- create -------------------------------------------------------------------------
+
+    async def create_servers(
+        self, ctx: RequestContext, req: CreateRequest
+    ) -> tuple[list[Instance], str, str]:
+        """Validate, record the instances and their actions, cast to the conductor."""
+        self.policy.enforce("compute:servers:create", ctx, {"project_id": ctx.project_id})
+        if not ctx.project_id:
+            raise Forbidden("Servers are created with a project-scoped token.")
+        flavor = await self.find_flavor(ctx, req.flavor_ref)
+        image: dict[str, Any] | None = None
+        if req.block_device_mapping:
+            raise BadRequest(
+                "Booting from volume is not supported yet: this cloud has no Block Storage service."
+            )
+        if not req.image_ref:
+            raise BadRequest("Missing imageRef attribute")
+        image = await self._image(ctx, req.image_ref)
+        self._check_flavor_fits_image(flavor, image)
+        networks = await self._check_networks(ctx, req.networks)
+        az, force_hosts = await self._availability_zone(ctx, req.availability_zone)
+        key_data = None
+        async with self.db.read() as s:
+            if req.key_name:
+                key = await s.scalar(
+                    select(KeyPair).where(
+                        KeyPair.user_id == ctx.user_id, KeyPair.name == req.key_name
+                    )
+                )
+                if key is None:
+                    raise BadRequest("Invalid key_name provided.")
+                key_data = key.public_key
+            group = None
+            if req.server_group:
+                group = await s.scalar(
+                    select(ServerGroup).where(ServerGroup.uuid == req.server_group)
+                )
+                if group is None or group.project_id != ctx.project_id:
+                    raise BadRequest(f"Invalid server group {req.server_group}")
+        admin_pass = req.admin_pass or secrets.token_urlsafe(9)
+        reservation_id = f"r-{secrets.token_hex(4)}"
+        snapshot = flavor_snapshot(flavor)
+        instances: list[Instance] = []
+        async with self.db.write() as s:
+            count = await self._count_within_quota(s, ctx, req, flavor)
+            for index in range(count):
+                name = req.name if req.max_count == 1 else f"{req.name}-{index + 1}"
+                inst = Instance(
+                    uuid=str(uuid.uuid4()),
+                    display_name=name,
+                    display_description=req.description,
+                    hostname=sanitize_hostname(name),
+                    project_id=ctx.project_id,
+                    user_id=ctx.user_id,
+                    image_ref=image["id"] if image else None,
+                    flavor=snapshot,
+                    vcpus=flavor.vcpus,
+                    memory_mb=flavor.memory_mb,
+                    vm_state=VmState.BUILDING,
+                    task_state=TaskState.SCHEDULING,
+                    power_state=0,
+                    availability_zone=az,
+                    key_name=req.key_name,
+                    key_data=key_data,
+                    user_data=req.user_data,
+                    config_drive=req.config_drive,
+                    access_ip_v4=req.access_ip_v4,
+                    access_ip_v6=req.access_ip_v6,
+                    reservation_id=reservation_id,
+                    launch_index=index,
+                    requested_networks=networks,
+                    security_groups=req.security_groups,
+                    metadata_items=dict(req.metadata),
+                    tags=list(req.tags),
+                    server_group_id=group.uuid if group else None,
+                    system_metadata={
+                        "image_" + k: str(v)
+                        for k, v in (image or {}).items()
+                        if k in ("name", "min_ram", "min_disk", "disk_format", "container_format")
+                    },
+                )
+                s.add(inst)
+                s.add(
+                    InstanceAction(
+                        instance_uuid=inst.uuid,
+                        request_id=ctx.request_id,
+                        action="create",
+                        project_id=ctx.project_id,
+                        user_id=ctx.user_id,
+                    )
+                )
+                if group is not None:
+                    s.add(ServerGroupMember(group_id=group.id, instance_uuid=inst.uuid))
+                instances.append(inst)
+        image_props = {
+            k: v
+            for k, v in (image or {}).items()
+            if k in ("hypervisor_type", "architecture", "hw_architecture", "img_hv_type")
+        }
+        spec = {
+            "flavor": snapshot,
+            "image_properties": image_props,
+            "availability_zone": az,
+            "force_hosts": force_hosts,
+            "server_group": group.uuid if group else None,
+        }
+        await self.conductor.build_instances(
+            self.rpc_context(ctx), [i.uuid for i in instances], spec
+        )
+        return instances, reservation_id, admin_pass
+
+    async def _count_within_quota(
+        self, s, ctx: RequestContext, req: CreateRequest, flavor: Flavor
+    ) -> int:
+        """As many instances as the quota allows, up to max_count; 403 under min_count."""
+        for count in range(req.max_count, req.min_count - 1, -1):
+            try:
+                await quotas.check(
+                    s,
+                    ctx.project_id,
+                    {
+                        "instances": count,
+                        "cores": count * flavor.vcpus,
+                        "ram": count * flavor.memory_mb,
+                    },
+                )
+                return count
+            except quotas.QuotaExceeded as exc:
+                if count == req.min_count:
+                    raise Forbidden(str(exc)) from None
+        raise Forbidden("Quota exceeded")
+
+    @staticmethod
+    def rpc_context(ctx: RequestContext) -> dict[str, Any]:
+        return ctx.to_dict()
+
+    # -- delete ---------------------------------------------------------------------------
+
+    async def _record_action(self, ctx: RequestContext, inst: Instance, action: str) -> None:
+        async with self.db.write() as s:
+            s.add(
+                InstanceAction(
+                    instance_uuid=inst.uuid,
+                    request_id=ctx.request_id,
+                    action=action,
+                    project_id=inst.project_id,
+                    user_id=ctx.user_id,
+                )
+            )
+
+    def _check_lock(self, ctx: RequestContext, inst: Instance) -> None:
+        if inst.locked and not self.policy.check("cloud_admin", ctx):
+            raise Conflict(f"Instance {inst.uuid} is locked")
+
+    async def _set_task(self, inst: Instance, task: str, expected: set[str | None]) -> None:
+        """Compare-and-swap the task state, so two actions never run at once."""
+        allowed = [t for t in expected if t is not None]
+        cond = Instance.task_state.in_(allowed)
+        if None in expected:
+            cond = cond | Instance.task_state.is_(None)
+        async with self.db.write() as s:
+            result = await s.execute(
+                update(Instance)
+                .where(
+                    Instance.uuid == inst.uuid,
+                    Instance.deleted.is_(False),
+                    Instance.vm_state == inst.vm_state,
+                    cond,
+                )
+                .values(task_state=task, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+        if result.rowcount != 1:
+            raise Conflict(f"Cannot change instance {inst.uuid}: another action changed it first.")
+
+    async def delete(self, ctx: RequestContext, inst: Instance) -> None:
+        """DELETE /servers/{id}: allowed in any state, even while building."""
+        self._check_lock(ctx, inst)
+        if inst.task_state == TaskState.DELETING:
+            return
+        await self._record_action(ctx, inst, "delete")
+        await self._set_task(inst, TaskState.DELETING, {inst.task_state})
+        if inst.host:
+            await self.compute_rpc.terminate_instance(self.rpc_context(ctx), inst.host, inst.uuid)
+            return
+        # Never reached a host: nothing runs anywhere, delete it here.
+        now = utcnow()
+        async with self.db.write() as s:
+            await release(s, inst.uuid)
+            await s.execute(
+                update(Instance)
+                .where(Instance.uuid == inst.uuid)
+                .values(
+                    vm_state=VmState.DELETED,
+                    task_state=None,
+                    deleted=True,
+                    deleted_at=now,
+                    terminated_at=now,
+                )
+            )
+
+    # -- power actions (api-ref: Servers - run an action) -----------------------------------
+
+    async def _power(
+        self, ctx: RequestContext, inst: Instance, action: str, task: str, **args: Any
+    ) -> None:
+        self._check_lock(ctx, inst)
+        if not inst.host:
+            raise Conflict(f"Instance {inst.uuid} is not on a host.")
+        await self._record_action(ctx, inst, action)
+        await self._set_task(inst, task, {inst.task_state})
+        await self.compute_rpc.power_action(
+            self.rpc_context(ctx), inst.host, inst.uuid, action, **args
+        )
+
+    @check_state(vm_state=[VmState.ACTIVE, VmState.ERROR])
+    async def stop(self, inst: Instance, ctx: RequestContext) -> None:
+        await self._power(ctx, inst, "stop", TaskState.POWERING_OFF)
+
+    @check_state(vm_state=[VmState.STOPPED])
+    async def start(self, inst: Instance, ctx: RequestContext) -> None:
+        await self._power(ctx, inst, "start", TaskState.POWERING_ON)
+
+    @check_state(vm_state=[VmState.ACTIVE])
+    async def soft_reboot(self, inst: Instance, ctx: RequestContext) -> None:
+        await self._power(ctx, inst, "reboot", TaskState.REBOOTING, hard=False)
+
+    @check_state(
+        vm_state=[
+            VmState.ACTIVE,
+            VmState.STOPPED,
+            VmState.PAUSED,
+            VmState.SUSPENDED,
+            VmState.ERROR,
+        ],
+        task_state=[
+            None,
+            TaskState.REBOOTING,
+            TaskState.REBOOT_PENDING,
+            TaskState.REBOOT_STARTED,
+            TaskState.REBOOTING_HARD,
+        ],
+    )
+    async def hard_reboot(self, inst: Instance, ctx: RequestContext) -> None:
+        await self._power(ctx, inst, "reboot", TaskState.REBOOTING_HARD, hard=True)
+
+    @check_state(vm_state=[VmState.ACTIVE])
+    async def pause(self, inst: Instance, ctx: RequestContext) -> None:
+        await self._power(ctx, inst, "pause", TaskState.PAUSING)
+
+    @check_state(vm_state=[VmState.PAUSED])
+    async def unpause(self, inst: Instance, ctx: RequestContext) -> None:
+        await self._power(ctx, inst, "unpause", TaskState.UNPAUSING)
+
+    @check_state(vm_state=[VmState.ACTIVE])
+    async def suspend(self, inst: Instance, ctx: RequestContext) -> None:
+        await self._power(ctx, inst, "suspend", TaskState.SUSPENDING)
+
+    @check_state(vm_state=[VmState.SUSPENDED])
+    async def resume(self, inst: Instance, ctx: RequestContext) -> None:
+        await self._power(ctx, inst, "resume", TaskState.RESUMING)
+
+    # -- lock ----------------------------------------------------------------------------
+
+    async def lock(self, ctx: RequestContext, inst: Instance, reason: str | None) -> None:
+        by = "owner" if ctx.project_id == inst.project_id else "admin"
+        await self._record_action(ctx, inst, "lock")
+        async with self.db.write() as s:
+            await s.execute(
+                update(Instance)
+                .where(Instance.uuid == inst.uuid)
+                .values(locked=True, locked_by=by, locked_reason=reason)
+            )
+
+    async def unlock(self, ctx: RequestContext, inst: Instance) -> None:
+        if (
+            inst.locked_by == "admin"
+            and ctx.project_id == inst.project_id
+            and not (self.policy.check("compute:servers:unlock:unlock_override", ctx))
+        ):
+            raise Forbidden("The server was locked by an admin: only an admin may unlock it.")
+        await self._record_action(ctx, inst, "unlock")
+        async with self.db.write() as s:
+            await s.execute(
+                update(Instance)
+                .where(Instance.uuid == inst.uuid)
+                .values(locked=False, locked_by=None, locked_reason=None)
+            )
+
+    async def console_output(self, ctx: RequestContext, inst: Instance, length: int | None) -> str:
+        if not inst.host or inst.vm_state == VmState.BUILDING:
+            raise Conflict(f"Instance {inst.uuid} has no console yet (it is not on a host).")
+        return await self.compute_rpc.get_console_output(
+            self.rpc_context(ctx), inst.host, inst.uuid, length
+        )
