@@ -69,7 +69,13 @@ def init(state_dir: Path | None, host: str | None, database: str | None) -> None
 def up(state_dir: Path | None, host: str | None, database: str | None) -> None:
     """Serve the whole cloud (runs init when needed). Ctrl-C stops it."""
     from cumulo.cloud import Cloud
-    from cumulo.common.server import AlreadyRunning, make_servers, serve, state_dir_lock
+    from cumulo.common.server import (
+        AlreadyRunning,
+        make_servers,
+        run_event_loop,
+        serve,
+        state_dir_lock,
+    )
 
     sd = resolve_state_dir(state_dir)
     sd.mkdir(parents=True, exist_ok=True)
@@ -90,7 +96,7 @@ def up(state_dir: Path | None, host: str | None, database: str | None) -> None:
                     await cloud.close()
                 console.print("cumulo stopped.")
 
-            asyncio.run(run())
+            run_event_loop(run())
     except AlreadyRunning as exc:
         console.print(f"[red]error:[/] {exc}")
         sys.exit(1)

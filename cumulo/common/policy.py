@@ -17,6 +17,8 @@ from oslo_policy import policy as oslo_policy
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import Forbidden
 
+_MAX_DECISIONS = 20_000
+
 BASE_RULES = {
     "cloud_admin": "(role:admin and system_scope:all) or (role:admin and is_admin_project:True)",
     "system_reader": "rule:cloud_admin or (role:reader and system_scope:all)",
@@ -39,6 +41,11 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _frozen(d: dict[str, Any]) -> tuple:
+    """A hashable form of flat credentials or target (TypeError if a value is not)."""
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items()))
+
+
 class Policy:
     """Evaluates named rules for a request context and a target."""
 
@@ -54,13 +61,29 @@ class Policy:
         self._enforcer.load_rules()
         # Rules are loaded once; evaluating them directly skips a file check per call.
         self._rules = self._enforcer.rules
+        # A decision depends only on (rule, credentials, target), and the rules never
+        # change while running: remember decisions (oslo.policy inspects every check's
+        # signature on every call, which costs more than a request should).
+        self._decisions: dict[tuple, bool] = {}
 
     def check(self, rule: str, ctx: RequestContext, target: dict[str, Any] | None = None) -> bool:
         check = self._rules.get(rule)
         if check is None:
             raise KeyError(f"no policy rule named {rule!r}")
         creds = {k: v for k, v in ctx.policy_credentials().items() if v is not None}
-        return bool(check(_flatten(target or {}), creds, self._enforcer))
+        flat = _flatten(target or {})
+        try:
+            key: tuple | None = (rule, _frozen(creds), _frozen(flat))
+            decision = self._decisions.get(key)  # type: ignore[arg-type]
+        except TypeError:
+            key, decision = None, None
+        if decision is None:
+            decision = bool(check(flat, creds, self._enforcer))
+            if key is not None:
+                if len(self._decisions) >= _MAX_DECISIONS:
+                    self._decisions.clear()
+                self._decisions[key] = decision
+        return decision
 
     def enforce(self, rule: str, ctx: RequestContext, target: dict[str, Any] | None = None) -> None:
         if not self.check(rule, ctx, target):

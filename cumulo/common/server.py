@@ -7,11 +7,24 @@ import contextlib
 import fcntl
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import uvicorn
 from starlette.types import ASGIApp
+
+T = TypeVar("T")
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, on uvloop when it is installed (uvicorn[standard] brings it)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 class _Server(uvicorn.Server):
@@ -58,6 +71,7 @@ def make_servers(apps: dict[str, tuple[ASGIApp, int]], host: str) -> list[uvicor
             port=port,
             log_config=None,
             access_log=False,
+            http="httptools",
             lifespan="off",
             timeout_graceful_shutdown=5,
         )

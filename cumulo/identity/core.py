@@ -4,17 +4,23 @@ The API modules parse requests and call in here; other in-process services
 validate tokens here too (through the same HTTP-shaped body), so there is one
 token path. Every write goes through `Identity.write()`, which bumps a revision
 and drops the caches, so a revoked token or a disabled user is refused at once.
+
+What the caches hold (each for at most `cache_time` seconds and until the next write):
+validated tokens, the scope part of token bodies (user, project, roles: what a
+token's payload does not carry), the catalog, the revocation events, and whatever
+the API memoizes (scope resolution). A value read while a write was committing is
+never kept: a cache only takes values computed from the generation it is still at.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.fernet import MultiFernet
 from sqlalchemy import delete, select
@@ -49,6 +55,8 @@ from cumulo.identity.tokens import (
 DEFAULT_DOMAIN_ID = "default"
 _CACHE_MAX = 50_000
 
+T = TypeVar("T")
+
 
 def isotime(ts: float | datetime | None) -> str | None:
     """Keystone's timestamp format: 2015-11-05T22:00:11.000000Z."""
@@ -63,11 +71,43 @@ class InvalidToken(Unauthorized):
     default_message = "The request you have made requires authentication."
 
 
-@dataclass(slots=True)
-class _Cached:
-    revision: int
-    deadline: float
-    value: Any
+class _Cache:
+    """A bounded map whose entries live `ttl` seconds, all dropped by `clear()`.
+
+    `put` takes the generation read before the value was computed, and keeps the
+    value only if no `clear()` (a write) happened meanwhile.
+    """
+
+    def __init__(self, ttl: float, max_entries: int = _CACHE_MAX) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.generation = 0
+        self._entries: dict[Hashable, tuple[float, Any]] = {}
+
+    def get(self, key: Hashable) -> Any | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            self._entries.pop(key, None)
+            return None
+        return entry[1]
+
+    def put(self, key: Hashable, value: Any, generation: int) -> None:
+        if generation != self.generation or self.ttl <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            # Oldest first (dicts keep insertion order): drop a quarter at once.
+            for old in list(itertools.islice(self._entries, self.max_entries // 4)):
+                del self._entries[old]
+        self._entries[key] = (time.monotonic() + self.ttl, value)
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class Identity:
@@ -83,9 +123,13 @@ class Identity:
         self.credential_fernet: MultiFernet = self.credential_keys.load()
         self.policy = Policy(IDENTITY_RULES, state_dir / config.policy_file)
         self.revision = 0
-        self._tokens: dict[str, _Cached] = {}
-        self._catalog: _Cached | None = None
-        self._revocations: _Cached | None = None
+        ttl = config.identity.cache_time
+        # token -> (payload, body without catalog)
+        self._tokens = _Cache(ttl)
+        # (user, scope, scope id, app cred) -> the parts of a token body the payload lacks
+        self._scopes = _Cache(ttl, 10_000)
+        # catalog, revocation events, and what the API modules memoize
+        self._memo = _Cache(ttl, 10_000)
         # In-process listeners (other services' token caches) told about every change.
         self.invalidation_listeners: list[Callable[[], None]] = []
 
@@ -107,8 +151,8 @@ class Identity:
     def invalidate(self) -> None:
         self.revision += 1
         self._tokens.clear()
-        self._catalog = None
-        self._revocations = None
+        self._scopes.clear()
+        self._memo.clear()
         for listener in self.invalidation_listeners:
             listener()
 
@@ -117,12 +161,17 @@ class Identity:
         self.credential_fernet = self.credential_keys.load()
         self.invalidate()
 
-    def _fresh(self, entry: _Cached | None) -> bool:
-        return (
-            entry is not None
-            and entry.revision == self.revision
-            and entry.deadline > time.monotonic()
-        )
+    async def memoize(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+        """What `compute()` returns (never None), kept until the next write or cache_time.
+
+        For values read from the identity data only, so that a write makes them stale.
+        """
+        value = self._memo.get(key)
+        if value is None:
+            generation = self._memo.generation
+            value = await compute()
+            self._memo.put(key, value, generation)
+        return value
 
     # -- issue ----------------------------------------------------------------
 
@@ -156,12 +205,11 @@ class Identity:
             scope_id=scope_id,
             app_cred_id=app_cred.id if app_cred else None,
         )
-        async with self.read() as session:
-            body = await self._render(session, payload)
+        generation = self._tokens.generation
+        body = await self._render(payload)
         token = self.formatter.create(payload)
-        self._tokens[token] = _Cached(
-            self.revision, time.monotonic() + self.config.identity.cache_time, (payload, body)
-        )
+        # Services validate a token soon after it is issued: it starts cached.
+        self._tokens.put(token, (payload, body), generation)
         if include_catalog:
             body = {**body, "catalog": await self.catalog()}
         return token, body
@@ -177,21 +225,20 @@ class Identity:
     async def validate(
         self, token: str, *, allow_expired: bool = False
     ) -> tuple[TokenPayload, dict[str, Any]]:
-        """The payload and token body (without catalog), or 401/404 for a bad token."""
+        """The payload and token body (without catalog), or 401/404 for a bad token.
+
+        The body is shared with the cache: callers copy it before changing it.
+        """
         cached = self._tokens.get(token)
-        if cached is not None and self._fresh(cached):
-            payload, body = cached.value
+        if cached is not None:
+            payload, body = cached
         else:
+            generation = self._tokens.generation
             payload = self.parse_token(token)
             if await self._is_revoked(payload):
                 raise InvalidToken("The token has been revoked.")
-            async with self.read() as session:
-                body = await self._render(session, payload)
-            if len(self._tokens) > _CACHE_MAX:
-                self._tokens.clear()
-            self._tokens[token] = _Cached(
-                self.revision, time.monotonic() + self.config.identity.cache_time, (payload, body)
-            )
+            body = await self._render(payload)
+            self._tokens.put(token, (payload, body), generation)
         now = time.time()
         if payload.expires_at <= now:
             window = self.config.identity.allow_expired_window
@@ -199,8 +246,25 @@ class Identity:
                 raise InvalidToken("The token has expired.")
         return payload, body
 
-    async def _render(self, session: AsyncSession, p: TokenPayload) -> dict[str, Any]:
+    async def _render(self, p: TokenPayload) -> dict[str, Any]:
         """The Identity v3 token body for a payload; refuses what is no longer valid."""
+        key = (p.user_id, p.scope, p.scope_id, p.app_cred_id)
+        parts = self._scopes.get(key)
+        if parts is None:
+            generation = self._scopes.generation
+            async with self.read() as session:
+                parts = await self._read_scope(session, p)
+            self._scopes.put(key, parts, generation)
+        return {
+            "methods": list(p.methods),
+            "audit_ids": list(p.audit_ids),
+            "expires_at": isotime(p.expires_at),
+            "issued_at": isotime(p.issued_at),
+            **parts,
+        }
+
+    async def _read_scope(self, session: AsyncSession, p: TokenPayload) -> dict[str, Any]:
+        """User, scope, roles and application credential of a token body, from the database."""
         user = await session.get(User, p.user_id)
         if user is None or not user.enabled:
             raise InvalidToken("The user of this token is unknown or disabled.")
@@ -208,16 +272,12 @@ class Identity:
         if user_domain is None or not user_domain.enabled:
             raise InvalidToken("The domain of this token's user is disabled.")
         body: dict[str, Any] = {
-            "methods": list(p.methods),
             "user": {
                 "domain": {"id": user_domain.id, "name": user_domain.name},
                 "id": user.id,
                 "name": user.name,
                 "password_expires_at": None,
             },
-            "audit_ids": list(p.audit_ids),
-            "expires_at": isotime(p.expires_at),
-            "issued_at": isotime(p.issued_at),
         }
         role_ids: set[str] | None = None
         if p.scope == SCOPE_PROJECT:
@@ -296,8 +356,9 @@ class Identity:
 
     async def _revocation_events(self) -> dict[str, tuple[RevocationEvent, ...]]:
         """Live revocation events indexed by what they match (audit id, chain, user)."""
-        if self._fresh(self._revocations):
-            return self._revocations.value  # type: ignore[union-attr]
+        return await self.memoize("revocation events", self._read_revocation_events)
+
+    async def _read_revocation_events(self) -> dict[str, tuple[RevocationEvent, ...]]:
         # Events older than the longest token lifetime can match nothing any more.
         horizon = utcnow().timestamp() - (
             self.config.identity.token_expiration + self.config.identity.allow_expired_window
@@ -313,11 +374,7 @@ class Identity:
             for ev in rows:
                 key = ev.audit_id or ev.audit_chain_id or ev.user_id or ""
                 index.setdefault(key, []).append(ev)
-        frozen = {k: tuple(v) for k, v in index.items()}
-        self._revocations = _Cached(
-            self.revision, time.monotonic() + self.config.identity.cache_time, frozen
-        )
-        return frozen
+        return {k: tuple(v) for k, v in index.items()}
 
     async def prune_revocations(self) -> int:
         horizon = time.time() - (
@@ -333,8 +390,10 @@ class Identity:
     # -- catalog --------------------------------------------------------------
 
     async def catalog(self) -> list[dict[str, Any]]:
-        if self._fresh(self._catalog):
-            return self._catalog.value  # type: ignore[union-attr]
+        """The service catalog (shared: callers must not change it)."""
+        return await self.memoize("catalog", self._read_catalog)
+
+    async def _read_catalog(self) -> list[dict[str, Any]]:
         async with self.read() as session:
             services = (
                 await session.scalars(select(Service).where(Service.enabled).order_by(Service.type))
@@ -351,7 +410,7 @@ class Identity:
                     "url": ep.url,
                 }
             )
-        catalog = [
+        return [
             {
                 "endpoints": by_service.get(s.id, []),
                 "id": s.id,
@@ -360,10 +419,6 @@ class Identity:
             }
             for s in services
         ]
-        self._catalog = _Cached(
-            self.revision, time.monotonic() + self.config.identity.cache_time, catalog
-        )
-        return catalog
 
     async def region_exists(self, session: AsyncSession, region_id: str) -> bool:
         return await session.get(Region, region_id) is not None

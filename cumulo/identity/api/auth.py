@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json as stdjson
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,6 +25,7 @@ from cumulo.identity.api.common import (
     query_bool,
     self_link,
 )
+from cumulo.identity.core import Identity
 from cumulo.identity.models import Domain, Project
 from cumulo.identity.tokens import TokenPayload
 
@@ -39,7 +44,15 @@ async def issue_token(request: Request) -> Response:
     if not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods):
         raise BadRequest("Invalid input for field 'identity.methods': a list of methods.")
     results = []
-    async with identity.read() as session:
+    async with AsyncExitStack() as stack:
+        opened: list[AsyncSession] = []
+
+        async def session() -> AsyncSession:
+            # Opened on first use: a re-scope answered from the caches never needs one.
+            if not opened:
+                opened.append(await stack.enter_async_context(identity.read()))
+            return opened[0]
+
         for method in dict.fromkeys(methods):
             if method not in SUPPORTED_METHODS:
                 raise Unauthorized(f"Unsupported authentication method: {method}.")
@@ -47,12 +60,14 @@ async def issue_token(request: Request) -> Response:
             if not isinstance(section, dict):
                 raise BadRequest(f"Invalid input for field 'identity.{method}'.")
             if method == "password":
-                results.append(await authentication.by_password(session, section))
+                results.append(await authentication.by_password(await session(), section))
             elif method == "token":
                 results.append(await authentication.by_token(identity, section))
             else:
                 results.append(
-                    await authentication.by_application_credential(identity, session, section)
+                    await authentication.by_application_credential(
+                        identity, await session(), section
+                    )
                 )
         if len({r.user_id for r in results}) != 1:
             raise Unauthorized("The authentication methods name different users.")
@@ -61,9 +76,7 @@ async def issue_token(request: Request) -> Response:
             merged.methods = tuple(dict.fromkeys((*merged.methods, *extra.methods)))
             merged.parent = merged.parent or extra.parent
             merged.app_cred = merged.app_cred or extra.app_cred
-        scope_kind, scope_id = await authentication.resolve_scope(
-            session, merged, auth.get("scope")
-        )
+        scope_kind, scope_id = await _resolve_scope(identity, session, merged, auth.get("scope"))
     token, body = await identity.issue_token(
         merged.user_id,
         merged.methods,
@@ -74,6 +87,30 @@ async def issue_token(request: Request) -> Response:
         include_catalog=not _nocatalog(request),
     )
     return json({"token": body}, status=201, headers={"X-Subject-Token": token})
+
+
+async def _resolve_scope(
+    identity: Identity,
+    session: Callable[[], Awaitable[AsyncSession]],
+    auth: authentication.Authenticated,
+    scope: Any,
+) -> tuple[int, str | None]:
+    """The scope asked for, memoized: the same user asking for the same scope again
+    (the common case: a client re-scoping its token) is answered without the database,
+    until the next write."""
+    parent = auth.parent
+    key = (
+        "scope",
+        auth.user_id,
+        auth.app_cred.id if auth.app_cred else None,
+        (parent.scope, parent.scope_id) if parent else None,
+        stdjson.dumps(scope, sort_keys=True),
+    )
+
+    async def resolve() -> tuple[int, str | None]:
+        return await authentication.resolve_scope(await session(), auth, scope)
+
+    return await identity.memoize(key, resolve)
 
 
 def _nocatalog(request: Request) -> bool:

@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from cumulo.common.app import request_id
+from cumulo.common.app import JSONResponse, request_id
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest, Unauthorized
 from cumulo.identity.core import Identity
