@@ -9,7 +9,7 @@ from starlette.routing import BaseRoute
 
 from cumulo.common.app import create_app
 from cumulo.common.faults import ERRORS_BY_STATUS, ApiError, render_compute
-from cumulo.compute.api import versions
+from cumulo.compute.api import server_actions, server_extras, servers, versions
 from cumulo.compute.api.microversion import MicroversionMiddleware
 from cumulo.compute.service import ComputeService
 
@@ -29,7 +29,12 @@ async def _version_error(status: int, message: str, scope, receive, send) -> Non
 
 
 # Every API module's routes (all under /v2.1), in one list.
-API_ROUTES: list[BaseRoute] = [*versions.routes]
+API_ROUTES: list[BaseRoute] = [
+    *versions.routes,
+    *servers.routes,
+    *server_actions.routes,
+    *server_extras.routes,
+]
 
 
 def create_compute_app(service: ComputeService) -> Starlette:

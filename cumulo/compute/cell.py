@@ -90,9 +90,8 @@ class ComputeCell:
         for host in hosts:
             driver = make_driver(config, host) if host == base else FakeDriver(host)
             cache = ImageCache(state_dir / "compute" / host / "images", images)
-            manager = ComputeManager(
-                host, driver, bus, cache, NetworkClient(networks) if networks else None, options
-            )
+            network = NetworkClient(networks, validator.client.service_token) if networks else None
+            manager = ComputeManager(host, driver, bus, cache, network, options)
             await manager.start()
             cell.managers.append(manager)
         return cell

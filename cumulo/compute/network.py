@@ -7,6 +7,7 @@ here are deleted with the instance; ports the user brought are only unbound.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cumulo.common.service_client import ServiceClient, ServiceError
@@ -18,8 +19,10 @@ class NetworkAllocationError(Exception):
 
 
 class NetworkClient:
-    def __init__(self, network: ServiceClient) -> None:
+    def __init__(self, network: ServiceClient, service_token: Callable[[], Awaitable[str]]) -> None:
         self.network = network
+        # Binding a port to a host is the compute service's right, not the user's.
+        self.service_token = service_token
 
     async def _auto_network(self, token: str, project_id: str) -> dict[str, Any]:
         nets = (await self.network.json("GET", "/v2.0/networks", token))["networks"]
@@ -57,10 +60,9 @@ class NetworkClient:
             net = await self._auto_network(token, instance["project_id"])
             requested = [{"uuid": net["id"]}]
         sg_ids = await self._security_group_ids(token, instance.get("security_groups") or [])
-        binding = {
+        owner = {
             "device_id": instance["uuid"],
             "device_owner": f"compute:{instance.get('availability_zone') or 'nova'}",
-            "binding:host_id": host,
         }
         info: list[dict[str, Any]] = []
         try:
@@ -68,12 +70,12 @@ class NetworkClient:
                 if req.get("port"):
                     port = (
                         await self.network.json(
-                            "PUT", f"/v2.0/ports/{req['port']}", token, json={"port": binding}
+                            "PUT", f"/v2.0/ports/{req['port']}", token, json={"port": owner}
                         )
                     )["port"]
                     preexisting = True
                 else:
-                    body: dict[str, Any] = {"network_id": req["uuid"], **binding}
+                    body: dict[str, Any] = {"network_id": req["uuid"], **owner}
                     if req.get("fixed_ip"):
                         body["fixed_ips"] = [{"ip_address": req["fixed_ip"]}]
                     if sg_ids:
@@ -82,10 +84,21 @@ class NetworkClient:
                         await self.network.json("POST", "/v2.0/ports", token, json={"port": body})
                     )["port"]
                     preexisting = False
+                # Recorded before binding, so a failure below still releases it.
+                info.append(_port_info(port, {}, preexisting))
+                # Then bind it to this host, as the compute service.
+                port = (
+                    await self.network.json(
+                        "PUT",
+                        f"/v2.0/ports/{port['id']}",
+                        await self.service_token(),
+                        json={"port": {"binding:host_id": host}},
+                    )
+                )["port"]
                 network = (
                     await self.network.json("GET", f"/v2.0/networks/{port['network_id']}", token)
                 )["network"]
-                info.append(_port_info(port, network, preexisting))
+                info[-1] = _port_info(port, network, preexisting)
         except ServiceError as exc:
             await self.deallocate_for_instance(token, info)
             raise NetworkAllocationError(f"port allocation failed: {exc}") from exc
@@ -98,7 +111,7 @@ class NetworkClient:
                     await self.network.json(
                         "PUT",
                         f"/v2.0/ports/{entry['port_id']}",
-                        token,
+                        await self.service_token(),
                         json={"port": {"device_id": "", "device_owner": "", "binding:host_id": ""}},
                     )
                 else:

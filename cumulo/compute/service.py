@@ -506,3 +506,18 @@ class ComputeService:
         return await self.compute_rpc.get_console_output(
             self.rpc_context(ctx), inst.host, inst.uuid, length
         )
+
+    # -- small updates --------------------------------------------------------------------
+
+    async def update_instance(self, instance_uuid: str, changes: dict[str, Any]) -> Instance:
+        """Change user-owned fields (name, description, metadata, tags, access IPs)."""
+        async with self.db.write() as s:
+            inst = await s.scalar(
+                select(Instance).where(Instance.uuid == instance_uuid, Instance.deleted.is_(False))
+            )
+            if inst is None:
+                raise NotFound(f"Instance {instance_uuid} could not be found.")
+            for name, value in changes.items():
+                setattr(inst, name, value)
+            inst.updated_at = utcnow()
+        return inst

@@ -1,0 +1,197 @@
+"""A server's metadata, tags and addresses (api-ref: Server metadata, Server tags, Servers IPs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cumulo.common.app import json_body
+from cumulo.common.faults import BadRequest, Forbidden, NotFound
+from cumulo.compute.api.common import authorize, compute_of, json, no_content, version
+from cumulo.compute.api.views import addresses
+from cumulo.compute.models import Instance
+
+MAX_METADATA_ITEMS = 128
+MAX_TAGS = 50
+
+
+async def _instance(request: Request, rule: str) -> Instance:
+    ctx = await authorize(request, "compute:servers:index")
+    return await compute_of(request).get_instance(ctx, request.path_params["server_id"], rule)
+
+
+def _check_metadata(meta: Any) -> dict[str, str]:
+    if not isinstance(meta, dict):
+        raise BadRequest("Malformed request body: metadata must be an object.")
+    for key, value in meta.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= 255:
+            raise BadRequest(
+                "Invalid input for field/attribute metadata: keys are 1-255 characters."
+            )
+        if not isinstance(value, str) or len(value) > 255:
+            raise BadRequest(
+                f"Invalid input for field/attribute metadata.{key}: a string of "
+                "at most 255 characters."
+            )
+    return meta
+
+
+async def _save_metadata(request: Request, inst: Instance, meta: dict[str, str]) -> None:
+    if len(meta) > MAX_METADATA_ITEMS:
+        raise Forbidden(f"Quota exceeded for metadata_items: at most {MAX_METADATA_ITEMS}.")
+    await compute_of(request).update_instance(inst.uuid, {"metadata_items": meta})
+
+
+async def list_metadata(request: Request) -> Response:
+    inst = await _instance(request, "compute:servers:metadata:read")
+    return json({"metadata": dict(inst.metadata_items or {})})
+
+
+async def update_metadata(request: Request) -> Response:
+    """POST merges keys in; PUT replaces all."""
+    inst = await _instance(request, "compute:servers:metadata")
+    data = await json_body(request)
+    meta = _check_metadata(data.get("metadata") if isinstance(data, dict) else None)
+    merged = meta if request.method == "PUT" else {**(inst.metadata_items or {}), **meta}
+    await _save_metadata(request, inst, merged)
+    return json({"metadata": merged})
+
+
+async def show_metadata_item(request: Request) -> Response:
+    inst = await _instance(request, "compute:servers:metadata:read")
+    key = request.path_params["key"]
+    if key not in (inst.metadata_items or {}):
+        raise NotFound("Metadata item was not found")
+    return json({"meta": {key: inst.metadata_items[key]}})
+
+
+async def set_metadata_item(request: Request) -> Response:
+    inst = await _instance(request, "compute:servers:metadata")
+    key = request.path_params["key"]
+    data = await json_body(request)
+    meta = _check_metadata(data.get("meta") if isinstance(data, dict) else None)
+    if list(meta) != [key]:
+        raise BadRequest("Request body and URI mismatch")
+    await _save_metadata(request, inst, {**(inst.metadata_items or {}), **meta})
+    return json({"meta": meta})
+
+
+async def delete_metadata_item(request: Request) -> Response:
+    inst = await _instance(request, "compute:servers:metadata")
+    key = request.path_params["key"]
+    meta = dict(inst.metadata_items or {})
+    if meta.pop(key, None) is None:
+        raise NotFound("Metadata item was not found")
+    await _save_metadata(request, inst, meta)
+    return no_content()
+
+
+# -- tags (2.26) --------------------------------------------------------------------
+
+
+def _check_tag(tag: Any) -> str:
+    if not isinstance(tag, str) or not 1 <= len(tag) <= 60 or "/" in tag or "," in tag:
+        raise BadRequest(f"Invalid input for field/attribute tag. Value: {tag}.")
+    return tag
+
+
+def _require_tags_version(request: Request) -> None:
+    if version(request) < (2, 26):
+        raise NotFound("The resource could not be found.")
+
+
+async def list_tags(request: Request) -> Response:
+    _require_tags_version(request)
+    inst = await _instance(request, "compute:servers:tags:read")
+    return json({"tags": list(inst.tags or [])})
+
+
+async def replace_tags(request: Request) -> Response:
+    _require_tags_version(request)
+    inst = await _instance(request, "compute:servers:tags")
+    data = await json_body(request)
+    tags = data.get("tags") if isinstance(data, dict) else None
+    if not isinstance(tags, list):
+        raise BadRequest("Invalid input for field/attribute tags.")
+    tags = list(dict.fromkeys(_check_tag(t) for t in tags))
+    if len(tags) > MAX_TAGS:
+        raise BadRequest(f"The number of tags exceeded the per-server limit {MAX_TAGS}")
+    await compute_of(request).update_instance(inst.uuid, {"tags": tags})
+    return json({"tags": tags})
+
+
+async def clear_tags(request: Request) -> Response:
+    _require_tags_version(request)
+    inst = await _instance(request, "compute:servers:tags")
+    await compute_of(request).update_instance(inst.uuid, {"tags": []})
+    return no_content()
+
+
+async def check_tag(request: Request) -> Response:
+    _require_tags_version(request)
+    inst = await _instance(request, "compute:servers:tags:read")
+    if request.path_params["tag"] not in (inst.tags or []):
+        raise NotFound(f"Tag {request.path_params['tag']} could not be found")
+    return no_content()
+
+
+async def add_tag(request: Request) -> Response:
+    _require_tags_version(request)
+    inst = await _instance(request, "compute:servers:tags")
+    tag = _check_tag(request.path_params["tag"])
+    tags = list(inst.tags or [])
+    if tag in tags:
+        return no_content()
+    if len(tags) >= MAX_TAGS:
+        raise BadRequest(f"The number of tags exceeded the per-server limit {MAX_TAGS}")
+    await compute_of(request).update_instance(inst.uuid, {"tags": [*tags, tag]})
+    return Response(status_code=201, headers={"Location": str(request.url)})
+
+
+async def remove_tag(request: Request) -> Response:
+    _require_tags_version(request)
+    inst = await _instance(request, "compute:servers:tags")
+    tag = request.path_params["tag"]
+    if tag not in (inst.tags or []):
+        raise NotFound(f"Tag {tag} could not be found")
+    await compute_of(request).update_instance(
+        inst.uuid, {"tags": [t for t in inst.tags if t != tag]}
+    )
+    return no_content()
+
+
+# -- ips ------------------------------------------------------------------------------
+
+
+async def list_ips(request: Request) -> Response:
+    inst = await _instance(request, "compute:servers:ips")
+    return json({"addresses": addresses(inst)})
+
+
+async def show_ips(request: Request) -> Response:
+    inst = await _instance(request, "compute:servers:ips")
+    network = request.path_params["network"]
+    found = addresses(inst)
+    if network not in found:
+        raise NotFound("There are no IP addresses on this network of the instance.")
+    return json({network: found[network]})
+
+
+routes = [
+    Route("/v2.1/servers/{server_id}/metadata", list_metadata, methods=["GET"]),
+    Route("/v2.1/servers/{server_id}/metadata", update_metadata, methods=["POST", "PUT"]),
+    Route("/v2.1/servers/{server_id}/metadata/{key}", show_metadata_item, methods=["GET"]),
+    Route("/v2.1/servers/{server_id}/metadata/{key}", set_metadata_item, methods=["PUT"]),
+    Route("/v2.1/servers/{server_id}/metadata/{key}", delete_metadata_item, methods=["DELETE"]),
+    Route("/v2.1/servers/{server_id}/tags", list_tags, methods=["GET"]),
+    Route("/v2.1/servers/{server_id}/tags", replace_tags, methods=["PUT"]),
+    Route("/v2.1/servers/{server_id}/tags", clear_tags, methods=["DELETE"]),
+    Route("/v2.1/servers/{server_id}/tags/{tag}", check_tag, methods=["GET"]),
+    Route("/v2.1/servers/{server_id}/tags/{tag}", add_tag, methods=["PUT"]),
+    Route("/v2.1/servers/{server_id}/tags/{tag}", remove_tag, methods=["DELETE"]),
+    Route("/v2.1/servers/{server_id}/ips", list_ips, methods=["GET"]),
+    Route("/v2.1/servers/{server_id}/ips/{network}", show_ips, methods=["GET"]),
+]

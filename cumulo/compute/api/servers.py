@@ -1,0 +1,474 @@
+"""/v2.1/servers: create, list, list detail, show, update, delete (api-ref: Servers)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cumulo.common.app import json_body, validate
+from cumulo.common.faults import BadRequest, Forbidden
+from cumulo.compute.api.common import (
+    authorize,
+    base_url,
+    compute_of,
+    json,
+    limit_and_marker,
+    next_link,
+    no_content,
+    version,
+)
+from cumulo.compute.api.views import server_brief, server_view
+from cumulo.compute.models import BlockDeviceMapping, Instance, InstanceFault
+from cumulo.compute.service import CreateRequest
+from cumulo.compute.states import TaskState, VmState
+
+MAX_USER_DATA = 65535
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
+
+
+class NetworkRequest(_Strict):
+    uuid: StrictStr | None = None
+    port: StrictStr | None = None
+    fixed_ip: StrictStr | None = None
+    tag: StrictStr | None = None
+
+
+class SecurityGroupRef(_Strict):
+    name: StrictStr = Field(min_length=1, max_length=255)
+
+
+class ServerCreateBody(_Strict):
+    name: StrictStr = Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")
+    image_ref: StrictStr | None = Field(None, alias="imageRef")
+    flavor_ref: StrictStr | StrictInt = Field(alias="flavorRef")
+    networks: Literal["auto", "none"] | list[NetworkRequest] | None = None
+    key_name: StrictStr | None = Field(None, max_length=255)
+    user_data: StrictStr | None = None
+    metadata: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    security_groups: list[SecurityGroupRef] | None = None
+    availability_zone: StrictStr | None = Field(None, max_length=255)
+    config_drive: StrictBool | StrictStr | None = None
+    admin_pass: StrictStr | None = Field(None, alias="adminPass")
+    description: StrictStr | None = Field(None, max_length=255)
+    tags: list[StrictStr] = Field(default_factory=list, max_length=50)
+    min_count: StrictInt | StrictStr = 1
+    max_count: StrictInt | StrictStr | None = None
+    return_reservation_id: StrictBool | StrictStr = False
+    access_ip_v4: StrictStr | None = Field(None, alias="accessIPv4")
+    access_ip_v6: StrictStr | None = Field(None, alias="accessIPv6")
+    disk_config: Literal["AUTO", "MANUAL"] | None = Field(None, alias="OS-DCF:diskConfig")
+    block_device_mapping_v2: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def _count(value: int | str, field: str) -> int:
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"Invalid input for field/attribute {field}. Value: {value}.") from None
+    if count < 1:
+        raise BadRequest(
+            f"Invalid input for field/attribute {field}. Value: {count}. "
+            f"{count} is less than the minimum of 1"
+        )
+    return count
+
+
+def _truthy(value: bool | str | None) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() in ("true", "1", "yes"))
+
+
+def _parse_create(request: Request, data: Any) -> tuple[CreateRequest, bool]:
+    if not isinstance(data, dict) or not isinstance(data.get("server"), dict):
+        raise BadRequest("Invalid input for field/attribute server: a 'server' object is required.")
+    hints = data.get("os:scheduler_hints") or data.get("OS-SCH-HNT:scheduler_hints") or {}
+    if not isinstance(hints, dict):
+        raise BadRequest("Invalid input for field/attribute os:scheduler_hints.")
+    body = validate(ServerCreateBody, data["server"])
+    v = version(request)
+    if body.networks is None:
+        if v >= (2, 37):
+            raise BadRequest(
+                "Invalid input for field/attribute networks: 'networks' is a "
+                "required property from microversion 2.37."
+            )
+        networks: Any = "auto"
+    elif isinstance(body.networks, list):
+        networks = []
+        for net in body.networks:
+            if not net.uuid and not net.port:
+                raise BadRequest(
+                    "Invalid input for field/attribute networks: each network "
+                    "needs a uuid or a port."
+                )
+            networks.append(net.model_dump(exclude_none=True))
+    else:
+        networks = body.networks
+    if body.user_data is not None:
+        try:
+            decoded = base64.b64decode(body.user_data, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest("User data needs to be valid base 64.") from None
+        if len(decoded) > MAX_USER_DATA:
+            raise BadRequest(f"User data is too long: at most {MAX_USER_DATA} bytes.")
+    for key, value in body.metadata.items():
+        if not 1 <= len(key) <= 255 or len(value) > 255:
+            raise BadRequest(
+                "Invalid input for field/attribute metadata: keys are 1-255 "
+                "characters and values at most 255."
+            )
+    if len(body.metadata) > 128:
+        raise Forbidden("Quota exceeded for metadata_items: at most 128 metadata items.")
+    for tag in body.tags:
+        if not 1 <= len(tag) <= 60 or "/" in tag or "," in tag:
+            raise BadRequest(f"Invalid input for field/attribute tags. Value: {tag}.")
+    min_count = _count(body.min_count, "min_count")
+    max_count = _count(body.max_count if body.max_count is not None else min_count, "max_count")
+    if max_count < min_count:
+        raise BadRequest("min_count must be <= max_count")
+    groups = [g.name for g in body.security_groups] if body.security_groups else ["default"]
+    request_ = CreateRequest(
+        name=body.name,
+        flavor_ref=str(body.flavor_ref),
+        image_ref=body.image_ref or None,
+        networks=networks,
+        key_name=body.key_name,
+        user_data=body.user_data,
+        metadata=body.metadata,
+        security_groups=list(dict.fromkeys(groups)),
+        availability_zone=body.availability_zone,
+        config_drive=_truthy(body.config_drive),
+        admin_pass=body.admin_pass,
+        description=body.description,
+        tags=list(dict.fromkeys(body.tags)),
+        min_count=min_count,
+        max_count=max_count,
+        access_ip_v4=body.access_ip_v4,
+        access_ip_v6=body.access_ip_v6,
+        server_group=hints.get("group"),
+        block_device_mapping=body.block_device_mapping_v2,
+    )
+    return request_, _truthy(body.return_reservation_id)
+
+
+async def create_server(request: Request) -> Response:
+    """POST /servers: 202 with the new server's id, links and adminPass."""
+    ctx = await authorize(request, "compute:servers:create")
+    create, return_reservation = _parse_create(request, await json_body(request))
+    if create.tags and version(request) < (2, 52):
+        raise BadRequest("Additional properties are not allowed ('tags' was unexpected)")
+    service = compute_of(request)
+    instances, reservation_id, admin_pass = await service.create_servers(ctx, create)
+    if return_reservation:
+        return json({"reservation_id": reservation_id}, status=202)
+    first = instances[0]
+    body = {
+        "server": {
+            "id": first.uuid,
+            "links": [
+                {"rel": "self", "href": f"{base_url(request)}/v2.1/servers/{first.uuid}"},
+                {"rel": "bookmark", "href": f"{base_url(request)}/servers/{first.uuid}"},
+            ],
+            "OS-DCF:diskConfig": "MANUAL",
+            "security_groups": [{"name": n} for n in create.security_groups],
+            "adminPass": admin_pass,
+        }
+    }
+    return json(
+        body, status=202, headers={"Location": f"{base_url(request)}/v2.1/servers/{first.uuid}"}
+    )
+
+
+# -- list ---------------------------------------------------------------------------
+
+_STATUS_TO_VM = {
+    "ACTIVE": ([VmState.ACTIVE], None),
+    "BUILD": ([VmState.BUILDING], None),
+    "SHUTOFF": ([VmState.STOPPED], None),
+    "PAUSED": ([VmState.PAUSED], None),
+    "SUSPENDED": ([VmState.SUSPENDED], None),
+    "ERROR": ([VmState.ERROR], None),
+    "VERIFY_RESIZE": ([VmState.RESIZED], None),
+    "RESCUE": ([VmState.RESCUED], None),
+    "SHELVED": ([VmState.SHELVED], None),
+    "SHELVED_OFFLOADED": ([VmState.SHELVED_OFFLOADED], None),
+    "SOFT_DELETED": ([VmState.SOFT_DELETED], None),
+    "DELETED": ([VmState.DELETED], None),
+    "REBOOT": (
+        [VmState.ACTIVE],
+        [TaskState.REBOOTING, TaskState.REBOOT_PENDING, TaskState.REBOOT_STARTED],
+    ),
+    "HARD_REBOOT": (
+        [VmState.ACTIVE],
+        [TaskState.REBOOTING_HARD, TaskState.REBOOT_PENDING_HARD, TaskState.REBOOT_STARTED_HARD],
+    ),
+}
+_SORT_KEYS = {
+    "created_at": Instance.created_at,
+    "updated_at": Instance.updated_at,
+    "display_name": Instance.display_name,
+    "uuid": Instance.uuid,
+    "vm_state": Instance.vm_state,
+    "task_state": Instance.task_state,
+    "launched_at": Instance.launched_at,
+    "host": Instance.host,
+    "node": Instance.node,
+    "availability_zone": Instance.availability_zone,
+    "project_id": Instance.project_id,
+    "user_id": Instance.user_id,
+    "image_ref": Instance.image_ref,
+    "key_name": Instance.key_name,
+    "hostname": Instance.hostname,
+    "power_state": Instance.power_state,
+}
+
+
+def _parse_time(raw: str, name: str) -> datetime:
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")).replace(tzinfo=None)
+    except ValueError:
+        raise BadRequest(f"Invalid filter field: {name}. Value: {raw}.") from None
+
+
+async def _list(request: Request) -> tuple[list[Instance], bool, Any, bool]:
+    ctx = await authorize(request, "compute:servers:index")
+    service = compute_of(request)
+    q = request.query_params
+    is_admin = service.policy.check("compute:servers:index:get_all_tenants", ctx)
+    query = select(Instance)
+    all_tenants = "all_tenants" in q and q.get("all_tenants", "").lower() not in ("0", "false")
+    if all_tenants and not is_admin:
+        raise Forbidden(
+            "Policy doesn't allow compute:servers:index:get_all_tenants to be performed."
+        )
+    project = q.get("project_id") or q.get("tenant_id")
+    if is_admin and (all_tenants or project):
+        if project:
+            query = query.where(Instance.project_id == project)
+    else:
+        query = query.where(Instance.project_id == ctx.project_id)
+    if is_admin and q.get("deleted", "").lower() in ("true", "1"):
+        query = query.where(Instance.deleted.is_(True))
+    else:
+        query = query.where(Instance.deleted.is_(False))
+    if status := q.get("status"):
+        if status.upper() not in _STATUS_TO_VM:
+            raise BadRequest(f"Invalid status value: {status}")
+        vm_states, tasks = _STATUS_TO_VM[status.upper()]
+        query = query.where(Instance.vm_state.in_(vm_states))
+        if tasks:
+            query = query.where(Instance.task_state.in_(tasks))
+    if image := q.get("image"):
+        query = query.where(Instance.image_ref == image.rstrip("/").rsplit("/", 1)[-1])
+    if reservation := q.get("reservation_id"):
+        query = query.where(Instance.reservation_id == reservation)
+    if az := q.get("availability_zone"):
+        query = query.where(Instance.availability_zone == az)
+    if since := q.get("changes-since"):
+        query = query.where(Instance.updated_at >= _parse_time(since, "changes-since"))
+    if before := q.get("changes-before"):
+        query = query.where(Instance.updated_at <= _parse_time(before, "changes-before"))
+    if "locked" in q:
+        query = query.where(Instance.locked.is_(q["locked"].lower() in ("true", "1")))
+    if is_admin:
+        if host := q.get("host"):
+            query = query.where(Instance.host == host)
+        if node := q.get("node"):
+            query = query.where(Instance.node == node)
+        if user := q.get("user_id"):
+            query = query.where(Instance.user_id == user)
+    sort_keys = q.getlist("sort_key") or ["created_at"]
+    sort_dirs = q.getlist("sort_dir") or ["desc"]
+    for i, key in enumerate(sort_keys):
+        column = _SORT_KEYS.get(key)
+        if column is None:
+            raise BadRequest(f"Invalid sort_key: {key}")
+        direction = sort_dirs[i] if i < len(sort_dirs) else sort_dirs[-1]
+        if direction not in ("asc", "desc"):
+            raise BadRequest(f"Invalid sort_dir: {direction}")
+        query = query.order_by(column.asc() if direction == "asc" else column.desc())
+    query = query.order_by(Instance.id.desc())
+    async with service.db.read() as s:
+        rows = list((await s.scalars(query)).all())
+    rows = [r for r in rows if _python_filters(request, r)]
+    limit, marker = limit_and_marker(request)
+    if marker:
+        ids = [r.uuid for r in rows]
+        if marker not in ids:
+            raise BadRequest(f"marker [{marker}] not found")
+        rows = rows[ids.index(marker) + 1 :]
+    more = len(rows) > limit
+    return rows[:limit], more, ctx, is_admin
+
+
+def _python_filters(request: Request, inst: Instance) -> bool:
+    """Filters Nova applies as regular expressions or on JSON fields."""
+    q = request.query_params
+    if (name := q.get("name")) and not _search(name, inst.display_name):
+        return False
+    if flavor := q.get("flavor"):
+        if str(inst.flavor.get("id")) != flavor.rstrip("/").rsplit("/", 1)[-1]:
+            return False
+    if ip := q.get("ip"):
+        addrs = [i["ip_address"] for e in inst.network_info or [] for i in e["fixed_ips"]]
+        if not any(_search(ip, a) for a in addrs):
+            return False
+    tags = set(inst.tags or [])
+    for key, test in (
+        ("tags", lambda want: want <= tags),
+        ("tags-any", lambda want: want & tags),
+        ("not-tags", lambda want: not want <= tags),
+        ("not-tags-any", lambda want: not want & tags),
+    ):
+        if raw := q.get(key):
+            if not test(set(raw.split(","))):
+                return False
+    return True
+
+
+def _search(pattern: str, value: str) -> bool:
+    try:
+        return re.search(pattern, value or "") is not None
+    except re.error:
+        return pattern in (value or "")
+
+
+async def list_servers(request: Request) -> Response:
+    rows, more, _ctx, _admin = await _list(request)
+    body: dict[str, Any] = {"servers": [server_brief(request, r) for r in rows]}
+    if more and rows:
+        body["servers_links"] = next_link(request, "servers", rows[-1].uuid)
+    return json(body)
+
+
+async def _details(request: Request, rows: list[Instance]):
+    uuids = [r.uuid for r in rows]
+    service = compute_of(request)
+    async with service.db.read() as s:
+        faults = {}
+        for fault in await s.scalars(
+            select(InstanceFault)
+            .where(InstanceFault.instance_uuid.in_(uuids))
+            .order_by(InstanceFault.id)
+        ):
+            faults[fault.instance_uuid] = fault
+        volumes: dict[str, list[dict[str, Any]]] = {}
+        for bdm in await s.scalars(
+            select(BlockDeviceMapping).where(
+                BlockDeviceMapping.instance_uuid.in_(uuids),
+                BlockDeviceMapping.volume_id.is_not(None),
+            )
+        ):
+            volumes.setdefault(bdm.instance_uuid, []).append(
+                {"id": bdm.volume_id, "delete_on_termination": bdm.delete_on_termination}
+            )
+    return faults, volumes
+
+
+async def list_servers_detail(request: Request) -> Response:
+    rows, more, ctx, is_admin = await _list(request)
+    faults, volumes = await _details(request, rows)
+    body: dict[str, Any] = {
+        "servers": [
+            server_view(
+                request,
+                ctx,
+                r,
+                is_admin=is_admin,
+                fault=faults.get(r.uuid),
+                volumes=volumes.get(r.uuid),
+            )
+            for r in rows
+        ]
+    }
+    if more and rows:
+        body["servers_links"] = next_link(request, "servers/detail", rows[-1].uuid)
+    return json(body)
+
+
+async def show_server(request: Request) -> Response:
+    ctx = await authorize(request, "compute:servers:index")
+    service = compute_of(request)
+    inst = await service.get_instance(ctx, request.path_params["server_id"], "compute:servers:show")
+    is_admin = service.policy.check("compute:servers:show:extended_attributes", ctx)
+    faults, volumes = await _details(request, [inst])
+    return json(
+        {
+            "server": server_view(
+                request,
+                ctx,
+                inst,
+                is_admin=is_admin,
+                fault=faults.get(inst.uuid),
+                volumes=volumes.get(inst.uuid),
+            )
+        }
+    )
+
+
+class ServerUpdateBody(_Strict):
+    name: StrictStr | None = Field(None, min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")
+    description: StrictStr | None = Field(None, max_length=255)
+    access_ip_v4: StrictStr | None = Field(None, alias="accessIPv4")
+    access_ip_v6: StrictStr | None = Field(None, alias="accessIPv6")
+    disk_config: Literal["AUTO", "MANUAL"] | None = Field(None, alias="OS-DCF:diskConfig")
+
+
+async def update_server(request: Request) -> Response:
+    """PUT /servers/{id}: name, description (2.19), access IPs."""
+    ctx = await authorize(request, "compute:servers:index")
+    service = compute_of(request)
+    data = await json_body(request)
+    if not isinstance(data, dict) or not isinstance(data.get("server"), dict):
+        raise BadRequest("Invalid input for field/attribute server.")
+    body = validate(ServerUpdateBody, data["server"])
+    if "description" in body.model_fields_set and version(request) < (2, 19):
+        raise BadRequest("Additional properties are not allowed ('description' was unexpected)")
+    inst = await service.get_instance(
+        ctx, request.path_params["server_id"], "compute:servers:update"
+    )
+    changes: dict[str, Any] = {}
+    fields = body.model_fields_set
+    if "name" in fields and body.name is not None:
+        changes["display_name"] = body.name
+    if "description" in fields:
+        changes["display_description"] = body.description
+    if "access_ip_v4" in fields:
+        changes["access_ip_v4"] = body.access_ip_v4
+    if "access_ip_v6" in fields:
+        changes["access_ip_v6"] = body.access_ip_v6
+    if changes:
+        inst = await service.update_instance(inst.uuid, changes)
+    is_admin = service.policy.check("compute:servers:show:extended_attributes", ctx)
+    return json({"server": server_view(request, ctx, inst, is_admin=is_admin)})
+
+
+async def delete_server(request: Request) -> Response:
+    ctx = await authorize(request, "compute:servers:index")
+    service = compute_of(request)
+    inst = await service.get_instance(
+        ctx, request.path_params["server_id"], "compute:servers:delete"
+    )
+    await service.delete(ctx, inst)
+    return no_content()
+
+
+routes = [
+    Route("/v2.1/servers", create_server, methods=["POST"]),
+    Route("/v2.1/servers", list_servers, methods=["GET"]),
+    Route("/v2.1/servers/detail", list_servers_detail, methods=["GET"]),
+    Route("/v2.1/servers/{server_id}", show_server, methods=["GET"]),
+    Route("/v2.1/servers/{server_id}", update_server, methods=["PUT"]),
+    Route("/v2.1/servers/{server_id}", delete_server, methods=["DELETE"]),
+]

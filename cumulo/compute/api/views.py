@@ -1,0 +1,176 @@
+"""How a server looks on the wire, microversion by microversion (api-ref: Servers)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+
+from cumulo.common.context import RequestContext
+from cumulo.compute.api.common import base_url, links, version
+from cumulo.compute.models import Instance, InstanceFault
+from cumulo.compute.states import api_status
+
+
+def isotime(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def usage_time(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f") if value else None
+
+
+def host_id(inst: Instance) -> str:
+    """An opaque id of the host, unique per project (Nova's hostId)."""
+    if not inst.host:
+        return ""
+    return hashlib.sha224((inst.project_id + inst.host).encode()).hexdigest()
+
+
+def addresses(inst: Instance) -> dict[str, list[dict[str, Any]]]:
+    result: dict[str, list[dict[str, Any]]] = {}
+    for entry in inst.network_info or []:
+        label = entry.get("network_name") or entry["network_id"]
+        for ip in entry.get("fixed_ips", []):
+            result.setdefault(label, []).append(
+                {
+                    "version": ip.get("version", 4),
+                    "addr": ip["ip_address"],
+                    "OS-EXT-IPS:type": "fixed",
+                    "OS-EXT-IPS-MAC:mac_addr": entry["mac"],
+                }
+            )
+        for fip in entry.get("floating_ips", []):
+            result.setdefault(label, []).append(
+                {
+                    "version": 4,
+                    "addr": fip,
+                    "OS-EXT-IPS:type": "floating",
+                    "OS-EXT-IPS-MAC:mac_addr": entry["mac"],
+                }
+            )
+    return result
+
+
+def flavor_view(request: Request, inst: Instance, show_extra_specs: bool) -> dict[str, Any]:
+    flavor = inst.flavor
+    if version(request) < (2, 47):
+        return {
+            "id": flavor["id"],
+            "links": [{"rel": "bookmark", "href": f"{base_url(request)}/flavors/{flavor['id']}"}],
+        }
+    body = {
+        "vcpus": flavor["vcpus"],
+        "ram": flavor["memory_mb"],
+        "disk": flavor["root_gb"],
+        "ephemeral": flavor.get("ephemeral_gb", 0),
+        "swap": flavor.get("swap", 0),
+        "original_name": flavor["name"],
+    }
+    if show_extra_specs:
+        body["extra_specs"] = dict(flavor.get("extra_specs") or {})
+    return body
+
+
+def image_view(request: Request, inst: Instance) -> Any:
+    if not inst.image_ref:
+        return ""  # booted from a volume
+    return {
+        "id": inst.image_ref,
+        "links": [{"rel": "bookmark", "href": f"{base_url(request)}/images/{inst.image_ref}"}],
+    }
+
+
+def fault_view(fault: InstanceFault | None, is_admin: bool) -> dict[str, Any] | None:
+    if fault is None:
+        return None
+    body: dict[str, Any] = {
+        "code": fault.code,
+        "created": isotime(fault.created_at),
+        "message": fault.message,
+    }
+    if is_admin or fault.code != 500:
+        body["details"] = fault.details or ""
+    return body
+
+
+def server_view(
+    request: Request,
+    ctx: RequestContext,
+    inst: Instance,
+    *,
+    is_admin: bool,
+    fault: InstanceFault | None = None,
+    volumes: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The full server (show and list detail) at the negotiated microversion."""
+    v = version(request)
+    status = api_status(inst.vm_state, inst.task_state)
+    body: dict[str, Any] = {
+        "id": inst.uuid,
+        "name": inst.display_name,
+        "status": status,
+        "tenant_id": inst.project_id,
+        "user_id": inst.user_id,
+        "metadata": dict(inst.metadata_items or {}),
+        "hostId": host_id(inst),
+        "image": image_view(request, inst),
+        "flavor": flavor_view(request, inst, show_extra_specs=True),
+        "created": isotime(inst.created_at),
+        "updated": isotime(inst.updated_at or inst.created_at),
+        "addresses": addresses(inst),
+        "accessIPv4": inst.access_ip_v4 or "",
+        "accessIPv6": inst.access_ip_v6 or "",
+        "links": links(request, "servers", inst.uuid),
+        "OS-DCF:diskConfig": "MANUAL",
+        "OS-EXT-AZ:availability_zone": inst.availability_zone or "nova",
+        "config_drive": "True" if inst.config_drive else "",
+        "key_name": inst.key_name,
+        "OS-SRV-USG:launched_at": usage_time(inst.launched_at),
+        "OS-SRV-USG:terminated_at": usage_time(inst.terminated_at),
+        "OS-EXT-STS:task_state": inst.task_state,
+        "OS-EXT-STS:vm_state": inst.vm_state,
+        "OS-EXT-STS:power_state": inst.power_state,
+        "os-extended-volumes:volumes_attached": volumes or [],
+        "security_groups": [{"name": name} for name in (inst.security_groups or [])],
+    }
+    if status in ("BUILD", "ACTIVE"):
+        body["progress"] = inst.progress or 0
+    if is_admin:
+        body["OS-EXT-SRV-ATTR:host"] = inst.host
+        body["OS-EXT-SRV-ATTR:hypervisor_hostname"] = inst.node
+        body["OS-EXT-SRV-ATTR:instance_name"] = f"instance-{inst.id:08x}"
+        if v >= (2, 3):
+            body["OS-EXT-SRV-ATTR:hostname"] = inst.hostname
+            body["OS-EXT-SRV-ATTR:reservation_id"] = inst.reservation_id
+            body["OS-EXT-SRV-ATTR:launch_index"] = inst.launch_index
+            body["OS-EXT-SRV-ATTR:kernel_id"] = ""
+            body["OS-EXT-SRV-ATTR:ramdisk_id"] = ""
+            body["OS-EXT-SRV-ATTR:root_device_name"] = "/dev/vda"
+            body["OS-EXT-SRV-ATTR:user_data"] = inst.user_data
+    if v >= (2, 9):
+        body["locked"] = bool(inst.locked)
+    if v >= (2, 16) and is_admin:
+        body["host_status"] = "UP" if inst.host else ""
+    if v >= (2, 19):
+        body["description"] = inst.display_description
+    if v >= (2, 26):
+        body["tags"] = list(inst.tags or [])
+    if v >= (2, 63):
+        body["trusted_image_certificates"] = None
+    if v >= (2, 73):
+        body["locked_reason"] = inst.locked_reason
+    fault_body = fault_view(fault, is_admin) if status in ("ERROR", "DELETED") else None
+    if fault_body:
+        body["fault"] = fault_body
+    return body
+
+
+def server_brief(request: Request, inst: Instance) -> dict[str, Any]:
+    return {
+        "id": inst.uuid,
+        "name": inst.display_name,
+        "links": links(request, "servers", inst.uuid),
+    }
