@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 import pytest
 
 from tests.cloudrunner import CloudRunner, configure_state_dir
+from tests.databases import ServerUnavailable, fresh_database
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -24,12 +26,24 @@ def skip_or_fail(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory: pytest.TempPathFactory):
-    """One all-in-one cloud (SQLite) shared by the functional tests."""
+    """One all-in-one cloud shared by the functional tests.
+
+    SQLite by default; CUMULO_TEST_DATABASE=postgresql or mariadb runs the same tests
+    on a fresh database of that server.
+    """
     state_dir: Path = tmp_path_factory.mktemp("cumulo-state")
-    configure_state_dir(state_dir)
-    runner = CloudRunner(state_dir).start()
-    yield runner
-    runner.stop()
+    engine = os.environ.get("CUMULO_TEST_DATABASE", "")
+    with contextlib.ExitStack() as stack:
+        database = None
+        if engine:
+            try:
+                database = stack.enter_context(fresh_database(engine))
+            except ServerUnavailable as exc:
+                skip_or_fail(str(exc))
+        configure_state_dir(state_dir, database=database)
+        runner = CloudRunner(state_dir).start()
+        stack.callback(runner.stop)
+        yield runner
 
 
 @pytest.fixture(scope="session")

@@ -22,8 +22,9 @@ class _Section(BaseModel):
 
 
 class DatabaseConfig(_Section):
-    # One SQLAlchemy URL shared by every service (each keeps its own tables and
-    # Alembic version table), e.g. postgresql+asyncpg://user@host/cumulo.
+    # One SQLAlchemy URL for every service, e.g. postgresql+asyncpg://user@host/cumulo:
+    # each service uses its own database <name>_<service> on that server (cumulo_identity,
+    # cumulo_compute, ...), created on first start if the user may create databases.
     # Empty: one SQLite file per service in the state dir.
     url: str = ""
 

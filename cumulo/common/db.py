@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import URL, DateTime, MetaData, event, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase
@@ -35,6 +36,9 @@ def _mysql_datetime(_type, _compiler, **_kw) -> str:
     # MySQL/MariaDB DATETIME drops fractions of a second; revocation events compare
     # against token issue times to the microsecond, so keep all six digits.
     return "DATETIME(6)"
+
+
+_MYSQL_CHARSET = "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
 
 
 def utcnow() -> datetime:
@@ -61,14 +65,31 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def service_database_url(url: str | URL, service: str) -> URL:
+    """The database a service uses on a database server: `<database>_<service>`.
+
+    Each service gets a database of its own on the server (as OpenStack gives keystone,
+    nova and glance theirs), so services never share a table namespace. SQLite URLs
+    (already one file per service) are returned as they are.
+    """
+    sa_url = make_url(url)
+    if sa_url.get_backend_name() == "sqlite":
+        return sa_url
+    return sa_url.set(database=f"{sa_url.database or 'cumulo'}_{service}")
+
+
 class Database:
-    """One service's database: sessions for reads, serialized transactions for writes."""
+    """One service's database: sessions for reads, serialized transactions for writes.
+
+    `url` is the configured SQLAlchemy URL: a SQLite file, or a database server, where
+    the service's own database (see service_database_url) is created on first migrate.
+    """
 
     def __init__(self, url: str, service: str) -> None:
-        self.url = url
         self.service = service
         self.is_sqlite = url.startswith("sqlite")
-        sa_url = make_url(url)
+        sa_url = service_database_url(url, service)
+        self.url = sa_url.render_as_string(hide_password=True)
         kwargs: dict = {}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
@@ -106,12 +127,49 @@ class Database:
                 yield session
 
     async def migrate(self) -> None:
-        """Upgrade this service's schema to the newest Alembic revision."""
+        """Create the service's database if needed, then upgrade it to the newest revision."""
+        if not self.is_sqlite:
+            await self._create_database()
         async with self.engine.begin() as conn:
             await conn.run_sync(_alembic_upgrade, self.service)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+    async def _create_database(self) -> None:
+        try:
+            async with self.engine.connect():
+                return
+        except DBAPIError:
+            pass  # most likely missing: try to create it below
+        url = self.engine.url
+        postgres = url.get_backend_name() == "postgresql"
+        server = create_async_engine(
+            # The server itself (URL.set cannot clear a field; NamedTuple._replace can).
+            url._replace(database="postgres" if postgres else None),
+            isolation_level="AUTOCOMMIT",
+        )
+        try:
+            async with server.connect() as conn:
+                name = conn.dialect.identifier_preparer.quote(url.database)
+                if not postgres:
+                    await conn.execute(
+                        text(f"CREATE DATABASE IF NOT EXISTS {name} {_MYSQL_CHARSET}")
+                    )
+                elif not await conn.scalar(
+                    text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}
+                ):
+                    await conn.execute(
+                        text(f"CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0")
+                    )
+        except DBAPIError as exc:
+            raise RuntimeError(
+                f"cannot open or create database {url.database!r} of the {self.service} "
+                f"service on {self.url}: create it, or let the user create databases "
+                f"({exc.orig})"
+            ) from exc
+        finally:
+            await server.dispose()
 
 
 def alembic_config(service: str, connection: Connection | None = None) -> AlembicConfig:

@@ -8,17 +8,14 @@ Without the server the test is skipped (failed under CI).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from cumulo.common.db import Database, utcnow
 from cumulo.identity.models import (
@@ -34,64 +31,19 @@ from cumulo.identity.models import (
 )
 from tests.cloudrunner import CloudRunner, configure_state_dir
 from tests.conftest import skip_or_fail
+from tests.databases import SERVERS, ServerUnavailable, fresh_database
 
 pytestmark = pytest.mark.e2e
 
 
-@dataclass(frozen=True)
-class Engine:
-    name: str
-    server_url: str  # a URL to the server itself, for CREATE/DROP DATABASE
-    url_prefix: str  # + database name = the cloud's database URL
-    create: str
-    drop: str
-
-
-ENGINES = {
-    "postgresql": Engine(
-        "postgresql",
-        "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
-        "postgresql+asyncpg://postgres@127.0.0.1:5432/",
-        "CREATE DATABASE \"{}\" ENCODING 'UTF8' TEMPLATE template0",
-        'DROP DATABASE IF EXISTS "{}" WITH (FORCE)',
-    ),
-    "mariadb": Engine(
-        "mariadb",
-        "mysql+aiomysql://root@127.0.0.1:3306/",
-        "mysql+aiomysql://root@127.0.0.1:3306/",
-        "CREATE DATABASE `{}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
-        "DROP DATABASE IF EXISTS `{}`",
-    ),
-}
-
-
-def _server_sql(engine: Engine, statement: str) -> None:
-    async def run() -> None:
-        eng = create_async_engine(engine.server_url, isolation_level="AUTOCOMMIT")
-        try:
-            async with eng.connect() as conn:
-                await conn.execute(text(statement))
-        finally:
-            await eng.dispose()
-
-    asyncio.run(run())
-
-
-@pytest.fixture(params=sorted(ENGINES), scope="module")
+@pytest.fixture(params=sorted(SERVERS), scope="module")
 def database(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh database on the engine's server, dropped afterwards; yields its URL."""
-    engine = ENGINES[request.param]
-    name = f"cumulo_test_{uuid.uuid4().hex[:12]}"
     try:
-        _server_sql(engine, engine.create.format(name))
-    except (OSError, ConnectionError) as exc:
-        skip_or_fail(f"{engine.name} server not reachable: {exc}")
-    except Exception as exc:  # noqa: BLE001 - driver errors differ per engine
-        skip_or_fail(f"cannot create a {engine.name} database: {exc}")
-    try:
-        yield engine.url_prefix + name
-    finally:
-        _server_sql(engine, engine.drop.format(name))
+        with fresh_database(request.param) as url:
+            yield url
+    except ServerUnavailable as exc:
+        skip_or_fail(f"{request.param} server not reachable: {exc}")
 
 
 async def test_schema_round_trips_every_column_kind(database: str) -> None:
