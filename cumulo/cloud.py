@@ -22,6 +22,9 @@ from cumulo.identity.core import Identity
 from cumulo.identity.tokens import KeyRepository
 from cumulo.image.app import create_image_app, open_image_service
 from cumulo.image.core import ImageService
+from cumulo.network.app import create_network_app, open_network_service
+from cumulo.network.bootstrap import bootstrap_network
+from cumulo.network.core import NetworkService
 
 LOG = logging.getLogger(__name__)
 
@@ -59,6 +62,7 @@ class Cloud:
     databases: dict[str, Database] = field(default_factory=dict)
     identity: Identity | None = None
     image: ImageService | None = None
+    network: NetworkService | None = None
 
     @classmethod
     async def open(cls, state_dir: Path, **overrides: str | None) -> Cloud:
@@ -76,17 +80,26 @@ class Cloud:
             config, state_dir, identity_app=create_identity_app(cloud.identity)
         )
         cloud.identity.invalidation_listeners.append(cloud.image.validator.clear)
+        cloud.network = await open_network_service(
+            config, state_dir, identity_app=create_identity_app(cloud.identity)
+        )
+        cloud.identity.invalidation_listeners.append(cloud.network.validator.clear)
+        await bootstrap_network(cloud.network, cloud.identity)
         return cloud
 
     def apps(self) -> dict[str, tuple[ASGIApp, int]]:
         assert self.identity is not None and self.image is not None
+        assert self.network is not None
         return {
             "identity": (create_identity_app(self.identity), self.config.ports.identity),
             "image": (create_image_app(self.image), self.config.ports.image),
+            "network": (create_network_app(self.network), self.config.ports.network),
         }
 
     async def close(self) -> None:
         if self.image is not None:
             await self.image.close()
+        if self.network is not None:
+            await self.network.close()
         for db in self.databases.values():
             await db.dispose()

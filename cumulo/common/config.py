@@ -65,6 +65,34 @@ class ImageConfig(_Section):
     max_members: int = Field(128, ge=0, description="members of one image")
 
 
+class NetworkConfig(_Section):
+    # Data plane: "auto" (linuxbridge with CAP_NET_ADMIN and the tools, else noop),
+    # "noop" (records desired state only) or "linuxbridge".
+    driver: str = Field("auto", pattern="^(auto|noop|linuxbridge)$")
+    # The agent's host name (topic network.<agent_host>); empty: this machine's name.
+    agent_host: str = ""
+    # What `cumulo init` creates, as DevStack does: the external network `public`...
+    public_cidr: str = "172.24.4.0/24"
+    public_gateway: str = "172.24.4.1"
+    # ...and the demo project's `private` network behind `router1`.
+    private_cidr: str = "10.0.0.0/26"
+    dns_nameservers: list[str] = Field(default_factory=list)
+    mtu: int = Field(1500, ge=68, le=9000)
+    # Default per-project quotas (-1: unlimited), Neutron's defaults.
+    quota: dict[str, int] = Field(
+        default_factory=lambda: {
+            "network": 100,
+            "subnet": 100,
+            "subnetpool": -1,
+            "port": 500,
+            "router": 10,
+            "floatingip": 50,
+            "security_group": 10,
+            "security_group_rule": 100,
+        }
+    )
+
+
 class ComputeConfig(_Section):
     # This host's name for its compute agent (topic compute.<host>); empty: the machine's.
     host: str = ""
@@ -112,6 +140,7 @@ class CumuloConfig(_Section):
     image: ImageConfig = ImageConfig()
     compute: ComputeConfig = ComputeConfig()
     messaging: MessagingConfig = MessagingConfig()
+    network: NetworkConfig = NetworkConfig()
     ports: ServicePorts = ServicePorts()
 
     @property

@@ -55,6 +55,7 @@ class CatalogEntry:
 CATALOG = [
     CatalogEntry("identity", "keystone", "identity", "/v3", "Identity Service"),
     CatalogEntry("image", "glance", "image", "", "Image Service"),
+    CatalogEntry("network", "neutron", "network", "", "Network Service"),
 ]
 
 

@@ -1,0 +1,101 @@
+"""Version discovery (`/`, `/v2.0`) and /v2.0/extensions: only what is implemented."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cumulo.common.faults import NotFound
+from cumulo.network.api.common import caller, json
+
+UPDATED = "2026-01-01T00:00:00-00:00"
+# alias -> (name, description)
+EXTENSIONS = {
+    "allowed-address-pairs": ("Allowed Address Pairs", "Provides allowed address pairs"),
+    "binding": ("Port Binding", "Expose port bindings of a virtual port"),
+    "external-net": ("Neutron external network", "Adds external network attribute"),
+    "ext-gw-mode": ("Configurable external gateway mode", "SNAT on the external gateway"),
+    "extraroute": ("Neutron Extra Route", "Extra routes configuration for L3 router"),
+    "extraroute-atomic": ("Atomically add/remove extra routes", "Edit extra routes atomically"),
+    "net-mtu": ("Network MTU", "Provides MTU attribute for a network resource."),
+    "pagination": ("Pagination support", "Pagination is enabled."),
+    "port-security": ("Port Security", "Provides port security"),
+    "project-id": ("project_id field enabled", "The project_id field is enabled."),
+    "provider": ("Provider Network", "Mapping of virtual networks to physical networks"),
+    "quotas": ("Quota management support", "Quotas management per project"),
+    "quota_details": ("Quota details management support", "Quota usage per project"),
+    "router": ("Neutron L3 Router", "Routers between networks and to external networks"),
+    "security-group": ("security-group", "The security groups extension."),
+    "sorting": ("Sorting support", "Sorting is enabled."),
+    "standard-attr-description": ("standard-attr-description", "Descriptions on resources"),
+    "standard-attr-revisions": ("Resource revision numbers", "Revision numbers on resources"),
+    "standard-attr-tag": ("Tag support", "Tags on resources with standard attributes"),
+    "standard-attr-timestamp": ("Resource timestamps", "created_at and updated_at fields"),
+    "stateful-security-group": ("Stateful security group", "Stateful or stateless groups"),
+    "subnet_allocation": ("Subnet Allocation", "Allocation of subnets from a subnet pool"),
+}
+RESOURCES = (
+    ("network", "networks"), ("subnet", "subnets"), ("subnetpool", "subnetpools"),
+    ("port", "ports"), ("router", "routers"), ("floatingip", "floatingips"),
+    ("security_group", "security-groups"), ("security_group_rule", "security-group-rules"),
+    ("quota", "quotas"),
+)  # fmt: skip
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _extension(alias: str) -> dict:
+    name, description = EXTENSIONS[alias]
+    return {
+        "alias": alias,
+        "name": name,
+        "description": description,
+        "updated": UPDATED,
+        "links": [],
+    }
+
+
+async def versions(request: Request) -> Response:
+    link = {"href": f"{_base(request)}/v2.0/", "rel": "self"}
+    return json({"versions": [{"id": "v2.0", "status": "CURRENT", "links": [link]}]})
+
+
+async def resources(request: Request) -> Response:
+    base = _base(request)
+    return json(
+        {
+            "resources": [
+                {
+                    "name": name,
+                    "collection": coll,
+                    "links": [{"href": f"{base}/v2.0/{coll}", "rel": "self"}],
+                }
+                for name, coll in RESOURCES
+            ]
+        }
+    )
+
+
+async def list_extensions(request: Request) -> Response:
+    await caller(request)
+    return json({"extensions": [_extension(a) for a in sorted(EXTENSIONS)]})
+
+
+async def show_extension(request: Request) -> Response:
+    await caller(request)
+    alias = request.path_params["alias"]
+    if alias not in EXTENSIONS:
+        raise NotFound(f"Extension with alias {alias} does not exist")
+    return json({"extension": _extension(alias)})
+
+
+routes = [
+    Route("/", versions, methods=["GET"]),
+    Route("/v2.0", resources, methods=["GET"]),
+    Route("/v2.0/", resources, methods=["GET"]),
+    Route("/v2.0/extensions", list_extensions, methods=["GET"]),
+    Route("/v2.0/extensions/{alias}", show_extension, methods=["GET"]),
+]

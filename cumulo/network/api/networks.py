@@ -1,0 +1,217 @@
+"""/v2.0/networks (api-ref: Networks; provider and external-net extensions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cumulo.common.context import RequestContext
+from cumulo.network.api.common import (
+    apply_standard,
+    caller,
+    list_response,
+    no_content,
+    owner_of,
+    resource_body,
+    service_of,
+    show,
+    standard,
+    tags_of,
+    to_bool,
+    to_int,
+    to_str,
+)
+from cumulo.network.core import NetworkService, new_id
+from cumulo.network.errors import InvalidInput, NetworkInUse, NetworkNotFound
+from cumulo.network.models import IpAllocation, Network, Port, Subnet, Tag
+from cumulo.network.ports import DHCP, delete_port_row, touch, write_retrying
+
+PROVIDER = ("provider:network_type", "provider:physical_network", "provider:segmentation_id")
+NETWORK_TYPES = ("flat", "vlan", "vxlan", "geneve", "gre", "local")
+CREATE_ATTRS = (
+    "name", "description", "admin_state_up", "shared", "router:external", "mtu",
+    "port_security_enabled", "is_default", "availability_zone_hints", *PROVIDER,
+)  # fmt: skip
+
+
+def render_network(
+    net: Network, subnet_ids: list[str], tags: list[str], admin: bool
+) -> dict[str, Any]:
+    body = {
+        **standard(net, tags),
+        "admin_state_up": net.admin_state_up,
+        "status": net.status,
+        "subnets": subnet_ids,
+        "shared": net.shared,
+        "router:external": net.external,
+        "is_default": net.is_default,
+        "mtu": net.mtu,
+        "port_security_enabled": net.port_security_enabled,
+        "availability_zone_hints": [],
+        "availability_zones": ["nova"],
+        "ipv4_address_scope": None,
+        "ipv6_address_scope": None,
+        "l2_adjacency": True,
+    }
+    if admin:
+        body["provider:network_type"] = net.network_type
+        body["provider:physical_network"] = net.physical_network
+        body["provider:segmentation_id"] = net.segmentation_id
+    return body
+
+
+async def render_networks(
+    service: NetworkService, ctx: RequestContext, nets: list[Network]
+) -> list[dict[str, Any]]:
+    ids = [n.id for n in nets]
+    subnets: dict[str, list[str]] = {i: [] for i in ids}
+    async with service.db.read() as session:
+        for chunk in range(0, len(ids), 500):
+            rows = await session.execute(
+                select(Subnet.network_id, Subnet.id)
+                .where(Subnet.network_id.in_(ids[chunk : chunk + 500]))
+                .order_by(Subnet.created_at)
+            )
+            for net_id, subnet_id in rows:
+                subnets[net_id].append(subnet_id)
+        tags = await tags_of(session, ids)
+    admin = service.is_admin(ctx)
+    return [render_network(n, subnets[n.id], tags[n.id], admin) for n in nets]
+
+
+async def visible_network(service: NetworkService, ctx: RequestContext, network_id: str) -> Network:
+    async with service.db.read() as session:
+        net = await session.scalar(
+            select(Network).where(Network.id == network_id, service.networks_visible(ctx))
+        )
+    if net is None:
+        raise NetworkNotFound(f"Network {network_id} could not be found.")
+    return net
+
+
+def _apply(service: NetworkService, ctx: RequestContext, net: Network, a: dict[str, Any]) -> None:
+    apply_standard(net, a)
+    if "admin_state_up" in a:
+        net.admin_state_up = to_bool("admin_state_up", a["admin_state_up"])
+    if "port_security_enabled" in a:
+        net.port_security_enabled = to_bool("port_security_enabled", a["port_security_enabled"])
+    if "mtu" in a:
+        net.mtu = to_int("mtu", a["mtu"], 68, 9000)
+    if "shared" in a:
+        shared = to_bool("shared", a["shared"])
+        if shared != net.shared:
+            service.enforce(ctx, "network:set_shared")
+        net.shared = shared
+    if "router:external" in a:
+        external = to_bool("router:external", a["router:external"])
+        if external != net.external:
+            service.enforce(ctx, "network:set_external")
+        net.external = external
+    if "is_default" in a:
+        service.enforce(ctx, "network:set_external")
+        net.is_default = to_bool("is_default", a["is_default"])
+    if any(k in a for k in PROVIDER):
+        service.enforce(ctx, "network:set_provider")
+        kind = a.get("provider:network_type", net.network_type)
+        if kind not in NETWORK_TYPES:
+            raise InvalidInput(f"Invalid input for provider:network_type: '{kind}'.")
+        net.network_type = kind
+        net.physical_network = to_str(
+            "provider:physical_network",
+            a.get("provider:physical_network", net.physical_network),
+            64,
+            nullable=True,
+        )
+        seg = a.get("provider:segmentation_id", net.segmentation_id)
+        net.segmentation_id = None if seg is None else to_int("provider:segmentation_id", seg, 0)
+
+
+async def list_networks(request: Request) -> Response:
+    service, ctx = service_of(request), await caller(request)
+    async with service.db.read() as session:
+        nets = list(await session.scalars(select(Network).where(service.networks_visible(ctx))))
+    return list_response(request, "networks", await render_networks(service, ctx, nets))
+
+
+async def create_network(request: Request) -> Response:
+    service, ctx = service_of(request), await caller(request)
+    attrs = await resource_body(request, "network", CREATE_ATTRS)
+    project_id = owner_of(service, ctx, attrs)
+    service.enforce(ctx, "network:owner", project_id)
+    net = Network(id=new_id(), project_id=project_id, mtu=service.config.network.mtu)
+    _apply(service, ctx, net, attrs)
+
+    async def work(session):
+        await service.check_quota(session, project_id, "network")
+        session.add(net)
+
+    await write_retrying(service.db, work)
+    return show(request, "network", (await render_networks(service, ctx, [net]))[0], 201)
+
+
+async def show_network(request: Request) -> Response:
+    service, ctx = service_of(request), await caller(request)
+    net = await visible_network(service, ctx, request.path_params["network_id"])
+    return show(request, "network", (await render_networks(service, ctx, [net]))[0])
+
+
+async def update_network(request: Request) -> Response:
+    service, ctx = service_of(request), await caller(request)
+    network_id = request.path_params["network_id"]
+    attrs = await resource_body(request, "network", CREATE_ATTRS)
+    attrs.pop("project_id", None)
+    net = await visible_network(service, ctx, network_id)
+    service.enforce(ctx, "network:owner", net.project_id)
+
+    async def work(session):
+        row = await session.get(Network, network_id)
+        if row is None:
+            raise NetworkNotFound(f"Network {network_id} could not be found.")
+        _apply(service, ctx, row, attrs)
+        touch(row)
+        return row
+
+    net = await write_retrying(service.db, work)
+    await service.changed()
+    return show(request, "network", (await render_networks(service, ctx, [net]))[0])
+
+
+async def delete_network(request: Request) -> Response:
+    service, ctx = service_of(request), await caller(request)
+    network_id = request.path_params["network_id"]
+    net = await visible_network(service, ctx, network_id)
+    service.enforce(ctx, "network:owner", net.project_id)
+
+    async def work(session):
+        ports = list(await session.scalars(select(Port).where(Port.network_id == network_id)))
+        if any(p.device_owner != DHCP for p in ports):
+            raise NetworkInUse(
+                f"Unable to complete operation on network {network_id}. There are one or more "
+                "ports still in use on the network."
+            )
+        for port in ports:
+            await delete_port_row(session, port)
+        subnet_ids = list(
+            await session.scalars(select(Subnet.id).where(Subnet.network_id == network_id))
+        )
+        await session.execute(delete(IpAllocation).where(IpAllocation.network_id == network_id))
+        await session.execute(delete(Tag).where(Tag.resource_id.in_([network_id, *subnet_ids])))
+        await session.execute(delete(Subnet).where(Subnet.network_id == network_id))
+        await session.execute(delete(Network).where(Network.id == network_id))
+
+    await write_retrying(service.db, work)
+    await service.changed()
+    return no_content()
+
+
+routes = [
+    Route("/v2.0/networks", list_networks, methods=["GET"]),
+    Route("/v2.0/networks", create_network, methods=["POST"]),
+    Route("/v2.0/networks/{network_id}", show_network, methods=["GET"]),
+    Route("/v2.0/networks/{network_id}", update_network, methods=["PUT"]),
+    Route("/v2.0/networks/{network_id}", delete_network, methods=["DELETE"]),
+]

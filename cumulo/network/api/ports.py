@@ -1,0 +1,400 @@
+"""/v2.0/ports (api-ref: Ports; binding, port-security, allowed-address-pairs)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cumulo.common.context import RequestContext
+from cumulo.common.faults import BadRequest, Conflict
+from cumulo.network import ipam
+from cumulo.network.api.common import (
+    apply_standard,
+    caller,
+    list_response,
+    no_content,
+    owner_of,
+    resource_body,
+    service_of,
+    show,
+    standard,
+    tags_of,
+    to_bool,
+    to_list,
+    to_str,
+)
+from cumulo.network.api.networks import visible_network
+from cumulo.network.core import NetworkService
+from cumulo.network.errors import (
+    InvalidInput,
+    PortNotFound,
+    PortSecurityAndIPRequiredForSecurityGroups,
+    SecurityGroupNotFound,
+)
+from cumulo.network.models import (
+    FloatingIp,
+    IpAllocation,
+    Network,
+    Port,
+    PortSecurityGroup,
+    SecurityGroup,
+    Tag,
+)
+from cumulo.network.ports import (
+    ROUTER_OWNERS,
+    delete_port_row,
+    fixed_ips_of,
+    new_port,
+    resolve_fixed_ips,
+    set_fixed_ips,
+    touch,
+    write_retrying,
+)
+
+BINDING = ("binding:host_id", "binding:profile", "binding:vnic_type")
+UPDATABLE = (
+    "name", "description", "admin_state_up", "fixed_ips", "device_id", "device_owner",
+    "security_groups", "allowed_address_pairs", "port_security_enabled", "extra_dhcp_opts",
+    *BINDING,
+)  # fmt: skip
+CREATE_ATTRS = (*UPDATABLE, "network_id", "mac_address")
+VNIC_TYPES = ("normal", "direct", "macvtap", "baremetal", "direct-physical", "virtio-forwarder")
+
+
+def render_port(
+    p: Port, fixed_ips: list[dict], groups: list[str], tags: list[str], admin: bool
+) -> dict[str, Any]:
+    body = {
+        **standard(p, tags),
+        "network_id": p.network_id,
+        "admin_state_up": p.admin_state_up,
+        "mac_address": p.mac_address,
+        "fixed_ips": fixed_ips,
+        "device_id": p.device_id,
+        "device_owner": p.device_owner,
+        "status": p.status,
+        "security_groups": groups,
+        "allowed_address_pairs": p.allowed_address_pairs,
+        "extra_dhcp_opts": p.extra_dhcp_opts,
+        "port_security_enabled": p.port_security_enabled,
+        "ip_allocation": "immediate",
+        "propagate_uplink_status": False,
+    }
+    if admin:
+        body["binding:host_id"] = p.host
+        body["binding:profile"] = p.binding_profile
+        body["binding:vnic_type"] = p.vnic_type
+        body["binding:vif_type"] = "bridge" if p.host else "unbound"
+        body["binding:vif_details"] = {"port_filter": True} if p.host else {}
+    return body
+
+
+async def render_ports(
+    service: NetworkService, ctx: RequestContext, ports: list[Port]
+) -> list[dict[str, Any]]:
+    ids = [p.id for p in ports]
+    groups: dict[str, list[str]] = {i: [] for i in ids}
+    async with service.db.read() as session:
+        ips = await fixed_ips_of(session, ids)
+        for chunk in range(0, len(ids), 500):
+            rows = await session.scalars(
+                select(PortSecurityGroup).where(
+                    PortSecurityGroup.port_id.in_(ids[chunk : chunk + 500])
+                )
+            )
+            for row in rows:
+                groups[row.port_id].append(row.security_group_id)
+        tags = await tags_of(session, ids)
+    admin = service.is_admin(ctx)
+    return [render_port(p, ips[p.id], sorted(groups[p.id]), tags[p.id], admin) for p in ports]
+
+
+def ports_visible(service: NetworkService, ctx: RequestContext):
+    if service.is_admin(ctx):
+        return True
+    own_networks = select(Network.id).where(Network.project_id == ctx.project_id)
+    return or_(Port.project_id == ctx.project_id, Port.network_id.in_(own_networks))
+
+
+async def visible_port(service: NetworkService, ctx: RequestContext, port_id: str) -> Port:
+    async with service.db.read() as session:
+        port = await session.scalar(
+            select(Port).where(Port.id == port_id, ports_visible(service, ctx))
+        )
+    if port is None:
+        raise PortNotFound(f"Port {port_id} could not be found.")
+    return port
+
+
+async def resolve_security_groups(
+    session, service: NetworkService, ctx: RequestContext, project_id: str, ids: Any
+) -> list[str]:
+    ids = [to_str("security_groups", i) for i in to_list("security_groups", ids)]
+    for sg_id in set(ids):
+        sg = await session.get(SecurityGroup, sg_id)
+        if sg is None or (sg.project_id != project_id and not service.is_admin(ctx)):
+            raise SecurityGroupNotFound(f"Security group {sg_id} does not exist")
+    return sorted(set(ids))
+
+
+def _address_pairs(value: Any) -> list[dict[str, str]]:
+    pairs = []
+    for pair in to_list("allowed_address_pairs", value):
+        if not isinstance(pair, dict) or "ip_address" not in pair:
+            raise InvalidInput("Invalid input for allowed_address_pairs: ip_address is required.")
+        if not set(pair) <= {"ip_address", "mac_address"}:
+            raise InvalidInput("Unrecognized attribute(s) in allowed_address_pairs.")
+        raw = str(pair["ip_address"])
+        try:
+            ip = (
+                str(ipaddress.ip_network(raw, strict=False))
+                if "/" in raw
+                else str(ipaddress.ip_address(raw))
+            )
+        except ValueError:
+            raise InvalidInput(f"'{raw}' is not a valid IP address or CIDR.") from None
+        entry = {"ip_address": ip}
+        if pair.get("mac_address") is not None:
+            if not ipam.valid_mac(pair["mac_address"]):
+                raise InvalidInput(f"'{pair['mac_address']}' is not a valid MAC address.")
+            entry["mac_address"] = pair["mac_address"].lower()
+        pairs.append(entry)
+    return pairs
+
+
+def _status(port: Port) -> str:
+    if not port.admin_state_up:
+        return "DOWN"
+    return "ACTIVE" if port.host or port.device_owner.startswith("network:") else "DOWN"
+
+
+def _apply(service: NetworkService, ctx: RequestContext, port: Port, a: dict[str, Any]) -> None:
+    apply_standard(port, a)
+    if "admin_state_up" in a:
+        port.admin_state_up = to_bool("admin_state_up", a["admin_state_up"])
+    if "device_id" in a:
+        port.device_id = to_str("device_id", a["device_id"] or "")
+    if "device_owner" in a:
+        port.device_owner = to_str("device_owner", a["device_owner"] or "")
+    if "port_security_enabled" in a:
+        port.port_security_enabled = to_bool("port_security_enabled", a["port_security_enabled"])
+    if "allowed_address_pairs" in a:
+        port.allowed_address_pairs = _address_pairs(a["allowed_address_pairs"] or [])
+    if "extra_dhcp_opts" in a:
+        port.extra_dhcp_opts = to_list("extra_dhcp_opts", a["extra_dhcp_opts"] or [])
+    if any(k in a for k in BINDING):
+        service.enforce(ctx, "network:set_binding")
+        if "binding:host_id" in a:
+            port.host = to_str("binding:host_id", a["binding:host_id"] or "")
+        if "binding:profile" in a:
+            if not isinstance(a["binding:profile"] or {}, dict):
+                raise InvalidInput("Invalid input for binding:profile: an object is required.")
+            port.binding_profile = a["binding:profile"] or {}
+        if "binding:vnic_type" in a:
+            if a["binding:vnic_type"] not in VNIC_TYPES:
+                raise InvalidInput(f"Invalid input for binding:vnic_type: {a['binding:vnic_type']}")
+            port.vnic_type = a["binding:vnic_type"]
+    if not port.port_security_enabled and port.allowed_address_pairs:
+        raise Conflict(
+            "Port Security must be enabled in order to have allowed address pairs on a port."
+        )
+    port.status = _status(port)
+
+
+def _check_fixed_ip_policy(service, ctx, network: Network, fixed_ips: Any) -> None:
+    """Only an admin or the network's owner picks addresses (Neutron's default policy)."""
+    if fixed_ips is None:
+        return
+    to_list("fixed_ips", fixed_ips)
+    if any(isinstance(f, dict) and "ip_address" in f for f in fixed_ips):
+        service.enforce(ctx, "network:owner", network.project_id)
+
+
+async def _set_groups(session, port: Port, groups: list[str]) -> None:
+    if groups and not port.port_security_enabled:
+        raise PortSecurityAndIPRequiredForSecurityGroups(
+            "Port security must be enabled and port must have an IP address in order to use "
+            "security groups."
+        )
+    await session.execute(delete(PortSecurityGroup).where(PortSecurityGroup.port_id == port.id))
+    for sg in groups:
+        session.add(PortSecurityGroup(port_id=port.id, security_group_id=sg))
+
+
+async def list_ports(request: Request) -> Response:
+    service, ctx = service_of(request), await caller(request)
+    async with service.db.read() as session:
+        query = select(Port).where(ports_visible(service, ctx))
+        # The filters clients use most, narrowed in SQL before rendering.
+        for attr in ("network_id", "device_id", "device_owner"):
+            if attr in request.query_params:
+                query = query.where(getattr(Port, attr).in_(request.query_params.getlist(attr)))
+        ports = list(await session.scalars(query))
+    return list_response(request, "ports", await render_ports(service, ctx, ports))
+
+
+async def create_port(request: Request) -> Response:
+    service, ctx = service_of(request), await caller(request)
+    a = await resource_body(request, "port", CREATE_ATTRS)
+    if "network_id" not in a:
+        raise BadRequest("Failed to parse request. Required attribute 'network_id' not specified")
+    network = await visible_network(service, ctx, str(a["network_id"]))
+    project_id = owner_of(service, ctx, a)
+    service.enforce(ctx, "network:owner", project_id)
+    if network.project_id != project_id and not network.shared:
+        service.enforce(ctx, "network:admin_only")
+    _check_fixed_ip_policy(service, ctx, network, a.get("fixed_ips"))
+    mac = a.get("mac_address")
+    if mac is not None:
+        if not ipam.valid_mac(mac):
+            raise InvalidInput(
+                f"Invalid input for mac_address. Reason: '{mac}' is not a valid MAC."
+            )
+        mac = mac.lower()
+    probe = Port(
+        admin_state_up=True,
+        device_id="",
+        device_owner="",
+        host="",
+        port_security_enabled=network.port_security_enabled,
+        allowed_address_pairs=[],
+        extra_dhcp_opts=[],
+        binding_profile={},
+        vnic_type="normal",
+    )
+    _apply(service, ctx, probe, {k: v for k, v in a.items() if k not in ("name", "description")})
+    attrs = {
+        k: getattr(probe, k)
+        for k in (
+            "admin_state_up",
+            "device_id",
+            "device_owner",
+            "host",
+            "port_security_enabled",
+            "allowed_address_pairs",
+            "extra_dhcp_opts",
+            "binding_profile",
+            "vnic_type",
+            "status",
+        )  # fmt: skip
+    }
+
+    async def work(session):
+        await service.check_quota(session, project_id, "port")
+        port = await new_port(
+            session,
+            network,
+            project_id=project_id,
+            fixed_ips=a.get("fixed_ips"),
+            mac_address=mac,
+            name=to_str("name", a.get("name", "")),
+            description=to_str("description", a.get("description", "")),
+            **attrs,
+        )
+        if "security_groups" in a:
+            groups = await resolve_security_groups(
+                session, service, ctx, project_id, a["security_groups"] or []
+            )
+        elif port.port_security_enabled and not port.device_owner.startswith("network:"):
+            groups = [await service.default_security_group(session, project_id)]
+        else:
+            groups = []
+        await _set_groups(session, port, groups)
+        return port
+
+    port = await write_retrying(service.db, work)
+    await service.changed()
+    return show(request, "port", (await render_ports(service, ctx, [port]))[0], 201)
+
+
+async def show_port(request: Request) -> Response:
+    service, ctx = service_of(request), await caller(request)
+    port = await visible_port(service, ctx, request.path_params["port_id"])
+    return show(request, "port", (await render_ports(service, ctx, [port]))[0])
+
+
+async def update_port(request: Request) -> Response:
+    service, ctx = service_of(request), await caller(request)
+    port_id = request.path_params["port_id"]
+    a = await resource_body(request, "port", UPDATABLE)
+    a.pop("project_id", None)
+    port = await visible_port(service, ctx, port_id)
+    service.enforce(ctx, "network:owner", port.project_id)
+
+    async def work(session):
+        row = await session.get(Port, port_id)
+        if row is None:
+            raise PortNotFound(f"Port {port_id} could not be found.")
+        network = await session.get(Network, row.network_id)
+        _check_fixed_ip_policy(service, ctx, network, a.get("fixed_ips"))
+        _apply(service, ctx, row, a)
+        if "fixed_ips" in a:
+            # Addresses the port keeps are not "in use" by someone else.
+            await session.execute(delete(IpAllocation).where(IpAllocation.port_id == port_id))
+            await session.flush()
+            ips = await resolve_fixed_ips(
+                session, network, a["fixed_ips"] or [], device_owner=row.device_owner
+            )
+            await set_fixed_ips(session, row, ips)
+        if "security_groups" in a:
+            groups = await resolve_security_groups(
+                session, service, ctx, row.project_id, a["security_groups"] or []
+            )
+            await _set_groups(session, row, groups)
+        elif not row.port_security_enabled:
+            held = await session.scalar(
+                select(PortSecurityGroup.port_id).where(PortSecurityGroup.port_id == port_id)
+            )
+            if held:
+                raise Conflict(
+                    "Port has security group associated. Cannot disable port security or ip "
+                    "address until security group is removed"
+                )
+        touch(row)
+        return row
+
+    port = await write_retrying(service.db, work)
+    await service.changed()
+    return show(request, "port", (await render_ports(service, ctx, [port]))[0])
+
+
+async def delete_port(request: Request) -> Response:
+    service, ctx = service_of(request), await caller(request)
+    port_id = request.path_params["port_id"]
+    port = await visible_port(service, ctx, port_id)
+    service.enforce(ctx, "network:owner", port.project_id)
+    if port.device_owner in ROUTER_OWNERS:
+        raise Conflict(
+            f"Port {port_id} cannot be deleted directly via the port API: has device owner "
+            f"{port.device_owner}."
+        )
+
+    async def work(session):
+        row = await session.get(Port, port_id)
+        if row is None:
+            raise PortNotFound(f"Port {port_id} could not be found.")
+        await session.execute(
+            update(FloatingIp)
+            .where(FloatingIp.port_id == port_id)
+            .values(port_id=None, fixed_ip_address=None, router_id=None, status="DOWN")
+        )
+        await session.execute(delete(Tag).where(Tag.resource_id == port_id))
+        await delete_port_row(session, row)
+
+    await write_retrying(service.db, work)
+    await service.changed()
+    return no_content()
+
+
+routes = [
+    Route("/v2.0/ports", list_ports, methods=["GET"]),
+    Route("/v2.0/ports", create_port, methods=["POST"]),
+    Route("/v2.0/ports/{port_id}", show_port, methods=["GET"]),
+    Route("/v2.0/ports/{port_id}", update_port, methods=["PUT"]),
+    Route("/v2.0/ports/{port_id}", delete_port, methods=["DELETE"]),
+]

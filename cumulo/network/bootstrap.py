@@ -1,0 +1,131 @@
+"""First-run content of the Network service, as DevStack users expect it.
+
+An external network `public` (subnet from [network] public_cidr, no DHCP), and
+for the demo project a `private` network and subnet, a router `router1` with its
+gateway on `public` and an interface on `private-subnet`, and the default
+security group. Idempotent: what exists (by name and project) is left alone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cumulo.identity.core import DEFAULT_DOMAIN_ID, Identity
+from cumulo.identity.models import Project
+from cumulo.network import ipam
+from cumulo.network.core import NetworkService, new_id
+from cumulo.network.models import Network, Router, Subnet
+from cumulo.network.ports import ROUTER_GATEWAY, ROUTER_INTERFACE, new_port, sync_dhcp_port
+
+
+async def project_ids(identity: Identity, names: tuple[str, ...]) -> dict[str, str]:
+    async with identity.read() as session:
+        rows = await session.scalars(
+            select(Project).where(Project.name.in_(names), Project.domain_id == DEFAULT_DOMAIN_ID)
+        )
+        return {p.name: p.id for p in rows}
+
+
+async def _network(s: AsyncSession, project_id: str, name: str, **attrs) -> Network:
+    net = await s.scalar(
+        select(Network).where(Network.name == name, Network.project_id == project_id)
+    )
+    if net is None:
+        net = Network(id=new_id(), project_id=project_id, name=name, **attrs)
+        s.add(net)
+        await s.flush()
+    return net
+
+
+async def _subnet(
+    s: AsyncSession, net: Network, name: str, cidr: str, gateway: str, **attrs
+) -> Subnet:
+    subnet = await s.scalar(select(Subnet).where(Subnet.network_id == net.id, Subnet.name == name))
+    if subnet is None:
+        network = ipaddress.ip_network(cidr)
+        subnet = Subnet(
+            id=new_id(),
+            project_id=net.project_id,
+            network_id=net.id,
+            name=name,
+            ip_version=network.version,
+            cidr=str(network),
+            gateway_ip=gateway,
+            allocation_pools=ipam.default_pools(network, gateway),
+            host_routes=[],
+            **attrs,
+        )
+        s.add(subnet)
+        await s.flush()
+        await sync_dhcp_port(s, net)
+    return subnet
+
+
+async def bootstrap_network(service: NetworkService, identity: Identity) -> None:
+    cfg = service.config.network
+    projects = await project_ids(identity, ("admin", "demo"))
+    async with service.db.write() as s:
+        public = await _network(
+            s,
+            projects["admin"],
+            "public",
+            external=True,
+            is_default=True,
+            mtu=cfg.mtu,
+            network_type="flat",
+            physical_network="public",
+        )
+        await _subnet(
+            s,
+            public,
+            "public-subnet",
+            cfg.public_cidr,
+            cfg.public_gateway,
+            enable_dhcp=False,
+            dns_nameservers=[],
+        )
+        demo = projects["demo"]
+        private = await _network(s, demo, "private", mtu=cfg.mtu)
+        private_net = ipaddress.ip_network(cfg.private_cidr)
+        subnet = await _subnet(
+            s,
+            private,
+            "private-subnet",
+            str(private_net),
+            ipam.default_gateway(private_net) or "",
+            enable_dhcp=True,
+            dns_nameservers=list(cfg.dns_nameservers),
+        )
+        router = await s.scalar(
+            select(Router).where(Router.name == "router1", Router.project_id == demo)
+        )
+        if router is None:
+            router = Router(id=new_id(), project_id=demo, name="router1", routes=[])
+            s.add(router)
+            await s.flush()
+            gw = await new_port(
+                s,
+                public,
+                project_id="",
+                device_owner=ROUTER_GATEWAY,
+                device_id=router.id,
+                status="ACTIVE",
+                port_security_enabled=False,
+            )
+            router.gw_port_id = gw.id
+            await new_port(
+                s,
+                private,
+                project_id=demo,
+                fixed_ips=[{"subnet_id": subnet.id, "ip_address": subnet.gateway_ip}],
+                device_owner=ROUTER_INTERFACE,
+                device_id=router.id,
+                status="ACTIVE",
+                port_security_enabled=False,
+            )
+        for project_id in projects.values():
+            await service.default_security_group(s, project_id)
+        await s.flush()

@@ -1,0 +1,152 @@
+"""The Network service's rules shared by every API module: who sees what, quotas,
+each project's default security group, and telling the data plane about changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cumulo.common.auth import TokenValidator
+from cumulo.common.config import CumuloConfig
+from cumulo.common.context import RequestContext
+from cumulo.common.db import Database
+from cumulo.common.policy import Policy
+from cumulo.network.errors import OverQuota, PolicyNotAuthorized
+from cumulo.network.models import (
+    DefaultSecurityGroup,
+    FloatingIp,
+    Network,
+    Port,
+    Quota,
+    Router,
+    SecurityGroup,
+    SecurityGroupRule,
+    Subnet,
+    SubnetPool,
+)
+from cumulo.network.policies import NETWORK_RULES
+
+LOG = logging.getLogger(__name__)
+
+QUOTA_MODELS = {
+    "network": Network,
+    "subnet": Subnet,
+    "subnetpool": SubnetPool,
+    "port": Port,
+    "router": Router,
+    "floatingip": FloatingIp,
+    "security_group": SecurityGroup,
+    "security_group_rule": SecurityGroupRule,
+}
+
+# Neutron's default group: all egress, and ingress from members of the same group.
+DEFAULT_RULES = (
+    ("egress", "IPv4", False),
+    ("egress", "IPv6", False),
+    ("ingress", "IPv4", True),
+    ("ingress", "IPv6", True),
+)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class NetworkService:
+    def __init__(
+        self, config: CumuloConfig, state_dir: Path, db: Database, validator: TokenValidator
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.validator = validator
+        self.policy = Policy(NETWORK_RULES, state_dir / config.policy_file)
+        # Set by the data plane: called after every committed change it must apply.
+        self.on_change: Callable[[], Awaitable[None]] | None = None
+        # Stops the data plane (agent, bus) when the service closes.
+        self.on_close: list[Callable[[], Awaitable[None]]] = []
+        self.agent: Any = None  # this host's NetworkAgent, when the data plane runs here
+
+    async def close(self) -> None:
+        for stop in reversed(self.on_close):
+            await stop()
+        await self.validator.client.close()
+        await self.db.dispose()
+
+    async def changed(self) -> None:
+        if self.on_change is not None:
+            await self.on_change()
+
+    # -- who may do what -------------------------------------------------------------
+
+    def is_admin(self, ctx: RequestContext) -> bool:
+        return self.policy.check("cloud_admin", ctx)
+
+    def enforce(self, ctx: RequestContext, rule: str, project_id: str | None = None) -> None:
+        if not self.policy.check(rule, ctx, {"project_id": project_id or ""}):
+            raise PolicyNotAuthorized(f"rule:{rule.split(':', 1)[1]} is disallowed by policy")
+
+    def networks_visible(self, ctx: RequestContext):
+        """SQL condition: networks the caller can see (own, shared, external; admin all)."""
+        if self.is_admin(ctx):
+            return True
+        return or_(Network.project_id == ctx.project_id, Network.shared, Network.external)
+
+    # -- quotas ----------------------------------------------------------------------
+
+    async def quota_limits(self, session: AsyncSession, project_id: str) -> dict[str, int]:
+        limits = dict(self.config.network.quota)
+        for row in await session.scalars(select(Quota).where(Quota.project_id == project_id)):
+            limits[row.resource] = row.limit
+        return limits
+
+    async def usage(self, session: AsyncSession, project_id: str, resource: str) -> int:
+        model = QUOTA_MODELS[resource]
+        query = select(func.count()).select_from(model).where(model.project_id == project_id)
+        return int(await session.scalar(query) or 0)
+
+    async def check_quota(
+        self, session: AsyncSession, project_id: str, resource: str, adding: int = 1
+    ) -> None:
+        limit = (await self.quota_limits(session, project_id)).get(resource, -1)
+        if limit < 0:
+            return
+        if await self.usage(session, project_id, resource) + adding > limit:
+            raise OverQuota(f"Quota exceeded for resources: ['{resource}'].")
+
+    # -- the default security group ------------------------------------------------------
+
+    async def default_security_group(self, session: AsyncSession, project_id: str) -> str:
+        """The project's `default` group, created with its rules on first use."""
+        row = await session.get(DefaultSecurityGroup, project_id)
+        if row is not None:
+            return row.security_group_id
+        sg = SecurityGroup(
+            id=new_id(),
+            project_id=project_id,
+            name="default",
+            description="Default security group",
+            is_default=True,
+        )
+        session.add(sg)
+        await session.flush()
+        session.add(DefaultSecurityGroup(project_id=project_id, security_group_id=sg.id))
+        for direction, ethertype, from_group in DEFAULT_RULES:
+            session.add(
+                SecurityGroupRule(
+                    id=new_id(),
+                    project_id=project_id,
+                    security_group_id=sg.id,
+                    remote_group_id=sg.id if from_group else None,
+                    direction=direction,
+                    ethertype=ethertype,
+                )
+            )
+        await session.flush()
+        return sg.id

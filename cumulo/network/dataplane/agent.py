@@ -1,0 +1,85 @@
+"""The network agent (one per host, topic `network.<host>`) and the server endpoint it asks.
+
+`sync` casts are coalesced: however many changes arrive, the agent fetches the
+desired state at most once per `min_interval` and hands it to its driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from cumulo.common.rpc import Endpoint, Transport
+from cumulo.network.core import NetworkService
+from cumulo.network.dataplane.driver import NetworkDriver
+from cumulo.network.dataplane.state import desired_state
+
+LOG = logging.getLogger(__name__)
+
+SERVER_TOPIC = "network"
+
+
+def agent_topic(host: str) -> str:
+    return f"network.{host}"
+
+
+class NetworkStateEndpoint(Endpoint):
+    """Server side (topic `network`): what each host should look like."""
+
+    def __init__(self, service: NetworkService) -> None:
+        self.service = service
+
+    async def desired_state(self, context: dict[str, Any], host: str) -> dict[str, Any]:
+        return await desired_state(self.service, host)
+
+
+class NetworkAgent(Endpoint):
+    def __init__(
+        self, transport: Transport, host: str, driver: NetworkDriver, min_interval: float = 0.2
+    ) -> None:
+        self.transport = transport
+        self.host = host
+        self.driver = driver
+        self.min_interval = min_interval
+        self._dirty = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Serve the host's topic, and converge on the database's state (resync)."""
+        await self.transport.serve(agent_topic(self.host), self)
+        self._dirty.set()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def sync(self, context: dict[str, Any]) -> None:
+        """RPC cast: something changed; converge soon."""
+        self._idle.clear()
+        self._dirty.set()
+
+    async def wait_idle(self, timeout: float = 10.0) -> None:
+        """Until every change announced so far has been applied (for tests and tools)."""
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    async def _run(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                state = await self.transport.call(
+                    SERVER_TOPIC, "desired_state", {}, host=self.host, timeout=60
+                )
+                await self.driver.apply(state)
+            except Exception:  # noqa: BLE001 - keep the agent alive; the next sync retries
+                LOG.exception("network agent %s: sync failed", self.host)
+                self._dirty.set()
+            if not self._dirty.is_set():
+                self._idle.set()
+            await asyncio.sleep(self.min_interval)

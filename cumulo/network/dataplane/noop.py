@@ -1,0 +1,25 @@
+"""The `noop` driver: records the desired state, touches nothing on the host.
+
+For control-plane-only deployments and tests without root; a real, supported backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cumulo.network.dataplane.driver import NetworkDriver
+
+
+class NoopDriver(NetworkDriver):
+    name = "noop"
+
+    def __init__(self) -> None:
+        self.state: dict[str, Any] = {"networks": [], "ports": [], "routers": []}
+        self.applied = 0
+
+    async def apply(self, state: dict[str, Any]) -> None:
+        self.state = state
+        self.applied += 1
+
+    async def teardown(self) -> None:
+        self.state = {"networks": [], "ports": [], "routers": []}

@@ -1,0 +1,168 @@
+"""The desired state of one host, built from the database by the server side.
+
+Plain JSON (it travels over the bus): networks with their subnets and DHCP leases,
+the ports bound to the host with their security group rules expanded (remote
+groups become the member ports' addresses), and routers with interfaces, gateway,
+extra routes and floating IPs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import select
+
+from cumulo.network.core import NetworkService
+from cumulo.network.models import (
+    FloatingIp,
+    IpAllocation,
+    Network,
+    Port,
+    PortSecurityGroup,
+    Router,
+    SecurityGroupRule,
+    Subnet,
+)
+from cumulo.network.ports import DHCP, ROUTER_GATEWAY, ROUTER_INTERFACE
+
+
+async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
+    async with service.db.read() as s:
+        networks = list(await s.scalars(select(Network)))
+        subnets = {x.id: x for x in await s.scalars(select(Subnet))}
+        ports = list(await s.scalars(select(Port)))
+        ips: dict[str, list[IpAllocation]] = defaultdict(list)
+        for a in await s.scalars(select(IpAllocation)):
+            ips[a.port_id].append(a)
+        groups: dict[str, list[str]] = defaultdict(list)
+        members: dict[str, list[str]] = defaultdict(list)
+        for b in await s.scalars(select(PortSecurityGroup)):
+            groups[b.port_id].append(b.security_group_id)
+            members[b.security_group_id] += [a.ip_address for a in ips[b.port_id]]
+        rules: dict[str, list[SecurityGroupRule]] = defaultdict(list)
+        for r in await s.scalars(select(SecurityGroupRule)):
+            rules[r.security_group_id].append(r)
+        routers = list(await s.scalars(select(Router)))
+        fips = list(await s.scalars(select(FloatingIp).where(FloatingIp.port_id.is_not(None))))
+
+    def addresses(port: Port) -> list[dict[str, Any]]:
+        out = []
+        for a in ips[port.id]:
+            net = ipaddress.ip_network(subnets[a.subnet_id].cidr)
+            out.append({"ip": a.ip_address, "prefixlen": net.prefixlen, "subnet_id": a.subnet_id})
+        return out
+
+    def expand(rule: SecurityGroupRule) -> dict[str, Any]:
+        if rule.remote_group_id:
+            version = 4 if rule.ethertype == "IPv4" else 6
+            prefixes = [
+                ip for ip in members[rule.remote_group_id]
+                if ipaddress.ip_address(ip).version == version
+            ]  # fmt: skip
+        else:
+            prefixes = [rule.remote_ip_prefix] if rule.remote_ip_prefix else None
+        return {
+            "direction": rule.direction,
+            "ethertype": rule.ethertype,
+            "protocol": rule.protocol,
+            "port_range_min": rule.port_range_min,
+            "port_range_max": rule.port_range_max,
+            "remote_prefixes": prefixes,
+        }
+
+    by_network: dict[str, list[Port]] = defaultdict(list)
+    for p in ports:
+        by_network[p.network_id].append(p)
+    state_networks = []
+    for n in networks:
+        dhcp = next((p for p in by_network[n.id] if p.device_owner == DHCP), None)
+        state_networks.append(
+            {
+                "id": n.id,
+                "mtu": n.mtu,
+                "external": n.external,
+                "admin_state_up": n.admin_state_up,
+                "subnets": [
+                    {
+                        "id": x.id,
+                        "cidr": x.cidr,
+                        "ip_version": x.ip_version,
+                        "gateway_ip": x.gateway_ip,
+                        "enable_dhcp": x.enable_dhcp,
+                        "dns_nameservers": x.dns_nameservers,
+                        "host_routes": x.host_routes,
+                    }
+                    for x in subnets.values()
+                    if x.network_id == n.id
+                ],
+                "dhcp": None
+                if dhcp is None
+                else {"port_id": dhcp.id, "mac": dhcp.mac_address, "addresses": addresses(dhcp)},
+                "leases": [
+                    {"port_id": p.id, "mac": p.mac_address, "ip": a.ip_address}
+                    for p in by_network[n.id]
+                    if not p.device_owner.startswith("network:")
+                    for a in ips[p.id]
+                ],
+            }
+        )
+    state_ports = [
+        {
+            "id": p.id,
+            "network_id": p.network_id,
+            "mac": p.mac_address,
+            "admin_state_up": p.admin_state_up,
+            "addresses": addresses(p),
+            "port_security_enabled": p.port_security_enabled,
+            "allowed_address_pairs": p.allowed_address_pairs,
+            "rules": [expand(r) for sg in groups[p.id] for r in rules[sg]],
+        }
+        for p in ports
+        if p.host == host and not p.device_owner.startswith("network:")
+    ]
+    state_routers = []
+    port_by_id = {p.id: p for p in ports}
+    for r in routers:
+        legs = [p for p in ports if p.device_id == r.id and p.device_owner == ROUTER_INTERFACE]
+        gw = port_by_id.get(r.gw_port_id or "")
+        gateway = None
+        if gw is not None and gw.device_owner == ROUTER_GATEWAY:
+            gw_subnet = subnets[ips[gw.id][0].subnet_id] if ips[gw.id] else None
+            gateway = {
+                "port_id": gw.id,
+                "network_id": gw.network_id,
+                "mac": gw.mac_address,
+                "addresses": addresses(gw),
+                "gateway_ip": gw_subnet.gateway_ip if gw_subnet else None,
+            }
+        state_routers.append(
+            {
+                "id": r.id,
+                "admin_state_up": r.admin_state_up,
+                "enable_snat": r.enable_snat,
+                "routes": r.routes,
+                "gateway": gateway,
+                "interfaces": [
+                    {
+                        "port_id": p.id,
+                        "network_id": p.network_id,
+                        "mac": p.mac_address,
+                        "addresses": addresses(p),
+                    }
+                    for p in legs
+                ],
+                "floating_ips": [
+                    {"floating_ip": f.floating_ip_address, "fixed_ip": f.fixed_ip_address}
+                    for f in fips
+                    if f.router_id == r.id
+                ],
+            }
+        )
+    return {
+        "host": host,
+        "networks": state_networks,
+        "ports": state_ports,
+        "routers": state_routers,
+    }

@@ -1,0 +1,129 @@
+"""The Network API's errors: each class name is the NeutronError `type` clients see."""
+
+from __future__ import annotations
+
+from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound
+
+
+class InvalidInput(BadRequest):
+    pass
+
+
+class NetworkNotFound(NotFound):
+    pass
+
+
+class SubnetNotFound(NotFound):
+    pass
+
+
+class SubnetPoolNotFound(NotFound):
+    pass
+
+
+class PortNotFound(NotFound):
+    pass
+
+
+class RouterNotFound(NotFound):
+    pass
+
+
+class FloatingIPNotFound(NotFound):
+    pass
+
+
+class SecurityGroupNotFound(NotFound):
+    pass
+
+
+class SecurityGroupRuleNotFound(NotFound):
+    pass
+
+
+class RouterInterfaceNotFoundForSubnet(NotFound):
+    pass
+
+
+class ExternalGatewayForFloatingIPNotFound(NotFound):
+    pass
+
+
+class TagNotFound(NotFound):
+    pass
+
+
+class NetworkInUse(Conflict):
+    pass
+
+
+class SubnetInUse(Conflict):
+    pass
+
+
+class PortInUse(Conflict):
+    pass
+
+
+class RouterInUse(Conflict):
+    pass
+
+
+class SecurityGroupInUse(Conflict):
+    pass
+
+
+class SubnetPoolInUse(Conflict):
+    pass
+
+
+class IpAddressGenerationFailure(Conflict):
+    pass
+
+
+class MacAddressInUse(Conflict):
+    pass
+
+
+class OverQuota(Conflict):
+    pass
+
+
+class SecurityGroupRuleExists(Conflict):
+    pass
+
+
+class SecurityGroupCannotRemoveDefault(Conflict):
+    pass
+
+
+class FloatingIPPortAlreadyAssociated(Conflict):
+    pass
+
+
+class InvalidIpForSubnet(BadRequest):
+    pass
+
+
+class SecurityGroupInvalidPortRange(BadRequest):
+    pass
+
+
+class SecurityGroupRuleInvalidProtocol(BadRequest):
+    pass
+
+
+class PolicyNotAuthorized(Forbidden):
+    pass
+
+
+class IpAddressAlreadyAllocated(Conflict):
+    pass
+
+
+class InvalidIpForNetwork(BadRequest):
+    pass
+
+
+class PortSecurityAndIPRequiredForSecurityGroups(BadRequest):
+    pass

@@ -1,0 +1,27 @@
+"""Default RBAC rules of the Network API, after Neutron's secure defaults.
+
+Targets carry the resource's `project_id`. Which resources a caller may see at
+all (own, shared, external) is decided in code, as Neutron does; these rules
+decide what a caller may do, and which admin-only attributes it may set.
+"""
+
+_ADMIN = "rule:cloud_admin"
+_OWNER = "rule:cloud_admin or (role:member and project_id:%(project_id)s)"
+_READER = "rule:cloud_admin or (role:reader and project_id:%(project_id)s)"
+
+NETWORK_RULES: dict[str, str] = {
+    "network:admin_only": _ADMIN,
+    "network:owner": _OWNER,
+    "network:reader": _READER,
+    # Attributes only an admin may set (Neutron: create_network:shared, ...).
+    "network:set_shared": _ADMIN,
+    "network:set_external": _ADMIN,
+    "network:set_provider": _ADMIN,
+    "network:set_project": _ADMIN,
+    # The compute service binds ports to hosts with its service token (Neutron's service_api).
+    "network:set_binding": _ADMIN + " or role:service",
+    "network:get_provider": _ADMIN,
+    "network:get_binding": _ADMIN + " or role:service",
+    "network:update_quota": _ADMIN,
+    "network:get_quota": _READER,
+}
