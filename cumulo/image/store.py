@@ -104,58 +104,73 @@ async def write_staged(
 ) -> Written:
     """Stream chunks to path, hashing on the way, with bounded memory.
 
-    A worker thread writes and hashes (hashlib releases the GIL) while the event
-    loop keeps receiving; at most a few CHUNKs are in flight. On any failure the
+    Two worker threads (hashlib and file writes release the GIL) take each
+    buffer: one writes it and feeds md5, the other feeds sha512, while the event
+    loop keeps receiving. At most a few CHUNKs are in flight. On any failure the
     partial file is removed and the error raised.
     """
-    pending: queue.Queue = queue.Queue(maxsize=4)
     md5 = hashlib.md5(usedforsecurity=False)
     sha512 = hashlib.sha512()
     failure: list[BaseException] = []
+    f = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by the writer thread
 
-    def worker() -> None:
+    def write(buf: bytes) -> None:
+        f.write(buf)
+        if hashes:
+            md5.update(buf)
+
+    def work(pending: queue.Queue, step) -> None:
         try:
-            with open(path, "wb", buffering=0) as f:
-                while (buf := pending.get()) is not _DONE:
-                    f.write(buf)
-                    if hashes:
-                        md5.update(buf)
-                        sha512.update(buf)
+            while (buf := pending.get()) is not _DONE:
+                step(buf)
         except BaseException as exc:  # noqa: BLE001 - handed to the event loop
             failure.append(exc)
             while pending.get() is not _DONE:
                 pass
 
-    thread = threading.Thread(target=worker, name=f"stage-{path.name}", daemon=True)
-    thread.start()
-    size = 0
-    buf = bytearray()
-    finished = False
+    lanes = [(queue.Queue(maxsize=4), write)]
+    if hashes:
+        lanes.append((queue.Queue(maxsize=4), sha512.update))
+    threads = [
+        threading.Thread(target=work, args=lane, name=f"stage-{path.name}", daemon=True)
+        for lane in lanes
+    ]
+    for t in threads:
+        t.start()
 
     async def put(item: object) -> None:
-        # queue.put blocks when the worker is behind: wait for it off the loop.
-        try:
-            pending.put_nowait(item)
-        except queue.Full:
-            await asyncio.to_thread(pending.put, item)
+        for pending, _ in lanes:
+            # A full queue means a worker is behind: wait for it off the loop.
+            try:
+                pending.put_nowait(item)
+            except queue.Full:
+                await asyncio.to_thread(pending.put, item)
 
+    size = 0
+    parts: list[bytes] = []
+    held = 0
+    finished = False
     try:
         async for chunk in chunks:
             size += len(chunk)
             if size > max_size:
                 raise TooLarge(size)
-            buf += chunk
-            if len(buf) >= CHUNK:
-                await put(bytes(buf))
-                buf.clear()
+            parts.append(chunk)
+            held += len(chunk)
+            if held >= CHUNK:
+                await put(b"".join(parts))
+                parts.clear()
+                held = 0
             if failure:
                 raise failure[0]
-        if buf:
-            await put(bytes(buf))
+        if parts:
+            await put(b"".join(parts))
         finished = True
     finally:
         await put(_DONE)
-        await asyncio.to_thread(thread.join)
+        for t in threads:
+            await asyncio.to_thread(t.join)
+        f.close()
         if failure or not finished:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
