@@ -9,7 +9,20 @@ from starlette.routing import BaseRoute
 
 from cumulo.common.app import create_app
 from cumulo.common.faults import ERRORS_BY_STATUS, ApiError, render_compute
-from cumulo.compute.api import server_actions, server_extras, servers, versions
+from cumulo.compute.api import (
+    availability_zones,
+    flavors,
+    hypervisors,
+    keypairs,
+    limits,
+    quotas,
+    server_actions,
+    server_extras,
+    server_groups,
+    servers,
+    services,
+    versions,
+)
 from cumulo.compute.api.microversion import MicroversionMiddleware
 from cumulo.compute.service import ComputeService
 
@@ -34,6 +47,14 @@ API_ROUTES: list[BaseRoute] = [
     *servers.routes,
     *server_actions.routes,
     *server_extras.routes,
+    *flavors.routes,
+    *keypairs.routes,
+    *services.routes,
+    *hypervisors.routes,
+    *availability_zones.routes,
+    *limits.routes,
+    *quotas.routes,
+    *server_groups.routes,
 ]
 
 

@@ -1,0 +1,312 @@
+"""Hypervisors and their statistics (api-ref: Hypervisors (os-hypervisors)).
+
+A hypervisor is a compute node; its state and status are its compute service's.
+Ids are integers before 2.53 and UUIDs from 2.53 (which also brings the
+hypervisor_hostname_pattern and with_servers query parameters).
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cumulo.common.db import utcnow
+from cumulo.common.faults import BadRequest, NotFound, NotImplementedYet
+from cumulo.compute.api import wire
+from cumulo.compute.api.common import (
+    authorize,
+    compute_of,
+    json,
+    limit_and_marker,
+    next_link,
+    version,
+)
+from cumulo.compute.api.services import is_up, service_id
+from cumulo.compute.models import ComputeNode, ComputeService, Instance
+from cumulo.compute.scheduler.claims import COMPUTE_BINARY
+
+
+class _Hosts:
+    """The compute services and non-deleted servers of the nodes being shown."""
+
+    def __init__(self, services: dict[str, ComputeService], now: datetime) -> None:
+        self.services = services
+        self.now = now
+        self.servers: dict[str, list[dict[str, str]]] = {}
+        self.busy: dict[str, int] = {}
+
+    @classmethod
+    async def load(cls, s: AsyncSession, with_servers: bool) -> _Hosts:
+        services = {
+            svc.host: svc
+            for svc in await s.scalars(
+                select(ComputeService).where(ComputeService.binary == COMPUTE_BINARY)
+            )
+        }
+        hosts = cls(services, utcnow())
+        rows = await s.execute(
+            select(Instance.node, Instance.display_name, Instance.uuid, Instance.task_state).where(
+                Instance.deleted.is_(False), Instance.node.is_not(None)
+            )
+        )
+        for node, name, uuid, task_state in rows:
+            if with_servers:
+                hosts.servers.setdefault(node, []).append({"name": name, "uuid": uuid})
+            if task_state is not None:
+                hosts.busy[node] = hosts.busy.get(node, 0) + 1
+        return hosts
+
+
+def _node_id(request: Request, node: ComputeNode) -> int | str:
+    return node.uuid if version(request) >= (2, 53) else node.id
+
+
+def _summary(request: Request, node: ComputeNode, hosts: _Hosts) -> dict[str, Any]:
+    service = hosts.services.get(node.host)
+    return {
+        "id": _node_id(request, node),
+        "hypervisor_hostname": node.hypervisor_hostname,
+        "state": "up" if is_up(request, service, hosts.now) else "down",
+        "status": "disabled" if service is None or service.disabled else "enabled",
+    }
+
+
+def _usage(node: ComputeNode, busy: int) -> dict[str, int]:
+    """Nova's resource tracker counts the host's reserved memory and disk as used."""
+    memory_used = node.memory_mb_used + node.reserved_host_memory_mb
+    disk_used = node.local_gb_used + node.reserved_host_disk_gb
+    return {
+        "vcpus": node.vcpus,
+        "memory_mb": node.memory_mb,
+        "local_gb": node.local_gb,
+        "vcpus_used": node.vcpus_used,
+        "memory_mb_used": memory_used,
+        "local_gb_used": disk_used,
+        "free_ram_mb": node.memory_mb - memory_used,
+        "free_disk_gb": node.local_gb - disk_used,
+        "current_workload": busy,
+        "running_vms": node.running_vms,
+        "disk_available_least": node.local_gb - disk_used,
+    }
+
+
+def _detail(
+    request: Request, node: ComputeNode, hosts: _Hosts, with_servers: bool
+) -> dict[str, Any]:
+    body = _summary(request, node, hosts)
+    service = hosts.services.get(node.host)
+    body.update(_usage(node, hosts.busy.get(node.hypervisor_hostname, 0)))
+    cpu_info = node.cpu_info or {}
+    body.update(
+        hypervisor_type=node.hypervisor_type,
+        hypervisor_version=node.hypervisor_version,
+        cpu_info=cpu_info if version(request) >= (2, 28) else jsonlib.dumps(cpu_info),
+        host_ip=node.host_ip,
+        service={
+            "host": node.host,
+            "id": service_id(request, service) if service else None,
+            "disabled_reason": service.disabled_reason if service else None,
+        },
+    )
+    _add_servers(request, body, node, hosts, with_servers)
+    return body
+
+
+def _add_servers(
+    request: Request, body: dict[str, Any], node: ComputeNode, hosts: _Hosts, wanted: bool
+) -> None:
+    """`servers` when asked for; before 2.75 only when there are some."""
+    servers = hosts.servers.get(node.hypervisor_hostname, [])
+    if wanted and (servers or version(request) >= (2, 75)):
+        body["servers"] = servers
+
+
+def _with_servers(request: Request) -> bool:
+    raw = request.query_params.get("with_servers")
+    if raw is None or version(request) < (2, 53):
+        return False
+    return wire.query_boolean("with_servers", raw)
+
+
+async def _list(request: Request, detail: bool) -> Response:
+    await authorize(request, "compute:hypervisors")
+    v = version(request)
+    with_servers = _with_servers(request)
+    pattern = request.query_params.get("hypervisor_hostname_pattern") if v >= (2, 53) else None
+    paged = v >= (2, 33)
+    limit, marker = limit_and_marker(request) if paged else (None, None)
+    if pattern is not None and (marker is not None or "limit" in request.query_params):
+        raise BadRequest(
+            "Paging over hypervisors with the hypervisor_hostname_pattern query "
+            "parameter is not supported."
+        )
+    query = select(ComputeNode).order_by(ComputeNode.id)
+    if pattern is not None:
+        query = query.where(ComputeNode.hypervisor_hostname.contains(pattern, autoescape=True))
+    async with compute_of(request).db.read() as s:
+        if marker is not None:
+            column = ComputeNode.uuid if v >= (2, 53) else ComputeNode.id
+            value: Any = marker if v >= (2, 53) else (int(marker) if marker.isdigit() else None)
+            after = await s.scalar(select(ComputeNode.id).where(column == value))
+            if after is None:
+                raise BadRequest(f"marker [{marker}] not found")
+            query = query.where(ComputeNode.id > after)
+        if limit is not None:
+            query = query.limit(limit + 1)
+        nodes = list((await s.scalars(query)).all())
+        hosts = await _Hosts.load(s, with_servers)
+    if pattern is not None and not nodes:
+        raise NotFound(f"No hypervisor matching '{pattern}' could be found.")
+    more = limit is not None and len(nodes) > limit
+    nodes = nodes[:limit] if limit is not None else nodes
+    views = []
+    for node in nodes:
+        if detail:
+            views.append(_detail(request, node, hosts, with_servers))
+        else:
+            view = _summary(request, node, hosts)
+            _add_servers(request, view, node, hosts, with_servers)
+            views.append(view)
+    body: dict[str, Any] = {"hypervisors": views}
+    if more and nodes:
+        collection = "os-hypervisors/detail" if detail else "os-hypervisors"
+        body["hypervisors_links"] = next_link(
+            request, collection, str(_node_id(request, nodes[-1]))
+        )
+    return json(body)
+
+
+async def list_hypervisors(request: Request) -> Response:
+    return await _list(request, detail=False)
+
+
+async def list_hypervisors_detail(request: Request) -> Response:
+    return await _list(request, detail=True)
+
+
+async def _find(s: AsyncSession, request: Request, raw_id: str) -> ComputeNode:
+    if version(request) >= (2, 53):
+        if not wire.is_uuid(raw_id):
+            raise BadRequest(f"Invalid uuid {raw_id}")
+        node = await s.scalar(select(ComputeNode).where(ComputeNode.uuid == raw_id))
+    else:
+        node = await s.get(ComputeNode, int(raw_id)) if raw_id.isdigit() else None
+    if node is None:
+        raise NotFound(f"Hypervisor with ID '{raw_id}' could not be found.")
+    return node
+
+
+async def show_hypervisor(request: Request) -> Response:
+    await authorize(request, "compute:hypervisors")
+    with_servers = _with_servers(request)
+    async with compute_of(request).db.read() as s:
+        node = await _find(s, request, request.path_params["hypervisor_id"])
+        hosts = await _Hosts.load(s, with_servers)
+    return json({"hypervisor": _detail(request, node, hosts, with_servers)})
+
+
+async def hypervisor_uptime(request: Request) -> Response:
+    """GET /os-hypervisors/{id}/uptime: no driver of this cloud reports an uptime."""
+    await authorize(request, "compute:hypervisors")
+    async with compute_of(request).db.read() as s:
+        await _find(s, request, request.path_params["hypervisor_id"])
+    raise NotImplementedYet("Virt driver does not implement uptime function.")
+
+
+async def _matching(request: Request, with_servers: bool) -> Response:
+    """Before 2.53: GET /os-hypervisors/{pattern}/search and /{pattern}/servers."""
+    if version(request) >= (2, 53):
+        raise NotFound("The resource could not be found.")
+    await authorize(request, "compute:hypervisors")
+    pattern = request.path_params["pattern"]
+    async with compute_of(request).db.read() as s:
+        nodes = list(
+            (
+                await s.scalars(
+                    select(ComputeNode)
+                    .where(ComputeNode.hypervisor_hostname.contains(pattern, autoescape=True))
+                    .order_by(ComputeNode.id)
+                )
+            ).all()
+        )
+        hosts = await _Hosts.load(s, with_servers)
+    if not nodes:
+        raise NotFound(f"No hypervisor matching '{pattern}' could be found.")
+    views = []
+    for node in nodes:
+        view = _summary(request, node, hosts)
+        _add_servers(request, view, node, hosts, with_servers)
+        views.append(view)
+    return json({"hypervisors": views})
+
+
+async def search_hypervisors(request: Request) -> Response:
+    return await _matching(request, with_servers=False)
+
+
+async def hypervisor_servers(request: Request) -> Response:
+    return await _matching(request, with_servers=True)
+
+
+async def hypervisor_statistics(request: Request) -> Response:
+    """GET /os-hypervisors/statistics: the sums over every compute node."""
+    await authorize(request, "compute:hypervisors")
+    async with compute_of(request).db.read() as s:
+        nodes = list((await s.scalars(select(ComputeNode))).all())
+        busy = await s.scalar(
+            select(func.count(Instance.id)).where(
+                Instance.deleted.is_(False),
+                Instance.node.is_not(None),
+                Instance.task_state.is_not(None),
+            )
+        )
+    totals: dict[str, int] = {}
+    for node in nodes:
+        for key, value in _usage(node, 0).items():
+            totals[key] = totals.get(key, 0) + value
+    stats = {
+        "count": len(nodes),
+        **{
+            key: totals.get(key, 0)
+            for key in (
+                "vcpus",
+                "memory_mb",
+                "local_gb",
+                "vcpus_used",
+                "memory_mb_used",
+                "local_gb_used",
+                "free_ram_mb",
+                "free_disk_gb",
+                "running_vms",
+                "disk_available_least",
+            )
+        },
+        "current_workload": busy or 0,
+    }
+    return json({"hypervisor_statistics": stats})
+
+
+async def list_aggregates(request: Request) -> Response:
+    """GET /os-aggregates: host aggregates cannot be created here yet, so there are none
+    (`openstack hypervisor show` reads this list)."""
+    await authorize(request, "compute:hypervisors")
+    return json({"aggregates": []})
+
+
+routes = [
+    Route("/v2.1/os-hypervisors", list_hypervisors, methods=["GET"]),
+    Route("/v2.1/os-hypervisors/detail", list_hypervisors_detail, methods=["GET"]),
+    Route("/v2.1/os-hypervisors/statistics", hypervisor_statistics, methods=["GET"]),
+    Route("/v2.1/os-hypervisors/{hypervisor_id}", show_hypervisor, methods=["GET"]),
+    Route("/v2.1/os-hypervisors/{hypervisor_id}/uptime", hypervisor_uptime, methods=["GET"]),
+    Route("/v2.1/os-hypervisors/{pattern}/search", search_hypervisors, methods=["GET"]),
+    Route("/v2.1/os-hypervisors/{pattern}/servers", hypervisor_servers, methods=["GET"]),
+    Route("/v2.1/os-aggregates", list_aggregates, methods=["GET"]),
+]

@@ -1,0 +1,105 @@
+"""Small wire-format rules the admin resources share: Nova's input checks for integer,
+boolean and name fields (with Nova's messages), timestamps, and the admin test."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+
+from cumulo.common.context import RequestContext
+from cumulo.common.faults import BadRequest
+from cumulo.compute.api.common import compute_of
+
+_DIGITS = re.compile(r"^-?[0-9]+$")
+_TRUE = {"1", "t", "true", "on", "y", "yes"}
+_FALSE = {"0", "f", "false", "off", "n", "no"}
+
+
+def invalid(field: str, value: Any, reason: str) -> BadRequest:
+    return BadRequest(f"Invalid input for field/attribute {field}. Value: {value}. {reason}")
+
+
+def integer(field: str, value: Any, minimum: int, maximum: int = 2**31 - 1) -> int:
+    """An integer given as a JSON number or a string of digits (Nova accepts both)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise invalid(field, value, f"{value!r} is not of type 'integer', 'string'")
+    if isinstance(value, str):
+        if not _DIGITS.match(value.strip()):
+            raise invalid(field, value, f"{value!r} does not match '^-?[0-9]+$'")
+        value = int(value)
+    if value < minimum:
+        raise invalid(field, value, f"{value} is less than the minimum of {minimum}")
+    if value > maximum:
+        raise invalid(field, value, f"{value} is greater than the maximum of {maximum}")
+    return value
+
+
+def boolean(field: str, value: Any) -> bool:
+    """A JSON boolean or one of the strings Nova's schema accepts for booleans."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise invalid(field, value, f"{value!r} is not of type 'boolean'")
+
+
+def query_boolean(name: str, raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in _TRUE | _FALSE:
+        return lowered in _TRUE
+    raise BadRequest(f"Invalid input for query parameters {name}. Value: {raw}.")
+
+
+def name(field: str, value: Any, max_length: int = 255) -> str:
+    """Nova's parameter_types.name: 1-255 printable characters, no edge whitespace."""
+    if not isinstance(value, str):
+        raise invalid(field, value, f"{value!r} is not of type 'string'")
+    if not 1 <= len(value) <= max_length:
+        raise invalid(field, value, f"Length must be between 1 and {max_length}")
+    if value != value.strip() or not value.isprintable():
+        raise invalid(field, value, "Invalid name: no leading or trailing whitespace allowed")
+    return value
+
+
+def object_body(body: Any, key: str) -> dict[str, Any]:
+    """The object under the body's top-level key ({"flavor": {...}} etc.)."""
+    if not isinstance(body, dict) or not isinstance(body.get(key), dict):
+        raise BadRequest(f"Invalid input for field/attribute {key}. '{key}' is a required property")
+    return body[key]
+
+
+def mapping(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return body
+
+
+def reject_unknown(body: dict[str, Any], allowed: set[str]) -> None:
+    extra = sorted(set(body) - allowed)
+    if extra:
+        listed = ", ".join(repr(k) for k in extra)
+        raise BadRequest(
+            f"Additional properties are not allowed ({listed} "
+            f"{'was' if len(extra) == 1 else 'were'} unexpected)"
+        )
+
+
+def is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def timestamp(value: datetime | None) -> str | None:
+    """Nova's timestamps in admin views (no zone, microseconds)."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f") if value else None
+
+
+def is_admin(request: Request, ctx: RequestContext) -> bool:
+    return compute_of(request).policy.check("cloud_admin", ctx)
