@@ -165,8 +165,13 @@ async def run_phase(
     clients: int,
     seconds: float,
     warmup: float,
+    *,
+    once: bool = False,
 ) -> PhaseResult:
-    """`clients` connections send the requests round-robin for warmup + seconds."""
+    """`clients` connections send the requests round-robin for warmup + seconds.
+
+    With `once`, each request is sent one time only and the phase ends when all are.
+    """
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     errors = 0
@@ -185,7 +190,7 @@ async def run_phase(
         try:
             while True:
                 sent = time.perf_counter()
-                if sent >= stop_at:
+                if sent >= stop_at or (once and i >= len(requests)):
                     return
                 status, _head, body = await conn.request(requests[i % len(requests)])
                 i += clients
@@ -200,17 +205,24 @@ async def run_phase(
         finally:
             conn.transport.close()  # type: ignore[union-attr]
 
-    async def meter() -> tuple[float, float]:
+    async def cpu_at_start() -> tuple[float, float]:
         await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
-        server, client = process_cpu(server_pid), time.process_time()
-        await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
-        return process_cpu(server_pid) - server, time.process_time() - client
+        return process_cpu(server_pid), time.process_time()
 
-    (server_cpu, client_cpu), *_ = await asyncio.gather(
-        meter(), *(client(i) for i in range(clients))
-    )
+    started = asyncio.create_task(cpu_at_start())
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    ended = time.perf_counter()
+    server_cpu, client_cpu = process_cpu(server_pid), time.process_time()
+    server_at_start, client_at_start = await started
     return PhaseResult(
-        name, clients, seconds, latencies, errors, first_error, server_cpu, client_cpu
+        name,
+        clients,
+        ended - measure_from if once else seconds,
+        latencies,
+        errors,
+        first_error,
+        server_cpu - server_at_start,
+        client_cpu - client_at_start,
     )
 
 
@@ -313,6 +325,25 @@ def token_auth(token: str, project_id: str) -> bytes:
     ).encode()
 
 
+async def issue_tokens(port: int, raw: bytes, count: int, clients: int) -> list[str]:
+    """`count` new tokens from the same issue request, over `clients` connections."""
+    tokens: list[str] = []
+
+    async def client() -> None:
+        _, conn = await asyncio.get_running_loop().create_connection(ResponseReader, HOST, port)
+        try:
+            while len(tokens) < count:
+                status, head, body = await conn.request(raw)
+                if status != 201:
+                    raise RuntimeError(f"issue failed: {status} {body[:200]!r}")
+                tokens.append(subject_token(head))
+        finally:
+            conn.transport.close()  # type: ignore[union-attr]
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return tokens[:count]
+
+
 # -- the benchmark ---------------------------------------------------------------------
 
 
@@ -407,6 +438,25 @@ async def benchmark(args: argparse.Namespace, state_dir: Path, pid: int) -> list
         report("single client: issue (token)", b1)
         c1 = await run_phase(pid, "validate", port, validate, 200, 1, single, 0.3)
         report("single client: validate", c1)
+
+    if "d" in args.phases:
+        # What Keystone mostly sees behind keystonemiddleware (which caches on its side):
+        # each token validated once, never seen by the token cache. A write (revoking a
+        # throwaway token) drops every cache first.
+        fresh = await issue_tokens(port, rescope[0], args.first_sight, args.clients)
+        throwaway = (await issue_tokens(port, rescope[0], 1, 1))[0]
+        revoke = {"X-Auth-Token": admin_token, "X-Subject-Token": throwaway}
+        status, _, body = await call(port, http_request("DELETE", issue, port, revoke))
+        if status != 204:
+            raise RuntimeError(f"could not revoke a token: {status} {body[:200]!r}")
+        first_sight = [
+            http_request("GET", issue, port, {"X-Auth-Token": admin_token, "X-Subject-Token": s})
+            for s in fresh
+        ]
+        d = await run_phase(
+            pid, "validate", port, first_sight, 200, args.clients, 60.0, 0.0, once=True
+        )
+        report("(d) validate, first sight", d)
     out.append(ANCHORS)
     print(out[-1], flush=True)
     out.append("targets: " + ", ".join(f"{n} {'met' if ok else 'MISSED'}" for n, ok in verdicts))
@@ -428,8 +478,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bcrypt-seconds", type=float, default=3.0, help="seconds per raw bcrypt slice")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per phase")
     p.add_argument(
-        "--phases", default="abc", help="which phases to run: a password, b token, c validate"
+        "--phases",
+        default="abcd",
+        help="which phases to run: a password, b token, c validate, d first-sight validate",
     )
+    p.add_argument("--first-sight", type=int, default=8000, help="tokens validated once in phase d")
     p.add_argument("--subjects", type=int, default=64, help="distinct tokens to validate")
     p.add_argument(
         "--rounds", type=int, default=None, help="bcrypt cost (default: the config's default)"
