@@ -88,6 +88,9 @@ class NetworkService:
     def is_admin(self, ctx: RequestContext) -> bool:
         return self.policy.check("cloud_admin", ctx)
 
+    def is_service(self, ctx: RequestContext) -> bool:
+        return self.policy.check("network:service", ctx)
+
     def enforce(self, ctx: RequestContext, rule: str, project_id: str | None = None) -> None:
         if not self.policy.check(rule, ctx, {"project_id": project_id or ""}):
             raise PolicyNotAuthorized(f"rule:{rule.split(':', 1)[1]} is disallowed by policy")

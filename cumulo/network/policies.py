@@ -12,6 +12,9 @@ _READER = "rule:cloud_admin or (role:reader and project_id:%(project_id)s)"
 NETWORK_RULES: dict[str, str] = {
     "network:admin_only": _ADMIN,
     "network:owner": _OWNER,
+    # The compute service (role service) sees and binds any project's ports.
+    "network:service": "role:service",
+    "network:update_port": _OWNER + " or role:service",
     "network:reader": _READER,
     # Attributes only an admin may set (Neutron: create_network:shared, ...).
     "network:set_shared": _ADMIN,

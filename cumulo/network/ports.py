@@ -172,9 +172,12 @@ async def resolve_fixed_ips(
     return chosen
 
 
-async def set_fixed_ips(session: AsyncSession, port: Port, ips: list[tuple[Subnet, str]]) -> None:
-    await session.execute(delete(IpAllocation).where(IpAllocation.port_id == port.id))
-    await session.flush()
+async def set_fixed_ips(
+    session: AsyncSession, port: Port, ips: list[tuple[Subnet, str]], *, new: bool = False
+) -> None:
+    if not new:
+        await session.execute(delete(IpAllocation).where(IpAllocation.port_id == port.id))
+        await session.flush()
     for subnet, ip in ips:
         session.add(
             IpAllocation(
@@ -216,7 +219,7 @@ async def new_port(
     )
     session.add(port)
     await session.flush()
-    await set_fixed_ips(session, port, ips)
+    await set_fixed_ips(session, port, ips, new=True)
     return port
 
 

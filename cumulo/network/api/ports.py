@@ -115,7 +115,7 @@ async def render_ports(
 
 
 def ports_visible(service: NetworkService, ctx: RequestContext):
-    if service.is_admin(ctx):
+    if service.is_admin(ctx) or service.is_service(ctx):
         return True
     own_networks = select(Network.id).where(Network.project_id == ctx.project_id)
     return or_(Port.project_id == ctx.project_id, Port.network_id.in_(own_networks))
@@ -305,11 +305,14 @@ async def create_port(request: Request) -> Response:
         else:
             groups = []
         await _set_groups(session, port, groups)
-        return port
+        ips = (await fixed_ips_of(session, [port.id]))[port.id]
+        return port, ips, groups
 
-    port = await write_retrying(service.db, work)
+    port, ips, groups = await write_retrying(service.db, work)
     await service.changed()
-    return show(request, "port", (await render_ports(service, ctx, [port]))[0], 201)
+    # Rendered from what the transaction wrote: a new port has no tags yet.
+    body = render_port(port, ips, groups, [], service.is_admin(ctx))
+    return show(request, "port", body, 201)
 
 
 async def show_port(request: Request) -> Response:
@@ -324,7 +327,7 @@ async def update_port(request: Request) -> Response:
     a = await resource_body(request, "port", UPDATABLE)
     a.pop("project_id", None)
     port = await visible_port(service, ctx, port_id)
-    service.enforce(ctx, "network:owner", port.project_id)
+    service.enforce(ctx, "network:update_port", port.project_id)
 
     async def work(session):
         row = await session.get(Port, port_id)

@@ -37,7 +37,7 @@ class NetworkStateEndpoint(Endpoint):
 
 class NetworkAgent(Endpoint):
     def __init__(
-        self, transport: Transport, host: str, driver: NetworkDriver, min_interval: float = 0.2
+        self, transport: Transport, host: str, driver: NetworkDriver, min_interval: float = 1.0
     ) -> None:
         self.transport = transport
         self.host = host

@@ -1,0 +1,155 @@
+"""Network port creation: 2,000 ports on one /20 with 16 concurrent clients.
+
+Not a test: it prints ports/s, latency percentiles and whether any IP was handed out
+twice. The cloud runs in its own process (`cumulo up --state-dir <tmp>`, SQLite, the
+noop data plane driver) exactly as a user starts it.
+
+    .venv/bin/python bench/network_ports.py [--ports 2000] [--clients 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from cumulo.cloud import prepare_state_dir
+from cumulo.common.config import load_config, write_config
+
+HOST = "127.0.0.1"
+VENV_BIN = Path(sys.executable).parent
+TARGET_PORTS_PER_S = 300
+ANCHOR = "Neutron (upstream anchor): roughly 20-60 port creations/s per API worker with ML2/OVS."
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def start_cloud(state_dir: Path) -> tuple[subprocess.Popen, dict]:
+    config = prepare_state_dir(state_dir)
+    for name in type(config.ports).model_fields:
+        setattr(config.ports, name, free_port())
+    config.network.driver = "noop"
+    write_config(state_dir, config)
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "cumulo"), "up", "--state-dir", str(state_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    config = load_config(state_dir)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://{HOST}:{config.ports.network}/", timeout=1)
+            return proc, {"config": config}
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.terminate()
+    raise SystemExit("cumulo up did not start")
+
+
+def admin_token(config) -> str:
+    r = httpx.post(
+        f"http://{HOST}:{config.ports.identity}/v3/auth/tokens",
+        json={
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {
+                            "name": "admin",
+                            "domain": {"id": "default"},
+                            "password": config.identity.admin_password,
+                        }
+                    },
+                },
+                "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
+            }
+        },
+    )
+    r.raise_for_status()
+    return r.headers["X-Subject-Token"]
+
+
+async def run(base: str, token: str, ports: int, clients: int) -> None:
+    headers = {"X-Auth-Token": token}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as http:
+        project = (await http.get("/v2.0/networks?name=public")).json()["networks"][0]["project_id"]
+        await http.put(f"/v2.0/quotas/{project}", json={"quota": {"port": -1}})
+        net = (await http.post("/v2.0/networks", json={"network": {"name": "bench"}})).json()
+        net_id = net["network"]["id"]
+        subnet = {"subnet": {"network_id": net_id, "cidr": "10.128.0.0/20", "ip_version": 4}}
+        (await http.post("/v2.0/subnets", json=subnet)).raise_for_status()
+
+        latencies: list[float] = []
+        failures: list[str] = []
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(ports):
+            queue.put_nowait(i)
+
+        async def client() -> None:
+            async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as c:
+                while not queue.empty():
+                    i = queue.get_nowait()
+                    started = time.perf_counter()
+                    r = await c.post(
+                        "/v2.0/ports", json={"port": {"network_id": net_id, "name": f"p{i}"}}
+                    )
+                    latencies.append(time.perf_counter() - started)
+                    if r.status_code != 201:
+                        failures.append(f"{r.status_code} {r.text[:200]}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+
+        listed = (await http.get(f"/v2.0/ports?network_id={net_id}&fields=fixed_ips")).json()
+        ips = [ip["ip_address"] for p in listed["ports"] for ip in p["fixed_ips"]]
+
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else 0.0
+    rate = (ports - len(failures)) / elapsed
+    print(f"ports created : {ports - len(failures)} / {ports} ({clients} clients, one /20)")
+    print(f"throughput    : {rate:.0f} ports/s  (target >= {TARGET_PORTS_PER_S}, noop driver)")
+    print(
+        f"latency       : p50 {statistics.median(latencies) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
+    )
+    print(f"duplicate IPs : {len(ips) - len(set(ips))} (of {len(ips)} addresses incl. DHCP port)")
+    if failures:
+        print(f"failures      : {len(failures)}, first: {failures[0]}")
+    print(ANCHOR)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ports", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args()
+    state_dir = Path(tempfile.mkdtemp(prefix="cumulo-bench-net-"))
+    proc, info = start_cloud(state_dir)
+    try:
+        config = info["config"]
+        base = f"http://{HOST}:{config.ports.network}"
+        asyncio.run(run(base, admin_token(config), args.ports, args.clients))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(state_dir, ignore_errors=True)
+        os.environ.pop("CUMULO_STATE_DIR", None)
+
+
+if __name__ == "__main__":
+    main()
