@@ -16,6 +16,8 @@ from cumulo.common.config import (
     write_config,
 )
 from cumulo.common.db import Database
+from cumulo.compute.app import create_compute_app
+from cumulo.compute.cell import ComputeCell
 from cumulo.identity.app import create_identity_app
 from cumulo.identity.bootstrap import bootstrap, new_password, write_client_files
 from cumulo.identity.core import Identity
@@ -25,6 +27,8 @@ from cumulo.image.core import ImageService
 from cumulo.network.app import create_network_app, open_network_service
 from cumulo.network.bootstrap import bootstrap_network
 from cumulo.network.core import NetworkService
+from cumulo.volume.app import create_volume_app, open_volume_service
+from cumulo.volume.core import VolumeService
 
 LOG = logging.getLogger(__name__)
 
@@ -62,7 +66,9 @@ class Cloud:
     databases: dict[str, Database] = field(default_factory=dict)
     identity: Identity | None = None
     image: ImageService | None = None
+    compute: ComputeCell | None = None
     network: NetworkService | None = None
+    volume: VolumeService | None = None
 
     @classmethod
     async def open(cls, state_dir: Path, **overrides: str | None) -> Cloud:
@@ -80,26 +86,50 @@ class Cloud:
             config, state_dir, identity_app=create_identity_app(cloud.identity)
         )
         cloud.identity.invalidation_listeners.append(cloud.image.validator.clear)
+        cloud.volume = await open_volume_service(
+            config,
+            state_dir,
+            identity_app=create_identity_app(cloud.identity),
+            image_app=create_image_app(cloud.image),
+        )
+        cloud.identity.invalidation_listeners.append(cloud.volume.validator.clear)
         cloud.network = await open_network_service(
             config, state_dir, identity_app=create_identity_app(cloud.identity)
         )
         cloud.identity.invalidation_listeners.append(cloud.network.validator.clear)
         await bootstrap_network(cloud.network, cloud.identity)
+        # Compute: conductor, scheduler and this host's compute agent in-process, on the bus.
+        cloud.compute = await ComputeCell.open(
+            config,
+            state_dir,
+            identity_app=create_identity_app(cloud.identity),
+            image_app=create_image_app(cloud.image),
+            network_app=create_network_app(cloud.network),
+        )
+        cloud.identity.invalidation_listeners.append(cloud.compute.service.validator.clear)
         return cloud
 
     def apps(self) -> dict[str, tuple[ASGIApp, int]]:
         assert self.identity is not None and self.image is not None
+        assert self.compute is not None
         assert self.network is not None
+        assert self.volume is not None
         return {
             "identity": (create_identity_app(self.identity), self.config.ports.identity),
             "image": (create_image_app(self.image), self.config.ports.image),
             "network": (create_network_app(self.network), self.config.ports.network),
+            "compute": (create_compute_app(self.compute.service), self.config.ports.compute),
+            "block-storage": (create_volume_app(self.volume), self.config.ports.block_storage),
         }
 
     async def close(self) -> None:
+        if self.compute is not None:
+            await self.compute.close()
         if self.image is not None:
             await self.image.close()
         if self.network is not None:
             await self.network.close()
+        if self.volume is not None:
+            await self.volume.close()
         for db in self.databases.values():
             await db.dispose()

@@ -222,10 +222,18 @@ class ComputeService:
             raise Forbidden("Servers are created with a project-scoped token.")
         flavor = await self.find_flavor(ctx, req.flavor_ref)
         image: dict[str, Any] | None = None
-        if req.block_device_mapping:
-            raise BadRequest(
-                "Booting from volume is not supported yet: this cloud has no Block Storage service."
-            )
+        for bdm in req.block_device_mapping:
+            if bdm.get("destination_type", "volume") == "volume" or bdm.get("source_type") in (
+                "volume",
+                "snapshot",
+            ):
+                raise BadRequest(
+                    "Booting from volume is not supported yet: this cloud has no "
+                    "Block Storage service."
+                )
+            # An image mapped to the local root disk is just the image to boot.
+            if bdm.get("source_type") == "image" and str(bdm.get("boot_index")) == "0":
+                req.image_ref = req.image_ref or bdm.get("uuid")
         if not req.image_ref:
             raise BadRequest("Missing imageRef attribute")
         image = await self._image(ctx, req.image_ref)

@@ -55,7 +55,9 @@ class CatalogEntry:
 CATALOG = [
     CatalogEntry("identity", "keystone", "identity", "/v3", "Identity Service"),
     CatalogEntry("image", "glance", "image", "", "Image Service"),
+    CatalogEntry("compute", "nova", "compute", "/v2.1", "Compute Service"),
     CatalogEntry("network", "neutron", "network", "", "Network Service"),
+    CatalogEntry("block-storage", "cinder", "block_storage", "/v3", "Block Storage Service"),
 ]
 
 

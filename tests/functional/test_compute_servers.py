@@ -1,0 +1,258 @@
+"""Servers as a new user drives them: the openstack CLI and openstacksdk against the
+all-in-one cloud (fake hypervisor, real Image and Network services)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from tests.cloudrunner import CloudRunner
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def image(cloud: CloudRunner, tmp_path_factory) -> str:
+    """A small public qcow2 image, as an admin would upload it."""
+    path = tmp_path_factory.mktemp("img") / "tiny.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-f", "qcow2", str(path), "64M"], check=True, capture_output=True
+    )
+    created = cloud.openstack(
+        "image",
+        "create",
+        _name("tiny"),
+        "--file",
+        str(path),
+        "--disk-format",
+        "qcow2",
+        "--container-format",
+        "bare",
+        "--public",
+        "-f",
+        "json",
+    )
+    return created["id"]
+
+
+def demo(cloud: CloudRunner, *args: str, check: bool = True):
+    return cloud.openstack(*args, cloud="cumulo-demo", check=check)
+
+
+def wait_status(cloud: CloudRunner, name: str, status: str, timeout: float = 30) -> dict:
+    """Poll `server show` as a user would after an action the CLI does not wait for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        server = demo(cloud, "server", "show", name, "-f", "json")
+        if server["status"] == status and server["OS-EXT-STS:task_state"] is None:
+            return server
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} is {server['status']}, not {status}")
+        time.sleep(0.2)
+
+
+def test_server_lifecycle_with_the_cli(cloud: CloudRunner, image: str, tmp_path):
+    name = _name("vm")
+    key = _name("key")
+    demo(cloud, "keypair", "create", key, "--private-key", str(tmp_path / "k.pem"))
+    server = demo(
+        cloud,
+        "server",
+        "create",
+        "--image",
+        image,
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "private",
+        "--key-name",
+        key,
+        "--wait",
+        name,
+        "-f",
+        "json",
+    )
+    assert server["status"] == "ACTIVE"
+    assert server["key_name"] == key
+    [address] = server["addresses"]["private"]
+    ports = demo(cloud, "port", "list", "--server", server["id"], "-f", "json")
+    assert [p["Fixed IP Addresses"][0]["ip_address"] for p in ports] == [address]
+
+    listed = demo(cloud, "server", "list", "-f", "json")
+    assert name in [s["Name"] for s in listed]
+    assert "login:" in demo(cloud, "console", "log", "show", name)
+
+    demo(cloud, "server", "stop", name)
+    assert wait_status(cloud, name, "SHUTOFF")["OS-EXT-STS:power_state"] in (4, "Shutdown")
+    demo(cloud, "server", "start", name)
+    wait_status(cloud, name, "ACTIVE")
+    demo(cloud, "server", "reboot", "--hard", "--wait", name)
+    demo(cloud, "server", "pause", name)
+    assert wait_status(cloud, name, "PAUSED")["OS-EXT-STS:power_state"] in (3, "Paused")
+    demo(cloud, "server", "unpause", name)
+    wait_status(cloud, name, "ACTIVE")
+
+    events = demo(cloud, "server", "event", "list", name, "-f", "json")
+    actions = [e["Action"] for e in events]
+    for action in ("create", "stop", "start", "reboot", "pause", "unpause"):
+        assert action in actions
+
+    demo(cloud, "server", "delete", "--wait", name)
+    assert demo(cloud, "server", "show", name, check=False).returncode != 0
+    assert demo(cloud, "port", "list", "--device-id", server["id"], "-f", "json") == []
+
+
+def test_boot_walks_the_task_states_in_order(cloud: CloudRunner, image: str):
+    name = _name("states")
+    server = demo(
+        cloud,
+        "server",
+        "create",
+        "--image",
+        image,
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "private",
+        "--wait",
+        name,
+        "-f",
+        "json",
+    )
+    [create] = [
+        e
+        for e in demo(cloud, "server", "event", "list", name, "-f", "json")
+        if e["Action"] == "create"
+    ]
+    detail = cloud.openstack(
+        "server", "event", "show", server["id"], create["Request ID"], "-f", "json"
+    )
+    events = [e["event"] for e in detail["events"]]
+    assert events == [
+        "conductor_build_instances",
+        "compute_build_and_run_instance",
+        "compute_networking",
+        "compute_spawning",
+    ]
+    assert all(e["result"] == "Success" for e in detail["events"])
+    demo(cloud, "server", "delete", "--wait", name)
+
+
+def test_sdk_create_wait_delete(cloud: CloudRunner, image: str):
+    conn = cloud.sdk("cumulo-demo")
+    network = conn.network.find_network("private")
+    flavor = conn.compute.find_flavor("m1.tiny")
+    server = conn.compute.create_server(
+        name=_name("sdk"), image_id=image, flavor_id=flavor.id, networks=[{"uuid": network.id}]
+    )
+    server = conn.compute.wait_for_server(server, status="ACTIVE", wait=60)
+    assert server.addresses["private"]
+    conn.compute.delete_server(server)
+    conn.compute.wait_for_delete(server, wait=60)
+
+
+def test_action_in_the_wrong_state_is_409(cloud: CloudRunner, image: str):
+    name = _name("wrong-state")
+    demo(
+        cloud,
+        "server",
+        "create",
+        "--image",
+        image,
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "private",
+        "--wait",
+        name,
+    )
+    demo(cloud, "server", "stop", name)
+    wait_status(cloud, name, "SHUTOFF")
+    result = demo(cloud, "server", "pause", name, check=False)
+    assert result.returncode != 0 and "409" in result.stderr
+    assert "vm_state stopped" in result.stderr
+    demo(cloud, "server", "delete", "--wait", name)
+
+
+def test_another_projects_server_is_404(cloud: CloudRunner, image: str):
+    name = _name("private-to-admin")
+    server = cloud.openstack(
+        "server",
+        "create",
+        "--image",
+        image,
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "public",
+        "--wait",
+        name,
+        "-f",
+        "json",
+    )
+    with cloud.http(cloud.token("demo", project="demo")) as client:
+        url = f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1/servers/{server['id']}"
+        r = client.get(url)
+        assert r.status_code == 404
+        assert r.json()["itemNotFound"]["code"] == 404
+        assert client.delete(url).status_code == 404
+    cloud.openstack("server", "delete", "--wait", name)
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "text"),
+    [
+        ({"flavorRef": "no-such-flavor"}, 400, "Flavor no-such-flavor could not be found"),
+        ({"imageRef": str(uuid.uuid4())}, 400, "could not be found"),
+        ({"networks": [{"uuid": str(uuid.uuid4())}]}, 400, "could not be found"),
+        ({"name": "n" * 256}, 400, "name"),
+        ({"metadata": {"k": "v" * 256}}, 400, "metadata"),
+        ({"networks": None}, 400, "networks"),
+        ({"key_name": "no-such-key"}, 400, "Invalid key_name provided."),
+        ({"user_data": "not base64!"}, 400, "base 64"),
+    ],
+)
+def test_bad_create_requests(cloud: CloudRunner, image: str, change, status, text):
+    network = cloud.openstack("network", "show", "private", "-f", "json", cloud="cumulo-demo")
+    body = {
+        "name": _name("bad"),
+        "imageRef": image,
+        "flavorRef": "1",
+        "networks": [{"uuid": network["id"]}],
+        **change,
+    }
+    body = {k: v for k, v in body.items() if v is not None}
+    token = cloud.token("demo", project="demo")
+    with cloud.http(token) as client:
+        before = client.get(
+            f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1/servers",
+            headers={"OpenStack-API-Version": "compute 2.79"},
+        ).json()
+        r = client.post(
+            f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1/servers",
+            json={"server": body},
+            headers={"OpenStack-API-Version": "compute 2.79"},
+        )
+        after = client.get(
+            f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1/servers",
+            headers={"OpenStack-API-Version": "compute 2.79"},
+        ).json()
+    assert r.status_code == status, r.text
+    [(key, err)] = r.json().items()
+    assert err["code"] == status and text in err["message"]
+    assert before == after  # nothing half-written
+
+
+def test_unsupported_microversion_is_406(cloud: CloudRunner):
+    with cloud.http(cloud.token()) as client:
+        r = client.get(
+            f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1/servers",
+            headers={"OpenStack-API-Version": "compute 2.999"},
+        )
+    assert r.status_code == 406
+    assert "maximum is 2.79" in r.json()["computeFault"]["message"]
