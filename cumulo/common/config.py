@@ -113,6 +113,33 @@ class ComputeConfig(_Section):
     spread: bool = True
 
 
+class VolumeConfig(_Section):
+    # This storage host's name (volumes' os-vol-host-attr:host is <host>@<backend>#<pool>).
+    host: str = ""
+    # Backend: "file" (each volume a file under <state>/volumes).
+    backend: str = Field("file", pattern="^(file)$")
+    volume_format: str = Field("raw", pattern="^(raw|qcow2)$")
+    # Capacity reported to the scheduler (GiB); 0: the size of the filesystem.
+    capacity_gb: int = Field(0, ge=0)
+    # Address NBD exports bind to (the storage network), for guests on other hosts.
+    nbd_address: str = "127.0.0.1"
+    default_volume_type: str = "__DEFAULT__"
+    availability_zone: str = "nova"
+    list_limit: int = Field(1000, ge=1, description="largest page of a list")
+    # Default per-project quotas (-1: unlimited), Cinder's defaults.
+    quota: dict[str, int] = Field(
+        default_factory=lambda: {
+            "volumes": 10,
+            "snapshots": 10,
+            "gigabytes": 1000,
+            "per_volume_gigabytes": -1,
+            "backups": 10,
+            "backup_gigabytes": 1000,
+            "groups": 10,
+        }
+    )
+
+
 class MessagingConfig(_Section):
     # memory:// (all-in-one, in-process) or rabbit://user:pass@host:5672/
     transport_url: str = "memory://"
@@ -138,9 +165,10 @@ class CumuloConfig(_Section):
     database: DatabaseConfig = DatabaseConfig()
     identity: IdentityConfig = IdentityConfig()
     image: ImageConfig = ImageConfig()
-    compute: ComputeConfig = ComputeConfig()
-    messaging: MessagingConfig = MessagingConfig()
     network: NetworkConfig = NetworkConfig()
+    compute: ComputeConfig = ComputeConfig()
+    volume: VolumeConfig = VolumeConfig()
+    messaging: MessagingConfig = MessagingConfig()
     ports: ServicePorts = ServicePorts()
 
     @property

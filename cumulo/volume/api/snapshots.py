@@ -1,0 +1,228 @@
+"""Snapshots: create, list (summary and detail), show, update, delete, metadata
+(Block Storage v3 api-ref, "Volume snapshots")."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cumulo.common.app import json_body
+from cumulo.common.context import RequestContext
+from cumulo.common.db import utcnow
+from cumulo.common.faults import BadRequest, NotFound
+from cumulo.volume import quotas, states
+from cumulo.volume.api import views
+from cumulo.volume.api.common import (
+    accepted,
+    at_least,
+    authorize,
+    json,
+    next_links,
+    page_of,
+    page_params,
+    parse_bool,
+    service_of,
+    sort_keys,
+)
+from cumulo.volume.api.metadata import MetadataRoutes, check_metadata
+from cumulo.volume.models import Snapshot, SnapshotMetadata, Volume
+
+SORT_COLUMNS = {
+    "created_at": Snapshot.created_at,
+    "updated_at": Snapshot.updated_at,
+    "id": Snapshot.id,
+    "name": Snapshot.name,
+    "size": Snapshot.size,
+    "status": Snapshot.status,
+}
+
+
+async def load_snapshot(
+    request: Request, snapshot_id: str, rule: str = "volume:get_snapshot"
+) -> tuple[RequestContext, Snapshot]:
+    ctx = await authorize(request, "volume:get_snapshot")
+    service = service_of(request)
+    async with service.db.read() as session:
+        snap = await session.get(Snapshot, snapshot_id)
+    if snap is None or (snap.project_id != ctx.project_id and not service.is_admin(ctx)):
+        raise NotFound(f"Snapshot {snapshot_id} could not be found.")
+    if rule != "volume:get_snapshot":
+        await authorize(request, rule, snap.project_id)
+    return ctx, snap
+
+
+async def _bodies(request: Request, snaps: list[Snapshot]) -> list[dict[str, Any]]:
+    meta: dict[str, dict[str, str]] = {s.id: {} for s in snaps}
+    if snaps:
+        async with service_of(request).db.read() as session:
+            for m in await session.scalars(
+                select(SnapshotMetadata).where(SnapshotMetadata.snapshot_id.in_(meta))
+            ):
+                meta[m.snapshot_id][m.key] = m.value
+    return [views.snapshot(request, s, meta[s.id]) for s in snaps]
+
+
+async def _one(request: Request, snapshot_id: str, status: int = 200) -> Response:
+    async with service_of(request).db.read() as session:
+        snap = await session.get(Snapshot, snapshot_id)
+    assert snap is not None
+    return json({"snapshot": (await _bodies(request, [snap]))[0]}, status)
+
+
+async def create_snapshot(request: Request) -> Response:
+    body = await json_body(request)
+    spec = body.get("snapshot") if isinstance(body, dict) else None
+    if not isinstance(spec, dict) or not isinstance(spec.get("volume_id"), str):
+        raise BadRequest("Invalid input received: 'volume_id' must be specified.")
+    ctx = await authorize(request, "volume:create_snapshot")
+    service = service_of(request)
+    force = parse_bool(str(spec["force"]), "force") if "force" in spec else False
+    metadata = check_metadata(spec.get("metadata") or {})
+    for key in ("name", "description", "display_name", "display_description"):
+        value = spec.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > 255):
+            raise BadRequest(f"Invalid input for field/attribute {key}. Value: {value}.")
+    snapshot_id = str(uuid.uuid4())
+    async with service.db.write() as session:
+        volume = await session.get(Volume, spec["volume_id"])
+        if volume is None or (volume.project_id != ctx.project_id and not service.is_admin(ctx)):
+            raise NotFound(f"Volume {spec['volume_id']} could not be found.")
+        # 3.66: an in-use volume may be snapshotted without force.
+        allowed = (
+            states.SNAPSHOTTABLE_FORCED
+            if force or at_least(request, 3, 66)
+            else states.SNAPSHOTTABLE
+        )
+        states.require_volume_status(volume.status, allowed, "create a snapshot")
+        await quotas.check(
+            session,
+            service.config.volume.quota,
+            volume.project_id,
+            snapshots=1,
+            gigabytes=volume.size,
+        )
+        session.add(
+            Snapshot(
+                id=snapshot_id,
+                volume_id=volume.id,
+                project_id=volume.project_id,
+                user_id=ctx.user_id,
+                name=spec.get("name", spec.get("display_name")),
+                description=spec.get("description", spec.get("display_description")),
+                size=volume.size,
+                status=states.CREATING,
+            )
+        )
+        await session.flush()
+        for key, value in metadata.items():
+            session.add(SnapshotMetadata(snapshot_id=snapshot_id, key=key, value=value))
+    service.manager.spawn(service.manager.create_snapshot(snapshot_id, volume.id))
+    return await _one(request, snapshot_id, 202)
+
+
+async def _list(request: Request, detail: bool) -> Response:
+    ctx = await authorize(request, "volume:get_all_snapshots")
+    service = service_of(request)
+    params = request.query_params
+    limit, marker, offset = page_params(request, service.config.volume.list_limit)
+    where: list[Any] = []
+    if not (service.is_admin(ctx) and parse_bool(params.get("all_tenants"), "all_tenants")):
+        where.append(Snapshot.project_id == ctx.project_id)
+    elif params.get("project_id"):
+        where.append(Snapshot.project_id == params["project_id"])
+    for key, column in (("name", Snapshot.name), ("status", Snapshot.status),
+                        ("volume_id", Snapshot.volume_id)):  # fmt: skip
+        if params.get(key):
+            where.append(column == params[key])
+    order = sort_keys(request, SORT_COLUMNS)
+    async with service.db.read() as session:
+        ids = list(await session.scalars(select(Snapshot.id).where(*where).order_by(*order)))
+        page, more = page_of(ids, marker, limit, offset)
+        rows = {
+            s.id: s for s in await session.scalars(select(Snapshot).where(Snapshot.id.in_(page)))
+        }
+    snaps = [rows[i] for i in page if i in rows]
+    items = await _bodies(request, snaps)
+    if not detail:
+        keep = ("id", "name", "description", "status", "size", "volume_id", "created_at",
+                "updated_at", "metadata")  # fmt: skip
+        items = [{k: v for k, v in item.items() if k in keep} for item in items]
+    out: dict[str, Any] = {"snapshots": items}
+    collection = "snapshots/detail" if detail else "snapshots"
+    nxt = next_links(request, ctx.project_id or "", collection, page[-1] if page else None, more)
+    if nxt:
+        out["snapshots_links"] = nxt
+    return json(out)
+
+
+async def list_snapshots(request: Request) -> Response:
+    return await _list(request, detail=False)
+
+
+async def list_snapshots_detail(request: Request) -> Response:
+    return await _list(request, detail=True)
+
+
+async def show_snapshot(request: Request) -> Response:
+    _, snap = await load_snapshot(request, request.path_params["id"])
+    return json({"snapshot": (await _bodies(request, [snap]))[0]})
+
+
+async def update_snapshot(request: Request) -> Response:
+    body = await json_body(request)
+    spec = body.get("snapshot") if isinstance(body, dict) else None
+    if not isinstance(spec, dict) or not spec:
+        raise BadRequest("Missing required element 'snapshot' in request body.")
+    _, snap = await load_snapshot(request, request.path_params["id"], "volume:update_snapshot")
+    async with service_of(request).db.write() as session:
+        row = await session.get(Snapshot, snap.id)
+        assert row is not None
+        for field, names in (("name", ("name", "display_name")),
+                             ("description", ("description", "display_description"))):  # fmt: skip
+            for name in names:
+                if name in spec:
+                    value = spec[name]
+                    if value is not None and (not isinstance(value, str) or len(value) > 255):
+                        raise BadRequest(
+                            f"Invalid input for field/attribute {name}. Value: {value}."
+                        )
+                    setattr(row, field, value)
+        row.updated_at = utcnow()
+    return await _one(request, snap.id)
+
+
+async def delete_snapshot(request: Request) -> Response:
+    _, snap = await load_snapshot(request, request.path_params["id"], "volume:delete_snapshot")
+    service = service_of(request)
+    async with service.db.write() as session:
+        row = await session.get(Snapshot, snap.id)
+        if row is None:
+            raise NotFound(f"Snapshot {snap.id} could not be found.")
+        states.require_snapshot_status(row.status, states.SNAPSHOT_DELETABLE, "delete it")
+        row.status, row.updated_at = states.DELETING, utcnow()
+    service.manager.spawn(service.manager.delete_snapshot(snap.id))
+    return accepted()
+
+
+async def _metadata_owner(request: Request, snapshot_id: str, write: bool) -> str:
+    rule = "volume:update_snapshot" if write else "volume:get_snapshot"
+    _, snap = await load_snapshot(request, snapshot_id, rule)
+    return snap.project_id
+
+
+snapshot_metadata = MetadataRoutes("snapshots", SnapshotMetadata, "snapshot_id", _metadata_owner)
+
+routes = [
+    Route("/v3/snapshots", create_snapshot, methods=["POST"]),
+    Route("/v3/snapshots", list_snapshots, methods=["GET"]),
+    Route("/v3/snapshots/detail", list_snapshots_detail, methods=["GET"]),
+    Route("/v3/snapshots/{id}", show_snapshot, methods=["GET"]),
+    Route("/v3/snapshots/{id}", update_snapshot, methods=["PUT"]),
+    Route("/v3/snapshots/{id}", delete_snapshot, methods=["DELETE"]),
+    *snapshot_metadata.routes(),
+]

@@ -1,0 +1,145 @@
+"""How volumes, snapshots, attachments and types look on the wire (Block Storage v3
+api-ref), per microversion and caller."""
+
+from __future__ import annotations
+
+import json as jsonlib
+from typing import Any
+
+from starlette.requests import Request
+
+from cumulo.volume import states
+from cumulo.volume.api.common import at_least, isotime, links
+from cumulo.volume.models import Attachment, Snapshot, Volume, VolumeType
+
+
+def volume_summary(request: Request, v: Volume) -> dict[str, Any]:
+    return {"id": v.id, "name": v.name, "links": links(request, v.project_id, "volumes", v.id)}
+
+
+def volume_detail(
+    request: Request,
+    v: Volume,
+    *,
+    vtype: VolumeType,
+    metadata: dict[str, str],
+    image_metadata: dict[str, str],
+    attachments: list[Attachment],
+    admin: bool,
+    backend_host: str,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": v.id,
+        "name": v.name,
+        "description": v.description,
+        "status": v.status,
+        "size": v.size,
+        "availability_zone": v.availability_zone,
+        "created_at": isotime(v.created_at),
+        "updated_at": isotime(v.updated_at),
+        "attachments": [
+            attachment_in_volume(a) for a in attachments if a.status == states.ATTACHED
+        ],
+        "bootable": "true" if v.bootable else "false",
+        "encrypted": False,
+        "links": links(request, v.project_id, "volumes", v.id),
+        "metadata": metadata,
+        "multiattach": v.multiattach,
+        "replication_status": None,
+        "consistencygroup_id": None,
+        "snapshot_id": v.snapshot_id,
+        "source_volid": v.source_volid,
+        "user_id": v.user_id,
+        "volume_type": vtype.name,
+        "os-vol-tenant-attr:tenant_id": v.project_id,
+    }
+    if image_metadata:
+        body["volume_image_metadata"] = image_metadata
+    if admin:
+        body["os-vol-host-attr:host"] = backend_host
+        body["os-vol-mig-status-attr:migstat"] = None
+        body["os-vol-mig-status-attr:name_id"] = None
+        body["migration_status"] = None
+    if at_least(request, 3, 13):
+        body["group_id"] = None
+    if at_least(request, 3, 21) and admin:
+        body["provider_id"] = None
+    if at_least(request, 3, 48):
+        body["service_uuid"] = None
+        body["shared_targets"] = False
+    if at_least(request, 3, 61) and admin:
+        body["cluster_name"] = None
+    if at_least(request, 3, 63):
+        body["volume_type_id"] = vtype.id
+    if at_least(request, 3, 65):
+        body["consumes_quota"] = True
+    return body
+
+
+def attachment_in_volume(a: Attachment) -> dict[str, Any]:
+    """An attachment as it appears in the volume's `attachments` list."""
+    return {
+        "server_id": a.instance_uuid,
+        "attachment_id": a.id,
+        "attached_at": isotime(a.attached_at),
+        "host_name": a.attached_host,
+        "volume_id": a.volume_id,
+        "device": a.mountpoint,
+        "id": a.volume_id,
+    }
+
+
+def attachment(a: Attachment, *, detail: bool = True) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": a.id,
+        "status": a.status,
+        "instance": a.instance_uuid,
+        "volume_id": a.volume_id,
+    }
+    if detail:
+        body.update(
+            attached_at=isotime(a.attached_at),
+            detached_at=None,
+            attach_mode=a.attach_mode,
+            connection_info=jsonlib.loads(a.connection_info) if a.connection_info else {},
+        )
+    return body
+
+
+def snapshot(request: Request, s: Snapshot, metadata: dict[str, str]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": s.id,
+        "name": s.name,
+        "description": s.description,
+        "status": s.status,
+        "size": s.size,
+        "volume_id": s.volume_id,
+        "created_at": isotime(s.created_at),
+        "updated_at": isotime(s.updated_at),
+        "metadata": metadata,
+        "os-extended-snapshot-attributes:progress": "100%"
+        if s.status == states.AVAILABLE
+        else "0%",
+        "os-extended-snapshot-attributes:project_id": s.project_id,
+    }
+    if at_least(request, 3, 14):
+        body["group_snapshot_id"] = None
+    if at_least(request, 3, 41):
+        body["user_id"] = s.user_id
+    if at_least(request, 3, 65):
+        body["consumes_quota"] = True
+    return body
+
+
+def volume_type(t: VolumeType, extra_specs: dict[str, str] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": t.id,
+        "name": t.name,
+        "description": t.description,
+        "is_public": t.is_public,
+        "os-volume-type-access:is_public": t.is_public,
+        "qos_specs_id": None,
+    }
+    if extra_specs is not None:
+        body["extra_specs"] = extra_specs
+    return body

@@ -1,0 +1,458 @@
+"""Volumes: create (empty, from image, snapshot or volume), list, show, update,
+delete (cascade), and their metadata (Block Storage v3 api-ref, "Volumes")."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cumulo.common.app import json_body
+from cumulo.common.context import RequestContext
+from cumulo.common.db import utcnow
+from cumulo.common.faults import BadRequest, NotFound
+from cumulo.common.service_client import ServiceError
+from cumulo.volume import quotas, states
+from cumulo.volume.api import views
+from cumulo.volume.api.common import (
+    accepted,
+    authorize,
+    json,
+    next_links,
+    page_of,
+    page_params,
+    parse_bool,
+    parse_int,
+    service_of,
+    sort_keys,
+)
+from cumulo.volume.api.metadata import MetadataRoutes, check_metadata
+from cumulo.volume.drivers.driver import GiB
+from cumulo.volume.models import Attachment, Snapshot, Volume, VolumeMetadata, VolumeType
+
+SORT_COLUMNS = {
+    "created_at": Volume.created_at,
+    "updated_at": Volume.updated_at,
+    "id": Volume.id,
+    "name": Volume.name,
+    "display_name": Volume.name,
+    "size": Volume.size,
+    "status": Volume.status,
+    "availability_zone": Volume.availability_zone,
+    "bootable": Volume.bootable,
+}
+# Image properties Glance owns that a volume does not copy into its image metadata.
+_IMAGE_META_SKIP = {
+    "id", "name", "status", "visibility", "owner", "tags", "self", "file", "schema",
+    "created_at", "updated_at", "protected", "os_hidden", "os_hash_algo", "os_hash_value",
+    "virtual_size", "locations", "direct_url",
+}  # fmt: skip
+
+
+async def load_volume(
+    request: Request, volume_id: str, rule: str = "volume:get"
+) -> tuple[RequestContext, Volume]:
+    """The volume, if the caller may see it (404 otherwise, even when it exists elsewhere)."""
+    ctx = await authorize(request, "volume:get")
+    service = service_of(request)
+    async with service.db.read() as session:
+        volume = await session.get(Volume, volume_id)
+    if volume is None or (volume.project_id != ctx.project_id and not service.is_admin(ctx)):
+        raise NotFound(f"Volume {volume_id} could not be found.")
+    if rule != "volume:get":
+        await authorize(request, rule, volume.project_id)
+    return ctx, volume
+
+
+async def volume_body(request: Request, ctx: RequestContext, volumes: list[Volume]) -> list[dict]:
+    """Detail views of several volumes, with three queries for all of them."""
+    service = service_of(request)
+    ids = [v.id for v in volumes]
+    meta: dict[str, dict[str, dict[str, str]]] = {i: {"user": {}, "image": {}} for i in ids}
+    attachments: dict[str, list[Attachment]] = {i: [] for i in ids}
+    async with service.db.read() as session:
+        types = {t.id: t for t in await session.scalars(select(VolumeType))}
+        if ids:
+            for m in await session.scalars(
+                select(VolumeMetadata).where(VolumeMetadata.volume_id.in_(ids))
+            ):
+                meta[m.volume_id][m.kind][m.key] = m.value
+            for a in await session.scalars(
+                select(Attachment)
+                .where(Attachment.volume_id.in_(ids))
+                .order_by(Attachment.created_at)
+            ):
+                attachments[a.volume_id].append(a)
+    admin = service.is_admin(ctx)
+    return [
+        views.volume_detail(
+            request,
+            v,
+            vtype=types[v.type_id],
+            metadata=meta[v.id]["user"],
+            image_metadata=meta[v.id]["image"],
+            attachments=attachments[v.id],
+            admin=admin,
+            backend_host=service.backend_host,
+        )
+        for v in volumes
+    ]
+
+
+async def show_volume_response(request: Request, ctx: RequestContext, volume_id: str) -> Response:
+    async with service_of(request).db.read() as session:
+        volume = await session.get(Volume, volume_id)
+    assert volume is not None
+    return json({"volume": (await volume_body(request, ctx, [volume]))[0]})
+
+
+# -- create --------------------------------------------------------------------
+
+
+def _text(spec: dict[str, Any], *names: str) -> str | None:
+    for name in names:
+        value = spec.get(name)
+        if value is not None:
+            if not isinstance(value, str) or len(value) > 255:
+                raise BadRequest(f"Invalid input for field/attribute {name}. Value: {value}.")
+            return value
+    return None
+
+
+async def _volume_type(session: Any, request: Request, ref: str | None) -> VolumeType:
+    service = service_of(request)
+    name = ref or service.config.volume.default_volume_type
+    vtype = await session.scalar(
+        select(VolumeType).where(or_(VolumeType.id == name, VolumeType.name == name))
+    )
+    if vtype is None:
+        raise NotFound(f"Volume type with name {name} could not be found.")
+    return vtype
+
+
+async def _image(request: Request, ctx: RequestContext, image_ref: str) -> dict[str, Any]:
+    images = service_of(request).images
+    if images is None:
+        raise BadRequest("Invalid input received: this cloud has no Image service.")
+    try:
+        image = await images.json("GET", f"/v2/images/{image_ref}", ctx.auth_token)
+    except ServiceError as exc:
+        if exc.status == 404:
+            raise NotFound(f"Image {image_ref} could not be found.") from None
+        raise BadRequest(
+            f"Invalid image identifier or unable to access requested image: {exc}"
+        ) from None
+    if image.get("status") != "active":
+        raise BadRequest(
+            f"Invalid input received: Image {image_ref} is not active "
+            f"(status {image.get('status')})."
+        )
+    return image
+
+
+def _image_metadata(image: dict[str, Any]) -> dict[str, str]:
+    meta = {k: str(v) for k, v in image.items() if k not in _IMAGE_META_SKIP and v is not None}
+    meta.update(image_id=image["id"], image_name=image.get("name") or "")
+    return meta
+
+
+async def create_volume(request: Request) -> Response:
+    body = await json_body(request)
+    spec = body.get("volume") if isinstance(body, dict) else None
+    if not isinstance(spec, dict):
+        raise BadRequest("Missing required element 'volume' in request body.")
+    ctx = await authorize(request, "volume:create")
+    service = service_of(request)
+    name = _text(spec, "name", "display_name")
+    description = _text(spec, "description", "display_description")
+    metadata = check_metadata(spec.get("metadata") or {})
+    snapshot_id = _text(spec, "snapshot_id")
+    source_volid = _text(spec, "source_volid")
+    image_ref = _text(spec, "imageRef", "image_id")
+    if spec.get("backup_id"):
+        raise BadRequest("Invalid input received: volume backups are not supported.")
+    if sum(bool(x) for x in (snapshot_id, source_volid, image_ref)) > 1:
+        raise BadRequest(
+            "Invalid input received: only one of snapshot_id, source_volid and imageRef "
+            "may be given."
+        )
+    size = None if spec.get("size") is None else parse_int(spec["size"], "size", minimum=1)
+    multiattach = (
+        parse_bool(str(spec["multiattach"]), "multiattach") if "multiattach" in spec else False
+    )
+    zone = _text(spec, "availability_zone") or service.config.volume.availability_zone
+    if zone != service.config.volume.availability_zone:
+        raise BadRequest(f"Invalid input received: Availability zone '{zone}' is invalid.")
+    image = await _image(request, ctx, image_ref) if image_ref else None
+    if image is not None:
+        image_gb = math.ceil((image.get("virtual_size") or image.get("size") or 0) / GiB)
+        size = size or max(image_gb, image.get("min_disk") or 0, 1)
+        if image_gb > size:
+            raise BadRequest(
+                f"Invalid input received: Size of specified image {image_gb} GB is larger "
+                f"than volume size {size} GB."
+            )
+        if (image.get("min_disk") or 0) > size:
+            raise BadRequest(
+                f"Invalid input received: Volume size {size} GB cannot be smaller than the "
+                f"image minDisk size {image['min_disk']} GB."
+            )
+    volume_id = str(uuid.uuid4())
+    async with service.db.write() as session:
+        vtype = await _volume_type(session, request, _text(spec, "volume_type"))
+        if snapshot_id:
+            snap = await session.get(Snapshot, snapshot_id)
+            if snap is None or (snap.project_id != ctx.project_id and not service.is_admin(ctx)):
+                raise NotFound(f"Snapshot {snapshot_id} could not be found.")
+            if snap.status != states.AVAILABLE:
+                raise BadRequest(
+                    f"Invalid snapshot: Originating snapshot status must be one of 'available' "
+                    f"values, but is {snap.status}."
+                )
+            size = size or snap.size
+            if size < snap.size:
+                raise BadRequest(
+                    f"Invalid input received: Volume size '{size}'GB cannot be smaller than "
+                    f"the snapshot size {snap.size}GB. They must be >= original snapshot size."
+                )
+        if source_volid:
+            src = await session.get(Volume, source_volid)
+            if src is None or (src.project_id != ctx.project_id and not service.is_admin(ctx)):
+                raise NotFound(f"Volume {source_volid} could not be found.")
+            states.require_volume_status(src.status, states.CLONABLE, "clone it")
+            size = size or src.size
+            if size < src.size:
+                raise BadRequest(
+                    f"Invalid input received: Volume size '{size}'GB cannot be smaller than "
+                    f"original volume size {src.size}GB. They must be >= original volume size."
+                )
+            if src.bootable:
+                image_meta_rows = await session.scalars(
+                    select(VolumeMetadata).where(
+                        VolumeMetadata.volume_id == src.id, VolumeMetadata.kind == "image"
+                    )
+                )
+                inherited = {m.key: m.value for m in image_meta_rows}
+        if size is None:
+            raise BadRequest("Invalid input for field/attribute size. Value: None.")
+        await quotas.check(
+            session,
+            service.config.volume.quota,
+            ctx.project_id or "",
+            volumes=1,
+            gigabytes=size,
+            size=size,
+        )
+        session.add(
+            Volume(
+                id=volume_id,
+                project_id=ctx.project_id,
+                user_id=ctx.user_id,
+                name=name,
+                description=description,
+                size=size,
+                status=states.CREATING,
+                availability_zone=zone,
+                type_id=vtype.id,
+                host=service.backend_host,
+                bootable=bool(image) or bool(source_volid and src.bootable),
+                multiattach=bool(multiattach),
+                snapshot_id=snapshot_id,
+                source_volid=source_volid,
+                image_id=image["id"] if image else None,
+            )
+        )
+        await session.flush()
+        image_meta = _image_metadata(image) if image else {}
+        if source_volid and src.bootable:
+            image_meta = inherited
+        for key, value in metadata.items():
+            session.add(VolumeMetadata(volume_id=volume_id, kind="user", key=key, value=value))
+        for key, value in image_meta.items():
+            session.add(VolumeMetadata(volume_id=volume_id, kind="image", key=key, value=value))
+    service.manager.spawn(
+        service.manager.create_volume(
+            volume_id,
+            size,
+            snapshot_id=snapshot_id,
+            source_volid=source_volid,
+            image=image,
+            token=ctx.auth_token,
+        )
+    )
+    async with service.db.read() as session:
+        volume = await session.get(Volume, volume_id)
+    assert volume is not None
+    return accepted({"volume": (await volume_body(request, ctx, [volume]))[0]})
+
+
+# -- list / show / update / delete --------------------------------------------------
+
+
+def _filters(request: Request, ctx: RequestContext) -> list[Any]:
+    service = service_of(request)
+    params = request.query_params
+    admin = service.is_admin(ctx)
+    all_projects = admin and parse_bool(params.get("all_tenants"), "all_tenants")
+    where: list[Any] = []
+    if not all_projects:
+        project = params.get("project_id") if admin and params.get("project_id") else None
+        where.append(Volume.project_id == (project or ctx.project_id))
+    elif params.get("project_id"):
+        where.append(Volume.project_id == params["project_id"])
+    for key in ("name", "display_name"):
+        if params.get(key) is not None:
+            where.append(Volume.name == params[key])
+    if params.get("name~"):
+        where.append(Volume.name.contains(params["name~"]))
+    if params.get("status"):
+        where.append(Volume.status == params["status"])
+    if params.get("availability_zone"):
+        where.append(Volume.availability_zone == params["availability_zone"])
+    if params.get("bootable") is not None:
+        where.append(Volume.bootable == parse_bool(params["bootable"], "bootable"))
+    if params.get("user_id"):
+        where.append(Volume.user_id == params["user_id"])
+    if params.get("metadata"):
+        for key, value in _query_dict(params["metadata"]).items():
+            rows = select(VolumeMetadata.volume_id).where(
+                VolumeMetadata.kind == "user",
+                VolumeMetadata.key == key,
+                VolumeMetadata.value == str(value),
+            )
+            where.append(Volume.id.in_(rows))
+    return where
+
+
+def _query_dict(raw: str) -> dict[str, Any]:
+    """Cinder's dict-valued query parameters: a Python/JSON literal like {'k': 'v'}."""
+    import ast
+
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        raise BadRequest(f"Invalid input received: Invalid filter value {raw}.") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"Invalid input received: Invalid filter value {raw}.")
+    return value
+
+
+async def _list(request: Request, detail: bool) -> Response:
+    ctx = await authorize(request, "volume:get_all")
+    service = service_of(request)
+    limit, marker, offset = page_params(request, service.config.volume.list_limit)
+    where = _filters(request, ctx)
+    order = sort_keys(request, SORT_COLUMNS)
+    async with service.db.read() as session:
+        ids = list(await session.scalars(select(Volume.id).where(*where).order_by(*order)))
+        page, more = page_of(ids, marker, limit, offset)
+        rows = {v.id: v for v in await session.scalars(select(Volume).where(Volume.id.in_(page)))}
+    volumes = [rows[i] for i in page if i in rows]
+    items = (
+        await volume_body(request, ctx, volumes)
+        if detail
+        else [views.volume_summary(request, v) for v in volumes]
+    )
+    body: dict[str, Any] = {"volumes": items}
+    collection = "volumes/detail" if detail else "volumes"
+    nxt = next_links(request, ctx.project_id or "", collection, page[-1] if page else None, more)
+    if nxt:
+        body["volumes_links"] = nxt
+    if parse_bool(request.query_params.get("with_count"), "with_count"):
+        body["count"] = len(ids)
+    return json(body)
+
+
+async def list_volumes(request: Request) -> Response:
+    return await _list(request, detail=False)
+
+
+async def list_volumes_detail(request: Request) -> Response:
+    return await _list(request, detail=True)
+
+
+async def show_volume(request: Request) -> Response:
+    ctx, volume = await load_volume(request, request.path_params["id"])
+    return json({"volume": (await volume_body(request, ctx, [volume]))[0]})
+
+
+async def update_volume(request: Request) -> Response:
+    body = await json_body(request)
+    spec = body.get("volume") if isinstance(body, dict) else None
+    if not isinstance(spec, dict) or not spec:
+        raise BadRequest("Missing required element 'volume' in request body.")
+    ctx, volume = await load_volume(request, request.path_params["id"], "volume:update")
+    values: dict[str, Any] = {}
+    for field, names in (("name", ("name", "display_name")),
+                         ("description", ("description", "display_description"))):  # fmt: skip
+        if any(n in spec for n in names):
+            values[field] = _text(spec, *names)
+    metadata = check_metadata(spec["metadata"]) if "metadata" in spec else None
+    async with service_of(request).db.write() as session:
+        await session.execute(
+            update(Volume).where(Volume.id == volume.id).values(updated_at=utcnow(), **values)
+        )
+        if metadata is not None:
+            await volume_metadata.write(session, volume.id, metadata, replace=True)
+    return await show_volume_response(request, ctx, volume.id)
+
+
+async def delete_volume(request: Request) -> Response:
+    ctx, volume = await load_volume(request, request.path_params["id"], "volume:delete")
+    cascade = parse_bool(request.query_params.get("cascade"), "cascade")
+    service = service_of(request)
+    async with service.db.write() as session:
+        volume = await session.get(Volume, volume.id)
+        if volume is None:
+            raise NotFound(f"Volume {request.path_params['id']} could not be found.")
+        if volume.status not in states.DELETABLE or volume.attach_status != states.DETACHED:
+            raise BadRequest(
+                "Invalid volume: Volume status must be available or error or error_restoring or "
+                "error_extending or error_managing and must not be migrating, attached, belong "
+                "to a group, have snapshots, awaiting a transfer, or be disassociated from "
+                f"snapshots after volume transfer (status: {volume.status})."
+            )
+        snapshots = list(
+            await session.scalars(select(Snapshot).where(Snapshot.volume_id == volume.id))
+        )
+        if snapshots and not cascade:
+            raise BadRequest(
+                f"Invalid volume: Volume still has {len(snapshots)} dependent snapshots."
+            )
+        for snap in snapshots:
+            states.require_snapshot_status(snap.status, states.SNAPSHOT_DELETABLE, "delete it")
+            snap.status = states.DELETING
+        volume.status = states.DELETING
+        volume.updated_at = utcnow()
+    service.manager.spawn(service.manager.delete_volume(volume.id, [s.id for s in snapshots]))
+    return accepted()
+
+
+async def _metadata_owner(request: Request, volume_id: str, write: bool) -> str:
+    rule = "volume:update_volume_metadata" if write else "volume:get_volume_metadata"
+    _, volume = await load_volume(request, volume_id, rule)
+    if write and volume.status in (states.DELETING, states.ERROR_DELETING):
+        states.require_volume_status(
+            volume.status, (states.AVAILABLE, states.IN_USE), "update metadata"
+        )
+    return volume.project_id
+
+
+volume_metadata = MetadataRoutes(
+    "volumes", VolumeMetadata, "volume_id", _metadata_owner, kind="user"
+)
+
+routes = [
+    Route("/v3/volumes", create_volume, methods=["POST"]),
+    Route("/v3/volumes", list_volumes, methods=["GET"]),
+    Route("/v3/volumes/detail", list_volumes_detail, methods=["GET"]),
+    Route("/v3/volumes/{id}", show_volume, methods=["GET"]),
+    Route("/v3/volumes/{id}", update_volume, methods=["PUT"]),
+    Route("/v3/volumes/{id}", delete_volume, methods=["DELETE"]),
+    *volume_metadata.routes(),
+]

@@ -1,0 +1,59 @@
+"""The Block Storage (Cinder v3) ASGI app, and the service behind it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
+
+from cumulo.common.app import create_app
+from cumulo.common.auth import TokenValidator
+from cumulo.common.config import CumuloConfig, database_url
+from cumulo.common.db import Database
+from cumulo.common.faults import render_compute
+from cumulo.common.identity_client import IdentityClient
+from cumulo.common.service_client import ServiceClient
+from cumulo.volume.api import actions, attachments, info, snapshots, types, volumes
+from cumulo.volume.api.microversion import VolumeApiMiddleware
+from cumulo.volume.core import VolumeService
+
+
+async def open_volume_service(
+    config: CumuloConfig,
+    state_dir: Path,
+    *,
+    identity_app: ASGIApp | None = None,
+    image_app: ASGIApp | None = None,
+) -> VolumeService:
+    """Migrate the volume database and build the service; *_app: call them in-process."""
+    db = Database(database_url(config, state_dir, "volume"), "volume")
+    await db.migrate()
+    client = IdentityClient(config, app=identity_app)
+    images = (
+        ServiceClient("image", app=image_app)
+        if image_app is not None
+        else ServiceClient("image", url=f"http://{config.catalog_host}:{config.ports.image}")
+    )
+    service = VolumeService(
+        config, state_dir, db, TokenValidator(client, config.identity.cache_time), images
+    )
+    await service.bootstrap()
+    return service
+
+
+def create_volume_app(service: VolumeService) -> Starlette:
+    routes = [
+        *info.routes,
+        *volumes.routes,
+        *actions.routes,
+        *snapshots.routes,
+        *attachments.routes,
+        *types.routes,
+    ]
+    # Cinder's error bodies are Nova's: {"itemNotFound": {"code": 404, "message": ...}}.
+    app = create_app("volume", routes, render_compute)
+    app.add_middleware(VolumeApiMiddleware, render_error=render_compute)
+    app.state.volume = service
+    app.state.token_validator = service.validator
+    return app

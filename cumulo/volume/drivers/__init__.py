@@ -1,0 +1,1 @@
+"""Volume backends behind one interface (cumulo.volume.drivers.driver.VolumeDriver)."""

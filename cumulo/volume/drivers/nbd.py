@@ -1,0 +1,101 @@
+"""NBD exports of volumes for other hosts: one qemu-storage-daemon per attachment.
+
+The daemon serves the volume file at nbd://<address>:<port>/<export name>, bound
+to the storage network address; stopping it (on detach) removes the export.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cumulo.volume.drivers.driver import DriverError
+
+_START_TIMEOUT = 10.0
+
+
+def _free_port(address: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class _Export:
+    proc: asyncio.subprocess.Process
+    info: dict[str, Any]
+
+
+class NbdExports:
+    def __init__(self, run_dir: Path, address: str) -> None:
+        self.run_dir = run_dir
+        self.address = address
+        self._exports: dict[str, _Export] = {}
+        self._lock = asyncio.Lock()
+
+    async def start(self, name: str, path: Path, fmt: str, readonly: bool) -> dict[str, Any]:
+        async with self._lock:
+            if name in self._exports:
+                return self._exports[name].info
+            port = _free_port(self.address)
+            writable = "off" if readonly else "on"
+            proc = await asyncio.create_subprocess_exec(
+                "qemu-storage-daemon",
+                "--blockdev", f"driver=file,filename={path},node-name=file0",
+                "--blockdev", f"driver={fmt},file=file0,node-name=disk0",
+                "--nbd-server", f"addr.type=inet,addr.host={self.address},addr.port={port}",
+                "--export", f"type=nbd,id=exp0,node-name=disk0,name={name},writable={writable}",
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            if not await self._listening(proc, port):
+                err = b""
+                if proc.returncode is None:
+                    proc.kill()
+                if proc.stderr is not None:
+                    err = await proc.stderr.read()
+                await proc.wait()
+                raise DriverError(f"qemu-storage-daemon did not start: {err.decode().strip()}")
+            info = {
+                "host": self.address,
+                "port": port,
+                "export": name,
+                "uri": f"nbd://{self.address}:{port}/{name}",
+            }
+            self._exports[name] = _Export(proc, info)
+            return info
+
+    async def _listening(self, proc: asyncio.subprocess.Process, port: int) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _START_TIMEOUT
+        while loop.time() < deadline and proc.returncode is None:
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection(self.address, port)
+                writer.close()
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def stop(self, name: str) -> None:
+        async with self._lock:
+            export = self._exports.pop(name, None)
+        if export is None:
+            return
+        if export.proc.returncode is None:
+            export.proc.terminate()
+        try:
+            await asyncio.wait_for(export.proc.wait(), 10)
+        except TimeoutError:
+            export.proc.kill()
+            await export.proc.wait()
+
+    def active(self) -> list[str]:
+        return list(self._exports)
+
+    async def close(self) -> None:
+        for name in list(self._exports):
+            await self.stop(name)

@@ -1,0 +1,119 @@
+"""Block Storage tables. Plain rows: the rules live in cumulo.volume.core."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cumulo.common.db import make_base, utcnow
+
+Base = make_base("volume")
+
+UUID = String(36)
+
+
+class VolumeType(Base):
+    __tablename__ = "volume_type"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str | None] = mapped_column(String(255))
+    is_public: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class VolumeTypeExtraSpec(Base):
+    __tablename__ = "volume_type_extra_spec"
+    type_id: Mapped[str] = mapped_column(
+        ForeignKey("volume_type.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+
+
+class Volume(Base):
+    __tablename__ = "volume"
+    __table_args__ = (Index("ix_volume_project_created", "project_id", "created_at"),)
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(255), index=True)
+    description: Mapped[str | None] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    # attached / detached / attaching / detaching (Cinder's attach_status).
+    attach_status: Mapped[str] = mapped_column(String(32), default="detached")
+    availability_zone: Mapped[str] = mapped_column(String(255))
+    type_id: Mapped[str] = mapped_column(ForeignKey("volume_type.id"))
+    host: Mapped[str] = mapped_column(String(255))
+    bootable: Mapped[bool] = mapped_column(Boolean, default=False)
+    readonly: Mapped[bool] = mapped_column(Boolean, default=False)
+    multiattach: Mapped[bool] = mapped_column(Boolean, default=False)
+    snapshot_id: Mapped[str | None] = mapped_column(UUID)
+    source_volid: Mapped[str | None] = mapped_column(UUID)
+    image_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class VolumeMetadata(Base):
+    """User metadata (kind "user") and image metadata (kind "image") of a volume."""
+
+    __tablename__ = "volume_metadata"
+    volume_id: Mapped[str] = mapped_column(
+        ForeignKey("volume.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Snapshot(Base):
+    __tablename__ = "snapshot"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volume.id"), index=True)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class SnapshotMetadata(Base):
+    __tablename__ = "snapshot_metadata"
+    snapshot_id: Mapped[str] = mapped_column(
+        ForeignKey("snapshot.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Attachment(Base):
+    __tablename__ = "attachment"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volume.id"), index=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    instance_uuid: Mapped[str | None] = mapped_column(String(64))
+    # reserved -> attaching -> attached -> detached (Cinder's attach_status).
+    status: Mapped[str] = mapped_column(String(32))
+    attach_mode: Mapped[str] = mapped_column(String(4), default="rw")
+    mountpoint: Mapped[str | None] = mapped_column(String(255))
+    attached_host: Mapped[str | None] = mapped_column(String(255))
+    connector: Mapped[str | None] = mapped_column(Text)  # JSON
+    connection_info: Mapped[str | None] = mapped_column(Text)  # JSON
+    attached_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class QuotaLimit(Base):
+    """A project's limit overriding the configured default (os-quota-sets update)."""
+
+    __tablename__ = "quota_limit"
+    project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource: Mapped[str] = mapped_column(String(255), primary_key=True)
+    hard_limit: Mapped[int] = mapped_column(Integer)
