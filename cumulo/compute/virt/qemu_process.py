@@ -1,0 +1,300 @@
+"""One QEMU process: its command line, its QMP socket, whether it lives, and the accelerator.
+
+Kept apart from the driver so that qemu.py reads as the ComputeDriver story (what each
+action does to a guest) and this file as the mechanics (how QEMU is started and spoken to).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPClient
+
+from cumulo.compute.virt.driver import DriverError
+
+LOG = logging.getLogger(__name__)
+
+QEMU = "qemu-system-x86_64"
+
+
+@dataclass
+class Drive:
+    """A disk on the guest's virtio bus, in the order the guest names them (vda, vdb, ...)."""
+
+    node: str
+    path: str
+    format: str
+    read_only: bool = False
+    serial: str | None = None
+
+
+@dataclass
+class Nic:
+    tap: str
+    mac: str
+
+
+@dataclass
+class MachineConfig:
+    """Everything QEMU's command line is made of; stored with the guest to start it again."""
+
+    uuid: str
+    name: str
+    vcpus: int
+    memory_mb: int
+    accel: str
+    drives: list[Drive] = field(default_factory=list)
+    nics: list[Nic] = field(default_factory=list)
+    kernel: str | None = None
+    initrd: str | None = None
+    command_line: str | None = None
+    vnc: bool = True
+
+
+def command_line(
+    config: MachineConfig, directory: Path, qmp_fd: int, incoming: str | None = None
+) -> list[str]:
+    argv = [
+        QEMU,
+        "-name", f"guest={config.uuid},process=qemu-{config.uuid[:8]}",
+        "-machine", "pc",
+        "-accel", config.accel,
+        "-cpu", "host" if config.accel == "kvm" else "max",
+        "-smp", str(config.vcpus),
+        "-m", str(config.memory_mb),
+        "-nodefaults",
+        "-no-user-config",
+        "-daemonize",
+        "-pidfile", str(directory / "qemu.pid"),
+        "-D", str(directory / "qemu.log"),
+        "-chardev", f"socket,id=qmp,fd={qmp_fd},server=on,wait=off",
+        "-mon", "chardev=qmp,mode=control",
+        "-chardev", f"file,id=serial0,path={_option_value(directory / 'console.log')},append=on",
+        "-serial", "chardev:serial0",
+        "-display", "none",
+    ]  # fmt: skip
+    if config.vnc:
+        argv += ["-vga", "std", "-vnc", "127.0.0.1:0,to=4000"]
+    else:
+        argv += ["-vga", "none"]
+    if config.kernel:
+        argv += ["-kernel", config.kernel]
+        if config.initrd:
+            argv += ["-initrd", config.initrd]
+        if config.command_line:
+            argv += ["-append", config.command_line]
+    for drive in config.drives:
+        argv += ["-blockdev", blockdev_json(drive), "-device", device_json(drive)]
+    for i, nic in enumerate(config.nics):
+        argv += [
+            "-netdev", f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no",
+            "-device", f"virtio-net-pci,netdev=net{i},mac={nic.mac},id=nic{i}",
+        ]  # fmt: skip
+    if incoming:
+        argv += ["-incoming", incoming]
+    return argv
+
+
+def blockdev_args(drive: Drive) -> dict[str, Any]:
+    return {
+        "node-name": drive.node,
+        "driver": drive.format,
+        "read-only": drive.read_only,
+        "file": {"driver": "file", "filename": drive.path, "read-only": drive.read_only},
+    }
+
+
+def device_args(drive: Drive) -> dict[str, Any]:
+    args: dict[str, Any] = {"driver": "virtio-blk-pci", "drive": drive.node, "id": drive.node}
+    if drive.serial:
+        args["serial"] = drive.serial
+    return args
+
+
+def blockdev_json(drive: Drive) -> str:
+    return json.dumps(blockdev_args(drive))
+
+
+def device_json(drive: Drive) -> str:
+    return json.dumps(device_args(drive))
+
+
+def _option_value(path: Path | str) -> str:
+    # In QEMU's key=value option strings a comma is written twice.
+    return str(path).replace(",", ",,")
+
+
+# -- the process ------------------------------------------------------------------------
+
+
+def short_unix_path(directory: Path, name: str) -> tuple[str, int]:
+    """A path to `directory/name` short enough for AF_UNIX (108 bytes), via /proc/self/fd.
+
+    Returns the path and the directory fd that keeps it valid (close it when done).
+    """
+    fd = os.open(directory, os.O_PATH | os.O_DIRECTORY)
+    return f"/proc/self/fd/{fd}/{name}", fd
+
+
+def listening_socket(directory: Path, name: str) -> socket.socket:
+    path, fd = short_unix_path(directory, name)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        sock.listen(1)
+        return sock
+    finally:
+        os.close(fd)
+
+
+async def launch(argv: Sequence[str], pass_fds: Sequence[int] = ()) -> None:
+    """Start QEMU; it daemonizes once the guest is set up, so errors come back here."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        pass_fds=tuple(pass_fds),
+        start_new_session=True,  # a Ctrl-C of the agent must not reach its guests
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise DriverError(f"QEMU failed to start: {err.decode(errors='replace').strip()[-500:]}")
+
+
+def read_pid(directory: Path) -> int | None:
+    try:
+        return int((directory / "qemu.pid").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def process_alive(pid: int | None, uuid: str) -> bool:
+    """True when `pid` is a live (not zombie) QEMU of this guest (pids get reused)."""
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in (b"Z", b"X") and f"guest={uuid}".encode() in cmdline
+
+
+async def kill(pid: int | None, uuid: str, grace: float = 2.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; returns once the process is gone."""
+    if not process_alive(pid, uuid):
+        return
+    assert pid is not None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if await wait_dead(pid, uuid, grace):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    if not await wait_dead(pid, uuid, 5.0):
+        raise DriverError(f"QEMU {pid} of {uuid} did not die")
+
+
+async def wait_dead(pid: int | None, uuid: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while process_alive(pid, uuid):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+@contextlib.asynccontextmanager
+async def qmp_session(
+    directory: Path, uuid: str, timeout: float = 10.0
+) -> AsyncIterator[QMPClient]:
+    """A QMP connection to the guest's monitor (one client at a time per guest)."""
+    path, fd = short_unix_path(directory, "qmp.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise DriverError(f"the QMP socket of {uuid} does not answer: {exc}") from exc
+    finally:
+        os.close(fd)
+    client = QMPClient(f"cumulo-{uuid[:8]}")
+    try:
+        await asyncio.wait_for(client.connect(sock), timeout)
+        yield client
+    finally:
+        # After `quit` or a guest power-off QEMU is gone: the closed connection is expected.
+        with contextlib.suppress(Exception):
+            await client.disconnect()
+
+
+# -- accelerator ----------------------------------------------------------------------------
+
+
+def kvm_usable() -> bool:
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+async def probe_kvm(kernel: Path | None, timeout: float = 6.0) -> bool:
+    """Whether a guest kernel makes progress under KVM (an openable /dev/kvm is not enough:
+    nested or broken KVM can start the firmware and then hang in the kernel)."""
+    if not kvm_usable() or shutil.which(QEMU) is None:
+        return False
+    if kernel is None or not kernel.exists():
+        LOG.info("no kernel to probe KVM with; using TCG")
+        return False
+    with tempfile.TemporaryDirectory(prefix="cumulo-kvm-probe-") as tmp:
+        log = Path(tmp) / "console.log"
+        proc = await asyncio.create_subprocess_exec(
+            QEMU, "-accel", "kvm", "-cpu", "host", "-machine", "pc", "-m", "128",
+            "-nodefaults", "-no-user-config", "-display", "none",
+            "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1",
+            "-serial", f"file:{log}",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline and proc.returncode is None:
+                await asyncio.sleep(0.2)
+                if log.exists() and b"Linux version" in log.read_bytes():
+                    return True
+            return False
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+
+
+async def qemu_version() -> int:
+    """QEMU's version as Nova reports it (major * 1000000 + minor * 1000 + micro)."""
+    proc = await asyncio.create_subprocess_exec(
+        QEMU, "--version", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    out, _ = await proc.communicate()
+    words = out.decode().split()
+    try:
+        numbers = words[words.index("version") + 1].split(".")
+        major, minor, micro = (int("".join(c for c in n if c.isdigit()) or 0) for n in numbers[:3])
+    except (ValueError, IndexError):
+        return 0
+    return major * 1_000_000 + minor * 1000 + micro
