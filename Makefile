@@ -27,6 +27,7 @@ test: $(BIN)/cumulo
 unit: $(BIN)/cumulo
 	$(PYTEST) tests/unit $(ARGS) || $(NO_TESTS_OK)
 
+## make functional CUMULO_TEST_DATABASE=postgresql (or mariadb): same tests, server database.
 functional: $(BIN)/cumulo
 	$(PYTEST) tests/functional $(ARGS) || $(NO_TESTS_OK)
 
