@@ -7,6 +7,7 @@ token to act with (the user's, from the request context, or a service token).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -72,3 +73,10 @@ class ServiceClient:
                 body = (await response.aread()).decode(errors="replace")
                 raise ServiceError(self.service, response.status_code, body)
             yield response
+
+
+async def file_chunks(path: str, chunk: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    """A file's bytes for a streamed request body, read off the event loop."""
+    with open(path, "rb") as f:
+        while data := await asyncio.to_thread(f.read, chunk):
+            yield data

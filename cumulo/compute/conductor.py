@@ -17,6 +17,7 @@ from cumulo.common.db import Database, utcnow
 from cumulo.common.rpc import Endpoint, RemoteError
 from cumulo.compute import rpcapi
 from cumulo.compute.models import (
+    Allocation,
     ComputeNode,
     ComputeService,
     Instance,
@@ -24,7 +25,8 @@ from cumulo.compute.models import (
     InstanceActionEvent,
     InstanceFault,
 )
-from cumulo.compute.scheduler.claims import COMPUTE_BINARY, release
+from cumulo.compute.scheduler.claims import COMPUTE_BINARY, claim, release, resize_allocation
+from cumulo.compute.scheduler.manager import request_spec_from_dict
 from cumulo.compute.states import PowerState, TaskState, VmState
 
 LOG = logging.getLogger(__name__)
@@ -44,6 +46,9 @@ UPDATABLE = {
     "locked",
     "deleted",
     "deleted_at",
+    "flavor",
+    "vcpus",
+    "memory_mb",
 }
 
 
@@ -83,6 +88,7 @@ def instance_to_dict(inst: Instance) -> dict[str, Any]:
         "requested_networks": inst.requested_networks,
         "security_groups": inst.security_groups,
         "metadata": inst.metadata_items,
+        "system_metadata": inst.system_metadata or {},
         "network_info": inst.network_info,
         "launch_index": inst.launch_index,
         "reservation_id": inst.reservation_id,
@@ -396,6 +402,61 @@ class ConductorManager(Endpoint):
             ):
                 if field in resources:
                     setattr(node, field, resources[field])
+
+    # -- resize (on the instance's own host) ------------------------------------------
+
+    async def resize_instance(
+        self, ctx: dict, instance_uuid: str, new_flavor: dict[str, Any]
+    ) -> None:
+        """Claim the new flavor next to the old one, then have the host resize the guest."""
+        event = "conductor_resize_instance"
+        await self.action_event(ctx, instance_uuid, event)
+        spec = request_spec_from_dict({"flavor": new_flavor}, 1)
+        async with self.db.write() as s:
+            inst = await s.scalar(select(Instance).where(Instance.uuid == instance_uuid))
+            node_id = await s.scalar(
+                select(ComputeNode.id).where(ComputeNode.hypervisor_hostname == inst.node)
+            )
+            claimed = node_id is not None and await claim(
+                s, node_id, resize_allocation(instance_uuid), spec
+            )
+        if not claimed:
+            message = f"No valid host was found. {inst.host} has no room for {new_flavor['name']}."
+            await self._resize_failed(ctx, instance_uuid, message, inst.host)
+            await self.action_event(ctx, instance_uuid, event, finish=True, error=message)
+            return
+        await self.compute.resize_instance(ctx, inst.host, instance_uuid, new_flavor, False)
+        await self.action_event(ctx, instance_uuid, event, finish=True)
+
+    async def _resize_failed(
+        self, ctx: dict, instance_uuid: str, message: str, host: str | None
+    ) -> None:
+        async with self.db.write() as s:
+            await s.execute(
+                update(Instance).where(Instance.uuid == instance_uuid).values(task_state=None)
+            )
+            s.add(
+                InstanceFault(
+                    instance_uuid=instance_uuid,
+                    code=500,
+                    message=message[:255],
+                    details=message,
+                    host=host,
+                )
+            )
+
+    async def finish_resize(self, ctx: dict, instance_uuid: str, confirm: bool) -> None:
+        """Confirm: the new flavor's claim becomes the instance's. Revert: it is released."""
+        async with self.db.write() as s:
+            if confirm:
+                await release(s, instance_uuid)
+                await s.execute(
+                    update(Allocation)
+                    .where(Allocation.instance_uuid == resize_allocation(instance_uuid))
+                    .values(instance_uuid=instance_uuid)
+                )
+            else:
+                await release(s, resize_allocation(instance_uuid))
 
     async def instances_on_host(self, ctx: dict, host: str) -> list[dict[str, Any]]:
         async with self.db.read() as s:

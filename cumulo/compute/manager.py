@@ -15,6 +15,7 @@ from typing import Any
 
 from cumulo.common.db import utcnow
 from cumulo.common.rpc import Endpoint, RemoteError, Transport
+from cumulo.common.service_client import file_chunks
 from cumulo.compute import rpcapi
 from cumulo.compute.conductor import InstanceNotFound, UnexpectedTaskState
 from cumulo.compute.image_cache import ImageCache
@@ -347,6 +348,152 @@ class ComputeManager(Endpoint):
         await self.conductor.action_event(
             ctx, instance_uuid, event, host=self.host, finish=True, error=error
         )
+
+    # -- snapshot, rebuild, resize ------------------------------------------------------
+
+    async def snapshot_instance(self, ctx: dict, instance_uuid: str, image_id: str) -> None:
+        """Write the guest's disk into the Image service's image `image_id`."""
+        token = ctx.get("auth_token") or ""
+        event = "compute_snapshot_instance"
+        await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
+        images = self.image_cache.images
+        target = self.image_cache.root.parent / f"snapshot-{image_id}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        error = None
+        try:
+            await self._set_task(
+                ctx, instance_uuid, TaskState.IMAGE_UPLOADING, TaskState.IMAGE_SNAPSHOT
+            )
+            disk_format = await self.driver.snapshot(instance_uuid, str(target))
+            meta = await images.json("GET", f"/v2/images/{image_id}", token)
+            if meta.get("disk_format") != disk_format:
+                await images.request(
+                    "PATCH",
+                    f"/v2/images/{image_id}",
+                    token,
+                    json=[{"op": "replace", "path": "/disk_format", "value": disk_format}],
+                    headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
+                )
+            await images.request(
+                "PUT",
+                f"/v2/images/{image_id}/file",
+                token,
+                content=file_chunks(str(target)),
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        except Exception as exc:  # noqa: BLE001 - the snapshot failed; say so, drop the image
+            error = str(exc)
+            LOG.warning("snapshot of %s failed: %s", instance_uuid, exc)
+            try:
+                await images.request("DELETE", f"/v2/images/{image_id}", token, ok=(204, 404))
+            except Exception:  # noqa: BLE001 - best effort
+                LOG.debug("could not delete image %s", image_id)
+        finally:
+            target.unlink(missing_ok=True)
+        await self._finish_task(ctx, instance_uuid)
+        await self.conductor.action_event(
+            ctx, instance_uuid, event, host=self.host, finish=True, error=error
+        )
+
+    async def _finish_task(self, ctx: dict, instance_uuid: str, **updates: Any) -> None:
+        power = PowerState.NOSTATE
+        try:
+            power = (await self.driver.get_info(instance_uuid)).state
+        except GuestNotFound:
+            pass
+        await self.conductor.instance_update(
+            ctx, instance_uuid, {"task_state": None, "power_state": int(power), **updates}
+        )
+
+    async def rebuild_instance(self, ctx: dict, instance_uuid: str) -> None:
+        """The same server (ports, name, id) on a fresh root disk from its (new) image."""
+        token = ctx.get("auth_token") or ""
+        event = "compute_rebuild_instance"
+        await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
+        try:
+            inst = await self._set_task(
+                ctx, instance_uuid, TaskState.REBUILD_SPAWNING, TaskState.REBUILDING
+            )
+            await self.driver.destroy(instance_uuid)
+            guest = await self._guest_spec(token, inst, inst.get("network_info") or [])
+            await self.driver.spawn(guest)
+        except Exception as exc:  # noqa: BLE001 - a failed rebuild leaves the server in ERROR
+            LOG.warning("rebuild of %s failed: %s", instance_uuid, exc)
+            await self._finish_task(ctx, instance_uuid, vm_state=VmState.ERROR)
+            await self.conductor.action_event(
+                ctx, instance_uuid, event, host=self.host, finish=True, error=str(exc)
+            )
+            return
+        await self._finish_task(
+            ctx, instance_uuid, vm_state=VmState.ACTIVE, launched_at=utcnow().isoformat()
+        )
+        await self.conductor.action_event(ctx, instance_uuid, event, host=self.host, finish=True)
+
+    async def resize_instance(
+        self, ctx: dict, instance_uuid: str, flavor: dict[str, Any], revert: bool
+    ) -> None:
+        """Give the guest another flavor: stop it, resize, start it again if it ran.
+
+        A resize ends in vm_state resized (the user confirms or reverts); a revert
+        puts the old flavor back and ends where the server was before the resize.
+        """
+        event = "compute_revert_resize" if revert else "compute_resize_instance"
+        expected = TaskState.RESIZE_REVERTING if revert else TaskState.RESIZE_PREP
+        await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
+        try:
+            inst = await self._set_task(
+                ctx,
+                instance_uuid,
+                TaskState.RESIZE_REVERTING if revert else TaskState.RESIZE_MIGRATING,
+                expected,
+            )
+            was_running = (await self.driver.get_info(instance_uuid)).state == PowerState.RUNNING
+            await self.driver.power_off(instance_uuid)
+            if revert:
+                await self.driver.revert_resize(instance_uuid)
+            else:
+                await self.driver.resize(
+                    instance_uuid,
+                    FlavorSpec(
+                        name=flavor["name"],
+                        vcpus=flavor["vcpus"],
+                        memory_mb=flavor["memory_mb"],
+                        root_gb=flavor["root_gb"],
+                        ephemeral_gb=flavor.get("ephemeral_gb", 0),
+                        swap_mb=flavor.get("swap", 0),
+                        extra_specs=flavor.get("extra_specs", {}),
+                    ),
+                )
+            if was_running or (
+                revert and inst["system_metadata"].get("old_vm_state") == VmState.ACTIVE
+            ):
+                await self.driver.power_on(instance_uuid)
+        except Exception as exc:  # noqa: BLE001 - the server stays as it was
+            LOG.warning("resize of %s failed: %s", instance_uuid, exc)
+            await self._finish_task(ctx, instance_uuid)
+            await self.conductor.finish_resize(ctx, instance_uuid, confirm=False)
+            await self.conductor.action_event(
+                ctx, instance_uuid, event, host=self.host, finish=True, error=str(exc)
+            )
+            return
+        sysmeta = dict(inst.get("system_metadata") or {})
+        sizes = {"flavor": flavor, "vcpus": flavor["vcpus"], "memory_mb": flavor["memory_mb"]}
+        if revert:
+            old_state = sysmeta.pop("old_vm_state", VmState.ACTIVE)
+            sysmeta.pop("old_flavor", None)
+            await self.conductor.finish_resize(ctx, instance_uuid, confirm=False)
+            await self._finish_task(
+                ctx, instance_uuid, vm_state=old_state, system_metadata=sysmeta, **sizes
+            )
+        else:
+            sysmeta["old_flavor"] = inst["flavor"]
+            await self._finish_task(
+                ctx, instance_uuid, vm_state=VmState.RESIZED, system_metadata=sysmeta, **sizes
+            )
+        await self.conductor.action_event(ctx, instance_uuid, event, host=self.host, finish=True)
+
+    async def confirm_resize(self, ctx: dict, instance_uuid: str) -> None:
+        await self.driver.confirm_resize(instance_uuid)
 
     async def get_console_output(self, ctx: dict, instance_uuid: str, length: int | None) -> str:
         output = await self.driver.get_console_output(instance_uuid)

@@ -77,10 +77,13 @@ class ComputeNode(Timestamps, Base):
 
 
 class Allocation(Base):
-    """Resources an instance holds on a node; written in the same transaction as the claim."""
+    """Resources an instance holds on a node; written in the same transaction as the claim.
+
+    A resize in progress holds a second allocation, keyed "<instance uuid>.resize".
+    """
 
     __tablename__ = "allocation"
-    instance_uuid: Mapped[str] = mapped_column(UUID, primary_key=True)
+    instance_uuid: Mapped[str] = mapped_column(String(64), primary_key=True)
     node_id: Mapped[int] = mapped_column(ForeignKey("compute_node.id"), index=True)
     vcpus: Mapped[int] = mapped_column(Integer)
     memory_mb: Mapped[int] = mapped_column(Integer)

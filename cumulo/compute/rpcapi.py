@@ -107,6 +107,20 @@ class ConductorAPI:
             availability_zone=availability_zone,
         )
 
+    async def resize_instance(
+        self, ctx: Context, instance_uuid: str, new_flavor: dict[str, Any]
+    ) -> None:
+        """Claim the new flavor on the instance's host, then ask the host to resize."""
+        await self.bus.cast(
+            CONDUCTOR, "resize_instance", ctx, instance_uuid=instance_uuid, new_flavor=new_flavor
+        )
+
+    async def finish_resize(self, ctx: Context, instance_uuid: str, confirm: bool) -> None:
+        """Keep the new flavor's claim (confirm) or the old one's (revert)."""
+        await self.bus.call(
+            CONDUCTOR, "finish_resize", ctx, instance_uuid=instance_uuid, confirm=confirm
+        )
+
     async def instances_on_host(self, ctx: Context, host: str) -> list[dict[str, Any]]:
         return await self.bus.call(CONDUCTOR, "instances_on_host", ctx, host=host)
 
@@ -162,6 +176,37 @@ class ComputeAPI:
             action=action,
             args=args,
         )
+
+    async def snapshot_instance(
+        self, ctx: Context, host: str, instance_uuid: str, image_id: str
+    ) -> None:
+        await self.bus.cast(
+            compute_topic(host),
+            "snapshot_instance",
+            ctx,
+            instance_uuid=instance_uuid,
+            image_id=image_id,
+        )
+
+    async def rebuild_instance(self, ctx: Context, host: str, instance_uuid: str) -> None:
+        await self.bus.cast(
+            compute_topic(host), "rebuild_instance", ctx, instance_uuid=instance_uuid
+        )
+
+    async def resize_instance(
+        self, ctx: Context, host: str, instance_uuid: str, flavor: dict[str, Any], revert: bool
+    ) -> None:
+        await self.bus.cast(
+            compute_topic(host),
+            "resize_instance",
+            ctx,
+            instance_uuid=instance_uuid,
+            flavor=flavor,
+            revert=revert,
+        )
+
+    async def confirm_resize(self, ctx: Context, host: str, instance_uuid: str) -> None:
+        await self.bus.cast(compute_topic(host), "confirm_resize", ctx, instance_uuid=instance_uuid)
 
     async def get_console_output(
         self, ctx: Context, host: str, instance_uuid: str, length: int | None

@@ -508,6 +508,111 @@ class ComputeService:
                 .values(locked=False, locked_by=None, locked_reason=None)
             )
 
+    # -- snapshot, rebuild, resize -----------------------------------------------------
+
+    @check_state(vm_state=[VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED])
+    async def create_image(
+        self, inst: Instance, ctx: RequestContext, name: str, metadata: dict[str, str]
+    ) -> str:
+        """createImage: a private snapshot image in the Image service, filled by the host."""
+        self._check_lock(ctx, inst)
+        if self.images is None or not inst.host:
+            raise Conflict(f"Instance {inst.uuid} cannot be snapshotted now.")
+        sysmeta = inst.system_metadata or {}
+        body = {
+            **metadata,
+            "name": name,
+            "disk_format": sysmeta.get("image_disk_format", "qcow2"),
+            "container_format": sysmeta.get("image_container_format", "bare"),
+            "visibility": "private",
+            "image_type": "snapshot",
+            "instance_uuid": inst.uuid,
+            "user_id": ctx.user_id,
+        }
+        if inst.image_ref:
+            body["base_image_ref"] = inst.image_ref
+        try:
+            image = await self.images.json("POST", "/v2/images", ctx.auth_token, json=body)
+        except ServiceError as exc:
+            if exc.status in (400, 409, 413):
+                raise BadRequest(f"The image could not be created: {exc.body[:200]}") from None
+            raise
+        await self._record_action(ctx, inst, "createImage")
+        await self._set_task(inst, TaskState.IMAGE_SNAPSHOT, {None})
+        await self.compute_rpc.snapshot_instance(
+            self.rpc_context(ctx), inst.host, inst.uuid, image["id"]
+        )
+        return image["id"]
+
+    @check_state(vm_state=[VmState.ACTIVE, VmState.STOPPED, VmState.ERROR])
+    async def rebuild(
+        self, inst: Instance, ctx: RequestContext, image_ref: str, changes: dict[str, Any]
+    ) -> Instance:
+        self._check_lock(ctx, inst)
+        if not inst.host:
+            raise Conflict(f"Instance {inst.uuid} is not on a host.")
+        image = await self._image(ctx, image_ref)
+        async with self.db.read() as s:
+            flavor = await s.scalar(select(Flavor).where(Flavor.flavorid == inst.flavor["id"]))
+        if flavor is not None:
+            self._check_flavor_fits_image(flavor, image)
+        await self._record_action(ctx, inst, "rebuild")
+        await self._set_task(inst, TaskState.REBUILDING, {None})
+        inst = await self.update_instance(inst.uuid, {"image_ref": image["id"], **changes})
+        await self.compute_rpc.rebuild_instance(self.rpc_context(ctx), inst.host, inst.uuid)
+        return inst
+
+    @check_state(vm_state=[VmState.ACTIVE, VmState.STOPPED])
+    async def resize(self, inst: Instance, ctx: RequestContext, flavor_ref: str) -> None:
+        self._check_lock(ctx, inst)
+        flavor = await self.find_flavor(ctx, flavor_ref)
+        if flavor.flavorid == inst.flavor["id"]:
+            raise BadRequest("When resizing, instances must change flavor!")
+        if flavor.root_gb < inst.flavor["root_gb"]:
+            raise BadRequest("Resize error: Unable to resize disk down.")
+        async with self.db.write() as s:
+            try:
+                await quotas.check(
+                    s,
+                    inst.project_id,
+                    {
+                        "cores": max(0, flavor.vcpus - inst.flavor["vcpus"]),
+                        "ram": max(0, flavor.memory_mb - inst.flavor["memory_mb"]),
+                    },
+                )
+            except quotas.QuotaExceeded as exc:
+                raise Forbidden(str(exc)) from None
+        await self._record_action(ctx, inst, "resize")
+        await self._set_task(inst, TaskState.RESIZE_PREP, {None})
+        await self.update_instance(
+            inst.uuid,
+            {"system_metadata": {**(inst.system_metadata or {}), "old_vm_state": inst.vm_state}},
+        )
+        await self.conductor.resize_instance(
+            self.rpc_context(ctx), inst.uuid, flavor_snapshot(flavor)
+        )
+
+    @check_state(vm_state=[VmState.RESIZED])
+    async def confirm_resize(self, inst: Instance, ctx: RequestContext) -> None:
+        await self._record_action(ctx, inst, "confirmResize")
+        await self.conductor.finish_resize(self.rpc_context(ctx), inst.uuid, confirm=True)
+        await self.compute_rpc.confirm_resize(self.rpc_context(ctx), inst.host, inst.uuid)
+        sysmeta = dict(inst.system_metadata or {})
+        sysmeta.pop("old_flavor", None)
+        old_state = sysmeta.pop("old_vm_state", VmState.ACTIVE)
+        await self.update_instance(inst.uuid, {"vm_state": old_state, "system_metadata": sysmeta})
+
+    @check_state(vm_state=[VmState.RESIZED])
+    async def revert_resize(self, inst: Instance, ctx: RequestContext) -> None:
+        old_flavor = (inst.system_metadata or {}).get("old_flavor")
+        if not old_flavor:
+            raise Conflict(f"Instance {inst.uuid} has no flavor to revert to.")
+        await self._record_action(ctx, inst, "revertResize")
+        await self._set_task(inst, TaskState.RESIZE_REVERTING, {None})
+        await self.compute_rpc.resize_instance(
+            self.rpc_context(ctx), inst.host, inst.uuid, old_flavor, True
+        )
+
     async def console_output(self, ctx: RequestContext, inst: Instance, length: int | None) -> str:
         if not inst.host or inst.vm_state == VmState.BUILDING:
             raise Conflict(f"Instance {inst.uuid} has no console yet (it is not on a host).")

@@ -256,3 +256,54 @@ def test_unsupported_microversion_is_406(cloud: CloudRunner):
         )
     assert r.status_code == 406
     assert "maximum is 2.79" in r.json()["computeFault"]["message"]
+
+
+def test_resize_confirm_and_revert(cloud: CloudRunner, image: str):
+    name = _name("resize")
+    demo(cloud, "server", "create", "--image", image, "--flavor", "m1.tiny", "--network",
+         "private", "--wait", name)
+    demo(cloud, "server", "resize", "--flavor", "m1.small", "--wait", name)
+    resized = wait_status(cloud, name, "VERIFY_RESIZE")
+    assert resized["flavor"]["name"] == "m1.small"
+    demo(cloud, "server", "resize", "confirm", name)
+    assert wait_status(cloud, name, "ACTIVE")["flavor"]["name"] == "m1.small"
+
+    demo(cloud, "server", "resize", "--flavor", "m1.medium", "--wait", name)
+    wait_status(cloud, name, "VERIFY_RESIZE")
+    demo(cloud, "server", "resize", "revert", name)
+    assert wait_status(cloud, name, "ACTIVE")["flavor"]["name"] == "m1.small"
+    # Same flavor again: the api-ref's 400.
+    same = demo(cloud, "server", "resize", "--flavor", "m1.small", name, check=False)
+    assert same.returncode != 0 and "must change flavor" in same.stderr
+    demo(cloud, "server", "delete", "--wait", name)
+
+
+def test_rebuild_keeps_the_server_and_its_address(cloud: CloudRunner, image: str, tmp_path):
+    name = _name("rebuild")
+    before = demo(cloud, "server", "create", "--image", image, "--flavor", "m1.tiny",
+                  "--network", "private", "--wait", name, "-f", "json")
+    path = tmp_path / "other.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(path), "32M"], check=True,
+                   capture_output=True)
+    other = cloud.openstack("image", "create", _name("other"), "--file", str(path),
+                            "--disk-format", "qcow2", "--public", "-f", "json")
+    demo(cloud, "server", "rebuild", "--image", other["id"], "--wait", name)
+    after = wait_status(cloud, name, "ACTIVE")
+    assert after["id"] == before["id"] and after["addresses"] == before["addresses"]
+    assert other["id"] in after["image"]
+    demo(cloud, "server", "delete", "--wait", name)
+
+
+def test_server_image_create(cloud: CloudRunner, image: str):
+    name = _name("snap-src")
+    demo(cloud, "server", "create", "--image", image, "--flavor", "m1.tiny", "--network",
+         "private", "--wait", name)
+    snap = demo(cloud, "server", "image", "create", "--name", _name("snap"), "--wait", name,
+                "-f", "json")
+    shown = demo(cloud, "image", "show", snap["id"], "-f", "json")
+    assert shown["status"] == "active" and shown["disk_format"] == "qcow2"
+    assert shown["properties"]["image_type"] == "snapshot"
+    original = cloud.openstack("image", "show", image, "-f", "json")
+    assert shown["checksum"] == original["checksum"]  # the fake disk is the base image's bytes
+    demo(cloud, "image", "delete", snap["id"])
+    demo(cloud, "server", "delete", "--wait", name)

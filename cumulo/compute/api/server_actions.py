@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from sqlalchemy import select
@@ -11,18 +12,20 @@ from starlette.routing import Route
 
 from cumulo.common.app import json_body
 from cumulo.common.faults import BadRequest, Conflict, NotFound, NotImplementedYet
-from cumulo.compute.api.common import authorize, compute_of, json, no_content, version
-from cumulo.compute.api.views import host_id
+from cumulo.compute.api.common import (
+    authorize,
+    base_url,
+    compute_of,
+    json,
+    no_content,
+    version,
+)
+from cumulo.compute.api.views import host_id, server_view
 from cumulo.compute.models import InstanceAction, InstanceActionEvent
 from cumulo.compute.states import InstanceInvalidState
 
 # Actions the api-ref defines that this cloud does not do yet (answered 501, honestly).
 NOT_YET = {
-    "createImage",
-    "rebuild",
-    "resize",
-    "confirmResize",
-    "revertResize",
     "changePassword",
     "rescue",
     "unrescue",
@@ -99,6 +102,20 @@ async def server_action(request: Request) -> Response:
                     length = None
             output = await service.console_output(ctx, inst, length)
             return json({"output": output})
+        elif action == "createImage":
+            return await _create_image(request, ctx, inst, args)
+        elif action == "rebuild":
+            return await _rebuild(request, ctx, inst, args)
+        elif action == "resize":
+            flavor_ref = args.get("flavorRef") if isinstance(args, dict) else None
+            if not isinstance(flavor_ref, (str, int)) or flavor_ref == "":
+                raise BadRequest("Invalid input for field/attribute flavorRef.")
+            await service.resize(inst, ctx, str(flavor_ref))
+        elif action == "confirmResize":
+            await service.confirm_resize(inst, ctx)
+            return no_content(204)
+        elif action == "revertResize":
+            await service.revert_resize(inst, ctx)
         elif action in NOT_YET:
             raise NotImplementedYet(
                 f"Server action '{action}' is not implemented by this cloud yet."
@@ -110,6 +127,57 @@ async def server_action(request: Request) -> Response:
             f"Cannot '{exc.action}' instance {inst.uuid} while it is in {exc.attr} {exc.state}"
         ) from None
     return no_content(202)
+
+
+async def _create_image(request: Request, ctx, inst, args: Any) -> Response:
+    if not isinstance(args, dict):
+        raise BadRequest("Invalid input for field/attribute createImage.")
+    name = args.get("name")
+    if not isinstance(name, str) or not 1 <= len(name) <= 255:
+        raise BadRequest("Invalid input for field/attribute name: 1-255 characters.")
+    metadata = args.get("metadata") or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise BadRequest("Invalid input for field/attribute metadata.")
+    image_id = await compute_of(request).create_image(inst, ctx, name, metadata)
+    location = f"{base_url(request)}/images/{image_id}"
+    if version(request) >= (2, 45):
+        return json({"image_id": image_id}, status=202)
+    return no_content_with_location(location)
+
+
+def no_content_with_location(location: str) -> Response:
+    return Response(status_code=202, headers={"Location": location})
+
+
+async def _rebuild(request: Request, ctx, inst, args: Any) -> Response:
+    if not isinstance(args, dict) or not isinstance(args.get("imageRef"), str):
+        raise BadRequest("Invalid input for field/attribute imageRef.")
+    changes: dict[str, Any] = {}
+    if "name" in args:
+        name = args["name"]
+        if not isinstance(name, str) or not 1 <= len(name) <= 255:
+            raise BadRequest("Invalid input for field/attribute name.")
+        changes["display_name"] = name
+    if "metadata" in args:
+        meta = args["metadata"]
+        if not isinstance(meta, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and len(v) <= 255 for k, v in meta.items()
+        ):
+            raise BadRequest("Invalid input for field/attribute metadata.")
+        changes["metadata_items"] = meta
+    if "description" in args and version(request) >= (2, 19):
+        changes["display_description"] = args["description"]
+    for field, column in (("accessIPv4", "access_ip_v4"), ("accessIPv6", "access_ip_v6")):
+        if field in args:
+            changes[column] = args[field]
+    service = compute_of(request)
+    inst = await service.rebuild(inst, ctx, args["imageRef"], changes)
+    is_admin = service.policy.check("compute:servers:show:extended_attributes", ctx)
+    body = server_view(request, ctx, inst, is_admin=is_admin)
+    body["adminPass"] = args.get("adminPass") or secrets.token_urlsafe(9)
+    return json({"server": body}, status=202)
 
 
 # -- os-instance-actions ---------------------------------------------------------------

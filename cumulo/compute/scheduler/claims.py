@@ -18,6 +18,11 @@ from cumulo.compute.scheduler.host_state import HostState, RequestSpec
 COMPUTE_BINARY = "cumulo-compute"
 
 
+def resize_allocation(instance_uuid: str) -> str:
+    """The key of the second allocation an instance holds while it is resized."""
+    return f"{instance_uuid}.resize"
+
+
 async def claim(session: AsyncSession, node_id: int, instance_uuid: str, spec: RequestSpec) -> bool:
     """Take the resources of one instance on a node; False when they no longer fit."""
     n = ComputeNode

@@ -171,5 +171,18 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     async def get_available_resource(self) -> HostResources: ...
 
+    async def resize(self, uuid: str, flavor: FlavorSpec) -> None:
+        """Give a stopped guest the flavor's vCPUs, memory and (growing only) root disk,
+        keeping what revert_resize needs to undo it until confirm_resize."""
+        raise DriverError(f"{type(self).__name__} cannot resize guests")
+
+    async def confirm_resize(self, uuid: str) -> None:
+        """Forget what a resize kept for reverting."""
+        return None
+
+    async def revert_resize(self, uuid: str) -> None:
+        """Put a stopped guest back as it was before the last resize."""
+        raise DriverError(f"{type(self).__name__} cannot resize guests")
+
     async def get_vnc_console(self, uuid: str) -> dict[str, Any]:
         raise DriverError("this driver has no graphical console")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cumulo.compute.states import PowerState
 from cumulo.compute.virt.driver import (
     BlockDevice,
     ComputeDriver,
     DriverError,
+    FlavorSpec,
     GuestInfo,
     GuestNotFound,
     GuestSpec,
@@ -31,6 +32,7 @@ class FakeGuest:
     started_at: float = field(default_factory=time.monotonic)
     console: list[str] = field(default_factory=list)
     volumes: dict[str, BlockDevice] = field(default_factory=dict)
+    before_resize: GuestSpec | None = None
 
     def log(self, line: str) -> None:
         self.console.append(line)
@@ -158,6 +160,26 @@ class FakeDriver(ComputeDriver):
         if guest.volumes.pop(volume_id, None) is None:
             raise DriverError(f"volume {volume_id} is not attached to {uuid}")
         guest.log("virtio disk detached")
+
+    async def resize(self, uuid: str, flavor: FlavorSpec) -> None:
+        guest = self._guest(uuid)
+        self._require(guest, PowerState.SHUTDOWN)
+        if flavor.root_gb < guest.spec.flavor.root_gb:
+            raise DriverError("a root disk cannot shrink")
+        guest.before_resize = guest.spec
+        guest.spec = replace(guest.spec, flavor=flavor)
+        guest.log(f"resized to {flavor.name}")
+
+    async def confirm_resize(self, uuid: str) -> None:
+        self._guest(uuid).before_resize = None
+
+    async def revert_resize(self, uuid: str) -> None:
+        guest = self._guest(uuid)
+        self._require(guest, PowerState.SHUTDOWN)
+        if guest.before_resize is None:
+            raise DriverError(f"guest {uuid} has no resize to revert")
+        guest.spec, guest.before_resize = guest.before_resize, None
+        guest.log(f"resize reverted to {guest.spec.flavor.name}")
 
     async def get_available_resource(self) -> HostResources:
         return HostResources(

@@ -245,7 +245,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "allocation",
-        sa.Column("instance_uuid", sa.String(length=36), nullable=False),
+        sa.Column("instance_uuid", sa.String(length=64), nullable=False),
         sa.Column("node_id", sa.Integer(), nullable=False),
         sa.Column("vcpus", sa.Integer(), nullable=False),
         sa.Column("memory_mb", sa.Integer(), nullable=False),
