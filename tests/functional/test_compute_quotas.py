@@ -10,9 +10,10 @@ from tests.cloudrunner import CloudRunner
 from tests.functional.test_compute_flavors import compute
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def project(cloud: CloudRunner):
-    """A fresh project with the demo user as a member (quotas start at the defaults)."""
+    """A project of its own with the demo user as a member (each test leaves its quotas at
+    the defaults)."""
     name = f"quota-{uuid.uuid4().hex[:8]}"
     created = cloud.openstack("project", "create", name, "-f", "json")
     cloud.openstack("role", "add", "--project", name, "--user", "demo", "member")
