@@ -105,6 +105,7 @@ class Cloud:
             identity_app=create_identity_app(cloud.identity),
             image_app=create_image_app(cloud.image),
             network_app=create_network_app(cloud.network),
+            volume_app=create_volume_app(cloud.volume),
         )
         cloud.identity.invalidation_listeners.append(cloud.compute.service.validator.clear)
         return cloud

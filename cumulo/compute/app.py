@@ -22,6 +22,7 @@ from cumulo.compute.api import (
     servers,
     services,
     versions,
+    volume_attachments,
 )
 from cumulo.compute.api.microversion import MicroversionMiddleware
 from cumulo.compute.service import ComputeService
@@ -47,6 +48,7 @@ API_ROUTES: list[BaseRoute] = [
     *servers.routes,
     *server_actions.routes,
     *server_extras.routes,
+    *volume_attachments.routes,
     *flavors.routes,
     *keypairs.routes,
     *services.routes,

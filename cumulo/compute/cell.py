@@ -52,6 +52,7 @@ class ComputeCell:
         identity_app: ASGIApp,
         image_app: ASGIApp | None = None,
         network_app: ASGIApp | None = None,
+        volume_app: ASGIApp | None = None,
     ) -> ComputeCell:
         """The all-in-one compute: every compute service in this process, apps in-process."""
         bus = get_transport(config.messaging.transport_url)
@@ -61,7 +62,8 @@ class ComputeCell:
         await bootstrap_compute(db)
         images = ServiceClient("image", app=image_app) if image_app is not None else None
         networks = ServiceClient("network", app=network_app) if network_app is not None else None
-        clients = [c for c in (images, networks) if c is not None]
+        volumes = ServiceClient("block-storage", app=volume_app) if volume_app is not None else None
+        clients = [c for c in (images, networks, volumes) if c is not None]
         c = config.compute
         await bus.serve(
             rpcapi.CONDUCTOR,
@@ -74,7 +76,7 @@ class ComputeCell:
         validator = TokenValidator(
             IdentityClient(config, app=identity_app), config.identity.cache_time
         )
-        service = ComputeService(config, state_dir, db, bus, validator, images, networks)
+        service = ComputeService(config, state_dir, db, bus, validator, images, networks, volumes)
         cell = cls(config, state_dir, bus, db, service, clients=clients)
         base = c.host or socket.gethostname()
         hosts = [base] + [f"{base}-fake{i}" for i in range(1, c.fake_hosts + 1)]
@@ -91,7 +93,7 @@ class ComputeCell:
             driver = make_driver(config, host) if host == base else FakeDriver(host)
             cache = ImageCache(state_dir / "compute" / host / "images", images)
             network = NetworkClient(networks, validator.client.service_token) if networks else None
-            manager = ComputeManager(host, driver, bus, cache, network, options)
+            manager = ComputeManager(host, driver, bus, cache, network, options, volumes=volumes)
             await manager.start()
             cell.managers.append(manager)
         return cell

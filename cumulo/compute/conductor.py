@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from cumulo.common.db import Database, utcnow
 from cumulo.common.rpc import Endpoint, RemoteError
 from cumulo.compute import rpcapi
 from cumulo.compute.models import (
     Allocation,
+    BlockDeviceMapping,
     ComputeNode,
     ComputeService,
     Instance,
@@ -329,6 +330,9 @@ class ConductorManager(Endpoint):
         async with self.db.write() as s:
             await release(s, instance_uuid)
             await s.execute(
+                delete(BlockDeviceMapping).where(BlockDeviceMapping.instance_uuid == instance_uuid)
+            )
+            await s.execute(
                 update(Instance)
                 .where(Instance.uuid == instance_uuid)
                 .values(
@@ -457,6 +461,49 @@ class ConductorManager(Endpoint):
                 )
             else:
                 await release(s, resize_allocation(instance_uuid))
+
+    # -- volumes ----------------------------------------------------------------------
+
+    async def volume_attached(
+        self, ctx: dict, instance_uuid: str, volume_id: str, connection_info: dict[str, Any]
+    ) -> None:
+        async with self.db.write() as s:
+            await s.execute(
+                update(BlockDeviceMapping)
+                .where(
+                    BlockDeviceMapping.instance_uuid == instance_uuid,
+                    BlockDeviceMapping.volume_id == volume_id,
+                )
+                .values(connection_info=connection_info)
+            )
+
+    async def block_devices(self, ctx: dict, instance_uuid: str) -> list[dict[str, Any]]:
+        async with self.db.read() as s:
+            rows = await s.scalars(
+                select(BlockDeviceMapping).where(
+                    BlockDeviceMapping.instance_uuid == instance_uuid,
+                    BlockDeviceMapping.volume_id.is_not(None),
+                )
+            )
+            return [
+                {
+                    "volume_id": b.volume_id,
+                    "attachment_id": b.attachment_id,
+                    "device_name": b.device_name,
+                    "connection_info": b.connection_info,
+                    "delete_on_termination": b.delete_on_termination,
+                }
+                for b in rows
+            ]
+
+    async def volume_detached(self, ctx: dict, instance_uuid: str, volume_id: str) -> None:
+        async with self.db.write() as s:
+            await s.execute(
+                delete(BlockDeviceMapping).where(
+                    BlockDeviceMapping.instance_uuid == instance_uuid,
+                    BlockDeviceMapping.volume_id == volume_id,
+                )
+            )
 
     async def instances_on_host(self, ctx: dict, host: str) -> list[dict[str, Any]]:
         async with self.db.read() as s:

@@ -15,13 +15,14 @@ from typing import Any
 
 from cumulo.common.db import utcnow
 from cumulo.common.rpc import Endpoint, RemoteError, Transport
-from cumulo.common.service_client import file_chunks
+from cumulo.common.service_client import ServiceClient, file_chunks
 from cumulo.compute import rpcapi
 from cumulo.compute.conductor import InstanceNotFound, UnexpectedTaskState
 from cumulo.compute.image_cache import ImageCache
 from cumulo.compute.network import NetworkClient, vifs_from_info
 from cumulo.compute.states import PowerState, TaskState, VmState
 from cumulo.compute.virt.driver import (
+    BlockDevice,
     ComputeDriver,
     DriverError,
     FlavorSpec,
@@ -31,6 +32,9 @@ from cumulo.compute.virt.driver import (
 )
 
 LOG = logging.getLogger(__name__)
+
+# The Block Storage microversion the attachment calls are written for.
+VOLUME_API = {"OpenStack-API-Version": "volume 3.44"}
 
 # What the guest reports, mapped to the vm_state a stable instance should have.
 _POWER_TO_VM = {
@@ -67,6 +71,8 @@ class ComputeManager(Endpoint):
         image_cache: ImageCache,
         network: NetworkClient | None,
         options: HostOptions | None = None,
+        *,
+        volumes: ServiceClient | None = None,
     ) -> None:
         self.host = host
         self.driver = driver
@@ -75,6 +81,7 @@ class ComputeManager(Endpoint):
         self.image_cache = image_cache
         self.network = network
         self.options = options or HostOptions()
+        self.volumes = volumes
         self._periodic: asyncio.Task | None = None
         # A context for the agent's own messages (heartbeats, power sync).
         self.service_context = {
@@ -308,6 +315,20 @@ class ComputeManager(Endpoint):
         instances = {i["uuid"]: i for i in await self.conductor.instances_on_host(ctx, self.host)}
         info = (instances.get(instance_uuid) or {}).get("network_info") or []
         await self._undo_build(token, instance_uuid, info)
+        for bdm in await self.conductor.block_devices(ctx, instance_uuid):
+            if bdm["attachment_id"]:
+                await self._drop_attachment(token, bdm["attachment_id"])
+            if bdm["delete_on_termination"] and self.volumes is not None:
+                try:
+                    await self.volumes.request(
+                        "DELETE",
+                        f"/v3/volumes/{bdm['volume_id']}",
+                        token,
+                        headers=VOLUME_API,
+                        ok=(202, 204, 404),
+                    )
+                except Exception:  # noqa: BLE001 - the server goes anyway; say so
+                    LOG.warning("could not delete volume %s", bdm["volume_id"])
         await self.conductor.action_event(
             ctx, instance_uuid, "compute_terminate_instance", host=self.host, finish=True
         )
@@ -491,6 +512,81 @@ class ComputeManager(Endpoint):
                 ctx, instance_uuid, vm_state=VmState.RESIZED, system_metadata=sysmeta, **sizes
             )
         await self.conductor.action_event(ctx, instance_uuid, event, host=self.host, finish=True)
+
+    # -- volumes (api-ref: Servers with volume attachments) ------------------------------
+
+    async def attach_volume(
+        self, ctx: dict, instance_uuid: str, volume_id: str, attachment_id: str, device: str
+    ) -> None:
+        """Connect the reserved volume to this host, plug it into the guest, complete."""
+        token = ctx.get("auth_token") or ""
+        event = "compute_attach_volume"
+        await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
+        try:
+            if self.volumes is None:
+                raise DriverError("this compute host has no Block Storage service")
+            attachment = (
+                await self.volumes.json(
+                    "PUT",
+                    f"/v3/attachments/{attachment_id}",
+                    token,
+                    headers=VOLUME_API,
+                    json={"attachment": {"connector": {"host": self.host, "mountpoint": device}}},
+                )
+            )["attachment"]
+            info = attachment["connection_info"]
+            await self.driver.attach_volume(instance_uuid, BlockDevice(volume_id, device, info))
+            await self.volumes.request(
+                "POST",
+                f"/v3/attachments/{attachment_id}/action",
+                token,
+                headers=VOLUME_API,
+                json={"os-complete": None},
+            )
+            await self.conductor.volume_attached(ctx, instance_uuid, volume_id, info)
+        except Exception as exc:  # noqa: BLE001 - undo: the volume goes back to available
+            LOG.warning("attaching %s to %s failed: %s", volume_id, instance_uuid, exc)
+            await self._drop_attachment(token, attachment_id)
+            await self.conductor.volume_detached(ctx, instance_uuid, volume_id)
+            await self.conductor.action_event(
+                ctx, instance_uuid, event, host=self.host, finish=True, error=str(exc)
+            )
+            return
+        await self.conductor.action_event(ctx, instance_uuid, event, host=self.host, finish=True)
+
+    async def _drop_attachment(self, token: str, attachment_id: str) -> None:
+        if self.volumes is None:
+            return
+        try:
+            await self.volumes.request(
+                "DELETE",
+                f"/v3/attachments/{attachment_id}",
+                token,
+                headers=VOLUME_API,
+                ok=(200, 202, 204, 404),
+            )
+        except Exception:  # noqa: BLE001 - best effort, logged
+            LOG.warning("could not delete volume attachment %s", attachment_id)
+
+    async def detach_volume(
+        self, ctx: dict, instance_uuid: str, volume_id: str, attachment_id: str
+    ) -> None:
+        token = ctx.get("auth_token") or ""
+        event = "compute_detach_volume"
+        await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
+        error = None
+        try:
+            await self.driver.detach_volume(instance_uuid, volume_id)
+        except GuestNotFound:
+            pass
+        except DriverError as exc:
+            error = str(exc)
+        if error is None:
+            await self._drop_attachment(token, attachment_id)
+            await self.conductor.volume_detached(ctx, instance_uuid, volume_id)
+        await self.conductor.action_event(
+            ctx, instance_uuid, event, host=self.host, finish=True, error=error
+        )
 
     async def confirm_resize(self, ctx: dict, instance_uuid: str) -> None:
         await self.driver.confirm_resize(instance_uuid)

@@ -121,6 +121,26 @@ class ConductorAPI:
             CONDUCTOR, "finish_resize", ctx, instance_uuid=instance_uuid, confirm=confirm
         )
 
+    async def volume_attached(
+        self, ctx: Context, instance_uuid: str, volume_id: str, connection_info: dict[str, Any]
+    ) -> None:
+        await self.bus.call(
+            CONDUCTOR,
+            "volume_attached",
+            ctx,
+            instance_uuid=instance_uuid,
+            volume_id=volume_id,
+            connection_info=connection_info,
+        )
+
+    async def block_devices(self, ctx: Context, instance_uuid: str) -> list[dict[str, Any]]:
+        return await self.bus.call(CONDUCTOR, "block_devices", ctx, instance_uuid=instance_uuid)
+
+    async def volume_detached(self, ctx: Context, instance_uuid: str, volume_id: str) -> None:
+        await self.bus.call(
+            CONDUCTOR, "volume_detached", ctx, instance_uuid=instance_uuid, volume_id=volume_id
+        )
+
     async def instances_on_host(self, ctx: Context, host: str) -> list[dict[str, Any]]:
         return await self.bus.call(CONDUCTOR, "instances_on_host", ctx, host=host)
 
@@ -207,6 +227,37 @@ class ComputeAPI:
 
     async def confirm_resize(self, ctx: Context, host: str, instance_uuid: str) -> None:
         await self.bus.cast(compute_topic(host), "confirm_resize", ctx, instance_uuid=instance_uuid)
+
+    async def attach_volume(
+        self,
+        ctx: Context,
+        host: str,
+        instance_uuid: str,
+        volume_id: str,
+        attachment_id: str,
+        device: str,
+    ) -> None:
+        await self.bus.cast(
+            compute_topic(host),
+            "attach_volume",
+            ctx,
+            instance_uuid=instance_uuid,
+            volume_id=volume_id,
+            attachment_id=attachment_id,
+            device=device,
+        )
+
+    async def detach_volume(
+        self, ctx: Context, host: str, instance_uuid: str, volume_id: str, attachment_id: str
+    ) -> None:
+        await self.bus.cast(
+            compute_topic(host),
+            "detach_volume",
+            ctx,
+            instance_uuid=instance_uuid,
+            volume_id=volume_id,
+            attachment_id=attachment_id,
+        )
 
     async def get_console_output(
         self, ctx: Context, host: str, instance_uuid: str, length: int | None

@@ -25,8 +25,8 @@ from cumulo.common.policy import Policy
 from cumulo.common.rpc import Transport
 from cumulo.common.service_client import ServiceClient, ServiceError
 from cumulo.compute import quotas, rpcapi
-from cumulo.compute.models import ComputeService as ServiceRecord
 from cumulo.compute.models import (
+    BlockDeviceMapping,
     Flavor,
     FlavorProject,
     Instance,
@@ -35,6 +35,7 @@ from cumulo.compute.models import (
     ServerGroup,
     ServerGroupMember,
 )
+from cumulo.compute.models import ComputeService as ServiceRecord
 from cumulo.compute.policies import COMPUTE_RULES
 from cumulo.compute.scheduler.claims import release
 from cumulo.compute.states import TaskState, VmState, check_state
@@ -99,6 +100,7 @@ class ComputeService:
         validator: TokenValidator,
         images: ServiceClient | None,
         networks: ServiceClient | None,
+        volumes: ServiceClient | None = None,
     ) -> None:
         self.config = config
         self.state_dir = state_dir
@@ -107,6 +109,7 @@ class ComputeService:
         self.validator = validator
         self.images = images
         self.networks = networks
+        self.volumes = volumes
         self.policy = Policy(COMPUTE_RULES, state_dir / config.policy_file)
         self.conductor = rpcapi.ConductorAPI(bus)
         self.compute_rpc = rpcapi.ComputeAPI(bus)
@@ -611,6 +614,112 @@ class ComputeService:
         await self._set_task(inst, TaskState.RESIZE_REVERTING, {None})
         await self.compute_rpc.resize_instance(
             self.rpc_context(ctx), inst.host, inst.uuid, old_flavor, True
+        )
+
+    # -- volume attachments ------------------------------------------------------------
+
+    async def block_devices(self, instance_uuid: str) -> list[BlockDeviceMapping]:
+        async with self.db.read() as s:
+            rows = await s.scalars(
+                select(BlockDeviceMapping)
+                .where(
+                    BlockDeviceMapping.instance_uuid == instance_uuid,
+                    BlockDeviceMapping.volume_id.is_not(None),
+                )
+                .order_by(BlockDeviceMapping.id)
+            )
+            return list(rows)
+
+    @check_state(
+        vm_state=[
+            VmState.ACTIVE,
+            VmState.PAUSED,
+            VmState.STOPPED,
+            VmState.SUSPENDED,
+            VmState.RESIZED,
+        ]
+    )
+    async def attach_volume(
+        self,
+        inst: Instance,
+        ctx: RequestContext,
+        volume_id: str,
+        device: str | None,
+        tag: str | None,
+        delete_on_termination: bool,
+    ) -> BlockDeviceMapping:
+        """Reserve the volume in Block Storage, record the mapping, cast to the host."""
+        self._check_lock(ctx, inst)
+        if self.volumes is None:
+            raise BadRequest("This cloud has no Block Storage service.")
+        existing = await self.block_devices(inst.uuid)
+        if any(b.volume_id == volume_id for b in existing):
+            raise BadRequest(
+                f"Invalid volume: volume {volume_id} is already attached to instance {inst.uuid}."
+            )
+        used = {b.device_name for b in existing} | {"/dev/vda"}
+        if device is None:
+            device = next(
+                f"/dev/vd{c}" for c in "bcdefghijklmnopqrstuvwxyz" if f"/dev/vd{c}" not in used
+            )
+        elif device in used:
+            raise Conflict(f"The supplied device path ({device}) is in use.")
+        try:
+            attachment = (
+                await self.volumes.json(
+                    "POST",
+                    "/v3/attachments",
+                    ctx.auth_token,
+                    headers={"OpenStack-API-Version": "volume 3.44"},
+                    json={"attachment": {"volume_uuid": volume_id, "instance_uuid": inst.uuid}},
+                )
+            )["attachment"]
+        except ServiceError as exc:
+            if exc.status == 404:
+                raise NotFound(f"Volume {volume_id} could not be found.") from None
+            if exc.status in (400, 409):
+                raise BadRequest(f"Invalid volume: {exc.body[:300]}") from None
+            raise
+        await self._record_action(ctx, inst, "attach_volume")
+        bdm = BlockDeviceMapping(
+            instance_uuid=inst.uuid,
+            source_type="volume",
+            destination_type="volume",
+            volume_id=volume_id,
+            device_name=device,
+            attachment_id=attachment["id"],
+            tag=tag,
+            delete_on_termination=delete_on_termination,
+        )
+        async with self.db.write() as s:
+            s.add(bdm)
+        await self.compute_rpc.attach_volume(
+            self.rpc_context(ctx), inst.host, inst.uuid, volume_id, attachment["id"], device
+        )
+        return bdm
+
+    @check_state(
+        vm_state=[
+            VmState.ACTIVE,
+            VmState.PAUSED,
+            VmState.STOPPED,
+            VmState.SUSPENDED,
+            VmState.RESIZED,
+            VmState.ERROR,
+        ]
+    )
+    async def detach_volume(self, inst: Instance, ctx: RequestContext, volume_id: str) -> None:
+        self._check_lock(ctx, inst)
+        bdm = next(
+            (b for b in await self.block_devices(inst.uuid) if b.volume_id == volume_id), None
+        )
+        if bdm is None:
+            raise NotFound(f"volume_id not found: {volume_id}")
+        if bdm.boot_index == 0:
+            raise BadRequest("Cannot detach a root device volume")
+        await self._record_action(ctx, inst, "detach_volume")
+        await self.compute_rpc.detach_volume(
+            self.rpc_context(ctx), inst.host, inst.uuid, volume_id, bdm.attachment_id or ""
         )
 
     async def console_output(self, ctx: RequestContext, inst: Instance, length: int | None) -> str:

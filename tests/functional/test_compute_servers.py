@@ -307,3 +307,38 @@ def test_server_image_create(cloud: CloudRunner, image: str):
     assert shown["checksum"] == original["checksum"]  # the fake disk is the base image's bytes
     demo(cloud, "image", "delete", snap["id"])
     demo(cloud, "server", "delete", "--wait", name)
+
+
+def test_server_add_and_remove_volume(cloud: CloudRunner, image: str):
+    name = _name("with-volume")
+    demo(cloud, "server", "create", "--image", image, "--flavor", "m1.tiny", "--network",
+         "private", "--wait", name)
+    volume = demo(cloud, "volume", "create", "--size", "1", _name("vol"), "-f", "json")
+    for _ in range(100):
+        if demo(cloud, "volume", "show", volume["id"], "-f", "json")["status"] == "available":
+            break
+        time.sleep(0.2)
+    demo(cloud, "server", "add", "volume", name, volume["id"])
+    for _ in range(100):
+        shown = demo(cloud, "volume", "show", volume["id"], "-f", "json")
+        if shown["status"] == "in-use":
+            break
+        time.sleep(0.2)
+    assert shown["status"] == "in-use"
+    [attachment] = shown["attachments"]
+    assert attachment["device"] == "/dev/vdb"
+    server = demo(cloud, "server", "show", name, "-f", "json")
+    assert [v["id"] for v in server["volumes_attached"]] == [volume["id"]]
+    assert "attached" in demo(cloud, "console", "log", "show", name)
+
+    again = demo(cloud, "server", "add", "volume", name, volume["id"], check=False)
+    assert again.returncode != 0 and "400" in again.stderr or "already" in again.stderr
+
+    demo(cloud, "server", "remove", "volume", name, volume["id"])
+    for _ in range(100):
+        if demo(cloud, "volume", "show", volume["id"], "-f", "json")["status"] == "available":
+            break
+        time.sleep(0.2)
+    assert demo(cloud, "volume", "show", volume["id"], "-f", "json")["attachments"] == []
+    demo(cloud, "volume", "delete", volume["id"])
+    demo(cloud, "server", "delete", "--wait", name)
