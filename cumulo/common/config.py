@@ -102,6 +102,8 @@ class ComputeConfig(_Section):
     fake_hosts: int = Field(0, ge=0)
     availability_zone: str = "nova"
     max_attempts: int = Field(3, ge=1, description="hosts tried per build")
+    # A build with no progress for this long (seconds) goes to ERROR (its host died).
+    build_timeout: float = Field(600.0, gt=0)
     service_down_time: float = Field(60.0, gt=0, description="heartbeat age of a down host")
     report_interval: float = Field(10.0, gt=0)
     cpu_allocation_ratio: float = Field(4.0, gt=0)

@@ -3,6 +3,8 @@ and the API service, on one message bus."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +28,23 @@ from cumulo.compute.service import ComputeService
 from cumulo.compute.virt.driver import ComputeDriver
 from cumulo.compute.virt.fake import FakeDriver
 
+LOG = logging.getLogger(__name__)
+
 
 def make_driver(config: CumuloConfig, host: str) -> ComputeDriver:
     if config.compute.driver == "fake":
         return FakeDriver(host)
     raise ValueError(f"unknown compute driver {config.compute.driver!r}")
+
+
+async def _expire_builds_forever(conductor: ConductorManager) -> None:
+    interval = min(60.0, conductor.options.build_timeout / 4)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await conductor.expire_stuck_builds()
+        except Exception:  # noqa: BLE001 - try again next round
+            LOG.exception("expiring stuck builds failed")
 
 
 @dataclass
@@ -42,6 +56,7 @@ class ComputeCell:
     service: ComputeService
     managers: list[ComputeManager] = field(default_factory=list)
     clients: list[ServiceClient] = field(default_factory=list)
+    tasks: list[asyncio.Task] = field(default_factory=list)
 
     @classmethod
     async def open(
@@ -67,7 +82,11 @@ class ComputeCell:
         c = config.compute
         await bus.serve(
             rpcapi.CONDUCTOR,
-            ConductorManager(db, bus, ConductorOptions(max_attempts=c.max_attempts)),
+            conductor := ConductorManager(
+                db,
+                bus,
+                ConductorOptions(max_attempts=c.max_attempts, build_timeout=c.build_timeout),
+            ),
         )
         await bus.serve(
             rpcapi.SCHEDULER,
@@ -78,6 +97,7 @@ class ComputeCell:
         )
         service = ComputeService(config, state_dir, db, bus, validator, images, networks, volumes)
         cell = cls(config, state_dir, bus, db, service, clients=clients)
+        cell.tasks.append(asyncio.create_task(_expire_builds_forever(conductor)))
         base = c.host or socket.gethostname()
         hosts = [base] + [f"{base}-fake{i}" for i in range(1, c.fake_hosts + 1)]
         options = HostOptions(
@@ -99,6 +119,9 @@ class ComputeCell:
         return cell
 
     async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         for manager in self.managers:
             await manager.stop()
         await self.bus.close()

@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from cumulo.common.db import Database, utcnow
 from cumulo.common.rpc import Endpoint, RemoteError
@@ -64,6 +64,8 @@ class InstanceNotFound(Exception):
 @dataclass
 class ConductorOptions:
     max_attempts: int = 3
+    # A build that has not moved for this long (seconds) is failed: a host died mid-build.
+    build_timeout: float = 600.0
 
 
 def instance_to_dict(inst: Instance) -> dict[str, Any]:
@@ -406,6 +408,46 @@ class ConductorManager(Endpoint):
             ):
                 if field in resources:
                     setattr(node, field, resources[field])
+
+    async def expire_stuck_builds(self) -> list[str]:
+        """Fail builds that made no progress within build_timeout (their host is gone)."""
+        cutoff = utcnow() - timedelta(seconds=self.options.build_timeout)
+        stale = (
+            Instance.vm_state == VmState.BUILDING,
+            Instance.deleted.is_(False),
+            func.coalesce(Instance.updated_at, Instance.created_at) < cutoff,
+        )
+        async with self.db.read() as s:
+            stuck = (await s.execute(select(Instance.uuid, Instance.host).where(*stale))).all()
+        failed = []
+        for instance_uuid, host in stuck:
+            message = (
+                f"Build of instance {instance_uuid} timed out after "
+                f"{self.options.build_timeout:g} seconds."
+            )
+            async with self.db.write() as s:
+                # Compare-and-swap: a build that moved on meanwhile is left alone.
+                result = await s.execute(
+                    update(Instance)
+                    .where(Instance.uuid == instance_uuid, *stale)
+                    .values(vm_state=VmState.ERROR, task_state=None, updated_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+                if result.rowcount != 1:
+                    continue
+                await release(s, instance_uuid)
+                s.add(
+                    InstanceFault(
+                        instance_uuid=instance_uuid,
+                        code=500,
+                        message=message,
+                        details=message,
+                        host=host,
+                    )
+                )
+            LOG.warning("%s", message)
+            failed.append(instance_uuid)
+        return failed
 
     # -- resize (on the instance's own host) ------------------------------------------
 

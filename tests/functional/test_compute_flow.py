@@ -15,7 +15,7 @@ from sqlalchemy import select
 from cumulo.common.db import Database
 from cumulo.common.rpc import get_transport
 from cumulo.compute import rpcapi
-from cumulo.compute.conductor import ConductorManager
+from cumulo.compute.conductor import ConductorManager, ConductorOptions
 from cumulo.compute.image_cache import ImageCache
 from cumulo.compute.manager import ComputeManager, HostOptions
 from cumulo.compute.models import (
@@ -53,7 +53,8 @@ class Cell:
 
     async def start(self) -> None:
         await self.db.migrate()
-        await self.bus.serve(rpcapi.CONDUCTOR, ConductorManager(self.db, self.bus))
+        self.conductor = ConductorManager(self.db, self.bus, ConductorOptions(build_timeout=0.5))
+        await self.bus.serve(rpcapi.CONDUCTOR, self.conductor)
         await self.bus.serve(rpcapi.SCHEDULER, SchedulerManager(self.db))
         for host, driver in self.drivers.items():
             manager = ComputeManager(
@@ -272,3 +273,24 @@ async def test_a_guest_that_dies_is_reported_shutoff(cell: Cell):
     await manager.sync_power_states()
     inst = await cell.wait_for(instance_uuid, VmState.STOPPED)
     assert inst.power_state == PowerState.NOSTATE
+
+
+@pytest.mark.parametrize("cell", [{"stuck": FakeDriver("stuck", spawn_delay=3600)}], indirect=True)
+async def test_a_build_that_never_finishes_goes_to_error_after_the_timeout(cell: Cell):
+    instance_uuid, _ = await cell.boot()
+    for _ in range(100):  # wait until the host is spawning (and then hangs there)
+        async with cell.db.read() as s:
+            inst = await s.scalar(select(Instance).where(Instance.uuid == instance_uuid))
+        if inst.task_state == TaskState.SPAWNING:
+            break
+        await asyncio.sleep(0.02)
+    assert await cell.conductor.expire_stuck_builds() == []  # not stale yet
+    await asyncio.sleep(0.6)
+    assert await cell.conductor.expire_stuck_builds() == [instance_uuid]
+    inst = await cell.wait_for(instance_uuid, VmState.ERROR)
+    async with cell.db.read() as s:
+        fault = await s.scalar(
+            select(InstanceFault).where(InstanceFault.instance_uuid == instance_uuid)
+        )
+        assert await s.get(Allocation, instance_uuid) is None
+    assert "timed out" in fault.message
