@@ -33,6 +33,8 @@ def configure_state_dir(state_dir: Path, database: str | None = None) -> None:
     for name in type(config.ports).model_fields:
         setattr(config.ports, name, free_port())
     config.identity.bcrypt_rounds = 4
+    # Functional tests record the data plane only; tests/e2e builds a real one.
+    config.network.driver = "noop"
     write_config(state_dir, config)
 
 

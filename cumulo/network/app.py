@@ -47,16 +47,18 @@ async def open_network_service(
     service = NetworkService(
         config, state_dir, db, TokenValidator(client, config.identity.cache_time)
     )
-    await start_dataplane(service, get_transport(config.messaging.transport_url))
+    await start_dataplane(service, get_transport(config.messaging.transport_url), state_dir)
     return service
 
 
-async def start_dataplane(service: NetworkService, transport: Transport) -> NetworkAgent:
+async def start_dataplane(
+    service: NetworkService, transport: Transport, state_dir: Path
+) -> NetworkAgent:
     """The server endpoint and this host's agent on the bus; changes cast `sync` to it."""
     host = service.config.network.agent_host or socket.gethostname()
     await transport.start()
     await transport.serve(SERVER_TOPIC, NetworkStateEndpoint(service))
-    agent = NetworkAgent(transport, host, select_driver(service.config.network.driver))
+    agent = NetworkAgent(transport, host, select_driver(service.config.network.driver, state_dir))
     await agent.start()
 
     async def notify() -> None:

@@ -79,6 +79,11 @@ class NetworkService:
         await self.validator.client.close()
         await self.db.dispose()
 
+    def vif_details(self, network_id: str) -> dict[str, Any]:
+        """A bound port's binding:vif_details, as this host's data plane driver says."""
+        driver = getattr(self.agent, "driver", None)
+        return driver.vif_details(network_id) if driver else {"port_filter": True}
+
     async def changed(self) -> None:
         if self.on_change is not None:
             await self.on_change()

@@ -67,7 +67,12 @@ VNIC_TYPES = ("normal", "direct", "macvtap", "baremetal", "direct-physical", "vi
 
 
 def render_port(
-    p: Port, fixed_ips: list[dict], groups: list[str], tags: list[str], admin: bool
+    p: Port,
+    fixed_ips: list[dict],
+    groups: list[str],
+    tags: list[str],
+    admin: bool,
+    vif_details: dict[str, Any],
 ) -> dict[str, Any]:
     body = {
         **standard(p, tags),
@@ -90,7 +95,7 @@ def render_port(
         body["binding:profile"] = p.binding_profile
         body["binding:vnic_type"] = p.vnic_type
         body["binding:vif_type"] = "bridge" if p.host else "unbound"
-        body["binding:vif_details"] = {"port_filter": True} if p.host else {}
+        body["binding:vif_details"] = vif_details if p.host else {}
     return body
 
 
@@ -111,7 +116,12 @@ async def render_ports(
                 groups[row.port_id].append(row.security_group_id)
         tags = await tags_of(session, ids)
     admin = service.is_admin(ctx)
-    return [render_port(p, ips[p.id], sorted(groups[p.id]), tags[p.id], admin) for p in ports]
+    return [
+        render_port(
+            p, ips[p.id], sorted(groups[p.id]), tags[p.id], admin, service.vif_details(p.network_id)
+        )
+        for p in ports
+    ]
 
 
 def ports_visible(service: NetworkService, ctx: RequestContext):
@@ -311,7 +321,9 @@ async def create_port(request: Request) -> Response:
     port, ips, groups = await write_retrying(service.db, work)
     await service.changed()
     # Rendered from what the transaction wrote: a new port has no tags yet.
-    body = render_port(port, ips, groups, [], service.is_admin(ctx))
+    body = render_port(
+        port, ips, groups, [], service.is_admin(ctx), service.vif_details(port.network_id)
+    )
     return show(request, "port", body, 201)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 LOG = logging.getLogger(__name__)
@@ -25,6 +26,10 @@ class NetworkDriver(abc.ABC):
     async def teardown(self) -> None:
         """Remove everything this driver built on the host."""
 
+    def vif_details(self, network_id: str) -> dict[str, Any]:
+        """A bound port's binding:vif_details: what the compute side plugs its tap into."""
+        return {"port_filter": True}
+
 
 def has_net_admin() -> bool:
     try:
@@ -37,13 +42,18 @@ def has_net_admin() -> bool:
     return False
 
 
-def select_driver(name: str) -> NetworkDriver:
+def select_driver(name: str, state_dir: Path) -> NetworkDriver:
+    """ "linuxbridge", "noop", or "auto": linuxbridge with CAP_NET_ADMIN and the tools."""
+    from cumulo.network.dataplane.linuxbridge import LinuxBridgeDriver, tools_available
     from cumulo.network.dataplane.noop import NoopDriver
 
     if name == "linuxbridge":
-        raise NotImplementedError(
-            "the linuxbridge data plane driver is not implemented yet; use driver = 'noop'"
-        )
-    if name == "auto" and has_net_admin():
-        LOG.info("network data plane: linuxbridge is not available yet, using noop")
+        if not (has_net_admin() and tools_available()):
+            raise RuntimeError(
+                "network driver 'linuxbridge' needs CAP_NET_ADMIN and ip, nft, dnsmasq, sysctl"
+            )
+        return LinuxBridgeDriver(state_dir)
+    if name == "auto" and has_net_admin() and tools_available():
+        LOG.info("network data plane: linuxbridge")
+        return LinuxBridgeDriver(state_dir)
     return NoopDriver()

@@ -69,6 +69,7 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
             "protocol": rule.protocol,
             "port_range_min": rule.port_range_min,
             "port_range_max": rule.port_range_max,
+            "remote_group_id": rule.remote_group_id,
             "remote_prefixes": prefixes,
         }
 

@@ -1,0 +1,98 @@
+"""Running iproute2, nftables and sysctl: argv lists on asyncio subprocesses, never a shell.
+
+Every command the linuxbridge driver runs goes through `run`, so a failure names the
+command and its stderr, and nothing built from user input is ever parsed by a shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from typing import Any
+
+
+class CommandError(RuntimeError):
+    def __init__(self, argv: tuple[str, ...], returncode: int, stderr: str) -> None:
+        super().__init__(f"{' '.join(argv)} exited {returncode}: {stderr.strip()}")
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+async def run(*argv: str, stdin: str | None = None, check: bool = True) -> str:
+    """Run argv off the event loop; its stdout, or CommandError when it fails and check."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+    if check and proc.returncode != 0:
+        raise CommandError(argv, proc.returncode or 0, err.decode(errors="replace"))
+    return out.decode(errors="replace")
+
+
+def netns_exec(ns: str, *argv: str) -> tuple[str, ...]:
+    return ("ip", "netns", "exec", ns, *argv)
+
+
+async def ip(ns: str, *args: str, check: bool = True) -> str:
+    """`ip -n <ns> ...`"""
+    return await run("ip", "-n", ns, *args, check=check)
+
+
+async def links(ns: str) -> dict[str, dict[str, Any]]:
+    """The namespace's links by name (ip -json link)."""
+    out = await run("ip", "-n", ns, "-json", "link", "show")
+    return {link["ifname"]: link for link in json.loads(out or "[]")}
+
+
+async def addresses(ns: str, dev: str) -> set[str]:
+    """`ip/prefixlen` of every global address on dev."""
+    out = await run("ip", "-n", ns, "-json", "addr", "show", "dev", dev)
+    found = set()
+    for link in json.loads(out or "[]"):
+        for a in link.get("addr_info", []):
+            if a.get("scope") != "link":
+                found.add(f"{a['local']}/{a['prefixlen']}")
+    return found
+
+
+async def namespaces() -> set[str]:
+    out = await run("ip", "-json", "netns", "list")
+    return {n["name"] for n in json.loads(out or "[]")}
+
+
+async def add_namespace(ns: str) -> None:
+    if ns not in await namespaces():
+        await run("ip", "netns", "add", ns)
+    await ip(ns, "link", "set", "lo", "up")
+
+
+async def delete_namespace(ns: str) -> None:
+    """Stop every process still in the namespace, then remove it (nothing leaks)."""
+    await kill_namespace_processes(ns)
+    await run("ip", "netns", "delete", ns, check=False)
+
+
+async def kill_namespace_processes(ns: str) -> None:
+    out = await run("ip", "netns", "pids", ns, check=False)
+    for pid in (int(p) for p in out.split() if p.isdigit()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+async def sysctl(ns: str, *settings: str) -> None:
+    """Set `key=value` sysctls inside the namespace (missing keys are skipped)."""
+    for setting in settings:
+        await run(*netns_exec(ns, "sysctl", "-q", "-w", setting), check=False)
+
+
+async def nft_load(ns: str, ruleset: str) -> None:
+    """Replace the namespace's whole ruleset atomically (one nft transaction)."""
+    await run(*netns_exec(ns, "nft", "-f", "-"), stdin="flush ruleset\n" + ruleset)

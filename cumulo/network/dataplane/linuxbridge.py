@@ -1,0 +1,313 @@
+"""The `linuxbridge` driver: bridges, DHCP and routers in network namespaces, nftables.
+
+Layout on a host (every name starts with `cmlo-<scope>-`, scope = a hash of the state
+dir, so resync finds exactly what this deployment built and nothing else):
+
+- `cmlo-<scope>-host`: one Linux bridge per network (`cmlo-b<network id>`); guests'
+  taps join it (`tap<port id>`, the compute side's name; see `vif_details`), and so do
+  the host ends of the DHCP and router legs. Its nftables ruleset does anti-spoofing
+  and the security groups (see firewall.py). The host's own interfaces, addresses and
+  routes are never touched.
+- `cmlo-<scope>-dhcp-<network id>`: a veth leg `ns-<port>` into the bridge with the
+  DHCP port's MAC and addresses, and dnsmasq serving the ports' static leases.
+- `cmlo-<scope>-router-<router id>`: legs `qr-<port>` into each attached network's
+  bridge and `qg-<port>` into the external network's (with the floating IPs as /32s),
+  the default route to the external gateway, the extra routes, and nftables NAT.
+
+Metadata: a MetadataProxy given to the driver is started in each router namespace, and
+the router's nftables redirects 169.254.169.254:80 arriving on its `qr-` legs to the
+proxy's port (see MetadataProxy). None is given yet: the hook is there for the
+metadata service.
+
+`apply` converges on the desired state: objects whose desired config did not change
+since the last apply are skipped; after a restart everything is ensured again (each
+step is idempotent) and anything with the prefix that is no longer wanted is removed,
+processes in its namespace included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Protocol
+
+from cumulo.network.dataplane import commands as cmd
+from cumulo.network.dataplane.dhcp import Dnsmasq, dhcp_subnets
+from cumulo.network.dataplane.driver import NetworkDriver
+from cumulo.network.dataplane.firewall import host_ruleset, router_ruleset
+
+LOG = logging.getLogger(__name__)
+
+PREFIX = "cmlo-"
+TOOLS = ("ip", "nft", "dnsmasq", "sysctl")
+# Which state dir each scope belongs to (tmpfs, like the namespaces: gone at reboot).
+REGISTRY = Path("/run/cumulo-network")
+
+
+class MetadataProxy(Protocol):
+    """The metadata hook: what serves 169.254.169.254 inside a router namespace.
+
+    `port` is where the proxy listens in the namespace; the router's nftables redirects
+    guests' requests to 169.254.169.254:80 there. `ensure` starts it for a router (with
+    the router's desired state, to map a guest's source address to its port), `remove`
+    stops it (the namespace's deletion kills whatever is left anyway).
+    """
+
+    port: int
+
+    async def ensure(self, namespace: str, router: dict[str, Any]) -> None: ...
+
+    async def remove(self, namespace: str) -> None: ...
+
+
+def tools_available() -> bool:
+    return all(shutil.which(tool) for tool in TOOLS)
+
+
+def scope_of(state_dir: Path) -> str:
+    return hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:6]
+
+
+def _short(uuid: str, n: int) -> str:
+    return uuid.replace("-", "")[:n]
+
+
+def bridge_name(network_id: str) -> str:
+    return f"{PREFIX}b{_short(network_id, 9)}"  # 15 characters: IFNAMSIZ
+
+
+def tap_name(port_id: str) -> str:
+    return f"tap{port_id[:11]}"  # the compute side's (and Nova's) name for a guest's tap
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class LinuxBridgeDriver(NetworkDriver):
+    name = "linuxbridge"
+
+    def __init__(
+        self, state_dir: Path, scope: str | None = None, metadata_proxy: MetadataProxy | None = None
+    ) -> None:
+        self.state_dir = state_dir
+        self.scope = scope or scope_of(state_dir)
+        self.prefix = f"{PREFIX}{self.scope}-"
+        self.host_ns = f"{self.prefix}host"
+        self.files = state_dir / "network" / "dhcp"
+        self.metadata_proxy = metadata_proxy
+        self.applied: dict[str, str] = {}  # object -> fingerprint of what was applied
+        self._lock = asyncio.Lock()
+
+    def dhcp_ns(self, network_id: str) -> str:
+        return f"{self.prefix}dhcp-{network_id}"
+
+    def router_ns(self, router_id: str) -> str:
+        return f"{self.prefix}router-{router_id}"
+
+    def vif_details(self, network_id: str) -> dict[str, Any]:
+        """How a compute host plugs a guest: its tap into `bridge_name` in `netns`."""
+        return {"port_filter": True, "bridge_name": bridge_name(network_id), "netns": self.host_ns}
+
+    # -- converging ------------------------------------------------------------------
+
+    async def apply(self, state: dict[str, Any]) -> None:
+        async with self._lock:
+            await self._apply(state)
+
+    async def _apply(self, state: dict[str, Any]) -> None:
+        existing = await cmd.namespaces()
+        if self.host_ns not in existing:
+            self.applied.clear()  # first run, or someone removed it: build everything
+            await self._remove_orphans(existing)
+            await self._host_namespace()
+        wanted = {self.host_ns}
+        keep: set[str] = {"host"}
+        networks = {n["id"]: n for n in state["networks"]}
+        for net in networks.values():
+            keep.add(f"bridge:{net['id']}")
+            await self._step(f"bridge:{net['id']}", (net["mtu"], net["admin_state_up"]),
+                             self._bridge(net), existing, self.host_ns)  # fmt: skip
+        for net in networks.values():
+            if dhcp_subnets(net):
+                ns = self.dhcp_ns(net["id"])
+                wanted.add(ns)
+                keep.add(f"dhcp:{net['id']}")
+                await self._step(f"dhcp:{net['id']}", net, self._dhcp(net, ns), existing, ns)
+        for router in state["routers"]:
+            if router["gateway"] is None and not router["interfaces"]:
+                continue
+            ns = self.router_ns(router["id"])
+            wanted.add(ns)
+            keep.add(f"router:{router['id']}")
+            await self._step(f"router:{router['id']}", router, self._router(router, networks),
+                             existing, ns)  # fmt: skip
+        await self._taps(state["ports"])
+        ruleset = host_ruleset(state["networks"], state["ports"], bridge_name, tap_name)
+        keep.add("ruleset")
+        await self._step("ruleset", ruleset, cmd.nft_load(self.host_ns, ruleset), existing,
+                         self.host_ns)  # fmt: skip
+        await self._remove_unwanted(wanted, networks, state["routers"])
+        self.applied = {k: v for k, v in self.applied.items() if k in keep}
+
+    async def _step(self, key: str, desired: Any, work: Any, existing: set[str], ns: str) -> None:
+        """Run `work` unless this object's desired state was already applied as it is."""
+        fingerprint = _fingerprint(desired)
+        if self.applied.get(key) == fingerprint and ns in existing:
+            work.close()  # an unawaited coroutine: nothing to do
+            return
+        self.applied.pop(key, None)
+        await work
+        self.applied[key] = fingerprint
+
+    async def _remove_orphans(self, existing: set[str]) -> None:
+        """Remove the data planes of deployments whose state dir is gone (test clouds)."""
+        REGISTRY.mkdir(parents=True, exist_ok=True)
+        (REGISTRY / self.scope).write_text(str(self.state_dir.resolve()))
+        for entry in REGISTRY.iterdir():
+            if entry.name == self.scope or Path(entry.read_text().strip()).exists():
+                continue
+            for ns in sorted(existing):
+                if ns.startswith(f"{PREFIX}{entry.name}-"):
+                    LOG.info("network: removing %s (its state dir is gone)", ns)
+                    await cmd.delete_namespace(ns)
+            entry.unlink(missing_ok=True)
+
+    async def _host_namespace(self) -> None:
+        await cmd.add_namespace(self.host_ns)
+        # Bridged IP frames go through the inet hooks (conntrack for security groups).
+        await cmd.sysctl(
+            self.host_ns,
+            "net.bridge.bridge-nf-call-iptables=1",
+            "net.bridge.bridge-nf-call-ip6tables=1",
+            "net.bridge.bridge-nf-call-arptables=0",
+        )
+        self.applied["host"] = "ready"
+
+    async def _bridge(self, net: dict[str, Any]) -> None:
+        name = bridge_name(net["id"])
+        if name not in await cmd.links(self.host_ns):
+            await cmd.ip(self.host_ns, "link", "add", name, "type", "bridge")
+        state = "up" if net["admin_state_up"] else "down"
+        await cmd.ip(self.host_ns, "link", "set", name, "mtu", str(net["mtu"]), state)
+
+    async def _leg(
+        self, ns: str, inner: str, outer: str, network_id: str, mac: str, mtu: int
+    ) -> None:
+        """A veth pair: `inner` in ns with the port's MAC, `outer` on the network's bridge."""
+        inside, outside = await cmd.links(ns), await cmd.links(self.host_ns)
+        if inner not in inside or outer not in outside:
+            await cmd.ip(ns, "link", "del", inner, check=False)
+            await cmd.ip(self.host_ns, "link", "del", outer, check=False)
+            await cmd.ip(ns, "link", "add", inner, "type", "veth", "peer", "name", outer,
+                         "netns", self.host_ns)  # fmt: skip
+        await cmd.ip(ns, "link", "set", inner, "address", mac, "mtu", str(mtu), "up")
+        await cmd.ip(self.host_ns, "link", "set", outer, "master", bridge_name(network_id),
+                     "mtu", str(mtu), "up")  # fmt: skip
+
+    async def _addresses(self, ns: str, dev: str, wanted: set[str]) -> None:
+        have = await cmd.addresses(ns, dev)
+        for a in have - wanted:
+            await cmd.ip(ns, "addr", "del", a, "dev", dev, check=False)
+        for a in sorted(wanted - have):
+            extra = ("nodad",) if ":" in a else ()
+            await cmd.ip(ns, "addr", "add", a, "dev", dev, *extra)
+
+    async def _dhcp(self, net: dict[str, Any], ns: str) -> None:
+        dhcp = net["dhcp"]
+        await cmd.add_namespace(ns)
+        inner = f"ns-{dhcp['port_id'][:11]}"
+        await self._leg(ns, inner, f"{PREFIX}d{_short(dhcp['port_id'], 9)}", net["id"],
+                        dhcp["mac"], net["mtu"])  # fmt: skip
+        for name in await cmd.links(ns):
+            if name not in (inner, "lo"):
+                await cmd.ip(ns, "link", "del", name, check=False)
+        await self._addresses(ns, inner, {f"{a['ip']}/{a['prefixlen']}" for a in dhcp["addresses"]})
+        await Dnsmasq(self.files / net["id"], ns).ensure(net, inner)
+
+    async def _router(self, router: dict[str, Any], networks: dict[str, Any]) -> None:
+        ns = self.router_ns(router["id"])
+        await cmd.add_namespace(ns)
+        await cmd.sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+        legs: dict[str, tuple[dict[str, Any], set[str]]] = {}
+        for leg in router["interfaces"]:
+            addrs = {f"{a['ip']}/{a['prefixlen']}" for a in leg["addresses"]}
+            legs[f"qr-{leg['port_id'][:11]}"] = (leg, addrs)
+        gw = router["gateway"]
+        gw_dev = f"qg-{gw['port_id'][:11]}" if gw else None
+        if gw and gw_dev:
+            addrs = {f"{a['ip']}/{a['prefixlen']}" for a in gw["addresses"]}
+            addrs |= {f"{f['floating_ip']}/32" for f in router["floating_ips"]}
+            legs[gw_dev] = (gw, addrs)
+        for name in await cmd.links(ns):
+            if name != "lo" and name not in legs:
+                await cmd.ip(ns, "link", "del", name, check=False)
+        for name, (leg, addrs) in legs.items():
+            outer = f"{PREFIX}{'g' if name == gw_dev else 'r'}{_short(leg['port_id'], 9)}"
+            mtu = networks[leg["network_id"]]["mtu"]
+            await self._leg(ns, name, outer, leg["network_id"], leg["mac"], mtu)
+            await self._addresses(ns, name, addrs)
+        await self._routes(ns, router, gw_dev)
+        metadata_port = self.metadata_proxy.port if self.metadata_proxy else None
+        await cmd.nft_load(ns, router_ruleset(router, gw_dev, metadata_port))
+        if self.metadata_proxy is not None:
+            await self.metadata_proxy.ensure(ns, router)
+
+    async def _routes(self, ns: str, router: dict[str, Any], gw_dev: str | None) -> None:
+        """The default route to the external gateway and the extra routes (`proto static`)."""
+        wanted: dict[str, tuple[str, ...]] = {}
+        gateway_ip = (router["gateway"] or {}).get("gateway_ip")
+        if gw_dev and gateway_ip and ":" not in gateway_ip:
+            wanted["default"] = ("via", gateway_ip, "dev", gw_dev)
+        for route in router.get("routes") or []:
+            if ":" not in route["destination"]:
+                wanted[route["destination"]] = ("via", route["nexthop"])
+        for route in json.loads(
+            await cmd.ip(ns, "-json", "route", "show", "proto", "static") or "[]"
+        ):
+            if route["dst"] not in wanted:
+                await cmd.ip(ns, "route", "del", route["dst"], check=False)
+        for dst, how in wanted.items():
+            await cmd.ip(ns, "route", "replace", dst, *how, "proto", "static", check=False)
+
+    async def _taps(self, ports: list[dict[str, Any]]) -> None:
+        """Guests' taps present in the host namespace join their network's bridge."""
+        present = await cmd.links(self.host_ns)
+        for port in ports:
+            tap = present.get(tap_name(port["id"]))
+            bridge = bridge_name(port["network_id"])
+            if tap is not None and tap.get("master") != bridge:
+                await cmd.ip(self.host_ns, "link", "set", tap_name(port["id"]), "master", bridge,
+                             "up")  # fmt: skip
+
+    async def _remove_unwanted(
+        self, wanted: set[str], networks: dict[str, Any], routers: list[dict[str, Any]]
+    ) -> None:
+        for ns in sorted(await cmd.namespaces()):
+            if ns.startswith(self.prefix) and ns not in wanted:
+                if self.metadata_proxy is not None and "-router-" in ns:
+                    await self.metadata_proxy.remove(ns)
+                LOG.info("network: removing namespace %s", ns)
+                await cmd.delete_namespace(ns)
+        bridges = {bridge_name(n) for n in networks}
+        for name in await cmd.links(self.host_ns):
+            # Legs whose namespace went took their host ends with them; bridges stay.
+            if name.startswith(f"{PREFIX}b") and name not in bridges:
+                await cmd.ip(self.host_ns, "link", "del", name, check=False)
+        if self.files.is_dir():
+            for path in self.files.iterdir():
+                if self.dhcp_ns(path.name) not in wanted:
+                    shutil.rmtree(path, ignore_errors=True)
+
+    async def teardown(self) -> None:
+        async with self._lock:
+            for ns in sorted(await cmd.namespaces()):
+                if ns.startswith(self.prefix):
+                    await cmd.delete_namespace(ns)
+            shutil.rmtree(self.files, ignore_errors=True)
+            (REGISTRY / self.scope).unlink(missing_ok=True)
+            self.applied.clear()

@@ -1,0 +1,159 @@
+"""What the linuxbridge driver writes: nftables rules from security groups, router NAT,
+dnsmasq's static leases and options, and the names it gives things."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cumulo.network.dataplane.dhcp import dnsmasq_argv, hosts_file, opts_file
+from cumulo.network.dataplane.firewall import host_ruleset, router_ruleset, rule_match
+from cumulo.network.dataplane.linuxbridge import LinuxBridgeDriver, bridge_name, tap_name
+
+NET = "5b1c0f7e-2a3d-4c5e-8f90-1234567890ab"
+PORT = "9f8e7d6c-5b4a-4392-8170-fedcba987654"
+
+
+def rule(**kw):
+    base = {
+        "direction": "ingress",
+        "ethertype": "IPv4",
+        "protocol": None,
+        "port_range_min": None,
+        "port_range_max": None,
+        "remote_group_id": None,
+        "remote_prefixes": None,
+    }
+    return {**base, **kw}
+
+
+def test_rules_match_protocol_ports_and_remote_prefix_in_the_right_direction():
+    ssh = rule(
+        protocol="tcp", port_range_min=22, port_range_max=22, remote_prefixes=["10.1.2.0/24"]
+    )
+    assert rule_match(ssh, ingress=True) == (
+        "meta nfproto ipv4 ip saddr { 10.1.2.0/24 } meta l4proto 6 th dport 22-22"
+    )
+    web_out = rule(direction="egress", protocol="6", port_range_min=80, port_range_max=443,
+                   remote_prefixes=["192.0.2.7/32"])  # fmt: skip
+    assert rule_match(web_out, ingress=False) == (
+        "meta nfproto ipv4 ip daddr { 192.0.2.7 } meta l4proto 6 th dport 80-443"
+    )
+    assert rule_match(rule(remote_prefixes=["0.0.0.0/0"]), True) == "meta nfproto ipv4"
+
+
+def test_icmp_rules_use_type_and_code_and_mean_icmpv6_on_ipv6():
+    echo = rule(protocol="icmp", port_range_min=8, port_range_max=0)
+    assert rule_match(echo, True) == "meta nfproto ipv4 meta l4proto 1 icmp type 8 icmp code 0"
+    v6 = rule(ethertype="IPv6", protocol="icmp", port_range_min=128)
+    assert rule_match(v6, True) == "meta nfproto ipv6 meta l4proto 58 icmpv6 type 128"
+
+
+def test_remote_groups_are_sets_and_unknown_protocols_match_nothing():
+    group = rule(remote_group_id="aaaa-bbbb", remote_prefixes=["10.0.0.5"])
+    assert rule_match(group, True) == "meta nfproto ipv4 ip saddr @rg_aaaabbbb_4"
+    assert rule_match(rule(protocol="no-such-proto"), True) is None
+    assert rule_match(rule(remote_prefixes=["2001:db8::/64"]), True) is None  # IPv4 rule
+
+
+def port(**kw):
+    base = {
+        "id": PORT,
+        "network_id": NET,
+        "mac": "fa:16:3e:00:00:01",
+        "addresses": [{"ip": "10.0.0.5", "prefixlen": 24, "subnet_id": "s"}],
+        "allowed_address_pairs": [],
+        "port_security_enabled": True,
+        "rules": [],
+    }
+    return {**base, **kw}
+
+
+def test_ports_are_guarded_against_spoofing_with_their_address_pairs():
+    pairs = [{"ip_address": "10.0.0.0/28", "mac_address": "fa:16:3e:00:00:99"}]
+    text = host_ruleset([{"id": NET}], [port(allowed_address_pairs=pairs)], bridge_name, tap_name)
+    assert f'iifname "{tap_name(PORT)}" meta mark set 1 jump spoof_1' in text
+    assert "ether saddr != { fa:16:3e:00:00:01, fa:16:3e:00:00:99 } drop" in text
+    # the pair's prefix holds the port's own address: merged, or nft refuses the set
+    assert "ip saddr != { 10.0.0.0/28 } drop" in text
+    assert "arp saddr ip != { 0.0.0.0, 10.0.0.0/28 } drop" in text
+    assert f'iifname "{bridge_name(NET)}" ct zone set 1' in text
+    assert "jump egress_1" in text and "jump ingress_1" in text
+
+
+def test_ingress_is_dropped_but_for_established_and_the_groups_rules():
+    members = rule(remote_group_id="g1", remote_prefixes=[])
+    text = host_ruleset([], [port(rules=[members])], bridge_name, tap_name)
+    ingress = text[text.index("chain ingress_1") :]
+    assert ingress.index("ct state established,related accept") < ingress.index("@rg_g1_4")
+    assert ingress.split("\n  }")[0].endswith("    drop")  # everything else
+    assert "set rg_g1_4 {" in text and "elements" not in text.split("set rg_g1_4 {")[1][:60]
+
+
+def test_ports_without_port_security_are_not_filtered():
+    text = host_ruleset([], [port(port_security_enabled=False)], bridge_name, tap_name)
+    assert "spoof_" not in text and "egress_" not in text
+
+
+def test_router_nat_for_floating_ips_gateway_snat_and_the_metadata_hook():
+    router = {
+        "enable_snat": True,
+        "gateway": {"addresses": [{"ip": "172.24.4.10", "prefixlen": 24}]},
+        "floating_ips": [{"floating_ip": "172.24.4.20", "fixed_ip": "10.0.0.5"}],
+    }
+    text = router_ruleset(router, "qg-x", 9697)
+    assert "ip daddr 172.24.4.20 dnat to 10.0.0.5" in text
+    assert 'ip saddr 10.0.0.5 oifname "qg-x" snat to 172.24.4.20' in text
+    assert text.index("snat to 172.24.4.20") < text.index('oifname "qg-x" snat to 172.24.4.10')
+    assert 'iifname "qr-*" ip daddr 169.254.169.254 tcp dport 80 redirect to :9697' in text
+    quiet = router_ruleset({**router, "enable_snat": False}, "qg-x", None)
+    assert "snat to 172.24.4.10" not in quiet and "169.254.169.254" not in quiet
+
+
+NETWORK = {
+    "id": NET,
+    "mtu": 1450,
+    "subnets": [
+        {"id": "s4", "cidr": "10.0.0.0/24", "ip_version": 4, "gateway_ip": "10.0.0.1",
+         "enable_dhcp": True, "dns_nameservers": ["192.0.2.53"],
+         "host_routes": [{"destination": "10.9.0.0/16", "nexthop": "10.0.0.254"}]},
+        {"id": "s6", "cidr": "2001:db8::/64", "ip_version": 6, "gateway_ip": "2001:db8::1",
+         "enable_dhcp": True, "dns_nameservers": [], "host_routes": []},
+    ],
+    "dhcp": {"port_id": "d", "mac": "fa:16:3e:00:00:02",
+             "addresses": [{"ip": "10.0.0.2", "prefixlen": 24, "subnet_id": "s4"}]},
+    "leases": [
+        {"port_id": "p", "mac": "fa:16:3e:00:00:01", "ip": "10.0.0.5"},
+        {"port_id": "p", "mac": "fa:16:3e:00:00:01", "ip": "2001:db8::5"},
+    ],
+}  # fmt: skip
+
+
+def test_dnsmasq_serves_static_leases_with_the_subnet_options():
+    assert hosts_file(NETWORK) == "fa:16:3e:00:00:01,host-10-0-0-5,10.0.0.5\n"
+    opts = opts_file(NETWORK).splitlines()
+    assert "tag:subnet0,option:router,10.0.0.1" in opts
+    assert "tag:subnet0,option:dns-server,192.0.2.53" in opts
+    # classless routes replace option 3 for the client: the default route is in them
+    assert (
+        "tag:subnet0,option:classless-static-route,10.9.0.0/16,10.0.0.254,0.0.0.0/0,10.0.0.1"
+        in opts
+    )
+    assert "tag:subnet0,option:mtu,1450" in opts
+    argv = dnsmasq_argv(NETWORK, "ns-d", Path("/state/dhcp/n"), "cmlo-x-dhcp-n")
+    assert argv[:4] == ("ip", "netns", "exec", "cmlo-x-dhcp-n")
+    assert "--dhcp-range=set:subnet0,10.0.0.0,static,255.255.255.0,86400s" in argv
+    assert not any("2001:db8" in a for a in argv)
+
+
+def test_everything_is_named_with_the_prefix_and_fits_interface_names(tmp_path: Path):
+    driver = LinuxBridgeDriver(tmp_path)
+    assert driver.host_ns.startswith("cmlo-") and driver.host_ns.endswith("-host")
+    assert driver.dhcp_ns(NET).startswith(driver.prefix)
+    assert driver.router_ns(NET).startswith(driver.prefix)
+    assert LinuxBridgeDriver(tmp_path).prefix == driver.prefix  # stable across restarts
+    assert len(bridge_name(NET)) <= 15 and bridge_name(NET).startswith("cmlo-")
+    assert driver.vif_details(NET) == {
+        "port_filter": True,
+        "bridge_name": bridge_name(NET),
+        "netns": driver.host_ns,
+    }
