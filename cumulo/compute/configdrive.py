@@ -82,10 +82,10 @@ def volume_label(source: Path | str) -> str:
 
 
 def _relative(name: str) -> PurePosixPath:
-    path = PurePosixPath(name.lstrip("/"))
-    if not path.parts or any(part in ("", ".", "..") for part in path.parts):
+    parts = name.lstrip("/").split("/")
+    if any(part in ("", ".", "..") for part in parts):
         raise ConfigDriveError(f"bad config drive path {name!r}")
-    return path
+    return PurePosixPath(*parts)
 
 
 class _IsoNames:
