@@ -20,6 +20,7 @@ else leaving by the gateway, and the metadata hook (see linuxbridge.MetadataProx
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -31,6 +32,7 @@ PROTOCOLS = {
 }  # fmt: skip
 WITH_PORTS = {6, 17, 33, 132, 136}
 METADATA_IP = "169.254.169.254"
+MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
 def protocol_number(protocol: str | int | None) -> int | None:
@@ -99,7 +101,8 @@ def _port_addresses(port: dict[str, Any]) -> tuple[list[str], list[str], list[st
             macs.append(pair["mac_address"])
     v4 = [p for p in ips if ipaddress.ip_network(p, strict=False).version == 4]
     v6 = [p for p in ips if ipaddress.ip_network(p, strict=False).version == 6]
-    return sorted(set(m.lower() for m in macs)), v4, v6
+    # Only well-formed MACs reach the ruleset text (nothing else can be parsed as nft).
+    return sorted({m.lower() for m in macs if MAC.match(m.lower())}), v4, v6
 
 
 def _spoof_chain(index: int, port: dict[str, Any]) -> list[str]:

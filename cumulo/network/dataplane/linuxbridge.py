@@ -121,6 +121,9 @@ class LinuxBridgeDriver(NetworkDriver):
 
     async def _apply(self, state: dict[str, Any]) -> None:
         existing = await cmd.namespaces()
+        if not state["networks"]:
+            await self.teardown_unlocked()  # nothing to build: leave no empty namespace
+            return
         if self.host_ns not in existing:
             self.applied.clear()  # first run, or someone removed it: build everything
             await self._remove_orphans(existing)
@@ -305,9 +308,12 @@ class LinuxBridgeDriver(NetworkDriver):
 
     async def teardown(self) -> None:
         async with self._lock:
-            for ns in sorted(await cmd.namespaces()):
-                if ns.startswith(self.prefix):
-                    await cmd.delete_namespace(ns)
-            shutil.rmtree(self.files, ignore_errors=True)
-            (REGISTRY / self.scope).unlink(missing_ok=True)
-            self.applied.clear()
+            await self.teardown_unlocked()
+
+    async def teardown_unlocked(self) -> None:
+        for ns in sorted(await cmd.namespaces()):
+            if ns.startswith(self.prefix):
+                await cmd.delete_namespace(ns)
+        shutil.rmtree(self.files, ignore_errors=True)
+        (REGISTRY / self.scope).unlink(missing_ok=True)
+        self.applied.clear()
