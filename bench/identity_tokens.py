@@ -156,6 +156,13 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def server_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 async def run_phase(
     server_pid: int,
     name: str,
@@ -170,6 +177,9 @@ async def run_phase(
 ) -> PhaseResult:
     """`clients` connections send the requests round-robin for warmup + seconds.
 
+    What is counted is what completes inside the measured window, and the CPU used in
+    that same window: with slow requests (bcrypt) and few of them per window, counting
+    by send time instead would credit or miss up to one request per connection.
     With `once`, each request is sent one time only and the phase ends when all are.
     """
     loop = asyncio.get_running_loop()
@@ -195,7 +205,7 @@ async def run_phase(
                 status, _head, body = await conn.request(requests[i % len(requests)])
                 i += clients
                 done = time.perf_counter()
-                if sent < measure_from:
+                if not (once or measure_from <= done <= stop_at):
                     continue
                 if status == expect:
                     latencies.append(done - sent)
@@ -205,15 +215,20 @@ async def run_phase(
         finally:
             conn.transport.close()  # type: ignore[union-attr]
 
-    async def cpu_at_start() -> tuple[float, float]:
-        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+    async def cpu_at(moment: float) -> tuple[float, float]:
+        await asyncio.sleep(max(0.0, moment - time.perf_counter()))
         return process_cpu(server_pid), time.process_time()
 
-    started = asyncio.create_task(cpu_at_start())
+    at_start = asyncio.create_task(cpu_at(measure_from))
+    at_stop = asyncio.create_task(cpu_at(stop_at))
     await asyncio.gather(*(client(i) for i in range(clients)))
     ended = time.perf_counter()
-    server_cpu, client_cpu = process_cpu(server_pid), time.process_time()
-    server_at_start, client_at_start = await started
+    if once:
+        at_stop.cancel()
+        server_end, client_end = process_cpu(server_pid), time.process_time()
+    else:
+        server_end, client_end = await at_stop
+    server_start, client_start = await at_start
     return PhaseResult(
         name,
         clients,
@@ -221,16 +236,17 @@ async def run_phase(
         latencies,
         errors,
         first_error,
-        server_cpu - server_at_start,
-        client_cpu - client_at_start,
+        server_end - server_start,
+        client_end - client_start,
     )
 
 
 # -- the physical limit of password issue ---------------------------------------------
 
 
-def bcrypt_limit(rounds: int, threads: int, seconds: float) -> float:
-    """bcrypt.checkpw calls per second at this cost, on `threads` threads at once."""
+def bcrypt_limit(rounds: int, threads: int, seconds: float) -> tuple[float, float]:
+    """bcrypt.checkpw calls per second at this cost on `threads` threads at once,
+    and the CPU seconds each call took."""
     hashed = bcrypt.hashpw(b"benchmark-password", bcrypt.gensalt(rounds))
     deadline = time.perf_counter() + seconds
 
@@ -241,10 +257,11 @@ def bcrypt_limit(rounds: int, threads: int, seconds: float) -> float:
             count += 1
         return count
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(threads) as pool:
         counts = list(pool.map(lambda _: worker(), range(threads)))
-    return sum(counts) / (time.perf_counter() - started)
+    done = sum(counts)
+    return done / (time.perf_counter() - started), (time.process_time() - cpu) / done
 
 
 # -- the cloud under test ---------------------------------------------------------------
@@ -385,9 +402,11 @@ async def benchmark(args: argparse.Namespace, state_dir: Path, pid: int) -> list
         # runs on the machine weighs on the limit and on the server alike.
         threads = os.cpu_count() or 1
         password = [post(password_auth("admin", admin_pw, admin_scope))]
-        limits, slices = [], []
+        limits, cpu_per_check, slices = [], [], []
         for _ in range(args.password_slices):
-            limits.append(bcrypt_limit(rounds, threads, args.bcrypt_seconds))
+            rate, cpu = bcrypt_limit(rounds, threads, args.bcrypt_seconds)
+            limits.append(rate)
+            cpu_per_check.append(cpu)
             slices.append(
                 await run_phase(
                     pid, "password", port, password, 201, args.clients, args.password_seconds, 1.0
@@ -397,7 +416,8 @@ async def benchmark(args: argparse.Namespace, state_dir: Path, pid: int) -> list
         a = PhaseResult.merge(slices)
         out.append(
             f"{'bcrypt.checkpw limit':<34}{limit:9.1f} checks/s  ({threads} threads, cost "
-            f"{rounds}; slices: {', '.join(f'{x:.1f}' for x in limits)})"
+            f"{rounds}; slices: {', '.join(f'{x:.1f}' for x in limits)}; "
+            f"CPU/check {statistics.fmean(cpu_per_check) * 1000:.0f} ms)"
         )
         print(out[-1], flush=True)
         ratio = a.rate / limit
@@ -457,6 +477,8 @@ async def benchmark(args: argparse.Namespace, state_dir: Path, pid: int) -> list
             pid, "validate", port, first_sight, 200, args.clients, 60.0, 0.0, once=True
         )
         report("(d) validate, first sight", d)
+    out.append(f"server memory at the end: {server_rss_mb(pid):.0f} MB resident")
+    print(out[-1], flush=True)
     out.append(ANCHORS)
     print(out[-1], flush=True)
     out.append("targets: " + ", ".join(f"{n} {'met' if ok else 'MISSED'}" for n, ok in verdicts))
