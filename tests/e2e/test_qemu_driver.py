@@ -180,7 +180,7 @@ async def test_a_volume_hot_plugs_into_the_guest_and_unplugs(driver, running, st
         device_name="/dev/vdc",
         connection_info={
             "driver_volume_type": "file",
-            "data": {"device_path": str(volume), "format": "qcow2"},
+            "data": {"path": str(volume), "format": "qcow2", "access_mode": "rw"},
         },
     )
     before = disks_seen(await driver.get_console_output(running))

@@ -469,7 +469,15 @@ class QemuDriver(ComputeDriver):
                     if time.monotonic() > deadline:
                         raise DriverError(f"the guest did not release volume {volume_id}")
                     await asyncio.sleep(0.2)
-                await self._qmp(uuid, "blockdev-del", {"node-name": drive["node"]})
+                # The device leaves the tree a moment before it lets go of its node.
+                while True:
+                    try:
+                        await self._qmp(uuid, "blockdev-del", {"node-name": drive["node"]})
+                        break
+                    except DriverError:
+                        if time.monotonic() > deadline:
+                            raise
+                        await asyncio.sleep(0.1)
             del record["volumes"][volume_id]
             self._save(uuid, record)
 
@@ -489,19 +497,27 @@ def _machine(record: dict[str, Any]) -> qp.MachineConfig:
 
 
 def _volume_drive(device: BlockDevice) -> qp.Drive:
-    """A volume as a drive; Block Storage hands local files or block devices to this host."""
+    """A volume as a drive, from Block Storage's connection info (file or nbd)."""
     info = device.connection_info
     kind = info.get("driver_volume_type")
     data = info.get("data") or {}
-    path = data.get("device_path") or data.get("path")
-    if kind not in ("local", "file") or not path:
+    if kind in ("file", "local"):
+        where, protocol = data.get("path") or data.get("device_path"), "file"
+    elif kind == "nbd":
+        where, protocol = data.get("uri"), "nbd"
+        if not where and data.get("host"):
+            where = f"nbd://{data['host']}:{data.get('port', 10809)}/{data.get('export', '')}"
+    else:
         raise DriverError(f"volumes of type {kind!r} are not supported by the QEMU driver")
+    if not where:
+        raise DriverError(f"the connection info of volume {device.volume_id} has no location")
     return qp.Drive(
         node=f"vol-{device.volume_id[:12]}",
-        path=str(path),
+        path=str(where),
         format=data.get("format", "raw"),
-        read_only=bool(data.get("read_only", False)),
+        read_only=data.get("access_mode") == "ro" or bool(data.get("read_only", False)),
         serial=device.volume_id[:20],  # Nova's choice: /dev/disk/by-id/virtio-<id20>
+        protocol=protocol,
     )
 
 

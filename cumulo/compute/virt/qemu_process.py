@@ -20,8 +20,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from qemu.qmp import QMPClient
+from qemu.qmp import QMPClient, QMPError
 
 from cumulo.compute.virt.driver import DriverError
 
@@ -39,6 +40,8 @@ class Drive:
     format: str
     read_only: bool = False
     serial: str | None = None
+    # Where the bytes are: a local file (path), or an NBD export (nbd://host:port/export).
+    protocol: str = "file"
 
 
 @dataclass
@@ -113,8 +116,20 @@ def blockdev_args(drive: Drive) -> dict[str, Any]:
         "node-name": drive.node,
         "driver": drive.format,
         "read-only": drive.read_only,
-        "file": {"driver": "file", "filename": drive.path, "read-only": drive.read_only},
+        "file": _protocol_args(drive),
     }
+
+
+def _protocol_args(drive: Drive) -> dict[str, Any]:
+    if drive.protocol == "nbd":
+        where = urlsplit(drive.path)
+        return {
+            "driver": "nbd",
+            "server": {"type": "inet", "host": where.hostname, "port": str(where.port or 10809)},
+            "export": where.path.lstrip("/"),
+            "read-only": drive.read_only,
+        }
+    return {"driver": "file", "filename": drive.path, "read-only": drive.read_only}
 
 
 def device_args(drive: Drive) -> dict[str, Any]:
@@ -240,6 +255,9 @@ async def qmp_session(
     try:
         await asyncio.wait_for(client.connect(sock), timeout)
         yield client
+    except (QMPError, EOFError, OSError, TimeoutError) as exc:
+        # A QEMU that is dying, or a command QEMU refused: the caller sees one error type.
+        raise DriverError(f"QMP of {uuid}: {exc}") from exc
     finally:
         # After `quit` or a guest power-off QEMU is gone: the closed connection is expected.
         with contextlib.suppress(Exception):
