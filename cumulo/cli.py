@@ -102,6 +102,45 @@ def up(state_dir: Path | None, host: str | None, database: str | None) -> None:
         sys.exit(1)
 
 
+@main.command()
+@state_dir_option
+@click.option(
+    "--host",
+    "compute_host",
+    default=None,
+    help="This compute host's name (default: [compute] host, else the hostname).",
+)
+def compute(state_dir: Path | None, compute_host: str | None) -> None:
+    """Run a compute host on its own, joining the cloud of the controller in the config.
+
+    The state dir holds a copy of the controller's cumulo.toml: [messaging] transport_url
+    must name the shared broker (rabbit://...) and public_host the controller.
+    """
+    import signal
+
+    from cumulo.common.server import AlreadyRunning, state_dir_lock
+    from cumulo.compute.agent import run_compute_agent
+
+    sd = resolve_state_dir(state_dir)
+    config = load_config(sd)
+    if compute_host:
+        config.compute.host = compute_host
+    try:
+        with state_dir_lock(sd):
+
+            async def run() -> None:
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
+                await run_compute_agent(config, sd, stop)
+
+            asyncio.run(run())
+    except (AlreadyRunning, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+
+
 @main.group()
 def identity() -> None:
     """Identity service administration."""

@@ -100,6 +100,8 @@ class ComputeConfig(_Section):
     driver: str = Field("fake", pattern="^(fake)$")
     # Extra in-process fake compute hosts (scale simulation); 0: just this host.
     fake_hosts: int = Field(0, ge=0)
+    # How long a fake guest takes to boot (seconds), for realistic simulations.
+    fake_spawn_delay: float = Field(0.0, ge=0)
     availability_zone: str = "nova"
     max_attempts: int = Field(3, ge=1, description="hosts tried per build")
     # A build with no progress for this long (seconds) goes to ERROR (its host died).
@@ -145,6 +147,8 @@ class VolumeConfig(_Section):
 class MessagingConfig(_Section):
     # memory:// (all-in-one, in-process) or rabbit://user:pass@host:5672/
     transport_url: str = "memory://"
+    # Prefix of every queue on the broker: clouds sharing one broker use different ones.
+    namespace: str = Field("cumulo", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class ServicePorts(_Section):

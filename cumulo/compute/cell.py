@@ -33,8 +33,21 @@ LOG = logging.getLogger(__name__)
 
 def make_driver(config: CumuloConfig, host: str) -> ComputeDriver:
     if config.compute.driver == "fake":
-        return FakeDriver(host)
+        return FakeDriver(host, spawn_delay=config.compute.fake_spawn_delay)
     raise ValueError(f"unknown compute driver {config.compute.driver!r}")
+
+
+def host_options(config: CumuloConfig) -> HostOptions:
+    c = config.compute
+    return HostOptions(
+        availability_zone=c.availability_zone,
+        report_interval=c.report_interval,
+        cpu_allocation_ratio=c.cpu_allocation_ratio,
+        ram_allocation_ratio=c.ram_allocation_ratio,
+        disk_allocation_ratio=c.disk_allocation_ratio,
+        reserved_host_memory_mb=c.reserved_host_memory_mb,
+        reserved_host_disk_gb=c.reserved_host_disk_gb,
+    )
 
 
 async def _expire_builds_forever(conductor: ConductorManager) -> None:
@@ -70,7 +83,7 @@ class ComputeCell:
         volume_app: ASGIApp | None = None,
     ) -> ComputeCell:
         """The all-in-one compute: every compute service in this process, apps in-process."""
-        bus = get_transport(config.messaging.transport_url)
+        bus = get_transport(config.messaging.transport_url, config.messaging.namespace)
         await bus.start()
         db = Database(database_url(config, state_dir, "compute"), "compute")
         await db.migrate()
@@ -100,17 +113,13 @@ class ComputeCell:
         cell.tasks.append(asyncio.create_task(_expire_builds_forever(conductor)))
         base = c.host or socket.gethostname()
         hosts = [base] + [f"{base}-fake{i}" for i in range(1, c.fake_hosts + 1)]
-        options = HostOptions(
-            availability_zone=c.availability_zone,
-            report_interval=c.report_interval,
-            cpu_allocation_ratio=c.cpu_allocation_ratio,
-            ram_allocation_ratio=c.ram_allocation_ratio,
-            disk_allocation_ratio=c.disk_allocation_ratio,
-            reserved_host_memory_mb=c.reserved_host_memory_mb,
-            reserved_host_disk_gb=c.reserved_host_disk_gb,
-        )
+        options = host_options(config)
         for host in hosts:
-            driver = make_driver(config, host) if host == base else FakeDriver(host)
+            driver = (
+                make_driver(config, host)
+                if host == base
+                else FakeDriver(host, spawn_delay=c.fake_spawn_delay)
+            )
             cache = ImageCache(state_dir / "compute" / host / "images", images)
             network = NetworkClient(networks, validator.client.service_token) if networks else None
             manager = ComputeManager(host, driver, bus, cache, network, options, volumes=volumes)

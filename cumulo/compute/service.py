@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from cumulo.common.auth import TokenValidator
 from cumulo.common.config import CumuloConfig
@@ -37,7 +37,7 @@ from cumulo.compute.models import (
 )
 from cumulo.compute.models import ComputeService as ServiceRecord
 from cumulo.compute.policies import COMPUTE_RULES
-from cumulo.compute.scheduler.claims import release
+from cumulo.compute.scheduler.claims import COMPUTE_BINARY, release
 from cumulo.compute.states import TaskState, VmState, check_state
 
 LOG = logging.getLogger(__name__)
@@ -400,14 +400,16 @@ class ComputeService:
     async def delete(self, ctx: RequestContext, inst: Instance) -> None:
         """DELETE /servers/{id}: allowed in any state, even while building."""
         self._check_lock(ctx, inst)
-        if inst.task_state == TaskState.DELETING:
+        host_up = bool(inst.host) and await self._host_up(inst.host)
+        if inst.task_state == TaskState.DELETING and host_up:
             return
         await self._record_action(ctx, inst, "delete")
         await self._set_task(inst, TaskState.DELETING, {inst.task_state})
-        if inst.host:
+        if host_up:
             await self.compute_rpc.terminate_instance(self.rpc_context(ctx), inst.host, inst.uuid)
             return
-        # Never reached a host: nothing runs anywhere, delete it here.
+        # Never reached a host, or its host is down: delete it here (Nova's local delete).
+        await self._release_external(ctx, inst)
         now = utcnow()
         async with self.db.write() as s:
             await release(s, inst.uuid)
@@ -421,6 +423,54 @@ class ComputeService:
                     deleted_at=now,
                     terminated_at=now,
                 )
+            )
+
+    async def _host_up(self, host: str) -> bool:
+        """Whether the host's compute agent reported within service_down_time."""
+        async with self.db.read() as s:
+            svc = await s.scalar(
+                select(ServiceRecord).where(
+                    ServiceRecord.host == host, ServiceRecord.binary == COMPUTE_BINARY
+                )
+            )
+        if svc is None or svc.forced_down or svc.last_seen_up is None:
+            return False
+        age = (utcnow() - svc.last_seen_up).total_seconds()
+        return age <= self.config.compute.service_down_time
+
+    async def _release_external(self, ctx: RequestContext, inst: Instance) -> None:
+        """Ports and volume attachments of an instance deleted without its host."""
+        if self.networks is not None:
+            try:
+                ports = (
+                    await self.networks.json(
+                        "GET", "/v2.0/ports", ctx.auth_token, params={"device_id": inst.uuid}
+                    )
+                )["ports"]
+                mine = {e["port_id"] for e in inst.network_info or [] if not e.get("preexisting")}
+                for port in ports:
+                    if port["id"] in mine or port["device_owner"].startswith("compute:"):
+                        await self.networks.request(
+                            "DELETE", f"/v2.0/ports/{port['id']}", ctx.auth_token, ok=(204, 404)
+                        )
+            except ServiceError as exc:
+                LOG.warning("ports of %s not released: %s", inst.uuid, exc)
+        if self.volumes is not None:
+            for bdm in await self.block_devices(inst.uuid):
+                if bdm.attachment_id:
+                    try:
+                        await self.volumes.request(
+                            "DELETE",
+                            f"/v3/attachments/{bdm.attachment_id}",
+                            ctx.auth_token,
+                            headers={"OpenStack-API-Version": "volume 3.44"},
+                            ok=(200, 202, 204, 404),
+                        )
+                    except ServiceError as exc:
+                        LOG.warning("attachment %s not released: %s", bdm.attachment_id, exc)
+        async with self.db.write() as s:
+            await s.execute(
+                delete(BlockDeviceMapping).where(BlockDeviceMapping.instance_uuid == inst.uuid)
             )
 
     # -- power actions (api-ref: Servers - run an action) -----------------------------------

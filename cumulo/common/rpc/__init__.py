@@ -10,7 +10,7 @@ from __future__ import annotations
 from cumulo.common.rpc.base import Endpoint, RemoteError, RpcTimeout, Transport
 
 
-def get_transport(url: str) -> Transport:
+def get_transport(url: str, namespace: str = "cumulo") -> Transport:
     if url.startswith("memory://"):
         from cumulo.common.rpc.memory import MemoryTransport
 
@@ -18,7 +18,7 @@ def get_transport(url: str) -> Transport:
     if url.startswith(("rabbit://", "amqp://")):
         from cumulo.common.rpc.rabbit import RabbitTransport
 
-        return RabbitTransport(url)
+        return RabbitTransport(url, namespace)
     raise ValueError(f"unknown message bus URL {url!r}: use memory:// or rabbit://")
 
 

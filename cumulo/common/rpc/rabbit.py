@@ -27,12 +27,9 @@ LOG = logging.getLogger(__name__)
 PREFETCH = 64
 
 
-def queue_name(topic: str) -> str:
-    return f"cumulo.{topic}"
-
-
 class RabbitTransport(Transport):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, namespace: str = "cumulo") -> None:
+        self.namespace = namespace
         # kombu/oslo style rabbit:// URLs are AMQP URLs for aio-pika.
         self.url = "amqp://" + url.split("://", 1)[1]
         self._connection: AbstractRobustConnection | None = None
@@ -41,6 +38,9 @@ class RabbitTransport(Transport):
         self._pending: dict[str, asyncio.Future] = {}
         self._declared: set[str] = set()
         self._handlers: set[asyncio.Task] = set()
+
+    def queue_name(self, topic: str) -> str:
+        return f"{self.namespace}.{topic}"
 
     async def start(self) -> None:
         if self._connection is not None:
@@ -65,7 +65,7 @@ class RabbitTransport(Transport):
 
     async def _declare(self, topic: str) -> aio_pika.abc.AbstractQueue:
         assert self._channel is not None, "transport not started"
-        queue = await self._channel.declare_queue(queue_name(topic), durable=True)
+        queue = await self._channel.declare_queue(self.queue_name(topic), durable=True)
         self._declared.add(topic)
         return queue
 
@@ -81,7 +81,7 @@ class RabbitTransport(Transport):
             **props,
         )
         # With publisher confirms, this returns once the broker has taken the message.
-        await self._channel.default_exchange.publish(message, routing_key=queue_name(topic))
+        await self._channel.default_exchange.publish(message, routing_key=self.queue_name(topic))
 
     async def cast(self, topic: str, method: str, context: dict[str, Any], **args: Any) -> None:
         await self._publish(topic, {"method": method, "args": args, "context": context})

@@ -1,0 +1,220 @@
+"""Compute spread over processes: the controller on PostgreSQL + RabbitMQ, and a compute
+host started as its own `cumulo compute` process. Boots land on the remote host over
+the broker; killing that agent mid-build ends in ERROR, never a server stuck in BUILD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cumulo.common.config import load_config, write_config
+from tests.cloudrunner import CloudRunner, configure_state_dir
+from tests.conftest import skip_or_fail
+from tests.databases import ServerUnavailable, fresh_database
+
+pytestmark = pytest.mark.e2e
+
+RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
+
+
+def _reachable(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def controller(tmp_path_factory):
+    if not _reachable(5672):
+        skip_or_fail("RabbitMQ is not reachable on 127.0.0.1:5672")
+    namespace = f"cumulo-test-{uuid.uuid4().hex[:8]}"
+    try:
+        with fresh_database("postgresql") as url:
+            state = tmp_path_factory.mktemp("controller")
+            configure_state_dir(state, database=url)
+            config = load_config(state)
+            config.messaging.transport_url = RABBIT
+            config.messaging.namespace = namespace
+            config.compute.host = "controller"
+            config.compute.build_timeout = 4
+            config.compute.report_interval = 1
+            config.compute.service_down_time = 5
+            write_config(state, config)
+            runner = CloudRunner(state).start()
+            try:
+                yield runner
+            finally:
+                runner.stop()
+                asyncio.run(_delete_queues(namespace))
+    except ServerUnavailable as exc:
+        skip_or_fail(f"PostgreSQL is not reachable: {exc}")
+
+
+async def _delete_queues(namespace: str) -> None:
+    """The test's durable queues outlive it on the broker: remove them."""
+    import aio_pika
+    import httpx
+
+    async with httpx.AsyncClient(auth=("guest", "guest")) as client:
+        try:
+            queues = (await client.get("http://127.0.0.1:15672/api/queues")).json()
+            names = [q["name"] for q in queues if q["name"].startswith(namespace + ".")]
+        except (httpx.HTTPError, ValueError):
+            names = []
+    if not names:
+        out = subprocess.run(
+            ["rabbitmqctl", "list_queues", "-q", "name"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        names = [n for n in out.split() if n.startswith(namespace + ".")]
+    connection = await aio_pika.connect(RABBIT.replace("rabbit", "amqp", 1))
+    async with connection:
+        channel = await connection.channel()
+        for name in names:
+            await channel.queue_delete(name)
+
+
+def start_compute_host(
+    controller: CloudRunner, tmp_path: Path, name: str, **compute
+) -> subprocess.Popen:
+    """A second host: the controller's config with its own compute settings."""
+    state = tmp_path / name
+    state.mkdir()
+    shutil.copy(controller.state_dir / "cumulo.toml", state / "cumulo.toml")
+    config = load_config(state)
+    config.compute.host = name
+    for key, value in compute.items():
+        setattr(config.compute, key, value)
+    write_config(state, config)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "cumulo"), "-v", "compute", "--state-dir", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OS_")},
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        services = controller.openstack("compute", "service", "list", "-f", "json")
+        if any(s["Host"] == name and s["State"] == "up" for s in services):
+            return proc
+        if proc.poll() is not None:
+            raise AssertionError(f"cumulo compute exited:\n{proc.stdout.read()}")
+        time.sleep(0.5)
+    proc.kill()
+    raise AssertionError(f"compute host {name} never reported in")
+
+
+@pytest.fixture(scope="module")
+def image(controller: CloudRunner, tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("img") / "tiny.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-f", "qcow2", str(path), "16M"], check=True, capture_output=True
+    )
+    return controller.openstack(
+        "image",
+        "create",
+        "tiny",
+        "--file",
+        str(path),
+        "--disk-format",
+        "qcow2",
+        "--public",
+        "-f",
+        "json",
+    )["id"]
+
+
+def _wait(controller: CloudRunner, server: str, statuses: set[str], timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = controller.openstack("server", "show", server, "-f", "json")
+        if shown["status"] in statuses:
+            return shown
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{server} still {shown['status']}")
+        time.sleep(0.5)
+
+
+def test_a_server_boots_on_a_remote_compute_host(controller: CloudRunner, image, tmp_path):
+    name = f"remote-{uuid.uuid4().hex[:6]}"
+    proc = start_compute_host(controller, tmp_path, name)
+    try:
+        server = controller.openstack(
+            "server",
+            "create",
+            "--image",
+            image,
+            "--flavor",
+            "m1.tiny",
+            "--network",
+            "public",
+            "--availability-zone",
+            f"nova:{name}",
+            "--wait",
+            "vm-remote",
+            "-f",
+            "json",
+        )
+        assert server["OS-EXT-SRV-ATTR:host"] == name
+        assert server["addresses"]["public"]
+        assert "login:" in controller.openstack("console", "log", "show", "vm-remote")
+        controller.openstack("server", "delete", "--wait", "vm-remote")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+
+
+def test_killing_a_compute_agent_mid_build_ends_in_error(controller: CloudRunner, image, tmp_path):
+    name = f"doomed-{uuid.uuid4().hex[:6]}"
+    proc = start_compute_host(controller, tmp_path, name, fake_spawn_delay=60.0)
+    server = controller.openstack(
+        "server",
+        "create",
+        "--image",
+        image,
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "public",
+        "--availability-zone",
+        f"nova:{name}",
+        "vm-doomed",
+        "-f",
+        "json",
+    )
+    deadline = time.monotonic() + 30
+    while (
+        controller.openstack("server", "show", server["id"], "-f", "json")["OS-EXT-STS:task_state"]
+        != "spawning"
+    ):
+        assert time.monotonic() < deadline, "the build never reached spawning"
+        time.sleep(0.3)
+    proc.kill()  # the host dies mid-build
+    proc.wait(10)
+    failed = _wait(controller, server["id"], {"ERROR", "ACTIVE"}, timeout=30)
+    assert failed["status"] == "ERROR"
+    assert "timed out" in failed["fault"]["message"]
+    # Once the dead host is seen down, deleting the server does not wait for it.
+    deadline = time.monotonic() + 30
+    while any(s["Host"] == name and s["State"] == "up"
+              for s in controller.openstack("compute", "service", "list", "-f", "json")):
+        assert time.monotonic() < deadline, "the dead host is still reported up"
+        time.sleep(0.5)
+    controller.openstack("server", "delete", "--wait", server["id"])
+    assert controller.openstack("port", "list", "--device-id", server["id"], "-f", "json") == []
