@@ -98,7 +98,15 @@ class NetworkClient:
                 network = (
                     await self.network.json("GET", f"/v2.0/networks/{port['network_id']}", token)
                 )["network"]
-                info[-1] = _port_info(port, network, preexisting)
+                subnets = {}
+                for ip in port.get("fixed_ips", []):
+                    if ip.get("subnet_id") and ip["subnet_id"] not in subnets:
+                        subnets[ip["subnet_id"]] = (
+                            await self.network.json(
+                                "GET", f"/v2.0/subnets/{ip['subnet_id']}", token
+                            )
+                        )["subnet"]
+                info[-1] = _port_info(port, network, preexisting, subnets)
         except ServiceError as exc:
             await self.deallocate_for_instance(token, info)
             raise NetworkAllocationError(f"port allocation failed: {exc}") from exc
@@ -122,7 +130,12 @@ class NetworkClient:
                 continue
 
 
-def _port_info(port: dict[str, Any], network: dict[str, Any], preexisting: bool) -> dict[str, Any]:
+def _port_info(
+    port: dict[str, Any],
+    network: dict[str, Any],
+    preexisting: bool,
+    subnets: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     return {
         "port_id": port["id"],
         "mac": port["mac_address"],
@@ -130,16 +143,31 @@ def _port_info(port: dict[str, Any], network: dict[str, Any], preexisting: bool)
         "network_name": network.get("name", ""),
         "mtu": network.get("mtu") or 1500,
         "fixed_ips": [
-            {
-                "ip_address": ip["ip_address"],
-                "subnet_id": ip.get("subnet_id"),
-                "version": 6 if ":" in ip["ip_address"] else 4,
-            }
+            _ip_info(ip, (subnets or {}).get(ip.get("subnet_id") or ""))
             for ip in port.get("fixed_ips", [])
         ],
         "bridge": (port.get("binding:vif_details") or {}).get("bridge_name"),
+        "netns": (port.get("binding:vif_details") or {}).get("netns"),
         "preexisting": preexisting,
     }
+
+
+def _ip_info(ip: dict[str, Any], subnet: dict[str, Any] | None) -> dict[str, Any]:
+    """An address with what a guest needs to configure it (network_data.json)."""
+    info: dict[str, Any] = {
+        "ip_address": ip["ip_address"],
+        "subnet_id": ip.get("subnet_id"),
+        "version": 6 if ":" in ip["ip_address"] else 4,
+    }
+    if subnet:
+        info.update(
+            cidr=subnet.get("cidr"),
+            gateway=subnet.get("gateway_ip"),
+            dns_nameservers=list(subnet.get("dns_nameservers") or []),
+            host_routes=list(subnet.get("host_routes") or []),
+            enable_dhcp=bool(subnet.get("enable_dhcp")),
+        )
+    return info
 
 
 def vifs_from_info(info: list[dict[str, Any]]) -> tuple[Vif, ...]:
@@ -151,6 +179,7 @@ def vifs_from_info(info: list[dict[str, Any]]) -> tuple[Vif, ...]:
             fixed_ips=tuple(ip["ip_address"] for ip in e["fixed_ips"]),
             mtu=e["mtu"],
             bridge=e.get("bridge"),
+            netns=e.get("netns"),
         )
         for e in info
     )

@@ -48,8 +48,10 @@ class Vif:
     network_id: str
     fixed_ips: tuple[str, ...] = ()
     mtu: int = 1500
-    # The host-side device the tap must join (a bridge name), set by the network driver.
+    # The host-side device the tap must join (a bridge name), set by the network driver,
+    # and the network namespace that bridge lives in (None: the host's own).
     bridge: str | None = None
+    netns: str | None = None
 
 
 @dataclass(frozen=True)

@@ -241,6 +241,10 @@ class QemuDriver(ComputeDriver):
             machine.drives.append(
                 qp.Drive("config", str(iso), "raw", read_only=True, serial="config-2")
             )
+        namespaces = {vif.netns for vif in guest.vifs}
+        if len(namespaces) > 1:
+            raise DriverError("a guest's ports must all be in one network namespace")
+        machine.netns = namespaces.pop() if namespaces else None
         for vif in guest.vifs:
             machine.nics.append(qp.Nic(await _plug_tap(vif), vif.mac))
         return machine
@@ -252,6 +256,9 @@ class QemuDriver(ComputeDriver):
         (directory / "qemu.pid").unlink(missing_ok=True)
         with qp.listening_socket(directory, "qmp.sock") as qmp_sock:
             argv = qp.command_line(machine, directory, qmp_sock.fileno(), incoming)
+            if machine.netns:
+                # Taps by name are found in QEMU's namespace: run it where the bridges are.
+                argv = ["ip", "netns", "exec", machine.netns, *argv]
             await qp.launch(argv, pass_fds=[qmp_sock.fileno()])
 
     async def destroy(self, uuid: str) -> None:
@@ -270,7 +277,7 @@ class QemuDriver(ComputeDriver):
             record = None
         if record:
             for nic in record["machine"]["nics"]:
-                await _unplug_tap(nic["tap"])
+                await _unplug_tap(nic["tap"], record["machine"].get("netns"))
         await asyncio.to_thread(shutil.rmtree, directory, True)
 
     async def get_info(self, uuid: str) -> GuestInfo:
@@ -547,18 +554,35 @@ def tap_name(port_id: str) -> str:
 
 async def _plug_tap(vif: Vif) -> str:
     name = tap_name(vif.port_id)
-    if not Path(f"/sys/class/net/{name}").exists():
-        await _run("ip", "tuntap", "add", "dev", name, "mode", "tap")
-    await _run("ip", "link", "set", name, "mtu", str(vif.mtu))
+    ip = ["ip", "-n", vif.netns] if vif.netns else ["ip"]
+    if not await _link_exists(name, vif.netns):
+        await _run(*ip, "tuntap", "add", "dev", name, "mode", "tap")
+    await _run(*ip, "link", "set", name, "mtu", str(vif.mtu))
     if vif.bridge:
-        await _run("ip", "link", "set", name, "master", vif.bridge)
-    await _run("ip", "link", "set", name, "up")
+        await _run(*ip, "link", "set", name, "master", vif.bridge)
+    await _run(*ip, "link", "set", name, "up")
     return name
 
 
-async def _unplug_tap(name: str) -> None:
-    if Path(f"/sys/class/net/{name}").exists():
-        await _run("ip", "link", "del", name)
+async def _link_exists(name: str, netns: str | None) -> bool:
+    if netns is None:
+        return Path(f"/sys/class/net/{name}").exists()
+    proc = await asyncio.create_subprocess_exec(
+        "ip",
+        "-n",
+        netns,
+        "link",
+        "show",
+        name,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    return await proc.wait() == 0
+
+
+async def _unplug_tap(name: str, netns: str | None = None) -> None:
+    if await _link_exists(name, netns):
+        await _run(*(["ip", "-n", netns] if netns else ["ip"]), "link", "del", name)
 
 
 def _tail(path: Path, limit: int) -> str:

@@ -65,6 +65,8 @@ class MachineConfig:
     initrd: str | None = None
     command_line: str | None = None
     vnc: bool = True
+    # The network namespace QEMU runs in: where its taps and their bridges are.
+    netns: str | None = None
 
 
 def command_line(
@@ -178,18 +180,26 @@ def listening_socket(directory: Path, name: str) -> socket.socket:
 
 
 async def launch(argv: Sequence[str], pass_fds: Sequence[int] = ()) -> None:
-    """Start QEMU; it daemonizes once the guest is set up, so errors come back here."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        pass_fds=tuple(pass_fds),
-        start_new_session=True,  # a Ctrl-C of the agent must not reach its guests
-    )
-    _, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise DriverError(f"QEMU failed to start: {err.decode(errors='replace').strip()[-500:]}")
+    """Start QEMU; it daemonizes once the guest is set up, so errors come back here.
+
+    Its output goes to a temporary file, not a pipe: the daemon child inherits the
+    parent's descriptors for a while, and a pipe reader (uvloop's especially) would
+    wait for that child instead of the parent that exits.
+    """
+    with tempfile.TemporaryFile() as out:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            pass_fds=tuple(pass_fds),
+            start_new_session=True,  # a Ctrl-C of the agent must not reach its guests
+        )
+        returncode = await proc.wait()
+        if returncode != 0:
+            out.seek(0)
+            err = out.read().decode(errors="replace").strip()[-500:]
+            raise DriverError(f"QEMU failed to start: {err}")
 
 
 def read_pid(directory: Path) -> int | None:

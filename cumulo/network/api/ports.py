@@ -115,7 +115,8 @@ async def render_ports(
             for row in rows:
                 groups[row.port_id].append(row.security_group_id)
         tags = await tags_of(session, ids)
-    admin = service.is_admin(ctx)
+    # Binding attributes: admins, and the compute service that binds ports.
+    admin = service.policy.check("network:get_binding", ctx)
     return [
         render_port(
             p, ips[p.id], sorted(groups[p.id]), tags[p.id], admin, service.vif_details(p.network_id)
@@ -322,7 +323,12 @@ async def create_port(request: Request) -> Response:
     await service.changed()
     # Rendered from what the transaction wrote: a new port has no tags yet.
     body = render_port(
-        port, ips, groups, [], service.is_admin(ctx), service.vif_details(port.network_id)
+        port,
+        ips,
+        groups,
+        [],
+        service.policy.check("network:get_binding", ctx),
+        service.vif_details(port.network_id),
     )
     return show(request, "port", body, 201)
 

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import tempfile
 from typing import Any
 
 
@@ -33,6 +34,18 @@ async def run(*argv: str, stdin: str | None = None, check: bool = True) -> str:
     if check and proc.returncode != 0:
         raise CommandError(argv, proc.returncode or 0, err.decode(errors="replace"))
     return out.decode(errors="replace")
+
+
+async def run_daemon(*argv: str) -> None:
+    """Start a program that daemonizes; its output goes to a file, never a pipe (the
+    daemon child would hold a pipe open, and a reader would wait for it)."""
+    with tempfile.TemporaryFile() as out:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out
+        )
+        if await proc.wait() != 0:
+            out.seek(0)
+            raise CommandError(argv, proc.returncode or 0, out.read().decode(errors="replace"))
 
 
 def netns_exec(ns: str, *argv: str) -> tuple[str, ...]:

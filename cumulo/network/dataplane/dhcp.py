@@ -14,7 +14,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from cumulo.network.dataplane.commands import netns_exec, run
+from cumulo.network.dataplane.commands import netns_exec, run_daemon
 
 LEASE_SECONDS = 86400
 
@@ -126,7 +126,7 @@ class Dnsmasq:
             await self.stop()
             pid = None
         if pid is None:
-            await run(*argv)  # dnsmasq daemonizes: it outlives an agent restart
+            await run_daemon(*argv)  # dnsmasq daemonizes: it outlives an agent restart
         elif changed:
             os.kill(pid, signal.SIGHUP)
 
