@@ -169,10 +169,25 @@ class ComputeManager(Endpoint):
 
     # -- build ------------------------------------------------------------------------
 
-    async def _set_task(self, ctx: dict, uuid: str, task: str, expected: str) -> dict[str, Any]:
+    async def _set_task(
+        self,
+        ctx: dict,
+        uuid: str,
+        task: str,
+        expected: str,
+        *,
+        updates: dict[str, Any] | None = None,
+        events: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Move to `task` (with `updates`, recording `events`) in one conductor call."""
         try:
             return await self.conductor.instance_update(
-                ctx, uuid, {"task_state": task}, expected_task_state=[expected]
+                ctx,
+                uuid,
+                {**(updates or {}), "task_state": task},
+                expected_task_state=[expected],
+                events=events,
+                host=self.host,
             )
         except RemoteError as exc:
             if exc.type in (UnexpectedTaskState.__name__, InstanceNotFound.__name__):
@@ -182,36 +197,45 @@ class ComputeManager(Endpoint):
     async def build_and_run_instance(
         self, ctx: dict, instance_uuid: str, request_spec: dict[str, Any]
     ) -> None:
+        # Each task state change carries the action events around it: one conductor
+        # call (one database write) per step.
         event = "compute_build_and_run_instance"
-        await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
         network_info: list[dict[str, Any]] = []
         token = ctx.get("auth_token") or ""
         step: str | None = None  # the sub-event in progress, finished with the error
         try:
-            inst = await self._set_task(
-                ctx, instance_uuid, TaskState.NETWORKING, TaskState.SCHEDULING
-            )
             step = "compute_networking"
-            await self.conductor.action_event(ctx, instance_uuid, step, host=self.host)
+            inst = await self._set_task(
+                ctx,
+                instance_uuid,
+                TaskState.NETWORKING,
+                TaskState.SCHEDULING,
+                events=[{"event": event}, {"event": step}],
+            )
             if self.network is not None:
                 network_info = await self.network.allocate_for_instance(token, inst, self.host)
             elif inst.get("requested_networks") not in ("none", [], None):
                 raise DriverError("this compute host has no Network service to ask for ports")
-            await self.conductor.instance_update(ctx, instance_uuid, {"network_info": network_info})
-            await self.conductor.action_event(ctx, instance_uuid, step, host=self.host, finish=True)
-            step = None
-
             await self._set_task(
-                ctx, instance_uuid, TaskState.BLOCK_DEVICE_MAPPING, TaskState.NETWORKING
+                ctx,
+                instance_uuid,
+                TaskState.BLOCK_DEVICE_MAPPING,
+                TaskState.NETWORKING,
+                updates={"network_info": network_info},
+                events=[{"event": step, "finish": True}],
             )
+            step = None
             if request_spec.get("block_device_mapping"):
                 raise DriverError("volumes are not supported yet (Block Storage is not built)")
 
-            await self._set_task(
-                ctx, instance_uuid, TaskState.SPAWNING, TaskState.BLOCK_DEVICE_MAPPING
-            )
             step = "compute_spawning"
-            await self.conductor.action_event(ctx, instance_uuid, step, host=self.host)
+            await self._set_task(
+                ctx,
+                instance_uuid,
+                TaskState.SPAWNING,
+                TaskState.BLOCK_DEVICE_MAPPING,
+                events=[{"event": step}],
+            )
             guest = await self._guest_spec(token, inst, network_info)
             await self.driver.spawn(guest)
             power = (await self.driver.get_info(instance_uuid)).state
@@ -225,12 +249,10 @@ class ComputeManager(Endpoint):
                     "launched_at": utcnow().isoformat(),
                 },
                 expected_task_state=[TaskState.SPAWNING],
+                events=[{"event": step, "finish": True}, {"event": event, "finish": True}],
+                host=self.host,
             )
-            await self.conductor.action_event(ctx, instance_uuid, step, host=self.host, finish=True)
             step = None
-            await self.conductor.action_event(
-                ctx, instance_uuid, event, host=self.host, finish=True
-            )
         except _BuildAborted as exc:
             LOG.info("build of %s aborted: %s", instance_uuid, exc)
             await self._undo_build(token, instance_uuid, network_info)
