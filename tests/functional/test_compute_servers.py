@@ -260,8 +260,19 @@ def test_unsupported_microversion_is_406(cloud: CloudRunner):
 
 def test_resize_confirm_and_revert(cloud: CloudRunner, image: str):
     name = _name("resize")
-    demo(cloud, "server", "create", "--image", image, "--flavor", "m1.tiny", "--network",
-         "private", "--wait", name)
+    demo(
+        cloud,
+        "server",
+        "create",
+        "--image",
+        image,
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "private",
+        "--wait",
+        name,
+    )
     demo(cloud, "server", "resize", "--flavor", "m1.small", "--wait", name)
     resized = wait_status(cloud, name, "VERIFY_RESIZE")
     assert resized["flavor"]["name"] == "m1.small"
@@ -280,13 +291,37 @@ def test_resize_confirm_and_revert(cloud: CloudRunner, image: str):
 
 def test_rebuild_keeps_the_server_and_its_address(cloud: CloudRunner, image: str, tmp_path):
     name = _name("rebuild")
-    before = demo(cloud, "server", "create", "--image", image, "--flavor", "m1.tiny",
-                  "--network", "private", "--wait", name, "-f", "json")
+    before = demo(
+        cloud,
+        "server",
+        "create",
+        "--image",
+        image,
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "private",
+        "--wait",
+        name,
+        "-f",
+        "json",
+    )
     path = tmp_path / "other.qcow2"
-    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(path), "32M"], check=True,
-                   capture_output=True)
-    other = cloud.openstack("image", "create", _name("other"), "--file", str(path),
-                            "--disk-format", "qcow2", "--public", "-f", "json")
+    subprocess.run(
+        ["qemu-img", "create", "-f", "qcow2", str(path), "32M"], check=True, capture_output=True
+    )
+    other = cloud.openstack(
+        "image",
+        "create",
+        _name("other"),
+        "--file",
+        str(path),
+        "--disk-format",
+        "qcow2",
+        "--public",
+        "-f",
+        "json",
+    )
     demo(cloud, "server", "rebuild", "--image", other["id"], "--wait", name)
     after = wait_status(cloud, name, "ACTIVE")
     assert after["id"] == before["id"] and after["addresses"] == before["addresses"]
@@ -296,10 +331,22 @@ def test_rebuild_keeps_the_server_and_its_address(cloud: CloudRunner, image: str
 
 def test_server_image_create(cloud: CloudRunner, image: str):
     name = _name("snap-src")
-    demo(cloud, "server", "create", "--image", image, "--flavor", "m1.tiny", "--network",
-         "private", "--wait", name)
-    snap = demo(cloud, "server", "image", "create", "--name", _name("snap"), "--wait", name,
-                "-f", "json")
+    demo(
+        cloud,
+        "server",
+        "create",
+        "--image",
+        image,
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "private",
+        "--wait",
+        name,
+    )
+    snap = demo(
+        cloud, "server", "image", "create", "--name", _name("snap"), "--wait", name, "-f", "json"
+    )
     shown = demo(cloud, "image", "show", snap["id"], "-f", "json")
     assert shown["status"] == "active" and shown["disk_format"] == "qcow2"
     assert shown["properties"]["image_type"] == "snapshot"
@@ -311,8 +358,19 @@ def test_server_image_create(cloud: CloudRunner, image: str):
 
 def test_server_add_and_remove_volume(cloud: CloudRunner, image: str):
     name = _name("with-volume")
-    demo(cloud, "server", "create", "--image", image, "--flavor", "m1.tiny", "--network",
-         "private", "--wait", name)
+    demo(
+        cloud,
+        "server",
+        "create",
+        "--image",
+        image,
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "private",
+        "--wait",
+        name,
+    )
     volume = demo(cloud, "volume", "create", "--size", "1", _name("vol"), "-f", "json")
     for _ in range(100):
         if demo(cloud, "volume", "show", volume["id"], "-f", "json")["status"] == "available":
@@ -342,3 +400,94 @@ def test_server_add_and_remove_volume(cloud: CloudRunner, image: str):
     assert demo(cloud, "volume", "show", volume["id"], "-f", "json")["attachments"] == []
     demo(cloud, "volume", "delete", volume["id"])
     demo(cloud, "server", "delete", "--wait", name)
+
+
+def test_lock_keeps_a_member_from_acting_until_unlocked(cloud: CloudRunner, image: str):
+    name = _name("locked")
+    server = demo(
+        cloud,
+        "server",
+        "create",
+        "--image",
+        image,
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "private",
+        "--wait",
+        name,
+        "-f",
+        "json",
+    )
+    cloud.openstack("server", "lock", server["id"])  # by the admin
+    shown = demo(cloud, "server", "show", name, "-f", "json")
+    assert shown["locked"] is True
+    refused = demo(cloud, "server", "stop", name, check=False)
+    assert refused.returncode != 0 and "409" in refused.stderr and "locked" in refused.stderr
+    not_mine = demo(cloud, "server", "unlock", name, check=False)
+    assert not_mine.returncode != 0 and "403" in not_mine.stderr
+    cloud.openstack("server", "unlock", server["id"])
+    demo(cloud, "server", "stop", name)
+    wait_status(cloud, name, "SHUTOFF")
+    demo(cloud, "server", "delete", "--wait", name)
+
+
+def test_flavor_too_small_for_the_image_is_400(cloud: CloudRunner, tmp_path):
+    path = tmp_path / "big.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-f", "qcow2", str(path), "16M"], check=True, capture_output=True
+    )
+    big = cloud.openstack(
+        "image",
+        "create",
+        _name("needs-ram"),
+        "--file",
+        str(path),
+        "--disk-format",
+        "qcow2",
+        "--public",
+        "--min-ram",
+        "4096",
+        "-f",
+        "json",
+    )
+    result = demo(
+        cloud,
+        "server",
+        "create",
+        "--image",
+        big["id"],
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "private",
+        _name("too-small"),
+        check=False,
+    )
+    assert result.returncode != 0 and "400" in result.stderr
+    assert "Flavor's memory is too small for requested image" in result.stderr
+    cloud.openstack("image", "delete", big["id"])
+
+
+def test_quota_exceeded_is_403_and_creates_nothing(cloud: CloudRunner, image: str):
+    servers_before = demo(cloud, "server", "list", "-f", "json")
+    cloud.openstack("quota", "set", "--instances", str(len(servers_before)), "demo")
+    try:
+        result = demo(
+            cloud,
+            "server",
+            "create",
+            "--image",
+            image,
+            "--flavor",
+            "m1.tiny",
+            "--network",
+            "private",
+            _name("over-quota"),
+            check=False,
+        )
+        assert result.returncode != 0 and "403" in result.stderr
+        assert "Quota exceeded for instances" in result.stderr
+        assert demo(cloud, "server", "list", "-f", "json") == servers_before
+    finally:
+        cloud.openstack("quota", "set", "--instances", "10", "demo")
