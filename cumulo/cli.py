@@ -66,7 +66,15 @@ def init(state_dir: Path | None, host: str | None, database: str | None) -> None
 @state_dir_option
 @click.option("--host", default=None, help="Address the APIs bind to (default 127.0.0.1).")
 @click.option("--database", default=None, help="SQLAlchemy URL (default: SQLite files).")
-def up(state_dir: Path | None, host: str | None, database: str | None) -> None:
+@click.option(
+    "--with-demo-image",
+    is_flag=True,
+    help="Register the tiny bootable test guest as public images (tiny, tiny-kernel, "
+    "tiny-ramdisk) unless they exist; built from two Debian packages, cached.",
+)
+def up(
+    state_dir: Path | None, host: str | None, database: str | None, with_demo_image: bool
+) -> None:
     """Serve the whole cloud (runs init when needed). Ctrl-C stops it."""
     from cumulo.cloud import Cloud
     from cumulo.common.server import (
@@ -85,6 +93,8 @@ def up(state_dir: Path | None, host: str | None, database: str | None) -> None:
             async def run() -> None:
                 cloud = await Cloud.open(sd, host=host, database=database)
                 try:
+                    if with_demo_image:
+                        await _demo_image(cloud)
                     apps = cloud.apps()
                     servers = make_servers(apps, cloud.config.host)
                     _usage_hint(sd)
@@ -100,6 +110,18 @@ def up(state_dir: Path | None, host: str | None, database: str | None) -> None:
     except AlreadyRunning as exc:
         console.print(f"[red]error:[/] {exc}")
         sys.exit(1)
+
+
+async def _demo_image(cloud) -> None:
+    from cumulo.image.demo import DemoImageError, register_for_cloud
+
+    console.print("Registering the demo image (the first time builds the tiny guest)...")
+    try:
+        ids = await register_for_cloud(cloud)
+    except DemoImageError as exc:
+        console.print(f"[yellow]warning:[/] no demo image: {exc}. Starting without it.")
+        return
+    console.print(f"  demo image: tiny ({ids['tiny']}), with its kernel and ramdisk")
 
 
 @main.command()
