@@ -101,6 +101,8 @@ class Connection:
         headers: dict[str, str] | None = None,
         raw: bytes | None = None,
     ) -> tuple[int, bytes, object]:
+        if self.reader is None or self.reader.closed is not None:
+            await self.open()  # the server drops idle keep-alive connections after 5 s
         assert self.reader is not None
         hdrs = {"X-Auth-Token": self.token} if self.token else {}
         hdrs.update(headers or {})
@@ -154,6 +156,7 @@ def configure(state_dir: Path, setup: Setup, fake_hosts: int) -> None:
     for name in type(config.ports).model_fields:
         setattr(config.ports, name, free_port())
     config.network.driver = "noop"
+    config.compute.driver = "fake"
     config.compute.host = COMPUTE_HOST
     config.compute.fake_hosts = fake_hosts
     config.messaging.transport_url = setup.transport_url

@@ -44,7 +44,15 @@ class ConductorAPI:
         instance_uuid: str,
         updates: dict[str, Any],
         expected_task_state: list[str | None] | None = None,
+        *,
+        events: list[dict[str, Any]] | None = None,
+        host: str | None = None,
     ) -> dict[str, Any]:
+        """Change the instance; `events` ({"event", "finish", "error"}) of this request's
+        instance action are recorded in the same write (by `host`), when it is made."""
+        args: dict[str, Any] = {}
+        if events:
+            args = {"events": events, "host": host}
         return await self.bus.call(
             CONDUCTOR,
             "instance_update",
@@ -52,6 +60,7 @@ class ConductorAPI:
             instance_uuid=instance_uuid,
             updates=updates,
             expected_task_state=expected_task_state,
+            **args,
         )
 
     async def action_event(

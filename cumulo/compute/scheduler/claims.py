@@ -82,42 +82,68 @@ async def release(session: AsyncSession, instance_uuid: str) -> bool:
 async def load_host_states(
     session: AsyncSession, now: datetime, service_down_time: timedelta
 ) -> list[HostState]:
-    """Every compute node with its service's enabled/up state, as the filters see them."""
+    """Every compute node with its service's enabled/up state, as the filters see them.
+
+    Plain column rows rather than ORM objects: the scheduler reads every host.
+    """
+    s = ComputeService
     services = {
-        s.host: s
-        for s in await session.scalars(
-            select(ComputeService).where(ComputeService.binary == COMPUTE_BINARY)
+        host: (zone, disabled, forced_down, seen)
+        for host, zone, disabled, forced_down, seen in await session.execute(
+            select(s.host, s.availability_zone, s.disabled, s.forced_down, s.last_seen_up).where(
+                s.binary == COMPUTE_BINARY
+            )
         )
     }
-    states = []
-    for node in await session.scalars(select(ComputeNode)):
-        service = services.get(node.host)
-        up = bool(
-            service
-            and not service.forced_down
-            and service.last_seen_up is not None
-            and now - service.last_seen_up <= service_down_time
+    n = ComputeNode
+    rows = await session.execute(
+        select(
+            n.host,
+            n.hypervisor_hostname,
+            n.vcpus,
+            n.memory_mb,
+            n.local_gb,
+            n.vcpus_used,
+            n.memory_mb_used,
+            n.local_gb_used,
+            n.cpu_allocation_ratio,
+            n.ram_allocation_ratio,
+            n.disk_allocation_ratio,
+            n.reserved_host_memory_mb,
+            n.reserved_host_disk_gb,
+            n.hypervisor_type,
+            n.cpu_arch,
         )
+    )
+    states = []
+    for row in rows:
+        service = services.get(row[0])
+        if service is None:
+            zone, enabled, up = "nova", False, False
+        else:
+            zone, disabled, forced_down, seen = service
+            enabled = not disabled
+            up = bool(not forced_down and seen is not None and now - seen <= service_down_time)
         states.append(
             HostState(
-                host=node.host,
-                node=node.hypervisor_hostname,
-                vcpus=node.vcpus,
-                memory_mb=node.memory_mb,
-                local_gb=node.local_gb,
-                vcpus_used=node.vcpus_used,
-                memory_mb_used=node.memory_mb_used,
-                local_gb_used=node.local_gb_used,
-                cpu_allocation_ratio=node.cpu_allocation_ratio,
-                ram_allocation_ratio=node.ram_allocation_ratio,
-                disk_allocation_ratio=node.disk_allocation_ratio,
-                reserved_host_memory_mb=node.reserved_host_memory_mb,
-                reserved_host_disk_gb=node.reserved_host_disk_gb,
-                availability_zone=service.availability_zone if service else "nova",
-                enabled=bool(service and not service.disabled),
+                host=row[0],
+                node=row[1],
+                vcpus=row[2],
+                memory_mb=row[3],
+                local_gb=row[4],
+                vcpus_used=row[5],
+                memory_mb_used=row[6],
+                local_gb_used=row[7],
+                cpu_allocation_ratio=row[8],
+                ram_allocation_ratio=row[9],
+                disk_allocation_ratio=row[10],
+                reserved_host_memory_mb=row[11],
+                reserved_host_disk_gb=row[12],
+                availability_zone=zone,
+                enabled=enabled,
                 up=up,
-                hypervisor_type=node.hypervisor_type,
-                cpu_arch=node.cpu_arch,
+                hypervisor_type=row[13],
+                cpu_arch=row[14],
             )
         )
     return states

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +14,7 @@ from cumulo.common.db import Database, utcnow
 from cumulo.common.rpc import Endpoint
 from cumulo.compute.models import ComputeNode, ServerGroup, ServerGroupMember
 from cumulo.compute.scheduler.claims import claim, hosts_of_instances, load_host_states, release
-from cumulo.compute.scheduler.host_state import RequestSpec
+from cumulo.compute.scheduler.host_state import HostState, RequestSpec
 from cumulo.compute.scheduler.select import NoValidHost, select_destinations
 from cumulo.compute.scheduler.weights import default_weighers
 
@@ -20,6 +22,8 @@ LOG = logging.getLogger(__name__)
 
 # A claim can lose a race with another request; try again with fresh host states.
 CLAIM_ATTEMPTS = 5
+# How long (seconds) the scheduler trusts the host states it loaded (see _host_states).
+HOST_STATE_TTL = 1.0
 
 
 def request_spec_from_dict(data: dict[str, Any], num_instances: int) -> RequestSpec:
@@ -45,11 +49,55 @@ def request_spec_from_dict(data: dict[str, Any], num_instances: int) -> RequestS
 
 class SchedulerManager(Endpoint):
     def __init__(
-        self, db: Database, *, service_down_time: float = 60.0, spread: bool = True
+        self,
+        db: Database,
+        *,
+        service_down_time: float = 60.0,
+        spread: bool = True,
+        host_state_ttl: float = HOST_STATE_TTL,
     ) -> None:
         self.db = db
         self.service_down_time = timedelta(seconds=service_down_time)
         self.weighers = default_weighers(spread)
+        self.host_state_ttl = host_state_ttl
+        # Host states as last loaded, with this scheduler's own claims consumed since.
+        self._hosts: list[HostState] | None = None
+        self._node_ids: dict[str, int] = {}
+        self._loaded_at = 0.0
+        self._loading: asyncio.Future | None = None
+
+    def invalidate(self) -> None:
+        """Forget the cached host states: the next placement reads them again."""
+        self._hosts = None
+
+    async def _host_states(self, fresh: bool = False) -> list[HostState]:
+        """The cached host states, reloaded when older than host_state_ttl (or `fresh`).
+
+        Concurrent placements share one reload. Releases made elsewhere (a failed build,
+        a delete) and capacity reports show up at the next reload; a claim made by
+        another scheduler makes ours lose its race, which reloads at once.
+        """
+        now = time.monotonic()
+        if not fresh and self._hosts is not None and now - self._loaded_at < self.host_state_ttl:
+            return self._hosts
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(self._load())
+        loading = self._loading
+        try:
+            return await asyncio.shield(loading)
+        finally:
+            if self._loading is loading and loading.done():
+                self._loading = None
+
+    async def _load(self) -> list[HostState]:
+        started = time.monotonic()
+        async with self.db.read() as s:
+            hosts = await load_host_states(s, utcnow(), self.service_down_time)
+            node_ids = dict(
+                (await s.execute(select(ComputeNode.hypervisor_hostname, ComputeNode.id))).all()
+            )
+        self._hosts, self._node_ids, self._loaded_at = hosts, node_ids, started
+        return hosts
 
     async def select_destinations(
         self, ctx: dict, request_spec: dict[str, Any], instance_uuids: list[str]
@@ -75,20 +123,28 @@ class SchedulerManager(Endpoint):
     ) -> dict[str, str]:
         """Place and claim one instance; `placed` are this request's earlier picks."""
         one = RequestSpec(**{**spec.__dict__, "num_instances": 1, "group_hosts": set()})
+        fresh = self.host_state_ttl <= 0
         for _attempt in range(CLAIM_ATTEMPTS):
-            async with self.db.read() as s:
-                hosts = await load_host_states(s, utcnow(), self.service_down_time)
-                if group_uuid:
+            if group_uuid:
+                async with self.db.read() as s:
                     one.group_policy, members_hosts = await self._group(s, group_uuid)
-                    one.group_hosts = members_hosts | placed
-            [host] = select_destinations(hosts, one, [instance_uuid], weighers=self.weighers)
+                one.group_hosts = members_hosts | placed
+            hosts = await self._host_states(fresh)
+            try:
+                # Picks and consumes on the cached states at once (no await in between),
+                # so concurrent placements see each other's picks.
+                [host] = select_destinations(hosts, one, [instance_uuid], weighers=self.weighers)
+            except NoValidHost:
+                if fresh:
+                    raise
+                fresh = True  # the cache may miss resources released meanwhile: look again
+                continue
             async with self.db.write() as s:
-                node_id = await s.scalar(
-                    select(ComputeNode.id).where(ComputeNode.hypervisor_hostname == host.node)
-                )
+                node_id = self._node_ids.get(host.node)
                 if node_id is not None and await claim(s, node_id, instance_uuid, one):
                     return {"host": host.host, "node": host.node}
             LOG.info("claim on %s lost a race; scheduling %s again", host.host, instance_uuid)
+            fresh = True
         raise NoValidHost("Resources were claimed by other requests as fast as they were found.")
 
     async def _group(self, s, group_uuid: str) -> tuple[str | None, set[str]]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from itertools import compress, repeat
 
 from cumulo.compute.scheduler.filters import DEFAULT_FILTERS, HostFilter
 from cumulo.compute.scheduler.host_state import HostState, RequestSpec
-from cumulo.compute.scheduler.weights import HostWeigher, default_weighers, weigh
+from cumulo.compute.scheduler.weights import HostWeigher, best_host, default_weighers
 
 LOG = logging.getLogger(__name__)
 
@@ -24,8 +25,13 @@ def filter_hosts(
         forced = set(spec.force_hosts)
         candidates = [h for h in candidates if h.host in forced]
     for f in filters:
+        # A filter with nothing to check for this request (no zone asked, no image
+        # properties, no server group) is skipped rather than asked about every host.
+        applies = getattr(f, "applies", None)
+        if applies is not None and not applies(spec):
+            continue
         before = len(candidates)
-        candidates = [h for h in candidates if f.host_passes(h, spec)]
+        candidates = list(compress(candidates, map(f.host_passes, candidates, repeat(spec))))
         if len(candidates) < before:
             LOG.debug("%s removed %d hosts", f.name, before - len(candidates))
         if not candidates:
@@ -57,7 +63,7 @@ def select_destinations(
             raise NoValidHost(
                 f"There are not enough hosts available (placed {len(chosen)} of {len(uuids)})."
             )
-        best = weigh(candidates, weighers)[0][1]
+        best = best_host(candidates, weighers)
         best.consume(spec, uuid)
         if spec.group_policy:
             spec.group_hosts.add(best.host)

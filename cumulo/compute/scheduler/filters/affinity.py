@@ -6,6 +6,9 @@ class ServerGroupAffinityFilter:
 
     name = "ServerGroupAffinityFilter"
 
+    def applies(self, spec: RequestSpec) -> bool:
+        return spec.group_policy == "affinity" and bool(spec.group_hosts)
+
     def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
         if spec.group_policy != "affinity" or not spec.group_hosts:
             return True
@@ -16,6 +19,9 @@ class ServerGroupAntiAffinityFilter:
     """Members of an anti-affinity group never share a host."""
 
     name = "ServerGroupAntiAffinityFilter"
+
+    def applies(self, spec: RequestSpec) -> bool:
+        return spec.group_policy == "anti-affinity"
 
     def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
         if spec.group_policy != "anti-affinity":

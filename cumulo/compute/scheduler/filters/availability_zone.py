@@ -6,5 +6,8 @@ class AvailabilityZoneFilter:
 
     name = "AvailabilityZoneFilter"
 
+    def applies(self, spec: RequestSpec) -> bool:
+        return spec.availability_zone is not None
+
     def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
         return spec.availability_zone is None or host.availability_zone == spec.availability_zone

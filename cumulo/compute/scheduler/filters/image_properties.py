@@ -14,6 +14,9 @@ class ImagePropertiesFilter:
 
     name = "ImagePropertiesFilter"
 
+    def applies(self, spec: RequestSpec) -> bool:
+        return bool(spec.image_properties)
+
     def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
         props = spec.image_properties
         wanted_type = props.get("hypervisor_type") or props.get("img_hv_type")

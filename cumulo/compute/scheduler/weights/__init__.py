@@ -4,6 +4,8 @@ spreads instances over hosts, negative stacks them), as Nova does."""
 
 from __future__ import annotations
 
+from itertools import repeat
+from operator import add, mul, sub
 from typing import Protocol
 
 from cumulo.compute.scheduler.host_state import HostState
@@ -39,3 +41,27 @@ def weigh(hosts: list[HostState], weighers: list[HostWeigher]) -> list[tuple[flo
             totals[i] += weigher.multiplier * (value - low) / span
     ranked = sorted(zip(totals, range(len(hosts)), strict=True), key=lambda t: -t[0])
     return [(weight, hosts[i]) for weight, i in ranked]
+
+
+def best_host(hosts: list[HostState], weighers: list[HostWeigher]) -> HostState:
+    """The heaviest host, as weigh() would rank it first (the first of equals), in one pass.
+
+    The sum of normalized weights, multiplier * (value - low) / span, differs from
+    sum(multiplier / span * value) by a constant: the same host is heaviest, without
+    normalizing and sorting every host.
+    """
+    scores: list[float] | None = None
+    for weigher in weighers:
+        if not weigher.multiplier:
+            continue
+        raw = list(map(weigher.raw_weight, hosts))
+        low, high = min(raw), max(raw)
+        if high == low:
+            continue
+        scale = weigher.multiplier / (high - low)
+        # scale * (value - low), added up per host (map keeps the loops in C).
+        term = map(mul, map(sub, raw, repeat(low)), repeat(scale))
+        scores = list(term) if scores is None else list(map(add, scores, term))
+    if scores is None:
+        return hosts[0]
+    return hosts[max(range(len(hosts)), key=scores.__getitem__)]
