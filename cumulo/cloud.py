@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +25,11 @@ from cumulo.identity.core import Identity
 from cumulo.identity.tokens import KeyRepository
 from cumulo.image.app import create_image_app, open_image_service
 from cumulo.image.core import ImageService
+from cumulo.metadata.app import create_metadata_app
 from cumulo.network.app import create_network_app, open_network_service
 from cumulo.network.bootstrap import bootstrap_network
 from cumulo.network.core import NetworkService
+from cumulo.network.dataplane.metadata_proxy import start_metadata_proxies
 from cumulo.volume.app import create_volume_app, open_volume_service
 from cumulo.volume.core import VolumeService
 
@@ -49,6 +52,8 @@ def prepare_state_dir(
         if not getattr(config.identity, attr):
             setattr(config.identity, attr, new_password())
             changed = True
+    if not config.metadata.shared_secret:
+        config.metadata.shared_secret, changed = secrets.token_hex(32), True
     if changed:
         write_config(state_dir, config)
     max_keys = config.identity.max_active_keys
@@ -108,6 +113,8 @@ class Cloud:
             volume_app=create_volume_app(cloud.volume),
         )
         cloud.identity.invalidation_listeners.append(cloud.compute.service.validator.clear)
+        # The network agent's proxies in the router namespaces reach the metadata service.
+        await start_metadata_proxies(cloud.network, config)
         return cloud
 
     def apps(self) -> dict[str, tuple[ASGIApp, int]]:
@@ -121,6 +128,10 @@ class Cloud:
             "network": (create_network_app(self.network), self.config.ports.network),
             "compute": (create_compute_app(self.compute.service), self.config.ports.compute),
             "block-storage": (create_volume_app(self.volume), self.config.ports.block_storage),
+            "metadata": (
+                create_metadata_app(self.compute.service.db, self.config.metadata.shared_secret),
+                self.config.ports.metadata,
+            ),
         }
 
     async def close(self) -> None:

@@ -156,9 +156,20 @@ class ServicePorts(_Section):
     compute: int = 8774
     image: int = 9292
     network: int = 9696
+class MetadataConfig(_Section):
+    # HMAC-SHA256 key shared by the metadata service and the network agent's proxies
+    # (Nova's metadata_proxy_shared_secret); generated on first start.
+    shared_secret: str = ""
+    # Where the proxies listen inside each router namespace (nftables redirects
+    # 169.254.169.254:80 there), and the address they reach the metadata service at.
+    proxy_port: int = Field(9697, ge=1, le=65535)
+    service_host: str = "127.0.0.1"
+
+
     block_storage: int = 8776
     object_store: int = 8080
 
+    metadata: int = 8775
 
 class CumuloConfig(_Section):
     host: str = "127.0.0.1"
@@ -180,6 +191,7 @@ class CumuloConfig(_Section):
     @property
     def catalog_host(self) -> str:
         if self.public_host:
+    metadata: MetadataConfig = MetadataConfig()
             return self.public_host
         return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
 

@@ -16,8 +16,7 @@ dir, so resync finds exactly what this deployment built and nothing else):
 
 Metadata: a MetadataProxy given to the driver is started in each router namespace, and
 the router's nftables redirects 169.254.169.254:80 arriving on its `qr-` legs to the
-proxy's port (see MetadataProxy). None is given yet: the hook is there for the
-metadata service.
+proxy's port (see MetadataProxy; the cloud gives it the one in metadata_proxy.py).
 
 `apply` converges on the desired state: objects whose desired config did not change
 since the last apply are skipped; after a restart everything is ensured again (each
@@ -52,12 +51,15 @@ class MetadataProxy(Protocol):
     """The metadata hook: what serves 169.254.169.254 inside a router namespace.
 
     `port` is where the proxy listens in the namespace; the router's nftables redirects
-    guests' requests to 169.254.169.254:80 there. `ensure` starts it for a router (with
-    the router's desired state, to map a guest's source address to its port), `remove`
-    stops it (the namespace's deletion kills whatever is left anyway).
+    guests' requests to 169.254.169.254:80 there. `update` gives it every apply's whole
+    desired state (to map a guest's source address to its port), `ensure` starts it for
+    a router (called on every apply: cheap when it runs), `remove` stops it before its
+    namespace is deleted.
     """
 
     port: int
+
+    def update(self, state: dict[str, Any]) -> None: ...
 
     async def ensure(self, namespace: str, router: dict[str, Any]) -> None: ...
 
@@ -128,6 +130,8 @@ class LinuxBridgeDriver(NetworkDriver):
             self.applied.clear()  # first run, or someone removed it: build everything
             await self._remove_orphans(existing)
             await self._host_namespace()
+        if self.metadata_proxy is not None:
+            self.metadata_proxy.update(state)
         wanted = {self.host_ns}
         keep: set[str] = {"host"}
         networks = {n["id"]: n for n in state["networks"]}
@@ -147,8 +151,11 @@ class LinuxBridgeDriver(NetworkDriver):
             ns = self.router_ns(router["id"])
             wanted.add(ns)
             keep.add(f"router:{router['id']}")
-            await self._step(f"router:{router['id']}", router, self._router(router, networks),
-                             existing, ns)  # fmt: skip
+            metadata_port = self.metadata_proxy.port if self.metadata_proxy else None
+            await self._step(f"router:{router['id']}", (router, metadata_port),
+                             self._router(router, networks), existing, ns)  # fmt: skip
+            if self.metadata_proxy is not None:
+                await self.metadata_proxy.ensure(ns, router)
         await self._taps(state["ports"])
         ruleset = host_ruleset(state["networks"], state["ports"], bridge_name, tap_name)
         keep.add("ruleset")
@@ -257,8 +264,6 @@ class LinuxBridgeDriver(NetworkDriver):
         await self._routes(ns, router, gw_dev)
         metadata_port = self.metadata_proxy.port if self.metadata_proxy else None
         await cmd.nft_load(ns, router_ruleset(router, gw_dev, metadata_port))
-        if self.metadata_proxy is not None:
-            await self.metadata_proxy.ensure(ns, router)
 
     async def _routes(self, ns: str, router: dict[str, Any], gw_dev: str | None) -> None:
         """The default route to the external gateway and the extra routes (`proto static`)."""
@@ -313,6 +318,8 @@ class LinuxBridgeDriver(NetworkDriver):
     async def teardown_unlocked(self) -> None:
         for ns in sorted(await cmd.namespaces()):
             if ns.startswith(self.prefix):
+                if self.metadata_proxy is not None:
+                    await self.metadata_proxy.remove(ns)
                 await cmd.delete_namespace(ns)
         shutil.rmtree(self.files, ignore_errors=True)
         (REGISTRY / self.scope).unlink(missing_ok=True)

@@ -101,8 +101,16 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
                 "dhcp": None
                 if dhcp is None
                 else {"port_id": dhcp.id, "mac": dhcp.mac_address, "addresses": addresses(dhcp)},
+                # Device and project: the metadata proxy's map of who owns an address.
                 "leases": [
-                    {"port_id": p.id, "mac": p.mac_address, "ip": a.ip_address}
+                    {
+                        "port_id": p.id,
+                        "mac": p.mac_address,
+                        "ip": a.ip_address,
+                        "device_id": p.device_id,
+                        "device_owner": p.device_owner,
+                        "project_id": p.project_id,
+                    }
                     for p in by_network[n.id]
                     if not p.device_owner.startswith("network:")
                     for a in ips[p.id]
