@@ -1,0 +1,127 @@
+"""A real guest reads its metadata over HTTP at 169.254.169.254: the tiny QEMU guest,
+booted through the whole cloud on a linuxbridge network, fetches
+/openstack/latest/meta_data.json through its router's metadata proxy and prints what it
+read on its console. Another machine on the same network, sending the first guest's
+headers itself, gets nothing about it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from cumulo.common.config import load_config, write_config
+from cumulo.image.demo import register_for_cloud
+from cumulo.network.dataplane.linuxbridge import bridge_name, scope_of
+from tests.cloudrunner import CloudRunner, configure_state_dir
+from tests.conftest import skip_or_fail
+
+pytestmark = pytest.mark.e2e
+
+TOOLS = ("qemu-system-x86_64", "qemu-img", "ip", "nft", "dnsmasq")
+
+# Run inside the stand-in namespace: what a guest that forges the proxy's headers gets.
+FORGED_REQUEST = """
+import sys, urllib.request, urllib.error
+req = urllib.request.Request(
+    "http://169.254.169.254/openstack/latest/meta_data.json",
+    headers={"X-Instance-ID": sys.argv[1], "X-Tenant-ID": sys.argv[2],
+             "X-Instance-ID-Signature": "0" * 64, "X-Forwarded-For": sys.argv[3]})
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        print(r.status, r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+"""
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    missing = [t for t in TOOLS if not shutil.which(t)]
+    if missing or os.geteuid() != 0:
+        skip_or_fail(f"real guests need root and {', '.join(TOOLS)} (missing: {missing})")
+    state = tmp_path_factory.mktemp("metadata-cloud")
+    configure_state_dir(state)
+    config = load_config(state)
+    config.compute.driver = "qemu"
+    config.compute.qemu_accel = "tcg"
+    config.compute.host = "e2e-metadata"
+    config.compute.force_config_drive = False  # the guest's only source: the metadata service
+    config.network.driver = "linuxbridge"
+    write_config(state, config)
+    runner = CloudRunner(state).start(timeout=120)
+    try:
+        try:
+            runner.run_async(register_for_cloud(runner.cloud))
+        except Exception as exc:  # noqa: BLE001 - no kernel package to be had here
+            skip_or_fail(f"the tiny test guest could not be built: {exc}")
+        yield runner
+    finally:
+        for server in runner.openstack("server", "list", "--all-projects", "-f", "json"):
+            runner.openstack("server", "delete", "--wait", server["ID"], check=False)
+        runner.stop()
+
+
+def wait_console(cloud: CloudRunner, name: str, marker: str, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    log = ""
+    while marker not in log:
+        assert time.monotonic() < deadline, f"{marker!r} never showed:\n{log}"
+        time.sleep(1)
+        log = cloud.openstack("console", "log", "show", name, cloud="cumulo-demo")
+    return log
+
+
+def test_the_guest_reads_its_metadata_over_http_and_a_stand_in_gets_nothing(cloud, tmp_path):
+    demo = {"cloud": "cumulo-demo"}
+    server = cloud.openstack(
+        "server", "create", "--image", "tiny", "--flavor", "m1.tiny", "--network", "private",
+        "--wait", "md1", "-f", "json", **demo,
+    )  # fmt: skip
+    assert server["status"] == "ACTIVE"
+    [guest_ip] = server["addresses"]["private"]
+    log = wait_console(cloud, "md1", "cumulo-guest: ready")
+    assert "no config drive" in log, log
+    assert f"cumulo-guest: metadata hostname=md1 uuid={server['id']}" in log, log
+
+    # Another machine on `private`: a port of its own, and a namespace plugged into the
+    # network's bridge with that port's MAC and address, sending md1's headers itself.
+    port = cloud.openstack(
+        "port", "create", "--network", "private", f"stand-in-{uuid.uuid4().hex[:6]}",
+        "-f", "json", **demo,
+    )  # fmt: skip
+    [fixed] = port["fixed_ips"]
+    subnet = cloud.openstack("subnet", "show", fixed["subnet_id"], "-f", "json", **demo)
+    prefix = subnet["cidr"].split("/")[1]
+    host_ns = f"cmlo-{scope_of(cloud.state_dir)}-host"
+    ns, inner, outer = f"md-standin-{uuid.uuid4().hex[:6]}", "eth0", f"mds{uuid.uuid4().hex[:8]}"
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    ip("netns", "add", ns)
+    try:
+        ip("link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns)
+        ip("link", "set", outer, "netns", host_ns)
+        ip("-n", host_ns, "link", "set", outer, "master", bridge_name(port["network_id"]), "up")
+        ip("-n", ns, "link", "set", inner, "address", port["mac_address"], "up")
+        ip("-n", ns, "link", "set", "lo", "up")
+        ip("-n", ns, "addr", "add", f"{fixed['ip_address']}/{prefix}", "dev", inner)
+        ip("-n", ns, "route", "add", "default", "via", subnet["gateway_ip"])
+        forged = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", FORGED_REQUEST,
+             server["id"], server["project_id"], guest_ip],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+    finally:
+        subprocess.run(["ip", "-n", host_ns, "link", "del", outer], capture_output=True)
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+    # The proxy answered (the stand-in reached 169.254.169.254), for nobody it knows.
+    assert forged.stdout.startswith("404"), forged.stdout + forged.stderr
+    assert server["id"] not in forged.stdout
+    cloud.openstack("server", "delete", "--wait", "md1", **demo)
