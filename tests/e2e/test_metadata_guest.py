@@ -77,20 +77,22 @@ def wait_console(cloud: CloudRunner, name: str, marker: str, timeout: float = 12
     return log
 
 
-def test_the_guest_reads_its_metadata_over_http_and_a_stand_in_gets_nothing(cloud, tmp_path):
-    demo = {"cloud": "cumulo-demo"}
+@pytest.fixture(scope="module")
+def guest(cloud):
     server = cloud.openstack(
         "server", "create", "--image", "tiny", "--flavor", "m1.tiny", "--network", "private",
-        "--wait", "md1", "-f", "json", **demo,
+        "--wait", "md1", "-f", "json", cloud="cumulo-demo",
     )  # fmt: skip
     assert server["status"] == "ACTIVE"
-    [guest_ip] = server["addresses"]["private"]
-    log = wait_console(cloud, "md1", "cumulo-guest: ready")
-    assert "no config drive" in log, log
-    assert f"cumulo-guest: metadata hostname=md1 uuid={server['id']}" in log, log
+    [server["ip"]] = server["addresses"]["private"]
+    yield server
+    cloud.openstack("server", "delete", "--wait", "md1", cloud="cumulo-demo", check=False)
 
-    # Another machine on `private`: a port of its own, and a namespace plugged into the
-    # network's bridge with that port's MAC and address, sending md1's headers itself.
+
+def stand_in_request(cloud: CloudRunner, guest: dict) -> str:
+    """Another machine on `private` (a port of its own, a namespace plugged into the
+    network's bridge with that port's MAC and address) sends md1's headers itself."""
+    demo = {"cloud": "cumulo-demo"}
     port = cloud.openstack(
         "port", "create", "--network", "private", f"stand-in-{uuid.uuid4().hex[:6]}",
         "-f", "json", **demo,
@@ -115,13 +117,43 @@ def test_the_guest_reads_its_metadata_over_http_and_a_stand_in_gets_nothing(clou
         ip("-n", ns, "route", "add", "default", "via", subnet["gateway_ip"])
         forged = subprocess.run(
             ["ip", "netns", "exec", ns, sys.executable, "-c", FORGED_REQUEST,
-             server["id"], server["project_id"], guest_ip],
+             guest["id"], guest["project_id"], guest["ip"]],
             capture_output=True, text=True, timeout=30, check=True,
         )  # fmt: skip
     finally:
         subprocess.run(["ip", "-n", host_ns, "link", "del", outer], capture_output=True)
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+        cloud.openstack("port", "delete", port["id"], **demo)
+    return forged.stdout + forged.stderr
+
+
+def test_the_guest_reads_its_metadata_over_http(cloud, guest):
+    log = wait_console(cloud, "md1", "cumulo-guest: ready")
+    assert "no config drive" in log, log
+    assert f"cumulo-guest: metadata hostname=md1 uuid={guest['id']}" in log, log
+
+
+def test_a_stand_in_sending_the_guests_headers_gets_nothing(cloud, guest):
+    answer = stand_in_request(cloud, guest)
     # The proxy answered (the stand-in reached 169.254.169.254), for nobody it knows.
-    assert forged.stdout.startswith("404"), forged.stdout + forged.stderr
-    assert server["id"] not in forged.stdout
-    cloud.openstack("server", "delete", "--wait", "md1", **demo)
+    assert answer.startswith("404"), answer
+    assert guest["id"] not in answer
+
+
+def test_resync_listens_again_in_a_router_namespace_made_anew(cloud, guest):
+    router = cloud.openstack("router", "show", "router1", "-f", "json")
+    ns = f"cmlo-{scope_of(cloud.state_dir)}-router-{router['id']}"
+    subprocess.run(["ip", "netns", "delete", ns], check=True)
+    agent = cloud.cloud.network.agent
+    cloud.run_async(agent.sync({}))
+    cloud.run_async(agent.wait_idle(60))
+    assert stand_in_request(cloud, guest).startswith("404")
+    cloud.openstack("server", "reboot", "--hard", "md1", cloud="cumulo-demo")
+    deadline = time.monotonic() + 120
+    marker = f"cumulo-guest: metadata hostname=md1 uuid={guest['id']}"
+    while True:
+        log = cloud.openstack("console", "log", "show", "md1", cloud="cumulo-demo")
+        if log.count(marker) >= 2:
+            break
+        assert time.monotonic() < deadline, f"no second metadata read after reboot:\n{log}"
+        time.sleep(1)
