@@ -13,6 +13,7 @@ memory was saved), never RUNNING; otherwise QMP's query-status decides.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -254,12 +255,19 @@ class QemuDriver(ComputeDriver):
         machine = _machine(record)
         machine.drives += [qp.Drive(**d) for d in record["volumes"].values()]
         (directory / "qemu.pid").unlink(missing_ok=True)
-        with qp.listening_socket(directory, "qmp.sock") as qmp_sock:
-            argv = qp.command_line(machine, directory, qmp_sock.fileno(), incoming)
+        with contextlib.ExitStack() as sockets:
+            nbd = {
+                d.node: sockets.enter_context(await qp.connect_nbd(d))
+                for d in machine.drives
+                if d.protocol == "nbd"
+            }
+            qmp_sock = sockets.enter_context(qp.listening_socket(directory, "qmp.sock"))
+            nbd_fds = {node: sock.fileno() for node, sock in nbd.items()}
+            argv = qp.command_line(machine, directory, qmp_sock.fileno(), incoming, nbd_fds)
             if machine.netns:
                 # Taps by name are found in QEMU's namespace: run it where the bridges are.
                 argv = ["ip", "netns", "exec", machine.netns, *argv]
-            await qp.launch(argv, pass_fds=[qmp_sock.fileno()])
+            await qp.launch(argv, pass_fds=[qmp_sock.fileno(), *nbd_fds.values()])
 
     async def destroy(self, uuid: str) -> None:
         async with self._lock(uuid):
@@ -453,7 +461,7 @@ class QemuDriver(ComputeDriver):
                 raise DriverError(f"volume {device.volume_id} is already attached to {uuid}")
             drive = _volume_drive(device)
             if self._alive(uuid):
-                await self._qmp(uuid, "blockdev-add", qp.blockdev_args(drive))
+                await self._blockdev_add(uuid, drive)
                 try:
                     await self._qmp(uuid, "device_add", qp.device_args(drive))
                 except Exception:
@@ -461,6 +469,15 @@ class QemuDriver(ComputeDriver):
                     raise
             record["volumes"][device.volume_id] = dataclasses.asdict(drive)
             self._save(uuid, record)
+
+    async def _blockdev_add(self, uuid: str, drive: qp.Drive) -> None:
+        if drive.protocol != "nbd":
+            await self._qmp(uuid, "blockdev-add", qp.blockdev_args(drive))
+            return
+        with await qp.connect_nbd(drive) as sock:
+            async with qp.qmp_session(self._dir(uuid), uuid) as qmp:
+                await qmp.pass_fd(sock.fileno(), drive.node)
+                await qmp.execute("blockdev-add", qp.blockdev_args(drive, nbd_fd=drive.node))
 
     async def detach_volume(self, uuid: str, volume_id: str, timeout: float = 30) -> None:
         async with self._lock(uuid):

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -70,8 +71,13 @@ class MachineConfig:
 
 
 def command_line(
-    config: MachineConfig, directory: Path, qmp_fd: int, incoming: str | None = None
+    config: MachineConfig,
+    directory: Path,
+    qmp_fd: int,
+    incoming: str | None = None,
+    nbd_fds: dict[str, int] | None = None,
 ) -> list[str]:
+    """QEMU's argv; `nbd_fds` are the connected sockets of the NBD drives, by node name."""
     argv = [
         QEMU,
         "-name", f"guest={config.uuid},process=qemu-{config.uuid[:8]}",
@@ -102,7 +108,11 @@ def command_line(
         if config.command_line:
             argv += ["-append", config.command_line]
     for drive in config.drives:
-        argv += ["-blockdev", blockdev_json(drive), "-device", device_json(drive)]
+        fd = (nbd_fds or {}).get(drive.node)
+        argv += [
+            "-blockdev", json.dumps(blockdev_args(drive, None if fd is None else str(fd))),
+            "-device", json.dumps(device_args(drive)),
+        ]  # fmt: skip
     for i, nic in enumerate(config.nics):
         argv += [
             "-netdev", f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no",
@@ -113,25 +123,47 @@ def command_line(
     return argv
 
 
-def blockdev_args(drive: Drive) -> dict[str, Any]:
+def blockdev_args(drive: Drive, nbd_fd: str | None = None) -> dict[str, Any]:
+    """`nbd_fd`: an NBD drive reads through this connected socket (a number on the command
+    line, a getfd name over QMP) instead of connecting itself."""
     return {
         "node-name": drive.node,
         "driver": drive.format,
         "read-only": drive.read_only,
-        "file": _protocol_args(drive),
+        "file": _protocol_args(drive, nbd_fd),
     }
 
 
-def _protocol_args(drive: Drive) -> dict[str, Any]:
+def _protocol_args(drive: Drive, nbd_fd: str | None) -> dict[str, Any]:
     if drive.protocol == "nbd":
         where = urlsplit(drive.path)
+        server = (
+            {"type": "fd", "str": nbd_fd}
+            if nbd_fd is not None
+            else {"type": "inet", "host": where.hostname, "port": str(where.port or 10809)}
+        )
         return {
             "driver": "nbd",
-            "server": {"type": "inet", "host": where.hostname, "port": str(where.port or 10809)},
+            "server": server,
             "export": where.path.lstrip("/"),
             "read-only": drive.read_only,
         }
     return {"driver": "file", "filename": drive.path, "read-only": drive.read_only}
+
+
+async def connect_nbd(drive: Drive, timeout: float = 10.0) -> socket.socket:
+    """A TCP connection to the drive's NBD server, made from the agent's own namespace.
+
+    QEMU runs in the guest network's namespace, where Block Storage's address (often
+    127.0.0.1) means something else: it is handed this socket instead of an address.
+    """
+    where = urlsplit(drive.path)
+    try:
+        return await asyncio.to_thread(
+            socket.create_connection, (where.hostname, where.port or 10809), timeout
+        )
+    except OSError as exc:
+        raise DriverError(f"the NBD server of {drive.node} does not answer: {exc}") from exc
 
 
 def device_args(drive: Drive) -> dict[str, Any]:
@@ -139,14 +171,6 @@ def device_args(drive: Drive) -> dict[str, Any]:
     if drive.serial:
         args["serial"] = drive.serial
     return args
-
-
-def blockdev_json(drive: Drive) -> str:
-    return json.dumps(blockdev_args(drive))
-
-
-def device_json(drive: Drive) -> str:
-    return json.dumps(device_args(drive))
 
 
 def _option_value(path: Path | str) -> str:
@@ -247,10 +271,23 @@ async def wait_dead(pid: int | None, uuid: str, timeout: float) -> bool:
     return True
 
 
+class GuestMonitor(QMPClient):
+    """A QMP client that can hand QEMU a file descriptor (SCM_RIGHTS on its own socket:
+    the transport's socket is not reachable under uvloop)."""
+
+    def __init__(self, name: str, sock: socket.socket) -> None:
+        super().__init__(name)
+        self.sock = sock
+
+    async def pass_fd(self, fd: int, name: str) -> None:
+        self.sock.sendmsg([b" "], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("@i", fd))])
+        await self.execute("getfd", {"fdname": name})
+
+
 @contextlib.asynccontextmanager
 async def qmp_session(
     directory: Path, uuid: str, timeout: float = 10.0
-) -> AsyncIterator[QMPClient]:
+) -> AsyncIterator[GuestMonitor]:
     """A QMP connection to the guest's monitor (one client at a time per guest)."""
     path, fd = short_unix_path(directory, "qmp.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -261,7 +298,7 @@ async def qmp_session(
         raise DriverError(f"the QMP socket of {uuid} does not answer: {exc}") from exc
     finally:
         os.close(fd)
-    client = QMPClient(f"cumulo-{uuid[:8]}")
+    client = GuestMonitor(f"cumulo-{uuid[:8]}", sock)
     try:
         await asyncio.wait_for(client.connect(sock), timeout)
         yield client
