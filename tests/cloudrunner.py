@@ -35,6 +35,8 @@ def configure_state_dir(state_dir: Path, database: str | None = None) -> None:
     config.identity.bcrypt_rounds = 4
     # Functional tests record the data plane only; tests/e2e builds a real one.
     config.network.driver = "noop"
+    # ...and the fake hypervisor; tests/e2e boots real QEMU guests.
+    config.compute.driver = "fake"
     write_config(state_dir, config)
 
 

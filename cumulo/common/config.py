@@ -96,8 +96,13 @@ class NetworkConfig(_Section):
 class ComputeConfig(_Section):
     # This host's name for its compute agent (topic compute.<host>); empty: the machine's.
     host: str = ""
-    # Hypervisor driver: "fake" (in-memory guests, no QEMU needed).
-    driver: str = Field("fake", pattern="^(fake)$")
+    # Hypervisor driver: "qemu" (real guests), "fake" (in-memory guests, no QEMU needed),
+    # or "auto": qemu when qemu-system-x86_64 is installed, else fake.
+    driver: str = Field("auto", pattern="^(auto|qemu|fake)$")
+    # QEMU accelerator: "auto" probes KVM with a real boot and falls back to TCG.
+    qemu_accel: str = Field("auto", pattern="^(auto|kvm|tcg)$")
+    # Give every guest a config drive (ISO9660 config-2) with its metadata.
+    force_config_drive: bool = True
     # Extra in-process fake compute hosts (scale simulation); 0: just this host.
     fake_hosts: int = Field(0, ge=0)
     # How long a fake guest takes to boot (seconds), for realistic simulations.
@@ -151,11 +156,6 @@ class MessagingConfig(_Section):
     namespace: str = Field("cumulo", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-class ServicePorts(_Section):
-    identity: int = 5000
-    compute: int = 8774
-    image: int = 9292
-    network: int = 9696
 class MetadataConfig(_Section):
     # HMAC-SHA256 key shared by the metadata service and the network agent's proxies
     # (Nova's metadata_proxy_shared_secret); generated on first start.
@@ -166,10 +166,15 @@ class MetadataConfig(_Section):
     service_host: str = "127.0.0.1"
 
 
+class ServicePorts(_Section):
+    identity: int = 5000
+    compute: int = 8774
+    metadata: int = 8775
+    image: int = 9292
+    network: int = 9696
     block_storage: int = 8776
     object_store: int = 8080
 
-    metadata: int = 8775
 
 class CumuloConfig(_Section):
     host: str = "127.0.0.1"
@@ -186,12 +191,12 @@ class CumuloConfig(_Section):
     compute: ComputeConfig = ComputeConfig()
     volume: VolumeConfig = VolumeConfig()
     messaging: MessagingConfig = MessagingConfig()
+    metadata: MetadataConfig = MetadataConfig()
     ports: ServicePorts = ServicePorts()
 
     @property
     def catalog_host(self) -> str:
         if self.public_host:
-    metadata: MetadataConfig = MetadataConfig()
             return self.public_host
         return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
 

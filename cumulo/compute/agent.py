@@ -37,7 +37,7 @@ async def run_compute_agent(config: CumuloConfig, state_dir: Path, stop: asyncio
     await bus.start()
     manager = ComputeManager(
         host,
-        make_driver(config, host),
+        make_driver(config, host, state_dir),
         bus,
         ImageCache(state_dir / "compute" / host / "images", images),
         NetworkClient(networks, identity.service_token),

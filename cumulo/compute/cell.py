@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +32,15 @@ from cumulo.compute.virt.fake import FakeDriver
 LOG = logging.getLogger(__name__)
 
 
-def make_driver(config: CumuloConfig, host: str) -> ComputeDriver:
-    if config.compute.driver == "fake":
-        return FakeDriver(host, spawn_delay=config.compute.fake_spawn_delay)
-    raise ValueError(f"unknown compute driver {config.compute.driver!r}")
+def make_driver(config: CumuloConfig, host: str, state_dir: Path) -> ComputeDriver:
+    driver = config.compute.driver
+    if driver == "auto":
+        driver = "qemu" if shutil.which("qemu-system-x86_64") else "fake"
+    if driver == "qemu":
+        from cumulo.compute.virt.qemu import QemuDriver
+
+        return QemuDriver(state_dir, host, accel=config.compute.qemu_accel)
+    return FakeDriver(host, spawn_delay=config.compute.fake_spawn_delay)
 
 
 def host_options(config: CumuloConfig) -> HostOptions:
@@ -47,6 +53,7 @@ def host_options(config: CumuloConfig) -> HostOptions:
         disk_allocation_ratio=c.disk_allocation_ratio,
         reserved_host_memory_mb=c.reserved_host_memory_mb,
         reserved_host_disk_gb=c.reserved_host_disk_gb,
+        force_config_drive=c.force_config_drive,
     )
 
 
@@ -116,7 +123,7 @@ class ComputeCell:
         options = host_options(config)
         for host in hosts:
             driver = (
-                make_driver(config, host)
+                make_driver(config, host, state_dir)
                 if host == base
                 else FakeDriver(host, spawn_delay=c.fake_spawn_delay)
             )

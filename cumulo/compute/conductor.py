@@ -72,6 +72,7 @@ def instance_to_dict(inst: Instance) -> dict[str, Any]:
     """What a compute host gets to know of an instance (JSON-safe)."""
     return {
         "uuid": inst.uuid,
+        "internal_id": inst.id,
         "name": inst.display_name,
         "hostname": inst.hostname,
         "project_id": inst.project_id,
@@ -110,6 +111,8 @@ class ConductorManager(Endpoint):
         self.options = options or ConductorOptions()
         self.scheduler = rpcapi.SchedulerAPI(bus)
         self.compute = rpcapi.ComputeAPI(bus)
+        # (instance uuid, request id) -> instance action id, for the events of a build.
+        self._action_ids: dict[tuple[str, str], int] = {}
 
     # -- building ----------------------------------------------------------------
 
@@ -334,22 +337,26 @@ class ConductorManager(Endpoint):
     ) -> None:
         """Start or finish events ({"event", "finish", "error", "start_time"}) in order,
         in the caller's transaction."""
-        request_id = ctx.get("request_id", "-")
-        action = await s.scalar(
-            select(InstanceAction).where(
-                InstanceAction.instance_uuid == instance_uuid,
-                InstanceAction.request_id == request_id,
+        key = (instance_uuid, ctx.get("request_id", "-"))
+        action_id = self._action_ids.get(key)
+        if action_id is None:
+            action_id = await s.scalar(
+                select(InstanceAction.id).where(
+                    InstanceAction.instance_uuid == key[0], InstanceAction.request_id == key[1]
+                )
             )
-        )
-        if action is None:
-            return
+            if action_id is None:
+                return
+            if len(self._action_ids) >= 10_000:
+                self._action_ids.clear()
+            self._action_ids[key] = action_id  # actions are never deleted: safe to keep
         for item in events:
             event, error = item["event"], item.get("error")
             start = _to_db_value("launched_at", item.get("start_time")) or utcnow()
             if not item.get("finish"):
                 s.add(
                     InstanceActionEvent(
-                        action_id=action.id, event=event, host=host, start_time=start
+                        action_id=action_id, event=event, host=host, start_time=start
                     )
                 )
                 continue
@@ -357,7 +364,7 @@ class ConductorManager(Endpoint):
             ev = await s.scalar(
                 select(InstanceActionEvent)
                 .where(
-                    InstanceActionEvent.action_id == action.id,
+                    InstanceActionEvent.action_id == action_id,
                     InstanceActionEvent.event == event,
                     InstanceActionEvent.finish_time.is_(None),
                 )
@@ -366,14 +373,18 @@ class ConductorManager(Endpoint):
             now = utcnow()
             if ev is None:
                 ev = InstanceActionEvent(
-                    action_id=action.id, event=event, host=host, start_time=min(start, now)
+                    action_id=action_id, event=event, host=host, start_time=min(start, now)
                 )
                 s.add(ev)
             ev.finish_time = now
             ev.result = "Error" if error else "Success"
             ev.traceback = error
             if error:
-                action.message = "Error"
+                await s.execute(
+                    update(InstanceAction)
+                    .where(InstanceAction.id == action_id)
+                    .values(message="Error")
+                )
 
     async def instance_deleted(self, ctx: dict, instance_uuid: str, host: str | None) -> None:
         now = utcnow()

@@ -9,7 +9,9 @@ and handed back to the conductor, which retries on another host or fails it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,11 +32,42 @@ from cumulo.compute.virt.driver import (
     GuestSpec,
     ImageSpec,
 )
+from cumulo.metadata import InstanceMetadata, config_drive_files
 
 LOG = logging.getLogger(__name__)
 
 # The Block Storage microversion the attachment calls are written for.
 VOLUME_API = {"OpenStack-API-Version": "volume 3.44"}
+
+
+def instance_metadata(
+    inst: dict[str, Any], network_info: list[dict[str, Any]], admin_pass: str | None = None
+) -> InstanceMetadata:
+    """What the config drive (and the metadata service) tell a guest about itself."""
+    user_data = None
+    if inst.get("user_data"):
+        user_data = base64.b64decode(inst["user_data"])
+    keys = {inst["key_name"]: inst["key_data"]} if inst.get("key_name") else {}
+    return InstanceMetadata(
+        uuid=inst["uuid"],
+        name=inst["name"],
+        hostname=inst["hostname"],
+        project_id=inst["project_id"],
+        availability_zone=inst.get("availability_zone") or "nova",
+        public_keys=keys,
+        user_data=user_data,
+        launch_index=inst.get("launch_index", 0),
+        network_info=tuple(network_info),
+        metadata=dict(inst.get("metadata") or {}),
+        admin_pass=admin_pass,
+        flavor_name=inst["flavor"]["name"],
+        image_id=inst.get("image_ref") or "",
+        reservation_id=inst.get("reservation_id") or "",
+        security_groups=tuple(inst.get("security_groups") or ("default",)),
+        internal_id=inst.get("internal_id", 0),
+        random_seed=base64.b64encode(os.urandom(512)).decode(),
+    )
+
 
 # What the guest reports, mapped to the vm_state a stable instance should have.
 _POWER_TO_VM = {
@@ -56,6 +89,7 @@ class HostOptions:
     disk_allocation_ratio: float = 1.0
     reserved_host_memory_mb: int = 0
     reserved_host_disk_gb: int = 0
+    force_config_drive: bool = False
 
 
 class _BuildAborted(Exception):
@@ -236,7 +270,9 @@ class ComputeManager(Endpoint):
                 TaskState.BLOCK_DEVICE_MAPPING,
                 events=[{"event": step}],
             )
-            guest = await self._guest_spec(token, inst, network_info)
+            guest = await self._guest_spec(
+                token, inst, network_info, request_spec.get("admin_password")
+            )
             await self.driver.spawn(guest)
             power = (await self.driver.get_info(instance_uuid)).state
             await self.conductor.instance_update(
@@ -276,7 +312,11 @@ class ComputeManager(Endpoint):
                 await self.network.deallocate_for_instance(token, network_info)
 
     async def _guest_spec(
-        self, token: str, inst: dict[str, Any], network_info: list[dict[str, Any]]
+        self,
+        token: str,
+        inst: dict[str, Any],
+        network_info: list[dict[str, Any]],
+        admin_pass: str | None = None,
     ) -> GuestSpec:
         flavor = inst["flavor"]
         image = None
@@ -310,7 +350,12 @@ class ComputeManager(Endpoint):
                 kernel_path=kernel,
                 ramdisk_path=ramdisk,
             )
+        config_drive = None
+        if inst.get("config_drive") or self.options.force_config_drive:
+            config_drive = config_drive_files(instance_metadata(inst, network_info, admin_pass))
         return GuestSpec(
+            config_drive=config_drive,
+            admin_password=admin_pass,
             uuid=inst["uuid"],
             name=inst["name"],
             hostname=inst["hostname"],

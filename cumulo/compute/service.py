@@ -327,6 +327,8 @@ class ComputeService:
             "availability_zone": az,
             "force_hosts": force_hosts,
             "server_group": group.uuid if group else None,
+            # Travels to the host for the config drive; never stored.
+            "admin_password": admin_pass,
         }
         await self.conductor.build_instances(
             self.rpc_context(ctx), [i.uuid for i in instances], spec

@@ -1,0 +1,148 @@
+"""A real guest through the whole cloud: `openstack server create` boots the tiny QEMU
+guest on a linuxbridge network; it gets the IP Neutron gave its port over DHCP, reads its
+hostname and key from the config drive and runs its user data."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from cumulo.common.config import load_config, write_config
+from tests.cloudrunner import CloudRunner, configure_state_dir
+from tests.conftest import skip_or_fail
+
+pytestmark = pytest.mark.e2e
+
+TOOLS = ("qemu-system-x86_64", "qemu-img", "ip", "nft", "dnsmasq")
+
+
+@pytest.fixture(scope="module")
+def cloud_with_guests(tmp_path_factory):
+    missing = [t for t in TOOLS if not shutil.which(t)]
+    if missing or os.geteuid() != 0:
+        skip_or_fail(f"real guests need root and {', '.join(TOOLS)} (missing: {missing})")
+    from cumulo.testing.guest import build_guest
+
+    try:
+        guest = build_guest()
+    except Exception as exc:  # noqa: BLE001 - no kernel package to be had here
+        skip_or_fail(f"the tiny test guest could not be built: {exc}")
+    state = tmp_path_factory.mktemp("qemu-cloud")
+    configure_state_dir(state)
+    config = load_config(state)
+    config.compute.driver = "qemu"
+    config.compute.qemu_accel = "tcg"
+    config.compute.host = "e2e-compute"
+    config.network.driver = "linuxbridge"
+    write_config(state, config)
+    runner = CloudRunner(state).start(timeout=120)
+    runner.guest = guest
+    try:
+        yield runner
+    finally:
+        for server in runner.openstack("server", "list", "--all-projects", "-f", "json"):
+            runner.openstack("server", "delete", "--wait", server["ID"], check=False)
+        runner.stop()
+
+
+def test_server_create_boots_a_guest_that_gets_its_ip_and_its_data(cloud_with_guests, tmp_path):
+    cloud = cloud_with_guests
+    kernel = cloud.openstack(
+        "image",
+        "create",
+        "tiny-kernel",
+        "--file",
+        str(cloud.guest.kernel),
+        "--disk-format",
+        "aki",
+        "--container-format",
+        "aki",
+        "--public",
+        "-f",
+        "json",
+    )
+    ramdisk = cloud.openstack(
+        "image",
+        "create",
+        "tiny-ramdisk",
+        "--file",
+        str(cloud.guest.initramfs),
+        "--disk-format",
+        "ari",
+        "--container-format",
+        "ari",
+        "--public",
+        "-f",
+        "json",
+    )
+    root = tmp_path / "root.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-f", "qcow2", str(root), "16M"], check=True, capture_output=True
+    )
+    cloud.openstack(
+        "image",
+        "create",
+        "tiny",
+        "--file",
+        str(root),
+        "--disk-format",
+        "qcow2",
+        "--public",
+        "--property",
+        f"kernel_id={kernel['id']}",
+        "--property",
+        f"ramdisk_id={ramdisk['id']}",
+        "--property",
+        "os_command_line=console=ttyS0 panic=-1 quiet",
+    )
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGu4bqEJmbx2pX1w6cNqW7Cq5n6mQx4Zz1Bv2v4d6e0q e2e"
+    (tmp_path / "k.pub").write_text(key + "\n")
+    marker = f"hello-{uuid.uuid4().hex[:6]}"
+    (tmp_path / "ud.sh").write_text(f"#!/bin/sh\necho {marker}\n")
+    demo = {"cloud": "cumulo-demo"}
+    cloud.openstack("keypair", "create", "--public-key", str(tmp_path / "k.pub"), "k", **demo)
+    server = cloud.openstack(
+        "server",
+        "create",
+        "--image",
+        "tiny",
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "private",
+        "--user-data",
+        str(tmp_path / "ud.sh"),
+        "--key-name",
+        "k",
+        "--wait",
+        "vm1",
+        "-f",
+        "json",
+        **demo,
+    )
+    assert server["status"] == "ACTIVE"
+    [port_ip] = server["addresses"]["private"]
+
+    deadline = time.monotonic() + 90
+    log = ""
+    while "cumulo-guest: ready" not in log:
+        assert time.monotonic() < deadline, f"the guest never got ready:\n{log}"
+        time.sleep(1)
+        log = cloud.openstack("console", "log", "show", "vm1", **demo)
+    assert re.search(rf"eth0 ip {re.escape(port_ip)}/\d+", log), log
+    assert "config-drive hostname=vm1" in log
+    assert f"config-drive key k {key}" in log
+    assert marker in log and "user-data exit=0" in log
+
+    cloud.openstack("server", "stop", "vm1", **demo)
+    deadline = time.monotonic() + 60
+    while cloud.openstack("server", "show", "vm1", "-f", "json", **demo)["status"] != "SHUTOFF":
+        assert time.monotonic() < deadline
+        time.sleep(1)
+    cloud.openstack("server", "delete", "--wait", "vm1", **demo)
