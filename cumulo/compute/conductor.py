@@ -579,15 +579,27 @@ class ConductorManager(Endpoint):
             )
 
     async def block_devices(self, ctx: dict, instance_uuid: str) -> list[dict[str, Any]]:
+        """The instance's volume mappings (boot order first)."""
         async with self.db.read() as s:
             rows = await s.scalars(
-                select(BlockDeviceMapping).where(
+                select(BlockDeviceMapping)
+                .where(
                     BlockDeviceMapping.instance_uuid == instance_uuid,
-                    BlockDeviceMapping.volume_id.is_not(None),
+                    BlockDeviceMapping.destination_type == "volume",
+                )
+                .order_by(
+                    BlockDeviceMapping.boot_index.is_(None),
+                    BlockDeviceMapping.boot_index,
+                    BlockDeviceMapping.id,
                 )
             )
             return [
                 {
+                    "id": b.id,
+                    "source_type": b.source_type,
+                    "image_id": b.image_id,
+                    "volume_size": b.volume_size,
+                    "boot_index": b.boot_index,
                     "volume_id": b.volume_id,
                     "attachment_id": b.attachment_id,
                     "device_name": b.device_name,
@@ -596,6 +608,15 @@ class ConductorManager(Endpoint):
                 }
                 for b in rows
             ]
+
+    async def block_device_update(self, ctx: dict, bdm_id: int, values: dict[str, Any]) -> None:
+        allowed = {"volume_id", "attachment_id", "device_name", "connection_info"}
+        if set(values) - allowed:
+            raise ValueError(f"not updatable: {sorted(set(values) - allowed)}")
+        async with self.db.write() as s:
+            await s.execute(
+                update(BlockDeviceMapping).where(BlockDeviceMapping.id == bdm_id).values(**values)
+            )
 
     async def volume_detached(self, ctx: dict, instance_uuid: str, volume_id: str) -> None:
         async with self.db.write() as s:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -259,8 +260,7 @@ class ComputeManager(Endpoint):
                 events=[{"event": step, "finish": True}],
             )
             step = None
-            if request_spec.get("block_device_mapping"):
-                raise DriverError("volumes are not supported yet (Block Storage is not built)")
+            block_devices = await self._prepare_volumes(ctx, inst)
 
             step = "compute_spawning"
             await self._set_task(
@@ -273,6 +273,7 @@ class ComputeManager(Endpoint):
             guest = await self._guest_spec(
                 token, inst, network_info, request_spec.get("admin_password")
             )
+            guest = dataclasses.replace(guest, block_devices=block_devices)
             await self.driver.spawn(guest)
             power = (await self.driver.get_info(instance_uuid)).state
             await self.conductor.instance_update(
@@ -292,9 +293,11 @@ class ComputeManager(Endpoint):
         except _BuildAborted as exc:
             LOG.info("build of %s aborted: %s", instance_uuid, exc)
             await self._undo_build(token, instance_uuid, network_info)
+            await self._release_volumes(ctx, instance_uuid)
         except Exception as exc:  # noqa: BLE001 - any failure goes back to the conductor
             LOG.warning("build of %s on %s failed: %s", instance_uuid, self.host, exc)
             await self._undo_build(token, instance_uuid, network_info)
+            await self._release_volumes(ctx, instance_uuid)
             if step:
                 await self.conductor.action_event(
                     ctx, instance_uuid, step, host=self.host, finish=True, error=str(exc)
@@ -310,6 +313,97 @@ class ComputeManager(Endpoint):
         finally:
             if self.network is not None and network_info:
                 await self.network.deallocate_for_instance(token, network_info)
+
+    async def _prepare_volumes(self, ctx: dict, inst: dict[str, Any]) -> tuple[BlockDevice, ...]:
+        """The block_device_mapping step: volumes made (from an image, or blank), reserved,
+        connected to this host and completed, in boot order."""
+        bdms = await self.conductor.block_devices(ctx, inst["uuid"])
+        if not bdms:
+            return ()
+        if self.volumes is None:
+            raise DriverError("this compute host has no Block Storage service")
+        token = ctx.get("auth_token") or ""
+        devices = []
+        letters = iter("abcdefghijklmnopqrstuvwxyz")
+        for bdm in bdms:
+            volume_id = bdm["volume_id"]
+            if volume_id is None:
+                body: dict[str, Any] = {"size": bdm["volume_size"], "name": f"{inst['name']}-vol"}
+                if bdm["source_type"] == "image":
+                    body["imageRef"] = bdm["image_id"]
+                volume = (
+                    await self.volumes.json(
+                        "POST", "/v3/volumes", token, headers=VOLUME_API, json={"volume": body}
+                    )
+                )["volume"]
+                volume_id = volume["id"]
+                await self.conductor.block_device_update(ctx, bdm["id"], {"volume_id": volume_id})
+                await self._wait_volume(token, volume_id)
+            device = bdm["device_name"] or f"/dev/vd{next(letters)}"
+            attachment = (
+                await self.volumes.json(
+                    "POST",
+                    "/v3/attachments",
+                    token,
+                    headers=VOLUME_API,
+                    json={"attachment": {"volume_uuid": volume_id, "instance_uuid": inst["uuid"]}},
+                )
+            )["attachment"]
+            await self.conductor.block_device_update(
+                ctx, bdm["id"], {"attachment_id": attachment["id"]}
+            )
+            attachment = (
+                await self.volumes.json(
+                    "PUT",
+                    f"/v3/attachments/{attachment['id']}",
+                    token,
+                    headers=VOLUME_API,
+                    json={"attachment": {"connector": {"host": self.host, "mountpoint": device}}},
+                )
+            )["attachment"]
+            await self.volumes.request(
+                "POST",
+                f"/v3/attachments/{attachment['id']}/action",
+                token,
+                headers=VOLUME_API,
+                json={"os-complete": None},
+            )
+            info = attachment["connection_info"]
+            await self.conductor.block_device_update(
+                ctx, bdm["id"], {"device_name": device, "connection_info": info}
+            )
+            devices.append(BlockDevice(volume_id, device, info, bdm["boot_index"]))
+        return tuple(devices)
+
+    async def _release_volumes(self, ctx: dict, instance_uuid: str) -> None:
+        """After a failed build: volumes go back to available (a retry attaches them again)."""
+        token = ctx.get("auth_token") or ""
+        try:
+            for bdm in await self.conductor.block_devices(ctx, instance_uuid):
+                if bdm["attachment_id"]:
+                    await self._drop_attachment(token, bdm["attachment_id"])
+                    await self.conductor.block_device_update(
+                        ctx, bdm["id"], {"attachment_id": None, "connection_info": None}
+                    )
+        except Exception:  # noqa: BLE001 - the instance may be gone already
+            LOG.warning("volumes of %s not released", instance_uuid)
+
+    async def _wait_volume(self, token: str, volume_id: str, timeout: float = 300) -> None:
+        assert self.volumes is not None
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            volume = (
+                await self.volumes.json(
+                    "GET", f"/v3/volumes/{volume_id}", token, headers=VOLUME_API
+                )
+            )["volume"]
+            if volume["status"] == "available":
+                return
+            if volume["status"].startswith("error"):
+                raise DriverError(f"volume {volume_id} could not be created ({volume['status']})")
+            if asyncio.get_running_loop().time() > deadline:
+                raise DriverError(f"volume {volume_id} is still {volume['status']}")
+            await asyncio.sleep(0.25)
 
     async def _guest_spec(
         self,

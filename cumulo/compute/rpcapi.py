@@ -145,6 +145,9 @@ class ConductorAPI:
     async def block_devices(self, ctx: Context, instance_uuid: str) -> list[dict[str, Any]]:
         return await self.bus.call(CONDUCTOR, "block_devices", ctx, instance_uuid=instance_uuid)
 
+    async def block_device_update(self, ctx: Context, bdm_id: int, values: dict[str, Any]) -> None:
+        await self.bus.call(CONDUCTOR, "block_device_update", ctx, bdm_id=bdm_id, values=values)
+
     async def volume_detached(self, ctx: Context, instance_uuid: str, volume_id: str) -> None:
         await self.bus.call(
             CONDUCTOR, "volume_detached", ctx, instance_uuid=instance_uuid, volume_id=volume_id

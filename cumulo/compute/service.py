@@ -225,22 +225,22 @@ class ComputeService:
             raise Forbidden("Servers are created with a project-scoped token.")
         flavor = await self.find_flavor(ctx, req.flavor_ref)
         image: dict[str, Any] | None = None
-        for bdm in req.block_device_mapping:
-            if bdm.get("destination_type", "volume") == "volume" or bdm.get("source_type") in (
-                "volume",
-                "snapshot",
-            ):
-                raise BadRequest(
-                    "Booting from volume is not supported yet: this cloud has no "
-                    "Block Storage service."
-                )
-            # An image mapped to the local root disk is just the image to boot.
-            if bdm.get("source_type") == "image" and str(bdm.get("boot_index")) == "0":
-                req.image_ref = req.image_ref or bdm.get("uuid")
-        if not req.image_ref:
+        volume_bdms = await self._check_volume_bdms(ctx, req)
+        boot_from_volume = any(b["boot_index"] == 0 for b in volume_bdms)
+        if boot_from_volume:
+            root = next(b for b in volume_bdms if b["boot_index"] == 0)
+            if root["source_type"] == "image":
+                image = await self._image(ctx, root["image_id"])
+                if int(image.get("min_disk") or 0) > root["volume_size"]:
+                    raise BadRequest(
+                        "Volume is smaller than the minimum size specified in image metadata."
+                    )
+            req.image_ref = None
+        elif not req.image_ref:
             raise BadRequest("Missing imageRef attribute")
-        image = await self._image(ctx, req.image_ref)
-        self._check_flavor_fits_image(flavor, image)
+        else:
+            image = await self._image(ctx, req.image_ref)
+            self._check_flavor_fits_image(flavor, image)
         networks = await self._check_networks(ctx, req.networks)
         az, force_hosts = await self._availability_zone(ctx, req.availability_zone)
         key_data = None
@@ -276,7 +276,7 @@ class ComputeService:
                     hostname=sanitize_hostname(name),
                     project_id=ctx.project_id,
                     user_id=ctx.user_id,
-                    image_ref=image["id"] if image else None,
+                    image_ref=image["id"] if image and not boot_from_volume else None,
                     flavor=snapshot,
                     vcpus=flavor.vcpus,
                     memory_mb=flavor.memory_mb,
@@ -315,6 +315,8 @@ class ComputeService:
                 )
                 if group is not None:
                     s.add(ServerGroupMember(group_id=group.id, instance_uuid=inst.uuid))
+                for bdm in volume_bdms:
+                    s.add(BlockDeviceMapping(instance_uuid=inst.uuid, **bdm))
                 instances.append(inst)
         image_props = {
             k: v
@@ -327,6 +329,7 @@ class ComputeService:
             "availability_zone": az,
             "force_hosts": force_hosts,
             "server_group": group.uuid if group else None,
+            "boot_from_volume": boot_from_volume,
             # Travels to the host for the config drive; never stored.
             "admin_password": admin_pass,
         }
@@ -334,6 +337,84 @@ class ComputeService:
             self.rpc_context(ctx), [i.uuid for i in instances], spec
         )
         return instances, reservation_id, admin_pass
+
+    async def _check_volume_bdms(
+        self, ctx: RequestContext, req: CreateRequest
+    ) -> list[dict[str, Any]]:
+        """block_device_mapping_v2: the volume mappings to record (image-to-local ones
+        only name the image to boot)."""
+        volumes: list[dict[str, Any]] = []
+        for raw in req.block_device_mapping:
+            if not isinstance(raw, dict):
+                raise BadRequest("Invalid input for field/attribute block_device_mapping_v2.")
+            source = raw.get("source_type")
+            destination = raw.get("destination_type") or (
+                "local" if source == "image" else "volume"
+            )
+            try:
+                boot_index = (
+                    int(raw["boot_index"])
+                    if raw.get("boot_index") not in (None, "none", "")
+                    else None
+                )
+            except (TypeError, ValueError):
+                raise BadRequest("Invalid input for field/attribute boot_index.") from None
+            if destination == "local":
+                if source == "image" and boot_index == 0:
+                    req.image_ref = req.image_ref or raw.get("uuid")
+                    continue
+                if source == "blank":
+                    continue  # ephemeral/swap disks come from the flavor
+                raise BadRequest(f"Mapping {source} to a local disk is not supported.")
+            if source not in ("image", "volume", "blank"):
+                raise BadRequest(f"Booting from a {source} is not supported yet.")
+            if self.volumes is None:
+                raise BadRequest("This cloud has no Block Storage service.")
+            size = raw.get("volume_size")
+            if source in ("image", "blank"):
+                try:
+                    size = int(size)
+                except (TypeError, ValueError):
+                    raise BadRequest(
+                        "volume_size is required (a positive integer) to create a volume."
+                    ) from None
+                if size < 1:
+                    raise BadRequest("volume_size must be at least 1.")
+            if source == "volume":
+                try:
+                    vol = (
+                        await self.volumes.json(
+                            "GET",
+                            f"/v3/volumes/{raw.get('uuid')}",
+                            ctx.auth_token,
+                            headers={"OpenStack-API-Version": "volume 3.44"},
+                        )
+                    )["volume"]
+                except ServiceError as exc:
+                    if exc.status == 404:
+                        raise BadRequest(f"Volume {raw.get('uuid')} could not be found.") from None
+                    raise
+                if vol["status"] != "available":
+                    raise BadRequest(f"Invalid volume: volume {vol['id']} is {vol['status']}.")
+            volumes.append(
+                {
+                    "source_type": source,
+                    "destination_type": "volume",
+                    "boot_index": boot_index,
+                    "device_name": raw.get("device_name"),
+                    "image_id": raw.get("uuid") if source == "image" else None,
+                    "volume_id": raw.get("uuid") if source == "volume" else None,
+                    "volume_size": size,
+                    "delete_on_termination": bool(raw.get("delete_on_termination", False)),
+                    "tag": raw.get("tag"),
+                }
+            )
+        if sum(1 for b in volumes if b["boot_index"] == 0) > 1:
+            raise BadRequest(
+                "Boot sequence for the instance and image/block device mapping "
+                "combination is not valid."
+            )
+        return volumes
 
     async def _count_within_quota(
         self, s, ctx: RequestContext, req: CreateRequest, flavor: Flavor

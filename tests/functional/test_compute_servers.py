@@ -491,3 +491,64 @@ def test_quota_exceeded_is_403_and_creates_nothing(cloud: CloudRunner, image: st
         assert demo(cloud, "server", "list", "-f", "json") == servers_before
     finally:
         cloud.openstack("quota", "set", "--instances", "10", "demo")
+
+
+def test_boot_from_volume(cloud: CloudRunner, image: str):
+    name = _name("bfv")
+    server = demo(
+        cloud,
+        "server",
+        "create",
+        "--image",
+        image,
+        "--boot-from-volume",
+        "1",
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "private",
+        "--wait",
+        name,
+        "-f",
+        "json",
+    )
+    assert server["status"] == "ACTIVE"
+    assert server["image"] in ("", "N/A (booted from volume)") or not server["image"]
+    [attached] = server["volumes_attached"]
+    volume = demo(cloud, "volume", "show", attached["id"], "-f", "json")
+    assert volume["status"] == "in-use" and volume["bootable"] in (True, "true")
+    assert volume["attachments"][0]["server_id"] == server["id"]
+    assert volume["volume_image_metadata"]["image_id"] == image
+    demo(cloud, "server", "delete", "--wait", name)
+    # Not delete_on_termination: the volume stays, detached.
+    for _ in range(100):
+        if demo(cloud, "volume", "show", attached["id"], "-f", "json")["status"] == "available":
+            break
+        time.sleep(0.2)
+    assert demo(cloud, "volume", "show", attached["id"], "-f", "json")["attachments"] == []
+    demo(cloud, "volume", "delete", attached["id"])
+
+
+def test_boot_from_volume_needs_a_size(cloud: CloudRunner, image: str):
+    network = cloud.openstack("network", "show", "private", "-f", "json", cloud="cumulo-demo")
+    with cloud.http(cloud.token("demo", project="demo")) as client:
+        r = client.post(
+            f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1/servers",
+            headers={"OpenStack-API-Version": "compute 2.79"},
+            json={
+                "server": {
+                    "name": _name("bfv-bad"),
+                    "flavorRef": "1",
+                    "networks": [{"uuid": network["id"]}],
+                    "block_device_mapping_v2": [
+                        {
+                            "source_type": "image",
+                            "destination_type": "volume",
+                            "uuid": image,
+                            "boot_index": 0,
+                        }
+                    ],
+                }
+            },
+        )
+    assert r.status_code == 400 and "volume_size" in r.json()["badRequest"]["message"]

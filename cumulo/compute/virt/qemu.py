@@ -185,7 +185,15 @@ class QemuDriver(ComputeDriver):
             directory.mkdir(parents=True, exist_ok=True)
             try:
                 machine = await self._prepare(guest, directory)
-                record = {"machine": dataclasses.asdict(machine), "volumes": {}, "suspended": False}
+                # Volumes given at boot (the root one first when booting from a volume).
+                volumes = {
+                    d.volume_id: dataclasses.asdict(_volume_drive(d)) for d in guest.block_devices
+                }
+                record = {
+                    "machine": dataclasses.asdict(machine),
+                    "volumes": volumes,
+                    "suspended": False,
+                }
                 self._save(guest.uuid, record)
                 await self._start(guest.uuid, record)
             except BaseException:
