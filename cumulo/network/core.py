@@ -72,6 +72,7 @@ class NetworkService:
         # Stops the data plane (agent, bus) when the service closes.
         self.on_close: list[Callable[[], Awaitable[None]]] = []
         self.agent: Any = None  # this host's NetworkAgent, when the data plane runs here
+        self.port_batcher: Any = None  # cumulo.network.ipam_plan.PortBatcher, made on first use
 
     async def close(self) -> None:
         for stop in reversed(self.on_close):

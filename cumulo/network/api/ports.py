@@ -29,13 +29,14 @@ from cumulo.network.api.common import (
     to_str,
 )
 from cumulo.network.api.networks import visible_network
-from cumulo.network.core import NetworkService
+from cumulo.network.core import NetworkService, new_id
 from cumulo.network.errors import (
     InvalidInput,
     PortNotFound,
     PortSecurityAndIPRequiredForSecurityGroups,
     SecurityGroupNotFound,
 )
+from cumulo.network.ipam_plan import Fallback, PortPlan, batcher_of, plan_port
 from cumulo.network.models import (
     FloatingIp,
     IpAllocation,
@@ -226,13 +227,14 @@ def _check_fixed_ip_policy(service, ctx, network: Network, fixed_ips: Any) -> No
         service.enforce(ctx, "network:owner", network.project_id)
 
 
-async def _set_groups(session, port: Port, groups: list[str]) -> None:
+async def _set_groups(session, port: Port, groups: list[str], *, new: bool = False) -> None:
     if groups and not port.port_security_enabled:
         raise PortSecurityAndIPRequiredForSecurityGroups(
             "Port security must be enabled and port must have an IP address in order to use "
             "security groups."
         )
-    await session.execute(delete(PortSecurityGroup).where(PortSecurityGroup.port_id == port.id))
+    if not new:
+        await session.execute(delete(PortSecurityGroup).where(PortSecurityGroup.port_id == port.id))
     for sg in groups:
         session.add(PortSecurityGroup(port_id=port.id, security_group_id=sg))
 
@@ -254,8 +256,15 @@ async def create_port(request: Request) -> Response:
     a = await resource_body(request, "port", CREATE_ATTRS)
     if "network_id" not in a:
         raise BadRequest("Failed to parse request. Required attribute 'network_id' not specified")
-    network = await visible_network(service, ctx, str(a["network_id"]))
     project_id = owner_of(service, ctx, a)
+    # The hot path (no fixed IPs, groups or MAC asked for) plans the port while it reads
+    # the network: see cumulo.network.ipam_plan.
+    plan = None
+    if a.get("fixed_ips") is None and a.get("mac_address") is None and "security_groups" not in a:
+        plan = await plan_port(service, ctx, str(a["network_id"]), project_id)
+        network = plan.network
+    else:
+        network = await visible_network(service, ctx, str(a["network_id"]))
     service.enforce(ctx, "network:owner", project_id)
     if network.project_id != project_id and not network.shared:
         service.enforce(ctx, "network:admin_only")
@@ -295,6 +304,9 @@ async def create_port(request: Request) -> Response:
         )  # fmt: skip
     }
 
+    name = to_str("name", a.get("name", ""))
+    description = to_str("description", a.get("description", ""))
+
     async def work(session):
         await service.check_quota(session, project_id, "port")
         port = await new_port(
@@ -303,23 +315,30 @@ async def create_port(request: Request) -> Response:
             project_id=project_id,
             fixed_ips=a.get("fixed_ips"),
             mac_address=mac,
-            name=to_str("name", a.get("name", "")),
-            description=to_str("description", a.get("description", "")),
+            name=name,
+            description=description,
             **attrs,
         )
-        if "security_groups" in a:
-            groups = await resolve_security_groups(
-                session, service, ctx, project_id, a["security_groups"] or []
-            )
-        elif port.port_security_enabled and not port.device_owner.startswith("network:"):
-            groups = [await service.default_security_group(session, project_id)]
-        else:
-            groups = []
-        await _set_groups(session, port, groups)
+        groups = await groups_of(session, port)
+        await _set_groups(session, port, groups, new=True)
         ips = (await fixed_ips_of(session, [port.id]))[port.id]
         return port, ips, groups
 
-    port, ips, groups = await write_retrying(service.db, work)
+    async def groups_of(session, port: Port) -> list[str]:
+        if "security_groups" in a:
+            return await resolve_security_groups(
+                session, service, ctx, project_id, a["security_groups"] or []
+            )
+        if port.port_security_enabled and not port.device_owner.startswith("network:"):
+            return [await service.default_security_group(session, project_id)]
+        return []
+
+    result = None
+    if plan is not None:
+        result = await _create_planned(service, plan, project_id, name, description, attrs)
+    if result is None:
+        result = await write_retrying(service.db, work)
+    port, ips, groups = result
     await service.changed()
     # Rendered from what the transaction wrote: a new port has no tags yet.
     body = render_port(
@@ -331,6 +350,37 @@ async def create_port(request: Request) -> Response:
         service.vif_details(port.network_id),
     )
     return show(request, "port", body, 201)
+
+
+async def _create_planned(
+    service: NetworkService,
+    plan: PortPlan,
+    project_id: str,
+    name: str,
+    description: str,
+    attrs: dict[str, Any],
+) -> tuple[Port, list[dict], list[str]] | None:
+    """The hot path: addresses and the default group read before the write, the port
+    written in a batch (cumulo.network.ipam_plan); None when it must go the long way."""
+    port = Port(
+        id=new_id(),
+        network_id=plan.network.id,
+        project_id=project_id,
+        mac_address=ipam.random_mac(),
+        name=name,
+        description=description,
+        **attrs,
+    )
+    wants_group = port.port_security_enabled and not port.device_owner.startswith("network:")
+    if wants_group and plan.default_group is None:
+        return None  # the project's first port: its default group is made in the transaction
+    groups = [plan.default_group] if wants_group and plan.default_group else []
+    try:
+        ips = await batcher_of(service).write(plan, port, groups)
+    except Fallback:
+        return None
+    ips.sort(key=lambda f: ipaddress.ip_address(f["ip_address"]))
+    return port, ips, groups
 
 
 async def show_port(request: Request) -> Response:
