@@ -326,6 +326,7 @@ async def boot_all(args: argparse.Namespace, setup: Setup, state_dir: Path, pid:
         async def poller() -> None:
             conn = await Connection(ports.compute, token).open()
             since = datetime.now(UTC) - timedelta(seconds=5)
+            progress = time.time()
             try:
                 while True:
                     asked = datetime.now(UTC)
@@ -338,8 +339,13 @@ async def boot_all(args: argparse.Namespace, setup: Setup, state_dir: Path, pid:
                     if status != 200:
                         raise RuntimeError(f"poll failed: {status} {reply}")
                     for server in reply["servers"]:  # type: ignore[index]
-                        seen.setdefault(server["id"], now)
+                        if server["id"] not in seen:
+                            seen[server["id"]] = progress = now
                     since = asked
+                    if all_posted.is_set() and len(seen) < len(sent) and now - progress > 2:
+                        # A write committed long after its updated_at (a busy database)
+                        # slips past the window: look at every ACTIVE server once.
+                        since, progress = datetime.now(UTC) - timedelta(days=1), now
                     if all_posted.is_set() and len(seen) >= len(sent):
                         done.set()
                         return
