@@ -72,6 +72,7 @@ def instance_to_dict(inst: Instance) -> dict[str, Any]:
     """What a compute host gets to know of an instance (JSON-safe)."""
     return {
         "uuid": inst.uuid,
+        "internal_id": inst.id,
         "name": inst.display_name,
         "hostname": inst.hostname,
         "project_id": inst.project_id,
