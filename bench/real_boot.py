@@ -155,8 +155,11 @@ class Bench:
     def delete(self, server_ids: Sequence[str]) -> None:
         for sid in server_ids:
             self.demo.compute.delete_server(sid)
-        for sid in server_ids:
-            self.demo.compute.wait_for_delete(self.demo.compute.get_server(sid), wait=120)
+        deadline = time.monotonic() + 120
+        while any(self.demo.compute.find_server(sid) for sid in server_ids):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"servers {server_ids} were not deleted in 120 s")
+            time.sleep(0.5)
 
     def bare_boot(self, server_id: str) -> tuple[float, float]:
         """The driver's own command line for this guest, run by hand: seconds to ready,
@@ -244,6 +247,7 @@ def benchmark(args: argparse.Namespace, bench: Bench, state_dir: Path) -> list[s
         f"first {min(times, default=0):.1f} s, last {max(times, default=0):.1f} s"
         + (f"; failures: {failures}" if failures else "")
     )
+    print(out[-1], flush=True)
     bench.delete(ids)
     return out
 
