@@ -47,7 +47,11 @@ async def open_network_service(
     service = NetworkService(
         config, state_dir, db, TokenValidator(client, config.identity.cache_time)
     )
-    await start_dataplane(service, get_transport(config.messaging.transport_url), state_dir)
+    await start_dataplane(
+        service,
+        get_transport(config.messaging.transport_url, config.messaging.namespace),
+        state_dir,
+    )
     return service
 
 
@@ -55,7 +59,9 @@ async def start_dataplane(
     service: NetworkService, transport: Transport, state_dir: Path
 ) -> NetworkAgent:
     """The server endpoint and this host's agent on the bus; changes cast `sync` to it."""
-    host = service.config.network.agent_host or socket.gethostname()
+    # The agent binds ports of its own host: in one process that is the compute host.
+    config = service.config
+    host = config.network.agent_host or config.compute.host or socket.gethostname()
     await transport.start()
     await transport.serve(SERVER_TOPIC, NetworkStateEndpoint(service))
     agent = NetworkAgent(transport, host, select_driver(service.config.network.driver, state_dir))
