@@ -84,7 +84,16 @@ def admin_token(config) -> str:
     return r.headers["X-Subject-Token"]
 
 
-async def run(base: str, token: str, ports: int, clients: int) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, from /proc (0 where there is no /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run(base: str, token: str, ports: int, clients: int, pid: int = 0) -> None:
     headers = {"X-Auth-Token": token}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as http:
         project = (await http.get("/v2.0/networks?name=public")).json()["networks"][0]["project_id"]
@@ -112,9 +121,10 @@ async def run(base: str, token: str, ports: int, clients: int) -> None:
                     if r.status_code != 201:
                         failures.append(f"{r.status_code} {r.text[:200]}")
 
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), cpu_seconds(pid)
         await asyncio.gather(*(client() for _ in range(clients)))
         elapsed = time.perf_counter() - started
+        server_cpu = cpu_seconds(pid) - cpu_before
 
         listed = (await http.get(f"/v2.0/ports?network_id={net_id}&fields=fixed_ips")).json()
         ips = [ip["ip_address"] for p in listed["ports"] for ip in p["fixed_ips"]]
@@ -126,6 +136,10 @@ async def run(base: str, token: str, ports: int, clients: int) -> None:
     print(f"throughput    : {rate:.0f} ports/s  (target >= {TARGET_PORTS_PER_S}, noop driver)")
     print(
         f"latency       : p50 {statistics.median(latencies) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
+    )
+    print(
+        f"server CPU    : {server_cpu / max(ports, 1) * 1000:.2f} ms per port"
+        f" ({server_cpu / elapsed:.2f} cores; steadier than ports/s on a shared machine)"
     )
     print(f"duplicate IPs : {len(ips) - len(set(ips))} (of {len(ips)} addresses incl. DHCP port)")
     if failures:
@@ -143,7 +157,7 @@ def main() -> None:
     try:
         config = info["config"]
         base = f"http://{HOST}:{config.ports.network}"
-        asyncio.run(run(base, admin_token(config), args.ports, args.clients))
+        asyncio.run(run(base, admin_token(config), args.ports, args.clients, proc.pid))
     finally:
         proc.terminate()
         proc.wait(30)
