@@ -117,6 +117,7 @@ class PortBatcher:
         return item.fixed_ips
 
     async def _drain(self) -> None:
+        batch: list[_Item] = []
         try:
             while self.pending:
                 batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
@@ -127,7 +128,9 @@ class PortBatcher:
                 _settle(batch)
         finally:
             self.task = None
-            _settle(self.pending)  # only when cancelled: never leave a caller hanging
+            # Only when cancelled (shutdown): never leave a caller hanging.
+            _settle(batch)
+            _settle(self.pending)
             self.pending = []
 
     async def _write(self, batch: list[_Item]) -> None:
