@@ -20,9 +20,10 @@ $(BIN)/cumulo: pyproject.toml
 run: $(BIN)/cumulo
 	$(BIN)/cumulo up $(ARGS)
 
-## make test: every test (unit, functional, e2e; e2e skips what this machine lacks).
+## make test: every test (unit, functional, e2e; e2e skips what this machine lacks),
+## one worker per core; each worker runs whole files against its own cloud.
 test: $(BIN)/cumulo
-	$(PYTEST) --durations=10 $(ARGS) || $(NO_TESTS_OK)
+	$(PYTEST) -n auto --dist loadfile --durations=10 $(ARGS) || $(NO_TESTS_OK)
 
 unit: $(BIN)/cumulo
 	$(PYTEST) tests/unit $(ARGS) || $(NO_TESTS_OK)
