@@ -749,6 +749,59 @@ class ComputeManager(Endpoint):
             ctx, instance_uuid, event, host=self.host, finish=True, error=error
         )
 
+    async def get_vnc_console(self, ctx: dict, instance_uuid: str) -> dict[str, Any]:
+        return await self.driver.get_vnc_console(instance_uuid)
+
+    async def set_admin_password(self, ctx: dict, instance_uuid: str, password: str) -> None:
+        event = "compute_set_admin_password"
+        await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
+        try:
+            await self.driver.set_admin_password(instance_uuid, password)
+        except Exception as exc:
+            await self.conductor.action_event(
+                ctx, instance_uuid, event, host=self.host, finish=True, error=str(exc)
+            )
+            raise
+        await self.conductor.action_event(ctx, instance_uuid, event, host=self.host, finish=True)
+
+    async def get_diagnostics(self, ctx: dict, instance_uuid: str) -> dict[str, Any]:
+        """The 2.48 diagnostics model, from what the hypervisor reports."""
+        info = await self.driver.get_info(instance_uuid)
+        resources = await self.driver.get_available_resource()
+        instances = {i["uuid"]: i for i in await self.conductor.instances_on_host(ctx, self.host)}
+        inst = instances.get(instance_uuid) or {}
+        nics = inst.get("network_info") or []
+        return {
+            "state": info.state.name.lower(),
+            "driver": type(self.driver).__name__.removesuffix("Driver").lower(),
+            "hypervisor": resources.hypervisor_type.lower(),
+            "hypervisor_os": "linux",
+            "uptime": None,
+            "config_drive": bool(inst.get("config_drive") or self.options.force_config_drive),
+            "num_cpus": info.num_cpu,
+            "num_nics": len(nics),
+            "num_disks": 1 + len(await self.conductor.block_devices(ctx, instance_uuid)),
+            "memory_details": {"maximum": info.max_mem_kb // 1024, "used": info.mem_kb // 1024},
+            "cpu_details": [{"id": 0, "time": info.cpu_time_ns, "utilisation": None}],
+            "nic_details": [
+                {
+                    "mac_address": n["mac"],
+                    "rx_octets": None,
+                    "rx_errors": None,
+                    "rx_drop": None,
+                    "rx_packets": None,
+                    "rx_rate": None,
+                    "tx_octets": None,
+                    "tx_errors": None,
+                    "tx_drop": None,
+                    "tx_packets": None,
+                    "tx_rate": None,
+                }
+                for n in nics
+            ],
+            "disk_details": [],
+        }
+
     async def confirm_resize(self, ctx: dict, instance_uuid: str) -> None:
         await self.driver.confirm_resize(instance_uuid)
 

@@ -271,6 +271,28 @@ class ComputeAPI:
             attachment_id=attachment_id,
         )
 
+    async def get_vnc_console(self, ctx: Context, host: str, instance_uuid: str) -> dict[str, Any]:
+        return await self.bus.call(
+            compute_topic(host), "get_vnc_console", ctx, instance_uuid=instance_uuid, timeout=30
+        )
+
+    async def get_diagnostics(self, ctx: Context, host: str, instance_uuid: str) -> dict[str, Any]:
+        return await self.bus.call(
+            compute_topic(host), "get_diagnostics", ctx, instance_uuid=instance_uuid, timeout=30
+        )
+
+    async def set_admin_password(
+        self, ctx: Context, host: str, instance_uuid: str, password: str
+    ) -> None:
+        await self.bus.call(
+            compute_topic(host),
+            "set_admin_password",
+            ctx,
+            instance_uuid=instance_uuid,
+            password=password,
+            timeout=60,
+        )
+
     async def get_console_output(
         self, ctx: Context, host: str, instance_uuid: str, length: int | None
     ) -> str:

@@ -20,9 +20,9 @@ from cumulo.common.auth import TokenValidator
 from cumulo.common.config import CumuloConfig
 from cumulo.common.context import RequestContext
 from cumulo.common.db import Database, utcnow
-from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound
+from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound, NotImplementedYet
 from cumulo.common.policy import Policy
-from cumulo.common.rpc import Transport
+from cumulo.common.rpc import RemoteError, Transport
 from cumulo.common.service_client import ServiceClient, ServiceError
 from cumulo.compute import quotas, rpcapi
 from cumulo.compute.models import (
@@ -854,6 +854,48 @@ class ComputeService:
         await self.compute_rpc.detach_volume(
             self.rpc_context(ctx), inst.host, inst.uuid, volume_id, bdm.attachment_id or ""
         )
+
+    # -- consoles, diagnostics, passwords ------------------------------------------------
+
+    async def vnc_console(self, ctx: RequestContext, inst: Instance) -> dict[str, Any]:
+        if not inst.host or inst.vm_state != VmState.ACTIVE:
+            raise Conflict(
+                f"Instance {inst.uuid} is not ready for a console (vm_state {inst.vm_state})."
+            )
+        try:
+            return await self.compute_rpc.get_vnc_console(
+                self.rpc_context(ctx), inst.host, inst.uuid
+            )
+        except RemoteError as exc:
+            raise Conflict(f"No console for instance {inst.uuid}: {exc.message}") from None
+
+    async def diagnostics(self, ctx: RequestContext, inst: Instance) -> dict[str, Any]:
+        self.policy.enforce("compute:diagnostics", ctx, {"project_id": inst.project_id})
+        if not inst.host or inst.vm_state == VmState.BUILDING:
+            raise Conflict(f"Instance {inst.uuid} is not on a host yet.")
+        return await self.compute_rpc.get_diagnostics(self.rpc_context(ctx), inst.host, inst.uuid)
+
+    @check_state(vm_state=[VmState.ACTIVE])
+    async def change_password(self, inst: Instance, ctx: RequestContext, password: str) -> None:
+        self._check_lock(ctx, inst)
+        await self._record_action(ctx, inst, "changePassword")
+        try:
+            await self.compute_rpc.set_admin_password(
+                self.rpc_context(ctx), inst.host, inst.uuid, password
+            )
+        except RemoteError as exc:
+            if exc.type == "NotImplementedError":
+                raise NotImplementedYet(
+                    f"Unable to set password on instance: {exc.message}"
+                ) from None
+            raise Conflict(f"Unable to set password on instance: {exc.message}") from None
+
+    async def clear_password(self, ctx: RequestContext, inst: Instance) -> None:
+        """os-server-password DELETE: forget the password the guest posted."""
+        meta = {
+            k: v for k, v in (inst.system_metadata or {}).items() if not k.startswith("password_")
+        }
+        await self.update_instance(inst.uuid, {"system_metadata": meta})
 
     async def console_output(self, ctx: RequestContext, inst: Instance, length: int | None) -> str:
         if not inst.host or inst.vm_state == VmState.BUILDING:

@@ -552,3 +552,42 @@ def test_boot_from_volume_needs_a_size(cloud: CloudRunner, image: str):
             },
         )
     assert r.status_code == 400 and "volume_size" in r.json()["badRequest"]["message"]
+
+
+def test_console_url_diagnostics_password_and_change_password(cloud: CloudRunner, image: str):
+    name = _name("extras")
+    server = demo(
+        cloud,
+        "server",
+        "create",
+        "--image",
+        image,
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "private",
+        "--wait",
+        name,
+        "-f",
+        "json",
+    )
+    url = demo(cloud, "console", "url", "show", "--novnc", name, "-f", "json")
+    assert url["type"] == "novnc" and url["url"].startswith("vnc://")
+    # Diagnostics are for admins.
+    refused = demo(cloud, "server", "show", "--diagnostics", name, check=False)
+    assert refused.returncode != 0 and "not authorized" in refused.stderr
+    diag = cloud.openstack("server", "show", "--diagnostics", server["id"], "-f", "json")
+    assert diag["state"] == "running" and diag["num_cpus"] == 1 and diag["num_nics"] == 1
+    assert diag["memory_details"]["maximum"] == 512
+    # No password posted by the guest yet; the fake hypervisor takes a new one.
+    with cloud.http(cloud.token("demo", project="demo")) as client:
+        base = f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1/servers/{server['id']}"
+        assert client.get(f"{base}/os-server-password").json() == {"password": ""}
+        assert client.delete(f"{base}/os-server-password").status_code == 204
+        r = client.post(f"{base}/action", json={"changePassword": {"adminPass": "n3w-pass"}})
+        assert r.status_code == 202, r.text
+        r = client.post(f"{base}/action", json={"changePassword": {}})
+        assert r.status_code == 400
+    events = [e["Action"] for e in demo(cloud, "server", "event", "list", name, "-f", "json")]
+    assert "changePassword" in events
+    demo(cloud, "server", "delete", "--wait", name)

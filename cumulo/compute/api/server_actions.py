@@ -26,7 +26,6 @@ from cumulo.compute.states import InstanceInvalidState
 
 # Actions the api-ref defines that this cloud does not do yet (answered 501, honestly).
 NOT_YET = {
-    "changePassword",
     "rescue",
     "unrescue",
     "shelve",
@@ -46,7 +45,6 @@ NOT_YET = {
     "os-resetState",
     "injectNetworkInfo",
     "resetNetwork",
-    "os-getVNCConsole",
     "os-getSPICEConsole",
     "os-getSerialConsole",
     "os-getRDPConsole",
@@ -116,6 +114,17 @@ async def server_action(request: Request) -> Response:
             return no_content(204)
         elif action == "revertResize":
             await service.revert_resize(inst, ctx)
+        elif action == "changePassword":
+            password = args.get("adminPass") if isinstance(args, dict) else None
+            if not isinstance(password, str) or not password:
+                raise BadRequest("Invalid input for field/attribute adminPass.")
+            await service.change_password(inst, ctx, password)
+        elif action == "os-getVNCConsole":
+            kind = args.get("type") if isinstance(args, dict) else None
+            if kind not in ("novnc", "xvpvnc"):
+                raise BadRequest("Invalid input for field/attribute type: novnc or xvpvnc.")
+            console = await service.vnc_console(ctx, inst)
+            return json({"console": {"type": kind, "url": vnc_url(console)}})
         elif action in NOT_YET:
             raise NotImplementedYet(
                 f"Server action '{action}' is not implemented by this cloud yet."
@@ -178,6 +187,12 @@ async def _rebuild(request: Request, ctx, inst, args: Any) -> Response:
     body = server_view(request, ctx, inst, is_admin=is_admin)
     body["adminPass"] = args.get("adminPass") or secrets.token_urlsafe(9)
     return json({"server": body}, status=202)
+
+
+def vnc_url(console: dict[str, Any]) -> str:
+    """Where the guest's VNC server listens. There is no noVNC proxy yet: the URL names
+    the VNC server itself (loopback on the compute host)."""
+    return f"vnc://{console['host']}:{console['port']}"
 
 
 # -- os-instance-actions ---------------------------------------------------------------

@@ -9,10 +9,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.app import json_body
-from cumulo.common.faults import BadRequest, Forbidden, NotFound
+from cumulo.common.faults import BadRequest, Forbidden, NotFound, NotImplementedYet
 from cumulo.compute.api.common import authorize, compute_of, json, no_content, version
+from cumulo.compute.api.server_actions import vnc_url
 from cumulo.compute.api.views import addresses
 from cumulo.compute.models import Instance
+from cumulo.metadata.instances import password_of
 
 MAX_METADATA_ITEMS = 128
 MAX_TAGS = 50
@@ -194,4 +196,76 @@ routes = [
     Route("/v2.1/servers/{server_id}/tags/{tag}", remove_tag, methods=["DELETE"]),
     Route("/v2.1/servers/{server_id}/ips", list_ips, methods=["GET"]),
     Route("/v2.1/servers/{server_id}/ips/{network}", show_ips, methods=["GET"]),
+]
+
+
+# -- remote consoles (2.6), diagnostics (2.48 model), os-server-password ---------------
+
+
+async def create_remote_console(request: Request) -> Response:
+    if version(request) < (2, 6):
+        raise NotFound("The resource could not be found.")
+    ctx = await authorize(request, "compute:servers:index")
+    service = compute_of(request)
+    inst = await service.get_instance(
+        ctx, request.path_params["server_id"], "compute:servers:action"
+    )
+    data = await json_body(request)
+    body = data.get("remote_console") if isinstance(data, dict) else None
+    if (
+        not isinstance(body, dict)
+        or body.get("protocol") != "vnc"
+        or body.get("type") not in ("novnc", "xvpvnc")
+    ):
+        if isinstance(body, dict) and body.get("protocol") in ("spice", "rdp", "serial", "mks"):
+            raise NotImplementedYet(f"{body['protocol']} consoles are not implemented yet.")
+        raise BadRequest(
+            "Invalid input for field/attribute remote_console: protocol vnc, type novnc or xvpvnc."
+        )
+    console = await service.vnc_console(ctx, inst)
+    return json(
+        {"remote_console": {"protocol": "vnc", "type": body["type"], "url": vnc_url(console)}}
+    )
+
+
+async def show_diagnostics(request: Request) -> Response:
+    ctx = await authorize(request, "compute:servers:index")
+    service = compute_of(request)
+    inst = await service.get_instance(ctx, request.path_params["server_id"], "compute:servers:show")
+    diagnostics = await service.diagnostics(ctx, inst)
+    if version(request) < (2, 48):
+        # Before 2.48 the body was whatever the driver said: the same facts, flat.
+        return json(
+            {
+                "state": diagnostics["state"],
+                "num_cpus": diagnostics["num_cpus"],
+                "memory": diagnostics["memory_details"]["maximum"],
+                "cpu0_time": diagnostics["cpu_details"][0]["time"],
+            }
+        )
+    return json(diagnostics)
+
+
+async def show_server_password(request: Request) -> Response:
+    inst = await _instance(request, "compute:servers:show")
+    return json({"password": password_of(inst)})
+
+
+async def clear_server_password(request: Request) -> Response:
+    ctx = await authorize(request, "compute:servers:index")
+    service = compute_of(request)
+    inst = await service.get_instance(
+        ctx, request.path_params["server_id"], "compute:servers:update"
+    )
+    await service.clear_password(ctx, inst)
+    return no_content()
+
+
+routes += [
+    Route("/v2.1/servers/{server_id}/remote-consoles", create_remote_console, methods=["POST"]),
+    Route("/v2.1/servers/{server_id}/diagnostics", show_diagnostics, methods=["GET"]),
+    Route("/v2.1/servers/{server_id}/os-server-password", show_server_password, methods=["GET"]),
+    Route(
+        "/v2.1/servers/{server_id}/os-server-password", clear_server_password, methods=["DELETE"]
+    ),
 ]

@@ -186,5 +186,9 @@ class ComputeDriver(abc.ABC):
         """Put a stopped guest back as it was before the last resize."""
         raise DriverError(f"{type(self).__name__} cannot resize guests")
 
+    async def set_admin_password(self, uuid: str, password: str) -> None:
+        """Change the guest's administrator password (needs an agent in the guest)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot set a guest's password")
+
     async def get_vnc_console(self, uuid: str) -> dict[str, Any]:
         raise DriverError("this driver has no graphical console")

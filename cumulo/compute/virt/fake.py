@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from cumulo.compute.states import PowerState
 from cumulo.compute.virt.driver import (
@@ -33,6 +34,7 @@ class FakeGuest:
     console: list[str] = field(default_factory=list)
     volumes: dict[str, BlockDevice] = field(default_factory=dict)
     before_resize: GuestSpec | None = None
+    admin_password: str | None = None
 
     def log(self, line: str) -> None:
         self.console.append(line)
@@ -180,6 +182,17 @@ class FakeDriver(ComputeDriver):
             raise DriverError(f"guest {uuid} has no resize to revert")
         guest.spec, guest.before_resize = guest.before_resize, None
         guest.log(f"resize reverted to {guest.spec.flavor.name}")
+
+    async def set_admin_password(self, uuid: str, password: str) -> None:
+        guest = self._guest(uuid)
+        self._require(guest, PowerState.RUNNING)
+        guest.admin_password = password
+        guest.log("admin password changed")
+
+    async def get_vnc_console(self, uuid: str) -> dict[str, Any]:
+        # Nova's fake driver answers the same made-up console: nothing listens there.
+        self._guest(uuid)
+        return {"host": "fakevncconsole.com", "port": 6969, "internal_access_path": None}
 
     async def get_available_resource(self) -> HostResources:
         return HostResources(
