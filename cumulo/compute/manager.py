@@ -749,6 +749,62 @@ class ComputeManager(Endpoint):
             ctx, instance_uuid, event, host=self.host, finish=True, error=error
         )
 
+    # -- interfaces (api-ref: Port interfaces) ------------------------------------------
+
+    async def attach_interface(
+        self, ctx: dict, instance_uuid: str, request: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A port (made on a network, or the one given) bound here and plugged in."""
+        if self.network is None:
+            raise DriverError("this compute host has no Network service")
+        token = ctx.get("auth_token") or ""
+        event = "compute_attach_interface"
+        await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
+        inst = await self.conductor.instance_update(ctx, instance_uuid, {})
+        try:
+            info = await self.network.allocate_for_instance(
+                token, {**inst, "requested_networks": [request]}, self.host
+            )
+            try:
+                await self.driver.attach_interface(instance_uuid, vifs_from_info(info)[0])
+            except Exception:
+                await self.network.deallocate_for_instance(token, info)
+                raise
+            current = (await self.conductor.instance_update(ctx, instance_uuid, {}))[
+                "network_info"
+            ] or []
+            await self.conductor.instance_update(
+                ctx, instance_uuid, {"network_info": [*current, *info]}
+            )
+        except Exception as exc:
+            await self.conductor.action_event(
+                ctx, instance_uuid, event, host=self.host, finish=True, error=str(exc)
+            )
+            raise
+        await self.conductor.action_event(ctx, instance_uuid, event, host=self.host, finish=True)
+        return info[0]
+
+    async def detach_interface(self, ctx: dict, instance_uuid: str, port_id: str) -> None:
+        token = ctx.get("auth_token") or ""
+        event = "compute_detach_interface"
+        await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
+        error = None
+        try:
+            inst = await self.conductor.instance_update(ctx, instance_uuid, {})
+            info = inst["network_info"] or []
+            entry = next(e for e in info if e["port_id"] == port_id)
+            await self.driver.detach_interface(instance_uuid, port_id)
+            if self.network is not None:
+                await self.network.deallocate_for_instance(token, [entry])
+            await self.conductor.instance_update(
+                ctx, instance_uuid, {"network_info": [e for e in info if e is not entry]}
+            )
+        except Exception as exc:  # noqa: BLE001 - recorded on the action
+            error = str(exc) or type(exc).__name__
+        await self.conductor.action_event(
+            ctx, instance_uuid, event, host=self.host, finish=True, error=error
+        )
+
     async def get_vnc_console(self, ctx: dict, instance_uuid: str) -> dict[str, Any]:
         return await self.driver.get_vnc_console(instance_uuid)
 

@@ -293,6 +293,29 @@ class ComputeAPI:
             timeout=60,
         )
 
+    async def attach_interface(
+        self, ctx: Context, host: str, instance_uuid: str, request: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self.bus.call(
+            compute_topic(host),
+            "attach_interface",
+            ctx,
+            instance_uuid=instance_uuid,
+            request=request,
+            timeout=120,
+        )
+
+    async def detach_interface(
+        self, ctx: Context, host: str, instance_uuid: str, port_id: str
+    ) -> None:
+        await self.bus.cast(
+            compute_topic(host),
+            "detach_interface",
+            ctx,
+            instance_uuid=instance_uuid,
+            port_id=port_id,
+        )
+
     async def get_console_output(
         self, ctx: Context, host: str, instance_uuid: str, length: int | None
     ) -> str:

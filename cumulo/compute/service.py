@@ -855,6 +855,36 @@ class ComputeService:
             self.rpc_context(ctx), inst.host, inst.uuid, volume_id, bdm.attachment_id or ""
         )
 
+    # -- interfaces ----------------------------------------------------------------------
+
+    @check_state(vm_state=[VmState.ACTIVE, VmState.PAUSED, VmState.STOPPED])
+    async def attach_interface(
+        self, inst: Instance, ctx: RequestContext, request: dict[str, Any]
+    ) -> dict[str, Any]:
+        self._check_lock(ctx, inst)
+        if self.networks is None:
+            raise BadRequest("This cloud has no Network service.")
+        await self._check_networks(ctx, [request])
+        await self._record_action(ctx, inst, "attach_interface")
+        try:
+            return await self.compute_rpc.attach_interface(
+                self.rpc_context(ctx), inst.host, inst.uuid, request
+            )
+        except RemoteError as exc:
+            raise Conflict(
+                f"Failed to attach network adapter device to {inst.uuid}: {exc.message}"
+            ) from None
+
+    @check_state(vm_state=[VmState.ACTIVE, VmState.PAUSED, VmState.STOPPED])
+    async def detach_interface(self, inst: Instance, ctx: RequestContext, port_id: str) -> None:
+        self._check_lock(ctx, inst)
+        if not any(e["port_id"] == port_id for e in inst.network_info or []):
+            raise NotFound(f"Port {port_id} is not attached")
+        await self._record_action(ctx, inst, "detach_interface")
+        await self.compute_rpc.detach_interface(
+            self.rpc_context(ctx), inst.host, inst.uuid, port_id
+        )
+
     # -- consoles, diagnostics, passwords ------------------------------------------------
 
     async def vnc_console(self, ctx: RequestContext, inst: Instance) -> dict[str, Any]:

@@ -591,3 +591,52 @@ def test_console_url_diagnostics_password_and_change_password(cloud: CloudRunner
     events = [e["Action"] for e in demo(cloud, "server", "event", "list", name, "-f", "json")]
     assert "changePassword" in events
     demo(cloud, "server", "delete", "--wait", name)
+
+
+def test_add_and_remove_a_network_interface(cloud: CloudRunner, image: str):
+    name = _name("nics")
+    server = demo(
+        cloud,
+        "server",
+        "create",
+        "--image",
+        image,
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "private",
+        "--wait",
+        name,
+        "-f",
+        "json",
+    )
+    net = demo(cloud, "network", "create", _name("second"), "-f", "json")
+    demo(
+        cloud,
+        "subnet",
+        "create",
+        "--network",
+        net["id"],
+        "--subnet-range",
+        "192.168.77.0/24",
+        _name("second-subnet"),
+    )
+    demo(cloud, "server", "add", "network", name, net["id"])
+    shown = demo(cloud, "server", "show", name, "-f", "json")
+    [second] = shown["addresses"][net["name"]]
+    assert second.startswith("192.168.77.")
+    ports = demo(cloud, "port", "list", "--device-id", server["id"], "-f", "json")
+    assert len(ports) == 2
+    with cloud.http(cloud.token("demo", project="demo")) as client:
+        url = f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1/servers/{server['id']}"
+        attachments = client.get(f"{url}/os-interface").json()["interfaceAttachments"]
+    assert len(attachments) == 2 and net["id"] in {a["net_id"] for a in attachments}
+    assert "hot-plugged" in demo(cloud, "console", "log", "show", name)
+    demo(cloud, "server", "remove", "network", name, net["id"])
+    for _ in range(100):
+        if len(demo(cloud, "port", "list", "--device-id", server["id"], "-f", "json")) == 1:
+            break
+        time.sleep(0.2)
+    assert net["name"] not in demo(cloud, "server", "show", name, "-f", "json")["addresses"]
+    demo(cloud, "server", "delete", "--wait", name)
+    demo(cloud, "network", "delete", net["id"])

@@ -186,6 +186,13 @@ class ComputeDriver(abc.ABC):
         """Put a stopped guest back as it was before the last resize."""
         raise DriverError(f"{type(self).__name__} cannot resize guests")
 
+    async def attach_interface(self, uuid: str, vif: Vif) -> None:
+        """Plug one more port into the guest (hot-plug when it runs)."""
+        raise DriverError(f"{type(self).__name__} cannot attach interfaces")
+
+    async def detach_interface(self, uuid: str, port_id: str) -> None:
+        raise DriverError(f"{type(self).__name__} cannot detach interfaces")
+
     async def set_admin_password(self, uuid: str, password: str) -> None:
         """Change the guest's administrator password (needs an agent in the guest)."""
         raise NotImplementedError(f"{type(self).__name__} cannot set a guest's password")

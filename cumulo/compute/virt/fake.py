@@ -23,6 +23,7 @@ from cumulo.compute.virt.driver import (
     GuestNotFound,
     GuestSpec,
     HostResources,
+    Vif,
 )
 
 
@@ -182,6 +183,21 @@ class FakeDriver(ComputeDriver):
             raise DriverError(f"guest {uuid} has no resize to revert")
         guest.spec, guest.before_resize = guest.before_resize, None
         guest.log(f"resize reverted to {guest.spec.flavor.name}")
+
+    async def attach_interface(self, uuid: str, vif: Vif) -> None:
+        guest = self._guest(uuid)
+        if any(v.port_id == vif.port_id for v in guest.spec.vifs):
+            raise DriverError(f"port {vif.port_id} is already plugged into {uuid}")
+        guest.spec = replace(guest.spec, vifs=(*guest.spec.vifs, vif))
+        guest.log(f"eth: {vif.mac} hot-plugged on network {vif.network_id}")
+
+    async def detach_interface(self, uuid: str, port_id: str) -> None:
+        guest = self._guest(uuid)
+        vifs = tuple(v for v in guest.spec.vifs if v.port_id != port_id)
+        if len(vifs) == len(guest.spec.vifs):
+            raise DriverError(f"port {port_id} is not plugged into {uuid}")
+        guest.spec = replace(guest.spec, vifs=vifs)
+        guest.log("eth: unplugged")
 
     async def set_admin_password(self, uuid: str, password: str) -> None:
         guest = self._guest(uuid)

@@ -438,6 +438,61 @@ class QemuDriver(ComputeDriver):
         self._load(uuid)
         return await asyncio.to_thread(_tail, self._dir(uuid) / "console.log", MAX_CONSOLE_BYTES)
 
+    async def attach_interface(self, uuid: str, vif: Vif) -> None:
+        async with self._lock(uuid):
+            record = self._load(uuid)
+            netns = record["machine"].get("netns")
+            if vif.netns != netns:
+                raise DriverError("a guest's ports must all be in one network namespace")
+            tap = await _plug_tap(vif)
+            if self._alive(uuid):
+                try:
+                    await self._qmp(
+                        uuid,
+                        "netdev_add",
+                        {
+                            "type": "tap",
+                            "id": f"net-{tap}",
+                            "ifname": tap,
+                            "script": "no",
+                            "downscript": "no",
+                        },
+                    )
+                    await self._qmp(
+                        uuid,
+                        "device_add",
+                        {
+                            "driver": "virtio-net-pci",
+                            "netdev": f"net-{tap}",
+                            "mac": vif.mac,
+                            "id": f"nic-{tap}",
+                        },
+                    )
+                except Exception:
+                    await _unplug_tap(tap, netns)
+                    raise
+            record["machine"]["nics"].append({"tap": tap, "mac": vif.mac})
+            self._save(uuid, record)
+
+    async def detach_interface(self, uuid: str, port_id: str) -> None:
+        async with self._lock(uuid):
+            record = self._load(uuid)
+            tap = tap_name(port_id)
+            nics = record["machine"]["nics"]
+            if not any(n["tap"] == tap for n in nics):
+                raise DriverError(f"port {port_id} is not plugged into guest {uuid}")
+            if self._alive(uuid):
+                await self._qmp(uuid, "device_del", {"id": f"nic-{tap}"})
+                deadline = time.monotonic() + 30
+                while f"nic-{tap}" in await self._peripherals(uuid):
+                    if time.monotonic() > deadline:
+                        raise DriverError(f"the guest did not release port {port_id}")
+                    await asyncio.sleep(0.2)
+                await self._qmp(uuid, "netdev_del", {"id": f"net-{tap}"})
+            record["machine"]["nics"] = [n for n in nics if n["tap"] != tap]
+            self._save(uuid, record)
+            await _unplug_tap(tap, record["machine"].get("netns"))
+
     async def get_vnc_console(self, uuid: str) -> dict[str, Any]:
         info = await self._qmp(uuid, "query-vnc")
         if not info.get("enabled"):

@@ -113,10 +113,11 @@ def command_line(
             "-blockdev", json.dumps(blockdev_args(drive, None if fd is None else str(fd))),
             "-device", json.dumps(device_args(drive)),
         ]  # fmt: skip
-    for i, nic in enumerate(config.nics):
+    for nic in config.nics:
+        # Ids follow the tap (so the port): a NIC plugged later is found by the same name.
         argv += [
-            "-netdev", f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no",
-            "-device", f"virtio-net-pci,netdev=net{i},mac={nic.mac},id=nic{i}",
+            "-netdev", f"tap,id=net-{nic.tap},ifname={nic.tap},script=no,downscript=no",
+            "-device", f"virtio-net-pci,netdev=net-{nic.tap},mac={nic.mac},id=nic-{nic.tap}",
         ]  # fmt: skip
     if incoming:
         argv += ["-incoming", incoming]
