@@ -91,6 +91,8 @@ class HostOptions:
     reserved_host_memory_mb: int = 0
     reserved_host_disk_gb: int = 0
     force_config_drive: bool = False
+    # How long a build waits for the data plane to wire its ports (seconds).
+    vif_plugging_timeout: float = 30.0
 
 
 class _BuildAborted(Exception):
@@ -249,6 +251,14 @@ class ComputeManager(Endpoint):
             )
             if self.network is not None:
                 network_info = await self.network.allocate_for_instance(token, inst, self.host)
+                if not await self.network.wait_for_wiring(
+                    token, network_info, self.options.vif_plugging_timeout
+                ):
+                    LOG.warning(
+                        "ports of %s not wired after %ss; starting it anyway",
+                        instance_uuid,
+                        self.options.vif_plugging_timeout,
+                    )
             elif inst.get("requested_networks") not in ("none", [], None):
                 raise DriverError("this compute host has no Network service to ask for ports")
             await self._set_task(

@@ -7,6 +7,7 @@ here are deleted with the instance; ports the user brought are only unbound.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -111,6 +112,26 @@ class NetworkClient:
             await self.deallocate_for_instance(token, info)
             raise NetworkAllocationError(f"port allocation failed: {exc}") from exc
         return info
+
+    async def wait_for_wiring(self, token: str, info: list[dict[str, Any]], timeout: float) -> bool:
+        """Until the data plane has wired every port (status ACTIVE): a guest started
+        earlier would ask for its DHCP lease before dnsmasq knows it (Nova waits for
+        network-vif-plugged the same way). Ports of a data plane without bridges
+        (noop) are not waited for. False when the timeout passed."""
+        waiting = {e["port_id"] for e in info if e.get("bridge")}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while waiting:
+            for port_id in sorted(waiting):
+                port = (await self.network.json("GET", f"/v2.0/ports/{port_id}", token))["port"]
+                if port.get("status") == "ACTIVE":
+                    waiting.discard(port_id)
+            if not waiting:
+                break
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.2)
+        return True
 
     async def deallocate_for_instance(self, token: str, info: list[dict[str, Any]]) -> None:
         for entry in info:

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cumulo.common.auth import TokenValidator
@@ -84,6 +84,16 @@ class NetworkService:
         """A bound port's binding:vif_details, as this host's data plane driver says."""
         driver = getattr(self.agent, "driver", None)
         return driver.vif_details(network_id) if driver else {"port_filter": True}
+
+    async def mark_ports_active(self, host: str, port_ids: list[str]) -> None:
+        """Ports the host's agent has wired go ACTIVE (only those still bound there)."""
+        async with self.db.write() as session:
+            await session.execute(
+                update(Port)
+                .where(Port.id.in_(port_ids), Port.host == host, Port.status != "ACTIVE")
+                .values(status="ACTIVE")
+                .execution_options(synchronize_session=False)
+            )
 
     async def changed(self) -> None:
         if self.on_change is not None:

@@ -82,6 +82,12 @@ def test_server_lifecycle_with_the_cli(cloud: CloudRunner, image: str, tmp_path)
     [address] = server["addresses"]["private"]
     ports = demo(cloud, "port", "list", "--server", server["id"], "-f", "json")
     assert [p["Fixed IP Addresses"][0]["ip_address"] for p in ports] == [address]
+    # The host's network agent reports the port wired: ACTIVE, as Neutron shows it.
+    for _ in range(50):
+        if demo(cloud, "port", "show", ports[0]["ID"], "-f", "json")["status"] == "ACTIVE":
+            break
+        time.sleep(0.2)
+    assert demo(cloud, "port", "show", ports[0]["ID"], "-f", "json")["status"] == "ACTIVE"
 
     listed = demo(cloud, "server", "list", "-f", "json")
     assert name in [s["Name"] for s in listed]

@@ -20,6 +20,9 @@ class FakeServer(Endpoint):
         self.asked += 1
         return {**self.state, "host": host}
 
+    async def ports_up(self, context: dict[str, Any], host: str, port_ids: list[str]) -> None:
+        self.up = (host, port_ids)  # the agent reports what it wired after each apply
+
 
 def test_agent_applies_state_coalesces_changes_and_resyncs_after_restart():
     async def scenario() -> None:

@@ -202,7 +202,11 @@ def _apply(service: NetworkService, ctx: RequestContext, port: Port, a: dict[str
     if any(k in a for k in BINDING):
         service.enforce(ctx, "network:set_binding")
         if "binding:host_id" in a:
-            port.host = to_str("binding:host_id", a["binding:host_id"] or "")
+            host = to_str("binding:host_id", a["binding:host_id"] or "")
+            if host != port.host:
+                # DOWN until the new host's agent has wired it (it reports ports_up).
+                port.status = "DOWN"
+            port.host = host
         if "binding:profile" in a:
             if not isinstance(a["binding:profile"] or {}, dict):
                 raise InvalidInput("Invalid input for binding:profile: an object is required.")

@@ -34,6 +34,12 @@ class NetworkStateEndpoint(Endpoint):
     async def desired_state(self, context: dict[str, Any], host: str) -> dict[str, Any]:
         return await desired_state(self.service, host)
 
+    async def ports_up(self, context: dict[str, Any], host: str, port_ids: list[str]) -> None:
+        """The host's agent has wired these ports: they are ACTIVE (Neutron's port status,
+        which the compute service waits for before it starts a guest)."""
+        if port_ids:
+            await self.service.mark_ports_active(host, port_ids)
+
 
 class NetworkAgent(Endpoint):
     def __init__(
@@ -77,6 +83,14 @@ class NetworkAgent(Endpoint):
                     SERVER_TOPIC, "desired_state", {}, host=self.host, timeout=60
                 )
                 await self.driver.apply(state)
+                await self.transport.call(
+                    SERVER_TOPIC,
+                    "ports_up",
+                    {},
+                    host=self.host,
+                    port_ids=[p["id"] for p in state.get("ports", [])],
+                    timeout=60,
+                )
             except Exception:  # noqa: BLE001 - keep the agent alive; the next sync retries
                 LOG.exception("network agent %s: sync failed", self.host)
                 self._dirty.set()
