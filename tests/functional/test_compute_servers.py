@@ -44,6 +44,24 @@ def demo(cloud: CloudRunner, *args: str, check: bool = True):
     return cloud.openstack(*args, cloud="cumulo-demo", check=check)
 
 
+def boot(cloud: CloudRunner, image: str, name: str, *extra: str):
+    """`server create --wait` of an m1.tiny on the private network, as the demo user."""
+    return demo(
+        cloud,
+        "server",
+        "create",
+        "--image",
+        image,
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "private",
+        "--wait",
+        name,
+        *extra,
+    )
+
+
 def wait_status(cloud: CloudRunner, name: str, status: str, timeout: float = 30) -> dict:
     """Poll `server show` as a user would after an action the CLI does not wait for."""
     deadline = time.monotonic() + timeout
@@ -115,21 +133,7 @@ def test_server_lifecycle_with_the_cli(cloud: CloudRunner, image: str, tmp_path)
 
 def test_boot_walks_the_task_states_in_order(cloud: CloudRunner, image: str):
     name = _name("states")
-    server = demo(
-        cloud,
-        "server",
-        "create",
-        "--image",
-        image,
-        "--flavor",
-        "m1.tiny",
-        "--network",
-        "private",
-        "--wait",
-        name,
-        "-f",
-        "json",
-    )
+    server = boot(cloud, image, name, "-f", "json")
     [create] = [
         e
         for e in demo(cloud, "server", "event", "list", name, "-f", "json")
@@ -164,19 +168,7 @@ def test_sdk_create_wait_delete(cloud: CloudRunner, image: str):
 
 def test_action_in_the_wrong_state_is_409(cloud: CloudRunner, image: str):
     name = _name("wrong-state")
-    demo(
-        cloud,
-        "server",
-        "create",
-        "--image",
-        image,
-        "--flavor",
-        "m1.tiny",
-        "--network",
-        "private",
-        "--wait",
-        name,
-    )
+    boot(cloud, image, name)
     demo(cloud, "server", "stop", name)
     wait_status(cloud, name, "SHUTOFF")
     result = demo(cloud, "server", "pause", name, check=False)
@@ -266,19 +258,7 @@ def test_unsupported_microversion_is_406(cloud: CloudRunner):
 
 def test_resize_confirm_and_revert(cloud: CloudRunner, image: str):
     name = _name("resize")
-    demo(
-        cloud,
-        "server",
-        "create",
-        "--image",
-        image,
-        "--flavor",
-        "m1.tiny",
-        "--network",
-        "private",
-        "--wait",
-        name,
-    )
+    boot(cloud, image, name)
     demo(cloud, "server", "resize", "--flavor", "m1.small", "--wait", name)
     resized = wait_status(cloud, name, "VERIFY_RESIZE")
     assert resized["flavor"]["name"] == "m1.small"
@@ -297,21 +277,7 @@ def test_resize_confirm_and_revert(cloud: CloudRunner, image: str):
 
 def test_rebuild_keeps_the_server_and_its_address(cloud: CloudRunner, image: str, tmp_path):
     name = _name("rebuild")
-    before = demo(
-        cloud,
-        "server",
-        "create",
-        "--image",
-        image,
-        "--flavor",
-        "m1.tiny",
-        "--network",
-        "private",
-        "--wait",
-        name,
-        "-f",
-        "json",
-    )
+    before = boot(cloud, image, name, "-f", "json")
     path = tmp_path / "other.qcow2"
     subprocess.run(
         ["qemu-img", "create", "-f", "qcow2", str(path), "32M"], check=True, capture_output=True
@@ -337,19 +303,7 @@ def test_rebuild_keeps_the_server_and_its_address(cloud: CloudRunner, image: str
 
 def test_server_image_create(cloud: CloudRunner, image: str):
     name = _name("snap-src")
-    demo(
-        cloud,
-        "server",
-        "create",
-        "--image",
-        image,
-        "--flavor",
-        "m1.tiny",
-        "--network",
-        "private",
-        "--wait",
-        name,
-    )
+    boot(cloud, image, name)
     snap = demo(
         cloud, "server", "image", "create", "--name", _name("snap"), "--wait", name, "-f", "json"
     )
@@ -364,19 +318,7 @@ def test_server_image_create(cloud: CloudRunner, image: str):
 
 def test_server_add_and_remove_volume(cloud: CloudRunner, image: str):
     name = _name("with-volume")
-    demo(
-        cloud,
-        "server",
-        "create",
-        "--image",
-        image,
-        "--flavor",
-        "m1.tiny",
-        "--network",
-        "private",
-        "--wait",
-        name,
-    )
+    boot(cloud, image, name)
     volume = demo(cloud, "volume", "create", "--size", "1", _name("vol"), "-f", "json")
     for _ in range(100):
         if demo(cloud, "volume", "show", volume["id"], "-f", "json")["status"] == "available":
@@ -410,21 +352,7 @@ def test_server_add_and_remove_volume(cloud: CloudRunner, image: str):
 
 def test_lock_keeps_a_member_from_acting_until_unlocked(cloud: CloudRunner, image: str):
     name = _name("locked")
-    server = demo(
-        cloud,
-        "server",
-        "create",
-        "--image",
-        image,
-        "--flavor",
-        "m1.tiny",
-        "--network",
-        "private",
-        "--wait",
-        name,
-        "-f",
-        "json",
-    )
+    server = boot(cloud, image, name, "-f", "json")
     cloud.openstack("server", "lock", server["id"])  # by the admin
     shown = demo(cloud, "server", "show", name, "-f", "json")
     assert shown["locked"] is True
@@ -562,21 +490,7 @@ def test_boot_from_volume_needs_a_size(cloud: CloudRunner, image: str):
 
 def test_console_url_diagnostics_password_and_change_password(cloud: CloudRunner, image: str):
     name = _name("extras")
-    server = demo(
-        cloud,
-        "server",
-        "create",
-        "--image",
-        image,
-        "--flavor",
-        "m1.tiny",
-        "--network",
-        "private",
-        "--wait",
-        name,
-        "-f",
-        "json",
-    )
+    server = boot(cloud, image, name, "-f", "json")
     url = demo(cloud, "console", "url", "show", "--novnc", name, "-f", "json")
     assert url["type"] == "novnc" and url["url"].startswith("vnc://")
     # Diagnostics are for admins.
@@ -601,21 +515,7 @@ def test_console_url_diagnostics_password_and_change_password(cloud: CloudRunner
 
 def test_add_and_remove_a_network_interface(cloud: CloudRunner, image: str):
     name = _name("nics")
-    server = demo(
-        cloud,
-        "server",
-        "create",
-        "--image",
-        image,
-        "--flavor",
-        "m1.tiny",
-        "--network",
-        "private",
-        "--wait",
-        name,
-        "-f",
-        "json",
-    )
+    server = boot(cloud, image, name, "-f", "json")
     net = demo(cloud, "network", "create", _name("second"), "-f", "json")
     demo(
         cloud,
