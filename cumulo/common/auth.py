@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from starlette.requests import Request
 
@@ -27,6 +28,10 @@ _CACHE_MAX = 50_000
 class _Entry:
     deadline: float
     body: dict
+
+
+class ContextSource(Protocol):
+    async def context(self, token: str, req_id: str = "-") -> RequestContext: ...
 
 
 class TokenValidator:
@@ -66,7 +71,8 @@ async def request_context(request: Request) -> RequestContext:
     token = request.headers.get("x-auth-token")
     if not token:
         raise Unauthorized()
-    validator: TokenValidator = request.app.state.token_validator
+    # Identity validates in-process; other services use a TokenValidator.
+    validator: ContextSource = request.app.state.token_validator
     ctx = await validator.context(token, request_id(request))
     request.scope["cumulo.context"] = ctx
     return ctx

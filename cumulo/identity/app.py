@@ -38,4 +38,5 @@ def create_identity_app(identity: Identity) -> Starlette:
     ]
     app = create_app("identity", routes, render_identity)
     app.state.identity = identity
+    app.state.token_validator = identity
     return app

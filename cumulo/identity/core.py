@@ -27,6 +27,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cumulo.common.config import CumuloConfig
+from cumulo.common.context import RequestContext
 from cumulo.common.db import Database, utcnow
 from cumulo.common.faults import NotFound, Unauthorized
 from cumulo.common.policy import Policy
@@ -215,6 +216,11 @@ class Identity:
         return token, body
 
     # -- validate -------------------------------------------------------------
+
+    async def context(self, token: str, req_id: str = "-") -> RequestContext:
+        """The caller behind a token (the same shape other services get over HTTP)."""
+        _, body = await self.validate(token)
+        return RequestContext.from_token(token, body, req_id)
 
     def parse_token(self, token: str) -> TokenPayload:
         try:

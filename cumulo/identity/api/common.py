@@ -12,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cumulo.common.app import JSONResponse, request_id
+from cumulo.common.app import JSONResponse
+from cumulo.common.auth import request_context
 from cumulo.common.context import RequestContext
-from cumulo.common.faults import BadRequest, Unauthorized
+from cumulo.common.faults import BadRequest
 from cumulo.identity.core import Identity
 
 # Names: non-empty, no surrounding whitespace-only strings (Keystone's parameter_types.name).
@@ -45,18 +46,8 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-async def context(request: Request) -> RequestContext:
-    """The caller, from X-Auth-Token; 401 when it is missing or not valid."""
-    cached = request.scope.get("cumulo.context")
-    if cached is not None:
-        return cached
-    token = request.headers.get("x-auth-token")
-    if not token:
-        raise Unauthorized()
-    _, body = await identity_of(request).validate(token)
-    ctx = RequestContext.from_token(token, body, request_id(request))
-    request.scope["cumulo.context"] = ctx
-    return ctx
+# The caller, from X-Auth-Token; 401 when it is missing or not valid.
+context = request_context
 
 
 async def authorize(
