@@ -161,6 +161,23 @@ class Bench:
                 raise RuntimeError(f"servers {server_ids} were not deleted in 120 s")
             time.sleep(0.5)
 
+    def dhcp_story(self, server_id: str, state_dir: Path) -> str:
+        """Why a guest has no address: its console marks and what dnsmasq logged for it."""
+        marks = [
+            line.strip()
+            for line in self.console(server_id).decode(errors="replace").splitlines()
+            if "cumulo-guest:" in line
+        ]
+        mac = next((m.split()[-1] for m in marks if " eth0 mac " in m), "?")
+        logs = sorted((state_dir / "network" / "dhcp").glob("*/log"))
+        seen = [
+            line
+            for log in logs
+            for line in log.read_text(errors="replace").splitlines()
+            if mac in line
+        ]
+        return "\n  ".join([f"no DHCP address: {server_id} mac {mac}", *marks, "dnsmasq:", *seen])
+
     def bare_boot(self, server_id: str) -> tuple[float, float]:
         """The driver's own command line for this guest, run by hand: seconds to ready,
         and of those the seconds before the guest's kernel started."""
@@ -241,13 +258,15 @@ def benchmark(args: argparse.Namespace, bench: Bench, state_dir: Path) -> list[s
             times.append(bench.wait_ready(sid, 1, timeout=600) - t0)
         except RuntimeError as exc:
             failures.append(str(exc))
-    with_ip = sum(b"eth0 ip " in bench.console(sid) for sid in ids)
+    without_ip = [sid for sid in ids if b"eth0 ip " not in bench.console(sid)]
     out.append(
-        f"{n} concurrent: {len(times)}/{n} ready ({with_ip} with a DHCP address), "
+        f"{n} concurrent: {len(times)}/{n} ready ({n - len(without_ip)} with a DHCP address), "
         f"first {min(times, default=0):.1f} s, last {max(times, default=0):.1f} s"
         + (f"; failures: {failures}" if failures else "")
     )
     print(out[-1], flush=True)
+    for sid in without_ip:
+        print(bench.dhcp_story(sid, state_dir), flush=True)
     bench.delete(ids)
     return out
 

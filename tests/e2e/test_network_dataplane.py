@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from cumulo.common.config import load_config, write_config
+from cumulo.network.dataplane import dhcp
 from cumulo.network.dataplane.linuxbridge import LinuxBridgeDriver, bridge_name
 from cumulo.network.dataplane.state import desired_state
 from tests.cloudrunner import CloudRunner, configure_state_dir
@@ -229,3 +230,35 @@ def test_guests_get_dhcp_cross_the_router_obey_groups_and_answer_on_floating_ips
     assert lab.driver.router_ns(router.id) not in remaining
     assert lab.driver.dhcp_ns(net2.id) not in remaining
     assert lab.driver.dhcp_ns(net1.id) in remaining
+
+
+@pytest.mark.parametrize("release", ["dhcp_release", "restart"])
+def test_an_address_freed_by_a_deleted_port_is_leased_to_the_next_port(
+    lab: Lab, release: str, monkeypatch: pytest.MonkeyPatch
+):
+    """dnsmasq keeps a deleted port's lease for its old MAC: the agent releases it (with
+    dhcp_release, or by restarting dnsmasq without it) so the next port IPAM gives that
+    address to gets it (without that: "no address available")."""
+    if release == "dhcp_release" and dhcp.dhcp_release_tool() is None:
+        skip_or_fail("dhcp_release (dnsmasq-utils) is not installed")
+    if release == "restart":
+        monkeypatch.setattr(dhcp, "dhcp_release_tool", lambda: None)
+    conn = lab.conn
+    net = conn.network.create_network(name=f"dp-reuse-{release}")
+    conn.network.create_subnet(network_id=net.id, ip_version=4, cidr="10.93.0.0/24")
+    lab.settle()
+    first = lab.port(net.id, fixed_ips=[{"ip_address": "10.93.0.50"}])
+    lab.settle()
+    old = lab.guest(f"old-{release[:4]}", first)
+    assert lab.dhcp(old) == "10.93.0.50"
+    leases = lab.runner.state_dir / "network" / "dhcp" / net.id / "leases"
+    assert first.mac_address in leases.read_text()
+
+    sh("ip", "netns", "delete", old)
+    conn.network.delete_port(first.id)
+    second = lab.port(net.id, fixed_ips=[{"ip_address": "10.93.0.50"}])
+    assert second.mac_address != first.mac_address
+    lab.settle()
+    new = lab.guest(f"new-{release[:4]}", second)
+    assert lab.dhcp(new) == "10.93.0.50"
+    assert first.mac_address not in leases.read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cumulo.network.dataplane.dhcp import dnsmasq_argv, hosts_file, opts_file
+from cumulo.network.dataplane.dhcp import dnsmasq_argv, hosts_file, opts_file, stale_leases
 from cumulo.network.dataplane.firewall import host_ruleset, router_ruleset, rule_match
 from cumulo.network.dataplane.linuxbridge import LinuxBridgeDriver, bridge_name, tap_name
 
@@ -143,6 +143,23 @@ def test_dnsmasq_serves_static_leases_with_the_subnet_options():
     assert argv[:4] == ("ip", "netns", "exec", "cmlo-x-dhcp-n")
     assert "--dhcp-range=set:subnet0,10.0.0.0,static,255.255.255.0,86400s" in argv
     assert not any("2001:db8" in a for a in argv)
+
+
+def test_leases_no_port_holds_any_more_are_stale():
+    leases = (
+        "1764100000 fa:16:3e:00:00:01 10.0.0.5 host-10-0-0-5 *\n"
+        "1764100000 fa:16:3e:00:00:02 10.0.0.6 host-10-0-0-6 01:fa:16:3e:00:00:02\n"
+        "1764100000 fa:16:3e:00:00:03 10.0.0.7 * *\n"
+    )
+    served = {
+        ("FA:16:3E:00:00:01", "10.0.0.5"),  # still this port's: the MAC's case is not a change
+        ("fa:16:3e:00:00:09", "10.0.0.6"),  # the address went to a new port (new MAC)
+    }
+    assert stale_leases(leases, served) == [
+        ("fa:16:3e:00:00:02", "10.0.0.6"),
+        ("fa:16:3e:00:00:03", "10.0.0.7"),
+    ]
+    assert stale_leases("", served) == []
 
 
 def test_everything_is_named_with_the_prefix_and_fits_interface_names(tmp_path: Path):

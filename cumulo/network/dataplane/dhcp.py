@@ -4,17 +4,25 @@ The hosts file maps each port's MAC to its fixed IP (a port's IP is what the gue
 gets, and nobody else gets a lease: the ranges are `static`); the options file gives
 each subnet its router, DNS servers, host routes and MTU. A change to either is a
 rewrite and SIGHUP; a change to the command line (the subnets) is a restart.
+
+A reload does not forget leases: when a port is deleted, dnsmasq still holds its
+address for the old MAC until the lease expires, and refuses it to the next port that
+IPAM gives the same address ("no address available"). So leases that no longer match
+a port are released first, as Neutron does: with `dhcp_release` (dnsmasq-utils) when
+it is installed, otherwise by restarting dnsmasq on a lease file without them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
 
-from cumulo.network.dataplane.commands import netns_exec, run_daemon
+from cumulo.network.dataplane.commands import netns_exec, run, run_daemon
 
 LEASE_SECONDS = 86400
 
@@ -29,15 +37,33 @@ def dhcp_subnets(network: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def hosts_file(network: dict[str, Any]) -> str:
+def served_leases(network: dict[str, Any]) -> list[tuple[str, str]]:
+    """(mac, ip) of every port address dnsmasq hands out, in a stable order."""
     subnets = [ipaddress.ip_network(s["cidr"]) for s in dhcp_subnets(network)]
-    lines = []
-    for lease in sorted(network["leases"], key=lambda x: (x["mac"], x["ip"])):
-        address = ipaddress.ip_address(lease["ip"])
-        if any(address in net for net in subnets):
-            name = "host-" + lease["ip"].replace(".", "-")
-            lines.append(f"{lease['mac']},{name},{lease['ip']}")
+    return sorted(
+        (lease["mac"], lease["ip"])
+        for lease in network["leases"]
+        if any(ipaddress.ip_address(lease["ip"]) in net for net in subnets)
+    )
+
+
+def hosts_file(network: dict[str, Any]) -> str:
+    lines = [f"{mac},host-{ip.replace('.', '-')},{ip}" for mac, ip in served_leases(network)]
     return "\n".join(lines) + "\n"
+
+
+def stale_leases(lease_file: str, served: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(mac, ip) of the leases in dnsmasq's lease file that no port has any more.
+
+    Lines are `<expiry> <mac> <ip> <hostname> <client-id>`; the MAC is compared in
+    lower case (dnsmasq writes it so, the API may not)."""
+    served = {(mac.lower(), ip) for mac, ip in served}
+    stale = []
+    for line in lease_file.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and (fields[1].lower(), fields[2]) not in served:
+            stale.append((fields[1], fields[2]))
+    return stale
 
 
 def opts_file(network: dict[str, Any]) -> str:
@@ -84,6 +110,8 @@ def dnsmasq_argv(
         f"--dhcp-hostsfile={files / 'hosts'}",
         f"--dhcp-optsfile={files / 'opts'}",
         f"--dhcp-leasefile={files / 'leases'}",
+        # Every DISCOVER/OFFER/REQUEST/ACK, one line each: why a guest got no lease.
+        f"--log-facility={files / 'log'}",
     ]
     for i, s in enumerate(dhcp_subnets(network)):
         net = ipaddress.ip_network(s["cidr"])
@@ -91,6 +119,11 @@ def dnsmasq_argv(
             f"--dhcp-range=set:subnet{i},{net.network_address},static,{net.netmask},{LEASE_SECONDS}s"
         )
     return netns_exec(namespace, *args)
+
+
+def dhcp_release_tool() -> str | None:
+    """dnsmasq-utils' dhcp_release, when installed."""
+    return shutil.which("dhcp_release")
 
 
 def _pid(files: Path) -> int | None:
@@ -121,23 +154,60 @@ class Dnsmasq:
         changed = _write(self.files / "hosts", hosts_file(network))
         changed |= _write(self.files / "opts", opts_file(network))
         command_changed = _write(self.files / "argv", "\0".join(argv))
+        served = set(served_leases(network))
         pid = self.pid
+        if pid is not None and not command_changed:
+            if not await self._release_stale(interface, served):
+                command_changed = True  # no dhcp_release: restart without those leases
         if pid is not None and command_changed:
             await self.stop()
             pid = None
         if pid is None:
+            _drop_stale(self.files / "leases", served)
             await run_daemon(*argv)  # dnsmasq daemonizes: it outlives an agent restart
         elif changed:
             os.kill(pid, signal.SIGHUP)
 
+    async def _release_stale(self, interface: str, served: set[tuple[str, str]]) -> bool:
+        """Release the leases no port has any more; False when that needs a restart."""
+        try:
+            stale = stale_leases((self.files / "leases").read_text(), served)
+        except OSError:
+            return True
+        if not stale:
+            return True
+        tool = dhcp_release_tool()
+        if tool is None:
+            return False
+        for mac, ip in stale:
+            await run(*netns_exec(self.namespace, tool, interface, ip, mac))
+        return True
+
     async def stop(self) -> None:
+        """SIGTERM, and wait (up to 5 s) until it is gone: it writes its lease file on exit."""
         pid = self.pid
         if pid is not None:
             try:
                 os.kill(pid, signal.SIGTERM)
+                for _ in range(500):
+                    if not Path(f"/proc/{pid}").exists():
+                        break
+                    await asyncio.sleep(0.01)
             except ProcessLookupError:
                 pass
         (self.files / "pid").unlink(missing_ok=True)
+
+
+def _drop_stale(lease_file: Path, served: set[tuple[str, str]]) -> None:
+    """Before dnsmasq starts: keep only the leases that still belong to a port."""
+    try:
+        text = lease_file.read_text()
+    except OSError:
+        return
+    stale = set(stale_leases(text, served))
+    if stale:
+        kept = [line for line in text.splitlines() if tuple(line.split()[1:3]) not in stale]
+        _write(lease_file, "".join(f"{line}\n" for line in kept))
 
 
 def _write(path: Path, text: str) -> bool:
