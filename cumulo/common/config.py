@@ -122,14 +122,47 @@ class ComputeConfig(_Section):
     spread: bool = True
 
 
+class VolumeBackendConfig(_Section):
+    """One backend of a storage host ([[volume.backends]]; Cinder's enabled_backends)."""
+
+    # Its name in host@<name>#<pool> and the bus topic volume.<host>@<name>.
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    driver: str = Field("file", pattern="^(file)$")
+    # What volume types select it by (extra spec volume_backend_name); default: name.
+    volume_backend_name: str = ""
+    volume_format: str = Field("raw", pattern="^(raw|qcow2)$")
+    # Capacity reported to the scheduler (GiB); 0: the size of the filesystem.
+    capacity_gb: int = Field(0, ge=0)
+    # Where its files live; default <state>/volumes/<name>.
+    directory: str = ""
+    # Thin provisioning: the scheduler lets the volumes' sizes add up to this many
+    # times the capacity (Cinder's default 20; 1.0: no overcommit).
+    max_over_subscription_ratio: float = Field(20.0, ge=1.0)
+    # Share of the capacity kept free (percent).
+    reserved_percentage: int = Field(0, ge=0, le=100)
+    # Its availability zone; default: [volume] availability_zone.
+    availability_zone: str = ""
+    # More capabilities the scheduler matches volume types' extra specs against.
+    capabilities: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
 class VolumeConfig(_Section):
     # This storage host's name (volumes' os-vol-host-attr:host is <host>@<backend>#<pool>).
     host: str = ""
-    # Backend: "file" (each volume a file under <state>/volumes).
+    # The single backend of a host with no [[volume.backends]] ("file", under <state>/volumes).
     backend: str = Field("file", pattern="^(file)$")
     volume_format: str = Field("raw", pattern="^(raw|qcow2)$")
     # Capacity reported to the scheduler (GiB); 0: the size of the filesystem.
     capacity_gb: int = Field(0, ge=0)
+    # Several backends on this host, chosen per volume by the scheduler; replaces the above.
+    backends: list[VolumeBackendConfig] = Field(default_factory=list)
+    # `cumulo up` runs this config's backends in-process (false: all storage is on
+    # `cumulo volume` hosts).
+    run_backends: bool = True
+    # Backends report their capacity (heartbeat) this often; one silent for
+    # service_down_time seconds is down and gets no new volumes.
+    report_interval: float = Field(10.0, gt=0)
+    service_down_time: float = Field(60.0, gt=0)
     # Address NBD exports bind to (the storage network), for guests on other hosts.
     nbd_address: str = "127.0.0.1"
     default_volume_type: str = "__DEFAULT__"

@@ -39,6 +39,7 @@ async def open_volume_service(
         config, state_dir, db, TokenValidator(client, config.identity.cache_time), images
     )
     await service.bootstrap()
+    await service.start()
     return service
 
 

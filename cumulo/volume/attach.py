@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cumulo.common.db import utcnow
-from cumulo.common.faults import BadRequest, NotFound
+from cumulo.common.faults import ApiError, BadRequest, NotFound, ServiceUnavailable
+from cumulo.common.rpc import RemoteError, RpcTimeout
 from cumulo.volume import states
 from cumulo.volume.core import VolumeService
 from cumulo.volume.models import Attachment, Volume
+
+T = TypeVar("T")
 
 
 async def _locked_volume(session: AsyncSession, volume_id: str) -> Volume:
@@ -75,24 +79,53 @@ async def reserve(
     return attachment
 
 
+async def backend_call(call: Awaitable[T]) -> T:
+    """A call to the storage host holding the volume; its failure is Cinder's 500
+    (the backend could not do it) or 503 (no answer)."""
+    try:
+        return await call
+    except RpcTimeout:
+        raise ServiceUnavailable("The volume backend did not answer in time.") from None
+    except RemoteError as exc:
+        raise ApiError(f"The volume backend failed: {exc.message}") from None
+
+
+async def _volume_host(service: VolumeService, volume_id: str) -> str:
+    async with service.db.read() as session:
+        host = await session.scalar(select(Volume.host).where(Volume.id == volume_id))
+    if not host:
+        raise BadRequest(f"Invalid volume: volume {volume_id} is on no backend.")
+    return host
+
+
 async def connect(
-    service: VolumeService, attachment_id: str, connector: dict[str, Any]
+    service: VolumeService,
+    attachment_id: str,
+    connector: dict[str, Any],
+    context: dict[str, Any] | None = None,
 ) -> Attachment:
-    """Give the attachment a host: the backend exports the volume, connection info recorded."""
+    """Give the attachment a host: the backend holding the volume exports it (on its
+    storage host), connection info recorded."""
     if not isinstance(connector, dict) or not connector:
         raise BadRequest("Invalid input received: connector is required.")
     async with service.db.read() as session:
         attachment = await session.get(Attachment, attachment_id)
     if attachment is None:
         raise NotFound(f"VolumeAttachment {attachment_id} could not be found.")
-    info = await service.driver.initialize_connection(
-        attachment.volume_id, attachment.id, connector, attachment.attach_mode
+    host = await _volume_host(service, attachment.volume_id)
+    ctx = context or {}
+    info = await backend_call(
+        service.volume_rpc.initialize_connection(
+            ctx, host, attachment.volume_id, attachment.id, connector, attachment.attach_mode
+        )
     )
     info["data"]["attachment_id"] = attachment.id
     async with service.db.write() as session:
         attachment = await session.get(Attachment, attachment_id)
         if attachment is None:
-            await service.driver.terminate_connection(info["data"]["volume_id"], attachment_id)
+            await service.volume_rpc.terminate_connection(
+                ctx, host, info["data"]["volume_id"], attachment_id
+            )
             raise NotFound(f"VolumeAttachment {attachment_id} could not be found.")
         volume = await _locked_volume(session, attachment.volume_id)
         attachment.connector = json.dumps(connector)
@@ -126,14 +159,21 @@ async def complete(
     return attachment
 
 
-async def remove(service: VolumeService, attachment_id: str) -> None:
-    """Detach: the export is removed, the attachment deleted, the volume `available`
-    again when it was the last one."""
+async def remove(
+    service: VolumeService, attachment_id: str, context: dict[str, Any] | None = None
+) -> None:
+    """Detach: the export is removed (on the storage host), the attachment deleted, the
+    volume `available` again when it was the last one."""
     async with service.db.read() as session:
         attachment = await session.get(Attachment, attachment_id)
     if attachment is None:
         raise NotFound(f"VolumeAttachment {attachment_id} could not be found.")
-    await service.driver.terminate_connection(attachment.volume_id, attachment_id)
+    host = await _volume_host(service, attachment.volume_id)
+    await backend_call(
+        service.volume_rpc.terminate_connection(
+            context or {}, host, attachment.volume_id, attachment_id
+        )
+    )
     async with service.db.write() as session:
         attachment = await session.get(Attachment, attachment_id)
         if attachment is None:

@@ -1,14 +1,21 @@
-"""The Block Storage service: its database, backend, policy and the volume manager.
+"""The Block Storage service: its database, policy, message bus, the scheduler and,
+in the all-in-one process, the volume managers of this host's backends.
 
 The API writes each row with its transitional status (creating, deleting,
-extending, uploading...) in one transaction and hands the slow work to the
-volume manager, which moves the row on with a compare-and-swap on the status it
-expects. Nothing half-made is left: a failed create removes whatever the
-backend wrote and leaves the volume `error`.
+extending, uploading...) in one transaction and hands the slow work over the bus:
+a new volume to the scheduler (topic volume-scheduler), which places it on a
+backend and casts to that backend's volume manager; everything later to the
+backend holding the volume (topic volume.<host>@<backend>). The manager moves the
+row on with a compare-and-swap on the status it expects. Nothing half-made is
+left: a failed create removes whatever the backend wrote and leaves the volume
+`error`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import socket
 import uuid
 from pathlib import Path
@@ -16,29 +23,93 @@ from pathlib import Path
 from sqlalchemy import select
 
 from cumulo.common.auth import TokenValidator
-from cumulo.common.config import CumuloConfig
+from cumulo.common.config import CumuloConfig, VolumeBackendConfig
 from cumulo.common.context import RequestContext
 from cumulo.common.db import Database
 from cumulo.common.policy import Policy
+from cumulo.common.rpc import Transport, get_transport
 from cumulo.common.service_client import ServiceClient
+from cumulo.volume import rpcapi
 from cumulo.volume.drivers.driver import VolumeDriver
 from cumulo.volume.drivers.file import FileDriver
 from cumulo.volume.manager import VolumeManager
 from cumulo.volume.models import VolumeType
 from cumulo.volume.policies import VOLUME_RULES
+from cumulo.volume.scheduler import SCHEDULER_BINARY, SchedulerManager, record_heartbeat
+
+LOG = logging.getLogger(__name__)
 
 
-def make_driver(config: CumuloConfig, state_dir: Path, host: str) -> VolumeDriver:
+def backend_configs(config: CumuloConfig) -> list[VolumeBackendConfig]:
+    """This host's backends: [[volume.backends]], else the single backend the older
+    settings describe (named after its driver, its files straight under <state>/volumes)."""
     v = config.volume
-    if v.backend == "file":
-        return FileDriver(
-            state_dir / "volumes",
+    if v.backends:
+        names = [b.name for b in v.backends]
+        if len(set(names)) != len(names):
+            raise ValueError(f"[[volume.backends]] names must differ: {names}")
+        return list(v.backends)
+    return [
+        VolumeBackendConfig(
+            name=v.backend,
+            driver=v.backend,
             volume_format=v.volume_format,
             capacity_gb=v.capacity_gb,
-            host=host,
-            nbd_address=v.nbd_address,
+            directory="volumes",
         )
-    raise ValueError(f"unknown volume backend {v.backend!r}")
+    ]
+
+
+def backend_directory(backend: VolumeBackendConfig, state_dir: Path) -> Path:
+    if not backend.directory:
+        return state_dir / "volumes" / backend.name
+    path = Path(backend.directory).expanduser()
+    return path if path.is_absolute() else state_dir / path
+
+
+def make_driver(
+    backend: VolumeBackendConfig, state_dir: Path, host: str, nbd_address: str
+) -> VolumeDriver:
+    if backend.driver == "file":
+        return FileDriver(
+            backend_directory(backend, state_dir),
+            volume_format=backend.volume_format,
+            capacity_gb=backend.capacity_gb,
+            host=host,
+            nbd_address=nbd_address,
+        )
+    raise ValueError(f"unknown volume driver {backend.driver!r}")
+
+
+async def start_backends(
+    config: CumuloConfig,
+    state_dir: Path,
+    host: str,
+    db: Database,
+    images: ServiceClient | None,
+    bus: Transport,
+) -> list[VolumeManager]:
+    """A volume manager per backend of this host, serving its topic and reporting."""
+    managers = []
+    try:
+        for backend in backend_configs(config):
+            manager = VolumeManager(
+                host,
+                backend,
+                make_driver(backend, state_dir, host, config.volume.nbd_address),
+                db,
+                images,
+                state_dir / "volumes-tmp",
+                availability_zone=config.volume.availability_zone,
+                report_interval=config.volume.report_interval,
+            )
+            await manager.start(bus)
+            managers.append(manager)
+    except BaseException:
+        for manager in managers:
+            await manager.stop()
+        raise
+    return managers
 
 
 class VolumeService:
@@ -49,21 +120,19 @@ class VolumeService:
         db: Database,
         validator: TokenValidator,
         images: ServiceClient | None,
-        driver: VolumeDriver | None = None,
     ) -> None:
         self.config = config
+        self.state_dir = state_dir
         self.db = db
         self.validator = validator
         self.images = images
         self.host = config.volume.host or socket.gethostname()
-        self.driver = driver or make_driver(config, state_dir, self.host)
         self.policy = Policy(VOLUME_RULES, state_dir / config.policy_file)
-        self.manager = VolumeManager(db, self.driver, images, state_dir / "volumes-tmp")
-
-    @property
-    def backend_host(self) -> str:
-        """os-vol-host-attr:host of this backend's volumes: host@backend#pool."""
-        return f"{self.host}@{self.driver.name}#{self.driver.name}"
+        self.bus = get_transport(config.messaging.transport_url, config.messaging.namespace)
+        self.scheduler_rpc = rpcapi.SchedulerAPI(self.bus)
+        self.volume_rpc = rpcapi.VolumeAPI(self.bus)
+        self.managers: list[VolumeManager] = []
+        self._tasks: list[asyncio.Task] = []
 
     def is_admin(self, ctx: RequestContext) -> bool:
         return self.policy.check("cloud_admin", ctx)
@@ -82,9 +151,41 @@ class VolumeService:
                     )
                 )
 
+    async def start(self) -> None:
+        """The scheduler on the bus (and its heartbeat); this host's backends unless
+        [volume] run_backends is false."""
+        await self.bus.start()
+        v = self.config.volume
+        await self.bus.serve(
+            rpcapi.SCHEDULER, SchedulerManager(self.db, self.volume_rpc, v.service_down_time)
+        )
+        await self._scheduler_heartbeat()
+        self._tasks.append(asyncio.create_task(self._heartbeat_forever()))
+        if v.run_backends:
+            self.managers = await start_backends(
+                self.config, self.state_dir, self.host, self.db, self.images, self.bus
+            )
+
+    async def _scheduler_heartbeat(self) -> None:
+        zone = self.config.volume.availability_zone
+        await record_heartbeat(self.db, self.host, SCHEDULER_BINARY, zone)
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.volume.report_interval)
+            try:
+                await self._scheduler_heartbeat()
+            except Exception:  # noqa: BLE001 - try again next round
+                LOG.exception("volume scheduler heartbeat failed")
+
     async def close(self) -> None:
-        await self.manager.close()
-        await self.driver.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.bus.close()
+        for manager in self.managers:
+            with contextlib.suppress(Exception):
+                await manager.stop()
         if self.images is not None:
             await self.images.close()
         await self.validator.client.close()

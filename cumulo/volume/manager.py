@@ -1,53 +1,129 @@
-"""The volume manager: the slow work behind the API, run on the storage host.
+"""The volume manager: one per backend of a storage host, serving its bus topic
+`volume.<host>@<backend>` (cumulo.volume.rpcapi) and reporting the backend's
+capacity and capabilities with every heartbeat.
 
 Each job moves its row from the transitional status the API wrote to the final
 one with a compare-and-swap, and cleans up after itself on failure: a create
 that fails leaves no data on the backend and the volume `error`.
+
+Like Cinder's volume service, the manager opens the Block Storage database itself
+(the same URL as the API): its work is those compare-and-swaps and its heartbeat
+row, and going through the bus for each would add a service (a "conductor") that
+only forwards them. A storage host therefore needs the database URL as well as
+the broker; an all-in-one cloud shares one Database object with its API.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, update
 
+from cumulo.common.config import VolumeBackendConfig
 from cumulo.common.db import Database, utcnow
+from cumulo.common.rpc import Endpoint, Transport
 from cumulo.common.service_client import ServiceClient
-from cumulo.volume import states
+from cumulo.volume import rpcapi, states
 from cumulo.volume.drivers.driver import VolumeDriver
 from cumulo.volume.models import Snapshot, Volume
+from cumulo.volume.scheduler import VOLUME_BINARY, record_heartbeat
 
 LOG = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 
+RPC_METHODS = frozenset({
+    "create_volume", "delete_volume", "extend_volume", "upload_to_image", "create_snapshot",
+    "delete_snapshot", "initialize_connection", "terminate_connection", "get_capabilities",
+})  # fmt: skip
 
-class VolumeManager:
+
+class VolumeManager(Endpoint):
     def __init__(
-        self, db: Database, driver: VolumeDriver, images: ServiceClient | None, tmp_dir: Path
+        self,
+        host: str,
+        backend: VolumeBackendConfig,
+        driver: VolumeDriver,
+        db: Database,
+        images: ServiceClient | None,
+        tmp_dir: Path,
+        *,
+        availability_zone: str,
+        report_interval: float = 10.0,
     ) -> None:
+        self.host = host
+        self.backend = backend
+        self.backend_host = f"{host}@{backend.name}"  # os-services host, bus topic
+        self.volume_backend_name = backend.volume_backend_name or backend.name
+        self.availability_zone = backend.availability_zone or availability_zone
         self.db = db
         self.driver = driver
         self.images = images
         self.tmp_dir = tmp_dir
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        self._jobs: set[asyncio.Task] = set()
+        self.report_interval = report_interval
+        self._periodic: asyncio.Task | None = None
+        self.service_context = {"request_id": f"req-volume-{self.backend_host}", "roles": []}
 
-    def spawn(self, job: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(job)
-        self._jobs.add(task)
-        task.add_done_callback(self._jobs.discard)
+    def rpc_method(self, name: str):
+        return super().rpc_method(name) if name in RPC_METHODS else None
 
-    async def close(self) -> None:
-        for task in list(self._jobs):
-            task.cancel()
-        await asyncio.gather(*self._jobs, return_exceptions=True)
+    # -- lifecycle and heartbeat ------------------------------------------------------
+
+    async def start(self, bus: Transport) -> None:
+        await self.report()
+        await bus.serve(rpcapi.volume_topic(self.backend_host), self)
+        self._periodic = asyncio.create_task(self._report_forever())
+        LOG.info("volume backend %s is up", self.backend_host)
+
+    async def stop(self) -> None:
+        if self._periodic is not None:
+            self._periodic.cancel()
+            await asyncio.gather(self._periodic, return_exceptions=True)
+        await self.driver.close()
+
+    async def _report_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.report_interval)
+            try:
+                await self.report()
+            except Exception:  # noqa: BLE001 - a failed report must not stop the next
+                LOG.exception("capacity report of %s failed", self.backend_host)
+
+    async def capabilities(self) -> dict[str, Any]:
+        """What the scheduler filters on and get_pools shows (Cinder's volume stats)."""
+        cap = await self.driver.capacity()
+        b = self.backend
+        return {
+            "volume_backend_name": self.volume_backend_name,
+            "pool_name": b.name,
+            "vendor_name": "cumulo",
+            "driver_version": "1.0",
+            "storage_protocol": self.driver.storage_protocol,
+            "total_capacity_gb": cap.total_gb,
+            "free_capacity_gb": cap.free_gb,
+            "reserved_percentage": b.reserved_percentage,
+            "max_over_subscription_ratio": b.max_over_subscription_ratio,
+            "thin_provisioning_support": True,
+            "thick_provisioning_support": False,
+            "multiattach": True,
+            "volume_format": b.volume_format,
+            "timestamp": utcnow().isoformat(),
+            **b.capabilities,
+        }
+
+    async def report(self) -> None:
+        """Heartbeat: this backend's row in volume_service, with its capacity now."""
+        caps = json.dumps(await self.capabilities())
+        await record_heartbeat(
+            self.db, self.backend_host, VOLUME_BINARY, self.availability_zone, caps
+        )
 
     async def _set_volume(self, volume_id: str, expected: str | None, **values: Any) -> bool:
         async with self.db.write() as session:
@@ -69,14 +145,14 @@ class VolumeManager:
 
     async def create_volume(
         self,
+        context: dict[str, Any],
         volume_id: str,
         size: int,
-        *,
         snapshot_id: str | None = None,
         source_volid: str | None = None,
         image: dict[str, Any] | None = None,
-        token: str = "",
     ) -> None:
+        token = context.get("auth_token") or ""
         status = states.DOWNLOADING if image else states.CREATING
         try:
             if snapshot_id:
@@ -113,7 +189,9 @@ class VolumeManager:
         finally:
             tmp.unlink(missing_ok=True)
 
-    async def delete_volume(self, volume_id: str, snapshot_ids: list[str]) -> None:
+    async def delete_volume(
+        self, context: dict[str, Any], volume_id: str, snapshot_ids: list[str]
+    ) -> None:
         try:
             for snapshot_id in snapshot_ids:
                 await self.driver.delete_snapshot(snapshot_id)
@@ -126,7 +204,9 @@ class VolumeManager:
             await session.execute(delete(Snapshot).where(Snapshot.id.in_(snapshot_ids)))
             await session.execute(delete(Volume).where(Volume.id == volume_id))
 
-    async def extend_volume(self, volume_id: str, new_size: int, back_to: str) -> None:
+    async def extend_volume(
+        self, context: dict[str, Any], volume_id: str, new_size: int, back_to: str
+    ) -> None:
         try:
             await self.driver.extend_volume(volume_id, new_size)
         except Exception as exc:  # noqa: BLE001
@@ -136,9 +216,15 @@ class VolumeManager:
         await self._set_volume(volume_id, states.EXTENDING, status=back_to, size=new_size)
 
     async def upload_to_image(
-        self, volume_id: str, image_id: str, disk_format: str, token: str, back_to: str
+        self,
+        context: dict[str, Any],
+        volume_id: str,
+        image_id: str,
+        disk_format: str,
+        back_to: str,
     ) -> None:
         assert self.images is not None
+        token = context.get("auth_token") or ""
         tmp = self.tmp_dir / f"upload-{uuid.uuid4()}"
         try:
             await self.driver.copy_volume_to_image(volume_id, tmp, disk_format)
@@ -160,7 +246,9 @@ class VolumeManager:
 
     # -- snapshots ---------------------------------------------------------------
 
-    async def create_snapshot(self, snapshot_id: str, volume_id: str) -> None:
+    async def create_snapshot(
+        self, context: dict[str, Any], snapshot_id: str, volume_id: str
+    ) -> None:
         try:
             await self.driver.create_snapshot(snapshot_id, volume_id)
         except Exception as exc:  # noqa: BLE001
@@ -171,7 +259,7 @@ class VolumeManager:
             return
         await self._set_snapshot(snapshot_id, states.CREATING, states.AVAILABLE)
 
-    async def delete_snapshot(self, snapshot_id: str) -> None:
+    async def delete_snapshot(self, context: dict[str, Any], snapshot_id: str) -> None:
         try:
             await self.driver.delete_snapshot(snapshot_id)
         except Exception as exc:  # noqa: BLE001
@@ -180,6 +268,65 @@ class VolumeManager:
             return
         async with self.db.write() as session:
             await session.execute(delete(Snapshot).where(Snapshot.id == snapshot_id))
+
+    # -- connections (attachments) ------------------------------------------------
+
+    async def initialize_connection(
+        self,
+        context: dict[str, Any],
+        volume_id: str,
+        export_id: str,
+        connector: dict[str, Any],
+        mode: str,
+    ) -> dict[str, Any]:
+        return await self.driver.initialize_connection(volume_id, export_id, connector, mode)
+
+    async def terminate_connection(
+        self, context: dict[str, Any], volume_id: str, export_id: str
+    ) -> None:
+        await self.driver.terminate_connection(volume_id, export_id)
+
+    async def get_capabilities(self, context: dict[str, Any]) -> dict[str, Any]:
+        """Cinder's capabilities API body: what extra specs may ask of this backend."""
+        caps = await self.capabilities()
+        properties = {
+            "thin_provisioning_support": {
+                "title": "Thin Provisioning",
+                "description": "Volumes are sparse: space is used as data is written.",
+                "type": "boolean",
+            },
+            "multiattach": {
+                "title": "Multi-attach",
+                "description": "Volumes may be attached to several servers.",
+                "type": "boolean",
+            },
+            "volume_format": {
+                "title": "Volume Format",
+                "description": "Format of the backend's volume files (raw or qcow2).",
+                "type": "string",
+                "enum": ["raw", "qcow2"],
+            },
+        }
+        for key, value in self.backend.capabilities.items():
+            kind = (
+                "boolean"
+                if isinstance(value, bool)
+                else ("number" if isinstance(value, int | float) else "string")
+            )
+            properties[key] = {"title": key, "description": f"Reported as {value!r}.", "type": kind}
+        return {
+            "namespace": f"OS::Storage::Capabilities::{self.backend_host}",
+            "vendor_name": caps["vendor_name"],
+            "volume_backend_name": caps["volume_backend_name"],
+            "pool_name": "",
+            "driver_version": caps["driver_version"],
+            "storage_protocol": caps["storage_protocol"],
+            "display_name": None,
+            "description": None,
+            "visibility": None,
+            "replication_targets": [],
+            "properties": properties,
+        }
 
 
 async def _read_chunks(path: Path):

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cumulo.common.db import make_base, utcnow
@@ -46,7 +55,8 @@ class Volume(Base):
     attach_status: Mapped[str] = mapped_column(String(32), default="detached")
     availability_zone: Mapped[str] = mapped_column(String(255))
     type_id: Mapped[str] = mapped_column(ForeignKey("volume_type.id"))
-    host: Mapped[str] = mapped_column(String(255))
+    # host@backend#pool of the backend holding it; "" until the scheduler placed it.
+    host: Mapped[str] = mapped_column(String(255), index=True)
     bootable: Mapped[bool] = mapped_column(Boolean, default=False)
     readonly: Mapped[bool] = mapped_column(Boolean, default=False)
     multiattach: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -117,3 +127,20 @@ class QuotaLimit(Base):
     project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     resource: Mapped[str] = mapped_column(String(255), primary_key=True)
     hard_limit: Mapped[int] = mapped_column(Integer)
+
+
+class VolumeServiceRow(Base):
+    """A volume service's heartbeat (os-services): the scheduler, or one backend of a
+    storage host (host "host@backend") with the capacity and capabilities it reported."""
+
+    __tablename__ = "volume_service"
+    __table_args__ = (UniqueConstraint("host", "binary"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    host: Mapped[str] = mapped_column(String(255))
+    binary: Mapped[str] = mapped_column(String(64))
+    availability_zone: Mapped[str] = mapped_column(String(255))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled_reason: Mapped[str | None] = mapped_column(String(255))
+    capabilities: Mapped[str | None] = mapped_column(Text)  # JSON, cinder-volume only
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

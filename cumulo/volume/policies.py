@@ -41,4 +41,5 @@ VOLUME_RULES: dict[str, str] = {
     "volume_extension:quotas:delete": _ADMIN,
     "volume_extension:services:index": _ADMIN,
     "volume_extension:capacity": _ADMIN,
+    "volume_extension:capabilities": _ADMIN,
 }

@@ -23,6 +23,7 @@ from cumulo.volume.api.common import accepted, at_least, json, parse_bool, parse
 from cumulo.volume.api.metadata import check_metadata
 from cumulo.volume.api.volumes import load_volume
 from cumulo.volume.models import Attachment, Volume, VolumeMetadata
+from cumulo.volume.scheduler import NO_VALID_BACKEND, backend_fits
 
 Action = Callable[[Request, str, Any], Awaitable[Response]]
 DISK_FORMATS = ("raw", "qcow2", "vmdk", "vdi", "vhd", "vhdx")
@@ -67,9 +68,16 @@ async def extend(request: Request, volume_id: str, args: Any) -> Response:
             gigabytes=new_size - volume.size,
             size=new_size,
         )
+        if not await backend_fits(
+            session, volume.host, new_size - volume.size, service.config.volume.service_down_time
+        ):
+            raise BadRequest(
+                f"Invalid input received: {NO_VALID_BACKEND} The backend of volume "
+                f"{volume_id} has no room for {new_size - volume.size} GB more."
+            )
         back_to = volume.status
         volume.status, volume.updated_at = states.EXTENDING, utcnow()
-    service.manager.spawn(service.manager.extend_volume(volume_id, new_size, back_to))
+    await service.volume_rpc.extend_volume(ctx.to_dict(), volume.host, volume_id, new_size, back_to)
     return accepted()
 
 
@@ -182,10 +190,8 @@ async def upload_image(request: Request, volume_id: str, args: Any) -> Response:
         if result.rowcount != 1:
             await service.images.request("DELETE", f"/v2/images/{image['id']}", ctx.auth_token)
             raise BadRequest("Invalid volume: the volume changed status; try again.")
-    service.manager.spawn(
-        service.manager.upload_to_image(
-            volume_id, image["id"], disk_format, ctx.auth_token, back_to
-        )
+    await service.volume_rpc.upload_to_image(
+        ctx.to_dict(), volume.host, volume_id, image["id"], disk_format, back_to
     )
     body = {
         "id": volume_id,
@@ -258,7 +264,7 @@ def _legacy_export(volume_id: str, connector: dict[str, Any]) -> str:
 
 
 async def initialize_connection(request: Request, volume_id: str, args: Any) -> Response:
-    _, volume = await _attach_rule(request, volume_id)
+    ctx, volume = await _attach_rule(request, volume_id)
     connector = args.get("connector") if isinstance(args, dict) else None
     if not isinstance(connector, dict):
         raise BadRequest("Invalid input received: 'connector' is required.")
@@ -268,19 +274,28 @@ async def initialize_connection(request: Request, volume_id: str, args: Any) -> 
         "initialize a connection",
     )
     mode = "ro" if volume.readonly else "rw"
-    info = await service_of(request).driver.initialize_connection(
-        volume_id, _legacy_export(volume_id, connector), connector, mode
+    info = await attach.backend_call(
+        service_of(request).volume_rpc.initialize_connection(
+            ctx.to_dict(),
+            volume.host,
+            volume_id,
+            _legacy_export(volume_id, connector),
+            connector,
+            mode,
+        )
     )
     return json({"connection_info": info})
 
 
 async def terminate_connection(request: Request, volume_id: str, args: Any) -> Response:
-    await _attach_rule(request, volume_id)
+    ctx, volume = await _attach_rule(request, volume_id)
     connector = args.get("connector") if isinstance(args, dict) else None
     if not isinstance(connector, dict):
         raise BadRequest("Invalid input received: 'connector' is required.")
-    await service_of(request).driver.terminate_connection(
-        volume_id, _legacy_export(volume_id, connector)
+    await attach.backend_call(
+        service_of(request).volume_rpc.terminate_connection(
+            ctx.to_dict(), volume.host, volume_id, _legacy_export(volume_id, connector)
+        )
     )
     return accepted()
 
@@ -335,7 +350,7 @@ async def roll_detaching(request: Request, volume_id: str, _args: Any) -> Respon
 
 
 async def os_detach(request: Request, volume_id: str, args: Any) -> Response:
-    _, volume = await _attach_rule(request, volume_id)
+    ctx, volume = await _attach_rule(request, volume_id)
     service = service_of(request)
     attachments = await attach.attachments_of(service, volume_id)
     wanted = args.get("attachment_id") if isinstance(args, dict) else None
@@ -348,7 +363,7 @@ async def os_detach(request: Request, volume_id: str, args: Any) -> Response:
     if not attachments:
         raise BadRequest(f"Invalid volume: Volume {volume_id} is not attached.")
     for a in attachments:
-        await attach.remove(service, a.id)
+        await attach.remove(service, a.id, ctx.to_dict())
     return accepted()
 
 

@@ -68,22 +68,22 @@ async def create_attachment(request: Request) -> Response:
     if mode not in ("rw", "ro"):
         raise BadRequest(f"Invalid input received: Invalid attachment mode '{mode}'.")
     connector = spec.get("connector")
-    await load_volume(request, volume_id, "volume:attachment_create")
+    ctx, _ = await load_volume(request, volume_id, "volume:attachment_create")
     service = service_of(request)
     row = await attach.reserve(service, volume_id, instance, mode=mode)
     if connector:
         try:
-            row = await attach.connect(service, row.id, connector)
+            row = await attach.connect(service, row.id, connector, ctx.to_dict())
         except Exception:
-            await attach.remove(service, row.id)
+            await attach.remove(service, row.id, ctx.to_dict())
             raise
     return json({"attachment": views.attachment(row)})
 
 
 async def update_attachment(request: Request) -> Response:
     spec = await _body_of(request)
-    _, row = await _load(request, "volume:attachment_update")
-    row = await attach.connect(service_of(request), row.id, spec.get("connector"))
+    ctx, row = await _load(request, "volume:attachment_update")
+    row = await attach.connect(service_of(request), row.id, spec.get("connector"), ctx.to_dict())
     return json({"attachment": views.attachment(row)})
 
 
@@ -97,8 +97,8 @@ async def complete_attachment(request: Request) -> Response:
 
 
 async def delete_attachment(request: Request) -> Response:
-    _, row = await _load(request, "volume:attachment_delete")
-    await attach.remove(service_of(request), row.id)
+    ctx, row = await _load(request, "volume:attachment_delete")
+    await attach.remove(service_of(request), row.id, ctx.to_dict())
     return json({"attachments": []})
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, or_, select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.app import json_body
+from cumulo.common.auth import request_context
 from cumulo.common.db import utcnow
-from cumulo.common.faults import BadRequest
+from cumulo.common.faults import BadRequest, NotFound, ServiceUnavailable
 from cumulo.volume import quotas
 from cumulo.volume.api.common import (
     authorize,
@@ -24,7 +25,15 @@ from cumulo.volume.api.common import (
     service_of,
 )
 from cumulo.volume.api.microversion import MAX_VERSION, MIN_VERSION, fmt
-from cumulo.volume.models import QuotaLimit
+from cumulo.volume.attach import backend_call
+from cumulo.volume.models import QuotaLimit, VolumeServiceRow, VolumeType, VolumeTypeExtraSpec
+from cumulo.volume.scheduler import (
+    VOLUME_BINARY,
+    RequestSpec,
+    backend_states,
+    capabilities_filter,
+    is_up,
+)
 
 
 def _v3(request: Request) -> dict[str, Any]:
@@ -55,8 +64,21 @@ async def show_v3(request: Request) -> Response:
 
 async def availability_zones(request: Request) -> Response:
     await authorize(request, "volume:get_all")
-    zone = service_of(request).config.volume.availability_zone
-    return json({"availabilityZoneInfo": [{"zoneName": zone, "zoneState": {"available": True}}]})
+    service = service_of(request)
+    async with service.db.read() as session:
+        backends = await backend_states(session, service.config.volume.service_down_time)
+    zones = {service.config.volume.availability_zone: False}
+    for b in backends:
+        zones[b.availability_zone] = zones.get(b.availability_zone, False) or b.up
+    if not backends:  # no storage host has reported yet: the configured zone
+        zones[service.config.volume.availability_zone] = True
+    return json(
+        {
+            "availabilityZoneInfo": [
+                {"zoneName": z, "zoneState": {"available": up}} for z, up in sorted(zones.items())
+            ]
+        }
+    )
 
 
 EXTENSIONS = [
@@ -72,6 +94,7 @@ EXTENSIONS = [
     ("os-types-manage", "TypesManage"),
     ("os-types-extra-specs", "TypesExtraSpecs"),
     ("scheduler-stats", "Scheduler_stats"),
+    ("capabilities", "Capabilities"),
 ]
 
 
@@ -178,48 +201,91 @@ async def delete_quotas(request: Request) -> Response:
 
 
 async def services(request: Request) -> Response:
+    """os-services: the scheduler(s) and one cinder-volume per backend (host@backend),
+    up while their heartbeat is younger than service_down_time."""
     await authorize(request, "volume_extension:services:index")
     service = service_of(request)
-    zone = service.config.volume.availability_zone
-    now = isotime(utcnow())
-    rows = [
-        {"binary": "cinder-scheduler", "host": service.host},
-        {"binary": "cinder-volume", "host": f"{service.host}@{service.driver.name}"},
-    ]
+    params = request.query_params
+    query = select(VolumeServiceRow).order_by(VolumeServiceRow.binary, VolumeServiceRow.host)
+    if params.get("binary"):
+        query = query.where(VolumeServiceRow.binary == params["binary"])
+    if params.get("host"):
+        query = query.where(VolumeServiceRow.host == params["host"])
+    async with service.db.read() as session:
+        rows = list(await session.scalars(query))
+    now = utcnow()
+    down_time = service.config.volume.service_down_time
     out = []
     for row in rows:
-        item = {**row, "zone": zone, "status": "enabled", "state": "up",
-                "updated_at": now, "disabled_reason": None}  # fmt: skip
-        if row["binary"] == "cinder-volume":
+        item: dict[str, Any] = {
+            "binary": row.binary,
+            "host": row.host,
+            "zone": row.availability_zone,
+            "status": "disabled" if row.disabled else "enabled",
+            "state": "up" if is_up(row.updated_at, now, down_time) else "down",
+            "updated_at": isotime(row.updated_at),
+            "disabled_reason": row.disabled_reason,
+        }
+        if row.binary == VOLUME_BINARY:
             item.update(replication_status="disabled", active_backend_id=None, frozen=False)
         out.append(item)
-    binary = request.query_params.get("binary")
-    host = request.query_params.get("host")
-    out = [
-        s for s in out if (not binary or s["binary"] == binary) and (not host or s["host"] == host)
-    ]
     return json({"services": out})
 
 
 async def pools(request: Request) -> Response:
-    """Backend capacity as the volume scheduler sees it (`/scheduler-stats/get_pools`)."""
+    """Backend pools as the scheduler sees them (`/scheduler-stats/get_pools`): the
+    backends that are up, with their last report and what is allocated on them."""
     await authorize(request, "volume_extension:capacity")
     service = service_of(request)
-    cap = await service.driver.capacity()
-    pool: dict[str, Any] = {"name": service.backend_host}
-    if parse_bool(request.query_params.get("detail"), "detail"):
-        pool["capabilities"] = {
-            "volume_backend_name": service.driver.name,
-            "vendor_name": "cumulo",
-            "driver_version": "1.0",
-            "storage_protocol": "file",
-            "total_capacity_gb": cap.total_gb,
-            "free_capacity_gb": cap.free_gb,
-            "reserved_percentage": 0,
-            "thin_provisioning_support": True,
-            "timestamp": isotime(utcnow()),
-        }
-    return json({"pools": [pool]})
+    params = request.query_params
+    detail = bool(parse_bool(params.get("detail"), "detail"))
+    async with service.db.read() as session:
+        backends = [
+            b
+            for b in await backend_states(session, service.config.volume.service_down_time)
+            if b.up
+        ]
+        if params.get("volume_type"):
+            vtype = await session.scalar(
+                select(VolumeType).where(
+                    or_(VolumeType.id == params["volume_type"],
+                        VolumeType.name == params["volume_type"])
+                )
+            )  # fmt: skip
+            if vtype is None:
+                raise NotFound(f"Volume type {params['volume_type']} could not be found.")
+            specs = {
+                e.key: e.value
+                for e in await session.scalars(
+                    select(VolumeTypeExtraSpec).where(VolumeTypeExtraSpec.type_id == vtype.id)
+                )
+            }
+            wanted = RequestSpec(0, extra_specs=specs)
+            backends = [b for b in backends if capabilities_filter(b, wanted)]
+    if params.get("name"):
+        backends = [b for b in backends if b.pool_host == params["name"]]
+    return json({"pools": [b.to_pool(detail) for b in backends]})
+
+
+async def capabilities(request: Request) -> Response:
+    """What a backend (host@backend) can be asked through extra specs; the storage host
+    answers over the bus."""
+    await authorize(request, "volume_extension:capabilities")
+    service = service_of(request)
+    host = request.path_params["host"]
+    async with service.db.read() as session:
+        row = await session.scalar(
+            select(VolumeServiceRow).where(
+                VolumeServiceRow.host == host.partition("#")[0],
+                VolumeServiceRow.binary == VOLUME_BINARY,
+            )
+        )
+    if row is None:
+        raise NotFound(f"Service {host} could not be found.")
+    if not is_up(row.updated_at, utcnow(), service.config.volume.service_down_time):
+        raise ServiceUnavailable(f"Service {host} is down.")
+    ctx = await request_context(request)
+    return json(await backend_call(service.volume_rpc.get_capabilities(ctx.to_dict(), row.host)))
 
 
 routes = [
@@ -235,4 +301,5 @@ routes = [
     Route("/v3/os-quota-sets/{project_id}/defaults", show_default_quotas, methods=["GET"]),
     Route("/v3/os-services", services, methods=["GET"]),
     Route("/v3/scheduler-stats/get_pools", pools, methods=["GET"]),
+    Route("/v3/capabilities/{host}", capabilities, methods=["GET"]),
 ]

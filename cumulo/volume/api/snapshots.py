@@ -121,7 +121,7 @@ async def create_snapshot(request: Request) -> Response:
         await session.flush()
         for key, value in metadata.items():
             session.add(SnapshotMetadata(snapshot_id=snapshot_id, key=key, value=value))
-    service.manager.spawn(service.manager.create_snapshot(snapshot_id, volume.id))
+    await service.volume_rpc.create_snapshot(ctx.to_dict(), volume.host, snapshot_id, volume.id)
     return await _one(request, snapshot_id, 202)
 
 
@@ -197,7 +197,7 @@ async def update_snapshot(request: Request) -> Response:
 
 
 async def delete_snapshot(request: Request) -> Response:
-    _, snap = await load_snapshot(request, request.path_params["id"], "volume:delete_snapshot")
+    ctx, snap = await load_snapshot(request, request.path_params["id"], "volume:delete_snapshot")
     service = service_of(request)
     async with service.db.write() as session:
         row = await session.get(Snapshot, snap.id)
@@ -205,7 +205,8 @@ async def delete_snapshot(request: Request) -> Response:
             raise NotFound(f"Snapshot {snap.id} could not be found.")
         states.require_snapshot_status(row.status, states.SNAPSHOT_DELETABLE, "delete it")
         row.status, row.updated_at = states.DELETING, utcnow()
-    service.manager.spawn(service.manager.delete_snapshot(snap.id))
+        host = await session.scalar(select(Volume.host).where(Volume.id == row.volume_id))
+    await service.volume_rpc.delete_snapshot(ctx.to_dict(), host or "", snap.id)
     return accepted()
 
 

@@ -26,7 +26,6 @@ def volume_detail(
     image_metadata: dict[str, str],
     attachments: list[Attachment],
     admin: bool,
-    backend_host: str,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": v.id,
@@ -56,7 +55,7 @@ def volume_detail(
     if image_metadata:
         body["volume_image_metadata"] = image_metadata
     if admin:
-        body["os-vol-host-attr:host"] = backend_host
+        body["os-vol-host-attr:host"] = v.host or None  # "" until scheduled
         body["os-vol-mig-status-attr:migstat"] = None
         body["os-vol-mig-status-attr:name_id"] = None
         body["migration_status"] = None

@@ -3,6 +3,7 @@ delete (cascade), and their metadata (Block Storage v3 api-ref, "Volumes")."""
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from typing import Any
@@ -32,8 +33,20 @@ from cumulo.volume.api.common import (
     sort_keys,
 )
 from cumulo.volume.api.metadata import MetadataRoutes, check_metadata
+from cumulo.volume.core import VolumeService
 from cumulo.volume.drivers.driver import GiB
-from cumulo.volume.models import Attachment, Snapshot, Volume, VolumeMetadata, VolumeType
+from cumulo.volume.models import (
+    Attachment,
+    Snapshot,
+    Volume,
+    VolumeMetadata,
+    VolumeServiceRow,
+    VolumeType,
+    VolumeTypeExtraSpec,
+)
+from cumulo.volume.scheduler import VOLUME_BINARY, RequestSpec
+
+LOG = logging.getLogger(__name__)
 
 SORT_COLUMNS = {
     "created_at": Volume.created_at,
@@ -98,7 +111,6 @@ async def volume_body(request: Request, ctx: RequestContext, volumes: list[Volum
             image_metadata=meta[v.id]["image"],
             attachments=attachments[v.id],
             admin=admin,
-            backend_host=service.backend_host,
         )
         for v in volumes
     ]
@@ -112,6 +124,17 @@ async def show_volume_response(request: Request, ctx: RequestContext, volume_id:
 
 
 # -- create --------------------------------------------------------------------
+
+
+async def known_zones(service: VolumeService) -> set[str]:
+    """The configured zone and every zone a backend reported from."""
+    async with service.db.read() as session:
+        zones = await session.scalars(
+            select(VolumeServiceRow.availability_zone)
+            .where(VolumeServiceRow.binary == VOLUME_BINARY)
+            .distinct()
+        )
+        return {service.config.volume.availability_zone, *zones}
 
 
 def _text(spec: dict[str, Any], *names: str) -> str | None:
@@ -186,7 +209,7 @@ async def create_volume(request: Request) -> Response:
         parse_bool(str(spec["multiattach"]), "multiattach") if "multiattach" in spec else False
     )
     zone = _text(spec, "availability_zone") or service.config.volume.availability_zone
-    if zone != service.config.volume.availability_zone:
+    if zone not in await known_zones(service):
         raise BadRequest(f"Invalid input received: Availability zone '{zone}' is invalid.")
     image = await _image(request, ctx, image_ref) if image_ref else None
     if image is not None:
@@ -203,8 +226,15 @@ async def create_volume(request: Request) -> Response:
                 f"image minDisk size {image['min_disk']} GB."
             )
     volume_id = str(uuid.uuid4())
+    source_backend: str | None = None
     async with service.db.write() as session:
         vtype = await _volume_type(session, request, _text(spec, "volume_type"))
+        extra_specs = {
+            e.key: e.value
+            for e in await session.scalars(
+                select(VolumeTypeExtraSpec).where(VolumeTypeExtraSpec.type_id == vtype.id)
+            )
+        }
         if snapshot_id:
             snap = await session.get(Snapshot, snapshot_id)
             if snap is None or (snap.project_id != ctx.project_id and not service.is_admin(ctx)):
@@ -215,6 +245,9 @@ async def create_volume(request: Request) -> Response:
                     f"values, but is {snap.status}."
                 )
             size = size or snap.size
+            source_backend = await session.scalar(
+                select(Volume.host).where(Volume.id == snap.volume_id)
+            )
             if size < snap.size:
                 raise BadRequest(
                     f"Invalid input received: Volume size '{size}'GB cannot be smaller than "
@@ -226,6 +259,7 @@ async def create_volume(request: Request) -> Response:
                 raise NotFound(f"Volume {source_volid} could not be found.")
             states.require_volume_status(src.status, states.CLONABLE, "clone it")
             size = size or src.size
+            source_backend = src.host
             if size < src.size:
                 raise BadRequest(
                     f"Invalid input received: Volume size '{size}'GB cannot be smaller than "
@@ -259,7 +293,7 @@ async def create_volume(request: Request) -> Response:
                 status=states.CREATING,
                 availability_zone=zone,
                 type_id=vtype.id,
-                host=service.backend_host,
+                host="",  # the scheduler's to choose
                 bootable=bool(image) or bool(source_volid and src.bootable),
                 multiattach=bool(multiattach),
                 snapshot_id=snapshot_id,
@@ -275,16 +309,23 @@ async def create_volume(request: Request) -> Response:
             session.add(VolumeMetadata(volume_id=volume_id, kind="user", key=key, value=value))
         for key, value in image_meta.items():
             session.add(VolumeMetadata(volume_id=volume_id, kind="image", key=key, value=value))
-    service.manager.spawn(
-        service.manager.create_volume(
-            volume_id,
-            size,
-            snapshot_id=snapshot_id,
-            source_volid=source_volid,
-            image=image,
-            token=ctx.auth_token,
+    request_spec = RequestSpec(size, zone, extra_specs, backend=source_backend or None)
+    create = {
+        "size": size,
+        "snapshot_id": snapshot_id,
+        "source_volid": source_volid,
+        "image": image,
+    }
+    try:
+        await service.scheduler_rpc.create_volume(
+            ctx.to_dict(), volume_id, request_spec.to_dict(), create
         )
-    )
+    except Exception:
+        LOG.exception("volume %s could not be handed to the scheduler", volume_id)
+        async with service.db.write() as session:
+            await session.execute(
+                update(Volume).where(Volume.id == volume_id).values(status=states.ERROR)
+            )
     async with service.db.read() as session:
         volume = await session.get(Volume, volume_id)
     assert volume is not None
@@ -427,9 +468,15 @@ async def delete_volume(request: Request) -> Response:
         for snap in snapshots:
             states.require_snapshot_status(snap.status, states.SNAPSHOT_DELETABLE, "delete it")
             snap.status = states.DELETING
+        if not volume.host:
+            # Never placed (no valid backend): nothing on any backend to remove.
+            await session.delete(volume)
+            return accepted()
         volume.status = states.DELETING
         volume.updated_at = utcnow()
-    service.manager.spawn(service.manager.delete_volume(volume.id, [s.id for s in snapshots]))
+    await service.volume_rpc.delete_volume(
+        ctx.to_dict(), volume.host, volume.id, [s.id for s in snapshots]
+    )
     return accepted()
 
 

@@ -27,6 +27,7 @@ class Capacity:
 
 class VolumeDriver(abc.ABC):
     name: str
+    storage_protocol: str = "file"
 
     @abc.abstractmethod
     async def create_volume(self, volume_id: str, size_gb: int) -> None:

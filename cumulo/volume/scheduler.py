@@ -1,0 +1,370 @@
+"""The volume scheduler: which backend gets a new volume (Cinder's FilterScheduler).
+
+Backends report their capacity and capabilities with every heartbeat (rows of
+`volume_service`, written by each backend's volume manager). For a new volume the
+scheduler keeps the backends that pass every filter — up and enabled, in the
+volume's availability zone, the source's backend for a clone or a volume from a
+snapshot, capabilities matching the volume type's extra specs (incl.
+`volume_backend_name`), room for the size asked — and takes the one with the most
+free capacity.
+
+What a backend has given away ("allocated") is the sum of the sizes of the volumes
+placed on it, counted from the volume rows in the same transaction that records
+the choice, with the backends' rows locked: two creates never both take the last
+gigabytes of a small backend, whatever the age of its last report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from cumulo.common.db import Database, utcnow
+from cumulo.common.rpc import Endpoint
+from cumulo.volume import states
+from cumulo.volume.models import Volume, VolumeServiceRow
+
+LOG = logging.getLogger(__name__)
+
+SCHEDULER_BINARY = "cinder-scheduler"
+VOLUME_BINARY = "cinder-volume"
+NO_VALID_BACKEND = "No valid backend was found."
+
+
+@dataclass
+class BackendState:
+    """One backend (a single pool) as the scheduler sees it."""
+
+    host: str  # host@backend
+    availability_zone: str
+    capabilities: dict[str, Any]
+    allocated_gb: int = 0  # sizes of the volumes placed on it
+    up: bool = True
+    disabled: bool = False
+
+    @property
+    def pool(self) -> str:
+        return self.capabilities.get("pool_name") or self.host.partition("@")[2]
+
+    @property
+    def pool_host(self) -> str:
+        """What volumes record as their host: host@backend#pool."""
+        return f"{self.host}#{self.pool}"
+
+    def _float(self, key: str, default: float = 0.0) -> float:
+        try:
+            return float(self.capabilities.get(key, default))
+        except (TypeError, ValueError):
+            return default
+
+    @property
+    def total_gb(self) -> float:
+        return self._float("total_capacity_gb")
+
+    @property
+    def free_gb(self) -> float:
+        return self._float("free_capacity_gb")
+
+    @property
+    def usable_gb(self) -> float:
+        """Capacity less the reserved share."""
+        return self.total_gb * (1 - self._float("reserved_percentage") / 100)
+
+    @property
+    def thin(self) -> bool:
+        return bool(self.capabilities.get("thin_provisioning_support")) and self.ratio > 1
+
+    @property
+    def ratio(self) -> float:
+        return max(self._float("max_over_subscription_ratio", 1.0), 1.0)
+
+    @property
+    def virtual_free_gb(self) -> float:
+        """What can still be promised: thin backends may overcommit up to the ratio; the
+        free space reported bounds thick ones too (someone else may fill the disk)."""
+        if self.thin:
+            return self.usable_gb * self.ratio - self.allocated_gb
+        return min(self.usable_gb - self.allocated_gb, self.free_gb)
+
+    def to_pool(self, detail: bool) -> dict[str, Any]:
+        pool: dict[str, Any] = {"name": self.pool_host}
+        if detail:
+            caps = dict(self.capabilities)
+            caps["allocated_capacity_gb"] = self.allocated_gb
+            caps["provisioned_capacity_gb"] = self.allocated_gb
+            pool["capabilities"] = caps
+        return pool
+
+
+@dataclass
+class RequestSpec:
+    size: int
+    availability_zone: str | None = None
+    extra_specs: dict[str, str] = field(default_factory=dict)
+    # A clone or a volume from a snapshot stays on its source's backend (host@backend).
+    backend: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RequestSpec:
+        return cls(
+            size=int(data["size"]),
+            availability_zone=data.get("availability_zone"),
+            extra_specs=dict(data.get("extra_specs") or {}),
+            backend=data.get("backend"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "availability_zone": self.availability_zone,
+            "extra_specs": self.extra_specs,
+            "backend": self.backend,
+        }
+
+
+# -- filters -------------------------------------------------------------------------
+
+
+def backend_up_filter(state: BackendState, spec: RequestSpec) -> bool:
+    return state.up and not state.disabled
+
+
+def availability_zone_filter(state: BackendState, spec: RequestSpec) -> bool:
+    return not spec.availability_zone or state.availability_zone == spec.availability_zone
+
+
+def same_backend_filter(state: BackendState, spec: RequestSpec) -> bool:
+    return not spec.backend or state.host == spec.backend.partition("#")[0]
+
+
+def capacity_filter(state: BackendState, spec: RequestSpec) -> bool:
+    """Room for the size asked (Cinder's CapacityFilter, thin and thick)."""
+    if state.total_gb <= 0:
+        return False
+    if state.thin:
+        # The sizes promised stay within ratio x capacity, and the space really free
+        # still covers the new volume once overcommitted.
+        return (
+            state.allocated_gb + spec.size <= state.usable_gb * state.ratio
+            and spec.size <= state.free_gb * state.ratio
+        )
+    return state.virtual_free_gb >= spec.size
+
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+_STR_OPS: dict[str, Callable[[str, str], bool]] = {
+    "s==": operator.eq,
+    "s!=": operator.ne,
+    "s>=": operator.ge,
+    "s<=": operator.le,
+    "s>": operator.gt,
+    "s<": operator.lt,
+}
+
+
+def _truth(value: Any) -> bool:
+    return str(value).strip().lower() in ("true", "1", "yes", "on", "t")
+
+
+def spec_matches(capability: Any, requirement: str) -> bool:
+    """Cinder's extra spec operators: `<is> True`, `<in> x`, `<or> a <or> b`,
+    `== 3` / `>= 3` ... (numeric), `s== x` ... (strings); otherwise string equality."""
+    words = requirement.split()
+    if not words:
+        return str(capability) == requirement
+    op = words[0]
+    if op == "<is>" and len(words) == 2:
+        return _truth(capability) == _truth(words[1])
+    if op == "<in>":
+        return requirement.partition("<in>")[2].strip() in str(capability)
+    if op == "<or>":
+        choices = [c.strip() for c in requirement.split("<or>") if c.strip()]
+        return str(capability) in choices
+    if op in _OPS and len(words) == 2:
+        try:
+            return _OPS[op](float(capability), float(words[1]))
+        except (TypeError, ValueError):
+            return False
+    if op in _STR_OPS and len(words) == 2:
+        return _STR_OPS[op](str(capability), words[1])
+    if isinstance(capability, bool):
+        return capability == _truth(requirement)
+    return str(capability) == requirement
+
+
+def capabilities_filter(state: BackendState, spec: RequestSpec) -> bool:
+    """Every unscoped (or `capabilities:`) extra spec matches a reported capability;
+    other scopes (qos:, hw:, ...) are for other services."""
+    for key, requirement in spec.extra_specs.items():
+        scope, _, name = key.rpartition(":")
+        if scope and scope != "capabilities":
+            continue
+        capability = state.capabilities.get(name)
+        if capability is None:
+            return False
+        if not spec_matches(capability, str(requirement)):
+            return False
+    return True
+
+
+FILTERS = (
+    backend_up_filter,
+    availability_zone_filter,
+    same_backend_filter,
+    capabilities_filter,
+    capacity_filter,
+)
+
+
+def free_capacity_weigher(state: BackendState) -> float:
+    """Spread: the backend with the most room left wins (Cinder's CapacityWeigher)."""
+    return state.virtual_free_gb
+
+
+def select_backend(
+    backends: list[BackendState], spec: RequestSpec
+) -> tuple[BackendState | None, str]:
+    """The best backend for the request, or None and which filter left none."""
+    candidates = list(backends)
+    for f in FILTERS:
+        candidates = [b for b in candidates if f(b, spec)]
+        if not candidates:
+            return None, f.__name__
+    best = max(candidates, key=lambda b: (free_capacity_weigher(b), b.host))
+    return best, ""
+
+
+# -- the database side ----------------------------------------------------------------
+
+
+async def record_heartbeat(
+    db: Database, host: str, binary: str, zone: str, capabilities: str | None = None
+) -> None:
+    """A service's heartbeat row (os-services), with a backend's capabilities (JSON)."""
+    async with db.write() as session:
+        row = await session.scalar(
+            select(VolumeServiceRow).where(
+                VolumeServiceRow.host == host, VolumeServiceRow.binary == binary
+            )
+        )
+        if row is None:
+            session.add(
+                VolumeServiceRow(
+                    host=host, binary=binary, availability_zone=zone, capabilities=capabilities
+                )
+            )
+        else:
+            row.updated_at, row.availability_zone = utcnow(), zone
+            if capabilities is not None:
+                row.capabilities = capabilities
+
+
+def is_up(updated_at: datetime | None, now: datetime, down_time: float) -> bool:
+    return updated_at is not None and now - updated_at <= timedelta(seconds=down_time)
+
+
+async def backend_states(
+    session: Any, down_time: float, *, lock: bool = False
+) -> list[BackendState]:
+    """Every backend that has reported, with what is allocated on it; `lock`: their rows
+    locked until the transaction ends (placement)."""
+    query = (
+        select(VolumeServiceRow)
+        .where(VolumeServiceRow.binary == VOLUME_BINARY)
+        .order_by(VolumeServiceRow.id)
+    )
+    if lock:
+        query = query.with_for_update()
+    rows = list(await session.scalars(query))
+    sums = select(Volume.host, func.sum(Volume.size)).where(Volume.host != "")
+    allocated = {
+        host: int(total or 0) for host, total in await session.execute(sums.group_by(Volume.host))
+    }
+    now = utcnow()
+    out = []
+    for row in rows:
+        state = BackendState(
+            host=row.host,
+            availability_zone=row.availability_zone,
+            capabilities=json.loads(row.capabilities or "{}"),
+            up=is_up(row.updated_at, now, down_time),
+            disabled=row.disabled,
+        )
+        state.allocated_gb = allocated.get(state.pool_host, 0)
+        out.append(state)
+    return out
+
+
+async def place_volume(
+    db: Database, volume_id: str, spec: RequestSpec, down_time: float
+) -> BackendState | None:
+    """Choose the backend and record it on the volume, in one transaction with the
+    backends locked; no backend: the volume goes to `error`."""
+    async with db.write() as session:
+        backends = await backend_states(session, down_time, lock=True)
+        best, failed = select_backend(backends, spec)
+        values: dict[str, Any] = {"updated_at": utcnow()}
+        if best is None:
+            LOG.warning(
+                "volume %s (%s GiB): %s (%d backends, none passed %s)",
+                volume_id, spec.size, NO_VALID_BACKEND, len(backends), failed or "-",
+            )  # fmt: skip
+            values["status"] = states.ERROR
+        else:
+            values["host"] = best.pool_host
+        result = await session.execute(
+            update(Volume)
+            .where(Volume.id == volume_id, Volume.status == states.CREATING, Volume.host == "")
+            .values(**values)
+        )
+        if result.rowcount != 1:
+            LOG.warning("volume %s changed while it was scheduled: not placed", volume_id)
+            return None
+    return best
+
+
+async def backend_fits(session: Any, pool_host: str, extra_gb: int, down_time: float) -> bool:
+    """Whether the backend holding a volume has room for it to grow by extra_gb (its
+    row locked until the transaction ends, as placement does)."""
+    for state in await backend_states(session, down_time, lock=True):
+        if state.pool_host == pool_host:
+            return backend_up_filter(state, RequestSpec(extra_gb)) and capacity_filter(
+                state, RequestSpec(extra_gb)
+            )
+    return False
+
+
+class SchedulerManager(Endpoint):
+    """Topic `volume-scheduler`: places new volumes and hands them to their backend."""
+
+    def __init__(self, db: Database, volume_rpc: Any, down_time: float) -> None:
+        self.db = db
+        self.volume_rpc = volume_rpc
+        self.down_time = down_time
+
+    async def create_volume(
+        self,
+        context: dict[str, Any],
+        volume_id: str,
+        request_spec: dict[str, Any],
+        create: dict[str, Any],
+    ) -> None:
+        best = await place_volume(
+            self.db, volume_id, RequestSpec.from_dict(request_spec), self.down_time
+        )
+        if best is not None:
+            await self.volume_rpc.create_volume(context, best.pool_host, volume_id, **create)
