@@ -124,6 +124,28 @@ async def _demo_image(cloud) -> None:
     console.print(f"  demo image: tiny ({ids['tiny']}), with its kernel and ramdisk")
 
 
+def _run_host(sd: Path, agent) -> None:
+    """Run one host's agent (`agent(stop)`) until SIGINT/SIGTERM, holding the state dir."""
+    import signal
+
+    from cumulo.common.server import AlreadyRunning, state_dir_lock
+
+    try:
+        with state_dir_lock(sd):
+
+            async def run() -> None:
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
+                await agent(stop)
+
+            asyncio.run(run())
+    except (AlreadyRunning, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+
+
 @main.command()
 @state_dir_option
 @click.option(
@@ -138,29 +160,37 @@ def compute(state_dir: Path | None, compute_host: str | None) -> None:
     The state dir holds a copy of the controller's cumulo.toml: [messaging] transport_url
     must name the shared broker (rabbit://...) and public_host the controller.
     """
-    import signal
-
-    from cumulo.common.server import AlreadyRunning, state_dir_lock
     from cumulo.compute.agent import run_compute_agent
 
     sd = resolve_state_dir(state_dir)
     config = load_config(sd)
     if compute_host:
         config.compute.host = compute_host
-    try:
-        with state_dir_lock(sd):
+    _run_host(sd, lambda stop: run_compute_agent(config, sd, stop))
 
-            async def run() -> None:
-                stop = asyncio.Event()
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, stop.set)
-                await run_compute_agent(config, sd, stop)
 
-            asyncio.run(run())
-    except (AlreadyRunning, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        sys.exit(1)
+@main.command()
+@state_dir_option
+@click.option(
+    "--host",
+    "volume_host",
+    default=None,
+    help="This storage host's name (default: [volume] host, else the hostname).",
+)
+def volume(state_dir: Path | None, volume_host: str | None) -> None:
+    """Run a storage host on its own: the volume managers of its [[volume.backends]].
+
+    The state dir holds a copy of the controller's cumulo.toml: [messaging] transport_url
+    must name the shared broker (rabbit://...), [database] url the controller's database
+    and public_host the controller (volumes from images are fetched from its Image API).
+    """
+    from cumulo.volume.agent import run_volume_host
+
+    sd = resolve_state_dir(state_dir)
+    config = load_config(sd)
+    if volume_host:
+        config.volume.host = volume_host
+    _run_host(sd, lambda stop: run_volume_host(config, sd, stop))
 
 
 @main.group()
