@@ -20,6 +20,7 @@ from cumulo.compute.api import (
     server_actions,
     server_extras,
     server_groups,
+    server_security,
     servers,
     services,
     versions,
@@ -59,6 +60,7 @@ API_ROUTES: list[BaseRoute] = [
     *limits.routes,
     *quotas.routes,
     *server_groups.routes,
+    *server_security.routes,
 ]
 
 

@@ -19,6 +19,7 @@ COMPUTE_RULES: dict[str, str] = {
     "compute:servers:delete": "rule:admin_or_owner_member",
     "compute:servers:action": "rule:admin_or_owner_member",
     "compute:servers:unlock:unlock_override": "rule:cloud_admin",
+    "compute:servers:reset_state": "rule:cloud_admin",
     "compute:servers:console_output": "rule:admin_or_owner_member",
     "compute:servers:metadata": "rule:admin_or_owner_member",
     "compute:servers:metadata:read": "rule:admin_or_owner_reader",

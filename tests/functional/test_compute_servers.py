@@ -546,3 +546,59 @@ def test_add_and_remove_a_network_interface(cloud: CloudRunner, image: str):
     assert net["name"] not in demo(cloud, "server", "show", name, "-f", "json")["addresses"]
     demo(cloud, "server", "delete", "--wait", name)
     demo(cloud, "network", "delete", net["id"])
+
+
+def test_add_and_remove_a_security_group(cloud: CloudRunner, image: str):
+    """`server add/remove security group` change the groups on the server's ports."""
+    name = _name("groups")
+    server = boot(cloud, image, name, "-f", "json")
+    group = demo(cloud, "security", "group", "create", _name("web"), "-f", "json")
+
+    def port_groups() -> list[str]:
+        [port] = demo(cloud, "port", "list", "--device-id", server["id"], "-f", "json", "--long")
+        return port["Security Groups"]
+
+    demo(cloud, "server", "add", "security", "group", name, group["name"])
+    assert group["id"] in port_groups()
+    shown = demo(cloud, "server", "show", name, "-f", "json")
+    assert {"name": group["name"]} in shown["security_groups"]
+    with cloud.http(cloud.token("demo", project="demo")) as client:
+        url = f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1/servers/{server['id']}"
+        listed = client.get(f"{url}/os-security-groups").json()["security_groups"]
+        assert {g["name"] for g in listed} == {"default", group["name"]}
+        # Adding it again is 400; an unknown group is 404 — and nothing changes.
+        again = client.post(f"{url}/action", json={"addSecurityGroup": {"name": group["name"]}})
+        assert again.status_code == 400, again.text
+        assert "already associated" in again.json()["badRequest"]["message"]
+        unknown = client.post(f"{url}/action", json={"addSecurityGroup": {"name": "nope"}})
+        assert unknown.status_code == 404, unknown.text
+        assert unknown.json()["itemNotFound"]["message"].startswith("Security group nope")
+
+    demo(cloud, "server", "remove", "security", "group", name, group["name"])
+    assert group["id"] not in port_groups()
+    shown = demo(cloud, "server", "show", name, "-f", "json")
+    assert {"name": group["name"]} not in shown["security_groups"]
+    with cloud.http(cloud.token("demo", project="demo")) as client:
+        gone = client.post(f"{url}/action", json={"removeSecurityGroup": {"name": group["name"]}})
+        assert gone.status_code == 400 and "not associated" in gone.text
+    demo(cloud, "server", "delete", "--wait", name)
+    demo(cloud, "security", "group", "delete", group["id"])
+
+
+def test_admin_resets_a_server_state(cloud: CloudRunner, image: str):
+    name = _name("reset")
+    server = boot(cloud, image, name, "-f", "json")
+    refused = demo(cloud, "server", "set", "--auto-approve", "--state", "error", name, check=False)
+    assert refused.returncode != 0 and "403" in refused.stderr
+    cloud.openstack("server", "set", "--auto-approve", "--state", "error", server["id"])
+    shown = demo(cloud, "server", "show", name, "-f", "json")
+    assert shown["status"] == "ERROR" and shown["OS-EXT-STS:task_state"] is None
+    cloud.openstack("server", "set", "--auto-approve", "--state", "active", server["id"])
+    assert demo(cloud, "server", "show", name, "-f", "json")["status"] == "ACTIVE"
+    events = demo(cloud, "server", "event", "list", name, "-f", "json")
+    assert "resetState" in {e["Action"] for e in events}
+    with cloud.http(cloud.token("admin", project="admin")) as client:
+        url = f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1/servers/{server['id']}"
+        bad = client.post(f"{url}/action", json={"os-resetState": {"state": "paused"}})
+        assert bad.status_code == 400, bad.text
+    demo(cloud, "server", "delete", "--wait", name)

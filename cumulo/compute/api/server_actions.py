@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from cumulo.common.app import json_body
 from cumulo.common.faults import BadRequest, Conflict, NotFound, NotImplementedYet
+from cumulo.compute.api import server_security
 from cumulo.compute.api.common import (
     authorize,
     base_url,
@@ -34,15 +35,12 @@ NOT_YET = {
     "migrate",
     "os-migrateLive",
     "evacuate",
-    "addSecurityGroup",
-    "removeSecurityGroup",
     "addFloatingIp",
     "removeFloatingIp",
     "createBackup",
     "trigger_crash_dump",
     "restore",
     "forceDelete",
-    "os-resetState",
     "injectNetworkInfo",
     "resetNetwork",
     "os-getSPICEConsole",
@@ -125,6 +123,17 @@ async def server_action(request: Request) -> Response:
                 raise BadRequest("Invalid input for field/attribute type: novnc or xvpvnc.")
             console = await service.vnc_console(ctx, inst)
             return json({"console": {"type": kind, "url": vnc_url(console)}})
+        elif action == "addSecurityGroup":
+            await server_security.add_security_group(
+                service, ctx, inst, server_security.group_name(args)
+            )
+        elif action == "removeSecurityGroup":
+            await server_security.remove_security_group(
+                service, ctx, inst, server_security.group_name(args)
+            )
+        elif action == "os-resetState":
+            await authorize(request, "compute:servers:reset_state")
+            await server_security.reset_state(service, ctx, inst, args)
         elif action in NOT_YET:
             raise NotImplementedYet(
                 f"Server action '{action}' is not implemented by this cloud yet."
