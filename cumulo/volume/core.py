@@ -2,13 +2,12 @@
 in the all-in-one process, the volume managers of this host's backends.
 
 The API writes each row with its transitional status (creating, deleting,
-extending, uploading...) in one transaction and hands the slow work over the bus:
-a new volume to the scheduler (topic volume-scheduler), which places it on a
-backend and casts to that backend's volume manager; everything later to the
-backend holding the volume (topic volume.<host>@<backend>). The manager moves the
-row on with a compare-and-swap on the status it expects. Nothing half-made is
-left: a failed create removes whatever the backend wrote and leaves the volume
-`error`.
+extending, uploading...) in one transaction and hands the slow work over the bus to
+the backend holding the volume (topic volume.<host>@<backend>); a new volume is
+placed by the scheduler (cumulo.volume.scheduler) in the transaction that writes
+it. The manager moves the row on with a compare-and-swap on the status it
+expects. Nothing half-made is left: a failed create removes whatever the backend
+wrote and leaves the volume `error`.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from cumulo.volume.drivers.file import FileDriver
 from cumulo.volume.manager import VolumeManager
 from cumulo.volume.models import VolumeType
 from cumulo.volume.policies import VOLUME_RULES
-from cumulo.volume.scheduler import SCHEDULER_BINARY, SchedulerManager, record_heartbeat
+from cumulo.volume.scheduler import SCHEDULER_BINARY, record_heartbeat
 
 LOG = logging.getLogger(__name__)
 
@@ -129,7 +128,6 @@ class VolumeService:
         self.host = config.volume.host or socket.gethostname()
         self.policy = Policy(VOLUME_RULES, state_dir / config.policy_file)
         self.bus = get_transport(config.messaging.transport_url, config.messaging.namespace)
-        self.scheduler_rpc = rpcapi.SchedulerAPI(self.bus)
         self.volume_rpc = rpcapi.VolumeAPI(self.bus)
         self.managers: list[VolumeManager] = []
         self._tasks: list[asyncio.Task] = []
@@ -152,16 +150,12 @@ class VolumeService:
                 )
 
     async def start(self) -> None:
-        """The scheduler on the bus (and its heartbeat); this host's backends unless
-        [volume] run_backends is false."""
+        """The bus, the scheduler's heartbeat (it places volumes in this API process),
+        and this host's backends unless [volume] run_backends is false."""
         await self.bus.start()
-        v = self.config.volume
-        await self.bus.serve(
-            rpcapi.SCHEDULER, SchedulerManager(self.db, self.volume_rpc, v.service_down_time)
-        )
         await self._scheduler_heartbeat()
         self._tasks.append(asyncio.create_task(self._heartbeat_forever()))
-        if v.run_backends:
+        if self.config.volume.run_backends:
             self.managers = await start_backends(
                 self.config, self.state_dir, self.host, self.db, self.images, self.bus
             )

@@ -1,7 +1,8 @@
 """The Block Storage RPC surface: the only module that knows its message names.
 
-Topics: `volume-scheduler` (placement of new volumes) and `volume.<host>@<backend>`
-(one per backend of a storage host: the volume manager that holds its volumes).
+Topics: `volume.<host>@<backend>`, one per backend of a storage host: the volume
+manager holding its volumes. (New volumes are placed by cumulo.volume.scheduler
+inside the API's create transaction, then cast to the chosen backend.)
 Every message carries the caller's context as a dict (RequestContext.to_dict()).
 """
 
@@ -11,7 +12,6 @@ from typing import Any
 
 from cumulo.common.rpc import Transport
 
-SCHEDULER = "volume-scheduler"
 Context = dict[str, Any]
 
 
@@ -22,27 +22,6 @@ def backend_of(host: str) -> str:
 
 def volume_topic(host: str) -> str:
     return f"volume.{backend_of(host)}"
-
-
-class SchedulerAPI:
-    def __init__(self, bus: Transport) -> None:
-        self.bus = bus
-
-    async def create_volume(
-        self,
-        ctx: Context,
-        volume_id: str,
-        request_spec: dict[str, Any],
-        create: dict[str, Any],
-    ) -> None:
-        await self.bus.cast(
-            SCHEDULER,
-            "create_volume",
-            ctx,
-            volume_id=volume_id,
-            request_spec=request_spec,
-            create=create,
-        )
 
 
 class VolumeAPI:

@@ -9,9 +9,11 @@ snapshot, capabilities matching the volume type's extra specs (incl.
 free capacity.
 
 What a backend has given away ("allocated") is the sum of the sizes of the volumes
-placed on it, counted from the volume rows in the same transaction that records
-the choice, with the backends' rows locked: two creates never both take the last
-gigabytes of a small backend, whatever the age of its last report.
+placed on it, counted from the volume rows in the transaction that writes the new
+volume with its backend (the API's create), with the backends' rows locked: two
+creates never both take the last gigabytes of a small backend, whatever the age of
+its last report. The scheduler thus runs in the API process, one database
+transaction per placement, no bus hop (`cinder-scheduler` in os-services is that).
 """
 
 from __future__ import annotations
@@ -24,11 +26,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from cumulo.common.db import Database, utcnow
-from cumulo.common.rpc import Endpoint
-from cumulo.volume import states
 from cumulo.volume.models import Volume, VolumeServiceRow
 
 LOG = logging.getLogger(__name__)
@@ -110,23 +110,6 @@ class RequestSpec:
     extra_specs: dict[str, str] = field(default_factory=dict)
     # A clone or a volume from a snapshot stays on its source's backend (host@backend).
     backend: str | None = None
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RequestSpec:
-        return cls(
-            size=int(data["size"]),
-            availability_zone=data.get("availability_zone"),
-            extra_specs=dict(data.get("extra_specs") or {}),
-            backend=data.get("backend"),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "size": self.size,
-            "availability_zone": self.availability_zone,
-            "extra_specs": self.extra_specs,
-            "backend": self.backend,
-        }
 
 
 # -- filters -------------------------------------------------------------------------
@@ -309,31 +292,19 @@ async def backend_states(
     return out
 
 
-async def place_volume(
-    db: Database, volume_id: str, spec: RequestSpec, down_time: float
+async def place(
+    session: Any, volume_id: str, spec: RequestSpec, down_time: float
 ) -> BackendState | None:
-    """Choose the backend and record it on the volume, in one transaction with the
-    backends locked; no backend: the volume goes to `error`."""
-    async with db.write() as session:
-        backends = await backend_states(session, down_time, lock=True)
-        best, failed = select_backend(backends, spec)
-        values: dict[str, Any] = {"updated_at": utcnow()}
-        if best is None:
-            LOG.warning(
-                "volume %s (%s GiB): %s (%d backends, none passed %s)",
-                volume_id, spec.size, NO_VALID_BACKEND, len(backends), failed or "-",
-            )  # fmt: skip
-            values["status"] = states.ERROR
-        else:
-            values["host"] = best.pool_host
-        result = await session.execute(
-            update(Volume)
-            .where(Volume.id == volume_id, Volume.status == states.CREATING, Volume.host == "")
-            .values(**values)
-        )
-        if result.rowcount != 1:
-            LOG.warning("volume %s changed while it was scheduled: not placed", volume_id)
-            return None
+    """The backend for a new volume, chosen inside the caller's transaction with the
+    backends' rows locked until it ends: the caller records `pool_host` on the volume
+    in that same transaction, so the next placement counts it. None: no valid backend."""
+    backends = await backend_states(session, down_time, lock=True)
+    best, failed = select_backend(backends, spec)
+    if best is None:
+        LOG.warning(
+            "volume %s (%s GiB): %s (%d backends, none passed %s)",
+            volume_id, spec.size, NO_VALID_BACKEND, len(backends), failed or "-",
+        )  # fmt: skip
     return best
 
 
@@ -346,25 +317,3 @@ async def backend_fits(session: Any, pool_host: str, extra_gb: int, down_time: f
                 state, RequestSpec(extra_gb)
             )
     return False
-
-
-class SchedulerManager(Endpoint):
-    """Topic `volume-scheduler`: places new volumes and hands them to their backend."""
-
-    def __init__(self, db: Database, volume_rpc: Any, down_time: float) -> None:
-        self.db = db
-        self.volume_rpc = volume_rpc
-        self.down_time = down_time
-
-    async def create_volume(
-        self,
-        context: dict[str, Any],
-        volume_id: str,
-        request_spec: dict[str, Any],
-        create: dict[str, Any],
-    ) -> None:
-        best = await place_volume(
-            self.db, volume_id, RequestSpec.from_dict(request_spec), self.down_time
-        )
-        if best is not None:
-            await self.volume_rpc.create_volume(context, best.pool_host, volume_id, **create)

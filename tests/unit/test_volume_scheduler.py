@@ -25,7 +25,7 @@ from cumulo.volume.scheduler import (
     backend_up_filter,
     capabilities_filter,
     capacity_filter,
-    place_volume,
+    place,
     same_backend_filter,
     select_backend,
     spec_matches,
@@ -159,22 +159,24 @@ async def report(db: Database, host: str, total: float, *, age: float = 0, ratio
         )
 
 
-async def new_volume(db: Database, size: int) -> str:
+async def create(db: Database, size: int) -> BackendState | None:
+    """What the API's create does: place and write the volume in one transaction."""
     vid = str(uuid.uuid4())
     async with db.write() as session:
+        best = await place(session, vid, RequestSpec(size), 60)
         session.add(
             Volume(
-                id=vid, project_id="p", user_id="u", size=size, status=states.CREATING,
-                availability_zone="nova", type_id="t", host="",
+                id=vid, project_id="p", user_id="u", size=size, type_id="t",
+                status=states.CREATING if best else states.ERROR, availability_zone="nova",
+                host=best.pool_host if best else "",
             )
         )  # fmt: skip
-    return vid
+    return best
 
 
 async def test_concurrent_creates_never_overcommit_a_small_backend(db: Database):
     await report(db, "h@small", total=5)
-    ids = [await new_volume(db, 1) for _ in range(12)]
-    placed = await asyncio.gather(*(place_volume(db, v, RequestSpec(1), 60) for v in ids))
+    placed = await asyncio.gather(*(create(db, 1) for _ in range(12)))
     assert sum(p is not None for p in placed) == 5
     async with db.read() as session:
         rows = {v.id: v for v in (await session.execute(Volume.__table__.select())).all()}
@@ -193,8 +195,7 @@ async def test_placement_spreads_and_skips_silent_backends(db: Database):
     await report(db, "h@gone", total=1000, age=120)
     hosts = []
     for _ in range(4):
-        vid = await new_volume(db, 2)
-        chosen = await place_volume(db, vid, RequestSpec(2), 60)
+        chosen = await create(db, 2)
         assert chosen is not None
         hosts.append(chosen.host)
     assert sorted(hosts) == ["h@a", "h@a", "h@b", "h@b"]

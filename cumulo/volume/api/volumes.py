@@ -44,7 +44,7 @@ from cumulo.volume.models import (
     VolumeType,
     VolumeTypeExtraSpec,
 )
-from cumulo.volume.scheduler import VOLUME_BINARY, RequestSpec
+from cumulo.volume.scheduler import VOLUME_BINARY, RequestSpec, place
 
 LOG = logging.getLogger(__name__)
 
@@ -282,6 +282,10 @@ async def create_volume(request: Request) -> Response:
             gigabytes=size,
             size=size,
         )
+        request_spec = RequestSpec(size, zone, extra_specs, backend=source_backend or None)
+        best = await place(
+            session, volume_id, request_spec, service.config.volume.service_down_time
+        )
         session.add(
             Volume(
                 id=volume_id,
@@ -290,10 +294,11 @@ async def create_volume(request: Request) -> Response:
                 name=name,
                 description=description,
                 size=size,
-                status=states.CREATING,
+                # No valid backend: error at once, nothing to make (Cinder's outcome).
+                status=states.CREATING if best else states.ERROR,
                 availability_zone=zone,
                 type_id=vtype.id,
-                host="",  # the scheduler's to choose
+                host=best.pool_host if best else "",
                 bootable=bool(image) or bool(source_volid and src.bootable),
                 multiattach=bool(multiattach),
                 snapshot_id=snapshot_id,
@@ -309,19 +314,19 @@ async def create_volume(request: Request) -> Response:
             session.add(VolumeMetadata(volume_id=volume_id, kind="user", key=key, value=value))
         for key, value in image_meta.items():
             session.add(VolumeMetadata(volume_id=volume_id, kind="image", key=key, value=value))
-    request_spec = RequestSpec(size, zone, extra_specs, backend=source_backend or None)
-    create = {
-        "size": size,
-        "snapshot_id": snapshot_id,
-        "source_volid": source_volid,
-        "image": image,
-    }
     try:
-        await service.scheduler_rpc.create_volume(
-            ctx.to_dict(), volume_id, request_spec.to_dict(), create
-        )
+        if best is not None:
+            await service.volume_rpc.create_volume(
+                ctx.to_dict(),
+                best.pool_host,
+                volume_id,
+                size=size,
+                snapshot_id=snapshot_id,
+                source_volid=source_volid,
+                image=image,
+            )
     except Exception:
-        LOG.exception("volume %s could not be handed to the scheduler", volume_id)
+        LOG.exception("volume %s could not be handed to its backend", volume_id)
         async with service.db.write() as session:
             await session.execute(
                 update(Volume).where(Volume.id == volume_id).values(status=states.ERROR)
