@@ -43,7 +43,10 @@ class VolumeTypeExtraSpec(Base):
 
 class Volume(Base):
     __tablename__ = "volume"
-    __table_args__ = (Index("ix_volume_project_created", "project_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_volume_project_created", "project_id", "created_at"),
+        Index("ix_volume_host_size", "host", "size"),
+    )
     id: Mapped[str] = mapped_column(UUID, primary_key=True)
     project_id: Mapped[str] = mapped_column(String(64), index=True)
     user_id: Mapped[str] = mapped_column(String(64))
@@ -56,7 +59,7 @@ class Volume(Base):
     availability_zone: Mapped[str] = mapped_column(String(255))
     type_id: Mapped[str] = mapped_column(ForeignKey("volume_type.id"))
     # host@backend#pool of the backend holding it; "" until the scheduler placed it.
-    host: Mapped[str] = mapped_column(String(255), index=True)
+    host: Mapped[str] = mapped_column(String(255))
     bootable: Mapped[bool] = mapped_column(Boolean, default=False)
     readonly: Mapped[bool] = mapped_column(Boolean, default=False)
     multiattach: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -294,10 +294,11 @@ async def backend_states(
 
 async def place(
     session: Any, volume_id: str, spec: RequestSpec, down_time: float
-) -> BackendState | None:
+) -> tuple[BackendState | None, list[BackendState]]:
     """The backend for a new volume, chosen inside the caller's transaction with the
     backends' rows locked until it ends: the caller records `pool_host` on the volume
-    in that same transaction, so the next placement counts it. None: no valid backend."""
+    in that same transaction, so the next placement counts it. None: no valid backend.
+    Also every backend, for the caller's own checks (zones)."""
     backends = await backend_states(session, down_time, lock=True)
     best, failed = select_backend(backends, spec)
     if best is None:
@@ -305,7 +306,7 @@ async def place(
             "volume %s (%s GiB): %s (%d backends, none passed %s)",
             volume_id, spec.size, NO_VALID_BACKEND, len(backends), failed or "-",
         )  # fmt: skip
-    return best
+    return best, backends
 
 
 async def backend_fits(session: Any, pool_host: str, extra_gb: int, down_time: float) -> bool:

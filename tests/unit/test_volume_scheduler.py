@@ -163,7 +163,7 @@ async def create(db: Database, size: int) -> BackendState | None:
     """What the API's create does: place and write the volume in one transaction."""
     vid = str(uuid.uuid4())
     async with db.write() as session:
-        best = await place(session, vid, RequestSpec(size), 60)
+        best, _ = await place(session, vid, RequestSpec(size), 60)
         session.add(
             Volume(
                 id=vid, project_id="p", user_id="u", size=size, type_id="t",

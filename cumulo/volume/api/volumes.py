@@ -33,18 +33,16 @@ from cumulo.volume.api.common import (
     sort_keys,
 )
 from cumulo.volume.api.metadata import MetadataRoutes, check_metadata
-from cumulo.volume.core import VolumeService
 from cumulo.volume.drivers.driver import GiB
 from cumulo.volume.models import (
     Attachment,
     Snapshot,
     Volume,
     VolumeMetadata,
-    VolumeServiceRow,
     VolumeType,
     VolumeTypeExtraSpec,
 )
-from cumulo.volume.scheduler import VOLUME_BINARY, RequestSpec, place
+from cumulo.volume.scheduler import RequestSpec, place
 
 LOG = logging.getLogger(__name__)
 
@@ -126,17 +124,6 @@ async def show_volume_response(request: Request, ctx: RequestContext, volume_id:
 # -- create --------------------------------------------------------------------
 
 
-async def known_zones(service: VolumeService) -> set[str]:
-    """The configured zone and every zone a backend reported from."""
-    async with service.db.read() as session:
-        zones = await session.scalars(
-            select(VolumeServiceRow.availability_zone)
-            .where(VolumeServiceRow.binary == VOLUME_BINARY)
-            .distinct()
-        )
-        return {service.config.volume.availability_zone, *zones}
-
-
 def _text(spec: dict[str, Any], *names: str) -> str | None:
     for name in names:
         value = spec.get(name)
@@ -209,8 +196,6 @@ async def create_volume(request: Request) -> Response:
         parse_bool(str(spec["multiattach"]), "multiattach") if "multiattach" in spec else False
     )
     zone = _text(spec, "availability_zone") or service.config.volume.availability_zone
-    if zone not in await known_zones(service):
-        raise BadRequest(f"Invalid input received: Availability zone '{zone}' is invalid.")
     image = await _image(request, ctx, image_ref) if image_ref else None
     if image is not None:
         image_gb = math.ceil((image.get("virtual_size") or image.get("size") or 0) / GiB)
@@ -283,9 +268,14 @@ async def create_volume(request: Request) -> Response:
             size=size,
         )
         request_spec = RequestSpec(size, zone, extra_specs, backend=source_backend or None)
-        best = await place(
+        best, backends = await place(
             session, volume_id, request_spec, service.config.volume.service_down_time
         )
+        # Zones: the configured one and every one a backend reports from.
+        if zone not in {service.config.volume.availability_zone}.union(
+            b.availability_zone for b in backends
+        ):
+            raise BadRequest(f"Invalid input received: Availability zone '{zone}' is invalid.")
         session.add(
             Volume(
                 id=volume_id,

@@ -30,10 +30,11 @@ def upgrade() -> None:
         sa.UniqueConstraint("host", "binary", name=op.f("uq_volume_service_host")),
     )
     with op.batch_alter_table("volume", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_volume_host"), ["host"], unique=False)
+        # Covering: what each backend has allocated is a sum over it (the scheduler).
+        batch_op.create_index("ix_volume_host_size", ["host", "size"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("volume", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_volume_host"))
+        batch_op.drop_index("ix_volume_host_size")
     op.drop_table("volume_service")
