@@ -196,7 +196,9 @@ class Bench:
             if config.netns:
                 argv = ["ip", "netns", "exec", config.netns, *argv]
             t0 = time.monotonic()
-            subprocess.run(argv, check=True, pass_fds=[qmp.fileno()], start_new_session=True)
+            subprocess.run(
+                argv, check=True, pass_fds=[qmp.fileno()], cwd=directory, start_new_session=True
+            )
         ready = self.wait_ready(server_id, before + 1) - t0
         pid = qp.read_pid(directory)
         if pid:

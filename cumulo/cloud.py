@@ -19,6 +19,7 @@ from cumulo.common.config import (
 from cumulo.common.db import Database
 from cumulo.compute.app import create_compute_app
 from cumulo.compute.cell import ComputeCell
+from cumulo.compute.consoles import create_console_proxy_app
 from cumulo.identity.app import create_identity_app
 from cumulo.identity.bootstrap import bootstrap, new_password, write_client_files
 from cumulo.identity.core import Identity
@@ -131,6 +132,10 @@ class Cloud:
             "metadata": (
                 create_metadata_app(self.compute.service.db, self.config.metadata.shared_secret),
                 self.config.ports.metadata,
+            ),
+            "novncproxy": (
+                create_console_proxy_app(self.compute.service.db, self.config),
+                self.config.ports.novncproxy,
             ),
         }
 

@@ -120,6 +120,14 @@ class ComputeConfig(_Section):
     reserved_host_disk_gb: int = Field(0, ge=0)
     # Weighers spread instances over hosts (true) or stack them (false).
     spread: bool = True
+    # Remote consoles: the noVNC page users are sent to (empty: this cloud's own proxy,
+    # http://<public host>:<ports.novncproxy>/vnc_lite.html), how long a console URL
+    # stays valid (seconds), and the browser origins besides the proxy's own host.
+    novncproxy_base_url: str = ""
+    console_token_ttl: int = Field(600, ge=1)
+    console_allowed_origins: list[str] = Field(default_factory=list)
+    # noVNC's web client served by the proxy (empty: /usr/share/novnc when installed).
+    novnc_dir: str = ""
 
 
 class VolumeBackendConfig(_Section):
@@ -206,6 +214,7 @@ class ServicePorts(_Section):
     image: int = 9292
     network: int = 9696
     block_storage: int = 8776
+    novncproxy: int = 6080
     object_store: int = 8080
 
 

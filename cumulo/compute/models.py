@@ -267,3 +267,19 @@ class Quota(Base):
     project_id: Mapped[str] = mapped_column(ID, primary_key=True)
     resource: Mapped[str] = mapped_column(String(64), primary_key=True)
     hard_limit: Mapped[int] = mapped_column(Integer)
+
+
+class ConsoleAuthToken(Base):
+    """A remote console's address: the proxy lets a browser in with the token
+    (only its sha256 is kept) until it expires (Nova's console_auth_tokens)."""
+
+    __tablename__ = "console_auth_token"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    console_type: Mapped[str] = mapped_column(String(32))
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    internal_access_path: Mapped[str | None] = mapped_column(String(255))
+    instance_uuid: Mapped[str] = mapped_column(UUID, index=True)
+    expires: Mapped[datetime] = mapped_column(DateTime, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

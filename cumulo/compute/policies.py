@@ -50,4 +50,5 @@ COMPUTE_RULES: dict[str, str] = {
     "compute:server_groups:delete": "rule:admin_or_owner_member",
     "compute:server_groups:index:all_projects": "rule:system_reader",
     "compute:diagnostics": "rule:cloud_admin",
+    "compute:console_auth_tokens": "rule:cloud_admin",
 }

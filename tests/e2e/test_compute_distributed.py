@@ -212,8 +212,10 @@ def test_killing_a_compute_agent_mid_build_ends_in_error(controller: CloudRunner
     assert "timed out" in failed["fault"]["message"]
     # Once the dead host is seen down, deleting the server does not wait for it.
     deadline = time.monotonic() + 30
-    while any(s["Host"] == name and s["State"] == "up"
-              for s in controller.openstack("compute", "service", "list", "-f", "json")):
+    while any(
+        s["Host"] == name and s["State"] == "up"
+        for s in controller.openstack("compute", "service", "list", "-f", "json")
+    ):
         assert time.monotonic() < deadline, "the dead host is still reported up"
         time.sleep(0.5)
     controller.openstack("server", "delete", "--wait", server["id"])

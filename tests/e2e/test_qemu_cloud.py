@@ -10,8 +10,10 @@ import shutil
 import subprocess
 import time
 import uuid
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from websockets.sync.client import connect
 
 from cumulo.common.config import load_config, write_config
 from tests.cloudrunner import CloudRunner, configure_state_dir
@@ -139,6 +141,13 @@ def test_server_create_boots_a_guest_that_gets_its_ip_and_its_data(cloud_with_gu
     assert "config-drive hostname=vm1" in log
     assert f"config-drive key k {key}" in log
     assert marker in log and "user-data exit=0" in log
+
+    # The console URL opens the guest's own VNC server through the noVNC proxy.
+    url = cloud.openstack("console", "url", "show", "--novnc", "vm1", "-f", "json", **demo)
+    token = parse_qs(parse_qs(urlsplit(url["url"]).query)["path"][0].lstrip("?"))["token"][0]
+    proxy = f"ws://127.0.0.1:{cloud.config.ports.novncproxy}/websockify?token={token}"
+    with connect(proxy, subprotocols=["binary"], open_timeout=10) as ws:
+        assert ws.recv(timeout=10).startswith(b"RFB 003.")  # QEMU's VNC greeting
 
     cloud.openstack("server", "stop", "vm1", **demo)
     deadline = time.monotonic() + 60

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -143,7 +144,15 @@ async def test_guest_reads_hostname_key_and_user_data_from_the_config_drive(driv
     assert (info.num_cpu, info.max_mem_kb) == (1, 256 * 1024)
     assert info.cpu_time_ns > 0
     vnc = await driver.get_vnc_console(running)
-    assert vnc["host"] == "127.0.0.1" and 5900 <= vnc["port"] < 10000
+    assert vnc["internal_access_path"].endswith("/vnc.sock")
+    directory = os.open(os.path.dirname(vnc["internal_access_path"]), os.O_PATH)
+    try:
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(10)
+            client.connect(f"/proc/self/fd/{directory}/vnc.sock")
+            assert client.recv(12) == b"RFB 003.008\n"  # QEMU's VNC server greets
+    finally:
+        os.close(directory)
 
 
 async def test_pause_and_unpause_stop_the_guest_cpu(driver, running):

@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from cumulo.common.app import json_body
 from cumulo.common.faults import BadRequest, Conflict, NotFound, NotImplementedYet
+from cumulo.compute import consoles
 from cumulo.compute.api import server_security
 from cumulo.compute.api.common import (
     authorize,
@@ -121,8 +122,8 @@ async def server_action(request: Request) -> Response:
             kind = args.get("type") if isinstance(args, dict) else None
             if kind not in ("novnc", "xvpvnc"):
                 raise BadRequest("Invalid input for field/attribute type: novnc or xvpvnc.")
-            console = await service.vnc_console(ctx, inst)
-            return json({"console": {"type": kind, "url": vnc_url(console)}})
+            url = await console_url(service, inst, await service.vnc_console(ctx, inst))
+            return json({"console": {"type": kind, "url": url}})
         elif action == "addSecurityGroup":
             await server_security.add_security_group(
                 service, ctx, inst, server_security.group_name(args)
@@ -198,10 +199,10 @@ async def _rebuild(request: Request, ctx, inst, args: Any) -> Response:
     return json({"server": body}, status=202)
 
 
-def vnc_url(console: dict[str, Any]) -> str:
-    """Where the guest's VNC server listens. There is no noVNC proxy yet: the URL names
-    the VNC server itself (loopback on the compute host)."""
-    return f"vnc://{console['host']}:{console['port']}"
+async def console_url(service, inst, console: dict[str, Any]) -> str:
+    """The noVNC proxy's address for the guest's VNC server, with a fresh token."""
+    token = await consoles.issue_token(service.db, service.config, inst.uuid, console)
+    return consoles.access_url(service.config, token)
 
 
 # -- os-instance-actions ---------------------------------------------------------------

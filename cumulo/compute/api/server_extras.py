@@ -10,8 +10,9 @@ from starlette.routing import Route
 
 from cumulo.common.app import json_body
 from cumulo.common.faults import BadRequest, Forbidden, NotFound, NotImplementedYet
+from cumulo.compute import consoles
 from cumulo.compute.api.common import authorize, compute_of, json, no_content, version
-from cumulo.compute.api.server_actions import vnc_url
+from cumulo.compute.api.server_actions import console_url
 from cumulo.compute.api.views import addresses
 from cumulo.compute.models import Instance
 from cumulo.metadata.instances import password_of
@@ -222,9 +223,26 @@ async def create_remote_console(request: Request) -> Response:
         raise BadRequest(
             "Invalid input for field/attribute remote_console: protocol vnc, type novnc or xvpvnc."
         )
-    console = await service.vnc_console(ctx, inst)
+    url = await console_url(service, inst, await service.vnc_console(ctx, inst))
+    return json({"remote_console": {"protocol": "vnc", "type": body["type"], "url": url}})
+
+
+async def show_console_auth_token(request: Request) -> Response:
+    """GET /os-console-auth-tokens/{token} (admin): where a console token leads."""
+    await authorize(request, "compute:console_auth_tokens")
+    token = request.path_params["console_token"]
+    console = await consoles.find_token(compute_of(request).db, token)
+    if console is None:
+        raise NotFound(f"The token '{token}' is invalid or has expired")
     return json(
-        {"remote_console": {"protocol": "vnc", "type": body["type"], "url": vnc_url(console)}}
+        {
+            "console": {
+                "instance_uuid": console.instance_uuid,
+                "host": console.host,
+                "port": console.port,
+                "internal_access_path": console.internal_access_path,
+            }
+        }
     )
 
 
@@ -263,6 +281,7 @@ async def clear_server_password(request: Request) -> Response:
 
 routes += [
     Route("/v2.1/servers/{server_id}/remote-consoles", create_remote_console, methods=["POST"]),
+    Route("/v2.1/os-console-auth-tokens/{console_token}", show_console_auth_token, methods=["GET"]),
     Route("/v2.1/servers/{server_id}/diagnostics", show_diagnostics, methods=["GET"]),
     Route("/v2.1/servers/{server_id}/os-server-password", show_server_password, methods=["GET"]),
     Route(

@@ -275,7 +275,7 @@ class QemuDriver(ComputeDriver):
             if machine.netns:
                 # Taps by name are found in QEMU's namespace: run it where the bridges are.
                 argv = ["ip", "netns", "exec", machine.netns, *argv]
-            await qp.launch(argv, pass_fds=[qmp_sock.fileno(), *nbd_fds.values()])
+            await qp.launch(argv, directory, pass_fds=[qmp_sock.fileno(), *nbd_fds.values()])
 
     async def destroy(self, uuid: str) -> None:
         async with self._lock(uuid):
@@ -497,7 +497,10 @@ class QemuDriver(ComputeDriver):
         info = await self._qmp(uuid, "query-vnc")
         if not info.get("enabled"):
             raise DriverError(f"guest {uuid} has no VNC console")
-        return {"host": info["host"], "port": int(info["service"]), "internal_access_path": None}
+        # The VNC server is a unix socket on this host (see qemu_process.command_line):
+        # the console proxy connects to internal_access_path; there is no TCP port.
+        path = self.instances_dir / uuid / qp.VNC_SOCKET
+        return {"host": self.host, "port": 0, "internal_access_path": str(path)}
 
     async def snapshot(self, uuid: str, target_path: str) -> str:
         async with self._lock(uuid):

@@ -98,7 +98,11 @@ def command_line(
         "-display", "none",
     ]  # fmt: skip
     if config.vnc:
-        argv += ["-vga", "std", "-vnc", "127.0.0.1:0,to=4000"]
+        # A unix socket in the instance directory, not a TCP port: the guest's QEMU may
+        # run in the data plane's namespace, whose loopback nobody else reaches. The path
+        # is relative (AF_UNIX paths end at 108 bytes): QEMU is started in the instance
+        # directory and binds it before -daemonize leaves that directory.
+        argv += ["-vga", "std", "-vnc", f"unix:{VNC_SOCKET}"]
     else:
         argv += ["-vga", "none"]
     if config.kernel:
@@ -182,6 +186,9 @@ def _option_value(path: Path | str) -> str:
 # -- the process ------------------------------------------------------------------------
 
 
+VNC_SOCKET = "vnc.sock"
+
+
 def short_unix_path(directory: Path, name: str) -> tuple[str, int]:
     """A path to `directory/name` short enough for AF_UNIX (108 bytes), via /proc/self/fd.
 
@@ -204,7 +211,7 @@ def listening_socket(directory: Path, name: str) -> socket.socket:
         os.close(fd)
 
 
-async def launch(argv: Sequence[str], pass_fds: Sequence[int] = ()) -> None:
+async def launch(argv: Sequence[str], directory: Path, pass_fds: Sequence[int] = ()) -> None:
     """Start QEMU; it daemonizes once the guest is set up, so errors come back here.
 
     Its output goes to a temporary file, not a pipe: the daemon child inherits the
@@ -218,6 +225,7 @@ async def launch(argv: Sequence[str], pass_fds: Sequence[int] = ()) -> None:
             stdout=out,
             stderr=out,
             pass_fds=tuple(pass_fds),
+            cwd=directory,  # relative paths in argv (the VNC socket) are the instance's
             start_new_session=True,  # a Ctrl-C of the agent must not reach its guests
         )
         returncode = await proc.wait()
