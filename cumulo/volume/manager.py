@@ -122,7 +122,12 @@ class VolumeManager(Endpoint):
         """Heartbeat: this backend's row in volume_service, with its capacity now."""
         caps = json.dumps(await self.capabilities())
         await record_heartbeat(
-            self.db, self.backend_host, VOLUME_BINARY, self.availability_zone, caps
+            self.db,
+            self.backend_host,
+            VOLUME_BINARY,
+            self.availability_zone,
+            caps,
+            self.backend.name,
         )
 
     async def _set_volume(self, volume_id: str, expected: str | None, **values: Any) -> bool:

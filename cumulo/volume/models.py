@@ -141,6 +141,8 @@ class VolumeServiceRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     host: Mapped[str] = mapped_column(String(255))
     binary: Mapped[str] = mapped_column(String(64))
+    # A backend's (single) pool: its volumes' host is <host>#<pool>.
+    pool: Mapped[str | None] = mapped_column(String(255))
     availability_zone: Mapped[str] = mapped_column(String(255))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled_reason: Mapped[str | None] = mapped_column(String(255))

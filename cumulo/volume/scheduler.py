@@ -235,7 +235,12 @@ def select_backend(
 
 
 async def record_heartbeat(
-    db: Database, host: str, binary: str, zone: str, capabilities: str | None = None
+    db: Database,
+    host: str,
+    binary: str,
+    zone: str,
+    capabilities: str | None = None,
+    pool: str | None = None,
 ) -> None:
     """A service's heartbeat row (os-services), with a backend's capabilities (JSON)."""
     async with db.write() as session:
@@ -247,13 +252,17 @@ async def record_heartbeat(
         if row is None:
             session.add(
                 VolumeServiceRow(
-                    host=host, binary=binary, availability_zone=zone, capabilities=capabilities
+                    host=host,
+                    binary=binary,
+                    pool=pool,
+                    availability_zone=zone,
+                    capabilities=capabilities,
                 )
             )
         else:
             row.updated_at, row.availability_zone = utcnow(), zone
             if capabilities is not None:
-                row.capabilities = capabilities
+                row.capabilities, row.pool = capabilities, pool
 
 
 def is_up(updated_at: datetime | None, now: datetime, down_time: float) -> bool:
@@ -265,30 +274,62 @@ async def backend_states(
 ) -> list[BackendState]:
     """Every backend that has reported, with what is allocated on it; `lock`: their rows
     locked until the transaction ends (placement)."""
+    # One round trip: each backend's row with the sizes of the volumes on its pool.
+    allocated = (
+        select(Volume.host.label("pool_host"), func.sum(Volume.size).label("gb"))
+        .where(Volume.host != "")
+        .group_by(Volume.host)
+        .subquery()
+    )
     query = (
-        select(VolumeServiceRow)
+        select(VolumeServiceRow, allocated.c.gb)
+        .outerjoin(
+            allocated,
+            allocated.c.pool_host == VolumeServiceRow.host + "#" + VolumeServiceRow.pool,
+        )
         .where(VolumeServiceRow.binary == VOLUME_BINARY)
         .order_by(VolumeServiceRow.id)
     )
-    if lock:
-        query = query.with_for_update()
-    rows = list(await session.scalars(query))
-    sums = select(Volume.host, func.sum(Volume.size)).where(Volume.host != "")
-    allocated = {
-        host: int(total or 0) for host, total in await session.execute(sums.group_by(Volume.host))
-    }
+    dialect = session.get_bind().dialect.name
+    if lock and dialect != "sqlite":  # SQLite: one writer at a time already
+        # Lock first, then sum in a statement of its own: a statement's snapshot is
+        # taken before it waits for a lock, so a sum in the locking statement would
+        # miss what the transaction we waited for placed.
+        await session.execute(
+            select(VolumeServiceRow.id)
+            .where(VolumeServiceRow.binary == VOLUME_BINARY)
+            .order_by(VolumeServiceRow.id)
+            .with_for_update()
+        )
+    if lock and dialect in ("mysql", "mariadb"):
+        # REPEATABLE READ: plain reads see the snapshot of the transaction's first read
+        # (before the lock); a locking read sees the latest commits.
+        sums = select(Volume.host, func.sum(Volume.size)).where(Volume.host != "")
+        locked = sums.group_by(Volume.host).with_for_update(read=True)
+        by_pool = {h: gb for h, gb in await session.execute(locked)}
+        services = await session.scalars(
+            select(VolumeServiceRow)
+            .where(VolumeServiceRow.binary == VOLUME_BINARY)
+            .order_by(VolumeServiceRow.id)
+        )
+        rows = [(r, by_pool.get(f"{r.host}#{r.pool}")) for r in services]
+    else:
+        rows = list(await session.execute(query))
     now = utcnow()
     out = []
-    for row in rows:
-        state = BackendState(
-            host=row.host,
-            availability_zone=row.availability_zone,
-            capabilities=json.loads(row.capabilities or "{}"),
-            up=is_up(row.updated_at, now, down_time),
-            disabled=row.disabled,
+    for row, gb in rows:
+        caps = json.loads(row.capabilities or "{}")
+        caps["pool_name"] = row.pool or caps.get("pool_name")
+        out.append(
+            BackendState(
+                host=row.host,
+                availability_zone=row.availability_zone,
+                capabilities=caps,
+                allocated_gb=int(gb or 0),
+                up=is_up(row.updated_at, now, down_time),
+                disabled=row.disabled,
+            )
         )
-        state.allocated_gb = allocated.get(state.pool_host, 0)
-        out.append(state)
     return out
 
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from cumulo.common.db import Database, utcnow
 from cumulo.volume import states
@@ -122,17 +123,18 @@ def test_the_weigher_picks_the_most_free_and_reports_the_failing_filter():
 # -- placement against the database ------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def db_url(request, tmp_path: Path):
-    """SQLite (one writer) and PostgreSQL (concurrent transactions: the row locks count)."""
+    """SQLite (one writer), PostgreSQL and MariaDB (concurrent transactions: the row
+    locks count)."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path}/volume.db"
         return
     try:
-        with fresh_database("postgresql") as url:
+        with fresh_database(request.param) as url:
             yield url
     except ServerUnavailable as exc:
-        pytest.skip(f"PostgreSQL is not reachable: {exc}")
+        pytest.skip(f"{request.param} is not reachable: {exc}")
 
 
 @pytest.fixture
@@ -152,6 +154,7 @@ async def report(db: Database, host: str, total: float, *, age: float = 0, ratio
             VolumeServiceRow(
                 host=host,
                 binary=VOLUME_BINARY,
+                pool=host.partition("@")[2],
                 availability_zone="nova",
                 capabilities=json.dumps(caps),
                 updated_at=utcnow() - timedelta(seconds=age),
@@ -163,6 +166,8 @@ async def create(db: Database, size: int) -> BackendState | None:
     """What the API's create does: place and write the volume in one transaction."""
     vid = str(uuid.uuid4())
     async with db.write() as session:
+        # The API reads first (type, quota usage): the transaction has a snapshot by then.
+        await session.scalar(select(func.count(Volume.id)))
         best, _ = await place(session, vid, RequestSpec(size), 60)
         session.add(
             Volume(

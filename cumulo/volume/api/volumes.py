@@ -134,15 +134,22 @@ def _text(spec: dict[str, Any], *names: str) -> str | None:
     return None
 
 
-async def _volume_type(session: Any, request: Request, ref: str | None) -> VolumeType:
+async def _volume_type(
+    session: Any, request: Request, ref: str | None
+) -> tuple[VolumeType, dict[str, str]]:
+    """The type asked for (or the default) and its extra specs, in one query."""
     service = service_of(request)
     name = ref or service.config.volume.default_volume_type
-    vtype = await session.scalar(
-        select(VolumeType).where(or_(VolumeType.id == name, VolumeType.name == name))
-    )
-    if vtype is None:
+    rows = (
+        await session.execute(
+            select(VolumeType, VolumeTypeExtraSpec.key, VolumeTypeExtraSpec.value)
+            .outerjoin(VolumeTypeExtraSpec, VolumeTypeExtraSpec.type_id == VolumeType.id)
+            .where(or_(VolumeType.id == name, VolumeType.name == name))
+        )
+    ).all()
+    if not rows:
         raise NotFound(f"Volume type with name {name} could not be found.")
-    return vtype
+    return rows[0][0], {key: value for _, key, value in rows if key is not None}
 
 
 async def _image(request: Request, ctx: RequestContext, image_ref: str) -> dict[str, Any]:
@@ -213,13 +220,7 @@ async def create_volume(request: Request) -> Response:
     volume_id = str(uuid.uuid4())
     source_backend: str | None = None
     async with service.db.write() as session:
-        vtype = await _volume_type(session, request, _text(spec, "volume_type"))
-        extra_specs = {
-            e.key: e.value
-            for e in await session.scalars(
-                select(VolumeTypeExtraSpec).where(VolumeTypeExtraSpec.type_id == vtype.id)
-            )
-        }
+        vtype, extra_specs = await _volume_type(session, request, _text(spec, "volume_type"))
         if snapshot_id:
             snap = await session.get(Snapshot, snapshot_id)
             if snap is None or (snap.project_id != ctx.project_id and not service.is_admin(ctx)):

@@ -149,7 +149,14 @@ class FileDriver(VolumeDriver):
         return Capacity(round(total, 2), round(free, 2))
 
     def _allocated_bytes(self) -> int:
-        return sum(e.stat().st_blocks * 512 for e in os.scandir(self.root) if e.is_file())
+        total = 0
+        for entry in os.scandir(self.root):
+            try:
+                if entry.is_file():
+                    total += entry.stat().st_blocks * 512
+            except FileNotFoundError:
+                continue  # deleted while counted
+        return total
 
     def volume_files(self) -> set[str]:
         return {e.name for e in os.scandir(self.root) if e.is_file()}

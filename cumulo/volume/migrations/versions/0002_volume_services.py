@@ -20,6 +20,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("host", sa.String(length=255), nullable=False),
         sa.Column("binary", sa.String(length=64), nullable=False),
+        sa.Column("pool", sa.String(length=255), nullable=True),
         sa.Column("availability_zone", sa.String(length=255), nullable=False),
         sa.Column("disabled", sa.Boolean(), nullable=False),
         sa.Column("disabled_reason", sa.String(length=255), nullable=True),
