@@ -3,23 +3,34 @@
 SQLite (the embedded default) runs in WAL mode with a busy timeout, and every
 write transaction goes through one asyncio lock, so concurrent requests never
 meet "database is locked". PostgreSQL and MariaDB rely on their own locking.
+
+Two ways to run a transaction: `async with db.write() as session` (an AsyncSession:
+on SQLite every statement is several hand-offs to aiosqlite's thread, made while the
+writer lock is held), and `await db.run_write(fn, ...)`, which runs the synchronous
+`fn(session, ...)` as one whole transaction in one call: on SQLite in a thread of its
+own with a plain pysqlite engine on the same file (same pragmas, same writer lock),
+elsewhere through AsyncSession.run_sync. Hot paths use run_write/run_read.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import URL, DateTime, MetaData, event, text
+from sqlalchemy import URL, DateTime, MetaData, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+T = TypeVar("T")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -78,6 +89,20 @@ def service_database_url(url: str | URL, service: str) -> URL:
     return sa_url.set(database=f"{sa_url.database or 'cumulo'}_{service}")
 
 
+# Reader threads (and pooled connections) per SQLite database for run_read.
+_SQLITE_READERS = 2
+
+
+def _sync_transaction(sessions: sessionmaker[Session], fn, args, kwargs):
+    with sessions() as session, session.begin():
+        return fn(session, *args, **kwargs)
+
+
+def _sync_read(sessions: sessionmaker[Session], fn, args, kwargs):
+    with sessions() as session:
+        return fn(session, *args, **kwargs)
+
+
 class Database:
     """One service's database: sessions for reads, serialized transactions for writes.
 
@@ -103,8 +128,20 @@ class Database:
         if ":memory:" in url:
             raise ValueError("in-memory SQLite cannot be shared between connections")
         self.engine = create_async_engine(sa_url, **kwargs)
+        self._sync_sessions: sessionmaker[Session] | None = None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            # run_write/run_read: the same file through the plain pysqlite driver, used
+            # from one writer thread and a few reader threads (never from the loop).
+            sync_engine = create_engine(
+                sa_url.set(drivername="sqlite+pysqlite"),
+                connect_args={"timeout": 30, "check_same_thread": False},
+                pool_size=_SQLITE_READERS + 1,
+            )
+            event.listen(sync_engine, "connect", _sqlite_pragmas)
+            self._sync_engine = sync_engine
+            self._sync_sessions = sessionmaker(sync_engine, expire_on_commit=False)
+        self._threads: dict[str, ThreadPoolExecutor] = {}
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock: asyncio.Lock | None = None
 
@@ -120,11 +157,56 @@ class Database:
             async with self._sessions.begin() as session:
                 yield session
             return
-        if self._write_lock is None:
-            self._write_lock = asyncio.Lock()
-        async with self._write_lock, self._sessions() as session:
+        async with self._writer_lock(), self._sessions() as session:
             async with session.begin():
                 yield session
+
+    def _writer_lock(self) -> asyncio.Lock:
+        if self._write_lock is None:
+            self._write_lock = asyncio.Lock()
+        return self._write_lock
+
+    async def run_write(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """`fn(session, *args, **kwargs)` as one write transaction, in one call.
+
+        `fn` is synchronous SQLAlchemy code on a `Session`; the transaction is committed
+        when it returns and rolled back if it raises (the exception propagates). On
+        SQLite it runs in the database's writer thread under the same writer lock as
+        `write()`; elsewhere through AsyncSession.run_sync. What it returns must not
+        need the session any more (plain values, or objects with what is used loaded).
+        """
+        if self._sync_sessions is None:
+            async with self._sessions.begin() as session:
+                return await session.run_sync(fn, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        async with self._writer_lock():
+            done = loop.run_in_executor(
+                self._thread("write", 1), _sync_transaction, self._sync_sessions, fn, args, kwargs
+            )
+            try:
+                return await asyncio.shield(done)
+            except asyncio.CancelledError:
+                # The transaction goes on in its thread: keep the writer lock until it ends.
+                await asyncio.wait([done])
+                raise
+
+    async def run_read(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """`fn(session, *args, **kwargs)` for reading, in one call (see run_write);
+        on SQLite in a reader thread, which never waits for the writer lock (WAL)."""
+        if self._sync_sessions is None:
+            async with self._sessions() as session:
+                return await session.run_sync(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread("read", _SQLITE_READERS), _sync_read, self._sync_sessions, fn, args, kwargs
+        )
+
+    def _thread(self, kind: str, workers: int) -> ThreadPoolExecutor:
+        pool = self._threads.get(kind)
+        if pool is None:
+            pool = self._threads[kind] = ThreadPoolExecutor(
+                workers, thread_name_prefix=f"{self.service}-db-{kind}"
+            )
+        return pool
 
     async def migrate(self) -> None:
         """Create the service's database if needed, then upgrade it to the newest revision."""
@@ -135,6 +217,11 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        threads, self._threads = self._threads, {}
+        for pool in threads.values():
+            pool.shutdown(wait=True)
+        if self._sync_sessions is not None:
+            self._sync_engine.dispose()
 
     async def _create_database(self) -> None:
         try:

@@ -5,13 +5,15 @@ hosts never open the database.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.orm import Session
 
 from cumulo.common.db import Database, utcnow
 from cumulo.common.rpc import Endpoint, RemoteError
@@ -68,8 +70,9 @@ class ConductorOptions:
     build_timeout: float = 600.0
 
 
-def instance_to_dict(inst: Instance) -> dict[str, Any]:
-    """What a compute host gets to know of an instance (JSON-safe)."""
+def instance_to_dict(inst: Any) -> dict[str, Any]:
+    """What a compute host gets to know of an instance (JSON-safe): from an Instance,
+    or a row of _INSTANCE_COLUMNS."""
     return {
         "uuid": inst.uuid,
         "internal_id": inst.id,
@@ -97,6 +100,95 @@ def instance_to_dict(inst: Instance) -> dict[str, Any]:
         "launch_index": inst.launch_index,
         "reservation_id": inst.reservation_id,
     }
+
+
+# What instance_to_dict reads, as columns (instance_update reads them as one row).
+_INSTANCE_COLUMNS = (
+    Instance.uuid,
+    Instance.id,
+    Instance.display_name,
+    Instance.hostname,
+    Instance.project_id,
+    Instance.user_id,
+    Instance.image_ref,
+    Instance.flavor,
+    Instance.vm_state,
+    Instance.task_state,
+    Instance.power_state,
+    Instance.host,
+    Instance.node,
+    Instance.availability_zone,
+    Instance.key_name,
+    Instance.key_data,
+    Instance.user_data,
+    Instance.config_drive,
+    Instance.requested_networks,
+    Instance.security_groups,
+    Instance.metadata_items,
+    Instance.system_metadata,
+    Instance.network_info,
+    Instance.launch_index,
+    Instance.reservation_id,
+)
+
+
+_instances = Instance.__table__
+_events = InstanceActionEvent.__table__
+_SELECT_INSTANCE = select(*_INSTANCE_COLUMNS, Instance.deleted).where(
+    _instances.c.uuid == bindparam("b_uuid")
+)
+_INSERT_EVENT = insert(_events)
+_OPEN_EVENT = (
+    select(_events.c.id)
+    .where(
+        _events.c.action_id == bindparam("b_action_id"),
+        _events.c.event == bindparam("b_event"),
+        _events.c.finish_time.is_(None),
+    )
+    .order_by(_events.c.id.desc())
+    .limit(1)
+)
+_FINISH_EVENT = (
+    update(_events)
+    .where(_events.c.id == bindparam("b_id"))
+    .values(
+        finish_time=bindparam("finish_time"),
+        result=bindparam("result"),
+        traceback=bindparam("traceback"),
+    )
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _update_statement(fields: tuple[str, ...], expected: tuple | None, returning: bool):
+    """UPDATE instance SET <fields> WHERE uuid AND not deleted [AND task state expected],
+    with bind parameters v_<field>, v_at (updated_at) and b_uuid; RETURNING the row."""
+    t = _instances
+    query = update(t).where(t.c.uuid == bindparam("b_uuid"), t.c.deleted.is_(False))
+    if expected is not None:
+        cond = t.c.task_state.in_([state for state in expected if state is not None])
+        if None in expected:
+            cond = cond | t.c.task_state.is_(None)
+        query = query.where(cond)
+    query = query.values(
+        {
+            **{t.c[f]: bindparam(f"v_{f}", type_=t.c[f].type) for f in fields},
+            t.c.updated_at: bindparam("v_at", type_=t.c.updated_at.type),
+        }
+    )
+    return query.returning(*_INSTANCE_COLUMNS) if returning else query
+
+
+def _explain_miss(s: Session, instance_uuid: str, expected: list | None) -> None:
+    """An update matched no row: say whether the instance is gone or moved on."""
+    row = s.execute(
+        select(Instance.deleted, Instance.task_state).where(Instance.uuid == instance_uuid)
+    ).first()
+    if row is None or row.deleted:
+        raise InstanceNotFound(instance_uuid)
+    raise UnexpectedTaskState(
+        f"{instance_uuid}: task state is {row.task_state}, expected one of {expected}"
+    )
 
 
 def _to_db_value(field: str, value: Any) -> Any:
@@ -173,7 +265,7 @@ class ConductorManager(Endpoint):
             except (UnexpectedTaskState, InstanceNotFound):
                 # Deleted while it was being scheduled: give the claim back.
                 async with self.db.write() as s:
-                    await release(s, instance_uuid)
+                    await s.run_sync(release, instance_uuid)
                 continue
             tried = [*spec["retry"]["hosts"], dest["host"]]
             per_instance = {**spec, "retry": {**spec["retry"], "hosts": tried}}
@@ -186,7 +278,7 @@ class ConductorManager(Endpoint):
     ) -> None:
         """A host failed to build: release its claim, then retry elsewhere or give up."""
         async with self.db.write() as s:
-            await release(s, instance_uuid)
+            await s.run_sync(release, instance_uuid)
         retry = request_spec.get("retry") or {"num_attempts": 1, "hosts": [host]}
         if retry["num_attempts"] >= self.options.max_attempts:
             message = (
@@ -248,8 +340,12 @@ class ConductorManager(Endpoint):
                 )
             if event:
                 finish = {"event": event, "finish": True, "error": message}
-                await self._record_events(
-                    s, ctx, instance_uuid, [{**finish, "start_time": event_start}], None
+                await s.run_sync(
+                    self._record_events,
+                    ctx.get("request_id", "-"),
+                    instance_uuid,
+                    [{**finish, "start_time": event_start}],
+                    None,
                 )
 
     # -- what compute hosts ask for ------------------------------------------------
@@ -272,44 +368,58 @@ class ConductorManager(Endpoint):
         if bad:
             raise ValueError(f"fields not updatable by compute hosts: {sorted(bad)}")
         values = {k: _to_db_value(k, v) for k, v in updates.items()}
-        async with self.db.write() as s:
-            query = update(Instance).where(
-                Instance.uuid == instance_uuid, Instance.deleted.is_(False)
-            )
-            if expected_task_state is not None:
-                allowed = [t for t in expected_task_state if t is not None]
-                cond = Instance.task_state.in_(allowed)
-                if None in expected_task_state:
-                    cond = cond | Instance.task_state.is_(None)
-                query = query.where(cond)
-            if values:
-                result = await s.execute(
-                    query.values(**values, updated_at=utcnow()).execution_options(
-                        synchronize_session=False
-                    )
-                )
-                if result.rowcount != 1:
-                    await self._explain_miss(s, instance_uuid, expected_task_state)
-            inst = await s.scalar(select(Instance).where(Instance.uuid == instance_uuid))
-            if inst is None or inst.deleted:
+        return await self.db.run_write(
+            self._instance_update,
+            ctx.get("request_id", "-"),
+            instance_uuid,
+            values,
+            expected_task_state,
+            events,
+            host,
+        )
+
+    def _instance_update(
+        self,
+        s: Session,
+        request_id: str,
+        instance_uuid: str,
+        values: dict[str, Any],
+        expected_task_state: list[str | None] | None,
+        events: list[dict[str, Any]] | None,
+        host: str | None,
+    ) -> dict[str, Any]:
+        """instance_update's transaction (synchronous, in one database call).
+
+        Plain Core statements on the table, built once per shape (_update_statement):
+        a build step is on the hot path of every boot.
+        """
+        conn = s.connection()
+        row = None
+        expected = None if expected_task_state is None else tuple(expected_task_state)
+        if values:
+            returning = conn.dialect.update_returning
+            query = _update_statement(tuple(sorted(values)), expected, returning)
+            params = {f"v_{k}": v for k, v in values.items()}
+            result = conn.execute(query, {**params, "b_uuid": instance_uuid, "v_at": utcnow()})
+            if returning:  # the changed row in the same statement (SQLite, PostgreSQL)
+                row = result.first()
+                if row is None:
+                    _explain_miss(s, instance_uuid, expected_task_state)
+            elif result.rowcount != 1:
+                _explain_miss(s, instance_uuid, expected_task_state)
+        if row is None:
+            row = conn.execute(_SELECT_INSTANCE, {"b_uuid": instance_uuid}).first()
+            if row is None or row.deleted:
                 raise InstanceNotFound(instance_uuid)
             if (
                 not values
                 and expected_task_state is not None
-                and (inst.task_state not in expected_task_state)
+                and (row.task_state not in expected_task_state)
             ):
-                raise UnexpectedTaskState(f"{instance_uuid} is now {inst.task_state}")
-            if events:
-                await self._record_events(s, ctx, instance_uuid, events, host)
-            return instance_to_dict(inst)
-
-    async def _explain_miss(self, s, instance_uuid: str, expected: list | None) -> None:
-        inst = await s.scalar(select(Instance).where(Instance.uuid == instance_uuid))
-        if inst is None or inst.deleted:
-            raise InstanceNotFound(instance_uuid)
-        raise UnexpectedTaskState(
-            f"{instance_uuid}: task state is {inst.task_state}, expected one of {expected}"
-        )
+                raise UnexpectedTaskState(f"{instance_uuid} is now {row.task_state}")
+        if events:
+            self._record_events(s, request_id, instance_uuid, events, host)
+        return instance_to_dict(row)
 
     async def action_event(
         self,
@@ -322,25 +432,28 @@ class ConductorManager(Endpoint):
         error: str | None = None,
     ) -> None:
         """Start or finish an event of the instance action of this request."""
-        async with self.db.write() as s:
-            await self._record_events(
-                s, ctx, instance_uuid, [{"event": event, "finish": finish, "error": error}], host
-            )
+        await self.db.run_write(
+            self._record_events,
+            ctx.get("request_id", "-"),
+            instance_uuid,
+            [{"event": event, "finish": finish, "error": error}],
+            host,
+        )
 
-    async def _record_events(
+    def _record_events(
         self,
-        s,
-        ctx: dict,
+        s: Session,
+        request_id: str,
         instance_uuid: str,
         events: list[dict[str, Any]],
         host: str | None,
     ) -> None:
         """Start or finish events ({"event", "finish", "error", "start_time"}) in order,
-        in the caller's transaction."""
-        key = (instance_uuid, ctx.get("request_id", "-"))
+        in the caller's transaction (synchronous: run_write, or AsyncSession.run_sync)."""
+        key = (instance_uuid, request_id)
         action_id = self._action_ids.get(key)
         if action_id is None:
-            action_id = await s.scalar(
+            action_id = s.scalar(
                 select(InstanceAction.id).where(
                     InstanceAction.instance_uuid == key[0], InstanceAction.request_id == key[1]
                 )
@@ -350,46 +463,58 @@ class ConductorManager(Endpoint):
             if len(self._action_ids) >= 10_000:
                 self._action_ids.clear()
             self._action_ids[key] = action_id  # actions are never deleted: safe to keep
+        conn = s.connection()
         for item in events:
             event, error = item["event"], item.get("error")
             start = _to_db_value("launched_at", item.get("start_time")) or utcnow()
             if not item.get("finish"):
-                s.add(
-                    InstanceActionEvent(
-                        action_id=action_id, event=event, host=host, start_time=start
-                    )
+                conn.execute(
+                    _INSERT_EVENT,
+                    {
+                        "action_id": action_id,
+                        "event": event,
+                        "host": host,
+                        "start_time": start,
+                        "finish_time": None,
+                        "result": None,
+                        "traceback": None,
+                    },
                 )
                 continue
-            await s.flush()
-            ev = await s.scalar(
-                select(InstanceActionEvent)
-                .where(
-                    InstanceActionEvent.action_id == action_id,
-                    InstanceActionEvent.event == event,
-                    InstanceActionEvent.finish_time.is_(None),
-                )
-                .order_by(InstanceActionEvent.id.desc())
-            )
             now = utcnow()
-            if ev is None:
-                ev = InstanceActionEvent(
-                    action_id=action_id, event=event, host=host, start_time=min(start, now)
+            finished = {
+                "finish_time": now,
+                "result": "Error" if error else "Success",
+                "traceback": error,
+            }
+            open_id = conn.execute(
+                _OPEN_EVENT, {"b_action_id": action_id, "b_event": event}
+            ).scalar()
+            if open_id is None:
+                conn.execute(
+                    _INSERT_EVENT,
+                    {
+                        "action_id": action_id,
+                        "event": event,
+                        "host": host,
+                        "start_time": min(start, now),
+                        **finished,
+                    },
                 )
-                s.add(ev)
-            ev.finish_time = now
-            ev.result = "Error" if error else "Success"
-            ev.traceback = error
+            else:
+                conn.execute(_FINISH_EVENT, {"b_id": open_id, **finished})
             if error:
-                await s.execute(
+                s.execute(
                     update(InstanceAction)
                     .where(InstanceAction.id == action_id)
                     .values(message="Error")
+                    .execution_options(synchronize_session=False)
                 )
 
     async def instance_deleted(self, ctx: dict, instance_uuid: str, host: str | None) -> None:
         now = utcnow()
         async with self.db.write() as s:
-            await release(s, instance_uuid)
+            await s.run_sync(release, instance_uuid)
             await s.execute(
                 delete(BlockDeviceMapping).where(BlockDeviceMapping.instance_uuid == instance_uuid)
             )
@@ -494,7 +619,7 @@ class ConductorManager(Endpoint):
                 )
                 if result.rowcount != 1:
                     continue
-                await release(s, instance_uuid)
+                await s.run_sync(release, instance_uuid)
                 s.add(
                     InstanceFault(
                         instance_uuid=instance_uuid,
@@ -522,8 +647,8 @@ class ConductorManager(Endpoint):
             node_id = await s.scalar(
                 select(ComputeNode.id).where(ComputeNode.hypervisor_hostname == inst.node)
             )
-            claimed = node_id is not None and await claim(
-                s, node_id, resize_allocation(instance_uuid), spec
+            claimed = node_id is not None and await s.run_sync(
+                claim, node_id, resize_allocation(instance_uuid), spec
             )
         if not claimed:
             message = f"No valid host was found. {inst.host} has no room for {new_flavor['name']}."
@@ -554,14 +679,14 @@ class ConductorManager(Endpoint):
         """Confirm: the new flavor's claim becomes the instance's. Revert: it is released."""
         async with self.db.write() as s:
             if confirm:
-                await release(s, instance_uuid)
+                await s.run_sync(release, instance_uuid)
                 await s.execute(
                     update(Allocation)
                     .where(Allocation.instance_uuid == resize_allocation(instance_uuid))
                     .values(instance_uuid=instance_uuid)
                 )
             else:
-                await release(s, resize_allocation(instance_uuid))
+                await s.run_sync(release, resize_allocation(instance_uuid))
 
     # -- volumes ----------------------------------------------------------------------
 

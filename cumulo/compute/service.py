@@ -495,7 +495,7 @@ class ComputeService:
         await self._release_external(ctx, inst)
         now = utcnow()
         async with self.db.write() as s:
-            await release(s, inst.uuid)
+            await s.run_sync(release, inst.uuid)
             await s.execute(
                 update(Instance)
                 .where(Instance.uuid == inst.uuid)

@@ -57,12 +57,13 @@ async def boot_one(db: Database) -> str | None:
             [chosen] = select_destinations(hosts, RequestSpec(1, 512, 1), [instance])
         except NoValidHost:
             return None
-        async with db.write() as s:
+        async with db.read() as s:
             node_id = await s.scalar(
                 select(ComputeNode.id).where(ComputeNode.hypervisor_hostname == chosen.node)
             )
-            if await claim(s, node_id, instance, SPEC):
-                return chosen.host
+        # As the scheduler claims: one whole transaction through run_write.
+        if await db.run_write(claim, node_id, instance, SPEC):
+            return chosen.host
     return None
 
 
@@ -90,11 +91,10 @@ async def test_release_gives_resources_back_once(tmp_path):
         await make_hosts(db, 1, memory_mb=512)
         async with db.write() as s:
             node_id = await s.scalar(select(ComputeNode.id))
-            assert await claim(s, node_id, "i1", SPEC)
-            assert not await claim(s, node_id, "i2", SPEC)  # full
-        async with db.write() as s:
-            assert await release(s, "i1")
-            assert not await release(s, "i1")
+            assert await s.run_sync(claim, node_id, "i1", SPEC)
+            assert not await s.run_sync(claim, node_id, "i2", SPEC)  # full
+        assert await db.run_write(release, "i1")
+        assert not await db.run_write(release, "i1")
         async with db.read() as s:
             node = await s.scalar(select(ComputeNode))
         assert (node.memory_mb_used, node.vcpus_used, node.running_vms) == (0, 0, 0)

@@ -3,14 +3,19 @@
 A claim is one conditional UPDATE ("add these resources where they still fit")
 plus the instance's allocation row, in one transaction. Two requests racing for
 the last slot cannot both win, on SQLite, PostgreSQL or MariaDB alike.
+
+claim and release are synchronous SQLAlchemy code on a Session: run them as a whole
+transaction with `db.run_write(claim, ...)`, or inside an async transaction with
+`await session.run_sync(release, ...)`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from cumulo.compute.models import Allocation, ComputeNode, ComputeService, Instance
 from cumulo.compute.scheduler.host_state import HostState, RequestSpec
@@ -23,10 +28,10 @@ def resize_allocation(instance_uuid: str) -> str:
     return f"{instance_uuid}.resize"
 
 
-async def claim(session: AsyncSession, node_id: int, instance_uuid: str, spec: RequestSpec) -> bool:
+def claim(session: Session, node_id: int, instance_uuid: str, spec: RequestSpec) -> bool:
     """Take the resources of one instance on a node; False when they no longer fit."""
     n = ComputeNode
-    result = await session.execute(
+    result = session.execute(
         update(n)
         .where(
             n.id == node_id,
@@ -46,8 +51,8 @@ async def claim(session: AsyncSession, node_id: int, instance_uuid: str, spec: R
     )
     if result.rowcount != 1:
         return False
-    session.add(
-        Allocation(
+    session.execute(
+        insert(Allocation).values(
             instance_uuid=instance_uuid,
             node_id=node_id,
             vcpus=spec.vcpus,
@@ -58,13 +63,13 @@ async def claim(session: AsyncSession, node_id: int, instance_uuid: str, spec: R
     return True
 
 
-async def release(session: AsyncSession, instance_uuid: str) -> bool:
+def release(session: Session, instance_uuid: str) -> bool:
     """Give back what an instance holds (idempotent); True when something was released."""
-    alloc = await session.get(Allocation, instance_uuid, with_for_update=True)
+    alloc = session.get(Allocation, instance_uuid, with_for_update=True)
     if alloc is None:
         return False
     n = ComputeNode
-    await session.execute(
+    session.execute(
         update(n)
         .where(n.id == alloc.node_id)
         .values(
@@ -75,7 +80,7 @@ async def release(session: AsyncSession, instance_uuid: str) -> bool:
         )
         .execution_options(synchronize_session=False)
     )
-    await session.execute(delete(Allocation).where(Allocation.instance_uuid == instance_uuid))
+    session.execute(delete(Allocation).where(Allocation.instance_uuid == instance_uuid))
     return True
 
 

@@ -47,6 +47,11 @@ def request_spec_from_dict(data: dict[str, Any], num_instances: int) -> RequestS
     )
 
 
+def _release_all(session, instance_uuids: list[str]) -> None:
+    for instance_uuid in instance_uuids:
+        release(session, instance_uuid)
+
+
 class SchedulerManager(Endpoint):
     def __init__(
         self,
@@ -112,9 +117,8 @@ class SchedulerManager(Endpoint):
                 chosen.append(await self._place_one(spec, instance_uuid, group_uuid, placed))
                 claimed.append(instance_uuid)
         except NoValidHost:
-            async with self.db.write() as s:
-                for done in claimed:
-                    await release(s, done)
+            if claimed:
+                await self.db.run_write(_release_all, claimed)
             raise
         return chosen
 
@@ -139,10 +143,9 @@ class SchedulerManager(Endpoint):
                     raise
                 fresh = True  # the cache may miss resources released meanwhile: look again
                 continue
-            async with self.db.write() as s:
-                node_id = self._node_ids.get(host.node)
-                if node_id is not None and await claim(s, node_id, instance_uuid, one):
-                    return {"host": host.host, "node": host.node}
+            node_id = self._node_ids.get(host.node)
+            if node_id is not None and await self.db.run_write(claim, node_id, instance_uuid, one):
+                return {"host": host.host, "node": host.node}
             LOG.info("claim on %s lost a race; scheduling %s again", host.host, instance_uuid)
             fresh = True
         raise NoValidHost("Resources were claimed by other requests as fast as they were found.")
