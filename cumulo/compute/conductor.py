@@ -179,6 +179,30 @@ def _update_statement(fields: tuple[str, ...], expected: tuple | None, returning
     return query.returning(*_INSTANCE_COLUMNS) if returning else query
 
 
+_BDM_FIELDS = (
+    "id",
+    "source_type",
+    "image_id",
+    "volume_size",
+    "boot_index",
+    "volume_id",
+    "attachment_id",
+    "device_name",
+    "connection_info",
+    "delete_on_termination",
+)
+
+
+def _block_devices(s: Session, instance_uuid: str) -> list[dict[str, Any]]:
+    b = BlockDeviceMapping
+    rows = s.execute(
+        select(*(getattr(b, f) for f in _BDM_FIELDS))
+        .where(b.instance_uuid == instance_uuid, b.destination_type == "volume")
+        .order_by(b.boot_index.is_(None), b.boot_index, b.id)
+    )
+    return [dict(row._mapping) for row in rows]
+
+
 def _explain_miss(s: Session, instance_uuid: str, expected: list | None) -> None:
     """An update matched no row: say whether the instance is gone or moved on."""
     row = s.execute(
@@ -705,34 +729,7 @@ class ConductorManager(Endpoint):
 
     async def block_devices(self, ctx: dict, instance_uuid: str) -> list[dict[str, Any]]:
         """The instance's volume mappings (boot order first)."""
-        async with self.db.read() as s:
-            rows = await s.scalars(
-                select(BlockDeviceMapping)
-                .where(
-                    BlockDeviceMapping.instance_uuid == instance_uuid,
-                    BlockDeviceMapping.destination_type == "volume",
-                )
-                .order_by(
-                    BlockDeviceMapping.boot_index.is_(None),
-                    BlockDeviceMapping.boot_index,
-                    BlockDeviceMapping.id,
-                )
-            )
-            return [
-                {
-                    "id": b.id,
-                    "source_type": b.source_type,
-                    "image_id": b.image_id,
-                    "volume_size": b.volume_size,
-                    "boot_index": b.boot_index,
-                    "volume_id": b.volume_id,
-                    "attachment_id": b.attachment_id,
-                    "device_name": b.device_name,
-                    "connection_info": b.connection_info,
-                    "delete_on_termination": b.delete_on_termination,
-                }
-                for b in rows
-            ]
+        return await self.db.run_read(_block_devices, instance_uuid)
 
     async def block_device_update(self, ctx: dict, bdm_id: int, values: dict[str, Any]) -> None:
         allowed = {"volume_id", "attachment_id", "device_name", "connection_info"}

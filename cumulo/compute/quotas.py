@@ -1,9 +1,13 @@
-"""Compute quotas: per-project limits (defaults, overridden per project) and usage."""
+"""Compute quotas: per-project limits (defaults, overridden per project) and usage.
+
+Synchronous SQLAlchemy code on a Session: call it from db.run_write/run_read, or as
+`await session.run_sync(quotas.usage, ...)` inside an async transaction.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from cumulo.compute.models import Instance, KeyPair, Quota, ServerGroup
 
@@ -31,9 +35,9 @@ class QuotaExceeded(Exception):
         )
 
 
-async def limits(session: AsyncSession, project_id: str) -> dict[str, int]:
+def limits(session: Session, project_id: str) -> dict[str, int]:
     result = dict(DEFAULTS)
-    rows = await session.execute(
+    rows = session.execute(
         select(Quota.resource, Quota.hard_limit).where(Quota.project_id == project_id)
     )
     for resource, limit in rows:
@@ -41,40 +45,51 @@ async def limits(session: AsyncSession, project_id: str) -> dict[str, int]:
     return result
 
 
-async def usage(
-    session: AsyncSession, project_id: str, user_id: str | None = None
+def usage(
+    session: Session,
+    project_id: str,
+    user_id: str | None = None,
+    resources: set[str] | None = None,
 ) -> dict[str, int]:
-    """What the project uses now (key pairs are counted for the user, as Nova does)."""
-    instances, cores, ram = (
-        await session.execute(
+    """What the project uses now (key pairs are counted for the user, as Nova does);
+    only `resources` when given."""
+    used: dict[str, int] = {}
+    if resources is None or resources & {"instances", "cores", "ram"}:
+        instances, cores, ram = session.execute(
             select(
                 func.count(Instance.id),
                 func.coalesce(func.sum(Instance.vcpus), 0),
                 func.coalesce(func.sum(Instance.memory_mb), 0),
             ).where(Instance.project_id == project_id, Instance.deleted.is_(False))
-        )
-    ).one()
-    used = {"instances": int(instances), "cores": int(cores), "ram": int(ram)}
-    used["server_groups"] = (
-        await session.scalar(
-            select(func.count(ServerGroup.id)).where(ServerGroup.project_id == project_id)
-        )
-        or 0
-    )
-    if user_id is not None:
-        used["key_pairs"] = (
-            await session.scalar(select(func.count(KeyPair.id)).where(KeyPair.user_id == user_id))
+        ).one()
+        used.update(instances=int(instances), cores=int(cores), ram=int(ram))
+    if resources is None or "server_groups" in resources:
+        used["server_groups"] = (
+            session.scalar(
+                select(func.count(ServerGroup.id)).where(ServerGroup.project_id == project_id)
+            )
             or 0
+        )
+    if user_id is not None and (resources is None or "key_pairs" in resources):
+        used["key_pairs"] = (
+            session.scalar(select(func.count(KeyPair.id)).where(KeyPair.user_id == user_id)) or 0
         )
     return used
 
 
-async def check(
-    session: AsyncSession, project_id: str, deltas: dict[str, int], user_id: str | None = None
+def check(
+    session: Session, project_id: str, deltas: dict[str, int], user_id: str | None = None
 ) -> None:
-    """Raise QuotaExceeded for the first resource the deltas would push past its limit."""
-    limit = await limits(session, project_id)
-    used = await usage(session, project_id, user_id)
+    """Raise QuotaExceeded for the first resource the deltas would push past its limit.
+
+    Synchronous (run it with db.run_write, or AsyncSession.run_sync); usage is only
+    counted for the resources that have a limit.
+    """
+    limit = limits(session, project_id)
+    limited = {r for r in deltas if limit.get(r, -1) >= 0}
+    if not limited:
+        return
+    used = usage(session, project_id, user_id, limited)
     for resource, delta in deltas.items():
         hard = limit.get(resource, -1)
         if hard >= 0 and used.get(resource, 0) + delta > hard:

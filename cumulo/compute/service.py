@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from cumulo.common.auth import TokenValidator
 from cumulo.common.config import CumuloConfig
@@ -90,6 +91,26 @@ class CreateRequest:
     block_device_mapping: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _flavor_and_access(s: Session, flavor_id: str, project_id: str | None):
+    """The flavor (or None), and whether the project was given access to it."""
+    flavor = s.scalar(select(Flavor).where(Flavor.flavorid == flavor_id))
+    member = (
+        flavor is not None
+        and not flavor.is_public
+        and s.get(FlavorProject, (flavor.id, project_id)) is not None
+    )
+    return flavor, member
+
+
+def _key_and_group(s: Session, user_id: str, key_name: str | None, group_uuid: str | None):
+    key = group = None
+    if key_name:
+        key = s.scalar(select(KeyPair).where(KeyPair.user_id == user_id, KeyPair.name == key_name))
+    if group_uuid:
+        group = s.scalar(select(ServerGroup).where(ServerGroup.uuid == group_uuid))
+    return key, group
+
+
 class ComputeService:
     def __init__(
         self,
@@ -128,13 +149,10 @@ class ComputeService:
 
     async def find_flavor(self, ctx: RequestContext, flavor_ref: str) -> Flavor:
         flavor_id = flavor_ref.rstrip("/").rsplit("/", 1)[-1]
-        async with self.db.read() as s:
-            flavor = await s.scalar(select(Flavor).where(Flavor.flavorid == flavor_id))
-            allowed = flavor is not None and (
-                flavor.is_public
-                or self.policy.check("cloud_admin", ctx)
-                or await s.get(FlavorProject, (flavor.id, ctx.project_id)) is not None
-            )
+        flavor, member = await self.db.run_read(_flavor_and_access, flavor_id, ctx.project_id)
+        allowed = flavor is not None and (
+            flavor.is_public or member or self.policy.check("cloud_admin", ctx)
+        )
         if flavor is None or flavor.disabled or not allowed:
             raise BadRequest(f"Flavor {flavor_id} could not be found.")
         return flavor
@@ -243,30 +261,25 @@ class ComputeService:
             self._check_flavor_fits_image(flavor, image)
         networks = await self._check_networks(ctx, req.networks)
         az, force_hosts = await self._availability_zone(ctx, req.availability_zone)
-        key_data = None
-        async with self.db.read() as s:
+        key_data, group = None, None
+        if req.key_name or req.server_group:
+            key, group = await self.db.run_read(
+                _key_and_group, ctx.user_id, req.key_name, req.server_group
+            )
             if req.key_name:
-                key = await s.scalar(
-                    select(KeyPair).where(
-                        KeyPair.user_id == ctx.user_id, KeyPair.name == req.key_name
-                    )
-                )
                 if key is None:
                     raise BadRequest("Invalid key_name provided.")
                 key_data = key.public_key
-            group = None
-            if req.server_group:
-                group = await s.scalar(
-                    select(ServerGroup).where(ServerGroup.uuid == req.server_group)
-                )
-                if group is None or group.project_id != ctx.project_id:
-                    raise BadRequest(f"Invalid server group {req.server_group}")
+            if req.server_group and (group is None or group.project_id != ctx.project_id):
+                raise BadRequest(f"Invalid server group {req.server_group}")
         admin_pass = req.admin_pass or secrets.token_urlsafe(9)
         reservation_id = f"r-{secrets.token_hex(4)}"
         snapshot = flavor_snapshot(flavor)
-        instances: list[Instance] = []
-        async with self.db.write() as s:
-            count = await self._count_within_quota(s, ctx, req, flavor)
+
+        def record(s: Session) -> list[Instance]:
+            """Quota check and the records, one transaction (in one database call)."""
+            count = self._count_within_quota(s, ctx, req, flavor)
+            instances: list[Instance] = []
             for index in range(count):
                 name = req.name if req.max_count == 1 else f"{req.name}-{index + 1}"
                 inst = Instance(
@@ -318,6 +331,10 @@ class ComputeService:
                 for bdm in volume_bdms:
                     s.add(BlockDeviceMapping(instance_uuid=inst.uuid, **bdm))
                 instances.append(inst)
+            s.flush()  # ids and defaults, read by the response before the session ends
+            return instances
+
+        instances = await self.db.run_write(record)
         image_props = {
             k: v
             for k, v in (image or {}).items()
@@ -416,13 +433,14 @@ class ComputeService:
             )
         return volumes
 
-    async def _count_within_quota(
-        self, s, ctx: RequestContext, req: CreateRequest, flavor: Flavor
+    @staticmethod
+    def _count_within_quota(
+        s: Session, ctx: RequestContext, req: CreateRequest, flavor: Flavor
     ) -> int:
         """As many instances as the quota allows, up to max_count; 403 under min_count."""
         for count in range(req.max_count, req.min_count - 1, -1):
             try:
-                await quotas.check(
+                quotas.check(
                     s,
                     ctx.project_id,
                     {
@@ -708,8 +726,8 @@ class ComputeService:
             raise BadRequest("Resize error: Unable to resize disk down.")
         async with self.db.write() as s:
             try:
-                await quotas.check(
-                    s,
+                await s.run_sync(
+                    quotas.check,
                     inst.project_id,
                     {
                         "cores": max(0, flavor.vcpus - inst.flavor["vcpus"]),

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
 
 from cumulo.common.auth import TokenValidator
 from cumulo.common.config import CumuloConfig, ImageQuota
@@ -36,6 +37,18 @@ CONTAINER_FORMATS = ("ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compr
 VISIBILITIES = ("public", "private", "shared", "community")
 HASH_ALGO = "sha512"
 IMPORT_METHODS = ("glance-direct",)
+
+
+def _visible_image(
+    session: Session, image_id: str, project_id: str | None, is_admin: bool
+) -> Image | None:
+    image = session.get(Image, image_id)
+    if image is None or is_admin or image.owner == project_id:
+        return image
+    if image.visibility == "shared":
+        member = session.get(ImageMember, {"image_id": image_id, "member": project_id})
+        return image if member is not None else None
+    return None if image.visibility == "private" else image
 
 
 class ImageService:
@@ -81,17 +94,7 @@ class ImageService:
 
     async def get_visible(self, ctx: RequestContext, image_id: str) -> Image:
         """The image, or 404 when it does not exist or the caller may not see it."""
-        async with self.db.read() as session:
-            image = await session.get(Image, image_id)
-            if image is not None and not self.is_admin(ctx) and image.owner != ctx.project_id:
-                if image.visibility == "shared":
-                    member = await session.get(
-                        ImageMember, {"image_id": image_id, "member": ctx.project_id}
-                    )
-                    if member is None:
-                        image = None
-                elif image.visibility == "private":
-                    image = None
+        image = await self.db.run_read(_visible_image, image_id, ctx.project_id, self.is_admin(ctx))
         if image is None:
             raise NotFound(f"No image found with ID {image_id}")
         return image

@@ -228,7 +228,7 @@ async def create_keypair(request: Request) -> Response:
     )
     async with compute_of(request).db.write() as s:
         try:
-            await quotas.check(s, ctx.project_id, {"key_pairs": 1}, user_id)
+            await s.run_sync(quotas.check, ctx.project_id, {"key_pairs": 1}, user_id)
         except quotas.QuotaExceeded:
             raise Forbidden("Quota exceeded, too many key pairs.") from None
         s.add(key)

@@ -61,8 +61,8 @@ async def show_limits(request: Request) -> Response:
     if project_id != ctx.project_id and not wire.is_admin(request, ctx):
         raise Forbidden("Policy doesn't allow os_compute_api:limits:other_project to be performed.")
     async with compute_of(request).db.read() as s:
-        limits = await quotas.limits(s, project_id or "")
-        used = await quotas.usage(s, project_id or "")
+        limits = await s.run_sync(quotas.limits, project_id or "")
+        used = await s.run_sync(quotas.usage, project_id or "")
     absolute: dict[str, Any] = {name: limits.get(q, -1) for name, q in _MAXIMA.items()}
     absolute.update({name: used.get(q, 0) for name, q in _USED.items()})
     absolute.update(_NETWORK)

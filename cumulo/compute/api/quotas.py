@@ -48,7 +48,7 @@ async def show_quota_set(request: Request) -> Response:
     """GET /os-quota-sets/{project_id}"""
     project_id = await _target(request, "compute:quotas:show")
     async with compute_of(request).db.read() as s:
-        limits = await quotas.limits(s, project_id)
+        limits = await s.run_sync(quotas.limits, project_id)
     return json({"quota_set": {"id": project_id, **_quota_set(request, limits)}})
 
 
@@ -56,8 +56,8 @@ async def show_quota_set_detail(request: Request) -> Response:
     """GET /os-quota-sets/{project_id}/detail: limit, in_use and reserved of each."""
     project_id = await _target(request, "compute:quotas:show")
     async with compute_of(request).db.read() as s:
-        limits = await quotas.limits(s, project_id)
-        used = await quotas.usage(s, project_id)
+        limits = await s.run_sync(quotas.limits, project_id)
+        used = await s.run_sync(quotas.usage, project_id)
     body: dict[str, Any] = {"id": project_id}
     for name, limit in _quota_set(request, limits).items():
         body[name] = {"limit": limit, "in_use": used.get(name, 0), "reserved": 0}
@@ -80,7 +80,7 @@ async def update_quota_set(request: Request) -> Response:
     force = wire.boolean("force", body.pop("force", False))
     wanted = {name: wire.integer(name, value, -1) for name, value in body.items()}
     async with compute_of(request).db.write() as s:
-        used = await quotas.usage(s, project_id)
+        used = await s.run_sync(quotas.usage, project_id)
         for name, limit in wanted.items():
             if name in NETWORK_QUOTAS:
                 continue  # nova-network is gone: accepted and ignored, as Nova does
@@ -96,7 +96,7 @@ async def update_quota_set(request: Request) -> Response:
             else:
                 row.hard_limit = limit
         await s.flush()
-        limits = await quotas.limits(s, project_id)
+        limits = await s.run_sync(quotas.limits, project_id)
     return json({"quota_set": _quota_set(request, limits)})
 
 

@@ -133,7 +133,7 @@ async def create_group(request: Request) -> Response:
     )
     async with compute_of(request).db.write() as s:
         try:
-            await quotas.check(s, ctx.project_id, {"server_groups": 1})
+            await s.run_sync(quotas.check, ctx.project_id, {"server_groups": 1})
         except quotas.QuotaExceeded:
             raise Forbidden("Quota exceeded, too many server groups.") from None
         s.add(group)

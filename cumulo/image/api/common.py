@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -42,21 +42,24 @@ def no_content() -> Response:
     return Response(status_code=204)
 
 
-async def extras(
-    session: AsyncSession, image_ids: Sequence[str]
+def extras(
+    session: Session, image_ids: Sequence[str]
 ) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:
-    """Custom properties and tags of several images, in two queries."""
+    """Custom properties and tags of several images, in two queries (synchronous:
+    `await session.run_sync(extras, ids)` in async code)."""
     props: dict[str, dict[str, str]] = {i: {} for i in image_ids}
     tags: dict[str, list[str]] = {i: [] for i in image_ids}
     if image_ids:
-        for p in await session.scalars(
-            select(ImageProperty).where(ImageProperty.image_id.in_(image_ids))
+        p = ImageProperty
+        for image_id, name, value in session.execute(
+            select(p.image_id, p.name, p.value).where(p.image_id.in_(image_ids))
         ):
-            props[p.image_id][p.name] = p.value
-        for t in await session.scalars(
-            select(ImageTag).where(ImageTag.image_id.in_(image_ids)).order_by(ImageTag.value)
+            props[image_id][name] = value
+        t = ImageTag
+        for image_id, value in session.execute(
+            select(t.image_id, t.value).where(t.image_id.in_(image_ids)).order_by(t.value)
         ):
-            tags[t.image_id].append(t.value)
+            tags[image_id].append(value)
     return props, tags
 
 
@@ -89,12 +92,15 @@ def render_image(image: Image, props: dict[str, str], tags: list[str]) -> dict[s
     }
 
 
-async def image_body(request: Request, image_id: str) -> dict[str, Any]:
-    async with service_of(request).db.read() as session:
-        image = await session.get(Image, image_id)
-        props, tags = await extras(session, [image_id])
+def _image_body(session: Session, image_id: str) -> dict[str, Any]:
+    image = session.get(Image, image_id)
+    props, tags = extras(session, [image_id])
     assert image is not None
     return render_image(image, props[image_id], tags[image_id])
+
+
+async def image_body(request: Request, image_id: str) -> dict[str, Any]:
+    return await service_of(request).db.run_read(_image_body, image_id)
 
 
 def render_member(m: ImageMember) -> dict[str, Any]:

@@ -362,7 +362,7 @@ async def list_images(request: Request) -> Response:
         order = [_sort_column(k).asc() if d == "asc" else _sort_column(k).desc() for k, d in pairs]
         rows = (await session.scalars(query.order_by(*order).limit(limit + 1))).all()
         page = rows[:limit]
-        props, tags = await extras(session, [i.id for i in page])
+        props, tags = await session.run_sync(extras, [i.id for i in page])
     params = [(k, v) for k, v in q.multi_items() if k != "marker"]
     body: dict[str, Any] = {
         "images": [render_image(i, props[i.id], tags[i.id]) for i in page],
@@ -480,7 +480,7 @@ async def update_image(request: Request) -> Response:
         row = await session.get(Image, image.id)
         if row is None:
             raise NotFound(f"No image found with ID {image.id}")
-        props, tags = await extras(session, [row.id])
+        props, tags = await session.run_sync(extras, [row.id])
         custom, tag_list = props[row.id], tags[row.id]
         for op, name, value in changes:
             if name == "tags":
