@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute
 from cumulo.common.app import create_app
 from cumulo.common.faults import ERRORS_BY_STATUS, ApiError, render_compute
 from cumulo.compute.api import (
+    aggregates,
     availability_zones,
     flavors,
     hypervisors,
@@ -56,6 +57,7 @@ API_ROUTES: list[BaseRoute] = [
     *keypairs.routes,
     *services.routes,
     *hypervisors.routes,
+    *aggregates.routes,
     *availability_zones.routes,
     *limits.routes,
     *quotas.routes,

@@ -283,3 +283,29 @@ class ConsoleAuthToken(Base):
     instance_uuid: Mapped[str] = mapped_column(UUID, index=True)
     expires: Mapped[datetime] = mapped_column(DateTime, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Aggregate(Timestamps, Base):
+    """A host aggregate; its `availability_zone` metadata is its hosts' zone (as Nova)."""
+
+    __tablename__ = "aggregate"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(UUID, unique=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+
+
+class AggregateHost(Base):
+    __tablename__ = "aggregate_host"
+    aggregate_id: Mapped[int] = mapped_column(
+        ForeignKey("aggregate.id", ondelete="CASCADE"), primary_key=True
+    )
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
+class AggregateMetadata(Base):
+    __tablename__ = "aggregate_metadata"
+    aggregate_id: Mapped[int] = mapped_column(
+        ForeignKey("aggregate.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))

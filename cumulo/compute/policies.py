@@ -38,6 +38,7 @@ COMPUTE_RULES: dict[str, str] = {
     "compute:availability_zones:list": "",
     "compute:availability_zones:detail": "rule:system_reader",
     "compute:hypervisors": "rule:system_reader",
+    "compute:aggregates": "rule:cloud_admin",
     "compute:services:list": "rule:system_reader",
     "compute:services:update": "rule:cloud_admin",
     "compute:services:delete": "rule:cloud_admin",

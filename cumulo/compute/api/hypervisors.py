@@ -293,13 +293,6 @@ async def hypervisor_statistics(request: Request) -> Response:
     return json({"hypervisor_statistics": stats})
 
 
-async def list_aggregates(request: Request) -> Response:
-    """GET /os-aggregates: host aggregates cannot be created here yet, so there are none
-    (`openstack hypervisor show` reads this list)."""
-    await authorize(request, "compute:hypervisors")
-    return json({"aggregates": []})
-
-
 routes = [
     Route("/v2.1/os-hypervisors", list_hypervisors, methods=["GET"]),
     Route("/v2.1/os-hypervisors/detail", list_hypervisors_detail, methods=["GET"]),
@@ -308,5 +301,4 @@ routes = [
     Route("/v2.1/os-hypervisors/{hypervisor_id}/uptime", hypervisor_uptime, methods=["GET"]),
     Route("/v2.1/os-hypervisors/{pattern}/search", search_hypervisors, methods=["GET"]),
     Route("/v2.1/os-hypervisors/{pattern}/servers", hypervisor_servers, methods=["GET"]),
-    Route("/v2.1/os-aggregates", list_aggregates, methods=["GET"]),
 ]
