@@ -78,6 +78,12 @@ class NetworkConfig(_Section):
     private_cidr: str = "10.0.0.0/26"
     dns_nameservers: list[str] = Field(default_factory=list)
     mtu: int = Field(1500, ge=68, le=9000)
+    # Metadata from the DHCP namespace (linuxbridge; Neutron's DHCP agent options):
+    # isolated_metadata (enable_isolated_metadata) routes guests on subnets no router
+    # serves to 169.254.169.254 in the DHCP namespace, where a metadata proxy listens;
+    # force_metadata routes every DHCP subnet's guests there.
+    isolated_metadata: bool = True
+    force_metadata: bool = False
     # Default per-project quotas (-1: unlimited), Neutron's defaults.
     quota: dict[str, int] = Field(
         default_factory=lambda: {

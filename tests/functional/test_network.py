@@ -194,3 +194,29 @@ def test_data_plane_agent_sees_bound_ports_with_their_rules(cloud: CloudRunner):
     assert net.id in [n["id"] for n in agent.driver.state["networks"]]
     conn.network.delete_port(port)
     conn.network.delete_network(net)
+
+
+def test_a_subnet_is_routed_when_a_router_interface_holds_its_gateway(cloud: CloudRunner):
+    """What decides where guests are sent for metadata (Neutron's isolated subnets)."""
+    conn = cloud.sdk()
+    net = conn.network.create_network(name=_name("iso"))
+    sub = conn.network.create_subnet(network_id=net.id, ip_version=4, cidr="10.61.0.0/24")
+    router = conn.network.create_router(name=_name("iso"))
+
+    def routed() -> bool:
+        state = cloud.run_async(desired_state(cloud.cloud.network, "host-x"))
+        [subnet] = next(n for n in state["networks"] if n["id"] == net.id)["subnets"]
+        return subnet["routed"]
+
+    assert routed() is False
+    # An interface on another address of the subnet: guests' gateway is not the router.
+    leg = conn.network.create_port(network_id=net.id, fixed_ips=[{"ip_address": "10.61.0.9"}])
+    conn.network.add_interface_to_router(router, port_id=leg.id)
+    assert routed() is False
+    conn.network.remove_interface_from_router(router, port_id=leg.id)
+    conn.network.add_interface_to_router(router, subnet_id=sub.id)
+    assert routed() is True
+    conn.network.remove_interface_from_router(router, subnet_id=sub.id)
+    assert routed() is False
+    conn.network.delete_router(router)
+    conn.network.delete_network(net)

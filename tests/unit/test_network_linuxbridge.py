@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cumulo.network.dataplane.dhcp import dnsmasq_argv, hosts_file, opts_file, stale_leases
+from cumulo.network.dataplane.dhcp import (
+    dnsmasq_argv,
+    hosts_file,
+    metadata_nexthops,
+    opts_file,
+    stale_leases,
+)
 from cumulo.network.dataplane.firewall import host_ruleset, router_ruleset, rule_match
 from cumulo.network.dataplane.linuxbridge import LinuxBridgeDriver, bridge_name, tap_name
 
@@ -143,6 +149,60 @@ def test_dnsmasq_serves_static_leases_with_the_subnet_options():
     assert argv[:4] == ("ip", "netns", "exec", "cmlo-x-dhcp-n")
     assert "--dhcp-range=set:subnet0,10.0.0.0,static,255.255.255.0,86400s" in argv
     assert not any("2001:db8" in a for a in argv)
+
+
+def _two_subnets(routed: bool) -> dict:
+    """One network, a subnet with a gateway (routed or not) and one without."""
+    return {
+        "id": NET,
+        "mtu": 1500,
+        "subnets": [
+            {"id": "a", "cidr": "10.1.0.0/24", "ip_version": 4, "gateway_ip": "10.1.0.1",
+             "enable_dhcp": True, "dns_nameservers": [], "host_routes": [], "routed": routed},
+            {"id": "b", "cidr": "10.2.0.0/24", "ip_version": 4, "gateway_ip": None,
+             "enable_dhcp": True, "dns_nameservers": [], "host_routes": [], "routed": False},
+        ],
+        "dhcp": {"port_id": "d", "mac": "fa:16:3e:00:00:02", "addresses": [
+            {"ip": "10.1.0.2", "prefixlen": 24, "subnet_id": "a"},
+            {"ip": "10.2.0.2", "prefixlen": 24, "subnet_id": "b"}]},
+        "leases": [],
+    }  # fmt: skip
+
+
+def test_isolated_subnets_route_metadata_to_the_dhcp_port_routed_ones_to_the_gateway():
+    isolated, routed = _two_subnets(routed=False), _two_subnets(routed=True)
+    # enable_isolated_metadata: the DHCP port where no router serves the subnet...
+    assert metadata_nexthops(isolated, True, False) == {"a": "10.1.0.2", "b": "10.2.0.2"}
+    # ...the gateway (its router answers 169.254.169.254) where one does.
+    assert metadata_nexthops(routed, True, False) == {"a": "10.1.0.1", "b": "10.2.0.2"}
+    # force_metadata: always the DHCP port; neither option: no metadata route at all.
+    assert metadata_nexthops(routed, False, True) == {"a": "10.1.0.2", "b": "10.2.0.2"}
+    assert metadata_nexthops(routed, True, True) == {"a": "10.1.0.2", "b": "10.2.0.2"}
+    assert metadata_nexthops(isolated, False, False) == {}
+
+
+def test_the_metadata_route_comes_with_the_default_route_as_option_121():
+    net = _two_subnets(routed=False)
+    opts = opts_file(net, metadata_nexthops(net, True, False)).splitlines()
+    # Option 121 replaces option 3 for the client: the default route goes in the list.
+    assert (
+        "tag:subnet0,option:classless-static-route,169.254.169.254/32,10.1.0.2,0.0.0.0/0,10.1.0.1"
+        in opts
+    )
+    assert "tag:subnet0,option:router,10.1.0.1" in opts
+    # Without a gateway: the metadata route alone, and no router.
+    assert "tag:subnet1,option:classless-static-route,169.254.169.254/32,10.2.0.2" in opts
+    assert "tag:subnet1,option:router" in opts
+    # Host routes first, then metadata, then the default route.
+    net["subnets"][0]["host_routes"] = [{"destination": "10.9.0.0/16", "nexthop": "10.1.0.254"}]
+    routed = opts_file(net, {"a": "10.1.0.1"}).splitlines()
+    assert (
+        "tag:subnet0,option:classless-static-route,"
+        "10.9.0.0/16,10.1.0.254,169.254.169.254/32,10.1.0.1,0.0.0.0/0,10.1.0.1"
+    ) in routed
+    # No metadata and no host routes: option 3 alone, no option 121.
+    plain = opts_file(_two_subnets(routed=True))
+    assert "classless-static-route" not in plain and "169.254.169.254" not in plain
 
 
 def test_leases_no_port_holds_any_more_are_stale():

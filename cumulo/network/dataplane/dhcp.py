@@ -5,6 +5,12 @@ gets, and nobody else gets a lease: the ranges are `static`); the options file g
 each subnet its router, DNS servers, host routes and MTU. A change to either is a
 rewrite and SIGHUP; a change to the command line (the subnets) is a restart.
 
+Metadata on isolated networks (Neutron's DHCP agent with `enable_isolated_metadata`):
+the classless static routes (option 121) send 169.254.169.254/32 to the DHCP port on
+a subnet no router serves (no router interface holds its gateway IP), where the
+driver puts that address and a metadata proxy, and to the gateway on a subnet a
+router serves; with `force_metadata`, to the DHCP port on every subnet.
+
 A reload does not forget leases: when a port is deleted, dnsmasq still holds its
 address for the old MAC until the lease expires, and refuses it to the next port that
 IPAM gives the same address ("no address available"). So leases that no longer match
@@ -25,6 +31,8 @@ from typing import Any
 from cumulo.network.dataplane.commands import netns_exec, run, run_daemon
 
 LEASE_SECONDS = 86400
+METADATA_IP = "169.254.169.254"
+METADATA_CIDR = f"{METADATA_IP}/32"
 
 
 def dhcp_subnets(network: dict[str, Any]) -> list[dict[str, Any]]:
@@ -66,23 +74,47 @@ def stale_leases(lease_file: str, served: set[tuple[str, str]]) -> list[tuple[st
     return stale
 
 
-def opts_file(network: dict[str, Any]) -> str:
+def metadata_nexthops(
+    network: dict[str, Any], isolated_metadata: bool, force_metadata: bool
+) -> dict[str, str]:
+    """subnet id -> where its guests are routed for 169.254.169.254 (Neutron's rules).
+
+    With `force_metadata`: the DHCP port's address on every served subnet. With
+    `isolated_metadata`: the DHCP port's on an isolated subnet (no router interface
+    holds its gateway IP: `routed` in the desired state), the gateway on a routed one
+    (whose router answers 169.254.169.254). Neither: no metadata route at all."""
+    dhcp_ips = {a["subnet_id"]: a["ip"] for a in (network.get("dhcp") or {}).get("addresses", [])}
+    hops = {}
+    for s in dhcp_subnets(network):
+        if force_metadata or (isolated_metadata and not s.get("routed")):
+            hops[s["id"]] = dhcp_ips[s["id"]]
+        elif isolated_metadata and s.get("gateway_ip"):
+            hops[s["id"]] = s["gateway_ip"]
+    return hops
+
+
+def opts_file(network: dict[str, Any], metadata_hops: dict[str, str] | None = None) -> str:
+    """dnsmasq's options per subnet; `metadata_hops` from `metadata_nexthops`."""
     lines = []
     for i, s in enumerate(dhcp_subnets(network)):
         tag = f"tag:subnet{i}"
         routes = [(r["destination"], r["nexthop"]) for r in s.get("host_routes") or []]
+        metadata_via = (metadata_hops or {}).get(s["id"])
+        if metadata_via:
+            routes.append((METADATA_CIDR, metadata_via))
         if s.get("gateway_ip"):
             lines.append(f"{tag},option:router,{s['gateway_ip']}")
-            routes.append(("0.0.0.0/0", s["gateway_ip"]))
         else:
             lines.append(f"{tag},option:router")
         if s.get("dns_nameservers"):
             lines.append(f"{tag},option:dns-server,{','.join(s['dns_nameservers'])}")
         else:
             lines.append(f"{tag},option:dns-server")
-        if s.get("host_routes"):
+        if routes:
             # RFC 3442: with classless routes a client ignores option 3, so the default
             # route goes in the list too.
+            if s.get("gateway_ip"):
+                routes.append(("0.0.0.0/0", s["gateway_ip"]))
             flat = ",".join(f"{dest},{hop}" for dest, hop in routes)
             lines.append(f"{tag},option:classless-static-route,{flat}")
         if network.get("mtu"):
@@ -147,12 +179,17 @@ class Dnsmasq:
     def pid(self) -> int | None:
         return _pid(self.files)
 
-    async def ensure(self, network: dict[str, Any], interface: str) -> None:
+    async def ensure(
+        self,
+        network: dict[str, Any],
+        interface: str,
+        metadata_hops: dict[str, str] | None = None,
+    ) -> None:
         """Running with this network's leases and options (reloaded or restarted as needed)."""
         self.files.mkdir(parents=True, exist_ok=True)
         argv = dnsmasq_argv(network, interface, self.files, self.namespace)
         changed = _write(self.files / "hosts", hosts_file(network))
-        changed |= _write(self.files / "opts", opts_file(network))
+        changed |= _write(self.files / "opts", opts_file(network, metadata_hops))
         command_changed = _write(self.files / "argv", "\0".join(argv))
         served = set(served_leases(network))
         pid = self.pid

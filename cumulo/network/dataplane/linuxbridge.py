@@ -17,6 +17,13 @@ dir, so resync finds exactly what this deployment built and nothing else):
 Metadata: a MetadataProxy given to the driver is started in each router namespace, and
 the router's nftables redirects 169.254.169.254:80 arriving on its `qr-` legs to the
 proxy's port (see MetadataProxy; the cloud gives it the one in metadata_proxy.py).
+With `isolated_metadata` or `force_metadata` (Neutron's DHCP agent options), each DHCP
+namespace also holds 169.254.169.254/32 on its leg with the proxy listening on
+169.254.169.254:80, and dnsmasq routes guests there (dhcp.metadata_nexthops): on
+subnets no router serves, or on all of them when forced. When a router is attached
+later the route moves to the gateway but the proxy in the DHCP namespace stays: a
+guest keeps the route it was given until it renews its lease, and the proxy answers
+it the same as the router's would.
 
 `apply` converges on the desired state: objects whose desired config did not change
 since the last apply are skipped; after a restart everything is ensured again (each
@@ -35,7 +42,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cumulo.network.dataplane import commands as cmd
-from cumulo.network.dataplane.dhcp import Dnsmasq, dhcp_subnets
+from cumulo.network.dataplane.dhcp import (
+    METADATA_CIDR,
+    METADATA_IP,
+    Dnsmasq,
+    dhcp_subnets,
+    metadata_nexthops,
+)
 from cumulo.network.dataplane.driver import NetworkDriver
 from cumulo.network.dataplane.firewall import host_ruleset, router_ruleset
 
@@ -48,20 +61,23 @@ REGISTRY = Path("/run/cumulo-network")
 
 
 class MetadataProxy(Protocol):
-    """The metadata hook: what serves 169.254.169.254 inside a router namespace.
+    """The metadata hook: what serves 169.254.169.254 inside router and DHCP namespaces.
 
-    `port` is where the proxy listens in the namespace; the router's nftables redirects
-    guests' requests to 169.254.169.254:80 there. `update` gives it every apply's whole
-    desired state (to map a guest's source address to its port), `ensure` starts it for
-    a router (called on every apply: cheap when it runs), `remove` stops it before its
-    namespace is deleted.
+    `port` is where the proxy listens in a router namespace; the router's nftables
+    redirects guests' requests to 169.254.169.254:80 there. `update` gives it every
+    apply's whole desired state (to map a guest's source address to its port), `ensure`
+    starts it in a namespace for the guests on `networks`, on `address` (a DHCP
+    namespace's 169.254.169.254:80) or on `port` (called on every apply: cheap when it
+    runs), `remove` stops it before its namespace is deleted.
     """
 
     port: int
 
     def update(self, state: dict[str, Any]) -> None: ...
 
-    async def ensure(self, namespace: str, router: dict[str, Any]) -> None: ...
+    async def ensure(
+        self, namespace: str, networks: set[str], address: tuple[str, int] | None = None
+    ) -> None: ...
 
     async def remove(self, namespace: str) -> None: ...
 
@@ -102,11 +118,19 @@ class LinuxBridgeDriver(NetworkDriver):
         self.host_ns = f"{self.prefix}host"
         self.files = state_dir / "network" / "dhcp"
         self.metadata_proxy = metadata_proxy
+        # Neutron's enable_isolated_metadata and force_metadata (set with the proxy).
+        self.isolated_metadata = False
+        self.force_metadata = False
         self.applied: dict[str, str] = {}  # object -> fingerprint of what was applied
         self._lock = asyncio.Lock()
 
     def dhcp_ns(self, network_id: str) -> str:
         return f"{self.prefix}dhcp-{network_id}"
+
+    @property
+    def dhcp_metadata(self) -> bool:
+        """Whether the DHCP namespaces serve 169.254.169.254."""
+        return self.metadata_proxy is not None and (self.isolated_metadata or self.force_metadata)
 
     def router_ns(self, router_id: str) -> str:
         return f"{self.prefix}router-{router_id}"
@@ -144,7 +168,10 @@ class LinuxBridgeDriver(NetworkDriver):
                 ns = self.dhcp_ns(net["id"])
                 wanted.add(ns)
                 keep.add(f"dhcp:{net['id']}")
-                await self._step(f"dhcp:{net['id']}", net, self._dhcp(net, ns), existing, ns)
+                hops = self._metadata_hops(net)
+                await self._step(f"dhcp:{net['id']}", (net, hops, self.dhcp_metadata),
+                                 self._dhcp(net, ns, hops), existing, ns)  # fmt: skip
+                await self._dhcp_metadata_proxy(net, ns)
         for router in state["routers"]:
             if router["gateway"] is None and not router["interfaces"]:
                 continue
@@ -155,7 +182,8 @@ class LinuxBridgeDriver(NetworkDriver):
             await self._step(f"router:{router['id']}", (router, metadata_port),
                              self._router(router, networks), existing, ns)  # fmt: skip
             if self.metadata_proxy is not None:
-                await self.metadata_proxy.ensure(ns, router)
+                legs = {leg["network_id"] for leg in router["interfaces"]}
+                await self.metadata_proxy.ensure(ns, legs)
         await self._taps(state["ports"])
         ruleset = host_ruleset(state["networks"], state["ports"], bridge_name, tap_name)
         keep.add("ruleset")
@@ -227,7 +255,24 @@ class LinuxBridgeDriver(NetworkDriver):
             extra = ("nodad",) if ":" in a else ()
             await cmd.ip(ns, "addr", "add", a, "dev", dev, *extra)
 
-    async def _dhcp(self, net: dict[str, Any], ns: str) -> None:
+    def _metadata_hops(self, net: dict[str, Any]) -> dict[str, str]:
+        if not self.dhcp_metadata:
+            return {}
+        return metadata_nexthops(net, self.isolated_metadata, self.force_metadata)
+
+    async def _dhcp_metadata_proxy(self, net: dict[str, Any], ns: str) -> None:
+        """The proxy on 169.254.169.254:80 in the DHCP namespace, for this network's guests."""
+        if self.metadata_proxy is None:
+            return
+        if not self.dhcp_metadata:
+            await self.metadata_proxy.remove(ns)
+            return
+        try:
+            await self.metadata_proxy.ensure(ns, {net["id"]}, (METADATA_IP, 80))
+        except OSError as exc:  # the next apply tries again; the network's DHCP still works
+            LOG.warning("network: no metadata proxy in %s: %s", ns, exc)
+
+    async def _dhcp(self, net: dict[str, Any], ns: str, metadata_hops: dict[str, str]) -> None:
         dhcp = net["dhcp"]
         await cmd.add_namespace(ns)
         inner = f"ns-{dhcp['port_id'][:11]}"
@@ -236,8 +281,11 @@ class LinuxBridgeDriver(NetworkDriver):
         for name in await cmd.links(ns):
             if name not in (inner, "lo"):
                 await cmd.ip(ns, "link", "del", name, check=False)
-        await self._addresses(ns, inner, {f"{a['ip']}/{a['prefixlen']}" for a in dhcp["addresses"]})
-        await Dnsmasq(self.files / net["id"], ns).ensure(net, inner)
+        addresses = {f"{a['ip']}/{a['prefixlen']}" for a in dhcp["addresses"]}
+        if self.dhcp_metadata:
+            addresses.add(METADATA_CIDR)  # where the proxy listens; Neutron's DHCP port too
+        await self._addresses(ns, inner, addresses)
+        await Dnsmasq(self.files / net["id"], ns).ensure(net, inner, metadata_hops)
 
     async def _router(self, router: dict[str, Any], networks: dict[str, Any]) -> None:
         ns = self.router_ns(router["id"])
@@ -297,7 +345,7 @@ class LinuxBridgeDriver(NetworkDriver):
     ) -> None:
         for ns in sorted(await cmd.namespaces()):
             if ns.startswith(self.prefix) and ns not in wanted:
-                if self.metadata_proxy is not None and "-router-" in ns:
+                if self.metadata_proxy is not None:
                     await self.metadata_proxy.remove(ns)
                 LOG.info("network: removing namespace %s", ns)
                 await cmd.delete_namespace(ns)

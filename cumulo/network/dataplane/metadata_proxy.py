@@ -1,8 +1,10 @@
 """The metadata proxy: 169.254.169.254 inside each router namespace, answered for the guest.
 
 The router's nftables redirects guests' requests to 169.254.169.254:80 (arriving on its
-`qr-` legs) to `port` in the namespace. There the proxy finds which instance owns the
-source address on the router's networks (from the desired state the agent applies:
+`qr-` legs) to `port` in the namespace. On networks no router serves, the DHCP namespace
+holds 169.254.169.254 itself and the proxy listens on 169.254.169.254:80 there (Neutron's
+isolated metadata; see dhcp.metadata_nexthops). Either way the proxy finds which instance
+owns the source address on the namespace's networks (from the desired state the agent applies:
 each DHCP lease names its port's device and project), adds X-Instance-ID, X-Tenant-ID,
 X-Instance-ID-Signature and X-Forwarded-For, and forwards to the metadata service.
 
@@ -74,8 +76,8 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def listen_in_namespace(namespace: str, port: int) -> socket.socket:
-    """A TCP socket listening on 0.0.0.0:port inside `namespace`."""
+def listen_in_namespace(namespace: str, port: int, host: str = "0.0.0.0") -> socket.socket:
+    """A TCP socket listening on host:port inside `namespace`."""
     result: dict[str, Any] = {}
 
     def enter_and_listen() -> None:  # on its own thread: setns changes only this thread
@@ -84,7 +86,7 @@ def listen_in_namespace(namespace: str, port: int) -> socket.socket:
                 _setns(ns.fileno())
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("0.0.0.0", port))
+            sock.bind((host, port))
             sock.listen(128)
             sock.setblocking(False)
             result["socket"] = sock
@@ -121,6 +123,7 @@ class _Listener:
     inode: int | None
     server: asyncio.AbstractServer
     networks: set[str] = field(default_factory=set)
+    address: tuple[str, int] = ("0.0.0.0", 0)
 
 
 @dataclass
@@ -137,7 +140,8 @@ class _BadRequest(Exception):
 
 
 class NamespaceMetadataProxy:
-    """The linuxbridge driver's MetadataProxy: one listener per router namespace."""
+    """The linuxbridge driver's MetadataProxy: one listener per router namespace, and one
+    per DHCP namespace of a network served for isolated metadata."""
 
     def __init__(self, port: int, upstream: str, secret: str) -> None:
         self.port = port
@@ -151,24 +155,28 @@ class NamespaceMetadataProxy:
         """The latest desired state: who owns which address."""
         self._owners = address_owners(state)
 
-    async def ensure(self, namespace: str, router: dict[str, Any]) -> None:
+    async def ensure(
+        self, namespace: str, networks: set[str], address: tuple[str, int] | None = None
+    ) -> None:
+        """Listening in `namespace` on `address` (default: any address, `port`) for the
+        guests on `networks`."""
         if self._closed:
             return
-        networks = {leg["network_id"] for leg in router["interfaces"]}
+        address = address or ("0.0.0.0", self.port)
         inode = namespace_inode(namespace)
         current = self._listeners.get(namespace)
-        if current is not None and current.inode == inode:
-            current.networks = networks
+        if current is not None and current.inode == inode and current.address == address:
+            current.networks = set(networks)
             return
         await self.remove(namespace)
-        sock = listen_in_namespace(namespace, self.port)
+        sock = listen_in_namespace(namespace, address[1], address[0])
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await self._serve(namespace, reader, writer)
 
         server = await asyncio.start_server(serve, sock=sock, limit=MAX_HEAD)
-        self._listeners[namespace] = _Listener(inode, server, networks)
-        LOG.info("metadata proxy: listening in %s on port %d", namespace, self.port)
+        self._listeners[namespace] = _Listener(inode, server, set(networks), address)
+        LOG.info("metadata proxy: listening in %s on %s:%d", namespace, *address)
 
     async def remove(self, namespace: str) -> None:
         listener = self._listeners.pop(namespace, None)
@@ -182,7 +190,7 @@ class NamespaceMetadataProxy:
         await self._client.aclose()
 
     def owner(self, namespace: str, address: str) -> tuple[str, str] | None:
-        """(instance id, project id) of the guest at `address` on this router's networks."""
+        """(instance id, project id) of the guest at `address` on this namespace's networks."""
         listener = self._listeners.get(namespace)
         for network_id in sorted(listener.networks if listener else ()):
             found = self._owners.get(network_id, {}).get(address)
@@ -292,5 +300,7 @@ async def start_metadata_proxies(
     )
     agent.driver.metadata_proxy = proxy
     service.on_close.append(proxy.close)
+    agent.driver.isolated_metadata = config.network.isolated_metadata
+    agent.driver.force_metadata = config.network.force_metadata
     await agent.sync({})  # routers already built get their listener and redirect
     return proxy

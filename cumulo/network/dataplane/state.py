@@ -76,6 +76,15 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
     by_network: dict[str, list[Port]] = defaultdict(list)
     for p in ports:
         by_network[p.network_id].append(p)
+    # Subnets a router serves: a router interface holds the gateway IP (Neutron's test
+    # for "not isolated", which decides where guests are sent for metadata).
+    routed = {
+        a.subnet_id
+        for p in ports
+        if p.device_owner == ROUTER_INTERFACE
+        for a in ips[p.id]
+        if a.ip_address == subnets[a.subnet_id].gateway_ip
+    }
     state_networks = []
     for n in networks:
         dhcp = next((p for p in by_network[n.id] if p.device_owner == DHCP), None)
@@ -94,6 +103,7 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
                         "enable_dhcp": x.enable_dhcp,
                         "dns_nameservers": x.dns_nameservers,
                         "host_routes": x.host_routes,
+                        "routed": x.id in routed,
                     }
                     for x in subnets.values()
                     if x.network_id == n.id
