@@ -1,6 +1,7 @@
 """The linuxbridge data plane, end to end: guests in namespaces get their addresses over
 DHCP, reach each other, cross the router, obey security groups and are reached on a
-floating IP from the external network; the agent's resync rebuilds and removes.
+floating IP from the external network; the agent's resync rebuilds and removes; a guest
+on a network without a router reads its metadata from the DHCP namespace.
 
 Driven through the real Network API of a private cloud whose data plane is the
 linuxbridge driver. The guests and the external network are namespaces this test
@@ -12,9 +13,11 @@ under CI.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -30,17 +33,38 @@ from tests.conftest import skip_or_fail
 HOST = "e2e-dataplane"
 TOOLS = ("ip", "nft", "dnsmasq", "busybox", "ping", "sysctl")
 
-# udhcpc's hook: configure what the DHCP server handed out, as a guest would.
+# udhcpc's hook: configure what the DHCP server handed out, as a guest would: the
+# classless static routes (option 121) when given, which replace the router option.
 UDHCPC_SCRIPT = """#!/bin/sh
 case "$1" in
   deconfig) ip addr flush dev "$interface" ;;
   bound|renew)
     ip addr flush dev "$interface"
     ip addr add "$ip/$mask" dev "$interface"
-    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    if [ -n "$staticroutes" ]; then
+      set -- $staticroutes
+      while [ $# -ge 2 ]; do
+        ip route replace "$1" via "$2" dev "$interface"
+        shift 2
+      done
+    elif [ -n "$router" ]; then
+      ip route replace default via "${router%% *}" dev "$interface"
+    fi
     ;;
 esac
 exit 0
+"""
+
+# Run inside a guest's namespace: what 169.254.169.254 answers it.
+METADATA_REQUEST = """
+import urllib.request, urllib.error
+try:
+    with urllib.request.urlopen(
+        "http://169.254.169.254/openstack/latest/meta_data.json", timeout=10
+    ) as r:
+        print(r.status, r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
 """
 
 
@@ -53,6 +77,17 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def netns_list() -> list[str]:
     return [line.split()[0] for line in sh("ip", "netns", "list").stdout.splitlines() if line]
+
+
+def metadata(ns: str) -> tuple[int, str]:
+    """GET /openstack/latest/meta_data.json at 169.254.169.254 from ns: (status, body)."""
+    out = sh("ip", "netns", "exec", ns, sys.executable, "-c", METADATA_REQUEST).stdout
+    status, _, body = out.partition(" ")
+    return int(status), body
+
+
+def route_to(ns: str, address: str) -> str:
+    return sh("ip", "-n", ns, "-4", "route", "get", address).stdout
 
 
 def ping(ns: str, address: str, attempts: int = 1) -> subprocess.CompletedProcess:
@@ -103,10 +138,23 @@ class Lab:
         sh("ip", "-n", details["netns"], "link", "set", tap, "master", details["bridge_name"], "up")
         return ns
 
+    def server(self, name: str, port) -> dict:
+        """A server (the fake hypervisor's) behind `port`: the metadata service knows it."""
+        image = self.runner.state_dir / "tiny.qcow2"
+        if not image.exists():
+            sh("qemu-img", "create", "-f", "qcow2", str(image), "64M")
+            self.runner.openstack("image", "create", "dp-tiny", "--file", str(image),
+                                  "--disk-format", "qcow2", "--container-format", "bare",
+                                  "--public", "-f", "json")  # fmt: skip
+        return self.runner.openstack(
+            "server", "create", "--image", "dp-tiny", "--flavor", "m1.tiny",
+            "--port", port.id, "--wait", name, "-f", "json",
+        )  # fmt: skip
+
     def dhcp(self, ns: str) -> str:
         """Run udhcpc in the guest: the address the DHCP server gave it."""
         sh("ip", "netns", "exec", ns, "busybox", "udhcpc", "-i", "eth0", "-n", "-q",
-           "-t", "10", "-T", "1", "-s", str(self.script))  # fmt: skip
+           "-t", "10", "-T", "1", "-O", "staticroutes", "-s", str(self.script))  # fmt: skip
         out = sh("ip", "-n", ns, "-4", "-o", "addr", "show", "dev", "eth0").stdout
         return out.split()[3].split("/")[0]
 
@@ -123,6 +171,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
     config = load_config(state_dir)
     config.network.driver = "linuxbridge"
     config.network.agent_host = HOST
+    config.compute.host = HOST  # the fake hypervisor's servers are bound to this agent
     write_config(state_dir, config)
     script = state_dir / "udhcpc.sh"
     script.write_text(UDHCPC_SCRIPT)
@@ -262,3 +311,64 @@ def test_an_address_freed_by_a_deleted_port_is_leased_to_the_next_port(
     new = lab.guest(f"new-{release[:4]}", second)
     assert lab.dhcp(new) == "10.93.0.50"
     assert first.mac_address not in leases.read_text()
+
+
+def test_a_guest_without_a_router_reads_its_metadata_from_the_dhcp_namespace(lab: Lab):
+    """Neutron's isolated metadata: dnsmasq routes 169.254.169.254/32 to the DHCP port,
+    where the metadata proxy answers for the instance that owns the source address."""
+    conn = lab.conn
+    net = conn.network.create_network(name="dp-isolated")
+    sub = conn.network.create_subnet(network_id=net.id, ip_version=4, cidr="10.94.0.0/24")
+    port, other = lab.port(net.id), lab.port(net.id)
+    server = lab.server("dp-md", port)
+    assert server["status"] == "ACTIVE"
+    lab.settle()
+    [dhcp_port] = conn.network.ports(network_id=net.id, device_owner="network:dhcp")
+    dhcp_ip = dhcp_port.fixed_ips[0]["ip_address"]
+
+    # The guest's lease brings the route to 169.254.169.254 via the DHCP port (and the
+    # default route, which option 121 replaces option 3 with); the proxy there answers.
+    guest = lab.guest("md", port)
+    assert lab.dhcp(guest) == port.fixed_ips[0]["ip_address"]
+    assert f"via {dhcp_ip} " in route_to(guest, "169.254.169.254")
+    assert "via 10.94.0.1 " in route_to(guest, "192.0.2.1")
+    status, body = metadata(guest)
+    assert status == 200, body
+    meta = json.loads(body)
+    assert (meta["uuid"], meta["name"]) == (server["id"], "dp-md")
+    # A machine on the same network whose port no instance owns gets nothing.
+    stranger = lab.guest("md-x", other)
+    lab.dhcp(stranger)
+    status, body = metadata(stranger)
+    assert status == 404 and server["id"] not in body
+
+    # A router on the subnet: a renewed lease routes metadata to the gateway (the
+    # router's proxy); the DHCP namespace's proxy stays for leases not renewed yet.
+    router = conn.network.create_router(name="dp-md-router")
+    conn.network.add_interface_to_router(router, subnet_id=sub.id)
+    lab.settle()
+    assert metadata(guest)[0] == 200  # still the route to the DHCP port
+    lab.dhcp(guest)
+    assert "via 10.94.0.1 " in route_to(guest, "169.254.169.254")
+    status, body = metadata(guest)
+    assert status == 200 and json.loads(body)["uuid"] == server["id"]
+    conn.network.remove_interface_from_router(router, subnet_id=sub.id)
+    conn.network.delete_router(router)
+    lab.settle()
+    lab.dhcp(guest)
+    assert f"via {dhcp_ip} " in route_to(guest, "169.254.169.254")
+    assert metadata(guest)[0] == 200
+
+    # Deleting the network removes its DHCP namespace and closes the proxy's listener.
+    dhcp_ns = lab.driver.dhcp_ns(net.id)
+    proxy = lab.driver.metadata_proxy
+    assert dhcp_ns in proxy._listeners
+    lab.runner.openstack("server", "delete", "--wait", server["id"])
+    for ns in (guest, stranger):
+        sh("ip", "netns", "delete", ns)
+    conn.network.delete_port(other.id)
+    conn.network.delete_port(port.id)
+    conn.network.delete_network(net)
+    lab.settle()
+    assert dhcp_ns not in netns_list()
+    assert dhcp_ns not in proxy._listeners
