@@ -9,7 +9,8 @@ dir, so resync finds exactly what this deployment built and nothing else):
   and the security groups (see firewall.py). The host's own interfaces, addresses and
   routes are never touched.
 - `cmlo-<scope>-dhcp-<network id>`: a veth leg `ns-<port>` into the bridge with the
-  DHCP port's MAC and addresses, and dnsmasq serving the ports' static leases.
+  DHCP port's MAC and addresses (and 169.254.169.254/32: see Metadata), and dnsmasq
+  serving the ports' static leases.
 - `cmlo-<scope>-router-<router id>`: legs `qr-<port>` into each attached network's
   bridge and `qg-<port>` into the external network's (with the floating IPs as /32s),
   the default route to the external gateway, the extra routes, and nftables NAT.

@@ -302,5 +302,5 @@ async def start_metadata_proxies(
     service.on_close.append(proxy.close)
     agent.driver.isolated_metadata = config.network.isolated_metadata
     agent.driver.force_metadata = config.network.force_metadata
-    await agent.sync({})  # routers already built get their listener and redirect
+    await agent.sync({})  # routers and DHCP namespaces already built get their listener
     return proxy
