@@ -40,6 +40,18 @@ def configure_state_dir(state_dir: Path, database: str | None = None) -> None:
     write_config(state_dir, config)
 
 
+def remove_data_plane(state_dir: Path) -> None:
+    """What a linuxbridge cloud leaves on the host once stopped (its namespaces, the
+    dnsmasq in them, the bridges): gone. Guests' QEMUs must be deleted before."""
+    from cumulo.network.dataplane.linuxbridge import LinuxBridgeDriver
+
+    driver = LinuxBridgeDriver(state_dir)
+    asyncio.run(driver.teardown())
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    left = [line.split()[0] for line in names.splitlines() if line.startswith(driver.prefix)]
+    assert not left, f"namespaces left behind: {left}"
+
+
 class CloudRunner:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
