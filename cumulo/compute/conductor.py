@@ -19,6 +19,8 @@ from cumulo.common.db import Database, utcnow
 from cumulo.common.rpc import Endpoint, RemoteError
 from cumulo.compute import rpcapi
 from cumulo.compute.models import (
+    AggregateHost,
+    AggregateMetadata,
     Allocation,
     BlockDeviceMapping,
     ComputeNode,
@@ -578,7 +580,13 @@ class ConductorManager(Endpoint):
                 s.add(service)
             service.last_seen_up = now
             service.report_count = (service.report_count or 0) + 1
-            service.availability_zone = availability_zone
+            # A host in an aggregate with a zone is in that zone, whatever it is configured with.
+            zoned = await s.scalar(
+                select(AggregateMetadata.value)
+                .join(AggregateHost, AggregateHost.aggregate_id == AggregateMetadata.aggregate_id)
+                .where(AggregateHost.host == host, AggregateMetadata.key == "availability_zone")
+            )
+            service.availability_zone = zoned or availability_zone
             node = await s.scalar(
                 select(ComputeNode).where(
                     ComputeNode.hypervisor_hostname == resources["hypervisor_hostname"]
