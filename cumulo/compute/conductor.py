@@ -205,6 +205,73 @@ def _block_devices(s: Session, instance_uuid: str) -> list[dict[str, Any]]:
     return [dict(row._mapping) for row in rows]
 
 
+def _node_report(s: Session, host: str, resources: dict[str, Any], availability_zone: str) -> None:
+    """compute_node_report's transaction: the service's heartbeat and the node's capacity."""
+    now = utcnow()
+    service = s.scalar(
+        select(ComputeService).where(
+            ComputeService.host == host, ComputeService.binary == COMPUTE_BINARY
+        )
+    )
+    if service is None:
+        service = ComputeService(
+            uuid=str(uuid.uuid4()),
+            host=host,
+            binary=COMPUTE_BINARY,
+            topic=rpcapi.compute_topic(host),
+            report_count=0,
+            availability_zone=availability_zone,
+        )
+        s.add(service)
+    service.last_seen_up = now
+    service.report_count = (service.report_count or 0) + 1
+    # A host in an aggregate with a zone is in that zone, whatever it is configured with.
+    zoned = s.scalar(
+        select(AggregateMetadata.value)
+        .join(AggregateHost, AggregateHost.aggregate_id == AggregateMetadata.aggregate_id)
+        .where(AggregateHost.host == host, AggregateMetadata.key == "availability_zone")
+    )
+    service.availability_zone = zoned or availability_zone
+    node = s.scalar(
+        select(ComputeNode).where(
+            ComputeNode.hypervisor_hostname == resources["hypervisor_hostname"]
+        )
+    )
+    if node is None:
+        node = ComputeNode(
+            uuid=str(uuid.uuid4()),
+            host=host,
+            hypervisor_hostname=resources["hypervisor_hostname"],
+            vcpus_used=0,
+            memory_mb_used=0,
+            local_gb_used=0,
+            running_vms=0,
+        )
+        s.add(node)
+    node.host = host
+    for field in (
+        "hypervisor_type",
+        "hypervisor_version",
+        "vcpus",
+        "memory_mb",
+        "local_gb",
+        "cpu_arch",
+        "cpu_info",
+        "cpu_allocation_ratio",
+        "ram_allocation_ratio",
+        "disk_allocation_ratio",
+        "reserved_host_memory_mb",
+        "reserved_host_disk_gb",
+    ):
+        if field in resources:
+            setattr(node, field, resources[field])
+
+
+def _instances_on_host(s: Session, host: str) -> list[dict[str, Any]]:
+    query = select(*_INSTANCE_COLUMNS).where(Instance.host == host, Instance.deleted.is_(False))
+    return [instance_to_dict(row) for row in s.execute(query)]
+
+
 def _explain_miss(s: Session, instance_uuid: str, expected: list | None) -> None:
     """An update matched no row: say whether the instance is gone or moved on."""
     row = s.execute(
@@ -287,6 +354,7 @@ class ConductorManager(Endpoint):
                     {"host": dest["host"], "node": dest["node"]},
                     expected_task_state=[TaskState.SCHEDULING],
                     events=events,
+                    reply=False,
                 )
             except (UnexpectedTaskState, InstanceNotFound):
                 # Deleted while it was being scheduled: give the claim back.
@@ -384,11 +452,13 @@ class ConductorManager(Endpoint):
         expected_task_state: list[str | None] | None = None,
         events: list[dict[str, Any]] | None = None,
         host: str | None = None,
-    ) -> dict[str, Any]:
+        reply: bool = True,
+    ) -> dict[str, Any] | None:
         """Change an instance, only if its task state is still one of `expected_task_state`.
 
         `events` (see _record_events) are started or finished in the same transaction,
-        only when the change is made: a build step is one write, not three.
+        only when the change is made: a build step is one write, not three. Returns the
+        instance as changed (None with `reply=False`: the row is then not read back).
         """
         bad = set(updates) - UPDATABLE
         if bad:
@@ -402,6 +472,7 @@ class ConductorManager(Endpoint):
             expected_task_state,
             events,
             host,
+            reply,
         )
 
     def _instance_update(
@@ -413,7 +484,8 @@ class ConductorManager(Endpoint):
         expected_task_state: list[str | None] | None,
         events: list[dict[str, Any]] | None,
         host: str | None,
-    ) -> dict[str, Any]:
+        reply: bool = True,
+    ) -> dict[str, Any] | None:
         """instance_update's transaction (synchronous, in one database call).
 
         Plain Core statements on the table, built once per shape (_update_statement):
@@ -423,7 +495,7 @@ class ConductorManager(Endpoint):
         row = None
         expected = None if expected_task_state is None else tuple(expected_task_state)
         if values:
-            returning = conn.dialect.update_returning
+            returning = reply and conn.dialect.update_returning
             query = _update_statement(tuple(sorted(values)), expected, returning)
             params = {f"v_{k}": v for k, v in values.items()}
             result = conn.execute(query, {**params, "b_uuid": instance_uuid, "v_at": utcnow()})
@@ -433,6 +505,10 @@ class ConductorManager(Endpoint):
                     _explain_miss(s, instance_uuid, expected_task_state)
             elif result.rowcount != 1:
                 _explain_miss(s, instance_uuid, expected_task_state)
+            elif not reply:
+                if events:
+                    self._record_events(s, request_id, instance_uuid, events, host)
+                return None
         if row is None:
             row = conn.execute(_SELECT_INSTANCE, {"b_uuid": instance_uuid}).first()
             if row is None or row.deleted:
@@ -445,7 +521,7 @@ class ConductorManager(Endpoint):
                 raise UnexpectedTaskState(f"{instance_uuid} is now {row.task_state}")
         if events:
             self._record_events(s, request_id, instance_uuid, events, host)
-        return instance_to_dict(row)
+        return instance_to_dict(row) if reply else None
 
     async def action_event(
         self,
@@ -561,69 +637,7 @@ class ConductorManager(Endpoint):
         self, ctx: dict, host: str, resources: dict[str, Any], availability_zone: str
     ) -> None:
         """A compute agent's heartbeat with its capacity (the used figures are the claims')."""
-        now = utcnow()
-        async with self.db.write() as s:
-            service = await s.scalar(
-                select(ComputeService).where(
-                    ComputeService.host == host, ComputeService.binary == COMPUTE_BINARY
-                )
-            )
-            if service is None:
-                service = ComputeService(
-                    uuid=str(uuid.uuid4()),
-                    host=host,
-                    binary=COMPUTE_BINARY,
-                    topic=rpcapi.compute_topic(host),
-                    report_count=0,
-                    availability_zone=availability_zone,
-                )
-                s.add(service)
-            service.last_seen_up = now
-            service.report_count = (service.report_count or 0) + 1
-            # A host in an aggregate with a zone is in that zone, whatever it is configured with.
-            zoned = await s.scalar(
-                select(AggregateMetadata.value)
-                .join(AggregateHost, AggregateHost.aggregate_id == AggregateMetadata.aggregate_id)
-                .where(AggregateHost.host == host, AggregateMetadata.key == "availability_zone")
-            )
-            service.availability_zone = zoned or availability_zone
-            node = await s.scalar(
-                select(ComputeNode).where(
-                    ComputeNode.hypervisor_hostname == resources["hypervisor_hostname"]
-                )
-            )
-            if node is None:
-                node = ComputeNode(
-                    uuid=str(uuid.uuid4()),
-                    host=host,
-                    hypervisor_hostname=resources["hypervisor_hostname"],
-                    vcpus_used=0,
-                    memory_mb_used=0,
-                    local_gb_used=0,
-                    running_vms=0,
-                )
-                s.add(node)
-            node.host = host
-            for field in (
-                "hypervisor_type",
-                "hypervisor_version",
-                "vcpus",
-                "memory_mb",
-                "local_gb",
-                "cpu_arch",
-                "cpu_info",
-            ):
-                if field in resources:
-                    setattr(node, field, resources[field])
-            for field in (
-                "cpu_allocation_ratio",
-                "ram_allocation_ratio",
-                "disk_allocation_ratio",
-                "reserved_host_memory_mb",
-                "reserved_host_disk_gb",
-            ):
-                if field in resources:
-                    setattr(node, field, resources[field])
+        await self.db.run_write(_node_report, host, resources, availability_zone)
 
     async def expire_stuck_builds(self) -> list[str]:
         """Fail builds that made no progress within build_timeout (their host is gone)."""
@@ -758,8 +772,4 @@ class ConductorManager(Endpoint):
             )
 
     async def instances_on_host(self, ctx: dict, host: str) -> list[dict[str, Any]]:
-        async with self.db.read() as s:
-            rows = await s.scalars(
-                select(Instance).where(Instance.host == host, Instance.deleted.is_(False))
-            )
-            return [instance_to_dict(i) for i in rows]
+        return await self.db.run_read(_instances_on_host, host)

@@ -30,9 +30,17 @@ class ImageCache:
     async def metadata(self, token: str, image_id: str) -> dict[str, Any]:
         return await self.images.json("GET", f"/v2/images/{image_id}", token)
 
-    async def fetch(self, token: str, image_id: str) -> tuple[Path, dict[str, Any]]:
-        """The cached file of an active image (downloading it first if needed) and its record."""
-        meta = await self.metadata(token, image_id)
+    async def fetch(
+        self, token: str, image_id: str, meta: dict[str, Any] | None = None
+    ) -> tuple[Path, dict[str, Any]]:
+        """The cached file of an active image (downloading it first if needed) and its record.
+
+        `meta` is the image's record when the caller has it already (the API read it
+        for the boot request, as Nova passes the image in the request spec); otherwise
+        it is read from the Image service.
+        """
+        if meta is None or meta.get("id") != image_id:
+            meta = await self.metadata(token, image_id)
         if meta.get("status") != "active":
             raise ImageFetchError(f"image {image_id} is {meta.get('status')}, not active")
         path = self.path_of(image_id)

@@ -215,8 +215,10 @@ class ComputeManager(Endpoint):
         *,
         updates: dict[str, Any] | None = None,
         events: list[dict[str, Any]] | None = None,
-    ) -> dict[str, Any]:
-        """Move to `task` (with `updates`, recording `events`) in one conductor call."""
+        reply: bool = True,
+    ) -> dict[str, Any] | None:
+        """Move to `task` (with `updates`, recording `events`) in one conductor call;
+        the instance as changed, unless `reply` is False."""
         try:
             return await self.conductor.instance_update(
                 ctx,
@@ -225,6 +227,7 @@ class ComputeManager(Endpoint):
                 expected_task_state=[expected],
                 events=events,
                 host=self.host,
+                reply=reply,
             )
         except RemoteError as exc:
             if exc.type in (UnexpectedTaskState.__name__, InstanceNotFound.__name__):
@@ -268,9 +271,12 @@ class ComputeManager(Endpoint):
                 TaskState.NETWORKING,
                 updates={"network_info": network_info},
                 events=[{"event": step, "finish": True}],
+                reply=False,
             )
             step = None
-            block_devices = await self._prepare_volumes(ctx, inst)
+            block_devices: tuple[BlockDevice, ...] = ()
+            if request_spec.get("block_devices", True):  # False: the API saw none asked for
+                block_devices = await self._prepare_volumes(ctx, inst)
 
             step = "compute_spawning"
             await self._set_task(
@@ -279,9 +285,14 @@ class ComputeManager(Endpoint):
                 TaskState.SPAWNING,
                 TaskState.BLOCK_DEVICE_MAPPING,
                 events=[{"event": step}],
+                reply=False,
             )
             guest = await self._guest_spec(
-                token, inst, network_info, request_spec.get("admin_password")
+                token,
+                inst,
+                network_info,
+                request_spec.get("admin_password"),
+                image_meta=request_spec.get("image"),
             )
             guest = dataclasses.replace(guest, block_devices=block_devices)
             await self.driver.spawn(guest)
@@ -298,6 +309,7 @@ class ComputeManager(Endpoint):
                 expected_task_state=[TaskState.SPAWNING],
                 events=[{"event": step, "finish": True}, {"event": event, "finish": True}],
                 host=self.host,
+                reply=False,
             )
             step = None
         except _BuildAborted as exc:
@@ -421,11 +433,12 @@ class ComputeManager(Endpoint):
         inst: dict[str, Any],
         network_info: list[dict[str, Any]],
         admin_pass: str | None = None,
+        image_meta: dict[str, Any] | None = None,
     ) -> GuestSpec:
         flavor = inst["flavor"]
         image = None
         if inst.get("image_ref"):
-            path, meta = await self.image_cache.fetch(token, inst["image_ref"])
+            path, meta = await self.image_cache.fetch(token, inst["image_ref"], image_meta)
             known = {
                 "id",
                 "name",

@@ -47,12 +47,16 @@ class ConductorAPI:
         *,
         events: list[dict[str, Any]] | None = None,
         host: str | None = None,
-    ) -> dict[str, Any]:
+        reply: bool = True,
+    ) -> dict[str, Any] | None:
         """Change the instance; `events` ({"event", "finish", "error"}) of this request's
-        instance action are recorded in the same write (by `host`), when it is made."""
+        instance action are recorded in the same write (by `host`), when it is made.
+        Returns the instance as changed, or None with `reply=False`."""
         args: dict[str, Any] = {}
         if events:
             args = {"events": events, "host": host}
+        if not reply:
+            args["reply"] = False
         return await self.bus.call(
             CONDUCTOR,
             "instance_update",

@@ -102,6 +102,10 @@ def _flavor_and_access(s: Session, flavor_id: str, project_id: str | None):
     return flavor, member
 
 
+def _live_instance(s: Session, server_id: str) -> Instance | None:
+    return s.scalar(select(Instance).where(Instance.uuid == server_id, Instance.deleted.is_(False)))
+
+
 def _key_and_group(s: Session, user_id: str, key_name: str | None, group_uuid: str | None):
     key = group = None
     if key_name:
@@ -139,10 +143,7 @@ class ComputeService:
 
     async def get_instance(self, ctx: RequestContext, server_id: str, rule: str) -> Instance:
         """The server, if the caller may see it: another project's server is a 404."""
-        async with self.db.read() as s:
-            inst = await s.scalar(
-                select(Instance).where(Instance.uuid == server_id, Instance.deleted.is_(False))
-            )
+        inst = await self.db.run_read(_live_instance, server_id)
         if inst is None or not self.policy.check(rule, ctx, {"project_id": inst.project_id}):
             raise NotFound(f"Instance {server_id} could not be found.")
         return inst
@@ -349,6 +350,10 @@ class ComputeService:
             "boot_from_volume": boot_from_volume,
             # Travels to the host for the config drive; never stored.
             "admin_password": admin_pass,
+            # The image record as read here: the host does not read it again.
+            "image": image if image and not boot_from_volume else None,
+            # Whether the host has volume mappings to read and attach.
+            "block_devices": bool(volume_bdms),
         }
         await self.conductor.build_instances(
             self.rpc_context(ctx), [i.uuid for i in instances], spec

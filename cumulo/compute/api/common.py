@@ -7,8 +7,9 @@ from typing import Any
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from cumulo.common.app import JSONResponse
 from cumulo.common.auth import request_context
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest

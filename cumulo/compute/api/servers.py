@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -299,8 +300,7 @@ async def _list(request: Request) -> tuple[list[Instance], bool, Any, bool]:
             raise BadRequest(f"Invalid sort_dir: {direction}")
         query = query.order_by(column.asc() if direction == "asc" else column.desc())
     query = query.order_by(Instance.id.desc())
-    async with service.db.read() as s:
-        rows = list((await s.scalars(query)).all())
+    rows = await service.db.run_read(_all, query)
     rows = [r for r in rows if _python_filters(request, r)]
     limit, marker = limit_and_marker(request)
     if marker:
@@ -310,6 +310,10 @@ async def _list(request: Request) -> tuple[list[Instance], bool, Any, bool]:
         rows = rows[ids.index(marker) + 1 :]
     more = len(rows) > limit
     return rows[:limit], more, ctx, is_admin
+
+
+def _all(s: Session, query) -> list[Instance]:
+    return list(s.scalars(query))
 
 
 def _python_filters(request: Request, inst: Instance) -> bool:
