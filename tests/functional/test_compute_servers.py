@@ -602,3 +602,43 @@ def test_admin_resets_a_server_state(cloud: CloudRunner, image: str):
         bad = client.post(f"{url}/action", json={"os-resetState": {"state": "paused"}})
         assert bad.status_code == 400, bad.text
     demo(cloud, "server", "delete", "--wait", name)
+
+
+def test_server_backups_rotate(cloud: CloudRunner, image: str):
+    """createBackup: backup images of a type, older ones beyond --rotate deleted."""
+    name = _name("backups")
+    server = boot(cloud, image, name, "-f", "json")
+
+    def backups() -> list[str]:
+        listed = demo(
+            cloud, "image", "list", "--property", f"instance_uuid={server['id']}",
+            "--property", "image_type=backup", "--long", "-f", "json",
+        )  # fmt: skip
+        return sorted(i["ID"] for i in listed)
+
+    made = []
+    for i in range(3):
+        backup = demo(
+            cloud, "server", "backup", "create", "--name", f"{name}-{i}", "--type", "daily",
+            "--rotate", "2", "--wait", name, "-f", "json",
+        )  # fmt: skip
+        made.append(backup["id"])
+        wait_status(cloud, name, "ACTIVE")
+    deadline = time.monotonic() + 30
+    while backups() != sorted(made[1:]):  # the oldest goes once the newest is active
+        assert time.monotonic() < deadline, f"backups {backups()} are not {made[1:]}"
+        time.sleep(0.3)
+    shown = demo(cloud, "image", "show", made[-1], "-f", "json")
+    assert shown["properties"]["image_type"] == "backup"
+    assert shown["properties"]["backup_type"] == "daily"
+    with cloud.http(cloud.token("demo", project="demo")) as client:
+        url = f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1/servers/{server['id']}/action"
+        bad = client.post(url, json={"createBackup": {"name": "x", "backup_type": "daily"}})
+        assert bad.status_code == 400 and "rotation" in bad.text
+        # rotation 0: no new image, every backup of the type rotated out.
+        none = client.post(
+            url, json={"createBackup": {"name": "x", "backup_type": "daily", "rotation": 0}}
+        )
+        assert none.status_code == 202, none.text
+    assert backups() == []
+    demo(cloud, "server", "delete", "--wait", name)

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.faults import BadRequest, Conflict, NotFound, NotImplementedYet
 from cumulo.compute import consoles
-from cumulo.compute.api import server_security
+from cumulo.compute.api import server_backups, server_security
 from cumulo.compute.api.common import (
     authorize,
     base_url,
@@ -38,7 +38,6 @@ NOT_YET = {
     "evacuate",
     "addFloatingIp",
     "removeFloatingIp",
-    "createBackup",
     "trigger_crash_dump",
     "restore",
     "forceDelete",
@@ -132,6 +131,8 @@ async def server_action(request: Request) -> Response:
             await server_security.remove_security_group(
                 service, ctx, inst, server_security.group_name(args)
             )
+        elif action == "createBackup":
+            return await server_backups.create_backup(request, ctx, inst, args)
         elif action == "os-resetState":
             await authorize(request, "compute:servers:reset_state")
             await server_security.reset_state(service, ctx, inst, args)
