@@ -95,6 +95,7 @@ class NetworkConfig(_Section):
             "floatingip": 50,
             "security_group": 10,
             "security_group_rule": 100,
+            "rbac_policy": 10,
         }
     )
 

@@ -21,6 +21,7 @@ from cumulo.network.api import (
     networks,
     ports,
     quotas,
+    rbac_policies,
     routers,
     security_groups,
     subnetpools,
@@ -87,6 +88,7 @@ def create_network_app(service: NetworkService) -> Starlette:
         *floatingips.routes,
         *security_groups.routes,
         *quotas.routes,
+        *rbac_policies.routes,
         *tags.routes,
     ]
     app = create_app("network", routes, render_network)

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cumulo.identity.core import DEFAULT_DOMAIN_ID, Identity
 from cumulo.identity.models import Project
-from cumulo.network import ipam
-from cumulo.network.core import NetworkService, new_id
+from cumulo.network import ipam, rbac
+from cumulo.network.core import ACCESS_EXTERNAL, NetworkService, new_id
 from cumulo.network.models import Network, Router, Subnet
 from cumulo.network.ports import ROUTER_GATEWAY, ROUTER_INTERFACE, new_port, sync_dhcp_port
 
@@ -37,6 +37,9 @@ async def _network(s: AsyncSession, project_id: str, name: str, **attrs) -> Netw
         net = Network(id=new_id(), project_id=project_id, name=name, **attrs)
         s.add(net)
         await s.flush()
+        if net.external:
+            # router:external is a `*` access_as_external policy, as Neutron makes one.
+            await rbac.set_wildcard(s, net, "network", ACCESS_EXTERNAL, True)
     return net
 
 

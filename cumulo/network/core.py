@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cumulo.common.auth import TokenValidator
@@ -25,6 +25,7 @@ from cumulo.network.models import (
     Network,
     Port,
     Quota,
+    RbacPolicy,
     Router,
     SecurityGroup,
     SecurityGroupRule,
@@ -44,6 +45,7 @@ QUOTA_MODELS = {
     "floatingip": FloatingIp,
     "security_group": SecurityGroup,
     "security_group_rule": SecurityGroupRule,
+    "rbac_policy": RbacPolicy,
 }
 
 # Neutron's default group: all egress, and ingress from members of the same group.
@@ -55,8 +57,23 @@ DEFAULT_RULES = (
 )
 
 
+# RBAC actions (api-ref: RBAC Policies) and the target meaning every project.
+ACCESS_SHARED = "access_as_shared"
+ACCESS_EXTERNAL = "access_as_external"
+EVERY_PROJECT = "*"
+
+
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def granted(object_type: str, project_id: str | None, actions: tuple[str, ...]) -> Select:
+    """SQL: ids of the objects of a type that RBAC grants the project one of `actions` on."""
+    return select(RbacPolicy.object_id).where(
+        RbacPolicy.object_type == object_type,
+        RbacPolicy.action.in_(actions),
+        RbacPolicy.target_project.in_((project_id or "", EVERY_PROJECT)),
+    )
 
 
 class NetworkService:
@@ -112,10 +129,12 @@ class NetworkService:
             raise PolicyNotAuthorized(f"rule:{rule.split(':', 1)[1]} is disallowed by policy")
 
     def networks_visible(self, ctx: RequestContext):
-        """SQL condition: networks the caller can see (own, shared, external; admin all)."""
+        """SQL condition: networks the caller can see (own, or shared with it or made
+        external for it by an RBAC policy; admin all)."""
         if self.is_admin(ctx):
             return True
-        return or_(Network.project_id == ctx.project_id, Network.shared, Network.external)
+        rbac = granted("network", ctx.project_id, (ACCESS_SHARED, ACCESS_EXTERNAL))
+        return or_(Network.project_id == ctx.project_id, Network.shared, Network.id.in_(rbac))
 
     # -- quotas ----------------------------------------------------------------------
 

@@ -127,3 +127,27 @@ class InvalidIpForNetwork(BadRequest):
 
 class PortSecurityAndIPRequiredForSecurityGroups(BadRequest):
     pass
+
+
+class RbacPolicyNotFound(NotFound):
+    pass
+
+
+class DuplicateRbacPolicy(Conflict):
+    pass
+
+
+class RbacPolicyInUse(Conflict):
+    pass
+
+
+class InvalidSharedSetting(Conflict):
+    pass
+
+
+class InvalidActionForType(BadRequest):
+    pass
+
+
+class ExternalNetworkInUse(Conflict):
+    pass

@@ -196,3 +196,20 @@ class Quota(Base):
     project_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     resource: Mapped[str] = mapped_column(String(64), primary_key=True)
     limit: Mapped[int] = mapped_column(Integer)
+
+
+class RbacPolicy(Base):
+    """Neutron's RBAC entry: `target_project` (a project id or `*`) may use an object.
+
+    One table for every object type (Neutron keeps one per type); the unique key is
+    what answers a duplicate with 409 under concurrency.
+    """
+
+    __tablename__ = "rbac_policy"
+    __table_args__ = (UniqueConstraint("object_type", "object_id", "action", "target_project"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(255), index=True, default="")
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(36), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    target_project: Mapped[str] = mapped_column(String(255), index=True)

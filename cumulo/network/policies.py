@@ -26,5 +26,8 @@ NETWORK_RULES: dict[str, str] = {
     "network:get_provider": _ADMIN,
     "network:get_binding": _ADMIN + " or role:service",
     "network:update_quota": _ADMIN,
+    # Sharing with every project (`*`) is an admin's (Neutron: restrict_wildcard).
+    "network:create_rbac_policy:target_tenant": _ADMIN,
+    "network:update_rbac_policy:target_tenant": _ADMIN,
     "network:get_quota": _READER,
 }

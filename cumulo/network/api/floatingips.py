@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
+from cumulo.network import rbac
 from cumulo.network.api.common import (
     caller,
     list_response,
@@ -30,10 +31,9 @@ from cumulo.network.errors import (
     ExternalGatewayForFloatingIPNotFound,
     FloatingIPNotFound,
     FloatingIPPortAlreadyAssociated,
-    NetworkNotFound,
     PortNotFound,
 )
-from cumulo.network.models import FloatingIp, IpAllocation, Network, Port, Router, Tag
+from cumulo.network.models import FloatingIp, IpAllocation, Port, Router, Tag
 from cumulo.network.ports import (
     FLOATING_IP,
     ROUTER_INTERFACE,
@@ -172,9 +172,9 @@ async def create_fip(request: Request) -> Response:
         service.enforce(ctx, "network:admin_only")
 
     async def work(session):
-        network = await session.get(Network, str(a["floating_network_id"]))
-        if network is None:
-            raise NetworkNotFound(f"Network {a['floating_network_id']} could not be found.")
+        network = await rbac.usable_network(
+            session, service, ctx, str(a["floating_network_id"]), project_id
+        )
         if not network.external:
             raise BadRequest(
                 f"Bad floatingip request: Network {network.id} is not a valid external network."

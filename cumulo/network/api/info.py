@@ -25,6 +25,9 @@ EXTENSIONS = {
     "provider": ("Provider Network", "Mapping of virtual networks to physical networks"),
     "quotas": ("Quota management support", "Quotas management per project"),
     "quota_details": ("Quota details management support", "Quota usage per project"),
+    "rbac-policies": ("RBAC Policies", "Allows creation and modification of policies"),
+    "rbac-security-groups": ("Add security_group type to network RBAC", "Shared groups"),
+    "rbac-subnetpool": ("Add subnetpool type to network RBAC", "Shared subnet pools"),
     "router": ("Neutron L3 Router", "Routers between networks and to external networks"),
     "security-group": ("security-group", "The security groups extension."),
     "sorting": ("Sorting support", "Sorting is enabled."),
@@ -39,7 +42,7 @@ RESOURCES = (
     ("network", "networks"), ("subnet", "subnets"), ("subnetpool", "subnetpools"),
     ("port", "ports"), ("router", "routers"), ("floatingip", "floatingips"),
     ("security_group", "security-groups"), ("security_group_rule", "security-group-rules"),
-    ("quota", "quotas"),
+    ("quota", "quotas"), ("rbac_policy", "rbac-policies"),
 )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
+from cumulo.network import rbac
 from cumulo.network.api.common import (
     apply_standard,
     caller,
@@ -25,10 +26,17 @@ from cumulo.network.api.common import (
     to_int,
     to_str,
 )
-from cumulo.network.core import NetworkService, new_id
-from cumulo.network.errors import InvalidInput, NetworkInUse, NetworkNotFound
-from cumulo.network.models import IpAllocation, Network, Port, Subnet, Tag
-from cumulo.network.ports import DHCP, delete_port_row, touch, write_retrying
+from cumulo.network.core import ACCESS_EXTERNAL, ACCESS_SHARED, NetworkService, new_id
+from cumulo.network.errors import (
+    ExternalNetworkInUse,
+    InvalidInput,
+    InvalidSharedSetting,
+    NetworkInUse,
+    NetworkNotFound,
+    RbacPolicyInUse,
+)
+from cumulo.network.models import IpAllocation, Network, Port, RbacPolicy, Subnet, Tag
+from cumulo.network.ports import DHCP, ROUTER_GATEWAY, delete_port_row, touch, write_retrying
 
 PROVIDER = ("provider:network_type", "provider:physical_network", "provider:segmentation_id")
 NETWORK_TYPES = ("flat", "vlan", "vxlan", "geneve", "gre", "local")
@@ -39,14 +47,15 @@ CREATE_ATTRS = (
 
 
 def render_network(
-    net: Network, subnet_ids: list[str], tags: list[str], admin: bool
+    net: Network, subnet_ids: list[str], tags: list[str], admin: bool, shared: bool
 ) -> dict[str, Any]:
+    """`shared`: shared with every project or the caller's (Neutron shows it per caller)."""
     body = {
         **standard(net, tags),
         "admin_state_up": net.admin_state_up,
         "status": net.status,
         "subnets": subnet_ids,
-        "shared": net.shared,
+        "shared": shared,
         "router:external": net.external,
         "is_default": net.is_default,
         "mtu": net.mtu,
@@ -79,8 +88,9 @@ async def render_networks(
             for net_id, subnet_id in rows:
                 subnets[net_id].append(subnet_id)
         tags = await tags_of(session, ids)
+        shared = await rbac.shared_with(session, "network", ids, ctx.project_id)
     admin = service.is_admin(ctx)
-    return [render_network(n, subnets[n.id], tags[n.id], admin) for n in nets]
+    return [render_network(n, subnets[n.id], tags[n.id], admin, n.id in shared) for n in nets]
 
 
 async def visible_network(service: NetworkService, ctx: RequestContext, network_id: str) -> Network:
@@ -94,6 +104,7 @@ async def visible_network(service: NetworkService, ctx: RequestContext, network_
 
 
 def _apply(service: NetworkService, ctx: RequestContext, net: Network, a: dict[str, Any]) -> None:
+    """Set the plain attributes; `shared` and `router:external` are policies (_set_access)."""
     apply_standard(net, a)
     if "admin_state_up" in a:
         net.admin_state_up = to_bool("admin_state_up", a["admin_state_up"])
@@ -101,16 +112,10 @@ def _apply(service: NetworkService, ctx: RequestContext, net: Network, a: dict[s
         net.port_security_enabled = to_bool("port_security_enabled", a["port_security_enabled"])
     if "mtu" in a:
         net.mtu = to_int("mtu", a["mtu"], 68, 9000)
-    if "shared" in a:
-        shared = to_bool("shared", a["shared"])
-        if shared != net.shared:
-            service.enforce(ctx, "network:set_shared")
-        net.shared = shared
-    if "router:external" in a:
-        external = to_bool("router:external", a["router:external"])
-        if external != net.external:
-            service.enforce(ctx, "network:set_external")
-        net.external = external
+    if "shared" in a and to_bool("shared", a["shared"]) != net.shared:
+        service.enforce(ctx, "network:set_shared")
+    if "router:external" in a and to_bool("router:external", a["router:external"]) != net.external:
+        service.enforce(ctx, "network:set_external")
     if "is_default" in a:
         service.enforce(ctx, "network:set_external")
         net.is_default = to_bool("is_default", a["is_default"])
@@ -130,6 +135,42 @@ def _apply(service: NetworkService, ctx: RequestContext, net: Network, a: dict[s
         net.segmentation_id = None if seg is None else to_int("provider:segmentation_id", seg, 0)
 
 
+async def _set_access(session, net: Network, a: dict[str, Any]) -> None:
+    """`shared` is a `*` access_as_shared policy and `router:external` access_as_external
+    ones, as in Neutron; taking either away is refused while other projects depend on it."""
+    if "shared" in a:
+        try:
+            await rbac.set_wildcard(session, net, "network", ACCESS_SHARED, a["shared"])
+        except RbacPolicyInUse:
+            raise InvalidSharedSetting(
+                f"Unable to reconfigure sharing settings for network {net.id}. "
+                "Multiple tenants are using it."
+            ) from None
+    if "router:external" in a and a["router:external"]:
+        await rbac.set_wildcard(session, net, "network", ACCESS_EXTERNAL, True)
+    elif "router:external" in a and net.external:
+        gateway = select(Port.id).where(
+            Port.network_id == net.id, Port.device_owner == ROUTER_GATEWAY
+        )
+        if await session.scalar(gateway.limit(1)):
+            raise ExternalNetworkInUse(
+                f"External network {net.id} cannot be updated to be made non-external, "
+                "since it has existing gateway ports."
+            )
+        await session.execute(
+            delete(RbacPolicy).where(
+                RbacPolicy.object_type == "network",
+                RbacPolicy.object_id == net.id,
+                RbacPolicy.action == ACCESS_EXTERNAL,
+            )
+        )
+        await rbac.sync_flags(session, net, "network")
+
+
+def _access_attrs(a: dict[str, Any]) -> dict[str, bool]:
+    return {k: to_bool(k, a[k]) for k in ("shared", "router:external") if k in a}
+
+
 async def list_networks(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     async with service.db.read() as session:
@@ -142,12 +183,22 @@ async def create_network(request: Request) -> Response:
     attrs = await resource_body(request, "network", CREATE_ATTRS)
     project_id = owner_of(service, ctx, attrs)
     service.enforce(ctx, "network:owner", project_id)
-    net = Network(id=new_id(), project_id=project_id, mtu=service.config.network.mtu)
+    net = Network(
+        id=new_id(),
+        project_id=project_id,
+        mtu=service.config.network.mtu,
+        shared=False,
+        external=False,
+    )
     _apply(service, ctx, net, attrs)
+    access = {k: v for k, v in _access_attrs(attrs).items() if v}
 
     async def work(session):
         await service.check_quota(session, project_id, "network")
         session.add(net)
+        await session.flush()
+        await _set_access(session, net, access)
+        net.revision_number = 0
 
     await write_retrying(service.db, work)
     return show(request, "network", (await render_networks(service, ctx, [net]))[0], 201)
@@ -172,6 +223,7 @@ async def update_network(request: Request) -> Response:
         if row is None:
             raise NetworkNotFound(f"Network {network_id} could not be found.")
         _apply(service, ctx, row, attrs)
+        await _set_access(session, row, _access_attrs(attrs))
         touch(row)
         return row
 
@@ -201,6 +253,7 @@ async def delete_network(request: Request) -> Response:
         await session.execute(delete(IpAllocation).where(IpAllocation.network_id == network_id))
         await session.execute(delete(Tag).where(Tag.resource_id.in_([network_id, *subnet_ids])))
         await session.execute(delete(Subnet).where(Subnet.network_id == network_id))
+        await rbac.drop_policies(session, "network", network_id)
         await session.execute(delete(Network).where(Network.id == network_id))
 
     await write_retrying(service.db, work)

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest, Conflict
-from cumulo.network import ipam
+from cumulo.network import ipam, rbac
 from cumulo.network.api.common import (
     apply_standard,
     caller,
@@ -29,7 +29,7 @@ from cumulo.network.api.common import (
     to_str,
 )
 from cumulo.network.api.networks import visible_network
-from cumulo.network.core import NetworkService, new_id
+from cumulo.network.core import ACCESS_SHARED, NetworkService, new_id
 from cumulo.network.errors import (
     InvalidInput,
     PortNotFound,
@@ -149,7 +149,12 @@ async def resolve_security_groups(
     ids = [to_str("security_groups", i) for i in to_list("security_groups", ids)]
     for sg_id in set(ids):
         sg = await session.get(SecurityGroup, sg_id)
-        if sg is None or (sg.project_id != project_id and not service.is_admin(ctx)):
+        usable = sg is not None and (
+            sg.project_id == project_id
+            or service.is_admin(ctx)
+            or await rbac.has_access(session, "security_group", sg_id, project_id, ACCESS_SHARED)
+        )
+        if not usable:
             raise SecurityGroupNotFound(f"Security group {sg_id} does not exist")
     return sorted(set(ids))
 
@@ -271,7 +276,12 @@ async def create_port(request: Request) -> Response:
         network = await visible_network(service, ctx, str(a["network_id"]))
     service.enforce(ctx, "network:owner", project_id)
     if network.project_id != project_id and not network.shared:
-        service.enforce(ctx, "network:admin_only")
+        async with service.db.read() as session:
+            shared = await rbac.has_access(
+                session, "network", network.id, project_id, ACCESS_SHARED
+            )
+        if not shared:
+            service.enforce(ctx, "network:admin_only")
     _check_fixed_ip_policy(service, ctx, network, a.get("fixed_ips"))
     mac = a.get("mac_address")
     if mac is not None:

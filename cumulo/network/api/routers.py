@@ -14,7 +14,7 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest, Conflict
-from cumulo.network import ipam
+from cumulo.network import ipam, rbac
 from cumulo.network.api.common import (
     apply_standard,
     caller,
@@ -35,7 +35,6 @@ from cumulo.network.api.subnets import visible_subnet
 from cumulo.network.core import NetworkService, new_id
 from cumulo.network.errors import (
     InvalidInput,
-    NetworkNotFound,
     PortInUse,
     PortNotFound,
     RouterInterfaceNotFoundForSubnet,
@@ -153,9 +152,9 @@ async def _set_gateway(
         await delete_port_row(session, old)
     if not info:
         return
-    network = await session.get(Network, str(info.get("network_id")))
-    if network is None:
-        raise NetworkNotFound(f"Network {info.get('network_id')} could not be found.")
+    network = await rbac.usable_network(
+        session, service, ctx, str(info.get("network_id")), router.project_id
+    )
     if not network.external:
         raise BadRequest(f"Bad router request: Network {network.id} is not an external network.")
     if "enable_snat" in info:

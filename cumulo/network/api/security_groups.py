@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
+from cumulo.network import rbac
 from cumulo.network.api.common import (
     apply_standard,
     caller,
@@ -83,7 +84,9 @@ def render_rule(r: SecurityGroupRule, default_ids: set[str] | None = None) -> di
     }
 
 
-async def render_groups(service: NetworkService, groups: list[SecurityGroup]) -> list[dict]:
+async def render_groups(
+    service: NetworkService, ctx: RequestContext, groups: list[SecurityGroup]
+) -> list[dict]:
     ids = [g.id for g in groups]
     rules: dict[str, list[dict]] = {i: [] for i in ids}
     defaults = {g.id for g in groups if g.is_default}
@@ -97,19 +100,21 @@ async def render_groups(service: NetworkService, groups: list[SecurityGroup]) ->
             for r in rows:
                 rules[r.security_group_id].append(render_rule(r, defaults))
         tags = await tags_of(session, ids)
+        shared = await rbac.shared_with(session, "security_group", ids, ctx.project_id)
     return [
         {
             **standard(g, tags[g.id]),
             "security_group_rules": rules[g.id],
             "stateful": g.stateful,
-            "shared": False,
+            "shared": g.id in shared,
         }
         for g in groups
     ]
 
 
 def groups_visible(service: NetworkService, ctx: RequestContext):
-    return True if service.is_admin(ctx) else SecurityGroup.project_id == ctx.project_id
+    """Own groups and those shared with the caller's project (admin: all)."""
+    return rbac.visible(service, ctx, "security_group")
 
 
 async def visible_group(service: NetworkService, ctx: RequestContext, sg_id: str) -> SecurityGroup:
@@ -151,7 +156,7 @@ async def list_groups(request: Request) -> Response:
         groups = list(
             await session.scalars(select(SecurityGroup).where(groups_visible(service, ctx)))
         )
-    return list_response(request, "security_groups", await render_groups(service, groups))
+    return list_response(request, "security_groups", await render_groups(service, ctx, groups))
 
 
 async def create_group(request: Request) -> Response:
@@ -184,13 +189,13 @@ async def create_group(request: Request) -> Response:
 
     sg = await write_retrying(service.db, work)
     await service.changed()
-    return show(request, "security_group", (await render_groups(service, [sg]))[0], 201)
+    return show(request, "security_group", (await render_groups(service, ctx, [sg]))[0], 201)
 
 
 async def show_group(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     sg = await visible_group(service, ctx, request.path_params["sg_id"])
-    return show(request, "security_group", (await render_groups(service, [sg]))[0])
+    return show(request, "security_group", (await render_groups(service, ctx, [sg]))[0])
 
 
 async def update_group(request: Request) -> Response:
@@ -213,7 +218,7 @@ async def update_group(request: Request) -> Response:
 
     sg = await write_retrying(service.db, work)
     await service.changed()
-    return show(request, "security_group", (await render_groups(service, [sg]))[0])
+    return show(request, "security_group", (await render_groups(service, ctx, [sg]))[0])
 
 
 async def delete_group(request: Request) -> Response:
@@ -239,6 +244,7 @@ async def delete_group(request: Request) -> Response:
             )
         )
         await session.execute(delete(SecurityGroup).where(SecurityGroup.id == sg_id))
+        await rbac.drop_policies(session, "security_group", sg_id)
 
     await write_retrying(service.db, work)
     await service.changed()
@@ -310,9 +316,7 @@ async def list_rules(request: Request) -> Response:
         query = select(SecurityGroupRule).join(
             SecurityGroup, SecurityGroup.id == SecurityGroupRule.security_group_id
         )
-        if not service.is_admin(ctx):
-            query = query.where(SecurityGroup.project_id == ctx.project_id)
-        rules = list(await session.scalars(query))
+        rules = list(await session.scalars(query.where(groups_visible(service, ctx))))
         defaults = set(
             await session.scalars(select(SecurityGroup.id).where(SecurityGroup.is_default))
         )
@@ -407,8 +411,13 @@ async def create_rule(request: Request) -> Response:
 async def _visible_rule(service, ctx, rule_id: str) -> tuple[SecurityGroupRule, SecurityGroup]:
     async with service.db.read() as session:
         rule = await session.get(SecurityGroupRule, rule_id)
-        sg = await session.get(SecurityGroup, rule.security_group_id) if rule else None
-    if rule is None or sg is None or not (service.is_admin(ctx) or sg.project_id == ctx.project_id):
+        sg = await session.scalar(
+            select(SecurityGroup).where(
+                SecurityGroup.id == (rule.security_group_id if rule else None),
+                groups_visible(service, ctx),
+            )
+        )
+    if rule is None or sg is None:
         raise SecurityGroupRuleNotFound(f"Security group rule {rule_id} does not exist")
     return rule, sg
 

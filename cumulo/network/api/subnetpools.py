@@ -5,14 +5,14 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
-from cumulo.network import ipam
+from cumulo.network import ipam, rbac
 from cumulo.network.api.common import (
     apply_standard,
     caller,
@@ -28,7 +28,7 @@ from cumulo.network.api.common import (
     to_int,
     to_list,
 )
-from cumulo.network.core import NetworkService, new_id
+from cumulo.network.core import ACCESS_SHARED, NetworkService, new_id
 from cumulo.network.errors import InvalidInput, SubnetPoolInUse, SubnetPoolNotFound
 from cumulo.network.models import Subnet, SubnetPool, Tag
 from cumulo.network.ports import touch, write_retrying
@@ -40,7 +40,7 @@ UPDATABLE = (
 CREATE_ATTRS = (*UPDATABLE, "shared", "address_scope_id", "ip_version")
 
 
-def render_pool(p: SubnetPool, tags: list[str]) -> dict[str, Any]:
+def render_pool(p: SubnetPool, tags: list[str], shared: bool) -> dict[str, Any]:
     return {
         **standard(p, tags),
         "ip_version": p.ip_version,
@@ -50,21 +50,23 @@ def render_pool(p: SubnetPool, tags: list[str]) -> dict[str, Any]:
         "max_prefixlen": p.max_prefixlen,
         "default_quota": p.default_quota,
         "address_scope_id": None,
-        "shared": p.shared,
+        "shared": shared,
         "is_default": p.is_default,
     }
 
 
-async def _render(service: NetworkService, pools: list[SubnetPool]) -> list[dict[str, Any]]:
+async def _render(
+    service: NetworkService, ctx: RequestContext, pools: list[SubnetPool]
+) -> list[dict[str, Any]]:
+    ids = [p.id for p in pools]
     async with service.db.read() as session:
-        tags = await tags_of(session, [p.id for p in pools])
-    return [render_pool(p, tags[p.id]) for p in pools]
+        tags = await tags_of(session, ids)
+        shared = await rbac.shared_with(session, "subnetpool", ids, ctx.project_id)
+    return [render_pool(p, tags[p.id], p.id in shared) for p in pools]
 
 
 def _visible(service: NetworkService, ctx: RequestContext):
-    if service.is_admin(ctx):
-        return True
-    return or_(SubnetPool.project_id == ctx.project_id, SubnetPool.shared)
+    return rbac.visible(service, ctx, "subnetpool")
 
 
 async def _get(service: NetworkService, ctx: RequestContext, pool_id: str) -> SubnetPool:
@@ -113,7 +115,7 @@ async def list_pools(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     async with service.db.read() as session:
         pools = list(await session.scalars(select(SubnetPool).where(_visible(service, ctx))))
-    return list_response(request, "subnetpools", await _render(service, pools))
+    return list_response(request, "subnetpools", await _render(service, ctx, pools))
 
 
 async def create_pool(request: Request) -> Response:
@@ -123,24 +125,29 @@ async def create_pool(request: Request) -> Response:
         raise BadRequest("Failed to parse request. Required attribute 'prefixes' not specified")
     project_id = owner_of(service, ctx, a)
     service.enforce(ctx, "network:owner", project_id)
-    pool = SubnetPool(id=new_id(), project_id=project_id, prefixes=[])
-    if to_bool("shared", a.get("shared", False)):
+    pool = SubnetPool(id=new_id(), project_id=project_id, prefixes=[], shared=False)
+    shared = to_bool("shared", a.get("shared", False))
+    if shared:
         service.enforce(ctx, "network:set_shared")
-        pool.shared = True
     _apply(service, ctx, pool, a)
 
     async def work(session):
         await service.check_quota(session, project_id, "subnetpool")
         session.add(pool)
+        await session.flush()
+        if shared:
+            # `shared` is a `*` access_as_shared policy, as in Neutron.
+            await rbac.set_wildcard(session, pool, "subnetpool", ACCESS_SHARED, True)
+            pool.revision_number = 0
 
     await write_retrying(service.db, work)
-    return show(request, "subnetpool", (await _render(service, [pool]))[0], 201)
+    return show(request, "subnetpool", (await _render(service, ctx, [pool]))[0], 201)
 
 
 async def show_pool(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     pool = await _get(service, ctx, request.path_params["pool_id"])
-    return show(request, "subnetpool", (await _render(service, [pool]))[0])
+    return show(request, "subnetpool", (await _render(service, ctx, [pool]))[0])
 
 
 async def update_pool(request: Request) -> Response:
@@ -158,7 +165,7 @@ async def update_pool(request: Request) -> Response:
         return row
 
     pool = await write_retrying(service.db, work)
-    return show(request, "subnetpool", (await _render(service, [pool]))[0])
+    return show(request, "subnetpool", (await _render(service, ctx, [pool]))[0])
 
 
 async def delete_pool(request: Request) -> Response:
@@ -175,6 +182,7 @@ async def delete_pool(request: Request) -> Response:
             )
         await session.execute(delete(Tag).where(Tag.resource_id == pool_id))
         await session.execute(delete(SubnetPool).where(SubnetPool.id == pool_id))
+        await rbac.drop_policies(session, "subnetpool", pool_id)
 
     await write_retrying(service.db, work)
     return no_content()

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
-from cumulo.network import ipam
+from cumulo.network import ipam, rbac
 from cumulo.network.api.common import (
     apply_standard,
     caller,
@@ -29,7 +29,7 @@ from cumulo.network.api.common import (
     to_list,
 )
 from cumulo.network.api.networks import visible_network
-from cumulo.network.core import NetworkService, new_id
+from cumulo.network.core import ACCESS_SHARED, NetworkService, granted, new_id
 from cumulo.network.errors import (
     InvalidInput,
     SubnetInUse,
@@ -80,7 +80,7 @@ async def render_subnets(service: NetworkService, subnets: list[Subnet]) -> list
 def subnets_visible(service: NetworkService, ctx: RequestContext):
     if service.is_admin(ctx):
         return True
-    shared = select(Network.id).where(Network.shared)
+    shared = granted("network", ctx.project_id, (ACCESS_SHARED,))
     return or_(Subnet.project_id == ctx.project_id, Subnet.network_id.in_(shared))
 
 
@@ -159,7 +159,12 @@ async def _cidr_from_pool(
     else:
         pool = await session.get(SubnetPool, pool_id)
         visible = pool is not None and (
-            pool.shared or pool.project_id == ctx.project_id or service.is_admin(ctx)
+            pool.shared
+            or pool.project_id == ctx.project_id
+            or service.is_admin(ctx)
+            or await rbac.has_access(
+                session, "subnetpool", pool.id, ctx.project_id or "", ACCESS_SHARED
+            )
         )
         if not visible:
             raise SubnetPoolNotFound(f"Subnet pool {pool_id} could not be found.")
