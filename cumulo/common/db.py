@@ -15,8 +15,10 @@ elsewhere through AsyncSession.run_sync. Hot paths use run_write/run_read.
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -93,6 +95,99 @@ def service_database_url(url: str | URL, service: str) -> URL:
 _SQLITE_READERS = 2
 
 
+class _WriterLock:
+    """SQLite's one-writer lock: FIFO, except that `first` waiters go before the others."""
+
+    def __init__(self) -> None:
+        self._locked = False
+        self._first: deque[asyncio.Future] = deque()
+        self._others: deque[asyncio.Future] = deque()
+
+    @asynccontextmanager
+    async def held(self, first: bool = False) -> AsyncIterator[None]:
+        await self._acquire(first)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, first: bool) -> None:
+        if not self._locked and not self._first and not self._others:
+            self._locked = True
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        waiting = self._first if first else self._others
+        waiting.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed the lock as we were cancelled: pass it on
+            elif waiter in waiting:
+                waiting.remove(waiter)
+            raise
+
+    def _release(self) -> None:
+        """Hand the lock to the next waiter (it stays locked), or unlock."""
+        for waiting in (self._first, self._others):
+            while waiting:
+                waiter = waiting.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return
+        self._locked = False
+
+
+class _Workers:
+    """Threads that run database calls for the event loop: one queue, and the result
+    handed back with one call_soon_threadsafe (lighter than run_in_executor, which
+    goes through concurrent.futures; these calls are on every request's path)."""
+
+    def __init__(self, name: str, count: int) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+            for i in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, loop: asyncio.AbstractEventLoop, fn, *args) -> asyncio.Future:
+        future = loop.create_future()
+        self._queue.put((loop, future, fn, args))
+        return future
+
+    def shutdown(self) -> None:
+        for _thread in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            loop, future, fn, args = item
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+                callback, value = _set_exception, exc
+            else:
+                callback, value = _set_result, result
+            try:
+                loop.call_soon_threadsafe(callback, future, value)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+
+def _set_result(future: asyncio.Future, value) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
 def _sync_transaction(sessions: sessionmaker[Session], fn, args, kwargs):
     with sessions() as session, session.begin():
         return fn(session, *args, **kwargs)
@@ -141,9 +236,9 @@ class Database:
             event.listen(sync_engine, "connect", _sqlite_pragmas)
             self._sync_engine = sync_engine
             self._sync_sessions = sessionmaker(sync_engine, expire_on_commit=False)
-        self._threads: dict[str, ThreadPoolExecutor] = {}
+        self._threads: dict[str, _Workers] = {}
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._write_lock: asyncio.Lock | None = None
+        self._write_lock = _WriterLock()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -157,17 +252,17 @@ class Database:
             async with self._sessions.begin() as session:
                 yield session
             return
-        async with self._writer_lock(), self._sessions() as session:
+        async with self._write_lock.held(), self._sessions() as session:
             async with session.begin():
                 yield session
 
-    def _writer_lock(self) -> asyncio.Lock:
-        if self._write_lock is None:
-            self._write_lock = asyncio.Lock()
-        return self._write_lock
-
-    async def run_write(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    async def run_write(
+        self, fn: Callable[..., T], /, *args: Any, first: bool = False, **kwargs: Any
+    ) -> T:
         """`fn(session, *args, **kwargs)` as one write transaction, in one call.
+
+        `first`: on SQLite, go before the waiting writes that are not `first` (work that
+        finishes what was started, such as build steps, before work that starts more).
 
         `fn` is synchronous SQLAlchemy code on a `Session`; the transaction is committed
         when it returns and rolled back if it raises (the exception propagates). On
@@ -179,9 +274,9 @@ class Database:
             async with self._sessions.begin() as session:
                 return await session.run_sync(fn, *args, **kwargs)
         loop = asyncio.get_running_loop()
-        async with self._writer_lock():
-            done = loop.run_in_executor(
-                self._thread("write", 1), _sync_transaction, self._sync_sessions, fn, args, kwargs
+        async with self._write_lock.held(first):
+            done = self._thread("write", 1).submit(
+                loop, _sync_transaction, self._sync_sessions, fn, args, kwargs
             )
             try:
                 return await asyncio.shield(done)
@@ -196,16 +291,14 @@ class Database:
         if self._sync_sessions is None:
             async with self._sessions() as session:
                 return await session.run_sync(fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(
-            self._thread("read", _SQLITE_READERS), _sync_read, self._sync_sessions, fn, args, kwargs
+        return await self._thread("read", _SQLITE_READERS).submit(
+            asyncio.get_running_loop(), _sync_read, self._sync_sessions, fn, args, kwargs
         )
 
-    def _thread(self, kind: str, workers: int) -> ThreadPoolExecutor:
+    def _thread(self, kind: str, workers: int) -> _Workers:
         pool = self._threads.get(kind)
         if pool is None:
-            pool = self._threads[kind] = ThreadPoolExecutor(
-                workers, thread_name_prefix=f"{self.service}-db-{kind}"
-            )
+            pool = self._threads[kind] = _Workers(f"{self.service}-db-{kind}", workers)
         return pool
 
     async def migrate(self) -> None:
@@ -219,7 +312,7 @@ class Database:
         await self.engine.dispose()
         threads, self._threads = self._threads, {}
         for pool in threads.values():
-            pool.shutdown(wait=True)
+            await asyncio.to_thread(pool.shutdown)
         if self._sync_sessions is not None:
             self._sync_engine.dispose()
 

@@ -464,6 +464,7 @@ class ConductorManager(Endpoint):
         if bad:
             raise ValueError(f"fields not updatable by compute hosts: {sorted(bad)}")
         values = {k: _to_db_value(k, v) for k, v in updates.items()}
+        # Build steps go before new servers' records: started boots finish first.
         return await self.db.run_write(
             self._instance_update,
             ctx.get("request_id", "-"),
@@ -473,6 +474,7 @@ class ConductorManager(Endpoint):
             events,
             host,
             reply,
+            first=True,
         )
 
     def _instance_update(

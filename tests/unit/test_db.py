@@ -73,3 +73,31 @@ async def test_cancelled_caller_keeps_the_lock_until_the_transaction_ends(db):
         await task
     # The transaction finished in its thread and was committed; the next write waits for it.
     assert await db.run_write(_add_key, "after") == 2
+
+
+async def test_first_writes_go_before_waiting_others(db):
+    """run_write(first=True) overtakes waiting writes that are not `first`."""
+    order: list[str] = []
+
+    def record(session, name: str) -> None:
+        order.append(name)
+
+    async with db.write():  # hold the writer lock while the others queue up
+        waiting = [
+            asyncio.ensure_future(db.run_write(record, "other1")),
+            asyncio.ensure_future(db.run_write(record, "other2")),
+            asyncio.ensure_future(db.run_write(record, "first", first=True)),
+        ]
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*waiting)
+    assert order == ["first", "other1", "other2"]
+
+
+async def test_a_cancelled_waiter_does_not_keep_the_writer_lock(db):
+    async with db.write():
+        waiter = asyncio.ensure_future(db.run_write(_add_key, "never"))
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert await asyncio.wait_for(db.run_write(_add_key, "after"), 5) == 1

@@ -144,7 +144,9 @@ class SchedulerManager(Endpoint):
                 fresh = True  # the cache may miss resources released meanwhile: look again
                 continue
             node_id = self._node_ids.get(host.node)
-            if node_id is not None and await self.db.run_write(claim, node_id, instance_uuid, one):
+            if node_id is not None and await self.db.run_write(
+                claim, node_id, instance_uuid, one, first=True
+            ):
                 return {"host": host.host, "node": host.node}
             LOG.info("claim on %s lost a race; scheduling %s again", host.host, instance_uuid)
             fresh = True
