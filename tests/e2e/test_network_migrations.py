@@ -1,0 +1,88 @@
+"""The network schema's migration 0002 (RBAC policies) on SQLite, PostgreSQL and MariaDB.
+
+A database at revision 0001 holding a shared, an external and a private network and a
+shared subnet pool is upgraded to head: each shared or external object gets its `*`
+policy, the private one none, and the unique key refuses a duplicate policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from cumulo.common.db import Database, alembic_config
+from cumulo.network.models import Network, RbacPolicy, SubnetPool
+from tests.conftest import skip_or_fail
+from tests.databases import SERVERS, ServerUnavailable, fresh_database
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(params=["sqlite", *sorted(SERVERS)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'network.db'}"
+        return
+    try:
+        with fresh_database(request.param) as url:
+            yield url
+    except ServerUnavailable as exc:
+        skip_or_fail(f"{request.param} server not reachable: {exc}")
+
+
+async def _upgrade(db: Database, revision: str) -> None:
+    async with db.engine.begin() as conn:
+        await conn.run_sync(lambda sync: command.upgrade(alembic_config("network", sync), revision))
+
+
+async def test_migration_0002_gives_shared_and_external_objects_their_policies(
+    database: str,
+) -> None:
+    db = Database(database, "network")
+    try:
+        if not db.is_sqlite:
+            await db.migrate()  # creates the database; then start again from 0001
+            async with db.engine.begin() as conn:
+                await conn.run_sync(
+                    lambda sync: command.downgrade(alembic_config("network", sync), "0001")
+                )
+        await _upgrade(db, "0001")
+        async with db.write() as s:
+            for name, shared, external in (
+                ("shared", True, False), ("public", False, True), ("private", False, False),
+            ):  # fmt: skip
+                s.add(Network(id=name, project_id="p1", name=name, shared=shared,
+                              external=external))  # fmt: skip
+            s.add(
+                SubnetPool(
+                    id="pool", project_id="p1", ip_version=4, prefixes=["10.0.0.0/8"],
+                    default_prefixlen=24, min_prefixlen=8, max_prefixlen=32, shared=True,
+                )
+            )  # fmt: skip
+        await db.migrate()
+        await db.migrate()  # a second upgrade is a no-op
+        async with db.read() as s:
+            rows = {
+                (p.object_type, p.object_id, p.action, p.target_project, p.project_id)
+                for p in await s.scalars(select(RbacPolicy))
+            }
+        assert rows == {
+            ("network", "shared", "access_as_shared", "*", "p1"),
+            ("network", "public", "access_as_external", "*", "p1"),
+            ("subnetpool", "pool", "access_as_shared", "*", "p1"),
+        }
+        with pytest.raises(IntegrityError):
+            async with db.write() as s:
+                s.add(
+                    RbacPolicy(
+                        id="dup", project_id="p1", object_type="network", object_id="shared",
+                        action="access_as_shared", target_project="*",
+                    )
+                )  # fmt: skip
+    finally:
+        await db.dispose()
