@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 
+import httpx
 import pytest
 
 from cumulo.common.config import load_config, write_config
@@ -71,29 +72,39 @@ def test_an_aggregate_zone_moves_its_hosts_and_the_scheduler_follows(three_hosts
     assert server["OS-EXT-SRV-ATTR:host"] == "agg-main-fake1"
     assert server["OS-EXT-AZ:availability_zone"] == "az-fast"
 
-    # Its zone cannot change under a running server; another zone cannot take the host.
-    changed = cloud.openstack("aggregate", "set", "--zone", "az-other", "fast", check=False)
-    assert changed.returncode != 0 and "contain instances" in changed.stderr
-    other = cloud.openstack("aggregate", "create", "--zone", "az-slow", "slow", "-f", "json")
-    clash = cloud.openstack("aggregate", "add", "host", "slow", "agg-main-fake1", check=False)
-    assert clash.returncode != 0 and "409" in clash.stderr and "az-fast" in clash.stderr
-    # The host must exist, once per aggregate; an aggregate with hosts is not deleted.
-    unknown = cloud.openstack("aggregate", "add", "host", "slow", "no-such-host", check=False)
-    assert unknown.returncode != 0 and "404" in unknown.stderr
-    again = cloud.openstack("aggregate", "add", "host", "fast", "agg-main-fake1", check=False)
-    assert again.returncode != 0 and "409" in again.stderr
-    full = cloud.openstack("aggregate", "delete", "fast", check=False)
-    assert full.returncode != 0 and "not empty" in full.stderr
-    taken = cloud.openstack("aggregate", "create", "fast", check=False)
-    assert taken.returncode != 0 and "409" in taken.stderr
+    # The api-ref's refusals (over HTTP: each CLI run costs a second or two).
+    base = f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1/os-aggregates"
+    with cloud.http(cloud.token()) as client:
+
+        def action(agg_id, body) -> httpx.Response:
+            return client.post(f"{base}/{agg_id}/action", json=body)
+
+        # Its zone cannot change under a running server; another zone cannot take the host.
+        changed = client.put(f"{base}/{agg['id']}", json={"aggregate": {"availability_zone": "b"}})
+        assert changed.status_code == 400 and "contain instances" in changed.text
+        other = client.post(base, json={"aggregate": {"name": "slow", "availability_zone": "s"}})
+        other_id = other.json()["aggregate"]["id"]
+        clash = action(other_id, {"add_host": {"host": "agg-main-fake1"}})
+        assert (
+            clash.status_code == 409 and "az-fast" in clash.json()["conflictingRequest"]["message"]
+        )
+        # The host must exist, once per aggregate; an aggregate with hosts is not deleted.
+        assert action(other_id, {"add_host": {"host": "no-such-host"}}).status_code == 404
+        assert action(agg["id"], {"add_host": {"host": "agg-main-fake1"}}).status_code == 409
+        full = client.delete(f"{base}/{agg['id']}")
+        assert full.status_code == 400 and "not empty" in full.json()["badRequest"]["message"]
+        assert client.post(base, json={"aggregate": {"name": "fast"}}).status_code == 409
 
     cloud.openstack("server", "delete", "--wait", server["id"])
     cloud.openstack("aggregate", "remove", "host", "fast", "agg-main-fake1")
     assert _zone_of(cloud, "agg-main-fake1") == "nova"
-    missing = cloud.openstack("aggregate", "remove", "host", "fast", "agg-main-fake1", check=False)
-    assert missing.returncode != 0 and "404" in missing.stderr
+    with cloud.http(cloud.token()) as client:
+        missing = client.post(
+            f"{base}/{agg['id']}/action", json={"remove_host": {"host": "agg-main-fake1"}}
+        )
+        assert missing.status_code == 404
+        assert client.delete(f"{base}/{other_id}").status_code == 200
     cloud.openstack("aggregate", "delete", "fast")
-    cloud.openstack("aggregate", "delete", str(other["id"]))
     assert cloud.openstack("aggregate", "list", "-f", "json") == []
     cloud.openstack("image", "delete", image["id"])
 
