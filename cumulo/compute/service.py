@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from cumulo.common.auth import TokenValidator
@@ -91,13 +91,23 @@ class CreateRequest:
     block_device_mapping: list[dict[str, Any]] = field(default_factory=list)
 
 
+_INSERT_INSTANCE = insert(Instance.__table__)
+_INSERT_ACTION = insert(InstanceAction.__table__)
+_FLAVOR = select(Flavor.__table__).where(Flavor.__table__.c.flavorid == bindparam("b_id"))
+_FLAVOR_MEMBER = select(FlavorProject.flavor_id).where(
+    FlavorProject.flavor_id == bindparam("b_id"), FlavorProject.project_id == bindparam("b_project")
+)
+
+
 def _flavor_and_access(s: Session, flavor_id: str, project_id: str | None):
-    """The flavor (or None), and whether the project was given access to it."""
-    flavor = s.scalar(select(Flavor).where(Flavor.flavorid == flavor_id))
+    """The flavor as a row (or None), and whether the project was given access to it."""
+    conn = s.connection()
+    flavor = conn.execute(_FLAVOR, {"b_id": flavor_id}).first()
     member = (
         flavor is not None
         and not flavor.is_public
-        and s.get(FlavorProject, (flavor.id, project_id)) is not None
+        and conn.execute(_FLAVOR_MEMBER, {"b_id": flavor.id, "b_project": project_id}).first()
+        is not None
     )
     return flavor, member
 
@@ -283,7 +293,7 @@ class ComputeService:
             instances: list[Instance] = []
             for index in range(count):
                 name = req.name if req.max_count == 1 else f"{req.name}-{index + 1}"
-                inst = Instance(
+                values = dict(
                     uuid=str(uuid.uuid4()),
                     display_name=name,
                     display_description=req.description,
@@ -316,23 +326,29 @@ class ComputeService:
                         for k, v in (image or {}).items()
                         if k in ("name", "min_ram", "min_disk", "disk_format", "container_format")
                     },
+                    created_at=utcnow(),
                 )
-                s.add(inst)
-                s.add(
-                    InstanceAction(
-                        instance_uuid=inst.uuid,
-                        request_id=ctx.request_id,
-                        action="create",
-                        project_id=ctx.project_id,
-                        user_id=ctx.user_id,
-                    )
+                # Core inserts (the records of every boot); the caller gets the values.
+                conn = s.connection()
+                conn.execute(_INSERT_INSTANCE, values)
+                conn.execute(
+                    _INSERT_ACTION,
+                    {
+                        "instance_uuid": values["uuid"],
+                        "request_id": ctx.request_id,
+                        "action": "create",
+                        "project_id": ctx.project_id,
+                        "user_id": ctx.user_id,
+                        "start_time": values["created_at"],
+                    },
                 )
+                inst = Instance(**values)
                 if group is not None:
                     s.add(ServerGroupMember(group_id=group.id, instance_uuid=inst.uuid))
                 for bdm in volume_bdms:
                     s.add(BlockDeviceMapping(instance_uuid=inst.uuid, **bdm))
                 instances.append(inst)
-            s.flush()  # ids and defaults, read by the response before the session ends
+            s.flush()
             return instances
 
         instances = await self.db.run_write(record)

@@ -39,9 +39,10 @@ HASH_ALGO = "sha512"
 IMPORT_METHODS = ("glance-direct",)
 
 
-def _visible_image(
+def visible_image(
     session: Session, image_id: str, project_id: str | None, is_admin: bool
 ) -> Image | None:
+    """The image if the project may see it (synchronous: run_read, run_sync)."""
     image = session.get(Image, image_id)
     if image is None or is_admin or image.owner == project_id:
         return image
@@ -94,7 +95,7 @@ class ImageService:
 
     async def get_visible(self, ctx: RequestContext, image_id: str) -> Image:
         """The image, or 404 when it does not exist or the caller may not see it."""
-        image = await self.db.run_read(_visible_image, image_id, ctx.project_id, self.is_admin(ctx))
+        image = await self.db.run_read(visible_image, image_id, ctx.project_id, self.is_admin(ctx))
         if image is None:
             raise NotFound(f"No image found with ID {image_id}")
         return image

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Integer, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from cumulo.common.db import utcnow
 from cumulo.compute.models import Allocation, ComputeNode, ComputeService, Instance
 from cumulo.compute.scheduler.host_state import HostState, RequestSpec
 
@@ -28,38 +29,42 @@ def resize_allocation(instance_uuid: str) -> str:
     return f"{instance_uuid}.resize"
 
 
-def claim(session: Session, node_id: int, instance_uuid: str, spec: RequestSpec) -> bool:
-    """Take the resources of one instance on a node; False when they no longer fit."""
-    n = ComputeNode
-    result = session.execute(
+def _claim_statements():
+    n = ComputeNode.__table__
+    want = {k: bindparam(f"w_{k}", type_=Integer()) for k in ("vcpus", "memory_mb", "disk_gb")}
+    take = (
         update(n)
         .where(
-            n.id == node_id,
-            n.vcpus_used + spec.vcpus <= n.vcpus * n.cpu_allocation_ratio,
-            n.memory_mb_used + spec.memory_mb
-            <= (n.memory_mb - n.reserved_host_memory_mb) * n.ram_allocation_ratio,
-            n.local_gb_used + spec.disk_gb
-            <= (n.local_gb - n.reserved_host_disk_gb) * n.disk_allocation_ratio,
+            n.c.id == bindparam("node_id"),
+            n.c.vcpus_used + want["vcpus"] <= n.c.vcpus * n.c.cpu_allocation_ratio,
+            n.c.memory_mb_used + want["memory_mb"]
+            <= (n.c.memory_mb - n.c.reserved_host_memory_mb) * n.c.ram_allocation_ratio,
+            n.c.local_gb_used + want["disk_gb"]
+            <= (n.c.local_gb - n.c.reserved_host_disk_gb) * n.c.disk_allocation_ratio,
         )
         .values(
-            vcpus_used=n.vcpus_used + spec.vcpus,
-            memory_mb_used=n.memory_mb_used + spec.memory_mb,
-            local_gb_used=n.local_gb_used + spec.disk_gb,
-            running_vms=n.running_vms + 1,
+            vcpus_used=n.c.vcpus_used + want["vcpus"],
+            memory_mb_used=n.c.memory_mb_used + want["memory_mb"],
+            local_gb_used=n.c.local_gb_used + want["disk_gb"],
+            running_vms=n.c.running_vms + 1,
         )
-        .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
+    return take, insert(Allocation.__table__)
+
+
+# Built once: a claim is on the path of every boot.
+_TAKE, _ALLOCATE = _claim_statements()
+
+
+def claim(session: Session, node_id: int, instance_uuid: str, spec: RequestSpec) -> bool:
+    """Take the resources of one instance on a node; False when they no longer fit."""
+    conn = session.connection()
+    wanted = {"vcpus": spec.vcpus, "memory_mb": spec.memory_mb, "disk_gb": spec.disk_gb}
+    taken = conn.execute(_TAKE, {"node_id": node_id, **{f"w_{k}": v for k, v in wanted.items()}})
+    if taken.rowcount != 1:
         return False
-    session.execute(
-        insert(Allocation).values(
-            instance_uuid=instance_uuid,
-            node_id=node_id,
-            vcpus=spec.vcpus,
-            memory_mb=spec.memory_mb,
-            disk_gb=spec.disk_gb,
-        )
-    )
+    allocation = {"instance_uuid": instance_uuid, "node_id": node_id, "created_at": utcnow()}
+    conn.execute(_ALLOCATE, {**allocation, **wanted})
     return True
 
 

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from cumulo.common.auth import request_context
 from cumulo.common.context import RequestContext
-from cumulo.image.core import ImageService
+from cumulo.image.core import ImageService, visible_image
 from cumulo.image.models import Image, ImageMember, ImageProperty, ImageTag
 
 
@@ -92,11 +92,19 @@ def render_image(image: Image, props: dict[str, str], tags: list[str]) -> dict[s
     }
 
 
-def _image_body(session: Session, image_id: str) -> dict[str, Any]:
-    image = session.get(Image, image_id)
+def _image_body(session: Session, image_id: str, image: Image | None = None) -> dict[str, Any]:
+    image = image or session.get(Image, image_id)
     props, tags = extras(session, [image_id])
     assert image is not None
     return render_image(image, props[image_id], tags[image_id])
+
+
+def visible_image_body(
+    session: Session, image_id: str, project_id: str | None, is_admin: bool
+) -> dict[str, Any] | None:
+    """The image as the API shows it, if the project may see it: one database call."""
+    image = visible_image(session, image_id, project_id, is_admin)
+    return None if image is None else _image_body(session, image_id, image)
 
 
 async def image_body(request: Request, image_id: str) -> dict[str, Any]:

@@ -27,11 +27,11 @@ from cumulo.common.faults import (
 from cumulo.image.api.common import (
     authorize,
     extras,
-    image_body,
     json,
     no_content,
     render_image,
     service_of,
+    visible_image_body,
 )
 from cumulo.image.core import CONTAINER_FORMATS, DISK_FORMATS, IMPORT_METHODS, VISIBILITIES
 from cumulo.image.models import Image, ImageProperty, ImageTag
@@ -383,8 +383,13 @@ def _encode(params: list[tuple[str, str]]) -> str:
 
 async def show_image(request: Request) -> Response:
     ctx = await authorize(request, "image:get_image")
-    image = await service_of(request).get_visible(ctx, request.path_params["image_id"])
-    return json(await image_body(request, image.id))
+    service, image_id = service_of(request), request.path_params["image_id"]
+    body = await service.db.run_read(
+        visible_image_body, image_id, ctx.project_id, service.is_admin(ctx)
+    )
+    if body is None:
+        raise NotFound(f"No image found with ID {image_id}")
+    return json(body)
 
 
 async def delete_image(request: Request) -> Response:
