@@ -74,6 +74,12 @@ def make_servers(apps: dict[str, tuple[ASGIApp, int]], host: str) -> list[uvicor
             http="httptools",
             lifespan="off",
             timeout_graceful_shutdown=5,
+            # uvicorn closes idle keep-alive connections after 5 s, the very interval at
+            # which `openstack ... --wait` polls: a poll sent as the server closes its
+            # connection fails with "Remote end closed connection" (keystoneauth does not
+            # retry). Idle connections stay open longer than any client's poll (nginx's
+            # default).
+            timeout_keep_alive=75,
         )
         servers.append(_Server(config))
     return servers
