@@ -40,6 +40,15 @@ def configure_state_dir(state_dir: Path, database: str | None = None) -> None:
     write_config(state_dir, config)
 
 
+def stop_guest_cloud(runner: CloudRunner) -> None:
+    """The end of a cloud with real guests: every server deleted, the cloud stopped,
+    its data plane removed."""
+    for server in runner.openstack("server", "list", "--all-projects", "-f", "json"):
+        runner.openstack("server", "delete", "--wait", server["ID"], check=False)
+    runner.stop()
+    remove_data_plane(runner.state_dir)
+
+
 def remove_data_plane(state_dir: Path) -> None:
     """What a linuxbridge cloud leaves on the host once stopped (its namespaces, the
     dnsmasq in them, the bridges): gone. Guests' QEMUs must be deleted before."""

@@ -36,6 +36,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from cumulo.common.config import CumuloConfig
 from cumulo.common.db import Database, utcnow
 from cumulo.compute.models import ConsoleAuthToken, Instance
+from cumulo.compute.virt.qemu_process import short_unix_path
 
 LOG = logging.getLogger(__name__)
 
@@ -148,10 +149,9 @@ async def _open(console: ConsoleAuthToken):
     path = console.internal_access_path
     if not path or not path.startswith("/"):
         return await asyncio.open_connection(console.host, console.port)
-    # AF_UNIX paths end at 108 bytes: reach the socket through its directory's fd.
-    directory = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY)
+    socket_path = Path(path)
+    short, directory = short_unix_path(socket_path.parent, socket_path.name)
     try:
-        short = f"/proc/self/fd/{directory}/{os.path.basename(path)}"
         return await asyncio.open_unix_connection(short)
     finally:
         os.close(directory)

@@ -18,7 +18,7 @@ import pytest
 from cumulo.common.config import load_config, write_config
 from cumulo.image.demo import register_for_cloud
 from cumulo.network.dataplane.linuxbridge import bridge_name, scope_of
-from tests.cloudrunner import CloudRunner, configure_state_dir, remove_data_plane
+from tests.cloudrunner import CloudRunner, configure_state_dir, stop_guest_cloud
 from tests.conftest import skip_or_fail
 
 pytestmark = pytest.mark.e2e
@@ -62,10 +62,7 @@ def cloud(tmp_path_factory):
             skip_or_fail(f"the tiny test guest could not be built: {exc}")
         yield runner
     finally:
-        for server in runner.openstack("server", "list", "--all-projects", "-f", "json"):
-            runner.openstack("server", "delete", "--wait", server["ID"], check=False)
-        runner.stop()
-        remove_data_plane(runner.state_dir)
+        stop_guest_cloud(runner)
 
 
 def wait_console(cloud: CloudRunner, name: str, marker: str, timeout: float = 120) -> str:

@@ -16,7 +16,7 @@ import pytest
 from websockets.sync.client import connect
 
 from cumulo.common.config import load_config, write_config
-from tests.cloudrunner import CloudRunner, configure_state_dir, remove_data_plane
+from tests.cloudrunner import CloudRunner, configure_state_dir, stop_guest_cloud
 from tests.conftest import skip_or_fail
 
 pytestmark = pytest.mark.e2e
@@ -48,10 +48,7 @@ def cloud_with_guests(tmp_path_factory):
     try:
         yield runner
     finally:
-        for server in runner.openstack("server", "list", "--all-projects", "-f", "json"):
-            runner.openstack("server", "delete", "--wait", server["ID"], check=False)
-        runner.stop()
-        remove_data_plane(runner.state_dir)
+        stop_guest_cloud(runner)
 
 
 def test_server_create_boots_a_guest_that_gets_its_ip_and_its_data(cloud_with_guests, tmp_path):

@@ -30,7 +30,7 @@ import pytest
 
 from cumulo.common.config import load_config, write_config
 from cumulo.compute.virt import qemu_process as qp
-from tests.cloudrunner import CloudRunner, configure_state_dir, remove_data_plane
+from tests.cloudrunner import CloudRunner, configure_state_dir, stop_guest_cloud
 from tests.conftest import skip_or_fail
 
 pytestmark = pytest.mark.e2e
@@ -219,10 +219,7 @@ def guests(tmp_path_factory):
             g.wait_booted(name, 1)
         yield g
     finally:
-        for server in runner.openstack("server", "list", "--all-projects", "-f", "json"):
-            runner.openstack("server", "delete", "--wait", server["ID"], check=False)
-        runner.stop()
-        remove_data_plane(runner.state_dir)
+        stop_guest_cloud(runner)
 
 
 def test_guests_cannot_ping_without_an_icmp_rule_and_can_with_one(guests):

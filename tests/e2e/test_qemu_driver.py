@@ -145,11 +145,13 @@ async def test_guest_reads_hostname_key_and_user_data_from_the_config_drive(driv
     assert info.cpu_time_ns > 0
     vnc = await driver.get_vnc_console(running)
     assert vnc["internal_access_path"].endswith("/vnc.sock")
-    directory = os.open(os.path.dirname(vnc["internal_access_path"]), os.O_PATH)
+    path, directory = qemu_process.short_unix_path(
+        Path(vnc["internal_access_path"]).parent, "vnc.sock"
+    )
     try:
         with socket.socket(socket.AF_UNIX) as client:
             client.settimeout(10)
-            client.connect(f"/proc/self/fd/{directory}/vnc.sock")
+            client.connect(path)
             assert client.recv(12) == b"RFB 003.008\n"  # QEMU's VNC server greets
     finally:
         os.close(directory)

@@ -109,14 +109,23 @@ def _zone(value: Any) -> str | None:
     return zone
 
 
-async def _zone_of_hosts(s: AsyncSession, hosts: list[str]) -> dict[str, str]:
-    """The zone each of these hosts gets from its zoned aggregates (if any)."""
-    rows = await s.execute(
+async def _zones_of_hosts(
+    s: AsyncSession, hosts: list[str], excluding: int | None = None
+) -> list[tuple[str, str]]:
+    """(host, zone) for each zoned aggregate of these hosts (but `excluding`)."""
+    query = (
         select(AggregateHost.host, AggregateMetadata.value)
         .join(AggregateMetadata, AggregateMetadata.aggregate_id == AggregateHost.aggregate_id)
         .where(AggregateHost.host.in_(hosts), AggregateMetadata.key == AZ_KEY)
     )
-    return {host: zone for host, zone in rows}
+    if excluding is not None:
+        query = query.where(AggregateHost.aggregate_id != excluding)
+    return [(host, zone) for host, zone in await s.execute(query)]
+
+
+async def _zone_of_hosts(s: AsyncSession, hosts: list[str]) -> dict[str, str]:
+    """The zone each of these hosts gets from its zoned aggregates (if any)."""
+    return dict(await _zones_of_hosts(s, hosts))
 
 
 async def _apply_zones(request: Request, s: AsyncSession, hosts: list[str]) -> None:
@@ -137,15 +146,7 @@ async def _apply_zones(request: Request, s: AsyncSession, hosts: list[str]) -> N
 
 async def _check_zone_change(s: AsyncSession, agg: Aggregate, hosts: list[str], zone) -> None:
     """A host in one zone only; a zone does not change under running servers."""
-    others = await s.execute(
-        select(AggregateHost.host, AggregateMetadata.value)
-        .join(AggregateMetadata, AggregateMetadata.aggregate_id == AggregateHost.aggregate_id)
-        .where(
-            AggregateHost.host.in_(hosts),
-            AggregateMetadata.key == AZ_KEY,
-            AggregateHost.aggregate_id != agg.id,
-        )
-    )
+    others = await _zones_of_hosts(s, hosts, excluding=agg.id)
     clashing = sorted({other for _, other in others if other != zone})
     if zone is not None and clashing:
         raise Conflict(

@@ -132,7 +132,8 @@ async def server_action(request: Request) -> Response:
                 service, ctx, inst, server_security.group_name(args)
             )
         elif action == "createBackup":
-            return await server_backups.create_backup(request, ctx, inst, args)
+            image_id = await server_backups.create_backup(request, ctx, inst, args)
+            return image_accepted(request, image_id) if image_id else no_content(202)
         elif action == "os-resetState":
             await authorize(request, "compute:servers:reset_state")
             await server_security.reset_state(service, ctx, inst, args)
@@ -161,10 +162,14 @@ async def _create_image(request: Request, ctx, inst, args: Any) -> Response:
     ):
         raise BadRequest("Invalid input for field/attribute metadata.")
     image_id = await compute_of(request).create_image(inst, ctx, name, metadata)
-    location = f"{base_url(request)}/images/{image_id}"
+    return image_accepted(request, image_id)
+
+
+def image_accepted(request: Request, image_id: str) -> Response:
+    """202 for createImage/createBackup: the image id in the body from 2.45, else Location."""
     if version(request) >= (2, 45):
         return json({"image_id": image_id}, status=202)
-    return no_content_with_location(location)
+    return no_content_with_location(f"{base_url(request)}/images/{image_id}")
 
 
 def no_content_with_location(location: str) -> Response:

@@ -20,12 +20,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import Response
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
 from cumulo.common.service_client import ServiceError
-from cumulo.compute.api.common import base_url, compute_of, json, version
+from cumulo.compute.api.common import compute_of
 from cumulo.compute.models import Instance
 from cumulo.compute.service import ComputeService
 
@@ -56,12 +55,13 @@ def _parse(args: Any) -> tuple[str, str, int, dict[str, str]]:
     return name, backup_type, rotation, metadata
 
 
-async def create_backup(request: Request, ctx: RequestContext, inst: Instance, args) -> Response:
+async def create_backup(request: Request, ctx: RequestContext, inst: Instance, args) -> str | None:
+    """The backup image's id (None with rotation 0: no image is made)."""
     name, backup_type, rotation, metadata = _parse(args)
     service = compute_of(request)
     if rotation == 0:
         await rotate(service, ctx, inst.uuid, backup_type, keep=0)
-        return Response(status_code=202)
+        return None
     image_id = await service.create_image(inst, ctx, name, metadata)
     assert service.images is not None  # create_image made an image
     await service.images.request(
@@ -81,9 +81,7 @@ async def create_backup(request: Request, ctx: RequestContext, inst: Instance, a
     )
     _rotations.add(task)
     task.add_done_callback(_rotations.discard)
-    if version(request) >= (2, 45):
-        return json({"image_id": image_id}, status=202)
-    return Response(status_code=202, headers={"Location": f"{base_url(request)}/images/{image_id}"})
+    return image_id
 
 
 async def _rotate_when_active(

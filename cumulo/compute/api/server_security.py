@@ -40,13 +40,20 @@ async def _network(service: ComputeService):
     return service.networks
 
 
-async def _find_group(service: ComputeService, ctx: RequestContext, inst: Instance, name: str):
-    """The group named `name` (or with that id) in the server's project, as Nova looks it up."""
+async def _project_groups(
+    service: ComputeService, ctx: RequestContext, inst: Instance
+) -> list[dict]:
+    """The security groups of the server's project (with their rules)."""
     net = await _network(service)
     found = await net.json(
         "GET", f"/v2.0/security-groups?project_id={inst.project_id}", ctx.auth_token
     )
-    groups = found["security_groups"]
+    return found["security_groups"]
+
+
+async def _find_group(service: ComputeService, ctx: RequestContext, inst: Instance, name: str):
+    """The group named `name` (or with that id) in the server's project, as Nova looks it up."""
+    groups = await _project_groups(service, ctx, inst)
     by_id = [g for g in groups if g["id"] == name]
     by_name = [g for g in groups if g["name"] == name]
     matches = by_id or by_name
@@ -166,11 +173,9 @@ async def list_server_security_groups(request: Request) -> Response:
         return json({"security_groups": []})
     ports = await _ports(service, ctx, inst)
     wanted = {g for p in ports for g in p["security_groups"]}
-    found = await service.networks.json(
-        "GET", f"/v2.0/security-groups?project_id={inst.project_id}", ctx.auth_token
-    )
-    groups = [g for g in found["security_groups"] if g["id"] in wanted]
-    names = {g["id"]: g["name"] for g in found["security_groups"]}
+    project_groups = await _project_groups(service, ctx, inst)
+    groups = [g for g in project_groups if g["id"] in wanted]
+    names = {g["id"]: g["name"] for g in project_groups}
     return json(
         {
             "security_groups": [
