@@ -67,13 +67,14 @@ def init(state_dir: Path | None, host: str | None, database: str | None) -> None
 @click.option("--host", default=None, help="Address the APIs bind to (default 127.0.0.1).")
 @click.option("--database", default=None, help="SQLAlchemy URL (default: SQLite files).")
 @click.option(
-    "--with-demo-image",
-    is_flag=True,
+    "--with-demo-image/--no-demo-image",
+    default=None,
     help="Register the tiny bootable test guest as public images (tiny, tiny-kernel, "
-    "tiny-ramdisk) unless they exist; built from two Debian packages, cached.",
+    "tiny-ramdisk) unless they exist; built from two Debian packages, cached. "
+    "Default: only on the first start of a state dir.",
 )
 def up(
-    state_dir: Path | None, host: str | None, database: str | None, with_demo_image: bool
+    state_dir: Path | None, host: str | None, database: str | None, with_demo_image: bool | None
 ) -> None:
     """Serve the whole cloud (runs init when needed). Ctrl-C stops it."""
     from cumulo.cloud import Cloud
@@ -93,8 +94,12 @@ def up(
             async def run() -> None:
                 cloud = await Cloud.open(sd, host=host, database=database)
                 try:
-                    if with_demo_image:
+                    # The first start offers the demo image (a marker remembers it was
+                    # offered: a user who deleted it does not get it back).
+                    offered = sd / "demo-image-offered"
+                    if with_demo_image or (with_demo_image is None and not offered.exists()):
                         await _demo_image(cloud)
+                        offered.touch()
                     apps = cloud.apps()
                     servers = make_servers(apps, cloud.config.host)
                     _usage_hint(sd)
@@ -115,13 +120,18 @@ def up(
 async def _demo_image(cloud) -> None:
     from cumulo.image.demo import DemoImageError, register_for_cloud
 
-    console.print("Registering the demo image (the first time builds the tiny guest)...")
     try:
-        ids = await register_for_cloud(cloud)
+        with console.status("Registering the demo image (the first time builds the tiny guest)"):
+            ids = await register_for_cloud(cloud)
     except DemoImageError as exc:
         console.print(f"[yellow]warning:[/] no demo image: {exc}. Starting without it.")
+        console.print("  `cumulo doctor` says what this host lacks and how to add it.")
         return
     console.print(f"  demo image: tiny ({ids['tiny']}), with its kernel and ramdisk")
+    console.print(
+        "  boot it: openstack server create --image tiny --flavor m1.tiny "
+        "--network private --wait vm1"
+    )
 
 
 def _run_host(sd: Path, agent) -> None:
@@ -212,3 +222,121 @@ def rotate_keys(state_dir: Path | None) -> None:
     repo = KeyRepository(sd / "fernet-keys", config.identity.max_active_keys)
     primary = repo.rotate()
     console.print(f"rotated: key {primary} is now primary")
+
+
+@main.command("host-packages")
+@click.option("--install", is_flag=True, help="Install the missing ones (as root, apt-get).")
+@click.option("--dry-run", is_flag=True, help="Only say what --install would install.")
+@click.option("--with-test", is_flag=True, help="Also the packages only the tests use.")
+@click.option(
+    "--admin-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Read another dpkg database (dpkg --admindir).",
+)
+def host_packages_command(
+    install: bool, dry_run: bool, with_test: bool, admin_dir: Path | None
+) -> None:
+    """The host packages cumulo needs for real guests and networks, and which are missing."""
+    import os
+    import subprocess
+
+    from cumulo.operations import host_packages as hp
+
+    wanted = hp.host_packages(include_test=with_test)
+    if hp.package_manager() is None:
+        console.print("Not a Debian/Ubuntu host; install the equivalents of:")
+        for p in wanted:
+            console.print(f"  {p.name:<20} {p.why}")
+        return
+    missing = hp.missing_packages(wanted, admin_dir)
+    if not missing:
+        console.print("Host packages: all installed.")
+        return
+    console.print("Host packages missing:")
+    for p in missing:
+        console.print(f"  {p.name:<20} {p.why}")
+    command = " ".join(hp.install_command(missing))
+    if dry_run or not install:
+        console.print(f"Would run: {command}" if dry_run else f"Install them: sudo {command}")
+        return
+    if os.geteuid() != 0:
+        console.print(
+            f"[yellow]Not root:[/] run `sudo {command}`; serving what this host can meanwhile."
+        )
+        return
+    console.print(f"Installing: {command}")
+    try:
+        hp.install(missing)
+    except subprocess.CalledProcessError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+
+
+@main.command()
+@state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def doctor(state_dir: Path | None, as_json: bool) -> None:
+    """What this host can do for a cloud, and the fix for what it cannot."""
+    import json
+
+    from rich.table import Table
+
+    from cumulo.operations.doctor import FAIL, as_dicts, run_checks
+
+    sd = resolve_state_dir(state_dir)
+    checks = run_checks(load_config(sd), sd)
+    if as_json:
+        click.echo(json.dumps(as_dicts(checks), indent=2))
+    else:
+        table = Table("check", "", "detail", "fix")
+        marks = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
+        for c in checks:
+            table.add_row(c.name, marks[c.status], c.detail, c.fix)
+        Console(soft_wrap=False).print(table)
+    if any(c.status == FAIL for c in checks):
+        sys.exit(1)
+
+
+@main.command()
+@state_dir_option
+def down(state_dir: Path | None) -> None:
+    """Stop the cloud serving the state dir; its guests and data plane keep running."""
+    from cumulo.operations.purge import cloud_namespaces, cloud_processes, scope_of, stop_cloud
+
+    sd = resolve_state_dir(state_dir)
+    try:
+        pid = stop_cloud(sd)
+    except TimeoutError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+    console.print(f"cumulo (pid {pid}) stopped." if pid else f"No cumulo is running on {sd}.")
+    scope = scope_of(sd)
+    guests = cloud_processes(scope)["qemu-system-x86_64"]
+    namespaces = cloud_namespaces(scope)
+    if guests or namespaces:
+        console.print(
+            f"Kept running: {len(guests)} guest(s), {len(namespaces)} network namespace(s) "
+            "(guests keep their network). `cumulo purge` removes them."
+        )
+
+
+@main.command()
+@state_dir_option
+@click.option("--scope", default=None, help="Purge by scope (when the state dir is gone).")
+@click.option("--remove-state-dir", is_flag=True, help="Then delete the state dir too.")
+def purge(state_dir: Path | None, scope: str | None, remove_state_dir: bool) -> None:
+    """Stop the cloud, its guests and NBD exports, and remove its network namespaces
+    (bridges, taps, nftables, dnsmasq inside them); with --remove-state-dir, its data."""
+    from cumulo.operations.purge import purge as purge_cloud
+    from cumulo.operations.purge import stop_cloud
+
+    sd = None if scope else resolve_state_dir(state_dir)
+    if sd is not None and sd.exists():
+        stop_cloud(sd)
+    report = purge_cloud(sd, scope, remove_state_dir)
+    console.print(
+        f"Purged scope {report.scope}: {len(report.guests)} guest(s), "
+        f"{len(report.exports)} NBD export(s), {len(report.namespaces)} namespace(s)"
+        + (", state dir removed" if report.state_dir_removed else "")
+    )

@@ -38,6 +38,9 @@ def configure_state_dir(state_dir: Path, database: str | None = None) -> None:
     # ...and the fake hypervisor; tests/e2e boots real QEMU guests.
     config.compute.driver = "fake"
     write_config(state_dir, config)
+    # `cumulo up` offers the demo image on a state dir's first start; tests that want it
+    # ask for it (--with-demo-image), the others start without building it.
+    (state_dir / "demo-image-offered").touch()
 
 
 def stop_guest_cloud(runner: CloudRunner) -> None:

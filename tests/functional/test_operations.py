@@ -1,0 +1,138 @@
+"""An operator's commands: host packages, `cumulo doctor`, `cumulo down`, `cumulo purge`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cumulo.common.config import load_config, write_config
+from cumulo.network.dataplane.linuxbridge import scope_of
+from cumulo.operations.host_packages import host_packages
+from tests.cloudrunner import configure_state_dir, free_port
+from tests.conftest import skip_or_fail
+from tests.functional.test_identity_lifecycle import Served, _cumulo
+
+
+def test_host_packages_dry_run_names_every_package_a_bare_machine_lacks(tmp_path: Path):
+    # An empty dpkg database: a machine with none of the packages installed.
+    (tmp_path / "updates").mkdir()
+    (tmp_path / "status").touch()
+    result = _cumulo("host-packages", "--install", "--dry-run", "--admin-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    names = [p.name for p in host_packages()]
+    assert {"qemu-utils", "qemu-system-x86", "dnsmasq-base", "nftables"} <= set(names)
+    for name in names:
+        assert name in result.stderr
+    assert "Would run: apt-get install -y -q " + " ".join(names) in result.stderr
+
+
+def test_host_packages_on_this_machine_says_all_are_installed():
+    if shutil.which("dpkg-query") is None:
+        pytest.skip("not a Debian host")
+    result = _cumulo("host-packages", "--with-test")
+    # .ci/run installs them through the same command before the tests run.
+    if "all installed" not in result.stderr:
+        skip_or_fail(f"host packages missing: {result.stderr}")
+
+
+def test_doctor_names_what_is_unreachable_with_its_fix(tmp_path: Path):
+    configure_state_dir(tmp_path)
+    config = load_config(tmp_path)
+    closed = free_port()
+    config.database.url = f"postgresql+asyncpg://postgres@127.0.0.1:{closed}/cumulo"
+    config.messaging.transport_url = f"rabbit://guest:guest@127.0.0.1:{closed}/"
+    write_config(tmp_path, config)
+    result = _cumulo("doctor", "--state-dir", str(tmp_path), "--json", timeout=60)
+    assert result.returncode == 1  # something essential fails
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert {"root", "host packages", "qemu", "qemu-img", "accelerator", "disk"} <= set(checks)
+    assert checks["database"]["status"] == "fail"
+    assert f"127.0.0.1:{closed}" in checks["database"]["detail"]
+    assert "[database] url" in checks["database"]["fix"]
+    assert checks["message bus"]["status"] == "fail"
+    assert "transport_url" in checks["message bus"]["fix"]
+    for check in checks.values():
+        assert check["status"] in ("ok", "warn", "fail")
+        assert check["status"] == "ok" or check["fix"], check
+
+
+def test_doctor_on_a_sound_all_in_one_config_fails_nothing(tmp_path: Path):
+    configure_state_dir(tmp_path)
+    result = _cumulo("doctor", "--state-dir", str(tmp_path), "--json", timeout=60)
+    checks = json.loads(result.stdout)
+    failed = [c for c in checks if c["status"] == "fail"]
+    if failed:
+        skip_or_fail(f"this host lacks what cumulo needs: {failed}")
+    assert result.returncode == 0
+    by_name = {c["name"]: c for c in checks}
+    assert by_name["database"]["status"] == by_name["message bus"]["status"] == "ok"
+
+
+def test_down_stops_the_cloud_and_a_second_down_finds_none(tmp_path: Path):
+    configure_state_dir(tmp_path)
+    served = Served(tmp_path)
+    result = _cumulo("down", "--state-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert f"(pid {served.proc.pid}) stopped" in result.stderr
+    assert served.proc.wait(timeout=30) == 0
+    again = _cumulo("down", "--state-dir", str(tmp_path))
+    assert "No cumulo is running" in again.stderr
+
+
+def _left_behind(scope: str) -> tuple[list[str], list[int]]:
+    from cumulo.operations.purge import cloud_namespaces, cloud_processes
+
+    processes = cloud_processes(scope)
+    return cloud_namespaces(scope), [pid for pids in processes.values() for pid in pids]
+
+
+def test_purge_removes_what_a_cloud_left_even_when_its_state_dir_is_gone(tmp_path: Path):
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        skip_or_fail("purging namespaces needs root and iproute2")
+    state_dir = tmp_path / "gone-cloud"
+    instance = state_dir / "compute" / "host1" / "instances" / "0f6d1c32"
+    instance.mkdir(parents=True)
+    scope = scope_of(state_dir)
+    namespaces = [f"cmlo-{scope}-host", f"cmlo-{scope}-dhcp-0123"]
+    stray: list[subprocess.Popen] = []
+    try:
+        for ns in namespaces:
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+        # A dnsmasq-like process inside a namespace, a "guest" and an "NBD export" whose
+        # command lines name files of the state dir, as QEMU's and qemu-storage-daemon's do.
+        sleeper = ["-c", "import time; time.sleep(600)"]
+        stray.append(subprocess.Popen(["ip", "netns", "exec", namespaces[1], "sleep", "600"]))
+        for program, arg in (
+            ("qemu-system-x86_64", f"-pidfile={instance / 'qemu.pid'}"),
+            ("qemu-storage-daemon", f"driver=file,filename={state_dir / 'volumes' / 'v1'}"),
+        ):
+            stray.append(
+                subprocess.Popen(
+                    ["bash", "-c", f'exec -a {program} "$@"', "-", sys.executable, *sleeper, arg]
+                )
+            )
+        deadline = time.monotonic() + 10
+        while len(_left_behind(scope)[1]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left_namespaces, left_processes = _left_behind(scope)
+        assert left_namespaces == sorted(namespaces) and len(left_processes) == 2
+
+        shutil.rmtree(state_dir)  # the operator deleted the state dir first
+        result = _cumulo("purge", "--scope", scope)
+        assert result.returncode == 0, result.stderr
+        assert "1 guest(s), 1 NBD export(s), 2 namespace(s)" in result.stderr
+        assert _left_behind(scope) == ([], [])
+        for proc in stray:
+            assert proc.wait(timeout=10) < 0  # killed by purge
+    finally:
+        for proc in stray:
+            proc.kill()
+        for ns in namespaces:
+            subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
