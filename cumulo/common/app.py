@@ -22,9 +22,10 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cumulo.common import metrics
 from cumulo.common.faults import (
     ERRORS_BY_STATUS,
     ApiError,
@@ -95,6 +96,10 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            route = metrics.route_template(scope)
+            metrics.HTTP_REQUESTS.labels(self.service, scope["method"], route, status).inc()
+            metrics.HTTP_LATENCY.labels(self.service, scope["method"], route).observe(elapsed)
             if LOG.isEnabledFor(logging.INFO):
                 LOG.info(
                     "%s %s %s %s %.1fms",
@@ -102,7 +107,7 @@ class RequestIdMiddleware:
                     scope["method"],
                     scope["path"],
                     status,
-                    (time.perf_counter() - started) * 1000,
+                    elapsed * 1000,
                 )
             request_id_var.reset(token)
 
@@ -135,7 +140,7 @@ def create_app(
         return error_response(ApiError())
 
     app = Starlette(
-        routes=list(routes),
+        routes=[*routes, Route("/metrics", metrics.metrics_endpoint, methods=["GET"])],
         exception_handlers={
             ApiError: on_api_error,
             HTTPException: on_http_error,

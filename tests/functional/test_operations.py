@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cumulo.common.config import load_config, write_config
@@ -136,3 +137,47 @@ def test_purge_removes_what_a_cloud_left_even_when_its_state_dir_is_gone(tmp_pat
             proc.kill()
         for ns in namespaces:
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+
+
+def _samples(text: str, name: str) -> dict[str, float]:
+    """`{labels: value}` of one metric in Prometheus' text format."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) :].rsplit(" ", 1)
+            found[labels] = float(value)
+    return found
+
+
+def test_metrics_after_a_boot_count_the_requests_and_bus_messages(cloud, tmp_path: Path):
+    disk = tmp_path / "tiny.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(disk), "64M"], check=True)
+    image = cloud.openstack(
+        "image", "create", "metrics-img", "--file", str(disk), "--disk-format", "qcow2",
+        "--container-format", "bare", "-f", "json",
+    )  # fmt: skip
+    cloud.openstack(
+        "server", "create", "--image", image["id"], "--flavor", "m1.tiny", "--network",
+        "private", "--wait", "metrics-vm",
+    )  # fmt: skip
+    ports = cloud.config.ports
+    for port in (ports.identity, ports.compute, ports.image, ports.network, ports.block_storage):
+        response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+    text = httpx.get(f"http://127.0.0.1:{ports.compute}/metrics", timeout=10).text
+    requests = _samples(text, "cumulo_http_requests_total")
+    creates = [
+        v
+        for k, v in requests.items()
+        if 'service="compute"' in k and 'method="POST"' in k and 'route="/v2.1/servers"' in k
+    ]
+    assert creates and sum(creates) >= 1, requests
+    # Routes are templates: no server id appears in a label.
+    assert not any("metrics-vm" in k for k in requests)
+    builds = _samples(text, "cumulo_rpc_messages_total")
+    assert any("build_and_run_instance" in k and 'outcome="ok"' in k for k in builds), builds
+    durations = _samples(text, "cumulo_http_request_duration_seconds_count")
+    assert any('route="/v2.1/servers"' in k for k in durations)
+    cloud.openstack("server", "delete", "--wait", "metrics-vm")
+    cloud.openstack("image", "delete", image["id"])

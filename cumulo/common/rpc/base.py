@@ -5,9 +5,11 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import time
 import traceback
 from typing import Any
 
+from cumulo.common import metrics
 from cumulo.common.app import request_id_var
 
 LOG = logging.getLogger(__name__)
@@ -48,16 +50,21 @@ async def dispatch(endpoint: Endpoint, message: dict[str, Any]) -> dict[str, Any
     name = message.get("method", "")
     context = message.get("context") or {}
     token = request_id_var.set(context.get("request_id", "-"))
+    started, method = time.perf_counter(), None
     try:
         method = endpoint.rpc_method(name)
         if method is None:
             return {"error": {"type": "UnknownMethod", "message": f"no RPC method {name!r}"}}
         result = await method(context, **(message.get("args") or {}))
+        metrics.RPC_MESSAGES.labels(name, "ok").inc()
         return {"result": result}
     except Exception as exc:  # noqa: BLE001 - every failure travels back to the caller
         LOG.warning("rpc %s failed: %s\n%s", name, exc, traceback.format_exc())
+        metrics.RPC_MESSAGES.labels(name, "error").inc()
         return {"error": {"type": type(exc).__name__, "message": str(exc)}}
     finally:
+        if method is not None:
+            metrics.RPC_DURATION.labels(name).observe(time.perf_counter() - started)
         request_id_var.reset(token)
 
 

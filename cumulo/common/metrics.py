@@ -1,0 +1,47 @@
+"""Prometheus metrics (prometheus_client), served at /metrics on every API port.
+
+One registry per process: in the all-in-one cloud every port's /metrics shows every
+service's series, told apart by the `service` label. Routes are labelled by their
+template (`/v2.1/servers/{server_id}`), never by the raw path, so ids do not multiply
+the series.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+HTTP_REQUESTS = Counter(
+    "cumulo_http_requests_total",
+    "API requests answered, by service, method, route template and status.",
+    ["service", "method", "route", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "cumulo_http_request_duration_seconds",
+    "Time to answer an API request (until the response is sent).",
+    ["service", "method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RPC_MESSAGES = Counter(
+    "cumulo_rpc_messages_total",
+    "Messages taken from the bus and dispatched, by method and outcome (ok, error).",
+    ["method", "outcome"],
+)
+RPC_DURATION = Histogram(
+    "cumulo_rpc_handling_duration_seconds",
+    "Time a bus message's method ran on the receiving side.",
+    ["method"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120),
+)
+
+
+def route_template(scope: dict) -> str:
+    """The matched route's path template, or "unmatched" (404s of unknown paths)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+async def metrics_endpoint(_request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
