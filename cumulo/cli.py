@@ -340,3 +340,65 @@ def purge(state_dir: Path | None, scope: str | None, remove_state_dir: bool) -> 
         f"{len(report.exports)} NBD export(s), {len(report.namespaces)} namespace(s)"
         + (", state dir removed" if report.state_dir_removed else "")
     )
+
+
+@main.group()
+def db() -> None:
+    """The services' database schemas."""
+
+
+def _print_schemas(states) -> None:
+    for s in states:
+        where = "not created" if s.current is None else f"at {s.current}"
+        verdict = "up to date" if s.up_to_date else f"{where}, newest is {s.head}"
+        console.print(f"  {s.service:<9} {verdict:<32} {s.database}")
+
+
+@db.command("check")
+@state_dir_option
+def db_check(state_dir: Path | None) -> None:
+    """Say where each service's schema stands; exit 1 when one needs `cumulo db upgrade`."""
+    from cumulo.operations import database
+
+    sd = resolve_state_dir(state_dir)
+    states = asyncio.run(database.check(load_config(sd), sd))
+    _print_schemas(states)
+    if not all(s.up_to_date for s in states):
+        console.print("Run `cumulo db upgrade` (or start `cumulo up`, which upgrades).")
+        sys.exit(1)
+
+
+@db.command("upgrade")
+@state_dir_option
+def db_upgrade(state_dir: Path | None) -> None:
+    """Upgrade every service's schema to the newest revision (creating databases)."""
+    from cumulo.operations import database
+
+    sd = resolve_state_dir(state_dir)
+    _print_schemas(asyncio.run(database.upgrade(load_config(sd), sd)))
+
+
+@main.group()
+def systemd() -> None:
+    """systemd units for cumulo's processes."""
+
+
+@systemd.command("install")
+@state_dir_option
+@click.option(
+    "--unit-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/etc/systemd/system"),
+    show_default=True,
+)
+def systemd_install(state_dir: Path | None, unit_dir: Path) -> None:
+    """Write cumulo.service (all-in-one), cumulo-compute.service and cumulo-volume.service."""
+    from cumulo.operations.systemd import install_units
+
+    sd = resolve_state_dir(state_dir)
+    for path in install_units(unit_dir, sd):
+        console.print(f"wrote {path}")
+    console.print(
+        "Then: systemctl daemon-reload && systemctl enable --now cumulo "
+        "(or cumulo-compute / cumulo-volume on a scale-out host)."
+    )

@@ -181,3 +181,29 @@ def test_metrics_after_a_boot_count_the_requests_and_bus_messages(cloud, tmp_pat
     assert any('route="/v2.1/servers"' in k for k in durations)
     cloud.openstack("server", "delete", "--wait", "metrics-vm")
     cloud.openstack("image", "delete", image["id"])
+
+
+def test_systemd_units_are_accepted_by_systemd_analyze_verify(tmp_path: Path):
+    if shutil.which("systemd-analyze") is None:
+        skip_or_fail("systemd-analyze (Debian's systemd) is not installed")
+    unit_dir = tmp_path / "units"
+    state_dir = tmp_path / "state"
+    result = _cumulo(
+        "systemd", "install", "--state-dir", str(state_dir), "--unit-dir", str(unit_dir)
+    )
+    assert result.returncode == 0, result.stderr
+    units = sorted(unit_dir.glob("*.service"))
+    assert [u.name for u in units] == [
+        "cumulo-compute.service",
+        "cumulo-volume.service",
+        "cumulo.service",
+    ]
+    for unit in units:
+        text = unit.read_text()
+        # Guests and the data plane outlive a stop or restart of the service.
+        assert "KillMode=process" in text
+        assert f"--state-dir {state_dir}" in text
+    verified = subprocess.run(
+        ["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True
+    )
+    assert verified.returncode == 0, verified.stderr
