@@ -402,3 +402,43 @@ def systemd_install(state_dir: Path | None, unit_dir: Path) -> None:
         "Then: systemctl daemon-reload && systemctl enable --now cumulo "
         "(or cumulo-compute / cumulo-volume on a scale-out host)."
     )
+
+
+@main.command("backup")
+@state_dir_option
+@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+def backup_command(state_dir: Path | None, target: Path) -> None:
+    """Copy the state dir into TARGET (new or empty), consistently, while the cloud runs."""
+    from cumulo.operations.backup import BackupError, backup
+
+    sd = resolve_state_dir(state_dir)
+    try:
+        report = backup(sd, target)
+    except BackupError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+    console.print(
+        f"Backed up {sd} to {target}: {report.files} files, {report.bytes / 1024**2:.1f} MiB, "
+        f"databases: {', '.join(sorted(report.databases)) or 'none (server database)'}"
+    )
+    if report.server_database:
+        console.print(
+            f"[yellow]The databases are on {report.server_database}:[/] back them up with "
+            "pg_dump / mariadb-dump now (see README)."
+        )
+
+
+@main.command("restore")
+@state_dir_option
+@click.argument("source", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def restore_command(state_dir: Path | None, source: Path) -> None:
+    """Make a new state dir (--state-dir, new or empty) from a `cumulo backup` in SOURCE."""
+    from cumulo.operations.backup import BackupError, restore
+
+    sd = resolve_state_dir(state_dir)
+    try:
+        report = restore(source, sd)
+    except BackupError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+    console.print(f"Restored {report.files} files into {sd}; start it with `cumulo up`.")

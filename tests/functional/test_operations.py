@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import pytest
 from cumulo.common.config import load_config, write_config
 from cumulo.network.dataplane.linuxbridge import scope_of
 from cumulo.operations.host_packages import host_packages
-from tests.cloudrunner import configure_state_dir, free_port
+from tests.cloudrunner import CloudRunner, configure_state_dir, free_port
 from tests.conftest import skip_or_fail
 from tests.functional.test_identity_lifecycle import Served, _cumulo
 
@@ -207,3 +208,61 @@ def test_systemd_units_are_accepted_by_systemd_analyze_verify(tmp_path: Path):
         ["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True
     )
     assert verified.returncode == 0, verified.stderr
+
+
+def test_backup_of_a_running_cloud_restores_into_a_cloud_with_the_same_resources(
+    tmp_path: Path,
+):
+    source = tmp_path / "source"
+    configure_state_dir(source)
+    runner = CloudRunner(source).start()
+    disk = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(disk), "64M"], check=True)
+    try:
+        image = runner.openstack(
+            "image", "create", "kept-img", "--file", str(disk), "--disk-format", "qcow2",
+            "--container-format", "bare", "-f", "json",
+        )  # fmt: skip
+        server = runner.openstack(
+            "server", "create", "--image", image["id"], "--flavor", "m1.tiny", "--network",
+            "private", "--wait", "kept-vm", "-f", "json",
+        )  # fmt: skip
+        volume = runner.openstack("volume", "create", "--size", "1", "kept-vol", "-f", "json")
+        deadline = time.monotonic() + 60
+        while runner.openstack("volume", "show", volume["id"], "-f", "json")["status"] != (
+            "available"
+        ):
+            assert time.monotonic() < deadline, "volume never became available"
+            time.sleep(0.5)
+        # Taken while the cloud runs.
+        result = _cumulo("backup", "--state-dir", str(source), str(tmp_path / "backup"))
+        assert result.returncode == 0, result.stderr
+        assert "compute, identity, image, network, volume" in result.stderr
+    finally:
+        runner.stop()
+    manifest = json.loads((tmp_path / "backup" / "cumulo-backup.json").read_text())
+    assert manifest["state_dir"] == str(source.resolve())
+
+    restored = tmp_path / "restored"
+    result = _cumulo("restore", "--state-dir", str(restored), str(tmp_path / "backup"))
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE((restored / "fernet-keys" / "0").stat().st_mode) == 0o600
+    config = load_config(restored)
+    for name in type(config.ports).model_fields:
+        setattr(config.ports, name, free_port())  # the restored cloud beside the source
+    write_config(restored, config)
+    runner = CloudRunner(restored).start()
+    try:
+        servers = runner.openstack("server", "list", "--all-projects", "-f", "json")
+        assert [(s["ID"], s["Name"]) for s in servers] == [(server["id"], "kept-vm")]
+        shown = runner.openstack("image", "show", image["id"], "-f", "json")
+        assert shown["checksum"] == image["checksum"] and shown["status"] == "active"
+        saved = tmp_path / "saved.qcow2"
+        runner.openstack("image", "save", "--file", str(saved), image["id"])
+        assert saved.read_bytes() == disk.read_bytes()
+        kept = runner.openstack("volume", "show", volume["id"], "-f", "json")
+        assert kept["name"] == "kept-vol" and kept["status"] == "available"
+        # The restored cloud still works, not only reads.
+        runner.openstack("volume", "delete", volume["id"])
+    finally:
+        runner.stop()
