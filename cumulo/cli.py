@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from cumulo.common.app import setup_logging
 from cumulo.common.config import load_config, resolve_state_dir
+from cumulo.common.logs import setup_logging
 
 # soft_wrap: long hints (paths, export lines) stay whole lines to copy, even in a pipe.
 console = Console(stderr=True, soft_wrap=True)
@@ -28,9 +28,23 @@ state_dir_option = click.option(
 
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log every request.")
-def main(verbose: bool) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    envvar="CUMULO_LOG_FORMAT",
+    help="json: one JSON object per line (request lines with their fields).",
+)
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    envvar="CUMULO_LOG_DIR",
+    help="Also write rotated log files there: one per service's requests, cumulo.log for the rest.",
+)
+def main(verbose: bool, log_format: str, log_dir: Path | None) -> None:
     """cumulo: a private IaaS cloud speaking the OpenStack APIs."""
-    setup_logging(logging.INFO if verbose else logging.WARNING)
+    setup_logging(logging.INFO if verbose else logging.WARNING, log_format, log_dir)
 
 
 def _usage_hint(state_dir: Path) -> None:
@@ -442,3 +456,38 @@ def restore_command(state_dir: Path | None, source: Path) -> None:
         console.print(f"[red]error:[/] {exc}")
         sys.exit(1)
     console.print(f"Restored {report.files} files into {sd}; start it with `cumulo up`.")
+
+
+@main.command()
+@state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(state_dir: Path | None, as_json: bool) -> None:
+    """The running cloud: APIs, services and heartbeats, servers per state, queues, database,
+    and guests this host runs that the database does not know (and the other way round)."""
+    import dataclasses
+    import json
+
+    from cumulo.operations.status import read_status
+
+    sd = resolve_state_dir(state_dir)
+    report = read_status(load_config(sd), sd)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(report), indent=2))
+        return
+    console.print(f"cumulo: {'running, pid ' + str(report.pid) if report.pid else 'not running'}")
+    console.print(f"database: {report.database['status']} ({report.database['detail']})")
+    for name, api in report.apis.items():
+        console.print(f"  {name:<14} {api['state']:<6} {api['detail']}")
+    for s in report.services:
+        age = "-" if s["heartbeat_age_s"] is None else f"{s['heartbeat_age_s']:.0f} s ago"
+        console.print(
+            f"  {s['binary']:<16} {s['host']:<24} {s['status']:<9} {s['state']:<5} heartbeat {age}"
+        )
+    servers = ", ".join(f"{k} {v}" for k, v in sorted(report.servers.items())) or "none"
+    console.print(f"servers: {servers}")
+    queues = ", ".join(f"{k} {v}" for k, v in sorted(report.queues.items())) or "all empty"
+    console.print(f"queues: {queues}")
+    if report.unknown_guests:
+        console.print(f"[yellow]guests the database does not know:[/] {report.unknown_guests}")
+    if report.missing_guests:
+        console.print(f"[yellow]servers placed here with no guest:[/] {report.missing_guests}")

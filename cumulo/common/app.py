@@ -50,24 +50,6 @@ class JSONResponse(responses.JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
-class RequestIdFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
-        return True
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler()
-    handler.addFilter(RequestIdFilter())
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
-
-
 class RequestIdMiddleware:
     """Gives each request an id, echoes it in the response, and logs one access line."""
 
@@ -101,15 +83,41 @@ class RequestIdMiddleware:
             metrics.HTTP_REQUESTS.labels(self.service, scope["method"], route, status).inc()
             metrics.HTTP_LATENCY.labels(self.service, scope["method"], route).observe(elapsed)
             if LOG.isEnabledFor(logging.INFO):
-                LOG.info(
-                    "%s %s %s %s %.1fms",
-                    self.service,
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    elapsed * 1000,
-                )
+                self._log_request(scope, route, status, elapsed)
             request_id_var.reset(token)
+
+    def _log_request(self, scope: Scope, route: str, status: int, elapsed: float) -> None:
+        """One line per request; its fields are also record attributes (JSON logs)."""
+        ctx = scope.get("cumulo.context")
+        fields = {
+            "service": self.service,
+            "method": scope["method"],
+            "route": route,
+            "path": scope["path"],
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 1),
+            "global_request_id": _header(scope, b"x-openstack-request-id"),
+            "user_id": getattr(ctx, "user_id", None),
+            "project_id": getattr(ctx, "project_id", None),
+        }
+        LOG.info(
+            "%s %s %s %s %.1fms user=%s project=%s",
+            self.service,
+            scope["method"],
+            scope["path"],
+            status,
+            elapsed * 1000,
+            fields["user_id"] or "-",
+            fields["project_id"] or "-",
+            extra={"fields": fields},
+        )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 def create_app(

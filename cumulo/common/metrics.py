@@ -8,7 +8,12 @@ the series.
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+import weakref
+from collections.abc import Iterator
+from typing import Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -34,6 +39,36 @@ RPC_DURATION = Histogram(
     ["method"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120),
 )
+
+
+class QueueDepths(Protocol):
+    def queue_depths(self) -> dict[str, int]: ...
+
+
+class _BusQueues:
+    """Collects the depth of every in-process bus queue at scrape time (RabbitMQ's are the
+    broker's to report)."""
+
+    def __init__(self) -> None:
+        self.transports: weakref.WeakSet = weakref.WeakSet()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "cumulo_bus_queue_depth",
+            "Messages waiting in an in-process bus queue.",
+            labels=["topic"],
+        )
+        totals: dict[str, int] = {}
+        for transport in list(self.transports):
+            for topic, depth in transport.queue_depths().items():
+                totals[topic] = totals.get(topic, 0) + depth
+        for topic, depth in sorted(totals.items()):
+            family.add_metric([topic], depth)
+        yield family
+
+
+BUS_QUEUES = _BusQueues()
+REGISTRY.register(BUS_QUEUES)
 
 
 def route_template(scope: dict) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cumulo.common.config import CumuloConfig, database_url
+from cumulo.common.db import service_database_url
 from cumulo.operations.host_packages import host_packages, missing_packages, package_manager
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -189,6 +190,8 @@ def check_database(config: CumuloConfig, state_dir: Path) -> Check:
         if os.access(where, os.W_OK):
             return Check("database", OK, f"SQLite files in {state_dir}")
         return Check("database", FAIL, f"{where} is not writable", "use another --state-dir")
+    # Each service has its own database on the server; Identity's is made first.
+    url = service_database_url(url, "identity").render_as_string(hide_password=False)
     shown = url.split("@")[-1]  # never the password
     return _reachable(
         "database",

@@ -42,14 +42,18 @@ WantedBy=multi-user.target
 
 
 def render_units(state_dir: Path, cumulo: Path | None = None) -> dict[str, str]:
-    """Unit file name -> text, running the `cumulo` next to this Python (the venv's)."""
+    """Unit file name -> text, running the `cumulo` next to this Python (the venv's),
+    logging every request to rotated per-service files in `<state dir>/logs`."""
     binary = cumulo or Path(sys.executable).parent / "cumulo"
     docs = Path(__file__).resolve().parents[2] / "README.md"
     return {
         name: TEMPLATE.format(
             description=description,
             docs=docs,
-            exec_start=shlex.join([str(binary), command, "--state-dir", str(state_dir)]),
+            exec_start=shlex.join(
+                [str(binary), "-v", "--log-dir", str(state_dir / "logs"), command]
+                + ["--state-dir", str(state_dir)]
+            ),
             state_dir=state_dir,
         )
         for name, (command, description) in UNITS.items()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 from cumulo.common.config import load_config, write_config
 from cumulo.network.dataplane.linuxbridge import scope_of
 from cumulo.operations.host_packages import host_packages
-from tests.cloudrunner import CloudRunner, configure_state_dir, free_port
+from tests.cloudrunner import VENV_BIN, CloudRunner, configure_state_dir, free_port
 from tests.conftest import skip_or_fail
 from tests.functional.test_identity_lifecycle import Served, _cumulo
 
@@ -150,17 +151,28 @@ def _samples(text: str, name: str) -> dict[str, float]:
     return found
 
 
-def test_metrics_after_a_boot_count_the_requests_and_bus_messages(cloud, tmp_path: Path):
+def _boot(cloud, tmp_path: Path, name: str) -> tuple[dict, dict]:
+    """A server (fake driver) booted from a fresh image: (image, server)."""
     disk = tmp_path / "tiny.qcow2"
     subprocess.run(["qemu-img", "create", "-f", "qcow2", str(disk), "64M"], check=True)
     image = cloud.openstack(
-        "image", "create", "metrics-img", "--file", str(disk), "--disk-format", "qcow2",
+        "image", "create", f"{name}-img", "--file", str(disk), "--disk-format", "qcow2",
         "--container-format", "bare", "-f", "json",
     )  # fmt: skip
-    cloud.openstack(
+    server = cloud.openstack(
         "server", "create", "--image", image["id"], "--flavor", "m1.tiny", "--network",
-        "private", "--wait", "metrics-vm",
+        "private", "--wait", name, "-f", "json",
     )  # fmt: skip
+    return image, server
+
+
+def _unboot(cloud, image: dict, server: dict) -> None:
+    cloud.openstack("server", "delete", "--wait", server["id"])
+    cloud.openstack("image", "delete", image["id"])
+
+
+def test_metrics_after_a_boot_count_the_requests_and_bus_messages(cloud, tmp_path: Path):
+    image, server = _boot(cloud, tmp_path, "metrics-vm")
     ports = cloud.config.ports
     for port in (ports.identity, ports.compute, ports.image, ports.network, ports.block_storage):
         response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
@@ -180,8 +192,7 @@ def test_metrics_after_a_boot_count_the_requests_and_bus_messages(cloud, tmp_pat
     assert any("build_and_run_instance" in k and 'outcome="ok"' in k for k in builds), builds
     durations = _samples(text, "cumulo_http_request_duration_seconds_count")
     assert any('route="/v2.1/servers"' in k for k in durations)
-    cloud.openstack("server", "delete", "--wait", "metrics-vm")
-    cloud.openstack("image", "delete", image["id"])
+    _unboot(cloud, image, server)
 
 
 def test_systemd_units_are_accepted_by_systemd_analyze_verify(tmp_path: Path):
@@ -266,3 +277,67 @@ def test_backup_of_a_running_cloud_restores_into_a_cloud_with_the_same_resources
         runner.openstack("volume", "delete", volume["id"])
     finally:
         runner.stop()
+
+
+def test_json_logs_give_one_line_per_request_with_who_and_which_route(tmp_path: Path):
+    configure_state_dir(tmp_path)
+    log_dir = tmp_path / "logs"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "CUMULO_"))}
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "cumulo"), "-v", "--log-format", "json", "--log-dir", str(log_dir),
+         "up", "--state-dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    runner = CloudRunner(tmp_path)  # its client helpers only
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(runner.auth_url, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "cumulo up did not start"
+            time.sleep(0.2)
+        token = runner.token("admin")
+        global_id = "req-11111111-2222-3333-4444-555555555555"
+        answer = httpx.get(
+            f"http://127.0.0.1:{runner.config.ports.compute}/v2.1/servers/detail",
+            headers={"X-Auth-Token": token, "X-OpenStack-Request-ID": global_id},
+        )
+        assert answer.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    lines = [json.loads(x) for x in (log_dir / "compute.log").read_text().splitlines()]
+    line = next(x for x in lines if x.get("global_request_id") == global_id)
+    assert line["route"] == "/v2.1/servers/detail" and line["status"] == 200
+    assert line["user_id"] and line["project_id"] and line["duration_ms"] >= 0
+    assert line["request_id"] == answer.headers["x-openstack-request-id"]
+    assert all(x["service"] == "compute" for x in lines)
+    identity = [json.loads(x) for x in (log_dir / "identity.log").read_text().splitlines()]
+    assert any(x["route"] == "/v3/auth/tokens" and x["status"] == 201 for x in identity)
+    # The console gets the same lines as JSON (the stream is parseable line by line).
+    for text in stderr.splitlines():
+        if text.startswith("{"):
+            json.loads(text)
+    assert token not in (log_dir / "compute.log").read_text()
+
+
+def test_status_of_a_running_cloud_shows_apis_services_servers_and_queues(cloud, tmp_path: Path):
+    image, server = _boot(cloud, tmp_path, "status-vm")
+    result = _cumulo("status", "--state-dir", str(cloud.state_dir), "--json", timeout=60)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert {name: api["state"] for name, api in status["apis"].items()} == {
+        name: "up"
+        for name in ("identity", "compute", "image", "network", "block_storage", "metadata")
+    } | {"novncproxy": status["apis"]["novncproxy"]["state"]}
+    assert status["database"]["status"] == "ok"
+    binaries = {(s["binary"], s["state"]) for s in status["services"]}
+    assert ("cumulo-compute", "up") in binaries and ("cinder-volume", "up") in binaries
+    assert all(s["heartbeat_age_s"] is not None for s in status["services"])
+    assert "conductor" in status["queues"] and "scheduler" in status["queues"]
+    assert status["servers"].get("ACTIVE", 0) >= 1
+    assert status["unknown_guests"] == [] and status["missing_guests"] == []
+    _unboot(cloud, image, server)

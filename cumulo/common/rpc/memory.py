@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from cumulo.common import metrics
 from cumulo.common.rpc.base import Endpoint, RpcTimeout, Transport, dispatch, unwrap
 
 # orjson, held to what json (RabbitMQ's encoding) accepts: datetimes and dataclasses
@@ -33,6 +34,10 @@ class MemoryTransport(Transport):
         self._queues: dict[str, asyncio.Queue[tuple[str, asyncio.Future | None]]] = {}
         self._consumers: list[asyncio.Task] = []
         self._handlers: set[asyncio.Task] = set()
+        metrics.BUS_QUEUES.transports.add(self)
+
+    def queue_depths(self) -> dict[str, int]:
+        return {topic: queue.qsize() for topic, queue in self._queues.items()}
 
     def _queue(self, topic: str) -> asyncio.Queue:
         return self._queues.setdefault(topic, asyncio.Queue())
