@@ -491,3 +491,13 @@ def status(state_dir: Path | None, as_json: bool) -> None:
         console.print(f"[yellow]guests the database does not know:[/] {report.unknown_guests}")
     if report.missing_guests:
         console.print(f"[yellow]servers placed here with no guest:[/] {report.missing_guests}")
+
+
+@main.command("grafana-dashboard")
+def grafana_dashboard() -> None:
+    """Print a Grafana dashboard (JSON) for the metrics at /metrics; import it in Grafana."""
+    import json
+
+    from cumulo.operations.grafana import dashboard
+
+    click.echo(json.dumps(dashboard(), indent=2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -192,6 +193,15 @@ def test_metrics_after_a_boot_count_the_requests_and_bus_messages(cloud, tmp_pat
     assert any("build_and_run_instance" in k and 'outcome="ok"' in k for k in builds), builds
     durations = _samples(text, "cumulo_http_request_duration_seconds_count")
     assert any('route="/v2.1/servers"' in k for k in durations)
+    # Every series the Grafana dashboard queries is one the cloud exports.
+    dashboard = json.loads(_cumulo("grafana-dashboard").stdout)
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"cumulo_[a-z_]+", target["expr"])
+    }
+    assert queried and all(_samples(text, name) for name in queried), queried
     _unboot(cloud, image, server)
 
 
