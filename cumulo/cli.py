@@ -501,3 +501,33 @@ def grafana_dashboard() -> None:
     from cumulo.operations.grafana import dashboard
 
     click.echo(json.dumps(dashboard(), indent=2))
+
+
+@main.command()
+@state_dir_option
+@click.argument("server")
+@click.option("--request-id", default=None, help="Another action of the server than its create.")
+@click.option("--json", "as_json", is_flag=True, help="Print the steps as JSON.")
+def trace(state_dir: Path | None, server: str, request_id: str | None, as_json: bool) -> None:
+    """SERVER's boot (or another action) as a timeline of its steps, with durations."""
+    import dataclasses
+    import json
+
+    from cumulo.operations.status import CloudReader
+    from cumulo.operations.trace import read_trace
+
+    sd = resolve_state_dir(state_dir)
+    reader = CloudReader(load_config(sd))
+    reader.sign_in()
+    action, steps = read_trace(reader, server, request_id)
+    if as_json:
+        body = {"action": action, "steps": [dataclasses.asdict(s) for s in steps]}
+        click.echo(json.dumps(body, indent=2))
+        return
+    console.print(f"{action['action']} {action['request_id']} at {action['start_time']}")
+    for s in steps:
+        took = "running" if s.duration_s is None else f"{s.duration_s * 1000:8.1f} ms"
+        console.print(
+            f"  +{s.start_s * 1000:8.1f} ms  {took}  {s.event:<36} {s.host or '-':<20} "
+            f"{s.result or ''}"
+        )

@@ -351,3 +351,23 @@ def test_status_of_a_running_cloud_shows_apis_services_servers_and_queues(cloud,
     assert status["servers"].get("ACTIVE", 0) >= 1
     assert status["unknown_guests"] == [] and status["missing_guests"] == []
     _unboot(cloud, image, server)
+
+
+def test_trace_of_a_boot_lists_its_steps_in_order(cloud, tmp_path: Path):
+    image, server = _boot(cloud, tmp_path, "traced-vm")
+    try:
+        result = _cumulo("trace", "--state-dir", str(cloud.state_dir), server["id"], "--json")
+        assert result.returncode == 0, result.stderr
+        body = json.loads(result.stdout)
+        assert body["action"]["action"] == "create"
+        steps = [s["event"] for s in body["steps"]]
+        assert steps[0] == "conductor_build_instances", steps
+        assert "compute_build_and_run_instance" in steps
+        assert steps.index("compute_networking") < steps.index("compute_spawning")
+        starts = [s["start_s"] for s in body["steps"]]
+        assert starts == sorted(starts) and starts[0] >= 0
+        assert all(s["duration_s"] is not None and s["result"] == "Success" for s in body["steps"])
+        text = _cumulo("trace", "--state-dir", str(cloud.state_dir), server["id"])
+        assert "compute_spawning" in text.stderr and " ms " in text.stderr
+    finally:
+        _unboot(cloud, image, server)
