@@ -531,3 +531,19 @@ def trace(state_dir: Path | None, server: str, request_id: str | None, as_json: 
             f"  +{s.start_s * 1000:8.1f} ms  {took}  {s.event:<36} {s.host or '-':<20} "
             f"{s.result or ''}"
         )
+
+
+@main.command()
+@state_dir_option
+@click.option("--follow", "-f", is_flag=True, help="Keep printing them as they come.")
+@click.option("--json", "as_json", is_flag=True, help="Each notification as a JSON line.")
+def events(state_dir: Path | None, follow: bool, as_json: bool) -> None:
+    """The cloud's notifications (instance.create.end, ...): the all-in-one cloud's file,
+    or live from RabbitMQ (where --follow is implied)."""
+    from cumulo.operations.events import print_events
+
+    sd = resolve_state_dir(state_dir)
+    try:
+        asyncio.run(print_events(load_config(sd), sd, follow, click.echo, as_json))
+    except KeyboardInterrupt:
+        pass

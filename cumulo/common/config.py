@@ -202,6 +202,10 @@ class MessagingConfig(_Section):
     transport_url: str = "memory://"
     # Prefix of every queue on the broker: clouds sharing one broker use different ones.
     namespace: str = Field("cumulo", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Where notifications go (oslo.messaging's notification driver): "messaging" (the
+    # services' topic exchanges on RabbitMQ, as OpenStack's), "log" (JSON lines in
+    # <state dir>/notifications.jsonl), "noop"; "auto": messaging on RabbitMQ, else log.
+    notification_driver: str = Field("auto", pattern="^(auto|messaging|log|noop)$")
 
 
 class MetadataConfig(_Section):

@@ -16,6 +16,7 @@ from cumulo.common.auth import TokenValidator
 from cumulo.common.config import CumuloConfig, database_url
 from cumulo.common.db import Database
 from cumulo.common.identity_client import IdentityClient
+from cumulo.common.notifications import Notifier
 from cumulo.common.rpc import Transport, get_transport
 from cumulo.common.service_client import ServiceClient
 from cumulo.compute import rpcapi
@@ -24,6 +25,7 @@ from cumulo.compute.conductor import ConductorManager, ConductorOptions
 from cumulo.compute.image_cache import ImageCache
 from cumulo.compute.manager import ComputeManager, HostOptions
 from cumulo.compute.network import NetworkClient
+from cumulo.compute.notifications import compute_notifier
 from cumulo.compute.scheduler.manager import SchedulerManager
 from cumulo.compute.service import ComputeService
 from cumulo.compute.virt.driver import ComputeDriver
@@ -77,6 +79,7 @@ class ComputeCell:
     managers: list[ComputeManager] = field(default_factory=list)
     clients: list[ServiceClient] = field(default_factory=list)
     tasks: list[asyncio.Task] = field(default_factory=list)
+    notifier: Notifier | None = None
 
     @classmethod
     async def open(
@@ -121,6 +124,7 @@ class ComputeCell:
         base = c.host or socket.gethostname()
         hosts = [base] + [f"{base}-fake{i}" for i in range(1, c.fake_hosts + 1)]
         options = host_options(config)
+        cell.notifier = notifier = compute_notifier(config, state_dir)
         for host in hosts:
             driver = (
                 make_driver(config, host, state_dir)
@@ -130,6 +134,7 @@ class ComputeCell:
             cache = ImageCache(state_dir / "compute" / host / "images", images)
             network = NetworkClient(networks, validator.client.service_token) if networks else None
             manager = ComputeManager(host, driver, bus, cache, network, options, volumes=volumes)
+            manager.notifier = notifier
             await manager.start()
             cell.managers.append(manager)
         return cell
@@ -141,6 +146,8 @@ class ComputeCell:
         for manager in self.managers:
             await manager.stop()
         await self.bus.close()
+        if self.notifier is not None:
+            await self.notifier.close()
         for client in self.clients:
             await client.close()
         await self.service.validator.client.close()

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from cumulo.common.db import utcnow
+from cumulo.common.notifications import Notifier
 from cumulo.common.rpc import Endpoint, RemoteError, Transport
 from cumulo.common.service_client import ServiceClient, file_chunks
 from cumulo.compute import rpcapi
 from cumulo.compute.conductor import InstanceNotFound, UnexpectedTaskState
 from cumulo.compute.image_cache import ImageCache
 from cumulo.compute.network import NetworkClient, vifs_from_info
+from cumulo.compute.notifications import notify_instance
 from cumulo.compute.states import PowerState, TaskState, VmState
 from cumulo.compute.virt.driver import (
     BlockDevice,
@@ -100,6 +102,9 @@ class _BuildAborted(Exception):
 
 
 class ComputeManager(Endpoint):
+    # Versioned notifications for consumers outside cumulo (set by whoever runs the host).
+    notifier: Notifier | None = None
+
     def __init__(
         self,
         host: str,
@@ -252,6 +257,7 @@ class ComputeManager(Endpoint):
                 TaskState.SCHEDULING,
                 events=[{"event": event}, {"event": step}],
             )
+            await notify_instance(self.notifier, self.host, "instance.create.start", inst)
             if self.network is not None:
                 network_info = await self.network.allocate_for_instance(token, inst, self.host)
                 if not await self.network.wait_for_wiring(
@@ -312,6 +318,9 @@ class ComputeManager(Endpoint):
                 reply=False,
             )
             step = None
+            done = {"vm_state": VmState.ACTIVE, "task_state": None, "power_state": int(power)}
+            ready = {**inst, **done, "host": self.host, "network_info": network_info}
+            await notify_instance(self.notifier, self.host, "instance.create.end", ready)
         except _BuildAborted as exc:
             LOG.info("build of %s aborted: %s", instance_uuid, exc)
             await self._undo_build(token, instance_uuid, network_info)
@@ -328,6 +337,10 @@ class ComputeManager(Endpoint):
                 ctx, instance_uuid, event, host=self.host, finish=True, error=str(exc)
             )
             await self.conductor.build_failed(ctx, instance_uuid, self.host, str(exc), request_spec)
+            failed = {"uuid": instance_uuid, "host": self.host, "vm_state": VmState.ERROR}
+            await notify_instance(
+                self.notifier, self.host, "instance.create.error", failed, fault=str(exc)
+            )
 
     async def _undo_build(self, token: str, uuid: str, network_info: list[dict]) -> None:
         try:
@@ -497,7 +510,9 @@ class ComputeManager(Endpoint):
             ctx, instance_uuid, "compute_terminate_instance", host=self.host
         )
         instances = {i["uuid"]: i for i in await self.conductor.instances_on_host(ctx, self.host)}
-        info = (instances.get(instance_uuid) or {}).get("network_info") or []
+        inst = instances.get(instance_uuid) or {"uuid": instance_uuid, "host": self.host}
+        await notify_instance(self.notifier, self.host, "instance.delete.start", inst)
+        info = inst.get("network_info") or []
         await self._undo_build(token, instance_uuid, info)
         for bdm in await self.conductor.block_devices(ctx, instance_uuid):
             if bdm["attachment_id"]:
@@ -517,6 +532,8 @@ class ComputeManager(Endpoint):
             ctx, instance_uuid, "compute_terminate_instance", host=self.host, finish=True
         )
         await self.conductor.instance_deleted(ctx, instance_uuid, self.host)
+        gone = {**inst, "vm_state": VmState.DELETED, "task_state": None, "power_state": 0}
+        await notify_instance(self.notifier, self.host, "instance.delete.end", gone)
 
     async def power_action(
         self, ctx: dict, instance_uuid: str, action: str, args: dict[str, Any]

@@ -371,3 +371,33 @@ def test_trace_of_a_boot_lists_its_steps_in_order(cloud, tmp_path: Path):
         assert "compute_spawning" in text.stderr and " ms " in text.stderr
     finally:
         _unboot(cloud, image, server)
+
+
+def test_events_show_a_boot_and_a_delete_as_nova_versioned_notifications(cloud, tmp_path: Path):
+    image, server = _boot(cloud, tmp_path, "notified-vm")
+    _unboot(cloud, image, server)
+    result = _cumulo("events", "--state-dir", str(cloud.state_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    mine = [
+        e
+        for e in map(json.loads, result.stdout.splitlines())
+        if e["payload"]["nova_object.data"]["uuid"] == server["id"]
+    ]
+    assert [e["event_type"] for e in mine] == [
+        "instance.create.start",
+        "instance.create.end",
+        "instance.delete.start",
+        "instance.delete.end",
+    ]
+    end = mine[1]
+    assert end["exchange"] == "nova" and end["priority"] == "INFO"
+    assert end["publisher_id"].startswith("nova-compute:")
+    assert end["payload"]["nova_object.name"] == "InstanceCreatePayload"
+    data = end["payload"]["nova_object.data"]
+    assert data["state"] == "active" and data["power_state"] == "running"
+    assert data["display_name"] == "notified-vm" and data["image_uuid"] == image["id"]
+    assert data["flavor"]["nova_object.data"]["name"] == "m1.tiny"
+    assert data["ip_addresses"] and data["ip_addresses"][0]["address"]
+    assert mine[3]["payload"]["nova_object.data"]["state"] == "deleted"
+    text = _cumulo("events", "--state-dir", str(cloud.state_dir))
+    assert "instance.create.end" in text.stdout
