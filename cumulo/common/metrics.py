@@ -8,6 +8,7 @@ the series.
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Iterator
 from typing import Protocol
@@ -39,6 +40,60 @@ RPC_DURATION = Histogram(
     ["method"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120),
 )
+
+
+INSTANCE_EVENT_SECONDS = Histogram(
+    "cumulo_instance_action_event_duration_seconds",
+    "Time of each instance action event (a boot's conductor_build_instances is its "
+    "scheduling, then compute_networking, compute_spawning...), by event and result.",
+    ["event", "result"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+BOOTS = Counter(
+    "cumulo_boots_total",
+    "Builds of a server on a host that ended, by outcome (success, error).",
+    ["outcome"],
+)
+IMAGE_CACHE = Counter(
+    "cumulo_image_cache_lookups_total",
+    "Images a compute host needed, by whether its cache had them (hit, miss).",
+    ["result"],
+)
+DATAPLANE_APPLIES = Counter(
+    "cumulo_dataplane_applies_total",
+    "Network data plane syncs of a host's agent, by outcome (ok, error).",
+    ["outcome"],
+)
+DATAPLANE_APPLY_SECONDS = Histogram(
+    "cumulo_dataplane_apply_duration_seconds",
+    "Time to converge a host's data plane on the desired state.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+class EventTimer:
+    """Times instance action events between their start and finish records (in the
+    process that records both; a bounded memory of starts)."""
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self.limit = limit
+        self._started: dict[tuple[str, str, str], float] = {}
+
+    def started(self, instance_uuid: str, request_id: str, event: str) -> None:
+        if len(self._started) >= self.limit:
+            self._started.clear()
+        self._started[(instance_uuid, request_id, event)] = time.monotonic()
+
+    def finished(self, instance_uuid: str, request_id: str, event: str, error: bool) -> None:
+        began = self._started.pop((instance_uuid, request_id, event), None)
+        result = "error" if error else "success"
+        if event == "compute_build_and_run_instance":
+            BOOTS.labels(result).inc()
+        if began is not None:
+            INSTANCE_EVENT_SECONDS.labels(event, result).observe(time.monotonic() - began)
+
+
+EVENT_TIMER = EventTimer()
 
 
 class QueueDepths(Protocol):

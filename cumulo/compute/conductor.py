@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from cumulo.common import metrics
 from cumulo.common.db import Database, utcnow
 from cumulo.common.rpc import Endpoint, RemoteError
 from cumulo.compute import rpcapi
@@ -572,6 +573,7 @@ class ConductorManager(Endpoint):
             event, error = item["event"], item.get("error")
             start = _to_db_value("launched_at", item.get("start_time")) or utcnow()
             if not item.get("finish"):
+                metrics.EVENT_TIMER.started(instance_uuid, request_id, event)
                 conn.execute(
                     _INSERT_EVENT,
                     {
@@ -585,6 +587,7 @@ class ConductorManager(Endpoint):
                     },
                 )
                 continue
+            metrics.EVENT_TIMER.finished(instance_uuid, request_id, event, bool(error))
             now = utcnow()
             finished = {
                 "finish_time": now,

@@ -9,6 +9,36 @@ from __future__ import annotations
 from typing import Any
 
 PANELS: list[tuple[str, str, str]] = [
+    ("Boots/min by outcome", "sum by (outcome) (rate(cumulo_boots_total[5m])) * 60", "short"),
+    (
+        "Boot steps p95 (scheduling, networking, spawning...)",
+        "histogram_quantile(0.95, sum by (event, le) "
+        "(rate(cumulo_instance_action_event_duration_seconds_bucket[5m])))",
+        "s",
+    ),
+    (
+        "Scheduler decision time p95",
+        "histogram_quantile(0.95, sum by (le) (rate("
+        'cumulo_rpc_handling_duration_seconds_bucket{method="select_destinations"}[5m])))',
+        "s",
+    ),
+    (
+        "Image cache hit ratio",
+        'sum(rate(cumulo_image_cache_lookups_total{result="hit"}[15m])) '
+        "/ sum(rate(cumulo_image_cache_lookups_total[15m]))",
+        "percentunit",
+    ),
+    (
+        "Data plane applies/s by outcome",
+        "sum by (outcome) (rate(cumulo_dataplane_applies_total[5m]))",
+        "ops",
+    ),
+    (
+        "Data plane apply time p95",
+        "histogram_quantile(0.95, sum by (le) "
+        "(rate(cumulo_dataplane_apply_duration_seconds_bucket[5m])))",
+        "s",
+    ),
     (
         "API requests/s by service",
         "sum by (service) (rate(cumulo_http_requests_total[1m]))",

@@ -193,6 +193,15 @@ def test_metrics_after_a_boot_count_the_requests_and_bus_messages(cloud, tmp_pat
     assert any("build_and_run_instance" in k and 'outcome="ok"' in k for k in builds), builds
     durations = _samples(text, "cumulo_http_request_duration_seconds_count")
     assert any('route="/v2.1/servers"' in k for k in durations)
+    # The boot itself: its outcome, the time of each step, the image cache, the data plane.
+    assert _samples(text, "cumulo_boots_total").get('{outcome="success"}', 0) >= 1
+    steps = _samples(text, "cumulo_instance_action_event_duration_seconds_count")
+    for step in ("conductor_build_instances", "compute_networking", "compute_spawning"):
+        assert steps.get(f'{{event="{step}",result="success"}}', 0) >= 1, steps
+    assert _samples(text, "cumulo_image_cache_lookups_total").get('{result="miss"}', 0) >= 1
+    scheduling = _samples(text, "cumulo_rpc_handling_duration_seconds_count")
+    assert scheduling.get('{method="select_destinations"}', 0) >= 1
+    assert _samples(text, "cumulo_dataplane_applies_total").get('{outcome="ok"}', 0) >= 1
     # Every series the Grafana dashboard queries is one the cloud exports.
     dashboard = json.loads(_cumulo("grafana-dashboard").stdout)
     queried = {

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
+from cumulo.common import metrics
 from cumulo.common.rpc import Endpoint, Transport
 from cumulo.network.core import NetworkService
 from cumulo.network.dataplane.driver import NetworkDriver
@@ -78,6 +80,7 @@ class NetworkAgent(Endpoint):
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            started = time.monotonic()
             try:
                 state = await self.transport.call(
                     SERVER_TOPIC, "desired_state", {}, host=self.host, timeout=60
@@ -91,8 +94,11 @@ class NetworkAgent(Endpoint):
                     port_ids=[p["id"] for p in state.get("ports", [])],
                     timeout=60,
                 )
+                metrics.DATAPLANE_APPLIES.labels("ok").inc()
+                metrics.DATAPLANE_APPLY_SECONDS.observe(time.monotonic() - started)
             except Exception:  # noqa: BLE001 - keep the agent alive; the next sync retries
                 LOG.exception("network agent %s: sync failed", self.host)
+                metrics.DATAPLANE_APPLIES.labels("error").inc()
                 self._dirty.set()
             if not self._dirty.is_set():
                 self._idle.set()
