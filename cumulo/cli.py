@@ -44,7 +44,10 @@ state_dir_option = click.option(
 )
 def main(verbose: bool, log_format: str, log_dir: Path | None) -> None:
     """cumulo: a private IaaS cloud speaking the OpenStack APIs."""
+    from cumulo.common import tracing
+
     setup_logging(logging.INFO if verbose else logging.WARNING, log_format, log_dir)
+    tracing.enable_from_environment()  # OTEL_EXPORTER_OTLP_ENDPOINT: spans over OTLP
 
 
 def _usage_hint(state_dir: Path) -> None:

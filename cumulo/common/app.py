@@ -7,6 +7,7 @@ body parsing with pydantic validation that answers 400 in that dialect.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import orjson
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 from starlette import responses
 from starlette.applications import Starlette
@@ -25,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cumulo.common import metrics
+from cumulo.common import metrics, tracing
 from cumulo.common.faults import (
     ERRORS_BY_STATUS,
     ApiError,
@@ -75,8 +77,30 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
+        traced = contextlib.ExitStack()
+        span = None
+        if tracing.enabled():
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            span = traced.enter_context(
+                tracing.span(
+                    f"{self.service} {scope['method']}",
+                    SpanKind.SERVER,
+                    carrier=headers,
+                    **{
+                        "openstack.request_id": request_id,
+                        "openstack.global_request_id": headers.get("x-openstack-request-id"),
+                        "http.method": scope["method"],
+                    },
+                )
+            )
         try:
-            await self.app(scope, receive, send_with_id)
+            with traced:
+                await self.app(scope, receive, send_with_id)
+                if span is not None:
+                    span.update_name(
+                        f"{self.service} {scope['method']} {metrics.route_template(scope)}"
+                    )
+                    span.set_attribute("http.status_code", status)
         finally:
             elapsed = time.perf_counter() - started
             route = metrics.route_template(scope)

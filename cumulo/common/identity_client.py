@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from starlette.types import ASGIApp
 
+from cumulo.common import tracing
 from cumulo.common.config import CumuloConfig
 from cumulo.common.faults import ServiceUnavailable, Unauthorized
 
@@ -41,7 +42,12 @@ class IdentityClient:
         else:
             transport = httpx.AsyncHTTPTransport(retries=2)
             base_url = url or f"http://{config.catalog_host}:{config.ports.identity}"
-        self._http = httpx.AsyncClient(transport=transport, base_url=base_url, timeout=timeout)
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            base_url=base_url,
+            timeout=timeout,
+            event_hooks={"request": [tracing.inject_http]},  # validations join the trace
+        )
         self._token: str | None = None
         self._token_deadline = 0.0
         self._lock = asyncio.Lock()

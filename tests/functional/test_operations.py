@@ -410,3 +410,39 @@ def test_events_show_a_boot_and_a_delete_as_nova_versioned_notifications(cloud, 
     assert mine[3]["payload"]["nova_object.data"]["state"] == "deleted"
     text = _cumulo("events", "--state-dir", str(cloud.state_dir))
     assert "instance.create.end" in text.stdout
+
+
+def test_a_boot_is_one_trace_from_the_api_through_the_bus_to_the_network(cloud, tmp_path: Path):
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from cumulo.common import tracing
+
+    exporter = InMemorySpanExporter()
+    tracing.enable(exporter)
+    try:
+        image, server = _boot(cloud, tmp_path, "traced-boot")
+    finally:
+        tracing.disable()
+    _unboot(cloud, image, server)
+    spans = exporter.get_finished_spans()
+    create = next(s for s in spans if s.name == "compute POST /v2.1/servers")
+    trace = [s for s in spans if s.context.trace_id == create.context.trace_id]
+    names = {s.name for s in trace}
+    for expected in (
+        "rpc build_instances",
+        "rpc select_destinations",
+        "rpc build_and_run_instance",
+        "network POST /v2.0/ports",
+    ):
+        assert expected in names, sorted(names)
+    by_id = {s.context.span_id: s for s in trace}
+    host_build = next(s for s in trace if s.name == "rpc build_and_run_instance")
+    # The host's work descends from the API request: conductor, then the host.
+    chain = []
+    parent = host_build
+    while parent is not None:
+        chain.append(parent.name)
+        parent = by_id.get(parent.parent.span_id) if parent.parent else None
+    assert chain[-1] == "compute POST /v2.1/servers" and "rpc build_instances" in chain
+    assert create.attributes["openstack.request_id"].startswith("req-")
+    assert create.attributes["http.status_code"] == 202

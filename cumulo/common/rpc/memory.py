@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from cumulo.common import metrics
+from cumulo.common import metrics, tracing
 from cumulo.common.rpc.base import Endpoint, RpcTimeout, Transport, dispatch, unwrap
 
 # orjson, held to what json (RabbitMQ's encoding) accepts: datetimes and dataclasses
@@ -52,7 +52,7 @@ class MemoryTransport(Transport):
         self._consumers.clear()
 
     async def cast(self, topic: str, method: str, context: dict[str, Any], **args: Any) -> None:
-        body = _encode({"method": method, "args": args, "context": context})
+        body = _encode({"method": method, "args": args, "context": tracing.inject(context)})
         self._queue(topic).put_nowait((body, None))
 
     async def call(
@@ -64,7 +64,7 @@ class MemoryTransport(Transport):
         timeout: float = 60.0,
         **args: Any,
     ) -> Any:
-        body = _encode({"method": method, "args": args, "context": context})
+        body = _encode({"method": method, "args": args, "context": tracing.inject(context)})
         reply: asyncio.Future = asyncio.get_running_loop().create_future()
         self._queue(topic).put_nowait((body, reply))
         try:

@@ -21,6 +21,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from cumulo.common import tracing
 from cumulo.common.rpc.base import Endpoint, RpcTimeout, Transport, dispatch, unwrap
 
 LOG = logging.getLogger(__name__)
@@ -84,7 +85,9 @@ class RabbitTransport(Transport):
         await self._channel.default_exchange.publish(message, routing_key=self.queue_name(topic))
 
     async def cast(self, topic: str, method: str, context: dict[str, Any], **args: Any) -> None:
-        await self._publish(topic, {"method": method, "args": args, "context": context})
+        await self._publish(
+            topic, {"method": method, "args": args, "context": tracing.inject(context)}
+        )
 
     async def call(
         self,
@@ -103,7 +106,7 @@ class RabbitTransport(Transport):
         try:
             await self._publish(
                 topic,
-                {"method": method, "args": args, "context": context},
+                {"method": method, "args": args, "context": tracing.inject(context)},
                 correlation_id=correlation_id,
                 reply_to=self._reply_queue.name,
                 expiration=timeout,
