@@ -42,6 +42,12 @@ RPC_DURATION = Histogram(
 )
 
 
+RPC_ROUND_TRIP = Histogram(
+    "cumulo_rpc_call_round_trip_seconds",
+    "Time from sending a bus call to having its reply (queueing, handling, reply), by method.",
+    ["method"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120),
+)
 INSTANCE_EVENT_SECONDS = Histogram(
     "cumulo_instance_action_event_duration_seconds",
     "Time of each instance action event (a boot's conductor_build_instances is its "

@@ -72,6 +72,12 @@ PANELS: list[tuple[str, str, str]] = [
         "(rate(cumulo_rpc_handling_duration_seconds_bucket[5m])))",
         "s",
     ),
+    (
+        "Bus call round trip p95 by method",
+        "histogram_quantile(0.95, sum by (method, le) "
+        "(rate(cumulo_rpc_call_round_trip_seconds_bucket[5m])))",
+        "s",
+    ),
     ("Bus queue depth", "sum by (topic) (cumulo_bus_queue_depth)", "short"),
 ]
 

@@ -201,6 +201,8 @@ def test_metrics_after_a_boot_count_the_requests_and_bus_messages(cloud, tmp_pat
     assert _samples(text, "cumulo_image_cache_lookups_total").get('{result="miss"}', 0) >= 1
     scheduling = _samples(text, "cumulo_rpc_handling_duration_seconds_count")
     assert scheduling.get('{method="select_destinations"}', 0) >= 1
+    round_trips = _samples(text, "cumulo_rpc_call_round_trip_seconds_count")
+    assert round_trips.get('{method="select_destinations"}', 0) >= 1, round_trips
     assert _samples(text, "cumulo_dataplane_applies_total").get('{outcome="ok"}', 0) >= 1
     # Every series the Grafana dashboard queries is one the cloud exports.
     dashboard = json.loads(_cumulo("grafana-dashboard").stdout)

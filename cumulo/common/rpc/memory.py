@@ -7,6 +7,7 @@ over RabbitMQ (no Python objects sneak across the bus).
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -66,11 +67,13 @@ class MemoryTransport(Transport):
     ) -> Any:
         body = _encode({"method": method, "args": args, "context": tracing.inject(context)})
         reply: asyncio.Future = asyncio.get_running_loop().create_future()
+        started = time.perf_counter()
         self._queue(topic).put_nowait((body, reply))
         try:
             raw = await asyncio.wait_for(reply, timeout)
         except TimeoutError:
             raise RpcTimeout(f"no reply from {topic}.{method} within {timeout}s") from None
+        metrics.RPC_ROUND_TRIP.labels(method).observe(time.perf_counter() - started)
         return unwrap(orjson.loads(raw))
 
     async def serve(self, topic: str, endpoint: Endpoint) -> None:
