@@ -34,6 +34,7 @@ EXTENSIONS = {
     "standard-attr-description": ("standard-attr-description", "Descriptions on resources"),
     "standard-attr-revisions": ("Resource revision numbers", "Revision numbers on resources"),
     "standard-attr-tag": ("Tag support", "Tags on resources with standard attributes"),
+    "tag": ("Tag support", "Enables to set tag on resources."),
     "standard-attr-timestamp": ("Resource timestamps", "created_at and updated_at fields"),
     "stateful-security-group": ("Stateful security group", "Stateful or stateless groups"),
     "subnet_allocation": ("Subnet Allocation", "Allocation of subnets from a subnet pool"),

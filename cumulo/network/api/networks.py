@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -14,6 +16,8 @@ from cumulo.network import rbac
 from cumulo.network.api.common import (
     apply_standard,
     caller,
+    create_bodies,
+    created,
     list_response,
     no_content,
     owner_of,
@@ -180,7 +184,20 @@ async def list_networks(request: Request) -> Response:
 
 async def create_network(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
-    attrs = await resource_body(request, "network", CREATE_ATTRS)
+    bodies, bulk = await create_bodies(request, "network", "networks", CREATE_ATTRS)
+    plans = [_plan_network(service, ctx, attrs) for attrs in bodies]
+
+    async def work(session):
+        return [await plan(session) for plan in plans]
+
+    nets = await write_retrying(service.db, work)
+    return created(request, "network", "networks", await render_networks(service, ctx, nets), bulk)
+
+
+def _plan_network(
+    service: NetworkService, ctx: RequestContext, attrs: dict[str, Any]
+) -> Callable[[AsyncSession], Awaitable[Network]]:
+    """Check what a new network asks for; the returned step writes it in a transaction."""
     project_id = owner_of(service, ctx, attrs)
     service.enforce(ctx, "network:owner", project_id)
     net = Network(
@@ -193,15 +210,15 @@ async def create_network(request: Request) -> Response:
     _apply(service, ctx, net, attrs)
     access = {k: v for k, v in _access_attrs(attrs).items() if v}
 
-    async def work(session):
+    async def write(session: AsyncSession) -> Network:
         await service.check_quota(session, project_id, "network")
         session.add(net)
         await session.flush()
         await _set_access(session, net, access)
         net.revision_number = 0
+        return net
 
-    await write_retrying(service.db, work)
-    return show(request, "network", (await render_networks(service, ctx, [net]))[0], 201)
+    return write
 
 
 async def show_network(request: Request) -> Response:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,6 +18,8 @@ from cumulo.network import ipam, rbac
 from cumulo.network.api.common import (
     apply_standard,
     caller,
+    create_bodies,
+    created,
     list_response,
     no_content,
     owner_of,
@@ -262,14 +266,49 @@ async def list_ports(request: Request) -> Response:
 
 async def create_port(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
-    a = await resource_body(request, "port", CREATE_ATTRS)
+    bodies, bulk = await create_bodies(request, "port", "ports", CREATE_ATTRS)
+    # One port is written on the hot path when it can be (see _prepare_port).
+    prepared = [await _prepare_port(service, ctx, a, hot=not bulk) for a in bodies]
+    result = None
+    if not bulk and prepared[0][1] is not None:
+        result = await prepared[0][1]()
+    if result is not None:
+        made = [result]
+    else:
+
+        async def work(session):
+            return [await write(session) for write, _ in prepared]
+
+        made = await write_retrying(service.db, work)
+    await service.changed()
+    # Rendered from what the transaction wrote: a new port has no tags yet.
+    binding = service.policy.check("network:get_binding", ctx)
+    rendered = [
+        render_port(port, ips, groups, [], binding, service.vif_details(port.network_id))
+        for port, ips, groups in made
+    ]
+    return created(request, "port", "ports", rendered, bulk)
+
+
+NewPort = tuple[Port, list[dict], list[str]]
+
+
+async def _prepare_port(
+    service: NetworkService, ctx: RequestContext, a: dict[str, Any], *, hot: bool
+) -> tuple[
+    Callable[[AsyncSession], Awaitable[NewPort]], Callable[[], Awaitable[NewPort | None]] | None
+]:
+    """Check what a new port asks for. Returns the step that writes it in a transaction,
+    and (hot, and nothing but defaults asked for) the hot path's write, which answers
+    None when the port must take the transaction instead."""
     if "network_id" not in a:
         raise BadRequest("Failed to parse request. Required attribute 'network_id' not specified")
     project_id = owner_of(service, ctx, a)
     # The hot path (no fixed IPs, groups or MAC asked for) plans the port while it reads
     # the network: see cumulo.network.ipam_plan.
     plan = None
-    if a.get("fixed_ips") is None and a.get("mac_address") is None and "security_groups" not in a:
+    simple = a.get("fixed_ips") is None and a.get("mac_address") is None
+    if hot and simple and "security_groups" not in a:
         plan = await plan_port(service, ctx, str(a["network_id"]), project_id)
         network = plan.network
     else:
@@ -321,7 +360,7 @@ async def create_port(request: Request) -> Response:
     name = to_str("name", a.get("name", ""))
     description = to_str("description", a.get("description", ""))
 
-    async def work(session):
+    async def write(session: AsyncSession) -> NewPort:
         await service.check_quota(session, project_id, "port")
         port = await new_port(
             session,
@@ -347,23 +386,11 @@ async def create_port(request: Request) -> Response:
             return [await service.default_security_group(session, project_id)]
         return []
 
-    result = None
-    if plan is not None:
-        result = await _create_planned(service, plan, project_id, name, description, attrs)
-    if result is None:
-        result = await write_retrying(service.db, work)
-    port, ips, groups = result
-    await service.changed()
-    # Rendered from what the transaction wrote: a new port has no tags yet.
-    body = render_port(
-        port,
-        ips,
-        groups,
-        [],
-        service.policy.check("network:get_binding", ctx),
-        service.vif_details(port.network_id),
-    )
-    return show(request, "port", body, 201)
+    async def write_hot() -> NewPort | None:
+        assert plan is not None
+        return await _create_planned(service, plan, project_id, name, description, attrs)
+
+    return write, (write_hot if plan is not None else None)
 
 
 async def _create_planned(

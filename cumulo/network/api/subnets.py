@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,6 +18,8 @@ from cumulo.network import ipam, rbac
 from cumulo.network.api.common import (
     apply_standard,
     caller,
+    create_bodies,
+    created,
     list_response,
     no_content,
     owner_of,
@@ -196,7 +200,21 @@ async def list_subnets(request: Request) -> Response:
 
 async def create_subnet(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
-    a = await resource_body(request, "subnet", CREATE_ATTRS)
+    bodies, bulk = await create_bodies(request, "subnet", "subnets", CREATE_ATTRS)
+    plans = [await _plan_subnet(service, ctx, a) for a in bodies]
+
+    async def work(session):
+        return [await plan(session) for plan in plans]
+
+    subnets = await write_retrying(service.db, work)
+    await service.changed()
+    return created(request, "subnet", "subnets", await render_subnets(service, subnets), bulk)
+
+
+async def _plan_subnet(
+    service: NetworkService, ctx: RequestContext, a: dict[str, Any]
+) -> Callable[[AsyncSession], Awaitable[Subnet]]:
+    """Check what a new subnet asks for; the returned step writes it in a transaction."""
     if "network_id" not in a:
         raise BadRequest("Failed to parse request. Required attribute 'network_id' not specified")
     network = await visible_network(service, ctx, str(a["network_id"]))
@@ -258,9 +276,7 @@ async def create_subnet(request: Request) -> Response:
         await sync_dhcp_port(session, network)
         return subnet
 
-    subnet = await write_retrying(service.db, work)
-    await service.changed()
-    return show(request, "subnet", (await render_subnets(service, [subnet]))[0], 201)
+    return work
 
 
 async def show_subnet(request: Request) -> Response:
