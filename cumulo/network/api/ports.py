@@ -420,7 +420,7 @@ async def _create_planned(
         ips = await batcher_of(service).write(plan, port, groups)
     except Fallback:
         return None
-    ips.sort(key=lambda f: ipaddress.ip_address(f["ip_address"]))
+    ips.sort(key=lambda f: ipam.address_order(f["ip_address"]))
     return port, ips, groups
 
 
@@ -450,7 +450,11 @@ async def update_port(request: Request) -> Response:
             await session.execute(delete(IpAllocation).where(IpAllocation.port_id == port_id))
             await session.flush()
             ips = await resolve_fixed_ips(
-                session, network, a["fixed_ips"] or [], device_owner=row.device_owner
+                session,
+                network,
+                a["fixed_ips"] or [],
+                device_owner=row.device_owner,
+                mac=row.mac_address,
             )
             await set_fixed_ips(session, row, ips)
         if "security_groups" in a:

@@ -392,8 +392,9 @@ async def create_rule(request: Request) -> Response:
             raise SecurityGroupRuleParameterConflict(
                 f"Conflicting value ethertype {ethertype} for CIDR {prefix}"
             )
-        if net.prefixlen == 0:
-            prefix = None  # Neutron stores the "any" prefix as no prefix
+        # Canonical text (host bits kept; normalized_cidr shows the network); Neutron
+        # stores the "any" prefix as no prefix.
+        prefix = str(ipaddress.ip_interface(str(prefix))) if net.prefixlen else None
     if remote_group is not None:
         await visible_group(service, ctx, str(remote_group))
     rule = SecurityGroupRule(
