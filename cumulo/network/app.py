@@ -18,6 +18,7 @@ from cumulo.common.rpc import Transport, get_transport
 from cumulo.network.api import (
     floatingips,
     info,
+    metering,
     networks,
     ports,
     quotas,
@@ -90,6 +91,7 @@ def create_network_app(service: NetworkService) -> Starlette:
         *quotas.routes,
         *rbac_policies.routes,
         *tags.routes,
+        *metering.routes,
     ]
     app = create_app("network", routes, render_network)
     app.state.network = service

@@ -187,3 +187,15 @@ class SecurityGroupRemoteGroupAndRemoteIpPrefix(BadRequest):
 
 class SecurityGroupRuleParameterConflict(BadRequest):
     pass
+
+
+class MeteringLabelNotFound(NotFound):
+    pass
+
+
+class MeteringLabelRuleNotFound(NotFound):
+    pass
+
+
+class MeteringLabelRuleOverlaps(Conflict):
+    pass

@@ -18,6 +18,11 @@ EXTENSIONS = {
     "ext-gw-mode": ("Configurable external gateway mode", "SNAT on the external gateway"),
     "extraroute": ("Neutron Extra Route", "Extra routes configuration for L3 router"),
     "extraroute-atomic": ("Atomically add/remove extra routes", "Edit extra routes atomically"),
+    "metering": ("Neutron Metering", "Neutron Metering extension."),
+    "metering_source_and_destination_fields": (
+        "Neutron Metering with source and destination filtering",
+        "Source and destination IP prefixes on metering label rules.",
+    ),
     "net-mtu": ("Network MTU", "Provides MTU attribute for a network resource."),
     "pagination": ("Pagination support", "Pagination is enabled."),
     "port-security": ("Port Security", "Provides port security"),
@@ -44,6 +49,8 @@ RESOURCES = (
     ("port", "ports"), ("router", "routers"), ("floatingip", "floatingips"),
     ("security_group", "security-groups"), ("security_group_rule", "security-group-rules"),
     ("quota", "quotas"), ("rbac_policy", "rbac-policies"),
+    ("metering_label", "metering/metering-labels"),
+    ("metering_label_rule", "metering/metering-label-rules"),
 )  # fmt: skip
 
 

@@ -39,8 +39,14 @@ from cumulo.network.errors import (
     NetworkNotFound,
     RbacPolicyInUse,
 )
-from cumulo.network.models import IpAllocation, Network, Port, RbacPolicy, Subnet, Tag
-from cumulo.network.ports import DHCP, ROUTER_GATEWAY, delete_port_row, touch, write_retrying
+from cumulo.network.models import FloatingIp, IpAllocation, Network, Port, RbacPolicy, Subnet, Tag
+from cumulo.network.ports import (
+    DHCP,
+    ROUTER_GATEWAY,
+    delete_port_row,
+    touch,
+    write_retrying,
+)
 
 PROVIDER = ("provider:network_type", "provider:physical_network", "provider:segmentation_id")
 NETWORK_TYPES = ("flat", "vlan", "vxlan", "geneve", "gre", "local")
@@ -256,7 +262,23 @@ async def delete_network(request: Request) -> Response:
     service.enforce(ctx, "network:owner", net.project_id)
 
     async def work(session):
-        ports = list(await session.scalars(select(Port).where(Port.network_id == network_id)))
+        # Unassociated floating IPs go with their external network, as in Neutron.
+        idle = (
+            await session.execute(
+                select(FloatingIp.id, FloatingIp.floating_port_id).where(
+                    FloatingIp.floating_network_id == network_id, FloatingIp.port_id.is_(None)
+                )
+            )
+        ).all()
+        idle_ports = {port_id for _, port_id in idle}
+        await session.execute(delete(Tag).where(Tag.resource_id.in_([i for i, _ in idle])))
+        await session.execute(delete(FloatingIp).where(FloatingIp.id.in_([i for i, _ in idle])))
+        ports = []
+        for port in await session.scalars(select(Port).where(Port.network_id == network_id)):
+            if port.id in idle_ports:
+                await delete_port_row(session, port)
+            else:
+                ports.append(port)
         if any(p.device_owner != DHCP for p in ports):
             raise NetworkInUse(
                 f"Unable to complete operation on network {network_id}. There are one or more "
