@@ -8,7 +8,7 @@ traffic against them yet (Neutron's metering agent reports to notifications only
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, select
 from starlette.requests import Request
@@ -38,6 +38,7 @@ from cumulo.network.errors import (
 from cumulo.network.models import MeteringLabel, MeteringLabelRule
 from cumulo.network.ports import write_retrying
 
+Row = TypeVar("Row", MeteringLabel, MeteringLabelRule)
 LABEL_ATTRS = ("name", "description", "shared")
 RULE_ATTRS = (
     "metering_label_id", "direction", "excluded", "remote_ip_prefix", "source_ip_prefix",
@@ -67,32 +68,28 @@ def render_rule(rule: MeteringLabelRule) -> dict[str, Any]:
     }
 
 
-def _admin(service: NetworkService, ctx: RequestContext) -> bool:
-    return service.is_admin(ctx)
-
-
-async def _label(service: NetworkService, ctx: RequestContext, label_id: str) -> MeteringLabel:
+async def _rows(service: NetworkService, ctx: RequestContext, model: type[Row]) -> list[Row]:
+    """Every label (or rule) for an admin; nothing for anyone else."""
+    if not service.is_admin(ctx):
+        return []
     async with service.db.read() as session:
-        label = await session.get(MeteringLabel, label_id)
-    if label is None or not _admin(service, ctx):
-        raise MeteringLabelNotFound(f"Metering label {label_id} does not exist")
-    return label
+        return list(await session.scalars(select(model)))
 
 
-async def _rule(service: NetworkService, ctx: RequestContext, rule_id: str) -> MeteringLabelRule:
+async def _row(service: NetworkService, ctx: RequestContext, model: type[Row], row_id: str) -> Row:
+    """One label (or rule) an admin asks for; 404 for anyone else, as Neutron."""
     async with service.db.read() as session:
-        rule = await session.get(MeteringLabelRule, rule_id)
-    if rule is None or not _admin(service, ctx):
-        raise MeteringLabelRuleNotFound(f"Metering label rule {rule_id} does not exist")
-    return rule
+        row = await session.get(model, row_id)
+    if row is None or not service.is_admin(ctx):
+        if model is MeteringLabel:
+            raise MeteringLabelNotFound(f"Metering label {row_id} does not exist")
+        raise MeteringLabelRuleNotFound(f"Metering label rule {row_id} does not exist")
+    return row
 
 
 async def list_labels(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
-    labels: list[MeteringLabel] = []
-    if _admin(service, ctx):
-        async with service.db.read() as session:
-            labels = list(await session.scalars(select(MeteringLabel)))
+    labels = await _rows(service, ctx, MeteringLabel)
     return list_response(request, "metering_labels", [render_label(lb) for lb in labels])
 
 
@@ -117,13 +114,13 @@ async def create_label(request: Request) -> Response:
 
 async def show_label(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
-    label = await _label(service, ctx, request.path_params["label_id"])
+    label = await _row(service, ctx, MeteringLabel, request.path_params["label_id"])
     return show(request, "metering_label", render_label(label))
 
 
 async def delete_label(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
-    label = await _label(service, ctx, request.path_params["label_id"])
+    label = await _row(service, ctx, MeteringLabel, request.path_params["label_id"])
 
     async def work(session):
         rules = delete(MeteringLabelRule).where(MeteringLabelRule.metering_label_id == label.id)
@@ -154,10 +151,7 @@ def _overlaps(a: str | None, b: str | None) -> bool:
 
 async def list_rules(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
-    rules: list[MeteringLabelRule] = []
-    if _admin(service, ctx):
-        async with service.db.read() as session:
-            rules = list(await session.scalars(select(MeteringLabelRule)))
+    rules = await _rows(service, ctx, MeteringLabelRule)
     return list_response(request, "metering_label_rules", [render_rule(r) for r in rules])
 
 
@@ -170,7 +164,7 @@ async def create_rule(request: Request) -> Response:
         raise BadRequest(
             "Failed to parse request. Required attribute 'metering_label_id' not specified"
         )
-    label = await _label(service, ctx, str(a["metering_label_id"]))
+    label = await _row(service, ctx, MeteringLabel, str(a["metering_label_id"]))
     direction = a.get("direction")
     if direction not in ("ingress", "egress"):
         raise InvalidInput(
@@ -217,13 +211,13 @@ async def create_rule(request: Request) -> Response:
 
 async def show_rule(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
-    rule = await _rule(service, ctx, request.path_params["rule_id"])
+    rule = await _row(service, ctx, MeteringLabelRule, request.path_params["rule_id"])
     return show(request, "metering_label_rule", render_rule(rule))
 
 
 async def delete_rule(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
-    rule = await _rule(service, ctx, request.path_params["rule_id"])
+    rule = await _row(service, ctx, MeteringLabelRule, request.path_params["rule_id"])
 
     async def work(session):
         await session.execute(delete(MeteringLabelRule).where(MeteringLabelRule.id == rule.id))
