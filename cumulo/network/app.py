@@ -16,6 +16,7 @@ from cumulo.common.faults import render_network
 from cumulo.common.identity_client import IdentityClient
 from cumulo.common.rpc import Transport, get_transport
 from cumulo.network.api import (
+    agents,
     floatingips,
     info,
     metering,
@@ -92,6 +93,7 @@ def create_network_app(service: NetworkService) -> Starlette:
         *rbac_policies.routes,
         *tags.routes,
         *metering.routes,
+        *agents.routes,
     ]
     app = create_app("network", routes, render_network)
     app.state.network = service

@@ -199,3 +199,7 @@ class MeteringLabelRuleNotFound(NotFound):
 
 class MeteringLabelRuleOverlaps(Conflict):
     pass
+
+
+class AgentNotFound(NotFound):
+    pass

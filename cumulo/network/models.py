@@ -237,3 +237,23 @@ class MeteringLabelRule(Base):
     remote_ip_prefix: Mapped[str | None] = mapped_column(String(64))
     source_ip_prefix: Mapped[str | None] = mapped_column(String(64))
     destination_ip_prefix: Mapped[str | None] = mapped_column(String(64))
+
+
+class Agent(Base):
+    """A network agent as Neutron lists it: one row per (type, host). cumulo's agent on
+    a host plays every type (L2, DHCP, L3, metadata) and heartbeats for each."""
+
+    __tablename__ = "agent"
+    __table_args__ = (UniqueConstraint("agent_type", "host"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    agent_type: Mapped[str] = mapped_column(String(255))
+    binary: Mapped[str] = mapped_column(String(255))
+    topic: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str] = mapped_column(String(255), index=True)
+    availability_zone: Mapped[str | None] = mapped_column(String(255))
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    configurations: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    heartbeat_timestamp: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

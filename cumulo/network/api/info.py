@@ -7,11 +7,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.faults import NotFound
-from cumulo.network.api.common import caller, json
+from cumulo.network.api.common import caller, json, list_response
 
 UPDATED = "2026-01-01T00:00:00-00:00"
 # alias -> (name, description)
 EXTENSIONS = {
+    "agent": ("agent", "The agent management extension."),
     "allowed-address-pairs": ("Allowed Address Pairs", "Provides allowed address pairs"),
     "binding": ("Port Binding", "Expose port bindings of a virtual port"),
     "external-net": ("Neutron external network", "Adds external network attribute"),
@@ -35,6 +36,7 @@ EXTENSIONS = {
     "rbac-subnetpool": ("Add subnetpool type to network RBAC", "Shared subnet pools"),
     "router": ("Neutron L3 Router", "Routers between networks and to external networks"),
     "security-group": ("security-group", "The security groups extension."),
+    "service-type": ("Neutron Service Type Management", "API for retrieving service providers"),
     "sorting": ("Sorting support", "Sorting is enabled."),
     "standard-attr-description": ("standard-attr-description", "Descriptions on resources"),
     "standard-attr-revisions": ("Resource revision numbers", "Revision numbers on resources"),
@@ -49,7 +51,8 @@ RESOURCES = (
     ("port", "ports"), ("router", "routers"), ("floatingip", "floatingips"),
     ("security_group", "security-groups"), ("security_group_rule", "security-group-rules"),
     ("quota", "quotas"), ("rbac_policy", "rbac-policies"),
-    ("metering_label", "metering/metering-labels"),
+    ("metering_label", "metering/metering-labels"), ("service_provider", "service-providers"),
+    ("agent", "agents"),
     ("metering_label_rule", "metering/metering-label-rules"),
 )  # fmt: skip
 
@@ -90,6 +93,13 @@ async def resources(request: Request) -> Response:
     )
 
 
+async def list_service_providers(request: Request) -> Response:
+    """Neutron's service-type extension: the drivers of advanced services (load
+    balancers, VPN, ...). cumulo has none, so the list is empty."""
+    await caller(request)
+    return list_response(request, "service_providers", [])
+
+
 async def list_extensions(request: Request) -> Response:
     await caller(request)
     return json({"extensions": [_extension(a) for a in sorted(EXTENSIONS)]})
@@ -108,5 +118,6 @@ routes = [
     Route("/v2.0", resources, methods=["GET"]),
     Route("/v2.0/", resources, methods=["GET"]),
     Route("/v2.0/extensions", list_extensions, methods=["GET"]),
+    Route("/v2.0/service-providers", list_service_providers, methods=["GET"]),
     Route("/v2.0/extensions/{alias}", show_extension, methods=["GET"]),
 ]

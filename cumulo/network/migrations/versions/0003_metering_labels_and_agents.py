@@ -1,8 +1,8 @@
-"""metering labels
+"""metering labels and agents
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-12-04 21:39:31.290886
+Create Date: 2026-12-04 21:41:56.551492
 """
 
 import sqlalchemy as sa
@@ -15,6 +15,26 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "agent",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("agent_type", sa.String(length=255), nullable=False),
+        sa.Column("binary", sa.String(length=255), nullable=False),
+        sa.Column("topic", sa.String(length=255), nullable=False),
+        sa.Column("host", sa.String(length=255), nullable=False),
+        sa.Column("availability_zone", sa.String(length=255), nullable=True),
+        sa.Column("admin_state_up", sa.Boolean(), nullable=False),
+        sa.Column("description", sa.String(length=255), nullable=False),
+        sa.Column("configurations", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("started_at", sa.DateTime(), nullable=False),
+        sa.Column("heartbeat_timestamp", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_agent")),
+        sa.UniqueConstraint("agent_type", "host", name=op.f("uq_agent_agent_type")),
+    )
+    with op.batch_alter_table("agent", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_agent_host"), ["host"], unique=False)
+
     op.create_table(
         "metering_label",
         sa.Column("id", sa.String(length=36), nullable=False),
@@ -63,3 +83,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_metering_label_project_id"))
 
     op.drop_table("metering_label")
+    with op.batch_alter_table("agent", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_agent_host"))
+
+    op.drop_table("agent")
