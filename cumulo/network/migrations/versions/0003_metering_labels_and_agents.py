@@ -1,4 +1,4 @@
-"""metering labels and agents
+"""metering labels and their rules; the agents that report to the server
 
 Revision ID: 0003
 Revises: 0002
@@ -75,15 +75,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("metering_label_rule", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_metering_label_rule_metering_label_id"))
-
+    # Tables take their indexes with them (MariaDB refuses to drop an index a foreign
+    # key needs before its table).
     op.drop_table("metering_label_rule")
-    with op.batch_alter_table("metering_label", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_metering_label_project_id"))
-
     op.drop_table("metering_label")
-    with op.batch_alter_table("agent", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_agent_host"))
-
     op.drop_table("agent")
