@@ -12,6 +12,7 @@ from openstack import exceptions
 from openstack.network.v2.network import Network
 from openstack.network.v2.subnet import Subnet
 
+from cumulo.network.dataplane.state import desired_state
 from tests.cloudrunner import CloudRunner
 
 
@@ -177,4 +178,34 @@ def test_admin_lists_the_hosts_agents_alive(cloud: CloudRunner, demo):
     extensions = {
         e["Alias"] for e in cloud.openstack("extension", "list", "--network", "-f", "json")
     }
-    assert {"agent", "metering", "service-type", "tag", "standard-attr-tag"} <= extensions
+    assert {"agent", "metering", "service-type", "tag", "extra_dhcp_opt"} <= extensions
+
+
+def test_a_ports_extra_dhcp_options_are_merged_and_reach_the_dhcp_server(cloud: CloudRunner):
+    conn = cloud.sdk()
+    net = conn.network.create_network(name=_name())
+    conn.network.create_subnet(network_id=net.id, cidr="10.75.0.0/24", ip_version=4)
+    port = cloud.openstack(
+        "port", "create", "--network", net.id, _name(), "-f", "json",
+        "--extra-dhcp-option", "name=bootfile-name,value=pxelinux.0",
+        "--extra-dhcp-option", "name=tftp-server,value=192.0.2.8",
+    )  # fmt: skip
+    names = sorted(o["opt_name"] for o in port["extra_dhcp_opts"])
+    assert names == ["bootfile-name", "tftp-server"]
+    # Options given are set by name (null removes one); the others stay, as Neutron.
+    change = [
+        {"opt_name": "bootfile-name", "opt_value": "ipxe.efi"},
+        {"opt_name": "tftp-server", "opt_value": None},
+    ]
+    port = conn.network.update_port(port["id"], extra_dhcp_opts=change)
+    wanted = [{"opt_name": "bootfile-name", "opt_value": "ipxe.efi", "ip_version": 4}]
+    assert port.extra_dhcp_opts == wanted
+    bad = [{"opt_name": "a\nb", "opt_value": "x"}]  # would be a line of dnsmasq's own
+    with pytest.raises(exceptions.BadRequestException):
+        conn.network.update_port(port.id, extra_dhcp_opts=bad)
+    state = cloud.run_async(desired_state(cloud.cloud.network, "host-x"))
+    network = next(n for n in state["networks"] if n["id"] == net.id)
+    lease = next(lease for lease in network["leases"] if lease["port_id"] == port.id)
+    assert lease["dhcp_opts"] == wanted
+    conn.network.delete_port(port)
+    conn.network.delete_network(net)
