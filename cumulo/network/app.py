@@ -16,8 +16,10 @@ from cumulo.common.faults import render_network
 from cumulo.common.identity_client import IdentityClient
 from cumulo.common.rpc import Transport, get_transport
 from cumulo.network.api import (
+    agents,
     floatingips,
     info,
+    metering,
     networks,
     ports,
     quotas,
@@ -90,6 +92,8 @@ def create_network_app(service: NetworkService) -> Starlette:
         *quotas.routes,
         *rbac_policies.routes,
         *tags.routes,
+        *metering.routes,
+        *agents.routes,
     ]
     app = create_app("network", routes, render_network)
     app.state.network = service

@@ -14,6 +14,7 @@ from typing import Any
 
 from cumulo.common import metrics
 from cumulo.common.rpc import Endpoint, Transport
+from cumulo.network.agents import REPORT_INTERVAL, report_state
 from cumulo.network.core import NetworkService
 from cumulo.network.dataplane.driver import NetworkDriver
 from cumulo.network.dataplane.state import desired_state
@@ -36,6 +37,12 @@ class NetworkStateEndpoint(Endpoint):
     async def desired_state(self, context: dict[str, Any], host: str) -> dict[str, Any]:
         return await desired_state(self.service, host)
 
+    async def report_state(
+        self, context: dict[str, Any], host: str, configurations: dict[str, Any], start: bool
+    ) -> None:
+        """The agent's heartbeat (Neutron's report_state): GET /v2.0/agents shows it."""
+        await report_state(self.service, host, agent_topic(host), configurations, start)
+
     async def ports_up(self, context: dict[str, Any], host: str, port_ids: list[str]) -> None:
         """The host's agent has wired these ports: they are ACTIVE (Neutron's port status,
         which the compute service waits for before it starts a guest)."""
@@ -54,18 +61,39 @@ class NetworkAgent(Endpoint):
         self._dirty = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._heartbeat: asyncio.Task | None = None
 
     async def start(self) -> None:
         """Serve the host's topic, and converge on the database's state (resync)."""
         await self.transport.serve(agent_topic(self.host), self)
         self._dirty.set()
         self._task = asyncio.create_task(self._run())
+        self._heartbeat = asyncio.create_task(self._report())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._heartbeat, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _report(self) -> None:
+        """Heartbeats to the server (the agents list), the first one saying it started."""
+        start = True
+        while True:
+            try:
+                await self.transport.cast(
+                    SERVER_TOPIC,
+                    "report_state",
+                    {},
+                    host=self.host,
+                    configurations={"driver": self.driver.name},
+                    start=start,
+                )
+                start = False
+            except Exception:  # noqa: BLE001 - the next heartbeat retries
+                LOG.warning("network agent %s: report_state failed", self.host, exc_info=True)
+            await asyncio.sleep(REPORT_INTERVAL)
 
     async def sync(self, context: dict[str, Any]) -> None:
         """RPC cast: something changed; converge soon."""
