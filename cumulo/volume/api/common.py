@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -44,14 +45,18 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def project_url(request: Request, project_id: str) -> str:
-    return f"{base_url(request)}/v3/{project_id}"
+def project_in_url(request: Request) -> str:
+    """ "/<project id>" when the request's URL carried one, else "": links follow the
+    caller's form (the project id is optional since 3.67)."""
+    project = request.scope.get("volume.url_project")
+    return f"/{project}" if project else ""
 
 
-def links(request: Request, project_id: str, collection: str, item_id: str) -> list[dict]:
+def links(request: Request, collection: str, item_id: str) -> list[dict]:
+    path = f"{project_in_url(request)}/{collection}/{item_id}"
     return [
-        {"rel": "self", "href": f"{project_url(request, project_id)}/{collection}/{item_id}"},
-        {"rel": "bookmark", "href": f"{base_url(request)}/{project_id}/{collection}/{item_id}"},
+        {"rel": "self", "href": f"{base_url(request)}/v3{path}"},
+        {"rel": "bookmark", "href": f"{base_url(request)}{path}"},
     ]
 
 
@@ -145,11 +150,11 @@ def page_of(
 
 
 def next_links(
-    request: Request, project_id: str, collection: str, last_id: str | None, more: bool
+    request: Request, collection: str, last_id: str | None, more: bool
 ) -> list[dict[str, str]]:
     if not more or last_id is None:
         return []
     params = {k: v for k, v in request.query_params.items() if k not in ("marker", "offset")}
     params["marker"] = last_id
-    query = "&".join(f"{k}={v}" for k, v in params.items())
-    return [{"rel": "next", "href": f"{project_url(request, project_id)}/{collection}?{query}"}]
+    url = f"{base_url(request)}/v3{project_in_url(request)}/{collection}"
+    return [{"rel": "next", "href": f"{url}?{urlencode(params)}"}]

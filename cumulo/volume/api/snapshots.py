@@ -56,7 +56,9 @@ async def load_snapshot(
     return ctx, snap
 
 
-async def _bodies(request: Request, snaps: list[Snapshot]) -> list[dict[str, Any]]:
+async def _bodies(
+    request: Request, snaps: list[Snapshot], *, extended: bool = True
+) -> list[dict[str, Any]]:
     meta: dict[str, dict[str, str]] = {s.id: {} for s in snaps}
     if snaps:
         async with service_of(request).db.read() as session:
@@ -64,14 +66,15 @@ async def _bodies(request: Request, snaps: list[Snapshot]) -> list[dict[str, Any
                 select(SnapshotMetadata).where(SnapshotMetadata.snapshot_id.in_(meta))
             ):
                 meta[m.snapshot_id][m.key] = m.value
-    return [views.snapshot(request, s, meta[s.id]) for s in snaps]
+    return [views.snapshot(request, s, meta[s.id], extended=extended) for s in snaps]
 
 
 async def _one(request: Request, snapshot_id: str, status: int = 200) -> Response:
+    """The snapshot as create and update answer (without the extended attributes)."""
     async with service_of(request).db.read() as session:
         snap = await session.get(Snapshot, snapshot_id)
     assert snap is not None
-    return json({"snapshot": (await _bodies(request, [snap]))[0]}, status)
+    return json({"snapshot": (await _bodies(request, [snap], extended=False))[0]}, status)
 
 
 async def create_snapshot(request: Request) -> Response:
@@ -147,14 +150,10 @@ async def _list(request: Request, detail: bool) -> Response:
             s.id: s for s in await session.scalars(select(Snapshot).where(Snapshot.id.in_(page)))
         }
     snaps = [rows[i] for i in page if i in rows]
-    items = await _bodies(request, snaps)
-    if not detail:
-        keep = ("id", "name", "description", "status", "size", "volume_id", "created_at",
-                "updated_at", "metadata")  # fmt: skip
-        items = [{k: v for k, v in item.items() if k in keep} for item in items]
+    items = await _bodies(request, snaps, extended=detail)
     out: dict[str, Any] = {"snapshots": items}
     collection = "snapshots/detail" if detail else "snapshots"
-    nxt = next_links(request, ctx.project_id or "", collection, page[-1] if page else None, more)
+    nxt = next_links(request, collection, page[-1] if page else None, more)
     if nxt:
         out["snapshots_links"] = nxt
     return json(out)

@@ -80,8 +80,11 @@ async def load_volume(
     return ctx, volume
 
 
-async def volume_body(request: Request, ctx: RequestContext, volumes: list[Volume]) -> list[dict]:
-    """Detail views of several volumes, with three queries for all of them."""
+async def volume_body(
+    request: Request, ctx: RequestContext, volumes: list[Volume], *, extended: bool = True
+) -> list[dict]:
+    """Detail views of several volumes, with three queries for all of them (extended:
+    as show and list detail answer, see views.volume_detail)."""
     service = service_of(request)
     ids = [v.id for v in volumes]
     meta: dict[str, dict[str, dict[str, str]]] = {i: {"user": {}, "image": {}} for i in ids}
@@ -109,16 +112,19 @@ async def volume_body(request: Request, ctx: RequestContext, volumes: list[Volum
             image_metadata=meta[v.id]["image"],
             attachments=attachments[v.id],
             admin=admin,
+            extended=extended,
         )
         for v in volumes
     ]
 
 
-async def show_volume_response(request: Request, ctx: RequestContext, volume_id: str) -> Response:
+async def volume_response(
+    request: Request, ctx: RequestContext, volume_id: str, *, extended: bool = True
+) -> dict[str, Any]:
     async with service_of(request).db.read() as session:
         volume = await session.get(Volume, volume_id)
     assert volume is not None
-    return json({"volume": (await volume_body(request, ctx, [volume]))[0]})
+    return {"volume": (await volume_body(request, ctx, [volume], extended=extended))[0]}
 
 
 # -- create --------------------------------------------------------------------
@@ -322,10 +328,7 @@ async def create_volume(request: Request) -> Response:
             await session.execute(
                 update(Volume).where(Volume.id == volume_id).values(status=states.ERROR)
             )
-    async with service.db.read() as session:
-        volume = await session.get(Volume, volume_id)
-    assert volume is not None
-    return accepted({"volume": (await volume_body(request, ctx, [volume]))[0]})
+    return accepted(await volume_response(request, ctx, volume_id, extended=False))
 
 
 # -- list / show / update / delete --------------------------------------------------
@@ -397,7 +400,7 @@ async def _list(request: Request, detail: bool) -> Response:
     )
     body: dict[str, Any] = {"volumes": items}
     collection = "volumes/detail" if detail else "volumes"
-    nxt = next_links(request, ctx.project_id or "", collection, page[-1] if page else None, more)
+    nxt = next_links(request, collection, page[-1] if page else None, more)
     if nxt:
         body["volumes_links"] = nxt
     if parse_bool(request.query_params.get("with_count"), "with_count"):
@@ -436,7 +439,7 @@ async def update_volume(request: Request) -> Response:
         )
         if metadata is not None:
             await volume_metadata.write(session, volume.id, metadata, replace=True)
-    return await show_volume_response(request, ctx, volume.id)
+    return json(await volume_response(request, ctx, volume.id, extended=False))
 
 
 async def delete_volume(request: Request) -> Response:
