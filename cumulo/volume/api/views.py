@@ -127,7 +127,7 @@ def snapshot(
         "metadata": metadata,
     }
     if extended:
-        progress = "100%" if s.status == states.AVAILABLE else "0%"
+        progress = s.progress or ("100%" if s.status == states.AVAILABLE else "0%")
         body["os-extended-snapshot-attributes:progress"] = progress
         body["os-extended-snapshot-attributes:project_id"] = s.project_id
     if at_least(request, 3, 14):
