@@ -1,0 +1,189 @@
+"""Run Tempest against a fresh cumulo cloud.
+
+    python -m cumulo.testing.tempest [--worktree DIR] [--ports BASE] [--regex R ...]
+        [--smoke] [--driver fake|qemu] [--database sqlite|postgresql] [--report FILE]
+
+Starts `cumulo up --with-demo-image` from the worktree's venv in a temporary state dir
+(two extra fake compute hosts), provisions Tempest's accounts, writes tempest.conf from
+what the cloud offers, runs `tempest run` with two workers, prints the counts and the
+wall time, and writes the results (JSON, failures per service, optionally a report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from cumulo.testing.tempest import accounts, conf, results
+from cumulo.testing.tempest.cloud import PORT_NAMES, Cloud, CloudSpec
+
+REPO = Path(__file__).resolve().parents[3]
+SERVICES_REGEX = r"^tempest\.api\.(identity|compute|image|network|volume)\."
+COMPUTE_REGEX = r"^tempest\.api\.compute\."
+TEMPEST_REQUIREMENT = "tempest==47.0.0"
+
+
+def tempest_venv(path: Path) -> Path:
+    """The venv holding Tempest (created with pip from PyPI when missing)."""
+    if not (path / "bin" / "tempest").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+        subprocess.run(
+            [str(path / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
+             TEMPEST_REQUIREMENT],
+            check=True,
+        )  # fmt: skip
+    return path
+
+
+def free_port_block(start: int = 21000, size: int = len(PORT_NAMES) + 1) -> int:
+    """The first base from `start` whose `size` ports are all free."""
+    base = start
+    while base < 65000:
+        try:
+            for port in range(base, base + size):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            base += size
+    raise SystemExit("no free port block")
+
+
+def git_commit(worktree: Path) -> str:
+    proc = subprocess.run(
+        ["git", "-C", str(worktree), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+    )
+    return proc.stdout.strip() or "unknown"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m cumulo.testing.tempest", description=__doc__)
+    p.add_argument("--worktree", type=Path, default=REPO, help="checkout whose cloud is tested")
+    p.add_argument("--ports", type=int, default=0, help="first of 9 ports (default: free)")
+    p.add_argument("--regex", action="append", help="tests to run (default: the five services)")
+    p.add_argument("--exclude-regex", default=None)
+    p.add_argument("--smoke", action="store_true", help="only tests tagged smoke")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--driver", choices=["fake", "qemu"], default="fake")
+    p.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    p.add_argument(
+        "--tempest-venv",
+        type=Path,
+        default=Path(os.environ.get("CUMULO_TEMPEST_VENV", REPO / ".tempest-venv")),
+    )
+    p.add_argument("--run-dir", type=Path, default=None, help="default: a new temporary dir")
+    p.add_argument("--report", type=Path, default=None, help="write docs/conformance.md here")
+    p.add_argument("--failures-dir", type=Path, default=None, help="write <service>.txt here")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.OPTION=VALUE",
+        help="override a tempest.conf value (e.g. compute-feature-enabled.shelve=true)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the state dir and cloud logs")
+    p.add_argument("--projects", type=int, default=10, help="pre-provisioned test projects")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    venv = tempest_venv(args.tempest_venv.resolve())
+    run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="cumulo-tempest-"))
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    worktree = args.worktree.resolve()
+    spec = CloudSpec(
+        worktree=worktree,
+        state_dir=run_dir / "state",
+        ports_base=args.ports or free_port_block(),
+        driver=args.driver,
+        database=args.database,
+    )
+    print(f"run dir {run_dir}; cloud from {worktree} on ports {spec.ports_base}+", flush=True)
+    cloud = Cloud(spec, run_dir / "cloud.log").start()
+    try:
+        settings = cloud.settings
+        auth_url = cloud.url("identity") + "/v3"
+        session = accounts.AdminSession.login(auth_url, settings["identity"]["admin_password"])
+        offer = conf.discover(session, {name: cloud.url(name) for name in PORT_NAMES})
+        accounts_file = run_dir / "accounts.yaml"
+        accounts_file.write_text(
+            yaml.safe_dump(
+                accounts.provision(session, offer["public_network"]["id"], args.projects, 4)
+            )
+        )
+        conf_file = run_dir / "etc" / "tempest.conf"
+        conf_file.parent.mkdir(exist_ok=True)
+        conf.write_conf(
+            conf_file,
+            run_dir=run_dir,
+            auth_url=auth_url,
+            admin_password=settings["identity"]["admin_password"],
+            offer=offer,
+            accounts_file=accounts_file,
+            overrides=args.set,
+            hosts=1 + (spec.fake_hosts if args.driver == "fake" else 0),
+        )
+        cmd = [str(venv / "bin" / "tempest"), "run", "--config-file", str(conf_file),
+               "--concurrency", str(args.workers)]  # fmt: skip
+        if args.smoke:
+            cmd += ["--smoke"]
+        else:
+            default = COMPUTE_REGEX if args.driver == "qemu" else SERVICES_REGEX
+            cmd += ["--regex", "|".join(args.regex or [default])]
+        if args.exclude_regex:
+            cmd += ["--exclude-regex", args.exclude_regex]
+        print(" ".join(cmd), flush=True)
+        env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
+        env.pop("PYTHONPATH", None)
+        with (run_dir / "tempest.out").open("w") as out:
+            subprocess.run(cmd, cwd=run_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
+        stream = subprocess.run(
+            [str(venv / "bin" / "stestr"), "last", "--subunit"],
+            cwd=run_dir, env=env, capture_output=True,
+        ).stdout  # fmt: skip
+    finally:
+        cloud.stop()
+    wall = time.monotonic() - started
+    found = results.parse(venv / "bin" / "python", stream, run_dir / "tempest.log")
+    results.write_json(found, run_dir / "results.json")
+    failures_dir = args.failures_dir or run_dir / "failures"
+    results.write_failures(found, failures_dir)
+    c = results.counts(found)
+    if args.report:
+        meta = {
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": git_commit(worktree),
+            "tempest": TEMPEST_REQUIREMENT.split("==")[1],
+            "mode": f"{args.driver} driver, {args.database}, "
+            f"{1 + spec.fake_hosts if args.driver == 'fake' else 1} compute hosts, "
+            f"{args.workers} workers",
+            "wall time": f"{wall / 60:.1f} min",
+        }
+        args.report.write_text(results.render_markdown(found, meta))
+    print(
+        f"{c['success']} passed, {c['fail']} failed, {c['skip']} skipped in {wall / 60:.1f} min; "
+        f"results in {run_dir} (results.json, tempest.out, tempest.log, cloud.log), "
+        f"failures per service in {failures_dir}"
+    )
+    if not args.keep:
+        shutil.rmtree(spec.state_dir, ignore_errors=True)
+    return 1 if c["fail"] or not found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
