@@ -26,6 +26,7 @@ import yaml
 
 from cumulo.testing.tempest import accounts, conf, results
 from cumulo.testing.tempest.cloud import PORT_NAMES, Cloud, CloudSpec
+from cumulo.testing.tempest.files import FileServer
 
 REPO = Path(__file__).resolve().parents[3]
 SERVICES_REGEX = r"^tempest\.api\.(identity|compute|image|network|volume)\."
@@ -114,12 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         database=args.database,
     )
     print(f"run dir {run_dir}; cloud from {worktree} on ports {spec.ports_base}+", flush=True)
+    files = FileServer(run_dir / "files", spec.file_server_port).__enter__()
     cloud = Cloud(spec, run_dir / "cloud.log").start()
     try:
         settings = cloud.settings
         auth_url = cloud.url("identity") + "/v3"
         session = accounts.AdminSession.login(auth_url, settings["identity"]["admin_password"])
         offer = conf.discover(session, {name: cloud.url(name) for name in PORT_NAMES})
+        offer["http_image"] = files.url("image.qcow2")
         accounts_file = run_dir / "accounts.yaml"
         accounts_file.write_text(
             yaml.safe_dump(
@@ -158,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         ).stdout  # fmt: skip
     finally:
         cloud.stop()
+        files.__exit__(None, None, None)
     wall = time.monotonic() - started
     found = results.parse(venv / "bin" / "python", stream, run_dir / "tempest.log")
     results.write_json(found, run_dir / "results.json")

@@ -40,6 +40,10 @@ class CloudSpec:
     name: str = field(default_factory=lambda: f"tempest{uuid.uuid4().hex[:8]}")
 
     @property
+    def file_server_port(self) -> int:
+        return self.ports_base + len(PORT_NAMES) + 1
+
+    @property
     def database_url(self) -> str:
         return POSTGRESQL + self.name if self.database == "postgresql" else ""
 
@@ -58,6 +62,12 @@ class CloudSpec:
             },
             "messaging": {"namespace": self.name},
             "metadata": {"proxy_port": self.ports_base + len(PORT_NAMES)},
+            "image": {
+                # Two stores, so multi-store import and copy-image are tested.
+                "stores": [{"id": "file"}, {"id": "second"}],
+                # web-download tests fetch from the run's own file server on loopback.
+                "web_download": {"allowed_ports": [80, 443, self.file_server_port]},
+            },
         }
         if self.database == "postgresql":
             config["database"] = {"url": self.database_url}

@@ -164,7 +164,11 @@ def write_conf(
             "build_timeout": 120,
             "endpoint_type": "publicURL",
         },
-        "image": {"build_timeout": 120},
+        "image": {
+            "build_timeout": 120,
+            "http_image": offer["http_image"],
+            "http_qcow2_image": offer["http_image"],
+        },
         "network": {
             "public_network_id": public["id"],
             "floating_network_name": public["name"],
