@@ -38,4 +38,16 @@ IMAGE_RULES: dict[str, str] = {
     "image:get_tasks": "rule:cloud_admin",
     "image:add_task": "rule:cloud_admin",
     "image:get_image_tasks": _READER,
+    # Metadata definitions: everyone reads (private namespaces: their owner), admins write.
+    "image:get_metadef_namespace": _READER,
+    "image:get_metadef_namespaces": _READER,
+    "image:list_metadef_resource_types": _READER,
+    "image:add_metadef_namespace": "rule:cloud_admin",
+    "image:modify_metadef_namespace": "rule:cloud_admin",
+    "image:delete_metadef_namespace": "rule:cloud_admin",
+    "image:add_metadef_resource_type_association": "rule:cloud_admin",
+    "image:remove_metadef_resource_type_association": "rule:cloud_admin",
+    "image:add_metadef_item": "rule:cloud_admin",
+    "image:modify_metadef_item": "rule:cloud_admin",
+    "image:delete_metadef_item": "rule:cloud_admin",
 }

@@ -150,13 +150,120 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+STAMPS = {
+    "created_at": _string("Date and time of creation"),
+    "updated_at": _string("Date and time of the last modification"),
+}
+PROPERTY_DEFINITION = {
+    "name": _prop("string", "Name of the property", maxLength=255),
+    "title": _prop("string", "Title of the property"),
+    "description": _prop("string", "Description of the property"),
+    "type": _prop(
+        "string",
+        "Type of the property",
+        enum=["array", "boolean", "integer", "number", "object", "string"],
+    ),
+    "enum": _prop("array", "Values the property may take"),
+    "default": _prop(["array", "boolean", "integer", "number", "object", "string"], "Default"),
+    "readonly": _prop("boolean", "Whether the property may be set"),
+    "operators": _prop("array", "Operators the property supports", items={"type": "string"}),
+    "minimum": _prop("number", "Smallest value"),
+    "maximum": _prop("number", "Largest value"),
+    "minLength": _prop("integer", "Shortest length", minimum=0),
+    "maxLength": _prop("integer", "Longest length", minimum=0),
+    "pattern": _prop("string", "Regular expression values match"),
+    "items": _prop("object", "Schema of array items"),
+}
+RESOURCE_TYPE_ASSOCIATION = {
+    "name": _prop(
+        "string", "Resource type names should be aligned with Heat resource types", maxLength=80
+    ),  # fmt: skip
+    "prefix": _prop(
+        "string", "Prefix of the namespace's properties on this resource type", maxLength=80
+    ),  # fmt: skip
+    "properties_target": _prop(
+        "string", "Part of the resource the properties go in", maxLength=80
+    ),  # fmt: skip
+    **STAMPS,
+}
+OBJECT = {
+    "name": _prop("string", "Name of the object", maxLength=255),
+    "description": _prop("string", "Description of the object"),
+    "required": _prop("array", "Required properties", items={"type": "string"}),
+    "properties": _prop("object", "Property definitions", additionalProperties=PROPERTY_DEFINITION),
+    "schema": _string("The object's schema url"),
+    "self": _string("The object's url"),
+    **STAMPS,
+}
+TAG = {"name": _prop("string", "Name of the tag", maxLength=255), **STAMPS}
+NAMESPACE = {
+    "namespace": _prop("string", "The unique namespace text", maxLength=80),
+    "display_name": _prop("string", "The user friendly name for the namespace", maxLength=80),
+    "description": _prop(
+        "string", "Provides a user friendly description of the namespace", maxLength=500
+    ),  # fmt: skip
+    "visibility": _prop("string", "Scope of namespace accessibility", enum=["public", "private"]),
+    "protected": _prop("boolean", "If true, namespace will not be deletable"),
+    "owner": _prop("string", "Owner of the namespace", maxLength=255),
+    "resource_type_associations": _prop(
+        "array",
+        "Resource types the namespace applies to",
+        items={"type": "object", "properties": RESOURCE_TYPE_ASSOCIATION},
+    ),  # fmt: skip
+    "properties": _prop("object", "Property definitions", additionalProperties=PROPERTY_DEFINITION),
+    "objects": _prop("array", "Object definitions", items={"type": "object", "properties": OBJECT}),
+    "tags": _prop("array", "Tag definitions", items={"type": "object", "properties": TAG}),
+    "schema": _string("The namespace's schema url"),
+    "self": _string("The namespace's url"),
+    **STAMPS,
+}
+
+
+def _single(name: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"name": name, "properties": properties, "required": required,
+            "additionalProperties": False}  # fmt: skip
+
+
+METADEF_SCHEMAS: dict[str, dict[str, Any]] = {
+    "namespace": _single("namespace", NAMESPACE, ["namespace"]),
+    "namespaces": _collection("namespaces", {"type": "object", "properties": NAMESPACE}),
+    "resource_type": _single("resource_type_association", RESOURCE_TYPE_ASSOCIATION, ["name"]),
+    "resource_types": _collection(
+        "resource_type_associations", {"type": "object", "properties": RESOURCE_TYPE_ASSOCIATION}
+    ),
+    "object": _single("object", OBJECT, ["name"]),
+    "objects": _collection("objects", {"type": "object", "properties": OBJECT}),
+    "property": _single("property", PROPERTY_DEFINITION, ["name", "title", "type"]),
+    "properties": {
+        "name": "properties",
+        "properties": {
+            "properties": {"type": "object", "additionalProperties": PROPERTY_DEFINITION}
+        },  # fmt: skip
+    },
+    "tag": _single("tag", TAG, ["name"]),
+    "tags": _collection("tags", {"type": "object", "properties": TAG}),
+}
+
+
+def _schema(table: dict[str, dict[str, Any]], name: str) -> Response:
+    if name not in table:
+        raise NotFound(f"No schema {name}.")
+    return json(table[name])
+
+
 async def show_schema(request: Request) -> Response:
     """GET /v2/schemas/{name}."""
     await authorize(request, "image:get_images")
-    schema = SCHEMAS.get(request.path_params["name"])
-    if schema is None:
-        raise NotFound(f"No schema {request.path_params['name']}.")
-    return json(schema)
+    return _schema(SCHEMAS, request.path_params["name"])
 
 
-routes = [Route("/v2/schemas/{name}", show_schema, methods=["GET"])]
+async def show_metadef_schema(request: Request) -> Response:
+    """GET /v2/schemas/metadefs/{name}."""
+    await authorize(request, "image:get_metadef_namespaces")
+    return _schema(METADEF_SCHEMAS, request.path_params["name"])
+
+
+routes = [
+    Route("/v2/schemas/metadefs/{name}", show_metadef_schema, methods=["GET"]),
+    Route("/v2/schemas/{name}", show_schema, methods=["GET"]),
+]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tomli_w
+import yaml
 
 # The order of [ports] in cumulo.toml: a run on base B uses B, B+1, ... B+7.
 PORT_NAMES = (
@@ -37,6 +38,8 @@ class CloudSpec:
     driver: str = "fake"  # or "qemu"
     database: str = "sqlite"  # or "postgresql" (with RabbitMQ as the bus)
     fake_hosts: int = 2
+    # oslo.policy overrides written to the state dir's policy.yaml (none: the defaults).
+    policy: dict[str, str] = field(default_factory=dict)
     name: str = field(default_factory=lambda: f"tempest{uuid.uuid4().hex[:8]}")
 
     @property
@@ -95,6 +98,8 @@ class Cloud:
         sd = self.spec.state_dir
         sd.mkdir(parents=True, exist_ok=True)
         (sd / "cumulo.toml").write_text(tomli_w.dumps(self.spec.config()))
+        if self.spec.policy:
+            (sd / "policy.yaml").write_text(yaml.safe_dump(self.spec.policy))
         cumulo = self.spec.worktree / ".venv" / "bin" / "cumulo"
         if not cumulo.exists():
             raise SystemExit(f"{cumulo} is missing: run `make .venv/bin/cumulo` there first")

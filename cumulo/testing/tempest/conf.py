@@ -126,7 +126,7 @@ def write_conf(
     auth_url: str,
     admin_password: str,
     offer: dict,
-    accounts_file: Path,
+    accounts_file: Path | None,
     overrides: list[str],
     hosts: int,
 ) -> None:
@@ -137,9 +137,13 @@ def write_conf(
         "DEFAULT": {"log_file": str(run_dir / "tempest.log"), "debug": True},
         "oslo_concurrency": {"lock_path": str(run_dir / "locks")},
         "auth": {
-            "use_dynamic_credentials": False,
-            "test_accounts_file": str(accounts_file),
-            "create_isolated_networks": False,
+            # Pre-provisioned accounts; without them, Tempest's dynamic credentials.
+            **(
+                {"use_dynamic_credentials": False, "test_accounts_file": str(accounts_file)}
+                if accounts_file
+                else {"use_dynamic_credentials": True}
+            ),
+            "create_isolated_networks": accounts_file is None,
             "admin_username": "admin",
             "admin_password": admin_password,
             "admin_project_name": "admin",
