@@ -9,7 +9,7 @@ PYTEST := $(BIN)/pytest -q -rs
 NO_TESTS_OK = { rc=$$?; if [ $$rc -eq 5 ] && [ "$${CI:-}" != true ]; then \
 	echo "no tests collected"; else exit $$rc; fi; }
 
-.PHONY: run test unit functional e2e lint bench clean
+.PHONY: run test unit functional e2e lint bench clean conformance
 
 $(BIN)/cumulo: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,18 @@ lint: $(BIN)/cumulo
 	$(BIN)/ruff check cumulo tests bench
 	$(BIN)/ruff format --check cumulo tests bench
 
+## make conformance: OpenStack's Tempest API tests (identity, compute, image, network, volume)
+## against a fresh cloud; Tempest in its own venv (.tempest-venv); writes docs/conformance.md.
+## DRIVER=qemu: the compute tests on real guests; DATABASE=postgresql: PostgreSQL + RabbitMQ.
+DRIVER ?= fake
+DATABASE ?= sqlite
+CONFORMANCE_REPORT = docs/conformance$(if $(filter-out fake,$(DRIVER)),-$(DRIVER))$(if $(filter-out sqlite,$(DATABASE)),-$(DATABASE)).md
+conformance: $(BIN)/cumulo
+	nice -n 10 $(BIN)/python -m cumulo.testing.tempest --driver $(DRIVER) --database $(DATABASE) \
+		--report $(CONFORMANCE_REPORT) $(ARGS)
+
 bench: $(BIN)/cumulo
 	$(BIN)/python bench/identity_tokens.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .tempest-venv .pytest_cache build *.egg-info

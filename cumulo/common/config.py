@@ -51,6 +51,27 @@ class ImageQuota(_Section):
     image_size_total: int = Field(1 << 40, ge=0, description="bytes a project may store")
 
 
+class ImageStoreConfig(_Section):
+    """One place image data is kept ([[image.stores]]; Glance's enabled_backends)."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str = ""
+    # Its directory; default <state>/images/<id> (the single default store: <state>/images).
+    directory: str = ""
+
+
+class WebDownloadConfig(_Section):
+    """Which URLs `web-download` imports may fetch (Glance's import_filtering_opts)."""
+
+    allowed_schemes: list[str] = Field(default_factory=lambda: ["http", "https"])
+    # Empty: any host not disallowed.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    disallowed_hosts: list[str] = Field(default_factory=list)
+    # Empty: any port.
+    allowed_ports: list[int] = Field(default_factory=lambda: [80, 443])
+    timeout: float = Field(60.0, gt=0, description="seconds without data before giving up")
+
+
 class ImageConfig(_Section):
     # Largest single image accepted (bytes).
     max_image_size: int = Field(1 << 40, ge=1)
@@ -63,6 +84,9 @@ class ImageConfig(_Section):
     list_limit: int = Field(25, ge=1, description="default page size of image lists")
     max_list_limit: int = Field(1000, ge=1)
     max_members: int = Field(128, ge=0, description="members of one image")
+    # Several stores (multi-store): the first is the default. Empty: one store, `file`.
+    stores: list[ImageStoreConfig] = Field(default_factory=list)
+    web_download: WebDownloadConfig = WebDownloadConfig()
 
 
 class NetworkConfig(_Section):
