@@ -43,6 +43,7 @@ from cumulo.identity.models import (
     User,
 )
 from cumulo.identity.policies import IDENTITY_RULES
+from cumulo.identity.security_compliance import password_expiry_text
 from cumulo.identity.tokens import (
     SCOPE_DOMAIN,
     SCOPE_PROJECT,
@@ -282,7 +283,7 @@ class Identity:
                 "domain": {"id": user_domain.id, "name": user_domain.name},
                 "id": user.id,
                 "name": user.name,
-                "password_expires_at": None,
+                "password_expires_at": password_expiry_text(user.password_expires_at),
             },
         }
         role_ids: set[str] | None = None

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cumulo.common.db import make_base, utcnow
@@ -50,6 +60,13 @@ class User(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     password_hash: Mapped[str | None] = mapped_column(String(128))
     password_created_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Security compliance: when the password stops working, whether its user chose it
+    # (the minimum age applies then), the hashes it replaced (newest last), failed logins.
+    password_expires_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    password_self_service: Mapped[bool] = mapped_column(Boolean, default=False)
+    password_history: Mapped[list] = mapped_column(JSON, default=list)
+    failed_auth_count: Mapped[int] = mapped_column(Integer, default=0)
+    failed_auth_at: Mapped[datetime | None] = mapped_column(DateTime)
     default_project_id: Mapped[str | None] = mapped_column(ID)
     description: Mapped[str | None] = mapped_column(Text)
     email: Mapped[str | None] = mapped_column(String(255))
