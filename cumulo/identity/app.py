@@ -14,6 +14,8 @@ from cumulo.identity.api import (
     credentials,
     domains,
     groups,
+    oauth1,
+    policies,
     projects,
     roles,
     users,
@@ -35,6 +37,8 @@ def create_identity_app(identity: Identity) -> Starlette:
         *catalog.routes,
         *application_credentials.routes,
         *credentials.routes,
+        *policies.routes,
+        *oauth1.routes,
     ]
     app = create_app("identity", routes, render_identity)
     app.state.identity = identity

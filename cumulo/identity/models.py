@@ -218,3 +218,24 @@ class RevocationEvent(Base):
     app_cred_id: Mapped[str | None] = mapped_column(ID)
     issued_before: Mapped[datetime] = mapped_column(DateTime)
     revoked_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class Policy(Base):
+    """A policy blob stored for services to fetch (Keystone's /v3/policies)."""
+
+    __tablename__ = "policy"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    type: Mapped[str] = mapped_column(NAME)
+    blob: Mapped[str] = mapped_column(Text)
+    extra: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class OAuth1Consumer(Base):
+    """An OAuth 1.0a consumer; its secret is Fernet-encrypted with the credential keys
+    (HMAC-SHA1 signatures need it back in clear)."""
+
+    __tablename__ = "oauth1_consumer"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    encrypted_secret: Mapped[str] = mapped_column(Text)
+    extra: Mapped[dict] = mapped_column(JSON, default=dict)

@@ -114,4 +114,15 @@ IDENTITY_RULES: dict[str, str] = {
     "identity:ec2_list_credentials": "rule:system_reader or rule:owner",
     "identity:ec2_create_credential": "rule:cloud_admin or rule:owner",
     "identity:ec2_delete_credential": "rule:cloud_admin or rule:owner",
+    # policy blobs and OAuth1 consumers
+    "identity:get_policy": "rule:system_reader",
+    "identity:list_policies": "rule:system_reader",
+    "identity:create_policy": "rule:cloud_admin",
+    "identity:update_policy": "rule:cloud_admin",
+    "identity:delete_policy": "rule:cloud_admin",
+    "identity:get_consumer": "rule:system_reader",
+    "identity:list_consumers": "rule:system_reader",
+    "identity:create_consumer": "rule:cloud_admin",
+    "identity:update_consumer": "rule:cloud_admin",
+    "identity:delete_consumer": "rule:cloud_admin",
 }

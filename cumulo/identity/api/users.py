@@ -29,6 +29,7 @@ from cumulo.identity.api.common import (
     Name,
     authorize,
     context,
+    extras_of,
     identity_of,
     json,
     list_body,
@@ -139,11 +140,6 @@ def render_user(request: Request, u: User) -> dict[str, Any]:
 def user_target(u: User | None) -> dict[str, Any]:
     """The policy target for a user; empty when it does not exist (so only admins pass)."""
     return {"user": {"id": u.id, "domain_id": u.domain_id}} if u is not None else {}
-
-
-def extras_of(body: Body, known: set[str]) -> dict[str, Any]:
-    """The attributes a client sent beyond the known ones: Keystone stores them as extras."""
-    return {k: v for k, v in (body.model_extra or {}).items() if k not in known}
 
 
 def duplicate_entry(kind: str, name: str | None, domain_id: str) -> Conflict:
