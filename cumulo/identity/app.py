@@ -13,6 +13,7 @@ from cumulo.identity.api import (
     catalog,
     credentials,
     domains,
+    endpoint_filter,
     groups,
     oauth1,
     policies,
@@ -39,6 +40,7 @@ def create_identity_app(identity: Identity) -> Starlette:
         *credentials.routes,
         *policies.routes,
         *oauth1.routes,
+        *endpoint_filter.routes,
     ]
     app = create_app("identity", routes, render_identity)
     app.state.identity = identity

@@ -239,3 +239,37 @@ class OAuth1Consumer(Base):
     description: Mapped[str | None] = mapped_column(Text)
     encrypted_secret: Mapped[str] = mapped_column(Text)
     extra: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class EndpointGroup(Base):
+    """OS-EP-FILTER: the endpoints matching `filters` (interface, service_id, region_id)."""
+
+    __tablename__ = "endpoint_group"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(NAME)
+    description: Mapped[str | None] = mapped_column(Text)
+    filters: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class ProjectEndpoint(Base):
+    """OS-EP-FILTER: an endpoint a project's tokens list in their catalog."""
+
+    __tablename__ = "project_endpoint"
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), primary_key=True
+    )
+    endpoint_id: Mapped[str] = mapped_column(
+        ForeignKey("endpoint.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class ProjectEndpointGroup(Base):
+    """OS-EP-FILTER: an endpoint group a project's tokens list in their catalog."""
+
+    __tablename__ = "project_endpoint_group"
+    endpoint_group_id: Mapped[str] = mapped_column(
+        ForeignKey("endpoint_group.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), primary_key=True, index=True
+    )

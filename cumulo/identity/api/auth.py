@@ -166,7 +166,7 @@ async def validate_token(request: Request) -> Response:
     subject, payload, body = await _subject(request)
     await authorize(request, "identity:validate_token", {"token": {"user_id": payload.user_id}})
     if not _nocatalog(request) and "roles" in body:
-        body = {**body, "catalog": await identity_of(request).catalog()}
+        body = {**body, "catalog": await identity_of(request).catalog(payload.project_id)}
     return json({"token": body}, headers={"X-Subject-Token": subject})
 
 
@@ -193,7 +193,7 @@ async def auth_catalog(request: Request) -> Response:
         raise Forbidden("A catalog cannot be provided for an unscoped token.")
     return json(
         {
-            "catalog": await identity_of(request).catalog(),
+            "catalog": await identity_of(request).catalog(ctx.project_id),
             "links": self_link(request, "auth/catalog"),
         }
     )
