@@ -12,6 +12,7 @@ from cumulo.identity.api import (
     auth,
     catalog,
     credentials,
+    domain_config,
     domains,
     endpoint_filter,
     groups,
@@ -29,6 +30,7 @@ def create_identity_app(identity: Identity) -> Starlette:
     routes = [
         *versions.routes,
         *auth.routes,
+        *domain_config.routes,
         *domains.routes,
         *projects.routes,
         *users.routes,

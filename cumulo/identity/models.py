@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -273,3 +274,17 @@ class ProjectEndpointGroup(Base):
     project_id: Mapped[str] = mapped_column(
         ForeignKey("project.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class DomainConfigOption(Base):
+    """One option of a domain-specific configuration (Keystone's domain config API).
+    Sensitive options (the LDAP password) hold their value Fernet-encrypted."""
+
+    __tablename__ = "domain_config"
+    domain_id: Mapped[str] = mapped_column(
+        ForeignKey("domain.id", ondelete="CASCADE"), primary_key=True
+    )
+    group: Mapped[str] = mapped_column(String(255), primary_key=True)
+    option: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    sensitive: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -125,6 +125,13 @@ IDENTITY_RULES: dict[str, str] = {
     "identity:create_consumer": "rule:cloud_admin",
     "identity:update_consumer": "rule:cloud_admin",
     "identity:delete_consumer": "rule:cloud_admin",
+    # domain configuration
+    "identity:get_domain_config": "rule:system_reader",
+    "identity:get_domain_config_default": "rule:system_reader",
+    "identity:create_domain_config": "rule:cloud_admin",
+    "identity:update_domain_config": "rule:cloud_admin",
+    "identity:delete_domain_config": "rule:cloud_admin",
+    "identity:get_security_compliance_domain_config": "",
     # OS-EP-FILTER
     "identity:list_endpoint_groups": "rule:system_reader",
     "identity:get_endpoint_group": "rule:system_reader",

@@ -226,6 +226,10 @@ def test_passwords_must_match_the_regex(strict_cloud):
     assert strict_cloud.openstack("user", "show", "weakling", check=False).returncode != 0
 
     user_id = _user(strict_cloud, "first6pass", "--ignore-change-password-upon-first-use")
+    # A user can read the rules before choosing a password (Keystone's domain config API).
+    with strict_cloud.http(strict_cloud.token()) as admin:
+        rules = admin.get("/v3/domains/default/config/security_compliance").json()["config"]
+    assert rules["password_regex_description"] == RULE and rules["password_regex"]
     r = _change_own_password(strict_cloud, user_id, "first6pass", "letters")
     assert r.status_code == 400 and RULE in r.json()["error"]["message"]
     weak_reset = strict_cloud.openstack(
