@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -19,6 +20,9 @@ from cumulo.common.faults import BadRequest, NotFound
 from cumulo.identity.core import Identity
 
 B = TypeVar("B", bound="Body")
+
+MAX_TAGS = 80
+TAG_PATTERN = re.compile(r"^[^,/]{1,255}$")
 
 # Names: non-empty, no surrounding whitespace-only strings (Keystone's parameter_types.name).
 NAME_PATTERN = r"\S"
@@ -38,6 +42,14 @@ def Name(max_length: int = 255, *, required: bool = True) -> Any:  # noqa: N802 
     if required:
         return Field(min_length=1, max_length=max_length, pattern=NAME_PATTERN)
     return Field(None, min_length=1, max_length=max_length, pattern=NAME_PATTERN)
+
+
+def check_tags(tags: list[str]) -> list[str]:
+    """Project and domain tags: Keystone's rules, duplicates dropped."""
+    for tag in tags:
+        if not TAG_PATTERN.match(tag):
+            raise BadRequest(f"Invalid tag {tag!r}: 1-255 characters, no ',' or '/'.")
+    return list(dict.fromkeys(tags))
 
 
 def identity_of(request: Request) -> Identity:
