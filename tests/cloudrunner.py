@@ -64,6 +64,16 @@ def remove_data_plane(state_dir: Path) -> None:
     assert not left, f"namespaces left behind: {left}"
 
 
+def password_auth(user: dict[str, Any], password: str, scope: Any = None) -> dict[str, Any]:
+    """The body of a password login (POST /v3/auth/tokens) for a user given by id or name."""
+    auth: dict[str, Any] = {
+        "identity": {"methods": ["password"], "password": {"user": {**user, "password": password}}}
+    }
+    if scope is not None:
+        auth["scope"] = scope
+    return {"auth": auth}
+
+
 class CloudRunner:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
@@ -169,21 +179,11 @@ class CloudRunner:
         )
         r = httpx.post(
             f"{self.auth_url}/auth/tokens",
-            json={
-                "auth": {
-                    "identity": {
-                        "methods": ["password"],
-                        "password": {
-                            "user": {
-                                "name": username,
-                                "domain": {"id": "default"},
-                                "password": password,
-                            }
-                        },
-                    },
-                    "scope": {"project": {"name": project, "domain": {"id": "default"}}},
-                }
-            },
+            json=password_auth(
+                {"name": username, "domain": {"id": "default"}},
+                password,
+                {"project": {"name": project, "domain": {"id": "default"}}},
+            ),
         )
         r.raise_for_status()
         return r.headers["X-Subject-Token"]

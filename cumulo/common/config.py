@@ -7,11 +7,12 @@ all-in-one cloud": SQLite files in the state dir, services on 127.0.0.1.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 CONFIG_FILE = "cumulo.toml"
 DEFAULT_STATE_DIR = Path("~/.local/share/cumulo")
@@ -29,6 +30,36 @@ class DatabaseConfig(_Section):
     url: str = ""
 
 
+class SecurityComplianceConfig(_Section):
+    """Keystone's [security_compliance] options; each is off unless set."""
+
+    # Failed logins in a row before the account is locked (Keystone's message, 401; 0: off).
+    lockout_failure_attempts: int = Field(0, ge=0)
+    # Seconds a locked account stays locked (0: until an admin enables the user).
+    lockout_duration: int = Field(1800, ge=0)
+    # Days a password is valid (0: forever); passwords set before it was enabled never expire.
+    password_expires_days: int = Field(0, ge=0)
+    # A password changed by its user must differ from this many previous ones (0: off).
+    unique_last_password_count: int = Field(0, ge=0)
+    # Days a self-service password must be used before its user may change it again.
+    minimum_password_age: int = Field(0, ge=0)
+    # New users and passwords an admin resets must be changed before any other use.
+    change_password_upon_first_use: bool = False
+    # Every new password must match this regular expression (Python `re`, search; "": any).
+    password_regex: str = ""
+    # What the regex demands, in words: told to a user whose password fails it.
+    password_regex_description: str = ""
+
+    @field_validator("password_regex")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return pattern
+
+
 class IdentityConfig(_Section):
     token_expiration: int = Field(3600, ge=60, description="token lifetime, seconds")
     bcrypt_rounds: int = Field(12, ge=4, le=31)
@@ -44,6 +75,11 @@ class IdentityConfig(_Section):
     demo_password: str = ""
     # The service user's password (service-to-service calls).
     service_password: str = ""
+    security_compliance: SecurityComplianceConfig = SecurityComplianceConfig()
+    # TOTP passcodes of this many 30 s windows before the current one are accepted too.
+    totp_included_previous_windows: int = Field(1, ge=0, le=10)
+    # Lifetime (seconds) of an auth receipt: the time a user has to give the next factor.
+    receipt_expiration: int = Field(300, ge=1, le=86400)
 
 
 class ImageQuota(_Section):
