@@ -120,7 +120,7 @@ class Cloud:
             volume_app=create_volume_app(cloud.volume),
         )
         cloud.identity.invalidation_listeners.append(cloud.compute.service.validator.clear)
-        cloud.object_store = open_object_store(
+        cloud.object_store = await open_object_store(
             config, state_dir, identity_app=create_identity_app(cloud.identity)
         )
         cloud.identity.invalidation_listeners.append(cloud.object_store.validator.clear)
@@ -163,5 +163,7 @@ class Cloud:
             await self.network.close()
         if self.volume is not None:
             await self.volume.close()
+        if self.object_store is not None:
+            await self.object_store.close()
         for db in self.databases.values():
             await db.dispose()

@@ -23,13 +23,15 @@ from cumulo.object_store.errors import SwiftError, as_swift_error
 METHODS = ["GET", "HEAD", "PUT", "POST", "DELETE", "COPY"]
 
 
-def open_object_store(
+async def open_object_store(
     config: CumuloConfig, state_dir: Path, *, identity_app: ASGIApp | None = None
 ) -> ObjectStore:
     """Rings (created for the all-in-one devices when there are none) and the proxy;
     identity_app: validate tokens in-process."""
     client = IdentityClient(config, app=identity_app)
-    return ObjectStore(config, state_dir, TokenValidator(client, config.identity.cache_time))
+    store = ObjectStore(config, state_dir, TokenValidator(client, config.identity.cache_time))
+    store.start_daemons()
+    return store
 
 
 async def on_error(request: Request, exc: Exception) -> Response:

@@ -168,3 +168,18 @@ def ring_show(state_dir, name) -> None:
             bal,
         )
     console.print(table)
+
+
+@object_store.command("run-once")
+@state_dir_option
+@click.argument("daemon", type=click.Choice(["replicator", "auditor", "updater", "expirer"]))
+def run_once_command(state_dir, daemon) -> None:
+    """One pass of a storage daemon over this host's devices (beside a running cloud too)."""
+    import asyncio
+
+    from cumulo.object_store.core import ObjectStore
+    from cumulo.object_store.daemons.runner import run_once
+
+    sd = resolve_state_dir(state_dir)
+    store = ObjectStore(load_config(sd), sd, None)
+    console.print(f"{daemon}: {asyncio.run(run_once(store, daemon))}")

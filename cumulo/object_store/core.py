@@ -32,5 +32,16 @@ class ObjectStore:
         self.node = StorageNode(devices_dir(config, state_dir), prefix, suffix)
         self.proxy = Proxy(self.node, self.account_ring, self.container_ring, self.policies)
 
+    def start_daemons(self) -> None:
+        from cumulo.object_store.daemons.runner import StorageDaemons
+
+        self.daemons = StorageDaemons(self)
+        self.daemons.start()
+
+    async def close(self) -> None:
+        daemons = getattr(self, "daemons", None)
+        if daemons is not None:
+            await daemons.stop()
+
     def account_of(self, project_id: str) -> str:
         return f"{self.config.reseller_prefix}{project_id}"

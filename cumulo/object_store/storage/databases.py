@@ -41,6 +41,10 @@ def _transaction(path: Path, create_sql: str | None = None) -> Iterator[sqlite3.
         entry = _open.get(path)
         if entry is not None:
             _open.move_to_end(path)
+    if entry is not None and not path.exists():
+        # Its file was removed (a wiped device, a handoff gone home): not that inode.
+        forget(path)
+        entry = None
     if entry is None:
         if not path.exists():
             if create_sql is None:

@@ -60,7 +60,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _set_metadata(fd: int, sidecar: Path, metadata: dict[str, Any]) -> bool:
+def set_metadata(fd: int, sidecar: Path, metadata: dict[str, Any]) -> bool:
     """Store metadata in the xattr; False when the filesystem has none (sidecar written)."""
     raw = json.dumps(metadata).encode()
     try:
@@ -105,7 +105,7 @@ class ObjectWriter:
         target = self.datadir / f"{timestamp}.data"
         self._file.flush()
         os.fsync(self._file.fileno())
-        if not _set_metadata(self._file.fileno(), Path(f"{target}.json"), metadata):
+        if not set_metadata(self._file.fileno(), Path(f"{target}.json"), metadata):
             os.fsync(os.open(f"{target}.json", os.O_RDONLY))
         self._file.close()
         os.replace(self.tmp, target)
@@ -123,7 +123,7 @@ def write_marker(device: Path, datadir: Path, timestamp: str, ext: str, metadata
     metadata = {**metadata, "X-Timestamp": timestamp}
     writer.datadir.mkdir(parents=True, exist_ok=True)
     target = datadir / f"{timestamp}{ext}"
-    _set_metadata(writer._file.fileno(), Path(f"{target}.json"), metadata)
+    set_metadata(writer._file.fileno(), Path(f"{target}.json"), metadata)
     os.fsync(writer._file.fileno())
     writer._file.close()
     os.replace(writer.tmp, target)
