@@ -311,8 +311,10 @@ class Proxy:
         max_size: int,
         expected_etag: str | None,
         content_length: int | None,
+        listing: tuple[str, int] | None = None,
     ) -> dict[str, Any]:
-        """Stream the body to every replica; the stored metadata, or a SwiftError."""
+        """Stream the body to every replica; the stored metadata, or a SwiftError.
+        listing: the ETag and size container listings show instead (an SLO's)."""
         name_hash, part = self._object_locations(policy, account, container, obj)
         replicas = policy.ring.replica_count
         candidates = self._candidates(policy.ring, part)
@@ -369,9 +371,9 @@ class Proxy:
         record = {
             "name": obj,
             "created_at": timestamp,
-            "size": size,
+            "size": listing[1] if listing else size,
             "content_type": metadata["Content-Type"],
-            "etag": etag,
+            "etag": listing[0] if listing else etag,
             "deleted": 0,
             "storage_policy_index": policy.index,
         }

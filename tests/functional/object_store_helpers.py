@@ -31,6 +31,13 @@ def start_policy_cloud(state: Path) -> CloudRunner:
     return CloudRunner(state).start()
 
 
+def account_client(cloud: CloudRunner, token: str) -> httpx.Client:
+    """An httpx client on the token's account URL (/v1/AUTH_<project>)."""
+    return httpx.Client(
+        base_url=storage_url(cloud, token), headers={"X-Auth-Token": token}, timeout=60
+    )
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 

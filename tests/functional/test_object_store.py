@@ -14,6 +14,7 @@ import pytest
 
 from tests.cloudrunner import CloudRunner
 from tests.functional.object_store_helpers import (
+    account_client,
     replica_files,
     start_policy_cloud,
     storage_url,
@@ -36,9 +37,7 @@ def token(cloud: CloudRunner) -> str:
 
 @pytest.fixture(scope="module")
 def http(cloud: CloudRunner, token: str):
-    with httpx.Client(
-        base_url=storage_url(cloud, token), headers={"X-Auth-Token": token}, timeout=60
-    ) as client:
+    with account_client(cloud, token) as client:
         yield client
 
 

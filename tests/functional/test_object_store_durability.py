@@ -11,16 +11,15 @@ import shutil
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from cumulo.object_store.daemons.runner import run_once
 from cumulo.object_store.storage.diskfile import read_metadata
 from tests.cloudrunner import CloudRunner
 from tests.functional.object_store_helpers import (
+    account_client,
     replica_files,
     start_policy_cloud,
-    storage_url,
     unique,
 )
 
@@ -34,12 +33,7 @@ def cloud(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def http(cloud: CloudRunner):
-    token = cloud.token("admin")
-    with httpx.Client(
-        base_url=storage_url(cloud, token).rstrip("/"),
-        headers={"X-Auth-Token": token},
-        timeout=60,
-    ) as client:
+    with account_client(cloud, cloud.token("admin")) as client:
         yield client
 
 

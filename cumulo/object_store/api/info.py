@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cumulo.object_store import constraints
+from cumulo.object_store.api import large_objects
 from cumulo.object_store.api.common import store_of, trans_headers
 
 SWIFT_VERSION = "2.35.0"
@@ -37,6 +38,12 @@ def capabilities(request: Request) -> dict:
             "policies": store.policies.info(),
         },
         "keystoneauth": {},
+        "slo": {
+            "max_manifest_segments": large_objects.MAX_MANIFEST_SEGMENTS,
+            "max_manifest_size": large_objects.MAX_MANIFEST_SIZE,
+            "min_segment_size": large_objects.MIN_SEGMENT_SIZE,
+        },
+        "dlo": {"max_segments": large_objects.MAX_DLO_SEGMENTS},
     }
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import mimetypes
-import time
 from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote
@@ -11,22 +9,27 @@ from urllib.parse import unquote
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cumulo.object_store.api import large_object_requests as large
 from cumulo.object_store.api.common import (
     Caller,
-    acl_allows,
     caller_for,
-    deny,
     empty,
     store_of,
     trans_headers,
 )
-from cumulo.object_store.api.responses import FileBody, Unsatisfiable, parse_range
+from cumulo.object_store.api.object_common import (
+    container_policy,
+    content_type,
+    created,
+    open_object,
+    user_metadata,
+)
+from cumulo.object_store.api.responses import ObjectBody, Unsatisfiable, parse_range
 from cumulo.object_store.constraints import (
     MAX_CONTAINER_NAME_LENGTH,
     MAX_OBJECT_NAME_LENGTH,
     check_metadata,
     check_name,
-    delete_at,
     title,
 )
 from cumulo.object_store.errors import SwiftError
@@ -36,6 +39,7 @@ from cumulo.object_store.storage.diskfile import POST_HEADERS, StoredObject
 
 # Stored metadata that is not shown as a response header.
 HIDDEN = {"name", "X-Timestamp", "Content-Length"}
+SYSMETA = "X-Object-Sysmeta-"
 
 
 async def obj(request: Request) -> Response:
@@ -50,6 +54,14 @@ async def obj(request: Request) -> Response:
         return await _get(request, caller, account, container, name)
     policy = await _writable_container(request, caller, account, container)
     if method == "PUT":
+        if request.query_params.get("multipart-manifest") == "put":
+            return await large.put_manifest(request, caller, policy, account, container, name)
+        if "x-static-large-object" in request.headers:
+            raise SwiftError(
+                400,
+                "X-Static-Large-Object is a reserved header. To create a "
+                "static large object add query param multipart-manifest=put.",
+            )
         if "x-copy-from" in request.headers:
             source = _split_path(request.headers["x-copy-from"], "X-Copy-From")
             src_account = request.headers.get("x-copy-from-account", account)
@@ -68,6 +80,8 @@ async def obj(request: Request) -> Response:
     if method == "POST":
         return await _post(request, policy, account, container, name)
     if method == "DELETE":
+        if request.query_params.get("multipart-manifest") == "delete":
+            return await large.delete_manifest(request, caller, policy, account, container, name)
         if not await store_of(request).proxy.object_delete(policy, account, container, name):
             raise SwiftError(404)
         return empty(request, 204)
@@ -82,29 +96,17 @@ def _split_path(value: str, header: str) -> tuple[str, str]:
     return container, name
 
 
-async def _container_policy(
-    request: Request, caller: Caller, account: str, container: str, acl_header: str
-) -> StoragePolicy:
-    info = await store_of(request).proxy.container_info(account, container)
-    if not caller.owner:
-        acl = (info.metadata or {}).get(acl_header)
-        write = acl_header == "X-Container-Write"
-        if info.status != 200 or not acl_allows(caller, acl, request, write=write):
-            raise deny(caller)
-    if info.status != 200 or info.policy is None:
-        raise SwiftError(404)
-    return info.policy
-
-
 async def _writable_container(
     request: Request, caller: Caller, account: str, container: str
 ) -> StoragePolicy:
-    return await _container_policy(request, caller, account, container, "X-Container-Write")
+    return await container_policy(request, caller, account, container, "X-Container-Write")
 
 
 def object_headers(request: Request, stored: StoredObject) -> dict[str, str]:
     meta = stored.metadata
-    headers = {k: v for k, v in meta.items() if k not in HIDDEN and v != ""}
+    headers = {
+        k: v for k, v in meta.items() if k not in HIDDEN and v != "" and not k.startswith(SYSMETA)
+    }
     headers.update(
         {
             "ETag": meta["ETag"],
@@ -114,18 +116,6 @@ def object_headers(request: Request, stored: StoredObject) -> dict[str, str]:
         }
     )
     return {**headers, **trans_headers(request)}
-
-
-def _expired(stored: StoredObject) -> bool:
-    at = stored.metadata.get("X-Delete-At")
-    return bool(at) and int(at) <= time.time()
-
-
-async def _open(request: Request, policy: StoragePolicy, account, container, name):
-    stored = await store_of(request).proxy.object_open(policy, account, container, name)
-    if stored is None or _expired(stored):
-        return None
-    return stored
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -140,10 +130,10 @@ def _date(value: str) -> float | None:
         return None
 
 
-def check_conditions(request: Request, stored: StoredObject, headers: dict[str, str]) -> None:
+def check_conditions(request: Request, etag: str, headers: dict[str, str]) -> None:
     """RFC 7232 in its order: If-Match, If-Unmodified-Since (412), If-None-Match,
     If-Modified-Since (304 for GET/HEAD)."""
-    etag = stored.metadata["ETag"]
+    etag = etag.strip('"')
     last_modified = _date(headers["Last-Modified"]) or 0
     h = request.headers
     keep = {k: v for k, v in headers.items() if k in ("ETag", "Last-Modified", "X-Timestamp")}
@@ -163,25 +153,37 @@ def check_conditions(request: Request, stored: StoredObject, headers: dict[str, 
 
 
 async def _get(request: Request, caller: Caller, account: str, container: str, name: str):
-    policy = await _container_policy(request, caller, account, container, "X-Container-Read")
-    stored = await _open(request, policy, account, container, name)
+    policy = await container_policy(request, caller, account, container, "X-Container-Read")
+    stored = await open_object(request, policy, account, container, name)
     if stored is None:
         if "if-match" in request.headers:
             raise SwiftError(412)
         raise SwiftError(404)
     headers = object_headers(request, stored)
-    check_conditions(request, stored, headers)
-    size = int(stored.metadata["Content-Length"])
+    manifest_get = request.query_params.get("multipart-manifest") == "get"
+    segments = [(stored.path, 0, int(stored.metadata["Content-Length"]))]
+    etag = stored.metadata["ETag"]
+    if stored.metadata.get("X-Static-Large-Object") and manifest_get:
+        return await large.manifest_response(request, stored, headers)
+    if stored.metadata.get("X-Static-Large-Object") or (
+        "X-Object-Manifest" in stored.metadata and not manifest_get
+    ):
+        assembled = await large.assemble(request, caller, account, stored)
+        segments = [(s.path, s.start, s.end) for s in assembled.segments]
+        etag = f'"{assembled.etag}"'
+        headers["ETag"] = etag
+    size = sum(end - start for _, start, end in segments)
+    check_conditions(request, etag, headers)
     try:
         ranges = parse_range(request.headers.get("range"), size)
     except Unsatisfiable:
         raise SwiftError(416, headers={"Content-Range": f"bytes */{size}"}) from None
     if_range = request.headers.get("if-range")
-    validators = (stored.metadata["ETag"], headers["Last-Modified"])
+    validators = (etag.strip('"'), headers["Last-Modified"])
     if ranges and if_range and if_range.strip('"') not in validators:
         ranges = None
-    return FileBody(
-        stored.path,
+    return ObjectBody(
+        segments,
         206 if ranges else 200,
         headers,
         ranges,
@@ -209,29 +211,6 @@ def _content_length(request: Request, max_size: int) -> int | None:
     return length
 
 
-def user_metadata(request: Request) -> dict[str, str]:
-    """X-Object-Meta-* and the other headers an object keeps (Content-Disposition, ...)."""
-    meta = {}
-    for key, value in request.headers.items():
-        lower = key.lower()
-        if lower in ("content-type", "x-delete-at", "x-static-large-object"):
-            continue
-        if lower.startswith("x-object-meta-") or lower in POST_HEADERS:
-            meta[title(lower)] = value
-    at = delete_at(request.headers)
-    if at is not None:
-        meta["X-Delete-At"] = at
-    return meta
-
-
-def content_type(request: Request, name: str) -> str:
-    given = request.headers.get("content-type")
-    detect = request.headers.get("x-detect-content-type", "").lower() in ("true", "1", "yes")
-    if given and not detect:
-        return given
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
-
-
 async def _put(
     request: Request, policy: StoragePolicy, account: str, container: str, name: str
 ) -> Response:
@@ -252,7 +231,7 @@ async def _put(
         expected_etag=request.headers.get("etag"),
         content_length=length,
     )
-    return _created(request, stored)
+    return created(request, stored)
 
 
 async def _check_if_none_match(request, policy, account, container, name) -> None:
@@ -261,20 +240,8 @@ async def _check_if_none_match(request, policy, account, container, name) -> Non
         return
     if value.strip() != "*":
         raise SwiftError(400, "If-None-Match only supports *")
-    if await _open(request, policy, account, container, name) is not None:
+    if await open_object(request, policy, account, container, name) is not None:
         raise SwiftError(412)
-
-
-def _created(request: Request, stored: dict, extra: dict | None = None) -> Response:
-    return empty(
-        request,
-        201,
-        {
-            "ETag": stored["ETag"],
-            "Last-Modified": timestamps.http_date(stored["X-Timestamp"]),
-            **(extra or {}),
-        },
-    )
 
 
 async def _copy(request: Request, source: tuple[str, str, str], dest: tuple[str, str, str]):
@@ -283,10 +250,10 @@ async def _copy(request: Request, source: tuple[str, str, str], dest: tuple[str,
     store = store_of(request)
     src_account, src_container, src_name = source
     src_caller = await caller_for(request, src_account)
-    src_policy = await _container_policy(
+    src_policy = await container_policy(
         request, src_caller, src_account, src_container, "X-Container-Read"
     )
-    stored = await _open(request, src_policy, src_account, src_container, src_name)
+    stored = await open_object(request, src_policy, src_account, src_container, src_name)
     if stored is None:
         raise SwiftError(404)
     length = request.headers.get("content-length")
@@ -295,7 +262,7 @@ async def _copy(request: Request, source: tuple[str, str, str], dest: tuple[str,
     check_metadata(request.headers, "object")
     dest_account, dest_container, dest_name = dest
     check_name("Object", dest_name, MAX_OBJECT_NAME_LENGTH)
-    dest_policy = await _container_policy(
+    dest_policy = await container_policy(
         request,
         await caller_for(request, dest_account),
         dest_account,
@@ -343,7 +310,7 @@ async def _copy(request: Request, source: tuple[str, str, str], dest: tuple[str,
     }
     if src_account != dest_account:
         extra["X-Copied-From-Account"] = src_account
-    return _created(request, result, extra)
+    return created(request, result, extra)
 
 
 async def _post(
@@ -351,7 +318,7 @@ async def _post(
 ) -> Response:
     store = store_of(request)
     check_metadata(request.headers, "object")
-    stored = await _open(request, policy, account, container, name)
+    stored = await open_object(request, policy, account, container, name)
     if stored is None:
         raise SwiftError(404)
     metadata = user_metadata(request)

@@ -51,13 +51,25 @@ def parse_range(header: str | None, size: int) -> list[tuple[int, int]] | None:
     return ranges
 
 
-class FileBody:
-    """An ASGI response streaming parts of an open replica file (it stays readable even
-    if a newer write replaces it meanwhile)."""
+def _slices(segments: list[tuple[Path, int, int]], start: int, end: int):
+    """The (segment, offset, end) pieces of [start, end) of the segments' concatenation."""
+    base = 0
+    for i, (_path, seg_start, seg_end) in enumerate(segments):
+        length = seg_end - seg_start
+        lo, hi = max(start, base), min(end, base + length)
+        if lo < hi:
+            yield (i, seg_start + lo - base, seg_start + hi - base)
+        base += length
+
+
+class ObjectBody:
+    """An ASGI response streaming an object: one replica file, or the segments of a
+    large object (each a file and the byte range of it that belongs to the object).
+    Whole, one range, or several (multipart/byteranges)."""
 
     def __init__(
         self,
-        path: Path,
+        segments: list[tuple[Path, int, int]],
         status: int,
         headers: dict[str, str],
         ranges: list[tuple[int, int]] | None,
@@ -66,17 +78,17 @@ class FileBody:
         *,
         head: bool,
     ) -> None:
-        self.fd = os.open(path, os.O_RDONLY)
+        self.segments = segments
         self.status = status
         self.head = head
-        self.pieces: list[bytes | tuple[int, int]] = []
+        self.pieces: list[bytes | tuple[int, int, int]] = []
         headers = dict(headers)
         if ranges is None:
-            self.pieces.append((0, size))
+            self.pieces.extend(_slices(segments, 0, size))
         elif len(ranges) == 1:
             start, end = ranges[0]
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-            self.pieces.append((start, end))
+            self.pieces.extend(_slices(segments, start, end))
         else:
             boundary = uuid.uuid4().hex
             headers["Content-Type"] = f"multipart/byteranges;boundary={boundary}"
@@ -85,12 +97,21 @@ class FileBody:
                     f"--{boundary}\r\nContent-Type: {content_type}\r\n"
                     f"Content-Range: bytes {start}-{end - 1}/{size}\r\n\r\n".encode()
                 )
-                self.pieces.append((start, end))
+                self.pieces.extend(_slices(segments, start, end))
                 self.pieces.append(b"\r\n")
             self.pieces.append(f"--{boundary}--".encode())
-        length = sum(len(p) if isinstance(p, bytes) else p[1] - p[0] for p in self.pieces)
+        length = sum(len(p) if isinstance(p, bytes) else p[2] - p[1] for p in self.pieces)
         headers["Content-Length"] = str(length)
         self.headers = [(k.lower().encode(), v.encode("latin-1")) for k, v in headers.items()]
+        # The first segment opens now: a replica replaced meanwhile stays readable.
+        self._fds: dict[int, int] = {}
+        if segments and not head:
+            self._fds[0] = os.open(segments[0][0], os.O_RDONLY)
+
+    def _fd(self, index: int) -> int:
+        if index not in self._fds:
+            self._fds[index] = os.open(self.segments[index][0], os.O_RDONLY)
+        return self._fds[index]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -104,18 +125,20 @@ class FileBody:
                 if isinstance(piece, bytes):
                     await send({"type": "http.response.body", "body": piece, "more_body": True})
                     continue
-                offset, end = piece
+                index, offset, end = piece
+                fd = self._fd(index)
                 while offset < end:
                     n = min(CHUNK, end - offset)
                     # Small reads come from the page cache faster than a thread hop.
                     if n <= SMALL:
-                        chunk = os.pread(self.fd, n, offset)
+                        chunk = os.pread(fd, n, offset)
                     else:
-                        chunk = await asyncio.to_thread(os.pread, self.fd, n, offset)
+                        chunk = await asyncio.to_thread(os.pread, fd, n, offset)
                     if not chunk:
                         raise OSError("replica file shorter than its metadata")
                     offset += len(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         finally:
-            os.close(self.fd)
+            for fd in self._fds.values():
+                os.close(fd)
