@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from cumulo.common.config import StoragePolicyConfig, load_config, write_config
 from tests.cloudrunner import VENV_BIN, CloudRunner, configure_state_dir
@@ -29,6 +30,29 @@ def start_policy_cloud(state: Path) -> CloudRunner:
     config.object_store.expirer_interval = 0
     write_config(state, config)
     return CloudRunner(state).start()
+
+
+def policy_cloud_fixture(name: str):
+    """A module's own policy cloud (`cloud`), started once for the module."""
+
+    @pytest.fixture(scope="module")
+    def cloud(tmp_path_factory):
+        runner = start_policy_cloud(tmp_path_factory.mktemp(name))
+        yield runner
+        runner.stop()
+
+    return cloud
+
+
+def admin_http_fixture():
+    """`http`: the admin's account URL with the admin's token, for the module."""
+
+    @pytest.fixture(scope="module")
+    def http(cloud: CloudRunner):
+        with account_client(cloud, cloud.token("admin")) as client:
+            yield client
+
+    return http
 
 
 def account_client(cloud: CloudRunner, token: str) -> httpx.Client:

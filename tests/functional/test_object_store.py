@@ -15,19 +15,14 @@ import pytest
 from tests.cloudrunner import CloudRunner
 from tests.functional.object_store_helpers import (
     account_client,
+    policy_cloud_fixture,
     replica_files,
-    start_policy_cloud,
     storage_url,
     swift,
     unique,
 )
 
-
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
-    runner = start_policy_cloud(tmp_path_factory.mktemp("object-store"))
-    yield runner
-    runner.stop()
+cloud = policy_cloud_fixture("object-store")
 
 
 @pytest.fixture(scope="module")

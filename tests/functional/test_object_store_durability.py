@@ -11,30 +11,18 @@ import shutil
 import time
 from pathlib import Path
 
-import pytest
-
 from cumulo.object_store.daemons.runner import run_once
 from cumulo.object_store.storage.diskfile import read_metadata
 from tests.cloudrunner import CloudRunner
 from tests.functional.object_store_helpers import (
-    account_client,
+    admin_http_fixture,
+    policy_cloud_fixture,
     replica_files,
-    start_policy_cloud,
     unique,
 )
 
-
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
-    runner = start_policy_cloud(tmp_path_factory.mktemp("object-durability"))
-    yield runner
-    runner.stop()
-
-
-@pytest.fixture(scope="module")
-def http(cloud: CloudRunner):
-    with account_client(cloud, cloud.token("admin")) as client:
-        yield client
+cloud = policy_cloud_fixture("object-durability")
+http = admin_http_fixture()
 
 
 def daemon(cloud: CloudRunner, name: str):

@@ -13,26 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cloudrunner import CloudRunner
 from tests.functional.object_store_helpers import (
-    account_client,
-    start_policy_cloud,
+    admin_http_fixture,
+    policy_cloud_fixture,
     swift,
     unique,
 )
 
-
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
-    runner = start_policy_cloud(tmp_path_factory.mktemp("object-large"))
-    yield runner
-    runner.stop()
-
-
-@pytest.fixture(scope="module")
-def http(cloud: CloudRunner):
-    with account_client(cloud, cloud.token("admin")) as client:
-        yield client
+cloud = policy_cloud_fixture("object-large")
+http = admin_http_fixture()
 
 
 @pytest.fixture(scope="module")
