@@ -1,4 +1,4 @@
-"""Large objects with the real clients: `swift upload --segment-size` of a 50 MiB file
+"""Large objects and TempURLs with the real clients: `swift upload --segment-size` of a 50 MiB file
 as a Static and as a Dynamic Large Object, read back identical; manifests by hand
 (ranges of segments, a manifest inside a manifest, ?multipart-manifest=get/delete);
 manifests naming segments that are missing or that the caller cannot read."""
@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -135,3 +137,51 @@ def test_bad_manifests_are_refused_and_leave_nothing(cloud, http):
     )
     assert r.status_code == 400 and f"/{name}/seg, 403 Forbidden" in r.text
     assert http.head(f"/{up}/m").status_code == 404
+
+
+def test_tempurls_from_the_swift_cli_work_expire_and_refuse_tampering(cloud, http):
+    name = unique("shared")
+    http.put(f"/{name}")
+    http.put(
+        f"/{name}/report.pdf", content=b"%PDF quarterly", headers={"X-Object-Meta-Secret": "s"}
+    )
+    http.post("", headers={"X-Account-Meta-Temp-URL-Key": "account-key"})
+    http.post(f"/{name}", headers={"X-Container-Meta-Temp-URL-Key": "container-key"})
+    base = f"http://127.0.0.1:{cloud.config.ports.object_store}"
+    path = f"{urlparse(str(http.base_url)).path.rstrip('/')}/{name}/report.pdf"
+    for key, digest, extra in (
+        ("account-key", "sha256", []),
+        ("container-key", "sha512", ["--iso8601"]),
+        ("account-key", "sha1", []),
+    ):
+        url = swift(cloud, "tempurl", "--digest", digest, *extra, "GET", "60", path, key).strip()
+        got = httpx.get(base + url)
+        assert got.status_code == 200 and got.content == b"%PDF quarterly"
+        assert got.headers["Content-Disposition"].startswith('attachment; filename="report.pdf"')
+        assert "X-Object-Meta-Secret" not in got.headers
+        # Signed for GET: not for DELETE.
+        assert httpx.delete(base + url).status_code == 401
+    tampered = url.replace("report.pdf", "report.pdx")
+    assert httpx.get(base + tampered).status_code == 401
+    bad_sig = httpx.get(base + url[:-4] + "0000")
+    assert bad_sig.status_code == 401 and bad_sig.text == "401 Unauthorized: Temp URL invalid\n"
+    short = swift(cloud, "tempurl", "GET", "1", path, "account-key").strip()
+    time.sleep(2.1)
+    assert httpx.get(base + short).status_code == 401
+    # A prefix URL opens every object under the prefix, and PUT URLs write.
+    prefix = swift(
+        cloud,
+        "tempurl",
+        "--prefix-based",
+        "PUT",
+        "60",
+        f"{urlparse(str(http.base_url)).path.rstrip('/')}/{name}/in/",
+        "account-key",
+    ).strip()
+    split = urlparse(prefix)
+    put = httpx.put(f"{base}{split.path}drop.txt?{split.query}", content=b"dropped")
+    assert put.status_code == 201
+    assert http.get(f"/{name}/in/drop.txt").content == b"dropped"
+    assert httpx.get(f"{base}{split.path}drop.txt?{split.query}").status_code == 401
+    info = httpx.get(f"{base}/info").json()
+    assert set(info["tempurl"]["allowed_digests"]) == {"sha1", "sha256", "sha512"}

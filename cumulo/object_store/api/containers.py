@@ -86,8 +86,13 @@ async def container(request: Request) -> Response:
     headers = container_headers(request, info)
     if not caller.owner:
         # Only the owner sees who else may read and write (as Swift).
-        headers.pop("X-Container-Read", None)
-        headers.pop("X-Container-Write", None)
+        for hidden in (
+            "X-Container-Read",
+            "X-Container-Write",
+            "X-Container-Meta-Temp-Url-Key",
+            "X-Container-Meta-Temp-Url-Key-2",
+        ):
+            headers.pop(hidden, None)
     if method == "HEAD":
         return empty(request, 204, {**headers, "Content-Length": "0"})
     query, children_only = listing_query(request, store.config.container_listing_limit)

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cumulo.object_store.api import large_object_requests as large
+from cumulo.object_store.api import tempurl
 from cumulo.object_store.api.common import (
     Caller,
     caller_for,
@@ -46,9 +47,37 @@ async def obj(request: Request) -> Response:
     account = request.path_params["account"]
     container = request.path_params["container"]
     name = request.path_params["object"]
-    caller = await caller_for(request, account)
     check_name("Container", container, MAX_CONTAINER_NAME_LENGTH)
     check_name("Object", name, MAX_OBJECT_NAME_LENGTH)
+    if tempurl.is_tempurl(request) and "x-auth-token" not in request.headers:
+        return await _with_tempurl(request, account, container, name)
+    caller = await caller_for(request, account)
+    return await _object_request(request, caller, account, container, name)
+
+
+async def _with_tempurl(request: Request, account: str, container: str, name: str):
+    """A signed URL stands for the account's owner, for this object and method only."""
+    if request.method not in tempurl.METHODS:
+        raise tempurl.TempUrlInvalid(request.method == "HEAD")
+    keys = await tempurl.keys_for(store_of(request), account, container)
+    tempurl.verify(request, request.url.path, keys)
+    response = await _object_request(request, Caller(None, True), account, container, name)
+    if request.method in ("GET", "HEAD") and isinstance(response, ObjectBody):
+        response.set_header(
+            "Content-Disposition",
+            tempurl.disposition(request, name, response.header("content-disposition")),
+        )
+        expires = tempurl.parse_expires(request.query_params["temp_url_expires"]) or 0
+        response.set_header("Expires", timestamps.http_date(expires))
+        response.drop_headers(
+            lambda k: k.startswith("x-object-meta-") and not k.startswith("x-object-meta-public-")
+        )
+    return response
+
+
+async def _object_request(
+    request: Request, caller: Caller, account: str, container: str, name: str
+) -> Response:
     method = request.method
     if method in ("GET", "HEAD"):
         return await _get(request, caller, account, container, name)

@@ -108,6 +108,18 @@ class ObjectBody:
         if segments and not head:
             self._fds[0] = os.open(segments[0][0], os.O_RDONLY)
 
+    def header(self, name: str) -> str | None:
+        key = name.lower().encode()
+        return next((v.decode("latin-1") for k, v in self.headers if k == key), None)
+
+    def set_header(self, name: str, value: str) -> None:
+        key = name.lower().encode()
+        self.headers = [(k, v) for k, v in self.headers if k != key]
+        self.headers.append((key, value.encode("latin-1")))
+
+    def drop_headers(self, matches) -> None:
+        self.headers = [(k, v) for k, v in self.headers if not matches(k.decode())]
+
     def _fd(self, index: int) -> int:
         if index not in self._fds:
             self._fds[index] = os.open(self.segments[index][0], os.O_RDONLY)
