@@ -42,6 +42,7 @@ class ObjectStore:
         daemons = getattr(self, "daemons", None)
         if daemons is not None:
             await daemons.stop()
+        self.proxy.close()
 
     def account_of(self, project_id: str) -> str:
         return f"{self.config.reseller_prefix}{project_id}"

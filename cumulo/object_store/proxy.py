@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -31,6 +32,7 @@ from cumulo.object_store.storage.node import ContainerUpdate, Location, StorageN
 T = TypeVar("T")
 
 NODE_ERRORS = (OSError, DatabaseMissing)
+IO_THREADS = 64
 CONTAINER_INFO_TTL = 5.0
 
 
@@ -81,7 +83,16 @@ class Proxy:
         self.container_ring = container_ring
         self.policies = policies
         self.errors = ErrorLimiter()
+        # Storage work blocks on fsync: many writes wait on the disk at once, so they get
+        # more threads than the default pool's few (which would queue them behind each other).
+        self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="object-io")
         self._container_cache: dict[tuple[str, str], tuple[float, ContainerInfo]] = {}
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
 
     # -- nodes ------------------------------------------------------------------------
 
@@ -103,7 +114,7 @@ class Proxy:
             for node in candidates:
                 try:
                     at = Location(node.device, part)
-                    results.append(await asyncio.to_thread(call, at, replica))
+                    results.append(await self._io(call, at, replica))
                     return
                 except NODE_ERRORS:
                     self.errors.record(node)
@@ -115,7 +126,7 @@ class Proxy:
         """The first node's answer that is not missing (primaries, then handoffs)."""
         for node in self._candidates(ring, part):
             try:
-                return await asyncio.to_thread(call, Location(node.device, part))
+                return await self._io(call, Location(node.device, part))
             except (ObjectMissing, DatabaseMissing):
                 continue
             except OSError:
@@ -331,7 +342,7 @@ class Proxy:
                     self.errors.record(node)
             return writers
 
-        writers = await asyncio.to_thread(open_writers)
+        writers = await self._io(open_writers)
         if len(writers) < quorum(replicas):
             for _, w in writers:
                 w.abort()
@@ -351,14 +362,14 @@ class Proxy:
                 if size > max_size:
                     raise SwiftError(413, "Your request is too large.")
                 digest.update(chunk)
-                await asyncio.to_thread(write_all, chunk)
+                await self._io(write_all, chunk)
             if content_length is not None and size < content_length:
                 raise SwiftError(499)
             etag = digest.hexdigest()
             if expected_etag is not None and expected_etag.strip('"').lower() != etag:
                 raise SwiftError(422)
         except BaseException:
-            await asyncio.to_thread(lambda: [w.abort() for _, w in writers])
+            await self._io(lambda: [w.abort() for _, w in writers])
             raise
         timestamp = metadata.get("X-Timestamp") or timestamps.now()
         metadata = {
@@ -381,10 +392,10 @@ class Proxy:
         async def commit(replica: int, at: Location, writer: ObjectWriter) -> bool:
             update = self._update(account, container, record, replica)
             try:
-                await asyncio.to_thread(self.node.object_commit, at, writer, metadata, update)
+                await self._io(self.node.object_commit, at, writer, metadata, update)
                 return True
             except OSError:
-                await asyncio.to_thread(writer.abort)
+                await self._io(writer.abort)
                 return False
 
         committed = await asyncio.gather(*(commit(r, at, w) for r, (at, w) in enumerate(writers)))
