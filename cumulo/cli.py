@@ -220,6 +220,15 @@ def volume(state_dir: Path | None, volume_host: str | None) -> None:
     _run_host(sd, lambda stop: run_volume_host(config, sd, stop))
 
 
+def _object_store_group() -> click.Group:
+    from cumulo.object_store.cli import object_store
+
+    return object_store
+
+
+main.add_command(_object_store_group())
+
+
 @main.group()
 def identity() -> None:
     """Identity service administration."""

@@ -278,6 +278,51 @@ class MetadataConfig(_Section):
     service_host: str = "127.0.0.1"
 
 
+class StoragePolicyConfig(_Section):
+    """One storage policy ("pool"): its own object ring, chosen per container."""
+
+    index: int = Field(ge=0)
+    name: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$")
+    default: bool = False
+    # Deprecated: existing containers keep it, new containers cannot choose it.
+    deprecated: bool = False
+    # Replicas of the ring `cumulo up` creates for it when it has none yet.
+    replicas: int = Field(3, ge=1)
+
+
+class ObjectStoreConfig(_Section):
+    # Device directories (one per ring device name); default <state>/object-store/devices.
+    devices: str = ""
+    # Ring and builder files; default <state>/object-store/rings.
+    rings: str = ""
+    # Salt of the ring's hash of every name (Swift's swift_hash_path_prefix/suffix),
+    # generated on first start; never change it once data is stored.
+    hash_path_prefix: str = ""
+    hash_path_suffix: str = ""
+    # What `cumulo up` creates when there is no ring: this many devices d0, d1, ...
+    # under `devices`, partition power and minimum hours between moves of a partition.
+    device_count: int = Field(3, ge=1)
+    part_power: int = Field(10, ge=0, le=24)
+    min_part_hours: int = Field(1, ge=0)
+    policies: list[StoragePolicyConfig] = Field(
+        default_factory=lambda: [StoragePolicyConfig(index=0, name="Policy-0", default=True)]
+    )
+    # Keystone authorization (Swift's keystoneauth): accounts are <reseller_prefix><project>,
+    # a user with one of operator_roles in the project owns its account, the
+    # reseller_admin_role may use every account.
+    reseller_prefix: str = "AUTH_"
+    operator_roles: list[str] = Field(default_factory=lambda: ["admin", "member"])
+    reseller_admin_role: str = "ResellerAdmin"
+    max_file_size: int = Field(5368709122, ge=1)
+    container_listing_limit: int = Field(10000, ge=1)
+    account_listing_limit: int = Field(10000, ge=1)
+    # Background daemons of the storage nodes (seconds between passes; 0: not run).
+    replicator_interval: float = Field(30.0, ge=0)
+    auditor_interval: float = Field(300.0, ge=0)
+    updater_interval: float = Field(30.0, ge=0)
+    expirer_interval: float = Field(60.0, ge=0)
+
+
 class ServicePorts(_Section):
     identity: int = 5000
     compute: int = 8774
@@ -305,6 +350,7 @@ class CumuloConfig(_Section):
     volume: VolumeConfig = VolumeConfig()
     messaging: MessagingConfig = MessagingConfig()
     metadata: MetadataConfig = MetadataConfig()
+    object_store: ObjectStoreConfig = ObjectStoreConfig()
     ports: ServicePorts = ServicePorts()
 
     @property

@@ -63,6 +63,9 @@ CATALOG = [
     CatalogEntry("compute", "nova", "compute", "/v2.1", "Compute Service"),
     CatalogEntry("network", "neutron", "network", "", "Network Service"),
     CatalogEntry("block-storage", "cinder", "block_storage", "/v3", "Block Storage Service"),
+    CatalogEntry(
+        "object-store", "swift", "object_store", "/v1/AUTH_$(project_id)s", "Object Storage"
+    ),
 ]
 
 

@@ -214,7 +214,7 @@ class Identity:
         # Services validate a token soon after it is issued: it starts cached.
         self._tokens.put(token, (payload, body), generation)
         if include_catalog:
-            body = {**body, "catalog": await self.catalog(payload.project_id)}
+            body = {**body, "catalog": await self.catalog_for(body)}
         return token, body
 
     # -- validate -------------------------------------------------------------
@@ -418,6 +418,31 @@ class Identity:
         ]
         return [service for service in narrowed if service["endpoints"]]
 
+    async def catalog_for(self, token_body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The catalog as a token shows it: endpoint URLs with `$(project_id)s` (or
+        `%(tenant_id)s`, `$(user_id)s`) filled in from the token, as Keystone does;
+        an endpoint whose URL names what the token lacks (an unscoped token's
+        project) is left out; OS-EP-FILTER associations narrow a project's catalog."""
+        project_id = (token_body.get("project") or {}).get("id")
+        catalog = await self.catalog(project_id)
+        if not any("(" in ep["url"] for s in catalog for ep in s["endpoints"]):
+            return catalog
+        user_id = (token_body.get("user") or {}).get("id")
+        values = {"user_id": user_id}
+        if project_id:
+            values |= {"project_id": project_id, "tenant_id": project_id}
+        return [
+            {
+                **service,
+                "endpoints": [
+                    {**ep, "url": url}
+                    for ep in service["endpoints"]
+                    if (url := format_endpoint_url(ep["url"], values)) is not None
+                ],
+            }
+            for service in catalog
+        ]
+
     async def _read_catalog(self) -> list[dict[str, Any]]:
         async with self.read() as session:
             services = (
@@ -455,3 +480,12 @@ class Identity:
         if domain is None:
             raise NotFound(f"Could not find domain: {domain_id}.")
         return domain
+
+
+def format_endpoint_url(url: str, values: dict[str, Any]) -> str | None:
+    """Keystone's endpoint URL templates: `$(name)s` or `%(name)s`; None when the
+    template names a value that is missing."""
+    try:
+        return url.replace("$(", "%(") % values
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -166,7 +166,7 @@ async def validate_token(request: Request) -> Response:
     subject, payload, body = await _subject(request)
     await authorize(request, "identity:validate_token", {"token": {"user_id": payload.user_id}})
     if not _nocatalog(request) and "roles" in body:
-        body = {**body, "catalog": await identity_of(request).catalog(payload.project_id)}
+        body = {**body, "catalog": await identity_of(request).catalog_for(body)}
     return json({"token": body}, headers={"X-Subject-Token": subject})
 
 
@@ -191,9 +191,10 @@ async def auth_catalog(request: Request) -> Response:
     ctx = await context(request)
     if not (ctx.project_id or ctx.domain_id or ctx.system_scope):
         raise Forbidden("A catalog cannot be provided for an unscoped token.")
+    _, token_body = await identity_of(request).validate(ctx.auth_token)
     return json(
         {
-            "catalog": await identity_of(request).catalog(ctx.project_id),
+            "catalog": await identity_of(request).catalog_for(token_body),
             "links": self_link(request, "auth/catalog"),
         }
     )
