@@ -95,6 +95,14 @@ class MicroversionMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope["path"]
+        if path.startswith("/v2/") and path != "/v2/":
+            # The legacy v2 endpoint is v2.1 at 2.1 (no microversions, none echoed).
+            scope = {k: v for k, v in scope.items() if k != "raw_path"}
+            scope["path"] = "/v2.1/" + path[4:]
+            scope["compute.version"] = MIN
+            await self.app(scope, receive, send)
+            return
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         try:
             version = negotiate(headers)

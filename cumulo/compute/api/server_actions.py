@@ -22,7 +22,8 @@ from cumulo.compute.api.common import (
     no_content,
     version,
 )
-from cumulo.compute.api.views import host_id, server_view
+from cumulo.compute.api.servers import render_server
+from cumulo.compute.api.views import host_id
 from cumulo.compute.models import InstanceAction, InstanceActionEvent
 from cumulo.compute.states import InstanceInvalidState
 
@@ -200,7 +201,7 @@ async def _rebuild(request: Request, ctx, inst, args: Any) -> Response:
     service = compute_of(request)
     inst = await service.rebuild(inst, ctx, args["imageRef"], changes)
     is_admin = service.policy.check("compute:servers:show:extended_attributes", ctx)
-    body = server_view(request, ctx, inst, is_admin=is_admin)
+    body = await render_server(request, ctx, inst, is_admin, "rebuild")
     body["adminPass"] = args.get("adminPass") or secrets.token_urlsafe(9)
     return json({"server": body}, status=202)
 
