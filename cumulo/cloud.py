@@ -17,6 +17,7 @@ from cumulo.common.config import (
     write_config,
 )
 from cumulo.common.db import Database
+from cumulo.common.service_client import ServiceClient
 from cumulo.compute.app import create_compute_app
 from cumulo.compute.cell import ComputeCell
 from cumulo.compute.consoles import create_console_proxy_app
@@ -31,6 +32,7 @@ from cumulo.network.app import create_network_app, open_network_service
 from cumulo.network.bootstrap import bootstrap_network
 from cumulo.network.core import NetworkService
 from cumulo.network.dataplane.metadata_proxy import start_metadata_proxies
+from cumulo.network.nova_notifier import NovaNotifier
 from cumulo.volume.app import create_volume_app, open_volume_service
 from cumulo.volume.core import VolumeService
 
@@ -114,6 +116,12 @@ class Cloud:
             volume_app=create_volume_app(cloud.volume),
         )
         cloud.identity.invalidation_listeners.append(cloud.compute.service.validator.clear)
+        # Network tells Compute when a server's floating IPs change (Neutron's nova notifier).
+        compute_client = ServiceClient("compute", app=create_compute_app(cloud.compute.service))
+        cloud.network.nova_notifier = NovaNotifier(
+            compute_client, cloud.network.validator.client.service_token
+        )
+        cloud.network.on_close.append(compute_client.close)
         # The network agent's proxies in the router namespaces reach the metadata service.
         await start_metadata_proxies(cloud.network, config)
         return cloud

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.faults import BadRequest, Conflict, NotFound, NotImplementedYet
 from cumulo.compute import consoles
-from cumulo.compute.api import server_backups, server_security
+from cumulo.compute.api import floating_ips, server_backups, server_security
 from cumulo.compute.api.common import (
     authorize,
     base_url,
@@ -37,8 +37,6 @@ NOT_YET = {
     "migrate",
     "os-migrateLive",
     "evacuate",
-    "addFloatingIp",
-    "removeFloatingIp",
     "trigger_crash_dump",
     "restore",
     "forceDelete",
@@ -135,6 +133,10 @@ async def server_action(request: Request) -> Response:
         elif action == "createBackup":
             image_id = await server_backups.create_backup(request, ctx, inst, args)
             return image_accepted(request, image_id) if image_id else no_content(202)
+        elif action == "addFloatingIp":
+            await floating_ips.add_floating_ip(request, ctx, inst, args)
+        elif action == "removeFloatingIp":
+            await floating_ips.remove_floating_ip(request, ctx, inst, args)
         elif action == "os-resetState":
             await authorize(request, "compute:servers:reset_state")
             await server_security.reset_state(service, ctx, inst, args)
