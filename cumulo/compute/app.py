@@ -20,6 +20,7 @@ from cumulo.compute.api import (
     interfaces,
     keypairs,
     limits,
+    networks,
     quotas,
     security_groups,
     server_actions,
@@ -31,6 +32,7 @@ from cumulo.compute.api import (
     services,
     versions,
     volume_attachments,
+    volumes,
 )
 from cumulo.compute.api.microversion import MicroversionMiddleware
 from cumulo.compute.service import ComputeService
@@ -72,6 +74,8 @@ API_ROUTES: list[BaseRoute] = [
     *security_groups.routes,
     *floating_ips.routes,
     *images.routes,
+    *networks.routes,
+    *volumes.routes,
     *server_external_events.routes,
 ]
 
