@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.cloudrunner import CloudRunner
-from tests.functional.test_compute_servers import boot, image  # noqa: F401 - fixture
+from tests.functional.test_compute_servers import boot, demo, image, wait_status  # noqa: F401
 
 # The keys update and rebuild answered before 2.75 (then they became show's body).
 CORE_KEYS = {
@@ -159,3 +159,20 @@ def test_status_filter_as_nova(cloud: CloudRunner, demo_token: str, server: str)
         assert server not in [s["id"] for s in shutoff]
         # only admins list deleted servers
         assert c.get("/v2.1/servers?status=deleted").status_code == 403
+
+
+def test_rebuild_of_a_stopped_server_leaves_it_stopped(cloud: CloudRunner, image: str):  # noqa: F811
+    name = f"stopped-{uuid.uuid4().hex[:8]}"
+    server = boot(cloud, image, name, "-f", "json")
+    demo(cloud, "server", "stop", name)
+    wait_status(cloud, name, "SHUTOFF")
+    demo(cloud, "server", "rebuild", "--image", image, "--wait", name)
+    assert wait_status(cloud, name, "SHUTOFF")["id"] == server["id"]
+    token = cloud.token("demo", project="demo")
+    with compute(cloud, token) as c:
+        action = f"/v2.1/servers/{server['id']}/action"
+        demo(cloud, "server", "start", name)
+        wait_status(cloud, name, "ACTIVE")
+        # Nova's console tail: the last pieces between newlines, a trailing one counted
+        output = c.post(action, json={"os-getConsoleOutput": {"length": 3}}).json()["output"]
+        assert len(output.split("\n")) == 3

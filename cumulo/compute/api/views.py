@@ -145,9 +145,11 @@ def server_view(
                 "OS-EXT-STS:vm_state": inst.vm_state,
                 "OS-EXT-STS:power_state": inst.power_state,
                 "os-extended-volumes:volumes_attached": volumes or [],
-                "security_groups": [{"name": name} for name in (inst.security_groups or [])],
             }
         )
+        if inst.security_groups:
+            # Nova leaves the key out for a server without groups.
+            body["security_groups"] = [{"name": name} for name in inst.security_groups]
     elif action == _REBUILD and v >= (2, 54):
         body["key_name"] = inst.key_name
     if full and is_admin:
