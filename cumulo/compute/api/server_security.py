@@ -68,6 +68,22 @@ async def _find_group(service: ComputeService, ctx: RequestContext, inst: Instan
     return matches[0]
 
 
+async def check_groups_exist(service: ComputeService, ctx: RequestContext, names: list[str]):
+    """A new server's groups (names or ids) must exist for its project (Nova answers 400
+    at create, not a server in ERROR later)."""
+    if service.networks is None:
+        return
+    found = await service.networks.json(
+        "GET", f"/v2.0/security-groups?project_id={ctx.project_id}", ctx.auth_token
+    )
+    known = {g["name"] for g in found["security_groups"]} | {
+        g["id"] for g in found["security_groups"]
+    }
+    for name in names:
+        if name != "default" and name not in known:
+            raise BadRequest(f"Security group {name} not found for project {ctx.project_id}.")
+
+
 async def _ports(service: ComputeService, ctx: RequestContext, inst: Instance) -> list[dict]:
     net = await _network(service)
     found = await net.json("GET", f"/v2.0/ports?device_id={inst.uuid}", ctx.auth_token)

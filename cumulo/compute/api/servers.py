@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from cumulo.common.app import json_body, validate
 from cumulo.common.faults import BadRequest, Forbidden
+from cumulo.compute.api import server_security, wire
 from cumulo.compute.api.common import (
     authorize,
     base_url,
@@ -27,7 +28,7 @@ from cumulo.compute.api.common import (
     no_content,
     version,
 )
-from cumulo.compute.api.views import server_brief, server_view
+from cumulo.compute.api.views import disk_config_changes, server_brief, server_view
 from cumulo.compute.models import BlockDeviceMapping, Instance, InstanceFault
 from cumulo.compute.service import CreateRequest
 from cumulo.compute.states import VmState, states_for_statuses
@@ -155,10 +156,11 @@ def _parse_create(request: Request, data: Any) -> tuple[CreateRequest, bool]:
         tags=list(dict.fromkeys(body.tags)),
         min_count=min_count,
         max_count=max_count,
-        access_ip_v4=body.access_ip_v4,
-        access_ip_v6=body.access_ip_v6,
+        access_ip_v4=wire.access_ip("accessIPv4", body.access_ip_v4),
+        access_ip_v6=wire.access_ip("accessIPv6", body.access_ip_v6),
         server_group=hints.get("group"),
         block_device_mapping=body.block_device_mapping_v2,
+        auto_disk_config=body.disk_config == "AUTO",
     )
     return request_, _truthy(body.return_reservation_id)
 
@@ -170,6 +172,8 @@ async def create_server(request: Request) -> Response:
     if create.tags and version(request) < (2, 52):
         raise BadRequest("Additional properties are not allowed ('tags' was unexpected)")
     service = compute_of(request)
+    if create.networks != "none":
+        await server_security.check_groups_exist(service, ctx, create.security_groups)
     instances, reservation_id, admin_pass = await service.create_servers(ctx, create)
     if return_reservation:
         return json({"reservation_id": reservation_id}, status=202)
@@ -181,7 +185,7 @@ async def create_server(request: Request) -> Response:
                 {"rel": "self", "href": f"{base_url(request)}/v2.1/servers/{first.uuid}"},
                 {"rel": "bookmark", "href": f"{base_url(request)}/servers/{first.uuid}"},
             ],
-            "OS-DCF:diskConfig": "MANUAL",
+            "OS-DCF:diskConfig": "AUTO" if create.auto_disk_config else "MANUAL",
             "security_groups": [{"name": n} for n in create.security_groups],
             "adminPass": admin_pass,
         }
@@ -231,8 +235,9 @@ async def _list(request: Request, brief: bool = False) -> tuple[list[Instance], 
         raise Forbidden(
             "Policy doesn't allow compute:servers:index:get_all_tenants to be performed."
         )
+    # Nova: a project filter only counts with all_tenants (lp:#1185290).
     project = q.get("project_id") or q.get("tenant_id")
-    if is_admin and (all_tenants or project):
+    if all_tenants:
         if project:
             query = query.where(Instance.project_id == project)
     else:
@@ -458,9 +463,11 @@ async def update_server(request: Request) -> Response:
     if "description" in fields:
         changes["display_description"] = body.description
     if "access_ip_v4" in fields:
-        changes["access_ip_v4"] = body.access_ip_v4
+        changes["access_ip_v4"] = wire.access_ip("accessIPv4", body.access_ip_v4)
     if "access_ip_v6" in fields:
-        changes["access_ip_v6"] = body.access_ip_v6
+        changes["access_ip_v6"] = wire.access_ip("accessIPv6", body.access_ip_v6)
+    if body.disk_config is not None:
+        changes.update(disk_config_changes(inst, body.disk_config))
     if changes:
         inst = await service.update_instance(inst.uuid, changes)
     is_admin = service.policy.check("compute:servers:show:extended_attributes", ctx)

@@ -9,8 +9,10 @@ from typing import Any
 from starlette.requests import Request
 
 from cumulo.common.context import RequestContext
+from cumulo.common.faults import BadRequest
 from cumulo.compute.api.common import base_url, links, version
 from cumulo.compute.models import Instance, InstanceFault
+from cumulo.compute.service import AUTO_DISK_CONFIG
 from cumulo.compute.states import api_status
 
 
@@ -45,6 +47,23 @@ def addresses(inst: Instance, extended: bool = True) -> dict[str, list[dict[str,
                 item["OS-EXT-IPS-MAC:mac_addr"] = entry["mac"]
             result.setdefault(label, []).append(item)
     return result
+
+
+def disk_config(inst: Instance) -> str:
+    return "AUTO" if (inst.system_metadata or {}).get(AUTO_DISK_CONFIG) else "MANUAL"
+
+
+def disk_config_changes(inst: Instance, value: Any) -> dict[str, Any]:
+    """The instance change that records OS-DCF:diskConfig (AUTO or MANUAL)."""
+    if value not in ("AUTO", "MANUAL"):
+        raise BadRequest(
+            f"Invalid input for field/attribute OS-DCF:diskConfig. Value: {value}. "
+            f"{value!r} is not one of ['AUTO', 'MANUAL']"
+        )
+    sysmeta = {k: v for k, v in (inst.system_metadata or {}).items() if k != AUTO_DISK_CONFIG}
+    if value == "AUTO":
+        sysmeta[AUTO_DISK_CONFIG] = "True"
+    return {"system_metadata": sysmeta}
 
 
 def flavor_view(request: Request, inst: Instance, show_extra_specs: bool) -> dict[str, Any]:
@@ -126,7 +145,7 @@ def server_view(
         "accessIPv4": inst.access_ip_v4 or "",
         "accessIPv6": inst.access_ip_v6 or "",
         "links": links(request, "servers", inst.uuid),
-        "OS-DCF:diskConfig": "MANUAL",
+        "OS-DCF:diskConfig": disk_config(inst),
     }
     if status in _PROGRESS_STATUSES:
         body["progress"] = inst.progress or 0
