@@ -17,6 +17,7 @@ from cumulo.common.config import (
     write_config,
 )
 from cumulo.common.db import Database
+from cumulo.common.service_client import ServiceClient
 from cumulo.compute.app import create_compute_app
 from cumulo.compute.cell import ComputeCell
 from cumulo.compute.consoles import create_console_proxy_app
@@ -33,6 +34,7 @@ from cumulo.network.core import NetworkService
 from cumulo.network.dataplane.metadata_proxy import start_metadata_proxies
 from cumulo.object_store.app import create_object_store_app, open_object_store
 from cumulo.object_store.core import ObjectStore
+from cumulo.network.nova_notifier import NovaNotifier
 from cumulo.volume.app import create_volume_app, open_volume_service
 from cumulo.volume.core import VolumeService
 
@@ -124,6 +126,12 @@ class Cloud:
             config, state_dir, identity_app=create_identity_app(cloud.identity)
         )
         cloud.identity.invalidation_listeners.append(cloud.object_store.validator.clear)
+        # Network tells Compute when a server's floating IPs change (Neutron's nova notifier).
+        compute_client = ServiceClient("compute", app=create_compute_app(cloud.compute.service))
+        cloud.network.nova_notifier = NovaNotifier(
+            compute_client, cloud.network.validator.client.service_token
+        )
+        cloud.network.on_close.append(compute_client.close)
         # The network agent's proxies in the router namespaces reach the metadata service.
         await start_metadata_proxies(cloud.network, config)
         return cloud

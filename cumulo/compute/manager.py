@@ -639,6 +639,10 @@ class ComputeManager(Endpoint):
             await self.driver.destroy(instance_uuid)
             guest = await self._guest_spec(token, inst, inst.get("network_info") or [])
             await self.driver.spawn(guest)
+            # A stopped server is rebuilt stopped (Nova powers it off again).
+            stopped = inst.get("vm_state") == VmState.STOPPED
+            if stopped:
+                await self.driver.power_off(instance_uuid)
         except Exception as exc:  # noqa: BLE001 - a failed rebuild leaves the server in ERROR
             LOG.warning("rebuild of %s failed: %s", instance_uuid, exc)
             await self._finish_task(ctx, instance_uuid, vm_state=VmState.ERROR)
@@ -647,7 +651,10 @@ class ComputeManager(Endpoint):
             )
             return
         await self._finish_task(
-            ctx, instance_uuid, vm_state=VmState.ACTIVE, launched_at=utcnow().isoformat()
+            ctx,
+            instance_uuid,
+            vm_state=VmState.STOPPED if stopped else VmState.ACTIVE,
+            launched_at=utcnow().isoformat(),
         )
         await self.conductor.action_event(ctx, instance_uuid, event, host=self.host, finish=True)
 
@@ -904,6 +911,6 @@ class ComputeManager(Endpoint):
     async def get_console_output(self, ctx: dict, instance_uuid: str, length: int | None) -> str:
         output = await self.driver.get_console_output(instance_uuid)
         if length is not None:
-            lines = output.splitlines(keepends=True)
-            output = "".join(lines[-length:]) if length > 0 else ""
+            # Nova's tail: the last `length` pieces between newlines (a trailing one counts).
+            output = "\n".join(output.split("\n")[-length:]) if length > 0 else ""
         return output

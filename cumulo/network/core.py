@@ -90,6 +90,8 @@ class NetworkService:
         self.on_close: list[Callable[[], Awaitable[None]]] = []
         self.agent: Any = None  # this host's NetworkAgent, when the data plane runs here
         self.port_batcher: Any = None  # cumulo.network.ipam_plan.PortBatcher, made on first use
+        # cumulo.network.nova_notifier.NovaNotifier, when a Compute service is there to tell.
+        self.nova_notifier: Any = None
 
     async def close(self) -> None:
         for stop in reversed(self.on_close):
@@ -115,6 +117,11 @@ class NetworkService:
     async def changed(self) -> None:
         if self.on_change is not None:
             await self.on_change()
+
+    async def ports_changed(self, port_ids: list[str | None]) -> None:
+        """Tell Compute that these ports changed (a floating IP came or went)."""
+        if self.nova_notifier is not None:
+            await self.nova_notifier.ports_changed(self.db, port_ids)
 
     # -- who may do what -------------------------------------------------------------
 
