@@ -17,6 +17,7 @@ from cumulo.compute.api import (
     interfaces,
     keypairs,
     limits,
+    migrations,
     quotas,
     server_actions,
     server_extras,
@@ -63,6 +64,7 @@ API_ROUTES: list[BaseRoute] = [
     *quotas.routes,
     *server_groups.routes,
     *server_security.routes,
+    *migrations.routes,
 ]
 
 

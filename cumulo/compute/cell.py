@@ -54,6 +54,7 @@ def host_options(config: CumuloConfig) -> HostOptions:
         reserved_host_memory_mb=c.reserved_host_memory_mb,
         reserved_host_disk_gb=c.reserved_host_disk_gb,
         force_config_drive=c.force_config_drive,
+        shelved_offload_time=c.shelved_offload_time,
     )
 
 
@@ -105,7 +106,11 @@ class ComputeCell:
             conductor := ConductorManager(
                 db,
                 bus,
-                ConductorOptions(max_attempts=c.max_attempts, build_timeout=c.build_timeout),
+                ConductorOptions(
+                    max_attempts=c.max_attempts,
+                    build_timeout=c.build_timeout,
+                    allow_resize_to_same_host=c.allow_resize_to_same_host,
+                ),
             ),
         )
         await bus.serve(
