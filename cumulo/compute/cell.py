@@ -39,7 +39,12 @@ def make_driver(config: CumuloConfig, host: str, state_dir: Path) -> ComputeDriv
     if driver == "qemu":
         from cumulo.compute.virt.qemu import QemuDriver
 
-        return QemuDriver(state_dir, host, accel=config.compute.qemu_accel)
+        return QemuDriver(
+            state_dir,
+            host,
+            accel=config.compute.qemu_accel,
+            migration_address=config.compute.migration_address,
+        )
     return FakeDriver(host, spawn_delay=config.compute.fake_spawn_delay)
 
 
