@@ -32,9 +32,9 @@ from cumulo.network.app import create_network_app, open_network_service
 from cumulo.network.bootstrap import bootstrap_network
 from cumulo.network.core import NetworkService
 from cumulo.network.dataplane.metadata_proxy import start_metadata_proxies
+from cumulo.network.nova_notifier import NovaNotifier
 from cumulo.object_store.app import create_object_store_app, open_object_store
 from cumulo.object_store.core import ObjectStore
-from cumulo.network.nova_notifier import NovaNotifier
 from cumulo.volume.app import create_volume_app, open_volume_service
 from cumulo.volume.core import VolumeService
 

@@ -187,6 +187,14 @@ class ComputeConfig(_Section):
     reserved_host_disk_gb: int = Field(0, ge=0)
     # Weighers spread instances over hosts (true) or stack them (false).
     spread: bool = True
+    # A resize may stay on the server's own host (Nova's default is false; devstack's
+    # single-host clouds set true, and so does cumulo: most clouds start with one host).
+    allow_resize_to_same_host: bool = True
+    # Seconds a shelved server keeps its host before it is offloaded: 0 at once, -1 never.
+    shelved_offload_time: int = Field(0, ge=-1)
+    # Where other compute hosts reach this one's migration streams and disk exports
+    # (QEMU live migration, cold-migration disk copies); empty: this machine's address.
+    migration_address: str = ""
     # Remote consoles: the noVNC page users are sent to (empty: this cloud's own proxy,
     # http://<public host>:<ports.novncproxy>/vnc_lite.html), how long a console URL
     # stays valid (seconds), and the browser origins besides the proxy's own host.

@@ -20,6 +20,7 @@ from cumulo.compute.api import (
     interfaces,
     keypairs,
     limits,
+    migrations,
     networks,
     quotas,
     security_groups,
@@ -77,6 +78,7 @@ API_ROUTES: list[BaseRoute] = [
     *networks.routes,
     *volumes.routes,
     *server_external_events.routes,
+    *migrations.routes,
 ]
 
 

@@ -41,7 +41,12 @@ def make_driver(config: CumuloConfig, host: str, state_dir: Path) -> ComputeDriv
     if driver == "qemu":
         from cumulo.compute.virt.qemu import QemuDriver
 
-        return QemuDriver(state_dir, host, accel=config.compute.qemu_accel)
+        return QemuDriver(
+            state_dir,
+            host,
+            accel=config.compute.qemu_accel,
+            migration_address=config.compute.migration_address,
+        )
     return FakeDriver(host, spawn_delay=config.compute.fake_spawn_delay)
 
 
@@ -56,6 +61,7 @@ def host_options(config: CumuloConfig) -> HostOptions:
         reserved_host_memory_mb=c.reserved_host_memory_mb,
         reserved_host_disk_gb=c.reserved_host_disk_gb,
         force_config_drive=c.force_config_drive,
+        shelved_offload_time=c.shelved_offload_time,
     )
 
 
@@ -108,7 +114,11 @@ class ComputeCell:
             conductor := ConductorManager(
                 db,
                 bus,
-                ConductorOptions(max_attempts=c.max_attempts, build_timeout=c.build_timeout),
+                ConductorOptions(
+                    max_attempts=c.max_attempts,
+                    build_timeout=c.build_timeout,
+                    allow_resize_to_same_host=c.allow_resize_to_same_host,
+                ),
             ),
         )
         await bus.serve(

@@ -23,6 +23,7 @@ from cumulo.common.service_client import ServiceClient, file_chunks
 from cumulo.compute import rpcapi
 from cumulo.compute.conductor import InstanceNotFound, UnexpectedTaskState
 from cumulo.compute.image_cache import ImageCache
+from cumulo.compute.manager_moves import HostMoves
 from cumulo.compute.network import NetworkClient, vifs_from_info
 from cumulo.compute.notifications import notify_instance
 from cumulo.compute.states import PowerState, TaskState, VmState
@@ -95,13 +96,16 @@ class HostOptions:
     force_config_drive: bool = False
     # How long a build waits for the data plane to wire its ports (seconds).
     vif_plugging_timeout: float = 30.0
+    # Seconds before a shelved server is offloaded by the periodic task (0 or -1: never
+    # by it; 0 offloads at shelve time).
+    shelved_offload_time: int = 0
 
 
 class _BuildAborted(Exception):
     """The instance was deleted (or taken over) while it was being built."""
 
 
-class ComputeManager(Endpoint):
+class ComputeManager(HostMoves, Endpoint):
     # Versioned notifications for consumers outside cumulo (set by whoever runs the host).
     notifier: Notifier | None = None
 
@@ -125,6 +129,8 @@ class ComputeManager(Endpoint):
         self.options = options or HostOptions()
         self.volumes = volumes
         self._periodic: asyncio.Task | None = None
+        # Live migrations an abort was asked for (they end "cancelled", not "error").
+        self._aborted_migrations: set[str] = set()
         # A context for the agent's own messages (heartbeats, power sync).
         self.service_context = {
             "request_id": f"req-compute-{host}",
@@ -139,6 +145,7 @@ class ComputeManager(Endpoint):
         await self.driver.init_host(self.host)
         await self.report()
         await self.sync_power_states()
+        await self.destroy_evacuated_instances()
         await self.bus.serve(rpcapi.compute_topic(self.host), self)
         self._periodic = asyncio.create_task(self._periodic_tasks())
 
@@ -154,6 +161,7 @@ class ComputeManager(Endpoint):
             try:
                 await self.report()
                 await self.sync_power_states()
+                await self.offload_shelved_instances()
             except Exception:  # noqa: BLE001 - a failed round must not stop the next
                 LOG.exception("periodic tasks of %s failed", self.host)
 
@@ -575,17 +583,29 @@ class ComputeManager(Endpoint):
 
     async def snapshot_instance(self, ctx: dict, instance_uuid: str, image_id: str) -> None:
         """Write the guest's disk into the Image service's image `image_id`."""
-        token = ctx.get("auth_token") or ""
         event = "compute_snapshot_instance"
         await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
-        images = self.image_cache.images
-        target = self.image_cache.root.parent / f"snapshot-{image_id}"
-        target.parent.mkdir(parents=True, exist_ok=True)
         error = None
         try:
             await self._set_task(
                 ctx, instance_uuid, TaskState.IMAGE_UPLOADING, TaskState.IMAGE_SNAPSHOT
             )
+            await self._upload_snapshot(ctx, instance_uuid, image_id)
+        except Exception as exc:  # noqa: BLE001 - the snapshot failed; say so
+            error = str(exc)
+            LOG.warning("snapshot of %s failed: %s", instance_uuid, exc)
+        await self._finish_task(ctx, instance_uuid)
+        await self.conductor.action_event(
+            ctx, instance_uuid, event, host=self.host, finish=True, error=error
+        )
+
+    async def _upload_snapshot(self, ctx: dict, instance_uuid: str, image_id: str) -> None:
+        """The guest's root disk into image `image_id`; a failure deletes the image."""
+        token = ctx.get("auth_token") or ""
+        images = self.image_cache.images
+        target = self.image_cache.root.parent / f"snapshot-{image_id}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
             disk_format = await self.driver.snapshot(instance_uuid, str(target))
             meta = await images.json("GET", f"/v2/images/{image_id}", token)
             if meta.get("disk_format") != disk_format:
@@ -603,19 +623,14 @@ class ComputeManager(Endpoint):
                 content=file_chunks(str(target)),
                 headers={"Content-Type": "application/octet-stream"},
             )
-        except Exception as exc:  # noqa: BLE001 - the snapshot failed; say so, drop the image
-            error = str(exc)
-            LOG.warning("snapshot of %s failed: %s", instance_uuid, exc)
+        except BaseException:
             try:
                 await images.request("DELETE", f"/v2/images/{image_id}", token, ok=(204, 404))
             except Exception:  # noqa: BLE001 - best effort
                 LOG.debug("could not delete image %s", image_id)
+            raise
         finally:
             target.unlink(missing_ok=True)
-        await self._finish_task(ctx, instance_uuid)
-        await self.conductor.action_event(
-            ctx, instance_uuid, event, host=self.host, finish=True, error=error
-        )
 
     async def _finish_task(self, ctx: dict, instance_uuid: str, **updates: Any) -> None:
         power = PowerState.NOSTATE
@@ -659,7 +674,12 @@ class ComputeManager(Endpoint):
         await self.conductor.action_event(ctx, instance_uuid, event, host=self.host, finish=True)
 
     async def resize_instance(
-        self, ctx: dict, instance_uuid: str, flavor: dict[str, Any], revert: bool
+        self,
+        ctx: dict,
+        instance_uuid: str,
+        flavor: dict[str, Any],
+        revert: bool,
+        migration_id: int | None = None,
     ) -> None:
         """Give the guest another flavor: stop it, resize, start it again if it ran.
 
@@ -701,6 +721,8 @@ class ComputeManager(Endpoint):
             LOG.warning("resize of %s failed: %s", instance_uuid, exc)
             await self._finish_task(ctx, instance_uuid)
             await self.conductor.finish_resize(ctx, instance_uuid, confirm=False)
+            if migration_id is not None:
+                await self.conductor.migration_update(ctx, migration_id, {"status": "error"})
             await self.conductor.action_event(
                 ctx, instance_uuid, event, host=self.host, finish=True, error=str(exc)
             )
@@ -719,6 +741,9 @@ class ComputeManager(Endpoint):
             await self._finish_task(
                 ctx, instance_uuid, vm_state=VmState.RESIZED, system_metadata=sysmeta, **sizes
             )
+        if migration_id is not None:
+            status = "reverted" if revert else "finished"
+            await self.conductor.migration_update(ctx, migration_id, {"status": status})
         await self.conductor.action_event(ctx, instance_uuid, event, host=self.host, finish=True)
 
     # -- volumes (api-ref: Servers with volume attachments) ------------------------------

@@ -133,6 +133,27 @@ class NetworkClient:
             await asyncio.sleep(0.2)
         return True
 
+    async def bind_to_host(
+        self, info: list[dict[str, Any]], host: str | None
+    ) -> list[dict[str, Any]]:
+        """Bind the instance's ports to `host` (None: to no host, while it is offloaded);
+        the network info with where the data plane wired them there."""
+        bound = []
+        for entry in info:
+            port = (
+                await self.network.json(
+                    "PUT",
+                    f"/v2.0/ports/{entry['port_id']}",
+                    await self.service_token(),
+                    json={"port": {"binding:host_id": host or ""}},
+                )
+            )["port"]
+            details = port.get("binding:vif_details") or {}
+            bound.append(
+                {**entry, "bridge": details.get("bridge_name"), "netns": details.get("netns")}
+            )
+        return bound
+
     async def deallocate_for_instance(self, token: str, info: list[dict[str, Any]]) -> None:
         for entry in info:
             try:

@@ -67,6 +67,9 @@ class TaskState:
     SOFT_DELETING = "soft-deleting"
     RESTORING = "restoring"
     SHELVING = "shelving"
+    SHELVING_IMAGE_PENDING_UPLOAD = "shelving_image_pending_upload"
+    SHELVING_IMAGE_UPLOADING = "shelving_image_uploading"
+    SHELVING_OFFLOADING = "shelving_offloading"
     UNSHELVING = "unshelving"
 
 

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.faults import BadRequest, Conflict, NotFound, NotImplementedYet
 from cumulo.compute import consoles
-from cumulo.compute.api import floating_ips, server_backups, server_security, wire
+from cumulo.compute.api import floating_ips, server_backups, server_moves, server_security, wire
 from cumulo.compute.api.common import (
     authorize,
     base_url,
@@ -29,14 +29,6 @@ from cumulo.compute.states import InstanceInvalidState
 
 # Actions the api-ref defines that this cloud does not do yet (answered 501, honestly).
 NOT_YET = {
-    "rescue",
-    "unrescue",
-    "shelve",
-    "shelveOffload",
-    "unshelve",
-    "migrate",
-    "os-migrateLive",
-    "evacuate",
     "trigger_crash_dump",
     "resetNetwork",
     "os-getSPICEConsole",
@@ -152,6 +144,8 @@ async def server_action(request: Request) -> Response:
         elif action == "os-resetState":
             await authorize(request, "compute:servers:reset_state")
             await server_security.reset_state(service, ctx, inst, args)
+        elif action in server_moves.ACTIONS:
+            return await server_moves.ACTIONS[action](request, ctx, inst, args)
         elif action in NOT_YET:
             raise NotImplementedYet(
                 f"Server action '{action}' is not implemented by this cloud yet."
