@@ -254,14 +254,9 @@ class ComputeManager(Endpoint):
             )
             if self.network is not None:
                 network_info = await self.network.allocate_for_instance(token, inst, self.host)
-                if not await self.network.wait_for_wiring(
+                await self.network.wait_for_wiring(
                     token, network_info, self.options.vif_plugging_timeout
-                ):
-                    LOG.warning(
-                        "ports of %s not wired after %ss; starting it anyway",
-                        instance_uuid,
-                        self.options.vif_plugging_timeout,
-                    )
+                )
             elif inst.get("requested_networks") not in ("none", [], None):
                 raise DriverError("this compute host has no Network service to ask for ports")
             await self._set_task(
@@ -789,6 +784,7 @@ class ComputeManager(Endpoint):
                 token, {**inst, "requested_networks": [request]}, self.host
             )
             try:
+                await self.network.wait_for_wiring(token, info, self.options.vif_plugging_timeout)
                 await self.driver.attach_interface(instance_uuid, vifs_from_info(info)[0])
             except Exception:
                 await self.network.deallocate_for_instance(token, info)

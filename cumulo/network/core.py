@@ -103,11 +103,17 @@ class NetworkService:
         return driver.vif_details(network_id) if driver else {"port_filter": True}
 
     async def mark_ports_active(self, host: str, port_ids: list[str]) -> None:
-        """Ports the host's agent has wired go ACTIVE (only those still bound there)."""
+        """Ports the host's agent has wired go ACTIVE (only those still bound there and
+        administratively up)."""
         async with self.db.write() as session:
             await session.execute(
                 update(Port)
-                .where(Port.id.in_(port_ids), Port.host == host, Port.status != "ACTIVE")
+                .where(
+                    Port.id.in_(port_ids),
+                    Port.host == host,
+                    Port.admin_state_up.is_(True),
+                    Port.status != "ACTIVE",
+                )
                 .values(status="ACTIVE")
                 .execution_options(synchronize_session=False)
             )

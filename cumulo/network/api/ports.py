@@ -185,9 +185,14 @@ def _address_pairs(value: Any) -> list[dict[str, str]]:
 
 
 def _status(port: Port) -> str:
+    """Neutron's port status: a guest's port is ACTIVE only once the network agent of
+    the host it is bound to has wired it (ports_up); the compute host waits for that
+    before it plugs the guest in, so a bound port is not made ACTIVE here."""
     if not port.admin_state_up:
         return "DOWN"
-    return "ACTIVE" if port.host or port.device_owner.startswith("network:") else "DOWN"
+    if port.device_owner.startswith("network:"):
+        return "ACTIVE"
+    return port.status if port.host else "DOWN"
 
 
 def _apply(service: NetworkService, ctx: RequestContext, port: Port, a: dict[str, Any]) -> None:
@@ -291,6 +296,7 @@ async def create_port(request: Request) -> Response:
             )
         mac = mac.lower()
     probe = Port(
+        status="DOWN",
         admin_state_up=True,
         device_id="",
         device_owner="",
