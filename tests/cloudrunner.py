@@ -40,6 +40,22 @@ def configure_state_dir(state_dir: Path, database: str | None = None) -> None:
     write_config(state_dir, config)
 
 
+def configure_guest_state_dir(state_dir: Path, host: str, **compute: Any) -> None:
+    """A test state dir for real guests: QEMU (TCG) and the linuxbridge data plane, the
+    compute host and its network agent both named `host`; `compute`: more [compute]."""
+    configure_state_dir(state_dir)
+    config = load_config(state_dir)
+    config.compute.driver = "qemu"
+    config.compute.qemu_accel = "tcg"
+    config.compute.host = host
+    # The data plane wires the ports bound to its own host: the same name as compute's.
+    config.network.agent_host = host
+    config.network.driver = "linuxbridge"
+    for name, value in compute.items():
+        setattr(config.compute, name, value)
+    write_config(state_dir, config)
+
+
 def stop_guest_cloud(runner: CloudRunner) -> None:
     """The end of a cloud with real guests: every server deleted, the cloud stopped,
     its data plane removed."""

@@ -10,41 +10,26 @@ to a guest before its network's data plane exists on the host.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import shutil
 import time
 import uuid
 from typing import Any
 
 import pytest
 
-from cumulo.common.config import load_config, write_config
 from cumulo.image.demo import register_for_cloud
-from tests.cloudrunner import CloudRunner, configure_state_dir, stop_guest_cloud
-from tests.conftest import skip_or_fail
+from tests.cloudrunner import CloudRunner, configure_guest_state_dir, stop_guest_cloud
+from tests.conftest import require_real_guests, skip_or_fail
 
 pytestmark = pytest.mark.e2e
-
-TOOLS = ("qemu-system-x86_64", "qemu-img", "ip", "nft", "dnsmasq")
-HOST = "e2e-projects"
 
 
 @pytest.fixture(scope="module")
 def guest_cloud(tmp_path_factory):
     """A fresh cloud as `cumulo up --with-demo-image` makes it, with real guests."""
-    missing = [t for t in TOOLS if not shutil.which(t)]
-    if missing or os.geteuid() != 0:
-        skip_or_fail(f"real guests need root and {', '.join(TOOLS)} (missing: {missing})")
+    require_real_guests()
     state = tmp_path_factory.mktemp("qemu-projects")
-    configure_state_dir(state)
-    config = load_config(state)
-    config.compute.driver = "qemu"
-    config.compute.qemu_accel = "tcg"
-    config.compute.host = HOST
-    config.network.agent_host = HOST
-    config.network.driver = "linuxbridge"
-    write_config(state, config)
+    configure_guest_state_dir(state, "e2e-projects")
     runner = CloudRunner(state).start(timeout=120)
     try:
         try:
