@@ -120,7 +120,12 @@ async def render_ports(
     admin = service.policy.check("network:get_binding", ctx)
     return [
         render_port(
-            p, ips[p.id], sorted(groups[p.id]), tags[p.id], admin, service.vif_details(p.network_id)
+            p,
+            ips[p.id],
+            sorted(groups[p.id]),
+            tags[p.id],
+            admin,
+            service.vif_details(p.network_id, p.host),
         )
         for p in ports
     ]
@@ -367,7 +372,7 @@ async def create_port(request: Request) -> Response:
         groups,
         [],
         service.policy.check("network:get_binding", ctx),
-        service.vif_details(port.network_id),
+        service.vif_details(port.network_id, port.host),
     )
     return show(request, "port", body, 201)
 
