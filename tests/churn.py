@@ -42,6 +42,8 @@ HISTORY = {
 }
 # Files that come and go with the databases' own bookkeeping, not with the cloud's work.
 VOLATILE_FILES = re.compile(r"\.db-(wal|shm|journal)$|^cumulo\.pid$")
+# A host's image cache keeps the images its guests booted from, on purpose (Nova's too).
+IMAGE_CACHE = re.compile(r"^compute/[^/]+/images/")
 PROCESSES = ("dnsmasq", "qemu-system-x86_64", "qemu-nbd")
 
 
@@ -246,24 +248,26 @@ def footprint(state_dir: Path) -> dict[str, Counter]:
         for line in _lines(["ip", "-n", f"{prefix}host", "-o", "link"]):
             name = line.split(":")[1].strip().split("@")[0]
             links[name] += 1
+    files = [
+        str(p.relative_to(state_dir))
+        for p in state_dir.rglob("*")
+        if p.is_file() and not VOLATILE_FILES.search(p.name)
+    ]
     return {
         "namespaces": Counter(re.sub(r"-[0-9a-f-]{36}$", "", n) for n in ours),
         "links": Counter(re.sub(r"^(tap|cmlo-[a-z]).*", r"\1", n) for n in links),
         "processes": _processes(state_dir),
-        "files": Counter(
-            str(p.relative_to(state_dir))
-            for p in state_dir.rglob("*")
-            if p.is_file() and not VOLATILE_FILES.search(p.name)
-        ),
+        "files": Counter(f for f in files if not IMAGE_CACHE.match(f)),
+        "image cache": Counter(f for f in files if IMAGE_CACHE.match(f)),
         "rows": database_rows(state_dir),
     }
 
 
 def leaks(before: dict[str, Counter], after: dict[str, Counter]) -> dict[str, dict[str, int]]:
     """What `after` holds more of than `before` (kind -> thing -> how many more), the
-    deleted servers' history apart."""
+    deleted servers' history and the image caches apart."""
     found = {}
-    for kind in before:
+    for kind in before.keys() - {"image cache"}:
         more = Counter({k: n for k, n in (after[kind] - before[kind]).items()
                         if not k.endswith(" (history)")})  # fmt: skip
         if more:
