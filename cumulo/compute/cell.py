@@ -17,6 +17,7 @@ from cumulo.common.config import CumuloConfig, database_url
 from cumulo.common.db import Database
 from cumulo.common.identity_client import IdentityClient
 from cumulo.common.rpc import Transport, get_transport
+from cumulo.common.rpc.memory import MemoryTransport
 from cumulo.common.service_client import ServiceClient
 from cumulo.compute import rpcapi
 from cumulo.compute.bootstrap import bootstrap_compute
@@ -117,6 +118,8 @@ class ComputeCell:
         )
         service = ComputeService(config, state_dir, db, bus, validator, images, networks, volumes)
         cell = cls(config, state_dir, bus, db, service, clients=clients)
+        if isinstance(bus, MemoryTransport):
+            await conductor.fail_unscheduled_builds()
         cell.tasks.append(asyncio.create_task(_expire_builds_forever(conductor)))
         base = c.host or socket.gethostname()
         hosts = [base] + [f"{base}-fake{i}" for i in range(1, c.fake_hosts + 1)]

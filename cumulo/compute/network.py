@@ -140,7 +140,23 @@ class NetworkClient:
                 )
             await asyncio.sleep(0.2)
 
-    async def deallocate_for_instance(self, token: str, info: list[dict[str, Any]]) -> None:
+    async def deallocate_for_instance(
+        self, token: str, info: list[dict[str, Any]], instance_uuid: str | None = None
+    ) -> None:
+        """Delete the ports made for the instance, unbind the ones the user brought.
+        With `instance_uuid`, also the ports bound to it that `info` does not know (a
+        build interrupted before it recorded them): deleted, as Nova does."""
+        if instance_uuid is not None:
+            known = {e["port_id"] for e in info}
+            try:
+                bound = (
+                    await self.network.json(
+                        "GET", "/v2.0/ports", token, params={"device_id": instance_uuid}
+                    )
+                )["ports"]
+            except ServiceError:
+                bound = []
+            info = [*info, *(_port_info(p, {}, False) for p in bound if p["id"] not in known)]
         for entry in info:
             try:
                 if entry.get("preexisting"):
