@@ -72,7 +72,8 @@ def init(state_dir: Path | None, host: str | None, database: str | None) -> None
     sd = resolve_state_dir(state_dir)
 
     async def run() -> None:
-        cloud = await Cloud.open(sd, host=host, database=database)
+        # Databases, users, catalog, networks: no guest, storage or data plane starts.
+        cloud = await Cloud.open(sd, host=host, database=database, agents=False)
         await cloud.close()
 
     asyncio.run(run())

@@ -85,8 +85,13 @@ class Cloud:
     object_store: ObjectStore | None = None
 
     @classmethod
-    async def open(cls, state_dir: Path, **overrides: str | None) -> Cloud:
+    async def open(cls, state_dir: Path, *, agents: bool = True, **overrides: str | None) -> Cloud:
+        """Every service, bootstrapped; with `agents`, also what runs on the host (compute
+        hosts, storage backends, the network data plane): `cumulo init` goes without."""
         config = prepare_state_dir(state_dir, **overrides)
+        if not agents:
+            config = config.model_copy(deep=True)
+            config.volume.run_backends = False
         cloud = cls(state_dir, config)
         db = Database(database_url(config, state_dir, "identity"), "identity")
         cloud.databases["identity"] = db
@@ -108,7 +113,7 @@ class Cloud:
         )
         cloud.identity.invalidation_listeners.append(cloud.volume.validator.clear)
         cloud.network = await open_network_service(
-            config, state_dir, identity_app=create_identity_app(cloud.identity)
+            config, state_dir, identity_app=create_identity_app(cloud.identity), dataplane=agents
         )
         cloud.identity.invalidation_listeners.append(cloud.network.validator.clear)
         await bootstrap_network(cloud.network, cloud.identity)
@@ -120,6 +125,7 @@ class Cloud:
             image_app=create_image_app(cloud.image),
             network_app=create_network_app(cloud.network),
             volume_app=create_volume_app(cloud.volume),
+            hosts=agents,
         )
         cloud.identity.invalidation_listeners.append(cloud.compute.service.validator.clear)
         cloud.object_store = await open_object_store(

@@ -18,6 +18,7 @@ from cumulo.common.db import Database
 from cumulo.common.identity_client import IdentityClient
 from cumulo.common.notifications import Notifier
 from cumulo.common.rpc import Transport, get_transport
+from cumulo.common.rpc.memory import MemoryTransport
 from cumulo.common.service_client import ServiceClient
 from cumulo.compute import rpcapi
 from cumulo.compute.bootstrap import bootstrap_compute
@@ -97,8 +98,10 @@ class ComputeCell:
         image_app: ASGIApp | None = None,
         network_app: ASGIApp | None = None,
         volume_app: ASGIApp | None = None,
+        hosts: bool = True,
     ) -> ComputeCell:
-        """The all-in-one compute: every compute service in this process, apps in-process."""
+        """The all-in-one compute: every compute service in this process, apps in-process;
+        hosts: run the compute hosts too (not for `cumulo init`)."""
         bus = get_transport(config.messaging.transport_url, config.messaging.namespace)
         await bus.start()
         db = Database(database_url(config, state_dir, "compute"), "compute")
@@ -130,12 +133,14 @@ class ComputeCell:
         )
         service = ComputeService(config, state_dir, db, bus, validator, images, networks, volumes)
         cell = cls(config, state_dir, bus, db, service, clients=clients)
+        if hosts and isinstance(bus, MemoryTransport):
+            await conductor.fail_unscheduled_builds()
         cell.tasks.append(asyncio.create_task(_expire_builds_forever(conductor)))
         base = c.host or socket.gethostname()
-        hosts = [base] + [f"{base}-fake{i}" for i in range(1, c.fake_hosts + 1)]
+        names = [base] + [f"{base}-fake{i}" for i in range(1, c.fake_hosts + 1)]
         options = host_options(config)
         cell.notifier = notifier = compute_notifier(config, state_dir)
-        for host in hosts:
+        for host in names if hosts else []:
             driver = (
                 make_driver(config, host, state_dir)
                 if host == base

@@ -58,6 +58,9 @@ UPDATABLE = {
 }
 
 
+INTERRUPTED_SCHEDULING = "The cloud stopped while the server was being scheduled."
+
+
 class UnexpectedTaskState(Exception):
     """The instance moved on (deleted, or another action) while a task was running."""
 
@@ -407,6 +410,35 @@ class ConductorManager(MoveTasks, Endpoint):
             "retry": {"num_attempts": retry["num_attempts"] + 1, "hosts": retry["hosts"]},
         }
         await self._schedule_and_cast(ctx, [instance_uuid], spec, last_error=reason)
+
+    async def build_interrupted(
+        self, ctx: dict, instance_uuid: str, host: str | None, reason: str
+    ) -> None:
+        """A build that a restart stopped in the middle: its request is gone with the
+        process, so it cannot be resumed; its claim is released and it goes to ERROR
+        with a fault (the user deletes it, or rebuilds)."""
+        async with self.db.write() as s:
+            await s.run_sync(release, instance_uuid)
+        await self._fail(ctx, instance_uuid, reason, host=host)
+
+    async def fail_unscheduled_builds(self) -> list[str]:
+        """At the start of an all-in-one cloud: builds still waiting for a host were
+        lost with the in-process bus of the process that stopped."""
+        async with self.db.read() as s:
+            lost = list(
+                await s.scalars(
+                    select(Instance.uuid).where(
+                        Instance.vm_state == VmState.BUILDING,
+                        Instance.host.is_(None),
+                        Instance.deleted.is_(False),
+                    )
+                )
+            )
+        ctx = {"request_id": "req-conductor-start"}
+        for instance_uuid in lost:
+            LOG.warning("build of %s was lost when the cloud stopped: failing it", instance_uuid)
+            await self.build_interrupted(ctx, instance_uuid, None, INTERRUPTED_SCHEDULING)
+        return lost
 
     async def _fail(
         self,

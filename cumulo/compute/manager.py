@@ -101,6 +101,9 @@ class HostOptions:
     shelved_offload_time: int = 0
 
 
+INTERRUPTED_BUILD = "The compute host restarted while it was building the server."
+
+
 class _BuildAborted(Exception):
     """The instance was deleted (or taken over) while it was being built."""
 
@@ -144,6 +147,7 @@ class ComputeManager(HostMoves, Endpoint):
     async def start(self) -> None:
         await self.driver.init_host(self.host)
         await self.report()
+        await self.recover_interrupted_work()
         await self.sync_power_states()
         await self.destroy_evacuated_instances()
         await self.bus.serve(rpcapi.compute_topic(self.host), self)
@@ -187,6 +191,38 @@ class ComputeManager(HostMoves, Endpoint):
         await self.conductor.compute_node_report(
             self.service_context, self.host, resources, o.availability_zone
         )
+
+    async def recover_interrupted_work(self) -> None:
+        """What this host was doing when it stopped (Nova's init_host). A build cannot be
+        resumed (its request died with the process): its guest and ports are removed and
+        it goes to ERROR with a fault. A delete is finished. Any other task is cleared
+        (the power state sync then says what the guest is). A guest with no server on
+        this host (deleted meanwhile) is removed."""
+        token = await self.network.service_token() if self.network is not None else ""
+        ctx = {**self.service_context, "auth_token": token}
+        instances = await self.conductor.instances_on_host(ctx, self.host)
+        for inst in instances:
+            uuid, task = inst["uuid"], inst["task_state"]
+            try:
+                if inst["vm_state"] == VmState.BUILDING:
+                    LOG.warning("build of %s was interrupted by a restart: failing it", uuid)
+                    await self._undo_build(token, uuid, inst.get("network_info") or [])
+                    await self._release_volumes(ctx, uuid)
+                    await self.conductor.build_interrupted(ctx, uuid, self.host, INTERRUPTED_BUILD)
+                elif task == TaskState.DELETING:
+                    LOG.info("finishing the delete of %s", uuid)
+                    await self.terminate_instance(ctx, uuid)
+                elif task is not None:
+                    LOG.info("clearing task %s of %s, interrupted by a restart", task, uuid)
+                    await self.conductor.instance_update(
+                        ctx, uuid, {"task_state": None}, expected_task_state=[task]
+                    )
+            except Exception:  # noqa: BLE001 - one instance must not stop the host
+                LOG.exception("recovering %s on %s failed", uuid, self.host)
+        known = {inst["uuid"] for inst in instances}
+        for uuid in sorted(set(await self.driver.list_guests()) - known):
+            LOG.warning("guest %s has no server on %s: removing it", uuid, self.host)
+            await self.driver.destroy(uuid)
 
     async def sync_power_states(self) -> None:
         """Make the database agree with the hypervisor: a dead guest is never ACTIVE."""
@@ -268,14 +304,9 @@ class ComputeManager(HostMoves, Endpoint):
             await notify_instance(self.notifier, self.host, "instance.create.start", inst)
             if self.network is not None:
                 network_info = await self.network.allocate_for_instance(token, inst, self.host)
-                if not await self.network.wait_for_wiring(
+                await self.network.wait_for_wiring(
                     token, network_info, self.options.vif_plugging_timeout
-                ):
-                    LOG.warning(
-                        "ports of %s not wired after %ss; starting it anyway",
-                        instance_uuid,
-                        self.options.vif_plugging_timeout,
-                    )
+                )
             elif inst.get("requested_networks") not in ("none", [], None):
                 raise DriverError("this compute host has no Network service to ask for ports")
             await self._set_task(
@@ -354,8 +385,8 @@ class ComputeManager(HostMoves, Endpoint):
         try:
             await self.driver.destroy(uuid)
         finally:
-            if self.network is not None and network_info:
-                await self.network.deallocate_for_instance(token, network_info)
+            if self.network is not None:
+                await self.network.deallocate_for_instance(token, network_info, uuid)
 
     async def _prepare_volumes(self, ctx: dict, inst: dict[str, Any]) -> tuple[BlockDevice, ...]:
         """The block_device_mapping step: volumes made (from an image, or blank), reserved,
@@ -838,6 +869,7 @@ class ComputeManager(HostMoves, Endpoint):
                 token, {**inst, "requested_networks": [request]}, self.host
             )
             try:
+                await self.network.wait_for_wiring(token, info, self.options.vif_plugging_timeout)
                 await self.driver.attach_interface(instance_uuid, vifs_from_info(info)[0])
             except Exception:
                 await self.network.deallocate_for_instance(token, info)

@@ -128,7 +128,12 @@ async def render_ports(
     admin = service.policy.check("network:get_binding", ctx)
     return [
         render_port(
-            p, ips[p.id], sorted(groups[p.id]), tags[p.id], admin, service.vif_details(p.network_id)
+            p,
+            ips[p.id],
+            sorted(groups[p.id]),
+            tags[p.id],
+            admin,
+            service.vif_details(p.network_id, p.host),
         )
         for p in ports
     ]
@@ -223,9 +228,14 @@ def _dhcp_opts(current: list[dict[str, Any]], value: Any) -> list[dict[str, Any]
 
 
 def _status(port: Port) -> str:
+    """Neutron's port status: a guest's port is ACTIVE only once the network agent of
+    the host it is bound to has wired it (ports_up); the compute host waits for that
+    before it plugs the guest in, so a bound port is not made ACTIVE here."""
     if not port.admin_state_up:
         return "DOWN"
-    return "ACTIVE" if port.host or port.device_owner.startswith("network:") else "DOWN"
+    if port.device_owner.startswith("network:"):
+        return "ACTIVE"
+    return port.status if port.host else "DOWN"
 
 
 def _apply(service: NetworkService, ctx: RequestContext, port: Port, a: dict[str, Any]) -> None:
@@ -318,7 +328,7 @@ async def create_port(request: Request) -> Response:
     # Rendered from what the transaction wrote: a new port has no tags yet.
     binding = service.policy.check("network:get_binding", ctx)
     rendered = [
-        render_port(port, ips, groups, [], binding, service.vif_details(port.network_id))
+        render_port(port, ips, groups, [], binding, service.vif_details(port.network_id, port.host))
         for port, ips, groups in made
     ]
     return created(request, "port", "ports", rendered, bulk)
@@ -364,6 +374,7 @@ async def _prepare_port(
             )
         mac = mac.lower()
     probe = Port(
+        status="DOWN",
         admin_state_up=True,
         device_id="",
         device_owner="",
