@@ -17,6 +17,7 @@ from cumulo.common.config import (
     write_config,
 )
 from cumulo.common.db import Database
+from cumulo.common.notifications import Notifier
 from cumulo.common.service_client import ServiceClient
 from cumulo.compute.app import create_compute_app
 from cumulo.compute.cell import ComputeCell
@@ -97,6 +98,7 @@ class Cloud:
         cloud.databases["identity"] = db
         await db.migrate()
         cloud.identity = Identity(config, state_dir, db)
+        cloud.identity.notifier = Notifier(config, state_dir, "identity")
         await bootstrap(cloud.identity, config)
         write_client_files(state_dir, config)
         # Image validates tokens through the identity app in-process, and forgets
@@ -169,6 +171,8 @@ class Cloud:
         }
 
     async def close(self) -> None:
+        if self.identity is not None and self.identity.notifier is not None:
+            await self.identity.notifier.close()
         if self.compute is not None:
             await self.compute.close()
         if self.image is not None:

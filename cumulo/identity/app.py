@@ -23,6 +23,7 @@ from cumulo.identity.api import (
     users,
     versions,
 )
+from cumulo.identity.audit import AuditMiddleware
 from cumulo.identity.core import Identity
 
 
@@ -45,6 +46,7 @@ def create_identity_app(identity: Identity) -> Starlette:
         *endpoint_filter.routes,
     ]
     app = create_app("identity", routes, render_identity)
+    app.add_middleware(AuditMiddleware, notifier_of=lambda: identity.notifier)
     app.state.identity = identity
     app.state.token_validator = identity
     return app

@@ -30,6 +30,7 @@ from cumulo.common.config import CumuloConfig
 from cumulo.common.context import RequestContext
 from cumulo.common.db import Database, utcnow
 from cumulo.common.faults import NotFound, Unauthorized
+from cumulo.common.notifications import Notifier
 from cumulo.common.policy import Policy
 from cumulo.identity import assignments
 from cumulo.identity.endpoint_filter import project_endpoint_ids
@@ -135,6 +136,8 @@ class Identity:
         self._memo = _Cache(ttl, 10_000)
         # In-process listeners (other services' token caches) told about every change.
         self.invalidation_listeners: list[Callable[[], None]] = []
+        # CADF audit notifications (cumulo.identity.audit), when the cloud gives a notifier.
+        self.notifier: Notifier | None = None
 
     # -- writes ---------------------------------------------------------------
 

@@ -448,3 +448,57 @@ def test_a_boot_is_one_trace_from_the_api_through_the_bus_to_the_network(cloud, 
     assert chain[-1] == "compute POST /v2.1/servers" and "rpc build_instances" in chain
     assert create.attributes["openstack.request_id"].startswith("req-")
     assert create.attributes["http.status_code"] == 202
+
+
+def _identity_events(cloud) -> list[dict]:
+    result = _cumulo("events", "--state-dir", str(cloud.state_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    return [e for e in map(json.loads, result.stdout.splitlines()) if e["exchange"] == "keystone"]
+
+
+def test_identity_changes_and_sign_ins_are_cadf_audit_events(cloud):
+    project = cloud.openstack("project", "create", "audited", "-f", "json")
+    user = cloud.openstack(
+        "user", "create", "--password", "s3cret-Passw0rd", "auditee", "-f", "json"
+    )
+    cloud.openstack("role", "add", "--project", project["id"], "--user", user["id"], "member")
+    env = {
+        "OS_CLOUD": "",
+        "OS_AUTH_URL": cloud.auth_url,
+        "OS_USERNAME": "auditee",
+        "OS_PASSWORD": "wrong-password",
+        "OS_PROJECT_NAME": "audited",
+        "OS_USER_DOMAIN_ID": "default",
+        "OS_PROJECT_DOMAIN_ID": "default",
+        "OS_IDENTITY_API_VERSION": "3",
+    }
+    refused = cloud.openstack("token", "issue", check=False, env=env)
+    assert refused.returncode != 0
+    cloud.openstack("token", "issue", env={**env, "OS_PASSWORD": "s3cret-Passw0rd"})
+    cloud.openstack("project", "delete", project["id"])
+    cloud.openstack("user", "delete", user["id"])
+
+    events = _identity_events(cloud)
+    by_type: dict[str, list[dict]] = {}
+    for event in events:
+        by_type.setdefault(event["event_type"], []).append(event["payload"])
+    created = next(
+        p for p in by_type["identity.project.created"] if p["target"]["id"] == project["id"]
+    )
+    assert created["typeURI"] == "http://schemas.dmtf.org/cloud/audit/1.0/event"
+    assert created["action"] == "created.project" and created["outcome"] == "success"
+    assert created["target"]["typeURI"] == "data/security/project"
+    assert created["initiator"]["id"] and created["initiator"]["typeURI"].endswith("user")
+    assert any(p["target"]["id"] == user["id"] for p in by_type["identity.user.created"])
+    assert any(p["target"]["id"] == project["id"] for p in by_type["identity.project.deleted"])
+    assert by_type["identity.role_assignment.created"]
+    sign_ins = [
+        p for p in by_type["identity.authenticate"] if p["initiator"].get("name") == "auditee"
+    ]
+    assert {p["outcome"] for p in sign_ins} == {"success", "failure"}
+    assert all(p["action"] == "authenticate" for p in sign_ins)
+    ok = next(p for p in sign_ins if p["outcome"] == "success")
+    assert ok["initiator"]["id"] == user["id"]
+    # No secret travels in an audit event.
+    assert "s3cret-Passw0rd" not in json.dumps(events)
+    assert "wrong-password" not in json.dumps(events)
