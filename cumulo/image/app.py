@@ -13,8 +13,10 @@ from cumulo.common.config import CumuloConfig, database_url
 from cumulo.common.db import Database
 from cumulo.common.faults import render_image
 from cumulo.common.identity_client import IdentityClient
+from cumulo.common.notifications import Notifier
 from cumulo.image.api import data, images, info, members, metadefs, schemas, tasks
 from cumulo.image.core import ImageService
+from cumulo.image.notifications import ImageNotifications
 
 
 async def open_image_service(
@@ -24,7 +26,11 @@ async def open_image_service(
     db = Database(database_url(config, state_dir, "image"), "image")
     await db.migrate()
     client = IdentityClient(config, app=identity_app)
-    return ImageService(config, state_dir, db, TokenValidator(client, config.identity.cache_time))
+    service = ImageService(
+        config, state_dir, db, TokenValidator(client, config.identity.cache_time)
+    )
+    service.notifier = Notifier(config, state_dir, "image")
+    return service
 
 
 # uvicorn stops reading a request body once 64 KiB wait in its buffer, and each ASGI
@@ -54,6 +60,7 @@ def create_image_app(service: ImageService) -> Starlette:
         *schemas.routes,
     ]
     app = create_app("image", routes, render_image)
+    app.add_middleware(ImageNotifications, service=service)
     app.state.image = service
     app.state.token_validator = service.validator
     return app

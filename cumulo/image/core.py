@@ -24,6 +24,7 @@ from cumulo.common.config import CumuloConfig, ImageQuota
 from cumulo.common.context import RequestContext
 from cumulo.common.db import Database, utcnow
 from cumulo.common.faults import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
+from cumulo.common.notifications import Notifier
 from cumulo.common.policy import Policy
 from cumulo.image import inspect
 from cumulo.image.models import Image, ImageMember
@@ -92,11 +93,15 @@ class ImageService:
         self.staging.mkdir(parents=True, exist_ok=True)
         self.policy = Policy(IMAGE_RULES, state_dir / config.policy_file)
         self._imports: set[asyncio.Task] = set()
+        # Glance's notifications (cumulo.image.notifications), when given a notifier.
+        self.notifier: Notifier | None = None
 
     async def close(self) -> None:
         for task in list(self._imports):
             task.cancel()
         await asyncio.gather(*self._imports, return_exceptions=True)
+        if self.notifier is not None:
+            await self.notifier.close()
         await self.validator.client.close()
         await self.db.dispose()
 

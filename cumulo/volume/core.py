@@ -25,6 +25,7 @@ from cumulo.common.auth import TokenValidator
 from cumulo.common.config import CumuloConfig, VolumeBackendConfig
 from cumulo.common.context import RequestContext
 from cumulo.common.db import Database
+from cumulo.common.notifications import Notifier
 from cumulo.common.policy import Policy
 from cumulo.common.rpc import Transport, get_transport
 from cumulo.common.service_client import ServiceClient
@@ -90,6 +91,7 @@ async def start_backends(
 ) -> list[VolumeManager]:
     """A volume manager per backend of this host, serving its topic and reporting."""
     managers = []
+    notifier = Notifier(config, state_dir, "volume")
     try:
         for backend in backend_configs(config):
             manager = VolumeManager(
@@ -102,6 +104,7 @@ async def start_backends(
                 availability_zone=config.volume.availability_zone,
                 report_interval=config.volume.report_interval,
             )
+            manager.notifier = notifier
             await manager.start(bus)
             managers.append(manager)
     except BaseException:

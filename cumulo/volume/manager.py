@@ -27,11 +27,13 @@ from sqlalchemy import delete, or_, select, update
 
 from cumulo.common.config import VolumeBackendConfig
 from cumulo.common.db import Database, utcnow
+from cumulo.common.notifications import Notifier
 from cumulo.common.rpc import Endpoint, Transport
 from cumulo.common.service_client import ServiceClient
 from cumulo.volume import rpcapi, states
 from cumulo.volume.drivers.driver import VolumeDriver
 from cumulo.volume.models import Snapshot, Volume
+from cumulo.volume.notifications import volume_usage
 from cumulo.volume.scheduler import VOLUME_BINARY, record_heartbeat
 
 LOG = logging.getLogger(__name__)
@@ -45,6 +47,9 @@ RPC_METHODS = frozenset({
 
 
 class VolumeManager(Endpoint):
+    # Cinder's notifications for consumers outside cumulo (set by whoever runs the backend).
+    notifier: Notifier | None = None
+
     def __init__(
         self,
         host: str,
@@ -88,6 +93,8 @@ class VolumeManager(Endpoint):
             self._periodic.cancel()
             await asyncio.gather(self._periodic, return_exceptions=True)
         await self.driver.close()
+        if self.notifier is not None:
+            await self.notifier.close()
 
     async def recover_interrupted_work(self) -> None:
         """What this backend was doing when it stopped (Cinder's init_host). A create
@@ -224,6 +231,7 @@ class VolumeManager(Endpoint):
     ) -> None:
         token = context.get("auth_token") or ""
         status = states.DOWNLOADING if image else states.CREATING
+        await self._notify("volume.create.start", volume_id)
         try:
             if snapshot_id:
                 await self.driver.create_from_snapshot(volume_id, snapshot_id, size)
@@ -243,6 +251,21 @@ class VolumeManager(Endpoint):
         if not await self._set_volume(volume_id, status, status=states.AVAILABLE):
             # Deleted (or reset) while it was being made: the data belongs to nobody.
             LOG.warning("volume %s changed status while created; removing its data", volume_id)
+            return
+        await self._notify("volume.create.end", volume_id)
+
+    async def _notify(self, event_type: str, volume_id: str) -> dict[str, Any] | None:
+        """Send a notification with the volume as it is now; its payload (None: no notifier
+        or no such volume)."""
+        if self.notifier is None:
+            return None
+        async with self.db.read() as session:
+            volume = await session.get(Volume, volume_id)
+        if volume is None:
+            return None
+        usage = volume_usage(volume)
+        await self.notifier.info(f"volume.{self.backend_host}", event_type, usage)
+        return usage
 
     async def _copy_image(
         self, volume_id: str, image: dict[str, Any], size: int, token: str
@@ -262,6 +285,7 @@ class VolumeManager(Endpoint):
     async def delete_volume(
         self, context: dict[str, Any], volume_id: str, snapshot_ids: list[str]
     ) -> None:
+        usage = await self._notify("volume.delete.start", volume_id)
         try:
             for snapshot_id in snapshot_ids:
                 await self.driver.delete_snapshot(snapshot_id)
@@ -273,6 +297,10 @@ class VolumeManager(Endpoint):
         async with self.db.write() as session:
             await session.execute(delete(Snapshot).where(Snapshot.id.in_(snapshot_ids)))
             await session.execute(delete(Volume).where(Volume.id == volume_id))
+        if usage is not None:
+            await self.notifier.info(  # type: ignore[union-attr]
+                f"volume.{self.backend_host}", "volume.delete.end", {**usage, "status": "deleted"}
+            )
 
     async def extend_volume(
         self, context: dict[str, Any], volume_id: str, new_size: int, back_to: str

@@ -502,3 +502,55 @@ def test_identity_changes_and_sign_ins_are_cadf_audit_events(cloud):
     # No secret travels in an audit event.
     assert "s3cret-Passw0rd" not in json.dumps(events)
     assert "wrong-password" not in json.dumps(events)
+
+
+def test_volume_and_image_life_cycles_are_cinder_and_glance_notifications(cloud, tmp_path: Path):
+    disk = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(disk), "64M"], check=True)
+    image = cloud.openstack(
+        "image", "create", "noticed-img", "--file", str(disk), "--disk-format", "qcow2",
+        "--container-format", "bare", "-f", "json",
+    )  # fmt: skip
+    cloud.openstack("image", "set", "--property", "colour=blue", image["id"])
+    cloud.openstack("image", "delete", image["id"])
+    volume = cloud.openstack("volume", "create", "--size", "1", "noticed-vol", "-f", "json")
+    deadline = time.monotonic() + 60
+    while cloud.openstack("volume", "show", volume["id"], "-f", "json")["status"] != "available":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    cloud.openstack("volume", "delete", volume["id"])
+    deadline = time.monotonic() + 60
+    while cloud.openstack("volume", "list", "--name", "noticed-vol", "-f", "json"):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+
+    result = _cumulo("events", "--state-dir", str(cloud.state_dir), "--json")
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    glance = [
+        (e["event_type"], e["payload"])
+        for e in events
+        if e["exchange"] == "glance" and e["payload"].get("id") == image["id"]
+    ]
+    assert [t for t, _ in glance] == [
+        "image.create",
+        "image.upload",
+        "image.activate",
+        "image.update",
+        "image.delete",
+    ]
+    assert glance[2][1]["status"] == "active" and glance[2][1]["checksum"]
+    assert glance[3][1]["colour"] == "blue"
+    assert glance[4][1]["status"] == "deleted"
+    cinder = [
+        (e["event_type"], e["payload"], e["publisher_id"])
+        for e in events
+        if e["exchange"] == "cinder" and e["payload"].get("volume_id") == volume["id"]
+    ]
+    assert [t for t, _, _ in cinder] == [
+        "volume.create.start",
+        "volume.create.end",
+        "volume.delete.start",
+        "volume.delete.end",
+    ]
+    assert cinder[1][1]["status"] == "available" and cinder[1][1]["size"] == 1
+    assert cinder[1][2].startswith("volume.") and cinder[3][1]["status"] == "deleted"

@@ -62,7 +62,7 @@ SORT_COLUMNS = {
 _IMAGE_META_SKIP = {
     "id", "name", "status", "visibility", "owner", "tags", "self", "file", "schema",
     "created_at", "updated_at", "protected", "os_hidden", "os_hash_algo", "os_hash_value",
-    "virtual_size", "locations", "direct_url",
+    "virtual_size", "locations", "direct_url", "stores",
 }  # fmt: skip
 
 
@@ -183,7 +183,12 @@ async def _image(request: Request, ctx: RequestContext, image_ref: str) -> dict[
 
 
 def _image_metadata(image: dict[str, Any]) -> dict[str, str]:
-    meta = {k: str(v) for k, v in image.items() if k not in _IMAGE_META_SKIP and v is not None}
+    meta = {
+        k: str(v)
+        for k, v in image.items()
+        # os_glance_* are Glance's own reserved properties (import progress)
+        if k not in _IMAGE_META_SKIP and not k.startswith("os_glance") and v is not None
+    }
     meta.update(image_id=image["id"], image_name=image.get("name") or "")
     return meta
 
