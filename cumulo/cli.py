@@ -91,18 +91,30 @@ def init(state_dir: Path | None, host: str | None, database: str | None) -> None
     "tiny-ramdisk) unless they exist; built from two Debian packages, cached. "
     "Default: only on the first start of a state dir.",
 )
+@click.option(
+    "--tls/--no-tls",
+    default=None,
+    help="Serve the APIs and the console proxy over HTTPS (kept in the config; without "
+    "[tls] files of yours, a CA and a server certificate are made in <state dir>/tls).",
+)
 def up(
-    state_dir: Path | None, host: str | None, database: str | None, with_demo_image: bool | None
+    state_dir: Path | None,
+    host: str | None,
+    database: str | None,
+    with_demo_image: bool | None,
+    tls: bool | None,
 ) -> None:
     """Serve the whole cloud (runs init when needed). Ctrl-C stops it."""
     from cumulo.cloud import Cloud
     from cumulo.common.server import (
+        PLAIN_HTTP,
         AlreadyRunning,
         make_servers,
         run_event_loop,
         serve,
         state_dir_lock,
     )
+    from cumulo.common.tls import server_files
 
     sd = resolve_state_dir(state_dir)
     sd.mkdir(parents=True, exist_ok=True)
@@ -110,7 +122,7 @@ def up(
         with state_dir_lock(sd):
 
             async def run() -> None:
-                cloud = await Cloud.open(sd, host=host, database=database)
+                cloud = await Cloud.open(sd, host=host, database=database, tls=tls)
                 try:
                     # The first start offers the demo image (a marker remembers it was
                     # offered: a user who deleted it does not get it back).
@@ -119,10 +131,12 @@ def up(
                         await _demo_image(cloud)
                         offered.touch()
                     apps = cloud.apps()
-                    servers = make_servers(apps, cloud.config.host)
+                    config = cloud.config
+                    servers = make_servers(apps, config.host, server_files(config))
                     _usage_hint(sd)
                     for name, (_app, port) in apps.items():
-                        console.print(f"  {name:<15} http://{cloud.config.host}:{port}")
+                        scheme = "http" if name in PLAIN_HTTP else config.scheme
+                        console.print(f"  {name:<15} {scheme}://{config.host}:{port}")
                     console.print("cumulo is up. Ctrl-C stops it.")
                     await serve(servers)
                 finally:

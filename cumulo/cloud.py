@@ -9,6 +9,7 @@ from pathlib import Path
 
 from starlette.types import ASGIApp
 
+from cumulo.common import tls as tls_files
 from cumulo.common.config import (
     CONFIG_FILE,
     CumuloConfig,
@@ -43,7 +44,11 @@ LOG = logging.getLogger(__name__)
 
 
 def prepare_state_dir(
-    state_dir: Path, *, host: str | None = None, database: str | None = None
+    state_dir: Path,
+    *,
+    host: str | None = None,
+    database: str | None = None,
+    tls: bool | None = None,
 ) -> CumuloConfig:
     """Create the state dir, its config (with generated passwords) and key repositories."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -60,6 +65,10 @@ def prepare_state_dir(
             changed = True
     if not config.metadata.shared_secret:
         config.metadata.shared_secret, changed = secrets.token_hex(32), True
+    if tls is not None and tls != config.tls.enabled:
+        config.tls.enabled, changed = tls, True
+    if tls_files.ensure(config, state_dir):
+        changed = True
     if not config.object_store.hash_path_suffix:
         config.object_store.hash_path_prefix = secrets.token_hex(16)
         config.object_store.hash_path_suffix, changed = secrets.token_hex(16), True
@@ -86,7 +95,9 @@ class Cloud:
     object_store: ObjectStore | None = None
 
     @classmethod
-    async def open(cls, state_dir: Path, *, agents: bool = True, **overrides: str | None) -> Cloud:
+    async def open(
+        cls, state_dir: Path, *, agents: bool = True, **overrides: str | bool | None
+    ) -> Cloud:
         """Every service, bootstrapped; with `agents`, also what runs on the host (compute
         hosts, storage backends, the network data plane): `cumulo init` goes without."""
         config = prepare_state_dir(state_dir, **overrides)

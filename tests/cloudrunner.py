@@ -18,6 +18,7 @@ import httpx
 from cumulo.cloud import Cloud, prepare_state_dir
 from cumulo.common.config import load_config, write_config
 from cumulo.common.server import make_servers, serve
+from cumulo.common.tls import server_files
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -120,7 +121,7 @@ class CloudRunner:
 
     @property
     def auth_url(self) -> str:
-        return f"http://127.0.0.1:{self.config.ports.identity}/v3"
+        return f"{self.config.scheme}://127.0.0.1:{self.config.ports.identity}/v3"
 
     def start(self, timeout: float = 30) -> CloudRunner:
         ready = threading.Event()
@@ -128,7 +129,7 @@ class CloudRunner:
         async def main() -> None:
             self._stop = asyncio.Event()
             self.cloud = await Cloud.open(self.state_dir)
-            servers = make_servers(self.cloud.apps(), "127.0.0.1")
+            servers = make_servers(self.cloud.apps(), "127.0.0.1", server_files(self.cloud.config))
             task = asyncio.create_task(serve(servers, self._stop))
             while not all(s.started for s in servers) and not task.done():
                 await asyncio.sleep(0.02)

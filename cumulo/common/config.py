@@ -331,6 +331,16 @@ class ObjectStoreConfig(_Section):
     expirer_interval: float = Field(60.0, ge=0)
 
 
+class TlsConfig(_Section):
+    # HTTPS on every API and the console proxy (`cumulo up --tls`). Without files of the
+    # operator's, cumulo makes a CA and a server certificate in <state dir>/tls. Paths are
+    # absolute or relative to the state dir; ca_file is what clients verify against.
+    enabled: bool = False
+    cert_file: str = ""
+    key_file: str = ""
+    ca_file: str = ""
+
+
 class ServicePorts(_Section):
     identity: int = 5000
     compute: int = 8774
@@ -360,12 +370,21 @@ class CumuloConfig(_Section):
     metadata: MetadataConfig = MetadataConfig()
     object_store: ObjectStoreConfig = ObjectStoreConfig()
     ports: ServicePorts = ServicePorts()
+    tls: TlsConfig = TlsConfig()
 
     @property
     def catalog_host(self) -> str:
         if self.public_host:
             return self.public_host
         return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls.enabled else "http"
+
+    def public_url(self, port: int) -> str:
+        """Where clients reach a service on `port`: scheme, catalog host and port."""
+        return f"{self.scheme}://{self.catalog_host}:{port}"
 
 
 def resolve_state_dir(state_dir: str | os.PathLike[str] | None = None) -> Path:

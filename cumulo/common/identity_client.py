@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from starlette.types import ASGIApp
 
-from cumulo.common import tracing
+from cumulo.common import tls, tracing
 from cumulo.common.config import CumuloConfig
 from cumulo.common.faults import ServiceUnavailable, Unauthorized
 
@@ -40,8 +40,8 @@ class IdentityClient:
             transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=app)
             base_url = "http://identity.internal"
         else:
-            transport = httpx.AsyncHTTPTransport(retries=2)
-            base_url = url or f"http://{config.catalog_host}:{config.ports.identity}"
+            transport = httpx.AsyncHTTPTransport(retries=2, verify=tls.verify_option(config))
+            base_url = url or config.public_url(config.ports.identity)
         self._http = httpx.AsyncClient(
             transport=transport,
             base_url=base_url,

@@ -62,9 +62,20 @@ def state_dir_lock(state_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def make_servers(apps: dict[str, tuple[ASGIApp, int]], host: str) -> list[uvicorn.Server]:
+# Served over plain HTTP even with TLS on: the metadata service is reached only by the
+# network agent's proxies (guests ask 169.254.169.254 over HTTP, as on every cloud).
+PLAIN_HTTP = frozenset({"metadata"})
+
+
+def make_servers(
+    apps: dict[str, tuple[ASGIApp, int]], host: str, tls: tuple[str, str] | None = None
+) -> list[uvicorn.Server]:
+    """A server per app; `tls`: (certificate, key) files, for every app but PLAIN_HTTP's."""
     servers = []
-    for _name, (app, port) in apps.items():
+    for name, (app, port) in apps.items():
+        ssl = {}
+        if tls is not None and name not in PLAIN_HTTP:
+            ssl = {"ssl_certfile": tls[0], "ssl_keyfile": tls[1]}
         config = uvicorn.Config(
             app,
             host=host,
@@ -80,6 +91,7 @@ def make_servers(apps: dict[str, tuple[ASGIApp, int]], host: str) -> list[uvicor
             # retry). Idle connections stay open longer than any client's poll (nginx's
             # default).
             timeout_keep_alive=75,
+            **ssl,
         )
         servers.append(_Server(config))
     return servers

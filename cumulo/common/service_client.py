@@ -8,6 +8,7 @@ token to act with (the user's, from the request context, or a service token).
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -34,12 +35,15 @@ class ServiceClient:
         app: ASGIApp | None = None,
         url: str | None = None,
         timeout: float = 60.0,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         if (app is None) == (url is None):
             raise ValueError("give either an in-process app or a URL")
         self.service = service
         transport: httpx.AsyncBaseTransport = (
-            httpx.ASGITransport(app=app) if app is not None else httpx.AsyncHTTPTransport(retries=2)
+            httpx.ASGITransport(app=app)
+            if app is not None
+            else httpx.AsyncHTTPTransport(retries=2, verify=verify)
         )
         self._http = httpx.AsyncClient(
             transport=transport,

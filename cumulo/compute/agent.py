@@ -12,6 +12,7 @@ from cumulo.common.config import CumuloConfig
 from cumulo.common.identity_client import IdentityClient
 from cumulo.common.rpc import get_transport
 from cumulo.common.service_client import ServiceClient
+from cumulo.common.tls import verify_option
 from cumulo.compute.cell import host_options, make_driver
 from cumulo.compute.image_cache import ImageCache
 from cumulo.compute.manager import ComputeManager
@@ -29,11 +30,13 @@ async def run_compute_agent(config: CumuloConfig, state_dir: Path, stop: asyncio
             "[messaging] transport_url = rabbit://..."
         )
     host = config.compute.host or socket.gethostname()
-    controller = f"http://{config.catalog_host}"
+    controller, verify = config.public_url, verify_option(config)
     identity = IdentityClient(config)
-    images = ServiceClient("image", url=f"{controller}:{config.ports.image}")
-    networks = ServiceClient("network", url=f"{controller}:{config.ports.network}")
-    volumes = ServiceClient("block-storage", url=f"{controller}:{config.ports.block_storage}")
+    images = ServiceClient("image", url=controller(config.ports.image), verify=verify)
+    networks = ServiceClient("network", url=controller(config.ports.network), verify=verify)
+    volumes = ServiceClient(
+        "block-storage", url=controller(config.ports.block_storage), verify=verify
+    )
     bus = get_transport(config.messaging.transport_url, config.messaging.namespace)
     await bus.start()
     manager = ComputeManager(

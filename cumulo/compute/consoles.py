@@ -51,7 +51,7 @@ def token_hash(token: str) -> str:
 
 def base_url(config: CumuloConfig) -> str:
     return config.compute.novncproxy_base_url or (
-        f"http://{config.catalog_host}:{config.ports.novncproxy}/vnc_lite.html"
+        f"{config.public_url(config.ports.novncproxy)}/vnc_lite.html"
     )
 
 

@@ -15,6 +15,7 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cumulo.common import tls
 from cumulo.common.config import CumuloConfig
 from cumulo.identity.core import DEFAULT_DOMAIN_ID, Identity
 from cumulo.identity.models import (
@@ -194,7 +195,7 @@ async def _ensure_catalog_entry(s: AsyncSession, config: CumuloConfig, entry: Ca
             extra={},
         )
     port = getattr(config.ports, entry.port_attr)
-    url = f"http://{config.catalog_host}:{port}{entry.path}"
+    url = f"{config.public_url(port)}{entry.path}"
     for interface in ("public", "internal", "admin"):
         ep = await s.scalar(
             select(Endpoint).where(
@@ -221,7 +222,8 @@ async def _ensure_catalog_entry(s: AsyncSession, config: CumuloConfig, entry: Ca
 
 def write_client_files(state_dir: Path, config: CumuloConfig) -> dict[str, Path]:
     """clouds.yaml (clouds `cumulo`, `cumulo-demo`) and openrc / openrc-demo, all 0600."""
-    auth_url = f"http://{config.catalog_host}:{config.ports.identity}/v3"
+    auth_url = f"{config.public_url(config.ports.identity)}/v3"
+    cacert = tls.ca_file(config)
     users = {
         "cumulo": ("admin", config.identity.admin_password, "admin"),
         "cumulo-demo": ("demo", config.identity.demo_password, "demo"),
@@ -240,6 +242,7 @@ def write_client_files(state_dir: Path, config: CumuloConfig) -> dict[str, Path]
                 "region_name": config.region,
                 "identity_api_version": 3,
                 "interface": "public",
+                **({"cacert": str(cacert)} if cacert else {}),
             }
             for cloud, (user, password, project) in users.items()
         }
@@ -255,6 +258,7 @@ def write_client_files(state_dir: Path, config: CumuloConfig) -> dict[str, Path]
                 [
                     f"# Source me: credentials of the {user} user of cumulo",
                     f"export OS_AUTH_URL={auth_url}",
+                    *([f"export OS_CACERT={cacert}"] if cacert else []),
                     f"export OS_USERNAME={user}",
                     f"export OS_PASSWORD='{password}'",
                     f"export OS_PROJECT_NAME={project}",

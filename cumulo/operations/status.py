@@ -23,6 +23,8 @@ import httpx
 
 from cumulo.common.config import CumuloConfig
 from cumulo.common.identity_client import password_auth
+from cumulo.common.server import PLAIN_HTTP
+from cumulo.common.tls import verify_option
 from cumulo.compute import rpcapi as compute_rpc
 from cumulo.network.dataplane.agent import SERVER_TOPIC as NETWORK_TOPIC
 from cumulo.network.dataplane.agent import agent_topic
@@ -59,11 +61,13 @@ def _age(updated_at: str | None) -> float | None:
 class CloudReader:
     def __init__(self, config: CumuloConfig) -> None:
         self.config = config
-        self.http = httpx.Client(timeout=10)
+        self.http = httpx.Client(timeout=10, verify=verify_option(config))
         self.token: str | None = None
 
     def url(self, port_name: str, path: str = "/") -> str:
-        return f"http://{self.config.catalog_host}:{getattr(self.config.ports, port_name)}{path}"
+        if port_name in PLAIN_HTTP:
+            return f"http://{self.config.catalog_host}:{self.config.ports.metadata}{path}"
+        return f"{self.config.public_url(getattr(self.config.ports, port_name))}{path}"
 
     def sign_in(self) -> None:
         body = password_auth("admin", self.config.identity.admin_password, "admin")

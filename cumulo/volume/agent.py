@@ -17,6 +17,7 @@ from cumulo.common.config import CumuloConfig, database_url
 from cumulo.common.db import Database
 from cumulo.common.rpc import get_transport
 from cumulo.common.service_client import ServiceClient
+from cumulo.common.tls import verify_option
 from cumulo.volume.core import start_backends
 
 LOG = logging.getLogger(__name__)
@@ -36,7 +37,9 @@ async def run_volume_host(config: CumuloConfig, state_dir: Path, stop: asyncio.E
         )
     host = config.volume.host or socket.gethostname()
     db = Database(database_url(config, state_dir, "volume"), "volume")
-    images = ServiceClient("image", url=f"http://{config.catalog_host}:{config.ports.image}")
+    images = ServiceClient(
+        "image", url=config.public_url(config.ports.image), verify=verify_option(config)
+    )
     bus = get_transport(config.messaging.transport_url, config.messaging.namespace)
     managers = []
     try:

@@ -14,6 +14,7 @@ from cumulo.common.db import Database
 from cumulo.common.faults import render_compute
 from cumulo.common.identity_client import IdentityClient
 from cumulo.common.service_client import ServiceClient
+from cumulo.common.tls import verify_option
 from cumulo.volume.api import actions, attachments, info, snapshots, types, volumes
 from cumulo.volume.api.microversion import VolumeApiMiddleware
 from cumulo.volume.core import VolumeService
@@ -33,7 +34,9 @@ async def open_volume_service(
     images = (
         ServiceClient("image", app=image_app)
         if image_app is not None
-        else ServiceClient("image", url=f"http://{config.catalog_host}:{config.ports.image}")
+        else ServiceClient(
+            "image", url=config.public_url(config.ports.image), verify=verify_option(config)
+        )
     )
     service = VolumeService(
         config, state_dir, db, TokenValidator(client, config.identity.cache_time), images

@@ -63,7 +63,7 @@ def _links(request: Request, image_id: str) -> list[dict[str, str]]:
         {
             "rel": "alternate",
             "type": "application/vnd.openstack.image",
-            "href": f"http://{config.catalog_host}:{config.ports.image}/images/{image_id}",
+            "href": f"{config.public_url(config.ports.image)}/images/{image_id}",
         },
     ]
 
