@@ -9,6 +9,7 @@ from pathlib import Path
 
 from starlette.types import ASGIApp
 
+from cumulo.common import limits
 from cumulo.common import tls as tls_files
 from cumulo.common.config import (
     CONFIG_FILE,
@@ -101,6 +102,7 @@ class Cloud:
         """Every service, bootstrapped; with `agents`, also what runs on the host (compute
         hosts, storage backends, the network data plane): `cumulo init` goes without."""
         config = prepare_state_dir(state_dir, **overrides)
+        limits.configure(config.limits)
         if not agents:
             config = config.model_copy(deep=True)
             config.volume.run_backends = False

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
 import logging
 import time
 import uuid
@@ -27,19 +26,16 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cumulo.common import metrics, tracing
+from cumulo.common import limits, metrics, tracing
 from cumulo.common.faults import (
     ERRORS_BY_STATUS,
     ApiError,
     BadRequest,
     ErrorRenderer,
-    PayloadTooLarge,
 )
 
 LOG = logging.getLogger("cumulo.api")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-
-MAX_JSON_BODY = 1024 * 1024
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -53,11 +49,13 @@ class JSONResponse(responses.JSONResponse):
 
 
 class RequestIdMiddleware:
-    """Gives each request an id, echoes it in the response, and logs one access line."""
+    """Gives each request an id, echoes it in the response, refuses what is over the
+    [limits] (URL, headers, rate), and logs one access line."""
 
-    def __init__(self, app: ASGIApp, service: str) -> None:
+    def __init__(self, app: ASGIApp, service: str, render_error: ErrorRenderer) -> None:
         self.app = app
         self.service = service
+        self.render_error = render_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,6 +93,13 @@ class RequestIdMiddleware:
             )
         try:
             with traced:
+                refused = limits.refuse(scope)
+                if refused is not None:
+                    answer = JSONResponse(
+                        self.render_error(refused), refused.status, headers=refused.headers
+                    )
+                    await answer(scope, receive, send_with_id)
+                    return
                 await self.app(scope, receive, send_with_id)
                 if span is not None:
                     span.update_name(
@@ -180,21 +185,13 @@ def create_app(
         },
         lifespan=lifespan,
     )
-    app.add_middleware(RequestIdMiddleware, service=service)
+    app.add_middleware(RequestIdMiddleware, service=service, render_error=render_error)
     return app
 
 
 async def json_body(request: Request) -> Any:
-    """The parsed JSON body, or a 400 saying what is wrong with it."""
-    raw = await request.body()
-    if len(raw) > MAX_JSON_BODY:
-        raise PayloadTooLarge("Request body is larger than the limit.")
-    if not raw:
-        raise BadRequest("The request body is empty: a JSON object is required.")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"Malformed JSON in request body: {exc}") from None
+    """The parsed JSON body, or a 400/408/413 saying what is wrong with it ([limits])."""
+    return await limits.read_json(request)
 
 
 def validate(model: type[M], data: Any) -> M:

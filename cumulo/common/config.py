@@ -331,6 +331,23 @@ class ObjectStoreConfig(_Section):
     expirer_interval: float = Field(60.0, ge=0)
 
 
+class LimitsConfig(_Section):
+    # Bounds on what a request may bring, every API alike (oslo.middleware's sizelimit
+    # and the like): a JSON body's bytes and nesting, the URL and the header fields.
+    json_body_bytes: int = Field(1024 * 1024, ge=1024)
+    json_depth: int = Field(64, ge=2, le=900)
+    url_bytes: int = Field(8192, ge=256)
+    header_bytes: int = Field(16384, ge=1024)
+    # A client that sends its body slower than this between two chunks gets 408.
+    body_read_timeout: float = Field(60.0, gt=0)
+    # Requests per second per token (or per address without one); 0 turns it off (the
+    # all-in-one default). Bursts up to rate_limit_burst; over it: 429 with Retry-After.
+    rate_limit_per_second: float = Field(0.0, ge=0)
+    rate_limit_burst: int = Field(20, ge=1)
+    # qemu-img conversions (volumes from and to images, snapshots) running at once.
+    conversions: int = Field(4, ge=1)
+
+
 class TlsConfig(_Section):
     # HTTPS on every API and the console proxy (`cumulo up --tls`). Without files of the
     # operator's, cumulo makes a CA and a server certificate in <state dir>/tls. Paths are
@@ -371,6 +388,7 @@ class CumuloConfig(_Section):
     object_store: ObjectStoreConfig = ObjectStoreConfig()
     ports: ServicePorts = ServicePorts()
     tls: TlsConfig = TlsConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     @property
     def catalog_host(self) -> str:

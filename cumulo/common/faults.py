@@ -62,6 +62,26 @@ class RangeNotSatisfiable(ApiError):
     default_message = "The requested range is not satisfiable."
 
 
+class RequestTimeout(ApiError):
+    status, title = 408, "Request Timeout"
+    default_message = "The request body did not arrive in time."
+
+
+class UriTooLong(ApiError):
+    status, title = 414, "Request-URI Too Long"
+    default_message = "The request URI is longer than the limit."
+
+
+class TooManyRequests(ApiError):
+    status, title = 429, "Too Many Requests"
+    default_message = "Too many requests: slow down and retry after the time given."
+
+
+class HeadersTooLarge(ApiError):
+    status, title = 431, "Request Header Fields Too Large"
+    default_message = "The request's header fields are larger than the limit."
+
+
 class UnsupportedMediaType(ApiError):
     status, title = 415, "Unsupported Media Type"
     default_message = "The media type of the request is not supported."
@@ -87,6 +107,10 @@ ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
         MethodNotAllowed,
         Conflict,
         PayloadTooLarge,
+        RequestTimeout,
+        UriTooLong,
+        TooManyRequests,
+        HeadersTooLarge,
         UnsupportedMediaType,
         RangeNotSatisfiable,
         NotImplementedYet,
@@ -111,7 +135,11 @@ _NOVA_KEYS = {
     404: "itemNotFound",
     405: "badMethod",
     409: "conflictingRequest",
+    408: "badRequest",
     413: "overLimit",
+    414: "badRequest",
+    429: "overLimit",
+    431: "badRequest",
     415: "badMediaType",
     501: "notImplemented",
     503: "serviceUnavailable",

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from qemu.qmp import QMPClient, QMPError
 
+from cumulo.common import limits
 from cumulo.compute.virt.driver import DriverError
 
 LOG = logging.getLogger(__name__)
@@ -386,4 +387,7 @@ async def run(*argv: str) -> str:
 
 
 async def qemu_img(*args: str) -> str:
+    if args[:1] == ("convert",):
+        async with limits.conversion_slot():  # [limits] conversions at once
+            return await run("qemu-img", *args)
     return await run("qemu-img", *args)

@@ -22,6 +22,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from cumulo.common import limits
 from cumulo.volume.drivers.driver import Capacity, DriverError, GiB, VolumeDriver
 from cumulo.volume.drivers.nbd import NbdExports
 
@@ -29,6 +30,13 @@ QEMU_IMG_TIMEOUT = 3600.0
 
 
 async def qemu_img(*args: str, timeout: float = QEMU_IMG_TIMEOUT) -> str:
+    if args[:1] == ("convert",):
+        async with limits.conversion_slot():  # [limits] conversions at once
+            return await _run_qemu_img(args, timeout)
+    return await _run_qemu_img(args, timeout)
+
+
+async def _run_qemu_img(args: tuple[str, ...], timeout: float) -> str:
     proc = await asyncio.create_subprocess_exec(
         "qemu-img",
         *args,
