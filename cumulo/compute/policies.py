@@ -41,6 +41,8 @@ COMPUTE_RULES: dict[str, str] = {
     "compute:aggregates": "rule:cloud_admin",
     "compute:services:list": "rule:system_reader",
     "compute:hosts": "rule:cloud_admin",
+    "compute:usage:list": "rule:system_reader",
+    "compute:usage:show": "rule:admin_or_owner_reader",
     "compute:services:update": "rule:cloud_admin",
     "compute:services:delete": "rule:cloud_admin",
     "compute:limits": "",
