@@ -12,6 +12,7 @@ from cumulo.common.faults import ERRORS_BY_STATUS, ApiError, render_compute
 from cumulo.compute.api import (
     aggregates,
     availability_zones,
+    extensions,
     flavors,
     floating_ips,
     hosts,
@@ -56,6 +57,7 @@ async def _version_error(status: int, message: str, scope, receive, send) -> Non
 # Every API module's routes (all under /v2.1), in one list.
 API_ROUTES: list[BaseRoute] = [
     *versions.routes,
+    *extensions.routes,
     *servers.routes,
     *server_actions.routes,
     *server_extras.routes,

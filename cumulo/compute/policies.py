@@ -46,6 +46,7 @@ COMPUTE_RULES: dict[str, str] = {
     "compute:services:update": "rule:cloud_admin",
     "compute:services:delete": "rule:cloud_admin",
     "compute:limits": "",
+    "compute:extensions": "",
     "compute:quotas:show": "rule:admin_or_owner_reader",
     "compute:quotas:defaults": "",
     "compute:quotas:update": "rule:cloud_admin",

@@ -176,3 +176,21 @@ def test_rebuild_of_a_stopped_server_leaves_it_stopped(cloud: CloudRunner, image
         # Nova's console tail: the last pieces between newlines, a trailing one counted
         output = c.post(action, json={"os-getConsoleOutput": {"length": 3}}).json()["output"]
         assert len(output.split("\n")) == 3
+
+
+def test_extension_list_names_the_served_apis(cloud: CloudRunner, demo_token: str):
+    with compute(cloud, demo_token) as c:
+        aliases = [e["alias"] for e in c.get("/v2.1/extensions").json()["extensions"]]
+        assert "os-hosts" in aliases and "os-floating-ips" in aliases
+        assert c.get("/v2.1/extensions/os-consoles").json()["extension"]["name"] == "Consoles"
+        assert c.get("/v2.1/extensions/nope").status_code == 404
+
+
+def test_actions_of_a_deleted_server_from_2_21(cloud: CloudRunner, image: str):  # noqa: F811
+    server = boot(cloud, image, f"gone-{uuid.uuid4().hex[:8]}", "-f", "json")
+    demo(cloud, "server", "delete", "--wait", server["id"])
+    with compute(cloud, cloud.token("demo", project="demo"), "2.21") as c:
+        actions = c.get(f"/v2.1/servers/{server['id']}/os-instance-actions").json()
+        assert sorted(a["action"] for a in actions["instanceActions"]) == ["create", "delete"]
+    with compute(cloud, cloud.token("demo", project="demo"), "2.20") as c:
+        assert c.get(f"/v2.1/servers/{server['id']}/os-instance-actions").status_code == 404
