@@ -702,14 +702,15 @@ class ComputeService:
             raise Conflict(f"Instance {inst.uuid} cannot be snapshotted now.")
         sysmeta = inst.system_metadata or {}
         body = {
+            # Nova: the user's metadata may set these properties over the defaults.
+            "image_type": "snapshot",
+            "instance_uuid": inst.uuid,
+            "user_id": ctx.user_id,
             **metadata,
             "name": name,
             "disk_format": sysmeta.get("image_disk_format", "qcow2"),
             "container_format": sysmeta.get("image_container_format", "bare"),
             "visibility": "private",
-            "image_type": "snapshot",
-            "instance_uuid": inst.uuid,
-            "user_id": ctx.user_id,
         }
         if inst.image_ref:
             body["base_image_ref"] = inst.image_ref

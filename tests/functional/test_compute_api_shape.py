@@ -194,3 +194,26 @@ def test_actions_of_a_deleted_server_from_2_21(cloud: CloudRunner, image: str): 
         assert sorted(a["action"] for a in actions["instanceActions"]) == ["create", "delete"]
     with compute(cloud, cloud.token("demo", project="demo"), "2.20") as c:
         assert c.get(f"/v2.1/servers/{server['id']}/os-instance-actions").status_code == 404
+
+
+def test_create_image_metadata_as_nova(cloud: CloudRunner, demo_token: str, server: str):
+    with compute(cloud, demo_token) as c:
+        action = f"/v2.1/servers/{server}/action"
+        bad = {"createImage": {"name": "x", "metadata": {"": ""}}}
+        assert c.post(action, json=bad).status_code == 400
+        # the user's metadata may set image_type over "snapshot", as Nova lets it
+        body = {"createImage": {"name": "typed", "metadata": {"image_type": "test"}}}
+        r = c.post(action, json=body, headers={"OpenStack-API-Version": "compute 2.45"})
+        assert r.status_code == 202, r.text
+        image = c.get(f"/v2.1/images/{r.json()['image_id']}").json()["image"]
+        assert image["metadata"]["image_type"] == "test"
+        assert image["server"]["id"] == server
+        _wait_active(c, server)
+
+
+def test_services_name_the_compute_binary_as_nova(cloud: CloudRunner, admin_token: str):
+    with compute(cloud, admin_token) as c:
+        services = c.get("/v2.1/os-services", params={"binary": "nova-compute"}).json()
+        assert services["services"] and {s["binary"] for s in services["services"]} == {
+            "nova-compute"
+        }

@@ -24,6 +24,7 @@ from cumulo.compute.api.common import (
 )
 from cumulo.compute.api.servers import render_server
 from cumulo.compute.api.views import disk_config_changes, host_id
+from cumulo.compute.api.wire import check_metadata
 from cumulo.compute.models import Instance, InstanceAction, InstanceActionEvent
 from cumulo.compute.states import InstanceInvalidState
 
@@ -171,11 +172,7 @@ async def _create_image(request: Request, ctx, inst, args: Any) -> Response:
     name = args.get("name")
     if not isinstance(name, str) or not 1 <= len(name) <= 255:
         raise BadRequest("Invalid input for field/attribute name: 1-255 characters.")
-    metadata = args.get("metadata") or {}
-    if not isinstance(metadata, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-    ):
-        raise BadRequest("Invalid input for field/attribute metadata.")
+    metadata = check_metadata(args.get("metadata") or {})
     image_id = await compute_of(request).create_image(inst, ctx, name, metadata)
     return image_accepted(request, image_id)
 
