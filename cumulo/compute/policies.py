@@ -42,6 +42,7 @@ COMPUTE_RULES: dict[str, str] = {
     "compute:services:list": "rule:system_reader",
     "compute:hosts": "rule:cloud_admin",
     "compute:usage:list": "rule:system_reader",
+    "compute:instance_usage_audit_log": "rule:system_reader",
     "compute:usage:show": "rule:admin_or_owner_reader",
     "compute:services:update": "rule:cloud_admin",
     "compute:services:delete": "rule:cloud_admin",

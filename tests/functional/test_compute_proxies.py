@@ -266,3 +266,20 @@ def test_usage_report_counts_the_servers_of_a_project(
     with compute(cloud, admin_token) as c:
         listed = c.get("/v2.1/os-simple-tenant-usage", params={**period, "detailed": "1"})
         assert project in [u["tenant_id"] for u in listed.json()["tenant_usages"]]
+
+
+def test_instance_usage_audit_log_reports_hosts_not_run(
+    cloud: CloudRunner, admin_token: str, demo_token: str
+):
+    with compute(cloud, admin_token) as c:
+        log = c.get("/v2.1/os-instance_usage_audit_log").json()["instance_usage_audit_logs"]
+        assert log["num_hosts"] == log["num_hosts_not_run"] >= 1 and log["log"] == {}
+        shown = c.get("/v2.1/os-instance_usage_audit_log/2026-01-15 10:00:00").json()
+        period = shown["instance_usage_audit_log"]
+        assert (period["period_beginning"], period["period_ending"]) == (
+            "2025-12-01 00:00:00",
+            "2026-01-01 00:00:00",
+        )
+        assert c.get("/v2.1/os-instance_usage_audit_log/invalid_time").status_code == 400
+    with compute(cloud, demo_token) as c:
+        assert c.get("/v2.1/os-instance_usage_audit_log").status_code == 403
