@@ -47,7 +47,7 @@ def class_key(name: str) -> str:
 
 def _rows(session: Session, key: str) -> dict[str, int]:
     query = select(Quota.resource, Quota.hard_limit).where(Quota.project_id == key)
-    return dict(session.execute(query).tuples().all())
+    return {resource: limit for resource, limit in session.execute(query)}
 
 
 def defaults(session: Session) -> dict[str, int]:

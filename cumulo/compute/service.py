@@ -93,6 +93,9 @@ class CreateRequest:
     server_group: str | None = None
     block_device_mapping: list[dict[str, Any]] = field(default_factory=list)
     auto_disk_config: bool = False
+    # Scheduler hints: servers to run beside / away from.
+    same_host: list[str] = field(default_factory=list)
+    different_host: list[str] = field(default_factory=list)
 
 
 _INSERT_INSTANCE = insert(Instance.__table__)
@@ -370,6 +373,8 @@ class ComputeService:
             "availability_zone": az,
             "force_hosts": force_hosts,
             "server_group": group.uuid if group else None,
+            "same_host": req.same_host,
+            "different_host": req.different_host,
             "boot_from_volume": boot_from_volume,
             # Travels to the host for the config drive; never stored.
             "admin_password": admin_pass,

@@ -217,3 +217,22 @@ def test_services_name_the_compute_binary_as_nova(cloud: CloudRunner, admin_toke
         assert services["services"] and {s["binary"] for s in services["services"]} == {
             "nova-compute"
         }
+
+
+def test_same_host_and_different_host_hints(cloud: CloudRunner, image: str, server: str):  # noqa: F811
+    """The test cloud has one compute host: beside the server is there, away is nowhere."""
+    name = f"hint-{uuid.uuid4().hex[:8]}"
+    beside = boot(cloud, image, name, "--hint", f"same_host={server}", "-f", "json")
+    assert beside["status"] == "ACTIVE"
+    away = boot(cloud, image, f"{name}-away", "--hint", f"different_host={server}", check=False)
+    assert away.returncode != 0
+    shown = demo(cloud, "server", "show", f"{name}-away", "-f", "json")
+    assert shown["status"] == "ERROR" and "No valid host" in str(shown.get("fault"))
+    with compute(cloud, cloud.token("demo", project="demo")) as c:
+        bad = {
+            "server": {"name": "x", "imageRef": image, "flavorRef": "1", "networks": "none"},
+            "os:scheduler_hints": {"same_host": "not-a-uuid"},
+        }
+        assert c.post("/v2.1/servers", json=bad).status_code == 400
+    for gone in (name, f"{name}-away"):
+        demo(cloud, "server", "delete", "--wait", gone)
