@@ -719,14 +719,16 @@ class ComputeService:
         }
         if inst.image_ref:
             body["base_image_ref"] = inst.image_ref
+        # The task first: a second snapshot while one is saved is a 409 that leaves no image.
+        await self._set_task(inst, TaskState.IMAGE_SNAPSHOT, {None})
         try:
             image = await self.images.json("POST", "/v2/images", ctx.auth_token, json=body)
         except ServiceError as exc:
+            await self.update_instance(inst.uuid, {"task_state": None})
             if exc.status in (400, 409, 413):
                 raise BadRequest(f"The image could not be created: {exc.body[:200]}") from None
             raise
         await self._record_action(ctx, inst, "createImage")
-        await self._set_task(inst, TaskState.IMAGE_SNAPSHOT, {None})
         await self.compute_rpc.snapshot_instance(
             self.rpc_context(ctx), inst.host, inst.uuid, image["id"]
         )
