@@ -12,11 +12,13 @@ from cumulo.common.faults import ERRORS_BY_STATUS, ApiError, render_compute
 from cumulo.compute.api import (
     aggregates,
     availability_zones,
+    extensions,
     flavors,
     floating_ips,
     hosts,
     hypervisors,
     images,
+    instance_usage_audit_log,
     interfaces,
     keypairs,
     limits,
@@ -31,6 +33,7 @@ from cumulo.compute.api import (
     server_security,
     servers,
     services,
+    simple_tenant_usage,
     versions,
     volume_attachments,
     volumes,
@@ -56,6 +59,7 @@ async def _version_error(status: int, message: str, scope, receive, send) -> Non
 # Every API module's routes (all under /v2.1), in one list.
 API_ROUTES: list[BaseRoute] = [
     *versions.routes,
+    *extensions.routes,
     *servers.routes,
     *server_actions.routes,
     *server_extras.routes,
@@ -65,6 +69,8 @@ API_ROUTES: list[BaseRoute] = [
     *keypairs.routes,
     *services.routes,
     *hosts.routes,
+    *simple_tenant_usage.routes,
+    *instance_usage_audit_log.routes,
     *hypervisors.routes,
     *aggregates.routes,
     *availability_zones.routes,

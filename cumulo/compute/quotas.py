@@ -35,14 +35,33 @@ class QuotaExceeded(Exception):
         )
 
 
+# A quota class's limits are kept as the quota rows of this key (no project id holds a
+# colon); the "default" class overrides DEFAULTS for every project (Nova's quota classes).
+CLASS_PREFIX = "class:"
+DEFAULT_CLASS = "default"
+
+
+def class_key(name: str) -> str:
+    return CLASS_PREFIX + name
+
+
+def _rows(session: Session, key: str) -> dict[str, int]:
+    query = select(Quota.resource, Quota.hard_limit).where(Quota.project_id == key)
+    return {resource: limit for resource, limit in session.execute(query)}
+
+
+def defaults(session: Session) -> dict[str, int]:
+    """Every project's limits unless overridden: DEFAULTS, then the default class."""
+    return {**DEFAULTS, **_rows(session, class_key(DEFAULT_CLASS))}
+
+
+def class_limits(session: Session, name: str) -> dict[str, int]:
+    """A quota class's limits (another class than `default` affects no project)."""
+    return {**defaults(session), **_rows(session, class_key(name))}
+
+
 def limits(session: Session, project_id: str) -> dict[str, int]:
-    result = dict(DEFAULTS)
-    rows = session.execute(
-        select(Quota.resource, Quota.hard_limit).where(Quota.project_id == project_id)
-    )
-    for resource, limit in rows:
-        result[resource] = limit
-    return result
+    return {**defaults(session), **_rows(session, project_id)}
 
 
 def usage(

@@ -94,6 +94,9 @@ class CreateRequest:
     server_group: str | None = None
     block_device_mapping: list[dict[str, Any]] = field(default_factory=list)
     auto_disk_config: bool = False
+    # Scheduler hints: servers to run beside / away from.
+    same_host: list[str] = field(default_factory=list)
+    different_host: list[str] = field(default_factory=list)
 
 
 _INSERT_INSTANCE = insert(Instance.__table__)
@@ -371,6 +374,8 @@ class ComputeService(ServerMoves):
             "availability_zone": az,
             "force_hosts": force_hosts,
             "server_group": group.uuid if group else None,
+            "same_host": req.same_host,
+            "different_host": req.different_host,
             "boot_from_volume": boot_from_volume,
             # Travels to the host for the config drive; never stored.
             "admin_password": admin_pass,
@@ -703,25 +708,28 @@ class ComputeService(ServerMoves):
             raise Conflict(f"Instance {inst.uuid} cannot be snapshotted now.")
         sysmeta = inst.system_metadata or {}
         body = {
+            # Nova: the user's metadata may set these properties over the defaults.
+            "image_type": "snapshot",
+            "instance_uuid": inst.uuid,
+            "user_id": ctx.user_id,
             **metadata,
             "name": name,
             "disk_format": sysmeta.get("image_disk_format", "qcow2"),
             "container_format": sysmeta.get("image_container_format", "bare"),
             "visibility": "private",
-            "image_type": "snapshot",
-            "instance_uuid": inst.uuid,
-            "user_id": ctx.user_id,
         }
         if inst.image_ref:
             body["base_image_ref"] = inst.image_ref
+        # The task first: a second snapshot while one is saved is a 409 that leaves no image.
+        await self._set_task(inst, TaskState.IMAGE_SNAPSHOT, {None})
         try:
             image = await self.images.json("POST", "/v2/images", ctx.auth_token, json=body)
         except ServiceError as exc:
+            await self.update_instance(inst.uuid, {"task_state": None})
             if exc.status in (400, 409, 413):
                 raise BadRequest(f"The image could not be created: {exc.body[:200]}") from None
             raise
         await self._record_action(ctx, inst, "createImage")
-        await self._set_task(inst, TaskState.IMAGE_SNAPSHOT, {None})
         await self.compute_rpc.snapshot_instance(
             self.rpc_context(ctx), inst.host, inst.uuid, image["id"]
         )

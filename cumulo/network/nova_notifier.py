@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from sqlalchemy import select
 
 from cumulo.common.db import Database
-from cumulo.common.service_client import ServiceClient, ServiceError
+from cumulo.common.service_client import ServiceClient
 from cumulo.network.models import Port
 
 LOG = logging.getLogger(__name__)
@@ -53,5 +53,5 @@ class NovaNotifier:
                 json={"events": events},
                 ok=(200, 207, 404),
             )
-        except (ServiceError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - the network change itself is committed
             LOG.warning("telling Compute that ports %s changed failed: %s", wanted, exc)

@@ -8,7 +8,7 @@ import pytest
 from tests.cloudrunner import CloudRunner
 from tests.functional.test_compute_flavors import compute
 
-BINARY = "cumulo-compute"
+BINARY = "nova-compute"
 
 
 @pytest.fixture(scope="module")

@@ -176,3 +176,63 @@ def test_rebuild_of_a_stopped_server_leaves_it_stopped(cloud: CloudRunner, image
         # Nova's console tail: the last pieces between newlines, a trailing one counted
         output = c.post(action, json={"os-getConsoleOutput": {"length": 3}}).json()["output"]
         assert len(output.split("\n")) == 3
+
+
+def test_extension_list_names_the_served_apis(cloud: CloudRunner, demo_token: str):
+    with compute(cloud, demo_token) as c:
+        aliases = [e["alias"] for e in c.get("/v2.1/extensions").json()["extensions"]]
+        assert "os-hosts" in aliases and "os-floating-ips" in aliases
+        assert c.get("/v2.1/extensions/os-consoles").json()["extension"]["name"] == "Consoles"
+        assert c.get("/v2.1/extensions/nope").status_code == 404
+
+
+def test_actions_of_a_deleted_server_from_2_21(cloud: CloudRunner, image: str):  # noqa: F811
+    server = boot(cloud, image, f"gone-{uuid.uuid4().hex[:8]}", "-f", "json")
+    demo(cloud, "server", "delete", "--wait", server["id"])
+    with compute(cloud, cloud.token("demo", project="demo"), "2.21") as c:
+        actions = c.get(f"/v2.1/servers/{server['id']}/os-instance-actions").json()
+        assert sorted(a["action"] for a in actions["instanceActions"]) == ["create", "delete"]
+    with compute(cloud, cloud.token("demo", project="demo"), "2.20") as c:
+        assert c.get(f"/v2.1/servers/{server['id']}/os-instance-actions").status_code == 404
+
+
+def test_create_image_metadata_as_nova(cloud: CloudRunner, demo_token: str, server: str):
+    with compute(cloud, demo_token) as c:
+        action = f"/v2.1/servers/{server}/action"
+        bad = {"createImage": {"name": "x", "metadata": {"": ""}}}
+        assert c.post(action, json=bad).status_code == 400
+        # the user's metadata may set image_type over "snapshot", as Nova lets it
+        body = {"createImage": {"name": "typed", "metadata": {"image_type": "test"}}}
+        r = c.post(action, json=body, headers={"OpenStack-API-Version": "compute 2.45"})
+        assert r.status_code == 202, r.text
+        image = c.get(f"/v2.1/images/{r.json()['image_id']}").json()["image"]
+        assert image["metadata"]["image_type"] == "test"
+        assert image["server"]["id"] == server
+        _wait_active(c, server)
+
+
+def test_services_name_the_compute_binary_as_nova(cloud: CloudRunner, admin_token: str):
+    with compute(cloud, admin_token) as c:
+        services = c.get("/v2.1/os-services", params={"binary": "nova-compute"}).json()
+        assert services["services"] and {s["binary"] for s in services["services"]} == {
+            "nova-compute"
+        }
+
+
+def test_same_host_and_different_host_hints(cloud: CloudRunner, image: str, server: str):  # noqa: F811
+    """The test cloud has one compute host: beside the server is there, away is nowhere."""
+    name = f"hint-{uuid.uuid4().hex[:8]}"
+    beside = boot(cloud, image, name, "--hint", f"same_host={server}", "-f", "json")
+    assert beside["status"] == "ACTIVE"
+    away = boot(cloud, image, f"{name}-away", "--hint", f"different_host={server}", check=False)
+    assert away.returncode != 0
+    shown = demo(cloud, "server", "show", f"{name}-away", "-f", "json")
+    assert shown["status"] == "ERROR" and "No valid host" in str(shown.get("fault"))
+    with compute(cloud, cloud.token("demo", project="demo")) as c:
+        bad = {
+            "server": {"name": "x", "imageRef": image, "flavorRef": "1", "networks": "none"},
+            "os:scheduler_hints": {"same_host": "not-a-uuid"},
+        }
+        assert c.post("/v2.1/servers", json=bad).status_code == 400
+    for gone in (name, f"{name}-away"):
+        demo(cloud, "server", "delete", "--wait", gone)

@@ -240,3 +240,46 @@ def test_volumes_and_networks_through_compute(cloud: CloudRunner, demo_token: st
         shown = c.get(f"/v2.1/os-networks/{private['id']}").json()["network"]
         assert shown["label"] == "private" and shown["cidr"] == private["cidr"]
         assert c.post("/v2.1/os-tenant-networks", json={}).status_code == 410
+
+
+def test_usage_report_counts_the_servers_of_a_project(
+    cloud: CloudRunner, admin_token: str, demo_token: str, server: dict
+):
+    day = 24 * 3600
+    now = time.time()
+
+    def stamp(t: float) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
+
+    period = {"start": stamp(now - day), "end": stamp(now + day)}
+    with compute(cloud, demo_token) as c:
+        project = c.get(f"/v2.1/servers/{server['id']}").json()["server"]["tenant_id"]
+        usage = c.get(f"/v2.1/os-simple-tenant-usage/{project}", params=period).json()
+        usage = usage["tenant_usage"]
+        assert server["id"] in [u["instance_id"] for u in usage["server_usages"]]
+        assert usage["total_hours"] > 0 and usage["total_vcpus_usage"] > 0
+        # only admins list every project's usage
+        assert c.get("/v2.1/os-simple-tenant-usage", params=period).status_code == 403
+        reversed_period = {"start": period["end"], "end": period["start"]}
+        r = c.get(f"/v2.1/os-simple-tenant-usage/{project}", params=reversed_period)
+        assert r.status_code == 400
+    with compute(cloud, admin_token) as c:
+        listed = c.get("/v2.1/os-simple-tenant-usage", params={**period, "detailed": "1"})
+        assert project in [u["tenant_id"] for u in listed.json()["tenant_usages"]]
+
+
+def test_instance_usage_audit_log_reports_hosts_not_run(
+    cloud: CloudRunner, admin_token: str, demo_token: str
+):
+    with compute(cloud, admin_token) as c:
+        log = c.get("/v2.1/os-instance_usage_audit_log").json()["instance_usage_audit_logs"]
+        assert log["num_hosts"] == log["num_hosts_not_run"] >= 1 and log["log"] == {}
+        shown = c.get("/v2.1/os-instance_usage_audit_log/2026-01-15 10:00:00").json()
+        period = shown["instance_usage_audit_log"]
+        assert (period["period_beginning"], period["period_ending"]) == (
+            "2025-12-01 00:00:00",
+            "2026-01-01 00:00:00",
+        )
+        assert c.get("/v2.1/os-instance_usage_audit_log/invalid_time").status_code == 400
+    with compute(cloud, demo_token) as c:
+        assert c.get("/v2.1/os-instance_usage_audit_log").status_code == 403

@@ -92,3 +92,24 @@ def test_limits_follow_the_microversion(cloud: CloudRunner, admin_token):
         "totalRAMUsed",
         "totalServerGroupsUsed",
     }
+
+
+def test_default_quota_class_sets_every_projects_defaults(cloud: CloudRunner, admin_token: str):
+    with compute(cloud, admin_token) as c:
+        shown = c.get("/os-quota-class-sets/default").json()["quota_class_set"]
+        assert shown.pop("id") == "default" and "floating_ips" in shown
+        assert "server_groups" not in shown  # before 2.50
+        try:
+            wanted = {k: v + 100 for k, v in shown.items()}
+            updated = c.put(
+                "/os-quota-class-sets/default", json={"quota_class_set": wanted}
+            ).json()["quota_class_set"]
+            assert updated == wanted
+            defaults = c.get("/os-quota-sets/anything/defaults").json()["quota_set"]
+            assert defaults["instances"] == wanted["instances"]
+        finally:
+            c.put("/os-quota-class-sets/default", json={"quota_class_set": shown})
+        latest = c.get(
+            "/os-quota-class-sets/default", headers={"OpenStack-API-Version": "compute 2.57"}
+        ).json()["quota_class_set"]
+        assert "server_groups" in latest and "floating_ips" not in latest

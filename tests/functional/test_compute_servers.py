@@ -44,7 +44,7 @@ def demo(cloud: CloudRunner, *args: str, check: bool = True):
     return cloud.openstack(*args, cloud="cumulo-demo", check=check)
 
 
-def boot(cloud: CloudRunner, image: str, name: str, *extra: str):
+def boot(cloud: CloudRunner, image: str, name: str, *extra: str, check: bool = True):
     """`server create --wait` of an m1.tiny on the private network, as the demo user."""
     return demo(
         cloud,
@@ -59,6 +59,7 @@ def boot(cloud: CloudRunner, image: str, name: str, *extra: str):
         "--wait",
         name,
         *extra,
+        check=check,
     )
 
 

@@ -132,3 +132,13 @@ def test_force_and_ignore_hosts():
     assert select_destinations(hosts, RequestSpec(1, 1, 0, force_hosts=["c"]))[0].host == "c"
     picked = select_destinations(hosts, RequestSpec(1, 1, 0, ignore_hosts={"a", "b"}))
     assert picked[0].host == "c"
+
+
+def test_same_host_and_different_host_hints():
+    hosts = [host("a"), host("b"), host("c")]
+    assert select_destinations(hosts, RequestSpec(1, 1, 0, same_hosts={"b"}))[0].host == "b"
+    # a same_host hint naming servers on no host leaves no host
+    with pytest.raises(NoValidHost):
+        select_destinations(hosts, RequestSpec(1, 1, 0, same_hosts=set()))
+    picked = select_destinations(hosts, RequestSpec(1, 1, 0, different_hosts={"a", "b"}))
+    assert picked[0].host == "c"

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from cumulo.common.db import utcnow
 from cumulo.compute.api import wire
 from cumulo.compute.api.common import authorize, compute_of, json
-from cumulo.compute.api.services import is_up
+from cumulo.compute.api.services import is_up, wire_binary
 from cumulo.compute.models import ComputeService
 from cumulo.compute.scheduler.claims import COMPUTE_BINARY
 
@@ -55,7 +55,7 @@ async def list_zones_detail(request: Request) -> Response:
     for zone in available:
         hosts: dict[str, dict[str, Any]] = {}
         for svc in by_zone[zone]:
-            hosts.setdefault(svc.host, {})[svc.binary] = {
+            hosts.setdefault(svc.host, {})[wire_binary(svc.binary)] = {
                 "available": not svc.disabled and is_up(request, svc, now),
                 "active": not svc.disabled,
                 "updated_at": wire.timestamp(svc.last_seen_up or svc.updated_at),

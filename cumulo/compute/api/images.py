@@ -21,7 +21,7 @@ from cumulo.compute.api.common import (
     no_content,
 )
 from cumulo.compute.api.proxy import call, proxy_context
-from cumulo.compute.api.server_extras import check_metadata
+from cumulo.compute.api.wire import check_metadata
 
 METADATA_REMOVED_AT = (2, 39)
 MAX_METADATA_ITEMS = 128

@@ -68,7 +68,9 @@ async def show_defaults(request: Request) -> Response:
     """GET /os-quota-sets/{project_id}/defaults"""
     project_id = request.path_params["project_id"]
     await authorize(request, "compute:quotas:defaults")
-    return json({"quota_set": {"id": project_id, **_quota_set(request, quotas.DEFAULTS)}})
+    async with compute_of(request).db.read() as s:
+        limits = await s.run_sync(quotas.defaults)
+    return json({"quota_set": {"id": project_id, **_quota_set(request, limits)}})
 
 
 async def update_quota_set(request: Request) -> Response:
@@ -90,14 +92,61 @@ async def update_quota_set(request: Request) -> Response:
                     f"Quota limit {limit} for {name} must be greater than or equal to "
                     f"already used and reserved {minimum}."
                 )
-            row = await s.get(Quota, (project_id, name))
-            if row is None:
-                s.add(Quota(project_id=project_id, resource=name, hard_limit=limit))
-            else:
-                row.hard_limit = limit
+            await _set_limit(s, project_id, name, limit)
         await s.flush()
         limits = await s.run_sync(quotas.limits, project_id)
     return json({"quota_set": _quota_set(request, limits)})
+
+
+async def _set_limit(s, key: str, name: str, limit: int) -> None:
+    row = await s.get(Quota, (key, name))
+    if row is None:
+        s.add(Quota(project_id=key, resource=name, hard_limit=limit))
+    else:
+        row.hard_limit = limit
+
+
+# -- quota classes (api-ref: Quota class sets (os-quota-class-sets)) ----------------------
+
+
+def class_resources(request: Request) -> list[str]:
+    """Before 2.50 the class set has the network quotas and not the server group ones."""
+    names = shown_resources(request)
+    if version(request) < (2, 50):
+        return sorted({*names, *NETWORK_QUOTAS} - {"server_groups", "server_group_members"})
+    return [n for n in names if n not in NETWORK_QUOTAS]
+
+
+def _class_name(request: Request) -> str:
+    name = request.path_params["class_name"]
+    if not 1 <= len(quotas.class_key(name)) <= 64:
+        raise BadRequest(f"Invalid input for field/attribute id. Value: {name}.")
+    return name
+
+
+async def show_quota_class_set(request: Request) -> Response:
+    await authorize(request, "compute:quotas:update")
+    name = _class_name(request)
+    async with compute_of(request).db.read() as s:
+        limits = await s.run_sync(quotas.class_limits, name)
+    shown = {n: limits.get(n, -1) for n in class_resources(request)}
+    return json({"quota_class_set": {"id": name, **shown}})
+
+
+async def update_quota_class_set(request: Request) -> Response:
+    """PUT /os-quota-class-sets/{name} (admin); `default` is every project's default."""
+    await authorize(request, "compute:quotas:update")
+    name = _class_name(request)
+    body = wire.object_body(await json_body(request), "quota_class_set")
+    wire.reject_unknown(body, set(class_resources(request)))
+    wanted = {n: wire.integer(n, value, -1) for n, value in body.items()}
+    async with compute_of(request).db.write() as s:
+        for resource, limit in wanted.items():
+            # The nova-network quotas are kept (and shown) but limit nothing, as in Nova.
+            await _set_limit(s, quotas.class_key(name), resource, limit)
+        await s.flush()
+        limits = await s.run_sync(quotas.class_limits, name)
+    return json({"quota_class_set": {n: limits.get(n, -1) for n in class_resources(request)}})
 
 
 async def revert_quota_set(request: Request) -> Response:
@@ -114,4 +163,6 @@ routes = [
     Route("/v2.1/os-quota-sets/{project_id}", revert_quota_set, methods=["DELETE"]),
     Route("/v2.1/os-quota-sets/{project_id}/defaults", show_defaults, methods=["GET"]),
     Route("/v2.1/os-quota-sets/{project_id}/detail", show_quota_set_detail, methods=["GET"]),
+    Route("/v2.1/os-quota-class-sets/{class_name}", show_quota_class_set, methods=["GET"]),
+    Route("/v2.1/os-quota-class-sets/{class_name}", update_quota_class_set, methods=["PUT"]),
 ]

@@ -24,7 +24,8 @@ from cumulo.compute.api.common import (
 )
 from cumulo.compute.api.servers import render_server
 from cumulo.compute.api.views import disk_config_changes, host_id
-from cumulo.compute.models import InstanceAction, InstanceActionEvent
+from cumulo.compute.api.wire import check_metadata
+from cumulo.compute.models import Instance, InstanceAction, InstanceActionEvent
 from cumulo.compute.states import InstanceInvalidState
 
 # Actions the api-ref defines that this cloud does not do yet (answered 501, honestly).
@@ -165,11 +166,7 @@ async def _create_image(request: Request, ctx, inst, args: Any) -> Response:
     name = args.get("name")
     if not isinstance(name, str) or not 1 <= len(name) <= 255:
         raise BadRequest("Invalid input for field/attribute name: 1-255 characters.")
-    metadata = args.get("metadata") or {}
-    if not isinstance(metadata, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-    ):
-        raise BadRequest("Invalid input for field/attribute metadata.")
+    metadata = check_metadata(args.get("metadata") or {})
     image_id = await compute_of(request).create_image(inst, ctx, name, metadata)
     return image_accepted(request, image_id)
 
@@ -244,12 +241,32 @@ def _action_view(request: Request, a: InstanceAction) -> dict[str, Any]:
     return body
 
 
+async def _actions_instance(request: Request, ctx) -> Instance:
+    """The server whose actions are read; from 2.21 a deleted one too (as Nova)."""
+    service = compute_of(request)
+    server_id = request.path_params["server_id"]
+    if version(request) < (2, 21):
+        return await service.get_instance(ctx, server_id, "compute:instance_actions")
+    async with service.db.read() as s:
+        found = (
+            await s.scalars(
+                select(Instance)
+                .where(Instance.uuid == server_id)
+                .order_by(Instance.deleted)  # a live row first
+            )
+        ).first()
+    rule_ok = found is not None and service.policy.check(
+        "compute:instance_actions", ctx, {"project_id": found.project_id}
+    )
+    if not rule_ok:
+        raise NotFound(f"Instance {server_id} could not be found.")
+    return found
+
+
 async def list_instance_actions(request: Request) -> Response:
     ctx = await authorize(request, "compute:servers:index")
     service = compute_of(request)
-    inst = await service.get_instance(
-        ctx, request.path_params["server_id"], "compute:instance_actions"
-    )
+    inst = await _actions_instance(request, ctx)
     async with service.db.read() as s:
         rows = await s.scalars(
             select(InstanceAction)
@@ -263,9 +280,7 @@ async def list_instance_actions(request: Request) -> Response:
 async def show_instance_action(request: Request) -> Response:
     ctx = await authorize(request, "compute:servers:index")
     service = compute_of(request)
-    inst = await service.get_instance(
-        ctx, request.path_params["server_id"], "compute:instance_actions"
-    )
+    inst = await _actions_instance(request, ctx)
     details = service.policy.check("compute:instance_actions:events:details", ctx)
     async with service.db.read() as s:
         action = await s.scalar(

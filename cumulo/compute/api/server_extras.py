@@ -14,6 +14,7 @@ from cumulo.compute import consoles
 from cumulo.compute.api.common import authorize, compute_of, json, no_content, version
 from cumulo.compute.api.server_actions import console_url
 from cumulo.compute.api.views import addresses
+from cumulo.compute.api.wire import check_metadata
 from cumulo.compute.models import Instance
 from cumulo.metadata.instances import password_of
 
@@ -24,22 +25,6 @@ MAX_TAGS = 50
 async def _instance(request: Request, rule: str) -> Instance:
     ctx = await authorize(request, "compute:servers:index")
     return await compute_of(request).get_instance(ctx, request.path_params["server_id"], rule)
-
-
-def check_metadata(meta: Any) -> dict[str, str]:
-    if not isinstance(meta, dict):
-        raise BadRequest("Malformed request body: metadata must be an object.")
-    for key, value in meta.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= 255:
-            raise BadRequest(
-                "Invalid input for field/attribute metadata: keys are 1-255 characters."
-            )
-        if not isinstance(value, str) or len(value) > 255:
-            raise BadRequest(
-                f"Invalid input for field/attribute metadata.{key}: a string of "
-                "at most 255 characters."
-            )
-    return meta
 
 
 async def _save_metadata(request: Request, inst: Instance, meta: dict[str, str]) -> None:
@@ -261,7 +246,10 @@ async def show_diagnostics(request: Request) -> Response:
                 "cpu0_time": diagnostics["cpu_details"][0]["time"],
             }
         )
-    return json(diagnostics)
+    # The api-ref's driver enumeration (libvirt, xenapi, vmwareapi, ironic, hyperv) has no
+    # value for QEMU run without libvirt: libvirt names the same QEMU/KVM guest (Nova's
+    # fake driver reports libvirt too).
+    return json({**diagnostics, "driver": "libvirt"})
 
 
 async def show_server_password(request: Request) -> Response:

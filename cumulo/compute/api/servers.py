@@ -87,6 +87,19 @@ def _count(value: int | str, field: str) -> int:
     return count
 
 
+def _server_list_hint(hints: dict[str, Any], name: str) -> list[str]:
+    """A same_host / different_host hint: one server UUID or a list of them."""
+    value = hints.get(name)
+    if value is None:
+        return []
+    servers = [value] if isinstance(value, str) else value
+    if not isinstance(servers, list) or not all(
+        isinstance(v, str) and wire.is_uuid(v) for v in servers
+    ):
+        raise BadRequest(f"Invalid input for field/attribute {name}. Value: {value}.")
+    return servers
+
+
 def _truthy(value: bool | str | None) -> bool:
     return value is True or (isinstance(value, str) and value.lower() in ("true", "1", "yes"))
 
@@ -161,6 +174,8 @@ def _parse_create(request: Request, data: Any) -> tuple[CreateRequest, bool]:
         server_group=hints.get("group"),
         block_device_mapping=body.block_device_mapping_v2,
         auto_disk_config=body.disk_config == "AUTO",
+        same_host=_server_list_hint(hints, "same_host"),
+        different_host=_server_list_hint(hints, "different_host"),
     )
     return request_, _truthy(body.return_reservation_id)
 

@@ -20,6 +20,18 @@ from cumulo.compute.api.common import authorize, compute_of, json, no_content, v
 from cumulo.compute.models import ComputeNode, ComputeService, Instance
 from cumulo.compute.scheduler.claims import COMPUTE_BINARY
 
+# The compute agent's binary as clients name it (Nova's nova-compute: Tempest, the
+# openstack CLI's --service); kept as COMPUTE_BINARY in the service records.
+WIRE_COMPUTE_BINARY = "nova-compute"
+
+
+def wire_binary(binary: str) -> str:
+    return WIRE_COMPUTE_BINARY if binary == COMPUTE_BINARY else binary
+
+
+def stored_binary(binary: str) -> str:
+    return COMPUTE_BINARY if binary == WIRE_COMPUTE_BINARY else binary
+
 
 def is_up(request: Request, service: ComputeService | None, now: datetime) -> bool:
     """Up: not forced down, and a heartbeat within service_down_time."""
@@ -36,7 +48,7 @@ def service_id(request: Request, service: ComputeService) -> int | str:
 def service_view(request: Request, service: ComputeService, now: datetime) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": service_id(request, service),
-        "binary": service.binary,
+        "binary": wire_binary(service.binary),
         "host": service.host,
         "zone": service.availability_zone if service.binary == COMPUTE_BINARY else "internal",
         "status": "disabled" if service.disabled else "enabled",
@@ -68,10 +80,10 @@ async def list_services(request: Request) -> Response:
     """GET /os-services?host=&binary="""
     await authorize(request, "compute:services:list")
     query = select(ComputeService).order_by(ComputeService.id)
-    for param in ("host", "binary"):
-        value = request.query_params.get(param)
-        if value is not None:
-            query = query.where(getattr(ComputeService, param) == value)
+    if (host := request.query_params.get("host")) is not None:
+        query = query.where(ComputeService.host == host)
+    if (binary := request.query_params.get("binary")) is not None:
+        query = query.where(ComputeService.binary == stored_binary(binary))
     async with compute_of(request).db.read() as s:
         services = list((await s.scalars(query)).all())
     now = utcnow()
@@ -108,8 +120,8 @@ async def update_service(request: Request) -> Response:
         service = await find_service(s, request, raw)
         if service.binary != COMPUTE_BINARY and body.get("status"):
             raise BadRequest(
-                f"Updating a {service.binary} service is not supported. "
-                f"Only {COMPUTE_BINARY} services can be updated."
+                f"Updating a {wire_binary(service.binary)} service is not supported. "
+                f"Only {WIRE_COMPUTE_BINARY} services can be updated."
             )
         if body.get("status") is not None:
             service.disabled = body["status"] == "disabled"
@@ -142,7 +154,7 @@ async def _legacy_action(request: Request, action: str) -> Response:
     async with compute_of(request).db.write() as s:
         service = await s.scalar(
             select(ComputeService).where(
-                ComputeService.host == host, ComputeService.binary == binary
+                ComputeService.host == host, ComputeService.binary == stored_binary(binary)
             )
         )
         if service is None:

@@ -118,3 +118,19 @@ def timestamp(value: datetime | None) -> str | None:
 
 def is_admin(request: Request, ctx: RequestContext) -> bool:
     return compute_of(request).policy.check("cloud_admin", ctx)
+
+
+def check_metadata(meta: Any) -> dict[str, str]:
+    if not isinstance(meta, dict):
+        raise BadRequest("Malformed request body: metadata must be an object.")
+    for key, value in meta.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= 255:
+            raise BadRequest(
+                "Invalid input for field/attribute metadata: keys are 1-255 characters."
+            )
+        if not isinstance(value, str) or len(value) > 255:
+            raise BadRequest(
+                f"Invalid input for field/attribute metadata.{key}: a string of "
+                "at most 255 characters."
+            )
+    return meta

@@ -108,6 +108,12 @@ class SchedulerManager(Endpoint):
         self, ctx: dict, request_spec: dict[str, Any], instance_uuids: list[str]
     ) -> list[dict[str, str]]:
         spec = request_spec_from_dict(request_spec, len(instance_uuids))
+        same, different = request_spec.get("same_host"), request_spec.get("different_host")
+        if same or different:
+            async with self.db.read() as s:
+                if same:
+                    spec.same_hosts = await hosts_of_instances(s, list(same))
+                spec.different_hosts = await hosts_of_instances(s, list(different or []))
         group_uuid = request_spec.get("server_group")
         claimed: list[str] = []
         chosen: list[dict[str, str]] = []

@@ -14,9 +14,11 @@ from cumulo.compute.scheduler.filters.affinity import (
 from cumulo.compute.scheduler.filters.availability_zone import AvailabilityZoneFilter
 from cumulo.compute.scheduler.filters.compute import ComputeFilter
 from cumulo.compute.scheduler.filters.core import CoreFilter
+from cumulo.compute.scheduler.filters.different_host import DifferentHostFilter
 from cumulo.compute.scheduler.filters.disk import DiskFilter
 from cumulo.compute.scheduler.filters.image_properties import ImagePropertiesFilter
 from cumulo.compute.scheduler.filters.ram import RamFilter
+from cumulo.compute.scheduler.filters.same_host import SameHostFilter
 from cumulo.compute.scheduler.host_state import HostState, RequestSpec
 
 
@@ -35,4 +37,6 @@ DEFAULT_FILTERS: list[HostFilter] = [
     ImagePropertiesFilter(),
     ServerGroupAffinityFilter(),
     ServerGroupAntiAffinityFilter(),
+    SameHostFilter(),
+    DifferentHostFilter(),
 ]
