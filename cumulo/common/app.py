@@ -64,7 +64,17 @@ def setup_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+    quiet_libraries(level)
+
+
+# Libraries whose debug lines hold secrets (httpcore: every header, X-Auth-Token and
+# X-Subject-Token included) or only noise (alembic): never below WARNING.
+QUIET_LIBRARIES = ("alembic", "httpcore", "hpack")
+
+
+def quiet_libraries(level: int) -> None:
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
 class RequestIdMiddleware:
