@@ -91,8 +91,9 @@ class HostOptions:
     reserved_host_memory_mb: int = 0
     reserved_host_disk_gb: int = 0
     force_config_drive: bool = False
-    # How long a build waits for the data plane to wire its ports (seconds).
-    vif_plugging_timeout: float = 30.0
+    # How long a build waits for the data plane to wire its ports (seconds; Nova's
+    # default: an agent busy with many networks at once takes a while).
+    vif_plugging_timeout: float = 300.0
 
 
 INTERRUPTED_BUILD = "The compute host restarted while it was building the server."
