@@ -186,7 +186,12 @@ class ComputeManager(Endpoint):
         it goes to ERROR with a fault. A delete is finished. Any other task is cleared
         (the power state sync then says what the guest is). A guest with no server on
         this host (deleted meanwhile) is removed."""
-        token = await self.network.service_token() if self.network is not None else ""
+        token = ""
+        if self.network is not None:
+            try:
+                token = await self.network.service_token()
+            except Exception:  # noqa: BLE001 - Identity down: ports are freed on delete
+                LOG.warning("no service token: interrupted builds keep their ports")
         ctx = {**self.service_context, "auth_token": token}
         instances = await self.conductor.instances_on_host(ctx, self.host)
         for inst in instances:
