@@ -194,7 +194,11 @@ class QemuDriver(ComputeDriver):
                     "volumes": volumes,
                     "suspended": False,
                 }
+                # Saved before anything outside the directory exists: a host killed from
+                # here on leaves a record that destroy() removes it all by.
                 self._save(guest.uuid, record)
+                for vif in guest.vifs:
+                    await _plug_tap(vif)
                 await self._start(guest.uuid, record)
             except BaseException:
                 await self._remove(guest.uuid)
@@ -254,8 +258,8 @@ class QemuDriver(ComputeDriver):
         if len(namespaces) > 1:
             raise DriverError("a guest's ports must all be in one network namespace")
         machine.netns = namespaces.pop() if namespaces else None
-        for vif in guest.vifs:
-            machine.nics.append(qp.Nic(await _plug_tap(vif), vif.mac))
+        # The taps are named here and plugged once the record names them (see spawn).
+        machine.nics += [qp.Nic(tap_name(vif.port_id), vif.mac) for vif in guest.vifs]
         return machine
 
     async def _start(self, uuid: str, record: dict[str, Any], incoming: str | None = None) -> None:
