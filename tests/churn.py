@@ -4,8 +4,9 @@ after round; and what a cloud holds on its host, to compare before and after.
 One tenant, built by a new project's member user through openstacksdk: a network,
 a subnet, a router with the external gateway and an interface on the subnet, a
 security group with a rule, a 1 GiB volume, servers on the network in the group,
-and a floating IP on the first server; then all of it deleted in reverse. The admin
-makes the project and user first and deletes them last. Used by tests/e2e/test_churn.py
+a floating IP on the first server and the volume attached to it; then all of it
+detached and deleted in reverse. The admin makes the project and user first and
+deletes them (and the project's default security group) last. Used by tests/e2e/test_churn.py
 and bench/churn.py (longer runs, figures).
 """
 
@@ -163,6 +164,9 @@ class Tenant:
         fip = t("floating ip create", net.create_ip, floating_network_id=public.id,
                 port_id=port.id)  # fmt: skip
 
+        t("volume attach", self.volume_attach, conn, servers[0], volume)
+
+        t("volume detach", self.volume_detach, conn, servers[0], volume)
         t("floating ip delete", net.delete_ip, fip)
         for server in servers:
             t("server delete", self.server_delete, conn, server)
@@ -200,6 +204,14 @@ class Tenant:
     def volume_create(self, conn: Connection) -> Any:
         volume = conn.block_storage.create_volume(size=1, name="churn")
         return conn.block_storage.wait_for_status(volume, "available", wait=self.w.timeout)
+
+    def volume_attach(self, conn: Connection, server: Any, volume: Any) -> None:
+        conn.compute.create_volume_attachment(server, volume_id=volume.id)
+        conn.block_storage.wait_for_status(volume, "in-use", wait=self.w.timeout, interval=0.5)
+
+    def volume_detach(self, conn: Connection, server: Any, volume: Any) -> None:
+        conn.compute.delete_volume_attachment(server, volume.id)
+        conn.block_storage.wait_for_status(volume, "available", wait=self.w.timeout, interval=0.5)
 
     def volume_delete(self, conn: Connection, volume: Any) -> None:
         conn.block_storage.delete_volume(volume)

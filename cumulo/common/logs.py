@@ -82,4 +82,14 @@ def setup_logging(
     root = logging.getLogger()
     root.handlers[:] = handlers
     root.setLevel(level)
-    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+    quiet_libraries(level)
+
+
+# Libraries whose debug lines hold secrets (httpcore: every header, X-Auth-Token and
+# X-Subject-Token included) or only noise (alembic): never below WARNING.
+QUIET_LIBRARIES = ("alembic", "httpcore", "hpack")
+
+
+def quiet_libraries(level: int) -> None:
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))

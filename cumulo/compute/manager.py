@@ -94,8 +94,9 @@ class HostOptions:
     reserved_host_memory_mb: int = 0
     reserved_host_disk_gb: int = 0
     force_config_drive: bool = False
-    # How long a build waits for the data plane to wire its ports (seconds).
-    vif_plugging_timeout: float = 30.0
+    # How long a build waits for the data plane to wire its ports (seconds; Nova's
+    # default: an agent busy with many networks at once takes a while).
+    vif_plugging_timeout: float = 300.0
     # Seconds before a shelved server is offloaded by the periodic task (0 or -1: never
     # by it; 0 offloads at shelve time).
     shelved_offload_time: int = 0
@@ -198,7 +199,12 @@ class ComputeManager(HostMoves, Endpoint):
         it goes to ERROR with a fault. A delete is finished. Any other task is cleared
         (the power state sync then says what the guest is). A guest with no server on
         this host (deleted meanwhile) is removed."""
-        token = await self.network.service_token() if self.network is not None else ""
+        token = ""
+        if self.network is not None:
+            try:
+                token = await self.network.service_token()
+            except Exception:  # noqa: BLE001 - Identity down: ports are freed on delete
+                LOG.warning("no service token: interrupted builds keep their ports")
         ctx = {**self.service_context, "auth_token": token}
         instances = await self.conductor.instances_on_host(ctx, self.host)
         for inst in instances:

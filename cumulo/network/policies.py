@@ -15,6 +15,8 @@ NETWORK_RULES: dict[str, str] = {
     # The compute service (role service) sees and binds any project's ports.
     "network:service": "role:service",
     "network:update_port": _OWNER + " or role:service",
+    # ...and deletes the ports it made (Neutron's delete_port: service_api).
+    "network:delete_port": _OWNER + " or role:service",
     "network:reader": _READER,
     # Attributes only an admin may set (Neutron: create_network:shared, ...).
     "network:set_shared": _ADMIN,

@@ -1,5 +1,6 @@
 """Churn on a real cloud: projects at once build a tenant (network, subnet, router with
-the external gateway, security group, volume, servers, floating IP) and tear it down,
+the external gateway, security group, volume attached to a server, servers, floating
+IP) and tear it down,
 round after round. Most servers run on fake hosts, one QEMU guest per round on the
 real host (linuxbridge data plane). Afterwards nothing is left: no failed build, no
 server or volume, and the host holds what it held before (namespaces, links, dnsmasq

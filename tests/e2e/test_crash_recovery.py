@@ -204,6 +204,7 @@ def test_a_killed_cloud_restarts_with_every_server_and_volume_final_and_nothing_
         conn.compute.wait_for_delete(server, wait=120)
     wait_until(lambda: not volumes(), 120, "volumes not deleted")
     assert footprint(state)["processes"]["qemu-system-x86_64"] == 0
+    assert footprint(state)["links"]["tap"] == 0  # no guest's tap left on the bridges
     assert not list(instances.iterdir())
     assert not list((state / "volumes").rglob("volume-*"))
     ports = [p for p in admin.network.ports() if not p.device_owner.startswith("network:")]

@@ -192,19 +192,22 @@ class QemuDriver(QemuMoves, ComputeDriver):
             directory.mkdir(parents=True, exist_ok=True)
             try:
                 machine = await self._prepare(guest, directory)
-                record = self._new_record(machine, guest)
-                self._save(guest.uuid, record)
+                record = await self._record_and_plug(machine, guest)
                 await self._start(guest.uuid, record)
             except BaseException:
                 await self._remove(guest.uuid)
                 raise
 
-    @staticmethod
-    def _new_record(machine: qp.MachineConfig, guest: GuestSpec) -> dict[str, Any]:
-        """guest.json of a new guest; its volumes as given (the root one first when it
-        boots from a volume)."""
+    async def _record_and_plug(self, machine: qp.MachineConfig, guest: GuestSpec) -> dict[str, Any]:
+        """guest.json of a new guest (its volumes as given, the root one first when it
+        boots from a volume), saved before anything outside its directory exists (a host
+        killed from here on leaves a record destroy() removes it all by); then its taps."""
         volumes = {d.volume_id: dataclasses.asdict(_volume_drive(d)) for d in guest.block_devices}
-        return {"machine": dataclasses.asdict(machine), "volumes": volumes, "suspended": False}
+        record = {"machine": dataclasses.asdict(machine), "volumes": volumes, "suspended": False}
+        self._save(guest.uuid, record)
+        for vif in guest.vifs:
+            await _plug_tap(vif)
+        return record
 
     async def _prepare(
         self, guest: GuestSpec, directory: Path, copied: dict[str, str] | None = None
@@ -270,8 +273,8 @@ class QemuDriver(QemuMoves, ComputeDriver):
         if len(namespaces) > 1:
             raise DriverError("a guest's ports must all be in one network namespace")
         machine.netns = namespaces.pop() if namespaces else None
-        for vif in guest.vifs:
-            machine.nics.append(qp.Nic(await _plug_tap(vif), vif.mac))
+        # The taps are named here and plugged once the record names them (see spawn).
+        machine.nics += [qp.Nic(tap_name(vif.port_id), vif.mac) for vif in guest.vifs]
         return machine
 
     async def _start(

@@ -154,8 +154,7 @@ class QemuMoves:
             directory.mkdir(parents=True, exist_ok=True)
             try:
                 machine = await self._prepare(guest, directory, copied=disk_info["disks"])
-                record = self._new_record(machine, guest)
-                self._save(guest.uuid, record)
+                record = await self._record_and_plug(machine, guest)
                 if power_on:
                     await self._start(guest.uuid, record)
             except BaseException:
@@ -175,8 +174,7 @@ class QemuMoves:
             directory.mkdir(parents=True, exist_ok=True)
             try:
                 machine = await self._prepare(guest, directory)
-                record = self._new_record(machine, guest)
-                self._save(guest.uuid, record)
+                record = await self._record_and_plug(machine, guest)
                 port = _free_port(address)
                 await self._start(guest.uuid, record, incoming=f"tcp:{address}:{port}", paused=True)
                 data: dict[str, Any] = {"uri": f"tcp:{address}:{port}", "disks": []}

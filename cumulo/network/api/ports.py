@@ -528,7 +528,7 @@ async def delete_port(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     port_id = request.path_params["port_id"]
     port = await visible_port(service, ctx, port_id)
-    service.enforce(ctx, "network:owner", port.project_id)
+    service.enforce(ctx, "network:delete_port", port.project_id)
     if port.device_owner in ROUTER_OWNERS:
         raise Conflict(
             f"Port {port_id} cannot be deleted directly via the port API: has device owner "
