@@ -297,3 +297,57 @@ def test_json_account_listing_shape(http):
     body = http.get("", params={"format": "json", "limit": 1}).json()
     assert set(body[0]) == {"name", "count", "bytes", "last_modified"}
     assert json.loads(http.get("", params={"format": "json", "marker": "~"}).text) == []
+
+
+def test_container_and_account_quotas_refuse_uploads_over_them(cloud, http):
+    name = unique("quota")
+    assert http.put(f"/{name}", headers={"X-Container-Meta-Quota-Bytes": "x"}).status_code == 400
+    http.put(f"/{name}", headers={"X-Container-Meta-Quota-Bytes": "10"})
+    assert http.put(f"/{name}/fits", content=b"12345").status_code == 201
+    over = http.put(f"/{name}/over", content=b"1234567890")
+    assert over.status_code == 413 and over.text == "Upload exceeds quota."
+    assert http.head(f"/{name}/over").status_code == 404
+    http.post(f"/{name}", headers={"X-Container-Meta-Quota-Count": "1"})
+    assert http.put(f"/{name}/second", content=b"1").status_code == 413
+    # Account quotas are set by a reseller admin only.
+    assert http.post("", headers={"X-Account-Meta-Quota-Bytes": "1"}).status_code == 403
+
+
+def test_bulk_delete_and_swift_delete_of_a_whole_container(cloud, http):
+    name = unique("bulk")
+    http.put(f"/{name}")
+    for obj in ("a", "b/c", "d e"):
+        http.put(f"/{name}/{obj}", content=b"x")
+    body = f"{name}/a\n{name}/b%2Fc\n{name}/missing\n"
+    r = http.post(
+        "", params={"bulk-delete": ""}, content=body, headers={"Accept": "application/json"}
+    )
+    result = r.json()
+    assert result["Number Deleted"] == 2 and result["Number Not Found"] == 1
+    assert result["Response Status"] == "200 OK"
+    assert http.get(f"/{name}").text == "d e\n"
+    swift(cloud, "delete", name)
+    assert http.head(f"/{name}").status_code == 404
+
+
+def test_a_put_cut_off_half_way_leaves_no_object(cloud, http):
+    name = unique("cut")
+    http.put(f"/{name}")
+    before = set(replica_files(cloud))
+    url = httpx.URL(str(http.base_url).rstrip("/") + f"/{name}/partial")
+    head = (
+        f"PUT {url.raw_path.decode()} HTTP/1.1\r\nHost: {url.host}\r\n"
+        f"X-Auth-Token: {http.headers['X-Auth-Token']}\r\nContent-Length: 100000\r\n\r\n"
+    )
+    with socket.create_connection((url.host, url.port), timeout=30) as sock:
+        sock.sendall(head.encode() + b"x" * 50_000)
+    import time
+
+    for _ in range(50):
+        if not list((cloud.state_dir / "object-store" / "devices").glob("*/tmp/*")):
+            break
+        time.sleep(0.1)
+    assert http.head(f"/{name}/partial").status_code == 404
+    assert set(replica_files(cloud)) == before
+    assert not list((cloud.state_dir / "object-store" / "devices").glob("*/tmp/*"))
+    assert http.get(f"/{name}").status_code == 204

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cumulo.object_store.api.bulk import bulk_delete
 from cumulo.object_store.api.common import (
     caller_for,
     empty,
@@ -20,6 +21,7 @@ from cumulo.object_store.api.listing import (
     listing_query,
     render,
 )
+from cumulo.object_store.api.quotas import check_account_quota_headers
 from cumulo.object_store.constraints import check_metadata
 from cumulo.object_store.storage import timestamps
 
@@ -60,10 +62,13 @@ def account_headers(request: Request, info: dict | None) -> dict[str, str]:
 async def account(request: Request) -> Response:
     name = request.path_params["account"]
     caller = await caller_for(request, name)
+    if request.method in ("POST", "DELETE") and "bulk-delete" in request.query_params:
+        return await bulk_delete(request, caller, name)
     require_owner(caller)
     store = store_of(request)
     if request.method == "POST":
         check_metadata(request.headers, "account")
+        check_account_quota_headers(request, caller)
         updates = metadata_updates(request, "account", ("x-account-access-control",))
         await store.proxy.account_post(name, updates)
         return empty(request, 204)

@@ -22,6 +22,7 @@ from cumulo.object_store.api.listing import (
     object_entry,
     render,
 )
+from cumulo.object_store.api.quotas import check_container_quota_headers
 from cumulo.object_store.constraints import (
     MAX_CONTAINER_NAME_LENGTH,
     check_metadata,
@@ -70,6 +71,7 @@ async def container(request: Request) -> Response:
             await store.proxy.container_delete(account, name)
             return empty(request, 204)
         check_metadata(request.headers, "container")
+        check_container_quota_headers(request)
         if (await store.proxy.container_info(account, name)).status != 200:
             raise SwiftError(404)
         await store.proxy.container_post(
@@ -112,6 +114,7 @@ async def _put(request: Request, caller, account: str, name: str) -> Response:
     require_owner(caller)
     store = store_of(request)
     check_metadata(request.headers, "container")
+    check_container_quota_headers(request)
     existing = await store.proxy.container_info(account, name)
     requested = request.headers.get("x-storage-policy")
     if requested is not None:

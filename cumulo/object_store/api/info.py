@@ -7,7 +7,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cumulo.object_store import constraints
-from cumulo.object_store.api import large_objects, tempurl
+from cumulo.object_store.api import bulk, large_objects, tempurl
 from cumulo.object_store.api.common import store_of, trans_headers
 
 SWIFT_VERSION = "2.35.0"
@@ -44,6 +44,9 @@ def capabilities(request: Request) -> dict:
             "min_segment_size": large_objects.MIN_SEGMENT_SIZE,
         },
         "tempurl": tempurl.info(),
+        "bulk_delete": bulk.info(),
+        "container_quotas": {},
+        "account_quotas": {},
         "dlo": {"max_segments": large_objects.MAX_DLO_SEGMENTS},
     }
 

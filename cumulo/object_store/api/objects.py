@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cumulo.object_store.api import large_object_requests as large
-from cumulo.object_store.api import tempurl
+from cumulo.object_store.api import quotas, tempurl
 from cumulo.object_store.api.common import (
     Caller,
     caller_for,
@@ -95,7 +95,7 @@ async def _object_request(
             source = _split_path(request.headers["x-copy-from"], "X-Copy-From")
             src_account = request.headers.get("x-copy-from-account", account)
             return await _copy(request, (src_account, *source), (account, container, name))
-        return await _put(request, policy, account, container, name)
+        return await _put(request, caller, policy, account, container, name)
     if method == "COPY":
         if "destination" not in request.headers:
             raise SwiftError(412, "You must provide a Destination header")
@@ -241,12 +241,18 @@ def _content_length(request: Request, max_size: int) -> int | None:
 
 
 async def _put(
-    request: Request, policy: StoragePolicy, account: str, container: str, name: str
+    request: Request,
+    caller: Caller,
+    policy: StoragePolicy,
+    account: str,
+    container: str,
+    name: str,
 ) -> Response:
     store = store_of(request)
     max_size = store.config.max_file_size
     length = _content_length(request, max_size)
     check_metadata(request.headers, "object")
+    await quotas.check_upload(request, caller, account, container, length or 0)
     metadata = {"Content-Type": content_type(request, name), **user_metadata(request)}
     await _check_if_none_match(request, policy, account, container, name)
     stored = await store.proxy.object_put(
@@ -291,13 +297,12 @@ async def _copy(request: Request, source: tuple[str, str, str], dest: tuple[str,
     check_metadata(request.headers, "object")
     dest_account, dest_container, dest_name = dest
     check_name("Object", dest_name, MAX_OBJECT_NAME_LENGTH)
+    dest_caller = await caller_for(request, dest_account)
     dest_policy = await container_policy(
-        request,
-        await caller_for(request, dest_account),
-        dest_account,
-        dest_container,
-        "X-Container-Write",
+        request, dest_caller, dest_account, dest_container, "X-Container-Write"
     )
+    size = int(stored.metadata["Content-Length"])
+    await quotas.check_upload(request, dest_caller, dest_account, dest_container, size)
     fresh = request.headers.get("x-fresh-metadata", "").lower() in ("true", "1", "yes")
     metadata = (
         {}
