@@ -351,3 +351,36 @@ def test_a_put_cut_off_half_way_leaves_no_object(cloud, http):
     assert set(replica_files(cloud)) == before
     assert not list((cloud.state_dir / "object-store" / "devices").glob("*/tmp/*"))
     assert http.get(f"/{name}").status_code == 204
+
+
+def test_versioned_containers_keep_old_versions_stack_and_history(http):
+    name, versions = unique("docs"), unique("docs-versions")
+    http.put(f"/{versions}")
+    both = {"X-Versions-Location": versions, "X-History-Location": versions}
+    assert http.put(f"/{name}", headers=both).status_code == 400
+    http.put(f"/{name}", headers={"X-Versions-Location": versions})
+    for body in (b"v1", b"v2", b"v3"):
+        assert http.put(f"/{name}/doc", content=body).status_code == 201
+    kept = http.get(f"/{versions}").text.split()
+    assert len(kept) == 2 and all(k.startswith("003doc/") for k in kept)
+    assert http.get(f"/{name}/doc").content == b"v3"
+    assert http.delete(f"/{name}/doc").status_code == 204
+    assert http.get(f"/{name}/doc").content == b"v2"
+    http.delete(f"/{name}/doc")
+    assert http.get(f"/{name}/doc").content == b"v1"
+    http.delete(f"/{name}/doc")
+    assert http.get(f"/{name}/doc").status_code == 404
+    # History mode: a delete archives the current version and nothing comes back.
+    history = unique("history")
+    http.put(f"/{history}", headers={"X-History-Location": versions})
+    http.put(f"/{history}/log", content=b"one")
+    http.put(f"/{history}/log", content=b"two")
+    assert http.delete(f"/{history}/log").status_code == 204
+    assert http.get(f"/{history}/log").status_code == 404
+    archived = http.get(f"/{versions}", params={"prefix": "003log/"}).text.split()
+    assert [http.get(f"/{versions}/{a}").content for a in archived] == [b"one", b"two"]
+    missing = unique("nowhere")
+    orphan = unique("orphan")
+    http.put(f"/{orphan}", headers={"X-Versions-Location": missing})
+    http.put(f"/{orphan}/x", content=b"1")
+    assert http.put(f"/{orphan}/x", content=b"2").status_code == 412

@@ -23,6 +23,7 @@ from cumulo.object_store.api.listing import (
     render,
 )
 from cumulo.object_store.api.quotas import check_container_quota_headers
+from cumulo.object_store.api.versioning import check_flags
 from cumulo.object_store.constraints import (
     MAX_CONTAINER_NAME_LENGTH,
     check_metadata,
@@ -72,6 +73,7 @@ async def container(request: Request) -> Response:
             return empty(request, 204)
         check_metadata(request.headers, "container")
         check_container_quota_headers(request)
+        check_flags(request)
         if (await store.proxy.container_info(account, name)).status != 200:
             raise SwiftError(404)
         await store.proxy.container_post(
@@ -115,6 +117,7 @@ async def _put(request: Request, caller, account: str, name: str) -> Response:
     store = store_of(request)
     check_metadata(request.headers, "container")
     check_container_quota_headers(request)
+    check_flags(request)
     existing = await store.proxy.container_info(account, name)
     requested = request.headers.get("x-storage-policy")
     if requested is not None:

@@ -7,7 +7,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cumulo.object_store import constraints
-from cumulo.object_store.api import bulk, large_objects, tempurl
+from cumulo.object_store.api import bulk, large_objects, tempurl, versioning
 from cumulo.object_store.api.common import store_of, trans_headers
 
 SWIFT_VERSION = "2.35.0"
@@ -46,6 +46,7 @@ def capabilities(request: Request) -> dict:
         "tempurl": tempurl.info(),
         "bulk_delete": bulk.info(),
         "container_quotas": {},
+        "versioned_writes": versioning.info(),
         "account_quotas": {},
         "dlo": {"max_segments": large_objects.MAX_DLO_SEGMENTS},
     }

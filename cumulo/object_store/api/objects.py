@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cumulo.object_store.api import large_object_requests as large
-from cumulo.object_store.api import quotas, tempurl
+from cumulo.object_store.api import quotas, tempurl, versioning
 from cumulo.object_store.api.common import (
     Caller,
     caller_for,
@@ -83,6 +83,7 @@ async def _object_request(
         return await _get(request, caller, account, container, name)
     policy = await _writable_container(request, caller, account, container)
     if method == "PUT":
+        await versioning.archive_current(request, caller, policy, account, container, name)
         if request.query_params.get("multipart-manifest") == "put":
             return await large.put_manifest(request, caller, policy, account, container, name)
         if "x-static-large-object" in request.headers:
@@ -111,6 +112,9 @@ async def _object_request(
     if method == "DELETE":
         if request.query_params.get("multipart-manifest") == "delete":
             return await large.delete_manifest(request, caller, policy, account, container, name)
+        if await versioning.delete_restoring(request, caller, policy, account, container, name):
+            return empty(request, 204)
+        await versioning.archive_current(request, caller, policy, account, container, name)
         if not await store_of(request).proxy.object_delete(policy, account, container, name):
             raise SwiftError(404)
         return empty(request, 204)
