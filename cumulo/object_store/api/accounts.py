@@ -69,7 +69,7 @@ async def account(request: Request) -> Response:
     if request.method == "POST":
         check_metadata(request.headers, "account")
         check_account_quota_headers(request, caller)
-        updates = metadata_updates(request, "account", ("x-account-access-control",))
+        updates = metadata_updates(request, "account")
         await store.proxy.account_post(name, updates)
         return empty(request, 204)
     if request.method == "HEAD":
