@@ -384,3 +384,34 @@ def test_versioned_containers_keep_old_versions_stack_and_history(http):
     http.put(f"/{orphan}", headers={"X-Versions-Location": missing})
     http.put(f"/{orphan}/x", content=b"1")
     assert http.put(f"/{orphan}/x", content=b"2").status_code == 412
+
+
+def test_a_tar_upload_becomes_objects_in_containers_it_creates(http):
+    import io
+    import tarfile
+
+    name = unique("tarball")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path, data in ((f"{name}/a.txt", b"alpha"), (f"{name}/dir/b.txt", b"beta")):
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    r = http.put(
+        "",
+        params={"extract-archive": "tar.gz"},
+        content=buf.getvalue(),
+        headers={"Accept": "application/json"},
+    )
+    result = r.json()
+    assert result["Number Files Created"] == 2 and result["Response Status"] == "201 Created"
+    assert http.get(f"/{name}").text == "a.txt\ndir/b.txt\n"
+    assert http.get(f"/{name}/dir/b.txt").content == b"beta"
+    bad = http.put(
+        f"/{name}",
+        params={"extract-archive": "tar"},
+        content=b"not a tar",
+        headers={"Accept": "application/json"},
+    ).json()
+    assert bad["Response Status"] == "400 Bad Request"
+    assert http.put("", content=b"").status_code == 405

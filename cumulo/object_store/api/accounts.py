@@ -5,14 +5,13 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cumulo.object_store.api.bulk import bulk_delete
+from cumulo.object_store.api.bulk import bulk_delete, extract_archive
 from cumulo.object_store.api.common import (
     caller_for,
     empty,
     metadata_updates,
     require_owner,
     store_of,
-    trans_headers,
 )
 from cumulo.object_store.api.listing import (
     CONTENT_TYPES,
@@ -23,6 +22,7 @@ from cumulo.object_store.api.listing import (
 )
 from cumulo.object_store.api.quotas import check_account_quota_headers
 from cumulo.object_store.constraints import check_metadata
+from cumulo.object_store.errors import SwiftError
 from cumulo.object_store.storage import timestamps
 
 
@@ -56,7 +56,7 @@ def account_headers(request: Request, info: dict | None) -> dict[str, str]:
     for key, (value, _ts) in info["metadata"].items():
         if value != "":
             headers[key] = value
-    return {**headers, **trans_headers(request)}
+    return {**headers}
 
 
 async def account(request: Request) -> Response:
@@ -64,8 +64,13 @@ async def account(request: Request) -> Response:
     caller = await caller_for(request, name)
     if request.method in ("POST", "DELETE") and "bulk-delete" in request.query_params:
         return await bulk_delete(request, caller, name)
+    if request.method == "PUT" and "extract-archive" in request.query_params:
+        return await extract_archive(request, caller, name, "")
     require_owner(caller)
     store = store_of(request)
+    if request.method in ("PUT", "DELETE", "COPY"):
+        # allow_account_management is off: accounts come and go with their projects.
+        raise SwiftError(405)
     if request.method == "POST":
         check_metadata(request.headers, "account")
         check_account_quota_headers(request, caller)

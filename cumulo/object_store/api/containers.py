@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cumulo.object_store.api.bulk import extract_archive
 from cumulo.object_store.api.common import (
     acl_allows,
     caller_for,
@@ -13,7 +14,6 @@ from cumulo.object_store.api.common import (
     metadata_updates,
     require_owner,
     store_of,
-    trans_headers,
 )
 from cumulo.object_store.api.listing import (
     CONTENT_TYPES,
@@ -54,7 +54,7 @@ def container_headers(request: Request, info: ContainerInfo) -> dict[str, str]:
         "Accept-Ranges": "bytes",
         **(info.metadata or {}),
     }
-    return {**headers, **trans_headers(request)}
+    return {**headers}
 
 
 async def container(request: Request) -> Response:
@@ -64,6 +64,8 @@ async def container(request: Request) -> Response:
     check_name("Container", name, MAX_CONTAINER_NAME_LENGTH)
     store = store_of(request)
     method = request.method
+    if method == "PUT" and "extract-archive" in request.query_params:
+        return await extract_archive(request, caller, account, name)
     if method == "PUT":
         return await _put(request, caller, account, name)
     if method in ("POST", "DELETE"):

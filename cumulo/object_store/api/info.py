@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from cumulo.object_store import constraints
 from cumulo.object_store.api import bulk, large_objects, tempurl, versioning
-from cumulo.object_store.api.common import store_of, trans_headers
+from cumulo.object_store.api.common import store_of
 
 SWIFT_VERSION = "2.35.0"
 
@@ -45,6 +45,10 @@ def capabilities(request: Request) -> dict:
         },
         "tempurl": tempurl.info(),
         "bulk_delete": bulk.info(),
+        "bulk_upload": {
+            "max_containers_per_extraction": bulk.MAX_CONTAINERS_PER_EXTRACTION,
+            "max_failed_extractions": 1000,
+        },
         "container_quotas": {},
         "versioned_writes": versioning.info(),
         "account_quotas": {},
@@ -56,7 +60,7 @@ async def info(request: Request) -> Response:
     body = capabilities(request)
     if request.method == "HEAD":
         return Response(b"", headers={"Content-Type": "application/json; charset=UTF-8"})
-    return JSONResponse(body, headers=trans_headers(request))
+    return JSONResponse(body)
 
 
 async def healthcheck(_request: Request) -> Response:

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from cumulo.object_store.api import quotas
 from cumulo.object_store.api.bulk import bulk_result
-from cumulo.object_store.api.common import Caller, caller_for, store_of, trans_headers
+from cumulo.object_store.api.common import Caller, caller_for, store_of
 from cumulo.object_store.api.large_objects import (
     SLO_ETAG,
     SLO_SIZE,
@@ -139,7 +139,7 @@ async def delete_manifest(
     if stored is None or not stored.metadata.get("X-Static-Large-Object"):
         if stored is None or not await store.proxy.object_delete(policy, account, container, name):
             raise SwiftError(404)
-        return Response(b"", 204, headers=trans_headers(request))
+        return Response(b"", 204, headers={})
     deleted = not_found = 0
     errors: list[list[str]] = []
     todo = [(account, container, name, stored)]

@@ -11,12 +11,12 @@ from starlette.responses import Response
 
 from cumulo.object_store.api import large_object_requests as large
 from cumulo.object_store.api import quotas, tempurl, versioning
+from cumulo.object_store.api.bulk import extract_archive
 from cumulo.object_store.api.common import (
     Caller,
     caller_for,
     empty,
     store_of,
-    trans_headers,
 )
 from cumulo.object_store.api.object_common import (
     container_policy,
@@ -49,7 +49,8 @@ async def obj(request: Request) -> Response:
     name = request.path_params["object"]
     check_name("Container", container, MAX_CONTAINER_NAME_LENGTH)
     check_name("Object", name, MAX_OBJECT_NAME_LENGTH)
-    if tempurl.is_tempurl(request) and "x-auth-token" not in request.headers:
+    # A signed URL decides alone, token or not (the tempurl middleware comes first).
+    if tempurl.is_tempurl(request):
         return await _with_tempurl(request, account, container, name)
     caller = await caller_for(request, account)
     return await _object_request(request, caller, account, container, name)
@@ -82,6 +83,8 @@ async def _object_request(
     if method in ("GET", "HEAD"):
         return await _get(request, caller, account, container, name)
     policy = await _writable_container(request, caller, account, container)
+    if method == "PUT" and "extract-archive" in request.query_params:
+        return await extract_archive(request, caller, account, f"{container}/{name}")
     if method == "PUT":
         await versioning.archive_current(request, caller, policy, account, container, name)
         if request.query_params.get("multipart-manifest") == "put":
@@ -137,8 +140,13 @@ async def _writable_container(
 
 def object_headers(request: Request, stored: StoredObject) -> dict[str, str]:
     meta = stored.metadata
+    # User metadata may be empty (kept, as Swift); other headers only when set.
     headers = {
-        k: v for k, v in meta.items() if k not in HIDDEN and v != "" and not k.startswith(SYSMETA)
+        k: v
+        for k, v in meta.items()
+        if k not in HIDDEN
+        and not k.startswith(SYSMETA)
+        and (v != "" or k.startswith("X-Object-Meta-"))
     }
     headers.update(
         {
@@ -148,7 +156,7 @@ def object_headers(request: Request, stored: StoredObject) -> dict[str, str]:
             "Accept-Ranges": "bytes",
         }
     )
-    return {**headers, **trans_headers(request)}
+    return {**headers}
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -319,10 +327,8 @@ async def _copy(request: Request, source: tuple[str, str, str], dest: tuple[str,
     )
     metadata.pop("X-Delete-At", None)
     metadata.update(user_metadata(request))
-    metadata["Content-Type"] = (
-        request.headers.get("content-type")
-        if request.method == "COPY" and "content-type" in request.headers
-        else stored.metadata.get("Content-Type", "application/octet-stream")
+    metadata["Content-Type"] = request.headers.get(
+        "content-type", stored.metadata.get("Content-Type", "application/octet-stream")
     )
     stored_path = stored.path
 
@@ -342,7 +348,9 @@ async def _copy(request: Request, source: tuple[str, str, str], dest: tuple[str,
         expected_etag=None,
         content_length=None,
     )
-    extra = {
+    # The answer shows the copy's metadata too (Swift's copy middleware).
+    extra = {k: v for k, v in metadata.items() if k.startswith("X-Object-Meta-")}
+    extra |= {
         "X-Copied-From": f"{src_container}/{src_name}",
         "X-Copied-From-Last-Modified": timestamps.http_date(stored.metadata["X-Timestamp"]),
     }
@@ -370,5 +378,5 @@ async def _post(
     return Response(
         b"<html><h1>Accepted</h1><p>The request is accepted for processing.</p></html>",
         status_code=202,
-        headers={"Content-Type": "text/html; charset=UTF-8", **trans_headers(request)},
+        headers={"Content-Type": "text/html; charset=UTF-8"},
     )
