@@ -19,9 +19,18 @@ def check_container_quota_headers(request: Request) -> None:
             raise SwiftError(400, f"Invalid {kind} quota.")
 
 
+# The account quota headers: the legacy metadata form and Swift 2.34's own headers.
+ACCOUNT_QUOTA_HEADERS = ("x-account-quota-bytes", "x-account-quota-count")
+
+
 def check_account_quota_headers(request: Request, caller: Caller) -> None:
     for kind in ("bytes", "count"):
-        for name in (f"x-account-meta-quota-{kind}", f"x-remove-account-meta-quota-{kind}"):
+        for name in (
+            f"x-account-meta-quota-{kind}",
+            f"x-remove-account-meta-quota-{kind}",
+            f"x-account-quota-{kind}",
+            f"x-remove-account-quota-{kind}",
+        ):
             if name not in request.headers:
                 continue
             if not caller.reseller_admin:
@@ -58,9 +67,11 @@ async def check_upload(
     if account_info is None:
         return
     ameta = {k: v for k, (v, _ts) in account_info["metadata"].items()}
-    limit = _limit(ameta, "X-Account-Meta-Quota-Bytes")
-    if limit is not None and account_info["bytes"] + length > limit:
-        raise SwiftError(413, "Upload exceeds quota.")
-    limit = _limit(ameta, "X-Account-Meta-Quota-Count")
-    if limit is not None and account_info["objects"] + 1 > limit:
-        raise SwiftError(413, "Upload exceeds quota.")
+    for key in ("X-Account-Quota-Bytes", "X-Account-Meta-Quota-Bytes"):
+        limit = _limit(ameta, key)
+        if limit is not None and account_info["bytes"] + length > limit:
+            raise SwiftError(413, "Upload exceeds quota.")
+    for key in ("X-Account-Quota-Count", "X-Account-Meta-Quota-Count"):
+        limit = _limit(ameta, key)
+        if limit is not None and account_info["objects"] + 1 > limit:
+            raise SwiftError(413, "Upload exceeds quota.")
