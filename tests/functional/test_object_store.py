@@ -126,6 +126,12 @@ def test_info_lists_policies_and_limits(cloud: CloudRunner):
         {"name": "bronze", "aliases": "bronze"},
     ]
     assert info["swift"]["max_object_name_length"] == 1024
+    for feature in ("slo", "dlo", "tempurl", "bulk_delete", "bulk_upload", "crossdomain"):
+        assert feature in info
+    for missing in ("staticweb", "formpost", "symlink", "container_sync"):
+        assert missing not in info
+    policy = httpx.get(f"http://127.0.0.1:{cloud.config.ports.object_store}/crossdomain.xml")
+    assert policy.text.endswith("</cross-domain-policy>")
 
 
 def test_listings_in_text_json_and_xml_with_prefix_delimiter_markers(http):

@@ -1,4 +1,5 @@
-"""GET /info: what this cluster offers (Swift's capabilities), and GET /healthcheck."""
+"""GET /info: what this cluster offers (Swift's capabilities); /healthcheck and
+/crossdomain.xml."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def capabilities(request: Request) -> dict:
             "policies": store.policies.info(),
         },
         "keystoneauth": {},
+        "crossdomain": {},
         "slo": {
             "max_manifest_segments": large_objects.MAX_MANIFEST_SEGMENTS,
             "max_manifest_size": large_objects.MAX_MANIFEST_SIZE,
@@ -63,6 +65,20 @@ async def info(request: Request) -> Response:
     return JSONResponse(body)
 
 
+# Swift's crossdomain middleware with its default policy (Flash and Silverlight clients).
+CROSS_DOMAIN_POLICY = '<allow-access-from domain="*" secure="false" />'
+
+
+async def crossdomain(_request: Request) -> Response:
+    body = (
+        '<?xml version="1.0"?>\n'
+        "<!DOCTYPE cross-domain-policy SYSTEM "
+        '"http://www.adobe.com/xml/dtds/cross-domain-policy.dtd" >\n'
+        f"<cross-domain-policy>\n{CROSS_DOMAIN_POLICY}\n</cross-domain-policy>"
+    )
+    return Response(body.encode(), media_type="application/xml")
+
+
 async def healthcheck(_request: Request) -> Response:
     return Response(b"OK", media_type="text/plain")
 
@@ -70,4 +86,5 @@ async def healthcheck(_request: Request) -> Response:
 routes = [
     Route("/info", info, methods=["GET", "HEAD"]),
     Route("/healthcheck", healthcheck, methods=["GET"]),
+    Route("/crossdomain.xml", crossdomain, methods=["GET"]),
 ]
