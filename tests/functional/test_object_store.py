@@ -126,9 +126,17 @@ def test_info_lists_policies_and_limits(cloud: CloudRunner):
         {"name": "bronze", "aliases": "bronze"},
     ]
     assert info["swift"]["max_object_name_length"] == 1024
-    for feature in ("slo", "dlo", "tempurl", "bulk_delete", "bulk_upload", "crossdomain"):
+    for feature in (
+        "slo",
+        "dlo",
+        "tempurl",
+        "bulk_delete",
+        "bulk_upload",
+        "crossdomain",
+        "formpost",
+    ):
         assert feature in info
-    for missing in ("staticweb", "formpost", "symlink", "container_sync"):
+    for missing in ("staticweb", "symlink", "container_sync"):
         assert missing not in info
     policy = httpx.get(f"http://127.0.0.1:{cloud.config.ports.object_store}/crossdomain.xml")
     assert policy.text.endswith("</cross-domain-policy>")
@@ -421,3 +429,37 @@ def test_a_tar_upload_becomes_objects_in_containers_it_creates(http):
     ).json()
     assert bad["Response Status"] == "400 Bad Request"
     assert http.put("", content=b"").status_code == 405
+
+
+def test_a_signed_html_form_uploads_files_without_a_token(cloud, http):
+    import hashlib as hl
+    import hmac
+    import time as t
+
+    name = unique("forms")
+    http.put(f"/{name}", headers={"X-Container-Meta-Temp-URL-Key": "form-key"})
+    path = f"{httpx.URL(str(http.base_url)).path.rstrip('/')}/{name}/uploads/"
+    expires = int(t.time()) + 60
+
+    def form(key: str, expires: int) -> dict:
+        body = f"{path}\n\n1000\n2\n{expires}"
+        sig = hmac.new(key.encode(), body.encode(), hl.sha256).hexdigest()
+        return {
+            "redirect": "",
+            "max_file_size": "1000",
+            "max_file_count": "2",
+            "expires": str(expires),
+            "signature": sig,
+        }
+
+    url = f"http://127.0.0.1:{cloud.config.ports.object_store}{path}"
+    files = {"file1": ("a.txt", b"from a browser", "text/plain")}
+    r = httpx.post(url, data=form("form-key", expires), files=files)
+    assert r.status_code == 201 and r.text == "201 Created"
+    assert http.get(f"/{name}/uploads/a.txt").content == b"from a browser"
+    bad = httpx.post(url, data=form("wrong-key", expires), files=files)
+    assert bad.status_code == 401 and bad.text == "FormPost: Invalid Signature"
+    old = httpx.post(url, data=form("form-key", expires - 3600), files=files)
+    assert old.status_code == 401 and old.text == "FormPost: Form Expired"
+    big = {"file1": ("big.bin", b"x" * 2000, "application/octet-stream")}
+    assert httpx.post(url, data=form("form-key", expires), files=big).status_code == 400

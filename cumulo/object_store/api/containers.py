@@ -15,6 +15,7 @@ from cumulo.object_store.api.common import (
     require_owner,
     store_of,
 )
+from cumulo.object_store.api.formpost import form_post, is_form_post
 from cumulo.object_store.api.listing import (
     CONTENT_TYPES,
     listing_format,
@@ -60,8 +61,10 @@ def container_headers(request: Request, info: ContainerInfo) -> dict[str, str]:
 async def container(request: Request) -> Response:
     account = request.path_params["account"]
     name = request.path_params["container"]
-    caller = await caller_for(request, account)
     check_name("Container", name, MAX_CONTAINER_NAME_LENGTH)
+    if is_form_post(request):
+        return await form_post(request, account, name, "")
+    caller = await caller_for(request, account)
     store = store_of(request)
     method = request.method
     if method == "PUT" and "extract-archive" in request.query_params:

@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cumulo.object_store import constraints
-from cumulo.object_store.api import bulk, large_objects, tempurl, versioning
+from cumulo.object_store.api import bulk, formpost, large_objects, tempurl, versioning
 from cumulo.object_store.api.common import store_of
 
 SWIFT_VERSION = "2.35.0"
@@ -40,6 +40,7 @@ def capabilities(request: Request) -> dict:
         },
         "keystoneauth": {},
         "crossdomain": {},
+        "formpost": formpost.info(),
         "slo": {
             "max_manifest_segments": large_objects.MAX_MANIFEST_SEGMENTS,
             "max_manifest_size": large_objects.MAX_MANIFEST_SIZE,

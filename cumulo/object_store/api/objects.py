@@ -9,8 +9,8 @@ from urllib.parse import unquote
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cumulo.object_store.api import formpost, quotas, tempurl, versioning
 from cumulo.object_store.api import large_object_requests as large
-from cumulo.object_store.api import quotas, tempurl, versioning
 from cumulo.object_store.api.bulk import extract_archive
 from cumulo.object_store.api.common import (
     Caller,
@@ -49,6 +49,8 @@ async def obj(request: Request) -> Response:
     name = request.path_params["object"]
     check_name("Container", container, MAX_CONTAINER_NAME_LENGTH)
     check_name("Object", name, MAX_OBJECT_NAME_LENGTH)
+    if formpost.is_form_post(request):
+        return await formpost.form_post(request, account, container, name)
     # A signed URL decides alone, token or not (the tempurl middleware comes first).
     if tempurl.is_tempurl(request):
         return await _with_tempurl(request, account, container, name)
