@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
+from identity_tokens import process_cpu  # noqa: E402
 from image_transfer import HOST, admin_token, start_cloud  # noqa: E402
 
 from cumulo.common.config import load_config  # noqa: E402
@@ -184,7 +185,7 @@ class BareServer(socketserver.ThreadingTCPServer):
         super().__init__((HOST, 0), Handler)
 
 
-async def benchmark(args, state_dir: Path) -> None:
+async def benchmark(args, state_dir: Path, pid: int) -> None:
     token = admin_token(state_dir)
     config = load_config(state_dir)
     port = config.ports.object_store
@@ -219,9 +220,11 @@ async def benchmark(args, state_dir: Path) -> None:
         ("16 MiB PUT", put("large", large_body), LARGE),
         ("16 MiB GET", get("large"), LARGE),
     ):
+        cpu = process_cpu(pid)
         done, times = await run_phase(port, args.clients, args.duration, maker)
+        cpu = (process_cpu(pid) - cpu) / done * 1000
         elapsed, latencies = times[0], times[1:]
-        results[label] = (done / elapsed, done * size / MIB / elapsed, latencies)
+        results[label] = (done / elapsed, done * size / MIB / elapsed, latencies, cpu)
 
     dd = dd_rate(state_dir, 256)
     replicas = sorted((state_dir / "object-store" / "devices").glob("d0/objects/*/*/*/*.data"))
@@ -242,10 +245,10 @@ async def benchmark(args, state_dir: Path) -> None:
     print(f"object store, {args.clients} clients, 3 replicas on one disk, {args.duration} s each")
     print(f"  dd conv=fdatasync  {dd:8.0f} MiB/s  (PUT limit, 3 replicas: {dd / 3:.0f} MiB/s)")
     print(f"  bare sendfile      {bare_rate:8.0f} MiB/s  (16 MiB GETs of the same files)")
-    for label, (ops, mibs, lat) in results.items():
+    for label, (ops, mibs, lat, cpu) in results.items():
         line = (
             f"  {label:<12} {ops:8.1f} obj/s {mibs:8.1f} MiB/s"
-            f"  p50 {p(lat, 0.5):7.1f} ms  p99 {p(lat, 0.99):7.1f} ms"
+            f"  p50 {p(lat, 0.5):7.1f} ms  p99 {p(lat, 0.99):7.1f} ms  server CPU {cpu:5.2f} ms/obj"
         )
         if label.startswith("4 KiB"):
             target, anchor = (TARGET_SMALL_PUT, 130) if "PUT" in label else (TARGET_SMALL_GET, 570)
@@ -279,7 +282,7 @@ def main() -> None:
             uvloop.install()
         except ImportError:
             pass
-        asyncio.run(benchmark(args, state_dir))
+        asyncio.run(benchmark(args, state_dir, proc.pid))
     finally:
         proc.terminate()
         proc.wait(30)

@@ -37,7 +37,8 @@ from cumulo.identity.tokens import random_audit_id
 
 LOG = logging.getLogger(__name__)
 
-ROLES = ("admin", "member", "reader", "service")
+# ResellerAdmin: Object Storage's reseller admin role (every account), as DevStack makes it.
+ROLES = ("admin", "member", "reader", "service", "ResellerAdmin")
 IMPLIED = (("admin", "member"), ("member", "reader"))
 PROJECTS = ("admin", "demo", "service")
 SERVICE_USER = "cumulo"

@@ -126,6 +126,20 @@ def test_info_lists_policies_and_limits(cloud: CloudRunner):
         {"name": "bronze", "aliases": "bronze"},
     ]
     assert info["swift"]["max_object_name_length"] == 1024
+    for feature in (
+        "slo",
+        "dlo",
+        "tempurl",
+        "bulk_delete",
+        "bulk_upload",
+        "crossdomain",
+        "formpost",
+    ):
+        assert feature in info
+    for missing in ("staticweb", "symlink", "container_sync"):
+        assert missing not in info
+    policy = httpx.get(f"http://127.0.0.1:{cloud.config.ports.object_store}/crossdomain.xml")
+    assert policy.text.endswith("</cross-domain-policy>")
 
 
 def test_listings_in_text_json_and_xml_with_prefix_delimiter_markers(http):
@@ -297,3 +311,155 @@ def test_json_account_listing_shape(http):
     body = http.get("", params={"format": "json", "limit": 1}).json()
     assert set(body[0]) == {"name", "count", "bytes", "last_modified"}
     assert json.loads(http.get("", params={"format": "json", "marker": "~"}).text) == []
+
+
+def test_container_and_account_quotas_refuse_uploads_over_them(cloud, http):
+    name = unique("quota")
+    assert http.put(f"/{name}", headers={"X-Container-Meta-Quota-Bytes": "x"}).status_code == 400
+    http.put(f"/{name}", headers={"X-Container-Meta-Quota-Bytes": "10"})
+    assert http.put(f"/{name}/fits", content=b"12345").status_code == 201
+    over = http.put(f"/{name}/over", content=b"1234567890")
+    assert over.status_code == 413 and over.text == "Upload exceeds quota."
+    assert http.head(f"/{name}/over").status_code == 404
+    http.post(f"/{name}", headers={"X-Container-Meta-Quota-Count": "1"})
+    assert http.put(f"/{name}/second", content=b"1").status_code == 413
+    # Account quotas are set by a reseller admin only.
+    assert http.post("", headers={"X-Account-Meta-Quota-Bytes": "1"}).status_code == 403
+
+
+def test_bulk_delete_and_swift_delete_of_a_whole_container(cloud, http):
+    name = unique("bulk")
+    http.put(f"/{name}")
+    for obj in ("a", "b/c", "d e"):
+        http.put(f"/{name}/{obj}", content=b"x")
+    body = f"{name}/a\n{name}/b%2Fc\n{name}/missing\n"
+    r = http.post(
+        "", params={"bulk-delete": ""}, content=body, headers={"Accept": "application/json"}
+    )
+    result = r.json()
+    assert result["Number Deleted"] == 2 and result["Number Not Found"] == 1
+    assert result["Response Status"] == "200 OK"
+    assert http.get(f"/{name}").text == "d e\n"
+    swift(cloud, "delete", name)
+    assert http.head(f"/{name}").status_code == 404
+
+
+def test_a_put_cut_off_half_way_leaves_no_object(cloud, http):
+    name = unique("cut")
+    http.put(f"/{name}")
+    before = set(replica_files(cloud))
+    url = httpx.URL(str(http.base_url).rstrip("/") + f"/{name}/partial")
+    head = (
+        f"PUT {url.raw_path.decode()} HTTP/1.1\r\nHost: {url.host}\r\n"
+        f"X-Auth-Token: {http.headers['X-Auth-Token']}\r\nContent-Length: 100000\r\n\r\n"
+    )
+    with socket.create_connection((url.host, url.port), timeout=30) as sock:
+        sock.sendall(head.encode() + b"x" * 50_000)
+    import time
+
+    for _ in range(50):
+        if not list((cloud.state_dir / "object-store" / "devices").glob("*/tmp/*")):
+            break
+        time.sleep(0.1)
+    assert http.head(f"/{name}/partial").status_code == 404
+    assert set(replica_files(cloud)) == before
+    assert not list((cloud.state_dir / "object-store" / "devices").glob("*/tmp/*"))
+    assert http.get(f"/{name}").status_code == 204
+
+
+def test_versioned_containers_keep_old_versions_stack_and_history(http):
+    name, versions = unique("docs"), unique("docs-versions")
+    http.put(f"/{versions}")
+    both = {"X-Versions-Location": versions, "X-History-Location": versions}
+    assert http.put(f"/{name}", headers=both).status_code == 400
+    http.put(f"/{name}", headers={"X-Versions-Location": versions})
+    for body in (b"v1", b"v2", b"v3"):
+        assert http.put(f"/{name}/doc", content=body).status_code == 201
+    kept = http.get(f"/{versions}").text.split()
+    assert len(kept) == 2 and all(k.startswith("003doc/") for k in kept)
+    assert http.get(f"/{name}/doc").content == b"v3"
+    assert http.delete(f"/{name}/doc").status_code == 204
+    assert http.get(f"/{name}/doc").content == b"v2"
+    http.delete(f"/{name}/doc")
+    assert http.get(f"/{name}/doc").content == b"v1"
+    http.delete(f"/{name}/doc")
+    assert http.get(f"/{name}/doc").status_code == 404
+    # History mode: a delete archives the current version and nothing comes back.
+    history = unique("history")
+    http.put(f"/{history}", headers={"X-History-Location": versions})
+    http.put(f"/{history}/log", content=b"one")
+    http.put(f"/{history}/log", content=b"two")
+    assert http.delete(f"/{history}/log").status_code == 204
+    assert http.get(f"/{history}/log").status_code == 404
+    archived = http.get(f"/{versions}", params={"prefix": "003log/"}).text.split()
+    assert [http.get(f"/{versions}/{a}").content for a in archived] == [b"one", b"two"]
+    missing = unique("nowhere")
+    orphan = unique("orphan")
+    http.put(f"/{orphan}", headers={"X-Versions-Location": missing})
+    http.put(f"/{orphan}/x", content=b"1")
+    assert http.put(f"/{orphan}/x", content=b"2").status_code == 412
+
+
+def test_a_tar_upload_becomes_objects_in_containers_it_creates(http):
+    import io
+    import tarfile
+
+    name = unique("tarball")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path, data in ((f"{name}/a.txt", b"alpha"), (f"{name}/dir/b.txt", b"beta")):
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    r = http.put(
+        "",
+        params={"extract-archive": "tar.gz"},
+        content=buf.getvalue(),
+        headers={"Accept": "application/json"},
+    )
+    result = r.json()
+    assert result["Number Files Created"] == 2 and result["Response Status"] == "201 Created"
+    assert http.get(f"/{name}").text == "a.txt\ndir/b.txt\n"
+    assert http.get(f"/{name}/dir/b.txt").content == b"beta"
+    bad = http.put(
+        f"/{name}",
+        params={"extract-archive": "tar"},
+        content=b"not a tar",
+        headers={"Accept": "application/json"},
+    ).json()
+    assert bad["Response Status"] == "400 Bad Request"
+    assert http.put("", content=b"").status_code == 405
+
+
+def test_a_signed_html_form_uploads_files_without_a_token(cloud, http):
+    import hashlib as hl
+    import hmac
+    import time as t
+
+    name = unique("forms")
+    http.put(f"/{name}", headers={"X-Container-Meta-Temp-URL-Key": "form-key"})
+    path = f"{httpx.URL(str(http.base_url)).path.rstrip('/')}/{name}/uploads/"
+    expires = int(t.time()) + 60
+
+    def form(key: str, expires: int) -> dict:
+        body = f"{path}\n\n1000\n2\n{expires}"
+        sig = hmac.new(key.encode(), body.encode(), hl.sha256).hexdigest()
+        return {
+            "redirect": "",
+            "max_file_size": "1000",
+            "max_file_count": "2",
+            "expires": str(expires),
+            "signature": sig,
+        }
+
+    url = f"http://127.0.0.1:{cloud.config.ports.object_store}{path}"
+    files = {"file1": ("a.txt", b"from a browser", "text/plain")}
+    r = httpx.post(url, data=form("form-key", expires), files=files)
+    assert r.status_code == 201 and r.text == "201 Created"
+    assert http.get(f"/{name}/uploads/a.txt").content == b"from a browser"
+    bad = httpx.post(url, data=form("wrong-key", expires), files=files)
+    assert bad.status_code == 401 and bad.text == "FormPost: Invalid Signature"
+    old = httpx.post(url, data=form("form-key", expires - 3600), files=files)
+    assert old.status_code == 401 and old.text == "FormPost: Form Expired"
+    big = {"file1": ("big.bin", b"x" * 2000, "application/octet-stream")}
+    assert httpx.post(url, data=form("form-key", expires), files=big).status_code == 400

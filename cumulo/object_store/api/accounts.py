@@ -5,13 +5,13 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cumulo.object_store.api.bulk import bulk_delete, extract_archive
 from cumulo.object_store.api.common import (
     caller_for,
     empty,
     metadata_updates,
     require_owner,
     store_of,
-    trans_headers,
 )
 from cumulo.object_store.api.listing import (
     CONTENT_TYPES,
@@ -20,7 +20,9 @@ from cumulo.object_store.api.listing import (
     listing_query,
     render,
 )
+from cumulo.object_store.api.quotas import ACCOUNT_QUOTA_HEADERS, check_account_quota_headers
 from cumulo.object_store.constraints import check_metadata
+from cumulo.object_store.errors import SwiftError
 from cumulo.object_store.storage import timestamps
 
 
@@ -54,17 +56,25 @@ def account_headers(request: Request, info: dict | None) -> dict[str, str]:
     for key, (value, _ts) in info["metadata"].items():
         if value != "":
             headers[key] = value
-    return {**headers, **trans_headers(request)}
+    return {**headers}
 
 
 async def account(request: Request) -> Response:
     name = request.path_params["account"]
     caller = await caller_for(request, name)
+    if request.method in ("POST", "DELETE") and "bulk-delete" in request.query_params:
+        return await bulk_delete(request, caller, name)
+    if request.method == "PUT" and "extract-archive" in request.query_params:
+        return await extract_archive(request, caller, name, "")
     require_owner(caller)
     store = store_of(request)
+    if request.method in ("PUT", "DELETE", "COPY"):
+        # allow_account_management is off: accounts come and go with their projects.
+        raise SwiftError(405)
     if request.method == "POST":
         check_metadata(request.headers, "account")
-        updates = metadata_updates(request, "account", ("x-account-access-control",))
+        check_account_quota_headers(request, caller)
+        updates = metadata_updates(request, "account", ACCOUNT_QUOTA_HEADERS)
         await store.proxy.account_post(name, updates)
         return empty(request, 204)
     if request.method == "HEAD":

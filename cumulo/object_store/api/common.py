@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cumulo.common.app import request_id
 from cumulo.common.auth import request_context
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import ApiError
@@ -21,10 +20,6 @@ def store_of(request: Request) -> ObjectStore:
     return request.app.state.object_store
 
 
-def trans_headers(request: Request) -> dict[str, str]:
-    return {"X-Trans-Id": request_id(request)}
-
-
 def empty(request: Request, status: int, headers: dict[str, str] | None = None) -> Response:
     """A body-less answer as Swift gives it (text/html, Content-Length 0)."""
     return Response(
@@ -33,7 +28,6 @@ def empty(request: Request, status: int, headers: dict[str, str] | None = None) 
         headers={
             "Content-Type": "text/html; charset=UTF-8",
             **(headers or {}),
-            **trans_headers(request),
         },
     )
 

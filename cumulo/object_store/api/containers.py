@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cumulo.object_store.api.bulk import extract_archive
 from cumulo.object_store.api.common import (
     acl_allows,
     caller_for,
@@ -13,8 +14,8 @@ from cumulo.object_store.api.common import (
     metadata_updates,
     require_owner,
     store_of,
-    trans_headers,
 )
+from cumulo.object_store.api.formpost import form_post, is_form_post
 from cumulo.object_store.api.listing import (
     CONTENT_TYPES,
     listing_format,
@@ -22,6 +23,8 @@ from cumulo.object_store.api.listing import (
     object_entry,
     render,
 )
+from cumulo.object_store.api.quotas import check_container_quota_headers
+from cumulo.object_store.api.versioning import check_flags
 from cumulo.object_store.constraints import (
     MAX_CONTAINER_NAME_LENGTH,
     check_metadata,
@@ -52,16 +55,20 @@ def container_headers(request: Request, info: ContainerInfo) -> dict[str, str]:
         "Accept-Ranges": "bytes",
         **(info.metadata or {}),
     }
-    return {**headers, **trans_headers(request)}
+    return {**headers}
 
 
 async def container(request: Request) -> Response:
     account = request.path_params["account"]
     name = request.path_params["container"]
-    caller = await caller_for(request, account)
     check_name("Container", name, MAX_CONTAINER_NAME_LENGTH)
+    if is_form_post(request):
+        return await form_post(request, account, name, "")
+    caller = await caller_for(request, account)
     store = store_of(request)
     method = request.method
+    if method == "PUT" and "extract-archive" in request.query_params:
+        return await extract_archive(request, caller, account, name)
     if method == "PUT":
         return await _put(request, caller, account, name)
     if method in ("POST", "DELETE"):
@@ -70,6 +77,8 @@ async def container(request: Request) -> Response:
             await store.proxy.container_delete(account, name)
             return empty(request, 204)
         check_metadata(request.headers, "container")
+        check_container_quota_headers(request)
+        check_flags(request)
         if (await store.proxy.container_info(account, name)).status != 200:
             raise SwiftError(404)
         await store.proxy.container_post(
@@ -112,6 +121,8 @@ async def _put(request: Request, caller, account: str, name: str) -> Response:
     require_owner(caller)
     store = store_of(request)
     check_metadata(request.headers, "container")
+    check_container_quota_headers(request)
+    check_flags(request)
     existing = await store.proxy.container_info(account, name)
     requested = request.headers.get("x-storage-policy")
     if requested is not None:

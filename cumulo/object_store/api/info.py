@@ -1,4 +1,5 @@
-"""GET /info: what this cluster offers (Swift's capabilities), and GET /healthcheck."""
+"""GET /info: what this cluster offers (Swift's capabilities); /healthcheck and
+/crossdomain.xml."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cumulo.object_store import constraints
-from cumulo.object_store.api import large_objects, tempurl
-from cumulo.object_store.api.common import store_of, trans_headers
+from cumulo.object_store.api import bulk, formpost, large_objects, tempurl, versioning
+from cumulo.object_store.api.common import store_of
 
 SWIFT_VERSION = "2.35.0"
 
@@ -38,12 +39,22 @@ def capabilities(request: Request) -> dict:
             "policies": store.policies.info(),
         },
         "keystoneauth": {},
+        "crossdomain": {},
+        "formpost": formpost.info(),
         "slo": {
             "max_manifest_segments": large_objects.MAX_MANIFEST_SEGMENTS,
             "max_manifest_size": large_objects.MAX_MANIFEST_SIZE,
             "min_segment_size": large_objects.MIN_SEGMENT_SIZE,
         },
         "tempurl": tempurl.info(),
+        "bulk_delete": bulk.info(),
+        "bulk_upload": {
+            "max_containers_per_extraction": bulk.MAX_CONTAINERS_PER_EXTRACTION,
+            "max_failed_extractions": 1000,
+        },
+        "container_quotas": {},
+        "versioned_writes": versioning.info(),
+        "account_quotas": {},
         "dlo": {"max_segments": large_objects.MAX_DLO_SEGMENTS},
     }
 
@@ -52,7 +63,21 @@ async def info(request: Request) -> Response:
     body = capabilities(request)
     if request.method == "HEAD":
         return Response(b"", headers={"Content-Type": "application/json; charset=UTF-8"})
-    return JSONResponse(body, headers=trans_headers(request))
+    return JSONResponse(body)
+
+
+# Swift's crossdomain middleware with its default policy (Flash and Silverlight clients).
+CROSS_DOMAIN_POLICY = '<allow-access-from domain="*" secure="false" />'
+
+
+async def crossdomain(_request: Request) -> Response:
+    body = (
+        '<?xml version="1.0"?>\n'
+        "<!DOCTYPE cross-domain-policy SYSTEM "
+        '"http://www.adobe.com/xml/dtds/cross-domain-policy.dtd" >\n'
+        f"<cross-domain-policy>\n{CROSS_DOMAIN_POLICY}\n</cross-domain-policy>"
+    )
+    return Response(body.encode(), media_type="application/xml")
 
 
 async def healthcheck(_request: Request) -> Response:
@@ -62,4 +87,5 @@ async def healthcheck(_request: Request) -> Response:
 routes = [
     Route("/info", info, methods=["GET", "HEAD"]),
     Route("/healthcheck", healthcheck, methods=["GET"]),
+    Route("/crossdomain.xml", crossdomain, methods=["GET"]),
 ]

@@ -8,7 +8,9 @@ import json
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cumulo.object_store.api.common import Caller, caller_for, store_of, trans_headers
+from cumulo.object_store.api import quotas
+from cumulo.object_store.api.bulk import bulk_result
+from cumulo.object_store.api.common import Caller, caller_for, store_of
 from cumulo.object_store.api.large_objects import (
     SLO_ETAG,
     SLO_SIZE,
@@ -102,6 +104,7 @@ async def put_manifest(
         SLO_SIZE: str(size),
     }
     data = json.dumps(manifest).encode()
+    await quotas.check_upload(request, caller, account, container, len(data))
 
     async def chunks():
         yield data
@@ -136,7 +139,7 @@ async def delete_manifest(
     if stored is None or not stored.metadata.get("X-Static-Large-Object"):
         if stored is None or not await store.proxy.object_delete(policy, account, container, name):
             raise SwiftError(404)
-        return Response(b"", 204, headers=trans_headers(request))
+        return Response(b"", 204, headers={})
     deleted = not_found = 0
     errors: list[list[str]] = []
     todo = [(account, container, name, stored)]
@@ -168,21 +171,4 @@ async def delete_manifest(
             deleted += 1
         else:
             not_found += 1
-    result = {
-        "Number Deleted": deleted,
-        "Number Not Found": not_found,
-        "Response Body": "",
-        "Response Status": "400 Bad Request" if errors else "200 OK",
-        "Errors": errors,
-    }
-    if "application/json" in request.headers.get("accept", ""):
-        return Response(
-            json.dumps(result).encode(),
-            200,
-            headers={"Content-Type": "application/json; charset=utf-8", **trans_headers(request)},
-        )
-    text = "".join(f"{k}: {v}\n" for k, v in result.items() if k != "Errors")
-    text += "Errors: \n" + "".join(f"{p}, {s}\n" for p, s in errors)
-    return Response(
-        text.encode(), 200, headers={"Content-Type": "text/plain", **trans_headers(request)}
-    )
+    return bulk_result(request, deleted, not_found, errors)

@@ -9,14 +9,14 @@ from urllib.parse import unquote
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cumulo.object_store.api import formpost, quotas, tempurl, versioning
 from cumulo.object_store.api import large_object_requests as large
-from cumulo.object_store.api import tempurl
+from cumulo.object_store.api.bulk import extract_archive
 from cumulo.object_store.api.common import (
     Caller,
     caller_for,
     empty,
     store_of,
-    trans_headers,
 )
 from cumulo.object_store.api.object_common import (
     container_policy,
@@ -49,7 +49,10 @@ async def obj(request: Request) -> Response:
     name = request.path_params["object"]
     check_name("Container", container, MAX_CONTAINER_NAME_LENGTH)
     check_name("Object", name, MAX_OBJECT_NAME_LENGTH)
-    if tempurl.is_tempurl(request) and "x-auth-token" not in request.headers:
+    if formpost.is_form_post(request):
+        return await formpost.form_post(request, account, container, name)
+    # A signed URL decides alone, token or not (the tempurl middleware comes first).
+    if tempurl.is_tempurl(request):
         return await _with_tempurl(request, account, container, name)
     caller = await caller_for(request, account)
     return await _object_request(request, caller, account, container, name)
@@ -82,7 +85,10 @@ async def _object_request(
     if method in ("GET", "HEAD"):
         return await _get(request, caller, account, container, name)
     policy = await _writable_container(request, caller, account, container)
+    if method == "PUT" and "extract-archive" in request.query_params:
+        return await extract_archive(request, caller, account, f"{container}/{name}")
     if method == "PUT":
+        await versioning.archive_current(request, caller, policy, account, container, name)
         if request.query_params.get("multipart-manifest") == "put":
             return await large.put_manifest(request, caller, policy, account, container, name)
         if "x-static-large-object" in request.headers:
@@ -95,7 +101,7 @@ async def _object_request(
             source = _split_path(request.headers["x-copy-from"], "X-Copy-From")
             src_account = request.headers.get("x-copy-from-account", account)
             return await _copy(request, (src_account, *source), (account, container, name))
-        return await _put(request, policy, account, container, name)
+        return await _put(request, caller, policy, account, container, name)
     if method == "COPY":
         if "destination" not in request.headers:
             raise SwiftError(412, "You must provide a Destination header")
@@ -111,6 +117,9 @@ async def _object_request(
     if method == "DELETE":
         if request.query_params.get("multipart-manifest") == "delete":
             return await large.delete_manifest(request, caller, policy, account, container, name)
+        if await versioning.delete_restoring(request, caller, policy, account, container, name):
+            return empty(request, 204)
+        await versioning.archive_current(request, caller, policy, account, container, name)
         if not await store_of(request).proxy.object_delete(policy, account, container, name):
             raise SwiftError(404)
         return empty(request, 204)
@@ -133,8 +142,13 @@ async def _writable_container(
 
 def object_headers(request: Request, stored: StoredObject) -> dict[str, str]:
     meta = stored.metadata
+    # User metadata may be empty (kept, as Swift); other headers only when set.
     headers = {
-        k: v for k, v in meta.items() if k not in HIDDEN and v != "" and not k.startswith(SYSMETA)
+        k: v
+        for k, v in meta.items()
+        if k not in HIDDEN
+        and not k.startswith(SYSMETA)
+        and (v != "" or k.startswith("X-Object-Meta-"))
     }
     headers.update(
         {
@@ -144,7 +158,7 @@ def object_headers(request: Request, stored: StoredObject) -> dict[str, str]:
             "Accept-Ranges": "bytes",
         }
     )
-    return {**headers, **trans_headers(request)}
+    return {**headers}
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -241,12 +255,18 @@ def _content_length(request: Request, max_size: int) -> int | None:
 
 
 async def _put(
-    request: Request, policy: StoragePolicy, account: str, container: str, name: str
+    request: Request,
+    caller: Caller,
+    policy: StoragePolicy,
+    account: str,
+    container: str,
+    name: str,
 ) -> Response:
     store = store_of(request)
     max_size = store.config.max_file_size
     length = _content_length(request, max_size)
     check_metadata(request.headers, "object")
+    await quotas.check_upload(request, caller, account, container, length or 0)
     metadata = {"Content-Type": content_type(request, name), **user_metadata(request)}
     await _check_if_none_match(request, policy, account, container, name)
     stored = await store.proxy.object_put(
@@ -291,13 +311,12 @@ async def _copy(request: Request, source: tuple[str, str, str], dest: tuple[str,
     check_metadata(request.headers, "object")
     dest_account, dest_container, dest_name = dest
     check_name("Object", dest_name, MAX_OBJECT_NAME_LENGTH)
+    dest_caller = await caller_for(request, dest_account)
     dest_policy = await container_policy(
-        request,
-        await caller_for(request, dest_account),
-        dest_account,
-        dest_container,
-        "X-Container-Write",
+        request, dest_caller, dest_account, dest_container, "X-Container-Write"
     )
+    size = int(stored.metadata["Content-Length"])
+    await quotas.check_upload(request, dest_caller, dest_account, dest_container, size)
     fresh = request.headers.get("x-fresh-metadata", "").lower() in ("true", "1", "yes")
     metadata = (
         {}
@@ -310,10 +329,8 @@ async def _copy(request: Request, source: tuple[str, str, str], dest: tuple[str,
     )
     metadata.pop("X-Delete-At", None)
     metadata.update(user_metadata(request))
-    metadata["Content-Type"] = (
-        request.headers.get("content-type")
-        if request.method == "COPY" and "content-type" in request.headers
-        else stored.metadata.get("Content-Type", "application/octet-stream")
+    metadata["Content-Type"] = request.headers.get(
+        "content-type", stored.metadata.get("Content-Type", "application/octet-stream")
     )
     stored_path = stored.path
 
@@ -333,7 +350,9 @@ async def _copy(request: Request, source: tuple[str, str, str], dest: tuple[str,
         expected_etag=None,
         content_length=None,
     )
-    extra = {
+    # The answer shows the copy's metadata too (Swift's copy middleware).
+    extra = {k: v for k, v in metadata.items() if k.startswith("X-Object-Meta-")}
+    extra |= {
         "X-Copied-From": f"{src_container}/{src_name}",
         "X-Copied-From-Last-Modified": timestamps.http_date(stored.metadata["X-Timestamp"]),
     }
@@ -361,5 +380,5 @@ async def _post(
     return Response(
         b"<html><h1>Accepted</h1><p>The request is accepted for processing.</p></html>",
         status_code=202,
-        headers={"Content-Type": "text/html; charset=UTF-8", **trans_headers(request)},
+        headers={"Content-Type": "text/html; charset=UTF-8"},
     )

@@ -52,6 +52,16 @@ def check_device(device: Path) -> None:
         raise DeviceUnavailable(errno.ENODEV, f"device {device.name} is not mounted")
 
 
+def make_dirs(path: Path) -> None:
+    """mkdir -p, trying the leaf first (its parents usually exist: one syscall)."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        path.mkdir(parents=True, exist_ok=True)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -87,12 +97,14 @@ class ObjectWriter:
     """One replica being written: a temp file, renamed into place by commit()."""
 
     def __init__(self, device: Path, datadir: Path) -> None:
-        check_device(device)
-        tmpdir = device / "tmp"
-        tmpdir.mkdir(exist_ok=True)
         self.datadir = datadir
-        self.tmp = tmpdir / uuid.uuid4().hex
-        self._file = self.tmp.open("wb")
+        self.tmp = device / "tmp" / uuid.uuid4().hex
+        try:
+            self._file = self.tmp.open("wb")
+        except FileNotFoundError:
+            check_device(device)
+            self.tmp.parent.mkdir(exist_ok=True)
+            self._file = self.tmp.open("wb")
         self.size = 0
 
     def write(self, chunk: bytes) -> None:
@@ -101,7 +113,7 @@ class ObjectWriter:
 
     def commit(self, metadata: dict[str, Any]) -> None:
         timestamp = metadata["X-Timestamp"]
-        self.datadir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.datadir)
         target = self.datadir / f"{timestamp}.data"
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -121,7 +133,7 @@ def write_marker(device: Path, datadir: Path, timestamp: str, ext: str, metadata
     """A tombstone (.ts) or a metadata update (.meta): an empty file with metadata."""
     writer = ObjectWriter(device, datadir)
     metadata = {**metadata, "X-Timestamp": timestamp}
-    writer.datadir.mkdir(parents=True, exist_ok=True)
+    make_dirs(datadir)
     target = datadir / f"{timestamp}{ext}"
     set_metadata(writer._file.fileno(), Path(f"{target}.json"), metadata)
     os.fsync(writer._file.fileno())

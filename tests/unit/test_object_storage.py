@@ -1,0 +1,191 @@
+"""The object store's pieces without HTTP: replica files, databases, ranges, ACLs,
+TempURL signatures."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import hmac
+import os
+import time
+
+import pytest
+
+from cumulo.common.context import RequestContext
+from cumulo.object_store.acl import container_acl_allows
+from cumulo.object_store.api import tempurl
+from cumulo.object_store.api.responses import Unsatisfiable, parse_range
+from cumulo.object_store.storage import diskfile, timestamps
+from cumulo.object_store.storage.databases import ContainerBroker
+
+
+def _write(device, datadir, body: bytes, ts: str | None = None):
+    writer = diskfile.ObjectWriter(device, datadir)
+    writer.write(body)
+    writer.commit(
+        {
+            "X-Timestamp": ts or timestamps.now(),
+            "Content-Length": str(len(body)),
+            "ETag": hashlib.md5(body).hexdigest(),
+            "name": "/a/c/o",
+        }
+    )
+
+
+def test_newest_write_wins_and_a_tombstone_hides_the_object(tmp_path):
+    device = tmp_path / "d0"
+    device.mkdir()
+    datadir = diskfile.hash_dir(device, "objects", 1, "abc123")
+    _write(device, datadir, b"old", "0000000001.00000")
+    _write(device, datadir, b"new", "0000000002.00000")
+    stored = diskfile.open_object(datadir)
+    assert stored.path.read_bytes() == b"new"
+    assert [p.name for p in datadir.iterdir()] == ["0000000002.00000.data"]
+    diskfile.write_marker(device, datadir, "0000000003.00000", ".ts", {})
+    with pytest.raises(diskfile.ObjectMissing) as missing:
+        diskfile.open_object(datadir)
+    assert missing.value.timestamp == "0000000003.00000"
+    assert not list((device / "tmp").iterdir())
+
+
+def test_metadata_goes_to_a_sidecar_where_xattrs_are_refused(tmp_path, monkeypatch):
+    def no_xattrs(*_args):
+        raise OSError(errno.ENOTSUP, "no xattrs here")
+
+    monkeypatch.setattr(os, "setxattr", no_xattrs)
+    monkeypatch.setattr(os, "getxattr", no_xattrs)
+    device = tmp_path / "d0"
+    device.mkdir()
+    datadir = diskfile.hash_dir(device, "objects", 1, "abc")
+    _write(device, datadir, b"payload")
+    names = sorted(p.name for p in datadir.iterdir())
+    assert names[0].endswith(".data") and names[1] == names[0] + ".json"
+    assert diskfile.open_object(datadir).metadata["ETag"] == hashlib.md5(b"payload").hexdigest()
+
+
+def test_a_replica_shorter_than_its_metadata_is_quarantined(tmp_path):
+    device = tmp_path / "d0"
+    device.mkdir()
+    datadir = diskfile.hash_dir(device, "objects", 1, "abc")
+    _write(device, datadir, b"0123456789")
+    data = next(datadir.iterdir())
+    os.truncate(data, 3)
+    with pytest.raises(diskfile.Quarantined):
+        diskfile.open_object(datadir)
+    moved = diskfile.quarantine(device, "objects", datadir)
+    assert moved.parent == device / "quarantined" / "objects" and not datadir.exists()
+
+
+def test_an_unmounted_device_refuses_writes(tmp_path):
+    with pytest.raises(diskfile.DeviceUnavailable):
+        diskfile.ObjectWriter(tmp_path / "gone", tmp_path / "gone" / "x")
+
+
+def test_container_listing_with_delimiter_reverse_and_counts(tmp_path):
+    broker = ContainerBroker(tmp_path / "c.db")
+    assert broker.initialize("a", "c", timestamps.now(), 0) == "created"
+    for i, name in enumerate(["a/1", "a/2", "b", "c/x/y"]):
+        broker.put_object(
+            {
+                "name": name,
+                "created_at": timestamps.normalize(10 + i),
+                "size": 5,
+                "content_type": "t",
+                "etag": "e",
+                "deleted": 0,
+            }
+        )
+    # An older write of "b" loses; a newer delete removes it from counts.
+    broker.put_object(
+        {
+            "name": "b",
+            "created_at": timestamps.normalize(1),
+            "size": 99,
+            "content_type": "t",
+            "etag": "e",
+            "deleted": 0,
+        }
+    )
+    assert broker.info()["bytes_used"] == 20
+    broker.put_object(
+        {
+            "name": "b",
+            "created_at": timestamps.normalize(20),
+            "size": 0,
+            "content_type": "",
+            "etag": "",
+            "deleted": 1,
+        }
+    )
+    info = broker.info()
+    assert (info["object_count"], info["bytes_used"]) == (3, 15)
+    rows = broker.list_objects(limit=10, delimiter="/")
+    assert [r.get("subdir") or r["name"] for r in rows] == ["a/", "c/"]
+    rows = broker.list_objects(limit=10, delimiter="/", prefix="c/")
+    assert [r.get("subdir") or r["name"] for r in rows] == ["c/x/"]
+    rows = broker.list_objects(limit=2, reverse=True)
+    assert [r["name"] for r in rows] == ["c/x/y", "a/2"]
+    assert broker.initialize("a", "c", timestamps.now(), 1) == "policy_conflict"
+    assert broker.mark_deleted(timestamps.now()) is False
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("bytes=0-9", [(0, 10)]),
+        ("bytes=-5", [(95, 100)]),
+        ("bytes=90-", [(90, 100)]),
+        ("bytes=0-0,50-59", [(0, 1), (50, 60)]),
+        ("bytes=95-200", [(95, 100)]),
+        ("bytes=9-2", None),  # malformed: ignored, the whole object
+        ("items=0-1", None),
+    ],
+)
+def test_ranges(header, expected):
+    assert parse_range(header, 100) == expected
+
+
+def test_unsatisfiable_ranges():
+    with pytest.raises(Unsatisfiable):
+        parse_range("bytes=100-", 100)
+
+
+def _ctx(project="p1", user="u1", roles=("member",)):
+    return RequestContext(
+        auth_token="t",
+        user_id=user,
+        user_name=f"{user}-name",
+        user_domain_id="default",
+        user_domain_name="Default",
+        roles=frozenset(roles),
+        expires_at="",
+        project_id=project,
+        project_name=f"{project}-name",
+    )
+
+
+def test_container_acls():
+    assert container_acl_allows(".r:*", None, "")
+    assert not container_acl_allows(".r:*", None, "", listing=True)
+    assert container_acl_allows(".r:*,.rlistings", None, "", listing=True)
+    assert not container_acl_allows(".r:*", None, "", write=True)
+    assert container_acl_allows(".r:.example.com", None, "http://www.example.com/x")
+    assert not container_acl_allows(".r:*,.r:-bad.com", None, "http://bad.com/")
+    assert container_acl_allows("p1:u1", _ctx(), "")
+    assert container_acl_allows("p1-name:u1-name", _ctx(), "")
+    assert container_acl_allows("p1:*", _ctx(user="other"), "")
+    assert not container_acl_allows("p1:u1", _ctx(project="p2"), "")
+    assert not container_acl_allows("p1:u1", None, "")
+
+
+def test_tempurl_signatures_in_every_digest_and_form():
+    expires = int(time.time()) + 60
+    path = "/v1/AUTH_p/c/o"
+    body = f"GET\n{expires}\n{path}".encode()
+    sha1 = hmac.new(b"k", body, hashlib.sha1).hexdigest()
+    assert tempurl._signature(sha1)[0] == "sha1"
+    assert tempurl._signature(hmac.new(b"k", body, hashlib.sha512).hexdigest())[0] == "sha512"
+    assert tempurl._signature("sha256:" + "A" * 43)[0] == "sha256"
+    assert tempurl._signature("md5:abc") is None
+    assert tempurl.parse_expires("2030-01-01T00:00:00Z") == 1893456000
+    assert tempurl.parse_expires("tomorrow") is None
