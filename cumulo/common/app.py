@@ -144,6 +144,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(RequestIdMiddleware, service=service)
+    app.state.service = service
     return app
 
 

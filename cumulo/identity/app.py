@@ -7,6 +7,7 @@ from starlette.applications import Starlette
 from cumulo.common.app import create_app
 from cumulo.common.faults import render_identity
 from cumulo.identity.api import (
+    access_rules,
     application_credentials,
     assignments,
     auth,
@@ -39,6 +40,7 @@ def create_identity_app(identity: Identity) -> Starlette:
         *assignments.routes,
         *catalog.routes,
         *application_credentials.routes,
+        *access_rules.routes,
         *credentials.routes,
         *policies.routes,
         *oauth1.routes,

@@ -32,6 +32,7 @@ from cumulo.common.db import Database, utcnow
 from cumulo.common.faults import NotFound, Unauthorized
 from cumulo.common.policy import Policy
 from cumulo.identity import assignments
+from cumulo.identity.access_rules import access_rules_of, render_access_rule
 from cumulo.identity.endpoint_filter import project_endpoint_ids
 from cumulo.identity.models import (
     ApplicationCredential,
@@ -327,6 +328,11 @@ class Identity:
                 "name": cred.name,
                 "restricted": not cred.unrestricted,
             }
+            if cred.access_rule_ids:
+                rules = await access_rules_of(session, cred.access_rule_ids)
+                body["application_credential"]["access_rules"] = [
+                    render_access_rule(r) for r in rules
+                ]
         if role_ids is not None:
             if not role_ids:
                 raise InvalidToken("The user has no role on the scope of this token.")

@@ -104,6 +104,9 @@ IDENTITY_RULES: dict[str, str] = {
     "identity:list_application_credentials": "rule:system_reader or rule:owner",
     "identity:create_application_credential": "rule:owner",
     "identity:delete_application_credential": "rule:cloud_admin or rule:owner",
+    "identity:get_access_rule": "rule:system_reader or rule:owner",
+    "identity:list_access_rules": "rule:system_reader or rule:owner",
+    "identity:delete_access_rule": "rule:cloud_admin or rule:owner",
     # credentials (EC2 and others)
     "identity:get_credential": "rule:system_reader or user_id:%(target.credential.user_id)s",
     "identity:list_credentials": "rule:system_reader or user_id:%(target.credential.user_id)s",
