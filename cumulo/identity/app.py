@@ -21,6 +21,7 @@ from cumulo.identity.api import (
     policies,
     projects,
     roles,
+    trusts,
     users,
     versions,
 )
@@ -45,6 +46,7 @@ def create_identity_app(identity: Identity) -> Starlette:
         *policies.routes,
         *oauth1.routes,
         *endpoint_filter.routes,
+        *trusts.routes,
     ]
     app = create_app("identity", routes, render_identity)
     app.state.identity = identity

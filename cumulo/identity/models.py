@@ -303,3 +303,23 @@ class AccessRule(Base):
     service: Mapped[str] = mapped_column(String(64))
     path: Mapped[str] = mapped_column(String(225))
     method: Mapped[str] = mapped_column(String(16))
+
+
+class Trust(Base):
+    """OS-TRUST: a trustor lets a trustee act with some of its roles on a project."""
+
+    __tablename__ = "trust"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    trustor_user_id: Mapped[str] = mapped_column(
+        ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    trustee_user_id: Mapped[str] = mapped_column(
+        ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    project_id: Mapped[str | None] = mapped_column(ID)
+    impersonation: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Tokens the trust may still make (None: unlimited).
+    remaining_uses: Mapped[int | None] = mapped_column(Integer)
+    role_ids: Mapped[list] = mapped_column(JSON, default=list)
+    extra: Mapped[dict] = mapped_column(JSON, default=dict)
