@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cumulo.common.db import utcnow
-from cumulo.common.faults import BadRequest, Unauthorized
+from cumulo.common.faults import BadRequest, NotFound, Unauthorized
 from cumulo.identity import assignments, security_compliance, totp
 from cumulo.identity.core import Identity
 from cumulo.identity.models import (
@@ -148,7 +148,11 @@ async def by_token(identity: Identity, data: dict[str, Any]) -> Authenticated:
     token = data.get("id")
     if not isinstance(token, str):
         raise BadRequest("Invalid input for field 'identity.token.id'.")
-    payload, _ = await identity.validate(token)
+    try:
+        payload, _ = await identity.validate(token)
+    except Unauthorized as exc:
+        # Keystone: a token that does not validate is one it cannot find (404).
+        raise NotFound(f"Could not find token: {exc.message}") from None
     if payload.app_cred_id is not None:
         raise _refuse("a token made from an application credential cannot be rescoped")
     if payload.trust_id is not None:

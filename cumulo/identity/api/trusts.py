@@ -211,17 +211,17 @@ async def list_trusts(request: Request) -> Response:
 
 
 async def _trust(request: Request, rule: str) -> tuple[Trust, RequestContext]:
-    """The trust in the path, after the policy (403 before 404 for strangers, as Keystone)."""
+    """The trust in the path (404 when unknown or expired), after the policy."""
     await context(request)
     trust_id = request.path_params["trust_id"]
     async with identity_of(request).read() as session:
         trust = await session.get(Trust, trust_id)
-    parties = ("trustor_user_id", "trustee_user_id")
-    target = {"trust": {k: getattr(trust, k) for k in parties}} if trust else {}
-    ctx = await authorize(request, rule, target)
-    _refuse_app_cred(ctx)
+    # Keystone looks the trust up before its policy: an unknown trust is 404 for anyone.
     if trust is None or (trust.expires_at is not None and trust.expires_at <= utcnow()):
         raise NotFound(f"Could not find trust: {trust_id}.")
+    parties = ("trustor_user_id", "trustee_user_id")
+    ctx = await authorize(request, rule, {"trust": {k: getattr(trust, k) for k in parties}})
+    _refuse_app_cred(ctx)
     return trust, ctx
 
 
