@@ -116,3 +116,56 @@ def test_trust_rules(cloud, admin_http):
         }
     }
     assert httpx.post(f"{cloud.auth_url}/auth/tokens", json=rescope).status_code == 401
+
+
+def test_a_trust_token_cannot_mint_or_read_lasting_credentials(cloud, admin_http):
+    """With impersonation the trustee acts as the trustor: never beyond the trust's life."""
+    project = cloud.openstack("project", "create", f"trp-{uuid.uuid4().hex[:8]}", "-f", "json")
+    trustor = _user(cloud, "trustor-pw", project["id"])
+    trustee = _user(cloud, "trustee-pw")
+    member = cloud.openstack("role", "show", "member", "-f", "json")["id"]
+    r = admin_http.post(
+        "/v3/credentials",
+        json={"credential": {"user_id": trustor, "type": "totp", "blob": "GEZDGNBVGY3TQOJQ"}},
+    )
+    totp_id = r.json()["credential"]["id"]
+    own = httpx.post(
+        f"{cloud.auth_url}/auth/tokens",
+        json=password_auth({"id": trustor}, "trustor-pw", {"project": {"id": project["id"]}}),
+    ).headers["X-Subject-Token"]
+    with cloud.http(own) as http:
+        trust = http.post(
+            "/v3/OS-TRUST/trusts",
+            json={
+                "trust": {
+                    "trustor_user_id": trustor,
+                    "trustee_user_id": trustee,
+                    "project_id": project["id"],
+                    "impersonation": True,
+                    "roles": [{"id": member}],
+                }
+            },
+        ).json()["trust"]
+    token = httpx.post(
+        f"{cloud.auth_url}/auth/tokens",
+        json=password_auth({"id": trustee}, "trustee-pw", {"OS-TRUST:trust": {"id": trust["id"]}}),
+    ).headers["X-Subject-Token"]
+    with cloud.http(token) as http:
+        secret = {"user_id": trustor, "type": "totp", "blob": "JBSWY3DPEHPK3PXP"}
+        assert http.post("/v3/credentials", json={"credential": secret}).status_code == 403
+        assert http.get(f"/v3/credentials/{totp_id}").status_code == 403
+        assert http.get("/v3/credentials").status_code == 403
+        ec2 = http.post(
+            f"/v3/users/{trustor}/credentials/OS-EC2", json={"tenant_id": project["id"]}
+        )
+        assert ec2.status_code == 403
+        app = {"application_credential": {"name": "forever"}}
+        r = http.post(f"/v3/users/{trustor}/application_credentials", json=app)
+        assert r.status_code == 403
+        again = {**trust, "trustee_user_id": trustee}
+        again = {
+            k: again[k]
+            for k in ("trustor_user_id", "trustee_user_id", "project_id", "impersonation")
+        }
+        r = http.post("/v3/OS-TRUST/trusts", json={"trust": {**again, "roles": [{"id": member}]}})
+        assert r.status_code == 403

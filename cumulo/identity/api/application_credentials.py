@@ -41,6 +41,7 @@ from cumulo.identity.api.common import (
     new_id,
     no_content,
     paginate,
+    refuse_trust_token,
 )
 from cumulo.identity.models import GLOBAL, AccessRule, ApplicationCredential, Role, User
 from cumulo.identity.passwords import MAX_PASSWORD_BYTES, hash_password
@@ -218,6 +219,7 @@ async def create_application_credential(request: Request) -> Response:
         AppCredCreate, data.get("application_credential") if isinstance(data, dict) else None
     )
     await _refuse_restricted_token(request, ctx)
+    await refuse_trust_token(request, ctx, "application credentials")
     if ctx.user_id != user_id:
         raise Forbidden("Cannot create an application credential for another user.")
     if ctx.project_id is None:

@@ -34,6 +34,7 @@ from cumulo.identity.api.common import (
     list_body,
     new_id,
     no_content,
+    refuse_trust_token,
     section,
     self_link,
 )
@@ -149,6 +150,7 @@ async def create_trust(request: Request) -> Response:
         request, "identity:create_trust", {"trust": {"trustor_user_id": body.trustor_user_id}}
     )
     _refuse_app_cred(ctx)
+    await refuse_trust_token(request, ctx, "trusts (redelegation is not supported)")
     if body.project_id and not body.roles:
         raise Forbidden(
             "You are not authorized to perform the requested action: At least one role "
