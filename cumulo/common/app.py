@@ -186,6 +186,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(RequestIdMiddleware, service=service, render_error=render_error)
+    app.state.service = service
     return app
 
 

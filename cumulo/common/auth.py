@@ -16,6 +16,7 @@ from typing import Protocol
 
 from starlette.requests import Request
 
+from cumulo.common import access_rules
 from cumulo.common.app import request_id
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import Unauthorized
@@ -74,5 +75,10 @@ async def request_context(request: Request) -> RequestContext:
     # Identity validates in-process; other services use a TokenValidator.
     validator: ContextSource = request.app.state.token_validator
     ctx = await validator.context(token, request_id(request))
+    if ctx.access_rules and not access_rules.allows(
+        ctx.access_rules, request.app.state.service, request.method, request.url.path
+    ):
+        # keystonemiddleware answers a token used beyond its access rules with 401.
+        raise Unauthorized("The application credential's access rules do not allow this request.")
     request.scope["cumulo.context"] = ctx
     return ctx

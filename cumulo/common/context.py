@@ -29,6 +29,9 @@ class RequestContext:
     system_scope: str | None = None
     is_admin_project: bool = False
     app_cred_id: str | None = None
+    # The application credential's access rules ({service, path, method}): when any,
+    # the token reaches only what they name.
+    access_rules: tuple[dict[str, str], ...] = ()
     request_id: str = "-"
 
     @classmethod
@@ -57,6 +60,7 @@ class RequestContext:
             system_scope="all" if system.get("all") else None,
             is_admin_project=bool(token.get("is_admin_project", False)),
             app_cred_id=(token.get("application_credential") or {}).get("id"),
+            access_rules=tuple((token.get("application_credential") or {}).get("access_rules", ())),
             request_id=request_id,
         )
 
@@ -65,6 +69,7 @@ class RequestContext:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         data["roles"] = sorted(self.roles)
         data["audit_ids"] = list(self.audit_ids)
+        data["access_rules"] = list(self.access_rules)
         return data
 
     @classmethod
@@ -72,6 +77,7 @@ class RequestContext:
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         fields["roles"] = frozenset(fields.get("roles", ()))
         fields["audit_ids"] = tuple(fields.get("audit_ids", ()))
+        fields["access_rules"] = tuple(fields.get("access_rules", ()))
         return cls(**fields)
 
     def policy_credentials(self) -> dict[str, Any]:

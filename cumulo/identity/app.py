@@ -7,6 +7,7 @@ from starlette.applications import Starlette
 from cumulo.common.app import create_app
 from cumulo.common.faults import render_identity
 from cumulo.identity.api import (
+    access_rules,
     application_credentials,
     assignments,
     auth,
@@ -20,6 +21,7 @@ from cumulo.identity.api import (
     policies,
     projects,
     roles,
+    trusts,
     users,
     versions,
 )
@@ -40,10 +42,12 @@ def create_identity_app(identity: Identity) -> Starlette:
         *assignments.routes,
         *catalog.routes,
         *application_credentials.routes,
+        *access_rules.routes,
         *credentials.routes,
         *policies.routes,
         *oauth1.routes,
         *endpoint_filter.routes,
+        *trusts.routes,
     ]
     app = create_app("identity", routes, render_identity)
     app.add_middleware(AuditMiddleware, notifier_of=lambda: identity.notifier)

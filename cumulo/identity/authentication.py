@@ -11,14 +11,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.fernet import InvalidToken
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cumulo.common.db import utcnow
-from cumulo.common.faults import BadRequest, Unauthorized
+from cumulo.common.faults import BadRequest, NotFound, Unauthorized
 from cumulo.identity import assignments, security_compliance, totp
 from cumulo.identity.core import Identity
-from cumulo.identity.models import ApplicationCredential, Credential, Domain, Project, User
+from cumulo.identity.models import (
+    ApplicationCredential,
+    Credential,
+    Domain,
+    Project,
+    Trust,
+    User,
+)
 from cumulo.identity.passwords import check_password
 from cumulo.identity.tokens import (
     SCOPE_DOMAIN,
@@ -141,9 +148,15 @@ async def by_token(identity: Identity, data: dict[str, Any]) -> Authenticated:
     token = data.get("id")
     if not isinstance(token, str):
         raise BadRequest("Invalid input for field 'identity.token.id'.")
-    payload, _ = await identity.validate(token)
+    try:
+        payload, _ = await identity.validate(token)
+    except Unauthorized as exc:
+        # Keystone: a token that does not validate is one it cannot find (404).
+        raise NotFound(f"Could not find token: {exc.message}") from None
     if payload.app_cred_id is not None:
         raise _refuse("a token made from an application credential cannot be rescoped")
+    if payload.trust_id is not None:
+        raise _refuse("a token made from a trust cannot be rescoped")
     methods = tuple(dict.fromkeys((*payload.methods, "token")))
     return Authenticated(payload.user_id, methods, parent=payload)
 
@@ -231,5 +244,42 @@ async def resolve_scope(
             raise _refuse(f"user {auth.user_id} has no role on the system")
         return SCOPE_SYSTEM, "all"
     if "OS-TRUST:trust" in scope:
-        raise BadRequest("Trusts are not supported by this cloud.")
+        raise BadRequest("A trust scope is resolved by trust_scope().")
     raise BadRequest("Invalid input for field 'scope': give one of project, domain, system.")
+
+
+def trust_ref(scope: Any) -> str | None:
+    """The trust id of a `{"OS-TRUST:trust": {"id": ...}}` scope, else None."""
+    if not isinstance(scope, dict) or "OS-TRUST:trust" not in scope:
+        return None
+    ref = scope["OS-TRUST:trust"]
+    if len(scope) != 1 or not isinstance(ref, dict) or not isinstance(ref.get("id"), str):
+        raise BadRequest("Invalid input for field 'scope.OS-TRUST:trust': give its id.")
+    return ref["id"]
+
+
+async def trust_scope(identity: Identity, auth: Authenticated, trust_id: str) -> Trust:
+    """The trust the trustee authenticates with; one of its remaining uses is spent."""
+    if auth.app_cred is not None:
+        raise _refuse("an application credential cannot use a trust")
+    async with identity.read() as session:
+        trust = await session.get(Trust, trust_id)
+        trustor = await session.get(User, trust.trustor_user_id) if trust else None
+    if trust is None or trust.trustee_user_id != auth.user_id:
+        raise _refuse(f"trust {trust_id} is unknown or not for user {auth.user_id}")
+    if trust.expires_at is not None and trust.expires_at <= utcnow():
+        raise _refuse(f"trust {trust_id} has expired")
+    if trust.project_id is None:
+        raise _refuse(f"trust {trust_id} names no project to scope a token to")
+    if trustor is None or not trustor.enabled:
+        raise _refuse(f"the trustor of trust {trust_id} is disabled")
+    if trust.remaining_uses is not None:
+        async with identity.write() as session:
+            spent = await session.execute(
+                update(Trust)
+                .where(Trust.id == trust.id, Trust.remaining_uses > 0)
+                .values(remaining_uses=Trust.remaining_uses - 1)
+            )
+        if not spent.rowcount:
+            raise _refuse(f"trust {trust_id} has no uses left")
+    return trust

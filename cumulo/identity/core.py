@@ -33,6 +33,7 @@ from cumulo.common.faults import NotFound, Unauthorized
 from cumulo.common.notifications import Notifier
 from cumulo.common.policy import Policy
 from cumulo.identity import assignments
+from cumulo.identity.access_rules import access_rules_of, render_access_rule
 from cumulo.identity.endpoint_filter import project_endpoint_ids
 from cumulo.identity.models import (
     ApplicationCredential,
@@ -42,6 +43,7 @@ from cumulo.identity.models import (
     Region,
     RevocationEvent,
     Service,
+    Trust,
     User,
 )
 from cumulo.identity.policies import IDENTITY_RULES
@@ -190,6 +192,7 @@ class Identity:
         *,
         parent: TokenPayload | None = None,
         app_cred: ApplicationCredential | None = None,
+        trust: Trust | None = None,
         include_catalog: bool = True,
     ) -> tuple[str, dict[str, Any]]:
         now = time.time()
@@ -199,8 +202,9 @@ class Identity:
             # A token made from a token never outlives it and shares its audit chain.
             expires_at = min(expires_at, parent.expires_at)
             audit_ids = (audit_ids[0], parent.audit_ids[-1])
-        if app_cred is not None and app_cred.expires_at is not None:
-            expires_at = min(expires_at, app_cred.expires_at.replace(tzinfo=UTC).timestamp())
+        for limit in (app_cred, trust):
+            if limit is not None and limit.expires_at is not None:
+                expires_at = min(expires_at, limit.expires_at.replace(tzinfo=UTC).timestamp())
         payload = TokenPayload(
             user_id=user_id,
             methods=methods,
@@ -210,13 +214,15 @@ class Identity:
             scope=scope,
             scope_id=scope_id,
             app_cred_id=app_cred.id if app_cred else None,
+            trust_id=trust.id if trust else None,
         )
         generation = self._tokens.generation
         body = await self._render(payload)
         token = self.formatter.create(payload)
         # Services validate a token soon after it is issued: it starts cached.
         self._tokens.put(token, (payload, body), generation)
-        if include_catalog:
+        # Keystone gives a catalog with scoped tokens only.
+        if include_catalog and "roles" in body:
             body = {**body, "catalog": await self.catalog_for(body)}
         return token, body
 
@@ -259,7 +265,7 @@ class Identity:
 
     async def _render(self, p: TokenPayload) -> dict[str, Any]:
         """The Identity v3 token body for a payload; refuses what is no longer valid."""
-        key = (p.user_id, p.scope, p.scope_id, p.app_cred_id)
+        key = (p.user_id, p.scope, p.scope_id, p.app_cred_id, p.trust_id)
         parts = self._scopes.get(key)
         if parts is None:
             generation = self._scopes.generation
@@ -298,7 +304,10 @@ class Identity:
             domain = await session.get(Domain, project.domain_id)
             if domain is None or not domain.enabled:
                 raise InvalidToken("The domain of this token's project is disabled.")
-            role_ids = await assignments.roles_on_project(session, user.id, project)
+            if p.trust_id is not None:
+                role_ids = await self._trust_roles(session, p, project, body)
+            else:
+                role_ids = await assignments.roles_on_project(session, user.id, project)
             body["project"] = {
                 "domain": {"id": domain.id, "name": domain.name},
                 "id": project.id,
@@ -330,11 +339,37 @@ class Identity:
                 "name": cred.name,
                 "restricted": not cred.unrestricted,
             }
+            if cred.access_rule_ids:
+                rules = await access_rules_of(session, cred.access_rule_ids)
+                body["application_credential"]["access_rules"] = [
+                    render_access_rule(r) for r in rules
+                ]
         if role_ids is not None:
             if not role_ids:
                 raise InvalidToken("The user has no role on the scope of this token.")
             body["roles"] = await assignments.role_refs(session, role_ids)
         return body
+
+    async def _trust_roles(
+        self, session: AsyncSession, p: TokenPayload, project: Project, body: dict[str, Any]
+    ) -> set[str]:
+        """A trust token's roles: the trust's, as far as the trustor still holds them."""
+        trust = await session.get(Trust, p.trust_id)
+        if trust is None or trust.project_id != project.id:
+            raise InvalidToken("The trust of this token was deleted.")
+        if trust.expires_at is not None and trust.expires_at <= utcnow():
+            raise InvalidToken("The trust of this token has expired.")
+        trustor = await session.get(User, trust.trustor_user_id)
+        if trustor is None or not trustor.enabled:
+            raise InvalidToken("The trustor of this token is unknown or disabled.")
+        held = await assignments.roles_on_project(session, trustor.id, project)
+        body["OS-TRUST:trust"] = {
+            "id": trust.id,
+            "impersonation": trust.impersonation,
+            "trustee_user": {"id": trust.trustee_user_id},
+            "trustor_user": {"id": trust.trustor_user_id},
+        }
+        return held & await assignments.expand_implied(session, set(trust.role_ids))
 
     # -- revoke ---------------------------------------------------------------
 

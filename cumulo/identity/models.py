@@ -189,6 +189,8 @@ class ApplicationCredential(Base):
     system: Mapped[str | None] = mapped_column(String(16))
     # Role ids the credential delegates (a subset of the user's roles on the project).
     role_ids: Mapped[list] = mapped_column(JSON, default=list)
+    # Ids of the user's access rules limiting the credential's tokens (none: no limit).
+    access_rule_ids: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -288,3 +290,36 @@ class DomainConfigOption(Base):
     option: Mapped[str] = mapped_column(String(255), primary_key=True)
     value: Mapped[Any] = mapped_column(JSON)
     sensitive: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AccessRule(Base):
+    """What a user's application credentials may be limited to: one service, method, path.
+    Shared by the credentials that name it, and kept until its user deletes it."""
+
+    __tablename__ = "access_rule"
+    __table_args__ = (UniqueConstraint("user_id", "service", "path", "method"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    service: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(225))
+    method: Mapped[str] = mapped_column(String(16))
+
+
+class Trust(Base):
+    """OS-TRUST: a trustor lets a trustee act with some of its roles on a project."""
+
+    __tablename__ = "trust"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    trustor_user_id: Mapped[str] = mapped_column(
+        ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    trustee_user_id: Mapped[str] = mapped_column(
+        ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    project_id: Mapped[str | None] = mapped_column(ID)
+    impersonation: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Tokens the trust may still make (None: unlimited).
+    remaining_uses: Mapped[int | None] = mapped_column(Integer)
+    role_ids: Mapped[list] = mapped_column(JSON, default=list)
+    extra: Mapped[dict] = mapped_column(JSON, default=dict)

@@ -46,7 +46,9 @@ IDENTITY_RULES: dict[str, str] = {
     "identity:create_user": _admin_or_domain_admin("user"),
     "identity:update_user": _admin_or_domain_admin("user"),
     "identity:delete_user": _admin_or_domain_admin("user"),
-    "identity:change_password": "rule:owner",
+    # Keystone checks only the original password; a token sent here must be the user's
+    # or an admin's (who could reset the password anyway).
+    "identity:change_password": "rule:owner or " + _admin_or_domain_admin("user"),
     # groups
     "identity:get_group": _reader_or_domain_reader("group"),
     "identity:list_groups": "rule:system_reader"
@@ -104,6 +106,9 @@ IDENTITY_RULES: dict[str, str] = {
     "identity:list_application_credentials": "rule:system_reader or rule:owner",
     "identity:create_application_credential": "rule:owner",
     "identity:delete_application_credential": "rule:cloud_admin or rule:owner",
+    "identity:get_access_rule": "rule:system_reader or rule:owner",
+    "identity:list_access_rules": "rule:system_reader or rule:owner",
+    "identity:delete_access_rule": "rule:cloud_admin or rule:owner",
     # credentials (EC2 and others)
     "identity:get_credential": "rule:system_reader or user_id:%(target.credential.user_id)s",
     "identity:list_credentials": "rule:system_reader or user_id:%(target.credential.user_id)s",
@@ -132,6 +137,17 @@ IDENTITY_RULES: dict[str, str] = {
     "identity:update_domain_config": "rule:cloud_admin",
     "identity:delete_domain_config": "rule:cloud_admin",
     "identity:get_security_compliance_domain_config": "",
+    # OS-TRUST
+    "trustor": "user_id:%(target.trust.trustor_user_id)s",
+    "trustee": "user_id:%(target.trust.trustee_user_id)s",
+    "identity:create_trust": "user_id:%(target.trust.trustor_user_id)s",
+    "identity:list_trusts": "rule:system_reader",
+    "identity:list_trusts_for_trustor": "rule:system_reader or rule:trustor",
+    "identity:list_trusts_for_trustee": "rule:system_reader or rule:trustee",
+    "identity:get_trust": "rule:system_reader or rule:trustor or rule:trustee",
+    "identity:delete_trust": "rule:cloud_admin or rule:trustor",
+    "identity:list_roles_for_trust": "rule:system_reader or rule:trustor or rule:trustee",
+    "identity:get_role_for_trust": "rule:system_reader or rule:trustor or rule:trustee",
     # OS-EP-FILTER
     "identity:list_endpoint_groups": "rule:system_reader",
     "identity:get_endpoint_group": "rule:system_reader",

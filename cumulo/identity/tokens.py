@@ -21,6 +21,8 @@ import msgpack
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 PAYLOAD_VERSION = 1
+# A trust-scoped token's payload: the same fields and the trust id.
+TRUST_PAYLOAD_VERSION = 3
 
 METHOD_BITS = {
     "password": 1,
@@ -142,6 +144,7 @@ class TokenPayload:
     scope: int = SCOPE_UNSCOPED
     scope_id: str | None = None  # project id, domain id, or "all" for system
     app_cred_id: str | None = None
+    trust_id: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -181,19 +184,20 @@ class TokenFormatter:
             self.reload()
 
     def create(self, p: TokenPayload) -> str:
-        return self.seal(
-            [
-                PAYLOAD_VERSION,
-                pack_id(p.user_id),
-                pack_methods(p.methods),
-                p.scope,
-                pack_id(p.scope_id),
-                p.expires_at,
-                p.issued_at,
-                [_pack_audit(a) for a in p.audit_ids],
-                pack_id(p.app_cred_id),
-            ]
-        )
+        fields = [
+            TRUST_PAYLOAD_VERSION if p.trust_id else PAYLOAD_VERSION,
+            pack_id(p.user_id),
+            pack_methods(p.methods),
+            p.scope,
+            pack_id(p.scope_id),
+            p.expires_at,
+            p.issued_at,
+            [_pack_audit(a) for a in p.audit_ids],
+            pack_id(p.app_cred_id),
+        ]
+        if p.trust_id:
+            fields.append(pack_id(p.trust_id))
+        return self.seal(fields)
 
     def seal(self, fields: list) -> str:
         """Fields packed and encrypted with the primary key (tokens, auth receipts)."""
@@ -219,9 +223,10 @@ class TokenFormatter:
     def parse(self, token: str) -> TokenPayload:
         """Decrypt a token; raises ValueError when it is not one of ours."""
         fields = self.unseal(token)
-        if len(fields) != 9 or fields[0] != PAYLOAD_VERSION:
+        if (fields[0], len(fields)) not in ((PAYLOAD_VERSION, 9), (TRUST_PAYLOAD_VERSION, 10)):
             raise ValueError("unknown token payload")
-        _, user, methods, scope, scope_id, expires_at, issued_at, audits, app_cred = fields
+        _, user, methods, scope, scope_id, expires_at, issued_at, audits, app_cred = fields[:9]
+        trust = fields[9] if len(fields) == 10 else None
         return TokenPayload(
             user_id=unpack_id(user),  # type: ignore[arg-type]
             methods=unpack_methods(methods),
@@ -231,4 +236,5 @@ class TokenFormatter:
             scope=int(scope),
             scope_id=unpack_id(scope_id),
             app_cred_id=unpack_id(app_cred),
+            trust_id=unpack_id(trust),
         )

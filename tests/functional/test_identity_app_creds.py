@@ -172,11 +172,13 @@ def test_roles_must_be_held_and_names_unique(cloud: CloudRunner, demo_ids):
         r = demo.get(url, params={"name": name})
         assert [c["name"] for c in r.json()["application_credentials"]] == [name]
         assert "secret" not in r.json()["application_credentials"][0]
-        rules = [{"path": "/v2.1/servers", "method": "GET", "service": "compute"}]
-        r = demo.post(
-            url, json={"application_credential": {"name": _unique("ar"), "access_rules": rules}}
-        )
-        assert r.status_code == 400
+        for bad in (
+            {"path": "/v2.1/servers", "method": "FETCH", "service": "compute"},
+            {"path": "v2.1/servers", "method": "GET", "service": "compute"},
+            {"method": "GET", "service": "compute"},
+        ):
+            body = {"application_credential": {"name": _unique("ar"), "access_rules": [bad]}}
+            assert demo.post(url, json=body).status_code == 400, bad
         # Not for another user, even with a valid token.
         r = demo.post(
             "/v3/users/someone-else/application_credentials",
@@ -283,3 +285,52 @@ def test_admin_may_look_but_other_users_may_not(cloud: CloudRunner, demo_ids, ad
     )
     assert admin_http.get("/v3/users/nobody/application_credentials").status_code == 404
     assert admin_http.delete(f"{url}/{cred_id}").status_code == 204
+
+
+def test_access_rules_limit_what_the_credentials_token_reaches(cloud: CloudRunner, demo_ids):
+    """A monitoring app may list images and servers, and nothing else."""
+    rules = (
+        '[{"service": "image", "method": "GET", "path": "/v2/images"},'
+        ' {"service": "compute", "method": "GET", "path": "/v2.1/servers/**"}]'
+    )
+    name = _unique("monitor")
+    cred = cloud.openstack(
+        "application", "credential", "create", name, "--access-rules", rules, "-f", "json",
+        cloud="cumulo-demo",
+    )  # fmt: skip
+    shown = sorted(cred["Access Rules"], key=lambda r: r["service"])
+    assert [(r["service"], r["method"], r["path"]) for r in shown] == [
+        ("compute", "GET", "/v2.1/servers/**"),
+        ("image", "GET", "/v2/images"),
+    ]
+    token = _app_token(cloud, cred["ID"], cred["Secret"]).json()["token"]
+    assert len(token["application_credential"]["access_rules"]) == 2
+
+    assert _as_app(cloud, cred["ID"], cred["Secret"], "image", "list").returncode == 0
+    assert _as_app(cloud, cred["ID"], cred["Secret"], "server", "list").returncode == 0
+    refused = _as_app(cloud, cred["ID"], cred["Secret"], "network", "list")
+    assert refused.returncode != 0 and "401" in refused.stderr
+    refused = _as_app(cloud, cred["ID"], cred["Secret"], "image", "create", "--private", "x")
+    assert refused.returncode != 0
+
+    # The rules are the user's own: listed, reused by a second credential, kept after the
+    # credentials go, deletable only when no credential names them.
+    url = f"/v3/users/{demo_ids['user']}/access_rules"
+    with cloud.http(cloud.token("demo", project="demo")) as demo:
+        listed = demo.get(url, params={"service": "image"}).json()["access_rules"]
+        assert [r["path"] for r in listed] == ["/v2/images"]
+        rule_id = listed[0]["id"]
+        again = demo.post(
+            f"/v3/users/{demo_ids['user']}/application_credentials",
+            json={
+                "application_credential": {"name": _unique("m2"), "access_rules": [{"id": rule_id}]}
+            },
+        ).json()["application_credential"]
+        assert again["access_rules"][0]["id"] == rule_id
+        assert demo.get(f"{url}/{rule_id}").json()["access_rule"]["method"] == "GET"
+        assert demo.delete(f"{url}/{rule_id}").status_code == 403
+        for cred_id in (cred["ID"], again["id"]):
+            r = demo.delete(f"/v3/users/{demo_ids['user']}/application_credentials/{cred_id}")
+            assert r.status_code == 204
+        assert demo.delete(f"{url}/{rule_id}").status_code == 204
+        assert demo.get(f"{url}/{rule_id}").status_code == 404

@@ -18,7 +18,8 @@ from cumulo.identity.models import User
 from tests.cloudrunner import CloudRunner, configure_state_dir, password_auth
 
 LOCKOUT_ATTEMPTS = 3
-LOCKOUT_SECONDS = 3
+# Long enough that a slow CLI run still meets the lock (the machine may be loaded).
+LOCKOUT_SECONDS = 12
 RULE = "at least 7 characters, with a letter and a digit"
 
 

@@ -6,8 +6,8 @@ shown once, at creation; only its bcrypt hash is stored. Authentication with the
 credential lives in cumulo.identity.authentication; a token made from it carries
 the credential's id, so deleting the credential stops its tokens at once.
 
-Access rules are refused (400) when non-empty: no cumulo service enforces them
-yet, and silently dropping them would give the credential more power than asked.
+Access rules (service, method, path) limit what the credential's tokens reach: each
+service checks them on every request (cumulo.common.access_rules).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, StrictBool, StrictStr, model_validator
 from sqlalchemy import select
@@ -29,6 +29,7 @@ from cumulo.common.app import json_body, validate
 from cumulo.common.context import RequestContext
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound
+from cumulo.identity.access_rules import access_rules_of, render_access_rule
 from cumulo.identity.api.common import (
     Body,
     ClosedBody,
@@ -40,8 +41,9 @@ from cumulo.identity.api.common import (
     new_id,
     no_content,
     paginate,
+    refuse_trust_token,
 )
-from cumulo.identity.models import GLOBAL, ApplicationCredential, Role, User
+from cumulo.identity.models import GLOBAL, AccessRule, ApplicationCredential, Role, User
 from cumulo.identity.passwords import MAX_PASSWORD_BYTES, hash_password
 
 
@@ -56,6 +58,21 @@ class RoleRef(ClosedBody):
         return self
 
 
+class AccessRuleRef(ClosedBody):
+    """An access rule: an existing one by id, or service + method + path (Keystone's schema)."""
+
+    id: StrictStr | None = None
+    service: StrictStr | None = Field(None, min_length=1, max_length=64)
+    path: StrictStr | None = Field(None, max_length=225, pattern=r"^/")
+    method: Literal["DELETE", "GET", "HEAD", "PATCH", "POST", "PUT"] | None = None
+
+    @model_validator(mode="after")
+    def _id_or_rule(self) -> AccessRuleRef:
+        if self.id is None and None in (self.service, self.path, self.method):
+            raise ValueError("an access rule needs an id, or service, path and method")
+        return self
+
+
 class AppCredCreate(Body):
     name: StrictStr = Name(255)
     description: StrictStr | None = None
@@ -63,7 +80,7 @@ class AppCredCreate(Body):
     expires_at: StrictStr | None = None
     roles: list[RoleRef] | None = None
     unrestricted: StrictBool = False
-    access_rules: list[dict[str, Any]] = Field(default_factory=list)
+    access_rules: list[AccessRuleRef] = Field(default_factory=list)
 
 
 def _generate_secret() -> str:
@@ -115,9 +132,39 @@ async def _render(
             for r in sorted(roles, key=lambda r: r.name)
         ],
         "unrestricted": cred.unrestricted,
-        "access_rules": [],
+        "access_rules": [
+            render_access_rule(r) for r in await access_rules_of(session, cred.access_rule_ids)
+        ],
         "links": {"self": f"{base}/v3/users/{cred.user_id}/application_credentials/{cred.id}"},
     }
+
+
+async def _access_rule_ids(
+    session: AsyncSession, user_id: str, refs: list[AccessRuleRef]
+) -> list[str]:
+    """The user's rules the credential names: by id, else an identical one, else new."""
+    ids: list[str] = []
+    for ref in refs:
+        rule = await session.get(AccessRule, ref.id) if ref.id else None
+        if ref.id and (rule is None or rule.user_id != user_id):
+            raise NotFound(f"Could not find Access Rule: {ref.id}.")
+        if rule is None:
+            rule = await session.scalar(
+                select(AccessRule).where(
+                    AccessRule.user_id == user_id,
+                    AccessRule.service == ref.service,
+                    AccessRule.path == ref.path,
+                    AccessRule.method == ref.method,
+                )
+            )
+        if rule is None:
+            rule = AccessRule(
+                id=new_id(), user_id=user_id, service=ref.service, path=ref.path, method=ref.method
+            )
+            session.add(rule)
+            await session.flush()
+        ids.append(rule.id)
+    return list(dict.fromkeys(ids))
 
 
 def _target(user_id: str) -> dict[str, Any]:
@@ -172,12 +219,11 @@ async def create_application_credential(request: Request) -> Response:
         AppCredCreate, data.get("application_credential") if isinstance(data, dict) else None
     )
     await _refuse_restricted_token(request, ctx)
+    await refuse_trust_token(request, ctx, "application credentials")
     if ctx.user_id != user_id:
         raise Forbidden("Cannot create an application credential for another user.")
     if ctx.project_id is None:
         raise BadRequest("An application credential is created with a project-scoped token.")
-    if body.access_rules:
-        raise BadRequest("Access rules are not supported by this cloud.")
     expires_at = _parse_expiry(body.expires_at) if body.expires_at else None
     secret = body.secret or _generate_secret()
     if len(secret.encode()) > MAX_PASSWORD_BYTES:
@@ -187,6 +233,7 @@ async def create_application_credential(request: Request) -> Response:
         role_ids = await _delegated_role_ids(request, session, ctx, body.roles)
     cred = ApplicationCredential(
         id=new_id(),
+        access_rule_ids=[],
         name=body.name,
         user_id=user_id,
         project_id=ctx.project_id,
@@ -198,6 +245,7 @@ async def create_application_credential(request: Request) -> Response:
     )
     try:
         async with identity.write() as session:
+            cred.access_rule_ids = await _access_rule_ids(session, user_id, body.access_rules)
             session.add(cred)
     except IntegrityError:
         raise Conflict(

@@ -27,7 +27,7 @@ from cumulo.identity.api.common import (
 )
 from cumulo.identity.core import Identity
 from cumulo.identity.models import Domain, Project, User
-from cumulo.identity.tokens import TokenPayload
+from cumulo.identity.tokens import SCOPE_PROJECT, TokenPayload
 
 SUPPORTED_METHODS = ("password", "token", "application_credential", "totp")
 
@@ -87,14 +87,24 @@ async def issue_token(request: Request) -> Response:
             merged.methods = tuple(dict.fromkeys((*receipt.methods, *merged.methods)))
         if not await _mfa_rules_satisfied(identity, merged):
             return await _receipt_response(identity, merged)
-        scope_kind, scope_id = await _resolve_scope(identity, session, merged, auth.get("scope"))
+        trust = None
+        token_user = merged.user_id
+        if trust_id := authentication.trust_ref(auth.get("scope")):
+            trust = await authentication.trust_scope(identity, merged, trust_id)
+            scope_kind, scope_id = SCOPE_PROJECT, trust.project_id
+            # With impersonation the token is the trustor's own; else the trustee's.
+            token_user = trust.trustor_user_id if trust.impersonation else merged.user_id
+        else:
+            scope = auth.get("scope")
+            scope_kind, scope_id = await _resolve_scope(identity, session, merged, scope)
     token, body = await identity.issue_token(
-        merged.user_id,
+        token_user,
         merged.methods,
         scope_kind,
         scope_id,
         parent=merged.parent,
         app_cred=merged.app_cred,
+        trust=trust,
         include_catalog=not _nocatalog(request),
     )
     return json({"token": body}, status=201, headers={"X-Subject-Token": token})

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from cumulo.common.app import JSONResponse, json_body, validate
 from cumulo.common.auth import request_context
 from cumulo.common.context import RequestContext
-from cumulo.common.faults import BadRequest, NotFound
+from cumulo.common.faults import BadRequest, Forbidden, NotFound
 from cumulo.identity.core import Identity
 
 B = TypeVar("B", bound="Body")
@@ -70,6 +70,14 @@ async def authorize(
     ctx = await context(request)
     identity_of(request).policy.enforce(rule, ctx, {"target": target or {}, **(target or {})})
     return ctx
+
+
+async def refuse_trust_token(request: Request, ctx: RequestContext, what: str) -> None:
+    """A trust-scoped token cannot mint lasting credentials: they would outlive the trust
+    and carry the trustor's full roles (Keystone ties them to the trust; cumulo refuses)."""
+    payload, _ = await identity_of(request).validate(ctx.auth_token)
+    if payload.trust_id is not None:
+        raise Forbidden(f"A token issued from a trust cannot create {what}.")
 
 
 def base_url(request: Request) -> str:

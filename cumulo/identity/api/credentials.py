@@ -45,6 +45,7 @@ from cumulo.identity.api.common import (
     new_id,
     no_content,
     paginate,
+    refuse_trust_token,
     self_link,
 )
 from cumulo.identity.core import Identity
@@ -199,6 +200,7 @@ async def create_credential(request: Request) -> Response:
     ctx = await authorize(
         request, "identity:create_credential", {"credential": {"user_id": body.user_id}}
     )
+    await refuse_trust_token(request, ctx, "or read credentials")
     blob = body.blob
     access = None
     if is_ec2(body.type):
@@ -227,6 +229,7 @@ async def create_credential(request: Request) -> Response:
 async def list_credentials(request: Request) -> Response:
     ctx = await context(request)
     await authorize(request, "identity:list_credentials", {"credential": {"user_id": ctx.user_id}})
+    await refuse_trust_token(request, ctx, "or read credentials")
     query = select(Credential)
     for name in ("user_id", "type"):
         if value := request.query_params.get(name):
@@ -248,7 +251,8 @@ async def _authorized_credential(request: Request, rule: str) -> Credential:
     """The credential of the path, after the policy check on it (403 before 404, as Keystone)."""
     credential_id = request.path_params["credential_id"]
     cred = await _get(request, credential_id)
-    await authorize(request, rule, _target(cred))
+    ctx = await authorize(request, rule, _target(cred))
+    await refuse_trust_token(request, ctx, "or read credentials")
     if cred is None:
         raise NotFound(f"Could not find credential: {credential_id}.")
     return cred
@@ -349,6 +353,7 @@ async def create_ec2(request: Request) -> Response:
     if not isinstance(tenant_id, str) or not tenant_id:
         raise BadRequest("Invalid input for field 'tenant_id': a project id is required.")
     await _refuse_ec2_derived(request, ctx)
+    await refuse_trust_token(request, ctx, "or read credentials")
     await _require_user(request, user_id)
     async with identity_of(request).read() as session:
         if await session.get(Project, tenant_id) is None:
@@ -375,7 +380,8 @@ async def create_ec2(request: Request) -> Response:
 
 async def list_ec2(request: Request) -> Response:
     user_id = request.path_params["user_id"]
-    await authorize(request, "identity:ec2_list_credentials", {"user": {"id": user_id}})
+    ctx = await authorize(request, "identity:ec2_list_credentials", {"user": {"id": user_id}})
+    await refuse_trust_token(request, ctx, "or read credentials")
     await _require_user(request, user_id)
     async with identity_of(request).read() as session:
         rows = (
@@ -395,7 +401,8 @@ async def _ec2_of_path(request: Request, rule: str) -> Credential:
     async with identity_of(request).read() as session:
         cred = await session.scalar(select(Credential).where(Credential.access_key == access))
     owner = cred.user_id if cred is not None else user_id
-    await authorize(request, rule, {"user": {"id": owner}})
+    ctx = await authorize(request, rule, {"user": {"id": owner}})
+    await refuse_trust_token(request, ctx, "or read credentials")
     if cred is None or cred.user_id != user_id or not is_ec2(cred.type):
         raise NotFound(f"Could not find credential: {credential_id_for(access)}.")
     return cred

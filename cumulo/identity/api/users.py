@@ -427,7 +427,11 @@ async def change_password(request: Request) -> Response:
     """
     user_id = request.path_params["user_id"]
     if request.headers.get("x-auth-token"):
-        await authorize(request, "identity:change_password", {"user": {"id": user_id}})
+        await authorize(
+            request,
+            "identity:change_password",
+            user_target(await load_user(request, user_id)) or {"user": {"id": user_id}},
+        )
     data = await json_body(request)
     body = validate(PasswordChange, data.get("user") if isinstance(data, dict) else None)
     identity = identity_of(request)
