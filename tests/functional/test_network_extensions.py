@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import uuid
 
+import httpx
 import pytest
 from openstack import exceptions
 from openstack.network.v2.network import Network
@@ -208,4 +209,48 @@ def test_a_ports_extra_dhcp_options_are_merged_and_reach_the_dhcp_server(cloud: 
     lease = next(lease for lease in network["leases"] if lease["port_id"] == port.id)
     assert lease["dhcp_opts"] == wanted
     conn.network.delete_port(port)
+    conn.network.delete_network(net)
+
+
+def _admin_http(cloud: CloudRunner, method: str, path: str, body: dict | None = None):
+    url = f"http://127.0.0.1:{cloud.config.ports.network}/v2.0{path}"
+    return httpx.request(method, url, json=body, headers={"X-Auth-Token": cloud.token()})
+
+
+def test_an_admin_moves_a_network_off_a_dhcp_agent_and_a_router_off_an_l3_agent(
+    cloud: CloudRunner, conn
+):
+    service, host = cloud.cloud.network, cloud.cloud.network.agent.host
+    net = conn.network.create_network(name=_name())
+    conn.network.create_subnet(network_id=net.id, cidr="10.76.0.0/24", ip_version=4)
+    router = conn.network.create_router(name=_name())
+    agents = {a.agent_type: a for a in conn.network.agents(host=host)}
+    dhcp, l3 = agents["DHCP agent"], agents["L3 agent"]
+    # New networks with DHCP and new routers go to every living agent.
+    assert [a.id for a in conn.network.network_hosting_dhcp_agents(net)] == [dhcp.id]
+    assert [a.id for a in conn.network.routers_hosting_l3_agents(router)] == [l3.id]
+
+    def served() -> tuple[bool, bool]:
+        state = cloud.run_async(desired_state(service, host))
+        network = next(n for n in state["networks"] if n["id"] == net.id)
+        return network["dhcp"] is not None, router.id in [r["id"] for r in state["routers"]]
+
+    assert served() == (True, True)
+    conn.network.remove_dhcp_agent_from_network(dhcp, net)
+    conn.network.remove_router_from_agent(l3, router)
+    assert net.id not in [n.id for n in conn.network.dhcp_agent_hosting_networks(dhcp)]
+    assert served() == (False, False)
+    # (openstacksdk and the CLI do not look at these answers: asked over HTTP.)
+    again = _admin_http(cloud, "DELETE", f"/agents/{dhcp.id}/dhcp-networks/{net.id}")
+    assert again.status_code == 409
+    assert again.json()["NeutronError"]["type"] == "NetworkNotHostedByDhcpAgent"
+    conn.network.add_dhcp_agent_to_network(dhcp, net)
+    conn.network.add_router_to_agent(l3, router)
+    assert served() == (True, True)
+    again = _admin_http(cloud, "POST", f"/agents/{l3.id}/l3-routers", {"router_id": router.id})
+    assert again.status_code == 409 and "already hosted" in again.text
+    # Only a DHCP agent hosts networks.
+    wrong = _admin_http(cloud, "POST", f"/agents/{l3.id}/dhcp-networks", {"network_id": net.id})
+    assert wrong.status_code == 404 and "not a valid DHCP Agent" in wrong.text
+    conn.network.delete_router(router)
     conn.network.delete_network(net)

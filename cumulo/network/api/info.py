@@ -13,6 +13,8 @@ UPDATED = "2026-01-01T00:00:00-00:00"
 # alias -> (name, description)
 EXTENSIONS = {
     "agent": ("agent", "The agent management extension."),
+    "dhcp_agent_scheduler": ("DHCP Agent Scheduler", "Schedule networks among dhcp agents"),
+    "l3_agent_scheduler": ("L3 Agent Scheduler", "Schedule routers among l3 agents"),
     "allowed-address-pairs": ("Allowed Address Pairs", "Provides allowed address pairs"),
     "binding": ("Port Binding", "Expose port bindings of a virtual port"),
     "external-net": ("Neutron external network", "Adds external network attribute"),

@@ -15,6 +15,7 @@ from cumulo.common.app import json_body
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest, Conflict
 from cumulo.network import ipam, rbac
+from cumulo.network.agents import L3_AGENT, schedule
 from cumulo.network.api.common import (
     apply_standard,
     caller,
@@ -231,6 +232,7 @@ async def create_router(request: Request) -> Response:
         await service.check_quota(session, project_id, "router")
         session.add(router)
         await session.flush()
+        await schedule(session, L3_AGENT, router.id)
         if a.get("external_gateway_info"):
             await _set_gateway(session, service, ctx, router, a["external_gateway_info"])
         return router

@@ -60,6 +60,7 @@ class NetworkAgent(Endpoint):
         self._idle = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
+        self._registered = False
 
     async def start(self) -> None:
         """Serve the host's topic, and converge on the database's state (resync)."""
@@ -76,22 +77,19 @@ class NetworkAgent(Endpoint):
                     await task
 
     async def _report(self) -> None:
-        """Heartbeats to the server (the agents list), the first one saying it started."""
-        start = True
+        """Heartbeats to the server (the agents list); the first is _run's."""
         while True:
+            await asyncio.sleep(REPORT_INTERVAL)
             try:
                 await self.transport.cast(
-                    SERVER_TOPIC,
-                    "report_state",
-                    {},
-                    host=self.host,
-                    configurations={"driver": self.driver.name},
-                    start=start,
-                )
-                start = False
+                    SERVER_TOPIC, "report_state", {}, host=self.host,
+                    configurations=self._configurations(), start=False,
+                )  # fmt: skip
             except Exception:  # noqa: BLE001 - the next heartbeat retries
                 LOG.warning("network agent %s: report_state failed", self.host, exc_info=True)
-            await asyncio.sleep(REPORT_INTERVAL)
+
+    def _configurations(self) -> dict[str, Any]:
+        return {"driver": self.driver.name}
 
     async def sync(self, context: dict[str, Any]) -> None:
         """RPC cast: something changed; converge soon."""
@@ -107,6 +105,14 @@ class NetworkAgent(Endpoint):
             await self._dirty.wait()
             self._dirty.clear()
             try:
+                if not self._registered:
+                    # Registered (and given its networks and routers) before it asks
+                    # what to serve.
+                    await self.transport.call(
+                        SERVER_TOPIC, "report_state", {}, host=self.host,
+                        configurations=self._configurations(), start=True, timeout=60,
+                    )  # fmt: skip
+                    self._registered = True
                 state = await self.transport.call(
                     SERVER_TOPIC, "desired_state", {}, host=self.host, timeout=60
                 )
