@@ -86,7 +86,9 @@ async def list_agents(request: Request) -> Response:
         async with service.db.read() as session:
             agents = list(await session.scalars(select(Agent)))
     now = utcnow()
-    return list_response(request, "agents", [render_agent(a, is_alive(a, now)) for a in agents])
+    rendered = [render_agent(a, is_alive(a, now)) for a in agents]
+    # Neutron on MySQL matches agent_type="DHCP Agent" (its collation ignores case).
+    return list_response(request, "agents", rendered, casefold=("agent_type",))
 
 
 async def show_agent(request: Request) -> Response:

@@ -247,12 +247,21 @@ def _sort_value(value: Any) -> tuple:
     return (2, 0, str(value))
 
 
-def list_response(request: Request, collection: str, items: list[dict[str, Any]]) -> Response:
-    """Filter, sort and page rendered items, then answer `{collection: [...]}`."""
+def list_response(
+    request: Request,
+    collection: str,
+    items: list[dict[str, Any]],
+    casefold: Iterable[str] = (),
+) -> Response:
+    """Filter, sort and page rendered items, then answer `{collection: [...]}`;
+    `casefold`: attributes whose filters ignore case."""
     params = request.query_params
     for key in {k for k in params if k not in PAGING_PARAMS and k not in TAG_FILTERS}:
         wanted = params.getlist(key)
-        if key == "fixed_ips":
+        if key in casefold:
+            folded = {w.casefold() for w in wanted}
+            items = [i for i in items if str(i.get(key, "")).casefold() in folded]
+        elif key == "fixed_ips":
             items = [i for i in items if _fixed_ips_match(i, wanted)]
         elif items and key in items[0]:
             items = [i for i in items if _matches(i.get(key), wanted)]
