@@ -254,3 +254,22 @@ def test_an_admin_moves_a_network_off_a_dhcp_agent_and_a_router_off_an_l3_agent(
     assert wrong.status_code == 404 and "not a valid DHCP Agent" in wrong.text
     conn.network.delete_router(router)
     conn.network.delete_network(net)
+
+
+def test_admin_sees_how_many_addresses_each_network_and_subnet_has_left(conn, demo):
+    net = conn.network.create_network(name=_name())
+    v4 = conn.network.create_subnet(network_id=net.id, cidr="10.77.0.0/28", ip_version=4)
+    v6 = conn.network.create_subnet(network_id=net.id, cidr="2001:db8:77::/120", ip_version=6)
+    conn.network.create_port(network_id=net.id)
+    usage = conn.network.get_network_ip_availability(net.id)
+    by_subnet = {s["subnet_id"]: s for s in usage.subnet_ip_availability}
+    # 10.77.0.2-14 (13 addresses): the port and the DHCP port hold one each.
+    assert (by_subnet[v4.id]["total_ips"], by_subnet[v4.id]["used_ips"]) == (13, 2)
+    assert (by_subnet[v6.id]["total_ips"], by_subnet[v6.id]["used_ips"]) == (254, 1)
+    assert (usage.total_ips, usage.used_ips) == (267, 3)
+    only_v4 = list(conn.network.network_ip_availabilities(network_id=net.id, ip_version=4))
+    assert [s["subnet_id"] for s in only_v4[0].subnet_ip_availability] == [v4.id]
+    assert list(demo.network.network_ip_availabilities()) == []
+    for port in conn.network.ports(network_id=net.id, device_owner=""):
+        conn.network.delete_port(port)
+    conn.network.delete_network(net)

@@ -28,6 +28,7 @@ EXTENSIONS = {
         "Source and destination IP prefixes on metering label rules.",
     ),
     "ip-substring-filtering": ("IP address substring filtering", "ip_address_substr filter"),
+    "network-ip-availability": ("Network IP Availability", "IP availability and usage stats"),
     "net-mtu": ("Network MTU", "Provides MTU attribute for a network resource."),
     "pagination": ("Pagination support", "Pagination is enabled."),
     "port-security": ("Port Security", "Provides port security"),
@@ -56,7 +57,7 @@ RESOURCES = (
     ("security_group", "security-groups"), ("security_group_rule", "security-group-rules"),
     ("quota", "quotas"), ("rbac_policy", "rbac-policies"),
     ("metering_label", "metering/metering-labels"), ("service_provider", "service-providers"),
-    ("agent", "agents"),
+    ("agent", "agents"), ("network_ip_availability", "network-ip-availabilities"),
     ("metering_label_rule", "metering/metering-label-rules"),
 )  # fmt: skip
 
