@@ -223,6 +223,8 @@ async def create_router(request: Request) -> Response:
     service.enforce(ctx, "network:owner", project_id)
     for flag in ("distributed", "ha"):
         if to_bool(flag, a.get(flag, False)):
+            # Neutron's policy (admins only choose) comes before what the cloud offers.
+            service.enforce(ctx, f"network:create_router:{flag}")
             raise BadRequest(f"{flag} routers are not supported.")
     router = Router(id=new_id(), project_id=project_id, routes=[])
     apply_standard(router, a)
