@@ -134,12 +134,13 @@ KINDS = {
 }
 
 
-async def _hosting(request: Request, kind: str) -> tuple[Agent, str]:
-    """The agent of the path (of the kind's type) and the resource id in the body/path."""
+async def _hosting(request: Request, kind: str, adding: bool) -> tuple[Agent, str]:
+    """The agent of the path (of the kind's type; enabled, to be given more) and the
+    resource id in the body or path."""
     service = service_of(request)
     agent = await _agent(service, request)
     agent_type, resource, _ = KINDS[kind]
-    if agent.agent_type != agent_type or not agent.admin_state_up:
+    if agent.agent_type != agent_type or (adding and not agent.admin_state_up):
         which = "a valid DHCP Agent" if agent_type == DHCP_AGENT else "a L3 Agent"
         raise AgentNotFound(f"Agent {agent.id} is not {which} or has been disabled")
     resource_id = request.path_params.get(f"{resource}_id")
@@ -193,7 +194,7 @@ async def list_served(request: Request, kind: str) -> Response:
 async def add_served(request: Request, kind: str) -> Response:
     """POST /agents/{id}/dhcp-networks {network_id} or /l3-routers {router_id}."""
     service = service_of(request)
-    agent, resource_id = await _hosting(request, kind)
+    agent, resource_id = await _hosting(request, kind, adding=True)
     await _resource_row(request, kind, resource_id)
     model, column = BINDINGS[agent.agent_type]
 
@@ -217,7 +218,7 @@ async def add_served(request: Request, kind: str) -> Response:
 async def remove_served(request: Request, kind: str) -> Response:
     """DELETE /agents/{id}/dhcp-networks/{network_id} or /l3-routers/{router_id}."""
     service = service_of(request)
-    agent, resource_id = await _hosting(request, kind)
+    agent, resource_id = await _hosting(request, kind, adding=False)
     model, column = BINDINGS[agent.agent_type]
 
     async def work(session) -> None:
