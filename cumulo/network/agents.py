@@ -10,8 +10,8 @@ Scheduling: a host's bridges are its own (no L2 between hosts), so a network nee
 DHCP server and a router a namespace on every host with guests on it. A new network
 with DHCP and a new router are therefore bound to every living, enabled agent of the
 type (Neutron's `dhcp_agents_per_network` as large as the cloud); an agent that
-registers takes every one of them, and one that restarts takes those no agent serves
-(Neutron's auto-scheduling). An admin removes or adds a binding by hand
+registers takes every one of them, and at each heartbeat an agent takes those no
+agent serves (Neutron's auto-scheduling). An admin removes or adds a binding by hand
 (`/v2.0/agents/{id}/dhcp-networks`, `/l3-routers`), and the agent applies it: it
 serves only what it is bound to.
 """
@@ -54,9 +54,11 @@ def is_alive(agent: Agent, now: datetime | None = None) -> bool:
 
 async def report_state(
     service: NetworkService, host: str, topic: str, configurations: dict[str, Any], start: bool
-) -> None:
+) -> bool:
     """A heartbeat from the agent on `host`: its rows made or refreshed (started_at
-    too when the agent has just started), and what it should serve scheduled."""
+    too when the agent has just started), and what it should serve scheduled. True
+    when it was given networks or routers (it should sync)."""
+    given = False
     async with service.db.write() as session:
         now = utcnow()
         rows = await session.scalars(select(Agent).where(Agent.host == host))
@@ -80,8 +82,9 @@ async def report_state(
             row.configurations = configurations
             row.heartbeat_timestamp = now
             await session.flush()
-            if agent_type in BINDINGS and (start or agent_type not in known):
-                await _auto_schedule(session, row, everything=agent_type not in known)
+            if agent_type in BINDINGS:
+                given |= await _auto_schedule(session, row, everything=agent_type not in known)
+    return given
 
 
 async def schedule(session: AsyncSession, agent_type: str, resource_id: str) -> None:
@@ -99,11 +102,13 @@ async def schedule(session: AsyncSession, agent_type: str, resource_id: str) -> 
             session.add(model(**{column.key: resource_id, "agent_id": agent.id}))
 
 
-async def _auto_schedule(session: AsyncSession, agent: Agent, everything: bool) -> None:
-    """A new agent takes every network with DHCP (or router); a restarted one those no
-    agent serves. A disabled agent takes nothing."""
+async def _auto_schedule(session: AsyncSession, agent: Agent, everything: bool) -> bool:
+    """A new agent takes every network with DHCP (or router); a known one, at each
+    heartbeat, those no agent serves (Neutron's auto-scheduling; it also settles a
+    network made while its first agent registered). A disabled agent takes nothing.
+    True when it took any."""
     if not agent.admin_state_up:
-        return
+        return False
     model, column = BINDINGS[agent.agent_type]
     if agent.agent_type == DHCP_AGENT:
         wanted = set(
@@ -113,8 +118,10 @@ async def _auto_schedule(session: AsyncSession, agent: Agent, everything: bool) 
         wanted = set(await session.scalars(select(Router.id)))
     served = set(await session.scalars(select(column)))
     mine = set(await session.scalars(select(column).where(model.agent_id == agent.id)))
-    for resource_id in wanted - mine - (set() if everything else served):
+    taking = wanted - mine - (set() if everything else served)
+    for resource_id in taking:
         session.add(model(**{column.key: resource_id, "agent_id": agent.id}))
+    return bool(taking)
 
 
 def served(agent_type: str, host: str) -> Select:

@@ -13,6 +13,8 @@ from openstack import exceptions
 from openstack.network.v2.network import Network
 from openstack.network.v2.subnet import Subnet
 
+from cumulo.network.agents import report_state as heartbeat
+from cumulo.network.dataplane.agent import agent_topic
 from cumulo.network.dataplane.state import desired_state
 from tests.cloudrunner import CloudRunner
 
@@ -236,16 +238,26 @@ def test_an_admin_moves_a_network_off_a_dhcp_agent_and_a_router_off_an_l3_agent(
         return network["dhcp"] is not None, router.id in [r["id"] for r in state["routers"]]
 
     assert served() == (True, True)
+    # Disabled, the agents are given nothing (not even what nobody serves).
+    for agent in (dhcp, l3):
+        conn.network.update_agent(agent, is_admin_state_up=False)
     conn.network.remove_dhcp_agent_from_network(dhcp, net)
     conn.network.remove_router_from_agent(l3, router)
     assert net.id not in [n.id for n in conn.network.dhcp_agent_hosting_networks(dhcp)]
+    assert served() == (False, False)
+    assert cloud.run_async(heartbeat(service, host, agent_topic(host), {}, False)) is False
     assert served() == (False, False)
     # (openstacksdk and the CLI do not look at these answers: asked over HTTP.)
     again = _admin_http(cloud, "DELETE", f"/agents/{dhcp.id}/dhcp-networks/{net.id}")
     assert again.status_code == 409
     assert again.json()["NeutronError"]["type"] == "NetworkNotHostedByDhcpAgent"
-    conn.network.add_dhcp_agent_to_network(dhcp, net)
-    conn.network.add_router_to_agent(l3, router)
+    # Enabled again, an agent's heartbeat takes what no agent serves.
+    for agent in (dhcp, l3):
+        conn.network.update_agent(agent, is_admin_state_up=True)
+    assert cloud.run_async(heartbeat(service, host, agent_topic(host), {}, False)) is True
+    assert served() == (True, True)
+    conn.network.remove_dhcp_agent_from_network(dhcp, net)
+    conn.network.add_dhcp_agent_to_network(dhcp, net)  # by hand
     assert served() == (True, True)
     again = _admin_http(cloud, "POST", f"/agents/{l3.id}/l3-routers", {"router_id": router.id})
     assert again.status_code == 409 and "already hosted" in again.text

@@ -37,9 +37,10 @@ class NetworkStateEndpoint(Endpoint):
 
     async def report_state(
         self, context: dict[str, Any], host: str, configurations: dict[str, Any], start: bool
-    ) -> None:
-        """The agent's heartbeat (Neutron's report_state): GET /v2.0/agents shows it."""
-        await report_state(self.service, host, agent_topic(host), configurations, start)
+    ) -> bool:
+        """The agent's heartbeat (Neutron's report_state): GET /v2.0/agents shows it;
+        True when the agent was given networks or routers."""
+        return await report_state(self.service, host, agent_topic(host), configurations, start)
 
     async def ports_up(self, context: dict[str, Any], host: str, port_ids: list[str]) -> None:
         """The host's agent has wired these ports: they are ACTIVE (Neutron's port status,
@@ -81,10 +82,12 @@ class NetworkAgent(Endpoint):
         while True:
             await asyncio.sleep(REPORT_INTERVAL)
             try:
-                await self.transport.cast(
+                given = await self.transport.call(
                     SERVER_TOPIC, "report_state", {}, host=self.host,
-                    configurations=self._configurations(), start=False,
+                    configurations=self._configurations(), start=False, timeout=60,
                 )  # fmt: skip
+                if given:
+                    await self.sync({})
             except Exception:  # noqa: BLE001 - the next heartbeat retries
                 LOG.warning("network agent %s: report_state failed", self.host, exc_info=True)
 
