@@ -1,9 +1,19 @@
-"""The agents registry: what each host's network agent reports, as Neutron's agents.
+"""The agents registry and scheduler: what each host's network agent reports, and which
+networks (DHCP) and routers (L3) each one serves, as Neutron's agents and schedulers.
 
 cumulo runs one agent process per host (cumulo.network.dataplane.agent) that does the
 work of Neutron's L2, DHCP, L3 and metadata agents, so it is listed once per type.
 It reports every `REPORT_INTERVAL` seconds; an agent silent for `AGENT_DOWN_TIME`
 is shown `alive: false` (Neutron's `agent_down_time`).
+
+Scheduling: a host's bridges are its own (no L2 between hosts), so a network needs a
+DHCP server and a router a namespace on every host with guests on it. A new network
+with DHCP and a new router are therefore bound to every living, enabled agent of the
+type (Neutron's `dhcp_agents_per_network` as large as the cloud); an agent that
+registers takes every one of them, and at each heartbeat an agent takes those no
+agent serves (Neutron's auto-scheduling). An admin removes or adds a binding by hand
+(`/v2.0/agents/{id}/dhcp-networks`, `/l3-routers`), and the agent applies it: it
+serves only what it is bound to.
 """
 
 from __future__ import annotations
@@ -11,22 +21,30 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cumulo.common.db import utcnow
 from cumulo.network.core import NetworkService, new_id
-from cumulo.network.models import Agent
-from cumulo.network.ports import write_retrying
+from cumulo.network.models import Agent, NetworkDhcpAgent, Port, Router, RouterL3Agent
+from cumulo.network.ports import DHCP
 
 REPORT_INTERVAL = 30.0
 AGENT_DOWN_TIME = timedelta(seconds=75)
 BINARY = "cumulo-network-agent"
+DHCP_AGENT = "DHCP agent"
+L3_AGENT = "L3 agent"
 # Neutron's agent type names, with the availability zone Neutron gives each.
 AGENT_TYPES = {
     "Linux bridge agent": None,
-    "DHCP agent": "nova",
-    "L3 agent": "nova",
+    DHCP_AGENT: "nova",
+    L3_AGENT: "nova",
     "Metadata agent": None,
+}
+# What each scheduler binds: the binding table and its resource column.
+BINDINGS = {
+    DHCP_AGENT: (NetworkDhcpAgent, NetworkDhcpAgent.network_id),
+    L3_AGENT: (RouterL3Agent, RouterL3Agent.router_id),
 }
 
 
@@ -36,11 +54,12 @@ def is_alive(agent: Agent, now: datetime | None = None) -> bool:
 
 async def report_state(
     service: NetworkService, host: str, topic: str, configurations: dict[str, Any], start: bool
-) -> None:
+) -> bool:
     """A heartbeat from the agent on `host`: its rows made or refreshed (started_at
-    too when the agent has just started)."""
-
-    async def work(session) -> None:
+    too when the agent has just started), and what it should serve scheduled. True
+    when it was given networks or routers (it should sync)."""
+    given = False
+    async with service.db.write() as session:
         now = utcnow()
         rows = await session.scalars(select(Agent).where(Agent.host == host))
         known = {row.agent_type: row for row in rows}
@@ -62,5 +81,51 @@ async def report_state(
             row.topic = topic
             row.configurations = configurations
             row.heartbeat_timestamp = now
+            await session.flush()
+            if agent_type in BINDINGS:
+                given |= await _auto_schedule(session, row, everything=agent_type not in known)
+    return given
 
-    await write_retrying(service.db, work)
+
+async def schedule(session: AsyncSession, agent_type: str, resource_id: str) -> None:
+    """A network given DHCP, or a new router, that no agent serves yet: bound to every
+    living, enabled agent of the type (one an admin has placed is left as it is)."""
+    model, column = BINDINGS[agent_type]
+    if await session.scalar(select(model.agent_id).where(column == resource_id).limit(1)):
+        return
+    candidates = await session.scalars(
+        select(Agent).where(Agent.agent_type == agent_type, Agent.admin_state_up)
+    )
+    now = utcnow()
+    for agent in candidates:
+        if is_alive(agent, now):
+            session.add(model(**{column.key: resource_id, "agent_id": agent.id}))
+
+
+async def _auto_schedule(session: AsyncSession, agent: Agent, everything: bool) -> bool:
+    """A new agent takes every network with DHCP (or router); a known one, at each
+    heartbeat, those no agent serves (Neutron's auto-scheduling; it also settles a
+    network made while its first agent registered). A disabled agent takes nothing.
+    True when it took any."""
+    if not agent.admin_state_up:
+        return False
+    model, column = BINDINGS[agent.agent_type]
+    if agent.agent_type == DHCP_AGENT:
+        wanted = set(
+            await session.scalars(select(Port.network_id).where(Port.device_owner == DHCP))
+        )
+    else:
+        wanted = set(await session.scalars(select(Router.id)))
+    served = set(await session.scalars(select(column)))
+    mine = set(await session.scalars(select(column).where(model.agent_id == agent.id)))
+    taking = wanted - mine - (set() if everything else served)
+    for resource_id in taking:
+        session.add(model(**{column.key: resource_id, "agent_id": agent.id}))
+    return bool(taking)
+
+
+def served(agent_type: str, host: str) -> Select:
+    """SQL: the ids of the networks (DHCP) or routers (L3) the host's agent serves."""
+    model, column = BINDINGS[agent_type]
+    query = select(column).join(Agent, Agent.id == model.agent_id)
+    return query.where(Agent.host == host, Agent.agent_type == agent_type)

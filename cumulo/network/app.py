@@ -19,6 +19,7 @@ from cumulo.network.api import (
     agents,
     floatingips,
     info,
+    ip_availability,
     metering,
     networks,
     ports,
@@ -100,6 +101,7 @@ def create_network_app(service: NetworkService) -> Starlette:
         *tags.routes,
         *metering.routes,
         *agents.routes,
+        *ip_availability.routes,
     ]
     app = create_app("network", routes, render_network)
     app.state.network = service

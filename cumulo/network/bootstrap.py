@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cumulo.identity.core import DEFAULT_DOMAIN_ID, Identity
 from cumulo.identity.models import Project
 from cumulo.network import ipam, rbac
+from cumulo.network.agents import DHCP_AGENT, L3_AGENT, schedule
 from cumulo.network.core import ACCESS_EXTERNAL, NetworkService, new_id
 from cumulo.network.models import Network, Router, Subnet
 from cumulo.network.ports import ROUTER_GATEWAY, ROUTER_INTERFACE, new_port, sync_dhcp_port
@@ -102,6 +103,8 @@ async def bootstrap_network(service: NetworkService, identity: Identity) -> None
             enable_dhcp=True,
             dns_nameservers=list(cfg.dns_nameservers),
         )
+        # Served by the agents registered so far (one that registers later takes them).
+        await schedule(s, DHCP_AGENT, private.id)
         router = await s.scalar(
             select(Router).where(Router.name == "router1", Router.project_id == demo)
         )
@@ -109,6 +112,7 @@ async def bootstrap_network(service: NetworkService, identity: Identity) -> None
             router = Router(id=new_id(), project_id=demo, name="router1", routes=[])
             s.add(router)
             await s.flush()
+            await schedule(s, L3_AGENT, router.id)
             gw = await new_port(
                 s,
                 public,

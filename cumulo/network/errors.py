@@ -203,3 +203,19 @@ class MeteringLabelRuleOverlaps(Conflict):
 
 class AgentNotFound(NotFound):
     pass
+
+
+class NetworkHostedByDHCPAgent(Conflict):
+    pass
+
+
+class NetworkNotHostedByDhcpAgent(Conflict):
+    pass
+
+
+class RouterHostedByL3Agent(Conflict):
+    pass
+
+
+class RouterNotHostedByL3Agent(Conflict):
+    pass

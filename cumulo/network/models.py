@@ -257,3 +257,27 @@ class Agent(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     heartbeat_timestamp: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class NetworkDhcpAgent(Base):
+    """A DHCP agent serving a network (Neutron's networkdhcpagentbindings)."""
+
+    __tablename__ = "network_dhcp_agent"
+    network_id: Mapped[str] = mapped_column(
+        ForeignKey("network.id", ondelete="CASCADE"), primary_key=True
+    )
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agent.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class RouterL3Agent(Base):
+    """An L3 agent hosting a router (Neutron's routerl3agentbindings)."""
+
+    __tablename__ = "router_l3_agent"
+    router_id: Mapped[str] = mapped_column(
+        ForeignKey("router.id", ondelete="CASCADE"), primary_key=True
+    )
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agent.id", ondelete="CASCADE"), primary_key=True, index=True
+    )

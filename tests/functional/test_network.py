@@ -178,9 +178,9 @@ def test_data_plane_agent_sees_bound_ports_with_their_rules(cloud: CloudRunner):
     conn = cloud.sdk()
     net = conn.network.create_network(name=_name("dp"))
     conn.network.create_subnet(network_id=net.id, ip_version=4, cidr="10.60.0.0/24")
-    port = conn.network.create_port(network_id=net.id, binding_host_id="host-x")
     agent = cloud.cloud.network.agent
-    state = cloud.run_async(desired_state(cloud.cloud.network, "host-x"))
+    port = conn.network.create_port(network_id=net.id, binding_host_id=agent.host)
+    state = cloud.run_async(desired_state(cloud.cloud.network, agent.host))
     bound = [p for p in state["ports"] if p["id"] == port.id]
     assert bound and bound[0]["addresses"][0]["ip"] == port.fixed_ips[0]["ip_address"]
     directions = sorted({r["direction"] for r in bound[0]["rules"]})

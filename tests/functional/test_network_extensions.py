@@ -7,11 +7,14 @@ from __future__ import annotations
 import re
 import uuid
 
+import httpx
 import pytest
 from openstack import exceptions
 from openstack.network.v2.network import Network
 from openstack.network.v2.subnet import Subnet
 
+from cumulo.network.agents import report_state as heartbeat
+from cumulo.network.dataplane.agent import agent_topic
 from cumulo.network.dataplane.state import desired_state
 from tests.cloudrunner import CloudRunner
 
@@ -209,3 +212,83 @@ def test_a_ports_extra_dhcp_options_are_merged_and_reach_the_dhcp_server(cloud: 
     assert lease["dhcp_opts"] == wanted
     conn.network.delete_port(port)
     conn.network.delete_network(net)
+
+
+def _admin_http(cloud: CloudRunner, method: str, path: str, body: dict | None = None):
+    url = f"http://127.0.0.1:{cloud.config.ports.network}/v2.0{path}"
+    return httpx.request(method, url, json=body, headers={"X-Auth-Token": cloud.token()})
+
+
+def test_an_admin_moves_a_network_off_a_dhcp_agent_and_a_router_off_an_l3_agent(
+    cloud: CloudRunner, conn
+):
+    service, host = cloud.cloud.network, cloud.cloud.network.agent.host
+    net = conn.network.create_network(name=_name())
+    conn.network.create_subnet(network_id=net.id, cidr="10.76.0.0/24", ip_version=4)
+    router = conn.network.create_router(name=_name())
+    agents = {a.agent_type: a for a in conn.network.agents(host=host)}
+    dhcp, l3 = agents["DHCP agent"], agents["L3 agent"]
+    # New networks with DHCP and new routers go to every living agent.
+    assert [a.id for a in conn.network.network_hosting_dhcp_agents(net)] == [dhcp.id]
+    assert [a.id for a in conn.network.routers_hosting_l3_agents(router)] == [l3.id]
+
+    def served() -> tuple[bool, bool]:
+        state = cloud.run_async(desired_state(service, host))
+        network = next(n for n in state["networks"] if n["id"] == net.id)
+        return network["dhcp"] is not None, router.id in [r["id"] for r in state["routers"]]
+
+    assert served() == (True, True)
+    # Disabled, the agents are given nothing (not even what nobody serves).
+    for agent in (dhcp, l3):
+        conn.network.update_agent(agent, is_admin_state_up=False)
+    conn.network.remove_dhcp_agent_from_network(dhcp, net)
+    conn.network.remove_router_from_agent(l3, router)
+    assert net.id not in [n.id for n in conn.network.dhcp_agent_hosting_networks(dhcp)]
+    assert served() == (False, False)
+    assert cloud.run_async(heartbeat(service, host, agent_topic(host), {}, False)) is False
+    assert served() == (False, False)
+    # (openstacksdk and the CLI do not look at these answers: asked over HTTP.)
+    again = _admin_http(cloud, "DELETE", f"/agents/{dhcp.id}/dhcp-networks/{net.id}")
+    assert again.status_code == 409
+    assert again.json()["NeutronError"]["type"] == "NetworkNotHostedByDhcpAgent"
+    # Enabled again, an agent's heartbeat takes what no agent serves.
+    for agent in (dhcp, l3):
+        conn.network.update_agent(agent, is_admin_state_up=True)
+    assert cloud.run_async(heartbeat(service, host, agent_topic(host), {}, False)) is True
+    assert served() == (True, True)
+    conn.network.remove_dhcp_agent_from_network(dhcp, net)
+    conn.network.add_dhcp_agent_to_network(dhcp, net)  # by hand
+    assert served() == (True, True)
+    again = _admin_http(cloud, "POST", f"/agents/{l3.id}/l3-routers", {"router_id": router.id})
+    assert again.status_code == 409 and "already hosted" in again.text
+    # Only a DHCP agent hosts networks.
+    wrong = _admin_http(cloud, "POST", f"/agents/{l3.id}/dhcp-networks", {"network_id": net.id})
+    assert wrong.status_code == 404 and "not a valid DHCP Agent" in wrong.text
+    conn.network.delete_router(router)
+    conn.network.delete_network(net)
+
+
+def test_admin_sees_how_many_addresses_each_network_and_subnet_has_left(conn, demo):
+    net = conn.network.create_network(name=_name())
+    v4 = conn.network.create_subnet(network_id=net.id, cidr="10.77.0.0/28", ip_version=4)
+    v6 = conn.network.create_subnet(network_id=net.id, cidr="2001:db8:77::/120", ip_version=6)
+    conn.network.create_port(network_id=net.id)
+    usage = conn.network.get_network_ip_availability(net.id)
+    by_subnet = {s["subnet_id"]: s for s in usage.subnet_ip_availability}
+    # 10.77.0.2-14 (13 addresses): the port and the DHCP port hold one each.
+    assert (by_subnet[v4.id]["total_ips"], by_subnet[v4.id]["used_ips"]) == (13, 2)
+    assert (by_subnet[v6.id]["total_ips"], by_subnet[v6.id]["used_ips"]) == (254, 1)
+    assert (usage.total_ips, usage.used_ips) == (267, 3)
+    only_v4 = list(conn.network.network_ip_availabilities(network_id=net.id, ip_version=4))
+    assert [s["subnet_id"] for s in only_v4[0].subnet_ip_availability] == [v4.id]
+    assert list(demo.network.network_ip_availabilities()) == []
+    for port in conn.network.ports(network_id=net.id, device_owner=""):
+        conn.network.delete_port(port)
+    conn.network.delete_network(net)
+
+
+def test_only_an_admin_may_ask_for_a_distributed_router_and_none_is_offered(conn, demo):
+    with pytest.raises(exceptions.ForbiddenException, match="create_router:distributed"):
+        demo.network.create_router(name=_name(), distributed=True)
+    with pytest.raises(exceptions.BadRequestException, match="not supported"):
+        conn.network.create_router(name=_name(), distributed=True)

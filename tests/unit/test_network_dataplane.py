@@ -20,6 +20,9 @@ class FakeServer(Endpoint):
         self.asked += 1
         return {**self.state, "host": host}
 
+    async def report_state(self, context: dict[str, Any], host: str, **report: Any) -> None:
+        self.reports = [*getattr(self, "reports", []), (host, report)]
+
     async def ports_up(self, context: dict[str, Any], host: str, port_ids: list[str]) -> None:
         self.up = (host, port_ids)  # the agent reports what it wired after each apply
 
@@ -34,6 +37,8 @@ def test_agent_applies_state_coalesces_changes_and_resyncs_after_restart():
         await agent.start()
         await agent.wait_idle()
         assert driver.state["host"] == "host-a" and driver.applied == 1
+        # It registered (a started agent) before it asked for its state.
+        assert server.reports == [("host-a", {"configurations": {"driver": "noop"}, "start": True})]
 
         server.state = {"networks": [{"id": "n1"}], "ports": [], "routers": []}
         for _ in range(50):

@@ -1,12 +1,14 @@
-"""/v2.0/agents (api-ref: Networking Agents): the agents that report to this server.
+"""/v2.0/agents (api-ref: Networking Agents), and the DHCP and L3 agent schedulers'
+bindings (api-ref: DHCP agent scheduler, L3 agent scheduler): which agents serve a
+network or router, and an admin's moves of them (see cumulo.network.agents).
 
-Admin only, as Neutron: others list none and find none (404). What an agent does
-not do here: `admin_state_up` false is recorded and shown, but nothing is scheduled
-differently (cumulo's agent serves every network and router on its host).
+Admin only, as Neutron: others list none and find none (404). A disabled agent
+(`admin_state_up` false) is given no new networks or routers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -14,10 +16,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cumulo.common.app import json_body
 from cumulo.common.db import utcnow
-from cumulo.network.agents import is_alive
+from cumulo.common.faults import BadRequest
+from cumulo.network.agents import BINDINGS, DHCP_AGENT, L3_AGENT, is_alive
 from cumulo.network.api.common import (
     caller,
+    json,
     list_response,
     no_content,
     resource_body,
@@ -26,9 +31,17 @@ from cumulo.network.api.common import (
     to_bool,
     to_str,
 )
+from cumulo.network.api.networks import render_networks, visible_network
+from cumulo.network.api.routers import render_routers, visible_router
 from cumulo.network.core import NetworkService
-from cumulo.network.errors import AgentNotFound
-from cumulo.network.models import Agent
+from cumulo.network.errors import (
+    AgentNotFound,
+    NetworkHostedByDHCPAgent,
+    NetworkNotHostedByDhcpAgent,
+    RouterHostedByL3Agent,
+    RouterNotHostedByL3Agent,
+)
+from cumulo.network.models import Agent, Network, Router
 from cumulo.network.ports import write_retrying
 
 
@@ -73,7 +86,9 @@ async def list_agents(request: Request) -> Response:
         async with service.db.read() as session:
             agents = list(await session.scalars(select(Agent)))
     now = utcnow()
-    return list_response(request, "agents", [render_agent(a, is_alive(a, now)) for a in agents])
+    rendered = [render_agent(a, is_alive(a, now)) for a in agents]
+    # Neutron on MySQL matches agent_type="DHCP Agent" (its collation ignores case).
+    return list_response(request, "agents", rendered, casefold=("agent_type",))
 
 
 async def show_agent(request: Request) -> Response:
@@ -112,9 +127,146 @@ async def delete_agent(request: Request) -> Response:
     return no_content()
 
 
+# /agents/{id}/<kind>: the agent type that serves it, the resource and its id attribute.
+KINDS = {
+    "dhcp-networks": (DHCP_AGENT, "network", "networks"),
+    "l3-routers": (L3_AGENT, "router", "routers"),
+}
+
+
+async def _hosting(request: Request, kind: str, adding: bool) -> tuple[Agent, str]:
+    """The agent of the path (of the kind's type; enabled, to be given more) and the
+    resource id in the body or path."""
+    service = service_of(request)
+    agent = await _agent(service, request)
+    agent_type, resource, _ = KINDS[kind]
+    if agent.agent_type != agent_type or (adding and not agent.admin_state_up):
+        which = "a valid DHCP Agent" if agent_type == DHCP_AGENT else "a L3 Agent"
+        raise AgentNotFound(f"Agent {agent.id} is not {which} or has been disabled")
+    resource_id = request.path_params.get(f"{resource}_id")
+    if resource_id is None:
+        body = await json_body(request)
+        if not isinstance(body, dict) or f"{resource}_id" not in body:
+            raise BadRequest(f"Failed to parse request. Required attribute '{resource}_id'.")
+        resource_id = to_str(f"{resource}_id", body[f"{resource}_id"], 36)
+    return agent, resource_id
+
+
+async def _resource_row(request: Request, kind: str, resource_id: str) -> Any:
+    service, ctx = service_of(request), await caller(request)
+    if kind == "dhcp-networks":
+        return await visible_network(service, ctx, resource_id)
+    return await visible_router(service, ctx, resource_id)
+
+
+async def _render(request: Request, kind: str, rows: list[Any]) -> list[dict[str, Any]]:
+    service, ctx = service_of(request), await caller(request)
+    if kind == "dhcp-networks":
+        return await render_networks(service, ctx, rows)
+    return await render_routers(service, rows)
+
+
+def _for_kind(handler: Callable[[Request, str], Awaitable[Response]], kind: str):
+    """A route endpoint that calls `handler` for one kind of binding."""
+
+    async def endpoint(request: Request) -> Response:
+        return await handler(request, kind)
+
+    return endpoint
+
+
+async def list_served(request: Request, kind: str) -> Response:
+    """GET /agents/{id}/dhcp-networks or /l3-routers."""
+    service = service_of(request)
+    agent = await _agent(service, request)
+    _, resource, collection = KINDS[kind]
+    model, column = BINDINGS[KINDS[kind][0]]
+    table = Network if resource == "network" else Router
+    async with service.db.read() as session:
+        rows = list(
+            await session.scalars(
+                select(table).join(model, column == table.id).where(model.agent_id == agent.id)
+            )
+        )
+    return list_response(request, collection, await _render(request, kind, rows))
+
+
+async def add_served(request: Request, kind: str) -> Response:
+    """POST /agents/{id}/dhcp-networks {network_id} or /l3-routers {router_id}."""
+    service = service_of(request)
+    agent, resource_id = await _hosting(request, kind, adding=True)
+    await _resource_row(request, kind, resource_id)
+    model, column = BINDINGS[agent.agent_type]
+
+    async def work(session) -> None:
+        if await session.get(model, {column.key: resource_id, "agent_id": agent.id}):
+            if kind == "dhcp-networks":
+                raise NetworkHostedByDHCPAgent(
+                    f"The network {resource_id} has been already hosted by the DHCP Agent "
+                    f"{agent.id}."
+                )
+            raise RouterHostedByL3Agent(
+                f"The router {resource_id} has been already hosted by the L3 Agent {agent.id}."
+            )
+        session.add(model(**{column.key: resource_id, "agent_id": agent.id}))
+
+    await write_retrying(service.db, work)
+    await service.changed()
+    return json(None, 201)  # Neutron's body: null
+
+
+async def remove_served(request: Request, kind: str) -> Response:
+    """DELETE /agents/{id}/dhcp-networks/{network_id} or /l3-routers/{router_id}."""
+    service = service_of(request)
+    agent, resource_id = await _hosting(request, kind, adding=False)
+    model, column = BINDINGS[agent.agent_type]
+
+    async def work(session) -> None:
+        gone = await session.execute(
+            delete(model).where(column == resource_id, model.agent_id == agent.id)
+        )
+        if gone.rowcount == 0:
+            if kind == "dhcp-networks":
+                raise NetworkNotHostedByDhcpAgent(
+                    f"The network {resource_id} is not hosted by the DHCP agent {agent.id}."
+                )
+            raise RouterNotHostedByL3Agent(
+                f"The router {resource_id} is not hosted by L3 agent {agent.id}."
+            )
+
+    await write_retrying(service.db, work)
+    await service.changed()
+    return no_content()
+
+
+async def agents_serving(request: Request) -> Response:
+    """GET /networks/{id}/dhcp-agents or /routers/{id}/l3-agents."""
+    service, ctx = service_of(request), await caller(request)
+    kind = "dhcp-networks" if "network_id" in request.path_params else "l3-routers"
+    resource_id = request.path_params.get("network_id") or request.path_params["router_id"]
+    await _resource_row(request, kind, resource_id)
+    model, column = BINDINGS[KINDS[kind][0]]
+    agents: list[Agent] = []
+    if service.is_admin(ctx):
+        async with service.db.read() as session:
+            query = select(Agent).join(model, model.agent_id == Agent.id)
+            agents = list(await session.scalars(query.where(column == resource_id)))
+    now = utcnow()
+    return list_response(request, "agents", [render_agent(a, is_alive(a, now)) for a in agents])
+
+
 routes = [
     Route("/v2.0/agents", list_agents, methods=["GET"]),
     Route("/v2.0/agents/{agent_id}", show_agent, methods=["GET"]),
     Route("/v2.0/agents/{agent_id}", update_agent, methods=["PUT"]),
     Route("/v2.0/agents/{agent_id}", delete_agent, methods=["DELETE"]),
+    Route("/v2.0/networks/{network_id}/dhcp-agents", agents_serving, methods=["GET"]),
+    Route("/v2.0/routers/{router_id}/l3-agents", agents_serving, methods=["GET"]),
 ]
+for _kind, (_type, _resource, _collection) in KINDS.items():
+    _base = f"/v2.0/agents/{{agent_id}}/{_kind}"
+    routes += [
+        Route(_base, _for_kind(list_served, _kind), methods=["GET"]),
+        Route(_base, _for_kind(add_served, _kind), methods=["POST"]),
+        Route(_base + f"/{{{_resource}_id}}", _for_kind(remove_served, _kind), methods=["DELETE"]),
+    ]

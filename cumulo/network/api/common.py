@@ -247,12 +247,22 @@ def _sort_value(value: Any) -> tuple:
     return (2, 0, str(value))
 
 
-def list_response(request: Request, collection: str, items: list[dict[str, Any]]) -> Response:
-    """Filter, sort and page rendered items, then answer `{collection: [...]}`."""
+def list_response(
+    request: Request,
+    collection: str,
+    items: list[dict[str, Any]],
+    casefold: Iterable[str] = (),
+    id_key: str = "id",
+) -> Response:
+    """Filter, sort and page rendered items, then answer `{collection: [...]}`;
+    `casefold`: attributes whose filters ignore case; `id_key`: what markers name."""
     params = request.query_params
     for key in {k for k in params if k not in PAGING_PARAMS and k not in TAG_FILTERS}:
         wanted = params.getlist(key)
-        if key == "fixed_ips":
+        if key in casefold:
+            folded = {w.casefold() for w in wanted}
+            items = [i for i in items if str(i.get(key, "")).casefold() in folded]
+        elif key == "fixed_ips":
             items = [i for i in items if _fixed_ips_match(i, wanted)]
         elif items and key in items[0]:
             items = [i for i in items if _matches(i.get(key), wanted)]
@@ -266,7 +276,9 @@ def list_response(request: Request, collection: str, items: list[dict[str, Any]]
     for key in keys:
         if items and key not in items[0]:
             raise BadRequest(f"{key} is an invalid attribute for sort_keys")
-    order = list(zip(keys, dirs + ["asc"] * (len(keys) - len(dirs)), strict=True)) + [("id", "asc")]
+    order = list(zip(keys, dirs + ["asc"] * (len(keys) - len(dirs)), strict=True)) + [
+        (id_key, "asc")
+    ]
     for key, direction in reversed(order):
         items.sort(key=lambda i, k=key: _sort_value(i.get(k)), reverse=direction == "desc")
 
@@ -275,7 +287,7 @@ def list_response(request: Request, collection: str, items: list[dict[str, Any]]
         items.reverse()
     marker = params.get("marker")
     if marker:
-        ids = [i["id"] for i in items]
+        ids = [i[id_key] for i in items]
         items = items[ids.index(marker) + 1 :] if marker in ids else []
     links = []
     limit_raw = params.get("limit")
@@ -283,9 +295,9 @@ def list_response(request: Request, collection: str, items: list[dict[str, Any]]
         limit = to_int("limit", limit_raw, lo=0)
         if limit and len(items) > limit:
             items = items[:limit]
-            links.append(_link(request, "next", items[-1]["id"], limit, reverse))
+            links.append(_link(request, "next", items[-1][id_key], limit, reverse))
         if marker and items:
-            links.append(_link(request, "previous", items[0]["id"], limit, not reverse))
+            links.append(_link(request, "previous", items[0][id_key], limit, not reverse))
     if reverse:
         items.reverse()
     body: dict[str, Any] = {collection: [select_fields(request, i) for i in items]}

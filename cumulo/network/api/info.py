@@ -13,6 +13,8 @@ UPDATED = "2026-01-01T00:00:00-00:00"
 # alias -> (name, description)
 EXTENSIONS = {
     "agent": ("agent", "The agent management extension."),
+    "dhcp_agent_scheduler": ("DHCP Agent Scheduler", "Schedule networks among dhcp agents"),
+    "l3_agent_scheduler": ("L3 Agent Scheduler", "Schedule routers among l3 agents"),
     "allowed-address-pairs": ("Allowed Address Pairs", "Provides allowed address pairs"),
     "binding": ("Port Binding", "Expose port bindings of a virtual port"),
     "external-net": ("Neutron external network", "Adds external network attribute"),
@@ -26,6 +28,7 @@ EXTENSIONS = {
         "Source and destination IP prefixes on metering label rules.",
     ),
     "ip-substring-filtering": ("IP address substring filtering", "ip_address_substr filter"),
+    "network-ip-availability": ("Network IP Availability", "IP availability and usage stats"),
     "net-mtu": ("Network MTU", "Provides MTU attribute for a network resource."),
     "pagination": ("Pagination support", "Pagination is enabled."),
     "port-security": ("Port Security", "Provides port security"),
@@ -54,7 +57,7 @@ RESOURCES = (
     ("security_group", "security-groups"), ("security_group_rule", "security-group-rules"),
     ("quota", "quotas"), ("rbac_policy", "rbac-policies"),
     ("metering_label", "metering/metering-labels"), ("service_provider", "service-providers"),
-    ("agent", "agents"),
+    ("agent", "agents"), ("network_ip_availability", "network-ip-availabilities"),
     ("metering_label_rule", "metering/metering-label-rules"),
 )  # fmt: skip
 

@@ -15,6 +15,7 @@ from cumulo.common.app import json_body
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest, Conflict
 from cumulo.network import ipam, rbac
+from cumulo.network.agents import L3_AGENT, schedule
 from cumulo.network.api.common import (
     apply_standard,
     caller,
@@ -222,6 +223,8 @@ async def create_router(request: Request) -> Response:
     service.enforce(ctx, "network:owner", project_id)
     for flag in ("distributed", "ha"):
         if to_bool(flag, a.get(flag, False)):
+            # Neutron's policy (admins only choose) comes before what the cloud offers.
+            service.enforce(ctx, f"network:create_router:{flag}")
             raise BadRequest(f"{flag} routers are not supported.")
     router = Router(id=new_id(), project_id=project_id, routes=[])
     apply_standard(router, a)
@@ -231,6 +234,7 @@ async def create_router(request: Request) -> Response:
         await service.check_quota(session, project_id, "router")
         session.add(router)
         await session.flush()
+        await schedule(session, L3_AGENT, router.id)
         if a.get("external_gateway_info"):
             await _set_gateway(session, service, ctx, router, a["external_gateway_info"])
         return router

@@ -15,6 +15,7 @@ from starlette.routing import Route
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
 from cumulo.network import ipam, rbac
+from cumulo.network.agents import DHCP_AGENT, schedule
 from cumulo.network.api.common import (
     apply_standard,
     caller,
@@ -157,6 +158,12 @@ def _apply_update(subnet: Subnet, a: dict[str, Any]) -> None:
         subnet.host_routes = _host_routes(a["host_routes"], net)
     if "enable_dhcp" in a:
         subnet.enable_dhcp = to_bool("enable_dhcp", a["enable_dhcp"])
+
+
+async def _schedule_dhcp(session, subnet: Subnet) -> None:
+    """A subnet the network's DHCP port serves: the network goes to the DHCP agents."""
+    if subnet.enable_dhcp and subnet.ip_version == 4:
+        await schedule(session, DHCP_AGENT, subnet.network_id)
 
 
 def _check_ipv6_modes(a: dict[str, Any]) -> None:
@@ -306,6 +313,7 @@ async def _plan_subnet(
         session.add(subnet)
         await session.flush()
         await sync_dhcp_port(session, network)
+        await _schedule_dhcp(session, subnet)
         return subnet
 
     return work
@@ -335,6 +343,7 @@ async def update_subnet(request: Request) -> Response:
         touch(row)
         await session.flush()
         await sync_dhcp_port(session, await session.get(Network, row.network_id))
+        await _schedule_dhcp(session, row)
         return row
 
     subnet = await write_retrying(service.db, work)

@@ -39,9 +39,10 @@ class NetworkStateEndpoint(Endpoint):
 
     async def report_state(
         self, context: dict[str, Any], host: str, configurations: dict[str, Any], start: bool
-    ) -> None:
-        """The agent's heartbeat (Neutron's report_state): GET /v2.0/agents shows it."""
-        await report_state(self.service, host, agent_topic(host), configurations, start)
+    ) -> bool:
+        """The agent's heartbeat (Neutron's report_state): GET /v2.0/agents shows it;
+        True when the agent was given networks or routers."""
+        return await report_state(self.service, host, agent_topic(host), configurations, start)
 
     async def ports_up(self, context: dict[str, Any], host: str, port_ids: list[str]) -> None:
         """The host's agent has wired these ports: they are ACTIVE (Neutron's port status,
@@ -62,6 +63,7 @@ class NetworkAgent(Endpoint):
         self._idle = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
+        self._registered = False
 
     async def start(self) -> None:
         """Serve the host's topic, and converge on the database's state (resync)."""
@@ -78,22 +80,21 @@ class NetworkAgent(Endpoint):
                     await task
 
     async def _report(self) -> None:
-        """Heartbeats to the server (the agents list), the first one saying it started."""
-        start = True
+        """Heartbeats to the server (the agents list); the first is _run's."""
         while True:
+            await asyncio.sleep(REPORT_INTERVAL)
             try:
-                await self.transport.cast(
-                    SERVER_TOPIC,
-                    "report_state",
-                    {},
-                    host=self.host,
-                    configurations={"driver": self.driver.name},
-                    start=start,
-                )
-                start = False
+                given = await self.transport.call(
+                    SERVER_TOPIC, "report_state", {}, host=self.host,
+                    configurations=self._configurations(), start=False, timeout=60,
+                )  # fmt: skip
+                if given:
+                    await self.sync({})
             except Exception:  # noqa: BLE001 - the next heartbeat retries
                 LOG.warning("network agent %s: report_state failed", self.host, exc_info=True)
-            await asyncio.sleep(REPORT_INTERVAL)
+
+    def _configurations(self) -> dict[str, Any]:
+        return {"driver": self.driver.name}
 
     async def sync(self, context: dict[str, Any]) -> None:
         """RPC cast: something changed; converge soon."""
@@ -110,6 +111,14 @@ class NetworkAgent(Endpoint):
             self._dirty.clear()
             started = time.monotonic()
             try:
+                if not self._registered:
+                    # Registered (and given its networks and routers) before it asks
+                    # what to serve.
+                    await self.transport.call(
+                        SERVER_TOPIC, "report_state", {}, host=self.host,
+                        configurations=self._configurations(), start=True, timeout=60,
+                    )  # fmt: skip
+                    self._registered = True
                 state = await self.transport.call(
                     SERVER_TOPIC, "desired_state", {}, host=self.host, timeout=60
                 )

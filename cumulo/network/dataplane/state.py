@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
 
+from cumulo.network.agents import DHCP_AGENT, L3_AGENT, served
 from cumulo.network.core import NetworkService
 from cumulo.network.models import (
     FloatingIp,
@@ -40,7 +41,7 @@ _PORT_COLUMNS = [
 ]  # fmt: skip
 
 
-def _load(s: Session, host: str) -> dict[str, list[Any]]:
+def _load(s: Session, host: str) -> dict[str, Any]:
     def rows(model, *where) -> list[Any]:
         return s.execute(select(model.__table__).where(*where)).all()
 
@@ -63,6 +64,9 @@ def _load(s: Session, host: str) -> dict[str, list[Any]]:
         "rules": rows(SecurityGroupRule),
         "routers": rows(Router),
         "fips": rows(FloatingIp, FloatingIp.__table__.c.port_id.is_not(None)),
+        # What the schedulers gave this host: DHCP for these networks, these routers.
+        "dhcp_networks": set(s.scalars(served(DHCP_AGENT, host))),
+        "l3_routers": set(s.scalars(served(L3_AGENT, host))),
     }
 
 
@@ -147,6 +151,8 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
     state_networks = []
     for n in networks:
         dhcp = next((p for p in by_network[n.id] if p.device_owner == DHCP), None)
+        if n.id not in loaded["dhcp_networks"]:
+            dhcp = None  # not scheduled to this host's DHCP agent
         state_networks.append(
             {
                 "id": n.id,
@@ -204,6 +210,8 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
     state_routers = []
     port_by_id = {p.id: p for p in ports}
     for r in routers:
+        if r.id not in loaded["l3_routers"]:
+            continue  # not scheduled to this host's L3 agent
         legs = [p for p in ports if p.device_id == r.id and p.device_owner == ROUTER_INTERFACE]
         gw = port_by_id.get(r.gw_port_id or "")
         gateway = None

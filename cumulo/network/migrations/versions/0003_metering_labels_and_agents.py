@@ -1,8 +1,9 @@
-"""metering labels and their rules; the agents that report to the server
+"""metering labels and their rules; the agents that report to the server, and which
+networks (DHCP) and routers (L3) each serves
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-12-04 21:41:56.551492
+Create Date: 2026-12-04 21:58:39.903735
 """
 
 import sqlalchemy as sa
@@ -73,10 +74,55 @@ def upgrade() -> None:
             unique=False,
         )
 
+    op.create_table(
+        "network_dhcp_agent",
+        sa.Column("network_id", sa.String(length=36), nullable=False),
+        sa.Column("agent_id", sa.String(length=36), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["agent_id"],
+            ["agent.id"],
+            name=op.f("fk_network_dhcp_agent_agent_id_agent"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["network_id"],
+            ["network.id"],
+            name=op.f("fk_network_dhcp_agent_network_id_network"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("network_id", "agent_id", name=op.f("pk_network_dhcp_agent")),
+    )
+    with op.batch_alter_table("network_dhcp_agent", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_network_dhcp_agent_agent_id"), ["agent_id"], unique=False
+        )
+
+    op.create_table(
+        "router_l3_agent",
+        sa.Column("router_id", sa.String(length=36), nullable=False),
+        sa.Column("agent_id", sa.String(length=36), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["agent_id"],
+            ["agent.id"],
+            name=op.f("fk_router_l3_agent_agent_id_agent"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["router_id"],
+            ["router.id"],
+            name=op.f("fk_router_l3_agent_router_id_router"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("router_id", "agent_id", name=op.f("pk_router_l3_agent")),
+    )
+    with op.batch_alter_table("router_l3_agent", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_router_l3_agent_agent_id"), ["agent_id"], unique=False)
+
 
 def downgrade() -> None:
     # Tables take their indexes with them (MariaDB refuses to drop an index a foreign
     # key needs before its table).
-    op.drop_table("metering_label_rule")
-    op.drop_table("metering_label")
-    op.drop_table("agent")
+    for table in (
+        "router_l3_agent", "network_dhcp_agent", "metering_label_rule", "metering_label", "agent",
+    ):  # fmt: skip
+        op.drop_table(table)
