@@ -14,7 +14,15 @@ from cumulo.common.db import Database
 from cumulo.common.faults import render_compute
 from cumulo.common.identity_client import IdentityClient
 from cumulo.common.service_client import ServiceClient
-from cumulo.volume.api import actions, attachments, info, snapshots, types, volumes
+from cumulo.volume.api import (
+    actions,
+    attachments,
+    info,
+    snapshots,
+    transfers,
+    types,
+    volumes,
+)
 from cumulo.volume.api.microversion import VolumeApiMiddleware
 from cumulo.volume.core import VolumeService
 
@@ -51,6 +59,7 @@ def create_volume_app(service: VolumeService) -> Starlette:
         *snapshots.routes,
         *attachments.routes,
         *types.routes,
+        *transfers.routes,
     ]
     # Cinder's error bodies are Nova's: {"itemNotFound": {"code": 404, "message": ...}}.
     app = create_app("volume", routes, render_compute)

@@ -160,7 +160,7 @@ class Transfer(Base):
 
     __tablename__ = "transfer"
     id: Mapped[str] = mapped_column(UUID, primary_key=True)
-    volume_id: Mapped[str] = mapped_column(ForeignKey("volume.id"), index=True)
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volume.id", ondelete="CASCADE"), index=True)
     source_project_id: Mapped[str] = mapped_column(String(64), index=True)
     destination_project_id: Mapped[str | None] = mapped_column(String(64))
     name: Mapped[str | None] = mapped_column(String(255))

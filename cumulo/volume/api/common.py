@@ -177,3 +177,23 @@ async def run_action(request: Request, actions: dict[str, Action]) -> Response:
     if action is None:
         raise BadRequest(f"There is no such action: {name}")
     return await action(request, request.path_params["id"], args)
+
+
+def list_body(
+    request: Request, key: str, items: list[dict], collection: str, page: list[str], more: bool
+) -> dict[str, Any]:
+    """{key: items} with `<key>_links` to the next page when there is one."""
+    body: dict[str, Any] = {key: items}
+    nxt = next_links(request, collection, page[-1] if page else None, more)
+    if nxt:
+        body[f"{key}_links"] = nxt
+    return body
+
+
+async def element(request: Request, name: str) -> dict[str, Any]:
+    """The request body's top-level object `name` (400 when absent)."""
+    body = await json_body(request)
+    spec = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(spec, dict):
+        raise BadRequest(f"Missing required element '{name}' in request body.")
+    return spec

@@ -25,7 +25,7 @@ from cumulo.volume.api.common import (
     at_least,
     authorize,
     json,
-    next_links,
+    list_body,
     page_of,
     page_params,
     parse_bool,
@@ -402,11 +402,8 @@ async def _list(request: Request, detail: bool) -> Response:
         if detail
         else [views.volume_summary(request, v) for v in volumes]
     )
-    body: dict[str, Any] = {"volumes": items}
     collection = "volumes/detail" if detail else "volumes"
-    nxt = next_links(request, collection, page[-1] if page else None, more)
-    if nxt:
-        body["volumes_links"] = nxt
+    body = list_body(request, "volumes", items, collection, page, more)
     if parse_bool(request.query_params.get("with_count"), "with_count"):
         body["count"] = len(ids)
     return json(body)
