@@ -17,6 +17,7 @@ from cumulo.common.service_client import ServiceClient
 from cumulo.volume.api import (
     actions,
     attachments,
+    hosts,
     info,
     snapshots,
     transfers,
@@ -60,6 +61,7 @@ def create_volume_app(service: VolumeService) -> Starlette:
         *attachments.routes,
         *types.routes,
         *transfers.routes,
+        *hosts.routes,
     ]
     # Cinder's error bodies are Nova's: {"itemNotFound": {"code": 404, "message": ...}}.
     app = create_app("volume", routes, render_compute)

@@ -45,6 +45,8 @@ VOLUME_RULES: dict[str, str] = {
     "volume:delete_transfer": _MEMBER,
     "volume:accept_transfer": _MEMBER,
     "volume_extension:types_manage": _ADMIN,
+    "volume_extension:volume_type_access": _ADMIN,
+    "volume_extension:volume_type_access:addProjectAccess": _ADMIN,
     "volume_extension:type_get": "",
     "volume_extension:quotas:show": _READER,
     "volume_extension:quotas:update": _ADMIN,
@@ -52,6 +54,8 @@ VOLUME_RULES: dict[str, str] = {
     "volume_extension:quota_classes": _ADMIN,
     "volume_extension:quota_classes:update": _ADMIN,
     "volume_extension:services:index": _ADMIN,
+    "volume_extension:services:update": _ADMIN,
+    "volume_extension:hosts": _ADMIN,
     "volume_extension:capacity": _ADMIN,
     "volume_extension:capabilities": _ADMIN,
 }

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cumulo.common.app import json_body
 from cumulo.common.auth import request_context
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, NotFound, ServiceUnavailable
@@ -99,6 +100,11 @@ EXTENSIONS = [
     ("os-services", "Services"),
     ("os-types-manage", "TypesManage"),
     ("os-types-extra-specs", "TypesExtraSpecs"),
+    ("os-hosts", "Hosts"),
+    ("os-volume-transfer", "VolumeTransfer"),
+    ("os-quota-class-sets", "QuotaClasses"),
+    ("os-volume-type-access", "VolumeTypeAccess"),
+    ("os-extended-services", "ExtendedServices"),
     ("scheduler-stats", "Scheduler_stats"),
     ("capabilities", "Capabilities"),
 ]
@@ -249,7 +255,11 @@ async def services(request: Request) -> Response:
     if params.get("binary"):
         query = query.where(VolumeServiceRow.binary == params["binary"])
     if params.get("host"):
-        query = query.where(VolumeServiceRow.host == params["host"])
+        # A host names itself and its backends (host@backend), as in Cinder.
+        host = params["host"]
+        query = query.where(
+            or_(VolumeServiceRow.host == host, VolumeServiceRow.host.startswith(f"{host}@"))
+        )
     async with service.db.read() as session:
         rows = list(await session.scalars(query))
     now = utcnow()
@@ -269,6 +279,65 @@ async def services(request: Request) -> Response:
             item.update(replication_status="disabled", active_backend_id=None, frozen=False)
         out.append(item)
     return json({"services": out})
+
+
+async def update_service(request: Request) -> Response:
+    """PUT os-services/enable|disable|disable-log-reason: a disabled backend gets no new
+    volumes from the scheduler; freeze|thaw: only for replicating backends (none here)."""
+    await authorize(request, "volume_extension:services:update")
+    action = request.path_params["action"]
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise BadRequest("Invalid input received: a body is required.")
+    host, binary = body.get("host"), body.get("binary")
+    service = service_of(request)
+    if action in ("freeze", "thaw"):
+        async with service.db.read() as session:
+            known = await session.scalar(
+                select(VolumeServiceRow.id).where(
+                    VolumeServiceRow.binary == VOLUME_BINARY,
+                    or_(
+                        VolumeServiceRow.host == host, VolumeServiceRow.host.startswith(f"{host}@")
+                    ),
+                )
+            )
+        if known is None:
+            raise BadRequest(f"Invalid input received: No service found with host {host}.")
+        raise BadRequest(
+            f"Invalid input received: host {host} has no replicating backend to {action}."
+        )
+    if action not in ("enable", "disable", "disable-log-reason"):
+        raise NotFound("Could not find the requested resource.")
+    if not isinstance(host, str) or not isinstance(binary, str):
+        raise BadRequest("Invalid input received: 'host' and 'binary' must be specified.")
+    reason = body.get("disabled_reason")
+    if action == "disable-log-reason" and (
+        not isinstance(reason, str) or not reason.strip() or len(reason) > 255
+    ):
+        raise BadRequest(
+            "Invalid input received: Disabled reason contains invalid characters or is too long"
+        )
+    disabled = action != "enable"
+    async with service.db.write() as session:
+        row = await session.scalar(
+            select(VolumeServiceRow).where(
+                VolumeServiceRow.host == host, VolumeServiceRow.binary == binary
+            )
+        )
+        if row is None:
+            raise NotFound(f"Service {binary} on host {host} could not be found.")
+        row.disabled = disabled
+        row.disabled_reason = reason if action == "disable-log-reason" else None
+    out: dict[str, Any] = {
+        "host": host,
+        "service": binary,
+        "binary": binary,
+        "disabled": disabled,
+        "status": "disabled" if disabled else "enabled",
+    }
+    if action != "disable":
+        out["disabled_reason"] = row.disabled_reason
+    return json(out)
 
 
 async def pools(request: Request) -> Response:
@@ -341,6 +410,7 @@ routes = [
     Route("/v3/os-quota-class-sets/{class_name}", show_quota_class, methods=["GET"]),
     Route("/v3/os-quota-class-sets/{class_name}", update_quota_class, methods=["PUT"]),
     Route("/v3/os-services", services, methods=["GET"]),
+    Route("/v3/os-services/{action}", update_service, methods=["PUT"]),
     Route("/v3/scheduler-stats/get_pools", pools, methods=["GET"]),
     Route("/v3/capabilities/{host}", capabilities, methods=["GET"]),
 ]

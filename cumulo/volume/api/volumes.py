@@ -41,6 +41,7 @@ from cumulo.volume.models import (
     Volume,
     VolumeMetadata,
     VolumeType,
+    VolumeTypeAccess,
     VolumeTypeExtraSpec,
 )
 from cumulo.volume.scheduler import RequestSpec, place
@@ -145,9 +146,10 @@ def _text(spec: dict[str, Any], *names: str) -> str | None:
 
 
 async def _volume_type(
-    session: Any, request: Request, ref: str | None
+    session: Any, request: Request, ctx: RequestContext, ref: str | None
 ) -> tuple[VolumeType, dict[str, str]]:
-    """The type asked for (or the default) and its extra specs, in one query."""
+    """The type asked for (or the default) and its extra specs, in one query; a private
+    type only for admins and the projects given access (404 to the rest, as Cinder)."""
     service = service_of(request)
     name = ref or service.config.volume.default_volume_type
     rows = (
@@ -157,9 +159,16 @@ async def _volume_type(
             .where(or_(VolumeType.id == name, VolumeType.name == name))
         )
     ).all()
-    if not rows:
+    if not rows or not await type_usable(session, service, ctx, rows[0][0]):
         raise NotFound(f"Volume type with name {name} could not be found.")
     return rows[0][0], {key: value for _, key, value in rows if key is not None}
+
+
+async def type_usable(session: Any, service: Any, ctx: RequestContext, vtype: VolumeType) -> bool:
+    if vtype.is_public or service.is_admin(ctx):
+        return True
+    key = {"type_id": vtype.id, "project_id": ctx.project_id or ""}
+    return await session.get(VolumeTypeAccess, key) is not None
 
 
 async def _image(request: Request, ctx: RequestContext, image_ref: str) -> dict[str, Any]:
@@ -230,7 +239,7 @@ async def create_volume(request: Request) -> Response:
     volume_id = str(uuid.uuid4())
     source_backend: str | None = None
     async with service.db.write() as session:
-        vtype, extra_specs = await _volume_type(session, request, _text(spec, "volume_type"))
+        vtype, extra_specs = await _volume_type(session, request, ctx, _text(spec, "volume_type"))
         if snapshot_id:
             snap = await session.get(Snapshot, snapshot_id)
             if snap is None or (snap.project_id != ctx.project_id and not service.is_admin(ctx)):
