@@ -484,7 +484,13 @@ async def update_volume(request: Request) -> Response:
 async def delete_volume(request: Request) -> Response:
     ctx, volume = await load_volume(request, request.path_params["id"], "volume:delete")
     cascade = parse_bool(request.query_params.get("cascade"), "cascade")
-    await remove_volume(request, ctx, volume.id, cascade=bool(cascade), force=False)
+    # 3.23: ?force=true, as os-force_delete (admin).
+    force = at_least(request, 3, 23) and parse_bool(request.query_params.get("force"), "force")
+    if force:
+        await authorize(
+            request, "volume_extension:volume_admin_actions:force_delete", volume.project_id
+        )
+    await remove_volume(request, ctx, volume.id, cascade=bool(cascade), force=bool(force))
     return accepted()
 
 

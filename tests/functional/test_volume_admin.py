@@ -1,0 +1,98 @@
+"""Block Storage administration with the `openstack` CLI: private volume types shared
+with one project, disabling a backend, the hosts' usage, forcing deletes."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from tests.cloudrunner import CloudRunner
+from tests.functional.test_volume import unique
+from tests.functional.test_volume_transfers import wait_status
+
+
+def test_private_type_is_usable_only_by_the_projects_given(cloud: CloudRunner) -> None:
+    vtype = unique("private")
+    cloud.openstack("volume", "type", "create", "--private", vtype, "-f", "json")
+    seen = cloud.openstack("volume", "type", "list", "-f", "json", cloud="cumulo-demo")
+    assert vtype not in [t["Name"] for t in seen]
+    refused = cloud.openstack(
+        "volume", "create", "--size", "1", "--type", vtype, unique("v"), check=False,
+        cloud="cumulo-demo",
+    )  # fmt: skip
+    assert refused.returncode != 0 and "could not be found" in refused.stderr
+
+    cloud.openstack("volume", "type", "set", "--project", "demo", vtype)
+    access = cloud.openstack("volume", "type", "show", vtype, "-f", "json")["access_project_ids"]
+    demo = cloud.openstack("project", "show", "demo", "-f", "json")["id"]
+    assert demo in str(access)
+    name = unique("typed")
+    cloud.openstack(
+        "volume", "create", "--size", "1", "--type", vtype, name, "-f", "json",
+        cloud="cumulo-demo",
+    )  # fmt: skip
+    assert wait_status(cloud, name, "available")["volume_type"] == vtype
+    cloud.openstack("volume", "delete", name, cloud="cumulo-demo")
+
+    cloud.openstack("volume", "type", "unset", "--project", "demo", vtype)
+    seen = cloud.openstack("volume", "type", "list", "-f", "json", cloud="cumulo-demo")
+    assert vtype not in [t["Name"] for t in seen]
+
+
+def test_disabled_backend_gets_no_new_volumes(cloud: CloudRunner) -> None:
+    services = cloud.openstack("volume", "service", "list", "-f", "json")
+    backend = next(s["Host"] for s in services if s["Binary"] == "cinder-volume")
+    cloud.openstack(
+        "volume", "service", "set", "--disable", "--disable-reason", "maintenance",
+        backend, "cinder-volume",
+    )  # fmt: skip
+    try:
+        shown = cloud.openstack("volume", "service", "list", "--long", "-f", "json")
+        row = next(s for s in shown if s["Host"] == backend)
+        assert row["Status"] == "disabled" and row["Disabled Reason"] == "maintenance"
+        name = unique("nowhere")
+        cloud.openstack("volume", "create", "--size", "1", name, "-f", "json")
+        assert wait_status(cloud, name, "error")
+        cloud.openstack("volume", "delete", name)
+    finally:
+        cloud.openstack("volume", "service", "set", "--enable", backend, "cinder-volume")
+    missing = cloud.openstack(
+        "volume", "service", "set", "--enable", "no-such-host", "cinder-volume", check=False
+    )
+    assert missing.returncode != 0
+
+
+def test_hosts_show_what_each_backend_holds(cloud: CloudRunner) -> None:
+    name = unique("counted")
+    cloud.openstack("volume", "create", "--size", "2", name, "-f", "json")
+    volume = wait_status(cloud, name, "available")
+    backend = volume["os-vol-host-attr:host"].split("#")[0]
+    base = f"http://127.0.0.1:{cloud.config.ports.block_storage}/v3"
+    with httpx.Client(headers={"X-Auth-Token": cloud.token("admin")}, timeout=30) as http:
+        hosts = http.get(f"{base}/os-hosts").json()["hosts"]
+        assert backend in [h["host_name"] for h in hosts if h["service"] == "cinder-volume"]
+        usage = http.get(f"{base}/os-hosts/{backend}").json()["host"]
+        total = usage[0]["resource"]
+        assert total["project"] == "(total)" and int(total["total_volume_gb"]) >= 2
+        assert http.get(f"{base}/os-hosts/nope@nothing").status_code == 404
+        demo = cloud.token("demo", project="demo")
+        assert http.get(f"{base}/os-hosts", headers={"X-Auth-Token": demo}).status_code == 403
+    cloud.openstack("volume", "delete", name)
+
+
+def test_admin_force_deletes_a_volume_stuck_in_a_state(cloud: CloudRunner) -> None:
+    name = unique("stuck")
+    cloud.openstack("volume", "create", "--size", "1", name, "-f", "json")
+    volume = wait_status(cloud, name, "available")
+    cloud.openstack("volume", "set", "--state", "maintenance", name)
+    refused = cloud.openstack("volume", "delete", name, check=False)
+    assert refused.returncode != 0
+    cloud.openstack("volume", "delete", "--force", name)
+    base = f"http://127.0.0.1:{cloud.config.ports.block_storage}/v3"
+    with httpx.Client(headers={"X-Auth-Token": cloud.token("admin")}, timeout=30) as http:
+        for _ in range(300):
+            if http.get(f"{base}/volumes/{volume['id']}").status_code == 404:
+                break
+            time.sleep(0.1)
+        assert http.get(f"{base}/volumes/{volume['id']}").status_code == 404
