@@ -5,6 +5,7 @@ os-roll_detaching, os-detach, os-terminate_connection, os-unreserve)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -32,6 +33,7 @@ from cumulo.volume.api.volumes import load_volume, remove_volume
 from cumulo.volume.models import Attachment, Volume, VolumeMetadata
 from cumulo.volume.scheduler import NO_VALID_BACKEND, backend_fits
 
+LOG = logging.getLogger(__name__)
 DISK_FORMATS = ("raw", "qcow2", "vmdk", "vdi", "vhd", "vhdx")
 
 
@@ -77,10 +79,12 @@ async def extend(request: Request, volume_id: str, args: Any) -> Response:
         if not await backend_fits(
             session, volume.host, new_size - volume.size, service.config.volume.service_down_time
         ):
-            raise BadRequest(
-                f"Invalid input received: {NO_VALID_BACKEND} The backend of volume "
-                f"{volume_id} has no room for {new_size - volume.size} GB more."
-            )
+            # As Cinder's scheduler: accepted, and the volume keeps its size and status.
+            LOG.warning(
+                "extend of volume %s to %s GB: %s (its backend has no room for %s GB more)",
+                volume_id, new_size, NO_VALID_BACKEND, new_size - volume.size,
+            )  # fmt: skip
+            return accepted()
         back_to = volume.status
         volume.status, volume.updated_at = states.EXTENDING, utcnow()
     await service.volume_rpc.extend_volume(ctx.to_dict(), volume.host, volume_id, new_size, back_to)
