@@ -19,6 +19,7 @@ from cumulo.volume.api import (
     attachments,
     hosts,
     info,
+    qos,
     snapshots,
     transfers,
     types,
@@ -62,6 +63,7 @@ def create_volume_app(service: VolumeService) -> Starlette:
         *types.routes,
         *transfers.routes,
         *hosts.routes,
+        *qos.routes,
     ]
     # Cinder's error bodies are Nova's: {"itemNotFound": {"code": 404, "message": ...}}.
     app = create_app("volume", routes, render_compute)

@@ -29,7 +29,28 @@ class VolumeType(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     description: Mapped[str | None] = mapped_column(String(255))
     is_public: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The QoS specs associated with it (qos-specs/{id}/associate).
+    qos_specs_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class QosSpecs(Base):
+    """Named QoS limits for front-end (the hypervisor), back-end or both consumers."""
+
+    __tablename__ = "qos_specs"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    consumer: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class QosSpecValue(Base):
+    __tablename__ = "qos_spec_value"
+    qos_id: Mapped[str] = mapped_column(
+        ForeignKey("qos_specs.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
 
 
 class VolumeTypeAccess(Base):

@@ -56,6 +56,11 @@ VOLUME_RULES: dict[str, str] = {
     "volume_extension:services:index": _ADMIN,
     "volume_extension:services:update": _ADMIN,
     "volume_extension:hosts": _ADMIN,
+    "volume_extension:qos_specs_manage:create": _ADMIN,
+    "volume_extension:qos_specs_manage:get": _ADMIN,
+    "volume_extension:qos_specs_manage:get_all": _ADMIN,
+    "volume_extension:qos_specs_manage:update": _ADMIN,
+    "volume_extension:qos_specs_manage:delete": _ADMIN,
     "volume_extension:capacity": _ADMIN,
     "volume_extension:capabilities": _ADMIN,
 }

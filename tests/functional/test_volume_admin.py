@@ -96,3 +96,32 @@ def test_admin_force_deletes_a_volume_stuck_in_a_state(cloud: CloudRunner) -> No
                 break
             time.sleep(0.1)
         assert http.get(f"{base}/volumes/{volume['id']}").status_code == 404
+
+
+def test_qos_specs_are_kept_and_associated_with_types(cloud: CloudRunner) -> None:
+    qos, vtype = unique("qos"), unique("qtype")
+    created = cloud.openstack(
+        "volume", "qos", "create", "--consumer", "front-end", "--property",
+        "read_iops_sec=2000", qos, "-f", "json",
+    )  # fmt: skip
+    assert created["consumer"] == "front-end"
+    assert "read_iops_sec" in str(created["properties"])
+    cloud.openstack("volume", "qos", "set", "--property", "write_iops_sec=500", qos)
+    cloud.openstack("volume", "qos", "unset", "--property", "read_iops_sec", qos)
+    shown = cloud.openstack("volume", "qos", "show", qos, "-f", "json")
+    assert "write_iops_sec" in str(shown["properties"])
+    assert "read_iops_sec" not in str(shown["properties"])
+    type_id = cloud.openstack("volume", "type", "create", vtype, "-f", "json")["id"]
+    cloud.openstack("volume", "qos", "associate", qos, vtype)
+    shown = cloud.openstack("volume", "qos", "show", qos, "-f", "json")
+    assert vtype in str(shown["associations"])
+    type_url = f"http://127.0.0.1:{cloud.config.ports.block_storage}/v3/types/{type_id}"
+    headers = {"X-Auth-Token": cloud.token("admin")}
+    assert httpx.get(type_url, headers=headers).json()["volume_type"]["qos_specs_id"]
+    in_use = cloud.openstack("volume", "qos", "delete", qos, check=False)
+    assert in_use.returncode != 0
+    duplicate = cloud.openstack("volume", "qos", "create", qos, check=False)
+    assert duplicate.returncode != 0
+    cloud.openstack("volume", "qos", "delete", "--force", qos)
+    assert httpx.get(type_url, headers=headers).json()["volume_type"]["qos_specs_id"] is None
+    cloud.openstack("volume", "type", "delete", vtype)

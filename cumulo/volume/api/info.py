@@ -101,6 +101,7 @@ EXTENSIONS = [
     ("os-types-manage", "TypesManage"),
     ("os-types-extra-specs", "TypesExtraSpecs"),
     ("os-hosts", "Hosts"),
+    ("qos-specs", "Qos_specs_manage"),
     ("os-volume-transfer", "VolumeTransfer"),
     ("os-quota-class-sets", "QuotaClasses"),
     ("os-volume-type-access", "VolumeTypeAccess"),

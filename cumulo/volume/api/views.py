@@ -148,7 +148,6 @@ def volume_type(
     extra_specs: dict[str, str],
     *,
     admin: bool,
-    qos_specs_id: str | None = None,
     form: str = "show",
 ) -> dict[str, Any]:
     """A type as show and list give it (form "show"), or as create ("create": with the
@@ -165,5 +164,5 @@ def volume_type(
     if form in ("show", "create"):
         body["os-volume-type-access:is_public"] = t.is_public
     if form == "show" and admin:
-        body["qos_specs_id"] = qos_specs_id
+        body["qos_specs_id"] = t.qos_specs_id
     return body
