@@ -15,6 +15,7 @@ VOLUME_RULES: dict[str, str] = {
     "volume:update": _MEMBER,
     "volume:delete": _MEMBER,
     "volume:extend": _MEMBER,
+    "volume:retype": _MEMBER,
     "volume:update_readonly_flag": _MEMBER,
     "volume:update_volume_metadata": _MEMBER,
     "volume:get_volume_metadata": _READER,

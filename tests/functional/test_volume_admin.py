@@ -125,3 +125,29 @@ def test_qos_specs_are_kept_and_associated_with_types(cloud: CloudRunner) -> Non
     cloud.openstack("volume", "qos", "delete", "--force", qos)
     assert httpx.get(type_url, headers=headers).json()["volume_type"]["qos_specs_id"] is None
     cloud.openstack("volume", "type", "delete", vtype)
+
+
+def test_retype_on_the_same_backend_and_refused_across_backends(cloud: CloudRunner) -> None:
+    plain, other, elsewhere = unique("t1"), unique("t2"), unique("t3")
+    cloud.openstack("volume", "type", "create", plain)
+    cloud.openstack("volume", "type", "create", other)
+    cloud.openstack(
+        "volume", "type", "create", "--property", "volume_backend_name=nowhere", elsewhere
+    )
+    name = unique("retyped")
+    cloud.openstack("volume", "create", "--size", "1", "--type", plain, name, "-f", "json")
+    before = wait_status(cloud, name, "available")
+    cloud.openstack("volume", "set", "--type", other, "--retype-policy", "never", name)
+    after = wait_status(cloud, name, "available")
+    assert after["volume_type"] == other
+    assert after["os-vol-host-attr:host"] == before["os-vol-host-attr:host"]
+    moved = cloud.openstack(
+        "volume", "set", "--type", elsewhere, "--retype-policy", "on-demand", name, check=False
+    )
+    assert moved.returncode != 0 and "another backend" in moved.stderr
+    same = cloud.openstack("volume", "set", "--type", other, name, check=False)
+    assert same.returncode != 0
+    assert wait_status(cloud, name, "available")["volume_type"] == other
+    cloud.openstack("volume", "delete", name)
+    for t in (plain, other, elsewhere):
+        cloud.openstack("volume", "type", "delete", t)

@@ -145,7 +145,7 @@ def _text(spec: dict[str, Any], *names: str) -> str | None:
     return None
 
 
-async def _volume_type(
+async def volume_type_for(
     session: Any, request: Request, ctx: RequestContext, ref: str | None
 ) -> tuple[VolumeType, dict[str, str]]:
     """The type asked for (or the default) and its extra specs, in one query; a private
@@ -239,7 +239,9 @@ async def create_volume(request: Request) -> Response:
     volume_id = str(uuid.uuid4())
     source_backend: str | None = None
     async with service.db.write() as session:
-        vtype, extra_specs = await _volume_type(session, request, ctx, _text(spec, "volume_type"))
+        vtype, extra_specs = await volume_type_for(
+            session, request, ctx, _text(spec, "volume_type")
+        )
         if snapshot_id:
             snap = await session.get(Snapshot, snapshot_id)
             if snap is None or (snap.project_id != ctx.project_id and not service.is_admin(ctx)):
