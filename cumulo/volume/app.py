@@ -17,6 +17,7 @@ from cumulo.common.service_client import ServiceClient
 from cumulo.volume.api import (
     actions,
     attachments,
+    group_types,
     hosts,
     info,
     qos,
@@ -64,6 +65,7 @@ def create_volume_app(service: VolumeService) -> Starlette:
         *transfers.routes,
         *hosts.routes,
         *qos.routes,
+        *group_types.routes,
     ]
     # Cinder's error bodies are Nova's: {"itemNotFound": {"code": 404, "message": ...}}.
     app = create_app("volume", routes, render_compute)

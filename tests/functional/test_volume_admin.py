@@ -151,3 +151,31 @@ def test_retype_on_the_same_backend_and_refused_across_backends(cloud: CloudRunn
     cloud.openstack("volume", "delete", name)
     for t in (plain, other, elsewhere):
         cloud.openstack("volume", "type", "delete", t)
+
+
+def test_group_types_and_their_specs(cloud: CloudRunner) -> None:
+    v311 = ("--os-volume-api-version", "3.11")
+    name = unique("gtype")
+    created = cloud.openstack(
+        *v311, "volume", "group", "type", "create", "--private", "--description", "d", name,
+        "-f", "json",
+    )  # fmt: skip
+    assert created["Name"] == name and created["Is Public"] is False
+    cloud.openstack(*v311, "volume", "group", "type", "set", "--property", "replication=on", name)
+    shown = cloud.openstack(*v311, "volume", "group", "type", "show", name, "-f", "json")
+    assert "replication" in str(shown["Properties"])
+    listed = cloud.openstack(*v311, "volume", "group", "type", "list", "-f", "json")
+    assert name in [t["Name"] for t in listed]  # admins see private types too
+    listed = cloud.openstack(
+        *v311, "volume", "group", "type", "list", "-f", "json", cloud="cumulo-demo"
+    )
+    assert name not in [t["Name"] for t in listed]
+    cloud.openstack(*v311, "volume", "group", "type", "set", "--no-property", name)
+    shown = cloud.openstack(*v311, "volume", "group", "type", "show", name, "-f", "json")
+    assert "replication" not in str(shown["Properties"])
+    url = f"http://127.0.0.1:{cloud.config.ports.block_storage}/v3/group_types"
+    too_old = httpx.get(url, headers={"X-Auth-Token": cloud.token("admin")})
+    assert too_old.status_code == 404  # group types came with 3.11
+    cloud.openstack(*v311, "volume", "group", "type", "delete", name)
+    gone = cloud.openstack(*v311, "volume", "group", "type", "show", name, check=False)
+    assert gone.returncode != 0
