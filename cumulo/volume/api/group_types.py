@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,7 +20,9 @@ from cumulo.volume.api.common import (
     at_least,
     authorize,
     element,
+    find_by_id_or_name,
     json,
+    key_values,
     parse_bool,
     service_of,
     sort_keys,
@@ -45,21 +47,11 @@ def _require_version(request: Request) -> None:
 
 
 async def _specs(session: Any, ids: list[str]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {i: {} for i in ids}
-    for row in await session.scalars(
-        select(GroupTypeSpec).where(GroupTypeSpec.group_type_id.in_(ids))
-    ):
-        out[row.group_type_id][row.key] = row.value
-    return out
+    return await key_values(session, GroupTypeSpec.group_type_id, ids)
 
 
 async def _find(session: Any, ref: str) -> GroupType:
-    found = await session.scalar(
-        select(GroupType).where(or_(GroupType.id == ref, GroupType.name == ref))
-    )
-    if found is None:
-        raise NotFound(f"Group type {ref} could not be found.")
-    return found
+    return await find_by_id_or_name(session, GroupType, ref, "Group type")
 
 
 def _view(t: GroupType, specs: dict[str, str]) -> dict[str, Any]:

@@ -14,28 +14,26 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.faults import BadRequest, Conflict, NotFound
 from cumulo.volume.api import views
-from cumulo.volume.api.common import authorize, json, parse_bool, run_action, service_of
+from cumulo.volume.api.common import (
+    authorize,
+    find_by_id_or_name,
+    json,
+    key_values,
+    parse_bool,
+    run_action,
+    service_of,
+)
 from cumulo.volume.api.metadata import check_metadata
 from cumulo.volume.api.volumes import type_usable
 from cumulo.volume.models import Volume, VolumeType, VolumeTypeAccess, VolumeTypeExtraSpec
 
 
 async def _specs(session: Any, type_ids: list[str]) -> dict[str, dict[str, str]]:
-    specs: dict[str, dict[str, str]] = {i: {} for i in type_ids}
-    for s in await session.scalars(
-        select(VolumeTypeExtraSpec).where(VolumeTypeExtraSpec.type_id.in_(type_ids))
-    ):
-        specs[s.type_id][s.key] = s.value
-    return specs
+    return await key_values(session, VolumeTypeExtraSpec.type_id, type_ids)
 
 
 async def _find(session: Any, ref: str) -> VolumeType:
-    vtype = await session.scalar(
-        select(VolumeType).where(or_(VolumeType.id == ref, VolumeType.name == ref))
-    )
-    if vtype is None:
-        raise NotFound(f"Volume type {ref} could not be found.")
-    return vtype
+    return await find_by_id_or_name(session, VolumeType, ref, "Volume type")
 
 
 async def list_types(request: Request) -> Response:
