@@ -20,6 +20,7 @@ from cumulo.volume.api import (
     group_types,
     hosts,
     info,
+    messages,
     qos,
     snapshots,
     transfers,
@@ -66,6 +67,7 @@ def create_volume_app(service: VolumeService) -> Starlette:
         *hosts.routes,
         *qos.routes,
         *group_types.routes,
+        *messages.routes,
     ]
     # Cinder's error bodies are Nova's: {"itemNotFound": {"code": 404, "message": ...}}.
     app = create_app("volume", routes, render_compute)

@@ -210,6 +210,24 @@ class GroupTypeSpec(Base):
     value: Mapped[str] = mapped_column(String(255))
 
 
+class Message(Base):
+    """A user message (3.3+): what went wrong with a user's resource where the API had
+    already answered (Cinder's messages table); hidden once expired."""
+
+    __tablename__ = "message"
+    __table_args__ = (Index("ix_message_project_created", "project_id", "created_at"),)
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str] = mapped_column(String(255))
+    resource_type: Mapped[str] = mapped_column(String(36))
+    resource_uuid: Mapped[str | None] = mapped_column(String(36))
+    event_id: Mapped[str] = mapped_column(String(255))
+    message_level: Mapped[str] = mapped_column(String(255))
+    user_message: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class VolumeServiceRow(Base):
     """A volume service's heartbeat (os-services): the scheduler, or one backend of a
     storage host (host "host@backend") with the capacity and capabilities it reported."""

@@ -179,3 +179,26 @@ def test_group_types_and_their_specs(cloud: CloudRunner) -> None:
     cloud.openstack(*v311, "volume", "group", "type", "delete", name)
     gone = cloud.openstack(*v311, "volume", "group", "type", "show", name, check=False)
     assert gone.returncode != 0
+
+
+def test_user_message_says_why_a_volume_went_to_error(cloud: CloudRunner) -> None:
+    v33 = ("--os-volume-api-version", "3.3")
+    vtype = unique("nowhere")
+    cloud.openstack("volume", "type", "create", "--property", "vendor_name=nobody", vtype)
+    name = unique("failed")
+    cloud.openstack("volume", "create", "--size", "1", "--type", vtype, name, "-f", "json")
+    volume = wait_status(cloud, name, "error")
+    found = cloud.openstack(*v33, "volume", "message", "list", "-f", "json")
+    mine = [m for m in found if m["Resource UUID"] == volume["id"]]
+    assert len(mine) == 1
+    assert mine[0]["Event ID"] == "VOLUME_VOLUME_001_003"
+    assert mine[0]["User Message"].startswith("schedule allocate volume:")
+    shown = cloud.openstack(*v33, "volume", "message", "show", mine[0]["ID"], "-f", "json")
+    assert shown["ID"] == mine[0]["ID"]
+    demo = cloud.openstack(*v33, "volume", "message", "list", "-f", "json", cloud="cumulo-demo")
+    assert mine[0]["ID"] not in [m["ID"] for m in demo]
+    cloud.openstack(*v33, "volume", "message", "delete", mine[0]["ID"])
+    gone = cloud.openstack(*v33, "volume", "message", "show", mine[0]["ID"], check=False)
+    assert gone.returncode != 0
+    cloud.openstack("volume", "delete", name)
+    cloud.openstack("volume", "type", "delete", vtype)

@@ -17,7 +17,7 @@ from cumulo.common.context import RequestContext
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, NotFound, PayloadTooLarge
 from cumulo.common.service_client import ServiceError
-from cumulo.volume import attach, quotas, states
+from cumulo.volume import attach, messages, quotas, states
 from cumulo.volume.api.common import (
     Action,
     accepted,
@@ -79,7 +79,11 @@ async def extend(request: Request, volume_id: str, args: Any) -> Response:
         if not await backend_fits(
             session, volume.host, new_size - volume.size, service.config.volume.service_down_time
         ):
-            # As Cinder's scheduler: accepted, and the volume keeps its size and status.
+            # As Cinder's scheduler: accepted, the volume keeps its size and status, and
+            # the user gets a message.
+            messages.record(
+                session, ctx, messages.EXTEND_VOLUME, messages.NO_BACKEND_AVAILABLE, volume_id
+            )
             LOG.warning(
                 "extend of volume %s to %s GB: %s (its backend has no room for %s GB more)",
                 volume_id, new_size, NO_VALID_BACKEND, new_size - volume.size,

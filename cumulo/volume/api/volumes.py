@@ -18,7 +18,7 @@ from cumulo.common.context import RequestContext
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, NotFound
 from cumulo.common.service_client import ServiceError
-from cumulo.volume import quotas, states
+from cumulo.volume import messages, quotas, states
 from cumulo.volume.api import views
 from cumulo.volume.api.common import (
     accepted,
@@ -319,6 +319,14 @@ async def create_volume(request: Request) -> Response:
             )
         )
         await session.flush()
+        if best is None:
+            messages.record(
+                session,
+                ctx,
+                messages.SCHEDULE_ALLOCATE_VOLUME,
+                messages.NO_BACKEND_AVAILABLE,
+                volume_id,
+            )
         image_meta = _image_metadata(image) if image else {}
         if source_volid and src.bootable:
             image_meta = inherited
