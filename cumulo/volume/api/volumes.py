@@ -107,6 +107,8 @@ async def volume_body(
             ):
                 attachments[a.volume_id].append(a)
     admin = service.is_admin(ctx)
+    # Cinder shows attachments' host to admins and to services (Glance, Nova) too.
+    sees_hosts = admin or "service" in ctx.roles
     return [
         views.volume_detail(
             request,
@@ -117,6 +119,7 @@ async def volume_body(
             image_metadata=meta[v.id]["image"],
             attachments=attachments[v.id],
             admin=admin,
+            sees_hosts=sees_hosts,
             extended=extended,
         )
         for v in volumes
