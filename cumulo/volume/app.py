@@ -15,7 +15,19 @@ from cumulo.common.faults import render_compute
 from cumulo.common.identity_client import IdentityClient
 from cumulo.common.service_client import ServiceClient
 from cumulo.common.tls import verify_option
-from cumulo.volume.api import actions, attachments, info, snapshots, types, volumes
+from cumulo.volume.api import (
+    actions,
+    attachments,
+    group_types,
+    hosts,
+    info,
+    messages,
+    qos,
+    snapshots,
+    transfers,
+    types,
+    volumes,
+)
 from cumulo.volume.api.microversion import VolumeApiMiddleware
 from cumulo.volume.core import VolumeService
 
@@ -54,6 +66,11 @@ def create_volume_app(service: VolumeService) -> Starlette:
         *snapshots.routes,
         *attachments.routes,
         *types.routes,
+        *transfers.routes,
+        *hosts.routes,
+        *qos.routes,
+        *group_types.routes,
+        *messages.routes,
     ]
     # Cinder's error bodies are Nova's: {"itemNotFound": {"code": 404, "message": ...}}.
     app = create_app("volume", routes, render_compute)

@@ -29,7 +29,28 @@ class VolumeType(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     description: Mapped[str | None] = mapped_column(String(255))
     is_public: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The QoS specs associated with it (qos-specs/{id}/associate).
+    qos_specs_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class QosSpecs(Base):
+    """Named QoS limits for front-end (the hypervisor), back-end or both consumers."""
+
+    __tablename__ = "qos_specs"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    consumer: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class QosSpecValue(Base):
+    __tablename__ = "qos_spec_value"
+    qos_id: Mapped[str] = mapped_column(
+        ForeignKey("qos_specs.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
 
 
 class VolumeTypeAccess(Base):
@@ -160,7 +181,7 @@ class Transfer(Base):
 
     __tablename__ = "transfer"
     id: Mapped[str] = mapped_column(UUID, primary_key=True)
-    volume_id: Mapped[str] = mapped_column(ForeignKey("volume.id"), index=True)
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volume.id", ondelete="CASCADE"), index=True)
     source_project_id: Mapped[str] = mapped_column(String(64), index=True)
     destination_project_id: Mapped[str | None] = mapped_column(String(64))
     name: Mapped[str | None] = mapped_column(String(255))
@@ -187,6 +208,24 @@ class GroupTypeSpec(Base):
     )
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     value: Mapped[str] = mapped_column(String(255))
+
+
+class Message(Base):
+    """A user message (3.3+): what went wrong with a user's resource where the API had
+    already answered (Cinder's messages table); hidden once expired."""
+
+    __tablename__ = "message"
+    __table_args__ = (Index("ix_message_project_created", "project_id", "created_at"),)
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str] = mapped_column(String(255))
+    resource_type: Mapped[str] = mapped_column(String(36))
+    resource_uuid: Mapped[str | None] = mapped_column(String(36))
+    event_id: Mapped[str] = mapped_column(String(255))
+    message_level: Mapped[str] = mapped_column(String(255))
+    user_message: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class VolumeServiceRow(Base):

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cumulo.common.faults import PayloadTooLarge
-from cumulo.volume.models import QuotaLimit, Snapshot, Volume
+from cumulo.volume.models import QuotaClass, QuotaLimit, Snapshot, Volume, VolumeType
 
 RESOURCES = (
     "volumes",
@@ -20,10 +20,34 @@ RESOURCES = (
 )
 
 
-async def limits(session: AsyncSession, defaults: dict[str, int], project_id: str) -> dict:
-    out = {r: defaults.get(r, -1) for r in RESOURCES}
+PER_TYPE = ("volumes", "snapshots", "gigabytes")  # Cinder's volumes_<type name>, ...
+DEFAULT_CLASS = "default"
+
+
+async def type_names(session: AsyncSession) -> list[str]:
+    return list(await session.scalars(select(VolumeType.name).order_by(VolumeType.name)))
+
+
+async def class_limits(
+    session: AsyncSession, configured: dict[str, int], class_name: str = DEFAULT_CLASS
+) -> dict[str, int]:
+    """A quota class's limits: the configured defaults (per-type limits unlimited),
+    overridden by the class's rows (class "default" is what every project starts from).
+    Per-type limits are shown and kept but not enforced yet."""
+    out = {r: configured.get(r, -1) for r in RESOURCES}
+    for name in await type_names(session):
+        out.update({f"{r}_{name}": -1 for r in PER_TYPE})
+    for row in await session.scalars(select(QuotaClass).where(QuotaClass.class_name == class_name)):
+        if row.resource in out:
+            out[row.resource] = row.hard_limit
+    return out
+
+
+async def limits(session: AsyncSession, configured: dict[str, int], project_id: str) -> dict:
+    out = await class_limits(session, configured)
     for row in await session.scalars(select(QuotaLimit).where(QuotaLimit.project_id == project_id)):
-        out[row.resource] = row.hard_limit
+        if row.resource in out:
+            out[row.resource] = row.hard_limit
     return out
 
 
@@ -42,7 +66,7 @@ async def usage(session: AsyncSession, project_id: str) -> dict[str, int]:
             )
         )
     ).one()
-    return {
+    used = {
         "volumes": int(volumes),
         "snapshots": int(snapshots),
         "gigabytes": int(volume_gb) + int(snapshot_gb),
@@ -51,6 +75,17 @@ async def usage(session: AsyncSession, project_id: str) -> dict[str, int]:
         "backup_gigabytes": 0,
         "groups": 0,
     }
+    for name in await type_names(session):
+        used.update({f"{r}_{name}": 0 for r in PER_TYPE})
+    by_type = await session.execute(
+        select(VolumeType.name, func.count(Volume.id), func.coalesce(func.sum(Volume.size), 0))
+        .join(Volume, Volume.type_id == VolumeType.id)
+        .where(Volume.project_id == project_id)
+        .group_by(VolumeType.name)
+    )
+    for name, count, size in by_type:
+        used[f"volumes_{name}"], used[f"gigabytes_{name}"] = int(count), int(size)
+    return used
 
 
 async def check(

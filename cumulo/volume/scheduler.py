@@ -359,3 +359,14 @@ async def backend_fits(session: Any, pool_host: str, extra_gb: int, down_time: f
                 state, RequestSpec(extra_gb)
             )
     return False
+
+
+async def backend_accepts(
+    session: Any, pool_host: str, extra_specs: dict[str, str], down_time: float
+) -> bool:
+    """Whether the backend holding a volume matches a volume type's extra specs (a
+    retype that needs no migration)."""
+    for state in await backend_states(session, down_time):
+        if state.pool_host == pool_host:
+            return capabilities_filter(state, RequestSpec(0, extra_specs=extra_specs))
+    return False

@@ -5,6 +5,7 @@ os-roll_detaching, os-detach, os-terminate_connection, os-unreserve)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -16,7 +17,7 @@ from cumulo.common.context import RequestContext
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, NotFound, PayloadTooLarge
 from cumulo.common.service_client import ServiceError
-from cumulo.volume import attach, quotas, states
+from cumulo.volume import attach, messages, quotas, states
 from cumulo.volume.api.common import (
     Action,
     accepted,
@@ -28,10 +29,11 @@ from cumulo.volume.api.common import (
     service_of,
 )
 from cumulo.volume.api.metadata import check_metadata
-from cumulo.volume.api.volumes import load_volume, remove_volume
+from cumulo.volume.api.volumes import load_volume, remove_volume, volume_type_for
 from cumulo.volume.models import Attachment, Volume, VolumeMetadata
-from cumulo.volume.scheduler import NO_VALID_BACKEND, backend_fits
+from cumulo.volume.scheduler import NO_VALID_BACKEND, backend_accepts, backend_fits
 
+LOG = logging.getLogger(__name__)
 DISK_FORMATS = ("raw", "qcow2", "vmdk", "vdi", "vhd", "vhdx")
 
 
@@ -77,13 +79,57 @@ async def extend(request: Request, volume_id: str, args: Any) -> Response:
         if not await backend_fits(
             session, volume.host, new_size - volume.size, service.config.volume.service_down_time
         ):
-            raise BadRequest(
-                f"Invalid input received: {NO_VALID_BACKEND} The backend of volume "
-                f"{volume_id} has no room for {new_size - volume.size} GB more."
+            # As Cinder's scheduler: accepted, the volume keeps its size and status, and
+            # the user gets a message.
+            messages.record(
+                session, ctx, messages.EXTEND_VOLUME, messages.NO_BACKEND_AVAILABLE, volume_id
             )
+            LOG.warning(
+                "extend of volume %s to %s GB: %s (its backend has no room for %s GB more)",
+                volume_id, new_size, NO_VALID_BACKEND, new_size - volume.size,
+            )  # fmt: skip
+            return accepted()
         back_to = volume.status
         volume.status, volume.updated_at = states.EXTENDING, utcnow()
     await service.volume_rpc.extend_volume(ctx.to_dict(), volume.host, volume_id, new_size, back_to)
+    return accepted()
+
+
+async def retype(request: Request, volume_id: str, args: Any) -> Response:
+    """os-retype: the volume takes the new type when its backend matches the type's extra
+    specs. A retype that needs the volume moved to another backend is refused: moving
+    volumes between backends (migration) is not implemented yet."""
+    ctx, _ = await load_volume(request, volume_id, "volume:retype")
+    new_type = args.get("new_type") if isinstance(args, dict) else None
+    if not isinstance(new_type, str) or not new_type:
+        raise BadRequest("Invalid input received: 'new_type' must be specified.")
+    policy = args.get("migration_policy") or "never"
+    if policy not in ("never", "on-demand"):
+        raise BadRequest(f"Invalid input received: Invalid migration_policy {policy}.")
+    service = service_of(request)
+    async with service.db.write() as session:
+        volume = await session.scalar(
+            select(Volume).where(Volume.id == volume_id).with_for_update()
+        )
+        assert volume is not None
+        states.require_volume_status(volume.status, states.RETYPABLE, "retype it")
+        vtype, specs = await volume_type_for(session, request, ctx, new_type)
+        if vtype.id == volume.type_id:
+            raise BadRequest(
+                "Invalid input received: New volume type must be different from the original."
+            )
+        down_time = service.config.volume.service_down_time
+        if not await backend_accepts(session, volume.host, specs, down_time):
+            why = (
+                "migration_policy is never"
+                if policy == "never"
+                else "moving volumes between backends is not implemented yet"
+            )
+            raise BadRequest(
+                f"Invalid volume: retyping volume {volume_id} to {vtype.name} needs a move to "
+                f"another backend, and {why}."
+            )
+        volume.type_id, volume.updated_at = vtype.id, utcnow()
     return accepted()
 
 
@@ -406,6 +452,7 @@ async def force_delete(request: Request, volume_id: str, _args: Any) -> Response
 
 ACTIONS: dict[str, Action] = {
     "os-extend": extend,
+    "os-retype": retype,
     "os-update_readonly_flag": update_readonly_flag,
     "os-set_bootable": set_bootable,
     "os-set_image_metadata": set_image_metadata,

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from sqlalchemy import or_, select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -177,3 +178,42 @@ async def run_action(request: Request, actions: dict[str, Action]) -> Response:
     if action is None:
         raise BadRequest(f"There is no such action: {name}")
     return await action(request, request.path_params["id"], args)
+
+
+def list_body(
+    request: Request, key: str, items: list[dict], collection: str, page: list[str], more: bool
+) -> dict[str, Any]:
+    """{key: items} with `<key>_links` to the next page when there is one."""
+    body: dict[str, Any] = {key: items}
+    nxt = next_links(request, collection, page[-1] if page else None, more)
+    if nxt:
+        body[f"{key}_links"] = nxt
+    return body
+
+
+async def element(request: Request, name: str) -> dict[str, Any]:
+    """The request body's top-level object `name` (400 when absent)."""
+    body = await json_body(request)
+    spec = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(spec, dict):
+        raise BadRequest(f"Missing required element '{name}' in request body.")
+    return spec
+
+
+async def key_values(session: Any, owner: Any, ids: list[str]) -> dict[str, dict[str, str]]:
+    """{id: {key: value}} from a key/value table whose `owner` column holds the ids
+    (extra specs, group specs, QoS specs)."""
+    out: dict[str, dict[str, str]] = {i: {} for i in ids}
+    rows = await session.execute(
+        select(owner, owner.class_.key, owner.class_.value).where(owner.in_(ids))
+    )
+    for owner_id, key, value in rows:
+        out[owner_id][key] = value
+    return out
+
+
+async def find_by_id_or_name(session: Any, model: Any, ref: str, what: str) -> Any:
+    found = await session.scalar(select(model).where(or_(model.id == ref, model.name == ref)))
+    if found is None:
+        raise NotFound(f"{what} {ref} could not be found.")
+    return found

@@ -18,6 +18,7 @@ from cumulo.volume import quotas
 from cumulo.volume.api.common import (
     authorize,
     base_url,
+    element,
     isotime,
     json,
     parse_bool,
@@ -26,7 +27,13 @@ from cumulo.volume.api.common import (
 )
 from cumulo.volume.api.microversion import MAX_VERSION, MIN_VERSION, fmt
 from cumulo.volume.attach import backend_call
-from cumulo.volume.models import QuotaLimit, VolumeServiceRow, VolumeType, VolumeTypeExtraSpec
+from cumulo.volume.models import (
+    QuotaClass,
+    QuotaLimit,
+    VolumeServiceRow,
+    VolumeType,
+    VolumeTypeExtraSpec,
+)
 from cumulo.volume.scheduler import (
     VOLUME_BINARY,
     RequestSpec,
@@ -93,6 +100,12 @@ EXTENSIONS = [
     ("os-services", "Services"),
     ("os-types-manage", "TypesManage"),
     ("os-types-extra-specs", "TypesExtraSpecs"),
+    ("os-hosts", "Hosts"),
+    ("qos-specs", "Qos_specs_manage"),
+    ("os-volume-transfer", "VolumeTransfer"),
+    ("os-quota-class-sets", "QuotaClasses"),
+    ("os-volume-type-access", "VolumeTypeAccess"),
+    ("os-extended-services", "ExtendedServices"),
     ("scheduler-stats", "Scheduler_stats"),
     ("capabilities", "Capabilities"),
 ]
@@ -141,13 +154,13 @@ async def _quota_set(request: Request, project_id: str, *, defaults: bool) -> di
     service = service_of(request)
     async with service.db.read() as session:
         if defaults:
-            limit = {r: service.config.volume.quota.get(r, -1) for r in quotas.RESOURCES}
+            limit = await quotas.class_limits(session, service.config.volume.quota)
         else:
             limit = await quotas.limits(session, service.config.volume.quota, project_id)
         used = await quotas.usage(session, project_id)
     body: dict[str, Any] = {"id": project_id}
     if parse_bool(request.query_params.get("usage"), "usage") and not defaults:
-        for r in quotas.RESOURCES:
+        for r in limit:
             body[r] = {"limit": limit[r], "in_use": used[r], "reserved": 0, "allocated": 0}
     else:
         body.update(limit)
@@ -168,28 +181,61 @@ async def show_default_quotas(request: Request) -> Response:
 
 async def update_quotas(request: Request) -> Response:
     project_id = request.path_params["project_id"]
-    body = await json_body(request)
-    spec = body.get("quota_set") if isinstance(body, dict) else None
-    if not isinstance(spec, dict):
-        raise BadRequest("Missing required element 'quota_set' in request body.")
+    spec = await element(request, "quota_set")
     await authorize(request, "volume_extension:quotas:update", project_id)
+    service = service_of(request)
+    async with service.db.write() as session:
+        values = _quota_values(
+            spec, await quotas.class_limits(session, service.config.volume.quota)
+        )
+        for key, value in values.items():
+            await _set_limit(session, QuotaLimit(project_id=project_id, resource=key), value)
+    out = await _quota_set(request, project_id, defaults=False)
+    out["quota_set"].pop("id", None)
+    return json(out)
+
+
+async def _set_limit(session: Any, row: QuotaLimit | QuotaClass, value: int) -> None:
+    """Insert or update a limit row (`row` carries its primary key)."""
+    row.hard_limit = value
+    await session.merge(row)
+
+
+def _quota_values(spec: dict[str, Any], known: dict[str, int]) -> dict[str, int]:
     values: dict[str, int] = {}
     for key, raw in spec.items():
         if key in ("id", "tenant_id"):
             continue
-        if key not in quotas.RESOURCES:
+        if key not in known:
             raise BadRequest(f"Bad key(s) in quota set: {key}")
         values[key] = parse_int(raw, key, minimum=-1)
-    async with service_of(request).db.write() as session:
-        for key, value in values.items():
-            row = await session.get(QuotaLimit, {"project_id": project_id, "resource": key})
-            if row is None:
-                session.add(QuotaLimit(project_id=project_id, resource=key, hard_limit=value))
-            else:
-                row.hard_limit = value
-    out = await _quota_set(request, project_id, defaults=False)
-    out["quota_set"].pop("id", None)
-    return json(out)
+    return values
+
+
+async def show_quota_class(request: Request) -> Response:
+    await authorize(request, "volume_extension:quota_classes")
+    class_name = request.path_params["class_name"]
+    service = service_of(request)
+    async with service.db.read() as session:
+        limit = await quotas.class_limits(session, service.config.volume.quota, class_name)
+    return json({"quota_class_set": {"id": class_name, **limit}})
+
+
+async def update_quota_class(request: Request) -> Response:
+    """PUT os-quota-class-sets/{class}: class "default" changes every project's defaults."""
+    class_name = request.path_params["class_name"]
+    spec = await element(request, "quota_class_set")
+    await authorize(request, "volume_extension:quota_classes:update")
+    if len(class_name) > 255:
+        raise BadRequest("Invalid input received: quota class name is too long.")
+    service = service_of(request)
+    async with service.db.write() as session:
+        known = await quotas.class_limits(session, service.config.volume.quota, class_name)
+        for key, value in _quota_values(spec, known).items():
+            await _set_limit(session, QuotaClass(class_name=class_name, resource=key), value)
+        await session.flush()
+        limit = await quotas.class_limits(session, service.config.volume.quota, class_name)
+    return json({"quota_class_set": limit})
 
 
 async def delete_quotas(request: Request) -> Response:
@@ -210,7 +256,11 @@ async def services(request: Request) -> Response:
     if params.get("binary"):
         query = query.where(VolumeServiceRow.binary == params["binary"])
     if params.get("host"):
-        query = query.where(VolumeServiceRow.host == params["host"])
+        # A host names itself and its backends (host@backend), as in Cinder.
+        host = params["host"]
+        query = query.where(
+            or_(VolumeServiceRow.host == host, VolumeServiceRow.host.startswith(f"{host}@"))
+        )
     async with service.db.read() as session:
         rows = list(await session.scalars(query))
     now = utcnow()
@@ -230,6 +280,65 @@ async def services(request: Request) -> Response:
             item.update(replication_status="disabled", active_backend_id=None, frozen=False)
         out.append(item)
     return json({"services": out})
+
+
+async def update_service(request: Request) -> Response:
+    """PUT os-services/enable|disable|disable-log-reason: a disabled backend gets no new
+    volumes from the scheduler; freeze|thaw: only for replicating backends (none here)."""
+    await authorize(request, "volume_extension:services:update")
+    action = request.path_params["action"]
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise BadRequest("Invalid input received: a body is required.")
+    host, binary = body.get("host"), body.get("binary")
+    service = service_of(request)
+    if action in ("freeze", "thaw"):
+        async with service.db.read() as session:
+            known = await session.scalar(
+                select(VolumeServiceRow.id).where(
+                    VolumeServiceRow.binary == VOLUME_BINARY,
+                    or_(
+                        VolumeServiceRow.host == host, VolumeServiceRow.host.startswith(f"{host}@")
+                    ),
+                )
+            )
+        if known is None:
+            raise BadRequest(f"Invalid input received: No service found with host {host}.")
+        raise BadRequest(
+            f"Invalid input received: host {host} has no replicating backend to {action}."
+        )
+    if action not in ("enable", "disable", "disable-log-reason"):
+        raise NotFound("Could not find the requested resource.")
+    if not isinstance(host, str) or not isinstance(binary, str):
+        raise BadRequest("Invalid input received: 'host' and 'binary' must be specified.")
+    reason = body.get("disabled_reason")
+    if action == "disable-log-reason" and (
+        not isinstance(reason, str) or not reason.strip() or len(reason) > 255
+    ):
+        raise BadRequest(
+            "Invalid input received: Disabled reason contains invalid characters or is too long"
+        )
+    disabled = action != "enable"
+    async with service.db.write() as session:
+        row = await session.scalar(
+            select(VolumeServiceRow).where(
+                VolumeServiceRow.host == host, VolumeServiceRow.binary == binary
+            )
+        )
+        if row is None:
+            raise NotFound(f"Service {binary} on host {host} could not be found.")
+        row.disabled = disabled
+        row.disabled_reason = reason if action == "disable-log-reason" else None
+    out: dict[str, Any] = {
+        "host": host,
+        "service": binary,
+        "binary": binary,
+        "disabled": disabled,
+        "status": "disabled" if disabled else "enabled",
+    }
+    if action != "disable":
+        out["disabled_reason"] = row.disabled_reason
+    return json(out)
 
 
 async def pools(request: Request) -> Response:
@@ -299,7 +408,10 @@ routes = [
     Route("/v3/os-quota-sets/{project_id}", update_quotas, methods=["PUT"]),
     Route("/v3/os-quota-sets/{project_id}", delete_quotas, methods=["DELETE"]),
     Route("/v3/os-quota-sets/{project_id}/defaults", show_default_quotas, methods=["GET"]),
+    Route("/v3/os-quota-class-sets/{class_name}", show_quota_class, methods=["GET"]),
+    Route("/v3/os-quota-class-sets/{class_name}", update_quota_class, methods=["PUT"]),
     Route("/v3/os-services", services, methods=["GET"]),
+    Route("/v3/os-services/{action}", update_service, methods=["PUT"]),
     Route("/v3/scheduler-stats/get_pools", pools, methods=["GET"]),
     Route("/v3/capabilities/{host}", capabilities, methods=["GET"]),
 ]

@@ -31,6 +31,7 @@ COLLECTIONS = frozenset(
         "backups", "groups", "group_types", "group_snapshots", "messages", "capabilities",
         "qos-specs", "os-hosts", "workers", "clusters", "resource_filters", "default-types",
         "os-snapshot-manage", "manageable_volumes", "manageable_snapshots", "volume-transfers",
+        "os-quota-class-sets",
     }
 )  # fmt: skip
 

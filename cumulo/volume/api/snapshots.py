@@ -22,7 +22,7 @@ from cumulo.volume.api.common import (
     at_least,
     authorize,
     json,
-    next_links,
+    list_body,
     page_of,
     page_params,
     parse_bool,
@@ -157,12 +157,8 @@ async def _list(request: Request, detail: bool) -> Response:
         }
     snaps = [rows[i] for i in page if i in rows]
     items = await _bodies(request, snaps, extended=detail)
-    out: dict[str, Any] = {"snapshots": items}
     collection = "snapshots/detail" if detail else "snapshots"
-    nxt = next_links(request, collection, page[-1] if page else None, more)
-    if nxt:
-        out["snapshots_links"] = nxt
-    return json(out)
+    return json(list_body(request, "snapshots", items, collection, page, more))
 
 
 async def list_snapshots(request: Request) -> Response:

@@ -14,27 +14,26 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.faults import BadRequest, Conflict, NotFound
 from cumulo.volume.api import views
-from cumulo.volume.api.common import authorize, json, parse_bool, service_of
+from cumulo.volume.api.common import (
+    authorize,
+    find_by_id_or_name,
+    json,
+    key_values,
+    parse_bool,
+    run_action,
+    service_of,
+)
 from cumulo.volume.api.metadata import check_metadata
-from cumulo.volume.models import Volume, VolumeType, VolumeTypeExtraSpec
+from cumulo.volume.api.volumes import type_usable
+from cumulo.volume.models import Volume, VolumeType, VolumeTypeAccess, VolumeTypeExtraSpec
 
 
 async def _specs(session: Any, type_ids: list[str]) -> dict[str, dict[str, str]]:
-    specs: dict[str, dict[str, str]] = {i: {} for i in type_ids}
-    for s in await session.scalars(
-        select(VolumeTypeExtraSpec).where(VolumeTypeExtraSpec.type_id.in_(type_ids))
-    ):
-        specs[s.type_id][s.key] = s.value
-    return specs
+    return await key_values(session, VolumeTypeExtraSpec.type_id, type_ids)
 
 
 async def _find(session: Any, ref: str) -> VolumeType:
-    vtype = await session.scalar(
-        select(VolumeType).where(or_(VolumeType.id == ref, VolumeType.name == ref))
-    )
-    if vtype is None:
-        raise NotFound(f"Volume type {ref} could not be found.")
-    return vtype
+    return await find_by_id_or_name(session, VolumeType, ref, "Volume type")
 
 
 async def list_types(request: Request) -> Response:
@@ -44,7 +43,13 @@ async def list_types(request: Request) -> Response:
     raw = request.query_params.get("is_public")
     # "none" (what openstacksdk sends by default) means public and private alike.
     is_public = None if raw is None or raw.lower() == "none" else parse_bool(raw, "is_public")
-    if not service.is_admin(ctx) or is_public:
+    if not service.is_admin(ctx):
+        # Public types and the private ones the caller's project was given.
+        given = select(VolumeTypeAccess.type_id).where(
+            VolumeTypeAccess.project_id == (ctx.project_id or "")
+        )
+        where.append(or_(VolumeType.is_public.is_(True), VolumeType.id.in_(given)))
+    elif is_public:
         where.append(VolumeType.is_public.is_(True))
     elif is_public is False:
         where.append(VolumeType.is_public.is_(False))
@@ -64,6 +69,8 @@ async def show_type(request: Request) -> Response:
         if ref == "default":
             ref = service_of(request).config.volume.default_volume_type
         vtype = await _find(session, ref)
+        if not await type_usable(session, service_of(request), ctx, vtype):
+            raise NotFound(f"Volume type {ref} could not be found.")
         specs = await _specs(session, [vtype.id])
     admin = service_of(request).is_admin(ctx)
     return json({"volume_type": views.volume_type(vtype, specs[vtype.id], admin=admin)})
@@ -209,7 +216,65 @@ async def delete_extra_spec(request: Request) -> Response:
     return Response(status_code=202)
 
 
+async def list_type_access(request: Request) -> Response:
+    await authorize(request, "volume_extension:volume_type_access")
+    async with service_of(request).db.read() as session:
+        vtype = await _find(session, request.path_params["id"])
+        if vtype.is_public:
+            raise NotFound("Access list not available for public volume types.")
+        rows = await session.scalars(
+            select(VolumeTypeAccess).where(VolumeTypeAccess.type_id == vtype.id)
+        )
+        access = [{"volume_type_id": r.type_id, "project_id": r.project_id} for r in rows]
+    return json({"volume_type_access": access})
+
+
+async def _project_access(request: Request, type_id: str, args: Any, add: bool) -> Response:
+    """addProjectAccess / removeProjectAccess on a private type."""
+    await authorize(request, "volume_extension:volume_type_access:addProjectAccess")
+    project = args.get("project") if isinstance(args, dict) else None
+    if not isinstance(project, str) or not project:
+        raise BadRequest("Invalid input received: 'project' is required.")
+    async with service_of(request).db.write() as session:
+        vtype = await _find(session, type_id)
+        if vtype.is_public:
+            raise BadRequest(
+                "Invalid volume type: Type access modification is not applicable to public "
+                "volume type."
+            )
+        key = {"type_id": vtype.id, "project_id": project}
+        row = await session.get(VolumeTypeAccess, key)
+        if add and row is not None:
+            raise Conflict(
+                f"Volume type access for {vtype.id} / {project} combination already exists."
+            )
+        if not add and row is None:
+            raise NotFound(f"Volume type access not found for {vtype.id} / {project} combination.")
+        if add:
+            session.add(VolumeTypeAccess(**key))
+        else:
+            await session.delete(row)
+    return Response(status_code=202)
+
+
+async def add_project_access(request: Request, type_id: str, args: Any) -> Response:
+    return await _project_access(request, type_id, args, add=True)
+
+
+async def remove_project_access(request: Request, type_id: str, args: Any) -> Response:
+    return await _project_access(request, type_id, args, add=False)
+
+
+async def type_action(request: Request) -> Response:
+    return await run_action(
+        request,
+        {"addProjectAccess": add_project_access, "removeProjectAccess": remove_project_access},
+    )
+
+
 routes = [
+    Route("/v3/types/{id}/os-volume-type-access", list_type_access, methods=["GET"]),
+    Route("/v3/types/{id}/action", type_action, methods=["POST"]),
     Route("/v3/types", list_types, methods=["GET"]),
     Route("/v3/types", create_type, methods=["POST"]),
     Route("/v3/types/{id}", show_type, methods=["GET"]),

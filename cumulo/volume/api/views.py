@@ -26,6 +26,7 @@ def volume_detail(
     image_metadata: dict[str, str],
     attachments: list[Attachment],
     admin: bool,
+    sees_hosts: bool,
     extended: bool = True,
 ) -> dict[str, Any]:
     """extended: show and list detail, which Cinder's extensions add the owner, host,
@@ -40,7 +41,7 @@ def volume_detail(
         "created_at": isotime(v.created_at),
         "updated_at": isotime(v.updated_at),
         "attachments": [
-            attachment_in_volume(a, admin) for a in attachments if a.status == states.ATTACHED
+            attachment_in_volume(a, sees_hosts) for a in attachments if a.status == states.ATTACHED
         ],
         "bootable": "true" if v.bootable else "false",
         "encrypted": False,
@@ -80,14 +81,14 @@ def volume_detail(
     return body
 
 
-def attachment_in_volume(a: Attachment, admin: bool) -> dict[str, Any]:
+def attachment_in_volume(a: Attachment, sees_hosts: bool) -> dict[str, Any]:
     """An attachment as it appears in the volume's `attachments` list (the host only
-    to admins, as Cinder)."""
+    to admins and services, as Cinder)."""
     return {
         "server_id": a.instance_uuid,
         "attachment_id": a.id,
         "attached_at": isotime(a.attached_at),
-        "host_name": a.attached_host if admin else None,
+        "host_name": a.attached_host if sees_hosts else None,
         "volume_id": a.volume_id,
         "device": a.mountpoint,
         "id": a.volume_id,
@@ -148,7 +149,6 @@ def volume_type(
     extra_specs: dict[str, str],
     *,
     admin: bool,
-    qos_specs_id: str | None = None,
     form: str = "show",
 ) -> dict[str, Any]:
     """A type as show and list give it (form "show"), or as create ("create": with the
@@ -165,5 +165,5 @@ def volume_type(
     if form in ("show", "create"):
         body["os-volume-type-access:is_public"] = t.is_public
     if form == "show" and admin:
-        body["qos_specs_id"] = qos_specs_id
+        body["qos_specs_id"] = t.qos_specs_id
     return body

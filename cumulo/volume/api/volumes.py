@@ -18,14 +18,14 @@ from cumulo.common.context import RequestContext
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, NotFound
 from cumulo.common.service_client import ServiceError
-from cumulo.volume import quotas, states
+from cumulo.volume import messages, quotas, states
 from cumulo.volume.api import views
 from cumulo.volume.api.common import (
     accepted,
     at_least,
     authorize,
     json,
-    next_links,
+    list_body,
     page_of,
     page_params,
     parse_bool,
@@ -41,6 +41,7 @@ from cumulo.volume.models import (
     Volume,
     VolumeMetadata,
     VolumeType,
+    VolumeTypeAccess,
     VolumeTypeExtraSpec,
 )
 from cumulo.volume.scheduler import RequestSpec, place
@@ -106,6 +107,8 @@ async def volume_body(
             ):
                 attachments[a.volume_id].append(a)
     admin = service.is_admin(ctx)
+    # Cinder shows attachments' host to admins and to services (Glance, Nova) too.
+    sees_hosts = admin or "service" in ctx.roles
     return [
         views.volume_detail(
             request,
@@ -116,6 +119,7 @@ async def volume_body(
             image_metadata=meta[v.id]["image"],
             attachments=attachments[v.id],
             admin=admin,
+            sees_hosts=sees_hosts,
             extended=extended,
         )
         for v in volumes
@@ -144,10 +148,11 @@ def _text(spec: dict[str, Any], *names: str) -> str | None:
     return None
 
 
-async def _volume_type(
-    session: Any, request: Request, ref: str | None
+async def volume_type_for(
+    session: Any, request: Request, ctx: RequestContext, ref: str | None
 ) -> tuple[VolumeType, dict[str, str]]:
-    """The type asked for (or the default) and its extra specs, in one query."""
+    """The type asked for (or the default) and its extra specs, in one query; a private
+    type only for admins and the projects given access (404 to the rest, as Cinder)."""
     service = service_of(request)
     name = ref or service.config.volume.default_volume_type
     rows = (
@@ -157,9 +162,16 @@ async def _volume_type(
             .where(or_(VolumeType.id == name, VolumeType.name == name))
         )
     ).all()
-    if not rows:
+    if not rows or not await type_usable(session, service, ctx, rows[0][0]):
         raise NotFound(f"Volume type with name {name} could not be found.")
     return rows[0][0], {key: value for _, key, value in rows if key is not None}
+
+
+async def type_usable(session: Any, service: Any, ctx: RequestContext, vtype: VolumeType) -> bool:
+    if vtype.is_public or service.is_admin(ctx):
+        return True
+    key = {"type_id": vtype.id, "project_id": ctx.project_id or ""}
+    return await session.get(VolumeTypeAccess, key) is not None
 
 
 async def _image(request: Request, ctx: RequestContext, image_ref: str) -> dict[str, Any]:
@@ -235,7 +247,9 @@ async def create_volume(request: Request) -> Response:
     volume_id = str(uuid.uuid4())
     source_backend: str | None = None
     async with service.db.write() as session:
-        vtype, extra_specs = await _volume_type(session, request, _text(spec, "volume_type"))
+        vtype, extra_specs = await volume_type_for(
+            session, request, ctx, _text(spec, "volume_type")
+        )
         if snapshot_id:
             snap = await session.get(Snapshot, snapshot_id)
             if snap is None or (snap.project_id != ctx.project_id and not service.is_admin(ctx)):
@@ -313,6 +327,14 @@ async def create_volume(request: Request) -> Response:
             )
         )
         await session.flush()
+        if best is None:
+            messages.record(
+                session,
+                ctx,
+                messages.SCHEDULE_ALLOCATE_VOLUME,
+                messages.NO_BACKEND_AVAILABLE,
+                volume_id,
+            )
         image_meta = _image_metadata(image) if image else {}
         if source_volid and src.bootable:
             image_meta = inherited
@@ -407,11 +429,8 @@ async def _list(request: Request, detail: bool) -> Response:
         if detail
         else [views.volume_summary(request, v) for v in volumes]
     )
-    body: dict[str, Any] = {"volumes": items}
     collection = "volumes/detail" if detail else "volumes"
-    nxt = next_links(request, collection, page[-1] if page else None, more)
-    if nxt:
-        body["volumes_links"] = nxt
+    body = list_body(request, "volumes", items, collection, page, more)
     if parse_bool(request.query_params.get("with_count"), "with_count"):
         body["count"] = len(ids)
     return json(body)
@@ -483,7 +502,13 @@ async def update_volume(request: Request) -> Response:
 async def delete_volume(request: Request) -> Response:
     ctx, volume = await load_volume(request, request.path_params["id"], "volume:delete")
     cascade = parse_bool(request.query_params.get("cascade"), "cascade")
-    await remove_volume(request, ctx, volume.id, cascade=bool(cascade), force=False)
+    # 3.23: ?force=true, as os-force_delete (admin).
+    force = at_least(request, 3, 23) and parse_bool(request.query_params.get("force"), "force")
+    if force:
+        await authorize(
+            request, "volume_extension:volume_admin_actions:force_delete", volume.project_id
+        )
+    await remove_volume(request, ctx, volume.id, cascade=bool(cascade), force=bool(force))
     return accepted()
 
 

@@ -45,7 +45,10 @@ def upgrade() -> None:
         sa.Column("accepted", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["volume_id"], ["volume.id"], name=op.f("fk_transfer_volume_id_volume")
+            ["volume_id"],
+            ["volume.id"],
+            name=op.f("fk_transfer_volume_id_volume"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_transfer")),
     )

@@ -1,0 +1,204 @@
+"""Block Storage administration with the `openstack` CLI: private volume types shared
+with one project, disabling a backend, the hosts' usage, forcing deletes."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from tests.cloudrunner import CloudRunner
+from tests.functional.test_volume import unique
+from tests.functional.test_volume_transfers import wait_status
+
+
+def test_private_type_is_usable_only_by_the_projects_given(cloud: CloudRunner) -> None:
+    vtype = unique("private")
+    cloud.openstack("volume", "type", "create", "--private", vtype, "-f", "json")
+    seen = cloud.openstack("volume", "type", "list", "-f", "json", cloud="cumulo-demo")
+    assert vtype not in [t["Name"] for t in seen]
+    refused = cloud.openstack(
+        "volume", "create", "--size", "1", "--type", vtype, unique("v"), check=False,
+        cloud="cumulo-demo",
+    )  # fmt: skip
+    assert refused.returncode != 0 and "could not be found" in refused.stderr
+
+    cloud.openstack("volume", "type", "set", "--project", "demo", vtype)
+    access = cloud.openstack("volume", "type", "show", vtype, "-f", "json")["access_project_ids"]
+    demo = cloud.openstack("project", "show", "demo", "-f", "json")["id"]
+    assert demo in str(access)
+    name = unique("typed")
+    cloud.openstack(
+        "volume", "create", "--size", "1", "--type", vtype, name, "-f", "json",
+        cloud="cumulo-demo",
+    )  # fmt: skip
+    assert wait_status(cloud, name, "available")["volume_type"] == vtype
+    cloud.openstack("volume", "delete", name, cloud="cumulo-demo")
+
+    cloud.openstack("volume", "type", "unset", "--project", "demo", vtype)
+    seen = cloud.openstack("volume", "type", "list", "-f", "json", cloud="cumulo-demo")
+    assert vtype not in [t["Name"] for t in seen]
+
+
+def test_disabled_backend_gets_no_new_volumes(cloud: CloudRunner) -> None:
+    services = cloud.openstack("volume", "service", "list", "-f", "json")
+    backend = next(s["Host"] for s in services if s["Binary"] == "cinder-volume")
+    cloud.openstack(
+        "volume", "service", "set", "--disable", "--disable-reason", "maintenance",
+        backend, "cinder-volume",
+    )  # fmt: skip
+    try:
+        shown = cloud.openstack("volume", "service", "list", "--long", "-f", "json")
+        row = next(s for s in shown if s["Host"] == backend)
+        assert row["Status"] == "disabled" and row["Disabled Reason"] == "maintenance"
+        name = unique("nowhere")
+        cloud.openstack("volume", "create", "--size", "1", name, "-f", "json")
+        assert wait_status(cloud, name, "error")
+        cloud.openstack("volume", "delete", name)
+    finally:
+        cloud.openstack("volume", "service", "set", "--enable", backend, "cinder-volume")
+    missing = cloud.openstack(
+        "volume", "service", "set", "--enable", "no-such-host", "cinder-volume", check=False
+    )
+    assert missing.returncode != 0
+
+
+def test_hosts_show_what_each_backend_holds(cloud: CloudRunner) -> None:
+    name = unique("counted")
+    cloud.openstack("volume", "create", "--size", "2", name, "-f", "json")
+    volume = wait_status(cloud, name, "available")
+    backend = volume["os-vol-host-attr:host"].split("#")[0]
+    base = f"http://127.0.0.1:{cloud.config.ports.block_storage}/v3"
+    with httpx.Client(headers={"X-Auth-Token": cloud.token("admin")}, timeout=30) as http:
+        hosts = http.get(f"{base}/os-hosts").json()["hosts"]
+        assert backend in [h["host_name"] for h in hosts if h["service"] == "cinder-volume"]
+        usage = http.get(f"{base}/os-hosts/{backend}").json()["host"]
+        total = usage[0]["resource"]
+        assert total["project"] == "(total)" and int(total["total_volume_gb"]) >= 2
+        assert http.get(f"{base}/os-hosts/nope@nothing").status_code == 404
+        demo = cloud.token("demo", project="demo")
+        assert http.get(f"{base}/os-hosts", headers={"X-Auth-Token": demo}).status_code == 403
+    cloud.openstack("volume", "delete", name)
+
+
+def test_admin_force_deletes_a_volume_stuck_in_a_state(cloud: CloudRunner) -> None:
+    name = unique("stuck")
+    cloud.openstack("volume", "create", "--size", "1", name, "-f", "json")
+    volume = wait_status(cloud, name, "available")
+    cloud.openstack("volume", "set", "--state", "maintenance", name)
+    refused = cloud.openstack("volume", "delete", name, check=False)
+    assert refused.returncode != 0
+    cloud.openstack("volume", "delete", "--force", name)
+    base = f"http://127.0.0.1:{cloud.config.ports.block_storage}/v3"
+    with httpx.Client(headers={"X-Auth-Token": cloud.token("admin")}, timeout=30) as http:
+        for _ in range(300):
+            if http.get(f"{base}/volumes/{volume['id']}").status_code == 404:
+                break
+            time.sleep(0.1)
+        assert http.get(f"{base}/volumes/{volume['id']}").status_code == 404
+
+
+def test_qos_specs_are_kept_and_associated_with_types(cloud: CloudRunner) -> None:
+    qos, vtype = unique("qos"), unique("qtype")
+    created = cloud.openstack(
+        "volume", "qos", "create", "--consumer", "front-end", "--property",
+        "read_iops_sec=2000", qos, "-f", "json",
+    )  # fmt: skip
+    assert created["consumer"] == "front-end"
+    assert "read_iops_sec" in str(created["properties"])
+    cloud.openstack("volume", "qos", "set", "--property", "write_iops_sec=500", qos)
+    cloud.openstack("volume", "qos", "unset", "--property", "read_iops_sec", qos)
+    shown = cloud.openstack("volume", "qos", "show", qos, "-f", "json")
+    assert "write_iops_sec" in str(shown["properties"])
+    assert "read_iops_sec" not in str(shown["properties"])
+    type_id = cloud.openstack("volume", "type", "create", vtype, "-f", "json")["id"]
+    cloud.openstack("volume", "qos", "associate", qos, vtype)
+    shown = cloud.openstack("volume", "qos", "show", qos, "-f", "json")
+    assert vtype in str(shown["associations"])
+    type_url = f"http://127.0.0.1:{cloud.config.ports.block_storage}/v3/types/{type_id}"
+    headers = {"X-Auth-Token": cloud.token("admin")}
+    assert httpx.get(type_url, headers=headers).json()["volume_type"]["qos_specs_id"]
+    in_use = cloud.openstack("volume", "qos", "delete", qos, check=False)
+    assert in_use.returncode != 0
+    duplicate = cloud.openstack("volume", "qos", "create", qos, check=False)
+    assert duplicate.returncode != 0
+    cloud.openstack("volume", "qos", "delete", "--force", qos)
+    assert httpx.get(type_url, headers=headers).json()["volume_type"]["qos_specs_id"] is None
+    cloud.openstack("volume", "type", "delete", vtype)
+
+
+def test_retype_on_the_same_backend_and_refused_across_backends(cloud: CloudRunner) -> None:
+    plain, other, elsewhere = unique("t1"), unique("t2"), unique("t3")
+    cloud.openstack("volume", "type", "create", plain)
+    cloud.openstack("volume", "type", "create", other)
+    cloud.openstack(
+        "volume", "type", "create", "--property", "volume_backend_name=nowhere", elsewhere
+    )
+    name = unique("retyped")
+    cloud.openstack("volume", "create", "--size", "1", "--type", plain, name, "-f", "json")
+    before = wait_status(cloud, name, "available")
+    cloud.openstack("volume", "set", "--type", other, "--retype-policy", "never", name)
+    after = wait_status(cloud, name, "available")
+    assert after["volume_type"] == other
+    assert after["os-vol-host-attr:host"] == before["os-vol-host-attr:host"]
+    moved = cloud.openstack(
+        "volume", "set", "--type", elsewhere, "--retype-policy", "on-demand", name, check=False
+    )
+    assert moved.returncode != 0 and "another backend" in moved.stderr
+    same = cloud.openstack("volume", "set", "--type", other, name, check=False)
+    assert same.returncode != 0
+    assert wait_status(cloud, name, "available")["volume_type"] == other
+    cloud.openstack("volume", "delete", name)
+    for t in (plain, other, elsewhere):
+        cloud.openstack("volume", "type", "delete", t)
+
+
+def test_group_types_and_their_specs(cloud: CloudRunner) -> None:
+    v311 = ("--os-volume-api-version", "3.11")
+    name = unique("gtype")
+    created = cloud.openstack(
+        *v311, "volume", "group", "type", "create", "--private", "--description", "d", name,
+        "-f", "json",
+    )  # fmt: skip
+    assert created["Name"] == name and created["Is Public"] is False
+    cloud.openstack(*v311, "volume", "group", "type", "set", "--property", "replication=on", name)
+    shown = cloud.openstack(*v311, "volume", "group", "type", "show", name, "-f", "json")
+    assert "replication" in str(shown["Properties"])
+    listed = cloud.openstack(*v311, "volume", "group", "type", "list", "-f", "json")
+    assert name in [t["Name"] for t in listed]  # admins see private types too
+    listed = cloud.openstack(
+        *v311, "volume", "group", "type", "list", "-f", "json", cloud="cumulo-demo"
+    )
+    assert name not in [t["Name"] for t in listed]
+    cloud.openstack(*v311, "volume", "group", "type", "set", "--no-property", name)
+    shown = cloud.openstack(*v311, "volume", "group", "type", "show", name, "-f", "json")
+    assert "replication" not in str(shown["Properties"])
+    url = f"http://127.0.0.1:{cloud.config.ports.block_storage}/v3/group_types"
+    too_old = httpx.get(url, headers={"X-Auth-Token": cloud.token("admin")})
+    assert too_old.status_code == 404  # group types came with 3.11
+    cloud.openstack(*v311, "volume", "group", "type", "delete", name)
+    gone = cloud.openstack(*v311, "volume", "group", "type", "show", name, check=False)
+    assert gone.returncode != 0
+
+
+def test_user_message_says_why_a_volume_went_to_error(cloud: CloudRunner) -> None:
+    v33 = ("--os-volume-api-version", "3.3")
+    vtype = unique("nowhere")
+    cloud.openstack("volume", "type", "create", "--property", "vendor_name=nobody", vtype)
+    name = unique("failed")
+    cloud.openstack("volume", "create", "--size", "1", "--type", vtype, name, "-f", "json")
+    volume = wait_status(cloud, name, "error")
+    found = cloud.openstack(*v33, "volume", "message", "list", "-f", "json")
+    mine = [m for m in found if m["Resource UUID"] == volume["id"]]
+    assert len(mine) == 1
+    assert mine[0]["Event ID"] == "VOLUME_VOLUME_001_003"
+    assert mine[0]["User Message"].startswith("schedule allocate volume:")
+    shown = cloud.openstack(*v33, "volume", "message", "show", mine[0]["ID"], "-f", "json")
+    assert shown["ID"] == mine[0]["ID"]
+    demo = cloud.openstack(*v33, "volume", "message", "list", "-f", "json", cloud="cumulo-demo")
+    assert mine[0]["ID"] not in [m["ID"] for m in demo]
+    cloud.openstack(*v33, "volume", "message", "delete", mine[0]["ID"])
+    gone = cloud.openstack(*v33, "volume", "message", "show", mine[0]["ID"], check=False)
+    assert gone.returncode != 0
+    cloud.openstack("volume", "delete", name)
+    cloud.openstack("volume", "type", "delete", vtype)
