@@ -9,15 +9,17 @@ PYTEST := $(BIN)/pytest -q -rs
 NO_TESTS_OK = { rc=$$?; if [ $$rc -eq 5 ] && [ "$${CI:-}" != true ]; then \
 	echo "no tests collected"; else exit $$rc; fi; }
 
-.PHONY: run test unit functional e2e lint bench clean
+.PHONY: run test unit functional e2e lint bench clean conformance
 
 $(BIN)/cumulo: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
-## make run: create the venv, install, and serve the whole cloud (`cumulo up`).
+## make run: create the venv, install, install the host packages real guests need (as
+## root; otherwise it prints the command), and serve the whole cloud (`cumulo up`).
 run: $(BIN)/cumulo
+	$(BIN)/cumulo host-packages --install
 	$(BIN)/cumulo up $(ARGS)
 
 ## make test: every test (unit, functional, e2e; e2e skips what this machine lacks),
@@ -39,8 +41,18 @@ lint: $(BIN)/cumulo
 	$(BIN)/ruff check cumulo tests bench
 	$(BIN)/ruff format --check cumulo tests bench
 
+## make conformance: OpenStack's Tempest API tests (identity, compute, image, network, volume)
+## against a fresh cloud; Tempest in its own venv (.tempest-venv); writes docs/conformance.md.
+## DRIVER=qemu: the compute tests on real guests; DATABASE=postgresql: PostgreSQL + RabbitMQ.
+DRIVER ?= fake
+DATABASE ?= sqlite
+CONFORMANCE_REPORT = docs/conformance$(if $(filter-out fake,$(DRIVER)),-$(DRIVER))$(if $(filter-out sqlite,$(DATABASE)),-$(DATABASE)).md
+conformance: $(BIN)/cumulo
+	nice -n 10 $(BIN)/python -m cumulo.testing.tempest --driver $(DRIVER) --database $(DATABASE) \
+		--report $(CONFORMANCE_REPORT) $(ARGS)
+
 bench: $(BIN)/cumulo
 	$(BIN)/python bench/identity_tokens.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .tempest-venv .pytest_cache build *.egg-info

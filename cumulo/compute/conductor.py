@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from cumulo.common import metrics
 from cumulo.common.db import Database, utcnow
 from cumulo.common.rpc import Endpoint, RemoteError
 from cumulo.compute import rpcapi
@@ -55,6 +56,9 @@ UPDATABLE = {
     "vcpus",
     "memory_mb",
 }
+
+
+INTERRUPTED_SCHEDULING = "The cloud stopped while the server was being scheduled."
 
 
 class UnexpectedTaskState(Exception):
@@ -407,6 +411,35 @@ class ConductorManager(MoveTasks, Endpoint):
         }
         await self._schedule_and_cast(ctx, [instance_uuid], spec, last_error=reason)
 
+    async def build_interrupted(
+        self, ctx: dict, instance_uuid: str, host: str | None, reason: str
+    ) -> None:
+        """A build that a restart stopped in the middle: its request is gone with the
+        process, so it cannot be resumed; its claim is released and it goes to ERROR
+        with a fault (the user deletes it, or rebuilds)."""
+        async with self.db.write() as s:
+            await s.run_sync(release, instance_uuid)
+        await self._fail(ctx, instance_uuid, reason, host=host)
+
+    async def fail_unscheduled_builds(self) -> list[str]:
+        """At the start of an all-in-one cloud: builds still waiting for a host were
+        lost with the in-process bus of the process that stopped."""
+        async with self.db.read() as s:
+            lost = list(
+                await s.scalars(
+                    select(Instance.uuid).where(
+                        Instance.vm_state == VmState.BUILDING,
+                        Instance.host.is_(None),
+                        Instance.deleted.is_(False),
+                    )
+                )
+            )
+        ctx = {"request_id": "req-conductor-start"}
+        for instance_uuid in lost:
+            LOG.warning("build of %s was lost when the cloud stopped: failing it", instance_uuid)
+            await self.build_interrupted(ctx, instance_uuid, None, INTERRUPTED_SCHEDULING)
+        return lost
+
     async def _fail(
         self,
         ctx: dict,
@@ -574,6 +607,7 @@ class ConductorManager(MoveTasks, Endpoint):
             event, error = item["event"], item.get("error")
             start = _to_db_value("launched_at", item.get("start_time")) or utcnow()
             if not item.get("finish"):
+                metrics.EVENT_TIMER.started(instance_uuid, request_id, event)
                 conn.execute(
                     _INSERT_EVENT,
                     {
@@ -587,6 +621,7 @@ class ConductorManager(MoveTasks, Endpoint):
                     },
                 )
                 continue
+            metrics.EVENT_TIMER.finished(instance_uuid, request_id, event, bool(error))
             now = utcnow()
             finished = {
                 "finish_time": now,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cumulo.common.db import utcnow
+from cumulo.common.notifications import Notifier
 from cumulo.common.rpc import Endpoint, RemoteError, Transport
 from cumulo.common.service_client import ServiceClient, file_chunks
 from cumulo.compute import rpcapi
@@ -24,6 +25,7 @@ from cumulo.compute.conductor import InstanceNotFound, UnexpectedTaskState
 from cumulo.compute.image_cache import ImageCache
 from cumulo.compute.manager_moves import HostMoves
 from cumulo.compute.network import NetworkClient, vifs_from_info
+from cumulo.compute.notifications import notify_instance
 from cumulo.compute.states import PowerState, TaskState, VmState
 from cumulo.compute.virt.driver import (
     BlockDevice,
@@ -99,11 +101,17 @@ class HostOptions:
     shelved_offload_time: int = 0
 
 
+INTERRUPTED_BUILD = "The compute host restarted while it was building the server."
+
+
 class _BuildAborted(Exception):
     """The instance was deleted (or taken over) while it was being built."""
 
 
 class ComputeManager(HostMoves, Endpoint):
+    # Versioned notifications for consumers outside cumulo (set by whoever runs the host).
+    notifier: Notifier | None = None
+
     def __init__(
         self,
         host: str,
@@ -139,6 +147,7 @@ class ComputeManager(HostMoves, Endpoint):
     async def start(self) -> None:
         await self.driver.init_host(self.host)
         await self.report()
+        await self.recover_interrupted_work()
         await self.sync_power_states()
         await self.destroy_evacuated_instances()
         await self.bus.serve(rpcapi.compute_topic(self.host), self)
@@ -182,6 +191,38 @@ class ComputeManager(HostMoves, Endpoint):
         await self.conductor.compute_node_report(
             self.service_context, self.host, resources, o.availability_zone
         )
+
+    async def recover_interrupted_work(self) -> None:
+        """What this host was doing when it stopped (Nova's init_host). A build cannot be
+        resumed (its request died with the process): its guest and ports are removed and
+        it goes to ERROR with a fault. A delete is finished. Any other task is cleared
+        (the power state sync then says what the guest is). A guest with no server on
+        this host (deleted meanwhile) is removed."""
+        token = await self.network.service_token() if self.network is not None else ""
+        ctx = {**self.service_context, "auth_token": token}
+        instances = await self.conductor.instances_on_host(ctx, self.host)
+        for inst in instances:
+            uuid, task = inst["uuid"], inst["task_state"]
+            try:
+                if inst["vm_state"] == VmState.BUILDING:
+                    LOG.warning("build of %s was interrupted by a restart: failing it", uuid)
+                    await self._undo_build(token, uuid, inst.get("network_info") or [])
+                    await self._release_volumes(ctx, uuid)
+                    await self.conductor.build_interrupted(ctx, uuid, self.host, INTERRUPTED_BUILD)
+                elif task == TaskState.DELETING:
+                    LOG.info("finishing the delete of %s", uuid)
+                    await self.terminate_instance(ctx, uuid)
+                elif task is not None:
+                    LOG.info("clearing task %s of %s, interrupted by a restart", task, uuid)
+                    await self.conductor.instance_update(
+                        ctx, uuid, {"task_state": None}, expected_task_state=[task]
+                    )
+            except Exception:  # noqa: BLE001 - one instance must not stop the host
+                LOG.exception("recovering %s on %s failed", uuid, self.host)
+        known = {inst["uuid"] for inst in instances}
+        for uuid in sorted(set(await self.driver.list_guests()) - known):
+            LOG.warning("guest %s has no server on %s: removing it", uuid, self.host)
+            await self.driver.destroy(uuid)
 
     async def sync_power_states(self) -> None:
         """Make the database agree with the hypervisor: a dead guest is never ACTIVE."""
@@ -260,16 +301,12 @@ class ComputeManager(HostMoves, Endpoint):
                 TaskState.SCHEDULING,
                 events=[{"event": event}, {"event": step}],
             )
+            await notify_instance(self.notifier, self.host, "instance.create.start", inst)
             if self.network is not None:
                 network_info = await self.network.allocate_for_instance(token, inst, self.host)
-                if not await self.network.wait_for_wiring(
+                await self.network.wait_for_wiring(
                     token, network_info, self.options.vif_plugging_timeout
-                ):
-                    LOG.warning(
-                        "ports of %s not wired after %ss; starting it anyway",
-                        instance_uuid,
-                        self.options.vif_plugging_timeout,
-                    )
+                )
             elif inst.get("requested_networks") not in ("none", [], None):
                 raise DriverError("this compute host has no Network service to ask for ports")
             await self._set_task(
@@ -320,6 +357,9 @@ class ComputeManager(HostMoves, Endpoint):
                 reply=False,
             )
             step = None
+            done = {"vm_state": VmState.ACTIVE, "task_state": None, "power_state": int(power)}
+            ready = {**inst, **done, "host": self.host, "network_info": network_info}
+            await notify_instance(self.notifier, self.host, "instance.create.end", ready)
         except _BuildAborted as exc:
             LOG.info("build of %s aborted: %s", instance_uuid, exc)
             await self._undo_build(token, instance_uuid, network_info)
@@ -336,13 +376,17 @@ class ComputeManager(HostMoves, Endpoint):
                 ctx, instance_uuid, event, host=self.host, finish=True, error=str(exc)
             )
             await self.conductor.build_failed(ctx, instance_uuid, self.host, str(exc), request_spec)
+            failed = {"uuid": instance_uuid, "host": self.host, "vm_state": VmState.ERROR}
+            await notify_instance(
+                self.notifier, self.host, "instance.create.error", failed, fault=str(exc)
+            )
 
     async def _undo_build(self, token: str, uuid: str, network_info: list[dict]) -> None:
         try:
             await self.driver.destroy(uuid)
         finally:
-            if self.network is not None and network_info:
-                await self.network.deallocate_for_instance(token, network_info)
+            if self.network is not None:
+                await self.network.deallocate_for_instance(token, network_info, uuid)
 
     async def _prepare_volumes(self, ctx: dict, inst: dict[str, Any]) -> tuple[BlockDevice, ...]:
         """The block_device_mapping step: volumes made (from an image, or blank), reserved,
@@ -505,7 +549,9 @@ class ComputeManager(HostMoves, Endpoint):
             ctx, instance_uuid, "compute_terminate_instance", host=self.host
         )
         instances = {i["uuid"]: i for i in await self.conductor.instances_on_host(ctx, self.host)}
-        info = (instances.get(instance_uuid) or {}).get("network_info") or []
+        inst = instances.get(instance_uuid) or {"uuid": instance_uuid, "host": self.host}
+        await notify_instance(self.notifier, self.host, "instance.delete.start", inst)
+        info = inst.get("network_info") or []
         await self._undo_build(token, instance_uuid, info)
         for bdm in await self.conductor.block_devices(ctx, instance_uuid):
             if bdm["attachment_id"]:
@@ -525,6 +571,8 @@ class ComputeManager(HostMoves, Endpoint):
             ctx, instance_uuid, "compute_terminate_instance", host=self.host, finish=True
         )
         await self.conductor.instance_deleted(ctx, instance_uuid, self.host)
+        gone = {**inst, "vm_state": VmState.DELETED, "task_state": None, "power_state": 0}
+        await notify_instance(self.notifier, self.host, "instance.delete.end", gone)
 
     async def power_action(
         self, ctx: dict, instance_uuid: str, action: str, args: dict[str, Any]
@@ -637,6 +685,10 @@ class ComputeManager(HostMoves, Endpoint):
             await self.driver.destroy(instance_uuid)
             guest = await self._guest_spec(token, inst, inst.get("network_info") or [])
             await self.driver.spawn(guest)
+            # A stopped server is rebuilt stopped (Nova powers it off again).
+            stopped = inst.get("vm_state") == VmState.STOPPED
+            if stopped:
+                await self.driver.power_off(instance_uuid)
         except Exception as exc:  # noqa: BLE001 - a failed rebuild leaves the server in ERROR
             LOG.warning("rebuild of %s failed: %s", instance_uuid, exc)
             await self._finish_task(ctx, instance_uuid, vm_state=VmState.ERROR)
@@ -645,7 +697,10 @@ class ComputeManager(HostMoves, Endpoint):
             )
             return
         await self._finish_task(
-            ctx, instance_uuid, vm_state=VmState.ACTIVE, launched_at=utcnow().isoformat()
+            ctx,
+            instance_uuid,
+            vm_state=VmState.STOPPED if stopped else VmState.ACTIVE,
+            launched_at=utcnow().isoformat(),
         )
         await self.conductor.action_event(ctx, instance_uuid, event, host=self.host, finish=True)
 
@@ -814,6 +869,7 @@ class ComputeManager(HostMoves, Endpoint):
                 token, {**inst, "requested_networks": [request]}, self.host
             )
             try:
+                await self.network.wait_for_wiring(token, info, self.options.vif_plugging_timeout)
                 await self.driver.attach_interface(instance_uuid, vifs_from_info(info)[0])
             except Exception:
                 await self.network.deallocate_for_instance(token, info)
@@ -912,6 +968,6 @@ class ComputeManager(HostMoves, Endpoint):
     async def get_console_output(self, ctx: dict, instance_uuid: str, length: int | None) -> str:
         output = await self.driver.get_console_output(instance_uuid)
         if length is not None:
-            lines = output.splitlines(keepends=True)
-            output = "".join(lines[-length:]) if length > 0 else ""
+            # Nova's tail: the last `length` pieces between newlines (a trailing one counts).
+            output = "\n".join(output.split("\n")[-length:]) if length > 0 else ""
         return output

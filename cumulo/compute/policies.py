@@ -51,6 +51,7 @@ COMPUTE_RULES: dict[str, str] = {
     "compute:hypervisors": "rule:system_reader",
     "compute:aggregates": "rule:cloud_admin",
     "compute:services:list": "rule:system_reader",
+    "compute:hosts": "rule:cloud_admin",
     "compute:services:update": "rule:cloud_admin",
     "compute:services:delete": "rule:cloud_admin",
     "compute:limits": "",
@@ -63,4 +64,6 @@ COMPUTE_RULES: dict[str, str] = {
     "compute:server_groups:index:all_projects": "rule:system_reader",
     "compute:diagnostics": "rule:cloud_admin",
     "compute:console_auth_tokens": "rule:cloud_admin",
+    # what the Network service reports about servers' ports (its service user)
+    "compute:server_external_events": "rule:cloud_admin or role:service",
 }

@@ -102,6 +102,19 @@ class ConductorAPI:
             request_spec=request_spec,
         )
 
+    async def build_interrupted(
+        self, ctx: Context, instance_uuid: str, host: str | None, reason: str
+    ) -> None:
+        """A build stopped in the middle by a restart: release its claim, fail it."""
+        await self.bus.call(
+            CONDUCTOR,
+            "build_interrupted",
+            ctx,
+            instance_uuid=instance_uuid,
+            host=host,
+            reason=reason,
+        )
+
     async def instance_deleted(self, ctx: Context, instance_uuid: str, host: str | None) -> None:
         await self.bus.call(
             CONDUCTOR, "instance_deleted", ctx, instance_uuid=instance_uuid, host=host

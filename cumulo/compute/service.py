@@ -45,6 +45,9 @@ from cumulo.compute.states import TaskState, VmState, check_state
 LOG = logging.getLogger(__name__)
 
 GiB = 1024**3
+# The system metadata key recording OS-DCF:diskConfig AUTO (Nova's auto_disk_config).
+AUTO_DISK_CONFIG = "auto_disk_config"
+_IMAGE_SYSMETA = ("name", "min_ram", "min_disk", "disk_format", "container_format")
 _HOSTNAME_BAD = re.compile(r"[^a-z0-9-]+")
 
 
@@ -90,6 +93,7 @@ class CreateRequest:
     access_ip_v6: str | None = None
     server_group: str | None = None
     block_device_mapping: list[dict[str, Any]] = field(default_factory=list)
+    auto_disk_config: bool = False
 
 
 _INSERT_INSTANCE = insert(Instance.__table__)
@@ -323,9 +327,12 @@ class ComputeService(ServerMoves):
                     tags=list(req.tags),
                     server_group_id=group.uuid if group else None,
                     system_metadata={
-                        "image_" + k: str(v)
-                        for k, v in (image or {}).items()
-                        if k in ("name", "min_ram", "min_disk", "disk_format", "container_format")
+                        **{
+                            "image_" + k: str(v)
+                            for k, v in (image or {}).items()
+                            if k in _IMAGE_SYSMETA
+                        },
+                        **({AUTO_DISK_CONFIG: "True"} if req.auto_disk_config else {}),
                     },
                     created_at=utcnow(),
                 )

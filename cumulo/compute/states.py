@@ -133,6 +133,20 @@ def api_status(vm_state: str, task_state: str | None) -> str:
     return by_task.get(task_state or "default", by_task["default"])
 
 
+def states_for_statuses(statuses: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The vm and task states behind API statuses (a list filter's `status`), as Nova
+    inverts them; a "default" task state means any task state."""
+    wanted = {s.strip().lower() for s in statuses}
+    vm_states: set[str] = set()
+    task_states: set[str] = set()
+    for vm_state, by_task in _STATUS.items():
+        for task_state, status in by_task.items():
+            if status.lower() in wanted:
+                vm_states.add(vm_state)
+                task_states.add(task_state)
+    return sorted(vm_states), sorted(task_states)
+
+
 class InstanceInvalidState(Exception):
     """An action asked for in a state that does not allow it (the API answers 409)."""
 

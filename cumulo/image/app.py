@@ -13,7 +13,7 @@ from cumulo.common.config import CumuloConfig, database_url
 from cumulo.common.db import Database
 from cumulo.common.faults import render_image
 from cumulo.common.identity_client import IdentityClient
-from cumulo.image.api import data, images, info, members
+from cumulo.image.api import data, images, info, members, metadefs, schemas, tasks
 from cumulo.image.core import ImageService
 
 
@@ -44,7 +44,15 @@ def widen_receive_window() -> None:
 
 def create_image_app(service: ImageService) -> Starlette:
     widen_receive_window()
-    routes = [*info.routes, *images.routes, *data.routes, *members.routes]
+    routes = [
+        *info.routes,
+        *images.routes,
+        *data.routes,
+        *members.routes,
+        *tasks.routes,
+        *metadefs.routes,
+        *schemas.routes,
+    ]
     app = create_app("image", routes, render_image)
     app.state.image = service
     app.state.token_validator = service.validator

@@ -28,7 +28,7 @@ from cumulo.common.policy import Policy
 from cumulo.image import inspect
 from cumulo.image.models import Image, ImageMember
 from cumulo.image.policies import IMAGE_RULES
-from cumulo.image.store import FilesystemStore, Store, TooLarge, Written, hash_file, write_staged
+from cumulo.image.store import FilesystemStore, Store, TooLarge, Written, write_staged
 
 LOG = logging.getLogger(__name__)
 
@@ -36,7 +36,26 @@ DISK_FORMATS = ("ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi
 CONTAINER_FORMATS = ("ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed")
 VISIBILITIES = ("public", "private", "shared", "community")
 HASH_ALGO = "sha512"
-IMPORT_METHODS = ("glance-direct",)
+IMPORT_METHODS = ("glance-direct", "web-download", "copy-image")
+
+
+def build_stores(config: CumuloConfig, state_dir: Path) -> dict[str, Store]:
+    """The configured stores by id, the default first ([[image.stores]], else `file`)."""
+    root = state_dir / "images"
+    if not config.image.stores:
+        return {"file": FilesystemStore(root)}
+    return {
+        c.id: FilesystemStore(
+            Path(c.directory) if c.directory else root / c.id,
+            id=c.id,
+            description=c.description or f"Filesystem store {c.id}.",
+        )
+        for c in config.image.stores
+    }
+
+
+def stores_of(image: Image) -> list[str]:
+    return [s for s in image.store.split(",") if s]
 
 
 def visible_image(
@@ -64,7 +83,11 @@ class ImageService:
         self.config = config
         self.db = db
         self.validator = validator
-        self.store: Store = store or FilesystemStore(state_dir / "images")
+        self.stores: dict[str, Store] = (
+            {store.id: store} if store else build_stores(config, state_dir)
+        )
+        # The default store: uploads go there, and imports that name none.
+        self.store: Store = next(iter(self.stores.values()))
         self.staging = state_dir / "images-staging"
         self.staging.mkdir(parents=True, exist_ok=True)
         self.policy = Policy(IMAGE_RULES, state_dir / config.policy_file)
@@ -164,14 +187,39 @@ class ImageService:
                 f"Image exceeds the storage quota or size limit of {limit} bytes."
             ) from None
 
-    async def accept(self, image: Image, written: Written, from_status: str) -> None:
-        """Inspect staged data and move it into the store; the image becomes active."""
+    def store_of(self, image: Image) -> Store:
+        """The store the image's data is read from (the first that holds it)."""
+        return self.stores[stores_of(image)[0]]
+
+    async def copy_data(self, image_id: str, location: str, source: Store, target: Store) -> str:
+        """The data at location in source, added to target (through a staging file)."""
+        tmp = self.staging / f"{image_id}.{target.id}"
+        await write_staged(source.read(location), tmp, self.config.image.max_image_size)
+        try:
+            return await target.add(image_id, tmp)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    async def accept(
+        self, image: Image, written: Written, from_status: str, stores: list[str] | None = None
+    ) -> None:
+        """Inspect staged data and move it into the stores (default: the default store);
+        the image becomes active."""
         staged = self.staged_path(image.id)
         cfg = self.config.image
         found = await inspect.inspect(
             staged, image.disk_format or "", cfg.inspect_timeout, cfg.inspect_memory
         )
-        location = await self.store.add(image.id, staged)
+        targets = [self.stores[s] for s in (stores or [self.store.id])]
+        location = await targets[0].add(image.id, staged)
+        try:
+            for target in targets[1:]:
+                await self.copy_data(image.id, location, targets[0], target)
+        except BaseException:
+            for target in targets:
+                await target.delete(location)
+            raise
         activated = await self.set_status(
             image.id,
             (from_status,),
@@ -181,12 +229,13 @@ class ImageService:
             checksum=written.checksum,
             os_hash_algo=HASH_ALGO,
             os_hash_value=written.os_hash_value,
-            store=self.store.id,
+            store=",".join(t.id for t in targets),
             location=location,
         )
         if not activated:
             # Deleted (or otherwise changed) meanwhile: its data must not stay behind.
-            await self.store.delete(location)
+            for target in targets:
+                await target.delete(location)
             raise Conflict(f"Image {image.id} was deleted or changed during the upload.")
 
     async def upload(self, image: Image, chunks: AsyncIterator[bytes]) -> None:
@@ -211,27 +260,10 @@ class ImageService:
             await self.set_status(image.id, ("uploading",), "queued")
             raise
 
-    async def start_import(self, image: Image) -> None:
-        """POST /v2/images/{id}/import (glance-direct): uploading -> importing -> active."""
-        if image.status != "uploading":
-            raise Conflict("Image needs to be staged before 'glance-direct' method can be used")
-        await self.begin(image, "uploading", "importing")
-        task = asyncio.create_task(self._import(image))
+    def track(self, task: asyncio.Task) -> None:
+        """Keep a background import running until it ends (cancelled on close)."""
         self._imports.add(task)
         task.add_done_callback(self._imports.discard)
-
-    async def _import(self, image: Image) -> None:
-        try:
-            written = await hash_file(self.staged_path(image.id))
-            if written.size > await self.bytes_left(image.owner):
-                raise PayloadTooLarge("Image exceeds the storage quota.")
-            await self.accept(image, written, "importing")
-        except BaseException as exc:
-            LOG.warning("import of image %s failed: %s", image.id, exc)
-            await self.discard_staged(image.id)
-            await self.set_status(image.id, ("importing",), "queued")
-            if not isinstance(exc, Exception):
-                raise
 
     async def discard_staged(self, image_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -239,5 +271,7 @@ class ImageService:
 
     async def delete_data(self, image: Image) -> None:
         if image.location:
-            await self.store.delete(image.location)
+            for store in stores_of(image):
+                if store in self.stores:
+                    await self.stores[store].delete(image.location)
         await self.discard_staged(image.id)

@@ -36,8 +36,9 @@ class Image(Base):
     min_ram: Mapped[int] = mapped_column(Integer, default=0)
     protected: Mapped[bool] = mapped_column(Boolean, default=False)
     os_hidden: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Where the data is, in the store named by `store` ("" while there is none).
-    store: Mapped[str] = mapped_column(String(64), default="")
+    # Where the data is: the same location in each store `store` names (comma-separated
+    # ids, the first one read from; "" while there is none).
+    store: Mapped[str] = mapped_column(String(1024), default="")
     location: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -71,5 +72,79 @@ class ImageMember(Base):
     )
     member: Mapped[str] = mapped_column(String(255), primary_key=True)
     status: Mapped[str] = mapped_column(String(20), default="pending")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ImageTask(Base):
+    """An asynchronous task (Glance's tasks): each image import is one."""
+
+    __tablename__ = "image_task"
+    __table_args__ = (Index("ix_image_task_image_id", "image_id"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(30))
+    status: Mapped[str] = mapped_column(String(30))  # pending, processing, success, failure
+    owner: Mapped[str | None] = mapped_column(String(255))
+    image_id: Mapped[str | None] = mapped_column(String(36))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    user_id: Mapped[str | None] = mapped_column(String(64))
+    input: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+    result: Mapped[str | None] = mapped_column(Text)  # JSON
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+# -- metadata definitions (Glance's metadefs): a catalog of the properties images and
+# other resources may carry. JSON documents are kept as text.
+
+
+class MetadefNamespace(Base):
+    __tablename__ = "metadef_namespace"
+    namespace: Mapped[str] = mapped_column(String(80), primary_key=True)
+    display_name: Mapped[str | None] = mapped_column(String(80))
+    description: Mapped[str | None] = mapped_column(Text)
+    visibility: Mapped[str] = mapped_column(String(32), default="private")
+    protected: Mapped[bool] = mapped_column(Boolean, default=False)
+    owner: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class MetadefResourceType(Base):
+    __tablename__ = "metadef_resource_type"
+    name: Mapped[str] = mapped_column(String(80), primary_key=True)
+    protected: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class MetadefAssociation(Base):
+    """A namespace applies to a resource type (with a property prefix, target)."""
+
+    __tablename__ = "metadef_association"
+    namespace: Mapped[str] = mapped_column(
+        ForeignKey("metadef_namespace.namespace", ondelete="CASCADE"), primary_key=True
+    )
+    resource_type: Mapped[str] = mapped_column(
+        ForeignKey("metadef_resource_type.name"), primary_key=True
+    )
+    prefix: Mapped[str | None] = mapped_column(String(80))
+    properties_target: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class MetadefItem(Base):
+    """A namespace's property, object or tag (`kind`), its JSON body in `body`."""
+
+    __tablename__ = "metadef_item"
+    namespace: Mapped[str] = mapped_column(
+        ForeignKey("metadef_namespace.namespace", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    body: Mapped[str] = mapped_column(Text, default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -30,4 +30,24 @@ IMAGE_RULES: dict[str, str] = {
     "image:modify_member": "rule:cloud_admin or (role:member and project_id:%(member_id)s)",
     "image:get_import_info": _READER,
     "image:get_stores": _READER,
+    # Glance's defaults: copying to other stores, removing data from one, and the tasks
+    # API are for admins; an image's own tasks for those who may see it.
+    "image:copy_image": "rule:cloud_admin",
+    "image:delete_image_location": "rule:cloud_admin",
+    "image:get_task": "rule:cloud_admin",
+    "image:get_tasks": "rule:cloud_admin",
+    "image:add_task": "rule:cloud_admin",
+    "image:get_image_tasks": _READER,
+    # Metadata definitions: everyone reads (private namespaces: their owner), admins write.
+    "image:get_metadef_namespace": _READER,
+    "image:get_metadef_namespaces": _READER,
+    "image:list_metadef_resource_types": _READER,
+    "image:add_metadef_namespace": "rule:cloud_admin",
+    "image:modify_metadef_namespace": "rule:cloud_admin",
+    "image:delete_metadef_namespace": "rule:cloud_admin",
+    "image:add_metadef_resource_type_association": "rule:cloud_admin",
+    "image:remove_metadef_resource_type_association": "rule:cloud_admin",
+    "image:add_metadef_item": "rule:cloud_admin",
+    "image:modify_metadef_item": "rule:cloud_admin",
+    "image:delete_metadef_item": "rule:cloud_admin",
 }

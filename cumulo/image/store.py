@@ -48,10 +48,14 @@ class Store(Protocol):
 
 
 class FilesystemStore:
-    id = "file"
-    description = "Filesystem store in the cumulo state directory."
-
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        id: str = "file",
+        description: str = "Filesystem store in the cumulo state directory.",
+    ) -> None:
+        self.id = id
+        self.description = description
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
 

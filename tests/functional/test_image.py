@@ -129,7 +129,11 @@ def test_sdk_create_image_with_glance_direct_import(cloud: CloudRunner, tmp_path
         time.sleep(0.1)
     assert image.checksum == _digest(disk, "md5")
     assert image.virtual_size == 8 * 1024 * 1024
-    assert conn.image.get_import_info().import_methods["value"] == ["glance-direct"]
+    assert conn.image.get_import_info().import_methods["value"] == [
+        "glance-direct",
+        "web-download",
+        "copy-image",
+    ]
     assert [s.id for s in conn.image.stores()] == ["file"]
     conn.image.delete_image(image)
 

@@ -89,6 +89,8 @@ def render_image(image: Image, props: dict[str, str], tags: list[str]) -> dict[s
         "self": f"/v2/images/{image.id}",
         "file": f"/v2/images/{image.id}/file",
         "schema": "/v2/schemas/image",
+        # Where the data is (Glance shows it with multiple stores, which the API offers).
+        **({"stores": image.store} if image.store else {}),
     }
 
 

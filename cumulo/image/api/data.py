@@ -14,9 +14,11 @@ from cumulo.common.faults import (
     BadRequest,
     Conflict,
     Forbidden,
+    NotFound,
     RangeNotSatisfiable,
     UnsupportedMediaType,
 )
+from cumulo.image import imports
 from cumulo.image.api.common import authorize, no_content, service_of
 from cumulo.image.core import IMPORT_METHODS
 from cumulo.image.models import Image
@@ -88,7 +90,9 @@ async def download(request: Request) -> Response:
         headers["Content-MD5"] = image.checksum
     headers["Content-Length"] = str(end - start + 1)
     return StreamingResponse(
-        service.store.read(image.location, start, end + 1), status_code=status, headers=headers
+        service.store_of(image).read(image.location, start, end + 1),
+        status_code=status,
+        headers=headers,
     )
 
 
@@ -112,18 +116,40 @@ def _check_import_body(body: Any) -> None:
         if flag in body and not isinstance(body[flag], bool):
             raise BadRequest(f"'{flag}' must be boolean value only")
     stores = body.get("stores")
-    if stores is not None and (not isinstance(stores, list) or set(stores) - {"file"}):
-        raise BadRequest(f"Unknown stores: {stores}. Available: file.")
+    if stores is not None and (
+        not isinstance(stores, list) or not all(isinstance(s, str) for s in stores)
+    ):
+        raise BadRequest("'stores' must be a list of store ids.")
 
 
 async def import_image(request: Request) -> Response:
-    """POST /v2/images/{id}/import (api-ref: Import an image), method glance-direct."""
-    _check_import_body(await json_body(request))
+    """POST /v2/images/{id}/import (api-ref: Import an image): glance-direct,
+    web-download, copy-image (cumulo.image.imports)."""
+    body = await json_body(request)
+    _check_import_body(body)
     image = await _image(request, "image:import_image")
-    if image.status == "active":
+    if body["method"]["name"] == "copy-image":
+        await authorize(request, "image:copy_image", image.owner)
+    elif image.status == "active":
         raise Conflict("Image with status active cannot be target for import")
-    await service_of(request).start_import(image)
+    ctx = await authorize(request, "image:get_image")
+    await imports.start(service_of(request), ctx, image, body)
     return Response(status_code=202)
+
+
+async def delete_from_store(request: Request) -> Response:
+    """DELETE /v2/stores/{store_id}/{image_id} (api-ref: Delete image from store)."""
+    service = service_of(request)
+    store = request.path_params["store_id"]
+    if store not in service.stores:
+        raise NotFound(f"Unknown store {store}.")
+    image = await _image(request, "image:delete_image_location")
+    if image.status != "active":
+        raise Conflict(
+            "It's not allowed to remove image data from store if image status is not 'active'"
+        )
+    await imports.delete_from_store(service, image, store)
+    return no_content()
 
 
 routes = [
@@ -131,4 +157,5 @@ routes = [
     Route("/v2/images/{image_id}/file", download, methods=["GET"]),
     Route("/v2/images/{image_id}/stage", stage, methods=["PUT"]),
     Route("/v2/images/{image_id}/import", import_image, methods=["POST"]),
+    Route("/v2/stores/{store_id}/{image_id}", delete_from_store, methods=["DELETE"]),
 ]

@@ -381,6 +381,11 @@ def _encode(params: list[tuple[str, str]]) -> str:
 # -- show / delete -------------------------------------------------------------------
 
 
+async def no_such_image(request: Request) -> Response:
+    await authorize(request, "image:get_image")
+    raise NotFound("No image found with ID ")
+
+
 async def show_image(request: Request) -> Response:
     ctx = await authorize(request, "image:get_image")
     service, image_id = service_of(request), request.path_params["image_id"]
@@ -585,6 +590,8 @@ async def delete_tag(request: Request) -> Response:
 routes = [
     Route("/v2/images", create_image, methods=["POST"]),
     Route("/v2/images", list_images, methods=["GET"]),
+    # An empty image id (`/v2/images/`) names no image, as in Glance.
+    Route("/v2/images/", no_such_image, methods=["GET", "PATCH", "DELETE"]),
     Route("/v2/images/{image_id}", show_image, methods=["GET"]),
     Route("/v2/images/{image_id}", update_image, methods=["PATCH"]),
     Route("/v2/images/{image_id}", delete_image, methods=["DELETE"]),

@@ -56,8 +56,14 @@ async def import_info(request: Request) -> Response:
 async def stores_info(request: Request) -> Response:
     """GET /v2/info/stores (api-ref: List stores)."""
     await authorize(request, "image:get_stores")
-    store = service_of(request).store
-    return json({"stores": [{"id": store.id, "description": store.description, "default": True}]})
+    service = service_of(request)
+    stores = []
+    for store in service.stores.values():
+        entry = {"id": store.id, "description": store.description}
+        if store is service.store:
+            entry["default"] = True
+        stores.append(entry)
+    return json({"stores": stores})
 
 
 async def usage_info(request: Request) -> Response:

@@ -1,0 +1,299 @@
+"""Interoperable image import (Glance's import methods) and the tasks that record it.
+
+Each `POST /v2/images/{id}/import` is a task (type `api_image_import`) that runs in the
+background and ends `success` or `failure`:
+
+- glance-direct: the staged data (uploading -> importing -> active);
+- web-download: the data fetched from a URL the `[image.web_download]` filters allow
+  (queued -> importing -> active; back to queued on failure);
+- copy-image: an active image's data copied to more stores (it stays active).
+
+As in Glance, `os_glance_importing_to_stores` lists the stores still to do and
+`os_glance_failed_import` those that failed; `all_stores_must_succeed` (default true)
+makes one failed store fail the import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import json
+import logging
+import socket
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import delete, select
+
+from cumulo.common.context import RequestContext
+from cumulo.common.db import utcnow
+from cumulo.common.faults import BadRequest, Conflict, PayloadTooLarge
+from cumulo.image.core import ImageService, stores_of
+from cumulo.image.models import Image, ImageProperty, ImageTask
+from cumulo.image.store import hash_file
+
+LOG = logging.getLogger(__name__)
+IMPORTING = "os_glance_importing_to_stores"
+FAILED = "os_glance_failed_import"
+TASK_TTL = datetime.timedelta(hours=48)
+
+
+# -- tasks -----------------------------------------------------------------------------
+
+
+async def create_task(
+    service: ImageService,
+    ctx: RequestContext,
+    type_: str,
+    input_: dict[str, Any],
+    image_id: str | None,
+) -> ImageTask:
+    task = ImageTask(
+        id=str(uuid.uuid4()),
+        type=type_,
+        status="processing",
+        owner=ctx.project_id,
+        image_id=image_id,
+        request_id=ctx.request_id,
+        user_id=ctx.user_id,
+        input=json.dumps(input_),
+        message="",
+    )
+    async with service.db.write() as session:
+        session.add(task)
+    return task
+
+
+async def finish_task(
+    service: ImageService, task_id: str, ok: bool, message: str = "", result: Any = None
+) -> None:
+    async with service.db.write() as session:
+        task = await session.get(ImageTask, task_id)
+        if task is None:
+            return
+        task.status = "success" if ok else "failure"
+        task.message = message
+        task.result = json.dumps(result) if result is not None else None
+        task.updated_at = utcnow()
+        task.expires_at = task.updated_at + TASK_TTL
+
+
+# -- web-download filters ----------------------------------------------------------------
+
+
+def check_url(service: ImageService, url: Any) -> str:
+    """The URL if `[image.web_download]` lets it be fetched, else 400 (as Glance)."""
+    cfg = service.config.image.web_download
+    if not isinstance(url, str) or not url:
+        raise BadRequest("Import request requires a 'uri' field.")
+    parts = urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        port = None
+    host = parts.hostname or ""
+    refused = (
+        parts.scheme not in cfg.allowed_schemes
+        or not host
+        or port is None
+        or (cfg.allowed_ports and port not in cfg.allowed_ports)
+        or (cfg.allowed_hosts and host not in cfg.allowed_hosts)
+        or host in cfg.disallowed_hosts
+    )
+    if refused:
+        raise BadRequest(f"URI for web-download does not pass filtering: {url}")
+    return url
+
+
+def _address_allowed(host: str, cfg) -> bool:
+    """A host given by name is checked again by the addresses it resolves to."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return True  # the fetch fails by itself
+    addresses = {str(ipaddress.ip_address(i[4][0])) for i in infos}
+    return not (addresses & set(cfg.disallowed_hosts))
+
+
+async def fetch_to_staging(service: ImageService, image: Image, url: str) -> None:
+    """GET url into the image's staging file, within the size limit and quota."""
+    cfg = service.config.image.web_download
+    host = urlsplit(url).hostname or ""
+    if not await asyncio.to_thread(_address_allowed, host, cfg):
+        raise BadRequest(f"URI for web-download does not pass filtering: {url}")
+    timeout = httpx.Timeout(cfg.timeout)
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+        async with client.stream("GET", url) as resp:
+            if resp.status_code != 200:
+                raise RuntimeError(f"GET {url} answered {resp.status_code}")
+            await service.receive(image, resp.aiter_bytes())
+
+
+# -- the import request ------------------------------------------------------------------
+
+
+def target_stores(service: ImageService, body: dict[str, Any]) -> list[str]:
+    """The stores an import writes to: `all_stores`, `stores`, or the default one."""
+    if body.get("all_stores"):
+        if body.get("stores"):
+            raise BadRequest("All stores and specific stores cannot be given together.")
+        return list(service.stores)
+    stores = body.get("stores") or [service.store.id]
+    unknown = [s for s in stores if s not in service.stores]
+    if unknown:
+        raise BadRequest(f"Unknown stores: {unknown}. Available: {', '.join(service.stores)}.")
+    return list(dict.fromkeys(stores))
+
+
+async def _set_import_props(service: ImageService, image_id: str, **values: str) -> None:
+    async with service.db.write() as session:
+        for name, value in values.items():
+            await session.merge(ImageProperty(image_id=image_id, name=name, value=value))
+
+
+async def start(
+    service: ImageService, ctx: RequestContext, image: Image, body: dict[str, Any]
+) -> None:
+    """Check the request against the image's state, then run the import in the background."""
+    method = body["method"]
+    name = method["name"]
+    stores = target_stores(service, body)
+    url = None
+    if name == "glance-direct":
+        if image.status != "uploading":
+            raise Conflict("Image needs to be staged before 'glance-direct' method can be used")
+        await service.begin(image, "uploading", "importing")
+    elif name == "web-download":
+        url = check_url(service, method.get("uri"))
+        if image.status != "queued":
+            raise Conflict(f"Image with status {image.status} cannot be target for import")
+        await service.begin(image, "queued", "importing")
+    else:  # copy-image
+        if image.status != "active":
+            raise Conflict("Only images with status active can be targeted for copying")
+        present = set(stores_of(image))
+        if body.get("all_stores"):
+            stores = [s for s in stores if s not in present]
+        elif present & set(stores):
+            raise Conflict(f"Image is already present at store {sorted(present & set(stores))}")
+        if not stores:
+            raise Conflict("Image is already present at every store.")
+    await _set_import_props(service, image.id, **{IMPORTING: ",".join(stores), FAILED: ""})
+    task = await create_task(
+        service,
+        ctx,
+        "api_image_import",
+        {"image_id": image.id, "import_req": body, "backend": stores},
+        image.id,
+    )
+    must_succeed = body.get("all_stores_must_succeed", True)
+    run = _run(service, image, name, stores, url, must_succeed)
+    service.track(asyncio.create_task(_as_task(service, task.id, image.id, run)))
+
+
+async def _as_task(service: ImageService, task_id: str, image_id: str, work) -> None:
+    try:
+        failed = await work
+    except BaseException as exc:
+        LOG.warning("import of image %s failed: %s", image_id, exc)
+        await finish_task(service, task_id, False, str(exc) or type(exc).__name__)
+        if not isinstance(exc, Exception):
+            raise
+        return
+    message = f"Failed to import to stores: {','.join(failed)}" if failed else ""
+    await finish_task(service, task_id, True, message, {"image_id": image_id})
+
+
+async def _run(
+    service: ImageService,
+    image: Image,
+    method: str,
+    stores: list[str],
+    url: str | None,
+    must_succeed: bool,
+) -> list[str]:
+    """Do the import; returns the stores that failed (when some may)."""
+    if method == "copy-image":
+        return await _copy(service, image, stores, must_succeed)
+    try:
+        if method == "web-download":
+            assert url is not None
+            await fetch_to_staging(service, image, url)
+        written = await hash_file(service.staged_path(image.id))
+        if written.size > await service.bytes_left(image.owner):
+            raise PayloadTooLarge("Image exceeds the storage quota.")
+        await service.accept(image, written, "importing", stores)
+    except BaseException:
+        await service.discard_staged(image.id)
+        await service.set_status(image.id, ("importing",), "queued")
+        await _set_import_props(service, image.id, **{IMPORTING: "", FAILED: ",".join(stores)})
+        raise
+    await _set_import_props(service, image.id, **{IMPORTING: ""})
+    return []
+
+
+async def _copy(
+    service: ImageService, image: Image, stores: list[str], must_succeed: bool
+) -> list[str]:
+    source = service.store_of(image)
+    done, failed = [], []
+    for store in stores:
+        try:
+            await service.copy_data(image.id, image.location, source, service.stores[store])
+            done.append(store)
+        except Exception as exc:  # noqa: BLE001 - recorded per store, as Glance does
+            LOG.warning("copy of image %s to store %s failed: %s", image.id, store, exc)
+            failed.append(store)
+            if must_succeed:
+                break
+    if failed and must_succeed:  # all or nothing
+        for store in done:
+            await service.stores[store].delete(image.location)
+        done, failed = [], list(stores)
+    async with service.db.write() as session:
+        row = await session.get(Image, image.id)
+        if row is None:  # deleted meanwhile: its copies must not stay behind
+            for store in done:
+                await service.stores[store].delete(image.location)
+            return failed
+        row.store = ",".join(stores_of(row) + done)
+        row.updated_at = utcnow()
+    await _set_import_props(service, image.id, **{IMPORTING: "", FAILED: ",".join(failed)})
+    if failed and must_succeed:
+        raise RuntimeError(f"copy to stores {','.join(failed)} failed")
+    return failed
+
+
+async def delete_from_store(service: ImageService, image: Image, store: str) -> None:
+    """DELETE /v2/stores/{store}/{image}: the data leaves one store; never the last one."""
+    held = stores_of(image)
+    if store not in held:
+        raise Conflict(f"Image {image.id} is not in store {store}.")
+    if len(held) == 1:
+        raise Conflict("Cannot delete image data from its only store.")
+    async with service.db.write() as session:
+        row = await session.get(Image, image.id)
+        if row is not None:
+            row.store = ",".join(s for s in stores_of(row) if s != store)
+            row.updated_at = utcnow()
+    await service.stores[store].delete(image.location)
+
+
+async def forget_tasks(service: ImageService) -> None:
+    """Expired tasks are removed (Glance keeps finished tasks for 48 hours)."""
+    async with service.db.write() as session:
+        await session.execute(delete(ImageTask).where(ImageTask.expires_at < utcnow()))
+
+
+async def image_tasks(service: ImageService, image_id: str) -> list[ImageTask]:
+    async with service.db.read() as session:
+        return list(
+            await session.scalars(
+                select(ImageTask)
+                .where(ImageTask.image_id == image_id)
+                .order_by(ImageTask.created_at)
+            )
+        )

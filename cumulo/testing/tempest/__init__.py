@@ -1,0 +1,1 @@
+"""Tempest (OpenStack's API test suite) against a fresh cumulo cloud."""

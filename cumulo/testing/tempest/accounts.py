@@ -1,0 +1,183 @@
+"""Pre-provisioned Tempest accounts, the way a hardened cloud is tested.
+
+Tempest's dynamic credentials make a test's admin by giving it the admin role on a new
+project; cumulo (as Keystone's `admin_project_name` prescribes) makes only the `admin`
+project's admins and system-scoped admins cloud admins, and that default is kept. So
+the accounts are made beforehand and listed in accounts.yaml (`[auth]
+test_accounts_file`, `use_dynamic_credentials = false`):
+
+- admins: users with the admin role on the `admin` project (Tempest's `os_admin`);
+- system accounts: admin, member and reader on the system (`system: all`);
+- projects: each with a member (holding the project's network, behind a router to the
+  public network), a manager and a reader (Tempest's project personas).
+
+Member accounts come first in the file: Tempest gives `alt` the first free non-admin
+account, which must be another project's member, not a persona of the primary's project.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import httpx
+
+
+@dataclass
+class AdminSession:
+    """An admin-project token and the catalog's public URLs, over plain REST."""
+
+    client: httpx.Client
+    urls: dict[str, str]
+
+    @classmethod
+    def login(cls, auth_url: str, password: str) -> AdminSession:
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {"name": "admin", "domain": {"id": "default"}, "password": password}
+                    },
+                },
+                "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
+            }
+        }
+        resp = httpx.post(f"{auth_url}/auth/tokens", json=body, timeout=60)
+        resp.raise_for_status()
+        catalog = resp.json()["token"]["catalog"]
+        urls = {
+            entry["type"]: ep["url"]
+            for entry in catalog
+            for ep in entry["endpoints"]
+            if ep["interface"] == "public"
+        }
+        client = httpx.Client(
+            headers={"X-Auth-Token": resp.headers["X-Subject-Token"]}, timeout=120
+        )
+        return cls(client, urls)
+
+    def call(self, method: str, service: str, path: str, **kwargs) -> dict:
+        resp = self.client.request(method, self.urls[service].rstrip("/") + path, **kwargs)
+        if resp.status_code >= 400:
+            raise RuntimeError(f"{method} {service}{path}: {resp.status_code} {resp.text}")
+        return resp.json() if resp.content else {}
+
+    def find(self, service: str, path: str, key: str, name: str) -> dict:
+        found = self.call("GET", service, path, params={"name": name})[key]
+        if not found:
+            raise RuntimeError(f"no {key} named {name!r}")
+        return found[0]
+
+
+def _user(s: AdminSession, name: str, project_id: str | None = None) -> tuple[dict, str]:
+    password = secrets.token_urlsafe(12)
+    body = {"name": name, "password": password, "domain_id": "default"}
+    if project_id:
+        body["default_project_id"] = project_id
+    return s.call("POST", "identity", "/users", json={"user": body})["user"], password
+
+
+def _role_id(s: AdminSession, name: str) -> str:
+    found = s.call("GET", "identity", "/roles", params={"name": name})["roles"]
+    if found:
+        return found[0]["id"]
+    return s.call("POST", "identity", "/roles", json={"role": {"name": name}})["role"]["id"]
+
+
+def _project_network(s: AdminSession, project_id: str, name: str, index: int, public: str) -> None:
+    net = s.call(
+        "POST",
+        "network",
+        "/v2.0/networks",
+        json={"network": {"name": name, "project_id": project_id}},
+    )["network"]
+    subnet = s.call(
+        "POST",
+        "network",
+        "/v2.0/subnets",
+        json={
+            "subnet": {
+                "network_id": net["id"],
+                "ip_version": 4,
+                "cidr": f"10.{200 + index // 256}.{index % 256}.0/24",
+                "project_id": project_id,
+                "name": f"{name}-subnet",
+            }
+        },
+    )["subnet"]
+    router = s.call(
+        "POST",
+        "network",
+        "/v2.0/routers",
+        json={
+            "router": {
+                "name": f"{name}-router",
+                "project_id": project_id,
+                "external_gateway_info": {"network_id": public},
+            }
+        },
+    )["router"]
+    s.call(
+        "PUT",
+        "network",
+        f"/v2.0/routers/{router['id']}/add_router_interface",
+        json={"subnet_id": subnet["id"]},
+    )
+
+
+def provision(s: AdminSession, public_network_id: str, projects: int, admins: int) -> list[dict]:
+    """Create the accounts in the cloud; return accounts.yaml's list."""
+    roles = {name: _role_id(s, name) for name in ("admin", "member", "reader", "manager")}
+
+    def grant(project_id: str, user_id: str, role: str) -> None:
+        s.call("PUT", "identity", f"/projects/{project_id}/users/{user_id}/roles/{roles[role]}")
+
+    def entry(user: str, password: str, role: str, **scope) -> dict:
+        return {"username": user, "password": password, "roles": [role], **scope}
+
+    members, personas, admin_accounts, system = [], [], [], []
+    for i in range(projects):
+        project = s.call(
+            "POST",
+            "identity",
+            "/projects",
+            json={"project": {"name": f"tempest-{i}", "domain_id": "default"}},
+        )["project"]
+        _project_network(s, project["id"], f"tempest-{i}-net", i, public_network_id)
+        # Classes share these projects one after another (dynamic credentials would give
+        # each its own): what one failing class leaves must not exhaust the next's quota.
+        s.call(
+            "PUT",
+            "block-storage",
+            f"/os-quota-sets/{project['id']}",
+            json={"quota_set": {"volumes": 50, "snapshots": 50, "gigabytes": 5000}},
+        )
+        scope = {"project_name": project["name"], "domain_name": "Default"}
+        for role in ("member", "manager", "reader"):
+            user, password = _user(s, f"tempest-{i}-{role}", project["id"])
+            grant(project["id"], user["id"], role)
+            account = entry(user["name"], password, role, **scope)
+            if role == "member":
+                account["resources"] = {"network": f"tempest-{i}-net"}
+                members.append(account)
+            else:
+                personas.append(account)
+    admin_project = s.find("identity", "/projects", "projects", "admin")
+    _project_network(s, admin_project["id"], "tempest-admin-net", 255, public_network_id)
+    for i in range(admins):
+        user, password = _user(s, f"tempest-admin-{i}", admin_project["id"])
+        grant(admin_project["id"], user["id"], "admin")
+        account = entry(
+            user["name"], password, "admin", project_name="admin", domain_name="Default"
+        )
+        account["resources"] = {"network": "tempest-admin-net"}
+        admin_accounts.append(account)
+    for role in ("admin", "member", "reader"):
+        for i in range(2):
+            user, password = _user(s, f"tempest-system-{role}-{i}")
+            s.call("PUT", "identity", f"/system/users/{user['id']}/roles/{roles[role]}")
+            system.append(
+                entry(user["name"], password, role, system="all", user_domain_name="Default")
+            )
+    return members + personas + admin_accounts + system

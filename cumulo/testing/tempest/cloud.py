@@ -1,0 +1,151 @@
+"""A fresh cumulo cloud for a Tempest run: its own state dir, ports and database, served by
+`cumulo up --with-demo-image` from a worktree's venv (so any checkout can be tested)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomli_w
+import yaml
+
+# The order of [ports] in cumulo.toml: a run on base B uses B, B+1, ... B+7.
+PORT_NAMES = (
+    "identity",
+    "compute",
+    "metadata",
+    "image",
+    "network",
+    "block_storage",
+    "novncproxy",
+    "object_store",
+)
+POSTGRESQL = "postgresql+asyncpg://postgres@127.0.0.1:5432/"
+RABBITMQ = "rabbit://guest:guest@127.0.0.1:5672/"
+
+
+@dataclass
+class CloudSpec:
+    worktree: Path
+    state_dir: Path
+    ports_base: int
+    driver: str = "fake"  # or "qemu"
+    database: str = "sqlite"  # or "postgresql" (with RabbitMQ as the bus)
+    fake_hosts: int = 2
+    # oslo.policy overrides written to the state dir's policy.yaml (none: the defaults).
+    policy: dict[str, str] = field(default_factory=dict)
+    name: str = field(default_factory=lambda: f"tempest{uuid.uuid4().hex[:8]}")
+
+    @property
+    def file_server_port(self) -> int:
+        return self.ports_base + len(PORT_NAMES) + 1
+
+    @property
+    def database_url(self) -> str:
+        return POSTGRESQL + self.name if self.database == "postgresql" else ""
+
+    def config(self) -> dict:
+        """cumulo.toml before the first start (cumulo fills in passwords and the rest)."""
+        config: dict = {
+            "host": "127.0.0.1",
+            "ports": {name: self.ports_base + i for i, name in enumerate(PORT_NAMES)},
+            "identity": {"bcrypt_rounds": 4},
+            "network": {"driver": "noop" if self.driver == "fake" else "linuxbridge"},
+            "compute": {
+                "driver": self.driver,
+                "host": f"{self.name}-main",
+                # Two more hosts so migration, affinity and multinode tests have a target.
+                "fake_hosts": self.fake_hosts if self.driver == "fake" else 0,
+            },
+            "messaging": {"namespace": self.name},
+            "metadata": {"proxy_port": self.ports_base + len(PORT_NAMES)},
+            "image": {
+                # Two stores, so multi-store import and copy-image are tested.
+                "stores": [{"id": "file"}, {"id": "second"}],
+                # web-download tests fetch from the run's own file server on loopback.
+                "web_download": {"allowed_ports": [80, 443, self.file_server_port]},
+            },
+        }
+        if self.database == "postgresql":
+            config["database"] = {"url": self.database_url}
+            config["messaging"]["transport_url"] = RABBITMQ
+        return config
+
+
+class Cloud:
+    """`cumulo up` as a child process; stop() ends it (and drops its databases)."""
+
+    def __init__(self, spec: CloudSpec, log: Path) -> None:
+        self.spec = spec
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def settings(self) -> dict:
+        with (self.spec.state_dir / "cumulo.toml").open("rb") as f:
+            return tomllib.load(f)
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.settings['ports'][service]}"
+
+    def start(self, timeout: float = 600) -> Cloud:
+        sd = self.spec.state_dir
+        sd.mkdir(parents=True, exist_ok=True)
+        (sd / "cumulo.toml").write_text(tomli_w.dumps(self.spec.config()))
+        if self.spec.policy:
+            (sd / "policy.yaml").write_text(yaml.safe_dump(self.spec.policy))
+        cumulo = self.spec.worktree / ".venv" / "bin" / "cumulo"
+        if not cumulo.exists():
+            raise SystemExit(f"{cumulo} is missing: run `make .venv/bin/cumulo` there first")
+        # The worktree's own interpreter and code, never this process's PYTHONPATH.
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        out = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [str(cumulo), "up", "--with-demo-image", "--state-dir", str(sd)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=self.spec.worktree,
+            env=env,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while b"cumulo is up" not in self.log.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit(f"the cloud did not start; see {self.log}")
+            time.sleep(0.5)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.spec.database == "postgresql":
+            asyncio.run(_drop_databases(self.spec.name))
+
+
+async def _drop_databases(prefix: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(POSTGRESQL + "postgres", isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            names = await conn.scalars(
+                text("SELECT datname FROM pg_database WHERE starts_with(datname, :p)"),
+                {"p": prefix},
+            )
+            for name in list(names):
+                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await engine.dispose()

@@ -1,0 +1,211 @@
+"""tempest.conf from what the running cloud offers: its images, flavors, public network,
+version documents, network extensions, and feature flags that say what cumulo implements.
+
+FEATURES is the one place that says which optional features Tempest may test. A flag is
+false only where the feature does not exist in cumulo yet (each says why, and
+docs/compatibility.md says the same); whoever builds one turns its flag on here.
+"""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+import httpx
+
+from cumulo.testing.tempest.accounts import AdminSession
+
+FEATURES: dict[str, dict[str, object]] = {
+    "identity-feature-enabled": {
+        "api_v2": False,
+        "api_v3": True,
+        "trust": False,  # OS-TRUST is not implemented
+        "access_rules": False,  # application-credential access rules are refused (400)
+        "security_compliance": False,  # password rules are stored, not enforced
+        "project_tags": True,
+        "application_credentials": True,
+    },
+    "compute-feature-enabled": {
+        "change_password": True,
+        "console_output": True,
+        "resize": True,
+        "pause": True,
+        "suspend": True,
+        "shelve": False,  # answered 501
+        "shelve_migrate": False,
+        "cold_migration": False,  # answered 501
+        "live_migration": False,  # answered 501
+        "block_migration_for_live_migration": False,
+        "rescue": False,  # answered 501
+        "vnc_console": True,
+        "spice_console": False,  # cumulo has VNC consoles only
+        "serial_console": False,
+        "interface_attach": True,
+        "snapshot": True,
+        "personality": False,  # removed from the API in 2.57; not implemented below it
+        "config_drive": True,
+        "metadata_service": True,
+        "enable_instance_password": True,
+        "swap_volume": False,  # answered 501
+        "volume_multiattach": False,
+        "attach_encrypted_volume": False,  # no volume encryption
+        "disk_config": True,
+        "scheduler_enabled_filters": ",".join(
+            [
+                "ComputeFilter",
+                "AvailabilityZoneFilter",
+                "RamFilter",
+                "CoreFilter",
+                "DiskFilter",
+                "ImagePropertiesFilter",
+                "ServerGroupAffinityFilter",
+                "ServerGroupAntiAffinityFilter",
+            ]
+        ),
+    },
+    "image-feature-enabled": {
+        "api_v2": True,
+        "import_image": True,
+        "os_glance_reserved": True,
+        "manage_locations": False,  # image locations are not exposed
+        "image_conversion": False,
+        "do_secure_hash": True,
+        "http_store_enabled": False,
+    },
+    "network-feature-enabled": {
+        "ipv6": True,
+        "port_admin_state_change": True,
+        "floating_ips": True,
+    },
+    "volume-feature-enabled": {
+        "backup": False,  # backups need Object Storage, which cumulo does not have yet
+        "snapshot": True,
+        "clone": True,
+        "extend_attached_volume": True,
+        "manage_volume": False,
+        "manage_snapshot": False,
+        "multi_backend": False,
+    },
+}
+
+
+def _current_version(url: str) -> dict:
+    body = httpx.get(url, timeout=30).json()
+    if "version" in body:
+        return body["version"]
+    versions = body["versions"]
+    versions = versions.get("values", versions) if isinstance(versions, dict) else versions
+    return next(v for v in versions if v.get("status", "").upper() == "CURRENT")
+
+
+def discover(s: AdminSession, root: dict[str, str]) -> dict:
+    """What the cloud offers, as tempest.conf values."""
+    images = s.call("GET", "image", "/v2/images", params={"name": "tiny"})["images"]
+    if not images:
+        raise SystemExit("the cloud has no `tiny` image (cumulo up --with-demo-image failed)")
+    flavors = {f["name"]: f["id"] for f in s.call("GET", "compute", "/flavors")["flavors"]}
+    public = s.call("GET", "network", "/v2.0/networks", params={"router:external": "true"})
+    compute = _current_version(root["compute"] + "/")
+    volume = _current_version(root["block_storage"] + "/")
+    extensions = s.call("GET", "network", "/v2.0/extensions")["extensions"]
+    return {
+        "image": images[0]["id"],
+        "flavor": flavors["m1.nano"],
+        "flavor_alt": flavors["m1.tiny"],
+        "public_network": public["networks"][0],
+        "compute_versions": (compute["min_version"], compute["version"]),
+        "volume_versions": (volume["min_version"], volume["version"]),
+        "network_extensions": sorted(e["alias"] for e in extensions),
+    }
+
+
+def write_conf(
+    path: Path,
+    *,
+    run_dir: Path,
+    auth_url: str,
+    admin_password: str,
+    offer: dict,
+    accounts_file: Path | None,
+    overrides: list[str],
+    hosts: int,
+) -> None:
+    conf = configparser.ConfigParser(interpolation=None)
+    conf.optionxform = str  # type: ignore[assignment,method-assign]
+    public = offer["public_network"]
+    sections: dict[str, dict[str, object]] = {
+        "DEFAULT": {"log_file": str(run_dir / "tempest.log"), "debug": True},
+        "oslo_concurrency": {"lock_path": str(run_dir / "locks")},
+        "auth": {
+            # Pre-provisioned accounts; without them, Tempest's dynamic credentials.
+            **(
+                {"use_dynamic_credentials": False, "test_accounts_file": str(accounts_file)}
+                if accounts_file
+                else {"use_dynamic_credentials": True}
+            ),
+            "create_isolated_networks": accounts_file is None,
+            "admin_username": "admin",
+            "admin_password": admin_password,
+            "admin_project_name": "admin",
+            "admin_domain_name": "Default",
+            "default_credentials_domain_name": "Default",
+        },
+        "identity": {
+            "uri_v3": auth_url,
+            "auth_version": "v3",
+            "region": "RegionOne",
+            "admin_role": "admin",
+            "admin_domain_scope": False,
+        },
+        "compute": {
+            "image_ref": offer["image"],
+            "image_ref_alt": offer["image"],
+            "flavor_ref": offer["flavor"],
+            "flavor_ref_alt": offer["flavor_alt"],
+            "min_microversion": offer["compute_versions"][0],
+            "max_microversion": offer["compute_versions"][1],
+            "min_compute_nodes": hosts,
+            "build_timeout": 120,
+            "endpoint_type": "publicURL",
+        },
+        "image": {
+            "build_timeout": 120,
+            "http_image": offer["http_image"],
+            "http_qcow2_image": offer["http_image"],
+        },
+        "network": {
+            "public_network_id": public["id"],
+            "floating_network_name": public["name"],
+            "project_network_cidr": "10.100.0.0/16",
+            "build_timeout": 120,
+        },
+        "volume": {
+            "min_microversion": offer["volume_versions"][0],
+            "max_microversion": offer["volume_versions"][1],
+            "catalog_type": "block-storage",
+            "build_timeout": 120,
+        },
+        "validation": {"run_validation": False},
+        "service_available": {
+            "nova": True,
+            "glance": True,
+            "neutron": True,
+            "cinder": True,
+            "swift": False,  # Object Storage does not exist in cumulo yet
+            "horizon": False,
+        },
+    }
+    for section, flags in FEATURES.items():
+        sections[section] = dict(flags)
+    sections["network-feature-enabled"]["api_extensions"] = ",".join(offer["network_extensions"])
+    for item in overrides:  # section.option=value
+        key, _, value = item.partition("=")
+        section, _, option = key.rpartition(".")
+        sections.setdefault(section, {})[option] = value
+    for section, values in sections.items():
+        if section != "DEFAULT":
+            conf.add_section(section)
+        for key, value in values.items():
+            conf.set(section, key, str(value).lower() if isinstance(value, bool) else str(value))
+    with path.open("w") as f:
+        conf.write(f)
