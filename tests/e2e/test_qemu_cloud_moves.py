@@ -10,11 +10,14 @@ Skipped with the reason when QEMU, the guest's packages or RabbitMQ are unavaila
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -62,17 +65,18 @@ def cloud(tmp_path_factory):
     config.compute.shelved_offload_time = -1  # shelved guests stay on their host here
     write_config(state, config)
     runner = CloudRunner(state).start(timeout=120)
-    second = None
+    runner.second = None
     try:
-        second = start_compute_host(runner, tmp_path_factory.mktemp("qm-b"), "qm-b")
+        runner.second_dir = tmp_path_factory.mktemp("qm-b")
+        runner.second = start_compute_host(runner, runner.second_dir, "qm-b")
         runner.guest = guest
         yield runner
     finally:
         for server in runner.openstack("server", "list", "--all-projects", "-f", "json"):
             runner.openstack("server", "delete", "--wait", server["ID"], check=False)
-        if second is not None:
-            second.terminate()
-            second.wait(30)
+        if runner.second is not None:
+            runner.second.terminate()
+            runner.second.wait(30)
         runner.stop()
         asyncio.run(_delete_queues(namespace))
 
@@ -184,3 +188,45 @@ def test_rescue_and_shelve_on_a_real_guest(cloud, image, tmp_path):
     wait_status(cloud, server["id"], "ACTIVE")
     console_ticks(cloud, server["id"], 1)
     cloud.openstack("server", "delete", "--wait", server["id"])
+
+
+def test_evacuate_rebuilds_on_the_other_host_and_the_dead_host_cleans_up(cloud, image, tmp_path):
+    server = boot(cloud, image, "qm-b", tmp_path)
+    guest_dir = cloud.second_dir / "qm-b" / "compute" / "qm-b" / "instances" / server["id"]
+    assert guest_dir.is_dir()
+    down = ("--os-compute-api-version", "2.53", "compute", "service", "set")
+    cloud.openstack(*down, "--down", "qm-b", "cumulo-compute")
+    try:
+        cloud.openstack("server", "evacuate", server["id"])
+        evacuated = wait_status(cloud, server["id"], "ACTIVE")
+        assert evacuated["OS-EXT-SRV-ATTR:host"] == "qm-a"
+        console_ticks(cloud, server["id"], 1)  # rebuilt from its image: it boots and counts
+        # The "dead" host comes back: its agent removes the guest that left it.
+        cloud.second.terminate()
+        cloud.second.wait(30)
+        cloud.second = None
+        cloud.openstack(*down, "--up", "qm-b", "cumulo-compute")
+        cloud.second = restart_compute_host(cloud, "qm-b")
+        deadline = time.monotonic() + 60
+        while guest_dir.exists():
+            assert time.monotonic() < deadline, "the evacuated guest was left on qm-b"
+            time.sleep(0.5)
+        [migration] = cloud.openstack(
+            "server", "migration", "list", "--server", server["id"], "-f", "json"
+        )
+        assert (migration["Type"], migration["Status"]) == ("evacuation", "completed")
+    finally:
+        cloud.openstack(*down, "--up", "qm-b", "cumulo-compute")
+    cloud.openstack("server", "delete", "--wait", server["id"])
+
+
+def restart_compute_host(cloud: CloudRunner, name: str):
+    """Start the host's `cumulo compute` again on the state dir it had."""
+    state = cloud.second_dir / name
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "cumulo"), "-v", "compute", "--state-dir", str(state)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OS_")},
+    )
+    return proc
