@@ -766,6 +766,8 @@ class ComputeService(ServerMoves):
             VmState.STOPPED,
             VmState.SUSPENDED,
             VmState.RESIZED,
+            VmState.SHELVED,
+            VmState.SHELVED_OFFLOADED,
         ]
     )
     async def attach_volume(
@@ -822,6 +824,16 @@ class ComputeService(ServerMoves):
         )
         async with self.db.write() as s:
             s.add(bdm)
+        if inst.vm_state == VmState.SHELVED_OFFLOADED:
+            # No host to connect it to: attached now, connected where it is unshelved.
+            await self.volumes.request(
+                "POST",
+                f"/v3/attachments/{attachment['id']}/action",
+                ctx.auth_token,
+                headers={"OpenStack-API-Version": "volume 3.44"},
+                json={"os-complete": None},
+            )
+            return bdm
         await self.compute_rpc.attach_volume(
             self.rpc_context(ctx), inst.host, inst.uuid, volume_id, attachment["id"], device
         )
@@ -835,6 +847,8 @@ class ComputeService(ServerMoves):
             VmState.SUSPENDED,
             VmState.RESIZED,
             VmState.ERROR,
+            VmState.SHELVED,
+            VmState.SHELVED_OFFLOADED,
         ]
     )
     async def detach_volume(self, inst: Instance, ctx: RequestContext, volume_id: str) -> None:
@@ -847,6 +861,17 @@ class ComputeService(ServerMoves):
         if bdm.boot_index == 0:
             raise BadRequest("Cannot detach a root device volume")
         await self._record_action(ctx, inst, "detach_volume")
+        if inst.vm_state == VmState.SHELVED_OFFLOADED:  # not connected anywhere
+            await self.volumes.request(
+                "DELETE",
+                f"/v3/attachments/{bdm.attachment_id}",
+                ctx.auth_token,
+                headers={"OpenStack-API-Version": "volume 3.44"},
+                ok=(200, 202, 204, 404),
+            )
+            async with self.db.write() as s:
+                await s.execute(delete(BlockDeviceMapping).where(BlockDeviceMapping.id == bdm.id))
+            return
         await self.compute_rpc.detach_volume(
             self.rpc_context(ctx), inst.host, inst.uuid, volume_id, bdm.attachment_id or ""
         )

@@ -252,3 +252,27 @@ def test_moves_are_for_admins_and_migrations_follow_microversions(cloud, image):
     cloud.openstack("server", "resize", "confirm", server["id"])
     wait_status(cloud, server["id"], "ACTIVE")
     cloud.openstack("server", "delete", "--wait", server["id"])
+
+
+def test_a_volume_attached_while_offloaded_is_connected_where_it_is_unshelved(cloud, image):
+    server = boot(cloud, image)
+    volume = cloud.openstack("volume", "create", "--size", "1", _name("vol"), "-f", "json")
+    deadline = time.monotonic() + 30
+    while cloud.openstack("volume", "show", volume["id"], "-f", "json")["status"] != "available":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    cloud.openstack("server", "shelve", server["id"])
+    wait_status(cloud, server["id"], "SHELVED_OFFLOADED")
+    cloud.openstack("server", "add", "volume", server["id"], volume["id"])
+    assert cloud.openstack("volume", "show", volume["id"], "-f", "json")["status"] == "in-use"
+    cloud.openstack("server", "unshelve", server["id"])
+    active = wait_status(cloud, server["id"], "ACTIVE")
+    assert [v["id"] for v in active["volumes_attached"]] == [volume["id"]]
+    attachment = cloud.openstack("volume", "show", volume["id"], "-f", "json")["attachments"][0]
+    assert attachment["host_name"] == active["OS-EXT-SRV-ATTR:host"]
+    cloud.openstack("server", "shelve", server["id"])
+    wait_status(cloud, server["id"], "SHELVED_OFFLOADED")
+    cloud.openstack("server", "remove", "volume", server["id"], volume["id"])
+    assert cloud.openstack("volume", "show", volume["id"], "-f", "json")["status"] == "available"
+    cloud.openstack("server", "delete", "--wait", server["id"])
+    cloud.openstack("volume", "delete", volume["id"])
