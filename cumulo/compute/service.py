@@ -92,6 +92,9 @@ class CreateRequest:
     access_ip_v4: str | None = None
     access_ip_v6: str | None = None
     server_group: str | None = None
+    # Scheduler hints: servers to share a host with / to stay away from.
+    same_host: list[str] = field(default_factory=list)
+    different_host: list[str] = field(default_factory=list)
     block_device_mapping: list[dict[str, Any]] = field(default_factory=list)
     auto_disk_config: bool = False
 
@@ -371,6 +374,8 @@ class ComputeService(ServerMoves):
             "availability_zone": az,
             "force_hosts": force_hosts,
             "server_group": group.uuid if group else None,
+            "same_host": req.same_host,
+            "different_host": req.different_host,
             "boot_from_volume": boot_from_volume,
             # Travels to the host for the config drive; never stored.
             "admin_password": admin_pass,

@@ -276,3 +276,13 @@ def test_a_volume_attached_while_offloaded_is_connected_where_it_is_unshelved(cl
     assert cloud.openstack("volume", "show", volume["id"], "-f", "json")["status"] == "available"
     cloud.openstack("server", "delete", "--wait", server["id"])
     cloud.openstack("volume", "delete", volume["id"])
+
+
+def test_same_host_and_different_host_hints_place_servers(cloud, image):
+    first = boot(cloud, image)
+    apart = boot(cloud, image, "--hint", f"different_host={first['id']}")
+    beside = boot(cloud, image, "--hint", f"same_host={first['id']}")
+    assert apart["OS-EXT-SRV-ATTR:host"] != first["OS-EXT-SRV-ATTR:host"]
+    assert beside["OS-EXT-SRV-ATTR:host"] == first["OS-EXT-SRV-ATTR:host"]
+    for server in (first, apart, beside):
+        cloud.openstack("server", "delete", "--wait", server["id"])

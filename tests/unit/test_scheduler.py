@@ -14,6 +14,7 @@ from cumulo.compute.scheduler.filters import (
     ServerGroupAffinityFilter,
     ServerGroupAntiAffinityFilter,
 )
+from cumulo.compute.scheduler.filters.host_affinity import DifferentHostFilter, SameHostFilter
 from cumulo.compute.scheduler.host_state import HostState, RequestSpec
 from cumulo.compute.scheduler.select import NoValidHost, select_destinations
 from cumulo.compute.scheduler.weights import default_weighers
@@ -91,6 +92,21 @@ def test_server_group_filters():
     assert not ServerGroupAffinityFilter().host_passes(host("b"), aff)
     assert not ServerGroupAntiAffinityFilter().host_passes(host("a"), anti)
     assert ServerGroupAntiAffinityFilter().host_passes(host("b"), anti)
+
+
+def test_same_and_different_host_hints():
+    hosts = [host("a"), host("b"), host("c")]
+    same = RequestSpec(vcpus=1, memory_mb=1, disk_gb=0, same_hosts={"b"})
+    [chosen] = select_destinations(hosts, same, [None])
+    assert chosen.host == "b"
+    different = RequestSpec(vcpus=1, memory_mb=1, disk_gb=0, different_hosts={"a", "b"})
+    [chosen] = select_destinations(hosts, different, [None])
+    assert chosen.host == "c"
+    nowhere = RequestSpec(vcpus=1, memory_mb=1, disk_gb=0, same_hosts=set())
+    assert not SameHostFilter().host_passes(host("a"), nowhere)
+    assert DifferentHostFilter().host_passes(host("a"), TINY)
+    with pytest.raises(NoValidHost):
+        select_destinations(hosts, nowhere, [None])
 
 
 def test_spread_picks_the_emptiest_host_and_stack_the_fullest():

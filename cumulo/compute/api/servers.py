@@ -91,6 +91,17 @@ def _truthy(value: bool | str | None) -> bool:
     return value is True or (isinstance(value, str) and value.lower() in ("true", "1", "yes"))
 
 
+def _server_list(hints: dict[str, Any], name: str) -> list[str]:
+    """A same_host / different_host hint: one server id or a list of them."""
+    value = hints.get(name)
+    if value is None:
+        return []
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise BadRequest(f"Invalid input for field/attribute {name}.")
+    return values
+
+
 def _parse_create(request: Request, data: Any) -> tuple[CreateRequest, bool]:
     if not isinstance(data, dict) or not isinstance(data.get("server"), dict):
         raise BadRequest("Invalid input for field/attribute server: a 'server' object is required.")
@@ -159,6 +170,8 @@ def _parse_create(request: Request, data: Any) -> tuple[CreateRequest, bool]:
         access_ip_v4=wire.access_ip("accessIPv4", body.access_ip_v4),
         access_ip_v6=wire.access_ip("accessIPv6", body.access_ip_v6),
         server_group=hints.get("group"),
+        same_host=_server_list(hints, "same_host"),
+        different_host=_server_list(hints, "different_host"),
         block_device_mapping=body.block_device_mapping_v2,
         auto_disk_config=body.disk_config == "AUTO",
     )

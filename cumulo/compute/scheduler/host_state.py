@@ -66,3 +66,7 @@ class RequestSpec:
     # Admin-only: restrict to these hosts; hosts already tried (retries) are ignored.
     force_hosts: list[str] = field(default_factory=list)
     ignore_hosts: set[str] = field(default_factory=set)
+    # Scheduler hints same_host / different_host: the hosts of the servers they name
+    # (None: no such hint).
+    same_hosts: set[str] | None = None
+    different_hosts: set[str] | None = None

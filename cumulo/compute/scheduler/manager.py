@@ -109,6 +109,10 @@ class SchedulerManager(Endpoint):
     ) -> list[dict[str, str]]:
         spec = request_spec_from_dict(request_spec, len(instance_uuids))
         group_uuid = request_spec.get("server_group")
+        for hint, attribute in (("same_host", "same_hosts"), ("different_host", "different_hosts")):
+            if request_spec.get(hint):
+                async with self.db.read() as s:
+                    setattr(spec, attribute, await hosts_of_instances(s, request_spec[hint]))
         claimed: list[str] = []
         chosen: list[dict[str, str]] = []
         try:

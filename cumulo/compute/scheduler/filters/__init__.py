@@ -15,6 +15,7 @@ from cumulo.compute.scheduler.filters.availability_zone import AvailabilityZoneF
 from cumulo.compute.scheduler.filters.compute import ComputeFilter
 from cumulo.compute.scheduler.filters.core import CoreFilter
 from cumulo.compute.scheduler.filters.disk import DiskFilter
+from cumulo.compute.scheduler.filters.host_affinity import DifferentHostFilter, SameHostFilter
 from cumulo.compute.scheduler.filters.image_properties import ImagePropertiesFilter
 from cumulo.compute.scheduler.filters.ram import RamFilter
 from cumulo.compute.scheduler.host_state import HostState, RequestSpec
@@ -35,4 +36,6 @@ DEFAULT_FILTERS: list[HostFilter] = [
     ImagePropertiesFilter(),
     ServerGroupAffinityFilter(),
     ServerGroupAntiAffinityFilter(),
+    SameHostFilter(),
+    DifferentHostFilter(),
 ]
