@@ -286,3 +286,21 @@ def test_same_host_and_different_host_hints_place_servers(cloud, image):
     assert beside["OS-EXT-SRV-ATTR:host"] == first["OS-EXT-SRV-ATTR:host"]
     for server in (first, apart, beside):
         cloud.openstack("server", "delete", "--wait", server["id"])
+
+
+def test_rebuild_keeps_the_attached_volume_connected(cloud, image):
+    server = boot(cloud, image)
+    volume = cloud.openstack("volume", "create", "--size", "1", _name("vol"), "-f", "json")
+    deadline = time.monotonic() + 30
+    while cloud.openstack("volume", "show", volume["id"], "-f", "json")["status"] != "available":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    cloud.openstack("server", "add", "volume", server["id"], volume["id"])
+    cloud.openstack("server", "rebuild", "--image", image, "--wait", server["id"])
+    cloud.openstack("server", "remove", "volume", server["id"], volume["id"])
+    deadline = time.monotonic() + 30
+    while cloud.openstack("volume", "show", volume["id"], "-f", "json")["status"] != "available":
+        assert time.monotonic() < deadline, "the volume was not detached after the rebuild"
+        time.sleep(0.3)
+    cloud.openstack("server", "delete", "--wait", server["id"])
+    cloud.openstack("volume", "delete", volume["id"])
