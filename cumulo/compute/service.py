@@ -594,13 +594,7 @@ class ComputeService(ServerMoves):
             for bdm in await self.block_devices(inst.uuid):
                 if bdm.attachment_id:
                     try:
-                        await self.volumes.request(
-                            "DELETE",
-                            f"/v3/attachments/{bdm.attachment_id}",
-                            ctx.auth_token,
-                            headers={"OpenStack-API-Version": "volume 3.44"},
-                            ok=(200, 202, 204, 404),
-                        )
+                        await self._delete_attachment(ctx, bdm.attachment_id)
                     except ServiceError as exc:
                         LOG.warning("attachment %s not released: %s", bdm.attachment_id, exc)
         async with self.db.write() as s:
@@ -752,6 +746,15 @@ class ComputeService(ServerMoves):
 
     # -- volume attachments ------------------------------------------------------------
 
+    async def _delete_attachment(self, ctx: RequestContext, attachment_id: str) -> None:
+        await self.volumes.request(
+            "DELETE",
+            f"/v3/attachments/{attachment_id}",
+            ctx.auth_token,
+            headers={"OpenStack-API-Version": "volume 3.44"},
+            ok=(200, 202, 204, 404),
+        )
+
     async def block_devices(self, instance_uuid: str) -> list[BlockDeviceMapping]:
         async with self.db.read() as s:
             rows = await s.scalars(
@@ -867,13 +870,7 @@ class ComputeService(ServerMoves):
             raise BadRequest("Cannot detach a root device volume")
         await self._record_action(ctx, inst, "detach_volume")
         if inst.vm_state == VmState.SHELVED_OFFLOADED:  # not connected anywhere
-            await self.volumes.request(
-                "DELETE",
-                f"/v3/attachments/{bdm.attachment_id}",
-                ctx.auth_token,
-                headers={"OpenStack-API-Version": "volume 3.44"},
-                ok=(200, 202, 204, 404),
-            )
+            await self._delete_attachment(ctx, bdm.attachment_id)
             async with self.db.write() as s:
                 await s.execute(delete(BlockDeviceMapping).where(BlockDeviceMapping.id == bdm.id))
             return
