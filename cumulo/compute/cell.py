@@ -72,6 +72,7 @@ async def _expire_builds_forever(conductor: ConductorManager) -> None:
         await asyncio.sleep(interval)
         try:
             await conductor.expire_stuck_builds()
+            await conductor.expire_stuck_moves()
         except Exception:  # noqa: BLE001 - try again next round
             LOG.exception("expiring stuck builds failed")
 

@@ -10,18 +10,40 @@ until the move ends: "keep_new" makes it the instance's, "drop_new" gives it bac
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from cumulo.common.db import utcnow
 from cumulo.common.rpc import RemoteError
 from cumulo.compute.models import Allocation, Instance, InstanceFault, Migration
 from cumulo.compute.scheduler.claims import release, resize_allocation
-from cumulo.compute.states import VmState
+from cumulo.compute.states import TaskState, VmState
 
 LOG = logging.getLogger(__name__)
+
+# Task states of moves a host carries out: a host that dies meanwhile must not leave them.
+MOVE_TASKS = (
+    TaskState.RESIZE_PREP,
+    TaskState.RESIZE_MIGRATING,
+    TaskState.RESIZE_MIGRATED,
+    TaskState.RESIZE_REVERTING,
+    TaskState.MIGRATING,
+    TaskState.SHELVING,
+    TaskState.SHELVING_IMAGE_PENDING_UPLOAD,
+    TaskState.SHELVING_IMAGE_UPLOADING,
+    TaskState.SHELVING_OFFLOADING,
+    TaskState.UNSHELVING,
+    TaskState.RESCUING,
+    TaskState.UNRESCUING,
+)
+# Migrations not ended yet.
+OPEN_MIGRATIONS = (
+    "pre-migrating", "migrating", "post-migrating", "reverting",
+    "accepted", "queued", "preparing", "running",
+)  # fmt: skip
 
 
 def migration_dict(m: Migration) -> dict[str, Any]:
@@ -343,3 +365,60 @@ class MoveTasks:
         await self.complete_move(ctx, instance_uuid, updates)
         await self.compute.unshelve_instance(ctx, dest["host"], instance_uuid, request_spec)
         await self.action_event(ctx, instance_uuid, event, finish=True)
+
+    async def expire_stuck_moves(self) -> list[str]:
+        """End moves with no progress (instance or migration) for build_timeout seconds:
+        their host died. The server keeps its vm_state without a task, the migration
+        is `error`, the destination's claim is given back."""
+        cutoff = utcnow() - timedelta(seconds=self.options.build_timeout)
+        async with self.db.read() as s:
+            rows = (
+                await s.execute(
+                    select(Instance.uuid, Instance.task_state, Instance.host).where(
+                        Instance.deleted.is_(False),
+                        Instance.task_state.in_(MOVE_TASKS),
+                        func.coalesce(Instance.updated_at, Instance.created_at) < cutoff,
+                    )
+                )
+            ).all()
+            stuck = []
+            for uuid, task, host in rows:
+                recent = await s.scalar(
+                    select(Migration.id).where(
+                        Migration.instance_uuid == uuid,
+                        Migration.status.in_(OPEN_MIGRATIONS),
+                        func.coalesce(Migration.updated_at, Migration.created_at) >= cutoff,
+                    )
+                )
+                if recent is None:
+                    migration = await s.scalar(
+                        select(Migration.id).where(
+                            Migration.instance_uuid == uuid, Migration.status.in_(OPEN_MIGRATIONS)
+                        )
+                    )
+                    stuck.append((uuid, task, host, migration))
+        ended = []
+        for uuid, task, host, migration_id in stuck:
+            message = (
+                f"The {task} of instance {uuid} made no progress for "
+                f"{self.options.build_timeout:g} seconds: its host is gone."
+            )
+            try:
+                await self.instance_update(
+                    {}, uuid, {"task_state": None}, expected_task_state=[task], reply=False
+                )
+            except Exception:  # noqa: BLE001 - it moved on meanwhile
+                continue
+            await self.complete_move(
+                {},
+                uuid,
+                {},
+                migration_id=migration_id,
+                migration_status="error" if migration_id else None,
+                allocation="drop_new",
+                fault=message,
+                host=host,
+            )
+            LOG.warning("%s", message)
+            ended.append(uuid)
+        return ended

@@ -681,7 +681,6 @@ class ComputeManager(HostMoves, Endpoint):
 
     async def rebuild_instance(self, ctx: dict, instance_uuid: str) -> None:
         """The same server (ports, name, id) on a fresh root disk from its (new) image."""
-        token = ctx.get("auth_token") or ""
         event = "compute_rebuild_instance"
         await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
         try:
@@ -689,7 +688,8 @@ class ComputeManager(HostMoves, Endpoint):
                 ctx, instance_uuid, TaskState.REBUILD_SPAWNING, TaskState.REBUILDING
             )
             await self.driver.destroy(instance_uuid)
-            guest = await self._guest_spec(token, inst, inst.get("network_info") or [])
+            # Its volumes stay attached: connected again for the new guest.
+            guest = await self._spec_here(ctx, inst, inst.get("network_info") or [])
             await self.driver.spawn(guest)
             # A stopped server is rebuilt stopped (Nova powers it off again).
             stopped = inst.get("vm_state") == VmState.STOPPED

@@ -92,11 +92,11 @@ class CreateRequest:
     access_ip_v4: str | None = None
     access_ip_v6: str | None = None
     server_group: str | None = None
-    block_device_mapping: list[dict[str, Any]] = field(default_factory=list)
-    auto_disk_config: bool = False
-    # Scheduler hints: servers to run beside / away from.
+    # Scheduler hints: servers to share a host with / to stay away from.
     same_host: list[str] = field(default_factory=list)
     different_host: list[str] = field(default_factory=list)
+    block_device_mapping: list[dict[str, Any]] = field(default_factory=list)
+    auto_disk_config: bool = False
 
 
 _INSERT_INSTANCE = insert(Instance.__table__)
@@ -594,13 +594,7 @@ class ComputeService(ServerMoves):
             for bdm in await self.block_devices(inst.uuid):
                 if bdm.attachment_id:
                     try:
-                        await self.volumes.request(
-                            "DELETE",
-                            f"/v3/attachments/{bdm.attachment_id}",
-                            ctx.auth_token,
-                            headers={"OpenStack-API-Version": "volume 3.44"},
-                            ok=(200, 202, 204, 404),
-                        )
+                        await self._delete_attachment(ctx, bdm.attachment_id)
                     except ServiceError as exc:
                         LOG.warning("attachment %s not released: %s", bdm.attachment_id, exc)
         async with self.db.write() as s:
@@ -755,6 +749,15 @@ class ComputeService(ServerMoves):
 
     # -- volume attachments ------------------------------------------------------------
 
+    async def _delete_attachment(self, ctx: RequestContext, attachment_id: str) -> None:
+        await self.volumes.request(
+            "DELETE",
+            f"/v3/attachments/{attachment_id}",
+            ctx.auth_token,
+            headers={"OpenStack-API-Version": "volume 3.44"},
+            ok=(200, 202, 204, 404),
+        )
+
     async def block_devices(self, instance_uuid: str) -> list[BlockDeviceMapping]:
         async with self.db.read() as s:
             rows = await s.scalars(
@@ -774,6 +777,8 @@ class ComputeService(ServerMoves):
             VmState.STOPPED,
             VmState.SUSPENDED,
             VmState.RESIZED,
+            VmState.SHELVED,
+            VmState.SHELVED_OFFLOADED,
         ]
     )
     async def attach_volume(
@@ -830,6 +835,16 @@ class ComputeService(ServerMoves):
         )
         async with self.db.write() as s:
             s.add(bdm)
+        if inst.vm_state == VmState.SHELVED_OFFLOADED:
+            # No host to connect it to: attached now, connected where it is unshelved.
+            await self.volumes.request(
+                "POST",
+                f"/v3/attachments/{attachment['id']}/action",
+                ctx.auth_token,
+                headers={"OpenStack-API-Version": "volume 3.44"},
+                json={"os-complete": None},
+            )
+            return bdm
         await self.compute_rpc.attach_volume(
             self.rpc_context(ctx), inst.host, inst.uuid, volume_id, attachment["id"], device
         )
@@ -843,6 +858,8 @@ class ComputeService(ServerMoves):
             VmState.SUSPENDED,
             VmState.RESIZED,
             VmState.ERROR,
+            VmState.SHELVED,
+            VmState.SHELVED_OFFLOADED,
         ]
     )
     async def detach_volume(self, inst: Instance, ctx: RequestContext, volume_id: str) -> None:
@@ -855,6 +872,11 @@ class ComputeService(ServerMoves):
         if bdm.boot_index == 0:
             raise BadRequest("Cannot detach a root device volume")
         await self._record_action(ctx, inst, "detach_volume")
+        if inst.vm_state == VmState.SHELVED_OFFLOADED:  # not connected anywhere
+            await self._delete_attachment(ctx, bdm.attachment_id)
+            async with self.db.write() as s:
+                await s.execute(delete(BlockDeviceMapping).where(BlockDeviceMapping.id == bdm.id))
+            return
         await self.compute_rpc.detach_volume(
             self.rpc_context(ctx), inst.host, inst.uuid, volume_id, bdm.attachment_id or ""
         )

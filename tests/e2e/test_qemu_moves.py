@@ -230,3 +230,31 @@ async def test_live_block_migration_moves_a_running_guest(hosts, tiny_guest, bas
 
 async def _no_progress(stats) -> None:
     return None
+
+
+async def test_resize_in_place_grows_the_guest_and_revert_puts_it_back(
+    hosts, tiny_guest, base_image
+):
+    src, _ = hosts
+    guest = spec(tiny_guest, base_image)
+    await src.spawn(guest)
+    await console_has(src, guest.uuid, f"{MARK} ready")
+    await src.power_off(guest.uuid, timeout=30)
+    disk = src.instances_dir / guest.uuid / "disk"
+
+    def virtual_size() -> str:
+        out = subprocess.run(
+            ["qemu-img", "info", "-U", str(disk)], check=True, capture_output=True, text=True
+        ).stdout
+        return re.search(r"virtual size: (\S+ \S+)", out).group(1)
+
+    await src.resize(guest.uuid, replace(FLAVOR, name="m1.big", memory_mb=256, root_gb=2))
+    await src.power_on(guest.uuid)
+    assert (await src.get_info(guest.uuid)).max_mem_kb == 256 * 1024
+    assert virtual_size() == "2 GiB"
+    await src.power_off(guest.uuid, timeout=30)
+    await src.revert_resize(guest.uuid)
+    await src.power_on(guest.uuid)
+    assert (await src.get_info(guest.uuid)).max_mem_kb == FLAVOR.memory_mb * 1024
+    assert virtual_size() == "1 GiB"
+    await src.destroy(guest.uuid)

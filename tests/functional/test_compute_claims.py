@@ -115,3 +115,42 @@ async def test_hosts_without_a_recent_heartbeat_are_down(tmp_path):
         assert not states["host0"].up and states["host1"].up
     finally:
         await db.dispose()
+
+
+async def test_a_move_holds_both_claims_until_it_ends(tmp_path):
+    """The destination's claim sits beside the server's own until the move ends:
+    keep_new (confirm, live migration done) hands it over, drop_new (revert, failure)
+    gives it back, release (offload) frees both."""
+    from cumulo.compute.conductor_moves import _complete_move
+    from cumulo.compute.scheduler.claims import resize_allocation
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'compute.db'}", "compute")
+    await db.migrate()
+    try:
+        await make_hosts(db, 2, memory_mb=512)
+        async with db.read() as s:
+            source, dest = (await s.scalars(select(ComputeNode.id).order_by(ComputeNode.id))).all()
+
+        async def used() -> list[int]:
+            async with db.read() as s:
+                nodes = await s.scalars(select(ComputeNode).order_by(ComputeNode.id))
+                return [n.memory_mb_used for n in nodes]
+
+        async def end(allocation: str) -> None:
+            await db.run_write(_complete_move, "i1", {}, None, None, allocation, None, None)
+
+        assert await db.run_write(claim, source, "i1", SPEC)
+        assert await db.run_write(claim, dest, resize_allocation("i1"), SPEC)
+        assert await used() == [512, 512]
+        await end("drop_new")  # reverted: the source keeps it
+        assert await used() == [512, 0]
+        assert await db.run_write(claim, dest, resize_allocation("i1"), SPEC)
+        await end("keep_new")  # confirmed: the destination has it, under the server's key
+        assert await used() == [0, 512]
+        async with db.read() as s:
+            keys = (await s.scalars(select(Allocation.instance_uuid))).all()
+        assert keys == ["i1"]
+        await end("release")  # offloaded: nothing held anywhere
+        assert await used() == [0, 0]
+    finally:
+        await db.dispose()

@@ -66,6 +66,13 @@ def wait_status(cloud: CloudRunner, server: str, status: str, timeout: float = 3
         time.sleep(0.2)
 
 
+def wait_volume(cloud: CloudRunner, volume: str, status: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while (shown := cloud.openstack("volume", "show", volume, "-f", "json"))["status"] != status:
+        assert time.monotonic() < deadline, f"volume {volume} is {shown['status']}, not {status}"
+        time.sleep(0.3)
+
+
 def actions(cloud: CloudRunner, server: str) -> list[str]:
     rows = cloud.openstack("server", "event", "list", server, "-f", "json")
     return [row["Action"] for row in rows]
@@ -252,3 +259,46 @@ def test_moves_are_for_admins_and_migrations_follow_microversions(cloud, image):
     cloud.openstack("server", "resize", "confirm", server["id"])
     wait_status(cloud, server["id"], "ACTIVE")
     cloud.openstack("server", "delete", "--wait", server["id"])
+
+
+def test_a_volume_attached_while_offloaded_is_connected_where_it_is_unshelved(cloud, image):
+    server = boot(cloud, image)
+    volume = cloud.openstack("volume", "create", "--size", "1", _name("vol"), "-f", "json")
+    wait_volume(cloud, volume["id"], "available")
+    cloud.openstack("server", "shelve", server["id"])
+    wait_status(cloud, server["id"], "SHELVED_OFFLOADED")
+    cloud.openstack("server", "add", "volume", server["id"], volume["id"])
+    assert cloud.openstack("volume", "show", volume["id"], "-f", "json")["status"] == "in-use"
+    cloud.openstack("server", "unshelve", server["id"])
+    active = wait_status(cloud, server["id"], "ACTIVE")
+    assert [v["id"] for v in active["volumes_attached"]] == [volume["id"]]
+    attachment = cloud.openstack("volume", "show", volume["id"], "-f", "json")["attachments"][0]
+    assert attachment["host_name"] == active["OS-EXT-SRV-ATTR:host"]
+    cloud.openstack("server", "shelve", server["id"])
+    wait_status(cloud, server["id"], "SHELVED_OFFLOADED")
+    cloud.openstack("server", "remove", "volume", server["id"], volume["id"])
+    assert cloud.openstack("volume", "show", volume["id"], "-f", "json")["status"] == "available"
+    cloud.openstack("server", "delete", "--wait", server["id"])
+    cloud.openstack("volume", "delete", volume["id"])
+
+
+def test_same_host_and_different_host_hints_place_servers(cloud, image):
+    first = boot(cloud, image)
+    apart = boot(cloud, image, "--hint", f"different_host={first['id']}")
+    beside = boot(cloud, image, "--hint", f"same_host={first['id']}")
+    assert apart["OS-EXT-SRV-ATTR:host"] != first["OS-EXT-SRV-ATTR:host"]
+    assert beside["OS-EXT-SRV-ATTR:host"] == first["OS-EXT-SRV-ATTR:host"]
+    for server in (first, apart, beside):
+        cloud.openstack("server", "delete", "--wait", server["id"])
+
+
+def test_rebuild_keeps_the_attached_volume_connected(cloud, image):
+    server = boot(cloud, image)
+    volume = cloud.openstack("volume", "create", "--size", "1", _name("vol"), "-f", "json")
+    wait_volume(cloud, volume["id"], "available")
+    cloud.openstack("server", "add", "volume", server["id"], volume["id"])
+    cloud.openstack("server", "rebuild", "--image", image, "--wait", server["id"])
+    cloud.openstack("server", "remove", "volume", server["id"], volume["id"])
+    wait_volume(cloud, volume["id"], "available")  # detached after the rebuild
+    cloud.openstack("server", "delete", "--wait", server["id"])
+    cloud.openstack("volume", "delete", volume["id"])

@@ -398,9 +398,10 @@ async def _details(request: Request, rows: list[Instance]):
                 BlockDeviceMapping.volume_id.is_not(None),
             )
         ):
-            volumes.setdefault(bdm.instance_uuid, []).append(
-                {"id": bdm.volume_id, "delete_on_termination": bdm.delete_on_termination}
-            )
+            attached: dict[str, Any] = {"id": bdm.volume_id}
+            if version(request) >= (2, 3):  # Nova shows delete_on_termination from 2.3
+                attached["delete_on_termination"] = bdm.delete_on_termination
+            volumes.setdefault(bdm.instance_uuid, []).append(attached)
     return faults, volumes
 
 

@@ -1,5 +1,5 @@
-"""The QEMU driver's moves: rescue, cold migration and live migration between hosts
-that share no storage.
+"""The QEMU driver's moves: rescue, resize in place, cold migration and live migration
+between hosts that share no storage.
 
 - rescue: the guest is started again from a disk of the rescue image (vda) with its
   own root disk attached second (vdb) and a config drive with the rescue password;
@@ -17,6 +17,9 @@ that share no storage.
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
+import shutil
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -25,11 +28,12 @@ from typing import Any
 
 from cumulo.compute.configdrive import build_config_drive
 from cumulo.compute.virt import qemu_process as qp
-from cumulo.compute.virt.driver import DriverError, GuestSpec
+from cumulo.compute.virt.driver import DriverError, FlavorSpec, GuestSpec
 
 # The guest's own disks (copied or mirrored when it moves); volumes and the config
 # drive are not: volumes are reached from any host, the config drive is made again.
 LOCAL_DISKS = ("root", "eph0", "swap")
+GiB = 1024**3
 MIGRATION_TIMEOUT = 900.0
 
 
@@ -108,6 +112,53 @@ class QemuMoves:
             for name in ("disk.rescue", "disk.config.rescue"):
                 (self._dir(uuid) / name).unlink(missing_ok=True)
             await self._start(uuid, record)
+
+    # -- resize in place ----------------------------------------------------------------
+
+    async def resize(self, uuid: str, flavor: FlavorSpec) -> None:
+        """A stopped guest gets the flavor's vCPUs and memory and a root disk grown to
+        it; the old disk and machine are kept until confirm (revert puts them back)."""
+        async with self._lock(uuid):
+            record = self._load(uuid)
+            if self._alive(uuid):
+                raise DriverError(f"guest {uuid} must be stopped to be resized")
+            root = next((d for d in record["machine"]["drives"] if d["node"] == "root"), None)
+            backup = {"machine": copy.deepcopy(record["machine"])}
+            if root is not None:
+                kept = str(self._dir(uuid) / "disk.resize-backup")
+                await asyncio.to_thread(shutil.copyfile, root["path"], kept)
+                backup["root"] = kept
+                if flavor.root_gb:
+                    info = json.loads(await qp.qemu_img("info", "--output=json", root["path"]))
+                    if info["virtual-size"] < flavor.root_gb * GiB:
+                        await qp.qemu_img("resize", root["path"], f"{flavor.root_gb}G")
+            record["machine"]["vcpus"] = flavor.vcpus
+            record["machine"]["memory_mb"] = flavor.memory_mb
+            record["before_resize"] = backup
+            self._save(uuid, record)
+
+    async def confirm_resize(self, uuid: str) -> None:
+        async with self._lock(uuid):
+            record = self._load(uuid)
+            backup = record.pop("before_resize", None) or {}
+            if backup.get("root"):
+                Path(backup["root"]).unlink(missing_ok=True)
+            self._save(uuid, record)
+
+    async def revert_resize(self, uuid: str) -> None:
+        async with self._lock(uuid):
+            record = self._load(uuid)
+            backup = record.get("before_resize")
+            if not backup:
+                raise DriverError(f"guest {uuid} has no resize to revert")
+            if self._alive(uuid):
+                raise DriverError(f"guest {uuid} must be stopped to revert its resize")
+            if backup.get("root"):
+                root = next(d for d in backup["machine"]["drives"] if d["node"] == "root")
+                await asyncio.to_thread(shutil.move, backup["root"], root["path"])
+            record["machine"] = backup["machine"]
+            del record["before_resize"]
+            self._save(uuid, record)
 
     # -- cold migration ---------------------------------------------------------------
 
