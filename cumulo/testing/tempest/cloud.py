@@ -122,7 +122,24 @@ class Cloud:
             time.sleep(0.5)
         return self
 
+    def delete_servers(self, timeout: float = 120) -> None:
+        """Real guests outlive their cloud: delete what the tests left before stopping."""
+        from cumulo.testing.tempest.accounts import AdminSession
+
+        s = AdminSession.login(
+            self.url("identity") + "/v3", self.settings["identity"]["admin_password"]
+        )
+        servers = s.call("GET", "compute", "/servers", params={"all_tenants": "1"})["servers"]
+        for server in servers:
+            s.client.delete(s.urls["compute"].rstrip("/") + f"/servers/{server['id']}")
+        deadline = time.monotonic() + timeout
+        while servers and time.monotonic() < deadline:
+            time.sleep(1)
+            servers = s.call("GET", "compute", "/servers", params={"all_tenants": "1"})["servers"]
+
     def stop(self) -> None:
+        if self.spec.driver == "qemu" and self.proc and self.proc.poll() is None:
+            self.delete_servers()
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -130,6 +147,10 @@ class Cloud:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.spec.driver == "qemu":  # its namespaces, bridges and dnsmasqs
+            from cumulo.network.dataplane.linuxbridge import LinuxBridgeDriver
+
+            asyncio.run(LinuxBridgeDriver(self.spec.state_dir).teardown())
         if self.spec.database == "postgresql":
             asyncio.run(_drop_databases(self.spec.name))
 
