@@ -87,6 +87,10 @@ class ImageConfig(_Section):
     # Several stores (multi-store): the first is the default. Empty: one store, `file`.
     stores: list[ImageStoreConfig] = Field(default_factory=list)
     web_download: WebDownloadConfig = WebDownloadConfig()
+    # A cache of image data on this API node (Glance's cache management API), filled by
+    # queueing images; off by default (with filesystem stores it only duplicates data).
+    cache_enabled: bool = False
+    cache_max_size: int = Field(10 << 30, ge=0, description="bytes kept in the cache")
 
 
 class NetworkConfig(_Section):

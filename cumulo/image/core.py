@@ -26,6 +26,7 @@ from cumulo.common.db import Database, utcnow
 from cumulo.common.faults import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
 from cumulo.common.policy import Policy
 from cumulo.image import inspect
+from cumulo.image.cache import ImageCache
 from cumulo.image.models import Image, ImageMember
 from cumulo.image.policies import IMAGE_RULES
 from cumulo.image.store import FilesystemStore, Store, TooLarge, Written, write_staged
@@ -92,6 +93,10 @@ class ImageService:
         self.staging.mkdir(parents=True, exist_ok=True)
         self.policy = Policy(IMAGE_RULES, state_dir / config.policy_file)
         self._imports: set[asyncio.Task] = set()
+        cfg = config.image
+        self.cache = (
+            ImageCache(state_dir / "image-cache", cfg.cache_max_size) if cfg.cache_enabled else None
+        )
 
     async def close(self) -> None:
         for task in list(self._imports):
@@ -270,6 +275,8 @@ class ImageService:
             await asyncio.to_thread(self.staged_path(image_id).unlink)
 
     async def delete_data(self, image: Image) -> None:
+        if self.cache:
+            await self.cache.delete(image.id)
         if image.location:
             for store in stores_of(image):
                 if store in self.stores:

@@ -70,6 +70,7 @@ class CloudSpec:
                 "stores": [{"id": "file"}, {"id": "second"}],
                 # web-download tests fetch from the run's own file server on loopback.
                 "web_download": {"allowed_ports": [80, 443, self.file_server_port]},
+                "cache_enabled": True,
             },
         }
         if self.database == "postgresql":

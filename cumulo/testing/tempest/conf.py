@@ -172,6 +172,7 @@ def write_conf(
             "build_timeout": 120,
             "http_image": offer["http_image"],
             "http_qcow2_image": offer["http_image"],
+            "image_caching_enabled": True,  # the harness's cloud enables the image cache
         },
         "network": {
             "public_network_id": public["id"],
