@@ -194,6 +194,19 @@ async def start(
     service.track(asyncio.create_task(_as_task(service, task.id, image.id, run)))
 
 
+async def start_legacy_import(
+    service: ImageService, ctx: RequestContext, image: Image, input_: dict[str, Any]
+) -> ImageTask:
+    """Glance's `import` task (POST /v2/tasks): the new image filled from `import_from`
+    as web-download does; `result.image_id` names it."""
+    url = check_url(service, input_.get("import_from"))
+    await service.begin(image, "queued", "importing")
+    task = await create_task(service, ctx, "import", input_, image.id)
+    run = _run(service, image, "web-download", [service.store.id], url, True)
+    service.track(asyncio.create_task(_as_task(service, task.id, image.id, run)))
+    return task
+
+
 async def _as_task(service: ImageService, task_id: str, image_id: str, work) -> None:
     try:
         failed = await work

@@ -204,3 +204,34 @@ def test_clients_read_the_schemas_of_images_members_and_tasks(glance):
     assert glance.get("/v2/schemas/nothing").status_code == 404
     assert glance.get("/v2/images/").status_code == 404
     assert glance.delete("/v2/images/").status_code == 404
+
+
+def test_an_admin_imports_with_a_legacy_import_task(two_stores, files, glance):
+    task = {
+        "type": "import",
+        "input": {
+            "import_from": f"{files[1]}/disk.qcow2",
+            "import_from_format": "qcow2",
+            "image_properties": {
+                "name": "tasked",
+                "disk_format": "qcow2",
+                "container_format": "bare",
+            },  # fmt: skip
+        },
+    }
+    created = glance.post("/v2/tasks", json=task)
+    assert created.status_code == 201, created.text
+    task_id = created.json()["id"]
+    deadline = time.monotonic() + 60
+    while (shown := glance.get(f"/v2/tasks/{task_id}").json())["status"] == "processing":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert shown["status"] == "success" and shown["type"] == "import"
+    image = glance.get(f"/v2/images/{shown['result']['image_id']}").json()
+    assert image["status"] == "active" and image["name"] == "tasked"
+    assert task_id in [t["id"] for t in glance.get("/v2/tasks").json()["tasks"]]
+    # Unknown types, missing input and refused URLs are 400 before anything is made.
+    assert glance.post("/v2/tasks", json={**task, "type": "export"}).status_code == 400
+    assert glance.post("/v2/tasks", json={"type": "import", "input": {}}).status_code == 400
+    refused = {**task, "input": {**task["input"], "import_from": "file:///etc/passwd"}}
+    assert glance.post("/v2/tasks", json=refused).status_code == 400
