@@ -87,6 +87,10 @@ class ImageConfig(_Section):
     # Several stores (multi-store): the first is the default. Empty: one store, `file`.
     stores: list[ImageStoreConfig] = Field(default_factory=list)
     web_download: WebDownloadConfig = WebDownloadConfig()
+    # Properties a glance-download import copies from the remote image (glob patterns).
+    glance_download_properties: list[str] = Field(
+        default_factory=lambda: ["hw_*", "trait:*", "os_distro", "os_secure_boot", "os_type"]
+    )
     # A cache of image data on this API node (Glance's cache management API), filled by
     # queueing images; off by default (with filesystem stores it only duplicates data).
     cache_enabled: bool = False

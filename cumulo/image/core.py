@@ -37,7 +37,7 @@ DISK_FORMATS = ("ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi
 CONTAINER_FORMATS = ("ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed")
 VISIBILITIES = ("public", "private", "shared", "community")
 HASH_ALGO = "sha512"
-IMPORT_METHODS = ("glance-direct", "web-download", "copy-image")
+IMPORT_METHODS = ("glance-direct", "web-download", "copy-image", "glance-download")
 
 
 def build_stores(config: CumuloConfig, state_dir: Path) -> dict[str, Store]:

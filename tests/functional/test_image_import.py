@@ -235,3 +235,45 @@ def test_an_admin_imports_with_a_legacy_import_task(two_stores, files, glance):
     assert glance.post("/v2/tasks", json={"type": "import", "input": {}}).status_code == 400
     refused = {**task, "input": {**task["input"], "import_from": "file:///etc/passwd"}}
     assert glance.post("/v2/tasks", json=refused).status_code == 400
+
+
+def test_glance_download_copies_an_image_of_an_image_service_in_the_catalog(glance):
+    # The source: an image with data and properties (some are copied, some not).
+    source = _new_image(glance, "raw")
+    data = b"z" * 8192
+    glance.put(
+        f"/v2/images/{source}/file",
+        content=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    patch = [
+        {"op": "add", "path": "/hw_cpu_cores", "value": "5"},
+        {"op": "add", "path": "/os_distro", "value": "rhel"},
+        {"op": "add", "path": "/speed", "value": "88mph"},
+    ]
+    patched = glance.patch(
+        f"/v2/images/{source}",
+        json=patch,
+        headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
+    )
+    assert patched.status_code == 200
+    body = {"name": "dst", "disk_format": "iso", "container_format": "ovf"}
+    target = glance.post("/v2/images", json=body).json()["id"]
+
+    def download(**method) -> httpx.Response:
+        method = {"name": "glance-download", "glance_region": "RegionOne", **method}
+        return glance.post(f"/v2/images/{target}/import", json={"method": method})
+
+    assert download(glance_image_id="foo").status_code == 400  # not a UUID
+    assert download(glance_image_id=source, glance_service_interface="public").status_code == 202
+    done = _wait(glance, target, lambda i: i["status"] == "active")
+    assert (done["disk_format"], done["container_format"]) == ("raw", "bare")
+    assert done["hw_cpu_cores"] == "5" and done["os_distro"] == "rhel" and "speed" not in done
+    assert glance.get(f"/v2/images/{target}/file").content == data
+    # An unknown region: the task fails and the image is queued again.
+    other = glance.post("/v2/images", json=body).json()["id"]
+    method = {"name": "glance-download", "glance_region": "nowhere", "glance_image_id": source}
+    assert glance.post(f"/v2/images/{other}/import", json={"method": method}).status_code == 202
+    tasks = _wait_tasks(glance, other)
+    assert tasks[-1]["status"] == "failure" and "nowhere" in tasks[-1]["message"]
+    assert glance.get(f"/v2/images/{other}").json()["status"] == "queued"
