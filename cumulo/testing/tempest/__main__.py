@@ -148,6 +148,7 @@ def run_pass(args, venv: Path, run_dir: Path, spec: CloudSpec, files: FileServer
         session = accounts.AdminSession.login(auth_url, settings["identity"]["admin_password"])
         offer = conf.discover(session, {name: cloud.url(name) for name in PORT_NAMES})
         offer["http_image"] = files.url("image.qcow2")
+        offer["images_manifest"] = str(files.manifest)
         accounts_file = None
         if not p.dynamic:
             accounts_file = run_dir / "accounts.yaml"

@@ -173,6 +173,7 @@ def write_conf(
             "http_image": offer["http_image"],
             "http_qcow2_image": offer["http_image"],
             "image_caching_enabled": True,  # the harness's cloud enables the image cache
+            "images_manifest_file": offer["images_manifest"],
         },
         "network": {
             "public_network_id": public["id"],
