@@ -58,6 +58,9 @@ class ImageStoreConfig(_Section):
     description: str = ""
     # Its directory; default <state>/images/<id> (the single default store: <state>/images).
     directory: str = ""
+    # Preference (Glance's store weight): an image's stores are listed, and its data
+    # read, highest weight first.
+    weight: int = 0
 
 
 class WebDownloadConfig(_Section):

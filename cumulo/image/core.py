@@ -89,6 +89,7 @@ class ImageService:
         )
         # The default store: uploads go there, and imports that name none.
         self.store: Store = next(iter(self.stores.values()))
+        self.weights = {c.id: c.weight for c in config.image.stores}
         self.staging = state_dir / "images-staging"
         self.staging.mkdir(parents=True, exist_ok=True)
         self.policy = Policy(IMAGE_RULES, state_dir / config.policy_file)
@@ -97,6 +98,12 @@ class ImageService:
         self.cache = (
             ImageCache(state_dir / "image-cache", cfg.cache_max_size) if cfg.cache_enabled else None
         )
+
+    def store_list(self, ids) -> str:
+        """Store ids as an image's `stores`: highest weight first, then as configured."""
+        order = list(self.stores)
+        ranked = sorted(set(ids), key=lambda i: (-self.weights.get(i, 0), order.index(i)))
+        return ",".join(ranked)
 
     async def close(self) -> None:
         for task in list(self._imports):
@@ -234,7 +241,7 @@ class ImageService:
             checksum=written.checksum,
             os_hash_algo=HASH_ALGO,
             os_hash_value=written.os_hash_value,
-            store=",".join(t.id for t in targets),
+            store=self.store_list(t.id for t in targets),
             location=location,
         )
         if not activated:

@@ -348,7 +348,7 @@ async def _copy(
             for store in done:
                 await service.stores[store].delete(image.location)
             return failed
-        row.store = ",".join(stores_of(row) + done)
+        row.store = service.store_list(stores_of(row) + done)
         row.updated_at = utcnow()
     await _set_import_props(service, image.id, **{IMPORTING: "", FAILED: ",".join(failed)})
     if failed and must_succeed:
@@ -366,7 +366,7 @@ async def delete_from_store(service: ImageService, image: Image, store: str) -> 
     async with service.db.write() as session:
         row = await session.get(Image, image.id)
         if row is not None:
-            row.store = ",".join(s for s in stores_of(row) if s != store)
+            row.store = service.store_list(s for s in stores_of(row) if s != store)
             row.updated_at = utcnow()
     await service.stores[store].delete(image.location)
 

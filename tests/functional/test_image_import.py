@@ -45,7 +45,8 @@ def two_stores(tmp_path_factory, files):
     state = tmp_path_factory.mktemp("image-import")
     configure_state_dir(state)
     config = load_config(state)
-    config.image.stores = [ImageStoreConfig(id="fast"), ImageStoreConfig(id="cheap")]
+    # `fast` is the default (first) store; `cheap` is preferred for reading (weight).
+    config.image.stores = [ImageStoreConfig(id="fast"), ImageStoreConfig(id="cheap", weight=10)]
     port = int(files[1].rsplit(":", 1)[1])
     config.image.web_download.allowed_ports = [80, 443, port]
     write_config(state, config)
@@ -136,9 +137,9 @@ def _wait_tasks(glance: httpx.Client, image_id: str) -> list[dict]:
 
 def test_an_admin_keeps_an_image_in_several_stores(two_stores, glance, tmp_path: Path):
     stores = glance.get("/v2/info/stores").json()["stores"]
-    assert [(s["id"], s.get("default", False)) for s in stores] == [
-        ("fast", True),
-        ("cheap", False),
+    assert [(s["id"], s.get("default", False), s["weight"]) for s in stores] == [
+        ("fast", True, 0),
+        ("cheap", False, 10),
     ]
     # Staged data imported to every store at once.
     image_id = _new_image(glance, "raw")
@@ -152,7 +153,7 @@ def test_an_admin_keeps_an_image_in_several_stores(two_stores, glance, tmp_path:
     body = {"method": {"name": "glance-direct"}, "all_stores": True}
     assert glance.post(f"/v2/images/{image_id}/import", json=body).status_code == 202
     image = _wait(glance, image_id, lambda i: i["status"] == "active")
-    assert image["stores"] == "fast,cheap"
+    assert image["stores"] == "cheap,fast"  # highest weight first
     # Removed from one store, still readable from the other; never from the last one.
     assert glance.delete(f"/v2/stores/fast/{image_id}").status_code == 204
     assert glance.get(f"/v2/images/{image_id}").json()["stores"] == "cheap"

@@ -66,8 +66,9 @@ class CloudSpec:
             "messaging": {"namespace": self.name},
             "metadata": {"proxy_port": self.ports_base + len(PORT_NAMES)},
             "image": {
-                # Two stores, so multi-store import and copy-image are tested.
-                "stores": [{"id": "file"}, {"id": "second"}],
+                # Two stores, so multi-store import and copy-image are tested; weighted
+                # (Tempest's multi-store waiter expects the weight order to be alphabetical).
+                "stores": [{"id": "file", "weight": 100}, {"id": "second", "weight": 50}],
                 # web-download tests fetch from the run's own file server on loopback.
                 "web_download": {"allowed_ports": [80, 443, self.file_server_port]},
                 "cache_enabled": True,

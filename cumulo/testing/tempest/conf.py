@@ -70,7 +70,8 @@ FEATURES: dict[str, dict[str, object]] = {
         "manage_locations": False,  # image locations are not exposed
         "image_conversion": False,
         "do_secure_hash": True,
-        "http_store_enabled": False,
+        "http_store_enabled": False,  # no HTTP store (image locations on web servers)
+        "store_weight_enabled": True,
     },
     "network-feature-enabled": {
         "ipv6": True,
