@@ -227,6 +227,7 @@ async def update_namespace(request: Request) -> Response:
     _, ns = await _namespace(request)
     await authorize(request, "image:modify_metadef_namespace")
     service = service_of(request)
+    new_name = values.pop("namespace")
     try:
         async with service.db.write() as session:
             row = await session.get(MetadefNamespace, ns.namespace)
@@ -235,6 +236,22 @@ async def update_namespace(request: Request) -> Response:
             for key, value in values.items():
                 setattr(row, key, value)
             row.updated_at = utcnow()
+            if new_name != ns.namespace:  # a rename: a new row, its contents moved to it
+                await session.flush()
+                renamed = MetadefNamespace(
+                    **{c.key: getattr(row, c.key) for c in MetadefNamespace.__table__.columns}
+                )
+                renamed.namespace = new_name
+                session.add(renamed)
+                await session.flush()
+                for model in (MetadefAssociation, MetadefItem):
+                    await session.execute(
+                        update(model)
+                        .where(model.namespace == ns.namespace)
+                        .values(namespace=new_name)
+                    )
+                await session.delete(row)
+                row = renamed
     except IntegrityError:
         raise Conflict(
             f"Metadata definition namespace={values['namespace']} already exists."
