@@ -13,7 +13,17 @@ from cumulo.common.config import CumuloConfig, database_url
 from cumulo.common.db import Database
 from cumulo.common.faults import render_image
 from cumulo.common.identity_client import IdentityClient
-from cumulo.image.api import cache, data, images, info, members, metadefs, schemas, tasks
+from cumulo.image.api import (
+    cache,
+    data,
+    images,
+    info,
+    members,
+    metadef_items,
+    metadefs,
+    schemas,
+    tasks,
+)
 from cumulo.image.core import ImageService
 
 
@@ -51,6 +61,7 @@ def create_image_app(service: ImageService) -> Starlette:
         *members.routes,
         *tasks.routes,
         *metadefs.routes,
+        *metadef_items.routes,
         *cache.routes,
         *schemas.routes,
     ]
