@@ -16,8 +16,10 @@ $(BIN)/cumulo: pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
-## make run: create the venv, install, and serve the whole cloud (`cumulo up`).
+## make run: create the venv, install, install the host packages real guests need (as
+## root; otherwise it prints the command), and serve the whole cloud (`cumulo up`).
 run: $(BIN)/cumulo
+	$(BIN)/cumulo host-packages --install
 	$(BIN)/cumulo up $(ARGS)
 
 ## make test: every test (unit, functional, e2e; e2e skips what this machine lacks),

@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from cumulo.common.app import setup_logging
 from cumulo.common.config import load_config, resolve_state_dir
+from cumulo.common.logs import setup_logging
 
 # soft_wrap: long hints (paths, export lines) stay whole lines to copy, even in a pipe.
 console = Console(stderr=True, soft_wrap=True)
@@ -28,9 +28,26 @@ state_dir_option = click.option(
 
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log every request.")
-def main(verbose: bool) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    envvar="CUMULO_LOG_FORMAT",
+    help="json: one JSON object per line (request lines with their fields).",
+)
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    envvar="CUMULO_LOG_DIR",
+    help="Also write rotated log files there: one per service's requests, cumulo.log for the rest.",
+)
+def main(verbose: bool, log_format: str, log_dir: Path | None) -> None:
     """cumulo: a private IaaS cloud speaking the OpenStack APIs."""
-    setup_logging(logging.INFO if verbose else logging.WARNING)
+    from cumulo.common import tracing
+
+    setup_logging(logging.INFO if verbose else logging.WARNING, log_format, log_dir)
+    tracing.enable_from_environment()  # OTEL_EXPORTER_OTLP_ENDPOINT: spans over OTLP
 
 
 def _usage_hint(state_dir: Path) -> None:
@@ -55,7 +72,8 @@ def init(state_dir: Path | None, host: str | None, database: str | None) -> None
     sd = resolve_state_dir(state_dir)
 
     async def run() -> None:
-        cloud = await Cloud.open(sd, host=host, database=database)
+        # Databases, users, catalog, networks: no guest, storage or data plane starts.
+        cloud = await Cloud.open(sd, host=host, database=database, agents=False)
         await cloud.close()
 
     asyncio.run(run())
@@ -67,13 +85,14 @@ def init(state_dir: Path | None, host: str | None, database: str | None) -> None
 @click.option("--host", default=None, help="Address the APIs bind to (default 127.0.0.1).")
 @click.option("--database", default=None, help="SQLAlchemy URL (default: SQLite files).")
 @click.option(
-    "--with-demo-image",
-    is_flag=True,
+    "--with-demo-image/--no-demo-image",
+    default=None,
     help="Register the tiny bootable test guest as public images (tiny, tiny-kernel, "
-    "tiny-ramdisk) unless they exist; built from two Debian packages, cached.",
+    "tiny-ramdisk) unless they exist; built from two Debian packages, cached. "
+    "Default: only on the first start of a state dir.",
 )
 def up(
-    state_dir: Path | None, host: str | None, database: str | None, with_demo_image: bool
+    state_dir: Path | None, host: str | None, database: str | None, with_demo_image: bool | None
 ) -> None:
     """Serve the whole cloud (runs init when needed). Ctrl-C stops it."""
     from cumulo.cloud import Cloud
@@ -93,8 +112,12 @@ def up(
             async def run() -> None:
                 cloud = await Cloud.open(sd, host=host, database=database)
                 try:
-                    if with_demo_image:
+                    # The first start offers the demo image (a marker remembers it was
+                    # offered: a user who deleted it does not get it back).
+                    offered = sd / "demo-image-offered"
+                    if with_demo_image or (with_demo_image is None and not offered.exists()):
                         await _demo_image(cloud)
+                        offered.touch()
                     apps = cloud.apps()
                     servers = make_servers(apps, cloud.config.host)
                     _usage_hint(sd)
@@ -115,13 +138,18 @@ def up(
 async def _demo_image(cloud) -> None:
     from cumulo.image.demo import DemoImageError, register_for_cloud
 
-    console.print("Registering the demo image (the first time builds the tiny guest)...")
     try:
-        ids = await register_for_cloud(cloud)
+        with console.status("Registering the demo image (the first time builds the tiny guest)"):
+            ids = await register_for_cloud(cloud)
     except DemoImageError as exc:
         console.print(f"[yellow]warning:[/] no demo image: {exc}. Starting without it.")
+        console.print("  `cumulo doctor` says what this host lacks and how to add it.")
         return
     console.print(f"  demo image: tiny ({ids['tiny']}), with its kernel and ramdisk")
+    console.print(
+        "  boot it: openstack server create --image tiny --flavor m1.tiny "
+        "--network private --wait vm1"
+    )
 
 
 def _run_host(sd: Path, agent) -> None:
@@ -193,6 +221,15 @@ def volume(state_dir: Path | None, volume_host: str | None) -> None:
     _run_host(sd, lambda stop: run_volume_host(config, sd, stop))
 
 
+def _object_store_group() -> click.Group:
+    from cumulo.object_store.cli import object_store
+
+    return object_store
+
+
+main.add_command(_object_store_group())
+
+
 @main.group()
 def identity() -> None:
     """Identity service administration."""
@@ -212,3 +249,314 @@ def rotate_keys(state_dir: Path | None) -> None:
     repo = KeyRepository(sd / "fernet-keys", config.identity.max_active_keys)
     primary = repo.rotate()
     console.print(f"rotated: key {primary} is now primary")
+
+
+@main.command("host-packages")
+@click.option("--install", is_flag=True, help="Install the missing ones (as root, apt-get).")
+@click.option("--dry-run", is_flag=True, help="Only say what --install would install.")
+@click.option("--with-test", is_flag=True, help="Also the packages only the tests use.")
+@click.option(
+    "--admin-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Read another dpkg database (dpkg --admindir).",
+)
+def host_packages_command(
+    install: bool, dry_run: bool, with_test: bool, admin_dir: Path | None
+) -> None:
+    """The host packages cumulo needs for real guests and networks, and which are missing."""
+    import os
+    import subprocess
+
+    from cumulo.operations import host_packages as hp
+
+    wanted = hp.host_packages(include_test=with_test)
+    if hp.package_manager() is None:
+        console.print("Not a Debian/Ubuntu host; install the equivalents of:")
+        for p in wanted:
+            console.print(f"  {p.name:<20} {p.why}")
+        return
+    missing = hp.missing_packages(wanted, admin_dir)
+    if not missing:
+        console.print("Host packages: all installed.")
+        return
+    console.print("Host packages missing:")
+    for p in missing:
+        console.print(f"  {p.name:<20} {p.why}")
+    command = " ".join(hp.install_command(missing))
+    if dry_run or not install:
+        console.print(f"Would run: {command}" if dry_run else f"Install them: sudo {command}")
+        return
+    if os.geteuid() != 0:
+        console.print(
+            f"[yellow]Not root:[/] run `sudo {command}`; serving what this host can meanwhile."
+        )
+        return
+    console.print(f"Installing: {command}")
+    try:
+        hp.install(missing)
+    except subprocess.CalledProcessError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+
+
+@main.command()
+@state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def doctor(state_dir: Path | None, as_json: bool) -> None:
+    """What this host can do for a cloud, and the fix for what it cannot."""
+    import json
+
+    from rich.table import Table
+
+    from cumulo.operations.doctor import FAIL, as_dicts, run_checks
+
+    sd = resolve_state_dir(state_dir)
+    checks = run_checks(load_config(sd), sd)
+    if as_json:
+        click.echo(json.dumps(as_dicts(checks), indent=2))
+    else:
+        table = Table("check", "", "detail", "fix")
+        marks = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
+        for c in checks:
+            table.add_row(c.name, marks[c.status], c.detail, c.fix)
+        Console(soft_wrap=False).print(table)
+    if any(c.status == FAIL for c in checks):
+        sys.exit(1)
+
+
+@main.command()
+@state_dir_option
+def down(state_dir: Path | None) -> None:
+    """Stop the cloud serving the state dir; its guests and data plane keep running."""
+    from cumulo.operations.purge import cloud_namespaces, cloud_processes, scope_of, stop_cloud
+
+    sd = resolve_state_dir(state_dir)
+    try:
+        pid = stop_cloud(sd)
+    except TimeoutError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+    console.print(f"cumulo (pid {pid}) stopped." if pid else f"No cumulo is running on {sd}.")
+    scope = scope_of(sd)
+    guests = cloud_processes(scope)["qemu-system-x86_64"]
+    namespaces = cloud_namespaces(scope)
+    if guests or namespaces:
+        console.print(
+            f"Kept running: {len(guests)} guest(s), {len(namespaces)} network namespace(s) "
+            "(guests keep their network). `cumulo purge` removes them."
+        )
+
+
+@main.command()
+@state_dir_option
+@click.option("--scope", default=None, help="Purge by scope (when the state dir is gone).")
+@click.option("--remove-state-dir", is_flag=True, help="Then delete the state dir too.")
+def purge(state_dir: Path | None, scope: str | None, remove_state_dir: bool) -> None:
+    """Stop the cloud, its guests and NBD exports, and remove its network namespaces
+    (bridges, taps, nftables, dnsmasq inside them); with --remove-state-dir, its data."""
+    from cumulo.operations.purge import purge as purge_cloud
+    from cumulo.operations.purge import stop_cloud
+
+    sd = None if scope else resolve_state_dir(state_dir)
+    if sd is not None and sd.exists():
+        stop_cloud(sd)
+    report = purge_cloud(sd, scope, remove_state_dir)
+    console.print(
+        f"Purged scope {report.scope}: {len(report.guests)} guest(s), "
+        f"{len(report.exports)} NBD export(s), {len(report.namespaces)} namespace(s)"
+        + (", state dir removed" if report.state_dir_removed else "")
+    )
+
+
+@main.group()
+def db() -> None:
+    """The services' database schemas."""
+
+
+def _print_schemas(states) -> None:
+    for s in states:
+        where = "not created" if s.current is None else f"at {s.current}"
+        verdict = "up to date" if s.up_to_date else f"{where}, newest is {s.head}"
+        console.print(f"  {s.service:<9} {verdict:<32} {s.database}")
+
+
+@db.command("check")
+@state_dir_option
+def db_check(state_dir: Path | None) -> None:
+    """Say where each service's schema stands; exit 1 when one needs `cumulo db upgrade`."""
+    from cumulo.operations import database
+
+    sd = resolve_state_dir(state_dir)
+    states = asyncio.run(database.check(load_config(sd), sd))
+    _print_schemas(states)
+    if not all(s.up_to_date for s in states):
+        console.print("Run `cumulo db upgrade` (or start `cumulo up`, which upgrades).")
+        sys.exit(1)
+
+
+@db.command("upgrade")
+@state_dir_option
+def db_upgrade(state_dir: Path | None) -> None:
+    """Upgrade every service's schema to the newest revision (creating databases)."""
+    from cumulo.operations import database
+
+    sd = resolve_state_dir(state_dir)
+    _print_schemas(asyncio.run(database.upgrade(load_config(sd), sd)))
+
+
+@main.group()
+def systemd() -> None:
+    """systemd units for cumulo's processes."""
+
+
+@systemd.command("install")
+@state_dir_option
+@click.option(
+    "--unit-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/etc/systemd/system"),
+    show_default=True,
+)
+def systemd_install(state_dir: Path | None, unit_dir: Path) -> None:
+    """Write cumulo.service (all-in-one), cumulo-compute.service and cumulo-volume.service."""
+    from cumulo.operations.systemd import install_units
+
+    sd = resolve_state_dir(state_dir)
+    for path in install_units(unit_dir, sd):
+        console.print(f"wrote {path}")
+    console.print(
+        "Then: systemctl daemon-reload && systemctl enable --now cumulo "
+        "(or cumulo-compute / cumulo-volume on a scale-out host)."
+    )
+
+
+@main.command("backup")
+@state_dir_option
+@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+def backup_command(state_dir: Path | None, target: Path) -> None:
+    """Copy the state dir into TARGET (new or empty), consistently, while the cloud runs."""
+    from cumulo.operations.backup import BackupError, backup
+
+    sd = resolve_state_dir(state_dir)
+    try:
+        report = backup(sd, target)
+    except BackupError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+    console.print(
+        f"Backed up {sd} to {target}: {report.files} files, {report.bytes / 1024**2:.1f} MiB, "
+        f"databases: {', '.join(sorted(report.databases)) or 'none (server database)'}"
+    )
+    if report.server_database:
+        console.print(
+            f"[yellow]The databases are on {report.server_database}:[/] back them up with "
+            "pg_dump / mariadb-dump now (see README)."
+        )
+
+
+@main.command("restore")
+@state_dir_option
+@click.argument("source", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def restore_command(state_dir: Path | None, source: Path) -> None:
+    """Make a new state dir (--state-dir, new or empty) from a `cumulo backup` in SOURCE."""
+    from cumulo.operations.backup import BackupError, restore
+
+    sd = resolve_state_dir(state_dir)
+    try:
+        report = restore(source, sd)
+    except BackupError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+    console.print(f"Restored {report.files} files into {sd}; start it with `cumulo up`.")
+
+
+@main.command()
+@state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(state_dir: Path | None, as_json: bool) -> None:
+    """The running cloud: APIs, services and heartbeats, servers per state, queues, database,
+    and guests this host runs that the database does not know (and the other way round)."""
+    import dataclasses
+    import json
+
+    from cumulo.operations.status import read_status
+
+    sd = resolve_state_dir(state_dir)
+    report = read_status(load_config(sd), sd)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(report), indent=2))
+        return
+    console.print(f"cumulo: {'running, pid ' + str(report.pid) if report.pid else 'not running'}")
+    console.print(f"database: {report.database['status']} ({report.database['detail']})")
+    for name, api in report.apis.items():
+        console.print(f"  {name:<14} {api['state']:<6} {api['detail']}")
+    for s in report.services:
+        age = "-" if s["heartbeat_age_s"] is None else f"{s['heartbeat_age_s']:.0f} s ago"
+        console.print(
+            f"  {s['binary']:<16} {s['host']:<24} {s['status']:<9} {s['state']:<5} heartbeat {age}"
+        )
+    servers = ", ".join(f"{k} {v}" for k, v in sorted(report.servers.items())) or "none"
+    console.print(f"servers: {servers}")
+    queues = ", ".join(f"{k} {v}" for k, v in sorted(report.queues.items())) or "all empty"
+    console.print(f"queues: {queues}")
+    if report.unknown_guests:
+        console.print(f"[yellow]guests the database does not know:[/] {report.unknown_guests}")
+    if report.missing_guests:
+        console.print(f"[yellow]servers placed here with no guest:[/] {report.missing_guests}")
+
+
+@main.command("grafana-dashboard")
+def grafana_dashboard() -> None:
+    """Print a Grafana dashboard (JSON) for the metrics at /metrics; import it in Grafana."""
+    import json
+
+    from cumulo.operations.grafana import dashboard
+
+    click.echo(json.dumps(dashboard(), indent=2))
+
+
+@main.command()
+@state_dir_option
+@click.argument("server")
+@click.option("--request-id", default=None, help="Another action of the server than its create.")
+@click.option("--json", "as_json", is_flag=True, help="Print the steps as JSON.")
+def trace(state_dir: Path | None, server: str, request_id: str | None, as_json: bool) -> None:
+    """SERVER's boot (or another action) as a timeline of its steps, with durations."""
+    import dataclasses
+    import json
+
+    from cumulo.operations.status import CloudReader
+    from cumulo.operations.trace import read_trace
+
+    sd = resolve_state_dir(state_dir)
+    reader = CloudReader(load_config(sd))
+    reader.sign_in()
+    action, steps = read_trace(reader, server, request_id)
+    if as_json:
+        body = {"action": action, "steps": [dataclasses.asdict(s) for s in steps]}
+        click.echo(json.dumps(body, indent=2))
+        return
+    console.print(f"{action['action']} {action['request_id']} at {action['start_time']}")
+    for s in steps:
+        took = "running" if s.duration_s is None else f"{s.duration_s * 1000:8.1f} ms"
+        console.print(
+            f"  +{s.start_s * 1000:8.1f} ms  {took}  {s.event:<36} {s.host or '-':<20} "
+            f"{s.result or ''}"
+        )
+
+
+@main.command()
+@state_dir_option
+@click.option("--follow", "-f", is_flag=True, help="Keep printing them as they come.")
+@click.option("--json", "as_json", is_flag=True, help="Each notification as a JSON line.")
+def events(state_dir: Path | None, follow: bool, as_json: bool) -> None:
+    """The cloud's notifications (instance.create.end, ...): the all-in-one cloud's file,
+    or live from RabbitMQ (where --follow is implied)."""
+    from cumulo.operations.events import print_events
+
+    sd = resolve_state_dir(state_dir)
+    try:
+        asyncio.run(print_events(load_config(sd), sd, follow, click.echo, as_json))
+    except KeyboardInterrupt:
+        pass

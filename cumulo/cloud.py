@@ -17,6 +17,7 @@ from cumulo.common.config import (
     write_config,
 )
 from cumulo.common.db import Database
+from cumulo.common.service_client import ServiceClient
 from cumulo.compute.app import create_compute_app
 from cumulo.compute.cell import ComputeCell
 from cumulo.compute.consoles import create_console_proxy_app
@@ -31,6 +32,9 @@ from cumulo.network.app import create_network_app, open_network_service
 from cumulo.network.bootstrap import bootstrap_network
 from cumulo.network.core import NetworkService
 from cumulo.network.dataplane.metadata_proxy import start_metadata_proxies
+from cumulo.network.nova_notifier import NovaNotifier
+from cumulo.object_store.app import create_object_store_app, open_object_store
+from cumulo.object_store.core import ObjectStore
 from cumulo.volume.app import create_volume_app, open_volume_service
 from cumulo.volume.core import VolumeService
 
@@ -55,6 +59,9 @@ def prepare_state_dir(
             changed = True
     if not config.metadata.shared_secret:
         config.metadata.shared_secret, changed = secrets.token_hex(32), True
+    if not config.object_store.hash_path_suffix:
+        config.object_store.hash_path_prefix = secrets.token_hex(16)
+        config.object_store.hash_path_suffix, changed = secrets.token_hex(16), True
     if changed:
         write_config(state_dir, config)
     max_keys = config.identity.max_active_keys
@@ -75,10 +82,16 @@ class Cloud:
     compute: ComputeCell | None = None
     network: NetworkService | None = None
     volume: VolumeService | None = None
+    object_store: ObjectStore | None = None
 
     @classmethod
-    async def open(cls, state_dir: Path, **overrides: str | None) -> Cloud:
+    async def open(cls, state_dir: Path, *, agents: bool = True, **overrides: str | None) -> Cloud:
+        """Every service, bootstrapped; with `agents`, also what runs on the host (compute
+        hosts, storage backends, the network data plane): `cumulo init` goes without."""
         config = prepare_state_dir(state_dir, **overrides)
+        if not agents:
+            config = config.model_copy(deep=True)
+            config.volume.run_backends = False
         cloud = cls(state_dir, config)
         db = Database(database_url(config, state_dir, "identity"), "identity")
         cloud.databases["identity"] = db
@@ -100,7 +113,7 @@ class Cloud:
         )
         cloud.identity.invalidation_listeners.append(cloud.volume.validator.clear)
         cloud.network = await open_network_service(
-            config, state_dir, identity_app=create_identity_app(cloud.identity)
+            config, state_dir, identity_app=create_identity_app(cloud.identity), dataplane=agents
         )
         cloud.identity.invalidation_listeners.append(cloud.network.validator.clear)
         await bootstrap_network(cloud.network, cloud.identity)
@@ -112,8 +125,19 @@ class Cloud:
             image_app=create_image_app(cloud.image),
             network_app=create_network_app(cloud.network),
             volume_app=create_volume_app(cloud.volume),
+            hosts=agents,
         )
         cloud.identity.invalidation_listeners.append(cloud.compute.service.validator.clear)
+        cloud.object_store = await open_object_store(
+            config, state_dir, identity_app=create_identity_app(cloud.identity)
+        )
+        cloud.identity.invalidation_listeners.append(cloud.object_store.validator.clear)
+        # Network tells Compute when a server's floating IPs change (Neutron's nova notifier).
+        compute_client = ServiceClient("compute", app=create_compute_app(cloud.compute.service))
+        cloud.network.nova_notifier = NovaNotifier(
+            compute_client, cloud.network.validator.client.service_token
+        )
+        cloud.network.on_close.append(compute_client.close)
         # The network agent's proxies in the router namespaces reach the metadata service.
         await start_metadata_proxies(cloud.network, config)
         return cloud
@@ -123,12 +147,17 @@ class Cloud:
         assert self.compute is not None
         assert self.network is not None
         assert self.volume is not None
+        assert self.object_store is not None
         return {
             "identity": (create_identity_app(self.identity), self.config.ports.identity),
             "image": (create_image_app(self.image), self.config.ports.image),
             "network": (create_network_app(self.network), self.config.ports.network),
             "compute": (create_compute_app(self.compute.service), self.config.ports.compute),
             "block-storage": (create_volume_app(self.volume), self.config.ports.block_storage),
+            "object-store": (
+                create_object_store_app(self.object_store),
+                self.config.ports.object_store,
+            ),
             "metadata": (
                 create_metadata_app(self.compute.service.db, self.config.metadata.shared_secret),
                 self.config.ports.metadata,
@@ -148,5 +177,7 @@ class Cloud:
             await self.network.close()
         if self.volume is not None:
             await self.volume.close()
+        if self.object_store is not None:
+            await self.object_store.close()
         for db in self.databases.values():
             await db.dispose()

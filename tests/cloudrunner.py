@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Until something listens on 127.0.0.1:`port` (`proc`, when given, must not exit)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the process exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout:g} s")
+
+
 def configure_state_dir(state_dir: Path, database: str | None = None) -> None:
     """A test state dir: free ports, cheap bcrypt, the given database."""
     config = prepare_state_dir(state_dir, database=database)
@@ -37,6 +52,25 @@ def configure_state_dir(state_dir: Path, database: str | None = None) -> None:
     config.network.driver = "noop"
     # ...and the fake hypervisor; tests/e2e boots real QEMU guests.
     config.compute.driver = "fake"
+    write_config(state_dir, config)
+    # `cumulo up` offers the demo image on a state dir's first start; tests that want it
+    # ask for it (--with-demo-image), the others start without building it.
+    (state_dir / "demo-image-offered").touch()
+
+
+def configure_guest_state_dir(state_dir: Path, host: str, **compute: Any) -> None:
+    """A test state dir for real guests: QEMU (TCG) and the linuxbridge data plane, the
+    compute host and its network agent both named `host`; `compute`: more [compute]."""
+    configure_state_dir(state_dir)
+    config = load_config(state_dir)
+    config.compute.driver = "qemu"
+    config.compute.qemu_accel = "tcg"
+    config.compute.host = host
+    # The data plane wires the ports bound to its own host: the same name as compute's.
+    config.network.agent_host = host
+    config.network.driver = "linuxbridge"
+    for name, value in compute.items():
+        setattr(config.compute, name, value)
     write_config(state_dir, config)
 
 
@@ -59,6 +93,16 @@ def remove_data_plane(state_dir: Path) -> None:
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     left = [line.split()[0] for line in names.splitlines() if line.startswith(driver.prefix)]
     assert not left, f"namespaces left behind: {left}"
+
+
+def password_auth(user: dict[str, Any], password: str, scope: Any = None) -> dict[str, Any]:
+    """The body of a password login (POST /v3/auth/tokens) for a user given by id or name."""
+    auth: dict[str, Any] = {
+        "identity": {"methods": ["password"], "password": {"user": {**user, "password": password}}}
+    }
+    if scope is not None:
+        auth["scope"] = scope
+    return {"auth": auth}
 
 
 class CloudRunner:
@@ -166,21 +210,11 @@ class CloudRunner:
         )
         r = httpx.post(
             f"{self.auth_url}/auth/tokens",
-            json={
-                "auth": {
-                    "identity": {
-                        "methods": ["password"],
-                        "password": {
-                            "user": {
-                                "name": username,
-                                "domain": {"id": "default"},
-                                "password": password,
-                            }
-                        },
-                    },
-                    "scope": {"project": {"name": project, "domain": {"id": "default"}}},
-                }
-            },
+            json=password_auth(
+                {"name": username, "domain": {"id": "default"}},
+                password,
+                {"project": {"name": project, "domain": {"id": "default"}}},
+            ),
         )
         r.raise_for_status()
         return r.headers["X-Subject-Token"]

@@ -24,6 +24,18 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+GUEST_TOOLS = ("qemu-system-x86_64", "qemu-img", "ip", "nft", "dnsmasq")
+
+
+def require_real_guests() -> None:
+    """Real guests need root (namespaces, taps) and QEMU and the data plane's tools."""
+    import shutil
+
+    missing = [t for t in GUEST_TOOLS if not shutil.which(t)]
+    if missing or os.geteuid() != 0:
+        skip_or_fail(f"real guests need root and {', '.join(GUEST_TOOLS)} (missing: {missing})")
+
+
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory: pytest.TempPathFactory):
     """One all-in-one cloud shared by the functional tests.

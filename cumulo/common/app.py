@@ -7,6 +7,7 @@ body parsing with pydantic validation that answers 400 in that dialect.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
@@ -16,15 +17,17 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import orjson
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 from starlette import responses
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cumulo.common import metrics, tracing
 from cumulo.common.faults import (
     ERRORS_BY_STATUS,
     ApiError,
@@ -47,24 +50,6 @@ class JSONResponse(responses.JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
-
-
-class RequestIdFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
-        return True
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler()
-    handler.addFilter(RequestIdFilter())
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
 
 
 class RequestIdMiddleware:
@@ -92,19 +77,71 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            if LOG.isEnabledFor(logging.INFO):
-                LOG.info(
-                    "%s %s %s %s %.1fms",
-                    self.service,
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    (time.perf_counter() - started) * 1000,
+        traced = contextlib.ExitStack()
+        span = None
+        if tracing.enabled():
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            span = traced.enter_context(
+                tracing.span(
+                    f"{self.service} {scope['method']}",
+                    SpanKind.SERVER,
+                    carrier=headers,
+                    **{
+                        "openstack.request_id": request_id,
+                        "openstack.global_request_id": headers.get("x-openstack-request-id"),
+                        "http.method": scope["method"],
+                    },
                 )
+            )
+        try:
+            with traced:
+                await self.app(scope, receive, send_with_id)
+                if span is not None:
+                    span.update_name(
+                        f"{self.service} {scope['method']} {metrics.route_template(scope)}"
+                    )
+                    span.set_attribute("http.status_code", status)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = metrics.route_template(scope)
+            metrics.HTTP_REQUESTS.labels(self.service, scope["method"], route, status).inc()
+            metrics.HTTP_LATENCY.labels(self.service, scope["method"], route).observe(elapsed)
+            if LOG.isEnabledFor(logging.INFO):
+                self._log_request(scope, route, status, elapsed)
             request_id_var.reset(token)
+
+    def _log_request(self, scope: Scope, route: str, status: int, elapsed: float) -> None:
+        """One line per request; its fields are also record attributes (JSON logs)."""
+        ctx = scope.get("cumulo.context")
+        fields = {
+            "service": self.service,
+            "method": scope["method"],
+            "route": route,
+            "path": scope["path"],
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 1),
+            "global_request_id": _header(scope, b"x-openstack-request-id"),
+            "user_id": getattr(ctx, "user_id", None),
+            "project_id": getattr(ctx, "project_id", None),
+        }
+        LOG.info(
+            "%s %s %s %s %.1fms user=%s project=%s",
+            self.service,
+            scope["method"],
+            scope["path"],
+            status,
+            elapsed * 1000,
+            fields["user_id"] or "-",
+            fields["project_id"] or "-",
+            extra={"fields": fields},
+        )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 def create_app(
@@ -135,7 +172,7 @@ def create_app(
         return error_response(ApiError())
 
     app = Starlette(
-        routes=list(routes),
+        routes=[*routes, Route("/metrics", metrics.metrics_endpoint, methods=["GET"])],
         exception_handlers={
             ApiError: on_api_error,
             HTTPException: on_http_error,

@@ -7,11 +7,12 @@ all-in-one cloud": SQLite files in the state dir, services on 127.0.0.1.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 CONFIG_FILE = "cumulo.toml"
 DEFAULT_STATE_DIR = Path("~/.local/share/cumulo")
@@ -29,6 +30,36 @@ class DatabaseConfig(_Section):
     url: str = ""
 
 
+class SecurityComplianceConfig(_Section):
+    """Keystone's [security_compliance] options; each is off unless set."""
+
+    # Failed logins in a row before the account is locked (Keystone's message, 401; 0: off).
+    lockout_failure_attempts: int = Field(0, ge=0)
+    # Seconds a locked account stays locked (0: until an admin enables the user).
+    lockout_duration: int = Field(1800, ge=0)
+    # Days a password is valid (0: forever); passwords set before it was enabled never expire.
+    password_expires_days: int = Field(0, ge=0)
+    # A password changed by its user must differ from this many previous ones (0: off).
+    unique_last_password_count: int = Field(0, ge=0)
+    # Days a self-service password must be used before its user may change it again.
+    minimum_password_age: int = Field(0, ge=0)
+    # New users and passwords an admin resets must be changed before any other use.
+    change_password_upon_first_use: bool = False
+    # Every new password must match this regular expression (Python `re`, search; "": any).
+    password_regex: str = ""
+    # What the regex demands, in words: told to a user whose password fails it.
+    password_regex_description: str = ""
+
+    @field_validator("password_regex")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return pattern
+
+
 class IdentityConfig(_Section):
     token_expiration: int = Field(3600, ge=60, description="token lifetime, seconds")
     bcrypt_rounds: int = Field(12, ge=4, le=31)
@@ -44,6 +75,11 @@ class IdentityConfig(_Section):
     demo_password: str = ""
     # The service user's password (service-to-service calls).
     service_password: str = ""
+    security_compliance: SecurityComplianceConfig = SecurityComplianceConfig()
+    # TOTP passcodes of this many 30 s windows before the current one are accepted too.
+    totp_included_previous_windows: int = Field(1, ge=0, le=10)
+    # Lifetime (seconds) of an auth receipt: the time a user has to give the next factor.
+    receipt_expiration: int = Field(300, ge=1, le=86400)
 
 
 class ImageQuota(_Section):
@@ -162,6 +198,14 @@ class ComputeConfig(_Section):
     reserved_host_disk_gb: int = Field(0, ge=0)
     # Weighers spread instances over hosts (true) or stack them (false).
     spread: bool = True
+    # A resize may stay on the server's own host (Nova's default is false; devstack's
+    # single-host clouds set true, and so does cumulo: most clouds start with one host).
+    allow_resize_to_same_host: bool = True
+    # Seconds a shelved server keeps its host before it is offloaded: 0 at once, -1 never.
+    shelved_offload_time: int = Field(0, ge=-1)
+    # Where other compute hosts reach this one's migration streams and disk exports
+    # (QEMU live migration, cold-migration disk copies); empty: this machine's address.
+    migration_address: str = ""
     # Remote consoles: the noVNC page users are sent to (empty: this cloud's own proxy,
     # http://<public host>:<ports.novncproxy>/vnc_lite.html), how long a console URL
     # stays valid (seconds), and the browser origins besides the proxy's own host.
@@ -237,6 +281,10 @@ class MessagingConfig(_Section):
     transport_url: str = "memory://"
     # Prefix of every queue on the broker: clouds sharing one broker use different ones.
     namespace: str = Field("cumulo", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Where notifications go (oslo.messaging's notification driver): "messaging" (the
+    # services' topic exchanges on RabbitMQ, as OpenStack's), "log" (JSON lines in
+    # <state dir>/notifications.jsonl), "noop"; "auto": messaging on RabbitMQ, else log.
+    notification_driver: str = Field("auto", pattern="^(auto|messaging|log|noop)$")
 
 
 class MetadataConfig(_Section):
@@ -247,6 +295,51 @@ class MetadataConfig(_Section):
     # 169.254.169.254:80 there), and the address they reach the metadata service at.
     proxy_port: int = Field(9697, ge=1, le=65535)
     service_host: str = "127.0.0.1"
+
+
+class StoragePolicyConfig(_Section):
+    """One storage policy ("pool"): its own object ring, chosen per container."""
+
+    index: int = Field(ge=0)
+    name: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$")
+    default: bool = False
+    # Deprecated: existing containers keep it, new containers cannot choose it.
+    deprecated: bool = False
+    # Replicas of the ring `cumulo up` creates for it when it has none yet.
+    replicas: int = Field(3, ge=1)
+
+
+class ObjectStoreConfig(_Section):
+    # Device directories (one per ring device name); default <state>/object-store/devices.
+    devices: str = ""
+    # Ring and builder files; default <state>/object-store/rings.
+    rings: str = ""
+    # Salt of the ring's hash of every name (Swift's swift_hash_path_prefix/suffix),
+    # generated on first start; never change it once data is stored.
+    hash_path_prefix: str = ""
+    hash_path_suffix: str = ""
+    # What `cumulo up` creates when there is no ring: this many devices d0, d1, ...
+    # under `devices`, partition power and minimum hours between moves of a partition.
+    device_count: int = Field(3, ge=1)
+    part_power: int = Field(10, ge=0, le=24)
+    min_part_hours: int = Field(1, ge=0)
+    policies: list[StoragePolicyConfig] = Field(
+        default_factory=lambda: [StoragePolicyConfig(index=0, name="Policy-0", default=True)]
+    )
+    # Keystone authorization (Swift's keystoneauth): accounts are <reseller_prefix><project>,
+    # a user with one of operator_roles in the project owns its account, the
+    # reseller_admin_role may use every account.
+    reseller_prefix: str = "AUTH_"
+    operator_roles: list[str] = Field(default_factory=lambda: ["admin", "member"])
+    reseller_admin_role: str = "ResellerAdmin"
+    max_file_size: int = Field(5368709122, ge=1)
+    container_listing_limit: int = Field(10000, ge=1)
+    account_listing_limit: int = Field(10000, ge=1)
+    # Background daemons of the storage nodes (seconds between passes; 0: not run).
+    replicator_interval: float = Field(30.0, ge=0)
+    auditor_interval: float = Field(300.0, ge=0)
+    updater_interval: float = Field(30.0, ge=0)
+    expirer_interval: float = Field(60.0, ge=0)
 
 
 class ServicePorts(_Section):
@@ -276,6 +369,7 @@ class CumuloConfig(_Section):
     volume: VolumeConfig = VolumeConfig()
     messaging: MessagingConfig = MessagingConfig()
     metadata: MetadataConfig = MetadataConfig()
+    object_store: ObjectStoreConfig = ObjectStoreConfig()
     ports: ServicePorts = ServicePorts()
 
     @property

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from starlette.types import ASGIApp
 
+from cumulo.common import tracing
 from cumulo.common.config import CumuloConfig
 from cumulo.common.faults import ServiceUnavailable, Unauthorized
 
@@ -41,7 +42,12 @@ class IdentityClient:
         else:
             transport = httpx.AsyncHTTPTransport(retries=2)
             base_url = url or f"http://{config.catalog_host}:{config.ports.identity}"
-        self._http = httpx.AsyncClient(transport=transport, base_url=base_url, timeout=timeout)
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            base_url=base_url,
+            timeout=timeout,
+            event_hooks={"request": [tracing.inject_http]},  # validations join the trace
+        )
         self._token: str | None = None
         self._token_deadline = 0.0
         self._lock = asyncio.Lock()
@@ -58,21 +64,7 @@ class IdentityClient:
             return self._token
 
     async def _authenticate(self) -> tuple[str, float]:
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {
-                        "user": {
-                            "name": SERVICE_USER,
-                            "domain": {"name": "Default"},
-                            "password": self.config.identity.service_password,
-                        }
-                    },
-                },
-                "scope": {"project": {"name": SERVICE_PROJECT, "domain": {"name": "Default"}}},
-            }
-        }
+        body = password_auth(SERVICE_USER, self.config.identity.service_password, SERVICE_PROJECT)
         r = await self._request("POST", "/v3/auth/tokens?nocatalog", json=body)
         if r.status_code != 201:
             raise ServiceUnavailable(f"The service user cannot authenticate ({r.status_code}).")
@@ -108,3 +100,18 @@ class IdentityClient:
             return await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise ServiceUnavailable(f"The Identity service is unreachable: {exc}") from None
+
+
+def password_auth(user: str, password: str, project: str) -> dict[str, Any]:
+    """The body of a password sign-in of a Default-domain user, scoped to a project."""
+    return {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {"name": user, "domain": {"name": "Default"}, "password": password}
+                },
+            },
+            "scope": {"project": {"name": project, "domain": {"name": "Default"}}},
+        }
+    }

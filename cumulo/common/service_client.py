@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 from starlette.types import ASGIApp
 
+from cumulo.common import tracing
+
 
 class ServiceError(Exception):
     """The other service answered with an error status."""
@@ -40,7 +42,10 @@ class ServiceClient:
             httpx.ASGITransport(app=app) if app is not None else httpx.AsyncHTTPTransport(retries=2)
         )
         self._http = httpx.AsyncClient(
-            transport=transport, base_url=url or f"http://{service}.internal", timeout=timeout
+            transport=transport,
+            base_url=url or f"http://{service}.internal",
+            timeout=timeout,
+            event_hooks={"request": [tracing.inject_http]},  # the call joins the trace
         )
 
     async def close(self) -> None:

@@ -16,6 +16,7 @@ from cumulo.compute.cell import host_options, make_driver
 from cumulo.compute.image_cache import ImageCache
 from cumulo.compute.manager import ComputeManager
 from cumulo.compute.network import NetworkClient
+from cumulo.compute.notifications import compute_notifier
 
 LOG = logging.getLogger(__name__)
 
@@ -44,12 +45,14 @@ async def run_compute_agent(config: CumuloConfig, state_dir: Path, stop: asyncio
         host_options(config),
         volumes=volumes,
     )
+    manager.notifier = compute_notifier(config, state_dir)
     try:
         await manager.start()
         LOG.info("compute agent %s is up (controller %s)", host, controller)
         await stop.wait()
     finally:
         await manager.stop()
+        await manager.notifier.close()
         await bus.close()
         for client in (images, networks, volumes):
             await client.close()

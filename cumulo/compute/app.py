@@ -13,12 +13,19 @@ from cumulo.compute.api import (
     aggregates,
     availability_zones,
     flavors,
+    floating_ips,
+    hosts,
     hypervisors,
+    images,
     interfaces,
     keypairs,
     limits,
+    migrations,
+    networks,
     quotas,
+    security_groups,
     server_actions,
+    server_external_events,
     server_extras,
     server_groups,
     server_security,
@@ -26,6 +33,7 @@ from cumulo.compute.api import (
     services,
     versions,
     volume_attachments,
+    volumes,
 )
 from cumulo.compute.api.microversion import MicroversionMiddleware
 from cumulo.compute.service import ComputeService
@@ -56,6 +64,7 @@ API_ROUTES: list[BaseRoute] = [
     *flavors.routes,
     *keypairs.routes,
     *services.routes,
+    *hosts.routes,
     *hypervisors.routes,
     *aggregates.routes,
     *availability_zones.routes,
@@ -63,12 +72,22 @@ API_ROUTES: list[BaseRoute] = [
     *quotas.routes,
     *server_groups.routes,
     *server_security.routes,
+    *security_groups.routes,
+    *floating_ips.routes,
+    *images.routes,
+    *networks.routes,
+    *volumes.routes,
+    *server_external_events.routes,
+    *migrations.routes,
 ]
 
 
 def create_compute_app(service: ComputeService) -> Starlette:
     routes = list(API_ROUTES)
     app = create_app("compute", routes, render_compute)
+    # Nova routes no path with an empty trailing segment: 404, not a redirect to the
+    # collection (a DELETE /os-security-groups/ must not reach the list).
+    app.router.redirect_slashes = False
     app.add_middleware(MicroversionMiddleware, render_error=_version_error)
     app.state.compute = service
     app.state.token_validator = service.validator

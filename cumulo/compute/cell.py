@@ -16,7 +16,9 @@ from cumulo.common.auth import TokenValidator
 from cumulo.common.config import CumuloConfig, database_url
 from cumulo.common.db import Database
 from cumulo.common.identity_client import IdentityClient
+from cumulo.common.notifications import Notifier
 from cumulo.common.rpc import Transport, get_transport
+from cumulo.common.rpc.memory import MemoryTransport
 from cumulo.common.service_client import ServiceClient
 from cumulo.compute import rpcapi
 from cumulo.compute.bootstrap import bootstrap_compute
@@ -24,6 +26,7 @@ from cumulo.compute.conductor import ConductorManager, ConductorOptions
 from cumulo.compute.image_cache import ImageCache
 from cumulo.compute.manager import ComputeManager, HostOptions
 from cumulo.compute.network import NetworkClient
+from cumulo.compute.notifications import compute_notifier
 from cumulo.compute.scheduler.manager import SchedulerManager
 from cumulo.compute.service import ComputeService
 from cumulo.compute.virt.driver import ComputeDriver
@@ -39,7 +42,12 @@ def make_driver(config: CumuloConfig, host: str, state_dir: Path) -> ComputeDriv
     if driver == "qemu":
         from cumulo.compute.virt.qemu import QemuDriver
 
-        return QemuDriver(state_dir, host, accel=config.compute.qemu_accel)
+        return QemuDriver(
+            state_dir,
+            host,
+            accel=config.compute.qemu_accel,
+            migration_address=config.compute.migration_address,
+        )
     return FakeDriver(host, spawn_delay=config.compute.fake_spawn_delay)
 
 
@@ -54,6 +62,7 @@ def host_options(config: CumuloConfig) -> HostOptions:
         reserved_host_memory_mb=c.reserved_host_memory_mb,
         reserved_host_disk_gb=c.reserved_host_disk_gb,
         force_config_drive=c.force_config_drive,
+        shelved_offload_time=c.shelved_offload_time,
     )
 
 
@@ -77,6 +86,7 @@ class ComputeCell:
     managers: list[ComputeManager] = field(default_factory=list)
     clients: list[ServiceClient] = field(default_factory=list)
     tasks: list[asyncio.Task] = field(default_factory=list)
+    notifier: Notifier | None = None
 
     @classmethod
     async def open(
@@ -88,8 +98,10 @@ class ComputeCell:
         image_app: ASGIApp | None = None,
         network_app: ASGIApp | None = None,
         volume_app: ASGIApp | None = None,
+        hosts: bool = True,
     ) -> ComputeCell:
-        """The all-in-one compute: every compute service in this process, apps in-process."""
+        """The all-in-one compute: every compute service in this process, apps in-process;
+        hosts: run the compute hosts too (not for `cumulo init`)."""
         bus = get_transport(config.messaging.transport_url, config.messaging.namespace)
         await bus.start()
         db = Database(database_url(config, state_dir, "compute"), "compute")
@@ -105,7 +117,11 @@ class ComputeCell:
             conductor := ConductorManager(
                 db,
                 bus,
-                ConductorOptions(max_attempts=c.max_attempts, build_timeout=c.build_timeout),
+                ConductorOptions(
+                    max_attempts=c.max_attempts,
+                    build_timeout=c.build_timeout,
+                    allow_resize_to_same_host=c.allow_resize_to_same_host,
+                ),
             ),
         )
         await bus.serve(
@@ -117,11 +133,14 @@ class ComputeCell:
         )
         service = ComputeService(config, state_dir, db, bus, validator, images, networks, volumes)
         cell = cls(config, state_dir, bus, db, service, clients=clients)
+        if hosts and isinstance(bus, MemoryTransport):
+            await conductor.fail_unscheduled_builds()
         cell.tasks.append(asyncio.create_task(_expire_builds_forever(conductor)))
         base = c.host or socket.gethostname()
-        hosts = [base] + [f"{base}-fake{i}" for i in range(1, c.fake_hosts + 1)]
+        names = [base] + [f"{base}-fake{i}" for i in range(1, c.fake_hosts + 1)]
         options = host_options(config)
-        for host in hosts:
+        cell.notifier = notifier = compute_notifier(config, state_dir)
+        for host in names if hosts else []:
             driver = (
                 make_driver(config, host, state_dir)
                 if host == base
@@ -130,6 +149,7 @@ class ComputeCell:
             cache = ImageCache(state_dir / "compute" / host / "images", images)
             network = NetworkClient(networks, validator.client.service_token) if networks else None
             manager = ComputeManager(host, driver, bus, cache, network, options, volumes=volumes)
+            manager.notifier = notifier
             await manager.start()
             cell.managers.append(manager)
         return cell
@@ -141,6 +161,8 @@ class ComputeCell:
         for manager in self.managers:
             await manager.stop()
         await self.bus.close()
+        if self.notifier is not None:
+            await self.notifier.close()
         for client in self.clients:
             await client.close()
         await self.service.validator.client.close()

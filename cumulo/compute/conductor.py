@@ -15,9 +15,11 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from cumulo.common import metrics
 from cumulo.common.db import Database, utcnow
 from cumulo.common.rpc import Endpoint, RemoteError
 from cumulo.compute import rpcapi
+from cumulo.compute.conductor_moves import MoveTasks
 from cumulo.compute.models import (
     AggregateHost,
     AggregateMetadata,
@@ -30,8 +32,7 @@ from cumulo.compute.models import (
     InstanceActionEvent,
     InstanceFault,
 )
-from cumulo.compute.scheduler.claims import COMPUTE_BINARY, claim, release, resize_allocation
-from cumulo.compute.scheduler.manager import request_spec_from_dict
+from cumulo.compute.scheduler.claims import COMPUTE_BINARY, release, resize_allocation
 from cumulo.compute.states import PowerState, TaskState, VmState
 
 LOG = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ UPDATABLE = {
 }
 
 
+INTERRUPTED_SCHEDULING = "The cloud stopped while the server was being scheduled."
+
+
 class UnexpectedTaskState(Exception):
     """The instance moved on (deleted, or another action) while a task was running."""
 
@@ -70,6 +74,8 @@ class ConductorOptions:
     max_attempts: int = 3
     # A build that has not moved for this long (seconds) is failed: a host died mid-build.
     build_timeout: float = 600.0
+    # A resize may pick the server's own host ([compute] allow_resize_to_same_host).
+    allow_resize_to_same_host: bool = True
 
 
 def instance_to_dict(inst: Any) -> dict[str, Any]:
@@ -290,7 +296,7 @@ def _to_db_value(field: str, value: Any) -> Any:
     return value
 
 
-class ConductorManager(Endpoint):
+class ConductorManager(MoveTasks, Endpoint):
     def __init__(self, db: Database, bus, options: ConductorOptions | None = None) -> None:
         self.db = db
         self.options = options or ConductorOptions()
@@ -404,6 +410,35 @@ class ConductorManager(Endpoint):
             "retry": {"num_attempts": retry["num_attempts"] + 1, "hosts": retry["hosts"]},
         }
         await self._schedule_and_cast(ctx, [instance_uuid], spec, last_error=reason)
+
+    async def build_interrupted(
+        self, ctx: dict, instance_uuid: str, host: str | None, reason: str
+    ) -> None:
+        """A build that a restart stopped in the middle: its request is gone with the
+        process, so it cannot be resumed; its claim is released and it goes to ERROR
+        with a fault (the user deletes it, or rebuilds)."""
+        async with self.db.write() as s:
+            await s.run_sync(release, instance_uuid)
+        await self._fail(ctx, instance_uuid, reason, host=host)
+
+    async def fail_unscheduled_builds(self) -> list[str]:
+        """At the start of an all-in-one cloud: builds still waiting for a host were
+        lost with the in-process bus of the process that stopped."""
+        async with self.db.read() as s:
+            lost = list(
+                await s.scalars(
+                    select(Instance.uuid).where(
+                        Instance.vm_state == VmState.BUILDING,
+                        Instance.host.is_(None),
+                        Instance.deleted.is_(False),
+                    )
+                )
+            )
+        ctx = {"request_id": "req-conductor-start"}
+        for instance_uuid in lost:
+            LOG.warning("build of %s was lost when the cloud stopped: failing it", instance_uuid)
+            await self.build_interrupted(ctx, instance_uuid, None, INTERRUPTED_SCHEDULING)
+        return lost
 
     async def _fail(
         self,
@@ -572,6 +607,7 @@ class ConductorManager(Endpoint):
             event, error = item["event"], item.get("error")
             start = _to_db_value("launched_at", item.get("start_time")) or utcnow()
             if not item.get("finish"):
+                metrics.EVENT_TIMER.started(instance_uuid, request_id, event)
                 conn.execute(
                     _INSERT_EVENT,
                     {
@@ -585,6 +621,7 @@ class ConductorManager(Endpoint):
                     },
                 )
                 continue
+            metrics.EVENT_TIMER.finished(instance_uuid, request_id, event, bool(error))
             now = utcnow()
             finished = {
                 "finish_time": now,
@@ -683,45 +720,11 @@ class ConductorManager(Endpoint):
 
     # -- resize (on the instance's own host) ------------------------------------------
 
-    async def resize_instance(
-        self, ctx: dict, instance_uuid: str, new_flavor: dict[str, Any]
-    ) -> None:
-        """Claim the new flavor next to the old one, then have the host resize the guest."""
-        event = "conductor_resize_instance"
-        await self.action_event(ctx, instance_uuid, event)
-        spec = request_spec_from_dict({"flavor": new_flavor}, 1)
-        async with self.db.write() as s:
-            inst = await s.scalar(select(Instance).where(Instance.uuid == instance_uuid))
-            node_id = await s.scalar(
-                select(ComputeNode.id).where(ComputeNode.hypervisor_hostname == inst.node)
-            )
-            claimed = node_id is not None and await s.run_sync(
-                claim, node_id, resize_allocation(instance_uuid), spec
-            )
-        if not claimed:
-            message = f"No valid host was found. {inst.host} has no room for {new_flavor['name']}."
-            await self._resize_failed(ctx, instance_uuid, message, inst.host)
-            await self.action_event(ctx, instance_uuid, event, finish=True, error=message)
-            return
-        await self.compute.resize_instance(ctx, inst.host, instance_uuid, new_flavor, False)
-        await self.action_event(ctx, instance_uuid, event, finish=True)
-
-    async def _resize_failed(
-        self, ctx: dict, instance_uuid: str, message: str, host: str | None
-    ) -> None:
-        async with self.db.write() as s:
-            await s.execute(
-                update(Instance).where(Instance.uuid == instance_uuid).values(task_state=None)
-            )
-            s.add(
-                InstanceFault(
-                    instance_uuid=instance_uuid,
-                    code=500,
-                    message=message[:255],
-                    details=message,
-                    host=host,
-                )
-            )
+    def _to_db_values(self, updates: dict[str, Any]) -> dict[str, Any]:
+        bad = set(updates) - UPDATABLE - {"availability_zone"}
+        if bad:
+            raise ValueError(f"fields not updatable by compute hosts: {sorted(bad)}")
+        return {k: _to_db_value(k, v) for k, v in updates.items()}
 
     async def finish_resize(self, ctx: dict, instance_uuid: str, confirm: bool) -> None:
         """Confirm: the new flavor's claim becomes the instance's. Revert: it is released."""

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cumulo.common import metrics
 from cumulo.common.service_client import ServiceClient
 
 CHUNK = 1024 * 1024
@@ -47,7 +48,10 @@ class ImageCache:
         lock = self._locks.setdefault(image_id, asyncio.Lock())
         async with lock:
             if not path.exists() or path.stat().st_size != meta.get("size"):
+                metrics.IMAGE_CACHE.labels("miss").inc()
                 await self._download(token, image_id, meta, path)
+            else:
+                metrics.IMAGE_CACHE.labels("hit").inc()
         return path, meta
 
     async def _download(self, token: str, image_id: str, meta: dict[str, Any], path: Path) -> None:

@@ -17,12 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from cumulo.common.db import utcnow
+from cumulo.common.notifications import Notifier
 from cumulo.common.rpc import Endpoint, RemoteError, Transport
 from cumulo.common.service_client import ServiceClient, file_chunks
 from cumulo.compute import rpcapi
 from cumulo.compute.conductor import InstanceNotFound, UnexpectedTaskState
 from cumulo.compute.image_cache import ImageCache
+from cumulo.compute.manager_moves import HostMoves
 from cumulo.compute.network import NetworkClient, vifs_from_info
+from cumulo.compute.notifications import notify_instance
 from cumulo.compute.states import PowerState, TaskState, VmState
 from cumulo.compute.virt.driver import (
     BlockDevice,
@@ -93,13 +96,22 @@ class HostOptions:
     force_config_drive: bool = False
     # How long a build waits for the data plane to wire its ports (seconds).
     vif_plugging_timeout: float = 30.0
+    # Seconds before a shelved server is offloaded by the periodic task (0 or -1: never
+    # by it; 0 offloads at shelve time).
+    shelved_offload_time: int = 0
+
+
+INTERRUPTED_BUILD = "The compute host restarted while it was building the server."
 
 
 class _BuildAborted(Exception):
     """The instance was deleted (or taken over) while it was being built."""
 
 
-class ComputeManager(Endpoint):
+class ComputeManager(HostMoves, Endpoint):
+    # Versioned notifications for consumers outside cumulo (set by whoever runs the host).
+    notifier: Notifier | None = None
+
     def __init__(
         self,
         host: str,
@@ -120,6 +132,8 @@ class ComputeManager(Endpoint):
         self.options = options or HostOptions()
         self.volumes = volumes
         self._periodic: asyncio.Task | None = None
+        # Live migrations an abort was asked for (they end "cancelled", not "error").
+        self._aborted_migrations: set[str] = set()
         # A context for the agent's own messages (heartbeats, power sync).
         self.service_context = {
             "request_id": f"req-compute-{host}",
@@ -133,7 +147,9 @@ class ComputeManager(Endpoint):
     async def start(self) -> None:
         await self.driver.init_host(self.host)
         await self.report()
+        await self.recover_interrupted_work()
         await self.sync_power_states()
+        await self.destroy_evacuated_instances()
         await self.bus.serve(rpcapi.compute_topic(self.host), self)
         self._periodic = asyncio.create_task(self._periodic_tasks())
 
@@ -149,6 +165,7 @@ class ComputeManager(Endpoint):
             try:
                 await self.report()
                 await self.sync_power_states()
+                await self.offload_shelved_instances()
             except Exception:  # noqa: BLE001 - a failed round must not stop the next
                 LOG.exception("periodic tasks of %s failed", self.host)
 
@@ -174,6 +191,38 @@ class ComputeManager(Endpoint):
         await self.conductor.compute_node_report(
             self.service_context, self.host, resources, o.availability_zone
         )
+
+    async def recover_interrupted_work(self) -> None:
+        """What this host was doing when it stopped (Nova's init_host). A build cannot be
+        resumed (its request died with the process): its guest and ports are removed and
+        it goes to ERROR with a fault. A delete is finished. Any other task is cleared
+        (the power state sync then says what the guest is). A guest with no server on
+        this host (deleted meanwhile) is removed."""
+        token = await self.network.service_token() if self.network is not None else ""
+        ctx = {**self.service_context, "auth_token": token}
+        instances = await self.conductor.instances_on_host(ctx, self.host)
+        for inst in instances:
+            uuid, task = inst["uuid"], inst["task_state"]
+            try:
+                if inst["vm_state"] == VmState.BUILDING:
+                    LOG.warning("build of %s was interrupted by a restart: failing it", uuid)
+                    await self._undo_build(token, uuid, inst.get("network_info") or [])
+                    await self._release_volumes(ctx, uuid)
+                    await self.conductor.build_interrupted(ctx, uuid, self.host, INTERRUPTED_BUILD)
+                elif task == TaskState.DELETING:
+                    LOG.info("finishing the delete of %s", uuid)
+                    await self.terminate_instance(ctx, uuid)
+                elif task is not None:
+                    LOG.info("clearing task %s of %s, interrupted by a restart", task, uuid)
+                    await self.conductor.instance_update(
+                        ctx, uuid, {"task_state": None}, expected_task_state=[task]
+                    )
+            except Exception:  # noqa: BLE001 - one instance must not stop the host
+                LOG.exception("recovering %s on %s failed", uuid, self.host)
+        known = {inst["uuid"] for inst in instances}
+        for uuid in sorted(set(await self.driver.list_guests()) - known):
+            LOG.warning("guest %s has no server on %s: removing it", uuid, self.host)
+            await self.driver.destroy(uuid)
 
     async def sync_power_states(self) -> None:
         """Make the database agree with the hypervisor: a dead guest is never ACTIVE."""
@@ -252,16 +301,12 @@ class ComputeManager(Endpoint):
                 TaskState.SCHEDULING,
                 events=[{"event": event}, {"event": step}],
             )
+            await notify_instance(self.notifier, self.host, "instance.create.start", inst)
             if self.network is not None:
                 network_info = await self.network.allocate_for_instance(token, inst, self.host)
-                if not await self.network.wait_for_wiring(
+                await self.network.wait_for_wiring(
                     token, network_info, self.options.vif_plugging_timeout
-                ):
-                    LOG.warning(
-                        "ports of %s not wired after %ss; starting it anyway",
-                        instance_uuid,
-                        self.options.vif_plugging_timeout,
-                    )
+                )
             elif inst.get("requested_networks") not in ("none", [], None):
                 raise DriverError("this compute host has no Network service to ask for ports")
             await self._set_task(
@@ -312,6 +357,9 @@ class ComputeManager(Endpoint):
                 reply=False,
             )
             step = None
+            done = {"vm_state": VmState.ACTIVE, "task_state": None, "power_state": int(power)}
+            ready = {**inst, **done, "host": self.host, "network_info": network_info}
+            await notify_instance(self.notifier, self.host, "instance.create.end", ready)
         except _BuildAborted as exc:
             LOG.info("build of %s aborted: %s", instance_uuid, exc)
             await self._undo_build(token, instance_uuid, network_info)
@@ -328,13 +376,17 @@ class ComputeManager(Endpoint):
                 ctx, instance_uuid, event, host=self.host, finish=True, error=str(exc)
             )
             await self.conductor.build_failed(ctx, instance_uuid, self.host, str(exc), request_spec)
+            failed = {"uuid": instance_uuid, "host": self.host, "vm_state": VmState.ERROR}
+            await notify_instance(
+                self.notifier, self.host, "instance.create.error", failed, fault=str(exc)
+            )
 
     async def _undo_build(self, token: str, uuid: str, network_info: list[dict]) -> None:
         try:
             await self.driver.destroy(uuid)
         finally:
-            if self.network is not None and network_info:
-                await self.network.deallocate_for_instance(token, network_info)
+            if self.network is not None:
+                await self.network.deallocate_for_instance(token, network_info, uuid)
 
     async def _prepare_volumes(self, ctx: dict, inst: dict[str, Any]) -> tuple[BlockDevice, ...]:
         """The block_device_mapping step: volumes made (from an image, or blank), reserved,
@@ -497,7 +549,9 @@ class ComputeManager(Endpoint):
             ctx, instance_uuid, "compute_terminate_instance", host=self.host
         )
         instances = {i["uuid"]: i for i in await self.conductor.instances_on_host(ctx, self.host)}
-        info = (instances.get(instance_uuid) or {}).get("network_info") or []
+        inst = instances.get(instance_uuid) or {"uuid": instance_uuid, "host": self.host}
+        await notify_instance(self.notifier, self.host, "instance.delete.start", inst)
+        info = inst.get("network_info") or []
         await self._undo_build(token, instance_uuid, info)
         for bdm in await self.conductor.block_devices(ctx, instance_uuid):
             if bdm["attachment_id"]:
@@ -517,6 +571,8 @@ class ComputeManager(Endpoint):
             ctx, instance_uuid, "compute_terminate_instance", host=self.host, finish=True
         )
         await self.conductor.instance_deleted(ctx, instance_uuid, self.host)
+        gone = {**inst, "vm_state": VmState.DELETED, "task_state": None, "power_state": 0}
+        await notify_instance(self.notifier, self.host, "instance.delete.end", gone)
 
     async def power_action(
         self, ctx: dict, instance_uuid: str, action: str, args: dict[str, Any]
@@ -558,17 +614,29 @@ class ComputeManager(Endpoint):
 
     async def snapshot_instance(self, ctx: dict, instance_uuid: str, image_id: str) -> None:
         """Write the guest's disk into the Image service's image `image_id`."""
-        token = ctx.get("auth_token") or ""
         event = "compute_snapshot_instance"
         await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
-        images = self.image_cache.images
-        target = self.image_cache.root.parent / f"snapshot-{image_id}"
-        target.parent.mkdir(parents=True, exist_ok=True)
         error = None
         try:
             await self._set_task(
                 ctx, instance_uuid, TaskState.IMAGE_UPLOADING, TaskState.IMAGE_SNAPSHOT
             )
+            await self._upload_snapshot(ctx, instance_uuid, image_id)
+        except Exception as exc:  # noqa: BLE001 - the snapshot failed; say so
+            error = str(exc)
+            LOG.warning("snapshot of %s failed: %s", instance_uuid, exc)
+        await self._finish_task(ctx, instance_uuid)
+        await self.conductor.action_event(
+            ctx, instance_uuid, event, host=self.host, finish=True, error=error
+        )
+
+    async def _upload_snapshot(self, ctx: dict, instance_uuid: str, image_id: str) -> None:
+        """The guest's root disk into image `image_id`; a failure deletes the image."""
+        token = ctx.get("auth_token") or ""
+        images = self.image_cache.images
+        target = self.image_cache.root.parent / f"snapshot-{image_id}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
             disk_format = await self.driver.snapshot(instance_uuid, str(target))
             meta = await images.json("GET", f"/v2/images/{image_id}", token)
             if meta.get("disk_format") != disk_format:
@@ -586,19 +654,14 @@ class ComputeManager(Endpoint):
                 content=file_chunks(str(target)),
                 headers={"Content-Type": "application/octet-stream"},
             )
-        except Exception as exc:  # noqa: BLE001 - the snapshot failed; say so, drop the image
-            error = str(exc)
-            LOG.warning("snapshot of %s failed: %s", instance_uuid, exc)
+        except BaseException:
             try:
                 await images.request("DELETE", f"/v2/images/{image_id}", token, ok=(204, 404))
             except Exception:  # noqa: BLE001 - best effort
                 LOG.debug("could not delete image %s", image_id)
+            raise
         finally:
             target.unlink(missing_ok=True)
-        await self._finish_task(ctx, instance_uuid)
-        await self.conductor.action_event(
-            ctx, instance_uuid, event, host=self.host, finish=True, error=error
-        )
 
     async def _finish_task(self, ctx: dict, instance_uuid: str, **updates: Any) -> None:
         power = PowerState.NOSTATE
@@ -622,6 +685,10 @@ class ComputeManager(Endpoint):
             await self.driver.destroy(instance_uuid)
             guest = await self._guest_spec(token, inst, inst.get("network_info") or [])
             await self.driver.spawn(guest)
+            # A stopped server is rebuilt stopped (Nova powers it off again).
+            stopped = inst.get("vm_state") == VmState.STOPPED
+            if stopped:
+                await self.driver.power_off(instance_uuid)
         except Exception as exc:  # noqa: BLE001 - a failed rebuild leaves the server in ERROR
             LOG.warning("rebuild of %s failed: %s", instance_uuid, exc)
             await self._finish_task(ctx, instance_uuid, vm_state=VmState.ERROR)
@@ -630,12 +697,20 @@ class ComputeManager(Endpoint):
             )
             return
         await self._finish_task(
-            ctx, instance_uuid, vm_state=VmState.ACTIVE, launched_at=utcnow().isoformat()
+            ctx,
+            instance_uuid,
+            vm_state=VmState.STOPPED if stopped else VmState.ACTIVE,
+            launched_at=utcnow().isoformat(),
         )
         await self.conductor.action_event(ctx, instance_uuid, event, host=self.host, finish=True)
 
     async def resize_instance(
-        self, ctx: dict, instance_uuid: str, flavor: dict[str, Any], revert: bool
+        self,
+        ctx: dict,
+        instance_uuid: str,
+        flavor: dict[str, Any],
+        revert: bool,
+        migration_id: int | None = None,
     ) -> None:
         """Give the guest another flavor: stop it, resize, start it again if it ran.
 
@@ -677,6 +752,8 @@ class ComputeManager(Endpoint):
             LOG.warning("resize of %s failed: %s", instance_uuid, exc)
             await self._finish_task(ctx, instance_uuid)
             await self.conductor.finish_resize(ctx, instance_uuid, confirm=False)
+            if migration_id is not None:
+                await self.conductor.migration_update(ctx, migration_id, {"status": "error"})
             await self.conductor.action_event(
                 ctx, instance_uuid, event, host=self.host, finish=True, error=str(exc)
             )
@@ -695,6 +772,9 @@ class ComputeManager(Endpoint):
             await self._finish_task(
                 ctx, instance_uuid, vm_state=VmState.RESIZED, system_metadata=sysmeta, **sizes
             )
+        if migration_id is not None:
+            status = "reverted" if revert else "finished"
+            await self.conductor.migration_update(ctx, migration_id, {"status": status})
         await self.conductor.action_event(ctx, instance_uuid, event, host=self.host, finish=True)
 
     # -- volumes (api-ref: Servers with volume attachments) ------------------------------
@@ -789,6 +869,7 @@ class ComputeManager(Endpoint):
                 token, {**inst, "requested_networks": [request]}, self.host
             )
             try:
+                await self.network.wait_for_wiring(token, info, self.options.vif_plugging_timeout)
                 await self.driver.attach_interface(instance_uuid, vifs_from_info(info)[0])
             except Exception:
                 await self.network.deallocate_for_instance(token, info)
@@ -887,6 +968,6 @@ class ComputeManager(Endpoint):
     async def get_console_output(self, ctx: dict, instance_uuid: str, length: int | None) -> str:
         output = await self.driver.get_console_output(instance_uuid)
         if length is not None:
-            lines = output.splitlines(keepends=True)
-            output = "".join(lines[-length:]) if length > 0 else ""
+            # Nova's tail: the last `length` pieces between newlines (a trailing one counts).
+            output = "\n".join(output.split("\n")[-length:]) if length > 0 else ""
         return output

@@ -19,6 +19,10 @@ class NetworkAllocationError(Exception):
     pass
 
 
+class PortsNotWired(NetworkAllocationError):
+    """The host's network agent did not report the ports wired in time."""
+
+
 class NetworkClient:
     def __init__(self, network: ServiceClient, service_token: Callable[[], Awaitable[str]]) -> None:
         self.network = network
@@ -113,11 +117,12 @@ class NetworkClient:
             raise NetworkAllocationError(f"port allocation failed: {exc}") from exc
         return info
 
-    async def wait_for_wiring(self, token: str, info: list[dict[str, Any]], timeout: float) -> bool:
-        """Until the data plane has wired every port (status ACTIVE): a guest started
-        earlier would ask for its DHCP lease before dnsmasq knows it (Nova waits for
-        network-vif-plugged the same way). Ports of a data plane without bridges
-        (noop) are not waited for. False when the timeout passed."""
+    async def wait_for_wiring(self, token: str, info: list[dict[str, Any]], timeout: float) -> None:
+        """Until the data plane has wired every port (status ACTIVE): before that the
+        network's bridge may not exist on this host yet, and dnsmasq does not know the
+        guest (Nova waits for network-vif-plugged the same way, and with its default
+        vif_plugging_is_fatal fails the build when it does not come). Ports of a data
+        plane without bridges (noop) are not waited for."""
         waiting = {e["port_id"] for e in info if e.get("bridge")}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -129,11 +134,50 @@ class NetworkClient:
             if not waiting:
                 break
             if loop.time() > deadline:
-                return False
+                raise PortsNotWired(
+                    "Virtual Interface creation failed: the network agent did not wire "
+                    f"port(s) {', '.join(sorted(waiting))} within {timeout:g} s"
+                )
             await asyncio.sleep(0.2)
-        return True
 
-    async def deallocate_for_instance(self, token: str, info: list[dict[str, Any]]) -> None:
+    async def bind_to_host(
+        self, info: list[dict[str, Any]], host: str | None
+    ) -> list[dict[str, Any]]:
+        """Bind the instance's ports to `host` (None: to no host, while it is offloaded);
+        the network info with where the data plane wired them there."""
+        bound = []
+        for entry in info:
+            port = (
+                await self.network.json(
+                    "PUT",
+                    f"/v2.0/ports/{entry['port_id']}",
+                    await self.service_token(),
+                    json={"port": {"binding:host_id": host or ""}},
+                )
+            )["port"]
+            details = port.get("binding:vif_details") or {}
+            bound.append(
+                {**entry, "bridge": details.get("bridge_name"), "netns": details.get("netns")}
+            )
+        return bound
+
+    async def deallocate_for_instance(
+        self, token: str, info: list[dict[str, Any]], instance_uuid: str | None = None
+    ) -> None:
+        """Delete the ports made for the instance, unbind the ones the user brought.
+        With `instance_uuid`, also the ports bound to it that `info` does not know (a
+        build interrupted before it recorded them): deleted, as Nova does."""
+        if instance_uuid is not None:
+            known = {e["port_id"] for e in info}
+            try:
+                bound = (
+                    await self.network.json(
+                        "GET", "/v2.0/ports", token, params={"device_id": instance_uuid}
+                    )
+                )["ports"]
+            except ServiceError:
+                bound = []
+            info = [*info, *(_port_info(p, {}, False) for p in bound if p["id"] not in known)]
         for entry in info:
             try:
                 if entry.get("preexisting"):

@@ -20,6 +20,17 @@ COMPUTE_RULES: dict[str, str] = {
     "compute:servers:action": "rule:admin_or_owner_member",
     "compute:servers:unlock:unlock_override": "rule:cloud_admin",
     "compute:servers:reset_state": "rule:cloud_admin",
+    # moves (Nova's os-shelve, os-rescue, os-migrate-server, os-evacuate, migrations)
+    "compute:servers:shelve": "rule:admin_or_owner_member",
+    "compute:servers:shelve_offload": "rule:cloud_admin",
+    "compute:servers:unshelve": "rule:admin_or_owner_member",
+    "compute:servers:unshelve:unshelve_to_host": "rule:cloud_admin",
+    "compute:servers:rescue": "rule:admin_or_owner_member",
+    "compute:servers:migrate": "rule:cloud_admin",
+    "compute:servers:migrate_live": "rule:cloud_admin",
+    "compute:servers:evacuate": "rule:cloud_admin",
+    "compute:servers:migrations": "rule:cloud_admin",
+    "compute:migrations:index": "rule:system_reader",
     "compute:servers:console_output": "rule:admin_or_owner_member",
     "compute:servers:metadata": "rule:admin_or_owner_member",
     "compute:servers:metadata:read": "rule:admin_or_owner_reader",
@@ -40,6 +51,7 @@ COMPUTE_RULES: dict[str, str] = {
     "compute:hypervisors": "rule:system_reader",
     "compute:aggregates": "rule:cloud_admin",
     "compute:services:list": "rule:system_reader",
+    "compute:hosts": "rule:cloud_admin",
     "compute:services:update": "rule:cloud_admin",
     "compute:services:delete": "rule:cloud_admin",
     "compute:limits": "",
@@ -52,4 +64,6 @@ COMPUTE_RULES: dict[str, str] = {
     "compute:server_groups:index:all_projects": "rule:system_reader",
     "compute:diagnostics": "rule:cloud_admin",
     "compute:console_auth_tokens": "rule:cloud_admin",
+    # what the Network service reports about servers' ports (its service user)
+    "compute:server_external_events": "rule:cloud_admin or role:service",
 }

@@ -102,6 +102,19 @@ class ConductorAPI:
             request_spec=request_spec,
         )
 
+    async def build_interrupted(
+        self, ctx: Context, instance_uuid: str, host: str | None, reason: str
+    ) -> None:
+        """A build stopped in the middle by a restart: release its claim, fail it."""
+        await self.bus.call(
+            CONDUCTOR,
+            "build_interrupted",
+            ctx,
+            instance_uuid=instance_uuid,
+            host=host,
+            reason=reason,
+        )
+
     async def instance_deleted(self, ctx: Context, instance_uuid: str, host: str | None) -> None:
         await self.bus.call(
             CONDUCTOR, "instance_deleted", ctx, instance_uuid=instance_uuid, host=host
@@ -118,14 +131,6 @@ class ConductorAPI:
             host=host,
             resources=resources,
             availability_zone=availability_zone,
-        )
-
-    async def resize_instance(
-        self, ctx: Context, instance_uuid: str, new_flavor: dict[str, Any]
-    ) -> None:
-        """Claim the new flavor on the instance's host, then ask the host to resize."""
-        await self.bus.cast(
-            CONDUCTOR, "resize_instance", ctx, instance_uuid=instance_uuid, new_flavor=new_flavor
         )
 
     async def finish_resize(self, ctx: Context, instance_uuid: str, confirm: bool) -> None:
@@ -159,6 +164,108 @@ class ConductorAPI:
 
     async def instances_on_host(self, ctx: Context, host: str) -> list[dict[str, Any]]:
         return await self.bus.call(CONDUCTOR, "instances_on_host", ctx, host=host)
+
+    # -- moves (cold migrate, resize, shelve, live migration, evacuate) ------------------
+
+    async def migrate_server(
+        self,
+        ctx: Context,
+        instance_uuid: str,
+        new_flavor: dict[str, Any],
+        migration_id: int,
+        host: str | None = None,
+    ) -> None:
+        """Pick (and claim) a destination for a cold migration or resize, then start it."""
+        await self.bus.cast(
+            CONDUCTOR,
+            "migrate_server",
+            ctx,
+            instance_uuid=instance_uuid,
+            new_flavor=new_flavor,
+            migration_id=migration_id,
+            host=host,
+        )
+
+    async def live_migrate_instance(
+        self,
+        ctx: Context,
+        instance_uuid: str,
+        migration_id: int,
+        host: str | None,
+        block_migration: bool | None,
+    ) -> None:
+        await self.bus.cast(
+            CONDUCTOR,
+            "live_migrate_instance",
+            ctx,
+            instance_uuid=instance_uuid,
+            migration_id=migration_id,
+            host=host,
+            block_migration=block_migration,
+        )
+
+    async def evacuate_instance(
+        self, ctx: Context, instance_uuid: str, migration_id: int, host: str | None
+    ) -> None:
+        await self.bus.cast(
+            CONDUCTOR,
+            "evacuate_instance",
+            ctx,
+            instance_uuid=instance_uuid,
+            migration_id=migration_id,
+            host=host,
+        )
+
+    async def unshelve_instance(
+        self, ctx: Context, instance_uuid: str, request_spec: dict[str, Any]
+    ) -> None:
+        await self.bus.cast(
+            CONDUCTOR,
+            "unshelve_instance",
+            ctx,
+            instance_uuid=instance_uuid,
+            request_spec=request_spec,
+        )
+
+    async def complete_move(
+        self,
+        ctx: Context,
+        instance_uuid: str,
+        updates: dict[str, Any],
+        *,
+        migration_id: int | None = None,
+        migration_status: str | None = None,
+        allocation: str | None = None,
+        fault: str | None = None,
+        host: str | None = None,
+    ) -> None:
+        """One transaction for the end of a move: the instance's new fields, the
+        migration's status, the claims ("keep_new": the destination's claim becomes
+        the instance's; "drop_new": it is released; "release": the instance holds
+        nothing), and a fault when it failed."""
+        await self.bus.call(
+            CONDUCTOR,
+            "complete_move",
+            ctx,
+            instance_uuid=instance_uuid,
+            updates=updates,
+            migration_id=migration_id,
+            migration_status=migration_status,
+            allocation=allocation,
+            fault=fault,
+            host=host,
+        )
+
+    async def migration_update(
+        self, ctx: Context, migration_id: int, values: dict[str, Any]
+    ) -> None:
+        await self.bus.call(
+            CONDUCTOR, "migration_update", ctx, migration_id=migration_id, values=values
+        )
+
+    async def evacuated_from(self, ctx: Context, host: str) -> list[dict[str, Any]]:
+        """Evacuations away from `host` whose guests it has not cleaned up yet."""
+        return await self.bus.call(CONDUCTOR, "evacuated_from", ctx, host=host)
 
 
 class SchedulerAPI:
@@ -230,8 +337,15 @@ class ComputeAPI:
         )
 
     async def resize_instance(
-        self, ctx: Context, host: str, instance_uuid: str, flavor: dict[str, Any], revert: bool
+        self,
+        ctx: Context,
+        host: str,
+        instance_uuid: str,
+        flavor: dict[str, Any],
+        revert: bool,
+        migration_id: int | None = None,
     ) -> None:
+        """Resize in place (the destination is the server's own host)."""
         await self.bus.cast(
             compute_topic(host),
             "resize_instance",
@@ -239,6 +353,7 @@ class ComputeAPI:
             instance_uuid=instance_uuid,
             flavor=flavor,
             revert=revert,
+            migration_id=migration_id,
         )
 
     async def confirm_resize(self, ctx: Context, host: str, instance_uuid: str) -> None:
@@ -330,4 +445,190 @@ class ComputeAPI:
             instance_uuid=instance_uuid,
             length=length,
             timeout=30,
+        )
+
+    # -- moves --------------------------------------------------------------------
+
+    async def _cast(self, host: str, method: str, ctx: Context, **args: Any) -> None:
+        await self.bus.cast(compute_topic(host), method, ctx, **args)
+
+    async def _call(
+        self, host: str, method: str, ctx: Context, timeout: float = 60.0, **args: Any
+    ) -> Any:
+        return await self.bus.call(compute_topic(host), method, ctx, timeout=timeout, **args)
+
+    async def shelve_instance(
+        self, ctx: Context, host: str, instance_uuid: str, image_id: str | None, offload: bool
+    ) -> None:
+        await self._cast(
+            host,
+            "shelve_instance",
+            ctx,
+            instance_uuid=instance_uuid,
+            image_id=image_id,
+            offload=offload,
+        )
+
+    async def shelve_offload_instance(self, ctx: Context, host: str, instance_uuid: str) -> None:
+        await self._cast(host, "shelve_offload_instance", ctx, instance_uuid=instance_uuid)
+
+    async def unshelve_instance(
+        self, ctx: Context, host: str, instance_uuid: str, request_spec: dict[str, Any]
+    ) -> None:
+        await self._cast(
+            host, "unshelve_instance", ctx, instance_uuid=instance_uuid, request_spec=request_spec
+        )
+
+    async def rescue_instance(
+        self,
+        ctx: Context,
+        host: str,
+        instance_uuid: str,
+        rescue_image: dict[str, Any] | None,
+        admin_password: str,
+    ) -> None:
+        await self._cast(
+            host,
+            "rescue_instance",
+            ctx,
+            instance_uuid=instance_uuid,
+            rescue_image=rescue_image,
+            admin_password=admin_password,
+        )
+
+    async def unrescue_instance(self, ctx: Context, host: str, instance_uuid: str) -> None:
+        await self._cast(host, "unrescue_instance", ctx, instance_uuid=instance_uuid)
+
+    async def migrate_instance(
+        self,
+        ctx: Context,
+        host: str,
+        instance_uuid: str,
+        flavor: dict[str, Any],
+        migration: dict[str, Any],
+    ) -> None:
+        """To the source host: power off, export the disks, have the destination finish."""
+        await self._cast(
+            host,
+            "migrate_instance",
+            ctx,
+            instance_uuid=instance_uuid,
+            flavor=flavor,
+            migration=migration,
+        )
+
+    async def finish_migration(
+        self,
+        ctx: Context,
+        host: str,
+        instance_uuid: str,
+        flavor: dict[str, Any],
+        migration: dict[str, Any],
+        disk_info: dict[str, Any],
+        power_on: bool,
+    ) -> None:
+        """To the destination: copy the disks in and start the guest there (a call: the
+        source keeps its export open until it returns)."""
+        await self._call(
+            host,
+            "finish_migration",
+            ctx,
+            timeout=1800,
+            instance_uuid=instance_uuid,
+            flavor=flavor,
+            migration=migration,
+            disk_info=disk_info,
+            power_on=power_on,
+        )
+
+    async def revert_migration(
+        self, ctx: Context, host: str, instance_uuid: str, migration: dict[str, Any]
+    ) -> None:
+        """To the destination: drop the guest, then give it back to the source."""
+        await self._cast(
+            host, "revert_migration", ctx, instance_uuid=instance_uuid, migration=migration
+        )
+
+    async def finish_revert_migration(
+        self, ctx: Context, host: str, instance_uuid: str, migration: dict[str, Any]
+    ) -> None:
+        await self._call(
+            host,
+            "finish_revert_migration",
+            ctx,
+            timeout=600,
+            instance_uuid=instance_uuid,
+            migration=migration,
+        )
+
+    async def confirm_migration(self, ctx: Context, host: str, instance_uuid: str) -> None:
+        """To the source: forget the guest that moved away."""
+        await self._cast(host, "confirm_migration", ctx, instance_uuid=instance_uuid)
+
+    async def live_migration(
+        self, ctx: Context, host: str, instance_uuid: str, migration: dict[str, Any]
+    ) -> None:
+        await self._cast(
+            host, "live_migration", ctx, instance_uuid=instance_uuid, migration=migration
+        )
+
+    async def pre_live_migration(
+        self, ctx: Context, host: str, instance_uuid: str, migration: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self._call(
+            host,
+            "pre_live_migration",
+            ctx,
+            timeout=600,
+            instance_uuid=instance_uuid,
+            migration=migration,
+        )
+
+    async def post_live_migration_at_destination(
+        self,
+        ctx: Context,
+        host: str,
+        instance_uuid: str,
+        migration: dict[str, Any],
+        result: dict[str, Any],
+    ) -> None:
+        await self._call(
+            host,
+            "post_live_migration_at_destination",
+            ctx,
+            timeout=600,
+            instance_uuid=instance_uuid,
+            migration=migration,
+            result=result,
+        )
+
+    async def rollback_live_migration_at_destination(
+        self, ctx: Context, host: str, instance_uuid: str
+    ) -> None:
+        await self._call(
+            host, "rollback_live_migration_at_destination", ctx, instance_uuid=instance_uuid
+        )
+
+    async def live_migration_force_complete(
+        self, ctx: Context, host: str, instance_uuid: str
+    ) -> None:
+        await self._cast(host, "live_migration_force_complete", ctx, instance_uuid=instance_uuid)
+
+    async def live_migration_abort(
+        self, ctx: Context, host: str, instance_uuid: str, migration_id: int
+    ) -> None:
+        await self._cast(
+            host,
+            "live_migration_abort",
+            ctx,
+            instance_uuid=instance_uuid,
+            migration_id=migration_id,
+        )
+
+    async def evacuate_instance(
+        self, ctx: Context, host: str, instance_uuid: str, migration: dict[str, Any]
+    ) -> None:
+        """To the destination: rebuild there the server whose host is down."""
+        await self._cast(
+            host, "evacuate_instance", ctx, instance_uuid=instance_uuid, migration=migration
         )

@@ -39,11 +39,15 @@ from cumulo.compute.models import (
 from cumulo.compute.models import ComputeService as ServiceRecord
 from cumulo.compute.policies import COMPUTE_RULES
 from cumulo.compute.scheduler.claims import COMPUTE_BINARY, release
+from cumulo.compute.service_moves import ServerMoves
 from cumulo.compute.states import TaskState, VmState, check_state
 
 LOG = logging.getLogger(__name__)
 
 GiB = 1024**3
+# The system metadata key recording OS-DCF:diskConfig AUTO (Nova's auto_disk_config).
+AUTO_DISK_CONFIG = "auto_disk_config"
+_IMAGE_SYSMETA = ("name", "min_ram", "min_disk", "disk_format", "container_format")
 _HOSTNAME_BAD = re.compile(r"[^a-z0-9-]+")
 
 
@@ -89,6 +93,7 @@ class CreateRequest:
     access_ip_v6: str | None = None
     server_group: str | None = None
     block_device_mapping: list[dict[str, Any]] = field(default_factory=list)
+    auto_disk_config: bool = False
 
 
 _INSERT_INSTANCE = insert(Instance.__table__)
@@ -125,7 +130,7 @@ def _key_and_group(s: Session, user_id: str, key_name: str | None, group_uuid: s
     return key, group
 
 
-class ComputeService:
+class ComputeService(ServerMoves):
     def __init__(
         self,
         config: CumuloConfig,
@@ -322,9 +327,12 @@ class ComputeService:
                     tags=list(req.tags),
                     server_group_id=group.uuid if group else None,
                     system_metadata={
-                        "image_" + k: str(v)
-                        for k, v in (image or {}).items()
-                        if k in ("name", "min_ram", "min_disk", "disk_format", "container_format")
+                        **{
+                            "image_" + k: str(v)
+                            for k, v in (image or {}).items()
+                            if k in _IMAGE_SYSMETA
+                        },
+                        **({AUTO_DISK_CONFIG: "True"} if req.auto_disk_config else {}),
                     },
                     created_at=utcnow(),
                 )
@@ -683,7 +691,7 @@ class ComputeService:
                 .values(locked=False, locked_by=None, locked_reason=None)
             )
 
-    # -- snapshot, rebuild, resize -----------------------------------------------------
+    # -- snapshot, rebuild (resize and the other moves: service_moves) ------------
 
     @check_state(vm_state=[VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED])
     async def create_image(
@@ -736,57 +744,6 @@ class ComputeService:
         inst = await self.update_instance(inst.uuid, {"image_ref": image["id"], **changes})
         await self.compute_rpc.rebuild_instance(self.rpc_context(ctx), inst.host, inst.uuid)
         return inst
-
-    @check_state(vm_state=[VmState.ACTIVE, VmState.STOPPED])
-    async def resize(self, inst: Instance, ctx: RequestContext, flavor_ref: str) -> None:
-        self._check_lock(ctx, inst)
-        flavor = await self.find_flavor(ctx, flavor_ref)
-        if flavor.flavorid == inst.flavor["id"]:
-            raise BadRequest("When resizing, instances must change flavor!")
-        if flavor.root_gb < inst.flavor["root_gb"]:
-            raise BadRequest("Resize error: Unable to resize disk down.")
-        async with self.db.write() as s:
-            try:
-                await s.run_sync(
-                    quotas.check,
-                    inst.project_id,
-                    {
-                        "cores": max(0, flavor.vcpus - inst.flavor["vcpus"]),
-                        "ram": max(0, flavor.memory_mb - inst.flavor["memory_mb"]),
-                    },
-                )
-            except quotas.QuotaExceeded as exc:
-                raise Forbidden(str(exc)) from None
-        await self._record_action(ctx, inst, "resize")
-        await self._set_task(inst, TaskState.RESIZE_PREP, {None})
-        await self.update_instance(
-            inst.uuid,
-            {"system_metadata": {**(inst.system_metadata or {}), "old_vm_state": inst.vm_state}},
-        )
-        await self.conductor.resize_instance(
-            self.rpc_context(ctx), inst.uuid, flavor_snapshot(flavor)
-        )
-
-    @check_state(vm_state=[VmState.RESIZED])
-    async def confirm_resize(self, inst: Instance, ctx: RequestContext) -> None:
-        await self._record_action(ctx, inst, "confirmResize")
-        await self.conductor.finish_resize(self.rpc_context(ctx), inst.uuid, confirm=True)
-        await self.compute_rpc.confirm_resize(self.rpc_context(ctx), inst.host, inst.uuid)
-        sysmeta = dict(inst.system_metadata or {})
-        sysmeta.pop("old_flavor", None)
-        old_state = sysmeta.pop("old_vm_state", VmState.ACTIVE)
-        await self.update_instance(inst.uuid, {"vm_state": old_state, "system_metadata": sysmeta})
-
-    @check_state(vm_state=[VmState.RESIZED])
-    async def revert_resize(self, inst: Instance, ctx: RequestContext) -> None:
-        old_flavor = (inst.system_metadata or {}).get("old_flavor")
-        if not old_flavor:
-            raise Conflict(f"Instance {inst.uuid} has no flavor to revert to.")
-        await self._record_action(ctx, inst, "revertResize")
-        await self._set_task(inst, TaskState.RESIZE_REVERTING, {None})
-        await self.compute_rpc.resize_instance(
-            self.rpc_context(ctx), inst.host, inst.uuid, old_flavor, True
-        )
 
     # -- volume attachments ------------------------------------------------------------
 

@@ -67,6 +67,9 @@ class TaskState:
     SOFT_DELETING = "soft-deleting"
     RESTORING = "restoring"
     SHELVING = "shelving"
+    SHELVING_IMAGE_PENDING_UPLOAD = "shelving_image_pending_upload"
+    SHELVING_IMAGE_UPLOADING = "shelving_image_uploading"
+    SHELVING_OFFLOADING = "shelving_offloading"
     UNSHELVING = "unshelving"
 
 
@@ -128,6 +131,20 @@ def api_status(vm_state: str, task_state: str | None) -> str:
     if by_task is None:
         return "UNKNOWN"
     return by_task.get(task_state or "default", by_task["default"])
+
+
+def states_for_statuses(statuses: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The vm and task states behind API statuses (a list filter's `status`), as Nova
+    inverts them; a "default" task state means any task state."""
+    wanted = {s.strip().lower() for s in statuses}
+    vm_states: set[str] = set()
+    task_states: set[str] = set()
+    for vm_state, by_task in _STATUS.items():
+        for task_state, status in by_task.items():
+            if status.lower() in wanted:
+                vm_states.add(vm_state)
+                task_states.add(task_state)
+    return sorted(vm_states), sorted(task_states)
 
 
 class InstanceInvalidState(Exception):

@@ -12,8 +12,12 @@ from cumulo.identity.api import (
     auth,
     catalog,
     credentials,
+    domain_config,
     domains,
+    endpoint_filter,
     groups,
+    oauth1,
+    policies,
     projects,
     roles,
     users,
@@ -26,6 +30,7 @@ def create_identity_app(identity: Identity) -> Starlette:
     routes = [
         *versions.routes,
         *auth.routes,
+        *domain_config.routes,
         *domains.routes,
         *projects.routes,
         *users.routes,
@@ -35,6 +40,9 @@ def create_identity_app(identity: Identity) -> Starlette:
         *catalog.routes,
         *application_credentials.routes,
         *credentials.routes,
+        *policies.routes,
+        *oauth1.routes,
+        *endpoint_filter.routes,
     ]
     app = create_app("identity", routes, render_identity)
     app.state.identity = identity

@@ -1,4 +1,4 @@
-"""Authentication methods (password, token, application credential) and scope resolution.
+"""Authentication methods (password, TOTP, token, application credential) and scope resolution.
 
 Every failure is a 401 with Keystone's generic message: which part was wrong
 (unknown user, wrong password, disabled) is logged, never told to the caller.
@@ -10,14 +10,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.fernet import InvalidToken
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, Unauthorized
-from cumulo.identity import assignments
+from cumulo.identity import assignments, security_compliance, totp
 from cumulo.identity.core import Identity
-from cumulo.identity.models import ApplicationCredential, Domain, Project, User
+from cumulo.identity.models import ApplicationCredential, Credential, Domain, Project, User
 from cumulo.identity.passwords import check_password
 from cumulo.identity.tokens import (
     SCOPE_DOMAIN,
@@ -78,21 +79,62 @@ async def user_by_ref(session: AsyncSession, ref: dict[str, Any]) -> User:
     return user
 
 
-async def by_password(session: AsyncSession, data: dict[str, Any]) -> Authenticated:
+def _user_and_secret(data: dict[str, Any], method: str, key: str) -> tuple[dict[str, Any], str]:
+    """The `user` object of a password or totp section, and its password or passcode."""
     user_ref = data.get("user")
     if not isinstance(user_ref, dict):
-        raise BadRequest("Invalid input for field 'identity.password.user': an object is required.")
-    password = user_ref.get("password")
-    if not isinstance(password, str):
-        raise BadRequest("Invalid input for field 'identity.password.user.password'.")
+        raise BadRequest(
+            f"Invalid input for field 'identity.{method}.user': an object is required."
+        )
+    secret = user_ref.get(key)
+    if not isinstance(secret, str):
+        raise BadRequest(f"Invalid input for field 'identity.{method}.user.{key}'.")
+    return user_ref, secret
+
+
+async def by_password(
+    identity: Identity, session: AsyncSession, data: dict[str, Any]
+) -> Authenticated:
+    """Password authentication with the security compliance rules: a locked account is
+    refused before its password is even checked, a wrong password counts towards the
+    lockout, an expired password is refused (all with Keystone's messages)."""
+    user_ref, password = _user_and_secret(data, "password", "password")
     user = await user_by_ref(session, user_ref)
-    user_id, password_hash = user.id, user.password_hash
     # bcrypt takes a fifth of a second: give the connection back to the pool meanwhile,
     # or a burst of logins holds them all and every other request waits.
     await session.close()
-    if not await check_password(password, password_hash):
-        raise _refuse(f"wrong password for user {user_id}")
-    return Authenticated(user_id, ("password",))
+    rules = identity.config.identity.security_compliance
+    now = utcnow()
+    if security_compliance.account_locked(rules, user, now):
+        LOG.info("authentication refused: user %s is locked out", user.id)
+        raise security_compliance.locked_error(user.id)
+    if not await check_password(password, user.password_hash):
+        await security_compliance.record_failed_login(identity.db, rules, user, now)
+        raise _refuse(f"wrong password for user {user.id}")
+    if security_compliance.password_expired(user, now):
+        LOG.info("authentication refused: the password of user %s has expired", user.id)
+        raise security_compliance.expired_error(user.id)
+    await security_compliance.reset_failed_logins(identity.db, user)
+    return Authenticated(user.id, ("password",))
+
+
+async def by_totp(identity: Identity, session: AsyncSession, data: dict[str, Any]) -> Authenticated:
+    """A passcode of one of the user's `totp` credentials (Keystone's totp method)."""
+    user_ref, code = _user_and_secret(data, "totp", "passcode")
+    user = await user_by_ref(session, user_ref)
+    rows = await session.scalars(
+        select(Credential).where(Credential.user_id == user.id, Credential.type == "totp")
+    )
+    windows = identity.config.identity.totp_included_previous_windows
+    for cred in rows:
+        try:
+            secret = identity.credential_fernet.decrypt(cred.encrypted_blob.encode()).decode()
+        except InvalidToken:
+            LOG.warning("TOTP credential %s cannot be decrypted with the credential keys", cred.id)
+            continue
+        if totp.passcode_matches(secret, code, windows):
+            return Authenticated(user.id, ("totp",))
+    raise _refuse(f"no TOTP passcode of user {user.id} matches")
 
 
 async def by_token(identity: Identity, data: dict[str, Any]) -> Authenticated:

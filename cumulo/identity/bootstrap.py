@@ -40,6 +40,11 @@ ROLES = ("admin", "member", "reader", "service")
 IMPLIED = (("admin", "member"), ("member", "reader"))
 PROJECTS = ("admin", "demo", "service")
 SERVICE_USER = "cumulo"
+SERVICE_USER_OPTIONS = {
+    "ignore_lockout_failure_attempts": True,
+    "ignore_password_expiry": True,
+    "ignore_change_password_upon_first_use": True,
+}
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,9 @@ CATALOG = [
     CatalogEntry("compute", "nova", "compute", "/v2.1", "Compute Service"),
     CatalogEntry("network", "neutron", "network", "", "Network Service"),
     CatalogEntry("block-storage", "cinder", "block_storage", "/v3", "Block Storage Service"),
+    CatalogEntry(
+        "object-store", "swift", "object_store", "/v1/AUTH_$(project_id)s", "Object Storage"
+    ),
 ]
 
 
@@ -157,6 +165,10 @@ async def bootstrap(identity: Identity, config: CumuloConfig) -> None:
         service = await _ensure_user(
             s, SERVICE_USER, ic.service_password, ic.bcrypt_rounds, projects["service"].id
         )
+        # The services' own user is exempt from the security compliance rules: anyone
+        # could lock it out with wrong passwords, and nobody changes its password by hand.
+        if not SERVICE_USER_OPTIONS.items() <= (service.options or {}).items():
+            service.options = {**(service.options or {}), **SERVICE_USER_OPTIONS}
         await _grant(s, USER_PROJECT, admin.id, projects["admin"].id, roles["admin"].id)
         await _grant(s, USER_PROJECT, admin.id, projects["demo"].id, roles["admin"].id)
         await _grant(s, USER_SYSTEM, admin.id, SYSTEM_TARGET, roles["admin"].id)

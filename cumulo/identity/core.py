@@ -32,6 +32,7 @@ from cumulo.common.db import Database, utcnow
 from cumulo.common.faults import NotFound, Unauthorized
 from cumulo.common.policy import Policy
 from cumulo.identity import assignments
+from cumulo.identity.endpoint_filter import project_endpoint_ids
 from cumulo.identity.models import (
     ApplicationCredential,
     Domain,
@@ -43,6 +44,7 @@ from cumulo.identity.models import (
     User,
 )
 from cumulo.identity.policies import IDENTITY_RULES
+from cumulo.identity.security_compliance import password_expiry_text
 from cumulo.identity.tokens import (
     SCOPE_DOMAIN,
     SCOPE_PROJECT,
@@ -212,7 +214,7 @@ class Identity:
         # Services validate a token soon after it is issued: it starts cached.
         self._tokens.put(token, (payload, body), generation)
         if include_catalog:
-            body = {**body, "catalog": await self.catalog()}
+            body = {**body, "catalog": await self.catalog_for(body)}
         return token, body
 
     # -- validate -------------------------------------------------------------
@@ -282,7 +284,7 @@ class Identity:
                 "domain": {"id": user_domain.id, "name": user_domain.name},
                 "id": user.id,
                 "name": user.name,
-                "password_expires_at": None,
+                "password_expires_at": password_expiry_text(user.password_expires_at),
             },
         }
         role_ids: set[str] | None = None
@@ -395,9 +397,51 @@ class Identity:
 
     # -- catalog --------------------------------------------------------------
 
-    async def catalog(self) -> list[dict[str, Any]]:
-        """The service catalog (shared: callers must not change it)."""
-        return await self.memoize("catalog", self._read_catalog)
+    async def catalog(self, project_id: str | None = None) -> list[dict[str, Any]]:
+        """The service catalog, as a project's tokens show it (shared: callers must not
+        change it). OS-EP-FILTER associations narrow a project's catalog."""
+        full = await self.memoize("catalog", self._read_catalog)
+        if project_id is None:
+            return full
+
+        async def read_filter() -> tuple[bool, frozenset[str]]:
+            async with self.read() as session:
+                ids = await project_endpoint_ids(session, project_id)
+            return ids is not None, frozenset(ids or ())
+
+        filtered, ids = await self.memoize(("project endpoints", project_id), read_filter)
+        if not filtered:
+            return full
+        narrowed = [
+            {**service, "endpoints": [e for e in service["endpoints"] if e["id"] in ids]}
+            for service in full
+        ]
+        return [service for service in narrowed if service["endpoints"]]
+
+    async def catalog_for(self, token_body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The catalog as a token shows it: endpoint URLs with `$(project_id)s` (or
+        `%(tenant_id)s`, `$(user_id)s`) filled in from the token, as Keystone does;
+        an endpoint whose URL names what the token lacks (an unscoped token's
+        project) is left out; OS-EP-FILTER associations narrow a project's catalog."""
+        project_id = (token_body.get("project") or {}).get("id")
+        catalog = await self.catalog(project_id)
+        if not any("(" in ep["url"] for s in catalog for ep in s["endpoints"]):
+            return catalog
+        user_id = (token_body.get("user") or {}).get("id")
+        values = {"user_id": user_id}
+        if project_id:
+            values |= {"project_id": project_id, "tenant_id": project_id}
+        return [
+            {
+                **service,
+                "endpoints": [
+                    {**ep, "url": url}
+                    for ep in service["endpoints"]
+                    if (url := format_endpoint_url(ep["url"], values)) is not None
+                ],
+            }
+            for service in catalog
+        ]
 
     async def _read_catalog(self) -> list[dict[str, Any]]:
         async with self.read() as session:
@@ -436,3 +480,12 @@ class Identity:
         if domain is None:
             raise NotFound(f"Could not find domain: {domain_id}.")
         return domain
+
+
+def format_endpoint_url(url: str, values: dict[str, Any]) -> str | None:
+    """Keystone's endpoint URL templates: `$(name)s` or `%(name)s`; None when the
+    template names a value that is missing."""
+    try:
+        return url.replace("$(", "%(") % values
+    except (KeyError, TypeError, ValueError):
+        return None

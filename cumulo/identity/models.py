@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cumulo.common.db import make_base, utcnow
@@ -50,6 +61,13 @@ class User(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     password_hash: Mapped[str | None] = mapped_column(String(128))
     password_created_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Security compliance: when the password stops working, whether its user chose it
+    # (the minimum age applies then), the hashes it replaced (newest last), failed logins.
+    password_expires_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    password_self_service: Mapped[bool] = mapped_column(Boolean, default=False)
+    password_history: Mapped[list] = mapped_column(JSON, default=list)
+    failed_auth_count: Mapped[int] = mapped_column(Integer, default=0)
+    failed_auth_at: Mapped[datetime | None] = mapped_column(DateTime)
     default_project_id: Mapped[str | None] = mapped_column(ID)
     description: Mapped[str | None] = mapped_column(Text)
     email: Mapped[str | None] = mapped_column(String(255))
@@ -201,3 +219,72 @@ class RevocationEvent(Base):
     app_cred_id: Mapped[str | None] = mapped_column(ID)
     issued_before: Mapped[datetime] = mapped_column(DateTime)
     revoked_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class Policy(Base):
+    """A policy blob stored for services to fetch (Keystone's /v3/policies)."""
+
+    __tablename__ = "policy"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    type: Mapped[str] = mapped_column(NAME)
+    blob: Mapped[str] = mapped_column(Text)
+    extra: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class OAuth1Consumer(Base):
+    """An OAuth 1.0a consumer; its secret is Fernet-encrypted with the credential keys
+    (HMAC-SHA1 signatures need it back in clear)."""
+
+    __tablename__ = "oauth1_consumer"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    encrypted_secret: Mapped[str] = mapped_column(Text)
+    extra: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class EndpointGroup(Base):
+    """OS-EP-FILTER: the endpoints matching `filters` (interface, service_id, region_id)."""
+
+    __tablename__ = "endpoint_group"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(NAME)
+    description: Mapped[str | None] = mapped_column(Text)
+    filters: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class ProjectEndpoint(Base):
+    """OS-EP-FILTER: an endpoint a project's tokens list in their catalog."""
+
+    __tablename__ = "project_endpoint"
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), primary_key=True
+    )
+    endpoint_id: Mapped[str] = mapped_column(
+        ForeignKey("endpoint.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class ProjectEndpointGroup(Base):
+    """OS-EP-FILTER: an endpoint group a project's tokens list in their catalog."""
+
+    __tablename__ = "project_endpoint_group"
+    endpoint_group_id: Mapped[str] = mapped_column(
+        ForeignKey("endpoint_group.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class DomainConfigOption(Base):
+    """One option of a domain-specific configuration (Keystone's domain config API).
+    Sensitive options (the LDAP password) hold their value Fernet-encrypted."""
+
+    __tablename__ = "domain_config"
+    domain_id: Mapped[str] = mapped_column(
+        ForeignKey("domain.id", ondelete="CASCADE"), primary_key=True
+    )
+    group: Mapped[str] = mapped_column(String(255), primary_key=True)
+    option: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    sensitive: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -22,7 +22,25 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 PAYLOAD_VERSION = 1
 
-METHOD_BITS = {"password": 1, "token": 2, "application_credential": 4, "ec2credential": 8}
+METHOD_BITS = {
+    "password": 1,
+    "token": 2,
+    "application_credential": 4,
+    "ec2credential": 8,
+    "totp": 16,
+}
+
+
+def pack_methods(methods: tuple[str, ...] | list[str]) -> int:
+    bits = 0
+    for m in methods:
+        bits |= METHOD_BITS[m]
+    return bits
+
+
+def unpack_methods(bits: int) -> tuple[str, ...]:
+    return tuple(m for m, bit in METHOD_BITS.items() if bits & bit)
+
 
 SCOPE_UNSCOPED, SCOPE_PROJECT, SCOPE_DOMAIN, SCOPE_SYSTEM = 0, 1, 2, 3
 
@@ -86,7 +104,7 @@ def random_audit_id() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
 
 
-def _pack_id(value: str | None) -> bytes | str | None:
+def pack_id(value: str | None) -> bytes | str | None:
     """uuid hex ids travel as 16 bytes (short tokens); other ids as they are."""
     if value is None:
         return None
@@ -98,7 +116,7 @@ def _pack_id(value: str | None) -> bytes | str | None:
     return value
 
 
-def _unpack_id(value: bytes | str | None) -> str | None:
+def unpack_id(value: bytes | str | None) -> str | None:
     if isinstance(value, bytes):
         return uuid.UUID(bytes=value).hex
     return value
@@ -163,47 +181,54 @@ class TokenFormatter:
             self.reload()
 
     def create(self, p: TokenPayload) -> str:
-        self._maybe_reload()
-        methods = 0
-        for m in p.methods:
-            methods |= METHOD_BITS[m]
-        packed = msgpack.packb(
+        return self.seal(
             [
                 PAYLOAD_VERSION,
-                _pack_id(p.user_id),
-                methods,
+                pack_id(p.user_id),
+                pack_methods(p.methods),
                 p.scope,
-                _pack_id(p.scope_id),
+                pack_id(p.scope_id),
                 p.expires_at,
                 p.issued_at,
                 [_pack_audit(a) for a in p.audit_ids],
-                _pack_id(p.app_cred_id),
+                pack_id(p.app_cred_id),
             ]
         )
+
+    def seal(self, fields: list) -> str:
+        """Fields packed and encrypted with the primary key (tokens, auth receipts)."""
+        self._maybe_reload()
+        packed = msgpack.packb(fields)
         # Fernet output is url-safe base64 with '=' padding; Keystone strips the padding.
         return self._fernet.encrypt(packed).decode().rstrip("=")
 
-    def parse(self, token: str) -> TokenPayload:
-        """Decrypt a token; raises ValueError when it is not one of ours."""
-        if not token or len(token) > 1024:
+    def unseal(self, sealed: str) -> list:
+        """The fields of something `seal` made; ValueError when it is not one of ours."""
+        if not sealed or len(sealed) > 1024:
             raise ValueError("token of wrong size")
         self._maybe_reload()
-        padded = token + "=" * (-len(token) % 4)
+        padded = sealed + "=" * (-len(sealed) % 4)
         try:
-            raw = self._fernet.decrypt(padded.encode())
-            fields = msgpack.unpackb(raw)
+            fields = msgpack.unpackb(self._fernet.decrypt(padded.encode()))
         except (InvalidToken, ValueError, msgpack.UnpackException, TypeError) as exc:
             raise ValueError("token could not be decrypted") from exc
-        if not isinstance(fields, list) or len(fields) != 9 or fields[0] != PAYLOAD_VERSION:
+        if not isinstance(fields, list) or not fields:
+            raise ValueError("unknown token payload")
+        return fields
+
+    def parse(self, token: str) -> TokenPayload:
+        """Decrypt a token; raises ValueError when it is not one of ours."""
+        fields = self.unseal(token)
+        if len(fields) != 9 or fields[0] != PAYLOAD_VERSION:
             raise ValueError("unknown token payload")
         _, user, methods, scope, scope_id, expires_at, issued_at, audits, app_cred = fields
         return TokenPayload(
-            user_id=_unpack_id(user),  # type: ignore[arg-type]
-            methods=tuple(m for m, bit in METHOD_BITS.items() if methods & bit),
+            user_id=unpack_id(user),  # type: ignore[arg-type]
+            methods=unpack_methods(methods),
             expires_at=float(expires_at),
             issued_at=float(issued_at),
             audit_ids=tuple(_unpack_audit(a) for a in audits),
             scope=int(scope),
-            scope_id=_unpack_id(scope_id),
-            app_cred_id=_unpack_id(app_cred),
+            scope_id=unpack_id(scope_id),
+            app_cred_id=unpack_id(app_cred),
         )

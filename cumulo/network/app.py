@@ -16,8 +16,10 @@ from cumulo.common.faults import render_network
 from cumulo.common.identity_client import IdentityClient
 from cumulo.common.rpc import Transport, get_transport
 from cumulo.network.api import (
+    agents,
     floatingips,
     info,
+    metering,
     networks,
     ports,
     quotas,
@@ -39,20 +41,26 @@ from cumulo.network.dataplane.driver import select_driver
 
 
 async def open_network_service(
-    config: CumuloConfig, state_dir: Path, *, identity_app: ASGIApp | None = None
+    config: CumuloConfig,
+    state_dir: Path,
+    *,
+    identity_app: ASGIApp | None = None,
+    dataplane: bool = True,
 ) -> NetworkService:
-    """Migrate the network database and build the service; identity_app: call it in-process."""
+    """Migrate the network database and build the service; identity_app: call it in-process;
+    dataplane: run this host's network agent (not for `cumulo init`)."""
     db = Database(database_url(config, state_dir, "network"), "network")
     await db.migrate()
     client = IdentityClient(config, app=identity_app)
     service = NetworkService(
         config, state_dir, db, TokenValidator(client, config.identity.cache_time)
     )
-    await start_dataplane(
-        service,
-        get_transport(config.messaging.transport_url, config.messaging.namespace),
-        state_dir,
-    )
+    if dataplane:
+        await start_dataplane(
+            service,
+            get_transport(config.messaging.transport_url, config.messaging.namespace),
+            state_dir,
+        )
     return service
 
 
@@ -90,6 +98,8 @@ def create_network_app(service: NetworkService) -> Starlette:
         *quotas.routes,
         *rbac_policies.routes,
         *tags.routes,
+        *metering.routes,
+        *agents.routes,
     ]
     app = create_app("network", routes, render_network)
     app.state.network = service

@@ -90,6 +90,8 @@ class NetworkService:
         self.on_close: list[Callable[[], Awaitable[None]]] = []
         self.agent: Any = None  # this host's NetworkAgent, when the data plane runs here
         self.port_batcher: Any = None  # cumulo.network.ipam_plan.PortBatcher, made on first use
+        # cumulo.network.nova_notifier.NovaNotifier, when a Compute service is there to tell.
+        self.nova_notifier: Any = None
 
     async def close(self) -> None:
         for stop in reversed(self.on_close):
@@ -97,17 +99,26 @@ class NetworkService:
         await self.validator.client.close()
         await self.db.dispose()
 
-    def vif_details(self, network_id: str) -> dict[str, Any]:
-        """A bound port's binding:vif_details, as this host's data plane driver says."""
-        driver = getattr(self.agent, "driver", None)
-        return driver.vif_details(network_id) if driver else {"port_filter": True}
+    def vif_details(self, network_id: str, host: str) -> dict[str, Any]:
+        """A port's binding:vif_details on `host`, as that host's data plane driver says.
+        Only this process's agent is known: on another host (a fake one) nothing is
+        wired, and nothing is waited for."""
+        if self.agent is None or self.agent.host != host:
+            return {"port_filter": True}
+        return self.agent.driver.vif_details(network_id)
 
     async def mark_ports_active(self, host: str, port_ids: list[str]) -> None:
-        """Ports the host's agent has wired go ACTIVE (only those still bound there)."""
+        """Ports the host's agent has wired go ACTIVE (only those still bound there and
+        administratively up)."""
         async with self.db.write() as session:
             await session.execute(
                 update(Port)
-                .where(Port.id.in_(port_ids), Port.host == host, Port.status != "ACTIVE")
+                .where(
+                    Port.id.in_(port_ids),
+                    Port.host == host,
+                    Port.admin_state_up.is_(True),
+                    Port.status != "ACTIVE",
+                )
                 .values(status="ACTIVE")
                 .execution_options(synchronize_session=False)
             )
@@ -115,6 +126,11 @@ class NetworkService:
     async def changed(self) -> None:
         if self.on_change is not None:
             await self.on_change()
+
+    async def ports_changed(self, port_ids: list[str | None]) -> None:
+        """Tell Compute that these ports changed (a floating IP came or went)."""
+        if self.nova_notifier is not None:
+            await self.nova_notifier.ports_changed(self.db, port_ids)
 
     # -- who may do what -------------------------------------------------------------
 

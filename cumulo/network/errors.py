@@ -151,3 +151,55 @@ class InvalidActionForType(BadRequest):
 
 class ExternalNetworkInUse(Conflict):
     pass
+
+
+class SecurityGroupInvalidPortValue(BadRequest):
+    pass
+
+
+class SecurityGroupInvalidIcmpValue(BadRequest):
+    pass
+
+
+class SecurityGroupMissingIcmpType(BadRequest):
+    pass
+
+
+class SecurityGroupInvalidProtocolForPortRange(BadRequest):
+    pass
+
+
+class SecurityGroupProtocolRequiredWithPorts(BadRequest):
+    pass
+
+
+class SecurityGroupDefaultAlreadyExists(Conflict):
+    pass
+
+
+class SecurityGroupCannotUpdateDefault(Conflict):
+    pass
+
+
+class SecurityGroupRemoteGroupAndRemoteIpPrefix(BadRequest):
+    pass
+
+
+class SecurityGroupRuleParameterConflict(BadRequest):
+    pass
+
+
+class MeteringLabelNotFound(NotFound):
+    pass
+
+
+class MeteringLabelRuleNotFound(NotFound):
+    pass
+
+
+class MeteringLabelRuleOverlaps(Conflict):
+    pass
+
+
+class AgentNotFound(NotFound):
+    pass

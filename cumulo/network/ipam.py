@@ -175,3 +175,17 @@ def valid_mac(value: object) -> bool:
         and all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts)
         and int(parts[0], 16) & 1 == 0
     )
+
+
+def eui64_address(cidr: str, mac: str) -> str:
+    """The SLAAC address of a MAC on a /64 (RFC 4291 modified EUI-64)."""
+    octets = bytes.fromhex(mac.replace(":", ""))
+    interface = bytes([octets[0] ^ 0x02]) + octets[1:3] + b"\xff\xfe" + octets[3:]
+    net = ipaddress.IPv6Network(cidr)
+    return str(net.network_address + int.from_bytes(interface, "big"))
+
+
+def address_order(ip: str) -> tuple[int, int]:
+    """Sort key of addresses of both versions: IPv4 first, then by value."""
+    address = ipaddress.ip_address(ip)
+    return address.version, int(address)

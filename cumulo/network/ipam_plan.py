@@ -39,6 +39,7 @@ from cumulo.network.models import (
     Quota,
     Subnet,
 )
+from cumulo.network.ports import is_auto_address
 
 LOG = logging.getLogger(__name__)
 
@@ -182,6 +183,10 @@ class PortBatcher:
                 select(Subnet).where(Subnet.network_id == network_id).order_by(Subnet.created_at)
             )
         )
+        if any(is_auto_address(s) for s in subnets):
+            for item in items:
+                item.fixed_ips = None  # SLAAC addresses: the long way derives them from MACs
+            return
         for version in (4, 6):
             of_version = [s for s in subnets if s.ip_version == version]
             if not of_version:

@@ -213,3 +213,47 @@ class RbacPolicy(Base):
     object_id: Mapped[str] = mapped_column(String(36), index=True)
     action: Mapped[str] = mapped_column(String(32))
     target_project: Mapped[str] = mapped_column(String(255), index=True)
+
+
+class MeteringLabel(Base):
+    """A metering label (api-ref: Metering labels); admins own them, as in Neutron."""
+
+    __tablename__ = "metering_label"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(255), index=True, default="")
+    name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(String(1024), default="")
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class MeteringLabelRule(Base):
+    __tablename__ = "metering_label_rule"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    metering_label_id: Mapped[str] = mapped_column(
+        ForeignKey("metering_label.id", ondelete="CASCADE"), index=True
+    )
+    direction: Mapped[str] = mapped_column(String(16))
+    excluded: Mapped[bool] = mapped_column(Boolean, default=False)
+    remote_ip_prefix: Mapped[str | None] = mapped_column(String(64))
+    source_ip_prefix: Mapped[str | None] = mapped_column(String(64))
+    destination_ip_prefix: Mapped[str | None] = mapped_column(String(64))
+
+
+class Agent(Base):
+    """A network agent as Neutron lists it: one row per (type, host). cumulo's agent on
+    a host plays every type (L2, DHCP, L3, metadata) and heartbeats for each."""
+
+    __tablename__ = "agent"
+    __table_args__ = (UniqueConstraint("agent_type", "host"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    agent_type: Mapped[str] = mapped_column(String(255))
+    binary: Mapped[str] = mapped_column(String(255))
+    topic: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str] = mapped_column(String(255), index=True)
+    availability_zone: Mapped[str | None] = mapped_column(String(255))
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    configurations: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    heartbeat_timestamp: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -37,7 +37,9 @@ ROUTER_INTERFACE = "network:router_interface"
 ROUTER_GATEWAY = "network:router_gateway"
 FLOATING_IP = "network:floatingip"
 DHCP = "network:dhcp"
-ROUTER_OWNERS = (ROUTER_INTERFACE, ROUTER_GATEWAY, "network:router_interface_distributed")
+ROUTER_INTERFACES = (ROUTER_INTERFACE, "network:router_interface_distributed")
+ROUTER_OWNERS = (*ROUTER_INTERFACES, ROUTER_GATEWAY)
+AUTO_ADDRESS_MODES = ("slaac", "dhcpv6-stateless")
 _CANDIDATES = 16
 _ATTEMPTS = 5
 
@@ -99,77 +101,108 @@ async def _free_address(session: AsyncSession, subnet: Subnet) -> str | None:
     return None
 
 
+def is_auto_address(subnet: Subnet) -> bool:
+    """An IPv6 subnet whose ports' addresses come from their MACs (SLAAC)."""
+    return subnet.ip_version == 6 and subnet.ipv6_address_mode in AUTO_ADDRESS_MODES
+
+
 async def resolve_fixed_ips(
     session: AsyncSession,
     network: Network,
     requested: list[dict[str, Any]] | None,
     *,
     device_owner: str = "",
+    mac: str = "",
 ) -> list[tuple[Subnet, str]]:
-    """(subnet, address) pairs for a port: what was asked for, or one per IP version."""
+    """(subnet, address) pairs for a port: what was asked for, or one per IP version
+    from the allocation pools; and, as Neutron does, the port's EUI-64 address on every
+    SLAAC subnet of the network (router interfaces excepted)."""
     subnets = await network_subnets(session, network.id)
     by_id = {s.id: s for s in subnets}
+    router_interface = device_owner in ROUTER_INTERFACES
+    auto = [s for s in subnets if is_auto_address(s)] if mac and not router_interface else []
     chosen: list[tuple[Subnet, str]] = []
     if requested is None:
         for version in (4, 6):
-            for subnet in (s for s in subnets if s.ip_version == version):
+            pooled = [s for s in subnets if s.ip_version == version and not is_auto_address(s)]
+            for subnet in pooled:
                 ip = await _free_address(session, subnet)
                 if ip:
                     chosen.append((subnet, ip))
                     break
             else:
-                if any(s.ip_version == version for s in subnets):
+                if pooled:
                     raise IpAddressGenerationFailure(
                         f"No more IP addresses available on network {network.id}."
                     )
-        return chosen
+        return chosen + [(s, ipam.eui64_address(s.cidr, mac)) for s in auto]
     for spec in requested:
-        if not isinstance(spec, dict) or not set(spec) <= {"subnet_id", "ip_address"}:
+        chosen.append(await _requested_ip(session, network, by_id, chosen, spec, device_owner, mac))
+    held = {s.id for s, _ in chosen}
+    return chosen + [(s, ipam.eui64_address(s.cidr, mac)) for s in auto if s.id not in held]
+
+
+async def _requested_ip(
+    session: AsyncSession,
+    network: Network,
+    by_id: dict[str, Subnet],
+    chosen: list[tuple[Subnet, str]],
+    spec: Any,
+    device_owner: str,
+    mac: str,
+) -> tuple[Subnet, str]:
+    """The address one `fixed_ips` entry asks for."""
+    if not isinstance(spec, dict) or not set(spec) <= {"subnet_id", "ip_address"}:
+        raise InvalidInput(
+            "Invalid input for fixed_ips. Reason: each entry has subnet_id and/or ip_address."
+        )
+    subnet = None
+    if spec.get("subnet_id") is not None:
+        subnet = by_id.get(spec["subnet_id"])
+        if subnet is None:
+            if await session.get(Subnet, spec["subnet_id"]) is None:
+                raise SubnetNotFound(f"Subnet {spec['subnet_id']} could not be found.")
             raise InvalidInput(
-                "Invalid input for fixed_ips. Reason: each entry has subnet_id and/or ip_address."
+                f"Failed to create port on network {network.id}, because fixed_ips "
+                "included invalid subnet " + spec["subnet_id"] + "."
             )
-        subnet = None
-        if spec.get("subnet_id") is not None:
-            subnet = by_id.get(spec["subnet_id"])
-            if subnet is None:
-                if await session.get(Subnet, spec["subnet_id"]) is None:
-                    raise SubnetNotFound(f"Subnet {spec['subnet_id']} could not be found.")
-                raise InvalidInput(
-                    f"Failed to create port on network {network.id}, because fixed_ips "
-                    "included invalid subnet " + spec["subnet_id"] + "."
-                )
-        if spec.get("ip_address") is not None:
-            ip = ipam.parse_ip(spec["ip_address"])
-            if subnet is None:
-                subnet = next((s for s in subnets if ip in ipaddress.ip_network(s.cidr)), None)
-                if subnet is None:
-                    raise InvalidIpForNetwork(
-                        f"IP address {ip} is not a valid IP for any of the subnets on the "
-                        "specified network."
-                    )
-            net = ipaddress.ip_network(subnet.cidr)
-            first, last = ipam.usable_range(net)
-            if not first <= ip <= last:
-                raise InvalidIpForSubnet(
-                    f"IP address {ip} is not a valid IP for the specified subnet."
-                )
-            gateway_taken = str(ip) == subnet.gateway_ip and device_owner not in ROUTER_OWNERS
-            taken = any(s.id == subnet.id and a == str(ip) for s, a in chosen)
-            if gateway_taken or taken or await _is_used(session, subnet.id, str(ip)):
-                raise IpAddressAlreadyAllocated(
-                    f"IP address {ip} already allocated in subnet {subnet.id}"
-                )
-            chosen.append((subnet, str(ip)))
-        elif subnet is not None:
-            free = await _free_address(session, subnet)
-            if free is None or any(s.id == subnet.id and a == free for s, a in chosen):
-                raise IpAddressGenerationFailure(
-                    f"No more IP addresses available on network {network.id}."
-                )
-            chosen.append((subnet, free))
-        else:
+    if spec.get("ip_address") is None:
+        if subnet is None:
             raise InvalidInput("Invalid input for fixed_ips. Reason: subnet_id or ip_address.")
-    return chosen
+        if is_auto_address(subnet) and mac and device_owner not in ROUTER_INTERFACES:
+            return subnet, ipam.eui64_address(subnet.cidr, mac)
+        free = await _free_address(session, subnet)
+        if free is None or any(s.id == subnet.id and a == free for s, a in chosen):
+            raise IpAddressGenerationFailure(
+                f"No more IP addresses available on network {network.id}."
+            )
+        return subnet, free
+    ip = ipam.parse_ip(spec["ip_address"])
+    if subnet is None:
+        subnet = next((s for s in by_id.values() if ip in ipaddress.ip_network(s.cidr)), None)
+        if subnet is None:
+            raise InvalidIpForNetwork(
+                f"IP address {ip} is not a valid IP for any of the subnets on the "
+                "specified network."
+            )
+    if (
+        is_auto_address(subnet)
+        and device_owner not in ROUTER_INTERFACES
+        and not (mac and str(ip) == ipam.eui64_address(subnet.cidr, mac))
+    ):
+        raise InvalidInput(
+            f"IPv6 address {ip} cannot be directly assigned to a port on subnet {subnet.id} "
+            "as the subnet is configured for automatic addresses"
+        )
+    net = ipaddress.ip_network(subnet.cidr)
+    first, last = ipam.usable_range(net)
+    if not first <= ip <= last:
+        raise InvalidIpForSubnet(f"IP address {ip} is not a valid IP for the specified subnet.")
+    gateway_taken = str(ip) == subnet.gateway_ip and device_owner not in ROUTER_OWNERS
+    taken = any(s.id == subnet.id and a == str(ip) for s, a in chosen)
+    if gateway_taken or taken or await _is_used(session, subnet.id, str(ip)):
+        raise IpAddressAlreadyAllocated(f"IP address {ip} already allocated in subnet {subnet.id}")
+    return subnet, str(ip)
 
 
 async def set_fixed_ips(
@@ -206,14 +239,15 @@ async def new_port(
                 f"Unable to complete operation for network {network.id}. The mac address "
                 f"{mac_address} is in use."
             )
+    mac_address = mac_address or ipam.random_mac()
     ips = await resolve_fixed_ips(
-        session, network, fixed_ips, device_owner=attrs.get("device_owner", "")
+        session, network, fixed_ips, device_owner=attrs.get("device_owner", ""), mac=mac_address
     )
     port = Port(
         id=new_id(),
         network_id=network.id,
         project_id=project_id,
-        mac_address=mac_address or ipam.random_mac(),
+        mac_address=mac_address,
         port_security_enabled=attrs.pop("port_security_enabled", network.port_security_enabled),
         **attrs,
     )
@@ -232,7 +266,7 @@ async def fixed_ips_of(session: AsyncSession, port_ids: list[str]) -> dict[str, 
         for a in rows:
             found[a.port_id].append({"subnet_id": a.subnet_id, "ip_address": a.ip_address})
     for ips in found.values():
-        ips.sort(key=lambda f: ipaddress.ip_address(f["ip_address"]))
+        ips.sort(key=lambda f: ipam.address_order(f["ip_address"]))
     return found
 
 

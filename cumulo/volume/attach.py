@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cumulo.common.db import utcnow
@@ -22,7 +22,7 @@ from cumulo.common.faults import ApiError, BadRequest, NotFound, ServiceUnavaila
 from cumulo.common.rpc import RemoteError, RpcTimeout
 from cumulo.volume import states
 from cumulo.volume.core import VolumeService
-from cumulo.volume.models import Attachment, Volume
+from cumulo.volume.models import Attachment, Volume, VolumeMetadata
 
 T = TypeVar("T")
 
@@ -156,7 +156,25 @@ async def complete(
         volume.status = states.IN_USE
         volume.attach_status = states.ATTACHED
         volume.updated_at = utcnow()
+        # Cinder's admin metadata users see: readonly (kept) and the attached mode.
+        await set_admin_metadata(session, volume.id, "readonly", str(volume.readonly))
+        await set_admin_metadata(session, volume.id, "attached_mode", attachment.attach_mode)
     return attachment
+
+
+async def set_admin_metadata(
+    session: AsyncSession, volume_id: str, key: str, value: str | None
+) -> None:
+    """Admin metadata (kind "admin"): None removes the key."""
+    await session.execute(
+        delete(VolumeMetadata).where(
+            VolumeMetadata.volume_id == volume_id,
+            VolumeMetadata.kind == "admin",
+            VolumeMetadata.key == key,
+        )
+    )
+    if value is not None:
+        session.add(VolumeMetadata(volume_id=volume_id, kind="admin", key=key, value=value))
 
 
 async def remove(
@@ -186,6 +204,7 @@ async def remove(
         )
         if not left:
             volume.status, volume.attach_status = states.AVAILABLE, states.DETACHED
+            await set_admin_metadata(session, volume.id, "attached_mode", None)
         elif any(a.status == states.ATTACHED for a in left):
             volume.status, volume.attach_status = states.IN_USE, states.ATTACHED
         else:

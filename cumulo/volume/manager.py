@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, or_, select, update
 
 from cumulo.common.config import VolumeBackendConfig
 from cumulo.common.db import Database, utcnow
@@ -77,6 +77,7 @@ class VolumeManager(Endpoint):
     # -- lifecycle and heartbeat ------------------------------------------------------
 
     async def start(self, bus: Transport) -> None:
+        await self.recover_interrupted_work()
         await self.report()
         await bus.serve(rpcapi.volume_topic(self.backend_host), self)
         self._periodic = asyncio.create_task(self._report_forever())
@@ -87,6 +88,70 @@ class VolumeManager(Endpoint):
             self._periodic.cancel()
             await asyncio.gather(self._periodic, return_exceptions=True)
         await self.driver.close()
+
+    async def recover_interrupted_work(self) -> None:
+        """What this backend was doing when it stopped (Cinder's init_host). A create
+        cannot be resumed (its request died with the process): its partial data is
+        removed and it goes to `error`; a delete is finished; an extend goes to
+        `error_extending`, an upload back to the status it came from; a snapshot being
+        made goes to `error`, one being deleted is deleted. Data on the backend that no
+        volume or snapshot owns (a create cut short after a delete) is removed."""
+        on_backend = or_(
+            Volume.host == self.backend_host, Volume.host.startswith(f"{self.backend_host}#")
+        )
+        async with self.db.read() as session:
+            volumes = (await session.execute(select(Volume).where(on_backend))).scalars().all()
+            snapshots = (
+                (
+                    await session.execute(
+                        select(Snapshot)
+                        .join(Volume, Snapshot.volume_id == Volume.id)
+                        .where(on_backend)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        ctx = self.service_context
+        for snap in snapshots:
+            if snap.status == states.CREATING:
+                LOG.warning("snapshot %s was interrupted by a restart: error", snap.id)
+                with contextlib.suppress(Exception):
+                    await self.driver.delete_snapshot(snap.id)
+                await self._set_snapshot(snap.id, states.CREATING, states.ERROR)
+            elif snap.status == states.DELETING:
+                await self.delete_snapshot(ctx, snap.id)
+        for vol in volumes:
+            if vol.status in (states.CREATING, states.DOWNLOADING):
+                LOG.warning("volume %s was interrupted by a restart: error", vol.id)
+                with contextlib.suppress(Exception):
+                    await self.driver.delete_volume(vol.id)
+                await self._set_volume(vol.id, vol.status, status=states.ERROR)
+            elif vol.status == states.DELETING:
+                LOG.info("finishing the delete of volume %s", vol.id)
+                owned = [s.id for s in snapshots if s.volume_id == vol.id]
+                await self.delete_volume(ctx, vol.id, owned)
+            elif vol.status == states.EXTENDING:
+                await self._set_volume(vol.id, states.EXTENDING, status=states.ERROR_EXTENDING)
+            elif vol.status == states.UPLOADING:
+                back_to = (
+                    states.IN_USE if vol.attach_status == states.ATTACHED else states.AVAILABLE
+                )
+                await self._set_volume(vol.id, states.UPLOADING, status=back_to)
+        await self._remove_orphaned_data()
+
+    async def _remove_orphaned_data(self) -> None:
+        async with self.db.read() as session:
+            owned = {f"volume-{v}" for v in await session.scalars(select(Volume.id))}
+            owned |= {f"snapshot-{s}" for s in await session.scalars(select(Snapshot.id))}
+        for name in sorted(self.driver.volume_files() - owned):
+            kind, _, data_id = name.partition("-")
+            LOG.warning("removing %s from backend %s: nothing owns it", name, self.backend_host)
+            with contextlib.suppress(Exception):
+                if kind == "volume":
+                    await self.driver.delete_volume(data_id)
+                elif kind == "snapshot":
+                    await self.driver.delete_snapshot(data_id)
 
     async def _report_forever(self) -> None:
         while True:

@@ -32,6 +32,16 @@ class VolumeType(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class VolumeTypeAccess(Base):
+    """A project that may use a private volume type."""
+
+    __tablename__ = "volume_type_access"
+    type_id: Mapped[str] = mapped_column(
+        ForeignKey("volume_type.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 class VolumeTypeExtraSpec(Base):
     __tablename__ = "volume_type_extra_spec"
     type_id: Mapped[str] = mapped_column(
@@ -92,6 +102,8 @@ class Snapshot(Base):
     description: Mapped[str | None] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(32), index=True)
+    # What os-update_snapshot_status last reported ("80%"); None: by the status.
+    progress: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
 
@@ -130,6 +142,51 @@ class QuotaLimit(Base):
     project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     resource: Mapped[str] = mapped_column(String(255), primary_key=True)
     hard_limit: Mapped[int] = mapped_column(Integer)
+
+
+class QuotaClass(Base):
+    """A quota class's limit (os-quota-class-sets); class "default" overrides the
+    configured defaults every project starts from."""
+
+    __tablename__ = "quota_class"
+    class_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    resource: Mapped[str] = mapped_column(String(255), primary_key=True)
+    hard_limit: Mapped[int] = mapped_column(Integer)
+
+
+class Transfer(Base):
+    """A volume offered to another project (os-volume-transfer): whoever presents its
+    id and auth key takes the volume. Only a hash of the key is kept."""
+
+    __tablename__ = "transfer"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volume.id"), index=True)
+    source_project_id: Mapped[str] = mapped_column(String(64), index=True)
+    destination_project_id: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(255))
+    salt: Mapped[str] = mapped_column(String(255))
+    crypt_hash: Mapped[str] = mapped_column(String(255))
+    no_snapshots: Mapped[bool] = mapped_column(Boolean, default=False)
+    accepted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class GroupType(Base):
+    __tablename__ = "group_type"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str | None] = mapped_column(String(255))
+    is_public: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class GroupTypeSpec(Base):
+    __tablename__ = "group_type_spec"
+    group_type_id: Mapped[str] = mapped_column(
+        ForeignKey("group_type.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
 
 
 class VolumeServiceRow(Base):

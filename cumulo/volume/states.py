@@ -20,9 +20,20 @@ ERROR_EXTENDING = "error_extending"
 UPLOADING = "uploading"
 DOWNLOADING = "downloading"
 
+MAINTENANCE = "maintenance"
+AWAITING_TRANSFER = "awaiting-transfer"
+RETYPING = "retyping"
+
+# Every status Cinder knows (what os-reset_status accepts).
 VOLUME_STATUSES = (
     CREATING, AVAILABLE, RESERVED, ATTACHING, IN_USE, DETACHING, DELETING, ERROR,
-    ERROR_DELETING, EXTENDING, ERROR_EXTENDING, UPLOADING, DOWNLOADING,
+    ERROR_DELETING, EXTENDING, ERROR_EXTENDING, UPLOADING, DOWNLOADING, MAINTENANCE,
+    AWAITING_TRANSFER, RETYPING, "managing", "error_managing", "restoring-backup",
+    "error_restoring", "backing-up", "error_backing-up",
+)  # fmt: skip
+SNAPSHOT_STATUSES = (
+    CREATING, AVAILABLE, DELETING, ERROR, ERROR_DELETING, "unmanaging", "backing-up",
+    "restoring",
 )  # fmt: skip
 
 # attach_status of a volume, status of an attachment.
@@ -44,6 +55,11 @@ READONLY_SETTABLE = (AVAILABLE, IN_USE)
 
 # Snapshot statuses.
 SNAPSHOT_DELETABLE = (AVAILABLE, ERROR)
+# What os-update_snapshot_status may set, from which status (Cinder's snapshot_actions).
+SNAPSHOT_STATUS_UPDATES = {
+    CREATING: (CREATING, AVAILABLE, ERROR),
+    DELETING: (DELETING, ERROR_DELETING),
+}
 
 
 def require_volume_status(status: str, allowed: tuple[str, ...], action: str) -> None:

@@ -6,8 +6,6 @@ headers itself, gets nothing about it."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -15,15 +13,13 @@ import uuid
 
 import pytest
 
-from cumulo.common.config import load_config, write_config
 from cumulo.image.demo import register_for_cloud
 from cumulo.network.dataplane.linuxbridge import bridge_name, scope_of
-from tests.cloudrunner import CloudRunner, configure_state_dir, stop_guest_cloud
-from tests.conftest import skip_or_fail
+from tests.cloudrunner import CloudRunner, configure_guest_state_dir, stop_guest_cloud
+from tests.conftest import require_real_guests, skip_or_fail
 
 pytestmark = pytest.mark.e2e
 
-TOOLS = ("qemu-system-x86_64", "qemu-img", "ip", "nft", "dnsmasq")
 
 # Run inside the stand-in namespace: what a guest that forges the proxy's headers gets.
 FORGED_REQUEST = """
@@ -42,18 +38,10 @@ except urllib.error.HTTPError as e:
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory):
-    missing = [t for t in TOOLS if not shutil.which(t)]
-    if missing or os.geteuid() != 0:
-        skip_or_fail(f"real guests need root and {', '.join(TOOLS)} (missing: {missing})")
+    require_real_guests()
     state = tmp_path_factory.mktemp("metadata-cloud")
-    configure_state_dir(state)
-    config = load_config(state)
-    config.compute.driver = "qemu"
-    config.compute.qemu_accel = "tcg"
-    config.compute.host = "e2e-metadata"
-    config.compute.force_config_drive = False  # the guest's only source: the metadata service
-    config.network.driver = "linuxbridge"
-    write_config(state, config)
+    # No config drive: the guest's only source is the metadata service.
+    configure_guest_state_dir(state, "e2e-metadata", force_config_drive=False)
     runner = CloudRunner(state).start(timeout=120)
     try:
         try:

@@ -4,9 +4,7 @@ hostname and key from the config drive and runs its user data."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import time
 import uuid
@@ -15,20 +13,15 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from websockets.sync.client import connect
 
-from cumulo.common.config import load_config, write_config
-from tests.cloudrunner import CloudRunner, configure_state_dir, stop_guest_cloud
-from tests.conftest import skip_or_fail
+from tests.cloudrunner import CloudRunner, configure_guest_state_dir, stop_guest_cloud
+from tests.conftest import require_real_guests, skip_or_fail
 
 pytestmark = pytest.mark.e2e
-
-TOOLS = ("qemu-system-x86_64", "qemu-img", "ip", "nft", "dnsmasq")
 
 
 @pytest.fixture(scope="module")
 def cloud_with_guests(tmp_path_factory):
-    missing = [t for t in TOOLS if not shutil.which(t)]
-    if missing or os.geteuid() != 0:
-        skip_or_fail(f"real guests need root and {', '.join(TOOLS)} (missing: {missing})")
+    require_real_guests()
     from cumulo.testing.guest import build_guest
 
     try:
@@ -36,13 +29,7 @@ def cloud_with_guests(tmp_path_factory):
     except Exception as exc:  # noqa: BLE001 - no kernel package to be had here
         skip_or_fail(f"the tiny test guest could not be built: {exc}")
     state = tmp_path_factory.mktemp("qemu-cloud")
-    configure_state_dir(state)
-    config = load_config(state)
-    config.compute.driver = "qemu"
-    config.compute.qemu_accel = "tcg"
-    config.compute.host = "e2e-compute"
-    config.network.driver = "linuxbridge"
-    write_config(state, config)
+    configure_guest_state_dir(state, "e2e-compute")
     runner = CloudRunner(state).start(timeout=120)
     runner.guest = guest
     try:

@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -28,14 +27,12 @@ from typing import Any
 
 import pytest
 
-from cumulo.common.config import load_config, write_config
 from cumulo.compute.virt import qemu_process as qp
-from tests.cloudrunner import CloudRunner, configure_state_dir, stop_guest_cloud
-from tests.conftest import skip_or_fail
+from tests.cloudrunner import CloudRunner, configure_guest_state_dir, stop_guest_cloud
+from tests.conftest import require_real_guests, skip_or_fail
 
 pytestmark = pytest.mark.e2e
 
-TOOLS = ("qemu-system-x86_64", "qemu-img", "ip", "nft", "dnsmasq")
 HOST = "e2e-guests"
 DEMO = {"cloud": "cumulo-demo"}
 MARK = "cumulo-guest:"
@@ -180,20 +177,10 @@ def register_tiny_images(runner: CloudRunner, work: Path) -> None:
 
 @pytest.fixture(scope="module")
 def guests(tmp_path_factory):
-    missing = [t for t in TOOLS if not shutil.which(t)]
-    if missing or os.geteuid() != 0:
-        skip_or_fail(f"real guests need root and {', '.join(TOOLS)} (missing: {missing})")
+    require_real_guests()
     state = tmp_path_factory.mktemp("qemu-guests")
     work = tmp_path_factory.mktemp("qemu-guests-work")
-    configure_state_dir(state)
-    config = load_config(state)
-    config.compute.driver = "qemu"
-    config.compute.qemu_accel = "tcg"
-    config.compute.host = HOST
-    # The data plane filters the ports bound to its own host: the same name as compute's.
-    config.network.agent_host = HOST
-    config.network.driver = "linuxbridge"
-    write_config(state, config)
+    configure_guest_state_dir(state, HOST)
     runner = CloudRunner(state).start(timeout=120)
     g = Guests(runner, work)
     try:

@@ -91,3 +91,34 @@ def test_domains_with_the_cli(cloud: CloudRunner):
     cloud.openstack("domain", "delete", name)
     projects = cloud.openstack("project", "list", "-f", "json")
     assert proj["id"] not in [p["ID"] for p in projects]
+
+
+def test_project_acting_as_a_domain_is_a_domain(cloud, admin_http):
+    """is_domain=true makes a domain, seen through both APIs (Tempest's test_create_is_domain)."""
+    conn = cloud.sdk()
+    name = f"isdom-{uuid.uuid4().hex[:8]}"
+    created = conn.identity.create_project(name=name, is_domain=True, description="d")
+    assert created.is_domain is True and created.domain_id is None and created.parent_id is None
+    assert conn.identity.get_domain(created.id).name == name
+
+    listed = admin_http.get("/v3/projects", params={"is_domain": "true"}).json()["projects"]
+    assert created.id in [p["id"] for p in listed]
+    plain = admin_http.get("/v3/projects").json()["projects"]
+    assert created.id not in [p["id"] for p in plain]
+    assert admin_http.get(f"/v3/projects/{created.id}").json()["project"]["is_domain"] is True
+
+    # A project can live in it; the domain goes like a domain (disabled first).
+    inner = cloud.openstack("project", "create", "--domain", created.id, "inner", "-f", "json")
+    assert inner["domain_id"] == created.id
+    assert admin_http.delete(f"/v3/projects/{created.id}").status_code == 403
+    r = admin_http.patch(f"/v3/projects/{created.id}", json={"project": {"enabled": False}})
+    assert r.status_code == 200 and r.json()["project"]["enabled"] is False
+    assert conn.identity.get_domain(created.id).is_enabled is False
+    assert admin_http.delete(f"/v3/projects/{created.id}").status_code == 204
+    assert admin_http.get(f"/v3/domains/{created.id}").status_code == 404
+    assert admin_http.get(f"/v3/projects/{inner['id']}").status_code == 404
+
+    # Only a cloud admin makes domains, through either API.
+    demo = cloud.http(cloud.token("demo", project="demo"))
+    body = {"project": {"name": "sneaky", "is_domain": True}}
+    assert demo.post("/v3/projects", json=body).status_code == 403

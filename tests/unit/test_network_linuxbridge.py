@@ -169,6 +169,20 @@ def _two_subnets(routed: bool) -> dict:
     }  # fmt: skip
 
 
+def test_a_ports_extra_dhcp_options_go_to_that_port_only():
+    opts = [{"opt_name": "bootfile-name", "opt_value": "pxelinux.0", "ip_version": 4},
+            {"opt_name": "150", "opt_value": "192.0.2.9", "ip_version": 4}]  # fmt: skip
+    net = {**NETWORK, "leases": [{**lease, "dhcp_opts": opts} for lease in NETWORK["leases"]]}
+    assert hosts_file(net) == "fa:16:3e:00:00:01,set:port-p,host-10-0-0-5,10.0.0.5\n"
+    lines = opts_file(net).splitlines()
+    assert "tag:port-p,option:bootfile-name,pxelinux.0" in lines
+    assert "tag:port-p,150,192.0.2.9" in lines
+    assert len([line for line in lines if line.startswith("tag:port-p,")]) == 2
+    # A port dnsmasq does not serve (no address on a DHCP subnet) gets no options.
+    away = {**net, "leases": [{**net["leases"][1], "port_id": "q", "mac": "fa:16:3e:00:00:09"}]}
+    assert "tag:port-q" not in opts_file(away)
+
+
 def test_isolated_subnets_route_metadata_to_the_dhcp_port_routed_ones_to_the_gateway():
     isolated, routed = _two_subnets(routed=False), _two_subnets(routed=True)
     # enable_isolated_metadata: the DHCP port where no router serves the subnet...

@@ -5,9 +5,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import time
 import traceback
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
+from cumulo.common import metrics, tracing
 from cumulo.common.app import request_id_var
 
 LOG = logging.getLogger(__name__)
@@ -49,16 +53,34 @@ async def dispatch(endpoint: Endpoint, message: dict[str, Any]) -> dict[str, Any
     context = message.get("context") or {}
     token = request_id_var.set(context.get("request_id", "-"))
     try:
-        method = endpoint.rpc_method(name)
-        if method is None:
-            return {"error": {"type": "UnknownMethod", "message": f"no RPC method {name!r}"}}
-        result = await method(context, **(message.get("args") or {}))
+        with tracing.span(
+            f"rpc {name}",
+            SpanKind.CONSUMER,
+            carrier=context,
+            **{"openstack.request_id": context.get("request_id")},
+        ):
+            return await _run(endpoint, name, context, message.get("args") or {})
+    finally:
+        request_id_var.reset(token)
+
+
+async def _run(
+    endpoint: Endpoint, name: str, context: dict[str, Any], args: dict[str, Any]
+) -> dict[str, Any]:
+    method = endpoint.rpc_method(name)
+    if method is None:
+        return {"error": {"type": "UnknownMethod", "message": f"no RPC method {name!r}"}}
+    started = time.perf_counter()
+    try:
+        result = await method(context, **args)
+        metrics.RPC_MESSAGES.labels(name, "ok").inc()
         return {"result": result}
     except Exception as exc:  # noqa: BLE001 - every failure travels back to the caller
         LOG.warning("rpc %s failed: %s\n%s", name, exc, traceback.format_exc())
+        metrics.RPC_MESSAGES.labels(name, "error").inc()
         return {"error": {"type": type(exc).__name__, "message": str(exc)}}
     finally:
-        request_id_var.reset(token)
+        metrics.RPC_DURATION.labels(name).observe(time.perf_counter() - started)
 
 
 def unwrap(reply: dict[str, Any]) -> Any:

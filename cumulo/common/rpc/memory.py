@@ -7,10 +7,12 @@ over RabbitMQ (no Python objects sneak across the bus).
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
 
+from cumulo.common import metrics, tracing
 from cumulo.common.rpc.base import Endpoint, RpcTimeout, Transport, dispatch, unwrap
 
 # orjson, held to what json (RabbitMQ's encoding) accepts: datetimes and dataclasses
@@ -33,6 +35,10 @@ class MemoryTransport(Transport):
         self._queues: dict[str, asyncio.Queue[tuple[str, asyncio.Future | None]]] = {}
         self._consumers: list[asyncio.Task] = []
         self._handlers: set[asyncio.Task] = set()
+        metrics.BUS_QUEUES.transports.add(self)
+
+    def queue_depths(self) -> dict[str, int]:
+        return {topic: queue.qsize() for topic, queue in self._queues.items()}
 
     def _queue(self, topic: str) -> asyncio.Queue:
         return self._queues.setdefault(topic, asyncio.Queue())
@@ -47,7 +53,7 @@ class MemoryTransport(Transport):
         self._consumers.clear()
 
     async def cast(self, topic: str, method: str, context: dict[str, Any], **args: Any) -> None:
-        body = _encode({"method": method, "args": args, "context": context})
+        body = _encode({"method": method, "args": args, "context": tracing.inject(context)})
         self._queue(topic).put_nowait((body, None))
 
     async def call(
@@ -59,13 +65,15 @@ class MemoryTransport(Transport):
         timeout: float = 60.0,
         **args: Any,
     ) -> Any:
-        body = _encode({"method": method, "args": args, "context": context})
+        body = _encode({"method": method, "args": args, "context": tracing.inject(context)})
         reply: asyncio.Future = asyncio.get_running_loop().create_future()
+        started = time.perf_counter()
         self._queue(topic).put_nowait((body, reply))
         try:
             raw = await asyncio.wait_for(reply, timeout)
         except TimeoutError:
             raise RpcTimeout(f"no reply from {topic}.{method} within {timeout}s") from None
+        metrics.RPC_ROUND_TRIP.labels(method).observe(time.perf_counter() - started)
         return unwrap(orjson.loads(raw))
 
     async def serve(self, topic: str, endpoint: Endpoint) -> None:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from cumulo.common import metrics, tracing
 from cumulo.common.rpc.base import Endpoint, RpcTimeout, Transport, dispatch, unwrap
 
 LOG = logging.getLogger(__name__)
@@ -84,7 +86,9 @@ class RabbitTransport(Transport):
         await self._channel.default_exchange.publish(message, routing_key=self.queue_name(topic))
 
     async def cast(self, topic: str, method: str, context: dict[str, Any], **args: Any) -> None:
-        await self._publish(topic, {"method": method, "args": args, "context": context})
+        await self._publish(
+            topic, {"method": method, "args": args, "context": tracing.inject(context)}
+        )
 
     async def call(
         self,
@@ -100,10 +104,11 @@ class RabbitTransport(Transport):
         correlation_id = uuid.uuid4().hex
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
+        started = time.perf_counter()
         try:
             await self._publish(
                 topic,
-                {"method": method, "args": args, "context": context},
+                {"method": method, "args": args, "context": tracing.inject(context)},
                 correlation_id=correlation_id,
                 reply_to=self._reply_queue.name,
                 expiration=timeout,
@@ -113,6 +118,7 @@ class RabbitTransport(Transport):
             raise RpcTimeout(f"no reply from {topic}.{method} within {timeout}s") from None
         finally:
             self._pending.pop(correlation_id, None)
+        metrics.RPC_ROUND_TRIP.labels(method).observe(time.perf_counter() - started)
         return unwrap(reply)
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:

@@ -237,6 +237,9 @@ def _flavor_from_body(request: Request, body: dict[str, Any]) -> Flavor:
     flavor_id = body.get("id")
     if flavor_id is None:
         flavor_id = str(uuid.uuid4())
+    elif isinstance(flavor_id, int | float) and not isinstance(flavor_id, bool):
+        # Nova's schema takes a number too (its pattern checks strings only).
+        flavor_id = str(flavor_id)
     elif not isinstance(flavor_id, str) or not _FLAVOR_ID.match(flavor_id) or len(flavor_id) > 255:
         raise wire.invalid("id", flavor_id, f"'{flavor_id}' does not match '{_FLAVOR_ID.pattern}'")
     rxtx = body.get("rxtx_factor", 1.0)

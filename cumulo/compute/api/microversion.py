@@ -95,22 +95,34 @@ class MicroversionMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        try:
-            version = negotiate(headers)
-        except VersionError as exc:
-            await self.render_error(exc.status, exc.message, scope, receive, send)
-            return
-        scope["compute.version"] = version
-        extra = [
-            (b"openstack-api-version", f"compute {version}".encode()),
-            (b"x-openstack-nova-api-version", str(version).encode()),
-            (b"vary", b"OpenStack-API-Version, X-OpenStack-Nova-API-Version"),
-        ]
+        path = scope["path"]
+        extra: list[tuple[bytes, bytes]] = []
+        if path.startswith("/v2/") and path != "/v2/":
+            # The legacy v2 endpoint is v2.1 at 2.1 (no microversions, none echoed).
+            scope = {k: v for k, v in scope.items() if k != "raw_path"}
+            scope["path"] = "/v2.1/" + path[4:]
+            scope["compute.version"] = MIN
+        else:
+            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            try:
+                version = negotiate(headers)
+            except VersionError as exc:
+                await self.render_error(exc.status, exc.message, scope, receive, send)
+                return
+            scope["compute.version"] = version
+            extra = [
+                (b"openstack-api-version", f"compute {version}".encode()),
+                (b"x-openstack-nova-api-version", str(version).encode()),
+                (b"vary", b"OpenStack-API-Version, X-OpenStack-Nova-API-Version"),
+            ]
 
         async def send_with_version(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *extra]
+                headers = list(message.get("headers", []))
+                # Nova names the request id twice (clients read either).
+                request_ids = [v for k, v in headers if k.lower() == b"x-openstack-request-id"]
+                headers += [(b"x-compute-request-id", v) for v in request_ids[:1]]
+                message["headers"] = [*headers, *extra]
             await send(message)
 
         await self.app(scope, receive, send_with_version)

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.faults import BadRequest, Conflict, NotFound, NotImplementedYet
 from cumulo.compute import consoles
-from cumulo.compute.api import server_backups, server_security
+from cumulo.compute.api import floating_ips, server_backups, server_moves, server_security, wire
 from cumulo.compute.api.common import (
     authorize,
     base_url,
@@ -22,26 +22,14 @@ from cumulo.compute.api.common import (
     no_content,
     version,
 )
-from cumulo.compute.api.views import host_id, server_view
+from cumulo.compute.api.servers import render_server
+from cumulo.compute.api.views import disk_config_changes, host_id
 from cumulo.compute.models import InstanceAction, InstanceActionEvent
 from cumulo.compute.states import InstanceInvalidState
 
 # Actions the api-ref defines that this cloud does not do yet (answered 501, honestly).
 NOT_YET = {
-    "rescue",
-    "unrescue",
-    "shelve",
-    "shelveOffload",
-    "unshelve",
-    "migrate",
-    "os-migrateLive",
-    "evacuate",
-    "addFloatingIp",
-    "removeFloatingIp",
     "trigger_crash_dump",
-    "restore",
-    "forceDelete",
-    "injectNetworkInfo",
     "resetNetwork",
     "os-getSPICEConsole",
     "os-getSerialConsole",
@@ -106,6 +94,11 @@ async def server_action(request: Request) -> Response:
             flavor_ref = args.get("flavorRef") if isinstance(args, dict) else None
             if not isinstance(flavor_ref, (str, int)) or flavor_ref == "":
                 raise BadRequest("Invalid input for field/attribute flavorRef.")
+            if "OS-DCF:diskConfig" in args:
+                # Written with the resize's own record of the instance (its system metadata).
+                inst.system_metadata = disk_config_changes(inst, args["OS-DCF:diskConfig"])[
+                    "system_metadata"
+                ]
             await service.resize(inst, ctx, str(flavor_ref))
         elif action == "confirmResize":
             await service.confirm_resize(inst, ctx)
@@ -134,9 +127,25 @@ async def server_action(request: Request) -> Response:
         elif action == "createBackup":
             image_id = await server_backups.create_backup(request, ctx, inst, args)
             return image_accepted(request, image_id) if image_id else no_content(202)
+        elif action == "addFloatingIp":
+            await floating_ips.add_floating_ip(request, ctx, inst, args)
+        elif action == "removeFloatingIp":
+            await floating_ips.remove_floating_ip(request, ctx, inst, args)
+        elif action == "restore":
+            # Deletes are immediate here (no reclaim interval): no server is ever
+            # SOFT_DELETED, so there is nothing to restore (Nova's 409).
+            raise InstanceInvalidState("restore", "vm_state", inst.vm_state)
+        elif action == "forceDelete":
+            await service.delete(ctx, inst)
+        elif action == "injectNetworkInfo":
+            # Guests read their network from DHCP and the config drive; nothing to push
+            # (as Nova's libvirt driver, which does nothing either).
+            await authorize(request, "compute:servers:reset_state")
         elif action == "os-resetState":
             await authorize(request, "compute:servers:reset_state")
             await server_security.reset_state(service, ctx, inst, args)
+        elif action in server_moves.ACTIONS:
+            return await server_moves.ACTIONS[action](request, ctx, inst, args)
         elif action in NOT_YET:
             raise NotImplementedYet(
                 f"Server action '{action}' is not implemented by this cloud yet."
@@ -196,11 +205,13 @@ async def _rebuild(request: Request, ctx, inst, args: Any) -> Response:
         changes["display_description"] = args["description"]
     for field, column in (("accessIPv4", "access_ip_v4"), ("accessIPv6", "access_ip_v6")):
         if field in args:
-            changes[column] = args[field]
+            changes[column] = wire.access_ip(field, args[field])
+    if "OS-DCF:diskConfig" in args:
+        changes.update(disk_config_changes(inst, args["OS-DCF:diskConfig"]))
     service = compute_of(request)
     inst = await service.rebuild(inst, ctx, args["imageRef"], changes)
     is_admin = service.policy.check("compute:servers:show:extended_attributes", ctx)
-    body = server_view(request, ctx, inst, is_admin=is_admin)
+    body = await render_server(request, ctx, inst, is_admin, "rebuild")
     body["adminPass"] = args.get("adminPass") or secrets.token_urlsafe(9)
     return json({"server": body}, status=202)
 

@@ -26,7 +26,7 @@ async def _instance(request: Request, rule: str) -> Instance:
     return await compute_of(request).get_instance(ctx, request.path_params["server_id"], rule)
 
 
-def _check_metadata(meta: Any) -> dict[str, str]:
+def check_metadata(meta: Any) -> dict[str, str]:
     if not isinstance(meta, dict):
         raise BadRequest("Malformed request body: metadata must be an object.")
     for key, value in meta.items():
@@ -57,7 +57,7 @@ async def update_metadata(request: Request) -> Response:
     """POST merges keys in; PUT replaces all."""
     inst = await _instance(request, "compute:servers:metadata")
     data = await json_body(request)
-    meta = _check_metadata(data.get("metadata") if isinstance(data, dict) else None)
+    meta = check_metadata(data.get("metadata") if isinstance(data, dict) else None)
     merged = meta if request.method == "PUT" else {**(inst.metadata_items or {}), **meta}
     await _save_metadata(request, inst, merged)
     return json({"metadata": merged})
@@ -75,7 +75,7 @@ async def set_metadata_item(request: Request) -> Response:
     inst = await _instance(request, "compute:servers:metadata")
     key = request.path_params["key"]
     data = await json_body(request)
-    meta = _check_metadata(data.get("meta") if isinstance(data, dict) else None)
+    meta = check_metadata(data.get("meta") if isinstance(data, dict) else None)
     if list(meta) != [key]:
         raise BadRequest("Request body and URI mismatch")
     await _save_metadata(request, inst, {**(inst.metadata_items or {}), **meta})

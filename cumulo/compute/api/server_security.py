@@ -20,6 +20,7 @@ from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest, Conflict, NotFound
 from cumulo.common.service_client import ServiceError
 from cumulo.compute.api.common import authorize, compute_of, json
+from cumulo.compute.api.security_groups import group_view
 from cumulo.compute.models import Instance
 from cumulo.compute.service import ComputeService
 from cumulo.compute.states import VmState
@@ -65,6 +66,22 @@ async def _find_group(service: ComputeService, ctx: RequestContext, inst: Instan
             "use an ID to be more specific."
         )
     return matches[0]
+
+
+async def check_groups_exist(service: ComputeService, ctx: RequestContext, names: list[str]):
+    """A new server's groups (names or ids) must exist for its project (Nova answers 400
+    at create, not a server in ERROR later)."""
+    if service.networks is None:
+        return
+    found = await service.networks.json(
+        "GET", f"/v2.0/security-groups?project_id={ctx.project_id}", ctx.auth_token
+    )
+    known = {g["name"] for g in found["security_groups"]} | {
+        g["id"] for g in found["security_groups"]
+    }
+    for name in names:
+        if name != "default" and name not in known:
+            raise BadRequest(f"Security group {name} not found for project {ctx.project_id}.")
 
 
 async def _ports(service: ComputeService, ctx: RequestContext, inst: Instance) -> list[dict]:
@@ -142,28 +159,6 @@ async def reset_state(
     await service.update_instance(inst.uuid, {"vm_state": RESET_STATES[state], "task_state": None})
 
 
-def _rule_view(rule: dict[str, Any], groups: dict[str, str]) -> dict[str, Any]:
-    """A Neutron ingress rule in the os-security-groups (nova-network) shape."""
-    protocol = rule.get("protocol")
-    low, high = rule.get("port_range_min"), rule.get("port_range_max")
-    if protocol == "icmp":
-        low, high = (low if low is not None else -1), (high if high is not None else -1)
-    elif protocol in ("tcp", "udp"):
-        low, high = (low if low is not None else 1), (high if high is not None else 65535)
-    remote = rule.get("remote_group_id")
-    return {
-        "id": rule["id"],
-        "parent_group_id": rule["security_group_id"],
-        "ip_protocol": protocol,
-        "from_port": low,
-        "to_port": high,
-        "ip_range": {"cidr": rule["remote_ip_prefix"]} if rule.get("remote_ip_prefix") else {},
-        "group": {"name": groups.get(remote, remote), "tenant_id": rule.get("project_id")}
-        if remote
-        else {},
-    }
-
-
 async def list_server_security_groups(request: Request) -> Response:
     """GET /servers/{id}/os-security-groups: the groups on the server's ports."""
     ctx = await authorize(request, "compute:servers:index")
@@ -175,24 +170,9 @@ async def list_server_security_groups(request: Request) -> Response:
     wanted = {g for p in ports for g in p["security_groups"]}
     project_groups = await _project_groups(service, ctx, inst)
     groups = [g for g in project_groups if g["id"] in wanted]
-    names = {g["id"]: g["name"] for g in project_groups}
+    by_id = {g["id"]: g for g in project_groups}
     return json(
-        {
-            "security_groups": [
-                {
-                    "id": g["id"],
-                    "name": g["name"],
-                    "description": g.get("description", ""),
-                    "tenant_id": g.get("project_id", g.get("tenant_id")),
-                    "rules": [
-                        _rule_view(r, names)
-                        for r in g.get("security_group_rules", [])
-                        if r["direction"] == "ingress"
-                    ],
-                }
-                for g in sorted(groups, key=lambda g: g["name"])
-            ]
-        }
+        {"security_groups": [group_view(g, by_id) for g in sorted(groups, key=lambda g: g["name"])]}
     )
 
 

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from cumulo.common.app import json_body, validate
 from cumulo.common.faults import BadRequest, Forbidden
+from cumulo.compute.api import server_security, wire
 from cumulo.compute.api.common import (
     authorize,
     base_url,
@@ -27,10 +28,10 @@ from cumulo.compute.api.common import (
     no_content,
     version,
 )
-from cumulo.compute.api.views import server_brief, server_view
+from cumulo.compute.api.views import disk_config_changes, server_brief, server_view
 from cumulo.compute.models import BlockDeviceMapping, Instance, InstanceFault
 from cumulo.compute.service import CreateRequest
-from cumulo.compute.states import TaskState, VmState
+from cumulo.compute.states import VmState, states_for_statuses
 
 MAX_USER_DATA = 65535
 
@@ -155,10 +156,11 @@ def _parse_create(request: Request, data: Any) -> tuple[CreateRequest, bool]:
         tags=list(dict.fromkeys(body.tags)),
         min_count=min_count,
         max_count=max_count,
-        access_ip_v4=body.access_ip_v4,
-        access_ip_v6=body.access_ip_v6,
+        access_ip_v4=wire.access_ip("accessIPv4", body.access_ip_v4),
+        access_ip_v6=wire.access_ip("accessIPv6", body.access_ip_v6),
         server_group=hints.get("group"),
         block_device_mapping=body.block_device_mapping_v2,
+        auto_disk_config=body.disk_config == "AUTO",
     )
     return request_, _truthy(body.return_reservation_id)
 
@@ -170,6 +172,8 @@ async def create_server(request: Request) -> Response:
     if create.tags and version(request) < (2, 52):
         raise BadRequest("Additional properties are not allowed ('tags' was unexpected)")
     service = compute_of(request)
+    if create.networks != "none":
+        await server_security.check_groups_exist(service, ctx, create.security_groups)
     instances, reservation_id, admin_pass = await service.create_servers(ctx, create)
     if return_reservation:
         return json({"reservation_id": reservation_id}, status=202)
@@ -181,7 +185,7 @@ async def create_server(request: Request) -> Response:
                 {"rel": "self", "href": f"{base_url(request)}/v2.1/servers/{first.uuid}"},
                 {"rel": "bookmark", "href": f"{base_url(request)}/servers/{first.uuid}"},
             ],
-            "OS-DCF:diskConfig": "MANUAL",
+            "OS-DCF:diskConfig": "AUTO" if create.auto_disk_config else "MANUAL",
             "security_groups": [{"name": n} for n in create.security_groups],
             "adminPass": admin_pass,
         }
@@ -193,28 +197,6 @@ async def create_server(request: Request) -> Response:
 
 # -- list ---------------------------------------------------------------------------
 
-_STATUS_TO_VM = {
-    "ACTIVE": ([VmState.ACTIVE], None),
-    "BUILD": ([VmState.BUILDING], None),
-    "SHUTOFF": ([VmState.STOPPED], None),
-    "PAUSED": ([VmState.PAUSED], None),
-    "SUSPENDED": ([VmState.SUSPENDED], None),
-    "ERROR": ([VmState.ERROR], None),
-    "VERIFY_RESIZE": ([VmState.RESIZED], None),
-    "RESCUE": ([VmState.RESCUED], None),
-    "SHELVED": ([VmState.SHELVED], None),
-    "SHELVED_OFFLOADED": ([VmState.SHELVED_OFFLOADED], None),
-    "SOFT_DELETED": ([VmState.SOFT_DELETED], None),
-    "DELETED": ([VmState.DELETED], None),
-    "REBOOT": (
-        [VmState.ACTIVE],
-        [TaskState.REBOOTING, TaskState.REBOOT_PENDING, TaskState.REBOOT_STARTED],
-    ),
-    "HARD_REBOOT": (
-        [VmState.ACTIVE],
-        [TaskState.REBOOTING_HARD, TaskState.REBOOT_PENDING_HARD, TaskState.REBOOT_STARTED_HARD],
-    ),
-}
 _SORT_KEYS = {
     "created_at": Instance.created_at,
     "updated_at": Instance.updated_at,
@@ -253,23 +235,29 @@ async def _list(request: Request, brief: bool = False) -> tuple[list[Instance], 
         raise Forbidden(
             "Policy doesn't allow compute:servers:index:get_all_tenants to be performed."
         )
+    # Nova: a project filter only counts with all_tenants (lp:#1185290).
     project = q.get("project_id") or q.get("tenant_id")
-    if is_admin and (all_tenants or project):
+    if all_tenants:
         if project:
             query = query.where(Instance.project_id == project)
     else:
         query = query.where(Instance.project_id == ctx.project_id)
-    if is_admin and q.get("deleted", "").lower() in ("true", "1"):
-        query = query.where(Instance.deleted.is_(True))
-    else:
-        query = query.where(Instance.deleted.is_(False))
-    if status := q.get("status"):
-        if status.upper() not in _STATUS_TO_VM:
-            raise BadRequest(f"Invalid status value: {status}")
-        vm_states, tasks = _STATUS_TO_VM[status.upper()]
+    deleted = is_admin and q.get("deleted", "").lower() in ("true", "1")
+    if statuses := q.getlist("status"):
+        vm_states, tasks = states_for_statuses(statuses)
+        if not vm_states:
+            # Nova: an unknown status lists nothing before 2.38, and is refused from it.
+            if version(request) >= (2, 38):
+                raise BadRequest("Invalid status value")
+            return [], False, ctx, is_admin
+        if vm_states == [VmState.DELETED]:
+            if not is_admin:
+                raise Forbidden("Only administrators may list deleted instances")
+            deleted = True
         query = query.where(Instance.vm_state.in_(vm_states))
-        if tasks:
+        if "default" not in tasks:
             query = query.where(Instance.task_state.in_(tasks))
+    query = query.where(Instance.deleted.is_(deleted))
     if image := q.get("image"):
         query = query.where(Instance.image_ref == image.rstrip("/").rsplit("/", 1)[-1])
     if reservation := q.get("reservation_id"):
@@ -413,6 +401,7 @@ async def list_servers_detail(request: Request) -> Response:
                 is_admin=is_admin,
                 fault=faults.get(r.uuid),
                 volumes=volumes.get(r.uuid),
+                action="detail",
             )
             for r in rows
         ]
@@ -422,24 +411,28 @@ async def list_servers_detail(request: Request) -> Response:
     return json(body)
 
 
+async def render_server(
+    request: Request, ctx, inst: Instance, is_admin: bool, action: str
+) -> dict[str, Any]:
+    """One server's body as show, update or rebuild answers it, with its fault and volumes."""
+    faults, volumes = await _details(request, [inst])
+    return server_view(
+        request,
+        ctx,
+        inst,
+        is_admin=is_admin,
+        fault=faults.get(inst.uuid),
+        volumes=volumes.get(inst.uuid),
+        action=action,
+    )
+
+
 async def show_server(request: Request) -> Response:
     ctx = await authorize(request, "compute:servers:index")
     service = compute_of(request)
     inst = await service.get_instance(ctx, request.path_params["server_id"], "compute:servers:show")
     is_admin = service.policy.check("compute:servers:show:extended_attributes", ctx)
-    faults, volumes = await _details(request, [inst])
-    return json(
-        {
-            "server": server_view(
-                request,
-                ctx,
-                inst,
-                is_admin=is_admin,
-                fault=faults.get(inst.uuid),
-                volumes=volumes.get(inst.uuid),
-            )
-        }
-    )
+    return json({"server": await render_server(request, ctx, inst, is_admin, "show")})
 
 
 class ServerUpdateBody(_Strict):
@@ -470,13 +463,15 @@ async def update_server(request: Request) -> Response:
     if "description" in fields:
         changes["display_description"] = body.description
     if "access_ip_v4" in fields:
-        changes["access_ip_v4"] = body.access_ip_v4
+        changes["access_ip_v4"] = wire.access_ip("accessIPv4", body.access_ip_v4)
     if "access_ip_v6" in fields:
-        changes["access_ip_v6"] = body.access_ip_v6
+        changes["access_ip_v6"] = wire.access_ip("accessIPv6", body.access_ip_v6)
+    if body.disk_config is not None:
+        changes.update(disk_config_changes(inst, body.disk_config))
     if changes:
         inst = await service.update_instance(inst.uuid, changes)
     is_admin = service.policy.check("compute:servers:show:extended_attributes", ctx)
-    return json({"server": server_view(request, ctx, inst, is_admin=is_admin)})
+    return json({"server": await render_server(request, ctx, inst, is_admin, "update")})
 
 
 async def delete_server(request: Request) -> Response:

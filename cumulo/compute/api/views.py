@@ -9,8 +9,10 @@ from typing import Any
 from starlette.requests import Request
 
 from cumulo.common.context import RequestContext
+from cumulo.common.faults import BadRequest
 from cumulo.compute.api.common import base_url, links, version
 from cumulo.compute.models import Instance, InstanceFault
+from cumulo.compute.service import AUTO_DISK_CONFIG
 from cumulo.compute.states import api_status
 
 
@@ -29,29 +31,39 @@ def host_id(inst: Instance) -> str:
     return hashlib.sha224((inst.project_id + inst.host).encode()).hexdigest()
 
 
-def addresses(inst: Instance) -> dict[str, list[dict[str, Any]]]:
+def addresses(inst: Instance, extended: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """The server's addresses by network name from its network info cache: fixed, then
+    the floating addresses associated with them. `extended` adds the OS-EXT-IPS type
+    and MAC (server show and detail; not /ips, nor update and rebuild before 2.75)."""
     result: dict[str, list[dict[str, Any]]] = {}
     for entry in inst.network_info or []:
         label = entry.get("network_name") or entry["network_id"]
-        for ip in entry.get("fixed_ips", []):
-            result.setdefault(label, []).append(
-                {
-                    "version": ip.get("version", 4),
-                    "addr": ip["ip_address"],
-                    "OS-EXT-IPS:type": "fixed",
-                    "OS-EXT-IPS-MAC:mac_addr": entry["mac"],
-                }
-            )
-        for fip in entry.get("floating_ips", []):
-            result.setdefault(label, []).append(
-                {
-                    "version": 4,
-                    "addr": fip,
-                    "OS-EXT-IPS:type": "floating",
-                    "OS-EXT-IPS-MAC:mac_addr": entry["mac"],
-                }
-            )
+        found = [(ip["ip_address"], "fixed") for ip in entry.get("fixed_ips", [])]
+        found += [(fip, "floating") for fip in entry.get("floating_ips", [])]
+        for addr, kind in found:
+            item: dict[str, Any] = {"version": 6 if ":" in addr else 4, "addr": addr}
+            if extended:
+                item["OS-EXT-IPS:type"] = kind
+                item["OS-EXT-IPS-MAC:mac_addr"] = entry["mac"]
+            result.setdefault(label, []).append(item)
     return result
+
+
+def disk_config(inst: Instance) -> str:
+    return "AUTO" if (inst.system_metadata or {}).get(AUTO_DISK_CONFIG) else "MANUAL"
+
+
+def disk_config_changes(inst: Instance, value: Any) -> dict[str, Any]:
+    """The instance change that records OS-DCF:diskConfig (AUTO or MANUAL)."""
+    if value not in ("AUTO", "MANUAL"):
+        raise BadRequest(
+            f"Invalid input for field/attribute OS-DCF:diskConfig. Value: {value}. "
+            f"{value!r} is not one of ['AUTO', 'MANUAL']"
+        )
+    sysmeta = {k: v for k, v in (inst.system_metadata or {}).items() if k != AUTO_DISK_CONFIG}
+    if value == "AUTO":
+        sysmeta[AUTO_DISK_CONFIG] = "True"
+    return {"system_metadata": sysmeta}
 
 
 def flavor_view(request: Request, inst: Instance, show_extra_specs: bool) -> dict[str, Any]:
@@ -96,6 +108,12 @@ def fault_view(fault: InstanceFault | None, is_admin: bool) -> dict[str, Any] | 
     return body
 
 
+# The responses a server body is part of: show and list detail are the full body; update
+# (PUT) and rebuild gave only part of it before 2.75.
+_SHOW, _DETAIL, _UPDATE, _REBUILD = "show", "detail", "update", "rebuild"
+_PROGRESS_STATUSES = {"ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING"}
+
+
 def server_view(
     request: Request,
     ctx: RequestContext,
@@ -104,9 +122,12 @@ def server_view(
     is_admin: bool,
     fault: InstanceFault | None = None,
     volumes: list[dict[str, Any]] | None = None,
+    action: str = _SHOW,
 ) -> dict[str, Any]:
-    """The full server (show and list detail) at the negotiated microversion."""
+    """The server at the negotiated microversion as `action` (show, detail, update,
+    rebuild) answers it (api-ref: Servers)."""
     v = version(request)
+    full = action in (_SHOW, _DETAIL) or v >= (2, 75)
     status = api_status(inst.vm_state, inst.task_state)
     body: dict[str, Any] = {
         "id": inst.uuid,
@@ -120,25 +141,37 @@ def server_view(
         "flavor": flavor_view(request, inst, show_extra_specs=True),
         "created": isotime(inst.created_at),
         "updated": isotime(inst.updated_at or inst.created_at),
-        "addresses": addresses(inst),
+        "addresses": addresses(inst, extended=full),
         "accessIPv4": inst.access_ip_v4 or "",
         "accessIPv6": inst.access_ip_v6 or "",
         "links": links(request, "servers", inst.uuid),
-        "OS-DCF:diskConfig": "MANUAL",
-        "OS-EXT-AZ:availability_zone": inst.availability_zone or "nova",
-        "config_drive": "True" if inst.config_drive else "",
-        "key_name": inst.key_name,
-        "OS-SRV-USG:launched_at": usage_time(inst.launched_at),
-        "OS-SRV-USG:terminated_at": usage_time(inst.terminated_at),
-        "OS-EXT-STS:task_state": inst.task_state,
-        "OS-EXT-STS:vm_state": inst.vm_state,
-        "OS-EXT-STS:power_state": inst.power_state,
-        "os-extended-volumes:volumes_attached": volumes or [],
-        "security_groups": [{"name": name} for name in (inst.security_groups or [])],
+        "OS-DCF:diskConfig": disk_config(inst),
     }
-    if status in ("BUILD", "ACTIVE"):
+    if status in _PROGRESS_STATUSES:
         body["progress"] = inst.progress or 0
-    if is_admin:
+    fault_body = fault_view(fault, is_admin) if status in ("ERROR", "DELETED") else None
+    if fault_body:
+        body["fault"] = fault_body
+    if full:
+        body.update(
+            {
+                "OS-EXT-AZ:availability_zone": inst.availability_zone or "nova",
+                "config_drive": "True" if inst.config_drive else "",
+                "key_name": inst.key_name,
+                "OS-SRV-USG:launched_at": usage_time(inst.launched_at),
+                "OS-SRV-USG:terminated_at": usage_time(inst.terminated_at),
+                "OS-EXT-STS:task_state": inst.task_state,
+                "OS-EXT-STS:vm_state": inst.vm_state,
+                "OS-EXT-STS:power_state": inst.power_state,
+                "os-extended-volumes:volumes_attached": volumes or [],
+            }
+        )
+        if inst.security_groups:
+            # Nova leaves the key out for a server without groups.
+            body["security_groups"] = [{"name": name} for name in inst.security_groups]
+    elif action == _REBUILD and v >= (2, 54):
+        body["key_name"] = inst.key_name
+    if full and is_admin:
         body["OS-EXT-SRV-ATTR:host"] = inst.host
         body["OS-EXT-SRV-ATTR:hypervisor_hostname"] = inst.node
         body["OS-EXT-SRV-ATTR:instance_name"] = f"instance-{inst.id:08x}"
@@ -149,10 +182,13 @@ def server_view(
             body["OS-EXT-SRV-ATTR:kernel_id"] = ""
             body["OS-EXT-SRV-ATTR:ramdisk_id"] = ""
             body["OS-EXT-SRV-ATTR:root_device_name"] = "/dev/vda"
-            body["OS-EXT-SRV-ATTR:user_data"] = inst.user_data
+            if action != _REBUILD:
+                body["OS-EXT-SRV-ATTR:user_data"] = inst.user_data
+    if action == _REBUILD and v >= (2, 57):
+        body["user_data"] = inst.user_data
     if v >= (2, 9):
         body["locked"] = bool(inst.locked)
-    if v >= (2, 16) and is_admin:
+    if v >= (2, 16) and full and is_admin:
         body["host_status"] = "UP" if inst.host else ""
     if v >= (2, 19):
         body["description"] = inst.display_description
@@ -160,11 +196,10 @@ def server_view(
         body["tags"] = list(inst.tags or [])
     if v >= (2, 63):
         body["trusted_image_certificates"] = None
+    if v >= (2, 71) and action != _DETAIL:
+        body["server_groups"] = [inst.server_group_id] if inst.server_group_id else []
     if v >= (2, 73):
         body["locked_reason"] = inst.locked_reason
-    fault_body = fault_view(fault, is_admin) if status in ("ERROR", "DELETED") else None
-    if fault_body:
-        body["fault"] = fault_body
     return body
 
 

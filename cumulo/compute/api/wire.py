@@ -3,6 +3,7 @@ boolean and name fields (with Nova's messages), timestamps, and the admin test."
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from datetime import datetime
@@ -86,6 +87,20 @@ def reject_unknown(body: dict[str, Any], allowed: set[str]) -> None:
             f"Additional properties are not allowed ({listed} "
             f"{'was' if len(extra) == 1 else 'were'} unexpected)"
         )
+
+
+def access_ip(field: str, value: Any) -> str | None:
+    """accessIPv4 / accessIPv6: an address of that family, kept in canonical form (Nova
+    stores it as an IP address: `0000::babe:220.12.22.2` reads back `::babe:dc0c:1602`);
+    empty or null clears it."""
+    if value is None or value == "":
+        return None
+    family = ipaddress.IPv4Address if field == "accessIPv4" else ipaddress.IPv6Address
+    try:
+        return str(family(value))
+    except (ValueError, TypeError):
+        kind = "ipv4" if family is ipaddress.IPv4Address else "ipv6"
+        raise invalid(field, value, f"{value!r} is not a '{kind}'") from None
 
 
 def is_uuid(value: str) -> bool:

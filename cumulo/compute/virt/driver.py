@@ -9,6 +9,7 @@ into a running guest and reports what the hypervisor sees.
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,3 +200,61 @@ class ComputeDriver(abc.ABC):
 
     async def get_vnc_console(self, uuid: str) -> dict[str, Any]:
         raise DriverError("this driver has no graphical console")
+
+    # -- rescue ----------------------------------------------------------------------
+
+    async def rescue(self, uuid: str, rescue: GuestSpec) -> None:
+        """Boot `rescue.image` (its admin password, its config drive) with the guest's
+        own root disk attached second, until unrescue."""
+        raise DriverError(f"{type(self).__name__} cannot rescue guests")
+
+    async def unrescue(self, uuid: str) -> None:
+        raise DriverError(f"{type(self).__name__} cannot rescue guests")
+
+    # -- cold migration (the source exports, the destination copies) -----------------
+
+    async def migrate_disk_and_power_off(self, uuid: str) -> dict[str, Any]:
+        """On the source: stop the guest and export its local disks; what the
+        destination's finish_migration needs to copy them (JSON-safe)."""
+        raise DriverError(f"{type(self).__name__} cannot migrate guests")
+
+    async def end_disk_export(self, uuid: str) -> None:
+        """On the source: the destination is done with the export (or failed)."""
+        return None
+
+    async def finish_migration(
+        self, guest: GuestSpec, disk_info: dict[str, Any], power_on: bool
+    ) -> None:
+        """On the destination: the guest from the source's disks, with guest.flavor."""
+        raise DriverError(f"{type(self).__name__} cannot migrate guests")
+
+    # -- live migration ----------------------------------------------------------------
+
+    async def pre_live_migration(self, guest: GuestSpec, block_migration: bool) -> dict[str, Any]:
+        """On the destination: be ready to receive the guest; what the source needs."""
+        raise DriverError(f"{type(self).__name__} cannot live-migrate guests")
+
+    async def live_migrate(
+        self,
+        uuid: str,
+        migrate_data: dict[str, Any],
+        block_migration: bool,
+        progress: Callable[[dict[str, int]], Awaitable[None]],
+    ) -> dict[str, Any]:
+        """On the source: move the running guest; returns what the destination's
+        post_live_migration_at_destination needs. `progress` gets the migration's
+        memory_/disk_ total/processed/remaining figures."""
+        raise DriverError(f"{type(self).__name__} cannot live-migrate guests")
+
+    async def post_live_migration_at_destination(self, uuid: str, result: dict[str, Any]) -> None:
+        return None
+
+    async def post_live_migration_at_source(self, uuid: str) -> None:
+        """The guest runs elsewhere now: forget it here (without touching the other host)."""
+        await self.destroy(uuid)
+
+    async def live_migration_force_complete(self, uuid: str) -> None:
+        raise DriverError(f"{type(self).__name__} cannot force a live migration to complete")
+
+    async def live_migration_abort(self, uuid: str) -> None:
+        raise DriverError(f"{type(self).__name__} cannot abort a live migration")

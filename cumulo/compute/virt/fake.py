@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -36,6 +37,8 @@ class FakeGuest:
     volumes: dict[str, BlockDevice] = field(default_factory=dict)
     before_resize: GuestSpec | None = None
     admin_password: str | None = None
+    # The rescue guest booted in its place (its own disk attached second), if any.
+    rescue: GuestSpec | None = None
 
     def log(self, line: str) -> None:
         self.console.append(line)
@@ -53,12 +56,18 @@ class FakeDriver(ComputeDriver):
         local_gb: int = 1024,
         spawn_delay: float = 0.0,
         fail_spawn: bool = False,
+        live_migration_delay: float = 0.0,
     ) -> None:
         self.hostname = hostname
         self.vcpus, self.memory_mb, self.local_gb = vcpus, memory_mb, local_gb
         self.spawn_delay = spawn_delay
         self.fail_spawn = fail_spawn
         self.guests: dict[str, FakeGuest] = {}
+        # How long a live migration takes unless forced to complete (or aborted).
+        self.live_migration_delay = live_migration_delay
+        self._incoming: dict[str, GuestSpec] = {}
+        self._forced: set[str] = set()
+        self._aborted: set[str] = set()
 
     def _guest(self, uuid: str) -> FakeGuest:
         guest = self.guests.get(uuid)
@@ -91,6 +100,7 @@ class FakeDriver(ComputeDriver):
 
     async def destroy(self, uuid: str) -> None:
         self.guests.pop(uuid, None)
+        self._incoming.pop(uuid, None)
 
     async def get_info(self, uuid: str) -> GuestInfo:
         guest = self._guest(uuid)
@@ -209,6 +219,89 @@ class FakeDriver(ComputeDriver):
         # Nova's fake driver answers the same made-up console: nothing listens there.
         self._guest(uuid)
         return {"host": "fakevncconsole.com", "port": 6969, "internal_access_path": None}
+
+    async def rescue(self, uuid: str, rescue: GuestSpec) -> None:
+        guest = self._guest(uuid)
+        if guest.rescue is not None:
+            raise DriverError(f"guest {uuid} is already rescued")
+        guest.rescue = rescue
+        guest.state = PowerState.RUNNING
+        guest.admin_password = rescue.admin_password
+        image = rescue.image.id if rescue.image else "none"
+        guest.log(f"rescue: booted image {image}, own disk as the second disk")
+
+    async def unrescue(self, uuid: str) -> None:
+        guest = self._guest(uuid)
+        if guest.rescue is None:
+            raise DriverError(f"guest {uuid} is not rescued")
+        guest.rescue = None
+        guest.state = PowerState.RUNNING
+        guest.log("unrescue: booted its own disk")
+
+    # Moves: the guest's record (state, console, volumes) travels between fake hosts.
+
+    async def migrate_disk_and_power_off(self, uuid: str) -> dict[str, Any]:
+        guest = self._guest(uuid)
+        guest.state = PowerState.SHUTDOWN
+        guest.log("power off for migration")
+        return {"console": list(guest.console)}
+
+    async def finish_migration(
+        self, guest: GuestSpec, disk_info: dict[str, Any], power_on: bool
+    ) -> None:
+        if guest.uuid in self.guests:
+            raise DriverError(f"guest {guest.uuid} already exists on {self.hostname}")
+        state = PowerState.RUNNING if power_on else PowerState.SHUTDOWN
+        moved = FakeGuest(guest, state, console=list(disk_info.get("console") or []))
+        moved.volumes = {d.volume_id: d for d in guest.block_devices}
+        moved.log(f"migrated to {self.hostname} as {guest.flavor.name}")
+        self.guests[guest.uuid] = moved
+
+    async def pre_live_migration(self, guest: GuestSpec, block_migration: bool) -> dict[str, Any]:
+        if guest.uuid in self.guests:
+            raise DriverError(f"guest {guest.uuid} already exists on {self.hostname}")
+        self._incoming[guest.uuid] = guest
+        return {"host": self.hostname}
+
+    async def live_migrate(
+        self,
+        uuid: str,
+        migrate_data: dict[str, Any],
+        block_migration: bool,
+        progress: Callable[[dict[str, int]], Awaitable[None]],
+    ) -> dict[str, Any]:
+        guest = self._guest(uuid)
+        total = guest.spec.flavor.memory_mb * 1024 * 1024
+        self._forced.discard(uuid)
+        self._aborted.discard(uuid)
+        await progress({"memory_total": total, "memory_processed": 0, "memory_remaining": total})
+        deadline = time.monotonic() + self.live_migration_delay
+        while time.monotonic() < deadline and uuid not in self._forced | self._aborted:
+            await asyncio.sleep(0.05)
+        if uuid in self._aborted:
+            self._aborted.discard(uuid)
+            raise DriverError(f"live migration of {uuid} was aborted")
+        self._forced.discard(uuid)
+        await progress({"memory_processed": total, "memory_remaining": 0})
+        guest.log(f"live migration to {migrate_data.get('host')} completed")
+        return {"state": int(guest.state), "console": list(guest.console)}
+
+    async def post_live_migration_at_destination(self, uuid: str, result: dict[str, Any]) -> None:
+        spec = self._incoming.pop(uuid, None)
+        if spec is None:
+            raise GuestNotFound(f"no incoming guest {uuid} on {self.hostname}")
+        moved = FakeGuest(spec, PowerState(result["state"]), console=list(result["console"]))
+        moved.volumes = {d.volume_id: d for d in spec.block_devices}
+        moved.log(f"running on {self.hostname}")
+        self.guests[uuid] = moved
+
+    async def live_migration_force_complete(self, uuid: str) -> None:
+        self._guest(uuid)
+        self._forced.add(uuid)
+
+    async def live_migration_abort(self, uuid: str) -> None:
+        self._guest(uuid)
+        self._aborted.add(uuid)
 
     async def get_available_resource(self) -> HostResources:
         return HostResources(

@@ -37,6 +37,7 @@ from cumulo.compute.virt.driver import (
     HostResources,
     Vif,
 )
+from cumulo.compute.virt.qemu_moves import QemuMoves
 from cumulo.testing.guest import default_cache_dir
 
 LOG = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ _QMP_STATUS = {
 }
 
 
-class QemuDriver(ComputeDriver):
+class QemuDriver(QemuMoves, ComputeDriver):
     hypervisor_type = "QEMU"
 
     def __init__(
@@ -73,6 +74,7 @@ class QemuDriver(ComputeDriver):
         accel: str = "auto",
         probe_kernel: Path | str | None = None,
         vnc: bool = True,
+        migration_address: str = "",
     ) -> None:
         if accel not in ("auto", "kvm", "tcg"):
             raise ValueError(f"accel must be auto, kvm or tcg, not {accel!r}")
@@ -84,6 +86,11 @@ class QemuDriver(ComputeDriver):
         self.vnc = vnc
         self.version = 0
         self._locks: dict[str, asyncio.Lock] = {}
+        self.migration_address = migration_address or _own_address()
+        # Disk exports of guests migrating away (qemu-nbd processes), by guest.
+        self._exports: dict[str, list[asyncio.subprocess.Process]] = {}
+        # Live migrations an abort or a force-complete was asked for.
+        self._migration_requests: dict[str, str] = {}
 
     # -- host ------------------------------------------------------------------------------
 
@@ -185,23 +192,26 @@ class QemuDriver(ComputeDriver):
             directory.mkdir(parents=True, exist_ok=True)
             try:
                 machine = await self._prepare(guest, directory)
-                # Volumes given at boot (the root one first when booting from a volume).
-                volumes = {
-                    d.volume_id: dataclasses.asdict(_volume_drive(d)) for d in guest.block_devices
-                }
-                record = {
-                    "machine": dataclasses.asdict(machine),
-                    "volumes": volumes,
-                    "suspended": False,
-                }
+                record = self._new_record(machine, guest)
                 self._save(guest.uuid, record)
                 await self._start(guest.uuid, record)
             except BaseException:
                 await self._remove(guest.uuid)
                 raise
 
-    async def _prepare(self, guest: GuestSpec, directory: Path) -> qp.MachineConfig:
-        """Disks, config drive and taps of a new guest, and the machine they make."""
+    @staticmethod
+    def _new_record(machine: qp.MachineConfig, guest: GuestSpec) -> dict[str, Any]:
+        """guest.json of a new guest; its volumes as given (the root one first when it
+        boots from a volume)."""
+        volumes = {d.volume_id: dataclasses.asdict(_volume_drive(d)) for d in guest.block_devices}
+        return {"machine": dataclasses.asdict(machine), "volumes": volumes, "suspended": False}
+
+    async def _prepare(
+        self, guest: GuestSpec, directory: Path, copied: dict[str, str] | None = None
+    ) -> qp.MachineConfig:
+        """Disks, config drive and taps of a new guest, and the machine they make;
+        `copied`: local disks (by node) copied from these NBD exports instead."""
+        copied = copied or {}
         flavor, image = guest.flavor, guest.image
         machine = qp.MachineConfig(
             uuid=guest.uuid,
@@ -218,7 +228,10 @@ class QemuDriver(ComputeDriver):
                 image.properties.get("os_command_line") or "root=/dev/vda console=ttyS0"
             )
         root = directory / "disk"
-        if image is not None and image.path:
+        if "root" in copied:
+            await _copy_disk(copied["root"], root, "qcow2", flavor.root_gb)
+            machine.drives.append(qp.Drive("root", str(root), "qcow2"))
+        elif image is not None and image.path:
             base_format = "qcow2" if image.disk_format == "qcow2" else "raw"
             size = f"{flavor.root_gb}G" if flavor.root_gb else None
             await _qemu_img(
@@ -238,7 +251,10 @@ class QemuDriver(ComputeDriver):
             machine.drives.append(qp.Drive("root", str(root), "qcow2"))
         if flavor.ephemeral_gb:
             eph = directory / "disk.eph0"
-            await _qemu_img("create", "-f", "qcow2", str(eph), f"{flavor.ephemeral_gb}G")
+            if "eph0" in copied:
+                await _copy_disk(copied["eph0"], eph, "qcow2", flavor.ephemeral_gb)
+            else:
+                await _qemu_img("create", "-f", "qcow2", str(eph), f"{flavor.ephemeral_gb}G")
             machine.drives.append(qp.Drive("eph0", str(eph), "qcow2"))
         if flavor.swap_mb:
             swap = directory / "disk.swap"
@@ -258,7 +274,13 @@ class QemuDriver(ComputeDriver):
             machine.nics.append(qp.Nic(await _plug_tap(vif), vif.mac))
         return machine
 
-    async def _start(self, uuid: str, record: dict[str, Any], incoming: str | None = None) -> None:
+    async def _start(
+        self,
+        uuid: str,
+        record: dict[str, Any],
+        incoming: str | None = None,
+        paused: bool = False,
+    ) -> None:
         directory = self._dir(uuid)
         machine = _machine(record)
         machine.drives += [qp.Drive(**d) for d in record["volumes"].values()]
@@ -272,6 +294,8 @@ class QemuDriver(ComputeDriver):
             qmp_sock = sockets.enter_context(qp.listening_socket(directory, "qmp.sock"))
             nbd_fds = {node: sock.fileno() for node, sock in nbd.items()}
             argv = qp.command_line(machine, directory, qmp_sock.fileno(), incoming, nbd_fds)
+            if paused:  # an incoming guest waits for its disks before it runs
+                argv.append("-S")
             if machine.netns:
                 # Taps by name are found in QEMU's namespace: run it where the bridges are.
                 argv = ["ip", "netns", "exec", machine.netns, *argv]
@@ -580,7 +604,8 @@ class QemuDriver(ComputeDriver):
 
 
 def _machine(record: dict[str, Any]) -> qp.MachineConfig:
-    fields = dict(record["machine"])
+    """The machine to start: the rescue one while the guest is rescued."""
+    fields = dict((record.get("rescue") or record)["machine"])
     fields["drives"] = [qp.Drive(**d) for d in fields["drives"]]
     fields["nics"] = [qp.Nic(**n) for n in fields["nics"]]
     return qp.MachineConfig(**fields)
@@ -611,18 +636,17 @@ def _volume_drive(device: BlockDevice) -> qp.Drive:
     )
 
 
-async def _run(*argv: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise DriverError(f"{argv[0]} {argv[1]} failed: {err.decode(errors='replace').strip()}")
-    return out.decode()
+_run = qp.run
+_qemu_img = qp.qemu_img
 
 
-async def _qemu_img(*args: str) -> str:
-    return await _run("qemu-img", *args)
+async def _copy_disk(source: str, target: Path, disk_format: str, size_gb: int) -> None:
+    """A disk copied from another host's NBD export, grown to size_gb when that is larger."""
+    await _qemu_img("convert", "-f", "raw", "-O", disk_format, source, str(target))
+    if size_gb:
+        info = json.loads(await _qemu_img("info", "--output=json", str(target)))
+        if info["virtual-size"] < size_gb * GiB:
+            await _qemu_img("resize", str(target), f"{size_gb}G")
 
 
 async def _make_swap(path: Path, size_mb: int) -> None:
@@ -708,3 +732,11 @@ def _any_probe_kernel() -> Path | None:
         return cached[-1]
     host = sorted(Path("/boot").glob("vmlinuz-*"))
     return host[-1] if host else None
+
+
+def _own_address() -> str:
+    """This machine's address as its name resolves (other hosts reach it there)."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"

@@ -372,3 +372,18 @@ async def qemu_version() -> int:
     except (ValueError, IndexError):
         return 0
     return major * 1_000_000 + minor * 1000 + micro
+
+
+async def run(*argv: str) -> str:
+    """A helper command's output; DriverError with its stderr when it fails."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise DriverError(f"{argv[0]} {argv[1]} failed: {err.decode(errors='replace').strip()}")
+    return out.decode()
+
+
+async def qemu_img(*args: str) -> str:
+    return await run("qemu-img", *args)

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from cumulo.common.app import json_body
 from cumulo.common.faults import BadRequest, Forbidden, NotFound, Unauthorized
-from cumulo.identity import assignments, authentication
+from cumulo.identity import assignments, authentication, receipts
 from cumulo.identity.api.common import (
     authorize,
     context,
@@ -26,14 +26,15 @@ from cumulo.identity.api.common import (
     self_link,
 )
 from cumulo.identity.core import Identity
-from cumulo.identity.models import Domain, Project
+from cumulo.identity.models import Domain, Project, User
 from cumulo.identity.tokens import TokenPayload
 
-SUPPORTED_METHODS = ("password", "token", "application_credential")
+SUPPORTED_METHODS = ("password", "token", "application_credential", "totp")
 
 
 async def issue_token(request: Request) -> Response:
-    """POST /v3/auth/tokens (api-ref: Password / Token / Application credential authentication)."""
+    """POST /v3/auth/tokens (api-ref: Password / TOTP / Token / Application credential
+    authentication; a user's multi-factor rules may answer 401 with an auth receipt)."""
     identity = identity_of(request)
     data = await json_body(request)
     auth = data.get("auth") if isinstance(data, dict) else None
@@ -43,6 +44,8 @@ async def issue_token(request: Request) -> Response:
     methods = ident.get("methods")
     if not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods):
         raise BadRequest("Invalid input for field 'identity.methods': a list of methods.")
+    receipt_id = request.headers.get(receipts.RECEIPT_HEADER)
+    receipt = receipts.validate_receipt(identity, receipt_id) if receipt_id else None
     results = []
     async with AsyncExitStack() as stack:
         opened: list[AsyncSession] = []
@@ -60,7 +63,9 @@ async def issue_token(request: Request) -> Response:
             if not isinstance(section, dict):
                 raise BadRequest(f"Invalid input for field 'identity.{method}'.")
             if method == "password":
-                results.append(await authentication.by_password(await session(), section))
+                results.append(await authentication.by_password(identity, await session(), section))
+            elif method == "totp":
+                results.append(await authentication.by_totp(identity, await session(), section))
             elif method == "token":
                 results.append(await authentication.by_token(identity, section))
             else:
@@ -76,6 +81,12 @@ async def issue_token(request: Request) -> Response:
             merged.methods = tuple(dict.fromkeys((*merged.methods, *extra.methods)))
             merged.parent = merged.parent or extra.parent
             merged.app_cred = merged.app_cred or extra.app_cred
+        if receipt is not None:
+            if receipt.user_id != merged.user_id:
+                raise Unauthorized(f"Could not find auth receipt: {receipt_id}.")
+            merged.methods = tuple(dict.fromkeys((*receipt.methods, *merged.methods)))
+        if not await _mfa_rules_satisfied(identity, merged):
+            return await _receipt_response(identity, merged)
         scope_kind, scope_id = await _resolve_scope(identity, session, merged, auth.get("scope"))
     token, body = await identity.issue_token(
         merged.user_id,
@@ -87,6 +98,25 @@ async def issue_token(request: Request) -> Response:
         include_catalog=not _nocatalog(request),
     )
     return json({"token": body}, status=201, headers={"X-Subject-Token": token})
+
+
+async def _mfa_rules_satisfied(identity: Identity, auth: authentication.Authenticated) -> bool:
+    async def read_options() -> dict[str, Any]:
+        async with identity.read() as session:
+            user = await session.get(User, auth.user_id)
+        return dict(user.options or {}) if user is not None else {}
+
+    # Memoized like scopes: a client re-scoping its token needs no database read.
+    options = await identity.memoize(("user options", auth.user_id), read_options)
+    return receipts.rules_satisfied(options, set(auth.methods), SUPPORTED_METHODS)
+
+
+async def _receipt_response(identity: Identity, auth: authentication.Authenticated) -> Response:
+    """401 with the auth receipt: which methods succeeded, which rules remain."""
+    receipt_id, body = await receipts.issue_receipt(
+        identity, auth.user_id, auth.methods, SUPPORTED_METHODS
+    )
+    return json(body, status=401, headers={receipts.RECEIPT_HEADER: receipt_id})
 
 
 async def _resolve_scope(
@@ -136,7 +166,7 @@ async def validate_token(request: Request) -> Response:
     subject, payload, body = await _subject(request)
     await authorize(request, "identity:validate_token", {"token": {"user_id": payload.user_id}})
     if not _nocatalog(request) and "roles" in body:
-        body = {**body, "catalog": await identity_of(request).catalog()}
+        body = {**body, "catalog": await identity_of(request).catalog_for(body)}
     return json({"token": body}, headers={"X-Subject-Token": subject})
 
 
@@ -161,9 +191,10 @@ async def auth_catalog(request: Request) -> Response:
     ctx = await context(request)
     if not (ctx.project_id or ctx.domain_id or ctx.system_scope):
         raise Forbidden("A catalog cannot be provided for an unscoped token.")
+    _, token_body = await identity_of(request).validate(ctx.auth_token)
     return json(
         {
-            "catalog": await identity_of(request).catalog(),
+            "catalog": await identity_of(request).catalog_for(token_body),
             "links": self_link(request, "auth/catalog"),
         }
     )

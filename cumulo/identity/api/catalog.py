@@ -8,8 +8,7 @@ token and `GET /v3/auth/catalog` show the change at once.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import Field, StrictBool, StrictStr
 from sqlalchemy import delete, select
@@ -20,18 +19,22 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.app import json_body, validate
-from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound
+from cumulo.common.faults import BadRequest, Conflict, Forbidden
 from cumulo.identity.api.common import (
     Body,
     Name,
     authorize,
+    extras_of,
+    get_or_404,
     identity_of,
     json,
-    list_body,
+    list_rows,
+    missing_reference,
     new_id,
     no_content,
-    paginate,
+    section,
     self_link,
+    update_body,
 )
 from cumulo.identity.models import Endpoint, Region, Service
 
@@ -54,66 +57,6 @@ URL_SUBSTITUTIONS = frozenset(
     )
 )
 _SUBSTITUTION = re.compile(r"\$\((\w*)\)s")
-
-M = TypeVar("M", Region, Service, Endpoint)
-B = TypeVar("B", bound=Body)
-
-
-def _member(data: Any, key: str) -> Any:
-    """The `{"region": {...}}` wrapper's content, or None (validation then says 400)."""
-    return data.get(key) if isinstance(data, dict) else None
-
-
-def _extras(body: Body, known: set[str]) -> dict[str, Any]:
-    return {k: v for k, v in (body.model_extra or {}).items() if k not in known}
-
-
-def _require_matching_id(body: Body, path_id: str) -> None:
-    body_id = getattr(body, "id", None) or (body.model_extra or {}).get("id")
-    if body_id is not None and body_id != path_id:
-        raise BadRequest("Cannot change ID")
-
-
-def _missing_reference(attribute: str, table: str) -> BadRequest:
-    return BadRequest(
-        f"Expecting to find {attribute} in {table}. The server could not comply with the "
-        "request since it is either malformed or otherwise incorrect. "
-        "The client is assumed to be in error."
-    )
-
-
-async def _get(session: AsyncSession, model: type[M], ident: str) -> M:
-    row = await session.get(model, ident)
-    if row is None:
-        raise NotFound(f"Could not find {model.__tablename__}: {ident}.")
-    return row
-
-
-async def _update_body(request: Request, key: str, model: type[B], path_id: str) -> B:
-    """A PATCH body: at least one property, and no other id than the one in the path."""
-    data = _member(await json_body(request), key)
-    body = validate(model, data)
-    if not data:
-        raise BadRequest(f"Invalid input for field '{key}': at least one property is required.")
-    _require_matching_id(body, path_id)
-    return body
-
-
-async def _list(
-    request: Request,
-    key: str,
-    model: type[M],
-    filters: dict[str, Any],
-    render: Callable[[Request, M], dict[str, Any]],
-) -> Response:
-    """A list filtered by exact match on each query parameter named in `filters`."""
-    query = select(model)
-    for name, column in filters.items():
-        if name in request.query_params:
-            query = query.where(column == request.query_params[name])
-    async with identity_of(request).read() as session:
-        rows, truncated = await paginate(request, session, query, model.id)
-    return json(list_body(request, key, [render(request, r) for r in rows], truncated))
 
 
 # -- regions ------------------------------------------------------------------------
@@ -142,7 +85,7 @@ async def _store_region(request: Request, body: RegionBody) -> Response:
         id=body.id or new_id(),
         description=body.description or "",
         parent_region_id=body.parent_region_id,
-        extra=_extras(body, _REGION_FIELDS),
+        extra=extras_of(body, _REGION_FIELDS),
     )
     try:
         async with identity_of(request).write() as session:
@@ -151,7 +94,7 @@ async def _store_region(request: Request, body: RegionBody) -> Response:
                     f"Conflict occurred attempting to store region - Duplicate ID, {region.id}."
                 )
             if region.parent_region_id is not None:
-                await _get(session, Region, region.parent_region_id)
+                await get_or_404(session, Region, region.parent_region_id)
             session.add(region)
     except IntegrityError:
         raise Conflict(f"Conflict occurred attempting to store region {region.id}.") from None
@@ -161,7 +104,7 @@ async def _store_region(request: Request, body: RegionBody) -> Response:
 async def create_region(request: Request) -> Response:
     """POST /v3/regions: the id is optional (generated when absent)."""
     await authorize(request, "identity:create_region")
-    body = validate(RegionBody, _member(await json_body(request), "region"))
+    body = validate(RegionBody, section(await json_body(request), "region"))
     return await _store_region(request, body)
 
 
@@ -169,7 +112,7 @@ async def create_region_with_id(request: Request) -> Response:
     """PUT /v3/regions/{region_id}: create with the id in the path."""
     await authorize(request, "identity:create_region")
     region_id = request.path_params["region_id"]
-    body = validate(RegionBody, _member(await json_body(request), "region"))
+    body = validate(RegionBody, section(await json_body(request), "region"))
     if body.id is not None and body.id != region_id:
         raise BadRequest(f'Conflicting region IDs specified: "{region_id}" != "{body.id}"')
     body.id = region_id
@@ -179,30 +122,30 @@ async def create_region_with_id(request: Request) -> Response:
 async def list_regions(request: Request) -> Response:
     await authorize(request, "identity:list_regions")
     filters = {"parent_region_id": Region.parent_region_id}
-    return await _list(request, "regions", Region, filters, render_region)
+    return await list_rows(request, "regions", Region, filters, render_region)
 
 
 async def show_region(request: Request) -> Response:
     await authorize(request, "identity:get_region")
     async with identity_of(request).read() as session:
-        region = await _get(session, Region, request.path_params["region_id"])
+        region = await get_or_404(session, Region, request.path_params["region_id"])
     return json({"region": render_region(request, region)})
 
 
 async def update_region(request: Request) -> Response:
     await authorize(request, "identity:update_region")
     region_id = request.path_params["region_id"]
-    body = await _update_body(request, "region", RegionBody, region_id)
+    body = await update_body(request, "region", RegionBody, region_id)
     fields = body.model_fields_set
     async with identity_of(request).write() as session:
-        region = await _get(session, Region, region_id)
+        region = await get_or_404(session, Region, region_id)
         if "parent_region_id" in fields and body.parent_region_id is not None:
             await _check_no_cycle(session, region_id, body.parent_region_id)
         if "parent_region_id" in fields:
             region.parent_region_id = body.parent_region_id
         if "description" in fields:
             region.description = body.description or ""
-        if extras := _extras(body, _REGION_FIELDS):
+        if extras := extras_of(body, _REGION_FIELDS):
             region.extra = {**(region.extra or {}), **extras}
     return json({"region": render_region(request, region)})
 
@@ -216,7 +159,7 @@ async def _check_no_cycle(session: AsyncSession, region_id: str, parent_id: str)
                 f"The specified parent region {parent_id} would create a circular region hierarchy."
             )
         seen.add(current)
-        current = (await _get(session, Region, current)).parent_region_id
+        current = (await get_or_404(session, Region, current)).parent_region_id
 
 
 async def delete_region(request: Request) -> Response:
@@ -224,7 +167,7 @@ async def delete_region(request: Request) -> Response:
     await authorize(request, "identity:delete_region")
     region_id = request.path_params["region_id"]
     async with identity_of(request).write() as session:
-        await _get(session, Region, region_id)
+        await get_or_404(session, Region, region_id)
         tree = [region_id]
         frontier = [region_id]
         while frontier:
@@ -283,14 +226,14 @@ def render_service(request: Request, s: Service) -> dict[str, Any]:
 
 async def create_service(request: Request) -> Response:
     await authorize(request, "identity:create_service")
-    body = validate(ServiceCreate, _member(await json_body(request), "service"))
+    body = validate(ServiceCreate, section(await json_body(request), "service"))
     service = Service(
         id=new_id(),
         type=body.type,
         name=body.name or "",
         description=body.description,
         enabled=body.enabled,
-        extra=_extras(body, _SERVICE_FIELDS),
+        extra=extras_of(body, _SERVICE_FIELDS),
     )
     async with identity_of(request).write() as session:
         session.add(service)
@@ -300,29 +243,29 @@ async def create_service(request: Request) -> Response:
 async def list_services(request: Request) -> Response:
     await authorize(request, "identity:list_services")
     filters = {"type": Service.type, "name": Service.name}
-    return await _list(request, "services", Service, filters, render_service)
+    return await list_rows(request, "services", Service, filters, render_service)
 
 
 async def show_service(request: Request) -> Response:
     await authorize(request, "identity:get_service")
     async with identity_of(request).read() as session:
-        service = await _get(session, Service, request.path_params["service_id"])
+        service = await get_or_404(session, Service, request.path_params["service_id"])
     return json({"service": render_service(request, service)})
 
 
 async def update_service(request: Request) -> Response:
     await authorize(request, "identity:update_service")
     service_id = request.path_params["service_id"]
-    body = await _update_body(request, "service", ServiceUpdate, service_id)
+    body = await update_body(request, "service", ServiceUpdate, service_id)
     fields = body.model_fields_set
     async with identity_of(request).write() as session:
-        service = await _get(session, Service, service_id)
+        service = await get_or_404(session, Service, service_id)
         for name in ("type", "name", "enabled"):
             if name in fields and getattr(body, name) is not None:
                 setattr(service, name, getattr(body, name))
         if "description" in fields:
             service.description = body.description
-        if extras := _extras(body, _SERVICE_FIELDS):
+        if extras := extras_of(body, _SERVICE_FIELDS):
             service.extra = {**(service.extra or {}), **extras}
     return json({"service": render_service(request, service)})
 
@@ -332,7 +275,7 @@ async def delete_service(request: Request) -> Response:
     await authorize(request, "identity:delete_service")
     service_id = request.path_params["service_id"]
     async with identity_of(request).write() as session:
-        await _get(session, Service, service_id)
+        await get_or_404(session, Service, service_id)
         await session.execute(delete(Endpoint).where(Endpoint.service_id == service_id))
         await session.execute(delete(Service).where(Service.id == service_id))
     return no_content()
@@ -400,18 +343,18 @@ async def _endpoint_region(
             await session.flush()
         return body.region
     if body.region_id is not None and await session.get(Region, body.region_id) is None:
-        raise _missing_reference("endpoint region_id", "region table")
+        raise missing_reference("endpoint region_id", "region table")
     return body.region_id
 
 
 async def _check_service(session: AsyncSession, service_id: str) -> None:
     if await session.get(Service, service_id) is None:
-        raise _missing_reference("endpoint service_id", "service table")
+        raise missing_reference("endpoint service_id", "service table")
 
 
 async def create_endpoint(request: Request) -> Response:
     await authorize(request, "identity:create_endpoint")
-    body = validate(EndpointCreate, _member(await json_body(request), "endpoint"))
+    body = validate(EndpointCreate, section(await json_body(request), "endpoint"))
     _check_url(body.url)
     async with identity_of(request).write() as session:
         await _check_service(session, body.service_id)
@@ -422,7 +365,7 @@ async def create_endpoint(request: Request) -> Response:
             url=body.url,
             region_id=await _endpoint_region(session, body),
             enabled=body.enabled,
-            extra=_extras(body, _ENDPOINT_FIELDS),
+            extra=extras_of(body, _ENDPOINT_FIELDS),
         )
         session.add(endpoint)
     return json({"endpoint": render_endpoint(request, endpoint)}, status=201)
@@ -440,25 +383,25 @@ async def list_endpoints(request: Request) -> Response:
         "service_id": Endpoint.service_id,
         "region_id": Endpoint.region_id,
     }
-    return await _list(request, "endpoints", Endpoint, filters, render_endpoint)
+    return await list_rows(request, "endpoints", Endpoint, filters, render_endpoint)
 
 
 async def show_endpoint(request: Request) -> Response:
     await authorize(request, "identity:get_endpoint")
     async with identity_of(request).read() as session:
-        endpoint = await _get(session, Endpoint, request.path_params["endpoint_id"])
+        endpoint = await get_or_404(session, Endpoint, request.path_params["endpoint_id"])
     return json({"endpoint": render_endpoint(request, endpoint)})
 
 
 async def update_endpoint(request: Request) -> Response:
     await authorize(request, "identity:update_endpoint")
     endpoint_id = request.path_params["endpoint_id"]
-    body = await _update_body(request, "endpoint", EndpointUpdate, endpoint_id)
+    body = await update_body(request, "endpoint", EndpointUpdate, endpoint_id)
     if body.url is not None:
         _check_url(body.url)
     fields = body.model_fields_set
     async with identity_of(request).write() as session:
-        endpoint = await _get(session, Endpoint, endpoint_id)
+        endpoint = await get_or_404(session, Endpoint, endpoint_id)
         if body.service_id is not None:
             await _check_service(session, body.service_id)
             endpoint.service_id = body.service_id
@@ -467,7 +410,7 @@ async def update_endpoint(request: Request) -> Response:
         for name in ("interface", "url", "enabled"):
             if name in fields and getattr(body, name) is not None:
                 setattr(endpoint, name, getattr(body, name))
-        if extras := _extras(body, _ENDPOINT_FIELDS):
+        if extras := extras_of(body, _ENDPOINT_FIELDS):
             endpoint.extra = {**(endpoint.extra or {}), **extras}
     return json({"endpoint": render_endpoint(request, endpoint)})
 
@@ -476,7 +419,7 @@ async def delete_endpoint(request: Request) -> Response:
     await authorize(request, "identity:delete_endpoint")
     endpoint_id = request.path_params["endpoint_id"]
     async with identity_of(request).write() as session:
-        await _get(session, Endpoint, endpoint_id)
+        await get_or_404(session, Endpoint, endpoint_id)
         await session.execute(delete(Endpoint).where(Endpoint.id == endpoint_id))
     return no_content()
 

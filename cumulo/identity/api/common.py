@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cumulo.common.app import JSONResponse
+from cumulo.common.app import JSONResponse, json_body, validate
 from cumulo.common.auth import request_context
 from cumulo.common.context import RequestContext
-from cumulo.common.faults import BadRequest
+from cumulo.common.faults import BadRequest, NotFound
 from cumulo.identity.core import Identity
+
+B = TypeVar("B", bound="Body")
+
+MAX_TAGS = 80
+TAG_PATTERN = re.compile(r"^[^,/]{1,255}$")
 
 # Names: non-empty, no surrounding whitespace-only strings (Keystone's parameter_types.name).
 NAME_PATTERN = r"\S"
@@ -36,6 +42,14 @@ def Name(max_length: int = 255, *, required: bool = True) -> Any:  # noqa: N802 
     if required:
         return Field(min_length=1, max_length=max_length, pattern=NAME_PATTERN)
     return Field(None, min_length=1, max_length=max_length, pattern=NAME_PATTERN)
+
+
+def check_tags(tags: list[str]) -> list[str]:
+    """Project and domain tags: Keystone's rules, duplicates dropped."""
+    for tag in tags:
+        if not TAG_PATTERN.match(tag):
+            raise BadRequest(f"Invalid tag {tag!r}: 1-255 characters, no ',' or '/'.")
+    return list(dict.fromkeys(tags))
 
 
 def identity_of(request: Request) -> Identity:
@@ -120,3 +134,81 @@ def list_body(
     if truncated:
         body["truncated"] = True
     return body
+
+
+# -- what the CRUD modules share ---------------------------------------------------------
+
+
+def section(data: Any, key: str) -> Any:
+    """The `{"region": {...}}` wrapper's content, or None (validation then says 400)."""
+    return data.get(key) if isinstance(data, dict) else None
+
+
+def extras_of(body: Body, known: set[str]) -> dict[str, Any]:
+    """The attributes a client sent beyond the known ones: Keystone stores them as extras."""
+    return {k: v for k, v in (body.model_extra or {}).items() if k not in known}
+
+
+def require_matching_id(body: Body, path_id: str) -> None:
+    body_id = getattr(body, "id", None) or (body.model_extra or {}).get("id")
+    if body_id is not None and body_id != path_id:
+        raise BadRequest("Cannot change ID")
+
+
+def missing_reference(attribute: str, table: str) -> BadRequest:
+    return BadRequest(
+        f"Expecting to find {attribute} in {table}. The server could not comply with the "
+        "request since it is either malformed or otherwise incorrect. "
+        "The client is assumed to be in error."
+    )
+
+
+async def get_or_404(session: AsyncSession, model: type[Any], ident: str) -> Any:
+    row = await session.get(model, ident)
+    if row is None:
+        raise NotFound(f"Could not find {model.__tablename__}: {ident}.")
+    return row
+
+
+async def update_body(request: Request, key: str, model: type[B], path_id: str) -> B:
+    """A PATCH body: at least one property, and no other id than the one in the path."""
+    data = section(await json_body(request), key)
+    body = validate(model, data)
+    if not data:
+        raise BadRequest(f"Invalid input for field '{key}': at least one property is required.")
+    require_matching_id(body, path_id)
+    return body
+
+
+async def list_rows(
+    request: Request,
+    key: str,
+    model: type[Any],
+    filters: dict[str, Any],
+    render: Callable[[Request, Any], dict[str, Any]],
+) -> Response:
+    """A list filtered by exact match on each query parameter named in `filters`."""
+    query = select(model)
+    for name, column in filters.items():
+        if name in request.query_params:
+            query = query.where(column == request.query_params[name])
+    async with identity_of(request).read() as session:
+        rows, truncated = await paginate(request, session, query, model.id)
+    return json(list_body(request, key, [render(request, r) for r in rows], truncated))
+
+
+def apply_update(row: Any, body: Body, names: tuple[str, ...], known: set[str]) -> None:
+    """Set the given attributes that the PATCH body carries, and merge its extras."""
+    for name in names:
+        if name in body.model_fields_set and getattr(body, name) is not None:
+            setattr(row, name, getattr(body, name))
+    if extras := extras_of(body, known):
+        row.extra = {**(row.extra or {}), **extras}
+
+
+async def delete_row(request: Request, model: type[Any], ident: str) -> Response:
+    """DELETE of a row that nothing else refers to: 404 when unknown, else 204."""
+    async with identity_of(request).write() as session:
+        await get_or_404(session, model, ident)
+        await session.execute(delete(model).where(model.id == ident))
+    return no_content()

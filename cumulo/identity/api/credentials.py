@@ -285,8 +285,9 @@ async def update_credential(request: Request) -> Response:
         new_data = ec2_blob(blob if blob is not None else decrypt_blob(identity, cred))
         if is_ec2(cred.type):
             old = jsonlib.loads(decrypt_blob(identity, cred))
-            # What ties the credential to its access key and delegation stays fixed.
-            for key in ("access", "trust_id", "app_cred_id", "access_token_id"):
+            # The delegation it carries stays fixed (Keystone lets the access key change:
+            # the id stays, and the key is found by its column here).
+            for key in ("trust_id", "app_cred_id", "access_token_id", "access_id"):
                 if old.get(key) != new_data.get(key):
                     raise BadRequest(f"{key} can not be updated for credential")
         access = new_data["access"]

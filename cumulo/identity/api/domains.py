@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import Field, StrictBool, StrictStr
@@ -14,9 +15,11 @@ from starlette.routing import Route
 from cumulo.common.app import json_body, validate
 from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound
 from cumulo.identity.api.common import (
+    MAX_TAGS,
     Body,
     Name,
     authorize,
+    check_tags,
     identity_of,
     json,
     list_body,
@@ -26,7 +29,6 @@ from cumulo.identity.api.common import (
     query_bool,
     self_link,
 )
-from cumulo.identity.api.projects import MAX_TAGS, check_tags
 from cumulo.identity.core import DEFAULT_DOMAIN_ID
 from cumulo.identity.models import (
     ApplicationCredential,
@@ -92,16 +94,27 @@ async def create_domain(request: Request) -> Response:
         options=body.options,
         extra={k: v for k, v in (body.model_extra or {}).items() if k not in _FIELDS},
     )
+    await insert_domain(request, domain)
+    return json({"domain": render_domain(request, domain)}, status=201)
+
+
+async def insert_domain(request: Request, domain: Domain) -> None:
+    """Store a new domain (also what a project created with is_domain=true is)."""
     try:
         async with identity_of(request).write() as session:
             session.add(domain)
     except IntegrityError:
-        raise _conflict(body.name) from None
-    return json({"domain": render_domain(request, domain)}, status=201)
+        raise _conflict(domain.name) from None
 
 
 async def list_domains(request: Request) -> Response:
     await authorize(request, "identity:list_domains")
+    rows, truncated = await filtered_domains(request)
+    return json(list_body(request, "domains", [render_domain(request, d) for d in rows], truncated))
+
+
+async def filtered_domains(request: Request) -> tuple[Sequence[Domain], bool]:
+    """The domains a list asks for (`name`, `enabled`), paginated."""
     query = select(Domain)
     if name := request.query_params.get("name"):
         query = query.where(Domain.name == name)
@@ -109,8 +122,7 @@ async def list_domains(request: Request) -> Response:
     if enabled is not None:
         query = query.where(Domain.enabled == enabled)
     async with identity_of(request).read() as session:
-        rows, truncated = await paginate(request, session, query, Domain.id)
-    return json(list_body(request, "domains", [render_domain(request, d) for d in rows], truncated))
+        return await paginate(request, session, query, Domain.id)
 
 
 async def _load(request: Request, domain_id: str) -> Domain:
@@ -132,6 +144,11 @@ async def update_domain(request: Request) -> Response:
     await authorize(request, "identity:update_domain", {"domain": {"id": domain_id}})
     data = await json_body(request)
     body = validate(DomainUpdate, data.get("domain") if isinstance(data, dict) else None)
+    return json({"domain": render_domain(request, await change_domain(request, domain_id, body))})
+
+
+async def change_domain(request: Request, domain_id: str, body: DomainUpdate) -> Domain:
+    """Apply an update (also what PATCH /v3/projects/{id} of a domain does)."""
     fields = body.model_fields_set
     if "name" in fields and body.name is None:
         raise BadRequest("Invalid input for field 'name': None is not of type 'string'.")
@@ -150,13 +167,19 @@ async def update_domain(request: Request) -> Response:
                 row.extra = {**(row.extra or {}), **extras}
     except IntegrityError:
         raise _conflict(body.name) from None
-    return json({"domain": render_domain(request, row)})
+    return row
 
 
 async def delete_domain(request: Request) -> Response:
     """DELETE /v3/domains/{id}: the domain and its projects, users, groups and roles go."""
     domain_id = request.path_params["domain_id"]
     await authorize(request, "identity:delete_domain", {"domain": {"id": domain_id}})
+    await remove_domain(request, domain_id)
+    return no_content()
+
+
+async def remove_domain(request: Request, domain_id: str) -> None:
+    """Delete a disabled domain with everything in it (403 while enabled)."""
     if domain_id == DEFAULT_DOMAIN_ID:
         raise Forbidden("The default domain cannot be deleted.")
     async with identity_of(request).write() as session:
@@ -191,7 +214,6 @@ async def delete_domain(request: Request) -> Response:
         )
         await session.execute(delete(Project).where(Project.domain_id == domain_id))
         await session.execute(delete(Domain).where(Domain.id == domain_id))
-    return no_content()
 
 
 routes = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import Field, StrictBool, StrictStr
@@ -15,9 +14,11 @@ from starlette.routing import Route
 from cumulo.common.app import json_body, parse_body, validate
 from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound
 from cumulo.identity.api.common import (
+    MAX_TAGS,
     Body,
     Name,
     authorize,
+    check_tags,
     context,
     identity_of,
     json,
@@ -28,10 +29,15 @@ from cumulo.identity.api.common import (
     query_bool,
     self_link,
 )
+from cumulo.identity.api.domains import (
+    DomainUpdate,
+    change_domain,
+    filtered_domains,
+    insert_domain,
+    remove_domain,
+)
 from cumulo.identity.models import Assignment, Domain, Project
 
-MAX_TAGS = 80
-TAG_PATTERN = re.compile(r"^[^,/]{1,255}$")
 _FIELDS = {
     "id",
     "name",
@@ -68,13 +74,6 @@ class ProjectUpdate(Body):
     parent_id: StrictStr | None = None
 
 
-def check_tags(tags: list[str]) -> list[str]:
-    for tag in tags:
-        if not TAG_PATTERN.match(tag):
-            raise BadRequest(f"Invalid tag {tag!r}: 1-255 characters, no ',' or '/'.")
-    return list(dict.fromkeys(tags))
-
-
 def render_project(request: Request, p: Project) -> dict[str, Any]:
     return {
         **(p.extra or {}),
@@ -107,14 +106,75 @@ def _target(p: Project) -> dict[str, Any]:
     return {"project": {"id": p.id, "domain_id": p.domain_id}}
 
 
+# -- projects acting as domains (is_domain=true): Keystone's domains seen as projects ----------
+
+
+def render_domain_project(request: Request, d: Domain) -> dict[str, Any]:
+    return {
+        **(d.extra or {}),
+        "id": d.id,
+        "name": d.name,
+        "domain_id": None,
+        "parent_id": None,
+        "description": d.description or "",
+        "enabled": d.enabled,
+        "is_domain": True,
+        "tags": list(d.tags or []),
+        "options": dict(d.options or {}),
+        "links": self_link(request, f"projects/{d.id}"),
+    }
+
+
+async def _domain_project(request: Request, rule: str) -> Domain | None:
+    """The domain the path's project id names, after the domain's policy; else None."""
+    project_id = request.path_params["project_id"]
+    async with identity_of(request).read() as session:
+        domain = await session.get(Domain, project_id)
+    if domain is not None:
+        await authorize(request, rule, {"domain": {"id": domain.id}})
+    return domain
+
+
+async def _create_domain_project(request: Request, body: ProjectCreate) -> Response:
+    # Making a domain is a cloud admin's act, whichever API is used for it.
+    await authorize(request, "identity:create_domain")
+    if body.parent_id or body.domain_id:
+        raise BadRequest("A project acting as a domain has neither a parent nor a domain.")
+    domain = Domain(
+        id=new_id(),
+        name=body.name,
+        description=body.description,
+        enabled=body.enabled,
+        tags=check_tags(body.tags),
+        options=body.options,
+        extra=_extras(body),
+    )
+    await insert_domain(request, domain)
+    return json({"project": render_domain_project(request, domain)}, status=201)
+
+
+async def _list_domain_projects(request: Request) -> Response:
+    await authorize(request, "identity:list_domains")
+    rows, truncated = await filtered_domains(request)
+    items = [render_domain_project(request, d) for d in rows]
+    return json(list_body(request, "projects", items, truncated))
+
+
+async def _update_domain_project(request: Request, domain_id: str, body: ProjectUpdate) -> Response:
+    fields = body.model_fields_set
+    if body.is_domain is False or body.parent_id or body.domain_id:
+        raise BadRequest("Cannot change is_domain, parent_id or domain_id of a project.")
+    changes = {name: getattr(body, name) for name in DomainUpdate.model_fields if name in fields}
+    update = DomainUpdate.model_validate({**changes, **_extras(body)})
+    domain = await change_domain(request, domain_id, update)
+    return json({"project": render_domain_project(request, domain)})
+
+
 async def create_project(request: Request) -> Response:
     data = await json_body(request)
     body = validate(ProjectCreate, data.get("project") if isinstance(data, dict) else None)
     if body.is_domain:
-        raise BadRequest(
-            "Creating a project that acts as a domain is not supported: "
-            "create a domain with POST /v3/domains."
-        )
+        return await _create_domain_project(request, body)
     identity = identity_of(request)
     async with identity.read() as session:
         parent = await session.get(Project, body.parent_id) if body.parent_id else None
@@ -171,7 +231,7 @@ async def list_projects(request: Request) -> Response:
     if enabled is not None:
         query = query.where(Project.enabled == enabled)
     if query_bool(request, "is_domain"):
-        return json(list_body(request, "projects", []))
+        return await _list_domain_projects(request)
     async with identity_of(request).read() as session:
         rows, truncated = await paginate(request, session, query, Project.id)
     rows = [p for p in rows if _tags_match(request, p.tags or [])]
@@ -200,6 +260,8 @@ def _tags_match(request: Request, tags: list[str]) -> bool:
 
 
 async def show_project(request: Request) -> Response:
+    if domain := await _domain_project(request, "identity:get_domain"):
+        return json({"project": render_domain_project(request, domain)})
     project = await _load(request, request.path_params["project_id"])
     await authorize(request, "identity:get_project", _target(project))
     body = render_project(request, project)
@@ -240,6 +302,8 @@ async def update_project(request: Request) -> Response:
     project_id = request.path_params["project_id"]
     data = await json_body(request)
     body = validate(ProjectUpdate, data.get("project") if isinstance(data, dict) else None)
+    if await _domain_project(request, "identity:update_domain"):
+        return await _update_domain_project(request, project_id, body)
     project = await _load(request, project_id)
     await authorize(request, "identity:update_project", _target(project))
     fields = body.model_fields_set
@@ -273,6 +337,9 @@ async def update_project(request: Request) -> Response:
 
 async def delete_project(request: Request) -> Response:
     project_id = request.path_params["project_id"]
+    if await _domain_project(request, "identity:delete_domain"):
+        await remove_domain(request, project_id)
+        return no_content()
     project = await _load(request, project_id)
     await authorize(request, "identity:delete_project", _target(project))
     async with identity_of(request).write() as session:

@@ -7,7 +7,8 @@ Disabling a user or setting its password revokes every token it holds.
 
 from __future__ import annotations
 
-from datetime import datetime
+import operator
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import Field, StrictBool, StrictStr
@@ -18,15 +19,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.app import json_body, validate
+from cumulo.common.config import SecurityComplianceConfig
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, Conflict, NotFound, NotImplementedYet, Unauthorized
-from cumulo.identity import assignments
+from cumulo.identity import assignments, security_compliance
 from cumulo.identity.api.common import (
     Body,
     ClosedBody,
     Name,
     authorize,
     context,
+    extras_of,
     identity_of,
     json,
     list_body,
@@ -47,6 +50,7 @@ from cumulo.identity.models import (
     UserGroupMembership,
 )
 from cumulo.identity.passwords import MAX_PASSWORD_BYTES, check_password, hash_password
+from cumulo.identity.security_compliance import password_expiry_text
 
 # Attributes with a meaning of their own; anything else a client sends is an extra.
 _FIELDS = {
@@ -76,7 +80,14 @@ MFA_RULES = "multi_factor_auth_rules"
 
 # Federated users (idp_id, protocol_id, unique_id) do not exist here: such filters match none.
 _FEDERATION_FILTERS = ("idp_id", "protocol_id", "unique_id")
-_TIME_OPERATORS = {"lt", "lte", "gt", "gte", "eq", "neq"}
+_TIME_OPERATORS = {
+    "lt": operator.lt,
+    "lte": operator.le,
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "eq": operator.eq,
+    "neq": operator.ne,
+}
 # Inexact filters Keystone accepts as `<attr>__<comparator>`.
 B = TypeVar("B", bound=Body)
 _COMPARATORS = ("contains", "icontains", "startswith", "istartswith", "endswith", "iendswith")
@@ -114,7 +125,7 @@ def render_user(request: Request, u: User) -> dict[str, Any]:
         "name": u.name,
         "domain_id": u.domain_id,
         "enabled": u.enabled,
-        "password_expires_at": None,
+        "password_expires_at": password_expiry_text(u.password_expires_at),
         "options": dict(u.options or {}),
         "links": self_link(request, f"users/{u.id}"),
     }
@@ -129,11 +140,6 @@ def render_user(request: Request, u: User) -> dict[str, Any]:
 def user_target(u: User | None) -> dict[str, Any]:
     """The policy target for a user; empty when it does not exist (so only admins pass)."""
     return {"user": {"id": u.id, "domain_id": u.domain_id}} if u is not None else {}
-
-
-def extras_of(body: Body, known: set[str]) -> dict[str, Any]:
-    """The attributes a client sent beyond the known ones: Keystone stores them as extras."""
-    return {k: v for k, v in (body.model_extra or {}).items() if k not in known}
 
 
 def duplicate_entry(kind: str, name: str | None, domain_id: str) -> Conflict:
@@ -215,6 +221,23 @@ def check_password_length(password: str) -> None:
         )
 
 
+def _rules(request: Request) -> SecurityComplianceConfig:
+    return identity_of(request).config.identity.security_compliance
+
+
+def _check_new_password(request: Request, password: str) -> None:
+    check_password_length(password)
+    security_compliance.check_password_rules(_rules(request), password)
+
+
+async def _new_password_hash(request: Request, password: str | None) -> str | None:
+    """The hash of a password being set, after the length and the configured rules."""
+    if password is None:
+        return None
+    _check_new_password(request, password)
+    return await hash_password(password, identity_of(request).config.identity.bcrypt_rounds)
+
+
 async def _check_default_project(request: Request, project_id: str | None) -> None:
     if not project_id:
         return
@@ -257,15 +280,19 @@ def filter_by_text(request: Request, query: Select, name: str, column: Any) -> S
     return query
 
 
-def _check_password_expires_filter(raw: str) -> None:
-    """Validate `password_expires_at=[op:]timestamp` as Keystone does."""
+def _password_expires_filter(raw: str) -> Any:
+    """`password_expires_at=[op:]timestamp` as Keystone reads it (users without an
+    expiring password never match)."""
     op, timestamp = raw.split(":", 1) if ":" in raw[2:4] else ("eq", raw)
-    if op not in _TIME_OPERATORS:
-        raise BadRequest(f"The given operator {op} is not a valid operator.")
     try:
-        datetime.fromisoformat(timestamp)
+        when = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
     except ValueError:
         raise BadRequest("Timestamp not in expected format.") from None
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    if op not in _TIME_OPERATORS:
+        raise BadRequest(f"The given operator {op} is not a valid operator.")
+    return _TIME_OPERATORS[op](User.password_expires_at, when)
 
 
 def filter_users(request: Request, query: Select) -> Select:
@@ -277,9 +304,7 @@ def filter_users(request: Request, query: Select) -> Select:
     if enabled is not None:
         query = query.where(User.enabled == enabled)
     if q.get("password_expires_at"):
-        # Passwords here never expire (password_expires_at is null): no user matches.
-        _check_password_expires_filter(q["password_expires_at"])
-        query = query.where(false())
+        query = query.where(_password_expires_filter(q["password_expires_at"]))
     if any(q.get(f) for f in _FEDERATION_FILTERS):
         query = query.where(false())
     return query
@@ -298,24 +323,20 @@ async def create_user(request: Request) -> Response:
         raise NotImplementedYet("Federated users are not supported.")
     check_options(body.options)
     await _check_default_project(request, body.default_project_id)
-    password_hash = None
-    if body.password is not None:
-        check_password_length(body.password)
-        password_hash = await hash_password(
-            body.password, identity_of(request).config.identity.bcrypt_rounds
-        )
+    password_hash = await _new_password_hash(request, body.password)
     user = User(
         id=new_id(),
         name=body.name.strip(),
         domain_id=domain_id,
         enabled=body.enabled,
-        password_hash=password_hash,
-        password_created_at=utcnow() if password_hash else None,
         default_project_id=body.default_project_id,
         description=body.description,
         options=merge_options({}, body.options),
         extra=extras_of(body, _FIELDS),
+        password_history=[],
+        failed_auth_count=0,
     )
+    security_compliance.set_password(_rules(request), user, password_hash, self_service=False)
     await insert_in_domain(request, "user", user)
     return json({"user": render_user(request, user)}, status=201)
 
@@ -348,12 +369,7 @@ async def update_user(request: Request) -> Response:
     if body.options:
         check_options(body.options)
     await _check_default_project(request, body.default_project_id)
-    password_hash = None
-    if body.password is not None:
-        check_password_length(body.password)
-        password_hash = await hash_password(
-            body.password, identity_of(request).config.identity.bcrypt_rounds
-        )
+    password_hash = await _new_password_hash(request, body.password)
     identity = identity_of(request)
     try:
         async with identity.write() as session:
@@ -369,8 +385,12 @@ async def update_user(request: Request) -> Response:
             if body.options:
                 row.options = merge_options(row.options or {}, body.options)
             if "password" in fields:
-                row.password_hash = password_hash
-                row.password_created_at = utcnow() if password_hash else None
+                security_compliance.set_password(
+                    _rules(request), row, password_hash, self_service=False
+                )
+            if body.enabled:
+                # Keystone: enabling a user also ends its lockout.
+                row.failed_auth_count, row.failed_auth_at = 0, None
             if new_extras := extras_of(body, _FIELDS):
                 row.extra = {**(row.extra or {}), **new_extras}
             # Keystone: disabling a user or setting its password ends every token it holds.
@@ -411,28 +431,35 @@ async def change_password(request: Request) -> Response:
     data = await json_body(request)
     body = validate(PasswordChange, data.get("user") if isinstance(data, dict) else None)
     identity = identity_of(request)
+    rules = identity.config.identity.security_compliance
     async with identity.read() as session:
         user = await session.get(User, user_id)
         domain = await session.get(Domain, user.domain_id) if user else None
     if user is None or not user.enabled or domain is None or not domain.enabled:
         raise Unauthorized()
+    # The original password proves who asks, as a login would (an expired one still may).
+    now = utcnow()
+    if security_compliance.account_locked(rules, user, now):
+        raise security_compliance.locked_error(user.id)
     if not await check_password(body.original_password, user.password_hash):
+        await security_compliance.record_failed_login(identity.db, rules, user, now)
         raise Unauthorized()
+    _check_new_password(request, body.password)
     if (user.options or {}).get("lock_password") is True:
         raise BadRequest(
             "You cannot change your password at this time due to password policy "
             "disallowing password changes. Please contact your administrator to reset "
             "your password."
         )
-    check_password_length(body.password)
-    new_hash = await hash_password(body.password, identity.config.identity.bcrypt_rounds)
+    await security_compliance.check_self_service_change(rules, user, body.password, now)
+    new_hash = await _new_password_hash(request, body.password)
     async with identity.write() as session:
         row = await session.get(User, user_id)
         # Compare-and-swap: a concurrent change makes the original password stale.
         if row is None or row.password_hash != user.password_hash:
             raise Unauthorized()
-        row.password_hash = new_hash
-        row.password_created_at = utcnow()
+        security_compliance.set_password(rules, row, new_hash, self_service=True)
+        row.failed_auth_count, row.failed_auth_at = 0, None
         await identity.revoke_user_tokens(session, user_id)
     return no_content()
 

@@ -86,7 +86,26 @@ async def resource_body(request: Request, resource: str, allowed: Iterable[str])
     body = await json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get(resource), dict):
         raise BadRequest(f"Resource body required: an object named '{resource}'.")
-    attrs = body[resource]
+    return _checked_attrs(body[resource], allowed)
+
+
+async def create_bodies(
+    request: Request, resource: str, collection: str, allowed: Iterable[str]
+) -> tuple[list[dict[str, Any]], bool]:
+    """What a create asks for: one `{resource: {...}}`, or Neutron's bulk form
+    `{collection: [{...}, ...]}` (created all or none); the flag says which it was."""
+    body = await json_body(request)
+    if isinstance(body, dict) and resource not in body and isinstance(body.get(collection), list):
+        items = body[collection]
+        if not items or not all(isinstance(i, dict) for i in items):
+            raise BadRequest(f"Resources required: a non-empty list of objects '{collection}'.")
+        return [_checked_attrs(i, allowed) for i in items], True
+    if not isinstance(body, dict) or not isinstance(body.get(resource), dict):
+        raise BadRequest(f"Resource body required: an object named '{resource}'.")
+    return [_checked_attrs(body[resource], allowed)], False
+
+
+def _checked_attrs(attrs: dict[str, Any], allowed: Iterable[str]) -> dict[str, Any]:
     unknown = sorted(set(attrs) - set(allowed) - {"tenant_id", "project_id"})
     if unknown:
         raise BadRequest(f"Unrecognized attribute(s) '{', '.join(unknown)}'")
@@ -171,6 +190,15 @@ def select_fields(request: Request, item: dict[str, Any]) -> dict[str, Any]:
 
 def show(request: Request, member: str, item: dict[str, Any], status: int = 200) -> Response:
     return json({member: select_fields(request, item)}, status)
+
+
+def created(
+    request: Request, resource: str, collection: str, items: list[dict[str, Any]], bulk: bool
+) -> Response:
+    """201 with the one resource created, or the list a bulk create made."""
+    if bulk:
+        return json({collection: [select_fields(request, i) for i in items]}, 201)
+    return show(request, resource, items[0], 201)
 
 
 def _matches(value: Any, wanted: list[str]) -> bool:

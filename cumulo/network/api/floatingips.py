@@ -74,7 +74,10 @@ async def _render(service: NetworkService, fips: list[FloatingIp]) -> list[dict[
 
 
 def fips_visible(service: NetworkService, ctx: RequestContext):
-    return True if service.is_admin(ctx) else FloatingIp.project_id == ctx.project_id
+    # The compute service reads any server's floating IPs for its network info cache.
+    if service.is_admin(ctx) or service.is_service(ctx):
+        return True
+    return FloatingIp.project_id == ctx.project_id
 
 
 async def visible_fip(service: NetworkService, ctx: RequestContext, fip_id: str) -> FloatingIp:
@@ -219,6 +222,7 @@ async def create_fip(request: Request) -> Response:
 
     fip = await write_retrying(service.db, work)
     await service.changed()
+    await service.ports_changed([fip.port_id])
     return show(request, "floatingip", (await _render(service, [fip]))[0], 201)
 
 
@@ -235,6 +239,7 @@ async def update_fip(request: Request) -> Response:
     a.pop("project_id", None)
     fip = await visible_fip(service, ctx, fip_id)
     service.enforce(ctx, "network:owner", fip.project_id)
+    old_port_id = fip.port_id
 
     async def work(session):
         row = await session.get(FloatingIp, fip_id)
@@ -247,6 +252,8 @@ async def update_fip(request: Request) -> Response:
 
     fip = await write_retrying(service.db, work)
     await service.changed()
+    if old_port_id != fip.port_id:
+        await service.ports_changed([old_port_id, fip.port_id])
     return show(request, "floatingip", (await _render(service, [fip]))[0])
 
 
@@ -267,6 +274,7 @@ async def delete_fip(request: Request) -> Response:
 
     await write_retrying(service.db, work)
     await service.changed()
+    await service.ports_changed([fip.port_id])
     return no_content()
 
 

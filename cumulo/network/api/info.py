@@ -7,17 +7,25 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.faults import NotFound
-from cumulo.network.api.common import caller, json
+from cumulo.network.api.common import caller, json, list_response
 
 UPDATED = "2026-01-01T00:00:00-00:00"
 # alias -> (name, description)
 EXTENSIONS = {
+    "agent": ("agent", "The agent management extension."),
     "allowed-address-pairs": ("Allowed Address Pairs", "Provides allowed address pairs"),
     "binding": ("Port Binding", "Expose port bindings of a virtual port"),
     "external-net": ("Neutron external network", "Adds external network attribute"),
     "ext-gw-mode": ("Configurable external gateway mode", "SNAT on the external gateway"),
+    "extra_dhcp_opt": ("Neutron Extra DHCP options", "Extra DHCP options on ports"),
     "extraroute": ("Neutron Extra Route", "Extra routes configuration for L3 router"),
     "extraroute-atomic": ("Atomically add/remove extra routes", "Edit extra routes atomically"),
+    "metering": ("Neutron Metering", "Neutron Metering extension."),
+    "metering_source_and_destination_fields": (
+        "Neutron Metering with source and destination filtering",
+        "Source and destination IP prefixes on metering label rules.",
+    ),
+    "ip-substring-filtering": ("IP address substring filtering", "ip_address_substr filter"),
     "net-mtu": ("Network MTU", "Provides MTU attribute for a network resource."),
     "pagination": ("Pagination support", "Pagination is enabled."),
     "port-security": ("Port Security", "Provides port security"),
@@ -30,10 +38,12 @@ EXTENSIONS = {
     "rbac-subnetpool": ("Add subnetpool type to network RBAC", "Shared subnet pools"),
     "router": ("Neutron L3 Router", "Routers between networks and to external networks"),
     "security-group": ("security-group", "The security groups extension."),
+    "service-type": ("Neutron Service Type Management", "API for retrieving service providers"),
     "sorting": ("Sorting support", "Sorting is enabled."),
     "standard-attr-description": ("standard-attr-description", "Descriptions on resources"),
     "standard-attr-revisions": ("Resource revision numbers", "Revision numbers on resources"),
     "standard-attr-tag": ("Tag support", "Tags on resources with standard attributes"),
+    "tag": ("Tag support", "Enables to set tag on resources."),
     "standard-attr-timestamp": ("Resource timestamps", "created_at and updated_at fields"),
     "stateful-security-group": ("Stateful security group", "Stateful or stateless groups"),
     "subnet_allocation": ("Subnet Allocation", "Allocation of subnets from a subnet pool"),
@@ -43,6 +53,9 @@ RESOURCES = (
     ("port", "ports"), ("router", "routers"), ("floatingip", "floatingips"),
     ("security_group", "security-groups"), ("security_group_rule", "security-group-rules"),
     ("quota", "quotas"), ("rbac_policy", "rbac-policies"),
+    ("metering_label", "metering/metering-labels"), ("service_provider", "service-providers"),
+    ("agent", "agents"),
+    ("metering_label_rule", "metering/metering-label-rules"),
 )  # fmt: skip
 
 
@@ -82,6 +95,13 @@ async def resources(request: Request) -> Response:
     )
 
 
+async def list_service_providers(request: Request) -> Response:
+    """Neutron's service-type extension: the drivers of advanced services (load
+    balancers, VPN, ...). cumulo has none, so the list is empty."""
+    await caller(request)
+    return list_response(request, "service_providers", [])
+
+
 async def list_extensions(request: Request) -> Response:
     await caller(request)
     return json({"extensions": [_extension(a) for a in sorted(EXTENSIONS)]})
@@ -100,5 +120,6 @@ routes = [
     Route("/v2.0", resources, methods=["GET"]),
     Route("/v2.0/", resources, methods=["GET"]),
     Route("/v2.0/extensions", list_extensions, methods=["GET"]),
+    Route("/v2.0/service-providers", list_service_providers, methods=["GET"]),
     Route("/v2.0/extensions/{alias}", show_extension, methods=["GET"]),
 ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -14,6 +16,8 @@ from cumulo.network import rbac
 from cumulo.network.api.common import (
     apply_standard,
     caller,
+    create_bodies,
+    created,
     list_response,
     no_content,
     owner_of,
@@ -35,8 +39,14 @@ from cumulo.network.errors import (
     NetworkNotFound,
     RbacPolicyInUse,
 )
-from cumulo.network.models import IpAllocation, Network, Port, RbacPolicy, Subnet, Tag
-from cumulo.network.ports import DHCP, ROUTER_GATEWAY, delete_port_row, touch, write_retrying
+from cumulo.network.models import FloatingIp, IpAllocation, Network, Port, RbacPolicy, Subnet, Tag
+from cumulo.network.ports import (
+    DHCP,
+    ROUTER_GATEWAY,
+    delete_port_row,
+    touch,
+    write_retrying,
+)
 
 PROVIDER = ("provider:network_type", "provider:physical_network", "provider:segmentation_id")
 NETWORK_TYPES = ("flat", "vlan", "vxlan", "geneve", "gre", "local")
@@ -180,7 +190,20 @@ async def list_networks(request: Request) -> Response:
 
 async def create_network(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
-    attrs = await resource_body(request, "network", CREATE_ATTRS)
+    bodies, bulk = await create_bodies(request, "network", "networks", CREATE_ATTRS)
+    plans = [_plan_network(service, ctx, attrs) for attrs in bodies]
+
+    async def work(session):
+        return [await plan(session) for plan in plans]
+
+    nets = await write_retrying(service.db, work)
+    return created(request, "network", "networks", await render_networks(service, ctx, nets), bulk)
+
+
+def _plan_network(
+    service: NetworkService, ctx: RequestContext, attrs: dict[str, Any]
+) -> Callable[[AsyncSession], Awaitable[Network]]:
+    """Check what a new network asks for; the returned step writes it in a transaction."""
     project_id = owner_of(service, ctx, attrs)
     service.enforce(ctx, "network:owner", project_id)
     net = Network(
@@ -193,15 +216,15 @@ async def create_network(request: Request) -> Response:
     _apply(service, ctx, net, attrs)
     access = {k: v for k, v in _access_attrs(attrs).items() if v}
 
-    async def work(session):
+    async def write(session: AsyncSession) -> Network:
         await service.check_quota(session, project_id, "network")
         session.add(net)
         await session.flush()
         await _set_access(session, net, access)
         net.revision_number = 0
+        return net
 
-    await write_retrying(service.db, work)
-    return show(request, "network", (await render_networks(service, ctx, [net]))[0], 201)
+    return write
 
 
 async def show_network(request: Request) -> Response:
@@ -239,7 +262,23 @@ async def delete_network(request: Request) -> Response:
     service.enforce(ctx, "network:owner", net.project_id)
 
     async def work(session):
-        ports = list(await session.scalars(select(Port).where(Port.network_id == network_id)))
+        # Unassociated floating IPs go with their external network, as in Neutron.
+        idle = (
+            await session.execute(
+                select(FloatingIp.id, FloatingIp.floating_port_id).where(
+                    FloatingIp.floating_network_id == network_id, FloatingIp.port_id.is_(None)
+                )
+            )
+        ).all()
+        idle_ports = {port_id for _, port_id in idle}
+        await session.execute(delete(Tag).where(Tag.resource_id.in_([i for i, _ in idle])))
+        await session.execute(delete(FloatingIp).where(FloatingIp.id.in_([i for i, _ in idle])))
+        ports = []
+        for port in await session.scalars(select(Port).where(Port.network_id == network_id)):
+            if port.id in idle_ports:
+                await delete_port_row(session, port)
+            else:
+                ports.append(port)
         if any(p.device_owner != DHCP for p in ports):
             raise NetworkInUse(
                 f"Unable to complete operation on network {network_id}. There are one or more "

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,6 +19,8 @@ from cumulo.network import ipam, rbac
 from cumulo.network.api.common import (
     apply_standard,
     caller,
+    create_bodies,
+    created,
     list_response,
     no_content,
     owner_of,
@@ -25,6 +30,7 @@ from cumulo.network.api.common import (
     standard,
     tags_of,
     to_bool,
+    to_int,
     to_list,
     to_str,
 )
@@ -64,6 +70,8 @@ UPDATABLE = (
     *BINDING,
 )  # fmt: skip
 CREATE_ATTRS = (*UPDATABLE, "network_id", "mac_address")
+# A dnsmasq option name or number (it is written into dnsmasq's options file).
+OPT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 VNIC_TYPES = ("normal", "direct", "macvtap", "baremetal", "direct-physical", "virtio-forwarder")
 
 
@@ -120,7 +128,12 @@ async def render_ports(
     admin = service.policy.check("network:get_binding", ctx)
     return [
         render_port(
-            p, ips[p.id], sorted(groups[p.id]), tags[p.id], admin, service.vif_details(p.network_id)
+            p,
+            ips[p.id],
+            sorted(groups[p.id]),
+            tags[p.id],
+            admin,
+            service.vif_details(p.network_id, p.host),
         )
         for p in ports
     ]
@@ -184,10 +197,45 @@ def _address_pairs(value: Any) -> list[dict[str, str]]:
     return pairs
 
 
+def _dhcp_opts(current: list[dict[str, Any]], value: Any) -> list[dict[str, Any]]:
+    """Neutron's extra_dhcp_opt: options given are set by (opt_name, ip_version), the
+    rest kept; an `opt_value` of null removes that option."""
+    opts = {(o["opt_name"], o["ip_version"]): o for o in current}
+    for opt in to_list("extra_dhcp_opts", value):
+        if not isinstance(opt, dict) or not set(opt) <= {"opt_name", "opt_value", "ip_version"}:
+            raise InvalidInput(
+                "Invalid input for extra_dhcp_opts. Reason: each option has opt_name, "
+                "opt_value and optionally ip_version."
+            )
+        name = to_str("opt_name", opt.get("opt_name"), 64)
+        if not OPT_NAME.fullmatch(name) or "opt_value" not in opt:
+            raise InvalidInput(
+                f"Invalid input for extra_dhcp_opts. Reason: '{opt}' needs opt_name and opt_value."
+            )
+        version = to_int("ip_version", opt.get("ip_version", 4))
+        if version not in (4, 6):
+            raise InvalidInput(
+                f"Invalid input for ip_version. Reason: '{version}' is not in [4, 6]."
+            )
+        if opt["opt_value"] is None:
+            opts.pop((name, version), None)
+            continue
+        text = to_str("opt_value", opt["opt_value"])
+        if any(c in text for c in "\n\r\0"):
+            raise InvalidInput(f"Invalid input for opt_value. Reason: '{text}' spans lines.")
+        opts[(name, version)] = {"opt_name": name, "opt_value": text, "ip_version": version}
+    return list(opts.values())
+
+
 def _status(port: Port) -> str:
+    """Neutron's port status: a guest's port is ACTIVE only once the network agent of
+    the host it is bound to has wired it (ports_up); the compute host waits for that
+    before it plugs the guest in, so a bound port is not made ACTIVE here."""
     if not port.admin_state_up:
         return "DOWN"
-    return "ACTIVE" if port.host or port.device_owner.startswith("network:") else "DOWN"
+    if port.device_owner.startswith("network:"):
+        return "ACTIVE"
+    return port.status if port.host else "DOWN"
 
 
 def _apply(service: NetworkService, ctx: RequestContext, port: Port, a: dict[str, Any]) -> None:
@@ -203,7 +251,7 @@ def _apply(service: NetworkService, ctx: RequestContext, port: Port, a: dict[str
     if "allowed_address_pairs" in a:
         port.allowed_address_pairs = _address_pairs(a["allowed_address_pairs"] or [])
     if "extra_dhcp_opts" in a:
-        port.extra_dhcp_opts = to_list("extra_dhcp_opts", a["extra_dhcp_opts"] or [])
+        port.extra_dhcp_opts = _dhcp_opts(port.extra_dhcp_opts or [], a["extra_dhcp_opts"] or [])
     if any(k in a for k in BINDING):
         service.enforce(ctx, "network:set_binding")
         if "binding:host_id" in a:
@@ -262,14 +310,49 @@ async def list_ports(request: Request) -> Response:
 
 async def create_port(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
-    a = await resource_body(request, "port", CREATE_ATTRS)
+    bodies, bulk = await create_bodies(request, "port", "ports", CREATE_ATTRS)
+    # One port is written on the hot path when it can be (see _prepare_port).
+    prepared = [await _prepare_port(service, ctx, a, hot=not bulk) for a in bodies]
+    result = None
+    if not bulk and prepared[0][1] is not None:
+        result = await prepared[0][1]()
+    if result is not None:
+        made = [result]
+    else:
+
+        async def work(session):
+            return [await write(session) for write, _ in prepared]
+
+        made = await write_retrying(service.db, work)
+    await service.changed()
+    # Rendered from what the transaction wrote: a new port has no tags yet.
+    binding = service.policy.check("network:get_binding", ctx)
+    rendered = [
+        render_port(port, ips, groups, [], binding, service.vif_details(port.network_id, port.host))
+        for port, ips, groups in made
+    ]
+    return created(request, "port", "ports", rendered, bulk)
+
+
+NewPort = tuple[Port, list[dict], list[str]]
+
+
+async def _prepare_port(
+    service: NetworkService, ctx: RequestContext, a: dict[str, Any], *, hot: bool
+) -> tuple[
+    Callable[[AsyncSession], Awaitable[NewPort]], Callable[[], Awaitable[NewPort | None]] | None
+]:
+    """Check what a new port asks for. Returns the step that writes it in a transaction,
+    and (hot, and nothing but defaults asked for) the hot path's write, which answers
+    None when the port must take the transaction instead."""
     if "network_id" not in a:
         raise BadRequest("Failed to parse request. Required attribute 'network_id' not specified")
     project_id = owner_of(service, ctx, a)
     # The hot path (no fixed IPs, groups or MAC asked for) plans the port while it reads
     # the network: see cumulo.network.ipam_plan.
     plan = None
-    if a.get("fixed_ips") is None and a.get("mac_address") is None and "security_groups" not in a:
+    simple = a.get("fixed_ips") is None and a.get("mac_address") is None
+    if hot and simple and "security_groups" not in a:
         plan = await plan_port(service, ctx, str(a["network_id"]), project_id)
         network = plan.network
     else:
@@ -291,6 +374,7 @@ async def create_port(request: Request) -> Response:
             )
         mac = mac.lower()
     probe = Port(
+        status="DOWN",
         admin_state_up=True,
         device_id="",
         device_owner="",
@@ -321,7 +405,7 @@ async def create_port(request: Request) -> Response:
     name = to_str("name", a.get("name", ""))
     description = to_str("description", a.get("description", ""))
 
-    async def work(session):
+    async def write(session: AsyncSession) -> NewPort:
         await service.check_quota(session, project_id, "port")
         port = await new_port(
             session,
@@ -347,23 +431,11 @@ async def create_port(request: Request) -> Response:
             return [await service.default_security_group(session, project_id)]
         return []
 
-    result = None
-    if plan is not None:
-        result = await _create_planned(service, plan, project_id, name, description, attrs)
-    if result is None:
-        result = await write_retrying(service.db, work)
-    port, ips, groups = result
-    await service.changed()
-    # Rendered from what the transaction wrote: a new port has no tags yet.
-    body = render_port(
-        port,
-        ips,
-        groups,
-        [],
-        service.policy.check("network:get_binding", ctx),
-        service.vif_details(port.network_id),
-    )
-    return show(request, "port", body, 201)
+    async def write_hot() -> NewPort | None:
+        assert plan is not None
+        return await _create_planned(service, plan, project_id, name, description, attrs)
+
+    return write, (write_hot if plan is not None else None)
 
 
 async def _create_planned(
@@ -393,7 +465,7 @@ async def _create_planned(
         ips = await batcher_of(service).write(plan, port, groups)
     except Fallback:
         return None
-    ips.sort(key=lambda f: ipaddress.ip_address(f["ip_address"]))
+    ips.sort(key=lambda f: ipam.address_order(f["ip_address"]))
     return port, ips, groups
 
 
@@ -423,7 +495,11 @@ async def update_port(request: Request) -> Response:
             await session.execute(delete(IpAllocation).where(IpAllocation.port_id == port_id))
             await session.flush()
             ips = await resolve_fixed_ips(
-                session, network, a["fixed_ips"] or [], device_owner=row.device_owner
+                session,
+                network,
+                a["fixed_ips"] or [],
+                device_owner=row.device_owner,
+                mac=row.mac_address,
             )
             await set_fixed_ips(session, row, ips)
         if "security_groups" in a:

@@ -26,19 +26,27 @@ from cumulo.network.api.common import (
     standard,
     tags_of,
     to_bool,
-    to_int,
     to_str,
 )
 from cumulo.network.core import NetworkService, new_id
 from cumulo.network.errors import (
     InvalidInput,
     SecurityGroupCannotRemoveDefault,
+    SecurityGroupCannotUpdateDefault,
+    SecurityGroupDefaultAlreadyExists,
     SecurityGroupInUse,
+    SecurityGroupInvalidIcmpValue,
     SecurityGroupInvalidPortRange,
+    SecurityGroupInvalidPortValue,
+    SecurityGroupInvalidProtocolForPortRange,
+    SecurityGroupMissingIcmpType,
     SecurityGroupNotFound,
+    SecurityGroupProtocolRequiredWithPorts,
+    SecurityGroupRemoteGroupAndRemoteIpPrefix,
     SecurityGroupRuleExists,
     SecurityGroupRuleInvalidProtocol,
     SecurityGroupRuleNotFound,
+    SecurityGroupRuleParameterConflict,
 )
 from cumulo.network.models import PortSecurityGroup, SecurityGroup, SecurityGroupRule, Tag
 from cumulo.network.ports import touch, write_retrying
@@ -112,6 +120,13 @@ async def render_groups(
     ]
 
 
+def _name_not_default(a: dict[str, Any]) -> None:
+    """Only Neutron itself names a group `default` (any case): one per project."""
+    name = a.get("name")
+    if isinstance(name, str) and name.lower() == "default":
+        raise SecurityGroupDefaultAlreadyExists("Default security group already exists.")
+
+
 def groups_visible(service: NetworkService, ctx: RequestContext):
     """Own groups and those shared with the caller's project (admin: all)."""
     return rbac.visible(service, ctx, "security_group")
@@ -164,8 +179,7 @@ async def create_group(request: Request) -> Response:
     a = await resource_body(request, "security_group", ("name", "description", "stateful"))
     project_id = owner_of(service, ctx, a)
     service.enforce(ctx, "network:owner", project_id)
-    if a.get("name") == "default":
-        raise BadRequest("Default security group already exists.")
+    _name_not_default(a)
     sg = SecurityGroup(id=new_id(), project_id=project_id, is_default=False)
     apply_standard(sg, a)
     sg.stateful = to_bool("stateful", a.get("stateful", True))
@@ -205,8 +219,9 @@ async def update_group(request: Request) -> Response:
     a.pop("project_id", None)
     sg = await visible_group(service, ctx, sg_id)
     service.enforce(ctx, "network:owner", sg.project_id)
-    if sg.is_default and a.get("name", "default") != "default":
-        raise BadRequest("Updating default security group not allowed.")
+    _name_not_default(a)
+    if sg.is_default and "name" in a:
+        raise SecurityGroupCannotUpdateDefault("Updating default security group not allowed.")
 
     async def work(session):
         row = await session.get(SecurityGroup, sg_id)
@@ -275,35 +290,49 @@ def _protocol(value: Any, ethertype: str) -> str | None:
     return proto
 
 
+def _port_value(value: Any) -> int | None:
+    """Neutron's port attribute converter: an integer 0..65535 (or none)."""
+    if value is None:
+        return None
+    try:
+        port = None if isinstance(value, bool) else int(value)
+    except (TypeError, ValueError):
+        port = None
+    if port is None or not 0 <= port <= 65535:
+        raise SecurityGroupInvalidPortValue(f"Invalid value for port {value}")
+    return port
+
+
 def _port_range(proto: str | None, a: dict[str, Any]) -> tuple[int | None, int | None]:
-    lo, hi = a.get("port_range_min"), a.get("port_range_max")
+    """The checks of Neutron's _validate_port_range, with its messages."""
+    lo = _port_value(a.get("port_range_min"))
+    hi = _port_value(a.get("port_range_max"))
     if lo is None and hi is None:
         return None, None
     if proto is None:
-        raise InvalidInput("Must also specify protocol if port range is given.")
+        raise SecurityGroupProtocolRequiredWithPorts(
+            "Must also specify protocol if port range is given."
+        )
     if proto in ICMP_PROTOCOLS:
-        lo = None if lo is None else to_int("port_range_min", lo)
-        hi = None if hi is None else to_int("port_range_max", hi)
-        for name, v in (("type", lo), ("code", hi)):
+        for attr, field, v in (("port_range_min", "type", lo), ("port_range_max", "code", hi)):
             if v is not None and not 0 <= v <= 255:
-                raise SecurityGroupInvalidPortRange(
-                    f"Invalid value for ICMP {name} {v}: it must be 0 to 255."
+                raise SecurityGroupInvalidIcmpValue(
+                    f"Invalid value for ICMP {field} ({attr}) {v}. It must be 0 to 255."
                 )
         if lo is None and hi is not None:
-            raise SecurityGroupInvalidPortRange(
+            raise SecurityGroupMissingIcmpType(
                 f"ICMP code (port-range-max) {hi} is provided but ICMP type (port-range-min) "
                 "is missing."
             )
         return lo, hi
     if proto not in PORT_PROTOCOLS:
-        raise InvalidInput(f"Port ranges are not supported for protocol {proto}.")
-    lo = to_int("port_range_min", lo if lo is not None else hi)
-    hi = to_int("port_range_max", hi if hi is not None else lo)
-    if not (1 <= lo <= 65535 and 1 <= hi <= 65535):
-        raise SecurityGroupInvalidPortRange(
-            "Invalid value for port: ports must be in the range 1 to 65535."
+        raise SecurityGroupInvalidProtocolForPortRange(
+            f"Invalid protocol {proto} for port range, only supported for TCP, UDP, UDPLITE, "
+            "SCTP and DCCP."
         )
-    if lo > hi:
+    if lo == 0 or hi == 0:
+        raise SecurityGroupInvalidPortValue("Invalid value for port 0")
+    if lo is None or hi is None or lo > hi:
         raise SecurityGroupInvalidPortRange(
             "For TCP/UDP protocols, port_range_min must be <= port_range_max"
         )
@@ -349,7 +378,9 @@ async def create_rule(request: Request) -> Response:
     prefix = a.get("remote_ip_prefix")
     remote_group = a.get("remote_group_id")
     if prefix is not None and remote_group is not None:
-        raise BadRequest("Only remote_ip_prefix or remote_group_id may be provided.")
+        raise SecurityGroupRemoteGroupAndRemoteIpPrefix(
+            "Only remote_ip_prefix or remote_group_id may be provided."
+        )
     if prefix is not None:
         try:
             net = ipaddress.ip_network(str(prefix), strict=False)
@@ -358,9 +389,12 @@ async def create_rule(request: Request) -> Response:
                 f"Invalid input for remote_ip_prefix. Reason: '{prefix}' is not a valid IP subnet."
             ) from None
         if f"IPv{net.version}" != ethertype:
-            raise BadRequest(f"Conflicting value ethertype {ethertype} for CIDR {prefix}")
-        if net.prefixlen == 0:
-            prefix = None  # Neutron stores the "any" prefix as no prefix
+            raise SecurityGroupRuleParameterConflict(
+                f"Conflicting value ethertype {ethertype} for CIDR {prefix}"
+            )
+        # Canonical text (host bits kept; normalized_cidr shows the network); Neutron
+        # stores the "any" prefix as no prefix.
+        prefix = str(ipaddress.ip_interface(str(prefix))) if net.prefixlen else None
     if remote_group is not None:
         await visible_group(service, ctx, str(remote_group))
     rule = SecurityGroupRule(

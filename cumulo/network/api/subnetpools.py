@@ -69,7 +69,7 @@ def _visible(service: NetworkService, ctx: RequestContext):
     return rbac.visible(service, ctx, "subnetpool")
 
 
-async def _get(service: NetworkService, ctx: RequestContext, pool_id: str) -> SubnetPool:
+async def visible_pool(service: NetworkService, ctx: RequestContext, pool_id: str) -> SubnetPool:
     async with service.db.read() as session:
         pool = await session.scalar(
             select(SubnetPool).where(SubnetPool.id == pool_id, _visible(service, ctx))
@@ -146,7 +146,7 @@ async def create_pool(request: Request) -> Response:
 
 async def show_pool(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
-    pool = await _get(service, ctx, request.path_params["pool_id"])
+    pool = await visible_pool(service, ctx, request.path_params["pool_id"])
     return show(request, "subnetpool", (await _render(service, ctx, [pool]))[0])
 
 
@@ -155,7 +155,7 @@ async def update_pool(request: Request) -> Response:
     pool_id = request.path_params["pool_id"]
     a = await resource_body(request, "subnetpool", UPDATABLE)
     a.pop("project_id", None)
-    pool = await _get(service, ctx, pool_id)
+    pool = await visible_pool(service, ctx, pool_id)
     service.enforce(ctx, "network:owner", pool.project_id)
 
     async def work(session):
@@ -171,7 +171,7 @@ async def update_pool(request: Request) -> Response:
 async def delete_pool(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     pool_id = request.path_params["pool_id"]
-    pool = await _get(service, ctx, pool_id)
+    pool = await visible_pool(service, ctx, pool_id)
     service.enforce(ctx, "network:owner", pool.project_id)
 
     async def work(session):

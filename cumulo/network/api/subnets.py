@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,6 +18,8 @@ from cumulo.network import ipam, rbac
 from cumulo.network.api.common import (
     apply_standard,
     caller,
+    create_bodies,
+    created,
     list_response,
     no_content,
     owner_of,
@@ -37,7 +41,16 @@ from cumulo.network.errors import (
     SubnetPoolNotFound,
 )
 from cumulo.network.models import IpAllocation, Network, Port, Subnet, SubnetPool, Tag
-from cumulo.network.ports import DHCP, network_subnets, sync_dhcp_port, touch, write_retrying
+from cumulo.network.ports import (
+    AUTO_ADDRESS_MODES,
+    DHCP,
+    ROUTER_INTERFACES,
+    is_auto_address,
+    network_subnets,
+    sync_dhcp_port,
+    touch,
+    write_retrying,
+)
 
 IPV6_MODES = ("slaac", "dhcpv6-stateful", "dhcpv6-stateless")
 UPDATABLE = (
@@ -146,6 +159,22 @@ def _apply_update(subnet: Subnet, a: dict[str, Any]) -> None:
         subnet.enable_dhcp = to_bool("enable_dhcp", a["enable_dhcp"])
 
 
+def _check_ipv6_modes(a: dict[str, Any]) -> None:
+    """Neutron's combinations: both modes set means the same mode, and DHCP enabled."""
+    ra, address = a.get("ipv6_ra_mode"), a.get("ipv6_address_mode")
+    if ra is not None and address is not None and ra != address:
+        raise InvalidInput(
+            f"Invalid input for operation: ipv6_ra_mode set to '{ra}' with ipv6_address_mode "
+            f"set to '{address}' is not valid. If both attributes are set, they must be the "
+            "same value"
+        )
+    if (ra or address) and not to_bool("enable_dhcp", a.get("enable_dhcp", True)):
+        raise InvalidInput(
+            "Invalid input for operation: ipv6_ra_mode or ipv6_address_mode cannot be set when "
+            "enable_dhcp is set to False."
+        )
+
+
 async def _cidr_from_pool(
     session, service: NetworkService, ctx: RequestContext, a: dict[str, Any], version: int
 ) -> tuple[str, SubnetPool]:
@@ -196,7 +225,21 @@ async def list_subnets(request: Request) -> Response:
 
 async def create_subnet(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
-    a = await resource_body(request, "subnet", CREATE_ATTRS)
+    bodies, bulk = await create_bodies(request, "subnet", "subnets", CREATE_ATTRS)
+    plans = [await _plan_subnet(service, ctx, a) for a in bodies]
+
+    async def work(session):
+        return [await plan(session) for plan in plans]
+
+    subnets = await write_retrying(service.db, work)
+    await service.changed()
+    return created(request, "subnet", "subnets", await render_subnets(service, subnets), bulk)
+
+
+async def _plan_subnet(
+    service: NetworkService, ctx: RequestContext, a: dict[str, Any]
+) -> Callable[[AsyncSession], Awaitable[Subnet]]:
+    """Check what a new subnet asks for; the returned step writes it in a transaction."""
     if "network_id" not in a:
         raise BadRequest("Failed to parse request. Required attribute 'network_id' not specified")
     network = await visible_network(service, ctx, str(a["network_id"]))
@@ -208,6 +251,7 @@ async def create_subnet(request: Request) -> Response:
     for mode in ("ipv6_ra_mode", "ipv6_address_mode"):
         if a.get(mode) is not None and (version != 6 or a[mode] not in IPV6_MODES):
             raise InvalidInput(f"Invalid input for {mode}: '{a[mode]}'.")
+    _check_ipv6_modes(a)
     use_pool = a.get("subnetpool_id") is not None or a.get("use_default_subnet_pool")
     if not use_pool and "cidr" not in a:
         raise BadRequest("a subnetpool must be specified in the absence of a cidr")
@@ -223,6 +267,12 @@ async def create_subnet(request: Request) -> Response:
         if net.version != version:
             raise InvalidInput(
                 f"Invalid input for operation: cidr {cidr} does not match ip_version {version}."
+            )
+        slaac = {a.get("ipv6_ra_mode"), a.get("ipv6_address_mode")} & set(AUTO_ADDRESS_MODES)
+        if slaac and net.prefixlen != 64:
+            raise InvalidInput(
+                f"Invalid input for operation: Invalid CIDR {cidr} for IPv6 address mode. "
+                "OpenStack uses the EUI-64 address format, which requires the prefix to be /64"
             )
         if version == 4 and net.prefixlen > 30 or version == 6 and net.prefixlen > 126:
             raise InvalidInput(f"Invalid input for cidr. Reason: {cidr} is too small.")
@@ -258,9 +308,7 @@ async def create_subnet(request: Request) -> Response:
         await sync_dhcp_port(session, network)
         return subnet
 
-    subnet = await write_retrying(service.db, work)
-    await service.changed()
-    return show(request, "subnet", (await render_subnets(service, [subnet]))[0], 201)
+    return work
 
 
 async def show_subnet(request: Request) -> Response:
@@ -300,13 +348,15 @@ async def delete_subnet(request: Request) -> Response:
     subnet = await visible_subnet(service, ctx, subnet_id)
     service.enforce(ctx, "network:owner", subnet.project_id)
 
+    # A SLAAC subnet's addresses go with it, as in Neutron; only a router holds it.
+    holders = ROUTER_INTERFACES if is_auto_address(subnet) else None
+
     async def work(session):
-        in_use = await session.scalar(
-            select(Port.id)
-            .join(IpAllocation, IpAllocation.port_id == Port.id)
-            .where(IpAllocation.subnet_id == subnet_id, Port.device_owner != DHCP)
-            .limit(1)
-        )
+        users = select(Port.id).join(IpAllocation, IpAllocation.port_id == Port.id)
+        users = users.where(IpAllocation.subnet_id == subnet_id, Port.device_owner != DHCP)
+        if holders is not None:
+            users = users.where(Port.device_owner.in_(holders))
+        in_use = await session.scalar(users.limit(1))
         if in_use:
             raise SubnetInUse(
                 f"Unable to complete operation on subnet {subnet_id}: One or more ports have "

@@ -18,6 +18,7 @@ from cumulo.network.api.networks import visible_network
 from cumulo.network.api.ports import visible_port
 from cumulo.network.api.routers import visible_router
 from cumulo.network.api.security_groups import visible_group
+from cumulo.network.api.subnetpools import visible_pool
 from cumulo.network.api.subnets import visible_subnet
 from cumulo.network.errors import TagNotFound
 from cumulo.network.models import Tag
@@ -31,6 +32,7 @@ FINDERS: dict[str, Callable[..., Awaitable[Any]]] = {
     "routers": visible_router,
     "floatingips": visible_fip,
     "security-groups": visible_group,
+    "subnetpools": visible_pool,
 }
 
 

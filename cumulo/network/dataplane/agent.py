@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
+from cumulo.common import metrics
 from cumulo.common.rpc import Endpoint, Transport
+from cumulo.network.agents import REPORT_INTERVAL, report_state
 from cumulo.network.core import NetworkService
 from cumulo.network.dataplane.driver import NetworkDriver
 from cumulo.network.dataplane.state import desired_state
@@ -34,6 +37,12 @@ class NetworkStateEndpoint(Endpoint):
     async def desired_state(self, context: dict[str, Any], host: str) -> dict[str, Any]:
         return await desired_state(self.service, host)
 
+    async def report_state(
+        self, context: dict[str, Any], host: str, configurations: dict[str, Any], start: bool
+    ) -> None:
+        """The agent's heartbeat (Neutron's report_state): GET /v2.0/agents shows it."""
+        await report_state(self.service, host, agent_topic(host), configurations, start)
+
     async def ports_up(self, context: dict[str, Any], host: str, port_ids: list[str]) -> None:
         """The host's agent has wired these ports: they are ACTIVE (Neutron's port status,
         which the compute service waits for before it starts a guest)."""
@@ -52,18 +61,39 @@ class NetworkAgent(Endpoint):
         self._dirty = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._heartbeat: asyncio.Task | None = None
 
     async def start(self) -> None:
         """Serve the host's topic, and converge on the database's state (resync)."""
         await self.transport.serve(agent_topic(self.host), self)
         self._dirty.set()
         self._task = asyncio.create_task(self._run())
+        self._heartbeat = asyncio.create_task(self._report())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._heartbeat, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _report(self) -> None:
+        """Heartbeats to the server (the agents list), the first one saying it started."""
+        start = True
+        while True:
+            try:
+                await self.transport.cast(
+                    SERVER_TOPIC,
+                    "report_state",
+                    {},
+                    host=self.host,
+                    configurations={"driver": self.driver.name},
+                    start=start,
+                )
+                start = False
+            except Exception:  # noqa: BLE001 - the next heartbeat retries
+                LOG.warning("network agent %s: report_state failed", self.host, exc_info=True)
+            await asyncio.sleep(REPORT_INTERVAL)
 
     async def sync(self, context: dict[str, Any]) -> None:
         """RPC cast: something changed; converge soon."""
@@ -78,6 +108,7 @@ class NetworkAgent(Endpoint):
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            started = time.monotonic()
             try:
                 state = await self.transport.call(
                     SERVER_TOPIC, "desired_state", {}, host=self.host, timeout=60
@@ -91,8 +122,11 @@ class NetworkAgent(Endpoint):
                     port_ids=[p["id"] for p in state.get("ports", [])],
                     timeout=60,
                 )
+                metrics.DATAPLANE_APPLIES.labels("ok").inc()
+                metrics.DATAPLANE_APPLY_SECONDS.observe(time.monotonic() - started)
             except Exception:  # noqa: BLE001 - keep the agent alive; the next sync retries
                 LOG.exception("network agent %s: sync failed", self.host)
+                metrics.DATAPLANE_APPLIES.labels("error").inc()
                 self._dirty.set()
             if not self._dirty.is_set():
                 self._idle.set()

@@ -2,7 +2,9 @@
 
 The hosts file maps each port's MAC to its fixed IP (a port's IP is what the guest
 gets, and nobody else gets a lease: the ranges are `static`); the options file gives
-each subnet its router, DNS servers, host routes and MTU. A change to either is a
+each subnet its router, DNS servers, host routes and MTU, and each port with
+`extra_dhcp_opts` its own IPv4 options, tagged by port as Neutron's dnsmasq driver
+does. A change to either is a
 rewrite and SIGHUP; a change to the command line (the subnets) is a restart.
 
 Metadata on isolated networks (Neutron's DHCP agent with `enable_isolated_metadata`):
@@ -55,9 +57,37 @@ def served_leases(network: dict[str, Any]) -> list[tuple[str, str]]:
     )
 
 
+def _option_tags(network: dict[str, Any]) -> dict[str, str]:
+    """mac -> the dnsmasq tag of a port with extra DHCP options (Neutron's: the port id)."""
+    return {
+        lease["mac"]: f"port-{lease['port_id']}"
+        for lease in network["leases"]
+        if lease.get("dhcp_opts")
+    }
+
+
 def hosts_file(network: dict[str, Any]) -> str:
-    lines = [f"{mac},host-{ip.replace('.', '-')},{ip}" for mac, ip in served_leases(network)]
+    tags = _option_tags(network)
+    lines = [
+        f"{mac},{'set:' + tags[mac] + ',' if mac in tags else ''}host-{ip.replace('.', '-')},{ip}"
+        for mac, ip in served_leases(network)
+    ]
     return "\n".join(lines) + "\n"
+
+
+def port_options(network: dict[str, Any]) -> list[str]:
+    """dnsmasq option lines of the ports' extra_dhcp_opts (IPv4), for served ports only:
+    `tag:port-<id>,option:<name>,<value>` (a number is an option code as is)."""
+    served = {mac for mac, _ in served_leases(network)}
+    lines: dict[str, None] = {}
+    for lease in network["leases"]:
+        if lease["mac"] not in served:
+            continue
+        for opt in lease.get("dhcp_opts") or []:
+            name = opt["opt_name"]
+            code = name if name.isdigit() else f"option:{name}"
+            lines[f"tag:port-{lease['port_id']},{code},{opt['opt_value']}"] = None
+    return list(lines)
 
 
 def stale_leases(lease_file: str, served: set[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -119,6 +149,7 @@ def opts_file(network: dict[str, Any], metadata_hops: dict[str, str] | None = No
             lines.append(f"{tag},option:classless-static-route,{flat}")
         if network.get("mtu"):
             lines.append(f"{tag},option:mtu,{network['mtu']}")
+    lines += port_options(network)
     return "\n".join(lines) + "\n"
 
 

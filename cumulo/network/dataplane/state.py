@@ -12,7 +12,7 @@ import ipaddress
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
 
 from cumulo.network.core import NetworkService
@@ -52,6 +52,12 @@ def _load(s: Session, host: str) -> dict[str, list[Any]]:
         "pairs": s.execute(
             select(port.id, port.allowed_address_pairs).where(port.host == host)
         ).all(),
+        # Only ports that have extra DHCP options (few): the empty list is stored as "[]".
+        "dhcp_opts": s.execute(
+            select(port.id, port.extra_dhcp_opts).where(
+                cast(port.extra_dhcp_opts, String).not_in(["[]", "null"])
+            )
+        ).all(),
         "ips": rows(IpAllocation),
         "bindings": rows(PortSecurityGroup),
         "rules": rows(SecurityGroupRule),
@@ -81,6 +87,11 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
     for r in loaded["rules"]:
         rules[r.security_group_id].append(r)
     pairs = dict(loaded["pairs"])
+    # IPv4 options only: dnsmasq here serves DHCPv4.
+    dhcp_opts = {
+        port_id: [o for o in opts if o.get("ip_version", 4) == 4]
+        for port_id, opts in loaded["dhcp_opts"]
+    }
     # Members' addresses only of the groups that this host's rules name as remote.
     remote = {
         r.remote_group_id
@@ -168,6 +179,7 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
                         "device_id": p.device_id,
                         "device_owner": p.device_owner,
                         "project_id": p.project_id,
+                        "dhcp_opts": dhcp_opts.get(p.id, []),
                     }
                     for p in by_network[n.id]
                     if not p.device_owner.startswith("network:")

@@ -5,7 +5,6 @@ os-roll_detaching, os-detach, os-terminate_connection, os-unreserve)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -13,19 +12,26 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cumulo.common.app import json_body
 from cumulo.common.context import RequestContext
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, NotFound, PayloadTooLarge
 from cumulo.common.service_client import ServiceError
 from cumulo.volume import attach, quotas, states
-from cumulo.volume.api.common import accepted, at_least, json, parse_bool, parse_int, service_of
+from cumulo.volume.api.common import (
+    Action,
+    accepted,
+    at_least,
+    json,
+    parse_bool,
+    parse_int,
+    run_action,
+    service_of,
+)
 from cumulo.volume.api.metadata import check_metadata
-from cumulo.volume.api.volumes import load_volume
+from cumulo.volume.api.volumes import load_volume, remove_volume
 from cumulo.volume.models import Attachment, Volume, VolumeMetadata
 from cumulo.volume.scheduler import NO_VALID_BACKEND, backend_fits
 
-Action = Callable[[Request, str, Any], Awaitable[Response]]
 DISK_FORMATS = ("raw", "qcow2", "vmdk", "vdi", "vhd", "vhdx")
 
 
@@ -85,7 +91,13 @@ async def update_readonly_flag(request: Request, volume_id: str, args: Any) -> R
     _, volume = await load_volume(request, volume_id, "volume:update_readonly_flag")
     readonly = _bool(args, "readonly")
     states.require_volume_status(volume.status, states.READONLY_SETTABLE, "update readonly flag")
-    await _set(request, volume_id, readonly=readonly)
+    async with service_of(request).db.write() as session:
+        await session.execute(
+            update(Volume)
+            .where(Volume.id == volume_id)
+            .values(readonly=readonly, updated_at=utcnow())
+        )
+        await attach.set_admin_metadata(session, volume_id, "readonly", str(readonly))
     return accepted()
 
 
@@ -360,10 +372,35 @@ async def os_detach(request: Request, volume_id: str, args: Any) -> Response:
             raise BadRequest(f"Invalid volume: attachment {wanted} is not of volume {volume_id}.")
     elif len(attachments) > 1:
         raise BadRequest("Invalid volume: the volume has several attachments: give attachment_id.")
-    if not attachments:
-        raise BadRequest(f"Invalid volume: Volume {volume_id} is not attached.")
+    # A volume no longer attached is left as it is (Cinder's manager logs and returns).
     for a in attachments:
         await attach.remove(service, a.id, ctx.to_dict())
+    return accepted()
+
+
+async def force_detach(request: Request, volume_id: str, args: Any) -> Response:
+    """os-force_detach (admin): the attachment given, or every one, removed whatever the
+    volume's status."""
+    ctx, _ = await load_volume(
+        request, volume_id, "volume_extension:volume_admin_actions:force_detach"
+    )
+    service = service_of(request)
+    attachments = await attach.attachments_of(service, volume_id)
+    wanted = args.get("attachment_id") if isinstance(args, dict) else None
+    if wanted:
+        attachments = [a for a in attachments if a.id == wanted]
+        if not attachments:
+            raise NotFound(f"VolumeAttachment {wanted} could not be found.")
+    for a in attachments:
+        await attach.remove(service, a.id, ctx.to_dict())
+    return accepted()
+
+
+async def force_delete(request: Request, volume_id: str, _args: Any) -> Response:
+    ctx, _ = await load_volume(
+        request, volume_id, "volume_extension:volume_admin_actions:force_delete"
+    )
+    await remove_volume(request, ctx, volume_id, cascade=False, force=True)
     return accepted()
 
 
@@ -376,6 +413,8 @@ ACTIONS: dict[str, Action] = {
     "os-show_image_metadata": show_image_metadata,
     "os-volume_upload_image": upload_image,
     "os-reset_status": reset_status,
+    "os-force_delete": force_delete,
+    "os-force_detach": force_detach,
     "os-reserve": reserve,
     "os-unreserve": unreserve,
     "os-initialize_connection": initialize_connection,
@@ -388,14 +427,7 @@ ACTIONS: dict[str, Action] = {
 
 
 async def volume_action(request: Request) -> Response:
-    body = await json_body(request)
-    if not isinstance(body, dict) or len(body) != 1:
-        raise BadRequest("Invalid request body: exactly one action is expected.")
-    ((name, args),) = body.items()
-    action = ACTIONS.get(name)
-    if action is None:
-        raise BadRequest(f"There is no such action: {name}")
-    return await action(request, request.path_params["id"], args)
+    return await run_action(request, ACTIONS)
 
 
 routes = [Route("/v3/volumes/{id}/action", volume_action, methods=["POST"])]

@@ -3,15 +3,18 @@ microversions, timestamps, links, and the one pagination helper."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from cumulo.common.app import json_body
 from cumulo.common.auth import request_context
 from cumulo.common.context import RequestContext
-from cumulo.common.faults import BadRequest
+from cumulo.common.faults import BadRequest, NotFound
 from cumulo.volume.api.microversion import MIN_VERSION
 from cumulo.volume.core import VolumeService
 
@@ -44,14 +47,18 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def project_url(request: Request, project_id: str) -> str:
-    return f"{base_url(request)}/v3/{project_id}"
+def project_in_url(request: Request) -> str:
+    """ "/<project id>" when the request's URL carried one, else "": links follow the
+    caller's form (the project id is optional since 3.67)."""
+    project = request.scope.get("volume.url_project")
+    return f"/{project}" if project else ""
 
 
-def links(request: Request, project_id: str, collection: str, item_id: str) -> list[dict]:
+def links(request: Request, collection: str, item_id: str) -> list[dict]:
+    path = f"{project_in_url(request)}/{collection}/{item_id}"
     return [
-        {"rel": "self", "href": f"{project_url(request, project_id)}/{collection}/{item_id}"},
-        {"rel": "bookmark", "href": f"{base_url(request)}/{project_id}/{collection}/{item_id}"},
+        {"rel": "self", "href": f"{base_url(request)}/v3{path}"},
+        {"rel": "bookmark", "href": f"{base_url(request)}{path}"},
     ]
 
 
@@ -133,23 +140,40 @@ def page_params(request: Request, max_limit: int) -> tuple[int, str | None, int]
 def page_of(
     ordered_ids: list[str], marker: str | None, limit: int, offset: int
 ) -> tuple[list[str], bool]:
-    """One page of an ordered id list after the marker; and whether more follow."""
+    """One page of an ordered id list after the marker; and whether to link a next one."""
     start = 0
     if marker:
         try:
             start = ordered_ids.index(marker) + 1
         except ValueError:
-            raise BadRequest(f"Invalid input received: marker [{marker}] not found.") from None
+            raise NotFound(f"Marker {marker} could not be found.") from None
     start += offset
-    return ordered_ids[start : start + limit], len(ordered_ids) > start + limit
+    page = ordered_ids[start : start + limit]
+    # Cinder links the next page whenever a page is full, even when it is the last.
+    return page, limit > 0 and len(page) == limit
 
 
 def next_links(
-    request: Request, project_id: str, collection: str, last_id: str | None, more: bool
+    request: Request, collection: str, last_id: str | None, more: bool
 ) -> list[dict[str, str]]:
     if not more or last_id is None:
         return []
     params = {k: v for k, v in request.query_params.items() if k not in ("marker", "offset")}
     params["marker"] = last_id
-    query = "&".join(f"{k}={v}" for k, v in params.items())
-    return [{"rel": "next", "href": f"{project_url(request, project_id)}/{collection}?{query}"}]
+    url = f"{base_url(request)}/v3{project_in_url(request)}/{collection}"
+    return [{"rel": "next", "href": f"{url}?{urlencode(params)}"}]
+
+
+Action = Callable[[Request, str, Any], Awaitable[Response]]
+
+
+async def run_action(request: Request, actions: dict[str, Action]) -> Response:
+    """`POST .../{id}/action` with a body of one action: {"os-name": args}."""
+    body = await json_body(request)
+    if not isinstance(body, dict) or len(body) != 1:
+        raise BadRequest("Invalid request body: exactly one action is expected.")
+    ((name, args),) = body.items()
+    action = actions.get(name)
+    if action is None:
+        raise BadRequest(f"There is no such action: {name}")
+    return await action(request, request.path_params["id"], args)

@@ -84,8 +84,11 @@ class VolumeApiMiddleware:
             scope["raw_path"] = scope["path"].encode()
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         try:
+            if len(scope["path"]) > len("/v3/") and scope["path"].endswith("/"):
+                # /v3/volumes/ names no volume (Cinder's router answers 404, not the list).
+                raise NotFound("Could not find the requested resource.")
             version = negotiate(headers.get("openstack-api-version"))
-        except (BadRequest, VersionNotFound) as err:
+        except (BadRequest, NotFound) as err:
             body = json.dumps(self.render_error(err)).encode()
             start = {"type": "http.response.start", "status": err.status}
             await send({**start, "headers": [(b"content-type", b"application/json")]})

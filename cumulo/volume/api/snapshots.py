@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -26,6 +26,7 @@ from cumulo.volume.api.common import (
     page_of,
     page_params,
     parse_bool,
+    run_action,
     service_of,
     sort_keys,
 )
@@ -37,6 +38,7 @@ SORT_COLUMNS = {
     "updated_at": Snapshot.updated_at,
     "id": Snapshot.id,
     "name": Snapshot.name,
+    "display_name": Snapshot.name,
     "size": Snapshot.size,
     "status": Snapshot.status,
 }
@@ -56,7 +58,9 @@ async def load_snapshot(
     return ctx, snap
 
 
-async def _bodies(request: Request, snaps: list[Snapshot]) -> list[dict[str, Any]]:
+async def _bodies(
+    request: Request, snaps: list[Snapshot], *, extended: bool = True
+) -> list[dict[str, Any]]:
     meta: dict[str, dict[str, str]] = {s.id: {} for s in snaps}
     if snaps:
         async with service_of(request).db.read() as session:
@@ -64,21 +68,22 @@ async def _bodies(request: Request, snaps: list[Snapshot]) -> list[dict[str, Any
                 select(SnapshotMetadata).where(SnapshotMetadata.snapshot_id.in_(meta))
             ):
                 meta[m.snapshot_id][m.key] = m.value
-    return [views.snapshot(request, s, meta[s.id]) for s in snaps]
+    return [views.snapshot(request, s, meta[s.id], extended=extended) for s in snaps]
 
 
 async def _one(request: Request, snapshot_id: str, status: int = 200) -> Response:
+    """The snapshot as create and update answer (without the extended attributes)."""
     async with service_of(request).db.read() as session:
         snap = await session.get(Snapshot, snapshot_id)
     assert snap is not None
-    return json({"snapshot": (await _bodies(request, [snap]))[0]}, status)
+    return json({"snapshot": (await _bodies(request, [snap], extended=False))[0]}, status)
 
 
 async def create_snapshot(request: Request) -> Response:
     body = await json_body(request)
     spec = body.get("snapshot") if isinstance(body, dict) else None
-    if not isinstance(spec, dict) or not isinstance(spec.get("volume_id"), str):
-        raise BadRequest("Invalid input received: 'volume_id' must be specified.")
+    if not isinstance(spec, dict):
+        raise BadRequest("Missing required element 'snapshot' in request body.")
     ctx = await authorize(request, "volume:create_snapshot")
     service = service_of(request)
     force = parse_bool(str(spec["force"]), "force") if "force" in spec else False
@@ -89,7 +94,11 @@ async def create_snapshot(request: Request) -> Response:
             raise BadRequest(f"Invalid input for field/attribute {key}. Value: {value}.")
     snapshot_id = str(uuid.uuid4())
     async with service.db.write() as session:
-        volume = await session.get(Volume, spec["volume_id"])
+        volume = (
+            await session.get(Volume, spec["volume_id"])
+            if isinstance(spec.get("volume_id"), str)
+            else None
+        )
         if volume is None or (volume.project_id != ctx.project_id and not service.is_admin(ctx)):
             raise NotFound(f"Volume {spec['volume_id']} could not be found.")
         # 3.66: an in-use volume may be snapshotted without force.
@@ -147,14 +156,10 @@ async def _list(request: Request, detail: bool) -> Response:
             s.id: s for s in await session.scalars(select(Snapshot).where(Snapshot.id.in_(page)))
         }
     snaps = [rows[i] for i in page if i in rows]
-    items = await _bodies(request, snaps)
-    if not detail:
-        keep = ("id", "name", "description", "status", "size", "volume_id", "created_at",
-                "updated_at", "metadata")  # fmt: skip
-        items = [{k: v for k, v in item.items() if k in keep} for item in items]
+    items = await _bodies(request, snaps, extended=detail)
     out: dict[str, Any] = {"snapshots": items}
     collection = "snapshots/detail" if detail else "snapshots"
-    nxt = next_links(request, ctx.project_id or "", collection, page[-1] if page else None, more)
+    nxt = next_links(request, collection, page[-1] if page else None, more)
     if nxt:
         out["snapshots_links"] = nxt
     return json(out)
@@ -198,16 +203,78 @@ async def update_snapshot(request: Request) -> Response:
 
 async def delete_snapshot(request: Request) -> Response:
     ctx, snap = await load_snapshot(request, request.path_params["id"], "volume:delete_snapshot")
+    await _delete(request, ctx, snap.id, force=False)
+    return accepted()
+
+
+async def _delete(request: Request, ctx: RequestContext, snapshot_id: str, force: bool) -> None:
+    """Delete (force: os-force_delete, whatever the status)."""
     service = service_of(request)
     async with service.db.write() as session:
-        row = await session.get(Snapshot, snap.id)
+        row = await session.get(Snapshot, snapshot_id)
         if row is None:
-            raise NotFound(f"Snapshot {snap.id} could not be found.")
-        states.require_snapshot_status(row.status, states.SNAPSHOT_DELETABLE, "delete it")
+            raise NotFound(f"Snapshot {snapshot_id} could not be found.")
+        if not force:
+            states.require_snapshot_status(row.status, states.SNAPSHOT_DELETABLE, "delete it")
         row.status, row.updated_at = states.DELETING, utcnow()
         host = await session.scalar(select(Volume.host).where(Volume.id == row.volume_id))
-    await service.volume_rpc.delete_snapshot(ctx.to_dict(), host or "", snap.id)
+    await service.volume_rpc.delete_snapshot(ctx.to_dict(), host or "", snapshot_id)
+
+
+async def reset_snapshot_status(request: Request, snapshot_id: str, args: Any) -> Response:
+    await load_snapshot(
+        request, snapshot_id, "volume_extension:snapshot_admin_actions:reset_status"
+    )
+    status = args.get("status") if isinstance(args, dict) else None
+    if status not in states.SNAPSHOT_STATUSES:
+        raise BadRequest(f"Invalid input received: Invalid status '{status}'.")
+    async with service_of(request).db.write() as session:
+        await session.execute(
+            update(Snapshot)
+            .where(Snapshot.id == snapshot_id)
+            .values(status=status, progress=None, updated_at=utcnow())
+        )
     return accepted()
+
+
+async def update_snapshot_status(request: Request, snapshot_id: str, args: Any) -> Response:
+    """os-update_snapshot_status: what a driver outside Cinder (Nova's assisted
+    snapshots) reports; only creating -> available/error, deleting -> error_deleting."""
+    _, snap = await load_snapshot(
+        request, snapshot_id, "snapshot_extension:snapshot_actions:update_snapshot_status"
+    )
+    status = args.get("status") if isinstance(args, dict) else None
+    allowed = states.SNAPSHOT_STATUS_UPDATES.get(snap.status, ())
+    if status not in allowed:
+        raise BadRequest(
+            f"Invalid input received: Snapshot status {snap.status} not allowed to update "
+            f"to status {status}."
+        )
+    values: dict[str, Any] = {"status": status, "updated_at": utcnow()}
+    if isinstance(args.get("progress"), str):
+        values["progress"] = args["progress"]
+    async with service_of(request).db.write() as session:
+        await session.execute(update(Snapshot).where(Snapshot.id == snapshot_id).values(**values))
+    return accepted()
+
+
+async def force_delete_snapshot(request: Request, snapshot_id: str, _args: Any) -> Response:
+    ctx, snap = await load_snapshot(
+        request, snapshot_id, "volume_extension:snapshot_admin_actions:force_delete"
+    )
+    await _delete(request, ctx, snap.id, force=True)
+    return accepted()
+
+
+SNAPSHOT_ACTIONS = {
+    "os-reset_status": reset_snapshot_status,
+    "os-update_snapshot_status": update_snapshot_status,
+    "os-force_delete": force_delete_snapshot,
+}
+
+
+async def snapshot_action(request: Request) -> Response:
+    return await run_action(request, SNAPSHOT_ACTIONS)
 
 
 async def _metadata_owner(request: Request, snapshot_id: str, write: bool) -> str:
@@ -225,5 +292,6 @@ routes = [
     Route("/v3/snapshots/{id}", show_snapshot, methods=["GET"]),
     Route("/v3/snapshots/{id}", update_snapshot, methods=["PUT"]),
     Route("/v3/snapshots/{id}", delete_snapshot, methods=["DELETE"]),
+    Route("/v3/snapshots/{id}/action", snapshot_action, methods=["POST"]),
     *snapshot_metadata.routes(),
 ]

@@ -53,18 +53,20 @@ async def list_types(request: Request) -> Response:
             await session.scalars(select(VolumeType).where(*where).order_by(VolumeType.name))
         )
         specs = await _specs(session, [t.id for t in types])
-    return json({"volume_types": [views.volume_type(t, specs[t.id]) for t in types]})
+    admin = service.is_admin(ctx)
+    return json({"volume_types": [views.volume_type(t, specs[t.id], admin=admin) for t in types]})
 
 
 async def show_type(request: Request) -> Response:
-    await authorize(request, "volume_extension:type_get")
+    ctx = await authorize(request, "volume_extension:type_get")
     ref = request.path_params["id"]
     async with service_of(request).db.read() as session:
         if ref == "default":
             ref = service_of(request).config.volume.default_volume_type
         vtype = await _find(session, ref)
         specs = await _specs(session, [vtype.id])
-    return json({"volume_type": views.volume_type(vtype, specs[vtype.id])})
+    admin = service_of(request).is_admin(ctx)
+    return json({"volume_type": views.volume_type(vtype, specs[vtype.id], admin=admin)})
 
 
 async def create_type(request: Request) -> Response:
@@ -92,7 +94,7 @@ async def create_type(request: Request) -> Response:
                 session.add(VolumeTypeExtraSpec(type_id=vtype.id, key=key, value=value))
     except IntegrityError:
         raise Conflict(f"Volume Type {name} already exists.") from None
-    return json({"volume_type": views.volume_type(vtype, extra)})
+    return json({"volume_type": views.volume_type(vtype, extra, admin=True, form="create")})
 
 
 async def update_type(request: Request) -> Response:
@@ -116,7 +118,9 @@ async def update_type(request: Request) -> Response:
             specs = await _specs(session, [vtype.id])
     except IntegrityError:
         raise Conflict(f"Volume Type {spec.get('name')} already exists.") from None
-    return json({"volume_type": views.volume_type(vtype, specs[vtype.id])})
+    return json(
+        {"volume_type": views.volume_type(vtype, specs[vtype.id], admin=True, form="update")}
+    )
 
 
 async def delete_type(request: Request) -> Response:

@@ -14,7 +14,7 @@ from cumulo.volume.models import Attachment, Snapshot, Volume, VolumeType
 
 
 def volume_summary(request: Request, v: Volume) -> dict[str, Any]:
-    return {"id": v.id, "name": v.name, "links": links(request, v.project_id, "volumes", v.id)}
+    return {"id": v.id, "name": v.name, "links": links(request, "volumes", v.id)}
 
 
 def volume_detail(
@@ -26,7 +26,10 @@ def volume_detail(
     image_metadata: dict[str, str],
     attachments: list[Attachment],
     admin: bool,
+    extended: bool = True,
 ) -> dict[str, Any]:
+    """extended: show and list detail, which Cinder's extensions add the owner, host,
+    migration and image metadata attributes to (create and update answer without)."""
     body: dict[str, Any] = {
         "id": v.id,
         "name": v.name,
@@ -37,11 +40,11 @@ def volume_detail(
         "created_at": isotime(v.created_at),
         "updated_at": isotime(v.updated_at),
         "attachments": [
-            attachment_in_volume(a) for a in attachments if a.status == states.ATTACHED
+            attachment_in_volume(a, admin) for a in attachments if a.status == states.ATTACHED
         ],
         "bootable": "true" if v.bootable else "false",
         "encrypted": False,
-        "links": links(request, v.project_id, "volumes", v.id),
+        "links": links(request, "volumes", v.id),
         "metadata": metadata,
         "multiattach": v.multiattach,
         "replication_status": None,
@@ -50,15 +53,17 @@ def volume_detail(
         "source_volid": v.source_volid,
         "user_id": v.user_id,
         "volume_type": vtype.name,
-        "os-vol-tenant-attr:tenant_id": v.project_id,
     }
-    if image_metadata:
-        body["volume_image_metadata"] = image_metadata
     if admin:
-        body["os-vol-host-attr:host"] = v.host or None  # "" until scheduled
-        body["os-vol-mig-status-attr:migstat"] = None
-        body["os-vol-mig-status-attr:name_id"] = None
         body["migration_status"] = None
+    if extended:
+        body["os-vol-tenant-attr:tenant_id"] = v.project_id
+        if image_metadata:
+            body["volume_image_metadata"] = image_metadata
+        if admin:
+            body["os-vol-host-attr:host"] = v.host or None  # "" until scheduled
+            body["os-vol-mig-status-attr:migstat"] = None
+            body["os-vol-mig-status-attr:name_id"] = None
     if at_least(request, 3, 13):
         body["group_id"] = None
     if at_least(request, 3, 21) and admin:
@@ -75,13 +80,14 @@ def volume_detail(
     return body
 
 
-def attachment_in_volume(a: Attachment) -> dict[str, Any]:
-    """An attachment as it appears in the volume's `attachments` list."""
+def attachment_in_volume(a: Attachment, admin: bool) -> dict[str, Any]:
+    """An attachment as it appears in the volume's `attachments` list (the host only
+    to admins, as Cinder)."""
     return {
         "server_id": a.instance_uuid,
         "attachment_id": a.id,
         "attached_at": isotime(a.attached_at),
-        "host_name": a.attached_host,
+        "host_name": a.attached_host if admin else None,
         "volume_id": a.volume_id,
         "device": a.mountpoint,
         "id": a.volume_id,
@@ -105,7 +111,10 @@ def attachment(a: Attachment, *, detail: bool = True) -> dict[str, Any]:
     return body
 
 
-def snapshot(request: Request, s: Snapshot, metadata: dict[str, str]) -> dict[str, Any]:
+def snapshot(
+    request: Request, s: Snapshot, metadata: dict[str, str], *, extended: bool = True
+) -> dict[str, Any]:
+    """extended: show and list detail, with Cinder's extended snapshot attributes."""
     body: dict[str, Any] = {
         "id": s.id,
         "name": s.name,
@@ -116,11 +125,11 @@ def snapshot(request: Request, s: Snapshot, metadata: dict[str, str]) -> dict[st
         "created_at": isotime(s.created_at),
         "updated_at": isotime(s.updated_at),
         "metadata": metadata,
-        "os-extended-snapshot-attributes:progress": "100%"
-        if s.status == states.AVAILABLE
-        else "0%",
-        "os-extended-snapshot-attributes:project_id": s.project_id,
     }
+    if extended:
+        progress = s.progress or ("100%" if s.status == states.AVAILABLE else "0%")
+        body["os-extended-snapshot-attributes:progress"] = progress
+        body["os-extended-snapshot-attributes:project_id"] = s.project_id
     if at_least(request, 3, 14):
         body["group_snapshot_id"] = None
     if at_least(request, 3, 41):
@@ -130,15 +139,31 @@ def snapshot(request: Request, s: Snapshot, metadata: dict[str, str]) -> dict[st
     return body
 
 
-def volume_type(t: VolumeType, extra_specs: dict[str, str] | None) -> dict[str, Any]:
+# Extra specs every reader of a type sees; the rest only admins (Cinder's policy).
+USER_VISIBLE_EXTRA_SPECS = ("multiattach", "RESKEY:availability_zones", "replication_enabled")
+
+
+def volume_type(
+    t: VolumeType,
+    extra_specs: dict[str, str],
+    *,
+    admin: bool,
+    qos_specs_id: str | None = None,
+    form: str = "show",
+) -> dict[str, Any]:
+    """A type as show and list give it (form "show"), or as create ("create": with the
+    access flag, without the QoS id) and update ("update": neither) answer."""
+    if not admin:
+        extra_specs = {k: v for k, v in extra_specs.items() if k in USER_VISIBLE_EXTRA_SPECS}
     body: dict[str, Any] = {
         "id": t.id,
         "name": t.name,
         "description": t.description,
         "is_public": t.is_public,
-        "os-volume-type-access:is_public": t.is_public,
-        "qos_specs_id": None,
+        "extra_specs": extra_specs,
     }
-    if extra_specs is not None:
-        body["extra_specs"] = extra_specs
+    if form in ("show", "create"):
+        body["os-volume-type-access:is_public"] = t.is_public
+    if form == "show" and admin:
+        body["qos_specs_id"] = qos_specs_id
     return body

@@ -8,7 +8,7 @@ import math
 import uuid
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -22,6 +22,7 @@ from cumulo.volume import quotas, states
 from cumulo.volume.api import views
 from cumulo.volume.api.common import (
     accepted,
+    at_least,
     authorize,
     json,
     next_links,
@@ -80,11 +81,16 @@ async def load_volume(
     return ctx, volume
 
 
-async def volume_body(request: Request, ctx: RequestContext, volumes: list[Volume]) -> list[dict]:
-    """Detail views of several volumes, with three queries for all of them."""
+async def volume_body(
+    request: Request, ctx: RequestContext, volumes: list[Volume], *, extended: bool = True
+) -> list[dict]:
+    """Detail views of several volumes, with three queries for all of them (extended:
+    as show and list detail answer, see views.volume_detail)."""
     service = service_of(request)
     ids = [v.id for v in volumes]
-    meta: dict[str, dict[str, dict[str, str]]] = {i: {"user": {}, "image": {}} for i in ids}
+    meta: dict[str, dict[str, dict[str, str]]] = {
+        i: {"user": {}, "image": {}, "admin": {}} for i in ids
+    }
     attachments: dict[str, list[Attachment]] = {i: [] for i in ids}
     async with service.db.read() as session:
         types = {t.id: t for t in await session.scalars(select(VolumeType))}
@@ -105,20 +111,24 @@ async def volume_body(request: Request, ctx: RequestContext, volumes: list[Volum
             request,
             v,
             vtype=types[v.type_id],
-            metadata=meta[v.id]["user"],
+            # Cinder shows the admin metadata keys readonly and attached_mode to users.
+            metadata={**meta[v.id]["user"], **meta[v.id]["admin"]},
             image_metadata=meta[v.id]["image"],
             attachments=attachments[v.id],
             admin=admin,
+            extended=extended,
         )
         for v in volumes
     ]
 
 
-async def show_volume_response(request: Request, ctx: RequestContext, volume_id: str) -> Response:
+async def volume_response(
+    request: Request, ctx: RequestContext, volume_id: str, *, extended: bool = True
+) -> dict[str, Any]:
     async with service_of(request).db.read() as session:
         volume = await session.get(Volume, volume_id)
     assert volume is not None
-    return json({"volume": (await volume_body(request, ctx, [volume]))[0]})
+    return {"volume": (await volume_body(request, ctx, [volume], extended=extended))[0]}
 
 
 # -- create --------------------------------------------------------------------
@@ -322,10 +332,7 @@ async def create_volume(request: Request) -> Response:
             await session.execute(
                 update(Volume).where(Volume.id == volume_id).values(status=states.ERROR)
             )
-    async with service.db.read() as session:
-        volume = await session.get(Volume, volume_id)
-    assert volume is not None
-    return accepted({"volume": (await volume_body(request, ctx, [volume]))[0]})
+    return accepted(await volume_response(request, ctx, volume_id, extended=False))
 
 
 # -- list / show / update / delete --------------------------------------------------
@@ -397,7 +404,7 @@ async def _list(request: Request, detail: bool) -> Response:
     )
     body: dict[str, Any] = {"volumes": items}
     collection = "volumes/detail" if detail else "volumes"
-    nxt = next_links(request, ctx.project_id or "", collection, page[-1] if page else None, more)
+    nxt = next_links(request, collection, page[-1] if page else None, more)
     if nxt:
         body["volumes_links"] = nxt
     if parse_bool(request.query_params.get("with_count"), "with_count"):
@@ -411,6 +418,35 @@ async def list_volumes(request: Request) -> Response:
 
 async def list_volumes_detail(request: Request) -> Response:
     return await _list(request, detail=True)
+
+
+async def volume_summary(request: Request) -> Response:
+    """GET /volumes/summary (3.12): count and size of the caller's volumes (every
+    project's with all_tenants for admins); their distinct metadata from 3.36."""
+    if not at_least(request, 3, 12):
+        raise NotFound("Volume summary could not be found.")
+    ctx = await authorize(request, "volume:get_all")
+    where = _filters(request, ctx)
+    async with service_of(request).db.read() as session:
+        count, size = (
+            await session.execute(
+                select(func.count(Volume.id), func.coalesce(func.sum(Volume.size), 0)).where(*where)
+            )
+        ).one()
+        summary: dict[str, Any] = {"total_size": int(size), "total_count": count}
+        if at_least(request, 3, 36):
+            metadata: dict[str, list[str]] = {}
+            rows = await session.execute(
+                select(VolumeMetadata.key, VolumeMetadata.value)
+                .where(VolumeMetadata.kind == "user", VolumeMetadata.volume_id.in_(
+                    select(Volume.id).where(*where)
+                ))
+                .distinct()
+            )  # fmt: skip
+            for key, value in rows:
+                metadata.setdefault(key, []).append(value)
+            summary["metadata"] = metadata
+    return json({"volume-summary": summary})
 
 
 async def show_volume(request: Request) -> Response:
@@ -436,18 +472,28 @@ async def update_volume(request: Request) -> Response:
         )
         if metadata is not None:
             await volume_metadata.write(session, volume.id, metadata, replace=True)
-    return await show_volume_response(request, ctx, volume.id)
+    return json(await volume_response(request, ctx, volume.id, extended=False))
 
 
 async def delete_volume(request: Request) -> Response:
     ctx, volume = await load_volume(request, request.path_params["id"], "volume:delete")
     cascade = parse_bool(request.query_params.get("cascade"), "cascade")
+    await remove_volume(request, ctx, volume.id, cascade=bool(cascade), force=False)
+    return accepted()
+
+
+async def remove_volume(
+    request: Request, ctx: RequestContext, volume_id: str, *, cascade: bool, force: bool
+) -> None:
+    """Delete (force: os-force_delete, any status but attached, as Cinder)."""
     service = service_of(request)
     async with service.db.write() as session:
-        volume = await session.get(Volume, volume.id)
+        volume = await session.get(Volume, volume_id)
         if volume is None:
-            raise NotFound(f"Volume {request.path_params['id']} could not be found.")
-        if volume.status not in states.DELETABLE or volume.attach_status != states.DETACHED:
+            raise NotFound(f"Volume {volume_id} could not be found.")
+        if (
+            not force and volume.status not in states.DELETABLE
+        ) or volume.attach_status == states.ATTACHED:
             raise BadRequest(
                 "Invalid volume: Volume status must be available or error or error_restoring or "
                 "error_extending or error_managing and must not be migrating, attached, belong "
@@ -467,13 +513,12 @@ async def delete_volume(request: Request) -> Response:
         if not volume.host:
             # Never placed (no valid backend): nothing on any backend to remove.
             await session.delete(volume)
-            return accepted()
+            return
         volume.status = states.DELETING
         volume.updated_at = utcnow()
     await service.volume_rpc.delete_volume(
         ctx.to_dict(), volume.host, volume.id, [s.id for s in snapshots]
     )
-    return accepted()
 
 
 async def _metadata_owner(request: Request, volume_id: str, write: bool) -> str:
@@ -494,6 +539,7 @@ routes = [
     Route("/v3/volumes", create_volume, methods=["POST"]),
     Route("/v3/volumes", list_volumes, methods=["GET"]),
     Route("/v3/volumes/detail", list_volumes_detail, methods=["GET"]),
+    Route("/v3/volumes/summary", volume_summary, methods=["GET"]),
     Route("/v3/volumes/{id}", show_volume, methods=["GET"]),
     Route("/v3/volumes/{id}", update_volume, methods=["PUT"]),
     Route("/v3/volumes/{id}", delete_volume, methods=["DELETE"]),

@@ -1,0 +1,290 @@
+"""Object Storage throughput: 16 concurrent clients, 3 replicas on one disk.
+
+Not a test: it prints figures. The cloud runs in its own process (`cumulo up
+--state-dir <tmp>`, devices d0..d2 under it, 3 replicas), driven by keep-alive
+connections from a small asyncio HTTP/1.1 client on uvloop. Phases: PUT then GET of
+4 KiB objects (objects/s) and of 16 MiB objects (MiB/s). Anchors: `dd conv=fdatasync`
+of the same bytes on the same disk (a PUT writes them 3 times: the limit is dd / 3),
+and a bare threaded HTTP server sending the same replica files with sendfile(2).
+Targets (2 cores): >= 400 small PUTs/s, >= 1,700 small GETs/s, large PUTs >= 60 % of
+dd / 3, large GETs >= 70 % of the bare server. Upstream Swift 2.38 on this kind of
+machine: about 130 small PUTs/s and 570 small GETs/s.
+
+    .venv/bin/python bench/object_store.py [--clients 16] [--duration 8] [--dir /var/tmp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from image_transfer import HOST, admin_token, start_cloud  # noqa: E402
+
+from cumulo.common.config import load_config  # noqa: E402
+
+KIB, MIB = 1 << 10, 1 << 20
+SMALL, LARGE = 4 * KIB, 16 * MIB
+TARGET_SMALL_PUT, TARGET_SMALL_GET = 400, 1_700
+TARGET_LARGE_PUT, TARGET_LARGE_GET = 0.60, 0.70
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection; a response's body is counted, not kept."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.head = bytearray()
+        self.left = -1
+        self.status = 0
+        self.waiter: asyncio.Future[int] | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc or ConnectionResetError("closed"))
+
+    def data_received(self, data: bytes) -> None:
+        if self.left < 0:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.head[:end]).lower()
+            self.status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name == b"content-length":
+                    length = int(value)
+            self.left = length - (len(self.head) - end - 4)
+            self.head = bytearray()
+        else:
+            self.left -= len(data)
+        if self.left <= 0 and self.waiter is not None:
+            self.left = -1
+            waiter, self.waiter = self.waiter, None
+            waiter.set_result(self.status)
+
+    async def request(self, head: bytes, body: bytes = b"") -> int:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(head)
+        if body:
+            self.transport.write(body)
+        return await self.waiter
+
+
+async def run_phase(port, clients, duration, make_request) -> tuple[int, list[float]]:
+    """Each client sends requests back to back for `duration` s; (done, latencies)."""
+    loop = asyncio.get_running_loop()
+    conns = [(await loop.create_connection(Connection, HOST, port))[1] for _ in range(clients)]
+    latencies: list[float] = []
+    deadline = time.perf_counter() + duration
+
+    async def client(index: int, conn: Connection) -> None:
+        i = 0
+        while time.perf_counter() < deadline:
+            head, body = make_request(index, i)
+            started = time.perf_counter()
+            status = await conn.request(head, body)
+            if status >= 300:
+                raise RuntimeError(f"status {status}")
+            latencies.append(time.perf_counter() - started)
+            i += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(n, c) for n, c in enumerate(conns)))
+    elapsed = time.perf_counter() - started
+    for conn in conns:
+        conn.transport.close()
+    return len(latencies), [elapsed, *sorted(latencies)]
+
+
+def request(method: str, path: str, port: int, token: str, length: int | None = None) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}:{port}", f"X-Auth-Token: {token}"]
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def dd_rate(directory: Path, size_mib: int) -> float:
+    target = directory / "dd-anchor"
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            "dd",
+            "if=/dev/urandom",
+            f"of={target}",
+            "bs=16M",
+            f"count={size_mib // 16}",
+            "conv=fdatasync",
+            "status=none",
+        ],
+        check=True,
+    )
+    elapsed = time.perf_counter() - started
+    # /dev/urandom's own cost is measured apart and taken out.
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            "dd",
+            "if=/dev/urandom",
+            "of=/dev/null",
+            "bs=16M",
+            f"count={size_mib // 16}",
+            "status=none",
+        ],
+        check=True,
+    )
+    elapsed -= time.perf_counter() - started
+    target.unlink()
+    return size_mib / elapsed
+
+
+class BareServer(socketserver.ThreadingTCPServer):
+    """GET /<n> sends file n with sendfile(2), keep-alive: the least a server can do."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, files: list[Path]) -> None:
+        self.files = files
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(inner) -> None:
+                conn = inner.request
+                buf = b""
+                while True:
+                    while b"\r\n\r\n" not in buf:
+                        data = conn.recv(65536)
+                        if not data:
+                            return
+                        buf += data
+                    head, buf = buf.split(b"\r\n\r\n", 1)
+                    path = self.files[int(head.split(b" ")[1][1:]) % len(self.files)]
+                    size = path.stat().st_size
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+                    with path.open("rb") as f:
+                        conn.sendfile(f)
+
+        super().__init__((HOST, 0), Handler)
+
+
+async def benchmark(args, state_dir: Path) -> None:
+    token = admin_token(state_dir)
+    config = load_config(state_dir)
+    port = config.ports.object_store
+    project = httpx.get(
+        f"http://{HOST}:{config.ports.identity}/v3/auth/tokens",
+        headers={"X-Auth-Token": token, "X-Subject-Token": token},
+    ).json()["token"]["project"]["id"]
+    base = f"/v1/AUTH_{project}/bench"
+    httpx.put(f"http://{HOST}:{port}{base}", headers={"X-Auth-Token": token}).raise_for_status()
+    small_body, large_body = os.urandom(SMALL), os.urandom(LARGE)
+    written: dict[tuple[str, int], int] = {}  # objects each client wrote
+
+    def put(size_name: str, body: bytes):
+        def make(index: int, i: int):
+            written[size_name, index] = i + 1
+            path = f"{base}/{size_name}-{index}-{i}"
+            return request("PUT", path, port, token, len(body)), body
+
+        return make
+
+    def get(size_name: str):
+        def make(index: int, i: int):
+            path = f"{base}/{size_name}-{index}-{i % max(written[size_name, index] - 1, 1)}"
+            return request("GET", path, port, token), b""
+
+        return make
+
+    results = {}
+    for label, maker, size in (
+        ("4 KiB PUT", put("small", small_body), SMALL),
+        ("4 KiB GET", get("small"), SMALL),
+        ("16 MiB PUT", put("large", large_body), LARGE),
+        ("16 MiB GET", get("large"), LARGE),
+    ):
+        done, times = await run_phase(port, args.clients, args.duration, maker)
+        elapsed, latencies = times[0], times[1:]
+        results[label] = (done / elapsed, done * size / MIB / elapsed, latencies)
+
+    dd = dd_rate(state_dir, 256)
+    replicas = sorted((state_dir / "object-store" / "devices").glob("d0/objects/*/*/*/*.data"))
+    large_files = [p for p in replicas if p.stat().st_size == LARGE]
+    server = BareServer(large_files)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def bare(index: int, i: int):
+        return f"GET /{index * 7 + i} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), b""
+
+    done, times = await run_phase(server.server_address[1], args.clients, args.duration, bare)
+    bare_rate = done * LARGE / MIB / times[0]
+    server.shutdown()
+
+    def p(latencies: list[float], q: float) -> float:
+        return latencies[min(int(len(latencies) * q), len(latencies) - 1)] * 1000
+
+    print(f"object store, {args.clients} clients, 3 replicas on one disk, {args.duration} s each")
+    print(f"  dd conv=fdatasync  {dd:8.0f} MiB/s  (PUT limit, 3 replicas: {dd / 3:.0f} MiB/s)")
+    print(f"  bare sendfile      {bare_rate:8.0f} MiB/s  (16 MiB GETs of the same files)")
+    for label, (ops, mibs, lat) in results.items():
+        line = (
+            f"  {label:<12} {ops:8.1f} obj/s {mibs:8.1f} MiB/s"
+            f"  p50 {p(lat, 0.5):7.1f} ms  p99 {p(lat, 0.99):7.1f} ms"
+        )
+        if label.startswith("4 KiB"):
+            target, anchor = (TARGET_SMALL_PUT, 130) if "PUT" in label else (TARGET_SMALL_GET, 570)
+            verdict = "ok" if ops >= target else "BELOW TARGET"
+            line += f"  (target {target}/s: {verdict}; Swift ~{anchor}/s)"
+        else:
+            limit, target, what = (
+                (dd / 3, TARGET_LARGE_PUT, "dd/3")
+                if "PUT" in label
+                else (bare_rate, TARGET_LARGE_GET, "bare")
+            )
+            ratio = mibs / limit
+            verdict = "ok" if ratio >= target else "BELOW TARGET"
+            line += f"  {ratio:4.0%} of {what} (target {target:.0%}: {verdict})"
+        print(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--dir", default=None, help="where the state dir goes (the disk)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cumulo-bench-object-", dir=args.dir))
+    state_dir = work / "state"
+    proc = start_cloud(state_dir)
+    try:
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        asyncio.run(benchmark(args, state_dir))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

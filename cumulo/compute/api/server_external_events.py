@@ -1,0 +1,105 @@
+"""POST /os-server-external-events: what the Network service (and others) report about
+servers (api-ref: Create external events (os-server-external-events)).
+
+`network-changed` refreshes the server's network info cache (its floating IPs); the
+other events are accepted and recorded as completed, as Nova answers them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cumulo.common.app import json_body
+from cumulo.common.faults import BadRequest, NotFound
+from cumulo.common.service_client import ServiceError
+from cumulo.compute.api.common import authorize, compute_of, json
+from cumulo.compute.api.wire import is_uuid
+from cumulo.compute.models import Instance
+from cumulo.compute.network_cache import refresh_floating_ips
+
+LOG = logging.getLogger(__name__)
+
+EVENT_NAMES = {
+    "network-changed",
+    "network-vif-plugged",
+    "network-vif-unplugged",
+    "network-vif-deleted",
+    "volume-extended",
+    "power-update",
+    "accelerator-request-bound",
+    "volume-reimaged",
+}
+EVENT_STATUSES = {"failed", "completed", "in-progress"}
+
+
+def _event(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise BadRequest("Invalid input for field/attribute events.")
+    extra = set(raw) - {"name", "server_uuid", "tag", "status"}
+    if extra:
+        raise BadRequest(f"Additional properties are not allowed ({sorted(extra)!r} unexpected)")
+    if raw.get("name") not in EVENT_NAMES:
+        raise BadRequest(f"Invalid input for field/attribute name. Value: {raw.get('name')}.")
+    if not isinstance(raw.get("server_uuid"), str) or not is_uuid(raw["server_uuid"]):
+        raise BadRequest("Invalid input for field/attribute server_uuid.")
+    tag = raw.get("tag")
+    if tag is not None and (not isinstance(tag, str) or len(tag) > 255):
+        raise BadRequest("Invalid input for field/attribute tag.")
+    status = raw.get("status", "completed")
+    if status not in EVENT_STATUSES:
+        raise BadRequest(f"Invalid input for field/attribute status. Value: {status}.")
+    return {**raw, "status": status}
+
+
+async def create_events(request: Request) -> Response:
+    await authorize(request, "compute:server_external_events")
+    data = await json_body(request)
+    raw_events = data.get("events") if isinstance(data, dict) else None
+    if not isinstance(raw_events, list) or not raw_events:
+        raise BadRequest("Invalid input for field/attribute events.")
+    events = [_event(e) for e in raw_events]
+    service = compute_of(request)
+    async with service.db.read() as s:
+        hosts = dict(
+            (
+                await s.execute(
+                    select(Instance.uuid, Instance.host).where(
+                        Instance.uuid.in_({e["server_uuid"] for e in events}),
+                        Instance.deleted.is_(False),
+                    )
+                )
+            ).all()
+        )
+    answered = []
+    for event in events:
+        if event["server_uuid"] not in hosts:
+            answered.append({**event, "code": 404, "status": "failed"})
+            continue
+        if not hosts[event["server_uuid"]]:
+            # Nova: a server not on a host yet cannot take events.
+            answered.append({**event, "code": 422, "status": "failed"})
+            continue
+        if event["name"] == "network-changed" and service.networks is not None:
+            await _refresh(service, event["server_uuid"])
+        answered.append({**event, "code": 200})
+    if not any(e["code"] == 200 for e in answered):
+        raise NotFound("No instances found for any event")
+    status = 200 if all(e["code"] == 200 for e in answered) else 207
+    return json({"events": answered}, status=status)
+
+
+async def _refresh(service, instance_uuid: str) -> None:
+    try:
+        token = await service.validator.client.service_token()
+        await refresh_floating_ips(service.db, service.networks, token, instance_uuid)
+    except ServiceError as exc:
+        # The event is accepted; the cache is refreshed on the next event.
+        LOG.warning("refreshing the network info of %s failed: %s", instance_uuid, exc)
+
+
+routes = [Route("/v2.1/os-server-external-events", create_events, methods=["POST"])]

@@ -1,0 +1,345 @@
+"""The conductor's part of moving servers between hosts (Nova's conductor tasks):
+cold migrate and resize, live migration, evacuate and unshelve pick their destination
+through the scheduler, which claims its resources atomically; the end of every move
+(the instance's new host, the migration's status, the claims) is one transaction.
+
+A destination's claim is held under resize_allocation(uuid) next to the instance's own
+until the move ends: "keep_new" makes it the instance's, "drop_new" gives it back.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from cumulo.common.db import utcnow
+from cumulo.common.rpc import RemoteError
+from cumulo.compute.models import Allocation, Instance, InstanceFault, Migration
+from cumulo.compute.scheduler.claims import release, resize_allocation
+from cumulo.compute.states import VmState
+
+LOG = logging.getLogger(__name__)
+
+
+def migration_dict(m: Migration) -> dict[str, Any]:
+    """What the hosts taking part in a move know of its migration record."""
+    return {
+        "id": m.id,
+        "uuid": m.uuid,
+        "instance_uuid": m.instance_uuid,
+        "migration_type": m.migration_type,
+        "status": m.status,
+        "source_compute": m.source_compute,
+        "source_node": m.source_node,
+        "dest_compute": m.dest_compute,
+        "dest_node": m.dest_node,
+    }
+
+
+def _complete_move(
+    s: Session,
+    instance_uuid: str,
+    values: dict[str, Any],
+    migration_id: int | None,
+    migration_status: str | None,
+    allocation: str | None,
+    fault: str | None,
+    host: str | None,
+) -> None:
+    if allocation == "keep_new":
+        if s.get(Allocation, resize_allocation(instance_uuid)) is not None:
+            release(s, instance_uuid)
+            s.execute(
+                update(Allocation)
+                .where(Allocation.instance_uuid == resize_allocation(instance_uuid))
+                .values(instance_uuid=instance_uuid)
+                .execution_options(synchronize_session=False)
+            )
+    elif allocation == "drop_new":
+        release(s, resize_allocation(instance_uuid))
+    elif allocation == "release":
+        release(s, instance_uuid)
+        release(s, resize_allocation(instance_uuid))
+    if values:
+        s.execute(
+            update(Instance)
+            .where(Instance.uuid == instance_uuid, Instance.deleted.is_(False))
+            .values(**values, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    if migration_id is not None and migration_status:
+        s.execute(
+            update(Migration)
+            .where(Migration.id == migration_id)
+            .values(status=migration_status, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    if fault:
+        s.add(
+            InstanceFault(
+                instance_uuid=instance_uuid,
+                code=500,
+                message=fault[:255],
+                details=fault,
+                host=host,
+            )
+        )
+
+
+class MoveTasks:
+    """Mixed into ConductorManager (which gives db, scheduler, compute, options,
+    action_event and _to_db_values)."""
+
+    async def _instance_and_migration(
+        self, instance_uuid: str, migration_id: int | None
+    ) -> tuple[Instance, Migration | None]:
+        async with self.db.read() as s:
+            inst = await s.scalar(select(Instance).where(Instance.uuid == instance_uuid))
+            migration = await s.get(Migration, migration_id) if migration_id else None
+        return inst, migration
+
+    async def complete_move(
+        self,
+        ctx: dict,
+        instance_uuid: str,
+        updates: dict[str, Any],
+        migration_id: int | None = None,
+        migration_status: str | None = None,
+        allocation: str | None = None,
+        fault: str | None = None,
+        host: str | None = None,
+    ) -> None:
+        values = self._to_db_values(updates)
+        await self.db.run_write(
+            _complete_move,
+            instance_uuid,
+            values,
+            migration_id,
+            migration_status,
+            allocation,
+            fault,
+            host,
+        )
+
+    async def migration_update(self, ctx: dict, migration_id: int, values: dict[str, Any]) -> None:
+        allowed = {
+            "status",
+            "dest_compute",
+            "dest_node",
+            "dest_host",
+            *(f"{k}_{p}" for k in ("memory", "disk") for p in ("total", "processed", "remaining")),
+        }
+        if set(values) - allowed:
+            raise ValueError(f"not updatable: {sorted(set(values) - allowed)}")
+        async with self.db.write() as s:
+            await s.execute(
+                update(Migration)
+                .where(Migration.id == migration_id)
+                .values(**values, updated_at=utcnow())
+            )
+
+    async def _select_destination(
+        self,
+        ctx: dict,
+        inst: Instance,
+        flavor: dict[str, Any],
+        *,
+        claim_key: str,
+        host: str | None = None,
+        ignore_source: bool = True,
+        availability_zone: str | None = None,
+    ) -> dict[str, str]:
+        """A host for the instance (not its own unless allowed), claimed under claim_key."""
+        spec = {
+            "flavor": flavor,
+            "availability_zone": availability_zone or inst.availability_zone,
+            "force_hosts": [host] if host else [],
+            "ignore_hosts": [inst.host] if ignore_source and inst.host else [],
+            "boot_from_volume": not inst.image_ref,
+        }
+        [dest] = await self.scheduler.select_destinations(ctx, spec, [claim_key])
+        return dest
+
+    async def _move_failed(
+        self,
+        ctx: dict,
+        instance_uuid: str,
+        migration_id: int | None,
+        event: str,
+        message: str,
+        updates: dict[str, Any] | None = None,
+        allocation: str | None = "drop_new",
+    ) -> None:
+        LOG.warning("move of %s failed: %s", instance_uuid, message)
+        await self.complete_move(
+            ctx,
+            instance_uuid,
+            {"task_state": None, **(updates or {})},
+            migration_id=migration_id,
+            migration_status="error",
+            allocation=allocation,
+            fault=message,
+        )
+        await self.action_event(ctx, instance_uuid, event, finish=True, error=message)
+
+    async def _dest_chosen(self, migration_id: int, dest: dict[str, str], status: str) -> Migration:
+        async with self.db.write() as s:
+            migration = await s.get(Migration, migration_id)
+            migration.dest_compute = dest["host"]
+            migration.dest_node = dest["node"]
+            migration.dest_host = dest["host"]
+            migration.status = status
+        return migration
+
+    async def _place_move(
+        self,
+        ctx: dict,
+        instance_uuid: str,
+        migration_id: int,
+        event: str,
+        host: str | None,
+        status: str,
+    ) -> tuple[Instance, Migration] | None:
+        """A destination for the server with its flavor, claimed and recorded on the
+        migration (then in `status`); None when there is none (the move has failed)."""
+        await self.action_event(ctx, instance_uuid, event)
+        inst, _ = await self._instance_and_migration(instance_uuid, migration_id)
+        try:
+            dest = await self._select_destination(
+                ctx, inst, inst.flavor, claim_key=resize_allocation(instance_uuid), host=host
+            )
+        except RemoteError as exc:
+            await self._move_failed(ctx, instance_uuid, migration_id, event, exc.message)
+            return None
+        return inst, await self._dest_chosen(migration_id, dest, status)
+
+    # -- cold migrate and resize ---------------------------------------------------------
+
+    async def migrate_server(
+        self,
+        ctx: dict,
+        instance_uuid: str,
+        new_flavor: dict[str, Any],
+        migration_id: int,
+        host: str | None = None,
+    ) -> None:
+        event = "conductor_migrate_server"
+        await self.action_event(ctx, instance_uuid, event)
+        inst, migration = await self._instance_and_migration(instance_uuid, migration_id)
+        same_host_ok = (
+            migration.migration_type == "resize" and self.options.allow_resize_to_same_host
+        )
+        try:
+            dest = await self._select_destination(
+                ctx,
+                inst,
+                new_flavor,
+                claim_key=resize_allocation(instance_uuid),
+                host=host,
+                ignore_source=not same_host_ok,
+            )
+        except RemoteError as exc:
+            await self._move_failed(ctx, instance_uuid, migration_id, event, exc.message)
+            return
+        migration = await self._dest_chosen(migration_id, dest, "migrating")
+        if dest["host"] == inst.host:
+            await self.compute.resize_instance(
+                ctx, inst.host, instance_uuid, new_flavor, False, migration_id=migration_id
+            )
+        else:
+            await self.compute.migrate_instance(
+                ctx, inst.host, instance_uuid, new_flavor, migration_dict(migration)
+            )
+        await self.action_event(ctx, instance_uuid, event, finish=True)
+
+    # -- live migration ---------------------------------------------------------------
+
+    async def live_migrate_instance(
+        self,
+        ctx: dict,
+        instance_uuid: str,
+        migration_id: int,
+        host: str | None,
+        block_migration: bool | None,
+    ) -> None:
+        event = "conductor_live_migrate_instance"
+        moving = await self._place_move(ctx, instance_uuid, migration_id, event, host, "preparing")
+        if moving is None:
+            return
+        inst, migration = moving
+        data = {**migration_dict(migration), "block_migration": block_migration}
+        await self.compute.live_migration(ctx, inst.host, instance_uuid, data)
+        await self.action_event(ctx, instance_uuid, event, finish=True)
+
+    # -- evacuate ---------------------------------------------------------------------
+
+    async def evacuate_instance(
+        self, ctx: dict, instance_uuid: str, migration_id: int, host: str | None
+    ) -> None:
+        """Rebuild on another host a server whose host is down: its claim moves there."""
+        event = "conductor_rebuild_server"
+        moving = await self._place_move(
+            ctx, instance_uuid, migration_id, event, host, "pre-migrating"
+        )
+        if moving is None:
+            return
+        _, migration = moving
+        dest = {"host": migration.dest_compute, "node": migration.dest_node}
+        await self.complete_move(
+            ctx,
+            instance_uuid,
+            {"host": dest["host"], "node": dest["node"]},
+            allocation="keep_new",
+        )
+        await self.compute.evacuate_instance(
+            ctx, dest["host"], instance_uuid, migration_dict(migration)
+        )
+        await self.action_event(ctx, instance_uuid, event, finish=True)
+
+    async def evacuated_from(self, ctx: dict, host: str) -> list[dict[str, Any]]:
+        async with self.db.read() as s:
+            rows = await s.scalars(
+                select(Migration).where(
+                    Migration.source_compute == host,
+                    Migration.migration_type == "evacuation",
+                    Migration.status.in_(("done", "accepted", "pre-migrating")),
+                )
+            )
+            return [migration_dict(m) for m in rows]
+
+    # -- unshelve ---------------------------------------------------------------------
+
+    async def unshelve_instance(
+        self, ctx: dict, instance_uuid: str, request_spec: dict[str, Any]
+    ) -> None:
+        """A shelved server starts again on its host; an offloaded one is scheduled."""
+        event = "conductor_unshelve_instance"
+        await self.action_event(ctx, instance_uuid, event)
+        inst, _ = await self._instance_and_migration(instance_uuid, None)
+        if inst.vm_state == VmState.SHELVED and inst.host:
+            await self.compute.unshelve_instance(ctx, inst.host, instance_uuid, request_spec)
+            await self.action_event(ctx, instance_uuid, event, finish=True)
+            return
+        zone = request_spec.get("availability_zone")
+        try:
+            dest = await self._select_destination(
+                ctx,
+                inst,
+                inst.flavor,
+                claim_key=instance_uuid,
+                host=request_spec.get("host"),
+                ignore_source=False,
+                availability_zone=zone,
+            )
+        except RemoteError as exc:
+            await self._move_failed(ctx, instance_uuid, None, event, exc.message, allocation=None)
+            return
+        updates: dict[str, Any] = {"host": dest["host"], "node": dest["node"]}
+        if zone:
+            updates["availability_zone"] = zone
+        await self.complete_move(ctx, instance_uuid, updates)
+        await self.compute.unshelve_instance(ctx, dest["host"], instance_uuid, request_spec)
+        await self.action_event(ctx, instance_uuid, event, finish=True)

@@ -1,0 +1,378 @@
+"""The QEMU driver's moves: rescue, cold migration and live migration between hosts
+that share no storage.
+
+- rescue: the guest is started again from a disk of the rescue image (vda) with its
+  own root disk attached second (vdb) and a config drive with the rescue password;
+  unrescue starts it from its own disks again.
+- cold migration: the source serves each local disk read-only over NBD (qemu-nbd on
+  [compute] migration_address); the destination copies them with qemu-img.
+- live migration: the destination starts QEMU paused with `-incoming tcp:` and its
+  empty disks (the root an overlay on its own copy of the image) exported over QEMU's
+  NBD server; the source mirrors its local disks there (blockdev-mirror, sync=top: the
+  base image is the same on both hosts), migrates the memory once the mirrors are in
+  sync, and completes the mirrors while the guest is paused; the destination stops
+  its NBD server and lets the guest run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from cumulo.compute.configdrive import build_config_drive
+from cumulo.compute.virt import qemu_process as qp
+from cumulo.compute.virt.driver import DriverError, GuestSpec
+
+# The guest's own disks (copied or mirrored when it moves); volumes and the config
+# drive are not: volumes are reached from any host, the config drive is made again.
+LOCAL_DISKS = ("root", "eph0", "swap")
+MIGRATION_TIMEOUT = 900.0
+
+
+def _free_port(address: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
+
+
+async def _wait_listening(address: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(address, port)
+            writer.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise DriverError(f"nothing listens on {address}:{port}") from None
+            await asyncio.sleep(0.05)
+
+
+class QemuMoves:
+    """Mixed into QemuDriver."""
+
+    # -- rescue -----------------------------------------------------------------------
+
+    async def rescue(self, uuid: str, rescue: GuestSpec) -> None:
+        image = rescue.image
+        if image is None or not image.path:
+            raise DriverError("a rescue needs an image with a disk")
+        async with self._lock(uuid):
+            record = self._load(uuid)
+            if record.get("rescue"):
+                raise DriverError(f"guest {uuid} is already rescued")
+            directory = self._dir(uuid)
+            if self._alive(uuid):
+                await self._hard_stop(uuid)
+            disk = directory / "disk.rescue"
+            base_format = "qcow2" if image.disk_format == "qcow2" else "raw"
+            await qp.qemu_img(
+                "create", "-f", "qcow2", "-F", base_format,
+                "-b", str(Path(image.path).resolve()), str(disk),
+            )  # fmt: skip
+            machine = dict(record["machine"])
+            drives = [d for d in machine["drives"] if d["node"] != "config"]
+            rescue_drives = [{**qp.Drive("rescue", str(disk), "qcow2").__dict__}, *drives]
+            if rescue.config_drive is not None:
+                iso = directory / "disk.config.rescue"
+                await asyncio.to_thread(build_config_drive, rescue.config_drive, iso)
+                drive = qp.Drive("config", str(iso), "raw", read_only=True, serial="config-2")
+                rescue_drives.append(dict(drive.__dict__))
+            machine["drives"] = rescue_drives
+            if image.kernel_path:
+                machine["kernel"] = image.kernel_path
+                machine["initrd"] = image.ramdisk_path
+            record["rescue"] = {"machine": machine}
+            self._save(uuid, record)
+            try:
+                await self._start(uuid, record)
+            except BaseException:
+                del record["rescue"]
+                self._save(uuid, record)
+                disk.unlink(missing_ok=True)
+                raise
+
+    async def unrescue(self, uuid: str) -> None:
+        async with self._lock(uuid):
+            record = self._load(uuid)
+            if not record.get("rescue"):
+                raise DriverError(f"guest {uuid} is not rescued")
+            if self._alive(uuid):
+                await self._hard_stop(uuid)
+            del record["rescue"]
+            self._save(uuid, record)
+            for name in ("disk.rescue", "disk.config.rescue"):
+                (self._dir(uuid) / name).unlink(missing_ok=True)
+            await self._start(uuid, record)
+
+    # -- cold migration ---------------------------------------------------------------
+
+    async def migrate_disk_and_power_off(self, uuid: str) -> dict[str, Any]:
+        await self.power_off(uuid, timeout=30)
+        async with self._lock(uuid):
+            record = self._load(uuid)
+            address = self.migration_address
+            disks, processes = {}, []
+            try:
+                for drive in record["machine"]["drives"]:
+                    if drive["node"] not in LOCAL_DISKS or drive["node"] == "swap":
+                        continue  # swap is made afresh on the destination
+                    port = _free_port(address)
+                    processes.append(
+                        await asyncio.create_subprocess_exec(
+                            "qemu-nbd", "--read-only", "--persistent", "--shared=2",
+                            f"--format={drive['format']}", f"--bind={address}",
+                            f"--port={port}", f"--export-name={drive['node']}", drive["path"],
+                            stdout=asyncio.subprocess.DEVNULL,
+                            stderr=asyncio.subprocess.DEVNULL,
+                        )
+                    )  # fmt: skip
+                    await _wait_listening(address, port)
+                    disks[drive["node"]] = f"nbd://{address}:{port}/{drive['node']}"
+            except BaseException:
+                await _stop_all(processes)
+                raise
+            self._exports[uuid] = processes
+            return {"disks": disks}
+
+    async def end_disk_export(self, uuid: str) -> None:
+        await _stop_all(self._exports.pop(uuid, []))
+
+    async def finish_migration(
+        self, guest: GuestSpec, disk_info: dict[str, Any], power_on: bool
+    ) -> None:
+        directory = self._dir(guest.uuid)
+        if (directory / "guest.json").exists():
+            raise DriverError(f"guest {guest.uuid} already exists on {self.host}")
+        if self.accel is None:
+            await self._choose_accel()
+        async with self._lock(guest.uuid):
+            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                machine = await self._prepare(guest, directory, copied=disk_info["disks"])
+                record = self._new_record(machine, guest)
+                self._save(guest.uuid, record)
+                if power_on:
+                    await self._start(guest.uuid, record)
+            except BaseException:
+                await self._remove(guest.uuid)
+                raise
+
+    # -- live migration ---------------------------------------------------------------
+
+    async def pre_live_migration(self, guest: GuestSpec, block_migration: bool) -> dict[str, Any]:
+        directory = self._dir(guest.uuid)
+        if (directory / "guest.json").exists():
+            raise DriverError(f"guest {guest.uuid} already exists on {self.host}")
+        if self.accel is None:
+            await self._choose_accel()
+        address = self.migration_address
+        async with self._lock(guest.uuid):
+            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                machine = await self._prepare(guest, directory)
+                record = self._new_record(machine, guest)
+                self._save(guest.uuid, record)
+                port = _free_port(address)
+                await self._start(guest.uuid, record, incoming=f"tcp:{address}:{port}", paused=True)
+                data: dict[str, Any] = {"uri": f"tcp:{address}:{port}", "disks": []}
+                if block_migration:
+                    nbd_port = _free_port(address)
+                    server = {"type": "inet", "host": address, "port": str(nbd_port)}
+                    # nbd-server-start takes the legacy (nested) form of the address.
+                    legacy = {"type": "inet", "data": {"host": address, "port": str(nbd_port)}}
+                    await self._qmp(guest.uuid, "nbd-server-start", {"addr": legacy})
+                    for drive in machine.drives:
+                        if drive.node not in LOCAL_DISKS:
+                            continue
+                        await self._qmp(
+                            guest.uuid,
+                            "block-export-add",
+                            {
+                                "type": "nbd",
+                                "id": f"mig-{drive.node}",
+                                "node-name": drive.node,
+                                "name": drive.node,
+                                "writable": True,
+                            },
+                        )
+                        data["disks"].append(drive.node)
+                    data["nbd"] = server
+                return data
+            except BaseException:
+                await self._remove(guest.uuid)
+                raise
+
+    async def live_migrate(
+        self,
+        uuid: str,
+        migrate_data: dict[str, Any],
+        block_migration: bool,
+        progress: Callable[[dict[str, int]], Awaitable[None]],
+    ) -> dict[str, Any]:
+        async with self._lock(uuid):
+            record = self._load(uuid)
+            local = [d for d in record["machine"]["drives"] if d["node"] in LOCAL_DISKS]
+            if local and not block_migration:
+                raise DriverError(
+                    "this guest has local disks and the hosts share no storage: "
+                    "live-migrate it with block_migration true (or auto)"
+                )
+            running = (await self._qmp(uuid, "query-status"))["status"] == "running"
+            self._migration_requests.pop(uuid, None)
+            jobs = []
+            try:
+                for node in migrate_data.get("disks", []):
+                    await self._mirror(uuid, node, migrate_data["nbd"])
+                    jobs.append(f"mirror-{node}")
+                await self._wait_mirrors_ready(uuid, jobs, progress)
+                await self._qmp(uuid, "migrate", {"uri": migrate_data["uri"]})
+                await self._wait_migrated(uuid, progress)
+                for job in jobs:  # ready mirrors complete on cancel: the guest is paused
+                    await self._qmp(uuid, "block-job-cancel", {"device": job})
+                await self._wait_jobs_gone(uuid, jobs)
+                await self._drop_targets(uuid, jobs)
+            except BaseException:
+                await self._undo_mirrors(uuid, jobs)
+                if running and self._alive(uuid):
+                    await self._qmp(uuid, "cont")
+                raise
+            return {"running": running}
+
+    async def _mirror(self, uuid: str, node: str, server: dict[str, Any]) -> None:
+        target = f"mig-{node}"
+        await self._qmp(
+            uuid,
+            "blockdev-add",
+            {
+                "node-name": target,
+                "driver": "raw",
+                "file": {"driver": "nbd", "server": server, "export": node},
+            },
+        )
+        await self._qmp(
+            uuid,
+            "blockdev-mirror",
+            {"job-id": f"mirror-{node}", "device": node, "target": target, "sync": "top"},
+        )
+
+    async def _wait_mirrors_ready(self, uuid, jobs, progress) -> None:
+        deadline = time.monotonic() + MIGRATION_TIMEOUT
+        while jobs:
+            self._check_abort(uuid)
+            states = {j["device"]: j for j in await self._qmp(uuid, "query-block-jobs")}
+            missing = [job for job in jobs if job not in states]
+            if missing:
+                raise DriverError(f"disk mirror {missing[0]} of {uuid} stopped")
+            total = sum(states[j]["len"] for j in jobs)
+            done = sum(states[j]["offset"] for j in jobs)
+            await progress(
+                {"disk_total": total, "disk_processed": done, "disk_remaining": total - done}
+            )
+            if all(states[j].get("ready") for j in jobs):
+                return
+            if time.monotonic() > deadline:
+                raise DriverError(f"the disks of {uuid} did not get in sync")
+            await asyncio.sleep(0.2)
+
+    async def _wait_migrated(self, uuid, progress) -> None:
+        deadline = time.monotonic() + MIGRATION_TIMEOUT
+        while True:
+            request = self._migration_requests.pop(uuid, None)
+            if request == "abort":
+                await self._qmp(uuid, "migrate_cancel")
+                raise DriverError(f"live migration of {uuid} was aborted")
+            if request == "force_complete":
+                await self._qmp(uuid, "stop")  # a paused guest dirties no memory: it converges
+            info = await self._qmp(uuid, "query-migrate")
+            ram = info.get("ram") or {}
+            if ram:
+                await progress(
+                    {
+                        "memory_total": ram.get("total", 0),
+                        "memory_processed": ram.get("transferred", 0),
+                        "memory_remaining": ram.get("remaining", 0),
+                    }
+                )
+            status = info.get("status")
+            if status == "completed":
+                return
+            if status in ("failed", "cancelled") or time.monotonic() > deadline:
+                raise DriverError(
+                    f"live migration of {uuid} {status}: {info.get('error-desc', '')}"
+                )
+            await asyncio.sleep(0.2)
+
+    async def _wait_jobs_gone(self, uuid: str, jobs: list[str]) -> None:
+        deadline = time.monotonic() + 60
+        while {j["device"] for j in await self._qmp(uuid, "query-block-jobs")} & set(jobs):
+            if time.monotonic() > deadline:
+                raise DriverError(f"the disk mirrors of {uuid} did not complete")
+            await asyncio.sleep(0.1)
+
+    async def _undo_mirrors(self, uuid: str, jobs: list[str]) -> None:
+        if not self._alive(uuid):
+            return
+        for job in jobs:
+            try:
+                await self._qmp(uuid, "block-job-cancel", {"device": job, "force": True})
+            except DriverError:
+                pass
+        try:
+            await self._wait_jobs_gone(uuid, jobs)
+        except DriverError:
+            pass
+        await self._drop_targets(uuid, jobs)
+
+    async def _drop_targets(self, uuid: str, jobs: list[str]) -> None:
+        """Close the NBD connections to the destination's exports (its server can stop)."""
+        for job in jobs:
+            try:
+                await self._qmp(uuid, "blockdev-del", {"node-name": f"mig-{job[len('mirror-') :]}"})
+            except DriverError:
+                pass
+
+    def _check_abort(self, uuid: str) -> None:
+        if self._migration_requests.get(uuid) == "abort":
+            self._migration_requests.pop(uuid, None)
+            raise DriverError(f"live migration of {uuid} was aborted")
+
+    async def post_live_migration_at_destination(self, uuid: str, result: dict[str, Any]) -> None:
+        async with self._lock(uuid):
+            deadline = time.monotonic() + 120
+            while (await self._qmp(uuid, "query-status"))["status"] == "inmigrate":
+                if time.monotonic() > deadline:
+                    raise DriverError(f"the incoming guest {uuid} never finished loading")
+                await asyncio.sleep(0.1)
+            exports = await self._qmp(uuid, "query-block-exports")
+            for export in exports:
+                await self._qmp(uuid, "block-export-del", {"id": export["id"], "mode": "hard"})
+            if exports:
+                await self._qmp(uuid, "nbd-server-stop")
+            if result.get("running"):
+                await self._qmp(uuid, "cont")
+
+    async def post_live_migration_at_source(self, uuid: str) -> None:
+        await self.destroy(uuid)
+
+    async def live_migration_force_complete(self, uuid: str) -> None:
+        self._migration_requests[uuid] = "force_complete"
+
+    async def live_migration_abort(self, uuid: str) -> None:
+        self._migration_requests[uuid] = "abort"
+
+
+async def _stop_all(processes: list[asyncio.subprocess.Process]) -> None:
+    for proc in processes:
+        if proc.returncode is None:
+            proc.terminate()
+    for proc in processes:
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,106 @@
+"""What every Swift handler shares: the service, the caller's rights, metadata headers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cumulo.common.app import request_id
+from cumulo.common.auth import request_context
+from cumulo.common.context import RequestContext
+from cumulo.common.faults import ApiError
+from cumulo.object_store.acl import container_acl_allows
+from cumulo.object_store.constraints import MAX_ACCOUNT_NAME_LENGTH, check_name, title
+from cumulo.object_store.core import ObjectStore
+from cumulo.object_store.errors import SwiftError
+
+
+def store_of(request: Request) -> ObjectStore:
+    return request.app.state.object_store
+
+
+def trans_headers(request: Request) -> dict[str, str]:
+    return {"X-Trans-Id": request_id(request)}
+
+
+def empty(request: Request, status: int, headers: dict[str, str] | None = None) -> Response:
+    """A body-less answer as Swift gives it (text/html, Content-Length 0)."""
+    return Response(
+        b"",
+        status_code=status,
+        headers={
+            "Content-Type": "text/html; charset=UTF-8",
+            **(headers or {}),
+            **trans_headers(request),
+        },
+    )
+
+
+@dataclass
+class Caller:
+    ctx: RequestContext | None
+    owner: bool  # may do anything in the account (operator or reseller admin)
+    reseller_admin: bool = False
+
+    @property
+    def identity(self) -> RequestContext | None:
+        return self.ctx
+
+
+async def caller_for(request: Request, account: str) -> Caller:
+    """Swift's keystoneauth: the account's project members with an operator role own it;
+    the reseller admin role owns every account; others get only what ACLs grant."""
+    store = store_of(request)
+    check_name("Account", account, MAX_ACCOUNT_NAME_LENGTH)
+    ctx = None
+    if request.headers.get("x-auth-token"):
+        try:
+            ctx = await request_context(request)
+        except ApiError as exc:
+            if exc.status == 401:
+                raise SwiftError(401) from None
+            raise
+    if ctx is None:
+        return Caller(None, False)
+    roles = {r.lower() for r in ctx.roles}
+    if store.config.reseller_admin_role.lower() in roles:
+        return Caller(ctx, True, True)
+    prefix = store.config.reseller_prefix
+    owns = account.startswith(prefix) and account[len(prefix) :] == ctx.project_id
+    operator = bool(roles & {r.lower() for r in store.config.operator_roles})
+    return Caller(ctx, owns and operator)
+
+
+def deny(caller: Caller) -> SwiftError:
+    return SwiftError(403) if caller.ctx is not None else SwiftError(401)
+
+
+def require_owner(caller: Caller) -> None:
+    if not caller.owner:
+        raise deny(caller)
+
+
+def acl_allows(
+    caller: Caller, acl: str | None, request: Request, *, listing: bool = False, write: bool = False
+) -> bool:
+    """Whether a container ACL lets this caller read (or list, or write)."""
+    referrer = request.headers.get("referer", "")
+    return container_acl_allows(acl, caller.ctx, referrer, listing=listing, write=write)
+
+
+def metadata_updates(request: Request, target: str, extra: tuple[str, ...] = ()) -> dict:
+    """x-<target>-meta-* (and the extra system headers) to set, x-remove-* to clear
+    (an empty value clears too)."""
+    updates: dict[str, str] = {}
+    prefix = f"x-{target}-meta-"
+    for name, value in request.headers.items():
+        lower = name.lower()
+        if lower.startswith(prefix) or lower in extra:
+            updates[title(lower)] = value.strip()
+        elif lower.startswith("x-remove-"):
+            rest = lower[len("x-remove-") :]
+            if rest.startswith(f"{target}-meta-") or rest in {e[2:] for e in extra}:
+                updates[title("x-" + rest)] = ""
+    return updates

@@ -1,0 +1,131 @@
+"""Containers: GET (object listing), HEAD, PUT, POST, DELETE. Object Storage API v1."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cumulo.object_store.api.common import (
+    acl_allows,
+    caller_for,
+    deny,
+    empty,
+    metadata_updates,
+    require_owner,
+    store_of,
+    trans_headers,
+)
+from cumulo.object_store.api.listing import (
+    CONTENT_TYPES,
+    listing_format,
+    listing_query,
+    object_entry,
+    render,
+)
+from cumulo.object_store.constraints import (
+    MAX_CONTAINER_NAME_LENGTH,
+    check_metadata,
+    check_name,
+)
+from cumulo.object_store.errors import SwiftError
+from cumulo.object_store.proxy import ContainerInfo
+from cumulo.object_store.storage import timestamps
+
+# Container headers kept as metadata besides X-Container-Meta-*.
+SYSTEM_HEADERS = (
+    "x-container-read",
+    "x-container-write",
+    "x-versions-location",
+    "x-history-location",
+)
+
+
+def container_headers(request: Request, info: ContainerInfo) -> dict[str, str]:
+    assert info.policy is not None
+    headers = {
+        "X-Container-Object-Count": str(info.object_count),
+        "X-Container-Bytes-Used": str(info.bytes_used),
+        "X-Timestamp": info.created_at,
+        "X-Put-Timestamp": info.put_timestamp,
+        "X-Storage-Policy": info.policy.name,
+        "Last-Modified": timestamps.http_date(info.put_timestamp),
+        "Accept-Ranges": "bytes",
+        **(info.metadata or {}),
+    }
+    return {**headers, **trans_headers(request)}
+
+
+async def container(request: Request) -> Response:
+    account = request.path_params["account"]
+    name = request.path_params["container"]
+    caller = await caller_for(request, account)
+    check_name("Container", name, MAX_CONTAINER_NAME_LENGTH)
+    store = store_of(request)
+    method = request.method
+    if method == "PUT":
+        return await _put(request, caller, account, name)
+    if method in ("POST", "DELETE"):
+        require_owner(caller)
+        if method == "DELETE":
+            await store.proxy.container_delete(account, name)
+            return empty(request, 204)
+        check_metadata(request.headers, "container")
+        if (await store.proxy.container_info(account, name)).status != 200:
+            raise SwiftError(404)
+        await store.proxy.container_post(
+            account, name, metadata_updates(request, "container", SYSTEM_HEADERS)
+        )
+        return empty(request, 204)
+    info = await store.proxy.container_info(account, name, fresh=True)
+    if not caller.owner:
+        acl = (info.metadata or {}).get("X-Container-Read")
+        if info.status != 200 or not acl_allows(caller, acl, request, listing=True):
+            raise deny(caller)
+    if info.status != 200:
+        raise SwiftError(404)
+    headers = container_headers(request, info)
+    if not caller.owner:
+        # Only the owner sees who else may read and write (as Swift).
+        for hidden in (
+            "X-Container-Read",
+            "X-Container-Write",
+            "X-Container-Meta-Temp-Url-Key",
+            "X-Container-Meta-Temp-Url-Key-2",
+        ):
+            headers.pop(hidden, None)
+    if method == "HEAD":
+        return empty(request, 204, {**headers, "Content-Length": "0"})
+    query, children_only = listing_query(request, store.config.container_listing_limit)
+    found = await store.proxy.container_listing(account, name, query)
+    if found is None:
+        raise SwiftError(404)
+    _, rows = found
+    fmt = listing_format(request)
+    entries = [object_entry(r) for r in rows if not (children_only and "subdir" in r)]
+    headers["Content-Type"] = CONTENT_TYPES[fmt]
+    if not entries and fmt == "plain":
+        return Response(b"", status_code=204, headers=headers)
+    return Response(render(fmt, "container", name, "object", entries), 200, headers=headers)
+
+
+async def _put(request: Request, caller, account: str, name: str) -> Response:
+    require_owner(caller)
+    store = store_of(request)
+    check_metadata(request.headers, "container")
+    existing = await store.proxy.container_info(account, name)
+    requested = request.headers.get("x-storage-policy")
+    if requested is not None:
+        policy = store.policies.by_name(requested)
+        if policy is None:
+            raise SwiftError(400, f'Invalid X-Storage-Policy "{requested}"')
+        if existing.status == 200 and existing.policy is not policy:
+            raise SwiftError(409)
+        if policy.deprecated and existing.status != 200:
+            raise SwiftError(400, f'Storage Policy "{policy.name}" is deprecated')
+    elif existing.status == 200 and existing.policy is not None:
+        policy = existing.policy
+    else:
+        policy = store.policies.default
+    updates = metadata_updates(request, "container", SYSTEM_HEADERS)
+    status = await store.proxy.container_put(account, name, policy, updates)
+    return empty(request, status)

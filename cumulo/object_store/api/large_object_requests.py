@@ -1,0 +1,188 @@
+"""The HTTP side of large objects: assembling a manifest's segments for a GET, and
+?multipart-manifest=put|get|delete (the rules are in large_objects)."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cumulo.object_store.api.common import Caller, caller_for, store_of, trans_headers
+from cumulo.object_store.api.large_objects import (
+    SLO_ETAG,
+    SLO_SIZE,
+    Assembled,
+    SegmentReader,
+    build_manifest,
+    raw_manifest,
+    stored_entries,
+)
+from cumulo.object_store.api.object_common import (
+    container_policy,
+    content_type,
+    created,
+    open_object,
+    user_metadata,
+)
+from cumulo.object_store.errors import SwiftError
+from cumulo.object_store.policies import StoragePolicy
+from cumulo.object_store.storage.diskfile import StoredObject
+
+
+def _segment_opener(request: Request, caller: Caller, caller_account: str):
+    """Open a segment with the caller's read rights on its container."""
+    callers = {caller_account: caller}
+
+    async def open_segment(account: str, container: str, name: str) -> StoredObject | None:
+        if account not in callers:
+            callers[account] = await caller_for(request, account)
+        policy = await container_policy(
+            request, callers[account], account, container, "X-Container-Read"
+        )
+        return await open_object(request, policy, account, container, name)
+
+    return open_segment
+
+
+async def assemble(
+    request: Request, caller: Caller, account: str, stored: StoredObject
+) -> Assembled:
+    reader = SegmentReader(account, _segment_opener(request, caller, account))
+    if stored.metadata.get("X-Static-Large-Object"):
+        return await reader.slo(stored)
+    store = store_of(request)
+
+    async def list_prefix(acct: str, container: str, prefix: str, limit: int):
+        await container_policy(request, caller, acct, container, "X-Container-Read")
+        found = await store.proxy.container_listing(
+            acct, container, {"prefix": prefix, "limit": limit}
+        )
+        return [(row["name"], row["etag"]) for row in (found[1] if found else [])]
+
+    return await reader.dlo(stored.metadata["X-Object-Manifest"], list_prefix)
+
+
+async def manifest_response(request: Request, stored: StoredObject, headers: dict) -> Response:
+    entries = json.loads(stored.path.read_bytes())
+    raw = request.query_params.get("format") == "raw"
+    body = json.dumps(raw_manifest(entries) if raw else stored_entries(entries)).encode()
+    headers = {
+        **headers,
+        "Content-Type": "application/json; charset=utf-8",
+        "X-Static-Large-Object": "True",
+    }
+    headers.pop("Content-Length", None)
+    status = 200
+    if request.method == "HEAD":
+        return Response(b"", status, headers={**headers, "Content-Length": str(len(body))})
+    return Response(body, status, headers=headers)
+
+
+async def put_manifest(
+    request: Request,
+    caller: Caller,
+    policy: StoragePolicy,
+    account: str,
+    container: str,
+    name: str,
+) -> Response:
+    store = store_of(request)
+    body = await request.body()
+    opener = _segment_opener(request, caller, account)
+    manifest, etag, size = await build_manifest(request, body, account, opener)
+    expected = request.headers.get("etag")
+    if expected is not None and expected.strip('"') != etag:
+        raise SwiftError(422)
+    metadata = {
+        "Content-Type": content_type(request, name),
+        **user_metadata(request),
+        "X-Static-Large-Object": "True",
+        SLO_ETAG: etag,
+        SLO_SIZE: str(size),
+    }
+    data = json.dumps(manifest).encode()
+
+    async def chunks():
+        yield data
+
+    stored = await store.proxy.object_put(
+        policy,
+        account,
+        container,
+        name,
+        metadata,
+        chunks(),
+        max_size=store.config.max_file_size,
+        expected_etag=None,
+        content_length=len(data),
+        listing=(etag, size),
+    )
+    return created(request, stored)
+
+
+async def delete_manifest(
+    request: Request,
+    caller: Caller,
+    policy: StoragePolicy,
+    account: str,
+    container: str,
+    name: str,
+) -> Response:
+    """Delete an SLO's segments (those of nested manifests too), then the manifest;
+    the bulk-delete answer (text, or JSON when asked)."""
+    store = store_of(request)
+    stored = await open_object(request, policy, account, container, name)
+    if stored is None or not stored.metadata.get("X-Static-Large-Object"):
+        if stored is None or not await store.proxy.object_delete(policy, account, container, name):
+            raise SwiftError(404)
+        return Response(b"", 204, headers=trans_headers(request))
+    deleted = not_found = 0
+    errors: list[list[str]] = []
+    todo = [(account, container, name, stored)]
+    targets: list[tuple[str, str, str]] = []
+    while todo:
+        acct, cont, obj, manifest = todo.pop()
+        targets.append((acct, cont, obj))
+        for entry in json.loads(manifest.path.read_bytes()):
+            seg_container, _, seg_name = entry["name"].lstrip("/").partition("/")
+            if entry.get("sub_slo"):
+                sub_policy = await container_policy(
+                    request, caller, acct, seg_container, "X-Container-Write"
+                )
+                sub = await open_object(request, sub_policy, acct, seg_container, seg_name)
+                if sub is not None:
+                    todo.append((acct, seg_container, seg_name, sub))
+                    continue
+            targets.append((acct, seg_container, seg_name))
+    for acct, cont, obj in reversed(targets):
+        try:
+            seg_policy = await container_policy(request, caller, acct, cont, "X-Container-Write")
+        except SwiftError as exc:
+            if exc.status == 404:
+                not_found += 1
+            else:
+                errors.append([f"/{cont}/{obj}", f"{exc.status} {exc.title}"])
+            continue
+        if await store.proxy.object_delete(seg_policy, acct, cont, obj):
+            deleted += 1
+        else:
+            not_found += 1
+    result = {
+        "Number Deleted": deleted,
+        "Number Not Found": not_found,
+        "Response Body": "",
+        "Response Status": "400 Bad Request" if errors else "200 OK",
+        "Errors": errors,
+    }
+    if "application/json" in request.headers.get("accept", ""):
+        return Response(
+            json.dumps(result).encode(),
+            200,
+            headers={"Content-Type": "application/json; charset=utf-8", **trans_headers(request)},
+        )
+    text = "".join(f"{k}: {v}\n" for k, v in result.items() if k != "Errors")
+    text += "Errors: \n" + "".join(f"{p}, {s}\n" for p, s in errors)
+    return Response(
+        text.encode(), 200, headers={"Content-Type": "text/plain", **trans_headers(request)}
+    )

@@ -1,0 +1,83 @@
+"""What object handlers and large objects share: the container a caller may use,
+the live object, the metadata an object keeps from its request, and the 201 answer."""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+from urllib.parse import unquote
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cumulo.object_store.api.common import Caller, acl_allows, deny, empty, store_of
+from cumulo.object_store.api.large_objects import SLO_ETAG
+from cumulo.object_store.constraints import delete_at, title
+from cumulo.object_store.errors import SwiftError
+from cumulo.object_store.policies import StoragePolicy
+from cumulo.object_store.storage import timestamps
+from cumulo.object_store.storage.diskfile import POST_HEADERS, StoredObject
+
+
+async def container_policy(
+    request: Request, caller: Caller, account: str, container: str, acl_header: str
+) -> StoragePolicy:
+    info = await store_of(request).proxy.container_info(account, container)
+    if not caller.owner:
+        acl = (info.metadata or {}).get(acl_header)
+        write = acl_header == "X-Container-Write"
+        if info.status != 200 or not acl_allows(caller, acl, request, write=write):
+            raise deny(caller)
+    if info.status != 200 or info.policy is None:
+        raise SwiftError(404)
+    return info.policy
+
+
+def _expired(stored: StoredObject) -> bool:
+    at = stored.metadata.get("X-Delete-At")
+    return bool(at) and int(at) <= time.time()
+
+
+async def open_object(request: Request, policy: StoragePolicy, account, container, name):
+    stored = await store_of(request).proxy.object_open(policy, account, container, name)
+    if stored is None or _expired(stored):
+        return None
+    return stored
+
+
+def user_metadata(request: Request) -> dict[str, str]:
+    """X-Object-Meta-* and the other headers an object keeps (Content-Disposition, ...)."""
+    manifest = request.headers.get("x-object-manifest")
+    if manifest is not None and "/" not in unquote(manifest).lstrip("/"):
+        raise SwiftError(400, "X-Object-Manifest must be in the format container/prefix")
+    meta = {}
+    for key, value in request.headers.items():
+        lower = key.lower()
+        if lower in ("content-type", "x-delete-at", "x-static-large-object"):
+            continue
+        if lower.startswith("x-object-meta-") or lower in POST_HEADERS:
+            meta[title(lower)] = value
+    at = delete_at(request.headers)
+    if at is not None:
+        meta["X-Delete-At"] = at
+    return meta
+
+
+def content_type(request: Request, name: str) -> str:
+    given = request.headers.get("content-type")
+    detect = request.headers.get("x-detect-content-type", "").lower() in ("true", "1", "yes")
+    if given and not detect:
+        return given
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def created(request: Request, stored: dict, extra: dict | None = None) -> Response:
+    return empty(
+        request,
+        201,
+        {
+            "ETag": f'"{stored[SLO_ETAG]}"' if SLO_ETAG in stored else stored["ETag"],
+            "Last-Modified": timestamps.http_date(stored["X-Timestamp"]),
+            **(extra or {}),
+        },
+    )

@@ -1,0 +1,185 @@
+"""`cumulo object-store ...`: rings (as swift-ring-builder) and the storage daemons once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cumulo.common.config import load_config, resolve_state_dir
+from cumulo.object_store.ring.builder import RingBuilder, RingError
+from cumulo.object_store.ring.setup import rings_dir
+
+console = Console(soft_wrap=True)
+
+state_dir_option = click.option(
+    "--state-dir",
+    envvar="CUMULO_STATE_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The cloud's state dir (default ~/.local/share/cumulo; env CUMULO_STATE_DIR).",
+)
+
+
+@click.group("object-store")
+def object_store() -> None:
+    """Object Storage administration: rings and storage daemons."""
+
+
+@object_store.group()
+def ring() -> None:
+    """Manage a ring (account, container, object, object-<policy index>)."""
+
+
+def _paths(state_dir: Path | None, name: str) -> tuple[Path, Path]:
+    sd = resolve_state_dir(state_dir)
+    base = rings_dir(load_config(sd), sd)
+    return base / f"{name}.builder.json", base / f"{name}.ring.json"
+
+
+def _edit(state_dir: Path | None, name: str, change) -> None:
+    builder_file, _ = _paths(state_dir, name)
+    try:
+        builder = RingBuilder.load(builder_file)
+        change(builder)
+    except RingError as exc:
+        raise click.ClickException(str(exc)) from None
+    builder.save(builder_file)
+
+
+@ring.command("create")
+@state_dir_option
+@click.argument("name")
+@click.option("--part-power", type=int, required=True, help="2**part_power partitions.")
+@click.option("--replicas", type=int, required=True)
+@click.option("--min-part-hours", type=int, default=1, show_default=True)
+def ring_create(state_dir, name, part_power, replicas, min_part_hours) -> None:
+    """Create an empty ring builder NAME (add devices, then rebalance)."""
+    builder_file, _ = _paths(state_dir, name)
+    if builder_file.exists():
+        raise click.ClickException(f"{builder_file} already exists")
+    try:
+        builder = RingBuilder(part_power, replicas, min_part_hours)
+    except RingError as exc:
+        raise click.ClickException(str(exc)) from None
+    builder.save(builder_file)
+    console.print(f"created {builder_file}")
+
+
+@ring.command("add-device")
+@state_dir_option
+@click.argument("name")
+@click.option("--region", type=int, default=1, show_default=True)
+@click.option("--zone", type=int, required=True)
+@click.option("--ip", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--device", required=True, help="The device directory's name.")
+@click.option("--weight", type=float, required=True)
+def ring_add_device(state_dir, name, region, zone, ip, port, device, weight) -> None:
+    """Add a device to ring NAME (takes partitions at the next rebalance)."""
+
+    def add(b: RingBuilder) -> None:
+        dev = b.add_device(region=region, zone=zone, ip=ip, port=port, device=device, weight=weight)
+        console.print(f"device d{dev.id} r{region}z{zone}-{ip}:{port}/{device} weight {weight}")
+
+    _edit(state_dir, name, add)
+
+
+@ring.command("remove-device")
+@state_dir_option
+@click.argument("name")
+@click.argument("device_id", type=int)
+def ring_remove_device(state_dir, name, device_id) -> None:
+    """Remove a device: its partitions move away at the next rebalance."""
+    _edit(state_dir, name, lambda b: b.remove_device(device_id))
+
+
+@ring.command("set-weight")
+@state_dir_option
+@click.argument("name")
+@click.argument("device_id", type=int)
+@click.argument("weight", type=float)
+def ring_set_weight(state_dir, name, device_id, weight) -> None:
+    """Change a device's weight (its share of partitions at the next rebalance)."""
+    _edit(state_dir, name, lambda b: b.set_weight(device_id, weight))
+
+
+@ring.command("pretend-min-part-hours-passed")
+@state_dir_option
+@click.argument("name")
+def ring_pretend(state_dir, name) -> None:
+    """Let every partition move at the next rebalance."""
+    _edit(state_dir, name, lambda b: b.pretend_min_part_hours_passed())
+
+
+@ring.command("rebalance")
+@state_dir_option
+@click.argument("name")
+@click.option("--seed", type=int, default=None)
+def ring_rebalance(state_dir, name, seed) -> None:
+    """Assign partitions, then write the ring file the servers reload."""
+    builder_file, ring_file = _paths(state_dir, name)
+    try:
+        builder = RingBuilder.load(builder_file)
+        moved = builder.rebalance(seed)
+        builder.save(builder_file)
+        builder.write_ring(ring_file)
+    except RingError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(
+        f"reassigned {moved} partition replicas; balance {builder.balance():.2f}, "
+        f"dispersion {builder.dispersion():.2f}; wrote {ring_file}"
+    )
+
+
+@ring.command("show")
+@state_dir_option
+@click.argument("name")
+def ring_show(state_dir, name) -> None:
+    """Partitions, replicas, balance, dispersion and the devices of ring NAME."""
+    builder_file, _ = _paths(state_dir, name)
+    try:
+        b = RingBuilder.load(builder_file)
+    except RingError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(
+        f"{name}: {b.parts} partitions, {b.replicas} replicas, {len(b.live_devs())} devices, "
+        f"min_part_hours {b.min_part_hours}, balance {b.balance():.2f}, "
+        f"dispersion {b.dispersion():.2f}, version {b.version}"
+    )
+    assigned = b.assigned_parts()
+    desired = b.desired_parts() if b.live_devs() and any(d.weight for d in b.live_devs()) else {}
+    table = Table("id", "region", "zone", "ip:port", "device", "weight", "partitions", "balance")
+    for d in b.live_devs():
+        want = desired.get(d.id)
+        got = assigned.get(d.id, 0)
+        bal = f"{(got / want - 1) * 100:.2f}" if want else "-"
+        removing = " (removing)" if d.id in b.removed else ""
+        table.add_row(
+            str(d.id),
+            str(d.region),
+            str(d.zone),
+            f"{d.ip}:{d.port}",
+            d.device + removing,
+            f"{d.weight:g}",
+            str(got),
+            bal,
+        )
+    console.print(table)
+
+
+@object_store.command("run-once")
+@state_dir_option
+@click.argument("daemon", type=click.Choice(["replicator", "auditor", "updater", "expirer"]))
+def run_once_command(state_dir, daemon) -> None:
+    """One pass of a storage daemon over this host's devices (beside a running cloud too)."""
+    import asyncio
+
+    from cumulo.object_store.core import ObjectStore
+    from cumulo.object_store.daemons.runner import run_once
+
+    sd = resolve_state_dir(state_dir)
+    store = ObjectStore(load_config(sd), sd, None)
+    console.print(f"{daemon}: {asyncio.run(run_once(store, daemon))}")

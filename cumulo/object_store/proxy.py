@@ -1,0 +1,464 @@
+"""The proxy: every account, container and object request goes to the ring's nodes.
+
+Writes go to every primary (a handoff stands in for one that is down) and succeed on
+a quorum; reads take the first good replica. Node errors are counted and a node
+with too many is skipped for a while (Swift's error limiting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cumulo.object_store.errors import SwiftError
+from cumulo.object_store.policies import StoragePolicies, StoragePolicy
+from cumulo.object_store.ring import Ring
+from cumulo.object_store.ring.ring import Node
+from cumulo.object_store.storage import timestamps
+from cumulo.object_store.storage.databases import DatabaseMissing
+from cumulo.object_store.storage.diskfile import (
+    DeviceUnavailable,
+    ObjectMissing,
+    ObjectWriter,
+    StoredObject,
+)
+from cumulo.object_store.storage.node import ContainerUpdate, Location, StorageNode
+
+T = TypeVar("T")
+
+NODE_ERRORS = (OSError, DatabaseMissing)
+IO_THREADS = 64
+CONTAINER_INFO_TTL = 5.0
+
+
+def quorum(replicas: int) -> int:
+    return replicas // 2 + 1
+
+
+class ErrorLimiter:
+    """A node with `limit` errors within `interval` seconds is skipped for `interval`."""
+
+    def __init__(self, limit: int = 10, interval: float = 60.0) -> None:
+        self.limit = limit
+        self.interval = interval
+        self._errors: dict[int, list[float]] = {}
+
+    def record(self, node: Node) -> None:
+        now = time.monotonic()
+        recent = [t for t in self._errors.get(node.id, []) if now - t < self.interval]
+        self._errors[node.id] = [*recent, now]
+
+    def limited(self, node: Node) -> bool:
+        now = time.monotonic()
+        recent = [t for t in self._errors.get(node.id, []) if now - t < self.interval]
+        return len(recent) >= self.limit
+
+
+@dataclass
+class ContainerInfo:
+    status: int  # 200 or 404
+    policy: StoragePolicy | None = None
+    object_count: int = 0
+    bytes_used: int = 0
+    metadata: dict[str, str] | None = None
+    put_timestamp: str = "0"
+    created_at: str = "0"
+
+
+class Proxy:
+    def __init__(
+        self,
+        node: StorageNode,
+        account_ring: Ring,
+        container_ring: Ring,
+        policies: StoragePolicies,
+    ) -> None:
+        self.node = node
+        self.account_ring = account_ring
+        self.container_ring = container_ring
+        self.policies = policies
+        self.errors = ErrorLimiter()
+        # Storage work blocks on fsync: many writes wait on the disk at once, so they get
+        # more threads than the default pool's few (which would queue them behind each other).
+        self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="object-io")
+        self._container_cache: dict[tuple[str, str], tuple[float, ContainerInfo]] = {}
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+    # -- nodes ------------------------------------------------------------------------
+
+    def _candidates(self, ring: Ring, part: int) -> Iterator[Node]:
+        """Primaries, then handoffs; error-limited nodes last."""
+        nodes = ring.get_part_nodes(part) + ring.get_more_nodes(part)
+        good = [n for n in nodes if not self.errors.limited(n)]
+        return iter(good + [n for n in nodes if n not in good])
+
+    async def _on_nodes(
+        self, ring: Ring, part: int, call: Callable[[Location, int], T], count: int
+    ) -> list[T]:
+        """Run `call(location, replica)` for `count` replicas at once, a handoff standing
+        in for each node that fails; the results of those that succeeded."""
+        candidates = self._candidates(ring, part)
+        results: list[T] = []
+
+        async def one(replica: int) -> None:
+            for node in candidates:
+                try:
+                    at = Location(node.device, part)
+                    results.append(await self._io(call, at, replica))
+                    return
+                except NODE_ERRORS:
+                    self.errors.record(node)
+
+        await asyncio.gather(*(one(r) for r in range(count)))
+        return results
+
+    async def _first(self, ring: Ring, part: int, call: Callable[[Location], T]) -> T | None:
+        """The first node's answer that is not missing (primaries, then handoffs)."""
+        for node in self._candidates(ring, part):
+            try:
+                return await self._io(call, Location(node.device, part))
+            except (ObjectMissing, DatabaseMissing):
+                continue
+            except OSError:
+                self.errors.record(node)
+        return None
+
+    def _account_locations(self, account: str) -> list[Location]:
+        part, nodes = self.account_ring.get_nodes(account)
+        return [Location(n.device, part) for n in nodes]
+
+    # -- accounts ---------------------------------------------------------------------
+
+    async def account_info(self, account: str) -> dict[str, Any] | None:
+        part = self.account_ring.get_part(account)
+
+        def read(at: Location) -> dict[str, Any]:
+            broker = self.node.account_broker(at, account)
+            if not broker.exists():
+                raise DatabaseMissing(account)
+            return broker.info()
+
+        return await self._first(self.account_ring, part, read)
+
+    async def account_listing(self, account: str, query: dict) -> tuple[dict | None, list]:
+        part = self.account_ring.get_part(account)
+
+        def read(at: Location) -> tuple[dict, list]:
+            broker = self.node.account_broker(at, account)
+            if not broker.exists():
+                raise DatabaseMissing(account)
+            return broker.info(), broker.list_containers(**query)
+
+        found = await self._first(self.account_ring, part, read)
+        return found if found else (None, [])
+
+    async def account_post(self, account: str, updates: dict) -> None:
+        part = self.account_ring.get_part(account)
+        timestamp = timestamps.now()
+        stamped = {k: [v, timestamp] for k, v in updates.items()}
+        replicas = self.account_ring.replica_count
+        done = await self._on_nodes(
+            self.account_ring,
+            part,
+            lambda at, _r: self.node.account_update_metadata(at, account, timestamp, stamped),
+            replicas,
+        )
+        if len(done) < quorum(replicas):
+            raise SwiftError(503)
+
+    # -- containers -------------------------------------------------------------------
+
+    def forget_container(self, account: str, container: str) -> None:
+        self._container_cache.pop((account, container), None)
+
+    async def container_info(
+        self, account: str, container: str, *, fresh: bool = False
+    ) -> ContainerInfo:
+        """The container's policy, ACLs and usage (cached a few seconds unless fresh)."""
+        key = (account, container)
+        cached = self._container_cache.get(key)
+        if cached and cached[0] > time.monotonic() and not fresh:
+            return cached[1]
+        part = self.container_ring.get_part(account, container)
+
+        def read(at: Location) -> dict[str, Any]:
+            broker = self.node.container_broker(at, account, container)
+            if not broker.exists():
+                raise DatabaseMissing(container)
+            return broker.info()
+
+        raw = await self._first(self.container_ring, part, read)
+        if raw is None or raw["deleted"]:
+            info = ContainerInfo(404)
+        else:
+            info = ContainerInfo(
+                200,
+                self.policies.by_index.get(raw["storage_policy_index"], self.policies.default),
+                raw["object_count"],
+                raw["bytes_used"],
+                {k: v for k, (v, _ts) in raw["metadata"].items() if v != ""},
+                raw["put_timestamp"],
+                raw["created_at"],
+            )
+        if len(self._container_cache) > 10000:
+            self._container_cache.clear()
+        self._container_cache[key] = (time.monotonic() + CONTAINER_INFO_TTL, info)
+        return info
+
+    async def container_listing(
+        self, account: str, container: str, query: dict
+    ) -> tuple[dict, list] | None:
+        part = self.container_ring.get_part(account, container)
+
+        def read(at: Location) -> tuple[dict, list]:
+            broker = self.node.container_broker(at, account, container)
+            if not broker.exists():
+                raise DatabaseMissing(container)
+            info = broker.info()
+            if info["deleted"]:
+                raise DatabaseMissing(container)
+            return info, broker.list_objects(**query)
+
+        return await self._first(self.container_ring, part, read)
+
+    async def container_put(
+        self, account: str, container: str, policy: StoragePolicy, metadata: dict
+    ) -> int:
+        """201 created, 202 when it existed; 409 for another policy."""
+        timestamp = timestamps.now()
+        stamped = {k: [v, timestamp] for k, v in metadata.items()}
+        part = self.container_ring.get_part(account, container)
+        accounts = self._account_locations(account)
+        replicas = self.container_ring.replica_count
+
+        def put(at: Location, replica: int) -> str:
+            account_at = accounts[replica % len(accounts)]
+            return self.node.container_put(
+                at, account, container, timestamp, policy.index, stamped, account_at
+            )
+
+        results = await self._on_nodes(self.container_ring, part, put, replicas)
+        self.forget_container(account, container)
+        if results.count("policy_conflict") >= 1:
+            raise SwiftError(409)
+        if len(results) < quorum(replicas):
+            raise SwiftError(503)
+        return 201 if results.count("created") >= quorum(replicas) else 202
+
+    async def container_post(self, account: str, container: str, metadata: dict) -> None:
+        timestamp = timestamps.now()
+        stamped = {k: [v, timestamp] for k, v in metadata.items()}
+        part = self.container_ring.get_part(account, container)
+
+        def post(at: Location, _replica: int) -> None:
+            broker = self.node.container_broker(at, account, container)
+            if not broker.exists():
+                raise DatabaseMissing(container)
+            broker.update_metadata(stamped)
+
+        replicas = self.container_ring.replica_count
+        done = await self._on_nodes(self.container_ring, part, post, replicas)
+        self.forget_container(account, container)
+        if len(done) < quorum(replicas):
+            raise SwiftError(503)
+
+    async def container_delete(self, account: str, container: str) -> None:
+        timestamp = timestamps.now()
+        part = self.container_ring.get_part(account, container)
+        accounts = self._account_locations(account)
+        replicas = self.container_ring.replica_count
+
+        def delete(at: Location, replica: int) -> str:
+            account_at = accounts[replica % len(accounts)]
+            return self.node.container_delete(at, account, container, timestamp, account_at)
+
+        results = await self._on_nodes(self.container_ring, part, delete, replicas)
+        self.forget_container(account, container)
+        if results.count("not_empty") >= 1:
+            raise SwiftError(409, "There was a conflict when trying to complete your request.")
+        if results.count("deleted") == 0:
+            raise SwiftError(404)
+
+    # -- objects ----------------------------------------------------------------------
+
+    def _object_locations(
+        self, policy: StoragePolicy, account: str, container: str, obj: str
+    ) -> tuple[str, int]:
+        name_hash = policy.ring.hash_of(account, container, obj)
+        return name_hash, policy.ring.partition_of_hash(name_hash)
+
+    def _update(self, account: str, container: str, record: dict, replica: int) -> ContainerUpdate:
+        """The container update an object replica sends: replica i to container node i."""
+        cpart, cnodes = self.container_ring.get_nodes(account, container)
+        accounts = self._account_locations(account)
+        node = cnodes[replica % len(cnodes)]
+        return ContainerUpdate(
+            Location(node.device, cpart),
+            accounts[replica % len(accounts)],
+            account,
+            container,
+            record,
+        )
+
+    async def object_put(
+        self,
+        policy: StoragePolicy,
+        account: str,
+        container: str,
+        obj: str,
+        metadata: dict[str, Any],
+        body: AsyncIterator[bytes],
+        *,
+        max_size: int,
+        expected_etag: str | None,
+        content_length: int | None,
+        listing: tuple[str, int] | None = None,
+    ) -> dict[str, Any]:
+        """Stream the body to every replica; the stored metadata, or a SwiftError.
+        listing: the ETag and size container listings show instead (an SLO's)."""
+        name_hash, part = self._object_locations(policy, account, container, obj)
+        replicas = policy.ring.replica_count
+        candidates = self._candidates(policy.ring, part)
+
+        def open_writers() -> list[tuple[Location, ObjectWriter]]:
+            writers = []
+            for node in candidates:
+                if len(writers) == replicas:
+                    break
+                at = Location(node.device, part)
+                try:
+                    writers.append((at, self.node.object_writer(at, policy.index, name_hash)))
+                except OSError:
+                    self.errors.record(node)
+            return writers
+
+        writers = await self._io(open_writers)
+        if len(writers) < quorum(replicas):
+            for _, w in writers:
+                w.abort()
+            raise SwiftError(503)
+        digest = hashlib.md5(usedforsecurity=False)
+        size = 0
+
+        def write_all(chunk: bytes) -> None:
+            for _, w in writers:
+                w.write(chunk)
+
+        try:
+            async for chunk in body:
+                if not chunk:
+                    continue
+                size += len(chunk)
+                if size > max_size:
+                    raise SwiftError(413, "Your request is too large.")
+                digest.update(chunk)
+                await self._io(write_all, chunk)
+            if content_length is not None and size < content_length:
+                raise SwiftError(499)
+            etag = digest.hexdigest()
+            if expected_etag is not None and expected_etag.strip('"').lower() != etag:
+                raise SwiftError(422)
+        except BaseException:
+            await self._io(lambda: [w.abort() for _, w in writers])
+            raise
+        timestamp = metadata.get("X-Timestamp") or timestamps.now()
+        metadata = {
+            **metadata,
+            "name": f"/{account}/{container}/{obj}",
+            "X-Timestamp": timestamp,
+            "Content-Length": str(size),
+            "ETag": etag,
+        }
+        record = {
+            "name": obj,
+            "created_at": timestamp,
+            "size": listing[1] if listing else size,
+            "content_type": metadata["Content-Type"],
+            "etag": listing[0] if listing else etag,
+            "deleted": 0,
+            "storage_policy_index": policy.index,
+        }
+
+        async def commit(replica: int, at: Location, writer: ObjectWriter) -> bool:
+            update = self._update(account, container, record, replica)
+            try:
+                await self._io(self.node.object_commit, at, writer, metadata, update)
+                return True
+            except OSError:
+                await self._io(writer.abort)
+                return False
+
+        committed = await asyncio.gather(*(commit(r, at, w) for r, (at, w) in enumerate(writers)))
+        if sum(committed) < quorum(replicas):
+            raise SwiftError(503)
+        return metadata
+
+    async def object_open(
+        self, policy: StoragePolicy, account: str, container: str, obj: str
+    ) -> StoredObject | None:
+        name_hash, part = self._object_locations(policy, account, container, obj)
+        return await self._first(
+            policy.ring, part, lambda at: self.node.object_open(at, policy.index, name_hash)
+        )
+
+    async def object_post(
+        self, policy: StoragePolicy, account: str, container: str, obj: str, metadata: dict
+    ) -> None:
+        name_hash, part = self._object_locations(policy, account, container, obj)
+        timestamp = timestamps.now()
+        replicas = policy.ring.replica_count
+        done = await self._on_nodes(
+            policy.ring,
+            part,
+            lambda at, _r: self.node.object_post(at, policy.index, name_hash, timestamp, metadata),
+            replicas,
+        )
+        if not done:
+            raise SwiftError(404)
+
+    async def object_delete(
+        self, policy: StoragePolicy, account: str, container: str, obj: str
+    ) -> bool:
+        """Tombstone every replica; False when no replica had the object."""
+        name_hash, part = self._object_locations(policy, account, container, obj)
+        timestamp = timestamps.now()
+        record = {
+            "name": obj,
+            "created_at": timestamp,
+            "size": 0,
+            "content_type": "",
+            "etag": "",
+            "deleted": 1,
+            "storage_policy_index": policy.index,
+        }
+        meta = {"name": f"/{account}/{container}/{obj}"}
+        replicas = policy.ring.replica_count
+        results = await self._on_nodes(
+            policy.ring,
+            part,
+            lambda at, r: self.node.object_delete(
+                at,
+                policy.index,
+                name_hash,
+                timestamp,
+                meta,
+                self._update(account, container, record, r),
+            ),
+            replicas,
+        )
+        if len(results) < quorum(replicas):
+            raise SwiftError(503)
+        return any(results)
+
+
+__all__ = ["Proxy", "ContainerInfo", "DeviceUnavailable", "quorum"]

@@ -1,0 +1,210 @@
+"""`kill -9` of `cumulo up` in the middle of concurrent boots (real QEMU guests) and
+volume creates, then `cumulo up` again: every server ends ACTIVE, or ERROR with a
+fault; every volume available or error; the guest that was running before is found
+and kept (same QEMU process); no QEMU process, instance directory or volume file that
+no server or volume owns; the databases are whole. Then everything is deleted and
+nothing is left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cumulo.compute.virt import qemu_process as qp
+from tests.churn import footprint
+from tests.cloudrunner import (
+    VENV_BIN,
+    configure_guest_state_dir,
+    remove_data_plane,
+    wait_for_port,
+)
+from tests.conftest import require_real_guests
+
+pytestmark = pytest.mark.e2e
+
+HOST = "e2e-crash"
+BOOTS, VOLUMES = 6, 6
+FINAL_SERVER = {"ACTIVE", "ERROR"}
+FINAL_VOLUME = {"available", "error"}
+
+
+class UpProcess:
+    """`cumulo up --with-demo-image` in its own process, as a user runs it."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = (self.state_dir.parent / f"up-{self.starts}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "cumulo"), "up", "--state-dir", str(self.state_dir),
+             "--with-demo-image"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        from cumulo.common.config import load_config
+
+        config = load_config(self.state_dir)
+        for port in (config.ports.identity, config.ports.compute, config.ports.block_storage):
+            wait_for_port(port, 180, self.proc)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def sdk(state_dir: Path, cloud: str = "cumulo-demo"):
+    from openstack.config.loader import OpenStackConfig
+    from openstack.connection import Connection
+
+    config = OpenStackConfig(config_files=[str(state_dir / "clouds.yaml")], load_envvars=False)
+    return Connection(config=config.get_one(cloud=cloud))
+
+
+def wait_until(check, timeout: float, message) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, message() if callable(message) else message
+        time.sleep(1)
+
+
+def qemu_pid(state_dir: Path, server_id: str) -> int | None:
+    directory = state_dir / "compute" / HOST / "instances" / server_id
+    pid = qp.read_pid(directory)
+    return pid if qp.process_alive(pid, server_id) else None
+
+
+@pytest.fixture
+def up(tmp_path):
+    require_real_guests()
+    state = tmp_path / "state"
+    configure_guest_state_dir(state, HOST)
+    cloud = UpProcess(state)
+    try:
+        yield cloud
+    finally:
+        cloud.stop()
+        for instance in (state / "compute" / HOST / "instances").glob("*"):
+            qp_pid = qp.read_pid(instance)
+            if qp.process_alive(qp_pid, instance.name):
+                os.kill(qp_pid, signal.SIGKILL)
+        remove_data_plane(state)
+
+
+def test_a_killed_cloud_restarts_with_every_server_and_volume_final_and_nothing_orphaned(up):
+    state = up.state_dir
+    up.start()
+    conn = sdk(state)
+    image = conn.image.find_image("tiny", ignore_missing=False)
+    flavor = conn.compute.find_flavor("m1.tiny", ignore_missing=False)
+    private = conn.network.find_network("private", ignore_missing=False)
+
+    def boot(name: str):
+        return conn.compute.create_server(
+            name=name, image_id=image.id, flavor_id=flavor.id, networks=[{"uuid": private.id}]
+        )
+
+    keeper = conn.compute.wait_for_server(boot("keeper"), wait=180)
+    keeper_pid = qemu_pid(state, keeper.id)
+    assert keeper_pid is not None
+
+    # The storm: boots and volume creates at once, and the cloud killed in the middle.
+    made: dict[str, list[str]] = {"servers": [], "volumes": []}
+
+    def create(kind: str, n: int) -> None:
+        try:
+            if kind == "servers":
+                made[kind].append(boot(f"storm-{n}").id)
+            else:
+                # Half of them from the image: downloading and converting takes a while.
+                source = {"image_id": image.id} if n % 2 else {}
+                volume = conn.block_storage.create_volume(size=1, name=f"v{n}", **source)
+                made[kind].append(volume.id)
+        except Exception:  # noqa: BLE001, S110 - a request the kill cut off was not made
+            pass
+
+    threads = [threading.Thread(target=create, args=("servers", n)) for n in range(BOOTS)]
+    threads += [threading.Thread(target=create, args=("volumes", n)) for n in range(VOLUMES)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2.5)
+    up.kill()
+    for thread in threads:
+        thread.join()
+    conn.close()
+
+    up.start()
+    conn = sdk(state)
+    admin = sdk(state, "cumulo")
+
+    def servers():
+        return list(conn.compute.servers())
+
+    def volumes():
+        return list(conn.block_storage.volumes())
+
+    wait_until(
+        lambda: {s.status for s in servers()} <= FINAL_SERVER,
+        180,
+        lambda: f"servers not final: {[(s.name, s.status, s.task_state) for s in servers()]}",
+    )
+    wait_until(
+        lambda: {v.status for v in volumes()} <= FINAL_VOLUME,
+        120,
+        lambda: f"volumes not final: {[(v.name, v.status) for v in volumes()]}",
+    )
+    by_id = {s.id: s for s in servers()}
+    assert set(made["servers"]) <= set(by_id)
+    for server in by_id.values():
+        if server.status == "ERROR":
+            assert admin.compute.get_server(server.id).fault["message"], server.name
+        else:
+            assert qemu_pid(state, server.id) is not None, f"{server.name} is ACTIVE, no QEMU"
+    # The guest that ran before the crash is the same process, still running.
+    assert by_id[keeper.id].status == "ACTIVE"
+    assert qemu_pid(state, keeper.id) == keeper_pid
+    # No guest, disk or volume data that nothing owns.
+    held = footprint(state)
+    active = {s.id for s in by_id.values() if s.status == "ACTIVE"}
+    assert held["processes"]["qemu-system-x86_64"] == len(active)
+    instances = state / "compute" / HOST / "instances"
+    assert {p.name for p in instances.iterdir()} <= set(by_id)
+    volume_ids = {v.id for v in volumes()}
+    for path in (state / "volumes").rglob("volume-*"):
+        assert path.name.removeprefix("volume-") in volume_ids, path
+    for db in state.glob("*.db"):
+        with sqlite3.connect(db) as check:
+            assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok", db
+
+    # Deleting all of it leaves nothing behind.
+    for server in by_id.values():
+        conn.compute.delete_server(server)
+    for volume in volumes():
+        conn.block_storage.delete_volume(volume)
+    for server in by_id.values():
+        conn.compute.wait_for_delete(server, wait=120)
+    wait_until(lambda: not volumes(), 120, "volumes not deleted")
+    assert footprint(state)["processes"]["qemu-system-x86_64"] == 0
+    assert not list(instances.iterdir())
+    assert not list((state / "volumes").rglob("volume-*"))
+    ports = [p for p in admin.network.ports() if not p.device_owner.startswith("network:")]
+    assert ports == []

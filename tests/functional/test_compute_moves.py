@@ -1,0 +1,254 @@
+"""Moving servers with the real `openstack` CLI, on a cloud of its own with three fake
+compute hosts: shelve / offload / unshelve, rescue, cold migrate and resize to another
+host (confirm, revert), live migration, evacuate, and the migration records
+(`server migration list`, GET /os-migrations) they leave."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from cumulo.common.config import load_config, write_config
+from tests.cloudrunner import CloudRunner, configure_state_dir
+
+MAIN = "moves-main"
+HOSTS = {MAIN, f"{MAIN}-fake1", f"{MAIN}-fake2"}
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    state = tmp_path_factory.mktemp("moves")
+    configure_state_dir(state)
+    config = load_config(state)
+    config.compute.host = MAIN
+    config.compute.fake_hosts = 2
+    config.compute.report_interval = 0.5
+    config.compute.service_down_time = 3
+    write_config(state, config)
+    runner = CloudRunner(state).start()
+    yield runner
+    runner.stop()
+
+
+@pytest.fixture(scope="module")
+def image(cloud: CloudRunner, tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("img") / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(path), "16M"], check=True)
+    created = cloud.openstack(
+        "image", "create", "moves-img", "--file", str(path), "--disk-format", "qcow2",
+        "--container-format", "bare", "--public", "-f", "json",
+    )  # fmt: skip
+    return created["id"]
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def boot(cloud: CloudRunner, image: str, *extra: str) -> dict:
+    return cloud.openstack(
+        "server", "create", "--image", image, "--flavor", "m1.nano", "--nic", "none",
+        *extra, "--wait", _name("mv"), "-f", "json",
+    )  # fmt: skip
+
+
+def wait_status(cloud: CloudRunner, server: str, status: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = cloud.openstack("server", "show", server, "-f", "json")
+        if shown["status"] == status and shown["OS-EXT-STS:task_state"] is None:
+            return shown
+        if shown["status"] == "ERROR" or time.monotonic() > deadline:
+            raise AssertionError(f"{server} is {shown['status']}/{shown['OS-EXT-STS:task_state']}")
+        time.sleep(0.2)
+
+
+def actions(cloud: CloudRunner, server: str) -> list[str]:
+    rows = cloud.openstack("server", "event", "list", server, "-f", "json")
+    return [row["Action"] for row in rows]
+
+
+def test_shelve_offloads_and_unshelve_schedules_it_again(cloud, image):
+    server = boot(cloud, image)
+    cloud.openstack("server", "shelve", "--wait", server["id"])
+    shelved = wait_status(cloud, server["id"], "SHELVED_OFFLOADED")
+    assert shelved["OS-EXT-SRV-ATTR:host"] is None
+    assert shelved["OS-EXT-STS:power_state"] in (0, "NOSTATE")
+    snapshot = cloud.openstack("image", "show", f"{server['name']}-shelved", "-f", "json")
+    assert snapshot["status"] == "active"
+    assert snapshot["properties"]["instance_uuid"] == server["id"]
+
+    # 2.77: into a zone (the only one here); a shelved-only server would refuse it.
+    cloud.openstack(
+        "--os-compute-api-version", "2.77", "server", "unshelve", "--availability-zone",
+        "nova", "--wait", server["id"],
+    )  # fmt: skip
+    active = wait_status(cloud, server["id"], "ACTIVE")
+    assert active["OS-EXT-SRV-ATTR:host"] in HOSTS
+    images = cloud.openstack("image", "list", "--name", f"{server['name']}-shelved", "-f", "json")
+    assert images == []  # the snapshot goes once the server is back
+    assert actions(cloud, server["id"])[:2] == ["unshelve", "shelve"]
+    cloud.openstack("server", "delete", "--wait", server["id"])
+
+
+def test_rescue_boots_another_image_and_unrescue_comes_back(cloud, image):
+    server = boot(cloud, image)
+    cloud.openstack("server", "rescue", "--image", image, "--password", "s3cret", server["id"])
+    rescued = wait_status(cloud, server["id"], "RESCUE")
+    assert rescued["OS-EXT-STS:vm_state"] == "rescued"
+    console = cloud.openstack("console", "log", "show", server["id"])
+    assert f"rescue: booted image {image}" in console
+    refused = cloud.openstack("server", "stop", server["id"], check=False)
+    assert refused.returncode != 0 and "409" in refused.stderr
+    cloud.openstack("server", "unrescue", server["id"])
+    wait_status(cloud, server["id"], "ACTIVE")
+    cloud.openstack("server", "delete", "--wait", server["id"])
+
+
+def test_cold_migrate_moves_the_server_and_confirm_keeps_it_there(cloud, image):
+    server = boot(cloud, image)
+    source = server["OS-EXT-SRV-ATTR:host"]
+    cloud.openstack("server", "migrate", "--wait", server["id"])
+    moved = wait_status(cloud, server["id"], "VERIFY_RESIZE")
+    assert moved["OS-EXT-SRV-ATTR:host"] not in (source, None)
+    [migration] = cloud.openstack(
+        "server", "migration", "list", "--server", server["id"], "-f", "json"
+    )
+    assert migration["Status"] == "finished" and migration["Type"] == "migration"
+    assert migration["Source Compute"] == source
+    assert migration["Dest Compute"] == moved["OS-EXT-SRV-ATTR:host"]
+    cloud.openstack("server", "migrate", "confirm", server["id"])
+    confirmed = wait_status(cloud, server["id"], "ACTIVE")
+    assert confirmed["OS-EXT-SRV-ATTR:host"] == moved["OS-EXT-SRV-ATTR:host"]
+    [migration] = cloud.openstack(
+        "server", "migration", "list", "--server", server["id"], "-f", "json"
+    )
+    assert migration["Status"] == "confirmed"
+    # The source gave its claim back: three hosts, one server, one running VM in all.
+    hypervisors = cloud.openstack("hypervisor", "list", "--long", "-f", "json")
+    assert sum(h.get("vCPUs Used", 0) for h in hypervisors) == 1
+    cloud.openstack("server", "delete", "--wait", server["id"])
+
+
+def test_resize_to_another_host_and_revert_goes_back(cloud, image):
+    server = boot(cloud, image, "--availability-zone", f"nova:{MAIN}-fake1")
+    cloud.openstack(
+        "--os-compute-api-version", "2.56", "server", "migrate", "--host", f"{MAIN}-fake2",
+        "--wait", server["id"],
+    )  # fmt: skip
+    moved = wait_status(cloud, server["id"], "VERIFY_RESIZE")
+    assert moved["OS-EXT-SRV-ATTR:host"] == f"{MAIN}-fake2"
+    cloud.openstack("server", "resize", "revert", server["id"])
+    back = wait_status(cloud, server["id"], "ACTIVE")
+    assert back["OS-EXT-SRV-ATTR:host"] == f"{MAIN}-fake1"
+    [migration] = cloud.openstack(
+        "server", "migration", "list", "--server", server["id"], "-f", "json"
+    )
+    assert migration["Status"] == "reverted"
+    cloud.openstack("server", "delete", "--wait", server["id"])
+
+
+def test_live_migration_moves_a_running_server(cloud, image):
+    server = boot(cloud, image, "--availability-zone", f"nova:{MAIN}-fake1")
+    cloud.openstack(
+        "server", "migrate", "--live-migration", "--host", f"{MAIN}-fake2", "--block-migration",
+        "--wait", server["id"],
+    )  # fmt: skip
+    moved = wait_status(cloud, server["id"], "ACTIVE")
+    assert moved["OS-EXT-SRV-ATTR:host"] == f"{MAIN}-fake2"
+    assert moved["OS-EXT-STS:power_state"] in (1, "Running")
+    [migration] = cloud.openstack(
+        "server", "migration", "list", "--server", server["id"], "--type", "live-migration",
+        "-f", "json",
+    )  # fmt: skip
+    assert migration["Status"] == "completed"
+    # Nothing in progress any more: the server's own migrations list is empty.
+    assert (
+        cloud.openstack(
+            "--os-compute-api-version",
+            "2.23",
+            "server",
+            "migration",
+            "list",
+            "--server",
+            server["id"],
+            "--status",
+            "running",
+            "-f",
+            "json",
+        )  # fmt: skip
+        == []
+    )
+    same = cloud.openstack(
+        "server", "migrate", "--live-migration", "--host", f"{MAIN}-fake2", server["id"],
+        check=False,
+    )  # fmt: skip
+    assert same.returncode != 0 and "400" in same.stderr
+    cloud.openstack("server", "delete", "--wait", server["id"])
+
+
+def test_evacuate_rebuilds_a_server_of_a_dead_host_elsewhere(cloud, image):
+    dead = f"{MAIN}-fake1"
+    server = boot(cloud, image, "--availability-zone", f"nova:{dead}")
+    refused = cloud.openstack("server", "evacuate", server["id"], check=False)
+    assert refused.returncode != 0 and "still in use" in refused.stderr
+    cloud.openstack(
+        "--os-compute-api-version", "2.53", "compute", "service", "set", "--down", dead,
+        "cumulo-compute",
+    )  # fmt: skip
+    try:
+        # (not --wait: OSC 10.5 compares the lowered status with 'ACTIVE' and never ends)
+        cloud.openstack("server", "evacuate", server["id"])
+        evacuated = wait_status(cloud, server["id"], "ACTIVE")
+        assert evacuated["OS-EXT-SRV-ATTR:host"] not in (dead, None)
+        [migration] = cloud.openstack(
+            "server", "migration", "list", "--server", server["id"], "-f", "json"
+        )
+        assert migration["Type"] == "evacuation" and migration["Status"] == "done"
+    finally:
+        cloud.openstack(
+            "--os-compute-api-version", "2.53", "compute", "service", "set", "--up", dead,
+            "cumulo-compute",
+        )  # fmt: skip
+    cloud.openstack("server", "delete", "--wait", server["id"])
+
+
+def test_moves_are_for_admins_and_migrations_follow_microversions(cloud, image):
+    server = boot(cloud, image)
+    for args in (("migrate",), ("migrate", "--live-migration"), ("evacuate",)):
+        refused = cloud.openstack("server", *args, server["id"], cloud="cumulo-demo", check=False)
+        assert refused.returncode != 0
+    base = f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1"
+    with cloud.http(cloud.token()) as client:
+        cloud.openstack("server", "migrate", "--wait", server["id"])
+        wait_status(cloud, server["id"], "VERIFY_RESIZE")
+        old = client.get(f"{base}/os-migrations").json()["migrations"]
+        assert old and "migration_type" not in old[0] and "uuid" not in old[0]
+        new = client.get(
+            f"{base}/os-migrations",
+            params={"instance_uuid": server["id"]},
+            headers={"OpenStack-API-Version": "compute 2.59"},
+        ).json()["migrations"]
+        assert [m["migration_type"] for m in new] == ["migration"]
+        assert "uuid" in new[0] and "links" not in new[0]
+        assert isinstance(new[0]["old_instance_type_id"], int)
+        # No live migration in progress: show is 404, force_complete 400 or 409.
+        mid = new[0]["id"]
+        headers = {"OpenStack-API-Version": "compute 2.24"}
+        shown = client.get(f"{base}/servers/{server['id']}/migrations/{mid}", headers=headers)
+        assert shown.status_code == 404
+        abort = client.delete(f"{base}/servers/{server['id']}/migrations/{mid}", headers=headers)
+        assert abort.status_code in (400, 409)
+        assert client.get(f"{base}/servers/{server['id']}/migrations").status_code == 404
+        paged = client.get(
+            f"{base}/os-migrations",
+            params={"limit": 1},
+            headers={"OpenStack-API-Version": "compute 2.59"},
+        ).json()
+        assert len(paged["migrations"]) == 1
+    cloud.openstack("server", "resize", "confirm", server["id"])
+    wait_status(cloud, server["id"], "ACTIVE")
+    cloud.openstack("server", "delete", "--wait", server["id"])

@@ -1,0 +1,299 @@
+"""Object Storage (Swift v1) as a new user meets it: the `openstack` CLI, the `swift`
+CLI, openstacksdk and plain HTTP against a cloud with storage policies."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cloudrunner import CloudRunner
+from tests.functional.object_store_helpers import (
+    account_client,
+    policy_cloud_fixture,
+    replica_files,
+    storage_url,
+    swift,
+    unique,
+)
+
+cloud = policy_cloud_fixture("object-store")
+
+
+@pytest.fixture(scope="module")
+def token(cloud: CloudRunner) -> str:
+    return cloud.token("admin")
+
+
+@pytest.fixture(scope="module")
+def http(cloud: CloudRunner, token: str):
+    with account_client(cloud, token) as client:
+        yield client
+
+
+def test_openstack_cli_containers_and_objects_round_trip(cloud: CloudRunner, tmp_path: Path):
+    name = unique("docs")
+    data = os.urandom(300_000)
+    (tmp_path / "report.bin").write_bytes(data)
+    created = cloud.openstack("container", "create", name, "-f", "json")
+    assert created[0]["container"] == name
+    assert name in [c["Name"] for c in cloud.openstack("container", "list", "-f", "json")]
+    env = {"PWD": str(tmp_path)}
+    os.chdir(tmp_path)
+    obj = cloud.openstack("object", "create", name, "report.bin", "-f", "json", env=env)
+    assert obj[0]["etag"] == hashlib.md5(data).hexdigest()
+    assert [o["Name"] for o in cloud.openstack("object", "list", name, "-f", "json")] == [
+        "report.bin"
+    ]
+    shown = cloud.openstack("object", "show", name, "report.bin", "-f", "json")
+    assert shown["content-length"] == str(len(data))
+    assert shown["content-type"] == "application/octet-stream"
+    cloud.openstack("object", "save", name, "report.bin", "--file", str(tmp_path / "back.bin"))
+    assert (tmp_path / "back.bin").read_bytes() == data
+    container = cloud.openstack("container", "show", name, "-f", "json")
+    assert container["object_count"] == "1" and container["bytes_used"] == str(len(data))
+    assert container["storage_policy"] == "gold"
+    account = cloud.openstack("object", "store", "account", "show", "-f", "json")
+    assert int(account["Objects"]) >= 1 and int(account["Bytes"]) >= len(data)
+    # A container with objects is not deleted (409); emptied, it goes.
+    refused = cloud.openstack("container", "delete", name, check=False)
+    assert refused.returncode != 0
+    cloud.openstack("object", "delete", name, "report.bin")
+    cloud.openstack("container", "delete", name)
+    assert name not in [c["Name"] for c in cloud.openstack("container", "list", "-f", "json")]
+
+
+def test_swift_cli_upload_download_stat(cloud: CloudRunner, tmp_path: Path):
+    name = unique("swiftcli")
+    data = os.urandom(2_000_000)
+    (tmp_path / "blob").write_bytes(data)
+    swift(cloud, "upload", name, "blob", cwd=tmp_path)
+    assert swift(cloud, "list", name).split() == ["blob"]
+    stat = swift(cloud, "stat", name, "blob")
+    assert hashlib.md5(data).hexdigest() in stat and "2000000" in stat
+    swift(cloud, "download", name, "blob", "-o", str(tmp_path / "copy"))
+    assert (tmp_path / "copy").read_bytes() == data
+    swift(cloud, "post", name, "-m", "color:blue")
+    assert "Meta Color: blue" in swift(cloud, "stat", name)
+
+
+def test_openstacksdk_objects(cloud: CloudRunner):
+    conn = cloud.sdk()
+    name = unique("sdk")
+    conn.object_store.create_container(name=name)
+    conn.object_store.upload_object(container=name, name="a/b.txt", data=b"hello sdk")
+    assert conn.object_store.download_object("a/b.txt", container=name) == b"hello sdk"
+    names = [o.name for o in conn.object_store.objects(name)]
+    assert names == ["a/b.txt"]
+    conn.object_store.delete_object("a/b.txt", container=name)
+    conn.object_store.delete_container(name)
+
+
+def test_a_policy_keeps_as_many_copies_on_disk_as_its_replicas(cloud, http):
+    for policy, index, copies in (("bronze", 1, 2), ("gold", 0, 3)):
+        name = unique(policy)
+        assert http.put(f"/{name}", headers={"X-Storage-Policy": policy}).status_code == 201
+        assert http.head(f"/{name}").headers["X-Storage-Policy"] == policy
+        before = set(replica_files(cloud, index))
+        assert http.put(f"/{name}/thing", content=b"x" * 1000).status_code == 201
+        new = set(replica_files(cloud, index)) - before
+        assert len(new) == copies
+        assert len({p.parts[-6] for p in new}) == copies  # on different devices
+
+
+def test_storage_policy_is_fixed_at_creation(http):
+    name = unique("fixed")
+    assert http.put(f"/{name}", headers={"X-Storage-Policy": "bronze"}).status_code == 201
+    again = http.put(f"/{name}", headers={"X-Storage-Policy": "gold"})
+    assert again.status_code == 409
+    assert http.put(f"/{name}").status_code == 202
+    assert http.head(f"/{name}").headers["X-Storage-Policy"] == "bronze"
+    unknown = http.put(f"/{unique('x')}", headers={"X-Storage-Policy": "platinum"})
+    assert unknown.status_code == 400 and "platinum" in unknown.text
+    deprecated = http.put(f"/{unique('x')}", headers={"X-Storage-Policy": "old"})
+    assert deprecated.status_code == 400
+
+
+def test_info_lists_policies_and_limits(cloud: CloudRunner):
+    info = httpx.get(f"http://127.0.0.1:{cloud.config.ports.object_store}/info").json()
+    assert info["swift"]["policies"] == [
+        {"name": "gold", "aliases": "gold", "default": True},
+        {"name": "bronze", "aliases": "bronze"},
+    ]
+    assert info["swift"]["max_object_name_length"] == 1024
+
+
+def test_listings_in_text_json_and_xml_with_prefix_delimiter_markers(http):
+    name = unique("list")
+    http.put(f"/{name}")
+    for obj in ("a/1", "a/2", "b/1", "c", "d"):
+        assert http.put(f"/{name}/{obj}", content=obj.encode()).status_code == 201
+    assert http.get(f"/{name}").text == "a/1\na/2\nb/1\nc\nd\n"
+    listing = http.get(f"/{name}", params={"format": "json", "delimiter": "/"}).json()
+    assert [e.get("subdir") or e["name"] for e in listing] == ["a/", "b/", "c", "d"]
+    item = http.get(f"/{name}", params={"format": "json", "prefix": "c"}).json()[0]
+    assert set(item) == {"hash", "last_modified", "bytes", "name", "content_type"}
+    assert item["hash"] == hashlib.md5(b"c").hexdigest() and item["bytes"] == 1
+    page = http.get(f"/{name}", params={"marker": "a/2", "limit": 2}).text
+    assert page == "b/1\nc\n"
+    assert http.get(f"/{name}", params={"end_marker": "b"}).text == "a/1\na/2\n"
+    assert http.get(f"/{name}", params={"reverse": "true", "limit": 2}).text == "d\nc\n"
+    assert http.get(f"/{name}", params={"path": "a"}).text == "a/1\na/2\n"
+    xml = http.get(f"/{name}", params={"format": "xml", "prefix": "a/"}).text
+    assert f'<container name="{name}">' in xml and "<name>a/1</name>" in xml
+    empty = http.get(f"/{name}", params={"prefix": "zzz"})
+    assert empty.status_code == 204
+    assert http.get(f"/{name}", params={"prefix": "zzz", "format": "json"}).json() == []
+    assert http.get(f"/{name}", params={"limit": 10001}).status_code == 412
+    containers = http.get("", params={"format": "json", "prefix": name}).json()
+    assert containers[0]["name"] == name and containers[0]["count"] == 5
+
+
+def test_object_metadata_post_replaces_and_remove_headers(http):
+    name = unique("meta")
+    http.put(f"/{name}", headers={"X-Container-Meta-Owner": "ops"})
+    assert http.head(f"/{name}").headers["X-Container-Meta-Owner"] == "ops"
+    http.post(f"/{name}", headers={"X-Remove-Container-Meta-Owner": "x"})
+    assert "X-Container-Meta-Owner" not in http.head(f"/{name}").headers
+    http.put(f"/{name}/o", content=b"data", headers={"X-Object-Meta-One": "1"})
+    assert http.post(f"/{name}/o", headers={"X-Object-Meta-Two": "2"}).status_code == 202
+    head = http.head(f"/{name}/o").headers
+    assert head["X-Object-Meta-Two"] == "2" and "X-Object-Meta-One" not in head
+    assert http.get(f"/{name}/o").content == b"data"
+    http.post("", headers={"X-Account-Meta-Team": "blue"})
+    assert http.head("").headers["X-Account-Meta-Team"] == "blue"
+
+
+def test_ranges_conditionals_and_copies(http):
+    name = unique("ranges")
+    http.put(f"/{name}")
+    body = bytes(range(256)) * 4
+    etag = http.put(f"/{name}/o", content=body).headers["ETag"]
+    r = http.get(f"/{name}/o", headers={"Range": "bytes=10-19"})
+    assert r.status_code == 206 and r.content == body[10:20]
+    assert r.headers["Content-Range"] == "bytes 10-19/1024"
+    assert http.get(f"/{name}/o", headers={"Range": "bytes=-4"}).content == body[-4:]
+    multi = http.get(f"/{name}/o", headers={"Range": "bytes=0-1,5-6"})
+    assert multi.status_code == 206
+    assert multi.headers["Content-Type"].startswith("multipart/byteranges")
+    assert body[0:2] in multi.content and body[5:7] in multi.content
+    bad = http.get(f"/{name}/o", headers={"Range": "bytes=5000-"})
+    assert bad.status_code == 416 and bad.headers["Content-Range"] == "bytes */1024"
+    assert http.get(f"/{name}/o", headers={"If-None-Match": etag}).status_code == 304
+    assert http.get(f"/{name}/o", headers={"If-Match": '"nope"'}).status_code == 412
+    last = http.head(f"/{name}/o").headers["Last-Modified"]
+    assert http.get(f"/{name}/o", headers={"If-Modified-Since": last}).status_code == 304
+    put_again = http.put(f"/{name}/o", content=b"x", headers={"If-None-Match": "*"})
+    assert put_again.status_code == 412
+    copied = http.request("COPY", f"/{name}/o", headers={"Destination": f"{name}/o2"})
+    assert copied.status_code == 201 and copied.headers["X-Copied-From"] == f"{name}/o"
+    assert http.get(f"/{name}/o2").content == body
+    from_put = http.put(f"/{name}/o3", headers={"X-Copy-From": f"/{name}/o"})
+    assert from_put.status_code == 201
+    assert http.get(f"/{name}/o3").content == body
+
+
+def test_chunked_upload_content_type_detection_and_etag_check(http):
+    name = unique("chunks")
+    http.put(f"/{name}")
+
+    def chunks():
+        yield b"part one, "
+        yield b"part two"
+
+    r = http.put(f"/{name}/page.html", content=chunks())
+    assert r.status_code == 201
+    got = http.get(f"/{name}/page.html")
+    assert got.content == b"part one, part two"
+    assert got.headers["Content-Type"].startswith("text/html")
+    wrong = http.put(f"/{name}/bad", content=b"abc", headers={"ETag": "0" * 32})
+    assert wrong.status_code == 422
+    assert http.head(f"/{name}/bad").status_code == 404
+
+
+def test_delete_after_expires_the_object(http):
+    name = unique("expiring")
+    http.put(f"/{name}")
+    http.put(f"/{name}/soon", content=b"x", headers={"X-Delete-After": "3"})
+    assert "X-Delete-At" in http.head(f"/{name}/soon").headers
+    import time
+
+    time.sleep(4.1)
+    assert http.get(f"/{name}/soon").status_code == 404
+    assert http.put(f"/{name}/past", content=b"x", headers={"X-Delete-At": "1"}).status_code == 400
+
+
+def test_limits_are_refused_with_the_api_ref_status(http):
+    name = unique("limits")
+    http.put(f"/{name}")
+    long_name = http.put(f"/{name}/{'n' * 1025}", content=b"x")
+    assert long_name.status_code == 400
+    assert long_name.text == "Object name length of 1025 longer than 1024"
+    big_meta = http.put(f"/{name}/o", content=b"x", headers={"X-Object-Meta-K": "v" * 257})
+    assert big_meta.status_code == 400 and "Metadata value longer than 256" in big_meta.text
+    many = {f"X-Object-Meta-K{i}": "v" for i in range(91)}
+    assert http.put(f"/{name}/o", content=b"x", headers=many).status_code == 400
+    too_big = _raw_put(http, f"/{name}/o", {"Content-Length": "5368709123"})
+    assert too_big.startswith(b"HTTP/1.1 413")
+    assert http.put(f"/{name}/o", content=b"x").status_code == 201
+    assert http.put(f"/{'c' * 257}").status_code == 400
+    assert http.get(f"/{unique('missing')}").status_code == 404
+    assert http.delete(f"/{name}/nothing").status_code == 404
+
+
+def _raw_put(http: httpx.Client, path: str, headers: dict[str, str]) -> bytes:
+    """A PUT whose headers announce a body it never sends (the answer comes first)."""
+    url = httpx.URL(str(http.base_url).rstrip("/") + path)
+    lines = [f"PUT {url.raw_path.decode()} HTTP/1.1", f"Host: {url.host}"]
+    lines += [
+        f"{k}: {v}" for k, v in {**headers, "X-Auth-Token": http.headers["X-Auth-Token"]}.items()
+    ]
+    with socket.create_connection((url.host, url.port), timeout=30) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return sock.recv(4096)
+
+
+def test_tokens_and_other_projects(cloud: CloudRunner, http, token):
+    name = unique("private")
+    http.put(f"/{name}")
+    http.put(f"/{name}/o", content=b"secret")
+    url = str(http.base_url).rstrip("/")
+    assert httpx.get(f"{url}/{name}/o").status_code == 401
+    assert httpx.get(f"{url}/{name}/o", headers={"X-Auth-Token": "bogus"}).status_code == 401
+    demo = cloud.token("demo", project="demo")
+    assert httpx.get(f"{url}/{name}/o", headers={"X-Auth-Token": demo}).status_code == 403
+    # The demo user owns its own account.
+    demo_url = storage_url(cloud, demo)
+    assert httpx.put(f"{demo_url}/mine", headers={"X-Auth-Token": demo}).status_code in (201, 202)
+
+
+def test_container_acls_public_read_and_project_user_grants(cloud: CloudRunner, http):
+    name = unique("public")
+    http.put(f"/{name}")
+    http.put(f"/{name}/index.txt", content=b"for everyone")
+    url = str(http.base_url).rstrip("/")
+    assert httpx.get(f"{url}/{name}/index.txt").status_code == 401
+    swift(cloud, "post", name, "-r", ".r:*")
+    assert httpx.get(f"{url}/{name}/index.txt").content == b"for everyone"
+    assert httpx.get(f"{url}/{name}").status_code == 401  # listing needs .rlistings
+    swift(cloud, "post", name, "-r", ".r:*,.rlistings")
+    assert httpx.get(f"{url}/{name}").text == "index.txt\n"
+    assert httpx.put(f"{url}/{name}/x", content=b"no").status_code == 401
+    demo = cloud.token("demo", project="demo")
+    headers = {"X-Auth-Token": demo}
+    assert httpx.put(f"{url}/{name}/x", content=b"no", headers=headers).status_code == 403
+    swift(cloud, "post", name, "-w", "demo:demo")
+    assert httpx.put(f"{url}/{name}/x", content=b"yes", headers=headers).status_code == 201
+    head = httpx.head(f"{url}/{name}", headers=headers)
+    assert "X-Container-Read" not in head.headers
+
+
+def test_json_account_listing_shape(http):
+    body = http.get("", params={"format": "json", "limit": 1}).json()
+    assert set(body[0]) == {"name", "count", "bytes", "last_modified"}
+    assert json.loads(http.get("", params={"format": "json", "marker": "~"}).text) == []
