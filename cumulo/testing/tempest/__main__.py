@@ -30,7 +30,7 @@ from cumulo.testing.tempest.cloud import PORT_NAMES, Cloud, CloudSpec
 from cumulo.testing.tempest.files import FileServer
 
 REPO = Path(__file__).resolve().parents[3]
-SERVICES_REGEX = r"^tempest\.api\.(identity|compute|image|network|volume)\."
+SERVICES_REGEX = r"^tempest\.api\.(identity|compute|image|network|volume|object_storage)\."
 COMPUTE_REGEX = r"^tempest\.api\.compute\."
 TEMPEST_REQUIREMENT = "tempest==47.0.0"
 # Classes that set `force_tenant_isolation = True`: Tempest 47 runs them with dynamic
