@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import tomli_w
 import yaml
 
@@ -117,12 +118,19 @@ class Cloud:
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
-        while b"cumulo is up" not in self.log.read_bytes():
+        # `cumulo up` says it is up just before its servers bind: wait for Identity too.
+        while b"cumulo is up" not in self.log.read_bytes() or not self._answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise SystemExit(f"the cloud did not start; see {self.log}")
             time.sleep(0.5)
         return self
+
+    def _answers(self) -> bool:
+        try:
+            return httpx.get(self.url("identity") + "/v3", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def delete_servers(self, timeout: float = 120) -> None:
         """Real guests outlive their cloud: delete what the tests left before stopping."""
