@@ -94,6 +94,9 @@ class ImageStoreConfig(_Section):
     description: str = ""
     # Its directory; default <state>/images/<id> (the single default store: <state>/images).
     directory: str = ""
+    # Preference (Glance's store weight): an image's stores are listed, and its data
+    # read, highest weight first.
+    weight: int = 0
 
 
 class WebDownloadConfig(_Section):
@@ -123,6 +126,14 @@ class ImageConfig(_Section):
     # Several stores (multi-store): the first is the default. Empty: one store, `file`.
     stores: list[ImageStoreConfig] = Field(default_factory=list)
     web_download: WebDownloadConfig = WebDownloadConfig()
+    # Properties a glance-download import copies from the remote image (glob patterns).
+    glance_download_properties: list[str] = Field(
+        default_factory=lambda: ["hw_*", "trait:*", "os_distro", "os_secure_boot", "os_type"]
+    )
+    # A cache of image data on this API node (Glance's cache management API), filled by
+    # queueing images; off by default (with filesystem stores it only duplicates data).
+    cache_enabled: bool = False
+    cache_max_size: int = Field(10 << 30, ge=0, description="bytes kept in the cache")
 
 
 class NetworkConfig(_Section):

@@ -86,6 +86,15 @@ class IdentityClient:
             # 401: our own service token was refused (revoked, keys rotated); renew once.
         raise ServiceUnavailable(f"Identity could not validate a token ({r.status_code}).")
 
+    async def catalog(self, token: str) -> list[dict[str, Any]]:
+        """The service catalog a user's token sees (`GET /v3/auth/catalog`)."""
+        r = await self._request("GET", "/v3/auth/catalog", headers={"X-Auth-Token": token})
+        if r.status_code == 401:
+            raise Unauthorized("The request you have made requires authentication.")
+        if r.status_code != 200:
+            raise ServiceUnavailable(f"Identity could not list the catalog ({r.status_code}).")
+        return r.json()["catalog"]
+
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             return await self._http.request(method, path, **kwargs)

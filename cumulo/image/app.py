@@ -14,7 +14,17 @@ from cumulo.common.db import Database
 from cumulo.common.faults import render_image
 from cumulo.common.identity_client import IdentityClient
 from cumulo.common.notifications import Notifier
-from cumulo.image.api import data, images, info, members, metadefs, schemas, tasks
+from cumulo.image.api import (
+    cache,
+    data,
+    images,
+    info,
+    members,
+    metadef_items,
+    metadefs,
+    schemas,
+    tasks,
+)
 from cumulo.image.core import ImageService
 from cumulo.image.notifications import ImageNotifications
 
@@ -57,6 +67,8 @@ def create_image_app(service: ImageService) -> Starlette:
         *members.routes,
         *tasks.routes,
         *metadefs.routes,
+        *metadef_items.routes,
+        *cache.routes,
         *schemas.routes,
     ]
     app = create_app("image", routes, render_image)

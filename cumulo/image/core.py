@@ -27,6 +27,7 @@ from cumulo.common.faults import ApiError, BadRequest, Conflict, NotFound, Paylo
 from cumulo.common.notifications import Notifier
 from cumulo.common.policy import Policy
 from cumulo.image import inspect
+from cumulo.image.cache import ImageCache
 from cumulo.image.models import Image, ImageMember
 from cumulo.image.policies import IMAGE_RULES
 from cumulo.image.store import FilesystemStore, Store, TooLarge, Written, write_staged
@@ -37,7 +38,7 @@ DISK_FORMATS = ("ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi
 CONTAINER_FORMATS = ("ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed")
 VISIBILITIES = ("public", "private", "shared", "community")
 HASH_ALGO = "sha512"
-IMPORT_METHODS = ("glance-direct", "web-download", "copy-image")
+IMPORT_METHODS = ("glance-direct", "web-download", "copy-image", "glance-download")
 
 
 def build_stores(config: CumuloConfig, state_dir: Path) -> dict[str, Store]:
@@ -89,12 +90,23 @@ class ImageService:
         )
         # The default store: uploads go there, and imports that name none.
         self.store: Store = next(iter(self.stores.values()))
+        self.weights = {c.id: c.weight for c in config.image.stores}
         self.staging = state_dir / "images-staging"
         self.staging.mkdir(parents=True, exist_ok=True)
         self.policy = Policy(IMAGE_RULES, state_dir / config.policy_file)
         self._imports: set[asyncio.Task] = set()
+        cfg = config.image
+        self.cache = (
+            ImageCache(state_dir / "image-cache", cfg.cache_max_size) if cfg.cache_enabled else None
+        )
         # Glance's notifications (cumulo.image.notifications), when given a notifier.
         self.notifier: Notifier | None = None
+
+    def store_list(self, ids) -> str:
+        """Store ids as an image's `stores`: highest weight first, then as configured."""
+        order = list(self.stores)
+        ranked = sorted(set(ids), key=lambda i: (-self.weights.get(i, 0), order.index(i)))
+        return ",".join(ranked)
 
     async def close(self) -> None:
         for task in list(self._imports):
@@ -234,7 +246,7 @@ class ImageService:
             checksum=written.checksum,
             os_hash_algo=HASH_ALGO,
             os_hash_value=written.os_hash_value,
-            store=",".join(t.id for t in targets),
+            store=self.store_list(t.id for t in targets),
             location=location,
         )
         if not activated:
@@ -275,6 +287,8 @@ class ImageService:
             await asyncio.to_thread(self.staged_path(image_id).unlink)
 
     async def delete_data(self, image: Image) -> None:
+        if self.cache:
+            await self.cache.delete(image.id)
         if image.location:
             for store in stores_of(image):
                 if store in self.stores:

@@ -6,7 +6,10 @@ background and ends `success` or `failure`:
 - glance-direct: the staged data (uploading -> importing -> active);
 - web-download: the data fetched from a URL the `[image.web_download]` filters allow
   (queued -> importing -> active; back to queued on failure);
-- copy-image: an active image's data copied to more stores (it stays active).
+- copy-image: an active image's data copied to more stores (it stays active);
+- glance-download: another Image service's image (found in the caller's catalog by region
+  and interface, read with the caller's token): its data, formats and the properties
+  `[image] glance_download_properties` match (queued -> importing -> active).
 
 As in Glance, `os_glance_importing_to_stores` lists the stores still to do and
 `os_glance_failed_import` those that failed; `all_stores_must_succeed` (default true)
@@ -17,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import fnmatch
 import ipaddress
 import json
 import logging
+import re
 import socket
 import uuid
 from typing import Any
@@ -132,6 +137,68 @@ async def fetch_to_staging(service: ImageService, image: Image, url: str) -> Non
             await service.receive(image, resp.aiter_bytes())
 
 
+# -- glance-download -----------------------------------------------------------------------
+
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+
+def check_remote(method: dict[str, Any]) -> str:
+    """`region/interface/image id` of a glance-download request (400 when malformed)."""
+    image_id = method.get("glance_image_id")
+    if not isinstance(image_id, str) or not UUID_RE.match(image_id):
+        raise BadRequest("Remote image id does not look like a UUID")
+    region = method.get("glance_region")
+    if not isinstance(region, str) or not region:
+        raise BadRequest("Import request requires a 'glance_region' field.")
+    interface = method.get("glance_service_interface", "public")
+    if not isinstance(interface, str):
+        raise BadRequest("'glance_service_interface' must be a string.")
+    return f"{region}/{interface}/{image_id}"
+
+
+def _copied(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+async def fetch_remote_image(service: ImageService, image: Image, token: str, remote: str):
+    """Stage the remote image's data; take its formats and chosen properties. The image
+    row as updated."""
+    region, interface, remote_id = remote.split("/")
+    catalog = await service.validator.client.catalog(token)
+    urls = [
+        ep["url"]
+        for entry in catalog
+        if entry["type"] == "image"
+        for ep in entry["endpoints"]
+        if ep.get("region_id", ep.get("region")) == region and ep["interface"] == interface
+    ]
+    if not urls:
+        raise RuntimeError(f"No image service in region {region!r} ({interface})")
+    base = urls[0].rstrip("/")
+    headers = {"X-Auth-Token": token}
+    timeout = httpx.Timeout(service.config.image.web_download.timeout)
+    async with httpx.AsyncClient(timeout=timeout, headers=headers) as client:
+        shown = await client.get(f"{base}/v2/images/{remote_id}")
+        if shown.status_code != 200:
+            raise RuntimeError(f"Remote image {remote_id}: {shown.status_code}")
+        source = shown.json()
+        async with client.stream("GET", f"{base}/v2/images/{remote_id}/file") as resp:
+            if resp.status_code != 200:
+                raise RuntimeError(f"Remote image {remote_id} data: {resp.status_code}")
+            await service.receive(image, resp.aiter_bytes())
+    patterns = service.config.image.glance_download_properties
+    async with service.db.write() as session:
+        row = await session.get(Image, image.id)
+        if row is None:
+            raise RuntimeError(f"Image {image.id} was deleted during the import")
+        row.disk_format = source.get("disk_format")
+        row.container_format = source.get("container_format")
+        for name, value in source.items():
+            if _copied(name, patterns) and isinstance(value, str):
+                await session.merge(ImageProperty(image_id=image.id, name=name, value=value))
+    return row
+
+
 # -- the import request ------------------------------------------------------------------
 
 
@@ -166,6 +233,11 @@ async def start(
         if image.status != "uploading":
             raise Conflict("Image needs to be staged before 'glance-direct' method can be used")
         await service.begin(image, "uploading", "importing")
+    elif name == "glance-download":
+        url = check_remote(method)
+        if image.status != "queued":
+            raise Conflict(f"Image with status {image.status} cannot be target for import")
+        await service.begin(image, "queued", "importing")
     elif name == "web-download":
         url = check_url(service, method.get("uri"))
         if image.status != "queued":
@@ -190,8 +262,21 @@ async def start(
         image.id,
     )
     must_succeed = body.get("all_stores_must_succeed", True)
-    run = _run(service, image, name, stores, url, must_succeed)
+    run = _run(service, image, name, stores, url, must_succeed, ctx.auth_token)
     service.track(asyncio.create_task(_as_task(service, task.id, image.id, run)))
+
+
+async def start_legacy_import(
+    service: ImageService, ctx: RequestContext, image: Image, input_: dict[str, Any]
+) -> ImageTask:
+    """Glance's `import` task (POST /v2/tasks): the new image filled from `import_from`
+    as web-download does; `result.image_id` names it."""
+    url = check_url(service, input_.get("import_from"))
+    await service.begin(image, "queued", "importing")
+    task = await create_task(service, ctx, "import", input_, image.id)
+    run = _run(service, image, "web-download", [service.store.id], url, True)
+    service.track(asyncio.create_task(_as_task(service, task.id, image.id, run)))
+    return task
 
 
 async def _as_task(service: ImageService, task_id: str, image_id: str, work) -> None:
@@ -214,6 +299,7 @@ async def _run(
     stores: list[str],
     url: str | None,
     must_succeed: bool,
+    token: str = "",
 ) -> list[str]:
     """Do the import; returns the stores that failed (when some may)."""
     if method == "copy-image":
@@ -222,6 +308,9 @@ async def _run(
         if method == "web-download":
             assert url is not None
             await fetch_to_staging(service, image, url)
+        elif method == "glance-download":
+            assert url is not None
+            image = await fetch_remote_image(service, image, token, url)
         written = await hash_file(service.staged_path(image.id))
         if written.size > await service.bytes_left(image.owner):
             raise PayloadTooLarge("Image exceeds the storage quota.")
@@ -259,7 +348,7 @@ async def _copy(
             for store in done:
                 await service.stores[store].delete(image.location)
             return failed
-        row.store = ",".join(stores_of(row) + done)
+        row.store = service.store_list(stores_of(row) + done)
         row.updated_at = utcnow()
     await _set_import_props(service, image.id, **{IMPORTING: "", FAILED: ",".join(failed)})
     if failed and must_succeed:
@@ -277,7 +366,7 @@ async def delete_from_store(service: ImageService, image: Image, store: str) -> 
     async with service.db.write() as session:
         row = await session.get(Image, image.id)
         if row is not None:
-            row.store = ",".join(s for s in stores_of(row) if s != store)
+            row.store = service.store_list(s for s in stores_of(row) if s != store)
             row.updated_at = utcnow()
     await service.stores[store].delete(image.location)
 

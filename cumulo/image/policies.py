@@ -50,4 +50,8 @@ IMAGE_RULES: dict[str, str] = {
     "image:add_metadef_item": "rule:cloud_admin",
     "image:modify_metadef_item": "rule:cloud_admin",
     "image:delete_metadef_item": "rule:cloud_admin",
+    # The cache management API.
+    "image:cache_list": "rule:cloud_admin",
+    "image:cache_image": "rule:cloud_admin",
+    "image:cache_delete": "rule:cloud_admin",
 }

@@ -133,6 +133,7 @@ def test_sdk_create_image_with_glance_direct_import(cloud: CloudRunner, tmp_path
         "glance-direct",
         "web-download",
         "copy-image",
+        "glance-download",
     ]
     assert [s.id for s in conn.image.stores()] == ["file"]
     conn.image.delete_image(image)

@@ -45,7 +45,8 @@ def two_stores(tmp_path_factory, files):
     state = tmp_path_factory.mktemp("image-import")
     configure_state_dir(state)
     config = load_config(state)
-    config.image.stores = [ImageStoreConfig(id="fast"), ImageStoreConfig(id="cheap")]
+    # `fast` is the default (first) store; `cheap` is preferred for reading (weight).
+    config.image.stores = [ImageStoreConfig(id="fast"), ImageStoreConfig(id="cheap", weight=10)]
     port = int(files[1].rsplit(":", 1)[1])
     config.image.web_download.allowed_ports = [80, 443, port]
     write_config(state, config)
@@ -136,9 +137,9 @@ def _wait_tasks(glance: httpx.Client, image_id: str) -> list[dict]:
 
 def test_an_admin_keeps_an_image_in_several_stores(two_stores, glance, tmp_path: Path):
     stores = glance.get("/v2/info/stores").json()["stores"]
-    assert [(s["id"], s.get("default", False)) for s in stores] == [
-        ("fast", True),
-        ("cheap", False),
+    assert [(s["id"], s.get("default", False), s["weight"]) for s in stores] == [
+        ("fast", True, 0),
+        ("cheap", False, 10),
     ]
     # Staged data imported to every store at once.
     image_id = _new_image(glance, "raw")
@@ -152,7 +153,7 @@ def test_an_admin_keeps_an_image_in_several_stores(two_stores, glance, tmp_path:
     body = {"method": {"name": "glance-direct"}, "all_stores": True}
     assert glance.post(f"/v2/images/{image_id}/import", json=body).status_code == 202
     image = _wait(glance, image_id, lambda i: i["status"] == "active")
-    assert image["stores"] == "fast,cheap"
+    assert image["stores"] == "cheap,fast"  # highest weight first
     # Removed from one store, still readable from the other; never from the last one.
     assert glance.delete(f"/v2/stores/fast/{image_id}").status_code == 204
     assert glance.get(f"/v2/images/{image_id}").json()["stores"] == "cheap"
@@ -204,3 +205,76 @@ def test_clients_read_the_schemas_of_images_members_and_tasks(glance):
     assert glance.get("/v2/schemas/nothing").status_code == 404
     assert glance.get("/v2/images/").status_code == 404
     assert glance.delete("/v2/images/").status_code == 404
+
+
+def test_an_admin_imports_with_a_legacy_import_task(two_stores, files, glance):
+    task = {
+        "type": "import",
+        "input": {
+            "import_from": f"{files[1]}/disk.qcow2",
+            "import_from_format": "qcow2",
+            "image_properties": {
+                "name": "tasked",
+                "disk_format": "qcow2",
+                "container_format": "bare",
+            },  # fmt: skip
+        },
+    }
+    created = glance.post("/v2/tasks", json=task)
+    assert created.status_code == 201, created.text
+    task_id = created.json()["id"]
+    deadline = time.monotonic() + 60
+    while (shown := glance.get(f"/v2/tasks/{task_id}").json())["status"] == "processing":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert shown["status"] == "success" and shown["type"] == "import"
+    image = glance.get(f"/v2/images/{shown['result']['image_id']}").json()
+    assert image["status"] == "active" and image["name"] == "tasked"
+    assert task_id in [t["id"] for t in glance.get("/v2/tasks").json()["tasks"]]
+    # Unknown types, missing input and refused URLs are 400 before anything is made.
+    assert glance.post("/v2/tasks", json={**task, "type": "export"}).status_code == 400
+    assert glance.post("/v2/tasks", json={"type": "import", "input": {}}).status_code == 400
+    refused = {**task, "input": {**task["input"], "import_from": "file:///etc/passwd"}}
+    assert glance.post("/v2/tasks", json=refused).status_code == 400
+
+
+def test_glance_download_copies_an_image_of_an_image_service_in_the_catalog(glance):
+    # The source: an image with data and properties (some are copied, some not).
+    source = _new_image(glance, "raw")
+    data = b"z" * 8192
+    glance.put(
+        f"/v2/images/{source}/file",
+        content=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    patch = [
+        {"op": "add", "path": "/hw_cpu_cores", "value": "5"},
+        {"op": "add", "path": "/os_distro", "value": "rhel"},
+        {"op": "add", "path": "/speed", "value": "88mph"},
+    ]
+    patched = glance.patch(
+        f"/v2/images/{source}",
+        json=patch,
+        headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
+    )
+    assert patched.status_code == 200
+    body = {"name": "dst", "disk_format": "iso", "container_format": "ovf"}
+    target = glance.post("/v2/images", json=body).json()["id"]
+
+    def download(**method) -> httpx.Response:
+        method = {"name": "glance-download", "glance_region": "RegionOne", **method}
+        return glance.post(f"/v2/images/{target}/import", json={"method": method})
+
+    assert download(glance_image_id="foo").status_code == 400  # not a UUID
+    assert download(glance_image_id=source, glance_service_interface="public").status_code == 202
+    done = _wait(glance, target, lambda i: i["status"] == "active")
+    assert (done["disk_format"], done["container_format"]) == ("raw", "bare")
+    assert done["hw_cpu_cores"] == "5" and done["os_distro"] == "rhel" and "speed" not in done
+    assert glance.get(f"/v2/images/{target}/file").content == data
+    # An unknown region: the task fails and the image is queued again.
+    other = glance.post("/v2/images", json=body).json()["id"]
+    method = {"name": "glance-download", "glance_region": "nowhere", "glance_image_id": source}
+    assert glance.post(f"/v2/images/{other}/import", json={"method": method}).status_code == 202
+    tasks = _wait_tasks(glance, other)
+    assert tasks[-1]["status"] == "failure" and "nowhere" in tasks[-1]["message"]
+    assert glance.get(f"/v2/images/{other}").json()["status"] == "queued"

@@ -97,6 +97,14 @@ def test_an_operator_publishes_a_namespace_users_read(glance, demo_glance):
     )
     assert updated.json()["protected"] is False and updated.json()["visibility"] == "private"
     assert demo_glance.get(base).status_code == 404  # private: the owner's and admins'
+    # Renamed with what it holds.
+    renamed = glance.put(base, json={"namespace": name + "-2"}).json()
+    assert renamed["namespace"] == name + "-2" and [t["name"] for t in renamed["tags"]] == [
+        "a",
+        "b",
+    ]
+    assert glance.get(base).status_code == 404
+    base = f"/v2/metadefs/namespaces/{name}-2"
     assert glance.delete(base).status_code == 204
     assert glance.get(f"{base}/objects").status_code == 404
 

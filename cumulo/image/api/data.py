@@ -22,6 +22,7 @@ from cumulo.image import imports
 from cumulo.image.api.common import authorize, no_content, service_of
 from cumulo.image.core import IMPORT_METHODS
 from cumulo.image.models import Image
+from cumulo.image.store import FilesystemStore
 
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -89,11 +90,13 @@ async def download(request: Request) -> Response:
     elif image.checksum:
         headers["Content-MD5"] = image.checksum
     headers["Content-Length"] = str(end - start + 1)
-    return StreamingResponse(
-        service.store_of(image).read(image.location, start, end + 1),
-        status_code=status,
-        headers=headers,
-    )
+    cached = service.cache.path(image.id) if service.cache else None
+    if cached:  # served from this node's cache
+        service.cache.hit(image.id)
+        chunks = FilesystemStore(cached.parent).read(cached.name, start, end + 1)
+    else:
+        chunks = service.store_of(image).read(image.location, start, end + 1)
+    return StreamingResponse(chunks, status_code=status, headers=headers)
 
 
 async def stage(request: Request) -> Response:

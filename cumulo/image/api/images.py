@@ -115,8 +115,20 @@ def _check_custom_name(name: str) -> None:
 
 async def create_image(request: Request) -> Response:
     """POST /v2/images (api-ref: Create image)."""
+    image, props, tags = await add_image(request, await json_body(request))
+    return json(
+        render_image(image, props, sorted(tags)),
+        status=201,
+        headers={
+            "Location": f"/v2/images/{image.id}",
+            "OpenStack-image-import-methods": ",".join(IMPORT_METHODS),
+        },
+    )
+
+
+async def add_image(request: Request, body: Any) -> tuple[Image, dict[str, Any], list[str]]:
+    """A new queued image from a create body (also a legacy import task's properties)."""
     service = service_of(request)
-    body = await json_body(request)
     if not isinstance(body, dict):
         raise BadRequest("Body expected in request.")
     for key in ("direct_url", "self", "file", "schema", "stores", "locations"):
@@ -166,14 +178,7 @@ async def create_image(request: Request) -> Response:
             session.add_all(ImageTag(image_id=image_id, value=t) for t in tags)
     except IntegrityError:
         raise Conflict(f"Image with identifier {image_id} already exists!") from None
-    return json(
-        render_image(image, props, sorted(tags)),
-        status=201,
-        headers={
-            "Location": f"/v2/images/{image_id}",
-            "OpenStack-image-import-methods": ",".join(IMPORT_METHODS),
-        },
-    )
+    return image, props, tags
 
 
 # -- list --------------------------------------------------------------------------

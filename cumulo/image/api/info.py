@@ -59,9 +59,11 @@ async def stores_info(request: Request) -> Response:
     service = service_of(request)
     stores = []
     for store in service.stores.values():
-        entry = {"id": store.id, "description": store.description}
+        entry: dict[str, Any] = {"id": store.id, "description": store.description}
         if store is service.store:
             entry["default"] = True
+        if any(service.weights.values()):  # shown once weights are configured, as Glance
+            entry["weight"] = service.weights.get(store.id, 0)
         stores.append(entry)
     return json({"stores": stores})
 

@@ -10,9 +10,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cumulo.common.faults import NotFound
+from cumulo.common.app import json_body
+from cumulo.common.faults import BadRequest, NotFound
 from cumulo.image import imports
 from cumulo.image.api.common import authorize, isotime, json, service_of
+from cumulo.image.api.images import add_image
 from cumulo.image.models import ImageTask
 
 
@@ -68,6 +70,26 @@ async def list_tasks(request: Request) -> Response:
     )
 
 
+async def create_task(request: Request) -> Response:
+    """POST /v2/tasks (admin): the legacy `import` task type, `input` with `import_from`
+    (a URL the web-download filters allow), `import_from_format`, `image_properties`."""
+    body = await json_body(request)
+    if not isinstance(body, dict) or body.get("type") != "import":
+        raise BadRequest("Invalid type value: the type value must be one of: import")
+    input_ = body.get("input")
+    if not isinstance(input_, dict) or not isinstance(input_.get("image_properties"), dict):
+        raise BadRequest("Input must contain 'image_properties', 'import_from' and "
+                         "'import_from_format'.")  # fmt: skip
+    if not isinstance(input_.get("import_from_format"), str):
+        raise BadRequest("Input does not contain 'import_from_format' field")
+    ctx = await authorize(request, "image:add_task")
+    service = service_of(request)
+    imports.check_url(service, input_.get("import_from"))
+    image, _, _ = await add_image(request, dict(input_["image_properties"]))
+    task = await imports.start_legacy_import(service, ctx, image, input_)
+    return json(render_task(task), status=201)
+
+
 async def show_task(request: Request) -> Response:
     """GET /v2/tasks/{id} (admin)."""
     service = service_of(request)
@@ -82,5 +104,6 @@ async def show_task(request: Request) -> Response:
 routes = [
     Route("/v2/images/{image_id}/tasks", image_tasks, methods=["GET"]),
     Route("/v2/tasks", list_tasks, methods=["GET"]),
+    Route("/v2/tasks", create_task, methods=["POST"]),
     Route("/v2/tasks/{task_id}", show_task, methods=["GET"]),
 ]

@@ -128,7 +128,8 @@ def _project_network(s: AdminSession, project_id: str, name: str, index: int, pu
 
 def provision(s: AdminSession, public_network_id: str, projects: int, admins: int) -> list[dict]:
     """Create the accounts in the cloud; return accounts.yaml's list."""
-    roles = {name: _role_id(s, name) for name in ("admin", "member", "reader", "manager")}
+    names = ("admin", "member", "reader", "manager", "ResellerAdmin")
+    roles = {name: _role_id(s, name) for name in names}
 
     def grant(project_id: str, user_id: str, role: str) -> None:
         s.call("PUT", "identity", f"/projects/{project_id}/users/{user_id}/roles/{roles[role]}")
@@ -173,6 +174,18 @@ def provision(s: AdminSession, public_network_id: str, projects: int, admins: in
         )
         account["resources"] = {"network": "tempest-admin-net"}
         admin_accounts.append(account)
+    resellers = []  # Object Storage's reseller admins (every account), each in a project
+    for i in range(2):
+        project = s.call(
+            "POST",
+            "identity",
+            "/projects",
+            json={"project": {"name": f"tempest-reseller-{i}", "domain_id": "default"}},
+        )["project"]
+        user, password = _user(s, f"tempest-reseller-{i}", project["id"])
+        grant(project["id"], user["id"], "ResellerAdmin")
+        scope = {"project_name": project["name"], "domain_name": "Default"}
+        resellers.append(entry(user["name"], password, "ResellerAdmin", **scope))
     for role in ("admin", "member", "reader"):
         for i in range(2):
             user, password = _user(s, f"tempest-system-{role}-{i}")
@@ -180,4 +193,4 @@ def provision(s: AdminSession, public_network_id: str, projects: int, admins: in
             system.append(
                 entry(user["name"], password, role, system="all", user_domain_name="Default")
             )
-    return members + personas + admin_accounts + system
+    return members + personas + resellers + admin_accounts + system

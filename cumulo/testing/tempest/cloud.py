@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import tomli_w
 import yaml
 
@@ -66,10 +67,12 @@ class CloudSpec:
             "messaging": {"namespace": self.name},
             "metadata": {"proxy_port": self.ports_base + len(PORT_NAMES)},
             "image": {
-                # Two stores, so multi-store import and copy-image are tested.
-                "stores": [{"id": "file"}, {"id": "second"}],
+                # Two stores, so multi-store import and copy-image are tested; weighted
+                # (Tempest's multi-store waiter expects the weight order to be alphabetical).
+                "stores": [{"id": "file", "weight": 100}, {"id": "second", "weight": 50}],
                 # web-download tests fetch from the run's own file server on loopback.
                 "web_download": {"allowed_ports": [80, 443, self.file_server_port]},
+                "cache_enabled": True,
             },
         }
         if self.database == "postgresql":
@@ -115,14 +118,38 @@ class Cloud:
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
-        while b"cumulo is up" not in self.log.read_bytes():
+        # `cumulo up` says it is up just before its servers bind: wait for Identity too.
+        while b"cumulo is up" not in self.log.read_bytes() or not self._answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise SystemExit(f"the cloud did not start; see {self.log}")
             time.sleep(0.5)
         return self
 
+    def _answers(self) -> bool:
+        try:
+            return httpx.get(self.url("identity") + "/v3", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def delete_servers(self, timeout: float = 120) -> None:
+        """Real guests outlive their cloud: delete what the tests left before stopping."""
+        from cumulo.testing.tempest.accounts import AdminSession
+
+        s = AdminSession.login(
+            self.url("identity") + "/v3", self.settings["identity"]["admin_password"]
+        )
+        servers = s.call("GET", "compute", "/servers", params={"all_tenants": "1"})["servers"]
+        for server in servers:
+            s.client.delete(s.urls["compute"].rstrip("/") + f"/servers/{server['id']}")
+        deadline = time.monotonic() + timeout
+        while servers and time.monotonic() < deadline:
+            time.sleep(1)
+            servers = s.call("GET", "compute", "/servers", params={"all_tenants": "1"})["servers"]
+
     def stop(self) -> None:
+        if self.spec.driver == "qemu" and self.proc and self.proc.poll() is None:
+            self.delete_servers()
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -130,6 +157,10 @@ class Cloud:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.spec.driver == "qemu":  # its namespaces, bridges and dnsmasqs
+            from cumulo.network.dataplane.linuxbridge import LinuxBridgeDriver
+
+            asyncio.run(LinuxBridgeDriver(self.spec.state_dir).teardown())
         if self.spec.database == "postgresql":
             asyncio.run(_drop_databases(self.spec.name))
 

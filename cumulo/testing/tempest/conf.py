@@ -31,12 +31,12 @@ FEATURES: dict[str, dict[str, object]] = {
         "resize": True,
         "pause": True,
         "suspend": True,
-        "shelve": False,  # answered 501
-        "shelve_migrate": False,
-        "cold_migration": False,  # answered 501
-        "live_migration": False,  # answered 501
-        "block_migration_for_live_migration": False,
-        "rescue": False,  # answered 501
+        "shelve": True,
+        "shelve_migrate": False,  # unshelve to a chosen host is 2.91, above 2.79
+        "cold_migration": True,
+        "live_migration": True,
+        "block_migration_for_live_migration": True,
+        "rescue": True,
         "vnc_console": True,
         "spice_console": False,  # cumulo has VNC consoles only
         "serial_console": False,
@@ -70,12 +70,18 @@ FEATURES: dict[str, dict[str, object]] = {
         "manage_locations": False,  # image locations are not exposed
         "image_conversion": False,
         "do_secure_hash": True,
-        "http_store_enabled": False,
+        "http_store_enabled": False,  # no HTTP store (image locations on web servers)
+        "store_weight_enabled": True,
     },
     "network-feature-enabled": {
         "ipv6": True,
         "port_admin_state_change": True,
         "floating_ips": True,
+    },
+    "object-storage-feature-enabled": {
+        "discoverability": True,
+        "container_sync": False,  # X-Container-Sync-* is not implemented
+        "object_versioning": False,  # X-Versions-Location is stored, not acted on
     },
     "volume-feature-enabled": {
         "backup": False,  # backups need Object Storage, which cumulo does not have yet
@@ -108,6 +114,9 @@ def discover(s: AdminSession, root: dict[str, str]) -> dict:
     compute = _current_version(root["compute"] + "/")
     volume = _current_version(root["block_storage"] + "/")
     extensions = s.call("GET", "network", "/v2.0/extensions")["extensions"]
+    swift = (
+        httpx.get(root["object_store"] + "/info", timeout=30) if "object-store" in s.urls else None
+    )
     return {
         "image": images[0]["id"],
         "flavor": flavors["m1.nano"],
@@ -116,6 +125,8 @@ def discover(s: AdminSession, root: dict[str, str]) -> dict:
         "compute_versions": (compute["min_version"], compute["version"]),
         "volume_versions": (volume["min_version"], volume["version"]),
         "network_extensions": sorted(e["alias"] for e in extensions),
+        # What the object store's /info lists (its middleware), when there is one.
+        "object_store_apis": sorted(swift.json()) if swift and swift.status_code == 200 else None,
     }
 
 
@@ -172,6 +183,8 @@ def write_conf(
             "build_timeout": 120,
             "http_image": offer["http_image"],
             "http_qcow2_image": offer["http_image"],
+            "image_caching_enabled": True,  # the harness's cloud enables the image cache
+            "images_manifest_file": offer["images_manifest"],
         },
         "network": {
             "public_network_id": public["id"],
@@ -191,13 +204,22 @@ def write_conf(
             "glance": True,
             "neutron": True,
             "cinder": True,
-            "swift": False,  # Object Storage does not exist in cumulo yet
+            "swift": offer["object_store_apis"] is not None,
             "horizon": False,
         },
     }
     for section, flags in FEATURES.items():
         sections[section] = dict(flags)
     sections["network-feature-enabled"]["api_extensions"] = ",".join(offer["network_extensions"])
+    if offer["object_store_apis"] is not None:
+        sections["object-storage"] = {
+            "operator_role": "member",
+            "reseller_admin_role": "ResellerAdmin",
+            "build_timeout": 120,
+        }
+        sections["object-storage-feature-enabled"]["discoverable_apis"] = ",".join(
+            offer["object_store_apis"]
+        )
     for item in overrides:  # section.option=value
         key, _, value = item.partition("=")
         section, _, option = key.rpartition(".")

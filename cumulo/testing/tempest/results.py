@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-SERVICES = ("identity", "compute", "image", "network", "volume")
+SERVICES = ("identity", "compute", "image", "network", "volume", "object_storage")
 
 # Runs in the Tempest venv (subunit and testtools are Tempest's dependencies): reads a
 # subunit v2 stream on stdin, prints one JSON record per test.

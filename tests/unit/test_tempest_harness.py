@@ -1,0 +1,81 @@
+"""The conformance harness's own logic: which tests each pass runs, and how a failure is
+summed up in one line with the request that failed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from cumulo.testing.tempest import __main__ as harness
+from cumulo.testing.tempest.results import Result, failed_requests, one_line, render_markdown
+
+IDENTITY_ADMIN = "tempest.api.identity.admin.v3.test_domains.DomainsTestJSON.test_list[id-1,smoke]"
+SERVERS = "tempest.api.compute.servers.test_servers.ServersTestJSON.test_x[id-2,smoke]"
+SCENARIO = "tempest.scenario.test_network_basic_ops.TestNetworkBasicOps.test_x[id-3,smoke]"
+
+
+def _passes(*argv: str) -> dict[str, harness.Pass]:
+    return {p.name: p for p in harness.passes(harness.parse_args(list(argv)))}
+
+
+def _runs(p: harness.Pass, test_id: str) -> bool:
+    return bool(re.search(p.regex, test_id)) and not (p.exclude and re.search(p.exclude, test_id))
+
+
+def test_isolated_classes_run_only_in_the_second_pass_with_the_permissive_policy():
+    passes = _passes()
+    assert _runs(passes["main"], SERVERS) and not _runs(passes["isolated"], SERVERS)
+    assert _runs(passes["isolated"], IDENTITY_ADMIN) and not _runs(passes["main"], IDENTITY_ADMIN)
+    assert passes["main"].policy == {} and not passes["main"].dynamic
+    assert passes["isolated"].policy == {"cloud_admin": "role:admin"}
+    assert passes["isolated"].dynamic
+
+
+def test_smoke_means_the_five_services_smoke_tests_only():
+    passes = _passes("--smoke")
+    assert _runs(passes["main"], SERVERS) and not _runs(passes["main"], SCENARIO)
+    assert not _runs(passes["main"], SERVERS.replace(",smoke", ""))
+    assert _runs(passes["isolated"], IDENTITY_ADMIN)
+
+
+def test_a_user_regex_narrows_both_passes():
+    passes = _passes("--regex", r"tempest\.api\.compute\.servers")
+    assert _runs(passes["main"], SERVERS)
+    assert not _runs(passes["isolated"], IDENTITY_ADMIN)
+
+
+def test_a_failure_is_one_line_with_tempests_details():
+    traceback = """Traceback (most recent call last):
+  File "x.py", line 1, in test
+    raise exc
+tempest.lib.exceptions.NotFound: Object not found
+Details: {'code': 404, 'message': 'Could not find the requested resource.'}
+"""
+    assert one_line(traceback) == (
+        "tempest.lib.exceptions.NotFound: Object not found "
+        "Details: {'code': 404, 'message': 'Could not find the requested resource.'}"
+    )
+    assert one_line("") == ""
+
+
+def test_the_last_failed_request_of_each_test_is_found_in_tempest_log(tmp_path: Path):
+    log = tmp_path / "tempest.log"
+    log.write_text(
+        "x INFO tempest.lib.common.rest_client [req-1 ] Request (HostsTest:test_list): "
+        "200 GET http://127.0.0.1:21001/v2.1/servers 0.01s\n"
+        "x INFO tempest.lib.common.rest_client [req-2 ] Request (HostsTest:test_list): "
+        "404 GET http://127.0.0.1:21001/v2.1/os-hosts?zone=nova 0.01s\n"
+    )
+    assert failed_requests(log) == {("HostsTest", "test_list"): "404 GET /v2.1/os-hosts"}
+
+
+def test_the_report_counts_per_service_and_class_and_lists_skips():
+    found = [
+        Result(SERVERS, "success", ""),
+        Result(SERVERS.replace("test_x", "test_y"), "skip", "no shelve here"),
+        Result(IDENTITY_ADMIN, "fail", "[403 POST /v3/domains] Forbidden", run="isolated"),
+    ]
+    md = render_markdown(found, {"date": "today"})
+    assert "| compute | 1 | 0 | 1 |" in md and "| identity | 0 | 1 | 0 |" in md
+    assert "| admin.v3.test_domains.DomainsTestJSON † | 0 | 1 | 0 |" in md
+    assert "no shelve here" in md and "- date: today" in md
