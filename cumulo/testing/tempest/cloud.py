@@ -16,6 +16,8 @@ import httpx
 import tomli_w
 import yaml
 
+from cumulo.testing.tempest.conf import SECURITY_COMPLIANCE
+
 # The order of [ports] in cumulo.toml: a run on base B uses B, B+1, ... B+7.
 PORT_NAMES = (
     "identity",
@@ -56,7 +58,7 @@ class CloudSpec:
         config: dict = {
             "host": "127.0.0.1",
             "ports": {name: self.ports_base + i for i, name in enumerate(PORT_NAMES)},
-            "identity": {"bcrypt_rounds": 4},
+            "identity": {"bcrypt_rounds": 4, "security_compliance": SECURITY_COMPLIANCE},
             "network": {"driver": "noop" if self.driver == "fake" else "linuxbridge"},
             "compute": {
                 "driver": self.driver,

@@ -15,13 +15,21 @@ import httpx
 
 from cumulo.testing.tempest.accounts import AdminSession
 
+# The test cloud's [identity.security_compliance]: Tempest's own defaults, so its
+# security-compliance tests check what the cloud enforces.
+SECURITY_COMPLIANCE = {
+    "lockout_failure_attempts": 2,
+    "lockout_duration": 5,
+    "unique_last_password_count": 2,
+}
+
 FEATURES: dict[str, dict[str, object]] = {
     "identity-feature-enabled": {
         "api_v2": False,
         "api_v3": True,
-        "trust": False,  # OS-TRUST is not implemented
-        "access_rules": False,  # application-credential access rules are refused (400)
-        "security_compliance": False,  # password rules are stored, not enforced
+        "trust": True,
+        "access_rules": True,
+        "security_compliance": True,  # the cloud runs with Tempest's lockout/history values
         "project_tags": True,
         "application_credentials": True,
     },
@@ -60,6 +68,8 @@ FEATURES: dict[str, dict[str, object]] = {
                 "ImagePropertiesFilter",
                 "ServerGroupAffinityFilter",
                 "ServerGroupAntiAffinityFilter",
+                "SameHostFilter",
+                "DifferentHostFilter",
             ]
         ),
     },
@@ -75,6 +85,7 @@ FEATURES: dict[str, dict[str, object]] = {
     },
     "network-feature-enabled": {
         "ipv6": True,
+        "ipv6_subnet_attributes": True,
         "port_admin_state_change": True,
         "floating_ips": True,
     },
@@ -167,6 +178,10 @@ def write_conf(
             "region": "RegionOne",
             "admin_role": "admin",
             "admin_domain_scope": False,
+            # What the cloud's [identity.security_compliance] says (cloud.py).
+            "user_lockout_failure_attempts": SECURITY_COMPLIANCE["lockout_failure_attempts"],
+            "user_lockout_duration": SECURITY_COMPLIANCE["lockout_duration"],
+            "user_unique_last_password_count": SECURITY_COMPLIANCE["unique_last_password_count"],
         },
         "compute": {
             "image_ref": offer["image"],
