@@ -43,6 +43,14 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = Non
     raise RuntimeError(f"nothing listens on port {port} after {timeout:g} s")
 
 
+def reserve_fresh_ports(state_dir: Path) -> None:
+    """New free ports for a state dir's cloud (a port found free long ago may be taken)."""
+    config = load_config(state_dir)
+    for name in type(config.ports).model_fields:
+        setattr(config.ports, name, free_port())
+    write_config(state_dir, config)
+
+
 def configure_state_dir(state_dir: Path, database: str | None = None) -> None:
     """A test state dir: free ports, cheap bcrypt, the given database."""
     config = prepare_state_dir(state_dir, database=database)

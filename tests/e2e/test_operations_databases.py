@@ -14,7 +14,7 @@ from alembic.script import ScriptDirectory
 from cumulo.common.config import database_url, load_config
 from cumulo.common.db import Database, alembic_config
 from cumulo.operations.database import SERVICES
-from tests.cloudrunner import CloudRunner, configure_state_dir
+from tests.cloudrunner import CloudRunner, configure_state_dir, reserve_fresh_ports
 from tests.conftest import skip_or_fail
 from tests.databases import SERVERS, ServerUnavailable, fresh_database
 from tests.functional.test_identity_lifecycle import _cumulo
@@ -79,6 +79,7 @@ async def test_db_check_finds_old_schemas_and_db_upgrade_brings_them_to_head(sta
     assert after.returncode == 0, after.stderr
     assert after.stderr.count("up to date") == len(SERVICES)
 
+    reserve_fresh_ports(state_dir)  # those of configure_state_dir may be taken by now
     runner = CloudRunner(state_dir).start()
     try:
         assert runner.openstack("token", "issue", "-f", "json")["id"]
