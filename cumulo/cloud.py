@@ -184,17 +184,19 @@ class Cloud:
         }
 
     async def close(self) -> None:
+        """Close every part, even when one of them fails: a part left open keeps its
+        database connections, which block dropping or migrating its database."""
+        parts = [self.compute, self.image, self.network, self.volume, self.object_store]
+        closers = [part.close for part in parts if part is not None]
         if self.identity is not None and self.identity.notifier is not None:
-            await self.identity.notifier.close()
-        if self.compute is not None:
-            await self.compute.close()
-        if self.image is not None:
-            await self.image.close()
-        if self.network is not None:
-            await self.network.close()
-        if self.volume is not None:
-            await self.volume.close()
-        if self.object_store is not None:
-            await self.object_store.close()
-        for db in self.databases.values():
-            await db.dispose()
+            closers.insert(0, self.identity.notifier.close)
+        closers += [db.dispose for db in self.databases.values()]
+        failures = []
+        for close in closers:
+            try:
+                await close()
+            except Exception as exc:  # noqa: BLE001 - the others are closed anyway
+                LOG.exception("closing %s failed", close)
+                failures.append(exc)
+        if failures:
+            raise failures[0]

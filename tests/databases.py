@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 
@@ -50,6 +52,18 @@ async def _databases(server: Server, prefix: str, drop: bool = False) -> list[st
         async with engine.connect() as conn:
             names = list(await conn.scalars(text(server.list_databases), {"prefix": prefix}))
             if drop:
+                if server.name == "mariadb":
+                    # As PostgreSQL's DROP ... WITH (FORCE): connections a failed test left
+                    # open would make DROP DATABASE wait for their metadata locks forever.
+                    sessions = await conn.scalars(
+                        text(
+                            "SELECT id FROM information_schema.processlist WHERE db IN :names"
+                        ).bindparams(bindparam("names", expanding=True)),
+                        {"names": names or [""]},
+                    )
+                    for session in list(sessions):
+                        with contextlib.suppress(DBAPIError):  # it may have ended meanwhile
+                            await conn.execute(text(f"KILL {int(session)}"))
                 for name in names:
                     await conn.execute(text(server.drop.format(name)))
             return names
