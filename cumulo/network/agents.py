@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cumulo.common.db import utcnow
@@ -99,7 +100,7 @@ async def schedule(session: AsyncSession, agent_type: str, resource_id: str) -> 
     now = utcnow()
     for agent in candidates:
         if is_alive(agent, now):
-            session.add(model(**{column.key: resource_id, "agent_id": agent.id}))
+            await _bind(session, agent.agent_type, resource_id, agent.id)
 
 
 async def _auto_schedule(session: AsyncSession, agent: Agent, everything: bool) -> bool:
@@ -120,8 +121,20 @@ async def _auto_schedule(session: AsyncSession, agent: Agent, everything: bool) 
     mine = set(await session.scalars(select(column).where(model.agent_id == agent.id)))
     taking = wanted - mine - (set() if everything else served)
     for resource_id in taking:
-        session.add(model(**{column.key: resource_id, "agent_id": agent.id}))
+        await _bind(session, agent.agent_type, resource_id, agent.id)
     return bool(taking)
+
+
+async def _bind(session: AsyncSession, agent_type: str, resource_id: str, agent_id: str) -> None:
+    """Bind a network or router to an agent, unless a concurrent transaction just did
+    (the agent's first heartbeat and the bootstrap may bind the same network at once:
+    on PostgreSQL/MariaDB neither sees the other's row until it commits)."""
+    model, column = BINDINGS[agent_type]
+    try:
+        async with session.begin_nested():
+            session.add(model(**{column.key: resource_id, "agent_id": agent_id}))
+    except IntegrityError:
+        pass  # bound already: the savepoint is rolled back, the transaction goes on
 
 
 def served(agent_type: str, host: str) -> Select:
