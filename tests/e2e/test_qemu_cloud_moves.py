@@ -38,6 +38,17 @@ COUNTING = (
 )
 
 
+def stop_host(host) -> None:
+    """SIGTERM a `cumulo compute` host and wait; killed if it takes over a minute (seen
+    once in CI taking over 30 s, not investigated yet: this file is about moves)."""
+    host.terminate()
+    try:
+        host.wait(60)
+    except subprocess.TimeoutExpired:
+        host.kill()
+        host.wait(30)
+
+
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory):
     for tool in ("qemu-system-x86_64", "qemu-img", "qemu-nbd"):
@@ -75,8 +86,7 @@ def cloud(tmp_path_factory):
         for server in runner.openstack("server", "list", "--all-projects", "-f", "json"):
             runner.openstack("server", "delete", "--wait", server["ID"], check=False)
         if runner.second is not None:
-            runner.second.terminate()
-            runner.second.wait(30)
+            stop_host(runner.second)
         runner.stop()
         asyncio.run(_delete_queues(namespace))
 
@@ -202,8 +212,7 @@ def test_evacuate_rebuilds_on_the_other_host_and_the_dead_host_cleans_up(cloud, 
         assert evacuated["OS-EXT-SRV-ATTR:host"] == "qm-a"
         console_ticks(cloud, server["id"], 1)  # rebuilt from its image: it boots and counts
         # The "dead" host comes back: its agent removes the guest that left it.
-        cloud.second.terminate()
-        cloud.second.wait(30)
+        stop_host(cloud.second)
         cloud.second = None
         cloud.openstack(*down, "--up", "qm-b", "cumulo-compute")
         cloud.second = restart_compute_host(cloud, "qm-b")
