@@ -445,19 +445,26 @@ def systemd_install(state_dir: Path | None, unit_dir: Path) -> None:
     )
 
 
+def _copy_or_exit(copy, source: Path, target: Path):
+    """Run backup/restore; a refused one (not a state dir, target not empty) exits 1."""
+    from cumulo.operations.backup import BackupError
+
+    try:
+        return copy(source, target)
+    except BackupError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+
+
 @main.command("backup")
 @state_dir_option
 @click.argument("target", type=click.Path(file_okay=False, path_type=Path))
 def backup_command(state_dir: Path | None, target: Path) -> None:
     """Copy the state dir into TARGET (new or empty), consistently, while the cloud runs."""
-    from cumulo.operations.backup import BackupError, backup
+    from cumulo.operations.backup import backup
 
     sd = resolve_state_dir(state_dir)
-    try:
-        report = backup(sd, target)
-    except BackupError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        sys.exit(1)
+    report = _copy_or_exit(backup, sd, target)
     console.print(
         f"Backed up {sd} to {target}: {report.files} files, {report.bytes / 1024**2:.1f} MiB, "
         f"databases: {', '.join(sorted(report.databases)) or 'none (server database)'}"
@@ -474,14 +481,10 @@ def backup_command(state_dir: Path | None, target: Path) -> None:
 @click.argument("source", type=click.Path(file_okay=False, exists=True, path_type=Path))
 def restore_command(state_dir: Path | None, source: Path) -> None:
     """Make a new state dir (--state-dir, new or empty) from a `cumulo backup` in SOURCE."""
-    from cumulo.operations.backup import BackupError, restore
+    from cumulo.operations.backup import restore
 
     sd = resolve_state_dir(state_dir)
-    try:
-        report = restore(source, sd)
-    except BackupError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        sys.exit(1)
+    report = _copy_or_exit(restore, source, sd)
     console.print(f"Restored {report.files} files into {sd}; start it with `cumulo up`.")
 
 
