@@ -19,6 +19,7 @@ from cumulo.object_store.api.common import (
     store_of,
 )
 from cumulo.object_store.api.object_common import (
+    S3_SYSMETA,
     container_policy,
     content_type,
     created,
@@ -158,6 +159,8 @@ def object_headers(request: Request, stored: StoredObject) -> dict[str, str]:
             "Accept-Ranges": "bytes",
         }
     )
+    if request.scope.get("cumulo.s3"):  # the S3 front reads its own sysmeta back
+        headers.update({k: v for k, v in meta.items() if k.lower().startswith(S3_SYSMETA)})
     return {**headers}
 
 
