@@ -397,3 +397,86 @@ def test_bad_input_gets_s3_errors_and_stores_nothing(endpoint, s3, demo_keys, de
     lied = signed("PUT", f"{endpoint}/{bucket}/lied", b"real body", b"fake body")
     assert lied.status_code == 400 and "XAmzContentSHA256Mismatch" in lied.text
     assert demo_swift.head(f"/{bucket}/lied").status_code == 404
+
+
+def test_bucket_settings_versions_tags_cors_and_lifecycle(endpoint, s3, demo_swift):
+    bucket = unique("settings")
+    s3.create_bucket(Bucket=bucket)
+    # Versioning: every PUT keeps the version before it; each version is read by its id.
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    first = s3.put_object(Bucket=bucket, Key="doc", Body=b"one")["VersionId"]
+    second = s3.put_object(Bucket=bucket, Key="doc", Body=b"two")["VersionId"]
+    assert first != second
+    versions = s3.list_object_versions(Bucket=bucket)["Versions"]
+    assert [(v["VersionId"], v["IsLatest"]) for v in versions] == [(second, True), (first, False)]
+    assert s3.get_object(Bucket=bucket, Key="doc", VersionId=first)["Body"].read() == b"one"
+    assert s3.get_object(Bucket=bucket, Key="doc")["Body"].read() == b"two"
+    s3.delete_object(Bucket=bucket, Key="doc", VersionId=first)
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=bucket, Key="doc", VersionId=first)
+    assert error_of(exc) == ("NoSuchVersion", 404)
+    assert demo_swift.head(f"/{bucket}").headers["x-history-location"] == f"{bucket}+versions"
+    # Tags on the bucket and on objects (kept across a metadata-preserving change).
+    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": "team", "Value": "ops"}]})
+    assert s3.get_bucket_tagging(Bucket=bucket)["TagSet"] == [{"Key": "team", "Value": "ops"}]
+    assert "x-container-sysmeta-s3api-tagging" not in demo_swift.head(f"/{bucket}").headers
+    s3.put_object(Bucket=bucket, Key="tagged", Body=b"t", Tagging="a=1&b=2", Metadata={"m": "x"})
+    assert s3.get_object_tagging(Bucket=bucket, Key="tagged")["TagSet"] == [
+        {"Key": "a", "Value": "1"},
+        {"Key": "b", "Value": "2"},
+    ]
+    s3.put_object_tagging(
+        Bucket=bucket, Key="tagged", Tagging={"TagSet": [{"Key": "c", "Value": "3"}]}
+    )
+    assert s3.get_object_tagging(Bucket=bucket, Key="tagged")["TagSet"] == [
+        {"Key": "c", "Value": "3"}
+    ]
+    assert s3.head_object(Bucket=bucket, Key="tagged")["Metadata"] == {"m": "x"}
+    s3.delete_bucket_tagging(Bucket=bucket)
+    with pytest.raises(ClientError) as exc:
+        s3.get_bucket_tagging(Bucket=bucket)
+    assert error_of(exc) == ("NoSuchTagSet", 404)
+    # CORS: the preflight a browser sends is answered by the rules.
+    s3.put_bucket_cors(
+        Bucket=bucket,
+        CORSConfiguration={
+            "CORSRules": [
+                {"AllowedOrigins": ["https://app.example"], "AllowedMethods": ["GET", "PUT"],
+                 "AllowedHeaders": ["*"], "MaxAgeSeconds": 600}
+            ]
+        },
+    )  # fmt: skip
+    assert s3.get_bucket_cors(Bucket=bucket)["CORSRules"][0]["AllowedMethods"] == ["GET", "PUT"]
+    ok = httpx.options(
+        f"{endpoint}/{bucket}/doc",
+        headers={"Origin": "https://app.example", "Access-Control-Request-Method": "PUT"},
+    )
+    assert ok.status_code == 200
+    assert ok.headers["access-control-allow-origin"] == "https://app.example"
+    refused = httpx.options(
+        f"{endpoint}/{bucket}/doc",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert refused.status_code == 403
+    # Lifecycle expiration: new and existing objects under the prefix get X-Delete-At.
+    s3.put_object(Bucket=bucket, Key="tmp/old", Body=b"x")
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={
+            "Rules": [{"ID": "tmp", "Filter": {"Prefix": "tmp/"}, "Status": "Enabled",
+                       "Expiration": {"Days": 1}}]
+        },
+    )  # fmt: skip
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert rules[0]["Expiration"]["Days"] == 1 and rules[0]["Filter"]["Prefix"] == "tmp/"
+    s3.put_object(Bucket=bucket, Key="tmp/new", Body=b"x")
+    for key in ("tmp/old", "tmp/new"):
+        at = int(demo_swift.head(f"/{bucket}/{key}").headers["x-delete-at"])
+        assert 0 < at - time.time() <= 2 * 86400 and at % 86400 == 0
+    assert "x-delete-at" not in demo_swift.head(f"/{bucket}/tagged").headers
+    with pytest.raises(ClientError) as exc:
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=bucket, LifecycleConfiguration={"Rules": [{"Status": "Enabled", "Prefix": ""}]}
+        )
+    assert error_of(exc)[0] == "MalformedXML"

@@ -78,6 +78,8 @@ def content_type(request: Request, name: str) -> str:
 
 
 def created(request: Request, stored: dict, extra: dict | None = None) -> Response:
+    if request.scope.get("cumulo.s3"):  # the S3 front names versions by their timestamp
+        extra = {**(extra or {}), "X-Timestamp": stored["X-Timestamp"]}
     return empty(
         request,
         201,

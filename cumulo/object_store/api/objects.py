@@ -379,6 +379,10 @@ async def _post(
     for kept in ("X-Static-Large-Object", "X-Object-Manifest"):
         if kept in stored.metadata and title(kept.lower()) not in metadata:
             metadata[kept] = stored.metadata[kept]
+    # System metadata (SLO, S3) outlives a POST, as in Swift; only the S3 front changes it.
+    for key, value in stored.metadata.items():
+        if key.startswith(SYSMETA) and key not in metadata:
+            metadata[key] = value
     await store.proxy.object_post(policy, account, container, name, metadata)
     return Response(
         b"<html><h1>Accepted</h1><p>The request is accepted for processing.</p></html>",

@@ -48,6 +48,8 @@ CODES: dict[str, tuple[int, str]] = {
         400,
         "The list of parts was not in ascending order. Parts must be ordered by part number.",
     ),
+    "InvalidTag": (400, "The tag provided was not a valid tag."),
+    "NoSuchVersion": (404, "The specified version does not exist."),
     "InvalidStorageClass": (400, "The storage class you specified is not valid"),
     "InvalidRange": (416, "The requested range is not satisfiable"),
     "InvalidRequest": (400, "Invalid Request"),

@@ -11,7 +11,7 @@ import re
 import uuid
 from urllib.parse import quote, unquote
 
-from cumulo.object_store.s3 import acl
+from cumulo.object_store.s3 import acl, configs
 from cumulo.object_store.s3.errors import S3Error
 from cumulo.object_store.s3.gateway import Call, SwiftAnswer
 from cumulo.object_store.s3.xmldoc import document as xml_document
@@ -49,6 +49,13 @@ RESPONSE_OVERRIDES = {
 
 # -- dispatch ---------------------------------------------------------------------------
 
+# ?tagging, ?cors, ?lifecycle on a bucket: (PUT, GET); DELETE clears the setting.
+BUCKET_SETTINGS = {
+    "tagging": (configs.put_bucket_tagging, configs.get_bucket_tagging),
+    "cors": (configs.put_bucket_cors, configs.get_bucket_cors),
+    "lifecycle": (configs.put_bucket_lifecycle, configs.get_bucket_lifecycle),
+}
+
 
 async def dispatch(call: Call) -> None:
     req = call.req
@@ -65,16 +72,22 @@ async def dispatch(call: Call) -> None:
     else:
         raise S3Error("NoSuchBucket", BucketName=req.bucket)
     p = req.params
+    if m == "OPTIONS":
+        return await configs.preflight(call)
+    await configs.add_cors_headers(call)
+    settings = [name for name in ("tagging", "cors", "lifecycle") if name in p]
     if not req.key:
         if m == "PUT":
             if "acl" in p:
                 return await put_bucket_acl(call)
-            if "versioning" in p or "tagging" in p or "cors" in p or "lifecycle" in p:
-                raise S3Error("NotImplemented", "This bucket configuration is not implemented yet.")
+            if "versioning" in p:
+                return await configs.put_versioning(call)
+            if settings:
+                return await BUCKET_SETTINGS[settings[0]][0](call)
             return await create_bucket(call)
         if m == "DELETE":
-            if "tagging" in p or "cors" in p or "lifecycle" in p:
-                return await call.respond(204)
+            if settings:
+                return await configs.delete_setting(call, settings[0].capitalize())
             return await delete_bucket(call)
         if m == "HEAD":
             return await head_bucket(call)
@@ -86,21 +99,13 @@ async def dispatch(call: Call) -> None:
             if "acl" in p:
                 return await get_bucket_acl(call)
             if "versioning" in p:
-                await require_bucket(call)
-                return await call.xml(xml_document(element("VersioningConfiguration", ns=True)))
+                return await configs.get_versioning(call)
             if "uploads" in p:
                 return await list_uploads(call)
             if "versions" in p:
-                return await list_objects(call, versions=True)
-            if "tagging" in p:
-                await require_bucket(call)
-                raise S3Error("NoSuchTagSet", BucketName=req.bucket)
-            if "cors" in p:
-                await require_bucket(call)
-                raise S3Error("NoSuchCORSConfiguration", BucketName=req.bucket)
-            if "lifecycle" in p:
-                await require_bucket(call)
-                raise S3Error("NoSuchLifecycleConfiguration", BucketName=req.bucket)
+                return await configs.list_versions(call)
+            if settings:
+                return await BUCKET_SETTINGS[settings[0]][1](call)
             return await list_objects(call, v2=p.get("list-type") == "2")
         raise S3Error("MethodNotAllowed", Method=m, ResourceType="BUCKET")
     if "uploadId" in p:
@@ -120,7 +125,14 @@ async def dispatch(call: Call) -> None:
         if m == "PUT":
             return await put_object_acl(call)
     if "tagging" in p:
-        raise S3Error("NotImplemented", "Object tagging is not implemented yet.")
+        if m == "GET":
+            return await configs.get_object_tagging(call)
+        if m == "PUT":
+            return await configs.put_object_tagging(call)
+        if m == "DELETE":
+            return await configs.put_object_tagging(call, [])
+    if "versionId" in p:
+        configs.check_version_id(p["versionId"])
     if m == "PUT":
         if "x-amz-copy-source" in req.headers:
             return await copy_object(call)
@@ -488,11 +500,19 @@ async def put_object(call: Call) -> None:
     md5 = content_md5(call)
     if md5 is not None:
         headers["etag"] = md5
+    if "x-amz-tagging" in req.headers:
+        headers[configs.OBJECT_TAGGING] = configs.tagging_header(req.headers["x-amz-tagging"])
+    expires = await configs.lifecycle_delete_at(call)
+    if expires is not None:
+        headers["x-delete-at"] = expires
     answer = await call.swift(
         "PUT", call.swift_path(req.bucket, req.key), headers=headers, receive=call.body_receive()
     )
     await fail_object(call, answer)
-    await call.respond(200, headers={"etag": f'"{answer.headers.get("etag", "").strip(chr(34))}"'})
+    reply = {"etag": f'"{answer.headers.get("etag", "").strip(chr(34))}"'}
+    if await configs.setting(call, "Versioning") == "Enabled":
+        reply["x-amz-version-id"] = answer.headers.get("x-timestamp", "null")
+    await call.respond(200, headers=reply)
 
 
 async def get_object(call: Call) -> None:
@@ -521,9 +541,14 @@ async def get_object(call: Call) -> None:
         await call.start(status, {**s3_object_headers(headers), **overrides})
         return True
 
-    answer = await call.swift(
-        req.method, call.swift_path(req.bucket, req.key), headers=forward, stream_to=start
-    )
+    path = call.swift_path(req.bucket, req.key)
+    version = req.params.get("versionId")
+    if version is not None:
+        path = await configs.version_path(call, version) or path
+        overrides["x-amz-version-id"] = version
+    answer = await call.swift(req.method, path, headers=forward, stream_to=start)
+    if answer.status == 404 and version is not None:
+        raise S3Error("NoSuchVersion", Key=req.key, VersionId=version)
     if answer.status in (200, 206):
         return
     if answer.status == 304:
@@ -567,6 +592,9 @@ class _Answered(Exception):
 
 async def delete_object(call: Call) -> None:
     req = call.req
+    version = req.params.get("versionId")
+    if version is not None:
+        return await delete_version(call, version)
     answer = await call.swift(
         "DELETE", call.swift_path(req.bucket, req.key), query={"multipart-manifest": "delete"}
     )
@@ -576,6 +604,20 @@ async def delete_object(call: Call) -> None:
         return await call.respond(204)
     fail(call, answer)
     await call.respond(204)
+
+
+async def delete_version(call: Call, version: str) -> None:
+    """One version gone for good: the current object (its archived copy too, as history
+    mode keeps one on delete) or an old version."""
+    req = call.req
+    archived = call.swift_path(
+        req.bucket + configs.VERSIONS, configs.archived_name(req.key, version)
+    )
+    if await configs.version_path(call, version) is None:
+        answer = await call.swift("DELETE", call.swift_path(req.bucket, req.key))
+        fail(call, answer) if answer.status != 404 else None
+    await call.swift("DELETE", archived)
+    await call.respond(204, headers={"x-amz-version-id": version})
 
 
 async def delete_objects(call: Call) -> None:
