@@ -45,6 +45,15 @@ async def setting(call: Call, name: str) -> str | None:
     return (info.metadata or {}).get(SYSMETA + name)
 
 
+async def stored_setting(call: Call, name: str, missing: str):
+    """A bucket setting (JSON) its owner asks for; the S3 error `missing` when unset."""
+    await _owner_check(call)
+    stored = await setting(call, name)
+    if not stored:
+        raise S3Error(missing, BucketName=call.req.bucket)
+    return json.loads(stored)
+
+
 async def _store(call: Call, name: str, value: str) -> None:
     await call.store.proxy.container_post(
         call.account or "", call.req.bucket, {SYSMETA + name: value}
@@ -89,11 +98,8 @@ async def put_bucket_tagging(call: Call) -> None:
 
 
 async def get_bucket_tagging(call: Call) -> None:
-    await _owner_check(call)
-    stored = await setting(call, "Tagging")
-    if not stored:
-        raise S3Error("NoSuchTagSet", BucketName=call.req.bucket)
-    await call.xml(tagging_document(json.loads(stored)))
+    stored = await stored_setting(call, "Tagging", "NoSuchTagSet")
+    await call.xml(tagging_document(stored))
 
 
 async def delete_setting(call: Call, name: str) -> None:
@@ -199,12 +205,9 @@ async def put_bucket_cors(call: Call) -> None:
 
 
 async def get_bucket_cors(call: Call) -> None:
-    await _owner_check(call)
-    stored = await setting(call, "Cors")
-    if not stored:
-        raise S3Error("NoSuchCORSConfiguration", BucketName=call.req.bucket)
+    stored = await stored_setting(call, "Cors", "NoSuchCORSConfiguration")
     root = element("CORSConfiguration", ns=True)
-    for rule in json.loads(stored):
+    for rule in stored:
         el = sub(root, "CORSRule")
         for tag, key in (("AllowedHeader", "headers"), ("AllowedMethod", "methods"),
                          ("AllowedOrigin", "origins"), ("ExposeHeader", "expose")):  # fmt: skip
@@ -369,12 +372,9 @@ async def put_bucket_lifecycle(call: Call) -> None:
 
 
 async def get_bucket_lifecycle(call: Call) -> None:
-    await _owner_check(call)
-    stored = await setting(call, "Lifecycle")
-    if not stored:
-        raise S3Error("NoSuchLifecycleConfiguration", BucketName=call.req.bucket)
+    stored = await stored_setting(call, "Lifecycle", "NoSuchLifecycleConfiguration")
     root = element("LifecycleConfiguration", ns=True)
-    for rule in json.loads(stored):
+    for rule in stored:
         el = sub(root, "Rule")
         sub(el, "ID", rule["id"])
         sub(sub(el, "Filter"), "Prefix", rule["prefix"])
