@@ -8,6 +8,7 @@ Signature Version 4)" and "Signing and Authenticating REST Requests" for version
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -48,8 +49,7 @@ class Signed:
 
     def expected(self, secret: str) -> str:
         if self.version == 4:
-            assert self.scope is not None
-            key = v4_signing_key(secret, *self.scope)
+            key = self.signing_key(secret)
             return hmac.new(key, self.string_to_sign.encode(), hashlib.sha256).hexdigest()
         mac = hmac.new(secret.encode(), self.string_to_sign.encode("utf-8"), hashlib.sha1)
         return base64.b64encode(mac.digest()).decode()
@@ -59,7 +59,13 @@ class Signed:
 
     def signing_key(self, secret: str) -> bytes:
         assert self.scope is not None
-        return v4_signing_key(secret, *self.scope)
+        return _signing_key(secret, self.scope)
+
+
+@functools.lru_cache(maxsize=1024)
+def _signing_key(secret: str, scope: tuple[str, str, str]) -> bytes:
+    """A day's key of a secret (four HMACs, the same for every request of that day)."""
+    return v4_signing_key(secret, *scope)
 
 
 def _uri_encode(value: str) -> str:
@@ -68,8 +74,12 @@ def _uri_encode(value: str) -> str:
 
 def _parse_time(value: str) -> datetime | None:
     try:
-        if len(value) == 16 and value.endswith("Z"):  # 20261205T011500Z
-            return datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        if len(value) == 16 and value[8] == "T" and value.endswith("Z"):  # 20261205T011500Z
+            v = value
+            return datetime(
+                int(v[:4]), int(v[4:6]), int(v[6:8]), int(v[9:11]), int(v[11:13]), int(v[13:15]),
+                tzinfo=UTC,
+            )  # fmt: skip
         parsed = parsedate_to_datetime(value)
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     except (TypeError, ValueError, IndexError):
