@@ -10,13 +10,20 @@ Targets (2 cores): >= 400 small PUTs/s, >= 1,700 small GETs/s, large PUTs >= 60 
 dd / 3, large GETs >= 70 % of the bare server. Upstream Swift 2.38 on this kind of
 machine: about 130 small PUTs/s and 570 small GETs/s.
 
+With `--api s3` the same phases run again through the S3 API on the same cloud, signed
+with SigV4 as boto3 signs over HTTP (the payload's SHA-256 in x-amz-content-sha256),
+and each is printed beside its Swift figure. Target: S3 within 15 % of Swift.
+
     .venv/bin/python bench/object_store.py [--clients 16] [--duration 8] [--dir /var/tmp]
+        [--api swift|s3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import os
 import shutil
 import socketserver
@@ -34,11 +41,13 @@ from identity_tokens import process_cpu  # noqa: E402
 from image_transfer import HOST, admin_token, start_cloud  # noqa: E402
 
 from cumulo.common.config import load_config  # noqa: E402
+from cumulo.identity.ec2_signature import v4_signing_key  # noqa: E402
 
 KIB, MIB = 1 << 10, 1 << 20
 SMALL, LARGE = 4 * KIB, 16 * MIB
 TARGET_SMALL_PUT, TARGET_SMALL_GET = 400, 1_700
 TARGET_LARGE_PUT, TARGET_LARGE_GET = 0.60, 0.70
+TARGET_S3_OVERHEAD = 0.15
 
 
 class Connection(asyncio.Protocol):
@@ -120,6 +129,62 @@ def request(method: str, path: str, port: int, token: str, length: int | None = 
     if length is not None:
         lines.append(f"Content-Length: {length}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+class S3Signer:
+    """SigV4 heads as boto3 sends them over HTTP (payload hash signed)."""
+
+    def __init__(self, access: str, secret: str, port: int) -> None:
+        self.access, self.secret, self.port = access, secret, port
+        self._keys: dict[str, bytes] = {}
+        self._hashes: dict[int, str] = {}
+
+    def head(self, method: str, path: str, body: bytes = b"") -> bytes:
+        now = time.gmtime()
+        stamp, day = time.strftime("%Y%m%dT%H%M%SZ", now), time.strftime("%Y%m%d", now)
+        key = self._keys.get(day) or self._keys.setdefault(
+            day, v4_signing_key(self.secret, day, "RegionOne", "s3")
+        )
+        payload = self._hashes.get(id(body)) or self._hashes.setdefault(
+            id(body), hashlib.sha256(body).hexdigest()
+        )
+        host = f"{HOST}:{self.port}"
+        signed = "host;x-amz-content-sha256;x-amz-date"
+        canonical = "\n".join(
+            (method, path, "", f"host:{host}\nx-amz-content-sha256:{payload}\n"
+             f"x-amz-date:{stamp}\n", signed, payload)
+        )  # fmt: skip
+        scope = f"{day}/RegionOne/s3/aws4_request"
+        to_sign = "\n".join(
+            ("AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest())
+        )
+        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        lines = [
+            f"{method} {path} HTTP/1.1",
+            f"Host: {host}",
+            f"X-Amz-Date: {stamp}",
+            f"X-Amz-Content-SHA256: {payload}",
+            f"Authorization: AWS4-HMAC-SHA256 Credential={self.access}/{scope}, "
+            f"SignedHeaders={signed}, Signature={signature}",
+        ]
+        if method == "PUT":
+            lines.append(f"Content-Length: {len(body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def ec2_keys(config, token: str) -> tuple[str, str]:
+    """An EC2 credential of the token's user and project (what S3 signs with)."""
+    identity = f"http://{HOST}:{config.ports.identity}"
+    about = httpx.get(
+        f"{identity}/v3/auth/tokens", headers={"X-Auth-Token": token, "X-Subject-Token": token}
+    ).json()["token"]
+    made = httpx.post(
+        f"{identity}/v3/users/{about['user']['id']}/credentials/OS-EC2",
+        headers={"X-Auth-Token": token},
+        json={"tenant_id": about["project"]["id"]},
+    )
+    made.raise_for_status()
+    return made.json()["credential"]["access"], made.json()["credential"]["secret"]
 
 
 def dd_rate(directory: Path, size_mib: int) -> float:
@@ -213,18 +278,46 @@ async def benchmark(args, state_dir: Path, pid: int) -> None:
 
         return make
 
-    results = {}
-    for label, maker, size in (
-        ("4 KiB PUT", put("small", small_body), SMALL),
-        ("4 KiB GET", get("small"), SMALL),
-        ("16 MiB PUT", put("large", large_body), LARGE),
-        ("16 MiB GET", get("large"), LARGE),
-    ):
-        cpu = process_cpu(pid)
-        done, times = await run_phase(port, args.clients, args.duration, maker)
-        cpu = (process_cpu(pid) - cpu) / done * 1000
-        elapsed, latencies = times[0], times[1:]
-        results[label] = (done / elapsed, done * size / MIB / elapsed, latencies, cpu)
+    async def phases(put, get) -> dict:
+        results = {}
+        for label, maker, size in (
+            ("4 KiB PUT", put("small", small_body), SMALL),
+            ("4 KiB GET", get("small"), SMALL),
+            ("16 MiB PUT", put("large", large_body), LARGE),
+            ("16 MiB GET", get("large"), LARGE),
+        ):
+            cpu = process_cpu(pid)
+            done, times = await run_phase(port, args.clients, args.duration, maker)
+            cpu = (process_cpu(pid) - cpu) / done * 1000
+            elapsed, latencies = times[0], times[1:]
+            results[label] = (done / elapsed, done * size / MIB / elapsed, latencies, cpu)
+        return results
+
+    results = await phases(put, get)
+    s3_results = None
+    if args.api == "s3":
+        signer = S3Signer(*ec2_keys(config, token), port)
+        made = httpx.put(
+            f"http://{HOST}:{port}/s3bench", headers=_s3_headers(signer, "PUT", "/s3bench")
+        )
+        made.raise_for_status()
+        s3_written: dict[tuple[str, int], int] = {}
+
+        def s3_put(size_name: str, body: bytes):
+            def make(index: int, i: int):
+                s3_written[size_name, index] = i + 1
+                return signer.head("PUT", f"/s3bench/{size_name}-{index}-{i}", body), body
+
+            return make
+
+        def s3_get(size_name: str):
+            def make(index: int, i: int):
+                n = i % max(s3_written[size_name, index] - 1, 1)
+                return signer.head("GET", f"/s3bench/{size_name}-{index}-{n}"), b""
+
+            return make
+
+        s3_results = await phases(s3_put, s3_get)
 
     dd = dd_rate(state_dir, 256)
     replicas = sorted((state_dir / "object-store" / "devices").glob("d0/objects/*/*/*/*.data"))
@@ -264,6 +357,25 @@ async def benchmark(args, state_dir: Path, pid: int) -> None:
             verdict = "ok" if ratio >= target else "BELOW TARGET"
             line += f"  {ratio:4.0%} of {what} (target {target:.0%}: {verdict})"
         print(line)
+    if s3_results is None:
+        return
+    print(
+        f"the same through S3 (SigV4, payload hash signed); target within {TARGET_S3_OVERHEAD:.0%}"
+    )
+    for label, (ops, mibs, lat, cpu) in s3_results.items():
+        ratio = ops / results[label][0]
+        verdict = "ok" if ratio >= 1 - TARGET_S3_OVERHEAD else "BELOW TARGET"
+        print(
+            f"  {label:<12} {ops:8.1f} obj/s {mibs:8.1f} MiB/s  p50 {p(lat, 0.5):7.1f} ms"
+            f"  p99 {p(lat, 0.99):7.1f} ms  server CPU {cpu:5.2f} ms/obj"
+            f"  {ratio:4.0%} of Swift ({verdict})"
+        )
+
+
+def _s3_headers(signer: S3Signer, method: str, path: str) -> dict[str, str]:
+    """The signer's head as a header dict (for one-off requests made with httpx)."""
+    lines = signer.head(method, path).decode().split("\r\n")[1:]
+    return dict(line.split(": ", 1) for line in lines if line and not line.startswith("Host"))
 
 
 def main() -> None:
@@ -271,6 +383,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--dir", default=None, help="where the state dir goes (the disk)")
+    parser.add_argument("--api", choices=("swift", "s3"), default="swift")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cumulo-bench-object-", dir=args.dir))
     state_dir = work / "state"

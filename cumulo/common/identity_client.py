@@ -9,6 +9,8 @@ the identity ASGI app in-process (httpx's ASGI transport); elsewhere over HTTP.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import time
 from datetime import datetime
 from typing import Any
@@ -94,6 +96,39 @@ class IdentityClient:
         if r.status_code != 200:
             raise ServiceUnavailable(f"Identity could not list the catalog ({r.status_code}).")
         return r.json()["catalog"]
+
+    async def ec2_credential(self, access: str) -> dict[str, Any] | None:
+        """An EC2 credential by its access key (its id is the key's SHA-256), read with the
+        service token: what S3 needs to check signatures itself (Swift's s3token secret
+        cache); None when there is none."""
+        cred_id = hashlib.sha256(access.encode()).hexdigest()
+        for attempt in (1, 2):
+            headers = {"X-Auth-Token": await self.service_token(renew=attempt == 2)}
+            r = await self._request("GET", f"/v3/credentials/{cred_id}", headers=headers)
+            if r.status_code == 200:
+                return r.json()["credential"]
+            if r.status_code == 404:
+                return None
+            if r.status_code != 401:
+                break
+        raise ServiceUnavailable(f"Identity could not read an EC2 credential ({r.status_code}).")
+
+    async def s3_token(self, access: str, string_to_sign: str, signature: str) -> str | None:
+        """A project token for a signed S3 request (`POST /v3/s3tokens`); None when
+        Identity refuses the signature."""
+        body = {
+            "credentials": {
+                "access": access,
+                "token": base64.b64encode(string_to_sign.encode()).decode(),
+                "signature": signature,
+            }
+        }
+        r = await self._request("POST", "/v3/s3tokens", json=body)
+        if r.status_code in (200, 201):
+            return r.headers["X-Subject-Token"]
+        if r.status_code in (401, 403, 404):
+            return None
+        raise ServiceUnavailable(f"Identity could not check an S3 signature ({r.status_code}).")
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

@@ -68,6 +68,8 @@ CATALOG = [
     CatalogEntry(
         "object-store", "swift", "object_store", "/v1/AUTH_$(project_id)s", "Object Storage"
     ),
+    # S3 on the object store's port, as upstream deployments register Swift's s3api.
+    CatalogEntry("s3", "s3", "object_store", "", "S3 API on the Object Storage"),
 ]
 
 

@@ -110,7 +110,10 @@ IDENTITY_RULES: dict[str, str] = {
     "identity:list_access_rules": "rule:system_reader or rule:owner",
     "identity:delete_access_rule": "rule:cloud_admin or rule:owner",
     # credentials (EC2 and others)
-    "identity:get_credential": "rule:system_reader or user_id:%(target.credential.user_id)s",
+    # The service role reads credentials so that S3 checks signatures itself (Swift's
+    # s3token secret cache) instead of asking Identity on every request.
+    "identity:get_credential": "rule:system_reader or rule:service_role"
+    " or user_id:%(target.credential.user_id)s",
     "identity:list_credentials": "rule:system_reader or user_id:%(target.credential.user_id)s",
     "identity:create_credential": "rule:cloud_admin or user_id:%(target.credential.user_id)s",
     "identity:update_credential": "rule:cloud_admin or user_id:%(target.credential.user_id)s",

@@ -21,6 +21,7 @@ from cumulo.common.identity_client import IdentityClient
 from cumulo.object_store.api import accounts, containers, info, objects
 from cumulo.object_store.core import ObjectStore
 from cumulo.object_store.errors import SwiftError, as_swift_error
+from cumulo.object_store.s3.gateway import S3Gateway
 
 METHODS = ["GET", "HEAD", "PUT", "POST", "DELETE", "COPY"]
 
@@ -98,4 +99,6 @@ def create_object_store_app(store: ObjectStore) -> Starlette:
     app.add_middleware(TransIdMiddleware)
     app.state.object_store = store
     app.state.token_validator = store.validator
+    # Outermost: S3 requests are told apart before anything Swift does with them.
+    app.add_middleware(S3Gateway, store=store)
     return app

@@ -55,6 +55,8 @@ def container_headers(request: Request, info: ContainerInfo) -> dict[str, str]:
         "Accept-Ranges": "bytes",
         **(info.metadata or {}),
     }
+    if not request.scope.get("cumulo.s3"):  # the S3 front's bucket settings are its own
+        headers = {k: v for k, v in headers.items() if not k.startswith("X-Container-Sysmeta-")}
     return {**headers}
 
 

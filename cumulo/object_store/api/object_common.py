@@ -45,6 +45,10 @@ async def open_object(request: Request, policy: StoragePolicy, account, containe
     return stored
 
 
+# What the S3 front keeps beside an object (its multipart ETag, storage class).
+S3_SYSMETA = "x-object-sysmeta-s3api-"
+
+
 def user_metadata(request: Request) -> dict[str, str]:
     """X-Object-Meta-* and the other headers an object keeps (Content-Disposition, ...)."""
     manifest = request.headers.get("x-object-manifest")
@@ -57,6 +61,8 @@ def user_metadata(request: Request) -> dict[str, str]:
             continue
         if lower.startswith("x-object-meta-") or lower in POST_HEADERS:
             meta[title(lower)] = value
+        elif lower.startswith(S3_SYSMETA) and request.scope.get("cumulo.s3"):
+            meta[title(lower)] = value  # set by the S3 front only, never by a client
     at = delete_at(request.headers)
     if at is not None:
         meta["X-Delete-At"] = at
@@ -72,6 +78,8 @@ def content_type(request: Request, name: str) -> str:
 
 
 def created(request: Request, stored: dict, extra: dict | None = None) -> Response:
+    if request.scope.get("cumulo.s3"):  # the S3 front names versions by their timestamp
+        extra = {**(extra or {}), "X-Timestamp": stored["X-Timestamp"]}
     return empty(
         request,
         201,

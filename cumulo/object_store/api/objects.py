@@ -19,6 +19,7 @@ from cumulo.object_store.api.common import (
     store_of,
 )
 from cumulo.object_store.api.object_common import (
+    S3_SYSMETA,
     container_policy,
     content_type,
     created,
@@ -158,6 +159,8 @@ def object_headers(request: Request, stored: StoredObject) -> dict[str, str]:
             "Accept-Ranges": "bytes",
         }
     )
+    if request.scope.get("cumulo.s3"):  # the S3 front reads its own sysmeta back
+        headers.update({k: v for k, v in meta.items() if k.lower().startswith(S3_SYSMETA)})
     return {**headers}
 
 
@@ -376,6 +379,10 @@ async def _post(
     for kept in ("X-Static-Large-Object", "X-Object-Manifest"):
         if kept in stored.metadata and title(kept.lower()) not in metadata:
             metadata[kept] = stored.metadata[kept]
+    # System metadata (SLO, S3) outlives a POST, as in Swift; only the S3 front changes it.
+    for key, value in stored.metadata.items():
+        if key.startswith(SYSMETA) and key not in metadata:
+            metadata[key] = value
     await store.proxy.object_post(policy, account, container, name, metadata)
     return Response(
         b"<html><h1>Accepted</h1><p>The request is accepted for processing.</p></html>",

@@ -1,0 +1,378 @@
+"""The S3 front of the object store's port: tells S3 requests from Swift ones, checks
+their signature, and carries each S3 operation out as Swift requests on the same app
+(so ACLs, quotas, large objects and the storage layer are the Swift API's own)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlencode
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cumulo.common.faults import ApiError
+from cumulo.object_store.core import ObjectStore
+from cumulo.object_store.s3.errors import S3Error
+from cumulo.object_store.s3.request import S3Request, parse
+from cumulo.object_store.s3.signature import STREAMING, UNSIGNED, ChunkDecoder, Signed, claim
+
+LOG = logging.getLogger(__name__)
+
+# Paths of the port that stay Swift's when a request carries no S3 signature.
+SWIFT_PATHS = ("/info", "/healthcheck", "/metrics", "/crossdomain.xml", "/openapi.json")
+# The reserved account whose containers map a bucket name to its owner's account
+# (S3 bucket names are one namespace across the cloud; Swift's are per account).
+BUCKET_INDEX = ".s3-buckets"
+OWNER_KEY = "X-Container-Meta-S3-Account"
+SECRET_TTL = 60.0  # seconds a credential's secret is trusted before it is read again
+TOKEN_TTL = 300.0  # seconds a project token from /v3/s3tokens is reused
+
+
+@dataclass
+class Credential:
+    access: str
+    secret: str
+    project_id: str
+    user_id: str
+    deadline: float
+    token: str | None = None
+    token_deadline: float = 0.0
+
+
+@dataclass
+class SwiftAnswer:
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+@dataclass
+class Call:
+    """One S3 request being served."""
+
+    gateway: S3Gateway
+    scope: Scope
+    req: S3Request
+    receive: Receive
+    send: Send
+    request_id: str
+    signed: Signed | None = None
+    credential: Credential | None = None
+    account: str | None = None  # the bucket's account
+    started: bool = False
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def store(self) -> ObjectStore:
+        return self.gateway.store
+
+    @property
+    def authenticated(self) -> bool:
+        return self.credential is not None
+
+    # -- answering ---------------------------------------------------------------------
+
+    def _headers(self, headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+        base = {
+            "x-amz-request-id": self.request_id,
+            "x-amz-id-2": self.request_id,
+            **self.extra_headers,
+            **headers,
+        }
+        return [(k.lower().encode(), str(v).encode("latin-1")) for k, v in base.items()]
+
+    async def start(self, status: int, headers: dict[str, str]) -> None:
+        self.started = True
+        await self.send(
+            {"type": "http.response.start", "status": status, "headers": self._headers(headers)}
+        )
+
+    async def respond(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
+        headers = dict(headers or {})
+        if body:
+            headers.setdefault("content-type", "application/xml")
+        headers["content-length"] = str(len(body))
+        await self.start(status, headers)
+        send_body = body if self.req.method != "HEAD" else b""
+        await self.send({"type": "http.response.body", "body": send_body})
+
+    async def xml(self, body: bytes, status: int = 200, headers: dict | None = None) -> None:
+        await self.respond(status, body, {"content-type": "application/xml", **(headers or {})})
+
+    # -- Swift requests ----------------------------------------------------------------
+
+    def swift_path(self, container: str | None = None, obj: str | None = None) -> str:
+        assert self.account is not None
+        path = f"/v1/{self.account}"
+        if container is not None:
+            path += "/" + container
+            if obj is not None:
+                path += "/" + obj
+        return path
+
+    def _sub_scope(self, method: str, path: str, query: dict | None, headers: dict) -> Scope:
+        hdrs = {k.lower(): v for k, v in headers.items()}
+        if self.credential is not None and self.credential.token:
+            hdrs["x-auth-token"] = self.credential.token
+        hdrs.setdefault("host", self.req.host or "localhost")
+        raw = [(k.encode(), str(v).encode("latin-1")) for k, v in hdrs.items()]
+        qs = urlencode(query or {}, quote_via=quote)
+        sub = {
+            k: v for k, v in self.scope.items() if k not in ("path", "raw_path", "headers", "state")
+        }
+        sub.update(
+            method=method,
+            path=path,
+            raw_path=quote(path).encode(),
+            query_string=qs.encode(),
+            headers=raw,
+            state={},
+        )
+        sub["cumulo.s3"] = True  # lets Swift keep and show the s3api sysmeta
+        return sub
+
+    async def swift(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict | None = None,
+        headers: dict | None = None,
+        body: bytes | None = None,
+        receive: Receive | None = None,
+        stream_to: Callable[[int, dict[str, str]], Awaitable[bool]] | None = None,
+    ) -> SwiftAnswer:
+        """One request to the Swift app in-process. With stream_to, the answer's body goes
+        to the client as it comes once stream_to(status, headers) says so (True)."""
+        sub = self._sub_scope(method, path, query, headers or {})
+        if receive is None:
+            payload = body or b""
+            sent = False
+
+            async def receive() -> Message:
+                nonlocal sent
+                if sent:
+                    return {"type": "http.disconnect"}
+                sent = True
+                return {"type": "http.request", "body": payload, "more_body": False}
+
+            sub["headers"].append((b"content-length", str(len(payload)).encode()))
+        answer = SwiftAnswer(500, {})
+        chunks: list[bytes] = []
+        streaming = False
+
+        async def send(message: Message) -> None:
+            nonlocal streaming
+            if message["type"] == "http.response.start":
+                answer.status = message["status"]
+                answer.headers = {
+                    k.decode("latin-1").lower(): v.decode("latin-1")
+                    for k, v in message.get("headers", [])
+                }
+                if stream_to is not None:
+                    streaming = await stream_to(answer.status, answer.headers)
+            elif message["type"] == "http.response.body":
+                if streaming:
+                    await self.send(
+                        {
+                            "type": "http.response.body",
+                            "body": message.get("body", b"") if self.req.method != "HEAD" else b"",
+                            "more_body": message.get("more_body", False),
+                        }
+                    )
+                else:
+                    chunks.append(message.get("body", b""))
+
+        await self.gateway.app(sub, receive, send)
+        answer.body = b"".join(chunks)
+        return answer
+
+    def body_receive(self) -> Receive:
+        """The client's body as the Swift app reads it: aws-chunked decoded, and checked
+        against x-amz-content-sha256 (a mismatch fails the read, so nothing is stored)."""
+        signed = self.signed
+        payload = signed.payload_hash if signed and signed.version == 4 else UNSIGNED
+        decoder = None
+        if payload == STREAMING:
+            assert self.credential is not None and signed is not None
+            decoder = ChunkDecoder(signed, signed.signing_key(self.credential.secret))
+        digest = hashlib.sha256() if payload not in (UNSIGNED, STREAMING) else None
+        upstream = self.receive
+        try:
+            declared = int(self.req.headers.get("content-length", "-1"))
+        except ValueError:
+            declared = -1
+        seen = 0
+
+        async def receive() -> Message:
+            nonlocal seen
+            message = await upstream()
+            if message["type"] != "http.request":
+                return message
+            data = message.get("body", b"")
+            seen += len(data)
+            if decoder is not None:
+                data = decoder.feed(data)
+            if digest is not None:
+                digest.update(data)
+            # The reader may stop at Content-Length without waiting for the last message.
+            if not message.get("more_body", False) or seen == declared:
+                if decoder is not None and not decoder.done:
+                    raise S3Error("IncompleteBody")
+                if digest is not None and digest.hexdigest() != payload:
+                    raise S3Error("XAmzContentSHA256Mismatch")
+            return {**message, "body": data}
+
+        return receive
+
+    async def read_body(self, limit: int = 10 * 1024 * 1024) -> bytes:
+        receive = self.body_receive()
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            parts.append(message.get("body", b""))
+            size += len(parts[-1])
+            if size > limit:
+                raise S3Error("EntityTooLarge")
+            if not message.get("more_body", False):
+                break
+        return b"".join(parts)
+
+
+class S3Gateway:
+    def __init__(self, app: ASGIApp, store: ObjectStore | None = None) -> None:
+        self.app = app
+        self._store = store
+        self._credentials: dict[str, Credential] = {}
+
+    @property
+    def store(self) -> ObjectStore:
+        if self._store is None:
+            raise RuntimeError("S3Gateway needs the object store")
+        return self._store
+
+    def bind(self, store: ObjectStore) -> None:
+        self._store = store
+
+    def is_s3(self, scope: Scope) -> bool:
+        path: str = scope["path"]
+        if path == "/v1" or path.startswith("/v1/"):
+            return False
+        headers = dict(scope["headers"])
+        auth = headers.get(b"authorization", b"")
+        if auth.startswith((b"AWS4-HMAC-SHA256 ", b"AWS ")):
+            return True
+        domain = self.store.config.s3_domain
+        host = headers.get(b"host", b"").decode("latin-1").rsplit(":", 1)[0]
+        if domain and host.endswith("." + domain):
+            return True
+        qs = scope.get("query_string", b"")
+        if b"X-Amz-Algorithm=" in qs or b"AWSAccessKeyId=" in qs:
+            return True
+        return path not in SWIFT_PATHS
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.is_s3(scope):
+            await self.app(scope, receive, send)
+            return
+        from cumulo.object_store.s3 import handlers
+
+        request_id = f"tx{uuid.uuid4().hex[:21]}-{int(time.time()):010x}"
+        req = parse(scope, self.store.config.s3_domain)
+        call = Call(self, scope, req, receive, send, request_id)
+        try:
+            await self.authenticate(call)
+            await handlers.dispatch(call)
+        except S3Error as exc:
+            if call.started:
+                raise
+            await call.respond(exc.status, exc.document(req.resource, request_id))
+        except ApiError as exc:  # Identity unreachable and the like
+            if call.started:
+                raise
+            LOG.warning("S3 request failed: %s", exc)
+            err = S3Error("ServiceUnavailable" if exc.status == 503 else "InternalError")
+            await call.respond(err.status, err.document(req.resource, request_id))
+
+    # -- authentication ------------------------------------------------------------
+
+    async def _credential(self, access: str) -> Credential | None:
+        cached = self._credentials.get(access)
+        now = time.monotonic()
+        if cached is not None and cached.deadline > now:
+            return cached
+        client = self.store.validator.client  # type: ignore[union-attr]
+        found = await client.ec2_credential(access)
+        if found is None or found.get("type") != "ec2":
+            self._credentials.pop(access, None)
+            return None
+        import json
+
+        blob = json.loads(found["blob"])
+        cred = Credential(
+            access, blob.get("secret", ""), found.get("project_id") or "", found["user_id"],
+            now + SECRET_TTL,
+        )  # fmt: skip
+        if cached is not None and cached.secret == cred.secret:
+            cred.token, cred.token_deadline = cached.token, cached.token_deadline
+        if len(self._credentials) > 10000:
+            self._credentials.clear()
+        self._credentials[access] = cred
+        return cred
+
+    async def authenticate(self, call: Call) -> None:
+        signed = claim(call.req)
+        if signed is None:
+            return
+        cred = await self._credential(signed.access)
+        if cred is None:
+            raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=signed.access)
+        if not cred.secret or not signed.matches(cred.secret):
+            raise S3Error(
+                "SignatureDoesNotMatch",
+                AWSAccessKeyId=signed.access,
+                StringToSign=signed.string_to_sign,
+                SignatureProvided=signed.signature,
+            )
+        now = time.monotonic()
+        if cred.token is None or cred.token_deadline <= now:
+            # Identity checks the signature again and says who may act (user and project
+            # enabled, roles): the token the Swift requests carry.
+            client = self.store.validator.client  # type: ignore[union-attr]
+            token = await client.s3_token(signed.access, signed.string_to_sign, signed.signature)
+            if token is None:
+                raise S3Error("AccessDenied")
+            cred.token, cred.token_deadline = token, now + TOKEN_TTL
+        call.signed, call.credential = signed, cred
+
+    # -- the bucket namespace --------------------------------------------------------
+
+    async def bucket_account(self, bucket: str) -> str | None:
+        info = await self.store.proxy.container_info(BUCKET_INDEX, bucket)
+        if info.status != 200:
+            return None
+        return (info.metadata or {}).get(OWNER_KEY)
+
+    async def claim_bucket(self, bucket: str, account: str) -> str:
+        """Record the bucket as the account's; the account that holds it."""
+        owner = await self.bucket_account(bucket)
+        if owner is not None:
+            return owner
+        await self.store.proxy.container_put(
+            BUCKET_INDEX, bucket, self.store.policies.default, {OWNER_KEY: account}
+        )
+        return account
+
+    async def release_bucket(self, bucket: str, account: str) -> None:
+        if await self.bucket_account(bucket) == account:
+            try:
+                await self.store.proxy.container_delete(BUCKET_INDEX, bucket)
+            except Exception:  # noqa: BLE001 - an index row left is harmless; logged
+                LOG.warning("S3 bucket index: %s not released", bucket, exc_info=True)
