@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from cumulo.common.service_client import ServiceClient
-from cumulo.dashboard.apis import Apis
+from cumulo.dashboard.apis import ApiFailure, Apis
 from cumulo.dashboard.pages import auth, compute, network, overview, storage
 from cumulo.dashboard.sessions import SessionStore
-from cumulo.dashboard.web import HERE, ServerTiming
+from cumulo.dashboard.web import HERE, ServerTiming, render
+
+LOG = logging.getLogger(__name__)
 
 
 def create_dashboard_app(apis: Apis, sessions: SessionStore | None = None) -> Starlette:
@@ -22,7 +28,13 @@ def create_dashboard_app(apis: Apis, sessions: SessionStore | None = None) -> St
         *storage.routes,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    app = Starlette(routes=routes)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        LOG.exception("dashboard page %s failed: %s", request.url.path, exc)
+        failure = ApiFailure("dashboard", 500, "The dashboard failed to show this page.")
+        return render(request, "error.html", status=500, error=failure)
+
+    app = Starlette(routes=routes, exception_handlers={Exception: unexpected})
     app.add_middleware(ServerTiming)
     app.state.apis = apis
     app.state.sessions = sessions or SessionStore()

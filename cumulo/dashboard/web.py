@@ -46,9 +46,9 @@ def session_of(request: Request) -> Session:
     return request.state.session
 
 
-def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     session = getattr(request.state, "session", None)
-    html = templates.get_template(name).render(
+    html = templates.get_template(template).render(
         request=request, session=session, path=request.url.path, **context
     )
     return HTMLResponse(html, status_code=status)

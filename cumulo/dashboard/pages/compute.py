@@ -186,6 +186,16 @@ async def launch(request: Request) -> Response:
     return redirect(request, f"/instances/{created['server']['id']}")
 
 
+# The boot request flow's steps in words (the events Nova's conductor and compute record).
+STEP_LABELS = {
+    "conductor_build_instances": "scheduling",
+    "compute_build_and_run_instance": "build on the host",
+    "compute_networking": "networking",
+    "compute_block_device_mapping": "block device mapping",
+    "compute_spawning": "spawning",
+}
+
+
 def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
@@ -210,10 +220,7 @@ async def _timeline(api: UserApis, server_id: str) -> list[dict[str, Any]]:
         steps.append(
             {
                 "name": event["event"],
-                "label": event["event"]
-                .removeprefix("compute_")
-                .removeprefix("conductor_")
-                .replace("_", " "),
+                "label": STEP_LABELS.get(event["event"], event["event"].replace("_", " ")),
                 "result": event["result"] or "running",
                 "offset": (start - origin).total_seconds() if start and origin else 0,
                 "duration": (finish - start).total_seconds() if start and finish else None,

@@ -1,0 +1,416 @@
+"""The web dashboard in a real browser (Playwright for Python driving Debian's chromium,
+never Playwright's own browser download), on an in-process cloud with the fake compute
+driver: a new user's story, project isolation, and bad input.
+
+Screenshots of the main pages go to tmp/artifacts/dashboard/ (not committed); every
+page fails the test on a browser console error."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cumulo.common.config import load_config, write_config
+from tests.cloudrunner import CloudRunner, configure_state_dir, password_auth
+from tests.conftest import skip_or_fail
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "tmp" / "artifacts" / "dashboard"
+BOB_PASSWORD = "bob-secret-pw"
+# A status page the browser reports as "Failed to load resource: ... status of 4xx":
+# expected where a test provokes it (bad input), an error anywhere else.
+HTTP_ERROR = re.compile(r"Failed to load resource: the server responded with a status of 4\d\d")
+
+
+@pytest.fixture(scope="module")
+def chromium_browser() -> Iterator:
+    if not Path(CHROMIUM).exists():
+        skip_or_fail(f"the dashboard tests need Debian's chromium package ({CHROMIUM})")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        skip_or_fail("the dashboard tests need playwright (the test extras)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def dash(tmp_path_factory: pytest.TempPathFactory, chromium_browser) -> Iterator[CloudRunner]:
+    state = tmp_path_factory.mktemp("dashboard") / "state"
+    configure_state_dir(state)
+    config = load_config(state)
+    config.compute.fake_spawn_delay = 3.0  # a BUILD the page can watch turn ACTIVE
+    write_config(state, config)
+    runner = CloudRunner(state).start(60)
+    try:
+        yield runner
+    finally:
+        runner.stop()
+
+
+def url(runner: CloudRunner, path: str = "/") -> str:
+    return f"http://127.0.0.1:{runner.config.ports.dashboard}{path}"
+
+
+OPEN_TABS: list[Browser] = []
+
+
+@pytest.fixture(autouse=True)
+def close_tabs() -> Iterator[None]:
+    """Tabs a failed test left open closed (their live streams would hold the cloud's stop)."""
+    yield
+    while OPEN_TABS:
+        OPEN_TABS.pop().context.close()
+
+
+class Browser:
+    """One user's browser tab; console errors collected."""
+
+    def __init__(self, browser, runner: CloudRunner) -> None:
+        OPEN_TABS.append(self)
+        self.context = browser.new_context(accept_downloads=True)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(20_000)
+        self.runner = runner
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def go(self, path: str):
+        return self.page.goto(url(self.runner, path))
+
+    def login(self, user: str, password: str) -> None:
+        self.go("/login")
+        self.page.fill("input[name=username]", user)
+        self.page.fill("input[name=password]", password)
+        self.page.click("button[type=submit]")
+        self.page.wait_for_url(url(self.runner, "/"))
+
+    def shot(self, name: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+    def close(self, allow_http_errors: bool = False) -> None:
+        OPEN_TABS.remove(self)
+        self.context.close()
+        errors = [e for e in self.errors if not (allow_http_errors and HTTP_ERROR.search(e))]
+        assert errors == [], f"browser console errors: {errors}"
+
+
+def choose(page, select: str, text: str) -> None:
+    """Select the option of `select` whose label starts with `text`."""
+    options = page.locator(f"{select} option")
+    labels = [options.nth(i).inner_text() for i in range(options.count())]
+    label = next(label for label in labels if label.startswith(text))
+    page.select_option(select, label=label)
+
+
+def api_token(runner: CloudRunner, user: str, password: str, project: str) -> str:
+    response = httpx.post(
+        f"{runner.auth_url}/auth/tokens",
+        json=password_auth(
+            {"name": user, "domain": {"id": "default"}},
+            password,
+            {"project": {"name": project, "domain": {"id": "default"}}},
+        ),
+    )
+    response.raise_for_status()
+    return response.headers["X-Subject-Token"]
+
+
+def compute(runner: CloudRunner, token: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{runner.config.ports.compute}/v2.1",
+        headers={"X-Auth-Token": token},
+        timeout=30,
+    )
+
+
+def test_a_new_user_launches_watches_and_wires_a_server(dash, chromium_browser, tmp_path):
+    demo_password = dash.config.identity.demo_password
+    tab = Browser(chromium_browser, dash)
+    page = tab.page
+    tab.login("demo", demo_password)
+    response = tab.go("/")
+    assert "app;dur=" in response.headers["server-timing"]
+    assert page.locator(".chart").count() == 9
+    tab.shot("overview")
+
+    # An image from a file, with the progress bar.
+    image_file = tmp_path / "disk.raw"
+    image_file.write_bytes(os.urandom(3 * 1024 * 1024))
+    tab.go("/images")
+    page.fill("#image-upload input[name=name]", "uploaded-disk")
+    page.set_input_files("#image-upload input[name=file]", str(image_file))
+    page.click("#image-upload button")
+    page.wait_for_selector("#images td:text('uploaded-disk')")
+    assert (
+        page.locator("#images tr", has_text="uploaded-disk").locator("td").nth(1).inner_text()
+        == "active"
+    )
+    tab.shot("images")
+
+    # The launch wizard, landing on the new server's live page: BUILD, then ACTIVE
+    # without a reload (a marker set in the page survives).
+    tab.go("/instances/launch")
+    tab.shot("launch-wizard")
+    page.fill("input[name=name]", "web1")
+    choose(page, "#image", "uploaded-disk")
+    choose(page, "#flavor", "m1.tiny")
+    assert page.inner_text("#flavor-fit") == "Fits the image."
+    page.click("#launch-submit")
+    page.wait_for_url(re.compile(r"/instances/[0-9a-f-]{36}$"))
+    server_id = page.url.rsplit("/", 1)[1]
+    page.evaluate("window.sameDocument = true")
+    assert page.inner_text("#server-status .badge") == "BUILD"
+    page.wait_for_selector("#server-status .badge:text('ACTIVE')")
+    assert page.evaluate("window.sameDocument") is True
+    # The boot timeline: the create action's events, each with its duration.
+    page.wait_for_selector("#timeline .step-success [data-event], #timeline li.step-success")
+    steps = page.locator("#timeline li.step")
+    labels = [steps.nth(i).locator(".step-label").inner_text() for i in range(steps.count())]
+    assert [s for s in labels if s in ("scheduling", "networking", "spawning")] == [
+        "scheduling",
+        "networking",
+        "spawning",
+    ], labels
+    assert all(" s · " in steps.nth(i).inner_text() for i in range(steps.count()))
+    page.wait_for_function("document.querySelector('#console-log').textContent.length > 20")
+    tab.shot("instance-detail")
+
+    # Attach a new volume.
+    page.fill("#attach-volume input[name=size]", "1")
+    page.click("#attach-volume button")
+    page.wait_for_selector("#attached-volumes li:has-text('/dev/')")
+    # Associate a floating IP (a new one from the public pool).
+    page.click("#associate-fip button")
+    page.wait_for_selector("#server-fips li:not(.muted)")
+    address = page.inner_text("#server-fips li")
+    assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", address.strip())
+    tab.go("/floating-ips")
+    assert page.locator("#fips", has_text=address.strip()).count() == 1
+    tab.shot("floating-ips")
+    tab.go("/volumes")
+    assert page.locator("#volumes .badge-in-use").count() == 1
+    tab.shot("volumes")
+
+    # The instances table follows a state change without a reload.
+    tab.go("/instances")
+    page.evaluate("window.sameDocument = true")
+    row = page.locator(f"#server-{server_id}")
+    assert row.locator(".badge").inner_text() == "ACTIVE"
+    token = api_token(dash, "demo", demo_password, "demo")
+    with compute(dash, token) as api:
+        api.post(f"/servers/{server_id}/action", json={"os-stop": None}).raise_for_status()
+    page.wait_for_selector(f"#server-{server_id} .badge:text('SHUTOFF')")
+    assert page.evaluate("window.sameDocument") is True
+    tab.shot("instances")
+
+    # A network with a subnet and a router, then seen in the topology.
+    tab.go("/networks")
+    page.fill("#network-form input[name=name]", "web-net")
+    page.fill("#network-form input[name=cidr]", "10.77.0.0/24")
+    page.fill("#network-form input[name=router_name]", "web-router")
+    page.click("#network-form button")
+    page.wait_for_selector("td:text('web-net')")
+    assert page.locator("td", has_text="10.77.0.0/24").count() == 1
+    tab.shot("networks")
+    tab.go("/topology")
+    page.wait_for_function(
+        "(document.querySelector('#topology').dataset.labels || '').includes('web-router')"
+    )
+    labels = page.get_attribute("#topology", "data-labels").split(",")
+    assert {"web-net", "web-router", "public", "web1"} <= set(labels)
+    tab.shot("topology")
+
+    # An object up and back down.
+    tab.go("/containers")
+    page.fill("#container-form input[name=name]", "docs")
+    page.click("#container-form button")
+    page.wait_for_url(url(dash, "/containers/docs"))
+    note = tmp_path / "notes.txt"
+    note.write_text("hello from the dashboard\n")
+    page.set_input_files("#object-upload input[name=file]", str(note))
+    page.click("#object-upload button")
+    page.wait_for_selector("#objects a:text('notes.txt')")
+    tab.shot("container")
+    with page.expect_download() as download:
+        page.click("#objects a:text('notes.txt')")
+    saved = tmp_path / "downloaded.txt"
+    download.value.save_as(saved)
+    assert saved.read_text() == "hello from the dashboard\n"
+
+    for name in ("security-groups", "key-pairs", "containers"):
+        tab.go(f"/{name}")
+        tab.shot(name)
+
+    # Log out: the session is gone, its token revoked.
+    page.click("#logout")
+    page.wait_for_url(re.compile(r"/login\?reason=logout"))
+    assert "You logged out." in page.inner_text("#login-reason")
+    tab.go("/instances")
+    assert "/login" in page.url
+    tab.shot("login")
+    tab.close()
+
+
+@pytest.fixture(scope="module")
+def project_b(dash) -> dict[str, str]:
+    """Project beta with its member bob, a server, a network, a key pair of its own."""
+    dash.openstack("project", "create", "beta")
+    dash.openstack("user", "create", "--password", BOB_PASSWORD, "bob")
+    dash.openstack("role", "add", "--project", "beta", "--user", "bob", "member")
+    token = api_token(dash, "bob", BOB_PASSWORD, "beta")
+    network = httpx.post(
+        f"http://127.0.0.1:{dash.config.ports.network}/v2.0/networks",
+        headers={"X-Auth-Token": token},
+        json={"network": {"name": "beta-secret-net"}},
+    ).json()["network"]
+    with compute(dash, token) as api:
+        flavor = api.get("/flavors").json()["flavors"][0]["id"]
+        server = api.post(
+            "/servers",
+            json={
+                "server": {
+                    "name": "beta-secret-vm",
+                    "flavorRef": flavor,
+                    "imageRef": _any_image(dash, token),
+                    "networks": "none",
+                }
+            },
+        )
+        server.raise_for_status()
+        api.post("/os-keypairs", json={"keypair": {"name": "beta-secret-key"}}).raise_for_status()
+    return {"server": server.json()["server"]["id"], "network": network["id"]}
+
+
+def _any_image(dash: CloudRunner, token: str) -> str:
+    """A small public image (made once by admin)."""
+    images = dash.openstack("image", "list", "--public", "-f", "json")
+    if images:
+        return images[0]["ID"]
+    return _public_image(dash, "tiny-public", min_disk=0)
+
+
+def _public_image(dash: CloudRunner, name: str, min_disk: int) -> str:
+    data = Path(dash.state_dir) / f"{name}.raw"
+    data.write_bytes(b"\0" * 65536)
+    created = dash.openstack(
+        "image", "create", "--public", "--disk-format", "raw", "--min-disk", str(min_disk),
+        "--file", str(data), name, "-f", "json",
+    )  # fmt: skip
+    return created["id"]
+
+
+def test_a_member_sees_nothing_of_another_project_nor_the_admin_pages(
+    dash, chromium_browser, project_b
+):
+    tab = Browser(chromium_browser, dash)
+    page = tab.page
+    tab.login("demo", dash.config.identity.demo_password)
+    for path in (
+        "/instances",
+        "/networks",
+        "/key-pairs",
+        "/topology.json",
+        "/instances/launch",
+        "/floating-ips",
+        "/volumes",
+        "/security-groups",
+        "/",
+    ):
+        tab.go(path)
+        text = page.content()
+        assert "beta-secret" not in text, path
+    # Ids pasted into URLs answer the API's 404; admin pages answer 403.
+    request = tab.context.request
+    answer = request.get(url(dash, f"/instances/{project_b['server']}"))
+    assert answer.status == 404 and "could not be found" in answer.text()
+    for kind in ("projects", "users", "hypervisors", "services", "flavors"):
+        assert request.get(url(dash, f"/admin/{kind}")).status == 403
+    tab.close()
+
+    admin = Browser(chromium_browser, dash)
+    admin.login("admin", dash.config.identity.admin_password)
+    for kind in ("projects", "users", "hypervisors", "services", "flavors"):
+        assert admin.go(f"/admin/{kind}").status == 200
+        admin.shot(f"admin-{kind}")
+    admin.go("/admin/projects")
+    assert admin.page.locator("td", has_text="beta").count() >= 1
+    admin.close()
+
+
+def test_bad_input_shows_the_api_message_and_creates_nothing(dash, chromium_browser, tmp_path):
+    demo_password = dash.config.identity.demo_password
+    token = api_token(dash, "demo", demo_password, "demo")
+    big_image = _public_image(dash, "needs-5-gib", min_disk=5)
+    with compute(dash, token) as api:
+        before = {s["id"] for s in api.get("/servers").json()["servers"]}
+    tab = Browser(chromium_browser, dash)
+    page = tab.page
+    tab.login("demo", demo_password)
+
+    def launch(name: str, image: str | None, flavor: str, count: int = 1) -> None:
+        tab.go("/instances/launch")
+        page.fill("input[name=name]", name)
+        if image:
+            page.select_option("#image", image)
+        choose(page, "#flavor", flavor)
+        page.fill("input[name=count]", str(count))
+        page.click("#launch-submit")
+        page.wait_for_selector("p.error")
+
+    launch("no-image", None, "m1.tiny")
+    assert "image" in page.inner_text("p.error").lower()
+    assert page.input_value("input[name=name]") == "no-image"  # the form is kept
+    launch("too-small", big_image, "m1.tiny")
+    assert "Too small" in page.inner_text("#flavor-fit")  # said before submitting too
+    message = page.locator("fieldset:has(#flavor) p.error").inner_text()
+    assert "too small" in message.lower() and "request req-" in message
+    launch("too-many", _any_image(dash, token), "m1.tiny", count=500)
+    assert "quota" in page.inner_text("p.error").lower()
+    tab.shot("launch-errors")
+    with compute(dash, token) as api:
+        after = {s["id"] for s in api.get("/servers").json()["servers"]}
+    assert after == before, "a refused launch created a server"
+
+    tab.go("/key-pairs")
+    for _ in range(2):
+        page.fill("#keypair-form input[name=name]", "dup-key")
+        page.click("#keypair-form button")
+        page.wait_for_load_state()
+    assert "already exists" in page.inner_text("#keypair-form p.error")
+    assert page.locator("td", has_text="dup-key").count() == 1
+
+    # A forged form (no CSRF token) is refused, and nothing is made.
+    forged = tab.context.request.post(url(dash, "/key-pairs"), form={"name": "forged-key"})
+    assert forged.status == 403 and "CSRF" in forged.text()
+    with compute(dash, token) as api:
+        names = [k["keypair"]["name"] for k in api.get("/os-keypairs").json()["keypairs"]]
+    assert "forged-key" not in names and names.count("dup-key") == 1
+    tab.close(allow_http_errors=True)
+
+
+def test_chromium_is_debian_s():
+    """The browser the tests drive is the system package, not a Playwright download."""
+    if not shutil.which("chromium"):
+        skip_or_fail("Debian's chromium package is not installed")
+    assert Path(CHROMIUM).resolve().is_file()
