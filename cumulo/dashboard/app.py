@@ -6,8 +6,8 @@ import logging
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Mount
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from cumulo.common.service_client import ServiceClient
@@ -19,6 +19,11 @@ from cumulo.dashboard.web import HERE, ServerTiming, render
 LOG = logging.getLogger(__name__)
 
 
+async def favicon(_request: Request) -> Response:
+    """The icon browsers ask for on any page (a JSON one too)."""
+    return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml")
+
+
 def create_dashboard_app(apis: Apis, sessions: SessionStore | None = None) -> Starlette:
     routes = [
         *auth.routes,
@@ -27,6 +32,7 @@ def create_dashboard_app(apis: Apis, sessions: SessionStore | None = None) -> St
         *network.routes,
         *storage.routes,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        Route("/favicon.ico", favicon, methods=["GET"]),
     ]
 
     async def unexpected(request: Request, exc: Exception) -> Response:

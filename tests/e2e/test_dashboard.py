@@ -91,8 +91,18 @@ class Browser:
         self.page.set_default_timeout(20_000)
         self.runner = runner
         self.errors: list[str] = []
-        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.failed: list[str] = []  # resources answering an error status, for the message
+        self.page.on("console", self._on_console)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("response", self._on_response)
+
+    def _on_console(self, message) -> None:
+        if message.type == "error":
+            self.errors.append(f"{message.text} at {message.location['url']}")
+
+    def _on_response(self, response) -> None:
+        if response.status >= 400:
+            self.failed.append(f"{response.status} {response.url}")
 
     def go(self, path: str):
         return self.page.goto(url(self.runner, path))
@@ -112,7 +122,7 @@ class Browser:
         OPEN_TABS.remove(self)
         self.context.close()
         errors = [e for e in self.errors if not (allow_http_errors and HTTP_ERROR.search(e))]
-        assert errors == [], f"browser console errors: {errors}"
+        assert errors == [], f"browser console errors: {errors} (failed: {self.failed})"
 
 
 def choose(page, select: str, text: str) -> None:
@@ -304,7 +314,7 @@ def project_b(dash) -> dict[str, str]:
 
 def _any_image(dash: CloudRunner, token: str) -> str:
     """A small public image (made once by admin)."""
-    images = dash.openstack("image", "list", "--public", "-f", "json")
+    images = dash.openstack("image", "list", "--public", "--name", "tiny-public", "-f", "json")
     if images:
         return images[0]["ID"]
     return _public_image(dash, "tiny-public", min_disk=0)
@@ -376,17 +386,17 @@ def test_bad_input_shows_the_api_message_and_creates_nothing(dash, chromium_brow
         choose(page, "#flavor", flavor)
         page.fill("input[name=count]", str(count))
         page.click("#launch-submit")
-        page.wait_for_selector("p.error")
+        page.wait_for_selector("p[role=alert]")
 
     launch("no-image", None, "m1.tiny")
-    assert "image" in page.inner_text("p.error").lower()
+    assert "image" in page.inner_text("p[role=alert]").lower()
     assert page.input_value("input[name=name]") == "no-image"  # the form is kept
     launch("too-small", big_image, "m1.tiny")
     assert "Too small" in page.inner_text("#flavor-fit")  # said before submitting too
-    message = page.locator("fieldset:has(#flavor) p.error").inner_text()
+    message = page.locator("fieldset:has(#flavor) p[role=alert]").inner_text()
     assert "too small" in message.lower() and "request req-" in message
     launch("too-many", _any_image(dash, token), "m1.tiny", count=500)
-    assert "quota" in page.inner_text("p.error").lower()
+    assert "quota" in page.inner_text("p[role=alert]").lower()
     tab.shot("launch-errors")
     with compute(dash, token) as api:
         after = {s["id"] for s in api.get("/servers").json()["servers"]}

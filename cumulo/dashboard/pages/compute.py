@@ -247,13 +247,13 @@ async def _console(api: UserApis, server_id: str, status: str) -> str:
     return body.get("output", "")
 
 
-async def _live_parts(api: UserApis, server_id: str) -> dict[str, str]:
+async def _live_parts(api: UserApis, server_id: str, csrf: str) -> dict[str, str]:
     server = (await api.compute.get(f"/v2.1/servers/{server_id}"))["server"]
     timeline, console = await gather(
         _timeline(api, server_id), _console(api, server_id, server["status"])
     )
     return {
-        "status": fragment("parts.html:status", server=server),
+        "status": fragment("parts.html:status", server=server, actions=ACTIONS, csrf=csrf),
         "timeline": fragment("parts.html:timeline", steps=timeline),
         "console": fragment("parts.html:console", output=console),
     }
@@ -294,7 +294,8 @@ async def instance(request: Request) -> Response:
 @page
 async def instance_live(request: Request) -> Response:
     api, server_id = apis_of(request), request.path_params["server_id"]
-    return live_stream(request, lambda: _live_parts(api, server_id))
+    csrf = request.state.session.csrf
+    return live_stream(request, lambda: _live_parts(api, server_id, csrf))
 
 
 @page
