@@ -288,6 +288,7 @@ def project_b(dash) -> dict[str, str]:
     dash.openstack("project", "create", "beta")
     dash.openstack("user", "create", "--password", BOB_PASSWORD, "bob")
     dash.openstack("role", "add", "--project", "beta", "--user", "bob", "member")
+    dash.openstack("role", "add", "--project", "beta", "--user", "admin", "member")
     token = api_token(dash, "bob", BOB_PASSWORD, "beta")
     network = httpx.post(
         f"http://127.0.0.1:{dash.config.ports.network}/v2.0/networks",
@@ -365,7 +366,27 @@ def test_a_member_sees_nothing_of_another_project_nor_the_admin_pages(
         admin.shot(f"admin-{kind}")
     admin.go("/admin/projects")
     assert admin.page.locator("td", has_text="beta").count() >= 1
+    # Switching project: the pages then show beta's resources.
+    admin.page.select_option("#project-select", label="beta")
+    admin.page.wait_for_selector("h1:text('Overview of beta')")
+    admin.go("/instances")
+    assert admin.page.locator("td", has_text="beta-secret-vm").count() == 1
     admin.close()
+
+
+def test_the_session_ends_with_its_token_and_the_login_page_says_why(dash, chromium_browser):
+    dash.openstack("user", "create", "--password", "carol-secret-pw", "carol")
+    dash.openstack("role", "add", "--project", "demo", "--user", "carol", "member")
+    tab = Browser(chromium_browser, dash)
+    tab.login("carol", "carol-secret-pw")
+    tab.go("/instances")
+    dash.openstack("user", "set", "--disable", "carol")  # her tokens are revoked with it
+    tab.go("/volumes")
+    assert "reason=revoked" in tab.page.url
+    assert "Your session ended" in tab.page.inner_text("#login-reason")
+    tab.go("/instances")  # the session is gone, not only its page
+    assert "/login" in tab.page.url
+    tab.close()
 
 
 def test_bad_input_shows_the_api_message_and_creates_nothing(dash, chromium_browser, tmp_path):
