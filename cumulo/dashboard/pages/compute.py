@@ -25,7 +25,8 @@ from cumulo.dashboard.web import (
 )
 
 PAGE_SIZE = 20
-FILTERS = ("name", "status")
+PAGE_SIZES = (20, 50, 100, 500)
+FILTERS = ("name", "status", "limit")
 # The actions a server's state offers, as the API names them.
 ACTIONS = {
     "ACTIVE": ["stop", "reboot", "pause", "suspend", "lock", "delete"],
@@ -48,9 +49,14 @@ ACTION_BODIES: dict[str, dict[str, Any]] = {
 }
 
 
+def _page_size(params: dict[str, str]) -> int:
+    size = params.get("limit", "")
+    return int(size) if size.isdigit() and int(size) in PAGE_SIZES else PAGE_SIZE
+
+
 def _servers_query(params: dict[str, str]) -> str:
     query = {k: params[k] for k in FILTERS if params.get(k)}
-    query["limit"] = str(PAGE_SIZE)
+    query["limit"] = str(_page_size(params))
     if params.get("marker"):
         query["marker"] = params["marker"]
     return urlencode(query)
@@ -69,7 +75,7 @@ async def instances(request: Request) -> Response:
     params = dict(request.query_params)
     servers = await _servers_page(apis_of(request), params)
     filters = {k: params.get(k, "") for k in FILTERS}
-    next_marker = servers[-1]["id"] if len(servers) == PAGE_SIZE else None
+    next_marker = servers[-1]["id"] if len(servers) == _page_size(params) else None
     live_url = "/instances/live?" + _servers_query(params)
     return render(
         request,
@@ -77,6 +83,7 @@ async def instances(request: Request) -> Response:
         servers=servers,
         filters=filters,
         statuses=sorted(ACTIONS),
+        page_sizes=PAGE_SIZES,
         next_url=(
             "/instances?"
             + urlencode({**{k: v for k, v in filters.items() if v}, "marker": next_marker})
