@@ -36,6 +36,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cumulo.common.config import load_config, write_config  # noqa: E402
 from tests.cloudrunner import CloudRunner, configure_state_dir  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -132,6 +133,7 @@ def browser_timings(base: str, cookies: httpx.Cookies, paths: list[str]) -> dict
         page = context.new_page()
         for path in paths:
             page.goto(base + path)  # warm (static files cached)
+            page.goto("about:blank")  # the previous page's live stream closed
             page.goto(base + path, wait_until="load")
             nav = page.evaluate(
                 "JSON.parse(JSON.stringify(performance.getEntriesByType('navigation')[0]))"
@@ -152,6 +154,9 @@ def main() -> None:
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="bench-dashboard-")) / "state"
     configure_state_dir(state)
+    config = load_config(state)
+    config.compute.fake_hosts = 3  # room for 500 m1.tiny guests (about 190 a fake host)
+    write_config(state, config)
     cloud = CloudRunner(state).start(60)
     try:
         cfg = cloud.config

@@ -27,6 +27,9 @@ class Session:
     expires_at: float
     projects: list[dict[str, Any]] = field(default_factory=list)
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    # Per page view: the live fragments as the page was rendered (its stream sends
+    # only what changes after), kept until the page's stream opens.
+    views: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def is_admin(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -162,17 +163,33 @@ class ServerTiming:
             api_time.reset(token)
 
 
+# Page views whose stream has not opened yet, kept per session (the newest ones).
+MAX_VIEWS = 8
+
+
+def remember_view(request: Request, fragments: dict[str, str]) -> str:
+    """Keep the live fragments a page was rendered with; returns the view's id, for the
+    page's stream URL."""
+    views = session_of(request).views
+    view = secrets.token_urlsafe(9)
+    views[view] = fragments
+    while len(views) > MAX_VIEWS:
+        views.pop(next(iter(views)))
+    return view
+
+
 def live_stream(
     request: Request, fragments: Callable[[], Awaitable[dict[str, str]]]
 ) -> StreamingResponse:
     """One server-sent-events stream for a page: every LIVE_INTERVAL it asks the API
     (with the user's token) what the page shows and pushes only the HTML fragments
-    that changed, each as an event named after its element."""
+    that changed since the page was rendered, each as an event named after its element."""
     store = store_of(request)
     cookie = request.cookies.get(COOKIE)
+    # What the page already shows (a stream opened without its view sends everything).
+    sent = session_of(request).views.pop(request.query_params.get("view", ""), {})
 
     async def events() -> AsyncIterator[bytes]:
-        sent: dict[str, str] = {}
         while True:
             found = store.find(cookie)
             if found is None or found[1].expired:

@@ -21,6 +21,7 @@ from cumulo.dashboard.web import (
     live_stream,
     page,
     redirect,
+    remember_view,
     render,
 )
 
@@ -76,7 +77,8 @@ async def instances(request: Request) -> Response:
     servers = await _servers_page(apis_of(request), params)
     filters = {k: params.get(k, "") for k in FILTERS}
     next_marker = servers[-1]["id"] if len(servers) == _page_size(params) else None
-    live_url = "/instances/live?" + _servers_query(params)
+    view = remember_view(request, {f"server-{s['id']}": _row(s) for s in servers})
+    live_url = "/instances/live?" + _servers_query(params) + f"&view={view}"
     return render(
         request,
         "instances.html",
@@ -254,16 +256,21 @@ async def _console(api: UserApis, server_id: str, status: str) -> str:
     return body.get("output", "")
 
 
-async def _live_parts(api: UserApis, server_id: str, csrf: str) -> dict[str, str]:
-    server = (await api.compute.get(f"/v2.1/servers/{server_id}"))["server"]
-    timeline, console = await gather(
-        _timeline(api, server_id), _console(api, server_id, server["status"])
-    )
+def _parts(server: dict[str, Any], timeline: list, console: str, csrf: str) -> dict[str, str]:
+    """The server page's live parts, as the page renders them and its stream sends them."""
     return {
         "status": fragment("parts.html:status", server=server, actions=ACTIONS, csrf=csrf),
         "timeline": fragment("parts.html:timeline", steps=timeline),
         "console": fragment("parts.html:console", output=console),
     }
+
+
+async def _live_parts(api: UserApis, server_id: str, csrf: str) -> dict[str, str]:
+    server = (await api.compute.get(f"/v2.1/servers/{server_id}"))["server"]
+    timeline, console = await gather(
+        _timeline(api, server_id), _console(api, server_id, server["status"])
+    )
+    return _parts(server, timeline, console, csrf)
 
 
 @page
@@ -280,9 +287,11 @@ async def instance(request: Request) -> Response:
         optional(api.network.get(f"/v2.0/floatingips?project_id={project}"), {"floatingips": []}),
         optional(api.network.get(f"/v2.0/ports?device_id={server_id}"), {"ports": []}),
     )
+    view = remember_view(request, _parts(server, timeline, console, request.state.session.csrf))
     return render(
         request,
         "instance.html",
+        view=view,
         server=server,
         steps=timeline,
         output=console,
