@@ -155,7 +155,7 @@ def main() -> None:
     state = Path(tempfile.mkdtemp(prefix="bench-dashboard-")) / "state"
     configure_state_dir(state)
     config = load_config(state)
-    config.compute.fake_hosts = 3  # room for 500 m1.tiny guests (about 190 a fake host)
+    config.compute.fake_hosts = 5  # room for 500 m1.tiny guests (about 100 a fake host)
     write_config(state, config)
     cloud = CloudRunner(state).start(60)
     try:

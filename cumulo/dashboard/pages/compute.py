@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -77,12 +78,13 @@ async def instances(request: Request) -> Response:
     servers = await _servers_page(apis_of(request), params)
     filters = {k: params.get(k, "") for k in FILTERS}
     next_marker = servers[-1]["id"] if len(servers) == _page_size(params) else None
-    view = remember_view(request, {f"server-{s['id']}": _row(s) for s in servers})
+    rows = {f"server-{s['id']}": _row(s) for s in servers}  # rendered once: page and stream
+    view = remember_view(request, rows)
     live_url = "/instances/live?" + _servers_query(params) + f"&view={view}"
     return render(
         request,
         "instances.html",
-        servers=servers,
+        rows=[Markup(html) for html in rows.values()],
         filters=filters,
         statuses=sorted(ACTIONS),
         page_sizes=PAGE_SIZES,
