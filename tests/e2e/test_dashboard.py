@@ -213,7 +213,7 @@ def test_a_new_user_launches_watches_and_wires_a_server(dash, chromium_browser, 
     # Associate a floating IP (a new one from the public pool).
     page.click("#associate-fip button")
     page.wait_for_selector("#server-fips li:not(.muted)")
-    address = page.inner_text("#server-fips li")
+    address = page.inner_text("#server-fips li .address")
     assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", address.strip())
     tab.go("/floating-ips")
     assert page.locator("#fips", has_text=address.strip()).count() == 1

@@ -393,6 +393,48 @@ async def associate_floating_ip(request: Request) -> Response:
 
 
 @page
+async def snapshot(request: Request) -> Response:
+    api, form = apis_of(request), await form_of(request)
+    server_id = request.path_params["server_id"]
+    try:
+        await api.compute.post(
+            f"/v2.1/servers/{server_id}/action",
+            {"createImage": {"name": form.get("name") or f"snapshot of {server_id[:8]}"}},
+        )
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        return _back_with_error(request, server_id, exc)
+    return redirect(request, "/images")
+
+
+@page
+async def detach_volume(request: Request) -> Response:
+    api = apis_of(request)
+    server_id, volume_id = request.path_params["server_id"], request.path_params["volume_id"]
+    try:
+        await api.compute.delete(f"/v2.1/servers/{server_id}/os-volume_attachments/{volume_id}")
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        return _back_with_error(request, server_id, exc)
+    return redirect(request, f"/instances/{server_id}")
+
+
+@page
+async def disassociate_floating_ip(request: Request) -> Response:
+    api = apis_of(request)
+    server_id, fip_id = request.path_params["server_id"], request.path_params["fip_id"]
+    try:
+        await api.network.put(f"/v2.0/floatingips/{fip_id}", {"floatingip": {"port_id": None}})
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        return _back_with_error(request, server_id, exc)
+    return redirect(request, f"/instances/{server_id}")
+
+
+@page
 async def keypairs(request: Request) -> Response:
     body = await apis_of(request).compute.get("/v2.1/os-keypairs")
     return render(
@@ -446,6 +488,13 @@ routes = [
     Route("/instances/{server_id}/action", instance_action, methods=["POST"]),
     Route("/instances/{server_id}/attach-volume", attach_volume, methods=["POST"]),
     Route("/instances/{server_id}/floating-ip", associate_floating_ip, methods=["POST"]),
+    Route("/instances/{server_id}/snapshot", snapshot, methods=["POST"]),
+    Route("/instances/{server_id}/volumes/{volume_id}/detach", detach_volume, methods=["POST"]),
+    Route(
+        "/instances/{server_id}/floating-ips/{fip_id}/disassociate",
+        disassociate_floating_ip,
+        methods=["POST"],
+    ),
     Route("/key-pairs", keypairs, methods=["GET"]),
     Route("/key-pairs", create_keypair, methods=["POST"]),
     Route("/key-pairs/{name}/delete", delete_keypair, methods=["POST"]),

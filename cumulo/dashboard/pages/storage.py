@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from cumulo.dashboard.apis import ApiFailure, UserApis
+from cumulo.dashboard.apis import ApiFailure, gather
 from cumulo.dashboard.web import apis_of, form_of, page, redirect, render, session_of
 
 CHUNK = 1024 * 1024
@@ -19,15 +19,25 @@ CHUNK = 1024 * 1024
 # -- volumes ---------------------------------------------------------------------------
 
 
-async def _volumes(api: UserApis) -> list[dict[str, Any]]:
-    return (await api.volume.get("/v3/volumes/detail"))["volumes"]
+async def _volumes_page(request: Request, status: int = 200, **context: Any) -> Response:
+    api = apis_of(request)
+    volumes, servers = await gather(
+        api.volume.get("/v3/volumes/detail"), api.compute.get("/v2.1/servers?limit=200")
+    )
+    context = {"form": {}, "error": None, **context}
+    return render(
+        request,
+        "volumes.html",
+        status=status,
+        volumes=volumes["volumes"],
+        servers=servers["servers"],
+        **context,
+    )
 
 
 @page
 async def volumes(request: Request) -> Response:
-    return render(
-        request, "volumes.html", volumes=await _volumes(apis_of(request)), form={}, error=None
-    )
+    return await _volumes_page(request)
 
 
 @page
@@ -39,14 +49,23 @@ async def create_volume(request: Request) -> Response:
     except ApiFailure as exc:
         if exc.status == 401:
             raise
-        return render(
-            request,
-            "volumes.html",
-            status=exc.status,
-            volumes=await _volumes(api),
-            form=form,
-            error=exc,
+        return await _volumes_page(request, status=exc.status, form=form, error=exc)
+    return redirect(request, "/volumes")
+
+
+@page
+async def attach_to_server(request: Request) -> Response:
+    """Attach a volume from the volumes page (Compute makes the attachment)."""
+    api, form = apis_of(request), await form_of(request)
+    body = {"volumeAttachment": {"volumeId": request.path_params["id"]}}
+    try:
+        await api.compute.post(
+            f"/v2.1/servers/{form.get('server_id', '')}/os-volume_attachments", body
         )
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        return await _volumes_page(request, status=exc.status, error=exc)
     return redirect(request, "/volumes")
 
 
@@ -172,6 +191,22 @@ async def upload_object(request: Request) -> Response:
 
 
 @page
+async def delete_object(request: Request) -> Response:
+    name, path = request.path_params["name"], request.path_params["object"]
+    await apis_of(request).object_store.delete(f"{_account(request)}/{quote(name)}/{quote(path)}")
+    prefix = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
+    return redirect(request, f"/containers/{quote(name)}?{urlencode({'prefix': prefix})}")
+
+
+@page
+async def delete_container(request: Request) -> Response:
+    await apis_of(request).object_store.delete(
+        f"{_account(request)}/{quote(request.path_params['name'])}"
+    )
+    return redirect(request, "/containers")
+
+
+@page
 async def download_object(request: Request) -> Response:
     name, path = request.path_params["name"], request.path_params["object"]
     api = apis_of(request).object_store
@@ -198,6 +233,7 @@ routes = [
     Route("/volumes", volumes, methods=["GET"]),
     Route("/volumes", create_volume, methods=["POST"]),
     Route("/volumes/{id}/delete", delete_volume, methods=["POST"]),
+    Route("/volumes/{id}/attach", attach_to_server, methods=["POST"]),
     Route("/images", images, methods=["GET"]),
     Route("/images", create_image, methods=["POST"]),
     Route("/images/{id}/file", upload_image_data, methods=["PUT"]),
@@ -206,5 +242,7 @@ routes = [
     Route("/containers", create_container, methods=["POST"]),
     Route("/containers/{name}", container, methods=["GET"]),
     Route("/containers/{name}/upload", upload_object, methods=["POST"]),
+    Route("/containers/{name}/delete", delete_container, methods=["POST"]),
+    Route("/containers/{name}/delete/{object:path}", delete_object, methods=["POST"]),
     Route("/containers/{name}/objects/{object:path}", download_object, methods=["GET"]),
 ]
