@@ -155,7 +155,8 @@ def main() -> None:
     state = Path(tempfile.mkdtemp(prefix="bench-dashboard-")) / "state"
     configure_state_dir(state)
     config = load_config(state)
-    config.compute.fake_hosts = 3
+    config.compute.fake_hosts = 3  # with 16 vCPUs per real one: 4 × 256 one-vCPU guests
+    config.compute.cpu_allocation_ratio = 16.0
     write_config(state, config)
     cloud = CloudRunner(state).start(60)
     try:
@@ -182,7 +183,7 @@ def main() -> None:
         data.write_bytes(b"\0" * 65536)
         image = cloud.openstack("image", "create", "--public", "--disk-format", "raw", "--file",
                                 str(data), "bench-tiny", "-f", "json")["id"]  # fmt: skip
-        # A guest that only costs a vCPU (fake hosts have 16 × 16 of them): 500 fit.
+        # A guest that costs a vCPU and little else: 500 fit.
         flavor = cloud.openstack("flavor", "create", "--vcpus", "1", "--ram", "64", "--disk", "0",
                                  "bench.nano", "-f", "json")["id"]  # fmt: skip
         token = cloud.token("demo", demo_password, "demo")
@@ -204,6 +205,9 @@ def main() -> None:
         )
         asyncio.run(boot(compute, token, image, flavor, args.servers - 10))
         n = args.servers
+        states = cloud.openstack("server", "list", "--all-projects", "--limit", "-1", "-f", "json")
+        active = [s["Status"] for s in states].count("ACTIVE")
+        print(f"{len(states)} servers, {active} ACTIVE", flush=True)
         page_vs_direct(
             f"instances, {n} servers (page of 20)",
             "/instances",

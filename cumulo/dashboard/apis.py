@@ -34,13 +34,21 @@ api_time: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar(
 class ApiFailure(Exception):
     """An API answered with an error: its status, message in plain words, request id."""
 
-    def __init__(self, service: str, status: int, message: str, request_id: str = "") -> None:
+    def __init__(
+        self,
+        service: str,
+        status: int,
+        message: str,
+        request_id: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.service, self.status, self.message, self.request_id = (
             service,
             status,
             message,
             request_id,
         )
+        self.headers = headers or {}
         super().__init__(f"{service} {status}: {message}")
 
     @property
@@ -105,6 +113,7 @@ class Api:
                 response.status_code,
                 error_message(response.content, response.status_code),
                 response.headers.get("x-openstack-request-id", ""),
+                dict(response.headers),
             )
         return response
 

@@ -7,6 +7,7 @@ page fails the test on a browser console error."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from cumulo.common.config import load_config, write_config
+from cumulo.identity import totp
 from tests.cloudrunner import CloudRunner, configure_state_dir, password_auth
 from tests.conftest import skip_or_fail
 
@@ -107,12 +109,16 @@ class Browser:
     def go(self, path: str):
         return self.page.goto(url(self.runner, path))
 
-    def login(self, user: str, password: str) -> None:
+    def login(self, user: str, password: str, passcode: str = "", ok: bool = True) -> None:
         self.go("/login")
         self.page.fill("input[name=username]", user)
         self.page.fill("input[name=password]", password)
+        self.page.fill("input[name=passcode]", passcode)
         self.page.click("button[type=submit]")
-        self.page.wait_for_url(url(self.runner, "/"))
+        if ok:
+            self.page.wait_for_url(url(self.runner, "/"))
+        else:
+            self.page.wait_for_selector("p[role=alert]")
 
     def shot(self, name: str) -> None:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -372,6 +378,21 @@ def test_a_member_sees_nothing_of_another_project_nor_the_admin_pages(
     admin.go("/instances")
     assert admin.page.locator("td", has_text="beta-secret-vm").count() == 1
     admin.close()
+
+
+def test_a_user_with_totp_logs_in_with_the_passcode(dash, chromium_browser):
+    user = dash.openstack("user", "create", "--password", "dave-secret-pw", "dave", "-f", "json")
+    dash.openstack("role", "add", "--project", "demo", "--user", "dave", "member")
+    secret = base64.b32encode(os.urandom(20)).decode().rstrip("=")
+    dash.openstack("credential", "create", "--type", "totp", user["id"], secret)
+    dash.openstack("user", "set", "--multi-factor-auth-rule", "password,totp", "dave")
+    tab = Browser(chromium_browser, dash)
+    tab.login("dave", "dave-secret-pw", ok=False)  # the password alone: a passcode is asked
+    assert "passcode" in tab.page.inner_text("p[role=alert]")
+    assert tab.page.get_attribute("input[name=passcode]", "required") is not None
+    tab.login("dave", "dave-secret-pw", passcode=totp.passcode(secret))
+    assert "dave" in tab.page.inner_text(".who")
+    tab.close(allow_http_errors=True)  # the refused login answered 401
 
 
 def test_the_session_ends_with_its_token_and_the_login_page_says_why(dash, chromium_browser):

@@ -98,12 +98,14 @@ async def login(request: Request) -> Response:
         unscoped, body = await _token(request, {"identity": identity})
         session = await _scoped_session(request, unscoped, body["user"], None)
     except ApiFailure as exc:
-        needs_totp = exc.status == 401 and "passcode" not in form and "auth" in exc.message.lower()
-        message = (
-            "The user name, password or passcode is wrong."
-            if exc.status == 401
-            else exc.explanation
-        )
+        # Keystone's auth receipt: the password was right, the rules want a passcode too.
+        needs_totp = exc.status == 401 and "openstack-auth-receipt" in exc.headers
+        if needs_totp:
+            message = "This account also needs the passcode from its authenticator app."
+        elif exc.status == 401:
+            message = "The user name, password or passcode is wrong."
+        else:
+            message = exc.explanation
         return render(
             request,
             "login.html",
