@@ -205,7 +205,7 @@ def main() -> None:
         )
         asyncio.run(boot(compute, token, image, flavor, args.servers - 10))
         n = args.servers
-        states = cloud.openstack("server", "list", "--all-projects", "--limit", "-1", "-f", "json")
+        states = cloud.openstack("server", "list", "--all-projects", "-f", "json")
         active = [s["Status"] for s in states].count("ACTIVE")
         print(f"{len(states)} servers, {active} ACTIVE", flush=True)
         page_vs_direct(

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 
-from cumulo.common.service_client import ServiceClient
+from cumulo.common.service_client import ServiceClient, ServiceError
 
 T = TypeVar("T")
 
@@ -140,8 +140,17 @@ class Api:
 
     @asynccontextmanager
     async def stream(self, path: str) -> AsyncIterator[httpx.Response]:
-        async with self.client.stream(path, self.token) as response:
+        """GET with a streamed body (downloads): never held in memory whole."""
+        try:
+            opened = self.client.stream(path, self.token)
+            response = await opened.__aenter__()
+        except ServiceError as exc:
+            message = error_message(exc.body.encode(), exc.status)
+            raise ApiFailure(self.client.service, exc.status, message) from None
+        try:
             yield response
+        finally:
+            await opened.__aexit__(None, None, None)
 
 
 class Apis:

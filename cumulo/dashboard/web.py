@@ -189,17 +189,34 @@ def live_stream(
     # What the page already shows (a stream opened without its view sends everything).
     sent = session_of(request).views.pop(request.query_params.get("view", ""), {})
 
+    async def last(event: bytes) -> AsyncIterator[bytes]:
+        """A stream's last event, then open until the page goes (a stream the server
+        closes is an error the browser reports, and reconnects)."""
+        yield event
+        for _ in range(60):
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(0.5)
+
     async def events() -> AsyncIterator[bytes]:
         while True:
             found = store.find(cookie)
             if found is None or found[1].expired:
-                yield b"event: session-ended\ndata: ended\n\n"
+                store.end(cookie)
+                async for chunk in last(b"event: session-ended\ndata: expired\n\n"):
+                    yield chunk
                 return
             try:
                 current = await fragments()
             except ApiFailure as exc:
-                if exc.status in (401, 404):
-                    yield b"event: session-ended\ndata: ended\n\n"
+                if exc.status == 401:
+                    store.end(cookie)
+                    async for chunk in last(b"event: session-ended\ndata: revoked\n\n"):
+                        yield chunk
+                    return
+                if exc.status == 404:  # what the page shows is gone (a deleted server)
+                    async for chunk in last(b"event: gone\ndata: gone\n\n"):
+                        yield chunk
                     return
                 current = {}
             for name, html in current.items():
