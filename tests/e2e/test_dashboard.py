@@ -35,6 +35,7 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "tmp" / "artifacts" / "dashboard"
 BOB_PASSWORD = "bob-secret-pw"
+ADMIN_PAGES = ("projects", "users", "hypervisors", "services", "instances", "volumes", "flavors")
 # A status page the browser reports as "Failed to load resource: ... status of 4xx":
 # expected where a test provokes it (bad input), an error anywhere else.
 HTTP_ERROR = re.compile(r"Failed to load resource: the server responded with a status of 4\d\d")
@@ -250,11 +251,22 @@ def test_a_new_user_launches_watches_and_wires_a_server(dash, chromium_browser, 
     assert page.locator("td", has_text="10.77.0.0/24").count() == 1
     tab.shot("networks")
     tab.go("/topology")
+    page.evaluate("window.sameDocument = true")
     page.wait_for_function(
         "(document.querySelector('#topology').dataset.labels || '').includes('web-router')"
     )
     labels = page.get_attribute("#topology", "data-labels").split(",")
     assert {"web-net", "web-router", "public", "web1"} <= set(labels)
+    # Live: a network made elsewhere (the API) appears without a reload.
+    httpx.post(
+        f"http://127.0.0.1:{dash.config.ports.network}/v2.0/networks",
+        headers={"X-Auth-Token": token},
+        json={"network": {"name": "made-by-the-cli"}},
+    ).raise_for_status()
+    page.wait_for_function(
+        "(document.querySelector('#topology').dataset.labels || '').includes('made-by-the-cli')"
+    )
+    assert page.evaluate("window.sameDocument") is True
     tab.shot("topology")
 
     # An object up and back down.
@@ -361,17 +373,19 @@ def test_a_member_sees_nothing_of_another_project_nor_the_admin_pages(
     request = tab.context.request
     answer = request.get(url(dash, f"/instances/{project_b['server']}"))
     assert answer.status == 404 and "could not be found" in answer.text()
-    for kind in ("projects", "users", "hypervisors", "services", "flavors"):
+    for kind in ADMIN_PAGES:
         assert request.get(url(dash, f"/admin/{kind}")).status == 403
     tab.close()
 
     admin = Browser(chromium_browser, dash)
     admin.login("admin", dash.config.identity.admin_password)
-    for kind in ("projects", "users", "hypervisors", "services", "flavors"):
+    for kind in ADMIN_PAGES:
         assert admin.go(f"/admin/{kind}").status == 200
         admin.shot(f"admin-{kind}")
     admin.go("/admin/projects")
     assert admin.page.locator("td", has_text="beta").count() >= 1
+    admin.go("/admin/instances")  # every project's
+    assert admin.page.locator("td", has_text="beta-secret-vm").count() == 1
     # Switching project: the pages then show beta's resources.
     admin.page.select_option("#project-select", label="beta")
     admin.page.wait_for_selector("h1:text('Overview of beta')")

@@ -5,12 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cumulo.dashboard.apis import ApiFailure, UserApis, gather
-from cumulo.dashboard.web import apis_of, form_of, page, redirect, render, session_of
+from cumulo.dashboard.web import (
+    apis_of,
+    form_of,
+    live_stream,
+    page,
+    redirect,
+    render,
+    session_of,
+)
 
 
 async def _network_lists(api: UserApis) -> dict[str, Any]:
@@ -158,6 +167,17 @@ async def topology_json(request: Request) -> Response:
 
 
 @page
+async def topology_live(request: Request) -> Response:
+    """The topology page's stream: the graph again whenever it changes."""
+    api = apis_of(request)
+
+    async def graph() -> dict[str, str]:
+        return {"graph": orjson.dumps(await topology_data(api)).decode()}
+
+    return live_stream(request, graph)
+
+
+@page
 async def floating_ips(request: Request) -> Response:
     api = apis_of(request)
     project = session_of(request).project_id
@@ -251,6 +271,7 @@ routes = [
     Route("/networks", create_network, methods=["POST"]),
     Route("/topology", topology, methods=["GET"]),
     Route("/topology.json", topology_json, methods=["GET"]),
+    Route("/topology/live", topology_live, methods=["GET"]),
     Route("/floating-ips", floating_ips, methods=["GET"]),
     Route("/floating-ips", allocate_floating_ip, methods=["POST"]),
     Route("/floating-ips/{id}/release", release_floating_ip, methods=["POST"]),

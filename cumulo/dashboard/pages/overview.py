@@ -71,6 +71,18 @@ ADMIN_PAGES = {
         "services",
         ["binary", "host", "zone", "status", "state", "updated_at"],
     ),
+    "instances": (
+        "compute",
+        "/v2.1/servers/detail?all_tenants=1&limit=500",
+        "servers",
+        ["name", "id", "status", "tenant_id", "OS-EXT-SRV-ATTR:host"],
+    ),
+    "volumes": (
+        "volume",
+        "/v3/volumes/detail?all_tenants=1",
+        "volumes",
+        ["name", "id", "status", "size", "os-vol-tenant-attr:tenant_id"],
+    ),
     "flavors": (
         "compute",
         "/v2.1/flavors/detail?is_public=None",

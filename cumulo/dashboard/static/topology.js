@@ -1,5 +1,5 @@
-// The network topology: networks, routers and servers as a graph (cytoscape), asked
-// again every few seconds and redrawn only when it changed; a click opens the item.
+// The network topology: networks, routers and servers as a graph (cytoscape), redrawn
+// when the page's stream says it changed; a click opens the item.
 (function () {
   const box = document.getElementById("topology");
   const colors = { network: "#2563eb", external: "#6b7280", router: "#ea580c", server: "#16a34a" };
@@ -13,20 +13,19 @@
     ],
   });
   cy.on("tap", "node", (e) => { window.location.href = e.target.data("href"); });
-  let last = "";
-  async function refresh() {
-    const response = await fetch(box.dataset.source, { headers: { Accept: "application/json" } });
-    if (!response.ok) return;
-    const text = await response.text();
-    if (text === last) return;
-    last = text;
-    const graph = JSON.parse(text);
+  function draw(graph) {
     cy.elements().remove();
     cy.add([...graph.nodes, ...graph.edges]);
     cy.layout({ name: "breadthfirst", directed: false, padding: 20 }).run();
     box.dataset.nodes = String(graph.nodes.length);
     box.dataset.labels = graph.nodes.map((n) => n.data.label).join(",");
   }
-  refresh();
-  setInterval(refresh, 3000);
+  // The page's one stream sends the graph when it changes (first at once).
+  const stream = new EventSource(box.dataset.source);
+  stream.addEventListener("graph", (event) => draw(JSON.parse(event.data)));
+  stream.addEventListener("session-ended", (event) => {
+    stream.close();
+    window.location.href = `/login?reason=${encodeURIComponent(event.data)}`;
+  });
+  window.addEventListener("pagehide", () => stream.close());
 })();
