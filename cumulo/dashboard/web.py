@@ -26,6 +26,7 @@ templates = Environment(
 )
 templates.filters["gib"] = lambda mib: f"{(mib or 0) / 1024:g} GiB"
 templates.filters["json"] = lambda value: orjson.dumps(value).decode()
+templates.filters["explain"] = lambda message: ApiFailure("compute", 500, message).explanation
 Handler = Callable[[Request], Awaitable[Response]]
 # How often a live page's stream asks the API for what it shows.
 LIVE_INTERVAL = 1.0

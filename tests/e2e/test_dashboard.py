@@ -475,6 +475,32 @@ def test_bad_input_shows_the_api_message_and_creates_nothing(dash, chromium_brow
     tab.close(allow_http_errors=True)
 
 
+def test_the_wizard_boots_from_a_new_volume_in_a_server_group(dash, chromium_browser):
+    dash.openstack("server", "group", "create", "--policy", "anti-affinity", "web-group")
+    tab = Browser(chromium_browser, dash)
+    page = tab.page
+    tab.login("admin", dash.config.identity.admin_password)
+    tab.go("/instances/launch")
+    page.fill("input[name=name]", "from-volume")
+    choose(page, "#image", "tiny-public")
+    choose(page, "#flavor", "m1.tiny")
+    page.fill("input[name=volume_size]", "1")
+    choose(page, "select[name=server_group]", "web-group")
+    page.click("#launch-submit")
+    page.wait_for_url(re.compile(r"/instances/[0-9a-f-]{36}$"))
+    page.wait_for_selector("#server-status .badge:text('ACTIVE')")
+    page.reload()  # the volumes list is drawn with the page
+    assert "(volume)" in page.inner_text("dl.facts")
+    assert page.locator("#attached-volumes li", has_text="/dev/vda").count() == 1
+    group = dash.openstack("server", "group", "show", "web-group", "-f", "json")
+    assert page.url.rsplit("/", 1)[1] in group["members"]
+    # Sorted by name on the server, the sort in the URL.
+    tab.go("/instances")
+    page.click("th a:text('Name')")
+    page.wait_for_url(re.compile(r"sort_key=display_name"))
+    tab.close()
+
+
 def test_the_browser_driven_is_debian_s_chromium(chromium_browser):
     """The tests drive the system package, not a browser Playwright downloaded."""
     packaged = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout

@@ -28,7 +28,8 @@ from cumulo.dashboard.web import (
 
 PAGE_SIZE = 20
 PAGE_SIZES = (20, 50, 100, 500)
-FILTERS = ("name", "status", "limit")
+FILTERS = ("name", "status", "limit", "sort_key", "sort_dir")
+SORT_KEYS = {"display_name": "Name", "vm_state": "Status", "created_at": "Created"}
 # The actions a server's state offers, as the API names them.
 ACTIONS = {
     "ACTIVE": ["stop", "reboot", "pause", "suspend", "lock", "delete"],
@@ -58,6 +59,10 @@ def _page_size(params: dict[str, str]) -> int:
 
 def _servers_query(params: dict[str, str]) -> str:
     query = {k: params[k] for k in FILTERS if params.get(k)}
+    if query.get("sort_key") not in SORT_KEYS:
+        query.pop("sort_key", None)
+    if query.get("sort_dir") not in ("asc", "desc"):
+        query.pop("sort_dir", None)
     query["limit"] = str(_page_size(params))
     if params.get("marker"):
         query["marker"] = params["marker"]
@@ -88,6 +93,20 @@ async def instances(request: Request) -> Response:
         filters=filters,
         statuses=sorted(ACTIONS),
         page_sizes=PAGE_SIZES,
+        sort_links={
+            key: "/instances?"
+            + urlencode(
+                {
+                    **{k: v for k, v in filters.items() if v},
+                    "sort_key": key,
+                    "sort_dir": "asc"
+                    if filters["sort_key"] == key and filters["sort_dir"] != "asc"
+                    else "desc",
+                }
+            )
+            for key in SORT_KEYS
+        },
+        sort_keys=SORT_KEYS,
         next_url=(
             "/instances?"
             + urlencode({**{k: v for k, v in filters.items() if v}, "marker": next_marker})
@@ -111,12 +130,14 @@ async def instances_live(request: Request) -> Response:
 
 
 async def _wizard_choices(api: UserApis, project_id: str) -> dict[str, Any]:
-    images, flavors, networks, keypairs, groups = await gather(
+    images, flavors, networks, keypairs, groups, zones, server_groups = await gather(
         api.image.get("/v2/images?status=active&limit=200"),
         api.compute.get("/v2.1/flavors/detail"),
         api.network.get("/v2.0/networks"),
         api.compute.get("/v2.1/os-keypairs"),
         api.network.get(f"/v2.0/security-groups?project_id={project_id}"),
+        optional(api.compute.get("/v2.1/os-availability-zone"), {"availabilityZoneInfo": []}),
+        optional(api.compute.get("/v2.1/os-server-groups"), {"server_groups": []}),
     )
     return {
         "images": images["images"],
@@ -124,6 +145,10 @@ async def _wizard_choices(api: UserApis, project_id: str) -> dict[str, Any]:
         "networks": [n for n in networks["networks"] if not n.get("router:external")],
         "keypairs": [k["keypair"] for k in keypairs["keypairs"]],
         "groups": groups["security_groups"],
+        "zones": [
+            z["zoneName"] for z in zones["availabilityZoneInfo"] if z["zoneState"]["available"]
+        ],
+        "server_groups": server_groups["server_groups"],
     }
 
 
@@ -143,6 +168,9 @@ def _field_of(message: str) -> str:
         (("image",), "image"),
         (("key pair", "keypair", "key_name"), "key_name"),
         (("network", "port"), "networks"),
+        (("volume", "block device"), "volume_size"),
+        (("availability zone",), "availability_zone"),
+        (("server group",), "server_group"),
         (("security group",), "security_groups"),
         (("count",), "count"),
         (("name",), "name"),
@@ -166,8 +194,22 @@ async def launch(request: Request) -> Response:
         "flavorRef": form.get("flavor", ""),
         "networks": [{"uuid": n} for n in _listed(form.get("networks"))] or "none",
     }
-    if form.get("image"):
+    if form.get("image") and form.get("volume_size"):
+        # Boot from a new volume made from the image (deleted with the server).
+        server["block_device_mapping_v2"] = [
+            {
+                "boot_index": 0,
+                "uuid": form["image"],
+                "source_type": "image",
+                "destination_type": "volume",
+                "volume_size": form["volume_size"],
+                "delete_on_termination": True,
+            }
+        ]
+    elif form.get("image"):
         server["imageRef"] = form["image"]
+    if form.get("availability_zone"):
+        server["availability_zone"] = form["availability_zone"]
     count = form.get("count") or "1"
     if count.isdigit() and int(count) > 1:
         server["min_count"] = server["max_count"] = int(count)
@@ -180,8 +222,11 @@ async def launch(request: Request) -> Response:
         server["user_data"] = base64.b64encode(form["user_data"].encode()).decode()
     if form.get("config_drive"):
         server["config_drive"] = True
+    body: dict[str, Any] = {"server": server}
+    if form.get("server_group"):
+        body["os:scheduler_hints"] = {"group": form["server_group"]}
     try:
-        created = await api.compute.post("/v2.1/servers", {"server": server})
+        created = await api.compute.post("/v2.1/servers", body)
     except ApiFailure as exc:
         if exc.status == 401:
             raise
