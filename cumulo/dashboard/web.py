@@ -24,16 +24,11 @@ HERE = Path(__file__).parent
 templates = Environment(
     loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"])
 )
-templates.filters["gib"] = lambda mib: f"{(mib or 0) / 1024:g} GiB"
 templates.filters["json"] = lambda value: orjson.dumps(value).decode()
 templates.filters["explain"] = lambda message: ApiFailure("compute", 500, message).explanation
 Handler = Callable[[Request], Awaitable[Response]]
 # How often a live page's stream asks the API for what it shows.
 LIVE_INTERVAL = 1.0
-
-
-class Denied(Exception):
-    """A page the user may not see (admin pages for members): 403."""
 
 
 def store_of(request: Request) -> SessionStore:

@@ -73,6 +73,18 @@ async def _servers_page(api: UserApis, params: dict[str, str]) -> list[dict[str,
     return (await api.compute.get(f"/v2.1/servers/detail?{_servers_query(params)}"))["servers"]
 
 
+def _sort_links(filters: dict[str, str]) -> dict[str, str]:
+    """Each sortable column's link: the same filters, by that column (a second click on
+    the column sorted descending turns it ascending)."""
+    kept = {k: v for k, v in filters.items() if v}
+    links = {}
+    for key in SORT_KEYS:
+        flip = filters["sort_key"] == key and filters["sort_dir"] != "asc"
+        query = {**kept, "sort_key": key, "sort_dir": "asc" if flip else "desc"}
+        links[key] = "/instances?" + urlencode(query)
+    return links
+
+
 def _row(server: dict[str, Any]) -> str:
     return fragment("parts.html:row", server=server)
 
@@ -93,20 +105,7 @@ async def instances(request: Request) -> Response:
         filters=filters,
         statuses=sorted(ACTIONS),
         page_sizes=PAGE_SIZES,
-        sort_links={
-            key: "/instances?"
-            + urlencode(
-                {
-                    **{k: v for k, v in filters.items() if v},
-                    "sort_key": key,
-                    "sort_dir": "asc"
-                    if filters["sort_key"] == key and filters["sort_dir"] != "asc"
-                    else "desc",
-                }
-            )
-            for key in SORT_KEYS
-        },
-        sort_keys=SORT_KEYS,
+        sort_links=_sort_links(filters),
         next_url=(
             "/instances?"
             + urlencode({**{k: v for k, v in filters.items() if v}, "marker": next_marker})

@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cumulo.dashboard.apis import gather, optional
-from cumulo.dashboard.web import apis_of, page, render, session_of
+from cumulo.dashboard.apis import ApiFailure, gather, optional
+from cumulo.dashboard.web import apis_of, error_page, page, render, session_of
 
 
 def _usage(label: str, used: Any, limit: Any) -> dict[str, Any]:
@@ -96,9 +96,7 @@ ADMIN_PAGES = {
 async def admin_page(request: Request) -> Response:
     kind = request.path_params["kind"]
     if kind not in ADMIN_PAGES:
-        return render(
-            request, "error.html", status=404, error={"message": "No such page.", "request_id": ""}
-        )
+        return error_page(request, ApiFailure("dashboard", 404, "No such page."))
     service, path, key, columns = ADMIN_PAGES[kind]
     api = getattr(apis_of(request), service.replace("-", "_"))
     body = await api.get(path)
