@@ -16,7 +16,9 @@
   function draw(graph) {
     cy.elements().remove();
     cy.add([...graph.nodes, ...graph.edges]);
-    cy.layout({ name: "breadthfirst", directed: false, padding: 20 }).run();
+    // Force-directed: no edge runs through a node it does not join.
+    const layout = { name: "cose", animate: false, padding: 30, idealEdgeLength: () => 90 };
+    cy.layout({ ...layout, nodeRepulsion: () => 400000 }).run();
     box.dataset.nodes = String(graph.nodes.length);
     box.dataset.labels = graph.nodes.map((n) => n.data.label).join(",");
   }
