@@ -325,8 +325,9 @@ async def instance(request: Request) -> Response:
     server_id = request.path_params["server_id"]
     server = (await api.compute.get(f"/v2.1/servers/{server_id}"))["server"]
     project = request.state.session.project_id
-    timeline, console, volumes, attached, fips, ports = await gather(
+    timeline, log, console, volumes, attached, fips, ports = await gather(
         _timeline(api, server_id),
+        api.compute.get(f"/v2.1/servers/{server_id}/os-instance-actions"),
         _console(api, server_id, server["status"]),
         optional(api.volume.get("/v3/volumes/detail?status=available"), {"volumes": []}),
         api.compute.get(f"/v2.1/servers/{server_id}/os-volume_attachments"),
@@ -340,6 +341,7 @@ async def instance(request: Request) -> Response:
         view=view,
         server=server,
         steps=timeline,
+        action_log=log["instanceActions"],
         output=console,
         actions=ACTIONS,
         volumes=volumes["volumes"],

@@ -266,6 +266,21 @@ async def add_rule(request: Request) -> Response:
     return redirect(request, "/security-groups")
 
 
+@page
+async def delete_rule(request: Request) -> Response:
+    api = apis_of(request)
+    try:
+        await api.network.delete(f"/v2.0/security-group-rules/{request.path_params['rule_id']}")
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        groups = await _groups(api, session_of(request).project_id)
+        return render(
+            request, "security_groups.html", status=exc.status, groups=groups, form={}, error=exc
+        )
+    return redirect(request, "/security-groups")
+
+
 routes = [
     Route("/networks", networks, methods=["GET"]),
     Route("/networks", create_network, methods=["POST"]),
@@ -278,4 +293,5 @@ routes = [
     Route("/security-groups", security_groups, methods=["GET"]),
     Route("/security-groups", create_security_group, methods=["POST"]),
     Route("/security-groups/{id}/rules", add_rule, methods=["POST"]),
+    Route("/security-group-rules/{rule_id}/delete", delete_rule, methods=["POST"]),
 ]

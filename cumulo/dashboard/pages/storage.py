@@ -70,6 +70,19 @@ async def attach_to_server(request: Request) -> Response:
 
 
 @page
+async def extend_volume(request: Request) -> Response:
+    api, form = apis_of(request), await form_of(request)
+    body = {"os-extend": {"new_size": form.get("new_size") or 0}}
+    try:
+        await api.volume.post(f"/v3/volumes/{request.path_params['id']}/action", body)
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        return await _volumes_page(request, status=exc.status, error=exc)
+    return redirect(request, "/volumes")
+
+
+@page
 async def delete_volume(request: Request) -> Response:
     await apis_of(request).volume.delete(f"/v3/volumes/{request.path_params['id']}")
     return redirect(request, "/volumes")
@@ -234,6 +247,7 @@ routes = [
     Route("/volumes", create_volume, methods=["POST"]),
     Route("/volumes/{id}/delete", delete_volume, methods=["POST"]),
     Route("/volumes/{id}/attach", attach_to_server, methods=["POST"]),
+    Route("/volumes/{id}/extend", extend_volume, methods=["POST"]),
     Route("/images", images, methods=["GET"]),
     Route("/images", create_image, methods=["POST"]),
     Route("/images/{id}/file", upload_image_data, methods=["PUT"]),
