@@ -208,43 +208,50 @@ async def release_floating_ip(request: Request) -> Response:
     return redirect(request, "/floating-ips")
 
 
-async def _groups(api: UserApis, project: str) -> list[dict[str, Any]]:
-    body = await api.network.get(f"/v2.0/security-groups?project_id={project}")
-    return body["security_groups"]
+async def _groups_page(
+    request: Request, status: int = 200, form: dict | None = None, error: ApiFailure | None = None
+) -> Response:
+    project = session_of(request).project_id
+    body = await apis_of(request).network.get(f"/v2.0/security-groups?project_id={project}")
+    return render(
+        request,
+        "security_groups.html",
+        status=status,
+        groups=body["security_groups"],
+        form=form or {},
+        error=error,
+    )
 
 
-@page
-async def security_groups(request: Request) -> Response:
-    groups = await _groups(apis_of(request), session_of(request).project_id)
-    return render(request, "security_groups.html", groups=groups, form={}, error=None)
-
-
-@page
-async def create_security_group(request: Request) -> Response:
-    api, form = apis_of(request), await form_of(request)
+async def _group_change(request: Request, change) -> Response:
+    """A change to the groups, then their page again (with the API's message if refused)."""
     try:
-        await api.network.post(
-            "/v2.0/security-groups",
-            {
-                "security_group": {
-                    "name": form.get("name", ""),
-                    "description": form.get("description", ""),
-                }
-            },
-        )
+        await change
     except ApiFailure as exc:
         if exc.status == 401:
             raise
-        groups = await _groups(api, session_of(request).project_id)
-        return render(
-            request, "security_groups.html", status=exc.status, groups=groups, form=form, error=exc
-        )
+        return await _groups_page(request, exc.status, await form_of(request), exc)
     return redirect(request, "/security-groups")
 
 
 @page
+async def security_groups(request: Request) -> Response:
+    return await _groups_page(request)
+
+
+@page
+async def create_security_group(request: Request) -> Response:
+    form = await form_of(request)
+    group = {"name": form.get("name", ""), "description": form.get("description", "")}
+    return await _group_change(
+        request,
+        apis_of(request).network.post("/v2.0/security-groups", {"security_group": group}),
+    )
+
+
+@page
 async def add_rule(request: Request) -> Response:
-    api, form = apis_of(request), await form_of(request)
+    form = await form_of(request)
     rule: dict[str, Any] = {
         "security_group_id": request.path_params["id"],
         "direction": "ingress",
@@ -254,31 +261,16 @@ async def add_rule(request: Request) -> Response:
     }
     if form.get("port"):
         rule["port_range_min"] = rule["port_range_max"] = int(form["port"])
-    try:
-        await api.network.post("/v2.0/security-group-rules", {"security_group_rule": rule})
-    except ApiFailure as exc:
-        if exc.status == 401:
-            raise
-        groups = await _groups(api, session_of(request).project_id)
-        return render(
-            request, "security_groups.html", status=exc.status, groups=groups, form={}, error=exc
-        )
-    return redirect(request, "/security-groups")
+    return await _group_change(
+        request,
+        apis_of(request).network.post("/v2.0/security-group-rules", {"security_group_rule": rule}),
+    )
 
 
 @page
 async def delete_rule(request: Request) -> Response:
-    api = apis_of(request)
-    try:
-        await api.network.delete(f"/v2.0/security-group-rules/{request.path_params['rule_id']}")
-    except ApiFailure as exc:
-        if exc.status == 401:
-            raise
-        groups = await _groups(api, session_of(request).project_id)
-        return render(
-            request, "security_groups.html", status=exc.status, groups=groups, form={}, error=exc
-        )
-    return redirect(request, "/security-groups")
+    path = f"/v2.0/security-group-rules/{request.path_params['rule_id']}"
+    return await _group_change(request, apis_of(request).network.delete(path))
 
 
 routes = [
