@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from cumulo.dashboard.apis import ApiFailure, UserApis, gather, optional
@@ -439,6 +439,22 @@ async def associate_floating_ip(request: Request) -> Response:
 
 
 @page
+async def vnc_console(request: Request) -> Response:
+    """To the server's screen: a console URL from Compute, opened on its noVNC proxy."""
+    server_id = request.path_params["server_id"]
+    body = {"remote_console": {"protocol": "vnc", "type": "novnc"}}
+    try:
+        answer = await apis_of(request).compute.post(
+            f"/v2.1/servers/{server_id}/remote-consoles", body
+        )
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        return _back_with_error(request, server_id, exc)
+    return RedirectResponse(answer["remote_console"]["url"], status_code=303)
+
+
+@page
 async def snapshot(request: Request) -> Response:
     api, form = apis_of(request), await form_of(request)
     server_id = request.path_params["server_id"]
@@ -535,6 +551,7 @@ routes = [
     Route("/instances/{server_id}/attach-volume", attach_volume, methods=["POST"]),
     Route("/instances/{server_id}/floating-ip", associate_floating_ip, methods=["POST"]),
     Route("/instances/{server_id}/snapshot", snapshot, methods=["POST"]),
+    Route("/instances/{server_id}/console", vnc_console, methods=["POST"]),
     Route("/instances/{server_id}/volumes/{volume_id}/detach", detach_volume, methods=["POST"]),
     Route(
         "/instances/{server_id}/floating-ips/{fip_id}/disassociate",
