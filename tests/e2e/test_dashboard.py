@@ -178,6 +178,11 @@ def test_a_new_user_launches_watches_and_wires_a_server(dash, chromium_browser, 
     tab.login("demo", demo_password)
     response = tab.go("/")
     assert "app;dur=" in response.headers["server-timing"]
+    # The browser's navigation timing carries it too (what a user's devtools show).
+    timing = page.evaluate(
+        "performance.getEntriesByType('navigation')[0].serverTiming.map(t => [t.name, t.duration])"
+    )
+    assert {name for name, _ in timing} == {"app", "api"} and all(d >= 0 for _, d in timing)
     assert page.locator(".chart").count() == 9
     tab.shot("overview")
 
