@@ -30,6 +30,8 @@ class Session:
     # Per page view: the live fragments as the page was rendered (its stream sends
     # only what changes after), kept until the page's stream opens.
     views: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Private keys of key pairs the launch wizard made, until the server page shows them.
+    private_keys: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_admin(self) -> bool:

@@ -484,9 +484,12 @@ def test_bad_input_shows_the_api_message_and_creates_nothing(dash, chromium_brow
     page = tab.page
     tab.login("demo", demo_password)
 
-    def launch(name: str, image: str | None, flavor: str, count: int = 1) -> None:
+    def launch(
+        name: str, image: str | None, flavor: str, count: int = 1, new_key: str = ""
+    ) -> None:
         tab.go("/instances/launch")
         page.fill("input[name=name]", name)
+        page.fill("input[name=new_key_name]", new_key)
         if image:
             page.select_option("#image", image)
         choose(page, "#flavor", flavor)
@@ -501,7 +504,7 @@ def test_bad_input_shows_the_api_message_and_creates_nothing(dash, chromium_brow
     assert "Too small" in page.inner_text("#flavor-fit")  # said before submitting too
     message = page.locator("fieldset:has(#flavor) p[role=alert]").inner_text()
     assert "too small" in message.lower() and "request req-" in message
-    launch("too-many", _any_image(dash, token), "m1.tiny", count=500)
+    launch("too-many", _any_image(dash, token), "m1.tiny", count=500, new_key="too-many-key")
     assert "quota" in page.inner_text("p[role=alert]").lower()
     tab.shot("launch-errors")
     with compute(dash, token) as api:
@@ -522,6 +525,7 @@ def test_bad_input_shows_the_api_message_and_creates_nothing(dash, chromium_brow
     with compute(dash, token) as api:
         names = [k["keypair"]["name"] for k in api.get("/os-keypairs").json()["keypairs"]]
     assert "forged-key" not in names and names.count("dup-key") == 1
+    assert "too-many-key" not in names  # the refused launch's new key pair went with it
     tab.close(allow_http_errors=True)
 
 
@@ -536,10 +540,14 @@ def test_the_wizard_boots_from_a_new_volume_in_a_server_group(dash, chromium_bro
     choose(page, "#flavor", "m1.tiny")
     page.fill("input[name=volume_size]", "1")
     choose(page, "select[name=server_group]", "web-group")
+    page.fill("input[name=new_key_name]", "made-in-the-wizard")
     page.click("#launch-submit")
     page.wait_for_url(re.compile(r"/instances/[0-9a-f-]{36}$"))
+    assert "PRIVATE KEY" in page.inner_text("#private-key")  # shown once
     page.wait_for_selector("#server-status .badge:text('ACTIVE')")
     page.reload()  # the volumes list is drawn with the page
+    assert page.locator("#private-key").count() == 0
+    assert "made-in-the-wizard" in page.inner_text("dl.facts")
     assert "(volume)" in page.inner_text("dl.facts")
     assert page.locator("#attached-volumes li", has_text="/dev/vda").count() == 1
     group = dash.openstack("server", "group", "show", "web-group", "-f", "json")

@@ -165,7 +165,7 @@ def _field_of(message: str) -> str:
         (("quota",), "_form"),
         (("flavor", "disk is too small", "memory is too small", "ram"), "flavor"),
         (("image",), "image"),
-        (("key pair", "keypair", "key_name"), "key_name"),
+        (("key pair", "keypair", "key_name", "public key"), "key_name"),
         (("network", "port"), "networks"),
         (("volume", "block device"), "volume_size"),
         (("availability zone",), "availability_zone"),
@@ -212,7 +212,9 @@ async def launch(request: Request) -> Response:
     count = form.get("count") or "1"
     if count.isdigit() and int(count) > 1:
         server["min_count"] = server["max_count"] = int(count)
-    if form.get("key_name"):
+    if form.get("new_key_name"):
+        server["key_name"] = form["new_key_name"]
+    elif form.get("key_name"):
         server["key_name"] = form["key_name"]
     groups = _listed(form.get("security_groups"))
     if groups:
@@ -224,11 +226,20 @@ async def launch(request: Request) -> Response:
     body: dict[str, Any] = {"server": server}
     if form.get("server_group"):
         body["os:scheduler_hints"] = {"group": form["server_group"]}
+    new_key = None
     try:
+        if form.get("new_key_name"):
+            # A key pair made (or imported) for this server: kept only if the launch is.
+            keypair = {"name": form["new_key_name"]}
+            if form.get("new_public_key"):
+                keypair["public_key"] = form["new_public_key"]
+            new_key = (await api.compute.post("/v2.1/os-keypairs", {"keypair": keypair}))["keypair"]
         created = await api.compute.post("/v2.1/servers", body)
     except ApiFailure as exc:
         if exc.status == 401:
             raise
+        if new_key is not None:
+            await optional(api.compute.delete(f"/v2.1/os-keypairs/{new_key['name']}"), None)
         choices = await _wizard_choices(api, request.state.session.project_id)
         return render(
             request,
@@ -238,6 +249,9 @@ async def launch(request: Request) -> Response:
             errors={_field_of(exc.message): exc},
             **choices,
         )
+    if new_key is not None and new_key.get("private_key"):
+        # Shown once, on the new server's page.
+        request.state.session.private_keys[new_key["name"]] = new_key["private_key"]
     return redirect(request, f"/instances/{created['server']['id']}")
 
 
@@ -342,6 +356,7 @@ async def instance(request: Request) -> Response:
         server=server,
         steps=timeline,
         action_log=log["instanceActions"],
+        private_key=request.state.session.private_keys.pop(server.get("key_name") or "", None),
         output=console,
         actions=ACTIONS,
         volumes=volumes["volumes"],
