@@ -137,6 +137,10 @@ def up(
                     for name, (_app, port) in apps.items():
                         scheme = "http" if name in PLAIN_HTTP else config.scheme
                         console.print(f"  {name:<15} {scheme}://{config.host}:{port}")
+                    console.print(
+                        "  the dashboard: log in as demo (its password is OS_PASSWORD in "
+                        f"{sd / 'openrc-demo'})"
+                    )
                     console.print("cumulo is up. Ctrl-C stops it.")
                     await serve(servers)
                 finally:

@@ -24,6 +24,7 @@ from cumulo.common.service_client import ServiceClient
 from cumulo.compute.app import create_compute_app
 from cumulo.compute.cell import ComputeCell
 from cumulo.compute.consoles import create_console_proxy_app
+from cumulo.dashboard.app import create_dashboard_app, in_process_apis
 from cumulo.identity.app import create_identity_app
 from cumulo.identity.bootstrap import bootstrap, new_password, write_client_files
 from cumulo.identity.core import Identity
@@ -163,7 +164,7 @@ class Cloud:
         assert self.network is not None
         assert self.volume is not None
         assert self.object_store is not None
-        return {
+        apps: dict[str, tuple[ASGIApp, int]] = {
             "identity": (create_identity_app(self.identity), self.config.ports.identity),
             "image": (create_image_app(self.image), self.config.ports.image),
             "network": (create_network_app(self.network), self.config.ports.network),
@@ -182,6 +183,12 @@ class Cloud:
                 self.config.ports.novncproxy,
             ),
         }
+        # The web dashboard calls the APIs above in-process, with each user's token.
+        apps["dashboard"] = (
+            create_dashboard_app(in_process_apis(apps)),
+            self.config.ports.dashboard,
+        )
+        return apps
 
     async def close(self) -> None:
         """Close every part, even when one of them fails: a part left open keeps its

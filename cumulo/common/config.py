@@ -381,6 +381,7 @@ class ServicePorts(_Section):
     block_storage: int = 8776
     novncproxy: int = 6080
     object_store: int = 8080
+    dashboard: int = 8000
 
 
 class CumuloConfig(_Section):

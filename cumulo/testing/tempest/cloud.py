@@ -18,7 +18,7 @@ import yaml
 
 from cumulo.testing.tempest.conf import SECURITY_COMPLIANCE
 
-# The order of [ports] in cumulo.toml: a run on base B uses B, B+1, ... B+7.
+# The order of [ports] in cumulo.toml: a run on base B uses B, B+1, ... B+8.
 PORT_NAMES = (
     "identity",
     "compute",
@@ -28,6 +28,7 @@ PORT_NAMES = (
     "block_storage",
     "novncproxy",
     "object_store",
+    "dashboard",
 )
 POSTGRESQL = "postgresql+asyncpg://postgres@127.0.0.1:5432/"
 RABBITMQ = "rabbit://guest:guest@127.0.0.1:5672/"

@@ -1,0 +1,60 @@
+"""The dashboard's ASGI app: its pages, static files, sessions and Server-Timing."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from cumulo.common.service_client import ServiceClient
+from cumulo.dashboard.apis import ApiFailure, Apis
+from cumulo.dashboard.pages import auth, compute, network, overview, storage
+from cumulo.dashboard.sessions import SessionStore
+from cumulo.dashboard.web import HERE, ServerTiming, render
+
+LOG = logging.getLogger(__name__)
+
+
+async def favicon(_request: Request) -> Response:
+    """The icon browsers ask for on any page (a JSON one too)."""
+    return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml")
+
+
+def create_dashboard_app(apis: Apis, sessions: SessionStore | None = None) -> Starlette:
+    routes = [
+        *auth.routes,
+        *overview.routes,
+        *compute.routes,
+        *network.routes,
+        *storage.routes,
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        Route("/favicon.ico", favicon, methods=["GET"]),
+    ]
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        LOG.exception("dashboard page %s failed: %s", request.url.path, exc)
+        failure = ApiFailure("dashboard", 500, "The dashboard failed to show this page.")
+        return render(request, "error.html", status=500, error=failure)
+
+    app = Starlette(routes=routes, exception_handlers={Exception: unexpected})
+    app.add_middleware(ServerTiming)
+    app.state.apis = apis
+    app.state.sessions = sessions or SessionStore()
+    return app
+
+
+def in_process_apis(apps: dict) -> Apis:
+    """The APIs of an all-in-one cloud, called in-process (no sockets)."""
+    names = {
+        "identity": "identity",
+        "compute": "compute",
+        "image": "image",
+        "network": "network",
+        "volume": "block-storage",
+        "object-store": "object-store",
+    }
+    return Apis({name: ServiceClient(name, app=apps[key][0]) for name, key in names.items()})

@@ -1,0 +1,579 @@
+"""Instances: the live table, the launch wizard, the detail page with its boot
+timeline, console log and actions; key pairs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from cumulo.dashboard.apis import ApiFailure, UserApis, gather, optional
+from cumulo.dashboard.web import (
+    apis_of,
+    form_of,
+    fragment,
+    live_stream,
+    page,
+    redirect,
+    remember_view,
+    render,
+)
+
+PAGE_SIZE = 20
+PAGE_SIZES = (20, 50, 100, 500)
+FILTERS = ("name", "status", "limit", "sort_key", "sort_dir")
+SORT_KEYS = {"display_name": "Name", "vm_state": "Status", "created_at": "Created"}
+# The actions a server's state offers, as the API names them.
+ACTIONS = {
+    "ACTIVE": ["stop", "reboot", "pause", "suspend", "lock", "delete"],
+    "SHUTOFF": ["start", "delete"],
+    "PAUSED": ["unpause", "delete"],
+    "SUSPENDED": ["resume", "delete"],
+    "ERROR": ["delete"],
+    "BUILD": ["delete"],
+}
+ACTION_BODIES: dict[str, dict[str, Any]] = {
+    "stop": {"os-stop": None},
+    "start": {"os-start": None},
+    "reboot": {"reboot": {"type": "SOFT"}},
+    "pause": {"pause": None},
+    "unpause": {"unpause": None},
+    "suspend": {"suspend": None},
+    "resume": {"resume": None},
+    "lock": {"lock": None},
+    "unlock": {"unlock": None},
+}
+
+
+def _page_size(params: dict[str, str]) -> int:
+    size = params.get("limit", "")
+    return int(size) if size.isdigit() and int(size) in PAGE_SIZES else PAGE_SIZE
+
+
+def _servers_query(params: dict[str, str]) -> str:
+    query = {k: params[k] for k in FILTERS if params.get(k)}
+    if query.get("sort_key") not in SORT_KEYS:
+        query.pop("sort_key", None)
+    if query.get("sort_dir") not in ("asc", "desc"):
+        query.pop("sort_dir", None)
+    query["limit"] = str(_page_size(params))
+    if params.get("marker"):
+        query["marker"] = params["marker"]
+    return urlencode(query)
+
+
+async def _servers_page(api: UserApis, params: dict[str, str]) -> list[dict[str, Any]]:
+    return (await api.compute.get(f"/v2.1/servers/detail?{_servers_query(params)}"))["servers"]
+
+
+def _sort_links(filters: dict[str, str]) -> dict[str, str]:
+    """Each sortable column's link: the same filters, by that column (a second click on
+    the column sorted descending turns it ascending)."""
+    kept = {k: v for k, v in filters.items() if v}
+    links = {}
+    for key in SORT_KEYS:
+        flip = filters["sort_key"] == key and filters["sort_dir"] != "asc"
+        query = {**kept, "sort_key": key, "sort_dir": "asc" if flip else "desc"}
+        links[key] = "/instances?" + urlencode(query)
+    return links
+
+
+def _row(server: dict[str, Any]) -> str:
+    return fragment("parts.html:row", server=server)
+
+
+@page
+async def instances(request: Request) -> Response:
+    params = dict(request.query_params)
+    servers = await _servers_page(apis_of(request), params)
+    filters = {k: params.get(k, "") for k in FILTERS}
+    next_marker = servers[-1]["id"] if len(servers) == _page_size(params) else None
+    rows = {f"server-{s['id']}": _row(s) for s in servers}  # rendered once: page and stream
+    view = remember_view(request, rows)
+    live_url = "/instances/live?" + _servers_query(params) + f"&view={view}"
+    return render(
+        request,
+        "instances.html",
+        rows=[Markup(html) for html in rows.values()],
+        filters=filters,
+        statuses=sorted(ACTIONS),
+        page_sizes=PAGE_SIZES,
+        sort_links=_sort_links(filters),
+        next_url=(
+            "/instances?"
+            + urlencode({**{k: v for k, v in filters.items() if v}, "marker": next_marker})
+            if next_marker
+            else None
+        ),
+        first_url="/instances?" + urlencode({k: v for k, v in filters.items() if v}),
+        paged=bool(params.get("marker")),
+        live_url=live_url,
+    )
+
+
+@page
+async def instances_live(request: Request) -> Response:
+    api, params = apis_of(request), dict(request.query_params)
+
+    async def rows() -> dict[str, str]:
+        return {f"server-{s['id']}": _row(s) for s in await _servers_page(api, params)}
+
+    return live_stream(request, rows)
+
+
+async def _wizard_choices(api: UserApis, project_id: str) -> dict[str, Any]:
+    images, flavors, networks, keypairs, groups, zones, server_groups = await gather(
+        api.image.get("/v2/images?status=active&limit=200"),
+        api.compute.get("/v2.1/flavors/detail"),
+        api.network.get("/v2.0/networks"),
+        api.compute.get("/v2.1/os-keypairs"),
+        api.network.get(f"/v2.0/security-groups?project_id={project_id}"),
+        optional(api.compute.get("/v2.1/os-availability-zone"), {"availabilityZoneInfo": []}),
+        optional(api.compute.get("/v2.1/os-server-groups"), {"server_groups": []}),
+    )
+    return {
+        "images": images["images"],
+        "flavors": sorted(flavors["flavors"], key=lambda f: (f["ram"], f["vcpus"], f["disk"])),
+        "networks": [n for n in networks["networks"] if not n.get("router:external")],
+        "keypairs": [k["keypair"] for k in keypairs["keypairs"]],
+        "groups": groups["security_groups"],
+        "zones": [
+            z["zoneName"] for z in zones["availabilityZoneInfo"] if z["zoneState"]["available"]
+        ],
+        "server_groups": server_groups["server_groups"],
+    }
+
+
+@page
+async def launch_form(request: Request) -> Response:
+    api = apis_of(request)
+    choices = await _wizard_choices(api, request.state.session.project_id)
+    return render(request, "launch.html", form={"count": "1"}, errors={}, **choices)
+
+
+def _field_of(message: str) -> str:
+    """Which wizard field an API message is about (the message goes next to it)."""
+    lowered = message.lower()
+    for words, name in (
+        (("quota",), "_form"),
+        (("flavor", "disk is too small", "memory is too small", "ram"), "flavor"),
+        (("image",), "image"),
+        (("key pair", "keypair", "key_name", "public key"), "key_name"),
+        (("network", "port"), "networks"),
+        (("volume", "block device"), "volume_size"),
+        (("availability zone",), "availability_zone"),
+        (("server group",), "server_group"),
+        (("security group",), "security_groups"),
+        (("count",), "count"),
+        (("name",), "name"),
+    ):
+        if any(w in lowered for w in words):
+            return name
+    return "_form"
+
+
+def _listed(value: Any) -> list[str]:
+    if not value:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+@page
+async def launch(request: Request) -> Response:
+    api, form = apis_of(request), await form_of(request)
+    server: dict[str, Any] = {
+        "name": form.get("name", ""),
+        "flavorRef": form.get("flavor", ""),
+        "networks": [{"uuid": n} for n in _listed(form.get("networks"))] or "none",
+    }
+    if form.get("image") and form.get("volume_size"):
+        # Boot from a new volume made from the image (deleted with the server).
+        server["block_device_mapping_v2"] = [
+            {
+                "boot_index": 0,
+                "uuid": form["image"],
+                "source_type": "image",
+                "destination_type": "volume",
+                "volume_size": form["volume_size"],
+                "delete_on_termination": True,
+            }
+        ]
+    elif form.get("image"):
+        server["imageRef"] = form["image"]
+    if form.get("availability_zone"):
+        server["availability_zone"] = form["availability_zone"]
+    count = form.get("count") or "1"
+    if count.isdigit() and int(count) > 1:
+        server["min_count"] = server["max_count"] = int(count)
+    if form.get("new_key_name"):
+        server["key_name"] = form["new_key_name"]
+    elif form.get("key_name"):
+        server["key_name"] = form["key_name"]
+    groups = _listed(form.get("security_groups"))
+    if groups:
+        server["security_groups"] = [{"name": g} for g in groups]
+    if form.get("user_data"):
+        server["user_data"] = base64.b64encode(form["user_data"].encode()).decode()
+    if form.get("config_drive"):
+        server["config_drive"] = True
+    body: dict[str, Any] = {"server": server}
+    if form.get("server_group"):
+        body["os:scheduler_hints"] = {"group": form["server_group"]}
+    new_key = None
+    try:
+        if form.get("new_key_name"):
+            # A key pair made (or imported) for this server: kept only if the launch is.
+            keypair = {"name": form["new_key_name"]}
+            if form.get("new_public_key"):
+                keypair["public_key"] = form["new_public_key"]
+            new_key = (await api.compute.post("/v2.1/os-keypairs", {"keypair": keypair}))["keypair"]
+        created = await api.compute.post("/v2.1/servers", body)
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        if new_key is not None:
+            await optional(api.compute.delete(f"/v2.1/os-keypairs/{new_key['name']}"), None)
+        choices = await _wizard_choices(api, request.state.session.project_id)
+        return render(
+            request,
+            "launch.html",
+            status=exc.status,
+            form=form,
+            errors={_field_of(exc.message): exc},
+            **choices,
+        )
+    if new_key is not None and new_key.get("private_key"):
+        # Shown once, on the new server's page.
+        request.state.session.private_keys[new_key["name"]] = new_key["private_key"]
+    return redirect(request, f"/instances/{created['server']['id']}")
+
+
+# The boot request flow's steps in words (the events Nova's conductor and compute record).
+STEP_LABELS = {
+    "conductor_build_instances": "scheduling",
+    "compute_build_and_run_instance": "build on the host",
+    "compute_networking": "networking",
+    "compute_block_device_mapping": "block device mapping",
+    "compute_spawning": "spawning",
+}
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+async def _timeline(api: UserApis, server_id: str) -> list[dict[str, Any]]:
+    """The boot request flow: the create action's events, each with its duration."""
+    actions = (await api.compute.get(f"/v2.1/servers/{server_id}/os-instance-actions"))[
+        "instanceActions"
+    ]
+    create = next((a for a in actions if a["action"] == "create"), None)
+    if create is None:
+        return []
+    action = (
+        await api.compute.get(
+            f"/v2.1/servers/{server_id}/os-instance-actions/{create['request_id']}"
+        )
+    )["instanceAction"]
+    origin = _parse_time(action["start_time"])
+    steps = []
+    for event in sorted(action["events"], key=lambda e: e["start_time"] or ""):
+        start, finish = _parse_time(event["start_time"]), _parse_time(event["finish_time"])
+        steps.append(
+            {
+                "name": event["event"],
+                "label": STEP_LABELS.get(event["event"], event["event"].replace("_", " ")),
+                "result": event["result"] or "running",
+                "offset": (start - origin).total_seconds() if start and origin else 0,
+                "duration": (finish - start).total_seconds() if start and finish else None,
+            }
+        )
+    total = max((s["offset"] + (s["duration"] or 0) for s in steps), default=0) or 1
+    for step in steps:
+        step["left"] = 100 * step["offset"] / total
+        step["width"] = max(1.5, 100 * (step["duration"] or 0) / total)
+    return steps
+
+
+async def _console(api: UserApis, server_id: str, status: str) -> str:
+    if status == "BUILD":
+        return ""
+    try:
+        body = await api.compute.post(
+            f"/v2.1/servers/{server_id}/action", {"os-getConsoleOutput": {"length": 200}}
+        )
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        return f"(no console log: {exc.message})"
+    return body.get("output", "")
+
+
+def _parts(server: dict[str, Any], timeline: list, console: str, csrf: str) -> dict[str, str]:
+    """The server page's live parts, as the page renders them and its stream sends them."""
+    return {
+        "status": fragment("parts.html:status", server=server, actions=ACTIONS, csrf=csrf),
+        "timeline": fragment("parts.html:timeline", steps=timeline),
+        "console": fragment("parts.html:console", output=console),
+    }
+
+
+async def _live_parts(api: UserApis, server_id: str, csrf: str) -> dict[str, str]:
+    server = (await api.compute.get(f"/v2.1/servers/{server_id}"))["server"]
+    timeline, console = await gather(
+        _timeline(api, server_id), _console(api, server_id, server["status"])
+    )
+    return _parts(server, timeline, console, csrf)
+
+
+@page
+async def instance(request: Request) -> Response:
+    api = apis_of(request)
+    server_id = request.path_params["server_id"]
+    server = (await api.compute.get(f"/v2.1/servers/{server_id}"))["server"]
+    project = request.state.session.project_id
+    timeline, log, console, volumes, attached, fips, ports = await gather(
+        _timeline(api, server_id),
+        api.compute.get(f"/v2.1/servers/{server_id}/os-instance-actions"),
+        _console(api, server_id, server["status"]),
+        optional(api.volume.get("/v3/volumes/detail?status=available"), {"volumes": []}),
+        api.compute.get(f"/v2.1/servers/{server_id}/os-volume_attachments"),
+        optional(api.network.get(f"/v2.0/floatingips?project_id={project}"), {"floatingips": []}),
+        optional(api.network.get(f"/v2.0/ports?device_id={server_id}"), {"ports": []}),
+    )
+    view = remember_view(request, _parts(server, timeline, console, request.state.session.csrf))
+    return render(
+        request,
+        "instance.html",
+        view=view,
+        server=server,
+        steps=timeline,
+        action_log=log["instanceActions"],
+        private_key=request.state.session.private_keys.pop(server.get("key_name") or "", None),
+        output=console,
+        actions=ACTIONS,
+        volumes=volumes["volumes"],
+        attached=attached["volumeAttachments"],
+        free_fips=[f for f in fips["floatingips"] if not f.get("port_id")],
+        server_fips=[
+            f for f in fips["floatingips"] if f.get("port_id") in {p["id"] for p in ports["ports"]}
+        ],
+        ports=ports["ports"],
+        error=request.query_params.get("error"),
+    )
+
+
+@page
+async def instance_live(request: Request) -> Response:
+    api, server_id = apis_of(request), request.path_params["server_id"]
+    csrf = request.state.session.csrf
+    return live_stream(request, lambda: _live_parts(api, server_id, csrf))
+
+
+@page
+async def instance_action(request: Request) -> Response:
+    api, form = apis_of(request), await form_of(request)
+    server_id = request.path_params["server_id"]
+    action = form.get("action", "")
+    if action == "delete":
+        await api.compute.delete(f"/v2.1/servers/{server_id}")
+        return redirect(request, "/instances")
+    if action not in ACTION_BODIES:
+        raise ApiFailure("dashboard", 400, f"Unknown action {action!r}.")
+    await api.compute.post(f"/v2.1/servers/{server_id}/action", ACTION_BODIES[action])
+    return redirect(request, f"/instances/{server_id}")
+
+
+async def wait_volume(api: UserApis, volume_id: str, timeout: float = 60) -> dict[str, Any]:
+    """Until a new volume is available (creating takes a moment on the backend)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        volume = (await api.volume.get(f"/v3/volumes/{volume_id}"))["volume"]
+        if volume["status"] != "creating" or asyncio.get_running_loop().time() > deadline:
+            return volume
+        await asyncio.sleep(0.5)
+
+
+def _back_with_error(request: Request, server_id: str, exc: ApiFailure) -> Response:
+    message = f"{exc.explanation} (request {exc.request_id})" if exc.request_id else exc.message
+    return redirect(request, f"/instances/{server_id}?{urlencode({'error': message})}")
+
+
+@page
+async def attach_volume(request: Request) -> Response:
+    api, form = apis_of(request), await form_of(request)
+    server_id = request.path_params["server_id"]
+    try:
+        volume_id = form.get("volume_id", "")
+        if not volume_id:
+            size = int(form.get("size") or 1)
+            body = {"volume": {"size": size, "name": form.get("volume_name") or None}}
+            volume = (await api.volume.post("/v3/volumes", body))["volume"]
+            volume = await wait_volume(api, volume["id"])
+            if volume["status"] != "available":
+                raise ApiFailure("volume", 409, f"The new volume is {volume['status']}.")
+            volume_id = volume["id"]
+        await api.compute.post(
+            f"/v2.1/servers/{server_id}/os-volume_attachments",
+            {"volumeAttachment": {"volumeId": volume_id}},
+        )
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        return _back_with_error(request, server_id, exc)
+    return redirect(request, f"/instances/{server_id}")
+
+
+@page
+async def associate_floating_ip(request: Request) -> Response:
+    api, form = apis_of(request), await form_of(request)
+    server_id = request.path_params["server_id"]
+    try:
+        fip_id = form.get("floatingip_id", "")
+        if not fip_id:
+            networks = await api.network.get("/v2.0/networks?router:external=true")
+            if not networks["networks"]:
+                raise ApiFailure("network", 404, "There is no external network to allocate from.")
+            body = {"floatingip": {"floating_network_id": networks["networks"][0]["id"]}}
+            fip_id = (await api.network.post("/v2.0/floatingips", body))["floatingip"]["id"]
+        await api.network.put(
+            f"/v2.0/floatingips/{fip_id}", {"floatingip": {"port_id": form.get("port_id")}}
+        )
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        return _back_with_error(request, server_id, exc)
+    return redirect(request, f"/instances/{server_id}")
+
+
+@page
+async def vnc_console(request: Request) -> Response:
+    """To the server's screen: a console URL from Compute, opened on its noVNC proxy."""
+    server_id = request.path_params["server_id"]
+    body = {"remote_console": {"protocol": "vnc", "type": "novnc"}}
+    try:
+        answer = await apis_of(request).compute.post(
+            f"/v2.1/servers/{server_id}/remote-consoles", body
+        )
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        return _back_with_error(request, server_id, exc)
+    return RedirectResponse(answer["remote_console"]["url"], status_code=303)
+
+
+@page
+async def snapshot(request: Request) -> Response:
+    api, form = apis_of(request), await form_of(request)
+    server_id = request.path_params["server_id"]
+    try:
+        await api.compute.post(
+            f"/v2.1/servers/{server_id}/action",
+            {"createImage": {"name": form.get("name") or f"snapshot of {server_id[:8]}"}},
+        )
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        return _back_with_error(request, server_id, exc)
+    return redirect(request, "/images")
+
+
+@page
+async def detach_volume(request: Request) -> Response:
+    api = apis_of(request)
+    server_id, volume_id = request.path_params["server_id"], request.path_params["volume_id"]
+    try:
+        await api.compute.delete(f"/v2.1/servers/{server_id}/os-volume_attachments/{volume_id}")
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        return _back_with_error(request, server_id, exc)
+    return redirect(request, f"/instances/{server_id}")
+
+
+@page
+async def disassociate_floating_ip(request: Request) -> Response:
+    api = apis_of(request)
+    server_id, fip_id = request.path_params["server_id"], request.path_params["fip_id"]
+    try:
+        await api.network.put(f"/v2.0/floatingips/{fip_id}", {"floatingip": {"port_id": None}})
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        return _back_with_error(request, server_id, exc)
+    return redirect(request, f"/instances/{server_id}")
+
+
+@page
+async def keypairs(request: Request) -> Response:
+    body = await apis_of(request).compute.get("/v2.1/os-keypairs")
+    return render(
+        request,
+        "keypairs.html",
+        keypairs=[k["keypair"] for k in body["keypairs"]],
+        form={},
+        error=None,
+        created=None,
+    )
+
+
+@page
+async def create_keypair(request: Request) -> Response:
+    api, form = apis_of(request), await form_of(request)
+    body: dict[str, Any] = {"name": form.get("name", "")}
+    if form.get("public_key"):
+        body["public_key"] = form["public_key"]
+    created, error = None, None
+    try:
+        created = (await api.compute.post("/v2.1/os-keypairs", {"keypair": body}))["keypair"]
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        error = exc
+    listed = await api.compute.get("/v2.1/os-keypairs")
+    return render(
+        request,
+        "keypairs.html",
+        status=error.status if error else 200,
+        keypairs=[k["keypair"] for k in listed["keypairs"]],
+        form=form if error else {},
+        error=error,
+        created=created,
+    )
+
+
+@page
+async def delete_keypair(request: Request) -> Response:
+    await apis_of(request).compute.delete(f"/v2.1/os-keypairs/{request.path_params['name']}")
+    return redirect(request, "/key-pairs")
+
+
+routes = [
+    Route("/instances", instances, methods=["GET"]),
+    Route("/instances/live", instances_live, methods=["GET"]),
+    Route("/instances/launch", launch_form, methods=["GET"]),
+    Route("/instances/launch", launch, methods=["POST"]),
+    Route("/instances/{server_id}", instance, methods=["GET"]),
+    Route("/instances/{server_id}/live", instance_live, methods=["GET"]),
+    Route("/instances/{server_id}/action", instance_action, methods=["POST"]),
+    Route("/instances/{server_id}/attach-volume", attach_volume, methods=["POST"]),
+    Route("/instances/{server_id}/floating-ip", associate_floating_ip, methods=["POST"]),
+    Route("/instances/{server_id}/snapshot", snapshot, methods=["POST"]),
+    Route("/instances/{server_id}/console", vnc_console, methods=["POST"]),
+    Route("/instances/{server_id}/volumes/{volume_id}/detach", detach_volume, methods=["POST"]),
+    Route(
+        "/instances/{server_id}/floating-ips/{fip_id}/disassociate",
+        disassociate_floating_ip,
+        methods=["POST"],
+    ),
+    Route("/key-pairs", keypairs, methods=["GET"]),
+    Route("/key-pairs", create_keypair, methods=["POST"]),
+    Route("/key-pairs/{name}/delete", delete_keypair, methods=["POST"]),
+]

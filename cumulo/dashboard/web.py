@@ -1,0 +1,235 @@
+"""What every page shares: templates, the session gate, CSRF, errors, Server-Timing, SSE."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cumulo.dashboard.apis import ApiFailure, UserApis, api_time
+from cumulo.dashboard.sessions import COOKIE, Session, SessionStore
+
+HERE = Path(__file__).parent
+templates = Environment(
+    loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"])
+)
+templates.filters["json"] = lambda value: orjson.dumps(value).decode()
+templates.filters["explain"] = lambda message: ApiFailure("compute", 500, message).explanation
+Handler = Callable[[Request], Awaitable[Response]]
+# How often a live page's stream asks the API for what it shows.
+LIVE_INTERVAL = 1.0
+
+
+def store_of(request: Request) -> SessionStore:
+    return request.app.state.sessions
+
+
+def apis_of(request: Request) -> UserApis:
+    return request.state.apis
+
+
+def session_of(request: Request) -> Session:
+    return request.state.session
+
+
+def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    session = getattr(request.state, "session", None)
+    html = templates.get_template(template).render(
+        request=request, session=session, path=request.url.path, **context
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+def redirect(request: Request, url: str) -> Response:
+    """Where to go next: htmx follows HX-Redirect, a plain form a 303."""
+    if request.headers.get("hx-request"):
+        return Response(status_code=204, headers={"HX-Redirect": url})
+    return RedirectResponse(url, status_code=303)
+
+
+def to_login(request: Request, reason: str) -> Response:
+    response = redirect(request, f"/login?{urlencode({'reason': reason})}")
+    response.delete_cookie(COOKIE)
+    return response
+
+
+def error_page(request: Request, exc: ApiFailure) -> HTMLResponse:
+    return render(request, "error.html", status=exc.status, error=exc)
+
+
+async def form_of(request: Request) -> dict[str, Any]:
+    """The submitted form (multi-valued fields as lists), read once per request."""
+    if not hasattr(request.state, "form"):
+        form = await request.form()
+        request.state.form = {
+            key: (values if len(values := form.getlist(key)) > 1 else values[0])
+            for key in form.keys()
+        }
+    return request.state.form
+
+
+def page(handler: Handler | None = None, *, admin: bool = False, read_form: bool = True):
+    """A page for logged-in users: the session found (or the login page, saying why),
+    CSRF checked on every POST, the API's 401 ending the session, its 403/404 shown."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def run(request: Request) -> Response:
+            store = store_of(request)
+            found = store.find(request.cookies.get(COOKIE))
+            if found is None:
+                return to_login(request, "login")
+            session = found[1]
+            if session.expired:
+                store.end(request.cookies.get(COOKIE))
+                return to_login(request, "expired")
+            request.state.session = session
+            request.state.apis = request.app.state.apis.for_token(session.token)
+            if request.method not in ("GET", "HEAD"):
+                sent = request.headers.get("x-csrf-token")
+                if sent is None and read_form:
+                    sent = (await form_of(request)).get("csrf_token")
+                if sent != session.csrf:
+                    return render(
+                        request,
+                        "error.html",
+                        status=403,
+                        error=ApiFailure(
+                            "dashboard", 403, "The form's CSRF token is missing or wrong."
+                        ),
+                    )
+            if admin and not session.is_admin:
+                return render(
+                    request,
+                    "error.html",
+                    status=403,
+                    error=ApiFailure("dashboard", 403, "This page is for administrators."),
+                )
+            try:
+                return await handler(request)
+            except ApiFailure as exc:
+                if exc.status == 401:
+                    store.end(request.cookies.get(COOKIE))
+                    return to_login(request, "revoked")
+                return error_page(request, exc)
+
+        return run
+
+    return wrap(handler) if handler is not None else wrap
+
+
+class ServerTiming:
+    """`Server-Timing: app;dur=…, api;dur=…;desc="n calls"` on every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        spent = [0.0, 0]
+        token = api_time.set(spent)
+        started = time.perf_counter()
+
+        async def timed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                total = (time.perf_counter() - started) * 1000
+                # api: the API calls' times summed (parallel calls overlap).
+                api = f'api;dur={spent[0] * 1000:.1f};desc="{spent[1]} calls, summed"'
+                value = f"app;dur={total:.1f}, {api}"
+                timing = (b"server-timing", value.encode())
+                message["headers"] = [*message.get("headers", []), timing]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            api_time.reset(token)
+
+
+# Page views whose stream has not opened yet, kept per session (the newest ones).
+MAX_VIEWS = 8
+
+
+def remember_view(request: Request, fragments: dict[str, str]) -> str:
+    """Keep the live fragments a page was rendered with; returns the view's id, for the
+    page's stream URL."""
+    views = session_of(request).views
+    view = secrets.token_urlsafe(9)
+    views[view] = fragments
+    while len(views) > MAX_VIEWS:
+        views.pop(next(iter(views)))
+    return view
+
+
+def live_stream(
+    request: Request, fragments: Callable[[], Awaitable[dict[str, str]]]
+) -> StreamingResponse:
+    """One server-sent-events stream for a page: every LIVE_INTERVAL it asks the API
+    (with the user's token) what the page shows and pushes only the HTML fragments
+    that changed since the page was rendered, each as an event named after its element."""
+    store = store_of(request)
+    cookie = request.cookies.get(COOKIE)
+    # What the page already shows (a stream opened without its view sends everything).
+    sent = session_of(request).views.pop(request.query_params.get("view", ""), {})
+
+    async def last(event: bytes) -> AsyncIterator[bytes]:
+        """A stream's last event, then open until the page goes (a stream the server
+        closes is an error the browser reports, and reconnects)."""
+        yield event
+        for _ in range(60):
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(0.5)
+
+    async def events() -> AsyncIterator[bytes]:
+        while True:
+            found = store.find(cookie)
+            if found is None or found[1].expired:
+                store.end(cookie)
+                async for chunk in last(b"event: session-ended\ndata: expired\n\n"):
+                    yield chunk
+                return
+            try:
+                current = await fragments()
+            except ApiFailure as exc:
+                if exc.status == 401:
+                    store.end(cookie)
+                    async for chunk in last(b"event: session-ended\ndata: revoked\n\n"):
+                        yield chunk
+                    return
+                if exc.status == 404:  # what the page shows is gone (a deleted server)
+                    async for chunk in last(b"event: gone\ndata: gone\n\n"):
+                        yield chunk
+                    return
+                current = {}
+            for name, html in current.items():
+                if sent.get(name) != html:
+                    sent[name] = html
+                    data = "".join(f"data: {line}\n" for line in html.splitlines())
+                    yield f"event: {name}\n{data}\n".encode()
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(LIVE_INTERVAL)
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+    )
+
+
+def fragment(name: str, **context: Any) -> str:
+    """A template's named macro (a table row, a badge) rendered alone."""
+    template_name, macro = name.split(":")
+    return getattr(templates.get_template(template_name).module, macro)(**context)
