@@ -34,6 +34,24 @@ class VolumeType(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class VolumeTypeEncryption(Base):
+    """A volume type's encryption (provider, cipher, key size, where it is done), as
+    Cinder keeps it for Nova's encryptors. Volumes of such a type are refused: this
+    cloud has no key manager to hold their keys."""
+
+    __tablename__ = "volume_type_encryption"
+    volume_type_id: Mapped[str] = mapped_column(
+        ForeignKey("volume_type.id", ondelete="CASCADE"), primary_key=True
+    )
+    encryption_id: Mapped[str] = mapped_column(UUID, unique=True)
+    provider: Mapped[str] = mapped_column(String(255))
+    cipher: Mapped[str | None] = mapped_column(String(255))
+    key_size: Mapped[int | None] = mapped_column(Integer)
+    control_location: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
 class QosSpecs(Base):
     """Named QoS limits for front-end (the hypervisor), back-end or both consumers."""
 

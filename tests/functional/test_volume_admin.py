@@ -202,3 +202,33 @@ def test_user_message_says_why_a_volume_went_to_error(cloud: CloudRunner) -> Non
     assert gone.returncode != 0
     cloud.openstack("volume", "delete", name)
     cloud.openstack("volume", "type", "delete", vtype)
+
+
+def test_encryption_types_are_kept_and_volumes_of_them_refused(cloud: CloudRunner) -> None:
+    vtype = unique("luks")
+    cloud.openstack(
+        "volume", "type", "create", vtype, "--encryption-provider", "luks",
+        "--encryption-cipher", "aes-xts-plain64", "--encryption-key-size", "256",
+        "--encryption-control-location", "front-end", "-f", "json",
+    )  # fmt: skip
+    shown = cloud.openstack("volume", "type", "show", vtype, "--encryption-type", "-f", "json")
+    encryption = shown["encryption"]
+    assert encryption["provider"] == "luks" and encryption["key_size"] == 256
+    assert encryption["control_location"] == "front-end"
+    cloud.openstack("volume", "type", "set", vtype, "--encryption-key-size", "128")
+    shown = cloud.openstack("volume", "type", "show", vtype, "--encryption-type", "-f", "json")
+    assert shown["encryption"]["key_size"] == 128
+    # No key manager here: a volume of an encrypted type is refused, nothing is made.
+    refused = cloud.openstack(
+        "volume", "create", "--size", "1", "--type", vtype, unique("enc"), check=False
+    )
+    assert refused.returncode != 0 and "no key manager" in refused.stderr
+    bad = cloud.openstack(
+        "volume", "type", "create", unique("bad"), "--encryption-provider", "luks",
+        "--encryption-control-location", "sideways", check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0
+    cloud.openstack("volume", "type", "unset", vtype, "--encryption-type")
+    shown = cloud.openstack("volume", "type", "show", vtype, "--encryption-type", "-f", "json")
+    assert not shown.get("encryption")
+    cloud.openstack("volume", "type", "delete", vtype)

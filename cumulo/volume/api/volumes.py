@@ -42,6 +42,7 @@ from cumulo.volume.models import (
     VolumeMetadata,
     VolumeType,
     VolumeTypeAccess,
+    VolumeTypeEncryption,
     VolumeTypeExtraSpec,
 )
 from cumulo.volume.scheduler import RequestSpec, place
@@ -164,6 +165,11 @@ async def volume_type_for(
     ).all()
     if not rows or not await type_usable(session, service, ctx, rows[0][0]):
         raise NotFound(f"Volume type with name {name} could not be found.")
+    if await session.get(VolumeTypeEncryption, rows[0][0].id) is not None:
+        raise BadRequest(
+            f"Volume type {name} is encrypted, and this cloud has no key manager to keep "
+            "the keys of encrypted volumes."
+        )
     return rows[0][0], {key: value for _, key, value in rows if key is not None}
 
 
