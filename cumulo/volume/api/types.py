@@ -275,6 +275,17 @@ async def _type_in_use(session: Any, type_id: str) -> bool:
     return bool(used)
 
 
+async def _changeable_encryption(session: Any, request: Request, verb: str):
+    """The type's encryption, which may change only while no volume has the type."""
+    vtype = await _find(session, request.path_params["id"])
+    row = await session.get(VolumeTypeEncryption, vtype.id)
+    if row is None:
+        raise NotFound(f"Volume type encryption for type {vtype.id} does not exist.")
+    if await _type_in_use(session, vtype.id):
+        raise BadRequest(f"Cannot {verb} encryption specs. Volume type in use.")
+    return row
+
+
 async def show_encryption(request: Request) -> Response:
     await authorize(request, "volume_extension:types_manage")
     async with service_of(request).db.read() as session:
@@ -318,12 +329,7 @@ async def update_encryption(request: Request) -> Response:
     spec = _encryption_body(await json_body(request), creating=False)
     await authorize(request, "volume_extension:types_manage")
     async with service_of(request).db.write() as session:
-        vtype = await _find(session, request.path_params["id"])
-        row = await session.get(VolumeTypeEncryption, vtype.id)
-        if row is None:
-            raise NotFound(f"Volume type encryption for type {vtype.id} does not exist.")
-        if await _type_in_use(session, vtype.id):
-            raise BadRequest("Cannot update encryption specs. Volume type in use.")
+        row = await _changeable_encryption(session, request, "update")
         for name, value in spec.items():
             setattr(row, name, value)
         row.updated_at = utcnow()
@@ -333,12 +339,7 @@ async def update_encryption(request: Request) -> Response:
 async def delete_encryption(request: Request) -> Response:
     await authorize(request, "volume_extension:types_manage")
     async with service_of(request).db.write() as session:
-        vtype = await _find(session, request.path_params["id"])
-        row = await session.get(VolumeTypeEncryption, vtype.id)
-        if row is None:
-            raise NotFound(f"Volume type encryption for type {vtype.id} does not exist.")
-        if await _type_in_use(session, vtype.id):
-            raise BadRequest("Cannot delete encryption specs. Volume type in use.")
+        row = await _changeable_encryption(session, request, "delete")
         await session.delete(row)
     return Response(status_code=202)
 
