@@ -553,7 +553,20 @@ class ComputeService(ServerMoves):
         if inst.task_state == TaskState.DELETING and host_up:
             return
         await self._record_action(ctx, inst, "delete")
-        await self._set_task(inst, TaskState.DELETING, {inst.task_state})
+        # A build moves on while the delete is asked (scheduling, networking, spawning):
+        # the delete takes the instance as it is now rather than failing with 409.
+        for attempt in range(10):
+            try:
+                await self._set_task(inst, TaskState.DELETING, {inst.task_state})
+                break
+            except Conflict:
+                fresh = await self.db.run_read(_live_instance, inst.uuid)
+                if fresh is None or fresh.task_state == TaskState.DELETING:
+                    return  # deleted, or being deleted, meanwhile
+                if attempt == 9:
+                    raise
+                inst = fresh
+                host_up = bool(inst.host) and await self._host_up(inst.host)
         if host_up:
             await self.compute_rpc.terminate_instance(self.rpc_context(ctx), inst.host, inst.uuid)
             return

@@ -489,6 +489,30 @@ def test_boot_from_volume_needs_a_size(cloud: CloudRunner, image: str):
     assert r.status_code == 400 and "volume_size" in r.json()["badRequest"]["message"]
 
 
+def test_delete_right_after_create_always_wins(cloud: CloudRunner, image: str):
+    """A delete that lands while the build moves from one step to the next is 204."""
+    network = cloud.openstack("network", "show", "private", "-f", "json", cloud="cumulo-demo")
+    base = f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1/servers"
+    with cloud.http(cloud.token("demo", project="demo")) as client:
+        ids = []
+        for i in range(8):
+            made = client.post(
+                base,
+                json={"server": {"name": _name(f"race{i}"), "flavorRef": "1", "imageRef": image,
+                                 "networks": [{"uuid": network["id"]}]}},
+            )  # fmt: skip
+            assert made.status_code == 202
+            ids.append(made.json()["server"]["id"])
+            time.sleep(0.05 * i)  # each delete lands at another step of its build
+            assert client.delete(f"{base}/{ids[-1]}").status_code == 204
+        for server_id in ids:
+            for _ in range(100):
+                if client.get(f"{base}/{server_id}").status_code == 404:
+                    break
+                time.sleep(0.2)
+            assert client.get(f"{base}/{server_id}").status_code == 404
+
+
 def test_bad_block_device_mappings_are_400_and_make_nothing(cloud: CloudRunner, image: str):
     """A volume that is not bootable, and a mapping to an unknown destination."""
     plain = demo(cloud, "volume", "create", "--size", "1", _name("plain"), "-f", "json")
