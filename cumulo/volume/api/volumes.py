@@ -37,6 +37,8 @@ from cumulo.volume.api.metadata import MetadataRoutes, check_metadata
 from cumulo.volume.drivers.driver import GiB
 from cumulo.volume.models import (
     Attachment,
+    Group,
+    GroupVolumeType,
     Snapshot,
     Volume,
     VolumeMetadata,
@@ -173,6 +175,26 @@ async def volume_type_for(
     return rows[0][0], {key: value for _, key, value in rows if key is not None}
 
 
+async def check_group_member(
+    session: Any, ctx: RequestContext, service: Any, group_id: str, type_id: str
+) -> None:
+    """A volume may join a group of its project whose volume types include its own."""
+    group = await session.get(Group, group_id)
+    if group is None or (group.project_id != ctx.project_id and not service.is_admin(ctx)):
+        raise NotFound(f"Group {group_id} could not be found.")
+    types = set(
+        await session.scalars(
+            select(GroupVolumeType.volume_type_id).where(GroupVolumeType.group_id == group_id)
+        )
+    )
+    if type_id not in types:
+        raise BadRequest(
+            f"Invalid volume type: the volume type {type_id} is not one of group {group_id}'s."
+        )
+    if group.status not in ("available", "in-use"):
+        raise BadRequest(f"Invalid group: group {group_id} is {group.status}.")
+
+
 async def type_usable(session: Any, service: Any, ctx: RequestContext, vtype: VolumeType) -> bool:
     if vtype.is_public or service.is_admin(ctx):
         return True
@@ -293,6 +315,9 @@ async def create_volume(request: Request) -> Response:
                     )
                 )
                 inherited = {m.key: m.value for m in image_meta_rows}
+        group_id = _text(spec, "group_id")
+        if group_id:
+            await check_group_member(session, ctx, service, group_id, vtype.id)
         if size is None:
             raise BadRequest("Invalid input for field/attribute size. Value: None.")
         await quotas.check(
@@ -330,6 +355,7 @@ async def create_volume(request: Request) -> Response:
                 snapshot_id=snapshot_id,
                 source_volid=source_volid,
                 image_id=image["id"] if image else None,
+                group_id=group_id or None,
             )
         )
         await session.flush()
