@@ -35,6 +35,7 @@ from cumulo.compute.virt.driver import (
     GuestNotFound,
     GuestSpec,
     ImageSpec,
+    host_uptime,
 )
 from cumulo.metadata import InstanceMetadata, config_drive_files
 
@@ -970,6 +971,9 @@ class ComputeManager(HostMoves, Endpoint):
 
     async def confirm_resize(self, ctx: dict, instance_uuid: str) -> None:
         await self.driver.confirm_resize(instance_uuid)
+
+    async def get_host_uptime(self, ctx: dict) -> str:
+        return host_uptime()
 
     async def get_console_output(self, ctx: dict, instance_uuid: str, length: int | None) -> str:
         output = await self.driver.get_console_output(instance_uuid)

@@ -435,6 +435,9 @@ class ComputeAPI:
             port_id=port_id,
         )
 
+    async def get_host_uptime(self, ctx: Context, host: str) -> str:
+        return await self.bus.call(compute_topic(host), "get_host_uptime", ctx, timeout=30)
+
     async def get_console_output(
         self, ctx: Context, host: str, instance_uuid: str, length: int | None
     ) -> str:

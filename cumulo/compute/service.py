@@ -43,6 +43,8 @@ from cumulo.compute.service_moves import ServerMoves
 from cumulo.compute.states import TaskState, VmState, check_state
 
 LOG = logging.getLogger(__name__)
+BDM_SOURCES = ("volume", "image", "snapshot", "blank")
+BDM_DESTINATIONS = ("local", "volume")
 
 GiB = 1024**3
 # The system metadata key recording OS-DCF:diskConfig AUTO (Nova's auto_disk_config).
@@ -402,6 +404,16 @@ class ComputeService(ServerMoves):
             destination = raw.get("destination_type") or (
                 "local" if source == "image" else "volume"
             )
+            # Nova's schema: both are enums (400 before anything is looked up).
+            for attribute, value, allowed in (
+                ("source_type", source, BDM_SOURCES),
+                ("destination_type", destination, BDM_DESTINATIONS),
+            ):
+                if value is not None and value not in allowed:
+                    raise BadRequest(
+                        f"Invalid input for field/attribute {attribute}. Value: {value}. "
+                        f"'{value}' is not one of {list(allowed)}"
+                    )
             try:
                 boot_index = (
                     int(raw["boot_index"])
@@ -447,6 +459,8 @@ class ComputeService(ServerMoves):
                     raise
                 if vol["status"] != "available":
                     raise BadRequest(f"Invalid volume: volume {vol['id']} is {vol['status']}.")
+                if boot_index == 0 and str(vol.get("bootable")).lower() != "true":
+                    raise BadRequest(f"Block Device {vol['id']} is not bootable.")
             volumes.append(
                 {
                     "source_type": source,
@@ -539,7 +553,20 @@ class ComputeService(ServerMoves):
         if inst.task_state == TaskState.DELETING and host_up:
             return
         await self._record_action(ctx, inst, "delete")
-        await self._set_task(inst, TaskState.DELETING, {inst.task_state})
+        # A build moves on while the delete is asked (scheduling, networking, spawning):
+        # the delete takes the instance as it is now rather than failing with 409.
+        for attempt in range(10):
+            try:
+                await self._set_task(inst, TaskState.DELETING, {inst.task_state})
+                break
+            except Conflict:
+                fresh = await self.db.run_read(_live_instance, inst.uuid)
+                if fresh is None or fresh.task_state == TaskState.DELETING:
+                    return  # deleted, or being deleted, meanwhile
+                if attempt == 9:
+                    raise
+                inst = fresh
+                host_up = bool(inst.host) and await self._host_up(inst.host)
         if host_up:
             await self.compute_rpc.terminate_instance(self.rpc_context(ctx), inst.host, inst.uuid)
             return

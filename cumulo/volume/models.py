@@ -34,6 +34,24 @@ class VolumeType(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class VolumeTypeEncryption(Base):
+    """A volume type's encryption (provider, cipher, key size, where it is done), as
+    Cinder keeps it for Nova's encryptors. Volumes of such a type are refused: this
+    cloud has no key manager to hold their keys."""
+
+    __tablename__ = "volume_type_encryption"
+    volume_type_id: Mapped[str] = mapped_column(
+        ForeignKey("volume_type.id", ondelete="CASCADE"), primary_key=True
+    )
+    encryption_id: Mapped[str] = mapped_column(UUID, unique=True)
+    provider: Mapped[str] = mapped_column(String(255))
+    cipher: Mapped[str | None] = mapped_column(String(255))
+    key_size: Mapped[int | None] = mapped_column(Integer)
+    control_location: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
 class QosSpecs(Base):
     """Named QoS limits for front-end (the hypervisor), back-end or both consumers."""
 
@@ -97,6 +115,8 @@ class Volume(Base):
     snapshot_id: Mapped[str | None] = mapped_column(UUID)
     source_volid: Mapped[str | None] = mapped_column(UUID)
     image_id: Mapped[str | None] = mapped_column(String(64))
+    # The generic volume group it belongs to (3.13+), if any.
+    group_id: Mapped[str | None] = mapped_column(UUID, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
 
@@ -125,6 +145,8 @@ class Snapshot(Base):
     status: Mapped[str] = mapped_column(String(32), index=True)
     # What os-update_snapshot_status last reported ("80%"); None: by the status.
     progress: Mapped[str | None] = mapped_column(String(255))
+    # The group snapshot it was taken for (3.14+), if any.
+    group_snapshot_id: Mapped[str | None] = mapped_column(UUID, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
 
@@ -208,6 +230,46 @@ class GroupTypeSpec(Base):
     )
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     value: Mapped[str] = mapped_column(String(255))
+
+
+class Group(Base):
+    """A generic volume group (3.13+): volumes of the given types, snapshotted together.
+    Its status is kept for what the API sets (deleting, reset_status); while a member
+    is still being made, it reads as `creating`."""
+
+    __tablename__ = "volume_group"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(32))
+    availability_zone: Mapped[str] = mapped_column(String(255))
+    group_type_id: Mapped[str] = mapped_column(ForeignKey("group_type.id"))
+    group_snapshot_id: Mapped[str | None] = mapped_column(UUID)
+    source_group_id: Mapped[str | None] = mapped_column(UUID)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class GroupVolumeType(Base):
+    __tablename__ = "volume_group_type_mapping"
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("volume_group.id", ondelete="CASCADE"), primary_key=True
+    )
+    volume_type_id: Mapped[str] = mapped_column(ForeignKey("volume_type.id"), primary_key=True)
+
+
+class GroupSnapshot(Base):
+    __tablename__ = "group_snapshot"
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    group_id: Mapped[str] = mapped_column(ForeignKey("volume_group.id"), index=True)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(32))
+    group_type_id: Mapped[str] = mapped_column(UUID)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Message(Base):

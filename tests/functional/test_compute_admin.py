@@ -130,3 +130,14 @@ def test_openstacksdk_lists_services_and_hypervisors(cloud: CloudRunner, compute
     [hypervisor] = list(conn.compute.hypervisors(details=True))
     assert hypervisor.state == "up"
     assert conn.compute.get_hypervisor(hypervisor.id).name == hypervisor.name
+
+
+def test_hypervisor_uptime_is_the_hosts(cloud: CloudRunner, admin_token):
+    with compute(cloud, admin_token) as api:
+        [hyp] = api.get("/os-hypervisors").json()["hypervisors"]
+        shown = api.get(f"/os-hypervisors/{hyp['id']}/uptime")
+        assert shown.status_code == 200
+        body = shown.json()["hypervisor"]
+        assert body["hypervisor_hostname"] == hyp["hypervisor_hostname"]
+        assert " up " in body["uptime"] and "load average:" in body["uptime"]
+        assert api.get("/os-hypervisors/999/uptime").status_code == 404

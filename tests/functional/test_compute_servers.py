@@ -489,6 +489,69 @@ def test_boot_from_volume_needs_a_size(cloud: CloudRunner, image: str):
     assert r.status_code == 400 and "volume_size" in r.json()["badRequest"]["message"]
 
 
+def test_delete_right_after_create_always_wins(cloud: CloudRunner, image: str):
+    """A delete that lands while the build moves from one step to the next is 204."""
+    network = cloud.openstack("network", "show", "private", "-f", "json", cloud="cumulo-demo")
+    base = f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1/servers"
+    with cloud.http(cloud.token("demo", project="demo")) as client:
+        ids = []
+        for i in range(8):
+            made = client.post(
+                base,
+                json={"server": {"name": _name(f"race{i}"), "flavorRef": "1", "imageRef": image,
+                                 "networks": [{"uuid": network["id"]}]}},
+            )  # fmt: skip
+            assert made.status_code == 202
+            ids.append(made.json()["server"]["id"])
+            time.sleep(0.05 * i)  # each delete lands at another step of its build
+            assert client.delete(f"{base}/{ids[-1]}").status_code == 204
+        for server_id in ids:
+            for _ in range(100):
+                if client.get(f"{base}/{server_id}").status_code == 404:
+                    break
+                time.sleep(0.2)
+            assert client.get(f"{base}/{server_id}").status_code == 404
+
+
+def test_bad_block_device_mappings_are_400_and_make_nothing(cloud: CloudRunner, image: str):
+    """A volume that is not bootable, and a mapping to an unknown destination."""
+    plain = demo(cloud, "volume", "create", "--size", "1", _name("plain"), "-f", "json")
+    for _ in range(100):
+        if demo(cloud, "volume", "show", plain["id"], "-f", "json")["status"] == "available":
+            break
+        time.sleep(0.2)
+    before = demo(cloud, "server", "list", "-f", "json")
+    refused = demo(
+        cloud, "server", "create", "--volume", plain["id"], "--flavor", "m1.tiny",
+        "--network", "private", _name("nonboot"), check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "is not bootable" in refused.stderr
+    network = cloud.openstack("network", "show", "private", "-f", "json", cloud="cumulo-demo")
+    with cloud.http(cloud.token("demo", project="demo")) as client:
+        r = client.post(
+            f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1/servers",
+            headers={"OpenStack-API-Version": "compute 2.79"},
+            json={
+                "server": {
+                    "name": _name("bdm-bad"),
+                    "flavorRef": "1",
+                    "imageRef": image,
+                    "networks": [{"uuid": network["id"]}],
+                    "block_device_mapping_v2": [
+                        {"source_type": "image", "destination_type": "local", "uuid": image,
+                         "boot_index": 0, "delete_on_termination": True},
+                        {"source_type": "volume", "uuid": plain["id"],
+                         "destination_type": "invalid"},
+                    ],
+                }
+            },
+        )  # fmt: skip
+    assert r.status_code == 400 and "destination_type" in r.json()["badRequest"]["message"]
+    assert demo(cloud, "server", "list", "-f", "json") == before
+    assert demo(cloud, "volume", "show", plain["id"], "-f", "json")["status"] == "available"
+    demo(cloud, "volume", "delete", plain["id"])
+
+
 def test_console_url_diagnostics_password_and_change_password(cloud: CloudRunner, image: str):
     name = _name("extras")
     server = boot(cloud, image, name, "-f", "json")

@@ -202,3 +202,111 @@ def test_user_message_says_why_a_volume_went_to_error(cloud: CloudRunner) -> Non
     assert gone.returncode != 0
     cloud.openstack("volume", "delete", name)
     cloud.openstack("volume", "type", "delete", vtype)
+
+
+def test_encryption_types_are_kept_and_volumes_of_them_refused(cloud: CloudRunner) -> None:
+    vtype = unique("luks")
+    cloud.openstack(
+        "volume", "type", "create", vtype, "--encryption-provider", "luks",
+        "--encryption-cipher", "aes-xts-plain64", "--encryption-key-size", "256",
+        "--encryption-control-location", "front-end", "-f", "json",
+    )  # fmt: skip
+    shown = cloud.openstack("volume", "type", "show", vtype, "--encryption-type", "-f", "json")
+    encryption = shown["encryption"]
+    assert encryption["provider"] == "luks" and encryption["key_size"] == 256
+    assert encryption["control_location"] == "front-end"
+    cloud.openstack("volume", "type", "set", vtype, "--encryption-key-size", "128")
+    shown = cloud.openstack("volume", "type", "show", vtype, "--encryption-type", "-f", "json")
+    assert shown["encryption"]["key_size"] == 128
+    # No key manager here: a volume of an encrypted type is refused, nothing is made.
+    refused = cloud.openstack(
+        "volume", "create", "--size", "1", "--type", vtype, unique("enc"), check=False
+    )
+    assert refused.returncode != 0 and "no key manager" in refused.stderr
+    bad = cloud.openstack(
+        "volume", "type", "create", unique("bad"), "--encryption-provider", "luks",
+        "--encryption-control-location", "sideways", check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0
+    cloud.openstack("volume", "type", "unset", vtype, "--encryption-type")
+    shown = cloud.openstack("volume", "type", "show", vtype, "--encryption-type", "-f", "json")
+    assert not shown.get("encryption")
+    cloud.openstack("volume", "type", "delete", vtype)
+
+
+def test_volume_groups_snapshots_and_groups_made_from_them(cloud: CloudRunner) -> None:
+    """A group of volumes with the `openstack` CLI: made, snapshotted together, a new
+    group made from its snapshot, members moved in and out, everything deleted."""
+    v = ["--os-volume-api-version", "3.20"]
+    vtype = unique("gvt")
+    cloud.openstack("volume", "type", "create", vtype, "-f", "json")
+    gtype = unique("ggt")
+    cloud.openstack(*v, "volume", "group", "type", "create", gtype, "-f", "json")
+    group = cloud.openstack(
+        *v, "volume", "group", "create", "--volume-group-type", gtype, "--volume-type", vtype,
+        "--name", unique("grp"), "-f", "json",
+    )  # fmt: skip
+    group = {k.lower(): value for k, value in group.items()}  # the CLI's column names
+    assert group["status"] == "available"
+    token = cloud.token("admin")
+    url = f"http://127.0.0.1:{cloud.config.ports.block_storage}/v3"
+    headers = {"X-Auth-Token": token, "OpenStack-API-Version": "volume 3.20"}
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as api:
+        members, names = [], [unique("gm1"), unique("gm2")]
+        for name in names:
+            spec = {"size": 1, "volume_type": vtype, "group_id": group["id"], "name": name}
+            made = api.post("/volumes", json={"volume": spec})
+            assert made.status_code == 202 and made.json()["volume"]["group_id"] == group["id"]
+            members.append(made.json()["volume"]["id"])
+        for name in names:
+            wait_status(cloud, name, "available")
+        # A volume of another type may not join; a member leaves and comes back.
+        other = api.post("/volumes", json={"volume": {"size": 1, "group_id": group["id"]}})
+        assert other.status_code == 400
+        assert (
+            api.put(
+                f"/groups/{group['id']}", json={"group": {"remove_volumes": members[1]}}
+            ).status_code
+            == 202
+        )
+        assert api.get(f"/volumes/{members[1]}").json()["volume"]["group_id"] is None
+        assert (
+            api.put(
+                f"/groups/{group['id']}", json={"group": {"add_volumes": members[1]}}
+            ).status_code
+            == 202
+        )
+        gsnap = cloud.openstack(
+            *v, "volume", "group", "snapshot", "create", group["id"], "--name", unique("gs"),
+            "-f", "json",
+        )  # fmt: skip
+        gsnap = {k.lower(): value for k, value in gsnap.items()}
+        for _ in range(100):
+            shown = api.get(f"/group_snapshots/{gsnap['id']}").json()["group_snapshot"]
+            if shown["status"] != "creating":
+                break
+            time.sleep(0.2)
+        assert shown["status"] == "available"
+        snaps = api.get("/snapshots/detail").json()["snapshots"]
+        assert {s["volume_id"] for s in snaps} >= set(members)
+        copy = api.post("/groups/action", json={"create-from-src": {
+            "group_snapshot_id": gsnap["id"], "name": "copy"}})  # fmt: skip
+        assert copy.status_code == 202
+        copy_id = copy.json()["group"]["id"]
+        for _ in range(100):
+            if api.get(f"/groups/{copy_id}").json()["group"]["status"] == "available":
+                break
+            time.sleep(0.2)
+        copies = [
+            x for x in api.get("/volumes/detail").json()["volumes"] if x["group_id"] == copy_id
+        ]
+        assert len(copies) == 2 and {c["snapshot_id"] for c in copies} <= {s["id"] for s in snaps}
+        # A group with volumes is not deleted without delete-volumes.
+        refused = api.post(f"/groups/{copy_id}/action", json={"delete": {"delete-volumes": False}})
+        assert refused.status_code == 400
+        assert api.delete(f"/group_snapshots/{gsnap['id']}").status_code == 202
+        for group_id in (copy_id, group["id"]):
+            done = api.post(f"/groups/{group_id}/action", json={"delete": {"delete-volumes": True}})
+            assert done.status_code == 202
+            assert api.get(f"/groups/{group_id}").status_code == 404
+    assert cloud.openstack(*v, "volume", "group", "list", "-f", "json") == []

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.db import utcnow
-from cumulo.common.faults import BadRequest, NotFound, NotImplementedYet
+from cumulo.common.faults import BadRequest, NotFound
 from cumulo.compute.api import wire
 from cumulo.compute.api.common import (
     authorize,
@@ -213,11 +213,18 @@ async def show_hypervisor(request: Request) -> Response:
 
 
 async def hypervisor_uptime(request: Request) -> Response:
-    """GET /os-hypervisors/{id}/uptime: no driver of this cloud reports an uptime."""
-    await authorize(request, "compute:hypervisors")
-    async with compute_of(request).db.read() as s:
-        await _find(s, request, request.path_params["hypervisor_id"])
-    raise NotImplementedYet("Virt driver does not implement uptime function.")
+    """GET /os-hypervisors/{id}/uptime: the host's `uptime` line, asked of its compute
+    service (400 when that service is down, as Nova's ComputeServiceUnavailable)."""
+    ctx = await authorize(request, "compute:hypervisors")
+    service = compute_of(request)
+    async with service.db.read() as s:
+        node = await _find(s, request, request.path_params["hypervisor_id"])
+        hosts = await _Hosts.load(s, False)
+    view = _summary(request, node, hosts)
+    if view["state"] != "up":
+        raise BadRequest(f"Compute service of {node.host} is unavailable at this time.")
+    view["uptime"] = await service.compute_rpc.get_host_uptime(service.rpc_context(ctx), node.host)
+    return json({"hypervisor": view})
 
 
 async def _matching(request: Request, with_servers: bool) -> Response:

@@ -9,11 +9,27 @@ into a running guest and reports what the hypervisor sees.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cumulo.compute.states import PowerState
+
+
+def host_uptime() -> str:
+    """The host's `uptime` line (what Nova's libvirt driver runs `uptime` for): the
+    guests of every driver here run on this host."""
+    with open("/proc/uptime") as f:
+        seconds = int(float(f.read().split()[0]))
+    with open("/proc/loadavg") as f:
+        loads = f.read().split()[:3]
+    days, rest = divmod(seconds, 86400)
+    hours, minutes = divmod(rest // 60, 60)
+    up = f"{days} day{'s' if days != 1 else ''}, " if days else ""
+    up += f"{hours:2d}:{minutes:02d}" if hours else f"{minutes} min"
+    now = time.strftime("%H:%M:%S")
+    return f" {now} up {up},  0 users,  load average: {', '.join(loads)}"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from cumulo.compute.virt.driver import (
     HostResources,
     Vif,
 )
+from cumulo.compute.virt.fake_console import FakeScreen
 
 
 @dataclass
@@ -68,6 +69,7 @@ class FakeDriver(ComputeDriver):
         self._incoming: dict[str, GuestSpec] = {}
         self._forced: set[str] = set()
         self._aborted: set[str] = set()
+        self.screen = FakeScreen(f"cumulo fake guest on {hostname}")
 
     def _guest(self, uuid: str) -> FakeGuest:
         guest = self.guests.get(uuid)
@@ -216,9 +218,14 @@ class FakeDriver(ComputeDriver):
         guest.log("admin password changed")
 
     async def get_vnc_console(self, uuid: str) -> dict[str, Any]:
-        # Nova's fake driver answers the same made-up console: nothing listens there.
+        # A real (blank) VNC screen, started on first use: thousands of simulated hosts
+        # in one process do not each hold a listening socket.
         self._guest(uuid)
-        return {"host": "fakevncconsole.com", "port": 6969, "internal_access_path": None}
+        port = await self.screen.start()
+        return {"host": "127.0.0.1", "port": port, "internal_access_path": None}
+
+    async def cleanup_host(self) -> None:
+        await self.screen.close()
 
     async def rescue(self, uuid: str, rescue: GuestSpec) -> None:
         guest = self._guest(uuid)

@@ -128,7 +128,12 @@ def discover(s: AdminSession, root: dict[str, str]) -> dict:
     swift = (
         httpx.get(root["object_store"] + "/info", timeout=30) if "object-store" in s.urls else None
     )
+    # The first backend's capabilities: what volume types' extra specs may ask for.
+    pools = s.call("GET", "block-storage", "/scheduler-stats/get_pools", params={"detail": "true"})
+    capabilities = pools["pools"][0]["capabilities"] if pools.get("pools") else {}
     return {
+        "volume_vendor": capabilities.get("vendor_name", "Open Source"),
+        "volume_protocol": capabilities.get("storage_protocol", "iSCSI"),
         "image": images[0]["id"],
         "flavor": flavors["m1.nano"],
         "flavor_alt": flavors["m1.tiny"],
@@ -212,6 +217,8 @@ def write_conf(
             "max_microversion": offer["volume_versions"][1],
             "catalog_type": "block-storage",
             "build_timeout": 120,
+            "vendor_name": offer["volume_vendor"],
+            "storage_protocol": offer["volume_protocol"],
         },
         "validation": {"run_validation": False},
         "service_available": {

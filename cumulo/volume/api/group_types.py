@@ -1,6 +1,5 @@
 """Group types and their group specs (3.11+; Block Storage v3 api-ref, "Group types",
-"Group type specs"). Admins manage them; groups of volumes themselves are not
-implemented yet, so a group type is only recorded and listed."""
+"Group type specs"). Admins manage them; groups of volumes (groups.py) name one."""
 
 from __future__ import annotations
 

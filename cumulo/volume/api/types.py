@@ -12,11 +12,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.app import json_body
+from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, Conflict, NotFound
 from cumulo.volume.api import views
 from cumulo.volume.api.common import (
     authorize,
     find_by_id_or_name,
+    isotime,
     json,
     key_values,
     parse_bool,
@@ -25,7 +27,13 @@ from cumulo.volume.api.common import (
 )
 from cumulo.volume.api.metadata import check_metadata
 from cumulo.volume.api.volumes import type_usable
-from cumulo.volume.models import Volume, VolumeType, VolumeTypeAccess, VolumeTypeExtraSpec
+from cumulo.volume.models import (
+    Volume,
+    VolumeType,
+    VolumeTypeAccess,
+    VolumeTypeEncryption,
+    VolumeTypeExtraSpec,
+)
 
 
 async def _specs(session: Any, type_ids: list[str]) -> dict[str, dict[str, str]]:
@@ -216,6 +224,126 @@ async def delete_extra_spec(request: Request) -> Response:
     return Response(status_code=202)
 
 
+# -- encryption types ---------------------------------------------------------------------
+
+ENCRYPTION_LOCATIONS = ("front-end", "back-end")
+
+
+def _encryption_view(row: VolumeTypeEncryption) -> dict[str, Any]:
+    return {
+        "volume_type_id": row.volume_type_id,
+        "encryption_id": row.encryption_id,
+        "provider": row.provider,
+        "cipher": row.cipher,
+        "key_size": row.key_size,
+        "control_location": row.control_location,
+        "deleted": False,
+        "created_at": isotime(row.created_at),
+        "updated_at": isotime(row.updated_at) if row.updated_at else None,
+        "deleted_at": None,
+    }
+
+
+def _encryption_body(body: Any, creating: bool) -> dict[str, Any]:
+    spec = body.get("encryption") if isinstance(body, dict) else None
+    if not isinstance(spec, dict):
+        raise BadRequest("Missing required element 'encryption' in request body.")
+    unknown = set(spec) - {"provider", "cipher", "key_size", "control_location"}
+    if unknown:
+        raise BadRequest(f"Additional properties are not allowed ({', '.join(sorted(unknown))}).")
+    if creating and not spec.get("provider"):
+        raise BadRequest("Invalid input for field/attribute provider: it is required.")
+    for name in ("provider", "cipher"):
+        if name in spec and spec[name] is not None and not isinstance(spec[name], str):
+            raise BadRequest(f"Invalid input for field/attribute {name}.")
+    size = spec.get("key_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise BadRequest(f"Invalid input for field/attribute key_size. Value: {size}.")
+    location = spec.get("control_location", "front-end" if creating else None)
+    if location is not None and location not in ENCRYPTION_LOCATIONS:
+        raise BadRequest(
+            f"Invalid input for field/attribute control_location. Value: {location}. "
+            "Valid values are front-end and back-end."
+        )
+    if location is not None:
+        spec["control_location"] = location
+    return spec
+
+
+async def _type_in_use(session: Any, type_id: str) -> bool:
+    used = await session.scalar(select(func.count(Volume.id)).where(Volume.type_id == type_id))
+    return bool(used)
+
+
+async def _changeable_encryption(session: Any, request: Request, verb: str):
+    """The type's encryption, which may change only while no volume has the type."""
+    vtype = await _find(session, request.path_params["id"])
+    row = await session.get(VolumeTypeEncryption, vtype.id)
+    if row is None:
+        raise NotFound(f"Volume type encryption for type {vtype.id} does not exist.")
+    if await _type_in_use(session, vtype.id):
+        raise BadRequest(f"Cannot {verb} encryption specs. Volume type in use.")
+    return row
+
+
+async def show_encryption(request: Request) -> Response:
+    await authorize(request, "volume_extension:types_manage")
+    async with service_of(request).db.read() as session:
+        vtype = await _find(session, request.path_params["id"])
+        row = await session.get(VolumeTypeEncryption, vtype.id)
+    return json(_encryption_view(row) if row is not None else {})
+
+
+async def show_encryption_spec(request: Request) -> Response:
+    await authorize(request, "volume_extension:types_manage")
+    key = request.path_params["key"]
+    async with service_of(request).db.read() as session:
+        vtype = await _find(session, request.path_params["id"])
+        row = await session.get(VolumeTypeEncryption, vtype.id)
+    view = _encryption_view(row) if row is not None else {}
+    if key not in view:
+        raise NotFound(f"Volume type encryption for type {vtype.id} has no spec {key}.")
+    return json({key: view[key]})
+
+
+async def create_encryption(request: Request) -> Response:
+    spec = _encryption_body(await json_body(request), creating=True)
+    await authorize(request, "volume_extension:types_manage")
+    async with service_of(request).db.write() as session:
+        vtype = await _find(session, request.path_params["id"])
+        if await session.get(VolumeTypeEncryption, vtype.id) is not None:
+            raise Conflict(f"Volume type encryption for type {vtype.id} already exists.")
+        if await _type_in_use(session, vtype.id):
+            raise BadRequest("Cannot create encryption specs. Volume type in use.")
+        row = VolumeTypeEncryption(volume_type_id=vtype.id, encryption_id=str(uuid.uuid4()), **spec)
+        session.add(row)
+        await session.flush()
+        view = _encryption_view(row)
+    # Create answers the specs alone (no timestamps), as Cinder.
+    created = ("volume_type_id", "encryption_id", "provider", "cipher", "key_size",
+               "control_location")  # fmt: skip
+    return json({"encryption": {k: view[k] for k in created}})
+
+
+async def update_encryption(request: Request) -> Response:
+    spec = _encryption_body(await json_body(request), creating=False)
+    await authorize(request, "volume_extension:types_manage")
+    async with service_of(request).db.write() as session:
+        row = await _changeable_encryption(session, request, "update")
+        for name, value in spec.items():
+            setattr(row, name, value)
+        row.updated_at = utcnow()
+    return json({"encryption": spec})
+
+
+async def delete_encryption(request: Request) -> Response:
+    await authorize(request, "volume_extension:types_manage")
+    async with service_of(request).db.write() as session:
+        row = await _changeable_encryption(session, request, "delete")
+        await session.delete(row)
+    return Response(status_code=202)
+
+
 async def list_type_access(request: Request) -> Response:
     await authorize(request, "volume_extension:volume_type_access")
     async with service_of(request).db.read() as session:
@@ -280,6 +408,11 @@ routes = [
     Route("/v3/types/{id}", show_type, methods=["GET"]),
     Route("/v3/types/{id}", update_type, methods=["PUT"]),
     Route("/v3/types/{id}", delete_type, methods=["DELETE"]),
+    Route("/v3/types/{id}/encryption", show_encryption, methods=["GET"]),
+    Route("/v3/types/{id}/encryption", create_encryption, methods=["POST"]),
+    Route("/v3/types/{id}/encryption/{key}", show_encryption_spec, methods=["GET"]),
+    Route("/v3/types/{id}/encryption/{key}", update_encryption, methods=["PUT"]),
+    Route("/v3/types/{id}/encryption/{key}", delete_encryption, methods=["DELETE"]),
     Route("/v3/types/{id}/extra_specs", list_extra_specs, methods=["GET"]),
     Route("/v3/types/{id}/extra_specs", set_extra_specs, methods=["POST"]),
     Route("/v3/types/{id}/extra_specs/{key}", show_extra_spec, methods=["GET"]),

@@ -66,7 +66,7 @@ def volume_detail(
             body["os-vol-mig-status-attr:migstat"] = None
             body["os-vol-mig-status-attr:name_id"] = None
     if at_least(request, 3, 13):
-        body["group_id"] = None
+        body["group_id"] = v.group_id
     if at_least(request, 3, 21) and admin:
         body["provider_id"] = None
     if at_least(request, 3, 48):

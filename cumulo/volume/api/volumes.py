@@ -37,11 +37,14 @@ from cumulo.volume.api.metadata import MetadataRoutes, check_metadata
 from cumulo.volume.drivers.driver import GiB
 from cumulo.volume.models import (
     Attachment,
+    Group,
+    GroupVolumeType,
     Snapshot,
     Volume,
     VolumeMetadata,
     VolumeType,
     VolumeTypeAccess,
+    VolumeTypeEncryption,
     VolumeTypeExtraSpec,
 )
 from cumulo.volume.scheduler import RequestSpec, place
@@ -164,7 +167,32 @@ async def volume_type_for(
     ).all()
     if not rows or not await type_usable(session, service, ctx, rows[0][0]):
         raise NotFound(f"Volume type with name {name} could not be found.")
+    if await session.get(VolumeTypeEncryption, rows[0][0].id) is not None:
+        raise BadRequest(
+            f"Volume type {name} is encrypted, and this cloud has no key manager to keep "
+            "the keys of encrypted volumes."
+        )
     return rows[0][0], {key: value for _, key, value in rows if key is not None}
+
+
+async def check_group_member(
+    session: Any, ctx: RequestContext, service: Any, group_id: str, type_id: str
+) -> None:
+    """A volume may join a group of its project whose volume types include its own."""
+    group = await session.get(Group, group_id)
+    if group is None or (group.project_id != ctx.project_id and not service.is_admin(ctx)):
+        raise NotFound(f"Group {group_id} could not be found.")
+    types = set(
+        await session.scalars(
+            select(GroupVolumeType.volume_type_id).where(GroupVolumeType.group_id == group_id)
+        )
+    )
+    if type_id not in types:
+        raise BadRequest(
+            f"Invalid volume type: the volume type {type_id} is not one of group {group_id}'s."
+        )
+    if group.status not in ("available", "in-use"):
+        raise BadRequest(f"Invalid group: group {group_id} is {group.status}.")
 
 
 async def type_usable(session: Any, service: Any, ctx: RequestContext, vtype: VolumeType) -> bool:
@@ -287,6 +315,9 @@ async def create_volume(request: Request) -> Response:
                     )
                 )
                 inherited = {m.key: m.value for m in image_meta_rows}
+        group_id = _text(spec, "group_id")
+        if group_id:
+            await check_group_member(session, ctx, service, group_id, vtype.id)
         if size is None:
             raise BadRequest("Invalid input for field/attribute size. Value: None.")
         await quotas.check(
@@ -324,6 +355,7 @@ async def create_volume(request: Request) -> Response:
                 snapshot_id=snapshot_id,
                 source_volid=source_volid,
                 image_id=image["id"] if image else None,
+                group_id=group_id or None,
             )
         )
         await session.flush()

@@ -83,10 +83,13 @@ class FileDriver(VolumeDriver):
         return self.root / f"snapshot-{snapshot_id}"
 
     async def _convert(self, src: Path, src_format: str, dest: Path, size_gb: int | None) -> None:
-        """Copy src into a new dest in this backend's format, grown to size_gb; no partial dest."""
+        """Copy src into a new dest in this backend's format, grown to size_gb; no partial dest.
+        The source is read with a shared lock (-U): an attached volume stays open (and
+        locked) in the guest's QEMU or the NBD export, and its snapshot or clone is then
+        crash-consistent, as Cinder's forced snapshot of an in-use volume is."""
         tmp = dest.with_name(dest.name + ".part")
         try:
-            await qemu_img("convert", "-f", src_format, "-O", self.format, str(src), str(tmp))
+            await qemu_img("convert", "-U", "-f", src_format, "-O", self.format, str(src), str(tmp))
             if size_gb is not None:
                 await self._grow(tmp, size_gb)
             tmp.rename(dest)
@@ -126,8 +129,9 @@ class FileDriver(VolumeDriver):
 
     async def copy_volume_to_image(self, volume_id: str, dest: Path, disk_format: str) -> None:
         await qemu_img(
-            "convert", "-f", self.format, "-O", disk_format, str(self.path(volume_id)), str(dest)
-        )
+            "convert", "-U", "-f", self.format, "-O", disk_format, str(self.path(volume_id)),
+            str(dest),
+        )  # fmt: skip
 
     async def extend_volume(self, volume_id: str, new_size_gb: int) -> None:
         await qemu_img("resize", "-f", self.format, str(self.path(volume_id)), f"{new_size_gb}G")

@@ -1,0 +1,86 @@
+"""The fake guests' screen: a small VNC server (RFB 3.8, no authentication) that shows
+a blank screen named after the host, so the console proxy and a browser's noVNC have a
+real VNC peer to talk to when guests are fake (the protocol as RFC 6143 gives it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+
+LOG = logging.getLogger(__name__)
+
+WIDTH, HEIGHT = 640, 400
+RRE = 2  # one background colour and no subrectangles: the whole (blank) screen
+# ClientToServer message type -> bytes that follow it (before any variable part).
+_FIXED = {0: 19, 3: 9, 4: 7, 5: 5}
+
+
+class FakeScreen:
+    def __init__(self, name: str) -> None:
+        self.name = name.encode()[:255]
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._session(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"RFB 003.008\n")
+        await reader.readexactly(12)  # the client's version
+        writer.write(bytes((1, 1)))  # one security type: None
+        await reader.readexactly(1)
+        writer.write(struct.pack(">I", 0))  # security result: OK
+        await reader.readexactly(1)  # ClientInit (shared flag)
+        # 32 bits per pixel, depth 24, little endian, true colour, 8 bits a channel.
+        pixel_format = struct.pack(">BBBBHHHBBB3x", 32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
+        writer.write(
+            struct.pack(">HH", WIDTH, HEIGHT)
+            + pixel_format
+            + struct.pack(">I", len(self.name))
+            + self.name
+        )
+        bytes_per_pixel = 4
+        while True:
+            kind = (await reader.readexactly(1))[0]
+            if kind == 2:  # SetEncodings
+                _, count = struct.unpack(">BH", await reader.readexactly(3))
+                await reader.readexactly(4 * count)
+            elif kind == 6:  # ClientCutText
+                _, length = struct.unpack(">3sI", await reader.readexactly(7))
+                await reader.readexactly(length)
+            elif kind in _FIXED:
+                body = await reader.readexactly(_FIXED[kind])
+                if kind == 0:  # SetPixelFormat
+                    bytes_per_pixel = max(body[3] // 8, 1)
+                elif kind == 3 and body[0] == 0:  # a full FramebufferUpdateRequest
+                    # A blank screen never changes: incremental requests get no answer.
+                    writer.write(
+                        struct.pack(">BxH", 0, 1)
+                        + struct.pack(">HHHHi", 0, 0, WIDTH, HEIGHT, RRE)
+                        + struct.pack(">I", 0)
+                        + bytes(bytes_per_pixel)
+                    )
+            else:
+                LOG.debug("fake screen: unknown RFB message %d, closing", kind)
+                return
+            await writer.drain()
