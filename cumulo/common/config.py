@@ -138,8 +138,9 @@ class ImageConfig(_Section):
 
 class NetworkConfig(_Section):
     # Data plane: "auto" (linuxbridge with CAP_NET_ADMIN and the tools, else noop),
-    # "noop" (records desired state only) or "linuxbridge".
-    driver: str = Field("auto", pattern="^(auto|noop|linuxbridge)$")
+    # "noop" (records desired state only), "linuxbridge" or "openvswitch" (Open vSwitch
+    # as Neutron's ML2/OVS agent lays it out; Debian's openvswitch-switch).
+    driver: str = Field("auto", pattern="^(auto|noop|linuxbridge|openvswitch)$")
     # The agent's host name (topic network.<agent_host>); empty: this machine's name.
     agent_host: str = ""
     # What `cumulo init` creates, as DevStack does: the external network `public`...

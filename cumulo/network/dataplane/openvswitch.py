@@ -1,0 +1,273 @@
+"""The `openvswitch` driver: Open vSwitch as Neutron's ML2/OVS agent lays it out.
+
+The namespaces are linuxbridge's (this driver is its subclass: DHCP, routers, the
+metadata proxy, resync and cleanup are the same code); what differs is the switch:
+
+- The deployment's own ovsdb-server and ovs-vswitchd (see ovsdb.OvsDaemons), run dir
+  `<state dir>/network/ovs`, ovs-vswitchd inside `cmlo-<scope>-host`: parallel clouds
+  never share a switch. The kernel datapath where the host has the module, else the
+  userspace one (`datapath_type=netdev`, with userspace TSO so the veths' partial
+  checksums are completed); the agent reports which (`network agent show`).
+- `br-int`: every port of every network, each tagged with its network's local VLAN
+  (kept in `local_vlans.json` so a restarted agent keeps them): the guests' taps
+  (`tap<port id>`, plugged by the compute side with `external_ids:iface-id`, as
+  os-vif does), the DHCP legs and the routers' `qr-`/`qg-` legs (veth host ends).
+  Its flows are the conntrack firewall of ovs_firewall.py.
+- `br-ex`: the external network, joined to br-int by the patch ports `int-br-ex` /
+  `phy-br-ex`; its VLAN is stripped on the way out. Add a host interface to br-ex to
+  reach the outside (as `ovs-vsctl add-port br-ex eth1` in Neutron's guides).
+
+`ovs-vsctl --db=unix:<run dir>/db.sock show` and `OVS_RUNDIR=<run dir> ovs-ofctl
+dump-flows br-int` tell an operator what is wired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from cumulo.network.dataplane import commands as cmd
+from cumulo.network.dataplane.linuxbridge import PREFIX, LinuxBridgeDriver, tap_name
+from cumulo.network.dataplane.ovs_firewall import external_flows, integration_flows
+from cumulo.network.dataplane.ovsdb import OvsDaemons, Ovsdb, datapath_type
+
+LOG = logging.getLogger(__name__)
+
+TOOLS = ("ovsdb-server", "ovsdb-tool", "ovs-vswitchd", "ovs-ofctl")
+INTEGRATION = "br-int"
+EXTERNAL = "br-ex"
+INT_TO_EX, EX_TO_INT = "int-br-ex", "phy-br-ex"
+PROTOCOLS = ["OpenFlow10", "OpenFlow13"]
+WATCH_INTERVAL = 0.5
+
+
+def tools_available() -> bool:
+    return all(shutil.which(tool) for tool in TOOLS)
+
+
+class OpenvSwitchDriver(LinuxBridgeDriver):
+    name = "openvswitch"
+    vif_type = "ovs"
+
+    def __init__(self, state_dir: Path, scope: str | None = None, metadata_proxy: Any = None):
+        super().__init__(state_dir, scope, metadata_proxy)
+        self.run_dir = state_dir / "network" / "ovs"
+        self.daemons = OvsDaemons(self.run_dir, self.host_ns)
+        self.datapath = datapath_type()
+        self.db: Ovsdb | None = None
+        self.vlans: dict[str, int] = {}
+        self._wired: object = None  # what br-int's ports were when the flows were made
+
+    def configurations(self) -> dict[str, Any]:
+        return {
+            "driver": self.name,
+            "datapath_type": self.datapath,
+            "integration_bridge": INTEGRATION,
+            "bridge_mappings": {"public": EXTERNAL},
+            "ovs_hybrid_plug": False,
+            "firewall_driver": "openvswitch",
+            "tunnel_types": [],
+        }
+
+    def vif_details(self, network_id: str) -> dict[str, Any]:
+        """Neutron's OVS vif_details, and where this deployment's switch is: the compute
+        side adds the tap to `bridge_name` through `ovsdb` (in `netns`)."""
+        return {
+            "port_filter": True,
+            "bridge_name": INTEGRATION,
+            "datapath_type": self.datapath,
+            "ovs_hybrid_plug": False,
+            "netns": self.host_ns,
+            "ovsdb": self.daemons.remote,
+        }
+
+    # -- the switch --------------------------------------------------------------------
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        assert self.db is not None
+        return await asyncio.to_thread(getattr(self.db, method), *args, **kwargs)
+
+    async def _switch(self) -> None:
+        """The daemons running, the bridges and patch ports there (idempotent)."""
+        first = not self.daemons.db_file.exists()
+        await self.daemons.ensure()
+        if self.db is None:
+            self.db = await asyncio.to_thread(Ovsdb, self.daemons.remote)
+        if first and self.datapath == "netdev":
+            # veth and tap frames carry partial checksums: the userspace datapath
+            # completes them only with its TSO support on (read at start: restart).
+            await self._call("set_other_config", {"userspace-tso-enable": "true"})
+            await self.daemons.restart_switch()
+        for bridge in (INTEGRATION, EXTERNAL):
+            await self._call("ensure_bridge", bridge, self.datapath, PROTOCOLS)
+        await self._call("ensure_port", INTEGRATION, INT_TO_EX, type="patch",
+                         options={"peer": EX_TO_INT})  # fmt: skip
+        await self._call("ensure_port", EXTERNAL, EX_TO_INT, type="patch",
+                         options={"peer": INT_TO_EX})  # fmt: skip
+        for bridge in (INTEGRATION, EXTERNAL):
+            await cmd.ip(self.host_ns, "link", "set", bridge, "up", check=False)
+        self._load_vlans()
+
+    async def _host_namespace(self) -> None:
+        await cmd.add_namespace(self.host_ns)
+        await self._switch()
+        self.applied["host"] = "ready"
+
+    async def _apply(self, state: dict[str, Any]) -> None:
+        if state["networks"] and (self.db is None or not self.daemons.running()):
+            if self.host_ns in await cmd.namespaces():
+                self.applied.clear()  # a switch restarted from its database: check all
+                await self._switch()
+        await super()._apply(state)
+
+    # -- local VLANs ---------------------------------------------------------------------
+
+    @property
+    def _vlans_file(self) -> Path:
+        return self.run_dir / "local_vlans.json"
+
+    def _load_vlans(self) -> None:
+        try:
+            self.vlans = json.loads(self._vlans_file.read_text())
+        except (OSError, ValueError):
+            self.vlans = {}
+
+    def _vlan(self, network_id: str) -> int:
+        if network_id not in self.vlans:
+            used = set(self.vlans.values())
+            self.vlans[network_id] = next(v for v in range(1, 4095) if v not in used)
+            self._vlans_file.write_text(json.dumps(self.vlans))
+        return self.vlans[network_id]
+
+    # -- what linuxbridge does with Linux bridges ----------------------------------------
+
+    async def _bridge(self, net: dict[str, Any]) -> None:
+        self._vlan(net["id"])  # a network is its local VLAN on br-int
+
+    async def _attach(self, outer: str, network_id: str, mac: str, mtu: int) -> None:
+        await cmd.ip(self.host_ns, "link", "set", outer, "mtu", str(mtu), "up")
+        ids = {"attached-mac": mac, "cumulo-network": network_id}
+        await self._call("ensure_port", INTEGRATION, outer, tag=self._vlan(network_id),
+                         external_ids=ids)  # fmt: skip
+
+    async def _taps(self, ports: list[dict[str, Any]]) -> None:
+        """Guests' taps on br-int with their network's tag; ports whose device is gone, or
+        whose Neutron port is, leave br-int (a deleted port's guest is cut off at once)."""
+        present = await cmd.links(self.host_ns)
+        wanted = {tap_name(p["id"]): p for p in ports}
+        for name in await self._call("ports", INTEGRATION):
+            if name in (INTEGRATION, INT_TO_EX):
+                continue
+            gone = name not in present
+            if gone or (name.startswith("tap") and name not in wanted):
+                await self._call("delete_port", INTEGRATION, name)
+        for name, port in wanted.items():
+            if name in present:
+                ids = {"iface-id": port["id"], "attached-mac": port["mac"],
+                       "iface-status": "active"}  # fmt: skip
+                await self._call("ensure_port", INTEGRATION, name,
+                                 tag=self._vlan(port["network_id"]), external_ids=ids)  # fmt: skip
+
+    async def _firewall(self, state: dict[str, Any], existing: set[str]) -> None:
+        """br-int's and br-ex's flows, replaced as a whole (only differences change)."""
+        ofports, local, patch = await self._ofports(state)
+        external = next((n["id"] for n in sorted(state["networks"], key=lambda n: n["id"])
+                         if n.get("external")), None)  # fmt: skip
+        ext_vlan = self.vlans.get(external) if external else None
+        flows = integration_flows(
+            state["ports"], ofports, local, self.vlans,
+            (patch, ext_vlan) if patch is not None and ext_vlan is not None else None,
+        )  # fmt: skip
+        ex_patch = (await self._call("ports", EXTERNAL)).get(EX_TO_INT, {}).get("ofport")
+        ex_flows = external_flows(ex_patch if (ex_patch or -1) > 0 else None, ext_vlan)
+        work = self._replace_flows(flows, ex_flows)
+        pids = self.daemons.pids()
+        await self._step("ruleset", (flows, ex_flows, pids), work, existing, self.host_ns)
+
+    async def _replace_flows(self, flows: str, ex_flows: str) -> None:
+        await self.daemons.ofctl("replace-flows", INTEGRATION, "-", stdin=flows)
+        await self.daemons.ofctl("replace-flows", EXTERNAL, "-", stdin=ex_flows)
+
+    async def _ofports(
+        self, state: dict[str, Any]
+    ) -> tuple[dict[str, int], dict[int, int], int | None]:
+        """OpenFlow ports on br-int: of each guest port, of every other port (-> its VLAN),
+        and of the patch to br-ex. Waits a little for ports ovs-vswitchd has not opened."""
+        ids = {p["id"] for p in state["ports"]}
+        for _ in range(20):
+            ports = await self._call("ports", INTEGRATION)
+            if all(p["ofport"] > 0 or p["error"] for p in ports.values()):
+                break
+            await asyncio.sleep(0.1)
+        self._wired = _wiring(ports)
+        guests: dict[str, int] = {}
+        local: dict[int, int] = {}
+        for name, info in ports.items():
+            if info["ofport"] <= 0 or info["tag"] is None:
+                continue
+            iface_id = info["external_ids"].get("iface-id")
+            if name.startswith("tap") and iface_id in ids:
+                guests[iface_id] = info["ofport"]
+            elif name.startswith(PREFIX):
+                local[info["ofport"]] = info["tag"]
+        patch = ports.get(INT_TO_EX, {}).get("ofport")
+        return guests, local, patch if (patch or -1) > 0 else None
+
+    async def watch(self, changed: Any) -> None:
+        """ovsdb-monitor's job in Neutron's agent: a port added to (or gone from) br-int
+        by someone else (the compute side plugging a guest) makes the agent converge."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if self.db is None or self._wired is None:
+                continue
+            try:
+                wiring = _wiring(await self._call("ports", INTEGRATION))
+            except Exception:  # noqa: BLE001 - the switch restarting: the next round sees
+                continue
+            if wiring != self._wired:
+                self._wired = wiring
+                await changed()
+
+    # -- cleanup ---------------------------------------------------------------------------
+
+    async def _remove_unwanted(
+        self, wanted: set[str], networks: dict[str, Any], routers: list[dict[str, Any]]
+    ) -> None:
+        await super()._remove_unwanted(wanted, networks, routers)
+        stale = [n for n in self.vlans if n not in networks]
+        if stale:
+            for n in stale:
+                del self.vlans[n]
+            self._vlans_file.write_text(json.dumps(self.vlans))
+
+    async def teardown_unlocked(self) -> None:
+        if self.db is not None:
+            await asyncio.to_thread(self.db.close)
+            self.db = None
+        await self.daemons.stop()
+        self._wired = None
+        await super().teardown_unlocked()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _wiring(ports: dict[str, dict[str, Any]]) -> object:
+    return sorted((n, p["ofport"], p["external_ids"].get("iface-id")) for n, p in ports.items())
+
+
+async def plug(remote: str, bridge: str, device: str, port_id: str, mac: str) -> None:
+    """The compute side's half (os-vif's): the guest's tap on the bridge, named for its
+    port, so the agent tags it and writes its flows."""
+
+    def work() -> None:
+        db = Ovsdb(remote)
+        try:
+            db.ensure_port(bridge, device, external_ids={
+                "iface-id": port_id, "attached-mac": mac, "iface-status": "active"})  # fmt: skip
+        finally:
+            db.close()
+
+    await asyncio.to_thread(work)
