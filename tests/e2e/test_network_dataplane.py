@@ -1,7 +1,8 @@
-"""The data plane, end to end, on each driver (linuxbridge, openvswitch): guests in namespaces get their addresses over
-DHCP, reach each other, cross the router, obey security groups and are reached on a
-floating IP from the external network; the agent's resync rebuilds and removes; a guest
-on a network without a router reads its metadata from the DHCP namespace.
+"""The data plane, end to end, on each driver (linuxbridge, openvswitch): guests in
+namespaces get their addresses over DHCP, reach each other, cross the router, obey
+security groups and are reached on a floating IP from the external network; the
+agent's resync rebuilds and removes; a guest on a network without a router reads its
+metadata from the DHCP namespace.
 
 Driven through the real Network API of a private cloud whose data plane is the
 driver under test. The guests and the external network are namespaces this test

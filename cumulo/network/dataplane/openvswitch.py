@@ -151,8 +151,20 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
     async def _attach(self, outer: str, network_id: str, mac: str, mtu: int) -> None:
         await cmd.ip(self.host_ns, "link", "set", outer, "mtu", str(mtu), "up")
         ids = {"attached-mac": mac, "cumulo-network": network_id}
-        await self._call("ensure_port", INTEGRATION, outer, tag=self._vlan(network_id),
-                         external_ids=ids)  # fmt: skip
+        await self._plug(outer, self._vlan(network_id), ids, await cmd.links(self.host_ns))
+
+    async def _plug(
+        self, device: str, tag: int, ids: dict[str, str], present: dict[str, Any]
+    ) -> None:
+        """`device` on br-int with its tag. A device made again under the same name (a
+        leg whose namespace was lost, a guest's new tap) is a new port: ovs-vswitchd
+        would keep reading the old one, so its row is replaced (the ifindex tells)."""
+        ifindex = str(present[device]["ifindex"])
+        known = (await self._call("ports", INTEGRATION)).get(device)
+        if known is not None and known["external_ids"].get("cumulo-ifindex") != ifindex:
+            await self._call("delete_port", INTEGRATION, device)
+        await self._call("ensure_port", INTEGRATION, device, tag=tag,
+                         external_ids={**ids, "cumulo-ifindex": ifindex})  # fmt: skip
 
     async def _taps(self, ports: list[dict[str, Any]]) -> None:
         """Guests' taps on br-int with their network's tag; ports whose device is gone, or
@@ -169,8 +181,7 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
             if name in present:
                 ids = {"iface-id": port["id"], "attached-mac": port["mac"],
                        "iface-status": "active"}  # fmt: skip
-                await self._call("ensure_port", INTEGRATION, name,
-                                 tag=self._vlan(port["network_id"]), external_ids=ids)  # fmt: skip
+                await self._plug(name, self._vlan(port["network_id"]), ids, present)
 
     async def _firewall(self, state: dict[str, Any], existing: set[str]) -> None:
         """br-int's and br-ex's flows, replaced as a whole (only differences change)."""
