@@ -25,9 +25,8 @@ from pathlib import Path
 import pytest
 
 from cumulo.common.config import load_config, write_config
-from cumulo.network.dataplane import dhcp, openvswitch
+from cumulo.network.dataplane import dhcp, openvswitch, ovsdb
 from cumulo.network.dataplane.linuxbridge import LinuxBridgeDriver, bridge_name
-from cumulo.network.dataplane.ovsdb import Ovsdb
 from cumulo.network.dataplane.state import desired_state
 from tests.cloudrunner import CloudRunner, configure_state_dir
 from tests.conftest import skip_or_fail
@@ -70,8 +69,10 @@ except urllib.error.HTTPError as e:
 """
 
 
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+def sh(
+    *argv: str, check: bool = True, env_extra: dict | None = None
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env_extra)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed: {proc.stderr}")
     return proc
@@ -86,6 +87,14 @@ def metadata(ns: str) -> tuple[int, str]:
     out = sh("ip", "netns", "exec", ns, sys.executable, "-c", METADATA_REQUEST).stdout
     status, _, body = out.partition(" ")
     return int(status), body
+
+
+def allowed_icmp_packets(lab: Lab) -> int:
+    """Packets br-int's ingress rule flows for ICMP have let through (openvswitch)."""
+    out = sh("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int", "table=82,icmp",
+             env_extra=lab.driver.daemons.env).stdout  # fmt: skip
+    return sum(int(f.split("n_packets=")[1].split(",")[0]) for f in out.splitlines()
+               if "n_packets=" in f and "ct(commit" in f)  # fmt: skip
 
 
 def route_to(ns: str, address: str) -> str:
@@ -148,7 +157,7 @@ class Lab:
     def attach_external(self, device: str, network_id: str) -> None:
         """A host-side device onto the external network (br-ex on openvswitch)."""
         if isinstance(self.driver, openvswitch.OpenvSwitchDriver):
-            db = Ovsdb(self.driver.daemons.remote)
+            db = ovsdb.Ovsdb(self.driver.daemons.remote)
             try:
                 db.ensure_port(openvswitch.EXTERNAL, device)
             finally:
@@ -287,12 +296,29 @@ def test_guests_get_dhcp_cross_the_router_obey_groups_and_answer_on_floating_ips
     stale = lab.driver.router_ns(str(uuid.uuid4()))
     sh("ip", "netns", "add", stale)
     sh("ip", "netns", "delete", lab.driver.router_ns(router.id))
+    ovs = isinstance(lab.driver, openvswitch.OpenvSwitchDriver)
+    allowed_before = allowed_icmp_packets(lab) if ovs else 0
     restarted = type(lab.driver)(lab.runner.state_dir)
     state = lab.runner.run_async(desired_state(lab.runner.cloud.network, HOST))
     lab.runner.run_async(restarted.apply(state))
     assert stale not in netns_list()
     assert ping(g3, ip1, attempts=5).returncode == 0
     assert ping(ext, fip.floating_ip_address, attempts=3).returncode == 0
+    if ovs:
+        # Reconciled, not flushed: the security group's flow kept its counters.
+        assert allowed_before > 0 and allowed_icmp_packets(lab) > allowed_before
+        # The agents API says which datapath carries the packets.
+        [agent] = lab.runner.openstack("network", "agent", "list", "--host", HOST,
+                                       "--agent-type", "open-vswitch", "-f", "json")  # fmt: skip
+        shown = lab.runner.openstack("network", "agent", "show", agent["ID"], "-f", "json")
+        config = shown["configuration"]
+        assert config["driver"] == "openvswitch"
+        assert config["datapath_type"] == ("system" if ovsdb.kernel_datapath() else "netdev")
+        # A port deleted while its guest runs passes nothing from then on.
+        assert ping(g1, ip2, attempts=3).returncode == 0
+        conn.network.delete_port(p1.id)
+        lab.settle()
+        assert ping(g1, ip2).returncode != 0
 
     # Deleting the router and a network removes their namespaces and dnsmasq.
     conn.network.update_ip(fip, port_id=None)
