@@ -154,24 +154,36 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         await self._plug(outer, self._vlan(network_id), ids, await cmd.links(self.host_ns))
 
     async def _plug(
-        self, device: str, tag: int, ids: dict[str, str], present: dict[str, Any]
+        self,
+        device: str,
+        tag: int,
+        ids: dict[str, str],
+        present: dict[str, Any],
+        known: dict[str, Any] | None = None,
     ) -> None:
         """`device` on br-int with its tag. A device made again under the same name (a
         leg whose namespace was lost, a guest's new tap) is a new port: ovs-vswitchd
         would keep reading the old one, so its row is replaced (the ifindex tells)."""
-        ifindex = str(present[device]["ifindex"])
-        known = (await self._call("ports", INTEGRATION)).get(device)
-        if known is not None and known["external_ids"].get("cumulo-ifindex") != ifindex:
-            await self._call("delete_port", INTEGRATION, device)
-        await self._call("ensure_port", INTEGRATION, device, tag=tag,
-                         external_ids={**ids, "cumulo-ifindex": ifindex})  # fmt: skip
+        ids = {**ids, "cumulo-ifindex": str(present[device]["ifindex"])}
+        if known is None:
+            known = (await self._call("ports", INTEGRATION)).get(device)
+        if known is not None:
+            if known["tag"] == tag and known["external_ids"] == ids:
+                return  # as wanted: no transaction
+            if (
+                known["external_ids"].get("cumulo-ifindex", ids["cumulo-ifindex"])
+                != ids["cumulo-ifindex"]
+            ):
+                await self._call("delete_port", INTEGRATION, device)
+        await self._call("ensure_port", INTEGRATION, device, tag=tag, external_ids=ids)
 
     async def _taps(self, ports: list[dict[str, Any]]) -> None:
         """Guests' taps on br-int with their network's tag; ports whose device is gone, or
         whose Neutron port is, leave br-int (a deleted port's guest is cut off at once)."""
         present = await cmd.links(self.host_ns)
         wanted = {tap_name(p["id"]): p for p in ports}
-        for name in await self._call("ports", INTEGRATION):
+        on_bridge = await self._call("ports", INTEGRATION)
+        for name in on_bridge:
             if name in (INTEGRATION, INT_TO_EX):
                 continue
             gone = name not in present
@@ -181,7 +193,8 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
             if name in present:
                 ids = {"iface-id": port["id"], "attached-mac": port["mac"],
                        "iface-status": "active"}  # fmt: skip
-                await self._plug(name, self._vlan(port["network_id"]), ids, present)
+                vlan = self._vlan(port["network_id"])
+                await self._plug(name, vlan, ids, present, on_bridge.get(name))
 
     async def _firewall(self, state: dict[str, Any], existing: set[str]) -> None:
         """br-int's and br-ex's flows, replaced as a whole (only differences change)."""
