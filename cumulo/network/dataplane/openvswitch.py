@@ -61,6 +61,7 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         self.db: Ovsdb | None = None
         self.vlans: dict[str, int] = {}
         self._wired: object = None  # what br-int's ports were when the flows were made
+        self._flows: dict[str, set[str]] = {}  # bridge -> flows last written there
 
     def configurations(self) -> dict[str, Any]:
         return {
@@ -94,6 +95,7 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
     async def _switch(self) -> None:
         """The daemons running, the bridges and patch ports there (idempotent)."""
         first = not self.daemons.db_file.exists()
+        self._flows.clear()  # the switch may have restarted: reconcile with what it has
         await self.daemons.ensure()
         if self.db is None:
             self.db = await asyncio.to_thread(Ovsdb, self.daemons.remote)
@@ -213,20 +215,35 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         await self._step("ruleset", (flows, ex_flows, pids), work, existing, self.host_ns)
 
     async def _replace_flows(self, flows: str, ex_flows: str) -> None:
-        await self.daemons.ofctl("replace-flows", INTEGRATION, "-", stdin=flows)
-        await self.daemons.ofctl("replace-flows", EXTERNAL, "-", stdin=ex_flows)
+        await self._flows_of(INTEGRATION, flows)
+        await self._flows_of(EXTERNAL, ex_flows)
+
+    async def _flows_of(self, bridge: str, flows: str) -> None:
+        """The bridge's flows made `flows`. The first time (a new or restarted agent):
+        `replace-flows`, which reads the switch's flows and changes the differences;
+        then only what changed since the last apply, in one `add-flows` (reading
+        thousands of flows back on every apply would be the agent's main cost)."""
+        wanted = set(flows.splitlines())
+        last = self._flows.pop(bridge, None)
+        if last is None:
+            await self.daemons.ofctl("replace-flows", bridge, "-", stdin=flows)
+        else:
+            matches = {_match(f) for f in wanted}
+            lines = [f"delete_strict {_match(f)}" for f in sorted(last - wanted)
+                     if _match(f) not in matches]  # fmt: skip
+            lines += [f"add {f}" for f in sorted(wanted - last)]
+            if lines:
+                await self.daemons.ofctl("add-flows", bridge, "-", stdin="\n".join(lines) + "\n")
+        self._flows[bridge] = wanted
 
     async def _ofports(
         self, state: dict[str, Any]
     ) -> tuple[dict[str, int], dict[int, int], int | None]:
         """OpenFlow ports on br-int: of each guest port, of every other port (-> its VLAN),
-        and of the patch to br-ex. Waits a little for ports ovs-vswitchd has not opened."""
+        and of the patch to br-ex. A port ovs-vswitchd has not opened yet has none: its
+        flows come with the apply that `watch` asks for once it has one."""
         ids = {p["id"] for p in state["ports"]}
-        for _ in range(20):
-            ports = await self._call("ports", INTEGRATION)
-            if all(p["ofport"] > 0 or p["error"] for p in ports.values()):
-                break
-            await asyncio.sleep(0.1)
+        ports = await self._call("ports", INTEGRATION)
         self._wired = _wiring(ports)
         guests: dict[str, int] = {}
         local: dict[int, int] = {}
@@ -278,20 +295,37 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
+def _match(flow: str) -> str:
+    """A flow's table, priority and match: what `delete_strict` names it by."""
+    return flow.split(",", 1)[1].rsplit(",actions=", 1)[0]
+
+
 def _wiring(ports: dict[str, dict[str, Any]]) -> object:
     return sorted((n, p["ofport"], p["external_ids"].get("iface-id")) for n, p in ports.items())
 
 
+_plug_connections: dict[str, Ovsdb] = {}
+
+
 async def plug(remote: str, bridge: str, device: str, port_id: str, mac: str) -> None:
     """The compute side's half (os-vif's): the guest's tap on the bridge, named for its
-    port, so the agent tags it and writes its flows."""
+    port, so the agent tags it and writes its flows. One IDL connection per switch is
+    kept (a connection's first sync reads every row: too slow per tap)."""
 
     def work() -> None:
-        db = Ovsdb(remote)
-        try:
-            db.ensure_port(bridge, device, external_ids={
-                "iface-id": port_id, "attached-mac": mac, "iface-status": "active"})  # fmt: skip
-        finally:
-            db.close()
+        ids = {"iface-id": port_id, "attached-mac": mac, "iface-status": "active"}
+        for attempt in range(2):
+            db = _plug_connections.get(remote)
+            try:
+                if db is None:
+                    db = _plug_connections[remote] = Ovsdb(remote)
+                db.ensure_port(bridge, device, external_ids=ids)
+                return
+            except Exception:  # a switch restarted or gone: connect again once
+                stale = _plug_connections.pop(remote, None)
+                if stale is not None:
+                    stale.close()
+                if attempt:
+                    raise
 
     await asyncio.to_thread(work)
