@@ -66,3 +66,28 @@ def test_port_security_off_means_no_filtering():
     flows = integration_flows([open_port], {"p1": 7}, {}, {"n1": 1}, None)
     assert "table=71" not in flows.replace("table=71,priority=0", "")
     assert "in_port=7,actions=set_field:1->reg6,resubmit(,60)" in flows
+
+
+def test_remote_group_members_are_listed_once_for_all_ports_of_the_group():
+    """Conjunctions: (port, protocol) x (member address), so N ports of a group that
+    admits itself cost O(N) flows, not O(N^2)."""
+    members = [f"10.0.0.{i}" for i in range(2, 52)]
+    rule = {"direction": "ingress", "ethertype": "IPv4", "protocol": None,
+            "remote_group_id": "g1", "remote_prefixes": members}  # fmt: skip
+    ports = [
+        {
+            **PORT,
+            "id": f"p{i}",
+            "mac": f"fa:16:3e:00:01:{i:02x}",
+            "addresses": [{"ip": members[i], "prefixlen": 24}],
+            "allowed_address_pairs": [],
+            "rules": [rule],
+        }  # fmt: skip
+        for i in range(50)
+    ]
+    flows = integration_flows(ports, {f"p{i}": i + 10 for i in range(50)}, {}, {"n1": 1}, None)
+    member_flows = [f for f in flows.splitlines() if "conjunction(" in f and ",2/2)" in f]
+    assert len(member_flows) == 50
+    conj = member_flows[0].split("conjunction(")[1].split(",")[0]
+    assert sum(f"conj_id={conj}," in f for f in flows.splitlines()) == 50  # one per port
+    assert len(flows.splitlines()) < 50 * 40

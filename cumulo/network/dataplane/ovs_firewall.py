@@ -23,6 +23,7 @@ that restarts or re-applies leaves established connections' flows alone.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from typing import Any
 
@@ -50,14 +51,24 @@ def _flow(table: int, priority: int, match: str, actions: str) -> str:
     return f"cookie={COOKIE},table={table},priority={priority}{match},actions={actions}"
 
 
-def rule_matches(rule: dict[str, Any], ingress: bool) -> list[str]:
-    """The OpenFlow matches of one security group rule (none: it never matches here)."""
+def remote_key(rule: dict[str, Any], ingress: bool) -> str:
+    version = 6 if rule.get("ethertype") == "IPv6" else 4
+    if version == 6:
+        return "ipv6_src" if ingress else "ipv6_dst"
+    return "nw_src" if ingress else "nw_dst"
+
+
+def rule_matches(rule: dict[str, Any], ingress: bool, remote: bool = True) -> list[str]:
+    """The OpenFlow matches of one security group rule (none: it never matches here);
+    with `remote` false, a remote group rule's match without its members' addresses
+    (they are the other dimension of a conjunction, see integration_flows)."""
     version = 6 if rule.get("ethertype") == "IPv6" else 4
     l3 = "ipv6" if version == 6 else "ip"
-    key = ("ipv6_src" if ingress else "ipv6_dst") if version == 6 else (
-        "nw_src" if ingress else "nw_dst")  # fmt: skip
+    key = remote_key(rule, ingress)
     addresses: list[str | None] = [None]
-    if rule.get("remote_group_id") or rule.get("remote_prefixes"):
+    if rule.get("remote_group_id") and not remote:
+        pass
+    elif rule.get("remote_group_id") or rule.get("remote_prefixes"):
         nets = [ipaddress.ip_network(p, strict=False) for p in rule.get("remote_prefixes") or []]
         nets = list(ipaddress.collapse_addresses(n for n in nets if n.version == version))
         if not nets:
@@ -89,7 +100,14 @@ def _sources(port: dict[str, Any]) -> list[tuple[str, str]]:
     return [(m.lower(), ip) for m, ip in pairs if MAC.match(m.lower())]
 
 
-def _port_flows(port: dict[str, Any], ofport: int, vlan: int) -> list[str]:
+def _port_flows(
+    port: dict[str, Any],
+    ofport: int,
+    vlan: int,
+    conjunctions: dict[tuple[str, str, str], int],
+    conj_flows: dict[tuple[int, str], set[str]],
+    members: dict[tuple[str, str, str], dict[str, Any]],
+) -> list[str]:
     flows = [_flow(0, 100, f"in_port={ofport}",
                    f"set_field:{ofport}->reg5,set_field:{vlan}->reg6,goto_table:71")]  # fmt: skip
     reg = f"reg5={ofport}"
@@ -135,14 +153,37 @@ def _port_flows(port: dict[str, Any], ofport: int, vlan: int) -> list[str]:
         flows.append(_flow(82, 80, f"{reg},{state}", out))
     for rule in port["rules"]:
         ingress = rule["direction"] == "ingress"
+        table = 82 if ingress else 72
+        accept = f"ct(commit,zone={ZONE}),{out if ingress else 'resubmit(,60)'}"
+        if rule.get("remote_group_id"):
+            # Conjunction: (this port, protocol, ports) x (any member's address), so a
+            # group's members are listed once, not once per port of the group.
+            if not rule_matches(rule, ingress):
+                continue  # no member (of this ethertype) yet: nothing it can allow
+            key = _conj_key(rule, ingress)
+            conj = conjunctions.setdefault(key, _conj_id(key))
+            members[key] = rule
+            for match in rule_matches(rule, ingress, remote=False):
+                dimension = f"{reg},ct_state=+new-est+trk,{match}"
+                conj_flows.setdefault((table, dimension), set()).add(f"conjunction({conj},1/2)")
+            l3 = "ipv6" if rule.get("ethertype") == "IPv6" else "ip"
+            flows.append(_flow(table, 70, f"conj_id={conj},{reg},ct_state=+new-est+trk,{l3}",
+                               accept))  # fmt: skip
+            continue
         for match in rule_matches(rule, ingress):
-            if ingress:
-                flows.append(_flow(82, 70, f"{reg},ct_state=+new-est+trk,{match}",
-                                   f"ct(commit,zone={ZONE}),{out}"))  # fmt: skip
-            else:
-                flows.append(_flow(72, 70, f"{reg},ct_state=+new-est+trk,{match}",
-                                   f"ct(commit,zone={ZONE}),resubmit(,60)"))  # fmt: skip
+            flows.append(_flow(table, 70, f"{reg},ct_state=+new-est+trk,{match}", accept))
     return flows
+
+
+def _conj_id(key: tuple[str, str, str]) -> int:
+    """A stable id (the same across applies and restarts: no flow churns for it)."""
+    return int(hashlib.sha1("/".join(key).encode()).hexdigest()[:7], 16) + 1
+
+
+def _conj_key(rule: dict[str, Any], ingress: bool) -> tuple[str, str, str]:
+    """Conjunctions are per remote group, direction and ethertype."""
+    return (rule["remote_group_id"], "ingress" if ingress else "egress",
+            rule.get("ethertype") or "IPv4")  # fmt: skip
 
 
 def integration_flows(
@@ -176,15 +217,33 @@ def integration_flows(
         flows.append(_flow(0, 90, f"in_port={patch},vlan_tci=0x0000/0x1fff",
                            f"push_vlan:0x8100,set_field:{vlan | 0x1000}->vlan_vid,"
                            f"set_field:{vlan}->reg6,resubmit(,60)"))  # fmt: skip
+    conjunctions: dict[tuple[str, str, str], int] = {}
+    conj_flows: dict[tuple[int, str], set[str]] = {}
+    members: dict[tuple[str, str, str], dict[str, Any]] = {}
     for port in sorted(ports, key=lambda p: p["id"]):
         ofport = ofports.get(port["id"])
         if ofport is None or port["network_id"] not in vlans:
             continue
         if port.get("port_security_enabled", True):
-            flows += _port_flows(port, ofport, vlans[port["network_id"]])
+            flows += _port_flows(port, ofport, vlans[port["network_id"]], conjunctions,
+                                 conj_flows, members)  # fmt: skip
         else:
             vlan = vlans[port["network_id"]]
             flows.append(_flow(0, 90, f"in_port={ofport}", f"set_field:{vlan}->reg6,resubmit(,60)"))
+    # The members' dimension: one flow per address, naming every conjunction it is in.
+    for key, rule in sorted(members.items()):
+        ingress = key[1] == "ingress"
+        table = 82 if ingress else 72
+        group = {"ethertype": key[2], "remote_group_id": key[0],
+                 "remote_prefixes": rule["remote_prefixes"]}  # fmt: skip
+        for match in rule_matches(group, ingress):
+            dimension = f"ct_state=+new-est+trk,{match}"
+            conj_flows.setdefault((table, dimension), set()).add(
+                f"conjunction({conjunctions[key]},2/2)"
+            )
+    for (table, match), actions in sorted(conj_flows.items()):
+        # Above the conj_id flows: a packet matching one dimension only falls through.
+        flows.append(_flow(table, 71, match, ",".join(sorted(actions))))
     return "\n".join(flows) + "\n"
 
 
