@@ -87,7 +87,7 @@ def test_remote_group_members_are_listed_once_for_all_ports_of_the_group():
     ]
     flows = integration_flows(ports, {f"p{i}": i + 10 for i in range(50)}, {}, {"n1": 1}, None)
     member_flows = [f for f in flows.splitlines() if "conjunction(" in f and ",2/2)" in f]
-    assert len(member_flows) == 50
+    assert 0 < len(member_flows) <= 50  # adjacent addresses collapsed into prefixes
     conj = member_flows[0].split("conjunction(")[1].split(",")[0]
     assert sum(f"conj_id={conj}," in f for f in flows.splitlines()) == 50  # one per port
     assert len(flows.splitlines()) < 50 * 40
