@@ -29,7 +29,14 @@ import ovs.poller
 from cumulo.network.dataplane import commands as cmd
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
-TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
+# The columns read or written (not the interfaces' statistics, which ovs-vswitchd
+# rewrites every few seconds: every replica would parse them).
+COLUMNS = {
+    "Open_vSwitch": ["bridges", "other_config", "datapath_types"],
+    "Bridge": ["name", "ports", "datapath_type", "protocols", "fail_mode"],
+    "Port": ["name", "interfaces", "tag"],
+    "Interface": ["name", "type", "options", "external_ids", "ofport", "error"],
+}
 KERNEL_MODULE = Path("/sys/module/openvswitch")
 
 
@@ -147,8 +154,8 @@ class Ovsdb:
 
     def __init__(self, remote: str, timeout: float = 10.0) -> None:
         helper = ovs.db.idl.SchemaHelper(location=str(SCHEMA))
-        for table in TABLES:
-            helper.register_table(table)
+        for table, columns in COLUMNS.items():
+            helper.register_columns(table, columns)
         self.idl = ovs.db.idl.Idl(remote, helper)
         self.timeout = timeout
         self._lock = threading.Lock()
@@ -272,50 +279,74 @@ class Ovsdb:
         external_ids: dict[str, str] | None = None,
     ) -> None:
         """The port `name` on `bridge` as given (moved from another bridge if it was on one)."""
+        spec = {"tag": tag, "type": type, "options": options, "external_ids": external_ids}
+        self.ensure_ports(bridge, {name: spec})
+
+    def ensure_ports(self, bridge: str, ports: dict[str, dict[str, Any]]) -> None:
+        """Several ports as ensure_port makes each (keyword arguments by name), in one
+        transaction."""
 
         def change(txn: Any) -> None:
-            br = self.bridge(bridge)
-            if br is None:
-                raise OvsdbError(f"no bridge {bridge}")
-            port = next((p for p in self.rows("Port") if p.name == name), None)
-            if port is not None and port not in br.ports:
-                for other in self.rows("Bridge"):
-                    if port in other.ports:
-                        other.verify("ports")
-                        other.ports = [p for p in other.ports if p != port]
-                port = None
-            if port is None:
-                iface = txn.insert(self.idl.tables["Interface"])
-                iface.name = name
-                port = txn.insert(self.idl.tables["Port"])
-                port.name, port.interfaces = name, [iface]
-                br.verify("ports")
-                br.ports = [*br.ports, port]
-                iface.type, iface.options = type, options or {}
-                iface.external_ids = external_ids or {}
-                port.tag = [tag] if tag is not None else []
-                return
-            iface = port.interfaces[0]
-            if iface.type != type:
-                iface.type = type
-            if dict(iface.options) != (options or {}):
-                iface.options = options or {}
-            if external_ids is not None and dict(iface.external_ids) != external_ids:
-                iface.external_ids = external_ids
-            wanted_tag = [tag] if tag is not None else []
-            if list(port.tag) != wanted_tag:
-                port.tag = wanted_tag
+            for name, spec in ports.items():
+                self._ensure_port(txn, bridge, name, **spec)
 
-        self._commit(change)
+        if ports:
+            self._commit(change)
+
+    def _ensure_port(
+        self,
+        txn: Any,
+        bridge: str,
+        name: str,
+        tag: int | None = None,
+        type: str = "",  # noqa: A002 - the column's name
+        options: dict[str, str] | None = None,
+        external_ids: dict[str, str] | None = None,
+    ) -> None:
+        br = self.bridge(bridge)
+        if br is None:
+            raise OvsdbError(f"no bridge {bridge}")
+        port = next((p for p in self.rows("Port") if p.name == name), None)
+        if port is not None and port not in br.ports:
+            for other in self.rows("Bridge"):
+                if port in other.ports:
+                    other.verify("ports")
+                    other.ports = [p for p in other.ports if p != port]
+            port = None
+        if port is None:
+            iface = txn.insert(self.idl.tables["Interface"])
+            iface.name = name
+            port = txn.insert(self.idl.tables["Port"])
+            port.name, port.interfaces = name, [iface]
+            br.verify("ports")
+            br.ports = [*br.ports, port]
+            iface.type, iface.options = type, options or {}
+            iface.external_ids = external_ids or {}
+            port.tag = [tag] if tag is not None else []
+            return
+        iface = port.interfaces[0]
+        if iface.type != type:
+            iface.type = type
+        if dict(iface.options) != (options or {}):
+            iface.options = options or {}
+        if external_ids is not None and dict(iface.external_ids) != external_ids:
+            iface.external_ids = external_ids
+        wanted_tag = [tag] if tag is not None else []
+        if list(port.tag) != wanted_tag:
+            port.tag = wanted_tag
 
     def delete_port(self, bridge: str, name: str) -> None:
+        self.delete_ports(bridge, [name])
+
+    def delete_ports(self, bridge: str, names: list[str]) -> None:
         def change(txn: Any) -> None:
             br = self.bridge(bridge)
             if br is not None:
                 br.verify("ports")
-                br.ports = [p for p in br.ports if p.name != name]
+                br.ports = [p for p in br.ports if p.name not in names]
 
-        self._commit(change)
+        if names:
+            self._commit(change)
 
     def delete_bridge(self, name: str) -> None:
         def change(txn: Any) -> None:
