@@ -255,10 +255,15 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         self, state: dict[str, Any]
     ) -> tuple[dict[str, int], dict[int, int], int | None]:
         """OpenFlow ports on br-int: of each guest port, of every other port (-> its VLAN),
-        and of the patch to br-ex. A port ovs-vswitchd has not opened yet has none: its
-        flows come with the apply that `watch` asks for once it has one."""
+        and of the patch to br-ex. A guest's port ovs-vswitchd has not opened yet has
+        none: its flows come with the apply that `watch` asks for once it has one."""
         ids = {p["id"] for p in state["ports"]}
-        ports = await self._call("ports", INTEGRATION)
+        for _ in range(40):  # the legs this apply made: their flows now, not next time
+            ports = await self._call("ports", INTEGRATION)
+            legs = [p for name, p in ports.items() if name.startswith(PREFIX)]
+            if all(p["ofport"] > 0 or p["error"] for p in legs):
+                break
+            await asyncio.sleep(0.05)
         self._wired = _wiring(ports)
         guests: dict[str, int] = {}
         local: dict[int, int] = {}
