@@ -99,7 +99,10 @@ def stand_in_request(cloud: CloudRunner, guest: dict) -> str:
     driver = cloud.cloud.network.agent.driver
     ovs = isinstance(driver, openvswitch.OpenvSwitchDriver)
     if ovs:
-        outer = f"tap{port['id'][:11]}"  # plugged as a guest's tap: the agent wires it
+        # Bound to the host and plugged as a guest's tap: the agent wires it (a port no
+        # host's agent knows passes nothing on br-int).
+        cloud.openstack("port", "set", "--host", "e2e-metadata", port["id"])
+        outer = f"tap{port['id'][:11]}"
     ip("netns", "add", ns)
     try:
         ip("link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns)
