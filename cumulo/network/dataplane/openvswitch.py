@@ -32,7 +32,13 @@ from typing import Any
 
 from cumulo.network.dataplane import commands as cmd
 from cumulo.network.dataplane.linuxbridge import PREFIX, LinuxBridgeDriver, tap_name
-from cumulo.network.dataplane.ovs_firewall import external_flows, integration_flows
+from cumulo.network.dataplane.ovs_firewall import (
+    COOKIE,
+    external_flows,
+    integration_flows,
+    tunnel_flows,
+    tunnel_ingress_flows,
+)
 from cumulo.network.dataplane.ovsdb import OvsDaemons, Ovsdb, datapath_type
 
 LOG = logging.getLogger(__name__)
@@ -41,6 +47,8 @@ TOOLS = ("ovsdb-server", "ovsdb-tool", "ovs-vswitchd", "ovs-ofctl")
 INTEGRATION = "br-int"
 EXTERNAL = "br-ex"
 INT_TO_EX, EX_TO_INT = "int-br-ex", "phy-br-ex"
+TUNNEL, UNDERLAY = "br-tun", "br-phy"
+INT_TO_TUN, TUN_TO_INT = "patch-tun", "patch-int"
 PROTOCOLS = ["OpenFlow10", "OpenFlow13"]
 WATCH_INTERVAL = 0.5
 
@@ -62,6 +70,9 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         self.vlans: dict[str, int] = {}
         self._wired: object = None  # what br-int's ports were when the flows were made
         self._flows: dict[str, set[str]] = {}  # bridge -> flows last written there
+        # VXLAN to other hosts: {"local_ip": "<address>/<prefix>", "device": <the host
+        # interface carrying the tunnels, moved onto br-phy>, "peers": [addresses]}.
+        self.tunnel: dict[str, Any] | None = None
 
     def configurations(self) -> dict[str, Any]:
         return {
@@ -71,7 +82,7 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
             "bridge_mappings": {"public": EXTERNAL},
             "ovs_hybrid_plug": False,
             "firewall_driver": "openvswitch",
-            "tunnel_types": [],
+            "tunnel_types": ["vxlan"] if self.tunnel else [],
         }
 
     def vif_details(self, network_id: str) -> dict[str, Any]:
@@ -110,13 +121,49 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
                          options={"peer": EX_TO_INT})  # fmt: skip
         await self._call("ensure_port", EXTERNAL, EX_TO_INT, type="patch",
                          options={"peer": INT_TO_EX})  # fmt: skip
-        for bridge in (INTEGRATION, EXTERNAL):
-            for _ in range(100):  # ovs-vswitchd makes the bridge and its OpenFlow socket
-                if (self.run_dir / f"{bridge}.mgmt").exists():
-                    break
-                await asyncio.sleep(0.05)
+        if self.tunnel is not None:
+            await self._tunnel_bridges()
+        for bridge in self._bridges():
+            await self._wait_bridge(bridge)
             await cmd.ip(self.host_ns, "link", "set", bridge, "up", check=False)
         self._load_vlans()
+
+    def _bridges(self) -> tuple[str, ...]:
+        if self.tunnel is None:
+            return (INTEGRATION, EXTERNAL)
+        return (INTEGRATION, EXTERNAL, TUNNEL, UNDERLAY)
+
+    async def _wait_bridge(self, bridge: str) -> None:
+        """Until ovs-vswitchd has made the bridge (its OpenFlow socket, its port)."""
+        for _ in range(100):
+            if (self.run_dir / f"{bridge}.mgmt").exists():
+                if bridge in await cmd.links(self.host_ns):
+                    return
+            await asyncio.sleep(0.05)
+
+    async def _tunnel_bridges(self) -> None:
+        """br-tun (VXLAN ports to each peer, patched to br-int) and br-phy: the
+        userspace datapath sends tunnels from an address on a bridge's own port, so
+        the host interface joins br-phy and the local address moves onto br-phy."""
+        assert self.tunnel is not None
+        for bridge in (TUNNEL, UNDERLAY):
+            await self._call("ensure_bridge", bridge, self.datapath, PROTOCOLS)
+        await self._call("ensure_port", INTEGRATION, INT_TO_TUN, type="patch",
+                         options={"peer": TUN_TO_INT})  # fmt: skip
+        await self._call("ensure_port", TUNNEL, TUN_TO_INT, type="patch",
+                         options={"peer": INT_TO_TUN})  # fmt: skip
+        await self._call("ensure_port", UNDERLAY, self.tunnel["device"])
+        local = self.tunnel["local_ip"].split("/")[0]
+        for peer in self.tunnel["peers"]:
+            options = {"remote_ip": peer, "local_ip": local, "key": "flow"}
+            await self._call("ensure_port", TUNNEL, vxlan_port(peer), type="vxlan",
+                             options=options)  # fmt: skip
+        await cmd.ip(self.host_ns, "link", "set", self.tunnel["device"], "up")
+        await self._wait_bridge(UNDERLAY)
+        await cmd.ip(self.host_ns, "link", "set", UNDERLAY, "up")
+        have = await cmd.addresses(self.host_ns, UNDERLAY)
+        if self.tunnel["local_ip"] not in have:
+            await cmd.ip(self.host_ns, "addr", "add", self.tunnel["local_ip"], "dev", UNDERLAY)
 
     async def _host_namespace(self) -> None:
         await cmd.add_namespace(self.host_ns)
@@ -199,7 +246,7 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         on_bridge = await self._call("ports", INTEGRATION)
         gone = [
             name for name in on_bridge
-            if name not in (INTEGRATION, INT_TO_EX)
+            if name not in (INTEGRATION, INT_TO_EX, INT_TO_TUN)
             and (name not in present or (name.startswith("tap") and name not in wanted))
         ]  # fmt: skip
         await self._call("delete_ports", INTEGRATION, gone)
@@ -222,13 +269,29 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         )  # fmt: skip
         ex_patch = (await self._call("ports", EXTERNAL)).get(EX_TO_INT, {}).get("ofport")
         ex_flows = external_flows(ex_patch if (ex_patch or -1) > 0 else None, ext_vlan)
-        work = self._replace_flows(flows, ex_flows)
+        tun_flows = ""
+        if self.tunnel is not None:
+            tun_ports = await self._call("ports", TUNNEL)
+            tunnels = {name: p["ofport"] for name, p in tun_ports.items()
+                       if name.startswith("vxlan-") and p["ofport"] > 0}  # fmt: skip
+            networks = {n["id"]: self.vlans[n["id"]] for n in state["networks"]
+                        if not n.get("external") and n["id"] in self.vlans}  # fmt: skip
+            patch_int = tun_ports.get(TUN_TO_INT, {}).get("ofport", -1)
+            patch_tun = (await self._call("ports", INTEGRATION)).get(INT_TO_TUN, {})
+            flows += "".join(f"{f}\n" for f in tunnel_ingress_flows(patch_tun.get("ofport", -1),
+                                                                   networks))  # fmt: skip
+            tun_flows = tunnel_flows(patch_int, tunnels, networks)
+        work = self._replace_flows(flows, ex_flows, tun_flows)
         pids = self.daemons.pids()
-        await self._step("ruleset", (flows, ex_flows, pids), work, existing, self.host_ns)
+        await self._step("ruleset", (flows, ex_flows, tun_flows, pids), work, existing,
+                         self.host_ns)  # fmt: skip
 
-    async def _replace_flows(self, flows: str, ex_flows: str) -> None:
+    async def _replace_flows(self, flows: str, ex_flows: str, tun_flows: str) -> None:
         await self._flows_of(INTEGRATION, flows)
         await self._flows_of(EXTERNAL, ex_flows)
+        if self.tunnel is not None:
+            await self._flows_of(TUNNEL, tun_flows)
+            await self._flows_of(UNDERLAY, f"cookie={COOKIE},table=0,priority=0,actions=NORMAL\n")
 
     async def _flows_of(self, bridge: str, flows: str) -> None:
         """The bridge's flows made `flows`. The first time (a new or restarted agent):
@@ -313,6 +376,10 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         self._wired = None
         await super().teardown_unlocked()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def vxlan_port(peer: str) -> str:
+    return "vxlan-" + "".join(f"{int(o):02x}" for o in peer.split("."))  # Neutron's names
 
 
 def _match(flow: str) -> str:

@@ -256,3 +256,39 @@ def external_flows(patch: int | None, vlan: int | None) -> str:
         if vlan is not None:
             flows.append(_flow(0, 4, f"in_port={patch},dl_vlan={vlan}", "pop_vlan,NORMAL"))
     return "\n".join(flows) + "\n"
+
+
+def vni(network_id: str) -> int:
+    """The network's VXLAN id: derived from its id (every host agrees on it)."""
+    return int(hashlib.sha1(network_id.encode()).hexdigest()[:6], 16) or 1
+
+
+def tunnel_ingress_flows(patch: int, networks: dict[str, int]) -> list[str]:
+    """br-int: frames from br-tun come tagged with their network's local VLAN."""
+    if patch <= 0:
+        return []
+    return [
+        _flow(
+            0, 90, f"in_port={patch},dl_vlan={vlan}", f"set_field:{vlan}->reg6,resubmit(,60)"
+        )  # fmt: skip
+        for vlan in sorted(networks.values())
+    ]
+
+
+def tunnel_flows(patch: int, tunnels: dict[str, int], networks: dict[str, int]) -> str:
+    """br-tun, flooding as Neutron's br-tun without l2population: a network's frames
+    from br-int leave untagged with its VNI to every peer; frames from a peer with a
+    VNI this host serves come back with its local VLAN; anything else drops."""
+    flows = [_flow(0, 0, "", "drop")]
+    if patch > 0:
+        outputs = ",".join(f"output:{p}" for p in sorted(tunnels.values()))
+        for network_id, vlan in sorted(networks.items()):
+            tunnel_id = vni(network_id)
+            if outputs:
+                out = f"pop_vlan,set_field:{tunnel_id}->tun_id,{outputs}"
+                flows.append(_flow(0, 10, f"in_port={patch},dl_vlan={vlan}", out))
+            for ofport in sorted(tunnels.values()):
+                flows.append(_flow(0, 10, f"in_port={ofport},tun_id={vni(network_id)}",
+                                   f"push_vlan:0x8100,set_field:{vlan | 0x1000}->vlan_vid,"
+                                   f"output:{patch}"))  # fmt: skip
+    return "\n".join(flows) + "\n"
