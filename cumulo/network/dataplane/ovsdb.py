@@ -4,7 +4,8 @@
 running: their database, sockets, pid files and logs live in its own run dir (under
 the state dir), and ovs-vswitchd runs inside the deployment's host namespace, so the
 bridges' internal ports and every port it opens are in there, as linuxbridge's
-bridges are. Parallel clouds on one machine each have their own switch.
+bridges are (ovsdb-server too: removing the namespace stops both). Parallel clouds on
+one machine each have their own switch.
 
 `Ovsdb` reads and writes the Open_vSwitch database through the `ovs` library's IDL
 (what Neutron's agent uses): a replica of the tables kept in sync over the socket,
@@ -87,8 +88,11 @@ class OvsDaemons:
         if self._pid("ovsdb-server") is None:
             if not self.db_file.exists():
                 await cmd.run("ovsdb-tool", "create", str(self.db_file), str(SCHEMA))
+            # In the namespace too (its socket is a file: reachable from anywhere), so
+            # that removing the namespace stops it, as the orphan cleanup does.
             await cmd.run_daemon(
-                "env", f"OVS_RUNDIR={self.run_dir}", "ovsdb-server", str(self.db_file),
+                *cmd.netns_exec(self.namespace, "env", f"OVS_RUNDIR={self.run_dir}"),
+                "ovsdb-server", str(self.db_file),
                 f"--remote=punix:{self.socket}", f"--pidfile={self.run_dir}/ovsdb-server.pid",
                 f"--unixctl={self.run_dir}/ovsdb-server.ctl",
                 f"--log-file={self.run_dir}/ovsdb-server.log", *common,
