@@ -156,6 +156,13 @@ class NetworkConfig(_Section):
     # force_metadata routes every DHCP subnet's guests there.
     isolated_metadata: bool = True
     force_metadata: bool = False
+    # openvswitch: VXLAN to other hosts (Neutron's [ovs] local_ip and tunnel_types):
+    # this host's tunnel address with its prefix ("192.168.50.1/24", empty: no br-tun),
+    # the host interface that carries it (moved onto br-phy in the data plane's
+    # namespace) and the other hosts' tunnel addresses.
+    ovs_tunnel_local_ip: str = ""
+    ovs_tunnel_device: str = ""
+    ovs_tunnel_peers: list[str] = Field(default_factory=list)
     # Default per-project quotas (-1: unlimited), Neutron's defaults.
     quota: dict[str, int] = Field(
         default_factory=lambda: {

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from cumulo.common.config import NetworkConfig
 from cumulo.network.dataplane import openvswitch
 from cumulo.network.dataplane.linuxbridge import tap_name
 from tests.conftest import skip_or_fail
@@ -64,8 +65,12 @@ def hosts(tmp_path: Path):
         sh("ip", "-n", drivers["a"].host_ns, "link", "add", "ul0", "type", "veth", "peer",
            "name", "ul0", "netns", drivers["b"].host_ns)  # fmt: skip
         for h, driver in drivers.items():
-            peers = [ip for other, ip in UNDERLAY.items() if other != h]
-            driver.tunnel = {"local_ip": f"{UNDERLAY[h]}/24", "device": "ul0", "peers": peers}
+            # As each host's [network] section would say it.
+            section = NetworkConfig(
+                ovs_tunnel_local_ip=f"{UNDERLAY[h]}/24", ovs_tunnel_device="ul0",
+                ovs_tunnel_peers=[ip for other, ip in UNDERLAY.items() if other != h],
+            )  # fmt: skip
+            driver.tunnel = openvswitch.tunnel_settings(section)
         yield drivers, tag, guests
     finally:
         for ns in guests:

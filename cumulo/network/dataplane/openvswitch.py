@@ -378,6 +378,17 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
+def tunnel_settings(network: Any) -> dict[str, Any] | None:
+    """The driver's `tunnel` from the [network] section (None: no br-tun)."""
+    if not network.ovs_tunnel_local_ip:
+        return None
+    return {
+        "local_ip": network.ovs_tunnel_local_ip,
+        "device": network.ovs_tunnel_device,
+        "peers": list(network.ovs_tunnel_peers),
+    }
+
+
 def vxlan_port(peer: str) -> str:
     return "vxlan-" + "".join(f"{int(o):02x}" for o in peer.split("."))  # Neutron's names
 
