@@ -239,16 +239,13 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         await self._call("ensure_ports", INTEGRATION, specs)
 
     async def _taps(self, ports: list[dict[str, Any]]) -> None:
-        """Guests' taps on br-int with their network's tag; ports whose device is gone, or
+        """Guests' taps on br-int with their network's tag; taps whose device is gone, or
         whose Neutron port is, leave br-int (a deleted port's guest is cut off at once)."""
+        on_bridge = await self._call("ports", INTEGRATION)  # before the devices: see below
         present = await cmd.links(self.host_ns)
         wanted = {tap_name(p["id"]): p for p in ports}
-        on_bridge = await self._call("ports", INTEGRATION)
-        gone = [
-            name for name in on_bridge
-            if name not in (INTEGRATION, INT_TO_EX, INT_TO_TUN)
-            and (name not in present or (name.startswith("tap") and name not in wanted))
-        ]  # fmt: skip
+        gone = [name for name in on_bridge if name.startswith("tap")
+                and (name not in present or name not in wanted)]  # fmt: skip
         await self._call("delete_ports", INTEGRATION, gone)
         plugs = {
             name: (self._vlan(port["network_id"]),
@@ -344,11 +341,16 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
     async def watch(self, changed: Any) -> None:
         """ovsdb-monitor's job in Neutron's agent: a port added to (or gone from) br-int
         by someone else (the compute side plugging a guest) makes the agent converge."""
+        seen = -1
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
             if self.db is None or self._wired is None:
                 continue
             try:
+                seqno = await self._call("seqno")
+                if seqno == seen:
+                    continue  # nothing changed in the database since the last look
+                seen = seqno
                 wiring = _wiring(await self._call("ports", INTEGRATION))
             except Exception:  # noqa: BLE001 - the switch restarting: the next round sees
                 continue
@@ -362,6 +364,13 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         self, wanted: set[str], networks: dict[str, Any], routers: list[dict[str, Any]]
     ) -> None:
         await super()._remove_unwanted(wanted, networks, routers)
+        # Legs whose namespace went took their devices with them: their rows go too.
+        # The rows first, then the devices: a row is added after its device is made, so
+        # one made meanwhile (by another apply) is never taken for gone.
+        on_bridge = await self._call("ports", INTEGRATION)
+        present = await cmd.links(self.host_ns)
+        legs = [n for n in on_bridge if n.startswith(PREFIX) and n not in present]
+        await self._call("delete_ports", INTEGRATION, legs)
         stale = [n for n in self.vlans if n not in networks]
         if stale:
             for n in stale:

@@ -187,6 +187,12 @@ class Ovsdb:
         with self._lock:
             self.idl.run()
 
+    def seqno(self) -> int:
+        """Changes when the replica does (cheap: nothing is read)."""
+        with self._lock:
+            self.idl.run()
+            return self.idl.change_seqno
+
     def rows(self, table: str) -> list[Any]:
         return list(self.idl.tables[table].rows.values())
 
