@@ -67,9 +67,12 @@ def configure_state_dir(state_dir: Path, database: str | None = None) -> None:
     (state_dir / "demo-image-offered").touch()
 
 
-def configure_guest_state_dir(state_dir: Path, host: str, **compute: Any) -> None:
-    """A test state dir for real guests: QEMU (TCG) and the linuxbridge data plane, the
-    compute host and its network agent both named `host`; `compute`: more [compute]."""
+def configure_guest_state_dir(
+    state_dir: Path, host: str, network_driver: str = "linuxbridge", **compute: Any
+) -> None:
+    """A test state dir for real guests: QEMU (TCG) and the linuxbridge (or
+    `network_driver`) data plane, the compute host and its network agent both named
+    `host`; `compute`: more [compute]."""
     configure_state_dir(state_dir)
     config = load_config(state_dir)
     config.compute.driver = "qemu"
@@ -77,7 +80,7 @@ def configure_guest_state_dir(state_dir: Path, host: str, **compute: Any) -> Non
     config.compute.host = host
     # The data plane wires the ports bound to its own host: the same name as compute's.
     config.network.agent_host = host
-    config.network.driver = "linuxbridge"
+    config.network.driver = network_driver
     for name, value in compute.items():
         setattr(config.compute, name, value)
     write_config(state_dir, config)
@@ -93,11 +96,16 @@ def stop_guest_cloud(runner: CloudRunner) -> None:
 
 
 def remove_data_plane(state_dir: Path) -> None:
-    """What a linuxbridge cloud leaves on the host once stopped (its namespaces, the
-    dnsmasq in them, the bridges): gone. Guests' QEMUs must be deleted before."""
+    """What a linuxbridge or openvswitch cloud leaves on the host once stopped (its
+    namespaces, the dnsmasq in them, the bridges, the switch's daemons): gone. Guests'
+    QEMUs must be deleted before."""
     from cumulo.network.dataplane.linuxbridge import LinuxBridgeDriver
+    from cumulo.network.dataplane.openvswitch import OpenvSwitchDriver
 
-    driver = LinuxBridgeDriver(state_dir)
+    kind = LinuxBridgeDriver
+    if load_config(state_dir).network.driver == "openvswitch":
+        kind = OpenvSwitchDriver
+    driver = kind(state_dir)
     asyncio.run(driver.teardown())
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     left = [line.split()[0] for line in names.splitlines() if line.startswith(driver.prefix)]

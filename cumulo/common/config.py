@@ -138,8 +138,9 @@ class ImageConfig(_Section):
 
 class NetworkConfig(_Section):
     # Data plane: "auto" (linuxbridge with CAP_NET_ADMIN and the tools, else noop),
-    # "noop" (records desired state only) or "linuxbridge".
-    driver: str = Field("auto", pattern="^(auto|noop|linuxbridge)$")
+    # "noop" (records desired state only), "linuxbridge" or "openvswitch" (Open vSwitch
+    # as Neutron's ML2/OVS agent lays it out; Debian's openvswitch-switch).
+    driver: str = Field("auto", pattern="^(auto|noop|linuxbridge|openvswitch)$")
     # The agent's host name (topic network.<agent_host>); empty: this machine's name.
     agent_host: str = ""
     # What `cumulo init` creates, as DevStack does: the external network `public`...
@@ -155,6 +156,13 @@ class NetworkConfig(_Section):
     # force_metadata routes every DHCP subnet's guests there.
     isolated_metadata: bool = True
     force_metadata: bool = False
+    # openvswitch: VXLAN to other hosts (Neutron's [ovs] local_ip and tunnel_types):
+    # this host's tunnel address with its prefix ("192.168.50.1/24", empty: no br-tun),
+    # the host interface that carries it (moved onto br-phy in the data plane's
+    # namespace) and the other hosts' tunnel addresses.
+    ovs_tunnel_local_ip: str = ""
+    ovs_tunnel_device: str = ""
+    ovs_tunnel_peers: list[str] = Field(default_factory=list)
     # Default per-project quotas (-1: unlimited), Neutron's defaults.
     quota: dict[str, int] = Field(
         default_factory=lambda: {

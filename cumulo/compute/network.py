@@ -157,7 +157,12 @@ class NetworkClient:
             )["port"]
             details = port.get("binding:vif_details") or {}
             bound.append(
-                {**entry, "bridge": details.get("bridge_name"), "netns": details.get("netns")}
+                {
+                    **entry,
+                    "bridge": details.get("bridge_name"),
+                    "netns": details.get("netns"),
+                    "ovsdb": details.get("ovsdb"),
+                }  # fmt: skip
             )
         return bound
 
@@ -213,6 +218,7 @@ def _port_info(
         ],
         "bridge": (port.get("binding:vif_details") or {}).get("bridge_name"),
         "netns": (port.get("binding:vif_details") or {}).get("netns"),
+        "ovsdb": (port.get("binding:vif_details") or {}).get("ovsdb"),
         "preexisting": preexisting,
     }
 
@@ -245,6 +251,7 @@ def vifs_from_info(info: list[dict[str, Any]]) -> tuple[Vif, ...]:
             mtu=e["mtu"],
             bridge=e.get("bridge"),
             netns=e.get("netns"),
+            ovsdb=e.get("ovsdb"),
         )
         for e in info
     )

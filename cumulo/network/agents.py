@@ -35,9 +35,11 @@ AGENT_DOWN_TIME = timedelta(seconds=75)
 BINARY = "cumulo-network-agent"
 DHCP_AGENT = "DHCP agent"
 L3_AGENT = "L3 agent"
+L2_AGENT = "Linux bridge agent"
+OVS_AGENT = "Open vSwitch agent"  # the L2 agent's type on the openvswitch data plane
 # Neutron's agent type names, with the availability zone Neutron gives each.
 AGENT_TYPES = {
-    "Linux bridge agent": None,
+    L2_AGENT: None,
     DHCP_AGENT: "nova",
     L3_AGENT: "nova",
     "Metadata agent": None,
@@ -65,6 +67,8 @@ async def report_state(
         rows = await session.scalars(select(Agent).where(Agent.host == host))
         known = {row.agent_type: row for row in rows}
         for agent_type, zone in AGENT_TYPES.items():
+            if agent_type == L2_AGENT and configurations.get("driver") == "openvswitch":
+                agent_type = OVS_AGENT
             row = known.get(agent_type)
             if row is None:
                 row = Agent(

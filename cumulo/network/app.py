@@ -39,6 +39,7 @@ from cumulo.network.dataplane.agent import (
     agent_topic,
 )
 from cumulo.network.dataplane.driver import select_driver
+from cumulo.network.dataplane.openvswitch import OpenvSwitchDriver, tunnel_settings
 
 
 async def open_network_service(
@@ -74,7 +75,10 @@ async def start_dataplane(
     host = config.network.agent_host or config.compute.host or socket.gethostname()
     await transport.start()
     await transport.serve(SERVER_TOPIC, NetworkStateEndpoint(service))
-    agent = NetworkAgent(transport, host, select_driver(service.config.network.driver, state_dir))
+    driver = select_driver(config.network.driver, state_dir)
+    if isinstance(driver, OpenvSwitchDriver):
+        driver.tunnel = tunnel_settings(config.network)
+    agent = NetworkAgent(transport, host, driver)
     await agent.start()
 
     async def notify() -> None:

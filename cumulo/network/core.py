@@ -107,6 +107,12 @@ class NetworkService:
             return {"port_filter": True}
         return self.agent.driver.vif_details(network_id)
 
+    def vif_type(self, host: str) -> str:
+        """A port's binding:vif_type on `host`: `bridge` (linuxbridge), `ovs` (openvswitch)."""
+        if self.agent is None or self.agent.host != host:
+            return "bridge"
+        return self.agent.driver.vif_type
+
     async def mark_ports_active(self, host: str, port_ids: list[str]) -> None:
         """Ports the host's agent has wired go ACTIVE (only those still bound there and
         administratively up)."""

@@ -69,6 +69,9 @@ class Vif:
     # and the network namespace that bridge lives in (None: the host's own).
     bridge: str | None = None
     netns: str | None = None
+    # An Open vSwitch bridge's database (binding:vif_type `ovs`): the tap is added to
+    # `bridge` as an OVS port there rather than enslaved to a Linux bridge.
+    ovsdb: str | None = None
 
 
 @dataclass(frozen=True)

@@ -668,9 +668,13 @@ async def _plug_tap(vif: Vif) -> str:
     if not await _link_exists(name, vif.netns):
         await _run(*ip, "tuntap", "add", "dev", name, "mode", "tap")
     await _run(*ip, "link", "set", name, "mtu", str(vif.mtu))
-    if vif.bridge:
-        await _run(*ip, "link", "set", name, "master", vif.bridge)
     await _run(*ip, "link", "set", name, "up")
+    if vif.ovsdb and vif.bridge:
+        from cumulo.network.dataplane.openvswitch import plug
+
+        await plug(vif.ovsdb, vif.bridge, name, vif.port_id, vif.mac)
+    elif vif.bridge:
+        await _run(*ip, "link", "set", name, "master", vif.bridge)
     return name
 
 

@@ -78,6 +78,7 @@ def render_port(
     tags: list[str],
     admin: bool,
     vif_details: dict[str, Any],
+    vif_type: str = "bridge",
 ) -> dict[str, Any]:
     body = {
         **standard(p, tags),
@@ -99,7 +100,7 @@ def render_port(
         body["binding:host_id"] = p.host
         body["binding:profile"] = p.binding_profile
         body["binding:vnic_type"] = p.vnic_type
-        body["binding:vif_type"] = "bridge" if p.host else "unbound"
+        body["binding:vif_type"] = vif_type if p.host else "unbound"
         body["binding:vif_details"] = vif_details if p.host else {}
     return body
 
@@ -130,6 +131,7 @@ async def render_ports(
             tags[p.id],
             admin,
             service.vif_details(p.network_id, p.host),
+            service.vif_type(p.host),
         )
         for p in ports
     ]
@@ -269,7 +271,15 @@ async def create_port(request: Request) -> Response:
     # Rendered from what the transaction wrote: a new port has no tags yet.
     binding = service.policy.check("network:get_binding", ctx)
     rendered = [
-        render_port(port, ips, groups, [], binding, service.vif_details(port.network_id, port.host))
+        render_port(
+            port,
+            ips,
+            groups,
+            [],
+            binding,
+            service.vif_details(port.network_id, port.host),
+            service.vif_type(port.host),
+        )  # fmt: skip
         for port, ips, groups in made
     ]
     return created(request, "port", "ports", rendered, bulk)

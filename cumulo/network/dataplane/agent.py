@@ -63,6 +63,7 @@ class NetworkAgent(Endpoint):
         self._idle = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
+        self._watch: asyncio.Task | None = None
         self._registered = False
 
     async def start(self) -> None:
@@ -71,9 +72,10 @@ class NetworkAgent(Endpoint):
         self._dirty.set()
         self._task = asyncio.create_task(self._run())
         self._heartbeat = asyncio.create_task(self._report())
+        self._watch = asyncio.create_task(self.driver.watch(lambda: self.sync({})))
 
     async def stop(self) -> None:
-        for task in (self._heartbeat, self._task):
+        for task in (self._watch, self._heartbeat, self._task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -94,7 +96,7 @@ class NetworkAgent(Endpoint):
                 LOG.warning("network agent %s: report_state failed", self.host, exc_info=True)
 
     def _configurations(self) -> dict[str, Any]:
-        return {"driver": self.driver.name}
+        return self.driver.configurations()
 
     async def sync(self, context: dict[str, Any]) -> None:
         """RPC cast: something changed; converge soon."""

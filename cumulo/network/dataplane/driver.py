@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,16 @@ class NetworkDriver(abc.ABC):
     """Converges one host on a desired state (see cumulo.network.dataplane.state)."""
 
     name = "abstract"
+    vif_type = "bridge"  # a bound port's binding:vif_type
+
+    def configurations(self) -> dict[str, Any]:
+        """What the agent reports about this driver (the agents API's configurations)."""
+        return {"driver": self.name}
+
+    async def watch(self, changed: Callable[[], Awaitable[None]]) -> None:
+        """Run for the agent's life, awaiting `changed()` when the host changed by
+        itself (a guest's port plugged): nothing to watch by default."""
+        return None
 
     @abc.abstractmethod
     async def apply(self, state: dict[str, Any]) -> None:
@@ -43,9 +54,20 @@ def has_net_admin() -> bool:
 
 
 def select_driver(name: str, state_dir: Path) -> NetworkDriver:
-    """ "linuxbridge", "noop", or "auto": linuxbridge with CAP_NET_ADMIN and the tools."""
+    """ "linuxbridge", "openvswitch", "noop", or "auto": linuxbridge with CAP_NET_ADMIN
+    and the tools."""
     from cumulo.network.dataplane.linuxbridge import LinuxBridgeDriver, tools_available
     from cumulo.network.dataplane.noop import NoopDriver
+
+    if name == "openvswitch":
+        from cumulo.network.dataplane import openvswitch
+
+        if not (has_net_admin() and tools_available() and openvswitch.tools_available()):
+            raise RuntimeError(
+                "network driver 'openvswitch' needs CAP_NET_ADMIN and ip, nft, dnsmasq, "
+                "sysctl, ovsdb-server, ovs-vswitchd, ovs-ofctl (Debian: openvswitch-switch)"
+            )
+        return openvswitch.OpenvSwitchDriver(state_dir)
 
     if name == "linuxbridge":
         if not (has_net_admin() and tools_available()):

@@ -186,12 +186,16 @@ class LinuxBridgeDriver(NetworkDriver):
                 legs = {leg["network_id"] for leg in router["interfaces"]}
                 await self.metadata_proxy.ensure(ns, legs)
         await self._taps(state["ports"])
-        ruleset = host_ruleset(state["networks"], state["ports"], bridge_name, tap_name)
         keep.add("ruleset")
-        await self._step("ruleset", ruleset, cmd.nft_load(self.host_ns, ruleset), existing,
-                         self.host_ns)  # fmt: skip
+        await self._firewall(state, existing)
         await self._remove_unwanted(wanted, networks, state["routers"])
         self.applied = {k: v for k, v in self.applied.items() if k in keep}
+
+    async def _firewall(self, state: dict[str, Any], existing: set[str]) -> None:
+        """Anti-spoofing and the security groups of the guests' ports (nftables)."""
+        ruleset = host_ruleset(state["networks"], state["ports"], bridge_name, tap_name)
+        await self._step("ruleset", ruleset, cmd.nft_load(self.host_ns, ruleset), existing,
+                         self.host_ns)  # fmt: skip
 
     async def _step(self, key: str, desired: Any, work: Any, existing: set[str], ns: str) -> None:
         """Run `work` unless this object's desired state was already applied as it is."""
@@ -245,6 +249,10 @@ class LinuxBridgeDriver(NetworkDriver):
             await cmd.ip(ns, "link", "add", inner, "type", "veth", "peer", "name", outer,
                          "netns", self.host_ns)  # fmt: skip
         await cmd.ip(ns, "link", "set", inner, "address", mac, "mtu", str(mtu), "up")
+        await self._attach(outer, network_id, mac, mtu)
+
+    async def _attach(self, outer: str, network_id: str, mac: str, mtu: int) -> None:
+        """A leg's host end joins its network's bridge."""
         await cmd.ip(self.host_ns, "link", "set", outer, "master", bridge_name(network_id),
                      "mtu", str(mtu), "up")  # fmt: skip
 

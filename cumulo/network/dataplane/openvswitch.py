@@ -1,0 +1,438 @@
+"""The `openvswitch` driver: Open vSwitch as Neutron's ML2/OVS agent lays it out.
+
+The namespaces are linuxbridge's (this driver is its subclass: DHCP, routers, the
+metadata proxy, resync and cleanup are the same code); what differs is the switch:
+
+- The deployment's own ovsdb-server and ovs-vswitchd (see ovsdb.OvsDaemons), run dir
+  `<state dir>/network/ovs`, ovs-vswitchd inside `cmlo-<scope>-host`: parallel clouds
+  never share a switch. The kernel datapath where the host has the module, else the
+  userspace one (`datapath_type=netdev`, with userspace TSO so the veths' partial
+  checksums are completed); the agent reports which (`network agent show`).
+- `br-int`: every port of every network, each tagged with its network's local VLAN
+  (kept in `local_vlans.json` so a restarted agent keeps them): the guests' taps
+  (`tap<port id>`, plugged by the compute side with `external_ids:iface-id`, as
+  os-vif does), the DHCP legs and the routers' `qr-`/`qg-` legs (veth host ends).
+  Its flows are the conntrack firewall of ovs_firewall.py.
+- `br-ex`: the external network, joined to br-int by the patch ports `int-br-ex` /
+  `phy-br-ex`; its VLAN is stripped on the way out. Add a host interface to br-ex to
+  reach the outside (as `ovs-vsctl add-port br-ex eth1` in Neutron's guides).
+
+`ovs-vsctl --db=unix:<run dir>/db.sock show` and `OVS_RUNDIR=<run dir> ovs-ofctl
+dump-flows br-int` tell an operator what is wired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from cumulo.network.dataplane import commands as cmd
+from cumulo.network.dataplane.linuxbridge import PREFIX, LinuxBridgeDriver, tap_name
+from cumulo.network.dataplane.ovs_firewall import (
+    COOKIE,
+    external_flows,
+    integration_flows,
+    tunnel_flows,
+    tunnel_ingress_flows,
+)
+from cumulo.network.dataplane.ovsdb import OvsDaemons, Ovsdb, datapath_type
+
+LOG = logging.getLogger(__name__)
+
+TOOLS = ("ovsdb-server", "ovsdb-tool", "ovs-vswitchd", "ovs-ofctl")
+INTEGRATION = "br-int"
+EXTERNAL = "br-ex"
+INT_TO_EX, EX_TO_INT = "int-br-ex", "phy-br-ex"
+TUNNEL, UNDERLAY = "br-tun", "br-phy"
+INT_TO_TUN, TUN_TO_INT = "patch-tun", "patch-int"
+PROTOCOLS = ["OpenFlow10", "OpenFlow13"]
+WATCH_INTERVAL = 0.5
+
+
+def tools_available() -> bool:
+    return all(shutil.which(tool) for tool in TOOLS)
+
+
+class OpenvSwitchDriver(LinuxBridgeDriver):
+    name = "openvswitch"
+    vif_type = "ovs"
+
+    def __init__(self, state_dir: Path, scope: str | None = None, metadata_proxy: Any = None):
+        super().__init__(state_dir, scope, metadata_proxy)
+        self.run_dir = state_dir / "network" / "ovs"
+        self.daemons = OvsDaemons(self.run_dir, self.host_ns)
+        self.datapath = datapath_type()
+        self.db: Ovsdb | None = None
+        self.vlans: dict[str, int] = {}
+        self._wired: object = None  # what br-int's ports were when the flows were made
+        self._flows: dict[str, set[str]] = {}  # bridge -> flows last written there
+        # VXLAN to other hosts: {"local_ip": "<address>/<prefix>", "device": <the host
+        # interface carrying the tunnels, moved onto br-phy>, "peers": [addresses]}.
+        self.tunnel: dict[str, Any] | None = None
+
+    def configurations(self) -> dict[str, Any]:
+        return {
+            "driver": self.name,
+            "datapath_type": self.datapath,
+            "integration_bridge": INTEGRATION,
+            "bridge_mappings": {"public": EXTERNAL},
+            "ovs_hybrid_plug": False,
+            "firewall_driver": "openvswitch",
+            "tunnel_types": ["vxlan"] if self.tunnel else [],
+        }
+
+    def vif_details(self, network_id: str) -> dict[str, Any]:
+        """Neutron's OVS vif_details, and where this deployment's switch is: the compute
+        side adds the tap to `bridge_name` through `ovsdb` (in `netns`)."""
+        return {
+            "port_filter": True,
+            "bridge_name": INTEGRATION,
+            "datapath_type": self.datapath,
+            "ovs_hybrid_plug": False,
+            "netns": self.host_ns,
+            "ovsdb": self.daemons.remote,
+        }
+
+    # -- the switch --------------------------------------------------------------------
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        assert self.db is not None
+        return await asyncio.to_thread(getattr(self.db, method), *args, **kwargs)
+
+    async def _switch(self) -> None:
+        """The daemons running, the bridges and patch ports there (idempotent)."""
+        first = not self.daemons.db_file.exists()
+        self._flows.clear()  # the switch may have restarted: reconcile with what it has
+        await self.daemons.ensure()
+        if self.db is None:
+            self.db = await asyncio.to_thread(Ovsdb, self.daemons.remote)
+        if first and self.datapath == "netdev":
+            # veth and tap frames carry partial checksums: the userspace datapath
+            # completes them only with its TSO support on (read at start: restart).
+            await self._call("set_other_config", {"userspace-tso-enable": "true"})
+            await self.daemons.restart_switch()
+        for bridge in (INTEGRATION, EXTERNAL):
+            await self._call("ensure_bridge", bridge, self.datapath, PROTOCOLS)
+        await self._call("ensure_port", INTEGRATION, INT_TO_EX, type="patch",
+                         options={"peer": EX_TO_INT})  # fmt: skip
+        await self._call("ensure_port", EXTERNAL, EX_TO_INT, type="patch",
+                         options={"peer": INT_TO_EX})  # fmt: skip
+        if self.tunnel is not None:
+            await self._tunnel_bridges()
+        for bridge in self._bridges():
+            await self._wait_bridge(bridge)
+            await cmd.ip(self.host_ns, "link", "set", bridge, "up", check=False)
+        self._load_vlans()
+
+    def _bridges(self) -> tuple[str, ...]:
+        if self.tunnel is None:
+            return (INTEGRATION, EXTERNAL)
+        return (INTEGRATION, EXTERNAL, TUNNEL, UNDERLAY)
+
+    async def _wait_bridge(self, bridge: str) -> None:
+        """Until ovs-vswitchd has made the bridge (its OpenFlow socket, its port)."""
+        for _ in range(100):
+            if (self.run_dir / f"{bridge}.mgmt").exists():
+                if bridge in await cmd.links(self.host_ns):
+                    return
+            await asyncio.sleep(0.05)
+
+    async def _tunnel_bridges(self) -> None:
+        """br-tun (VXLAN ports to each peer, patched to br-int) and br-phy: the
+        userspace datapath sends tunnels from an address on a bridge's own port, so
+        the host interface joins br-phy and the local address moves onto br-phy."""
+        assert self.tunnel is not None
+        for bridge in (TUNNEL, UNDERLAY):
+            await self._call("ensure_bridge", bridge, self.datapath, PROTOCOLS)
+        await self._call("ensure_port", INTEGRATION, INT_TO_TUN, type="patch",
+                         options={"peer": TUN_TO_INT})  # fmt: skip
+        await self._call("ensure_port", TUNNEL, TUN_TO_INT, type="patch",
+                         options={"peer": INT_TO_TUN})  # fmt: skip
+        await self._call("ensure_port", UNDERLAY, self.tunnel["device"])
+        local = self.tunnel["local_ip"].split("/")[0]
+        for peer in self.tunnel["peers"]:
+            options = {"remote_ip": peer, "local_ip": local, "key": "flow"}
+            await self._call("ensure_port", TUNNEL, vxlan_port(peer), type="vxlan",
+                             options=options)  # fmt: skip
+        await cmd.ip(self.host_ns, "link", "set", self.tunnel["device"], "up")
+        await self._wait_bridge(UNDERLAY)
+        await cmd.ip(self.host_ns, "link", "set", UNDERLAY, "up")
+        have = await cmd.addresses(self.host_ns, UNDERLAY)
+        if self.tunnel["local_ip"] not in have:
+            await cmd.ip(self.host_ns, "addr", "add", self.tunnel["local_ip"], "dev", UNDERLAY)
+
+    async def _host_namespace(self) -> None:
+        await cmd.add_namespace(self.host_ns)
+        await self._switch()
+        self.applied["host"] = "ready"
+
+    async def _apply(self, state: dict[str, Any]) -> None:
+        if state["networks"] and (self.db is None or not self.daemons.running()):
+            if self.host_ns in await cmd.namespaces():
+                self.applied.clear()  # a switch restarted from its database: check all
+                await self._switch()
+        await super()._apply(state)
+
+    # -- local VLANs ---------------------------------------------------------------------
+
+    @property
+    def _vlans_file(self) -> Path:
+        return self.run_dir / "local_vlans.json"
+
+    def _load_vlans(self) -> None:
+        try:
+            self.vlans = json.loads(self._vlans_file.read_text())
+        except (OSError, ValueError):
+            self.vlans = {}
+
+    def _vlan(self, network_id: str) -> int:
+        if network_id not in self.vlans:
+            used = set(self.vlans.values())
+            self.vlans[network_id] = next(v for v in range(1, 4095) if v not in used)
+            self._vlans_file.write_text(json.dumps(self.vlans))
+        return self.vlans[network_id]
+
+    # -- what linuxbridge does with Linux bridges ----------------------------------------
+
+    async def _bridge(self, net: dict[str, Any]) -> None:
+        self._vlan(net["id"])  # a network is its local VLAN on br-int
+
+    async def _attach(self, outer: str, network_id: str, mac: str, mtu: int) -> None:
+        await cmd.ip(self.host_ns, "link", "set", outer, "mtu", str(mtu), "up")
+        ids = {"attached-mac": mac, "cumulo-network": network_id}
+        await self._plug(outer, self._vlan(network_id), ids)
+
+    async def _plug(self, device: str, tag: int, ids: dict[str, str]) -> None:
+        """One device on br-int with its tag (see _plug_all)."""
+        present = await cmd.links(self.host_ns)
+        await self._plug_all({device: (tag, ids)}, present, await self._call("ports", INTEGRATION))
+
+    async def _plug_all(
+        self,
+        wanted: dict[str, tuple[int, dict[str, str]]],
+        present: dict[str, Any],
+        on_bridge: dict[str, Any],
+    ) -> None:
+        """Devices on br-int with their tags, in one transaction (ports already as wanted
+        cost nothing). A device made again under the same name (a leg whose namespace
+        was lost, a guest's new tap) is a new port: ovs-vswitchd would keep reading the
+        old one, so its row is replaced (the ifindex tells)."""
+        replace: list[str] = []
+        specs: dict[str, dict[str, Any]] = {}
+        for device, (tag, ids) in wanted.items():
+            ids = {**ids, "cumulo-ifindex": str(present[device]["ifindex"])}
+            known = on_bridge.get(device)
+            if known is not None:
+                if known["tag"] == tag and known["external_ids"] == ids:
+                    continue
+                if (
+                    known["external_ids"].get("cumulo-ifindex", ids["cumulo-ifindex"])
+                    != ids["cumulo-ifindex"]
+                ):
+                    replace.append(device)
+            specs[device] = {"tag": tag, "external_ids": ids}
+        await self._call("delete_ports", INTEGRATION, replace)
+        await self._call("ensure_ports", INTEGRATION, specs)
+
+    async def _taps(self, ports: list[dict[str, Any]]) -> None:
+        """Guests' taps on br-int with their network's tag; taps whose device is gone, or
+        whose Neutron port is, leave br-int (a deleted port's guest is cut off at once)."""
+        on_bridge = await self._call("ports", INTEGRATION)  # before the devices: see below
+        present = await cmd.links(self.host_ns)
+        wanted = {tap_name(p["id"]): p for p in ports}
+        gone = [name for name in on_bridge if name.startswith("tap")
+                and (name not in present or name not in wanted)]  # fmt: skip
+        await self._call("delete_ports", INTEGRATION, gone)
+        plugs = {
+            name: (self._vlan(port["network_id"]),
+                   {"iface-id": port["id"], "attached-mac": port["mac"], "iface-status": "active"})
+            for name, port in wanted.items() if name in present
+        }  # fmt: skip
+        await self._plug_all(plugs, present, on_bridge)
+
+    async def _firewall(self, state: dict[str, Any], existing: set[str]) -> None:
+        """br-int's and br-ex's flows, replaced as a whole (only differences change)."""
+        ofports, local, patch = await self._ofports(state)
+        external = next((n["id"] for n in sorted(state["networks"], key=lambda n: n["id"])
+                         if n.get("external")), None)  # fmt: skip
+        ext_vlan = self.vlans.get(external) if external else None
+        flows = integration_flows(
+            state["ports"], ofports, local, self.vlans,
+            (patch, ext_vlan) if patch is not None and ext_vlan is not None else None,
+        )  # fmt: skip
+        ex_patch = (await self._call("ports", EXTERNAL)).get(EX_TO_INT, {}).get("ofport")
+        ex_flows = external_flows(ex_patch if (ex_patch or -1) > 0 else None, ext_vlan)
+        tun_flows = ""
+        if self.tunnel is not None:
+            tun_ports = await self._call("ports", TUNNEL)
+            tunnels = {name: p["ofport"] for name, p in tun_ports.items()
+                       if name.startswith("vxlan-") and p["ofport"] > 0}  # fmt: skip
+            networks = {n["id"]: self.vlans[n["id"]] for n in state["networks"]
+                        if not n.get("external") and n["id"] in self.vlans}  # fmt: skip
+            patch_int = tun_ports.get(TUN_TO_INT, {}).get("ofport", -1)
+            patch_tun = (await self._call("ports", INTEGRATION)).get(INT_TO_TUN, {})
+            flows += "".join(f"{f}\n" for f in tunnel_ingress_flows(patch_tun.get("ofport", -1),
+                                                                   networks))  # fmt: skip
+            tun_flows = tunnel_flows(patch_int, tunnels, networks)
+        work = self._replace_flows(flows, ex_flows, tun_flows)
+        pids = self.daemons.pids()
+        await self._step("ruleset", (flows, ex_flows, tun_flows, pids), work, existing,
+                         self.host_ns)  # fmt: skip
+
+    async def _replace_flows(self, flows: str, ex_flows: str, tun_flows: str) -> None:
+        await self._flows_of(INTEGRATION, flows)
+        await self._flows_of(EXTERNAL, ex_flows)
+        if self.tunnel is not None:
+            await self._flows_of(TUNNEL, tun_flows)
+            await self._flows_of(UNDERLAY, f"cookie={COOKIE},table=0,priority=0,actions=NORMAL\n")
+
+    async def _flows_of(self, bridge: str, flows: str) -> None:
+        """The bridge's flows made `flows`. The first time (a new or restarted agent):
+        `replace-flows`, which reads the switch's flows and changes the differences;
+        then only what changed since the last apply, in one `add-flows` (reading
+        thousands of flows back on every apply would be the agent's main cost)."""
+        wanted = set(flows.splitlines())
+        last = self._flows.pop(bridge, None)
+        if last is None:
+            await self.daemons.ofctl("--bundle", "replace-flows", bridge, "-", stdin=flows)
+        else:
+            matches = {_match(f) for f in wanted}
+            lines = [f"delete_strict {_match(f)}" for f in sorted(last - wanted)
+                     if _match(f) not in matches]  # fmt: skip
+            lines += [f"add {f}" for f in sorted(wanted - last)]
+            if lines:
+                # One bundle (atomic, and one commit for the switch rather than one
+                # per flow: 20 times faster with thousands of flows).
+                changes = "\n".join(lines) + "\n"
+                await self.daemons.ofctl("--bundle", "add-flows", bridge, "-", stdin=changes)
+        self._flows[bridge] = wanted
+
+    async def _ofports(
+        self, state: dict[str, Any]
+    ) -> tuple[dict[str, int], dict[int, int], int | None]:
+        """OpenFlow ports on br-int: of each guest port, of every other port (-> its VLAN),
+        and of the patch to br-ex. A guest's port ovs-vswitchd has not opened yet has
+        none: its flows come with the apply that `watch` asks for once it has one."""
+        ids = {p["id"] for p in state["ports"]}
+        for _ in range(40):  # the legs this apply made: their flows now, not next time
+            ports = await self._call("ports", INTEGRATION)
+            legs = [p for name, p in ports.items() if name.startswith(PREFIX)]
+            if all(p["ofport"] > 0 or p["error"] for p in legs):
+                break
+            await asyncio.sleep(0.05)
+        self._wired = _wiring(ports)
+        guests: dict[str, int] = {}
+        local: dict[int, int] = {}
+        for name, info in ports.items():
+            if info["ofport"] <= 0 or info["tag"] is None:
+                continue
+            iface_id = info["external_ids"].get("iface-id")
+            if name.startswith("tap") and iface_id in ids:
+                guests[iface_id] = info["ofport"]
+            elif name.startswith(PREFIX):
+                local[info["ofport"]] = info["tag"]
+        patch = ports.get(INT_TO_EX, {}).get("ofport")
+        return guests, local, patch if (patch or -1) > 0 else None
+
+    async def watch(self, changed: Any) -> None:
+        """ovsdb-monitor's job in Neutron's agent: a port added to (or gone from) br-int
+        by someone else (the compute side plugging a guest) makes the agent converge."""
+        seen = -1
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if self.db is None or self._wired is None:
+                continue
+            try:
+                seqno = await self._call("seqno")
+                if seqno == seen:
+                    continue  # nothing changed in the database since the last look
+                seen = seqno
+                wiring = _wiring(await self._call("ports", INTEGRATION))
+            except Exception:  # noqa: BLE001 - the switch restarting: the next round sees
+                continue
+            if wiring != self._wired:
+                self._wired = wiring
+                await changed()
+
+    # -- cleanup ---------------------------------------------------------------------------
+
+    async def _remove_unwanted(
+        self, wanted: set[str], networks: dict[str, Any], routers: list[dict[str, Any]]
+    ) -> None:
+        await super()._remove_unwanted(wanted, networks, routers)
+        # Legs whose namespace went took their devices with them: their rows go too.
+        # The rows first, then the devices: a row is added after its device is made, so
+        # one made meanwhile (by another apply) is never taken for gone.
+        on_bridge = await self._call("ports", INTEGRATION)
+        present = await cmd.links(self.host_ns)
+        legs = [n for n in on_bridge if n.startswith(PREFIX) and n not in present]
+        await self._call("delete_ports", INTEGRATION, legs)
+        stale = [n for n in self.vlans if n not in networks]
+        if stale:
+            for n in stale:
+                del self.vlans[n]
+            self._vlans_file.write_text(json.dumps(self.vlans))
+
+    async def teardown_unlocked(self) -> None:
+        if self.db is not None:
+            await asyncio.to_thread(self.db.close)
+            self.db = None
+        await self.daemons.stop()
+        self._wired = None
+        await super().teardown_unlocked()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def tunnel_settings(network: Any) -> dict[str, Any] | None:
+    """The driver's `tunnel` from the [network] section (None: no br-tun)."""
+    if not network.ovs_tunnel_local_ip:
+        return None
+    return {
+        "local_ip": network.ovs_tunnel_local_ip,
+        "device": network.ovs_tunnel_device,
+        "peers": list(network.ovs_tunnel_peers),
+    }
+
+
+def vxlan_port(peer: str) -> str:
+    return "vxlan-" + "".join(f"{int(o):02x}" for o in peer.split("."))  # Neutron's names
+
+
+def _match(flow: str) -> str:
+    """A flow's table, priority and match: what `delete_strict` names it by."""
+    return flow.split(",", 1)[1].rsplit(",actions=", 1)[0]
+
+
+def _wiring(ports: dict[str, dict[str, Any]]) -> object:
+    return sorted((n, p["ofport"], p["external_ids"].get("iface-id")) for n, p in ports.items())
+
+
+_plug_connections: dict[str, Ovsdb] = {}
+
+
+async def plug(remote: str, bridge: str, device: str, port_id: str, mac: str) -> None:
+    """The compute side's half (os-vif's): the guest's tap on the bridge, named for its
+    port, so the agent tags it and writes its flows. One IDL connection per switch is
+    kept (a connection's first sync reads every row: too slow per tap)."""
+
+    def work() -> None:
+        ids = {"iface-id": port_id, "attached-mac": mac, "iface-status": "active"}
+        for attempt in range(2):
+            db = _plug_connections.get(remote)
+            try:
+                if db is None:
+                    db = _plug_connections[remote] = Ovsdb(remote)
+                db.ensure_port(bridge, device, external_ids=ids)
+                return
+            except Exception:  # a switch restarted or gone: connect again once
+                stale = _plug_connections.pop(remote, None)
+                if stale is not None:
+                    stale.close()
+                if attempt:
+                    raise
+
+    await asyncio.to_thread(work)
