@@ -40,8 +40,10 @@ async def _owner_check(call: Call) -> None:
         raise S3Error("InternalError")
 
 
-async def setting(call: Call, name: str) -> str | None:
-    info = await call.store.proxy.container_info(call.account or "", call.req.bucket, fresh=True)
+async def setting(call: Call, name: str, *, fresh: bool = True) -> str | None:
+    """A bucket setting; fresh=False takes the proxy's cached container info (the hot
+    path of PUTs: this proxy forgets it whenever the container's metadata changes)."""
+    info = await call.store.proxy.container_info(call.account or "", call.req.bucket, fresh=fresh)
     return (info.metadata or {}).get(SYSMETA + name)
 
 

@@ -5,6 +5,7 @@ their signature, and carries each S3 operation out as Swift requests on the same
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 import uuid
@@ -313,8 +314,6 @@ class S3Gateway:
         if found is None or found.get("type") != "ec2":
             self._credentials.pop(access, None)
             return None
-        import json
-
         blob = json.loads(found["blob"])
         cred = Credential(
             access, blob.get("secret", ""), found.get("project_id") or "", found["user_id"],

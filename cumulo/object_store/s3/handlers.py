@@ -510,7 +510,7 @@ async def put_object(call: Call) -> None:
     )
     await fail_object(call, answer)
     reply = {"etag": f'"{answer.headers.get("etag", "").strip(chr(34))}"'}
-    if await configs.setting(call, "Versioning") == "Enabled":
+    if await configs.setting(call, "Versioning", fresh=False) == "Enabled":
         reply["x-amz-version-id"] = answer.headers.get("x-timestamp", "null")
     await call.respond(200, headers=reply)
 
@@ -615,7 +615,8 @@ async def delete_version(call: Call, version: str) -> None:
     )
     if await configs.version_path(call, version) is None:
         answer = await call.swift("DELETE", call.swift_path(req.bucket, req.key))
-        fail(call, answer) if answer.status != 404 else None
+        if answer.status != 404:
+            fail(call, answer)
     await call.swift("DELETE", archived)
     await call.respond(204, headers={"x-amz-version-id": version})
 
