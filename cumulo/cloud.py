@@ -25,6 +25,8 @@ from cumulo.compute.app import create_compute_app
 from cumulo.compute.cell import ComputeCell
 from cumulo.compute.consoles import create_console_proxy_app
 from cumulo.dashboard.app import create_dashboard_app, in_process_apis
+from cumulo.ec2.app import create_ec2_app, open_ec2_service
+from cumulo.ec2.core import Ec2Service
 from cumulo.identity.app import create_identity_app
 from cumulo.identity.bootstrap import bootstrap, new_password, write_client_files
 from cumulo.identity.core import Identity
@@ -95,6 +97,7 @@ class Cloud:
     network: NetworkService | None = None
     volume: VolumeService | None = None
     object_store: ObjectStore | None = None
+    ec2: Ec2Service | None = None
 
     @classmethod
     async def open(
@@ -154,6 +157,19 @@ class Cloud:
             compute_client, cloud.network.validator.client.service_token
         )
         cloud.network.on_close.append(compute_client.close)
+        # EC2 calls the OpenStack APIs with each caller's token, in-process.
+        cloud.ec2 = await open_ec2_service(
+            config,
+            state_dir,
+            apps={
+                "identity": create_identity_app(cloud.identity),
+                "compute": create_compute_app(cloud.compute.service),
+                "image": create_image_app(cloud.image),
+                "network": create_network_app(cloud.network),
+                "volume": create_volume_app(cloud.volume),
+                "object-store": create_object_store_app(cloud.object_store),
+            },
+        )
         # The network agent's proxies in the router namespaces reach the metadata service.
         await start_metadata_proxies(cloud.network, config)
         return cloud
@@ -164,6 +180,7 @@ class Cloud:
         assert self.network is not None
         assert self.volume is not None
         assert self.object_store is not None
+        assert self.ec2 is not None
         apps: dict[str, tuple[ASGIApp, int]] = {
             "identity": (create_identity_app(self.identity), self.config.ports.identity),
             "image": (create_image_app(self.image), self.config.ports.image),
@@ -178,6 +195,7 @@ class Cloud:
                 create_metadata_app(self.compute.service.db, self.config.metadata.shared_secret),
                 self.config.ports.metadata,
             ),
+            "ec2": (create_ec2_app(self.ec2), self.config.ports.ec2),
             "novncproxy": (
                 create_console_proxy_app(self.compute.service.db, self.config),
                 self.config.ports.novncproxy,
@@ -193,7 +211,7 @@ class Cloud:
     async def close(self) -> None:
         """Close every part, even when one of them fails: a part left open keeps its
         database connections, which block dropping or migrating its database."""
-        parts = [self.compute, self.image, self.network, self.volume, self.object_store]
+        parts = [self.ec2, self.compute, self.image, self.network, self.volume, self.object_store]
         closers = [part.close for part in parts if part is not None]
         if self.identity is not None and self.identity.notifier is not None:
             closers.insert(0, self.identity.notifier.close)

@@ -390,6 +390,7 @@ class ServicePorts(_Section):
     novncproxy: int = 6080
     object_store: int = 8080
     dashboard: int = 8000
+    ec2: int = 8788
 
 
 class CumuloConfig(_Section):

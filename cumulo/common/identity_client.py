@@ -123,12 +123,21 @@ class IdentityClient:
                 "signature": signature,
             }
         }
-        r = await self._request("POST", "/v3/s3tokens", json=body)
+        return await self._signed_token("/v3/s3tokens", body)
+
+    async def ec2_token(self, credentials: dict[str, Any]) -> str | None:
+        """A project token for a signed EC2 Query API request (`POST /v3/ec2tokens`): the
+        request taken apart (access, signature, host, verb, path, params, headers,
+        body_hash); None when Identity refuses the signature."""
+        return await self._signed_token("/v3/ec2tokens", {"credentials": credentials})
+
+    async def _signed_token(self, path: str, body: dict[str, Any]) -> str | None:
+        r = await self._request("POST", path, json=body)
         if r.status_code in (200, 201):
             return r.headers["X-Subject-Token"]
         if r.status_code in (401, 403, 404):
             return None
-        raise ServiceUnavailable(f"Identity could not check an S3 signature ({r.status_code}).")
+        raise ServiceUnavailable(f"Identity could not check an AWS signature ({r.status_code}).")
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

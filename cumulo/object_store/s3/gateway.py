@@ -5,7 +5,6 @@ their signature, and carries each S3 operation out as Swift requests on the same
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 import uuid
@@ -15,6 +14,7 @@ from urllib.parse import quote, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cumulo.common.aws_credentials import Credential, CredentialCache
 from cumulo.common.faults import ApiError
 from cumulo.object_store.core import ObjectStore
 from cumulo.object_store.s3.errors import S3Error
@@ -29,19 +29,6 @@ SWIFT_PATHS = ("/info", "/healthcheck", "/metrics", "/crossdomain.xml", "/openap
 # (S3 bucket names are one namespace across the cloud; Swift's are per account).
 BUCKET_INDEX = ".s3-buckets"
 OWNER_KEY = "X-Container-Meta-S3-Account"
-SECRET_TTL = 60.0  # seconds a credential's secret is trusted before it is read again
-TOKEN_TTL = 300.0  # seconds a project token from /v3/s3tokens is reused
-
-
-@dataclass
-class Credential:
-    access: str
-    secret: str
-    project_id: str
-    user_id: str
-    deadline: float
-    token: str | None = None
-    token_deadline: float = 0.0
 
 
 @dataclass
@@ -251,7 +238,7 @@ class S3Gateway:
     def __init__(self, app: ASGIApp, store: ObjectStore | None = None) -> None:
         self.app = app
         self._store = store
-        self._credentials: dict[str, Credential] = {}
+        self._credentials = CredentialCache()
 
     @property
     def store(self) -> ObjectStore:
@@ -304,33 +291,12 @@ class S3Gateway:
 
     # -- authentication ------------------------------------------------------------
 
-    async def _credential(self, access: str) -> Credential | None:
-        cached = self._credentials.get(access)
-        now = time.monotonic()
-        if cached is not None and cached.deadline > now:
-            return cached
-        client = self.store.validator.client  # type: ignore[union-attr]
-        found = await client.ec2_credential(access)
-        if found is None or found.get("type") != "ec2":
-            self._credentials.pop(access, None)
-            return None
-        blob = json.loads(found["blob"])
-        cred = Credential(
-            access, blob.get("secret", ""), found.get("project_id") or "", found["user_id"],
-            now + SECRET_TTL,
-        )  # fmt: skip
-        if cached is not None and cached.secret == cred.secret:
-            cred.token, cred.token_deadline = cached.token, cached.token_deadline
-        if len(self._credentials) > 10000:
-            self._credentials.clear()
-        self._credentials[access] = cred
-        return cred
-
     async def authenticate(self, call: Call) -> None:
         signed = claim(call.req)
         if signed is None:
             return
-        cred = await self._credential(signed.access)
+        client = self.store.validator.client  # type: ignore[union-attr]
+        cred = await self._credentials.get(client, signed.access)
         if cred is None:
             raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=signed.access)
         if not cred.secret or not signed.matches(cred.secret):
@@ -340,15 +306,13 @@ class S3Gateway:
                 StringToSign=signed.string_to_sign,
                 SignatureProvided=signed.signature,
             )
-        now = time.monotonic()
-        if cred.token is None or cred.token_deadline <= now:
+        if not cred.token_fresh():
             # Identity checks the signature again and says who may act (user and project
             # enabled, roles): the token the Swift requests carry.
-            client = self.store.validator.client  # type: ignore[union-attr]
             token = await client.s3_token(signed.access, signed.string_to_sign, signed.signature)
             if token is None:
                 raise S3Error("AccessDenied")
-            cred.token, cred.token_deadline = token, now + TOKEN_TTL
+            cred.keep_token(token)
         call.signed, call.credential = signed, cred
 
     # -- the bucket namespace --------------------------------------------------------

@@ -1,0 +1,357 @@
+"""AMIs: Image service images seen as EC2 images (`ami-` machine images, `aki-` kernels,
+`ari-` ramdisks). DescribeImages, CreateImage, DeregisterImage, RegisterImage,
+Describe/Modify/ResetImageAttribute (launch permissions are image members)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from cumulo.ec2 import filters
+from cumulo.ec2.api import action
+from cumulo.ec2.api.tags import paginate, set_tags, tag_set, tags_from_specs, tags_of
+from cumulo.ec2.core import Ctx
+from cumulo.ec2.errors import Ec2Error, not_found
+from cumulo.ec2.ids import IMAGE_KINDS
+
+STATES = {
+    "active": "available",
+    "queued": "pending",
+    "saving": "pending",
+    "importing": "pending",
+    "uploading": "pending",
+    "killed": "failed",
+    "deactivated": "deregistered",
+    "pending_delete": "deregistered",
+    "deleted": "deregistered",
+}
+TYPES = {"ami": "machine", "aki": "kernel", "ari": "ramdisk"}
+ROOT_DEVICE = "/dev/vda"
+FILTERS = (
+    "architecture",
+    "description",
+    "image-id",
+    "image-type",
+    "is-public",
+    "kernel-id",
+    "name",
+    "owner-id",
+    "ramdisk-id",
+    "root-device-name",
+    "root-device-type",
+    "state",
+    "virtualization-type",
+    "hypervisor",
+    "owner-alias",
+)
+
+
+def kind_of_image(image: dict[str, Any]) -> str:
+    fmt = image.get("disk_format") or image.get("container_format")
+    return fmt if fmt in ("aki", "ari") else "ami"
+
+
+async def visible_images(ctx: Ctx) -> dict[str, dict[str, Any]]:
+    """Every image the caller sees, by OpenStack id (one walk of the image list per request)."""
+    if "images" not in ctx.cache:
+        images, path = [], "/v2/images?limit=1000"
+        while path:
+            page = await ctx.image("GET", path)
+            images += page.get("images", [])
+            path = page.get("next")
+        ctx.cache["images"] = {i["id"]: i for i in images}
+    return ctx.cache["images"]
+
+
+async def image_by_os_id(ctx: Ctx, os_id: str) -> dict[str, Any] | None:
+    cached = ctx.cache.setdefault("image", {})
+    if os_id not in cached:
+        try:
+            cached[os_id] = await ctx.image(
+                "GET", f"/v2/images/{os_id}", errors={"not_found": "InvalidAMIID.NotFound"}
+            )
+        except Ec2Error as err:
+            if err.code != "InvalidAMIID.NotFound":
+                raise
+            cached[os_id] = None
+    return cached[os_id]
+
+
+async def resolve_image(ctx: Ctx, ec2_id: Any, kinds: tuple[str, ...] = IMAGE_KINDS) -> dict:
+    """The image of an `ami-`/`aki-`/`ari-` id the caller may see, or InvalidAMIID.NotFound."""
+    os_id = await ctx.ids.os_id(ec2_id, kinds)
+    image = await image_by_os_id(ctx, os_id)
+    if image is None or image.get("status") in ("deleted", "pending_delete"):
+        raise not_found("ami", ec2_id)
+    return image
+
+
+async def image_ids(ctx: Ctx, os_ids: list[str]) -> dict[str, str]:
+    """EC2 ids of images by OpenStack id (their kind read from the image)."""
+    out: dict[str, str] = {}
+    by_kind: dict[str, list[str]] = {}
+    for os_id in filter(None, set(os_ids)):
+        image = await image_by_os_id(ctx, os_id)
+        by_kind.setdefault(kind_of_image(image) if image else "ami", []).append(os_id)
+    for kind, ids in by_kind.items():
+        out.update(await ctx.ids.ec2_ids(kind, ids))
+    return out
+
+
+def _describe(image: dict[str, Any], ec2_id: str, refs: dict[str, str], tags: dict) -> dict:
+    kind = ec2_id.split("-", 1)[0]
+    bdm = []
+    described: dict[str, Any] = {
+        "ImageId": ec2_id,
+        "ImageLocation": image.get("image_location") or f"{image.get('owner')}/{image.get('name')}",
+        "State": STATES.get(image.get("status", ""), "pending"),
+        "OwnerId": image.get("owner") or "",
+        "CreationDate": image.get("created_at"),
+        "Public": image.get("visibility") == "public",
+        "Architecture": image.get("architecture") or image.get("hw_architecture") or "x86_64",
+        "ImageType": TYPES[kind],
+        "Name": image.get("name") or "",
+        "Description": image.get("description"),
+        "VirtualizationType": "hvm",
+        "Hypervisor": "xen",
+        "Tags": tag_set(tags),
+    }
+    if kind == "ami":
+        described["RootDeviceType"] = "instance-store"
+        described["RootDeviceName"] = image.get("root_device_name") or ROOT_DEVICE
+        described["BlockDeviceMappings"] = bdm
+        if image.get("kernel_id") in refs:
+            described["KernelId"] = refs[image["kernel_id"]]
+        if image.get("ramdisk_id") in refs:
+            described["RamdiskId"] = refs[image["ramdisk_id"]]
+    if image.get("status") == "killed":
+        described["StateReason"] = {
+            "Code": "Client.ImageLoadFailure",
+            "Message": "The image failed to load.",
+        }
+    return described
+
+
+@action("DescribeImages")
+async def describe_images(ctx: Ctx, p: dict[str, Any]) -> dict:
+    wanted = filters.check(p.get("Filters"), FILTERS)
+    if p.get("ImageIds"):
+        chosen = [await resolve_image(ctx, i) for i in p["ImageIds"]]
+    else:
+        chosen = list((await visible_images(ctx)).values())
+    owners = p.get("Owners") or []
+    executable = p.get("ExecutableUsers") or []
+    refs = await image_ids(
+        ctx,
+        [i["id"] for i in chosen] + [i.get(k) for i in chosen for k in ("kernel_id", "ramdisk_id")],
+    )
+    all_tags = await tags_of(ctx, list(refs.values()))
+    out = []
+    for image in chosen:
+        public = image.get("visibility") == "public"
+        owner = image.get("owner") or ""
+        if owners and not any(
+            (o == "self" and owner == ctx.project_id)
+            or (o == "amazon" and public and owner != ctx.project_id)
+            or o == owner
+            for o in owners
+        ):
+            continue
+        if executable and not any(
+            (e == "all" and public) or (e in ("self", ctx.project_id)) for e in executable
+        ):
+            continue
+        ec2_id = refs[image["id"]]
+        tags = all_tags.get(ec2_id, {})
+        described = _describe(image, ec2_id, refs, tags)
+        values = {
+            "architecture": described["Architecture"],
+            "description": described["Description"],
+            "image-id": ec2_id,
+            "image-type": described["ImageType"],
+            "is-public": described["Public"],
+            "kernel-id": described.get("KernelId"),
+            "name": described["Name"],
+            "owner-id": owner,
+            "ramdisk-id": described.get("RamdiskId"),
+            "root-device-name": described.get("RootDeviceName"),
+            "root-device-type": described.get("RootDeviceType"),
+            "state": described["State"],
+            "virtualization-type": "hvm",
+            "hypervisor": "xen",
+            "owner-alias": "amazon" if public else "self",
+        }
+        if described["State"] != "deregistered" and filters.matches(wanted, values, tags):
+            out.append(described)
+    out.sort(key=lambda d: d["ImageId"])
+    return paginate(out, p, "Images")
+
+
+@action("CreateImage")
+async def create_image(ctx: Ctx, p: dict[str, Any]) -> dict:
+    from cumulo.ec2.api.instances import server_of
+
+    server = await server_of(ctx, p["InstanceId"])
+    metadata = {}
+    base = await image_by_os_id(ctx, server["image"]["id"]) if server.get("image") else None
+    for prop in ("kernel_id", "ramdisk_id", "os_command_line", "architecture"):
+        if base and base.get(prop):
+            metadata[prop] = base[prop]
+    if p.get("Description"):
+        metadata["description"] = p["Description"]
+    response = await ctx.compute(
+        "POST",
+        f"/servers/{server['id']}/action",
+        json={"createImage": {"name": p["Name"], "metadata": metadata}},
+        errors={"conflict": "IncorrectInstanceState", "bad_request": "InvalidParameterValue"},
+    )
+    ec2_id = await ctx.ids.ec2_id("ami", response["image_id"], ctx.project_id)
+    await set_tags(ctx, [ec2_id], tags_from_specs(p.get("TagSpecifications"), "image"))
+    return {"ImageId": ec2_id}
+
+
+@action("DeregisterImage")
+async def deregister_image(ctx: Ctx, p: dict[str, Any]) -> dict:
+    image = await resolve_image(ctx, p["ImageId"])
+    await ctx.image(
+        "DELETE", f"/v2/images/{image['id']}", errors={"not_found": "InvalidAMIID.NotFound"}
+    )
+    return {"Return": True}
+
+
+@action("RegisterImage")
+async def register_image(ctx: Ctx, p: dict[str, Any]) -> dict:
+    """An AMI from a bundle manifest in S3 (ImageLocation), or a new image record that
+    names its kernel and ramdisk and shares the disk of an existing image (EC2's
+    RegisterImage of an instance-store image already in the cloud)."""
+    if p.get("ImageLocation"):
+        from cumulo.ec2.api.bundles import register_bundle
+
+        return await register_bundle(ctx, p)
+    raise Ec2Error(
+        "InvalidParameterCombination",
+        "RegisterImage needs an ImageLocation (a bundle manifest in S3); images from "
+        "EBS snapshots are not supported by this cloud yet.",
+    )
+
+
+@action("DescribeImageAttribute")
+async def describe_image_attribute(ctx: Ctx, p: dict[str, Any]) -> dict:
+    image = await resolve_image(ctx, p["ImageId"])
+    attribute = p["Attribute"]
+    out: dict[str, Any] = {"ImageId": p["ImageId"]}
+    if attribute == "launchPermission":
+        perms = []
+        if image.get("visibility") == "public":
+            perms.append({"Group": "all"})
+        if image.get("visibility") == "shared" and image.get("owner") == ctx.project_id:
+            members = await ctx.image("GET", f"/v2/images/{image['id']}/members")
+            perms += [{"UserId": m["member_id"]} for m in members.get("members", [])]
+        out["LaunchPermissions"] = perms
+    elif attribute == "description":
+        out["Description"] = {"Value": image.get("description")} if image.get("description") else {}
+    elif attribute == "kernel":
+        refs = await image_ids(ctx, [image.get("kernel_id")])
+        out["KernelId"] = (
+            {"Value": refs[image["kernel_id"]]} if image.get("kernel_id") in refs else {}
+        )
+    elif attribute == "ramdisk":
+        refs = await image_ids(ctx, [image.get("ramdisk_id")])
+        out["RamdiskId"] = (
+            {"Value": refs[image["ramdisk_id"]]} if image.get("ramdisk_id") in refs else {}
+        )
+    elif attribute == "blockDeviceMapping":
+        out["BlockDeviceMappings"] = []
+    elif attribute == "productCodes":
+        out["ProductCodes"] = []
+    else:
+        raise Ec2Error("InvalidRequest", f"The attribute {attribute} is not supported.")
+    return out
+
+
+async def _patch_image(ctx: Ctx, image: dict, ops: list[dict]) -> None:
+    await ctx.image(
+        "PATCH",
+        f"/v2/images/{image['id']}",
+        json=ops,
+        headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
+    )
+
+
+@action("ModifyImageAttribute")
+async def modify_image_attribute(ctx: Ctx, p: dict[str, Any]) -> dict:
+    image = await resolve_image(ctx, p["ImageId"])
+    if image.get("owner") != ctx.project_id:
+        raise Ec2Error("AuthFailure", "Not authorized to modify this image.")
+    if p.get("Description"):
+        await _patch_image(
+            ctx,
+            image,
+            [{"op": "add", "path": "/description", "value": p["Description"].get("Value", "")}],
+        )
+        return {}
+    perms = p.get("LaunchPermission") or {}
+    adds = list(perms.get("Add") or [])
+    removes = list(perms.get("Remove") or [])
+    operation = p.get("OperationType")
+    if p.get("UserIds") or p.get("UserGroups"):  # the older flat form
+        flat = [{"UserId": u} for u in p.get("UserIds") or []] + [
+            {"Group": g} for g in p.get("UserGroups") or []
+        ]
+        (removes if operation == "remove" else adds).extend(flat)
+    if not adds and not removes:
+        raise Ec2Error("MissingParameter", "The request must name a launch permission to change.")
+    for perm in adds:
+        if perm.get("Group") == "all":
+            await _patch_image(
+                ctx, image, [{"op": "replace", "path": "/visibility", "value": "public"}]
+            )
+        elif perm.get("UserId"):
+            if image.get("visibility") != "shared":
+                await _patch_image(
+                    ctx, image, [{"op": "replace", "path": "/visibility", "value": "shared"}]
+                )
+                image["visibility"] = "shared"
+            await ctx.image(
+                "POST",
+                f"/v2/images/{image['id']}/members",
+                json={"member": perm["UserId"]},
+                errors={"conflict": "InvalidParameterValue"},
+            )
+            await ctx.image(
+                "PUT",
+                f"/v2/images/{image['id']}/members/{perm['UserId']}",
+                json={"status": "accepted"},
+                errors={},
+            )
+    for perm in removes:
+        if perm.get("Group") == "all":
+            await _patch_image(
+                ctx, image, [{"op": "replace", "path": "/visibility", "value": "private"}]
+            )
+        elif perm.get("UserId"):
+            await ctx.image(
+                "DELETE",
+                f"/v2/images/{image['id']}/members/{perm['UserId']}",
+                errors={"not_found": "InvalidUserID.NotFound"},
+            )
+    return {}
+
+
+@action("ResetImageAttribute")
+async def reset_image_attribute(ctx: Ctx, p: dict[str, Any]) -> dict:
+    image = await resolve_image(ctx, p["ImageId"])
+    if p["Attribute"] != "launchPermission":
+        raise Ec2Error("InvalidRequest", f"The attribute {p['Attribute']} cannot be reset.")
+    if image.get("visibility") in ("public", "shared"):
+        members = await ctx.image("GET", f"/v2/images/{image['id']}/members")
+        await asyncio.gather(
+            *(
+                ctx.image("DELETE", f"/v2/images/{image['id']}/members/{m['member_id']}")
+                for m in members.get("members", [])
+            )
+        )
+        await _patch_image(
+            ctx, image, [{"op": "replace", "path": "/visibility", "value": "private"}]
+        )
+    return {"Return": True}

@@ -1,0 +1,138 @@
+"""The EC2 Query API ASGI app (port 8788), and the service behind it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from cumulo.common.app import create_app
+from cumulo.common.config import CumuloConfig, database_url
+from cumulo.common.db import Database
+from cumulo.common.faults import ApiError, render_identity
+from cumulo.common.identity_client import IdentityClient
+from cumulo.common.service_client import ServiceClient
+from cumulo.common.tls import verify_option
+from cumulo.ec2 import auth, protocol
+from cumulo.ec2.api import load
+from cumulo.ec2.core import Ctx, Ec2Service
+from cumulo.ec2.errors import Ec2Error
+
+LOG = logging.getLogger(__name__)
+
+# Parameters of the protocol itself, not of the action.
+_PROTOCOL_FIELDS = {
+    "Action",
+    "Version",
+    "AWSAccessKeyId",
+    "Signature",
+    "SignatureMethod",
+    "SignatureVersion",
+    "Timestamp",
+    "Expires",
+    "SecurityToken",
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Date",
+    "X-Amz-Expires",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Signature",
+    "X-Amz-Security-Token",
+}
+# Services the EC2 API calls, by the catalog's port attribute.
+_BACKENDS = {
+    "compute": "compute",
+    "image": "image",
+    "network": "network",
+    "volume": "block_storage",
+    "object-store": "object_store",
+}
+
+
+async def open_ec2_service(
+    config: CumuloConfig, state_dir: Path, *, apps: dict[str, ASGIApp | None] | None = None
+) -> Ec2Service:
+    """Migrate the EC2 database and build the service; `apps`: the identity and backend
+    APIs to call in-process (by name), else they are reached over HTTP."""
+    apps = apps or {}
+    db = Database(database_url(config, state_dir, "ec2"), "ec2")
+    await db.migrate()
+    identity = IdentityClient(config, app=apps.get("identity"))
+    clients = {}
+    for name, port_attr in _BACKENDS.items():
+        app = apps.get(name)
+        if app is not None:
+            clients[name] = ServiceClient(name, app=app)
+        else:
+            url = config.public_url(getattr(config.ports, port_attr))
+            clients[name] = ServiceClient(name, url=url, verify=verify_option(config))
+    return Ec2Service(config, state_dir, db, identity, clients)
+
+
+def create_ec2_app(service: Ec2Service):
+    handlers = load()
+
+    async def endpoint(request: Request) -> Response:
+        request_id = request.scope.get("state", {}).get("request_id", "")
+        try:
+            body = await request.body()
+            fields = dict(request.query_params)
+            if request.method == "POST":
+                fields.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+            name = fields.get("Action")
+            if not name:
+                raise Ec2Error("MissingAction", "The request must contain the parameter Action")
+            signed = auth.SignedRequest(
+                verb=request.method,
+                host=request.headers.get("host", ""),
+                path=request.url.path,
+                query=dict(request.query_params),
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=body,
+                fields=fields,
+            )
+            cred = await auth.authenticate(
+                signed, service.identity, service.credentials, service.config.region
+            )
+            op = protocol.operation(name)
+            if op is None:
+                raise Ec2Error(
+                    "InvalidAction", f"The action {name} is not valid for this web service."
+                )
+            handler = handlers.get(name)
+            if handler is None:
+                raise Ec2Error(
+                    "UnsupportedOperation", f"The action {name} is not supported by this cloud yet."
+                )
+            params = protocol.parse(
+                op, {k: v for k, v in fields.items() if k not in _PROTOCOL_FIELDS}
+            )
+            if params.pop("DryRun", False):
+                raise Ec2Error(
+                    "DryRunOperation", "Request would have succeeded, but DryRun flag is set."
+                )
+            assert cred.token is not None
+            ctx = Ctx(service, cred.token, cred.project_id, cred.user_id, request_id)
+            result = await handler(ctx, params)
+            return Response(protocol.render(op, result, request_id), media_type="text/xml")
+        except Ec2Error as err:
+            return Response(err.document(request_id), status_code=err.status, media_type="text/xml")
+        except ApiError as exc:  # Identity unreachable and the like
+            LOG.warning("EC2 request failed: %s", exc)
+            code = "Unavailable" if exc.status == 503 else "InternalError"
+            err = Ec2Error(code, exc.message)
+            return Response(err.document(request_id), status_code=err.status, media_type="text/xml")
+        except Exception:
+            LOG.exception("EC2 request failed")
+            err = Ec2Error("InternalError", "An internal error has occurred")
+            return Response(err.document(request_id), status_code=500, media_type="text/xml")
+
+    routes = [Route("/", endpoint, methods=["GET", "POST"])]
+    app = create_app("ec2", routes, render_identity)
+    app.state.ec2 = service
+    return app
