@@ -57,7 +57,9 @@ def start_cloud(state_dir: Path, driver: str = "noop") -> tuple[subprocess.Popen
     proc = subprocess.Popen(
         [str(VENV_BIN / "cumulo"), "up", "--state-dir", str(state_dir)],
         stdout=subprocess.DEVNULL,
-        stderr=open(os.environ["BENCH_LOG"], "w") if os.environ.get("BENCH_LOG") else subprocess.DEVNULL,
+        stderr=open(os.environ["BENCH_LOG"], "w")
+        if os.environ.get("BENCH_LOG")
+        else subprocess.DEVNULL,
     )
     config = load_config(state_dir)
     deadline = time.monotonic() + 60

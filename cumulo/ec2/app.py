@@ -18,7 +18,7 @@ from cumulo.common.faults import ApiError, render_identity
 from cumulo.common.identity_client import IdentityClient
 from cumulo.common.service_client import ServiceClient
 from cumulo.common.tls import verify_option
-from cumulo.ec2 import auth, protocol
+from cumulo.ec2 import auth, certificate, protocol
 from cumulo.ec2.api import load
 from cumulo.ec2.core import Ctx, Ec2Service
 from cumulo.ec2.errors import Ec2Error
@@ -132,7 +132,16 @@ def create_ec2_app(service: Ec2Service):
             err = Ec2Error("InternalError", "An internal error has occurred")
             return Response(err.document(request_id), status_code=500, media_type="text/xml")
 
-    routes = [Route("/", endpoint, methods=["GET", "POST"])]
+    async def cloud_certificate(_request: Request) -> Response:
+        """The certificate bundles are encrypted to (`euca-bundle-image --ec2cert`)."""
+        return Response(
+            certificate.certificate_pem(service.state_dir), media_type="application/x-pem-file"
+        )
+
+    routes = [
+        Route("/", endpoint, methods=["GET", "POST"]),
+        Route("/cloud-cert.pem", cloud_certificate, methods=["GET"]),
+    ]
     app = create_app("ec2", routes, render_identity)
     app.state.ec2 = service
     return app

@@ -12,7 +12,7 @@ import boto3
 import httpx
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError, WaiterError
+from botocore.exceptions import ClientError
 
 from tests.cloudrunner import VENV_BIN, CloudRunner, configure_state_dir
 
@@ -66,16 +66,39 @@ def machine_image(cloud: CloudRunner, tmp_path_factory) -> dict:
     for name, fmt in (("ec2-kernel", "aki"), ("ec2-ramdisk", "ari")):
         (files / name).write_bytes(os.urandom(4096))
         made = cloud.openstack(
-            "image", "create", name, "--disk-format", fmt, "--container-format", fmt,
-            "--file", str(files / name), "--public", "-f", "json",
-        )  # fmt: skip
+            "image",
+            "create",
+            name,
+            "--disk-format",
+            fmt,
+            "--container-format",
+            fmt,
+            "--file",
+            str(files / name),
+            "--public",
+            "-f",
+            "json",
+        )
         ids[fmt] = made["id"]
     (files / "root").write_bytes(b"\0" * 65536)
     made = cloud.openstack(
-        "image", "create", "ec2-machine", "--disk-format", "raw", "--container-format", "bare",
-        "--file", str(files / "root"), "--public", "--property", f"kernel_id={ids['aki']}",
-        "--property", f"ramdisk_id={ids['ari']}", "-f", "json",
-    )  # fmt: skip
+        "image",
+        "create",
+        "ec2-machine",
+        "--disk-format",
+        "raw",
+        "--container-format",
+        "bare",
+        "--file",
+        str(files / "root"),
+        "--public",
+        "--property",
+        f"kernel_id={ids['aki']}",
+        "--property",
+        f"ramdisk_id={ids['ari']}",
+        "-f",
+        "json",
+    )
     ids["ami"] = made["id"]
     return ids
 
@@ -107,9 +130,15 @@ def test_boto3_runs_an_instance_as_on_aws(cloud, ec2, machine_image, tmp_path):
     group = ec2.create_security_group(GroupName="ec2-web", Description="ssh in")
     ec2.authorize_security_group_ingress(
         GroupId=group["GroupId"],
-        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
-                        "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
-    )  # fmt: skip
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+            }
+        ],
+    )
     described_group = ec2.describe_security_groups(GroupIds=[group["GroupId"]])["SecurityGroups"][0]
     assert {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22}.items() <= (
         described_group["IpPermissions"][0].items()
@@ -117,11 +146,17 @@ def test_boto3_runs_an_instance_as_on_aws(cloud, ec2, machine_image, tmp_path):
     assert described_group["IpPermissions"][0]["IpRanges"] == [{"CidrIp": "0.0.0.0/0"}]
 
     run = ec2.run_instances(
-        ImageId=ami["ImageId"], KernelId=ami["KernelId"], RamdiskId=ami["RamdiskId"],
-        InstanceType="m1.tiny", MinCount=1, MaxCount=1, KeyName="ec2-key",
-        SecurityGroupIds=[group["GroupId"]], UserData="#!/bin/sh\necho hello\n",
+        ImageId=ami["ImageId"],
+        KernelId=ami["KernelId"],
+        RamdiskId=ami["RamdiskId"],
+        InstanceType="m1.tiny",
+        MinCount=1,
+        MaxCount=1,
+        KeyName="ec2-key",
+        SecurityGroupIds=[group["GroupId"]],
+        UserData="#!/bin/sh\necho hello\n",
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "team", "Value": "ops"}]}],
-    )  # fmt: skip
+    )
     assert run["ReservationId"].startswith("r-")
     instance_id = run["Instances"][0]["InstanceId"]
     assert instance_id.startswith("i-") and run["Instances"][0]["State"]["Name"] == "pending"
@@ -133,9 +168,14 @@ def test_boto3_runs_an_instance_as_on_aws(cloud, ec2, machine_image, tmp_path):
     assert instance["PrivateIpAddress"] and {"Key": "team", "Value": "ops"} in instance["Tags"]
     assert [g["GroupId"] for g in instance["SecurityGroups"]] == [group["GroupId"]]
     by_state = ec2.describe_instances(
-        Filters=[{"Name": "instance-state-name", "Values": ["running"]},
-                 {"Name": "tag:team", "Values": ["o*"]}])  # fmt: skip
-    assert instance_id in [i["InstanceId"] for r in by_state["Reservations"] for i in r["Instances"]]
+        Filters=[
+            {"Name": "instance-state-name", "Values": ["running"]},
+            {"Name": "tag:team", "Values": ["o*"]},
+        ]
+    )
+    assert instance_id in [
+        i["InstanceId"] for r in by_state["Reservations"] for i in r["Instances"]
+    ]
     output = ec2.get_console_output(InstanceId=instance_id)
     assert "Output" in output and isinstance(output["Output"], str)
     attr = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
@@ -169,7 +209,9 @@ def test_boto3_runs_an_instance_as_on_aws(cloud, ec2, machine_image, tmp_path):
     ec2.get_waiter("image_available").wait(ImageIds=[made["ImageId"]], WaiterConfig=WAIT)
     snapshot_image = ec2.describe_images(Owners=["self"])["Images"]
     assert [i["ImageId"] for i in snapshot_image] == [made["ImageId"]]
-    second = ec2.run_instances(ImageId=made["ImageId"], InstanceType="m1.tiny", MinCount=1, MaxCount=1)
+    second = ec2.run_instances(
+        ImageId=made["ImageId"], InstanceType="m1.tiny", MinCount=1, MaxCount=1
+    )
     second_id = second["Instances"][0]["InstanceId"]
     ec2.get_waiter("instance_running").wait(InstanceIds=[second_id], WaiterConfig=WAIT)
 
@@ -181,9 +223,320 @@ def test_boto3_runs_an_instance_as_on_aws(cloud, ec2, machine_image, tmp_path):
     ec2.release_address(AllocationId=address["AllocationId"])
     gone = ec2.terminate_instances(InstanceIds=[instance_id, second_id])
     assert {c["CurrentState"]["Name"] for c in gone["TerminatingInstances"]} == {"shutting-down"}
-    ec2.get_waiter("instance_terminated").wait(InstanceIds=[instance_id, second_id], WaiterConfig=WAIT)
+    ec2.get_waiter("instance_terminated").wait(
+        InstanceIds=[instance_id, second_id], WaiterConfig=WAIT
+    )
     with pytest.raises(ClientError) as exc:
         ec2.stop_instances(InstanceIds=[instance_id])
     assert code_of(exc) == ("IncorrectInstanceState", 400)
     servers = cloud.openstack("server", "list", "-f", "json", cloud="cumulo-demo")
     assert instance_id not in [s["Name"] for s in servers]
+
+
+def test_awscli_describes_runs_and_imports_an_image(
+    cloud, endpoint, demo_keys, machine_image, tmp_path
+):
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": demo_keys["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": demo_keys["aws_secret_access_key"],
+        "AWS_DEFAULT_REGION": "RegionOne",
+        "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-credentials"),
+    }
+    s3_endpoint = f"http://127.0.0.1:{cloud.config.ports.object_store}"
+
+    def aws(*args: str, url: str = endpoint) -> dict | str:
+        proc = subprocess.run(
+            [str(VENV_BIN / "aws"), "--endpoint-url", url, "--output", "json", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert proc.returncode == 0, f"aws {' '.join(args)}: {proc.stderr}"
+        return json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else proc.stdout
+
+    images = aws("ec2", "describe-images", "--filters", "Name=name,Values=ec2-machine")
+    ami = images["Images"][0]["ImageId"]
+    run = aws(
+        "ec2", "run-instances", "--image-id", ami, "--instance-type", "m1.tiny", "--count", "2"
+    )
+    ids = [i["InstanceId"] for i in run["Instances"]]
+    assert len(ids) == 2 and len({i["AmiLaunchIndex"] for i in run["Instances"]}) == 2
+    aws("ec2", "wait", "instance-running", "--instance-ids", *ids)
+    listed = aws("ec2", "describe-instances", "--instance-ids", *ids)
+    assert [r["ReservationId"] for r in listed["Reservations"]] == [run["ReservationId"]]
+
+    # import-image of a qcow2 put with `aws s3 cp`.
+    disk = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+    aws("s3", "mb", "s3://ec2-imports", url=s3_endpoint)
+    aws("s3", "cp", str(disk), "s3://ec2-imports/disk.qcow2", url=s3_endpoint)
+    task = aws(
+        "ec2",
+        "import-image",
+        "--description",
+        "imported disk",
+        "--disk-containers",
+        "Format=qcow2,UserBucket={S3Bucket=ec2-imports,S3Key=disk.qcow2}",
+    )
+    assert task["ImportTaskId"].startswith("import-ami-")
+    for _ in range(100):
+        tasks = aws("ec2", "describe-import-image-tasks", "--import-task-ids", task["ImportTaskId"])
+        if tasks["ImportImageTasks"][0]["Status"] != "active":
+            break
+        time.sleep(0.2)
+    done = tasks["ImportImageTasks"][0]
+    assert done["Status"] == "completed", done
+    image = aws("ec2", "describe-images", "--image-ids", done["ImageId"])["Images"][0]
+    assert image["State"] == "available" and image["Name"] == "imported disk"
+    shown = cloud.openstack("image", "show", "imported disk", "-f", "json", cloud="cumulo-demo")
+    assert shown["disk_format"] == "qcow2" and shown["size"] == disk.stat().st_size
+    aws("ec2", "terminate-instances", "--instance-ids", *ids)
+
+
+def _bundle(image: bytes, cert_pem: bytes, name: str, kernel: str, ramdisk: str, part_size: int):
+    """The bundling format of euca-bundle-image / ec2-bundle-image: the image tarred,
+    gzipped, encrypted with AES-128-CBC under a random key and IV (their hex strings
+    encrypted to the cloud's certificate, RSA PKCS#1 v1.5), split into SHA-1-digested
+    parts, and a manifest naming them."""
+    import gzip
+    import hashlib
+    import io
+    import secrets
+    import tarfile
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import padding as sym_padding
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    tar_bytes = io.BytesIO()
+    with tarfile.open(fileobj=tar_bytes, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(image)
+        tar.addfile(info, io.BytesIO(image))
+    key, iv = secrets.token_hex(16), secrets.token_hex(16)
+    padder = sym_padding.PKCS7(128).padder()
+    plain = padder.update(gzip.compress(tar_bytes.getvalue())) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(bytes.fromhex(key)), modes.CBC(bytes.fromhex(iv))).encryptor()
+    encrypted = encryptor.update(plain) + encryptor.finalize()
+    public = x509.load_pem_x509_certificate(cert_pem).public_key()
+    parts = [encrypted[i : i + part_size] for i in range(0, len(encrypted), part_size)]
+    part_xml = "".join(
+        f'<part index="{i}"><filename>{name}.part.{i}</filename>'
+        f'<digest algorithm="SHA1">{hashlib.sha1(p).hexdigest()}</digest></part>'
+        for i, p in enumerate(parts)
+    )
+    manifest = (
+        "<?xml version='1.0'?><manifest><version>2007-10-10</version>"
+        "<bundler><name>euca-tools</name><version>3.4</version></bundler>"
+        f"<machine_configuration><architecture>x86_64</architecture><kernel_id>{kernel}</kernel_id>"
+        f"<ramdisk_id>{ramdisk}</ramdisk_id></machine_configuration>"
+        f"<image><name>{name}</name><type>machine</type><size>{len(image)}</size>"
+        f'<ec2_encrypted_key algorithm="AES-128-CBC">'
+        f"{public.encrypt(key.encode(), padding.PKCS1v15()).hex()}</ec2_encrypted_key>"
+        "<ec2_encrypted_iv>"
+        f"{public.encrypt(iv.encode(), padding.PKCS1v15()).hex()}</ec2_encrypted_iv>"
+        f'<parts count="{len(parts)}">{part_xml}</parts></image></manifest>'
+    )
+    return manifest.encode(), parts
+
+
+def test_bundled_ami_registered_from_s3_and_run(cloud, endpoint, ec2, demo_keys, machine_image):
+    ami = find_image(ec2, "ec2-machine")
+    cert = httpx.get(f"{endpoint}/cloud-cert.pem").content
+    assert cert.startswith(b"-----BEGIN CERTIFICATE-----")
+    disk = os.urandom(300_000)
+    manifest, parts = _bundle(disk, cert, "bundled.img", ami["KernelId"], ami["RamdiskId"], 100_000)
+    s3 = client(f"http://127.0.0.1:{cloud.config.ports.object_store}", demo_keys, "s3")
+    s3.create_bucket(Bucket="ec2-bundles")
+    for i, part in enumerate(parts):
+        s3.put_object(Bucket="ec2-bundles", Key=f"b/bundled.img.part.{i}", Body=part)
+    s3.put_object(Bucket="ec2-bundles", Key="b/bundled.img.manifest.xml", Body=manifest)
+    made = ec2.register_image(
+        ImageLocation="ec2-bundles/b/bundled.img.manifest.xml", Name="bundled"
+    )
+    ec2.get_waiter("image_available").wait(ImageIds=[made["ImageId"]], WaiterConfig=WAIT)
+    image = ec2.describe_images(ImageIds=[made["ImageId"]])["Images"][0]
+    assert image["KernelId"] == ami["KernelId"] and image["RamdiskId"] == ami["RamdiskId"]
+    assert image["ImageLocation"] == "ec2-bundles/b/bundled.img.manifest.xml"
+    shown = cloud.openstack("image", "show", "bundled", "-f", "json", cloud="cumulo-demo")
+    assert (
+        shown["size"] == len(disk)
+        and shown["checksum"] == __import__("hashlib").md5(disk).hexdigest()
+    )
+    run = ec2.run_instances(ImageId=made["ImageId"], InstanceType="m1.tiny", MinCount=1, MaxCount=1)
+    instance_id = run["Instances"][0]["InstanceId"]
+    ec2.get_waiter("instance_running").wait(InstanceIds=[instance_id], WaiterConfig=WAIT)
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    # A manifest encrypted to some other certificate is refused at once.
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "elsewhere")])
+    now = datetime.datetime.now(datetime.UTC)
+    other = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(other_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(other_key, hashes.SHA256())
+    ).public_bytes(serialization.Encoding.PEM)
+    manifest, parts = _bundle(disk, other, "other.img", ami["KernelId"], ami["RamdiskId"], 400_000)
+    s3.put_object(Bucket="ec2-bundles", Key="other.img.manifest.xml", Body=manifest)
+    with pytest.raises(ClientError) as exc:
+        ec2.register_image(ImageLocation="ec2-bundles/other.img.manifest.xml", Name="other")
+    assert code_of(exc) == ("InvalidManifest", 400)
+
+
+def test_bad_input_gets_ec2_errors_and_leaves_nothing(
+    cloud, endpoint, ec2, demo_keys, machine_image
+):
+    ami = find_image(ec2, "ec2-machine")
+    wrong = client(endpoint, {**demo_keys, "aws_secret_access_key": "not-the-secret"})
+    with pytest.raises(ClientError) as exc:
+        wrong.describe_instances()
+    assert code_of(exc) == ("AuthFailure", 401)
+    unknown = client(endpoint, {"aws_access_key_id": "nobody", "aws_secret_access_key": "x"})
+    with pytest.raises(ClientError) as exc:
+        unknown.describe_regions()
+    assert code_of(exc) == ("AuthFailure", 401)
+    cases = [
+        (lambda: ec2.describe_images(ImageIds=["ami-0123456789abcdef0"]), "InvalidAMIID.NotFound"),
+        (lambda: ec2.describe_images(ImageIds=["nonsense"]), "InvalidAMIID.Malformed"),
+        (
+            lambda: ec2.run_instances(ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1),
+            "InvalidAMIID.NotFound",
+        ),
+        (
+            lambda: ec2.describe_instances(InstanceIds=["i-0123456789abcdef0"]),
+            "InvalidInstanceID.NotFound",
+        ),
+        (
+            lambda: ec2.describe_instances(Filters=[{"Name": "flavour", "Values": ["x"]}]),
+            "InvalidParameterValue",
+        ),
+        (
+            lambda: ec2.run_instances(
+                ImageId=ami["ImageId"], InstanceType="t9.huge", MinCount=1, MaxCount=1
+            ),
+            "InvalidParameterValue",
+        ),
+        (
+            lambda: ec2.run_instances(
+                ImageId=ami["ImageId"], KeyName="no-such-key", MinCount=1, MaxCount=1
+            ),
+            "InvalidKeyPair.NotFound",
+        ),
+        (
+            lambda: ec2.run_instances(
+                ImageId=ami["ImageId"], SecurityGroups=["no-such-group"], MinCount=1, MaxCount=1
+            ),
+            "InvalidGroup.NotFound",
+        ),
+        (
+            lambda: ec2.describe_volumes(VolumeIds=["vol-0123456789abcdef0"]),
+            "InvalidVolume.NotFound",
+        ),
+        (
+            lambda: ec2.release_address(AllocationId="eipalloc-0123456789abcdef0"),
+            "InvalidAllocationID.NotFound",
+        ),
+    ]
+    for call, code in cases:
+        with pytest.raises(ClientError) as exc:
+            call()
+        assert code_of(exc)[0] == code, (code, exc.value.response["Error"])
+    ec2.create_key_pair(KeyName="twice")
+    with pytest.raises(ClientError) as exc:
+        ec2.create_key_pair(KeyName="twice")
+    assert code_of(exc) == ("InvalidKeyPair.Duplicate", 400)
+    with pytest.raises(ClientError) as exc:
+        ec2.run_instances(ImageId=ami["ImageId"], MinCount=1, MaxCount=1, DryRun=True)
+    assert code_of(exc) == ("DryRunOperation", 412)
+
+    # Another project's instance is not there for the demo project.
+    admin = client(endpoint, keys_of(cloud, "cumulo"))
+    theirs = admin.run_instances(
+        ImageId=ami["ImageId"], InstanceType="m1.tiny", MinCount=1, MaxCount=1
+    )
+    their_id = theirs["Instances"][0]["InstanceId"]
+    for call in (
+        lambda: ec2.describe_instances(InstanceIds=[their_id]),
+        lambda: ec2.terminate_instances(InstanceIds=[their_id]),
+    ):
+        with pytest.raises(ClientError) as exc:
+            call()
+        assert code_of(exc)[0] == "InvalidInstanceID.NotFound"
+    assert their_id not in str(ec2.describe_instances())
+    admin.terminate_instances(InstanceIds=[their_id])
+
+    # Over quota: a RunInstances that cannot have MinCount makes none at all.
+    before = len(cloud.openstack("server", "list", "-f", "json", cloud="cumulo-demo"))
+    cloud.openstack("quota", "set", "--instances", str(before + 2), "demo")
+    try:
+        with pytest.raises(ClientError) as exc:
+            ec2.run_instances(
+                ImageId=ami["ImageId"], InstanceType="m1.tiny", MinCount=3, MaxCount=3
+            )
+        assert code_of(exc)[0] == "InstanceLimitExceeded"
+        assert len(cloud.openstack("server", "list", "-f", "json", cloud="cumulo-demo")) == before
+    finally:
+        cloud.openstack("quota", "set", "--instances", "10", "demo")
+
+    # The same ClientToken twice: one launch.
+    first = ec2.run_instances(
+        ImageId=ami["ImageId"],
+        InstanceType="m1.tiny",
+        MinCount=1,
+        MaxCount=1,
+        ClientToken="launch-once",
+    )
+    again = ec2.run_instances(
+        ImageId=ami["ImageId"],
+        InstanceType="m1.tiny",
+        MinCount=1,
+        MaxCount=1,
+        ClientToken="launch-once",
+    )
+    assert again["Instances"][0]["InstanceId"] == first["Instances"][0]["InstanceId"]
+    ec2.terminate_instances(InstanceIds=[first["Instances"][0]["InstanceId"]])
+
+
+def test_signature_version_2_and_old_requests(cloud, endpoint, demo_keys):
+    from datetime import UTC, datetime, timedelta
+
+    from cumulo.identity.ec2_signature import sign_v2
+
+    host = endpoint.removeprefix("http://")
+
+    def v2(when: datetime, secret: str) -> httpx.Response:
+        params = {
+            "Action": "DescribeRegions",
+            "Version": "2016-11-15",
+            "AWSAccessKeyId": demo_keys["aws_access_key_id"],
+            "SignatureVersion": "2",
+            "SignatureMethod": "HmacSHA256",
+            "Timestamp": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        params["Signature"] = sign_v2(secret, "GET", host, "/", params)
+        return httpx.get(f"{endpoint}/", params=params)
+
+    now = datetime.now(UTC)
+    ok = v2(now, demo_keys["aws_secret_access_key"])
+    assert ok.status_code == 200 and b"<regionName>RegionOne</regionName>" in ok.content
+    old = v2(now - timedelta(minutes=20), demo_keys["aws_secret_access_key"])
+    assert old.status_code == 400 and b"<Code>RequestExpired</Code>" in old.content
+    bad = v2(now, "wrong")
+    assert bad.status_code == 401 and b"<Code>AuthFailure</Code>" in bad.content
+    assert b"<RequestID>" in bad.content

@@ -25,6 +25,7 @@ def load() -> dict[str, Handler]:
     from cumulo.ec2.api import (  # noqa: F401 - registration
         addresses,
         images,
+        imports,
         instances,
         keypairs,
         regions,

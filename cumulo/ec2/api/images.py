@@ -225,7 +225,7 @@ async def register_image(ctx: Ctx, p: dict[str, Any]) -> dict:
     names its kernel and ramdisk and shares the disk of an existing image (EC2's
     RegisterImage of an instance-store image already in the cloud)."""
     if p.get("ImageLocation"):
-        from cumulo.ec2.api.bundles import register_bundle
+        from cumulo.ec2.api.imports import register_bundle
 
         return await register_bundle(ctx, p)
     raise Ec2Error(
