@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ class Ec2Service:
         self.ids = IdMap(db)
         self.credentials = CredentialCache()
         self.tasks: set = set()  # background work (imports, resize confirms) kept alive
+        # Lookups that change rarely (flavors, a project's security group names), kept a
+        # few seconds: what a burst of RunInstances would otherwise ask for every time.
+        self.recent: dict[tuple, tuple[float, Any]] = {}
 
     async def close(self) -> None:
         for task in list(self.tasks):
@@ -103,6 +107,18 @@ class Ctx:
     @property
     def ids(self) -> IdMap:
         return self.service.ids
+
+    async def recent(self, key: tuple, load, ttl: float = 10.0, fresh: bool = False) -> Any:
+        """`await load()`, reused for `ttl` seconds across requests (`fresh`: load again)."""
+        now = time.monotonic()
+        kept = self.service.recent.get(key)
+        if kept is not None and kept[0] > now and not fresh:
+            return kept[1]
+        value = await load()
+        if len(self.service.recent) > 10000:
+            self.service.recent.clear()
+        self.service.recent[key] = (now + ttl, value)
+        return value
 
     async def call(
         self, service: str, method: str, path: str, *, errors: dict | None = None, **kwargs: Any

@@ -51,6 +51,11 @@ class IdMap:
                 found.update(await self.db.run_read(_read_ids, kind, missing))
         return found
 
+    async def known(self, kinds: tuple[str, ...], os_ids: list[str]) -> dict[str, str]:
+        """The EC2 ids already made for these OpenStack ids, of any of `kinds`."""
+        wanted = [i for i in set(os_ids) if i]
+        return await self.db.run_read(_read_known, kinds, wanted) if wanted else {}
+
     async def ec2_id(self, kind: str, os_id: str, project_id: str | None = None) -> str:
         return (await self.ec2_ids(kind, [os_id], project_id))[os_id]
 
@@ -90,6 +95,11 @@ class IdMap:
 def _read_ids(s: Session, kind: str, os_ids: list[str]) -> dict[str, str]:
     rows = s.execute(select(Item.os_id, Item.id).where(Item.kind == kind, Item.os_id.in_(os_ids)))
     return dict(rows.all())
+
+
+def _read_known(s: Session, kinds: tuple[str, ...], os_ids: list[str]) -> dict[str, str]:
+    query = select(Item.os_id, Item.id).where(Item.kind.in_(kinds), Item.os_id.in_(os_ids))
+    return dict(s.execute(query).all())
 
 
 def _make_ids(s: Session, kind: str, os_ids: list[str], project_id: str | None) -> dict[str, str]:

@@ -88,9 +88,9 @@ async def resolve_image(ctx: Ctx, ec2_id: Any, kinds: tuple[str, ...] = IMAGE_KI
 
 async def image_ids(ctx: Ctx, os_ids: list[str]) -> dict[str, str]:
     """EC2 ids of images by OpenStack id (their kind read from the image)."""
-    out: dict[str, str] = {}
+    out = await ctx.ids.known(IMAGE_KINDS, os_ids)
     by_kind: dict[str, list[str]] = {}
-    for os_id in filter(None, set(os_ids)):
+    for os_id in set(filter(None, os_ids)) - out.keys():
         image = await image_by_os_id(ctx, os_id)
         by_kind.setdefault(kind_of_image(image) if image else "ami", []).append(os_id)
     for kind, ids in by_kind.items():

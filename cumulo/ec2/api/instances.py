@@ -17,6 +17,7 @@ from cumulo.ec2.api.images import ROOT_DEVICE, image_by_os_id, image_ids, resolv
 from cumulo.ec2.api.tags import forget_tags, paginate, set_tags, tag_set, tags_from_specs, tags_of
 from cumulo.ec2.core import Ctx
 from cumulo.ec2.errors import Ec2Error, not_found
+from cumulo.ec2.ids import new_id
 from cumulo.ec2.models import Item
 
 # EC2 instance states: (code, name).
@@ -102,31 +103,50 @@ async def server_of(ctx: Ctx, ec2_id: Any) -> dict[str, Any]:
         raise
 
 
-async def _security_groups(ctx: Ctx) -> list[dict[str, Any]]:
-    if "security_groups" not in ctx.cache:
-        groups = await ctx.network("GET", f"/v2.0/security-groups?project_id={ctx.project_id}")
-        ctx.cache["security_groups"] = groups["security_groups"]
-    return ctx.cache["security_groups"]
+async def _security_groups(ctx: Ctx, fresh: bool = False) -> list[dict[str, Any]]:
+    """The project's security groups (ids and names: what instances are described with)."""
+
+    async def load() -> list[dict[str, Any]]:
+        path = f"/v2.0/security-groups?project_id={ctx.project_id}&fields=id&fields=name"
+        return (await ctx.network("GET", path))["security_groups"]
+
+    return await ctx.recent(("security_groups", ctx.project_id), load, fresh=fresh)
 
 
-async def _flavors(ctx: Ctx) -> list[dict[str, Any]]:
-    if "flavors" not in ctx.cache:
-        ctx.cache["flavors"] = (await ctx.compute("GET", "/flavors/detail"))["flavors"]
-    return ctx.cache["flavors"]
+async def _group_ids(ctx: Ctx) -> tuple[dict[str, str], dict[str, str]]:
+    """The project's security groups: name -> OpenStack id, OpenStack id -> EC2 id."""
+
+    async def load() -> dict[str, str]:
+        return await ctx.ids.ec2_ids("sg", [g["id"] for g in groups], ctx.project_id)
+
+    groups = await _security_groups(ctx)
+    ids = await ctx.recent(("sg_ids", ctx.project_id, *sorted(g["id"] for g in groups)), load)
+    return {g["name"]: g["id"] for g in groups}, ids
 
 
 async def _flavor_by_type(ctx: Ctx, instance_type: str) -> dict[str, Any]:
-    for flavor in await _flavors(ctx):
-        if flavor["name"] == instance_type:
-            return flavor
+    async def load() -> list[dict[str, Any]]:
+        return (await ctx.compute("GET", "/flavors"))["flavors"]
+
+    for fresh in (False, True):  # a flavor made a moment ago is not in the kept list
+        for flavor in await ctx.recent(("flavors", ctx.project_id), load, fresh=fresh):
+            if flavor["name"] == instance_type:
+                return flavor
     raise Ec2Error("InvalidParameterValue", f"Invalid value '{instance_type}' for InstanceType.")
 
 
 async def describe_servers(
-    ctx: Ctx, servers: list[dict[str, Any]], items: dict[str, Item]
+    ctx: Ctx,
+    servers: list[dict[str, Any]],
+    items: dict[str, Item],
+    tags: dict[str, dict[str, str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """EC2 instances (boto3's Instance shape) of Compute servers, with their ids."""
-    ids = await ctx.ids.ec2_ids("i", [s["id"] for s in servers], ctx.project_id)
+    """EC2 instances (boto3's Instance shape) of Compute servers, with their ids;
+    `items`: those known by EC2 id, `tags`: by EC2 id when the caller knows them."""
+    ids = {item.os_id: item.id for item in items.values()}
+    unknown = [s["id"] for s in servers if s["id"] not in ids]
+    if unknown:
+        ids.update(await ctx.ids.ec2_ids("i", unknown, ctx.project_id))
     image_refs: list[str] = []
     for s in servers:
         if s.get("image"):
@@ -138,9 +158,8 @@ async def describe_servers(
     volumes = await ctx.ids.ec2_ids(
         "vol", [v["id"] for s in servers for v in s.get("os-extended-volumes:volumes_attached", [])]
     )
-    groups = {g["name"]: g["id"] for g in await _security_groups(ctx)} if servers else {}
-    group_ids = await ctx.ids.ec2_ids("sg", list(groups.values()), ctx.project_id)
-    all_tags = await tags_of(ctx, list(ids.values()))
+    groups, group_ids = await _group_ids(ctx) if servers else ({}, {})
+    all_tags = tags if tags is not None else await tags_of(ctx, list(ids.values()))
     out = []
     for s in servers:
         ec2_id = ids[s["id"]]
@@ -425,15 +444,17 @@ async def _networks(ctx: Ctx, p: dict[str, Any], count: int) -> Any:
 
 
 async def _group_names(ctx: Ctx, p: dict[str, Any]) -> list[str]:
-    groups = await _security_groups(ctx)
+    wanted = list(p.get("SecurityGroupIds") or [])
+    for nic in p.get("NetworkInterfaces") or []:
+        wanted += nic.get("Groups") or []
+    if not wanted and not p.get("SecurityGroups"):
+        return []
+    groups = await _security_groups(ctx, fresh=True)
     names = []
     for name in p.get("SecurityGroups") or []:
         if not any(g["name"] == name for g in groups):
             raise Ec2Error("InvalidGroup.NotFound", f"The security group '{name}' does not exist")
         names.append(name)
-    wanted = list(p.get("SecurityGroupIds") or [])
-    for nic in p.get("NetworkInterfaces") or []:
-        wanted += nic.get("Groups") or []
     if wanted:
         os_ids = await ctx.ids.os_ids(wanted, "sg")
         by_id = {g["id"]: g["name"] for g in groups}
@@ -531,7 +552,8 @@ async def run_instances(ctx: Ctx, p: dict[str, Any]) -> dict:
     }
     if p.get("KeyName"):
         server["key_name"] = p["KeyName"]
-    if names := await _group_names(ctx, p):
+    names = await _group_names(ctx, p)
+    if names:
         server["security_groups"] = [{"name": n} for n in names]
     if p.get("UserData"):
         user_data = p["UserData"]
@@ -556,6 +578,13 @@ async def run_instances(ctx: Ctx, p: dict[str, Any]) -> dict:
                 },
                 *bdms,
             ]
+    # Ids first: one instance is created under its own id as its name (the same in both
+    # APIs' listings); several are renamed once Compute has made them.
+    new_ids = [new_id("i") for _ in range(max_count)]
+    if "Name" not in instance_tags:
+        server["name"] = new_ids[0]
+    if max_count == 1:
+        server.pop("return_reservation_id")
     made = await ctx.compute(
         "POST",
         "/servers",
@@ -566,17 +595,29 @@ async def run_instances(ctx: Ctx, p: dict[str, Any]) -> dict:
             "conflict": "InvalidParameterValue",
         },
     )
-    reservation = made["reservation_id"]
-    servers = (await ctx.compute("GET", f"/servers/detail?reservation_id={reservation}"))["servers"]
-    servers.sort(key=lambda s: (s.get("created") or "", s["name"]))
-    ids = await ctx.ids.ec2_ids("i", [s["id"] for s in servers], ctx.project_id)
-    for index, s in enumerate(servers):
-        data = {"launch_index": index, "user_data": server.get("user_data")}
-        await ctx.ids.record(
-            ids[s["id"]], reservation_id=reservation, client_token=token, data=data
+    if max_count == 1:
+        reservation = new_id("r")
+        servers = [_pending(made["server"]["id"], server, flavor, image["id"], names)]
+    else:
+        reservation = made["reservation_id"]
+        path = f"/servers/detail?reservation_id={reservation}"
+        servers = (await ctx.compute("GET", path))["servers"]
+        servers.sort(key=lambda s: (s.get("created") or "", s["name"]))
+    ids = {s["id"]: new_ids[i] for i, s in enumerate(servers)}
+    items = [
+        Item(
+            id=ids[s["id"]],
+            kind="i",
+            os_id=s["id"],
+            project_id=ctx.project_id,
+            reservation_id=reservation,
+            client_token=token,
+            data=json.dumps({"launch_index": i, "user_data": server.get("user_data")}),
         )
-    if "Name" not in instance_tags:
-        # The servers take their instance ids as names: the same in both APIs' listings.
+        for i, s in enumerate(servers)
+    ]
+    await ctx.ids.add(items)
+    if "Name" not in instance_tags and max_count > 1:
         await asyncio.gather(
             *(
                 ctx.compute("PUT", f"/servers/{s['id']}", json={"server": {"name": ids[s["id"]]}})
@@ -586,9 +627,25 @@ async def run_instances(ctx: Ctx, p: dict[str, Any]) -> dict:
         for s in servers:
             s["name"] = ids[s["id"]]
     await set_tags(ctx, list(ids.values()), instance_tags)
-    items = await ctx.ids.items(list(ids.values()))
-    described = await describe_servers(ctx, servers, items)
+    known = {item.id: item for item in items}
+    described = await describe_servers(ctx, servers, known, {i: instance_tags for i in known})
     return reservations(described, ctx.project_id)[0]
+
+
+def _pending(server_id: str, request: dict, flavor: dict, image_id: str, groups: list) -> dict:
+    """What Compute would show of a server it has just accepted (BUILD, no addresses yet)."""
+    return {
+        "id": server_id,
+        "name": request["name"],
+        "status": "BUILD",
+        "created": datetime.now(UTC).isoformat(),
+        "key_name": request.get("key_name"),
+        "flavor": {"original_name": flavor["name"]},
+        "image": {"id": image_id},
+        "security_groups": [{"name": n} for n in groups or ["default"]],
+        "addresses": {},
+        "OS-EXT-AZ:availability_zone": request.get("availability_zone") or "nova",
+    }
 
 
 async def _change_states(
