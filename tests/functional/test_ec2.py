@@ -540,3 +540,145 @@ def test_signature_version_2_and_old_requests(cloud, endpoint, demo_keys):
     bad = v2(now, "wrong")
     assert bad.status_code == 401 and b"<Code>AuthFailure</Code>" in bad.content
     assert b"<RequestID>" in bad.content
+
+
+def test_images_from_snapshots_copies_and_launch_permissions(cloud, endpoint, ec2, machine_image):
+    ami = find_image(ec2, "ec2-machine")
+    volume = ec2.create_volume(Size=1, AvailabilityZone="nova")
+    ec2.get_waiter("volume_available").wait(VolumeIds=[volume["VolumeId"]], WaiterConfig=WAIT)
+    snap = ec2.create_snapshot(VolumeId=volume["VolumeId"], Description="root disk")
+    ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[snap["SnapshotId"]], WaiterConfig=WAIT)
+    assert (
+        ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"][0]["VolumeId"] == volume["VolumeId"]
+    )
+    registered = ec2.register_image(
+        Name="from-snapshot",
+        RootDeviceName="/dev/vda",
+        KernelId=ami["KernelId"],
+        RamdiskId=ami["RamdiskId"],
+        BlockDeviceMappings=[{"DeviceName": "/dev/vda", "Ebs": {"SnapshotId": snap["SnapshotId"]}}],
+    )
+    ec2.get_waiter("image_available").wait(ImageIds=[registered["ImageId"]], WaiterConfig=WAIT)
+    image = ec2.describe_images(ImageIds=[registered["ImageId"]])["Images"][0]
+    assert image["KernelId"] == ami["KernelId"] and image["Name"] == "from-snapshot"
+    shown = cloud.openstack("image", "show", "from-snapshot", "-f", "json", cloud="cumulo-demo")
+    assert shown["size"] == 1024**3  # the snapshot's whole disk
+    copy = ec2.copy_image(SourceImageId=ami["ImageId"], SourceRegion="RegionOne", Name="copied")
+    ec2.get_waiter("image_available").wait(ImageIds=[copy["ImageId"]], WaiterConfig=WAIT)
+    copied = ec2.describe_images(ImageIds=[copy["ImageId"]])["Images"][0]
+    assert copied["KernelId"] == ami["KernelId"] and copied["Public"] is False
+    # Launch permission for another project: the admin project sees and runs it.
+    admin = client(endpoint, keys_of(cloud, "cumulo"))
+    admin_project = cloud.openstack("project", "show", "admin", "-f", "json")["id"]
+    ec2.modify_image_attribute(
+        ImageId=copy["ImageId"], LaunchPermission={"Add": [{"UserId": admin_project}]}
+    )
+    perms = ec2.describe_image_attribute(ImageId=copy["ImageId"], Attribute="launchPermission")
+    assert perms["LaunchPermissions"] == [{"UserId": admin_project}]
+    assert admin.describe_images(ImageIds=[copy["ImageId"]])["Images"][0]["Name"] == "copied"
+    ec2.reset_image_attribute(ImageId=copy["ImageId"], Attribute="launchPermission")
+    perms = ec2.describe_image_attribute(ImageId=copy["ImageId"], Attribute="launchPermission")
+    assert perms["LaunchPermissions"] == []
+    shown = cloud.openstack("image", "show", "copied", "-f", "json", cloud="cumulo-demo")
+    assert shown["visibility"] == "private"
+    for image_id in (copy["ImageId"], registered["ImageId"]):
+        ec2.deregister_image(ImageId=image_id)
+    assert "copied" not in str(ec2.describe_images(Owners=["self"]))
+    ec2.delete_snapshot(SnapshotId=snap["SnapshotId"])
+    ec2.delete_volume(VolumeId=volume["VolumeId"])
+
+
+def test_instance_lifecycle_and_attributes(cloud, ec2, machine_image):
+    ami = find_image(ec2, "ec2-machine")
+    run = ec2.run_instances(ImageId=ami["ImageId"], InstanceType="m1.tiny", MinCount=1, MaxCount=1)
+    instance_id = run["Instances"][0]["InstanceId"]
+    ec2.get_waiter("instance_running").wait(InstanceIds=[instance_id], WaiterConfig=WAIT)
+    ec2.reboot_instances(InstanceIds=[instance_id])
+    stopping = ec2.stop_instances(InstanceIds=[instance_id])["StoppingInstances"][0]
+    assert stopping["PreviousState"]["Name"] == "running"
+    ec2.get_waiter("instance_stopped").wait(InstanceIds=[instance_id], WaiterConfig=WAIT)
+    ec2.modify_instance_attribute(InstanceId=instance_id, InstanceType={"Value": "m1.small"})
+    for _ in range(150):
+        attr = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="instanceType")
+        state = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+        if attr["InstanceType"]["Value"] == "m1.small" and state["State"]["Name"] == "stopped":
+            break
+        time.sleep(0.2)
+    assert attr["InstanceType"]["Value"] == "m1.small"
+    ec2.start_instances(InstanceIds=[instance_id])
+    ec2.get_waiter("instance_running").wait(InstanceIds=[instance_id], WaiterConfig=WAIT)
+    statuses = ec2.describe_instance_status(InstanceIds=[instance_id])["InstanceStatuses"]
+    assert statuses[0]["InstanceStatus"]["Status"] == "ok"
+    with pytest.raises(ClientError) as exc:
+        ec2.modify_instance_attribute(InstanceId=instance_id, InstanceType={"Value": "m1.tiny"})
+    assert code_of(exc)[0] == "IncorrectInstanceState"
+    ec2.create_tags(Resources=[instance_id], Tags=[{"Key": "Name", "Value": "web"}])
+    tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [instance_id]}])["Tags"]
+    assert tags == [
+        {"Key": "Name", "Value": "web", "ResourceId": instance_id, "ResourceType": "instance"}
+    ]
+    ec2.delete_tags(Resources=[instance_id], Tags=[{"Key": "Name"}])
+    assert not ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [instance_id]}])["Tags"]
+    assert ec2.describe_regions()["Regions"][0]["RegionName"] == "RegionOne"
+    zones = ec2.describe_availability_zones()["AvailabilityZones"]
+    assert zones and zones[0]["State"] == "available"
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=[instance_id], WaiterConfig=WAIT)
+
+
+def test_vpc_subnet_gateway_and_interfaces(cloud, ec2, machine_image):
+    ami = find_image(ec2, "ec2-machine")
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]
+    with pytest.raises(ClientError) as exc:
+        ec2.create_subnet(VpcId=vpc["VpcId"], CidrBlock="10.30.1.0/24")
+    assert code_of(exc)[0] == "InvalidSubnet.Range"
+    subnet = ec2.create_subnet(VpcId=vpc["VpcId"], CidrBlock="10.20.1.0/24")["Subnet"]
+    assert subnet["VpcId"] == vpc["VpcId"] and subnet["CidrBlock"] == "10.20.1.0/24"
+    gateway = ec2.create_internet_gateway()["InternetGateway"]
+    ec2.attach_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"], VpcId=vpc["VpcId"])
+    tables = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])
+    routes = tables["RouteTables"][0]["Routes"]
+    assert {
+        "DestinationCidrBlock": "0.0.0.0/0",
+        "GatewayId": gateway["InternetGatewayId"],
+        "State": "active",
+        "Origin": "CreateRoute",
+    } in routes
+    router = cloud.openstack("router", "show", vpc["VpcId"], "-f", "json", cloud="cumulo-demo")
+    assert router["external_gateway_info"]
+    run = ec2.run_instances(
+        ImageId=ami["ImageId"],
+        InstanceType="m1.tiny",
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=subnet["SubnetId"],
+        PrivateIpAddress="10.20.1.50",
+    )
+    instance_id = run["Instances"][0]["InstanceId"]
+    ec2.get_waiter("instance_running").wait(InstanceIds=[instance_id], WaiterConfig=WAIT)
+    instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    assert instance["PrivateIpAddress"] == "10.20.1.50"
+    enis = ec2.describe_network_interfaces(
+        Filters=[{"Name": "attachment.instance-id", "Values": [instance_id]}]
+    )["NetworkInterfaces"]
+    assert enis[0]["SubnetId"] == subnet["SubnetId"] and enis[0]["VpcId"] == vpc["VpcId"]
+    address = ec2.allocate_address(Domain="vpc")
+    ec2.associate_address(AllocationId=address["AllocationId"], InstanceId=instance_id)
+    with pytest.raises(ClientError) as exc:
+        ec2.delete_subnet(SubnetId=subnet["SubnetId"])
+    assert code_of(exc)[0] == "DependencyViolation"
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=[instance_id], WaiterConfig=WAIT)
+    ec2.release_address(AllocationId=address["AllocationId"])
+    eni = ec2.create_network_interface(SubnetId=subnet["SubnetId"])["NetworkInterface"]
+    ec2.delete_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"])
+    with pytest.raises(ClientError) as exc:
+        ec2.delete_vpc(VpcId=vpc["VpcId"])
+    assert code_of(exc)[0] == "DependencyViolation"
+    ec2.detach_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"], VpcId=vpc["VpcId"])
+    ec2.delete_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"])
+    ec2.delete_subnet(SubnetId=subnet["SubnetId"])
+    ec2.delete_vpc(VpcId=vpc["VpcId"])
+    assert vpc["VpcId"] not in str(ec2.describe_vpcs())
+    routers = cloud.openstack("router", "list", "-f", "json", cloud="cumulo-demo")
+    assert vpc["VpcId"] not in [r["Name"] for r in routers]

@@ -54,11 +54,14 @@ def kind_of_image(image: dict[str, Any]) -> str:
 async def visible_images(ctx: Ctx) -> dict[str, dict[str, Any]]:
     """Every image the caller sees, by OpenStack id (one walk of the image list per request)."""
     if "images" not in ctx.cache:
-        images, path = [], "/v2/images?limit=1000"
-        while path:
-            page = await ctx.image("GET", path)
-            images += page.get("images", [])
-            path = page.get("next")
+        # A launch permission is granted at once in EC2: images shared with the caller's
+        # project show whether or not it has accepted them in the Image service.
+        images = []
+        for path in ("/v2/images?limit=1000", "/v2/images?limit=1000&member_status=pending"):
+            while path:
+                page = await ctx.image("GET", path)
+                images += page.get("images", [])
+                path = page.get("next")
         ctx.cache["images"] = {i["id"]: i for i in images}
     return ctx.cache["images"]
 
@@ -221,18 +224,57 @@ async def deregister_image(ctx: Ctx, p: dict[str, Any]) -> dict:
 
 @action("RegisterImage")
 async def register_image(ctx: Ctx, p: dict[str, Any]) -> dict:
-    """An AMI from a bundle manifest in S3 (ImageLocation), or a new image record that
-    names its kernel and ramdisk and shares the disk of an existing image (EC2's
-    RegisterImage of an instance-store image already in the cloud)."""
+    """An AMI from a bundle manifest in S3 (ImageLocation), or from an EBS snapshot named
+    as the root device's (BlockDeviceMappings): its bytes become the image's disk."""
     if p.get("ImageLocation"):
         from cumulo.ec2.api.imports import register_bundle
 
         return await register_bundle(ctx, p)
-    raise Ec2Error(
-        "InvalidParameterCombination",
-        "RegisterImage needs an ImageLocation (a bundle manifest in S3); images from "
-        "EBS snapshots are not supported by this cloud yet.",
-    )
+    root = p.get("RootDeviceName") or ROOT_DEVICE
+    snapshot = None
+    for mapping in p.get("BlockDeviceMappings") or []:
+        ebs = mapping.get("Ebs") or {}
+        if ebs.get("SnapshotId") and mapping.get("DeviceName") in (root, None):
+            snapshot = ebs["SnapshotId"]
+    if snapshot is None:
+        raise Ec2Error(
+            "InvalidParameterCombination",
+            "RegisterImage needs an ImageLocation (a bundle manifest in S3) or a "
+            f"BlockDeviceMapping whose device {root} is an EBS snapshot.",
+        )
+    if not p.get("Name"):
+        raise Ec2Error("MissingParameter", "The request must contain the parameter Name")
+    from cumulo.ec2.api.imports import image_from_snapshot
+
+    props: dict[str, Any] = {"root_device_name": root}
+    for key, prop, kinds in (
+        ("KernelId", "kernel_id", ("aki",)),
+        ("RamdiskId", "ramdisk_id", ("ari",)),
+    ):
+        if p.get(key):
+            props[prop] = (await resolve_image(ctx, p[key], kinds))["id"]
+    if p.get("Architecture"):
+        props["architecture"] = p["Architecture"]
+    if p.get("Description"):
+        props["description"] = p["Description"]
+    os_id = await image_from_snapshot(ctx, snapshot, p["Name"], props)
+    return {"ImageId": await ctx.ids.ec2_id("ami", os_id, ctx.project_id)}
+
+
+@action("CopyImage")
+async def copy_image(ctx: Ctx, p: dict[str, Any]) -> dict:
+    """A private copy of an image the caller can see (its disk copied in the background)."""
+    if p.get("SourceRegion") not in (None, ctx.service.config.region):
+        raise Ec2Error("InvalidParameterValue", f"Unknown source region '{p['SourceRegion']}'.")
+    if p.get("Encrypted"):
+        raise Ec2Error("InvalidParameterValue", "Encrypted images are not supported by this cloud.")
+    source = await resolve_image(ctx, p["SourceImageId"])
+    if source.get("status") != "active":
+        raise Ec2Error("IncorrectState", f"The image {p['SourceImageId']} is not available.")
+    from cumulo.ec2.api.imports import copy_image_data
+
+    os_id = await copy_image_data(ctx, source, p["Name"], p.get("Description"))
+    return {"ImageId": await ctx.ids.ec2_id(kind_of_image(source), os_id, ctx.project_id)}
 
 
 @action("DescribeImageAttribute")
@@ -317,12 +359,6 @@ async def modify_image_attribute(ctx: Ctx, p: dict[str, Any]) -> dict:
                 f"/v2/images/{image['id']}/members",
                 json={"member": perm["UserId"]},
                 errors={"conflict": "InvalidParameterValue"},
-            )
-            await ctx.image(
-                "PUT",
-                f"/v2/images/{image['id']}/members/{perm['UserId']}",
-                json={"status": "accepted"},
-                errors={},
             )
     for perm in removes:
         if perm.get("Group") == "all":

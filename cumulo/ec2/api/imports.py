@@ -364,3 +364,120 @@ def _untar_one(tarball: Path, work: Path) -> Path:
         with target.open("wb") as out:
             shutil.copyfileobj(source, out, 1024 * 1024)
     return target
+
+
+# -- CopyImage, RegisterImage of a snapshot ---------------------------------------------
+
+# What a copy keeps of its source besides the disk (the rest is the Image service's own).
+_COPIED = (
+    "kernel_id",
+    "ramdisk_id",
+    "os_command_line",
+    "architecture",
+    "hw_architecture",
+    "os_distro",
+    "os_version",
+    "hw_disk_bus",
+    "hw_qemu_guest_agent",
+    "root_device_name",
+)
+
+
+async def copy_image_data(
+    ctx: Ctx, source: dict[str, Any], name: str, description: str | None
+) -> str:
+    body = {
+        "name": name,
+        "disk_format": source["disk_format"],
+        "visibility": "private",
+        "container_format": source["container_format"],
+        "min_disk": source.get("min_disk") or 0,
+        "min_ram": source.get("min_ram") or 0,
+        "image_location": f"copy of {source['id']}",
+        **{k: source[k] for k in _COPIED if source.get(k)},
+    }
+    if description:
+        body["description"] = description
+    image = await ctx.image(
+        "POST", "/v2/images", json=body, errors={"quota": "ResourceLimitExceeded"}
+    )
+
+    async def copy() -> None:
+        client = ctx.service.clients["image"]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async with client.stream(f"/v2/images/{source['id']}/file", ctx.token) as response:
+                async for chunk in response.aiter_bytes(1024 * 1024):
+                    yield chunk
+
+        try:
+            await _upload(ctx, image["id"], chunks())
+        except Exception as exc:  # noqa: BLE001 - the copy fails; its image goes
+            LOG.warning("copy of image %s failed: %s", source["id"], exc)
+            await _discard_image(ctx, image["id"])
+
+    _spawn(ctx, copy())
+    return image["id"]
+
+
+async def image_from_snapshot(ctx: Ctx, snapshot_id: str, name: str, props: dict[str, Any]) -> str:
+    """A volume from the snapshot, uploaded to a new image by Block Storage, then deleted."""
+    os_snapshot = await ctx.ids.os_id(snapshot_id, "snap")
+    volume = (
+        await ctx.volume(
+            "POST",
+            "/volumes",
+            json={"volume": {"snapshot_id": os_snapshot, "name": f"ec2-register-{snapshot_id}"}},
+            errors={"not_found": "InvalidSnapshot.NotFound", "quota": "VolumeLimitExceeded"},
+        )
+    )["volume"]
+    try:
+        for _ in range(600):
+            volume = (await ctx.volume("GET", f"/volumes/{volume['id']}"))["volume"]
+            if volume["status"] != "creating":
+                break
+            await asyncio.sleep(0.1)
+        if volume["status"] != "available":
+            raise Ec2Error(
+                "InvalidSnapshot",
+                f"The snapshot {snapshot_id} could not be read (its volume is {volume['status']}).",
+            )
+        answer = await ctx.volume(
+            "POST",
+            f"/volumes/{volume['id']}/action",
+            json={
+                "os-volume_upload_image": {
+                    "image_name": name,
+                    "disk_format": "raw",
+                    "container_format": "bare",
+                }
+            },
+        )
+        image_id = answer["os-volume_upload_image"]["image_id"]
+    except BaseException:
+        await _delete_volume_later(ctx, volume["id"])
+        raise
+    ops = [{"op": "add", "path": f"/{k}", "value": v} for k, v in props.items()]
+    await ctx.image(
+        "PATCH",
+        f"/v2/images/{image_id}",
+        json=ops,
+        headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
+    )
+    _spawn(ctx, _delete_volume_later(ctx, volume["id"]))
+    return image_id
+
+
+async def _delete_volume_later(ctx: Ctx, volume_id: str, timeout: float = 600.0) -> None:
+    """Delete the work volume once it is no longer busy (uploading to the image)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            volume = (await ctx.volume("GET", f"/volumes/{volume_id}"))["volume"]
+        except Ec2Error:
+            return
+        if volume["status"] in ("available", "error"):
+            await ctx.volume("DELETE", f"/volumes/{volume_id}")
+            return
+        await asyncio.sleep(0.5)
+    LOG.warning("work volume %s of RegisterImage left behind: still busy", volume_id)
