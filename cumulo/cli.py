@@ -269,6 +269,57 @@ def rotate_keys(state_dir: Path | None) -> None:
     console.print(f"rotated: key {primary} is now primary")
 
 
+@main.group()
+def image() -> None:
+    """Images: build cloud images on this machine."""
+
+
+@image.command("build")
+@click.argument("distribution", type=click.Choice(["debian"]))
+@click.option("--release", default="bookworm", show_default=True, help="Debian release.")
+@click.option("--packages", default="", help="More packages to install, comma-separated.")
+@click.option("--name", default=None, help="Image name (default debian-<version>).")
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=Path("~/.cache/cumulo/images").expanduser(),
+    show_default=True,
+    help="Where builds are kept (a second build of the same image is quick).",
+)
+@click.option("--no-register", is_flag=True, help="Only build; do not upload to the cloud.")
+@state_dir_option
+def image_build(
+    distribution: str,
+    release: str,
+    packages: str,
+    name: str | None,
+    cache_dir: Path,
+    no_register: bool,
+    state_dir: Path | None,
+) -> None:
+    """Build a cloud image (Debian, cloud-init, SSH, Puppet agent) from the machine's apt
+    archive and register it in the running cloud: `cumulo image build debian`."""
+    import time
+
+    from cumulo.image.cloud_image import ImageBuildError, build_debian, register
+
+    extra = [p.strip() for p in packages.split(",") if p.strip()]
+    started = time.monotonic()
+    try:
+        built = build_debian(cache_dir, release, extra, name, log=console.print)
+        console.print(f"built in {time.monotonic() - started:.0f} s: {built.disk}")
+        if not no_register:
+            config = load_config(resolve_state_dir(state_dir))
+            ids = register(built, config, log=console.print)
+            console.print(
+                f"boot it: openstack server create --image {built.name} --flavor m1.small "
+                "--key-name <key> --network private --wait vm1"
+            )
+            console.print(f"  (image {ids['disk']}; log in as `debian` with the key pair)")
+    except ImageBuildError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.command("host-packages")
 @click.option("--install", is_flag=True, help="Install the missing ones (as root, apt-get).")
 @click.option("--dry-run", is_flag=True, help="Only say what --install would install.")

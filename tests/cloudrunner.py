@@ -81,6 +81,9 @@ def configure_guest_state_dir(
     # The data plane wires the ports bound to its own host: the same name as compute's.
     config.network.agent_host = host
     config.network.driver = network_driver
+    # Test clouds run side by side: none puts its external gateway on this host's own
+    # namespace (the tests that do choose an external subnet of their own).
+    config.network.host_leg = False
     for name, value in compute.items():
         setattr(config.compute, name, value)
     write_config(state_dir, config)

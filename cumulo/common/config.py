@@ -148,6 +148,10 @@ class NetworkConfig(_Section):
     public_gateway: str = "172.24.4.1"
     # ...and the demo project's `private` network behind `router1`.
     private_cidr: str = "10.0.0.0/26"
+    # linuxbridge: the host reaches floating IPs, as DevStack's br-ex: the external
+    # networks' bridges get a veth leg in the host's own namespace holding their subnet's
+    # gateway address (`cmlo-x<scope>`), so `ssh <floating ip>` works from this machine.
+    host_leg: bool = True
     dns_nameservers: list[str] = Field(default_factory=list)
     mtu: int = Field(1500, ge=68, le=9000)
     # Metadata from the DHCP namespace (linuxbridge; Neutron's DHCP agent options):

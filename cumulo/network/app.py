@@ -39,6 +39,7 @@ from cumulo.network.dataplane.agent import (
     agent_topic,
 )
 from cumulo.network.dataplane.driver import select_driver
+from cumulo.network.dataplane.linuxbridge import LinuxBridgeDriver
 from cumulo.network.dataplane.openvswitch import OpenvSwitchDriver, tunnel_settings
 
 
@@ -78,6 +79,8 @@ async def start_dataplane(
     driver = select_driver(config.network.driver, state_dir)
     if isinstance(driver, OpenvSwitchDriver):
         driver.tunnel = tunnel_settings(config.network)
+    if isinstance(driver, LinuxBridgeDriver):
+        driver.host_leg = config.network.host_leg
     agent = NetworkAgent(transport, host, driver)
     await agent.start()
 

@@ -52,20 +52,25 @@ def netns_exec(ns: str, *argv: str) -> tuple[str, ...]:
     return ("ip", "netns", "exec", ns, *argv)
 
 
-async def ip(ns: str, *args: str, check: bool = True) -> str:
+def _in(ns: str | None) -> tuple[str, ...]:
+    """`ip`'s namespace option; None: the host's own namespace."""
+    return ("-n", ns) if ns else ()
+
+
+async def ip(ns: str | None, *args: str, check: bool = True) -> str:
     """`ip -n <ns> ...`"""
-    return await run("ip", "-n", ns, *args, check=check)
+    return await run("ip", *_in(ns), *args, check=check)
 
 
-async def links(ns: str) -> dict[str, dict[str, Any]]:
+async def links(ns: str | None) -> dict[str, dict[str, Any]]:
     """The namespace's links by name (ip -json link)."""
-    out = await run("ip", "-n", ns, "-json", "link", "show")
+    out = await run("ip", *_in(ns), "-json", "link", "show")
     return {link["ifname"]: link for link in json.loads(out or "[]")}
 
 
-async def addresses(ns: str, dev: str) -> set[str]:
+async def addresses(ns: str | None, dev: str) -> set[str]:
     """`ip/prefixlen` of every global address on dev."""
-    out = await run("ip", "-n", ns, "-json", "addr", "show", "dev", dev)
+    out = await run("ip", *_in(ns), "-json", "addr", "show", "dev", dev)
     found = set()
     for link in json.loads(out or "[]"):
         for a in link.get("addr_info", []):

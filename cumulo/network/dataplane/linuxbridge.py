@@ -122,6 +122,7 @@ class LinuxBridgeDriver(NetworkDriver):
         # Neutron's enable_isolated_metadata and force_metadata (set with the proxy).
         self.isolated_metadata = False
         self.force_metadata = False
+        self.host_leg = False  # the external networks reach the host's namespace
         self.applied: dict[str, str] = {}  # object -> fingerprint of what was applied
         self._lock = asyncio.Lock()
 
@@ -164,6 +165,13 @@ class LinuxBridgeDriver(NetworkDriver):
             keep.add(f"bridge:{net['id']}")
             await self._step(f"bridge:{net['id']}", (net["mtu"], net["admin_state_up"]),
                              self._bridge(net), existing, self.host_ns)  # fmt: skip
+        legged = [n for n in networks.values() if n["external"] and self.host_leg]
+        for net in legged[:1]:  # one leg per deployment (its name is the scope's)
+            keep.add(f"host-leg:{net['id']}")
+            await self._step(f"host-leg:{net['id']}", (net["subnets"], net["mtu"]),
+                             self._host_leg(net), existing, self.host_ns)  # fmt: skip
+        if not legged:
+            await cmd.ip(None, "link", "del", self.host_leg_name, check=False)
         for net in networks.values():
             if dhcp_subnets(net):
                 ns = self.dhcp_ns(net["id"])
@@ -238,6 +246,29 @@ class LinuxBridgeDriver(NetworkDriver):
         state = "up" if net["admin_state_up"] else "down"
         await cmd.ip(self.host_ns, "link", "set", name, "mtu", str(net["mtu"]), state)
 
+    @property
+    def host_leg_name(self) -> str:
+        return f"{PREFIX}x{self.scope[:9]}"
+
+    async def _host_leg(self, net: dict[str, Any]) -> None:
+        """A veth from the host's own namespace into the external network's bridge, with
+        the subnets' gateway addresses: the routers' default route leads to the host, and
+        the host reaches the floating IPs (gone with the host namespace at teardown)."""
+        outer, inner = self.host_leg_name, f"{PREFIX}e{_short(net['id'], 9)}"
+        if outer not in await cmd.links(None) or inner not in await cmd.links(self.host_ns):
+            await cmd.ip(None, "link", "del", outer, check=False)
+            await cmd.ip(self.host_ns, "link", "del", inner, check=False)
+            await cmd.ip(None, "link", "add", outer, "type", "veth", "peer", "name", inner,
+                         "netns", self.host_ns)  # fmt: skip
+        await self._attach(inner, net["id"], "", net["mtu"])
+        await cmd.ip(None, "link", "set", outer, "mtu", str(net["mtu"]), "up")
+        wanted = {
+            f"{s['gateway_ip']}/{s['cidr'].split('/')[1]}"
+            for s in net["subnets"]
+            if s["ip_version"] == 4 and s["gateway_ip"]
+        }
+        await self._addresses(None, outer, wanted)
+
     async def _leg(
         self, ns: str, inner: str, outer: str, network_id: str, mac: str, mtu: int
     ) -> None:
@@ -256,7 +287,7 @@ class LinuxBridgeDriver(NetworkDriver):
         await cmd.ip(self.host_ns, "link", "set", outer, "master", bridge_name(network_id),
                      "mtu", str(mtu), "up")  # fmt: skip
 
-    async def _addresses(self, ns: str, dev: str, wanted: set[str]) -> None:
+    async def _addresses(self, ns: str | None, dev: str, wanted: set[str]) -> None:
         have = await cmd.addresses(ns, dev)
         for a in have - wanted:
             await cmd.ip(ns, "addr", "del", a, "dev", dev, check=False)
