@@ -286,6 +286,7 @@ def image() -> None:
     show_default=True,
     help="Where builds are kept (a second build of the same image is quick).",
 )
+@click.option("--mirror", default=None, help="A Debian archive URL (default: apt's sources).")
 @click.option("--no-register", is_flag=True, help="Only build; do not upload to the cloud.")
 @state_dir_option
 def image_build(
@@ -294,6 +295,7 @@ def image_build(
     packages: str,
     name: str | None,
     cache_dir: Path,
+    mirror: str | None,
     no_register: bool,
     state_dir: Path | None,
 ) -> None:
@@ -306,7 +308,7 @@ def image_build(
     extra = [p.strip() for p in packages.split(",") if p.strip()]
     started = time.monotonic()
     try:
-        built = build_debian(cache_dir, release, extra, name, log=console.print)
+        built = build_debian(cache_dir, release, extra, name, log=console.print, mirror=mirror)
         console.print(f"built in {time.monotonic() - started:.0f} s: {built.disk}")
         if not no_register:
             config = load_config(resolve_state_dir(state_dir))

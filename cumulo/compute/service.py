@@ -39,7 +39,7 @@ from cumulo.compute.models import (
 from cumulo.compute.models import ComputeService as ServiceRecord
 from cumulo.compute.policies import COMPUTE_RULES
 from cumulo.compute.scheduler.claims import COMPUTE_BINARY, release
-from cumulo.compute.service_moves import ServerMoves
+from cumulo.compute.service_moves import BOOT_PROPERTIES, ServerMoves
 from cumulo.compute.states import TaskState, VmState, check_state
 
 LOG = logging.getLogger(__name__)
@@ -741,6 +741,15 @@ class ComputeService(ServerMoves):
         }
         if inst.image_ref:
             body["base_image_ref"] = inst.image_ref
+            try:
+                source = await self.images.json(
+                    "GET", f"/v2/images/{inst.image_ref}", ctx.auth_token
+                )
+                for key in BOOT_PROPERTIES:
+                    if source.get(key) and key not in metadata:
+                        body[key] = source[key]
+            except ServiceError:
+                pass  # the image is gone: the snapshot boots on its own
         # The task first: a second snapshot while one is saved is a 409 that leaves no image.
         await self._set_task(inst, TaskState.IMAGE_SNAPSHOT, {None})
         try:

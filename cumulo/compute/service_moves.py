@@ -25,8 +25,19 @@ from cumulo.compute.models import Flavor, Instance, Migration
 from cumulo.compute.scheduler.claims import COMPUTE_BINARY
 from cumulo.compute.states import TaskState, VmState, check_state
 
-# Image properties a shelved server's snapshot keeps from its image (to boot it again).
-_BOOT_PROPERTIES = ("kernel_id", "ramdisk_id", "os_command_line", "hw_architecture")
+# Image properties a server's snapshot (createImage, shelve) keeps from its image: what
+# boots it again (Nova carries the image's properties over the same way).
+BOOT_PROPERTIES = (
+    "kernel_id",
+    "ramdisk_id",
+    "os_command_line",
+    "hw_architecture",
+    "hw_qemu_guest_agent",
+    "os_admin_user",
+    "os_distro",
+    "os_version",
+    "hw_disk_bus",
+)
 # Live migrations that can still be aborted or forced to complete.
 IN_PROGRESS_LIVE = ("queued", "preparing", "running")
 
@@ -119,7 +130,7 @@ class ServerMoves:
         }
         try:
             source = await self.images.json("GET", f"/v2/images/{inst.image_ref}", ctx.auth_token)
-            body.update({k: source[k] for k in _BOOT_PROPERTIES if source.get(k)})
+            body.update({k: source[k] for k in BOOT_PROPERTIES if source.get(k)})
         except ServiceError:
             pass  # the image is gone: the snapshot boots on its own
         try:

@@ -78,6 +78,7 @@ class BuiltImage:
             "os_version": self.version,
             "os_command_line": COMMAND_LINE,
             "hw_qemu_guest_agent": "yes",
+            "os_admin_user": "debian",  # cloud-init's default user: changePassword sets it
             "hw_disk_bus": "virtio",
             "hw_architecture": "x86_64",
             "cumulo_build": self.key,
@@ -95,8 +96,10 @@ def build_debian(
     extra_packages: list[str] | None = None,
     name: str | None = None,
     log=print,
+    mirror: str | None = None,
 ) -> BuiltImage:
-    """The image, from the cache or built now."""
+    """The image, from the cache or built now; `mirror`: a Debian archive URL instead of
+    the machine's apt sources."""
     if release not in RELEASES:
         raise ImageBuildError(f"unknown Debian release {release!r}: one of {', '.join(RELEASES)}")
     for tool in ("mmdebstrap", "mke2fs", "qemu-img"):
@@ -123,7 +126,7 @@ def build_debian(
     cache_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_dir))
     try:
-        _build(work, release, packages, log)
+        _build(work, release, packages, log, mirror)
         (work / "done").write_text(json.dumps({"release": release, "packages": packages}))
         shutil.rmtree(folder, ignore_errors=True)
         work.rename(folder)  # all or nothing: a half-built image is never in the cache
@@ -139,7 +142,7 @@ def _run(argv: list[str], what: str) -> None:
         raise ImageBuildError(f"{what} failed (exit {proc.returncode}):\n{tail}")
 
 
-def _build(work: Path, release: str, packages: list[str], log) -> None:
+def _build(work: Path, release: str, packages: list[str], log, mirror: str | None) -> None:
     root = work / "root"
     log(f"installing Debian {release} and {len(packages)} packages with mmdebstrap...")
     _run(
@@ -150,6 +153,7 @@ def _build(work: Path, release: str, packages: list[str], log) -> None:
             '--customize-hook=chroot "$1" systemctl disable puppet.service || true',
             release,
             str(root),
+            *([mirror] if mirror else []),
         ],
         "mmdebstrap (is the Debian archive reachable through apt?)",
     )

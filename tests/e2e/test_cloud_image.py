@@ -10,6 +10,7 @@ under TCG here: about a minute.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import subprocess
@@ -27,12 +28,18 @@ pytestmark = pytest.mark.e2e
 HOST = "e2e-image"
 DEMO = {"cloud": "cumulo-demo"}
 CLOUD_CONFIG = """#cloud-config
+ssh_pwauth: true
 write_files:
   - path: /etc/cumulo-test
     content: "written by cloud-init\\n"
+  - path: /etc/puppet/site.pp
+    content: |
+      file { '/etc/made-by-puppet': content => "puppet apply\\n" }
 runcmd:
   - [sh, -c, "echo user-data ran > /var/tmp/runcmd-done"]
+  - [puppet, apply, /etc/puppet/site.pp]
 """
+BROKEN_CONFIG = "#cloud-config\nwrite_files: [ this is: not yaml\n"
 BOOT_TIMEOUT = 600  # TCG on a loaded 2-core machine
 
 
@@ -171,4 +178,94 @@ def test_debian_image_cloud_init_and_ssh_through_a_floating_ip(cloud: CloudRunne
     assert lines[0] == "web-1"
     assert lines[1:3] == ["written by cloud-init", "user-data ran"]
     assert int(lines[3]) >= 18  # the root filesystem grown to the flavor's 20 GB disk
+    puppet = ssh(key, address, "cat /etc/made-by-puppet")
+    assert puppet.stdout == "puppet apply\n", puppet.stdout + puppet.stderr
+
+    # changePassword through qemu-guest-agent, then a password login.
+    sdk = cloud.sdk("cumulo-demo")
+    sdk.compute.change_server_password(sdk.compute.find_server("web-1"), "N3w-pass-word")
+    login = subprocess.run(
+        [
+            "sshpass",
+            "-p",
+            "N3w-pass-word",
+            "ssh",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "ConnectTimeout=10",
+            f"debian@{address}",
+            "id -un",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert login.returncode == 0 and login.stdout.strip() == "debian", login.stderr
+
+    # An image whose disk is bigger than the flavor's is refused at once.
+    small = cloud.openstack(
+        "server",
+        "create",
+        "--image",
+        "debian-12",
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "private",
+        "tiny-disk",
+        check=False,
+        **DEMO,
+    )
+    assert small.returncode != 0 and "400" in small.stderr and "too small" in small.stderr
+
+    # A snapshot of the running guest boots again, and a user-data YAML error does not
+    # stop the boot: cloud-init says what was wrong.
+    cloud.openstack("server", "image", "create", "--name", "web-snap", "--wait", "web-1", **DEMO)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(BROKEN_CONFIG)
+    cloud.openstack(
+        "server",
+        "create",
+        "--image",
+        "web-snap",
+        "--flavor",
+        "m1.small",
+        "--key-name",
+        "k",
+        "--user-data",
+        str(broken),
+        "--network",
+        "private",
+        "--wait",
+        "web-2",
+        **DEMO,
+    )
+    cloud.openstack("server", "remove", "floating", "ip", "web-1", address, **DEMO)
+    cloud.openstack("server", "add", "floating", "ip", "web-2", address, **DEMO)
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while time.monotonic() < deadline:
+        answer = ssh(key, address, "hostname; sudo grep -ci yaml /var/log/cloud-init.log")
+        if answer.stdout.startswith("web-2"):
+            break
+        time.sleep(5)
+    assert answer.stdout.startswith("web-2\n"), answer.stdout + answer.stderr
+    assert int(answer.stdout.split()[1]) > 0  # cloud-init logged the YAML error
     print(f"image built in {built_in:.0f} s; booted to cloud-init done in {booted_in:.0f} s")
+
+
+def test_a_build_without_the_archive_fails_clearly_and_leaves_nothing(tmp_path):
+    from cumulo.image.cloud_image import ImageBuildError, build_debian
+
+    if shutil.which("mmdebstrap") is None or os.geteuid() != 0:
+        skip_or_fail("image builds need root and mmdebstrap (cumulo host-packages)")
+    with pytest.raises(ImageBuildError) as exc:
+        build_debian(tmp_path, mirror="http://127.0.0.1:9/debian", log=lambda _: None)
+    assert "mmdebstrap" in str(exc.value) and "archive" in str(exc.value)
+    assert list(tmp_path.iterdir()) == []  # no half-built image in the cache

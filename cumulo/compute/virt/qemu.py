@@ -13,6 +13,7 @@ memory was saved), never RUNNING; otherwise QMP's query-status decides.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import json
@@ -224,6 +225,11 @@ class QemuDriver(QemuMoves, ComputeDriver):
             accel=self.accel or "tcg",
             vnc=self.vnc,
         )
+        if image is not None and str(image.properties.get("hw_qemu_guest_agent")).lower() in (
+            "yes", "true", "1",
+        ):  # fmt: skip
+            machine.guest_agent = True
+            machine.admin_user = str(image.properties.get("os_admin_user") or "root")
         if image is not None and image.kernel_path:
             machine.kernel = image.kernel_path
             machine.initrd = image.ramdisk_path
@@ -519,6 +525,25 @@ class QemuDriver(QemuMoves, ComputeDriver):
             record["machine"]["nics"] = [n for n in nics if n["tap"] != tap]
             self._save(uuid, record)
             await _unplug_tap(tap, record["machine"].get("netns"))
+
+    async def set_admin_password(self, uuid: str, password: str) -> None:
+        """Nova's set-admin-password: qemu-guest-agent's guest-set-user-password."""
+        machine = _machine(self._load(uuid))
+        if not machine.guest_agent:
+            raise NotImplementedError(
+                "the guest has no agent channel (an image with hw_qemu_guest_agent=yes)"
+            )
+        if not self._alive(uuid):
+            raise DriverError(f"guest {uuid} is not running")
+        args = {
+            "username": machine.admin_user,
+            "password": base64.b64encode(password.encode()).decode(),
+            "crypted": False,
+        }
+        try:
+            await qp.guest_agent(self._dir(uuid), "guest-set-user-password", args)
+        except (OSError, TimeoutError, RuntimeError, ValueError) as exc:
+            raise DriverError(f"the guest agent did not set the password: {exc}") from None
 
     async def get_vnc_console(self, uuid: str) -> dict[str, Any]:
         info = await self._qmp(uuid, "query-vnc")

@@ -67,6 +67,10 @@ class MachineConfig:
     initrd: str | None = None
     command_line: str | None = None
     vnc: bool = True
+    # A virtio-serial channel to qemu-guest-agent (images with hw_qemu_guest_agent=yes),
+    # and the account changePassword sets (the image's os_admin_user, Nova's default root).
+    guest_agent: bool = False
+    admin_user: str = "root"
     # The network namespace QEMU runs in: where its taps and their bridges are.
     netns: str | None = None
 
@@ -106,6 +110,14 @@ def command_line(
         argv += ["-vga", "std", "-vnc", f"unix:{VNC_SOCKET}"]
     else:
         argv += ["-vga", "none"]
+    if config.guest_agent:
+        # QEMU listens on qga.sock in the instance directory (its working directory).
+        argv += [
+            "-chardev", f"socket,id=qga0,path={QGA_SOCKET},server=on,wait=off",
+            "-device", "virtio-serial-pci,id=virtio-serial0",
+            "-device", "virtserialport,bus=virtio-serial0.0,chardev=qga0,"
+            "name=org.qemu.guest_agent.0",
+        ]  # fmt: skip
     if config.kernel:
         argv += ["-kernel", config.kernel]
         if config.initrd:
@@ -188,6 +200,7 @@ def _option_value(path: Path | str) -> str:
 
 
 VNC_SOCKET = "vnc.sock"
+QGA_SOCKET = "qga.sock"
 
 
 def short_unix_path(directory: Path, name: str) -> tuple[str, int]:
@@ -391,3 +404,35 @@ async def qemu_img(*args: str) -> str:
         async with limits.conversion_slot():  # [limits] conversions at once
             return await run("qemu-img", *args)
     return await run("qemu-img", *args)
+
+
+async def guest_agent(
+    directory: Path, command: str, args: dict[str, Any], timeout: float = 30.0
+) -> Any:
+    """One qemu-guest-agent command over the guest's channel: guest-sync first (a reply
+    left from an earlier, timed-out exchange must not be taken for this one's)."""
+    path, fd = short_unix_path(directory, QGA_SOCKET)
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), timeout)
+    finally:
+        os.close(fd)
+    try:
+        marker = int.from_bytes(os.urandom(4), "big")
+
+        async def exchange(request: dict[str, Any], wanted: Any = None) -> Any:
+            writer.write(json.dumps(request).encode() + b"\n")
+            await writer.drain()
+            while True:
+                line = await asyncio.wait_for(reader.readline(), timeout)
+                if not line:
+                    raise ConnectionError("the guest agent channel closed")
+                reply = json.loads(line)
+                if "error" in reply:
+                    raise RuntimeError(reply["error"].get("desc", str(reply["error"])))
+                if wanted is None or reply.get("return") == wanted:
+                    return reply.get("return")
+
+        await exchange({"execute": "guest-sync", "arguments": {"id": marker}}, marker)
+        return await exchange({"execute": command, "arguments": args})
+    finally:
+        writer.close()
