@@ -839,6 +839,20 @@ class ComputeManager(HostMoves, Endpoint):
         except Exception:  # noqa: BLE001 - best effort, logged
             LOG.warning("could not delete volume attachment %s", attachment_id)
 
+    async def extend_volume(self, ctx: dict, instance_uuid: str, volume_id: str) -> None:
+        """Block Storage grew an attached volume (the volume-extended event)."""
+        event = "compute_extend_volume"
+        await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
+        error = None
+        try:
+            await self.driver.extend_volume(instance_uuid, volume_id)
+        except (DriverError, GuestNotFound) as exc:
+            LOG.warning("volume %s of %s: %s", volume_id, instance_uuid, exc)
+            error = str(exc)
+        await self.conductor.action_event(
+            ctx, instance_uuid, event, host=self.host, finish=True, error=error
+        )
+
     async def detach_volume(
         self, ctx: dict, instance_uuid: str, volume_id: str, attachment_id: str
     ) -> None:

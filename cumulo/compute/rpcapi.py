@@ -378,6 +378,17 @@ class ComputeAPI:
             device=device,
         )
 
+    async def extend_volume(
+        self, ctx: Context, host: str, instance_uuid: str, volume_id: str
+    ) -> None:
+        await self.bus.cast(
+            compute_topic(host),
+            "extend_volume",
+            ctx,
+            instance_uuid=instance_uuid,
+            volume_id=volume_id,
+        )
+
     async def detach_volume(
         self, ctx: Context, host: str, instance_uuid: str, volume_id: str, attachment_id: str
     ) -> None:

@@ -785,6 +785,26 @@ class ComputeService(ServerMoves):
 
     # -- volume attachments ------------------------------------------------------------
 
+    async def volume_extended(
+        self, ctx: RequestContext, instance_uuid: str, volume_id: str
+    ) -> None:
+        """The volume-extended event: an `extend_volume` action, carried out by the host."""
+        async with self.db.read() as s:
+            inst = await s.scalar(select(Instance).where(Instance.uuid == instance_uuid))
+        if inst is None or not inst.host:
+            return
+        async with self.db.write() as s:
+            s.add(
+                InstanceAction(
+                    instance_uuid=inst.uuid,
+                    request_id=ctx.request_id,
+                    action="extend_volume",
+                    project_id=inst.project_id,
+                    user_id=ctx.user_id,
+                )
+            )
+        await self.compute_rpc.extend_volume(self.rpc_context(ctx), inst.host, inst.uuid, volume_id)
+
     async def _delete_attachment(self, ctx: RequestContext, attachment_id: str) -> None:
         await self.volumes.request(
             "DELETE",

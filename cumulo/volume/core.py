@@ -29,11 +29,12 @@ from cumulo.common.notifications import Notifier
 from cumulo.common.policy import Policy
 from cumulo.common.rpc import Transport, get_transport
 from cumulo.common.service_client import ServiceClient
-from cumulo.volume import rpcapi
+from cumulo.common.tls import verify_option
+from cumulo.volume import rpcapi, states
 from cumulo.volume.drivers.driver import VolumeDriver
 from cumulo.volume.drivers.file import FileDriver
 from cumulo.volume.manager import VolumeManager
-from cumulo.volume.models import VolumeType
+from cumulo.volume.models import Attachment, Volume, VolumeType
 from cumulo.volume.policies import VOLUME_RULES
 from cumulo.volume.scheduler import SCHEDULER_BINARY, record_heartbeat
 
@@ -134,6 +135,7 @@ class VolumeService:
         self.volume_rpc = rpcapi.VolumeAPI(self.bus)
         self.managers: list[VolumeManager] = []
         self._tasks: list[asyncio.Task] = []
+        self._compute: ServiceClient | None = None  # for the volume-extended event
 
     def is_admin(self, ctx: RequestContext) -> bool:
         return self.policy.check("cloud_admin", ctx)
@@ -175,6 +177,53 @@ class VolumeService:
             except Exception:  # noqa: BLE001 - try again next round
                 LOG.exception("volume scheduler heartbeat failed")
 
+    def volume_extended_later(self, volume_id: str, new_size: int) -> None:
+        """Once the backend has grown an attached volume, tell Compute (Cinder's
+        volume-extended external event), which lets the guests see the new size."""
+        self._tasks = [t for t in self._tasks if not t.done()]
+        self._tasks.append(asyncio.create_task(self._notify_extended(volume_id, new_size)))
+
+    async def _notify_extended(self, volume_id: str, new_size: int, timeout: float = 300) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        volume = None
+        while asyncio.get_running_loop().time() < deadline:
+            async with self.db.read() as session:
+                volume = await session.get(Volume, volume_id)
+            if volume is None or volume.status != states.EXTENDING:
+                break
+            await asyncio.sleep(0.2)
+        if volume is None or volume.size != new_size or volume.status != states.IN_USE:
+            return  # the extend failed or the volume went away: nothing to tell
+        async with self.db.read() as session:
+            servers = set(
+                await session.scalars(
+                    select(Attachment.instance_uuid).where(
+                        Attachment.volume_id == volume_id,
+                        Attachment.status == "attached",
+                        Attachment.instance_uuid.is_not(None),
+                    )
+                )
+            )
+        if not servers:
+            return
+        if self._compute is None:
+            url = self.config.public_url(self.config.ports.compute)
+            self._compute = ServiceClient("compute", url=url, verify=verify_option(self.config))
+        events = [
+            {"name": "volume-extended", "server_uuid": s, "tag": volume_id} for s in sorted(servers)
+        ]
+        try:
+            token = await self.validator.client.service_token()
+            await self._compute.request(
+                "POST",
+                "/v2.1/os-server-external-events",
+                token,
+                json={"events": events},
+                ok=(200, 207, 404),
+            )
+        except Exception:  # noqa: BLE001 - the volume is extended; the guest sees it later
+            LOG.exception("telling Compute that volume %s grew failed", volume_id)
+
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -185,5 +234,7 @@ class VolumeService:
                 await manager.stop()
         if self.images is not None:
             await self.images.close()
+        if self._compute is not None:
+            await self._compute.close()
         await self.validator.client.close()
         await self.db.dispose()

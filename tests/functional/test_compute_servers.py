@@ -341,6 +341,29 @@ def test_server_add_and_remove_volume(cloud: CloudRunner, image: str):
     again = demo(cloud, "server", "add", "volume", name, volume["id"], check=False)
     assert again.returncode != 0 and "400" in again.stderr or "already" in again.stderr
 
+    # Growing the attached volume: Block Storage tells Compute (volume-extended), the
+    # server records an extend_volume action and the guest sees the new capacity.
+    demo(cloud, "--os-volume-api-version", "3.42", "volume", "set", "--size", "2", volume["id"])
+    for _ in range(100):
+        shown = demo(cloud, "volume", "show", volume["id"], "-f", "json")
+        actions = demo(cloud, "server", "event", "list", name, "-f", "json")
+        if shown["size"] == 2 and any(a["Action"] == "extend_volume" for a in actions):
+            break
+        time.sleep(0.2)
+    assert shown["size"] == 2 and shown["status"] == "in-use"
+    extend = next(a for a in actions if a["Action"] == "extend_volume")
+    for _ in range(100):
+        events = demo(
+            cloud, "server", "event", "show", server["id"], extend["Request ID"], "-f", "json"
+        )
+        if events["events"] and events["events"][0].get("result"):
+            break
+        time.sleep(0.2)
+    assert [(e["event"], e["result"]) for e in events["events"]] == [
+        ("compute_extend_volume", "Success")
+    ]
+    assert "capacity change" in demo(cloud, "console", "log", "show", name)
+
     demo(cloud, "server", "remove", "volume", name, volume["id"])
     for _ in range(100):
         if demo(cloud, "volume", "show", volume["id"], "-f", "json")["status"] == "available":

@@ -57,7 +57,7 @@ def _event(raw: Any) -> dict[str, Any]:
 
 
 async def create_events(request: Request) -> Response:
-    await authorize(request, "compute:server_external_events")
+    ctx = await authorize(request, "compute:server_external_events")
     data = await json_body(request)
     raw_events = data.get("events") if isinstance(data, dict) else None
     if not isinstance(raw_events, list) or not raw_events:
@@ -86,6 +86,8 @@ async def create_events(request: Request) -> Response:
             continue
         if event["name"] == "network-changed" and service.networks is not None:
             await _refresh(service, event["server_uuid"])
+        if event["name"] == "volume-extended" and event.get("tag"):
+            await service.volume_extended(ctx, event["server_uuid"], event["tag"])
         answered.append({**event, "code": 200})
     if not any(e["code"] == 200 for e in answered):
         raise NotFound("No instances found for any event")

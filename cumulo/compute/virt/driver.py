@@ -190,6 +190,11 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     async def detach_volume(self, uuid: str, volume_id: str) -> None: ...
 
+    async def extend_volume(self, uuid: str, volume_id: str) -> None:
+        """An attached volume grew (Block Storage's volume-extended event): let the guest
+        see its new size."""
+        raise DriverError(f"{type(self).__name__} cannot resize attached volumes")
+
     @abc.abstractmethod
     async def get_available_resource(self) -> HostResources: ...
 

@@ -176,6 +176,12 @@ class FakeDriver(ComputeDriver):
             raise DriverError(f"volume {volume_id} is not attached to {uuid}")
         guest.log("virtio disk detached")
 
+    async def extend_volume(self, uuid: str, volume_id: str) -> None:
+        guest = self._guest(uuid)
+        if volume_id not in guest.volumes:
+            raise DriverError(f"volume {volume_id} is not attached to {uuid}")
+        guest.log("virtio disk capacity change")
+
     async def resize(self, uuid: str, flavor: FlavorSpec) -> None:
         guest = self._guest(uuid)
         self._require(guest, PowerState.SHUTDOWN)

@@ -588,6 +588,23 @@ class QemuDriver(QemuMoves, ComputeDriver):
             record["volumes"][device.volume_id] = dataclasses.asdict(drive)
             self._save(uuid, record)
 
+    async def extend_volume(self, uuid: str, volume_id: str) -> None:
+        """`block_resize` of the volume's drive to the size of its file (the volume
+        driver has grown it); the guest sees a capacity change."""
+        async with self._lock(uuid):
+            record = self._load(uuid)
+            drive = record["volumes"].get(volume_id)
+            if drive is None:
+                raise DriverError(f"volume {volume_id} is not attached to {uuid}")
+            if drive.get("protocol", "file") != "file":
+                raise DriverError(
+                    f"volume {volume_id} is reached over {drive['protocol']}: its export "
+                    "cannot be grown under a running guest yet"
+                )
+            size = await _virtual_size(drive["path"])
+            if self._alive(uuid):
+                await self._qmp(uuid, "block_resize", {"node-name": drive["node"], "size": size})
+
     async def _blockdev_add(self, uuid: str, drive: qp.Drive) -> None:
         if drive.protocol != "nbd":
             await self._qmp(uuid, "blockdev-add", qp.blockdev_args(drive))
@@ -666,6 +683,12 @@ def _volume_drive(device: BlockDevice) -> qp.Drive:
 
 _run = qp.run
 _qemu_img = qp.qemu_img
+
+
+async def _virtual_size(path: str) -> int:
+    """The disk size a guest sees of an image file (-U: the running QEMU holds its lock)."""
+    info = json.loads(await _qemu_img("info", "-U", "--output=json", path))
+    return int(info["virtual-size"])
 
 
 async def _copy_disk(source: str, target: Path, disk_format: str, size_gb: int) -> None:

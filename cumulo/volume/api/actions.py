@@ -92,6 +92,8 @@ async def extend(request: Request, volume_id: str, args: Any) -> Response:
         back_to = volume.status
         volume.status, volume.updated_at = states.EXTENDING, utcnow()
     await service.volume_rpc.extend_volume(ctx.to_dict(), volume.host, volume_id, new_size, back_to)
+    if back_to == states.IN_USE:
+        service.volume_extended_later(volume_id, new_size)
     return accepted()
 
 

@@ -134,7 +134,16 @@ class FileDriver(VolumeDriver):
         )  # fmt: skip
 
     async def extend_volume(self, volume_id: str, new_size_gb: int) -> None:
-        await qemu_img("resize", "-f", self.format, str(self.path(volume_id)), f"{new_size_gb}G")
+        path = self.path(volume_id)
+
+        async def grow() -> None:
+            await qemu_img("resize", "-f", self.format, str(path), f"{new_size_gb}G")
+
+        exports = self.exports.exporting(path)
+        if exports:  # attached over NBD: the daemon holds the file's lock
+            await self.exports.regrow(exports[0], grow)
+            return
+        await grow()
 
     async def initialize_connection(
         self, volume_id: str, attachment_id: str, connector: dict[str, Any], mode: str

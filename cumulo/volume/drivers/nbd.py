@@ -28,6 +28,9 @@ def _free_port(address: str) -> int:
 class _Export:
     proc: asyncio.subprocess.Process
     info: dict[str, Any]
+    path: Path
+    fmt: str
+    readonly: bool
 
 
 class NbdExports:
@@ -37,11 +40,13 @@ class NbdExports:
         self._exports: dict[str, _Export] = {}
         self._lock = asyncio.Lock()
 
-    async def start(self, name: str, path: Path, fmt: str, readonly: bool) -> dict[str, Any]:
+    async def start(
+        self, name: str, path: Path, fmt: str, readonly: bool, port: int | None = None
+    ) -> dict[str, Any]:
         async with self._lock:
             if name in self._exports:
                 return self._exports[name].info
-            port = _free_port(self.address)
+            port = port or _free_port(self.address)
             writable = "off" if readonly else "on"
             proc = await asyncio.create_subprocess_exec(
                 "qemu-storage-daemon",
@@ -66,8 +71,30 @@ class NbdExports:
                 "export": name,
                 "uri": f"nbd://{self.address}:{port}/{name}",
             }
-            self._exports[name] = _Export(proc, info)
+            self._exports[name] = _Export(proc, info, path, fmt, readonly)
             return info
+
+    def exporting(self, path: Path) -> list[str]:
+        """The exports serving this file."""
+        return [name for name, e in self._exports.items() if e.path == path]
+
+    async def regrow(self, name: str, grow) -> None:
+        """Grow an exported volume: `await grow()` (qemu-img resize) while the export is
+        stopped, then the same export again on the same port. qemu-storage-daemon 7.2's
+        NBD server refuses to resize a disk it serves, and a reader connected to it would
+        lose its connection: refused while one is."""
+        export = self._exports[name]
+        port = export.info["port"]
+        if await asyncio.to_thread(_has_clients, port):
+            raise DriverError(
+                f"volume export {name} has a reader connected (a running guest): an exported "
+                "disk cannot be grown under it (qemu-storage-daemon 7.2)"
+            )
+        await self.stop(name)
+        try:
+            await grow()
+        finally:
+            await self.start(name, export.path, export.fmt, export.readonly, port=port)
 
     async def _listening(self, proc: asyncio.subprocess.Process, port: int) -> bool:
         loop = asyncio.get_running_loop()
@@ -99,3 +126,19 @@ class NbdExports:
     async def close(self) -> None:
         for name in list(self._exports):
             await self.stop(name)
+
+
+def _has_clients(port: int) -> bool:
+    """Whether a TCP connection to this local port is established (/proc/net/tcp{,6})."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    local, state = fields[1], fields[3]
+                    if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+                        return True
+        except OSError:
+            continue
+    return False
