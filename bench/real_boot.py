@@ -19,7 +19,13 @@ fills the host's image cache and is reported apart.
 
 Then --concurrent servers are created at once and all must reach "ready".
 
-    .venv/bin/python bench/real_boot.py [--runs 5] [--concurrent 10]
+With `--image debian-12` the guest is the Debian cloud image (`cumulo image build
+debian`, cached), m1.small, and "ready" is its SSH banner answering through a floating
+IP from the host (the external network's host leg; port 22 allowed in the default
+security group); bare QEMU runs the same argv and is timed to the same banner. Target:
+overhead <= 1 s. No concurrent phase with this image.
+
+    .venv/bin/python bench/real_boot.py [--runs 5] [--concurrent 10] [--image tiny|debian-12]
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -182,8 +189,9 @@ class Bench:
         """The driver's own command line for this guest, run by hand: seconds to ready,
         and of those the seconds before the guest's kernel started."""
         directory = self.instances / server_id
-        self.demo.compute.stop_server(server_id)
-        self.wait_status(server_id, "SHUTOFF")
+        if self.demo.compute.get_server(server_id).status != "SHUTOFF":
+            self.demo.compute.stop_server(server_id)
+            self.wait_status(server_id, "SHUTOFF")
         record = json.loads((directory / "guest.json").read_text())
         machine = dict(record["machine"])
         machine["drives"] = [qp.Drive(**d) for d in machine["drives"]]
@@ -204,6 +212,86 @@ class Bench:
         if pid:
             os.kill(pid, signal.SIGKILL)
         return ready, ready - self.guest_uptime(server_id, before + 1)
+
+
+class DebianBench(Bench):
+    """The Debian cloud image, ready when sshd answers through the floating IP."""
+
+    def __init__(self, state_dir: Path, demo, image_id: str) -> None:
+        super().__init__(state_dir, demo, image_id)
+        self.flavor_id = demo.compute.find_flavor("m1.small").id
+        self.public_id = demo.network.find_network("public").id
+        self.addresses: dict[str, str] = {}
+        group = demo.network.find_security_group("default", project_id=demo.current_project_id)
+        demo.network.create_security_group_rule(
+            security_group_id=group.id, direction="ingress", protocol="tcp",
+            port_range_min=22, port_range_max=22, remote_ip_prefix="0.0.0.0/0",
+        )  # fmt: skip
+
+    def _address(self, server_id: str) -> str | None:
+        """The server's floating IP, made once its port exists."""
+        if server_id not in self.addresses:
+            ports = list(self.demo.network.ports(device_id=server_id))
+            if not ports:
+                return None
+            fip = self.demo.network.create_ip(
+                floating_network_id=self.public_id, port_id=ports[0].id
+            )
+            self.addresses[server_id] = fip.floating_ip_address
+        return self.addresses[server_id]
+
+    def wait_ready(self, server_id: str, count: int, timeout: float = 600) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            address = self._address(server_id)
+            if address and _ssh_banner(address):
+                return time.monotonic()
+            time.sleep(0.1)
+        raise RuntimeError(f"{server_id}: no SSH banner in {timeout:g} s")
+
+    def guest_uptime(self, server_id: str, count: int) -> float:
+        return 0.0  # the Debian guest prints no uptime mark: not split before/after kernel
+
+    def bare_boot(self, server_id: str) -> tuple[float, float]:
+        """As Bench's, on a fresh root disk: a second boot of the same disk would skip
+        cloud-init's first-boot work (SSH host keys, growing the filesystem)."""
+        self.demo.compute.stop_server(server_id)
+        self.wait_status(server_id, "SHUTOFF")
+        root = self.instances / server_id / "disk"
+        info = json.loads(subprocess.run(
+            ["qemu-img", "info", "-U", "--output=json", str(root)],
+            check=True, capture_output=True, text=True,
+        ).stdout)  # fmt: skip
+        root.unlink()
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", info["backing-filename-format"],
+             "-b", info["full-backing-filename"], str(root), str(info["virtual-size"])],
+            check=True,
+        )  # fmt: skip
+        return super().bare_boot(server_id)
+
+    def delete(self, server_ids: Sequence[str]) -> None:
+        super().delete(server_ids)
+        for fip in self.demo.network.ips():
+            if fip.floating_ip_address in {self.addresses.pop(s, None) for s in server_ids}:
+                self.demo.network.delete_ip(fip)
+
+
+def _ssh_banner(address: str) -> bool:
+    try:
+        with socket.create_connection((address, 22), timeout=0.5) as conn:
+            conn.settimeout(2)
+            return conn.recv(8).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def register_debian(state_dir: Path) -> str:
+    from cumulo.common.config import load_config
+    from cumulo.image.cloud_image import build_debian, register
+
+    built = build_debian(Path("~/.cache/cumulo/images").expanduser(), log=lambda _: None)
+    return register(built, load_config(state_dir), log=lambda _: None)["disk"]
 
 
 def seconds(values: Sequence[float]) -> str:
@@ -239,18 +327,21 @@ def benchmark(args: argparse.Namespace, bench: Bench, state_dir: Path) -> list[s
     overhead = [c - b for c, b in zip(cumulo, bare, strict=True)]
     pre_overhead = [c - b for c, b in zip(cumulo_pre, bare_pre, strict=True)]
     median = statistics.median(overhead)
+    target = 1.0 if isinstance(bench, DebianBench) else TARGET_OVERHEAD
     out += [
         f"POST /servers -> ready, {args.runs} runs: {seconds(cumulo)} "
         f"(median {statistics.median(cumulo):.2f} s)",
         f"bare QEMU (same argv) -> ready: {seconds(bare)} (median {statistics.median(bare):.2f} s)",
         f"cumulo overhead: {seconds(overhead)} (median {median:.2f} s; target <= "
-        f"{TARGET_OVERHEAD} s: {'met' if median <= TARGET_OVERHEAD else 'NOT met'})",
+        f"{target} s: {'met' if median <= target else 'NOT met'})",
         f"before the guest's kernel (host time to ready - the guest's uptime at ready): "
         f"cumulo {seconds(cumulo_pre)}, bare {seconds(bare_pre)}, "
         f"difference median {statistics.median(pre_overhead):.2f} s",
     ]
 
     n = args.concurrent
+    if not n:
+        return out
     t0 = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(n) as pool:
         ids = [sid for sid, _ in pool.map(bench.create, [f"many-{i}" for i in range(n)])]
@@ -290,6 +381,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--concurrent", type=int, default=10)
+    p.add_argument("--image", choices=("tiny", "debian-12"), default="tiny")
     return p.parse_args(argv)
 
 
@@ -306,7 +398,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench = None
         try:
             admin, demo = connect(state_dir, "cumulo"), connect(state_dir, "cumulo-demo")
-            bench = Bench(state_dir, demo, upload_tiny_guest(admin, work))
+            if args.image == "debian-12":
+                args.concurrent = 0
+                bench = DebianBench(state_dir, demo, register_debian(state_dir))
+            else:
+                bench = Bench(state_dir, demo, upload_tiny_guest(admin, work))
             lines = benchmark(args, bench, state_dir)
         finally:
             if bench is not None:  # guests outlive the cloud: leave none behind

@@ -20,6 +20,9 @@ from cumulo.identity.tokens import SCOPE_PROJECT
 async def identity(tmp_path: Path) -> AsyncIterator[Identity]:
     config = CumuloConfig()
     config.identity.bcrypt_rounds = 4
+    # Identity is what is tested: no data plane on the host, no real guests.
+    config.network.driver = "noop"
+    config.compute.driver = "fake"
     write_config(tmp_path, config)
     cloud = await Cloud.open(tmp_path)
     assert cloud.identity is not None

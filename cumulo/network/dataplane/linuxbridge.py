@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import json
 import logging
 import shutil
@@ -101,6 +102,17 @@ def bridge_name(network_id: str) -> str:
 
 def tap_name(port_id: str) -> str:
     return f"tap{port_id[:11]}"  # the compute side's (and Nova's) name for a guest's tap
+
+
+async def _host_networks(exclude: str) -> list[ipaddress.IPv4Network]:
+    """The IPv4 networks of the host namespace's addresses, but those of `exclude`."""
+    out = await cmd.run("ip", "-json", "-4", "addr", "show")
+    return [
+        ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}").network
+        for link in json.loads(out or "[]")
+        if link.get("ifname") != exclude
+        for a in link.get("addr_info", [])
+    ]
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -267,6 +279,17 @@ class LinuxBridgeDriver(NetworkDriver):
             for s in net["subnets"]
             if s["ip_version"] == 4 and s["gateway_ip"]
         }
+        taken = await _host_networks(exclude=outer)
+        for address in sorted(wanted):
+            network = ipaddress.ip_interface(address).network
+            if any(network.overlaps(other) for other in taken):
+                # Another cloud on this host (or the host itself) already routes it:
+                # a second leg would take its traffic. Only this cloud loses the leg.
+                LOG.warning(
+                    "network: no host leg for %s: this host already has an address in %s",
+                    address, network,
+                )  # fmt: skip
+                wanted.discard(address)
         await self._addresses(None, outer, wanted)
 
     async def _leg(
