@@ -10,13 +10,13 @@ import re
 import secrets
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cumulo.common.db import Database
 from cumulo.ec2.errors import Ec2Error, not_found
-from cumulo.ec2.models import Item
+from cumulo.ec2.models import Item, Tag
 
 ID_RE = re.compile(r"^([a-z]+(?:-[a-z]+)?)-([0-9a-f]{8}|[0-9a-f]{17})$")
 IMAGE_KINDS = ("ami", "aki", "ari")
@@ -125,5 +125,6 @@ def _add_items(s: Session, items: list[Item]) -> None:
 
 
 def _delete_items(s: Session, ec2_ids: list[str]) -> None:
-    for item in s.scalars(select(Item).where(Item.id.in_(ec2_ids))):
-        s.delete(item)
+    """The items and every project's tags on them."""
+    s.execute(delete(Tag).where(Tag.item_id.in_(ec2_ids)))
+    s.execute(delete(Item).where(Item.id.in_(ec2_ids)))

@@ -68,8 +68,9 @@ def _s3_location(container: dict[str, Any]) -> tuple[str, str]:
     return bucket, key
 
 
-async def _object_chunks(ctx: Ctx, path: str) -> AsyncIterator[bytes]:
-    async with ctx.service.clients["object-store"].stream(path, ctx.token) as response:
+async def _chunks(ctx: Ctx, path: str, service: str = "object-store") -> AsyncIterator[bytes]:
+    """A streamed GET of another API (an object, an image's data) with the caller's token."""
+    async with ctx.service.clients[service].stream(path, ctx.token) as response:
         async for chunk in response.aiter_bytes(1024 * 1024):
             yield chunk
 
@@ -186,7 +187,7 @@ async def _set_task(ctx: Ctx, task_id: str, **values: Any) -> None:
 async def _run_import(ctx: Ctx, task_id: str, image_id: str, bucket: str, key: str) -> None:
     try:
         await _set_task(ctx, task_id, status_message="converting", progress="20")
-        await _upload(ctx, image_id, _object_chunks(ctx, _object_path(ctx, bucket, key)))
+        await _upload(ctx, image_id, _chunks(ctx, _object_path(ctx, bucket, key)))
         await _set_task(ctx, task_id, status="completed", status_message="", progress="100")
     except Exception as exc:  # noqa: BLE001 - any failure ends the task, with its reason
         message = exc.body[:200] if isinstance(exc, ServiceError) else str(exc)[:200]
@@ -335,7 +336,7 @@ async def _unbundle(
         with tarball.open("wb") as out:
             for name, digest in parts:
                 sha1 = hashlib.sha1()  # noqa: S324 - the bundle format's part digest
-                async for chunk in _object_chunks(ctx, _object_path(ctx, bucket, name)):
+                async for chunk in _chunks(ctx, _object_path(ctx, bucket, name)):
                     sha1.update(chunk)
                     out.write(gunzip.decompress(unpadder.update(decryptor.update(chunk))))
                 if digest and sha1.hexdigest() != digest.lower():
@@ -403,15 +404,10 @@ async def copy_image_data(
     )
 
     async def copy() -> None:
-        client = ctx.service.clients["image"]
-
-        async def chunks() -> AsyncIterator[bytes]:
-            async with client.stream(f"/v2/images/{source['id']}/file", ctx.token) as response:
-                async for chunk in response.aiter_bytes(1024 * 1024):
-                    yield chunk
-
         try:
-            await _upload(ctx, image["id"], chunks())
+            await _upload(
+                ctx, image["id"], _chunks(ctx, f"/v2/images/{source['id']}/file", "image")
+            )
         except Exception as exc:  # noqa: BLE001 - the copy fails; its image goes
             LOG.warning("copy of image %s failed: %s", source["id"], exc)
             await _discard_image(ctx, image["id"])

@@ -11,10 +11,12 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
+
 from cumulo.ec2 import filters
 from cumulo.ec2.api import action
 from cumulo.ec2.api.images import ROOT_DEVICE, image_by_os_id, image_ids, resolve_image
-from cumulo.ec2.api.tags import forget_tags, paginate, set_tags, tag_set, tags_from_specs, tags_of
+from cumulo.ec2.api.tags import paginate, set_tags, tag_set, tags_from_specs, tags_of
 from cumulo.ec2.core import Ctx
 from cumulo.ec2.errors import Ec2Error, not_found
 from cumulo.ec2.ids import new_id
@@ -375,8 +377,6 @@ async def instances(ctx: Ctx, ec2_ids: list[str] | None) -> list[dict[str, Any]]
 
 
 def _project_instances(s, project_id: str) -> dict[str, Item]:
-    from sqlalchemy import select
-
     rows = s.scalars(select(Item).where(Item.kind == "i", Item.project_id == project_id))
     return {row.id: row for row in rows}
 
@@ -496,8 +496,6 @@ async def _block_devices(ctx: Ctx, mappings: list[dict[str, Any]]) -> list[dict[
 
 
 async def _by_client_token(ctx: Ctx, token: str) -> list[str]:
-    from sqlalchemy import select
-
     def read(s) -> list[str]:
         return list(
             s.scalars(
@@ -928,7 +926,3 @@ async def _set_groups(ctx: Ctx, server: dict[str, Any], wanted: list[str]) -> No
         await _server_action({"addSecurityGroup": {"name": name}})(server, ctx)
     for name in current - names:
         await _server_action({"removeSecurityGroup": {"name": name}})(server, ctx)
-
-
-async def forget_instance(ctx: Ctx, ec2_id: str) -> None:
-    await forget_tags(ctx, [ec2_id])

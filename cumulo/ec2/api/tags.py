@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cumulo.ec2 import filters
@@ -105,14 +105,6 @@ def tags_from_specs(specs: list[dict] | None, resource_type: str) -> dict[str, s
             continue
         out.update(_check_tags(spec.get("Tags") or []))
     return out
-
-
-async def forget_tags(ctx: Ctx, item_ids: list[str]) -> None:
-    await ctx.service.db.run_write(_delete_all, item_ids)
-
-
-def _delete_all(s: Session, item_ids: list[str]) -> None:
-    s.execute(delete(Tag).where(Tag.item_id.in_(item_ids)))
 
 
 async def _owned(ctx: Ctx, resource_ids: list[str]) -> None:

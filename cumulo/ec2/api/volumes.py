@@ -121,8 +121,6 @@ async def describe_volumes_of(ctx: Ctx, volumes: list[dict[str, Any]]) -> list[d
                 "Tags": tag_set(tags.get(ids[v["id"]])),
             }
         )
-    if not any(v.get("attachments") for v in volumes):
-        return out
     for d, v in zip(out, volumes, strict=True):
         if v["status"] == "attaching" and not d["Attachments"]:
             d["Attachments"] = [{"State": "attaching", "VolumeId": d["VolumeId"]}]
