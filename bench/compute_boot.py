@@ -149,6 +149,7 @@ class Setup:
     transport_url: str = "memory://"
     namespace: str = "cumulo"
     database_url: str = ""
+    cluster: bool = False  # every service its own process (cumulo api, conductor, ...)
 
 
 def configure(state_dir: Path, setup: Setup, fake_hosts: int) -> None:
@@ -211,6 +212,8 @@ class Result:
     polls: int = 0
     rss_mb: float = 0.0
     delete_rate: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU s while booting
+    broker: dict[str, tuple[int, int]] = field(default_factory=dict)  # connections, channels
 
     @staticmethod
     def pct(values: list[float], q: float) -> float:
@@ -240,6 +243,16 @@ class Result:
             f"{self.client_cpu / max(1, ok) * 1000:.2f} ms per boot; server memory "
             f"{self.rss_mb:.0f} MB; deletes {self.delete_rate:.1f}/s",
         ]
+        if len(self.cpu) > 1:
+            out.append(
+                "  CPU per boot by process: "
+                + ", ".join(f"{k} {v / max(1, ok) * 1000:.2f} ms" for k, v in self.cpu.items())
+            )
+        if self.broker:
+            out.append(
+                "  RabbitMQ connections/channels by process: "
+                + ", ".join(f"{k} {c}/{ch}" for k, (c, ch) in self.broker.items())
+            )
         if self.errors:
             out.append(f"  {len(self.errors)} errors, first: {self.errors[0]}")
         return out
@@ -258,7 +271,9 @@ def parse_time(value: str) -> float:
     return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
 
 
-async def boot_all(args: argparse.Namespace, setup: Setup, state_dir: Path, pid: int) -> Result:
+async def boot_all(
+    args: argparse.Namespace, setup: Setup, state_dir: Path, pids: dict[str, int]
+) -> Result:
     config = load_config(state_dir)
     ports = config.ports
     admin_token, _ = await login(ports.identity, "admin", config.identity.admin_password, "admin")
@@ -353,7 +368,7 @@ async def boot_all(args: argparse.Namespace, setup: Setup, state_dir: Path, pid:
             finally:
                 conn.close()
 
-        cpu0, own0 = process_cpu(pid), time.process_time()
+        cpu0, own0 = cpu_by_process(pids), time.process_time()
         first = time.time()
         watcher = asyncio.create_task(poller())
         await asyncio.gather(*(client() for _ in range(args.clients)))
@@ -366,9 +381,14 @@ async def boot_all(args: argparse.Namespace, setup: Setup, state_dir: Path, pid:
             )
             watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
-        result.server_cpu = process_cpu(pid) - cpu0
+        cpu1 = cpu_by_process(pids)
+        result.cpu = {name: cpu1[name] - cpu0.get(name, 0.0) for name in cpu1}
+        result.server_cpu = sum(
+            v for k, v in result.cpu.items() if k not in ("rabbitmq", "postgresql")
+        )
         result.client_cpu = time.process_time() - own0
-        result.rss_mb = server_rss_mb(pid)
+        result.rss_mb = sum(server_rss_mb(p) for n, p in pids.items() if n != "rabbitmq")
+        result.broker = broker_connections(pids)
         result.elapsed = (max(seen.values()) if seen else time.time()) - first
 
         # launched_at of every server, and what went wrong with the others.
@@ -414,31 +434,26 @@ async def boot_all(args: argparse.Namespace, setup: Setup, state_dir: Path, pid:
             conn.close()
 
 
-async def delete_queues(namespace: str, hosts: int) -> None:
-    import aio_pika
-
-    connection = await aio_pika.connect("amqp://" + RABBIT_URL.split("://", 1)[1])
-    try:
-        channel = await connection.channel()
-        topics = ["conductor", "scheduler", f"compute.{COMPUTE_HOST}"]
-        topics += [f"compute.{COMPUTE_HOST}-fake{i}" for i in range(1, hosts + 1)]
-        for topic in topics:
-            await channel.queue_delete(f"{namespace}.{topic}")
-    finally:
-        await connection.close()
-
-
 def run_setup(args: argparse.Namespace, setup: Setup) -> Result:
     state_dir = Path(tempfile.mkdtemp(prefix="cumulo-bench-boot-"))
     log = state_dir / "server.log"
-    proc = None
+    procs: dict[str, subprocess.Popen] = {}
     try:
-        configure(state_dir, setup, args.fake_hosts)
-        proc = start_cloud(state_dir, log)
-        return asyncio.run(boot_all(args, setup, state_dir, proc.pid))
+        if setup.cluster:
+            configure(state_dir, setup, 0)
+            procs = start_cluster(state_dir, args)
+            pids = cluster_pids(procs)
+        else:
+            configure(state_dir, setup, args.fake_hosts)
+            procs = {"cumulo up": start_cloud(state_dir, log)}
+            pids = {"cumulo up": procs["cumulo up"].pid}
+        if setup.transport_url.startswith("rabbit"):
+            pids |= service_pids()
+        return asyncio.run(boot_all(args, setup, state_dir, pids))
     finally:
-        if proc is not None:
+        for proc in procs.values():
             proc.terminate()
+        for proc in procs.values():
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
@@ -447,6 +462,115 @@ def run_setup(args: argparse.Namespace, setup: Setup) -> Result:
             print(f"[{setup.name}] state dir and server log kept in {state_dir}")
         else:
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+# -- the cluster: every service its own process --------------------------------------------
+
+CLUSTER_COMPUTES = 2  # compute processes, the fake hosts spread over them
+
+
+def start_cluster(state_dir: Path, args: argparse.Namespace) -> dict[str, subprocess.Popen]:
+    """`cumulo api --workers 2`, two conductors, two schedulers and the compute processes
+    (args.fake_hosts + 1 hosts over them), each logging to its own file in the state dir."""
+    cumulo = str(Path(sys.executable).parent / "cumulo")
+    procs: dict[str, subprocess.Popen] = {}
+
+    def start(name: str, *command: str) -> None:
+        with (state_dir / f"{name}.log").open("wb") as out:
+            procs[name] = subprocess.Popen([cumulo, *command], stdout=out, stderr=subprocess.STDOUT)
+
+    start("api", "api", "--workers", "2", "--state-dir", str(state_dir))
+    asyncio.run(wait_for_port(load_config(state_dir).ports.compute, 120))
+    for role in ("conductor", "scheduler"):
+        for i in (1, 2):
+            start(f"{role}-{i}", role, "--state-dir", str(state_dir), "--host", f"{role}-{i}")
+    per_process = (args.fake_hosts + 1) // CLUSTER_COMPUTES
+    for i in range(1, CLUSTER_COMPUTES + 1):
+        host_dir = state_dir / f"compute-{i}"
+        host_dir.mkdir()
+        shutil.copy(state_dir / "cumulo.toml", host_dir / "cumulo.toml")
+        config = load_config(host_dir)
+        config.compute.host = f"{COMPUTE_HOST}{i}"
+        config.compute.fake_hosts = per_process - 1
+        write_config(host_dir, config)
+        start(f"compute-{i}", "compute", "--state-dir", str(host_dir))
+    return procs
+
+
+def cluster_pids(procs: dict[str, subprocess.Popen]) -> dict[str, int]:
+    """Every process of the cluster, the API's workers by name (their parent only waits)."""
+    pids = {name: proc.pid for name, proc in procs.items() if name != "api"}
+    workers = sorted(children(procs["api"].pid))
+    pids |= {f"api-worker-{i}": pid for i, pid in enumerate(workers, 1)}
+    return pids
+
+
+def children(parent: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                found.add(int(entry.name))
+    return found
+
+
+def service_pids() -> dict[str, int]:
+    """The broker's process (its CPU is part of every boot on RabbitMQ)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "beam.smp":
+                    return {"rabbitmq": int(entry.name)}
+            except OSError:
+                continue
+    return {}
+
+
+def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds of each process so far; PostgreSQL's as the sum of its processes."""
+    cpu = {name: process_cpu(pid) for name, pid in pids.items()}
+    if "rabbitmq" in pids:
+        total = 0.0
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
+                    total += process_cpu(int(entry.name))
+            except OSError:
+                continue
+        cpu["postgresql"] = total
+    return cpu
+
+
+def broker_connections(pids: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Connections and channels each process holds on the broker (`rabbitmqctl` and `ss`)."""
+    listed = subprocess.run(
+        ["rabbitmqctl", "list_connections", "-q", "peer_port", "channels"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    channels_by_port = {}
+    for line in listed.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit():
+            channels_by_port[int(parts[0])] = int(parts[1])
+    sockets = subprocess.run(
+        ["ss", "-tnpH", "state", "established", "( dport = :5672 )"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    by_pid = {pid: name for name, pid in pids.items()}
+    found: dict[str, tuple[int, int]] = {}
+    for line in sockets.splitlines():
+        fields = line.split()
+        local_port = int(fields[2].rsplit(":", 1)[1]) if len(fields) > 2 else 0
+        for pid_text in line.split("pid=")[1:]:
+            name = by_pid.get(int(pid_text.split(",")[0]))
+            if name and local_port in channels_by_port:
+                conns, chans = found.get(name, (0, 0))
+                found[name] = (conns + 1, chans + channels_by_port[local_port])
+    return found
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -458,7 +582,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--network", default="none", help='"none" (default) or a network name, e.g. private'
     )
-    p.add_argument("--setups", default="aio,rabbit", help="aio (SQLite, memory bus), rabbit")
+    p.add_argument(
+        "--setups",
+        default="aio,rabbit",
+        help="aio (SQLite, memory bus), rabbit (cumulo up on RabbitMQ + PostgreSQL), cluster "
+        "(cumulo api --workers 2, 2 conductors, 2 schedulers, 2 compute processes, on "
+        "RabbitMQ + PostgreSQL)",
+    )
     p.add_argument("--poll-interval", type=float, default=0.05, help="seconds between polls")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for ACTIVE")
     p.add_argument("--keep", action="store_true", help="keep the state dir and the server log")
@@ -483,20 +613,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in args.setups.split(","):
         if name == "aio":
             results.append(run_setup(args, Setup("all-in-one, SQLite + memory bus")))
-        elif name == "rabbit":
+        elif name in ("rabbit", "cluster"):
+            from tests.cluster import delete_queues
             from tests.databases import fresh_database
 
             namespace = f"bench-{uuid.uuid4().hex[:8]}"
+            label = "RabbitMQ + PostgreSQL"
+            if name == "cluster":
+                label = "cluster: 2 API workers, 2 conductors, 2 schedulers, " + label
             with fresh_database("postgresql") as url:
                 try:
                     results.append(
                         run_setup(
                             args,
-                            Setup("RabbitMQ + PostgreSQL", RABBIT_URL, namespace, url),
+                            Setup(label, RABBIT_URL, namespace, url, cluster=name == "cluster"),
                         )
                     )
                 finally:
-                    asyncio.run(delete_queues(namespace, args.fake_hosts))
+                    asyncio.run(delete_queues(namespace))
         else:
             raise SystemExit(f"unknown setup {name!r}")
         for line in results[-1].lines():

@@ -170,24 +170,34 @@ async def _demo_image(cloud) -> None:
     )
 
 
-def _run_host(sd: Path, agent) -> None:
+def _run_host(sd: Path, agent, lock: str = "cumulo.pid") -> None:
     """Run one host's agent (`agent(stop)`) until SIGINT/SIGTERM, holding the state dir."""
-    import signal
-
     from cumulo.common.server import AlreadyRunning, state_dir_lock
 
     try:
-        with state_dir_lock(sd):
+        with state_dir_lock(sd, lock):
+            _run_process(agent)
+    except AlreadyRunning as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
 
-            async def run() -> None:
-                stop = asyncio.Event()
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, stop.set)
-                await agent(stop)
 
-            asyncio.run(run())
-    except (AlreadyRunning, ValueError) as exc:
+def _run_process(agent) -> None:
+    """Run a process of the cloud (`agent(stop)`) until SIGINT/SIGTERM."""
+    import signal
+
+    from cumulo.common.server import run_event_loop
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await agent(stop)
+
+    try:
+        run_event_loop(run())
+    except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
         sys.exit(1)
 
@@ -213,6 +223,104 @@ def compute(state_dir: Path | None, compute_host: str | None) -> None:
     if compute_host:
         config.compute.host = compute_host
     _run_host(sd, lambda stop: run_compute_agent(config, sd, stop))
+
+
+def _logging_args() -> list[str]:
+    """The top-level logging options, to hand on to worker processes."""
+    params = click.get_current_context().find_root().params
+    args = ["-v"] if params.get("verbose") else []
+    args += ["--log-format", params.get("log_format") or "text"]
+    if params.get("log_dir"):
+        args += ["--log-dir", str(params["log_dir"])]
+    return args
+
+
+@main.command()
+@state_dir_option
+@click.option(
+    "--service",
+    "services",
+    default="all",
+    help="The APIs to serve, comma-separated (identity,image,network,compute,"
+    "block-storage,object-store,metadata,ec2,novncproxy,dashboard); default all.",
+)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, help="Worker processes.")
+def api(state_dir: Path | None, services: str, workers: int) -> None:
+    """Serve the REST APIs only, in --workers processes behind each port.
+
+    Needs a shared message bus ([messaging] transport_url = rabbit://...) and a database
+    server ([database] url): the conductor, scheduler, compute hosts, storage hosts and
+    network agents run as `cumulo conductor|scheduler|compute|volume|network-agent`.
+    """
+    from cumulo import api_server
+
+    known = api_server.service_names()
+    chosen = known if services == "all" else [s.strip() for s in services.split(",")]
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise click.BadParameter(
+            f"unknown services {unknown}; known: {known}", param_hint="--service"
+        )
+    sd = resolve_state_dir(state_dir)
+    try:
+        api_server.run(sd, chosen, workers, _logging_args())
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+
+
+def _control_command(role: str):
+    @main.command(role)
+    @state_dir_option
+    @click.option(
+        "--host",
+        "service_host",
+        default=None,
+        help="This service's host name in `openstack compute service list` "
+        "(default: [compute] host, else the hostname).",
+    )
+    def command(state_dir: Path | None, service_host: str | None) -> None:
+        from cumulo.compute.control import run_control_service
+
+        sd = resolve_state_dir(state_dir)
+        config = load_config(sd)
+        if service_host:
+            config.compute.host = service_host
+        _run_process(lambda stop: run_control_service(config, sd, stop, role))
+
+    command.__doc__ = (
+        f"Run a compute {role} on its own (as many as you like, on the shared bus and "
+        "database of the config)."
+    )
+    return command
+
+
+conductor = _control_command("conductor")
+scheduler = _control_command("scheduler")
+
+
+@main.command("network-agent")
+@state_dir_option
+@click.option(
+    "--host",
+    "agent_host",
+    default=None,
+    help="This host's name (default: [network] agent_host, else [compute] host, else the "
+    "hostname): the compute host whose guests it wires.",
+)
+def network_agent(state_dir: Path | None, agent_host: str | None) -> None:
+    """Run this host's network data plane (L2, DHCP, L3, metadata proxy) on its own.
+
+    The state dir holds a copy of the controller's cumulo.toml: [messaging] transport_url
+    must name the shared broker; the agent never opens the database.
+    """
+    from cumulo.network.host import run_network_agent
+
+    sd = resolve_state_dir(state_dir)
+    config = load_config(sd)
+    if agent_host:
+        config.network.agent_host = agent_host
+    _run_host(sd, lambda stop: run_network_agent(config, sd, stop), "network-agent.pid")
 
 
 @main.command()
@@ -490,15 +598,18 @@ def systemd() -> None:
     show_default=True,
 )
 def systemd_install(state_dir: Path | None, unit_dir: Path) -> None:
-    """Write cumulo.service (all-in-one), cumulo-compute.service and cumulo-volume.service."""
+    """Write cumulo.service (all-in-one) and the units of a scale-out cloud's processes
+    (cumulo-api, -conductor, -scheduler, -compute, -network-agent, -volume)."""
     from cumulo.operations.systemd import install_units
 
     sd = resolve_state_dir(state_dir)
     for path in install_units(unit_dir, sd):
         console.print(f"wrote {path}")
     console.print(
-        "Then: systemctl daemon-reload && systemctl enable --now cumulo "
-        "(or cumulo-compute / cumulo-volume on a scale-out host)."
+        "Then: systemctl daemon-reload && systemctl enable --now cumulo (all-in-one), or "
+        "on a scale-out cloud: cumulo-api, cumulo-conductor, cumulo-scheduler on the "
+        "controllers and cumulo-compute, cumulo-network-agent, cumulo-volume on the hosts "
+        "(docs/deployment.md)."
     )
 
 

@@ -84,6 +84,34 @@ def prepare_state_dir(
     return config
 
 
+@dataclass(frozen=True)
+class Roles:
+    """What one process runs beside the REST APIs (which every Cloud serves).
+
+    `cumulo up` runs everything; `cumulo api` only the APIs (and the network server's
+    RPC), leaving the rest to `cumulo conductor`, `cumulo scheduler`, `cumulo compute`,
+    `cumulo volume` and `cumulo network-agent`; `cumulo init` runs nothing."""
+
+    conductor: bool = True
+    scheduler: bool = True
+    compute_hosts: bool = True
+    volume_backends: bool = True
+    network_agent: bool = True
+    network_server: bool = True  # answers the network agents on the bus
+    object_daemons: bool = True  # the object store's replicator, auditor, expirer...
+
+    @classmethod
+    def nothing(cls) -> Roles:
+        return cls(False, False, False, False, False, False, True)
+
+    @classmethod
+    def api(cls, *, object_daemons: bool) -> Roles:
+        return cls(False, False, False, False, False, True, object_daemons)
+
+
+ALL_IN_ONE = Roles()
+
+
 @dataclass
 class Cloud:
     """Every service of one all-in-one cloud, ready to serve."""
@@ -101,13 +129,19 @@ class Cloud:
 
     @classmethod
     async def open(
-        cls, state_dir: Path, *, agents: bool = True, **overrides: str | bool | None
+        cls,
+        state_dir: Path,
+        *,
+        agents: bool = True,
+        roles: Roles | None = None,
+        **overrides: str | bool | None,
     ) -> Cloud:
-        """Every service, bootstrapped; with `agents`, also what runs on the host (compute
-        hosts, storage backends, the network data plane): `cumulo init` goes without."""
+        """Every service, bootstrapped, and what `roles` says runs here (by default
+        everything; without `agents`, nothing beside the APIs: `cumulo init`)."""
+        roles = roles or (ALL_IN_ONE if agents else Roles.nothing())
         config = prepare_state_dir(state_dir, **overrides)
         limits.configure(config.limits)
-        if not agents:
+        if not roles.volume_backends:
             config = config.model_copy(deep=True)
             config.volume.run_backends = False
         cloud = cls(state_dir, config)
@@ -132,11 +166,16 @@ class Cloud:
         )
         cloud.identity.invalidation_listeners.append(cloud.volume.validator.clear)
         cloud.network = await open_network_service(
-            config, state_dir, identity_app=create_identity_app(cloud.identity), dataplane=agents
+            config,
+            state_dir,
+            identity_app=create_identity_app(cloud.identity),
+            dataplane=roles.network_agent,
+            server=roles.network_server,
         )
         cloud.identity.invalidation_listeners.append(cloud.network.validator.clear)
         await bootstrap_network(cloud.network, cloud.identity)
-        # Compute: conductor, scheduler and this host's compute agent in-process, on the bus.
+        # Compute: the API service; conductor, scheduler and this host's compute agent
+        # in-process too when the roles say so, all on the bus.
         cloud.compute = await ComputeCell.open(
             config,
             state_dir,
@@ -144,11 +183,16 @@ class Cloud:
             image_app=create_image_app(cloud.image),
             network_app=create_network_app(cloud.network),
             volume_app=create_volume_app(cloud.volume),
-            hosts=agents,
+            hosts=roles.compute_hosts,
+            conductor=roles.conductor,
+            scheduler=roles.scheduler,
         )
         cloud.identity.invalidation_listeners.append(cloud.compute.service.validator.clear)
         cloud.object_store = await open_object_store(
-            config, state_dir, identity_app=create_identity_app(cloud.identity)
+            config,
+            state_dir,
+            identity_app=create_identity_app(cloud.identity),
+            daemons=roles.object_daemons,
         )
         cloud.identity.invalidation_listeners.append(cloud.object_store.validator.clear)
         # Network tells Compute when a server's floating IPs change (Neutron's nova notifier).

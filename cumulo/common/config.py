@@ -293,6 +293,9 @@ class MessagingConfig(_Section):
     transport_url: str = "memory://"
     # Prefix of every queue on the broker: clouds sharing one broker use different ones.
     namespace: str = Field("cumulo", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # RabbitMQ: the topics' queues are quorum queues (replicated over a broker cluster,
+    # oslo.messaging's rabbit_quorum_queue), or "classic" (a broker older than 3.10).
+    queue_type: str = Field("quorum", pattern="^(quorum|classic)$")
     # Where notifications go (oslo.messaging's notification driver): "messaging" (the
     # services' topic exchanges on RabbitMQ, as OpenStack's), "log" (JSON lines in
     # <state dir>/notifications.jsonl), "noop"; "auto": messaging on RabbitMQ, else log.

@@ -14,6 +14,7 @@ The all-in-one cloud without a broker writes the same messages as JSON lines to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -69,7 +70,8 @@ class Notifier:
         self.topic = topic
         self.url = config.messaging.transport_url.replace("rabbit://", "amqp://", 1)
         self.path = state_dir / LOG_FILE
-        self._connection: Any = None
+        self._shared: Any = None
+        self._channel: Any = None
         self._channel_exchange: Any = None
         self._lock = asyncio.Lock()
 
@@ -98,10 +100,14 @@ class Notifier:
     async def _publish(self, message: dict[str, Any]) -> None:
         import aio_pika
 
+        from cumulo.common.rpc.rabbit import shared_connection
+
         async with self._lock:
             if self._channel_exchange is None:
-                self._connection = await aio_pika.connect_robust(self.url)
-                channel = await self._connection.channel()
+                # A channel on the process's connection (shared with the RPC transports).
+                self._shared = shared_connection(self.url)
+                connection = await self._shared.acquire()
+                self._channel = channel = await connection.channel()
                 # Not durable, as oslo.messaging declares them by default: a consumer
                 # declaring the exchange itself must agree.
                 self._channel_exchange = await channel.declare_exchange(
@@ -114,9 +120,11 @@ class Notifier:
         )
 
     async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = self._channel_exchange = None
+        if self._channel is not None:
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                await self._channel.close()
+            await self._shared.release()
+            self._shared = self._channel = self._channel_exchange = None
 
 
 def unwrap(body: bytes) -> dict[str, Any]:

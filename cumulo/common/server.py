@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import socket
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,10 +29,31 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
 
 
 class _Server(uvicorn.Server):
+    # A listening socket made beforehand (shared port: several worker processes).
+    premade: socket.socket | None = None
+
     # Signals are handled once for all servers, by serve_apps.
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if sockets is None and self.premade is not None:
+            sockets = [self.premade]
+        await super().serve(sockets)
+
+
+def shared_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket with SO_REUSEPORT: every worker process binds its own on the
+    same port and the kernel spreads the connections over them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
 
 
 class AlreadyRunning(RuntimeError):
@@ -39,9 +61,11 @@ class AlreadyRunning(RuntimeError):
 
 
 @contextlib.contextmanager
-def state_dir_lock(state_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the state dir: one running cloud per state dir."""
-    path = state_dir / "cumulo.pid"
+def state_dir_lock(state_dir: Path, name: str = "cumulo.pid") -> Iterator[None]:
+    """Hold an exclusive lock on the state dir: one running cloud per state dir (`name`:
+    another lock, for a process that may run beside the cloud's, such as a network agent
+    beside `cumulo compute`)."""
+    path = state_dir / name
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -68,9 +92,14 @@ PLAIN_HTTP = frozenset({"metadata"})
 
 
 def make_servers(
-    apps: dict[str, tuple[ASGIApp, int]], host: str, tls: tuple[str, str] | None = None
+    apps: dict[str, tuple[ASGIApp, int]],
+    host: str,
+    tls: tuple[str, str] | None = None,
+    *,
+    shared_ports: bool = False,
 ) -> list[uvicorn.Server]:
-    """A server per app; `tls`: (certificate, key) files, for every app but PLAIN_HTTP's."""
+    """A server per app; `tls`: (certificate, key) files, for every app but PLAIN_HTTP's;
+    shared_ports: bind with SO_REUSEPORT (one of several worker processes)."""
     servers = []
     for name, (app, port) in apps.items():
         ssl = {}
@@ -93,7 +122,10 @@ def make_servers(
             timeout_keep_alive=75,
             **ssl,
         )
-        servers.append(_Server(config))
+        server = _Server(config)
+        if shared_ports:
+            server.premade = shared_port_socket(host, port)
+        servers.append(server)
     return servers
 
 

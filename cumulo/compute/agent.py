@@ -10,11 +10,10 @@ from pathlib import Path
 
 from cumulo.common.config import CumuloConfig
 from cumulo.common.identity_client import IdentityClient
-from cumulo.common.rpc import get_transport
+from cumulo.common.rpc import require_shared_bus, transport_for
 from cumulo.common.service_client import ServiceClient
 from cumulo.common.tls import verify_option
-from cumulo.compute.cell import host_options, make_driver
-from cumulo.compute.image_cache import ImageCache
+from cumulo.compute.cell import start_compute_hosts
 from cumulo.compute.manager import ComputeManager
 from cumulo.compute.network import NetworkClient
 from cumulo.compute.notifications import compute_notifier
@@ -24,11 +23,7 @@ LOG = logging.getLogger(__name__)
 
 async def run_compute_agent(config: CumuloConfig, state_dir: Path, stop: asyncio.Event) -> None:
     """Serve topic compute.<host> until `stop` is set; guests keep running afterwards."""
-    if config.messaging.transport_url.startswith("memory://"):
-        raise ValueError(
-            "a compute host on its own needs a shared message bus: set "
-            "[messaging] transport_url = rabbit://..."
-        )
+    require_shared_bus(config, "a compute host")
     host = config.compute.host or socket.gethostname()
     controller, verify = config.public_url, verify_option(config)
     identity = IdentityClient(config)
@@ -37,25 +32,21 @@ async def run_compute_agent(config: CumuloConfig, state_dir: Path, stop: asyncio
     volumes = ServiceClient(
         "block-storage", url=controller(config.ports.block_storage), verify=verify
     )
-    bus = get_transport(config.messaging.transport_url, config.messaging.namespace)
+    bus = transport_for(config)
     await bus.start()
-    manager = ComputeManager(
-        host,
-        make_driver(config, host, state_dir),
-        bus,
-        ImageCache(state_dir / "compute" / host / "images", images),
-        NetworkClient(networks, identity.service_token),
-        host_options(config),
-        volumes=volumes,
-    )
-    manager.notifier = compute_notifier(config, state_dir)
+    notifier = compute_notifier(config, state_dir)
+    network = NetworkClient(networks, identity.service_token)
+    managers: list[ComputeManager] = []
     try:
-        await manager.start()
+        await start_compute_hosts(
+            config, state_dir, bus, images, network, volumes, notifier, managers
+        )
         LOG.info("compute agent %s is up (controller %s)", host, controller)
         await stop.wait()
     finally:
-        await manager.stop()
-        await manager.notifier.close()
+        for manager in managers:
+            await manager.stop()
+        await notifier.close()
         await bus.close()
         for client in (images, networks, volumes):
             await client.close()

@@ -17,10 +17,10 @@ from cumulo.common.config import CumuloConfig, database_url
 from cumulo.common.db import Database
 from cumulo.common.identity_client import IdentityClient
 from cumulo.common.notifications import Notifier
-from cumulo.common.rpc import Transport, get_transport
+from cumulo.common.rpc import Transport, transport_for
 from cumulo.common.rpc.memory import MemoryTransport
 from cumulo.common.service_client import ServiceClient
-from cumulo.compute import rpcapi
+from cumulo.compute import heartbeat, rpcapi
 from cumulo.compute.bootstrap import bootstrap_compute
 from cumulo.compute.conductor import ConductorManager, ConductorOptions
 from cumulo.compute.image_cache import ImageCache
@@ -77,6 +77,85 @@ async def _expire_builds_forever(conductor: ConductorManager) -> None:
             LOG.exception("expiring stuck builds failed")
 
 
+async def start_compute_hosts(
+    config: CumuloConfig,
+    state_dir: Path,
+    bus: Transport,
+    images: ServiceClient | None,
+    network: NetworkClient | None,
+    volumes: ServiceClient | None,
+    notifier: Notifier,
+    managers: list[ComputeManager],
+) -> None:
+    """This host's compute agent, and [compute] fake_hosts more of the fake driver (scale
+    simulations), started; each is added to `managers` (the caller stops them, even
+    when a later one fails to start)."""
+    c = config.compute
+    base = c.host or socket.gethostname()
+    for host in [base] + [f"{base}-fake{i}" for i in range(1, c.fake_hosts + 1)]:
+        driver = (
+            make_driver(config, host, state_dir)
+            if host == base
+            else FakeDriver(host, spawn_delay=c.fake_spawn_delay)
+        )
+        cache = ImageCache(state_dir / "compute" / host / "images", images)
+        manager = ComputeManager(
+            host, driver, bus, cache, network, host_options(config), volumes=volumes
+        )
+        manager.notifier = notifier
+        managers.append(manager)
+        await manager.start()
+
+
+async def serve_conductor(
+    config: CumuloConfig, db: Database, bus: Transport, host: str, *, fail_unscheduled: bool
+) -> list[asyncio.Task]:
+    """The conductor on the bus (topic `conductor`, shared by every conductor: the broker
+    spreads the work), its heartbeat and its sweep of stuck builds; the tasks to cancel.
+    fail_unscheduled: builds no scheduler took are failed at start (only when the bus
+    is this process's memory, whose messages died with the last run)."""
+    c = config.compute
+    manager = ConductorManager(
+        db,
+        bus,
+        ConductorOptions(
+            max_attempts=c.max_attempts,
+            build_timeout=c.build_timeout,
+            allow_resize_to_same_host=c.allow_resize_to_same_host,
+        ),
+    )
+    await bus.serve(rpcapi.CONDUCTOR, manager)
+    if fail_unscheduled and isinstance(bus, MemoryTransport):
+        await manager.fail_unscheduled_builds()
+    return [
+        asyncio.create_task(_expire_builds_forever(manager)),
+        asyncio.create_task(
+            heartbeat.report_forever(
+                db, host, heartbeat.CONDUCTOR_BINARY, rpcapi.CONDUCTOR, c.report_interval
+            )
+        ),
+    ]
+
+
+async def serve_scheduler(
+    config: CumuloConfig, db: Database, bus: Transport, host: str
+) -> list[asyncio.Task]:
+    """The scheduler on the bus (topic `scheduler`; claims are atomic in the database, so
+    any number of schedulers may share it) and its heartbeat; the tasks to cancel."""
+    c = config.compute
+    await bus.serve(
+        rpcapi.SCHEDULER,
+        SchedulerManager(db, service_down_time=c.service_down_time, spread=c.spread),
+    )
+    return [
+        asyncio.create_task(
+            heartbeat.report_forever(
+                db, host, heartbeat.SCHEDULER_BINARY, rpcapi.SCHEDULER, c.report_interval
+            )
+        )
+    ]
+
+
 @dataclass
 class ComputeCell:
     config: CumuloConfig
@@ -100,10 +179,13 @@ class ComputeCell:
         network_app: ASGIApp | None = None,
         volume_app: ASGIApp | None = None,
         hosts: bool = True,
+        conductor: bool = True,
+        scheduler: bool = True,
     ) -> ComputeCell:
-        """The all-in-one compute: every compute service in this process, apps in-process;
-        hosts: run the compute hosts too (not for `cumulo init`)."""
-        bus = get_transport(config.messaging.transport_url, config.messaging.namespace)
+        """The compute services of this process, apps in-process: the API service always;
+        hosts: the compute hosts (not for `cumulo init`); conductor, scheduler: serve their
+        topics (`cumulo api` leaves them to `cumulo conductor` and `cumulo scheduler`)."""
+        bus = transport_for(config)
         await bus.start()
         db = Database(database_url(config, state_dir, "compute"), "compute")
         await db.migrate()
@@ -113,46 +195,23 @@ class ComputeCell:
         volumes = ServiceClient("block-storage", app=volume_app) if volume_app is not None else None
         clients = [c for c in (images, networks, volumes) if c is not None]
         c = config.compute
-        await bus.serve(
-            rpcapi.CONDUCTOR,
-            conductor := ConductorManager(
-                db,
-                bus,
-                ConductorOptions(
-                    max_attempts=c.max_attempts,
-                    build_timeout=c.build_timeout,
-                    allow_resize_to_same_host=c.allow_resize_to_same_host,
-                ),
-            ),
-        )
-        await bus.serve(
-            rpcapi.SCHEDULER,
-            SchedulerManager(db, service_down_time=c.service_down_time, spread=c.spread),
-        )
+        base = c.host or socket.gethostname()
+        tasks: list[asyncio.Task] = []
+        if conductor:
+            tasks += await serve_conductor(config, db, bus, base, fail_unscheduled=hosts)
+        if scheduler:
+            tasks += await serve_scheduler(config, db, bus, base)
         validator = TokenValidator(
             IdentityClient(config, app=identity_app), config.identity.cache_time
         )
         service = ComputeService(config, state_dir, db, bus, validator, images, networks, volumes)
-        cell = cls(config, state_dir, bus, db, service, clients=clients)
-        if hosts and isinstance(bus, MemoryTransport):
-            await conductor.fail_unscheduled_builds()
-        cell.tasks.append(asyncio.create_task(_expire_builds_forever(conductor)))
-        base = c.host or socket.gethostname()
-        names = [base] + [f"{base}-fake{i}" for i in range(1, c.fake_hosts + 1)]
-        options = host_options(config)
-        cell.notifier = notifier = compute_notifier(config, state_dir)
-        for host in names if hosts else []:
-            driver = (
-                make_driver(config, host, state_dir)
-                if host == base
-                else FakeDriver(host, spawn_delay=c.fake_spawn_delay)
-            )
-            cache = ImageCache(state_dir / "compute" / host / "images", images)
+        cell = cls(config, state_dir, bus, db, service, clients=clients, tasks=tasks)
+        cell.notifier = compute_notifier(config, state_dir)
+        if hosts:
             network = NetworkClient(networks, validator.client.service_token) if networks else None
-            manager = ComputeManager(host, driver, bus, cache, network, options, volumes=volumes)
-            manager.notifier = notifier
-            await manager.start()
-            cell.managers.append(manager)
+            await start_compute_hosts(
+                config, state_dir, bus, images, network, volumes, cell.notifier, cell.managers
+            )
         return cell
 
     async def close(self) -> None:

@@ -248,7 +248,13 @@ class ComputeService(ServerMoves):
                 "Policy doesn't allow compute:servers:create:forced_host to be performed."
             )
         async with self.db.read() as s:
-            zones = set(await s.scalars(select(ServiceRecord.availability_zone)))
+            zones = set(
+                await s.scalars(
+                    select(ServiceRecord.availability_zone).where(
+                        ServiceRecord.binary == COMPUTE_BINARY
+                    )
+                )
+            )
         if az and az not in zones | {"nova"}:
             raise BadRequest("The requested availability zone is not available")
         return az or None, [host] if host else []

@@ -55,6 +55,16 @@ def is_alive(agent: Agent, now: datetime | None = None) -> bool:
     return (now or utcnow()) - agent.heartbeat_timestamp < AGENT_DOWN_TIME
 
 
+async def live_agent_hosts(service: NetworkService) -> list[str]:
+    """The hosts whose agent has reported within AGENT_DOWN_TIME."""
+    since = utcnow() - AGENT_DOWN_TIME
+    async with service.db.read() as session:
+        hosts = await session.scalars(
+            select(Agent.host).where(Agent.heartbeat_timestamp >= since).distinct()
+        )
+        return sorted(hosts)
+
+
 async def report_state(
     service: NetworkService, host: str, topic: str, configurations: dict[str, Any], start: bool
 ) -> bool:

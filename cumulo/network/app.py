@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -14,7 +15,8 @@ from cumulo.common.config import CumuloConfig, database_url
 from cumulo.common.db import Database
 from cumulo.common.faults import render_network
 from cumulo.common.identity_client import IdentityClient
-from cumulo.common.rpc import Transport, get_transport
+from cumulo.common.rpc import Transport, transport_for
+from cumulo.network.agents import live_agent_hosts
 from cumulo.network.api import (
     agents,
     floatingips,
@@ -49,33 +51,68 @@ async def open_network_service(
     *,
     identity_app: ASGIApp | None = None,
     dataplane: bool = True,
+    server: bool = True,
 ) -> NetworkService:
     """Migrate the network database and build the service; identity_app: call it in-process;
-    dataplane: run this host's network agent (not for `cumulo init`)."""
+    server: answer the agents on the bus (Neutron's plugin RPC; not for `cumulo init`);
+    dataplane: also run this host's network agent (the all-in-one)."""
     db = Database(database_url(config, state_dir, "network"), "network")
     await db.migrate()
     client = IdentityClient(config, app=identity_app)
     service = NetworkService(
         config, state_dir, db, TokenValidator(client, config.identity.cache_time)
     )
-    if dataplane:
-        await start_dataplane(
-            service,
-            get_transport(config.messaging.transport_url, config.messaging.namespace),
-            state_dir,
-        )
+    if server or dataplane:
+        transport = transport_for(config)
+        await serve_agents(service, transport)
+        if dataplane:
+            service.agent = await start_agent(config, transport, state_dir)
+            service.on_close.append(service.agent.stop)
     return service
 
 
-async def start_dataplane(
-    service: NetworkService, transport: Transport, state_dir: Path
-) -> NetworkAgent:
-    """The server endpoint and this host's agent on the bus; changes cast `sync` to it."""
-    # The agent binds ports of its own host: in one process that is the compute host.
-    config = service.config
-    host = config.network.agent_host or config.compute.host or socket.gethostname()
+async def serve_agents(service: NetworkService, transport: Transport) -> None:
+    """The server endpoint on the bus (topic `network`, shared by every API process), and
+    changes announced to every living agent (each converges on its own host's part)."""
     await transport.start()
     await transport.serve(SERVER_TOPIC, NetworkStateEndpoint(service))
+    service.live_agents = hosts = LiveAgents(service)
+
+    async def notify() -> None:
+        targets = set(await hosts.get())
+        if service.agent is not None:  # this process's own, registered or not yet
+            targets.add(service.agent.host)
+        for host in sorted(targets):
+            await transport.cast(agent_topic(host), "sync", {})
+
+    service.on_change = notify
+    service.on_close.append(transport.close)
+
+
+class LiveAgents:
+    """The hosts with a living network agent, read at most every `ttl` seconds (a change
+    is announced to each; an agent that has just registered syncs by itself)."""
+
+    def __init__(self, service: NetworkService, ttl: float = 1.0) -> None:
+        self.service, self.ttl = service, ttl
+        self._hosts: list[str] = []
+        self._read_at = -ttl
+
+    async def get(self) -> list[str]:
+        if time.monotonic() - self._read_at >= self.ttl:
+            self._hosts = await live_agent_hosts(self.service)
+            self._read_at = time.monotonic()
+        return self._hosts
+
+    def forget(self) -> None:
+        """An agent has (re)started: read the hosts again at the next change."""
+        self._read_at = -self.ttl
+
+
+async def start_agent(config: CumuloConfig, transport: Transport, state_dir: Path) -> NetworkAgent:
+    """This host's network agent (L2, DHCP, L3, metadata) on the bus, converging."""
+    host = agent_host(config)
+    await transport.start()
     driver = select_driver(config.network.driver, state_dir)
     if isinstance(driver, OpenvSwitchDriver):
         driver.tunnel = tunnel_settings(config.network)
@@ -83,14 +120,12 @@ async def start_dataplane(
         driver.host_leg = config.network.host_leg
     agent = NetworkAgent(transport, host, driver)
     await agent.start()
-
-    async def notify() -> None:
-        await transport.cast(agent_topic(host), "sync", {})
-
-    service.on_change = notify
-    service.agent = agent
-    service.on_close += [transport.close, agent.stop]
     return agent
+
+
+def agent_host(config: CumuloConfig) -> str:
+    # The agent binds ports of its own host: in one process that is the compute host.
+    return config.network.agent_host or config.compute.host or socket.gethostname()
 
 
 def create_network_app(service: NetworkService) -> Starlette:

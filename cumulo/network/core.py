@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from cumulo.common.db import Database
 from cumulo.common.policy import Policy
 from cumulo.network.errors import OverQuota, PolicyNotAuthorized
 from cumulo.network.models import (
+    Agent,
     DefaultSecurityGroup,
     FloatingIp,
     Network,
@@ -89,6 +90,7 @@ class NetworkService:
         # Stops the data plane (agent, bus) when the service closes.
         self.on_close: list[Callable[[], Awaitable[None]]] = []
         self.agent: Any = None  # this host's NetworkAgent, when the data plane runs here
+        self.live_agents: Any = None  # cumulo.network.app.LiveAgents, when agents are served
         self.port_batcher: Any = None  # cumulo.network.ipam_plan.PortBatcher, made on first use
         # cumulo.network.nova_notifier.NovaNotifier, when a Compute service is there to tell.
         self.nova_notifier: Any = None
@@ -99,19 +101,35 @@ class NetworkService:
         await self.validator.client.close()
         await self.db.dispose()
 
-    def vif_details(self, network_id: str, host: str) -> dict[str, Any]:
-        """A port's binding:vif_details on `host`, as that host's data plane driver says.
-        Only this process's agent is known: on another host (a fake one) nothing is
-        wired, and nothing is waited for."""
-        if self.agent is None or self.agent.host != host:
-            return {"port_filter": True}
-        return self.agent.driver.vif_details(network_id)
+    async def host_vifs(self, hosts: Iterable[str | None]) -> dict[str, dict[str, Any]]:
+        """How each of these hosts' data plane plugs guests: its agent's configurations
+        (this process's own agent, else what the host's agent last reported)."""
+        wanted = {h for h in hosts if h}
+        found: dict[str, dict[str, Any]] = {}
+        if self.agent is not None and self.agent.host in wanted:
+            found[self.agent.host] = self.agent.driver.configurations()
+            wanted.discard(self.agent.host)
+        if wanted:
+            async with self.db.read() as session:
+                rows = await session.execute(
+                    select(Agent.host, Agent.configurations).where(
+                        Agent.host.in_(wanted), Agent.configurations.is_not(None)
+                    )
+                )
+                for host, configurations in rows:
+                    if (configurations or {}).get("vif"):
+                        found[host] = configurations
+        return found
 
-    def vif_type(self, host: str) -> str:
-        """A port's binding:vif_type on `host`: `bridge` (linuxbridge), `ovs` (openvswitch)."""
-        if self.agent is None or self.agent.host != host:
-            return "bridge"
-        return self.agent.driver.vif_type
+    @staticmethod
+    def vif_binding(
+        vifs: dict[str, dict[str, Any]], network_id: str, host: str | None
+    ) -> tuple[str, dict[str, Any]]:
+        """A port's binding:vif_type and vif_details, from host_vifs' answer: a host with
+        no agent (a fake one) wires nothing, and nothing is waited for."""
+        from cumulo.network.dataplane.driver import vif_binding
+
+        return vif_binding(vifs.get(host or "", {}), network_id)
 
     async def mark_ports_active(self, host: str, port_ids: list[str]) -> None:
         """Ports the host's agent has wired go ACTIVE (only those still bound there and

@@ -27,13 +27,19 @@ METHODS = ["GET", "HEAD", "PUT", "POST", "DELETE", "COPY"]
 
 
 async def open_object_store(
-    config: CumuloConfig, state_dir: Path, *, identity_app: ASGIApp | None = None
+    config: CumuloConfig,
+    state_dir: Path,
+    *,
+    identity_app: ASGIApp | None = None,
+    daemons: bool = True,
 ) -> ObjectStore:
     """Rings (created for the all-in-one devices when there are none) and the proxy;
-    identity_app: validate tokens in-process."""
+    identity_app: validate tokens in-process; daemons: run the background daemons here
+    (one API worker of several does)."""
     client = IdentityClient(config, app=identity_app)
     store = ObjectStore(config, state_dir, TokenValidator(client, config.identity.cache_time))
-    store.start_daemons()
+    if daemons:
+        store.start_daemons()
     return store
 
 

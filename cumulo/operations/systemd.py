@@ -14,7 +14,14 @@ from pathlib import Path
 
 UNITS = {
     "cumulo.service": ("up", "cumulo all-in-one cloud (every API, conductor, scheduler, host)"),
+    "cumulo-api.service": ("api", "cumulo REST APIs (scale-out controller)"),
+    "cumulo-conductor.service": ("conductor", "cumulo compute conductor (scale-out controller)"),
+    "cumulo-scheduler.service": ("scheduler", "cumulo compute scheduler (scale-out controller)"),
     "cumulo-compute.service": ("compute", "cumulo compute host (guests of this machine)"),
+    "cumulo-network-agent.service": (
+        "network-agent",
+        "cumulo network agent (L2, DHCP, L3, metadata of this machine)",
+    ),
     "cumulo-volume.service": ("volume", "cumulo storage host (volume backends of this machine)"),
 }
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cumulo.common.config import CumuloConfig, database_url
 from cumulo.common.db import Database
-from cumulo.common.rpc import get_transport
+from cumulo.common.rpc import require_shared_bus, transport_for
 from cumulo.common.service_client import ServiceClient
 from cumulo.common.tls import verify_option
 from cumulo.volume.core import start_backends
@@ -25,11 +25,7 @@ LOG = logging.getLogger(__name__)
 
 async def run_volume_host(config: CumuloConfig, state_dir: Path, stop: asyncio.Event) -> None:
     """Serve this host's backends until `stop` is set."""
-    if config.messaging.transport_url.startswith("memory://"):
-        raise ValueError(
-            "a storage host on its own needs a shared message bus: set "
-            "[messaging] transport_url = rabbit://..."
-        )
+    require_shared_bus(config, "a storage host")
     if not config.database.url:
         raise ValueError(
             "a storage host on its own needs the controller's database: set "
@@ -40,7 +36,7 @@ async def run_volume_host(config: CumuloConfig, state_dir: Path, stop: asyncio.E
     images = ServiceClient(
         "image", url=config.public_url(config.ports.image), verify=verify_option(config)
     )
-    bus = get_transport(config.messaging.transport_url, config.messaging.namespace)
+    bus = transport_for(config)
     managers = []
     try:
         await bus.start()

@@ -27,7 +27,7 @@ from cumulo.common.context import RequestContext
 from cumulo.common.db import Database
 from cumulo.common.notifications import Notifier
 from cumulo.common.policy import Policy
-from cumulo.common.rpc import Transport, get_transport
+from cumulo.common.rpc import Transport, transport_for
 from cumulo.common.service_client import ServiceClient
 from cumulo.common.tls import verify_option
 from cumulo.volume import rpcapi, states
@@ -131,7 +131,7 @@ class VolumeService:
         self.images = images
         self.host = config.volume.host or socket.gethostname()
         self.policy = Policy(VOLUME_RULES, state_dir / config.policy_file)
-        self.bus = get_transport(config.messaging.transport_url, config.messaging.namespace)
+        self.bus = transport_for(config)
         self.volume_rpc = rpcapi.VolumeAPI(self.bus)
         self.managers: list[VolumeManager] = []
         self._tasks: list[asyncio.Task] = []

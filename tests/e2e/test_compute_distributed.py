@@ -20,6 +20,7 @@ import pytest
 
 from cumulo.common.config import load_config, write_config
 from tests.cloudrunner import CloudRunner, configure_state_dir
+from tests.cluster import delete_queues
 from tests.conftest import skip_or_fail
 from tests.databases import ServerUnavailable, fresh_database
 
@@ -58,35 +59,9 @@ def controller(tmp_path_factory):
                 yield runner
             finally:
                 runner.stop()
-                asyncio.run(_delete_queues(namespace))
+                asyncio.run(delete_queues(namespace))
     except ServerUnavailable as exc:
         skip_or_fail(f"PostgreSQL is not reachable: {exc}")
-
-
-async def _delete_queues(namespace: str) -> None:
-    """The test's durable queues outlive it on the broker: remove them."""
-    import aio_pika
-    import httpx
-
-    async with httpx.AsyncClient(auth=("guest", "guest")) as client:
-        try:
-            queues = (await client.get("http://127.0.0.1:15672/api/queues")).json()
-            names = [q["name"] for q in queues if q["name"].startswith(namespace + ".")]
-        except (httpx.HTTPError, ValueError):
-            names = []
-    if not names:
-        out = subprocess.run(
-            ["rabbitmqctl", "list_queues", "-q", "name"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
-        names = [n for n in out.split() if n.startswith(namespace + ".")]
-    connection = await aio_pika.connect(RABBIT.replace("rabbit", "amqp", 1))
-    async with connection:
-        channel = await connection.channel()
-        for name in names:
-            await channel.queue_delete(name)
 
 
 def start_compute_host(

@@ -233,7 +233,11 @@ def test_systemd_units_are_accepted_by_systemd_analyze_verify(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     units = sorted(unit_dir.glob("*.service"))
     assert [u.name for u in units] == [
+        "cumulo-api.service",
         "cumulo-compute.service",
+        "cumulo-conductor.service",
+        "cumulo-network-agent.service",
+        "cumulo-scheduler.service",
         "cumulo-volume.service",
         "cumulo.service",
     ]

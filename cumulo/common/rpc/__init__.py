@@ -10,7 +10,7 @@ from __future__ import annotations
 from cumulo.common.rpc.base import Endpoint, RemoteError, RpcTimeout, Transport
 
 
-def get_transport(url: str, namespace: str = "cumulo") -> Transport:
+def get_transport(url: str, namespace: str = "cumulo", queue_type: str = "quorum") -> Transport:
     if url.startswith("memory://"):
         from cumulo.common.rpc.memory import MemoryTransport
 
@@ -18,8 +18,31 @@ def get_transport(url: str, namespace: str = "cumulo") -> Transport:
     if url.startswith(("rabbit://", "amqp://")):
         from cumulo.common.rpc.rabbit import RabbitTransport
 
-        return RabbitTransport(url, namespace)
+        return RabbitTransport(url, namespace, queue_type)
     raise ValueError(f"unknown message bus URL {url!r}: use memory:// or rabbit://")
 
 
-__all__ = ["Endpoint", "RemoteError", "RpcTimeout", "Transport", "get_transport"]
+def transport_for(config) -> Transport:
+    """The bus a service of this config talks on ([messaging])."""
+    m = config.messaging
+    return get_transport(m.transport_url, m.namespace, m.queue_type)
+
+
+def require_shared_bus(config, what: str) -> None:
+    """A process apart from the others (a host, a conductor) needs the broker they use."""
+    if config.messaging.transport_url.startswith("memory://"):
+        raise ValueError(
+            f"{what} on its own needs a shared message bus: set "
+            "[messaging] transport_url = rabbit://..."
+        )
+
+
+__all__ = [
+    "Endpoint",
+    "RemoteError",
+    "RpcTimeout",
+    "Transport",
+    "get_transport",
+    "require_shared_bus",
+    "transport_for",
+]

@@ -1,8 +1,11 @@
 """RabbitMQ transport (AMQP 0-9-1, aio-pika).
 
 - One durable queue per topic (`cumulo.<topic>`), so a host's messages wait for it
-  while it restarts; messages are persistent and published with publisher confirms,
-  so a cast that returned is on the broker's disk.
+  while it restarts: a quorum queue by default (replicated over the broker's cluster
+  nodes, as oslo.messaging's rabbit_quorum_queue), or classic. Messages are persistent
+  and published with publisher confirms, so a cast that returned is on the broker's disk.
+- One connection per process, shared by every service's transport (each its own
+  channel), with AMQP heartbeats, as production brokers want it.
 - `call` replies come back on a per-process exclusive queue, matched by correlation id.
 - The connection is robust: lost connections are re-established with backoff, and
   channels, queues and consumers are restored.
@@ -13,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -29,11 +33,54 @@ LOG = logging.getLogger(__name__)
 PREFETCH = 64
 
 
+HEARTBEAT = 30  # seconds (AMQP heartbeat: a dead peer is noticed within two of them)
+
+
+class SharedConnection:
+    """The process's connection to one broker, shared by the transports that use it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.connection: AbstractRobustConnection | None = None
+        self.users = 0
+        self.lock = asyncio.Lock()
+
+    async def acquire(self) -> AbstractRobustConnection:
+        async with self.lock:
+            if self.connection is None or self.connection.is_closed:
+                self.connection = await aio_pika.connect_robust(
+                    self.url, reconnect_interval=1.0, heartbeat=HEARTBEAT
+                )
+            self.users += 1
+            return self.connection
+
+    async def release(self) -> None:
+        async with self.lock:
+            self.users -= 1
+            if self.users <= 0 and self.connection is not None:
+                connection, self.connection = self.connection, None
+                await connection.close()
+
+
+# One per (event loop, broker URL): tests run several event loops in one process.
+_shared: dict[tuple[int, str], SharedConnection] = {}
+
+
+def shared_connection(url: str) -> SharedConnection:
+    """This process's connection to the broker at `url` (amqp://), for this event loop."""
+    key = (id(asyncio.get_running_loop()), url)
+    if key not in _shared:
+        _shared[key] = SharedConnection(url)
+    return _shared[key]
+
+
 class RabbitTransport(Transport):
-    def __init__(self, url: str, namespace: str = "cumulo") -> None:
+    def __init__(self, url: str, namespace: str = "cumulo", queue_type: str = "quorum") -> None:
         self.namespace = namespace
+        self.queue_arguments = {"x-queue-type": queue_type}
         # kombu/oslo style rabbit:// URLs are AMQP URLs for aio-pika.
         self.url = "amqp://" + url.split("://", 1)[1]
+        self._shared: SharedConnection | None = None
         self._connection: AbstractRobustConnection | None = None
         self._channel: aio_pika.abc.AbstractRobustChannel | None = None
         self._reply_queue: aio_pika.abc.AbstractQueue | None = None
@@ -47,7 +94,8 @@ class RabbitTransport(Transport):
     async def start(self) -> None:
         if self._connection is not None:
             return
-        self._connection = await aio_pika.connect_robust(self.url, reconnect_interval=1.0)
+        self._shared = shared_connection(self.url)
+        self._connection = await self._shared.acquire()
         self._channel = await self._connection.channel(publisher_confirms=True)
         await self._channel.set_qos(prefetch_count=PREFETCH)
         self._reply_queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
@@ -60,14 +108,26 @@ class RabbitTransport(Transport):
         for fut in self._pending.values():
             if not fut.done():
                 fut.cancel()
-        if self._connection is not None:
-            await self._connection.close()
+        if self._channel is not None:
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                await self._channel.close()
+        if self._shared is not None and self._connection is not None:
+            await self._shared.release()
         self._connection = self._channel = self._reply_queue = None
         self._declared.clear()
 
     async def _declare(self, topic: str) -> aio_pika.abc.AbstractQueue:
         assert self._channel is not None, "transport not started"
-        queue = await self._channel.declare_queue(self.queue_name(topic), durable=True)
+        try:
+            queue = await self._channel.declare_queue(
+                self.queue_name(topic), durable=True, arguments=self.queue_arguments
+            )
+        except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+            raise RuntimeError(
+                f"queue {self.queue_name(topic)} exists on the broker with other arguments "
+                f"({exc}): it was made with another [messaging] queue_type; delete it "
+                "(rabbitmqctl delete_queue) or set queue_type to what it is"
+            ) from exc
         self._declared.add(topic)
         return queue
 

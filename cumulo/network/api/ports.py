@@ -123,6 +123,7 @@ async def render_ports(
         tags = await tags_of(session, ids)
     # Binding attributes: admins, and the compute service that binds ports.
     admin = service.policy.check("network:get_binding", ctx)
+    vifs = await service.host_vifs({p.host for p in ports}) if admin else {}
     return [
         render_port(
             p,
@@ -130,8 +131,7 @@ async def render_ports(
             sorted(groups[p.id]),
             tags[p.id],
             admin,
-            service.vif_details(p.network_id, p.host),
-            service.vif_type(p.host),
+            *reversed(service.vif_binding(vifs, p.network_id, p.host)),
         )
         for p in ports
     ]
@@ -270,6 +270,7 @@ async def create_port(request: Request) -> Response:
     await service.changed()
     # Rendered from what the transaction wrote: a new port has no tags yet.
     binding = service.policy.check("network:get_binding", ctx)
+    vifs = await service.host_vifs({port.host for port, _, _ in made}) if binding else {}
     rendered = [
         render_port(
             port,
@@ -277,8 +278,7 @@ async def create_port(request: Request) -> Response:
             groups,
             [],
             binding,
-            service.vif_details(port.network_id, port.host),
-            service.vif_type(port.host),
+            *reversed(service.vif_binding(vifs, port.network_id, port.host)),
         )  # fmt: skip
         for port, ips, groups in made
     ]

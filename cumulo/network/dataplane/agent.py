@@ -42,6 +42,8 @@ class NetworkStateEndpoint(Endpoint):
     ) -> bool:
         """The agent's heartbeat (Neutron's report_state): GET /v2.0/agents shows it;
         True when the agent was given networks or routers."""
+        if start and self.service.live_agents is not None:
+            self.service.live_agents.forget()
         return await report_state(self.service, host, agent_topic(host), configurations, start)
 
     async def ports_up(self, context: dict[str, Any], host: str, port_ids: list[str]) -> None:
@@ -121,6 +123,9 @@ class NetworkAgent(Endpoint):
                         configurations=self._configurations(), start=True, timeout=60,
                     )  # fmt: skip
                     self._registered = True
+                    # API processes read the living agents at most every second: a
+                    # change one of them made just now may not have been announced here.
+                    asyncio.get_running_loop().call_later(2.0, self._dirty.set)
                 state = await self.transport.call(
                     SERVER_TOPIC, "desired_state", {}, host=self.host, timeout=60
                 )

@@ -39,7 +39,25 @@ class NetworkDriver(abc.ABC):
 
     def vif_details(self, network_id: str) -> dict[str, Any]:
         """A bound port's binding:vif_details: what the compute side plugs its tap into."""
-        return {"port_filter": True}
+        return vif_binding(self.configurations(), network_id)[1]
+
+
+def vif_binding(configurations: dict[str, Any], network_id: str) -> tuple[str, dict[str, Any]]:
+    """A port's binding:vif_type and binding:vif_details on a host whose agent reports
+    `configurations` (its `vif`: the type, the fixed details, and whether each network
+    has a bridge of its own), so that an API process on another host can answer them."""
+    vif = configurations.get("vif")
+    if not vif:
+        return "bridge", {"port_filter": True}
+    details = dict(vif["details"])
+    if vif.get("bridge_per_network"):
+        details["bridge_name"] = bridge_name(network_id)
+    return vif["type"], details
+
+
+def bridge_name(network_id: str) -> str:
+    """A network's Linux bridge on every host (15 characters: IFNAMSIZ)."""
+    return f"cmlo-b{network_id.replace('-', '')[:9]}"
 
 
 def has_net_admin() -> bool:

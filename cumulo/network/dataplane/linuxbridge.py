@@ -51,7 +51,7 @@ from cumulo.network.dataplane.dhcp import (
     dhcp_subnets,
     metadata_nexthops,
 )
-from cumulo.network.dataplane.driver import NetworkDriver
+from cumulo.network.dataplane.driver import NetworkDriver, bridge_name
 from cumulo.network.dataplane.firewall import host_ruleset, router_ruleset
 
 LOG = logging.getLogger(__name__)
@@ -94,10 +94,6 @@ def scope_of(state_dir: Path) -> str:
 
 def _short(uuid: str, n: int) -> str:
     return uuid.replace("-", "")[:n]
-
-
-def bridge_name(network_id: str) -> str:
-    return f"{PREFIX}b{_short(network_id, 9)}"  # 15 characters: IFNAMSIZ
 
 
 def tap_name(port_id: str) -> str:
@@ -149,9 +145,10 @@ class LinuxBridgeDriver(NetworkDriver):
     def router_ns(self, router_id: str) -> str:
         return f"{self.prefix}router-{router_id}"
 
-    def vif_details(self, network_id: str) -> dict[str, Any]:
-        """How a compute host plugs a guest: its tap into `bridge_name` in `netns`."""
-        return {"port_filter": True, "bridge_name": bridge_name(network_id), "netns": self.host_ns}
+    def configurations(self) -> dict[str, Any]:
+        # How a compute host plugs a guest: its tap into the network's bridge in `netns`.
+        vif = {"type": "bridge", "details": {"port_filter": True, "netns": self.host_ns}}
+        return {"driver": self.name, "vif": {**vif, "bridge_per_network": True}}
 
     # -- converging ------------------------------------------------------------------
 

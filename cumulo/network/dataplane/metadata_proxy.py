@@ -289,9 +289,17 @@ async def start_metadata_proxies(
     service: Any, config: CumuloConfig
 ) -> NamespaceMetadataProxy | None:
     """Give this host's linuxbridge data plane its metadata proxy (the service's agent)."""
+    proxy = await attach_metadata_proxy(getattr(service, "agent", None), config)
+    if proxy is not None:
+        service.on_close.append(proxy.close)
+    return proxy
+
+
+async def attach_metadata_proxy(agent: Any, config: CumuloConfig) -> NamespaceMetadataProxy | None:
+    """The agent's linuxbridge driver gets its proxy to the metadata service (None on
+    another data plane); the caller closes it."""
     from cumulo.network.dataplane.linuxbridge import LinuxBridgeDriver
 
-    agent = getattr(service, "agent", None)
     if agent is None or not isinstance(agent.driver, LinuxBridgeDriver):
         return None
     upstream = f"http://{config.metadata.service_host}:{config.ports.metadata}"
@@ -299,7 +307,6 @@ async def start_metadata_proxies(
         config.metadata.proxy_port, upstream, config.metadata.shared_secret
     )
     agent.driver.metadata_proxy = proxy
-    service.on_close.append(proxy.close)
     agent.driver.isolated_metadata = config.network.isolated_metadata
     agent.driver.force_metadata = config.network.force_metadata
     await agent.sync({})  # routers and DHCP namespaces already built get their listener

@@ -75,6 +75,16 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         self.tunnel: dict[str, Any] | None = None
 
     def configurations(self) -> dict[str, Any]:
+        # Neutron's OVS vif_details, and where this deployment's switch is: the compute
+        # side adds the tap to `bridge_name` through `ovsdb` (in `netns`).
+        details = {
+            "port_filter": True,
+            "bridge_name": INTEGRATION,
+            "datapath_type": self.datapath,
+            "ovs_hybrid_plug": False,
+            "netns": self.host_ns,
+            "ovsdb": self.daemons.remote,
+        }
         return {
             "driver": self.name,
             "datapath_type": self.datapath,
@@ -83,18 +93,7 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
             "ovs_hybrid_plug": False,
             "firewall_driver": "openvswitch",
             "tunnel_types": ["vxlan"] if self.tunnel else [],
-        }
-
-    def vif_details(self, network_id: str) -> dict[str, Any]:
-        """Neutron's OVS vif_details, and where this deployment's switch is: the compute
-        side adds the tap to `bridge_name` through `ovsdb` (in `netns`)."""
-        return {
-            "port_filter": True,
-            "bridge_name": INTEGRATION,
-            "datapath_type": self.datapath,
-            "ovs_hybrid_plug": False,
-            "netns": self.host_ns,
-            "ovsdb": self.daemons.remote,
+            "vif": {"type": self.vif_type, "details": details},
         }
 
     # -- the switch --------------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""Clouds spread over processes for the e2e tests: the broker's queues of a test, and
+the `cumulo` processes of a cluster (API workers, conductors, schedulers, hosts)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cumulo.common.config import load_config, write_config
+
+RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
+CUMULO = str(Path(sys.executable).parent / "cumulo")
+
+
+async def delete_queues(namespace: str) -> None:
+    """The test's durable queues outlive it on the broker: remove them."""
+    import aio_pika
+    import httpx
+
+    async with httpx.AsyncClient(auth=("guest", "guest")) as client:
+        try:
+            queues = (await client.get("http://127.0.0.1:15672/api/queues")).json()
+            names = [q["name"] for q in queues if q["name"].startswith(namespace + ".")]
+        except (httpx.HTTPError, ValueError):
+            names = []
+    if not names:
+        out = subprocess.run(
+            ["rabbitmqctl", "list_queues", "-q", "name"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        names = [n for n in out.split() if n.startswith(namespace + ".")]
+    connection = await aio_pika.connect(RABBIT.replace("rabbit", "amqp", 1))
+    async with connection:
+        channel = await connection.channel()
+        for name in names:
+            await channel.queue_delete(name)
+
+
+def host_state_dir(controller: Path, directory: Path, **sections: dict) -> Path:
+    """Another host's state dir: a copy of the controller's config with its own settings
+    (`compute={"host": ...}`, `network={...}`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(controller / "cumulo.toml", directory / "cumulo.toml")
+    config = load_config(directory)
+    for section, values in sections.items():
+        for key, value in values.items():
+            setattr(getattr(config, section), key, value)
+    write_config(directory, config)
+    return directory
+
+
+class Processes:
+    """`cumulo` processes started for a test, each logging to its own file; stop() ends
+    them all (SIGTERM, then SIGKILL) and says which exited badly."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        proc = subprocess.Popen(
+            [CUMULO, "-v", *args], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
+    def check_running(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 40
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
