@@ -43,6 +43,14 @@ async def delete_queues(namespace: str) -> None:
             await channel.queue_delete(name)
 
 
+def wait_for(what: str, check, timeout: float) -> None:
+    """Until check() is true; fails saying `what` did not happen within the timeout."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} within {timeout:g} s"
+        time.sleep(0.5)
+
+
 def host_state_dir(controller: Path, directory: Path, **sections: dict) -> Path:
     """Another host's state dir: a copy of the controller's config with its own settings
     (`compute={"host": ...}`, `network={...}`)."""

@@ -167,6 +167,13 @@ class NetworkConfig(_Section):
     ovs_tunnel_local_ip: str = ""
     ovs_tunnel_device: str = ""
     ovs_tunnel_peers: list[str] = Field(default_factory=list)
+    # linuxbridge: tenant networks across hosts over VXLAN (Neutron's [vxlan] local_ip):
+    # this host's underlay address with its prefix ("192.168.50.1/24"; empty: each host's
+    # bridges are its own) and the host interface that carries it (moved into the data
+    # plane's namespace). The other hosts are learnt from their agents' reports (L2
+    # population); their underlay MTU must be 50 bytes above the networks' MTU.
+    tunnel_local_ip: str = ""
+    tunnel_device: str = ""
     # Default per-project quotas (-1: unlimited), Neutron's defaults.
     quota: dict[str, int] = Field(
         default_factory=lambda: {

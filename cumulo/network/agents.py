@@ -6,14 +6,21 @@ work of Neutron's L2, DHCP, L3 and metadata agents, so it is listed once per typ
 It reports every `REPORT_INTERVAL` seconds; an agent silent for `AGENT_DOWN_TIME`
 is shown `alive: false` (Neutron's `agent_down_time`).
 
-Scheduling: a host's bridges are its own (no L2 between hosts), so a network needs a
-DHCP server and a router a namespace on every host with guests on it. A new network
-with DHCP and a new router are therefore bound to every living, enabled agent of the
-type (Neutron's `dhcp_agents_per_network` as large as the cloud); an agent that
-registers takes every one of them, and at each heartbeat an agent takes those no
-agent serves (Neutron's auto-scheduling). An admin removes or adds a binding by hand
-(`/v2.0/agents/{id}/dhcp-networks`, `/l3-routers`), and the agent applies it: it
-serves only what it is bound to.
+Scheduling: without tunnels a host's bridges are its own (no L2 between hosts), so a
+network needs a DHCP server and a router a namespace on every host with guests on it.
+A new network with DHCP and a new router are therefore bound to every living, enabled
+agent of the type (Neutron's `dhcp_agents_per_network` as large as the cloud); an agent
+that registers takes every one of them, and at each heartbeat an agent takes those no
+agent serves (Neutron's auto-scheduling).
+
+Agents joined by VXLAN (their report has a `tunneling_ip`) share each tenant network's
+L2 segment, where a second DHCP server or router with the same addresses would clash:
+each network and router goes to one of them (the least loaded), as Neutron's legacy
+schedulers do, and moves to another living one when its agent dies (found at the next
+heartbeat of any tunnelling agent; the dead agent's binding is removed).
+
+An admin removes or adds a binding by hand (`/v2.0/agents/{id}/dhcp-networks`,
+`/l3-routers`), and the agent applies it: it serves only what it is bound to.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -53,6 +60,11 @@ BINDINGS = {
 
 def is_alive(agent: Agent, now: datetime | None = None) -> bool:
     return (now or utcnow()) - agent.heartbeat_timestamp < AGENT_DOWN_TIME
+
+
+def tunnels(agent: Agent) -> bool:
+    """Whether the agent's host joins the others' tenant networks over VXLAN."""
+    return bool((agent.configurations or {}).get("tunneling_ip"))
 
 
 async def live_agent_hosts(service: NetworkService) -> list[str]:
@@ -104,7 +116,8 @@ async def report_state(
 
 async def schedule(session: AsyncSession, agent_type: str, resource_id: str) -> None:
     """A network given DHCP, or a new router, that no agent serves yet: bound to every
-    living, enabled agent of the type (one an admin has placed is left as it is)."""
+    living, enabled agent of the type that does not tunnel, and to the least loaded one
+    that does (one an admin has placed is left as it is)."""
     model, column = BINDINGS[agent_type]
     if await session.scalar(select(model.agent_id).where(column == resource_id).limit(1)):
         return
@@ -112,16 +125,36 @@ async def schedule(session: AsyncSession, agent_type: str, resource_id: str) -> 
         select(Agent).where(Agent.agent_type == agent_type, Agent.admin_state_up)
     )
     now = utcnow()
-    for agent in candidates:
-        if is_alive(agent, now):
+    living = [agent for agent in candidates if is_alive(agent, now)]
+    for agent in living:
+        if not tunnels(agent):
             await _bind(session, agent.agent_type, resource_id, agent.id)
+    overlay = [agent for agent in living if tunnels(agent)]
+    if overlay:
+        chosen = await _least_loaded(session, agent_type, overlay)
+        await _bind(session, agent_type, resource_id, chosen.id)
+
+
+async def _least_loaded(session: AsyncSession, agent_type: str, agents: list[Agent]) -> Agent:
+    model, _ = BINDINGS[agent_type]
+    loads = dict(
+        (
+            await session.execute(
+                select(model.agent_id, func.count())
+                .where(model.agent_id.in_([a.id for a in agents]))
+                .group_by(model.agent_id)
+            )
+        ).all()
+    )
+    return min(agents, key=lambda a: (loads.get(a.id, 0), a.host))
 
 
 async def _auto_schedule(session: AsyncSession, agent: Agent, everything: bool) -> bool:
     """A new agent takes every network with DHCP (or router); a known one, at each
     heartbeat, those no agent serves (Neutron's auto-scheduling; it also settles a
     network made while its first agent registered). A disabled agent takes nothing.
-    True when it took any."""
+    A tunnelling agent takes only what no living tunnelling agent serves. True when it
+    took any."""
     if not agent.admin_state_up:
         return False
     model, column = BINDINGS[agent.agent_type]
@@ -131,9 +164,36 @@ async def _auto_schedule(session: AsyncSession, agent: Agent, everything: bool) 
         )
     else:
         wanted = set(await session.scalars(select(Router.id)))
+    if tunnels(agent):
+        return await _take_over(session, agent, wanted)
     served = set(await session.scalars(select(column)))
     mine = set(await session.scalars(select(column).where(model.agent_id == agent.id)))
     taking = wanted - mine - (set() if everything else served)
+    for resource_id in taking:
+        await _bind(session, agent.agent_type, resource_id, agent.id)
+    return bool(taking)
+
+
+async def _take_over(session: AsyncSession, agent: Agent, wanted: set[str]) -> bool:
+    """What no living tunnelling agent serves goes to `agent`; bindings to dead
+    tunnelling agents of those are removed (their host is gone from the overlay)."""
+    model, column = BINDINGS[agent.agent_type]
+    rows = (
+        await session.execute(
+            select(column, Agent)
+            .join(Agent, Agent.id == model.agent_id)
+            .where(column.in_(wanted) if wanted else column.is_(None))
+        )
+    ).all()
+    now = utcnow()
+    covered = {rid for rid, a in rows if tunnels(a) and is_alive(a, now)}
+    dead = [(rid, a) for rid, a in rows if tunnels(a) and not is_alive(a, now)]
+    taking = wanted - covered
+    for resource_id, dead_agent in dead:
+        if resource_id in taking:
+            await session.execute(
+                delete(model).where(column == resource_id, model.agent_id == dead_agent.id)
+            )
     for resource_id in taking:
         await _bind(session, agent.agent_type, resource_id, agent.id)
     return bool(taking)

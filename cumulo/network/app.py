@@ -118,6 +118,11 @@ async def start_agent(config: CumuloConfig, transport: Transport, state_dir: Pat
         driver.tunnel = tunnel_settings(config.network)
     if isinstance(driver, LinuxBridgeDriver):
         driver.host_leg = config.network.host_leg
+        if config.network.tunnel_local_ip and not isinstance(driver, OpenvSwitchDriver):
+            driver.vxlan = {
+                "local_ip": config.network.tunnel_local_ip,
+                "device": config.network.tunnel_device,
+            }
     agent = NetworkAgent(transport, host, driver)
     await agent.start()
     return agent

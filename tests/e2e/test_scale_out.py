@@ -17,7 +17,7 @@ import pytest
 
 from cumulo.common.config import load_config, write_config
 from tests.cloudrunner import CloudRunner, configure_state_dir, wait_for_port
-from tests.cluster import RABBIT, Processes, delete_queues, host_state_dir
+from tests.cluster import RABBIT, Processes, delete_queues, host_state_dir, wait_for
 from tests.conftest import skip_or_fail
 from tests.databases import ServerUnavailable, fresh_database
 from tests.e2e.test_compute_distributed import _reachable
@@ -31,13 +31,6 @@ CONTROL = {"nova-conductor": ("cond-a", "cond-b"), "nova-scheduler": ("sched-a",
 def _services(cloud: CloudRunner) -> dict[tuple[str, str], str]:
     rows = cloud.openstack("compute", "service", "list", "-f", "json")
     return {(row["Binary"], row["Host"]): row["State"] for row in rows}
-
-
-def _wait_for(what: str, check, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what} within {timeout:g} s"
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +72,7 @@ def cluster(tmp_path_factory):
                     services = _services(cloud)
                     return all(services.get(key) == "up" for key in wanted)
 
-                _wait_for("every service reports in", all_up, 90)
+                wait_for("every service reports in", all_up, 90)
                 cloud.openstack(
                     "quota", "set", "--instances", "100", "--cores", "200", "--ram", "409600",
                     "admin",
@@ -190,7 +183,7 @@ def test_a_conductor_and_a_scheduler_killed_mid_build(cluster, image):
         if row["Status"] == "ERROR":
             fault = cloud.openstack("server", "show", row["ID"], "-f", "json")["fault"]
             assert fault["message"]
-    _wait_for(
+    wait_for(
         "the killed services are shown down",
         lambda: all(
             _services(cloud)[key] == "down"
@@ -228,7 +221,7 @@ def test_a_killed_api_worker_is_replaced(cluster):
     # The other worker answers meanwhile.
     for _ in range(5):
         cloud.openstack("server", "list", "-f", "json")
-    _wait_for(
+    wait_for(
         "a new worker replaces the killed one",
         lambda: len(_children(parent) - {victim}) == 2,
         60,
@@ -236,7 +229,7 @@ def test_a_killed_api_worker_is_replaced(cluster):
     replacement = (_children(parent) - workers).pop()
     config = cloud.config
     # Once it listens (its cloud opened), both workers serve every port.
-    _wait_for(
+    wait_for(
         "the replacement listens",
         lambda: f":{config.ports.compute:04X}".encode() in _listening_of(replacement),
         60,

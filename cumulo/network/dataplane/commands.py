@@ -62,6 +62,11 @@ async def ip(ns: str | None, *args: str, check: bool = True) -> str:
     return await run("ip", *_in(ns), *args, check=check)
 
 
+async def bridge(ns: str | None, *args: str, check: bool = True) -> str:
+    """`bridge -n <ns> ...` (iproute2's forwarding database tool)."""
+    return await run("bridge", *_in(ns), *args, check=check)
+
+
 async def links(ns: str | None) -> dict[str, dict[str, Any]]:
     """The namespace's links by name (ip -json link)."""
     out = await run("ip", *_in(ns), "-json", "link", "show")

@@ -88,6 +88,16 @@ def tools_available() -> bool:
     return all(shutil.which(tool) for tool in TOOLS)
 
 
+def vxlan_name(network_id: str) -> str:
+    return f"{PREFIX}v{_short(network_id, 9)}"
+
+
+async def _vxlan_fdb(ns: str, device: str) -> set[tuple[str, str]]:
+    """The (MAC, remote address) entries of a VXLAN device's forwarding table."""
+    out = await cmd.bridge(ns, "-json", "fdb", "show", "dev", device)
+    return {(e["mac"], e["dst"]) for e in json.loads(out or "[]") if e.get("dst")}
+
+
 def scope_of(state_dir: Path) -> str:
     return hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:6]
 
@@ -131,6 +141,9 @@ class LinuxBridgeDriver(NetworkDriver):
         self.isolated_metadata = False
         self.force_metadata = False
         self.host_leg = False  # the external networks reach the host's namespace
+        # Tenant networks over VXLAN to the other hosts: {"local_ip": "<address>/<prefix>",
+        # "device": <the host interface carrying the tunnels>}; None: bridges stay local.
+        self.vxlan: dict[str, str] | None = None
         self.applied: dict[str, str] = {}  # object -> fingerprint of what was applied
         self._lock = asyncio.Lock()
 
@@ -148,7 +161,15 @@ class LinuxBridgeDriver(NetworkDriver):
     def configurations(self) -> dict[str, Any]:
         # How a compute host plugs a guest: its tap into the network's bridge in `netns`.
         vif = {"type": "bridge", "details": {"port_filter": True, "netns": self.host_ns}}
-        return {"driver": self.name, "vif": {**vif, "bridge_per_network": True}}
+        reported: dict[str, Any] = {"driver": self.name, "vif": {**vif, "bridge_per_network": True}}
+        if self.vxlan is not None:
+            # Neutron's linuxbridge agent reports its VTEP so: the others reach it there.
+            reported |= {
+                "tunneling_ip": self.vxlan["local_ip"].split("/")[0],
+                "tunnel_types": ["vxlan"],
+                "l2_population": True,
+            }
+        return reported
 
     # -- converging ------------------------------------------------------------------
 
@@ -174,6 +195,19 @@ class LinuxBridgeDriver(NetworkDriver):
             keep.add(f"bridge:{net['id']}")
             await self._step(f"bridge:{net['id']}", (net["mtu"], net["admin_state_up"]),
                              self._bridge(net), existing, self.host_ns)  # fmt: skip
+        tunnel = state.get("tunnel") if self.vxlan is not None else None
+        if tunnel:
+            keep.add("underlay")
+            await self._step("underlay", self.vxlan, self._underlay(), existing, self.host_ns)
+            for net_id, vni in tunnel["vni"].items():
+                if net_id not in networks:
+                    continue
+                keep.add(f"vxlan:{net_id}")
+                peers, macs = tunnel["peers"].get(net_id, []), tunnel["macs"].get(net_id, [])
+                mtu = networks[net_id]["mtu"]
+                await self._step(f"vxlan:{net_id}", (vni, mtu, peers, macs),
+                                 self._vxlan(net_id, vni, mtu, peers, macs), existing,
+                                 self.host_ns)  # fmt: skip
         legged = [n for n in networks.values() if n["external"] and self.host_leg]
         for net in legged[:1]:  # one leg per deployment (its name is the scope's)
             keep.add(f"host-leg:{net['id']}")
@@ -254,6 +288,43 @@ class LinuxBridgeDriver(NetworkDriver):
             await cmd.ip(self.host_ns, "link", "add", name, "type", "bridge")
         state = "up" if net["admin_state_up"] else "down"
         await cmd.ip(self.host_ns, "link", "set", name, "mtu", str(net["mtu"]), state)
+
+    async def _underlay(self) -> None:
+        """The tunnels' host interface in the data plane's namespace, with this host's
+        underlay address (moved in from the host's namespace the first time)."""
+        assert self.vxlan is not None
+        device, address = self.vxlan["device"], self.vxlan["local_ip"]
+        if device not in await cmd.links(self.host_ns):
+            await cmd.ip(None, "link", "set", device, "netns", self.host_ns)
+        await cmd.ip(self.host_ns, "link", "set", device, "up")
+        await self._addresses(self.host_ns, device, {address})
+
+    async def _vxlan(
+        self, network_id: str, vni: int, mtu: int, peers: list[str], macs: list[list[str]]
+    ) -> None:
+        """The network's VXLAN device on its bridge: broadcasts replicated to each peer
+        host with something on the network (all-zeros FDB entries), and each remote
+        port's MAC pinned to its host (L2 population; learning stays on for the rest)."""
+        assert self.vxlan is not None
+        name, local = vxlan_name(network_id), self.vxlan["local_ip"].split("/")[0]
+        link = (await cmd.links(self.host_ns)).get(name)
+        if link is not None and (link.get("linkinfo", {}).get("info_data", {}).get("id") != vni):
+            await cmd.ip(self.host_ns, "link", "del", name)
+            link = None
+        if link is None:
+            device = self.vxlan["device"]
+            await cmd.ip(self.host_ns, "link", "add", name, "type", "vxlan", "id", str(vni),
+                         "local", local, "dev", device, "dstport", "4789")  # fmt: skip
+        await cmd.ip(self.host_ns, "link", "set", name, "master", bridge_name(network_id),
+                     "mtu", str(mtu), "up")  # fmt: skip
+        wanted = {("00:00:00:00:00:00", peer) for peer in peers}
+        wanted |= {(mac, peer) for mac, peer in macs}
+        have = await _vxlan_fdb(self.host_ns, name)
+        for mac, peer in have - wanted:
+            await cmd.bridge(self.host_ns, "fdb", "del", mac, "dev", name, "dst", peer,
+                             check=False)  # fmt: skip
+        for mac, peer in sorted(wanted - have):
+            await cmd.bridge(self.host_ns, "fdb", "append", mac, "dev", name, "dst", peer)
 
     @property
     def host_leg_name(self) -> str:
@@ -409,10 +480,10 @@ class LinuxBridgeDriver(NetworkDriver):
                     await self.metadata_proxy.remove(ns)
                 LOG.info("network: removing namespace %s", ns)
                 await cmd.delete_namespace(ns)
-        bridges = {bridge_name(n) for n in networks}
+        bridges = {bridge_name(n) for n in networks} | {vxlan_name(n) for n in networks}
         for name in await cmd.links(self.host_ns):
             # Legs whose namespace went took their host ends with them; bridges stay.
-            if name.startswith(f"{PREFIX}b") and name not in bridges:
+            if name.startswith((f"{PREFIX}b", f"{PREFIX}v")) and name not in bridges:
                 await cmd.ip(self.host_ns, "link", "del", name, check=False)
         if self.files.is_dir():
             for path in self.files.iterdir():

@@ -15,15 +15,20 @@ from typing import Any
 from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
 
-from cumulo.network.agents import DHCP_AGENT, L3_AGENT, served
+from cumulo.common.db import utcnow
+from cumulo.network.agents import AGENT_DOWN_TIME, DHCP_AGENT, L3_AGENT, served
 from cumulo.network.core import NetworkService
+from cumulo.network.dataplane.ovs_firewall import vni
 from cumulo.network.models import (
+    Agent,
     FloatingIp,
     IpAllocation,
     Network,
+    NetworkDhcpAgent,
     Port,
     PortSecurityGroup,
     Router,
+    RouterL3Agent,
     SecurityGroupRule,
     Subnet,
 )
@@ -67,6 +72,67 @@ def _load(s: Session, host: str) -> dict[str, Any]:
         # What the schedulers gave this host: DHCP for these networks, these routers.
         "dhcp_networks": set(s.scalars(served(DHCP_AGENT, host))),
         "l3_routers": set(s.scalars(served(L3_AGENT, host))),
+        # VXLAN between hosts: where each agent's end is, and who serves what where.
+        "tunnels": s.execute(
+            select(Agent.host, Agent.configurations, Agent.heartbeat_timestamp).where(
+                Agent.agent_type == DHCP_AGENT
+            )
+        ).all(),
+        "dhcp_hosts": s.execute(
+            select(NetworkDhcpAgent.network_id, Agent.host).join(
+                Agent, Agent.id == NetworkDhcpAgent.agent_id
+            )
+        ).all(),
+        "l3_hosts": s.execute(
+            select(RouterL3Agent.router_id, Agent.host).join(
+                Agent, Agent.id == RouterL3Agent.agent_id
+            )
+        ).all(),
+    }
+
+
+def _tunnels(loaded: dict[str, Any], host: str) -> dict[str, Any] | None:
+    """What this host's VXLAN devices need (None when its agent does not tunnel): each
+    tenant network's VNI, the underlay addresses of the other hosts that have something
+    on it (head-end replication of broadcasts), and where each remote port's MAC is
+    (L2 population: unicast frames go straight to the right host)."""
+    now = utcnow()
+    ends = {
+        h: conf["tunneling_ip"]
+        for h, conf, heartbeat in loaded["tunnels"]
+        if (conf or {}).get("tunneling_ip") and now - heartbeat < AGENT_DOWN_TIME
+    }
+    if host not in ends:
+        return None
+    dhcp_hosts: dict[str, set[str]] = defaultdict(set)
+    for network_id, h in loaded["dhcp_hosts"]:
+        dhcp_hosts[network_id].add(h)
+    l3_hosts: dict[str, set[str]] = defaultdict(set)
+    for router_id, h in loaded["l3_hosts"]:
+        l3_hosts[router_id].add(h)
+    peers: dict[str, set[str]] = defaultdict(set)
+    macs: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for p in loaded["ports"]:
+        if p.device_owner == DHCP:
+            where = dhcp_hosts[p.network_id]
+        elif p.device_owner in (ROUTER_INTERFACE, ROUTER_GATEWAY):
+            where = l3_hosts[p.device_id]
+        else:
+            where = {p.host} if p.host else set()
+        for h in where - {host}:
+            if h in ends:
+                peers[p.network_id].add(ends[h])
+                macs[p.network_id].add((p.mac_address, ends[h]))
+    vnis = {
+        n.id: n.segmentation_id if n.network_type == "vxlan" and n.segmentation_id else vni(n.id)
+        for n in loaded["networks"]
+        if not n.external
+    }
+    return {
+        "local_ip": ends[host],
+        "vni": vnis,
+        "peers": {n: sorted(peers[n]) for n in vnis if peers[n]},
+        "macs": {n: sorted(map(list, macs[n])) for n in vnis if macs[n]},
     }
 
 
@@ -252,4 +318,5 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
         "networks": state_networks,
         "ports": state_ports,
         "routers": state_routers,
+        "tunnel": _tunnels(loaded, host),
     }
