@@ -202,6 +202,36 @@ def _run_process(agent) -> None:
         sys.exit(1)
 
 
+_join_option = click.option(
+    "--join",
+    "join_url",
+    default=None,
+    help="Enrol this host first: the controller's Identity URL (http://controller:5000); "
+    "with --token, the controller's config is written into this state dir.",
+)
+_token_option = click.option(
+    "--token", default=None, help="The enrolment token (`cumulo host token create`)."
+)
+
+
+def _host_config(sd: Path, join_url: str | None, token: str | None):
+    """This host's config: fetched from the controller with an enrolment token when
+    --join is given, else the state dir's."""
+    if join_url is None:
+        return load_config(sd)
+    if not token:
+        raise click.UsageError("--join needs --token (cumulo host token create)")
+    from cumulo.operations.enrolment import join
+
+    try:
+        config = join(sd, join_url, token)
+    except (ValueError, OSError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+    console.print(f"enrolled with {join_url}: config written to {sd / 'cumulo.toml'}")
+    return config
+
+
 @main.command()
 @state_dir_option
 @click.option(
@@ -210,7 +240,11 @@ def _run_process(agent) -> None:
     default=None,
     help="This compute host's name (default: [compute] host, else the hostname).",
 )
-def compute(state_dir: Path | None, compute_host: str | None) -> None:
+@_join_option
+@_token_option
+def compute(
+    state_dir: Path | None, compute_host: str | None, join_url: str | None, token: str | None
+) -> None:
     """Run a compute host on its own, joining the cloud of the controller in the config.
 
     The state dir holds a copy of the controller's cumulo.toml: [messaging] transport_url
@@ -219,7 +253,7 @@ def compute(state_dir: Path | None, compute_host: str | None) -> None:
     from cumulo.compute.agent import run_compute_agent
 
     sd = resolve_state_dir(state_dir)
-    config = load_config(sd)
+    config = _host_config(sd, join_url, token)
     if compute_host:
         config.compute.host = compute_host
     _run_host(sd, lambda stop: run_compute_agent(config, sd, stop))
@@ -308,7 +342,11 @@ scheduler = _control_command("scheduler")
     help="This host's name (default: [network] agent_host, else [compute] host, else the "
     "hostname): the compute host whose guests it wires.",
 )
-def network_agent(state_dir: Path | None, agent_host: str | None) -> None:
+@_join_option
+@_token_option
+def network_agent(
+    state_dir: Path | None, agent_host: str | None, join_url: str | None, token: str | None
+) -> None:
     """Run this host's network data plane (L2, DHCP, L3, metadata proxy) on its own.
 
     The state dir holds a copy of the controller's cumulo.toml: [messaging] transport_url
@@ -317,7 +355,7 @@ def network_agent(state_dir: Path | None, agent_host: str | None) -> None:
     from cumulo.network.host import run_network_agent
 
     sd = resolve_state_dir(state_dir)
-    config = load_config(sd)
+    config = _host_config(sd, join_url, token)
     if agent_host:
         config.network.agent_host = agent_host
     _run_host(sd, lambda stop: run_network_agent(config, sd, stop), "network-agent.pid")
@@ -331,7 +369,11 @@ def network_agent(state_dir: Path | None, agent_host: str | None) -> None:
     default=None,
     help="This storage host's name (default: [volume] host, else the hostname).",
 )
-def volume(state_dir: Path | None, volume_host: str | None) -> None:
+@_join_option
+@_token_option
+def volume(
+    state_dir: Path | None, volume_host: str | None, join_url: str | None, token: str | None
+) -> None:
     """Run a storage host on its own: the volume managers of its [[volume.backends]].
 
     The state dir holds a copy of the controller's cumulo.toml: [messaging] transport_url
@@ -341,10 +383,43 @@ def volume(state_dir: Path | None, volume_host: str | None) -> None:
     from cumulo.volume.agent import run_volume_host
 
     sd = resolve_state_dir(state_dir)
-    config = load_config(sd)
+    config = _host_config(sd, join_url, token)
     if volume_host:
         config.volume.host = volume_host
     _run_host(sd, lambda stop: run_volume_host(config, sd, stop))
+
+
+@main.group()
+def host() -> None:
+    """Hosts joining the cloud."""
+
+
+@host.group("token")
+def host_token() -> None:
+    """Enrolment tokens for new hosts."""
+
+
+@host_token.command("create")
+@state_dir_option
+@click.option("--ttl", type=click.FloatRange(min=1), default=3600.0, show_default=True,
+              help="Seconds the token stays valid.")  # fmt: skip
+@click.option("--uses", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many hosts may enrol with it.")  # fmt: skip
+def host_token_create(state_dir: Path | None, ttl: float, uses: int) -> None:
+    """Print a token a new host enrols with: `cumulo compute --join <identity URL>
+    --token <token>` (or network-agent, volume) fetches this controller's config."""
+    from cumulo.operations.enrolment import create_token
+
+    sd = resolve_state_dir(state_dir)
+    if not (sd / "cumulo.toml").exists():
+        raise click.UsageError(f"{sd} holds no cloud (run cumulo init or cumulo up first)")
+    click.echo(create_token(sd, ttl, uses))
+    config = load_config(sd)
+    console.print(
+        f"on the new host: cumulo compute --join {config.public_url(config.ports.identity)} "
+        "--token <the token above> (valid "
+        f"{ttl:g} s, {uses} host{'s' if uses > 1 else ''})"
+    )
 
 
 def _object_store_group() -> click.Group:

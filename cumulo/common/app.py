@@ -27,11 +27,13 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cumulo.common import limits, metrics, tracing
+from cumulo.common.db import database_unreachable
 from cumulo.common.faults import (
     ERRORS_BY_STATUS,
     ApiError,
     BadRequest,
     ErrorRenderer,
+    ServiceUnavailable,
 )
 
 LOG = logging.getLogger("cumulo.api")
@@ -173,6 +175,14 @@ def create_app(
         return error_response(err)
 
     async def on_unexpected(_request: Request, exc: Exception) -> Response:
+        if database_unreachable(exc):
+            # The database restarts or fails over: say so, and when to try again.
+            LOG.warning("database unreachable: %s", exc)
+            return error_response(
+                ServiceUnavailable(
+                    "The service's database cannot be reached just now; try again shortly."
+                )
+            )
         LOG.exception("unhandled error: %s", exc)
         return error_response(ApiError())
 

@@ -95,6 +95,10 @@ class NotImplementedYet(ApiError):
 class ServiceUnavailable(ApiError):
     status, title = 503, "Service Unavailable"
     default_message = "The service is temporarily unavailable."
+    retry_after = 5  # seconds: what the client is told to wait before trying again
+
+    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None):
+        super().__init__(message, headers={"Retry-After": str(self.retry_after), **(headers or {})})
 
 
 ERRORS_BY_STATUS: dict[int, type[ApiError]] = {

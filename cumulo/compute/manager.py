@@ -234,12 +234,18 @@ class ComputeManager(HostMoves, Endpoint):
     async def sync_power_states(self) -> None:
         """Make the database agree with the hypervisor: a dead guest is never ACTIVE."""
         ctx = self.service_context
+        instances = await self.conductor.instances_on_host(ctx, self.host)
+        # The guests after the instances: a build that went ACTIVE meanwhile had its
+        # guest running before (read the other way round, it looked dead: SHUTOFF).
         guests = set(await self.driver.list_guests())
-        for inst in await self.conductor.instances_on_host(ctx, self.host):
+        for inst in instances:
             if inst["task_state"] is not None:
                 continue  # an action is in flight; it will set the state itself
             if inst["uuid"] in guests:
-                power = (await self.driver.get_info(inst["uuid"])).state
+                try:
+                    power = (await self.driver.get_info(inst["uuid"])).state
+                except GuestNotFound:
+                    continue  # deleted since the listing: its delete sets the state
             else:
                 power = PowerState.NOSTATE if inst["vm_state"] != VmState.ERROR else None
             if power is None or int(power) == inst["power_state"]:

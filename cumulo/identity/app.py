@@ -16,6 +16,7 @@ from cumulo.identity.api import (
     domain_config,
     domains,
     endpoint_filter,
+    enrolment,
     groups,
     oauth1,
     policies,
@@ -48,6 +49,7 @@ def create_identity_app(identity: Identity) -> Starlette:
         *oauth1.routes,
         *endpoint_filter.routes,
         *trusts.routes,
+        *enrolment.routes,
     ]
     app = create_app("identity", routes, render_identity)
     app.add_middleware(AuditMiddleware, notifier_of=lambda: identity.notifier)

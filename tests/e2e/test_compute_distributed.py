@@ -195,3 +195,58 @@ def test_killing_a_compute_agent_mid_build_ends_in_error(controller: CloudRunner
         time.sleep(0.5)
     controller.openstack("server", "delete", "--wait", server["id"])
     assert controller.openstack("port", "list", "--device-id", server["id"], "-f", "json") == []
+
+
+def test_a_host_enrols_with_a_token_takes_boots_and_drains(
+    controller: CloudRunner, image, tmp_path
+):
+    """A fresh state dir, the controller's Identity URL and a token: nothing else."""
+    cumulo = str(Path(sys.executable).parent / "cumulo")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    token = subprocess.run(
+        [cumulo, "host", "token", "create", "--state-dir", str(controller.state_dir)],
+        capture_output=True, text=True, check=True, env=env,
+    ).stdout.strip()  # fmt: skip
+    name = f"enrolled-{uuid.uuid4().hex[:6]}"
+    state = tmp_path / name
+    proc = subprocess.Popen(
+        [cumulo, "-v", "compute", "--state-dir", str(state), "--host", name,
+         "--join", controller.auth_url, "--token", token],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not any(
+            s["Host"] == name and s["State"] == "up"
+            for s in controller.openstack("compute", "service", "list", "-f", "json")
+        ):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the enrolled host never reported in"
+            time.sleep(0.5)
+        assert (state / "cumulo.toml").stat().st_mode & 0o777 == 0o600
+        server = controller.openstack(
+            "server", "create", "--image", image, "--flavor", "m1.tiny", "--network", "public",
+            "--availability-zone", f"nova:{name}", "--wait", f"vm-{name}", "-f", "json",
+        )  # fmt: skip
+        assert server["OS-EXT-SRV-ATTR:host"] == name
+        # The token was for one host: a second one is refused, and nothing is written.
+        again = subprocess.run(
+            [cumulo, "compute", "--state-dir", str(tmp_path / "second"), "--join",
+             controller.auth_url, "--token", token],
+            capture_output=True, text=True, timeout=60, env=env,
+        )  # fmt: skip
+        assert again.returncode == 1 and "refused the enrolment (401)" in again.stderr
+        assert not (tmp_path / "second" / "cumulo.toml").exists()
+        # Disabled, it takes no new boots (the scheduler passes it over).
+        controller.openstack("compute", "service", "set", "--disable", name, "nova-compute")
+        refused = controller.openstack(
+            "server", "create", "--image", image, "--flavor", "m1.tiny", "--network", "public",
+            "--availability-zone", f"nova:{name}", "--wait", f"vm2-{name}", check=False,
+        )  # fmt: skip
+        assert refused.returncode != 0
+        shown = controller.openstack("server", "show", f"vm2-{name}", "-f", "json")
+        assert shown["status"] == "ERROR"
+        controller.openstack("server", "delete", "--wait", f"vm-{name}", f"vm2-{name}")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
