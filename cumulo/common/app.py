@@ -27,7 +27,6 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cumulo.common import limits, metrics, tracing
-from cumulo.common.db import database_unreachable
 from cumulo.common.faults import (
     ERRORS_BY_STATUS,
     ApiError,
@@ -35,6 +34,7 @@ from cumulo.common.faults import (
     ErrorRenderer,
     ServiceUnavailable,
 )
+from cumulo.common.outages import bus_unreachable, database_unreachable
 
 LOG = logging.getLogger("cumulo.api")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -175,14 +175,13 @@ def create_app(
         return error_response(err)
 
     async def on_unexpected(_request: Request, exc: Exception) -> Response:
-        if database_unreachable(exc):
-            # The database restarts or fails over: say so, and when to try again.
-            LOG.warning("database unreachable: %s", exc)
-            return error_response(
-                ServiceUnavailable(
-                    "The service's database cannot be reached just now; try again shortly."
+        # A backing server restarting or failing over: say which, and when to try again.
+        for away, what in ((bus_unreachable, "message bus"), (database_unreachable, "database")):
+            if away(exc):
+                LOG.warning("%s unreachable: %s", what, exc)
+                return error_response(
+                    ServiceUnavailable(f"The {what} cannot be reached just now; try again shortly.")
                 )
-            )
         LOG.exception("unhandled error: %s", exc)
         return error_response(ApiError())
 

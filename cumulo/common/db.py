@@ -27,8 +27,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import URL, DateTime, MetaData, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.exc import TimeoutError as SATimeoutError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -197,29 +196,6 @@ def _sync_transaction(sessions: sessionmaker[Session], fn, args, kwargs):
 def _sync_read(sessions: sessionmaker[Session], fn, args, kwargs):
     with sessions() as session:
         return fn(session, *args, **kwargs)
-
-
-# Driver errors (by class name: asyncpg's, aiomysql's) that say the server went away.
-_GONE = frozenset(
-    {"CannotConnectNowError", "ConnectionDoesNotExistError", "AdminShutdownError",
-     "ConnectionFailureError", "InterfaceError"}
-)  # fmt: skip
-
-
-def database_unreachable(exc: BaseException | None) -> bool:
-    """Whether an error means the database server cannot be reached just now (restarting,
-    failing over, the network cut): the API answers 503 and the client tries again."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-            return True
-        if isinstance(exc, (OperationalError, SATimeoutError, ConnectionError)):
-            return True
-        if type(exc).__name__ in _GONE:
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 class Database:

@@ -32,6 +32,7 @@ from cumulo.compute.models import (
     FlavorProject,
     Instance,
     InstanceAction,
+    InstanceFault,
     KeyPair,
     ServerGroup,
     ServerGroupMember,
@@ -392,9 +393,14 @@ class ComputeService(ServerMoves):
             # Whether the host has volume mappings to read and attach.
             "block_devices": bool(volume_bdms),
         }
-        await self.conductor.build_instances(
-            self.rpc_context(ctx), [i.uuid for i in instances], spec
-        )
+        uuids = [i.uuid for i in instances]
+        try:
+            await self.conductor.build_instances(self.rpc_context(ctx), uuids, spec)
+        except Exception:
+            # The builds never started (the bus is away): the client is told the request
+            # failed, so no server of it is left behind.
+            await self.db.run_write(_forget_instances, uuids)
+            raise
         return instances, reservation_id, admin_pass
 
     async def _check_volume_bdms(
@@ -1036,3 +1042,11 @@ class ComputeService(ServerMoves):
                 setattr(inst, name, value)
             inst.updated_at = utcnow()
         return inst
+
+
+def _forget_instances(s: Session, uuids: list[str]) -> None:
+    """Remove instances recorded for a request that failed before any build started
+    (their actions' events go with the actions)."""
+    for model in (InstanceAction, ServerGroupMember, BlockDeviceMapping, InstanceFault):
+        s.execute(delete(model).where(model.instance_uuid.in_(uuids)))
+    s.execute(delete(Instance).where(Instance.uuid.in_(uuids)))

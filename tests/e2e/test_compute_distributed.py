@@ -9,7 +9,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,26 +19,16 @@ import pytest
 
 from cumulo.common.config import load_config, write_config
 from tests.cloudrunner import CloudRunner, configure_state_dir
-from tests.cluster import delete_queues
+from tests.cluster import RABBIT, delete_queues, reachable
 from tests.conftest import skip_or_fail
 from tests.databases import ServerUnavailable, fresh_database
 
 pytestmark = pytest.mark.e2e
 
-RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
-
-
-def _reachable(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
 
 @pytest.fixture(scope="module")
 def controller(tmp_path_factory):
-    if not _reachable(5672):
+    if not reachable(5672):
         skip_or_fail("RabbitMQ is not reachable on 127.0.0.1:5672")
     namespace = f"cumulo-test-{uuid.uuid4().hex[:8]}"
     try:

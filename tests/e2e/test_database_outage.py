@@ -10,8 +10,6 @@ lets them through again: the machine's PostgreSQL itself is shared with other te
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 import uuid
 
@@ -19,70 +17,11 @@ import httpx
 import pytest
 
 from tests.cloudrunner import CloudRunner, configure_state_dir
+from tests.cluster import CuttableProxy
 from tests.conftest import skip_or_fail
 from tests.databases import ServerUnavailable, fresh_database
 
 pytestmark = pytest.mark.e2e
-
-
-class CuttableProxy:
-    """127.0.0.1:<port> -> 127.0.0.1:<target>, with cut() and restore()."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.port = 0
-        self.loop = asyncio.new_event_loop()
-        self.server: asyncio.base_events.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-
-    def _run(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        except OSError:
-            writer.close()
-            return
-        self.writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-        self.writers -= {writer, up_writer}
-
-    async def _listen(self) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def _cut(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in list(self.writers):
-            writer.transport.abort()
-        self.writers.clear()
-
-    def start(self) -> CuttableProxy:
-        self._run(self._listen())
-        return self
-
-    def cut(self) -> None:
-        self._run(self._cut())
-
-    def restore(self) -> None:
-        self._run(self._listen())
-
-    def close(self) -> None:
-        self._run(self._cut())
-        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,9 @@ import pytest
 
 from cumulo.common.config import load_config, write_config
 from tests.cloudrunner import CloudRunner, configure_state_dir
+from tests.cluster import RABBIT, delete_queues, reachable
 from tests.conftest import skip_or_fail
-from tests.e2e.test_compute_distributed import (
-    RABBIT,
-    _delete_queues,
-    _reachable,
-    start_compute_host,
-)
+from tests.e2e.test_compute_distributed import start_compute_host
 
 pytestmark = pytest.mark.e2e
 
@@ -54,7 +50,7 @@ def cloud(tmp_path_factory):
     for tool in ("qemu-system-x86_64", "qemu-img", "qemu-nbd"):
         if shutil.which(tool) is None:
             skip_or_fail(f"{tool} is not installed")
-    if not _reachable(5672):
+    if not reachable(5672):
         skip_or_fail("RabbitMQ is not reachable on 127.0.0.1:5672")
     from cumulo.testing.guest import GuestBuildError, build_guest
 
@@ -88,7 +84,7 @@ def cloud(tmp_path_factory):
         if runner.second is not None:
             stop_host(runner.second)
         runner.stop()
-        asyncio.run(_delete_queues(namespace))
+        asyncio.run(delete_queues(namespace))
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,9 @@ import pytest
 
 from cumulo.common.config import load_config, write_config
 from tests.cloudrunner import CloudRunner, configure_state_dir, wait_for_port
-from tests.cluster import RABBIT, Processes, delete_queues, host_state_dir, wait_for
+from tests.cluster import RABBIT, Processes, delete_queues, host_state_dir, reachable, wait_for
 from tests.conftest import skip_or_fail
 from tests.databases import ServerUnavailable, fresh_database
-from tests.e2e.test_compute_distributed import _reachable
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +34,7 @@ def _services(cloud: CloudRunner) -> dict[tuple[str, str], str]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    if not _reachable(5672):
+    if not reachable(5672):
         skip_or_fail("RabbitMQ is not reachable on 127.0.0.1:5672")
     namespace = f"cumulo-test-{uuid.uuid4().hex[:8]}"
     try:

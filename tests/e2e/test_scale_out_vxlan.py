@@ -27,9 +27,8 @@ from tests.cloudrunner import (
     remove_data_plane,
     stop_guest_cloud,
 )
-from tests.cluster import RABBIT, Processes, delete_queues, host_state_dir, wait_for
+from tests.cluster import RABBIT, Processes, delete_queues, host_state_dir, reachable, wait_for
 from tests.conftest import require_real_guests, skip_or_fail
-from tests.e2e.test_compute_distributed import _reachable
 from tests.e2e.test_qemu_cloud_guests import PING_USER_DATA, pings, register_tiny_images
 
 pytestmark = pytest.mark.e2e
@@ -47,7 +46,7 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def two_hosts(tmp_path_factory):
     require_real_guests()
-    if not _reachable(5672):
+    if not reachable(5672):
         skip_or_fail("RabbitMQ is not reachable on 127.0.0.1:5672")
     tag = uuid.uuid4().hex[:4]
     namespace = f"cumulo-test-{tag}"

@@ -21,16 +21,16 @@ import pytest
 
 from cumulo.common.config import VolumeBackendConfig, load_config, write_config
 from tests.cloudrunner import CloudRunner, configure_state_dir
+from tests.cluster import RABBIT, delete_queues, reachable
 from tests.conftest import skip_or_fail
 from tests.databases import ServerUnavailable, fresh_database
-from tests.e2e.test_compute_distributed import RABBIT, _delete_queues, _reachable
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def controller(tmp_path_factory):
-    if not _reachable(5672):
+    if not reachable(5672):
         skip_or_fail("RabbitMQ is not reachable on 127.0.0.1:5672")
     namespace = f"cumulo-test-{uuid.uuid4().hex[:8]}"
     try:
@@ -49,7 +49,7 @@ def controller(tmp_path_factory):
                 yield runner
             finally:
                 runner.stop()
-                asyncio.run(_delete_queues(namespace))
+                asyncio.run(delete_queues(namespace))
     except ServerUnavailable as exc:
         skip_or_fail(f"PostgreSQL is not reachable: {exc}")
 
