@@ -214,6 +214,7 @@ class Result:
     delete_rate: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU s while booting
     broker: dict[str, tuple[int, int]] = field(default_factory=dict)  # connections, channels
+    idle_cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU share, idle
 
     @staticmethod
     def pct(values: list[float], q: float) -> float:
@@ -247,6 +248,12 @@ class Result:
             out.append(
                 "  CPU per boot by process: "
                 + ", ".join(f"{k} {v / max(1, ok) * 1000:.2f} ms" for k, v in self.cpu.items())
+            )
+        if self.idle_cpu:
+            out.append(
+                "  idle (hosts reporting, nothing booting), CPU by process: "
+                + ", ".join(f"{k} {v * 100:.1f}%" for k, v in self.idle_cpu.items())
+                + f"; total {sum(self.idle_cpu.values()) * 100:.1f}% of one core"
             )
         if self.broker:
             out.append(
@@ -286,6 +293,14 @@ async def boot_all(
     result = Result(setup.name, args.servers, args.clients, args.network)
     try:
         await wait_for_hosts(admin, args.fake_hosts + 1)
+        if args.idle_seconds:
+            # What the hosts cost with nothing to do: heartbeats and power-state syncs.
+            before = cpu_by_process(pids)
+            await asyncio.sleep(args.idle_seconds)
+            after = cpu_by_process(pids)
+            result.idle_cpu = {
+                name: (after[name] - before.get(name, 0.0)) / args.idle_seconds for name in after
+            }
         unlimited = {"quota_set": {"instances": -1, "cores": -1, "ram": -1}}
         await admin.ok("PUT", f"/v2.1/os-quota-sets/{project}", unlimited)
         image = await image_api.ok(
@@ -592,6 +607,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--poll-interval", type=float, default=0.05, help="seconds between polls")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for ACTIVE")
     p.add_argument("--keep", action="store_true", help="keep the state dir and the server log")
+    p.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=0.0,
+        help="before booting, measure each process's CPU this long with the hosts idle",
+    )
     return p.parse_args(argv)
 
 

@@ -332,7 +332,9 @@ def test_a_new_user_launches_watches_and_wires_a_server(dash, chromium_browser, 
     page.wait_for_load_state()
     default = page.locator("section.card", has_text="default")
     assert default.locator("tbody tr").count() == before + 1
-    default.locator("tbody tr", has_text="22").locator("button:text('Delete')").click()
+    # The row whose Ports cell is 22 (a remote group's id elsewhere may contain "22").
+    ssh = default.locator("tbody tr").filter(has=page.locator("td", has_text=re.compile(r"^22$")))
+    ssh.locator("button:text('Delete')").click()
     page.wait_for_load_state()
     assert page.locator("section.card", has_text="default").locator("tbody tr").count() == before
 

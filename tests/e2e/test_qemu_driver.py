@@ -112,8 +112,10 @@ async def wait_console(
 
 def disks_seen(console: str) -> list[str]:
     """The block devices in the guest's last report (it prints them whenever they change)."""
-    # The shell's prompt may share the line: look for the marker anywhere in it.
-    lines = [line for line in console.splitlines() if f"{MARK} disks" in line]
+    # The shell's prompt may share the line: look for the marker anywhere in it. Only
+    # whole lines: the last one may be read while the guest is still writing it.
+    complete = console[: console.rfind("\n") + 1]
+    lines = [line for line in complete.splitlines() if f"{MARK} disks" in line]
     return lines[-1].split(f"{MARK} disks", 1)[1].split() if lines else []
 
 
