@@ -514,23 +514,12 @@ def start_cluster(state_dir: Path, args: argparse.Namespace) -> dict[str, subpro
 
 def cluster_pids(procs: dict[str, subprocess.Popen]) -> dict[str, int]:
     """Every process of the cluster, the API's workers by name (their parent only waits)."""
+    from tests.cluster import children
+
     pids = {name: proc.pid for name, proc in procs.items() if name != "api"}
     workers = sorted(children(procs["api"].pid))
     pids |= {f"api-worker-{i}": pid for i, pid in enumerate(workers, 1)}
     return pids
-
-
-def children(parent: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                found.add(int(entry.name))
-    return found
 
 
 def service_pids() -> dict[str, int]:

@@ -63,6 +63,20 @@ def reachable(port: int) -> bool:
         return False
 
 
+def children(parent: int) -> set[int]:
+    """The pids of the processes whose parent is `parent` (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                found.add(int(entry.name))
+    return found
+
+
 def host_state_dir(controller: Path, directory: Path, **sections: dict) -> Path:
     """Another host's state dir: a copy of the controller's config with its own settings
     (`compute={"host": ...}`, `network={...}`)."""

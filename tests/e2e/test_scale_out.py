@@ -17,7 +17,15 @@ import pytest
 
 from cumulo.common.config import load_config, write_config
 from tests.cloudrunner import CloudRunner, configure_state_dir, wait_for_port
-from tests.cluster import RABBIT, Processes, delete_queues, host_state_dir, reachable, wait_for
+from tests.cluster import (
+    RABBIT,
+    Processes,
+    children,
+    delete_queues,
+    host_state_dir,
+    reachable,
+    wait_for,
+)
 from tests.conftest import skip_or_fail
 from tests.databases import ServerUnavailable, fresh_database
 
@@ -197,23 +205,10 @@ def test_a_conductor_and_a_scheduler_killed_mid_build(cluster, image):
     _delete_all(cloud, again)
 
 
-def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
-
-
 def test_a_killed_api_worker_is_replaced(cluster):
     cloud, procs = cluster
     parent = procs.procs["api"].pid
-    workers = _children(parent)
+    workers = children(parent)
     assert len(workers) == 2
     victim = min(workers)
     os.kill(victim, 9)
@@ -222,10 +217,10 @@ def test_a_killed_api_worker_is_replaced(cluster):
         cloud.openstack("server", "list", "-f", "json")
     wait_for(
         "a new worker replaces the killed one",
-        lambda: len(_children(parent) - {victim}) == 2,
+        lambda: len(children(parent) - {victim}) == 2,
         60,
     )
-    replacement = (_children(parent) - workers).pop()
+    replacement = (children(parent) - workers).pop()
     config = cloud.config
     # Once it listens (its cloud opened), both workers serve every port.
     wait_for(
