@@ -26,13 +26,17 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cumulo.common import limits, metrics, tracing
+from cumulo.common import limits, metrics, openapi, tracing
 from cumulo.common.faults import (
     ERRORS_BY_STATUS,
     ApiError,
     BadRequest,
     ErrorRenderer,
     ServiceUnavailable,
+    render_compute,
+    render_identity,
+    render_image,
+    render_network,
 )
 from cumulo.common.outages import bus_unreachable, database_unreachable
 
@@ -157,7 +161,11 @@ def create_app(
     render_error: ErrorRenderer,
     *,
     lifespan: Any = None,
+    dialect: str | None = None,
 ) -> Starlette:
+    """The service's app; `dialect` names its error bodies in /openapi.json when they are
+    not the renderer's (Swift's HTML, EC2's XML)."""
+
     def error_response(err: ApiError) -> Response:
         if err.status >= 500:
             LOG.error("%s", err.message)
@@ -185,8 +193,19 @@ def create_app(
         LOG.exception("unhandled error: %s", exc)
         return error_response(ApiError())
 
+    dialects = {
+        render_identity: "identity",
+        render_compute: "compute",
+        render_network: "network",
+        render_image: "image",
+    }
     app = Starlette(
-        routes=[*routes, Route("/metrics", metrics.metrics_endpoint, methods=["GET"])],
+        # First: a service's catch-all path (the metadata service's) must not hide them.
+        routes=[
+            Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
+            openapi.endpoint(service, dialect or dialects.get(render_error, "")),
+            *routes,
+        ],
         exception_handlers={
             ApiError: on_api_error,
             HTTPException: on_http_error,

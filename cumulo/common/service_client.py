@@ -12,11 +12,19 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from starlette.types import ASGIApp
 
 from cumulo.common import tracing
+
+
+def url_path(template: str, *values: object) -> str:
+    """`template` with each `{}` filled by one value percent-encoded as one path segment:
+    an id a user typed may hold `/`, `?`, spaces or control characters, and must reach
+    the other service as the one segment it was (which answers 404), never as a path."""
+    return template.format(*(quote(str(v), safe="") for v in values))
 
 
 class ServiceError(Exception):

@@ -24,7 +24,7 @@ from cumulo.common.db import Database, utcnow
 from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound, NotImplementedYet
 from cumulo.common.policy import Policy
 from cumulo.common.rpc import RemoteError, Transport
-from cumulo.common.service_client import ServiceClient, ServiceError
+from cumulo.common.service_client import ServiceClient, ServiceError, url_path
 from cumulo.compute import quotas, rpcapi
 from cumulo.compute.models import (
     BlockDeviceMapping,
@@ -184,7 +184,9 @@ class ComputeService(ServerMoves):
         if self.images is None:
             raise BadRequest("This cloud has no Image service: boot from an image is not possible.")
         try:
-            image = await self.images.json("GET", f"/v2/images/{image_id}", ctx.auth_token)
+            image = await self.images.json(
+                "GET", url_path("/v2/images/{}", image_id), ctx.auth_token
+            )
         except ServiceError as exc:
             if exc.status == 404:
                 raise BadRequest(f"Image {image_id} could not be found.") from None
@@ -224,13 +226,15 @@ class ComputeService(ServerMoves):
                 if req.get("port"):
                     port = (
                         await self.networks.json(
-                            "GET", f"/v2.0/ports/{req['port']}", ctx.auth_token
+                            "GET", url_path("/v2.0/ports/{}", req["port"]), ctx.auth_token
                         )
                     )["port"]
                     if port.get("device_id"):
                         raise Conflict(f"Port {req['port']} is still in use.")
                 else:
-                    await self.networks.json("GET", f"/v2.0/networks/{req['uuid']}", ctx.auth_token)
+                    await self.networks.json(
+                        "GET", url_path("/v2.0/networks/{}", req["uuid"]), ctx.auth_token
+                    )
             except ServiceError as exc:
                 if exc.status == 404:
                     what = f"Port {req['port']}" if req.get("port") else f"Network {req['uuid']}"
@@ -460,7 +464,7 @@ class ComputeService(ServerMoves):
                     vol = (
                         await self.volumes.json(
                             "GET",
-                            f"/v3/volumes/{raw.get('uuid')}",
+                            url_path("/v3/volumes/{}", raw.get("uuid")),
                             ctx.auth_token,
                             headers={"OpenStack-API-Version": "volume 3.44"},
                         )
@@ -625,7 +629,10 @@ class ComputeService(ServerMoves):
                 for port in ports:
                     if port["id"] in mine or port["device_owner"].startswith("compute:"):
                         await self.networks.request(
-                            "DELETE", f"/v2.0/ports/{port['id']}", ctx.auth_token, ok=(204, 404)
+                            "DELETE",
+                            url_path("/v2.0/ports/{}", port["id"]),
+                            ctx.auth_token,
+                            ok=(204, 404),
                         )
             except ServiceError as exc:
                 LOG.warning("ports of %s not released: %s", inst.uuid, exc)
@@ -755,7 +762,7 @@ class ComputeService(ServerMoves):
             body["base_image_ref"] = inst.image_ref
             try:
                 source = await self.images.json(
-                    "GET", f"/v2/images/{inst.image_ref}", ctx.auth_token
+                    "GET", url_path("/v2/images/{}", inst.image_ref), ctx.auth_token
                 )
                 for key in BOOT_PROPERTIES:
                     if source.get(key) and key not in metadata:
@@ -820,7 +827,7 @@ class ComputeService(ServerMoves):
     async def _delete_attachment(self, ctx: RequestContext, attachment_id: str) -> None:
         await self.volumes.request(
             "DELETE",
-            f"/v3/attachments/{attachment_id}",
+            url_path("/v3/attachments/{}", attachment_id),
             ctx.auth_token,
             headers={"OpenStack-API-Version": "volume 3.44"},
             ok=(200, 202, 204, 404),
@@ -907,7 +914,7 @@ class ComputeService(ServerMoves):
             # No host to connect it to: attached now, connected where it is unshelved.
             await self.volumes.request(
                 "POST",
-                f"/v3/attachments/{attachment['id']}/action",
+                url_path("/v3/attachments/{}/action", attachment["id"]),
                 ctx.auth_token,
                 headers={"OpenStack-API-Version": "volume 3.44"},
                 json={"os-complete": None},

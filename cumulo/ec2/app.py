@@ -16,6 +16,7 @@ from cumulo.common.config import CumuloConfig, database_url
 from cumulo.common.db import Database
 from cumulo.common.faults import ApiError, render_identity
 from cumulo.common.identity_client import IdentityClient
+from cumulo.common.openapi import describes
 from cumulo.common.service_client import ServiceClient
 from cumulo.common.tls import verify_option
 from cumulo.ec2 import auth, certificate, protocol
@@ -77,6 +78,14 @@ async def open_ec2_service(
 def create_ec2_app(service: Ec2Service):
     handlers = load()
 
+    @describes(
+        body={
+            "type": "object",
+            "properties": {"Action": {"type": "string"}, "Version": {"type": "string"}},
+        },
+        content_type="application/x-www-form-urlencoded",
+        query=("Action", "Version", "AWSAccessKeyId", "Signature", "SignatureVersion"),
+    )
     async def endpoint(request: Request) -> Response:
         request_id = request.scope.get("state", {}).get("request_id", "")
         try:
@@ -142,6 +151,6 @@ def create_ec2_app(service: Ec2Service):
         Route("/", endpoint, methods=["GET", "POST"]),
         Route("/cloud-cert.pem", cloud_certificate, methods=["GET"]),
     ]
-    app = create_app("ec2", routes, render_identity)
+    app = create_app("ec2", routes, render_identity, dialect="ec2")
     app.state.ec2 = service
     return app

@@ -87,7 +87,7 @@ def _parse(shape: Shape, prefix: str, fields: dict, present: set, depth: int) ->
         for key in present:
             if key.startswith(start):
                 head = key[len(start) :].split(".", 1)[0]
-                if head.isdigit():
+                if head.isdecimal():
                     indexes.add(int(head))
         items = []
         for i in sorted(indexes):

@@ -57,7 +57,7 @@ class KeyRepository:
     def _indexes(self) -> list[int]:
         if not self.path.is_dir():
             return []
-        return sorted(int(p.name) for p in self.path.iterdir() if p.name.isdigit())
+        return sorted(int(p.name) for p in self.path.iterdir() if p.name.isdecimal())
 
     def _write_key(self, index: int) -> None:
         target = self.path / str(index)

@@ -18,6 +18,7 @@ from cumulo.common.auth import TokenValidator
 from cumulo.common.config import CumuloConfig
 from cumulo.common.faults import ApiError, render_identity
 from cumulo.common.identity_client import IdentityClient
+from cumulo.common.openapi import describes
 from cumulo.object_store.api import accounts, containers, info, objects
 from cumulo.object_store.core import ObjectStore
 from cumulo.object_store.errors import SwiftError, as_swift_error
@@ -53,6 +54,26 @@ async def on_error(request: Request, exc: Exception) -> Response:
     return Response(err.body(), status_code=err.status, headers=headers)
 
 
+@describes(
+    content_type="application/octet-stream",
+    query=("multipart-manifest", "symlink", "version-id", "temp_url_sig", "temp_url_expires"),
+    headers=(
+        "Content-Type",
+        "Range",
+        "If-Match",
+        "If-None-Match",
+        "If-Modified-Since",
+        "X-Delete-At",
+        "X-Delete-After",
+        "X-Object-Manifest",
+        "X-Copy-From",
+        "Destination",
+        "X-Symlink-Target",
+        "X-Object-Meta-Color",
+        "X-Detect-Content-Type",
+        "ETag",
+    ),
+)
 async def container_or_object(request: Request) -> Response:
     # /v1/AUTH_x/c/ (an empty object name) is the container.
     if not request.path_params["object"]:
@@ -97,7 +118,7 @@ def create_object_store_app(store: ObjectStore) -> Starlette:
         Route("/v1/{account}/{container}", containers.container, methods=METHODS),
         Route("/v1/{account}/{container}/{object:path}", container_or_object, methods=METHODS),
     ]
-    app = create_app("object-store", routes, render_identity)
+    app = create_app("object-store", routes, render_identity, dialect="object-store")
     app.add_exception_handler(ApiError, on_error)
     app.add_exception_handler(HTTPException, on_error)
     app.router.redirect_slashes = False

@@ -46,7 +46,7 @@ def running_pid(state_dir: Path) -> int | None:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         text = os.pread(fd, 32, 0).decode().strip()
-        return int(text) if text.isdigit() else None
+        return int(text) if text.isdecimal() else None
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
@@ -93,7 +93,7 @@ def cloud_processes(scope: str) -> dict[str, list[int]]:
     """The guests and NBD exports of the scope's cloud, by program."""
     found: dict[str, list[int]] = {name: [] for name in OUTLIVING_PROGRAMS}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdecimal():
             continue
         argv = _argv(int(entry.name))
         if argv and os.path.basename(argv[0]) in found and _belongs_to(argv, scope):
@@ -125,7 +125,7 @@ def _kill(pids: list[int], timeout: float = 10.0) -> None:
 
 def _delete_namespace(ns: str) -> None:
     out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
-    _kill([int(p) for p in out.split() if p.isdigit()], timeout=5.0)
+    _kill([int(p) for p in out.split() if p.isdecimal()], timeout=5.0)
     subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
 
 

@@ -23,6 +23,7 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, Conflict, NotFound
+from cumulo.common.openapi import describes, wrapped
 from cumulo.compute.api import wire
 from cumulo.compute.api.common import authorize, compute_of, json, version
 from cumulo.compute.models import (
@@ -190,6 +191,10 @@ async def list_aggregates(request: Request) -> Response:
     return json({"aggregates": [_view(request, a, hosts[a.id], meta[a.id]) for a in aggs]})
 
 
+@describes(
+    body=wrapped("aggregate", ("name", "availability_zone"), required=("name",)),
+    resource="aggregate",
+)
 async def create_aggregate(request: Request) -> Response:
     await authorize(request, RULE)
     data = await json_body(request)

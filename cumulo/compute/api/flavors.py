@@ -17,6 +17,7 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest, Conflict, NotFound
+from cumulo.common.openapi import describes, wrapped
 from cumulo.compute.api import wire
 from cumulo.compute.api.common import (
     authorize,
@@ -265,6 +266,25 @@ def _flavor_from_body(request: Request, body: dict[str, Any]) -> Flavor:
     )
 
 
+@describes(
+    body=wrapped(
+        "flavor",
+        (
+            "name",
+            "ram",
+            "vcpus",
+            "disk",
+            "id",
+            "OS-FLV-EXT-DATA:ephemeral",
+            "swap",
+            "rxtx_factor",
+            "os-flavor-access:is_public",
+            "description",
+        ),
+        required=("name", "ram", "vcpus", "disk"),
+    ),
+    resource="flavor",
+)
 async def create_flavor(request: Request) -> Response:
     """POST /flavors (admin): 409 when the name or the id is taken."""
     await authorize(request, "compute:flavors:manage")

@@ -14,7 +14,7 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest, Conflict, NotFound
-from cumulo.common.service_client import ServiceError
+from cumulo.common.service_client import ServiceError, url_path
 from cumulo.compute.api.common import json, no_content
 from cumulo.compute.api.proxy import (
     as_compute_error,
@@ -47,7 +47,9 @@ async def _view(
         pools = {n["id"]: n["name"] for n in await _external_networks(request, ctx)}
     instance_id = None
     if fip.get("port_id"):
-        port = await call(request, ctx, "networks", "GET", f"/v2.0/ports/{fip['port_id']}")
+        port = await call(
+            request, ctx, "networks", "GET", url_path("/v2.0/ports/{}", fip["port_id"])
+        )
         instance_id = port["port"].get("device_id") or None
     return {
         "id": fip["id"],
@@ -75,7 +77,7 @@ async def _floating_ip(request: Request, ctx: RequestContext, fip_id: str) -> di
         raise NotFound("Floating IP not found")
     try:
         found = await client(request, "networks").json(
-            "GET", f"/v2.0/floatingips/{fip_id}", ctx.auth_token
+            "GET", url_path("/v2.0/floatingips/{}", fip_id), ctx.auth_token
         )
     except ServiceError as exc:
         if exc.status == 404:
@@ -131,7 +133,7 @@ async def create_floating_ip(request: Request) -> Response:
 async def delete_floating_ip(request: Request) -> Response:
     ctx = await proxy_context(request)
     fip = await _floating_ip(request, ctx, request.path_params["fip_id"])
-    await call(request, ctx, "networks", "DELETE", f"/v2.0/floatingips/{fip['id']}")
+    await call(request, ctx, "networks", "DELETE", url_path("/v2.0/floatingips/{}", fip["id"]))
     return no_content(202)
 
 
@@ -187,7 +189,7 @@ async def add_floating_ip(request: Request, ctx: RequestContext, inst: Instance,
     try:
         await client(request, "networks").json(
             "PUT",
-            f"/v2.0/floatingips/{fip['id']}",
+            url_path("/v2.0/floatingips/{}", fip["id"]),
             ctx.auth_token,
             json={"floatingip": {"port_id": port_id, "fixed_ip_address": fixed_ip}},
         )
@@ -215,7 +217,7 @@ async def remove_floating_ip(
         ctx,
         "networks",
         "PUT",
-        f"/v2.0/floatingips/{fip['id']}",
+        url_path("/v2.0/floatingips/{}", fip["id"]),
         json={"floatingip": {"port_id": None}},
     )
 

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, NotFound, NotImplementedYet
+from cumulo.common.openapi import describes
 from cumulo.compute.api.common import authorize, compute_of, json
 from cumulo.compute.api.proxy import require_below
 from cumulo.compute.api.wire import mapping, reject_unknown
@@ -123,6 +124,9 @@ def _switch(body: dict[str, Any], field: str) -> bool | None:
     return _SWITCH[value.strip().lower()]
 
 
+@describes(
+    statuses={501: "No virt driver here has a host maintenance mode."},
+)
 async def update_host(request: Request) -> Response:
     """PUT /os-hosts/{host}: `status` enables or disables the host's compute service;
     `maintenance_mode` needs driver support no driver here has (501, as libvirt's)."""
@@ -146,6 +150,7 @@ async def update_host(request: Request) -> Response:
     return json({"host": host, "status": "enabled" if enabled else "disabled"})
 
 
+@describes(statuses={501: "No virt driver here powers hosts."})
 async def host_power_action(request: Request) -> Response:
     """GET /os-hosts/{host}/startup|shutdown|reboot: no driver here powers hosts (501,
     as Nova's libvirt driver answers)."""

@@ -153,7 +153,7 @@ async def _list(request: Request, detail: bool) -> Response:
     async with compute_of(request).db.read() as s:
         if marker is not None:
             column = ComputeNode.uuid if v >= (2, 53) else ComputeNode.id
-            value: Any = marker if v >= (2, 53) else (int(marker) if marker.isdigit() else None)
+            value: Any = marker if v >= (2, 53) else (int(marker) if marker.isdecimal() else None)
             after = await s.scalar(select(ComputeNode.id).where(column == value))
             if after is None:
                 raise BadRequest(f"marker [{marker}] not found")
@@ -197,7 +197,7 @@ async def _find(s: AsyncSession, request: Request, raw_id: str) -> ComputeNode:
             raise BadRequest(f"Invalid uuid {raw_id}")
         node = await s.scalar(select(ComputeNode).where(ComputeNode.uuid == raw_id))
     else:
-        node = await s.get(ComputeNode, int(raw_id)) if raw_id.isdigit() else None
+        node = await s.get(ComputeNode, int(raw_id)) if raw_id.isdecimal() else None
     if node is None:
         raise NotFound(f"Hypervisor with ID '{raw_id}' could not be found.")
     return node

@@ -12,6 +12,7 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest, Forbidden, NotFound
+from cumulo.common.service_client import url_path
 from cumulo.compute.api.common import (
     compute_of,
     json,
@@ -148,7 +149,9 @@ async def list_images_detail(request: Request) -> Response:
 
 async def _image(request: Request, ctx: RequestContext) -> dict[str, Any]:
     image_id = request.path_params["image_id"]
-    return await call(request, ctx, "images", "GET", f"/v2/images/{image_id}", {404: 404})
+    return await call(
+        request, ctx, "images", "GET", url_path("/v2/images/{}", image_id), {404: 404}
+    )
 
 
 async def show_image(request: Request) -> Response:
@@ -159,7 +162,7 @@ async def show_image(request: Request) -> Response:
 async def delete_image(request: Request) -> Response:
     ctx = await proxy_context(request)
     image_id = request.path_params["image_id"]
-    await call(request, ctx, "images", "DELETE", f"/v2/images/{image_id}")
+    await call(request, ctx, "images", "DELETE", url_path("/v2/images/{}", image_id))
     return no_content(204)
 
 
@@ -171,6 +174,11 @@ async def _metadata_image(request: Request) -> tuple[RequestContext, dict[str, A
     return ctx, await _image(request, ctx)
 
 
+def _pointer(key: str) -> str:
+    """The JSON pointer to a property (RFC 6901: `~` and `/` escaped)."""
+    return "/" + key.replace("~", "~0").replace("/", "~1")
+
+
 async def _save_metadata(
     request: Request, ctx: RequestContext, image: dict[str, Any], wanted: dict[str, str]
 ) -> dict[str, Any]:
@@ -179,10 +187,10 @@ async def _save_metadata(
         raise Forbidden(f"Quota exceeded for metadata_items: at most {MAX_METADATA_ITEMS}.")
     current = _properties(image)
     patch: list[dict[str, Any]] = [
-        {"op": "remove", "path": f"/{key}"} for key in current if key not in wanted
+        {"op": "remove", "path": _pointer(key)} for key in current if key not in wanted
     ]
     patch += [
-        {"op": "replace" if key in current else "add", "path": f"/{key}", "value": value}
+        {"op": "replace" if key in current else "add", "path": _pointer(key), "value": value}
         for key, value in wanted.items()
         if current.get(key) != value
     ]
@@ -193,7 +201,7 @@ async def _save_metadata(
         ctx,
         "images",
         "PATCH",
-        f"/v2/images/{image['id']}",
+        url_path("/v2/images/{}", image["id"]),
         {409: 400, 413: 403},
         json=patch,
         headers=_JSON_PATCH,

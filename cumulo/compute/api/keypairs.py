@@ -23,6 +23,7 @@ from cumulo.common.app import json_body
 from cumulo.common.auth import request_context
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound
+from cumulo.common.openapi import describes, wrapped
 from cumulo.compute import quotas
 from cumulo.compute.api import wire
 from cumulo.compute.api.common import (
@@ -192,6 +193,11 @@ def _check_name(name: Any) -> str:
     return name
 
 
+@describes(
+    body=wrapped("keypair", ("name", "public_key", "type", "user_id"), required=("name",)),
+    resource="keypair",
+    key="name",
+)
 async def create_keypair(request: Request) -> Response:
     """POST /os-keypairs: import public_key, or generate one and return private_key once."""
     v = version(request)

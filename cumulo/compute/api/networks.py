@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import ApiError
+from cumulo.common.service_client import url_path
 from cumulo.compute.api.common import compute_of, json
 from cumulo.compute.api.proxy import call, proxy_context
 
@@ -73,7 +74,7 @@ async def _networks(request: Request, ctx: RequestContext) -> list[dict[str, Any
 
 async def _network(request: Request, ctx: RequestContext) -> dict[str, Any]:
     network_id = request.path_params["network_id"]
-    found = await call(request, ctx, "networks", "GET", f"/v2.0/networks/{network_id}")
+    found = await call(request, ctx, "networks", "GET", url_path("/v2.0/networks/{}", network_id))
     return found["network"]
 
 

@@ -14,7 +14,7 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
-from cumulo.common.service_client import ServiceError
+from cumulo.common.service_client import ServiceError, url_path
 from cumulo.compute.api.common import compute_of, json, no_content
 from cumulo.compute.api.proxy import as_compute_error, call, check_uuid, client, proxy_context
 from cumulo.compute.api.wire import object_body
@@ -69,7 +69,9 @@ async def _groups(request: Request, ctx: RequestContext, params: dict[str, str])
 
 async def _group(request: Request, ctx: RequestContext, group_id: str) -> dict[str, Any]:
     check_uuid(group_id, "Security group")
-    found = await call(request, ctx, "networks", "GET", f"/v2.0/security-groups/{group_id}")
+    found = await call(
+        request, ctx, "networks", "GET", url_path("/v2.0/security-groups/{}", group_id)
+    )
     return found["security_group"]
 
 
@@ -154,7 +156,7 @@ async def update_group(request: Request) -> Response:
         ctx,
         "networks",
         "PUT",
-        f"/v2.0/security-groups/{group_id}",
+        url_path("/v2.0/security-groups/{}", group_id),
         _AS_BAD_REQUEST,
         json={"security_group": changes},
     )
@@ -165,7 +167,12 @@ async def delete_group(request: Request) -> Response:
     ctx = await proxy_context(request)
     group_id = check_uuid(request.path_params["group_id"], "Security group")
     await call(
-        request, ctx, "networks", "DELETE", f"/v2.0/security-groups/{group_id}", _AS_BAD_REQUEST
+        request,
+        ctx,
+        "networks",
+        "DELETE",
+        url_path("/v2.0/security-groups/{}", group_id),
+        _AS_BAD_REQUEST,
     )
     return no_content(202)
 
@@ -256,7 +263,9 @@ async def create_rule(request: Request) -> Response:
 async def delete_rule(request: Request) -> Response:
     ctx = await proxy_context(request)
     rule_id = check_uuid(request.path_params["rule_id"], "Security group rule")
-    await call(request, ctx, "networks", "DELETE", f"/v2.0/security-group-rules/{rule_id}")
+    await call(
+        request, ctx, "networks", "DELETE", url_path("/v2.0/security-group-rules/{}", rule_id)
+    )
     return no_content(202)
 
 

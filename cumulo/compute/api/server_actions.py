@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from cumulo.common.app import json_body
 from cumulo.common.faults import BadRequest, Conflict, NotFound, NotImplementedYet
+from cumulo.common.openapi import describes
 from cumulo.compute import consoles
 from cumulo.compute.api import floating_ips, server_backups, server_moves, server_security, wire
 from cumulo.compute.api.common import (
@@ -38,6 +39,7 @@ NOT_YET = {
 }
 
 
+@describes(statuses={501: "An action this cloud or its virt driver does not implement."})
 async def server_action(request: Request) -> Response:
     ctx = await authorize(request, "compute:servers:index")
     service = compute_of(request)

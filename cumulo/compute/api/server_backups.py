@@ -23,7 +23,7 @@ from starlette.requests import Request
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
-from cumulo.common.service_client import ServiceError
+from cumulo.common.service_client import ServiceError, url_path
 from cumulo.compute.api.common import compute_of
 from cumulo.compute.models import Instance
 from cumulo.compute.service import ComputeService
@@ -43,7 +43,7 @@ def _parse(args: Any) -> tuple[str, str, int, dict[str, str]]:
     if not isinstance(backup_type, str) or not backup_type:
         raise BadRequest("Invalid input for field/attribute backup_type.")
     rotation = args.get("rotation")
-    if isinstance(rotation, str) and rotation.isdigit():
+    if isinstance(rotation, str) and rotation.isdecimal():
         rotation = int(rotation)
     if not isinstance(rotation, int) or isinstance(rotation, bool) or rotation < 0:
         raise BadRequest("Invalid input for field/attribute rotation: a non-negative integer.")
@@ -66,7 +66,7 @@ async def create_backup(request: Request, ctx: RequestContext, inst: Instance, a
     assert service.images is not None  # create_image made an image
     await service.images.request(
         "PATCH",
-        f"/v2/images/{image_id}",
+        url_path("/v2/images/{}", image_id),
         ctx.auth_token,
         content=jsonlib.dumps(
             [
@@ -97,7 +97,9 @@ async def _rotate_when_active(
     try:
         while time.monotonic() < deadline:
             try:
-                image = await service.images.json("GET", f"/v2/images/{image_id}", ctx.auth_token)
+                image = await service.images.json(
+                    "GET", url_path("/v2/images/{}", image_id), ctx.auth_token
+                )
             except ServiceError:
                 return  # deleted: the backup failed, nothing to rotate against
             if image["status"] == "active":
@@ -129,5 +131,7 @@ async def rotate(
     listed = await service.images.json("GET", f"/v2/images?{query}", ctx.auth_token)
     for image in listed["images"][keep:]:
         with contextlib.suppress(ServiceError):  # already gone
-            await service.images.request("DELETE", f"/v2/images/{image['id']}", ctx.auth_token)
+            await service.images.request(
+                "DELETE", url_path("/v2/images/{}", image["id"]), ctx.auth_token
+            )
         LOG.info("backup %s of %s rotated out", image["id"], instance_uuid)

@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from cumulo.common.app import json_body
 from cumulo.common.faults import BadRequest, Forbidden, NotFound, NotImplementedYet
+from cumulo.common.openapi import describes
 from cumulo.compute import consoles
 from cumulo.compute.api.common import authorize, compute_of, json, no_content, version
 from cumulo.compute.api.server_actions import console_url
@@ -188,6 +189,7 @@ routes = [
 # -- remote consoles (2.6), diagnostics (2.48 model), os-server-password ---------------
 
 
+@describes(statuses={501: "Console protocols other than VNC are not implemented yet."})
 async def create_remote_console(request: Request) -> Response:
     if version(request) < (2, 6):
         raise NotFound("The resource could not be found.")

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest, Forbidden, NotFound
+from cumulo.common.openapi import describes, wrapped
 from cumulo.compute import quotas
 from cumulo.compute.api import wire
 from cumulo.compute.api.common import (
@@ -111,6 +112,10 @@ def _policy_and_rules(request: Request, body: dict[str, Any]) -> tuple[str, dict
     return policies[0], {}
 
 
+@describes(
+    body=wrapped("server_group", ("name", "policies", "policy", "rules"), required=("name",)),
+    resource="server_group",
+)
 async def create_group(request: Request) -> Response:
     """POST /os-server-groups: counted against the server_groups quota."""
     ctx: RequestContext = await authorize(request, "compute:server_groups:create")

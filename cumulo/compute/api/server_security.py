@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest, Conflict, NotFound
-from cumulo.common.service_client import ServiceError
+from cumulo.common.service_client import ServiceError, url_path
 from cumulo.compute.api.common import authorize, compute_of, json
 from cumulo.compute.api.security_groups import group_view
 from cumulo.compute.models import Instance
@@ -96,7 +96,7 @@ async def _set_port_groups(
     net = await _network(service)
     await net.json(
         "PUT",
-        f"/v2.0/ports/{port['id']}",
+        url_path("/v2.0/ports/{}", port["id"]),
         ctx.auth_token,
         json={"port": {"security_groups": group_ids}},
     )

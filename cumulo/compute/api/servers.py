@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from cumulo.common.app import json_body, validate
 from cumulo.common.faults import BadRequest, Forbidden
+from cumulo.common.openapi import describes, wrapped
 from cumulo.compute.api import server_security, wire
 from cumulo.compute.api.common import (
     authorize,
@@ -180,6 +181,36 @@ def _parse_create(request: Request, data: Any) -> tuple[CreateRequest, bool]:
     return request_, _truthy(body.return_reservation_id)
 
 
+@describes(
+    body=wrapped(
+        "server",
+        (
+            "name",
+            "imageRef",
+            "flavorRef",
+            "networks",
+            "security_groups",
+            "key_name",
+            "metadata",
+            "user_data",
+            "availability_zone",
+            "block_device_mapping_v2",
+            "config_drive",
+            "min_count",
+            "max_count",
+            "adminPass",
+            "description",
+            "tags",
+            "accessIPv4",
+            "accessIPv6",
+            "personality",
+            "hostname",
+            "trusted_image_certificates",
+        ),
+        required=("name", "flavorRef"),
+    ),
+    resource="server",
+)
 async def create_server(request: Request) -> Response:
     """POST /servers: 202 with the new server's id, links and adminPass."""
     ctx = await authorize(request, "compute:servers:create")

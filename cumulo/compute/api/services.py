@@ -68,7 +68,7 @@ async def find_service(s: AsyncSession, request: Request, raw_id: str) -> Comput
             raise BadRequest(f"Invalid uuid {raw_id}")
         service = await s.scalar(select(ComputeService).where(ComputeService.uuid == raw_id))
     else:
-        if not raw_id.isdigit():
+        if not raw_id.isdecimal():
             raise BadRequest(f"Invalid ID {raw_id}")
         service = await s.get(ComputeService, int(raw_id))
     if service is None:

@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from cumulo.common.app import json_body
 from cumulo.common.faults import BadRequest, Conflict, NotFound, NotImplementedYet
+from cumulo.common.openapi import describes
 from cumulo.compute.api.common import authorize, compute_of, json, no_content, version
 from cumulo.compute.models import BlockDeviceMapping
 from cumulo.compute.states import InstanceInvalidState
@@ -93,6 +94,7 @@ async def detach(request: Request) -> Response:
     return no_content(202)
 
 
+@describes(statuses={501: "Swapping a server's volume is not implemented yet."})
 async def swap(request: Request) -> Response:
     raise NotImplementedYet("Swapping a server's volume is not implemented by this cloud yet.")
 

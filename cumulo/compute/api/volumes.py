@@ -13,6 +13,7 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
+from cumulo.common.service_client import url_path
 from cumulo.compute.api import wire
 from cumulo.compute.api.common import json, no_content
 from cumulo.compute.api.proxy import call, proxy_context
@@ -127,7 +128,7 @@ async def create_snapshot(request: Request) -> Response:
 def _show(collection: str, member: str, view: Callable[[dict], dict]):
     async def show(request: Request) -> Response:
         ctx = await proxy_context(request)
-        path = f"/{collection}/{request.path_params['id']}"
+        path = url_path("/{}/{}", collection, request.path_params["id"])
         return json({member: view((await _block_storage(request, ctx, "GET", path))[member])})
 
     return show
@@ -136,7 +137,8 @@ def _show(collection: str, member: str, view: Callable[[dict], dict]):
 def _delete(collection: str):
     async def delete(request: Request) -> Response:
         ctx = await proxy_context(request)
-        await _block_storage(request, ctx, "DELETE", f"/{collection}/{request.path_params['id']}")
+        path = url_path("/{}/{}", collection, request.path_params["id"])
+        await _block_storage(request, ctx, "DELETE", path)
         return no_content(202)
 
     return delete

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from cumulo.common.service_client import url_path
 from cumulo.dashboard.apis import ApiFailure, UserApis, gather, optional
 from cumulo.dashboard.web import (
     apis_of,
@@ -54,7 +55,7 @@ ACTION_BODIES: dict[str, dict[str, Any]] = {
 
 def _page_size(params: dict[str, str]) -> int:
     size = params.get("limit", "")
-    return int(size) if size.isdigit() and int(size) in PAGE_SIZES else PAGE_SIZE
+    return int(size) if size.isdecimal() and int(size) in PAGE_SIZES else PAGE_SIZE
 
 
 def _servers_query(params: dict[str, str]) -> str:
@@ -210,7 +211,7 @@ async def launch(request: Request) -> Response:
     if form.get("availability_zone"):
         server["availability_zone"] = form["availability_zone"]
     count = form.get("count") or "1"
-    if count.isdigit() and int(count) > 1:
+    if count.isdecimal() and int(count) > 1:
         server["min_count"] = server["max_count"] = int(count)
     if form.get("new_key_name"):
         server["key_name"] = form["new_key_name"]
@@ -239,7 +240,9 @@ async def launch(request: Request) -> Response:
         if exc.status == 401:
             raise
         if new_key is not None:
-            await optional(api.compute.delete(f"/v2.1/os-keypairs/{new_key['name']}"), None)
+            await optional(
+                api.compute.delete(url_path("/v2.1/os-keypairs/{}", new_key["name"])), None
+            )
         choices = await _wizard_choices(api, request.state.session.project_id)
         return render(
             request,
@@ -271,7 +274,7 @@ def _parse_time(value: str | None) -> datetime | None:
 
 async def _timeline(api: UserApis, server_id: str) -> list[dict[str, Any]]:
     """The boot request flow: the create action's events, each with its duration."""
-    actions = (await api.compute.get(f"/v2.1/servers/{server_id}/os-instance-actions"))[
+    actions = (await api.compute.get(url_path("/v2.1/servers/{}/os-instance-actions", server_id)))[
         "instanceActions"
     ]
     create = next((a for a in actions if a["action"] == "create"), None)
@@ -279,7 +282,7 @@ async def _timeline(api: UserApis, server_id: str) -> list[dict[str, Any]]:
         return []
     action = (
         await api.compute.get(
-            f"/v2.1/servers/{server_id}/os-instance-actions/{create['request_id']}"
+            url_path("/v2.1/servers/{}/os-instance-actions/{}", server_id, create["request_id"])
         )
     )["instanceAction"]
     origin = _parse_time(action["start_time"])
@@ -307,7 +310,7 @@ async def _console(api: UserApis, server_id: str, status: str) -> str:
         return ""
     try:
         body = await api.compute.post(
-            f"/v2.1/servers/{server_id}/action", {"os-getConsoleOutput": {"length": 200}}
+            url_path("/v2.1/servers/{}/action", server_id), {"os-getConsoleOutput": {"length": 200}}
         )
     except ApiFailure as exc:
         if exc.status == 401:
@@ -326,7 +329,7 @@ def _parts(server: dict[str, Any], timeline: list, console: str, csrf: str) -> d
 
 
 async def _live_parts(api: UserApis, server_id: str, csrf: str) -> dict[str, str]:
-    server = (await api.compute.get(f"/v2.1/servers/{server_id}"))["server"]
+    server = (await api.compute.get(url_path("/v2.1/servers/{}", server_id)))["server"]
     timeline, console = await gather(
         _timeline(api, server_id), _console(api, server_id, server["status"])
     )
@@ -337,14 +340,14 @@ async def _live_parts(api: UserApis, server_id: str, csrf: str) -> dict[str, str
 async def instance(request: Request) -> Response:
     api = apis_of(request)
     server_id = request.path_params["server_id"]
-    server = (await api.compute.get(f"/v2.1/servers/{server_id}"))["server"]
+    server = (await api.compute.get(url_path("/v2.1/servers/{}", server_id)))["server"]
     project = request.state.session.project_id
     timeline, log, console, volumes, attached, fips, ports = await gather(
         _timeline(api, server_id),
-        api.compute.get(f"/v2.1/servers/{server_id}/os-instance-actions"),
+        api.compute.get(url_path("/v2.1/servers/{}/os-instance-actions", server_id)),
         _console(api, server_id, server["status"]),
         optional(api.volume.get("/v3/volumes/detail?status=available"), {"volumes": []}),
-        api.compute.get(f"/v2.1/servers/{server_id}/os-volume_attachments"),
+        api.compute.get(url_path("/v2.1/servers/{}/os-volume_attachments", server_id)),
         optional(api.network.get(f"/v2.0/floatingips?project_id={project}"), {"floatingips": []}),
         optional(api.network.get(f"/v2.0/ports?device_id={server_id}"), {"ports": []}),
     )
@@ -383,11 +386,11 @@ async def instance_action(request: Request) -> Response:
     server_id = request.path_params["server_id"]
     action = form.get("action", "")
     if action == "delete":
-        await api.compute.delete(f"/v2.1/servers/{server_id}")
+        await api.compute.delete(url_path("/v2.1/servers/{}", server_id))
         return redirect(request, "/instances")
     if action not in ACTION_BODIES:
         raise ApiFailure("dashboard", 400, f"Unknown action {action!r}.")
-    await api.compute.post(f"/v2.1/servers/{server_id}/action", ACTION_BODIES[action])
+    await api.compute.post(url_path("/v2.1/servers/{}/action", server_id), ACTION_BODIES[action])
     return redirect(request, f"/instances/{server_id}")
 
 
@@ -395,7 +398,7 @@ async def wait_volume(api: UserApis, volume_id: str, timeout: float = 60) -> dic
     """Until a new volume is available (creating takes a moment on the backend)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        volume = (await api.volume.get(f"/v3/volumes/{volume_id}"))["volume"]
+        volume = (await api.volume.get(url_path("/v3/volumes/{}", volume_id)))["volume"]
         if volume["status"] != "creating" or asyncio.get_running_loop().time() > deadline:
             return volume
         await asyncio.sleep(0.5)
@@ -421,7 +424,7 @@ async def attach_volume(request: Request) -> Response:
                 raise ApiFailure("volume", 409, f"The new volume is {volume['status']}.")
             volume_id = volume["id"]
         await api.compute.post(
-            f"/v2.1/servers/{server_id}/os-volume_attachments",
+            url_path("/v2.1/servers/{}/os-volume_attachments", server_id),
             {"volumeAttachment": {"volumeId": volume_id}},
         )
     except ApiFailure as exc:
@@ -444,7 +447,8 @@ async def associate_floating_ip(request: Request) -> Response:
             body = {"floatingip": {"floating_network_id": networks["networks"][0]["id"]}}
             fip_id = (await api.network.post("/v2.0/floatingips", body))["floatingip"]["id"]
         await api.network.put(
-            f"/v2.0/floatingips/{fip_id}", {"floatingip": {"port_id": form.get("port_id")}}
+            url_path("/v2.0/floatingips/{}", fip_id),
+            {"floatingip": {"port_id": form.get("port_id")}},
         )
     except ApiFailure as exc:
         if exc.status == 401:
@@ -460,7 +464,7 @@ async def vnc_console(request: Request) -> Response:
     body = {"remote_console": {"protocol": "vnc", "type": "novnc"}}
     try:
         answer = await apis_of(request).compute.post(
-            f"/v2.1/servers/{server_id}/remote-consoles", body
+            url_path("/v2.1/servers/{}/remote-consoles", server_id), body
         )
     except ApiFailure as exc:
         if exc.status == 401:
@@ -475,7 +479,7 @@ async def snapshot(request: Request) -> Response:
     server_id = request.path_params["server_id"]
     try:
         await api.compute.post(
-            f"/v2.1/servers/{server_id}/action",
+            url_path("/v2.1/servers/{}/action", server_id),
             {"createImage": {"name": form.get("name") or f"snapshot of {server_id[:8]}"}},
         )
     except ApiFailure as exc:
@@ -490,7 +494,9 @@ async def detach_volume(request: Request) -> Response:
     api = apis_of(request)
     server_id, volume_id = request.path_params["server_id"], request.path_params["volume_id"]
     try:
-        await api.compute.delete(f"/v2.1/servers/{server_id}/os-volume_attachments/{volume_id}")
+        await api.compute.delete(
+            url_path("/v2.1/servers/{}/os-volume_attachments/{}", server_id, volume_id)
+        )
     except ApiFailure as exc:
         if exc.status == 401:
             raise
@@ -503,7 +509,9 @@ async def disassociate_floating_ip(request: Request) -> Response:
     api = apis_of(request)
     server_id, fip_id = request.path_params["server_id"], request.path_params["fip_id"]
     try:
-        await api.network.put(f"/v2.0/floatingips/{fip_id}", {"floatingip": {"port_id": None}})
+        await api.network.put(
+            url_path("/v2.0/floatingips/{}", fip_id), {"floatingip": {"port_id": None}}
+        )
     except ApiFailure as exc:
         if exc.status == 401:
             raise
@@ -551,7 +559,9 @@ async def create_keypair(request: Request) -> Response:
 
 @page
 async def delete_keypair(request: Request) -> Response:
-    await apis_of(request).compute.delete(f"/v2.1/os-keypairs/{request.path_params['name']}")
+    await apis_of(request).compute.delete(
+        url_path("/v2.1/os-keypairs/{}", request.path_params["name"])
+    )
     return redirect(request, "/key-pairs")
 
 

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from cumulo.common.service_client import url_path
 from cumulo.dashboard.apis import ApiFailure, UserApis, gather
 from cumulo.dashboard.web import (
     apis_of,
@@ -51,7 +52,7 @@ async def create_network(request: Request) -> Response:
         net = (
             await api.network.post("/v2.0/networks", {"network": {"name": form.get("name", "")}})
         )["network"]
-        made.insert(0, f"/v2.0/networks/{net['id']}")
+        made.insert(0, url_path("/v2.0/networks/{}", net["id"]))
         if form.get("cidr"):
             subnet_body = {
                 "network_id": net["id"],
@@ -60,7 +61,7 @@ async def create_network(request: Request) -> Response:
                 "ip_version": 6 if ":" in form["cidr"] else 4,
             }
             subnet = (await api.network.post("/v2.0/subnets", {"subnet": subnet_body}))["subnet"]
-            made.insert(0, f"/v2.0/subnets/{subnet['id']}")
+            made.insert(0, url_path("/v2.0/subnets/{}", subnet["id"]))
             if form.get("router_name"):
                 router_body: dict[str, Any] = {"name": form["router_name"]}
                 external = await api.network.get("/v2.0/networks?router:external=true")
@@ -71,9 +72,9 @@ async def create_network(request: Request) -> Response:
                 router = (await api.network.post("/v2.0/routers", {"router": router_body}))[
                     "router"
                 ]
-                made.insert(0, f"/v2.0/routers/{router['id']}")
+                made.insert(0, url_path("/v2.0/routers/{}", router["id"]))
                 await api.network.put(
-                    f"/v2.0/routers/{router['id']}/add_router_interface",
+                    url_path("/v2.0/routers/{}/add_router_interface", router["id"]),
                     {"subnet_id": subnet["id"]},
                 )
     except ApiFailure as exc:
@@ -204,7 +205,9 @@ async def allocate_floating_ip(request: Request) -> Response:
 
 @page
 async def release_floating_ip(request: Request) -> Response:
-    await apis_of(request).network.delete(f"/v2.0/floatingips/{request.path_params['id']}")
+    await apis_of(request).network.delete(
+        url_path("/v2.0/floatingips/{}", request.path_params["id"])
+    )
     return redirect(request, "/floating-ips")
 
 
@@ -269,7 +272,7 @@ async def add_rule(request: Request) -> Response:
 
 @page
 async def delete_rule(request: Request) -> Response:
-    path = f"/v2.0/security-group-rules/{request.path_params['rule_id']}"
+    path = url_path("/v2.0/security-group-rules/{}", request.path_params["rule_id"])
     return await _group_change(request, apis_of(request).network.delete(path))
 
 

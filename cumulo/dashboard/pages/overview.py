@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cumulo.common.service_client import url_path
 from cumulo.dashboard.apis import ApiFailure, gather, optional
 from cumulo.dashboard.web import apis_of, error_page, page, render, session_of
 
@@ -24,7 +25,7 @@ async def overview(request: Request) -> Response:
     compute, volume, network, servers = await gather(
         api.compute.get("/v2.1/limits"),
         optional(api.volume.get("/v3/limits"), {"limits": {"absolute": {}}}),
-        optional(api.network.get(f"/v2.0/quotas/{project}/details.json"), {"quota": {}}),
+        optional(api.network.get(url_path("/v2.0/quotas/{}/details.json", project)), {"quota": {}}),
         api.compute.get("/v2.1/servers/detail?limit=5"),
     )
     c, v, n = compute["limits"]["absolute"], volume["limits"]["absolute"], network["quota"]

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from cumulo.common.service_client import url_path
 from cumulo.dashboard.apis import ApiFailure, gather
 from cumulo.dashboard.web import apis_of, form_of, page, redirect, render, session_of
 
@@ -60,7 +61,7 @@ async def attach_to_server(request: Request) -> Response:
     body = {"volumeAttachment": {"volumeId": request.path_params["id"]}}
     try:
         await api.compute.post(
-            f"/v2.1/servers/{form.get('server_id', '')}/os-volume_attachments", body
+            url_path("/v2.1/servers/{}/os-volume_attachments", form.get("server_id", "")), body
         )
     except ApiFailure as exc:
         if exc.status == 401:
@@ -74,7 +75,7 @@ async def extend_volume(request: Request) -> Response:
     api, form = apis_of(request), await form_of(request)
     body = {"os-extend": {"new_size": form.get("new_size") or 0}}
     try:
-        await api.volume.post(f"/v3/volumes/{request.path_params['id']}/action", body)
+        await api.volume.post(url_path("/v3/volumes/{}/action", request.path_params["id"]), body)
     except ApiFailure as exc:
         if exc.status == 401:
             raise
@@ -84,7 +85,7 @@ async def extend_volume(request: Request) -> Response:
 
 @page
 async def delete_volume(request: Request) -> Response:
-    await apis_of(request).volume.delete(f"/v3/volumes/{request.path_params['id']}")
+    await apis_of(request).volume.delete(url_path("/v3/volumes/{}", request.path_params["id"]))
     return redirect(request, "/volumes")
 
 
@@ -126,7 +127,7 @@ async def upload_image_data(request: Request) -> Response:
     try:
         await apis_of(request).image.call(
             "PUT",
-            f"/v2/images/{image_id}/file",
+            url_path("/v2/images/{}/file", image_id),
             content=request.stream(),
             headers={"Content-Type": "application/octet-stream"},
         )
@@ -141,7 +142,7 @@ async def upload_image_data(request: Request) -> Response:
 
 @page
 async def delete_image(request: Request) -> Response:
-    await apis_of(request).image.delete(f"/v2/images/{request.path_params['id']}")
+    await apis_of(request).image.delete(url_path("/v2/images/{}", request.path_params["id"]))
     return redirect(request, "/images")
 
 
@@ -149,7 +150,7 @@ async def delete_image(request: Request) -> Response:
 
 
 def _account(request: Request) -> str:
-    return f"/v1/AUTH_{session_of(request).project_id}"
+    return url_path("/v1/AUTH_{}", session_of(request).project_id)
 
 
 @page

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cumulo.common.service_client import url_path
 from cumulo.ec2 import filters
 from cumulo.ec2.api import action
 from cumulo.ec2.api.tags import set_tags, tag_set, tags_from_specs, tags_of
@@ -44,7 +45,7 @@ async def address_of(ctx: Ctx, allocation_id: str | None, public_ip: str | None)
         return (
             await ctx.network(
                 "GET",
-                f"/v2.0/floatingips/{os_id}",
+                url_path("/v2.0/floatingips/{}", os_id),
                 errors={"not_found": "InvalidAllocationID.NotFound"},
             )
         )["floatingip"]
@@ -116,7 +117,7 @@ async def associate_address(ctx: Ctx, p: dict[str, Any]) -> dict:
         body["fixed_ip_address"] = p["PrivateIpAddress"]
     await ctx.network(
         "PUT",
-        f"/v2.0/floatingips/{fip['id']}",
+        url_path("/v2.0/floatingips/{}", fip["id"]),
         json={"floatingip": body},
         errors={
             "not_found": "Gateway.NotAttached",
@@ -134,7 +135,7 @@ async def disassociate_address(ctx: Ctx, p: dict[str, Any]) -> dict:
         fip = (
             await ctx.network(
                 "GET",
-                f"/v2.0/floatingips/{os_id}",
+                url_path("/v2.0/floatingips/{}", os_id),
                 errors={"not_found": "InvalidAssociationID.NotFound"},
             )
         )["floatingip"]
@@ -143,7 +144,7 @@ async def disassociate_address(ctx: Ctx, p: dict[str, Any]) -> dict:
     else:
         fip = await address_of(ctx, None, p.get("PublicIp"))
     await ctx.network(
-        "PUT", f"/v2.0/floatingips/{fip['id']}", json={"floatingip": {"port_id": None}}
+        "PUT", url_path("/v2.0/floatingips/{}", fip["id"]), json={"floatingip": {"port_id": None}}
     )
     return {}
 
@@ -157,7 +158,7 @@ async def release_address(ctx: Ctx, p: dict[str, Any]) -> dict:
         )
     await ctx.network(
         "DELETE",
-        f"/v2.0/floatingips/{fip['id']}",
+        url_path("/v2.0/floatingips/{}", fip["id"]),
         errors={"not_found": "InvalidAllocationID.NotFound"},
     )
     return {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from cumulo.common.service_client import url_path
 from cumulo.ec2 import filters
 from cumulo.ec2.api import action
 from cumulo.ec2.api.tags import paginate, set_tags, tag_set, tags_from_specs, tags_of
@@ -71,7 +72,9 @@ async def image_by_os_id(ctx: Ctx, os_id: str) -> dict[str, Any] | None:
     if os_id not in cached:
         try:
             cached[os_id] = await ctx.image(
-                "GET", f"/v2/images/{os_id}", errors={"not_found": "InvalidAMIID.NotFound"}
+                "GET",
+                url_path("/v2/images/{}", os_id),
+                errors={"not_found": "InvalidAMIID.NotFound"},
             )
         except Ec2Error as err:
             if err.code != "InvalidAMIID.NotFound":
@@ -217,7 +220,9 @@ async def create_image(ctx: Ctx, p: dict[str, Any]) -> dict:
 async def deregister_image(ctx: Ctx, p: dict[str, Any]) -> dict:
     image = await resolve_image(ctx, p["ImageId"])
     await ctx.image(
-        "DELETE", f"/v2/images/{image['id']}", errors={"not_found": "InvalidAMIID.NotFound"}
+        "DELETE",
+        url_path("/v2/images/{}", image["id"]),
+        errors={"not_found": "InvalidAMIID.NotFound"},
     )
     return {"Return": True}
 
@@ -287,7 +292,7 @@ async def describe_image_attribute(ctx: Ctx, p: dict[str, Any]) -> dict:
         if image.get("visibility") == "public":
             perms.append({"Group": "all"})
         if image.get("visibility") == "shared" and image.get("owner") == ctx.project_id:
-            members = await ctx.image("GET", f"/v2/images/{image['id']}/members")
+            members = await ctx.image("GET", url_path("/v2/images/{}/members", image["id"]))
             perms += [{"UserId": m["member_id"]} for m in members.get("members", [])]
         out["LaunchPermissions"] = perms
     elif attribute == "description":
@@ -314,7 +319,7 @@ async def describe_image_attribute(ctx: Ctx, p: dict[str, Any]) -> dict:
 async def _patch_image(ctx: Ctx, image: dict, ops: list[dict]) -> None:
     await ctx.image(
         "PATCH",
-        f"/v2/images/{image['id']}",
+        url_path("/v2/images/{}", image["id"]),
         json=ops,
         headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
     )
@@ -356,7 +361,7 @@ async def modify_image_attribute(ctx: Ctx, p: dict[str, Any]) -> dict:
                 image["visibility"] = "shared"
             await ctx.image(
                 "POST",
-                f"/v2/images/{image['id']}/members",
+                url_path("/v2/images/{}/members", image["id"]),
                 json={"member": perm["UserId"]},
                 errors={"conflict": "InvalidParameterValue"},
             )
@@ -368,7 +373,7 @@ async def modify_image_attribute(ctx: Ctx, p: dict[str, Any]) -> dict:
         elif perm.get("UserId"):
             await ctx.image(
                 "DELETE",
-                f"/v2/images/{image['id']}/members/{perm['UserId']}",
+                url_path("/v2/images/{}/members/{}", image["id"], perm["UserId"]),
                 errors={"not_found": "InvalidUserID.NotFound"},
             )
     return {}
@@ -380,10 +385,12 @@ async def reset_image_attribute(ctx: Ctx, p: dict[str, Any]) -> dict:
     if p["Attribute"] != "launchPermission":
         raise Ec2Error("InvalidRequest", f"The attribute {p['Attribute']} cannot be reset.")
     if image.get("visibility") in ("public", "shared"):
-        members = await ctx.image("GET", f"/v2/images/{image['id']}/members")
+        members = await ctx.image("GET", url_path("/v2/images/{}/members", image["id"]))
         await asyncio.gather(
             *(
-                ctx.image("DELETE", f"/v2/images/{image['id']}/members/{m['member_id']}")
+                ctx.image(
+                    "DELETE", url_path("/v2/images/{}/members/{}", image["id"], m["member_id"])
+                )
                 for m in members.get("members", [])
             )
         )

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from sqlalchemy import select
 
-from cumulo.common.service_client import ServiceError, file_chunks
+from cumulo.common.service_client import ServiceError, file_chunks, url_path
 from cumulo.ec2 import certificate, filters
 from cumulo.ec2.api import action
 from cumulo.ec2.api.images import resolve_image
@@ -99,7 +99,7 @@ def _spawn(ctx: Ctx, coro) -> None:
 async def _upload(ctx: Ctx, image_id: str, chunks: AsyncIterator[bytes]) -> None:
     await ctx.service.clients["image"].request(
         "PUT",
-        f"/v2/images/{image_id}/file",
+        url_path("/v2/images/{}/file", image_id),
         ctx.token,
         content=chunks,
         headers={"Content-Type": "application/octet-stream"},
@@ -109,7 +109,7 @@ async def _upload(ctx: Ctx, image_id: str, chunks: AsyncIterator[bytes]) -> None
 async def _discard_image(ctx: Ctx, image_id: str) -> None:
     try:
         await ctx.service.clients["image"].request(
-            "DELETE", f"/v2/images/{image_id}", ctx.token, ok=(204, 404)
+            "DELETE", url_path("/v2/images/{}", image_id), ctx.token, ok=(204, 404)
         )
     except Exception:  # noqa: BLE001 - the task's failure is what gets reported
         LOG.exception("could not delete the failed image %s", image_id)
@@ -406,7 +406,9 @@ async def copy_image_data(
     async def copy() -> None:
         try:
             await _upload(
-                ctx, image["id"], _chunks(ctx, f"/v2/images/{source['id']}/file", "image")
+                ctx,
+                image["id"],
+                _chunks(ctx, url_path("/v2/images/{}/file", source["id"]), "image"),
             )
         except Exception as exc:  # noqa: BLE001 - the copy fails; its image goes
             LOG.warning("copy of image %s failed: %s", source["id"], exc)
@@ -456,7 +458,7 @@ async def image_from_snapshot(ctx: Ctx, snapshot_id: str, name: str, props: dict
     ops = [{"op": "add", "path": f"/{k}", "value": v} for k, v in props.items()]
     await ctx.image(
         "PATCH",
-        f"/v2/images/{image_id}",
+        url_path("/v2/images/{}", image_id),
         json=ops,
         headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
     )

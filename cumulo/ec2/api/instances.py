@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from cumulo.common.service_client import url_path
 from cumulo.ec2 import filters
 from cumulo.ec2.api import action
 from cumulo.ec2.api.images import ROOT_DEVICE, image_by_os_id, image_ids, resolve_image
@@ -429,7 +430,9 @@ async def _networks(ctx: Ctx, p: dict[str, Any], count: int) -> Any:
     os_subnet = await ctx.ids.os_id(subnet_id, "subnet")
     subnet = (
         await ctx.network(
-            "GET", f"/v2.0/subnets/{os_subnet}", errors={"not_found": "InvalidSubnetID.NotFound"}
+            "GET",
+            url_path("/v2.0/subnets/{}", os_subnet),
+            errors={"not_found": "InvalidSubnetID.NotFound"},
         )
     )["subnet"]
     net: dict[str, Any] = {"uuid": subnet["network_id"]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from cumulo.common.service_client import url_path
 from cumulo.ec2 import filters
 from cumulo.ec2.api import action
 from cumulo.ec2.api.tags import set_tags, tag_set, tags_from_specs, tags_of
@@ -46,7 +47,9 @@ async def group_of(ctx: Ctx, group_id: str | None, group_name: str | None) -> di
     if group_id:
         os_id = await ctx.ids.os_id(group_id, "sg")
         answer = await ctx.network(
-            "GET", f"/v2.0/security-groups/{os_id}", errors={"not_found": "InvalidGroup.NotFound"}
+            "GET",
+            url_path("/v2.0/security-groups/{}", os_id),
+            errors={"not_found": "InvalidGroup.NotFound"},
         )
         group = answer["security_group"]
         if group.get("project_id") != ctx.project_id:
@@ -149,7 +152,7 @@ async def delete_security_group(ctx: Ctx, p: dict[str, Any]) -> dict:
         raise Ec2Error("CannotDelete", "The default security group cannot be deleted.")
     await ctx.network(
         "DELETE",
-        f"/v2.0/security-groups/{group['id']}",
+        url_path("/v2.0/security-groups/{}", group["id"]),
         errors={"conflict": "DependencyViolation", "not_found": "InvalidGroup.NotFound"},
     )
     return {"Return": True}
@@ -211,7 +214,7 @@ async def _rules(ctx: Ctx, p: dict[str, Any], group: dict, direction: str) -> li
         raw = str(perm.get("IpProtocol", "")).lower()
         protocol = None if raw in ("-1", "all") else PROTOCOLS.get(raw)
         if raw not in ("-1", "all") and protocol is None:
-            if raw.isdigit() and 0 <= int(raw) <= 255:
+            if raw.isdecimal() and 0 <= int(raw) <= 255:
                 protocol = raw
             else:
                 raise Ec2Error("InvalidParameterValue", f"Invalid value '{raw}' for IP protocol.")
@@ -325,7 +328,7 @@ async def _revoke(ctx: Ctx, p: dict[str, Any], direction: str) -> dict:
             )
         doomed.append(match[0]["id"])
     for rule_id in doomed:
-        await ctx.network("DELETE", f"/v2.0/security-group-rules/{rule_id}")
+        await ctx.network("DELETE", url_path("/v2.0/security-group-rules/{}", rule_id))
     return {"Return": True}
 
 

@@ -180,7 +180,7 @@ def paginate(items: list[Any], p: dict[str, Any], key: str) -> dict[str, Any]:
     token = p.get("NextToken")
     start = 0
     if token:
-        if not str(token).isdigit():
+        if not str(token).isdecimal():
             raise Ec2Error("InvalidNextToken", f"The token '{token}' is invalid")
         start = int(token)
     if limit is None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from cumulo.common.service_client import url_path
 from cumulo.ec2 import filters
 from cumulo.ec2.api import action
 from cumulo.ec2.api.tags import set_tags, tag_set, tags_from_specs, tags_of
@@ -106,7 +107,9 @@ async def create_vpc(ctx: Ctx, p: dict[str, Any]) -> dict:
     )["router"]
     vpc_id = await ctx.ids.ec2_id("vpc", router["id"], ctx.project_id)
     await ctx.ids.record(vpc_id, data={"cidr": str(cidr)})
-    await ctx.network("PUT", f"/v2.0/routers/{router['id']}", json={"router": {"name": vpc_id}})
+    await ctx.network(
+        "PUT", url_path("/v2.0/routers/{}", router["id"]), json={"router": {"name": vpc_id}}
+    )
     tags = tags_from_specs(p.get("TagSpecifications"), "vpc")
     await set_tags(ctx, [vpc_id], tags)
     item = (await ctx.ids.items([vpc_id]))[vpc_id]
@@ -154,7 +157,9 @@ async def delete_vpc(ctx: Ctx, p: dict[str, Any]) -> dict:
             "DependencyViolation", f"The vpc '{item.id}' has an internet gateway attached."
         )
     await ctx.network(
-        "DELETE", f"/v2.0/routers/{router['id']}", errors={"conflict": "DependencyViolation"}
+        "DELETE",
+        url_path("/v2.0/routers/{}", router["id"]),
+        errors={"conflict": "DependencyViolation"},
     )
     await ctx.ids.forget([item.id])
     return {}
@@ -224,17 +229,21 @@ async def create_subnet(ctx: Ctx, p: dict[str, Any]) -> dict:
         )["subnet"]
         await ctx.network(
             "PUT",
-            f"/v2.0/routers/{router['id']}/add_router_interface",
+            url_path("/v2.0/routers/{}/add_router_interface", router["id"]),
             json={"subnet_id": subnet["id"]},
         )
     except Ec2Error:
-        await ctx.network("DELETE", f"/v2.0/networks/{network['id']}")  # nothing half-made
+        await ctx.network(
+            "DELETE", url_path("/v2.0/networks/{}", network["id"])
+        )  # nothing half-made
         raise
     subnet_id = await ctx.ids.ec2_id("subnet", subnet["id"], ctx.project_id)
     zone = p.get("AvailabilityZone") or "nova"
     await ctx.ids.record(subnet_id, data={"vpc": item.id, "zone": zone})
     for kind, os_id in (("networks", network["id"]), ("subnets", subnet["id"])):
-        await ctx.network("PUT", f"/v2.0/{kind}/{os_id}", json={kind[:-1]: {"name": subnet_id}})
+        await ctx.network(
+            "PUT", url_path("/v2.0/{}/{}", kind, os_id), json={kind[:-1]: {"name": subnet_id}}
+        )
     await set_tags(ctx, [subnet_id], tags_from_specs(p.get("TagSpecifications"), "subnet"))
     for s in await _subnets(ctx):
         if s["SubnetId"] == subnet_id:
@@ -303,7 +312,7 @@ async def delete_subnet(ctx: Ctx, p: dict[str, Any]) -> dict:
     try:
         await ctx.network(
             "PUT",
-            f"/v2.0/routers/{router['id']}/remove_router_interface",
+            url_path("/v2.0/routers/{}/remove_router_interface", router["id"]),
             json={"subnet_id": os_subnet},
             errors={"not_found": "Gone"},
         )
@@ -311,7 +320,9 @@ async def delete_subnet(ctx: Ctx, p: dict[str, Any]) -> dict:
         if err.code != "Gone":  # already unplugged: fine
             raise
     await ctx.network(
-        "DELETE", f"/v2.0/networks/{network_id}", errors={"conflict": "DependencyViolation"}
+        "DELETE",
+        url_path("/v2.0/networks/{}", network_id),
+        errors={"conflict": "DependencyViolation"},
     )
     await ctx.ids.forget([p["SubnetId"]])
     return {}
@@ -393,7 +404,7 @@ async def attach_internet_gateway(ctx: Ctx, p: dict[str, Any]) -> dict:
     external = await _external_network(ctx)
     await ctx.network(
         "PUT",
-        f"/v2.0/routers/{router['id']}",
+        url_path("/v2.0/routers/{}", router["id"]),
         json={"router": {"external_gateway_info": {"network_id": external["id"]}}},
     )
     await ctx.ids.record(gw["InternetGatewayId"], data={"vpc": p["VpcId"]})
@@ -410,7 +421,7 @@ async def detach_internet_gateway(ctx: Ctx, p: dict[str, Any]) -> dict:
     _, router = await _vpc(ctx, p["VpcId"])
     await ctx.network(
         "PUT",
-        f"/v2.0/routers/{router['id']}",
+        url_path("/v2.0/routers/{}", router["id"]),
         json={"router": {"external_gateway_info": {}}},
         errors={"conflict": "DependencyViolation"},
     )
@@ -555,7 +566,9 @@ async def create_network_interface(ctx: Ctx, p: dict[str, Any]) -> dict:
     os_subnet = await ctx.ids.os_id(p["SubnetId"], "subnet")
     subnet = (
         await ctx.network(
-            "GET", f"/v2.0/subnets/{os_subnet}", errors={"not_found": "InvalidSubnetID.NotFound"}
+            "GET",
+            url_path("/v2.0/subnets/{}", os_subnet),
+            errors={"not_found": "InvalidSubnetID.NotFound"},
         )
     )["subnet"]
     fixed: dict[str, Any] = {"subnet_id": os_subnet}
@@ -632,7 +645,7 @@ async def delete_network_interface(ctx: Ctx, p: dict[str, Any]) -> dict:
     port = (
         await ctx.network(
             "GET",
-            f"/v2.0/ports/{os_id}",
+            url_path("/v2.0/ports/{}", os_id),
             errors={"not_found": "InvalidNetworkInterfaceID.NotFound"},
         )
     )["port"]
@@ -640,5 +653,5 @@ async def delete_network_interface(ctx: Ctx, p: dict[str, Any]) -> dict:
         raise Ec2Error(
             "InvalidNetworkInterface.InUse", f"Interface {p['NetworkInterfaceId']} is in use."
         )
-    await ctx.network("DELETE", f"/v2.0/ports/{os_id}")
+    await ctx.network("DELETE", url_path("/v2.0/ports/{}", os_id))
     return {}

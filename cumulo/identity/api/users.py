@@ -22,6 +22,7 @@ from cumulo.common.app import json_body, validate
 from cumulo.common.config import SecurityComplianceConfig
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, Conflict, NotFound, NotImplementedYet, Unauthorized
+from cumulo.common.openapi import describes
 from cumulo.identity import assignments, security_compliance
 from cumulo.identity.api.common import (
     Body,
@@ -313,6 +314,7 @@ def filter_users(request: Request, query: Select) -> Select:
 # -- handlers -------------------------------------------------------------------------------
 
 
+@describes(statuses={501: "Federated users are not supported."})
 async def create_user(request: Request) -> Response:
     data = await json_body(request)
     raw = data.get("user") if isinstance(data, dict) else None
@@ -359,6 +361,7 @@ async def show_user(request: Request) -> Response:
     return json({"user": render_user(request, user)})
 
 
+@describes(statuses={501: "Federated users are not supported."})
 async def update_user(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     user = await _authorized_user(request, "identity:update_user")

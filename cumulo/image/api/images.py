@@ -24,6 +24,7 @@ from cumulo.common.faults import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from cumulo.common.openapi import describes
 from cumulo.image.api.common import (
     authorize,
     extras,
@@ -113,6 +114,27 @@ def _check_custom_name(name: str) -> None:
 # -- create ------------------------------------------------------------------------
 
 
+@describes(
+    body={
+        "type": "object",
+        "properties": {
+            a: {}
+            for a in (
+                "name",
+                "id",
+                "disk_format",
+                "container_format",
+                "visibility",
+                "min_disk",
+                "min_ram",
+                "protected",
+                "tags",
+                "os_hidden",
+            )
+        },
+    },
+    resource="",
+)
 async def create_image(request: Request) -> Response:
     """POST /v2/images (api-ref: Create image)."""
     image, props, tags = await add_image(request, await json_body(request))

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest
+from cumulo.common.openapi import describes, wrapped
 from cumulo.network.agents import BINDINGS, DHCP_AGENT, L3_AGENT, is_alive
 from cumulo.network.api.common import (
     caller,
@@ -97,6 +98,7 @@ async def show_agent(request: Request) -> Response:
     return show(request, "agent", render_agent(agent, is_alive(agent)))
 
 
+@describes(body=wrapped("agent", ("admin_state_up", "description")), resource="agent")
 async def update_agent(request: Request) -> Response:
     service = service_of(request)
     a = await resource_body(request, "agent", ("admin_state_up", "description"))

@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
+from cumulo.common.openapi import describes, wrapped
 from cumulo.network import rbac
 from cumulo.network.api.common import (
     caller,
@@ -162,6 +163,7 @@ async def list_fips(request: Request) -> Response:
     return list_response(request, "floatingips", await _render(service, fips))
 
 
+@describes(body=wrapped("floatingip", CREATE_ATTRS), resource="floatingip")
 async def create_fip(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     a = await resource_body(request, "floatingip", CREATE_ATTRS)
@@ -232,6 +234,7 @@ async def show_fip(request: Request) -> Response:
     return show(request, "floatingip", (await _render(service, [fip]))[0])
 
 
+@describes(body=wrapped("floatingip", UPDATABLE), resource="floatingip")
 async def update_fip(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     fip_id = request.path_params["fip_id"]

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
+from cumulo.common.openapi import describes, wrapped
 from cumulo.network.api.common import (
     caller,
     list_response,
@@ -93,6 +94,7 @@ async def list_labels(request: Request) -> Response:
     return list_response(request, "metering_labels", [render_label(lb) for lb in labels])
 
 
+@describes(body=wrapped("metering_label", LABEL_ATTRS), resource="metering_label")
 async def create_label(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     a = await resource_body(request, "metering_label", LABEL_ATTRS)
@@ -155,6 +157,7 @@ async def list_rules(request: Request) -> Response:
     return list_response(request, "metering_label_rules", [render_rule(r) for r in rules])
 
 
+@describes(body=wrapped("metering_label_rule", RULE_ATTRS), resource="metering_label_rule")
 async def create_rule(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     a = await resource_body(request, "metering_label_rule", RULE_ATTRS)

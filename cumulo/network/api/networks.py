@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
+from cumulo.common.openapi import describes, wrapped
 from cumulo.network import rbac
 from cumulo.network.api.common import (
     apply_standard,
@@ -188,6 +189,7 @@ async def list_networks(request: Request) -> Response:
     return list_response(request, "networks", await render_networks(service, ctx, nets))
 
 
+@describes(body=wrapped("network", CREATE_ATTRS), resource="network")
 async def create_network(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     bodies, bulk = await create_bodies(request, "network", "networks", CREATE_ATTRS)
@@ -233,6 +235,7 @@ async def show_network(request: Request) -> Response:
     return show(request, "network", (await render_networks(service, ctx, [net]))[0])
 
 
+@describes(body=wrapped("network", CREATE_ATTRS), resource="network")
 async def update_network(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     network_id = request.path_params["network_id"]

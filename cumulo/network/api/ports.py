@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest, Conflict
+from cumulo.common.openapi import describes, wrapped
 from cumulo.network import ipam, rbac
 from cumulo.network.api.common import (
     apply_standard,
@@ -251,6 +252,7 @@ async def list_ports(request: Request) -> Response:
     return list_response(request, "ports", await render_ports(service, ctx, ports))
 
 
+@describes(body=wrapped("port", CREATE_ATTRS), resource="port")
 async def create_port(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     bodies, bulk = await create_bodies(request, "port", "ports", CREATE_ATTRS)
@@ -426,6 +428,7 @@ async def show_port(request: Request) -> Response:
     return show(request, "port", (await render_ports(service, ctx, [port]))[0])
 
 
+@describes(body=wrapped("port", UPDATABLE), resource="port")
 async def update_port(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     port_id = request.path_params["port_id"]

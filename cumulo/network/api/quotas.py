@@ -8,6 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.faults import BadRequest
+from cumulo.common.openapi import describes, wrapped
 from cumulo.network.api.common import caller, json, no_content, resource_body, service_of, to_int
 from cumulo.network.core import QUOTA_MODELS
 from cumulo.network.models import Quota
@@ -59,6 +60,7 @@ async def quota_details(request: Request) -> Response:
     return json({"quota": details})
 
 
+@describes(body=wrapped("quota", [*QUOTA_MODELS, "rbac_policy", "check_limit"]))
 async def update_quota(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     project_id = request.path_params["project_id"]

@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
+from cumulo.common.openapi import describes, wrapped
 from cumulo.network import rbac
 from cumulo.network.api.common import (
     caller,
@@ -76,6 +77,7 @@ async def list_policies(request: Request) -> Response:
     return list_response(request, "rbac_policies", [render_policy(p) for p in policies])
 
 
+@describes(body=wrapped("rbac_policy", CREATE_ATTRS), resource="rbac_policy")
 async def create_policy(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     a = await resource_body(request, "rbac_policy", CREATE_ATTRS)
@@ -121,6 +123,7 @@ async def show_policy(request: Request) -> Response:
     return show(request, "rbac_policy", render_policy(policy))
 
 
+@describes(body=wrapped("rbac_policy", CREATE_ATTRS), resource="rbac_policy")
 async def update_policy(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     a = await resource_body(request, "rbac_policy", CREATE_ATTRS)

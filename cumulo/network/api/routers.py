@@ -14,6 +14,7 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest, Conflict
+from cumulo.common.openapi import describes, wrapped
 from cumulo.network import ipam, rbac
 from cumulo.network.agents import L3_AGENT, schedule
 from cumulo.network.api.common import (
@@ -216,6 +217,7 @@ async def list_routers(request: Request) -> Response:
     return list_response(request, "routers", await render_routers(service, routers))
 
 
+@describes(body=wrapped("router", CREATE_ATTRS), resource="router")
 async def create_router(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     a = await resource_body(request, "router", CREATE_ATTRS)
@@ -250,6 +252,7 @@ async def show_router(request: Request) -> Response:
     return show(request, "router", (await render_routers(service, [router]))[0])
 
 
+@describes(body=wrapped("router", UPDATABLE), resource="router")
 async def update_router(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     router_id = request.path_params["router_id"]
@@ -427,6 +430,7 @@ async def remove_interface(request: Request) -> Response:
     return json(_interface_body(router, port, subnet_ids))
 
 
+@describes(body=wrapped("router", ("routes",)), resource="router")
 async def _change_routes(request: Request, adding: bool) -> Response:
     service, ctx = service_of(request), await caller(request)
     router_id = request.path_params["router_id"]

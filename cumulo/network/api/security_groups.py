@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
+from cumulo.common.openapi import describes, wrapped
 from cumulo.network import rbac
 from cumulo.network.api.common import (
     apply_standard,
@@ -174,6 +175,9 @@ async def list_groups(request: Request) -> Response:
     return list_response(request, "security_groups", await render_groups(service, ctx, groups))
 
 
+@describes(
+    body=wrapped("security_group", ("name", "description", "stateful")), resource="security_group"
+)
 async def create_group(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     a = await resource_body(request, "security_group", ("name", "description", "stateful"))
@@ -212,6 +216,9 @@ async def show_group(request: Request) -> Response:
     return show(request, "security_group", (await render_groups(service, ctx, [sg]))[0])
 
 
+@describes(
+    body=wrapped("security_group", ("name", "description", "stateful")), resource="security_group"
+)
 async def update_group(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     sg_id = request.path_params["sg_id"]
@@ -273,7 +280,7 @@ def _protocol(value: Any, ethertype: str) -> str | None:
     if value is None or value == "any":
         return None
     proto = str(value).lower()
-    if proto.isdigit():
+    if proto.isdecimal():
         if not 0 <= int(proto) <= 255:
             raise SecurityGroupRuleInvalidProtocol(
                 f"Security group rule protocol {value} not supported. Only protocol values "
@@ -353,6 +360,7 @@ async def list_rules(request: Request) -> Response:
     return list_response(request, "security_group_rules", items)
 
 
+@describes(body=wrapped("security_group_rule", RULE_ATTRS), resource="security_group_rule")
 async def create_rule(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     a = await resource_body(request, "security_group_rule", RULE_ATTRS)

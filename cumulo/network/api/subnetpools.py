@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
+from cumulo.common.openapi import describes, wrapped
 from cumulo.network import ipam, rbac
 from cumulo.network.api.common import (
     apply_standard,
@@ -118,6 +119,7 @@ async def list_pools(request: Request) -> Response:
     return list_response(request, "subnetpools", await _render(service, ctx, pools))
 
 
+@describes(body=wrapped("subnetpool", CREATE_ATTRS), resource="subnetpool")
 async def create_pool(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     a = await resource_body(request, "subnetpool", CREATE_ATTRS)
@@ -150,6 +152,7 @@ async def show_pool(request: Request) -> Response:
     return show(request, "subnetpool", (await _render(service, ctx, [pool]))[0])
 
 
+@describes(body=wrapped("subnetpool", UPDATABLE), resource="subnetpool")
 async def update_pool(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     pool_id = request.path_params["pool_id"]

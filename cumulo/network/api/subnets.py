@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
+from cumulo.common.openapi import describes, wrapped
 from cumulo.network import ipam, rbac
 from cumulo.network.agents import DHCP_AGENT, schedule
 from cumulo.network.api.common import (
@@ -230,6 +231,7 @@ async def list_subnets(request: Request) -> Response:
     return list_response(request, "subnets", await render_subnets(service, subnets))
 
 
+@describes(body=wrapped("subnet", CREATE_ATTRS), resource="subnet")
 async def create_subnet(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     bodies, bulk = await create_bodies(request, "subnet", "subnets", CREATE_ATTRS)
@@ -325,6 +327,7 @@ async def show_subnet(request: Request) -> Response:
     return show(request, "subnet", (await render_subnets(service, [subnet]))[0])
 
 
+@describes(body=wrapped("subnet", CREATE_ATTRS), resource="subnet")
 async def update_subnet(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     subnet_id = request.path_params["subnet_id"]

@@ -103,7 +103,7 @@ async def delete_namespace(ns: str) -> None:
 
 async def kill_namespace_processes(ns: str) -> None:
     out = await run("ip", "netns", "pids", ns, check=False)
-    for pid in (int(p) for p in out.split() if p.isdigit()):
+    for pid in (int(p) for p in out.split() if p.isdecimal()):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

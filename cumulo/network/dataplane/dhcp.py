@@ -85,7 +85,7 @@ def port_options(network: dict[str, Any]) -> list[str]:
             continue
         for opt in lease.get("dhcp_opts") or []:
             name = opt["opt_name"]
-            code = name if name.isdigit() else f"option:{name}"
+            code = name if name.isdecimal() else f"option:{name}"
             lines[f"tag:port-{lease['port_id']},{code},{opt['opt_value']}"] = None
     return list(lines)
 

@@ -39,7 +39,7 @@ def protocol_number(protocol: str | int | None) -> int | None:
     """Neutron's protocol (name, number or None/"any") as an IP protocol number."""
     if protocol in (None, "", "any"):
         return None
-    if isinstance(protocol, int) or str(protocol).isdigit():
+    if isinstance(protocol, int) or str(protocol).isdecimal():
         return int(protocol)
     return PROTOCOLS.get(str(protocol).lower(), -1)
 

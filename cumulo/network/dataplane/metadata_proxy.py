@@ -263,7 +263,7 @@ async def _read_request(reader: asyncio.StreamReader) -> _Request:
             name, _, value = line.partition(":")
             headers.append((name.strip(), value.strip()))
     length = next((v for k, v in headers if k.lower() == "content-length"), "0")
-    if not length.isdigit():
+    if not length.isdecimal():
         raise _BadRequest(HTTPStatus.BAD_REQUEST)
     if int(length) > MAX_BODY:
         raise _BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cumulo.common.openapi import describes
 from cumulo.object_store.api.bulk import bulk_delete, extract_archive
 from cumulo.object_store.api.common import (
     caller_for,
@@ -59,6 +60,16 @@ def account_headers(request: Request, info: dict | None) -> dict[str, str]:
     return {**headers}
 
 
+@describes(
+    content_type=None,
+    query=("format", "prefix", "delimiter", "marker", "end_marker", "limit", "reverse"),
+    headers=(
+        "X-Account-Meta-Temp-URL-Key",
+        "X-Account-Meta-Quota-Bytes",
+        "X-Remove-Account-Meta-Quota-Bytes",
+        "X-Account-Meta-Color",
+    ),
+)
 async def account(request: Request) -> Response:
     name = request.path_params["account"]
     caller = await caller_for(request, name)

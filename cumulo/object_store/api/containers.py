@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cumulo.common.openapi import describes
 from cumulo.object_store.api.bulk import extract_archive
 from cumulo.object_store.api.common import (
     acl_allows,
@@ -60,6 +61,31 @@ def container_headers(request: Request, info: ContainerInfo) -> dict[str, str]:
     return {**headers}
 
 
+@describes(
+    content_type=None,
+    query=(
+        "format",
+        "prefix",
+        "delimiter",
+        "marker",
+        "end_marker",
+        "limit",
+        "reverse",
+        "bulk-delete",
+    ),
+    headers=(
+        "X-Storage-Policy",
+        "X-Container-Read",
+        "X-Container-Write",
+        "X-Versions-Location",
+        "X-History-Location",
+        "X-Versions-Enabled",
+        "X-Container-Meta-Quota-Bytes",
+        "X-Container-Meta-Quota-Count",
+        "X-Container-Meta-Web-Index",
+        "X-Container-Sync-To",
+    ),
+)
 async def container(request: Request) -> Response:
     account = request.path_params["account"]
     name = request.path_params["container"]

@@ -15,7 +15,7 @@ from cumulo.object_store.errors import SwiftError
 def check_container_quota_headers(request: Request) -> None:
     for kind in ("bytes", "count"):
         value = request.headers.get(f"x-container-meta-quota-{kind}")
-        if value and not value.isdigit():
+        if value and not value.isdecimal():
             raise SwiftError(400, f"Invalid {kind} quota.")
 
 
@@ -36,13 +36,13 @@ def check_account_quota_headers(request: Request, caller: Caller) -> None:
             if not caller.reseller_admin:
                 raise SwiftError(403)
             value = request.headers[name]
-            if name.startswith("x-account") and value and not value.isdigit():
+            if name.startswith("x-account") and value and not value.isdecimal():
                 raise SwiftError(400, f"Invalid {kind} quota.")
 
 
 def _limit(metadata: dict, key: str) -> int | None:
     value = metadata.get(key, "")
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isdecimal() else None
 
 
 async def check_upload(

@@ -21,7 +21,7 @@ def partitions(device: Path, kind: str) -> Iterator[tuple[int, Path]]:
     except FileNotFoundError:
         return
     for name in names:
-        if name.isdigit():
+        if name.isdecimal():
             yield int(name), base / name
 
 

@@ -317,7 +317,7 @@ def parse_lifecycle(body: bytes) -> list[dict]:
             raise S3Error("NotImplemented", "Only Expiration lifecycle actions are implemented.")
         if (days is None) == (date is None):
             raise S3Error("MalformedXML")
-        if days is not None and (not days.isdigit() or int(days) < 1):
+        if days is not None and (not days.isdecimal() or int(days) < 1):
             raise S3Error(
                 "InvalidArgument", "'Days' for Expiration action must be a positive integer"
             )

@@ -870,7 +870,7 @@ async def _parts(call: Call, upload_id: str, marker: int = 0, limit: int = MAX_P
     parts = []
     for entry in json.loads(answer.body or b"[]"):
         rest = entry["name"][len(prefix) :]
-        if rest.isdigit() and int(rest) > marker:
+        if rest.isdecimal() and int(rest) > marker:
             parts.append((int(rest), entry))
     parts.sort(key=lambda p: p[0])
     return parts[:limit]

@@ -15,6 +15,7 @@ from cumulo.common.app import json_body
 from cumulo.common.context import RequestContext
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, NotFound
+from cumulo.common.openapi import describes, wrapped
 from cumulo.volume import quotas, states
 from cumulo.volume.api import views
 from cumulo.volume.api.common import (
@@ -79,6 +80,14 @@ async def _one(request: Request, snapshot_id: str, status: int = 200) -> Respons
     return json({"snapshot": (await _bodies(request, [snap], extended=False))[0]}, status)
 
 
+@describes(
+    body=wrapped(
+        "snapshot",
+        ("volume_id", "name", "description", "force", "metadata"),
+        required=("volume_id",),
+    ),
+    resource="snapshot",
+)
 async def create_snapshot(request: Request) -> Response:
     body = await json_body(request)
     spec = body.get("snapshot") if isinstance(body, dict) else None
@@ -86,6 +95,10 @@ async def create_snapshot(request: Request) -> Response:
         raise BadRequest("Missing required element 'snapshot' in request body.")
     ctx = await authorize(request, "volume:create_snapshot")
     service = service_of(request)
+    if "volume_id" not in spec:
+        raise BadRequest(
+            "Invalid input for field/attribute snapshot. 'volume_id' is a required property."
+        )
     force = parse_bool(str(spec["force"]), "force") if "force" in spec else False
     metadata = check_metadata(spec.get("metadata") or {})
     for key in ("name", "description", "display_name", "display_description"):

@@ -17,7 +17,8 @@ from cumulo.common.app import json_body
 from cumulo.common.context import RequestContext
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, NotFound
-from cumulo.common.service_client import ServiceError
+from cumulo.common.openapi import describes, wrapped
+from cumulo.common.service_client import ServiceError, url_path
 from cumulo.volume import messages, quotas, states
 from cumulo.volume.api import views
 from cumulo.volume.api.common import (
@@ -207,7 +208,7 @@ async def _image(request: Request, ctx: RequestContext, image_ref: str) -> dict[
     if images is None:
         raise BadRequest("Invalid input received: this cloud has no Image service.")
     try:
-        image = await images.json("GET", f"/v2/images/{image_ref}", ctx.auth_token)
+        image = await images.json("GET", url_path("/v2/images/{}", image_ref), ctx.auth_token)
     except ServiceError as exc:
         if exc.status == 404:
             raise NotFound(f"Image {image_ref} could not be found.") from None
@@ -233,6 +234,27 @@ def _image_metadata(image: dict[str, Any]) -> dict[str, str]:
     return meta
 
 
+@describes(
+    body=wrapped(
+        "volume",
+        (
+            "size",
+            "name",
+            "description",
+            "volume_type",
+            "snapshot_id",
+            "source_volid",
+            "imageRef",
+            "availability_zone",
+            "metadata",
+            "multiattach",
+            "backup_id",
+            "consistencygroup_id",
+            "group_id",
+        ),
+    ),
+    resource="volume",
+)
 async def create_volume(request: Request) -> Response:
     body = await json_body(request)
     spec = body.get("volume") if isinstance(body, dict) else None
