@@ -1,9 +1,9 @@
-"""`kill -9` of `cumulo up` in the middle of concurrent boots (real QEMU guests) and
-volume creates, then `cumulo up` again: every server ends ACTIVE, or ERROR with a
-fault; every volume available or error; the guest that was running before is found
-and kept (same QEMU process); no QEMU process, instance directory or volume file that
-no server or volume owns; the databases are whole. Then everything is deleted and
-nothing is left.
+"""`kill -9` of `cumulo up` in the middle of 100 concurrent boots (6 real QEMU guests,
+the rest on three fake compute hosts of the same process) and volume creates, then
+`cumulo up` again: every server ends ACTIVE, or ERROR with a fault; every volume
+available or error; the guest that was running before is found and kept (same QEMU
+process); no QEMU process, instance directory or volume file that no server or volume
+owns; the databases are whole. Then everything is deleted and nothing is left.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from tests.conftest import require_real_guests
 pytestmark = pytest.mark.e2e
 
 HOST = "e2e-crash"
-BOOTS, VOLUMES = 6, 6
+BOOTS, FAKE_BOOTS, VOLUMES = 6, 94, 6
+FAKE_HOSTS = [f"{HOST}-fake{i}" for i in (1, 2, 3)]
 FINAL_SERVER = {"ACTIVE", "ERROR"}
 FINAL_VOLUME = {"available", "error"}
 
@@ -97,7 +98,7 @@ def qemu_pid(state_dir: Path, server_id: str) -> int | None:
 def up(tmp_path):
     require_real_guests()
     state = tmp_path / "state"
-    configure_guest_state_dir(state, HOST)
+    configure_guest_state_dir(state, HOST, fake_hosts=len(FAKE_HOSTS), fake_spawn_delay=5.0)
     cloud = UpProcess(state)
     try:
         yield cloud
@@ -113,16 +114,19 @@ def up(tmp_path):
 def test_a_killed_cloud_restarts_with_every_server_and_volume_final_and_nothing_orphaned(up):
     state = up.state_dir
     up.start()
-    conn = sdk(state)
+    conn = sdk(state, "cumulo")  # the admin: boots are placed on a given host
     image = conn.image.find_image("tiny", ignore_missing=False)
     flavor = conn.compute.find_flavor("m1.tiny", ignore_missing=False)
     private = conn.network.find_network("private", ignore_missing=False)
 
-    def boot(name: str):
+    def boot(name: str, host: str = HOST):
         return conn.compute.create_server(
-            name=name, image_id=image.id, flavor_id=flavor.id, networks=[{"uuid": private.id}]
-        )
+            name=name, image_id=image.id, flavor_id=flavor.id, networks=[{"uuid": private.id}],
+            availability_zone=f"nova:{host}",
+        )  # fmt: skip
 
+    # Room for the storm (Nova's default quota is 10 instances).
+    conn.set_compute_quotas(conn.current_project_id, instances=200, cores=400, ram=200 * 1024)
     keeper = conn.compute.wait_for_server(boot("keeper"), wait=180)
     keeper_pid = qemu_pid(state, keeper.id)
     assert keeper_pid is not None
@@ -134,6 +138,9 @@ def test_a_killed_cloud_restarts_with_every_server_and_volume_final_and_nothing_
         try:
             if kind == "servers":
                 made[kind].append(boot(f"storm-{n}").id)
+            elif kind == "fake servers":
+                host = FAKE_HOSTS[n % len(FAKE_HOSTS)]
+                made["servers"].append(boot(f"fake-storm-{n}", host).id)
             else:
                 # Half of them from the image: downloading and converting takes a while.
                 source = {"image_id": image.id} if n % 2 else {}
@@ -143,17 +150,25 @@ def test_a_killed_cloud_restarts_with_every_server_and_volume_final_and_nothing_
             pass
 
     threads = [threading.Thread(target=create, args=("servers", n)) for n in range(BOOTS)]
+    threads += [
+        threading.Thread(target=create, args=("fake servers", n)) for n in range(FAKE_BOOTS)
+    ]
     threads += [threading.Thread(target=create, args=("volumes", n)) for n in range(VOLUMES)]
     for thread in threads:
         thread.start()
-    time.sleep(2.5)
+    # Killed once the API has taken (nearly) every create: the builds are then all under
+    # way (scheduling, networking, spawning), the volumes creating or downloading.
+    deadline = time.monotonic() + 60
+    while len(made["servers"]) < (BOOTS + FAKE_BOOTS) * 0.9 and time.monotonic() < deadline:
+        time.sleep(0.1)
     up.kill()
     for thread in threads:
         thread.join()
     conn.close()
+    assert len(made["servers"]) >= (BOOTS + FAKE_BOOTS) * 0.9, len(made["servers"])
 
     up.start()
-    conn = sdk(state)
+    conn = sdk(state, "cumulo")  # the admin: boots are placed on a given host
     admin = sdk(state, "cumulo")
 
     def servers():
@@ -177,14 +192,24 @@ def test_a_killed_cloud_restarts_with_every_server_and_volume_final_and_nothing_
     for server in by_id.values():
         if server.status == "ERROR":
             assert admin.compute.get_server(server.id).fault["message"], server.name
-        else:
+        elif not server.name.startswith("fake-"):
             assert qemu_pid(state, server.id) is not None, f"{server.name} is ACTIVE, no QEMU"
+    import collections
+
+    print(
+        "FINAL",
+        len(made["servers"]),
+        len(by_id),
+        collections.Counter((s.name.split("-")[0], s.status) for s in by_id.values()),
+    )
     # The guest that ran before the crash is the same process, still running.
     assert by_id[keeper.id].status == "ACTIVE"
     assert qemu_pid(state, keeper.id) == keeper_pid
     # No guest, disk or volume data that nothing owns.
     held = footprint(state)
-    active = {s.id for s in by_id.values() if s.status == "ACTIVE"}
+    active = {
+        s.id for s in by_id.values() if s.status == "ACTIVE" and not s.name.startswith("fake-")
+    }
     assert held["processes"]["qemu-system-x86_64"] == len(active)
     instances = state / "compute" / HOST / "instances"
     assert {p.name for p in instances.iterdir()} <= set(by_id)
