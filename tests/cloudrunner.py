@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -96,6 +97,16 @@ def stop_guest_cloud(runner: CloudRunner) -> None:
         runner.openstack("server", "delete", "--wait", server["ID"], check=False)
     runner.stop()
     remove_data_plane(runner.state_dir)
+
+
+def kill_guests(state_dir: Path, host: str) -> None:
+    """SIGKILL the QEMU guests a test left running on `host` of a state dir."""
+    from cumulo.compute.virt import qemu_process as qp
+
+    for instance in (state_dir / "compute" / host / "instances").glob("*"):
+        pid = qp.read_pid(instance)
+        if qp.process_alive(pid, instance.name):
+            os.kill(pid, signal.SIGKILL)
 
 
 def remove_data_plane(state_dir: Path) -> None:

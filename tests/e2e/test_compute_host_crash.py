@@ -12,8 +12,6 @@ state dir of its own, as on a second machine.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import threading
 import uuid
 
@@ -22,7 +20,12 @@ import pytest
 from cumulo.common.config import load_config, write_config
 from cumulo.compute.virt import qemu_process as qp
 from tests.churn import footprint
-from tests.cloudrunner import CloudRunner, configure_guest_state_dir, stop_guest_cloud
+from tests.cloudrunner import (
+    CloudRunner,
+    configure_guest_state_dir,
+    kill_guests,
+    stop_guest_cloud,
+)
 from tests.cluster import RABBIT, Processes, delete_queues, host_state_dir, reachable, wait_for
 from tests.conftest import require_real_guests, skip_or_fail
 from tests.e2e.test_qemu_cloud_guests import register_tiny_images
@@ -65,10 +68,7 @@ def cluster(tmp_path):
                 stop_guest_cloud(runner)
         finally:
             procs.stop()
-            for instance in (host / "compute" / HOST / "instances").glob("*"):
-                pid = qp.read_pid(instance)
-                if qp.process_alive(pid, instance.name):
-                    os.kill(pid, signal.SIGKILL)
+            kill_guests(host, HOST)
             asyncio.run(delete_queues(namespace))
 
 

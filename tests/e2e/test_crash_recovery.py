@@ -8,7 +8,6 @@ owns; the databases are whole. Then everything is deleted and nothing is left.
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -23,6 +22,7 @@ from tests.churn import footprint
 from tests.cloudrunner import (
     VENV_BIN,
     configure_guest_state_dir,
+    kill_guests,
     remove_data_plane,
     wait_for_port,
 )
@@ -104,10 +104,7 @@ def up(tmp_path):
         yield cloud
     finally:
         cloud.stop()
-        for instance in (state / "compute" / HOST / "instances").glob("*"):
-            qp_pid = qp.read_pid(instance)
-            if qp.process_alive(qp_pid, instance.name):
-                os.kill(qp_pid, signal.SIGKILL)
+        kill_guests(state, HOST)
         remove_data_plane(state)
 
 
