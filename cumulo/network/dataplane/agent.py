@@ -109,6 +109,23 @@ class NetworkAgent(Endpoint):
         """Until every change announced so far has been applied (for tests and tools)."""
         await asyncio.wait_for(self._idle.wait(), timeout)
 
+    async def _converge(self, state: dict[str, Any]) -> None:
+        """Apply `state`; its ports are reported up as soon as the driver has wired them
+        (before other networks' DHCP servers and routers), else once it is all done."""
+        reported = False
+
+        async def ports_up() -> None:
+            nonlocal reported
+            await self.transport.call(
+                SERVER_TOPIC, "ports_up", {}, host=self.host,
+                port_ids=[p["id"] for p in state.get("ports", [])], timeout=60,
+            )  # fmt: skip
+            reported = True
+
+        await self.driver.apply(state, ports_up)
+        if not reported:  # a driver that does not say when its ports are wired
+            await ports_up()
+
     async def _run(self) -> None:
         while True:
             await self._dirty.wait()
@@ -129,15 +146,7 @@ class NetworkAgent(Endpoint):
                 state = await self.transport.call(
                     SERVER_TOPIC, "desired_state", {}, host=self.host, timeout=60
                 )
-                await self.driver.apply(state)
-                await self.transport.call(
-                    SERVER_TOPIC,
-                    "ports_up",
-                    {},
-                    host=self.host,
-                    port_ids=[p["id"] for p in state.get("ports", [])],
-                    timeout=60,
-                )
+                await self._converge(state)
                 metrics.DATAPLANE_APPLIES.labels("ok").inc()
                 metrics.DATAPLANE_APPLY_SECONDS.observe(time.monotonic() - started)
             except Exception:  # noqa: BLE001 - keep the agent alive; the next sync retries

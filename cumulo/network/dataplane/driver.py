@@ -12,6 +12,7 @@ from typing import Any
 LOG = logging.getLogger(__name__)
 
 CAP_NET_ADMIN = 12
+Wired = Callable[[], Awaitable[None]]
 
 
 class NetworkDriver(abc.ABC):
@@ -30,8 +31,11 @@ class NetworkDriver(abc.ABC):
         return None
 
     @abc.abstractmethod
-    async def apply(self, state: dict[str, Any]) -> None:
-        """Make the host match `state`: create what is missing, remove what is not wanted."""
+    async def apply(self, state: dict[str, Any], wired: Wired | None = None) -> None:
+        """Make the host match `state`: create what is missing, remove what is not wanted.
+        `wired`, when given, may be awaited once the guests' ports are wired (L2 and their
+        security groups), before DHCP servers and routers: when they may go ACTIVE (as
+        Neutron's L2 agent reports them, apart from the DHCP and L3 agents)."""
 
     @abc.abstractmethod
     async def teardown(self) -> None:

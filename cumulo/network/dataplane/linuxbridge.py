@@ -51,7 +51,7 @@ from cumulo.network.dataplane.dhcp import (
     dhcp_subnets,
     metadata_nexthops,
 )
-from cumulo.network.dataplane.driver import NetworkDriver, bridge_name
+from cumulo.network.dataplane.driver import NetworkDriver, Wired, bridge_name
 from cumulo.network.dataplane.firewall import host_ruleset, router_ruleset
 
 LOG = logging.getLogger(__name__)
@@ -173,11 +173,11 @@ class LinuxBridgeDriver(NetworkDriver):
 
     # -- converging ------------------------------------------------------------------
 
-    async def apply(self, state: dict[str, Any]) -> None:
+    async def apply(self, state: dict[str, Any], wired: Wired | None = None) -> None:
         async with self._lock:
-            await self._apply(state)
+            await self._apply(state, wired)
 
-    async def _apply(self, state: dict[str, Any]) -> None:
+    async def _apply(self, state: dict[str, Any], wired: Wired | None = None) -> None:
         existing = await cmd.namespaces()
         if not state["networks"]:
             await self.teardown_unlocked()  # nothing to build: leave no empty namespace
@@ -215,6 +215,13 @@ class LinuxBridgeDriver(NetworkDriver):
                              self._host_leg(net), existing, self.host_ns)  # fmt: skip
         if not legged:
             await cmd.ip(None, "link", "del", self.host_leg_name, check=False)
+        # The guests' ports first: a boot waits for its port, not for other tenants' DHCP
+        # servers and routers (their namespaces take most of an apply).
+        await self._taps(state["ports"])
+        keep.add("ruleset")
+        await self._firewall(state, existing)
+        if wired is not None:
+            await wired()
         for net in networks.values():
             if dhcp_subnets(net):
                 ns = self.dhcp_ns(net["id"])
@@ -236,9 +243,6 @@ class LinuxBridgeDriver(NetworkDriver):
             if self.metadata_proxy is not None:
                 legs = {leg["network_id"] for leg in router["interfaces"]}
                 await self.metadata_proxy.ensure(ns, legs)
-        await self._taps(state["ports"])
-        keep.add("ruleset")
-        await self._firewall(state, existing)
         await self._remove_unwanted(wanted, networks, state["routers"])
         self.applied = {k: v for k, v in self.applied.items() if k in keep}
 

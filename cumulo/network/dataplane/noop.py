@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cumulo.network.dataplane.driver import NetworkDriver
+from cumulo.network.dataplane.driver import NetworkDriver, Wired
 
 
 class NoopDriver(NetworkDriver):
@@ -17,7 +17,7 @@ class NoopDriver(NetworkDriver):
         self.state: dict[str, Any] = {"networks": [], "ports": [], "routers": []}
         self.applied = 0
 
-    async def apply(self, state: dict[str, Any]) -> None:
+    async def apply(self, state: dict[str, Any], wired: Wired | None = None) -> None:
         self.state = state
         self.applied += 1
 

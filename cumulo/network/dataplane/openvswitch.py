@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cumulo.network.dataplane import commands as cmd
+from cumulo.network.dataplane.driver import Wired
 from cumulo.network.dataplane.linuxbridge import PREFIX, LinuxBridgeDriver, tap_name
 from cumulo.network.dataplane.ovs_firewall import (
     COOKIE,
@@ -169,12 +170,12 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         await self._switch()
         self.applied["host"] = "ready"
 
-    async def _apply(self, state: dict[str, Any]) -> None:
+    async def _apply(self, state: dict[str, Any], wired: Wired | None = None) -> None:
         if state["networks"] and (self.db is None or not self.daemons.running()):
             if self.host_ns in await cmd.namespaces():
                 self.applied.clear()  # a switch restarted from its database: check all
                 await self._switch()
-        await super()._apply(state)
+        await super()._apply(state, wired)
 
     # -- local VLANs ---------------------------------------------------------------------
 
