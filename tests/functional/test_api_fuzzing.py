@@ -144,8 +144,11 @@ def _schemathesis(
             seed,
             "--request-timeout",
             "30",
+            # One worker: CPython 3.11's ast keeps its recursion depth per interpreter,
+            # and Hypothesis compiling in two threads at once trips it ("AST constructor
+            # recursion depth mismatch", a SystemError of the tool, not of the API).
             "--workers",
-            "2",
+            "1",
             "--no-shrink",
             "--report",
             "json",
