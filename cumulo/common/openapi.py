@@ -51,8 +51,9 @@ def describes(
             "content_type": content_type,
             "statuses": statuses or {},
             "key": key,
+            # Keyed by where each parameter goes ("in": query or header).
             "query": list(query),
-            "headers": list(headers),
+            "header": list(headers),
         }
         return handler
 
@@ -189,7 +190,7 @@ def document(routes: Iterable[BaseRoute], service: str, dialect: str) -> dict[st
         optional = [
             {"name": name, "in": where, "required": False, "schema": {"type": "string"}}
             for where in ("query", "header")
-            for name in mark.get(where if where == "query" else "headers", ())
+            for name in mark.get(where, ())
         ]
         for method in sorted(m.lower() for m in route.methods or ()):
             operation: dict[str, Any] = {
