@@ -176,6 +176,11 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
                 self.applied.clear()  # a switch restarted from its database: check all
                 await self._switch()
         await super()._apply(state, wired)
+        if state["networks"]:
+            # The guests' flows were written before this apply made its DHCP and router
+            # legs (ports are reported up first): the legs' flows now, in this apply,
+            # not when the watch next looks (a router interface would not route until).
+            await self._firewall(state, {self.host_ns})
 
     # -- local VLANs ---------------------------------------------------------------------
 
@@ -318,7 +323,7 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         and of the patch to br-ex. A guest's port ovs-vswitchd has not opened yet has
         none: its flows come with the apply that `watch` asks for once it has one."""
         ids = {p["id"] for p in state["ports"]}
-        for _ in range(40):  # the legs this apply made: their flows now, not next time
+        for _ in range(200):  # the legs this apply made: their flows now, not next time
             ports = await self._call("ports", INTEGRATION)
             legs = [p for name, p in ports.items() if name.startswith(PREFIX)]
             if all(p["ofport"] > 0 or p["error"] for p in legs):
