@@ -18,6 +18,7 @@ from cumulo.common.tls import verify_option
 from cumulo.volume.api import (
     actions,
     attachments,
+    backups,
     group_types,
     groups,
     hosts,
@@ -65,6 +66,7 @@ def create_volume_app(service: VolumeService) -> Starlette:
         *volumes.routes,
         *actions.routes,
         *snapshots.routes,
+        *backups.routes,
         *groups.routes,
         *attachments.routes,
         *types.routes,

@@ -93,6 +93,14 @@ async def start_backends(
     """A volume manager per backend of this host, serving its topic and reporting."""
     managers = []
     notifier = Notifier(config, state_dir, "volume")
+    # Backups go to the Object Storage API over HTTP (in every deployment: the volume
+    # service starts before the object store's app exists in the all-in-one process).
+    objects = ServiceClient(
+        "object-store",
+        url=config.public_url(config.ports.object_store),
+        verify=verify_option(config),
+        timeout=300.0,
+    )
     try:
         for backend in backend_configs(config):
             manager = VolumeManager(
@@ -104,6 +112,7 @@ async def start_backends(
                 state_dir / "volumes-tmp",
                 availability_zone=config.volume.availability_zone,
                 report_interval=config.volume.report_interval,
+                objects=objects,
             )
             manager.notifier = notifier
             await manager.start(bus)

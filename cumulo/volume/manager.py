@@ -31,8 +31,9 @@ from cumulo.common.notifications import Notifier
 from cumulo.common.rpc import Endpoint, Transport
 from cumulo.common.service_client import ServiceClient
 from cumulo.volume import rpcapi, states
+from cumulo.volume.backup_store import BackupStore
 from cumulo.volume.drivers.driver import VolumeDriver
-from cumulo.volume.models import Snapshot, Volume
+from cumulo.volume.models import Backup, Snapshot, Volume
 from cumulo.volume.notifications import volume_usage
 from cumulo.volume.scheduler import VOLUME_BINARY, record_heartbeat
 
@@ -43,6 +44,7 @@ _CHUNK = 1 << 20
 RPC_METHODS = frozenset({
     "create_volume", "delete_volume", "extend_volume", "upload_to_image", "create_snapshot",
     "delete_snapshot", "initialize_connection", "terminate_connection", "get_capabilities",
+    "create_backup", "restore_backup", "delete_backup",
 })  # fmt: skip
 
 
@@ -61,6 +63,7 @@ class VolumeManager(Endpoint):
         *,
         availability_zone: str,
         report_interval: float = 10.0,
+        objects: ServiceClient | None = None,
     ) -> None:
         self.host = host
         self.backend = backend
@@ -70,6 +73,7 @@ class VolumeManager(Endpoint):
         self.db = db
         self.driver = driver
         self.images = images
+        self.objects = objects  # the Object Storage API, where backups go
         self.tmp_dir = tmp_dir
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.report_interval = report_interval
@@ -93,6 +97,8 @@ class VolumeManager(Endpoint):
             self._periodic.cancel()
             await asyncio.gather(self._periodic, return_exceptions=True)
         await self.driver.close()
+        if self.objects is not None:
+            await self.objects.close()
         if self.notifier is not None:
             await self.notifier.close()
 
@@ -145,6 +151,7 @@ class VolumeManager(Endpoint):
                     states.IN_USE if vol.attach_status == states.ATTACHED else states.AVAILABLE
                 )
                 await self._set_volume(vol.id, states.UPLOADING, status=back_to)
+        await self._recover_backups(volumes)
         await self._remove_orphaned_data()
 
     async def _remove_orphaned_data(self) -> None:
@@ -366,6 +373,163 @@ class VolumeManager(Endpoint):
             return
         async with self.db.write() as session:
             await session.execute(delete(Snapshot).where(Snapshot.id == snapshot_id))
+
+    # -- backups (in the Object Storage; see backup_store) -------------------------
+
+    async def _recover_backups(self, volumes: list[Volume]) -> None:
+        """Backups cut short by a restart: one being made is `error` (its objects go with
+        its delete), a restore leaves its volume `error_restoring`, a delete is
+        `error_deleting` (the owner's token died with the request: they delete again)."""
+        async with self.db.read() as session:
+            backups = list(await session.scalars(select(Backup).where(
+                Backup.host == self.backend_host,
+                Backup.status.in_((states.CREATING, states.RESTORING, states.DELETING)),
+            )))  # fmt: skip
+        outcome = {states.CREATING: states.ERROR, states.RESTORING: states.AVAILABLE,
+                   states.DELETING: states.ERROR_DELETING}  # fmt: skip
+        for backup in backups:
+            LOG.warning("backup %s was interrupted by a restart (%s)", backup.id, backup.status)
+            await self._set_backup(
+                backup.id,
+                backup.status,
+                status=outcome[backup.status],
+                fail_reason="interrupted by a restart of its volume service",
+            )
+        for vol in volumes:
+            if vol.status == states.BACKING_UP:
+                attached = vol.attach_status == states.ATTACHED
+                back_to = states.IN_USE if attached else states.AVAILABLE
+                await self._set_volume(vol.id, states.BACKING_UP, status=back_to)
+            elif vol.status == states.RESTORING_BACKUP:
+                await self._set_volume(vol.id, vol.status, status=states.ERROR_RESTORING)
+
+    async def _set_backup(self, backup_id: str, expected: str, **values: Any) -> bool:
+        async with self.db.write() as session:
+            result = await session.execute(
+                update(Backup)
+                .where(Backup.id == backup_id, Backup.status == expected)
+                .values(updated_at=utcnow(), **values)
+            )
+            return result.rowcount == 1
+
+    def _backup_store(self, context: dict[str, Any], project_id: str) -> BackupStore:
+        if self.objects is None:
+            raise RuntimeError("no Object Storage is configured for backups")
+        return BackupStore(self.objects, context.get("auth_token") or "", project_id)
+
+    async def create_backup(
+        self,
+        context: dict[str, Any],
+        backup_id: str,
+        volume_id: str,
+        back_to: str,
+        parent: list[str] | None = None,
+    ) -> None:
+        """Read the volume (or its snapshot) as a raw image and store it as objects:
+        the changes since `parent` ([container, prefix]) or, without one, all of it."""
+        async with self.db.read() as session:
+            backup = await session.get(Backup, backup_id)
+        if backup is None:
+            return
+        raw = self.tmp_dir / f"backup-{backup_id}.raw"
+        scratch = f"backup-{backup_id}"  # a snapshot's data, as a volume, while it is read
+        written = False
+        store = None
+        try:
+            store = self._backup_store(context, backup.project_id)
+            if backup.snapshot_id:
+                await self.driver.create_from_snapshot(scratch, backup.snapshot_id, backup.size)
+                await self.driver.copy_volume_to_image(scratch, raw, "raw")
+            else:
+                await self.driver.copy_volume_to_image(volume_id, raw, "raw")
+            header = {"backup_id": backup_id, "volume_id": volume_id,
+                      "snapshot_id": backup.snapshot_id, "volume_size": backup.size,
+                      "backup_name": backup.name, "backup_description": backup.description,
+                      "created_at": backup.created_at.isoformat()}  # fmt: skip
+            written = True
+            count = await store.write(
+                raw, backup.container, backup.object_prefix, header,
+                (parent[0], parent[1]) if parent else None,
+            )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - any failure is the backup's error status
+            LOG.error("backup %s of volume %s failed: %s", backup_id, volume_id, exc)
+            if written and store is not None:
+                with contextlib.suppress(Exception):
+                    await store.delete(backup.container, backup.object_prefix)
+            await self._set_backup(backup_id, states.CREATING, status=states.ERROR,
+                                   fail_reason=str(exc)[:255])  # fmt: skip
+            await self._set_volume(volume_id, states.BACKING_UP, status=back_to)
+            return
+        finally:
+            raw.unlink(missing_ok=True)
+            if backup.snapshot_id:
+                with contextlib.suppress(Exception):
+                    await self.driver.delete_volume(scratch)
+        await self._set_backup(backup_id, states.CREATING, status=states.AVAILABLE,
+                               object_count=count)  # fmt: skip
+        await self._set_volume(volume_id, states.BACKING_UP, status=back_to)
+
+    async def restore_backup(
+        self,
+        context: dict[str, Any],
+        backup_id: str,
+        volume_id: str,
+        chain: list[list[str]],
+        size: int,
+        create: bool = False,
+    ) -> None:
+        """The volume's data made the backup's: `chain` ([container, prefix] from the full
+        backup to this one) applied to a raw image of `size` GiB, copied onto the volume
+        (made first when `create`, a restore to a new volume)."""
+        async with self.db.read() as session:
+            backup = await session.get(Backup, backup_id)
+            volume = await session.get(Volume, volume_id)
+        if backup is None or volume is None:
+            return
+        raw = self.tmp_dir / f"restore-{backup_id}-{volume_id}.raw"
+        try:
+            store = self._backup_store(context, backup.project_id)
+            with raw.open("wb") as f:
+                f.truncate(size * 1024**3)
+            for container, prefix in chain:
+                await store.apply(container, prefix, raw)
+            if create:
+                await self.driver.create_volume(volume_id, volume.size)
+            await self.driver.copy_image_to_volume(volume_id, raw, "raw", volume.size)
+        except Exception as exc:  # noqa: BLE001
+            LOG.error("restore of backup %s to volume %s failed: %s", backup_id, volume_id, exc)
+            if create:
+                with contextlib.suppress(Exception):
+                    await self.driver.delete_volume(volume_id)
+            await self._set_volume(
+                volume_id,
+                states.RESTORING_BACKUP,
+                status=states.ERROR if create else states.ERROR_RESTORING,
+            )
+            await self._set_backup(backup_id, states.RESTORING, status=states.AVAILABLE)
+            return
+        finally:
+            raw.unlink(missing_ok=True)
+        await self._set_volume(volume_id, states.RESTORING_BACKUP, status=states.AVAILABLE)
+        await self._set_backup(backup_id, states.RESTORING, status=states.AVAILABLE)
+
+    async def delete_backup(self, context: dict[str, Any], backup_id: str) -> None:
+        async with self.db.read() as session:
+            backup = await session.get(Backup, backup_id)
+        if backup is None:
+            return
+        try:
+            store = self._backup_store(context, backup.project_id)
+            await store.delete(backup.container, backup.object_prefix)
+        except Exception as exc:  # noqa: BLE001
+            LOG.error("backup %s could not be deleted: %s", backup_id, exc)
+            await self._set_backup(backup_id, states.DELETING, status=states.ERROR_DELETING,
+                                   fail_reason=str(exc)[:255])  # fmt: skip
+            return
+        async with self.db.write() as session:
+            await session.execute(
+                delete(Backup).where(Backup.id == backup_id, Backup.status == states.DELETING)
+            )
 
     # -- connections (attachments) ------------------------------------------------
 

@@ -160,6 +160,38 @@ class SnapshotMetadata(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class Backup(Base):
+    """A volume's backup: its data is objects in the owner's Object Storage account
+    (cumulo.volume.backup_store); the row is its state (Cinder's backups table)."""
+
+    __tablename__ = "backup"
+    __table_args__ = (Index("ix_backup_project_created", "project_id", "created_at"),)
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(64))
+    volume_id: Mapped[str] = mapped_column(UUID, index=True)  # the volume may be gone since
+    snapshot_id: Mapped[str | None] = mapped_column(UUID)
+    name: Mapped[str | None] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(255))
+    # creating, available, deleting, error, error_deleting, restoring (Cinder's).
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    fail_reason: Mapped[str | None] = mapped_column(String(255))
+    availability_zone: Mapped[str | None] = mapped_column(String(255))
+    # The backend (host@backend) whose manager does the work (the volume's at backup time).
+    host: Mapped[str] = mapped_column(String(255))
+    container: Mapped[str] = mapped_column(String(255))
+    # Where its objects are in the container: <prefix>-00001..., <prefix>_metadata.
+    object_prefix: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(Integer)
+    object_count: Mapped[int] = mapped_column(Integer, default=0)
+    # An incremental backup's parent (the volume's latest backup when it was made).
+    parent_id: Mapped[str | None] = mapped_column(UUID, index=True)
+    metadata_json: Mapped[str] = mapped_column(Text, default="{}")  # 3.43 metadata
+    data_timestamp: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
 class Attachment(Base):
     __tablename__ = "attachment"
     id: Mapped[str] = mapped_column(UUID, primary_key=True)

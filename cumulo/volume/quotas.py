@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cumulo.common.faults import PayloadTooLarge
-from cumulo.volume.models import QuotaClass, QuotaLimit, Snapshot, Volume, VolumeType
+from cumulo.volume.models import Backup, QuotaClass, QuotaLimit, Snapshot, Volume, VolumeType
 
 RESOURCES = (
     "volumes",
@@ -66,13 +66,20 @@ async def usage(session: AsyncSession, project_id: str) -> dict[str, int]:
             )
         )
     ).one()
+    backups, backup_gb = (
+        await session.execute(
+            select(func.count(Backup.id), func.coalesce(func.sum(Backup.size), 0)).where(
+                Backup.project_id == project_id
+            )
+        )
+    ).one()
     used = {
         "volumes": int(volumes),
         "snapshots": int(snapshots),
         "gigabytes": int(volume_gb) + int(snapshot_gb),
         "per_volume_gigabytes": 0,
-        "backups": 0,
-        "backup_gigabytes": 0,
+        "backups": int(backups),
+        "backup_gigabytes": int(backup_gb),
         "groups": 0,
     }
     for name in await type_names(session):

@@ -91,6 +91,15 @@ class VolumeAPI:
     async def delete_snapshot(self, ctx: Context, host: str, snapshot_id: str) -> None:
         await self.bus.cast(volume_topic(host), "delete_snapshot", ctx, snapshot_id=snapshot_id)
 
+    async def create_backup(self, ctx: Context, host: str, backup_id: str, **work: Any) -> None:
+        await self.bus.cast(volume_topic(host), "create_backup", ctx, backup_id=backup_id, **work)
+
+    async def restore_backup(self, ctx: Context, host: str, backup_id: str, **work: Any) -> None:
+        await self.bus.cast(volume_topic(host), "restore_backup", ctx, backup_id=backup_id, **work)
+
+    async def delete_backup(self, ctx: Context, host: str, backup_id: str) -> None:
+        await self.bus.cast(volume_topic(host), "delete_backup", ctx, backup_id=backup_id)
+
     async def initialize_connection(
         self,
         ctx: Context,

@@ -54,6 +54,16 @@ ATTACHABLE_MULTI = (AVAILABLE, IN_USE, RESERVED)
 READONLY_SETTABLE = (AVAILABLE, IN_USE)
 RETYPABLE = (AVAILABLE, IN_USE)
 
+# Backups (Cinder's backup statuses), and what the volume shows meanwhile.
+RESTORING = "restoring"
+BACKUP_STATUSES = (CREATING, AVAILABLE, DELETING, ERROR, ERROR_DELETING, RESTORING)
+BACKING_UP = "backing-up"
+RESTORING_BACKUP = "restoring-backup"
+ERROR_RESTORING = "error_restoring"
+BACKUPABLE = (AVAILABLE,)
+BACKUPABLE_FORCED = (AVAILABLE, IN_USE)
+BACKUP_DELETABLE = (AVAILABLE, ERROR)
+
 # Snapshot statuses.
 SNAPSHOT_DELETABLE = (AVAILABLE, ERROR)
 # What os-update_snapshot_status may set, from which status (Cinder's snapshot_actions).

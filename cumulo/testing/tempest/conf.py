@@ -95,7 +95,7 @@ FEATURES: dict[str, dict[str, object]] = {
         "object_versioning": False,  # X-Versions-Location is stored, not acted on
     },
     "volume-feature-enabled": {
-        "backup": False,  # backups need Object Storage, which cumulo does not have yet
+        "backup": True,
         "snapshot": True,
         "clone": True,
         "extend_attached_volume": True,

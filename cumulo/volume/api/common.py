@@ -217,3 +217,43 @@ async def find_by_id_or_name(session: Any, model: Any, ref: str, what: str) -> A
     if found is None:
         raise NotFound(f"{what} {ref} could not be found.")
     return found
+
+
+async def load_owned(
+    request: Request, model: Any, item_id: str, what: str, read_rule: str, rule: str | None
+) -> tuple[RequestContext, Any]:
+    """A row of the caller's project (any project's for admins) allowed by `read_rule`,
+    then by `rule` against its project; 404 `<what> <id> could not be found.` else."""
+    ctx = await authorize(request, read_rule)
+    service = service_of(request)
+    async with service.db.read() as session:
+        row = await session.get(model, item_id)
+    if row is None or (row.project_id != ctx.project_id and not service.is_admin(ctx)):
+        raise NotFound(f"{what} {item_id} could not be found.")
+    if rule is not None and rule != read_rule:
+        await authorize(request, rule, row.project_id)
+    return ctx, row
+
+
+async def owned_page(
+    request: Request, model: Any, filters: tuple[str, ...], sort_columns: dict[str, Any]
+) -> tuple[RequestContext, list[str], list[Any], bool]:
+    """A list request's page of `model` rows: the caller's project's (every project's, or
+    `project_id`'s, for admins with all_tenants), filtered by equality on `filters`,
+    sorted and paged as Cinder does. (ctx, every matching id, the page's rows, more)."""
+    ctx = await request_context(request)
+    service = service_of(request)
+    params = request.query_params
+    limit, marker, offset = page_params(request, service.config.volume.list_limit)
+    where: list[Any] = []
+    if not (service.is_admin(ctx) and parse_bool(params.get("all_tenants"), "all_tenants")):
+        where.append(model.project_id == ctx.project_id)
+    elif params.get("project_id"):
+        where.append(model.project_id == params["project_id"])
+    where += [getattr(model, key) == params[key] for key in filters if params.get(key)]
+    order = sort_keys(request, sort_columns)
+    async with service.db.read() as session:
+        ids = list(await session.scalars(select(model.id).where(*where).order_by(*order)))
+        page, more = page_of(ids, marker, limit, offset)
+        rows = {r.id: r for r in await session.scalars(select(model).where(model.id.in_(page)))}
+    return ctx, ids, [rows[i] for i in page if i in rows], more

@@ -24,12 +24,11 @@ from cumulo.volume.api.common import (
     authorize,
     json,
     list_body,
-    page_of,
-    page_params,
+    load_owned,
+    owned_page,
     parse_bool,
     run_action,
     service_of,
-    sort_keys,
 )
 from cumulo.volume.api.metadata import MetadataRoutes, check_metadata
 from cumulo.volume.models import Snapshot, SnapshotMetadata, Volume
@@ -48,15 +47,7 @@ SORT_COLUMNS = {
 async def load_snapshot(
     request: Request, snapshot_id: str, rule: str = "volume:get_snapshot"
 ) -> tuple[RequestContext, Snapshot]:
-    ctx = await authorize(request, "volume:get_snapshot")
-    service = service_of(request)
-    async with service.db.read() as session:
-        snap = await session.get(Snapshot, snapshot_id)
-    if snap is None or (snap.project_id != ctx.project_id and not service.is_admin(ctx)):
-        raise NotFound(f"Snapshot {snapshot_id} could not be found.")
-    if rule != "volume:get_snapshot":
-        await authorize(request, rule, snap.project_id)
-    return ctx, snap
+    return await load_owned(request, Snapshot, snapshot_id, "Snapshot", "volume:get_snapshot", rule)
 
 
 async def _bodies(
@@ -148,27 +139,11 @@ async def create_snapshot(request: Request) -> Response:
 
 
 async def _list(request: Request, detail: bool) -> Response:
-    ctx = await authorize(request, "volume:get_all_snapshots")
-    service = service_of(request)
-    params = request.query_params
-    limit, marker, offset = page_params(request, service.config.volume.list_limit)
-    where: list[Any] = []
-    if not (service.is_admin(ctx) and parse_bool(params.get("all_tenants"), "all_tenants")):
-        where.append(Snapshot.project_id == ctx.project_id)
-    elif params.get("project_id"):
-        where.append(Snapshot.project_id == params["project_id"])
-    for key, column in (("name", Snapshot.name), ("status", Snapshot.status),
-                        ("volume_id", Snapshot.volume_id)):  # fmt: skip
-        if params.get(key):
-            where.append(column == params[key])
-    order = sort_keys(request, SORT_COLUMNS)
-    async with service.db.read() as session:
-        ids = list(await session.scalars(select(Snapshot.id).where(*where).order_by(*order)))
-        page, more = page_of(ids, marker, limit, offset)
-        rows = {
-            s.id: s for s in await session.scalars(select(Snapshot).where(Snapshot.id.in_(page)))
-        }
-    snaps = [rows[i] for i in page if i in rows]
+    await authorize(request, "volume:get_all_snapshots")
+    _, _, snaps, more = await owned_page(
+        request, Snapshot, ("name", "status", "volume_id"), SORT_COLUMNS
+    )
+    page = [s.id for s in snaps]
     items = await _bodies(request, snaps, extended=detail)
     collection = "snapshots/detail" if detail else "snapshots"
     return json(list_body(request, "snapshots", items, collection, page, more))
