@@ -53,6 +53,7 @@ class IdentityClient:
         self._token: str | None = None
         self._token_deadline = 0.0
         self._lock = asyncio.Lock()
+        self.service_project_id: str | None = None  # known once the service user signed in
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -70,7 +71,9 @@ class IdentityClient:
         r = await self._request("POST", "/v3/auth/tokens?nocatalog", json=body)
         if r.status_code != 201:
             raise ServiceUnavailable(f"The service user cannot authenticate ({r.status_code}).")
-        expires = datetime.fromisoformat(r.json()["token"]["expires_at"].replace("Z", "+00:00"))
+        token = r.json()["token"]
+        self.service_project_id = token.get("project", {}).get("id")
+        expires = datetime.fromisoformat(token["expires_at"].replace("Z", "+00:00"))
         return r.headers["X-Subject-Token"], expires.timestamp() - time.time()
 
     async def validate_token(self, token: str) -> dict[str, Any]:

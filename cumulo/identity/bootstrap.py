@@ -180,6 +180,8 @@ async def bootstrap(identity: Identity, config: CumuloConfig) -> None:
         await _grant(s, USER_PROJECT, demo.id, projects["demo"].id, roles["member"].id)
         await _grant(s, USER_PROJECT, service.id, projects["service"].id, roles["service"].id)
         await _grant(s, USER_PROJECT, service.id, projects["service"].id, roles["admin"].id)
+        # Volume backups are written into their owners' Object Storage accounts.
+        await _grant(s, USER_PROJECT, service.id, projects["service"].id, roles["ResellerAdmin"].id)
         await _ensure(s, Region, config.region, description="", extra={})
         for entry in CATALOG:
             await _ensure_catalog_entry(s, config, entry)

@@ -1,6 +1,9 @@
 """Volume backups as objects in the Object Storage, laid out as Cinder's Swift backup
-driver lays them out, in the backup owner's account (`AUTH_<project>`, written with the
-owner's token: Cinder's `backup_swift_auth = per_user`):
+driver lays them out, in the backup owner's account (`AUTH_<project>`, where its owner
+sees them, as with Cinder's `backup_swift_auth = per_user`), written with the volume
+service's token (the
+service user holds Swift's reseller admin role, so the work never depends on a user's
+token still being valid: a delete after a restart, an admin's restore):
 
     <container>/volume_<volume id>/<YYYYMMDDHHMMSS>/az_<zone>_backup_<backup id>-00001 ...
     <container>/<the same prefix>_metadata     what the backup holds (JSON, below)
@@ -35,11 +38,11 @@ def object_prefix(volume_id: str, backup_id: str, zone: str | None, when: str) -
 
 
 class BackupStore:
-    """One owner's backups: the object store's API with that owner's token."""
+    """The backups in one account, through the object store's API with a token that
+    may write there (the volume service's: it holds the reseller admin role)."""
 
-    def __init__(self, client: ServiceClient, token: str, project_id: str) -> None:
-        self.client, self.token = client, token
-        self.account = f"AUTH_{project_id}"
+    def __init__(self, client: ServiceClient, token: str, account: str) -> None:
+        self.client, self.token, self.account = client, token, account
 
     def _path(self, container: str, name: str = "") -> str:
         if not name:
@@ -108,9 +111,9 @@ class BackupStore:
 
     # -- restore --------------------------------------------------------------------
 
-    async def apply(self, container: str, prefix: str, target: Path) -> None:
+    async def apply(self, container: str, prefix: str, target: Path) -> dict[str, Any]:
         """Write one backup's extents into the raw image `target` (its chain's earlier
-        backups applied before)."""
+        backups applied before); its metadata object."""
         metadata = json.loads(await self._get(container, f"{prefix}_metadata"))
         fd = os.open(target, os.O_WRONLY)
         try:
@@ -124,6 +127,7 @@ class BackupStore:
                 await asyncio.to_thread(os.pwrite, fd, data, extent["offset"])
         finally:
             os.close(fd)
+        return metadata
 
     # -- delete ---------------------------------------------------------------------
 

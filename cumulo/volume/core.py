@@ -25,6 +25,7 @@ from cumulo.common.auth import TokenValidator
 from cumulo.common.config import CumuloConfig, VolumeBackendConfig
 from cumulo.common.context import RequestContext
 from cumulo.common.db import Database
+from cumulo.common.identity_client import IdentityClient
 from cumulo.common.notifications import Notifier
 from cumulo.common.policy import Policy
 from cumulo.common.rpc import Transport, transport_for
@@ -101,6 +102,7 @@ async def start_backends(
         verify=verify_option(config),
         timeout=300.0,
     )
+    identity = IdentityClient(config)
     try:
         for backend in backend_configs(config):
             manager = VolumeManager(
@@ -113,6 +115,7 @@ async def start_backends(
                 availability_zone=config.volume.availability_zone,
                 report_interval=config.volume.report_interval,
                 objects=objects,
+                identity=identity,
             )
             manager.notifier = notifier
             await manager.start(bus)

@@ -27,13 +27,14 @@ from sqlalchemy import delete, or_, select, update
 
 from cumulo.common.config import VolumeBackendConfig
 from cumulo.common.db import Database, utcnow
+from cumulo.common.identity_client import IdentityClient
 from cumulo.common.notifications import Notifier
 from cumulo.common.rpc import Endpoint, Transport
 from cumulo.common.service_client import ServiceClient
 from cumulo.volume import rpcapi, states
 from cumulo.volume.backup_store import BackupStore
 from cumulo.volume.drivers.driver import VolumeDriver
-from cumulo.volume.models import Backup, Snapshot, Volume
+from cumulo.volume.models import Backup, Snapshot, Volume, VolumeMetadata
 from cumulo.volume.notifications import volume_usage
 from cumulo.volume.scheduler import VOLUME_BINARY, record_heartbeat
 
@@ -64,6 +65,7 @@ class VolumeManager(Endpoint):
         availability_zone: str,
         report_interval: float = 10.0,
         objects: ServiceClient | None = None,
+        identity: IdentityClient | None = None,
     ) -> None:
         self.host = host
         self.backend = backend
@@ -74,6 +76,7 @@ class VolumeManager(Endpoint):
         self.driver = driver
         self.images = images
         self.objects = objects  # the Object Storage API, where backups go
+        self.identity = identity  # signs the volume service in (its token writes backups)
         self.tmp_dir = tmp_dir
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.report_interval = report_interval
@@ -99,6 +102,8 @@ class VolumeManager(Endpoint):
         await self.driver.close()
         if self.objects is not None:
             await self.objects.close()
+        if self.identity is not None:
+            await self.identity.close()
         if self.notifier is not None:
             await self.notifier.close()
 
@@ -378,21 +383,22 @@ class VolumeManager(Endpoint):
 
     async def _recover_backups(self, volumes: list[Volume]) -> None:
         """Backups cut short by a restart: one being made is `error` (its objects go with
-        its delete), a restore leaves its volume `error_restoring`, a delete is
-        `error_deleting` (the owner's token died with the request: they delete again)."""
+        its delete), a restore leaves its volume `error_restoring`, a delete is finished."""
         async with self.db.read() as session:
             backups = list(await session.scalars(select(Backup).where(
                 Backup.host == self.backend_host,
                 Backup.status.in_((states.CREATING, states.RESTORING, states.DELETING)),
             )))  # fmt: skip
-        outcome = {states.CREATING: states.ERROR, states.RESTORING: states.AVAILABLE,
-                   states.DELETING: states.ERROR_DELETING}  # fmt: skip
         for backup in backups:
             LOG.warning("backup %s was interrupted by a restart (%s)", backup.id, backup.status)
+            if backup.status == states.DELETING:
+                await self.delete_backup(self.service_context, backup.id)
+                continue
+            outcome = states.ERROR if backup.status == states.CREATING else states.AVAILABLE
             await self._set_backup(
                 backup.id,
                 backup.status,
-                status=outcome[backup.status],
+                status=outcome,
                 fail_reason="interrupted by a restart of its volume service",
             )
         for vol in volumes:
@@ -412,10 +418,10 @@ class VolumeManager(Endpoint):
             )
             return result.rowcount == 1
 
-    def _backup_store(self, context: dict[str, Any], project_id: str) -> BackupStore:
-        if self.objects is None:
+    async def _backup_store(self, account: str) -> BackupStore:
+        if self.objects is None or self.identity is None:
             raise RuntimeError("no Object Storage is configured for backups")
-        return BackupStore(self.objects, context.get("auth_token") or "", project_id)
+        return BackupStore(self.objects, await self.identity.service_token(), account)
 
     async def create_backup(
         self,
@@ -436,13 +442,14 @@ class VolumeManager(Endpoint):
         written = False
         store = None
         try:
-            store = self._backup_store(context, backup.project_id)
+            store = await self._backup_store(backup.account)
             if backup.snapshot_id:
                 await self.driver.create_from_snapshot(scratch, backup.snapshot_id, backup.size)
                 await self.driver.copy_volume_to_image(scratch, raw, "raw")
             else:
                 await self.driver.copy_volume_to_image(volume_id, raw, "raw")
             header = {"backup_id": backup_id, "volume_id": volume_id,
+                      "volume_meta": await self._volume_meta(volume_id),
                       "snapshot_id": backup.snapshot_id, "volume_size": backup.size,
                       "backup_name": backup.name, "backup_description": backup.description,
                       "created_at": backup.created_at.isoformat()}  # fmt: skip
@@ -487,12 +494,13 @@ class VolumeManager(Endpoint):
         if backup is None or volume is None:
             return
         raw = self.tmp_dir / f"restore-{backup_id}-{volume_id}.raw"
+        header: dict[str, Any] = {}
         try:
-            store = self._backup_store(context, backup.project_id)
+            store = await self._backup_store(backup.account)
             with raw.open("wb") as f:
                 f.truncate(size * 1024**3)
             for container, prefix in chain:
-                await store.apply(container, prefix, raw)
+                header = await store.apply(container, prefix, raw)
             if create:
                 await self.driver.create_volume(volume_id, volume.size)
             await self.driver.copy_image_to_volume(volume_id, raw, "raw", volume.size)
@@ -510,8 +518,39 @@ class VolumeManager(Endpoint):
             return
         finally:
             raw.unlink(missing_ok=True)
+        await self._restore_volume_meta(volume_id, header.get("volume_meta") or {})
         await self._set_volume(volume_id, states.RESTORING_BACKUP, status=states.AVAILABLE)
         await self._set_backup(backup_id, states.RESTORING, status=states.AVAILABLE)
+
+    async def _volume_meta(self, volume_id: str) -> dict[str, Any]:
+        """What a backup keeps of the volume beside its data (Cinder's volume metadata in
+        the backup's _metadata object): user and image metadata, bootable."""
+        async with self.db.read() as session:
+            volume = await session.get(Volume, volume_id)
+            rows = await session.scalars(
+                select(VolumeMetadata).where(VolumeMetadata.volume_id == volume_id)
+            )
+            meta: dict[str, Any] = {"user": {}, "image": {}}
+            for row in rows:
+                meta.setdefault(row.kind, {})[row.key] = row.value
+        meta["bootable"] = bool(volume and volume.bootable)
+        return meta
+
+    async def _restore_volume_meta(self, volume_id: str, meta: dict[str, Any]) -> None:
+        """The backed-up volume's metadata onto the restored one (its keys win)."""
+        async with self.db.write() as session:
+            for kind in ("user", "image"):
+                for key, value in (meta.get(kind) or {}).items():
+                    row = await session.get(VolumeMetadata, (volume_id, kind, key))
+                    if row is None:
+                        session.add(VolumeMetadata(volume_id=volume_id, kind=kind, key=key,
+                                                   value=value))  # fmt: skip
+                    else:
+                        row.value = value
+            if meta.get("bootable"):
+                await session.execute(
+                    update(Volume).where(Volume.id == volume_id).values(bootable=True)
+                )
 
     async def delete_backup(self, context: dict[str, Any], backup_id: str) -> None:
         async with self.db.read() as session:
@@ -519,7 +558,7 @@ class VolumeManager(Endpoint):
         if backup is None:
             return
         try:
-            store = self._backup_store(context, backup.project_id)
+            store = await self._backup_store(backup.account)
             await store.delete(backup.container, backup.object_prefix)
         except Exception as exc:  # noqa: BLE001
             LOG.error("backup %s could not be deleted: %s", backup_id, exc)

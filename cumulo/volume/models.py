@@ -179,6 +179,9 @@ class Backup(Base):
     availability_zone: Mapped[str | None] = mapped_column(String(255))
     # The backend (host@backend) whose manager does the work (the volume's at backup time).
     host: Mapped[str] = mapped_column(String(255))
+    # The Object Storage account and container holding its objects (the owner's
+    # account; an imported backup keeps the one it was made in).
+    account: Mapped[str] = mapped_column(String(255))
     container: Mapped[str] = mapped_column(String(255))
     # Where its objects are in the container: <prefix>-00001..., <prefix>_metadata.
     object_prefix: Mapped[str] = mapped_column(String(1024))

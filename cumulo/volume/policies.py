@@ -37,6 +37,7 @@ VOLUME_RULES: dict[str, str] = {
     "backup:delete": _MEMBER,
     "backup:restore": _MEMBER,
     "backup:backup_project_attribute": _ADMIN,
+    "backup:export-import": _ADMIN,
     "volume_extension:backup_admin_actions:reset_status": _ADMIN,
     "volume_extension:backup_admin_actions:force_delete": _ADMIN,
     "volume:create_snapshot": _MEMBER,

@@ -6,8 +6,10 @@ volume's backend; the API keeps the rows and the statuses."""
 
 from __future__ import annotations
 
+import base64
 import json as jsonlib
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -222,6 +224,7 @@ async def create_backup(request: Request) -> Response:
                 status=states.CREATING,
                 availability_zone=volume.availability_zone,
                 host=volume.host,
+                account=f"{service.config.object_store.reseller_prefix}{volume.project_id}",
                 container=container or DEFAULT_CONTAINER,
                 object_prefix=object_prefix(
                     volume.id, backup_id, volume.availability_zone, now.strftime("%Y%m%d%H%M%S")
@@ -424,6 +427,70 @@ async def force_delete_backup(request: Request, backup_id: str, _args: Any) -> R
     return accepted()
 
 
+BACKUP_SERVICE = "cinder.backup.drivers.swift.SwiftBackupDriver"  # what its objects are
+# What an exported record carries (Cinder's backup_url: the backup's row as base64 JSON).
+RECORD_FIELDS = ("id", "user_id", "project_id", "volume_id", "snapshot_id", "name",
+                 "description", "fail_reason", "availability_zone", "host", "account",
+                 "container", "object_prefix", "size", "object_count", "parent_id",
+                 "metadata_json")  # fmt: skip
+
+
+async def export_record(request: Request) -> Response:
+    """An admin's copy of the backup's record, to import it again after losing the
+    database (or into another cloud reading the same object store)."""
+    _, backup = await load_backup(request, request.path_params["id"], "backup:export-import")
+    if backup.status != states.AVAILABLE:
+        raise BadRequest("Invalid backup: Backup status must be available and not restoring.")
+    record = {key: getattr(backup, key) for key in RECORD_FIELDS}
+    record["data_timestamp"] = isotime(backup.data_timestamp)
+    record["created_at"] = isotime(backup.created_at)
+    url = base64.b64encode(jsonlib.dumps(record).encode()).decode()
+    return json({"backup-record": {"backup_service": BACKUP_SERVICE, "backup_url": url}})
+
+
+async def import_record(request: Request) -> Response:
+    """A backup made again from an exported record: same id, the same objects; owned by
+    the importing project (Cinder's import_record)."""
+    ctx = await authorize(request, "backup:export-import")
+    spec = await element(request, "backup-record")
+    if spec.get("backup_service") != BACKUP_SERVICE:
+        raise BadRequest(
+            f"Invalid input received: Unsupported backup service {spec.get('backup_service')}."
+        )
+    try:
+        record = jsonlib.loads(base64.b64decode(str(spec.get("backup_url", "")), validate=True))
+        if not isinstance(record, dict) or not all(
+            record.get(k) for k in ("id", "account", "container", "object_prefix", "size")
+        ):
+            raise ValueError
+        uuid.UUID(str(record["id"]))
+    except ValueError:
+        raise BadRequest("Invalid input received: Can't parse backup record.") from None
+    service = service_of(request)
+    async with service.db.write() as session:
+        if await session.get(Backup, record["id"]) is not None:
+            raise BadRequest("Invalid backup: Backup already exists in database.")
+        when = utcnow()
+        row = Backup(
+            **{k: record.get(k) for k in RECORD_FIELDS if k not in ("user_id", "project_id")},
+            user_id=ctx.user_id, project_id=ctx.project_id, status=states.AVAILABLE,
+            data_timestamp=_timestamp(record.get("data_timestamp")) or when, created_at=when,
+        )  # fmt: skip
+        row.metadata_json = row.metadata_json or "{}"
+        row.object_count = int(row.object_count or 0)
+        session.add(row)
+        await session.flush()
+        body = _summary(request, row)
+    return json({"backup": body}, 201)
+
+
+def _timestamp(raw: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(raw)) if raw else None
+    except ValueError:
+        return None
+
+
 BACKUP_ACTIONS = {"os-reset_status": reset_backup_status, "os-force_delete": force_delete_backup}
 
 
@@ -435,6 +502,8 @@ routes = [
     Route("/v3/backups", create_backup, methods=["POST"]),
     Route("/v3/backups", list_backups, methods=["GET"]),
     Route("/v3/backups/detail", list_backups_detail, methods=["GET"]),
+    Route("/v3/backups/import_record", import_record, methods=["POST"]),
+    Route("/v3/backups/{id}/export_record", export_record, methods=["GET"]),
     Route("/v3/backups/{id}", show_backup, methods=["GET"]),
     Route("/v3/backups/{id}", update_backup, methods=["PUT"]),
     Route("/v3/backups/{id}", delete_backup, methods=["DELETE"]),

@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("fail_reason", sa.String(length=255), nullable=True),
         sa.Column("availability_zone", sa.String(length=255), nullable=True),
         sa.Column("host", sa.String(length=255), nullable=False),
+        sa.Column("account", sa.String(length=255), nullable=False),
         sa.Column("container", sa.String(length=255), nullable=False),
         sa.Column("object_prefix", sa.String(length=1024), nullable=False),
         sa.Column("size", sa.Integer(), nullable=False),
