@@ -92,8 +92,16 @@ class ImageStoreConfig(_Section):
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     description: str = ""
-    # Its directory; default <state>/images/<id> (the single default store: <state>/images).
+    # "file": a directory; "object_store": the Object Storage, in the service project's
+    # account (Glance's swift store), objects in `container` (SLOs past 200 MiB).
+    type: str = Field(default="file", pattern=r"^(file|object_store)$")
+    # Its directory (type file); default <state>/images/<id> (the single default store:
+    # <state>/images).
     directory: str = ""
+    container: str = Field(default="glance", pattern=r"^[^/]{1,200}$")
+    # Images past this many MiB are Static Large Objects of segments this large (type
+    # object_store; Glance's swift_store_large_object_chunk_size).
+    segment_size_mb: int = Field(default=200, ge=1)
     # Preference (Glance's store weight): an image's stores are listed, and its data
     # read, highest weight first.
     weight: int = 0

@@ -83,10 +83,18 @@ class ServiceClient:
         return response.json() if response.content else None
 
     @asynccontextmanager
-    async def stream(self, path: str, token: str) -> AsyncIterator[httpx.Response]:
+    async def stream(
+        self,
+        path: str,
+        token: str,
+        *,
+        headers: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> AsyncIterator[httpx.Response]:
         """GET with a streamed body (image data): never held in memory whole."""
-        async with self._http.stream("GET", path, headers={"X-Auth-Token": token}) as response:
-            if response.status_code != 200:
+        headers = {"X-Auth-Token": token, **(headers or {})}
+        async with self._http.stream("GET", path, headers=headers) as response:
+            if response.status_code not in ok:
                 body = (await response.aread()).decode(errors="replace")
                 raise ServiceError(self.service, response.status_code, body)
             yield response

@@ -24,11 +24,15 @@ from cumulo.common.config import CumuloConfig, ImageQuota
 from cumulo.common.context import RequestContext
 from cumulo.common.db import Database, utcnow
 from cumulo.common.faults import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
+from cumulo.common.identity_client import IdentityClient
 from cumulo.common.notifications import Notifier
 from cumulo.common.policy import Policy
+from cumulo.common.service_client import ServiceClient
+from cumulo.common.tls import verify_option
 from cumulo.image import inspect
 from cumulo.image.cache import ImageCache
 from cumulo.image.models import Image, ImageMember
+from cumulo.image.object_storage_store import ObjectStorageStore
 from cumulo.image.policies import IMAGE_RULES
 from cumulo.image.store import FilesystemStore, Store, TooLarge, Written, write_staged
 
@@ -41,19 +45,34 @@ HASH_ALGO = "sha512"
 IMPORT_METHODS = ("glance-direct", "web-download", "copy-image", "glance-download")
 
 
-def build_stores(config: CumuloConfig, state_dir: Path) -> dict[str, Store]:
-    """The configured stores by id, the default first ([[image.stores]], else `file`)."""
+def build_stores(
+    config: CumuloConfig, state_dir: Path, identity: IdentityClient | None = None
+) -> dict[str, Store]:
+    """The configured stores by id, the default first ([[image.stores]], else `file`);
+    identity: signs the `object_store` stores in as the service user."""
     root = state_dir / "images"
     if not config.image.stores:
         return {"file": FilesystemStore(root)}
-    return {
-        c.id: FilesystemStore(
-            Path(c.directory) if c.directory else root / c.id,
-            id=c.id,
-            description=c.description or f"Filesystem store {c.id}.",
-        )
-        for c in config.image.stores
-    }
+    stores: dict[str, Store] = {}
+    for c in config.image.stores:
+        if c.type == "object_store":
+            if identity is None:
+                raise ValueError(f"image store {c.id}: the object_store type needs Identity")
+            objects = ServiceClient(
+                "object-store", url=config.public_url(config.ports.object_store),
+                verify=verify_option(config), timeout=300.0,
+            )  # fmt: skip
+            stores[c.id] = ObjectStorageStore(
+                c.id, c.description or f"Object Storage store {c.id}.", objects, identity,
+                container=c.container, segment_size=c.segment_size_mb * 1024 * 1024,
+            )  # fmt: skip
+        else:
+            stores[c.id] = FilesystemStore(
+                Path(c.directory) if c.directory else root / c.id,
+                id=c.id,
+                description=c.description or f"Filesystem store {c.id}.",
+            )
+    return stores
 
 
 def stores_of(image: Image) -> list[str]:
@@ -86,7 +105,7 @@ class ImageService:
         self.db = db
         self.validator = validator
         self.stores: dict[str, Store] = (
-            {store.id: store} if store else build_stores(config, state_dir)
+            {store.id: store} if store else build_stores(config, state_dir, validator.client)
         )
         # The default store: uploads go there, and imports that name none.
         self.store: Store = next(iter(self.stores.values()))
@@ -114,6 +133,9 @@ class ImageService:
         await asyncio.gather(*self._imports, return_exceptions=True)
         if self.notifier is not None:
             await self.notifier.close()
+        for store in self.stores.values():
+            if isinstance(store, ObjectStorageStore):
+                await store.objects.close()
         await self.validator.client.close()
         await self.db.dispose()
 

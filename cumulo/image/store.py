@@ -4,8 +4,8 @@ Uploads are first written (and hashed) to a local staging file: that is what
 qemu-img inspects before the data is accepted. A store then takes the staged
 file (`add`), reads ranges of it back (`read`) and deletes it (`delete`). The
 filesystem store keeps `<state>/images/<image id>` and moves staged files in
-with a rename, so an accepted upload is never copied twice. An object-storage
-store implements the same four methods.
+with a rename, so an accepted upload is never copied twice. The object-storage
+store (object_storage_store.py) implements the same three methods.
 """
 
 from __future__ import annotations
@@ -41,10 +41,6 @@ class Store(Protocol):
         ...
 
     async def delete(self, location: str) -> None: ...
-
-    def locations(self) -> set[str]:
-        """Every location the store holds (to find orphans)."""
-        ...
 
 
 class FilesystemStore:
