@@ -37,6 +37,8 @@ class Caller:
     ctx: RequestContext | None
     owner: bool  # may do anything in the account (operator or reseller admin)
     reseller_admin: bool = False
+    # A temp URL's rights: its owner's, in this container only (a link out reads as anyone).
+    container_scope: str | None = None
 
     @property
     def identity(self) -> RequestContext | None:

@@ -138,7 +138,7 @@ async def container(request: Request) -> Response:
         raise SwiftError(404)
     _, rows = found
     fmt = listing_format(request)
-    entries = [object_entry(r) for r in rows if not (children_only and "subdir" in r)]
+    entries = [object_entry(r, account) for r in rows if not (children_only and "subdir" in r)]
     headers["Content-Type"] = CONTENT_TYPES[fmt]
     if not entries and fmt == "plain":
         return Response(b"", status_code=204, headers=headers)

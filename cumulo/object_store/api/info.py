@@ -8,7 +8,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cumulo.object_store import constraints
-from cumulo.object_store.api import bulk, formpost, large_objects, tempurl, versioning
+from cumulo.object_store.api import (
+    bulk,
+    formpost,
+    large_objects,
+    symlinks,
+    tempurl,
+    versioning,
+)
 from cumulo.object_store.api.common import store_of
 
 SWIFT_VERSION = "2.35.0"
@@ -56,6 +63,7 @@ def capabilities(request: Request) -> dict:
         "versioned_writes": versioning.info(),
         "account_quotas": {},
         "dlo": {"max_segments": large_objects.MAX_DLO_SEGMENTS},
+        "symlink": symlinks.info(),
     }
 
 

@@ -8,6 +8,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from starlette.requests import Request
 
+from cumulo.object_store.api.symlinks import listing_fields
 from cumulo.object_store.errors import SwiftError
 from cumulo.object_store.storage import timestamps
 
@@ -63,15 +64,19 @@ def listing_query(request: Request, max_limit: int) -> tuple[dict[str, Any], boo
     return query, path is not None
 
 
-def object_entry(row: dict[str, Any]) -> dict[str, Any]:
+def object_entry(row: dict[str, Any], account: str) -> dict[str, Any]:
+    """A listing's object; a symlink's shows its target (symlink_path, and symlink_etag
+    and symlink_bytes for a static one), in JSON listings only."""
     if "subdir" in row:
         return {"subdir": row["subdir"]}
+    etag, link = listing_fields(row["etag"], account)
     return {
-        "hash": row["etag"],
+        "hash": etag,
         "last_modified": timestamps.iso(row["created_at"]),
         "bytes": row["size"],
         "name": row["name"],
         "content_type": row["content_type"],
+        **link,
     }
 
 
@@ -98,7 +103,11 @@ def render(fmt: str, root: str, root_name: str, item: str, entries: list[dict]) 
                     f"<name>{escape(entry['subdir'])}</name></subdir>"
                 )
                 continue
-            fields = "".join(f"<{k}>{escape(str(v))}</{k}>" for k, v in entry.items())
+            fields = "".join(
+                f"<{k}>{escape(str(v))}</{k}>"
+                for k, v in entry.items()
+                if not k.startswith("symlink_")
+            )
             lines.append(f"<{item}>{fields}</{item}>")
         lines.append(f"</{root}>")
         return "\n".join(lines).encode()

@@ -9,7 +9,7 @@ from urllib.parse import unquote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cumulo.object_store.api import formpost, quotas, tempurl, versioning
+from cumulo.object_store.api import formpost, quotas, symlinks, tempurl, versioning
 from cumulo.object_store.api import large_object_requests as large
 from cumulo.object_store.api.bulk import extract_archive
 from cumulo.object_store.api.common import (
@@ -63,9 +63,12 @@ async def _with_tempurl(request: Request, account: str, container: str, name: st
     """A signed URL stands for the account's owner, for this object and method only."""
     if request.method not in tempurl.METHODS:
         raise tempurl.TempUrlInvalid(request.method == "HEAD")
+    if request.method not in ("GET", "HEAD") and "x-symlink-target" in request.headers:
+        raise SwiftError(400, "The header 'X-Symlink-Target' is not allowed in this tempurl")
     keys = await tempurl.keys_for(store_of(request), account, container)
     tempurl.verify(request, request.url.path, keys)
-    response = await _object_request(request, Caller(None, True), account, container, name)
+    signed = Caller(None, True, container_scope=container)
+    response = await _object_request(request, signed, account, container, name)
     if request.method in ("GET", "HEAD") and isinstance(response, ObjectBody):
         response.set_header(
             "Content-Disposition",
@@ -90,6 +93,8 @@ async def _object_request(
         return await extract_archive(request, caller, account, f"{container}/{name}")
     if method == "PUT":
         await versioning.archive_current(request, caller, policy, account, container, name)
+        if "x-symlink-target" in request.headers:
+            return await symlinks.put_link(request, caller, policy, account, container, name)
         if request.query_params.get("multipart-manifest") == "put":
             return await large.put_manifest(request, caller, policy, account, container, name)
         if "x-static-large-object" in request.headers:
@@ -205,7 +210,18 @@ async def _get(request: Request, caller: Caller, account: str, container: str, n
         if "if-match" in request.headers:
             raise SwiftError(412)
         raise SwiftError(404)
-    headers = object_headers(request, stored)
+    if symlinks.wants_link_itself(request):
+        headers = {**object_headers(request, stored), **symlinks.link_headers(stored.metadata)}
+    else:
+        followed = await symlinks.follow(
+            stored, account, symlinks.target_opener(request, caller, account)
+        )
+        if followed.account != account:
+            caller = await caller_for(request, followed.account)
+        account, stored = followed.account, followed.stored
+        headers = object_headers(request, stored)
+        if followed.location:
+            headers["Content-Location"] = followed.location
     manifest_get = request.query_params.get("multipart-manifest") == "get"
     segments = [(stored.path, 0, int(stored.metadata["Content-Length"]))]
     etag = stored.metadata["ETag"]
@@ -308,6 +324,12 @@ async def _copy(request: Request, source: tuple[str, str, str], dest: tuple[str,
     stored = await open_object(request, src_policy, src_account, src_container, src_name)
     if stored is None:
         raise SwiftError(404)
+    link: dict[str, str] = {}
+    if symlinks.wants_link_itself(request):
+        link = symlinks.copied_link(stored, src_account, dest[0])
+    else:
+        opener = symlinks.target_opener(request, src_caller, src_account)
+        stored = (await symlinks.follow(stored, src_account, opener)).stored
     length = request.headers.get("content-length")
     if request.method == "PUT" and length not in (None, "0"):
         raise SwiftError(400, "Copy requests require a zero byte body")
@@ -335,6 +357,7 @@ async def _copy(request: Request, source: tuple[str, str, str], dest: tuple[str,
     metadata["Content-Type"] = request.headers.get(
         "content-type", stored.metadata.get("Content-Type", "application/octet-stream")
     )
+    metadata.update(link)
     stored_path = stored.path
 
     async def body() -> AsyncIterator[bytes]:
@@ -352,6 +375,7 @@ async def _copy(request: Request, source: tuple[str, str, str], dest: tuple[str,
         max_size=store.config.max_file_size,
         expected_etag=None,
         content_length=None,
+        listing=symlinks.listing_etag(metadata),
     )
     # The answer shows the copy's metadata too (Swift's copy middleware).
     extra = {k: v for k, v in metadata.items() if k.startswith("X-Object-Meta-")}
@@ -368,6 +392,8 @@ async def _post(
     request: Request, policy: StoragePolicy, account: str, container: str, name: str
 ) -> Response:
     store = store_of(request)
+    if "x-symlink-target" in request.headers:
+        raise symlinks.plain(400, "A PUT request is required to set a symlink target")
     check_metadata(request.headers, "object")
     stored = await open_object(request, policy, account, container, name)
     if stored is None:
@@ -384,6 +410,9 @@ async def _post(
         if key.startswith(SYSMETA) and key not in metadata:
             metadata[key] = value
     await store.proxy.object_post(policy, account, container, name, metadata)
+    redirect = symlinks.post_answer(stored.metadata, account)
+    if redirect is not None:
+        return redirect
     return Response(
         b"<html><h1>Accepted</h1><p>The request is accepted for processing.</p></html>",
         status_code=202,

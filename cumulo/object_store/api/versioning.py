@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 
+from cumulo.object_store.api import symlinks
 from cumulo.object_store.api.common import Caller, store_of
 from cumulo.object_store.api.large_objects import SLO_ETAG, SLO_SIZE
 from cumulo.object_store.api.object_common import container_policy, open_object
@@ -65,6 +66,7 @@ async def copy_object(
                 yield chunk
 
     slo = (metadata[SLO_ETAG], int(metadata[SLO_SIZE])) if SLO_ETAG in metadata else None
+    listing = slo or symlinks.listing_etag(metadata)
     await store_of(request).proxy.object_put(
         policy,
         account,
@@ -75,7 +77,7 @@ async def copy_object(
         max_size=store_of(request).config.max_file_size,
         expected_etag=None,
         content_length=None,
-        listing=slo,
+        listing=listing,
     )
 
 

@@ -463,6 +463,10 @@ async def import_record(request: Request) -> Response:
             record.get(k) for k in ("id", "account", "container", "object_prefix", "size")
         ):
             raise ValueError
+        for key in RECORD_FIELDS:
+            kind = int if key in ("size", "object_count") else str
+            if record.get(key) is not None and type(record[key]) is not kind:
+                raise ValueError
         uuid.UUID(str(record["id"]))
     except ValueError:
         raise BadRequest("Invalid input received: Can't parse backup record.") from None

@@ -1,0 +1,269 @@
+"""Object Storage with links: Swift's symlinks (objects that stand for other objects),
+with plain HTTP and openstacksdk."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+
+import httpx
+import pytest
+
+from tests.cloudrunner import CloudRunner
+from tests.functional.object_store_helpers import (
+    account_client,
+    admin_http_fixture,
+    policy_cloud_fixture,
+    unique,
+)
+
+cloud = policy_cloud_fixture("object-store-web")
+http = admin_http_fixture()
+EMPTY_MD5 = hashlib.md5(b"").hexdigest()
+
+
+@pytest.fixture(scope="module")
+def anonymous(http: httpx.Client):
+    """No token, the same account URL (what a browser sends)."""
+    with httpx.Client(base_url=str(http.base_url), timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def demo(cloud: CloudRunner):
+    """The demo user's own account."""
+    with account_client(cloud, cloud.token("demo", project="demo")) as client:
+        yield client
+
+
+def account_path(http: httpx.Client) -> str:
+    return http.base_url.path.rstrip("/")  # /v1/AUTH_<project>
+
+
+def put(http: httpx.Client, path: str, data: bytes = b"", **headers: str) -> httpx.Response:
+    response = http.put(path, content=data, headers=headers)
+    assert response.status_code == 201, response.text
+    return response
+
+
+def test_info_announces_symlinks(cloud: CloudRunner):
+    info = httpx.get(f"http://127.0.0.1:{cloud.config.ports.object_store}/info").json()
+    assert info["symlink"] == {"symloop_max": 2, "static_links": True}
+
+
+# -- symlinks -----------------------------------------------------------------------
+
+
+def test_a_symlink_reads_as_its_target_and_lists_its_path(http):
+    box = unique("links")
+    assert http.put(f"/{box}").status_code == 201
+    data = os.urandom(20)
+    put(http, f"/{box}/file.txt", data)
+    link = put(
+        http,
+        f"/{box}/link.txt",
+        **{"X-Symlink-Target": f"{box}/file.txt", "Content-Type": "application/symlink"},
+    )
+    assert link.headers["ETag"] == EMPTY_MD5
+    got = http.get(f"/{box}/link.txt")
+    assert got.content == data
+    assert got.headers["Content-Location"] == f"{account_path(http)}/{box}/file.txt"
+    assert got.headers["ETag"] == hashlib.md5(data).hexdigest()
+    assert http.head(f"/{box}/link.txt").headers["Content-Length"] == "20"
+    assert http.get(f"/{box}/link.txt", headers={"Range": "bytes=0-3"}).content == data[:4]
+    listed = {o["name"]: o for o in http.get(f"/{box}", params={"format": "json"}).json()}
+    assert listed["link.txt"]["content_type"] == "application/symlink"
+    assert listed["link.txt"]["symlink_path"] == f"{account_path(http)}/{box}/file.txt"
+    assert listed["link.txt"]["hash"] == EMPTY_MD5 and listed["link.txt"]["bytes"] == 0
+    assert "symlink_path" not in listed["file.txt"]
+    assert "symlink_path" not in http.get(f"/{box}", params={"format": "xml"}).text
+    # ?symlink=get: the link itself.
+    itself = http.get(f"/{box}/link.txt", params={"symlink": "get"})
+    assert itself.content == b"" and itself.headers["X-Symlink-Target"] == f"{box}/file.txt"
+    assert itself.headers["Content-Type"] == "application/symlink"
+    assert "Content-Location" not in itself.headers
+    # Deleting the link leaves the target.
+    assert http.delete(f"/{box}/link.txt").status_code == 204
+    assert http.get(f"/{box}/file.txt").content == data
+
+
+def test_openstacksdk_symlink_across_containers(cloud: CloudRunner):
+    conn = cloud.sdk()
+    source, dest = unique("src"), unique("dst")
+    conn.object_store.create_container(name=source)
+    conn.object_store.create_container(name=dest)
+    conn.object_store.upload_object(container=source, name="file.txt", data=b"shared")
+    conn.object_store.upload_object(
+        container=dest, name="link.txt", data=b"", symlink_target=f"{source}/file.txt"
+    )
+    assert conn.object_store.download_object("link.txt", container=dest) == b"shared"
+    # The target gone, the link is broken (404, the target named).
+    conn.object_store.delete_object("file.txt", container=source)
+    with pytest.raises(Exception, match="404|Not Found"):
+        conn.object_store.download_object("link.txt", container=dest)
+
+
+def test_broken_and_looping_symlinks(http):
+    box = unique("links")
+    assert http.put(f"/{box}").status_code == 201
+    put(http, f"/{box}/broken", **{"X-Symlink-Target": f"{box}/missing.txt"})
+    broken = http.get(f"/{box}/broken")
+    assert broken.status_code == 404
+    assert broken.headers["Content-Location"] == f"{account_path(http)}/{box}/missing.txt"
+    # a -> b -> c -> d: two links are followed at most.
+    put(http, f"/{box}/d", b"end")
+    for name, target in (("c", "d"), ("b", "c"), ("a", "b")):
+        put(http, f"/{box}/{name}", **{"X-Symlink-Target": f"{box}/{target}"})
+    assert http.get(f"/{box}/b").content == b"end"
+    loop = http.get(f"/{box}/a")
+    assert loop.status_code == 409
+    assert loop.text == "Too many levels of symbolic links, maximum allowed is 2"
+
+
+def test_symlink_puts_are_checked(http):
+    box = unique("links")
+    assert http.put(f"/{box}").status_code == 201
+    with_body = http.put(f"/{box}/l", content=b"data", headers={"X-Symlink-Target": f"{box}/o"})
+    assert with_body.status_code == 400
+    assert with_body.text == "Symlink requests require a zero byte body"
+    for bad in ("no-slash", "/lead/ing", f"{box}/"):
+        answer = http.put(f"/{box}/l", content=b"", headers={"X-Symlink-Target": bad})
+        assert answer.status_code == 412
+        assert answer.text == (
+            "X-Symlink-Target header must be of the form <container name>/<object name>"
+        )
+    itself = http.put(f"/{box}/l", content=b"", headers={"X-Symlink-Target": f"{box}/l"})
+    assert itself.status_code == 400 and itself.text == "Symlink cannot target itself"
+    slashed = http.put(
+        f"/{box}/l",
+        content=b"",
+        headers={"X-Symlink-Target": f"{box}/o", "X-Symlink-Target-Account": "a/b"},
+    )
+    assert slashed.status_code == 412
+    post = http.post(f"/{box}/l", headers={"X-Symlink-Target": f"{box}/o"})
+    assert post.status_code == 400
+    assert post.text == "A PUT request is required to set a symlink target"
+
+
+def test_static_symlinks_pin_their_target_etag(http):
+    box = unique("links")
+    assert http.put(f"/{box}").status_code == 201
+    data = b"version one"
+    etag = hashlib.md5(data).hexdigest()
+    put(http, f"/{box}/doc", data, **{"Content-Type": "text/plain"})
+    missing = http.put(
+        f"/{box}/nolink",
+        content=b"",
+        headers={"X-Symlink-Target": f"{box}/nothing", "X-Symlink-Target-Etag": etag},
+    )
+    assert missing.status_code == 409 and missing.text == "X-Symlink-Target does not exist"
+    wrong = http.put(
+        f"/{box}/pin",
+        content=b"",
+        headers={"X-Symlink-Target": f"{box}/doc", "X-Symlink-Target-Etag": EMPTY_MD5},
+    )
+    assert wrong.status_code == 409
+    assert wrong.text == (
+        f"Object Etag '{etag}' does not match X-Symlink-Target-Etag header '{EMPTY_MD5}'"
+    )
+    put(http, f"/{box}/pin", **{"X-Symlink-Target": f"{box}/doc", "X-Symlink-Target-Etag": etag})
+    itself = http.head(f"/{box}/pin", params={"symlink": "get"})
+    assert itself.headers["X-Symlink-Target-Etag"] == etag
+    assert itself.headers["X-Symlink-Target-Bytes"] == str(len(data))
+    assert itself.headers["Content-Type"] == "text/plain"  # the target's, when not given
+    listed = {o["name"]: o for o in http.get(f"/{box}", params={"format": "json"}).json()}
+    assert listed["pin"]["symlink_etag"] == etag and listed["pin"]["symlink_bytes"] == len(data)
+    assert http.get(f"/{box}/pin").content == data
+    # The target changes: the static link refuses to read it.
+    put(http, f"/{box}/doc", b"version two")
+    changed = http.get(f"/{box}/pin")
+    assert changed.status_code == 409
+    assert changed.headers["Content-Location"] == f"{account_path(http)}/{box}/doc"
+
+
+def test_a_symlink_never_grants_access(http, anonymous, demo):
+    private, public = unique("private"), unique("public")
+    assert http.put(f"/{private}").status_code == 201
+    assert http.put(f"/{public}", headers={"X-Container-Read": ".r:*"}).status_code == 201
+    put(http, f"/{private}/secret", b"secret")
+    put(http, f"/{public}/peek", **{"X-Symlink-Target": f"{private}/secret"})
+    denied = anonymous.get(f"/{public}/peek")
+    assert denied.status_code == 401
+    assert denied.headers["Content-Location"].endswith(f"/{private}/secret")
+    # A link in the demo user's own account to the admin's object: 403 for demo.
+    mine = unique("mine")
+    assert demo.put(f"/{mine}").status_code == 201
+    other = account_path(http).rsplit("/", 1)[1]
+    put(
+        demo,
+        f"/{mine}/theirs",
+        **{"X-Symlink-Target": f"{private}/secret", "X-Symlink-Target-Account": other},
+    )
+    assert demo.get(f"/{mine}/theirs").status_code == 403
+    # Once the container is readable by all, the same link reads.
+    assert http.post(f"/{private}", headers={"X-Container-Read": ".r:*"}).status_code == 204
+    assert demo.get(f"/{mine}/theirs").content == b"secret"
+
+
+def test_copying_a_symlink_copies_its_target_or_the_link(http):
+    box = unique("links")
+    assert http.put(f"/{box}").status_code == 201
+    put(http, f"/{box}/file", b"payload")
+    put(http, f"/{box}/link", **{"X-Symlink-Target": f"{box}/file"})
+    copied = http.request("COPY", f"/{box}/link", headers={"Destination": f"{box}/data-copy"})
+    assert copied.status_code == 201
+    assert http.get(f"/{box}/data-copy", params={"symlink": "get"}).content == b"payload"
+    assert "X-Symlink-Target" not in http.head(f"/{box}/data-copy").headers
+    linked = http.request(
+        "COPY", f"/{box}/link?symlink=get", headers={"Destination": f"{box}/link-copy"}
+    )
+    assert linked.status_code == 201
+    itself = http.head(f"/{box}/link-copy", params={"symlink": "get"})
+    assert itself.headers["X-Symlink-Target"] == f"{box}/file"
+    assert http.get(f"/{box}/link-copy").content == b"payload"
+    listed = {o["name"]: o for o in http.get(f"/{box}", params={"format": "json"}).json()}
+    assert listed["link-copy"]["symlink_path"].endswith(f"/{box}/file")
+
+
+def test_post_to_a_symlink_answers_307_to_its_target(http):
+    box = unique("links")
+    assert http.put(f"/{box}").status_code == 201
+    put(http, f"/{box}/file", b"x")
+    put(http, f"/{box}/link", **{"X-Symlink-Target": f"{box}/file"})
+    posted = http.post(f"/{box}/link", headers={"X-Object-Meta-Color": "red"})
+    assert posted.status_code == 307
+    assert posted.headers["Location"] == f"{account_path(http)}/{box}/file"
+    # The metadata went to the link, not to its target.
+    assert http.head(f"/{box}/link?symlink=get").headers["X-Object-Meta-Color"] == "red"
+    assert "X-Object-Meta-Color" not in http.head(f"/{box}/file").headers
+
+
+def signed(path: str, key: str, method: str = "GET") -> dict[str, str]:
+    """A temp URL's query for the path (/v1/AUTH_x/c/o), valid for a minute."""
+    expires = int(time.time()) + 60
+    body = f"{method}\n{expires}\n{path}"
+    sig = hmac.new(key.encode(), body.encode(), hashlib.sha256).hexdigest()
+    return {"temp_url_sig": sig, "temp_url_expires": str(expires)}
+
+
+def test_a_temp_url_follows_links_only_inside_its_container(http, anonymous):
+    box, private = unique("signed"), unique("private")
+    assert http.put(f"/{box}", headers={"X-Container-Meta-Temp-URL-Key": "k"}).status_code == 201
+    assert http.put(f"/{private}").status_code == 201
+    put(http, f"/{box}/file", b"inside")
+    put(http, f"/{private}/file", b"outside")
+    put(http, f"/{box}/near", **{"X-Symlink-Target": f"{box}/file"})
+    put(http, f"/{box}/far", **{"X-Symlink-Target": f"{private}/file"})
+    base = account_path(http)
+    near = anonymous.get(f"/{box}/near", params=signed(f"{base}/{box}/near", "k"))
+    assert near.status_code == 200 and near.content == b"inside"
+    far = anonymous.get(f"/{box}/far", params=signed(f"{base}/{box}/far", "k"))
+    assert far.status_code == 401
+    query = signed(f"{base}/{box}/new", "k", "PUT")
+    made = anonymous.put(
+        f"/{box}/new", params=query, content=b"", headers={"X-Symlink-Target": f"{box}/file"}
+    )
+    assert made.status_code == 400
+    assert made.text == "The header 'X-Symlink-Target' is not allowed in this tempurl"
