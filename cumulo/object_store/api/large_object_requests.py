@@ -8,7 +8,6 @@ import json
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cumulo.object_store.api import quotas
 from cumulo.object_store.api.bulk import bulk_result
 from cumulo.object_store.api.common import Caller, caller_for, store_of
 from cumulo.object_store.api.large_objects import (
@@ -23,8 +22,8 @@ from cumulo.object_store.api.large_objects import (
 from cumulo.object_store.api.object_common import (
     container_policy,
     content_type,
-    created,
     open_object,
+    put_bytes,
     user_metadata,
 )
 from cumulo.object_store.errors import SwiftError
@@ -89,7 +88,6 @@ async def put_manifest(
     container: str,
     name: str,
 ) -> Response:
-    store = store_of(request)
     body = await request.body()
     opener = _segment_opener(request, caller, account)
     manifest, etag, size = await build_manifest(request, body, account, opener)
@@ -104,24 +102,8 @@ async def put_manifest(
         SLO_SIZE: str(size),
     }
     data = json.dumps(manifest).encode()
-    await quotas.check_upload(request, caller, account, container, len(data))
-
-    async def chunks():
-        yield data
-
-    stored = await store.proxy.object_put(
-        policy,
-        account,
-        container,
-        name,
-        metadata,
-        chunks(),
-        max_size=store.config.max_file_size,
-        expected_etag=None,
-        content_length=len(data),
-        listing=(etag, size),
-    )
-    return created(request, stored)
+    where = (account, container, name)
+    return await put_bytes(request, caller, policy, where, metadata, data, (etag, size))
 
 
 async def delete_manifest(

@@ -10,6 +10,7 @@ from urllib.parse import unquote
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cumulo.object_store.api import quotas
 from cumulo.object_store.api.common import Caller, acl_allows, deny, empty, store_of
 from cumulo.object_store.api.large_objects import SLO_ETAG
 from cumulo.object_store.constraints import delete_at, title
@@ -75,6 +76,39 @@ def content_type(request: Request, name: str) -> str:
     if given and not detect:
         return given
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+async def put_bytes(
+    request: Request,
+    caller: Caller,
+    policy: StoragePolicy,
+    where: tuple[str, str, str],
+    metadata: dict,
+    data: bytes,
+    listing: tuple[str, int] | None,
+) -> Response:
+    """Store an object whose body the proxy made (a manifest, a link) and answer 201;
+    listing: the ETag and size its container listing row shows instead."""
+    account, container, name = where
+    await quotas.check_upload(request, caller, account, container, len(data))
+    store = store_of(request)
+
+    async def body():
+        yield data
+
+    stored = await store.proxy.object_put(
+        policy,
+        account,
+        container,
+        name,
+        metadata,
+        body(),
+        max_size=store.config.max_file_size,
+        expected_etag=None,
+        content_length=len(data),
+        listing=listing,
+    )
+    return created(request, stored)
 
 
 def created(request: Request, stored: dict, extra: dict | None = None) -> Response:

@@ -15,13 +15,12 @@ from urllib.parse import quote, unquote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cumulo.object_store.api import quotas
-from cumulo.object_store.api.common import Caller, caller_for, store_of
+from cumulo.object_store.api.common import Caller, caller_for
 from cumulo.object_store.api.large_objects import SLO_SIZE
 from cumulo.object_store.api.object_common import (
     container_policy,
-    created,
     open_object,
+    put_bytes,
     user_metadata,
 )
 from cumulo.object_store.errors import SwiftError
@@ -142,37 +141,8 @@ async def put_link(
         **user_metadata(request),
         **meta,
     }
-    return await store_link(request, caller, policy, (account, container, name), metadata)
-
-
-async def store_link(
-    request: Request,
-    caller: Caller,
-    policy: StoragePolicy,
-    where: tuple[str, str, str],
-    metadata: dict,
-) -> Response:
-    """Write a link's empty object with its metadata (a PUT, or a copy of a link)."""
-    account, container, name = where
-    await quotas.check_upload(request, caller, account, container, 0)
-    store = store_of(request)
-
-    async def nothing():
-        yield b""
-
-    stored = await store.proxy.object_put(
-        policy,
-        account,
-        container,
-        name,
-        metadata,
-        nothing(),
-        max_size=store.config.max_file_size,
-        expected_etag=None,
-        content_length=0,
-        listing=listing_etag(metadata),
-    )
-    return created(request, stored)
+    where = (account, container, name)
+    return await put_bytes(request, caller, policy, where, metadata, b"", listing_etag(metadata))
 
 
 async def _static_target(request: Request, caller: Caller, account: str, meta: dict):
