@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from cumulo.common.faults import BadRequest
 from cumulo.common.service_client import ServiceClient, ServiceError, url_path
 
 BLOCK = 32 * 1024  # Cinder's backup_swift_block_size / sha block size
@@ -205,3 +206,17 @@ def runs(blocks: list[int]) -> list[tuple[int, int]]:
     if start is not None:
         extents.append((start * BLOCK, (previous - start + 1) * BLOCK))
     return extents
+
+
+async def backup_chain(session: Any, backup: Any) -> list[list[str]]:
+    """[container, prefix] of the backups a restore of `backup` applies, from the full
+    one to it (rows of cumulo.volume.models.Backup)."""
+    chain = [[backup.container, backup.object_prefix]]
+    parent_id = backup.parent_id
+    while parent_id is not None:
+        parent = await session.get(type(backup), parent_id)
+        if parent is None:
+            raise BadRequest(f"Invalid backup: its parent backup {parent_id} is gone.")
+        chain.insert(0, [parent.container, parent.object_prefix])
+        parent_id = parent.parent_id
+    return chain

@@ -134,10 +134,11 @@ def test_info_lists_policies_and_limits(cloud: CloudRunner):
         "bulk_upload",
         "crossdomain",
         "formpost",
+        "staticweb",
     ):
         assert feature in info
     assert info["symlink"] == {"symloop_max": 2, "static_links": True}
-    assert "staticweb" not in info and "container_sync" not in info
+    assert "container_sync" not in info
     policy = httpx.get(f"http://127.0.0.1:{cloud.config.ports.object_store}/crossdomain.xml")
     assert policy.text.endswith("</cross-domain-policy>")
 

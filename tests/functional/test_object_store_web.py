@@ -1,5 +1,6 @@
-"""Object Storage with links: Swift's symlinks (objects that stand for other objects),
-with plain HTTP and openstacksdk."""
+"""Object Storage as a web host and with links: Swift's staticweb (a public container
+served as a website: index pages, listings, error pages) and symlinks (objects that
+stand for other objects), with plain HTTP, openstacksdk and the `swift` CLI."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 import hmac
 import os
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +18,7 @@ from tests.functional.object_store_helpers import (
     account_client,
     admin_http_fixture,
     policy_cloud_fixture,
+    swift,
     unique,
 )
 
@@ -42,15 +45,151 @@ def account_path(http: httpx.Client) -> str:
     return http.base_url.path.rstrip("/")  # /v1/AUTH_<project>
 
 
+def website(http: httpx.Client, *, acl: str = ".r:*,.rlistings", **settings: str) -> str:
+    """A public container with web settings (Web-Index=..., Web-Listings=...)."""
+    name = unique("site")
+    headers = {"X-Container-Read": acl}
+    headers |= {f"X-Container-Meta-Web-{k.replace('_', '-')}": v for k, v in settings.items()}
+    assert http.put(f"/{name}", headers=headers).status_code == 201
+    return name
+
+
 def put(http: httpx.Client, path: str, data: bytes = b"", **headers: str) -> httpx.Response:
     response = http.put(path, content=data, headers=headers)
     assert response.status_code == 201, response.text
     return response
 
 
-def test_info_announces_symlinks(cloud: CloudRunner):
+# -- static websites ----------------------------------------------------------------
+
+
+def test_info_announces_staticweb_and_symlinks(cloud: CloudRunner):
     info = httpx.get(f"http://127.0.0.1:{cloud.config.ports.object_store}/info").json()
+    assert info["staticweb"] == {}
     assert info["symlink"] == {"symloop_max": 2, "static_links": True}
+
+
+def test_a_container_with_web_index_serves_it_to_anonymous_visitors(http, anonymous):
+    site = website(http, Index="index.html")
+    put(http, f"/{site}/index.html", b"<h1>home</h1>", **{"Content-Type": "text/html"})
+    # /container answers 301 to /container/, which serves the index (as Tempest reads it).
+    moved = anonymous.get(f"/{site}")
+    assert moved.status_code == 301
+    assert moved.headers["Location"].endswith(f"{account_path(http)}/{site}/")
+    assert "Moved Permanently" in moved.text
+    page = anonymous.get(f"/{site}", follow_redirects=True)
+    assert page.status_code == 200 and page.content == b"<h1>home</h1>"
+    assert page.headers["Content-Type"] == "text/html"
+    assert page.headers["ETag"] == hashlib.md5(b"<h1>home</h1>").hexdigest()
+    head = anonymous.head(f"/{site}/")
+    assert head.status_code == 200 and head.headers["Content-Length"] == "13"
+    # The owner's token sees the container itself, unless asking for the web view.
+    assert http.get(f"/{site}").text == "index.html\n"
+    web = http.get(f"/{site}/", headers={"X-Web-Mode": "true"})
+    assert web.content == b"<h1>home</h1>"
+    # Unset, the container is a plain public container again.
+    assert http.post(f"/{site}", headers={"X-Container-Meta-Web-Index": ""}).status_code == 204
+    assert "X-Container-Meta-Web-Index" not in http.head(f"/{site}").headers
+    assert anonymous.get(f"/{site}").text == "index.html\n"
+    # X-Web-Mode on a container without web settings: 404.
+    assert http.get(f"/{site}/", headers={"X-Web-Mode": "true"}).status_code == 404
+
+
+def test_pseudo_directories_serve_their_index_and_redirect_without_slash(http, anonymous):
+    site = website(http, Index="index.html")
+    put(http, f"/{site}/docs/index.html", b"docs home")
+    put(http, f"/{site}/docs/guide.txt", b"guide")
+    assert anonymous.get(f"/{site}/docs/").content == b"docs home"
+    moved = anonymous.get(f"/{site}/docs")
+    assert moved.status_code == 301
+    assert moved.headers["Location"].endswith(f"/{site}/docs/")
+    assert anonymous.get(f"/{site}/docs/guide.txt").content == b"guide"
+    # A directory without its index, listings off: 404, the page saying so.
+    put(http, f"/{site}/empty/thing", b"x")
+    assert anonymous.get(f"/{site}/empty").status_code == 301
+    unindexed = anonymous.get(f"/{site}/empty/")
+    assert unindexed.status_code == 404 and "Index File Not Found" in unindexed.text
+    # Nothing by that name at all: the plain 404.
+    missing = anonymous.get(f"/{site}/nothing")
+    assert missing.status_code == 404
+    assert "The resource could not be found." in missing.text
+
+
+def test_web_listings_are_html_pages_with_the_listing_css(http, anonymous):
+    site = website(http, Listings="true", Listings_CSS="listings.css")
+    put(http, f"/{site}/readme.txt", b"r" * 2048, **{"Content-Type": "text/plain"})
+    put(http, f"/{site}/photos/cat.jpg", b"meow")
+    page = anonymous.get(f"/{site}/")
+    assert page.status_code == 200
+    assert page.headers["Content-Type"] == "text/html; charset=UTF-8"
+    text = page.text
+    assert f"<title>Listing of {account_path(http)}/{site}/</title>" in text
+    assert '<link rel="stylesheet" type="text/css" href="listings.css" />' in text
+    assert '<tr class="item subdir">' in text and '<a href="./photos/">photos/</a>' in text
+    assert '<tr class="item type-text type-plain">' in text
+    assert '<a href="./readme%2Etxt">readme.txt</a>' in text
+    assert '<td class="colsize">2Ki</td>' in text
+    head = anonymous.head(f"/{site}/")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["Content-Length"] == str(len(page.content))
+    # A directory's listing: its parent link, its names, the CSS one level up.
+    sub = anonymous.get(f"/{site}/photos/").text
+    assert '<a href="../">../</a>' in sub and '<a href="./cat%2Ejpg">cat.jpg</a>' in sub
+    assert 'href="../listings.css"' in sub
+    assert anonymous.get(f"/{site}/photos").status_code == 301
+    assert anonymous.get(f"/{site}/nowhere/").status_code == 404
+    # Listings need the listing right (.rlistings) besides .r:*.
+    private = website(http, acl=".r:*", Listings="true")
+    assert anonymous.get(f"/{private}/").status_code == 401
+
+
+def test_listings_switched_off_answer_the_disabled_page(http, anonymous):
+    site = website(http, Index="index.html", Listings="false")
+    page = anonymous.get(f"/{site}/")
+    assert page.status_code == 404
+    assert "Web Listing Disabled" in page.text
+    assert "X-Container-Meta-Web-Index: index.html" in page.text
+
+
+def test_web_error_pages_are_served_with_the_error_status(http, anonymous):
+    site = website(http, Listings="true", Error="error.html")
+    put(http, f"/{site}/404error.html", b"<p>no such page</p>")
+    missing = anonymous.get(f"/{site}/notexisting")
+    assert missing.status_code == 404
+    assert missing.content == b"<p>no such page</p>"
+    # Without the error object, the plain 404.
+    plain = website(http, Listings="true", Error="error.html")
+    assert anonymous.get(f"/{plain}/notexisting").status_code == 404
+    assert "Not Found" in anonymous.get(f"/{plain}/notexisting").text
+    # A container page without the listing right: 401, with the 401 page.
+    unlisted = website(http, acl=".r:*", Index="index.html", Error="error.html")
+    put(http, f"/{unlisted}/401error.html", b"<p>members only</p>")
+    refused = anonymous.get(f"/{unlisted}/")
+    assert refused.status_code == 401 and refused.content == b"<p>members only</p>"
+    # A private container's objects: the plain 401.
+    assert anonymous.get(f"/{unique('nosite')}/x").status_code == 401
+
+
+def test_directory_markers_are_directories(http, anonymous):
+    site = website(http, Index="index.html", Directory_Type="text/directory")
+    put(http, f"/{site}/pics", **{"Content-Type": "text/directory"})
+    put(http, f"/{site}/pics/index.html", b"gallery")
+    moved = anonymous.get(f"/{site}/pics")
+    assert moved.status_code == 301
+    assert anonymous.get(f"/{site}/pics/").content == b"gallery"
+
+
+def test_swift_cli_sets_up_a_website(cloud: CloudRunner, http, anonymous, tmp_path: Path):
+    site = unique("cli-site")
+    (tmp_path / "index.html").write_text("<p>via the cli</p>")
+    swift(cloud, "upload", site, "index.html", cwd=tmp_path)
+    swift(cloud, "post", site, "-r", ".r:*")
+    swift(cloud, "post", site, "-m", "web-index:index.html")
+    assert anonymous.get(f"/{site}/index.html").text == "<p>via the cli</p>"
+    # The container's own page is a listing's right (.rlistings), as in Swift.
+    assert anonymous.get(f"/{site}/").status_code == 401
+    swift(cloud, "post", site, "-r", ".r:*,.rlistings")
+    assert anonymous.get(f"/{site}", follow_redirects=True).text == "<p>via the cli</p>"
 
 
 # -- symlinks -----------------------------------------------------------------------
@@ -238,6 +377,13 @@ def test_post_to_a_symlink_answers_307_to_its_target(http):
     # The metadata went to the link, not to its target.
     assert http.head(f"/{box}/link?symlink=get").headers["X-Object-Meta-Color"] == "red"
     assert "X-Object-Meta-Color" not in http.head(f"/{box}/file").headers
+
+
+def test_a_website_index_may_be_a_symlink(http, anonymous):
+    site = website(http, Index="index.html")
+    put(http, f"/{site}/v2.html", b"<p>v2</p>")
+    put(http, f"/{site}/index.html", **{"X-Symlink-Target": f"{site}/v2.html"})
+    assert anonymous.get(f"/{site}/").content == b"<p>v2</p>"
 
 
 def signed(path: str, key: str, method: str = "GET") -> dict[str, str]:

@@ -51,7 +51,8 @@ def objects_of(cloud: CloudRunner, container: str = "volumebackups") -> list[dic
 
 def test_full_and_incremental_backups_restore_identical_bytes(cloud: CloudRunner) -> None:
     name = unique("bk")
-    cloud.openstack("volume", "create", "--size", "1", name, "-f", "json")
+    cloud.openstack("volume", "create", "--size", "1", "--property", "tier=gold", name,
+                    "-f", "json")  # fmt: skip
     volume = wait_status(cloud, "volume", name, "available")
     path = volume_file(cloud, volume["id"])
     first = os.urandom(3 * MiB)
@@ -91,12 +92,20 @@ def test_full_and_incremental_backups_restore_identical_bytes(cloud: CloudRunner
     new = wait_status(cloud, "volume", f"{name}-new", "available")
     assert new["id"] == restored["volume_id"]
     assert digest(volume_file(cloud, new["id"])) == incr_digest
+    assert new["metadata"] == {"tier": "gold"}  # the backed-up volume's metadata
     assert wait_backup(cloud, incr["id"], "available")
 
     # The full one onto the original volume: the bytes it had before the change.
     cloud.openstack("volume", "backup", "restore", full["id"], volume["id"], "--force")
     assert wait_status(cloud, "volume", name, "available")
     assert digest(path) == full_digest
+
+    # A volume created from a backup (3.47): the same bytes, the same metadata.
+    cloud.openstack("--os-volume-api-version", "3.47", "volume", "create", "--backup",
+                    incr["id"], f"{name}-from", "-f", "json")  # fmt: skip
+    made = wait_status(cloud, "volume", f"{name}-from", "available")
+    assert digest(volume_file(cloud, made["id"])) == incr_digest
+    cloud.openstack("volume", "delete", made["id"])
 
     listed = cloud.openstack("volume", "backup", "list", "--volume", volume["id"], "-f", "json")
     assert {b["ID"] for b in listed} == {full["id"], incr["id"]}

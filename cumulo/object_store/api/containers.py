@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cumulo.common.openapi import describes
+from cumulo.object_store.api import objects, staticweb
 from cumulo.object_store.api.bulk import extract_archive
 from cumulo.object_store.api.common import (
     acl_allows,
@@ -93,6 +94,11 @@ async def container(request: Request) -> Response:
     if is_form_post(request):
         return await form_post(request, account, name, "")
     caller = await caller_for(request, account)
+    if staticweb.applies(request, caller):
+        read = objects.object_reader(caller, account, name)
+        page = await staticweb.serve_container(request, caller, account, name, read)
+        if page is not None:
+            return page
     store = store_of(request)
     method = request.method
     if method == "PUT" and "extract-archive" in request.query_params:

@@ -12,6 +12,7 @@ from cumulo.object_store.api import (
     bulk,
     formpost,
     large_objects,
+    staticweb,
     symlinks,
     tempurl,
     versioning,
@@ -63,6 +64,7 @@ def capabilities(request: Request) -> dict:
         "versioned_writes": versioning.info(),
         "account_quotas": {},
         "dlo": {"max_segments": large_objects.MAX_DLO_SEGMENTS},
+        "staticweb": staticweb.info(),
         "symlink": symlinks.info(),
     }
 

@@ -9,7 +9,7 @@ from urllib.parse import unquote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cumulo.object_store.api import formpost, quotas, symlinks, tempurl, versioning
+from cumulo.object_store.api import formpost, quotas, staticweb, symlinks, tempurl, versioning
 from cumulo.object_store.api import large_object_requests as large
 from cumulo.object_store.api.bulk import extract_archive
 from cumulo.object_store.api.common import (
@@ -56,7 +56,19 @@ async def obj(request: Request) -> Response:
     if tempurl.is_tempurl(request):
         return await _with_tempurl(request, account, container, name)
     caller = await caller_for(request, account)
+    if staticweb.applies(request, caller):
+        read = object_reader(caller, account, container)
+        return await staticweb.serve_object(request, caller, account, container, name, read)
     return await _object_request(request, caller, account, container, name)
+
+
+def object_reader(caller: Caller, account: str, container: str) -> staticweb.ReadObject:
+    """A GET (HEAD) of the container's objects by this caller, for static web pages."""
+
+    async def read(request: Request, name: str) -> Response:
+        return await _get(request, caller, account, container, name)
+
+    return read
 
 
 async def _with_tempurl(request: Request, account: str, container: str, name: str):

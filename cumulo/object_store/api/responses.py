@@ -120,6 +120,12 @@ class ObjectBody:
     def drop_headers(self, matches) -> None:
         self.headers = [(k, v) for k, v in self.headers if not matches(k.decode())]
 
+    def close(self) -> None:
+        """Let go of the open segment when the answer is not sent after all."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
     def _fd(self, index: int) -> int:
         if index not in self._fds:
             self._fds[index] = os.open(self.segments[index][0], os.O_RDONLY)
@@ -152,5 +158,4 @@ class ObjectBody:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         finally:
-            for fd in self._fds.values():
-                os.close(fd)
+            self.close()

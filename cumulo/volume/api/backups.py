@@ -39,7 +39,7 @@ from cumulo.volume.api.common import (
 )
 from cumulo.volume.api.metadata import check_metadata
 from cumulo.volume.api.volumes import volume_type_for
-from cumulo.volume.backup_store import object_prefix
+from cumulo.volume.backup_store import backup_chain, object_prefix
 from cumulo.volume.models import Backup, Snapshot, Volume
 from cumulo.volume.scheduler import RequestSpec, place
 
@@ -349,7 +349,7 @@ async def restore_backup(request: Request) -> Response:
         assert row is not None
         if row.status != states.AVAILABLE:
             raise BadRequest("Invalid backup: Backup status must be available")
-        chain = await _chain(session, row)
+        chain = await backup_chain(session, row)
         if create:
             volume_id = str(uuid.uuid4())
             await quotas.check(session, service.config.volume.quota, ctx.project_id or "",
@@ -392,19 +392,6 @@ async def restore_backup(request: Request) -> Response:
     )  # fmt: skip
     body = {"backup_id": backup.id, "volume_id": volume_id, "volume_name": volume_name or ""}
     return json({"restore": body}, 202)
-
-
-async def _chain(session: Any, backup: Backup) -> list[list[str]]:
-    """[container, prefix] of the backups to apply, from the full one to `backup`."""
-    chain = [[backup.container, backup.object_prefix]]
-    parent_id = backup.parent_id
-    while parent_id is not None:
-        parent = await session.get(Backup, parent_id)
-        if parent is None:
-            raise BadRequest(f"Invalid backup: its parent backup {parent_id} is gone.")
-        chain.insert(0, [parent.container, parent.object_prefix])
-        parent_id = parent.parent_id
-    return chain
 
 
 async def reset_backup_status(request: Request, backup_id: str, args: Any) -> Response:

@@ -35,9 +35,11 @@ from cumulo.volume.api.common import (
     sort_keys,
 )
 from cumulo.volume.api.metadata import MetadataRoutes, check_metadata
+from cumulo.volume.backup_store import backup_chain
 from cumulo.volume.drivers.driver import GiB
 from cumulo.volume.models import (
     Attachment,
+    Backup,
     Group,
     GroupVolumeType,
     Snapshot,
@@ -268,12 +270,11 @@ async def create_volume(request: Request) -> Response:
     snapshot_id = _text(spec, "snapshot_id")
     source_volid = _text(spec, "source_volid")
     image_ref = _text(spec, "imageRef", "image_id")
-    if spec.get("backup_id"):
-        raise BadRequest("Invalid input received: volume backups are not supported.")
-    if sum(bool(x) for x in (snapshot_id, source_volid, image_ref)) > 1:
+    backup_id = _text(spec, "backup_id") if at_least(request, 3, 47) else None
+    if sum(bool(x) for x in (snapshot_id, source_volid, image_ref, backup_id)) > 1:
         raise BadRequest(
-            "Invalid input received: only one of snapshot_id, source_volid and imageRef "
-            "may be given."
+            "Invalid input received: only one of snapshot_id, source_volid, imageRef and "
+            "backup_id may be given."
         )
     size = None if spec.get("size") is None else parse_int(spec["size"], "size", minimum=1)
     multiattach = (
@@ -337,6 +338,22 @@ async def create_volume(request: Request) -> Response:
                     )
                 )
                 inherited = {m.key: m.value for m in image_meta_rows}
+        backup = chain = None
+        if backup_id:
+            backup = await session.get(Backup, backup_id)
+            if backup is None or (
+                backup.project_id != ctx.project_id and not service.is_admin(ctx)
+            ):
+                raise NotFound(f"Backup {backup_id} could not be found.")
+            if backup.status != states.AVAILABLE:
+                raise BadRequest("Invalid backup: Backup status must be available")
+            size = size or backup.size
+            if size < backup.size:
+                raise BadRequest(
+                    f"Invalid input received: Volume size {size}GB cannot be smaller than "
+                    f"the backup size {backup.size}GB."
+                )
+            chain = await backup_chain(session, backup)
         group_id = _text(spec, "group_id")
         if group_id:
             await check_group_member(session, ctx, service, group_id, vtype.id)
@@ -354,6 +371,8 @@ async def create_volume(request: Request) -> Response:
         best, backends = await place(
             session, volume_id, request_spec, service.config.volume.service_down_time
         )
+        if backup is not None and best is not None:
+            backup.status, backup.updated_at = states.RESTORING, utcnow()
         # Zones: the configured one and every one a backend reports from.
         if zone not in {service.config.volume.availability_zone}.union(
             b.availability_zone for b in backends
@@ -368,7 +387,9 @@ async def create_volume(request: Request) -> Response:
                 description=description,
                 size=size,
                 # No valid backend: error at once, nothing to make (Cinder's outcome).
-                status=states.CREATING if best else states.ERROR,
+                status=(states.RESTORING_BACKUP if backup else states.CREATING)
+                if best
+                else states.ERROR,
                 availability_zone=zone,
                 type_id=vtype.id,
                 host=best.pool_host if best else "",
@@ -397,7 +418,13 @@ async def create_volume(request: Request) -> Response:
         for key, value in image_meta.items():
             session.add(VolumeMetadata(volume_id=volume_id, kind="image", key=key, value=value))
     try:
-        if best is not None:
+        if best is not None and backup is not None:
+            # Made and filled by the restore (3.47), as `backup restore` to a new volume.
+            await service.volume_rpc.restore_backup(
+                ctx.to_dict(), best.pool_host, backup.id, volume_id=volume_id, chain=chain,
+                size=backup.size, create=True,
+            )  # fmt: skip
+        elif best is not None:
             await service.volume_rpc.create_volume(
                 ctx.to_dict(),
                 best.pool_host,
@@ -413,6 +440,12 @@ async def create_volume(request: Request) -> Response:
             await session.execute(
                 update(Volume).where(Volume.id == volume_id).values(status=states.ERROR)
             )
+            if backup is not None:
+                await session.execute(
+                    update(Backup)
+                    .where(Backup.id == backup.id, Backup.status == states.RESTORING)
+                    .values(status=states.AVAILABLE)
+                )
     return accepted(await volume_response(request, ctx, volume_id, extended=False))
 
 
