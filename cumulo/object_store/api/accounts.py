@@ -94,7 +94,11 @@ async def account(request: Request) -> Response:
     query, children_only = listing_query(request, store.config.account_listing_limit)
     info, rows = await store.proxy.account_listing(name, query)
     fmt = listing_format(request)
-    entries = [container_entry(r) for r in rows if not (children_only and "subdir" in r)]
+    entries = [
+        container_entry(r) for r in rows
+        if not (children_only and "subdir" in r)
+        and not r.get("name", "").startswith("\x00")  # object versioning's hidden ones
+    ]  # fmt: skip
     headers = {**account_headers(request, info), "Content-Type": CONTENT_TYPES[fmt]}
     if not entries and fmt == "plain":
         return Response(b"", status_code=204, headers=headers)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from starlette.requests import Request
 from starlette.responses import Response
 
 from cumulo.common.openapi import describes
-from cumulo.object_store.api import objects, staticweb
+from cumulo.object_store.api import object_versioning, objects, staticweb
 from cumulo.object_store.api.bulk import extract_archive
 from cumulo.object_store.api.common import (
     acl_allows,
@@ -108,16 +110,21 @@ async def container(request: Request) -> Response:
     if method in ("POST", "DELETE"):
         require_owner(caller)
         if method == "DELETE":
+            hidden = await object_versioning.before_container_delete(request, account, name)
             await store.proxy.container_delete(account, name)
+            if hidden is not None:  # the versions' container goes with it
+                with contextlib.suppress(SwiftError):
+                    await store.proxy.container_delete(account, hidden)
             return empty(request, 204)
         check_metadata(request.headers, "container")
         check_container_quota_headers(request)
         check_flags(request)
-        if (await store.proxy.container_info(account, name)).status != 200:
+        info = await store.proxy.container_info(account, name)
+        if info.status != 200 or info.policy is None:
             raise SwiftError(404)
-        await store.proxy.container_post(
-            account, name, metadata_updates(request, "container", SYSTEM_HEADERS)
-        )
+        updates = metadata_updates(request, "container", SYSTEM_HEADERS)
+        updates |= await object_versioning.configure(request, account, name, info.policy)
+        await store.proxy.container_post(account, name, updates)
         return empty(request, 204)
     info = await store.proxy.container_info(account, name, fresh=True)
     if not caller.owner:
@@ -138,6 +145,8 @@ async def container(request: Request) -> Response:
             headers.pop(hidden, None)
     if method == "HEAD":
         return empty(request, 204, {**headers, "Content-Length": "0"})
+    if "versions" in request.query_params:
+        return await object_versioning.listing(request, account, name, headers)
     query, children_only = listing_query(request, store.config.container_listing_limit)
     found = await store.proxy.container_listing(account, name, query)
     if found is None:
@@ -172,5 +181,6 @@ async def _put(request: Request, caller, account: str, name: str) -> Response:
     else:
         policy = store.policies.default
     updates = metadata_updates(request, "container", SYSTEM_HEADERS)
+    updates |= await object_versioning.configure(request, account, name, policy)
     status = await store.proxy.container_put(account, name, policy, updates)
     return empty(request, status)

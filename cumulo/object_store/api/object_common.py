@@ -46,6 +46,16 @@ async def open_object(request: Request, policy: StoragePolicy, account, containe
     return stored
 
 
+# Request scope: what the object a PUT makes keeps besides its request's metadata (the
+# version id object versioning gives it).
+PUT_METADATA = "cumulo.put_metadata"
+VERSION_ID = "X-Object-Sysmeta-Version-Id"
+
+
+def put_metadata(request: Request) -> dict[str, str]:
+    return request.scope.get(PUT_METADATA, {})
+
+
 # What the S3 front keeps beside an object (its multipart ETag, storage class).
 S3_SYSMETA = "x-object-sysmeta-s3api-"
 
@@ -101,7 +111,7 @@ async def put_bytes(
         account,
         container,
         name,
-        metadata,
+        {**metadata, **put_metadata(request)},
         body(),
         max_size=store.config.max_file_size,
         expected_etag=None,
@@ -120,6 +130,7 @@ def created(request: Request, stored: dict, extra: dict | None = None) -> Respon
         {
             "ETag": f'"{stored[SLO_ETAG]}"' if SLO_ETAG in stored else stored["ETag"],
             "Last-Modified": timestamps.http_date(stored["X-Timestamp"]),
+            **({"X-Object-Version-Id": stored[VERSION_ID]} if VERSION_ID in stored else {}),
             **(extra or {}),
         },
     )

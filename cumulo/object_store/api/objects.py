@@ -9,7 +9,15 @@ from urllib.parse import unquote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cumulo.object_store.api import formpost, quotas, staticweb, symlinks, tempurl, versioning
+from cumulo.object_store.api import (
+    formpost,
+    object_versioning,
+    quotas,
+    staticweb,
+    symlinks,
+    tempurl,
+    versioning,
+)
 from cumulo.object_store.api import large_object_requests as large
 from cumulo.object_store.api.bulk import extract_archive
 from cumulo.object_store.api.common import (
@@ -24,6 +32,7 @@ from cumulo.object_store.api.object_common import (
     content_type,
     created,
     open_object,
+    put_metadata,
     user_metadata,
 )
 from cumulo.object_store.api.responses import ObjectBody, Unsatisfiable, parse_range
@@ -104,6 +113,7 @@ async def _object_request(
     if method == "PUT" and "extract-archive" in request.query_params:
         return await extract_archive(request, caller, account, f"{container}/{name}")
     if method == "PUT":
+        await object_versioning.before_put(request, policy, account, container, name)
         await versioning.archive_current(request, caller, policy, account, container, name)
         if "x-symlink-target" in request.headers:
             return await symlinks.put_link(request, caller, policy, account, container, name)
@@ -131,10 +141,14 @@ async def _object_request(
             )
         return await _copy(request, (account, container, name), (dest_account, *dest))
     if method == "POST":
+        object_versioning.refuse_version_id(request)
         return await _post(request, policy, account, container, name)
     if method == "DELETE":
         if request.query_params.get("multipart-manifest") == "delete":
             return await large.delete_manifest(request, caller, policy, account, container, name)
+        versioned = await object_versioning.delete(request, policy, account, container, name)
+        if versioned is not None:
+            return versioned
         if await versioning.delete_restoring(request, caller, policy, account, container, name):
             return empty(request, 204)
         await versioning.archive_current(request, caller, policy, account, container, name)
@@ -168,6 +182,7 @@ def object_headers(request: Request, stored: StoredObject) -> dict[str, str]:
         and not k.startswith(SYSMETA)
         and (v != "" or k.startswith("X-Object-Meta-"))
     }
+    headers.update(object_versioning.response_headers(meta))
     headers.update(
         {
             "ETag": meta["ETag"],
@@ -217,7 +232,10 @@ def check_conditions(request: Request, etag: str, headers: dict[str, str]) -> No
 
 async def _get(request: Request, caller: Caller, account: str, container: str, name: str):
     policy = await container_policy(request, caller, account, container, "X-Container-Read")
-    stored = await open_object(request, policy, account, container, name)
+    if "version-id" in request.query_params:
+        stored = await object_versioning.open_version(request, policy, account, container, name)
+    else:
+        stored = await open_object(request, policy, account, container, name)
     if stored is None:
         if "if-match" in request.headers:
             raise SwiftError(412)
@@ -305,7 +323,7 @@ async def _put(
         account,
         container,
         name,
-        metadata,
+        {**metadata, **put_metadata(request)},
         request.stream(),
         max_size=max_size,
         expected_etag=request.headers.get("etag"),
@@ -382,7 +400,7 @@ async def _copy(request: Request, source: tuple[str, str, str], dest: tuple[str,
         dest_account,
         dest_container,
         dest_name,
-        metadata,
+        {**metadata, **put_metadata(request)},
         body(),
         max_size=store.config.max_file_size,
         expected_etag=None,

@@ -55,9 +55,11 @@ async def copy_object(
     account: str,
     container: str,
     name: str,
+    extra: dict[str, str] | None = None,
 ) -> None:
-    """Store a replica's bytes and metadata (an SLO's manifest as it is) under a new name."""
-    metadata = {k: v for k, v in stored.metadata.items() if k not in KEPT}
+    """Store a replica's bytes and metadata (an SLO's manifest as it is) under a new name
+    (with `extra` metadata over them)."""
+    metadata = {k: v for k, v in stored.metadata.items() if k not in KEPT} | (extra or {})
     path = stored.path
 
     async def body() -> AsyncIterator[bytes]:
