@@ -20,6 +20,7 @@ from cumulo.common.faults import ApiError, render_identity
 from cumulo.common.identity_client import IdentityClient
 from cumulo.common.openapi import describes
 from cumulo.object_store.api import accounts, containers, info, objects
+from cumulo.object_store.api.cors import SwiftCors
 from cumulo.object_store.core import ObjectStore
 from cumulo.object_store.errors import SwiftError, as_swift_error
 from cumulo.object_store.s3.gateway import S3Gateway
@@ -122,6 +123,8 @@ def create_object_store_app(store: ObjectStore) -> Starlette:
     app.add_exception_handler(ApiError, on_error)
     app.add_exception_handler(HTTPException, on_error)
     app.router.redirect_slashes = False
+    # Cross-origin answers and preflights for containers and objects (Swift's CORS).
+    app.add_middleware(SwiftCors, store=store)
     # Outside the request id middleware: it sees (and replaces) the id that one adds.
     app.add_middleware(TransIdMiddleware)
     app.state.object_store = store

@@ -413,3 +413,67 @@ def test_a_temp_url_follows_links_only_inside_its_container(http, anonymous):
     )
     assert made.status_code == 400
     assert made.text == "The header 'X-Symlink-Target' is not allowed in this tempurl"
+
+
+# -- CORS --------------------------------------------------------------------------------
+
+
+def test_cors_preflight_and_answers_follow_the_containers_origins(http, anonymous):
+    name = unique("cors")
+    page = "https://app.example"
+    assert http.put(name, headers={
+        "X-Container-Meta-Access-Control-Allow-Origin": f"{page} https://other.example",
+        "X-Container-Meta-Access-Control-Max-Age": "600",
+        "X-Container-Meta-Access-Control-Expose-Headers": "X-Custom-Thing",
+        "X-Container-Read": ".r:*",
+    }).status_code == 201  # fmt: skip
+    assert (
+        http.put(f"{name}/o", content=b"hi", headers={"X-Object-Meta-Color": "blue"}).status_code
+        == 201
+    )
+
+    # A browser's preflight before a PUT with a token.
+    pre = anonymous.options(f"{name}/o", headers={
+        "Origin": page, "Access-Control-Request-Method": "PUT",
+        "Access-Control-Request-Headers": "x-auth-token, content-type",
+    })  # fmt: skip
+    assert pre.status_code == 200
+    assert pre.headers["Access-Control-Allow-Origin"] == page
+    assert "PUT" in pre.headers["Access-Control-Allow-Methods"]
+    assert pre.headers["Access-Control-Allow-Headers"] == "x-auth-token, content-type"
+    assert pre.headers["Access-Control-Max-Age"] == "600"
+    # Another origin, or a method Swift does not have: 401.
+    other = anonymous.options(f"{name}/o", headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})  # fmt: skip
+    assert other.status_code == 401 and "Access-Control-Allow-Origin" not in other.headers
+    bad = anonymous.options(f"{name}/o", headers={
+        "Origin": page, "Access-Control-Request-Method": "TRACE"})  # fmt: skip
+    assert bad.status_code == 401
+    # No Origin: a plain OPTIONS, what methods there are.
+    plain = anonymous.options(f"{name}/o")
+    assert plain.status_code == 200 and "GET" in plain.headers["Allow"]
+
+    # The actual request: the origin allowed, the headers a script may read listed.
+    got = anonymous.get(f"{name}/o", headers={"Origin": page})
+    assert got.status_code == 200 and got.content == b"hi"
+    assert got.headers["Access-Control-Allow-Origin"] == page
+    exposed = got.headers["Access-Control-Expose-Headers"]
+    for header in ("etag", "x-object-meta-color", "x-custom-thing", "x-trans-id"):
+        assert header in exposed
+    # Errors carry them too (a script sees the 404); other origins get none.
+    missing = anonymous.get(f"{name}/nothing", headers={"Origin": page})
+    assert missing.status_code == 404 and missing.headers["Access-Control-Allow-Origin"] == page
+    foreign = anonymous.get(f"{name}/o", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in foreign.headers
+
+    # "*" allows every origin; a container without the setting allows none.
+    http.post(name, headers={"X-Container-Meta-Access-Control-Allow-Origin": "*"})
+    star = anonymous.get(f"{name}/o", headers={"Origin": "https://any.example"})
+    assert star.headers["Access-Control-Allow-Origin"] == "*"
+    plain_name = unique("nocors")
+    http.put(plain_name, headers={"X-Container-Read": ".r:*"})
+    http.put(f"{plain_name}/o", content=b"x")
+    none = anonymous.get(f"{plain_name}/o", headers={"Origin": page})
+    assert "Access-Control-Allow-Origin" not in none.headers
+    assert anonymous.options(f"{plain_name}/o", headers={
+        "Origin": page, "Access-Control-Request-Method": "GET"}).status_code == 401  # fmt: skip
