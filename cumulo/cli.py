@@ -422,13 +422,14 @@ def host_token_create(state_dir: Path | None, ttl: float, uses: int) -> None:
     )
 
 
-def _object_store_group() -> click.Group:
-    from cumulo.object_store.cli import object_store
+def _object_store_commands() -> list[click.Command]:
+    from cumulo.object_store.cli import object_server, object_store
 
-    return object_store
+    return [object_store, object_server]
 
 
-main.add_command(_object_store_group())
+for _command in _object_store_commands():
+    main.add_command(_command)
 
 
 @main.group()

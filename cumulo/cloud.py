@@ -41,6 +41,7 @@ from cumulo.network.dataplane.metadata_proxy import start_metadata_proxies
 from cumulo.network.nova_notifier import NovaNotifier
 from cumulo.object_store.app import create_object_store_app, open_object_store
 from cumulo.object_store.core import ObjectStore
+from cumulo.object_store.storage.server import create_storage_app
 from cumulo.volume.app import create_volume_app, open_volume_service
 from cumulo.volume.core import VolumeService
 
@@ -245,6 +246,12 @@ class Cloud:
                 self.config.ports.novncproxy,
             ),
         }
+        if self.config.object_store.storage_port:
+            # This host's devices for the other storage hosts (cumulo object-server's API).
+            apps["object-server"] = (
+                create_storage_app(self.object_store.node),
+                self.config.object_store.storage_port,
+            )
         # The web dashboard calls the APIs above in-process, with each user's token.
         apps["dashboard"] = (
             create_dashboard_app(in_process_apis(apps)),

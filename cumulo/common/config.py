@@ -351,6 +351,11 @@ class ObjectStoreConfig(_Section):
     # What `cumulo up` creates when there is no ring: this many devices d0, d1, ...
     # under `devices`, partition power and minimum hours between moves of a partition.
     device_count: int = Field(3, ge=1)
+    # Several hosts: the port where `cumulo up` serves this host's devices to the other
+    # hosts' object servers (as `cumulo object-server` does on a storage host; give it
+    # this address in the ring); 0: not served (every ring device is on this host).
+    # No authentication: reachable from the storage network only.
+    storage_port: int = Field(0, ge=0, le=65535)
     part_power: int = Field(10, ge=0, le=24)
     min_part_hours: int = Field(1, ge=0)
     policies: list[StoragePolicyConfig] = Field(

@@ -170,16 +170,89 @@ def ring_show(state_dir, name) -> None:
     console.print(table)
 
 
+devices_option = click.option(
+    "--devices",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="A storage host's device directories (default: the cloud's, [object_store] devices).",
+)
+bind_option = click.option(
+    "--bind",
+    default=None,
+    metavar="IP:PORT",
+    help="The address the ring gives this storage host's devices.",
+)
+
+
+def _store(state_dir: Path | None, devices: Path | None, bind: str | None):
+    from cumulo.object_store.core import ObjectStore
+
+    sd = resolve_state_dir(state_dir)
+    config = load_config(sd)
+    if devices is None:
+        return ObjectStore(config, sd, None)
+    if bind is None:
+        raise click.UsageError("--devices needs --bind (the address the ring names for them)")
+    if not (rings_dir(config, sd) / "account.ring.json").exists():
+        raise click.ClickException(f"no rings in {rings_dir(config, sd)}: copy the cloud's")
+    return ObjectStore(config, sd, None, devices=devices, local_addresses={bind})
+
+
 @object_store.command("run-once")
 @state_dir_option
+@devices_option
+@bind_option
 @click.argument("daemon", type=click.Choice(["replicator", "auditor", "updater", "expirer"]))
-def run_once_command(state_dir, daemon) -> None:
+def run_once_command(state_dir, devices, bind, daemon) -> None:
     """One pass of a storage daemon over this host's devices (beside a running cloud too)."""
     import asyncio
 
-    from cumulo.object_store.core import ObjectStore
     from cumulo.object_store.daemons.runner import run_once
 
-    sd = resolve_state_dir(state_dir)
-    store = ObjectStore(load_config(sd), sd, None)
+    store = _store(state_dir, devices, bind)
     console.print(f"{daemon}: {asyncio.run(run_once(store, daemon))}")
+
+
+@click.command("object-server")
+@state_dir_option
+@click.option(
+    "--devices",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="This storage host's device directories (one per ring device name).",
+)
+@click.option(
+    "--bind",
+    required=True,
+    metavar="IP:PORT",
+    help="Where to serve them: the address the ring gives these devices.",
+)
+@click.option("--no-daemons", is_flag=True, help="No replicator, auditor or updater here.")
+def object_server(state_dir, devices, bind, no_daemons) -> None:
+    """Serve a storage host's devices: its account, container and object servers for the
+    proxies (which find them through the ring's ip:port), and its replicator, auditor
+    and updater. The state dir holds the cloud's cumulo.toml (its hash path prefix and
+    suffix) and its rings (copied from the proxy host after each rebalance)."""
+    import asyncio
+
+    import uvicorn
+
+    from cumulo.object_store.storage.server import create_storage_app
+
+    store = _store(state_dir, devices, bind)
+    host, _, port = bind.rpartition(":")
+
+    async def serve() -> None:
+        server = uvicorn.Server(uvicorn.Config(
+            create_storage_app(store.node), host=host.strip("[]"), port=int(port),
+            log_level="warning", access_log=False,
+        ))  # fmt: skip
+        if not no_daemons:  # the expirer runs beside the proxies, once per cloud
+            store.start_daemons(("replicator", "auditor", "updater"))
+        console.print(f"object server: devices {devices} on {bind}")
+        try:
+            await server.serve()
+        finally:
+            await store.close()
+
+    asyncio.run(serve())

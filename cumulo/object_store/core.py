@@ -12,30 +12,48 @@ from cumulo.object_store.proxy import Proxy
 from cumulo.object_store.ring import Ring
 from cumulo.object_store.ring.setup import devices_dir, ensure_default_rings, rings_dir
 from cumulo.object_store.storage.node import StorageNode
+from cumulo.object_store.storage.remote import NodeRouter
 
 
 class ObjectStore:
     def __init__(
-        self, config: CumuloConfig, state_dir: Path, validator: TokenValidator | None
+        self,
+        config: CumuloConfig,
+        state_dir: Path,
+        validator: TokenValidator | None,
+        *,
+        devices: Path | None = None,
+        local_addresses: set[str] | None = None,
     ) -> None:
+        """devices: this host's device directories (default: the config's); local_addresses:
+        the `ip:port`s the ring names for them (default: the proxy's own port), other
+        devices are other hosts' `cumulo object-server`s."""
         self.cloud_config = config
         self.config: ObjectStoreConfig = config.object_store
         self.state_dir = state_dir
         self.validator = validator
         osc = self.config
-        ensure_default_rings(config, state_dir)
+        if devices is None:  # the all-in-one host: its rings are made when there are none
+            ensure_default_rings(config, state_dir)
         rings = rings_dir(config, state_dir)
         prefix, suffix = osc.hash_path_prefix, osc.hash_path_suffix
         self.account_ring = Ring(rings / "account.ring.json", prefix, suffix)
         self.container_ring = Ring(rings / "container.ring.json", prefix, suffix)
         self.policies = StoragePolicies(osc.policies, rings, prefix, suffix)
-        self.node = StorageNode(devices_dir(config, state_dir), prefix, suffix)
-        self.proxy = Proxy(self.node, self.account_ring, self.container_ring, self.policies)
+        self.node = StorageNode(devices or devices_dir(config, state_dir), prefix, suffix)
+        if local_addresses is None:  # the proxy's own port, and its storage port
+            hosts = {config.catalog_host, "127.0.0.1", "localhost", "::1"}
+            ports = {config.ports.object_store, osc.storage_port} - {0}
+            local_addresses = {f"{host}:{port}" for host in hosts for port in ports}
+        self.router = NodeRouter(self.node, local_addresses, state_dir / "object-store" / "tmp")
+        self.proxy = Proxy(
+            self.node, self.account_ring, self.container_ring, self.policies, self.router
+        )
 
-    def start_daemons(self) -> None:
-        from cumulo.object_store.daemons.runner import StorageDaemons
+    def start_daemons(self, names: tuple[str, ...] | None = None) -> None:
+        from cumulo.object_store.daemons.runner import DAEMONS, StorageDaemons
 
-        self.daemons = StorageDaemons(self)
+        self.daemons = StorageDaemons(self, names or DAEMONS)
         self.daemons.start()
 
     async def close(self) -> None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from cumulo.object_store.errors import SwiftError
@@ -28,6 +29,7 @@ from cumulo.object_store.storage.diskfile import (
     StoredObject,
 )
 from cumulo.object_store.storage.node import ContainerUpdate, Location, StorageNode
+from cumulo.object_store.storage.remote import NodeRouter
 
 T = TypeVar("T")
 
@@ -77,8 +79,11 @@ class Proxy:
         account_ring: Ring,
         container_ring: Ring,
         policies: StoragePolicies,
+        router: NodeRouter | None = None,
     ) -> None:
         self.node = node
+        # Devices on other hosts are reached over HTTP (all local without a router).
+        self.router = router or NodeRouter(node, set(), Path("/nonexistent"), all_local=True)
         self.account_ring = account_ring
         self.container_ring = container_ring
         self.policies = policies
@@ -87,6 +92,9 @@ class Proxy:
         # more threads than the default pool's few (which would queue them behind each other).
         self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="object-io")
         self._container_cache: dict[tuple[str, str], tuple[float, ContainerInfo]] = {}
+
+    def _node(self, at: Location) -> Any:
+        return self.router.node_for(at)
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -113,7 +121,7 @@ class Proxy:
         async def one(replica: int) -> None:
             for node in candidates:
                 try:
-                    at = Location(node.device, part)
+                    at = self.router.location(node, part)
                     results.append(await self._io(call, at, replica))
                     return
                 except NODE_ERRORS:
@@ -126,7 +134,7 @@ class Proxy:
         """The first node's answer that is not missing (primaries, then handoffs)."""
         for node in self._candidates(ring, part):
             try:
-                return await self._io(call, Location(node.device, part))
+                return await self._io(call, self.router.location(node, part))
             except (ObjectMissing, DatabaseMissing):
                 continue
             except OSError:
@@ -135,7 +143,7 @@ class Proxy:
 
     def _account_locations(self, account: str) -> list[Location]:
         part, nodes = self.account_ring.get_nodes(account)
-        return [Location(n.device, part) for n in nodes]
+        return [self.router.location(n, part) for n in nodes]
 
     # -- accounts ---------------------------------------------------------------------
 
@@ -143,7 +151,7 @@ class Proxy:
         part = self.account_ring.get_part(account)
 
         def read(at: Location) -> dict[str, Any]:
-            broker = self.node.account_broker(at, account)
+            broker = self._node(at).account_broker(at, account)
             if not broker.exists():
                 raise DatabaseMissing(account)
             return broker.info()
@@ -154,7 +162,7 @@ class Proxy:
         part = self.account_ring.get_part(account)
 
         def read(at: Location) -> tuple[dict, list]:
-            broker = self.node.account_broker(at, account)
+            broker = self._node(at).account_broker(at, account)
             if not broker.exists():
                 raise DatabaseMissing(account)
             return broker.info(), broker.list_containers(**query)
@@ -170,7 +178,7 @@ class Proxy:
         done = await self._on_nodes(
             self.account_ring,
             part,
-            lambda at, _r: self.node.account_update_metadata(at, account, timestamp, stamped),
+            lambda at, _r: self._node(at).account_update_metadata(at, account, timestamp, stamped),
             replicas,
         )
         if len(done) < quorum(replicas):
@@ -192,7 +200,7 @@ class Proxy:
         part = self.container_ring.get_part(account, container)
 
         def read(at: Location) -> dict[str, Any]:
-            broker = self.node.container_broker(at, account, container)
+            broker = self._node(at).container_broker(at, account, container)
             if not broker.exists():
                 raise DatabaseMissing(container)
             return broker.info()
@@ -221,7 +229,7 @@ class Proxy:
         part = self.container_ring.get_part(account, container)
 
         def read(at: Location) -> tuple[dict, list]:
-            broker = self.node.container_broker(at, account, container)
+            broker = self._node(at).container_broker(at, account, container)
             if not broker.exists():
                 raise DatabaseMissing(container)
             info = broker.info()
@@ -243,7 +251,7 @@ class Proxy:
 
         def put(at: Location, replica: int) -> str:
             account_at = accounts[replica % len(accounts)]
-            return self.node.container_put(
+            return self._node(at).container_put(
                 at, account, container, timestamp, policy.index, stamped, account_at
             )
 
@@ -261,7 +269,7 @@ class Proxy:
         part = self.container_ring.get_part(account, container)
 
         def post(at: Location, _replica: int) -> None:
-            broker = self.node.container_broker(at, account, container)
+            broker = self._node(at).container_broker(at, account, container)
             if not broker.exists():
                 raise DatabaseMissing(container)
             broker.update_metadata(stamped)
@@ -280,7 +288,7 @@ class Proxy:
 
         def delete(at: Location, replica: int) -> str:
             account_at = accounts[replica % len(accounts)]
-            return self.node.container_delete(at, account, container, timestamp, account_at)
+            return self._node(at).container_delete(at, account, container, timestamp, account_at)
 
         results = await self._on_nodes(self.container_ring, part, delete, replicas)
         self.forget_container(account, container)
@@ -303,7 +311,7 @@ class Proxy:
         accounts = self._account_locations(account)
         node = cnodes[replica % len(cnodes)]
         return ContainerUpdate(
-            Location(node.device, cpart),
+            self.router.location(node, cpart),
             accounts[replica % len(accounts)],
             account,
             container,
@@ -335,9 +343,9 @@ class Proxy:
             for node in candidates:
                 if len(writers) == replicas:
                     break
-                at = Location(node.device, part)
+                at = self.router.location(node, part)
                 try:
-                    writers.append((at, self.node.object_writer(at, policy.index, name_hash)))
+                    writers.append((at, self._node(at).object_writer(at, policy.index, name_hash)))
                 except OSError:
                     self.errors.record(node)
             return writers
@@ -392,7 +400,7 @@ class Proxy:
         async def commit(replica: int, at: Location, writer: ObjectWriter) -> bool:
             update = self._update(account, container, record, replica)
             try:
-                await self._io(self.node.object_commit, at, writer, metadata, update)
+                await self._io(self._node(at).object_commit, at, writer, metadata, update)
                 return True
             except OSError:
                 await self._io(writer.abort)
@@ -408,7 +416,7 @@ class Proxy:
     ) -> StoredObject | None:
         name_hash, part = self._object_locations(policy, account, container, obj)
         return await self._first(
-            policy.ring, part, lambda at: self.node.object_open(at, policy.index, name_hash)
+            policy.ring, part, lambda at: self._node(at).object_open(at, policy.index, name_hash)
         )
 
     async def object_post(
@@ -420,7 +428,9 @@ class Proxy:
         done = await self._on_nodes(
             policy.ring,
             part,
-            lambda at, _r: self.node.object_post(at, policy.index, name_hash, timestamp, metadata),
+            lambda at, _r: self._node(at).object_post(
+                at, policy.index, name_hash, timestamp, metadata
+            ),
             replicas,
         )
         if not done:
@@ -446,7 +456,7 @@ class Proxy:
         results = await self._on_nodes(
             policy.ring,
             part,
-            lambda at, r: self.node.object_delete(
+            lambda at, r: self._node(at).object_delete(
                 at,
                 policy.index,
                 name_hash,

@@ -21,8 +21,17 @@ from cumulo.object_store.daemons.walk import hash_dirs, local_devices, partition
 from cumulo.object_store.ring import Ring
 from cumulo.object_store.storage import diskfile
 from cumulo.object_store.storage.databases import AccountBroker, ContainerBroker, forget
+from cumulo.object_store.storage.remote import RemoteNode
 
 LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A primary device on another host, reached through its object server."""
+
+    node: RemoteNode
+    device: str
 
 
 @dataclass
@@ -58,6 +67,7 @@ class Replicator:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
         self.devices = store.node.devices
+        self.router = store.router
 
     def run_once(self) -> ReplicationStats:
         stats = ReplicationStats()
@@ -75,8 +85,14 @@ class Replicator:
                     self._replicate_dbs(ring, device, kind, part, part_dir, broker, stats)
         return stats
 
-    def _peers(self, ring: Ring, device: Path, part: int) -> tuple[bool, list[Path]]:
-        primaries = [self.devices / n.device for n in ring.get_part_nodes(part)]
+    def _peers(self, ring: Ring, device: Path, part: int) -> tuple[bool, list[Path | Peer]]:
+        """Whether this device is a primary of the partition, and the other primaries:
+        a directory of this host, or a device of another host's object server."""
+        primaries: list[Path | Peer] = [
+            self.devices / n.device if self.router.is_local(n)
+            else Peer(self.router.node_for(self.router.location(n, part)), n.device)
+            for n in ring.get_part_nodes(part)
+        ]  # fmt: skip
         return device in primaries, [p for p in primaries if p != device]
 
     def _replicate_objects(self, ring, device, kind, part, part_dir, stats) -> None:
@@ -87,11 +103,15 @@ class Replicator:
             except FileNotFoundError:
                 continue
             home = True
+            relative = datadir.relative_to(device)
             for peer in peers:
+                if isinstance(peer, Peer):
+                    home &= self._push_remote(peer, datadir, relative, newest, stats)
+                    continue
                 if not peer.is_dir():
                     home = False
                     continue
-                target = peer / datadir.relative_to(device)
+                target = peer / relative
                 for name in newest:
                     if (target / name).exists() or self._peer_has_newer(target, name):
                         continue
@@ -106,6 +126,25 @@ class Replicator:
                 shutil.rmtree(datadir, ignore_errors=True)
                 remove_empty(datadir.parent, device / kind)
                 stats.removed += 1
+
+    @staticmethod
+    def _push_remote(
+        peer: Peer, datadir: Path, relative: Path, newest: list[str], stats: ReplicationStats
+    ) -> bool:
+        """The newest files another host's device lacks, sent over HTTP; False when the
+        host is down (the copy here stays until it is back)."""
+        try:
+            for name in peer.node.missing_files(peer.device, str(relative), newest):
+                src = datadir / name
+                peer.node.push_file(peer.device, str(relative / name), src,
+                                    diskfile.read_metadata(src))  # fmt: skip
+                stats.pushed += 1
+        except OSError as exc:
+            LOG.warning("replicating %s to %s on %s: %s", datadir, peer.device,
+                        peer.node.address, exc)  # fmt: skip
+            stats.failures += 1
+            return False
+        return True
 
     @staticmethod
     def _peer_has_newer(target: Path, name: str) -> bool:
@@ -125,6 +164,16 @@ class Replicator:
             dump = broker_cls(db).dump()
             home = True
             for peer in peers:
+                if isinstance(peer, Peer):
+                    try:
+                        peer.node.merge_db(peer.device, str(db.relative_to(device)), kind, dump)
+                        stats.pushed += 1
+                    except OSError as exc:
+                        LOG.warning("replicating %s to %s on %s: %s", db, peer.device,
+                                    peer.node.address, exc)  # fmt: skip
+                        stats.failures += 1
+                        home = False
+                    continue
                 if not peer.is_dir():
                     home = False
                     continue

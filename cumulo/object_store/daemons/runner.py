@@ -32,12 +32,13 @@ async def run_once(store: ObjectStore, name: str) -> Any:
 
 
 class StorageDaemons:
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, names: tuple[str, ...] = DAEMONS) -> None:
         self.store = store
+        self.names = names
         self.tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
-        for name in DAEMONS:
+        for name in self.names:
             interval = getattr(self.store.config, f"{name}_interval")
             if interval > 0:
                 self.tasks.append(asyncio.create_task(self._forever(name, interval)))

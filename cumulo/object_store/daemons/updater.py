@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from cumulo.object_store.core import ObjectStore
 from cumulo.object_store.daemons.walk import local_devices
 from cumulo.object_store.storage.databases import DatabaseMissing
-from cumulo.object_store.storage.diskfile import DeviceUnavailable
 from cumulo.object_store.storage.node import ContainerUpdate, Location
 
 LOG = logging.getLogger(__name__)
@@ -46,8 +45,8 @@ class Updater:
                     body["record"],
                 )
                 try:
-                    self.store.node.container_put_object(update)
-                except (DeviceUnavailable, DatabaseMissing) as exc:
+                    self.store.node.route(update.container_at).container_put_object(update)
+                except (OSError, DatabaseMissing) as exc:
                     LOG.info("container update %s still pending: %s", name, exc)
                     stats.left += 1
                     continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,6 @@ from cumulo.object_store.storage.databases import (
     DatabaseMissing,
 )
 from cumulo.object_store.storage.diskfile import (
-    DeviceUnavailable,
     ObjectMissing,
     ObjectWriter,
     Quarantined,
@@ -32,10 +32,12 @@ from cumulo.object_store.storage.diskfile import (
 
 @dataclass(frozen=True)
 class Location:
-    """Where one replica lives: a device and a partition (Swift's node + part)."""
+    """Where one replica lives: a device and a partition (Swift's node + part), and the
+    host serving the device (`ip:port`; "" for this process's own devices)."""
 
     device: str
     part: int
+    host: str = ""
 
 
 @dataclass
@@ -54,6 +56,8 @@ class StorageNode:
         self.devices = devices
         self.hash_prefix = hash_prefix
         self.hash_suffix = hash_suffix
+        # The node serving a location: this one, or another host's (remote.NodeRouter).
+        self.route: Callable[[Location], Any] = lambda at: self
 
     def device_path(self, device: str) -> Path:
         path = self.devices / device
@@ -124,8 +128,8 @@ class StorageNode:
 
     def _update_container(self, at: Location, update: ContainerUpdate) -> None:
         try:
-            self.container_put_object(update)
-        except (DeviceUnavailable, DatabaseMissing):
+            self.route(update.container_at).container_put_object(update)
+        except (OSError, DatabaseMissing):  # a device or a host down: replayed later
             self.write_async_pending(at, update)
 
     def write_async_pending(self, at: Location, update: ContainerUpdate) -> None:
@@ -134,10 +138,8 @@ class StorageNode:
         pending = dev / "async_pending"
         pending.mkdir(exist_ok=True)
         body = {
-            "container_at": [update.container_at.device, update.container_at.part],
-            "account_at": [update.account_at.device, update.account_at.part]
-            if update.account_at
-            else None,
+            "container_at": _location_body(update.container_at),
+            "account_at": _location_body(update.account_at) if update.account_at else None,
             "account": update.account,
             "container": update.container,
             "record": update.record,
@@ -171,7 +173,7 @@ class StorageNode:
 
     def _report_container(self, account_at: Location, broker: ContainerBroker) -> None:
         info = broker.info()
-        self.account_put_container(
+        self.route(account_at).account_put_container(
             account_at,
             info["account"],
             {
@@ -188,7 +190,7 @@ class StorageNode:
         broker = self.container_broker(update.container_at, update.account, update.container)
         stats = broker.put_object(update.record)
         if update.account_at is not None:
-            self.account_put_container(
+            self.route(update.account_at).account_put_container(
                 update.account_at,
                 update.account,
                 {
@@ -237,3 +239,7 @@ class StorageNode:
         if not broker.exists():
             broker.initialize(account, timestamp)
         broker.update_metadata(updates)
+
+
+def _location_body(at: Location) -> list:
+    return [at.device, at.part, at.host]

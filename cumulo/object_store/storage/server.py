@@ -1,0 +1,238 @@
+"""`cumulo object-server`: the account, container and object servers of a storage host's
+devices, over HTTP, for the proxies (and the other hosts' replicators and object
+servers) that find them through the ring (remote.py is the client).
+
+Like Swift's storage servers it trusts its network: it has no authentication (bind it
+to the storage network), and every request names a device and partition the ring gave.
+The node work is StorageNode's, in worker threads. Errors travel as statuses: 507 for a
+device that is not there, 404 with `X-Cumulo-Error: database_missing` or
+`object_missing`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from cumulo.object_store.storage import diskfile
+from cumulo.object_store.storage.databases import AccountBroker, ContainerBroker, DatabaseMissing
+from cumulo.object_store.storage.diskfile import DeviceUnavailable, ObjectMissing
+from cumulo.object_store.storage.node import Location, StorageNode
+from cumulo.object_store.storage.remote import location_from, update_from
+
+Op = Callable[[StorageNode, Location, dict[str, Any]], Any]
+
+
+def _db(node: StorageNode, at: Location, a: dict) -> Any:
+    if "container" in a:
+        return node.container_broker(at, a["account"], a["container"])
+    return node.account_broker(at, a["account"])
+
+
+def _existing(node: StorageNode, at: Location, a: dict) -> Any:
+    broker = _db(node, at, a)
+    if not broker.exists():
+        raise DatabaseMissing(a.get("container") or a["account"])
+    return broker
+
+
+def _optional(body: list | None) -> Location | None:
+    return location_from(body) if body else None
+
+
+OPS: dict[str, Op] = {
+    "account_db_exists": lambda n, at, a: _db(n, at, a).exists(),
+    "account_db_info": lambda n, at, a: _existing(n, at, a).info(),
+    "account_db_list": lambda n, at, a: _existing(n, at, a).list_containers(**a["query"]),
+    "container_db_exists": lambda n, at, a: _db(n, at, a).exists(),
+    "container_db_info": lambda n, at, a: _existing(n, at, a).info(),
+    "container_db_list": lambda n, at, a: _existing(n, at, a).list_objects(**a["query"]),
+    "container_db_update_metadata": lambda n, at, a: _existing(n, at, a).update_metadata(
+        a["updates"]
+    ),
+    "account_put_container": lambda n, at, a: n.account_put_container(
+        at, a["account"], a["record"]
+    ),
+    "account_update_metadata": lambda n, at, a: n.account_update_metadata(
+        at, a["account"], a["timestamp"], a["updates"]
+    ),
+    "container_put": lambda n, at, a: n.container_put(
+        at,
+        a["account"],
+        a["container"],
+        a["timestamp"],
+        a["policy"],
+        a["metadata"],
+        _optional(a["account_at"]),
+    ),  # fmt: skip
+    "container_delete": lambda n, at, a: n.container_delete(
+        at, a["account"], a["container"], a["timestamp"], _optional(a["account_at"])
+    ),
+    "container_put_object": lambda n, at, a: n.container_put_object(update_from(a["update"])),
+    "object_post": lambda n, at, a: n.object_post(
+        at, a["policy"], a["name_hash"], a["timestamp"], a["metadata"]
+    ),
+    "object_delete": lambda n, at, a: n.object_delete(
+        at, a["policy"], a["name_hash"], a["timestamp"], a["metadata"], update_from(a["update"])
+    ),
+}
+
+
+def _error(exc: Exception) -> Response:
+    if isinstance(exc, ObjectMissing):
+        return Response(status_code=404, headers={"x-cumulo-error": "object_missing"})
+    if isinstance(exc, DatabaseMissing):
+        return Response(status_code=404, headers={"x-cumulo-error": "database_missing"})
+    return Response(str(exc).encode(), status_code=507)
+
+
+def _node(request: Request) -> StorageNode:
+    return request.app.state.node
+
+
+async def node_op(request: Request) -> Response:
+    op = OPS.get(request.path_params["op"])
+    if op is None:
+        return Response(status_code=404)
+    body = await request.json()
+    at = location_from(body["at"])
+    at = Location(at.device, at.part)  # this host's device
+    try:
+        result = await run_in_threadpool(op, _node(request), at, body["args"])
+    except (OSError, DatabaseMissing, ObjectMissing) as exc:
+        return _error(exc)
+    return JSONResponse({"result": result})
+
+
+async def device(request: Request) -> Response:
+    try:
+        _node(request).device_path(request.path_params["device"])
+    except DeviceUnavailable as exc:
+        return _error(exc)
+    return Response(status_code=200)
+
+
+def _object_at(request: Request) -> tuple[Location, int, str]:
+    p = request.path_params
+    return Location(p["device"], int(p["part"])), int(p["policy"]), p["hash"]
+
+
+async def object_put(request: Request) -> Response:
+    node = _node(request)
+    at, policy, name_hash = _object_at(request)
+    metadata = json.loads(request.headers["x-cumulo-metadata"])
+    update = update_from(json.loads(request.headers.get("x-cumulo-update", "null")))
+    try:
+        writer = await run_in_threadpool(node.object_writer, at, policy, name_hash)
+    except OSError as exc:
+        return _error(exc)
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                await run_in_threadpool(writer.write, chunk)
+        await run_in_threadpool(node.object_commit, at, writer, metadata, update)
+    except BaseException:
+        await run_in_threadpool(writer.abort)
+        raise
+    return Response(status_code=201)
+
+
+async def object_get(request: Request) -> Response:
+    at, policy, name_hash = _object_at(request)
+    try:
+        stored = await run_in_threadpool(_node(request).object_open, at, policy, name_hash)
+    except (OSError, ObjectMissing) as exc:
+        return _error(exc)
+    headers = {"x-cumulo-metadata": json.dumps(stored.metadata),
+               "x-cumulo-data-timestamp": stored.data_timestamp}  # fmt: skip
+    return FileResponse(stored.path, headers=headers)
+
+
+def _under(device: Path, relative: str) -> Path:
+    path = (device / relative).resolve()
+    if device.resolve() not in path.parents:
+        raise DeviceUnavailable(f"{relative} is outside the device")
+    return path
+
+
+async def replicate_check(request: Request) -> Response:
+    """Which of the pusher's newest files this device lacks (and has nothing newer of)."""
+    body = await request.json()
+    try:
+        target = _under(_node(request).device_path(request.path_params["device"]), body["dir"])
+    except OSError as exc:
+        return _error(exc)
+    try:
+        present = [n for n in os.listdir(target) if not n.endswith(".json")]
+    except FileNotFoundError:
+        present = []
+
+    def missing(name: str) -> bool:
+        ext = (".meta",) if name.endswith(".meta") else (".data", ".ts")
+        return name not in present and not any(n.endswith(ext) and n > name for n in present)
+
+    return JSONResponse({"missing": [n for n in body["names"] if missing(n)]})
+
+
+async def replicate_file(request: Request) -> Response:
+    """One replica file pushed by a peer's replicator: written as _copy_file writes it
+    (temp file, metadata, fsync, rename)."""
+    try:
+        dev = _node(request).device_path(request.path_params["device"])
+        target = _under(dev, request.headers["x-cumulo-path"])
+    except OSError as exc:
+        return _error(exc)
+    metadata = json.loads(request.headers["x-cumulo-metadata"])
+    tmp = dev / "tmp" / uuid.uuid4().hex
+    tmp.parent.mkdir(exist_ok=True)
+    with tmp.open("wb") as f:
+        async for chunk in request.stream():
+            await run_in_threadpool(f.write, chunk)
+
+    def install() -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("rb+") as f:
+            diskfile.set_metadata(f.fileno(), Path(f"{target}.json"), metadata)
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        diskfile.cleanup_older(target.parent)
+
+    await run_in_threadpool(install)
+    return Response(status_code=201)
+
+
+async def replicate_db(request: Request) -> Response:
+    body = await request.json()
+    broker = AccountBroker if body["kind"] == "accounts" else ContainerBroker
+    try:
+        dev = _node(request).device_path(request.path_params["device"])
+        path = _under(dev, body["path"])
+        await run_in_threadpool(lambda: broker(path).merge(body["dump"]))
+    except OSError as exc:
+        return _error(exc)
+    return Response(status_code=204)
+
+
+def create_storage_app(node: StorageNode) -> Starlette:
+    obj = "/object/{device}/{part:int}/{policy:int}/{hash}"
+    app = Starlette(routes=[
+        Route("/node/{op}", node_op, methods=["POST"]),
+        Route("/device/{device}", device, methods=["GET"]),
+        Route(obj, object_put, methods=["PUT"]),
+        Route(obj, object_get, methods=["GET"]),
+        Route("/replicate/check/{device}", replicate_check, methods=["POST"]),
+        Route("/replicate/file/{device}", replicate_file, methods=["PUT"]),
+        Route("/replicate/db/{device}", replicate_db, methods=["POST"]),
+    ])  # fmt: skip
+    app.state.node = node
+    return app
