@@ -367,6 +367,9 @@ class ObjectStoreConfig(_Section):
     reseller_prefix: str = "AUTH_"
     operator_roles: list[str] = Field(default_factory=lambda: ["admin", "member"])
     reseller_admin_role: str = "ResellerAdmin"
+    # Signs admin requests for /info (`?swiftinfo_sig=&swiftinfo_expires=`, HMAC-SHA1 of
+    # "GET\n<expires>\n/info", Swift's admin_key); empty: no admin /info (403).
+    info_admin_key: str = ""
     max_file_size: int = Field(5368709122, ge=1)
     container_listing_limit: int = Field(10000, ge=1)
     account_listing_limit: int = Field(10000, ge=1)

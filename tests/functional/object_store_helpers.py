@@ -14,6 +14,8 @@ import pytest
 from cumulo.common.config import StoragePolicyConfig, load_config, write_config
 from tests.cloudrunner import VENV_BIN, CloudRunner, configure_state_dir
 
+INFO_ADMIN_KEY = "info-admin-secret"  # signs admin /info requests
+
 
 def start_policy_cloud(state: Path) -> CloudRunner:
     configure_state_dir(state)
@@ -28,6 +30,7 @@ def start_policy_cloud(state: Path) -> CloudRunner:
     config.object_store.auditor_interval = 0
     config.object_store.updater_interval = 0
     config.object_store.expirer_interval = 0
+    config.object_store.info_admin_key = INFO_ADMIN_KEY
     write_config(state, config)
     return CloudRunner(state).start()
 

@@ -4,9 +4,11 @@ CLI, openstacksdk and plain HTTP against a cloud with storage policies."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +16,7 @@ import pytest
 
 from tests.cloudrunner import CloudRunner
 from tests.functional.object_store_helpers import (
+    INFO_ADMIN_KEY,
     account_client,
     policy_cloud_fixture,
     replica_files,
@@ -141,6 +144,29 @@ def test_info_lists_policies_and_limits(cloud: CloudRunner):
     assert "container_sync" not in info
     policy = httpx.get(f"http://127.0.0.1:{cloud.config.ports.object_store}/crossdomain.xml")
     assert policy.text.endswith("</cross-domain-policy>")
+    assert "admin" not in info
+
+
+def test_info_shows_the_admin_section_to_signed_requests(cloud: CloudRunner):
+    url = f"http://127.0.0.1:{cloud.config.ports.object_store}/info"
+
+    def signed(expires: int, key: str = INFO_ADMIN_KEY) -> dict[str, str]:
+        message = f"GET\n{expires}\n/info".encode()
+        sig = hmac.new(key.encode(), message, hashlib.sha1).hexdigest()
+        return {"swiftinfo_sig": sig, "swiftinfo_expires": str(expires)}
+
+    later = int(time.time()) + 60
+    info = httpx.get(url, params=signed(later)).json()
+    assert info["admin"]["disallowed_sections"] == []
+    devices = info["admin"]["rings"]["object-0"]["devices"]
+    assert {d["device"] for d in devices} == {"d0", "d1", "d2"}
+    assert "swift" in info  # and everything else, as for anyone
+    assert httpx.get(url, params=signed(later, "wrong-key")).status_code == 401
+    assert httpx.get(url, params=signed(int(time.time()) - 1)).status_code == 401
+    assert (
+        httpx.get(url, params={"swiftinfo_sig": "x", "swiftinfo_expires": "soon"}).status_code
+        == 401
+    )
 
 
 def test_listings_in_text_json_and_xml_with_prefix_delimiter_markers(http):

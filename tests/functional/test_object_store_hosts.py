@@ -14,6 +14,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cumulo.common.config import load_config, write_config
@@ -143,3 +144,10 @@ def test_objects_live_on_the_storage_hosts_and_survive_one_going_away(cluster, t
         )
     stat = swift(cloud, "stat", name)
     assert "Objects: 10" in stat
+
+
+def test_admin_info_is_refused_without_an_admin_key(cluster):
+    cloud = cluster[0]
+    url = f"http://127.0.0.1:{cloud.config.ports.object_store}/info"
+    asked = httpx.get(url, params={"swiftinfo_sig": "x", "swiftinfo_expires": "1"})
+    assert asked.status_code == 403

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import time
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -19,6 +23,7 @@ from cumulo.object_store.api import (
     versioning,
 )
 from cumulo.object_store.api.common import store_of
+from cumulo.object_store.errors import SwiftError
 
 SWIFT_VERSION = "2.35.0"
 
@@ -71,8 +76,54 @@ def capabilities(request: Request) -> dict:
     }
 
 
+def admin_request(request: Request) -> bool:
+    """Whether /info was asked with a valid admin signature (Swift's swiftinfo_sig);
+    403 when no admin key is set, 401 for a bad or expired one."""
+    params = request.query_params
+    sig, expires = params.get("swiftinfo_sig", ""), params.get("swiftinfo_expires", "")
+    if not sig and not expires:
+        return False
+    key = store_of(request).config.info_admin_key
+    if not key:
+        raise SwiftError(403)
+    if not expires.isdecimal() or int(expires) < time.time():
+        raise SwiftError(401)
+    message = f"{request.method}\n{expires}\n/info".encode()
+    wanted = hmac.new(key.encode(), message, hashlib.sha1).hexdigest()
+    if not hmac.compare_digest(sig, wanted):
+        raise SwiftError(401)
+    return True
+
+
 async def info(request: Request) -> Response:
     body = capabilities(request)
+    if admin_request(request):
+        # What only operators are shown: here, where every ring device is served.
+        store = store_of(request)
+        rings = {"account": store.account_ring, "container": store.container_ring}
+        rings |= {f"object-{p.index}": p.ring for p in store.policies.by_index.values()}
+        body["admin"] = {
+            "disallowed_sections": [],
+            "rings": {
+                name: {
+                    "replicas": ring.replica_count,
+                    "part_power": ring.part_power,
+                    "devices": [
+                        {
+                            "id": d.id,
+                            "region": d.region,
+                            "zone": d.zone,
+                            "ip": d.ip,
+                            "port": d.port,
+                            "device": d.device,
+                            "weight": d.weight,
+                        }
+                        for d in ring.devices
+                    ],  # fmt: skip
+                }
+                for name, ring in rings.items()
+            },
+        }
     if request.method == "HEAD":
         return Response(b"", headers={"Content-Type": "application/json; charset=UTF-8"})
     return JSONResponse(body)
