@@ -1,14 +1,17 @@
-"""Image data throughput: upload and download of a 512 MiB image vs `cp` on the same disk.
+"""Image data throughput: upload and download of a 512 MiB image, against the limits
+measured in the same run.
 
 Not a test: it prints figures. The cloud runs in its own process
 (`cumulo up --state-dir <tmp>`) as a user starts it, and curl is the client;
-the image is random data (incompressible) declared raw. The anchor is `cp` of
-the same file into the same directory tree: the physical limit of moving those
-bytes on this disk. Upload
-also hashes (md5 + sha512) and inspects the data; download streams it back.
-Target: each at least 70% of cp.
+the image is random data (incompressible) declared raw. Anchors: `cp` of the same file
+into the same directory tree, md5 and sha512 of the same bytes on two threads (what an
+upload must compute: the ceiling of any upload that hashes as Glance does), and a bare
+HTTP server sending the same file with sendfile(2) to the same curl.
+Targets (issue 13): upload >= 90 % of the hash ceiling, download >= 100 % of the bare
+server; for the filesystem store and (`--store object_store`) the Object Storage store.
 
     .venv/bin/python bench/image_transfer.py [--size-mib 512] [--dir /var/tmp]
+        [--store file|object_store]
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ from pathlib import Path
 import httpx
 
 from cumulo.cloud import prepare_state_dir
-from cumulo.common.config import load_config, write_config
+from cumulo.common.config import ImageStoreConfig, load_config, write_config
 
 HOST = "127.0.0.1"
 VENV_BIN = Path(sys.executable).parent
 MIB = 1 << 20
-TARGET = 0.70
+UPLOAD_TARGET = 0.90  # of the hash ceiling
+DOWNLOAD_TARGET = 1.00  # of the bare sendfile server
 
 
 def free_port() -> int:
@@ -42,11 +46,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_cloud(state_dir: Path) -> subprocess.Popen:
+def start_cloud(state_dir: Path, store: str) -> subprocess.Popen:
     config = prepare_state_dir(state_dir)
     for name in type(config.ports).model_fields:
         setattr(config.ports, name, free_port())
     config.identity.bcrypt_rounds = 4
+    if store == "object_store":
+        config.image.stores = [ImageStoreConfig(id="swift", type="object_store")]
     write_config(state_dir, config)
     proc = subprocess.Popen(
         [str(VENV_BIN / "cumulo"), "up", "--state-dir", str(state_dir)],
@@ -183,6 +189,7 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=512)
     parser.add_argument("--dir", default=None, help="where the state dir and data go")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--store", choices=("file", "object_store"), default="file")
     args = parser.parse_args()
     size = args.size_mib * MIB
 
@@ -190,7 +197,7 @@ def main() -> None:
     state_dir = work / "state"
     src = work / "image.raw"
     write_random(src, size)
-    proc = start_cloud(state_dir)
+    proc = start_cloud(state_dir, args.store)
     try:
         token = admin_token(state_dir)
         port = load_config(state_dir).ports.image
@@ -235,7 +242,7 @@ def main() -> None:
     cp_rate = rate(cp_times)
     hash_rate = rate(hash_times)
     print(
-        f"image transfer, {args.size_mib} MiB of random data "
+        f"image transfer, {args.size_mib} MiB of random data, {args.store} store "
         f"(best of {args.rounds} alternating rounds), on {work.parent}"
     )
     print(f"  cp (anchor)          {cp_rate:8.0f} MiB/s")
@@ -248,18 +255,15 @@ def main() -> None:
             f"  bare HTTP {label:<10} {rate(bare_times):8.0f} MiB/s"
             f"  {rate(bare_times) / cp_rate:5.0%} of cp  (curl + loopback, no server work)"
         )
-    for label, times, bare_times in (
-        ("upload", up_times, bare_up),
-        ("download", down_times, bare_down),
+    for label, times, limit, limit_name, target in (
+        ("upload", up_times, hash_rate, "the hash ceiling", UPLOAD_TARGET),
+        ("download", down_times, rate(bare_down), "bare HTTP", DOWNLOAD_TARGET),
     ):
-        ratio = rate(times) / cp_rate
-        verdict = "ok" if ratio >= TARGET else "BELOW TARGET"
-        ceilings = f"{rate(times) / rate(bare_times):4.0%} of bare HTTP"
-        if label == "upload":
-            ceilings += f", {rate(times) / hash_rate:4.0%} of the hash ceiling"
+        share = rate(times) / limit
+        verdict = "met" if share >= target else "NOT MET"
         print(
-            f"  {label:<20} {rate(times):8.0f} MiB/s  {ratio:5.0%} of cp"
-            f"  (target {TARGET:.0%}: {verdict}; {ceilings})"
+            f"  {label:<20} {rate(times):8.0f} MiB/s  {share:5.0%} of {limit_name}"
+            f"  (target {target:.0%}: {verdict}; {rate(times) / cp_rate:4.0%} of cp)"
         )
 
 

@@ -196,6 +196,9 @@ class Cloud:
             daemons=roles.object_daemons,
         )
         cloud.identity.invalidation_listeners.append(cloud.object_store.validator.clear)
+        # Image data kept in the Object Storage goes there in-process (also before the
+        # ports are served: the first start's demo image).
+        await cloud.image.object_store_in_process(create_object_store_app(cloud.object_store))
         # Network tells Compute when a server's floating IPs change (Neutron's nova notifier).
         compute_client = ServiceClient("compute", app=create_compute_app(cloud.compute.service))
         cloud.network.nova_notifier = NovaNotifier(

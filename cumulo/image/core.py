@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
+from starlette.types import ASGIApp
 
 from cumulo.common.auth import TokenValidator
 from cumulo.common.config import CumuloConfig, ImageQuota
@@ -126,6 +127,14 @@ class ImageService:
         order = list(self.stores)
         ranked = sorted(set(ids), key=lambda i: (-self.weights.get(i, 0), order.index(i)))
         return ",".join(ranked)
+
+    async def object_store_in_process(self, app: ASGIApp) -> None:
+        """The all-in-one cloud: `object_store` stores call the Object Storage app
+        in-process rather than over HTTP."""
+        for store in self.stores.values():
+            if isinstance(store, ObjectStorageStore):
+                await store.objects.close()
+                store.objects = ServiceClient("object-store", app=app, timeout=300.0)
 
     async def close(self) -> None:
         for task in list(self._imports):
