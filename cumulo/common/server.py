@@ -87,8 +87,9 @@ def state_dir_lock(state_dir: Path, name: str = "cumulo.pid") -> Iterator[None]:
 
 
 # Served over plain HTTP even with TLS on: the metadata service is reached only by the
-# network agent's proxies (guests ask 169.254.169.254 over HTTP, as on every cloud).
-PLAIN_HTTP = frozenset({"metadata"})
+# network agent's proxies (guests ask 169.254.169.254 over HTTP, as on every cloud), the
+# object server only by the other storage hosts (over the storage network, as Swift's).
+PLAIN_HTTP = frozenset({"metadata", "object-server"})
 
 
 def make_servers(
