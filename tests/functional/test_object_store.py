@@ -354,6 +354,30 @@ def test_container_and_account_quotas_refuse_uploads_over_them(cloud, http):
     assert http.post("", headers={"X-Account-Meta-Quota-Bytes": "1"}).status_code == 403
 
 
+def test_per_policy_account_quotas(cloud, http):
+    """X-Account-Quota-Bytes-Policy-<name>, set by a reseller admin (here the services'
+    user, which holds that role), limits what the account keeps in that policy only."""
+    reseller = cloud.token("cumulo", cloud.config.identity.service_password, "service")
+    as_reseller = {"X-Auth-Token": reseller}
+    # What the account keeps in bronze already (other tests' objects), plus 10 bytes.
+    used = int(http.head("").headers.get("X-Account-Storage-Policy-bronze-Bytes-Used", "0"))
+    quota = {"X-Account-Quota-Bytes-Policy-bronze": str(used + 10)}
+    assert http.post("", headers=quota).status_code == 403  # the account's owner may not
+    refused = http.post("", headers={**as_reseller, "X-Account-Quota-Bytes-Policy-tin": "1"})
+    assert refused.status_code == 400
+    assert http.post("", headers={**as_reseller, **quota}).status_code == 204
+    cheap, dear = unique("bronze"), unique("gold")
+    http.put(f"/{cheap}", headers={"X-Storage-Policy": "bronze"})
+    http.put(f"/{dear}")
+    over = http.put(f"/{cheap}/big", content=b"x" * 11)
+    assert over.status_code == 413 and over.text == "Upload exceeds quota."
+    assert http.put(f"/{cheap}/small", content=b"x" * 10).status_code == 201
+    assert http.put(f"/{dear}/big", content=b"x" * 11).status_code == 201  # gold: no quota
+    removed = {**as_reseller, "X-Remove-Account-Quota-Bytes-Policy-bronze": "x"}
+    assert http.post("", headers=removed).status_code == 204
+    assert http.put(f"/{cheap}/big", content=b"x" * 11).status_code == 201
+
+
 def test_bulk_delete_and_swift_delete_of_a_whole_container(cloud, http):
     name = unique("bulk")
     http.put(f"/{name}")

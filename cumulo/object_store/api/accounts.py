@@ -21,7 +21,7 @@ from cumulo.object_store.api.listing import (
     listing_query,
     render,
 )
-from cumulo.object_store.api.quotas import ACCOUNT_QUOTA_HEADERS, check_account_quota_headers
+from cumulo.object_store.api.quotas import account_quota_headers, check_account_quota_headers
 from cumulo.object_store.constraints import check_metadata
 from cumulo.object_store.errors import SwiftError
 from cumulo.object_store.storage import timestamps
@@ -85,7 +85,7 @@ async def account(request: Request) -> Response:
     if request.method == "POST":
         check_metadata(request.headers, "account")
         check_account_quota_headers(request, caller)
-        updates = metadata_updates(request, "account", ACCOUNT_QUOTA_HEADERS)
+        updates = metadata_updates(request, "account", account_quota_headers(request))
         await store.proxy.account_post(name, updates)
         return empty(request, 204)
     if request.method == "HEAD":

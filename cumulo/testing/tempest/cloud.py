@@ -77,6 +77,13 @@ class CloudSpec:
                 "web_download": {"allowed_ports": [80, 443, self.file_server_port]},
                 "cache_enabled": True,
             },
+            # A second storage policy (as Tempest's gate has): per-policy account quotas.
+            "object_store": {
+                "policies": [
+                    {"index": 0, "name": "Policy-0", "default": True, "replicas": 3},
+                    {"index": 1, "name": "silver", "replicas": 2},
+                ],
+            },
         }
         if self.database == "postgresql":
             config["database"] = {"url": self.database_url}

@@ -92,7 +92,7 @@ FEATURES: dict[str, dict[str, object]] = {
     "object-storage-feature-enabled": {
         "discoverability": True,
         "container_sync": False,  # X-Container-Sync-* is not implemented
-        "object_versioning": False,  # X-Versions-Location is stored, not acted on
+        "object_versioning": True,
     },
     "volume-feature-enabled": {
         "backup": True,
