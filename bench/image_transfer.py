@@ -46,7 +46,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_cloud(state_dir: Path, store: str) -> subprocess.Popen:
+def start_cloud(state_dir: Path, store: str = "file") -> subprocess.Popen:
     config = prepare_state_dir(state_dir)
     for name in type(config.ports).model_fields:
         setattr(config.ports, name, free_port())
