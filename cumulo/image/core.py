@@ -129,11 +129,11 @@ class ImageService:
         return ",".join(ranked)
 
     async def object_store_in_process(self, app: ASGIApp) -> None:
-        """The all-in-one cloud: `object_store` stores call the Object Storage app
-        in-process rather than over HTTP."""
+        """The all-in-one cloud: `object_store` stores write to the Object Storage app
+        in-process (also before the ports are served); they read over HTTP, which
+        streams."""
         for store in self.stores.values():
             if isinstance(store, ObjectStorageStore):
-                await store.objects.close()
                 store.objects = ServiceClient("object-store", app=app, timeout=300.0)
 
     async def close(self) -> None:
@@ -145,6 +145,8 @@ class ImageService:
         for store in self.stores.values():
             if isinstance(store, ObjectStorageStore):
                 await store.objects.close()
+                if store.reader is not store.objects:
+                    await store.reader.close()
         await self.validator.client.close()
         await self.db.dispose()
 

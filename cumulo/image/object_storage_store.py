@@ -36,6 +36,9 @@ class ObjectStorageStore:
         self.id = id
         self.description = description
         self.objects = objects
+        # Reads stream over HTTP even when writes go in-process: httpx's ASGI transport
+        # holds a whole response in memory (an image of gigabytes).
+        self.reader = objects
         self.identity = identity
         self.container = container
         self.segments = f"{container}_segments"
@@ -109,7 +112,7 @@ class ObjectStorageStore:
         path = url_path("/v1/{}/{}/{}", account, self.container, location)
         ranged = start > 0 or end is not None
         headers = {"Range": f"bytes={start}-{'' if end is None else end - 1}"} if ranged else {}
-        async with self.objects.stream(path, token, headers=headers, ok=(200, 206)) as response:
+        async with self.reader.stream(path, token, headers=headers, ok=(200, 206)) as response:
             async for chunk in response.aiter_bytes(CHUNK):
                 yield chunk
 
