@@ -136,6 +136,8 @@ async def listing(request: Request, account: str, container: str, headers: dict)
     if current is None:
         raise SwiftError(404)
     hidden = await store.proxy.container_listing(account, hidden_container(container), wide)
+    policy = (await store.proxy.container_info(account, container)).policy
+    assert policy is not None
     entries: list[tuple[str, str, dict[str, Any]]] = []
     names_current = set()
     for row in current[1]:
@@ -143,7 +145,8 @@ async def listing(request: Request, account: str, container: str, headers: dict)
             continue
         names_current.add(row["name"])
         entry = object_entry(row, account)
-        version = await _current_id(request, container, account, row["name"])
+        stored = await open_object(request, policy, account, container, row["name"])
+        version = id_of(stored) if stored is not None else NULL
         entries.append((row["name"], version, {**entry, "version_id": version,
                                                  "is_latest": True}))  # fmt: skip
     newest_seen: set[str] = set()
@@ -175,13 +178,6 @@ def _after(version: str, version_marker: str) -> bool:
     if version_marker == NULL or not _valid_id(version_marker):
         return version != NULL
     return version != NULL and _inverted(version) > _inverted(version_marker)
-
-
-async def _current_id(request: Request, container: str, account: str, name: str) -> str:
-    info = await store_of(request).proxy.container_info(account, container)
-    assert info.policy is not None
-    stored = await open_object(request, info.policy, account, container, name)
-    return id_of(stored) if stored is not None else NULL
 
 
 # -- objects ------------------------------------------------------------------------
