@@ -18,7 +18,7 @@ import asyncio
 import queue
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -198,6 +198,24 @@ def _sync_read(sessions: sessionmaker[Session], fn, args, kwargs):
         return fn(session, *args, **kwargs)
 
 
+# MariaDB/MySQL: deadlock found (1213), lock wait timeout (1205), and a savepoint gone
+# because the server rolled the whole transaction back for one of those (1305).
+# PostgreSQL: serialization failure (40001), deadlock detected (40P01).
+_TRANSIENT_MYSQL = {1213, 1205, 1305}
+_TRANSIENT_SQLSTATE = {"40001", "40P01"}
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    """True when the server aborted the transaction to resolve a conflict with another
+    one: run again, it will most likely succeed."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate in _TRANSIENT_SQLSTATE:
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and isinstance(args[0], int) and args[0] in _TRANSIENT_MYSQL
+
+
 class Database:
     """One service's database: sessions for reads, serialized transactions for writes.
 
@@ -255,6 +273,23 @@ class Database:
         async with self._write_lock.held(), self._sessions() as session:
             async with session.begin():
                 yield session
+
+    async def write_retrying(
+        self, work: Callable[[AsyncSession], Awaitable[T]], attempts: int = 5
+    ) -> T:
+        """`await work(session)` in one write transaction, run again from the start
+        when the database server gave it up to resolve a conflict (a deadlock, a lock
+        wait timeout, a serialization failure). `work` must be safe to repeat: what it
+        did in the failed attempt was rolled back."""
+        for attempt in range(attempts):
+            try:
+                async with self.write() as session:
+                    return await work(session)
+            except DBAPIError as exc:
+                if attempt == attempts - 1 or not is_transient(exc):
+                    raise
+                await asyncio.sleep(0.01 * 2**attempt)
+        raise AssertionError("unreachable")
 
     async def run_write(
         self, fn: Callable[..., T], /, *args: Any, first: bool = False, **kwargs: Any

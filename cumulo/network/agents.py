@@ -83,8 +83,9 @@ async def report_state(
     """A heartbeat from the agent on `host`: its rows made or refreshed (started_at
     too when the agent has just started), and what it should serve scheduled. True
     when it was given networks or routers (it should sync)."""
-    given = False
-    async with service.db.write() as session:
+
+    async def work(session: AsyncSession) -> bool:
+        given = False
         now = utcnow()
         rows = await session.scalars(select(Agent).where(Agent.host == host))
         known = {row.agent_type: row for row in rows}
@@ -111,7 +112,11 @@ async def report_state(
             await session.flush()
             if agent_type in BINDINGS:
                 given |= await _auto_schedule(session, row, everything=agent_type not in known)
-    return given
+        return given
+
+    # Two hosts' first heartbeats bind the same networks at once: on MariaDB one of
+    # them may be chosen as a deadlock victim (its savepoint gone with it); run again.
+    return await service.db.write_retrying(work)
 
 
 async def schedule(session: AsyncSession, agent_type: str, resource_id: str) -> None:

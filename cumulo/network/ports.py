@@ -45,11 +45,11 @@ _ATTEMPTS = 5
 
 
 async def write_retrying(db: Database, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run `work` in one write transaction; retry when a unique key lost a race."""
+    """Run `work` in one write transaction; retry when a unique key lost a race (and,
+    as every retrying write does, when the server broke a deadlock)."""
     for attempt in range(_ATTEMPTS):
         try:
-            async with db.write() as session:
-                return await work(session)
+            return await db.write_retrying(work)
         except IntegrityError:
             if attempt == _ATTEMPTS - 1:
                 raise Conflict("Concurrent changes conflicted; please retry.") from None

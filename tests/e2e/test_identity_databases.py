@@ -8,6 +8,7 @@ Without the server the test is skipped (failed under CI).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,6 +163,51 @@ async def test_schema_round_trips_every_column_kind(database: str) -> None:
                 assert await s.get(Domain, f"d2-{suffix}-{model.__name__}") is None
     finally:
         await db.dispose()
+
+
+async def test_write_retrying_outlives_a_deadlock(database: str) -> None:
+    """Two transactions lock two rows in opposite orders: the server aborts one (on
+    MariaDB with its savepoint gone, as the network agents' binding met it); a
+    retrying write runs that one again and both changes land."""
+    db = Database(database, "identity")
+    try:
+        await db.migrate()
+        suffix = uuid.uuid4().hex[:8]
+        ids = [f"dl-a-{suffix}", f"dl-b-{suffix}"]
+        async with db.write() as s:
+            s.add_all(Domain(id=i, name=i) for i in ids)
+        both_locked = asyncio.Barrier(2)
+        attempts = {"forward": 0, "backward": 0}
+
+        def writer(name: str, order: list[str]):
+            async def work(session) -> None:
+                attempts[name] += 1
+                row = await session.get(Domain, order[0])
+                row.description = f"{row.description or ''}{name};"
+                await session.flush()
+                if attempts[name] == 1:
+                    await both_locked.wait()
+                async with session.begin_nested():
+                    other = await session.get(Domain, order[1])
+                    other.description = f"{other.description or ''}{name};"
+                    await session.flush()
+
+            return work
+
+        await asyncio.wait_for(
+            asyncio.gather(
+                db.write_retrying(writer("forward", ids)),
+                db.write_retrying(writer("backward", ids[::-1])),
+            ),
+            timeout=60,
+        )
+        assert sorted(attempts.values())[-1] >= 2, attempts  # one of them was the victim
+        async with db.read() as s:
+            for i in ids:
+                description = (await s.get(Domain, i)).description
+                assert sorted(description.rstrip(";").split(";")) == ["backward", "forward"]
+    finally:
+        await db.engine.dispose()
 
 
 def test_identity_scenario_survives_restart(database: str, tmp_path: Path) -> None:
