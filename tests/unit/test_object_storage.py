@@ -150,17 +150,18 @@ def test_unsatisfiable_ranges():
         parse_range("bytes=100-", 100)
 
 
-def _ctx(project="p1", user="u1", roles=("member",)):
+def _ctx(project="p1", user="u1", roles=("member",), domain="default"):
     return RequestContext(
         auth_token="t",
         user_id=user,
         user_name=f"{user}-name",
-        user_domain_id="default",
+        user_domain_id=domain,
         user_domain_name="Default",
         roles=frozenset(roles),
         expires_at="",
         project_id=project,
         project_name=f"{project}-name",
+        project_domain_id=domain,
     )
 
 
@@ -173,6 +174,9 @@ def test_container_acls():
     assert not container_acl_allows(".r:*,.r:-bad.com", None, "http://bad.com/")
     assert container_acl_allows("p1:u1", _ctx(), "")
     assert container_acl_allows("p1-name:u1-name", _ctx(), "")
+    # Names only name the default domain's project and user (as Swift's keystoneauth).
+    assert not container_acl_allows("p1-name:u1-name", _ctx(domain="d2"), "")
+    assert container_acl_allows("p1:u1", _ctx(domain="d2"), "")
     assert container_acl_allows("p1:*", _ctx(user="other"), "")
     assert not container_acl_allows("p1:u1", _ctx(project="p2"), "")
     assert not container_acl_allows("p1:u1", None, "")

@@ -89,7 +89,7 @@ async def bulk_delete(request: Request, caller: Caller, account: str) -> Respons
             else:
                 errors.append([f"/{name}", f"{exc.status} {exc.title}"])
     for container in containers:
-        if not caller.owner:
+        if not caller.writes_account:
             errors.append([f"/{container}", "403 Forbidden" if caller.ctx else "401 Unauthorized"])
             continue
         try:
@@ -133,7 +133,8 @@ async def extract_archive(request: Request, caller: Caller, account: str, base: 
                 if container not in containers:
                     info = await store.proxy.container_info(account, container)
                     if info.status != 200:
-                        if len(containers) >= MAX_CONTAINERS_PER_EXTRACTION or not caller.owner:
+                        full = len(containers) >= MAX_CONTAINERS_PER_EXTRACTION
+                        if full or not caller.writes_account:
                             raise SwiftError(403 if caller.ctx else 401)
                         await store.proxy.container_put(
                             account, container, store.policies.default, {}

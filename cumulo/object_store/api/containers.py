@@ -16,8 +16,9 @@ from cumulo.object_store.api.common import (
     deny,
     empty,
     metadata_updates,
-    require_owner,
+    require_account_writer,
     store_of,
+    without_owner_headers,
 )
 from cumulo.object_store.api.formpost import form_post, is_form_post
 from cumulo.object_store.api.listing import (
@@ -108,7 +109,7 @@ async def container(request: Request) -> Response:
     if method == "PUT":
         return await _put(request, caller, account, name)
     if method in ("POST", "DELETE"):
-        require_owner(caller)
+        require_account_writer(caller)
         if method == "DELETE":
             hidden = await object_versioning.before_container_delete(request, account, name)
             await store.proxy.container_delete(account, name)
@@ -122,27 +123,22 @@ async def container(request: Request) -> Response:
         info = await store.proxy.container_info(account, name)
         if info.status != 200 or info.policy is None:
             raise SwiftError(404)
-        updates = metadata_updates(request, "container", SYSTEM_HEADERS)
+        updates = without_owner_headers(
+            caller, metadata_updates(request, "container", SYSTEM_HEADERS)
+        )
         updates |= await object_versioning.configure(request, account, name, info.policy)
         await store.proxy.container_post(account, name, updates)
         return empty(request, 204)
     info = await store.proxy.container_info(account, name, fresh=True)
     if not caller.owner:
+        # A missing container has no ACL: only account readers learn it is missing.
         acl = (info.metadata or {}).get("X-Container-Read")
-        if info.status != 200 or not acl_allows(caller, acl, request, listing=True):
+        if not acl_allows(caller, acl, request, listing=True):
             raise deny(caller)
     if info.status != 200:
         raise SwiftError(404)
-    headers = container_headers(request, info)
-    if not caller.owner:
-        # Only the owner sees who else may read and write (as Swift).
-        for hidden in (
-            "X-Container-Read",
-            "X-Container-Write",
-            "X-Container-Meta-Temp-Url-Key",
-            "X-Container-Meta-Temp-Url-Key-2",
-        ):
-            headers.pop(hidden, None)
+    # Only owners see who else may read and write, and the keys (as Swift).
+    headers = without_owner_headers(caller, container_headers(request, info))
     if method == "HEAD":
         return empty(request, 204, {**headers, "Content-Length": "0"})
     if "versions" in request.query_params:
@@ -161,7 +157,7 @@ async def container(request: Request) -> Response:
 
 
 async def _put(request: Request, caller, account: str, name: str) -> Response:
-    require_owner(caller)
+    require_account_writer(caller)
     store = store_of(request)
     check_metadata(request.headers, "container")
     check_container_quota_headers(request)
@@ -180,7 +176,7 @@ async def _put(request: Request, caller, account: str, name: str) -> Response:
         policy = existing.policy
     else:
         policy = store.policies.default
-    updates = metadata_updates(request, "container", SYSTEM_HEADERS)
+    updates = without_owner_headers(caller, metadata_updates(request, "container", SYSTEM_HEADERS))
     updates |= await object_versioning.configure(request, account, name, policy)
     status = await store.proxy.container_put(account, name, policy, updates)
     return empty(request, status)

@@ -52,7 +52,8 @@ def capabilities(request: Request) -> dict:
             "account_autocreate": True,
             "policies": store.policies.info(),
         },
-        "keystoneauth": {},
+        # As tempauth reports them: X-Account-Access-Control is honoured.
+        "keystoneauth": {"account_acls": True},
         "crossdomain": {},
         "formpost": formpost.info(),
         "slo": {

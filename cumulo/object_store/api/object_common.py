@@ -25,9 +25,10 @@ async def container_policy(
 ) -> StoragePolicy:
     info = await store_of(request).proxy.container_info(account, container)
     if not caller.owner:
+        # A missing container has no ACL: only account ACL grantees learn it is missing.
         acl = (info.metadata or {}).get(acl_header)
         write = acl_header == "X-Container-Write"
-        if info.status != 200 or not acl_allows(caller, acl, request, write=write):
+        if not acl_allows(caller, acl, request, write=write):
             raise deny(caller)
     if info.status != 200 or info.policy is None:
         raise SwiftError(404)

@@ -87,13 +87,12 @@ class WebRequest:
         return self.request.scope["path"]
 
 
-async def _web_request(request, caller, account, container, read) -> tuple[WebRequest, int]:
+async def _web_request(request, caller, account, container, read) -> WebRequest:
     info = await store_of(request).proxy.container_info(account, container)
     meta = info.metadata or {}
-    web = WebRequest(
+    return WebRequest(
         request, caller, account, container, read, Site.of(meta), meta.get("X-Container-Read")
     )
-    return web, info.status
 
 
 async def serve_container(
@@ -101,10 +100,8 @@ async def serve_container(
 ) -> Response | None:
     """The container's page: its index, or its listing; None: not a web request (a
     container without web settings, the usual container answer)."""
-    web, status = await _web_request(request, caller, account, container, read)
-    if not caller.owner and (
-        status != 200 or not acl_allows(caller, web.acl, request, listing=True)
-    ):
+    web = await _web_request(request, caller, account, container, read)
+    if not caller.owner and not acl_allows(caller, web.acl, request, listing=True):
         return await _error_page(web, deny(caller))
     if not web.site.configured:
         if _web_mode(request):
@@ -136,7 +133,7 @@ async def serve_object(
         if 300 <= exc.status < 400:
             raise
         failure = exc
-    web, _ = await _web_request(request, caller, account, container, read)
+    web = await _web_request(request, caller, account, container, read)
     if failure is None:
         if not _is_directory_marker(found, web.site.directory_type or "application/directory"):
             return found
