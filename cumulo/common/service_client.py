@@ -18,6 +18,7 @@ import httpx
 from starlette.types import ASGIApp
 
 from cumulo.common import tracing
+from cumulo.common.asgi_stream import StreamingASGITransport
 
 
 def url_path(template: str, *values: object) -> str:
@@ -59,9 +60,23 @@ class ServiceClient:
             timeout=timeout,
             event_hooks={"request": [tracing.inject_http]},  # the call joins the trace
         )
+        # Streamed bodies (image data) in-process: httpx's ASGI transport would hold
+        # them whole in memory.
+        self._streaming = (
+            httpx.AsyncClient(
+                transport=StreamingASGITransport(app),
+                base_url=f"http://{service}.internal",
+                timeout=timeout,
+                event_hooks={"request": [tracing.inject_http]},
+            )
+            if app is not None
+            else self._http
+        )
 
     async def close(self) -> None:
         await self._http.aclose()
+        if self._streaming is not self._http:
+            await self._streaming.aclose()
 
     async def request(
         self,
@@ -93,7 +108,7 @@ class ServiceClient:
     ) -> AsyncIterator[httpx.Response]:
         """GET with a streamed body (image data): never held in memory whole."""
         headers = {"X-Auth-Token": token, **(headers or {})}
-        async with self._http.stream("GET", path, headers=headers) as response:
+        async with self._streaming.stream("GET", path, headers=headers) as response:
             if response.status_code not in ok:
                 body = (await response.aread()).decode(errors="replace")
                 raise ServiceError(self.service, response.status_code, body)

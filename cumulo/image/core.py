@@ -129,12 +129,12 @@ class ImageService:
         return ",".join(ranked)
 
     async def object_store_in_process(self, app: ASGIApp) -> None:
-        """The all-in-one cloud: `object_store` stores write to the Object Storage app
-        in-process (also before the ports are served); they read over HTTP, which
-        streams."""
+        """The all-in-one cloud: `object_store` stores call the Object Storage app
+        in-process (also before the ports are served: the first start's demo image)."""
         for store in self.stores.values():
             if isinstance(store, ObjectStorageStore):
-                store.objects = ServiceClient("object-store", app=app, timeout=300.0)
+                await store.objects.close()
+                store.objects = store.reader = ServiceClient("object-store", app=app, timeout=300.0)
 
     async def close(self) -> None:
         for task in list(self._imports):

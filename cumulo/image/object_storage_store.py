@@ -36,9 +36,7 @@ class ObjectStorageStore:
         self.id = id
         self.description = description
         self.objects = objects
-        # Reads stream over HTTP even when writes go in-process: httpx's ASGI transport
-        # holds a whole response in memory (an image of gigabytes).
-        self.reader = objects
+        self.reader = objects  # the same client (ServiceClient.stream streams in-process too)
         self.identity = identity
         self.container = container
         self.segments = f"{container}_segments"
