@@ -378,6 +378,7 @@ class ObjectStoreConfig(_Section):
     auditor_interval: float = Field(300.0, ge=0)
     updater_interval: float = Field(30.0, ge=0)
     expirer_interval: float = Field(60.0, ge=0)
+    reconciler_interval: float = Field(30.0, ge=0)
     # S3 on the same port: virtual-host style requests name the bucket in the host,
     # `<bucket>.<s3_domain>` (path style, `/<bucket>/<key>`, works on any host name).
     s3_domain: str = "s3.localhost"

@@ -202,7 +202,9 @@ def _store(state_dir: Path | None, devices: Path | None, bind: str | None):
 @state_dir_option
 @devices_option
 @bind_option
-@click.argument("daemon", type=click.Choice(["replicator", "auditor", "updater", "expirer"]))
+@click.argument(
+    "daemon", type=click.Choice(["replicator", "auditor", "updater", "expirer", "reconciler"])
+)
 def run_once_command(state_dir, devices, bind, daemon) -> None:
     """One pass of a storage daemon over this host's devices (beside a running cloud too)."""
     import asyncio
@@ -227,12 +229,16 @@ def run_once_command(state_dir, devices, bind, daemon) -> None:
     metavar="IP:PORT",
     help="Where to serve them: the address the ring gives these devices.",
 )
-@click.option("--no-daemons", is_flag=True, help="No replicator, auditor or updater here.")
+@click.option(
+    "--no-daemons", is_flag=True, help="No replicator, auditor, updater or reconciler here."
+)
 def object_server(state_dir, devices, bind, no_daemons) -> None:
     """Serve a storage host's devices: its account, container and object servers for the
-    proxies (which find them through the ring's ip:port), and its replicator, auditor
-    and updater. The state dir holds the cloud's cumulo.toml (its hash path prefix and
-    suffix) and its rings (copied from the proxy host after each rebalance)."""
+    proxies (which find them through the ring's ip:port), and its replicator, auditor,
+    updater and reconciler (which works the misplaced-objects queue where the first
+    replica of its account is). The state dir holds the cloud's cumulo.toml (its hash
+    path prefix and suffix) and its rings (copied from the proxy host after each
+    rebalance)."""
     import asyncio
 
     import uvicorn
@@ -248,7 +254,7 @@ def object_server(state_dir, devices, bind, no_daemons) -> None:
             log_level="warning", access_log=False,
         ))  # fmt: skip
         if not no_daemons:  # the expirer runs beside the proxies, once per cloud
-            store.start_daemons(("replicator", "auditor", "updater"))
+            store.start_daemons(("replicator", "auditor", "updater", "reconciler"))
         console.print(f"object server: devices {devices} on {bind}")
         try:
             await server.serve()

@@ -5,6 +5,12 @@ container databases) are pushed to every primary that lacks them; a device that 
 not a primary (a handoff, or a device the partition moved away from after a
 rebalance) deletes its copy once every primary has it. A wiped or replaced device
 gets everything back from its peers this way.
+
+Container replicas that name different storage policies (a container deleted and
+re-created with another policy while a replica was away, or two creates racing) settle
+on the one Swift's rules choose as they merge (container_policy.py), and the object
+rows then found in another policy than the container's are queued for the reconciler
+(misplaced.py), as Swift's container replicator does.
 """
 
 from __future__ import annotations
@@ -17,21 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cumulo.object_store.core import ObjectStore
+from cumulo.object_store.daemons.misplaced import enqueue_misplaced
+from cumulo.object_store.daemons.peers import Peer, merge_db, primaries, report_container
 from cumulo.object_store.daemons.walk import hash_dirs, local_devices, partitions, remove_empty
 from cumulo.object_store.ring import Ring
 from cumulo.object_store.storage import diskfile
 from cumulo.object_store.storage.databases import AccountBroker, ContainerBroker, forget
-from cumulo.object_store.storage.remote import RemoteNode
 
 LOG = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Peer:
-    """A primary device on another host, reached through its object server."""
-
-    node: RemoteNode
-    device: str
 
 
 @dataclass
@@ -39,6 +38,8 @@ class ReplicationStats:
     pushed: int = 0  # files copied, or databases merged, to a primary
     removed: int = 0  # handoff copies deleted once home
     failures: int = 0
+    policies_settled: int = 0  # container replicas that took another replica's policy
+    misplaced_queued: int = 0  # object rows queued for the reconciler
 
 
 def _newest_files(datadir: Path) -> list[str]:
@@ -88,12 +89,8 @@ class Replicator:
     def _peers(self, ring: Ring, device: Path, part: int) -> tuple[bool, list[Path | Peer]]:
         """Whether this device is a primary of the partition, and the other primaries:
         a directory of this host, or a device of another host's object server."""
-        primaries: list[Path | Peer] = [
-            self.devices / n.device if self.router.is_local(n)
-            else Peer(self.router.node_for(self.router.location(n, part)), n.device)
-            for n in ring.get_part_nodes(part)
-        ]  # fmt: skip
-        return device in primaries, [p for p in primaries if p != device]
+        found = primaries(self.store, ring, part)
+        return device in found, [p for p in found if p != device]
 
     def _replicate_objects(self, ring, device, kind, part, part_dir, stats) -> None:
         is_primary, peers = self._peers(ring, device, part)
@@ -161,29 +158,33 @@ class Replicator:
             db = dbdir / f"{dbdir.name}.db"
             if not db.exists():
                 continue
-            dump = broker_cls(db).dump()
-            home = True
+            broker = broker_cls(db)
+            dump = broker.dump()
+            relative = db.relative_to(device)
+            home, settled = True, False
             for peer in peers:
-                if isinstance(peer, Peer):
-                    try:
-                        peer.node.merge_db(peer.device, str(db.relative_to(device)), kind, dump)
-                        stats.pushed += 1
-                    except OSError as exc:
-                        LOG.warning("replicating %s to %s on %s: %s", db, peer.device,
-                                    peer.node.address, exc)  # fmt: skip
-                        stats.failures += 1
-                        home = False
-                    continue
-                if not peer.is_dir():
+                if isinstance(peer, Path) and not peer.is_dir():
                     home = False
                     continue
                 try:
-                    broker_cls(peer / db.relative_to(device)).merge(dump)
+                    status = merge_db(peer, relative, kind, dump)
                     stats.pushed += 1
                 except OSError as exc:
-                    LOG.warning("replicating %s to %s: %s", db, peer.name, exc)
+                    where = peer.name if isinstance(peer, Path) else peer.node.address
+                    LOG.warning("replicating %s to %s: %s", db, where, exc)
                     stats.failures += 1
                     home = False
+                    continue
+                if status is not None:  # a container: the peer's policy may be the one
+                    settled |= status["policy_changed"]
+                    if broker.sync_status(status):
+                        settled = True
+                        dump["stat"] = broker.status()
+            if settled:
+                stats.policies_settled += 1
+                report_container(self.store, broker.info())  # the account's per-policy usage
+            if kind == "containers":
+                stats.misplaced_queued += enqueue_misplaced(self.store, broker)
             if not is_primary and home:
                 forget(db)
                 shutil.rmtree(dbdir, ignore_errors=True)

@@ -11,12 +11,13 @@ from typing import Any
 from cumulo.object_store.core import ObjectStore
 from cumulo.object_store.daemons.auditor import Auditor
 from cumulo.object_store.daemons.expirer import Expirer
+from cumulo.object_store.daemons.reconciler import Reconciler
 from cumulo.object_store.daemons.replicator import Replicator
 from cumulo.object_store.daemons.updater import Updater
 
 LOG = logging.getLogger(__name__)
 
-DAEMONS = ("replicator", "auditor", "updater", "expirer")
+DAEMONS = ("replicator", "auditor", "updater", "expirer", "reconciler")
 
 
 async def run_once(store: ObjectStore, name: str) -> Any:
@@ -28,6 +29,8 @@ async def run_once(store: ObjectStore, name: str) -> Any:
         return await asyncio.to_thread(Updater(store).run_once)
     if name == "expirer":
         return await Expirer(store).run_once()
+    if name == "reconciler":
+        return await Reconciler(store).run_once()
     raise ValueError(f"no daemon {name}")
 
 

@@ -97,6 +97,17 @@ class StorageNode:
             diskfile.quarantine(dev, diskfile.objects_dirname(policy), datadir)
             raise ObjectMissing() from None
 
+    def object_state(self, at: Location, policy: int, name_hash: str) -> dict | None:
+        """The replica's newest state without its bytes: {"timestamp", "deleted",
+        "metadata"} (a tombstone's too), None when it holds nothing."""
+        try:
+            stored = self.object_open(at, policy, name_hash)
+        except ObjectMissing as missing:
+            if missing.timestamp is None:
+                return None
+            return {"timestamp": missing.timestamp, "deleted": True, "metadata": missing.metadata}
+        return {"timestamp": stored.data_timestamp, "deleted": False, "metadata": stored.metadata}
+
     def object_post(
         self, at: Location, policy: int, name_hash: str, timestamp: str, metadata: dict
     ) -> None:
@@ -168,11 +179,11 @@ class StorageNode:
         broker = self.container_broker(at, account, container)
         result = broker.initialize(account, container, timestamp, policy, metadata)
         if result != "policy_conflict" and account_at is not None:
-            self._report_container(account_at, broker)
+            self.report_container(account_at, broker.info())
         return result
 
-    def _report_container(self, account_at: Location, broker: ContainerBroker) -> None:
-        info = broker.info()
+    def report_container(self, account_at: Location, info: dict[str, Any]) -> None:
+        """A container's state and usage (its info) to one account replica."""
         self.route(account_at).account_put_container(
             account_at,
             info["account"],
@@ -190,18 +201,7 @@ class StorageNode:
         broker = self.container_broker(update.container_at, update.account, update.container)
         stats = broker.put_object(update.record)
         if update.account_at is not None:
-            self.route(update.account_at).account_put_container(
-                update.account_at,
-                update.account,
-                {
-                    "name": update.container,
-                    "put_timestamp": stats["put_timestamp"],
-                    "delete_timestamp": stats["delete_timestamp"],
-                    "object_count": stats["object_count"],
-                    "bytes_used": stats["bytes_used"],
-                    "storage_policy_index": stats["storage_policy_index"],
-                },
-            )
+            self.report_container(update.account_at, stats)
 
     def container_delete(
         self,
@@ -218,7 +218,7 @@ class StorageNode:
         if not broker.mark_deleted(timestamp):
             return "not_empty"
         if account_at is not None:
-            self._report_container(account_at, broker)
+            self.report_container(account_at, broker.info())
         return "deleted"
 
     # -- accounts ---------------------------------------------------------------------

@@ -165,6 +165,9 @@ class RemoteNode:
         weakref.finalize(stored, os.close, fd)
         return stored
 
+    def object_state(self, at: Location, policy: int, name_hash: str) -> dict | None:
+        return self.call("object_state", at, policy=policy, name_hash=name_hash)
+
     def object_post(
         self, at: Location, policy: int, name_hash: str, timestamp: str, metadata: dict
     ) -> None:
@@ -193,9 +196,11 @@ class RemoteNode:
                           headers={"x-cumulo-path": relative,
                                    "x-cumulo-metadata": json.dumps(metadata)})  # fmt: skip
 
-    def merge_db(self, device: str, relative: str, kind: str, dump: dict) -> None:
-        self._request("POST", f"/replicate/db/{device}",
-                      json={"path": relative, "kind": kind, "dump": dump})  # fmt: skip
+    def merge_db(self, device: str, relative: str, kind: str, dump: dict) -> dict | None:
+        """Merge a database dump into the peer's replica: a container's status after."""
+        response = self._request("POST", f"/replicate/db/{device}",
+                                 json={"path": relative, "kind": kind, "dump": dump})  # fmt: skip
+        return response.json()["result"]
 
 
 class RemoteBroker:

@@ -79,6 +79,7 @@ OPS: dict[str, Op] = {
         at, a["account"], a["container"], a["timestamp"], _optional(a["account_at"])
     ),
     "container_put_object": lambda n, at, a: n.container_put_object(update_from(a["update"])),
+    "object_state": lambda n, at, a: n.object_state(at, a["policy"], a["name_hash"]),
     "object_post": lambda n, at, a: n.object_post(
         at, a["policy"], a["name_hash"], a["timestamp"], a["metadata"]
     ),
@@ -212,15 +213,17 @@ async def replicate_file(request: Request) -> Response:
 
 
 async def replicate_db(request: Request) -> Response:
+    """A peer's database merged into this device's replica; a container's status after
+    (the pusher takes its policy when Swift's rules prefer it)."""
     body = await request.json()
     broker = AccountBroker if body["kind"] == "accounts" else ContainerBroker
     try:
         dev = _node(request).device_path(request.path_params["device"])
         path = _under(dev, body["path"])
-        await run_in_threadpool(lambda: broker(path).merge(body["dump"]))
+        merged = await run_in_threadpool(lambda: broker(path).merge(body["dump"]))
     except OSError as exc:
         return _error(exc)
-    return Response(status_code=204)
+    return JSONResponse({"result": merged})
 
 
 def create_storage_app(node: StorageNode) -> Starlette:

@@ -14,6 +14,13 @@ def now() -> str:
     return normalize(time.time())
 
 
+def after(timestamp: str) -> str:
+    """The next timestamp (10 µs later): what supersedes this one and nothing newer."""
+    whole, _, fraction = normalize(timestamp).partition(".")
+    ticks = int(whole) * 100000 + int(fraction) + 1
+    return f"{ticks // 100000:010d}.{ticks % 100000:05d}"
+
+
 def http_date(timestamp: str | float) -> str:
     """Last-Modified: the timestamp rounded up to the second (as Swift)."""
     value = float(timestamp)
