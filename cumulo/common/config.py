@@ -10,6 +10,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -119,6 +120,14 @@ class WebDownloadConfig(_Section):
     timeout: float = Field(60.0, gt=0, description="seconds without data before giving up")
 
 
+class ImageConversionConfig(_Section):
+    """Glance's image_conversion import plugin ([image.image_conversion])."""
+
+    output_format: Literal["raw", "qcow2", "vmdk"] = "raw"
+    # One `qemu-img convert` (in the inspection's address-space limit) may take this long.
+    timeout: float = Field(3600.0, gt=0, description="seconds")
+
+
 class ImageConfig(_Section):
     # Largest single image accepted (bytes).
     max_image_size: int = Field(1 << 40, ge=1)
@@ -134,6 +143,10 @@ class ImageConfig(_Section):
     # Several stores (multi-store): the first is the default. Empty: one store, `file`.
     stores: list[ImageStoreConfig] = Field(default_factory=list)
     web_download: WebDownloadConfig = WebDownloadConfig()
+    # Run on imported data before it is stored (Glance's image_import_plugins): by
+    # glance-direct, web-download and glance-download, never copy-image. Off by default.
+    import_plugins: list[Literal["image_conversion"]] = Field(default_factory=list)
+    image_conversion: ImageConversionConfig = ImageConversionConfig()
     # Properties a glance-download import copies from the remote image (glob patterns).
     glance_download_properties: list[str] = Field(
         default_factory=lambda: ["hw_*", "trait:*", "os_distro", "os_secure_boot", "os_type"]

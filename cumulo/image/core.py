@@ -252,15 +252,20 @@ class ImageService:
                 tmp.unlink()
 
     async def accept(
-        self, image: Image, written: Written, from_status: str, stores: list[str] | None = None
+        self,
+        image: Image,
+        written: Written,
+        from_status: str,
+        stores: list[str] | None = None,
+        converted_to: str | None = None,
     ) -> None:
         """Inspect staged data and move it into the stores (default: the default store);
-        the image becomes active."""
+        the image becomes active. converted_to: the disk_format the image conversion
+        import plugin gave the data (set with the status, so a failure leaves none)."""
         staged = self.staged_path(image.id)
         cfg = self.config.image
-        found = await inspect.inspect(
-            staged, image.disk_format or "", cfg.inspect_timeout, cfg.inspect_memory
-        )
+        disk_format = converted_to or image.disk_format or ""
+        found = await inspect.inspect(staged, disk_format, cfg.inspect_timeout, cfg.inspect_memory)
         targets = [self.stores[s] for s in (stores or [self.store.id])]
         location = await targets[0].add(image.id, staged)
         try:
@@ -281,6 +286,7 @@ class ImageService:
             os_hash_value=written.os_hash_value,
             store=self.store_list(t.id for t in targets),
             location=location,
+            **({"disk_format": converted_to, "container_format": "bare"} if converted_to else {}),
         )
         if not activated:
             # Deleted (or otherwise changed) meanwhile: its data must not stay behind.

@@ -11,9 +11,11 @@ background and ends `success` or `failure`:
   and interface, read with the caller's token): its data, formats and the properties
   `[image] glance_download_properties` match (queued -> importing -> active).
 
-As in Glance, `os_glance_importing_to_stores` lists the stores still to do and
-`os_glance_failed_import` those that failed; `all_stores_must_succeed` (default true)
-makes one failed store fail the import.
+With `[image] import_plugins = ["image_conversion"]`, the data of all but copy-image is
+converted before it is stored (conversion.py). As in Glance,
+`os_glance_importing_to_stores` lists the stores still to do and `os_glance_failed_import`
+those that failed; `all_stores_must_succeed` (default true) makes one failed store fail
+the import.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from sqlalchemy import delete, select
 from cumulo.common.context import RequestContext
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, Conflict, PayloadTooLarge
+from cumulo.image import conversion
 from cumulo.image.core import ImageService, stores_of
 from cumulo.image.models import Image, ImageProperty, ImageTask
 from cumulo.image.store import hash_file
@@ -274,7 +277,8 @@ async def start_legacy_import(
     url = check_url(service, input_.get("import_from"))
     await service.begin(image, "queued", "importing")
     task = await create_task(service, ctx, "import", input_, image.id)
-    run = _run(service, image, "web-download", [service.store.id], url, True)
+    # Glance's legacy import flow has no import plugins (its `convert` task is separate).
+    run = _run(service, image, "web-download", [service.store.id], url, True, plugins=False)
     service.track(asyncio.create_task(_as_task(service, task.id, image.id, run)))
     return task
 
@@ -300,8 +304,10 @@ async def _run(
     url: str | None,
     must_succeed: bool,
     token: str = "",
+    plugins: bool = True,
 ) -> list[str]:
-    """Do the import; returns the stores that failed (when some may)."""
+    """Do the import; returns the stores that failed (when some may). plugins: run the
+    `[image] import_plugins` on the data (not for copy-image or the legacy import task)."""
     if method == "copy-image":
         return await _copy(service, image, stores, must_succeed)
     try:
@@ -311,10 +317,16 @@ async def _run(
         elif method == "glance-download":
             assert url is not None
             image = await fetch_remote_image(service, image, token, url)
+        converted_to = None
+        if plugins and conversion.enabled(service.config.image):
+            room = min(service.config.image.max_image_size, await service.bytes_left(image.owner))
+            converted_to = await conversion.convert_staged(
+                service.staged_path(image.id), image.disk_format or "", service.config.image, room
+            )
         written = await hash_file(service.staged_path(image.id))
         if written.size > await service.bytes_left(image.owner):
             raise PayloadTooLarge("Image exceeds the storage quota.")
-        await service.accept(image, written, "importing", stores)
+        await service.accept(image, written, "importing", stores, converted_to)
     except BaseException:
         await service.discard_staged(image.id)
         await service.set_status(image.id, ("importing",), "queued")

@@ -78,18 +78,15 @@ def sniff(header: bytes) -> str:
     return "raw"
 
 
-async def qemu_img_info(path: Path, fmt: str, timeout: float, memory: int) -> dict[str, Any]:
+async def run_qemu_img(*args: str, timeout: float, memory: int, what: str) -> bytes:
+    """qemu-img's output, run in its own process with a timeout and an address-space
+    limit (killed when the caller is cancelled); ImageRejected when it fails."""
     binary = shutil.which("qemu-img")
     if binary is None:
-        raise ServiceUnavailable("qemu-img is not installed: image data cannot be inspected.")
+        raise ServiceUnavailable(f"qemu-img is not installed: image data cannot be {what}.")
     proc = await asyncio.create_subprocess_exec(
         binary,
-        "info",
-        "--output=json",
-        "--force-share",
-        "-f",
-        fmt,
-        str(path),
+        *args,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -99,13 +96,25 @@ async def qemu_img_info(path: Path, fmt: str, timeout: float, memory: int) -> di
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise ImageRejected("Image inspection timed out: the data is not a valid image.") from None
+        raise ImageRejected(
+            f"Image data could not be {what}: qemu-img timed out after {timeout:g} seconds."
+        ) from None
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.shield(proc.wait())
     if proc.returncode != 0:
         reason = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise ImageRejected(f"Image data could not be inspected: {reason[0]}")
+        raise ImageRejected(f"Image data could not be {what}: {reason[0]}")
+    return out
+
+
+async def qemu_img_info(path: Path, fmt: str, timeout: float, memory: int) -> dict[str, Any]:
+    out = await run_qemu_img(
+        "info", "--output=json", "--force-share", "-f", fmt, str(path),
+        timeout=timeout, memory=memory, what="inspected",
+    )  # fmt: skip
     try:
         return json.loads(out)
     except ValueError:

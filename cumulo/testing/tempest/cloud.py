@@ -76,6 +76,8 @@ class CloudSpec:
                 # web-download tests fetch from the run's own file server on loopback.
                 "web_download": {"allowed_ports": [80, 443, self.file_server_port]},
                 "cache_enabled": True,
+                # Imports are converted to raw, as a Ceph-backed Glance does (the format tests).
+                "import_plugins": ["image_conversion"],
             },
             # A second storage policy (as Tempest's gate has): per-policy account quotas.
             "object_store": {

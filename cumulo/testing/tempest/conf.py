@@ -78,7 +78,7 @@ FEATURES: dict[str, dict[str, object]] = {
         "import_image": True,
         "os_glance_reserved": True,
         "manage_locations": False,  # image locations are not exposed
-        "image_conversion": False,
+        "image_conversion": True,  # the harness's cloud enables the conversion plugin
         "do_secure_hash": True,
         "http_store_enabled": False,  # no HTTP store (image locations on web servers)
         "store_weight_enabled": True,
