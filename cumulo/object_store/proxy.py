@@ -92,6 +92,7 @@ class Proxy:
         # more threads than the default pool's few (which would queue them behind each other).
         self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="object-io")
         self._container_cache: dict[tuple[str, str], tuple[float, ContainerInfo]] = {}
+        self._account_cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
     def _node(self, at: Location) -> Any:
         return self.router.node_for(at)
@@ -147,7 +148,14 @@ class Proxy:
 
     # -- accounts ---------------------------------------------------------------------
 
-    async def account_info(self, account: str) -> dict[str, Any] | None:
+    async def account_info(self, account: str, *, cached: bool = False) -> dict[str, Any] | None:
+        """The account's stats and metadata. `cached`: may be a few seconds old (for the
+        checks every request makes: quotas, ACLs, temp URL keys; Swift caches them too);
+        this proxy's own account POSTs are seen at once."""
+        if cached:
+            hit = self._account_cache.get(account)
+            if hit and hit[0] > time.monotonic():
+                return hit[1]
         part = self.account_ring.get_part(account)
 
         def read(at: Location) -> dict[str, Any]:
@@ -156,7 +164,11 @@ class Proxy:
                 raise DatabaseMissing(account)
             return broker.info()
 
-        return await self._first(self.account_ring, part, read)
+        info = await self._first(self.account_ring, part, read)
+        if len(self._account_cache) > 10000:
+            self._account_cache.clear()
+        self._account_cache[account] = (time.monotonic() + CONTAINER_INFO_TTL, info)
+        return info
 
     async def account_listing(self, account: str, query: dict) -> tuple[dict | None, list]:
         part = self.account_ring.get_part(account)
@@ -172,6 +184,7 @@ class Proxy:
 
     async def account_post(self, account: str, updates: dict) -> None:
         part = self.account_ring.get_part(account)
+        self._account_cache.pop(account, None)
         timestamp = timestamps.now()
         stamped = {k: [v, timestamp] for k, v in updates.items()}
         replicas = self.account_ring.replica_count

@@ -109,7 +109,7 @@ async def caller_for(request: Request, account: str) -> Caller:
 
 async def account_acl(store: ObjectStore, account: str) -> str:
     """The account's stored X-Account-Access-Control ("" when none)."""
-    info = await store.proxy.account_info(account)
+    info = await store.proxy.account_info(account, cached=True)
     value, _timestamp = ((info or {}).get("metadata") or {}).get(ACCOUNT_ACL_SYSMETA, ("", ""))
     return value
 

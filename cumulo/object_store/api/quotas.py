@@ -70,6 +70,14 @@ def _limit(metadata: dict, key: str) -> int | None:
     return int(value) if value.isdecimal() else None
 
 
+def _is_account_quota(key: str) -> bool:
+    lowered = key.lower()
+    return lowered.startswith((POLICY_QUOTA, "x-account-meta-quota-")) or lowered in (
+        "x-account-quota-bytes",
+        "x-account-quota-count",
+    )
+
+
 async def check_upload(
     request: Request, caller: Caller, account: str, container: str, length: int
 ) -> None:
@@ -88,10 +96,16 @@ async def check_upload(
     limit = _limit(meta, "X-Container-Meta-Quota-Count")
     if limit is not None and info.object_count + 1 > limit:
         raise SwiftError(413, "Upload exceeds quota.")
-    account_info = await store_of(request).proxy.account_info(account)
+    account_info = await proxy.account_info(account, cached=True)
     if account_info is None:
         return
     ameta = {k: v for k, (v, _ts) in account_info["metadata"].items()}
+    if any(_is_account_quota(k) for k in ameta):
+        # An account with a quota is read fresh, as a container with one is.
+        account_info = await proxy.account_info(account)
+        if account_info is None:
+            return
+        ameta = {k: v for k, (v, _ts) in account_info["metadata"].items()}
     for key in ("X-Account-Quota-Bytes", "X-Account-Meta-Quota-Bytes"):
         limit = _limit(ameta, key)
         if limit is not None and account_info["bytes"] + length > limit:

@@ -106,7 +106,7 @@ def verify(request: Request, path: str, keys: list[str]) -> None:
 async def keys_for(store, account: str, container: str) -> list[str]:
     """The account's and the container's keys (X-*-Meta-Temp-URL-Key and -Key-2)."""
     keys = []
-    info = await store.proxy.account_info(account)
+    info = await store.proxy.account_info(account, cached=True)
     meta = {k: v for k, (v, _ts) in (info or {}).get("metadata", {}).items() if v}
     keys += [meta[f"X-Account-Meta-{h}"] for h in KEY_HEADERS if f"X-Account-Meta-{h}" in meta]
     cinfo = await store.proxy.container_info(account, container)
