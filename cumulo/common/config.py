@@ -195,6 +195,18 @@ class NetworkConfig(_Section):
     # population); their underlay MTU must be 50 bytes above the networks' MTU.
     tunnel_local_ip: str = ""
     tunnel_device: str = ""
+    # Provider networks on host interfaces (Neutron's linuxbridge agent and ML2 type
+    # drivers): physical network name -> this host's interface carrying it (moved into
+    # the data plane's namespace: give one that holds no address the host needs); which
+    # physical networks flat networks may use ("*": any); VLAN ranges per physical
+    # network ("physnet1:100:199", or "physnet1" for admins' VLANs only); the type of
+    # new tenant networks ("vxlan", "vlan" from the ranges, or "local").
+    physical_interface_mappings: dict[str, str] = Field(default_factory=dict)
+    flat_networks: list[str] = Field(default_factory=lambda: ["*"])
+    network_vlan_ranges: list[str] = Field(default_factory=list)
+    tenant_network_types: list[Literal["vxlan", "vlan", "local"]] = Field(
+        default_factory=lambda: ["vxlan"]
+    )
     # Default per-project quotas (-1: unlimited), Neutron's defaults.
     quota: dict[str, int] = Field(
         default_factory=lambda: {

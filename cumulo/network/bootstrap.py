@@ -9,6 +9,7 @@ security group. Idempotent: what exists (by name and project) is left alone.
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,8 +19,10 @@ from cumulo.identity.models import Project
 from cumulo.network import ipam, rbac
 from cumulo.network.agents import DHCP_AGENT, L3_AGENT, schedule
 from cumulo.network.core import ACCESS_EXTERNAL, NetworkService, new_id
+from cumulo.network.errors import FlatNetworkInUse
 from cumulo.network.models import Network, Router, Subnet
 from cumulo.network.ports import ROUTER_GATEWAY, ROUTER_INTERFACE, new_port, sync_dhcp_port
+from cumulo.network.segments import Segments
 
 
 async def project_ids(identity: Identity, names: tuple[str, ...]) -> dict[str, str]:
@@ -30,12 +33,25 @@ async def project_ids(identity: Identity, names: tuple[str, ...]) -> dict[str, s
         return {p.name: p.id for p in rows}
 
 
-async def _network(s: AsyncSession, project_id: str, name: str, **attrs) -> Network:
+LOG = logging.getLogger(__name__)
+
+
+async def _network(
+    s: AsyncSession, segments: Segments, project_id: str, name: str, **attrs
+) -> Network:
     net = await s.scalar(
         select(Network).where(Network.name == name, Network.project_id == project_id)
     )
     if net is None:
+        attrs.setdefault("network_type", segments.tenant_type())
         net = Network(id=new_id(), project_id=project_id, name=name, **attrs)
+        try:
+            await segments.claim(s, net)
+        except FlatNetworkInUse:
+            # `public` deleted and its physical network given to another flat network:
+            # made again, but local to this host (the physical network is taken).
+            LOG.warning("network: %s is made local: %s", name, "physical network in use")
+            net.network_type, net.physical_network, net.segment_key = "local", None, None
         s.add(net)
         await s.flush()
         if net.external:
@@ -74,6 +90,7 @@ async def bootstrap_network(service: NetworkService, identity: Identity) -> None
     async with service.db.write() as s:
         public = await _network(
             s,
+            service.segments,
             projects["admin"],
             "public",
             external=True,
@@ -92,7 +109,7 @@ async def bootstrap_network(service: NetworkService, identity: Identity) -> None
             dns_nameservers=[],
         )
         demo = projects["demo"]
-        private = await _network(s, demo, "private", mtu=cfg.mtu)
+        private = await _network(s, service.segments, demo, "private", mtu=cfg.mtu)
         private_net = ipaddress.ip_network(cfg.private_cidr)
         subnet = await _subnet(
             s,

@@ -34,6 +34,7 @@ from cumulo.network.models import (
     SubnetPool,
 )
 from cumulo.network.policies import NETWORK_RULES
+from cumulo.network.segments import Segments
 
 LOG = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ class NetworkService:
         self.db = db
         self.validator = validator
         self.policy = Policy(NETWORK_RULES, state_dir / config.policy_file)
+        # provider:* as ML2's type drivers check and allocate them (cumulo.network.segments).
+        self.segments = Segments(config.network)
         # Set by the data plane: called after every committed change it must apply.
         self.on_change: Callable[[], Awaitable[None]] | None = None
         # Stops the data plane (agent, bus) when the service closes.

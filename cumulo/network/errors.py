@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound
+from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound, ServiceUnavailable
 
 
 class InvalidInput(BadRequest):
@@ -218,4 +218,16 @@ class RouterHostedByL3Agent(Conflict):
 
 
 class RouterNotHostedByL3Agent(Conflict):
+    pass
+
+
+class FlatNetworkInUse(Conflict):
+    pass
+
+
+class VlanIdInUse(Conflict):
+    pass
+
+
+class NoNetworkAvailable(ServiceUnavailable):
     pass

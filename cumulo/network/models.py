@@ -55,6 +55,8 @@ class Network(Standard, Base):
     network_type: Mapped[str] = mapped_column(String(32), default="vxlan")
     physical_network: Mapped[str | None] = mapped_column(String(64))
     segmentation_id: Mapped[int | None] = mapped_column(Integer)
+    # The segment this network holds (cumulo.network.segments.segment_key): unique.
+    segment_key: Mapped[str | None] = mapped_column(String(128), unique=True)
 
 
 class SubnetPool(Standard, Base):

@@ -1,18 +1,22 @@
-"""The network schema's migration 0002 (RBAC policies) on SQLite, PostgreSQL and MariaDB.
+"""The network schema's migrations 0002 (RBAC policies) and 0004 (segment keys) on
+SQLite, PostgreSQL and MariaDB.
 
 A database at revision 0001 holding a shared, an external and a private network and a
 shared subnet pool is upgraded to head: each shared or external object gets its `*`
-policy, the private one none, and the unique key refuses a duplicate policy.
+policy, the private one none, and the unique key refuses a duplicate policy. One at
+0003 holding flat and VLAN networks (two on one physical network) is upgraded: each
+segment is held once, and the unique key refuses another network on it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from cumulo.common.db import Database, alembic_config
@@ -53,11 +57,13 @@ async def test_migration_0002_gives_shared_and_external_objects_their_policies(
                 )
         await _upgrade(db, "0001")
         async with db.write() as s:
+            # Rows in 0001's columns (the model has columns later revisions add).
             for name, shared, external in (
                 ("shared", True, False), ("public", False, True), ("private", False, False),
             ):  # fmt: skip
-                s.add(Network(id=name, project_id="p1", name=name, shared=shared,
-                              external=external))  # fmt: skip
+                await s.execute(insert(Network.__table__).values(
+                    id=name, project_id="p1", name=name, shared=shared, external=external,
+                ))  # fmt: skip
             s.add(
                 SubnetPool(
                     id="pool", project_id="p1", ip_version=4, prefixes=["10.0.0.0/8"],
@@ -84,5 +90,42 @@ async def test_migration_0002_gives_shared_and_external_objects_their_policies(
                         action="access_as_shared", target_project="*",
                     )
                 )  # fmt: skip
+    finally:
+        await db.dispose()
+
+
+async def test_migration_0004_gives_provider_networks_their_segment(database: str) -> None:
+    db = Database(database, "network")
+    try:
+        if not db.is_sqlite:
+            await db.migrate()
+            async with db.engine.begin() as conn:
+                await conn.run_sync(
+                    lambda sync: command.downgrade(alembic_config("network", sync), "0003")
+                )
+        await _upgrade(db, "0003")
+        rows = [
+            ("public", "flat", "public", None),
+            ("again", "flat", "public", None),  # made later: the first keeps the segment
+            ("v100", "vlan", "physnet1", 100),
+            ("tenant", "vxlan", None, None),
+        ]
+        async with db.write() as s:
+            for i, (name, kind, physnet, seg) in enumerate(rows):
+                await s.execute(insert(Network.__table__).values(
+                    id=name, project_id="p1", name=name, network_type=kind,
+                    physical_network=physnet, segmentation_id=seg,
+                    created_at=datetime(2026, 1, 1, 0, i),
+                ))  # fmt: skip
+        await db.migrate()
+        async with db.read() as s:
+            keys = {n.id: n.segment_key for n in await s.scalars(select(Network))}
+        assert keys == {"public": "flat:public", "again": None, "v100": "vlan:physnet1:100",
+                        "tenant": None}  # fmt: skip
+        with pytest.raises(IntegrityError):
+            async with db.write() as s:
+                s.add(Network(id="dup", project_id="p1", name="dup", network_type="vlan",
+                              physical_network="physnet1", segmentation_id=100,
+                              segment_key="vlan:physnet1:100"))  # fmt: skip
     finally:
         await db.dispose()

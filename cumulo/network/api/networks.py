@@ -29,7 +29,6 @@ from cumulo.network.api.common import (
     tags_of,
     to_bool,
     to_int,
-    to_str,
 )
 from cumulo.network.core import ACCESS_EXTERNAL, ACCESS_SHARED, NetworkService, new_id
 from cumulo.network.errors import (
@@ -50,7 +49,6 @@ from cumulo.network.ports import (
 )
 
 PROVIDER = ("provider:network_type", "provider:physical_network", "provider:segmentation_id")
-NETWORK_TYPES = ("flat", "vlan", "vxlan", "geneve", "gre", "local")
 CREATE_ATTRS = (
     "name", "description", "admin_state_up", "shared", "router:external", "mtu",
     "port_security_enabled", "is_default", "availability_zone_hints", *PROVIDER,
@@ -132,18 +130,17 @@ def _apply(service: NetworkService, ctx: RequestContext, net: Network, a: dict[s
         net.is_default = to_bool("is_default", a["is_default"])
     if any(k in a for k in PROVIDER):
         service.enforce(ctx, "network:set_provider")
-        kind = a.get("provider:network_type", net.network_type)
-        if kind not in NETWORK_TYPES:
-            raise InvalidInput(f"Invalid input for provider:network_type: '{kind}'.")
-        net.network_type = kind
-        net.physical_network = to_str(
-            "provider:physical_network",
-            a.get("provider:physical_network", net.physical_network),
-            64,
-            nullable=True,
-        )
-        seg = a.get("provider:segmentation_id", net.segmentation_id)
-        net.segmentation_id = None if seg is None else to_int("provider:segmentation_id", seg, 0)
+        current = (net.network_type, net.physical_network, net.segmentation_id)
+        if None not in (net.id, net.network_type):  # an update: ML2 changes no segment
+            given = (
+                a.get("provider:network_type", current[0]),
+                a.get("provider:physical_network", current[1]),
+                a.get("provider:segmentation_id", current[2]),
+            )
+            if given != current:
+                raise InvalidInput("Plugin does not support updating provider attributes")
+            return
+        net.network_type, net.physical_network, net.segmentation_id = service.segments.check(a)
 
 
 async def _set_access(session, net: Network, a: dict[str, Any]) -> None:
@@ -209,17 +206,24 @@ def _plan_network(
     project_id = owner_of(service, ctx, attrs)
     service.enforce(ctx, "network:owner", project_id)
     net = Network(
-        id=new_id(),
         project_id=project_id,
         mtu=service.config.network.mtu,
         shared=False,
         external=False,
     )
     _apply(service, ctx, net, attrs)
+    net.id = new_id()
+    if net.network_type is None:  # no provider attributes: a tenant network
+        net.network_type = service.segments.tenant_type()
     access = {k: v for k, v in _access_attrs(attrs).items() if v}
+
+    requested = (net.physical_network, net.segmentation_id)
 
     async def write(session: AsyncSession) -> Network:
         await service.check_quota(session, project_id, "network")
+        # (A retried transaction allocates again from what it asked for.)
+        net.physical_network, net.segmentation_id = requested
+        await service.segments.claim(session, net)
         session.add(net)
         await session.flush()
         await _set_access(session, net, access)

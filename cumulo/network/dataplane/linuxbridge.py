@@ -92,6 +92,19 @@ def vxlan_name(network_id: str) -> str:
     return f"{PREFIX}v{_short(network_id, 9)}"
 
 
+def vlan_name(network_id: str) -> str:
+    """A VLAN network's 802.1Q subinterface of its physical network's host interface."""
+    return f"{PREFIX}q{_short(network_id, 9)}"
+
+
+async def _vlan_of(ns: str, device: str) -> tuple[int | None, str | None]:
+    """(VLAN id, parent interface) of an existing VLAN device; (None, None) if absent."""
+    out = await cmd.run("ip", "-n", ns, "-d", "-json", "link", "show", "dev", device, check=False)
+    for link in json.loads(out or "[]"):
+        return link.get("linkinfo", {}).get("info_data", {}).get("id"), link.get("link")
+    return None, None
+
+
 async def _vxlan_fdb(ns: str, device: str) -> set[tuple[str, str]]:
     """The (MAC, remote address) entries of a VXLAN device's forwarding table."""
     out = await cmd.bridge(ns, "-json", "fdb", "show", "dev", device)
@@ -144,6 +157,9 @@ class LinuxBridgeDriver(NetworkDriver):
         # Tenant networks over VXLAN to the other hosts: {"local_ip": "<address>/<prefix>",
         # "device": <the host interface carrying the tunnels>}; None: bridges stay local.
         self.vxlan: dict[str, str] | None = None
+        # Provider networks (Neutron's physical_interface_mappings): physical network ->
+        # the host interface carrying it, moved into the data plane's namespace.
+        self.physical: dict[str, str] = {}
         self.applied: dict[str, str] = {}  # object -> fingerprint of what was applied
         self._lock = asyncio.Lock()
 
@@ -162,6 +178,8 @@ class LinuxBridgeDriver(NetworkDriver):
         # How a compute host plugs a guest: its tap into the network's bridge in `netns`.
         vif = {"type": "bridge", "details": {"port_filter": True, "netns": self.host_ns}}
         reported: dict[str, Any] = {"driver": self.name, "vif": {**vif, "bridge_per_network": True}}
+        if self.physical:
+            reported["interface_mappings"] = dict(self.physical)
         if self.vxlan is not None:
             # Neutron's linuxbridge agent reports its VTEP so: the others reach it there.
             reported |= {
@@ -195,6 +213,14 @@ class LinuxBridgeDriver(NetworkDriver):
             keep.add(f"bridge:{net['id']}")
             await self._step(f"bridge:{net['id']}", (net["mtu"], net["admin_state_up"]),
                              self._bridge(net), existing, self.host_ns)  # fmt: skip
+        for net in networks.values():
+            segment = net.get("segment") or {}
+            device = self.physical.get(segment.get("physical_network") or "")
+            if device and segment.get("type") in ("flat", "vlan"):
+                keep.add(f"physical:{net['id']}")
+                await self._step(f"physical:{net['id']}", (device, segment, net["mtu"]),
+                                 self._physical(net["id"], device, segment, net["mtu"]),
+                                 existing, self.host_ns)  # fmt: skip
         tunnel = state.get("tunnel") if self.vxlan is not None else None
         if tunnel:
             keep.add("underlay")
@@ -302,6 +328,38 @@ class LinuxBridgeDriver(NetworkDriver):
             await cmd.ip(None, "link", "set", device, "netns", self.host_ns)
         await cmd.ip(self.host_ns, "link", "set", device, "up")
         await self._addresses(self.host_ns, device, {address})
+
+    async def _physical(
+        self, network_id: str, device: str, segment: dict[str, Any], mtu: int
+    ) -> None:
+        """As Neutron's linuxbridge agent: a flat network's bridge takes the physical
+        network's host interface itself, a VLAN network's an 802.1Q subinterface of it
+        (the interface is moved in from the host's namespace the first time)."""
+        if device not in await cmd.links(self.host_ns):
+            await cmd.ip(None, "link", "set", device, "netns", self.host_ns)
+        await cmd.ip(self.host_ns, "link", "set", device, "up")
+        bridge = bridge_name(network_id)
+        if segment["type"] == "flat":
+            await cmd.ip(self.host_ns, "link", "set", device, "master", bridge)
+            return
+        name, vid = vlan_name(network_id), segment["segmentation_id"]
+        have = await _vlan_of(self.host_ns, name)
+        if have != (None, None) and have != (vid, device):
+            await cmd.ip(self.host_ns, "link", "del", name)
+            have = (None, None)
+        if have == (None, None):
+            try:
+                await cmd.ip(self.host_ns, "link", "add", "link", device, "name", name,
+                             "type", "vlan", "id", str(vid))  # fmt: skip
+            except cmd.CommandError as exc:
+                if "Unknown device type" not in exc.stderr:
+                    raise
+                # A kernel without 802.1Q (module 8021q): the network stays on this
+                # host's bridge; said once per network, the rest of the apply goes on.
+                LOG.error("network: VLAN network %s is not wired to %s: this kernel has "
+                          "no 802.1Q VLAN devices (module 8021q)", network_id, device)  # fmt: skip
+                return
+        await cmd.ip(self.host_ns, "link", "set", name, "master", bridge, "mtu", str(mtu), "up")
 
     async def _vxlan(
         self, network_id: str, vni: int, mtu: int, peers: list[str], macs: list[list[str]]
@@ -485,9 +543,10 @@ class LinuxBridgeDriver(NetworkDriver):
                 LOG.info("network: removing namespace %s", ns)
                 await cmd.delete_namespace(ns)
         bridges = {bridge_name(n) for n in networks} | {vxlan_name(n) for n in networks}
+        bridges |= {vlan_name(n) for n in networks}
         for name in await cmd.links(self.host_ns):
             # Legs whose namespace went took their host ends with them; bridges stay.
-            if name.startswith((f"{PREFIX}b", f"{PREFIX}v")) and name not in bridges:
+            if name.startswith((f"{PREFIX}b", f"{PREFIX}v", f"{PREFIX}q")) and name not in bridges:
                 await cmd.ip(self.host_ns, "link", "del", name, check=False)
         if self.files.is_dir():
             for path in self.files.iterdir():

@@ -225,6 +225,13 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
                 "mtu": n.mtu,
                 "external": n.external,
                 "admin_state_up": n.admin_state_up,
+                # flat/vlan networks reach a host interface where the physical network
+                # is mapped (the others, and unmapped ones, stay on this host's bridges).
+                "segment": {
+                    "type": n.network_type,
+                    "physical_network": n.physical_network,
+                    "segmentation_id": n.segmentation_id,
+                },
                 "subnets": [
                     {
                         "id": x.id,
