@@ -163,6 +163,12 @@ def _truth(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes", "on", "t")
 
 
+def type_multiattach(specs: dict[str, Any]) -> bool:
+    """A volume type whose volumes may be attached to several servers (Cinder's
+    `multiattach` extra spec, `<is> True`)."""
+    return "multiattach" in specs and spec_matches(True, str(specs["multiattach"]))
+
+
 def spec_matches(capability: Any, requirement: str) -> bool:
     """Cinder's extra spec operators: `<is> True`, `<in> x`, `<or> a <or> b`,
     `== 3` / `>= 3` ... (numeric), `s== x` ... (strings); otherwise string equality."""

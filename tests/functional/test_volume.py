@@ -255,3 +255,50 @@ def test_legacy_attach_actions_and_nbd_export(cloud: CloudRunner, admin_token: s
         )
         assert gone.returncode != 0
     conn.block_storage.delete_volume(volume.id)
+
+
+def test_a_multiattach_type_lets_servers_share_a_volume_and_retype_decides(
+    cloud: CloudRunner,
+) -> None:
+    """Cinder's `multiattach` extra spec (`<is> True`) on the type makes the volume
+    attachable to several servers; a retype of an available volume takes the new type's
+    answer, an attached one may not change it."""
+    shared, plain = unique("ma"), unique("plain")
+    cloud.openstack("volume", "type", "create", "--property", "multiattach=<is> True", shared)
+    cloud.openstack("volume", "type", "create", plain)
+    volume = cloud.openstack("volume", "create", "--type", shared, "--size", "1", unique("v"),
+                             "-f", "json")  # fmt: skip
+    bs = cloud.sdk().block_storage
+    bs.wait_for_status(bs.get_volume(volume["id"]), "available", wait=60, interval=0.2)
+    assert cloud.openstack("volume", "show", volume["id"], "-f", "json")["multiattach"] is True
+
+    def attach(server_id: str):
+        return bs.post(
+            "/attachments",
+            json={"attachment": {"volume_uuid": volume["id"], "instance_uuid": server_id}},
+            microversion="3.44",
+        )
+
+    first, second = attach(str(uuid.uuid4())), attach(str(uuid.uuid4()))
+    assert first.status_code == 200 and second.status_code == 200, second.text
+    ids = [first.json()["attachment"]["id"], second.json()["attachment"]["id"]]
+    for att_id in ids:
+        connector = {"connector": {"host": bs_host(cloud), "mountpoint": "/dev/vdb"}}
+        bs.put(f"/attachments/{att_id}", json={"attachment": connector}, microversion="3.44")
+        bs.post(f"/attachments/{att_id}/action", json={"os-complete": None}, microversion="3.44")
+    attached = bs.get_volume(volume["id"])
+    assert attached.status == "in-use" and len(attached.attachments) == 2
+    # Attached to two servers, it may not lose multiattach.
+    proc = cloud.openstack("volume", "set", "--type", plain, "--retype-policy", "never",
+                           volume["id"], check=False)  # fmt: skip
+    assert proc.returncode != 0 and "multiattach" in proc.stderr
+    # One detached, it stays in use for the other.
+    assert bs.delete(f"/attachments/{ids[0]}", microversion="3.44").status_code == 200
+    assert bs.get_volume(volume["id"]).status == "in-use"
+    assert bs.delete(f"/attachments/{ids[1]}", microversion="3.44").status_code == 200
+    assert bs.get_volume(volume["id"]).status == "available"
+    # Retyped while available: the plain type's volumes are for one server at a time.
+    cloud.openstack("volume", "set", "--type", plain, "--retype-policy", "never", volume["id"])
+    assert cloud.openstack("volume", "show", volume["id"], "-f", "json")["multiattach"] is False
+    assert attach(str(uuid.uuid4())).status_code == 200
+    assert attach(str(uuid.uuid4())).status_code == 400

@@ -149,6 +149,7 @@ def run_pass(args, venv: Path, run_dir: Path, spec: CloudSpec, files: FileServer
         offer = conf.discover(session, {name: cloud.url(name) for name in PORT_NAMES})
         offer["http_image"] = files.url("image.qcow2")
         offer["images_manifest"] = str(files.manifest)
+        offer["multiattach_type"] = accounts.multiattach_volume_type(session)
         accounts_file = None
         if not p.dynamic:
             accounts_file = run_dir / "accounts.yaml"

@@ -70,6 +70,14 @@ class AdminSession:
         return found[0]
 
 
+def multiattach_volume_type(s: AdminSession, name: str = "multiattach") -> str:
+    """A public volume type whose volumes may be attached to several servers, as
+    DevStack makes it for Tempest (`[volume] volume_type_multiattach`)."""
+    body = {"volume_type": {"name": name, "extra_specs": {"multiattach": "<is> True"}}}
+    s.call("POST", "block-storage", "/types", json=body)
+    return name
+
+
 def _user(s: AdminSession, name: str, project_id: str | None = None) -> tuple[dict, str]:
     password = secrets.token_urlsafe(12)
     body = {"name": name, "password": password, "domain_id": "default"}

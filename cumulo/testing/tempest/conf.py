@@ -55,7 +55,7 @@ FEATURES: dict[str, dict[str, object]] = {
         "metadata_service": True,
         "enable_instance_password": True,
         "swap_volume": False,  # answered 501
-        "volume_multiattach": False,
+        "volume_multiattach": True,
         "attach_encrypted_volume": False,  # no volume encryption
         "disk_config": True,
         "scheduler_enabled_filters": ",".join(
@@ -219,6 +219,7 @@ def write_conf(
             "build_timeout": 120,
             "vendor_name": offer["volume_vendor"],
             "storage_protocol": offer["volume_protocol"],
+            "volume_type_multiattach": offer["multiattach_type"],
         },
         "validation": {"run_validation": False},
         "service_available": {

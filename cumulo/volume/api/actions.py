@@ -31,7 +31,12 @@ from cumulo.volume.api.common import (
 from cumulo.volume.api.metadata import check_metadata
 from cumulo.volume.api.volumes import load_volume, remove_volume, volume_type_for
 from cumulo.volume.models import Attachment, Volume, VolumeMetadata
-from cumulo.volume.scheduler import NO_VALID_BACKEND, backend_accepts, backend_fits
+from cumulo.volume.scheduler import (
+    NO_VALID_BACKEND,
+    backend_accepts,
+    backend_fits,
+    type_multiattach,
+)
 
 LOG = logging.getLogger(__name__)
 DISK_FORMATS = ("raw", "qcow2", "vmdk", "vdi", "vhd", "vhdx")
@@ -131,7 +136,13 @@ async def retype(request: Request, volume_id: str, args: Any) -> Response:
                 f"Invalid volume: retyping volume {volume_id} to {vtype.name} needs a move to "
                 f"another backend, and {why}."
             )
-        volume.type_id, volume.updated_at = vtype.id, utcnow()
+        multiattach = type_multiattach(specs)
+        if multiattach != volume.multiattach and volume.status != states.AVAILABLE:
+            raise BadRequest(
+                "Invalid volume: retyping an attached volume cannot change whether it may be "
+                "attached to several servers (multiattach)."
+            )
+        volume.type_id, volume.multiattach, volume.updated_at = vtype.id, multiattach, utcnow()
     return accepted()
 
 

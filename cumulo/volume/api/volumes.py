@@ -50,7 +50,7 @@ from cumulo.volume.models import (
     VolumeTypeEncryption,
     VolumeTypeExtraSpec,
 )
-from cumulo.volume.scheduler import RequestSpec, place
+from cumulo.volume.scheduler import RequestSpec, place, type_multiattach
 
 LOG = logging.getLogger(__name__)
 
@@ -394,7 +394,8 @@ async def create_volume(request: Request) -> Response:
                 type_id=vtype.id,
                 host=best.pool_host if best else "",
                 bootable=bool(image) or bool(source_volid and src.bootable),
-                multiattach=bool(multiattach),
+                # The type decides (the request's `multiattach` is Cinder's deprecated form).
+                multiattach=bool(multiattach) or type_multiattach(extra_specs),
                 snapshot_id=snapshot_id,
                 source_volid=source_volid,
                 image_id=image["id"] if image else None,
