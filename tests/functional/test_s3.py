@@ -402,7 +402,8 @@ def test_bad_input_gets_s3_errors_and_stores_nothing(endpoint, s3, demo_keys, de
 def test_bucket_settings_versions_tags_cors_and_lifecycle(endpoint, s3, demo_swift):
     bucket = unique("settings")
     s3.create_bucket(Bucket=bucket)
-    # Versioning: every PUT keeps the version before it; each version is read by its id.
+    # Versioning (Swift's X-Versions-Enabled): every PUT keeps the version before it; each
+    # version is read by its id (test_s3_versioning.py tells the whole story).
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
     first = s3.put_object(Bucket=bucket, Key="doc", Body=b"one")["VersionId"]
@@ -416,7 +417,7 @@ def test_bucket_settings_versions_tags_cors_and_lifecycle(endpoint, s3, demo_swi
     with pytest.raises(ClientError) as exc:
         s3.get_object(Bucket=bucket, Key="doc", VersionId=first)
     assert error_of(exc) == ("NoSuchVersion", 404)
-    assert demo_swift.head(f"/{bucket}").headers["x-history-location"] == f"{bucket}+versions"
+    assert demo_swift.head(f"/{bucket}").headers["x-versions-enabled"] == "True"
     # Tags on the bucket and on objects (kept across a metadata-preserving change).
     s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": "team", "Value": "ops"}]})
     assert s3.get_bucket_tagging(Bucket=bucket)["TagSet"] == [{"Key": "team", "Value": "ops"}]

@@ -11,10 +11,15 @@ names with NUL are refused), each `<name>\\x00<inverted id>` so an object's vers
 newest first. Swift keeps every version in the hidden container and a symlink as the
 current object; here the current version's bytes stay where they are and are copied off
 when the object is overwritten or deleted. What clients see is the same.
+
+One rule is S3's, for the S3 front's requests only (s3/versions.py): a DELETE of the
+latest version or delete marker by id makes the newest version left current again.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -237,13 +242,13 @@ async def delete(
     if wanted is not None:
         if current is not None and id_of(current) == wanted:
             await store.proxy.object_delete(policy, account, container, name)
-            return empty(request, 204, {"X-Object-Version-Id": wanted})
-        if not _valid_id(wanted):
+        elif not _valid_id(wanted):
             raise SwiftError(404)
-        hidden = hidden_container(container)
-        if not await store.proxy.object_delete(policy, account, hidden,
-                                               version_name(name, wanted)):  # fmt: skip
+        elif not await store.proxy.object_delete(policy, account, hidden_container(container),
+                                                 version_name(name, wanted)):  # fmt: skip
             raise SwiftError(404)
+        if request.scope.get("cumulo.s3"):
+            await _restore_newest(request, policy, account, container, name)
         return empty(request, 204, {"X-Object-Version-Id": wanted})
     if current is not None and (enabled or id_of(current) != NULL):
         await _archive(request, current, policy, account, container, name)
@@ -259,6 +264,37 @@ async def delete(
     if current is None or not await store.proxy.object_delete(policy, account, container, name):
         raise SwiftError(404, headers=headers)
     return empty(request, 204, headers)
+
+
+async def _restore_newest(
+    request: Request, policy: StoragePolicy, account: str, container: str, name: str
+) -> None:
+    """S3's rule, for the S3 front only: once an object's latest version (or delete
+    marker) is deleted, the newest version left becomes current (Swift leaves it gone)."""
+    store = store_of(request)
+    if await open_object(request, policy, account, container, name) is not None:
+        return
+    hidden = hidden_container(container)
+    found = await store.proxy.container_listing(account, hidden,
+                                                {"prefix": f"{name}\x00", "limit": 1})  # fmt: skip
+    if not found or not found[1]:
+        return
+    archived = found[1][0]["name"]
+    stored = await open_object(request, policy, account, hidden, archived)
+    if stored is None or stored.metadata.get("Content-Type") == DELETE_MARKER:
+        return
+    # Deleted from the hidden container first, read from a file held open: the object
+    # written after is newer than both tombstones (the object's own, and the one an
+    # archiving under the same id would otherwise fall behind). It keeps its id.
+    with stored.path.open("rb") as held:
+        await store.proxy.object_delete(policy, account, hidden, archived)
+        kept = replace(stored, path=Path(f"/proc/self/fd/{held.fileno()}"))
+        try:
+            await copy_object(request, kept, policy, account, container, name,
+                              extra={VERSION_ID: id_of(stored)})  # fmt: skip
+        except Exception:
+            await copy_object(request, kept, policy, account, hidden, archived)  # put back
+            raise
 
 
 async def _nothing():

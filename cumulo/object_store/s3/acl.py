@@ -6,9 +6,13 @@ write)."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
 
 from cumulo.object_store.s3.errors import S3Error
 from cumulo.object_store.s3.xmldoc import element, sub
+
+if TYPE_CHECKING:
+    from cumulo.object_store.s3.gateway import Call
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 AUTHENTICATED = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
@@ -22,6 +26,12 @@ CANNED = {
     "public-read-write": (PUBLIC_READ, ANY_USER),
     "authenticated-read": (ANY_USER, ""),
 }
+
+
+def owner_element(call: Call) -> ET.Element:
+    """The bucket's owner: its project, as ID and display name."""
+    project = (call.account or "").removeprefix(call.store.config.reseller_prefix)
+    return element("Owner", element("ID", text=project), element("DisplayName", text=project))
 
 
 def _grantee_acl(grantee: str) -> str:

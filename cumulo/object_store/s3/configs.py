@@ -1,9 +1,8 @@
-"""Bucket settings (tagging, CORS, lifecycle, versioning) and object tagging.
+"""Bucket settings (tagging, CORS, lifecycle) and object tagging.
 
 Bucket settings are kept as the container's system metadata (hidden from the Swift
-API); versioning is Swift's history mode (`X-History-Location: <bucket>+versions`, old
-versions named `<3-hex length><key>/<timestamp>`), so a version id is the timestamp of
-the object it names; lifecycle expiration sets `X-Delete-At` and the expirer deletes.
+API); lifecycle expiration sets `X-Delete-At` and the expirer deletes. Versioning is
+Swift's own (versions.py).
 """
 
 from __future__ import annotations
@@ -16,10 +15,9 @@ from urllib.parse import parse_qsl, quote, unquote
 
 from cumulo.object_store.s3.errors import S3Error
 from cumulo.object_store.s3.gateway import Call
-from cumulo.object_store.s3.xmldoc import document, element, iso8601, parse_body, sub
+from cumulo.object_store.s3.xmldoc import document, element, parse_body, sub
 
 SYSMETA = "X-Container-Sysmeta-S3api-"
-VERSIONS = "+versions"
 OBJECT_TAGGING = "x-object-sysmeta-s3api-tagging"
 MAX_TAGS_BUCKET, MAX_TAGS_OBJECT = 50, 10
 CORS_METHODS = {"GET", "PUT", "HEAD", "POST", "DELETE"}
@@ -28,7 +26,7 @@ CORS_METHODS = {"GET", "PUT", "HEAD", "POST", "DELETE"}
 # -- storage of bucket settings -----------------------------------------------------------
 
 
-async def _owner_check(call: Call) -> None:
+async def owner_check(call: Call) -> None:
     """Only the bucket's owner changes or reads its settings (a metadata-less POST asks
     Swift whether the caller owns the container)."""
     answer = await call.swift("POST", call.swift_path(call.req.bucket))
@@ -49,14 +47,14 @@ async def setting(call: Call, name: str, *, fresh: bool = True) -> str | None:
 
 async def stored_setting(call: Call, name: str, missing: str):
     """A bucket setting (JSON) its owner asks for; the S3 error `missing` when unset."""
-    await _owner_check(call)
+    await owner_check(call)
     stored = await setting(call, name)
     if not stored:
         raise S3Error(missing, BucketName=call.req.bucket)
     return json.loads(stored)
 
 
-async def _store(call: Call, name: str, value: str) -> None:
+async def store_setting(call: Call, name: str, value: str) -> None:
     await call.store.proxy.container_post(
         call.account or "", call.req.bucket, {SYSMETA + name: value}
     )
@@ -93,9 +91,9 @@ def tagging_document(tags: list[tuple[str, str]]) -> bytes:
 
 
 async def put_bucket_tagging(call: Call) -> None:
-    await _owner_check(call)
+    await owner_check(call)
     tags = parse_tagging(await call.read_body(64 * 1024), MAX_TAGS_BUCKET)
-    await _store(call, "Tagging", json.dumps(tags))
+    await store_setting(call, "Tagging", json.dumps(tags))
     await call.respond(204)
 
 
@@ -105,8 +103,8 @@ async def get_bucket_tagging(call: Call) -> None:
 
 
 async def delete_setting(call: Call, name: str) -> None:
-    await _owner_check(call)
-    await _store(call, name, "")
+    await owner_check(call)
+    await store_setting(call, name, "")
     await call.respond(204)
 
 
@@ -201,8 +199,8 @@ def parse_cors(body: bytes) -> list[dict]:
 
 
 async def put_bucket_cors(call: Call) -> None:
-    await _owner_check(call)
-    await _store(call, "Cors", json.dumps(parse_cors(await call.read_body(64 * 1024))))
+    await owner_check(call)
+    await store_setting(call, "Cors", json.dumps(parse_cors(await call.read_body(64 * 1024))))
     await call.respond(200)
 
 
@@ -347,9 +345,9 @@ def expiry_of(rules: list[dict], key: str, created: float) -> int | None:
 
 
 async def put_bucket_lifecycle(call: Call) -> None:
-    await _owner_check(call)
+    await owner_check(call)
     rules = parse_lifecycle(await call.read_body(256 * 1024))
-    await _store(call, "Lifecycle", json.dumps(rules))
+    await store_setting(call, "Lifecycle", json.dumps(rules))
     # Objects already there get their X-Delete-At too (the expirer does the rest).
     listing = await call.swift("GET", call.swift_path(call.req.bucket), query={"format": "json"})
     for entry in json.loads(listing.body or b"[]") if listing.status == 200 else []:
@@ -397,129 +395,3 @@ async def lifecycle_delete_at(call: Call) -> str | None:
         return None
     at = expiry_of(json.loads(stored), call.req.key, time.time())
     return str(at) if at is not None else None
-
-
-# -- versioning ---------------------------------------------------------------------------
-
-
-async def put_versioning(call: Call) -> None:
-    await _owner_check(call)
-    root = parse_body(await call.read_body(64 * 1024))
-    status = root.findtext("Status") if root.tag == "VersioningConfiguration" else None
-    if status not in ("Enabled", "Suspended"):
-        raise S3Error("MalformedXML")
-    if root.findtext("MfaDelete") == "Enabled":
-        raise S3Error("NotImplemented", "MFA delete is not implemented.")
-    versions = call.req.bucket + VERSIONS
-    if status == "Enabled":
-        answer = await call.swift("PUT", call.swift_path(versions))
-        if answer.status >= 300:
-            raise S3Error("InternalError")
-        headers = {"x-history-location": versions}
-    else:
-        headers = {"x-remove-history-location": "x"}
-    answer = await call.swift("POST", call.swift_path(call.req.bucket), headers=headers)
-    if answer.status >= 300:
-        raise S3Error("InternalError")
-    await _store(call, "Versioning", status)
-    await call.respond(200)
-
-
-async def get_versioning(call: Call) -> None:
-    await _owner_check(call)
-    root = element("VersioningConfiguration", ns=True)
-    status = await setting(call, "Versioning")
-    if status:
-        sub(root, "Status", status)
-    await call.xml(document(root))
-
-
-def archived_name(key: str, version: str) -> str:
-    return f"{len(key.encode()):03x}{key}/{version}"
-
-
-async def versions_of(call: Call, prefix: str) -> list[dict]:
-    """Every version of the bucket's keys under prefix, newest first per key:
-    {key, version, latest, size, etag, last_modified}."""
-    bucket = call.req.bucket
-    current = await call.swift(
-        "GET",
-        call.swift_path(bucket),
-        query={"format": "json", "prefix": prefix} if prefix else {"format": "json"},
-    )
-    if current.status == 404:
-        raise S3Error("NoSuchBucket", BucketName=bucket)
-    if current.status >= 300:
-        raise S3Error("AccessDenied" if current.status in (401, 403) else "InternalError")
-    found = []
-    for entry in json.loads(current.body or b"[]"):
-        head = await call.swift("HEAD", call.swift_path(bucket, entry["name"]))
-        version = head.headers.get("x-timestamp", "null") if head.status == 200 else "null"
-        found.append({"key": entry["name"], "version": version, "latest": True, "entry": entry})
-    old = await call.swift("GET", call.swift_path(bucket + VERSIONS), query={"format": "json"})
-    if old.status == 200:
-        for entry in json.loads(old.body or b"[]"):
-            name = entry["name"]
-            try:
-                length = int(name[:3], 16)
-            except ValueError:
-                continue
-            key, version = name[3 : 3 + length], name[4 + length :]
-            if key.startswith(prefix):
-                found.append({"key": key, "version": version, "latest": False, "entry": entry})
-    found.sort(key=lambda v: (v["key"], -float(v["version"]) if v["version"] != "null" else 0))
-    return found
-
-
-async def list_versions(call: Call) -> None:
-    p = call.req.params
-    prefix = p.get("prefix", "")
-    max_keys = min(int(p.get("max-keys", "1000") or 1000), 1000)
-    found = await versions_of(call, prefix)
-    key_marker = p.get("key-marker", "")
-    if key_marker:
-        found = [v for v in found if v["key"] > key_marker]
-    truncated = len(found) > max_keys
-    found = found[:max_keys]
-    root = element("ListVersionsResult", ns=True)
-    for tag, value in (("Name", call.req.bucket), ("Prefix", prefix), ("KeyMarker", key_marker),
-                       ("VersionIdMarker", p.get("version-id-marker", "")), ("MaxKeys", max_keys),
-                       ("IsTruncated", "true" if truncated else "false")):  # fmt: skip
-        sub(root, tag, value)
-    if truncated and found:
-        sub(root, "NextKeyMarker", found[-1]["key"])
-        sub(root, "NextVersionIdMarker", found[-1]["version"])
-    project = (call.account or "").removeprefix(call.store.config.reseller_prefix)
-    for v in found:
-        entry = v["entry"]
-        item = sub(root, "Version")
-        sub(item, "Key", v["key"])
-        sub(item, "VersionId", v["version"])
-        sub(item, "IsLatest", "true" if v["latest"] else "false")
-        sub(item, "LastModified", iso8601(entry["last_modified"]))
-        sub(item, "ETag", f'"{entry["hash"]}"')
-        sub(item, "Size", entry["bytes"])
-        owner = sub(item, "Owner")
-        sub(owner, "ID", project)
-        sub(owner, "DisplayName", project)
-        sub(item, "StorageClass", "STANDARD")
-    await call.xml(document(root))
-
-
-async def version_path(call: Call, version: str) -> str | None:
-    """Where a version of the key is: the object itself (None) or its archived copy."""
-    req = call.req
-    if version == "null":
-        return None
-    head = await call.swift("HEAD", call.swift_path(req.bucket, req.key))
-    if head.status == 200 and head.headers.get("x-timestamp") == version:
-        return None
-    return call.swift_path(req.bucket + VERSIONS, archived_name(req.key, version))
-
-
-def check_version_id(version: str) -> None:
-    if version != "null":
-        try:
-            float(version)
-        except ValueError:
-            raise S3Error("InvalidArgument", "Invalid version id specified") from None

@@ -4,11 +4,13 @@ their signature, and carries each S3 operation out as Swift requests on the same
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode
 
@@ -29,6 +31,7 @@ SWIFT_PATHS = ("/info", "/healthcheck", "/metrics", "/crossdomain.xml", "/openap
 # (S3 bucket names are one namespace across the cloud; Swift's are per account).
 BUCKET_INDEX = ".s3-buckets"
 OWNER_KEY = "X-Container-Meta-S3-Account"
+SEGMENTS = "+segments"  # the container of a bucket's multipart parts (as Swift's s3api)
 
 
 @dataclass
@@ -133,9 +136,10 @@ class Call:
         body: bytes | None = None,
         receive: Receive | None = None,
         stream_to: Callable[[int, dict[str, str]], Awaitable[bool]] | None = None,
+        sink: Callable[[Message], Awaitable[None]] | None = None,
     ) -> SwiftAnswer:
         """One request to the Swift app in-process. With stream_to, the answer's body goes
-        to the client as it comes once stream_to(status, headers) says so (True)."""
+        to the client (or to sink) as it comes once stream_to(status, headers) says so."""
         sub = self._sub_scope(method, path, query, headers or {})
         if receive is None:
             payload = body or b""
@@ -164,7 +168,9 @@ class Call:
                 if stream_to is not None:
                     streaming = await stream_to(answer.status, answer.headers)
             elif message["type"] == "http.response.body":
-                if streaming:
+                if streaming and sink is not None:
+                    await sink(message)
+                elif streaming:
                     await self.send(
                         {
                             "type": "http.response.body",
@@ -178,6 +184,51 @@ class Call:
         await self.gateway.app(sub, receive, send)
         answer.body = b"".join(chunks)
         return answer
+
+    @asynccontextmanager
+    async def swift_piped(
+        self, path: str, *, query: dict | None = None, headers: dict | None = None
+    ) -> AsyncIterator[tuple[SwiftAnswer, Receive]]:
+        """A GET whose body, when it succeeds, is read as the body of another Swift request
+        (a copy the Swift app cannot make itself) as it comes, not held in memory. The
+        answer's body is there only when it did not succeed."""
+        queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=4)
+        started: asyncio.Future[SwiftAnswer] = asyncio.get_running_loop().create_future()
+
+        async def start(status: int, headers: dict[str, str]) -> bool:
+            started.set_result(SwiftAnswer(status, headers))
+            return status in (200, 206)
+
+        async def sink(message: Message) -> None:
+            more = message.get("more_body", False)
+            await queue.put({"type": "http.request", "body": message.get("body", b""),
+                             "more_body": more})  # fmt: skip
+
+        reader = asyncio.create_task(
+            self.swift("GET", path, query=query, headers=headers, stream_to=start, sink=sink)
+        )
+
+        async def receive() -> Message:
+            if queue.empty() and not reader.done():
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    return getter.result()
+                getter.cancel()
+            if not queue.empty():  # what the reader put before it ended
+                return queue.get_nowait()
+            reader.result()  # the reader's error, if it failed
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        try:
+            await asyncio.wait({started, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if not started.done() or started.result().status not in (200, 206):
+                answer = await reader
+                yield answer, receive
+            else:
+                yield started.result(), receive
+        finally:
+            reader.cancel()
 
     def body_receive(self) -> Receive:
         """The client's body as the Swift app reads it: aws-chunked decoded, and checked

@@ -9,11 +9,15 @@ import ipaddress
 import json
 import re
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
-from cumulo.object_store.s3 import acl, configs
+from cumulo.object_store.s3 import acl, configs, history_versions, versions
+from cumulo.object_store.s3.acl import owner_element
 from cumulo.object_store.s3.errors import S3Error
-from cumulo.object_store.s3.gateway import Call, SwiftAnswer
+from cumulo.object_store.s3.gateway import SEGMENTS, Call, SwiftAnswer
+from cumulo.object_store.s3.request import int_param, split_query
 from cumulo.object_store.s3.xmldoc import document as xml_document
 from cumulo.object_store.s3.xmldoc import (
     element,
@@ -23,7 +27,6 @@ from cumulo.object_store.s3.xmldoc import (
     sub,
 )
 
-SEGMENTS = "+segments"  # the container of a bucket's multipart parts (as Swift's s3api)
 MIN_PART = 5 * 1024 * 1024
 MAX_PARTS = 10000
 MAX_KEYS = 1000
@@ -81,7 +84,7 @@ async def dispatch(call: Call) -> None:
             if "acl" in p:
                 return await put_bucket_acl(call)
             if "versioning" in p:
-                return await configs.put_versioning(call)
+                return await versions.put_versioning(call)
             if settings:
                 return await BUCKET_SETTINGS[settings[0]][0](call)
             return await create_bucket(call)
@@ -99,11 +102,13 @@ async def dispatch(call: Call) -> None:
             if "acl" in p:
                 return await get_bucket_acl(call)
             if "versioning" in p:
-                return await configs.get_versioning(call)
+                return await versions.get_versioning(call)
             if "uploads" in p:
                 return await list_uploads(call)
             if "versions" in p:
-                return await configs.list_versions(call)
+                if await versions.status(call) == versions.HISTORY_MODE:
+                    return await history_versions.list_versions(call)
+                return await versions.list_versions(call)
             if settings:
                 return await BUCKET_SETTINGS[settings[0]][1](call)
             return await list_objects(call, v2=p.get("list-type") == "2")
@@ -132,7 +137,7 @@ async def dispatch(call: Call) -> None:
         if m == "DELETE":
             return await configs.put_object_tagging(call, [])
     if "versionId" in p:
-        configs.check_version_id(p["versionId"])
+        versions.check_version_id(p["versionId"])
     if m == "PUT":
         if "x-amz-copy-source" in req.headers:
             return await copy_object(call)
@@ -150,11 +155,6 @@ async def dispatch(call: Call) -> None:
 def own_account(call: Call) -> str:
     assert call.credential is not None
     return f"{call.store.config.reseller_prefix}{call.credential.project_id}"
-
-
-def owner_element(call: Call) -> object:
-    project = (call.account or "").removeprefix(call.store.config.reseller_prefix)
-    return element("Owner", element("ID", text=project), element("DisplayName", text=project))
 
 
 async def require_bucket(call: Call) -> None:
@@ -213,7 +213,8 @@ async def list_buckets(call: Call) -> None:
     fail(call, answer)
     buckets = element("Buckets")
     for entry in json.loads(answer.body or b"[]"):
-        if entry["name"].endswith(SEGMENTS):
+        # Parts, and the old versions of buckets once in history mode: not buckets.
+        if entry["name"].endswith((SEGMENTS, history_versions.VERSIONS)):
             continue
         sub_el = sub(buckets, "Bucket")
         sub(sub_el, "Name", entry["name"])
@@ -312,22 +313,10 @@ async def put_bucket_acl(call: Call) -> None:
 # -- listings ---------------------------------------------------------------------------
 
 
-def _int_param(value: str | None, default: int, name: str) -> int:
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise S3Error("InvalidArgument", f"Provided {name} not an integer or within integer range")
-    return number
-
-
-async def list_objects(call: Call, *, v2: bool = False, versions: bool = False) -> None:
+async def list_objects(call: Call, *, v2: bool = False) -> None:
     req = call.req
     p = req.params
-    max_keys = min(_int_param(p.get("max-keys"), MAX_KEYS, "max-keys"), MAX_KEYS)
+    max_keys = min(int_param(p.get("max-keys"), MAX_KEYS, "max-keys"), MAX_KEYS)
     encoding = p.get("encoding-type")
     if encoding not in (None, "url"):
         raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request")
@@ -344,7 +333,7 @@ async def list_objects(call: Call, *, v2: bool = False, versions: bool = False) 
         else:
             marker = p.get("start-after", "")
     else:
-        marker = p.get("key-marker" if versions else "marker", "")
+        marker = p.get("marker", "")
     swift_marker = marker
     if delimiter and marker.endswith(delimiter):
         swift_marker = marker + "\U0010ffff"  # past every key of that common prefix
@@ -365,8 +354,7 @@ async def list_objects(call: Call, *, v2: bool = False, versions: bool = False) 
     def enc(value: str) -> str:
         return quote(value, safe="/") if encoding == "url" else value
 
-    tag = "ListVersionsResult" if versions else "ListBucketResult"
-    root = element(tag, ns=True)
+    root = element("ListBucketResult", ns=True)
     sub(root, "Name", req.bucket)
     sub(root, "Prefix", enc(prefix))
     if v2:
@@ -375,9 +363,6 @@ async def list_objects(call: Call, *, v2: bool = False, versions: bool = False) 
         if "start-after" in p:
             sub(root, "StartAfter", enc(p["start-after"]))
         sub(root, "KeyCount", len(entries))
-    elif versions:
-        sub(root, "KeyMarker", enc(marker))
-        sub(root, "VersionIdMarker", p.get("version-id-marker", ""))
     else:
         sub(root, "Marker", enc(marker))
     sub(root, "MaxKeys", max_keys)
@@ -390,20 +375,14 @@ async def list_objects(call: Call, *, v2: bool = False, versions: bool = False) 
         last = entries[-1].get("name") or entries[-1]["subdir"]
         if v2:
             sub(root, "NextContinuationToken", base64.urlsafe_b64encode(last.encode()).decode())
-        elif versions:
-            sub(root, "NextKeyMarker", enc(last))
-            sub(root, "NextVersionIdMarker", "null")
         else:
             sub(root, "NextMarker", enc(last))
     with_owner = not v2 or p.get("fetch-owner") == "true"
     for entry in entries:
         if "subdir" in entry:
             continue
-        item = sub(root, "Version" if versions else "Contents")
+        item = sub(root, "Contents")
         sub(item, "Key", enc(entry["name"]))
-        if versions:
-            sub(item, "VersionId", "null")
-            sub(item, "IsLatest", "true")
         sub(item, "LastModified", iso8601(entry["last_modified"]))
         sub(item, "ETag", f'"{entry["hash"]}"')
         sub(item, "Size", entry["bytes"])
@@ -454,6 +433,8 @@ def s3_object_headers(headers: dict[str, str]) -> dict[str, str]:
         out["etag"] = f'"{out["etag"]}"'
     if S3_CLASS in headers:
         out["x-amz-storage-class"] = headers[S3_CLASS]
+    if "x-object-version-id" in headers:
+        out["x-amz-version-id"] = headers["x-object-version-id"]
     return out
 
 
@@ -510,9 +491,19 @@ async def put_object(call: Call) -> None:
     )
     await fail_object(call, answer)
     reply = {"etag": f'"{answer.headers.get("etag", "").strip(chr(34))}"'}
-    if await configs.setting(call, "Versioning", fresh=False) == "Enabled":
-        reply["x-amz-version-id"] = answer.headers.get("x-timestamp", "null")
-    await call.respond(200, headers=reply)
+    await call.respond(200, headers={**reply, **await version_id_of_put(call, answer)})
+
+
+async def version_id_of_put(call: Call, answer: SwiftAnswer) -> dict[str, str]:
+    """x-amz-version-id for what a PUT made: Swift's version id (in a bucket that has
+    been versioned), or the timestamp of a bucket still in history mode."""
+    if "x-object-version-id" in answer.headers:
+        return {"x-amz-version-id": answer.headers["x-object-version-id"]}
+    if await versions.status(call, fresh=False) == versions.HISTORY_MODE:
+        legacy = await configs.setting(call, "Versioning", fresh=False) or "Enabled"
+        version = history_versions.version_id_of_put(answer, legacy)
+        return {"x-amz-version-id": version} if version else {}
+    return {}
 
 
 async def get_object(call: Call) -> None:
@@ -527,8 +518,17 @@ async def get_object(call: Call) -> None:
         for param, header in RESPONSE_OVERRIDES.items()
         if param in req.params
     }
+    path = call.swift_path(req.bucket, req.key)
+    query: dict[str, str] = {}
+    version = req.params.get("versionId")
+    state = await versions.status(call, fresh=False)
+    if version is not None and state == versions.HISTORY_MODE:
+        path = await history_versions.version_path(call, req.key, version) or path
+        overrides["x-amz-version-id"] = version
+    elif version is not None:
+        query["version-id"] = version
     if "if-match" in forward or "if-none-match" in forward:
-        await etag_conditions(call, forward)
+        await etag_conditions(call, forward, path, query)
     if overrides and call.credential is None:
         raise S3Error(
             "InvalidRequest",
@@ -541,16 +541,19 @@ async def get_object(call: Call) -> None:
         await call.start(status, {**s3_object_headers(headers), **overrides})
         return True
 
-    path = call.swift_path(req.bucket, req.key)
-    version = req.params.get("versionId")
-    if version is not None:
-        path = await configs.version_path(call, version) or path
-        overrides["x-amz-version-id"] = version
-    answer = await call.swift(req.method, path, headers=forward, stream_to=start)
-    if answer.status == 404 and version is not None:
-        raise S3Error("NoSuchVersion", Key=req.key, VersionId=version)
+    answer = await call.swift(req.method, path, query=query, headers=forward, stream_to=start)
     if answer.status in (200, 206):
         return
+    if answer.status == 404 and state in (versions.ENABLED, versions.SUSPENDED):
+        marker = await versions.note_delete_marker(call, req.key, version)
+        if marker and version is not None:  # a delete marker has nothing to GET
+            if req.method == "HEAD":
+                return await call.respond(405)
+            raise S3Error("MethodNotAllowed", Method=req.method, ResourceType="DeleteMarker")
+    if answer.status == 404 and version is not None:
+        if req.method == "HEAD":
+            return await call.respond(404)
+        raise S3Error("NoSuchVersion", Key=req.key, VersionId=version)
     if answer.status == 304:
         return await call.respond(304, headers=s3_object_headers(answer.headers))
     if answer.status == 416 and req.method == "HEAD":
@@ -567,11 +570,13 @@ def _etag_in(header: str, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-async def etag_conditions(call: Call, forward: dict[str, str]) -> None:
+async def etag_conditions(
+    call: Call, forward: dict[str, str], path: str, query: dict[str, str]
+) -> None:
     """If-Match/If-None-Match against the S3 ETag where it is not Swift's (multipart
     uploads): checked here, and taken off what Swift sees."""
     req = call.req
-    head = await call.swift("HEAD", call.swift_path(req.bucket, req.key))
+    head = await call.swift("HEAD", path, query=query)
     if head.status != 200 or S3_ETAG not in head.headers:
         return
     etag = head.headers[S3_ETAG]
@@ -592,37 +597,11 @@ class _Answered(Exception):
 
 async def delete_object(call: Call) -> None:
     req = call.req
-    version = req.params.get("versionId")
-    if version is not None:
-        return await delete_version(call, version)
-    answer = await call.swift(
-        "DELETE", call.swift_path(req.bucket, req.key), query={"multipart-manifest": "delete"}
-    )
-    if answer.status == 404:
-        if not await bucket_exists(call):
-            raise S3Error("NoSuchBucket", BucketName=req.bucket)
-        return await call.respond(204)
-    fail(call, answer)
-    await call.respond(204)
-
-
-async def delete_version(call: Call, version: str) -> None:
-    """One version gone for good: the current object (its archived copy too, as history
-    mode keeps one on delete) or an old version."""
-    req = call.req
-    archived = call.swift_path(
-        req.bucket + configs.VERSIONS, configs.archived_name(req.key, version)
-    )
-    if await configs.version_path(call, version) is None:
-        answer = await call.swift("DELETE", call.swift_path(req.bucket, req.key))
-        if answer.status != 404:
-            fail(call, answer)
-    await call.swift("DELETE", archived)
-    await call.respond(204, headers={"x-amz-version-id": version})
+    headers = await versions.delete_key(call, req.key, req.params.get("versionId"))
+    await call.respond(204, headers=headers)
 
 
 async def delete_objects(call: Call) -> None:
-    req = call.req
     body = await call.read_body(2 * 1024 * 1024)
     md5 = content_md5(call)
     if md5 is not None and hashlib.md5(body, usedforsecurity=False).hexdigest() != md5:
@@ -631,38 +610,62 @@ async def delete_objects(call: Call) -> None:
     if root.tag != "Delete":
         raise S3Error("MalformedXML")
     quiet = (root.findtext("Quiet") or "false").strip().lower() == "true"
-    keys = [o.findtext("Key") for o in root.findall("Object")]
-    if not keys or len(keys) > 1000 or any(k is None or k == "" for k in keys):
+    wanted = [(o.findtext("Key"), o.findtext("VersionId")) for o in root.findall("Object")]
+    if not wanted or len(wanted) > 1000 or any(not key for key, _ in wanted):
         raise S3Error("MalformedXML")
     await require_bucket(call)
     result = element("DeleteResult", ns=True)
-    for key in keys:
+    for key, version in wanted:
         assert key is not None
-        answer = await call.swift(
-            "DELETE", call.swift_path(req.bucket, key), query={"multipart-manifest": "delete"}
-        )
-        if answer.status < 300 or answer.status == 404:
-            if not quiet:
-                sub(sub(result, "Deleted"), "Key", key)
-        else:
+        try:
+            headers = await versions.delete_key(call, key, version)
+        except S3Error as exc:
             err = sub(result, "Error")
             sub(err, "Key", key)
-            code = "AccessDenied" if answer.status in (401, 403) else "InternalError"
-            sub(err, "Code", code)
-            sub(err, "Message", code)
+            if version is not None:
+                sub(err, "VersionId", version)
+            sub(err, "Code", exc.code)
+            sub(err, "Message", exc.message)
+            continue
+        if quiet:
+            continue
+        done = sub(result, "Deleted")
+        sub(done, "Key", key)
+        if version is not None:
+            sub(done, "VersionId", version)
+        if headers.get("x-amz-delete-marker") == "true":
+            sub(done, "DeleteMarker", "true")
+            sub(done, "DeleteMarkerVersionId", headers["x-amz-version-id"])
     await call.xml(xml_document(result))
 
 
-def copy_source(call: Call) -> tuple[str, str]:
+@dataclass
+class CopySource:
+    """x-amz-copy-source: the bucket, key and version; where Swift reads it."""
+
+    bucket: str
+    key: str
+    version: str | None
+    account: str = ""
+    container: str = ""  # the version's Swift container and object name (history mode
+    name: str = ""  # keeps old versions in <bucket>+versions), read with `query`
+    query: dict[str, str] = field(default_factory=dict)
+    head: SwiftAnswer | None = None
+
+
+def copy_source(call: Call) -> CopySource:
     raw = call.req.headers["x-amz-copy-source"]
-    path = unquote(raw.split("?", 1)[0]).lstrip("/")
-    bucket, _, key = path.partition("/")
+    path, _, query = raw.partition("?")
+    bucket, _, key = unquote(path).lstrip("/").partition("/")
     if not bucket or not key:
         raise S3Error(
             "InvalidArgument",
             "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
         )
-    return bucket, key
+    version = dict(split_query(query)).get("versionId")
+    if version is not None:
+        versions.check_version_id(version)
+    return CopySource(bucket, key, version)
 
 
 def copy_conditions(headers: dict[str, str]) -> dict[str, str]:
@@ -679,58 +682,124 @@ async def source_account(call: Call, bucket: str) -> str:
     return await call.gateway.bucket_account(bucket) or own_account(call)
 
 
-async def check_source(call: Call, src_account: str, bucket: str, key: str) -> SwiftAnswer:
-    """HEAD the copy source with the copy conditions: PreconditionFailed when one fails."""
+async def check_source(call: Call) -> CopySource:
+    """The copy source found (HEAD with the copy conditions: PreconditionFailed when one
+    fails), and where Swift reads it."""
+    src = copy_source(call)
+    src.account = await source_account(call, src.bucket)
+    src.container, src.name = src.bucket, src.key
     saved = call.account
-    call.account = src_account
+    call.account = src.account
     try:
+        if src.version is not None:
+            state = await versions.status(call, bucket=src.bucket)
+            if state != versions.HISTORY_MODE:
+                src.query = {"version-id": src.version}
+            elif await history_versions.version_path(call, src.key, src.version, src.bucket):
+                src.container = src.bucket + history_versions.VERSIONS
+                src.name = history_versions.archived_name(src.key, src.version)
         answer = await call.swift(
-            "HEAD", call.swift_path(bucket, key), headers=copy_conditions(call.req.headers)
-        )
+            "HEAD", call.swift_path(src.container, src.name), query=src.query,
+            headers=copy_conditions(call.req.headers),
+        )  # fmt: skip
         if answer.status in (304, 412):
             raise S3Error("PreconditionFailed", Condition="x-amz-copy-source-If-Match")
         if answer.status == 404:
-            info = await call.store.proxy.container_info(src_account, bucket)
+            info = await call.store.proxy.container_info(src.account, src.bucket)
             if info.status != 200:
-                raise S3Error("NoSuchBucket", BucketName=bucket)
-            raise S3Error("NoSuchKey", Key=key)
+                raise S3Error("NoSuchBucket", BucketName=src.bucket)
+            if src.version is None:
+                raise S3Error("NoSuchKey", Key=src.key)
+            found = await versions.find_version(call, src.key, src.version, src.bucket)
+            if found is not None and versions.is_marker(found):
+                raise S3Error(
+                    "InvalidRequest",
+                    "The source of a copy request may not specifically refer to a delete "
+                    "marker by version id.",
+                )
+            raise S3Error("NoSuchVersion", Key=src.key, VersionId=src.version)
         fail(call, answer)
-        return answer
+        src.head = answer
+        return src
     finally:
         call.account = saved
+
+
+async def copy_bytes(
+    call: Call,
+    src: CopySource,
+    wanted: dict[str, str],
+    dest: str,
+    headers_of: Callable[[SwiftAnswer], dict[str, str]],
+) -> SwiftAnswer:
+    """A copy Swift cannot make (a version, a range): the source's bytes piped from a GET
+    (with `wanted`: a range) into a PUT to dest (with headers_of(the GET's answer))."""
+    saved = call.account
+    call.account = src.account
+    path = call.swift_path(src.container, src.name)
+    call.account = saved
+    async with call.swift_piped(path, query=src.query, headers=wanted) as (source, receive):
+        if source.status == 416:
+            raise S3Error("InvalidRange")
+        fail(call, source)
+        headers = headers_of(source)
+        if "content-length" in source.headers:
+            headers["content-length"] = source.headers["content-length"]
+        else:
+            headers["transfer-encoding"] = "chunked"
+        return await call.swift("PUT", dest, headers=headers, receive=receive)
 
 
 async def copy_object(call: Call) -> None:
     req = call.req
     if call.credential is None:
         raise S3Error("AccessDenied")
-    src_bucket, src_key = copy_source(call)
     directive = req.headers.get("x-amz-metadata-directive", "COPY")
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", "Unknown metadata directive.")
-    if (src_bucket, src_key) == (req.bucket, req.key) and directive == "COPY":
+    src = copy_source(call)
+    # Copying a version over its own key is how an old version is brought back.
+    if (src.bucket, src.key, src.version) == (req.bucket, req.key, None) and directive == "COPY":
         raise S3Error(
             "InvalidRequest",
             "This copy request is illegal because it is trying to copy an object to itself "
             "without changing the object's metadata, storage class, website redirect "
             "location or encryption attributes.",
         )
-    src_account = await source_account(call, src_bucket)
-    await check_source(call, src_account, src_bucket, src_key)
-    headers = {
-        "x-copy-from": quote(f"/{src_bucket}/{src_key}"),
-        "x-copy-from-account": src_account,
-        "content-length": "0",
-    }
-    if directive == "REPLACE":
-        headers.update(swift_object_headers(call))
-        headers["x-fresh-metadata"] = "true"
-    answer = await call.swift("PUT", call.swift_path(req.bucket, req.key), headers=headers)
+    src = await check_source(call)
+    dest = call.swift_path(req.bucket, req.key)
+    if src.query:  # Swift copies only current objects
+
+        def metadata(source: SwiftAnswer) -> dict[str, str]:
+            if directive == "REPLACE":
+                return swift_object_headers(call)
+            kept = (*PLAIN_HEADERS, "content-type")
+            return {k: v for k, v in source.headers.items()
+                    if k.startswith("x-object-meta-") or k in kept}  # fmt: skip
+
+        answer = await copy_bytes(call, src, {}, dest, metadata)
+    else:
+        headers = {
+            "x-copy-from": quote(f"/{src.container}/{src.name}"),
+            "x-copy-from-account": src.account,
+            "content-length": "0",
+        }
+        if directive == "REPLACE":
+            headers.update(swift_object_headers(call))
+            headers["x-fresh-metadata"] = "true"
+        answer = await call.swift("PUT", dest, headers=headers)
     await fail_object(call, answer)
-    await copy_result(call, "CopyObjectResult", answer)
+    reply = await version_id_of_put(call, answer)
+    assert src.head is not None
+    source_version = src.version or src.head.headers.get("x-object-version-id")
+    if source_version is not None:
+        reply["x-amz-copy-source-version-id"] = source_version
+    await copy_result(call, "CopyObjectResult", answer, reply)
 
 
-async def copy_result(call: Call, tag: str, answer: SwiftAnswer) -> None:
+async def copy_result(
+    call: Call, tag: str, answer: SwiftAnswer, headers: dict[str, str] | None = None
+) -> None:
     """What a copy answers: the new object's (or part's) time and ETag."""
     result = element(
         tag,
@@ -738,7 +807,7 @@ async def copy_result(call: Call, tag: str, answer: SwiftAnswer) -> None:
         element("ETag", text=f'"{answer.headers.get("etag", "").strip(chr(34))}"'),
         ns=True,
     )
-    await call.xml(xml_document(result))
+    await call.xml(xml_document(result), headers=headers)
 
 
 async def get_object_acl(call: Call) -> None:
@@ -804,7 +873,7 @@ async def create_upload(call: Call) -> None:
 
 
 def part_number(call: Call) -> int:
-    number = _int_param(call.req.params.get("partNumber"), -1, "partNumber")
+    number = int_param(call.req.params.get("partNumber"), -1, "partNumber")
     if not 1 <= number <= MAX_PARTS:
         raise S3Error(
             "InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive"
@@ -831,9 +900,7 @@ async def upload_part(call: Call) -> None:
 
 
 async def upload_part_copy(call: Call, upload_id: str, number: int) -> None:
-    src_bucket, src_key = copy_source(call)
-    src_account = await source_account(call, src_bucket)
-    await check_source(call, src_account, src_bucket, src_key)
+    src = await check_source(call)
     headers = {}
     wanted = call.req.headers.get("x-amz-copy-source-range")
     if wanted:
@@ -845,19 +912,10 @@ async def upload_part_copy(call: Call, upload_id: str, number: int) -> None:
                 "bytes to copy",
             )
         headers["range"] = wanted
-    saved = call.account
-    call.account = src_account
-    source = await call.swift("GET", call.swift_path(src_bucket, src_key), headers=headers)
-    call.account = saved
-    if source.status == 416:
-        raise S3Error("InvalidRange")
-    fail(call, source)
-    answer = await call.swift(
-        "PUT",
-        upload_path(call, upload_id, number),
-        headers={"content-type": "application/octet-stream"},
-        body=source.body,
-    )
+    answer = await copy_bytes(
+        call, src, headers, upload_path(call, upload_id, number),
+        lambda _: {"content-type": "application/octet-stream"},
+    )  # fmt: skip
     fail(call, answer)
     await copy_result(call, "CopyPartResult", answer)
 
@@ -880,8 +938,8 @@ async def list_parts(call: Call) -> None:
     req = call.req
     upload_id = req.params["uploadId"]
     await require_upload(call, upload_id)
-    max_parts = min(_int_param(req.params.get("max-parts"), 1000, "max-parts"), 1000)
-    marker = _int_param(req.params.get("part-number-marker"), 0, "part-number-marker")
+    max_parts = min(int_param(req.params.get("max-parts"), 1000, "max-parts"), 1000)
+    marker = int_param(req.params.get("part-number-marker"), 0, "part-number-marker")
     parts = await _parts(call, upload_id, marker, max_parts + 1)
     truncated = len(parts) > max_parts
     parts = parts[:max_parts]
@@ -918,7 +976,7 @@ async def list_uploads(call: Call) -> None:
         query["prefix"] = prefix
     answer = await call.swift("GET", call.swift_path(req.bucket + SEGMENTS), query=query)
     entries = json.loads(answer.body or b"[]") if answer.status == 200 else []
-    max_uploads = min(_int_param(p.get("max-uploads"), 1000, "max-uploads"), 1000)
+    max_uploads = min(int_param(p.get("max-uploads"), 1000, "max-uploads"), 1000)
     key_marker = p.get("key-marker", "")
     uploads = []
     for entry in entries:
@@ -1009,7 +1067,7 @@ async def complete_upload(call: Call) -> None:
     sub(result, "Bucket", req.bucket)
     sub(result, "Key", req.key)
     sub(result, "ETag", f'"{s3_etag}"')
-    await call.xml(xml_document(result))
+    await call.xml(xml_document(result), headers=await version_id_of_put(call, answer))
 
 
 async def abort_upload(call: Call) -> None:

@@ -8,6 +8,8 @@ from urllib.parse import unquote
 
 from starlette.types import Scope
 
+from cumulo.object_store.s3.errors import S3Error
+
 
 @dataclass
 class S3Request:
@@ -66,3 +68,16 @@ def parse(scope: Scope, s3_domain: str) -> S3Request:
         host=host,
         virtual_host=virtual,
     )
+
+
+def int_param(value: str | None, default: int, name: str) -> int:
+    """A whole-number query parameter (max-keys and the like), S3's error when not one."""
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise S3Error("InvalidArgument", f"Provided {name} not an integer or within integer range")
+    return number
