@@ -395,6 +395,16 @@ def test_bulk_delete_and_swift_delete_of_a_whole_container(cloud, http):
     assert http.head(f"/{name}").status_code == 404
 
 
+def answered_puts(url: httpx.URL) -> float:
+    """The object store's PUTs counted in /metrics (each once it has ended)."""
+    text = httpx.get(f"http://{url.host}:{url.port}/metrics", timeout=30).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("cumulo_http_requests_total{") and 'method="PUT"' in line
+    )
+
+
 def test_a_put_cut_off_half_way_leaves_no_object(cloud, http):
     name = unique("cut")
     http.put(f"/{name}")
@@ -404,16 +414,19 @@ def test_a_put_cut_off_half_way_leaves_no_object(cloud, http):
         f"PUT {url.raw_path.decode()} HTTP/1.1\r\nHost: {url.host}\r\n"
         f"X-Auth-Token: {http.headers['X-Auth-Token']}\r\nContent-Length: 100000\r\n\r\n"
     )
+    puts_before = answered_puts(url)
     with socket.create_connection((url.host, url.port), timeout=30) as sock:
         sock.sendall(head.encode() + b"x" * 50_000)
     import time
 
-    # The server learns of the cut at its next read, and the replicas' writers are
-    # aborted on the storage thread pool: a loaded machine gets time.
-    for _ in range(300):
-        if not list((cloud.state_dir / "object-store" / "devices").glob("*/tmp/*")):
+    # The server learns of the cut at its next read and aborts the replicas' writers;
+    # the request is counted once that is done (a loaded machine may not even have
+    # started it when the socket closes).
+    for _ in range(600):
+        if answered_puts(url) > puts_before:
             break
         time.sleep(0.1)
+    assert answered_puts(url) > puts_before
     assert http.head(f"/{name}/partial").status_code == 404
     assert set(replica_files(cloud)) == before
     assert not list((cloud.state_dir / "object-store" / "devices").glob("*/tmp/*"))
