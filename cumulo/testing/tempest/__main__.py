@@ -56,8 +56,9 @@ def tempest_venv(path: Path) -> Path:
     return path
 
 
-def free_port_block(start: int = 21000, size: int = len(PORT_NAMES) + 1) -> int:
-    """The first base from `start` whose `size` ports are all free."""
+def free_port_block(start: int = 21000, size: int = len(PORT_NAMES) + 2) -> int:
+    """The first base from `start` whose `size` ports are all free (the services', the
+    metadata proxy's, then the file server's)."""
     base = start
     while base < 65000:
         try:
@@ -150,6 +151,7 @@ def run_pass(args, venv: Path, run_dir: Path, spec: CloudSpec, files: FileServer
         offer["http_image"] = files.url("image.qcow2")
         offer["images_manifest"] = str(files.manifest)
         offer["multiattach_type"] = accounts.multiattach_volume_type(session)
+        offer["image_alt"] = accounts.alternate_image(session, offer["image"])
         accounts_file = None
         if not p.dynamic:
             accounts_file = run_dir / "accounts.yaml"

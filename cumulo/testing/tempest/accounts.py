@@ -70,6 +70,40 @@ class AdminSession:
         return found[0]
 
 
+# Glance's own attributes: not copied as properties to the alternate image.
+_IMAGE_ATTRIBUTES = {
+    "id", "name", "status", "visibility", "protected", "checksum", "os_hash_algo",
+    "os_hash_value", "owner", "size", "virtual_size", "min_ram", "min_disk", "created_at",
+    "updated_at", "tags", "self", "file", "schema", "direct_url", "locations", "stores",
+    "os_hidden", "disk_format", "container_format",
+}  # fmt: skip
+
+
+def alternate_image(s: AdminSession, image_id: str, name: str = "tiny-alt") -> str:
+    """A second public image with the same bytes and properties (kernel, ramdisk...):
+    Tempest's `image_ref_alt`, which its filter and rebuild tests want distinct."""
+    source = s.call("GET", "image", f"/v2/images/{image_id}")
+    data = s.client.get(s.urls["image"].rstrip("/") + f"/v2/images/{image_id}/file")
+    data.raise_for_status()
+    props = {k: v for k, v in source.items() if k not in _IMAGE_ATTRIBUTES and not
+             k.startswith("os_glance")}  # fmt: skip
+    body = {
+        "name": name,
+        "disk_format": source["disk_format"],
+        "container_format": source["container_format"],
+        "visibility": "public",
+        **props,
+    }
+    image = s.call("POST", "image", "/v2/images", json=body)
+    resp = s.client.put(
+        s.urls["image"].rstrip("/") + f"/v2/images/{image['id']}/file",
+        content=data.content,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    resp.raise_for_status()
+    return image["id"]
+
+
 def multiattach_volume_type(s: AdminSession, name: str = "multiattach") -> str:
     """A public volume type whose volumes may be attached to several servers, as
     DevStack makes it for Tempest (`[volume] volume_type_multiattach`)."""

@@ -29,6 +29,7 @@ PORT_NAMES = (
     "novncproxy",
     "object_store",
     "dashboard",
+    "ec2",  # (its own port too: two runs at once must not both want 8788)
 )
 POSTGRESQL = "postgresql+asyncpg://postgres@127.0.0.1:5432/"
 RABBITMQ = "rabbit://guest:guest@127.0.0.1:5672/"

@@ -190,7 +190,7 @@ def write_conf(
         },
         "compute": {
             "image_ref": offer["image"],
-            "image_ref_alt": offer["image"],
+            "image_ref_alt": offer["image_alt"],
             "flavor_ref": offer["flavor"],
             "flavor_ref_alt": offer["flavor_alt"],
             "min_microversion": offer["compute_versions"][0],
