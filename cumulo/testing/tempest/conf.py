@@ -191,6 +191,9 @@ def write_conf(
         "compute": {
             "image_ref": offer["image"],
             "image_ref_alt": offer["image_alt"],
+            # A network every test can count on seeing (the external one): only used
+            # where a primary account has no network of its own.
+            "fixed_network_name": offer["public_network"]["name"],
             "flavor_ref": offer["flavor"],
             "flavor_ref_alt": offer["flavor_alt"],
             "min_microversion": offer["compute_versions"][0],
