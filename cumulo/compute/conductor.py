@@ -5,6 +5,7 @@ hosts never open the database.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import uuid
@@ -268,6 +269,7 @@ def _node_report(s: Session, host: str, resources: dict[str, Any], availability_
         "disk_allocation_ratio",
         "reserved_host_memory_mb",
         "reserved_host_disk_gb",
+        "traits",
     ):
         if field in resources:
             setattr(node, field, resources[field])
@@ -778,3 +780,32 @@ class ConductorManager(MoveTasks, Endpoint):
 
     async def instances_on_host(self, ctx: dict, host: str) -> list[dict[str, Any]]:
         return await self.db.run_read(_instances_on_host, host)
+
+    # -- image pre-caching (2.81) ---------------------------------------------------
+
+    async def cache_images(self, ctx: dict, hosts: list[str], image_ids: list[str]) -> None:
+        """Ask every host (the API left out those down) to cache the images, all at once,
+        and log what came of it per outcome, as Nova's conductor does."""
+
+        async def one(host: str) -> dict[str, str]:
+            try:
+                return await self.compute.cache_images(
+                    ctx, host, image_ids, timeout=self.options.build_timeout
+                )
+            except Exception as exc:  # noqa: BLE001 - a host's failure counts as errors
+                LOG.warning("image pre-cache on %s failed: %s", host, exc)
+                return dict.fromkeys(image_ids, "error")
+
+        outcomes = await asyncio.gather(*(one(host) for host in hosts))
+        totals = {"cached": 0, "existing": 0, "error": 0}
+        for result in outcomes:
+            for status in result.values():
+                totals[status] = totals.get(status, 0) + 1
+        LOG.info(
+            "image pre-cache of %s on %d hosts: %d cached, %d existing, %d errors",
+            ",".join(image_ids),
+            len(hosts),
+            totals["cached"],
+            totals["existing"],
+            totals["error"],
+        )

@@ -173,11 +173,13 @@ class MoveTasks:
         host: str | None = None,
         ignore_source: bool = True,
         availability_zone: str | None = None,
+        pinned: bool = True,
     ) -> dict[str, str]:
-        """A host for the instance (not its own unless allowed), claimed under claim_key."""
+        """A host for the instance (not its own unless allowed), claimed under claim_key;
+        in the zone it is pinned to unless `pinned` is False (2.91's unpinning)."""
         spec = {
             "flavor": flavor,
-            "availability_zone": availability_zone or inst.availability_zone,
+            "availability_zone": availability_zone or (inst.availability_zone if pinned else None),
             "force_hosts": [host] if host else [],
             "ignore_hosts": [inst.host] if ignore_source and inst.host else [],
             "boot_from_volume": not inst.image_ref,
@@ -346,6 +348,7 @@ class MoveTasks:
             await self.action_event(ctx, instance_uuid, event, finish=True)
             return
         zone = request_spec.get("availability_zone")
+        unpin = bool(request_spec.get("unpin"))
         try:
             dest = await self._select_destination(
                 ctx,
@@ -355,12 +358,13 @@ class MoveTasks:
                 host=request_spec.get("host"),
                 ignore_source=False,
                 availability_zone=zone,
+                pinned=not unpin,
             )
         except RemoteError as exc:
             await self._move_failed(ctx, instance_uuid, None, event, exc.message, allocation=None)
             return
         updates: dict[str, Any] = {"host": dest["host"], "node": dest["node"]}
-        if zone:
+        if zone or unpin:
             updates["availability_zone"] = zone
         await self.complete_move(ctx, instance_uuid, updates)
         await self.compute.unshelve_instance(ctx, dest["host"], instance_uuid, request_spec)

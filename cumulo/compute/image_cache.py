@@ -42,6 +42,18 @@ class ImageCache:
         """
         if meta is None or meta.get("id") != image_id:
             meta = await self.metadata(token, image_id)
+        path, _ = await self._ensure(token, image_id, meta)
+        return path, meta
+
+    async def precache(self, token: str, image_id: str) -> str:
+        """Fetch the image ahead of any boot (Nova's aggregate image pre-caching):
+        `cached` when it was downloaded now, `existing` when it was here already."""
+        meta = await self.metadata(token, image_id)
+        _, downloaded = await self._ensure(token, image_id, meta)
+        return "cached" if downloaded else "existing"
+
+    async def _ensure(self, token: str, image_id: str, meta: dict[str, Any]) -> tuple[Path, bool]:
+        """The cached file, and whether it had to be downloaded."""
         if meta.get("status") != "active":
             raise ImageFetchError(f"image {image_id} is {meta.get('status')}, not active")
         path = self.path_of(image_id)
@@ -50,9 +62,9 @@ class ImageCache:
             if not path.exists() or path.stat().st_size != meta.get("size"):
                 metrics.IMAGE_CACHE.labels("miss").inc()
                 await self._download(token, image_id, meta, path)
-            else:
-                metrics.IMAGE_CACHE.labels("hit").inc()
-        return path, meta
+                return path, True
+            metrics.IMAGE_CACHE.labels("hit").inc()
+        return path, False
 
     async def _download(self, token: str, image_id: str, meta: dict[str, Any], path: Path) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

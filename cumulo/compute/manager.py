@@ -28,6 +28,7 @@ from cumulo.compute.network import NetworkClient, vifs_from_info
 from cumulo.compute.notifications import notify_instance
 from cumulo.compute.states import PowerState, TaskState, VmState
 from cumulo.compute.virt.driver import (
+    RESCUE_BFV_TRAIT,
     BlockDevice,
     ComputeDriver,
     DriverError,
@@ -189,6 +190,7 @@ class ComputeManager(HostMoves, Endpoint):
             "disk_allocation_ratio": o.disk_allocation_ratio,
             "reserved_host_memory_mb": o.reserved_host_memory_mb,
             "reserved_host_disk_gb": o.reserved_host_disk_gb,
+            "traits": [RESCUE_BFV_TRAIT] if self.driver.supports_bfv_rescue else [],
         }
         await self.conductor.compute_node_report(
             self.service_context, self.host, resources, o.availability_zone
@@ -991,6 +993,19 @@ class ComputeManager(HostMoves, Endpoint):
 
     async def confirm_resize(self, ctx: dict, instance_uuid: str) -> None:
         await self.driver.confirm_resize(instance_uuid)
+
+    async def cache_images(self, ctx: dict, image_ids: list[str]) -> dict[str, str]:
+        """Fetch images into this host's image cache before any boot needs them (2.81);
+        each image's outcome: cached, existing or error (one failure stops no other)."""
+        token = ctx.get("auth_token") or ""
+        results: dict[str, str] = {}
+        for image_id in image_ids:
+            try:
+                results[image_id] = await self.image_cache.precache(token, image_id)
+            except Exception as exc:  # noqa: BLE001 - reported per image, as Nova's
+                LOG.warning("pre-caching image %s on %s failed: %s", image_id, self.host, exc)
+                results[image_id] = "error"
+        return results
 
     async def get_host_uptime(self, ctx: dict) -> str:
         return host_uptime()

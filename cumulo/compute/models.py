@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from uuid import uuid4
 
 from sqlalchemy import (
     JSON,
@@ -75,6 +76,8 @@ class ComputeNode(Timestamps, Base):
     disk_allocation_ratio: Mapped[float] = mapped_column(Float, default=1.0)
     reserved_host_memory_mb: Mapped[int] = mapped_column(Integer, default=0)
     reserved_host_disk_gb: Mapped[int] = mapped_column(Integer, default=0)
+    # Capability traits the host reports (Nova's, e.g. COMPUTE_RESCUE_BFV).
+    traits: Mapped[list | None] = mapped_column(JSON, default=list)
 
 
 class Allocation(Base):
@@ -186,6 +189,8 @@ class Instance(Timestamps, Base):
 class BlockDeviceMapping(Timestamps, Base):
     __tablename__ = "block_device_mapping"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Nova's bdm uuid (the API shows it from 2.89).
+    uuid: Mapped[str] = mapped_column(UUID, unique=True, default=lambda: str(uuid4()))
     instance_uuid: Mapped[str] = mapped_column(UUID, index=True)
     source_type: Mapped[str] = mapped_column(String(16))  # image, volume, snapshot, blank
     destination_type: Mapped[str] = mapped_column(String(16))  # local, volume

@@ -165,6 +165,10 @@ class ConductorAPI:
     async def instances_on_host(self, ctx: Context, host: str) -> list[dict[str, Any]]:
         return await self.bus.call(CONDUCTOR, "instances_on_host", ctx, host=host)
 
+    async def cache_images(self, ctx: Context, hosts: list[str], image_ids: list[str]) -> None:
+        """Have these hosts fetch these images into their image caches (2.81)."""
+        await self.bus.cast(CONDUCTOR, "cache_images", ctx, hosts=hosts, image_ids=image_ids)
+
     # -- moves (cold migrate, resize, shelve, live migration, evacuate) ------------------
 
     async def migrate_server(
@@ -444,6 +448,14 @@ class ComputeAPI:
             ctx,
             instance_uuid=instance_uuid,
             port_id=port_id,
+        )
+
+    async def cache_images(
+        self, ctx: Context, host: str, image_ids: list[str], timeout: float
+    ) -> dict[str, str]:
+        """Each image's outcome on the host: cached, existing or error."""
+        return await self.bus.call(
+            compute_topic(host), "cache_images", ctx, image_ids=image_ids, timeout=timeout
         )
 
     async def get_host_uptime(self, ctx: Context, host: str) -> str:

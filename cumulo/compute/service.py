@@ -100,6 +100,8 @@ class CreateRequest:
     different_host: list[str] = field(default_factory=list)
     block_device_mapping: list[dict[str, Any]] = field(default_factory=list)
     auto_disk_config: bool = False
+    # 2.90: the guest's hostname, instead of one made from the name.
+    hostname: str | None = None
 
 
 _INSERT_INSTANCE = insert(Instance.__table__)
@@ -194,6 +196,26 @@ class ComputeService(ServerMoves):
         if image.get("status") != "active":
             raise BadRequest(f"Image {image_id} is not active.")
         return image
+
+    async def cache_images(
+        self, ctx: RequestContext, hosts: list[str], image_ids: list[str]
+    ) -> None:
+        """Pre-cache images on an aggregate's hosts (2.81): every image must exist (400
+        otherwise) before any host is asked; hosts that are down are skipped."""
+        if self.images is None:
+            raise BadRequest("This cloud has no Image service to cache images from.")
+        for image_id in image_ids:
+            try:
+                await self.images.json("GET", url_path("/v2/images/{}", image_id), ctx.auth_token)
+            except ServiceError as exc:
+                if exc.status == 404:
+                    raise BadRequest(f"Image {image_id} could not be found.") from None
+                raise
+        up = [host for host in hosts if await self._host_up(host)]
+        for host in sorted(set(hosts) - set(up)):
+            LOG.info("skipping image pre-cache on %s: its compute service is down", host)
+        if up:
+            await self.conductor.cache_images(self.rpc_context(ctx), up, image_ids)
 
     @staticmethod
     def _check_flavor_fits_image(flavor: Flavor, image: dict[str, Any]) -> None:
@@ -318,7 +340,7 @@ class ComputeService(ServerMoves):
                     uuid=str(uuid.uuid4()),
                     display_name=name,
                     display_description=req.description,
-                    hostname=sanitize_hostname(name),
+                    hostname=req.hostname or sanitize_hostname(name),
                     project_id=ctx.project_id,
                     user_id=ctx.user_id,
                     image_ref=image["id"] if image and not boot_from_volume else None,
@@ -844,6 +866,15 @@ class ComputeService(ServerMoves):
                 .order_by(BlockDeviceMapping.id)
             )
             return list(rows)
+
+    async def set_delete_on_termination(self, bdm: BlockDeviceMapping, value: bool) -> None:
+        """2.85: whether the volume goes with the server (read when the server is deleted)."""
+        async with self.db.write() as s:
+            await s.execute(
+                update(BlockDeviceMapping)
+                .where(BlockDeviceMapping.id == bdm.id)
+                .values(delete_on_termination=value, updated_at=utcnow())
+            )
 
     @check_state(
         vm_state=[

@@ -20,10 +20,11 @@ from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound
 from cumulo.common.service_client import ServiceError
 from cumulo.compute import quotas
+from cumulo.compute.models import ComputeNode, Flavor, Instance, Migration
 from cumulo.compute.models import ComputeService as ServiceRecord
-from cumulo.compute.models import Flavor, Instance, Migration
 from cumulo.compute.scheduler.claims import COMPUTE_BINARY
 from cumulo.compute.states import TaskState, VmState, check_state
+from cumulo.compute.virt.driver import RESCUE_BFV_TRAIT
 
 # Image properties a server's snapshot (createImage, shelve) keeps from its image: what
 # boots it again (Nova carries the image's properties over the same way).
@@ -173,15 +174,22 @@ class ServerMoves:
             )
         if availability_zone:
             await self._availability_zone(ctx, availability_zone)
+        # The zone the server is pinned to afterwards: the one given (null unpins it,
+        # 2.91), else the one it was created in.
+        zone = availability_zone if zone_given else inst.availability_zone
         if host:
             record = await self._compute_host(host)
             if record is None:
                 raise BadRequest(f"Compute host {host} could not be found.")
-            if availability_zone and record.availability_zone != availability_zone:
-                raise BadRequest(f"Host {host} is not in availability zone {availability_zone}.")
+            if zone is not None and record.availability_zone != zone:
+                raise Conflict(f'Host "{host}" is not in the availability zone "{zone}".')
         await self._record_action(ctx, inst, "unshelve")
         await self._set_task(inst, TaskState.UNSHELVING, {None})
-        spec = {"availability_zone": availability_zone, "host": host}
+        spec = {
+            "availability_zone": zone,
+            "host": host,
+            "unpin": zone_given and availability_zone is None,
+        }
         await self.conductor.unshelve_instance(self.rpc_context(ctx), inst.uuid, spec)
 
     # -- rescue ---------------------------------------------------------------------
@@ -193,20 +201,20 @@ class ServerMoves:
         ctx: RequestContext,
         rescue_image_ref: str | None,
         admin_pass: str | None,
+        allow_bfv_rescue: bool = False,
     ) -> str:
         """Boot a rescue image (the server's own when none is given) with the server's
-        disk attached second; the admin password the rescue guest gets."""
+        disk attached second; the admin password the rescue guest gets. A volume-backed
+        server only from 2.87 (`allow_bfv_rescue`), as Nova's stable device rescue."""
         self.policy.enforce("compute:servers:rescue", ctx, {"project_id": inst.project_id})
         self._check_lock(ctx, inst)
         if not inst.host:
             raise Conflict(f"Instance {inst.uuid} is not on a host.")
-        if not inst.image_ref:
-            raise BadRequest(
-                f"Instance {inst.uuid} cannot be rescued: Cannot rescue a volume-backed instance"
-            )
         rescue_image = None
         if rescue_image_ref:
             rescue_image = await self._image(ctx, rescue_image_ref)
+        if not inst.image_ref:
+            await self._check_volume_backed_rescue(inst, rescue_image, allow_bfv_rescue)
         admin_pass = admin_pass or secrets.token_urlsafe(9)
         await self._record_action(ctx, inst, "rescue")
         await self._set_task(inst, TaskState.RESCUING, {None})
@@ -214,6 +222,29 @@ class ServerMoves:
             self.rpc_context(ctx), inst.host, inst.uuid, rescue_image, admin_pass
         )
         return admin_pass
+
+    async def _check_volume_backed_rescue(
+        self, inst: Instance, rescue_image: dict[str, Any] | None, allowed: bool
+    ) -> None:
+        """Nova: the rescue image must say how to attach itself (hw_rescue_bus and
+        hw_rescue_device) and the server's host must report COMPUTE_RESCUE_BFV. (The
+        server's own image is no rescue image here: a volume-backed server has none.)"""
+        properties = rescue_image or {}
+        if not (allowed and "hw_rescue_bus" in properties and "hw_rescue_device" in properties):
+            raise BadRequest(
+                f"Instance {inst.uuid} cannot be rescued: Cannot rescue a volume-backed instance"
+            )
+        async with self.db.read() as s:
+            traits = await s.scalar(
+                select(ComputeNode.traits).where(
+                    ComputeNode.host == inst.host, ComputeNode.hypervisor_hostname == inst.node
+                )
+            )
+        if RESCUE_BFV_TRAIT not in (traits or []):
+            raise BadRequest(
+                f"Instance {inst.uuid} cannot be rescued: Host unable to rescue a "
+                "volume-backed instance"
+            )
 
     @check_state(vm_state=[VmState.RESCUED])
     async def unrescue(self, inst: Instance, ctx: RequestContext) -> None:

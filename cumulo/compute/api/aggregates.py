@@ -356,6 +356,41 @@ async def _set_metadata(request, s, agg: Aggregate, members, metadata, changes) 
             s.add(AggregateMetadata(aggregate_id=agg.id, key=key, value=value))
 
 
+def _image_ids(data: Any) -> list[str]:
+    """{"cache": [{"id": <image uuid>}, ...]}: at least one, no duplicates."""
+    cache = data.get("cache") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or set(data) != {"cache"}:
+        raise BadRequest("Invalid input for field/attribute cache. 'cache' is a required property")
+    if not isinstance(cache, list) or not cache:
+        raise BadRequest(f"Invalid input for field/attribute cache. Value: {cache}.")
+    ids = []
+    for item in cache:
+        if not isinstance(item, dict) or set(item) != {"id"}:
+            raise BadRequest(f"Invalid input for field/attribute cache. Value: {item}.")
+        if not isinstance(item["id"], str) or not wire.is_uuid(item["id"]):
+            raise wire.invalid("id", item["id"], f"{item['id']!r} is not a 'uuid'")
+        ids.append(item["id"])
+    if len(set(ids)) != len(ids):
+        raise BadRequest("Duplicate images in request")
+    return ids
+
+
+async def cache_images(request: Request) -> Response:
+    """POST /os-aggregates/{id}/images (2.81): the aggregate's hosts fetch the images
+    into their image caches; 202 once they are asked."""
+    if version(request) < (2, 81):
+        raise NotFound("The resource could not be found.")
+    ctx = await authorize(request, RULE)
+    raw_id = request.path_params["aggregate_id"]
+    image_ids = _image_ids(await json_body(request))
+    agg_id = wire.integer("id", raw_id, 0)  # Nova: a malformed id is a 400 here
+    async with compute_of(request).db.read() as s:
+        agg = await _get(s, agg_id)
+        hosts, _ = await _parts(s, [agg.id])
+    await compute_of(request).cache_images(ctx, hosts[agg.id], image_ids)
+    return Response(status_code=202)
+
+
 routes = [
     Route("/v2.1/os-aggregates", list_aggregates, methods=["GET"]),
     Route("/v2.1/os-aggregates", create_aggregate, methods=["POST"]),
@@ -363,4 +398,5 @@ routes = [
     Route("/v2.1/os-aggregates/{aggregate_id}", update_aggregate, methods=["PUT"]),
     Route("/v2.1/os-aggregates/{aggregate_id}", delete_aggregate, methods=["DELETE"]),
     Route("/v2.1/os-aggregates/{aggregate_id}/action", aggregate_action, methods=["POST"]),
+    Route("/v2.1/os-aggregates/{aggregate_id}/images", cache_images, methods=["POST"]),
 ]

@@ -29,6 +29,7 @@ from cumulo.compute.api.common import (
     no_content,
     version,
 )
+from cumulo.compute.extra_specs import ExtraSpecInvalid, validate_extra_specs
 from cumulo.compute.models import Flavor, FlavorProject
 
 SORT_KEYS = {
@@ -332,8 +333,9 @@ async def delete_flavor(request: Request) -> Response:
 # -- extra specs (api-ref: Flavors extra-specs) ---------------------------------------------
 
 
-def _spec_items(specs: Any) -> dict[str, str]:
-    """Keys of letters, digits and - _ : . space; values strings, numbers or booleans."""
+def _spec_items(request: Request, specs: Any) -> dict[str, str]:
+    """Keys of letters, digits and - _ : . space; values strings, numbers or booleans;
+    from 2.86 the keys of Nova's namespaces must be known ones with valid values."""
     if not isinstance(specs, dict):
         raise wire.invalid("extra_specs", specs, f"{specs!r} is not of type 'object'")
     checked: dict[str, str] = {}
@@ -345,6 +347,11 @@ def _spec_items(specs: Any) -> dict[str, str]:
                 f"extra_specs.{key}", value, "must be a string, number or boolean of 0-255 chars"
             )
         checked[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    if version(request) >= (2, 86):
+        try:
+            validate_extra_specs(checked)
+        except ExtraSpecInvalid as exc:
+            raise BadRequest(str(exc)) from None
     return checked
 
 
@@ -363,7 +370,7 @@ async def create_extra_specs(request: Request) -> Response:
         raise BadRequest(
             "Invalid input for field/attribute extra_specs. 'extra_specs' is a required property"
         )
-    specs = _spec_items(body["extra_specs"])
+    specs = _spec_items(request, body["extra_specs"])
     async with compute_of(request).db.write() as s:
         flavor = await _get(s, request, ctx, request.path_params["flavor_id"])
         flavor.extra_specs = {**(flavor.extra_specs or {}), **specs}
@@ -390,7 +397,7 @@ async def update_extra_spec(request: Request) -> Response:
         raise BadRequest("Request body contains too many items")
     if key not in body:
         raise BadRequest("Request body and URI mismatch")
-    specs = _spec_items(body)
+    specs = _spec_items(request, body)
     async with compute_of(request).db.write() as s:
         flavor = await _get(s, request, ctx, request.path_params["flavor_id"])
         flavor.extra_specs = {**(flavor.extra_specs or {}), **specs}

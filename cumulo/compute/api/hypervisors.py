@@ -7,7 +7,9 @@ hypervisor_hostname_pattern and with_servers query parameters).
 
 from __future__ import annotations
 
+import asyncio
 import json as jsonlib
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -17,8 +19,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cumulo.common.context import RequestContext
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, NotFound
+from cumulo.common.rpc import RemoteError, RpcTimeout
 from cumulo.compute.api import wire
 from cumulo.compute.api.common import (
     authorize,
@@ -31,6 +35,8 @@ from cumulo.compute.api.common import (
 from cumulo.compute.api.services import is_up, service_id
 from cumulo.compute.models import ComputeNode, ComputeService, Instance
 from cumulo.compute.scheduler.claims import COMPUTE_BINARY
+
+LOG = logging.getLogger(__name__)
 
 
 class _Hosts:
@@ -98,16 +104,17 @@ def _usage(node: ComputeNode, busy: int) -> dict[str, int]:
 
 
 def _detail(
-    request: Request, node: ComputeNode, hosts: _Hosts, with_servers: bool
+    request: Request,
+    node: ComputeNode,
+    hosts: _Hosts,
+    with_servers: bool,
+    uptimes: dict[str, str | None] | None = None,
 ) -> dict[str, Any]:
     body = _summary(request, node, hosts)
     service = hosts.services.get(node.host)
-    body.update(_usage(node, hosts.busy.get(node.hypervisor_hostname, 0)))
-    cpu_info = node.cpu_info or {}
     body.update(
         hypervisor_type=node.hypervisor_type,
         hypervisor_version=node.hypervisor_version,
-        cpu_info=cpu_info if version(request) >= (2, 28) else jsonlib.dumps(cpu_info),
         host_ip=node.host_ip,
         service={
             "host": node.host,
@@ -115,8 +122,36 @@ def _detail(
             "disabled_reason": service.disabled_reason if service else None,
         },
     )
+    if version(request) < (2, 88):
+        # 2.88 dropped the usage figures (often misleading, Nova says) and cpu_info...
+        body.update(_usage(node, hosts.busy.get(node.hypervisor_hostname, 0)))
+        cpu_info = node.cpu_info or {}
+        body["cpu_info"] = cpu_info if version(request) >= (2, 28) else jsonlib.dumps(cpu_info)
+    else:
+        # ...and shows the host's uptime here instead of at /uptime.
+        body["uptime"] = (uptimes or {}).get(node.host)
     _add_servers(request, body, node, hosts, with_servers)
     return body
+
+
+async def _uptimes(
+    request: Request, ctx: RequestContext, nodes: list[ComputeNode], hosts: _Hosts
+) -> dict[str, str | None]:
+    """2.88: each up host's `uptime` line, asked of its compute service (none for a
+    host that is down or does not answer, as Nova)."""
+    if version(request) < (2, 88):
+        return {}
+    service = compute_of(request)
+    up = sorted({n.host for n in nodes if is_up(request, hosts.services.get(n.host), hosts.now)})
+
+    async def one(host: str) -> str | None:
+        try:
+            return await service.compute_rpc.get_host_uptime(service.rpc_context(ctx), host)
+        except (RemoteError, RpcTimeout) as exc:
+            LOG.info("no uptime from %s: %s", host, exc)
+            return None
+
+    return dict(zip(up, await asyncio.gather(*(one(h) for h in up)), strict=True))
 
 
 def _add_servers(
@@ -136,7 +171,7 @@ def _with_servers(request: Request) -> bool:
 
 
 async def _list(request: Request, detail: bool) -> Response:
-    await authorize(request, "compute:hypervisors")
+    ctx = await authorize(request, "compute:hypervisors")
     v = version(request)
     with_servers = _with_servers(request)
     pattern = request.query_params.get("hypervisor_hostname_pattern") if v >= (2, 53) else None
@@ -166,10 +201,11 @@ async def _list(request: Request, detail: bool) -> Response:
         raise NotFound(f"No hypervisor matching '{pattern}' could be found.")
     more = limit is not None and len(nodes) > limit
     nodes = nodes[:limit] if limit is not None else nodes
+    uptimes = await _uptimes(request, ctx, nodes, hosts) if detail else {}
     views = []
     for node in nodes:
         if detail:
-            views.append(_detail(request, node, hosts, with_servers))
+            views.append(_detail(request, node, hosts, with_servers, uptimes))
         else:
             view = _summary(request, node, hosts)
             _add_servers(request, view, node, hosts, with_servers)
@@ -204,17 +240,21 @@ async def _find(s: AsyncSession, request: Request, raw_id: str) -> ComputeNode:
 
 
 async def show_hypervisor(request: Request) -> Response:
-    await authorize(request, "compute:hypervisors")
+    ctx = await authorize(request, "compute:hypervisors")
     with_servers = _with_servers(request)
     async with compute_of(request).db.read() as s:
         node = await _find(s, request, request.path_params["hypervisor_id"])
         hosts = await _Hosts.load(s, with_servers)
-    return json({"hypervisor": _detail(request, node, hosts, with_servers)})
+    uptimes = await _uptimes(request, ctx, [node], hosts)
+    return json({"hypervisor": _detail(request, node, hosts, with_servers, uptimes)})
 
 
 async def hypervisor_uptime(request: Request) -> Response:
     """GET /os-hypervisors/{id}/uptime: the host's `uptime` line, asked of its compute
-    service (400 when that service is down, as Nova's ComputeServiceUnavailable)."""
+    service (400 when that service is down, as Nova's ComputeServiceUnavailable); gone
+    from 2.88 (show and detail have it)."""
+    if version(request) >= (2, 88):
+        raise NotFound("The resource could not be found.")
     ctx = await authorize(request, "compute:hypervisors")
     service = compute_of(request)
     async with service.db.read() as s:
@@ -263,7 +303,9 @@ async def hypervisor_servers(request: Request) -> Response:
 
 
 async def hypervisor_statistics(request: Request) -> Response:
-    """GET /os-hypervisors/statistics: the sums over every compute node."""
+    """GET /os-hypervisors/statistics: the sums over every compute node (gone from 2.88)."""
+    if version(request) >= (2, 88):
+        raise NotFound("The resource could not be found.")
     await authorize(request, "compute:hypervisors")
     async with compute_of(request).db.read() as s:
         nodes = list((await s.scalars(select(ComputeNode))).all())

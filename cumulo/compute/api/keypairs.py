@@ -38,6 +38,8 @@ from cumulo.compute.api.common import (
 from cumulo.compute.models import KeyPair
 
 _NAME_CHARS = set("_- " + string.digits + string.ascii_letters)
+# 2.92 lets names have '@' and '.' too.
+_NAME_CHARS_V292 = _NAME_CHARS | set("@.")
 
 
 class InvalidKeypair(BadRequest):
@@ -185,10 +187,10 @@ async def list_keypairs(request: Request) -> Response:
     return json(body)
 
 
-def _check_name(name: Any) -> str:
+def _check_name(name: Any, allowed: set[str] = _NAME_CHARS) -> str:
     if not isinstance(name, str) or not 1 <= len(name) <= 255:
         raise InvalidKeypair("Keypair name must be string and between 1 and 255 characters long")
-    if not set(name) <= _NAME_CHARS:
+    if not set(name) <= allowed:
         raise InvalidKeypair("Keypair name contains unsafe characters")
     return name
 
@@ -199,7 +201,8 @@ def _check_name(name: Any) -> str:
     key="name",
 )
 async def create_keypair(request: Request) -> Response:
-    """POST /os-keypairs: import public_key, or generate one and return private_key once."""
+    """POST /os-keypairs: import public_key, or (before 2.92) generate one and return
+    private_key once."""
     v = version(request)
     body = wire.object_body(await json_body(request), "keypair")
     allowed = {"name", "public_key"}
@@ -208,7 +211,12 @@ async def create_keypair(request: Request) -> Response:
     wire.reject_unknown(body, allowed)
     if "name" not in body:
         raise BadRequest("Invalid input for field/attribute keypair. 'name' is a required property")
-    name = _check_name(body["name"])
+    if v >= (2, 92) and "public_key" not in body:
+        # Nova stopped generating private keys (they travelled back in the answer).
+        raise BadRequest(
+            "Invalid input for field/attribute keypair. 'public_key' is a required property"
+        )
+    name = _check_name(body["name"], _NAME_CHARS_V292 if v >= (2, 92) else _NAME_CHARS)
     key_type = body.get("type", "ssh")
     if key_type not in ("ssh", "x509"):
         raise wire.invalid("type", key_type, f"'{key_type}' is not one of ['ssh', 'x509']")

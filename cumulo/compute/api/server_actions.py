@@ -207,6 +207,8 @@ async def _rebuild(request: Request, ctx, inst, args: Any) -> Response:
             changes[column] = wire.access_ip(field, args[field])
     if "OS-DCF:diskConfig" in args:
         changes.update(disk_config_changes(inst, args["OS-DCF:diskConfig"]))
+    if "hostname" in args and version(request) >= (2, 90):
+        changes["hostname"] = wire.hostname(args["hostname"])
     service = compute_of(request)
     inst = await service.rebuild(inst, ctx, args["imageRef"], changes)
     is_admin = service.policy.check("compute:servers:show:extended_attributes", ctx)
@@ -279,6 +281,14 @@ async def list_instance_actions(request: Request) -> Response:
     return json({"instanceActions": actions})
 
 
+def _failure_details(ev: InstanceActionEvent) -> str | None:
+    """2.84: a failed event's fault message (what the server's fault says; at most 255
+    characters, as Nova keeps it); null for the others."""
+    if ev.result != "Error" or not ev.traceback:
+        return None
+    return ev.traceback[:255]
+
+
 async def show_instance_action(request: Request) -> Response:
     ctx = await authorize(request, "compute:servers:index")
     service = compute_of(request)
@@ -318,6 +328,8 @@ async def show_instance_action(request: Request) -> Response:
             if details:
                 event["host"] = ev.host or ""
             event["hostId"] = host_id(inst) if ev.host else ""
+        if version(request) >= (2, 84) and details:
+            event["details"] = _failure_details(ev)
         body["events"].append(event)
     return json({"instanceAction": body})
 

@@ -2,7 +2,8 @@
 servers (api-ref: Create external events (os-server-external-events)).
 
 `network-changed` refreshes the server's network info cache (its floating IPs); the
-other events are accepted and recorded as completed, as Nova answers them."""
+other events are accepted and recorded as completed, as Nova answers them
+(`accelerator-request-bound`, 2.82: no accelerator service here waits for it)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.faults import BadRequest, NotFound
 from cumulo.common.service_client import ServiceError
-from cumulo.compute.api.common import authorize, compute_of, json
+from cumulo.compute.api.common import authorize, compute_of, json, version
+from cumulo.compute.api.microversion import APIVersion
 from cumulo.compute.api.wire import is_uuid
 from cumulo.compute.models import Instance
 from cumulo.compute.network_cache import refresh_floating_ips
@@ -31,19 +33,22 @@ EVENT_NAMES = {
     "network-vif-deleted",
     "volume-extended",
     "power-update",
-    "accelerator-request-bound",
-    "volume-reimaged",
 }
+# Event names a later microversion added (Nova's schema grows by version).
+EVENT_NAMES_SINCE = {"accelerator-request-bound": (2, 82), "volume-reimaged": (2, 93)}
+# Nova drops these without a tag (the accelerator request, 2.82), per event: 400.
+TAG_REQUIRED = {"accelerator-request-bound"}
 EVENT_STATUSES = {"failed", "completed", "in-progress"}
 
 
-def _event(raw: Any) -> dict[str, Any]:
+def _event(raw: Any, version: APIVersion) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise BadRequest("Invalid input for field/attribute events.")
     extra = set(raw) - {"name", "server_uuid", "tag", "status"}
     if extra:
         raise BadRequest(f"Additional properties are not allowed ({sorted(extra)!r} unexpected)")
-    if raw.get("name") not in EVENT_NAMES:
+    since = EVENT_NAMES_SINCE.get(raw.get("name"))
+    if raw.get("name") not in EVENT_NAMES and (since is None or version < since):
         raise BadRequest(f"Invalid input for field/attribute name. Value: {raw.get('name')}.")
     if not isinstance(raw.get("server_uuid"), str) or not is_uuid(raw["server_uuid"]):
         raise BadRequest("Invalid input for field/attribute server_uuid.")
@@ -62,7 +67,7 @@ async def create_events(request: Request) -> Response:
     raw_events = data.get("events") if isinstance(data, dict) else None
     if not isinstance(raw_events, list) or not raw_events:
         raise BadRequest("Invalid input for field/attribute events.")
-    events = [_event(e) for e in raw_events]
+    events = [_event(e, version(request)) for e in raw_events]
     service = compute_of(request)
     async with service.db.read() as s:
         hosts = dict(
@@ -79,6 +84,9 @@ async def create_events(request: Request) -> Response:
     for event in events:
         if event["server_uuid"] not in hosts:
             answered.append({**event, "code": 404, "status": "failed"})
+            continue
+        if event["name"] in TAG_REQUIRED and event.get("tag") is None:
+            answered.append({**event, "code": 400, "status": "failed"})
             continue
         if not hosts[event["server_uuid"]]:
             # Nova: a server not on a host yet cannot take events.

@@ -81,6 +81,8 @@ async def unshelve(request: Request, ctx: RequestContext, inst: Instance, args: 
         or (zone is None and version(request) >= (2, 91))
     ):
         raise BadRequest("Invalid input for field/attribute availability_zone.")
+    if "host" in body and body["host"] is None:  # Nova's 2.91 schema: a string
+        raise BadRequest("Invalid input for field/attribute host. Value: None.")
     await compute_of(request).unshelve(
         inst,
         ctx,
@@ -99,7 +101,9 @@ async def rescue(request: Request, ctx: RequestContext, inst: Instance, args: An
     image_ref = body.get("rescue_image_ref")
     if image_ref is not None and (not isinstance(image_ref, str) or not image_ref):
         raise BadRequest("Invalid input for field/attribute rescue_image_ref.")
-    password = await compute_of(request).rescue(inst, ctx, image_ref, password)
+    password = await compute_of(request).rescue(
+        inst, ctx, image_ref, password, allow_bfv_rescue=version(request) >= (2, 87)
+    )
     return json({"adminPass": password})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -73,6 +74,7 @@ class ServerCreateBody(_Strict):
     access_ip_v6: StrictStr | None = Field(None, alias="accessIPv6")
     disk_config: Literal["AUTO", "MANUAL"] | None = Field(None, alias="OS-DCF:diskConfig")
     block_device_mapping_v2: list[dict[str, Any]] = Field(default_factory=list)
+    hostname: Any = None
 
 
 def _count(value: int | str, field: str) -> int:
@@ -113,6 +115,11 @@ def _parse_create(request: Request, data: Any) -> tuple[CreateRequest, bool]:
         raise BadRequest("Invalid input for field/attribute os:scheduler_hints.")
     body = validate(ServerCreateBody, data["server"])
     v = version(request)
+    if "hostname" in body.model_fields_set and v < (2, 90):
+        raise BadRequest("Additional properties are not allowed ('hostname' was unexpected)")
+    requested_hostname = None
+    if "hostname" in body.model_fields_set:
+        requested_hostname = wire.hostname(body.hostname)
     if body.networks is None:
         if v >= (2, 37):
             raise BadRequest(
@@ -153,6 +160,8 @@ def _parse_create(request: Request, data: Any) -> tuple[CreateRequest, bool]:
     max_count = _count(body.max_count if body.max_count is not None else min_count, "max_count")
     if max_count < min_count:
         raise BadRequest("min_count must be <= max_count")
+    if requested_hostname and max_count > 1:
+        raise BadRequest("Unable to allocate a single hostname to multiple instances")
     groups = [g.name for g in body.security_groups] if body.security_groups else ["default"]
     request_ = CreateRequest(
         name=body.name,
@@ -175,6 +184,7 @@ def _parse_create(request: Request, data: Any) -> tuple[CreateRequest, bool]:
         server_group=hints.get("group"),
         block_device_mapping=body.block_device_mapping_v2,
         auto_disk_config=body.disk_config == "AUTO",
+        hostname=requested_hostname,
         same_host=_server_list_hint(hints, "same_host"),
         different_host=_server_list_hint(hints, "different_host"),
     )
@@ -308,8 +318,6 @@ async def _list(request: Request, brief: bool = False) -> tuple[list[Instance], 
         query = query.where(Instance.image_ref == image.rstrip("/").rsplit("/", 1)[-1])
     if reservation := q.get("reservation_id"):
         query = query.where(Instance.reservation_id == reservation)
-    if az := q.get("availability_zone"):
-        query = query.where(Instance.availability_zone == az)
     if since := q.get("changes-since"):
         query = query.where(Instance.updated_at >= _parse_time(since, "changes-since"))
     if before := q.get("changes-before"):
@@ -321,8 +329,14 @@ async def _list(request: Request, brief: bool = False) -> tuple[list[Instance], 
             query = query.where(Instance.host == host)
         if node := q.get("node"):
             query = query.where(Instance.node == node)
+    if is_admin or version(request) >= (2, 83):
         if user := q.get("user_id"):
             query = query.where(Instance.user_id == user)
+        # Nova: `status` wins over vm_state / task_state given beside it.
+        if not statuses and (vm_states := q.getlist("vm_state")):
+            query = query.where(Instance.vm_state.in_(vm_states))
+        if not statuses and (task_states := q.getlist("task_state")):
+            query = query.where(Instance.task_state.in_(task_states))
     sort_keys = q.getlist("sort_key") or ["created_at"]
     sort_dirs = q.getlist("sort_dir") or ["desc"]
     for i, key in enumerate(sort_keys):
@@ -337,7 +351,8 @@ async def _list(request: Request, brief: bool = False) -> tuple[list[Instance], 
     if brief:
         query = query.options(load_only(*_brief_columns(request)))
     rows = await service.db.run_read(_all, query)
-    rows = [r for r in rows if _python_filters(request, r)]
+    regex_filters = _regex_filters(request, is_admin)
+    rows = [r for r in rows if _python_filters(request, r, regex_filters)]
     limit, marker = limit_and_marker(request)
     if marker:
         ids = [r.uuid for r in rows]
@@ -355,11 +370,47 @@ def _all(s: Session, query) -> list[Instance]:
 _TAG_FILTERS = ("tags", "tags-any", "not-tags", "not-tags-any")
 
 
+def _nova_text(value: Any) -> str:
+    """A column as Nova's database compares it with a regular expression."""
+    return "" if value is None else str(value)
+
+
+# Filters Nova matches as regular expressions on an instance column: the version from
+# which members may use them (admins always may), the column, and its text as Nova's
+# database shows it.
+_REGEX_FILTERS: dict[str, tuple[tuple[int, int], Any, Callable[[Instance], Any]]] = {
+    "availability_zone": (
+        (2, 83),
+        Instance.availability_zone,
+        lambda i: i.availability_zone or "nova",
+    ),
+    "config_drive": ((2, 83), Instance.config_drive, lambda i: "True" if i.config_drive else ""),
+    "key_name": ((2, 83), Instance.key_name, lambda i: i.key_name),
+    "created_at": ((2, 83), Instance.created_at, lambda i: i.created_at),
+    "launched_at": ((2, 83), Instance.launched_at, lambda i: i.launched_at),
+    "terminated_at": ((2, 83), Instance.terminated_at, lambda i: i.terminated_at),
+    "power_state": ((2, 83), Instance.power_state, lambda i: i.power_state),
+    "progress": ((2, 83), Instance.progress, lambda i: i.progress),
+    "hostname": ((2, 90), Instance.hostname, lambda i: i.hostname),
+}
+
+
+def _regex_filters(request: Request, is_admin: bool) -> dict[str, str]:
+    """The regular-expression filters this caller may use (Nova drops the others)."""
+    q, v = request.query_params, version(request)
+    return {
+        name: q[name]
+        for name, (since, _, _) in _REGEX_FILTERS.items()
+        if name in q and (is_admin or v >= since)
+    }
+
+
 def _brief_columns(request: Request) -> list:
     """What a brief list reads of each server: its id and name, and what the filters
     applied in Python look at (not the JSON columns it does not show)."""
     q = request.query_params
     columns = [Instance.uuid, Instance.display_name]
+    columns += [column for name, (_, column, _) in _REGEX_FILTERS.items() if name in q]
     if "flavor" in q:
         columns.append(Instance.flavor)
     if "ip" in q:
@@ -369,11 +420,14 @@ def _brief_columns(request: Request) -> list:
     return columns
 
 
-def _python_filters(request: Request, inst: Instance) -> bool:
+def _python_filters(request: Request, inst: Instance, regex_filters: dict[str, str]) -> bool:
     """Filters Nova applies as regular expressions or on JSON fields."""
     q = request.query_params
     if (name := q.get("name")) and not _search(name, inst.display_name):
         return False
+    for key, pattern in regex_filters.items():
+        if not _search(pattern, _nova_text(_REGEX_FILTERS[key][2](inst))):
+            return False
     if flavor := q.get("flavor"):
         if str(inst.flavor.get("id")) != flavor.rstrip("/").rsplit("/", 1)[-1]:
             return False
@@ -488,10 +542,11 @@ class ServerUpdateBody(_Strict):
     access_ip_v4: StrictStr | None = Field(None, alias="accessIPv4")
     access_ip_v6: StrictStr | None = Field(None, alias="accessIPv6")
     disk_config: Literal["AUTO", "MANUAL"] | None = Field(None, alias="OS-DCF:diskConfig")
+    hostname: Any = None
 
 
 async def update_server(request: Request) -> Response:
-    """PUT /servers/{id}: name, description (2.19), access IPs."""
+    """PUT /servers/{id}: name, description (2.19), access IPs, hostname (2.90)."""
     ctx = await authorize(request, "compute:servers:index")
     service = compute_of(request)
     data = await json_body(request)
@@ -500,6 +555,8 @@ async def update_server(request: Request) -> Response:
     body = validate(ServerUpdateBody, data["server"])
     if "description" in body.model_fields_set and version(request) < (2, 19):
         raise BadRequest("Additional properties are not allowed ('description' was unexpected)")
+    if "hostname" in body.model_fields_set and version(request) < (2, 90):
+        raise BadRequest("Additional properties are not allowed ('hostname' was unexpected)")
     inst = await service.get_instance(
         ctx, request.path_params["server_id"], "compute:servers:update"
     )
@@ -515,6 +572,8 @@ async def update_server(request: Request) -> Response:
         changes["access_ip_v6"] = wire.access_ip("accessIPv6", body.access_ip_v6)
     if body.disk_config is not None:
         changes.update(disk_config_changes(inst, body.disk_config))
+    if "hostname" in fields:
+        changes["hostname"] = wire.hostname(body.hostname)
     if changes:
         inst = await service.update_instance(inst.uuid, changes)
     is_admin = service.policy.check("compute:servers:show:extended_attributes", ctx)

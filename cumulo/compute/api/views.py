@@ -200,6 +200,9 @@ def server_view(
         body["server_groups"] = [inst.server_group_id] if inst.server_group_id else []
     if v >= (2, 73):
         body["locked_reason"] = inst.locked_reason
+    if v >= (2, 90):
+        # Shown to every user from 2.90 (admins have it among the extended attributes).
+        body.setdefault("OS-EXT-SRV-ATTR:hostname", inst.hostname)
     return body
 
 

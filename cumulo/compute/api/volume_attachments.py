@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -11,24 +12,33 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.faults import BadRequest, Conflict, NotFound, NotImplementedYet
 from cumulo.common.openapi import describes
+from cumulo.common.service_client import ServiceError, url_path
+from cumulo.compute.api import wire
 from cumulo.compute.api.common import authorize, compute_of, json, no_content, version
+from cumulo.compute.api.wire import mapping
 from cumulo.compute.models import BlockDeviceMapping
 from cumulo.compute.states import InstanceInvalidState
 
 
-def _view(request: Request, bdm: BlockDeviceMapping) -> dict[str, Any]:
+def _view(request: Request, bdm: BlockDeviceMapping, attach: bool = False) -> dict[str, Any]:
+    """An attachment as GET shows it; `attach`: as the POST answers it, which 2.89 left
+    as it was (Nova's api-ref: id, no attachment_id nor bdm_uuid)."""
     v = version(request)
     body: dict[str, Any] = {
         "device": bdm.device_name,
         "serverId": bdm.instance_uuid,
         "volumeId": bdm.volume_id,
     }
-    if v < (2, 89):
+    if v < (2, 89) or attach:
         body["id"] = bdm.volume_id
     if v >= (2, 70):
         body["tag"] = bdm.tag
     if v >= (2, 79):
         body["delete_on_termination"] = bool(bdm.delete_on_termination)
+    if v >= (2, 89) and not attach:
+        # `id` only repeated volumeId: 2.89 shows the attachment's own ids instead.
+        body["attachment_id"] = bdm.attachment_id
+        body["bdm_uuid"] = bdm.uuid
     return body
 
 
@@ -72,6 +82,8 @@ async def attach(request: Request) -> Response:
         )
     if not isinstance(delete, bool):
         raise BadRequest("Invalid input for field/attribute delete_on_termination.")
+    if version(request) < (2, 60):
+        await _refuse_multiattach(request, ctx, body["volumeId"])
     try:
         bdm = await compute_of(request).attach_volume(
             inst, ctx, body["volumeId"], device, tag, delete
@@ -80,7 +92,23 @@ async def attach(request: Request) -> Response:
         raise Conflict(
             f"Cannot 'attach_volume' instance {inst.uuid} while it is in {exc.attr} {exc.state}"
         ) from None
-    return json({"volumeAttachment": _view(request, bdm)})
+    return json({"volumeAttachment": _view(request, bdm, attach=True)})
+
+
+async def _refuse_multiattach(request: Request, ctx: Any, volume_id: str) -> None:
+    """Below 2.60 a client may not know a volume can have several servers: Nova refuses
+    multiattach volumes to it (a missing volume is left to the attach's own 404)."""
+    volumes = compute_of(request).volumes
+    if volumes is None:
+        return
+    try:
+        volume = await volumes.json("GET", url_path("/v3/volumes/{}", volume_id), ctx.auth_token)
+    except ServiceError:
+        return
+    if volume.get("volume", {}).get("multiattach"):
+        raise BadRequest(
+            "Multiattach volumes are only supported starting with compute API version 2.60."
+        )
 
 
 async def detach(request: Request) -> Response:
@@ -94,9 +122,66 @@ async def detach(request: Request) -> Response:
     return no_content(202)
 
 
+# Nova's match_device() pattern for a device name.
+_DEVICE = re.compile(r"(^/dev/x{0,1}[a-z]{0,1}d{0,1})([a-z]+)[0-9]*$")
+_UPDATABLE = {"volumeId", "device", "tag", "delete_on_termination", "serverId", "id"}
+
+
+def _update_body(data: Any) -> dict[str, Any]:
+    """2.85's body: what GET shows, of which only delete_on_termination may change."""
+    body = wire.object_body(data, "volumeAttachment")
+    wire.reject_unknown(mapping(data), {"volumeAttachment"})
+    wire.reject_unknown(body, _UPDATABLE)
+    for field in ("volumeId", "serverId", "id"):
+        value = body.get(field)
+        if (field in body or field == "volumeId") and not (
+            isinstance(value, str) and wire.is_uuid(value)
+        ):
+            raise wire.invalid(field, value, f"{value!r} is not a 'uuid'")
+    device = body.get("device")
+    if device is not None and not (isinstance(device, str) and _DEVICE.search(device)):
+        raise wire.invalid("device", device, "does not match a device name such as /dev/vdb")
+    tag = body.get("tag")
+    if "tag" in body and not (
+        isinstance(tag, str) and 1 <= len(tag) <= 60 and "/" not in tag and "," not in tag
+    ):
+        raise wire.invalid("tag", tag, "a tag is 1-60 characters without '/' or ','")
+    if "delete_on_termination" in body:
+        body["delete_on_termination"] = wire.boolean(
+            "delete_on_termination", body["delete_on_termination"]
+        )
+    return body
+
+
 @describes(statuses={501: "Swapping a server's volume is not implemented yet."})
-async def swap(request: Request) -> Response:
-    raise NotImplementedYet("Swapping a server's volume is not implemented by this cloud yet.")
+async def update_attachment(request: Request) -> Response:
+    """PUT: before 2.85 (or with another volumeId) a swap to another volume, which is not
+    built; from 2.85 with the same volumeId, a change of delete_on_termination (202)."""
+    volume_id = request.path_params["volume_id"]
+    if version(request) < (2, 85):
+        raise NotImplementedYet("Swapping a server's volume is not implemented by this cloud yet.")
+    body = _update_body(await json_body(request))
+    if body["volumeId"] != volume_id:
+        raise NotImplementedYet("Swapping a server's volume is not implemented by this cloud yet.")
+    _ctx, inst = await _instance(request, "compute:servers:action")
+    bdm = next(
+        (b for b in await compute_of(request).block_devices(inst.uuid) if b.volume_id == volume_id),
+        None,
+    )
+    if bdm is None:
+        raise NotFound(f"No volume Block Device Mapping with id {volume_id}.")
+    # Nova: the other properties are there to echo GET; none of them changes.
+    for field, current in (
+        ("id", bdm.volume_id),
+        ("serverId", inst.uuid),
+        ("device", bdm.device_name),
+        ("tag", bdm.tag),
+    ):
+        if field in body and body[field] != current:
+            raise BadRequest(f"The {field} property is not mutable")
+    if "delete_on_termination" in body:
+        await compute_of(request).set_delete_on_termination(bdm, body["delete_on_termination"])
+    return no_content(202)
 
 
 routes = [
@@ -107,7 +192,11 @@ routes = [
         show_attachment,
         methods=["GET"],
     ),
-    Route("/v2.1/servers/{server_id}/os-volume_attachments/{volume_id}", swap, methods=["PUT"]),
+    Route(
+        "/v2.1/servers/{server_id}/os-volume_attachments/{volume_id}",
+        update_attachment,
+        methods=["PUT"],
+    ),
     Route(
         "/v2.1/servers/{server_id}/os-volume_attachments/{volume_id}", detach, methods=["DELETE"]
     ),

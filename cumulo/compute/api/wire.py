@@ -103,6 +103,21 @@ def access_ip(field: str, value: Any) -> str | None:
         raise invalid(field, value, f"{value!r} is not a '{kind}'") from None
 
 
+_HOSTNAME = re.compile(r"^[a-zA-Z0-9]+[a-zA-Z0-9-]*[a-zA-Z0-9]+$")
+
+
+def hostname(value: Any) -> str:
+    """2.90's `hostname` (Nova's parameter_types.hostname): 2-63 letters, digits and
+    hyphens, a letter or digit at each end."""
+    if not isinstance(value, str):
+        raise invalid("hostname", value, f"{value!r} is not of type 'string'")
+    if not 2 <= len(value) <= 63:
+        raise invalid("hostname", value, "Length must be between 2 and 63")
+    if not _HOSTNAME.match(value):
+        raise invalid("hostname", value, f"{value!r} does not match '{_HOSTNAME.pattern}'")
+    return value
+
+
 def is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)

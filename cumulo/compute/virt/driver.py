@@ -129,10 +129,17 @@ class GuestNotFound(DriverError):
     pass
 
 
+# The capability trait of a host whose driver rescues volume-backed guests (2.87).
+RESCUE_BFV_TRAIT = "COMPUTE_RESCUE_BFV"
+
+
 class ComputeDriver(abc.ABC):
     """One hypervisor host. Every method is a coroutine: drivers do blocking work in threads."""
 
     hypervisor_type: str = "unknown"
+    # Whether a volume-backed guest can be rescued (its root volume attached after the
+    # rescue disk); the host reports it as Nova's COMPUTE_RESCUE_BFV trait.
+    supports_bfv_rescue: bool = False
 
     async def init_host(self, host: str) -> None:
         """Called once when the compute agent starts (reconnect to running guests here)."""

@@ -47,6 +47,7 @@ class FakeGuest:
 
 class FakeDriver(ComputeDriver):
     hypervisor_type = "fake"
+    supports_bfv_rescue = True
 
     def __init__(
         self,

@@ -66,6 +66,9 @@ _QMP_STATUS = {
 
 class QemuDriver(QemuMoves, ComputeDriver):
     hypervisor_type = "QEMU"
+    # A rescue machine is the rescue disk then the guest's drives, volumes last: a
+    # volume-backed guest's root volume is attached after the rescue disk.
+    supports_bfv_rescue = True
 
     def __init__(
         self,

@@ -40,7 +40,7 @@ FEATURES: dict[str, dict[str, object]] = {
         "pause": True,
         "suspend": True,
         "shelve": True,
-        "shelve_migrate": False,  # unshelve to a chosen host is 2.91, above 2.79
+        "shelve_migrate": False,  # a scenario: SSH into a guest unshelved then cold-migrated
         "cold_migration": True,
         "live_migration": True,
         "block_migration_for_live_migration": True,
