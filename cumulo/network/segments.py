@@ -79,7 +79,7 @@ class Segments:
     def _vlan_physnets(self) -> set[str]:
         return {r.physnet for r in self.vlan_ranges}
 
-    def check(self, attrs: dict[str, Any]) -> tuple[str, str | None, int | None]:
+    def check(self, attrs: dict[str, Any]) -> tuple[str | None, str | None, int | None]:
         """The provider attributes given (an admin's) checked as ML2 does; a vlan without
         an id comes back with None, to be allocated in the transaction."""
         kind = attrs.get("provider:network_type")
@@ -88,7 +88,7 @@ class Segments:
         if kind is None:
             if physnet is not None or seg is not None:
                 raise InvalidInput("provider:network_type required")
-            raise AssertionError("no provider attributes")  # the caller checks first
+            return None, None, None  # all null: nothing asked for, a tenant network
         if not isinstance(kind, str) or kind not in TYPES:
             raise InvalidInput(f"network_type value '{kind}' not supported")
         if physnet is not None and (not isinstance(physnet, str) or len(physnet) > 64):

@@ -113,6 +113,11 @@ def test_the_ml2_rules_answer_400_409_503(cloud: CloudRunner, admin: httpx.Clien
     ]  # fmt: skip
     for provider, message in cases:
         assert error(post(**provider), 400, "InvalidInput") == message
+    # Nothing asked for (nulls): a tenant network, allocated from the ranges.
+    nulls = post(network_type=None, physical_network=None, segmentation_id=None)
+    assert nulls.status_code == 201, nulls.text
+    assert nulls.json()["network"]["provider:network_type"] == "vlan"
+    admin.delete(f"/v2.0/networks/{nulls.json()['network']['id']}")
     # physnet2 has no tenant range: nothing to allocate there.
     error(post(network_type="vlan", physical_network="physnet2"), 503, "NoNetworkAvailable")
     assert len(admin.get("/v2.0/networks").json()["networks"]) == before
