@@ -166,6 +166,10 @@ def test_a_segment_is_not_changed_after_creation(cloud: CloudRunner, admin: http
         json={"network": {"provider:segmentation_id": 42, "name": "renamed"}},
     )
     assert same.status_code == 200 and same.json()["network"]["name"] == "renamed"
+    as_text = admin.put(
+        f"/v2.0/networks/{net['id']}", json={"network": {"provider:segmentation_id": "42"}}
+    )
+    assert as_text.status_code == 200, as_text.text
     assert (
         admin.get(f"/v2.0/networks/{net['id']}").json()["network"]["provider:segmentation_id"] == 42
     )

@@ -132,10 +132,13 @@ def _apply(service: NetworkService, ctx: RequestContext, net: Network, a: dict[s
         service.enforce(ctx, "network:set_provider")
         current = (net.network_type, net.physical_network, net.segmentation_id)
         if None not in (net.id, net.network_type):  # an update: ML2 changes no segment
+            seg = a.get("provider:segmentation_id", current[2])
+            if isinstance(seg, str) and seg.isdecimal():
+                seg = int(seg)  # as Neutron converts it
             given = (
                 a.get("provider:network_type", current[0]),
                 a.get("provider:physical_network", current[1]),
-                a.get("provider:segmentation_id", current[2]),
+                seg,
             )
             if given != current:
                 raise InvalidInput("Plugin does not support updating provider attributes")
