@@ -23,6 +23,7 @@ from cumulo.object_store.s3.xmldoc import (
     element,
     http_to_iso,
     iso8601,
+    key_encoder,
     parse_body,
     sub,
 )
@@ -351,9 +352,7 @@ async def list_objects(call: Call, *, v2: bool = False) -> None:
     truncated = len(entries) > max_keys
     entries = entries[:max_keys]
 
-    def enc(value: str) -> str:
-        return quote(value, safe="/") if encoding == "url" else value
-
+    enc = key_encoder(encoding)
     root = element("ListBucketResult", ns=True)
     sub(root, "Name", req.bucket)
     sub(root, "Prefix", enc(prefix))

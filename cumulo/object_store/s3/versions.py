@@ -18,7 +18,6 @@ import json
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import quote
 
 from cumulo.object_store.api.object_versioning import DELETE_MARKER, FLAG, parse_flag
 from cumulo.object_store.api.versioning import HISTORY
@@ -27,7 +26,14 @@ from cumulo.object_store.s3.acl import owner_element
 from cumulo.object_store.s3.errors import S3Error
 from cumulo.object_store.s3.gateway import SEGMENTS, Call, SwiftAnswer
 from cumulo.object_store.s3.request import int_param
-from cumulo.object_store.s3.xmldoc import document, element, iso8601, parse_body, sub
+from cumulo.object_store.s3.xmldoc import (
+    document,
+    element,
+    iso8601,
+    key_encoder,
+    parse_body,
+    sub,
+)
 
 ENABLED, SUSPENDED, HISTORY_MODE = "Enabled", "Suspended", "History"
 MAX_KEYS = 1000
@@ -201,9 +207,7 @@ async def list_versions(call: Call) -> None:
     truncated = len(items) > max_keys or (full and bool(items))
     items = items[:max_keys]
 
-    def enc(value: str) -> str:
-        return quote(value, safe="/") if encoding == "url" else value
-
+    enc = key_encoder(encoding)
     root = element("ListVersionsResult", ns=True)
     sub(root, "Name", call.req.bucket)
     sub(root, "Prefix", enc(prefix))

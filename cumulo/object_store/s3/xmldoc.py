@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from cumulo.object_store.s3.errors import S3Error
 
@@ -26,6 +28,13 @@ def sub(parent: ET.Element, tag: str, text: Any = None) -> ET.Element:
     if text is not None:
         el.text = str(text)
     return el
+
+
+def key_encoder(encoding: str | None) -> Callable[[str], str]:
+    """How a listing writes keys and prefixes: URL-encoded with `encoding-type=url`."""
+    if encoding == "url":
+        return lambda value: quote(value, safe="/")
+    return lambda value: value
 
 
 def document(root: ET.Element) -> bytes:
