@@ -162,6 +162,8 @@ async def _object_missing(call: Call, status: int) -> None:
         if info.status != 200:
             raise S3Error("NoSuchBucket", BucketName=call.req.bucket)
         raise S3Error("NoSuchKey", Key=call.req.key)
+    if status == 400:
+        raise S3Error("InvalidArgument")
     raise S3Error("InternalError")
 
 

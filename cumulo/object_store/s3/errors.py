@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from xml.sax.saxutils import escape
 
 # code -> (status, default message), as the Amazon S3 API reference lists them.
@@ -53,6 +54,7 @@ CODES: dict[str, tuple[int, str]] = {
     "InvalidStorageClass": (400, "The storage class you specified is not valid"),
     "InvalidRange": (416, "The requested range is not satisfiable"),
     "InvalidRequest": (400, "Invalid Request"),
+    "KeyTooLongError": (400, "Your key is too long"),
     "MalformedXML": (
         400,
         "The XML you provided was not well-formed or did not validate against our published schema",
@@ -88,6 +90,15 @@ CODES: dict[str, tuple[int, str]] = {
 }
 
 
+# Characters XML 1.0 cannot hold, even as references (a key may have them).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def xml_text(value: str) -> str:
+    """Text for an error document: escaped, and what XML cannot hold percent-encoded."""
+    return escape(_NOT_XML.sub(lambda m: f"%{ord(m.group()):02X}", value))
+
+
 class S3Error(Exception):
     def __init__(self, code: str, message: str | None = None, **extra: str) -> None:
         status, default = CODES[code]
@@ -97,10 +108,10 @@ class S3Error(Exception):
         super().__init__(f"{code}: {self.message}")
 
     def document(self, resource: str, request_id: str) -> bytes:
-        more = "".join(f"<{k}>{escape(str(v))}</{k}>" for k, v in self.extra.items())
+        more = "".join(f"<{k}>{xml_text(str(v))}</{k}>" for k, v in self.extra.items())
         return (
             '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f"<Error><Code>{self.code}</Code><Message>{escape(self.message)}</Message>"
-            f"{more}<Resource>{escape(resource)}</Resource>"
+            f"<Error><Code>{self.code}</Code><Message>{xml_text(self.message)}</Message>"
+            f"{more}<Resource>{xml_text(resource)}</Resource>"
             f"<RequestId>{request_id}</RequestId></Error>"
         ).encode()

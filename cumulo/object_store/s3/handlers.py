@@ -37,6 +37,7 @@ STORAGE_CLASSES = {
     "STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
     "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR",
 }  # fmt: skip
+MAX_KEY_BYTES = 1024  # S3's limit (and Swift's object name limit)
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # Headers an object keeps as they are (S3 and Swift agree on them).
 PLAIN_HEADERS = ("content-disposition", "content-encoding", "content-language",
@@ -75,6 +76,8 @@ async def dispatch(call: Call) -> None:
         call.account = own_account(call)
     else:
         raise S3Error("NoSuchBucket", BucketName=req.bucket)
+    if len(req.key.encode()) > MAX_KEY_BYTES:
+        raise S3Error("KeyTooLongError", Size=str(len(req.key.encode())), MaxSizeAllowed="1024")
     p = req.params
     if m == "OPTIONS":
         return await configs.preflight(call)
@@ -505,6 +508,19 @@ async def version_id_of_put(call: Call, answer: SwiftAnswer) -> dict[str, str]:
     return {}
 
 
+def header_value(value: str) -> str:
+    """A value the client asked to see as a response header (response-content-type...):
+    one HTTP can carry, or S3's 400."""
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        message = "Header value cannot be represented using ISO-8859-1."
+        raise S3Error("InvalidArgument", message) from None
+    if any(c in value for c in "\r\n\0"):
+        raise S3Error("InvalidArgument", "Header value contains a line break.")
+    return value
+
+
 async def get_object(call: Call) -> None:
     req = call.req
     forward = {
@@ -513,7 +529,7 @@ async def get_object(call: Call) -> None:
         if k in ("range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
     }
     overrides = {
-        header: req.params[param]
+        header: header_value(req.params[param])
         for param, header in RESPONSE_OVERRIDES.items()
         if param in req.params
     }
