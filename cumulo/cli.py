@@ -303,6 +303,43 @@ def api(state_dir: Path | None, services: str, workers: int) -> None:
         sys.exit(1)
 
 
+@main.command()
+@state_dir_option
+@click.option(
+    "--identity-url",
+    default=None,
+    help="The Identity API (e.g. https://cloud.example:5000/v3); default the config's "
+    "public Identity URL. The other APIs are found in the service catalog.",
+)
+@click.option(
+    "--host", "bind_host", default=None, help="The address to listen on (default: [host])."
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Default: [ports] dashboard."
+)
+def dashboard(
+    state_dir: Path | None, identity_url: str | None, bind_host: str | None, port: int | None
+) -> None:
+    """Serve the web dashboard alone, calling the cloud's APIs over HTTP.
+
+    Identity at --identity-url, the other APIs at the public endpoints of the catalog;
+    HTTPS and its CA as [tls] of the config says. Sessions are kept in this process's
+    memory: a restart logs everyone out, and several dashboard processes do not share
+    them (run one, or route each user to the same one).
+    """
+    from cumulo.common.server import run_event_loop
+    from cumulo.common.tls import server_files, verify_option
+    from cumulo.dashboard.catalog import CatalogApis
+    from cumulo.dashboard.standalone import serve_dashboard
+
+    config = load_config(resolve_state_dir(state_dir))
+    url = identity_url or config.public_url(config.ports.identity)
+    apis = CatalogApis(url, verify=verify_option(config))
+    host, listen = bind_host or config.host, port or config.ports.dashboard
+    console.print(f"cumulo dashboard on {config.scheme}://{host}:{listen}, Identity at {url}")
+    run_event_loop(serve_dashboard(apis, host, listen, server_files(config)))
+
+
 def _control_command(role: str):
     @main.command(role)
     @state_dir_option
@@ -472,6 +509,15 @@ def image() -> None:
 )
 @click.option("--mirror", default=None, help="A Debian archive URL (default: apt's sources).")
 @click.option("--no-register", is_flag=True, help="Only build; do not upload to the cloud.")
+@click.option(
+    "--format",
+    "image_format",
+    type=click.Choice(["disk", "ami"]),
+    default="disk",
+    show_default=True,
+    help="disk: partition table and GRUB, booted by the BIOS; ami: kernel, ramdisk and "
+    "root filesystem as three images.",
+)
 @state_dir_option
 def image_build(
     distribution: str,
@@ -481,6 +527,7 @@ def image_build(
     cache_dir: Path,
     mirror: str | None,
     no_register: bool,
+    image_format: str,
     state_dir: Path | None,
 ) -> None:
     """Build a cloud image (Debian, cloud-init, SSH, Puppet agent) from the machine's apt
@@ -492,7 +539,15 @@ def image_build(
     extra = [p.strip() for p in packages.split(",") if p.strip()]
     started = time.monotonic()
     try:
-        built = build_debian(cache_dir, release, extra, name, log=console.print, mirror=mirror)
+        built = build_debian(
+            cache_dir,
+            release,
+            extra,
+            name,
+            log=console.print,
+            mirror=mirror,
+            image_format=image_format,
+        )
         console.print(f"built in {time.monotonic() - started:.0f} s: {built.disk}")
         if not no_register:
             config = load_config(resolve_state_dir(state_dir))

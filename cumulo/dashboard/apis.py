@@ -59,7 +59,7 @@ class ApiFailure(Exception):
             return f"{self.message} Free some resources or ask an admin to raise the quota."
         if "no valid host" in lowered:
             return f"{self.message} No compute host has room for it: try a smaller flavor."
-        if self.status == 409 and "already" in lowered:
+        if self.status == 409 and ("already" in lowered or "duplicate" in lowered):
             return f"{self.message} Pick another name."
         return self.message
 

@@ -12,7 +12,7 @@ from starlette.staticfiles import StaticFiles
 
 from cumulo.common.service_client import ServiceClient
 from cumulo.dashboard.apis import ApiFailure, Apis
-from cumulo.dashboard.pages import auth, compute, network, overview, storage
+from cumulo.dashboard.pages import admin, auth, compute, network, overview, storage
 from cumulo.dashboard.sessions import SessionStore
 from cumulo.dashboard.web import HERE, ServerTiming, render
 
@@ -31,6 +31,7 @@ def create_dashboard_app(apis: Apis, sessions: SessionStore | None = None) -> St
         *compute.routes,
         *network.routes,
         *storage.routes,
+        *admin.routes,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         Route("/favicon.ico", favicon, methods=["GET"]),
     ]

@@ -26,6 +26,12 @@ class Session:
     roles: list[str]
     expires_at: float
     projects: list[dict[str, Any]] = field(default_factory=list)
+    # The domains the user has a role on (Keystone's /v3/auth/domains): the scopes the
+    # project switcher offers beside the projects.
+    domains: list[dict[str, Any]] = field(default_factory=list)
+    # Set while the token is scoped to a domain (then project_id is empty).
+    scope_domain_id: str = ""
+    scope_domain_name: str = ""
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     # Per page view: the live fragments as the page was rendered (its stream sends
     # only what changes after), kept until the page's stream opens.

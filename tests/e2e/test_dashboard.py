@@ -35,7 +35,8 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "tmp" / "artifacts" / "dashboard"
 BOB_PASSWORD = "bob-secret-pw"
-ADMIN_PAGES = ("projects", "users", "hypervisors", "services", "instances", "volumes", "flavors")
+ADMIN_PAGES = ("projects", "users", "groups", "roles", "quotas", "hypervisors", "services",
+               "aggregates", "instances", "volumes", "flavors")  # fmt: skip
 # A status page the browser reports as "Failed to load resource: ... status of 4xx":
 # expected where a test provokes it (bad input), an error anywhere else.
 HTTP_ERROR = re.compile(r"Failed to load resource: the server responded with a status of 4\d\d")
@@ -193,7 +194,7 @@ def test_a_new_user_launches_watches_and_wires_a_server(dash, chromium_browser, 
     page.fill("#image-upload input[name=name]", "uploaded-disk")
     page.set_input_files("#image-upload input[name=file]", str(image_file))
     page.click("#image-upload button")
-    page.wait_for_selector("#images td:text('uploaded-disk')")
+    page.wait_for_selector("#images a:text('uploaded-disk')")
     assert (
         page.locator("#images tr", has_text="uploaded-disk").locator("td").nth(1).inner_text()
         == "active"
@@ -214,6 +215,7 @@ def test_a_new_user_launches_watches_and_wires_a_server(dash, chromium_browser, 
     page.evaluate("window.sameDocument = true")
     assert page.inner_text("#server-status .badge") == "BUILD"
     page.wait_for_selector("#server-status .badge:text('ACTIVE')")
+    page.wait_for_selector("#resize select[name=flavor]")  # offered once ACTIVE, live too
     assert page.evaluate("window.sameDocument") is True
     # The boot timeline: the create action's events, each with its duration.
     page.wait_for_selector("#timeline .step-success [data-event], #timeline li.step-success")
@@ -285,7 +287,8 @@ def test_a_new_user_launches_watches_and_wires_a_server(dash, chromium_browser, 
     page.fill("#network-form input[name=router_name]", "web-router")
     page.click("#network-form button")
     page.wait_for_selector("td:text('web-net')")
-    assert page.locator("td", has_text="10.77.0.0/24").count() == 1
+    assert page.locator("#networks td", has_text="10.77.0.0/24").count() == 1
+    assert page.locator("#routers tr", has_text="web-router").locator(".interface").count() == 1
     tab.shot("networks")
     tab.go("/topology")
     page.evaluate("window.sameDocument = true")
@@ -328,7 +331,7 @@ def test_a_new_user_launches_watches_and_wires_a_server(dash, chromium_browser, 
     default = page.locator("section.card", has_text="default")
     before = default.locator("tbody tr").count()
     default.locator("input[name=port]").fill("22")
-    default.locator("button:text('Add ingress rule')").click()
+    default.locator("button:text('Add rule')").click()
     page.wait_for_load_state()
     default = page.locator("section.card", has_text="default")
     assert default.locator("tbody tr").count() == before + 1
@@ -538,6 +541,13 @@ def test_the_wizard_boots_from_a_new_volume_in_a_server_group(dash, chromium_bro
     page = tab.page
     tab.login("admin", dash.config.identity.admin_password)
     tab.go("/instances/launch")
+    # Each boot source shows only its own fields.
+    page.check("#boot-source input[value=volume]")
+    assert page.is_visible("#boot-volume") and not page.is_visible("#image")
+    page.check("#boot-source input[value=snapshot]")
+    assert page.is_visible("#snapshot") and page.is_visible("input[name=volume_size]")
+    page.check("#boot-source input[value=image]")
+    assert page.is_visible("#image") and not page.is_visible("#snapshot")
     page.fill("input[name=name]", "from-volume")
     choose(page, "#image", "tiny-public")
     choose(page, "#flavor", "m1.tiny")

@@ -1,4 +1,4 @@
-"""Log in (password, TOTP where the user has it), switch project, log out."""
+"""Log in (password, TOTP where the user has it), switch project or domain, log out."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cumulo.dashboard.apis import Api, ApiFailure
+from cumulo.dashboard.apis import Api, ApiFailure, optional
+from cumulo.dashboard.catalog import CatalogApis
 from cumulo.dashboard.sessions import COOKIE, Session, token_expiry
 from cumulo.dashboard.web import apis_of, form_of, page, redirect, render, session_of, store_of
 
@@ -37,8 +38,11 @@ async def _token(request: Request, auth: dict[str, Any]) -> tuple[str, dict[str,
 async def _scoped_session(
     request: Request, unscoped: str, user: dict[str, Any], project_id: str | None
 ) -> Session:
-    projects = (await _identity(request, unscoped).get("/v3/auth/projects"))["projects"]
+    identity = _identity(request, unscoped)
+    projects = (await identity.get("/v3/auth/projects"))["projects"]
     projects.sort(key=lambda p: p["name"])
+    domains = (await optional(identity.get("/v3/auth/domains"), {"domains": []}))["domains"]
+    domains.sort(key=lambda d: d["name"])
     if not projects:
         raise ApiFailure("identity", 401, "This user has no role on any project.")
     chosen = next((p for p in projects if p["id"] == project_id), projects[0])
@@ -49,6 +53,9 @@ async def _scoped_session(
             "scope": {"project": {"id": chosen["id"]}},
         },
     )
+    apis = request.app.state.apis
+    if isinstance(apis, CatalogApis):  # served alone: the APIs are where the catalog says
+        apis.learn_catalog(body.get("catalog", []))
     return Session(
         token=token,
         user_id=user["id"],
@@ -59,6 +66,7 @@ async def _scoped_session(
         roles=[r["name"] for r in body.get("roles", [])],
         expires_at=token_expiry(body["expires_at"]),
         projects=[{"id": p["id"], "name": p["name"]} for p in projects],
+        domains=[{"id": d["id"], "name": d["name"]} for d in domains],
     )
 
 
@@ -142,20 +150,26 @@ async def logout(request: Request) -> Response:
 
 @page
 async def switch_project(request: Request) -> Response:
+    """Re-scope the session's token to one of the user's projects, or (`domain:ID`) to
+    one of their domains."""
     session = session_of(request)
-    project_id = (await form_of(request)).get("project_id", "")
-    if project_id not in {p["id"] for p in session.projects}:
-        raise ApiFailure("identity", 404, f"Could not find project: {project_id}.")
+    chosen = str((await form_of(request)).get("project_id", ""))
+    kind, _, domain_id = chosen.partition(":")
+    if kind == "domain" and domain_id in {d["id"] for d in session.domains}:
+        scope: dict[str, Any] = {"domain": {"id": domain_id}}
+    elif chosen in {p["id"] for p in session.projects}:
+        scope = {"project": {"id": chosen}}
+    else:
+        raise ApiFailure("identity", 404, f"Could not find project: {chosen}.")
     token, body = await _token(
         request,
-        {
-            "identity": {"methods": ["token"], "token": {"id": session.token}},
-            "scope": {"project": {"id": project_id}},
-        },
+        {"identity": {"methods": ["token"], "token": {"id": session.token}}, "scope": scope},
     )
     session.token = token
-    session.project_id = project_id
-    session.project_name = body["project"]["name"]
+    project, domain = body.get("project") or {}, body.get("domain") or {}
+    session.project_id, session.project_name = project.get("id", ""), project.get("name", "")
+    session.scope_domain_id = domain.get("id", "")
+    session.scope_domain_name = domain.get("name", "")
     session.roles = [r["name"] for r in body.get("roles", [])]
     session.expires_at = token_expiry(body["expires_at"])
     return redirect(request, "/")

@@ -39,7 +39,12 @@ ACTIONS = {
     "SUSPENDED": ["resume", "delete"],
     "ERROR": ["delete"],
     "BUILD": ["delete"],
+    "VERIFY_RESIZE": ["confirm_resize", "revert_resize", "delete"],
 }
+# The states a server can be resized or rebuilt from (Nova's vm states ACTIVE, STOPPED;
+# rebuild also ERROR).
+RESIZABLE = ("ACTIVE", "SHUTOFF")
+REBUILDABLE = ("ACTIVE", "SHUTOFF", "ERROR")
 ACTION_BODIES: dict[str, dict[str, Any]] = {
     "stop": {"os-stop": None},
     "start": {"os-start": None},
@@ -50,6 +55,8 @@ ACTION_BODIES: dict[str, dict[str, Any]] = {
     "resume": {"resume": None},
     "lock": {"lock": None},
     "unlock": {"unlock": None},
+    "confirm_resize": {"confirmResize": None},
+    "revert_resize": {"revertResize": None},
 }
 
 
@@ -129,26 +136,56 @@ async def instances_live(request: Request) -> Response:
     return live_stream(request, rows)
 
 
+def _free_ports(ports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ports no server or router uses yet (a server can take them)."""
+    return [p for p in ports if not p.get("device_id") and not p.get("device_owner")]
+
+
 async def _wizard_choices(api: UserApis, project_id: str) -> dict[str, Any]:
-    images, flavors, networks, keypairs, groups, zones, server_groups = await gather(
+    (
+        images,
+        flavors,
+        networks,
+        ports,
+        keypairs,
+        groups,
+        zones,
+        server_groups,
+        snapshots,
+        volumes,
+    ) = await gather(
         api.image.get("/v2/images?status=active&limit=200"),
         api.compute.get("/v2.1/flavors/detail"),
         api.network.get("/v2.0/networks"),
+        optional(api.network.get(f"/v2.0/ports?project_id={project_id}"), {"ports": []}),
         api.compute.get("/v2.1/os-keypairs"),
         api.network.get(f"/v2.0/security-groups?project_id={project_id}"),
         optional(api.compute.get("/v2.1/os-availability-zone"), {"availabilityZoneInfo": []}),
         optional(api.compute.get("/v2.1/os-server-groups"), {"server_groups": []}),
+        optional(api.volume.get("/v3/snapshots/detail?status=available"), {"snapshots": []}),
+        optional(
+            api.volume.get("/v3/volumes/detail?status=available&bootable=true"), {"volumes": []}
+        ),
     )
+    networks_by_id = {n["id"]: n for n in networks["networks"]}
     return {
         "images": images["images"],
         "flavors": sorted(flavors["flavors"], key=lambda f: (f["ram"], f["vcpus"], f["disk"])),
         "networks": [n for n in networks["networks"] if not n.get("router:external")],
+        # Ports no server or router uses yet, with their network's name.
+        "free_ports": [
+            {**p, "network_name": networks_by_id.get(p["network_id"], {}).get("name", "")}
+            for p in _free_ports(ports["ports"])
+        ],
         "keypairs": [k["keypair"] for k in keypairs["keypairs"]],
         "groups": groups["security_groups"],
         "zones": [
             z["zoneName"] for z in zones["availabilityZoneInfo"] if z["zoneState"]["available"]
         ],
         "server_groups": server_groups["server_groups"],
+        "snapshots": snapshots["snapshots"],
+        # Bootable and available: what Compute accepts as a root volume.
+        "boot_volumes": [v for v in volumes["volumes"] if str(v.get("bootable")).lower() == "true"],
     }
 
 
@@ -156,7 +193,9 @@ async def _wizard_choices(api: UserApis, project_id: str) -> dict[str, Any]:
 async def launch_form(request: Request) -> Response:
     api = apis_of(request)
     choices = await _wizard_choices(api, request.state.session.project_id)
-    return render(request, "launch.html", form={"count": "1"}, errors={}, **choices)
+    return render(
+        request, "launch.html", form={"count": "1", "source": "image"}, errors={}, **choices
+    )
 
 
 def _field_of(message: str) -> str:
@@ -168,7 +207,7 @@ def _field_of(message: str) -> str:
         (("image",), "image"),
         (("key pair", "keypair", "key_name", "public key"), "key_name"),
         (("network", "port"), "networks"),
-        (("volume", "block device"), "volume_size"),
+        (("volume", "block device", "snapshot", "bootable"), "source"),
         (("availability zone",), "availability_zone"),
         (("server group",), "server_group"),
         (("security group",), "security_groups"),
@@ -186,15 +225,62 @@ def _listed(value: Any) -> list[str]:
     return value if isinstance(value, list) else [value]
 
 
+async def _volume_from_snapshot(api: UserApis, form: dict[str, Any]) -> dict[str, Any]:
+    """A new volume made from the chosen volume snapshot, available and bootable (what
+    Horizon asks Compute for with a `snapshot` mapping, done here in two steps)."""
+    snapshot_id = form.get("snapshot_id", "")
+    if not snapshot_id:
+        raise ApiFailure("dashboard", 400, "Choose a volume snapshot to boot from.")
+    size = str(form.get("volume_size") or "")
+    if size and not size.isdecimal():
+        raise ApiFailure("dashboard", 400, "The new volume's size is a number of GiB.")
+    snapshot = (await api.volume.get(url_path("/v3/snapshots/{}", snapshot_id)))["snapshot"]
+    body = {
+        "snapshot_id": snapshot_id,
+        "size": int(size or snapshot["size"]),
+        "name": f"{form.get('name') or 'server'}-boot",
+    }
+    volume = (await api.volume.post("/v3/volumes", {"volume": body}))["volume"]
+    volume = await wait_volume(api, volume["id"])
+    if volume["status"] != "available":
+        await optional(api.volume.delete(url_path("/v3/volumes/{}", volume["id"])), None)
+        raise ApiFailure("volume", 409, f"The volume from the snapshot is {volume['status']}.")
+    if str(volume.get("bootable")).lower() != "true":
+        # The user boots from it: marked bootable, as Cinder marks a bootable volume's copy.
+        await api.volume.post(
+            url_path("/v3/volumes/{}/action", volume["id"]),
+            {"os-set_bootable": {"bootable": True}},
+        )
+    return volume
+
+
+def _root_volume(volume_id: str, delete_on_termination: bool) -> list[dict[str, Any]]:
+    return [
+        {
+            "boot_index": 0,
+            "uuid": volume_id,
+            "source_type": "volume",
+            "destination_type": "volume",
+            "delete_on_termination": delete_on_termination,
+        }
+    ]
+
+
 @page
 async def launch(request: Request) -> Response:
     api, form = apis_of(request), await form_of(request)
+    source = form.get("source") or "image"
+    nics = [{"uuid": n} for n in _listed(form.get("networks"))]
+    nics += [{"port": p} for p in _listed(form.get("ports"))]
     server: dict[str, Any] = {
         "name": form.get("name", ""),
         "flavorRef": form.get("flavor", ""),
-        "networks": [{"uuid": n} for n in _listed(form.get("networks"))] or "none",
+        "networks": nics or "none",
     }
-    if form.get("image") and form.get("volume_size"):
+    delete_volume = bool(form.get("delete_on_termination"))
+    if source == "volume":
+        server["block_device_mapping_v2"] = _root_volume(form.get("volume_id", ""), delete_volume)
+    elif source == "image" and form.get("image") and form.get("volume_size"):
         # Boot from a new volume made from the image (deleted with the server).
         server["block_device_mapping_v2"] = [
             {
@@ -206,7 +292,7 @@ async def launch(request: Request) -> Response:
                 "delete_on_termination": True,
             }
         ]
-    elif form.get("image"):
+    elif source == "image" and form.get("image"):
         server["imageRef"] = form["image"]
     if form.get("availability_zone"):
         server["availability_zone"] = form["availability_zone"]
@@ -227,7 +313,7 @@ async def launch(request: Request) -> Response:
     body: dict[str, Any] = {"server": server}
     if form.get("server_group"):
         body["os:scheduler_hints"] = {"group": form["server_group"]}
-    new_key = None
+    new_key = new_volume = None
     try:
         if form.get("new_key_name"):
             # A key pair made (or imported) for this server: kept only if the launch is.
@@ -235,6 +321,12 @@ async def launch(request: Request) -> Response:
             if form.get("new_public_key"):
                 keypair["public_key"] = form["new_public_key"]
             new_key = (await api.compute.post("/v2.1/os-keypairs", {"keypair": keypair}))["keypair"]
+        if source == "volume" and not form.get("volume_id"):
+            raise ApiFailure("dashboard", 400, "Choose a volume to boot from.")
+        if source == "snapshot":
+            # A volume made for this server: kept only if the launch is.
+            new_volume = await _volume_from_snapshot(api, form)
+            server["block_device_mapping_v2"] = _root_volume(new_volume["id"], delete_volume)
         created = await api.compute.post("/v2.1/servers", body)
     except ApiFailure as exc:
         if exc.status == 401:
@@ -243,6 +335,8 @@ async def launch(request: Request) -> Response:
             await optional(
                 api.compute.delete(url_path("/v2.1/os-keypairs/{}", new_key["name"])), None
             )
+        if new_volume is not None:
+            await optional(api.volume.delete(url_path("/v3/volumes/{}", new_volume["id"])), None)
         choices = await _wizard_choices(api, request.state.session.project_id)
         return render(
             request,
@@ -319,21 +413,49 @@ async def _console(api: UserApis, server_id: str, status: str) -> str:
     return body.get("output", "")
 
 
-def _parts(server: dict[str, Any], timeline: list, console: str, csrf: str) -> dict[str, str]:
-    """The server page's live parts, as the page renders them and its stream sends them."""
+def _parts(
+    server: dict[str, Any], timeline: list, console: str, csrf: str, choices: dict[str, Any]
+) -> dict[str, str]:
+    """The server page's live parts, as the page renders them and its stream sends them
+    (`choices`: the flavors and images the resize and rebuild forms offer)."""
+    flavor = (server.get("flavor") or {}).get("original_name")
     return {
         "status": fragment("parts.html:status", server=server, actions=ACTIONS, csrf=csrf),
         "timeline": fragment("parts.html:timeline", steps=timeline),
         "console": fragment("parts.html:console", output=console),
+        # Resize and rebuild as the server's state allows them (BUILD → ACTIVE shows them).
+        "changes": fragment(
+            "server_parts.html:changes",
+            server=server,
+            flavors=[f for f in choices["flavors"] if f["name"] != flavor],
+            images=choices["images"],
+            resizable=server["status"] in RESIZABLE,
+            rebuildable=server["status"] in REBUILDABLE,
+            csrf=csrf,
+        ),
     }
 
 
-async def _live_parts(api: UserApis, server_id: str, csrf: str) -> dict[str, str]:
+async def _change_choices(api: UserApis) -> dict[str, Any]:
+    """The flavors a server can be resized to and the images it can be rebuilt from."""
+    flavors, images = await gather(
+        optional(api.compute.get("/v2.1/flavors/detail"), {"flavors": []}),
+        optional(api.image.get("/v2/images?status=active&limit=200"), {"images": []}),
+    )
+    return {
+        "flavors": sorted(flavors["flavors"], key=lambda f: (f["ram"], f["vcpus"], f["disk"])),
+        "images": images["images"],
+    }
+
+
+async def _live_parts(
+    api: UserApis, server_id: str, csrf: str, choices: dict[str, Any]
+) -> dict[str, str]:
     server = (await api.compute.get(url_path("/v2.1/servers/{}", server_id)))["server"]
     timeline, console = await gather(
         _timeline(api, server_id), _console(api, server_id, server["status"])
     )
-    return _parts(server, timeline, console, csrf)
+    return _parts(server, timeline, console, csrf, choices)
 
 
 @page
@@ -342,7 +464,18 @@ async def instance(request: Request) -> Response:
     server_id = request.path_params["server_id"]
     server = (await api.compute.get(url_path("/v2.1/servers/{}", server_id)))["server"]
     project = request.state.session.project_id
-    timeline, log, console, volumes, attached, fips, ports = await gather(
+    (
+        timeline,
+        log,
+        console,
+        volumes,
+        attached,
+        fips,
+        ports,
+        choices,
+        networks,
+        project_ports,
+    ) = await gather(
         _timeline(api, server_id),
         api.compute.get(url_path("/v2.1/servers/{}/os-instance-actions", server_id)),
         _console(api, server_id, server["status"]),
@@ -350,8 +483,13 @@ async def instance(request: Request) -> Response:
         api.compute.get(url_path("/v2.1/servers/{}/os-volume_attachments", server_id)),
         optional(api.network.get(f"/v2.0/floatingips?project_id={project}"), {"floatingips": []}),
         optional(api.network.get(f"/v2.0/ports?device_id={server_id}"), {"ports": []}),
+        _change_choices(api),
+        optional(api.network.get("/v2.0/networks"), {"networks": []}),
+        optional(api.network.get(f"/v2.0/ports?project_id={project}"), {"ports": []}),
     )
-    view = remember_view(request, _parts(server, timeline, console, request.state.session.csrf))
+    parts = _parts(server, timeline, console, request.state.session.csrf, choices)
+    view = remember_view(request, parts)
+    network_names = {n["id"]: n["name"] or n["id"][:8] for n in networks["networks"]}
     return render(
         request,
         "instance.html",
@@ -369,7 +507,12 @@ async def instance(request: Request) -> Response:
             f for f in fips["floatingips"] if f.get("port_id") in {p["id"] for p in ports["ports"]}
         ],
         ports=ports["ports"],
+        network_names=network_names,
+        changes=Markup(parts["changes"]),
+        networks=[n for n in networks["networks"] if not n.get("router:external")],
+        free_ports=_free_ports(project_ports["ports"]),
         error=request.query_params.get("error"),
+        error_form=request.query_params.get("form", ""),
     )
 
 
@@ -377,7 +520,8 @@ async def instance(request: Request) -> Response:
 async def instance_live(request: Request) -> Response:
     api, server_id = apis_of(request), request.path_params["server_id"]
     csrf = request.state.session.csrf
-    return live_stream(request, lambda: _live_parts(api, server_id, csrf))
+    choices = await _change_choices(api)  # once per stream: they seldom change
+    return live_stream(request, lambda: _live_parts(api, server_id, csrf, choices))
 
 
 @page
@@ -404,9 +548,69 @@ async def wait_volume(api: UserApis, volume_id: str, timeout: float = 60) -> dic
         await asyncio.sleep(0.5)
 
 
-def _back_with_error(request: Request, server_id: str, exc: ApiFailure) -> Response:
+def _back_with_error(request: Request, server_id: str, exc: ApiFailure, form: str = "") -> Response:
+    """The server page again with the API's message (next to `form` when given)."""
     message = f"{exc.explanation} (request {exc.request_id})" if exc.request_id else exc.message
-    return redirect(request, f"/instances/{server_id}?{urlencode({'error': message})}")
+    query = {"error": message, **({"form": form} if form else {})}
+    return redirect(request, f"/instances/{server_id}?{urlencode(query)}")
+
+
+async def _server_change(
+    request: Request, form: str, method: str, path: str, body: Any = None
+) -> Response:
+    """One call changing the server, then its page (with the API's message next to the
+    form when refused)."""
+    api, server_id = apis_of(request), request.path_params["server_id"]
+    try:
+        if method == "DELETE":
+            await api.compute.delete(path)
+        else:
+            await api.compute.post(path, body)
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        return _back_with_error(request, server_id, exc, form)
+    return redirect(request, f"/instances/{server_id}")
+
+
+@page
+async def resize(request: Request) -> Response:
+    """Resize to another flavor (the server then waits in VERIFY_RESIZE for confirm or
+    revert, the status actions)."""
+    flavor = (await form_of(request)).get("flavor", "")
+    path = url_path("/v2.1/servers/{}/action", request.path_params["server_id"])
+    return await _server_change(request, "resize", "POST", path, {"resize": {"flavorRef": flavor}})
+
+
+@page
+async def rebuild(request: Request) -> Response:
+    """A new root disk from the chosen image (same id, ports and volumes)."""
+    image = (await form_of(request)).get("image", "")
+    path = url_path("/v2.1/servers/{}/action", request.path_params["server_id"])
+    return await _server_change(request, "rebuild", "POST", path, {"rebuild": {"imageRef": image}})
+
+
+@page
+async def attach_interface(request: Request) -> Response:
+    """A new port on a network, or an existing port, hot-plugged into the server."""
+    form = await form_of(request)
+    choice = form.get("interface", "")  # "net:<id>" or "port:<id>"
+    kind, _, value = choice.partition(":")
+    attachment = {"port_id": value} if kind == "port" else {"net_id": value}
+    path = url_path("/v2.1/servers/{}/os-interface", request.path_params["server_id"])
+    return await _server_change(
+        request, "interface", "POST", path, {"interfaceAttachment": attachment}
+    )
+
+
+@page
+async def detach_interface(request: Request) -> Response:
+    path = url_path(
+        "/v2.1/servers/{}/os-interface/{}",
+        request.path_params["server_id"],
+        request.path_params["port_id"],
+    )
+    return await _server_change(request, "interface", "DELETE", path)
 
 
 @page
@@ -576,6 +780,10 @@ routes = [
     Route("/instances/{server_id}/attach-volume", attach_volume, methods=["POST"]),
     Route("/instances/{server_id}/floating-ip", associate_floating_ip, methods=["POST"]),
     Route("/instances/{server_id}/snapshot", snapshot, methods=["POST"]),
+    Route("/instances/{server_id}/resize", resize, methods=["POST"]),
+    Route("/instances/{server_id}/rebuild", rebuild, methods=["POST"]),
+    Route("/instances/{server_id}/interfaces", attach_interface, methods=["POST"]),
+    Route("/instances/{server_id}/interfaces/{port_id}/detach", detach_interface, methods=["POST"]),
     Route("/instances/{server_id}/console", vnc_console, methods=["POST"]),
     Route("/instances/{server_id}/volumes/{volume_id}/detach", detach_volume, methods=["POST"]),
     Route(

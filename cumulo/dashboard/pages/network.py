@@ -3,6 +3,7 @@ groups."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -24,22 +25,61 @@ from cumulo.dashboard.web import (
 
 
 async def _network_lists(api: UserApis) -> dict[str, Any]:
-    networks, subnets, routers = await gather(
+    networks, subnets, routers, interfaces = await gather(
         api.network.get("/v2.0/networks"),
         api.network.get("/v2.0/subnets"),
         api.network.get("/v2.0/routers"),
+        api.network.get("/v2.0/ports?device_owner=network:router_interface"),
     )
+    by_router: dict[str, list[str]] = {}
+    for port in interfaces["ports"]:
+        if port.get("device_owner") == "network:router_interface":
+            for ip in port["fixed_ips"]:
+                by_router.setdefault(port["device_id"], []).append(ip["subnet_id"])
     return {
         "networks": networks["networks"],
         "subnets": {s["id"]: s for s in subnets["subnets"]},
         "routers": routers["routers"],
+        # Each router's interfaces, as the subnets they are on.
+        "router_subnets": by_router,
     }
+
+
+async def _networks_page(
+    request: Request,
+    status: int = 200,
+    where: str = "network",
+    form: dict[str, Any] | None = None,
+    error: ApiFailure | None = None,
+) -> Response:
+    lists = await _network_lists(apis_of(request))
+    return render(
+        request,
+        "networks.html",
+        status=status,
+        where=where,
+        form=form or {},
+        error=error,
+        project_id=session_of(request).project_id,
+        **lists,
+    )
+
+
+async def _network_change(request: Request, where: str, call: Awaitable[Any]) -> Response:
+    """A change from the networks page, then the page again (with the API's message next
+    to the form when refused)."""
+    try:
+        await call
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        return await _networks_page(request, exc.status, where, await form_of(request), exc)
+    return redirect(request, "/networks")
 
 
 @page
 async def networks(request: Request) -> Response:
-    lists = await _network_lists(apis_of(request))
-    return render(request, "networks.html", form={}, error=None, **lists)
+    return await _networks_page(request)
 
 
 @page
@@ -85,9 +125,49 @@ async def create_network(request: Request) -> Response:
                 await api.network.delete(path)
             except ApiFailure:
                 pass
-        lists = await _network_lists(api)
-        return render(request, "networks.html", status=exc.status, form=form, error=exc, **lists)
+        return await _networks_page(request, exc.status, "network", form, exc)
     return redirect(request, "/networks")
+
+
+@page
+async def create_subnet(request: Request) -> Response:
+    """A subnet on an existing network."""
+    form = await form_of(request)
+    cidr = form.get("cidr", "")
+    subnet: dict[str, Any] = {
+        "network_id": form.get("network_id", ""),
+        "name": form.get("name", ""),
+        "cidr": cidr,
+        "ip_version": 6 if ":" in cidr else 4,
+        "enable_dhcp": bool(form.get("enable_dhcp")),
+    }
+    if form.get("no_gateway"):
+        subnet["gateway_ip"] = None
+    elif form.get("gateway_ip"):
+        subnet["gateway_ip"] = form["gateway_ip"]
+    call = apis_of(request).network.post("/v2.0/subnets", {"subnet": subnet})
+    return await _network_change(request, "subnet", call)
+
+
+@page
+async def delete_subnet(request: Request) -> Response:
+    path = url_path("/v2.0/subnets/{}", request.path_params["id"])
+    return await _network_change(request, "subnets", apis_of(request).network.delete(path))
+
+
+@page
+async def add_router_interface(request: Request) -> Response:
+    form = await form_of(request)
+    path = url_path("/v2.0/routers/{}/add_router_interface", form.get("router_id", ""))
+    call = apis_of(request).network.put(path, {"subnet_id": form.get("subnet_id", "")})
+    return await _network_change(request, "interface", call)
+
+
+@page
+async def remove_router_interface(request: Request) -> Response:
+    path = url_path("/v2.0/routers/{}/remove_router_interface", request.path_params["id"])
+    call = apis_of(request).network.put(path, {"subnet_id": request.path_params["subnet_id"]})
+    return await _network_change(request, "routers", call)
 
 
 async def topology_data(api: UserApis) -> dict[str, Any]:
@@ -257,10 +337,10 @@ async def add_rule(request: Request) -> Response:
     form = await form_of(request)
     rule: dict[str, Any] = {
         "security_group_id": request.path_params["id"],
-        "direction": "ingress",
-        "ethertype": "IPv4",
+        "direction": "egress" if form.get("direction") == "egress" else "ingress",
+        "ethertype": "IPv6" if form.get("ethertype") == "IPv6" else "IPv4",
         "protocol": form.get("protocol") or None,
-        "remote_ip_prefix": form.get("remote_ip_prefix") or "0.0.0.0/0",
+        "remote_ip_prefix": form.get("remote_ip_prefix") or None,
     }
     if form.get("port"):
         rule["port_range_min"] = rule["port_range_max"] = int(form["port"])
@@ -279,6 +359,10 @@ async def delete_rule(request: Request) -> Response:
 routes = [
     Route("/networks", networks, methods=["GET"]),
     Route("/networks", create_network, methods=["POST"]),
+    Route("/subnets", create_subnet, methods=["POST"]),
+    Route("/subnets/{id}/delete", delete_subnet, methods=["POST"]),
+    Route("/router-interfaces", add_router_interface, methods=["POST"]),
+    Route("/routers/{id}/interfaces/{subnet_id}/remove", remove_router_interface, methods=["POST"]),
     Route("/topology", topology, methods=["GET"]),
     Route("/topology.json", topology_json, methods=["GET"]),
     Route("/topology/live", topology_live, methods=["GET"]),

@@ -1,4 +1,4 @@
-"""The project overview (quota usage as charts) and the admin pages."""
+"""The overview: a project's quota usage as charts, or a domain's projects and users."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.service_client import url_path
-from cumulo.dashboard.apis import ApiFailure, gather, optional
-from cumulo.dashboard.web import apis_of, error_page, page, render, session_of
+from cumulo.dashboard.apis import gather, optional
+from cumulo.dashboard.web import apis_of, page, render, session_of
 
 
 def _usage(label: str, used: Any, limit: Any) -> dict[str, Any]:
@@ -19,8 +19,28 @@ def _usage(label: str, used: Any, limit: Any) -> dict[str, Any]:
     return {"label": label, "used": used, "limit": limit, "share": share}
 
 
+async def domain_overview(request: Request) -> Response:
+    """A domain-scoped session: the domain's projects and users (Compute, Network and
+    Storage want a project)."""
+    identity, domain_id = apis_of(request).identity, session_of(request).scope_domain_id
+    projects, users, groups = await gather(
+        identity.get(url_path("/v3/projects?domain_id={}", domain_id)),
+        identity.get(url_path("/v3/users?domain_id={}", domain_id)),
+        identity.get(url_path("/v3/groups?domain_id={}", domain_id)),
+    )
+    return render(
+        request,
+        "overview.html",
+        projects=projects["projects"],
+        users=users["users"],
+        groups=groups["groups"],
+    )
+
+
 @page
 async def overview(request: Request) -> Response:
+    if session_of(request).scope_domain_id:
+        return await domain_overview(request)
     api, project = apis_of(request), session_of(request).project_id
     compute, volume, network, servers = await gather(
         api.compute.get("/v2.1/limits"),
@@ -48,65 +68,6 @@ async def overview(request: Request) -> Response:
     return render(request, "overview.html", charts=charts, recent=servers["servers"])
 
 
-ADMIN_PAGES = {
-    "projects": ("identity", "/v3/projects", "projects", ["name", "id", "domain_id", "enabled"]),
-    "users": ("identity", "/v3/users", "users", ["name", "id", "domain_id", "enabled"]),
-    "hypervisors": (
-        "compute",
-        "/v2.1/os-hypervisors/detail",
-        "hypervisors",
-        [
-            "hypervisor_hostname",
-            "state",
-            "status",
-            "vcpus_used",
-            "vcpus",
-            "memory_mb_used",
-            "memory_mb",
-            "running_vms",
-        ],
-    ),
-    "services": (
-        "compute",
-        "/v2.1/os-services",
-        "services",
-        ["binary", "host", "zone", "status", "state", "updated_at"],
-    ),
-    "instances": (
-        "compute",
-        "/v2.1/servers/detail?all_tenants=1&limit=500",
-        "servers",
-        ["name", "id", "status", "tenant_id", "OS-EXT-SRV-ATTR:host"],
-    ),
-    "volumes": (
-        "volume",
-        "/v3/volumes/detail?all_tenants=1",
-        "volumes",
-        ["name", "id", "status", "size", "os-vol-tenant-attr:tenant_id"],
-    ),
-    "flavors": (
-        "compute",
-        "/v2.1/flavors/detail?is_public=None",
-        "flavors",
-        ["name", "id", "vcpus", "ram", "disk", "os-flavor-access:is_public"],
-    ),
-}
-
-
-@page(admin=True)
-async def admin_page(request: Request) -> Response:
-    kind = request.path_params["kind"]
-    if kind not in ADMIN_PAGES:
-        return error_page(request, ApiFailure("dashboard", 404, "No such page."))
-    service, path, key, columns = ADMIN_PAGES[kind]
-    api = getattr(apis_of(request), service.replace("-", "_"))
-    body = await api.get(path)
-    return render(
-        request, "admin.html", kind=kind, rows=body[key], columns=columns, kinds=list(ADMIN_PAGES)
-    )
-
-
 routes = [
     Route("/", overview, methods=["GET"]),
-    Route("/admin/{kind}", admin_page, methods=["GET"]),
 ]

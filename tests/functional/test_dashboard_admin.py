@@ -1,0 +1,288 @@
+"""The dashboard's admin pages driven over HTTP as a browser sends them (the login form,
+the session cookie, each form's CSRF token), on an in-process cloud with the fake compute
+driver: groups, role assignments, quotas, hypervisor usage, compute services, aggregates
+and zones, flavors, the domain scope, and `cumulo dashboard` serving it alone. Every
+outcome is checked through the APIs (openstacksdk, plain HTTP)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cloudrunner import (
+    VENV_BIN,
+    CloudRunner,
+    configure_state_dir,
+    free_port,
+    wait_for_port,
+)
+from tests.functional.dashboard_helpers import Dashboard, alerts, dashboard_url
+
+ADMIN_PAGES = (
+    "projects", "users", "groups", "roles", "quotas", "hypervisors", "services",
+    "aggregates", "flavors", "instances", "volumes",
+)  # fmt: skip
+COMPUTE_287 = {"OpenStack-API-Version": "compute 2.87"}
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudRunner]:
+    state = tmp_path_factory.mktemp("dashboard-admin") / "state"
+    configure_state_dir(state)
+    runner = CloudRunner(state).start(60)
+    try:
+        yield runner
+    finally:
+        runner.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(cloud) -> Iterator[Dashboard]:
+    dash = Dashboard(dashboard_url(cloud), "admin", cloud.config.identity.admin_password)
+    yield dash
+    dash.close()
+
+
+@pytest.fixture(scope="module")
+def sdk(cloud):
+    conn = cloud.sdk()
+    yield conn
+    conn.close()
+
+
+def compute_api(cloud: CloudRunner) -> httpx.Client:
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1",
+        headers={"X-Auth-Token": cloud.token(), **COMPUTE_287},
+        timeout=30,
+    )
+
+
+def test_a_member_gets_403_on_every_admin_page_and_form(cloud, sdk):
+    demo = Dashboard(dashboard_url(cloud), "demo", cloud.config.identity.demo_password)
+    assert "/admin/" not in demo.page("/")  # no admin menu
+    for kind in ADMIN_PAGES:
+        demo.page(f"/admin/{kind}", status=403)
+    group = sdk.identity.create_group(name="admins-only")
+    project = sdk.identity.find_project("demo")
+    posts = {
+        "/admin/groups": {"name": "made-by-a-member"},
+        f"/admin/groups/{group.id}/delete": {},
+        f"/admin/groups/{group.id}/users": {"user_id": sdk.identity.find_user("demo").id},
+        "/admin/roles/grant": {"project_id": project.id, "role_id": "x", "actor": "user:y"},
+        "/admin/roles/revoke": {"project_id": project.id, "role_id": "x", "actor": "user:y"},
+        f"/admin/quotas/{project.id}": {"service": "compute", "instances": "999"},
+        "/admin/services/any": {"status": "disabled"},
+        "/admin/aggregates": {"name": "made-by-a-member"},
+        "/admin/flavors": {"name": "made-by-a-member", "vcpus": "1", "ram": "64", "disk": "1"},
+        "/admin/flavors/1/delete": {},
+    }
+    for path, data in posts.items():
+        answer = demo.post(path, data)
+        assert answer.status_code == 403, path
+        assert "for administrators" in answer.text
+    demo.close()
+    assert sdk.identity.find_group("made-by-a-member") is None
+    assert sdk.identity.find_group("admins-only") is not None
+    assert sdk.compute.find_flavor("made-by-a-member") is None
+    assert all(a.name != "made-by-a-member" for a in sdk.compute.aggregates())
+    assert sdk.get_compute_quotas(project.id).instances != 999
+
+
+def test_an_admin_makes_a_group_adds_and_removes_a_member_and_deletes_it(admin, sdk):
+    admin.submit("/admin/groups", {"name": "operators", "description": "on call"})
+    group = sdk.identity.find_group("operators")
+    assert group is not None and group.description == "on call"
+    assert "operators" in admin.page("/admin/groups")
+    # A second group of that name: Keystone's 409 in the form, what was typed kept.
+    page = admin.refused("/admin/groups", {"name": "operators", "description": "again"}, 409)
+    assert any("Duplicate entry found with name operators" in a for a in alerts(page)), alerts(page)
+    assert 'value="again"' in page
+    assert len([g for g in sdk.identity.groups() if g.name == "operators"]) == 1
+
+    demo = sdk.identity.find_user("demo")
+    admin.submit(f"/admin/groups/{group.id}/users", {"user_id": demo.id})
+    assert sdk.identity.check_user_in_group(demo, group)
+    assert "demo" in admin.page(f"/admin/groups/{group.id}").split('id="members"')[1]
+    # A user that does not exist: Keystone's 404 shown on the group's page.
+    page = admin.refused(f"/admin/groups/{group.id}/users", {"user_id": "no-such-user"}, 404)
+    assert any("no-such-user" in a for a in alerts(page)), alerts(page)
+    admin.submit(f"/admin/groups/{group.id}/users/{demo.id}/remove")
+    assert not sdk.identity.check_user_in_group(demo, group)
+    admin.submit(f"/admin/groups/{group.id}/delete")
+    assert sdk.identity.find_group("operators") is None
+
+
+def test_an_admin_grants_and_revokes_roles_on_a_project_to_users_and_groups(admin, sdk):
+    project = sdk.identity.create_project(name="gamma", domain_id="default")
+    user = sdk.identity.create_user(name="erin", password="erin-secret-pw", domain_id="default")
+    group = sdk.identity.create_group(name="gamma-readers", domain_id="default")
+    member, reader = sdk.identity.find_role("member"), sdk.identity.find_role("reader")
+
+    def assigned() -> set[tuple[str, str]]:
+        return {
+            (a.role["id"], (a.user or a.group)["id"])
+            for a in sdk.identity.role_assignments(scope_project_id=project.id)
+        }
+
+    grant = {"project_id": project.id, "role_id": member.id, "actor": f"user:{user.id}"}
+    assert admin.submit("/admin/roles/grant", grant) == f"/admin/roles?project={project.id}"
+    admin.submit(
+        "/admin/roles/grant", {**grant, "role_id": reader.id, "actor": f"group:{group.id}"}
+    )
+    assert assigned() == {(member.id, user.id), (reader.id, group.id)}
+    page = admin.page(f"/admin/roles?project={project.id}").split('id="assignments"')[1]
+    assert "erin" in page and "gamma-readers (group)" in page
+    # A role that does not exist: the API's 404 on the page, nothing granted.
+    page = admin.refused("/admin/roles/grant", {**grant, "role_id": "no-such-role"}, 404)
+    assert any("no-such-role" in a for a in alerts(page)), alerts(page)
+    admin.submit("/admin/roles/revoke", grant)
+    assert assigned() == {(reader.id, group.id)}
+
+
+def test_an_admin_edits_a_project_s_compute_volume_and_network_quotas(admin, sdk):
+    project = sdk.identity.find_project("demo")
+    page = admin.page(f"/admin/quotas?project={project.id}")
+    for service in ("compute", "volume", "network"):
+        assert f'id="quotas-{service}"' in page
+    instances = sdk.get_compute_quotas(project.id).instances
+    assert f'name="instances" class="narrow" value="{instances}"' in page
+    path = f"/admin/quotas/{project.id}"
+    admin.submit(path, {"service": "compute", "instances": "7", "cores": "11"})
+    admin.submit(path, {"service": "volume", "volumes": "4"})
+    admin.submit(path, {"service": "network", "network": "3"})
+    compute = sdk.get_compute_quotas(project.id)
+    assert (compute.instances, compute.cores) == (7, 11)
+    assert sdk.get_volume_quotas(project.id).volumes == 4
+    assert sdk.get_network_quotas(project.id).networks == 3
+    # Bad values reach the API, which refuses them (400); the form keeps what was typed.
+    page = admin.refused(path, {"service": "compute", "instances": "-5"}, 400)
+    assert alerts(page) and 'value="-5"' in page
+    page = admin.refused(path, {"service": "volume", "volumes": "many"}, 400)
+    assert alerts(page) and 'value="many"' in page
+    assert sdk.get_compute_quotas(project.id).instances == 7
+    assert sdk.get_volume_quotas(project.id).volumes == 4
+
+
+def test_hypervisor_usage_is_charted_and_a_service_is_disabled_with_a_reason(cloud, admin, sdk):
+    with compute_api(cloud) as api:
+        hypervisor = api.get("/os-hypervisors/detail").json()["hypervisors"][0]
+    page = admin.page("/admin/hypervisors")
+    assert hypervisor["hypervisor_hostname"] in page
+    for label, used, total, unit in (
+        ("vCPUs", "vcpus_used", "vcpus", ""),
+        ("RAM", "memory_mb_used", "memory_mb", " MiB"),
+        ("Disk", "local_gb_used", "local_gb", " GiB"),
+    ):
+        shown = f'aria-label="{label}: {hypervisor[used]}{unit} of {hypervisor[total]}{unit}"'
+        assert shown in page, shown
+    assert page.count("<svg") == 3
+
+    service = next(s for s in sdk.compute.services() if s.binary == "nova-compute")
+    path = f"/admin/services/{service.id}"
+    admin.submit(path, {"status": "disabled", "disabled_reason": "new disks"})
+    changed = next(s for s in sdk.compute.services() if s.id == service.id)
+    assert (changed.status, changed.disabled_reason) == ("disabled", "new disks")
+    assert "new disks" in admin.page("/admin/services")
+    # A reason over Nova's 255 characters: its 400 in the page, the service unchanged.
+    page = admin.refused(path, {"status": "disabled", "disabled_reason": "x" * 300}, 400)
+    assert any("disabled_reason" in a for a in alerts(page)), alerts(page)
+    admin.submit(path, {"status": "enabled"})
+    changed = next(s for s in sdk.compute.services() if s.id == service.id)
+    assert (changed.status, changed.disabled_reason) == ("enabled", None)
+
+
+def test_an_aggregate_gets_a_zone_and_hosts_and_is_deleted(cloud, admin, sdk):
+    host = next(s.host for s in sdk.compute.services() if s.binary == "nova-compute")
+    admin.submit("/admin/aggregates", {"name": "fast-disks", "zone": "zone-b"})
+    aggregate = next(a for a in sdk.compute.aggregates() if a.name == "fast-disks")
+    assert aggregate.availability_zone == "zone-b"
+    hosts = f"/admin/aggregates/{aggregate.id}/hosts"
+    admin.submit(hosts, {"action": "add_host", "host": host})
+    assert sdk.compute.get_aggregate(aggregate.id).hosts == [host]
+    with compute_api(cloud) as api:
+        zones = api.get("/os-availability-zone/detail").json()["availabilityZoneInfo"]
+    assert host in next(z for z in zones if z["zoneName"] == "zone-b")["hosts"]
+    assert "zone-b" in admin.page("/admin/aggregates").split('id="zones"')[1]
+    # Nova refuses to delete an aggregate with hosts (400): shown, nothing deleted.
+    page = admin.refused(f"/admin/aggregates/{aggregate.id}/delete", {}, 400)
+    assert alerts(page)
+    admin.submit(hosts, {"action": "remove_host", "host": host})
+    assert sdk.compute.get_aggregate(aggregate.id).hosts == []
+    admin.submit(f"/admin/aggregates/{aggregate.id}/delete")
+    assert all(a.name != "fast-disks" for a in sdk.compute.aggregates())
+
+
+def test_an_admin_creates_and_deletes_a_flavor(admin, sdk):
+    data = {"name": "m1.dash", "vcpus": "2", "ram": "256", "disk": "3", "is_public": "on"}
+    admin.submit("/admin/flavors", data)
+    flavor = sdk.compute.find_flavor("m1.dash")
+    assert (flavor.vcpus, flavor.ram, flavor.disk, flavor.is_public) == (2, 256, 3, True)
+    assert "m1.dash" in admin.page("/admin/flavors")
+    page = admin.refused("/admin/flavors", {**data, "name": "m1.zero", "vcpus": "0"}, 400)
+    assert any("vcpus" in a for a in alerts(page)), alerts(page)
+    assert sdk.compute.find_flavor("m1.zero") is None
+    admin.submit(f"/admin/flavors/{flavor.id}/delete")
+    assert sdk.compute.find_flavor("m1.dash") is None
+
+
+def test_an_admin_switches_to_a_domain_scope_and_back(cloud, sdk):
+    domain = sdk.identity.find_domain("Default")
+    admin_user = sdk.identity.find_user("admin")
+    sdk.identity.assign_domain_role_to_user(domain, admin_user, sdk.identity.find_role("admin"))
+    dash = Dashboard(dashboard_url(cloud), "admin", cloud.config.identity.admin_password)
+    assert f'value="domain:{domain.id}"' in dash.page("/")  # the switcher offers it
+    dash.submit("/switch-project", {"project_id": f"domain:{domain.id}"})
+    page = dash.page("/")
+    assert "Overview of the domain Default" in page
+    assert "demo" in page.split('id="domain-users"')[1]
+    assert "operators" not in page.split('id="domain-groups"')[1]
+    # Identity's admin pages work in the domain scope, on the domain's own.
+    for kind, shown in (("projects", "demo"), ("users", "demo"), ("roles", "member")):
+        assert shown in dash.page(f"/admin/{kind}").split('id="main"')[1], kind
+    dash.submit("/admin/groups", {"name": "domain-made", "domain_id": domain.id})
+    assert sdk.identity.find_group("domain-made").domain_id == domain.id
+    assert "domain-made" in dash.page("/admin/groups").split('id="groups"')[1]
+    # Compute wants a project: its answer is shown, the session goes on.
+    answer = dash.http.get("/instances")
+    assert answer.status_code == 403 and "compute:servers:index" in answer.text
+    # A domain the user has no role on is refused.
+    answer = dash.post("/switch-project", {"project_id": "domain:elsewhere"})
+    assert answer.status_code == 404
+    project = sdk.identity.find_project("demo")
+    dash.submit("/switch-project", {"project_id": project.id})
+    assert "Overview of demo" in dash.page("/")
+    dash.close()
+
+
+def test_cumulo_dashboard_serves_it_alone_over_http(cloud, tmp_path: Path):
+    port = free_port()
+    log = (tmp_path / "dashboard.log").open("w")
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "cumulo"), "dashboard", "--state-dir", str(cloud.state_dir)]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, 30, proc)
+        dash = Dashboard(f"http://127.0.0.1:{port}", "admin", cloud.config.identity.admin_password)
+        assert "Overview of admin" in dash.page("/")  # Compute, Block Storage, Network
+        dash.page("/instances")
+        with compute_api(cloud) as api:
+            hostname = api.get("/os-hypervisors").json()["hypervisors"][0]["hypervisor_hostname"]
+        assert hostname in dash.page("/admin/hypervisors")
+        dash.submit("/admin/groups", {"name": "made-from-afar"})
+        with cloud.http(cloud.token()) as identity:
+            groups = identity.get("/v3/groups", params={"name": "made-from-afar"}).json()
+        assert len(groups["groups"]) == 1
+        dash.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+    assert "Identity at http://127.0.0.1:" in (tmp_path / "dashboard.log").read_text()
