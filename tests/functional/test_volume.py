@@ -147,6 +147,21 @@ def test_volume_from_image_and_image_from_volume(cloud: CloudRunner, tmp_path: P
     assert body["bootable"] in (True, "true")
     assert body["volume_image_metadata"]["image_name"] == image
     assert read_at(volume_file(cloud, vid), 1 << 20) == PATTERN
+    # A volume made from a snapshot of it boots too, with the same image metadata (Cinder).
+    snap = unique("bootsnap")
+    cloud.openstack("volume", "snapshot", "create", "--volume", name, snap, "-f", "json")
+    wait_status(cloud, "snapshot", snap, "available")
+    again = unique("fromsnap")
+    cloud.openstack("volume", "create", "--snapshot", snap, again, "-f", "json")
+    made = wait_status(cloud, "volume", again, "available")
+    assert made["bootable"] in (True, "true")
+    assert made["volume_image_metadata"]["image_name"] == image
+    cloud.openstack("volume", "delete", again)
+    cloud.openstack("volume", "snapshot", "delete", snap)
+    wait_gone = time.monotonic() + 60
+    while cloud.openstack("volume", "snapshot", "list", "--name", snap, "-f", "json"):
+        assert time.monotonic() < wait_gone
+        time.sleep(0.2)
 
     uploaded = unique("upl")
     cloud.openstack("image", "create", "--volume", name, uploaded, "-f", "json")

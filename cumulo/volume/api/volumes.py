@@ -236,6 +236,15 @@ def _image_metadata(image: dict[str, Any]) -> dict[str, str]:
     return meta
 
 
+async def _image_metadata_of(session: Any, volume_id: str) -> dict[str, str]:
+    rows = await session.scalars(
+        select(VolumeMetadata).where(
+            VolumeMetadata.volume_id == volume_id, VolumeMetadata.kind == "image"
+        )
+    )
+    return {m.key: m.value for m in rows}
+
+
 @describes(
     body=wrapped(
         "volume",
@@ -297,6 +306,7 @@ async def create_volume(request: Request) -> Response:
             )
     volume_id = str(uuid.uuid4())
     source_backend: str | None = None
+    inherited: dict[str, str] | None = None  # a bootable source's image metadata
     async with service.db.write() as session:
         vtype, extra_specs = await volume_type_for(
             session, request, ctx, _text(spec, "volume_type")
@@ -311,9 +321,12 @@ async def create_volume(request: Request) -> Response:
                     f"values, but is {snap.status}."
                 )
             size = size or snap.size
-            source_backend = await session.scalar(
-                select(Volume.host).where(Volume.id == snap.volume_id)
-            )
+            origin = await session.get(Volume, snap.volume_id)
+            source_backend = origin.host if origin else None
+            # As Cinder: the new volume boots when the snapshot's volume did, with its
+            # image metadata.
+            if origin is not None and origin.bootable:
+                inherited = await _image_metadata_of(session, origin.id)
             if size < snap.size:
                 raise BadRequest(
                     f"Invalid input received: Volume size '{size}'GB cannot be smaller than "
@@ -332,12 +345,7 @@ async def create_volume(request: Request) -> Response:
                     f"original volume size {src.size}GB. They must be >= original volume size."
                 )
             if src.bootable:
-                image_meta_rows = await session.scalars(
-                    select(VolumeMetadata).where(
-                        VolumeMetadata.volume_id == src.id, VolumeMetadata.kind == "image"
-                    )
-                )
-                inherited = {m.key: m.value for m in image_meta_rows}
+                inherited = await _image_metadata_of(session, src.id)
         backup = chain = None
         if backup_id:
             backup = await session.get(Backup, backup_id)
@@ -393,7 +401,7 @@ async def create_volume(request: Request) -> Response:
                 availability_zone=zone,
                 type_id=vtype.id,
                 host=best.pool_host if best else "",
-                bootable=bool(image) or bool(source_volid and src.bootable),
+                bootable=bool(image) or inherited is not None,
                 # The type decides (the request's `multiattach` is Cinder's deprecated form).
                 multiattach=bool(multiattach) or type_multiattach(extra_specs),
                 snapshot_id=snapshot_id,
@@ -412,7 +420,7 @@ async def create_volume(request: Request) -> Response:
                 volume_id,
             )
         image_meta = _image_metadata(image) if image else {}
-        if source_volid and src.bootable:
+        if inherited is not None:
             image_meta = inherited
         for key, value in metadata.items():
             session.add(VolumeMetadata(volume_id=volume_id, kind="user", key=key, value=value))
