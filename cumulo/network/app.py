@@ -118,8 +118,7 @@ async def start_agent(config: CumuloConfig, transport: Transport, state_dir: Pat
         driver.tunnel = tunnel_settings(config.network)
     if isinstance(driver, LinuxBridgeDriver):
         driver.host_leg = config.network.host_leg
-        if not isinstance(driver, OpenvSwitchDriver):  # OVS: br-ex only, no physnets yet
-            driver.physical = dict(config.network.physical_interface_mappings)
+        driver.physical = dict(config.network.physical_interface_mappings)
         if config.network.tunnel_local_ip and not isinstance(driver, OpenvSwitchDriver):
             driver.vxlan = {
                 "local_ip": config.network.tunnel_local_ip,

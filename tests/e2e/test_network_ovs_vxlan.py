@@ -5,24 +5,32 @@ ovs-vswitchd and host namespace), as a second compute host's agent would be; a v
 pair between the two host namespaces is the underlay. Guests on one tenant network
 on different hosts talk over the tunnel; a second network with the same CIDR (and the
 same guest address on the far host) stays isolated: each guest reaches only its own
-network's machine. Needs root and Open vSwitch: skipped without them, failed under CI.
-(The multi-host cloud itself, with real agents, is the scale-out issue's.)
+network's machine. The peers are either configured (`ovs_tunnel_peers`) or learnt
+from the other agent's report, through the desired state's tunnel section as the
+server computes it from the agents' rows (state._tunnels); a vxlan network's
+`provider:segmentation_id` is its VNI. Needs root and Open vSwitch: skipped without
+them, failed under CI. (The multi-host cloud itself, with real agents, is the
+scale-out issue's.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from cumulo.common.config import NetworkConfig
-from cumulo.network.dataplane import openvswitch
+from cumulo.common.db import utcnow
+from cumulo.network.dataplane import openvswitch, state
 from cumulo.network.dataplane.linuxbridge import tap_name
+from cumulo.network.dataplane.ovs_firewall import segment_vni
 from tests.conftest import skip_or_fail
 
 UNDERLAY = {"a": "192.168.231.1", "b": "192.168.231.2"}
@@ -39,9 +47,10 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-def network(network_id: str) -> dict:
+def network(network_id: str, vni: int | None = None) -> dict:
+    segment = {"type": "vxlan", "physical_network": None, "segmentation_id": vni}
     return {"id": network_id, "mtu": 1450, "admin_state_up": True, "external": False,
-            "subnets": [], "dhcp": None, "leases": []}  # fmt: skip
+            "segment": segment, "subnets": [], "dhcp": None, "leases": []}  # fmt: skip
 
 
 def port(network_id: str, address: str, mac: str) -> dict:
@@ -50,8 +59,8 @@ def port(network_id: str, address: str, mac: str) -> dict:
             "port_security_enabled": True, "rules": ICMP_AND_ALL_OUT}  # fmt: skip
 
 
-@pytest.fixture
-def hosts(tmp_path: Path):
+@pytest.fixture(params=["configured", "learnt"])
+def hosts(request: pytest.FixtureRequest, tmp_path: Path):
     if os.geteuid() != 0:
         skip_or_fail("the openvswitch data plane needs root (network namespaces)")
     if not openvswitch.tools_available() or not shutil.which("ping"):
@@ -65,10 +74,11 @@ def hosts(tmp_path: Path):
         sh("ip", "-n", drivers["a"].host_ns, "link", "add", "ul0", "type", "veth", "peer",
            "name", "ul0", "netns", drivers["b"].host_ns)  # fmt: skip
         for h, driver in drivers.items():
-            # As each host's [network] section would say it.
+            # As each host's [network] section would say it; "learnt": no peers listed.
+            peers = [ip for other, ip in UNDERLAY.items() if other != h]
             section = NetworkConfig(
                 ovs_tunnel_local_ip=f"{UNDERLAY[h]}/24", ovs_tunnel_device="ul0",
-                ovs_tunnel_peers=[ip for other, ip in UNDERLAY.items() if other != h],
+                ovs_tunnel_peers=peers if request.param == "configured" else [],
             )  # fmt: skip
             driver.tunnel = openvswitch.tunnel_settings(section)
         yield drivers, tag, guests
@@ -80,6 +90,33 @@ def hosts(tmp_path: Path):
         left = [line for line in sh("ip", "netns", "list").stdout.splitlines()
                 if any(d.prefix in line for d in drivers.values())]  # fmt: skip
         assert not left, f"namespaces left behind: {left}"
+
+
+def tunnel_section(drivers: dict, host: str, networks: list[dict], placed: dict) -> dict | None:
+    """The desired state's `tunnel` for `host`, as the server makes it from the agents'
+    rows (their reported configurations) and the ports bound to each host."""
+    now = utcnow()
+    loaded = {
+        "tunnels": [(h, d.configurations(), now) for h, d in drivers.items()],
+        "dhcp_hosts": [], "l3_hosts": [],
+        "ports": [SimpleNamespace(network_id=p["network_id"], mac_address=p["mac"], host=h,
+                                  device_owner="compute:nova", device_id="")
+                  for h, ports in placed.items() for p in ports],
+        "networks": [SimpleNamespace(id=n["id"], external=False, network_type="vxlan",
+                                     segmentation_id=n["segment"]["segmentation_id"])
+                     for n in networks],
+    }  # fmt: skip
+    return state._tunnels(loaded, host)
+
+
+def tunnel_ids(driver) -> set[int]:
+    """The VNIs br-tun's flows set and match."""
+    env = {**os.environ, "OVS_RUNDIR": str(driver.run_dir)}
+    flows = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-tun"],
+                           capture_output=True, text=True, env=env, check=True).stdout  # fmt: skip
+    found = re.findall(r"tun_id=(0x[0-9a-f]+|\d+)", flows)
+    found += re.findall(r"set_field:(0x[0-9a-f]+|\d+)->tun_id", flows)
+    return {int(v, 0) for v in found}
 
 
 def plug(driver, guest: str, p: dict) -> None:
@@ -109,20 +146,29 @@ def neighbour_mac(guest: str, address: str) -> str:
 def test_guests_on_two_hosts_talk_over_vxlan_and_same_cidr_networks_stay_apart(hosts):
     drivers, tag, guests = hosts
     net1, net2 = str(uuid.uuid4()), str(uuid.uuid4())
+    networks = [network(net1, vni=5005), network(net2)]  # net2: a VNI derived from its id
     a1 = port(net1, "10.66.0.1", "fa:16:3e:66:00:01")
     b1 = port(net1, "10.66.0.2", "fa:16:3e:66:00:02")
     a2 = port(net2, "10.66.0.5", "fa:16:3e:66:00:05")
     b2 = port(net2, "10.66.0.2", "fa:16:3e:66:00:22")  # net1's b1 address, on net2
     placed = {"a": [a1, a2], "b": [b1, b2]}
     for h, driver in drivers.items():
-        state = {"networks": [network(net1), network(net2)], "routers": [], "ports": placed[h]}
-        asyncio.run(driver.apply(state))
+        tunnel = tunnel_section(drivers, h, networks, placed)
+        desired = {"networks": networks, "routers": [], "ports": placed[h], "tunnel": tunnel}
+        asyncio.run(driver.apply(desired))
         for p in placed[h]:
             guest = f"{tag}{h}{p['addresses'][0]['ip'].rsplit('.', 1)[1]}-{p['network_id'][:4]}"
             guests.append(guest)
             plug(driver, guest, p)
-        asyncio.run(driver.apply(state))  # the taps' flows (the agent's watch does this)
+        asyncio.run(driver.apply(desired))  # the taps' flows (the agent's watch does this)
         assert driver.configurations()["tunnel_types"] == ["vxlan"]
+        assert driver.configurations()["tunneling_ip"] == UNDERLAY[h]
+        # One VXLAN port, to the other host (configured or learnt from its report).
+        [other] = [ip for other, ip in UNDERLAY.items() if other != h]
+        on_tun = asyncio.run(driver._call("ports", "br-tun"))
+        assert [n for n in on_tun if n.startswith("vxlan-")] == [openvswitch.vxlan_port(other)]
+        # net1's VNI is its segmentation id; net2's is derived from its id.
+        assert tunnel_ids(driver) == {5005, segment_vni(net2, "vxlan", None)}
     ga1, ga2 = guests[0], guests[1]
 
     # Same network, different hosts: over the tunnel, to net1's machine.

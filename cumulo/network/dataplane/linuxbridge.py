@@ -402,7 +402,7 @@ class LinuxBridgeDriver(NetworkDriver):
             await cmd.ip(self.host_ns, "link", "del", inner, check=False)
             await cmd.ip(None, "link", "add", outer, "type", "veth", "peer", "name", inner,
                          "netns", self.host_ns)  # fmt: skip
-        await self._attach(inner, net["id"], "", net["mtu"])
+        await self._attach_host_leg(inner, net)
         await cmd.ip(None, "link", "set", outer, "mtu", str(net["mtu"]), "up")
         wanted = {
             f"{s['gateway_ip']}/{s['cidr'].split('/')[1]}"
@@ -421,6 +421,10 @@ class LinuxBridgeDriver(NetworkDriver):
                 )  # fmt: skip
                 wanted.discard(address)
         await self._addresses(None, outer, wanted)
+
+    async def _attach_host_leg(self, inner: str, net: dict[str, Any]) -> None:
+        """The host leg's data-plane end joins the external network's bridge."""
+        await self._attach(inner, net["id"], "", net["mtu"])
 
     async def _leg(
         self, ns: str, inner: str, outer: str, network_id: str, mac: str, mtu: int

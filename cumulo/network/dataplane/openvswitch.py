@@ -15,7 +15,19 @@ metadata proxy, resync and cleanup are the same code); what differs is the switc
   Its flows are the conntrack firewall of ovs_firewall.py.
 - `br-ex`: the external network, joined to br-int by the patch ports `int-br-ex` /
   `phy-br-ex`; its VLAN is stripped on the way out. Add a host interface to br-ex to
-  reach the outside (as `ovs-vsctl add-port br-ex eth1` in Neutron's guides).
+  reach the outside (as `ovs-vsctl add-port br-ex eth1` in Neutron's guides). With
+  `host_leg`, a veth from the host's own namespace joins br-ex with the external
+  subnet's gateway address (linuxbridge's host leg, on br-ex as DevStack's).
+- Provider networks (`physical_interface_mappings`, Neutron's `bridge_mappings`): each
+  mapped physical network has a bridge `br-<physnet>` (physical_bridge), patched to
+  br-int (`int-br-<physnet>` / `phy-br-<physnet>`); the host interface joins it when
+  a flat or VLAN network of that physical network is wired here. A VLAN network's local
+  VLAN becomes its provider VLAN on the way out and back on the way in (OVS does the
+  802.1Q itself: no kernel module needed), a flat network's is stripped and pushed.
+- `br-tun` (with `ovs_tunnel_local_ip`): a VXLAN port per peer host, each tenant
+  network flooded to the hosts that have something on it (learnt from the agents'
+  reports, as linuxbridge's L2 population; `ovs_tunnel_peers` overrides the list),
+  its VNI its `provider:segmentation_id` when it has one.
 
 `ovs-vsctl --db=unix:<run dir>/db.sock show` and `OVS_RUNDIR=<run dir> ovs-ofctl
 dump-flows br-int` tell an operator what is wired.
@@ -24,8 +36,10 @@ dump-flows br-int` tell an operator what is wired.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -35,8 +49,12 @@ from cumulo.network.dataplane.driver import Wired
 from cumulo.network.dataplane.linuxbridge import PREFIX, LinuxBridgeDriver, tap_name
 from cumulo.network.dataplane.ovs_firewall import (
     COOKIE,
+    DROP_ALL,
     external_flows,
     integration_flows,
+    physical_flows,
+    provider_ingress_flows,
+    segment_vni,
     tunnel_flows,
     tunnel_ingress_flows,
 )
@@ -52,6 +70,7 @@ TUNNEL, UNDERLAY = "br-tun", "br-phy"
 INT_TO_TUN, TUN_TO_INT = "patch-tun", "patch-int"
 PROTOCOLS = ["OpenFlow10", "OpenFlow13"]
 WATCH_INTERVAL = 0.5
+PROVIDER_TYPES = ("flat", "vlan")  # carried by a physical network, never tunnelled
 
 
 def tools_available() -> bool:
@@ -72,8 +91,14 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         self._wired: object = None  # what br-int's ports were when the flows were made
         self._flows: dict[str, set[str]] = {}  # bridge -> flows last written there
         # VXLAN to other hosts: {"local_ip": "<address>/<prefix>", "device": <the host
-        # interface carrying the tunnels, moved onto br-phy>, "peers": [addresses]}.
+        # interface carrying the tunnels, moved onto br-phy>, "peers": [addresses]: when
+        # given, these rather than the peers learnt from the agents' reports}.
         self.tunnel: dict[str, Any] | None = None
+        self._tunnel_peers: set[str] | None = None  # the VXLAN ports br-tun has
+
+    def physical_bridges(self) -> dict[str, str]:
+        """Physical network -> its bridge (Neutron's bridge_mappings)."""
+        return {physnet: physical_bridge(physnet) for physnet in sorted(self.physical)}
 
     def configurations(self) -> dict[str, Any]:
         # Neutron's OVS vif_details, and where this deployment's switch is: the compute
@@ -90,10 +115,12 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
             "driver": self.name,
             "datapath_type": self.datapath,
             "integration_bridge": INTEGRATION,
-            "bridge_mappings": {"public": EXTERNAL},
+            "bridge_mappings": {"public": EXTERNAL, **self.physical_bridges()},
             "ovs_hybrid_plug": False,
             "firewall_driver": "openvswitch",
             "tunnel_types": ["vxlan"] if self.tunnel else [],
+            # Where the other agents reach this one (they learn their peers from it).
+            **({"tunneling_ip": self.tunnel["local_ip"].split("/")[0]} if self.tunnel else {}),
             "vif": {"type": self.vif_type, "details": details},
         }
 
@@ -107,6 +134,7 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         """The daemons running, the bridges and patch ports there (idempotent)."""
         first = not self.daemons.db_file.exists()
         self._flows.clear()  # the switch may have restarted: reconcile with what it has
+        self._tunnel_peers = None
         await self.daemons.ensure()
         if self.db is None:
             self.db = await asyncio.to_thread(Ovsdb, self.daemons.remote)
@@ -123,15 +151,26 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
                          options={"peer": INT_TO_EX})  # fmt: skip
         if self.tunnel is not None:
             await self._tunnel_bridges()
+        for bridge in self.physical_bridges().values():
+            await self._call("ensure_bridge", bridge, self.datapath, PROTOCOLS)
+            await self._call("ensure_port", INTEGRATION, f"int-{bridge}", type="patch",
+                             options={"peer": f"phy-{bridge}"})  # fmt: skip
+            await self._call("ensure_port", bridge, f"phy-{bridge}", type="patch",
+                             options={"peer": f"int-{bridge}"})  # fmt: skip
+        stale = [b for b in await self._call("bridge_names")
+                 if b.startswith("br-") and b not in self._bridges()]  # fmt: skip
+        for bridge in stale:  # a mapping (or the tunnels) no longer configured
+            await self._call("delete_bridge", bridge)
+            patch = INT_TO_TUN if bridge == TUNNEL else f"int-{bridge}"
+            await self._call("delete_ports", INTEGRATION, [patch])
         for bridge in self._bridges():
             await self._wait_bridge(bridge)
             await cmd.ip(self.host_ns, "link", "set", bridge, "up", check=False)
         self._load_vlans()
 
     def _bridges(self) -> tuple[str, ...]:
-        if self.tunnel is None:
-            return (INTEGRATION, EXTERNAL)
-        return (INTEGRATION, EXTERNAL, TUNNEL, UNDERLAY)
+        tunnels = (TUNNEL, UNDERLAY) if self.tunnel is not None else ()
+        return (INTEGRATION, EXTERNAL, *tunnels, *self.physical_bridges().values())
 
     async def _wait_bridge(self, bridge: str) -> None:
         """Until ovs-vswitchd has made the bridge (its OpenFlow socket, its port)."""
@@ -142,7 +181,7 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
             await asyncio.sleep(0.05)
 
     async def _tunnel_bridges(self) -> None:
-        """br-tun (VXLAN ports to each peer, patched to br-int) and br-phy: the
+        """br-tun (patched to br-int; its VXLAN ports: _tunnel_ports) and br-phy: the
         userspace datapath sends tunnels from an address on a bridge's own port, so
         the host interface joins br-phy and the local address moves onto br-phy."""
         assert self.tunnel is not None
@@ -153,17 +192,42 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         await self._call("ensure_port", TUNNEL, TUN_TO_INT, type="patch",
                          options={"peer": INT_TO_TUN})  # fmt: skip
         await self._call("ensure_port", UNDERLAY, self.tunnel["device"])
-        local = self.tunnel["local_ip"].split("/")[0]
-        for peer in self.tunnel["peers"]:
-            options = {"remote_ip": peer, "local_ip": local, "key": "flow"}
-            await self._call("ensure_port", TUNNEL, vxlan_port(peer), type="vxlan",
-                             options=options)  # fmt: skip
         await cmd.ip(self.host_ns, "link", "set", self.tunnel["device"], "up")
         await self._wait_bridge(UNDERLAY)
         await cmd.ip(self.host_ns, "link", "set", UNDERLAY, "up")
         have = await cmd.addresses(self.host_ns, UNDERLAY)
         if self.tunnel["local_ip"] not in have:
             await cmd.ip(self.host_ns, "addr", "add", self.tunnel["local_ip"], "dev", UNDERLAY)
+
+    async def _tunnel_ports(self, peers: set[str]) -> None:
+        """A VXLAN port on br-tun to each peer host, and none to any other."""
+        assert self.tunnel is not None
+        if peers == self._tunnel_peers:
+            return
+        local = self.tunnel["local_ip"].split("/")[0]
+        wanted = {
+            vxlan_port(peer): {"type": "vxlan",
+                               "options": {"remote_ip": peer, "local_ip": local, "key": "flow"}}
+            for peer in sorted(peers)
+        }  # fmt: skip
+        have = await self._call("ports", TUNNEL)
+        gone = [n for n in have if n.startswith("vxlan-") and n not in wanted]
+        await self._call("delete_ports", TUNNEL, gone)
+        await self._call("ensure_ports", TUNNEL, wanted)
+        self._tunnel_peers = set(peers)
+
+    def _flood_lists(self, state: dict[str, Any]) -> dict[str, list[str]]:
+        """Each tunnelled network -> the peers its broadcasts go to: the configured
+        peers, else those the desired state learnt from the agents' reports (the hosts
+        with something on the network)."""
+        learnt = (state.get("tunnel") or {}).get("peers") or {}
+        configured = list(self.tunnel["peers"]) if self.tunnel else []
+        return {
+            n["id"]: configured or list(learnt.get(n["id"], []))
+            for n in state["networks"]
+            if not n.get("external") and n["id"] in self.vlans
+            and (n.get("segment") or {}).get("type") not in PROVIDER_TYPES
+        }  # fmt: skip
 
     async def _host_namespace(self) -> None:
         await cmd.add_namespace(self.host_ns)
@@ -211,19 +275,44 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         ids = {"attached-mac": mac, "cumulo-network": network_id}
         await self._plug(outer, self._vlan(network_id), ids)
 
-    async def _plug(self, device: str, tag: int, ids: dict[str, str]) -> None:
-        """One device on br-int with its tag (see _plug_all)."""
+    async def _attach_host_leg(self, inner: str, net: dict[str, Any]) -> None:
+        """The host leg on br-ex, untagged (as DevStack's br-ex address)."""
+        await cmd.ip(self.host_ns, "link", "set", inner, "mtu", str(net["mtu"]), "up")
+        await self._plug(inner, None, {"cumulo-network": net["id"]}, EXTERNAL)
+
+    async def _physical(
+        self, network_id: str, device: str, segment: dict[str, Any], mtu: int
+    ) -> None:
+        """The physical network's host interface on its bridge (moved in from the host's
+        namespace the first time); the VLANs are the flows' (see _firewall)."""
+        bridge = physical_bridge(segment["physical_network"])
+        if device not in await cmd.links(self.host_ns):
+            try:
+                await cmd.ip(None, "link", "set", device, "netns", self.host_ns)
+            except cmd.CommandError as exc:
+                LOG.error("network: %s is not wired to %s: %s", network_id, device,
+                          exc.stderr.strip())  # fmt: skip
+                return
+        await cmd.ip(self.host_ns, "link", "set", device, "up")
+        await self._call("ensure_port", bridge, device)
+
+    async def _plug(
+        self, device: str, tag: int | None, ids: dict[str, str], bridge: str = INTEGRATION
+    ) -> None:
+        """One device on a bridge with its tag (see _plug_all)."""
         present = await cmd.links(self.host_ns)
-        await self._plug_all({device: (tag, ids)}, present, await self._call("ports", INTEGRATION))
+        on_bridge = await self._call("ports", bridge)
+        await self._plug_all({device: (tag, ids)}, present, on_bridge, bridge)
 
     async def _plug_all(
         self,
-        wanted: dict[str, tuple[int, dict[str, str]]],
+        wanted: dict[str, tuple[int | None, dict[str, str]]],
         present: dict[str, Any],
         on_bridge: dict[str, Any],
+        bridge: str = INTEGRATION,
     ) -> None:
-        """Devices on br-int with their tags, in one transaction (ports already as wanted
-        cost nothing). A device made again under the same name (a leg whose namespace
+        """Devices on a bridge with their tags, in one transaction (ports already as
+        wanted cost nothing). A device made again under the same name (a leg whose namespace
         was lost, a guest's new tap) is a new port: ovs-vswitchd would keep reading the
         old one, so its row is replaced (the ifindex tells)."""
         replace: list[str] = []
@@ -240,8 +329,8 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
                 ):
                     replace.append(device)
             specs[device] = {"tag": tag, "external_ids": ids}
-        await self._call("delete_ports", INTEGRATION, replace)
-        await self._call("ensure_ports", INTEGRATION, specs)
+        await self._call("delete_ports", bridge, replace)
+        await self._call("ensure_ports", bridge, specs)
 
     async def _taps(self, ports: list[dict[str, Any]]) -> None:
         """Guests' taps on br-int with their network's tag; taps whose device is gone, or
@@ -260,7 +349,7 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         await self._plug_all(plugs, present, on_bridge)
 
     async def _firewall(self, state: dict[str, Any], existing: set[str]) -> None:
-        """br-int's and br-ex's flows, replaced as a whole (only differences change)."""
+        """The bridges' flows, each replaced as a whole (only differences change)."""
         ofports, local, patch = await self._ofports(state)
         external = next((n["id"] for n in sorted(state["networks"], key=lambda n: n["id"])
                          if n.get("external")), None)  # fmt: skip
@@ -270,30 +359,55 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
             (patch, ext_vlan) if patch is not None and ext_vlan is not None else None,
         )  # fmt: skip
         ex_patch = (await self._call("ports", EXTERNAL)).get(EX_TO_INT, {}).get("ofport")
-        ex_flows = external_flows(ex_patch if (ex_patch or -1) > 0 else None, ext_vlan)
-        tun_flows = ""
+        bridges = {EXTERNAL: external_flows(ex_patch if (ex_patch or -1) > 0 else None, ext_vlan)}
+        on_int = await self._call("ports", INTEGRATION)
+        provider = self._provider_segments(state)
+        for physnet, bridge in self.physical_bridges().items():
+            segments = provider.get(physnet, {})
+            int_patch = on_int.get(f"int-{bridge}", {}).get("ofport", -1)
+            flows += "".join(f"{f}\n" for f in provider_ingress_flows(int_patch, segments))
+            phy_patch = (await self._call("ports", bridge)).get(f"phy-{bridge}", {})
+            # Until the patch has its OpenFlow port nothing passes: NORMAL alone would
+            # put every network's frames on the wire with their local VLANs.
+            bridges[bridge] = (physical_flows(phy_patch["ofport"], segments)
+                               if phy_patch.get("ofport", -1) > 0 else DROP_ALL)  # fmt: skip
         if self.tunnel is not None:
+            flood = self._flood_lists(state)
+            await self._tunnel_ports({peer for peers in flood.values() for peer in peers})
             tun_ports = await self._call("ports", TUNNEL)
             tunnels = {name: p["ofport"] for name, p in tun_ports.items()
                        if name.startswith("vxlan-") and p["ofport"] > 0}  # fmt: skip
-            networks = {n["id"]: self.vlans[n["id"]] for n in state["networks"]
-                        if not n.get("external") and n["id"] in self.vlans}  # fmt: skip
+            nets = {n["id"]: n for n in state["networks"]}
+            networks = {
+                net_id: (self.vlans[net_id], network_vni(nets[net_id]),
+                         [tunnels[vxlan_port(a)] for a in peers if vxlan_port(a) in tunnels])
+                for net_id, peers in flood.items()
+            }  # fmt: skip
             patch_int = tun_ports.get(TUN_TO_INT, {}).get("ofport", -1)
-            patch_tun = (await self._call("ports", INTEGRATION)).get(INT_TO_TUN, {})
-            flows += "".join(f"{f}\n" for f in tunnel_ingress_flows(patch_tun.get("ofport", -1),
-                                                                   networks))  # fmt: skip
-            tun_flows = tunnel_flows(patch_int, tunnels, networks)
-        work = self._replace_flows(flows, ex_flows, tun_flows)
+            patch_tun = on_int.get(INT_TO_TUN, {}).get("ofport", -1)
+            vlans = {net_id: vlan for net_id, (vlan, _, _) in networks.items()}
+            flows += "".join(f"{f}\n" for f in tunnel_ingress_flows(patch_tun, vlans))
+            bridges[TUNNEL] = tunnel_flows(patch_int, list(tunnels.values()), networks)
+            bridges[UNDERLAY] = f"cookie={COOKIE},table=0,priority=0,actions=NORMAL\n"
+        work = self._replace_flows({INTEGRATION: flows, **bridges})
         pids = self.daemons.pids()
-        await self._step("ruleset", (flows, ex_flows, tun_flows, pids), work, existing,
-                         self.host_ns)  # fmt: skip
+        await self._step("ruleset", (flows, bridges, pids), work, existing, self.host_ns)
 
-    async def _replace_flows(self, flows: str, ex_flows: str, tun_flows: str) -> None:
-        await self._flows_of(INTEGRATION, flows)
-        await self._flows_of(EXTERNAL, ex_flows)
-        if self.tunnel is not None:
-            await self._flows_of(TUNNEL, tun_flows)
-            await self._flows_of(UNDERLAY, f"cookie={COOKIE},table=0,priority=0,actions=NORMAL\n")
+    def _provider_segments(self, state: dict[str, Any]) -> dict[str, dict[int, int | None]]:
+        """Mapped physical network -> {local VLAN: provider VLAN id (None: flat)} of its
+        networks here (those of an unmapped physical network stay on br-int)."""
+        found: dict[str, dict[int, int | None]] = {}
+        for net in state["networks"]:
+            segment = net.get("segment") or {}
+            physnet = segment.get("physical_network")
+            if segment.get("type") in PROVIDER_TYPES and physnet in self.physical:
+                vid = segment["segmentation_id"] if segment["type"] == "vlan" else None
+                found.setdefault(physnet, {})[self._vlan(net["id"])] = vid
+        return found
+
+    async def _replace_flows(self, flows: dict[str, str]) -> None:
+        for bridge, bridge_flows in flows.items():
+            await self._flows_of(bridge, bridge_flows)
 
     async def _flows_of(self, bridge: str, flows: str) -> None:
         """The bridge's flows made `flows`. The first time (a new or restarted agent):
@@ -376,6 +490,9 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         present = await cmd.links(self.host_ns)
         legs = [n for n in on_bridge if n.startswith(PREFIX) and n not in present]
         await self._call("delete_ports", INTEGRATION, legs)
+        on_ex = await self._call("ports", EXTERNAL)  # the host leg, once it is gone
+        gone = [n for n in on_ex if n.startswith(PREFIX) and n not in present]
+        await self._call("delete_ports", EXTERNAL, gone)
         stale = [n for n in self.vlans if n not in networks]
         if stale:
             for n in stale:
@@ -388,6 +505,9 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
             self.db = None
         await self.daemons.stop()
         self._wired = None
+        # The host leg's veth: not left to the namespace's deletion (which the kernel
+        # finishes later, once ovs-vswitchd's sockets on it are closed).
+        await cmd.ip(None, "link", "del", self.host_leg_name, check=False)
         await super().teardown_unlocked()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
@@ -401,6 +521,20 @@ def tunnel_settings(network: Any) -> dict[str, Any] | None:
         "device": network.ovs_tunnel_device,
         "peers": list(network.ovs_tunnel_peers),
     }
+
+
+def physical_bridge(physnet: str) -> str:
+    """A physical network's bridge: `br-<physnet>` for a short plain name, else a hash
+    (an interface name has 15 characters at most, and `int-br-…`/`phy-br-…` must fit)."""
+    reserved = (INTEGRATION, EXTERNAL, TUNNEL, UNDERLAY)
+    if re.fullmatch(r"[A-Za-z0-9_]{1,8}", physnet) and f"br-{physnet}" not in reserved:
+        return f"br-{physnet}"
+    return "br-" + hashlib.sha1(physnet.encode()).hexdigest()[:8]
+
+
+def network_vni(net: dict[str, Any]) -> int:
+    segment = net.get("segment") or {}
+    return segment_vni(net["id"], segment.get("type"), segment.get("segmentation_id"))
 
 
 def vxlan_port(peer: str) -> str:

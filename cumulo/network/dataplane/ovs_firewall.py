@@ -16,6 +16,9 @@ addresses never share a connection; reg5 holds the OpenFlow port being filtered.
 - tables 81/82: ingress as 71/72 (ARP, DHCP replies and neighbour discovery pass),
   then `output` to the guest's port.
 
+The other bridges' flows are here too: a physical network's bridge (br-ex, br-<physnet>:
+physical_flows, with provider_ingress_flows on br-int) and br-tun (tunnel_flows).
+
 Every flow carries the cookie COOKIE, and the whole table set is replaced at once
 with `ovs-ofctl replace-flows`, which changes only the flows that differ: an agent
 that restarts or re-applies leaves established connections' flows alone.
@@ -247,20 +250,56 @@ def integration_flows(
     return "\n".join(flows) + "\n"
 
 
-def external_flows(patch: int | None, vlan: int | None) -> str:
-    """br-ex: the external network's frames leave br-int tagged with its VLAN and go
-    out untagged; nothing else from br-int passes. Frames from outside: NORMAL."""
+DROP_ALL = _flow(0, 0, "", "drop") + "\n"
+
+
+def physical_flows(patch: int | None, segments: dict[int, int | None]) -> str:
+    """A physical network's bridge (br-ex, br-<physnet>), as Neutron's br-phys: frames
+    from br-int of a network wired here leave with its provider VLAN (`segments`: local
+    VLAN -> provider VLAN id, None for a flat network: untagged); nothing else from
+    br-int passes. Frames from the wire: NORMAL (br-int sorts them, see
+    provider_ingress_flows)."""
     flows = [_flow(0, 0, "", "NORMAL")]
     if patch is not None:
         flows.append(_flow(0, 2, f"in_port={patch}", "drop"))
-        if vlan is not None:
-            flows.append(_flow(0, 4, f"in_port={patch},dl_vlan={vlan}", "pop_vlan,NORMAL"))
+        for local, provider in sorted(segments.items()):
+            out = "pop_vlan" if provider is None else f"set_field:{provider | 0x1000}->vlan_vid"
+            flows.append(_flow(0, 4, f"in_port={patch},dl_vlan={local}", f"{out},NORMAL"))
     return "\n".join(flows) + "\n"
 
 
+def external_flows(patch: int | None, vlan: int | None) -> str:
+    """br-ex: the external network's frames leave br-int tagged with its VLAN and go
+    out untagged; nothing else from br-int passes. Frames from outside: NORMAL."""
+    return physical_flows(patch, {vlan: None} if vlan is not None else {})
+
+
+def provider_ingress_flows(patch: int, segments: dict[int, int | None]) -> list[str]:
+    """br-int: frames from a physical network's bridge get their network's local VLAN
+    (a VLAN network's provider id translated, a flat network's untagged frames tagged);
+    frames of a VLAN no network here has drop (table 0's default)."""
+    if patch <= 0:
+        return []
+    flows = []
+    for local, provider in sorted(segments.items()):
+        tag = f"set_field:{local | 0x1000}->vlan_vid,set_field:{local}->reg6,resubmit(,60)"
+        if provider is None:
+            flows.append(_flow(0, 90, f"in_port={patch},vlan_tci=0x0000/0x1fff",
+                               f"push_vlan:0x8100,{tag}"))  # fmt: skip
+        else:
+            flows.append(_flow(0, 90, f"in_port={patch},dl_vlan={provider}", tag))
+    return flows
+
+
 def vni(network_id: str) -> int:
-    """The network's VXLAN id: derived from its id (every host agrees on it)."""
+    """A network's derived VXLAN id (from its id: every host agrees on it)."""
     return int(hashlib.sha1(network_id.encode()).hexdigest()[:6], 16) or 1
+
+
+def segment_vni(network_id: str, network_type: str | None, segmentation_id: int | None) -> int:
+    """The network's VXLAN id: a vxlan network's `provider:segmentation_id` when it has
+    one (as Neutron), else derived from its id."""
+    return segmentation_id if network_type == "vxlan" and segmentation_id else vni(network_id)
 
 
 def tunnel_ingress_flows(patch: int, networks: dict[str, int]) -> list[str]:
@@ -275,20 +314,23 @@ def tunnel_ingress_flows(patch: int, networks: dict[str, int]) -> list[str]:
     ]
 
 
-def tunnel_flows(patch: int, tunnels: dict[str, int], networks: dict[str, int]) -> str:
-    """br-tun, flooding as Neutron's br-tun without l2population: a network's frames
-    from br-int leave untagged with its VNI to every peer; frames from a peer with a
-    VNI this host serves come back with its local VLAN; anything else drops."""
+def tunnel_flows(
+    patch: int, tunnels: list[int], networks: dict[str, tuple[int, int, list[int]]]
+) -> str:
+    """br-tun, as Neutron's: `networks` maps each tunnelled network to (its local VLAN,
+    its VNI, the tunnels to the hosts that have something on it). A network's frames
+    from br-int leave untagged with its VNI, flooded to those hosts (MAC learning is
+    br-int's); frames from any peer with a VNI this host serves come back with its
+    local VLAN; anything else drops."""
     flows = [_flow(0, 0, "", "drop")]
     if patch > 0:
-        outputs = ",".join(f"output:{p}" for p in sorted(tunnels.values()))
-        for network_id, vlan in sorted(networks.items()):
-            tunnel_id = vni(network_id)
-            if outputs:
+        for _, (vlan, tunnel_id, flood) in sorted(networks.items()):
+            if flood:
+                outputs = ",".join(f"output:{p}" for p in sorted(flood))
                 out = f"pop_vlan,set_field:{tunnel_id}->tun_id,{outputs}"
                 flows.append(_flow(0, 10, f"in_port={patch},dl_vlan={vlan}", out))
-            for ofport in sorted(tunnels.values()):
-                flows.append(_flow(0, 10, f"in_port={ofport},tun_id={vni(network_id)}",
+            for ofport in sorted(tunnels):
+                flows.append(_flow(0, 10, f"in_port={ofport},tun_id={tunnel_id}",
                                    f"push_vlan:0x8100,set_field:{vlan | 0x1000}->vlan_vid,"
                                    f"output:{patch}"))  # fmt: skip
     return "\n".join(flows) + "\n"

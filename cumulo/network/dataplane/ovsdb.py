@@ -217,6 +217,11 @@ class Ovsdb:
                 }
             return found
 
+    def bridge_names(self) -> list[str]:
+        with self._lock:
+            self.idl.run()
+            return sorted(b.name for b in self.rows("Bridge"))
+
     def datapath_types(self) -> list[str]:
         with self._lock:
             self.idl.run()
@@ -255,8 +260,12 @@ class Ovsdb:
     def ensure_bridge(self, name: str, datapath: str, protocols: list[str]) -> None:
         def change(txn: Any) -> None:
             root = next(iter(self.rows("Open_vSwitch")), None)
-            if root is None:
+            bridges: list[Any] = []
+            if root is None:  # a new database: the root row too (no columns to read yet)
                 root = txn.insert(self.idl.tables["Open_vSwitch"])
+            else:
+                root.verify("bridges")
+                bridges = list(root.bridges)
             br = self.bridge(name)
             if br is None:
                 iface = txn.insert(self.idl.tables["Interface"])
@@ -265,8 +274,7 @@ class Ovsdb:
                 port.name, port.interfaces = name, [iface]
                 br = txn.insert(self.idl.tables["Bridge"])
                 br.name, br.ports = name, [port]
-                root.verify("bridges")
-                root.bridges = [*root.bridges, br]
+                root.bridges = [*bridges, br]
                 br.datapath_type, br.protocols = datapath, protocols
                 br.fail_mode = "secure"  # no NORMAL flow of its own: ours only
                 return

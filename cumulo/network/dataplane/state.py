@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from cumulo.common.db import utcnow
 from cumulo.network.agents import AGENT_DOWN_TIME, DHCP_AGENT, L3_AGENT, served
 from cumulo.network.core import NetworkService
-from cumulo.network.dataplane.ovs_firewall import vni
+from cumulo.network.dataplane.ovs_firewall import segment_vni
 from cumulo.network.models import (
     Agent,
     FloatingIp,
@@ -124,7 +124,7 @@ def _tunnels(loaded: dict[str, Any], host: str) -> dict[str, Any] | None:
                 peers[p.network_id].add(ends[h])
                 macs[p.network_id].add((p.mac_address, ends[h]))
     vnis = {
-        n.id: n.segmentation_id if n.network_type == "vxlan" and n.segmentation_id else vni(n.id)
+        n.id: segment_vni(n.id, n.network_type, n.segmentation_id)
         for n in loaded["networks"]
         if not n.external
     }
