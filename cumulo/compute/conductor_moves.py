@@ -301,7 +301,12 @@ class MoveTasks:
     # -- evacuate ---------------------------------------------------------------------
 
     async def evacuate_instance(
-        self, ctx: dict, instance_uuid: str, migration_id: int, host: str | None
+        self,
+        ctx: dict,
+        instance_uuid: str,
+        migration_id: int,
+        host: str | None,
+        target_state: str | None = None,
     ) -> None:
         """Rebuild on another host a server whose host is down: its claim moves there."""
         event = "conductor_rebuild_server"
@@ -319,7 +324,7 @@ class MoveTasks:
             allocation="keep_new",
         )
         await self.compute.evacuate_instance(
-            ctx, dest["host"], instance_uuid, migration_dict(migration)
+            ctx, dest["host"], instance_uuid, migration_dict(migration), target_state
         )
         await self.action_event(ctx, instance_uuid, event, finish=True)
 

@@ -477,7 +477,10 @@ class ComputeManager(HostMoves, Endpoint):
         except Exception:  # noqa: BLE001 - the instance may be gone already
             LOG.warning("volumes of %s not released", instance_uuid)
 
-    async def _wait_volume(self, token: str, volume_id: str, timeout: float = 300) -> None:
+    async def _wait_volume(
+        self, token: str, volume_id: str, timeout: float = 300, want: str = "available"
+    ) -> None:
+        """Poll Block Storage until the volume is `want` (an error status fails)."""
         assert self.volumes is not None
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
@@ -486,10 +489,10 @@ class ComputeManager(HostMoves, Endpoint):
                     "GET", f"/v3/volumes/{volume_id}", token, headers=VOLUME_API
                 )
             )["volume"]
-            if volume["status"] == "available":
+            if volume["status"] == want:
                 return
             if volume["status"].startswith("error"):
-                raise DriverError(f"volume {volume_id} could not be created ({volume['status']})")
+                raise DriverError(f"volume {volume_id} could not be written ({volume['status']})")
             if asyncio.get_running_loop().time() > deadline:
                 raise DriverError(f"volume {volume_id} is still {volume['status']}")
             await asyncio.sleep(0.25)
@@ -688,17 +691,28 @@ class ComputeManager(HostMoves, Endpoint):
             ctx, instance_uuid, {"task_state": None, "power_state": int(power), **updates}
         )
 
-    async def rebuild_instance(self, ctx: dict, instance_uuid: str) -> None:
-        """The same server (ports, name, id) on a fresh root disk from its (new) image."""
+    async def rebuild_instance(
+        self, ctx: dict, instance_uuid: str, reimage_image: str | None = None
+    ) -> None:
+        """The same server (ports, name, id) on a fresh root disk from its (new) image;
+        a volume-backed server's root volume reimaged from `reimage_image` (2.93)."""
         event = "compute_rebuild_instance"
         await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
         try:
-            inst = await self._set_task(
-                ctx, instance_uuid, TaskState.REBUILD_SPAWNING, TaskState.REBUILDING
-            )
+            expected = TaskState.REBUILDING
+            if reimage_image:
+                await self._set_task(
+                    ctx, instance_uuid, TaskState.REBUILD_BLOCK_DEVICE_MAPPING, expected
+                )
+                expected = TaskState.REBUILD_BLOCK_DEVICE_MAPPING
+                await self.driver.destroy(instance_uuid)
+                root_attachment = await self._reimage_root_volume(ctx, instance_uuid, reimage_image)
+            inst = await self._set_task(ctx, instance_uuid, TaskState.REBUILD_SPAWNING, expected)
             await self.driver.destroy(instance_uuid)
             # Its volumes stay attached: connected again for the new guest.
             guest = await self._spec_here(ctx, inst, inst.get("network_info") or [])
+            if reimage_image:
+                await self._complete_attachment(ctx.get("auth_token") or "", root_attachment)
             await self.driver.spawn(guest)
             # A stopped server is rebuilt stopped (Nova powers it off again).
             stopped = inst.get("vm_state") == VmState.STOPPED
@@ -832,6 +846,52 @@ class ComputeManager(HostMoves, Endpoint):
             )
             return
         await self.conductor.action_event(ctx, instance_uuid, event, host=self.host, finish=True)
+
+    async def _reimage_root_volume(self, ctx: dict, instance_uuid: str, image_id: str) -> str:
+        """Nova's volume-backed rebuild: the root volume kept reserved for the server by a
+        new attachment while its old one goes, reimaged by Block Storage (os-reimage,
+        3.68) from the image; the new attachment's id once the volume holds the image."""
+        if self.volumes is None:
+            raise DriverError("this compute host has no Block Storage service")
+        token = ctx.get("auth_token") or ""
+        bdms = await self.conductor.block_devices(ctx, instance_uuid)
+        root = next(b for b in bdms if b["boot_index"] == 0 and b["volume_id"])
+        attachment = (
+            await self.volumes.json(
+                "POST",
+                "/v3/attachments",
+                token,
+                headers=VOLUME_API,
+                json={
+                    "attachment": {"volume_uuid": root["volume_id"], "instance_uuid": instance_uuid}
+                },
+            )
+        )["attachment"]
+        await self.conductor.block_device_update(
+            ctx, root["id"], {"attachment_id": attachment["id"], "connection_info": None}
+        )
+        if root["attachment_id"]:
+            await self._drop_attachment(token, root["attachment_id"])
+        await self.volumes.request(
+            "POST",
+            f"/v3/volumes/{root['volume_id']}/action",
+            token,
+            headers={"OpenStack-API-Version": "volume 3.68"},
+            json={"os-reimage": {"image_id": image_id, "reimage_reserved": True}},
+        )
+        # Cinder also sends volume-reimaged to the API; this host polls for it instead.
+        await self._wait_volume(token, root["volume_id"], timeout=3600, want="reserved")
+        return attachment["id"]
+
+    async def _complete_attachment(self, token: str, attachment_id: str) -> None:
+        assert self.volumes is not None
+        await self.volumes.request(
+            "POST",
+            f"/v3/attachments/{attachment_id}/action",
+            token,
+            headers=VOLUME_API,
+            json={"os-complete": None},
+        )
 
     async def _drop_attachment(self, token: str, attachment_id: str) -> None:
         if self.volumes is None:

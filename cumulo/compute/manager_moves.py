@@ -609,10 +609,15 @@ class HostMoves:
     # -- evacuate -------------------------------------------------------------------
 
     async def evacuate_instance(
-        self, ctx: dict, instance_uuid: str, migration: dict[str, Any]
+        self,
+        ctx: dict,
+        instance_uuid: str,
+        migration: dict[str, Any],
+        target_state: str | None = None,
     ) -> None:
         """Rebuild here, from its image, a server whose host is down (its ports and
-        volumes move here; the dead host removes its copy when it comes back)."""
+        volumes move here; the dead host removes its copy when it comes back). It runs
+        again if it ran, unless `target_state` is "stopped" (2.95)."""
         event = "compute_rebuild_instance"
         await self._event(ctx, instance_uuid, event)
         try:
@@ -624,7 +629,7 @@ class HostMoves:
             await self.driver.destroy(instance_uuid)
             await self.driver.spawn(guest)
             vm_state = VmState.ACTIVE
-            if inst["vm_state"] == VmState.STOPPED:
+            if inst["vm_state"] == VmState.STOPPED or target_state == VmState.STOPPED:
                 await self.driver.power_off(instance_uuid, timeout=0)
                 vm_state = VmState.STOPPED
         except Exception as exc:  # noqa: BLE001 - the server is in ERROR, says why

@@ -209,8 +209,14 @@ class ConductorAPI:
         )
 
     async def evacuate_instance(
-        self, ctx: Context, instance_uuid: str, migration_id: int, host: str | None
+        self,
+        ctx: Context,
+        instance_uuid: str,
+        migration_id: int,
+        host: str | None,
+        target_state: str | None = None,
     ) -> None:
+        """`target_state` "stopped": the server ends stopped on the new host (2.95)."""
         await self.bus.cast(
             CONDUCTOR,
             "evacuate_instance",
@@ -218,6 +224,7 @@ class ConductorAPI:
             instance_uuid=instance_uuid,
             migration_id=migration_id,
             host=host,
+            target_state=target_state,
         )
 
     async def unshelve_instance(
@@ -335,9 +342,17 @@ class ComputeAPI:
             image_id=image_id,
         )
 
-    async def rebuild_instance(self, ctx: Context, host: str, instance_uuid: str) -> None:
+    async def rebuild_instance(
+        self, ctx: Context, host: str, instance_uuid: str, reimage_image: str | None = None
+    ) -> None:
+        """`reimage_image`: a volume-backed server's root volume is reimaged from this
+        image first (2.93)."""
         await self.bus.cast(
-            compute_topic(host), "rebuild_instance", ctx, instance_uuid=instance_uuid
+            compute_topic(host),
+            "rebuild_instance",
+            ctx,
+            instance_uuid=instance_uuid,
+            reimage_image=reimage_image,
         )
 
     async def resize_instance(
@@ -652,9 +667,19 @@ class ComputeAPI:
         )
 
     async def evacuate_instance(
-        self, ctx: Context, host: str, instance_uuid: str, migration: dict[str, Any]
+        self,
+        ctx: Context,
+        host: str,
+        instance_uuid: str,
+        migration: dict[str, Any],
+        target_state: str | None = None,
     ) -> None:
         """To the destination: rebuild there the server whose host is down."""
         await self._cast(
-            host, "evacuate_instance", ctx, instance_uuid=instance_uuid, migration=migration
+            host,
+            "evacuate_instance",
+            ctx,
+            instance_uuid=instance_uuid,
+            migration=migration,
+            target_state=target_state,
         )

@@ -54,6 +54,17 @@ _IMAGE_SYSMETA = ("name", "min_ram", "min_disk", "disk_format", "container_forma
 _HOSTNAME_BAD = re.compile(r"[^a-z0-9-]+")
 
 
+def _check_volume_fits_image(volume: dict[str, Any], image: dict[str, Any]) -> None:
+    """A root volume reimaged from `image` must hold it (Nova's VolumeSmallerThanMinDisk)."""
+    size = volume["size"] * GiB
+    needed = max((image.get("min_disk") or 0) * GiB, image.get("virtual_size") or 0)
+    if size < needed:
+        raise BadRequest(
+            "Volume is smaller than the minimum size specified in image metadata. Volume "
+            f"size is {size} bytes, minimum size is {needed} bytes."
+        )
+
+
 def sanitize_hostname(name: str) -> str:
     host = _HOSTNAME_BAD.sub("-", name.lower()).strip("-.")[:63]
     return host or "server"
@@ -808,21 +819,57 @@ class ComputeService(ServerMoves):
 
     @check_state(vm_state=[VmState.ACTIVE, VmState.STOPPED, VmState.ERROR])
     async def rebuild(
-        self, inst: Instance, ctx: RequestContext, image_ref: str, changes: dict[str, Any]
+        self,
+        inst: Instance,
+        ctx: RequestContext,
+        image_ref: str,
+        changes: dict[str, Any],
+        reimage_boot_volume: bool = False,
     ) -> Instance:
+        """A new root disk from `image_ref`. A volume-backed server keeps its root volume:
+        with `reimage_boot_volume` (2.93) the volume is reimaged from the image by Block
+        Storage; without it only its own image is accepted (Nova's ImageUnacceptable)."""
         self._check_lock(ctx, inst)
         if not inst.host:
             raise Conflict(f"Instance {inst.uuid} is not on a host.")
         image = await self._image(ctx, image_ref)
-        async with self.db.read() as s:
-            flavor = await s.scalar(select(Flavor).where(Flavor.flavorid == inst.flavor["id"]))
-        if flavor is not None:
-            self._check_flavor_fits_image(flavor, image)
+        root_volume = None if inst.image_ref else await self._root_volume(ctx, inst)
+        reimage = None
+        if root_volume is None:
+            async with self.db.read() as s:
+                flavor = await s.scalar(select(Flavor).where(Flavor.flavorid == inst.flavor["id"]))
+            if flavor is not None:
+                self._check_flavor_fits_image(flavor, image)
+            changes = {"image_ref": image["id"], **changes}
+        elif reimage_boot_volume:
+            _check_volume_fits_image(root_volume, image)
+            reimage = image["id"]
+        elif (root_volume.get("volume_image_metadata") or {}).get("image_id") != image["id"]:
+            raise BadRequest(
+                f"Image {image['id']} is unacceptable: Unable to rebuild with a different "
+                "image for a volume-backed server."
+            )
         await self._record_action(ctx, inst, "rebuild")
         await self._set_task(inst, TaskState.REBUILDING, {None})
-        inst = await self.update_instance(inst.uuid, {"image_ref": image["id"], **changes})
-        await self.compute_rpc.rebuild_instance(self.rpc_context(ctx), inst.host, inst.uuid)
+        inst = await self.update_instance(inst.uuid, changes)
+        await self.compute_rpc.rebuild_instance(
+            self.rpc_context(ctx), inst.host, inst.uuid, reimage_image=reimage
+        )
         return inst
+
+    async def _root_volume(self, ctx: RequestContext, inst: Instance) -> dict[str, Any] | None:
+        """The root volume of a volume-backed server, as Block Storage shows it."""
+        root = next((b for b in await self.block_devices(inst.uuid) if b.boot_index == 0), None)
+        if root is None or self.volumes is None:
+            return None
+        return (
+            await self.volumes.json(
+                "GET",
+                url_path("/v3/volumes/{}", root.volume_id),
+                ctx.auth_token,
+                headers={"OpenStack-API-Version": "volume 3.44"},
+            )
+        )["volume"]
 
     # -- volume attachments ------------------------------------------------------------
 

@@ -452,8 +452,10 @@ class ServerMoves:
         ctx: RequestContext,
         host: str | None,
         admin_pass: str | None,
+        stopped: bool = False,
     ) -> str:
-        """Rebuild elsewhere a server whose host's compute service is down."""
+        """Rebuild elsewhere a server whose host's compute service is down; `stopped`
+        (2.95): it ends stopped there whatever its state was."""
         self.policy.enforce("compute:servers:evacuate", ctx, {"project_id": inst.project_id})
         if not inst.host:
             raise Conflict(f"Instance {inst.uuid} is not on a host.")
@@ -468,7 +470,13 @@ class ServerMoves:
         await self._record_action(ctx, inst, "evacuate")
         await self._set_task(inst, TaskState.REBUILDING, {None})
         migration = await self._new_migration(ctx, inst, "evacuation", "accepted")
-        await self.conductor.evacuate_instance(self.rpc_context(ctx), inst.uuid, migration.id, host)
+        await self.conductor.evacuate_instance(
+            self.rpc_context(ctx),
+            inst.uuid,
+            migration.id,
+            host,
+            VmState.STOPPED if stopped else None,
+        )
         return admin_pass
 
     # -- migration records ---------------------------------------------------------------

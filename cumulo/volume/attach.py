@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cumulo.common.db import utcnow
@@ -46,6 +46,20 @@ async def reserve(
     async with service.db.write() as session:
         volume = await _locked_volume(session, volume_id)
         allowed = states.ATTACHABLE_MULTI if volume.multiattach else states.ATTACHABLE
+        if instance_uuid and not volume.multiattach and volume.status in states.ATTACHABLE_MULTI:
+            # Cinder: a second attachment for the same server (Compute swaps attachments
+            # so, e.g. when it rebuilds a volume-backed server).
+            others = await session.scalar(
+                select(func.count(Attachment.id)).where(
+                    Attachment.volume_id == volume_id,
+                    or_(
+                        Attachment.instance_uuid.is_(None),
+                        Attachment.instance_uuid != instance_uuid,
+                    ),
+                )
+            )
+            if not others:
+                allowed = states.ATTACHABLE_MULTI
         if volume.status not in allowed:
             raise BadRequest(
                 f"Invalid volume: Volume {volume_id} status must be {' or '.join(allowed)} "

@@ -218,12 +218,52 @@ class VolumeService:
             )
         if not servers:
             return
-        if self._compute is None:
-            url = self.config.public_url(self.config.ports.compute)
-            self._compute = ServiceClient("compute", url=url, verify=verify_option(self.config))
         events = [
             {"name": "volume-extended", "server_uuid": s, "tag": volume_id} for s in sorted(servers)
         ]
+        await self._tell_compute(events, "2.51")
+
+    def volume_reimaged_later(self, volume_id: str) -> None:
+        """Once the backend has written the new image onto the volume (or failed to),
+        tell Compute (Cinder's volume-reimaged external event, 2.93) for each server the
+        volume is attached or reserved to."""
+        self._tasks = [t for t in self._tasks if not t.done()]
+        self._tasks.append(asyncio.create_task(self._notify_reimaged(volume_id)))
+
+    async def _notify_reimaged(self, volume_id: str, timeout: float = 3600) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        volume = None
+        while asyncio.get_running_loop().time() < deadline:
+            async with self.db.read() as session:
+                volume = await session.get(Volume, volume_id)
+            if volume is None or volume.status != states.DOWNLOADING:
+                break
+            await asyncio.sleep(0.2)
+        if volume is None or volume.status == states.DOWNLOADING:
+            return
+        async with self.db.read() as session:
+            servers = set(
+                await session.scalars(
+                    select(Attachment.instance_uuid).where(
+                        Attachment.volume_id == volume_id,
+                        Attachment.instance_uuid.is_not(None),
+                    )
+                )
+            )
+        status = "failed" if volume.status == states.ERROR else "completed"
+        events = [
+            {"name": "volume-reimaged", "server_uuid": s, "tag": volume_id, "status": status}
+            for s in sorted(servers)
+        ]
+        await self._tell_compute(events, "2.93")
+
+    async def _tell_compute(self, events: list[dict[str, str]], version: str) -> None:
+        """POST the events to Compute's os-server-external-events with the service token."""
+        if not events:
+            return
+        if self._compute is None:
+            url = self.config.public_url(self.config.ports.compute)
+            self._compute = ServiceClient("compute", url=url, verify=verify_option(self.config))
         try:
             token = await self.validator.client.service_token()
             await self._compute.request(
@@ -231,10 +271,11 @@ class VolumeService:
                 "/v2.1/os-server-external-events",
                 token,
                 json={"events": events},
+                headers={"OpenStack-API-Version": f"compute {version}"},
                 ok=(200, 207, 404),
             )
-        except Exception:  # noqa: BLE001 - the volume is extended; the guest sees it later
-            LOG.exception("telling Compute that volume %s grew failed", volume_id)
+        except Exception:  # noqa: BLE001 - the volume is done; Compute learns it otherwise
+            LOG.exception("telling Compute about %s failed", [e["name"] for e in events])
 
     async def close(self) -> None:
         for task in self._tasks:

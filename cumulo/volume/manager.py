@@ -45,7 +45,7 @@ _CHUNK = 1 << 20
 RPC_METHODS = frozenset({
     "create_volume", "delete_volume", "extend_volume", "upload_to_image", "create_snapshot",
     "delete_snapshot", "initialize_connection", "terminate_connection", "get_capabilities",
-    "create_backup", "restore_backup", "delete_backup",
+    "create_backup", "restore_backup", "delete_backup", "reimage_volume",
 })  # fmt: skip
 
 
@@ -324,6 +324,42 @@ class VolumeManager(Endpoint):
             await self._set_volume(volume_id, states.EXTENDING, status=states.ERROR_EXTENDING)
             return
         await self._set_volume(volume_id, states.EXTENDING, status=back_to, size=new_size)
+
+    async def reimage_volume(
+        self,
+        context: dict[str, Any],
+        volume_id: str,
+        image: dict[str, Any],
+        back_to: str,
+        image_metadata: dict[str, str],
+    ) -> None:
+        """os-reimage: the image's data over the volume's, and its image metadata the new
+        image's; the volume back to `back_to`, or `error` when the copy failed."""
+        token = context.get("auth_token") or ""
+        async with self.db.read() as session:
+            volume = await session.get(Volume, volume_id)
+        if volume is None:
+            return
+        try:
+            await self._copy_image(volume_id, image, volume.size, token)
+        except Exception as exc:  # noqa: BLE001 - any failure is the volume's error status
+            LOG.error("volume %s could not be reimaged from %s: %s", volume_id, image["id"], exc)
+            await self._set_volume(volume_id, states.DOWNLOADING, status=states.ERROR)
+            return
+        async with self.db.write() as session:
+            await session.execute(
+                delete(VolumeMetadata).where(
+                    VolumeMetadata.volume_id == volume_id, VolumeMetadata.kind == "image"
+                )
+            )
+            for key, value in image_metadata.items():
+                session.add(VolumeMetadata(volume_id=volume_id, kind="image", key=key, value=value))
+            await session.execute(
+                update(Volume)
+                .where(Volume.id == volume_id, Volume.status == states.DOWNLOADING)
+                .values(status=back_to, image_id=image["id"], bootable=True, updated_at=utcnow())
+            )
+        await self._notify("volume.reimage.end", volume_id)
 
     async def upload_to_image(
         self,

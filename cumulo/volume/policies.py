@@ -16,6 +16,8 @@ VOLUME_RULES: dict[str, str] = {
     "volume:delete": _MEMBER,
     "volume:extend": _MEMBER,
     "volume:retype": _MEMBER,
+    "volume:reimage": _MEMBER,
+    "volume:reimage_reserved": _MEMBER,
     "volume:update_readonly_flag": _MEMBER,
     "volume:update_volume_metadata": _MEMBER,
     "volume:get_volume_metadata": _READER,

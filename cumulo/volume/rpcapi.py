@@ -77,6 +77,25 @@ class VolumeAPI:
             back_to=back_to,
         )
 
+    async def reimage_volume(
+        self,
+        ctx: Context,
+        host: str,
+        volume_id: str,
+        image: dict[str, Any],
+        back_to: str,
+        image_metadata: dict[str, str],
+    ) -> None:
+        await self.bus.cast(
+            volume_topic(host),
+            "reimage_volume",
+            ctx,
+            volume_id=volume_id,
+            image=image,
+            back_to=back_to,
+            image_metadata=image_metadata,
+        )
+
     async def create_snapshot(
         self, ctx: Context, host: str, snapshot_id: str, volume_id: str
     ) -> None:

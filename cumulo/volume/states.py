@@ -50,9 +50,12 @@ UPLOADABLE = (AVAILABLE,)
 UPLOADABLE_FORCED = (AVAILABLE, IN_USE)
 CLONABLE = (AVAILABLE, IN_USE)
 ATTACHABLE = (AVAILABLE,)
-ATTACHABLE_MULTI = (AVAILABLE, IN_USE, RESERVED)
+# A shared volume takes another server while it is being attached to one.
+ATTACHABLE_MULTI = (AVAILABLE, IN_USE, RESERVED, ATTACHING)
 READONLY_SETTABLE = (AVAILABLE, IN_USE)
 RETYPABLE = (AVAILABLE, IN_USE)
+REIMAGEABLE = (AVAILABLE, ERROR)
+REIMAGEABLE_RESERVED = (AVAILABLE, ERROR, RESERVED)  # os-reimage with reimage_reserved
 
 # Backups (Cinder's backup statuses), and what the volume shows meanwhile.
 RESTORING = "restoring"

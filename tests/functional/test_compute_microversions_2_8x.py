@@ -83,14 +83,11 @@ def _volume(cloud: CloudRunner, size: int = 1) -> str:
     return volume["id"]
 
 
-def test_the_version_document_offers_2_92(cloud: CloudRunner, admin_token: str):
-    with compute(cloud, admin_token) as api:
-        root = httpx.get(f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1").json()
-        assert root["version"]["version"] == "2.92"
-        r = api.get("/servers", headers={"OpenStack-API-Version": "compute 2.93"})
-        assert r.status_code == 406 and "maximum is 2.92" in r.json()["computeFault"]["message"]
-        latest = api.get("/servers", headers={"OpenStack-API-Version": "compute latest"})
-        assert latest.headers["OpenStack-API-Version"] == "compute 2.92"
+def test_2_92_is_offered(cloud: CloudRunner, admin_token: str):
+    """The maximum is checked with the 2.9x versions (test_compute_microversions_2_9x)."""
+    with compute(cloud, admin_token, "2.92") as api:
+        r = api.get("/servers")
+        assert r.status_code == 200 and r.headers["OpenStack-API-Version"] == "compute 2.92"
 
 
 def test_2_80_migrations_name_their_user_and_project(cloud: CloudRunner, admin_token, image):

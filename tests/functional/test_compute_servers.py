@@ -254,7 +254,7 @@ def test_unsupported_microversion_is_406(cloud: CloudRunner):
             headers={"OpenStack-API-Version": "compute 2.999"},
         )
     assert r.status_code == 406
-    assert "maximum is 2.92" in r.json()["computeFault"]["message"]
+    assert "maximum is 2.96" in r.json()["computeFault"]["message"]
 
 
 def test_resize_confirm_and_revert(cloud: CloudRunner, image: str):

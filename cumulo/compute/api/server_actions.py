@@ -208,9 +208,13 @@ async def _rebuild(request: Request, ctx, inst, args: Any) -> Response:
     if "OS-DCF:diskConfig" in args:
         changes.update(disk_config_changes(inst, args["OS-DCF:diskConfig"]))
     if "hostname" in args and version(request) >= (2, 90):
-        changes["hostname"] = wire.hostname(args["hostname"])
+        changes["hostname"] = wire.hostname(args["hostname"], fqdn=version(request) >= (2, 94))
     service = compute_of(request)
-    inst = await service.rebuild(inst, ctx, args["imageRef"], changes)
+    # 2.93: a volume-backed server's root volume is reimaged (before it, only its own
+    # image is accepted).
+    inst = await service.rebuild(
+        inst, ctx, args["imageRef"], changes, reimage_boot_volume=version(request) >= (2, 93)
+    )
     is_admin = service.policy.check("compute:servers:show:extended_attributes", ctx)
     body = await render_server(request, ctx, inst, is_admin, "rebuild")
     body["adminPass"] = args.get("adminPass") or secrets.token_urlsafe(9)

@@ -154,7 +154,7 @@ async def live_migrate(
 
 async def evacuate(request: Request, ctx: RequestContext, inst: Instance, args: Any) -> Response:
     """200; adminPass in the body before 2.14 (onSharedStorage required then), force
-    from 2.29 until 2.68."""
+    from 2.29 until 2.68; from 2.95 the server ends STOPPED on its new host."""
     v = version(request)
     allowed = {"host", "adminPass"}
     if v < (2, 14):
@@ -176,7 +176,10 @@ async def evacuate(request: Request, ctx: RequestContext, inst: Instance, args: 
         raise BadRequest("Invalid input for field/attribute adminPass.")
     if "force" in body:
         _boolean(body["force"], "force")
-    password = await compute_of(request).evacuate(inst, ctx, _host(body.get("host")), password)
+    # 2.95: the server is left stopped on its new host (Nova's target_state).
+    password = await compute_of(request).evacuate(
+        inst, ctx, _host(body.get("host")), password, stopped=v >= (2, 95)
+    )
     if v < (2, 14):
         return json({"adminPass": password})
     return Response(status_code=200)

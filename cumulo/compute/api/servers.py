@@ -119,7 +119,7 @@ def _parse_create(request: Request, data: Any) -> tuple[CreateRequest, bool]:
         raise BadRequest("Additional properties are not allowed ('hostname' was unexpected)")
     requested_hostname = None
     if "hostname" in body.model_fields_set:
-        requested_hostname = wire.hostname(body.hostname)
+        requested_hostname = wire.hostname(body.hostname, fqdn=v >= (2, 94))
     if body.networks is None:
         if v >= (2, 37):
             raise BadRequest(
@@ -573,7 +573,7 @@ async def update_server(request: Request) -> Response:
     if body.disk_config is not None:
         changes.update(disk_config_changes(inst, body.disk_config))
     if "hostname" in fields:
-        changes["hostname"] = wire.hostname(body.hostname)
+        changes["hostname"] = wire.hostname(body.hostname, fqdn=version(request) >= (2, 94))
     if changes:
         inst = await service.update_instance(inst.uuid, changes)
     is_admin = service.policy.check("compute:servers:show:extended_attributes", ctx)

@@ -203,6 +203,10 @@ def server_view(
     if v >= (2, 90):
         # Shown to every user from 2.90 (admins have it among the extended attributes).
         body.setdefault("OS-EXT-SRV-ATTR:hostname", inst.hostname)
+    if v >= (2, 96):
+        # The zone the server was asked for (at create, or unshelve from 2.77): moves stay
+        # in it; null when it may go anywhere.
+        body["pinned_availability_zone"] = inst.availability_zone
     return body
 
 

@@ -106,15 +106,20 @@ def access_ip(field: str, value: Any) -> str | None:
 _HOSTNAME = re.compile(r"^[a-zA-Z0-9]+[a-zA-Z0-9-]*[a-zA-Z0-9]+$")
 
 
-def hostname(value: Any) -> str:
+_FQDN = re.compile(r"^[a-zA-Z0-9-._]*$")
+
+
+def hostname(value: Any, fqdn: bool = False) -> str:
     """2.90's `hostname` (Nova's parameter_types.hostname): 2-63 letters, digits and
-    hyphens, a letter or digit at each end."""
+    hyphens, a letter or digit at each end; from 2.94 (`fqdn`, Nova's parameter_types.fqdn)
+    a fully qualified name: 1-255 letters, digits, hyphens, dots and underscores."""
     if not isinstance(value, str):
         raise invalid("hostname", value, f"{value!r} is not of type 'string'")
-    if not 2 <= len(value) <= 63:
-        raise invalid("hostname", value, "Length must be between 2 and 63")
-    if not _HOSTNAME.match(value):
-        raise invalid("hostname", value, f"{value!r} does not match '{_HOSTNAME.pattern}'")
+    low, high, pattern = (1, 255, _FQDN) if fqdn else (2, 63, _HOSTNAME)
+    if not low <= len(value) <= high:
+        raise invalid("hostname", value, f"Length must be between {low} and {high}")
+    if not pattern.match(value):
+        raise invalid("hostname", value, f"{value!r} does not match '{pattern.pattern}'")
     return value
 
 

@@ -1,5 +1,5 @@
 """`POST /v3/volumes/{id}/action`: extend, read-only flag, bootable, image metadata,
-upload to image, reset status, and the attach/detach actions compute uses
+upload to image, reimage (3.68), reset status, and the attach/detach actions compute uses
 (os-reserve, os-initialize_connection, os-attach, os-begin_detaching,
 os-roll_detaching, os-detach, os-terminate_connection, os-unreserve)."""
 
@@ -29,7 +29,13 @@ from cumulo.volume.api.common import (
     service_of,
 )
 from cumulo.volume.api.metadata import check_metadata
-from cumulo.volume.api.volumes import load_volume, remove_volume, volume_type_for
+from cumulo.volume.api.volumes import (
+    image_for_volume,
+    image_metadata_of,
+    load_volume,
+    remove_volume,
+    volume_type_for,
+)
 from cumulo.volume.models import Attachment, Volume, VolumeMetadata
 from cumulo.volume.scheduler import (
     NO_VALID_BACKEND,
@@ -281,6 +287,41 @@ async def upload_image(request: Request, volume_id: str, args: Any) -> Response:
     return accepted({"os-volume_upload_image": body})
 
 
+async def reimage(request: Request, volume_id: str, args: Any) -> Response:
+    """os-reimage (3.68): the volume's data replaced by the image's; `downloading`
+    meanwhile, then back to the status it had (an `error` volume comes back
+    `available`). `reimage_reserved` also lets a `reserved` volume be reimaged: Compute
+    rebuilding a volume-backed server reserves its root volume first (api-ref:
+    Reimage a volume)."""
+    if not at_least(request, 3, 68):
+        raise NotFound("There is no such action: os-reimage")
+    ctx, volume = await load_volume(request, volume_id, "volume:reimage")
+    if not isinstance(args, dict) or set(args) - {"image_id", "reimage_reserved"}:
+        raise BadRequest("Invalid input received: os-reimage takes image_id and reimage_reserved.")
+    image_id = args.get("image_id")
+    if not isinstance(image_id, str) or not image_id:
+        raise BadRequest("Invalid input received: 'image_id' is a required property.")
+    reserved = _bool(args, "reimage_reserved") if "reimage_reserved" in args else False
+    if reserved:
+        await load_volume(request, volume_id, "volume:reimage_reserved")
+    image = await image_for_volume(request, ctx, image_id, volume.size)
+    allowed = states.REIMAGEABLE_RESERVED if reserved else states.REIMAGEABLE
+    service = service_of(request)
+    async with service.db.write() as session:
+        locked = await session.scalar(
+            select(Volume).where(Volume.id == volume_id).with_for_update()
+        )
+        assert locked is not None
+        states.require_volume_status(locked.status, allowed, "reimage it")
+        back_to = states.AVAILABLE if locked.status == states.ERROR else locked.status
+        locked.status, locked.updated_at = states.DOWNLOADING, utcnow()
+    await service.volume_rpc.reimage_volume(
+        ctx.to_dict(), volume.host, volume_id, image, back_to, image_metadata_of(image)
+    )
+    service.volume_reimaged_later(volume_id)
+    return accepted()
+
+
 async def reset_status(request: Request, volume_id: str, args: Any) -> Response:
     await load_volume(request, volume_id, "volume_extension:volume_admin_actions:reset_status")
     if not isinstance(args, dict) or not args:
@@ -472,6 +513,7 @@ ACTIONS: dict[str, Action] = {
     "os-unset_image_metadata": unset_image_metadata,
     "os-show_image_metadata": show_image_metadata,
     "os-volume_upload_image": upload_image,
+    "os-reimage": reimage,
     "os-reset_status": reset_status,
     "os-force_delete": force_delete,
     "os-force_detach": force_detach,

@@ -225,7 +225,30 @@ async def _image(request: Request, ctx: RequestContext, image_ref: str) -> dict[
     return image
 
 
-def _image_metadata(image: dict[str, Any]) -> dict[str, str]:
+def _image_gb(image: dict[str, Any]) -> int:
+    return math.ceil((image.get("virtual_size") or image.get("size") or 0) / GiB)
+
+
+async def image_for_volume(
+    request: Request, ctx: RequestContext, image_ref: str, size: int | None
+) -> dict[str, Any]:
+    """The active image to write onto a volume of `size` GB (None: sized after it), 400
+    when it does not fit (Cinder's check_image_metadata)."""
+    image = await _image(request, ctx, image_ref)
+    if size is not None and _image_gb(image) > size:
+        raise BadRequest(
+            f"Invalid input received: Size of specified image {_image_gb(image)} GB is larger "
+            f"than volume size {size} GB."
+        )
+    if size is not None and (image.get("min_disk") or 0) > size:
+        raise BadRequest(
+            f"Invalid input received: Volume size {size} GB cannot be smaller than the "
+            f"image minDisk size {image['min_disk']} GB."
+        )
+    return image
+
+
+def image_metadata_of(image: dict[str, Any]) -> dict[str, str]:
     meta = {
         k: str(v)
         for k, v in image.items()
@@ -290,20 +313,9 @@ async def create_volume(request: Request) -> Response:
         parse_bool(str(spec["multiattach"]), "multiattach") if "multiattach" in spec else False
     )
     zone = _text(spec, "availability_zone") or service.config.volume.availability_zone
-    image = await _image(request, ctx, image_ref) if image_ref else None
+    image = await image_for_volume(request, ctx, image_ref, size) if image_ref else None
     if image is not None:
-        image_gb = math.ceil((image.get("virtual_size") or image.get("size") or 0) / GiB)
-        size = size or max(image_gb, image.get("min_disk") or 0, 1)
-        if image_gb > size:
-            raise BadRequest(
-                f"Invalid input received: Size of specified image {image_gb} GB is larger "
-                f"than volume size {size} GB."
-            )
-        if (image.get("min_disk") or 0) > size:
-            raise BadRequest(
-                f"Invalid input received: Volume size {size} GB cannot be smaller than the "
-                f"image minDisk size {image['min_disk']} GB."
-            )
+        size = size or max(_image_gb(image), image.get("min_disk") or 0, 1)
     volume_id = str(uuid.uuid4())
     source_backend: str | None = None
     inherited: dict[str, str] | None = None  # a bootable source's image metadata
@@ -419,7 +431,7 @@ async def create_volume(request: Request) -> Response:
                 messages.NO_BACKEND_AVAILABLE,
                 volume_id,
             )
-        image_meta = _image_metadata(image) if image else {}
+        image_meta = image_metadata_of(image) if image else {}
         if inherited is not None:
             image_meta = inherited
         for key, value in metadata.items():
