@@ -207,6 +207,10 @@ class NetworkConfig(_Section):
     tenant_network_types: list[Literal["vxlan", "vlan", "local"]] = Field(
         default_factory=lambda: ["vxlan"]
     )
+    # VNIs of vxlan networks (ML2's [ml2_type_vxlan] vni_ranges, "first:last"): tenant
+    # networks (and an admin's vxlan network without an id) take one from these ranges;
+    # empty: their VNI is derived from the network id (every host agrees without a table).
+    vni_ranges: list[str] = Field(default_factory=list)
     # Default per-project quotas (-1: unlimited), Neutron's defaults.
     quota: dict[str, int] = Field(
         default_factory=lambda: {

@@ -382,6 +382,10 @@ class ConductorManager(MoveTasks, Endpoint):
         async with self.db.write() as s:
             await s.run_sync(release, instance_uuid)
         retry = request_spec.get("retry") or {"num_attempts": 1, "hosts": [host]}
+        if self.options.max_attempts == 1 or len(request_spec.get("force_hosts") or []) == 1:
+            # Nova's populate_retry: re-scheduling is disabled, the failure is the fault.
+            await self._fail(ctx, instance_uuid, reason, host=host)
+            return
         if retry["num_attempts"] >= self.options.max_attempts:
             message = (
                 f"Exceeded maximum number of retries. Exceeded max scheduling attempts "

@@ -23,6 +23,20 @@ class PortsNotWired(NetworkAllocationError):
     """The host's network agent did not report the ports wired in time."""
 
 
+class PortBindingFailed(NetworkAllocationError):
+    """The Network service could not bind a port to this host (Nova's PortBindingFailed:
+    the build fails here and is rescheduled to another host)."""
+
+    def __init__(self, port_id: str) -> None:
+        super().__init__(
+            f"Binding failed for port {port_id}, please check neutron logs for more information."
+        )
+        self.port_id = port_id
+
+
+BINDING_FAILED = "binding_failed"
+
+
 class NetworkClient:
     def __init__(self, network: ServiceClient, service_token: Callable[[], Awaitable[str]]) -> None:
         self.network = network
@@ -100,6 +114,8 @@ class NetworkClient:
                         json={"port": {"binding:host_id": host}},
                     )
                 )["port"]
+                if port.get("binding:vif_type") == BINDING_FAILED:
+                    raise PortBindingFailed(port["id"])
                 network = (
                     await self.network.json("GET", f"/v2.0/networks/{port['network_id']}", token)
                 )["network"]
@@ -115,6 +131,9 @@ class NetworkClient:
         except ServiceError as exc:
             await self.deallocate_for_instance(token, info)
             raise NetworkAllocationError(f"port allocation failed: {exc}") from exc
+        except PortBindingFailed:
+            await self.deallocate_for_instance(token, info)
+            raise
         return info
 
     async def wait_for_wiring(self, token: str, info: list[dict[str, Any]], timeout: float) -> None:

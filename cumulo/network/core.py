@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,6 @@ from cumulo.common.db import Database
 from cumulo.common.policy import Policy
 from cumulo.network.errors import OverQuota, PolicyNotAuthorized
 from cumulo.network.models import (
-    Agent,
     DefaultSecurityGroup,
     FloatingIp,
     Network,
@@ -104,40 +103,26 @@ class NetworkService:
         await self.validator.client.close()
         await self.db.dispose()
 
-    async def host_vifs(self, hosts: Iterable[str | None]) -> dict[str, dict[str, Any]]:
-        """How each of these hosts' data plane plugs guests: its agent's configurations
-        (this process's own agent, else what the host's agent last reported)."""
-        wanted = {h for h in hosts if h}
-        found: dict[str, dict[str, Any]] = {}
-        if self.agent is not None and self.agent.host in wanted:
-            found[self.agent.host] = self.agent.driver.configurations()
-            wanted.discard(self.agent.host)
-        if wanted:
-            async with self.db.read() as session:
-                rows = await session.execute(
-                    select(Agent.host, Agent.configurations).where(
-                        Agent.host.in_(wanted), Agent.configurations.is_not(None)
-                    )
-                )
-                for host, configurations in rows:
-                    if (configurations or {}).get("vif"):
-                        found[host] = configurations
-        return found
-
-    @staticmethod
-    def vif_binding(
-        vifs: dict[str, dict[str, Any]], network_id: str, host: str | None
-    ) -> tuple[str, dict[str, Any]]:
-        """A port's binding:vif_type and vif_details, from host_vifs' answer: a host with
-        no agent (a fake one) wires nothing, and nothing is waited for."""
-        from cumulo.network.dataplane.driver import vif_binding
-
-        return vif_binding(vifs.get(host or "", {}), network_id)
-
     async def mark_ports_active(self, host: str, port_ids: list[str]) -> None:
-        """Ports the host's agent has wired go ACTIVE (only those still bound there and
-        administratively up)."""
+        """Ports the host's agent has wired go ACTIVE (only those still bound there,
+        administratively up, and whose binding did not fail: a network the host does not
+        reach stays DOWN even if the data plane put the tap on a bridge of its own)."""
+        # Imported here: cumulo.network.binding reads the agents registry, which imports
+        # this module.
+        from cumulo.network.binding import Segment, binds, host_agents
+
+        agent = (await host_agents(self, [host])).get(host)
         async with self.db.write() as session:
+            segments = await session.execute(
+                select(Port.id, Network.network_type, Network.physical_network)
+                .join(Network, Network.id == Port.network_id)
+                .where(Port.id.in_(port_ids))
+            )
+            port_ids = [
+                port_id
+                for port_id, network_type, physnet in segments
+                if binds(agent, Segment(network_type, physnet))
+            ]
             await session.execute(
                 update(Port)
                 .where(

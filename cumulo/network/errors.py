@@ -229,5 +229,9 @@ class VlanIdInUse(Conflict):
     pass
 
 
+class TunnelIdInUse(Conflict):
+    pass
+
+
 class NoNetworkAvailable(ServiceUnavailable):
     pass

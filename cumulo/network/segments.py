@@ -8,29 +8,42 @@ and allocated as Neutron's ML2 type drivers do.
   each id once per physical network (409 VlanIdInUse). Without a segmentation id, or
   for tenant networks when `tenant_network_types` starts with vlan, the lowest free id of
   the ranges is allocated (503 NoNetworkAvailable when they are used up).
-- vxlan: a VNI 1-16777215, no physical network; tenant networks leave it unset and the
-  data planes derive it from the network id (every host agrees without a table).
+- vxlan: a VNI 1-16777215 (an admin may take one outside the ranges), no physical
+  network. Without one, a VNI of `[network] vni_ranges` ("first:last") is allocated
+  (503 NoNetworkAvailable when they are used up); with no ranges configured it stays
+  unset and the data planes derive it from the network id (every host agrees without
+  a table).
 - local: neither.
 
 Each segment is held by a unique key on the network row, so two concurrent creates of
-the same VLAN cannot both win (the loser's retry sees it taken).
+the same VLAN or VNI cannot both win (the loser's retry sees it taken). VNIs are picked
+at random among the first free ones, as ML2 does, so concurrent creates seldom collide.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cumulo.network.errors import FlatNetworkInUse, InvalidInput, NoNetworkAvailable, VlanIdInUse
+from cumulo.network.errors import (
+    FlatNetworkInUse,
+    InvalidInput,
+    NoNetworkAvailable,
+    TunnelIdInUse,
+    VlanIdInUse,
+)
 from cumulo.network.models import Network
 
 TYPES = ("flat", "vlan", "vxlan", "local")
 MAX_VLAN = 4094
 MAX_VNI = (1 << 24) - 1
 RANGE_FORM = "physnet[:first:last]"
+# How many of the lowest free VNIs a new network picks from (ML2's IDPOOL_SELECT_SIZE).
+VNI_CHOICES = 100
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,32 @@ def parse_vlan_ranges(entries: list[str]) -> list[VlanRange]:
     return ranges
 
 
+def parse_vni_ranges(entries: list[str]) -> list[tuple[int, int]]:
+    """`[network] vni_ranges` ("1001:2000"): (first, last) pairs."""
+    ranges = []
+    for entry in entries:
+        try:
+            first, last = (int(part) for part in entry.split(":"))
+        except ValueError:
+            raise ValueError(f"vni_ranges: {entry!r} is not first:last") from None
+        if not 1 <= first <= last <= MAX_VNI:
+            raise ValueError(f"vni_ranges: {entry!r} is not within 1-{MAX_VNI}")
+        ranges.append((first, last))
+    return ranges
+
+
+def free_ids(ranges: list[tuple[int, int]], used: set[int], wanted: int) -> list[int]:
+    """Up to `wanted` of the lowest ids of `ranges` not in `used`."""
+    found: list[int] = []
+    for first, last in ranges:
+        for candidate in range(first, last + 1):
+            if candidate not in used:
+                found.append(candidate)
+                if len(found) == wanted:
+                    return found
+    return found
+
+
 def segment_key(network_type: str, physnet: str | None, segmentation_id: int | None) -> str | None:
     """What the unique key holds: one flat network per physnet, one VLAN id per physnet,
     one VNI per cloud (unset VNIs are derived per network: no key)."""
@@ -75,6 +114,7 @@ class Segments:
         self.flat_networks: list[str] = list(config.flat_networks)
         self.vlan_ranges = parse_vlan_ranges(config.network_vlan_ranges)
         self.tenant_types: list[str] = list(config.tenant_network_types)
+        self.vni_ranges = parse_vni_ranges(config.vni_ranges)
 
     def _vlan_physnets(self) -> set[str]:
         return {r.physnet for r in self.vlan_ranges}
@@ -145,6 +185,8 @@ class Segments:
             net.physical_network, net.segmentation_id = await self._free_vlan(
                 session, net.physical_network
             )
+        if net.network_type == "vxlan" and net.segmentation_id is None and self.vni_ranges:
+            net.segmentation_id = await self._free_vni(session)
         key = segment_key(net.network_type, net.physical_network, net.segmentation_id)
         if key is not None:
             taken = await session.scalar(
@@ -161,7 +203,7 @@ class Segments:
                         f"Unable to create the network. The VLAN {net.segmentation_id} on "
                         f"physical network {net.physical_network} is in use."
                     )
-                raise VlanIdInUse(
+                raise TunnelIdInUse(
                     f"Unable to create the network. The tunnel ID {net.segmentation_id} is in use."
                 )
         net.segment_key = key
@@ -187,3 +229,22 @@ class Segments:
         raise NoNetworkAvailable(
             "Unable to create the network. No tenant network is available for allocation."
         )
+
+    async def _free_vni(self, session: AsyncSession) -> int:
+        """A VNI of the ranges no network holds: one of the lowest free ones at random."""
+        used: set[int] = set()
+        for first, last in self.vni_ranges:
+            used.update(
+                await session.scalars(
+                    select(Network.segmentation_id).where(
+                        Network.network_type == "vxlan",
+                        Network.segmentation_id.between(first, last),
+                    )
+                )
+            )
+        candidates = free_ids(self.vni_ranges, used, VNI_CHOICES)
+        if not candidates:
+            raise NoNetworkAvailable(
+                "Unable to create the network. No tenant network is available for allocation."
+            )
+        return random.choice(candidates)

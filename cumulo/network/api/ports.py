@@ -34,6 +34,14 @@ from cumulo.network.api.common import (
 )
 from cumulo.network.api.networks import visible_network
 from cumulo.network.api.port_attrs import address_pairs, dhcp_opts
+from cumulo.network.binding import (
+    UNBOUND,
+    HostAgent,
+    Segment,
+    host_agents,
+    segments_of,
+    vif_binding,
+)
 from cumulo.network.core import ACCESS_SHARED, NetworkService, new_id
 from cumulo.network.errors import (
     InvalidInput,
@@ -78,8 +86,8 @@ def render_port(
     groups: list[str],
     tags: list[str],
     admin: bool,
-    vif_details: dict[str, Any],
-    vif_type: str = "bridge",
+    vif_type: str = UNBOUND,
+    vif_details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     body = {
         **standard(p, tags),
@@ -101,8 +109,8 @@ def render_port(
         body["binding:host_id"] = p.host
         body["binding:profile"] = p.binding_profile
         body["binding:vnic_type"] = p.vnic_type
-        body["binding:vif_type"] = vif_type if p.host else "unbound"
-        body["binding:vif_details"] = vif_details if p.host else {}
+        body["binding:vif_type"] = vif_type if p.host else UNBOUND
+        body["binding:vif_details"] = (vif_details or {}) if p.host else {}
     return body
 
 
@@ -124,7 +132,7 @@ async def render_ports(
         tags = await tags_of(session, ids)
     # Binding attributes: admins, and the compute service that binds ports.
     admin = service.policy.check("network:get_binding", ctx)
-    vifs = await service.host_vifs({p.host for p in ports}) if admin else {}
+    agents, segments = await _bindings(service, ports) if admin else ({}, {})
     return [
         render_port(
             p,
@@ -132,10 +140,22 @@ async def render_ports(
             sorted(groups[p.id]),
             tags[p.id],
             admin,
-            *reversed(service.vif_binding(vifs, p.network_id, p.host)),
+            *vif_binding(agents, p.network_id, segments.get(p.network_id), p.host),
         )
         for p in ports
     ]
+
+
+async def _bindings(
+    service: NetworkService, ports: list[Port]
+) -> tuple[dict[str, HostAgent], dict[str, Segment]]:
+    """What the bound ports' binding:vif_type needs: their hosts' agents and their
+    networks' segments (cumulo.network.binding)."""
+    bound = [p for p in ports if p.host]
+    if not bound:
+        return {}, {}
+    agents = await host_agents(service, {p.host for p in bound})
+    return agents, await segments_of(service, {p.network_id for p in bound})
 
 
 def ports_visible(service: NetworkService, ctx: RequestContext):
@@ -272,7 +292,8 @@ async def create_port(request: Request) -> Response:
     await service.changed()
     # Rendered from what the transaction wrote: a new port has no tags yet.
     binding = service.policy.check("network:get_binding", ctx)
-    vifs = await service.host_vifs({port.host for port, _, _ in made}) if binding else {}
+    made_ports = [port for port, _, _ in made]
+    agents, segments = await _bindings(service, made_ports) if binding else ({}, {})
     rendered = [
         render_port(
             port,
@@ -280,7 +301,7 @@ async def create_port(request: Request) -> Response:
             groups,
             [],
             binding,
-            *reversed(service.vif_binding(vifs, port.network_id, port.host)),
+            *vif_binding(agents, port.network_id, segments.get(port.network_id), port.host),
         )  # fmt: skip
         for port, ips, groups in made
     ]
