@@ -2,10 +2,11 @@
 floating IP from this host: what a user does with a real cloud.
 
 `cumulo image build debian` (mmdebstrap from the machine's apt archive; cached under
-~/.cache/cumulo/images, so only the first run builds), then as the demo user: a key pair,
-a server of the image with cloud-config user data, a floating IP, and `ssh debian@<ip>`
-once the security group lets port 22 in (before that, SSH times out). The guest boots
-under TCG here: about a minute.
+~/.cache/cumulo/images, so only the first run builds) makes a whole-disk image, as real
+cloud images are: an MBR partition table and GRUB, which SeaBIOS boots (no kernel_id).
+Then as the demo user: a key pair, a server of the image with cloud-config user data, a
+floating IP, and `ssh debian@<ip>` once the security group lets port 22 in (before that,
+SSH times out). The guest boots under TCG here: about a minute.
 """
 
 from __future__ import annotations
@@ -85,6 +86,25 @@ def ssh(key: Path, address: str, command: str, timeout: int = 10) -> subprocess.
     )
 
 
+def assert_mbr_and_grub(cloud: CloudRunner, tmp_path: Path) -> None:
+    """The registered disk's first MiB: an MBR whose partition 1 (bootable, Linux) starts
+    at sector 2048, GRUB's boot code before it and core.img from sector 1."""
+    saved, head = tmp_path / "debian-12.qcow2", tmp_path / "head.raw"
+    cloud.openstack("image", "save", "--file", str(saved), "debian-12", **DEMO)
+    subprocess.run(
+        ["qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=512", "count=2048",
+         f"if={saved}", f"of={head}"],
+        check=True,
+    )  # fmt: skip
+    saved.unlink()
+    sectors = head.read_bytes()
+    assert sectors[510:512] == b"\x55\xaa"
+    flag, kind, start = sectors[446], sectors[450], int.from_bytes(sectors[454:458], "little")
+    assert (flag, kind, start) == (0x80, 0x83, 2048)
+    assert b"GRUB" in sectors[:440]  # boot.img's messages ("GRUB ", "Geom", "Read")
+    assert int.from_bytes(sectors[1012:1020], "little") == 2  # diskboot reads on from 2
+
+
 def test_debian_image_cloud_init_and_ssh_through_a_floating_ip(cloud: CloudRunner, tmp_path):
     started = time.monotonic()
     build = subprocess.run(
@@ -98,7 +118,10 @@ def test_debian_image_cloud_init_and_ssh_through_a_floating_ip(cloud: CloudRunne
     image = cloud.openstack("image", "show", "debian-12", "-f", "json", **DEMO)
     props = image["properties"]
     assert props["os_distro"] == "debian" and props["hw_qemu_guest_agent"] == "yes"
-    assert props["kernel_id"] and props["ramdisk_id"]
+    # A whole disk: no kernel of its own in the Image service, the BIOS boots its GRUB.
+    assert "kernel_id" not in props and "ramdisk_id" not in props
+    assert image["disk_format"] == "qcow2"
+    assert_mbr_and_grub(cloud, tmp_path)
     # A second build is the cached one, registered once.
     again = subprocess.run(
         [str(VENV_BIN / "cumulo"), "image", "build", "debian", "--state-dir", str(cloud.state_dir)],
@@ -168,7 +191,7 @@ def test_debian_image_cloud_init_and_ssh_through_a_floating_ip(cloud: CloudRunne
             key,
             address,
             "hostname; cat /etc/cumulo-test /var/tmp/runcmd-done; "
-            "df -B1G --output=size / | tail -1",
+            "df -B1G --output=size / | tail -1; cat /proc/cmdline",
         )
         if answer.returncode == 0:
             break
@@ -177,7 +200,8 @@ def test_debian_image_cloud_init_and_ssh_through_a_floating_ip(cloud: CloudRunne
     lines = answer.stdout.split("\n")
     assert lines[0] == "web-1"
     assert lines[1:3] == ["written by cloud-init", "user-data ran"]
-    assert int(lines[3]) >= 18  # the root filesystem grown to the flavor's 20 GB disk
+    assert int(lines[3]) >= 18  # partition 1 and its filesystem grown to the 20 GB disk
+    assert lines[4].startswith("BOOT_IMAGE=/vmlinuz ")  # booted by the image's GRUB
     puppet = ssh(key, address, "cat /etc/made-by-puppet")
     assert puppet.stdout == "puppet apply\n", puppet.stdout + puppet.stderr
 
