@@ -23,9 +23,11 @@ run: $(BIN)/cumulo
 	$(BIN)/cumulo up $(ARGS)
 
 ## make test: every test (unit, functional, e2e; e2e skips what this machine lacks),
-## one worker per core; each worker runs whole files against its own cloud.
+## one worker per core; each worker runs whole files against its own cloud, in collection
+## order (the long e2e files first, the many short unit files last to fill the gaps; xdist's
+## default, most tests first, left a single worker on a long e2e file at the end).
 test: $(BIN)/cumulo
-	$(PYTEST) -n auto --dist loadfile --durations=10 $(ARGS) || $(NO_TESTS_OK)
+	$(PYTEST) -n auto --dist loadfile --no-loadscope-reorder --durations=10 $(ARGS) || $(NO_TESTS_OK)
 
 unit: $(BIN)/cumulo
 	$(PYTEST) tests/unit $(ARGS) || $(NO_TESTS_OK)
