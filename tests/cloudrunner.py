@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,8 +25,32 @@ from cumulo.common.tls import server_files
 VENV_BIN = Path(sys.executable).parent
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Not the global generator: a test may seed it, and every worker would pick alike.
+_PICK = random.SystemRandom()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free port below the kernel's ephemeral range: a port the kernel hands out (bind
+    to 0) may become another process's outgoing connection's before the cloud binds it
+    (seen in CI as "address already in use"); ports below the range are only ever taken
+    by a listener, and bind checks for that."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = _PICK.randint(10000, max(low - 1, 10001))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded range: the kernel's pick, as before
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
