@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,23 @@ def configure_state_dir(state_dir: Path, database: str | None = None) -> None:
     # `cumulo up` offers the demo image on a state dir's first start; tests that want it
     # ask for it (--with-demo-image), the others start without building it.
     (state_dir / "demo-image-offered").touch()
+
+
+@contextlib.contextmanager
+def running_cloud(
+    state_dir: Path, configure: Callable[[Any], None] | None = None, timeout: float = 30
+) -> Iterator[CloudRunner]:
+    """A test cloud on `state_dir` (its config changed by `configure` first), stopped after."""
+    configure_state_dir(state_dir)
+    if configure is not None:
+        config = load_config(state_dir)
+        configure(config)
+        write_config(state_dir, config)
+    runner = CloudRunner(state_dir).start(timeout)
+    try:
+        yield runner
+    finally:
+        runner.stop()
 
 
 def configure_guest_state_dir(

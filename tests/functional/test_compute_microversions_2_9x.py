@@ -15,8 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cumulo.common.config import load_config, write_config
-from tests.cloudrunner import CloudRunner, configure_state_dir
+from tests.cloudrunner import CloudRunner, running_cloud
 from tests.functional.test_compute_flavors import compute
 
 MAIN = "mv29x-main"
@@ -26,17 +25,16 @@ PATTERN_B = b"image-B-other-bytes?" * 64
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory):
-    state = tmp_path_factory.mktemp("mv29x")
-    configure_state_dir(state)
-    config = load_config(state)
+    with running_cloud(tmp_path_factory.mktemp("mv29x"), three_hosts) as runner:
+        yield runner
+
+
+def three_hosts(config) -> None:
+    """MAIN and two fake hosts, reporting often enough for a forced-down host to show."""
     config.compute.host = MAIN
     config.compute.fake_hosts = 2
     config.compute.report_interval = 0.5
     config.compute.service_down_time = 3
-    write_config(state, config)
-    runner = CloudRunner(state).start()
-    yield runner
-    runner.stop()
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import pytest
 from tests.cloudrunner import (
     VENV_BIN,
     CloudRunner,
-    configure_state_dir,
     free_port,
+    running_cloud,
     wait_for_port,
 )
 from tests.functional.dashboard_helpers import Dashboard, alerts, dashboard_url
@@ -31,13 +31,8 @@ COMPUTE_287 = {"OpenStack-API-Version": "compute 2.87"}
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudRunner]:
-    state = tmp_path_factory.mktemp("dashboard-admin") / "state"
-    configure_state_dir(state)
-    runner = CloudRunner(state).start(60)
-    try:
+    with running_cloud(tmp_path_factory.mktemp("dashboard-admin") / "state", timeout=60) as runner:
         yield runner
-    finally:
-        runner.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,19 +13,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cloudrunner import CloudRunner, configure_state_dir
+from tests.cloudrunner import CloudRunner, running_cloud
 from tests.functional.dashboard_helpers import Dashboard, alerts, dashboard_url
 
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudRunner]:
-    state = tmp_path_factory.mktemp("dashboard-pages") / "state"
-    configure_state_dir(state)
-    runner = CloudRunner(state).start(60)
-    try:
+    with running_cloud(tmp_path_factory.mktemp("dashboard-pages") / "state", timeout=60) as runner:
         yield runner
-    finally:
-        runner.stop()
 
 
 def section(page: str, element_id: str) -> str:

@@ -25,12 +25,11 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from cumulo.common.config import load_config, write_config
 from cumulo.common.db import utcnow
 from cumulo.network.agents import report_state
 from cumulo.network.dataplane.agent import agent_topic
 from cumulo.network.models import Agent
-from tests.cloudrunner import CloudRunner, configure_state_dir
+from tests.cloudrunner import CloudRunner, running_cloud
 
 MAIN = "bind-main"
 LB_HOST = f"{MAIN}-fake1"  # a linuxbridge agent mapping physnet2 only
@@ -50,18 +49,13 @@ OVS_MAPPING_PHYSNET1 = {
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory):
-    state = tmp_path_factory.mktemp("binding")
-    configure_state_dir(state)
-    config = load_config(state)
-    config.compute.host = MAIN
-    config.compute.fake_hosts = 3
-    config.network.vni_ranges = [f"{VNIS[0]}:{VNIS[-1]}"]
-    write_config(state, config)
-    runner = CloudRunner(state).start()
-    try:
+    def configure(config) -> None:
+        config.compute.host = MAIN
+        config.compute.fake_hosts = 3
+        config.network.vni_ranges = [f"{VNIS[0]}:{VNIS[-1]}"]
+
+    with running_cloud(tmp_path_factory.mktemp("binding"), configure) as runner:
         yield runner
-    finally:
-        runner.stop()
 
 
 @pytest.fixture(scope="module")

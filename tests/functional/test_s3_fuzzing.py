@@ -40,7 +40,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from cumulo.object_store.s3.errors import CODES
-from tests.cloudrunner import CloudRunner, configure_state_dir
+from tests.cloudrunner import CloudRunner, running_cloud
 
 EXAMPLES = int(os.environ.get("CUMULO_FUZZ_EXAMPLES", "8")) * 40
 SEED = int(os.environ.get("CUMULO_FUZZ_SEED", "20261205"))
@@ -54,11 +54,8 @@ SIGNATURE_REFUSALS = {"SignatureDoesNotMatch", "AuthorizationHeaderMalformed",
 
 @pytest.fixture(scope="module")
 def s3_cloud(tmp_path_factory):
-    state = tmp_path_factory.mktemp("s3-fuzz")
-    configure_state_dir(state)
-    runner = CloudRunner(state).start()
-    yield runner
-    runner.stop()
+    with running_cloud(tmp_path_factory.mktemp("s3-fuzz")) as runner:
+        yield runner
 
 
 @dataclass
