@@ -429,15 +429,7 @@ class ComputeManager(HostMoves, Endpoint):
                 await self.conductor.block_device_update(ctx, bdm["id"], {"volume_id": volume_id})
                 await self._wait_volume(token, volume_id)
             device = bdm["device_name"] or f"/dev/vd{next(letters)}"
-            attachment = (
-                await self.volumes.json(
-                    "POST",
-                    "/v3/attachments",
-                    token,
-                    headers=VOLUME_API,
-                    json={"attachment": {"volume_uuid": volume_id, "instance_uuid": inst["uuid"]}},
-                )
-            )["attachment"]
+            attachment = await self._reserve_attachment(token, volume_id, inst["uuid"])
             await self.conductor.block_device_update(
                 ctx, bdm["id"], {"attachment_id": attachment["id"]}
             )
@@ -856,17 +848,7 @@ class ComputeManager(HostMoves, Endpoint):
         token = ctx.get("auth_token") or ""
         bdms = await self.conductor.block_devices(ctx, instance_uuid)
         root = next(b for b in bdms if b["boot_index"] == 0 and b["volume_id"])
-        attachment = (
-            await self.volumes.json(
-                "POST",
-                "/v3/attachments",
-                token,
-                headers=VOLUME_API,
-                json={
-                    "attachment": {"volume_uuid": root["volume_id"], "instance_uuid": instance_uuid}
-                },
-            )
-        )["attachment"]
+        attachment = await self._reserve_attachment(token, root["volume_id"], instance_uuid)
         await self.conductor.block_device_update(
             ctx, root["id"], {"attachment_id": attachment["id"], "connection_info": None}
         )
@@ -882,6 +864,15 @@ class ComputeManager(HostMoves, Endpoint):
         # Cinder also sends volume-reimaged to the API; this host polls for it instead.
         await self._wait_volume(token, root["volume_id"], timeout=3600, want="reserved")
         return attachment["id"]
+
+    async def _reserve_attachment(self, token: str, volume_id: str, instance_uuid: str) -> dict:
+        """A new attachment (no connector yet) holding the volume for the server."""
+        assert self.volumes is not None
+        body = {"attachment": {"volume_uuid": volume_id, "instance_uuid": instance_uuid}}
+        made = await self.volumes.json(
+            "POST", "/v3/attachments", token, headers=VOLUME_API, json=body
+        )
+        return made["attachment"]
 
     async def _complete_attachment(self, token: str, attachment_id: str) -> None:
         assert self.volumes is not None
