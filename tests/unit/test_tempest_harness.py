@@ -44,6 +44,17 @@ def test_a_user_regex_narrows_both_passes():
     assert not _runs(passes["isolated"], IDENTITY_ADMIN)
 
 
+def test_tests_that_ssh_into_the_guest_are_left_out_only_with_the_fake_driver():
+    rebuild = (
+        "tempest.api.compute.servers.test_server_actions.ServerActionsV293TestJSON."
+        "test_rebuild_volume_backed_server[id-6652dab9-ea24-4c93-ab5a-93d79c3041cf]"
+    )
+    fake, qemu = _passes(), _passes("--driver", "qemu")
+    assert not _runs(fake["main"], rebuild) and not _runs(fake["isolated"], rebuild)
+    assert _runs(fake["main"], SERVERS)
+    assert _runs(qemu["main"], rebuild)
+
+
 def test_a_failure_is_one_line_with_tempests_details():
     traceback = """Traceback (most recent call last):
   File "x.py", line 1, in test
