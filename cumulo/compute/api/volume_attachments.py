@@ -153,16 +153,30 @@ def _update_body(data: Any) -> dict[str, Any]:
     return body
 
 
+async def _refuse_swap(request: Request, volume_id: str) -> None:
+    """A swap (the Block Storage service's call during a volume migration, as Nova's
+    policy has it: the service role): checked as Nova checks it (403 for other callers,
+    404 for an unknown server or a volume it does not have), then refused as not built."""
+    ctx = await authorize(request, "compute:servers:swap_volume")
+    server_id = request.path_params["server_id"]
+    inst = await compute_of(request).get_instance(ctx, server_id, "compute:servers:swap_volume")
+    if not any(
+        b.volume_id == volume_id for b in await compute_of(request).block_devices(inst.uuid)
+    ):
+        raise NotFound(f"Volume {volume_id} is not attached to server {inst.uuid}.")
+    raise NotImplementedYet("Swapping a server's volume is not implemented by this cloud yet.")
+
+
 @describes(statuses={501: "Swapping a server's volume is not implemented yet."})
 async def update_attachment(request: Request) -> Response:
     """PUT: before 2.85 (or with another volumeId) a swap to another volume, which is not
     built; from 2.85 with the same volumeId, a change of delete_on_termination (202)."""
     volume_id = request.path_params["volume_id"]
     if version(request) < (2, 85):
-        raise NotImplementedYet("Swapping a server's volume is not implemented by this cloud yet.")
+        await _refuse_swap(request, volume_id)
     body = _update_body(await json_body(request))
     if body["volumeId"] != volume_id:
-        raise NotImplementedYet("Swapping a server's volume is not implemented by this cloud yet.")
+        await _refuse_swap(request, volume_id)
     _ctx, inst = await _instance(request, "compute:servers:action")
     bdm = next(
         (b for b in await compute_of(request).block_devices(inst.uuid) if b.volume_id == volume_id),

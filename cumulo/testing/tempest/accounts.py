@@ -216,6 +216,24 @@ def provision(s: AdminSession, public_network_id: str, projects: int, admins: in
         )
         account["resources"] = {"network": "tempest-admin-net"}
         admin_accounts.append(account)
+    # Tempest's `service_user` (roles admin + service): what other services call Compute
+    # as (external events, volume swaps, assisted snapshots), as a deployment's `nova` or
+    # `neutron` user in its service project.
+    service_role = _role_id(s, "service")
+    for i in range(2):
+        user, password = _user(s, f"tempest-service-{i}", admin_project["id"])
+        grant(admin_project["id"], user["id"], "admin")
+        s.call(
+            "PUT",
+            "identity",
+            f"/projects/{admin_project['id']}/users/{user['id']}/roles/{service_role}",
+        )
+        account = entry(
+            user["name"], password, "admin", project_name="admin", domain_name="Default"
+        )
+        account["roles"].append("service")
+        account["resources"] = {"network": "tempest-admin-net"}
+        admin_accounts.append(account)
     resellers = []  # Object Storage's reseller admins (every account), each in a project
     for i in range(2):
         project = s.call(
