@@ -24,7 +24,7 @@ from cumulo.compute.models import ComputeNode, Flavor, Instance, Migration
 from cumulo.compute.models import ComputeService as ServiceRecord
 from cumulo.compute.scheduler.claims import COMPUTE_BINARY
 from cumulo.compute.states import TaskState, VmState, check_state
-from cumulo.compute.virt.driver import RESCUE_BFV_TRAIT
+from cumulo.compute.virt.driver import RESCUE_BFV_TRAIT, stable_rescue_device
 
 # Image properties a server's snapshot (createImage, shelve) keeps from its image: what
 # boots it again (Nova carries the image's properties over the same way).
@@ -213,6 +213,10 @@ class ServerMoves:
         rescue_image = None
         if rescue_image_ref:
             rescue_image = await self._image(ctx, rescue_image_ref)
+            try:
+                stable_rescue_device(rescue_image)
+            except ValueError as exc:
+                raise BadRequest(f"Instance {inst.uuid} cannot be rescued: {exc}") from None
         if not inst.image_ref:
             await self._check_volume_backed_rescue(inst, rescue_image, allow_bfv_rescue)
         admin_pass = admin_pass or secrets.token_urlsafe(9)

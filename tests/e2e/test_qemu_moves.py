@@ -168,6 +168,35 @@ async def test_rescue_boots_the_rescue_disk_first_and_unrescue_its_own(
     await src.destroy(guest.uuid)
 
 
+async def test_a_stable_device_rescue_keeps_the_guests_disks_in_place(
+    hosts, tiny_guest, base_image
+):
+    """hw_rescue_bus/hw_rescue_device: the guest's own disk stays vda (its user data,
+    run again by the rescue boot, writes a new mark on it) and the rescue disk is
+    attached last, here as a CD-ROM on a virtio-scsi controller."""
+    src, _ = hosts
+    guest = spec(tiny_guest, base_image)
+    await src.spawn(guest)
+    await console_has(src, guest.uuid, f"{MARK} ready")
+    before = disk_mark(src, guest.uuid)
+    rescue = spec(tiny_guest, base_image, guest.uuid, admin_pass="rescue-me")
+    props = {**rescue.image.properties, "hw_rescue_bus": "scsi", "hw_rescue_device": "cdrom"}
+    rescue = replace(rescue, image=replace(rescue.image, properties=props))
+    await src.rescue(guest.uuid, rescue)
+    console = await console_has(src, guest.uuid, rf"{MARK} ready(.|\n)*{MARK} ready")
+    assert disks_seen(console)[:2] == ["vda", "vdb"]  # own disk, rescue config drive
+    after = disk_mark(src, guest.uuid)
+    assert after and after != before  # vda was the guest's own disk
+    blocks = {b["qdev"].rsplit("/", 1)[-1]: b for b in await src._qmp(guest.uuid, "query-block")}
+    assert blocks["rescue"]["removable"] and blocks["rescue"]["inserted"]["node-name"] == "rescue"
+    await src.unrescue(guest.uuid)
+    await console_has(src, guest.uuid, rf"({MARK} ready(.|\n)*){{3}}")
+    bad = {**props, "hw_rescue_bus": "virtio"}  # no CD-ROM on virtio
+    with pytest.raises(DriverError, match="virtio"):
+        await src.rescue(guest.uuid, replace(rescue, image=replace(rescue.image, properties=bad)))
+    await src.destroy(guest.uuid)
+
+
 async def test_cold_migration_copies_the_disk_to_the_other_host(hosts, tiny_guest, base_image):
     src, dst = hosts
     guest = spec(tiny_guest, base_image)

@@ -115,6 +115,37 @@ def test_rescue_boots_another_image_and_unrescue_comes_back(cloud, image):
     cloud.openstack("server", "delete", "--wait", server["id"])
 
 
+def test_a_stable_device_rescue_keeps_the_disks_in_place(cloud, image, tmp_path):
+    """A rescue image naming hw_rescue_bus/hw_rescue_device (Nova's stable device rescue)
+    is attached last on that bus; what no guest could attach is refused up front (400)."""
+    path = tmp_path / "rescue.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(path), "16M"], check=True)
+
+    def rescue_image(name: str, *properties: str) -> str:
+        return cloud.openstack(
+            "image", "create", _name(name), "--file", str(path), "--disk-format", "qcow2",
+            "--container-format", "bare", *properties, "-f", "json",
+        )["id"]  # fmt: skip
+
+    server = boot(cloud, image)
+    cdrom = rescue_image("cd", "--property", "hw_rescue_device=cdrom")
+    cloud.openstack("server", "rescue", "--image", cdrom, server["id"])
+    wait_status(cloud, server["id"], "RESCUE")
+    console = cloud.openstack("console", "log", "show", server["id"])
+    assert f"rescue: booted image {cdrom} as a cdrom on ide, own disks in place" in console
+    cloud.openstack("server", "unrescue", server["id"])
+    wait_status(cloud, server["id"], "ACTIVE")
+    for bad in (["hw_rescue_bus=floppy"], ["hw_rescue_bus=virtio", "hw_rescue_device=cdrom"]):
+        properties = [arg for prop in bad for arg in ("--property", prop)]
+        refused_image = rescue_image("bad", *properties)
+        refused = cloud.openstack(
+            "server", "rescue", "--image", refused_image, server["id"], check=False
+        )
+        assert refused.returncode != 0 and "400" in refused.stderr, bad
+    assert wait_status(cloud, server["id"], "ACTIVE")["OS-EXT-STS:vm_state"] == "active"
+    cloud.openstack("server", "delete", "--wait", server["id"])
+
+
 def test_cold_migrate_moves_the_server_and_confirm_keeps_it_there(cloud, image):
     server = boot(cloud, image)
     source = server["OS-EXT-SRV-ATTR:host"]

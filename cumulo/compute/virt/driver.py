@@ -131,6 +131,27 @@ class GuestNotFound(DriverError):
 
 # The capability trait of a host whose driver rescues volume-backed guests (2.87).
 RESCUE_BFV_TRAIT = "COMPUTE_RESCUE_BFV"
+# Nova's stable device rescue: the rescue image's `hw_rescue_bus` / `hw_rescue_device`.
+RESCUE_BUSES = ("virtio", "scsi", "usb", "ide")
+RESCUE_DEVICES = ("disk", "cdrom")
+
+
+def stable_rescue_device(properties: dict[str, Any]) -> tuple[str, str] | None:
+    """(bus, device) of a stable device rescue when the rescue image names either
+    property, else None (the rescue disk goes first). A disk defaults to virtio, a CD-ROM
+    to IDE (no CD-ROM is a virtio device). ValueError for what cannot be attached."""
+    bus, device = properties.get("hw_rescue_bus"), properties.get("hw_rescue_device")
+    if bus is None and device is None:
+        return None
+    device = device or "disk"
+    bus = bus or ("ide" if device == "cdrom" else "virtio")
+    if bus not in RESCUE_BUSES:
+        raise ValueError(f"hw_rescue_bus {bus!r} is not one of {', '.join(RESCUE_BUSES)}")
+    if device not in RESCUE_DEVICES:
+        raise ValueError(f"hw_rescue_device {device!r} is not one of {', '.join(RESCUE_DEVICES)}")
+    if bus == "virtio" and device == "cdrom":
+        raise ValueError("hw_rescue_device cdrom cannot be on the virtio bus")
+    return bus, device
 
 
 class ComputeDriver(abc.ABC):

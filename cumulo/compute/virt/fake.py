@@ -25,6 +25,7 @@ from cumulo.compute.virt.driver import (
     GuestSpec,
     HostResources,
     Vif,
+    stable_rescue_device,
 )
 from cumulo.compute.virt.fake_console import FakeScreen
 
@@ -242,7 +243,15 @@ class FakeDriver(ComputeDriver):
         guest.state = PowerState.RUNNING
         guest.admin_password = rescue.admin_password
         image = rescue.image.id if rescue.image else "none"
-        guest.log(f"rescue: booted image {image}, own disk as the second disk")
+        try:
+            stable = stable_rescue_device(rescue.image.properties if rescue.image else {})
+        except ValueError as exc:
+            raise DriverError(str(exc)) from None
+        if stable:
+            bus, device = stable
+            guest.log(f"rescue: booted image {image} as a {device} on {bus}, own disks in place")
+        else:
+            guest.log(f"rescue: booted image {image}, own disk as the second disk")
 
     async def unrescue(self, uuid: str) -> None:
         guest = self._guest(uuid)

@@ -3,7 +3,9 @@ between hosts that share no storage.
 
 - rescue: the guest is started again from a disk of the rescue image (vda) with its
   own root disk attached second (vdb) and a config drive with the rescue password;
-  unrescue starts it from its own disks again.
+  when the rescue image names `hw_rescue_bus` or `hw_rescue_device` (Nova's stable
+  device rescue) the guest's disks keep their places and the rescue disk comes last on
+  that bus, booted first; unrescue starts it from its own disks again.
 - cold migration: the source serves each local disk read-only over NBD (qemu-nbd on
   [compute] migration_address); the destination copies them with qemu-img.
 - live migration: the destination starts QEMU paused with `-incoming tcp:` and its
@@ -23,12 +25,18 @@ import shutil
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from cumulo.compute.configdrive import build_config_drive
 from cumulo.compute.virt import qemu_process as qp
-from cumulo.compute.virt.driver import DriverError, FlavorSpec, GuestSpec
+from cumulo.compute.virt.driver import (
+    DriverError,
+    FlavorSpec,
+    GuestSpec,
+    stable_rescue_device,
+)
 
 # The guest's own disks (copied or mirrored when it moves); volumes and the config
 # drive are not: volumes are reached from any host, the config drive is made again.
@@ -65,6 +73,10 @@ class QemuMoves:
         image = rescue.image
         if image is None or not image.path:
             raise DriverError("a rescue needs an image with a disk")
+        try:
+            stable = stable_rescue_device(image.properties)
+        except ValueError as exc:
+            raise DriverError(str(exc)) from None
         async with self._lock(uuid):
             record = self._load(uuid)
             if record.get("rescue"):
@@ -80,12 +92,23 @@ class QemuMoves:
             )  # fmt: skip
             machine = dict(record["machine"])
             drives = [d for d in machine["drives"] if d["node"] != "config"]
-            rescue_drives = [{**qp.Drive("rescue", str(disk), "qcow2").__dict__}, *drives]
+            rescue_drive = qp.Drive("rescue", str(disk), "qcow2")
+            if stable:
+                # Nova's stable device rescue: the guest's disks stay where they are and
+                # the rescue disk comes last, on the image's bus, booted first.
+                # (A kernel booted directly holds boot index 0 already.)
+                bus, media = stable
+                first = None if image.kernel_path else 0
+                rescue_drive = replace(rescue_drive, bus=bus, media=media, bootindex=first)
+                rescue_drives = [*drives, dict(rescue_drive.__dict__)]
+            else:  # the rescue disk first, the guest's own disks after it
+                rescue_drives = [dict(rescue_drive.__dict__), *drives]
             if rescue.config_drive is not None:
                 iso = directory / "disk.config.rescue"
                 await asyncio.to_thread(build_config_drive, rescue.config_drive, iso)
                 drive = qp.Drive("config", str(iso), "raw", read_only=True, serial="config-2")
-                rescue_drives.append(dict(drive.__dict__))
+                at = len(drives) if stable else len(rescue_drives)
+                rescue_drives.insert(at, dict(drive.__dict__))
             machine["drives"] = rescue_drives
             if image.kernel_path:
                 machine["kernel"] = image.kernel_path

@@ -35,7 +35,8 @@ QEMU = "qemu-system-x86_64"
 
 @dataclass
 class Drive:
-    """A disk on the guest's virtio bus, in the order the guest names them (vda, vdb, ...)."""
+    """A disk of the guest, in the order the guest names them (vda, vdb, ...). Disks are on
+    the virtio bus; a stable rescue's disk may be on another bus, or a CD-ROM."""
 
     node: str
     path: str
@@ -44,6 +45,9 @@ class Drive:
     serial: str | None = None
     # Where the bytes are: a local file (path), or an NBD export (nbd://host:port/export).
     protocol: str = "file"
+    bus: str = "virtio"  # virtio, scsi, usb or ide (driver.RESCUE_BUSES)
+    media: str = "disk"  # or cdrom
+    bootindex: int | None = None  # the firmware boots this one first
 
 
 @dataclass
@@ -124,6 +128,11 @@ def command_line(
             argv += ["-initrd", config.initrd]
         if config.command_line:
             argv += ["-append", config.command_line]
+    buses = {drive.bus for drive in config.drives}
+    if "scsi" in buses:
+        argv += ["-device", "virtio-scsi-pci,id=scsi0"]
+    if "usb" in buses:
+        argv += ["-device", "qemu-xhci,id=usb0"]
     for drive in config.drives:
         fd = (nbd_fds or {}).get(drive.node)
         argv += [
@@ -185,9 +194,20 @@ async def connect_nbd(drive: Drive, timeout: float = 10.0) -> socket.socket:
 
 
 def device_args(drive: Drive) -> dict[str, Any]:
-    args: dict[str, Any] = {"driver": "virtio-blk-pci", "drive": drive.node, "id": drive.node}
+    cdrom = drive.media == "cdrom"
+    args: dict[str, Any] = {"drive": drive.node, "id": drive.node}
+    if drive.bus == "scsi":
+        args |= {"driver": "scsi-cd" if cdrom else "scsi-hd", "bus": "scsi0.0"}
+    elif drive.bus == "usb":
+        args |= {"driver": "usb-storage", "bus": "usb0.0", "removable": cdrom}
+    elif drive.bus == "ide":  # the pc machine's own IDE controller
+        args |= {"driver": "ide-cd" if cdrom else "ide-hd"}
+    else:
+        args["driver"] = "virtio-blk-pci"
     if drive.serial:
         args["serial"] = drive.serial
+    if drive.bootindex is not None:
+        args["bootindex"] = drive.bootindex
     return args
 
 
