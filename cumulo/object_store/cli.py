@@ -186,6 +186,7 @@ bind_option = click.option(
 
 def _store(state_dir: Path | None, devices: Path | None, bind: str | None):
     from cumulo.object_store.core import ObjectStore
+    from cumulo.object_store.storage.backend_auth import BackendKeyError
 
     sd = resolve_state_dir(state_dir)
     config = load_config(sd)
@@ -194,8 +195,14 @@ def _store(state_dir: Path | None, devices: Path | None, bind: str | None):
     if bind is None:
         raise click.UsageError("--devices needs --bind (the address the ring names for them)")
     if not (rings_dir(config, sd) / "account.ring.json").exists():
-        raise click.ClickException(f"no rings in {rings_dir(config, sd)}: copy the cloud's")
-    return ObjectStore(config, sd, None, devices=devices, local_addresses={bind})
+        raise click.ClickException(
+            f"no rings in {rings_dir(config, sd)}: fetch them with "
+            "`cumulo object-server --rings-from IP:PORT`, or copy the cloud's"
+        )
+    try:
+        return ObjectStore(config, sd, None, devices=devices, local_addresses={bind})
+    except BackendKeyError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @object_store.command("run-once")
@@ -232,21 +239,54 @@ def run_once_command(state_dir, devices, bind, daemon) -> None:
 @click.option(
     "--no-daemons", is_flag=True, help="No replicator, auditor, updater or reconciler here."
 )
-def object_server(state_dir, devices, bind, no_daemons) -> None:
+@click.option(
+    "--rings-from",
+    metavar="IP:PORT",
+    default=None,
+    help="Fetch the rings from this object server (the proxy host's [object_store] "
+    "storage_port) at start and every --ring-interval seconds, instead of copies by hand.",
+)
+@click.option(
+    "--ring-interval",
+    type=click.FloatRange(min=0.1),
+    default=15.0,
+    show_default=True,
+    help="Seconds between two checks of the rings at --rings-from.",
+)
+def object_server(state_dir, devices, bind, no_daemons, rings_from, ring_interval) -> None:
     """Serve a storage host's devices: its account, container and object servers for the
     proxies (which find them through the ring's ip:port), and its replicator, auditor,
     updater and reconciler (which works the misplaced-objects queue where the first
     replica of its account is). The state dir holds the cloud's cumulo.toml (its hash
-    path prefix and suffix) and its rings (copied from the proxy host after each
-    rebalance)."""
+    path prefix and suffix) and a copy of its backend key
+    (`object-store/backend.key`: every request between the hosts is signed with it);
+    the rings come from --rings-from, or are copied from the proxy host after each
+    rebalance."""
     import asyncio
+    import contextlib
 
     import uvicorn
 
+    from cumulo.object_store.ring.distribution import RingFetcher, RingUnavailable
+    from cumulo.object_store.ring.setup import ring_names
+    from cumulo.object_store.storage.backend_auth import BackendKeyError, key_path, load_key
     from cumulo.object_store.storage.server import create_storage_app
 
-    store = _store(state_dir, devices, bind)
     host, _, port = bind.rpartition(":")
+    fetcher = None
+    if rings_from:
+        sd = resolve_state_dir(state_dir)
+        config = load_config(sd)
+        try:
+            key = load_key(key_path(sd))
+        except BackendKeyError as exc:
+            raise click.ClickException(str(exc)) from None
+        fetcher = RingFetcher(rings_from, rings_dir(config, sd), ring_names(config), key)
+        try:
+            asyncio.run(fetcher.wait_for_rings())
+        except RingUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
+    store = _store(state_dir, devices, bind)
 
     async def serve() -> None:
         server = uvicorn.Server(uvicorn.Config(
@@ -255,10 +295,15 @@ def object_server(state_dir, devices, bind, no_daemons) -> None:
         ))  # fmt: skip
         if not no_daemons:  # the expirer runs beside the proxies, once per cloud
             store.start_daemons(("replicator", "auditor", "updater", "reconciler"))
+        rings = asyncio.create_task(fetcher.keep_fetching(ring_interval)) if fetcher else None
         console.print(f"object server: devices {devices} on {bind}")
         try:
             await server.serve()
         finally:
+            if rings is not None:
+                rings.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await rings
             await store.close()
 
     asyncio.run(serve())

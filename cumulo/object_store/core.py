@@ -11,6 +11,7 @@ from cumulo.object_store.policies import StoragePolicies
 from cumulo.object_store.proxy import Proxy
 from cumulo.object_store.ring import Ring
 from cumulo.object_store.ring.setup import devices_dir, ensure_default_rings, rings_dir
+from cumulo.object_store.storage import backend_auth
 from cumulo.object_store.storage.node import StorageNode
 from cumulo.object_store.storage.remote import NodeRouter
 
@@ -33,19 +34,25 @@ class ObjectStore:
         self.state_dir = state_dir
         self.validator = validator
         osc = self.config
-        if devices is None:  # the all-in-one host: its rings are made when there are none
+        if devices is None:  # the proxy host: its rings and backend key are made here
             ensure_default_rings(config, state_dir)
+            self.backend_key = backend_auth.ensure_key(state_dir)
+        else:  # a storage host: the proxy host's key, copied (BackendKeyError without)
+            self.backend_key = backend_auth.load_key(backend_auth.key_path(state_dir))
         rings = rings_dir(config, state_dir)
         prefix, suffix = osc.hash_path_prefix, osc.hash_path_suffix
         self.account_ring = Ring(rings / "account.ring.json", prefix, suffix)
         self.container_ring = Ring(rings / "container.ring.json", prefix, suffix)
         self.policies = StoragePolicies(osc.policies, rings, prefix, suffix)
         self.node = StorageNode(devices or devices_dir(config, state_dir), prefix, suffix)
+        self.node.backend_key, self.node.rings = self.backend_key, rings
         if local_addresses is None:  # the proxy's own port, and its storage port
             hosts = {config.catalog_host, "127.0.0.1", "localhost", "::1"}
             ports = {config.ports.object_store, osc.storage_port} - {0}
             local_addresses = {f"{host}:{port}" for host in hosts for port in ports}
-        self.router = NodeRouter(self.node, local_addresses, state_dir / "object-store" / "tmp")
+        self.router = NodeRouter(
+            self.node, local_addresses, state_dir / "object-store" / "tmp", self.backend_key
+        )
         self.proxy = Proxy(
             self.node, self.account_ring, self.container_ring, self.policies, self.router
         )

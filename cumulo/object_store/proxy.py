@@ -427,10 +427,17 @@ class Proxy:
     async def object_open(
         self, policy: StoragePolicy, account: str, container: str, obj: str
     ) -> StoredObject | None:
+        """The first good replica's metadata; another host's bytes are streamed when
+        read, the other replicas standing by should that host fail (RemoteBody)."""
         name_hash, part = self._object_locations(policy, account, container, obj)
-        return await self._first(
+        stored = await self._first(
             policy.ring, part, lambda at: self._node(at).object_open(at, policy.index, name_hash)
         )
+        if stored is not None and stored.remote is not None:
+            nodes = list(self._candidates(policy.ring, part))[: 2 * policy.ring.replica_count]
+            locations = [self.router.location(n, part) for n in nodes]
+            stored.remote.add_fallbacks([(self._node(at), at) for at in locations])
+        return stored
 
     async def object_post(
         self, policy: StoragePolicy, account: str, container: str, obj: str, metadata: dict

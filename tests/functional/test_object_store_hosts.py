@@ -4,25 +4,42 @@ found through the ring (HTTP between the proxy and the nodes, as Swift). A stora
 stopped: uploads still succeed on handoff devices, downloads and listings still answer;
 back again: its replicator-run moves the data home and the handoffs let go.
 
+Between the hosts: every request signed with the cloud's backend key (others refused and
+logged); a replica on another host streamed through to the client (no local copy), the
+next replica taking over when its host fails half way; a new host fetching its rings
+from the proxy host and following a rebalance.
+
 The hosts are processes on loopback with their own ports and device directories: what
 differs from separate machines is only the network."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import shutil
+import socket
 import subprocess
+import time
+import tracemalloc
 from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
-from cumulo.common.config import load_config, write_config
+from cumulo.common.config import CONFIG_FILE, load_config, write_config
+from cumulo.object_store.cli import object_server
 from cumulo.object_store.policies import object_ring_name
+from cumulo.object_store.proxy import ErrorLimiter
 from cumulo.object_store.ring.builder import RingBuilder
 from cumulo.object_store.ring.setup import devices_dir, ring_names, rings_dir
+from cumulo.object_store.storage import backend_auth
+from cumulo.object_store.storage.diskfile import DeviceUnavailable
+from cumulo.object_store.storage.node import Location
+from cumulo.object_store.storage.remote import RemoteBody, RemoteNode
 from tests.cloudrunner import VENV_BIN, CloudRunner, configure_state_dir, free_port, wait_for_port
-from tests.functional.object_store_helpers import swift, unique
+from tests.functional.object_store_helpers import account_client, storage_url, swift, unique
 
 
 def _data_files(root: Path) -> int:
@@ -30,10 +47,13 @@ def _data_files(root: Path) -> int:
 
 
 class StorageHost:
-    """A `cumulo object-server` process and its device directories."""
+    """A `cumulo object-server` process and its device directories; its log in
+    `<root>.log`."""
 
-    def __init__(self, state: Path, root: Path, devices: list[str]) -> None:
+    def __init__(self, state: Path, root: Path, devices: list[str], *extra: str) -> None:
         self.state, self.root, self.port = state, root, free_port()
+        self.extra = extra
+        self.log = root.with_suffix(".log")
         for device in devices:
             (root / device).mkdir(parents=True)
         self.proc: subprocess.Popen | None = None
@@ -42,12 +62,18 @@ class StorageHost:
     def bind(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [str(VENV_BIN / "cumulo"), "object-server", "--state-dir", str(self.state),
-             "--devices", str(self.root), "--bind", self.bind, "--no-daemons"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+    def start(self, wait: bool = True) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(VENV_BIN / "cumulo"), "object-server", "--state-dir", str(self.state),
+                 "--devices", str(self.root), "--bind", self.bind, "--no-daemons", *self.extra],
+                stdout=log, stderr=log,
+            )  # fmt: skip
+        if wait:
+            self.wait()
+
+    def wait(self) -> None:
+        assert self.proc is not None
         wait_for_port(self.port, 30, self.proc)
 
     def stop(self) -> None:
@@ -80,6 +106,7 @@ def cluster(tmp_path_factory):
     config.object_store.auditor_interval = 0
     config.object_store.storage_port = free_port()  # d0, for the other hosts
     write_config(state, config)
+    backend_auth.ensure_key(state)  # as the proxy host's first start makes it
     base = tmp_path_factory.mktemp("storage-hosts")
     a = StorageHost(state, base / "a", ["d1", "d3"])
     b = StorageHost(state, base / "b", ["d2"])
@@ -107,6 +134,59 @@ def cluster(tmp_path_factory):
         cloud.stop()
         a.stop()
         b.stop()
+
+
+BIG = 32 << 20  # more than the sockets between the processes buffer
+
+
+@pytest.fixture(scope="module")
+def remote_object(cluster):
+    """A 32 MiB object whose replica on the proxy host is gone: reads come from A or B.
+    (container, object, bytes)."""
+    cloud, proxy_devices, a, b = cluster
+    # Host B was stopped by an earlier test: the proxy's error limiting would still put
+    # it last, and both replicas on A. A fresh count, as after the limiting interval.
+    cloud.cloud.object_store.proxy.errors = ErrorLimiter()
+    container = unique("stream")
+    data = os.urandom(BIG)
+    with account_client(cloud, cloud.token("admin")) as http:
+        assert http.put(container).status_code == 201
+        assert http.put(f"{container}/big", content=data).status_code == 201
+    here = [p for p in proxy_devices.rglob("*.data") if p.stat().st_size == BIG]
+    assert len(here) == 1
+    here[0].unlink()
+    for host in (a, b):
+        assert [p for p in host.root.rglob("*.data") if p.stat().st_size == BIG]
+    return container, "big", data
+
+
+def _slow_reader(cloud) -> httpx.Client:
+    """A client with a small receive buffer: what it has not read yet stays on the
+    storage host, not in flight (so a test can act while the host is still sending)."""
+    token = cloud.token("admin")
+    small = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)]
+    transport = httpx.HTTPTransport(socket_options=small)
+    return httpx.Client(base_url=storage_url(cloud, token), headers={"X-Auth-Token": token},
+                        transport=transport, timeout=60)  # fmt: skip
+
+
+def _open_files(pid: int | str) -> list[str]:
+    found = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            found.append(os.readlink(fd))
+        except OSError:
+            continue
+    return found
+
+
+def _serving(hosts, size: int):
+    """The storage host holding a replica of `size` bytes open (the one sending it)."""
+    for host in hosts:
+        for target in _open_files(host.proc.pid):
+            if target.endswith(".data") and os.path.getsize(target) == size:
+                return host
+    return None
 
 
 def test_objects_live_on_the_storage_hosts_and_survive_one_going_away(cluster, tmp_path):
@@ -151,3 +231,217 @@ def test_admin_info_is_refused_without_an_admin_key(cluster):
     url = f"http://127.0.0.1:{cloud.config.ports.object_store}/info"
     asked = httpx.get(url, params={"swiftinfo_sig": "x", "swiftinfo_expires": "1"})
     assert asked.status_code == 403
+
+
+def test_storage_hosts_refuse_unsigned_and_wrongly_signed_requests(cluster):
+    cloud, proxy_devices, a, _ = cluster
+    key = backend_auth.load_key(backend_auth.key_path(cloud.state_dir))
+    url = f"http://{a.bind}/device/d1"
+    assert httpx.get(url).status_code == 401
+    wrong_key = backend_auth.signed_headers(b"0" * 64, "GET", "/device/d1")
+    assert httpx.get(url, headers=wrong_key).status_code == 403
+    other_path = backend_auth.signed_headers(key, "GET", "/device/d3")
+    assert httpx.get(url, headers=other_path).status_code == 403
+    then = f"{time.time() - 600:.6f}"  # a signature ten minutes old
+    stale = {
+        backend_auth.TIMESTAMP_HEADER: then,
+        backend_auth.SIGNATURE_HEADER: backend_auth.signature(key, "GET", "/device/d1", then),
+    }
+    assert httpx.get(url, headers=stale).status_code == 403
+    assert httpx.get(url, headers=backend_auth.signed_headers(key, "GET", "/device/d1")).is_success
+
+    # An unsigned write changes nothing; the proxy host's storage port refuses it too.
+    for address, device, root in ((a.bind, "d1", a.root),
+                                  (f"127.0.0.1:{cloud.config.object_store.storage_port}", "d0",
+                                   proxy_devices)):  # fmt: skip
+        pushed = httpx.put(f"http://{address}/replicate/file/{device}", content=b"evil",
+                           headers={"x-cumulo-path": "objects/1/abc/intruder.data",
+                                    "x-cumulo-metadata": "{}"})  # fmt: skip
+        assert pushed.status_code == 401
+        assert not list(root.rglob("intruder*"))
+    log = a.log.read_text()
+    assert "refused GET /device/d1 from 127.0.0.1: unsigned backend request" in log
+    assert "wrong backend signature" in log and "away from this host's clock" in log
+
+
+def test_a_remote_replica_streams_straight_through(cluster, remote_object):
+    cloud, _, a, b = cluster
+    container, name, data = remote_object
+    state, tmp = str(cloud.state_dir), str(cloud.state_dir / "object-store" / "tmp")
+    digest, got, serving = hashlib.md5(), 0, None
+    with _slow_reader(cloud) as http:
+        tracemalloc.start()
+        try:
+            with http.stream("GET", f"{container}/{name}") as answer:
+                assert answer.status_code == 200
+                assert answer.headers["content-length"] == str(BIG)
+                for chunk in answer.iter_bytes(1 << 20):
+                    if serving is None:
+                        # The storage host is sending it; nothing of it is kept here.
+                        serving = _serving((a, b), BIG)
+                        kept = [f for f in _open_files("self") if f.startswith(tmp) or (
+                                f.startswith(state) and f.endswith(" (deleted)"))]  # fmt: skip
+                        assert not kept
+                    digest.update(chunk)
+                    got += len(chunk)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert serving is not None
+    assert got == BIG and digest.digest() == hashlib.md5(data).digest()
+    assert peak < BIG // 4, f"{peak} bytes held while streaming {BIG}"
+
+    # A range of it, from the storage host too.
+    with account_client(cloud, cloud.token("admin")) as http:
+        part = http.get(f"{container}/{name}", headers={"Range": "bytes=1000-1999"})
+    assert part.status_code == 206 and part.content == data[1000:2000]
+
+
+def test_a_host_failing_half_way_hands_over_to_the_next_replica(cluster, remote_object, caplog):
+    cloud, _, a, b = cluster
+    container, name, data = remote_object
+    digest, got = hashlib.md5(), 0
+    with _slow_reader(cloud) as http:
+        with http.stream("GET", f"{container}/{name}") as answer:
+            for chunk in answer.iter_bytes(1 << 20):
+                if got == 0:
+                    first = _serving((a, b), BIG)
+                    assert first is not None
+                    first.stop()  # killed while it sends
+                digest.update(chunk)
+                got += len(chunk)
+    assert got == BIG and digest.digest() == hashlib.md5(data).digest()
+    assert "failed at byte" in caplog.text  # the proxy's note of the hand-over
+
+    # The other one fails half way too: no replica left, the answer is cut short (fewer
+    # bytes than announced).
+    got = 0
+    try:
+        with _slow_reader(cloud) as http, http.stream("GET", f"{container}/{name}") as answer:
+            with pytest.raises(httpx.RemoteProtocolError):
+                for chunk in answer.iter_bytes(1 << 20):
+                    if got == 0:
+                        (b if first is a else a).stop()
+                    got += len(chunk)
+    finally:
+        for host in (a, b):
+            host.start(wait=False)
+        for host in (a, b):
+            host.wait()
+    assert 0 < got < BIG
+
+
+def test_a_replica_failing_before_its_first_byte_is_read_from_the_next(
+    cluster, remote_object, tmp_path
+):
+    cloud, _, a, b = cluster
+    container, name, data = remote_object
+    store = cloud.cloud.object_store
+    with account_client(cloud, cloud.token("admin")) as http:
+        head = http.head(f"{container}/{name}")
+        account = str(http.base_url).rstrip("/").rsplit("/", 1)[-1]
+    policy = store.policies.default
+    name_hash = policy.ring.hash_of(account, container, name)
+    part = policy.ring.partition_of_hash(name_hash)
+    locations = [store.router.location(n, part) for n in policy.ring.get_part_nodes(part)]
+    holders = [(store.router.node_for(at), at) for at in locations]
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    down = (RemoteNode(dead, tmp_path, store.backend_key), Location("d1", part, dead))
+
+    async def read(timestamp: str) -> bytes:
+        body = RemoteBody(policy.index, name_hash, timestamp, [down])
+        body.add_fallbacks(holders)
+        return b"".join([chunk async for chunk in body.iter_range(10, 2 << 20)])
+
+    assert asyncio.run(read(head.headers["x-timestamp"])) == data[10 : 2 << 20]
+    # Another version than the one opened is no replica of it.
+    with pytest.raises(DeviceUnavailable):
+        asyncio.run(read("0000000001.00000"))
+
+
+def test_a_large_object_on_other_hosts_is_read_from_them(cluster):
+    """An SLO whose manifest and segments have no replica on the proxy host: the
+    manifest is read from a storage host, the segments streamed from theirs."""
+    cloud, proxy_devices = cluster[:2]
+    container = unique("slo-remote")
+    segments = [os.urandom(300_000), os.urandom(200_000)]
+    before = set(proxy_devices.rglob("*.data"))
+    with account_client(cloud, cloud.token("admin")) as http:
+        assert http.put(container).status_code == 201
+        manifest = []
+        for i, seg in enumerate(segments):
+            assert http.put(f"{container}/seg{i}", content=seg).status_code == 201
+            etag = hashlib.md5(seg).hexdigest()
+            manifest.append({"path": f"/{container}/seg{i}", "etag": etag, "size_bytes": len(seg)})
+        put = http.put(f"{container}/big", params={"multipart-manifest": "put"}, json=manifest)
+        assert put.status_code == 201
+        for path in set(proxy_devices.rglob("*.data")) - before:
+            path.unlink()
+        whole = b"".join(segments)
+        assert http.get(f"{container}/big").content == whole
+        ranged = http.get(f"{container}/big", headers={"Range": "bytes=299990-300009"})
+        assert ranged.status_code == 206 and ranged.content == whole[299990:300010]
+        stored = http.get(f"{container}/big", params={"multipart-manifest": "get"}).json()
+        assert [s["name"] for s in stored] == [f"/{container}/seg0", f"/{container}/seg1"]
+
+
+def test_a_storage_host_takes_its_rings_from_the_proxy_host(cluster, tmp_path_factory):
+    """Host C has only the cloud's cumulo.toml and backend key: it fetches the rings at
+    start, and a rebalance on the proxy host that gives it a device reaches it too."""
+    cloud, _, a, b = cluster
+    state = cloud.state_dir
+    config = load_config(state)
+    rings = rings_dir(config, state)
+    source = f"127.0.0.1:{config.object_store.storage_port}"
+    c_state = tmp_path_factory.mktemp("host-c")
+    shutil.copy(state / CONFIG_FILE, c_state / CONFIG_FILE)
+    c = StorageHost(c_state, tmp_path_factory.mktemp("c-devices") / "c", ["d4"],
+                    "--rings-from", source, "--ring-interval", "0.3")  # fmt: skip
+    refused = CliRunner().invoke(object_server, ["--state-dir", str(c_state), "--devices",
+                                                 str(c.root), "--bind", c.bind,
+                                                 "--rings-from", source])  # fmt: skip
+    assert refused.exit_code == 1 and "no backend key" in refused.output
+    key = backend_auth.key_path(c_state)
+    key.parent.mkdir(parents=True)
+    shutil.copy(backend_auth.key_path(state), key)
+    c_rings = rings_dir(load_config(c_state), c_state)
+    saved = {p.name: p.read_bytes() for p in rings.iterdir() if p.suffix == ".json"}
+    c.start()
+    try:
+        for ring in ring_names(config):
+            assert (c_rings / f"{ring}.ring.json").read_bytes() == saved[f"{ring}.ring.json"]
+
+        for ring in ring_names(config):
+            builder = RingBuilder.load(rings / f"{ring}.builder.json")
+            builder.add_device(region=1, zone=4, ip="127.0.0.1", port=c.port, device="d4",
+                               weight=100)  # fmt: skip
+            builder.rebalance(seed=1)
+            builder.save(rings / f"{ring}.builder.json")
+            builder.write_ring(rings / f"{ring}.ring.json")
+        wanted = {r: (rings / f"{r}.ring.json").read_bytes() for r in ring_names(config)}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if all((c_rings / f"{r}.ring.json").read_bytes() == t for r, t in wanted.items()):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("host C did not follow the rebalance")
+        # The proxy (its ring reloaded too) writes to C's new device, which C serves.
+        time.sleep(1.1)
+        container = unique("rebalanced")
+        ring = cloud.cloud.object_store.policies.default.ring
+        with account_client(cloud, cloud.token("admin")) as http:
+            account = str(http.base_url).rstrip("/").rsplit("/", 1)[-1]
+
+            def devices(name: str) -> list[str]:
+                return [n.device for n in ring.get_nodes(account, container, name)[1]]
+
+            on_c = next(f"o{i}" for i in range(1000) if "d4" in devices(f"o{i}"))
+            assert http.put(container).status_code == 201
+            assert http.put(f"{container}/{on_c}", content=b"on c").status_code == 201
+            assert http.get(f"{container}/{on_c}").content == b"on c"
+        assert _data_files(c.root) == 1
+    finally:
+        c.stop()
+        for file, text in saved.items():
+            (rings / file).write_bytes(text)

@@ -28,6 +28,7 @@ from cumulo.object_store.api.object_common import (
 )
 from cumulo.object_store.errors import SwiftError
 from cumulo.object_store.policies import StoragePolicy
+from cumulo.object_store.storage import reading
 from cumulo.object_store.storage.diskfile import StoredObject
 
 
@@ -65,7 +66,7 @@ async def assemble(
 
 
 async def manifest_response(request: Request, stored: StoredObject, headers: dict) -> Response:
-    entries = json.loads(stored.path.read_bytes())
+    entries = json.loads(await reading.read_all(stored))
     raw = request.query_params.get("format") == "raw"
     body = json.dumps(raw_manifest(entries) if raw else stored_entries(entries)).encode()
     headers = {
@@ -129,7 +130,7 @@ async def delete_manifest(
     while todo:
         acct, cont, obj, manifest = todo.pop()
         targets.append((acct, cont, obj))
-        for entry in json.loads(manifest.path.read_bytes()):
+        for entry in json.loads(await reading.read_all(manifest)):
             seg_container, _, seg_name = entry["name"].lstrip("/").partition("/")
             if entry.get("sub_slo"):
                 sub_policy = await container_policy(

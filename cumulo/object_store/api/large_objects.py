@@ -8,14 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from starlette.requests import Request
 
 from cumulo.object_store.errors import SwiftError
-from cumulo.object_store.storage import timestamps
+from cumulo.object_store.storage import reading, timestamps
 from cumulo.object_store.storage.diskfile import StoredObject
 
 MAX_MANIFEST_SEGMENTS = 1000
@@ -30,7 +29,7 @@ SLO_SIZE = "X-Object-Sysmeta-Slo-Size"
 
 @dataclass
 class Segment:
-    path: Path
+    source: reading.Source  # a replica file here, or another host's (streamed)
     start: int
     end: int  # exclusive
 
@@ -60,7 +59,7 @@ class SegmentReader:
                 continue
             length = int(stored.metadata["Content-Length"])
             if length:
-                segments.append(Segment(stored.path, 0, length))
+                segments.append(Segment(reading.source_of(stored), 0, length))
             etags.append(stored.metadata["ETag"])
             size += length
         digest = hashlib.md5("".join(etags).encode(), usedforsecurity=False).hexdigest()
@@ -69,7 +68,7 @@ class SegmentReader:
     async def slo(self, stored: StoredObject, depth: int = 0) -> Assembled:
         if depth > MAX_NESTING:
             raise SwiftError(409, "Max recursion depth exceeded on SLO manifest")
-        entries = json.loads(stored.path.read_bytes())
+        entries = json.loads(await reading.read_all(stored))
         segments: list[Segment] = []
         for entry in entries:
             container, _, name = entry["name"].lstrip("/").partition("/")
@@ -83,7 +82,7 @@ class SegmentReader:
             else:
                 if seg.metadata["ETag"] != entry["hash"]:
                     raise SwiftError(409, f"Segment {entry['name']} changed")
-                inner = [Segment(seg.path, 0, int(seg.metadata["Content-Length"]))]
+                inner = [Segment(reading.source_of(seg), 0, int(seg.metadata["Content-Length"]))]
             if "range" in entry:
                 first, last = entry["range"]
                 inner = _cut(inner, first, last + 1)
@@ -97,7 +96,7 @@ def _cut(segments: list[Segment], start: int, end: int) -> list[Segment]:
         length = s.end - s.start
         lo, hi = max(start, base), min(end, base + length)
         if lo < hi:
-            out.append(Segment(s.path, s.start + lo - base, s.start + hi - base))
+            out.append(Segment(s.source, s.start + lo - base, s.start + hi - base))
         base += length
     return out
 

@@ -18,8 +18,6 @@ latest version or delete marker by id makes the newest version left current agai
 
 from __future__ import annotations
 
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -37,7 +35,7 @@ from cumulo.object_store.api.object_common import PUT_METADATA, VERSION_ID, open
 from cumulo.object_store.api.versioning import HISTORY, STACK, copy_object
 from cumulo.object_store.errors import SwiftError
 from cumulo.object_store.policies import StoragePolicy
-from cumulo.object_store.storage import timestamps
+from cumulo.object_store.storage import reading, timestamps
 from cumulo.object_store.storage.diskfile import StoredObject
 
 FLAG = "X-Versions-Enabled"  # container metadata: "True" or "False" once ever set
@@ -283,12 +281,11 @@ async def _restore_newest(
     stored = await open_object(request, policy, account, hidden, archived)
     if stored is None or stored.metadata.get("Content-Type") == DELETE_MARKER:
         return
-    # Deleted from the hidden container first, read from a file held open: the object
+    # Deleted from the hidden container first, read from a replica held open: the object
     # written after is newer than both tombstones (the object's own, and the one an
     # archiving under the same id would otherwise fall behind). It keeps its id.
-    with stored.path.open("rb") as held:
+    async with reading.held(stored) as kept:
         await store.proxy.object_delete(policy, account, hidden, archived)
-        kept = replace(stored, path=Path(f"/proc/self/fd/{held.fileno()}"))
         try:
             await copy_object(request, kept, policy, account, container, name,
                               extra={VERSION_ID: id_of(stored)})  # fmt: skip

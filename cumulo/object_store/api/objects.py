@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote
 
@@ -45,7 +44,7 @@ from cumulo.object_store.constraints import (
 )
 from cumulo.object_store.errors import SwiftError
 from cumulo.object_store.policies import StoragePolicy
-from cumulo.object_store.storage import timestamps
+from cumulo.object_store.storage import reading, timestamps
 from cumulo.object_store.storage.diskfile import POST_HEADERS, StoredObject
 
 # Stored metadata that is not shown as a response header.
@@ -253,7 +252,7 @@ async def _get(request: Request, caller: Caller, account: str, container: str, n
         if followed.location:
             headers["Content-Location"] = followed.location
     manifest_get = request.query_params.get("multipart-manifest") == "get"
-    segments = [(stored.path, 0, int(stored.metadata["Content-Length"]))]
+    segments = [(reading.source_of(stored), 0, int(stored.metadata["Content-Length"]))]
     etag = stored.metadata["ETag"]
     if stored.metadata.get("X-Static-Large-Object") and manifest_get:
         return await large.manifest_response(request, stored, headers)
@@ -261,7 +260,7 @@ async def _get(request: Request, caller: Caller, account: str, container: str, n
         "X-Object-Manifest" in stored.metadata and not manifest_get
     ):
         assembled = await large.assemble(request, caller, account, stored)
-        segments = [(s.path, s.start, s.end) for s in assembled.segments]
+        segments = [(s.source, s.start, s.end) for s in assembled.segments]
         etag = f'"{assembled.etag}"'
         headers["ETag"] = etag
     size = sum(end - start for _, start, end in segments)
@@ -388,20 +387,13 @@ async def _copy(request: Request, source: tuple[str, str, str], dest: tuple[str,
         "content-type", stored.metadata.get("Content-Type", "application/octet-stream")
     )
     metadata.update(link)
-    stored_path = stored.path
-
-    async def body() -> AsyncIterator[bytes]:
-        with stored_path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                yield chunk
-
     result = await store.proxy.object_put(
         dest_policy,
         dest_account,
         dest_container,
         dest_name,
         {**metadata, **put_metadata(request)},
-        body(),
+        reading.chunks_of(stored),
         max_size=store.config.max_file_size,
         expected_etag=None,
         content_length=None,

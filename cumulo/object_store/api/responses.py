@@ -1,14 +1,22 @@
-"""Sending an object replica's file: whole, one range, or several (multipart/byteranges)."""
+"""Sending an object: whole, one range, or several (multipart/byteranges), from this
+host's replica files or streamed from the hosts holding the replicas (reading.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import re
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.types import Receive, Scope, Send
+
+from cumulo.object_store.storage.reading import Source, iter_source
+
+LOG = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 SMALL = 64 << 10
@@ -51,7 +59,7 @@ def parse_range(header: str | None, size: int) -> list[tuple[int, int]] | None:
     return ranges
 
 
-def _slices(segments: list[tuple[Path, int, int]], start: int, end: int):
+def _slices(segments: list[tuple[Source, int, int]], start: int, end: int):
     """The (segment, offset, end) pieces of [start, end) of the segments' concatenation."""
     base = 0
     for i, (_path, seg_start, seg_end) in enumerate(segments):
@@ -63,13 +71,17 @@ def _slices(segments: list[tuple[Path, int, int]], start: int, end: int):
 
 
 class ObjectBody:
-    """An ASGI response streaming an object: one replica file, or the segments of a
-    large object (each a file and the byte range of it that belongs to the object).
-    Whole, one range, or several (multipart/byteranges)."""
+    """An ASGI response streaming an object: one replica, or the segments of a large
+    object (each a replica and the byte range of it that belongs to the object).
+    Whole, one range, or several (multipart/byteranges). A replica is this host's file
+    or another host's stream; when the first byte of the answer would come from another
+    host and none of its replicas can send it, the answer is a 503 (nothing sent yet);
+    when they fail later, the answer is cut short (the client sees fewer bytes than
+    Content-Length says), as Swift's proxy does."""
 
     def __init__(
         self,
-        segments: list[tuple[Path, int, int]],
+        segments: list[tuple[Source, int, int]],
         status: int,
         headers: dict[str, str],
         ranges: list[tuple[int, int]] | None,
@@ -105,7 +117,7 @@ class ObjectBody:
         self.headers = [(k.lower().encode(), v.encode("latin-1")) for k, v in headers.items()]
         # The first segment opens now: a replica replaced meanwhile stays readable.
         self._fds: dict[int, int] = {}
-        if segments and not head:
+        if segments and not head and isinstance(segments[0][0], Path):
             self._fds[0] = os.open(segments[0][0], os.O_RDONLY)
 
     def header(self, name: str) -> str | None:
@@ -128,11 +140,51 @@ class ObjectBody:
 
     def _fd(self, index: int) -> int:
         if index not in self._fds:
-            self._fds[index] = os.open(self.segments[index][0], os.O_RDONLY)
+            source = self.segments[index][0]
+            assert isinstance(source, Path)
+            self._fds[index] = os.open(source, os.O_RDONLY)
         return self._fds[index]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _starts_remote(self) -> bool:
+        first = self.pieces[0] if self.pieces else None
+        return isinstance(first, tuple) and not isinstance(self.segments[first[0]][0], Path)
+
+    async def _first_remote_chunk(self) -> tuple[AsyncIterator[bytes], bytes]:
+        """The answer's first bytes come from another host: its stream begun and its
+        first chunk (OSError when no replica can send it)."""
+        first = self.pieces[0]
+        assert isinstance(first, tuple)
+        index, offset, end = first
+        chunks = iter_source(self.segments[index][0], offset, end)
         try:
+            return chunks, await anext(chunks)
+        except BaseException:
+            await chunks.aclose()
+            raise
+
+    async def _send_remote(
+        self, send: Send, piece: tuple[int, int, int], primed: tuple | None
+    ) -> None:
+        if primed is not None:
+            chunks, chunk = primed
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        else:
+            index, offset, end = piece
+            chunks = iter_source(self.segments[index][0], offset, end)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        primed = None
+        try:
+            if not self.head and self._starts_remote():
+                try:
+                    primed = await self._first_remote_chunk()
+                except (OSError, StopAsyncIteration) as exc:
+                    LOG.warning("no replica could send the object: %s", exc)
+                    await _unavailable(send)
+                    return
             await send(
                 {"type": "http.response.start", "status": self.status, "headers": self.headers}
             )
@@ -144,6 +196,10 @@ class ObjectBody:
                     await send({"type": "http.response.body", "body": piece, "more_body": True})
                     continue
                 index, offset, end = piece
+                if not isinstance(self.segments[index][0], Path):
+                    handed, primed = primed, None
+                    await self._send_remote(send, piece, handed)
+                    continue
                 fd = self._fd(index)
                 while offset < end:
                     n = min(CHUNK, end - offset)
@@ -158,4 +214,16 @@ class ObjectBody:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         finally:
+            if primed is not None:
+                await primed[0].aclose()
             self.close()
+
+
+async def _unavailable(send: Send) -> None:
+    body = b"<html><h1>Service Unavailable</h1><p>The server is currently unavailable. "
+    body += b"Please try again at a later time.</p></html>"
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"text/html; charset=UTF-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})

@@ -7,8 +7,6 @@ current version there; nothing comes back). Old versions are named
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 from starlette.requests import Request
 
 from cumulo.object_store.api import symlinks
@@ -17,6 +15,7 @@ from cumulo.object_store.api.large_objects import SLO_ETAG, SLO_SIZE
 from cumulo.object_store.api.object_common import container_policy, open_object
 from cumulo.object_store.errors import SwiftError
 from cumulo.object_store.policies import StoragePolicy
+from cumulo.object_store.storage import reading
 from cumulo.object_store.storage.diskfile import StoredObject
 
 STACK, HISTORY = "X-Versions-Location", "X-History-Location"
@@ -60,13 +59,6 @@ async def copy_object(
     """Store a replica's bytes and metadata (an SLO's manifest as it is) under a new name
     (with `extra` metadata over them)."""
     metadata = {k: v for k, v in stored.metadata.items() if k not in KEPT} | (extra or {})
-    path = stored.path
-
-    async def body() -> AsyncIterator[bytes]:
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                yield chunk
-
     slo = (metadata[SLO_ETAG], int(metadata[SLO_SIZE])) if SLO_ETAG in metadata else None
     listing = slo or symlinks.listing_etag(metadata)
     await store_of(request).proxy.object_put(
@@ -75,7 +67,7 @@ async def copy_object(
         container,
         name,
         metadata,
-        body(),
+        reading.chunks_of(stored),
         max_size=store_of(request).config.max_file_size,
         expected_etag=None,
         content_length=None,

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -39,10 +39,10 @@ from cumulo.object_store.errors import SwiftError
 from cumulo.object_store.policies import StoragePolicy
 from cumulo.object_store.proxy import quorum
 from cumulo.object_store.ring.ring import Node
-from cumulo.object_store.storage import timestamps
+from cumulo.object_store.storage import reading, timestamps
 from cumulo.object_store.storage.container_policy import agreed_policy
 from cumulo.object_store.storage.databases import DatabaseMissing
-from cumulo.object_store.storage.diskfile import CHUNK, ObjectMissing
+from cumulo.object_store.storage.diskfile import ObjectMissing
 from cumulo.object_store.storage.node import ContainerUpdate, Location
 
 LOG = logging.getLogger(__name__)
@@ -201,11 +201,6 @@ class Reconciler:
                     "X-Timestamp": entry.timestamp}  # fmt: skip
         size = int(metadata["Content-Length"])
 
-        async def body() -> AsyncIterator[bytes]:
-            with stored.path.open("rb") as f:
-                while chunk := await asyncio.to_thread(f.read, CHUNK):
-                    yield chunk
-
         try:
             await self.proxy.object_put(
                 right,
@@ -213,7 +208,7 @@ class Reconciler:
                 entry.container,
                 entry.obj,
                 metadata,
-                body(),
+                reading.chunks_of(stored),
                 max_size=size,
                 expected_etag=metadata["ETag"],
                 content_length=size,

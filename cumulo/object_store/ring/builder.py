@@ -274,7 +274,7 @@ class RingBuilder:
             raise RingError(f"no ring builder at {path}") from None
 
     def save(self, path: Path) -> None:
-        _atomic_write(path, json.dumps(self.to_dict()))
+        atomic_write(path, json.dumps(self.to_dict()))
 
     def ring_data(self) -> dict:
         """What servers read: devices and the assignment (no builder history)."""
@@ -289,14 +289,15 @@ class RingBuilder:
         }
 
     def write_ring(self, path: Path) -> None:
-        _atomic_write(path, json.dumps(self.ring_data()))
+        atomic_write(path, json.dumps(self.ring_data()))
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write a ring file whole or not at all (readers reload it when it changes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
-        f.write(text)
+    with tmp.open("wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

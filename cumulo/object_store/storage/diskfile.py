@@ -170,9 +170,12 @@ def _unlink_with_sidecar(path: Path) -> None:
 
 @dataclass
 class StoredObject:
-    path: Path  # the .data file
+    path: Path | None  # the .data file; None for a replica another host holds
     metadata: dict[str, Any]  # with a newer .meta's user metadata applied
     data_timestamp: str
+    # A replica on another host: its bytes streamed from there when read
+    # (remote.RemoteBody; storage/reading.py reads either kind).
+    remote: Any = None
 
 
 def open_object(datadir: Path) -> StoredObject:

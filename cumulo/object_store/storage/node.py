@@ -58,6 +58,10 @@ class StorageNode:
         self.hash_suffix = hash_suffix
         # The node serving a location: this one, or another host's (remote.NodeRouter).
         self.route: Callable[[Location], Any] = lambda at: self
+        # What its object server (server.py) needs, set by ObjectStore: the backend key
+        # every caller signs with, and the rings directory it hands to other hosts.
+        self.backend_key: bytes | None = None
+        self.rings: Path | None = None
 
     def device_path(self, device: str) -> Path:
         path = self.devices / device

@@ -5,25 +5,37 @@ the ring are this process's own.
 Like StorageNode's, every call blocks (the proxy and the daemons run them in worker
 threads). A node that does not answer, or answers 507, is DeviceUnavailable (an
 OSError: the proxy counts it and goes to the next node); a missing database or object
-is DatabaseMissing / ObjectMissing, as locally.
+is DatabaseMissing / ObjectMissing, as locally. Every request is signed with the
+cloud's backend key (backend_auth.py).
+
+Opening another host's replica reads its metadata only (a HEAD); its bytes stream from
+that host while they are sent on (RemoteBody, asynchronous), with no local copy.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import os
 import tempfile
 import threading
 import weakref
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from cumulo.object_store.ring.ring import Node
+from cumulo.object_store.storage import reading
+from cumulo.object_store.storage.backend_auth import BackendAuth
 from cumulo.object_store.storage.databases import DatabaseMissing
 from cumulo.object_store.storage.diskfile import DeviceUnavailable, ObjectMissing, StoredObject
 from cumulo.object_store.storage.node import ContainerUpdate, Location, StorageNode
+
+LOG = logging.getLogger(__name__)
 
 TIMEOUT = httpx.Timeout(30.0, connect=3.0)  # Swift's conn_timeout is short, node_timeout not
 CHUNK = 1 << 20
@@ -64,17 +76,31 @@ def location_from(body: list) -> Location:
 class RemoteNode:
     """The account, container and object servers of one other host (`ip:port`)."""
 
-    def __init__(self, address: str, tmp_dir: Path) -> None:
+    def __init__(self, address: str, tmp_dir: Path, key: bytes) -> None:
         self.address = address
         self.tmp_dir = tmp_dir
+        self.auth = BackendAuth(key)
         self._local = threading.local()  # one keep-alive client per worker thread
+        # Streamed reads: one client per event loop (a client belongs to its loop).
+        self._streaming: weakref.WeakKeyDictionary[Any, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def _http(self) -> httpx.Client:
         client = getattr(self._local, "client", None)
         if client is None:
             client = self._local.client = httpx.Client(
-                base_url=f"http://{self.address}", timeout=TIMEOUT
+                base_url=f"http://{self.address}", timeout=TIMEOUT, auth=self.auth
+            )
+        return client
+
+    def _stream_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._streaming.get(loop)
+        if client is None:
+            client = self._streaming[loop] = httpx.AsyncClient(
+                base_url=f"http://{self.address}", timeout=TIMEOUT, auth=self.auth
             )
         return client
 
@@ -147,23 +173,31 @@ class RemoteNode:
         writer.send(metadata, update)
 
     def object_open(self, at: Location, policy: int, name_hash: str) -> StoredObject:
-        """The replica's bytes in an unlinked local file (its fd path), kept until the
-        StoredObject is gone."""
+        """The replica's metadata; its bytes are streamed from this host when read."""
+        response = self._request("HEAD", self._object_path(at, policy, name_hash))
+        metadata = json.loads(response.headers["x-cumulo-metadata"])
+        data_timestamp = response.headers["x-cumulo-data-timestamp"]
+        body = RemoteBody(policy, name_hash, data_timestamp, [(self, at)])
+        return StoredObject(None, metadata, data_timestamp, body)
+
+    @contextlib.asynccontextmanager
+    async def object_stream(
+        self, at: Location, policy: int, name_hash: str, data_timestamp: str, start: int, end: int
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Bytes [start, end) of the replica, if this host still has that version (the
+        node answers 404 otherwise). Once entered, the node holds the file open."""
+        headers = {"x-cumulo-data-timestamp": data_timestamp, "range": f"bytes={start}-{end - 1}"}
         path = self._object_path(at, policy, name_hash)
         try:
-            with self._http.stream("GET", path) as response:
-                _checked(response, self.address, streamed=True)
-                metadata = json.loads(response.headers["x-cumulo-metadata"])
-                fd, name = tempfile.mkstemp(dir=self.tmp_dir)
-                os.unlink(name)
-                for chunk in response.iter_bytes(CHUNK):
-                    os.write(fd, chunk)
+            async with self._stream_client().stream("GET", path, headers=headers) as response:
+                if response.status_code >= 300:
+                    await response.aread()
+                _checked(response, self.address)
+                if not response.headers.get("content-range", "").startswith(f"bytes {start}-"):
+                    raise DeviceUnavailable(f"storage node {self.address} sent another range")
+                yield response.aiter_bytes(CHUNK)
         except httpx.HTTPError as exc:
-            raise DeviceUnavailable(f"storage node {self.address}: {exc}") from None
-        stored = StoredObject(Path(f"/proc/self/fd/{fd}"), metadata,
-                              response.headers["x-cumulo-data-timestamp"])  # fmt: skip
-        weakref.finalize(stored, os.close, fd)
-        return stored
+            raise DeviceUnavailable(f"storage node {self.address}: {exc!r}") from None
 
     def object_state(self, at: Location, policy: int, name_hash: str) -> dict | None:
         return self.call("object_state", at, policy=policy, name_hash=name_hash)
@@ -228,6 +262,103 @@ class RemoteBroker:
         return self._call("list", query=query)
 
 
+class RemoteBody:
+    """The bytes of one version of an object, streamed from the hosts that hold it: the
+    replica whose metadata was read first, then the others (`fallbacks`) when it fails,
+    before its first byte or half way (the next resumes where it stopped, as Swift's
+    proxy does; each must hold the same data timestamp). When none can, the read fails
+    (DeviceUnavailable) and the answer being sent is cut short."""
+
+    def __init__(
+        self, policy: int, name_hash: str, data_timestamp: str, replicas: list[tuple[Any, Location]]
+    ) -> None:
+        self.policy, self.name_hash, self.data_timestamp = policy, name_hash, data_timestamp
+        self.replicas = replicas  # (RemoteNode or StorageNode, location)
+
+    def add_fallbacks(self, replicas: list[tuple[Any, Location]]) -> None:
+        known = {at for _, at in self.replicas}
+        self.replicas += [(node, at) for node, at in replicas if at not in known]
+
+    def __repr__(self) -> str:
+        return f"<RemoteBody {self.name_hash} {self.data_timestamp} on {len(self.replicas)} nodes>"
+
+    @contextlib.asynccontextmanager
+    async def _stream(
+        self, node: Any, at: Location, start: int, end: int
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        if isinstance(node, RemoteNode):
+            async with node.object_stream(at, self.policy, self.name_hash, self.data_timestamp,
+                                          start, end) as chunks:  # fmt: skip
+                yield chunks
+            return
+        # A replica of this host's own devices (a fallback for a remote one).
+        stored = await asyncio.to_thread(node.object_open, at, self.policy, self.name_hash)
+        if stored.data_timestamp != self.data_timestamp:
+            raise ObjectMissing()
+        fd = os.open(stored.path, os.O_RDONLY)
+        try:
+            async with contextlib.aclosing(reading.iter_file(fd, start, end)) as chunks:
+                yield chunks
+        finally:
+            os.close(fd)
+
+    async def iter_range(self, start: int, end: int) -> AsyncIterator[bytes]:
+        offset = start
+        for node, at in self.replicas:
+            if offset >= end:
+                return
+            try:
+                async with self._stream(node, at, offset, end) as chunks:
+                    async for chunk in chunks:
+                        chunk = chunk[: end - offset]
+                        offset += len(chunk)
+                        yield chunk
+                        if offset >= end:
+                            break
+            except (OSError, ObjectMissing, DatabaseMissing) as exc:
+                LOG.warning("object %s: %s failed at byte %d (%r); next replica",
+                            self.name_hash, at.host or "this host", offset, exc)  # fmt: skip
+        if offset < end:
+            raise DeviceUnavailable(
+                f"object {self.name_hash}: no replica could send bytes {offset}-{end - 1}"
+            )
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[HeldBody]:
+        """The whole body, its stream begun on the first replica that answers (which then
+        holds its file open): readable once, even if the object is deleted meanwhile."""
+        for node, at in self.replicas:
+            stack = contextlib.AsyncExitStack()
+            try:
+                chunks = await stack.enter_async_context(self._stream(node, at, 0, size))
+            except (OSError, ObjectMissing, DatabaseMissing) as exc:
+                await stack.aclose()
+                LOG.warning("object %s: %s failed (%r); next replica", self.name_hash,
+                            at.host or "this host", exc)  # fmt: skip
+                continue
+            async with stack:
+                yield HeldBody(chunks, size)
+            return
+        raise DeviceUnavailable(f"object {self.name_hash}: no replica could be read")
+
+
+class HeldBody:
+    """A body whose stream is already open: read once, whole."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], size: int) -> None:
+        self._chunks, self.size = chunks, size
+
+    async def iter_range(self, start: int, end: int) -> AsyncIterator[bytes]:
+        if (start, end) != (0, self.size):
+            raise ValueError("a held body is read whole")
+        sent = 0
+        async for chunk in self._chunks:
+            sent += len(chunk)
+            yield chunk
+        if sent < self.size:
+            raise DeviceUnavailable("the held replica ended early")
+
+
 class RemoteWriter:
     """A replica for another host: the body kept in a local temp file while it arrives,
     then sent with its metadata in one PUT, which the node commits as its own writer."""
@@ -256,11 +387,9 @@ class RemoteWriter:
         self._file.close()
 
 
-def _checked(response: httpx.Response, address: str, streamed: bool = False) -> httpx.Response:
+def _checked(response: httpx.Response, address: str) -> httpx.Response:
     if response.status_code < 300:
         return response
-    if streamed:
-        response.read()
     reason = response.headers.get("x-cumulo-error", "")
     if response.status_code == 404 and reason == "object_missing":
         raise ObjectMissing()
@@ -279,12 +408,15 @@ class NodeRouter:
         local: StorageNode,
         local_addresses: set[str],
         tmp_dir: Path,
+        key: bytes = b"",
         *,
         all_local: bool = False,
     ) -> None:
+        """key: the backend key other hosts' object servers want (backend_auth)."""
         self.local = local
         self.local_addresses = local_addresses
         self.tmp_dir = tmp_dir
+        self.key = key
         self.all_local = all_local  # one host: every device is a directory here
         self._remotes: dict[str, RemoteNode] = {}
         local.route = self.node_for  # the node's own container updates go through here too
@@ -302,5 +434,5 @@ class NodeRouter:
             return self.local
         remote = self._remotes.get(at.host)
         if remote is None:
-            remote = self._remotes[at.host] = RemoteNode(at.host, self.tmp_dir)
+            remote = self._remotes[at.host] = RemoteNode(at.host, self.tmp_dir, self.key)
         return remote

@@ -1,9 +1,10 @@
 """`cumulo object-server`: the account, container and object servers of a storage host's
 devices, over HTTP, for the proxies (and the other hosts' replicators and object
-servers) that find them through the ring (remote.py is the client).
+servers) that find them through the ring (remote.py is the client), and the rings for
+the hosts that fetch theirs from here (ring/distribution.py).
 
-Like Swift's storage servers it trusts its network: it has no authentication (bind it
-to the storage network), and every request names a device and partition the ring gave.
+Every request must carry the backend signature (backend_auth.py): others are refused
+401/403 and logged. Every request names a device and partition the ring gave.
 The node work is StorageNode's, in worker threads. Errors travel as statuses: 507 for a
 device that is not there, 404 with `X-Cumulo-Error: database_missing` or
 `object_missing`.
@@ -21,10 +22,13 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from cumulo.object_store.api.responses import ObjectBody, Unsatisfiable, parse_range
+from cumulo.object_store.ring import distribution
 from cumulo.object_store.storage import diskfile
+from cumulo.object_store.storage.backend_auth import RequireBackendSignature
 from cumulo.object_store.storage.databases import AccountBroker, ContainerBroker, DatabaseMissing
 from cumulo.object_store.storage.diskfile import DeviceUnavailable, ObjectMissing
 from cumulo.object_store.storage.node import Location, StorageNode
@@ -149,6 +153,9 @@ async def object_put(request: Request) -> Response:
 
 
 async def object_get(request: Request) -> Response:
+    """HEAD: the replica's metadata. GET: its bytes (or the `Range` asked), only while it
+    holds the version `X-Cumulo-Data-Timestamp` names (404 otherwise); the file is open
+    before the answer starts, so it is sent whole even if deleted meanwhile."""
     at, policy, name_hash = _object_at(request)
     try:
         stored = await run_in_threadpool(_node(request).object_open, at, policy, name_hash)
@@ -156,7 +163,33 @@ async def object_get(request: Request) -> Response:
         return _error(exc)
     headers = {"x-cumulo-metadata": json.dumps(stored.metadata),
                "x-cumulo-data-timestamp": stored.data_timestamp}  # fmt: skip
-    return FileResponse(stored.path, headers=headers)
+    if request.method == "HEAD":
+        return Response(status_code=200, headers=headers)
+    wanted = request.headers.get("x-cumulo-data-timestamp")
+    if wanted is not None and wanted != stored.data_timestamp:
+        return _error(ObjectMissing())
+    size = int(stored.metadata["Content-Length"])
+    try:
+        ranges = parse_range(request.headers.get("range"), size)
+    except Unsatisfiable:
+        return Response(status_code=416, headers={"content-range": f"bytes */{size}"})
+    if ranges is not None and len(ranges) > 1:
+        return Response(b"one range at a time", status_code=400)
+    assert stored.path is not None  # this host's own replica
+    return ObjectBody([(stored.path, 0, size)], 206 if ranges else 200, headers, ranges, size,
+                      "application/octet-stream", head=False)  # fmt: skip
+
+
+async def ring_get(request: Request) -> Response:
+    """A ring file for the hosts that fetch theirs from here (304 when unchanged)."""
+    rings = _node(request).rings
+    try:
+        text, etag = distribution.read_ring(rings, request.path_params["name"])
+    except distribution.RingUnavailable as exc:
+        return Response(str(exc).encode(), status_code=404)
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"etag": etag})
+    return Response(text, headers={"etag": etag, "content-type": "application/json"})
 
 
 def _under(device: Path, relative: str) -> Path:
@@ -226,16 +259,19 @@ async def replicate_db(request: Request) -> Response:
     return JSONResponse({"result": merged})
 
 
-def create_storage_app(node: StorageNode) -> Starlette:
+def create_storage_app(node: StorageNode) -> RequireBackendSignature:
+    if node.backend_key is None:
+        raise ValueError("the object server needs the cloud's backend key (backend_auth)")
     obj = "/object/{device}/{part:int}/{policy:int}/{hash}"
     app = Starlette(routes=[
         Route("/node/{op}", node_op, methods=["POST"]),
         Route("/device/{device}", device, methods=["GET"]),
         Route(obj, object_put, methods=["PUT"]),
-        Route(obj, object_get, methods=["GET"]),
+        Route(obj, object_get, methods=["GET", "HEAD"]),
         Route("/replicate/check/{device}", replicate_check, methods=["POST"]),
         Route("/replicate/file/{device}", replicate_file, methods=["PUT"]),
         Route("/replicate/db/{device}", replicate_db, methods=["POST"]),
+        Route("/ring/{name}", ring_get, methods=["GET"]),
     ])  # fmt: skip
     app.state.node = node
-    return app
+    return RequireBackendSignature(app, node.backend_key)
