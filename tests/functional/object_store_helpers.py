@@ -112,3 +112,23 @@ def replica_files(cloud: CloudRunner, policy_index: int = 0, suffix: str = ".dat
     devices = cloud.state_dir / "object-store" / "devices"
     kind = "objects" if policy_index == 0 else f"objects-{policy_index}"
     return sorted(devices.glob(f"*/{kind}/*/*/*/*{suffix}"))
+
+
+def ec2_credentials(cloud: CloudRunner, os_cloud: str = "cumulo-demo") -> dict[str, str]:
+    """New EC2 credentials of that clouds.yaml entry's user, as boto3 takes them."""
+    made = cloud.openstack("ec2", "credentials", "create", "-f", "json", cloud=os_cloud)
+    return {"aws_access_key_id": made["access"], "aws_secret_access_key": made["secret"]}
+
+
+def s3_client(endpoint: str, keys: dict[str, str]):
+    """boto3's S3 client on the object store's port, path-style, no retries."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="RegionOne",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        **keys,
+    )

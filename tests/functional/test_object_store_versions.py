@@ -106,12 +106,12 @@ def test_suspended_versioning_overwrites_null_versions(cloud: CloudRunner):
             (kept, False),
         ]
         assert http.get(f"{name}/o", params={"version-id": kept}).content == b"v1"
-        # Enabled again: the null version is versioned off under its timestamp.
+        # Enabled again: the null version is kept as it is, still with the id `null`.
         http.post(name, headers={"X-Versions-Enabled": "true"})
         newest = put(http, f"{name}/o", b"v4")
         listed = http.get(name, params={"versions": "", "format": "json"}).json()
-        assert [e["version_id"] for e in listed][0] == newest
-        assert len(listed) == 3
+        assert [e["version_id"] for e in listed] == [newest, "null", kept]
+        assert http.get(f"{name}/o", params={"version-id": "null"}).content == b"v3"
         assert {http.get(f"{name}/o", params={"version-id": e["version_id"]}).content
                 for e in listed} == {b"v1", b"v3", b"v4"}  # fmt: skip
 

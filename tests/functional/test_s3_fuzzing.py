@@ -18,8 +18,11 @@ CUMULO_FUZZ_SEED make a longer or another run; a failure prints the request.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
+import hmac
 import http.client
+import json
 import os
 import random
 import re
@@ -262,6 +265,95 @@ def requests(draw, target: Target) -> dict:
     }
 
 
+FORM_CONDITIONS = (
+    ["weird"], "string", ["eq", "key", "x"], ["content-length-range", "a", "b"],
+    ["starts-with", "$key", ""], {"success_action_status": "201"}, {"x-amz-meta-a": "1"},
+    ["eq", "$Content-Type", "text/plain"], ["content-length-range", 0, 10],
+)  # fmt: skip
+
+
+def _form(fields: dict[str, str], file: bytes, filename: str, boundary: str) -> bytes:
+    """multipart/form-data as a browser writes it: the fields, then the file."""
+    out = b""
+    for name, value in fields.items():
+        out += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+                f"{value}\r\n").encode()  # fmt: skip
+    safe = filename.replace('"', "%22")
+    out += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{safe}"'
+            "\r\nContent-Type: application/octet-stream\r\n\r\n").encode()  # fmt: skip
+    return out + file + f"\r\n--{boundary}--\r\n".encode()
+
+
+def _sign_form_policy(target: Target, policy: str, day: str) -> str:
+    key = ("AWS4" + target.secret).encode()
+    for part in (day, REGION, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return hmac.new(key, policy.encode(), hashlib.sha256).hexdigest()
+
+
+@st.composite
+def form_posts(draw, target: Target) -> dict:
+    """POST Object: an HTML form with a policy (signed, or not, or mangled) whose
+    conditions may or may not hold, random fields and file, or a broken form; one in
+    two is a form a browser would send, its random values allowed by its policy."""
+    coherent = draw(st.booleans())
+    bucket = draw(st.sampled_from(BUCKETS) if coherent else st.one_of(st.sampled_from(BUCKETS),
+                                                                       buckets))  # fmt: skip
+    key = draw(st.one_of(st.sampled_from(["up/${filename}", "form.txt", "${filename}", ""]), keys))
+    fields = {"key": key} if coherent or draw(st.booleans()) else {}
+    extra = st.sampled_from(["success_action_status", "success_action_redirect", "x-amz-meta-a",
+                             "Content-Type", "x-amz-acl", "x-ignore-me", "x-amz-storage-class",
+                             "acl", "x-amz-grant-read"])  # fmt: skip
+    fields.update(draw(st.dictionaries(extra, printable, max_size=3)))
+    if coherent:  # every field allowed, whatever its value
+        conditions = [{"bucket": bucket}] + [["starts-with", f"${name}", ""] for name in fields]
+    else:
+        conditions = [{"bucket": bucket}, {"key": key}] if draw(st.booleans()) else []
+        conditions += draw(st.lists(st.sampled_from(FORM_CONDITIONS), max_size=3))
+    now = datetime.datetime.now(datetime.UTC)
+    when = now + datetime.timedelta(minutes=draw(st.sampled_from([10, -10])))
+    expiration = when.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    if not coherent:
+        expiration = draw(st.sampled_from([expiration, "soon", ""]))
+    day = now.strftime("%Y%m%d")
+    signing = {"x-amz-algorithm": "AWS4-HMAC-SHA256",
+               "x-amz-credential": f"{target.access}/{day}/{REGION}/s3/aws4_request",
+               "x-amz-date": now.strftime("%Y%m%dT%H%M%SZ")}  # fmt: skip
+    conditions += [{k: v} for k, v in signing.items()]
+    written = json.dumps({"expiration": expiration, "conditions": conditions})
+    document = base64.b64encode(written.encode()).decode()
+    policy = document if coherent else draw(
+        st.sampled_from([document, "not base64 \u00e9", base64.b64encode(b"[1, 2]").decode()])
+    )  # fmt: skip
+    how = "v4" if coherent else draw(st.sampled_from(["v4", "bad-signature", "no-signature",
+                                                      "none"]))  # fmt: skip
+    if how != "none":
+        fields.update(signing, policy=policy)
+        fields["x-amz-signature"] = _sign_form_policy(target, policy, day)
+        if how == "bad-signature":
+            fields["x-amz-signature"] = fields["x-amz-signature"][::-1]
+        elif how == "no-signature":
+            del fields["x-amz-signature"]
+    boundary = "fuzz" + draw(st.text(string.ascii_letters, min_size=1, max_size=8))
+    body = _form(fields, draw(st.binary(max_size=64)), draw(printable), boundary)
+    damage = None if coherent else draw(st.sampled_from([None, "truncate", "no-file", "garbage"]))
+    if damage == "truncate":
+        body = body[: draw(st.integers(0, len(body)))]
+    elif damage == "no-file":
+        body = body.split(b'name="file"')[0]
+    elif damage == "garbage":
+        body = draw(st.binary(max_size=200))
+    return {
+        "method": "POST",
+        "bucket": bucket,
+        "key": "",
+        "params": {},
+        "headers": {"content-type": f"multipart/form-data; boundary={boundary}"},
+        "body": body,
+        "mangle": "anonymous",  # a form is signed by its fields, not by the request
+    }
+
+
 # -- sending and judging ------------------------------------------------------------
 
 
@@ -413,3 +505,29 @@ def test_s3_fuzzing_finds_no_server_error_and_only_s3_errors(target: Target):
              "body": b"", "mangle": "none"}  # fmt: skip
     answer = client.request("GET", *signed(target, again))
     assert answer.status_code in (200, 404), answer.text
+
+
+def test_s3_form_uploads_fuzzed_find_no_server_error(target: Target):
+    """POST Object forms (form_posts), judged as every other answer."""
+    client = RawClient(target.endpoint)
+    seen: dict[int, int] = {}
+
+    @seed(SEED)
+    @settings(max_examples=EXAMPLES // 4, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck), report_multiple_bugs=False)  # fmt: skip
+    @given(st.data())
+    def fuzz(data) -> None:
+        r = data.draw(form_posts(target))
+        url, headers, body = signed(target, r)
+        answer = client.request("POST", url, headers, body)
+        seen[answer.status_code] = seen.get(answer.status_code, 0) + 1
+        try:
+            judge(r, answer)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}\nPOST {url}\nbody: {body[:600]!r}\n"
+                f"answer {answer.status_code}: {answer.text[:1000]}"
+            ) from None
+
+    fuzz()
+    assert sum(n for s, n in seen.items() if s < 400), seen  # some uploads went through

@@ -8,12 +8,15 @@ written, `null` when it was not. The current version is the object in its contai
 (its id in sysmeta); older versions and delete markers are objects of a hidden container
 of the same account and policy, `\\x00versions\\x00<container>` (no client can name it:
 names with NUL are refused), each `<name>\\x00<inverted id>` so an object's versions list
-newest first. Swift keeps every version in the hidden container and a symlink as the
-current object; here the current version's bytes stay where they are and are copied off
-when the object is overwritten or deleted. What clients see is the same.
+newest first; an object has at most one `null` version, kept there (once no longer
+current) as `<name>\\x00<inverted timestamp>-null`. Swift keeps every version in the
+hidden container and a symlink as the current object; here the current version's bytes
+stay where they are and are copied off when the object is overwritten or deleted. What
+clients see is the same.
 
-One rule is S3's, for the S3 front's requests only (s3/versions.py): a DELETE of the
-latest version or delete marker by id makes the newest version left current again.
+Two rules are S3's, for the S3 front's requests only (s3/versions.py): a DELETE of the
+latest version or delete marker by id makes the newest version left current again, and a
+DELETE while versioning is suspended leaves a `null` delete marker.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from cumulo.object_store.api.listing import (
 )
 from cumulo.object_store.api.object_common import PUT_METADATA, VERSION_ID, open_object
 from cumulo.object_store.api.versioning import HISTORY, STACK, copy_object
+from cumulo.object_store.core import ObjectStore
 from cumulo.object_store.errors import SwiftError
 from cumulo.object_store.policies import StoragePolicy
 from cumulo.object_store.storage import reading, timestamps
@@ -41,6 +45,11 @@ from cumulo.object_store.storage.diskfile import StoredObject
 FLAG = "X-Versions-Enabled"  # container metadata: "True" or "False" once ever set
 DELETE_MARKER = "application/x-deleted;swift_versions_deleted=1"
 NULL = "null"
+NULL_SUFFIX = "-null"  # the hidden name of a null version no longer current
+# Set by the S3 front when a bucket leaves Swift's history mode (s3/versions.py): its
+# objects written until then without a version id had their timestamp as S3 version id,
+# and keep it once archived.
+TIMESTAMP_IDS = "X-Container-Sysmeta-Versions-Timestamp-Ids-Until"
 _MAX = 10**15 - 1  # inverted ids: the newest version sorts first
 
 
@@ -64,6 +73,15 @@ def _uninverted(inverted: str) -> str:
 
 def version_name(name: str, version_id: str) -> str:
     return f"{name}\x00{_inverted(version_id)}"
+
+
+def null_version_name(name: str, timestamp: str) -> str:
+    return f"{name}\x00{_inverted(timestamp)}{NULL_SUFFIX}"
+
+
+def _hidden_id(inverted: str) -> str:
+    """The version id a hidden object's name (after the NUL) stands for."""
+    return NULL if inverted.endswith(NULL_SUFFIX) else _uninverted(inverted)
 
 
 def _valid_id(version_id: str) -> bool:
@@ -141,7 +159,9 @@ async def listing(request: Request, account: str, container: str, headers: dict)
     hidden = await store.proxy.container_listing(account, hidden_container(container), wide)
     policy = (await store.proxy.container_info(account, container)).policy
     assert policy is not None
-    entries: list[tuple[str, str, dict[str, Any]]] = []
+    # (name, order among the name's versions: the current one first, then newest first,
+    # version id, listing entry)
+    entries: list[tuple[str, str, str, dict[str, Any]]] = []
     names_current = set()
     for row in current[1]:
         if "subdir" in row:
@@ -150,26 +170,23 @@ async def listing(request: Request, account: str, container: str, headers: dict)
         entry = object_entry(row, account)
         stored = await open_object(request, policy, account, container, row["name"])
         version = id_of(stored) if stored is not None else NULL
-        entries.append((row["name"], version, {**entry, "version_id": version,
-                                                 "is_latest": True}))  # fmt: skip
+        entries.append((row["name"], "", version, {**entry, "version_id": version,
+                                                     "is_latest": True}))  # fmt: skip
     newest_seen: set[str] = set()
     for row in hidden[1] if hidden else []:
         name, _, inverted = row["name"].rpartition("\x00")
-        version = _uninverted(inverted)
+        version = _hidden_id(inverted)
         entry = object_entry({**row, "name": name}, account)
         latest = name not in names_current and name not in newest_seen
         newest_seen.add(name)
-        entries.append((name, version, {**entry, "version_id": version,
-                                        "is_latest": latest}))  # fmt: skip
-    # By name, newest version first (null, the unversioned, counts as newest).
-    entries.sort(key=lambda e: (e[0], _inverted(e[1]) if e[1] != NULL else ""))
+        entries.append((name, inverted, version, {**entry, "version_id": version,
+                                                  "is_latest": latest}))  # fmt: skip
+    entries.sort(key=lambda e: (e[0], e[1]))
     if marker:
-        entries = [
-            e for e in entries
-            if e[0] > marker or (e[0] == marker and version_marker is not None
-                                 and _after(e[1], version_marker))
-        ]  # fmt: skip
-    page = [e[2] for e in entries[:limit]]
+        after = _order_after(entries, marker, version_marker)
+        entries = [e for e in entries if e[0] > marker or (e[0] == marker and after is not None
+                                                            and e[1] > after)]  # fmt: skip
+    page = [e[3] for e in entries[:limit]]
     fmt = listing_format(request)
     headers = {**headers, "Content-Type": CONTENT_TYPES[fmt]}
     if not page and fmt == "plain":
@@ -177,10 +194,17 @@ async def listing(request: Request, account: str, container: str, headers: dict)
     return Response(render(fmt, "container", container, "object", page), 200, headers=headers)
 
 
-def _after(version: str, version_marker: str) -> bool:
-    if version_marker == NULL or not _valid_id(version_marker):
-        return version != NULL
-    return version != NULL and _inverted(version) > _inverted(version_marker)
+def _order_after(
+    entries: list[tuple[str, str, str, dict[str, Any]]], marker: str, version_marker: str | None
+) -> str | None:
+    """Where the marker's version stands among its name's versions (listing resumes after
+    it); None: after the name altogether."""
+    if version_marker is None:
+        return None
+    for name, order, version, _ in entries:
+        if name == marker and version == version_marker:
+            return order
+    return _inverted(version_marker) if _valid_id(version_marker) else ""
 
 
 # -- objects ------------------------------------------------------------------------
@@ -195,16 +219,46 @@ async def _archive(
     request: Request, stored: StoredObject, policy: StoragePolicy, account: str, container: str,
     name: str,
 ) -> None:  # fmt: skip
-    """The current version, copied off into the hidden container under its id (an
-    unversioned one gets its timestamp as id)."""
+    """The current version, copied off into the hidden container under its id (the null
+    version, in place of any null version kept there)."""
     version = id_of(stored)
+    stamp = stored.metadata["X-Timestamp"]
+    if VERSION_ID not in stored.metadata:
+        info = await store_of(request).proxy.container_info(account, container)
+        if stamp <= (info.metadata or {}).get(TIMESTAMP_IDS, ""):
+            version = stamp
     if version == NULL:
-        version = stored.metadata["X-Timestamp"]
+        await _drop_null(request, policy, account, container, name)
+        hidden = null_version_name(name, stamp)
+    else:
+        hidden = version_name(name, version)
     await copy_object(
-        request, stored, policy, account, hidden_container(container),
-        version_name(name, version),
-        extra={VERSION_ID: version, "X-Timestamp": stored.metadata["X-Timestamp"]},
+        request, stored, policy, account, hidden_container(container), hidden,
+        extra={VERSION_ID: version, "X-Timestamp": stamp},
     )  # fmt: skip
+
+
+async def _hidden_null(store: ObjectStore, account: str, container: str, name: str) -> str | None:
+    """The hidden name of the object's null version (or null delete marker), if kept."""
+    hidden = hidden_container(container)
+    found = await store.proxy.container_listing(
+        account, hidden, {"prefix": f"{name}\x00", "limit": store.config.container_listing_limit}
+    )
+    for row in found[1] if found else []:
+        if row["name"].endswith(NULL_SUFFIX) and row["name"].rpartition("\x00")[0] == name:
+            return row["name"]
+    return None
+
+
+async def _drop_null(
+    request: Request, policy: StoragePolicy, account: str, container: str, name: str
+) -> bool:
+    """The null version kept in the hidden container deleted (a new one replaces it)."""
+    store = store_of(request)
+    hidden = await _hidden_null(store, account, container, name)
+    if hidden is None:
+        return False
+    return await store.proxy.object_delete(policy, account, hidden_container(container), hidden)
 
 
 async def before_put(
@@ -219,6 +273,8 @@ async def before_put(
     current = await open_object(request, policy, account, container, name)
     if current is not None and (enabled or id_of(current) != NULL):
         await _archive(request, current, policy, account, container, name)
+    if not enabled:  # the new null version replaces the one kept (or a null delete marker)
+        await _drop_null(request, policy, account, container, name)
     stamp = timestamps.now()
     request.scope[PUT_METADATA] = (
         {VERSION_ID: stamp, "X-Timestamp": stamp} if enabled else {VERSION_ID: NULL}
@@ -240,6 +296,9 @@ async def delete(
     if wanted is not None:
         if current is not None and id_of(current) == wanted:
             await store.proxy.object_delete(policy, account, container, name)
+        elif wanted == NULL:
+            if not await _drop_null(request, policy, account, container, name):
+                raise SwiftError(404)
         elif not _valid_id(wanted):
             raise SwiftError(404)
         elif not await store.proxy.object_delete(policy, account, hidden_container(container),
@@ -251,11 +310,19 @@ async def delete(
     if current is not None and (enabled or id_of(current) != NULL):
         await _archive(request, current, policy, account, container, name)
     headers: dict[str, str] = {}
-    if enabled:
-        marker = timestamps.now()
+    null_marker = not enabled and bool(request.scope.get("cumulo.s3"))
+    if null_marker:  # S3: the null version goes, a null delete marker takes its place
+        await _drop_null(request, policy, account, container, name)
+        hidden = hidden_container(container)
+        if (await store.proxy.container_info(account, hidden)).status != 200:
+            await store.proxy.container_put(account, hidden, policy, {})  # never enabled
+    if enabled or null_marker:
+        stamp = timestamps.now()
+        marker = stamp if enabled else NULL
+        hidden = version_name(name, stamp) if enabled else null_version_name(name, stamp)
         await store.proxy.object_put(
-            policy, account, hidden_container(container), version_name(name, marker),
-            {"Content-Type": DELETE_MARKER, VERSION_ID: marker, "X-Timestamp": marker},
+            policy, account, hidden_container(container), hidden,
+            {"Content-Type": DELETE_MARKER, VERSION_ID: marker, "X-Timestamp": stamp},
             _nothing(), max_size=0, expected_etag=None, content_length=0,
         )  # fmt: skip
         headers["X-Object-Version-Id"] = marker
@@ -307,10 +374,17 @@ async def open_version(
     current = await open_object(request, policy, account, container, name)
     if current is not None and id_of(current) == wanted:
         return current
-    if not _valid_id(wanted) or await state(request, account, container) is None:
+    valid = _valid_id(wanted) or wanted == NULL
+    if not valid or await state(request, account, container) is None:
         raise SwiftError(404)
-    stored = await open_object(request, policy, account, hidden_container(container),
-                               version_name(name, wanted))  # fmt: skip
+    hidden = (
+        await _hidden_null(store_of(request), account, container, name)
+        if wanted == NULL
+        else version_name(name, wanted)
+    )
+    if hidden is None:
+        raise SwiftError(404)
+    stored = await open_object(request, policy, account, hidden_container(container), hidden)
     if stored is None or stored.metadata.get("Content-Type") == DELETE_MARKER:
         raise SwiftError(404, headers={"X-Object-Version-Id": wanted})
     return stored

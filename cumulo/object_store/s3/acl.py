@@ -1,12 +1,20 @@
-"""S3 ACLs on Swift's container ACLs: canned ACLs and grants become X-Container-Read and
-X-Container-Write, and back. Swift keeps ACLs per container, so an object has its
-bucket's; anonymous writes are not offered (public-read-write lets any signed-in user
-write)."""
+"""S3 ACLs. A bucket's are Swift's container ACLs: canned ACLs and grants become
+X-Container-Read and X-Container-Write, and back; anonymous writes are not offered
+(public-read-write lets any signed-in user write).
+
+An object may have its own ACL (x-amz-acl / x-amz-grant-* on PutObject, CopyObject,
+CreateMultipartUpload and POST Object forms, or PutObjectAcl), kept in the object's
+system metadata as its grants. An object without one has its bucket's. For callers
+other than the bucket's project, an object's own ACL decides: what it grants them is done
+with the rights of the service (the reseller admin, on the owner's behalf), what it does
+not is AccessDenied, even where the bucket's ACL would let them read."""
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
+from urllib.parse import quote, unquote
 
 from cumulo.object_store.s3.errors import S3Error
 from cumulo.object_store.s3.xmldoc import element, sub
@@ -128,3 +136,133 @@ def policy_document(owner: ET.Element, grants: list[tuple[str, str, str]]) -> ET
         sub(grant, "Permission", permission)
 
     return root
+
+
+# -- objects' own ACLs ---------------------------------------------------------------------
+
+OBJECT_ACL = "x-object-sysmeta-s3api-acl"
+PERMISSIONS = ("READ", "WRITE", "READ_ACP", "WRITE_ACP", "FULL_CONTROL")
+# Canned ACLs of objects: their grants besides the owner's FULL_CONTROL (the bucket's
+# owner owns every object of its bucket here, so bucket-owner-* add nothing).
+OBJECT_CANNED: dict[str, list[tuple[str, str, str]]] = {
+    "private": [],
+    "public-read": [("Group", ALL_USERS, "READ")],
+    "public-read-write": [("Group", ALL_USERS, "READ"), ("Group", ALL_USERS, "WRITE")],
+    "authenticated-read": [("Group", AUTHENTICATED, "READ")],
+    "aws-exec-read": [],
+    "bucket-owner-read": [],
+    "bucket-owner-full-control": [],
+}
+GRANT_HEADERS = {
+    "x-amz-grant-read": "READ",
+    "x-amz-grant-write": "WRITE",
+    "x-amz-grant-read-acp": "READ_ACP",
+    "x-amz-grant-write-acp": "WRITE_ACP",
+    "x-amz-grant-full-control": "FULL_CONTROL",
+}
+
+
+def _grantee(kind: str, value: str) -> tuple[str, str]:
+    """(grantee type, id or URI) of a grantee named by id, uri or emailAddress."""
+    if kind == "uri" and value in (ALL_USERS, AUTHENTICATED):
+        return "Group", value
+    if kind == "id" and value:
+        return "CanonicalUser", value
+    if kind == "emailAddress":
+        raise S3Error("UnresolvableGrantByEmailAddress", EmailAddress=value)
+    raise S3Error("InvalidArgument", f"Invalid grantee: {kind}={value}")
+
+
+def object_grants_from_request(headers: dict[str, str]) -> list[tuple[str, str, str]] | None:
+    """An object's grants from x-amz-acl or x-amz-grant-* (None: neither was given)."""
+    canned = headers.get("x-amz-acl")
+    named = {k: v for k, v in headers.items() if k in GRANT_HEADERS}
+    if canned is not None and named:
+        raise S3Error(
+            "InvalidRequest", "Specifying both Canned ACLs and Header Grants is not allowed"
+        )
+    if canned is not None:
+        if canned not in OBJECT_CANNED:
+            raise S3Error("InvalidArgument", f"Invalid canned ACL: {canned}",
+                          ArgumentName="x-amz-acl", ArgumentValue=canned)  # fmt: skip
+        return list(OBJECT_CANNED[canned])
+    if not named:
+        return None
+    grants = []
+    for header, value in named.items():
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            kind, _, who = item.strip().partition("=")
+            grants.append((*_grantee(kind.strip(), who.strip().strip('"')), GRANT_HEADERS[header]))
+    return grants
+
+
+def object_grants_from_policy(root: ET.Element, owner_id: str) -> list[tuple[str, str, str]]:
+    """An object's grants from an AccessControlPolicy (the owner's own grant left out)."""
+    if root.tag != "AccessControlPolicy" or root.find("AccessControlList") is None:
+        raise S3Error("MalformedACLError")
+    grants = []
+    for grant in root.iter("Grant"):
+        grantee, permission = grant.find("Grantee"), grant.findtext("Permission") or ""
+        if grantee is None or permission not in PERMISSIONS:
+            raise S3Error("MalformedACLError")
+        if grantee.findtext("URI") is not None:
+            found = _grantee("uri", grantee.findtext("URI") or "")
+        elif grantee.findtext("EmailAddress") is not None:
+            found = _grantee("emailAddress", grantee.findtext("EmailAddress") or "")
+        else:
+            found = _grantee("id", grantee.findtext("ID") or "")
+        if found != ("CanonicalUser", owner_id):
+            grants.append((*found, permission))
+    return grants
+
+
+def encode_grants(grants: list[tuple[str, str, str]] | None) -> str:
+    """The system metadata value of an object's grants ("" for none of its own)."""
+    return "" if grants is None else quote(json.dumps([list(g) for g in grants]), safe="")
+
+
+def decode_grants(value: str | None) -> list[tuple[str, str, str]] | None:
+    if not value:
+        return None
+    try:
+        return [(str(k), str(w), str(p)) for k, w, p in json.loads(unquote(value))]
+    except (ValueError, TypeError):
+        return []  # unreadable: as private
+
+
+def owns_bucket(call: Call) -> bool:
+    cred = call.credential
+    prefix = call.store.config.reseller_prefix
+    return cred is not None and call.account == f"{prefix}{cred.project_id}"
+
+
+def grants_allow(call: Call, grants: list[tuple[str, str, str]], permission: str) -> bool:
+    """Whether the grants give the caller (anonymous: AllUsers only) the permission."""
+    cred = call.credential
+    for kind, who, granted in grants:
+        if granted not in (permission, "FULL_CONTROL"):
+            continue
+        if who == ALL_USERS or (cred is not None and who == AUTHENTICATED):
+            return True
+        if kind == "CanonicalUser" and cred is not None and who == cred.project_id:
+            return True
+    return False
+
+
+async def object_access(
+    call: Call, path: str, query: dict[str, str], permission: str
+) -> bool | None:
+    """For a caller who does not own the bucket, what the object's own ACL says: True
+    (granted: go on with the service's rights), or None (the object has no ACL of its
+    own, or is not there: the caller's own rights decide); AccessDenied when refused."""
+    if owns_bucket(call):
+        return None
+    head = await call.swift("HEAD", path, query=query, as_service=True)
+    grants = decode_grants(head.headers.get(OBJECT_ACL)) if head.status == 200 else None
+    if grants is None:
+        return None
+    if not grants_allow(call, grants, permission):
+        raise S3Error("AccessDenied")
+    return True

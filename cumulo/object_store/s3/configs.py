@@ -131,25 +131,19 @@ async def put_object_tagging(call: Call, tags: list[tuple[str, str]] | None = No
         tags = parse_tagging(await call.read_body(64 * 1024), MAX_TAGS_OBJECT)
     head = await call.swift("HEAD", call.swift_path(req.bucket, req.key))
     await _object_missing(call, head.status)
-    kept = {
-        k: v
-        for k, v in head.headers.items()
-        if k.startswith("x-object-meta-")
-        or k
-        in (
-            "content-type",
-            "content-disposition",
-            "content-encoding",
-            "cache-control",
-            "content-language",
-            "expires",
-            "x-delete-at",
-        )  # fmt: skip
-    }
+    kept = kept_metadata(head.headers)
     kept[OBJECT_TAGGING] = quote(json.dumps(tags)) if tags else ""
     answer = await call.swift("POST", call.swift_path(req.bucket, req.key), headers=kept)
     await _object_missing(call, answer.status)
     await call.respond(204 if not tags else 200)
+
+
+def kept_metadata(headers: dict[str, str]) -> dict[str, str]:
+    """What a Swift POST to an object must send back to keep the object's metadata (it
+    replaces user metadata; system metadata stays unless named)."""
+    plain = ("content-type", "content-disposition", "content-encoding", "cache-control",
+             "content-language", "expires", "x-delete-at")  # fmt: skip
+    return {k: v for k, v in headers.items() if k.startswith("x-object-meta-") or k in plain}
 
 
 async def _object_missing(call: Call, status: int) -> None:

@@ -52,6 +52,10 @@ CODES: dict[str, tuple[int, str]] = {
     "InvalidTag": (400, "The tag provided was not a valid tag."),
     "NoSuchVersion": (404, "The specified version does not exist."),
     "InvalidStorageClass": (400, "The storage class you specified is not valid"),
+    "InvalidPolicyDocument": (
+        400,
+        "The content of the form does not meet the conditions specified in the policy document.",
+    ),
     "InvalidRange": (416, "The requested range is not satisfiable"),
     "InvalidRequest": (400, "Invalid Request"),
     "KeyTooLongError": (400, "Your key is too long"),
@@ -59,7 +63,21 @@ CODES: dict[str, tuple[int, str]] = {
         400,
         "The XML you provided was not well-formed or did not validate against our published schema",
     ),
+    "MalformedACLError": (
+        400,
+        "The XML you provided was not well-formed or did not validate against our published "
+        "schema.",
+    ),
+    "MalformedPOSTRequest": (
+        400,
+        "The body of your POST request is not well-formed multipart/form-data.",
+    ),
+    "MaxPostPreDataLengthExceeded": (
+        400,
+        "Your POST request fields preceding the upload file were too large.",
+    ),
     "MethodNotAllowed": (405, "The specified method is not allowed against this resource."),
+    "MissingSecurityHeader": (400, "Your request was missing a required header"),
     "MissingContentLength": (411, "You must provide the Content-Length HTTP header."),
     "NoSuchBucket": (404, "The specified bucket does not exist"),
     "NoSuchKey": (404, "The specified key does not exist."),
@@ -83,6 +101,11 @@ CODES: dict[str, tuple[int, str]] = {
         "The request signature we calculated does not match the signature you provided. "
         "Check your key and signing method.",
     ),
+    "UnresolvableGrantByEmailAddress": (
+        400,
+        "The email address you provided does not match any account on record.",
+    ),
+    "UnexpectedContent": (400, "This request does not support content"),
     "XAmzContentSHA256Mismatch": (
         400,
         "The provided 'x-amz-content-sha256' header does not match what was computed.",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 import time
 import uuid
@@ -21,7 +22,14 @@ from cumulo.common.faults import ApiError
 from cumulo.object_store.core import ObjectStore
 from cumulo.object_store.s3.errors import S3Error
 from cumulo.object_store.s3.request import S3Request, parse
-from cumulo.object_store.s3.signature import STREAMING, UNSIGNED, ChunkDecoder, Signed, claim
+from cumulo.object_store.s3.signature import (
+    STREAMING,
+    UNSIGNED,
+    ChunkDecoder,
+    Signed,
+    claim,
+    sign_policy,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -105,9 +113,13 @@ class Call:
                 path += "/" + obj
         return path
 
-    def _sub_scope(self, method: str, path: str, query: dict | None, headers: dict) -> Scope:
+    def _sub_scope(
+        self, method: str, path: str, query: dict | None, headers: dict, token: str | None
+    ) -> Scope:
         hdrs = {k.lower(): v for k, v in headers.items()}
-        if self.credential is not None and self.credential.token:
+        if token is not None:
+            hdrs["x-auth-token"] = token
+        elif self.credential is not None and self.credential.token:
             hdrs["x-auth-token"] = self.credential.token
         hdrs.setdefault("host", self.req.host or "localhost")
         raw = [(k.encode(), str(v).encode("latin-1")) for k, v in hdrs.items()]
@@ -137,10 +149,18 @@ class Call:
         receive: Receive | None = None,
         stream_to: Callable[[int, dict[str, str]], Awaitable[bool]] | None = None,
         sink: Callable[[Message], Awaitable[None]] | None = None,
+        as_service: bool = False,
     ) -> SwiftAnswer:
         """One request to the Swift app in-process. With stream_to, the answer's body goes
-        to the client (or to sink) as it comes once stream_to(status, headers) says so."""
-        sub = self._sub_scope(method, path, query, headers or {})
+        to the client (or to sink) as it comes once stream_to(status, headers) says so.
+        as_service: with the service's rights (the reseller admin's), for what an object's
+        own ACL grants the caller beyond Swift's container ACLs (acl.object_access)."""
+        token = None
+        if as_service:
+            token = await self.store.validator.client.service_token()  # type: ignore[union-attr]
+            # A symlink is not followed with those rights (it may name another account).
+            query = {**(query or {}), "symlink": "get"}
+        sub = self._sub_scope(method, path, query, headers or {}, token)
         if receive is None:
             payload = body or b""
             sent = False
@@ -187,7 +207,12 @@ class Call:
 
     @asynccontextmanager
     async def swift_piped(
-        self, path: str, *, query: dict | None = None, headers: dict | None = None
+        self,
+        path: str,
+        *,
+        query: dict | None = None,
+        headers: dict | None = None,
+        as_service: bool = False,
     ) -> AsyncIterator[tuple[SwiftAnswer, Receive]]:
         """A GET whose body, when it succeeds, is read as the body of another Swift request
         (a copy the Swift app cannot make itself) as it comes, not held in memory. The
@@ -205,8 +230,9 @@ class Call:
                              "more_body": more})  # fmt: skip
 
         reader = asyncio.create_task(
-            self.swift("GET", path, query=query, headers=headers, stream_to=start, sink=sink)
-        )
+            self.swift("GET", path, query=query, headers=headers, stream_to=start, sink=sink,
+                       as_service=as_service)
+        )  # fmt: skip
 
         async def receive() -> Message:
             if queue.empty() and not reader.done():
@@ -365,6 +391,29 @@ class S3Gateway:
                 raise S3Error("AccessDenied")
             cred.keep_token(token)
         call.signed, call.credential = signed, cred
+
+    async def authenticate_form(
+        self, call: Call, access: str, policy: str, signature: str,
+        scope: tuple[str, str, str] | None,
+    ) -> None:  # fmt: skip
+        """A POST form's signature of its policy (post_object.py), checked with the secret
+        of the credential it names; the project token is then Identity's answer for the
+        policy signed as SigV2 signs it (what /v3/s3tokens checks)."""
+        client = self.store.validator.client  # type: ignore[union-attr]
+        cred = await self._credentials.get(client, access)
+        if cred is None:
+            raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=access)
+        expected = sign_policy(cred.secret, policy, scope) if cred.secret else ""
+        if not expected or not hmac.compare_digest(expected.encode(), signature.encode()):
+            raise S3Error("SignatureDoesNotMatch", AWSAccessKeyId=access,
+                          StringToSign=policy, SignatureProvided=signature)  # fmt: skip
+        if not cred.token_fresh():
+            v2 = sign_policy(cred.secret, policy, None)
+            token = await client.s3_token(access, policy, v2)
+            if token is None:
+                raise S3Error("AccessDenied")
+            cred.keep_token(token)
+        call.credential = cred
 
     # -- the bucket namespace --------------------------------------------------------
 

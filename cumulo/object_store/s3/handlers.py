@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
-from cumulo.object_store.s3 import acl, configs, history_versions, versions
+from cumulo.object_store.s3 import acl, configs, history_versions, post_object, versions
 from cumulo.object_store.s3.acl import owner_element
 from cumulo.object_store.s3.errors import S3Error
 from cumulo.object_store.s3.gateway import SEGMENTS, Call, SwiftAnswer
@@ -100,6 +100,8 @@ async def dispatch(call: Call) -> None:
             return await head_bucket(call)
         if m == "POST" and "delete" in p:
             return await delete_objects(call)
+        if post_object.is_post_object(call):
+            return await post_object.post_object(call)
         if m == "GET":
             if "location" in p:
                 return await bucket_location(call)
@@ -401,9 +403,10 @@ async def list_objects(call: Call, *, v2: bool = False) -> None:
 # -- objects ----------------------------------------------------------------------------
 
 
-def swift_object_headers(call: Call) -> dict[str, str]:
-    """The Swift headers of a new object from the S3 request's."""
-    h = call.req.headers
+def swift_object_headers(call: Call, given: dict[str, str] | None = None) -> dict[str, str]:
+    """The Swift headers of a new object from the S3 request's (or `given`: a POST
+    form's fields)."""
+    h = call.req.headers if given is None else given
     out: dict[str, str] = {}
     for name, value in h.items():
         if name.startswith("x-amz-meta-"):
@@ -417,6 +420,9 @@ def swift_object_headers(call: Call) -> dict[str, str]:
                       "The storage class you specified is not valid")  # fmt: skip
     if storage_class != "STANDARD":
         out[S3_CLASS] = storage_class
+    grants = acl.object_grants_from_request(h)
+    if grants is not None:
+        out[acl.OBJECT_ACL] = acl.encode_grants(grants)
     return out
 
 
@@ -542,8 +548,14 @@ async def get_object(call: Call) -> None:
         overrides["x-amz-version-id"] = version
     elif version is not None:
         query["version-id"] = version
+    try:
+        privileged = bool(await acl.object_access(call, path, query, "READ"))
+    except S3Error:
+        if req.method == "HEAD":
+            return await call.respond(403)
+        raise
     if "if-match" in forward or "if-none-match" in forward:
-        await etag_conditions(call, forward, path, query)
+        await etag_conditions(call, forward, path, query, privileged)
     if overrides and call.credential is None:
         raise S3Error(
             "InvalidRequest",
@@ -556,7 +568,9 @@ async def get_object(call: Call) -> None:
         await call.start(status, {**s3_object_headers(headers), **overrides})
         return True
 
-    answer = await call.swift(req.method, path, query=query, headers=forward, stream_to=start)
+    answer = await call.swift(
+        req.method, path, query=query, headers=forward, stream_to=start, as_service=privileged
+    )
     if answer.status in (200, 206):
         return
     if answer.status == 404 and state in (versions.ENABLED, versions.SUSPENDED):
@@ -586,12 +600,12 @@ def _etag_in(header: str, etag: str) -> bool:
 
 
 async def etag_conditions(
-    call: Call, forward: dict[str, str], path: str, query: dict[str, str]
+    call: Call, forward: dict[str, str], path: str, query: dict[str, str], as_service: bool
 ) -> None:
     """If-Match/If-None-Match against the S3 ETag where it is not Swift's (multipart
     uploads): checked here, and taken off what Swift sees."""
     req = call.req
-    head = await call.swift("HEAD", path, query=query)
+    head = await call.swift("HEAD", path, query=query, as_service=as_service)
     if head.status != 200 or S3_ETAG not in head.headers:
         return
     etag = head.headers[S3_ETAG]
@@ -666,6 +680,7 @@ class CopySource:
     name: str = ""  # keeps old versions in <bucket>+versions), read with `query`
     query: dict[str, str] = field(default_factory=dict)
     head: SwiftAnswer | None = None
+    granted: bool = False  # read by what the source's own ACL grants (acl.object_access)
 
 
 def copy_source(call: Call) -> CopySource:
@@ -713,9 +728,11 @@ async def check_source(call: Call) -> CopySource:
             elif await history_versions.version_path(call, src.key, src.version, src.bucket):
                 src.container = src.bucket + history_versions.VERSIONS
                 src.name = history_versions.archived_name(src.key, src.version)
+        where = call.swift_path(src.container, src.name)
+        src.granted = bool(await acl.object_access(call, where, src.query, "READ"))
         answer = await call.swift(
-            "HEAD", call.swift_path(src.container, src.name), query=src.query,
-            headers=copy_conditions(call.req.headers),
+            "HEAD", where, query=src.query, headers=copy_conditions(call.req.headers),
+            as_service=src.granted,
         )  # fmt: skip
         if answer.status in (304, 412):
             raise S3Error("PreconditionFailed", Condition="x-amz-copy-source-If-Match")
@@ -753,7 +770,8 @@ async def copy_bytes(
     call.account = src.account
     path = call.swift_path(src.container, src.name)
     call.account = saved
-    async with call.swift_piped(path, query=src.query, headers=wanted) as (source, receive):
+    piped = call.swift_piped(path, query=src.query, headers=wanted, as_service=src.granted)
+    async with piped as (source, receive):
         if source.status == 416:
             raise S3Error("InvalidRange")
         fail(call, source)
@@ -783,14 +801,19 @@ async def copy_object(call: Call) -> None:
         )
     src = await check_source(call)
     dest = call.swift_path(req.bucket, req.key)
-    if src.query:  # Swift copies only current objects
+    own_acl = acl.object_grants_from_request(req.headers)  # a copy has its own, or none
+    # Swift copies only current objects, and with the caller's rights.
+    if src.query or src.granted:
 
         def metadata(source: SwiftAnswer) -> dict[str, str]:
             if directive == "REPLACE":
                 return swift_object_headers(call)
             kept = (*PLAIN_HEADERS, "content-type")
-            return {k: v for k, v in source.headers.items()
-                    if k.startswith("x-object-meta-") or k in kept}  # fmt: skip
+            headers = {k: v for k, v in source.headers.items()
+                       if k.startswith("x-object-meta-") or k in kept}  # fmt: skip
+            if own_acl is not None:
+                headers[acl.OBJECT_ACL] = acl.encode_grants(own_acl)
+            return headers
 
         answer = await copy_bytes(call, src, {}, dest, metadata)
     else:
@@ -802,6 +825,8 @@ async def copy_object(call: Call) -> None:
         if directive == "REPLACE":
             headers.update(swift_object_headers(call))
             headers["x-fresh-metadata"] = "true"
+        elif own_acl is not None:
+            headers[acl.OBJECT_ACL] = acl.encode_grants(own_acl)
         answer = await call.swift("PUT", dest, headers=headers)
     await fail_object(call, answer)
     reply = await version_id_of_put(call, answer)
@@ -825,25 +850,52 @@ async def copy_result(
     await call.xml(xml_document(result), headers=headers)
 
 
-async def get_object_acl(call: Call) -> None:
-    req = call.req
-    answer = await call.swift("HEAD", call.swift_path(req.bucket, req.key))
+async def object_acl_access(call: Call, permission: str) -> SwiftAnswer:
+    """The object's HEAD for GetObjectAcl/PutObjectAcl: its owner's, or that of a caller
+    its own ACL grants `permission` (READ_ACP, WRITE_ACP); AccessDenied for the rest."""
+    path = call.swift_path(call.req.bucket, call.req.key)
+    granted = await acl.object_access(call, path, {}, permission)
+    if not granted and not acl.owns_bucket(call):
+        raise S3Error("AccessDenied")
+    # The object's own ACL: a symlink's, not its target's.
+    answer = await call.swift("HEAD", path, query={"symlink": "get"}, as_service=bool(granted))
     await fail_object(call, answer)
-    bucket = await call.swift("HEAD", call.swift_path(req.bucket))
-    grants = acl.grants_from_container(bucket.headers)
+    return answer
+
+
+async def get_object_acl(call: Call) -> None:
+    """GetObjectAcl: the object's own grants, or its bucket's when it has none."""
+    req = call.req
+    answer = await object_acl_access(call, "READ_ACP")
+    grants = acl.decode_grants(answer.headers.get(acl.OBJECT_ACL))
+    if grants is None:
+        bucket = await call.swift("HEAD", call.swift_path(req.bucket), as_service=True)
+        grants = acl.grants_from_container(bucket.headers)
     await call.xml(xml_document(acl.policy_document(owner_element(call), grants)))
 
 
 async def put_object_acl(call: Call) -> None:
-    # Swift keeps ACLs per container: an object takes its bucket's. Asking for the
-    # same (or private, the owner's full control) is accepted; anything else is not.
+    """PutObjectAcl: a canned ACL, x-amz-grant-* headers or an AccessControlPolicy,
+    kept in the object's system metadata (a Swift POST keeping the rest as it is)."""
     req = call.req
-    answer = await call.swift("HEAD", call.swift_path(req.bucket, req.key))
-    await fail_object(call, answer)
-    canned = req.headers.get("x-amz-acl", "private")
-    if canned not in ("private", "bucket-owner-full-control", "bucket-owner-read"):
-        raise S3Error("NotImplemented", "Object ACLs other than the bucket's are not implemented.")
-    await call.read_body(64 * 1024)
+    answer = await object_acl_access(call, "WRITE_ACP")
+    body = await call.read_body(64 * 1024)
+    grants = acl.object_grants_from_request(req.headers)
+    if grants is None:
+        if not body.strip():
+            raise S3Error("MissingSecurityHeader", MissingHeaderName="x-amz-acl")
+        owner_id = owner_element(call).findtext("ID") or ""
+        grants = acl.object_grants_from_policy(parse_body(body), owner_id)
+    elif body.strip():
+        raise S3Error("UnexpectedContent", "This request does not support content")
+    headers = configs.kept_metadata(answer.headers)
+    headers[acl.OBJECT_ACL] = acl.encode_grants(grants)
+    posted = await call.swift(
+        "POST", call.swift_path(req.bucket, req.key), headers=headers,
+        as_service=not acl.owns_bucket(call),
+    )  # fmt: skip
+    if posted.status != 307:  # 307: a symlink, whose own metadata Swift has updated
+        await fail_object(call, posted)
     await call.respond(200)
 
 

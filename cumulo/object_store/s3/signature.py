@@ -118,6 +118,15 @@ def claim(req: S3Request) -> Signed | None:
     return None
 
 
+def sign_policy(secret: str, policy: str, scope: tuple[str, str, str] | None) -> str:
+    """A POST form's signature of its (base64) policy: SigV4's (hex, with the key of the
+    credential's scope), or SigV2's (base64 HMAC-SHA1) when there is no scope."""
+    if scope is None:
+        mac = hmac.new(secret.encode(), policy.encode(), hashlib.sha1)
+        return base64.b64encode(mac.digest()).decode()
+    return hmac.new(_signing_key(secret, scope), policy.encode(), hashlib.sha256).hexdigest()
+
+
 # -- Signature Version 4 ------------------------------------------------------------
 
 

@@ -5,8 +5,9 @@ DELETE writes Swift's delete marker, ListObjectVersions reads the `?versions` li
 
 Where S3's rules differ from Swift's they are kept here: a GET of a delete marker by id
 is 405 MethodNotAllowed (Swift: 404), a key whose latest version is a delete marker
-answers 404 with `x-amz-delete-marker`, and deleting the latest version makes the one
-before it current (Swift does that for requests from the S3 front).
+answers 404 with `x-amz-delete-marker`, deleting the latest version makes the one
+before it current, and a DELETE while versioning is suspended replaces the `null` version
+by a `null` delete marker (Swift does these two for requests from the S3 front).
 
 Buckets versioned through S3 before (Swift's history mode) are history_versions.py's
 until their owner puts a versioning configuration again.
@@ -19,7 +20,12 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from cumulo.object_store.api.object_versioning import DELETE_MARKER, FLAG, parse_flag
+from cumulo.object_store.api.object_versioning import (
+    DELETE_MARKER,
+    FLAG,
+    TIMESTAMP_IDS,
+    parse_flag,
+)
 from cumulo.object_store.api.versioning import HISTORY
 from cumulo.object_store.s3 import configs, history_versions
 from cumulo.object_store.s3.acl import owner_element
@@ -34,6 +40,7 @@ from cumulo.object_store.s3.xmldoc import (
     parse_body,
     sub,
 )
+from cumulo.object_store.storage import timestamps
 
 ENABLED, SUSPENDED, HISTORY_MODE = "Enabled", "Suspended", "History"
 MAX_KEYS = 1000
@@ -77,6 +84,10 @@ async def put_versioning(call: Call) -> None:
         # mode, and its old versions stay in <bucket>+versions for Swift clients.
         await _post_bucket(call, {"x-remove-history-location": "x"})
         await configs.store_setting(call, "Versioning", "")
+        # Its objects keep the timestamps S3 gave them as version ids.
+        await call.store.proxy.container_post(
+            call.account or "", call.req.bucket, {TIMESTAMP_IDS: timestamps.now()}
+        )
     await _post_bucket(call, {"x-versions-enabled": "true" if wanted == ENABLED else "false"})
     await call.respond(200)
 
@@ -306,8 +317,9 @@ async def delete_key(call: Call, key: str, version: str | None) -> dict[str, str
         # Not multipart-manifest=delete: the segments belong to the version kept.
         answer = await call.swift("DELETE", path)
         await _deleted(call, answer)
+        # Enabled: a new delete marker; suspended: the `null` one, in the null version's place.
         marker = answer.headers.get("x-object-version-id")
-        if state == ENABLED and marker:
+        if marker:
             return {"x-amz-delete-marker": "true", "x-amz-version-id": marker}
         return {}
     answer = await call.swift("DELETE", path, query={"multipart-manifest": "delete"})
