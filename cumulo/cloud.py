@@ -25,6 +25,7 @@ from cumulo.compute.app import create_compute_app
 from cumulo.compute.cell import ComputeCell
 from cumulo.compute.consoles import create_console_proxy_app
 from cumulo.dashboard.app import create_dashboard_app, in_process_apis
+from cumulo.dashboard.sessions import DatabaseSessionStore
 from cumulo.ec2.app import create_ec2_app, open_ec2_service
 from cumulo.ec2.core import Ec2Service
 from cumulo.identity.app import create_identity_app
@@ -70,6 +71,8 @@ def prepare_state_dir(
             changed = True
     if not config.metadata.shared_secret:
         config.metadata.shared_secret, changed = secrets.token_hex(32), True
+    if not config.dashboard.session_secret:
+        config.dashboard.session_secret, changed = secrets.token_hex(32), True
     if tls is not None and tls != config.tls.enabled:
         config.tls.enabled, changed = tls, True
     if tls_files.ensure(config, state_dir):
@@ -149,6 +152,10 @@ class Cloud:
         db = Database(database_url(config, state_dir, "identity"), "identity")
         cloud.databases["identity"] = db
         await db.migrate()
+        # The dashboard's sessions, shared by the processes serving it (cumulo api).
+        dashboard_db = Database(database_url(config, state_dir, "dashboard"), "dashboard")
+        cloud.databases["dashboard"] = dashboard_db
+        await dashboard_db.migrate()
         cloud.identity = Identity(config, state_dir, db)
         cloud.identity.notifier = Notifier(config, state_dir, "identity")
         await bootstrap(cloud.identity, config)
@@ -256,8 +263,11 @@ class Cloud:
                 self.config.object_store.storage_port,
             )
         # The web dashboard calls the APIs above in-process, with each user's token.
+        sessions = DatabaseSessionStore(
+            self.databases["dashboard"], self.config.dashboard.session_secret.encode()
+        )
         apps["dashboard"] = (
-            create_dashboard_app(in_process_apis(apps)),
+            create_dashboard_app(in_process_apis(apps), sessions),
             self.config.ports.dashboard,
         )
         return apps

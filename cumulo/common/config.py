@@ -453,6 +453,12 @@ class ServicePorts(_Section):
     ec2: int = 8788
 
 
+class DashboardConfig(_Section):
+    # Signs the session cookies and encrypts the sessions kept in the dashboard's database
+    # (shared by every process serving the dashboard); generated on first start.
+    session_secret: str = ""
+
+
 class CumuloConfig(_Section):
     host: str = "127.0.0.1"
     # The address written into the catalog; defaults to host (or 127.0.0.1 when
@@ -470,6 +476,7 @@ class CumuloConfig(_Section):
     messaging: MessagingConfig = MessagingConfig()
     metadata: MetadataConfig = MetadataConfig()
     object_store: ObjectStoreConfig = ObjectStoreConfig()
+    dashboard: DashboardConfig = DashboardConfig()
     ports: ServicePorts = ServicePorts()
     tls: TlsConfig = TlsConfig()
     limits: LimitsConfig = LimitsConfig()

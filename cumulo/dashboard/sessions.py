@@ -1,16 +1,37 @@
 """Server-side sessions: the token stays on the server; the browser holds only a
 signed, HttpOnly, SameSite cookie naming the session, and every form carries the
-session's CSRF token."""
+session's CSRF token.
+
+Two stores behind one interface: in this process's memory (`cumulo dashboard` alone, and
+tests), or in the dashboard's database (`cumulo up` and `cumulo api`, whose workers share
+the port: a session made by one worker is found by the others). In the database a
+session is one row, encrypted (Fernet, a key derived from `[dashboard] session_secret`),
+so its token and the private keys it holds are never stored in the clear."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import hashlib
 import hmac
+import json
 import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import delete, select
+
+from cumulo.dashboard.models import DashboardSession
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session as DbSession
+
+    from cumulo.common.db import Database
 
 COOKIE = "cumulo_session"
 
@@ -59,7 +80,7 @@ def token_expiry(expires_at: str) -> float:
 
 class SessionStore:
     """Sessions in this process's memory (a restart logs everyone out, tokens stay valid
-    until they expire)."""
+    until they expire). Changes to a found session are kept with `save`."""
 
     def __init__(self, secret: bytes | None = None) -> None:
         self.secret = secret or secrets.token_bytes(32)
@@ -68,22 +89,110 @@ class SessionStore:
     def _sign(self, sid: str) -> str:
         return hmac.new(self.secret, sid.encode(), hashlib.sha256).hexdigest()
 
-    def create(self, session: Session) -> str:
-        """A new session; returns the cookie value."""
-        sid = secrets.token_urlsafe(24)
-        self.sessions[sid] = session
-        return f"{sid}.{self._sign(sid)}"
-
-    def find(self, cookie: str | None) -> tuple[str, Session] | None:
+    def _sid(self, cookie: str | None) -> str | None:
         if not cookie or "." not in cookie:
             return None
         sid, signature = cookie.rsplit(".", 1)
-        if not hmac.compare_digest(signature, self._sign(sid)):
+        return sid if hmac.compare_digest(signature, self._sign(sid)) else None
+
+    async def create(self, session: Session) -> str:
+        """A new session; returns the cookie value."""
+        sid = secrets.token_urlsafe(24)
+        await self._put(sid, session, new=True)
+        return f"{sid}.{self._sign(sid)}"
+
+    async def find(self, cookie: str | None) -> tuple[str, Session] | None:
+        sid = self._sid(cookie)
+        if sid is None:
             return None
-        session = self.sessions.get(sid)
+        session = await self._get(sid)
         return (sid, session) if session is not None else None
 
-    def end(self, cookie: str | None) -> None:
-        found = self.find(cookie)
-        if found is not None:
-            self.sessions.pop(found[0], None)
+    async def save(self, sid: str, session: Session) -> None:
+        await self._put(sid, session, new=False)
+
+    async def end(self, cookie: str | None) -> None:
+        sid = self._sid(cookie)
+        if sid is not None:
+            await self._delete(sid)
+
+    async def _get(self, sid: str) -> Session | None:
+        return self.sessions.get(sid)
+
+    async def _put(self, sid: str, session: Session, new: bool) -> None:
+        self.sessions[sid] = session
+
+    async def _delete(self, sid: str) -> None:
+        self.sessions.pop(sid, None)
+
+
+def _fernet(secret: bytes) -> Fernet:
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"cumulo dashboard sessions"
+    ).derive(secret)
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+class DatabaseSessionStore(SessionStore):
+    """Sessions in the dashboard's database, shared by every process serving it. A row
+    is written when a session is made or changed (a page that changes nothing writes
+    nothing); expired rows are removed as new sessions are made."""
+
+    def __init__(self, db: Database, secret: bytes) -> None:
+        super().__init__(hmac.new(secret, b"cookie", hashlib.sha256).digest())
+        self.db = db
+        self.fernet = _fernet(secret)
+        # What each session looked like when read or written (id(session) -> its bytes),
+        # so that `save` writes only what changed.
+        self._seen: dict[int, bytes] = {}
+
+    def _seal(self, session: Session) -> tuple[bytes, bytes]:
+        plain = json.dumps(dataclasses.asdict(session), sort_keys=True).encode()
+        return plain, self.fernet.encrypt(plain)
+
+    async def _get(self, sid: str) -> Session | None:
+        row = await self.db.run_read(_load_row, sid)
+        if row is None:
+            return None
+        try:
+            plain = self.fernet.decrypt(row)
+        except InvalidToken:  # another secret: as if there were no session
+            return None
+        session = Session(**json.loads(plain))
+        self._remember(session, plain)
+        return session
+
+    async def _put(self, sid: str, session: Session, new: bool) -> None:
+        plain, sealed = self._seal(session)
+        if not new and self._seen.get(id(session)) == plain:
+            return
+        await self.db.run_write(_store_row, sid, sealed, session.expires_at, new)
+        self._remember(session, plain)
+
+    async def _delete(self, sid: str) -> None:
+        await self.db.run_write(_delete_row, sid)
+
+    def _remember(self, session: Session, plain: bytes) -> None:
+        # Sessions are short-lived objects (one request): keep the last few only.
+        self._seen[id(session)] = plain
+        while len(self._seen) > 256:
+            self._seen.pop(next(iter(self._seen)))
+
+
+def _load_row(s: DbSession, sid: str) -> bytes | None:
+    return s.scalar(select(DashboardSession.data).where(DashboardSession.id == sid))
+
+
+def _store_row(s: DbSession, sid: str, sealed: bytes, expires_at: float, new: bool) -> None:
+    now = time.time()
+    if new:
+        s.execute(delete(DashboardSession).where(DashboardSession.expires_at < now))
+        s.add(DashboardSession(id=sid, data=sealed, expires_at=expires_at, updated_at=now))
+        return
+    row = s.get(DashboardSession, sid)
+    if row is not None:  # ended meanwhile (logged out in another tab): stays ended
+        row.data, row.expires_at, row.updated_at = sealed, expires_at, now
+
+
+def _delete_row(s: DbSession, sid: str) -> None:
+    s.execute(delete(DashboardSession).where(DashboardSession.id == sid))

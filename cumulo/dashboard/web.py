@@ -87,12 +87,12 @@ def page(handler: Handler | None = None, *, admin: bool = False, read_form: bool
         @functools.wraps(handler)
         async def run(request: Request) -> Response:
             store = store_of(request)
-            found = store.find(request.cookies.get(COOKIE))
+            found = await store.find(request.cookies.get(COOKIE))
             if found is None:
                 return to_login(request, "login")
-            session = found[1]
+            sid, session = found
             if session.expired:
-                store.end(request.cookies.get(COOKIE))
+                await store.end(request.cookies.get(COOKIE))
                 return to_login(request, "expired")
             request.state.session = session
             request.state.apis = request.app.state.apis.for_token(session.token)
@@ -117,12 +117,15 @@ def page(handler: Handler | None = None, *, admin: bool = False, read_form: bool
                     error=ApiFailure("dashboard", 403, "This page is for administrators."),
                 )
             try:
-                return await handler(request)
+                response = await handler(request)
             except ApiFailure as exc:
                 if exc.status == 401:
-                    store.end(request.cookies.get(COOKIE))
+                    await store.end(request.cookies.get(COOKIE))
                     return to_login(request, "revoked")
-                return error_page(request, exc)
+                response = error_page(request, exc)
+            if not getattr(request.state, "session_ended", False):
+                await store.save(sid, session)  # what the page changed (views, scope, keys)
+            return response
 
         return run
 
@@ -182,7 +185,8 @@ def live_stream(
     that changed since the page was rendered, each as an event named after its element."""
     store = store_of(request)
     cookie = request.cookies.get(COOKIE)
-    # What the page already shows (a stream opened without its view sends everything).
+    # What the page already shows (a stream opened without its view sends everything);
+    # the `page` wrapper saves the session without it when this returns.
     sent = session_of(request).views.pop(request.query_params.get("view", ""), {})
 
     async def last(event: bytes) -> AsyncIterator[bytes]:
@@ -196,9 +200,9 @@ def live_stream(
 
     async def events() -> AsyncIterator[bytes]:
         while True:
-            found = store.find(cookie)
+            found = await store.find(cookie)
             if found is None or found[1].expired:
-                store.end(cookie)
+                await store.end(cookie)
                 async for chunk in last(b"event: session-ended\ndata: expired\n\n"):
                     yield chunk
                 return
@@ -206,7 +210,7 @@ def live_stream(
                 current = await fragments()
             except ApiFailure as exc:
                 if exc.status == 401:
-                    store.end(cookie)
+                    await store.end(cookie)
                     async for chunk in last(b"event: session-ended\ndata: revoked\n\n"):
                         yield chunk
                     return

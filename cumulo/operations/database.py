@@ -18,7 +18,7 @@ from cumulo.common.config import CumuloConfig, database_url
 from cumulo.common.db import Database, alembic_config
 
 # The services that keep a SQL database, in the order `cumulo up` opens them.
-SERVICES = ("identity", "image", "volume", "network", "compute", "ec2")
+SERVICES = ("identity", "image", "volume", "network", "compute", "ec2", "dashboard")
 
 
 @dataclass

@@ -13,6 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cumulo.common.config import load_config, write_config
@@ -28,6 +29,7 @@ from tests.cluster import (
 )
 from tests.conftest import skip_or_fail
 from tests.databases import ServerUnavailable, fresh_database
+from tests.functional.dashboard_helpers import Dashboard
 
 pytestmark = pytest.mark.e2e
 
@@ -134,6 +136,26 @@ def _delete_all(cloud: CloudRunner, ids: list[str]) -> None:
     cloud.openstack("server", "delete", "--wait", *ids)
     left = {s["ID"] for s in cloud.openstack("server", "list", "-f", "json")}
     assert not left & set(ids)
+
+
+def test_a_dashboard_session_is_served_by_either_api_worker(cluster):
+    """Both workers serve the dashboard's port: a session made through one is found by
+    the other (sessions live in the dashboard's database, not a worker's memory). Each
+    request on a new connection, so the kernel spreads them over the workers."""
+    cloud, procs = cluster
+    workers = children(procs.procs["api"].pid)
+    assert len(workers) == 2
+    base = f"http://127.0.0.1:{cloud.config.ports.dashboard}"
+    admin = Dashboard(base, "admin", cloud.config.identity.admin_password)
+    try:
+        cookies = dict(admin.http.cookies)
+        for _ in range(20):
+            with httpx.Client(base_url=base, cookies=cookies, timeout=60) as fresh:
+                answer = fresh.get("/")
+            assert answer.status_code == 200, (answer.status_code, answer.headers)
+            assert admin.csrf in answer.text  # the same session, whichever worker answered
+    finally:
+        admin.close()
 
 
 def test_every_process_shows_its_heartbeat(cluster):

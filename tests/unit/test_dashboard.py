@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import time
 
+from sqlalchemy import func, select
+
+from cumulo.common.db import Database
 from cumulo.dashboard.apis import ApiFailure, error_message
+from cumulo.dashboard.models import DashboardSession
 from cumulo.dashboard.pages.compute import _field_of
-from cumulo.dashboard.sessions import Session, SessionStore, token_expiry
+from cumulo.dashboard.sessions import DatabaseSessionStore, Session, SessionStore, token_expiry
 
 
 def test_error_messages_are_found_in_every_service_s_dialect():
@@ -37,15 +41,46 @@ def _session() -> Session:
     return Session("tok", "u", "demo", "Default", "p", "demo", ["member"], time.time() + 60)
 
 
-def test_a_session_cookie_is_signed_and_ends():
+async def test_a_session_cookie_is_signed_and_ends():
     store = SessionStore()
-    cookie = store.create(_session())
-    assert store.find(cookie)[1].user_name == "demo"
+    cookie = await store.create(_session())
+    assert (await store.find(cookie))[1].user_name == "demo"
     sid = cookie.rsplit(".", 1)[0]
-    assert store.find(f"{sid}.{'0' * 64}") is None  # a forged signature
-    assert SessionStore().find(cookie) is None  # another process's secret
-    store.end(cookie)
-    assert store.find(cookie) is None
+    assert await store.find(f"{sid}.{'0' * 64}") is None  # a forged signature
+    assert await SessionStore().find(cookie) is None  # another process's secret
+    await store.end(cookie)
+    assert await store.find(cookie) is None
+
+
+async def test_sessions_in_the_database_are_shared_by_processes_and_sealed(tmp_path):
+    """Two stores on one database with the same secret (two `cumulo api` workers): a
+    session made by one is found, changed and ended through the other; the row holds no
+    token in the clear; another secret finds nothing; expired rows go."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'dashboard.db'}", "dashboard")
+    await db.migrate()
+    try:
+        first, second = (DatabaseSessionStore(db, b"s" * 32) for _ in range(2))
+        session = _session()
+        session.token = "gAAAA-the-keystone-token"
+        session.private_keys["k1"] = "-----BEGIN OPENSSH PRIVATE KEY-----"
+        cookie = await first.create(session)
+        sid, found = await second.find(cookie)
+        assert found.token == session.token and found.private_keys == session.private_keys
+        found.views["v1"] = {"status": "<td>ACTIVE</td>"}
+        await second.save(sid, found)
+        assert (await first.find(cookie))[1].views == {"v1": {"status": "<td>ACTIVE</td>"}}
+        raw = await db.run_read(lambda s: s.scalar(select(DashboardSession.data)))
+        assert b"keystone-token" not in raw and b"PRIVATE KEY" not in raw
+        assert await DatabaseSessionStore(db, b"t" * 32).find(cookie) is None
+        await first.end(cookie)
+        assert await second.find(cookie) is None
+        old = _session()
+        old.expires_at = time.time() - 1
+        await first.create(old)
+        await first.create(_session())  # a new session clears the expired rows
+        assert await db.run_read(lambda s: s.scalar(select(func.count(DashboardSession.id)))) == 1
+    finally:
+        await db.dispose()
 
 
 def test_expiry_comes_from_the_token():

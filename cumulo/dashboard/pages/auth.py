@@ -125,7 +125,7 @@ async def login(request: Request) -> Response:
             needs_totp=needs_totp,
             request_id=exc.request_id,
         )
-    cookie = store_of(request).create(session)
+    cookie = await store_of(request).create(session)
     response = redirect(request, "/")
     secure = request.url.scheme == "https"
     response.set_cookie(COOKIE, cookie, httponly=True, samesite="lax", secure=secure)
@@ -142,7 +142,8 @@ async def logout(request: Request) -> Response:
         )
     except ApiFailure:
         pass  # an expired token is gone anyway
-    store_of(request).end(request.cookies.get(COOKIE))
+    await store_of(request).end(request.cookies.get(COOKIE))
+    request.state.session_ended = True
     response = redirect(request, "/login?reason=logout")
     response.delete_cookie(COOKIE)
     return response
