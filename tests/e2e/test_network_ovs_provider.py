@@ -26,7 +26,9 @@ from pathlib import Path
 import pytest
 
 from cumulo.common.config import load_config, write_config
+from cumulo.network.dataplane import commands as cmd
 from cumulo.network.dataplane import openvswitch, ovsdb
+from cumulo.network.dataplane.state import desired_state
 from tests.cloudrunner import CloudRunner, configure_state_dir
 from tests.conftest import skip_or_fail
 from tests.e2e.test_network_dataplane import HOST, TOOLS, UDHCPC_SCRIPT, Lab, netns_list, ping, sh
@@ -232,3 +234,48 @@ def ping_from_host(address: str, attempts: int = 5) -> bool:
         if sh("ping", "-c", "1", "-W", "1", address, check=False).returncode == 0:
             return True
     return False
+
+
+def test_the_host_interface_goes_back_to_the_host_when_its_mapping_is_removed(
+    lab: tuple[Lab, Wire],
+):
+    lab_, _ = lab
+    driver = lab_.driver
+    nic = driver.physical["physnet1"]
+    flat = lab_.conn.network.find_network("ovs-flat")
+    assert flat is not None  # with its guest, from the first test
+    g_flat = f"{lab_.tag}gf"
+    assert sh("ip", "link", "show", nic, check=False).returncode != 0  # in the data plane
+    state = lab_.runner.run_async(desired_state(lab_.runner.cloud.network, HOST))
+
+    async def restart_without_then_with_the_mapping() -> dict:
+        seen = {}
+        # The running agent stands still meanwhile (its driver's lock held): an agent
+        # restarted with physnet1's mapping removed from its configuration.
+        async with driver._lock:
+            unmapped = openvswitch.OpenvSwitchDriver(lab_.runner.state_dir)
+            unmapped.host_leg = driver.host_leg
+            try:
+                await unmapped.apply(state)
+                seen["bridges"] = await unmapped._call("bridge_names")
+            finally:
+                if unmapped.db is not None:
+                    await asyncio.to_thread(unmapped.db.close)
+            seen["host links"] = set(await cmd.links(None))
+            seen["flat ping"] = (await asyncio.to_thread(ping, g_flat, "10.94.0.250", 2)).returncode
+            # ...and restarted with the mapping again: the interface is taken back.
+            driver.applied.clear()
+            await driver._switch()
+            await driver._apply(state)
+            seen["again"] = (await asyncio.to_thread(ping, g_flat, "10.94.0.250", 5)).returncode
+        return seen
+
+    done = asyncio.run_coroutine_threadsafe(
+        restart_without_then_with_the_mapping(), lab_.runner._loop
+    ).result(120)
+    assert "br-physnet1" not in done["bridges"]
+    assert nic in done["host links"]  # back in the host's own namespace
+    assert done["flat ping"] != 0  # the flat network no longer reaches the wire
+    assert done["again"] == 0
+    assert sh("ip", "link", "show", nic, check=False).returncode != 0
+    assert nic in bridge_ports(lab_, "br-physnet1")

@@ -5,7 +5,8 @@ ovs-vswitchd and host namespace), as a second compute host's agent would be; a v
 pair between the two host namespaces is the underlay. Guests on one tenant network
 on different hosts talk over the tunnel; a second network with the same CIDR (and the
 same guest address on the far host) stays isolated: each guest reaches only its own
-network's machine. The peers are either configured (`ovs_tunnel_peers`) or learnt
+network's machine, and each remote guest's MAC is pinned to its host's tunnel (L2
+population). The peers are either configured (`ovs_tunnel_peers`) or learnt
 from the other agent's report, through the desired state's tunnel section as the
 server computes it from the agents' rows (state._tunnels); a vxlan network's
 `provider:segmentation_id` is its VNI. Needs root and Open vSwitch: skipped without
@@ -71,13 +72,16 @@ def hosts(request: pytest.FixtureRequest, tmp_path: Path):
     try:
         for ns in (d.host_ns for d in drivers.values()):
             sh("ip", "netns", "add", ns)
-        sh("ip", "-n", drivers["a"].host_ns, "link", "add", "ul0", "type", "veth", "peer",
-           "name", "ul0", "netns", drivers["b"].host_ns)  # fmt: skip
+        # Each host's end has this name (one given back comes to the test's namespace);
+        # not the data plane's prefix, whose devices its cleanup would take for its own.
+        underlay = f"ul{tag.removeprefix('cmlo-vx')[:4]}"
+        sh("ip", "-n", drivers["a"].host_ns, "link", "add", underlay, "type", "veth", "peer",
+           "name", underlay, "netns", drivers["b"].host_ns)  # fmt: skip
         for h, driver in drivers.items():
             # As each host's [network] section would say it; "learnt": no peers listed.
             peers = [ip for other, ip in UNDERLAY.items() if other != h]
             section = NetworkConfig(
-                ovs_tunnel_local_ip=f"{UNDERLAY[h]}/24", ovs_tunnel_device="ul0",
+                ovs_tunnel_local_ip=f"{UNDERLAY[h]}/24", ovs_tunnel_device=underlay,
                 ovs_tunnel_peers=peers if request.param == "configured" else [],
             )  # fmt: skip
             driver.tunnel = openvswitch.tunnel_settings(section)
@@ -85,6 +89,7 @@ def hosts(request: pytest.FixtureRequest, tmp_path: Path):
     finally:
         for ns in guests:
             sh("ip", "netns", "delete", ns, check=False)
+        sh("ip", "link", "del", f"ul{tag.removeprefix('cmlo-vx')[:4]}", check=False)
         for driver in drivers.values():
             asyncio.run(driver.teardown())
         left = [line for line in sh("ip", "netns", "list").stdout.splitlines()
@@ -99,9 +104,11 @@ def tunnel_section(drivers: dict, host: str, networks: list[dict], placed: dict)
     loaded = {
         "tunnels": [(h, d.configurations(), now) for h, d in drivers.items()],
         "dhcp_hosts": [], "l3_hosts": [],
-        "ports": [SimpleNamespace(network_id=p["network_id"], mac_address=p["mac"], host=h,
-                                  device_owner="compute:nova", device_id="")
+        "ports": [SimpleNamespace(id=p["id"], network_id=p["network_id"], mac_address=p["mac"],
+                                  host=h, device_owner="compute:nova", device_id="")
                   for h, ports in placed.items() for p in ports],
+        "ips": [SimpleNamespace(port_id=p["id"], ip_address=a["ip"])
+                for ports in placed.values() for p in ports for a in p["addresses"]],
         "networks": [SimpleNamespace(id=n["id"], external=False, network_type="vxlan",
                                      segmentation_id=n["segment"]["segmentation_id"])
                      for n in networks],
@@ -117,6 +124,21 @@ def tunnel_ids(driver) -> set[int]:
     found = re.findall(r"tun_id=(0x[0-9a-f]+|\d+)", flows)
     found += re.findall(r"set_field:(0x[0-9a-f]+|\d+)->tun_id", flows)
     return {int(v, 0) for v in found}
+
+
+def tunnel_flows(driver) -> str:
+    env = {**os.environ, "OVS_RUNDIR": str(driver.run_dir)}
+    return subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "--names", "dump-flows", "br-tun"],
+                          capture_output=True, text=True, env=env, check=True).stdout  # fmt: skip
+
+
+def pinned_packets(driver, mac: str, tunnel: str) -> int | None:
+    """The packets of br-tun's L2 population flow sending `mac` to `tunnel` (None: no
+    such flow)."""
+    for flow in tunnel_flows(driver).splitlines():
+        if f"dl_dst={mac}" in flow and "priority=2" in flow and f'output:"{tunnel}"' in flow:
+            return int(flow.split("n_packets=")[1].split(",")[0])
+    return None
 
 
 def plug(driver, guest: str, p: dict) -> None:
@@ -161,6 +183,8 @@ def test_guests_on_two_hosts_talk_over_vxlan_and_same_cidr_networks_stay_apart(h
             guests.append(guest)
             plug(driver, guest, p)
         asyncio.run(driver.apply(desired))  # the taps' flows (the agent's watch does this)
+        if h == "b":
+            desired_b = desired
         assert driver.configurations()["tunnel_types"] == ["vxlan"]
         assert driver.configurations()["tunneling_ip"] == UNDERLAY[h]
         # One VXLAN port, to the other host (configured or learnt from its report).
@@ -179,3 +203,26 @@ def test_guests_on_two_hosts_talk_over_vxlan_and_same_cidr_networks_stay_apart(h
     assert neighbour_mac(ga2, "10.66.0.2") == b2["mac"]
     # And nothing crosses between the networks on one host either.
     assert not ping(ga2, "10.66.0.1", attempts=2)
+    # L2 population: each host sends the other's guests' MACs straight to its tunnel,
+    # and the pings above went that way.
+    for h, driver in drivers.items():
+        [other] = [o for o in UNDERLAY if o != h]
+        for p in placed[other]:
+            packets = pinned_packets(driver, p["mac"], openvswitch.vxlan_port(UNDERLAY[other]))
+            assert packets is not None, f"{p['mac']} is not pinned on {h}"
+            if p is b1:
+                assert packets > 0
+
+    # host b's agent restarted with its tunnels turned off (no ovs_tunnel_local_ip):
+    # br-tun and br-phy go, and the tunnels' interface goes back to the host's namespace.
+    device = drivers["b"].tunnel["device"]
+    restarted = openvswitch.OpenvSwitchDriver(drivers["b"].state_dir)
+    try:
+        asyncio.run(restarted.apply({**desired_b, "tunnel": None}))
+        bridges = asyncio.run(restarted._call("bridge_names"))
+    finally:
+        if restarted.db is not None:
+            restarted.db.close()
+    assert not {"br-tun", "br-phy"} & set(bridges)
+    assert sh("ip", "link", "show", device, check=False).returncode == 0  # the test's namespace
+    assert not ping(guests[2], "10.66.0.1", attempts=2)  # b1 no longer reaches a1

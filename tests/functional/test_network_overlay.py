@@ -1,7 +1,8 @@
 """Agents joined by VXLAN, as the server sees them: each tenant network's DHCP server and
 each router go to one tunnelling agent (a second one on the shared segment would clash)
 and move to another when it dies; each host's desired state names the other hosts'
-underlay addresses and where each remote port's MAC lives (L2 population)."""
+underlay addresses, where each remote port's MAC lives (L2 population) and the remote
+ports' IPv4 addresses (ARP responder)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,9 @@ def test_one_tunnelling_agent_serves_each_network_and_router_and_another_takes_o
     assert isinstance(tunnel["vni"][net["id"]], int)
     assert [port["mac_address"], ENDS["vx-2"]] in tunnel["macs"][net["id"]]
     assert ENDS["vx-2"] in tunnel["peers"][net["id"]]
+    # ...and answers ARP requests for its address itself (openvswitch's ARP responder).
+    address = port["fixed_ips"][0]["ip_address"]
+    assert [address, port["mac_address"]] in tunnel["arp"][net["id"]]
     # The cloud's own agent does not tunnel: its bridges stay its own.
     own = overlay.cloud.network.agent.host
     assert overlay.run_async(desired_state(overlay.cloud.network, own))["tunnel"] is None

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from cumulo.network.dataplane.ovs_firewall import integration_flows, port_masks, rule_matches
+from cumulo.network.dataplane.ovs_firewall import (
+    integration_flows,
+    port_masks,
+    rule_matches,
+    tunnel_flows,
+)
 
 PORT = {
     "id": "p1",
@@ -91,3 +96,59 @@ def test_remote_group_members_are_listed_once_for_all_ports_of_the_group():
     conj = member_flows[0].split("conjunction(")[1].split(",")[0]
     assert sum(f"conj_id={conj}," in f for f in flows.splitlines()) == 50  # one per port
     assert len(flows.splitlines()) < 50 * 40
+
+
+def test_br_tun_pins_remote_macs_to_their_tunnel_and_floods_only_to_the_networks_hosts():
+    # patch-int is ofport 1; tunnels to host B (2) and host C (3). n1 (VLAN 5, VNI 100)
+    # has ports on B and C, n2 (VLAN 6, VNI 200) on C only.
+    networks = {"n1": (5, 100, [2, 3]), "n2": (6, 200, [3])}
+    pinned = {
+        "n1": {"FA:16:3E:00:00:0B": 2, "fa:16:3e:00:00:0c": 3},
+        "n2": {"fa:16:3e:00:00:2c": 3},
+    }
+    arp = {"n1": {"10.0.0.11": "fa:16:3e:00:00:0b"}}
+    flows = tunnel_flows(1, [2, 3], networks, pinned, arp).splitlines()
+
+    def actions(table: int, match: str) -> list[str]:
+        head = f"table={table},"
+        return [f.split(",actions=", 1)[1] for f in flows
+                if head in f and f.split(",actions=")[0].endswith(match)]  # fmt: skip
+
+    # From br-int: unicast to table 20, broadcast/multicast to 22.
+    assert actions(0, "in_port=1") == ["goto_table:2"]
+    assert actions(2, "dl_dst=00:00:00:00:00:00/01:00:00:00:00:00") == ["goto_table:20"]
+    assert actions(2, "dl_dst=01:00:00:00:00:00/01:00:00:00:00:00") == ["goto_table:22"]
+    # L2 population: each remote MAC straight to its own host's tunnel, with its VNI.
+    assert actions(20, "priority=2,dl_vlan=5,dl_dst=fa:16:3e:00:00:0b") == [
+        "pop_vlan,set_field:100->tun_id,output:2"
+    ]
+    assert actions(20, "priority=2,dl_vlan=5,dl_dst=fa:16:3e:00:00:0c") == [
+        "pop_vlan,set_field:100->tun_id,output:3"
+    ]
+    assert actions(20, "priority=2,dl_vlan=6,dl_dst=fa:16:3e:00:00:2c") == [
+        "pop_vlan,set_field:200->tun_id,output:3"
+    ]
+    assert actions(20, "priority=0") == ["goto_table:22"]  # unknown unicast: flooded
+    # Floods go only to the hosts with something on the network.
+    assert actions(22, "dl_vlan=5") == ["pop_vlan,set_field:100->tun_id,output:2,output:3"]
+    assert actions(22, "dl_vlan=6") == ["pop_vlan,set_field:200->tun_id,output:3"]
+    assert actions(22, "priority=0") == ["drop"]
+    # ARP requests: a remote port's address is answered here, the others flooded.
+    assert actions(2, "arp,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1") == ["goto_table:21"]
+    [reply] = actions(21, "arp,dl_vlan=5,arp_tpa=10.0.0.11")
+    assert "load:0x2->NXM_OF_ARP_OP[]" in reply and reply.endswith("IN_PORT")
+    assert "set_field:fa:16:3e:00:00:0b->arp_sha" in reply
+    assert "set_field:10.0.0.11->arp_spa" in reply
+    assert actions(21, "priority=0") == ["goto_table:22"]
+    # From a tunnel: a VNI served here gets its local VLAN, is learnt, goes to br-int.
+    assert actions(0, "in_port=2") == actions(0, "in_port=3") == ["goto_table:4"]
+    assert actions(4, "tun_id=100") == ["push_vlan:0x8100,set_field:4101->vlan_vid,goto_table:10"]
+    assert actions(4, "priority=0") == ["drop"]
+    [learn] = actions(10, "priority=1")
+    assert learn.startswith("learn(table=20,priority=1,") and learn.endswith(",output:1")
+
+
+def test_br_tun_drops_everything_until_its_patch_to_br_int_exists():
+    assert tunnel_flows(-1, [2], {"n1": (5, 100, [2])}, {"n1": {"fa:16:3e:00:00:0b": 2}}) == (
+        "cookie=0xc0,table=0,priority=0,actions=drop\n"
+    )

@@ -24,10 +24,15 @@ metadata proxy, resync and cleanup are the same code); what differs is the switc
   a flat or VLAN network of that physical network is wired here. A VLAN network's local
   VLAN becomes its provider VLAN on the way out and back on the way in (OVS does the
   802.1Q itself: no kernel module needed), a flat network's is stripped and pushed.
-- `br-tun` (with `ovs_tunnel_local_ip`): a VXLAN port per peer host, each tenant
-  network flooded to the hosts that have something on it (learnt from the agents'
-  reports, as linuxbridge's L2 population; `ovs_tunnel_peers` overrides the list),
-  its VNI its `provider:segmentation_id` when it has one.
+  A mapping removed (or changed), its interface leaves the bridge for the agent's
+  own namespace again.
+- `br-tun` (with `ovs_tunnel_local_ip`): a VXLAN port per peer host, and Neutron's
+  L2 population (learnt from the ports' bindings and the agents' reports): each remote
+  port's MAC pinned to the tunnel to its host, its IPv4 address answered by br-tun's
+  ARP responder, each tenant network flooded only to the hosts that have something on
+  it (`ovs_tunnel_peers` overrides the flood lists); its VNI its
+  `provider:segmentation_id` when it has one. The tunnels' host interface is moved
+  onto `br-phy`, which holds the local address.
 
 `ovs-vsctl --db=unix:<run dir>/db.sock show` and `OVS_RUNDIR=<run dir> ovs-ofctl
 dump-flows br-int` tell an operator what is wired.
@@ -39,6 +44,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -151,8 +157,9 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
                          options={"peer": INT_TO_EX})  # fmt: skip
         if self.tunnel is not None:
             await self._tunnel_bridges()
-        for bridge in self.physical_bridges().values():
+        for physnet, bridge in self.physical_bridges().items():
             await self._call("ensure_bridge", bridge, self.datapath, PROTOCOLS)
+            await self._give_back(bridge, keep={self.physical[physnet]})  # a mapping changed
             await self._call("ensure_port", INTEGRATION, f"int-{bridge}", type="patch",
                              options={"peer": f"phy-{bridge}"})  # fmt: skip
             await self._call("ensure_port", bridge, f"phy-{bridge}", type="patch",
@@ -160,6 +167,7 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         stale = [b for b in await self._call("bridge_names")
                  if b.startswith("br-") and b not in self._bridges()]  # fmt: skip
         for bridge in stale:  # a mapping (or the tunnels) no longer configured
+            await self._give_back(bridge, keep=set())
             await self._call("delete_bridge", bridge)
             patch = INT_TO_TUN if bridge == TUNNEL else f"int-{bridge}"
             await self._call("delete_ports", INTEGRATION, [patch])
@@ -191,30 +199,59 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
                          options={"peer": TUN_TO_INT})  # fmt: skip
         await self._call("ensure_port", TUNNEL, TUN_TO_INT, type="patch",
                          options={"peer": INT_TO_TUN})  # fmt: skip
-        await self._call("ensure_port", UNDERLAY, self.tunnel["device"])
-        await cmd.ip(self.host_ns, "link", "set", self.tunnel["device"], "up")
+        await self._give_back(UNDERLAY, keep={self.tunnel["device"]})
+        if await self._host_interface(self.tunnel["device"]):
+            await self._call("ensure_port", UNDERLAY, self.tunnel["device"])
         await self._wait_bridge(UNDERLAY)
         await cmd.ip(self.host_ns, "link", "set", UNDERLAY, "up")
         have = await cmd.addresses(self.host_ns, UNDERLAY)
         if self.tunnel["local_ip"] not in have:
             await cmd.ip(self.host_ns, "addr", "add", self.tunnel["local_ip"], "dev", UNDERLAY)
 
-    async def _tunnel_ports(self, peers: set[str]) -> None:
-        """A VXLAN port on br-tun to each peer host, and none to any other."""
+    async def _tunnel_ports(self, peers: set[str]) -> dict[str, dict[str, Any]]:
+        """A VXLAN port on br-tun to each peer host, and none to any other: br-tun's
+        ports, once ovs-vswitchd has given the new ones their OpenFlow port (their
+        flows are written in this apply: nothing on br-tun would ask for another)."""
         assert self.tunnel is not None
-        if peers == self._tunnel_peers:
-            return
-        local = self.tunnel["local_ip"].split("/")[0]
-        wanted = {
-            vxlan_port(peer): {"type": "vxlan",
-                               "options": {"remote_ip": peer, "local_ip": local, "key": "flow"}}
-            for peer in sorted(peers)
-        }  # fmt: skip
-        have = await self._call("ports", TUNNEL)
-        gone = [n for n in have if n.startswith("vxlan-") and n not in wanted]
-        await self._call("delete_ports", TUNNEL, gone)
-        await self._call("ensure_ports", TUNNEL, wanted)
-        self._tunnel_peers = set(peers)
+        if peers != self._tunnel_peers:
+            local = self.tunnel["local_ip"].split("/")[0]
+            wanted = {
+                vxlan_port(peer): {"type": "vxlan", "options": {
+                    "remote_ip": peer, "local_ip": local, "key": "flow"}}
+                for peer in sorted(peers)
+            }  # fmt: skip
+            have = await self._call("ports", TUNNEL)
+            gone = [n for n in have if n.startswith("vxlan-") and n not in wanted]
+            await self._call("delete_ports", TUNNEL, gone)
+            await self._call("ensure_ports", TUNNEL, wanted)
+            self._tunnel_peers = set(peers)
+        for _ in range(100):
+            ports = await self._call("ports", TUNNEL)
+            if all(p["ofport"] > 0 or p["error"] for p in ports.values()):
+                break
+            await asyncio.sleep(0.05)
+        return ports
+
+    def _remote_ports(
+        self, state: dict[str, Any], networks: set[str], tunnels: dict[str, int]
+    ) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, str]]]:
+        """L2 population, from the desired state (the ports' bindings and the agents'
+        reported tunnel addresses): each tunnelled network -> {MAC of a port bound to
+        another host: the OpenFlow port of the tunnel to that host}, and -> {IPv4
+        address of such a port: its MAC} (the ARP responder's answers)."""
+        tunnel = state.get("tunnel") or {}
+        pinned: dict[str, dict[str, int]] = {}
+        for net_id, entries in (tunnel.get("macs") or {}).items():
+            for mac, peer in entries if net_id in networks else []:
+                ofport = tunnels.get(vxlan_port(peer))
+                if ofport is not None:
+                    pinned.setdefault(net_id, {})[mac.lower()] = ofport
+        arp: dict[str, dict[str, str]] = {}
+        for net_id, entries in (tunnel.get("arp") or {}).items():
+            for ip, mac in entries:
+                if mac.lower() in pinned.get(net_id, {}):
+                    arp.setdefault(net_id, {})[ip] = mac.lower()
+        return pinned, arp
 
     def _flood_lists(self, state: dict[str, Any]) -> dict[str, list[str]]:
         """Each tunnelled network -> the peers its broadcasts go to: the configured
@@ -285,16 +322,43 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
     ) -> None:
         """The physical network's host interface on its bridge (moved in from the host's
         namespace the first time); the VLANs are the flows' (see _firewall)."""
-        bridge = physical_bridge(segment["physical_network"])
+        if await self._host_interface(device):
+            await self._call("ensure_port", physical_bridge(segment["physical_network"]), device)
+
+    async def _host_interface(self, device: str) -> bool:
+        """A host interface in the data plane's namespace, up (moved in from the agent's
+        own namespace the first time); False, said in the log, when there is none."""
         if device not in await cmd.links(self.host_ns):
             try:
                 await cmd.ip(None, "link", "set", device, "netns", self.host_ns)
             except cmd.CommandError as exc:
-                LOG.error("network: %s is not wired to %s: %s", network_id, device,
+                LOG.error("network: the host interface %s is not wired: %s", device,
                           exc.stderr.strip())  # fmt: skip
-                return
+                return False
         await cmd.ip(self.host_ns, "link", "set", device, "up")
-        await self._call("ensure_port", bridge, device)
+        return True
+
+    async def _give_back(self, bridge: str, keep: set[str]) -> None:
+        """The host interfaces on `bridge` other than `keep` (a mapping or the tunnels'
+        device removed or changed) leave it and go back to the agent's own namespace,
+        where the operator had them (down, without the data plane's addresses)."""
+        ports = await self._call("ports", bridge)
+        present = await cmd.links(self.host_ns)
+        # A plain interface (not the bridge's own port, a patch or a tunnel); the legs
+        # of DHCP and routers are on br-int and br-ex only, never given back.
+        given = [
+            name for name, port in ports.items()
+            if port["type"] in ("", "system") and name != bridge and name in present
+        ]  # fmt: skip
+        await self._call("delete_ports", bridge, given)
+        for device in given:
+            LOG.info("network: %s leaves %s for the host's namespace", device, bridge)
+            await cmd.ip(self.host_ns, "link", "set", device, "down")
+            try:
+                await cmd.ip(self.host_ns, "link", "set", device, "netns", str(os.getpid()))
+            except cmd.CommandError as exc:  # its name taken there meanwhile: it stays
+                LOG.error("network: %s stays in %s: %s", device, self.host_ns,
+                          exc.stderr.strip())  # fmt: skip
 
     async def _plug(
         self, device: str, tag: int | None, ids: dict[str, str], bridge: str = INTEGRATION
@@ -373,8 +437,7 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
                                if phy_patch.get("ofport", -1) > 0 else DROP_ALL)  # fmt: skip
         if self.tunnel is not None:
             flood = self._flood_lists(state)
-            await self._tunnel_ports({peer for peers in flood.values() for peer in peers})
-            tun_ports = await self._call("ports", TUNNEL)
+            tun_ports = await self._tunnel_ports({p for peers in flood.values() for p in peers})
             tunnels = {name: p["ofport"] for name, p in tun_ports.items()
                        if name.startswith("vxlan-") and p["ofport"] > 0}  # fmt: skip
             nets = {n["id"]: n for n in state["networks"]}
@@ -383,11 +446,12 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
                          [tunnels[vxlan_port(a)] for a in peers if vxlan_port(a) in tunnels])
                 for net_id, peers in flood.items()
             }  # fmt: skip
+            pinned, arp = self._remote_ports(state, set(flood), tunnels)
             patch_int = tun_ports.get(TUN_TO_INT, {}).get("ofport", -1)
             patch_tun = on_int.get(INT_TO_TUN, {}).get("ofport", -1)
             vlans = {net_id: vlan for net_id, (vlan, _, _) in networks.items()}
             flows += "".join(f"{f}\n" for f in tunnel_ingress_flows(patch_tun, vlans))
-            bridges[TUNNEL] = tunnel_flows(patch_int, list(tunnels.values()), networks)
+            bridges[TUNNEL] = tunnel_flows(patch_int, list(tunnels.values()), networks, pinned, arp)
             bridges[UNDERLAY] = f"cookie={COOKIE},table=0,priority=0,actions=NORMAL\n"
         work = self._replace_flows({INTEGRATION: flows, **bridges})
         pids = self.daemons.pids()

@@ -314,23 +314,83 @@ def tunnel_ingress_flows(patch: int, networks: dict[str, int]) -> list[str]:
     ]
 
 
+# br-tun's tables, as Neutron's OVS agent numbers them.
+FROM_INT, FROM_TUNNEL, LEARN, UNICAST, ARP_RESPONDER, FLOOD = 2, 4, 10, 20, 21, 22
+UNICAST_MACS = "dl_dst=00:00:00:00:00:00/01:00:00:00:00:00"
+GROUP_MACS = "dl_dst=01:00:00:00:00:00/01:00:00:00:00:00"
+# What a frame from a tunnel teaches table 20 (Neutron's learned flows): its source
+# MAC on its VLAN goes back through the tunnel it came from, with its VNI.
+LEARNT = (
+    f"learn(table={UNICAST},priority=1,hard_timeout=300,NXM_OF_VLAN_TCI[0..11],"
+    "NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:0->NXM_OF_VLAN_TCI[],"
+    "load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[],output:OXM_OF_IN_PORT[])"
+)
+
+
+def arp_reply(mac: str, ip: str) -> str:
+    """Actions turning an ARP request for `ip` into `mac`'s answer, sent back where it
+    came from (Neutron's ARP responder)."""
+    return (
+        "move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],"
+        f"set_field:{mac}->eth_src,"
+        "load:0x2->NXM_OF_ARP_OP[],"
+        "move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],"
+        "move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],"
+        f"set_field:{mac}->arp_sha,"
+        f"set_field:{ip}->arp_spa,"
+        "IN_PORT"
+    )
+
+
 def tunnel_flows(
-    patch: int, tunnels: list[int], networks: dict[str, tuple[int, int, list[int]]]
+    patch: int,
+    tunnels: list[int],
+    networks: dict[str, tuple[int, int, list[int]]],
+    pinned: dict[str, dict[str, int]] | None = None,
+    arp: dict[str, dict[str, str]] | None = None,
 ) -> str:
-    """br-tun, as Neutron's: `networks` maps each tunnelled network to (its local VLAN,
-    its VNI, the tunnels to the hosts that have something on it). A network's frames
-    from br-int leave untagged with its VNI, flooded to those hosts (MAC learning is
-    br-int's); frames from any peer with a VNI this host serves come back with its
-    local VLAN; anything else drops."""
+    """br-tun, as Neutron's OVS agent with L2 population and its ARP responder lays it out.
+
+    `networks` maps each tunnelled network to (its local VLAN, its VNI, the tunnels to
+    the hosts that have something on it); `pinned` maps a network to {remote port's
+    MAC: the tunnel to its host}; `arp` a network to {remote port's IPv4 address: its
+    MAC}. From br-int (table 2): unicast to 20, where each pinned MAC leaves untagged
+    with its network's VNI through its own host's tunnel (priority 2, above what
+    learning adds at 1), and unknown unicast goes on to 22; ARP requests to 21, which
+    answers those for a remote port's address itself (back to br-int) and passes the
+    others on to 22; broadcast and multicast to 22, which floods the network's frames
+    to its hosts only. From a tunnel (table 4): a VNI this host serves gets its local
+    VLAN, the source MAC is learnt (table 10) and the frame goes to br-int; anything
+    else drops.
+    """
     flows = [_flow(0, 0, "", "drop")]
-    if patch > 0:
-        for _, (vlan, tunnel_id, flood) in sorted(networks.items()):
-            if flood:
-                outputs = ",".join(f"output:{p}" for p in sorted(flood))
-                out = f"pop_vlan,set_field:{tunnel_id}->tun_id,{outputs}"
-                flows.append(_flow(0, 10, f"in_port={patch},dl_vlan={vlan}", out))
-            for ofport in sorted(tunnels):
-                flows.append(_flow(0, 10, f"in_port={ofport},tun_id={tunnel_id}",
-                                   f"push_vlan:0x8100,set_field:{vlan | 0x1000}->vlan_vid,"
-                                   f"output:{patch}"))  # fmt: skip
+    if patch <= 0:
+        return "\n".join(flows) + "\n"
+    flows += [
+        _flow(0, 1, f"in_port={patch}", f"goto_table:{FROM_INT}"),
+        _flow(FROM_INT, 0, UNICAST_MACS, f"goto_table:{UNICAST}"),
+        _flow(FROM_INT, 0, GROUP_MACS, f"goto_table:{FLOOD}"),
+        _flow(FROM_INT, 1, "arp,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1", f"goto_table:{ARP_RESPONDER}"),
+        _flow(ARP_RESPONDER, 0, "", f"goto_table:{FLOOD}"),
+        _flow(FROM_TUNNEL, 0, "", "drop"),
+        _flow(LEARN, 1, "", f"{LEARNT},output:{patch}"),
+        _flow(UNICAST, 0, "", f"goto_table:{FLOOD}"),
+        _flow(FLOOD, 0, "", "drop"),
+    ]
+    for ofport in sorted(tunnels):
+        flows.append(_flow(0, 1, f"in_port={ofport}", f"goto_table:{FROM_TUNNEL}"))
+    for net_id, (vlan, tunnel_id, flood) in sorted(networks.items()):
+        to_tunnel = f"pop_vlan,set_field:{tunnel_id}->tun_id"
+        flows.append(_flow(FROM_TUNNEL, 1, f"tun_id={tunnel_id}",
+                           f"push_vlan:0x8100,set_field:{vlan | 0x1000}->vlan_vid,"
+                           f"goto_table:{LEARN}"))  # fmt: skip
+        if flood:
+            outputs = ",".join(f"output:{p}" for p in sorted(flood))
+            flows.append(_flow(FLOOD, 1, f"dl_vlan={vlan}", f"{to_tunnel},{outputs}"))
+        for mac, ofport in sorted((pinned or {}).get(net_id, {}).items()):
+            flows.append(_flow(UNICAST, 2, f"dl_vlan={vlan},dl_dst={mac.lower()}",
+                               f"{to_tunnel},output:{ofport}"))  # fmt: skip
+        for ip, mac in sorted((arp or {}).get(net_id, {}).items()):
+            flows.append(_flow(ARP_RESPONDER, 1, f"arp,dl_vlan={vlan},arp_tpa={ip}",
+                               arp_reply(mac.lower(), ip)))  # fmt: skip
     return "\n".join(flows) + "\n"

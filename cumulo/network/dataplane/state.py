@@ -94,8 +94,9 @@ def _load(s: Session, host: str) -> dict[str, Any]:
 def _tunnels(loaded: dict[str, Any], host: str) -> dict[str, Any] | None:
     """What this host's VXLAN devices need (None when its agent does not tunnel): each
     tenant network's VNI, the underlay addresses of the other hosts that have something
-    on it (head-end replication of broadcasts), and where each remote port's MAC is
-    (L2 population: unicast frames go straight to the right host)."""
+    on it (head-end replication of broadcasts), where each remote port's MAC is (L2
+    population: unicast frames go straight to the right host) and the remote ports'
+    IPv4 addresses with their MACs (the openvswitch agent's ARP responder)."""
     now = utcnow()
     ends = {
         h: conf["tunneling_ip"]
@@ -110,8 +111,13 @@ def _tunnels(loaded: dict[str, Any], host: str) -> dict[str, Any] | None:
     l3_hosts: dict[str, set[str]] = defaultdict(set)
     for router_id, h in loaded["l3_hosts"]:
         l3_hosts[router_id].add(h)
+    addresses: dict[str, list[str]] = defaultdict(list)
+    for a in loaded["ips"]:
+        if ":" not in a.ip_address:
+            addresses[a.port_id].append(a.ip_address)
     peers: dict[str, set[str]] = defaultdict(set)
     macs: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    arp: dict[str, set[tuple[str, str]]] = defaultdict(set)
     for p in loaded["ports"]:
         if p.device_owner == DHCP:
             where = dhcp_hosts[p.network_id]
@@ -123,6 +129,7 @@ def _tunnels(loaded: dict[str, Any], host: str) -> dict[str, Any] | None:
             if h in ends:
                 peers[p.network_id].add(ends[h])
                 macs[p.network_id].add((p.mac_address, ends[h]))
+                arp[p.network_id].update((ip, p.mac_address) for ip in addresses[p.id])
     vnis = {
         n.id: segment_vni(n.id, n.network_type, n.segmentation_id)
         for n in loaded["networks"]
@@ -133,6 +140,7 @@ def _tunnels(loaded: dict[str, Any], host: str) -> dict[str, Any] | None:
         "vni": vnis,
         "peers": {n: sorted(peers[n]) for n in vnis if peers[n]},
         "macs": {n: sorted(map(list, macs[n])) for n in vnis if macs[n]},
+        "arp": {n: sorted(map(list, arp[n])) for n in vnis if arp[n]},
     }
 
 
