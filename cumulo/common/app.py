@@ -8,10 +8,8 @@ body parsing with pydantic validation that answers 400 in that dialect.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -39,9 +37,9 @@ from cumulo.common.faults import (
     render_network,
 )
 from cumulo.common.outages import bus_unreachable, database_unreachable
+from cumulo.common.request_ids import new_request_id, valid_global_request_id, working_for
 
 LOG = logging.getLogger("cumulo.api")
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -55,8 +53,9 @@ class JSONResponse(responses.JSONResponse):
 
 
 class RequestIdMiddleware:
-    """Gives each request an id, echoes it in the response, refuses what is over the
-    [limits] (URL, headers, rate), and logs one access line."""
+    """Gives each request an id, echoes it in the response, takes the caller's global
+    request id (a valid `X-OpenStack-Request-ID`), refuses what is over the [limits]
+    (URL, headers, rate), and logs one access line."""
 
     def __init__(self, app: ASGIApp, service: str, render_error: ErrorRenderer) -> None:
         self.app = app
@@ -67,9 +66,16 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = f"req-{uuid.uuid4()}"
-        token = request_id_var.set(request_id)
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = new_request_id()
+        global_request_id = valid_global_request_id(_header(scope, b"x-openstack-request-id"))
+        state = scope.setdefault("state", {})
+        state["request_id"], state["global_request_id"] = request_id, global_request_id
+        # Log lines, bus messages and calls to other services made meanwhile name them.
+        with working_for(request_id, global_request_id):
+            await self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = scope["state"]["request_id"]
         started = time.perf_counter()
         status = 500
         header = (b"x-openstack-request-id", request_id.encode())
@@ -92,7 +98,7 @@ class RequestIdMiddleware:
                     carrier=headers,
                     **{
                         "openstack.request_id": request_id,
-                        "openstack.global_request_id": headers.get("x-openstack-request-id"),
+                        "openstack.global_request_id": scope["state"]["global_request_id"],
                         "http.method": scope["method"],
                     },
                 )
@@ -119,7 +125,6 @@ class RequestIdMiddleware:
             metrics.HTTP_LATENCY.labels(self.service, scope["method"], route).observe(elapsed)
             if LOG.isEnabledFor(logging.INFO):
                 self._log_request(scope, route, status, elapsed)
-            request_id_var.reset(token)
 
     def _log_request(self, scope: Scope, route: str, status: int, elapsed: float) -> None:
         """One line per request; its fields are also record attributes (JSON logs)."""
@@ -131,7 +136,7 @@ class RequestIdMiddleware:
             "path": scope["path"],
             "status": status,
             "duration_ms": round(elapsed * 1000, 1),
-            "global_request_id": _header(scope, b"x-openstack-request-id"),
+            "global_request_id": scope["state"].get("global_request_id"),
             "user_id": getattr(ctx, "user_id", None),
             "project_id": getattr(ctx, "project_id", None),
         }

@@ -18,9 +18,10 @@ from typing import Any
 import httpx
 from starlette.types import ASGIApp
 
-from cumulo.common import tls, tracing
+from cumulo.common import tls
 from cumulo.common.config import CumuloConfig
 from cumulo.common.faults import ServiceUnavailable, Unauthorized
+from cumulo.common.service_client import CALL_HOOKS
 
 SERVICE_USER = "cumulo"
 SERVICE_PROJECT = "service"
@@ -48,7 +49,7 @@ class IdentityClient:
             transport=transport,
             base_url=base_url,
             timeout=timeout,
-            event_hooks={"request": [tracing.inject_http]},  # validations join the trace
+            event_hooks={"request": CALL_HOOKS},  # validations join the trace and request
         )
         self._token: str | None = None
         self._token_deadline = 0.0

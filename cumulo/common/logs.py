@@ -1,8 +1,13 @@
-"""Logging: every line carries its request id; text or JSON; optionally files per service.
+"""Logging: every line carries its request ids; text or JSON; optionally files per service.
 
+Text lines name the request they are for as oslo.log's context format does:
+`[req-<local> global-req-<global>]` (the global part when there is one, see
+cumulo.common.request_ids; `[-]` outside any request), in every service that handles it:
+the APIs, the conductor, the scheduler, the compute hosts, the network agents, volume.
 JSON lines (`--log-format json`) hold the record's fields: time, level, logger,
-request_id, message, and for the one line each API request logs, its `fields` (service,
-method, route, path, status, duration_ms, global_request_id, user_id, project_id).
+request_id, global_request_id, message, and for the one line each API request logs, its
+`fields` (service, method, route, path, status, duration_ms, global_request_id,
+user_id, project_id).
 With a log dir, each service's request lines go to `<dir>/<service>.log` and everything
 else to `<dir>/cumulo.log`, rotated by size.
 """
@@ -15,18 +20,29 @@ import logging.handlers
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cumulo.common.app import request_id_var
+from cumulo.common.request_ids import global_request_id_var, request_id_var
 
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_ids)s] %(message)s"
 ROTATE_BYTES = 20 * 1024 * 1024
 ROTATE_KEEP = 5
 SERVICES = ("identity", "compute", "image", "network", "block-storage", "metadata", "novncproxy")
 
 
 class RequestIdFilter(logging.Filter):
+    """Stamps each record with the ids of the request being handled where it was made."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        record.global_request_id = global_request_id_var.get()
+        record.request_ids = request_ids_text(record.request_id, record.global_request_id)
         return True
+
+
+def request_ids_text(request_id: str, global_request_id: str | None) -> str:
+    """`req-<local> global-req-<global>`, as the text format prints them."""
+    if global_request_id:
+        return f"{request_id} global-{global_request_id}"
+    return request_id
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,6 +52,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "request_id": getattr(record, "request_id", "-"),
+            "global_request_id": getattr(record, "global_request_id", None),
             "message": record.getMessage(),
             **getattr(record, "fields", {}),
         }

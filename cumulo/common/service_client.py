@@ -2,7 +2,9 @@
 
 In the all-in-one process the target app is called in-process through httpx's
 ASGI transport; across hosts the same requests go over HTTP. Callers pass the
-token to act with (the user's, from the request context, or a service token).
+token to act with (the user's, from the request context, or a service token). Every
+call names the request it is made for (`X-OpenStack-Request-ID`: its global request id,
+see cumulo.common.request_ids) and joins its trace.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from urllib.parse import quote
 import httpx
 from starlette.types import ASGIApp
 
-from cumulo.common import tracing
+from cumulo.common import request_ids, tracing
 from cumulo.common.asgi_stream import StreamingASGITransport
 
 
@@ -26,6 +28,10 @@ def url_path(template: str, *values: object) -> str:
     an id a user typed may hold `/`, `?`, spaces or control characters, and must reach
     the other service as the one segment it was (which answers 404), never as a path."""
     return template.format(*(quote(str(v), safe="") for v in values))
+
+
+# The call joins the trace, and the other service logs it under the same global id.
+CALL_HOOKS = [tracing.inject_http, request_ids.inject_http]
 
 
 class ServiceError(Exception):
@@ -58,7 +64,7 @@ class ServiceClient:
             transport=transport,
             base_url=url or f"http://{service}.internal",
             timeout=timeout,
-            event_hooks={"request": [tracing.inject_http]},  # the call joins the trace
+            event_hooks={"request": CALL_HOOKS},
         )
         # Streamed bodies (image data) in-process: httpx's ASGI transport would hold
         # them whole in memory.
@@ -67,7 +73,7 @@ class ServiceClient:
                 transport=StreamingASGITransport(app),
                 base_url=f"http://{service}.internal",
                 timeout=timeout,
-                event_hooks={"request": [tracing.inject_http]},
+                event_hooks={"request": CALL_HOOKS},
             )
             if app is not None
             else self._http

@@ -371,6 +371,7 @@ class ConductorManager(MoveTasks, Endpoint):
                 continue
             tried = [*spec["retry"]["hosts"], dest["host"]]
             per_instance = {**spec, "retry": {**spec["retry"], "hosts": tried}}
+            LOG.debug("building %s on %s", instance_uuid, dest["host"])
             await self.compute.build_and_run_instance(
                 ctx, dest["host"], instance_uuid, per_instance
             )

@@ -308,7 +308,8 @@ class MoveTasks:
         host: str | None,
         target_state: str | None = None,
     ) -> None:
-        """Rebuild on another host a server whose host is down: its claim moves there."""
+        """Rebuild on another host a server whose host is down: the destination takes it
+        (and the claim made there) once it has bound its ports."""
         event = "conductor_rebuild_server"
         moving = await self._place_move(
             ctx, instance_uuid, migration_id, event, host, "pre-migrating"
@@ -316,15 +317,8 @@ class MoveTasks:
         if moving is None:
             return
         _, migration = moving
-        dest = {"host": migration.dest_compute, "node": migration.dest_node}
-        await self.complete_move(
-            ctx,
-            instance_uuid,
-            {"host": dest["host"], "node": dest["node"]},
-            allocation="keep_new",
-        )
         await self.compute.evacuate_instance(
-            ctx, dest["host"], instance_uuid, migration_dict(migration), target_state
+            ctx, migration.dest_compute, instance_uuid, migration_dict(migration), target_state
         )
         await self.action_event(ctx, instance_uuid, event, finish=True)
 

@@ -13,6 +13,7 @@ import base64
 import dataclasses
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -307,6 +308,7 @@ class ComputeManager(HostMoves, Endpoint):
         network_info: list[dict[str, Any]] = []
         token = ctx.get("auth_token") or ""
         step: str | None = None  # the sub-event in progress, finished with the error
+        started = time.monotonic()
         try:
             step = "compute_networking"
             inst = await self._set_task(
@@ -372,6 +374,7 @@ class ComputeManager(HostMoves, Endpoint):
                 reply=False,
             )
             step = None
+            LOG.info("took %.2f seconds to build %s", time.monotonic() - started, instance_uuid)
             done = {"vm_state": VmState.ACTIVE, "task_state": None, "power_state": int(power)}
             ready = {**inst, **done, "host": self.host, "network_info": network_info}
             await notify_instance(self.notifier, self.host, "instance.create.end", ready)

@@ -8,6 +8,13 @@ Every move ends in one conductor call (complete_move): the instance's new host a
 state, the migration's status and the claims together. A failure undoes what this
 host did and ends the move in a sane state with the reason recorded; no server is
 left in a task state.
+
+The server's ports are bound to the destination before the guest leaves its host (cold
+migration and resize: before it is stopped; live migration: while the destination
+prepares; evacuate: before the server is moved there). A destination whose network
+agent cannot bind them (Nova's PortBindingFailed) fails the move there and then: the
+ports are bound back, the server stays where it was in its state, with the fault, and
+the migration is in `error` (`failed` for an evacuation, as Nova's).
 """
 
 from __future__ import annotations
@@ -61,6 +68,9 @@ class HostMoves:
             return info
         return await self.network.bind_to_host(info, host)
 
+    async def _bind_here(self, ctx: dict, uuid: str) -> None:
+        await self._bind_ports(await self._read(ctx, uuid), self.host)
+
     async def _connect_volumes(self, ctx: dict, uuid: str) -> tuple[BlockDevice, ...]:
         """The server's attached volumes, connected to this host (Block Storage is told
         the new connector, and answers how this host reaches each volume)."""
@@ -103,8 +113,11 @@ class HostMoves:
     ):
         """The guest as this host runs it: its ports and volumes as bound here."""
         token = ctx.get("auth_token") or ""
-        guest = await self._guest_spec(token, inst, network_info, admin_password, image_meta)
         devices = await self._connect_volumes(ctx, inst["uuid"])
+        root = next((d.volume_id for d in devices if d.boot_index == 0), None)
+        guest = await self._guest_spec(
+            token, inst, network_info, admin_password, image_meta, root_volume_id=root
+        )
         return dataclasses.replace(guest, block_devices=devices)
 
     # -- shelve ---------------------------------------------------------------------
@@ -334,6 +347,8 @@ class HostMoves:
             await self._set_task(
                 ctx, instance_uuid, TaskState.RESIZE_MIGRATING, TaskState.RESIZE_PREP, reply=False
             )
+            # The destination must bind the ports before the guest stops here.
+            await self._bind_ports(await self._read(ctx, instance_uuid), migration["dest_compute"])
             was_running = await self._power(instance_uuid) == PowerState.RUNNING
             disk_info = await self.driver.migrate_disk_and_power_off(instance_uuid)
             try:
@@ -519,6 +534,8 @@ class HostMoves:
             await self._quietly(
                 rpc.rollback_live_migration_at_destination, ctx, dest, instance_uuid
             )
+            # Its ports may have been bound to the destination already: back here.
+            await self._quietly(self._bind_here, ctx, instance_uuid)
             await self._failed(
                 ctx,
                 instance_uuid,
@@ -557,7 +574,9 @@ class HostMoves:
         await self._event(ctx, instance_uuid, event)
         try:
             inst = await self._read(ctx, instance_uuid)
-            guest = await self._spec_here(ctx, inst, inst.get("network_info") or [])
+            # Bound here before the guest comes (a failure leaves it where it runs).
+            network_info = await self._bind_ports(inst, self.host)
+            guest = await self._spec_here(ctx, inst, network_info)
             data = await self.driver.pre_live_migration(
                 guest, bool(migration.get("block_migration"))
             )
@@ -620,11 +639,30 @@ class HostMoves:
         again if it ran, unless `target_state` is "stopped" (2.95)."""
         event = "compute_rebuild_instance"
         await self._event(ctx, instance_uuid, event)
+        here = {"host": self.host, "node": migration["dest_node"]}
+        inst = await self._read(ctx, instance_uuid)
+        try:
+            network_info = await self._bind_ports(inst, self.host)
+        except Exception as exc:  # noqa: BLE001 - the server stays on its host, as it was
+            await self._quietly(self._bind_ports, inst, migration["source_compute"])
+            await self._failed(
+                ctx,
+                instance_uuid,
+                event,
+                "Evacuation",
+                exc,
+                {"power_state": inst["power_state"]},  # not this host's: no guest here
+                migration_id=migration["id"],
+                migration_status="failed",
+                allocation="drop_new",
+            )
+            return
+        # Its ports are here: so is the server, with the claim made for it here.
+        await self.conductor.complete_move(ctx, instance_uuid, here, allocation="keep_new")
         try:
             inst = await self._set_task(
                 ctx, instance_uuid, TaskState.REBUILD_SPAWNING, TaskState.REBUILDING
             )
-            network_info = await self._bind_ports(inst, self.host)
             guest = await self._spec_here(ctx, inst, network_info)
             await self.driver.destroy(instance_uuid)
             await self.driver.spawn(guest)

@@ -163,7 +163,9 @@ class NetworkClient:
         self, info: list[dict[str, Any]], host: str | None
     ) -> list[dict[str, Any]]:
         """Bind the instance's ports to `host` (None: to no host, while it is offloaded);
-        the network info with where the data plane wired them there."""
+        the network info with where the data plane wired them there. PortBindingFailed
+        when `host` cannot bind one (a move there fails, as Nova's; the caller binds
+        the ports back to where the server stays)."""
         bound = []
         for entry in info:
             port = (
@@ -174,6 +176,8 @@ class NetworkClient:
                     json={"port": {"binding:host_id": host or ""}},
                 )
             )["port"]
+            if host and port.get("binding:vif_type") == BINDING_FAILED:
+                raise PortBindingFailed(port["id"])
             details = port.get("binding:vif_details") or {}
             bound.append(
                 {

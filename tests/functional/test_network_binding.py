@@ -8,6 +8,10 @@ their agents would send them:
 - a server whose port cannot be bound on its host fails there with Nova's
   PortBindingFailed fault, is rescheduled to the zone's other host, and ends ACTIVE once
   a host of the zone maps the physical network;
+- a network agent does not wire a port whose binding to its host failed (it stays DOWN);
+- a live migration, cold migration or evacuation to a host that cannot bind the
+  server's port fails cleanly: the port is bound back, the server stays ACTIVE where it
+  was, the migration ends in error, the action records why;
 - tenant vxlan networks take their VNI from `[network] vni_ranges`: each its own, even
   when created at once, 503 NoNetworkAvailable once the ranges are used up.
 """
@@ -27,7 +31,8 @@ from sqlalchemy import update
 
 from cumulo.common.db import utcnow
 from cumulo.network.agents import report_state
-from cumulo.network.dataplane.agent import agent_topic
+from cumulo.network.dataplane.agent import NetworkAgent, agent_topic
+from cumulo.network.dataplane.noop import NoopDriver
 from cumulo.network.models import Agent
 from tests.cloudrunner import CloudRunner, running_cloud
 
@@ -322,3 +327,207 @@ def test_tenant_networks_take_distinct_vnis_from_the_ranges_until_none_is_left(
         for network_id in [*ids[1:], again["id"]]:
             assert demo.delete(f"/v2.0/networks/{network_id}").status_code == 204
     cloud.openstack("network", "delete", outside["id"])
+
+
+class MappedNoop(NoopDriver):
+    """The noop data plane of a host whose interfaces map these physical networks."""
+
+    def __init__(self, *physnets: str) -> None:
+        super().__init__()
+        self.mappings = {physnet: f"eth{i}" for i, physnet in enumerate(physnets, 1)}
+
+    def configurations(self) -> dict[str, Any]:
+        return {**super().configurations(), "interface_mappings": self.mappings}
+
+
+def wait_port_status(cloud: CloudRunner, port_id: str, status: str, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while (port := cloud.openstack("port", "show", port_id, "-f", "json"))["status"] != status:
+        assert time.monotonic() < deadline, f"port {port_id} is {port['status']}, not {status}"
+        time.sleep(0.3)
+    return port
+
+
+def test_an_agent_does_not_wire_a_port_whose_binding_to_its_host_failed(
+    cloud: CloudRunner, physnet1: dict
+):
+    host = f"{MAIN}-agent"
+    transport = cloud.cloud.network.agent.transport
+    agent = NetworkAgent(transport, host, MappedNoop("physnet2"), min_interval=0.2)
+    cloud.run_async(agent.start())
+    try:
+        tenant = cloud.openstack("network", "create", _name("tenant"), "-f", "json")
+        cloud.openstack(
+            "subnet", "create", "--network", tenant["id"], "--subnet-range", "10.82.0.0/24",
+            _name("tenant"),
+        )  # fmt: skip
+        failed = bound_port(cloud, physnet1["id"], host)
+        wired = bound_port(cloud, tenant["id"], host)
+        assert failed["binding_vif_type"] == "binding_failed"
+        assert wired["binding_vif_type"] == "bridge"
+        # The tenant port is wired and reported up; the other one is not wired at all.
+        wait_port_status(cloud, wired["id"], "ACTIVE")
+        ports = {p["id"]: p for p in agent.driver.state["ports"]}
+        assert wired["id"] in ports and failed["id"] not in ports
+        assert cloud.openstack("port", "show", failed["id"], "-f", "json")["status"] == "DOWN"
+        # The agent restarted with physnet1 mapped too: the port binds, and is wired.
+        cloud.run_async(agent.stop())
+        agent = NetworkAgent(transport, host, MappedNoop("physnet1", "physnet2"), 0.2)
+        cloud.run_async(agent.start())
+        wait_port_status(cloud, failed["id"], "ACTIVE")
+        assert failed["id"] in {p["id"] for p in agent.driver.state["ports"]}
+        cloud.openstack("port", "delete", failed["id"], wired["id"])
+        cloud.openstack("network", "delete", tenant["id"])
+    finally:
+        cloud.run_async(agent.stop())
+
+
+def _boot_on(cloud: CloudRunner, image: str, host: str, network_id: str) -> dict:
+    server = cloud.openstack(
+        "server", "create", "--image", image, "--flavor", "m1.nano", "--nic",
+        f"net-id={network_id}", "--availability-zone", f"nova:{host}", _name("vm"),
+        "-f", "json",
+    )  # fmt: skip
+    built = wait_built(cloud, server["id"])
+    assert built["status"] == "ACTIVE", built.get("fault")
+    return built
+
+
+def _settled(cloud: CloudRunner, server_id: str, timeout: float = 60) -> dict:
+    """The server once its move has ended (no task state)."""
+    deadline = time.monotonic() + timeout
+    while (shown := server_show(cloud, server_id))["OS-EXT-STS:task_state"] is not None:
+        assert time.monotonic() < deadline, f"{server_id} is still {shown['OS-EXT-STS:task_state']}"
+        time.sleep(0.3)
+    return shown
+
+
+def _assert_stayed(cloud: CloudRunner, server_id: str, host: str, action: str, event: str) -> None:
+    """The move failed on the binding: the server is ACTIVE on `host`, its port bound
+    there, its migration in error, and the action says why."""
+    shown = _settled(cloud, server_id)
+    assert (shown["status"], shown["OS-EXT-SRV-ATTR:host"]) == ("ACTIVE", host)
+    [migration] = cloud.openstack(
+        "server", "migration", "list", "--server", server_id, "-f", "json"
+    )
+    assert migration["Status"] in ("error", "failed"), migration
+    [port] = cloud.openstack("port", "list", "--device-id", server_id, "-f", "json")
+    port = cloud.openstack("port", "show", port["ID"], "-f", "json")
+    assert port["binding_host_id"] == host
+    assert port["binding_vif_type"] != "binding_failed"
+    [moved] = [
+        a
+        for a in cloud.openstack("server", "event", "list", server_id, "-f", "json")
+        if a["Action"] == action
+    ]
+    detail = cloud.openstack(
+        "server", "event", "show", server_id, moved["Request ID"], "-f", "json"
+    )
+    [failed] = [e for e in detail["events"] if e["event"] == event]
+    assert failed["result"] == "Error", detail
+    assert BINDING_FAILED.format(port["id"]) in str(failed.get("traceback")), failed
+    faults = cloud.run_async(_faults(cloud, server_id))
+    assert any(BINDING_FAILED.format(port["id"]) in f for f in faults), faults
+
+
+async def _faults(cloud: CloudRunner, server_id: str) -> list[str]:
+    from sqlalchemy import select
+
+    from cumulo.compute.models import InstanceFault
+
+    async with cloud.cloud.compute.service.db.read() as session:
+        return list(
+            await session.scalars(
+                select(InstanceFault.message).where(InstanceFault.instance_uuid == server_id)
+            )
+        )
+
+
+async def _claims(cloud: CloudRunner, server_id: str) -> dict[str, str]:
+    """The server's allocations (its own, and a move's second one): on which host."""
+    from sqlalchemy import select
+
+    from cumulo.compute.models import Allocation, ComputeNode
+    from cumulo.compute.scheduler.claims import resize_allocation
+
+    async with cloud.cloud.compute.service.db.read() as session:
+        rows = await session.execute(
+            select(Allocation.instance_uuid, ComputeNode.host)
+            .join(ComputeNode, ComputeNode.id == Allocation.node_id)
+            .where(Allocation.instance_uuid.in_([server_id, resize_allocation(server_id)]))
+        )
+        return dict(rows.all())
+
+
+def test_a_live_migration_to_a_host_that_cannot_bind_the_port_leaves_the_server_running(
+    cloud: CloudRunner, physnet1: dict, image: str
+):
+    report(cloud, LB_HOST, LB_REPORT)  # maps physnet2 only
+    server = _boot_on(cloud, image, BARE_HOST, physnet1["id"])
+    cloud.openstack(
+        "server", "migrate", "--live-migration", "--host", LB_HOST, "--block-migration",
+        server["id"],
+    )  # fmt: skip
+    _assert_stayed(cloud, server["id"], BARE_HOST, "live-migration", "compute_live_migration")
+    assert server_show(cloud, server["id"])["OS-EXT-STS:power_state"] in (1, "Running")
+    cloud.openstack("server", "delete", "--wait", server["id"])
+
+
+def test_a_cold_migration_to_a_host_that_cannot_bind_the_port_leaves_the_server_running(
+    cloud: CloudRunner, physnet1: dict, image: str
+):
+    report(cloud, LB_HOST, LB_REPORT)
+    server = _boot_on(cloud, image, BARE_HOST, physnet1["id"])
+    cloud.openstack(
+        "--os-compute-api-version", "2.56", "server", "migrate", "--host", LB_HOST,
+        server["id"],
+    )  # fmt: skip
+    _assert_stayed(cloud, server["id"], BARE_HOST, "migrate", "compute_resize_instance")
+    # The guest was never stopped: the move failed before it left.
+    assert server_show(cloud, server["id"])["OS-EXT-STS:power_state"] in (1, "Running")
+    cloud.openstack("server", "delete", "--wait", server["id"])
+
+
+def test_an_evacuation_to_a_host_that_cannot_bind_the_port_leaves_the_server_where_it_was(
+    cloud: CloudRunner, physnet1: dict, image: str
+):
+    report(cloud, LB_HOST, LB_REPORT)
+    server = _boot_on(cloud, image, BARE_HOST, physnet1["id"])
+    down = ("--os-compute-api-version", "2.53", "compute", "service", "set")
+    cloud.openstack(*down, "--down", BARE_HOST, "cumulo-compute")
+    try:
+        cloud.openstack(
+            "--os-compute-api-version", "2.29", "server", "evacuate", "--host", LB_HOST,
+            server["id"],
+        )  # fmt: skip
+        _assert_stayed(cloud, server["id"], BARE_HOST, "evacuate", "compute_rebuild_instance")
+        # The claim made on the destination was given back; the one on its host is kept.
+        assert cloud.run_async(_claims(cloud, server["id"])) == {server["id"]: BARE_HOST}
+    finally:
+        cloud.openstack(*down, "--up", BARE_HOST, "cumulo-compute")
+    cloud.openstack("server", "delete", "--wait", server["id"])
+
+
+def test_a_resize_onto_a_host_that_cannot_bind_the_port_keeps_the_old_flavor_and_host(
+    cloud: CloudRunner, physnet1: dict, image: str
+):
+    report(cloud, LB_HOST, LB_REPORT)
+    flavor = cloud.openstack(
+        "flavor", "create", "--ram", "128", "--disk", "1", "--vcpus", "1", _name("fl"),
+        "-f", "json",
+    )  # fmt: skip
+    server = _boot_on(cloud, image, BARE_HOST, physnet1["id"])
+    # The scheduler has only the host that cannot bind the port left to choose.
+    others = (MAIN, OVS_HOST)
+    service_set = ("compute", "service", "set")
+    for host in others:
+        cloud.openstack(*service_set, "--disable", host, "cumulo-compute")
+    try:
+        cloud.openstack("server", "resize", "--flavor", flavor["id"], server["id"])
+        _assert_stayed(cloud, server["id"], BARE_HOST, "resize", "compute_resize_instance")
+        assert server_show(cloud, server["id"])["flavor"] == server["flavor"]
+    finally:
+        for host in others:
+            cloud.openstack(*service_set, "--enable", host, "cumulo-compute")
+    cloud.openstack("server", "delete", "--wait", server["id"])
+    cloud.openstack("flavor", "delete", flavor["id"])

@@ -59,3 +59,41 @@ def test_agent_applies_state_coalesces_changes_and_resyncs_after_restart():
         await transport.close()
 
     asyncio.run(scenario())
+
+
+def test_agent_leaves_ports_whose_binding_failed_unwired_and_applies_under_the_request_ids():
+    from cumulo.common.request_ids import global_request_id_var, request_id_var, working_for
+
+    class Recording(NoopDriver):
+        async def apply(self, state: dict[str, Any], wired=None) -> None:
+            self.ids = (request_id_var.get(), global_request_id_var.get())
+            await super().apply(state, wired)
+
+    async def scenario() -> None:
+        transport = get_transport("memory://")
+        server = FakeServer()
+        await transport.serve(SERVER_TOPIC, server)
+        driver = Recording()
+        agent = NetworkAgent(transport, "host-a", driver, min_interval=0.05)
+        await agent.start()
+        await agent.wait_idle()
+        server.state = {
+            "networks": [{"id": "n1"}],
+            "ports": [
+                {"id": "wired", "network_id": "n1", "vif_type": "bridge"},
+                {"id": "failed", "network_id": "n1", "vif_type": "binding_failed"},
+            ],
+            "routers": [],
+        }
+        global_id = "req-8c2ea1e4-7a5b-4c43-9d0e-3f1b5a6c7d8e"
+        with working_for("req-port-update", global_id):
+            await transport.cast(agent_topic("host-a"), "sync", {})
+        await asyncio.sleep(0.2)
+        await agent.wait_idle()
+        assert [p["id"] for p in driver.state["ports"]] == ["wired"]
+        assert server.up == ("host-a", ["wired"])  # never reported up: it stays DOWN
+        assert driver.ids == ("req-port-update", global_id)
+        await agent.stop()
+        await transport.close()
+
+    asyncio.run(scenario())

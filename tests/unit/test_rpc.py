@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from cumulo.common.request_ids import global_request_id_var, request_id_var, working_for
 from cumulo.common.rpc import Endpoint, RemoteError, RpcTimeout, get_transport
 from tests.conftest import skip_or_fail
 
@@ -138,3 +139,34 @@ async def test_many_concurrent_calls(bus):
 def test_unknown_url_is_refused():
     with pytest.raises(ValueError):
         get_transport("kafka://nope")
+
+
+class Recorder(Endpoint):
+    """Notes the request ids each handling works under."""
+
+    def __init__(self) -> None:
+        self.ids: list[tuple[str, str | None]] = []
+        self.event = asyncio.Event()
+
+    async def build_instances(self, context, **args):
+        self.ids.append((request_id_var.get(), global_request_id_var.get()))
+        self.event.set()
+
+    async def select_destinations(self, context, count):
+        return [request_id_var.get(), global_request_id_var.get()]
+
+
+async def test_the_handling_works_under_the_callers_request_ids(bus):
+    topic = topic_for(bus, "conductor")
+    recorder = Recorder()
+    await bus.serve(topic, recorder)
+    global_id = f"req-{uuid.uuid4()}"
+    with working_for("req-api", global_id):
+        # A service's own empty context, sent while handling a request, names it too.
+        await bus.cast(topic, "build_instances", {})
+        called = await bus.call(topic, "select_destinations", {}, count=1, timeout=10)
+    await asyncio.wait_for(recorder.event.wait(), 10)
+    assert recorder.ids == [("req-api", global_id)]
+    assert called == ["req-api", global_id]
+    # Sent outside any request: none (and nothing left over from the one before).
+    assert await bus.call(topic, "select_destinations", {}, count=1, timeout=10) == ["-", None]

@@ -12,12 +12,18 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from cumulo.common import metrics, tracing
-from cumulo.common.app import request_id_var
+from cumulo.common.request_ids import message_context, working_for_message
 
 LOG = logging.getLogger(__name__)
 
 # Messages are JSON: {"method": str, "args": {...}, "context": {...}}.
 # Replies: {"result": ...} or {"error": {"type": str, "message": str}}.
+
+
+def envelope(method: str, args: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """A message as every transport sends it (cast and call alike): its context carries
+    the request ids it is sent for (request_id, global_request_id) and the trace."""
+    return {"method": method, "args": args, "context": tracing.inject(message_context(context))}
 
 
 class RemoteError(Exception):
@@ -51,17 +57,20 @@ async def dispatch(endpoint: Endpoint, message: dict[str, Any]) -> dict[str, Any
     """Run one message against an endpoint; the reply body (result or error)."""
     name = message.get("method", "")
     context = message.get("context") or {}
-    token = request_id_var.set(context.get("request_id", "-"))
-    try:
-        with tracing.span(
+    # The handling's log lines, messages and calls name the request it is for.
+    with (
+        working_for_message(context),
+        tracing.span(
             f"rpc {name}",
             SpanKind.CONSUMER,
             carrier=context,
-            **{"openstack.request_id": context.get("request_id")},
-        ):
-            return await _run(endpoint, name, context, message.get("args") or {})
-    finally:
-        request_id_var.reset(token)
+            **{
+                "openstack.request_id": context.get("request_id"),
+                "openstack.global_request_id": context.get("global_request_id"),
+            },
+        ),
+    ):
+        return await _run(endpoint, name, context, message.get("args") or {})
 
 
 async def _run(

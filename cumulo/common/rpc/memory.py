@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from cumulo.common import metrics, tracing
-from cumulo.common.rpc.base import Endpoint, RpcTimeout, Transport, dispatch, unwrap
+from cumulo.common import metrics
+from cumulo.common.rpc.base import Endpoint, RpcTimeout, Transport, dispatch, envelope, unwrap
 
 # orjson, held to what json (RabbitMQ's encoding) accepts: datetimes and dataclasses
 # are refused rather than turned into strings on the way.
@@ -53,7 +53,7 @@ class MemoryTransport(Transport):
         self._consumers.clear()
 
     async def cast(self, topic: str, method: str, context: dict[str, Any], **args: Any) -> None:
-        body = _encode({"method": method, "args": args, "context": tracing.inject(context)})
+        body = _encode(envelope(method, args, context))
         self._queue(topic).put_nowait((body, None))
 
     async def call(
@@ -65,7 +65,7 @@ class MemoryTransport(Transport):
         timeout: float = 60.0,
         **args: Any,
     ) -> Any:
-        body = _encode({"method": method, "args": args, "context": tracing.inject(context)})
+        body = _encode(envelope(method, args, context))
         reply: asyncio.Future = asyncio.get_running_loop().create_future()
         started = time.perf_counter()
         self._queue(topic).put_nowait((body, reply))

@@ -26,8 +26,8 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from cumulo.common import metrics, tracing
-from cumulo.common.rpc.base import Endpoint, RpcTimeout, Transport, dispatch, unwrap
+from cumulo.common import metrics
+from cumulo.common.rpc.base import Endpoint, RpcTimeout, Transport, dispatch, envelope, unwrap
 
 LOG = logging.getLogger(__name__)
 PREFETCH = 64
@@ -146,9 +146,7 @@ class RabbitTransport(Transport):
         await self._channel.default_exchange.publish(message, routing_key=self.queue_name(topic))
 
     async def cast(self, topic: str, method: str, context: dict[str, Any], **args: Any) -> None:
-        await self._publish(
-            topic, {"method": method, "args": args, "context": tracing.inject(context)}
-        )
+        await self._publish(topic, envelope(method, args, context))
 
     async def call(
         self,
@@ -168,7 +166,7 @@ class RabbitTransport(Transport):
         try:
             await self._publish(
                 topic,
-                {"method": method, "args": args, "context": tracing.inject(context)},
+                envelope(method, args, context),
                 correlation_id=correlation_id,
                 reply_to=self._reply_queue.name,
                 expiration=timeout,

@@ -153,6 +153,7 @@ class SchedulerManager(Endpoint):
             if node_id is not None and await self.db.run_write(
                 claim, node_id, instance_uuid, one, first=True
             ):
+                LOG.debug("selected host %s for %s", host.host, instance_uuid)
                 return {"host": host.host, "node": host.node}
             LOG.info("claim on %s lost a race; scheduling %s again", host.host, instance_uuid)
             fresh = True

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from cumulo.common.db import utcnow
 from cumulo.network.agents import AGENT_DOWN_TIME, DHCP_AGENT, L3_AGENT, served
+from cumulo.network.binding import Segment, host_agents, vif_binding
 from cumulo.network.core import NetworkService
 from cumulo.network.dataplane.ovs_firewall import segment_vni
 from cumulo.network.models import (
@@ -274,9 +275,17 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
                 ],
             }
         )
+    # Each network's ports' binding:vif_type on this host, as ML2 binds them (a port
+    # whose binding failed is not wired by the agent).
+    agents = await host_agents(service, [host])
+    vif_types = {
+        n.id: vif_binding(agents, n.id, Segment(n.network_type, n.physical_network), host)[0]
+        for n in networks
+    }
     state_ports = [
         {
             "id": p.id,
+            "vif_type": vif_types[p.network_id],
             "network_id": p.network_id,
             "mac": p.mac_address,
             "admin_state_up": p.admin_state_up,
