@@ -11,6 +11,7 @@ from cumulo.common.app import create_app
 from cumulo.common.faults import ERRORS_BY_STATUS, ApiError, render_compute
 from cumulo.compute.api import (
     aggregates,
+    assisted_volume_snapshots,
     availability_zones,
     extensions,
     flavors,
@@ -64,6 +65,7 @@ API_ROUTES: list[BaseRoute] = [
     *server_actions.routes,
     *server_extras.routes,
     *volume_attachments.routes,
+    *assisted_volume_snapshots.routes,
     *interfaces.routes,
     *flavors.routes,
     *keypairs.routes,

@@ -72,4 +72,6 @@ COMPUTE_RULES: dict[str, str] = {
     "compute:console_auth_tokens": "rule:cloud_admin",
     # what the Network service reports about servers' ports (its service user)
     "compute:server_external_events": "rule:cloud_admin or role:service",
+    # what a Block Storage driver asks of the host (Nova: service_api)
+    "compute:assisted_volume_snapshots": "role:service",
 }

@@ -408,6 +408,37 @@ class ComputeAPI:
             volume_id=volume_id,
         )
 
+    async def volume_snapshot_create(
+        self, ctx: Context, host: str, instance_uuid: str, volume_id: str, create_info: dict
+    ) -> None:
+        await self.bus.cast(
+            compute_topic(host),
+            "volume_snapshot_create",
+            ctx,
+            instance_uuid=instance_uuid,
+            volume_id=volume_id,
+            create_info=create_info,
+        )
+
+    async def volume_snapshot_delete(
+        self,
+        ctx: Context,
+        host: str,
+        instance_uuid: str,
+        volume_id: str,
+        snapshot_id: str,
+        delete_info: dict,
+    ) -> None:
+        await self.bus.cast(
+            compute_topic(host),
+            "volume_snapshot_delete",
+            ctx,
+            instance_uuid=instance_uuid,
+            volume_id=volume_id,
+            snapshot_id=snapshot_id,
+            delete_info=delete_info,
+        )
+
     async def detach_volume(
         self, ctx: Context, host: str, instance_uuid: str, volume_id: str, attachment_id: str
     ) -> None:

@@ -272,12 +272,14 @@ def server_with_volume(cloud: CloudRunner, admin_token, image):
 
 
 def _service_user_token(cloud: CloudRunner) -> str:
-    """A user with the service role (what the Block Storage service calls Compute as)."""
+    """A user with the admin and service roles, as a deployment's service users (what
+    the Block Storage service calls Compute as)."""
     name, password = _name("svc"), "svc-secret-1"
     cloud.openstack("user", "create", "--password", password, name)
     if cloud.openstack("role", "show", "service", check=False).returncode != 0:
         cloud.openstack("role", "create", "service")
-    cloud.openstack("role", "add", "--user", name, "--project", "admin", "service")
+    for role in ("admin", "service"):
+        cloud.openstack("role", "add", "--user", name, "--project", "admin", role)
     return cloud.token(name, password)
 
 
@@ -646,3 +648,70 @@ def test_multiattach_volumes_need_2_60_and_then_take_two_servers(
         )
         for server in (one, two):
             _delete(api, server["id"])
+
+
+def test_assisted_volume_snapshots_are_for_the_service_role(
+    cloud: CloudRunner, admin_token, server_with_volume
+):
+    """os-assisted-volume-snapshots: the host's driver (fake: it records the overlay)
+    snapshots the attached volume and reports the snapshot's status to Block Storage."""
+    server, volume = server_with_volume
+    made = cloud.openstack(
+        "volume",
+        "snapshot",
+        "create",
+        "--volume",
+        volume,
+        _name("avs"),
+        "-f",
+        "json",
+        "--os-volume-api-version",
+        "3.66",
+    )
+    _eventually(
+        lambda: (
+            cloud.openstack("volume", "snapshot", "show", made["id"], "-f", "json")["status"]
+            == "available"
+        ),
+        "the snapshot",
+    )
+    # As a file-based volume driver leaves it while the host takes the snapshot.
+    cloud.openstack("volume", "snapshot", "set", "--state", "creating", made["id"])
+    info = {"snapshot_id": made["id"], "type": "qcow2", "new_file": "volume-x.snap1"}
+    body = {"snapshot": {"volume_id": volume, "create_info": info}}
+    with compute(cloud, admin_token) as admin:
+        assert admin.post("/os-assisted-volume-snapshots", json=body).status_code == 403
+    with compute(cloud, _service_user_token(cloud)) as service:
+        for bad in (
+            {"snapshot": {"volume_id": volume, "create_info": {**info, "type": "vmdk"}}},
+            {"snapshot": {"volume_id": volume, "create_info": {"type": "qcow2"}}},
+            {"snapshot": {"volume_id": str(uuid.uuid4()), "create_info": info}},
+        ):
+            assert service.post("/os-assisted-volume-snapshots", json=bad).status_code == 400
+        r = service.post("/os-assisted-volume-snapshots", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"snapshot": {"id": None, "volumeId": volume}}
+
+        sdk = cloud.sdk()
+
+        def reported():
+            shown = sdk.block_storage.get_snapshot(made["id"])
+            return shown if shown.progress == "90%" else None
+
+        # As Nova's libvirt driver reports a finished overlay: creating, 90%.
+        assert _eventually(reported, "the status report").status == "creating"
+        console = cloud.openstack("console", "log", "show", server["id"])
+        assert f"volume {volume}: now writing to volume-x.snap1" in console
+        path = f"/os-assisted-volume-snapshots/{made['id']}"
+        assert service.delete(path).status_code == 400  # no delete_info
+        deleted = service.delete(path, params={"delete_info": f'{{"volume_id": "{volume}"}}'})
+        assert deleted.status_code == 204
+        _eventually(
+            lambda: (
+                f"snapshot {made['id']} merged"
+                in cloud.openstack("console", "log", "show", server["id"])
+            ),
+            "the merge",
+        )
+    cloud.openstack("volume", "snapshot", "set", "--state", "available", made["id"])
+    cloud.openstack("volume", "snapshot", "delete", made["id"])

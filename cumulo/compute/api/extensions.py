@@ -14,6 +14,7 @@ from cumulo.compute.api.common import authorize, json
 EXTENSIONS = (
     ("AdminActions", "os-admin-actions", "Enable admin-only server actions."),
     ("Aggregates", "os-aggregates", "Admin-only aggregate administration."),
+    ("AssistedVolumeSnapshots", "os-assisted-volume-snapshots", "Assisted volume snapshots."),
     ("AvailabilityZone", "os-availability-zone", "Availability zones of servers."),
     ("ConsoleOutput", "os-console-output", "Console log output support."),
     ("Consoles", "os-consoles", "Interactive Console support."),

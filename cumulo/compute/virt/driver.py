@@ -223,6 +223,23 @@ class ComputeDriver(abc.ABC):
         see its new size."""
         raise DriverError(f"{type(self).__name__} cannot resize attached volumes")
 
+    async def volume_snapshot_create(
+        self, uuid: str, volume_id: str, create_info: dict[str, Any]
+    ) -> None:
+        """An assisted snapshot: the attached volume's file gets a qcow2 overlay
+        (`new_file`) the guest writes to from now on (Nova's libvirt driver, for volumes
+        that are files it opens)."""
+        raise DriverError(
+            f"{type(self).__name__} does not snapshot attached volumes for Block Storage: "
+            "its volumes are the volume service's exports, which that service snapshots"
+        )
+
+    async def volume_snapshot_delete(
+        self, uuid: str, volume_id: str, snapshot_id: str, delete_info: dict[str, Any]
+    ) -> None:
+        """Merge an assisted snapshot's overlay away again."""
+        raise DriverError(f"{type(self).__name__} does not delete assisted volume snapshots")
+
     @abc.abstractmethod
     async def get_available_resource(self) -> HostResources: ...
 

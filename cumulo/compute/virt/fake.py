@@ -37,6 +37,8 @@ class FakeGuest:
     started_at: float = field(default_factory=time.monotonic)
     console: list[str] = field(default_factory=list)
     volumes: dict[str, BlockDevice] = field(default_factory=dict)
+    # Assisted snapshots' overlays per volume (create_info as Block Storage gave it).
+    volume_overlays: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     before_resize: GuestSpec | None = None
     admin_password: str | None = None
     # The rescue guest booted in its place (its own disk attached second), if any.
@@ -183,6 +185,29 @@ class FakeDriver(ComputeDriver):
         if volume_id not in guest.volumes:
             raise DriverError(f"volume {volume_id} is not attached to {uuid}")
         guest.log("virtio disk capacity change")
+
+    async def volume_snapshot_create(
+        self, uuid: str, volume_id: str, create_info: dict[str, Any]
+    ) -> None:
+        guest = self._guest(uuid)
+        if volume_id not in guest.volumes:
+            raise DriverError(f"volume {volume_id} is not attached to {uuid}")
+        chain = guest.volume_overlays.setdefault(volume_id, [])
+        chain.append({"snapshot_id": create_info["snapshot_id"], **create_info})
+        guest.log(f"volume {volume_id}: now writing to {create_info['new_file']}")
+
+    async def volume_snapshot_delete(
+        self, uuid: str, volume_id: str, snapshot_id: str, delete_info: dict[str, Any]
+    ) -> None:
+        guest = self._guest(uuid)
+        chain = guest.volume_overlays.get(volume_id, [])
+        # Nova's libvirt driver looks the snapshot up by the file it is in; the id the API
+        # got is the create_info `id` the caller chose (Tempest sends none: "None").
+        kept = [o for o in chain if snapshot_id not in (o["snapshot_id"], str(o.get("id")))]
+        if len(kept) == len(chain):
+            raise DriverError(f"volume {volume_id} of {uuid} has no snapshot {snapshot_id}")
+        guest.volume_overlays[volume_id] = kept
+        guest.log(f"volume {volume_id}: snapshot {snapshot_id} merged")
 
     async def resize(self, uuid: str, flavor: FlavorSpec) -> None:
         guest = self._guest(uuid)
