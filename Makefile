@@ -9,7 +9,7 @@ PYTEST := $(BIN)/pytest -q -rs
 NO_TESTS_OK = { rc=$$?; if [ $$rc -eq 5 ] && [ "$${CI:-}" != true ]; then \
 	echo "no tests collected"; else exit $$rc; fi; }
 
-.PHONY: run test unit functional e2e lint bench clean conformance
+.PHONY: run test unit functional e2e lint bench clean conformance conformance-qemu
 
 $(BIN)/cumulo: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ CONFORMANCE_REPORT = docs/conformance$(if $(filter-out fake,$(DRIVER)),-$(DRIVER
 conformance: $(BIN)/cumulo
 	nice -n 10 $(BIN)/python -m cumulo.testing.tempest --driver $(DRIVER) --database $(DATABASE) \
 		--report $(CONFORMANCE_REPORT) $(ARGS)
+
+## make conformance-qemu: the compute tests on real QEMU guests, which Tempest logs in to over
+## SSH through floating IPs ([validation]); writes docs/conformance-qemu.md.
+conformance-qemu:
+	$(MAKE) conformance DRIVER=qemu
 
 bench: $(BIN)/cumulo
 	$(BIN)/python bench/identity_tokens.py

@@ -355,6 +355,9 @@ class ComputeManager(HostMoves, Endpoint):
                 network_info,
                 request_spec.get("admin_password"),
                 image_meta=request_spec.get("image"),
+                root_volume_id=next(
+                    (d.volume_id for d in block_devices if d.boot_index == 0), None
+                ),
             )
             guest = dataclasses.replace(guest, block_devices=block_devices)
             await self.driver.spawn(guest)
@@ -459,6 +462,30 @@ class ComputeManager(HostMoves, Endpoint):
             devices.append(BlockDevice(volume_id, device, info, bdm["boot_index"]))
         return tuple(devices)
 
+    async def _volume_image(self, token: str, volume_id: str) -> ImageSpec | None:
+        """A volume-backed guest's image: its boot volume's volume_image_metadata, as Nova
+        takes the image meta from it (properties, and a kernel and ramdisk to boot)."""
+        if self.volumes is None:
+            return None
+        path = f"/v3/volumes/{volume_id}"
+        volume = (await self.volumes.json("GET", path, token, headers=VOLUME_API))["volume"]
+        meta = volume.get("volume_image_metadata") or {}
+        if not meta.get("image_id"):
+            return None
+        kernel = ramdisk = None
+        if meta.get("kernel_id"):
+            kernel = str((await self.image_cache.fetch(token, meta["kernel_id"]))[0])
+        if meta.get("ramdisk_id"):
+            ramdisk = str((await self.image_cache.fetch(token, meta["ramdisk_id"]))[0])
+        return ImageSpec(
+            id=meta["image_id"],
+            disk_format=meta.get("disk_format") or "raw",
+            container_format=meta.get("container_format") or "bare",
+            properties={k: v for k, v in meta.items() if k not in ("image_id", "image_name")},
+            kernel_path=kernel,
+            ramdisk_path=ramdisk,
+        )
+
     async def _release_volumes(self, ctx: dict, instance_uuid: str) -> None:
         """After a failed build: volumes go back to available (a retry attaches them again)."""
         token = ctx.get("auth_token") or ""
@@ -499,10 +526,13 @@ class ComputeManager(HostMoves, Endpoint):
         network_info: list[dict[str, Any]],
         admin_pass: str | None = None,
         image_meta: dict[str, Any] | None = None,
+        root_volume_id: str | None = None,
     ) -> GuestSpec:
         flavor = inst["flavor"]
         image = None
-        if inst.get("image_ref"):
+        if not inst.get("image_ref") and root_volume_id:
+            image = await self._volume_image(token, root_volume_id)
+        elif inst.get("image_ref"):
             path, meta = await self.image_cache.fetch(token, inst["image_ref"], image_meta)
             known = {
                 "id",

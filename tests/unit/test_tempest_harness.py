@@ -3,10 +3,15 @@ summed up in one line with the request that failed."""
 
 from __future__ import annotations
 
+import configparser
 import re
 from pathlib import Path
 
+import pytest
+
+from cumulo.testing.guest import SSH_USER
 from cumulo.testing.tempest import __main__ as harness
+from cumulo.testing.tempest import conf
 from cumulo.testing.tempest.results import Result, failed_requests, one_line, render_markdown
 
 IDENTITY_ADMIN = "tempest.api.identity.admin.v3.test_domains.DomainsTestJSON.test_list[id-1,smoke]"
@@ -53,6 +58,74 @@ def test_tests_that_ssh_into_the_guest_are_left_out_only_with_the_fake_driver():
     assert not _runs(fake["main"], rebuild) and not _runs(fake["isolated"], rebuild)
     assert _runs(fake["main"], SERVERS)
     assert _runs(qemu["main"], rebuild)
+    unvalidated = _passes("--driver", "qemu", "--no-validation")
+    assert not _runs(unvalidated["main"], rebuild)
+
+
+def test_real_guests_are_validated_unless_told_otherwise():
+    assert harness.parse_args(["--driver", "qemu"]).validation
+    assert not harness.parse_args(["--driver", "qemu", "--no-validation"]).validation
+    assert not harness.parse_args([]).validation
+
+
+def test_validation_needs_real_guests(capsys):
+    with pytest.raises(SystemExit):
+        harness.parse_args(["--validation"])
+    assert "--driver qemu" in capsys.readouterr().err
+
+
+def _written_conf(tmp_path: Path, validation: bool) -> configparser.ConfigParser:
+    offer = {
+        "image": "img",
+        "image_alt": "img2",
+        "flavor": "1",
+        "flavor_alt": "2",
+        "public_network": {"id": "pub-id", "name": "public"},
+        "compute_versions": ("2.1", "2.96"),
+        "volume_versions": ("3.0", "3.70"),
+        "network_extensions": ["router"],
+        "object_store_apis": None,
+        "http_image": "http://127.0.0.1/image.qcow2",
+        "images_manifest": "/x/manifest.yaml",
+        "volume_vendor": "Open Source",
+        "volume_protocol": "iSCSI",
+        "multiattach_type": "multiattach",
+    }
+    path = tmp_path / "tempest.conf"
+    conf.write_conf(
+        path,
+        run_dir=tmp_path,
+        auth_url="http://127.0.0.1:5000/v3",
+        admin_password="secret",
+        offer=offer,
+        accounts_file=tmp_path / "accounts.yaml",
+        overrides=[],
+        hosts=1,
+        validation=validation,
+    )
+    parsed = configparser.ConfigParser(interpolation=None)
+    parsed.read(path)
+    return parsed
+
+
+def test_validation_logs_in_to_the_tiny_guest_through_a_floating_ip(tmp_path: Path):
+    v = _written_conf(tmp_path, validation=True)["validation"]
+    assert v["run_validation"] == "true"
+    assert v["connect_method"] == "floating" and v["auth_method"] == "keypair"
+    assert v["image_ssh_user"] == SSH_USER and v["ip_version_for_ssh"] == "4"
+    assert v["ssh_key_type"] == "ecdsa"  # made by Tempest: from 2.92 the cloud makes none
+    assert v["security_group"] == "true" and v["security_group_rules"] == "true"
+    written = _written_conf(tmp_path, validation=True)
+    assert written["network"]["floating_network_name"] == "public"
+    # What the guest's hostname and the metadata's are compared with.
+    assert written["compute-feature-enabled"]["hostname_fqdn_sanitization"] == "true"
+    assert written["compute-feature-enabled"]["dhcp_domain"] == ""
+
+
+def test_without_validation_tempest_does_not_log_in(tmp_path: Path):
+    written = _written_conf(tmp_path, validation=False)
+    assert set(written["validation"]) - set(written.defaults()) == {"run_validation"}
+    assert written["validation"]["run_validation"] == "false"
 
 
 def test_a_failure_is_one_line_with_tempests_details():

@@ -1,12 +1,17 @@
 """Run Tempest against a fresh cumulo cloud.
 
     python -m cumulo.testing.tempest [--worktree DIR] [--ports BASE] [--regex R ...]
-        [--smoke] [--driver fake|qemu] [--database sqlite|postgresql] [--report FILE]
+        [--smoke] [--driver fake|qemu] [--[no-]validation] [--database sqlite|postgresql]
+        [--report FILE]
 
 Starts `cumulo up --with-demo-image` from the worktree's venv in a temporary state dir
 (two extra fake compute hosts), provisions Tempest's accounts, writes tempest.conf from
 what the cloud offers, runs `tempest run` with two workers, prints the counts and the
 wall time, and writes the results (JSON, failures per service, optionally a report).
+
+With the QEMU driver the run validates its guests (`--validation`, the default there):
+Tempest logs in to the tiny guest over SSH through a floating IP with its key pair
+(`[validation] run_validation = true`), so the tests that check what the guest sees run.
 """
 
 from __future__ import annotations
@@ -25,8 +30,15 @@ from pathlib import Path
 
 import yaml
 
+from cumulo.testing.guest import SSH_USER
 from cumulo.testing.tempest import accounts, conf, results
-from cumulo.testing.tempest.cloud import PORT_NAMES, Cloud, CloudSpec
+from cumulo.testing.tempest.cloud import (
+    PORT_NAMES,
+    Cloud,
+    CloudSpec,
+    free_external_cidr,
+    host_networks,
+)
 from cumulo.testing.tempest.files import FileServer
 
 REPO = Path(__file__).resolve().parents[3]
@@ -43,8 +55,8 @@ ISOLATED = (
     r"compute\.admin\.test_auto_allocate_network|volume\.test_volume_absolute_limits)"
 )
 # Tests that log in to the guest over SSH whatever `[validation] run_validation` says
-# (they lack Tempest's usual skip): with the fake driver there is no guest to log in to,
-# so they are not run there and the report says why. Test id -> reason.
+# (they lack Tempest's usual skip): without validation (the fake driver has no guest to
+# log in to) they are not run and the report says why. Test id -> reason.
 NEEDS_GUEST_SSH = {
     r"tempest\.api\.compute\.servers\.test_server_actions\.ServerActionsV293TestJSON"
     r"\.test_rebuild_volume_backed_server": "logs in to the rebuilt guest over SSH",
@@ -96,6 +108,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="only tests tagged smoke")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--driver", choices=["fake", "qemu"], default="fake")
+    p.add_argument(
+        "--validation",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="log in to the guests over SSH (Tempest's [validation]); default: with --driver qemu",
+    )
     p.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     p.add_argument(
         "--tempest-venv",
@@ -114,7 +132,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--keep", action="store_true", help="keep the state dir and cloud logs")
     p.add_argument("--projects", type=int, default=10, help="pre-provisioned test projects")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.validation is None:
+        args.validation = args.driver == "qemu"
+    elif args.validation and args.driver == "fake":
+        p.error("--validation needs real guests: --driver qemu")
+    return args
 
 
 @dataclass
@@ -136,7 +159,7 @@ def passes(args: argparse.Namespace) -> list[Pass]:
     regex = "|".join(args.regex or [default])
     if args.smoke:
         regex = rf"(?:{regex}).*\bsmoke\b"
-    guest = "|".join(NEEDS_GUEST_SSH) if args.driver == "fake" else None
+    guest = None if args.validation else "|".join(NEEDS_GUEST_SSH)
     exclude = "|".join(r for r in (args.exclude_regex, ISOLATED, guest) if r)
     isolated = rf"(?=(?:{regex}))(?:{ISOLATED})"
     isolated_exclude = "|".join(r for r in (args.exclude_regex, guest) if r) or None
@@ -160,6 +183,8 @@ def run_pass(args, venv: Path, run_dir: Path, spec: CloudSpec, files: FileServer
         offer["http_image"] = files.url("image.qcow2")
         offer["images_manifest"] = str(files.manifest)
         offer["multiattach_type"] = accounts.multiattach_volume_type(session)
+        if args.validation:  # before the copy: image_alt gets the same properties
+            accounts.enable_guest_agent(session, offer["image"], SSH_USER)
         offer["image_alt"] = accounts.alternate_image(session, offer["image"])
         accounts_file = None
         if not p.dynamic:
@@ -176,6 +201,7 @@ def run_pass(args, venv: Path, run_dir: Path, spec: CloudSpec, files: FileServer
             offer=offer,
             accounts_file=accounts_file,
             overrides=args.set,
+            validation=args.validation,
             hosts=1 + (spec.fake_hosts if args.driver == "fake" else 0),
         )
         cmd = [str(venv / "bin" / "tempest"), "run", "--config-file", str(conf_file),
@@ -223,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
                 driver=args.driver,
                 database=args.database,
                 policy=p.policy,
+                # Real guests are reached on floating IPs through the host's leg.
+                public_cidr=(
+                    free_external_cidr(host_networks(), start=base % 200 + 16)
+                    if args.driver == "qemu"
+                    else ""
+                ),
             )
             hosts = 1 + (spec.fake_hosts if args.driver == "fake" else 0)
             try:
@@ -242,13 +274,17 @@ def main(argv: list[str] | None = None) -> int:
             "commit": git_commit(worktree),
             "tempest": TEMPEST_REQUIREMENT.split("==")[1],
             "mode": f"{args.driver} driver, {args.database}, {hosts} compute hosts, "
-            f"{args.workers} workers" + (", smoke tests only" if args.smoke else ""),
+            f"{args.workers} workers"
+            + (", guests validated over SSH" if args.validation else "")
+            + (", smoke tests only" if args.smoke else ""),
             "wall time": f"{wall / 60:.1f} min",
         }
+        if args.regex:
+            meta["tests"] = " or ".join(f"`{r}`" for r in args.regex)
         if broken:
             meta["passes that did not run"] = ", ".join(broken)
-        if args.driver == "fake":
-            meta["not run (no guest to log in to with the fake driver)"] = "; ".join(
+        if not args.validation:
+            meta["not run (no validation: no guest to log in to)"] = "; ".join(
                 f"`{test.replace(chr(92), '')}` ({reason})"
                 for test, reason in NEEDS_GUEST_SSH.items()
             )

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import json
 import os
 import subprocess
 import time
@@ -31,6 +33,10 @@ PORT_NAMES = (
     "dashboard",
     "ec2",  # (its own port too: two runs at once must not both want 8788)
 )
+# Where a run with real guests takes its external network: a /24 this host does not route
+# yet, so the host leg (the host's address on it, which Tempest's SSH goes through to the
+# floating IPs) is not refused because another cloud on this host holds 172.24.4.0/24.
+EXTERNAL_RANGE = ipaddress.ip_network("172.24.0.0/16")
 POSTGRESQL = "postgresql+asyncpg://postgres@127.0.0.1:5432/"
 RABBITMQ = "rabbit://guest:guest@127.0.0.1:5672/"
 
@@ -45,6 +51,8 @@ class CloudSpec:
     fake_hosts: int = 2
     # oslo.policy overrides written to the state dir's policy.yaml (none: the defaults).
     policy: dict[str, str] = field(default_factory=dict)
+    # The external network's subnet (empty: cumulo's default, 172.24.4.0/24).
+    public_cidr: str = ""
     name: str = field(default_factory=lambda: f"tempest{uuid.uuid4().hex[:8]}")
 
     @property
@@ -88,10 +96,41 @@ class CloudSpec:
                 ],
             },
         }
+        if self.public_cidr:
+            subnet = ipaddress.ip_network(self.public_cidr)
+            config["network"]["public_cidr"] = str(subnet)
+            config["network"]["public_gateway"] = str(subnet[1])
         if self.database == "postgresql":
             config["database"] = {"url": self.database_url}
             config["messaging"]["transport_url"] = RABBITMQ
         return config
+
+
+def host_networks() -> list[ipaddress.IPv4Network]:
+    """The IPv4 networks this host has an address in or a route to."""
+    found = []
+    for what in ("addr", "route"):
+        out = subprocess.run(["ip", "-j", "-4", what], capture_output=True, text=True).stdout
+        for entry in json.loads(out or "[]"):
+            if what == "addr":
+                found += [
+                    ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}").network
+                    for a in entry.get("addr_info", [])
+                ]
+            elif entry.get("dst", "default") != "default":
+                found.append(ipaddress.ip_network(entry["dst"], strict=False))
+    return found
+
+
+def free_external_cidr(taken: list[ipaddress.IPv4Network], start: int = 0) -> str:
+    """The first /24 of EXTERNAL_RANGE from the `start`-th on that overlaps none of
+    `taken` (runs side by side start at different places)."""
+    subnets = list(EXTERNAL_RANGE.subnets(new_prefix=24))
+    for i in range(len(subnets)):
+        subnet = subnets[(start + i) % len(subnets)]
+        if not any(subnet.overlaps(other) for other in taken):
+            return str(subnet)
+    raise SystemExit(f"no free /24 in {EXTERNAL_RANGE} for the external network")
 
 
 class Cloud:

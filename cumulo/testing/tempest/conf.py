@@ -45,6 +45,7 @@ FEATURES: dict[str, dict[str, object]] = {
         "live_migration": True,
         "block_migration_for_live_migration": True,
         "rescue": True,
+        "stable_rescue": True,  # hw_rescue_bus / hw_rescue_device; volume-backed from 2.87
         "vnc_console": True,
         "spice_console": False,  # cumulo has VNC consoles only
         "serial_console": False,
@@ -58,6 +59,10 @@ FEATURES: dict[str, dict[str, object]] = {
         "volume_multiattach": True,
         "attach_encrypted_volume": False,  # no volume encryption
         "disk_config": True,
+        "hostname_fqdn_sanitization": True,  # `a.b.com` is hostname `a-b-com`, as Nova's
+        # The metadata's hostname is the server's as it is: no domain is appended (as
+        # Nova with [api] dhcp_domain empty, which 2.94's FQDN hostnames want).
+        "dhcp_domain": "",
         "scheduler_enabled_filters": ",".join(
             [
                 "ComputeFilter",
@@ -104,6 +109,33 @@ FEATURES: dict[str, dict[str, object]] = {
         "multi_backend": False,
     },
 }
+
+
+def validation_section(public_network: str) -> dict[str, object]:
+    """[validation] for real guests: Tempest logs in to the tiny guest
+    (cumulo.testing.guest) as root with the validation key pair (ECDSA) through a
+    floating IP from the public network, which the host reaches (the linuxbridge data
+    plane gives it a leg there); Tempest's validation resources add a security group with
+    SSH and ICMP allowed."""
+    from cumulo.testing.guest import SSH_USER
+
+    return {
+        "run_validation": True,
+        "connect_method": "floating",
+        "auth_method": "keypair",
+        "ip_version_for_ssh": 4,
+        # Only read with connect_method = fixed (each account has its own network).
+        "network_for_ssh": public_network,
+        "image_ssh_user": SSH_USER,
+        "image_alt_ssh_user": SSH_USER,
+        # Tempest makes the key pair itself and imports its public key (from 2.92 the
+        # cloud no longer generates key pairs); the guest's dropbear takes ECDSA keys.
+        "ssh_key_type": "ecdsa",
+        "security_group": True,
+        "security_group_rules": True,
+        "connect_timeout": 60,
+        "ssh_timeout": 300,
+    }
 
 
 def _current_version(url: str) -> dict:
@@ -156,6 +188,7 @@ def write_conf(
     accounts_file: Path | None,
     overrides: list[str],
     hosts: int,
+    validation: bool = False,
 ) -> None:
     conf = configparser.ConfigParser(interpolation=None)
     conf.optionxform = str  # type: ignore[assignment,method-assign]
@@ -224,7 +257,9 @@ def write_conf(
             "storage_protocol": offer["volume_protocol"],
             "volume_type_multiattach": offer["multiattach_type"],
         },
-        "validation": {"run_validation": False},
+        "validation": (
+            validation_section(public["name"]) if validation else {"run_validation": False}
+        ),
         "service_available": {
             "nova": True,
             "glance": True,
