@@ -5,7 +5,6 @@ UUID, every log line names both ids, and a call to another service sends the glo
 from __future__ import annotations
 
 import logging
-import uuid
 
 import httpx
 import pytest
@@ -24,7 +23,12 @@ GLOBAL = "req-8c2ea1e4-7a5b-4c43-9d0e-3f1b5a6c7d8e"
 
 @pytest.mark.parametrize(
     "value",
-    [GLOBAL, f"req-{uuid.uuid4()}", "req-00000000-0000-0000-0000-000000000000"],
+    # Fixed values: xdist workers must collect the same test ids.
+    [
+        GLOBAL,
+        "req-3f0c6a51-27d4-4e1b-9a8e-5b7d2c91e0aa",
+        "req-00000000-0000-0000-0000-000000000000",
+    ],
 )
 def test_a_req_prefixed_lowercase_uuid_is_a_global_request_id(value: str):
     assert valid_global_request_id(value) == value
