@@ -35,6 +35,7 @@ from cumulo.identity.tokens import KeyRepository
 from cumulo.image.app import create_image_app, open_image_service
 from cumulo.image.core import ImageService
 from cumulo.metadata.app import create_metadata_app
+from cumulo.metadata.vendordata import VendorData
 from cumulo.network.app import create_network_app, open_network_service
 from cumulo.network.bootstrap import bootstrap_network
 from cumulo.network.core import NetworkService
@@ -247,7 +248,11 @@ class Cloud:
                 self.config.ports.object_store,
             ),
             "metadata": (
-                create_metadata_app(self.compute.service.db, self.config.metadata.shared_secret),
+                create_metadata_app(
+                    self.compute.service.db,
+                    self.config.metadata.shared_secret,
+                    VendorData.from_config(self.config.metadata),
+                ),
                 self.config.ports.metadata,
             ),
             "ec2": (create_ec2_app(self.ec2), self.config.ports.ec2),

@@ -354,6 +354,17 @@ class MetadataConfig(_Section):
     # 169.254.169.254:80 there), and the address they reach the metadata service at.
     proxy_port: int = Field(9697, ge=1, le=65535)
     service_host: str = "127.0.0.1"
+    # Vendor data (Nova's [api] vendordata_*; see cumulo.metadata.vendordata): providers
+    # StaticJSON and/or DynamicJSON, the static JSON file, dynamic targets "name@url".
+    vendordata_providers: list[Literal["StaticJSON", "DynamicJSON"]] = Field(
+        default_factory=lambda: ["StaticJSON"]
+    )
+    vendordata_jsonfile_path: str = ""
+    vendordata_dynamic_targets: list[str] = Field(default_factory=list)
+    vendordata_dynamic_connect_timeout: float = Field(5.0, gt=0)
+    vendordata_dynamic_read_timeout: float = Field(5.0, gt=0)
+    vendordata_dynamic_ssl_certfile: str = ""
+    vendordata_dynamic_failure_fatal: bool = False
 
 
 class StoragePolicyConfig(_Section):

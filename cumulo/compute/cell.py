@@ -31,6 +31,7 @@ from cumulo.compute.scheduler.manager import SchedulerManager
 from cumulo.compute.service import ComputeService
 from cumulo.compute.virt.driver import ComputeDriver
 from cumulo.compute.virt.fake import FakeDriver
+from cumulo.metadata.vendordata import VendorData
 
 LOG = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def host_options(config: CumuloConfig) -> HostOptions:
         reserved_host_disk_gb=c.reserved_host_disk_gb,
         force_config_drive=c.force_config_drive,
         shelved_offload_time=c.shelved_offload_time,
+        vendor_data=VendorData.from_config(config.metadata),
     )
 
 

@@ -40,6 +40,7 @@ from cumulo.compute.virt.driver import (
     host_uptime,
 )
 from cumulo.metadata import InstanceMetadata, config_drive_files
+from cumulo.metadata.vendordata import VendorData
 
 LOG = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ def instance_metadata(
         security_groups=tuple(inst.get("security_groups") or ("default",)),
         internal_id=inst.get("internal_id", 0),
         random_seed=base64.b64encode(os.urandom(512)).decode(),
+        boot_roles=(inst.get("system_metadata") or {}).get("boot_roles", ""),
     )
 
 
@@ -103,6 +105,8 @@ class HostOptions:
     # Seconds before a shelved server is offloaded by the periodic task (0 or -1: never
     # by it; 0 offloads at shelve time).
     shelved_offload_time: int = 0
+    # What the config drive's vendor data is collected from ([metadata] vendordata_*).
+    vendor_data: VendorData = dataclasses.field(default_factory=VendorData)
 
 
 INTERRUPTED_BUILD = "The compute host restarted while it was building the server."
@@ -564,7 +568,9 @@ class ComputeManager(HostMoves, Endpoint):
             )
         config_drive = None
         if inst.get("config_drive") or self.options.force_config_drive:
-            config_drive = config_drive_files(instance_metadata(inst, network_info, admin_pass))
+            vendor_data = self.options.vendor_data
+            meta = await vendor_data.collect(instance_metadata(inst, network_info, admin_pass))
+            config_drive = config_drive_files(meta)
         return GuestSpec(
             config_drive=config_drive,
             admin_password=admin_pass,
@@ -682,14 +688,23 @@ class ComputeManager(HostMoves, Endpoint):
         try:
             disk_format = await self.driver.snapshot(instance_uuid, str(target))
             meta = await images.json("GET", f"/v2/images/{image_id}", token)
+            inst = await self._read(ctx, instance_uuid)
+            # What Nova's libvirt driver sets on a snapshot (_create_snapshot_metadata).
+            properties = {
+                "image_location": "snapshot",
+                "image_state": "available",
+                "owner_id": inst["project_id"],
+            }
+            patch = [{"op": "add", "path": f"/{k}", "value": v} for k, v in properties.items()]
             if meta.get("disk_format") != disk_format:
-                await images.request(
-                    "PATCH",
-                    f"/v2/images/{image_id}",
-                    token,
-                    json=[{"op": "replace", "path": "/disk_format", "value": disk_format}],
-                    headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
-                )
+                patch.append({"op": "replace", "path": "/disk_format", "value": disk_format})
+            await images.request(
+                "PATCH",
+                f"/v2/images/{image_id}",
+                token,
+                json=patch,
+                headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
+            )
             await images.request(
                 "PUT",
                 f"/v2/images/{image_id}/file",

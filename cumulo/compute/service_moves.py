@@ -34,6 +34,7 @@ BOOT_PROPERTIES = (
     "os_command_line",
     "hw_architecture",
     "hw_qemu_guest_agent",
+    "os_require_quiesce",
     "os_admin_user",
     "os_distro",
     "os_version",

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from cumulo.common.app import create_app
 from cumulo.common.db import Database
-from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound, render_compute
+from cumulo.common.faults import ApiError, BadRequest, Conflict, Forbidden, NotFound, render_compute
 from cumulo.compute.models import Instance
 from cumulo.metadata import documents, instances
 from cumulo.metadata.signature import (
@@ -30,6 +30,7 @@ from cumulo.metadata.signature import (
     TENANT_ID,
     signature_is_valid,
 )
+from cumulo.metadata.vendordata import VendorData, VendorDataError
 
 LOG = logging.getLogger(__name__)
 
@@ -64,7 +65,15 @@ async def serve_metadata(request: Request) -> Response:
         return await _password(request, inst)
     if request.method == "POST":
         raise BadRequest("Only the password can be written.")
-    doc = documents.resolve(instances.metadata_of(inst), path)
+    vendor_data: VendorData = request.app.state.vendor_data
+    meta = vendor_data.listed(instances.metadata_of(inst))
+    if documents.names_vendor_data(path):  # collected only when asked for (targets are slow)
+        try:
+            meta = await vendor_data.collect(meta)
+        except VendorDataError as exc:
+            LOG.error("metadata: vendor data for %s failed: %s", inst.uuid, exc)
+            raise ApiError("Vendor data is unavailable.") from None
+    doc = documents.resolve(meta, path)
     if doc is None:
         raise NotFound("The resource could not be found.")
     return Response(doc.body, media_type=doc.content_type)
@@ -85,9 +94,12 @@ async def _password(request: Request, inst: Instance) -> Response:
     return Response(b"", media_type="text/plain")
 
 
-def create_metadata_app(compute_db: Database, shared_secret: str) -> Starlette:
+def create_metadata_app(
+    compute_db: Database, shared_secret: str, vendor_data: VendorData | None = None
+) -> Starlette:
     routes = [Route("/{path:path}", serve_metadata, methods=["GET", "HEAD", "POST"])]
     app = create_app("metadata", routes, render_compute)
     app.state.compute_db = compute_db
     app.state.secret = shared_secret
+    app.state.vendor_data = vendor_data or VendorData()
     return app

@@ -3,8 +3,9 @@
 Pure functions of an InstanceMetadata, shared by the config drive (written once at
 spawn) and the metadata HTTP service (served at 169.254.169.254), so both always say
 the same thing. Formats follow Nova's metadata API (nova/api/metadata/base.py, as
-read by cloud-init): OpenStack `meta_data.json`, `network_data.json`, `vendor_data2.json`,
-`user_data`, and the EC2 `/latest/meta-data/` tree.
+read by cloud-init): OpenStack `meta_data.json`, `network_data.json`, `vendor_data.json`,
+`vendor_data2.json`, `user_data`, and the EC2 `/latest/meta-data/` tree. Vendor data is
+collected beforehand (cumulo.metadata.vendordata) into the InstanceMetadata.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ OPENSTACK_VERSIONS = (
     "2020-10-14",
 )
 # Where each document first appeared.
+_VENDOR_DATA_SINCE = "2013-10-17"
 _NETWORK_DATA_SINCE = "2015-10-15"
 _VENDOR_DATA2_SINCE = "2016-10-06"
 EC2_VERSIONS = (
@@ -69,7 +71,11 @@ class InstanceMetadata:
     security_groups: tuple[str, ...] = ("default",)
     # Nova's integer instance id, which EC2 ids are made of (i-0000002a).
     internal_id: int = 0
-    vendor_data: dict[str, Any] = field(default_factory=dict)  # name -> vendordata document
+    # Vendor data (see cumulo.metadata.vendordata): vendor_data.json (None: no StaticJSON
+    # provider, no file) and vendor_data2.json's documents by source name.
+    static_vendor_data: dict[str, Any] | None = field(default_factory=dict)
+    vendor_data: dict[str, Any] = field(default_factory=dict)
+    boot_roles: str = ""  # the booting user's roles, comma-separated (Nova's sysmeta)
     random_seed: str | None = None  # base64; the caller draws it (these functions are pure)
 
 
@@ -170,16 +176,16 @@ def _routes(ip: dict[str, Any], version: int) -> list[dict[str, str]]:
 
 
 def vendor_data2(inst: InstanceMetadata) -> dict[str, Any]:
-    """`openstack/<version>/vendor_data2.json`: one document per dynamic vendordata source."""
+    """`openstack/<version>/vendor_data2.json`: one document per source (`static`, then
+    each dynamic target by its name)."""
     return dict(inst.vendor_data)
 
 
 def openstack_files(inst: InstanceMetadata, version: str) -> dict[str, bytes]:
     """The files under openstack/<version>/ (also what the HTTP service lists there)."""
-    files = {
-        "meta_data.json": _json(meta_data(inst, version)),
-        "vendor_data.json": _json({}),
-    }
+    files = {"meta_data.json": _json(meta_data(inst, version))}
+    if _at_least(version, _VENDOR_DATA_SINCE) and inst.static_vendor_data is not None:
+        files["vendor_data.json"] = _json(inst.static_vendor_data)
     if inst.user_data is not None:
         files["user_data"] = inst.user_data
     if _at_least(version, _NETWORK_DATA_SINCE):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cumulo.metadata import vendordata
 from cumulo.metadata.content import (
     EC2_VERSIONS,
     OPENSTACK_VERSIONS,
@@ -49,6 +50,12 @@ def is_password_path(path: str) -> bool:
         and openstack_version(parts[1])
         and has_password(parts[1])
     )
+
+
+def names_vendor_data(path: str) -> bool:
+    """Whether `path` is an OpenStack vendor data file (vendor_data.json, vendor_data2.json)."""
+    parts = [p for p in path.split("/") if p]
+    return len(parts) == 3 and parts[0] == "openstack" and parts[2] in vendordata.FILES
 
 
 def resolve(inst: InstanceMetadata, path: str) -> Document | None:

@@ -67,7 +67,8 @@ def test_the_guest_reads_its_openstack_metadata(cloud: CloudRunner, guest: dict)
         assert md.get("/openstack/latest/user_data").text == "#!/bin/sh\necho metadata-user-data\n"
         net = md.get("/openstack/latest/network_data.json").json()
         assert net["links"] and net["networks"][0]["network_id"]
-        assert md.get("/openstack/latest/vendor_data2.json").json() == {}
+        # Nova's default provider, StaticJSON, without a file: empty documents.
+        assert md.get("/openstack/latest/vendor_data2.json").json() == {"static": {}}
         assert md.get("/openstack/latest/vendor_data.json").json() == {}
         assert md.get("/openstack/latest/nothing-here").status_code == 404
 

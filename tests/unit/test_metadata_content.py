@@ -69,7 +69,7 @@ def test_old_metadata_versions_lack_the_newer_fields():
     old = meta_data(INST, "2012-08-10")
     assert "project_id" not in old and "devices" not in old
     files = openstack_files(INST, "2012-08-10")
-    assert set(files) == {"meta_data.json", "vendor_data.json", "user_data"}
+    assert set(files) == {"meta_data.json", "user_data"}  # vendor data from 2013-10-17
     assert {"network_data.json", "vendor_data2.json"} <= set(openstack_files(INST, "latest"))
 
 

@@ -228,11 +228,11 @@ class QemuDriver(QemuMoves, ComputeDriver):
             accel=self.accel or "tcg",
             vnc=self.vnc,
         )
-        if image is not None and str(image.properties.get("hw_qemu_guest_agent")).lower() in (
-            "yes", "true", "1",
-        ):  # fmt: skip
+        if image is not None and _image_flag(image.properties, "hw_qemu_guest_agent"):
             machine.guest_agent = True
             machine.admin_user = str(image.properties.get("os_admin_user") or "root")
+        if image is not None:
+            machine.require_quiesce = _image_flag(image.properties, "os_require_quiesce")
         if image is not None and image.kernel_path:
             machine.kernel = image.kernel_path
             machine.initrd = image.ramdisk_path
@@ -566,12 +566,16 @@ class QemuDriver(QemuMoves, ComputeDriver):
             running = (
                 self._alive(uuid) and (await self._qmp(uuid, "query-status"))["status"] == "running"
             )
-            if running:  # a consistent copy: the guest is paused while it is read
-                await self._qmp(uuid, "stop")
-            try:
+            if not running:
                 await _qemu_img("convert", "-U", "-O", "qcow2", root["path"], target_path)
-            finally:
-                if running:
+                return "qcow2"
+            # Live: the filesystems frozen by the guest agent (Nova's quiesce), then the
+            # guest paused while its disk is read; resumed before the agent thaws it.
+            async with qp.quiesced(self._dir(uuid), _machine(record)):
+                await self._qmp(uuid, "stop")
+                try:
+                    await _qemu_img("convert", "-U", "-O", "qcow2", root["path"], target_path)
+                finally:
                     await self._qmp(uuid, "cont")
             return "qcow2"
 
@@ -649,6 +653,10 @@ class QemuDriver(QemuMoves, ComputeDriver):
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _image_flag(properties: dict[str, Any], name: str) -> bool:
+    return str(properties.get(name)).lower() in ("yes", "true", "1")
 
 
 def _machine(record: dict[str, Any]) -> qp.MachineConfig:

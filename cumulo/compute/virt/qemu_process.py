@@ -77,6 +77,9 @@ class MachineConfig:
     admin_user: str = "root"
     # The network namespace QEMU runs in: where its taps and their bridges are.
     netns: str | None = None
+    # The image's os_require_quiesce: a live snapshot fails when the filesystems cannot
+    # be frozen (else it is taken unfrozen).
+    require_quiesce: bool = False
 
 
 def command_line(
@@ -456,3 +459,57 @@ async def guest_agent(
         return await exchange({"execute": command, "arguments": args})
     finally:
         writer.close()
+
+
+# What can go wrong talking to the agent: no channel, no answer, an error answer, garbage.
+AGENT_ERRORS = (OSError, TimeoutError, RuntimeError, ValueError)
+
+
+@contextlib.asynccontextmanager
+async def quiesced(
+    directory: Path, config: MachineConfig, timeout: float = 30.0
+) -> AsyncIterator[int | None]:
+    """Nova's quiesce around a live snapshot: the guest's filesystems frozen by
+    qemu-guest-agent (guest-fsfreeze-freeze; yields how many), and always thawed after.
+
+    Without an agent channel, or when the freeze fails, the body runs on an unfrozen guest
+    (yields None) unless the image requires quiescing (os_require_quiesce): then it
+    fails, as Nova's QemuGuestAgentNotEnabled / InstanceQuiesceFailed."""
+    frozen: int | None = None
+    if not config.guest_agent:
+        if config.require_quiesce:
+            raise DriverError(
+                "the image requires quiescing but has no guest agent (hw_qemu_guest_agent)"
+            )
+    else:
+        try:
+            frozen = int(await guest_agent(directory, "guest-fsfreeze-freeze", {}, timeout))
+        except AGENT_ERRORS as exc:
+            # A freeze that timed out may still happen in the guest: thaw what it did.
+            with contextlib.suppress(DriverError):
+                await thaw(directory, timeout=5, attempts=1)
+            if config.require_quiesce:
+                raise DriverError(f"the guest's filesystems could not be frozen: {exc}") from None
+            LOG.info("guest %s: snapshot taken unquiesced (%s)", config.uuid, exc)
+    if frozen is None:
+        yield None
+        return
+    LOG.info("guest %s: %d filesystems frozen for the snapshot", config.uuid, frozen)
+    try:
+        yield frozen
+    finally:
+        thawed = await thaw(directory, timeout)
+        LOG.info("guest %s: %d filesystems thawed", config.uuid, thawed)
+
+
+async def thaw(directory: Path, timeout: float = 30.0, attempts: int = 3) -> int:
+    """guest-fsfreeze-thaw, tried again before giving up (a guest left frozen hangs)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return int(await guest_agent(directory, "guest-fsfreeze-thaw", {}, timeout))
+        except AGENT_ERRORS as exc:
+            failure = exc
+            LOG.warning("thawing the guest's filesystems failed (%s), attempt %d", exc, attempt)
+            if attempt < attempts:
+                await asyncio.sleep(1)
+    raise DriverError(f"the guest's filesystems could not be thawed: {failure}")
