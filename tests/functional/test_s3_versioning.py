@@ -10,13 +10,16 @@ import os
 import subprocess
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.cloudrunner import VENV_BIN, CloudRunner, configure_state_dir
-from tests.functional.object_store_helpers import account_client, unique
+from tests.functional.object_store_helpers import (
+    account_client,
+    ec2_credentials,
+    s3_client,
+    unique,
+)
 
 DELETE_MARKER = "application/x-deleted;swift_versions_deleted=1"
 
@@ -37,19 +40,12 @@ def endpoint(cloud: CloudRunner) -> str:
 
 @pytest.fixture(scope="module")
 def keys(cloud: CloudRunner) -> dict:
-    made = cloud.openstack("ec2", "credentials", "create", "-f", "json", cloud="cumulo-demo")
-    return {"aws_access_key_id": made["access"], "aws_secret_access_key": made["secret"]}
+    return ec2_credentials(cloud, "cumulo-demo")
 
 
 @pytest.fixture(scope="module")
 def s3(endpoint: str, keys: dict):
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="RegionOne",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-        **keys,
-    )
+    return s3_client(endpoint, keys)
 
 
 @pytest.fixture(scope="module")
