@@ -195,7 +195,9 @@ class RemoteNode:
                 _checked(response, self.address)
                 if not response.headers.get("content-range", "").startswith(f"bytes {start}-"):
                     raise DeviceUnavailable(f"storage node {self.address} sent another range")
-                yield response.aiter_bytes(CHUNK)
+                # As the bytes arrive (tens of KiB): re-chunking to CHUNK would hold
+                # two or three copies of a MiB per reader.
+                yield response.aiter_bytes()
         except httpx.HTTPError as exc:
             raise DeviceUnavailable(f"storage node {self.address}: {exc!r}") from None
 
