@@ -251,7 +251,7 @@ class Cloud:
                 create_metadata_app(
                     self.compute.service.db,
                     self.config.metadata.shared_secret,
-                    VendorData.from_config(self.config.metadata),
+                    VendorData.from_config(self.config),
                 ),
                 self.config.ports.metadata,
             ),

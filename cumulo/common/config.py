@@ -365,6 +365,15 @@ class MetadataConfig(_Section):
     vendordata_dynamic_read_timeout: float = Field(5.0, gt=0)
     vendordata_dynamic_ssl_certfile: str = ""
     vendordata_dynamic_failure_fatal: bool = False
+    # The Keystone user the dynamic targets are called as (Nova's
+    # [vendordata_dynamic_auth], password auth): its token goes in X-Auth-Token. No
+    # user name: no token is sent. The auth URL defaults to this cloud's Identity.
+    vendordata_dynamic_auth_url: str = ""
+    vendordata_dynamic_auth_username: str = ""
+    vendordata_dynamic_auth_password: str = ""
+    vendordata_dynamic_auth_project_name: str = ""
+    vendordata_dynamic_auth_user_domain_name: str = "Default"
+    vendordata_dynamic_auth_project_domain_name: str = "Default"
 
 
 class StoragePolicyConfig(_Section):

@@ -64,7 +64,7 @@ def host_options(config: CumuloConfig) -> HostOptions:
         reserved_host_disk_gb=c.reserved_host_disk_gb,
         force_config_drive=c.force_config_drive,
         shelved_offload_time=c.shelved_offload_time,
-        vendor_data=VendorData.from_config(config.metadata),
+        vendor_data=VendorData.from_config(config),
     )
 
 

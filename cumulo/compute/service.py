@@ -382,6 +382,8 @@ class ComputeService(ServerMoves):
                             if k in _IMAGE_SYSMETA
                         },
                         **({AUTO_DISK_CONFIG: "True"} if req.auto_disk_config else {}),
+                        # The booting user's roles, for dynamic vendordata (as Nova).
+                        "boot_roles": ",".join(sorted(ctx.roles)),
                     },
                     created_at=utcnow(),
                 )

@@ -83,11 +83,11 @@ async def _password(request: Request, inst: Instance) -> Response:
     """GET: the password the guest posted (or nothing); POST: once, as Nova."""
     if request.method != "POST":
         return Response(instances.password_of(inst), media_type="text/plain")
+    if instances.password_of(inst):
+        raise Conflict("The password was already set.")
     body = await request.body()
     if len(body) > instances.MAX_PASSWORD:
         raise BadRequest("Request is too large.")
-    if instances.password_of(inst):
-        raise Conflict("The password was already set.")
     password = body.decode(errors="replace")
     if not await instances.store_password(request.app.state.compute_db, inst.uuid, password):
         raise Conflict("The password was already set.")

@@ -19,7 +19,7 @@ from cumulo.metadata.content import InstanceMetadata
 # Nova keeps the guest's encrypted password in system_metadata, 4 chunks of 255 characters.
 PASSWORD_CHUNKS = 4
 PASSWORD_CHUNK = 255
-MAX_PASSWORD = 256  # what a guest may POST (Nova's limit)
+MAX_PASSWORD = PASSWORD_CHUNKS * PASSWORD_CHUNK  # what a guest may POST (Nova's MAX_SIZE)
 
 
 async def find_instance(db: Database, instance_id: str) -> Instance | None:

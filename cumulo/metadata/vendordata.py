@@ -10,7 +10,10 @@ Nova's two providers (`[api] vendordata_providers`; here `[metadata]`):
   hostname, metadata, boot-roles); its JSON answer becomes the `name` entry of
   `vendor_data2.json`. A target that does not answer within the connect/read timeouts,
   answers an error status or something that is not JSON is logged and gives `{}`,
-  unless `vendordata_dynamic_failure_fatal`.
+  unless `vendordata_dynamic_failure_fatal`. With `vendordata_dynamic_auth_*` set
+  (Nova's `[vendordata_dynamic_auth]`), each request carries a Keystone token of that
+  user (`X-Auth-Token`), kept until shortly before it expires; a failed authentication
+  counts as that target's failure.
 
 cloud-init reads the `cloud-init` key of either document as vendor cloud-config.
 The config drive (at spawn, by the compute host) and the metadata service (when a guest
@@ -23,13 +26,17 @@ import base64
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass
+import ssl
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from cumulo.common.config import MetadataConfig
+from cumulo.common import tls
+from cumulo.common.config import CumuloConfig
 from cumulo.metadata.content import InstanceMetadata
 
 LOG = logging.getLogger(__name__)
@@ -45,6 +52,49 @@ class VendorDataError(Exception):
     """A dynamic target failed and `vendordata_dynamic_failure_fatal` is set."""
 
 
+# Get a new token this long before the one kept expires (seconds).
+_RENEW_MARGIN = 60
+
+
+@dataclass(frozen=True)
+class TargetAuth:
+    """The Keystone user the dynamic targets are called as (password auth, project
+    scope), and the token kept for it."""
+
+    auth_url: str
+    username: str
+    password: str
+    project_name: str
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+    verify: ssl.SSLContext | bool = True
+    _kept: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    async def token(self, timeout: httpx.Timeout) -> str:
+        kept = self._kept.get("token")
+        if kept and kept[1] - _RENEW_MARGIN > time.time():
+            return kept[0]
+        url = self.auth_url.rstrip("/")
+        url = url if url.endswith("/v3") else f"{url}/v3"
+        body = {"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": self.username, "domain": {"name": self.user_domain_name},
+                "password": self.password,
+            }}},
+            "scope": {"project": {"name": self.project_name,
+                                  "domain": {"name": self.project_domain_name}}},
+        }}  # fmt: skip
+        async with httpx.AsyncClient(timeout=timeout, verify=self.verify) as client:
+            answer = await client.post(f"{url}/auth/tokens", json=body)
+        answer.raise_for_status()
+        token = answer.headers["X-Subject-Token"]
+        expires = datetime.fromisoformat(
+            answer.json()["token"]["expires_at"].replace("Z", "+00:00")
+        )
+        self._kept["token"] = (token, expires.timestamp())
+        return token
+
+
 @dataclass(frozen=True)
 class VendorData:
     providers: tuple[str, ...] = (STATIC,)
@@ -54,9 +104,23 @@ class VendorData:
     read_timeout: float = 5.0
     ssl_certfile: str = ""
     failure_fatal: bool = False
+    auth: TargetAuth | None = None
 
     @classmethod
-    def from_config(cls, config: MetadataConfig) -> VendorData:
+    def from_config(cls, cloud: CumuloConfig) -> VendorData:
+        config = cloud.metadata
+        auth = None
+        if config.vendordata_dynamic_auth_username:
+            auth = TargetAuth(
+                auth_url=config.vendordata_dynamic_auth_url
+                or cloud.public_url(cloud.ports.identity),
+                username=config.vendordata_dynamic_auth_username,
+                password=config.vendordata_dynamic_auth_password,
+                project_name=config.vendordata_dynamic_auth_project_name,
+                user_domain_name=config.vendordata_dynamic_auth_user_domain_name,
+                project_domain_name=config.vendordata_dynamic_auth_project_domain_name,
+                verify=tls.verify_option(cloud),
+            )
         return cls(
             providers=tuple(config.vendordata_providers),
             jsonfile_path=config.vendordata_jsonfile_path,
@@ -65,6 +129,7 @@ class VendorData:
             read_timeout=config.vendordata_dynamic_read_timeout,
             ssl_certfile=config.vendordata_dynamic_ssl_certfile,
             failure_fatal=config.vendordata_dynamic_failure_fatal,
+            auth=auth,
         )
 
     async def collect(self, inst: InstanceMetadata) -> InstanceMetadata:
@@ -129,10 +194,12 @@ class VendorData:
     async def _ask(self, client: httpx.AsyncClient, name: str, url: str, body: dict) -> Any:
         headers = {"Accept": "application/json", "User-Agent": "openstack-nova-vendordata"}
         try:
+            if self.auth is not None:
+                headers["X-Auth-Token"] = await self.auth.token(client.timeout)
             answer = await client.post(url, json=body, headers=headers)
             answer.raise_for_status()
             return json.loads(answer.text) if answer.text else {}
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
             LOG.warning(
                 "vendordata: error from dynamic target %s at %s for instance %s: %s",
                 name,

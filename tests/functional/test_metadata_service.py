@@ -3,7 +3,9 @@ itself with a valid signature from its own address, and refused otherwise."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import uuid
 
 import httpx
@@ -85,13 +87,17 @@ def test_the_guest_reads_its_ec2_metadata(cloud: CloudRunner, guest: dict):
 
 
 def test_the_guest_posts_its_password_once(cloud: CloudRunner, guest: dict):
+    # What a guest posts: an RSA-2048 ciphertext in base64 (344 characters), kept whole.
+    posted = base64.b64encode(os.urandom(256))
     with _as_proxy(cloud, guest) as md:
         assert md.get("/openstack/latest/password").text == ""
-        assert md.post("/openstack/latest/password", content=b"encrypted==").status_code == 200
-        assert md.get("/openstack/2013-04-04/password").text == "encrypted=="
+        too_big = md.post("/openstack/latest/password", content=b"x" * 1021)
+        assert too_big.status_code == 400
+        assert md.get("/openstack/latest/password").text == ""
+        assert md.post("/openstack/latest/password", content=posted).status_code == 200
+        assert md.get("/openstack/2013-04-04/password").text == posted.decode()
         again = md.post("/openstack/latest/password", content=b"other")
         assert again.status_code == 409
-        assert md.post("/openstack/latest/password", content=b"x" * 300).status_code == 400
         assert md.post("/openstack/latest/meta_data.json", content=b"x").status_code == 400
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import logging
 import threading
@@ -22,7 +23,7 @@ import pytest
 from cumulo.metadata import config_drive_files
 from cumulo.metadata.content import InstanceMetadata
 from cumulo.metadata.signature import sign_instance_id
-from cumulo.metadata.vendordata import DYNAMIC, STATIC, VendorData, VendorDataError
+from cumulo.metadata.vendordata import DYNAMIC, STATIC, TargetAuth, VendorData, VendorDataError
 from tests.cloudrunner import CloudRunner, free_port, running_cloud
 
 VENDOR_CLOUD_CONFIG = "#cloud-config\nruncmd:\n  - [touch, /var/tmp/vendor-data-ran]\n"
@@ -192,6 +193,10 @@ def cloud(tmp_path_factory, target: VendorTarget, static_file: Path) -> Iterator
         md.vendordata_jsonfile_path = str(static_file)
         md.vendordata_dynamic_targets = [f"site@{target.url}/ok", f"flaky@{target.url}/slow"]
         md.vendordata_dynamic_read_timeout = 1.0
+        # The targets are called as the cloud's admin (Nova's [vendordata_dynamic_auth]).
+        md.vendordata_dynamic_auth_username = "admin"
+        md.vendordata_dynamic_auth_password = config.identity.admin_password
+        md.vendordata_dynamic_auth_project_name = "admin"
 
     with running_cloud(tmp_path_factory.mktemp("vendordata"), vendordata) as runner:
         yield runner
@@ -232,9 +237,21 @@ def test_the_metadata_service_serves_the_vendor_data(cloud: CloudRunner, target,
             "site": {"for": name, "image": image_id},
             "flaky": {},  # slower than the 1 s read timeout
         }
-        sent = [r["body"] for r in target.received[before:] if r["path"] == "/ok"]
+        calls = [r for r in target.received[before:] if r["path"] == "/ok"]
+        sent = [r["body"] for r in calls]
         assert sent and sent[0]["instance-id"] == server["id"]
         assert sent[0]["metadata"] == {"tier": "web"}
+        assert "member" in sent[0]["boot-roles"].split(",")  # the demo user's roles
+        # Each call carries a token of the configured user, kept between calls.
+        token = calls[0]["headers"]["X-Auth-Token"]
+        checked = httpx.get(
+            f"{cloud.auth_url}/auth/tokens",
+            headers={"X-Auth-Token": cloud.token(), "X-Subject-Token": token},
+        )
+        assert checked.status_code == 200 and checked.json()["token"]["user"]["name"] == "admin"
+        md.get("/openstack/latest/vendor_data2.json")
+        again = [r for r in target.received if r["path"] == "/ok"][-1]
+        assert again["headers"]["X-Auth-Token"] == token
         assert base64.b64decode(sent[0]["user-data"]) == b"#cloud-config\n{}\n"
         # Only the vendor data files make the service call the targets.
         asked = len(target.received)
@@ -242,3 +259,20 @@ def test_the_metadata_service_serves_the_vendor_data(cloud: CloudRunner, target,
         assert "vendor_data2.json" in md.get("/openstack/latest").text.split("\n")
         assert len(target.received) == asked
     cloud.openstack("server", "delete", "--wait", server["id"], cloud="cumulo-demo")
+
+
+def test_a_target_whose_user_cannot_authenticate_gives_an_empty_document(
+    cloud: CloudRunner, target, caplog
+):
+    auth = TargetAuth(cloud.auth_url, "admin", "not-the-password", "admin")
+    sources = VendorData(
+        providers=(DYNAMIC,), dynamic_targets=(f"site@{target.url}/ok",), auth=auth
+    )
+    before = len(target.received)
+    with caplog.at_level(logging.WARNING, logger="cumulo.metadata.vendordata"):
+        assert asyncio.run(sources.dynamic_documents(INST)) == {"site": {}}
+    assert len(target.received) == before  # never called without its token
+    assert "error from dynamic target site" in caplog.text and "401" in caplog.text
+    fatal = dataclasses.replace(sources, failure_fatal=True)
+    with pytest.raises(VendorDataError):
+        asyncio.run(fatal.dynamic_documents(INST))
