@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from cumulo.common.config import load_config, resolve_state_dir
+from cumulo.common.config import database_url, load_config, resolve_state_dir
 from cumulo.common.logs import setup_logging
 
 # soft_wrap: long hints (paths, export lines) stay whole lines to copy, even in a pipe.
@@ -323,21 +323,33 @@ def dashboard(
     """Serve the web dashboard alone, calling the cloud's APIs over HTTP.
 
     Identity at --identity-url, the other APIs at the public endpoints of the catalog;
-    HTTPS and its CA as [tls] of the config says. Sessions are kept in this process's
-    memory: a restart logs everyone out, and several dashboard processes do not share
-    them (run one, or route each user to the same one).
+    HTTPS and its CA as [tls] of the config says. Sessions are kept in the dashboard's
+    database ([database] of the config): they outlive a restart, and every dashboard
+    process with that database and the same [dashboard] session_secret shares them.
     """
+    from cumulo.common.db import Database
     from cumulo.common.server import run_event_loop
     from cumulo.common.tls import server_files, verify_option
     from cumulo.dashboard.catalog import CatalogApis
     from cumulo.dashboard.standalone import serve_dashboard
 
-    config = load_config(resolve_state_dir(state_dir))
+    state = resolve_state_dir(state_dir)
+    config = load_config(state)
+    if not config.dashboard.session_secret:
+        raise click.ClickException(
+            "[dashboard] session_secret is not set: copy cumulo.toml from the host where "
+            "`cumulo init` or `cumulo up` made it"
+        )
     url = identity_url or config.public_url(config.ports.identity)
     apis = CatalogApis(url, verify=verify_option(config))
+    db = Database(database_url(config, state, "dashboard"), "dashboard")
     host, listen = bind_host or config.host, port or config.ports.dashboard
     console.print(f"cumulo dashboard on {config.scheme}://{host}:{listen}, Identity at {url}")
-    run_event_loop(serve_dashboard(apis, host, listen, server_files(config)))
+    run_event_loop(
+        serve_dashboard(
+            apis, db, config.dashboard.session_secret, host, listen, server_files(config)
+        )
+    )
 
 
 def _control_command(role: str):

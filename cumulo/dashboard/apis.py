@@ -161,6 +161,9 @@ class Apis:
     def __init__(self, clients: dict[str, ServiceClient]) -> None:
         self.clients = clients
 
+    async def ensure_clients(self, token: str) -> None:
+        """Every client exists before a page asks for it (here from the start)."""
+
     def for_token(self, token: str) -> UserApis:
         return UserApis(self, token)
 

@@ -1,6 +1,6 @@
 """The APIs of a cloud the dashboard reaches over HTTP (`cumulo dashboard`): Identity at
 the URL it is given, the others at the public endpoints of the catalog that the first
-login's token carries."""
+login's token carries (or, for a session made before a restart, its token's catalog)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
-from cumulo.common.service_client import ServiceClient
+from cumulo.common.service_client import ServiceClient, ServiceError
 from cumulo.dashboard.apis import ApiFailure, Apis
 
 # The dashboard's name of each API, and the catalog types that name it.
@@ -53,6 +53,17 @@ class CatalogApis(Apis):
                     continue
                 return endpoint["url"]
         return None
+
+    async def ensure_clients(self, token: str) -> None:
+        """A session made before this process started (its sessions are in the
+        database): the catalog from its token, once."""
+        if all(name in self.clients for name in CATALOG_TYPES):
+            return
+        try:
+            answer = await self.clients["identity"].request("GET", "/v3/auth/catalog", token)
+        except ServiceError as exc:  # 401: the token was revoked meanwhile
+            raise ApiFailure("identity", exc.status, exc.body[:300]) from None
+        self.learn_catalog(answer.json().get("catalog", []))
 
     def learn_catalog(self, catalog: list[dict[str, Any]]) -> None:
         """Clients for the APIs the catalog names (once: the endpoints are the cloud's,

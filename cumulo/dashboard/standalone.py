@@ -1,19 +1,31 @@
 """`cumulo dashboard`: the dashboard served alone, a client of the cloud's APIs over HTTP.
-Sessions stay in this process's memory."""
+Its sessions are in the dashboard's database (the config's `[database]`, as `cumulo up`
+and `cumulo api` keep them), so they outlive a restart and every dashboard process
+sharing that database and `[dashboard] session_secret` serves them."""
 
 from __future__ import annotations
 
+from cumulo.common.db import Database
 from cumulo.common.server import make_servers, serve
 from cumulo.dashboard.app import create_dashboard_app
 from cumulo.dashboard.catalog import CatalogApis
+from cumulo.dashboard.sessions import DatabaseSessionStore
 
 
 async def serve_dashboard(
-    apis: CatalogApis, host: str, port: int, tls: tuple[str, str] | None = None
+    apis: CatalogApis,
+    db: Database,
+    session_secret: str,
+    host: str,
+    port: int,
+    tls: tuple[str, str] | None = None,
 ) -> None:
     """Serve the dashboard on host:port until SIGINT/SIGTERM."""
-    servers = make_servers({"dashboard": (create_dashboard_app(apis), port)}, host, tls)
     try:
-        await serve(servers)
+        await db.migrate()
+        sessions = DatabaseSessionStore(db, session_secret.encode())
+        app = create_dashboard_app(apis, sessions)
+        await serve(make_servers({"dashboard": (app, port)}, host, tls))
     finally:
         await apis.close()
+        await db.dispose()

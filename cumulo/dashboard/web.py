@@ -95,6 +95,13 @@ def page(handler: Handler | None = None, *, admin: bool = False, read_form: bool
                 await store.end(request.cookies.get(COOKIE))
                 return to_login(request, "expired")
             request.state.session = session
+            try:
+                await request.app.state.apis.ensure_clients(session.token)
+            except ApiFailure as exc:
+                if exc.status == 401:
+                    await store.end(request.cookies.get(COOKIE))
+                    return to_login(request, "revoked")
+                return error_page(request, exc)
             request.state.apis = request.app.state.apis.for_token(session.token)
             if request.method not in ("GET", "HEAD"):
                 sent = request.headers.get("x-csrf-token")

@@ -257,14 +257,19 @@ def test_an_admin_switches_to_a_domain_scope_and_back(cloud, sdk):
 def test_cumulo_dashboard_serves_it_alone_over_http(cloud, tmp_path: Path):
     port = free_port()
     log = (tmp_path / "dashboard.log").open("w")
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "cumulo"), "dashboard", "--state-dir", str(cloud.state_dir)]
-        + ["--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "cumulo"), "dashboard", "--state-dir", str(cloud.state_dir)]
+            + ["--host", "127.0.0.1", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         wait_for_port(port, 30, proc)
+        return proc
+
+    proc = start()
+    try:
         dash = Dashboard(f"http://127.0.0.1:{port}", "admin", cloud.config.identity.admin_password)
         assert "Overview of admin" in dash.page("/")  # Compute, Block Storage, Network
         dash.page("/instances")
@@ -275,6 +280,11 @@ def test_cumulo_dashboard_serves_it_alone_over_http(cloud, tmp_path: Path):
         with cloud.http(cloud.token()) as identity:
             groups = identity.get("/v3/groups", params={"name": "made-from-afar"}).json()
         assert len(groups["groups"]) == 1
+        # Sessions are in the dashboard's database: a restarted dashboard keeps them.
+        proc.terminate()
+        proc.wait(30)
+        proc = start()
+        assert "Overview of admin" in dash.page("/")
         dash.close()
     finally:
         proc.terminate()
