@@ -2,7 +2,9 @@
 
 mmdebstrap installs Debian from the archive the machine's apt is configured with (no
 other download) into a directory: the cloud kernel, cloud-init (ConfigDrive and
-OpenStack datasources), an SSH server, qemu-guest-agent, growpart and the Puppet agent.
+OpenStack datasources), an SSH server, qemu-guest-agent, growpart and the Puppet agent,
+and a per-instance script that posts a password to the metadata service when the
+server's metadata asks (`post_password=true`; guest_post_password.py).
 `mke2fs -d` makes the ext4 root filesystem, labelled `cloudimg-rootfs`, from that
 directory. Nothing is mounted and no loop device is used, in either format:
 
@@ -37,7 +39,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 FORMATS = ("disk", "ami")
 RELEASES = {"bookworm": "12", "trixie": "13"}
 PACKAGES = (
@@ -46,6 +48,8 @@ PACKAGES = (
     "linux-image-cloud-amd64",
     "cloud-init",
     "openssh-server",
+    "openssh-client",  # ssh-keygen and openssl encrypt the posted password
+    "openssl",
     "qemu-guest-agent",
     "cloud-guest-utils",
     "ifupdown",
@@ -391,6 +395,12 @@ def _customize(root: Path) -> None:
     """What makes the installed system a cloud image."""
     (root / "etc/fstab").write_text(f"LABEL={ROOT_LABEL} / ext4 defaults,discard 0 1\n")
     (root / "etc/cloud/cloud.cfg.d/90-cumulo.cfg").write_text(CLOUD_CFG)
+    # The password posted to the metadata service when the server's metadata asks.
+    scripts = root / "var/lib/cloud/scripts/per-instance"
+    scripts.mkdir(parents=True, exist_ok=True)
+    poster = scripts / "cumulo-post-password"
+    shutil.copyfile(Path(__file__).with_name("guest_post_password.py"), poster)
+    poster.chmod(0o755)
     (root / "etc/network/interfaces").write_text(
         "auto lo\niface lo inet loopback\nsource /etc/network/interfaces.d/*\n"
     )

@@ -11,6 +11,7 @@ SSH times out). The guest boots under TCG here: about a minute.
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import shutil
@@ -19,6 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from cumulo.common.config import load_config, write_config
 from tests.cloudrunner import VENV_BIN, CloudRunner, configure_guest_state_dir, stop_guest_cloud
@@ -86,6 +89,19 @@ def ssh(key: Path, address: str, command: str, timeout: int = 10) -> subprocess.
     )
 
 
+def password_login(address: str, password: str) -> str:
+    """Who `ssh debian@address` with that password (and no key) logs in as."""
+    login = subprocess.run(
+        ["sshpass", "-p", password, "ssh", "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "PubkeyAuthentication=no",
+         "-o", "PreferredAuthentications=password", "-o", "ConnectTimeout=10",
+         f"debian@{address}", "id -un"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert login.returncode == 0, login.stderr
+    return login.stdout.strip()
+
+
 def assert_mbr_and_grub(cloud: CloudRunner, tmp_path: Path) -> None:
     """The registered disk's first MiB: an MBR whose partition 1 (bootable, Linux) starts
     at sector 2048, GRUB's boot code before it and core.img from sector 1."""
@@ -132,9 +148,12 @@ def test_debian_image_cloud_init_and_ssh_through_a_floating_ip(cloud: CloudRunne
     said = again.stdout + again.stderr
     assert again.returncode == 0 and "cached" in said and "already registered" in said, said
 
+    # An RSA key pair (the client makes ed25519 ones, which cannot encrypt): the guest
+    # posts its password encrypted with it.
     key = tmp_path / "k"
-    cloud.openstack("keypair", "create", "--private-key", str(key), "k", **DEMO)
-    key.chmod(0o600)
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "",
+                    "-f", str(key)], check=True)  # fmt: skip
+    cloud.openstack("keypair", "create", "--public-key", f"{key}.pub", "k", **DEMO)
     user_data = tmp_path / "cloud-config.yaml"
     user_data.write_text(CLOUD_CONFIG)
     server = cloud.openstack(
@@ -150,6 +169,8 @@ def test_debian_image_cloud_init_and_ssh_through_a_floating_ip(cloud: CloudRunne
         str(user_data),
         "--network",
         "private",
+        "--property",
+        "post_password=true",
         "--wait",
         "-f",
         "json",
@@ -205,33 +226,19 @@ def test_debian_image_cloud_init_and_ssh_through_a_floating_ip(cloud: CloudRunne
     puppet = ssh(key, address, "cat /etc/made-by-puppet")
     assert puppet.stdout == "puppet apply\n", puppet.stdout + puppet.stderr
 
-    # changePassword through qemu-guest-agent, then a password login.
+    # The password the guest posted, decrypted with the key pair's private key, logs in;
+    # then changePassword through qemu-guest-agent, and the new one logs in.
     sdk = cloud.sdk("cumulo-demo")
-    sdk.compute.change_server_password(sdk.compute.find_server("web-1"), "N3w-pass-word")
-    login = subprocess.run(
-        [
-            "sshpass",
-            "-p",
-            "N3w-pass-word",
-            "ssh",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "PubkeyAuthentication=no",
-            "-o",
-            "PreferredAuthentications=password",
-            "-o",
-            "ConnectTimeout=10",
-            f"debian@{address}",
-            "id -un",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert login.returncode == 0 and login.stdout.strip() == "debian", login.stderr
+    web = sdk.compute.find_server("web-1")
+    posted = sdk.compute.get_server_password(web)
+    if not posted:
+        said = ssh(key, address, "sudo grep -A3 post-password /var/log/cloud-init-output.log")
+        pytest.fail(f"the guest posted no password:\n{said.stdout}{said.stderr}")
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    password = private.decrypt(base64.b64decode(posted), padding.PKCS1v15()).decode()
+    assert password_login(address, password) == "debian"
+    sdk.compute.change_server_password(web, "N3w-pass-word")
+    assert password_login(address, "N3w-pass-word") == "debian"
 
     # An image whose disk is bigger than the flavor's is refused at once.
     small = cloud.openstack(
