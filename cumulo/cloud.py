@@ -43,6 +43,7 @@ from cumulo.network.dataplane.metadata_proxy import start_metadata_proxies
 from cumulo.network.nova_notifier import NovaNotifier
 from cumulo.object_store.app import create_object_store_app, open_object_store
 from cumulo.object_store.core import ObjectStore
+from cumulo.object_store.storage.backend_auth import initial_secret
 from cumulo.object_store.storage.server import create_storage_app
 from cumulo.volume.app import create_volume_app, open_volume_service
 from cumulo.volume.core import VolumeService
@@ -81,6 +82,8 @@ def prepare_state_dir(
     if not config.object_store.hash_path_suffix:
         config.object_store.hash_path_prefix = secrets.token_hex(16)
         config.object_store.hash_path_suffix, changed = secrets.token_hex(16), True
+    if not config.object_store.backend_secret:  # a state dir made before: its key file's
+        config.object_store.backend_secret, changed = initial_secret(state_dir), True
     if changed:
         write_config(state_dir, config)
     max_keys = config.identity.max_active_keys

@@ -190,16 +190,16 @@ def _store(state_dir: Path | None, devices: Path | None, bind: str | None):
 
     sd = resolve_state_dir(state_dir)
     config = load_config(sd)
-    if devices is None:
-        return ObjectStore(config, sd, None)
-    if bind is None:
-        raise click.UsageError("--devices needs --bind (the address the ring names for them)")
-    if not (rings_dir(config, sd) / "account.ring.json").exists():
-        raise click.ClickException(
-            f"no rings in {rings_dir(config, sd)}: fetch them with "
-            "`cumulo object-server --rings-from IP:PORT`, or copy the cloud's"
-        )
     try:
+        if devices is None:
+            return ObjectStore(config, sd, None)
+        if bind is None:
+            raise click.UsageError("--devices needs --bind (the address the ring names for them)")
+        if not (rings_dir(config, sd) / "account.ring.json").exists():
+            raise click.ClickException(
+                f"no rings in {rings_dir(config, sd)}: fetch them with "
+                "`cumulo object-server --rings-from IP:PORT`, or copy the cloud's"
+            )
         return ObjectStore(config, sd, None, devices=devices, local_addresses={bind})
     except BackendKeyError as exc:
         raise click.ClickException(str(exc)) from None
@@ -257,11 +257,11 @@ def object_server(state_dir, devices, bind, no_daemons, rings_from, ring_interva
     """Serve a storage host's devices: its account, container and object servers for the
     proxies (which find them through the ring's ip:port), and its replicator, auditor,
     updater and reconciler (which works the misplaced-objects queue where the first
-    replica of its account is). The state dir holds the cloud's cumulo.toml (its hash
-    path prefix and suffix) and a copy of its backend key
-    (`object-store/backend.key`: every request between the hosts is signed with it);
-    the rings come from --rings-from, or are copied from the proxy host after each
-    rebalance."""
+    replica of its account is). The state dir holds a copy of the cloud's cumulo.toml:
+    its hash path prefix and suffix, and its `[object_store] backend_secret` (every
+    request between the hosts is signed with it; a state dir made before that setting
+    may hold the key file `object-store/backend.key` instead); the rings come from
+    --rings-from, or are copied from the proxy host after each rebalance."""
     import asyncio
     import contextlib
 
@@ -269,7 +269,7 @@ def object_server(state_dir, devices, bind, no_daemons, rings_from, ring_interva
 
     from cumulo.object_store.ring.distribution import RingFetcher, RingUnavailable
     from cumulo.object_store.ring.setup import ring_names
-    from cumulo.object_store.storage.backend_auth import BackendKeyError, key_path, load_key
+    from cumulo.object_store.storage.backend_auth import BackendKeyError, BackendKeys
     from cumulo.object_store.storage.server import create_storage_app
 
     host, _, port = bind.rpartition(":")
@@ -278,10 +278,10 @@ def object_server(state_dir, devices, bind, no_daemons, rings_from, ring_interva
         sd = resolve_state_dir(state_dir)
         config = load_config(sd)
         try:
-            key = load_key(key_path(sd))
+            keys = BackendKeys.load(config.object_store.backend_secret, sd)
         except BackendKeyError as exc:
             raise click.ClickException(str(exc)) from None
-        fetcher = RingFetcher(rings_from, rings_dir(config, sd), ring_names(config), key)
+        fetcher = RingFetcher(rings_from, rings_dir(config, sd), ring_names(config), keys)
         try:
             asyncio.run(fetcher.wait_for_rings())
         except RingUnavailable as exc:

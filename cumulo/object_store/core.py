@@ -34,25 +34,22 @@ class ObjectStore:
         self.state_dir = state_dir
         self.validator = validator
         osc = self.config
-        if devices is None:  # the proxy host: its rings and backend key are made here
+        if devices is None:  # the proxy host: its rings are made here
             ensure_default_rings(config, state_dir)
-            self.backend_key = backend_auth.ensure_key(state_dir)
-        else:  # a storage host: the proxy host's key, copied (BackendKeyError without)
-            self.backend_key = backend_auth.load_key(backend_auth.key_path(state_dir))
+        # The cloud's backend key (`cumulo init` made it): BackendKeyError without.
+        self.backend_keys = backend_auth.BackendKeys.load(osc.backend_secret, state_dir)
         rings = rings_dir(config, state_dir)
         prefix, suffix = osc.hash_path_prefix, osc.hash_path_suffix
         self.account_ring = Ring(rings / "account.ring.json", prefix, suffix)
         self.container_ring = Ring(rings / "container.ring.json", prefix, suffix)
         self.policies = StoragePolicies(osc.policies, rings, prefix, suffix)
         self.node = StorageNode(devices or devices_dir(config, state_dir), prefix, suffix)
-        self.node.backend_key, self.node.rings = self.backend_key, rings
+        self.node.backend_keys, self.node.rings = self.backend_keys, rings
         if local_addresses is None:  # the proxy's own port, and its storage port
             hosts = {config.catalog_host, "127.0.0.1", "localhost", "::1"}
             ports = {config.ports.object_store, osc.storage_port} - {0}
             local_addresses = {f"{host}:{port}" for host in hosts for port in ports}
-        self.router = NodeRouter(
-            self.node, local_addresses, state_dir / "object-store" / "tmp", self.backend_key
-        )
+        self.router = NodeRouter(self.node, local_addresses, self.backend_keys)
         self.proxy = Proxy(
             self.node, self.account_ring, self.container_ring, self.policies, self.router
         )

@@ -1,7 +1,8 @@
 """The proxy: every account, container and object request goes to the ring's nodes.
 
 Writes go to every primary (a handoff stands in for one that is down) and succeed on
-a quorum; reads take the first good replica. Node errors are counted and a node
+a quorum (an object's body streamed to them all at once: replicated_put.py); reads
+take the first good replica. Node errors are counted and a node
 with too many is skipped for a while (Swift's error limiting).
 """
 
@@ -13,21 +14,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from cumulo.object_store.errors import SwiftError
 from cumulo.object_store.policies import StoragePolicies, StoragePolicy
+from cumulo.object_store.replicated_put import Replica, ReplicatedPut
 from cumulo.object_store.ring import Ring
 from cumulo.object_store.ring.ring import Node
 from cumulo.object_store.storage import timestamps
 from cumulo.object_store.storage.databases import DatabaseMissing
-from cumulo.object_store.storage.diskfile import (
-    DeviceUnavailable,
-    ObjectMissing,
-    ObjectWriter,
-    StoredObject,
-)
+from cumulo.object_store.storage.diskfile import DeviceUnavailable, ObjectMissing, StoredObject
 from cumulo.object_store.storage.node import ContainerUpdate, Location, StorageNode
 from cumulo.object_store.storage.remote import NodeRouter
 
@@ -83,7 +79,7 @@ class Proxy:
     ) -> None:
         self.node = node
         # Devices on other hosts are reached over HTTP (all local without a router).
-        self.router = router or NodeRouter(node, set(), Path("/nonexistent"), all_local=True)
+        self.router = router or NodeRouter(node, set(), all_local=True)
         self.account_ring = account_ring
         self.container_ring = container_ring
         self.policies = policies
@@ -331,6 +327,61 @@ class Proxy:
             record,
         )
 
+    async def _open_replicas(
+        self,
+        policy: StoragePolicy,
+        part: int,
+        name_hash: str,
+        metadata: dict[str, Any],
+        updates: list[ContainerUpdate],
+        expected_etag: str | None,
+    ) -> ReplicatedPut:
+        """A replica begun on each primary, a handoff standing in for one that is down:
+        this host's devices get a temp file (all in one worker thread), other hosts'
+        the start of a streamed PUT (all at once). Replica i sends update i."""
+        candidates = self._candidates(policy.ring, part)
+        opened: dict[int, Replica] = {}
+
+        def open_local(batch: list[tuple[int, Node, Location]]) -> None:
+            for slot, node, at in batch:
+                storage = self._node(at)
+                try:
+                    writer = storage.object_writer(at, policy.index, name_hash)
+                except OSError:
+                    self.errors.record(node)
+                    continue
+                opened[slot] = Replica(node, at, updates[slot], storage, writer)
+
+        async def open_remote(slot: int, node: Node, at: Location) -> None:
+            try:
+                stream = await self._node(at).object_upload(
+                    at, policy.index, name_hash, metadata, updates[slot], expected_etag
+                )
+            except OSError:
+                self.errors.record(node)
+                return
+            opened[slot] = Replica(node, at, updates[slot], upload=stream)
+
+        slots = list(range(policy.ring.replica_count))
+        upload = ReplicatedPut([], quorum(policy.ring.replica_count), self._io,
+                               self.errors.record)  # fmt: skip
+        try:
+            while batch := list(zip(slots, candidates, strict=False)):
+                local = [(s, n, self.router.location(n, part)) for s, n in batch
+                         if self.router.is_local(n)]  # fmt: skip
+                remote = [open_remote(s, n, self.router.location(n, part)) for s, n in batch
+                          if not self.router.is_local(n)]  # fmt: skip
+                if local:
+                    await self._io(open_local, local)
+                await asyncio.gather(*remote)
+                slots = [slot for slot in slots if slot not in opened]
+        except BaseException:  # the client went away: nothing left open on any host
+            upload.replicas = list(opened.values())
+            await upload.abort()
+            raise
+        upload.replicas = [opened[slot] for slot in sorted(opened)]
+        return upload
+
     async def object_put(
         self,
         policy: StoragePolicy,
@@ -345,37 +396,34 @@ class Proxy:
         content_length: int | None,
         listing: tuple[str, int] | None = None,
     ) -> dict[str, Any]:
-        """Stream the body to every replica; the stored metadata, or a SwiftError.
-        listing: the ETag and size container listings show instead (an SLO's)."""
+        """Stream the body to every replica at once (ReplicatedPut); the stored metadata,
+        or a SwiftError. listing: the ETag and size container listings show instead (an
+        SLO's)."""
         name_hash, part = self._object_locations(policy, account, container, obj)
         replicas = policy.ring.replica_count
-        candidates = self._candidates(policy.ring, part)
-
-        def open_writers() -> list[tuple[Location, ObjectWriter]]:
-            writers = []
-            for node in candidates:
-                if len(writers) == replicas:
-                    break
-                at = self.router.location(node, part)
-                try:
-                    writers.append((at, self._node(at).object_writer(at, policy.index, name_hash)))
-                except OSError:
-                    self.errors.record(node)
-            return writers
-
-        writers = await self._io(open_writers)
-        if len(writers) < quorum(replicas):
-            for _, w in writers:
-                w.abort()
-            raise SwiftError(503)
+        # Taken before the body, as Swift's proxy does: the other hosts get it up front.
+        timestamp = metadata.get("X-Timestamp") or timestamps.now()
+        metadata = {**metadata, "name": f"/{account}/{container}/{obj}", "X-Timestamp": timestamp}
+        record = {
+            "name": obj,
+            "created_at": timestamp,
+            "size": listing[1] if listing else None,  # None: the body's (with_object)
+            "content_type": metadata["Content-Type"],
+            "etag": listing[0] if listing else None,
+            "deleted": 0,
+            "storage_policy_index": policy.index,
+        }
+        updates = [self._update(account, container, record, r) for r in range(replicas)]
+        if expected_etag is not None:
+            expected_etag = expected_etag.strip('"').lower()
+        upload = await self._open_replicas(
+            policy, part, name_hash, metadata, updates, expected_etag
+        )
         digest = hashlib.md5(usedforsecurity=False)
         size = 0
-
-        def write_all(chunk: bytes) -> None:
-            for _, w in writers:
-                w.write(chunk)
-
         try:
+            if len(upload.live()) < quorum(replicas):
+                raise SwiftError(503)
             async for chunk in body:
                 if not chunk:
                     continue
@@ -383,44 +431,17 @@ class Proxy:
                 if size > max_size:
                     raise SwiftError(413, "Your request is too large.")
                 digest.update(chunk)
-                await self._io(write_all, chunk)
+                await upload.write(chunk)
             if content_length is not None and size < content_length:
                 raise SwiftError(499)
             etag = digest.hexdigest()
-            if expected_etag is not None and expected_etag.strip('"').lower() != etag:
+            if expected_etag is not None and expected_etag != etag:
                 raise SwiftError(422)
         except BaseException:
-            await self._io(lambda: [w.abort() for _, w in writers])
+            await upload.abort()
             raise
-        timestamp = metadata.get("X-Timestamp") or timestamps.now()
-        metadata = {
-            **metadata,
-            "name": f"/{account}/{container}/{obj}",
-            "X-Timestamp": timestamp,
-            "Content-Length": str(size),
-            "ETag": etag,
-        }
-        record = {
-            "name": obj,
-            "created_at": timestamp,
-            "size": listing[1] if listing else size,
-            "content_type": metadata["Content-Type"],
-            "etag": listing[0] if listing else etag,
-            "deleted": 0,
-            "storage_policy_index": policy.index,
-        }
-
-        async def commit(replica: int, at: Location, writer: ObjectWriter) -> bool:
-            update = self._update(account, container, record, replica)
-            try:
-                await self._io(self._node(at).object_commit, at, writer, metadata, update)
-                return True
-            except OSError:
-                await self._io(writer.abort)
-                return False
-
-        committed = await asyncio.gather(*(commit(r, at, w) for r, (at, w) in enumerate(writers)))
-        if sum(committed) < quorum(replicas):
+        metadata = {**metadata, "Content-Length": str(size), "ETag": etag}
+        if await upload.commit(metadata) < quorum(replicas):
             raise SwiftError(503)
         return metadata
 

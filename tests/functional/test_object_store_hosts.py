@@ -5,9 +5,11 @@ stopped: uploads still succeed on handoff devices, downloads and listings still 
 back again: its replicator-run moves the data home and the handoffs let go.
 
 Between the hosts: every request signed with the cloud's backend key (others refused and
-logged); a replica on another host streamed through to the client (no local copy), the
-next replica taking over when its host fails half way; a new host fetching its rings
-from the proxy host and following a rebalance.
+logged), rotated without a restart; a replica on another host streamed through to the
+client (no local copy), the next replica taking over when its host fails half way; an
+upload streamed to the other hosts as it arrives (no local copy), a host dying half way
+through it dropped (quorum decides), a wrong ETag leaving nothing; a new host fetching
+its rings from the proxy host and following a rebalance.
 
 The hosts are processes on loopback with their own ports and device directories: what
 differs from separate machines is only the network."""
@@ -15,9 +17,11 @@ differs from separate machines is only the network."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import os
-import shutil
+import secrets
 import socket
 import subprocess
 import time
@@ -28,7 +32,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from cumulo.common.config import CONFIG_FILE, load_config, write_config
+from cumulo.common.config import load_config, write_config
+from cumulo.image.app import RECEIVE_WINDOW
 from cumulo.object_store.cli import object_server
 from cumulo.object_store.policies import object_ring_name
 from cumulo.object_store.proxy import ErrorLimiter
@@ -105,8 +110,7 @@ def cluster(tmp_path_factory):
     config.object_store.updater_interval = 0
     config.object_store.auditor_interval = 0
     config.object_store.storage_port = free_port()  # d0, for the other hosts
-    write_config(state, config)
-    backend_auth.ensure_key(state)  # as the proxy host's first start makes it
+    write_config(state, config)  # with the backend key `cumulo init` made
     base = tmp_path_factory.mktemp("storage-hosts")
     a = StorageHost(state, base / "a", ["d1", "d3"])
     b = StorageHost(state, base / "b", ["d2"])
@@ -235,7 +239,7 @@ def test_admin_info_is_refused_without_an_admin_key(cluster):
 
 def test_storage_hosts_refuse_unsigned_and_wrongly_signed_requests(cluster):
     cloud, proxy_devices, a, _ = cluster
-    key = backend_auth.load_key(backend_auth.key_path(cloud.state_dir))
+    key = load_config(cloud.state_dir).object_store.backend_secret.encode()
     url = f"http://{a.bind}/device/d1"
     assert httpx.get(url).status_code == 401
     wrong_key = backend_auth.signed_headers(b"0" * 64, "GET", "/device/d1")
@@ -331,9 +335,7 @@ def test_a_host_failing_half_way_hands_over_to_the_next_replica(cluster, remote_
     assert 0 < got < BIG
 
 
-def test_a_replica_failing_before_its_first_byte_is_read_from_the_next(
-    cluster, remote_object, tmp_path
-):
+def test_a_replica_failing_before_its_first_byte_is_read_from_the_next(cluster, remote_object):
     cloud, _, a, b = cluster
     container, name, data = remote_object
     store = cloud.cloud.object_store
@@ -346,7 +348,7 @@ def test_a_replica_failing_before_its_first_byte_is_read_from_the_next(
     locations = [store.router.location(n, part) for n in policy.ring.get_part_nodes(part)]
     holders = [(store.router.node_for(at), at) for at in locations]
     dead = f"127.0.0.1:{free_port()}"  # nothing listens there
-    down = (RemoteNode(dead, tmp_path, store.backend_key), Location("d1", part, dead))
+    down = (RemoteNode(dead, store.backend_keys), Location("d1", part, dead))
 
     async def read(timestamp: str) -> bytes:
         body = RemoteBody(policy.index, name_hash, timestamp, [down])
@@ -385,25 +387,205 @@ def test_a_large_object_on_other_hosts_is_read_from_them(cluster):
         assert [s["name"] for s in stored] == [f"/{container}/seg0", f"/{container}/seg1"]
 
 
+STEP = 256 << 10  # what the uploading client sends at a time
+
+
+@contextlib.contextmanager
+def _proxy_host_device_away(cloud, proxy_devices):
+    """d0, the proxy host's device, unmounted: its replicas go to handoffs on the other
+    hosts, so every replica of an upload is another host's."""
+    away = proxy_devices.parent / "d0-away"
+    (proxy_devices / "d0").rename(away)
+    try:
+        yield
+    finally:
+        away.rename(proxy_devices / "d0")
+        cloud.cloud.object_store.proxy.errors = ErrorLimiter()  # d0's errors forgotten
+
+
+def _name_hash(cloud, http: httpx.Client, container: str, name: str) -> str:
+    account = str(http.base_url).rstrip("/").rsplit("/", 1)[-1]
+    return cloud.cloud.object_store.policies.default.ring.hash_of(account, container, name)
+
+
+def _replicas(roots, name_hash: str) -> list[Path]:
+    return [p for root in roots for p in root.rglob(f"{name_hash}/*.data")]
+
+
+def _temp_files(roots) -> set[Path]:
+    return {p for root in roots for p in root.glob("*/tmp/*")}
+
+
+def _settled(check, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_an_upload_to_other_hosts_streams_straight_through(cluster):
+    """32 MiB whose three replicas are all on the storage hosts: each chunk goes on to
+    them as it arrives (they are writing it while the client is still sending), with no
+    temp file on the proxy host and a few chunks in memory at most."""
+    cloud, proxy_devices, a, b = cluster
+    container = unique("upload")
+    data = os.urandom(BIG)
+    state = str(cloud.state_dir)
+    seen: dict[str, object] = {}
+
+    def body():
+        for offset in range(0, BIG, STEP):
+            if offset == BIG // 2:
+                # No temp file (an object's, spooled or unlinked) open on the proxy host.
+                seen["kept"] = [f for f in _open_files("self") if f.startswith(state) and (
+                    "/tmp/" in f[len(state):] or f.endswith(" (deleted)"))]  # fmt: skip
+                seen["writing"] = [host.root.name for host in (a, b) if any(
+                    f.startswith(f"{host.root}/") and "/tmp/" in f
+                    for f in _open_files(host.proc.pid))]  # fmt: skip
+            yield data[offset : offset + STEP]
+
+    with account_client(cloud, cloud.token("admin")) as http:
+        assert http.put(container).status_code == 201
+        with _proxy_host_device_away(cloud, proxy_devices):
+            tracemalloc.start()
+            try:
+                put = http.put(f"{container}/big", content=body(), timeout=120)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert put.status_code == 201, put.text
+            assert put.headers["etag"] == hashlib.md5(data).hexdigest()
+            assert seen["kept"] == []
+            assert seen["writing"] == ["a", "b"]
+            # uvicorn lets up to RECEIVE_WINDOW of a request body in at a time and hands
+            # it over as one chunk: the proxy holds a few of those (the chunk it sends,
+            # the next one arriving, its copy), whatever the size of the object.
+            assert peak < 5 * RECEIVE_WINDOW < BIG, f"{peak} bytes held while uploading {BIG}"
+            name_hash = _name_hash(cloud, http, container, "big")
+            assert len(_replicas([a.root], name_hash)) == 2
+            assert len(_replicas([b.root], name_hash)) == 1
+            assert not _replicas([proxy_devices.parent / "d0-away"], name_hash)
+            digest = hashlib.md5()
+            with http.stream("GET", f"{container}/big") as got:
+                for chunk in got.iter_bytes(1 << 20):
+                    digest.update(chunk)
+            assert digest.digest() == hashlib.md5(data).digest()
+            listed = http.get(container, params={"format": "json"}).json()
+            assert [(o["name"], o["bytes"]) for o in listed] == [("big", BIG)]
+        assert http.delete(f"{container}/big").status_code == 204
+
+
+def _upload_killing(http, path: str, data: bytes, host: StorageHost):
+    """PUT `data`, `host` killed once half of it is sent: the answer, or the error the
+    client saw when the proxy answered before the end of the body."""
+
+    def body():
+        for offset in range(0, len(data), STEP):
+            if offset == len(data) // 2:
+                host.stop()
+            yield data[offset : offset + STEP]
+
+    try:
+        return http.put(path, content=body(), timeout=120)
+    except (httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        return exc
+
+
+def test_a_host_dying_half_way_through_an_upload_is_dropped_and_quorum_decides(cluster):
+    cloud, proxy_devices, a, b = cluster
+    container = unique("dying")
+    data = os.urandom(BIG)
+    hosts = [proxy_devices, a.root, b.root]
+    with account_client(cloud, cloud.token("admin")) as http:
+        assert http.put(container).status_code == 201
+        try:
+            # Replicas on the proxy host, A and B; B dies: two are left, a quorum.
+            put = _upload_killing(http, f"{container}/kept", data, b)
+            assert not isinstance(put, Exception) and put.status_code == 201, put
+            kept = _name_hash(cloud, http, container, "kept")
+            assert len(_replicas([proxy_devices], kept)) == len(_replicas([a.root], kept)) == 1
+            assert http.get(f"{container}/kept").content == data
+        finally:
+            b.start()
+        assert http.delete(f"{container}/kept").status_code == 204
+
+        # Replicas on A (two) and B; A dies: one is left, no quorum. The upload fails
+        # (503, or the connection closed on the client still sending) and nothing shows.
+        before = _temp_files([b.root])
+        with _proxy_host_device_away(cloud, proxy_devices):
+            try:
+                put = _upload_killing(http, f"{container}/lost", data, a)
+            finally:
+                a.start()
+        assert isinstance(put, Exception) or put.status_code == 503, put
+        assert http.get(f"{container}/lost").status_code == 404
+        assert http.get(container, params={"format": "json"}).json() == []
+        assert not _replicas(hosts, _name_hash(cloud, http, container, "lost"))
+        assert _settled(lambda: _temp_files([b.root]) <= before)  # B threw its part away
+
+
+def test_an_upload_with_a_wrong_etag_leaves_no_replica_anywhere(cluster):
+    cloud, proxy_devices, a, b = cluster
+    container = unique("etag")
+    data = os.urandom(3 << 20)
+    hosts = [proxy_devices, a.root, b.root]
+    before = _temp_files(hosts)
+    with account_client(cloud, cloud.token("admin")) as http:
+        assert http.put(container).status_code == 201
+        for name, content in (("whole", data), ("streamed", iter([data[:1 << 20],
+                                                                  data[1 << 20:]]))):  # fmt: skip
+            put = http.put(f"{container}/{name}", content=content,
+                           headers={"ETag": hashlib.md5(b"other").hexdigest()})  # fmt: skip
+            assert put.status_code == 422
+            assert http.get(f"{container}/{name}").status_code == 404
+            assert not _replicas(hosts, _name_hash(cloud, http, container, name))
+        assert http.get(container, params={"format": "json"}).json() == []
+    assert _settled(lambda: _temp_files(hosts) <= before)
+
+    # The storage host checks it too: a body whose ETag is not the one announced is
+    # refused 422 and not kept; the right one is stored.
+    key = load_config(cloud.state_dir).object_store.backend_secret.encode()
+    name_hash = hashlib.md5(b"etag-check").hexdigest()
+    path = f"/object/d1/0/0/{name_hash}"
+    meta = {"name": "/AUTH_x/c/o", "X-Timestamp": "1700000000.00000", "Content-Type": "a/b"}
+    for etag, status in ((hashlib.md5(b"other").hexdigest(), 422),
+                         (hashlib.md5(data).hexdigest(), 201)):  # fmt: skip
+        answer = httpx.put(f"http://{a.bind}{path}", content=data,
+                           headers={**backend_auth.signed_headers(key, "PUT", path),
+                                    "x-cumulo-metadata": json.dumps(meta),
+                                    "x-cumulo-etag": etag})  # fmt: skip
+        assert answer.status_code == status
+        assert len(_replicas([a.root], name_hash)) == (status == 201)
+    assert answer.json() == {"etag": hashlib.md5(data).hexdigest(), "size": len(data)}
+    for stored in _replicas([a.root], name_hash):
+        stored.unlink()
+
+
 def test_a_storage_host_takes_its_rings_from_the_proxy_host(cluster, tmp_path_factory):
-    """Host C has only the cloud's cumulo.toml and backend key: it fetches the rings at
-    start, and a rebalance on the proxy host that gives it a device reaches it too."""
+    """Host C has only the cloud's cumulo.toml (here one from before `[object_store]
+    backend_secret`, with the key file beside it): it fetches the rings at start, and a
+    rebalance on the proxy host that gives it a device reaches it too."""
     cloud, _, a, b = cluster
     state = cloud.state_dir
     config = load_config(state)
     rings = rings_dir(config, state)
     source = f"127.0.0.1:{config.object_store.storage_port}"
     c_state = tmp_path_factory.mktemp("host-c")
-    shutil.copy(state / CONFIG_FILE, c_state / CONFIG_FILE)
+    secret = config.object_store.backend_secret
+    config.object_store.backend_secret = ""
+    write_config(c_state, config)
     c = StorageHost(c_state, tmp_path_factory.mktemp("c-devices") / "c", ["d4"],
                     "--rings-from", source, "--ring-interval", "0.3")  # fmt: skip
     refused = CliRunner().invoke(object_server, ["--state-dir", str(c_state), "--devices",
                                                  str(c.root), "--bind", c.bind,
                                                  "--rings-from", source])  # fmt: skip
     assert refused.exit_code == 1 and "no backend key" in refused.output
+    assert "backend_secret" in refused.output  # says where it comes from
     key = backend_auth.key_path(c_state)
     key.parent.mkdir(parents=True)
-    shutil.copy(backend_auth.key_path(state), key)
+    key.write_text(secret + "\n")
     c_rings = rings_dir(load_config(c_state), c_state)
     saved = {p.name: p.read_bytes() for p in rings.iterdir() if p.suffix == ".json"}
     c.start()
@@ -445,3 +627,33 @@ def test_a_storage_host_takes_its_rings_from_the_proxy_host(cluster, tmp_path_fa
         c.stop()
         for file, text in saved.items():
             (rings / file).write_bytes(text)
+
+
+def test_the_backend_key_is_rotated_without_a_restart(cluster):
+    """The three steps of docs/object-store.md on the running hosts (the proxy host and
+    both storage hosts read the same cumulo.toml here): every upload still lands on all
+    three hosts at every step, and the old key is refused once removed."""
+    cloud, proxy_devices, a, b = cluster
+    state = cloud.state_dir
+    config = load_config(state)
+    old, new = config.object_store.backend_secret, secrets.token_hex(32)
+    container = unique("rotation")
+
+    def status_signed_with(key: str) -> int:
+        headers = backend_auth.signed_headers(key.encode(), "GET", "/device/d1")
+        return httpx.get(f"http://{a.bind}/device/d1", headers=headers).status_code
+
+    with account_client(cloud, cloud.token("admin")) as http:
+        assert http.put(container).status_code == 201
+        for step, secret in enumerate(([old, new], [new, old], new)):
+            config.object_store.backend_secret = secret
+            write_config(state, config)
+            time.sleep(backend_auth.RELOAD_INTERVAL + 0.5)
+            data = os.urandom(100_000)
+            assert http.put(f"{container}/o{step}", content=data).status_code == 201
+            assert http.get(f"{container}/o{step}").content == data
+            name_hash = _name_hash(cloud, http, container, f"o{step}")
+            assert len(_replicas([proxy_devices, a.root, b.root], name_hash)) == 3
+            assert status_signed_with(new) == 200
+            assert status_signed_with(old) == (403 if secret == new else 200)
+    assert "backend keys reloaded" in a.log.read_text()

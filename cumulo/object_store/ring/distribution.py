@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from cumulo.object_store.ring.builder import atomic_write
-from cumulo.object_store.storage.backend_auth import BackendAuth
+from cumulo.object_store.storage.backend_auth import BackendAuth, BackendKeys
 
 LOG = logging.getLogger(__name__)
 
@@ -62,11 +62,11 @@ class RingFetcher:
     """Keeps a storage host's rings (`names`, in `rings`) the same as a peer's (`source`,
     the ip:port of the proxy host's storage port or of another object server)."""
 
-    def __init__(self, source: str, rings: Path, names: list[str], key: bytes) -> None:
+    def __init__(self, source: str, rings: Path, names: list[str], keys: BackendKeys) -> None:
         self.source = source
         self.rings = rings
         self.names = names
-        self.auth = BackendAuth(key)
+        self.auth = BackendAuth(keys)
 
     def _local_etag(self, name: str) -> str | None:
         try:

@@ -11,12 +11,13 @@ import json
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cumulo.object_store.ring.ring import hash_path
 from cumulo.object_store.storage import diskfile
+from cumulo.object_store.storage.backend_auth import BackendKeys
 from cumulo.object_store.storage.databases import (
     AccountBroker,
     ContainerBroker,
@@ -50,6 +51,16 @@ class ContainerUpdate:
     container: str
     record: dict[str, Any] = field(default_factory=dict)
 
+    def with_object(self, size: int, etag: str) -> ContainerUpdate:
+        """The update once the body is stored: its size and ETag in the record, unless
+        the record has its own (an SLO's manifest lists the whole object's)."""
+        record = dict(self.record)
+        if record.get("size") is None:
+            record["size"] = size
+        if record.get("etag") is None:
+            record["etag"] = etag
+        return replace(self, record=record)
+
 
 class StorageNode:
     def __init__(self, devices: Path, hash_prefix: str, hash_suffix: str) -> None:
@@ -58,9 +69,9 @@ class StorageNode:
         self.hash_suffix = hash_suffix
         # The node serving a location: this one, or another host's (remote.NodeRouter).
         self.route: Callable[[Location], Any] = lambda at: self
-        # What its object server (server.py) needs, set by ObjectStore: the backend key
-        # every caller signs with, and the rings directory it hands to other hosts.
-        self.backend_key: bytes | None = None
+        # What its object server (server.py) needs, set by ObjectStore: the backend keys
+        # callers sign with, and the rings directory it hands to other hosts.
+        self.backend_keys: BackendKeys | None = None
         self.rings: Path | None = None
 
     def device_path(self, device: str) -> Path:

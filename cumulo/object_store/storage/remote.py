@@ -9,7 +9,9 @@ is DatabaseMissing / ObjectMissing, as locally. Every request is signed with the
 cloud's backend key (backend_auth.py).
 
 Opening another host's replica reads its metadata only (a HEAD); its bytes stream from
-that host while they are sent on (RemoteBody, asynchronous), with no local copy.
+that host while they are sent on (RemoteBody, asynchronous), with no local copy. Writing
+one streams the body to that host as the client sends it (RemoteUpload, asynchronous):
+nothing of it is kept here but the few chunks on their way.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import weakref
 from collections.abc import AsyncIterator
@@ -30,7 +31,7 @@ import httpx
 
 from cumulo.object_store.ring.ring import Node
 from cumulo.object_store.storage import reading
-from cumulo.object_store.storage.backend_auth import BackendAuth
+from cumulo.object_store.storage.backend_auth import BackendAuth, BackendKeys
 from cumulo.object_store.storage.databases import DatabaseMissing
 from cumulo.object_store.storage.diskfile import DeviceUnavailable, ObjectMissing, StoredObject
 from cumulo.object_store.storage.node import ContainerUpdate, Location, StorageNode
@@ -39,6 +40,11 @@ LOG = logging.getLogger(__name__)
 
 TIMEOUT = httpx.Timeout(30.0, connect=3.0)  # Swift's conn_timeout is short, node_timeout not
 CHUNK = 1 << 20
+# An upload hands another host's connection pieces of at most PIECE bytes (views of the
+# client's chunks, which may be MiBs: cumulo/image/app.py widens uvicorn's window), and
+# at most QUEUED_PIECES wait for it: a few hundred KiB behind per host.
+PIECE = 256 << 10
+QUEUED_PIECES = 4
 
 
 def update_body(update: ContainerUpdate | None) -> dict | None:
@@ -76,10 +82,9 @@ def location_from(body: list) -> Location:
 class RemoteNode:
     """The account, container and object servers of one other host (`ip:port`)."""
 
-    def __init__(self, address: str, tmp_dir: Path, key: bytes) -> None:
+    def __init__(self, address: str, keys: BackendKeys) -> None:
         self.address = address
-        self.tmp_dir = tmp_dir
-        self.auth = BackendAuth(key)
+        self.auth = BackendAuth(keys)
         self._local = threading.local()  # one keep-alive client per worker thread
         # Streamed reads: one client per event loop (a client belongs to its loop).
         self._streaming: weakref.WeakKeyDictionary[Any, httpx.AsyncClient] = (
@@ -161,16 +166,32 @@ class RemoteNode:
     def _object_path(self, at: Location, policy: int, name_hash: str) -> str:
         return f"/object/{at.device}/{at.part}/{policy}/{name_hash}"
 
-    def object_writer(self, at: Location, policy: int, name_hash: str) -> RemoteWriter:
-        # Fail now, not at commit, when the node or its device is down: the proxy then
-        # takes a handoff for this replica.
-        self._request("GET", f"/device/{at.device}")
-        return RemoteWriter(self, self._object_path(at, policy, name_hash), self.tmp_dir)
-
-    def object_commit(
-        self, at: Location, writer: RemoteWriter, metadata: dict, update: ContainerUpdate | None
-    ) -> None:
-        writer.send(metadata, update)
+    async def object_upload(
+        self,
+        at: Location,
+        policy: int,
+        name_hash: str,
+        metadata: dict,
+        update: ContainerUpdate | None,
+        etag: str | None,
+    ) -> RemoteUpload:
+        """A replica written on this host while the client sends it (RemoteUpload).
+        metadata: all but its size and ETag, which the node takes from the body; update:
+        the container update the node sends once it commits (ContainerUpdate.with_object
+        fills it in there); etag: the client's, which the node checks (422)."""
+        # Fail now, before any byte, when the node or its device is down: the proxy then
+        # takes a handoff for this replica (Swift's proxy learns it from 100-continue).
+        client = self._stream_client()
+        try:
+            response = await client.get(f"/device/{at.device}")
+        except httpx.HTTPError as exc:
+            raise DeviceUnavailable(f"storage node {self.address}: {exc!r}") from None
+        _checked(response, self.address)
+        headers = {"x-cumulo-metadata": json.dumps(metadata),
+                   "x-cumulo-update": json.dumps(update_body(update))}  # fmt: skip
+        if etag is not None:
+            headers["x-cumulo-etag"] = etag
+        return RemoteUpload(self, client, self._object_path(at, policy, name_hash), headers)
 
     def object_open(self, at: Location, policy: int, name_hash: str) -> StoredObject:
         """The replica's metadata; its bytes are streamed from this host when read."""
@@ -361,32 +382,63 @@ class HeldBody:
             raise DeviceUnavailable("the held replica ended early")
 
 
-class RemoteWriter:
-    """A replica for another host: the body kept in a local temp file while it arrives,
-    then sent with its metadata in one PUT, which the node commits as its own writer."""
+class RemoteUpload:
+    """One replica streamed to another host while the client sends it, as Swift's proxy
+    streams to its object servers: a chunked PUT whose body the proxy hands over as it
+    comes; at most QUEUED_PIECES pieces wait for the connection (bounded memory; a slow
+    host slows the upload down, up to the write timeout, after which it is dropped).
+    The node writes the body to a temp file on its device; finish() ends it, and the
+    node checks the ETag (422), commits and sends its container update; abort() drops
+    the connection before the end, and the node throws the temp file away."""
 
-    def __init__(self, node: RemoteNode, path: str, tmp_dir: Path) -> None:
-        self.node, self.path = node, path
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        self._file = tempfile.TemporaryFile(dir=tmp_dir)
-        self.size = 0
+    def __init__(
+        self, node: RemoteNode, client: httpx.AsyncClient, path: str, headers: dict[str, str]
+    ) -> None:
+        self.address = node.address
+        self._queue: asyncio.Queue[memoryview | None] = asyncio.Queue(QUEUED_PIECES)
+        self._sending = asyncio.create_task(self._send(client, path, headers))
+        self._sending.add_done_callback(self._ended)
 
-    def write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-        self.size += len(chunk)
+    async def _body(self) -> AsyncIterator[memoryview]:
+        while (piece := await self._queue.get()) is not None:
+            yield piece
 
-    def send(self, metadata: dict, update: ContainerUpdate | None) -> None:
+    async def _send(self, client: httpx.AsyncClient, path: str, headers: dict[str, str]) -> dict:
         try:
-            self._file.seek(0)
-            headers = {"x-cumulo-metadata": json.dumps(metadata),
-                       "x-cumulo-update": json.dumps(update_body(update)),
-                       "content-length": str(self.size)}  # fmt: skip
-            self.node._request("PUT", self.path, content=self._file, headers=headers)
-        finally:
-            self._file.close()
+            response = await client.put(path, content=self._body(), headers=headers)
+        except httpx.HTTPError as exc:
+            raise DeviceUnavailable(f"storage node {self.address}: {exc!r}") from None
+        return _checked(response, self.address).json()
 
-    def abort(self) -> None:
-        self._file.close()
+    def _ended(self, _task: asyncio.Task) -> None:
+        # The request ended before its body did (the host failed): a piece still waiting
+        # for room goes on, and the next write() says so.
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    async def write(self, chunk: bytes) -> None:
+        """Hand a chunk over, piece by piece (waiting while QUEUED_PIECES are on their
+        way); OSError (DeviceUnavailable) once the host has failed."""
+        view = memoryview(chunk)
+        for start in range(0, len(view), PIECE):
+            if self._sending.done():
+                if not self._sending.cancelled():
+                    self._sending.result()  # the host's failure
+                raise DeviceUnavailable(f"storage node {self.address} ended the upload early")
+            await self._queue.put(view[start : start + PIECE])
+
+    async def finish(self) -> dict:
+        """End the body; the node's answer once it committed: {"etag", "size"}."""
+        if not self._sending.done():
+            await self._queue.put(None)
+        return await self._sending
+
+    async def abort(self) -> None:
+        """Drop the connection before the end of the body: the node keeps nothing."""
+        self._sending.cancel()
+        await asyncio.wait([self._sending])
+        if not self._sending.cancelled():
+            self._sending.exception()  # seen: not logged as never retrieved
 
 
 def _checked(response: httpx.Response, address: str) -> httpx.Response:
@@ -409,16 +461,14 @@ class NodeRouter:
         self,
         local: StorageNode,
         local_addresses: set[str],
-        tmp_dir: Path,
-        key: bytes = b"",
+        keys: BackendKeys | None = None,
         *,
         all_local: bool = False,
     ) -> None:
-        """key: the backend key other hosts' object servers want (backend_auth)."""
+        """keys: the backend keys other hosts' object servers want (backend_auth)."""
         self.local = local
         self.local_addresses = local_addresses
-        self.tmp_dir = tmp_dir
-        self.key = key
+        self.keys = keys
         self.all_local = all_local  # one host: every device is a directory here
         self._remotes: dict[str, RemoteNode] = {}
         local.route = self.node_for  # the node's own container updates go through here too
@@ -436,5 +486,7 @@ class NodeRouter:
             return self.local
         remote = self._remotes.get(at.host)
         if remote is None:
-            remote = self._remotes[at.host] = RemoteNode(at.host, self.tmp_dir, self.key)
+            if self.keys is None:
+                raise DeviceUnavailable(f"no backend keys to reach {at.host} with")
+            remote = self._remotes[at.host] = RemoteNode(at.host, self.keys)
         return remote

@@ -12,6 +12,7 @@ device that is not there, 404 with `X-Cumulo-Error: database_missing` or
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -21,7 +22,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -133,23 +134,45 @@ def _object_at(request: Request) -> tuple[Location, int, str]:
 
 
 async def object_put(request: Request) -> Response:
+    """A replica as the proxy streams it: written to a temp file on the device while it
+    arrives, its ETag checked against `X-Cumulo-Etag` (the client's; 422, nothing kept),
+    then committed with the size and ETag of what arrived, and the container told. A
+    body cut short (the proxy dropped the connection: a failed upload) leaves nothing.
+    Answers 201 with {"etag", "size"}."""
     node = _node(request)
     at, policy, name_hash = _object_at(request)
     metadata = json.loads(request.headers["x-cumulo-metadata"])
     update = update_from(json.loads(request.headers.get("x-cumulo-update", "null")))
+    expected = request.headers.get("x-cumulo-etag")
     try:
         writer = await run_in_threadpool(node.object_writer, at, policy, name_hash)
     except OSError as exc:
         return _error(exc)
+    digest = hashlib.md5(usedforsecurity=False)
+
+    def write(chunk: bytes) -> None:
+        digest.update(chunk)
+        writer.write(chunk)
+
     try:
         async for chunk in request.stream():
             if chunk:
-                await run_in_threadpool(writer.write, chunk)
+                await run_in_threadpool(write, chunk)
+        etag = digest.hexdigest()
+        if expected is not None and expected.strip('"').lower() != etag:
+            await run_in_threadpool(writer.abort)
+            return Response(b"ETag mismatch", status_code=422)
+        metadata.update({"Content-Length": str(writer.size), "ETag": etag})
+        if update is not None:
+            update = update.with_object(writer.size, etag)
         await run_in_threadpool(node.object_commit, at, writer, metadata, update)
+    except ClientDisconnect:
+        await run_in_threadpool(writer.abort)
+        return Response(status_code=499)
     except BaseException:
         await run_in_threadpool(writer.abort)
         raise
-    return Response(status_code=201)
+    return JSONResponse({"etag": etag, "size": writer.size}, status_code=201)
 
 
 async def object_get(request: Request) -> Response:
@@ -260,8 +283,8 @@ async def replicate_db(request: Request) -> Response:
 
 
 def create_storage_app(node: StorageNode) -> RequireBackendSignature:
-    if node.backend_key is None:
-        raise ValueError("the object server needs the cloud's backend key (backend_auth)")
+    if node.backend_keys is None:
+        raise ValueError("the object server needs the cloud's backend keys (backend_auth)")
     obj = "/object/{device}/{part:int}/{policy:int}/{hash}"
     app = Starlette(routes=[
         Route("/node/{op}", node_op, methods=["POST"]),
@@ -274,4 +297,4 @@ def create_storage_app(node: StorageNode) -> RequireBackendSignature:
         Route("/ring/{name}", ring_get, methods=["GET"]),
     ])  # fmt: skip
     app.state.node = node
-    return RequireBackendSignature(app, node.backend_key)
+    return RequireBackendSignature(app, node.backend_keys)
