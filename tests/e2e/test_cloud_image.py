@@ -7,6 +7,12 @@ cloud images are: an MBR partition table and GRUB, which SeaBIOS boots (no kerne
 Then as the demo user: a key pair, a server of the image with cloud-config user data, a
 floating IP, and `ssh debian@<ip>` once the security group lets port 22 in (before that,
 SSH times out). The guest boots under TCG here: about a minute.
+
+A Puppet server (Debian's `puppetserver`, started by the test with directories of its own,
+autosign on) listens on the external network's host address; the user data points the
+guest's agent at it (cloud-init's `puppet` module), and the catalog writes a file and
+starts a service. The masterless form (`puppet apply` of a manifest in user data) runs
+too.
 """
 
 from __future__ import annotations
@@ -24,8 +30,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from cumulo.common.config import load_config, write_config
-from tests.cloudrunner import VENV_BIN, CloudRunner, configure_guest_state_dir, stop_guest_cloud
+from tests.cloudrunner import (
+    VENV_BIN,
+    CloudRunner,
+    configure_guest_state_dir,
+    free_port,
+    stop_guest_cloud,
+)
 from tests.conftest import require_real_guests, skip_or_fail
+from tests.e2e import puppet_server as puppet
 
 pytestmark = pytest.mark.e2e
 
@@ -33,18 +46,46 @@ HOST = "e2e-image"
 DEMO = {"cloud": "cumulo-demo"}
 CLOUD_CONFIG = """#cloud-config
 ssh_pwauth: true
+puppet:
+  install: false
+  start_service: false
+  exec: true
+  exec_args: [--onetime, --no-daemonize, --verbose]
+  conf:
+    agent:
+      server: puppet
+      serverport: "{puppet_port}"
 write_files:
+  - path: /etc/hosts
+    append: true
+    content: "{puppet_address} puppet\\n"
   - path: /etc/cumulo-test
     content: "written by cloud-init\\n"
   - path: /etc/puppet/site.pp
     content: |
-      file { '/etc/made-by-puppet': content => "puppet apply\\n" }
+      file {{ '/etc/made-by-puppet': content => "puppet apply\\n" }}
 runcmd:
   - [sh, -c, "echo user-data ran > /var/tmp/runcmd-done"]
   - [puppet, apply, /etc/puppet/site.pp]
 """
+# What the Puppet server's catalog does on every node: a file, and a service it starts.
+SITE_PP = """\
+node default {
+  file { '/etc/made-by-puppet-server':
+    content => "catalog from the Puppet server\\n",
+  }
+  $unit = "[Unit]\\nDescription=started by Puppet\\n[Service]\\nExecStart=/bin/sleep infinity\\n"
+  file { '/etc/systemd/system/cumulo-hello.service':
+    content => "${unit}[Install]\\nWantedBy=multi-user.target\\n",
+  }
+  ~> service { 'cumulo-hello':
+    ensure => running,
+    enable => true,
+  }
+}
+"""
 BROKEN_CONFIG = "#cloud-config\nwrite_files: [ this is: not yaml\n"
-BOOT_TIMEOUT = 600  # TCG on a loaded 2-core machine
+BOOT_TIMEOUT = 900  # TCG on a loaded 2-core machine; the Puppet agent run alone takes minutes
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +105,16 @@ def cloud(tmp_path_factory):
     runner = CloudRunner(state).start()
     yield runner
     stop_guest_cloud(runner)
+
+
+@pytest.fixture(scope="module")
+def puppet_server(cloud: CloudRunner, tmp_path_factory):
+    """Started before the image is built: the JVM takes a minute or two to be ready."""
+    if not puppet.available():
+        skip_or_fail("the Puppet server test needs puppetserver (cumulo host-packages)")
+    server = puppet.PuppetServer(tmp_path_factory.mktemp("puppet"), free_port(), SITE_PP)
+    yield server.start()
+    server.stop()
 
 
 def ssh(key: Path, address: str, command: str, timeout: int = 10) -> subprocess.CompletedProcess:
@@ -121,7 +172,9 @@ def assert_mbr_and_grub(cloud: CloudRunner, tmp_path: Path) -> None:
     assert int.from_bytes(sectors[1012:1020], "little") == 2  # diskboot reads on from 2
 
 
-def test_debian_image_cloud_init_and_ssh_through_a_floating_ip(cloud: CloudRunner, tmp_path):
+def test_debian_image_cloud_init_and_ssh_through_a_floating_ip(
+    cloud: CloudRunner, puppet_server: puppet.PuppetServer, tmp_path
+):
     started = time.monotonic()
     build = subprocess.run(
         [str(VENV_BIN / "cumulo"), "image", "build", "debian", "--state-dir", str(cloud.state_dir)],
@@ -155,7 +208,14 @@ def test_debian_image_cloud_init_and_ssh_through_a_floating_ip(cloud: CloudRunne
                     "-f", str(key)], check=True)  # fmt: skip
     cloud.openstack("keypair", "create", "--public-key", f"{key}.pub", "k", **DEMO)
     user_data = tmp_path / "cloud-config.yaml"
-    user_data.write_text(CLOUD_CONFIG)
+    puppet_server.wait()
+    # The guest reaches the host at the external network's gateway address (the host leg).
+    user_data.write_text(
+        CLOUD_CONFIG.format(
+            puppet_port=puppet_server.port,
+            puppet_address=cloud.config.network.public_gateway,
+        )
+    )
     server = cloud.openstack(
         "server",
         "create",
@@ -223,8 +283,16 @@ def test_debian_image_cloud_init_and_ssh_through_a_floating_ip(cloud: CloudRunne
     assert lines[1:3] == ["written by cloud-init", "user-data ran"]
     assert int(lines[3]) >= 18  # partition 1 and its filesystem grown to the 20 GB disk
     assert lines[4].startswith("BOOT_IMAGE=/vmlinuz ")  # booted by the image's GRUB
-    puppet = ssh(key, address, "cat /etc/made-by-puppet")
-    assert puppet.stdout == "puppet apply\n", puppet.stdout + puppet.stderr
+    applied = ssh(key, address, "cat /etc/made-by-puppet")
+    assert applied.stdout == "puppet apply\n", applied.stdout + applied.stderr
+    # The agent's certificate was autosigned and its catalog applied: file and service.
+    agent = ssh(
+        key, address, "cat /etc/made-by-puppet-server; sudo systemctl is-active cumulo-hello"
+    )
+    assert agent.stdout == "catalog from the Puppet server\nactive\n", (
+        agent.stdout + agent.stderr + puppet_server.log()[-2000:]
+    )
+    assert "web-1" in puppet_server.signed()
 
     # The password the guest posted, decrypted with the key pair's private key, logs in;
     # then changePassword through qemu-guest-agent, and the new one logs in.
