@@ -56,6 +56,7 @@ UPDATABLE = {
     "flavor",
     "vcpus",
     "memory_mb",
+    "device_metadata",
 }
 
 
@@ -106,6 +107,7 @@ def instance_to_dict(inst: Any) -> dict[str, Any]:
         "metadata": inst.metadata_items,
         "system_metadata": inst.system_metadata or {},
         "network_info": inst.network_info,
+        "device_metadata": inst.device_metadata or [],
         "launch_index": inst.launch_index,
         "reservation_id": inst.reservation_id,
     }
@@ -136,6 +138,7 @@ _INSTANCE_COLUMNS = (
     Instance.metadata_items,
     Instance.system_metadata,
     Instance.network_info,
+    Instance.device_metadata,
     Instance.launch_index,
     Instance.reservation_id,
 )
@@ -199,6 +202,7 @@ _BDM_FIELDS = (
     "device_name",
     "connection_info",
     "delete_on_termination",
+    "tag",
 )
 
 

@@ -23,6 +23,7 @@ from cumulo.common.rpc import Endpoint, RemoteError, Transport
 from cumulo.common.service_client import ServiceClient, ServiceError, file_chunks, url_path
 from cumulo.compute import rpcapi
 from cumulo.compute.conductor import InstanceNotFound, UnexpectedTaskState
+from cumulo.compute.device_metadata import build_device_metadata
 from cumulo.compute.image_cache import ImageCache
 from cumulo.compute.manager_moves import HostMoves
 from cumulo.compute.network import NetworkClient, vifs_from_info
@@ -75,6 +76,7 @@ def instance_metadata(
         internal_id=inst.get("internal_id", 0),
         random_seed=base64.b64encode(os.urandom(512)).decode(),
         boot_roles=(inst.get("system_metadata") or {}).get("boot_roles", ""),
+        devices=tuple(inst.get("device_metadata") or ()),
     )
 
 
@@ -142,6 +144,8 @@ class ComputeManager(HostMoves, Endpoint):
         self._periodic: asyncio.Task | None = None
         # Live migrations an abort was asked for (they end "cancelled", not "error").
         self._aborted_migrations: set[str] = set()
+        # Per instance: its device metadata is rebuilt by one attach or detach at a time.
+        self._device_locks: dict[str, asyncio.Lock] = {}
         # A context for the agent's own messages (heartbeats, power sync).
         self.service_context = {
             "request_id": f"req-compute-{host}",
@@ -341,8 +345,9 @@ class ComputeManager(HostMoves, Endpoint):
             )
             step = None
             block_devices: tuple[BlockDevice, ...] = ()
+            volume_tags: dict[str, str] = {}
             if request_spec.get("block_devices", True):  # False: the API saw none asked for
-                block_devices = await self._prepare_volumes(ctx, inst)
+                block_devices, volume_tags = await self._prepare_volumes(ctx, inst)
 
             step = "compute_spawning"
             await self._set_task(
@@ -359,11 +364,9 @@ class ComputeManager(HostMoves, Endpoint):
                 network_info,
                 request_spec.get("admin_password"),
                 image_meta=request_spec.get("image"),
-                root_volume_id=next(
-                    (d.volume_id for d in block_devices if d.boot_index == 0), None
-                ),
+                block_devices=block_devices,
+                volume_tags=volume_tags,
             )
-            guest = dataclasses.replace(guest, block_devices=block_devices)
             await self.driver.spawn(guest)
             power = (await self.driver.get_info(instance_uuid)).state
             await self.conductor.instance_update(
@@ -374,6 +377,9 @@ class ComputeManager(HostMoves, Endpoint):
                     "task_state": None,
                     "power_state": int(power),
                     "launched_at": utcnow().isoformat(),
+                    "device_metadata": await self._device_metadata(
+                        ctx, instance_uuid, network_info, volume_tags
+                    ),
                 },
                 expected_task_state=[TaskState.SPAWNING],
                 events=[{"event": step, "finish": True}, {"event": event, "finish": True}],
@@ -413,16 +419,19 @@ class ComputeManager(HostMoves, Endpoint):
             if self.network is not None:
                 await self.network.deallocate_for_instance(token, network_info, uuid)
 
-    async def _prepare_volumes(self, ctx: dict, inst: dict[str, Any]) -> tuple[BlockDevice, ...]:
+    async def _prepare_volumes(
+        self, ctx: dict, inst: dict[str, Any]
+    ) -> tuple[tuple[BlockDevice, ...], dict[str, str]]:
         """The block_device_mapping step: volumes made (from an image, or blank), reserved,
-        connected to this host and completed, in boot order."""
+        connected to this host and completed, in boot order; and their tags (by volume)."""
         bdms = await self.conductor.block_devices(ctx, inst["uuid"])
         if not bdms:
-            return ()
+            return (), {}
         if self.volumes is None:
             raise DriverError("this compute host has no Block Storage service")
         token = ctx.get("auth_token") or ""
         devices = []
+        tags: dict[str, str] = {}
         letters = iter("abcdefghijklmnopqrstuvwxyz")
         for bdm in bdms:
             volume_id = bdm["volume_id"]
@@ -464,7 +473,9 @@ class ComputeManager(HostMoves, Endpoint):
                 ctx, bdm["id"], {"device_name": device, "connection_info": info}
             )
             devices.append(BlockDevice(volume_id, device, info, bdm["boot_index"]))
-        return tuple(devices)
+            if bdm["tag"]:
+                tags[volume_id] = bdm["tag"]
+        return tuple(devices), tags
 
     async def _volume_image(self, token: str, volume_id: str) -> ImageSpec | None:
         """A volume-backed guest's image: its boot volume's volume_image_metadata, as Nova
@@ -530,10 +541,15 @@ class ComputeManager(HostMoves, Endpoint):
         network_info: list[dict[str, Any]],
         admin_pass: str | None = None,
         image_meta: dict[str, Any] | None = None,
-        root_volume_id: str | None = None,
+        *,
+        block_devices: tuple[BlockDevice, ...] = (),
+        volume_tags: dict[str, str] | None = None,
     ) -> GuestSpec:
+        """The guest to spawn: its flavor, image, ports, volumes (`volume_tags`: their
+        device role tags) and config drive."""
         flavor = inst["flavor"]
         image = None
+        root_volume_id = next((d.volume_id for d in block_devices if d.boot_index == 0), None)
         if not inst.get("image_ref") and root_volume_id:
             image = await self._volume_image(token, root_volume_id)
         elif inst.get("image_ref"):
@@ -566,13 +582,7 @@ class ComputeManager(HostMoves, Endpoint):
                 kernel_path=kernel,
                 ramdisk_path=ramdisk,
             )
-        config_drive = None
-        if inst.get("config_drive") or self.options.force_config_drive:
-            vendor_data = self.options.vendor_data
-            meta = await vendor_data.collect(instance_metadata(inst, network_info, admin_pass))
-            config_drive = config_drive_files(meta)
-        return GuestSpec(
-            config_drive=config_drive,
+        guest = GuestSpec(
             admin_password=admin_pass,
             uuid=inst["uuid"],
             name=inst["name"],
@@ -588,7 +598,56 @@ class ComputeManager(HostMoves, Endpoint):
             ),
             image=image,
             vifs=vifs_from_info(network_info),
+            block_devices=block_devices,
         )
+        if not (inst.get("config_drive") or self.options.force_config_drive):
+            return guest
+        # Where the driver will put the tagged devices, for the drive (Nova's libvirt
+        # driver defines the guest, then writes the drive, then starts it).
+        devices = build_device_metadata(
+            self.driver.device_layout(guest), network_info, volume_tags or {}
+        )
+        meta = instance_metadata({**inst, "device_metadata": devices}, network_info, admin_pass)
+        meta = await self.options.vendor_data.collect(meta)
+        return dataclasses.replace(guest, config_drive=config_drive_files(meta))
+
+    async def _device_metadata(
+        self,
+        ctx: dict,
+        instance_uuid: str,
+        network_info: list[dict[str, Any]],
+        volume_tags: dict[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The instance's device metadata as the guest has its devices now (Nova rebuilds
+        it after every spawn, attach and detach); `volume_tags` are read when not given."""
+        if volume_tags is None:
+            volume_tags = {
+                b["volume_id"]: b["tag"]
+                for b in await self.conductor.block_devices(ctx, instance_uuid)
+                if b["tag"] and b["volume_id"]
+            }
+        try:
+            addresses = await self.driver.get_device_addresses(instance_uuid)
+        except GuestNotFound:
+            addresses = ()
+        return build_device_metadata(addresses, network_info, volume_tags)
+
+    async def _refresh_device_metadata(self, ctx: dict, instance_uuid: str) -> None:
+        """After an attach or a detach: the device metadata again from what is recorded
+        now (one at a time per instance, so the last change is always in it). Best
+        effort: the attach or detach itself is done, whatever happens here."""
+        async with self._device_locks.setdefault(instance_uuid, asyncio.Lock()):
+            try:
+                inst = await self.conductor.instance_update(ctx, instance_uuid, {})
+                devices = await self._device_metadata(
+                    ctx, instance_uuid, inst.get("network_info") or []
+                )
+                if devices != (inst.get("device_metadata") or []):
+                    await self.conductor.instance_update(
+                        ctx, instance_uuid, {"device_metadata": devices}, reply=False
+                    )
+            except Exception:  # noqa: BLE001 - logged; the next change rebuilds it
+                LOG.warning("device metadata of %s not updated", instance_uuid, exc_info=True)
 
     # -- other actions --------------------------------------------------------------
 
@@ -620,6 +679,7 @@ class ComputeManager(HostMoves, Endpoint):
             ctx, instance_uuid, "compute_terminate_instance", host=self.host, finish=True
         )
         await self.conductor.instance_deleted(ctx, instance_uuid, self.host)
+        self._device_locks.pop(instance_uuid, None)
         gone = {**inst, "vm_state": VmState.DELETED, "task_state": None, "power_state": 0}
         await notify_instance(self.notifier, self.host, "instance.delete.end", gone)
 
@@ -770,6 +830,9 @@ class ComputeManager(HostMoves, Endpoint):
             instance_uuid,
             vm_state=VmState.STOPPED if stopped else VmState.ACTIVE,
             launched_at=utcnow().isoformat(),
+            device_metadata=await self._device_metadata(
+                ctx, instance_uuid, inst.get("network_info") or []
+            ),
         )
         await self.conductor.action_event(ctx, instance_uuid, event, host=self.host, finish=True)
 
@@ -877,6 +940,7 @@ class ComputeManager(HostMoves, Endpoint):
                 json={"os-complete": None},
             )
             await self.conductor.volume_attached(ctx, instance_uuid, volume_id, info)
+            await self._refresh_device_metadata(ctx, instance_uuid)
         except Exception as exc:  # noqa: BLE001 - undo: the volume goes back to available
             LOG.warning("attaching %s to %s failed: %s", volume_id, instance_uuid, exc)
             await self._drop_attachment(token, attachment_id)
@@ -1021,6 +1085,7 @@ class ComputeManager(HostMoves, Endpoint):
         if error is None:
             await self._drop_attachment(token, attachment_id)
             await self.conductor.volume_detached(ctx, instance_uuid, volume_id)
+            await self._refresh_device_metadata(ctx, instance_uuid)
         await self.conductor.action_event(
             ctx, instance_uuid, event, host=self.host, finish=True, error=error
         )
@@ -1053,6 +1118,7 @@ class ComputeManager(HostMoves, Endpoint):
             await self.conductor.instance_update(
                 ctx, instance_uuid, {"network_info": [*current, *info]}
             )
+            await self._refresh_device_metadata(ctx, instance_uuid)
         except Exception as exc:
             await self.conductor.action_event(
                 ctx, instance_uuid, event, host=self.host, finish=True, error=str(exc)
@@ -1076,6 +1142,7 @@ class ComputeManager(HostMoves, Endpoint):
             await self.conductor.instance_update(
                 ctx, instance_uuid, {"network_info": [e for e in info if e is not entry]}
             )
+            await self._refresh_device_metadata(ctx, instance_uuid)
         except Exception as exc:  # noqa: BLE001 - recorded on the action
             error = str(exc) or type(exc).__name__
         await self.conductor.action_event(

@@ -19,7 +19,6 @@ the migration is in `error` (`failed` for an evacuation, as Nova's).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from datetime import datetime
 from typing import Any
@@ -38,7 +37,7 @@ _SHELVED_KEYS = ("shelved_at", "shelved_image_id", "shelved_host")
 
 class HostMoves:
     """Mixed into ComputeManager (host, driver, bus, conductor, network, volumes,
-    image_cache, options, _set_task, _guest_spec, _upload_snapshot)."""
+    image_cache, options, _set_task, _guest_spec, _device_metadata, _upload_snapshot)."""
 
     _aborted_migrations: set[str]
 
@@ -71,12 +70,14 @@ class HostMoves:
     async def _bind_here(self, ctx: dict, uuid: str) -> None:
         await self._bind_ports(await self._read(ctx, uuid), self.host)
 
-    async def _connect_volumes(self, ctx: dict, uuid: str) -> tuple[BlockDevice, ...]:
+    async def _connect_volumes(
+        self, ctx: dict, uuid: str
+    ) -> tuple[tuple[BlockDevice, ...], dict[str, str]]:
         """The server's attached volumes, connected to this host (Block Storage is told
-        the new connector, and answers how this host reaches each volume)."""
+        the new connector, and answers how this host reaches each volume); their tags."""
         bdms = [b for b in await self.conductor.block_devices(ctx, uuid) if b["attachment_id"]]
         if not bdms:
-            return ()
+            return (), {}
         if self.volumes is None:
             raise RuntimeError("this compute host has no Block Storage service")
         token = ctx.get("auth_token") or ""
@@ -100,7 +101,7 @@ class HostMoves:
             devices.append(
                 BlockDevice(bdm["volume_id"], bdm["device_name"], info, bdm["boot_index"])
             )
-        return tuple(devices)
+        return tuple(devices), {b["volume_id"]: b["tag"] for b in bdms if b["tag"]}
 
     async def _spec_here(
         self,
@@ -112,13 +113,16 @@ class HostMoves:
         image_meta: dict[str, Any] | None = None,
     ):
         """The guest as this host runs it: its ports and volumes as bound here."""
-        token = ctx.get("auth_token") or ""
-        devices = await self._connect_volumes(ctx, inst["uuid"])
-        root = next((d.volume_id for d in devices if d.boot_index == 0), None)
-        guest = await self._guest_spec(
-            token, inst, network_info, admin_password, image_meta, root_volume_id=root
+        devices, tags = await self._connect_volumes(ctx, inst["uuid"])
+        return await self._guest_spec(
+            ctx.get("auth_token") or "",
+            inst,
+            network_info,
+            admin_password,
+            image_meta,
+            block_devices=devices,
+            volume_tags=tags,
         )
-        return dataclasses.replace(guest, block_devices=devices)
 
     # -- shelve ---------------------------------------------------------------------
 
@@ -260,6 +264,7 @@ class HostMoves:
                 "power_state": await self._power(instance_uuid),
                 "system_metadata": sysmeta,
                 "network_info": network_info,
+                "device_metadata": await self._device_metadata(ctx, instance_uuid, network_info),
                 "launched_at": utcnow().isoformat(),
             },
         )
@@ -428,6 +433,7 @@ class HostMoves:
                 "memory_mb": flavor["memory_mb"],
                 "system_metadata": sysmeta,
                 "network_info": network_info,
+                "device_metadata": await self._device_metadata(ctx, instance_uuid, network_info),
             },
             migration_id=migration["id"],
             migration_status="finished",
@@ -498,6 +504,7 @@ class HostMoves:
                 "memory_mb": old_flavor["memory_mb"],
                 "system_metadata": sysmeta,
                 "network_info": network_info,
+                "device_metadata": await self._device_metadata(ctx, instance_uuid, network_info),
             },
             migration_id=migration["id"],
             migration_status="reverted",
@@ -608,6 +615,7 @@ class HostMoves:
                 "task_state": None,
                 "power_state": await self._power(instance_uuid),
                 "network_info": network_info,
+                "device_metadata": await self._device_metadata(ctx, instance_uuid, network_info),
             },
             migration_id=migration["id"],
             migration_status="completed",
@@ -691,6 +699,7 @@ class HostMoves:
                 "task_state": None,
                 "power_state": await self._power(instance_uuid),
                 "network_info": network_info,
+                "device_metadata": await self._device_metadata(ctx, instance_uuid, network_info),
                 "launched_at": utcnow().isoformat(),
             },
             migration_id=migration["id"],

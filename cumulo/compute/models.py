@@ -181,6 +181,9 @@ class Instance(Timestamps, Base):
     tags: Mapped[list] = mapped_column(JSON, default=list)
     # Network info cache: the ports and addresses as the compute host last saw them.
     network_info: Mapped[list] = mapped_column(JSON, default=list)
+    # Its tagged devices and where the guest finds them (Nova's device_metadata: see
+    # cumulo.compute.device_metadata), as its host last saw them.
+    device_metadata: Mapped[list | None] = mapped_column(JSON)
     server_group_id: Mapped[str | None] = mapped_column(UUID)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -1,7 +1,8 @@
 """The compute side of networking: ports for an instance, through the Network API.
 
 Requested networks follow Nova: "none", "auto" (the one network the project can
-use), or a list of {"uuid": network, "fixed_ip": ip} / {"port": port}. Ports made
+use), or a list of {"uuid": network, "fixed_ip": ip} / {"port": port}, each with an
+optional device role "tag" kept in the port's network info. Ports made
 here are deleted with the instance; ports the user brought are only unbound.
 """
 
@@ -127,7 +128,11 @@ class NetworkClient:
                                 "GET", f"/v2.0/subnets/{ip['subnet_id']}", token
                             )
                         )["subnet"]
-                info[-1] = _port_info(port, network, preexisting, subnets)
+                # The device role tag the user gave the NIC (2.32-2.36, 2.42+; attach 2.49+).
+                info[-1] = {
+                    **_port_info(port, network, preexisting, subnets),
+                    "tag": req.get("tag"),
+                }
         except ServiceError as exc:
             await self.deallocate_for_instance(token, info)
             raise NetworkAllocationError(f"port allocation failed: {exc}") from exc

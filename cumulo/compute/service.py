@@ -949,6 +949,11 @@ class ComputeService(ServerMoves):
         self._check_lock(ctx, inst)
         if self.volumes is None:
             raise BadRequest("This cloud has no Block Storage service.")
+        if tag and inst.vm_state == VmState.SHELVED_OFFLOADED:
+            # Nova: no host to say where the device is until the server is unshelved.
+            raise BadRequest(
+                "Tagged volume attachment is not supported for shelved-offloaded instances."
+            )
         existing = await self.block_devices(inst.uuid)
         if any(b.volume_id == volume_id for b in existing):
             raise BadRequest(

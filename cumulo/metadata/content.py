@@ -32,6 +32,11 @@ OPENSTACK_VERSIONS = (
 _VENDOR_DATA_SINCE = "2013-10-17"
 _NETWORK_DATA_SINCE = "2015-10-15"
 _VENDOR_DATA2_SINCE = "2016-10-06"
+# meta_data.json `devices` (Newton), a NIC's `vlan` (Ocata) and `vf_trusted` (Rocky).
+_DEVICES_SINCE = "2016-06-30"
+_DEVICE_VLAN_SINCE = "2017-02-22"
+_DEVICE_VF_TRUSTED_SINCE = "2018-08-27"
+_DEVICE_BUSES = ("pci", "usb", "scsi", "ide", "xen")
 EC2_VERSIONS = (
     "1.0",
     "2007-01-19",
@@ -77,6 +82,9 @@ class InstanceMetadata:
     vendor_data: dict[str, Any] = field(default_factory=dict)
     boot_roles: str = ""  # the booting user's roles, comma-separated (Nova's sysmeta)
     random_seed: str | None = None  # base64; the caller draws it (these functions are pure)
+    # The instance's device metadata: its tagged devices and where the guest finds them
+    # (see cumulo.compute.device_metadata).
+    devices: tuple[dict[str, Any], ...] = ()
 
 
 # -- OpenStack format ------------------------------------------------------------------------
@@ -104,11 +112,42 @@ def meta_data(inst: InstanceMetadata, version: str = "latest") -> dict[str, Any]
         doc["random_seed"] = inst.random_seed
     if _at_least(version, "2013-10-17"):
         doc["project_id"] = inst.project_id
-    if _at_least(version, "2016-06-30"):
-        doc["devices"] = []
+    if _at_least(version, _DEVICES_SINCE):
+        doc["devices"] = devices(inst, version)
     if _at_least(version, "2020-10-14"):
         doc["dedicated_cpus"] = []
     return doc
+
+
+def devices(inst: InstanceMetadata, version: str = "latest") -> list[dict[str, Any]]:
+    """meta_data.json's `devices`: the device metadata as Nova's metadata API shows it
+    (nova/api/metadata/base.py _get_device_metadata), each key from its version on."""
+    shown = []
+    for device in inst.devices:
+        bus = device.get("bus") or "none"
+        if bus not in (*_DEVICE_BUSES, "none"):
+            continue  # Nova leaves out a device on a bus it does not know
+        entry: dict[str, Any] = {}
+        if device.get("type") == "nic":
+            if _at_least(version, _DEVICE_VLAN_SINCE) and device.get("vlan") is not None:
+                entry["vlan"] = device["vlan"]
+            if _at_least(version, _DEVICE_VF_TRUSTED_SINCE):
+                entry["vf_trusted"] = bool(device.get("vf_trusted", False))
+            entry["type"] = "nic"
+            entry["mac"] = device["mac"]
+            if not ("tags" in device or "vlan" in entry or "vf_trusted" in entry):
+                continue
+        elif device.get("type") == "disk":
+            entry["type"] = "disk"
+            entry.update({k: device[k] for k in ("serial", "path") if k in device})
+        else:
+            continue
+        entry["bus"] = bus
+        entry["address"] = (device.get("address") or "none") if bus != "none" else "none"
+        if "tags" in device:
+            entry["tags"] = list(device["tags"])
+        shown.append(entry)
+    return shown
 
 
 def network_data(inst: InstanceMetadata) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from cumulo.compute.virt.driver import (
     GuestSpec,
     ImageSpec,
     Vif,
+    pci_address,
 )
 from cumulo.compute.virt.qemu import QemuDriver, tap_name
 from cumulo.metadata import InstanceMetadata, config_drive_files
@@ -119,6 +120,20 @@ def disks_seen(console: str) -> list[str]:
     return lines[-1].split(f"{MARK} disks", 1)[1].split() if lines else []
 
 
+async def pci_slots(state_dir: Path, guest: str) -> dict[str, str]:
+    """Where QEMU put each device on the guest's PCI bus (device id -> the address the
+    guest finds it at), as the running QEMU reports it."""
+    directory = state_dir / "compute" / "e2e-host" / "instances" / guest
+    async with qemu_process.qmp_session(directory, guest) as qmp:
+        buses = await qmp.execute("query-pci")
+    return {
+        dev["qdev_id"]: pci_address(dev["slot"])
+        for bus in buses
+        for dev in bus["devices"]
+        if dev.get("qdev_id") and dev["function"] == 0
+    }
+
+
 async def wait_state(driver: QemuDriver, guest: str, state: PowerState, timeout: float = 10):
     deadline = time.monotonic() + timeout
     while (info := await driver.get_info(guest)).state != state:
@@ -206,6 +221,15 @@ async def test_a_volume_hot_plugs_into_the_guest_and_unplugs(driver, running, st
         )
         await asyncio.sleep(0.2)
     assert disks[: len(before)] == before and len(disks) == len(before) + 1
+    # The device metadata's address of the volume is where QEMU put it (and the root disk
+    # and config drive are in their own slots, vda and vdb).
+    [reported] = [a for a in await driver.get_device_addresses(running) if a.kind == "disk"]
+    slots = await pci_slots(state_dir, running)
+    assert (reported.id, reported.address) == (
+        device.volume_id,
+        slots[f"vol-{device.volume_id[:12]}"],
+    )
+    assert (slots["root"], slots["config"]) == ("0000:00:07.0", "0000:00:0a.0")
     await driver.detach_volume(running, device.volume_id)
     deadline = time.monotonic() + 20
     while disks_seen(await driver.get_console_output(running)) != before:
@@ -264,6 +288,11 @@ async def test_a_guest_with_a_port_gets_a_tap_with_its_mac(driver, tiny_guest, s
     )[0]
     assert link["mtu"] == 1450
     await wait_console(driver, spec.uuid, f"{MARK} eth0 mac fa:16:3e:12:34:56")
+    # The NIC is in the slot the device metadata says, laid out before it was spawned.
+    reported = await driver.get_device_addresses(spec.uuid)
+    assert reported == driver.device_layout(spec)
+    [nic] = reported
+    assert nic.address == (await pci_slots(state_dir, spec.uuid))[f"nic-{tap}"]
     await driver.destroy(spec.uuid)
     assert not Path(f"/sys/class/net/{tap}").exists()
     assert not qemu_pids(spec.uuid)

@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from cumulo.common.app import json_body
 from cumulo.common.faults import BadRequest, Conflict, NotFound
+from cumulo.compute.api import wire
 from cumulo.compute.api.common import authorize, compute_of, json, no_content, version
 from cumulo.compute.states import InstanceInvalidState
 
@@ -26,7 +27,7 @@ def _view(request: Request, entry: dict[str, Any]) -> dict[str, Any]:
         "port_state": "ACTIVE",
     }
     if version(request) >= (2, 70):
-        body["tag"] = None
+        body["tag"] = entry.get("tag")
     return body
 
 
@@ -59,6 +60,10 @@ async def attach_interface(request: Request) -> Response:
     if bool(net_id) == bool(port_id):
         raise BadRequest("Give either net_id or port_id.")
     wanted: dict[str, Any] = {"port": port_id} if port_id else {"uuid": net_id}
+    if "tag" in body:
+        if version(request) < (2, 49):
+            raise BadRequest("Additional properties are not allowed ('tag' was unexpected)")
+        wanted["tag"] = wire.tag("tag", body["tag"])
     fixed = body.get("fixed_ips")
     if fixed:
         if (

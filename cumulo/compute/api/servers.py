@@ -46,7 +46,7 @@ class NetworkRequest(_Strict):
     uuid: StrictStr | None = None
     port: StrictStr | None = None
     fixed_ip: StrictStr | None = None
-    tag: StrictStr | None = None
+    tag: Any = None  # checked with the microversion (_check_device_tag)
 
 
 class SecurityGroupRef(_Strict):
@@ -103,6 +103,25 @@ def _server_list_hint(hints: dict[str, Any], name: str) -> list[str]:
     return servers
 
 
+# Device role tags at boot (Nova's create schemas): networks from 2.32 to 2.36 (2.37
+# dropped them by mistake), block devices at 2.32 only (2.33 did); both again from 2.42.
+_NETWORK_TAGS = (((2, 32), (2, 36)), ((2, 42), None))
+_BDM_TAGS = (((2, 32), (2, 32)), ((2, 42), None))
+
+
+def _check_device_tag(
+    v: tuple[int, int], field: str, tag: Any, versions: tuple[tuple[Any, Any], ...]
+) -> None:
+    """A device role tag in `field`: refused where the microversion has none, checked
+    where it has."""
+    if not any(low <= v and (high is None or v <= high) for low, high in versions):
+        raise BadRequest(
+            f"Invalid input for field/attribute {field}. "
+            "Additional properties are not allowed ('tag' was unexpected)"
+        )
+    wire.tag("tag", tag)
+
+
 def _truthy(value: bool | str | None) -> bool:
     return value is True or (isinstance(value, str) and value.lower() in ("true", "1", "yes"))
 
@@ -135,6 +154,8 @@ def _parse_create(request: Request, data: Any) -> tuple[CreateRequest, bool]:
                     "Invalid input for field/attribute networks: each network "
                     "needs a uuid or a port."
                 )
+            if "tag" in net.model_fields_set:
+                _check_device_tag(v, "networks", net.tag, _NETWORK_TAGS)
             networks.append(net.model_dump(exclude_none=True))
     else:
         networks = body.networks
@@ -156,6 +177,9 @@ def _parse_create(request: Request, data: Any) -> tuple[CreateRequest, bool]:
     for tag in body.tags:
         if not 1 <= len(tag) <= 60 or "/" in tag or "," in tag:
             raise BadRequest(f"Invalid input for field/attribute tags. Value: {tag}.")
+    for mapping in body.block_device_mapping_v2:
+        if isinstance(mapping, dict) and "tag" in mapping:
+            _check_device_tag(v, "block_device_mapping_v2", mapping["tag"], _BDM_TAGS)
     min_count = _count(body.min_count, "min_count")
     max_count = _count(body.max_count if body.max_count is not None else min_count, "max_count")
     if max_count < min_count:

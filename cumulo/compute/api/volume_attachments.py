@@ -73,8 +73,10 @@ async def attach(request: Request) -> Response:
     if device is not None and (not isinstance(device, str) or not device.startswith("/dev/")):
         raise BadRequest("Invalid input for field/attribute device.")
     tag = body.get("tag")
-    if tag is not None and version(request) < (2, 49):
-        raise BadRequest("Additional properties are not allowed ('tag' was unexpected)")
+    if "tag" in body:
+        if version(request) < (2, 49):
+            raise BadRequest("Additional properties are not allowed ('tag' was unexpected)")
+        wire.tag("tag", tag)
     delete = body.get("delete_on_termination", False)
     if "delete_on_termination" in body and version(request) < (2, 79):
         raise BadRequest(
@@ -141,11 +143,8 @@ def _update_body(data: Any) -> dict[str, Any]:
     device = body.get("device")
     if device is not None and not (isinstance(device, str) and _DEVICE.search(device)):
         raise wire.invalid("device", device, "does not match a device name such as /dev/vdb")
-    tag = body.get("tag")
-    if "tag" in body and not (
-        isinstance(tag, str) and 1 <= len(tag) <= 60 and "/" not in tag and "," not in tag
-    ):
-        raise wire.invalid("tag", tag, "a tag is 1-60 characters without '/' or ','")
+    if "tag" in body:
+        wire.tag("tag", body["tag"])
     if "delete_on_termination" in body:
         body["delete_on_termination"] = wire.boolean(
             "delete_on_termination", body["delete_on_termination"]

@@ -123,6 +123,17 @@ def hostname(value: Any, fqdn: bool = False) -> str:
     return value
 
 
+def tag(field: str, value: Any) -> str:
+    """Nova's parameter_types.tag (device role tags): 1-60 characters, no '/' or ','."""
+    if not isinstance(value, str):
+        raise invalid(field, value, f"{value!r} is not of type 'string'")
+    if not 1 <= len(value) <= 60:
+        raise invalid(field, value, "Length must be between 1 and 60")
+    if "/" in value or "," in value:
+        raise invalid(field, value, f"{value!r} does not match '^[^,/]*$'")
+    return value
+
+
 def is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)

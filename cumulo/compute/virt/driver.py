@@ -99,6 +99,22 @@ class GuestSpec:
 
 
 @dataclass(frozen=True)
+class DeviceAddress:
+    """Where the guest finds one of its NICs (by MAC) or volumes (by volume id): the bus
+    and the address on it (Nova's DeviceBus), which device role tags are reported with."""
+
+    kind: str  # "nic" or "disk"
+    id: str  # a NIC's MAC address, a disk's volume id
+    bus: str  # "pci", "scsi", "ide" or "usb"
+    address: str  # on PCI as Linux names it: "0000:00:0b.0"
+
+
+def pci_address(slot: int) -> str:
+    """The address of function 0 of `slot` on the guest's PCI bus 0 (domain:bus:slot.fn)."""
+    return f"0000:00:{slot:02x}.0"
+
+
+@dataclass(frozen=True)
 class GuestInfo:
     state: PowerState
     max_mem_kb: int
@@ -269,6 +285,18 @@ class ComputeDriver(abc.ABC):
 
     async def get_vnc_console(self, uuid: str) -> dict[str, Any]:
         raise DriverError("this driver has no graphical console")
+
+    # -- device role tagging -----------------------------------------------------------
+
+    def device_layout(self, guest: GuestSpec) -> tuple[DeviceAddress, ...]:
+        """Where spawn will put the guest's volumes and NICs: the config drive, written
+        before the guest exists, tells it (spawn keeps to this layout). A driver that
+        cannot say reports nothing, and tagged devices are then left out of the metadata."""
+        return ()
+
+    async def get_device_addresses(self, uuid: str) -> tuple[DeviceAddress, ...]:
+        """Where the guest's volumes and NICs are now (after hot-plugs and unplugs)."""
+        return ()
 
     # -- rescue ----------------------------------------------------------------------
 

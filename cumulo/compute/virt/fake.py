@@ -18,6 +18,7 @@ from cumulo.compute.states import PowerState
 from cumulo.compute.virt.driver import (
     BlockDevice,
     ComputeDriver,
+    DeviceAddress,
     DriverError,
     FlavorSpec,
     GuestInfo,
@@ -25,9 +26,15 @@ from cumulo.compute.virt.driver import (
     GuestSpec,
     HostResources,
     Vif,
+    pci_address,
     stable_rescue_device,
 )
 from cumulo.compute.virt.fake_console import FakeScreen
+
+# The fake guest's PCI bus: its volumes and NICs from slot 4 on (after the host bridge,
+# the ISA bridge, the VGA card and the root disk), each keeping its slot until unplugged.
+_FIRST_SLOT = 0x04
+_LAST_SLOT = 0x1F
 
 
 @dataclass
@@ -43,9 +50,36 @@ class FakeGuest:
     admin_password: str | None = None
     # The rescue guest booted in its place (its own disk attached second), if any.
     rescue: GuestSpec | None = None
+    # PCI slots of its volumes ("disk", volume id) and NICs ("nic", MAC).
+    slots: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def log(self, line: str) -> None:
         self.console.append(line)
+
+    def plug(self, kind: str, key: str) -> int:
+        """A hot-plugged device takes the lowest free slot."""
+        used = set(self.slots.values())
+        slot = next((n for n in range(_FIRST_SLOT, _LAST_SLOT + 1) if n not in used), None)
+        if slot is None:
+            raise DriverError(f"guest {self.spec.uuid} has no free PCI slot left")
+        self.slots[(kind, key)] = slot
+        return slot
+
+
+def _boot_layout(spec: GuestSpec) -> dict[tuple[str, str], int]:
+    """The slots a guest boots with: its volumes, then its NICs, in their order."""
+    devices = [("disk", d.volume_id) for d in spec.block_devices]
+    devices += [("nic", v.mac) for v in spec.vifs]
+    if _FIRST_SLOT + len(devices) - 1 > _LAST_SLOT:
+        raise DriverError(f"a guest has room for {_LAST_SLOT - _FIRST_SLOT + 1} volumes and NICs")
+    return {device: _FIRST_SLOT + n for n, device in enumerate(devices)}
+
+
+def _addresses(slots: dict[tuple[str, str], int]) -> tuple[DeviceAddress, ...]:
+    return tuple(
+        DeviceAddress(kind, key, "pci", pci_address(slot))
+        for (kind, key), slot in sorted(slots.items(), key=lambda item: item[1])
+    )
 
 
 class FakeDriver(ComputeDriver):
@@ -95,7 +129,7 @@ class FakeDriver(ComputeDriver):
             await asyncio.sleep(self.spawn_delay)
         if self.fail_spawn:
             raise DriverError(f"fake host {self.hostname} is set to fail every spawn")
-        fake = FakeGuest(guest)
+        fake = FakeGuest(guest, slots=_boot_layout(guest))
         fake.log(f"fake guest {guest.name} ({guest.uuid}) booting on {self.hostname}")
         for vif in guest.vifs:
             fake.log(f"eth: {vif.mac} on network {vif.network_id} ips {','.join(vif.fixed_ips)}")
@@ -171,13 +205,15 @@ class FakeDriver(ComputeDriver):
         guest = self._guest(uuid)
         if device.volume_id in guest.volumes:
             raise DriverError(f"volume {device.volume_id} is already attached to {uuid}")
+        slot = guest.plug("disk", device.volume_id)
         guest.volumes[device.volume_id] = device
-        guest.log(f"virtio disk {device.device_name} attached")
+        guest.log(f"virtio disk {device.device_name} attached at {pci_address(slot)}")
 
     async def detach_volume(self, uuid: str, volume_id: str) -> None:
         guest = self._guest(uuid)
         if guest.volumes.pop(volume_id, None) is None:
             raise DriverError(f"volume {volume_id} is not attached to {uuid}")
+        guest.slots.pop(("disk", volume_id), None)
         guest.log("virtio disk detached")
 
     async def extend_volume(self, uuid: str, volume_id: str) -> None:
@@ -233,14 +269,18 @@ class FakeDriver(ComputeDriver):
         guest = self._guest(uuid)
         if any(v.port_id == vif.port_id for v in guest.spec.vifs):
             raise DriverError(f"port {vif.port_id} is already plugged into {uuid}")
+        slot = guest.plug("nic", vif.mac)
         guest.spec = replace(guest.spec, vifs=(*guest.spec.vifs, vif))
-        guest.log(f"eth: {vif.mac} hot-plugged on network {vif.network_id}")
+        guest.log(f"eth: {vif.mac} hot-plugged at {pci_address(slot)} on network {vif.network_id}")
 
     async def detach_interface(self, uuid: str, port_id: str) -> None:
         guest = self._guest(uuid)
         vifs = tuple(v for v in guest.spec.vifs if v.port_id != port_id)
         if len(vifs) == len(guest.spec.vifs):
             raise DriverError(f"port {port_id} is not plugged into {uuid}")
+        for vif in guest.spec.vifs:
+            if vif.port_id == port_id:
+                guest.slots.pop(("nic", vif.mac), None)
         guest.spec = replace(guest.spec, vifs=vifs)
         guest.log("eth: unplugged")
 
@@ -249,6 +289,12 @@ class FakeDriver(ComputeDriver):
         self._require(guest, PowerState.RUNNING)
         guest.admin_password = password
         guest.log("admin password changed")
+
+    def device_layout(self, guest: GuestSpec) -> tuple[DeviceAddress, ...]:
+        return _addresses(_boot_layout(guest))
+
+    async def get_device_addresses(self, uuid: str) -> tuple[DeviceAddress, ...]:
+        return _addresses(self._guest(uuid).slots)
 
     async def get_vnc_console(self, uuid: str) -> dict[str, Any]:
         # A real (blank) VNC screen, started on first use: thousands of simulated hosts
@@ -302,6 +348,7 @@ class FakeDriver(ComputeDriver):
         state = PowerState.RUNNING if power_on else PowerState.SHUTDOWN
         moved = FakeGuest(guest, state, console=list(disk_info.get("console") or []))
         moved.volumes = {d.volume_id: d for d in guest.block_devices}
+        moved.slots = _boot_layout(guest)
         moved.log(f"migrated to {self.hostname} as {guest.flavor.name}")
         self.guests[guest.uuid] = moved
 
@@ -340,6 +387,7 @@ class FakeDriver(ComputeDriver):
             raise GuestNotFound(f"no incoming guest {uuid} on {self.hostname}")
         moved = FakeGuest(spec, PowerState(result["state"]), console=list(result["console"]))
         moved.volumes = {d.volume_id: d for d in spec.block_devices}
+        moved.slots = _boot_layout(spec)
         moved.log(f"running on {self.hostname}")
         self.guests[uuid] = moved
 

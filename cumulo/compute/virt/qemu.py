@@ -31,12 +31,14 @@ from cumulo.compute.virt import qemu_process as qp
 from cumulo.compute.virt.driver import (
     BlockDevice,
     ComputeDriver,
+    DeviceAddress,
     DriverError,
     GuestInfo,
     GuestNotFound,
     GuestSpec,
     HostResources,
     Vif,
+    pci_address,
 )
 from cumulo.compute.virt.qemu_moves import QemuMoves
 from cumulo.testing.guest import default_cache_dir
@@ -206,7 +208,11 @@ class QemuDriver(QemuMoves, ComputeDriver):
         """guest.json of a new guest (its volumes as given, the root one first when it
         boots from a volume), saved before anything outside its directory exists (a host
         killed from here on leaves a record destroy() removes it all by); then its taps."""
-        volumes = {d.volume_id: dataclasses.asdict(_volume_drive(d)) for d in guest.block_devices}
+        volume_slots, _nic_slots = _boot_slots(guest)
+        volumes = {
+            d.volume_id: dataclasses.asdict(_volume_drive(d, slot))
+            for d, slot in zip(guest.block_devices, volume_slots, strict=True)
+        }
         record = {"machine": dataclasses.asdict(machine), "volumes": volumes, "suspended": False}
         self._save(guest.uuid, record)
         for vif in guest.vifs:
@@ -278,13 +284,47 @@ class QemuDriver(QemuMoves, ComputeDriver):
             machine.drives.append(
                 qp.Drive("config", str(iso), "raw", read_only=True, serial="config-2")
             )
+        for drive in machine.drives:
+            drive.slot = qp.DISK_SLOTS[drive.node]
         namespaces = {vif.netns for vif in guest.vifs}
         if len(namespaces) > 1:
             raise DriverError("a guest's ports must all be in one network namespace")
         machine.netns = namespaces.pop() if namespaces else None
         # The taps are named here and plugged once the record names them (see spawn).
-        machine.nics += [qp.Nic(tap_name(vif.port_id), vif.mac) for vif in guest.vifs]
+        _volume_slots, nic_slots = _boot_slots(guest)
+        machine.nics += [
+            qp.Nic(tap_name(vif.port_id), vif.mac, slot)
+            for vif, slot in zip(guest.vifs, nic_slots, strict=True)
+        ]
         return machine
+
+    def device_layout(self, guest: GuestSpec) -> tuple[DeviceAddress, ...]:
+        volume_slots, nic_slots = _boot_slots(guest)
+        return (
+            *(
+                DeviceAddress("disk", d.volume_id, "pci", pci_address(slot))
+                for d, slot in zip(guest.block_devices, volume_slots, strict=True)
+            ),
+            *(
+                DeviceAddress("nic", vif.mac, "pci", pci_address(slot))
+                for vif, slot in zip(guest.vifs, nic_slots, strict=True)
+            ),
+        )
+
+    async def get_device_addresses(self, uuid: str) -> tuple[DeviceAddress, ...]:
+        record = self._load(uuid)
+        return (
+            *(
+                DeviceAddress("disk", volume_id, "pci", pci_address(drive["slot"]))
+                for volume_id, drive in record["volumes"].items()
+                if drive.get("slot") is not None
+            ),
+            *(
+                DeviceAddress("nic", nic["mac"], "pci", pci_address(nic["slot"]))
+                for nic in record["machine"]["nics"]
+                if nic.get("slot") is not None
+            ),
+        )
 
     async def _start(
         self,
@@ -480,7 +520,8 @@ class QemuDriver(QemuMoves, ComputeDriver):
             netns = record["machine"].get("netns")
             if vif.netns != netns:
                 raise DriverError("a guest's ports must all be in one network namespace")
-            tap = await _plug_tap(vif)
+            nic = qp.Nic(tap_name(vif.port_id), vif.mac, qp.free_slot(qp.used_slots(record)))
+            await _plug_tap(vif)
             if self._alive(uuid):
                 try:
                     await self._qmp(
@@ -488,26 +529,17 @@ class QemuDriver(QemuMoves, ComputeDriver):
                         "netdev_add",
                         {
                             "type": "tap",
-                            "id": f"net-{tap}",
-                            "ifname": tap,
+                            "id": f"net-{nic.tap}",
+                            "ifname": nic.tap,
                             "script": "no",
                             "downscript": "no",
                         },
                     )
-                    await self._qmp(
-                        uuid,
-                        "device_add",
-                        {
-                            "driver": "virtio-net-pci",
-                            "netdev": f"net-{tap}",
-                            "mac": vif.mac,
-                            "id": f"nic-{tap}",
-                        },
-                    )
+                    await self._qmp(uuid, "device_add", qp.nic_args(nic))
                 except Exception:
-                    await _unplug_tap(tap, netns)
+                    await _unplug_tap(nic.tap, netns)
                     raise
-            record["machine"]["nics"].append({"tap": tap, "mac": vif.mac})
+            record["machine"]["nics"].append(dataclasses.asdict(nic))
             self._save(uuid, record)
 
     async def detach_interface(self, uuid: str, port_id: str) -> None:
@@ -584,7 +616,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
             record = self._load(uuid)
             if device.volume_id in record["volumes"]:
                 raise DriverError(f"volume {device.volume_id} is already attached to {uuid}")
-            drive = _volume_drive(device)
+            drive = _volume_drive(device, qp.free_slot(qp.used_slots(record)))
             if self._alive(uuid):
                 await self._blockdev_add(uuid, drive)
                 try:
@@ -667,8 +699,19 @@ def _machine(record: dict[str, Any]) -> qp.MachineConfig:
     return qp.MachineConfig(**fields)
 
 
-def _volume_drive(device: BlockDevice) -> qp.Drive:
-    """A volume as a drive, from Block Storage's connection info (file or nbd)."""
+def _boot_slots(guest: GuestSpec) -> tuple[list[int], list[int]]:
+    """The PCI slots a new guest's volumes and NICs get: the free ones in order, volumes
+    first (the root volume of a volume-backed guest is its first disk, vda)."""
+    first, count = qp.FIRST_FREE_SLOT, len(guest.block_devices) + len(guest.vifs)
+    if first + count - 1 > qp.LAST_SLOT:
+        raise DriverError(f"a guest has room for {qp.LAST_SLOT - first + 1} volumes and NICs")
+    slots = list(range(first, first + count))
+    return slots[: len(guest.block_devices)], slots[len(guest.block_devices) :]
+
+
+def _volume_drive(device: BlockDevice, slot: int | None = None) -> qp.Drive:
+    """A volume as a drive, from Block Storage's connection info (file or nbd), at that
+    PCI slot."""
     info = device.connection_info
     kind = info.get("driver_volume_type")
     data = info.get("data") or {}
@@ -689,6 +732,7 @@ def _volume_drive(device: BlockDevice) -> qp.Drive:
         read_only=data.get("access_mode") == "ro" or bool(data.get("read_only", False)),
         serial=device.volume_id[:20],  # Nova's choice: /dev/disk/by-id/virtio-<id20>
         protocol=protocol,
+        slot=slot,
     )
 
 

@@ -92,21 +92,34 @@ class QemuMoves:
             )  # fmt: skip
             machine = dict(record["machine"])
             drives = [d for d in machine["drives"] if d["node"] != "config"]
-            rescue_drive = qp.Drive("rescue", str(disk), "qcow2")
+            rescue_drive = qp.Drive("rescue", str(disk), "qcow2", slot=qp.DISK_SLOTS["rescue"])
             if stable:
                 # Nova's stable device rescue: the guest's disks stay where they are and
                 # the rescue disk comes last, on the image's bus, booted first.
                 # (A kernel booted directly holds boot index 0 already.)
                 bus, media = stable
                 first = None if image.kernel_path else 0
-                rescue_drive = replace(rescue_drive, bus=bus, media=media, bootindex=first)
+                rescue_drive = replace(
+                    rescue_drive,
+                    bus=bus,
+                    media=media,
+                    bootindex=first,
+                    slot=qp.slot_after_disks(record) if bus == "virtio" else None,
+                )
                 rescue_drives = [*drives, dict(rescue_drive.__dict__)]
             else:  # the rescue disk first, the guest's own disks after it
                 rescue_drives = [dict(rescue_drive.__dict__), *drives]
             if rescue.config_drive is not None:
                 iso = directory / "disk.config.rescue"
                 await asyncio.to_thread(build_config_drive, rescue.config_drive, iso)
-                drive = qp.Drive("config", str(iso), "raw", read_only=True, serial="config-2")
+                drive = qp.Drive(
+                    "config",
+                    str(iso),
+                    "raw",
+                    read_only=True,
+                    serial="config-2",
+                    slot=qp.DISK_SLOTS["config"],
+                )
                 at = len(drives) if stable else len(rescue_drives)
                 rescue_drives.insert(at, dict(drive.__dict__))
             machine["drives"] = rescue_drives

@@ -32,6 +32,19 @@ LOG = logging.getLogger(__name__)
 
 QEMU = "qemu-system-x86_64"
 
+# Slots on the pc machine's PCI bus 0, each device's own, so a device is where the device
+# metadata (device role tags) says across restarts, hot-plugs and unplugs. Slot 0 is the
+# host bridge, 1 the PIIX3 (ISA, IDE, ACPI), 2 the VGA card of -vga (its first free slot).
+SLOT_GUEST_AGENT = 0x03  # virtio-serial
+SLOT_SCSI = 0x04  # virtio-scsi, for a stable rescue's SCSI disk
+SLOT_USB = 0x05  # xHCI, for a stable rescue's USB disk
+# The local disks, in the order the guest names them (vda, vdb, ...): a rescue disk that
+# boots in the guest's place before its root disk.
+DISK_SLOTS = {"rescue": 0x06, "root": 0x07, "eph0": 0x08, "swap": 0x09, "config": 0x0A}
+# Volumes and NICs take the lowest free slot from here (at spawn: volumes, then NICs).
+FIRST_FREE_SLOT = 0x0B
+LAST_SLOT = 0x1F
+
 
 @dataclass
 class Drive:
@@ -48,12 +61,45 @@ class Drive:
     bus: str = "virtio"  # virtio, scsi, usb or ide (driver.RESCUE_BUSES)
     media: str = "disk"  # or cdrom
     bootindex: int | None = None  # the firmware boots this one first
+    slot: int | None = None  # a virtio disk's PCI slot (None: QEMU's choice)
 
 
 @dataclass
 class Nic:
     tap: str
     mac: str
+    slot: int | None = None  # PCI slot (None: QEMU's choice)
+
+
+def free_slot(used: set[int], start: int = FIRST_FREE_SLOT) -> int:
+    """The lowest PCI slot from `start` for a volume or NIC that no device holds."""
+    for slot in range(start, LAST_SLOT + 1):
+        if slot not in used:
+            return slot
+    raise DriverError("the guest has no free PCI slot left for another device")
+
+
+def used_slots(record: dict[str, Any]) -> set[int]:
+    """The PCI slots the guest's disks, volumes and NICs hold (in guest.json)."""
+    machine = record["machine"]
+    devices = [*machine["drives"], *record["volumes"].values(), *machine["nics"]]
+    return {d["slot"] for d in devices if d.get("slot") is not None}
+
+
+def slot_after_disks(record: dict[str, Any]) -> int:
+    """A free PCI slot after every virtio disk of the guest (guest.json): a disk put
+    there is named after them (a stable rescue's disk comes last)."""
+    machine = record["machine"]
+    slots = [
+        d["slot"]
+        for d in [*machine["drives"], *record["volumes"].values()]
+        if d.get("bus", "virtio") == "virtio" and d.get("slot") is not None
+    ]
+    return free_slot(used_slots(record), max([FIRST_FREE_SLOT - 1, *slots]) + 1)
+
+
+def _addr(slot: int) -> str:
+    return f"{slot:02x}.0"  # QEMU's addr property: slot.function, in hex
 
 
 @dataclass
@@ -121,7 +167,7 @@ def command_line(
         # QEMU listens on qga.sock in the instance directory (its working directory).
         argv += [
             "-chardev", f"socket,id=qga0,path={QGA_SOCKET},server=on,wait=off",
-            "-device", "virtio-serial-pci,id=virtio-serial0",
+            "-device", f"virtio-serial-pci,id=virtio-serial0,addr={_addr(SLOT_GUEST_AGENT)}",
             "-device", "virtserialport,bus=virtio-serial0.0,chardev=qga0,"
             "name=org.qemu.guest_agent.0",
         ]  # fmt: skip
@@ -133,9 +179,9 @@ def command_line(
             argv += ["-append", config.command_line]
     buses = {drive.bus for drive in config.drives}
     if "scsi" in buses:
-        argv += ["-device", "virtio-scsi-pci,id=scsi0"]
+        argv += ["-device", f"virtio-scsi-pci,id=scsi0,addr={_addr(SLOT_SCSI)}"]
     if "usb" in buses:
-        argv += ["-device", "qemu-xhci,id=usb0"]
+        argv += ["-device", f"qemu-xhci,id=usb0,addr={_addr(SLOT_USB)}"]
     for drive in config.drives:
         fd = (nbd_fds or {}).get(drive.node)
         argv += [
@@ -146,7 +192,7 @@ def command_line(
         # Ids follow the tap (so the port): a NIC plugged later is found by the same name.
         argv += [
             "-netdev", f"tap,id=net-{nic.tap},ifname={nic.tap},script=no,downscript=no",
-            "-device", f"virtio-net-pci,netdev=net-{nic.tap},mac={nic.mac},id=nic-{nic.tap}",
+            "-device", json.dumps(nic_args(nic)),
         ]  # fmt: skip
     if incoming:
         argv += ["-incoming", incoming]
@@ -207,10 +253,25 @@ def device_args(drive: Drive) -> dict[str, Any]:
         args |= {"driver": "ide-cd" if cdrom else "ide-hd"}
     else:
         args["driver"] = "virtio-blk-pci"
+        if drive.slot is not None:
+            args["addr"] = _addr(drive.slot)
     if drive.serial:
         args["serial"] = drive.serial
     if drive.bootindex is not None:
         args["bootindex"] = drive.bootindex
+    return args
+
+
+def nic_args(nic: Nic) -> dict[str, Any]:
+    """A NIC's -device (and device_add) arguments: virtio-net on its tap's netdev."""
+    args: dict[str, Any] = {
+        "driver": "virtio-net-pci",
+        "netdev": f"net-{nic.tap}",
+        "mac": nic.mac,
+        "id": f"nic-{nic.tap}",
+    }
+    if nic.slot is not None:
+        args["addr"] = _addr(nic.slot)
     return args
 
 
