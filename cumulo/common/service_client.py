@@ -27,7 +27,13 @@ def url_path(template: str, *values: object) -> str:
     """`template` with each `{}` filled by one value percent-encoded as one path segment:
     an id a user typed may hold `/`, `?`, spaces or control characters, and must reach
     the other service as the one segment it was (which answers 404), never as a path."""
-    return template.format(*(quote(str(v), safe="") for v in values))
+    return template.format(*(_segment(v) for v in values))
+
+
+def _segment(value: object) -> str:
+    # `.` and `..` would be read as dot segments (httpx removes them): their dots encoded.
+    quoted = quote(str(value), safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
 # The call joins the trace, and the other service logs it under the same global id.

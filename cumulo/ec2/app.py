@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -9,7 +10,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cumulo.common.app import create_app
 from cumulo.common.config import CumuloConfig, database_url
@@ -45,6 +46,8 @@ _PROTOCOL_FIELDS = {
     "X-Amz-Signature",
     "X-Amz-Security-Token",
 }
+# A Query API form is small (user data is 16 KiB at most): a larger body is not read.
+MAX_FORM_BYTES = 1024 * 1024
 # Services the EC2 API calls, by the catalog's port attribute.
 _BACKENDS = {
     "compute": "compute",
@@ -89,7 +92,7 @@ def create_ec2_app(service: Ec2Service):
     async def endpoint(request: Request) -> Response:
         request_id = request.scope.get("state", {}).get("request_id", "")
         try:
-            body = await request.body()
+            body = await _form_body(request)
             fields = dict(request.query_params)
             if request.method == "POST":
                 fields.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
@@ -152,5 +155,79 @@ def create_ec2_app(service: Ec2Service):
         Route("/cloud-cert.pem", cloud_certificate, methods=["GET"]),
     ]
     app = create_app("ec2", routes, render_identity, dialect="ec2")
+    app.add_middleware(Ec2ErrorDocuments)
     app.state.ec2 = service
     return app
+
+
+async def _form_body(request: Request) -> bytes:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            raise Ec2Error(
+                "InvalidRequest", f"The request body is over {MAX_FORM_BYTES} bytes.", status=413
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Ec2ErrorDocuments:
+    """What is refused before the endpoint reads an action — [limits] (URL, headers,
+    rate), a path or method it does not serve, an unexpected failure — answered as an EC2
+    error document instead of the JSON body the common app writes: `InvalidRequest` with
+    the refusal's status, `RequestLimitExceeded` (503, EC2's throttling) for a rate."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def send_as_ec2(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers", []))
+                if message["status"] >= 400 and headers.get(b"content-type", b"").startswith(
+                    b"application/json"
+                ):
+                    start = message
+                    return
+            elif message["type"] == "http.response.body" and start is not None:
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    await self._send_document(scope, start, b"".join(chunks), send)
+                return
+            await send(message)
+
+        await self.app(scope, receive, send_as_ec2)
+
+    @staticmethod
+    async def _send_document(scope: Scope, start: Message, body: bytes, send: Send) -> None:
+        status = start["status"]
+        try:
+            message = json.loads(body)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = "The request was refused."
+        if status == 429:
+            err = Ec2Error("RequestLimitExceeded", message, status=503)
+        elif status >= 500:
+            err = Ec2Error("Unavailable" if status == 503 else "InternalError", message, status)
+        else:
+            err = Ec2Error("InvalidRequest", message, status)
+        document = err.document(scope.get("state", {}).get("request_id", ""))
+        headers = [
+            (k, v)
+            for k, v in start.get("headers", [])
+            if k not in (b"content-type", b"content-length")
+        ]
+        headers += [
+            (b"content-type", b"text/xml"),
+            (b"content-length", str(len(document)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": err.status, "headers": headers})
+        await send({"type": "http.response.body", "body": document})

@@ -64,6 +64,10 @@ def credentials_of(req: SignedRequest, region: str) -> dict[str, Any]:
         raise Ec2Error(
             "AuthFailure", "The request carries no AWS signature (Signature Version 4 or 2)."
         )
+    if req.verb == "POST" and req.query:
+        # A POST's canonical request has no query here (its parameters are the hashed
+        # form), so what its URL adds would go unsigned: refused, not trusted.
+        raise _refused("A POST carries its parameters in its form body, not in its URL.")
     if len(scope) != 5 or scope[4] != "aws4_request":
         raise _refused("The credential scope of the signature is malformed.")
     if scope[2] != region:

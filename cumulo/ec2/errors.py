@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from xml.etree.ElementTree import Element, SubElement, tostring
+
+# What XML 1.0 cannot carry, even escaped (control characters, lone surrogates...).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(value: str) -> str:
+    """Text as an XML document can hold it: each character XML forbids as U+FFFD."""
+    return _NOT_XML.sub("\ufffd", value)
+
 
 # The HTTP status of the codes that are not a plain 400 (client error).
 _STATUS = {
@@ -27,8 +37,8 @@ class Ec2Error(Exception):
     def document(self, request_id: str) -> bytes:
         root = Element("Response")
         error = SubElement(SubElement(root, "Errors"), "Error")
-        SubElement(error, "Code").text = self.code
-        SubElement(error, "Message").text = self.message
+        SubElement(error, "Code").text = xml_text(self.code)
+        SubElement(error, "Message").text = xml_text(self.message)
         SubElement(root, "RequestID").text = request_id
         return b'<?xml version="1.0" encoding="UTF-8"?>\n' + tostring(root)
 
@@ -54,5 +64,6 @@ _NOT_FOUND = {
     "igw": ("InvalidInternetGatewayID", "internetGateway ID"),
     "rtb": ("InvalidRouteTableID", "routeTable ID"),
     "eni": ("InvalidNetworkInterfaceID", "networkInterface ID"),
+    "key": ("InvalidKeyPair", "key pair"),
     "import-ami": ("InvalidConversionTaskId", "import task"),
 }

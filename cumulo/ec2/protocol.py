@@ -19,7 +19,7 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 import botocore.session
 from botocore.model import OperationModel, ServiceModel, Shape
 
-from cumulo.ec2.errors import Ec2Error
+from cumulo.ec2.errors import Ec2Error, xml_text
 
 XMLNS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 _MAX_DEPTH = 12  # EC2 input shapes are shallow; a bound keeps odd keys from recursing
@@ -150,7 +150,7 @@ def _fill(parent: Element, shape: Shape, value: Any) -> None:
     elif kind == "map":
         for key, item in value.items():
             entry = SubElement(parent, "entry")
-            SubElement(entry, "key").text = str(key)
+            SubElement(entry, "key").text = xml_text(str(key))
             _fill(SubElement(entry, "value"), shape.value, item)
     elif kind == "boolean":
         parent.text = "true" if value else "false"
@@ -159,7 +159,7 @@ def _fill(parent: Element, shape: Shape, value: Any) -> None:
     elif kind == "blob":
         parent.text = base64.b64encode(value).decode()
     else:
-        parent.text = str(value)
+        parent.text = xml_text(str(value))
 
 
 def timestamp(value: datetime | str) -> str:

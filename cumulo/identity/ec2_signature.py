@@ -73,9 +73,12 @@ def sign_v2(secret: str, verb: str, host: str, path: str, params: Mapping[str, A
     digest = _V2_DIGESTS.get(method)
     if digest is None:
         raise SignatureError(f"Unsupported SignatureMethod: {method}.")
-    string_to_sign = "\n".join(
-        (verb.upper(), host, path or "/", canonical_query(params, exclude="Signature"))
+    # Sorted by name before encoding (SigV2's rule, as boto and keystoneclient sign):
+    # unlike SigV4's, a name such as `{` comes after `Version`, not before it.
+    query = "&".join(
+        f"{_quote(k, safe='')}={_quote(params[k])}" for k in sorted(params) if k != "Signature"
     )
+    string_to_sign = "\n".join((verb.upper(), host, path or "/", query))
     return base64.b64encode(_hmac(secret.encode(), string_to_sign, digest)).decode()
 
 

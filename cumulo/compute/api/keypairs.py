@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
@@ -60,7 +61,7 @@ def ssh_fingerprint(public_key: str) -> str:
         key = serialization.load_ssh_public_key(public_key.strip().encode())
         blob = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         raw = base64.b64decode(blob.split()[1])
-    except (ValueError, IndexError, TypeError, UnicodeError):
+    except (ValueError, IndexError, TypeError, UnicodeError, UnsupportedAlgorithm):
         raise InvalidKeypair("failed to generate fingerprint") from None
     return _colon_hex(hashlib.md5(raw, usedforsecurity=False).digest())
 

@@ -93,6 +93,11 @@ async def associate_address(ctx: Ctx, p: dict[str, Any]) -> dict:
         raise Ec2Error("Resource.AlreadyAssociated", "The address is already associated.")
     if p.get("NetworkInterfaceId"):
         port_id = await ctx.ids.os_id(p["NetworkInterfaceId"], "eni")
+        await ctx.network(
+            "GET",
+            url_path("/v2.0/ports/{}", port_id),
+            errors={"not_found": "InvalidNetworkInterfaceID.NotFound"},
+        )
     elif p.get("InstanceId"):
         server = await server_of(ctx, p["InstanceId"])
         ports = (await ctx.network("GET", f"/v2.0/ports?device_id={server['id']}"))["ports"]

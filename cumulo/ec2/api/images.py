@@ -92,6 +92,15 @@ async def resolve_image(ctx: Ctx, ec2_id: Any, kinds: tuple[str, ...] = IMAGE_KI
     return image
 
 
+async def own_image(ctx: Ctx, ec2_id: Any) -> dict:
+    """An image of the caller's project: NotFound for one it cannot see, AuthFailure for
+    one it may launch but not change (public or shared with it), as EC2 answers."""
+    image = await resolve_image(ctx, ec2_id)
+    if image.get("owner") != ctx.project_id:
+        raise Ec2Error("AuthFailure", f"Not authorized for image:{ec2_id}")
+    return image
+
+
 async def image_ids(ctx: Ctx, os_ids: list[str]) -> dict[str, str]:
     """EC2 ids of images by OpenStack id (their kind read from the image)."""
     out = await ctx.ids.known(IMAGE_KINDS, os_ids)
@@ -218,7 +227,7 @@ async def create_image(ctx: Ctx, p: dict[str, Any]) -> dict:
 
 @action("DeregisterImage")
 async def deregister_image(ctx: Ctx, p: dict[str, Any]) -> dict:
-    image = await resolve_image(ctx, p["ImageId"])
+    image = await own_image(ctx, p["ImageId"])
     await ctx.image(
         "DELETE",
         url_path("/v2/images/{}", image["id"]),
@@ -327,9 +336,7 @@ async def _patch_image(ctx: Ctx, image: dict, ops: list[dict]) -> None:
 
 @action("ModifyImageAttribute")
 async def modify_image_attribute(ctx: Ctx, p: dict[str, Any]) -> dict:
-    image = await resolve_image(ctx, p["ImageId"])
-    if image.get("owner") != ctx.project_id:
-        raise Ec2Error("AuthFailure", "Not authorized to modify this image.")
+    image = await own_image(ctx, p["ImageId"])
     if p.get("Description"):
         await _patch_image(
             ctx,
@@ -381,7 +388,7 @@ async def modify_image_attribute(ctx: Ctx, p: dict[str, Any]) -> dict:
 
 @action("ResetImageAttribute")
 async def reset_image_attribute(ctx: Ctx, p: dict[str, Any]) -> dict:
-    image = await resolve_image(ctx, p["ImageId"])
+    image = await own_image(ctx, p["ImageId"])
     if p["Attribute"] != "launchPermission":
         raise Ec2Error("InvalidRequest", f"The attribute {p['Attribute']} cannot be reset.")
     if image.get("visibility") in ("public", "shared"):

@@ -18,7 +18,6 @@ import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 from xml.etree import ElementTree
 
 from cryptography.hazmat.primitives import padding as sym_padding
@@ -51,7 +50,7 @@ MAX_MANIFEST = 1024 * 1024
 
 def _object_path(ctx: Ctx, bucket: str, key: str) -> str:
     # A bucket is a container of the caller's project (the S3 API's mapping).
-    return f"/v1/AUTH_{ctx.project_id}/{quote(bucket)}/{quote(key)}"
+    return url_path("/v1/AUTH_{}/{}/{}", ctx.project_id, bucket, key)
 
 
 def _s3_location(container: dict[str, Any]) -> tuple[str, str]:

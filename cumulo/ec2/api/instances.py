@@ -18,6 +18,7 @@ from cumulo.ec2 import filters
 from cumulo.ec2.api import action
 from cumulo.ec2.api.images import ROOT_DEVICE, image_by_os_id, image_ids, resolve_image
 from cumulo.ec2.api.tags import paginate, set_tags, tag_set, tags_from_specs, tags_of
+from cumulo.ec2.api.volumes import snapshot_of
 from cumulo.ec2.core import Ctx
 from cumulo.ec2.errors import Ec2Error, not_found
 from cumulo.ec2.ids import new_id
@@ -159,7 +160,9 @@ async def describe_servers(
                 image_refs += [image.get("kernel_id"), image.get("ramdisk_id")]
     images = await image_ids(ctx, [i for i in image_refs if i])
     volumes = await ctx.ids.ec2_ids(
-        "vol", [v["id"] for s in servers for v in s.get("os-extended-volumes:volumes_attached", [])]
+        "vol",
+        [v["id"] for s in servers for v in s.get("os-extended-volumes:volumes_attached", [])],
+        ctx.project_id,
     )
     groups, group_ids = await _group_ids(ctx) if servers else ({}, {})
     all_tags = tags if tags is not None else await tags_of(ctx, list(ids.values()))
@@ -482,7 +485,7 @@ async def _block_devices(ctx: Ctx, mappings: list[dict[str, Any]]) -> list[dict[
         }
         if ebs.get("SnapshotId"):
             bdm["source_type"] = "snapshot"
-            bdm["uuid"] = await ctx.ids.os_id(ebs["SnapshotId"], "snap")
+            bdm["uuid"] = (await snapshot_of(ctx, ebs["SnapshotId"]))["id"]
         else:
             if not ebs.get("VolumeSize"):
                 raise Ec2Error(
@@ -539,7 +542,9 @@ async def run_instances(ctx: Ctx, p: dict[str, Any]) -> dict:
     flavor = await _flavor_by_type(ctx, p.get("InstanceType") or DEFAULT_TYPE)
     if p.get("KeyName"):
         await ctx.compute(
-            "GET", f"/os-keypairs/{p['KeyName']}", errors={"not_found": "InvalidKeyPair.NotFound"}
+            "GET",
+            url_path("/os-keypairs/{}", p["KeyName"]),
+            errors={"not_found": "InvalidKeyPair.NotFound"},
         )
     instance_tags = tags_from_specs(p.get("TagSpecifications"), "instance")
     server: dict[str, Any] = {
@@ -579,11 +584,12 @@ async def run_instances(ctx: Ctx, p: dict[str, Any]) -> dict:
                 },
                 *bdms,
             ]
-    # Ids first: one instance is created under its own id as its name (the same in both
-    # APIs' listings); several are renamed once Compute has made them.
-    new_ids = [new_id("i") for _ in range(max_count)]
+    # Its id first: one instance is created under its own id as its name (the same in
+    # both APIs' listings); several are renamed once Compute has made them (as many as
+    # the quota allows between MinCount and MaxCount: ids only for those).
+    first = new_id("i")
     if "Name" not in instance_tags:
-        server["name"] = new_ids[0]
+        server["name"] = first
     if max_count == 1:
         server.pop("return_reservation_id")
     made = await ctx.compute(
@@ -604,7 +610,7 @@ async def run_instances(ctx: Ctx, p: dict[str, Any]) -> dict:
         path = f"/servers/detail?reservation_id={reservation}"
         servers = (await ctx.compute("GET", path))["servers"]
         servers.sort(key=lambda s: (s.get("created") or "", s["name"]))
-    ids = {s["id"]: new_ids[i] for i, s in enumerate(servers)}
+    ids = {s["id"]: first if i == 0 else new_id("i") for i, s in enumerate(servers)}
     items = [
         Item(
             id=ids[s["id"]],
@@ -652,7 +658,9 @@ def _pending(server_id: str, request: dict, flavor: dict, image_id: str, groups:
 async def _change_states(
     ctx: Ctx, ec2_ids: list[str], act, after: tuple[int, str]
 ) -> list[dict[str, Any]]:
-    """Run `act(server)` on each instance; their previous and current states."""
+    """Run `act(server)` on each instance (once, however often it is named); their
+    previous and current states."""
+    ec2_ids = list(dict.fromkeys(ec2_ids))
     changes = []
     servers = [await server_of(ctx, i) for i in ec2_ids]  # all known before any changes
     for ec2_id, server in zip(ec2_ids, servers, strict=True):
@@ -721,7 +729,7 @@ async def reboot_instances(ctx: Ctx, p: dict[str, Any]) -> dict:
 
 @action("TerminateInstances")
 async def terminate_instances(ctx: Ctx, p: dict[str, Any]) -> dict:
-    ec2_ids = p["InstanceIds"]
+    ec2_ids = list(dict.fromkeys(p["InstanceIds"]))
     os_ids = await ctx.ids.os_ids(ec2_ids, "i")
     items = await ctx.ids.items(ec2_ids)
     changes = []
@@ -920,10 +928,10 @@ async def _set_groups(ctx: Ctx, server: dict[str, Any], wanted: list[str]) -> No
     groups = await _security_groups(ctx)
     os_ids = await ctx.ids.os_ids(wanted, "sg")
     by_id = {g["id"]: g["name"] for g in groups}
-    names = {by_id[o] for o in os_ids.values() if o in by_id}
-    if len(names) != len(wanted):
-        missing = [i for i in wanted if os_ids[i] not in by_id]
-        raise not_found("sg", missing[0])
+    for ec2_id in wanted:
+        if os_ids[ec2_id] not in by_id:
+            raise not_found("sg", ec2_id)
+    names = {by_id[o] for o in os_ids.values()}
     current = {g["name"] for g in server.get("security_groups") or []}
     for name in names - current:
         await _server_action({"addSecurityGroup": {"name": name}})(server, ctx)

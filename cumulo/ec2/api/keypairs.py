@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cumulo.common.service_client import url_path
 from cumulo.ec2 import filters
 from cumulo.ec2.api import action
 from cumulo.ec2.api.tags import set_tags, tag_set, tags_from_specs, tags_of
@@ -142,7 +143,7 @@ async def delete_key_pair(ctx: Ctx, p: dict[str, Any]) -> dict:
             "MissingParameter", "The request must contain the parameter KeyName or KeyPairId"
         )
     try:
-        await ctx.compute("DELETE", f"/os-keypairs/{name}", errors=ERRORS)
+        await ctx.compute("DELETE", url_path("/os-keypairs/{}", name), errors=ERRORS)
     except Ec2Error as err:
         if err.code != "InvalidKeyPair.NotFound":  # EC2 deletes a missing key pair quietly
             raise

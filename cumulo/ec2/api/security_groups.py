@@ -132,6 +132,10 @@ async def create_security_group(ctx: Ctx, p: dict[str, Any]) -> dict:
     name, description = p["GroupName"], p["Description"]
     if not name or len(name) > 255 or name.lower().startswith("sg-"):
         raise Ec2Error("InvalidParameterValue", f"Invalid security group name '{name}'.")
+    if p.get("VpcId"):  # groups are the project's, not a VPC's: the VPC is only checked
+        from cumulo.ec2.api.vpc import vpc_of
+
+        await vpc_of(ctx, p["VpcId"])
     if any(g["name"] == name for g in await _groups(ctx)):
         raise Ec2Error("InvalidGroup.Duplicate", f"The security group '{name}' already exists")
     made = await ctx.network(

@@ -12,7 +12,7 @@ from cumulo.ec2 import filters
 from cumulo.ec2.api import action
 from cumulo.ec2.core import Ctx
 from cumulo.ec2.errors import Ec2Error, not_found
-from cumulo.ec2.ids import kind_of
+from cumulo.ec2.ids import IMAGE_KINDS, kind_of
 from cumulo.ec2.models import Tag
 
 RESOURCE_TYPES = {
@@ -108,15 +108,28 @@ def tags_from_specs(specs: list[dict] | None, resource_type: str) -> dict[str, s
 
 
 async def _owned(ctx: Ctx, resource_ids: list[str]) -> None:
-    """Refuse ids that are not of a taggable kind or not the caller's to see."""
+    """Refuse ids that are not of a taggable kind or not the caller's to see: an AMI the
+    Image service shows the caller (a public or shared one carries each project's own
+    tags), else what EC2 recorded as the caller's; an id recorded without its project
+    (seen first through another resource) is asked of the service behind it."""
+    from cumulo.ec2.api.images import resolve_image
+    from cumulo.ec2.api.volumes import snapshot_of, volume_of
+
     for rid in resource_ids:
         if kind_of(rid) not in RESOURCE_TYPES:
             raise Ec2Error("InvalidID", f"The ID '{rid}' is not valid")
     items = await ctx.ids.items(resource_ids)
+    visible = {"vol": volume_of, "snap": snapshot_of}
     for rid in resource_ids:
-        item = items.get(rid)
-        if item is None or item.project_id not in (None, ctx.project_id):
-            raise not_found(kind_of(rid) or "", rid)
+        item, kind = items.get(rid), kind_of(rid) or ""
+        if item is None:
+            raise not_found(kind, rid)
+        if kind in IMAGE_KINDS:
+            await resolve_image(ctx, rid)
+        elif item.project_id is None and kind in visible:
+            await visible[kind](ctx, rid)
+        elif item.project_id != ctx.project_id:
+            raise not_found(kind, rid)
 
 
 @action("CreateTags")

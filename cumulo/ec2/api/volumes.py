@@ -76,8 +76,18 @@ SNAPSHOT_FILTERS = (
 
 
 async def volume_of(ctx: Ctx, ec2_id: Any) -> dict[str, Any]:
+    """A volume the caller's project sees; InvalidVolume.NotFound otherwise."""
     os_id = await ctx.ids.os_id(ec2_id, "vol")
     return (await ctx.volume("GET", f"/volumes/{os_id}", errors=VOLUME_ERRORS))["volume"]
+
+
+async def snapshot_of(ctx: Ctx, ec2_id: Any) -> dict[str, Any]:
+    """A snapshot the caller's project sees; InvalidSnapshot.NotFound otherwise."""
+    os_id = await ctx.ids.os_id(ec2_id, "snap")
+    path = f"/snapshots/{os_id}"
+    return (await ctx.volume("GET", path, errors={"not_found": "InvalidSnapshot.NotFound"}))[
+        "snapshot"
+    ]
 
 
 async def describe_volumes_of(ctx: Ctx, volumes: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -131,7 +141,7 @@ async def describe_volumes_of(ctx: Ctx, volumes: list[dict[str, Any]]) -> list[d
 async def create_volume(ctx: Ctx, p: dict[str, Any]) -> dict:
     body: dict[str, Any] = {}
     if p.get("SnapshotId"):
-        body["snapshot_id"] = await ctx.ids.os_id(p["SnapshotId"], "snap")
+        body["snapshot_id"] = (await snapshot_of(ctx, p["SnapshotId"]))["id"]
     if p.get("Size"):
         body["size"] = p["Size"]
     elif not p.get("SnapshotId"):
@@ -154,7 +164,7 @@ async def create_volume(ctx: Ctx, p: dict[str, Any]) -> dict:
             "POST",
             "/volumes",
             json={"volume": body},
-            errors={**VOLUME_ERRORS, "not_found": "InvalidSnapshot.NotFound"},
+            errors={**VOLUME_ERRORS, "not_found": "InvalidParameterValue"},  # a volume type
         )
     )["volume"]
     described = (await describe_volumes_of(ctx, [made]))[0]
@@ -340,17 +350,8 @@ async def create_snapshot(ctx: Ctx, p: dict[str, Any]) -> dict:
 async def describe_snapshots(ctx: Ctx, p: dict[str, Any]) -> dict:
     wanted = filters.check(p.get("Filters"), SNAPSHOT_FILTERS)
     if p.get("SnapshotIds"):
-        os_ids = await ctx.ids.os_ids(p["SnapshotIds"], "snap")
-        snapshots = [
-            (
-                await ctx.volume(
-                    "GET",
-                    f"/snapshots/{os_ids[i]}",
-                    errors={"not_found": "InvalidSnapshot.NotFound"},
-                )
-            )["snapshot"]
-            for i in p["SnapshotIds"]
-        ]
+        await ctx.ids.os_ids(p["SnapshotIds"], "snap")  # every id well-formed first
+        snapshots = [await snapshot_of(ctx, i) for i in p["SnapshotIds"]]
     else:
         snapshots = (await ctx.volume("GET", "/snapshots/detail"))["snapshots"]
     owners = p.get("OwnerIds") or []

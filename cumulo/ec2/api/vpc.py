@@ -15,6 +15,7 @@ from sqlalchemy import select
 from cumulo.common.service_client import url_path
 from cumulo.ec2 import filters
 from cumulo.ec2.api import action
+from cumulo.ec2.api.security_groups import group_of
 from cumulo.ec2.api.tags import set_tags, tag_set, tags_from_specs, tags_of
 from cumulo.ec2.core import Ctx
 from cumulo.ec2.errors import Ec2Error, not_found
@@ -65,7 +66,8 @@ async def _vpcs(ctx: Ctx) -> list[tuple[Item, dict[str, Any]]]:
     ]
 
 
-async def _vpc(ctx: Ctx, vpc_id: Any) -> tuple[Item, dict[str, Any]]:
+async def vpc_of(ctx: Ctx, vpc_id: Any) -> tuple[Item, dict[str, Any]]:
+    """A VPC of the caller's project and its router; InvalidVpcID.NotFound otherwise."""
     await ctx.ids.os_id(vpc_id, "vpc")
     for item, router in await _vpcs(ctx):
         if item.id == vpc_id:
@@ -147,7 +149,7 @@ async def describe_vpcs(ctx: Ctx, p: dict[str, Any]) -> dict:
 
 @action("DeleteVpc")
 async def delete_vpc(ctx: Ctx, p: dict[str, Any]) -> dict:
-    item, router = await _vpc(ctx, p["VpcId"])
+    item, router = await vpc_of(ctx, p["VpcId"])
     if any(s["VpcId"] == item.id for s in await _subnets(ctx)):
         raise Ec2Error(
             "DependencyViolation", f"The vpc '{item.id}' has dependencies and cannot be deleted."
@@ -200,7 +202,7 @@ async def _subnets(ctx: Ctx) -> list[dict[str, Any]]:
 
 @action("CreateSubnet")
 async def create_subnet(ctx: Ctx, p: dict[str, Any]) -> dict:
-    item, router = await _vpc(ctx, p["VpcId"])
+    item, router = await vpc_of(ctx, p["VpcId"])
     cidr = _network(p.get("CidrBlock"), "cidrBlock.subnet")
     if not cidr.subnet_of(ipaddress.IPv4Network(_data(item)["cidr"])):
         raise Ec2Error(
@@ -307,7 +309,7 @@ async def delete_subnet(ctx: Ctx, p: dict[str, Any]) -> dict:
             "DependencyViolation",
             f"The subnet '{p['SubnetId']}' has dependencies and cannot be deleted.",
         )
-    _, router = await _vpc(ctx, subnet["VpcId"])
+    _, router = await vpc_of(ctx, subnet["VpcId"])
     os_subnet = await ctx.ids.os_id(p["SubnetId"], "subnet")
     try:
         await ctx.network(
@@ -396,7 +398,7 @@ async def attach_internet_gateway(ctx: Ctx, p: dict[str, Any]) -> dict:
         raise Ec2Error(
             "Resource.AlreadyAssociated", f"{gw['InternetGatewayId']} is already attached."
         )
-    _, router = await _vpc(ctx, p["VpcId"])
+    _, router = await vpc_of(ctx, p["VpcId"])
     if router.get("external_gateway_info"):
         raise Ec2Error(
             "Resource.AlreadyAssociated", f"{p['VpcId']} already has an internet gateway."
@@ -418,7 +420,7 @@ async def detach_internet_gateway(ctx: Ctx, p: dict[str, Any]) -> dict:
         raise Ec2Error(
             "Gateway.NotAttached", f"{gw['InternetGatewayId']} is not attached to {p['VpcId']}."
         )
-    _, router = await _vpc(ctx, p["VpcId"])
+    _, router = await vpc_of(ctx, p["VpcId"])
     await ctx.network(
         "PUT",
         url_path("/v2.0/routers/{}", router["id"]),
@@ -450,6 +452,9 @@ async def describe_route_tables(ctx: Ctx, p: dict[str, Any]) -> dict:
     gateways = {
         a["VpcId"]: g["InternetGatewayId"] for g in await _gateways(ctx) for a in g["Attachments"]
     }
+    for rtb_id in p.get("RouteTableIds") or []:
+        if rtb_id not in tables.values():
+            raise not_found("rtb", rtb_id)
     subnets = await _subnets(ctx)
     out = []
     for item, router in vpcs:
@@ -580,7 +585,7 @@ async def create_network_interface(ctx: Ctx, p: dict[str, Any]) -> dict:
         "description": p.get("Description") or "",
     }
     if p.get("Groups"):
-        body["security_groups"] = list((await ctx.ids.os_ids(p["Groups"], "sg")).values())
+        body["security_groups"] = [(await group_of(ctx, g, None))["id"] for g in p["Groups"]]
     port = (
         await ctx.network(
             "POST",
