@@ -94,8 +94,10 @@ class ImageStoreConfig(_Section):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     description: str = ""
     # "file": a directory; "object_store": the Object Storage, in the service project's
-    # account (Glance's swift store), objects in `container` (SLOs past 200 MiB).
-    type: str = Field(default="file", pattern=r"^(file|object_store)$")
+    # account (Glance's swift store), objects in `container` (SLOs past 200 MiB); "http":
+    # read-only, images whose data a web server holds (Glance's http store: locations
+    # added to images, never uploads; never the default store).
+    type: str = Field(default="file", pattern=r"^(file|object_store|http)$")
     # Its directory (type file); default <state>/images/<id> (the single default store:
     # <state>/images).
     directory: str = ""
@@ -155,6 +157,15 @@ class ImageConfig(_Section):
     # queueing images; off by default (with filesystem stores it only duplicates data).
     cache_enabled: bool = False
     cache_max_size: int = Field(10 << 30, ge=0, description="bytes kept in the cache")
+    # Image locations (Glance's options of the same names, off by default: they show
+    # where the data is): `locations` in image bodies, and owners may add, replace and
+    # (admins) remove them with JSON patch; `direct_url`, the preferred location's URL.
+    show_multiple_locations: bool = False
+    show_image_direct_url: bool = False
+    # Locations added with POST /v2/images/{id}/locations (2.17): their data is read and
+    # hashed in the background (checked against `validation_data` when given); off: the
+    # hashes are taken from `validation_data` as given (Glance's do_secure_hash).
+    do_secure_hash: bool = True
 
 
 class NetworkConfig(_Section):

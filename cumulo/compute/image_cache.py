@@ -1,5 +1,10 @@
 """The per-host image cache: each image downloaded once from the Image service and
-shared by every guest on the host (root disks are overlays on top of it)."""
+shared by every guest on the host (root disks are overlays on top of it).
+
+Downloaded data is inspected before it is used, as Nova's image fetch does: data that is
+not its image's disk_format, or that names other files (a qcow2 backing file, a VMDK
+descriptor), fails the boot. The Image service inspects uploads, but not the data of
+locations on web servers (its http store), nor data from before it inspected."""
 
 from __future__ import annotations
 
@@ -10,9 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from cumulo.common import metrics
+from cumulo.common.faults import ApiError
 from cumulo.common.service_client import ServiceClient
+from cumulo.image import inspect
 
 CHUNK = 1024 * 1024
+# Limits of the qemu-img inspection (the Image service's defaults).
+INSPECT_TIMEOUT = 30.0
+INSPECT_MEMORY = 1 << 30
 
 
 class ImageFetchError(Exception):
@@ -79,6 +89,14 @@ class ImageCache:
             expected = meta.get("os_hash_value")
             if expected and digest.hexdigest() != expected:
                 raise ImageFetchError(f"image {image_id} data does not match its os_hash_value")
+            await _check_format(image_id, tmp, meta.get("disk_format") or "raw")
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+async def _check_format(image_id: str, path: Path, disk_format: str) -> None:
+    try:
+        await inspect.inspect(path, disk_format, INSPECT_TIMEOUT, INSPECT_MEMORY)
+    except ApiError as exc:
+        raise ImageFetchError(f"image {image_id} is unacceptable: {exc.message}") from None

@@ -84,9 +84,10 @@ class ImageCache:
     async def _prefetch(self, service: ImageService, image: Image) -> None:
         partial = self.root / "incomplete" / image.id
         try:
-            store = service.store_of(image)
             written = await write_staged(
-                store.read(image.location), partial, service.config.image.max_image_size
+                service.read(await service.locations(image.id)),
+                partial,
+                service.config.image.max_image_size,
             )
             async with self._lock:
                 if not (self.root / "queue" / image.id).exists():

@@ -6,17 +6,25 @@ compare-and-swap on the expected status, so two uploads cannot both win. Data
 that is refused (wrong format, over quota) sends the image back to `queued`;
 an upload that breaks off leaves it `killed`. Either way the partial data is
 removed: the store holds exactly the data of images that have it.
+
+Where an image's data is, is its list of locations (Glance's `locations`): a store
+and what that store reads, in order. Accepted data gets one location per store it was
+written to; the http store's locations are URLs added to images (locations.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp
 
@@ -32,7 +40,8 @@ from cumulo.common.service_client import ServiceClient
 from cumulo.common.tls import verify_option
 from cumulo.image import inspect
 from cumulo.image.cache import ImageCache
-from cumulo.image.models import Image, ImageMember
+from cumulo.image.http_store import HttpStore
+from cumulo.image.models import Image, ImageLocation, ImageMember
 from cumulo.image.object_storage_store import ObjectStorageStore
 from cumulo.image.policies import IMAGE_RULES
 from cumulo.image.store import FilesystemStore, Store, TooLarge, Written, write_staged
@@ -54,9 +63,16 @@ def build_stores(
     root = state_dir / "images"
     if not config.image.stores:
         return {"file": FilesystemStore(root)}
+    if config.image.stores[0].type == "http":
+        raise ValueError("[[image.stores]]: the first store is the default, and http is read-only")
     stores: dict[str, Store] = {}
     for c in config.image.stores:
-        if c.type == "object_store":
+        if c.type == "http":
+            stores[c.id] = HttpStore(
+                c.id, c.description or f"HTTP store {c.id} (read-only).",
+                timeout=config.image.web_download.timeout,
+            )  # fmt: skip
+        elif c.type == "object_store":
             if identity is None:
                 raise ValueError(f"image store {c.id}: the object_store type needs Identity")
             objects = ServiceClient(
@@ -76,8 +92,44 @@ def build_stores(
     return stores
 
 
-def stores_of(image: Image) -> list[str]:
-    return [s for s in image.store.split(",") if s]
+@dataclass(frozen=True)
+class Location:
+    """One of an image's locations: a store, what it reads there, the location's metadata."""
+
+    store: str
+    location: str
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+def locations_in(session: Session, image_ids: Sequence[str]) -> dict[str, list[Location]]:
+    """The locations of several images, in their order (synchronous: run_sync)."""
+    found: dict[str, list[Location]] = {i: [] for i in image_ids}
+    if image_ids:
+        rows = session.scalars(
+            select(ImageLocation)
+            .where(ImageLocation.image_id.in_(image_ids))
+            .order_by(ImageLocation.image_id, ImageLocation.position)
+        )
+        for row in rows:
+            found[row.image_id].append(Location(row.store, row.location, json.loads(row.meta)))
+    return found
+
+
+async def write_locations(
+    session: AsyncSession, image_id: str, locations: Iterable[Location]
+) -> None:
+    """The image's locations become these (in the caller's transaction)."""
+    await session.execute(delete(ImageLocation).where(ImageLocation.image_id == image_id))
+    session.add_all(
+        ImageLocation(
+            image_id=image_id,
+            position=position,
+            store=loc.store,
+            location=loc.location,
+            meta=json.dumps(loc.metadata),
+        )
+        for position, loc in enumerate(locations)
+    )
 
 
 def visible_image(
@@ -111,10 +163,14 @@ class ImageService:
         # The default store: uploads go there, and imports that name none.
         self.store: Store = next(iter(self.stores.values()))
         self.weights = {c.id: c.weight for c in config.image.stores}
+        # Glance's http store, where images' data may stay on web servers (locations.py).
+        self.http_store = next((s for s in self.stores.values() if isinstance(s, HttpStore)), None)
         self.staging = state_dir / "images-staging"
         self.staging.mkdir(parents=True, exist_ok=True)
         self.policy = Policy(IMAGE_RULES, state_dir / config.policy_file)
         self._imports: set[asyncio.Task] = set()
+        # Background work on one image (a location's hashing), cancelled when it is deleted.
+        self._image_work: dict[str, set[asyncio.Task]] = {}
         cfg = config.image
         self.cache = (
             ImageCache(state_dir / "image-cache", cfg.cache_max_size) if cfg.cache_enabled else None
@@ -125,8 +181,17 @@ class ImageService:
     def store_list(self, ids) -> str:
         """Store ids as an image's `stores`: highest weight first, then as configured."""
         order = list(self.stores)
-        ranked = sorted(set(ids), key=lambda i: (-self.weights.get(i, 0), order.index(i)))
+        rank = {i: n for n, i in enumerate(order)}
+        ranked = sorted(set(ids), key=lambda i: (-self.weights.get(i, 0), rank.get(i, len(order))))
         return ",".join(ranked)
+
+    def url_of(self, loc: Location) -> str:
+        store = self.stores.get(loc.store)
+        return store.url(loc.location) if store else loc.location
+
+    def by_preference(self, locations: Sequence[Location]) -> list[Location]:
+        """Where to read first: highest store weight, then the locations' own order."""
+        return sorted(locations, key=lambda loc: -self.weights.get(loc.store, 0))
 
     async def object_store_in_process(self, app: ASGIApp) -> None:
         """The all-in-one cloud: `object_store` stores call the Object Storage app
@@ -147,6 +212,8 @@ class ImageService:
                 await store.objects.close()
                 if store.reader is not store.objects:
                     await store.reader.close()
+            elif isinstance(store, HttpStore):
+                await store.close()
         await self.validator.client.close()
         await self.db.dispose()
 
@@ -211,6 +278,22 @@ class ImageService:
             )
         return result.rowcount == 1
 
+    async def activate(
+        self, image_id: str, expected: tuple[str, ...], locations: list[Location], **values
+    ) -> bool:
+        """Compare-and-swap to active with these locations (Glance replaces an image's
+        locations with its data's); False when the image is not in an expected status."""
+        async with self.db.write() as session:
+            result = await session.execute(
+                update(Image)
+                .where(Image.id == image_id, Image.status.in_(expected))
+                .values(status="active", updated_at=utcnow(), **values)
+            )
+            if result.rowcount != 1:
+                return False
+            await write_locations(session, image_id, locations)
+        return True
+
     async def begin(self, image: Image, expected: str, new: str) -> None:
         if not image.disk_format or not image.container_format:
             raise BadRequest(
@@ -237,14 +320,39 @@ class ImageService:
                 f"Image exceeds the storage quota or size limit of {limit} bytes."
             ) from None
 
-    def store_of(self, image: Image) -> Store:
-        """The store the image's data is read from (the first that holds it)."""
-        return self.stores[stores_of(image)[0]]
+    async def locations(self, image_id: str) -> list[Location]:
+        async with self.db.read() as session:
+            found = await session.run_sync(locations_in, [image_id])
+        return found[image_id]
 
-    async def copy_data(self, image_id: str, location: str, source: Store, target: Store) -> str:
-        """The data at location in source, added to target (through a staging file)."""
+    async def read(
+        self, locations: Sequence[Location], start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The bytes [start, end) of an image's data, from the first of its locations (in
+        order of preference) that gives them; the last failure when none does."""
+        failure: Exception = FileNotFoundError("the image has no data")
+        for loc in self.by_preference(locations):
+            store = self.stores.get(loc.store)
+            if store is None:
+                continue
+            async with contextlib.aclosing(store.read(loc.location, start, end)) as chunks:
+                try:
+                    first = await anext(chunks, None)
+                except Exception as exc:  # noqa: BLE001 - the next location may have it
+                    LOG.warning("reading %s from store %s: %s", loc.location, loc.store, exc)
+                    failure = exc
+                    continue
+                if first is not None:
+                    yield first
+                    async for chunk in chunks:
+                        yield chunk
+                return
+        raise failure
+
+    async def copy_data(self, image_id: str, chunks: AsyncIterator[bytes], target: Store) -> str:
+        """The data, added to target (through a staging file)."""
         tmp = self.staging / f"{image_id}.{target.id}"
-        await write_staged(source.read(location), tmp, self.config.image.max_image_size)
+        await write_staged(chunks, tmp, self.config.image.max_image_size)
         try:
             return await target.add(image_id, tmp)
         finally:
@@ -270,22 +378,24 @@ class ImageService:
         location = await targets[0].add(image.id, staged)
         try:
             for target in targets[1:]:
-                await self.copy_data(image.id, location, targets[0], target)
+                await self.copy_data(image.id, targets[0].read(location), target)
         except BaseException:
             for target in targets:
                 await target.delete(location)
             raise
-        activated = await self.set_status(
+        placed = [
+            Location(store, location, {"store": store})
+            for store in self.store_list(t.id for t in targets).split(",")
+        ]
+        activated = await self.activate(
             image.id,
             (from_status,),
-            "active",
+            placed,
             size=written.size,
             virtual_size=found.virtual_size,
             checksum=written.checksum,
             os_hash_algo=HASH_ALGO,
             os_hash_value=written.os_hash_value,
-            store=self.store_list(t.id for t in targets),
-            location=location,
             **({"disk_format": converted_to, "container_format": "bare"} if converted_to else {}),
         )
         if not activated:
@@ -316,20 +426,39 @@ class ImageService:
             await self.set_status(image.id, ("uploading",), "queued")
             raise
 
-    def track(self, task: asyncio.Task) -> None:
-        """Keep a background import running until it ends (cancelled on close)."""
+    def track(self, task: asyncio.Task, image_id: str | None = None) -> None:
+        """Keep a background import running until it ends (cancelled on close, and, with
+        image_id, when that image is deleted)."""
         self._imports.add(task)
         task.add_done_callback(self._imports.discard)
+        if image_id is not None:
+            work = self._image_work.setdefault(image_id, set())
+            work.add(task)
+
+            def done(finished: asyncio.Task) -> None:
+                work.discard(finished)
+                if not work and self._image_work.get(image_id) is work:
+                    del self._image_work[image_id]
+
+            task.add_done_callback(done)
 
     async def discard_staged(self, image_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(self.staged_path(image_id).unlink)
 
-    async def delete_data(self, image: Image) -> None:
+    async def delete_data(self, image_id: str, locations: Iterable[Location]) -> None:
+        """A deleted image's data goes: its background work, cache entry, stored data."""
+        for task in self._image_work.pop(image_id, set()):
+            task.cancel()
         if self.cache:
-            await self.cache.delete(image.id)
-        if image.location:
-            for store in stores_of(image):
-                if store in self.stores:
-                    await self.stores[store].delete(image.location)
-        await self.discard_staged(image.id)
+            await self.cache.delete(image_id)
+        for loc in locations:
+            await self.forget(loc)
+        await self.discard_staged(image_id)
+
+    async def forget(self, loc: Location) -> None:
+        """The data at a location that is no longer the image's is deleted (the http
+        store's stays on its web server)."""
+        store = self.stores.get(loc.store)
+        if store is not None:
+            await store.delete(loc.location)

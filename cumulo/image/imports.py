@@ -39,7 +39,7 @@ from cumulo.common.context import RequestContext
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, Conflict, PayloadTooLarge
 from cumulo.image import conversion
-from cumulo.image.core import ImageService, stores_of
+from cumulo.image.core import ImageService, Location, locations_in, write_locations
 from cumulo.image.models import Image, ImageProperty, ImageTask
 from cumulo.image.store import hash_file
 
@@ -92,16 +92,17 @@ async def finish_task(
 # -- web-download filters ----------------------------------------------------------------
 
 
-def check_url(service: ImageService, url: Any) -> str:
-    """The URL if `[image.web_download]` lets it be fetched, else 400 (as Glance)."""
+def check_url(service: ImageService, url: Any, what: str = "web-download") -> str:
+    """The URL if `[image.web_download]` lets it be fetched, else 400 (as Glance). The
+    same filters guard the http store's locations (what: "location")."""
     cfg = service.config.image.web_download
     if not isinstance(url, str) or not url:
         raise BadRequest("Import request requires a 'uri' field.")
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    except ValueError:
-        port = None
+    except ValueError:  # a broken address or port: refused below
+        parts, port = urlsplit(""), None
     host = parts.hostname or ""
     refused = (
         parts.scheme not in cfg.allowed_schemes
@@ -112,11 +113,11 @@ def check_url(service: ImageService, url: Any) -> str:
         or host in cfg.disallowed_hosts
     )
     if refused:
-        raise BadRequest(f"URI for web-download does not pass filtering: {url}")
+        raise BadRequest(f"URI for {what} does not pass filtering: {url}")
     return url
 
 
-def _address_allowed(host: str, cfg) -> bool:
+def address_allowed(host: str, cfg) -> bool:
     """A host given by name is checked again by the addresses it resolves to."""
     try:
         infos = socket.getaddrinfo(host, None)
@@ -130,7 +131,7 @@ async def fetch_to_staging(service: ImageService, image: Image, url: str) -> Non
     """GET url into the image's staging file, within the size limit and quota."""
     cfg = service.config.image.web_download
     host = urlsplit(url).hostname or ""
-    if not await asyncio.to_thread(_address_allowed, host, cfg):
+    if not await asyncio.to_thread(address_allowed, host, cfg):
         raise BadRequest(f"URI for web-download does not pass filtering: {url}")
     timeout = httpx.Timeout(cfg.timeout)
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
@@ -206,15 +207,19 @@ async def fetch_remote_image(service: ImageService, image: Image, token: str, re
 
 
 def target_stores(service: ImageService, body: dict[str, Any]) -> list[str]:
-    """The stores an import writes to: `all_stores`, `stores`, or the default one."""
+    """The stores an import writes to: `all_stores` (the writable ones, as Glance leaves
+    out the read-only http store), `stores`, or the default one."""
     if body.get("all_stores"):
         if body.get("stores"):
             raise BadRequest("All stores and specific stores cannot be given together.")
-        return list(service.stores)
+        return [i for i, store in service.stores.items() if store.writable]
     stores = body.get("stores") or [service.store.id]
     unknown = [s for s in stores if s not in service.stores]
     if unknown:
         raise BadRequest(f"Unknown stores: {unknown}. Available: {', '.join(service.stores)}.")
+    read_only = [s for s in stores if not service.stores[s].writable]
+    if read_only:
+        raise BadRequest(f"Stores {read_only} are read-only: image data cannot be added there.")
     return list(dict.fromkeys(stores))
 
 
@@ -249,7 +254,7 @@ async def start(
     else:  # copy-image
         if image.status != "active":
             raise Conflict("Only images with status active can be targeted for copying")
-        present = set(stores_of(image))
+        present = {loc.store for loc in await service.locations(image.id)}
         if body.get("all_stores"):
             stores = [s for s in stores if s not in present]
         elif present & set(stores):
@@ -266,7 +271,7 @@ async def start(
     )
     must_succeed = body.get("all_stores_must_succeed", True)
     run = _run(service, image, name, stores, url, must_succeed, ctx.auth_token)
-    service.track(asyncio.create_task(_as_task(service, task.id, image.id, run)))
+    service.track(asyncio.create_task(run_as_task(service, task.id, image.id, run)))
 
 
 async def start_legacy_import(
@@ -279,11 +284,13 @@ async def start_legacy_import(
     task = await create_task(service, ctx, "import", input_, image.id)
     # Glance's legacy import flow has no import plugins (its `convert` task is separate).
     run = _run(service, image, "web-download", [service.store.id], url, True, plugins=False)
-    service.track(asyncio.create_task(_as_task(service, task.id, image.id, run)))
+    service.track(asyncio.create_task(run_as_task(service, task.id, image.id, run)))
     return task
 
 
-async def _as_task(service: ImageService, task_id: str, image_id: str, work) -> None:
+async def run_as_task(service: ImageService, task_id: str, image_id: str, work) -> None:
+    """Run background work as its task: `success`, or `failure` with the reason; work
+    returns the stores that failed, when some may."""
     try:
         failed = await work
     except BaseException as exc:
@@ -339,28 +346,32 @@ async def _run(
 async def _copy(
     service: ImageService, image: Image, stores: list[str], must_succeed: bool
 ) -> list[str]:
-    source = service.store_of(image)
-    done, failed = [], []
+    """copy-image: the data, read from the image's preferred location, added to stores
+    (each a new location of the image)."""
+    sources = await service.locations(image.id)
+    done: list[Location] = []
+    failed: list[str] = []
     for store in stores:
         try:
-            await service.copy_data(image.id, image.location, source, service.stores[store])
-            done.append(store)
+            key = await service.copy_data(image.id, service.read(sources), service.stores[store])
+            done.append(Location(store, key, {"store": store}))
         except Exception as exc:  # noqa: BLE001 - recorded per store, as Glance does
             LOG.warning("copy of image %s to store %s failed: %s", image.id, store, exc)
             failed.append(store)
             if must_succeed:
                 break
     if failed and must_succeed:  # all or nothing
-        for store in done:
-            await service.stores[store].delete(image.location)
+        for loc in done:
+            await service.forget(loc)
         done, failed = [], list(stores)
     async with service.db.write() as session:
         row = await session.get(Image, image.id)
         if row is None:  # deleted meanwhile: its copies must not stay behind
-            for store in done:
-                await service.stores[store].delete(image.location)
+            for loc in done:
+                await service.forget(loc)
             return failed
-        row.store = service.store_list(stores_of(row) + done)
+        held = (await session.run_sync(locations_in, [image.id]))[image.id]
+        await write_locations(session, image.id, held + done)
         row.updated_at = utcnow()
     await _set_import_props(service, image.id, **{IMPORTING: "", FAILED: ",".join(failed)})
     if failed and must_succeed:
@@ -370,17 +381,18 @@ async def _copy(
 
 async def delete_from_store(service: ImageService, image: Image, store: str) -> None:
     """DELETE /v2/stores/{store}/{image}: the data leaves one store; never the last one."""
-    held = stores_of(image)
-    if store not in held:
-        raise Conflict(f"Image {image.id} is not in store {store}.")
-    if len(held) == 1:
-        raise Conflict("Cannot delete image data from its only store.")
     async with service.db.write() as session:
         row = await session.get(Image, image.id)
-        if row is not None:
-            row.store = service.store_list(s for s in stores_of(row) if s != store)
-            row.updated_at = utcnow()
-    await service.stores[store].delete(image.location)
+        held = (await session.run_sync(locations_in, [image.id]))[image.id] if row else []
+        gone = [loc for loc in held if loc.store == store]
+        if not gone:
+            raise Conflict(f"Image {image.id} is not in store {store}.")
+        if len(gone) == len(held):
+            raise Conflict("Cannot delete image data from its only store.")
+        await write_locations(session, image.id, [loc for loc in held if loc.store != store])
+        row.updated_at = utcnow()
+    for loc in gone:
+        await service.forget(loc)
 
 
 async def forget_tasks(service: ImageService) -> None:

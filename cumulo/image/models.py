@@ -36,12 +36,23 @@ class Image(Base):
     min_ram: Mapped[int] = mapped_column(Integer, default=0)
     protected: Mapped[bool] = mapped_column(Boolean, default=False)
     os_hidden: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Where the data is: the same location in each store `store` names (comma-separated
-    # ids, the first one read from; "" while there is none).
-    store: Mapped[str] = mapped_column(String(1024), default="")
-    location: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ImageLocation(Base):
+    """Where an image's data is (Glance's image locations), in the order the API shows
+    them: a store, what that store reads (its key for the data; for the http store, the
+    URL), and the location's metadata (a JSON object; `store` names the store)."""
+
+    __tablename__ = "image_location"
+    image_id: Mapped[str] = mapped_column(
+        ForeignKey("image.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    store: Mapped[str] = mapped_column(String(64))
+    location: Mapped[str] = mapped_column(Text)
+    meta: Mapped[str] = mapped_column("metadata", Text, default="{}")
 
 
 class ImageProperty(Base):

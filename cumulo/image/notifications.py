@@ -11,7 +11,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cumulo.common import metrics
-from cumulo.image.api.common import extras, render_image
+from cumulo.image.api.common import extras, located, render_image
 from cumulo.image.models import Image
 
 PUBLISHER = "image.cumulo"
@@ -22,8 +22,10 @@ async def image_payload(service: Any, image_id: str) -> dict[str, Any] | None:
         image = await session.get(Image, image_id)
         if image is None:
             return None
-        props, tags = await session.run_sync(extras, [image_id])
-    return render_image(image, props[image_id], tags[image_id])
+        props, tags, held = await session.run_sync(extras, [image_id])
+    # Where the data is, as anyone may see it: no locations in notifications.
+    shown = located(service, image, held[image_id], None)
+    return render_image(image, props[image_id], tags[image_id], shown)
 
 
 async def notify_image(service: Any, event_type: str, payload: dict[str, Any] | None) -> None:

@@ -24,6 +24,8 @@ SEGMENT_SIZE = 200 * 1024 * 1024
 
 
 class ObjectStorageStore:
+    writable = True
+
     def __init__(
         self,
         id: str,
@@ -76,6 +78,11 @@ class ObjectStorageStore:
             "PUT", path + query, token, content=body(), ok=(201,), timeout=None,
             headers={"Content-Length": str(length), "Content-Type": "application/octet-stream"},
         )  # fmt: skip
+
+    def url(self, location: str) -> str:
+        # Glance's single-tenant swift locations name the configured account, not its
+        # credentials: swift+config://<reference>/<container>/<object>.
+        return f"swift+config://{self.id}/{self.container}/{location}"
 
     async def add(self, image_id: str, staged: Path) -> str:
         token, account = await self._auth()

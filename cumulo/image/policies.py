@@ -34,6 +34,13 @@ IMAGE_RULES: dict[str, str] = {
     # API are for admins; an image's own tasks for those who may see it.
     "image:copy_image": "rule:cloud_admin",
     "image:delete_image_location": "rule:cloud_admin",
+    # Image locations ([image] show_multiple_locations): the owner's readers see them,
+    # its members add and replace them (JSON patch); POST /v2/images/{id}/locations
+    # (2.17) for the owner's members and services, GET of them for services only.
+    "image:get_image_location": "rule:cloud_admin or (role:reader and project_id:%(owner)s)",
+    "image:set_image_location": _OWNER_MEMBER,
+    "image:add_image_location": "role:service or (role:member and project_id:%(owner)s)",
+    "image:fetch_image_location": "role:service",
     "image:get_task": "rule:cloud_admin",
     "image:get_tasks": "rule:cloud_admin",
     "image:add_task": "rule:cloud_admin",

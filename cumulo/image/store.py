@@ -2,10 +2,12 @@
 
 Uploads are first written (and hashed) to a local staging file: that is what
 qemu-img inspects before the data is accepted. A store then takes the staged
-file (`add`), reads ranges of it back (`read`) and deletes it (`delete`). The
-filesystem store keeps `<state>/images/<image id>` and moves staged files in
-with a rename, so an accepted upload is never copied twice. The object-storage
-store (object_storage_store.py) implements the same three methods.
+file (`add`), reads ranges of it back (`read`) and deletes it (`delete`); `url`
+is how an image's `locations` show where the data is. The filesystem store
+keeps `<state>/images/<image id>` and moves staged files in with a rename, so an
+accepted upload is never copied twice. The object-storage store
+(object_storage_store.py) implements the same methods; the http store
+(http_store.py) only reads.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ class TooLarge(Exception):
 class Store(Protocol):
     id: str
     description: str
+    writable: bool  # False: data is only read from it (never uploaded, copied or deleted)
+
+    def url(self, location: str) -> str:
+        """The location as an image's `locations` show it."""
+        ...
 
     async def add(self, image_id: str, staged: Path) -> str:
         """Take a staged file; returns the location to read it back from."""
@@ -44,6 +51,8 @@ class Store(Protocol):
 
 
 class FilesystemStore:
+    writable = True
+
     def __init__(
         self,
         root: Path,
@@ -60,6 +69,9 @@ class FilesystemStore:
         if path.parent != self.root.resolve():
             raise ValueError(f"location outside the store: {location!r}")
         return path
+
+    def url(self, location: str) -> str:
+        return self._path(location).as_uri()
 
     async def add(self, image_id: str, staged: Path) -> str:
         await asyncio.to_thread(os.replace, staged, self._path(image_id))

@@ -199,3 +199,20 @@ def test_missing_or_revoked_token_is_401(cloud: CloudRunner):
         assert demo.get("/v2/images").status_code == 200
         cloud.openstack("token", "revoke", token)
         _assert_glance_error(demo.get("/v2/images"), 401, "Unauthorized", "authentication")
+
+
+def test_locations_are_not_managed_unless_the_cloud_shows_them(image_http: httpx.Client):
+    """Without [image] show_multiple_locations (the default) and an http store, images
+    show no locations and none can be given (Glance's 403s)."""
+    image = _new_image(image_http, disk_format="raw")
+    assert "locations" not in image and "direct_url" not in image
+    add = [{"op": "add", "path": "/locations/-",
+            "value": {"url": "http://example.com/disk.raw", "metadata": {}}}]  # fmt: skip
+    r = image_http.patch(f"/v2/images/{image['id']}", json=add, headers=PATCH)
+    _assert_glance_error(r, 403, "Forbidden", "locations are invisible")
+    r = image_http.post(f"/v2/images/{image['id']}/locations", json={"url": "http://x/y"})
+    _assert_glance_error(r, 403, "Forbidden", "http store must be enabled")
+    r = image_http.post("/v2/images", json={"name": _name(), "locations": []})
+    _assert_glance_error(r, 403, "Forbidden", "'locations' is reserved")
+    assert image_http.get(f"/v2/images/{image['id']}").json()["status"] == "queued"
+    image_http.delete(f"/v2/images/{image['id']}")

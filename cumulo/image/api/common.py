@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from cumulo.common.auth import request_context
 from cumulo.common.context import RequestContext
-from cumulo.image.core import ImageService, visible_image
+from cumulo.image.core import ImageService, Location, locations_in, visible_image
 from cumulo.image.models import Image, ImageMember, ImageProperty, ImageTag
 
 
@@ -42,11 +42,12 @@ def no_content() -> Response:
     return Response(status_code=204)
 
 
-def extras(
-    session: Session, image_ids: Sequence[str]
-) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:
-    """Custom properties and tags of several images, in two queries (synchronous:
-    `await session.run_sync(extras, ids)` in async code)."""
+Extras = tuple[dict[str, dict[str, str]], dict[str, list[str]], dict[str, list[Location]]]
+
+
+def extras(session: Session, image_ids: Sequence[str]) -> Extras:
+    """Custom properties, tags and locations of several images, in three queries
+    (synchronous: `await session.run_sync(extras, ids)` in async code)."""
     props: dict[str, dict[str, str]] = {i: {} for i in image_ids}
     tags: dict[str, list[str]] = {i: [] for i in image_ids}
     if image_ids:
@@ -60,11 +61,43 @@ def extras(
             select(t.image_id, t.value).where(t.image_id.in_(image_ids)).order_by(t.value)
         ):
             tags[image_id].append(value)
-    return props, tags
+    return props, tags, locations_in(session, image_ids)
 
 
-def render_image(image: Image, props: dict[str, str], tags: list[str]) -> dict[str, Any]:
-    """An image as the Image v2 api-ref shows it: base attributes and custom properties."""
+def located(
+    service: ImageService,
+    image: Image,
+    locations: Sequence[Location],
+    ctx: RequestContext | None,
+) -> dict[str, Any]:
+    """What an image body shows of where its data is: `stores` (always), `locations`
+    ([image] show_multiple_locations: empty unless the caller may see them, as Glance
+    when its get_image_location policy refuses) and `direct_url` (show_image_direct_url:
+    the preferred location's URL)."""
+    shown: dict[str, Any] = {}
+    if locations:
+        shown["stores"] = service.store_list(loc.store for loc in locations)
+    cfg = service.config.image
+    if not (cfg.show_multiple_locations or cfg.show_image_direct_url):
+        return shown
+    target = {"owner": image.owner or ""}
+    allowed = ctx is not None and service.policy.check("image:get_image_location", ctx, target)
+    if cfg.show_multiple_locations:
+        shown["locations"] = (
+            [{"url": service.url_of(loc), "metadata": loc.metadata} for loc in locations]
+            if allowed
+            else []
+        )
+    if cfg.show_image_direct_url and allowed and locations:
+        shown["direct_url"] = service.url_of(service.by_preference(locations)[0])
+    return shown
+
+
+def render_image(
+    image: Image, props: dict[str, str], tags: list[str], shown: dict[str, Any]
+) -> dict[str, Any]:
+    """An image as the Image v2 api-ref shows it: base attributes and custom properties;
+    shown: where its data is, as `located` gives it."""
     return {
         **props,
         "id": image.id,
@@ -89,28 +122,28 @@ def render_image(image: Image, props: dict[str, str], tags: list[str]) -> dict[s
         "self": f"/v2/images/{image.id}",
         "file": f"/v2/images/{image.id}/file",
         "schema": "/v2/schemas/image",
-        # Where the data is (Glance shows it with multiple stores, which the API offers).
-        **({"stores": image.store} if image.store else {}),
+        **shown,
     }
 
 
-def _image_body(session: Session, image_id: str, image: Image | None = None) -> dict[str, Any]:
-    image = image or session.get(Image, image_id)
-    props, tags = extras(session, [image_id])
-    assert image is not None
-    return render_image(image, props[image_id], tags[image_id])
-
-
-def visible_image_body(
+def _visible_with_extras(
     session: Session, image_id: str, project_id: str | None, is_admin: bool
-) -> dict[str, Any] | None:
-    """The image as the API shows it, if the project may see it: one database call."""
+) -> tuple[Image, Extras] | None:
     image = visible_image(session, image_id, project_id, is_admin)
-    return None if image is None else _image_body(session, image_id, image)
+    return None if image is None else (image, extras(session, [image_id]))
 
 
-async def image_body(request: Request, image_id: str) -> dict[str, Any]:
-    return await service_of(request).db.run_read(_image_body, image_id)
+async def visible_image_body(request: Request, ctx: RequestContext, image_id: str) -> dict | None:
+    """The image as the API shows it, if the caller may see it: one database call."""
+    service = service_of(request)
+    found = await service.db.run_read(
+        _visible_with_extras, image_id, ctx.project_id, service.is_admin(ctx)
+    )
+    if found is None:
+        return None
+    image, (props, tags, locations) = found
+    shown = located(service, image, locations[image_id], ctx)
+    return render_image(image, props[image_id], tags[image_id], shown)
 
 
 def render_member(m: ImageMember) -> dict[str, Any]:

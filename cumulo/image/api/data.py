@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
@@ -16,6 +18,7 @@ from cumulo.common.faults import (
     Forbidden,
     NotFound,
     RangeNotSatisfiable,
+    ServiceUnavailable,
     UnsupportedMediaType,
 )
 from cumulo.image import imports
@@ -24,6 +27,7 @@ from cumulo.image.core import IMPORT_METHODS
 from cumulo.image.models import Image
 from cumulo.image.store import FilesystemStore
 
+LOG = logging.getLogger(__name__)
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -77,7 +81,8 @@ async def download(request: Request) -> Response:
         raise Forbidden(
             "The requested image has been deactivated. Image data download is forbidden."
         )
-    if not image.location or image.status not in ("active", "deactivated"):
+    locations = await service.locations(image.id)
+    if not locations or image.status not in ("active", "deactivated"):
         return no_content()
     size = image.size or 0
     headers = {"Content-Type": "application/octet-stream"}
@@ -95,8 +100,26 @@ async def download(request: Request) -> Response:
         service.cache.hit(image.id)
         chunks = FilesystemStore(cached.parent).read(cached.name, start, end + 1)
     else:
-        chunks = service.store_of(image).read(image.location, start, end + 1)
+        chunks = await _opened(service.read(locations, start, end + 1))
     return StreamingResponse(chunks, status_code=status, headers=headers)
+
+
+async def _opened(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The chunks, once the first has come: data no location gives (a web server gone,
+    say) is a 503 before the response starts, as Glance's RemoteServiceUnavailable."""
+    try:
+        first = await anext(chunks, None)
+    except Exception as exc:
+        LOG.warning("image data could not be read: %s", exc)
+        raise ServiceUnavailable("The image data could not be read from its locations.") from None
+
+    async def rest() -> AsyncIterator[bytes]:
+        if first is not None:
+            yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return rest()
 
 
 async def stage(request: Request) -> Response:

@@ -25,21 +25,30 @@ from cumulo.common.faults import (
     UnsupportedMediaType,
 )
 from cumulo.common.openapi import describes
+from cumulo.image import locations
 from cumulo.image.api.common import (
     authorize,
     extras,
     json,
+    located,
     no_content,
     render_image,
     service_of,
     visible_image_body,
 )
-from cumulo.image.core import CONTAINER_FORMATS, DISK_FORMATS, IMPORT_METHODS, VISIBILITIES
+from cumulo.image.core import (
+    CONTAINER_FORMATS,
+    DISK_FORMATS,
+    IMPORT_METHODS,
+    VISIBILITIES,
+    locations_in,
+    write_locations,
+)
 from cumulo.image.models import Image, ImageProperty, ImageTag
 
 READ_ONLY = (
     "created_at", "updated_at", "status", "checksum", "size", "virtual_size", "direct_url",
-    "self", "file", "schema", "id", "os_hash_algo", "os_hash_value", "stores", "locations",
+    "self", "file", "schema", "id", "os_hash_algo", "os_hash_value", "stores",
 )  # fmt: skip
 RESERVED = ("location", "deleted", "deleted_at")
 RESERVED_PREFIX = "os_glance"
@@ -138,8 +147,9 @@ def _check_custom_name(name: str) -> None:
 async def create_image(request: Request) -> Response:
     """POST /v2/images (api-ref: Create image)."""
     image, props, tags = await add_image(request, await json_body(request))
+    ctx = await authorize(request, "image:get_image")
     return json(
-        render_image(image, props, sorted(tags)),
+        render_image(image, props, sorted(tags), located(service_of(request), image, [], ctx)),
         status=201,
         headers={
             "Location": f"/v2/images/{image.id}",
@@ -153,9 +163,11 @@ async def add_image(request: Request, body: Any) -> tuple[Image, dict[str, Any],
     service = service_of(request)
     if not isinstance(body, dict):
         raise BadRequest("Body expected in request.")
-    for key in ("direct_url", "self", "file", "schema", "stores", "locations"):
+    for key in ("direct_url", "self", "file", "schema", "stores"):
         if key in body:
             raise Forbidden(f"Attribute '{key}' is read-only.")
+    if "locations" in body:  # given with JSON patch once the image exists, as in Glance
+        raise Forbidden("Attribute 'locations' is reserved.")
     for key in READ_ONLY:
         if key in body and key != "id":
             raise Forbidden(f"Attribute '{key}' is read-only.")
@@ -389,10 +401,13 @@ async def list_images(request: Request) -> Response:
         order = [_sort_column(k).asc() if d == "asc" else _sort_column(k).desc() for k, d in pairs]
         rows = (await session.scalars(query.order_by(*order).limit(limit + 1))).all()
         page = rows[:limit]
-        props, tags = await session.run_sync(extras, [i.id for i in page])
+        props, tags, held = await session.run_sync(extras, [i.id for i in page])
     params = [(k, v) for k, v in q.multi_items() if k != "marker"]
     body: dict[str, Any] = {
-        "images": [render_image(i, props[i.id], tags[i.id]) for i in page],
+        "images": [
+            render_image(i, props[i.id], tags[i.id], located(service, i, held[i.id], ctx))
+            for i in page
+        ],
         "first": "/v2/images" + (f"?{_encode(params)}" if params else ""),
         "schema": "/v2/schemas/images",
     }
@@ -415,10 +430,8 @@ async def no_such_image(request: Request) -> Response:
 
 async def show_image(request: Request) -> Response:
     ctx = await authorize(request, "image:get_image")
-    service, image_id = service_of(request), request.path_params["image_id"]
-    body = await service.db.run_read(
-        visible_image_body, image_id, ctx.project_id, service.is_admin(ctx)
-    )
+    image_id = request.path_params["image_id"]
+    body = await visible_image_body(request, ctx, image_id)
     if body is None:
         raise NotFound(f"No image found with ID {image_id}")
     return json(body)
@@ -436,28 +449,40 @@ async def delete_image(request: Request) -> Response:
             raise NotFound(f"No image found with ID {image.id}")
         if row.protected:
             raise Forbidden(f"Image {image.id} is protected and cannot be deleted.")
+        held = (await session.run_sync(locations_in, [image.id]))[image.id]
         await session.execute(delete(Image).where(Image.id == image.id))
-    await service.delete_data(row)
+    await service.delete_data(image.id, held)
     return no_content()
 
 
 # -- update (JSON patch) --------------------------------------------------------------
 
 
-def _decode_pointer(pointer: Any) -> str:
+# JSON-pointer depth of each operation on `/locations` (Glance's _path_depth_limits):
+# add and remove name a position (`/locations/-`, `/locations/0`); replace the list.
+LOCATION_DEPTH = {"add": 2, "remove": 2, "replace": 1}
+
+
+def _decode_pointer(pointer: Any, op: str) -> tuple[str, str | None]:
+    """The attribute a pointer names, and the position it gives (`/locations` only)."""
     if not isinstance(pointer, str) or not pointer.startswith("/"):
         raise BadRequest(f'Pointer `{pointer}` does not start with "/".')
     if re.search("~[^01]", pointer) or pointer.endswith("~"):
         raise BadRequest(
             f'Pointer `{pointer}` contains "~" not part of a recognized escape sequence.'
         )
-    parts = pointer[1:].split("/")
-    if len(parts) != 1 or not parts[0]:
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")]
+    depth = LOCATION_DEPTH[op] if parts[0] == "locations" else 1
+    if len(parts) != depth or not all(parts):
         raise BadRequest(f"Invalid JSON pointer for this resource: '{pointer}'")
-    return parts[0].replace("~1", "/").replace("~0", "~")
+    return parts[0], parts[1] if depth == 2 else None
 
 
-def _parse_changes(body: Any, draft: int) -> list[tuple[str, str, Any]]:
+# A change: (op, attribute, value, position in `/locations`).
+Change = tuple[str, str, Any, str | None]
+
+
+def _parse_changes(body: Any, draft: int) -> list[Change]:
     if not isinstance(body, list):
         raise BadRequest("Request body must be a JSON array of operation objects.")
     changes = []
@@ -482,7 +507,7 @@ def _parse_changes(body: Any, draft: int) -> list[tuple[str, str, Any]]:
                     '"remove", or "replace".'
                 )
             op, path = ops[0], raw[ops[0]]
-        name = _decode_pointer(path)
+        name, position = _decode_pointer(path, op)
         if name in READ_ONLY:
             raise Forbidden(f"Attribute '{name}' is read-only.")
         if name in RESERVED or name.startswith(RESERVED_PREFIX):
@@ -491,13 +516,19 @@ def _parse_changes(body: Any, draft: int) -> list[tuple[str, str, Any]]:
         if op != "remove":
             if "value" not in raw:
                 raise BadRequest(f'Operation "{op}" requires a member named "value".')
-            value = check_value(name, raw["value"])
-        changes.append((op, name, value))
+            if name != "locations":
+                value = check_value(name, raw["value"])
+            elif op == "add":
+                value = locations.check_location(raw["value"])
+            else:
+                value = locations.check_locations(raw["value"])
+        changes.append((op, name, value, position))
     return changes
 
 
 async def update_image(request: Request) -> Response:
-    """PATCH /v2/images/{id} (api-ref: Update image), JSON patch."""
+    """PATCH /v2/images/{id} (api-ref: Update image), JSON patch; `/locations` as
+    cumulo.image.locations says."""
     service = service_of(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     if content_type not in PATCH_TYPES:
@@ -506,21 +537,34 @@ async def update_image(request: Request) -> Response:
     ctx = await authorize(request, "image:get_image")
     image = await service.get_visible(ctx, request.path_params["image_id"])
     await authorize(request, "image:modify_image", image.owner)
-    for op, name, value in changes:
+    for op, name, value, _ in changes:
         if name == "visibility" and op != "remove" and value == "public":
             await authorize(request, "image:publicize_image", image.owner)
         if name == "visibility" and op != "remove" and value == "community":
             await authorize(request, "image:communitize_image", image.owner)
         if name == "owner" and op != "remove" and value != image.owner:
             await authorize(request, "image:set_image_owner", image.owner)
+        if name == "locations":
+            rule = "image:delete_image_location" if op == "remove" else "image:set_image_location"
+            await authorize(request, rule, image.owner)
+    moves = [(op, position, value) for op, name, value, position in changes if name == "locations"]
+    # New locations are probed (a HEAD each) before the write transaction, not in it;
+    # never where locations are not managed (the change is refused).
+    probed = {}
+    if service.config.image.show_multiple_locations and any(op != "remove" for op, *_ in moves):
+        held = await service.locations(image.id)
+        probed = await locations.probe_all(service, locations.new_urls(service, held, moves))
     async with service.db.write() as session:
         row = await session.get(Image, image.id)
         if row is None:
             raise NotFound(f"No image found with ID {image.id}")
-        props, tags = await session.run_sync(extras, [row.id])
-        custom, tag_list = props[row.id], tags[row.id]
-        for op, name, value in changes:
-            if name == "tags":
+        props, tags, held = await session.run_sync(extras, [row.id])
+        custom, tag_list, before = props[row.id], tags[row.id], held[row.id]
+        after = before
+        for op, name, value, position in changes:
+            if name == "locations":
+                after = locations.apply_change(service, row, after, op, position, value, probed)
+            elif name == "tags":
                 if op == "remove":
                     raise Forbidden("Cannot remove the base property 'tags'.")
                 tag_list = value
@@ -548,7 +592,11 @@ async def update_image(request: Request) -> Response:
         await session.execute(delete(ImageTag).where(ImageTag.image_id == row.id))
         session.add_all(ImageProperty(image_id=row.id, name=k, value=v) for k, v in custom.items())
         session.add_all(ImageTag(image_id=row.id, value=t) for t in tag_list)
-    return json(render_image(row, custom, sorted(tag_list)))
+        if moves:
+            await write_locations(session, row.id, after)
+    for loc in set(before) - set(after):  # removed: its data goes (not the web server's)
+        await service.forget(loc)
+    return json(render_image(row, custom, sorted(tag_list), located(service, row, after, ctx)))
 
 
 # -- actions and tags ----------------------------------------------------------------

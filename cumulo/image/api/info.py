@@ -13,19 +13,22 @@ from cumulo.image.api.common import authorize, json, service_of
 from cumulo.image.core import IMPORT_METHODS
 from cumulo.image.models import Image
 
-CURRENT = 16  # Image API v2.16
+# Image API v2.16; v2.17 (the location API) once an http store can take locations.
+CURRENT = 16
+LOCATIONS_VERSION = 17
 
 
 def versions(request: Request) -> dict[str, Any]:
     href = f"{str(request.base_url).rstrip('/')}/v2/"
+    current = LOCATIONS_VERSION if service_of(request).http_store else CURRENT
     return {
         "versions": [
             {
                 "id": f"v2.{minor}",
-                "status": "CURRENT" if minor == CURRENT else "SUPPORTED",
+                "status": "CURRENT" if minor == current else "SUPPORTED",
                 "links": [{"rel": "self", "href": href}],
             }
-            for minor in range(CURRENT, -1, -1)
+            for minor in range(current, -1, -1)
         ]
     }
 
@@ -62,6 +65,8 @@ async def stores_info(request: Request) -> Response:
         entry: dict[str, Any] = {"id": store.id, "description": store.description}
         if store is service.store:
             entry["default"] = True
+        if not store.writable:  # the http store, as Glance flags it
+            entry["read-only"] = "true"
         if any(service.weights.values()):  # shown once weights are configured, as Glance
             entry["weight"] = service.weights.get(store.id, 0)
         stores.append(entry)

@@ -81,8 +81,18 @@ class CloudSpec:
             "image": {
                 # Two stores, so multi-store import and copy-image are tested; weighted
                 # (Tempest's multi-store waiter expects the weight order to be alphabetical).
-                "stores": [{"id": "file", "weight": 100}, {"id": "second", "weight": 50}],
-                # web-download tests fetch from the run's own file server on loopback.
+                # And the read-only http store `web` (the id Tempest's location tests
+                # expect in `stores`), for locations on the run's file server.
+                "stores": [
+                    {"id": "file", "weight": 100},
+                    {"id": "second", "weight": 50},
+                    {"id": "web", "type": "http"},
+                ],
+                # Image locations shown and managed, as Tempest's location tests want.
+                "show_multiple_locations": True,
+                "show_image_direct_url": True,
+                # web-download tests (and http locations) fetch from the run's own file
+                # server on loopback.
                 "web_download": {"allowed_ports": [80, 443, self.file_server_port]},
                 "cache_enabled": True,
                 # Imports are converted to raw, as a Ceph-backed Glance does (the format tests).

@@ -82,10 +82,15 @@ FEATURES: dict[str, dict[str, object]] = {
         "api_v2": True,
         "import_image": True,
         "os_glance_reserved": True,
-        "manage_locations": False,  # image locations are not exposed
+        # The harness's cloud shows image locations ([image] show_multiple_locations)
+        # and has an http store (`web`) whose locations its file server serves.
+        "manage_locations": True,
         "image_conversion": True,  # the harness's cloud enables the conversion plugin
-        "do_secure_hash": True,
-        "http_store_enabled": False,  # no HTTP store (image locations on web servers)
+        "do_secure_hash": True,  # [image] do_secure_hash (the default)
+        "http_store_enabled": True,
+        # Uploads whose data is not their disk_format, or names other files, are refused
+        # (cumulo.image.inspect): Tempest cannot register such images to boot them.
+        "image_format_enforcement": True,
         "store_weight_enabled": True,
     },
     "network-feature-enabled": {
