@@ -45,6 +45,7 @@ async def reserve(
     """A new attachment in `reserved`; the volume `reserved` (or `attaching` for os-reserve)."""
     async with service.db.write() as session:
         volume = await _locked_volume(session, volume_id)
+        states.require_not_migrating(volume_id, volume.migration_status, "attach")
         allowed = states.ATTACHABLE_MULTI if volume.multiattach else states.ATTACHABLE
         if instance_uuid and not volume.multiattach and volume.status in states.ATTACHABLE_MULTI:
             # Cinder: a second attachment for the same server (Compute swaps attachments
@@ -93,14 +94,17 @@ async def reserve(
     return attachment
 
 
-async def backend_call(call: Awaitable[T]) -> T:
+async def backend_call(call: Awaitable[T], refusals: tuple[str, ...] = ()) -> T:
     """A call to the storage host holding the volume; its failure is Cinder's 500
-    (the backend could not do it) or 503 (no answer)."""
+    (the backend could not do it) or 503 (no answer); a `refusals` exception (the
+    request's fault, e.g. InvalidReference) is 400 with its message."""
     try:
         return await call
     except RpcTimeout:
         raise ServiceUnavailable("The volume backend did not answer in time.") from None
     except RemoteError as exc:
+        if exc.type in refusals:
+            raise BadRequest(exc.message) from None
         raise ApiError(f"The volume backend failed: {exc.message}") from None
 
 

@@ -34,6 +34,7 @@ from cumulo.common.service_client import ServiceClient
 from cumulo.volume import rpcapi, states
 from cumulo.volume.backup_store import BackupStore
 from cumulo.volume.drivers.driver import VolumeDriver
+from cumulo.volume.manager_moves import MOVES_RPC_METHODS, VolumeMovesMixin
 from cumulo.volume.models import Backup, Snapshot, Volume, VolumeMetadata
 from cumulo.volume.notifications import volume_usage
 from cumulo.volume.scheduler import VOLUME_BINARY, record_heartbeat
@@ -49,7 +50,7 @@ RPC_METHODS = frozenset({
 })  # fmt: skip
 
 
-class VolumeManager(Endpoint):
+class VolumeManager(VolumeMovesMixin, Endpoint):
     # Cinder's notifications for consumers outside cumulo (set by whoever runs the backend).
     notifier: Notifier | None = None
 
@@ -82,13 +83,16 @@ class VolumeManager(Endpoint):
         self.report_interval = report_interval
         self._periodic: asyncio.Task | None = None
         self.service_context = {"request_id": f"req-volume-{self.backend_host}", "roles": []}
+        self._moves_init()
 
     def rpc_method(self, name: str):
-        return super().rpc_method(name) if name in RPC_METHODS else None
+        allowed = name in RPC_METHODS or name in MOVES_RPC_METHODS
+        return super().rpc_method(name) if allowed else None
 
     # -- lifecycle and heartbeat ------------------------------------------------------
 
     async def start(self, bus: Transport) -> None:
+        self.volume_rpc = rpcapi.VolumeAPI(bus)
         await self.recover_interrupted_work()
         await self.report()
         await bus.serve(rpcapi.volume_topic(self.backend_host), self)
@@ -112,8 +116,11 @@ class VolumeManager(Endpoint):
         cannot be resumed (its request died with the process): its partial data is
         removed and it goes to `error`; a delete is finished; an extend goes to
         `error_extending`, an upload back to the status it came from; a snapshot being
-        made goes to `error`, one being deleted is deleted. Data on the backend that no
-        volume or snapshot owns (a create cut short after a delete) is removed."""
+        made goes to `error`, one being deleted is deleted; a manage goes to
+        `error_managing` (what it adopted stays the volume's), an unmanage is finished; a
+        migration from here ends in error. Data on the backend that no volume or snapshot
+        owns (a create cut short after a delete, what a finished migration left) is
+        removed."""
         on_backend = or_(
             Volume.host == self.backend_host, Volume.host.startswith(f"{self.backend_host}#")
         )
@@ -139,6 +146,10 @@ class VolumeManager(Endpoint):
                 await self._set_snapshot(snap.id, states.CREATING, states.ERROR)
             elif snap.status == states.DELETING:
                 await self.delete_snapshot(ctx, snap.id)
+            elif snap.status == states.UNMANAGING:
+                await self.unmanage_snapshot(ctx, snap.id)
+            elif snap.status == states.MANAGING:
+                await self._set_snapshot(snap.id, states.MANAGING, states.ERROR)
         for vol in volumes:
             if vol.status in (states.CREATING, states.DOWNLOADING):
                 LOG.warning("volume %s was interrupted by a restart: error", vol.id)
@@ -156,6 +167,11 @@ class VolumeManager(Endpoint):
                     states.IN_USE if vol.attach_status == states.ATTACHED else states.AVAILABLE
                 )
                 await self._set_volume(vol.id, states.UPLOADING, status=back_to)
+            elif vol.status == states.MANAGING:
+                await self._set_volume(vol.id, states.MANAGING, status=states.ERROR_MANAGING)
+            elif vol.status == states.UNMANAGING:
+                await self.unmanage_volume(ctx, vol.id)
+        await self._recover_migrations(volumes)
         await self._recover_backups(volumes)
         await self._remove_orphaned_data()
 
@@ -163,6 +179,7 @@ class VolumeManager(Endpoint):
         async with self.db.read() as session:
             owned = {f"volume-{v}" for v in await session.scalars(select(Volume.id))}
             owned |= {f"snapshot-{s}" for s in await session.scalars(select(Snapshot.id))}
+        owned -= await self._moved_away()
         for name in sorted(self.driver.volume_files() - owned):
             kind, _, data_id = name.partition("-")
             LOG.warning("removing %s from backend %s: nothing owns it", name, self.backend_host)
@@ -261,8 +278,14 @@ class VolumeManager(Endpoint):
             await self._set_volume(volume_id, status, status=states.ERROR)
             return
         if not await self._set_volume(volume_id, status, status=states.AVAILABLE):
-            # Deleted (or reset) while it was being made: the data belongs to nobody.
-            LOG.warning("volume %s changed status while created; removing its data", volume_id)
+            # Deleted (or reset) while it was being made: a row gone or being deleted
+            # (e.g. a migration's new volume given up) wants no data.
+            LOG.warning("volume %s changed status while it was created", volume_id)
+            async with self.db.read() as session:
+                row = await session.get(Volume, volume_id)
+            if row is None or row.status == states.DELETING:
+                with contextlib.suppress(Exception):
+                    await self.driver.delete_volume(volume_id)
             return
         await self._notify("volume.create.end", volume_id)
 

@@ -117,6 +117,11 @@ class Volume(Base):
     image_id: Mapped[str | None] = mapped_column(String(64))
     # The generic volume group it belongs to (3.13+), if any.
     group_id: Mapped[str | None] = mapped_column(UUID, index=True)
+    # Cinder's migration_status: None (never moved), starting, migrating, completing,
+    # success or error; "target:<id>" on the new volume a migration fills.
+    migration_status: Mapped[str | None] = mapped_column(String(255))
+    # The status to go back to after a retype or a locked migration (Cinder's).
+    previous_status: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
 

@@ -3,7 +3,7 @@ from the rows themselves inside the writing transaction (no usage table to drift
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cumulo.common.faults import PayloadTooLarge
@@ -51,11 +51,15 @@ async def limits(session: AsyncSession, configured: dict[str, int], project_id: 
     return out
 
 
+# The new volume a migration fills uses no quota (Cinder's use_quota=False).
+_COUNTED = or_(Volume.migration_status.is_(None), ~Volume.migration_status.startswith("target:"))
+
+
 async def usage(session: AsyncSession, project_id: str) -> dict[str, int]:
     volumes, volume_gb = (
         await session.execute(
             select(func.count(Volume.id), func.coalesce(func.sum(Volume.size), 0)).where(
-                Volume.project_id == project_id
+                Volume.project_id == project_id, _COUNTED
             )
         )
     ).one()
@@ -87,7 +91,7 @@ async def usage(session: AsyncSession, project_id: str) -> dict[str, int]:
     by_type = await session.execute(
         select(VolumeType.name, func.count(Volume.id), func.coalesce(func.sum(Volume.size), 0))
         .join(Volume, Volume.type_id == VolumeType.id)
-        .where(Volume.project_id == project_id)
+        .where(Volume.project_id == project_id, _COUNTED)
         .group_by(VolumeType.name)
     )
     for name, count, size in by_type:

@@ -155,3 +155,94 @@ class VolumeAPI:
 
     async def get_capabilities(self, ctx: Context, host: str) -> dict[str, Any]:
         return await self.bus.call(volume_topic(host), "get_capabilities", ctx, timeout=10.0)
+
+    # -- migration: the source backend moves the volume (cumulo.volume.manager_moves) --
+
+    async def migrate_volume(
+        self, ctx: Context, host: str, volume_id: str, new_volume_id: str, new_type_id: str | None
+    ) -> None:
+        """To the backend holding the volume: fill `new_volume_id` (placed on the
+        destination, being created there) with its data, then take its place."""
+        await self.bus.cast(
+            volume_topic(host),
+            "migrate_volume",
+            ctx,
+            volume_id=volume_id,
+            new_volume_id=new_volume_id,
+            new_type_id=new_type_id,
+        )
+
+    async def migrate_volume_completion(
+        self, ctx: Context, host: str, volume_id: str, new_volume_id: str, error: bool
+    ) -> str:
+        return await self.bus.call(
+            volume_topic(host),
+            "migrate_volume_completion",
+            ctx,
+            timeout=self.call_timeout,
+            volume_id=volume_id,
+            new_volume_id=new_volume_id,
+            error=error,
+        )
+
+    async def update_migrated_volume(
+        self, ctx: Context, host: str, new_volume_id: str, original_id: str
+    ) -> None:
+        """To the destination: the data written into new_volume_id takes original_id's name."""
+        await self.bus.call(
+            volume_topic(host),
+            "update_migrated_volume",
+            ctx,
+            timeout=self.call_timeout,
+            new_volume_id=new_volume_id,
+            original_id=original_id,
+        )
+
+    # -- manage / unmanage --------------------------------------------------------------
+
+    async def get_manageable(self, ctx: Context, host: str, kind: str) -> list[dict[str, Any]]:
+        return await self.bus.call(
+            volume_topic(host), "get_manageable", ctx, timeout=self.call_timeout, kind=kind
+        )
+
+    async def manage_existing_get_size(
+        self, ctx: Context, host: str, ref: dict[str, Any], kind: str
+    ) -> int:
+        return await self.bus.call(
+            volume_topic(host),
+            "manage_existing_get_size",
+            ctx,
+            timeout=self.call_timeout,
+            ref=ref,
+            kind=kind,
+        )
+
+    async def manage_existing(
+        self, ctx: Context, host: str, volume_id: str, ref: dict[str, Any]
+    ) -> int:
+        return await self.bus.call(
+            volume_topic(host),
+            "manage_existing",
+            ctx,
+            timeout=self.call_timeout,
+            volume_id=volume_id,
+            ref=ref,
+        )
+
+    async def manage_existing_snapshot(
+        self, ctx: Context, host: str, snapshot_id: str, ref: dict[str, Any]
+    ) -> int:
+        return await self.bus.call(
+            volume_topic(host),
+            "manage_existing_snapshot",
+            ctx,
+            timeout=self.call_timeout,
+            snapshot_id=snapshot_id,
+            ref=ref,
+        )
+
+    async def unmanage_volume(self, ctx: Context, host: str, volume_id: str) -> None:
+        await self.bus.cast(volume_topic(host), "unmanage_volume", ctx, volume_id=volume_id)
+
+    async def unmanage_snapshot(self, ctx: Context, host: str, snapshot_id: str) -> None:
+        await self.bus.cast(volume_topic(host), "unmanage_snapshot", ctx, snapshot_id=snapshot_id)

@@ -376,3 +376,40 @@ async def backend_accepts(
         if state.pool_host == pool_host:
             return capabilities_filter(state, RequestSpec(0, extra_specs=extra_specs))
     return False
+
+
+def backend_named(backends: list[BackendState], host: str) -> BackendState | None:
+    """The backend a host@backend or host@backend#pool names (a pool given must be its)."""
+    name, _, pool = host.partition("#")
+    for state in backends:
+        if state.host == name and (not pool or pool == state.pool):
+            return state
+    return None
+
+
+async def place_move(
+    session: Any,
+    volume_id: str,
+    spec: RequestSpec,
+    down_time: float,
+    *,
+    source: str,
+    target: str | None = None,
+) -> BackendState | None:
+    """The destination of a volume moving off `source` (its host@backend#pool): the
+    backend `target` names when given, else the best other one; filtered and locked as
+    place() does, so the caller writes the new volume there in the same transaction.
+    None: no valid backend."""
+    backends = await backend_states(session, down_time, lock=True)
+    here = source.partition("#")[0]
+    candidates = [b for b in backends if b.host != here]
+    if target is not None:
+        named = backend_named(candidates, target)
+        candidates = [named] if named is not None else []
+    best, failed = select_backend(candidates, spec)
+    if best is None:
+        LOG.warning(
+            "volume %s (%s GiB) cannot move off %s: %s (none passed %s)",
+            volume_id, spec.size, here, NO_VALID_BACKEND, failed or "-",
+        )  # fmt: skip
+    return best

@@ -90,6 +90,7 @@ def _written_conf(tmp_path: Path, validation: bool) -> configparser.ConfigParser
         "volume_vendor": "Open Source",
         "volume_protocol": "iSCSI",
         "multiattach_type": "multiattach",
+        "volume_backends": ["file-1", "file-2"],
     }
     path = tmp_path / "tempest.conf"
     conf.write_conf(
@@ -163,3 +164,12 @@ def test_the_report_counts_per_service_and_class_and_lists_skips():
     assert "| compute | 1 | 0 | 1 |" in md and "| identity | 0 | 1 | 0 |" in md
     assert "| admin.v3.test_domains.DomainsTestJSON † | 0 | 1 | 0 |" in md
     assert "no shelve here" in md and "- date: today" in md
+
+
+def test_two_volume_backends_enable_the_multi_backend_and_manage_tests(tmp_path: Path):
+    written = _written_conf(tmp_path, validation=False)
+    assert written["volume-feature-enabled"]["multi_backend"] == "true"
+    assert written["volume"]["backend_names"] == "file-1,file-2"
+    assert written["volume-feature-enabled"]["manage_volume"] == "true"
+    assert written["volume"]["manage_volume_ref"] == "source-name,unmanaged-volume-%s"
+    assert written["volume"]["manage_snapshot_ref"] == "source-name,unmanaged-snapshot-%s"

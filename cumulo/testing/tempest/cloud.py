@@ -37,6 +37,8 @@ PORT_NAMES = (
 # yet, so the host leg (the host's address on it, which Tempest's SSH goes through to the
 # floating IPs) is not refused because another cloud on this host holds 172.24.4.0/24.
 EXTERNAL_RANGE = ipaddress.ip_network("172.24.0.0/16")
+# The cloud's Block Storage backends ([[volume.backends]], each its own directory).
+VOLUME_BACKENDS = ("file-1", "file-2")
 POSTGRESQL = "postgresql+asyncpg://postgres@127.0.0.1:5432/"
 RABBITMQ = "rabbit://guest:guest@127.0.0.1:5672/"
 
@@ -98,6 +100,9 @@ class CloudSpec:
                 # Imports are converted to raw, as a Ceph-backed Glance does (the format tests).
                 "import_plugins": ["image_conversion"],
             },
+            # Two file backends (volume types choose one by volume_backend_name), so
+            # multi-backend, retype with migration and manage/unmanage are tested.
+            "volume": {"backends": [{"name": name} for name in VOLUME_BACKENDS]},
             # A second storage policy (as Tempest's gate has): per-policy account quotas.
             "object_store": {
                 "policies": [

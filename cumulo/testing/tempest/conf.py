@@ -109,10 +109,20 @@ FEATURES: dict[str, dict[str, object]] = {
         "snapshot": True,
         "clone": True,
         "extend_attached_volume": True,
-        "manage_volume": False,
-        "manage_snapshot": False,
+        # The file backends adopt and let go of files (see VOLUME_MANAGE_REFS).
+        "manage_volume": True,
+        "manage_snapshot": True,
+        # Set from the backends the cloud reports (write_conf): true with two or more.
         "multi_backend": False,
     },
+}
+
+# [volume] manage_volume_ref / manage_snapshot_ref: how the file backend names what it
+# unmanaged (it renames volume-<id> to unmanaged-volume-<id>, snapshot-<id> to
+# unmanaged-snapshot-<id>), which manage takes back with {"source-name": <name>}.
+VOLUME_MANAGE_REFS = {
+    "manage_volume_ref": "source-name,unmanaged-volume-%s",
+    "manage_snapshot_ref": "source-name,unmanaged-snapshot-%s",
 }
 
 
@@ -168,7 +178,12 @@ def discover(s: AdminSession, root: dict[str, str]) -> dict:
     # The first backend's capabilities: what volume types' extra specs may ask for.
     pools = s.call("GET", "block-storage", "/scheduler-stats/get_pools", params={"detail": "true"})
     capabilities = pools["pools"][0]["capabilities"] if pools.get("pools") else {}
+    # Each backend's volume_backend_name (what volume types select it by).
+    backend_names = sorted(
+        {p["capabilities"].get("volume_backend_name") for p in pools.get("pools", [])} - {None}
+    )
     return {
+        "volume_backends": backend_names,
         "volume_vendor": capabilities.get("vendor_name", "Open Source"),
         "volume_protocol": capabilities.get("storage_protocol", "iSCSI"),
         "image": images[0]["id"],
@@ -261,6 +276,8 @@ def write_conf(
             "vendor_name": offer["volume_vendor"],
             "storage_protocol": offer["volume_protocol"],
             "volume_type_multiattach": offer["multiattach_type"],
+            "backend_names": ",".join(offer["volume_backends"]),
+            **VOLUME_MANAGE_REFS,
         },
         "validation": (
             validation_section(public["name"]) if validation else {"run_validation": False}
@@ -276,6 +293,7 @@ def write_conf(
     }
     for section, flags in FEATURES.items():
         sections[section] = dict(flags)
+    sections["volume-feature-enabled"]["multi_backend"] = len(offer["volume_backends"]) > 1
     sections["network-feature-enabled"]["api_extensions"] = ",".join(offer["network_extensions"])
     if offer["object_store_apis"] is not None:
         sections["object-storage"] = {

@@ -1,7 +1,8 @@
 """`POST /v3/volumes/{id}/action`: extend, read-only flag, bootable, image metadata,
 upload to image, reimage (3.68), reset status, and the attach/detach actions compute uses
 (os-reserve, os-initialize_connection, os-attach, os-begin_detaching,
-os-roll_detaching, os-detach, os-terminate_connection, os-unreserve)."""
+os-roll_detaching, os-detach, os-terminate_connection, os-unreserve); retype and
+migration are in cumulo.volume.api.migrate, unmanage in cumulo.volume.api.manage."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, NotFound, PayloadTooLarge
 from cumulo.common.service_client import ServiceError
 from cumulo.volume import attach, messages, quotas, states
+from cumulo.volume.api import manage, migrate
 from cumulo.volume.api.common import (
     Action,
     accepted,
@@ -34,15 +36,9 @@ from cumulo.volume.api.volumes import (
     image_metadata_of,
     load_volume,
     remove_volume,
-    volume_type_for,
 )
 from cumulo.volume.models import Attachment, Volume, VolumeMetadata
-from cumulo.volume.scheduler import (
-    NO_VALID_BACKEND,
-    backend_accepts,
-    backend_fits,
-    type_multiattach,
-)
+from cumulo.volume.scheduler import NO_VALID_BACKEND, backend_fits
 
 LOG = logging.getLogger(__name__)
 DISK_FORMATS = ("raw", "qcow2", "vmdk", "vdi", "vhd", "vhdx")
@@ -75,6 +71,7 @@ async def extend(request: Request, volume_id: str, args: Any) -> Response:
         volume = await session.get(Volume, volume_id)
         assert volume is not None
         states.require_volume_status(volume.status, allowed, "extend it")
+        states.require_not_migrating(volume_id, volume.migration_status, "extend")
         if new_size <= volume.size:
             raise BadRequest(
                 f"Invalid input received: New size for extend must be greater than current "
@@ -108,48 +105,21 @@ async def extend(request: Request, volume_id: str, args: Any) -> Response:
     return accepted()
 
 
-async def retype(request: Request, volume_id: str, args: Any) -> Response:
-    """os-retype: the volume takes the new type when its backend matches the type's extra
-    specs. A retype that needs the volume moved to another backend is refused: moving
-    volumes between backends (migration) is not implemented yet."""
-    ctx, _ = await load_volume(request, volume_id, "volume:retype")
-    new_type = args.get("new_type") if isinstance(args, dict) else None
-    if not isinstance(new_type, str) or not new_type:
-        raise BadRequest("Invalid input received: 'new_type' must be specified.")
-    policy = args.get("migration_policy") or "never"
-    if policy not in ("never", "on-demand"):
-        raise BadRequest(f"Invalid input received: Invalid migration_policy {policy}.")
-    service = service_of(request)
-    async with service.db.write() as session:
-        volume = await session.scalar(
-            select(Volume).where(Volume.id == volume_id).with_for_update()
-        )
-        assert volume is not None
-        states.require_volume_status(volume.status, states.RETYPABLE, "retype it")
-        vtype, specs = await volume_type_for(session, request, ctx, new_type)
-        if vtype.id == volume.type_id:
-            raise BadRequest(
-                "Invalid input received: New volume type must be different from the original."
-            )
-        down_time = service.config.volume.service_down_time
-        if not await backend_accepts(session, volume.host, specs, down_time):
-            why = (
-                "migration_policy is never"
-                if policy == "never"
-                else "moving volumes between backends is not implemented yet"
-            )
-            raise BadRequest(
-                f"Invalid volume: retyping volume {volume_id} to {vtype.name} needs a move to "
-                f"another backend, and {why}."
-            )
-        multiattach = type_multiattach(specs)
-        if multiattach != volume.multiattach and volume.status != states.AVAILABLE:
-            raise BadRequest(
-                "Invalid volume: retyping an attached volume cannot change whether it may be "
-                "attached to several servers (multiattach)."
-            )
-        volume.type_id, volume.multiattach, volume.updated_at = vtype.id, multiattach, utcnow()
-    return accepted()
+async def extend_volume_completion(request: Request, volume_id: str, args: Any) -> Response:
+    """os-extend_volume_completion (3.71's action, admin): Compute's answer to a
+    volume-extended event for a backend that waits for it. No backend here waits (the
+    file backend grows the volume itself, then tells Compute), so, as Cinder answers for
+    such a backend, there is never an extend to complete."""
+    await load_volume(
+        request, volume_id, "volume_extension:volume_admin_actions:extend_volume_completion"
+    )
+    if args is not None and (not isinstance(args, dict) or set(args) - {"error"}):
+        raise BadRequest("Invalid input for field/attribute os-extend_volume_completion.")
+    async with service_of(request).db.read() as session:
+        volume = await session.get(Volume, volume_id)
+    if volume is None or volume.status != states.EXTENDING:
+        raise BadRequest("Invalid volume: Volume is not being extended.")
+    raise BadRequest("Invalid volume: Required volume admin metadata is malformed or missing.")
 
 
 async def update_readonly_flag(request: Request, volume_id: str, args: Any) -> Response:
@@ -237,6 +207,7 @@ async def upload_image(request: Request, volume_id: str, args: Any) -> Response:
         raise BadRequest("Invalid input received: this cloud has no Image service.")
     allowed = states.UPLOADABLE_FORCED if force else states.UPLOADABLE
     states.require_volume_status(volume.status, allowed, "upload it to an image")
+    states.require_not_migrating(volume_id, volume.migration_status, "upload")
     image_meta = await _image_meta(request, volume_id)
     new_image: dict[str, Any] = {
         "name": args["image_name"],
@@ -313,6 +284,7 @@ async def reimage(request: Request, volume_id: str, args: Any) -> Response:
         )
         assert locked is not None
         states.require_volume_status(locked.status, allowed, "reimage it")
+        states.require_not_migrating(volume_id, locked.migration_status, "reimage")
         back_to = states.AVAILABLE if locked.status == states.ERROR else locked.status
         locked.status, locked.updated_at = states.DOWNLOADING, utcnow()
     await service.volume_rpc.reimage_volume(
@@ -325,7 +297,10 @@ async def reimage(request: Request, volume_id: str, args: Any) -> Response:
 async def reset_status(request: Request, volume_id: str, args: Any) -> Response:
     await load_volume(request, volume_id, "volume_extension:volume_admin_actions:reset_status")
     if not isinstance(args, dict) or not args:
-        raise BadRequest("Invalid input received: 'status' or 'attach_status' is required.")
+        raise BadRequest(
+            "Invalid input received: Must specify 'status', 'attach_status' or "
+            "'migration_status' for update."
+        )
     values: dict[str, Any] = {}
     if "status" in args:
         if args["status"] not in states.VOLUME_STATUSES:
@@ -337,6 +312,15 @@ async def reset_status(request: Request, volume_id: str, args: Any) -> Response:
                 f"Invalid input received: Invalid attach status '{args['attach_status']}'."
             )
         values["attach_status"] = args["attach_status"]
+    if "migration_status" in args:
+        # An admin ends a migration stuck by hand ("none" clears it), as in Cinder.
+        wanted = str(args["migration_status"]).lower()
+        if wanted not in states.MIGRATION_STATUSES:
+            raise BadRequest(
+                f"Invalid input received: Volume migration status: {wanted} is invalid, valid "
+                f"statuses are: {states.MIGRATION_STATUSES}."
+            )
+        values["migration_status"] = None if wanted == "none" else wanted
     await _set(request, volume_id, **values)
     return accepted()
 
@@ -349,7 +333,8 @@ async def _attach_rule(request: Request, volume_id: str) -> tuple[RequestContext
 
 
 async def reserve(request: Request, volume_id: str, _args: Any) -> Response:
-    await _attach_rule(request, volume_id)
+    _, volume = await _attach_rule(request, volume_id)
+    states.require_not_migrating(volume_id, volume.migration_status, "reserve")
     service = service_of(request)
     await attach.set_volume_status(
         service, volume_id, states.ATTACHABLE, states.ATTACHING, "reserve it"
@@ -506,7 +491,11 @@ async def force_delete(request: Request, volume_id: str, _args: Any) -> Response
 
 ACTIONS: dict[str, Action] = {
     "os-extend": extend,
-    "os-retype": retype,
+    "os-extend_volume_completion": extend_volume_completion,
+    "os-retype": migrate.retype,
+    "os-migrate_volume": migrate.migrate_volume,
+    "os-migrate_volume_completion": migrate.migrate_volume_completion,
+    "os-unmanage": manage.unmanage_volume,
     "os-update_readonly_flag": update_readonly_flag,
     "os-set_bootable": set_bootable,
     "os-set_image_metadata": set_image_metadata,

@@ -193,6 +193,7 @@ async def create_backup(request: Request) -> Response:
                 f"Invalid volume: Volume to be backed up must be available or in-use, but "
                 f'the current status is "{volume.status}".'
             )
+        states.require_not_migrating(volume.id, volume.migration_status, "back up")
         parent = None
         if incremental:
             parent = await session.scalar(

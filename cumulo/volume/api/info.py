@@ -108,6 +108,10 @@ EXTENSIONS = [
     ("os-extended-services", "ExtendedServices"),
     ("scheduler-stats", "Scheduler_stats"),
     ("capabilities", "Capabilities"),
+    ("os-volume-manage", "VolumeManage"),
+    ("os-volume-unmanage", "VolumeUnmanage"),
+    ("os-snapshot-manage", "SnapshotManage"),
+    ("os-snapshot-unmanage", "SnapshotUnmanage"),
 ]
 
 

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cumulo.common.faults import BadRequest, ErrorRenderer, NotFound
 
 MIN_VERSION = (3, 0)
-MAX_VERSION = (3, 70)
+MAX_VERSION = (3, 71)
 
 _VERSION = re.compile(r"^([1-9]\d*)\.(0|[1-9]\d*)$")
 
@@ -30,8 +30,8 @@ COLLECTIONS = frozenset(
         "limits", "os-quota-sets", "os-services", "scheduler-stats", "os-volume-transfer",
         "backups", "groups", "group_types", "group_snapshots", "messages", "capabilities",
         "qos-specs", "os-hosts", "workers", "clusters", "resource_filters", "default-types",
-        "os-snapshot-manage", "manageable_volumes", "manageable_snapshots", "volume-transfers",
-        "os-quota-class-sets",
+        "os-snapshot-manage", "os-volume-manage", "manageable_volumes", "manageable_snapshots",
+        "volume-transfers", "os-quota-class-sets",
     }
 )  # fmt: skip
 

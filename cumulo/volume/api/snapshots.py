@@ -50,8 +50,8 @@ async def load_snapshot(
     return await load_owned(request, Snapshot, snapshot_id, "Snapshot", "volume:get_snapshot", rule)
 
 
-async def _bodies(
-    request: Request, snaps: list[Snapshot], *, extended: bool = True
+async def snapshot_bodies(
+    request: Request, snaps: list[Snapshot], *, extended: bool = True, legacy: bool = False
 ) -> list[dict[str, Any]]:
     meta: dict[str, dict[str, str]] = {s.id: {} for s in snaps}
     if snaps:
@@ -60,7 +60,7 @@ async def _bodies(
                 select(SnapshotMetadata).where(SnapshotMetadata.snapshot_id.in_(meta))
             ):
                 meta[m.snapshot_id][m.key] = m.value
-    return [views.snapshot(request, s, meta[s.id], extended=extended) for s in snaps]
+    return [views.snapshot(request, s, meta[s.id], extended=extended, legacy=legacy) for s in snaps]
 
 
 async def _one(request: Request, snapshot_id: str, status: int = 200) -> Response:
@@ -68,7 +68,7 @@ async def _one(request: Request, snapshot_id: str, status: int = 200) -> Respons
     async with service_of(request).db.read() as session:
         snap = await session.get(Snapshot, snapshot_id)
     assert snap is not None
-    return json({"snapshot": (await _bodies(request, [snap], extended=False))[0]}, status)
+    return json({"snapshot": (await snapshot_bodies(request, [snap], extended=False))[0]}, status)
 
 
 @describes(
@@ -112,6 +112,7 @@ async def create_snapshot(request: Request) -> Response:
             else states.SNAPSHOTTABLE
         )
         states.require_volume_status(volume.status, allowed, "create a snapshot")
+        states.require_not_migrating(volume.id, volume.migration_status, "snapshot")
         await quotas.check(
             session,
             service.config.volume.quota,
@@ -144,7 +145,7 @@ async def _list(request: Request, detail: bool) -> Response:
         request, Snapshot, ("name", "status", "volume_id"), SORT_COLUMNS
     )
     page = [s.id for s in snaps]
-    items = await _bodies(request, snaps, extended=detail)
+    items = await snapshot_bodies(request, snaps, extended=detail)
     collection = "snapshots/detail" if detail else "snapshots"
     return json(list_body(request, "snapshots", items, collection, page, more))
 
@@ -159,7 +160,7 @@ async def list_snapshots_detail(request: Request) -> Response:
 
 async def show_snapshot(request: Request) -> Response:
     _, snap = await load_snapshot(request, request.path_params["id"])
-    return json({"snapshot": (await _bodies(request, [snap]))[0]})
+    return json({"snapshot": (await snapshot_bodies(request, [snap]))[0]})
 
 
 async def update_snapshot(request: Request) -> Response:
@@ -250,10 +251,30 @@ async def force_delete_snapshot(request: Request, snapshot_id: str, _args: Any) 
     return accepted()
 
 
+async def unmanage_snapshot(request: Request, snapshot_id: str, _args: Any) -> Response:
+    """os-unmanage on a snapshot (admin): its row goes, its data stays on the backend."""
+    ctx, _ = await load_snapshot(request, snapshot_id, "snapshot_extension:snapshot_unmanage")
+    service = service_of(request)
+    async with service.db.write() as session:
+        snap = await session.get(Snapshot, snapshot_id)
+        if snap is None:
+            raise NotFound(f"Snapshot {snapshot_id} could not be found.")
+        if snap.status not in states.SNAPSHOT_DELETABLE or snap.group_snapshot_id:
+            raise BadRequest(
+                "Invalid snapshot: Snapshot status must be available or error and must not "
+                f"be part of a group (status: {snap.status})."
+            )
+        snap.status, snap.updated_at = states.UNMANAGING, utcnow()
+        host = await session.scalar(select(Volume.host).where(Volume.id == snap.volume_id))
+    await service.volume_rpc.unmanage_snapshot(ctx.to_dict(), host or "", snapshot_id)
+    return accepted()
+
+
 SNAPSHOT_ACTIONS = {
     "os-reset_status": reset_snapshot_status,
     "os-update_snapshot_status": update_snapshot_status,
     "os-force_delete": force_delete_snapshot,
+    "os-unmanage": unmanage_snapshot,
 }
 
 

@@ -28,14 +28,18 @@ def volume_detail(
     admin: bool,
     sees_hosts: bool,
     extended: bool = True,
+    legacy: bool = False,
 ) -> dict[str, Any]:
     """extended: show and list detail, which Cinder's extensions add the owner, host,
-    migration and image metadata attributes to (create and update answer without)."""
+    migration and image metadata attributes to (create and update answer without).
+    legacy: Cinder's legacy_detail (what manage answers), without the fields later
+    microversions add."""
     body: dict[str, Any] = {
         "id": v.id,
         "name": v.name,
         "description": v.description,
-        "status": v.status,
+        # managing shows as creating, error_managing as error (Cinder's v3 view).
+        "status": states.SHOWN_AS.get(v.status, v.status),
         "size": v.size,
         "availability_zone": v.availability_zone,
         "created_at": isotime(v.created_at),
@@ -56,15 +60,18 @@ def volume_detail(
         "volume_type": vtype.name,
     }
     if admin:
-        body["migration_status"] = None
+        body["migration_status"] = v.migration_status
     if extended:
         body["os-vol-tenant-attr:tenant_id"] = v.project_id
         if image_metadata:
             body["volume_image_metadata"] = image_metadata
         if admin:
             body["os-vol-host-attr:host"] = v.host or None  # "" until scheduled
-            body["os-vol-mig-status-attr:migstat"] = None
+            body["os-vol-mig-status-attr:migstat"] = v.migration_status
+            # A migrated volume's data takes its name again (update_migrated_volume).
             body["os-vol-mig-status-attr:name_id"] = None
+    if legacy:
+        return body
     if at_least(request, 3, 13):
         body["group_id"] = v.group_id
     if at_least(request, 3, 21) and admin:
@@ -113,14 +120,20 @@ def attachment(a: Attachment, *, detail: bool = True) -> dict[str, Any]:
 
 
 def snapshot(
-    request: Request, s: Snapshot, metadata: dict[str, str], *, extended: bool = True
+    request: Request,
+    s: Snapshot,
+    metadata: dict[str, str],
+    *,
+    extended: bool = True,
+    legacy: bool = False,
 ) -> dict[str, Any]:
-    """extended: show and list detail, with Cinder's extended snapshot attributes."""
+    """extended: show and list detail, with Cinder's extended snapshot attributes;
+    legacy: the base view manage answers (no fields of later microversions)."""
     body: dict[str, Any] = {
         "id": s.id,
         "name": s.name,
         "description": s.description,
-        "status": s.status,
+        "status": states.SHOWN_AS.get(s.status, s.status),
         "size": s.size,
         "volume_id": s.volume_id,
         "created_at": isotime(s.created_at),
@@ -131,6 +144,8 @@ def snapshot(
         progress = s.progress or ("100%" if s.status == states.AVAILABLE else "0%")
         body["os-extended-snapshot-attributes:progress"] = progress
         body["os-extended-snapshot-attributes:project_id"] = s.project_id
+    if legacy:
+        return body
     if at_least(request, 3, 14):
         body["group_snapshot_id"] = None
     if at_least(request, 3, 41):

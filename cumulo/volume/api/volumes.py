@@ -89,10 +89,15 @@ async def load_volume(
 
 
 async def volume_body(
-    request: Request, ctx: RequestContext, volumes: list[Volume], *, extended: bool = True
+    request: Request,
+    ctx: RequestContext,
+    volumes: list[Volume],
+    *,
+    extended: bool = True,
+    legacy: bool = False,
 ) -> list[dict]:
     """Detail views of several volumes, with three queries for all of them (extended:
-    as show and list detail answer, see views.volume_detail)."""
+    as show and list detail answer, legacy: as manage does, see views.volume_detail)."""
     service = service_of(request)
     ids = [v.id for v in volumes]
     meta: dict[str, dict[str, dict[str, str]]] = {
@@ -127,18 +132,25 @@ async def volume_body(
             admin=admin,
             sees_hosts=sees_hosts,
             extended=extended,
+            legacy=legacy,
         )
         for v in volumes
     ]
 
 
 async def volume_response(
-    request: Request, ctx: RequestContext, volume_id: str, *, extended: bool = True
+    request: Request,
+    ctx: RequestContext,
+    volume_id: str,
+    *,
+    extended: bool = True,
+    legacy: bool = False,
 ) -> dict[str, Any]:
     async with service_of(request).db.read() as session:
         volume = await session.get(Volume, volume_id)
     assert volume is not None
-    return {"volume": (await volume_body(request, ctx, [volume], extended=extended))[0]}
+    body = await volume_body(request, ctx, [volume], extended=extended, legacy=legacy)
+    return {"volume": body[0]}
 
 
 # -- create --------------------------------------------------------------------
@@ -349,6 +361,7 @@ async def create_volume(request: Request) -> Response:
             if src is None or (src.project_id != ctx.project_id and not service.is_admin(ctx)):
                 raise NotFound(f"Volume {source_volid} could not be found.")
             states.require_volume_status(src.status, states.CLONABLE, "clone it")
+            states.require_not_migrating(src.id, src.migration_status, "clone")
             size = size or src.size
             source_backend = src.host
             if size < src.size:
@@ -630,8 +643,10 @@ async def remove_volume(
         if volume is None:
             raise NotFound(f"Volume {volume_id} could not be found.")
         if (
-            not force and volume.status not in states.DELETABLE
-        ) or volume.attach_status == states.ATTACHED:
+            (not force and volume.status not in states.DELETABLE)
+            or volume.attach_status == states.ATTACHED
+            or states.is_migrating(volume.migration_status)
+        ):
             raise BadRequest(
                 "Invalid volume: Volume status must be available or error or error_restoring or "
                 "error_extending or error_managing and must not be migrating, attached, belong "

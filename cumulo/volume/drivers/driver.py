@@ -19,10 +19,30 @@ class DriverError(Exception):
     """The backend could not do what it was asked (the volume goes to an error status)."""
 
 
+class InvalidReference(DriverError):
+    """A manage request's reference names nothing this backend can adopt (Cinder's
+    ManageExistingInvalidReference)."""
+
+    def __init__(self, ref: Any, reason: str) -> None:
+        super().__init__(
+            f"Manage existing volume failed due to invalid backend reference {ref}: {reason}"
+        )
+
+
 @dataclass(frozen=True)
 class Capacity:
     total_gb: float
     free_gb: float
+
+
+@dataclass(frozen=True)
+class BackendObject:
+    """A piece of data on the backend as manage-existing sees it: its reference name,
+    size in whole GiB, and whether something has it open."""
+
+    name: str
+    size_gb: int
+    in_use: bool
 
 
 class VolumeDriver(abc.ABC):
@@ -75,6 +95,45 @@ class VolumeDriver(abc.ABC):
 
     @abc.abstractmethod
     async def capacity(self) -> Capacity: ...
+
+    # -- moving volumes between backends (migration) ---------------------------------
+
+    @abc.abstractmethod
+    async def copy_volume_to(self, volume_id: str, connection: dict[str, Any]) -> None:
+        """Write the volume's data onto another backend's (empty) volume of the same
+        size, reached through that backend's connection info for this host."""
+
+    @abc.abstractmethod
+    async def rename_migrated_volume(self, new_volume_id: str, original_id: str) -> None:
+        """The data a migration wrote into `new_volume_id` on this backend takes the
+        moved volume's name (Cinder's update_migrated_volume)."""
+
+    # -- manage / unmanage -----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def list_objects(self, kind: str) -> list[BackendObject]:
+        """The backend's data of one kind ("volume" or "snapshot"), managed or not."""
+
+    @abc.abstractmethod
+    async def manage_existing_get_size(self, ref: dict[str, Any], kind: str) -> int:
+        """Size in GiB of the object `ref` names; InvalidReference when there is none
+        this backend can adopt as a `kind`."""
+
+    @abc.abstractmethod
+    async def manage_existing(self, volume_id: str, ref: dict[str, Any]) -> int:
+        """Adopt the object `ref` names as the volume's data (renamed to the volume's
+        name); its size in GiB."""
+
+    @abc.abstractmethod
+    async def manage_existing_snapshot(self, snapshot_id: str, ref: dict[str, Any]) -> int:
+        """Adopt the object `ref` names as the snapshot's data; its size in GiB."""
+
+    @abc.abstractmethod
+    async def unmanage(self, volume_id: str) -> None:
+        """Let go of a volume's data: it stays on the backend, no longer the volume's."""
+
+    @abc.abstractmethod
+    async def unmanage_snapshot(self, snapshot_id: str) -> None: ...
 
     @abc.abstractmethod
     def volume_files(self) -> set[str]:

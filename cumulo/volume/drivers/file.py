@@ -9,6 +9,13 @@ Hosts reach a volume through its connection info: in the all-in-one process the
 guest opens the file directly (`driver_volume_type: file`); a connector from
 another host (`"host"` differing from this one, or `"nbd": true`) gets an NBD
 export served by qemu-storage-daemon, one per attachment, stopped on detach.
+
+Names: `volume-<id>` and `snapshot-<id>` are the backend's own (data no volume or
+snapshot owns is removed when its manager starts). Unmanage renames the data to
+`unmanaged-volume-<id>` / `unmanaged-snapshot-<id>` (as Pure's driver marks what it
+lets go of), so it stays; any other file in the directory is foreign data that
+manage (`{"source-name": <file name>}`) adopts, renaming it to the new volume's
+name as Cinder's LVM driver renames the logical volume.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -23,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from cumulo.common import limits
-from cumulo.volume.drivers.driver import Capacity, DriverError, GiB, VolumeDriver
+from cumulo.volume.drivers.driver import (
+    BackendObject,
+    Capacity,
+    DriverError,
+    GiB,
+    InvalidReference,
+    VolumeDriver,
+)
 from cumulo.volume.drivers.nbd import NbdExports
 
 QEMU_IMG_TIMEOUT = 3600.0
@@ -181,6 +196,133 @@ class FileDriver(VolumeDriver):
 
     def volume_files(self) -> set[str]:
         return {e.name for e in os.scandir(self.root) if e.is_file()}
+
+    # -- migration ---------------------------------------------------------------
+
+    async def copy_volume_to(self, volume_id: str, connection: dict[str, Any]) -> None:
+        """qemu-img writes every block of the volume into the destination, opened as its
+        connection info says: the file itself on this host, else its NBD export."""
+        data = connection.get("data") or {}
+        if connection.get("driver_volume_type") == "file":
+            target, fmt = data["path"], data.get("format") or "raw"
+        elif connection.get("driver_volume_type") == "nbd":
+            target, fmt = data["uri"], "raw"
+        else:
+            raise DriverError(f"cannot write to a {connection.get('driver_volume_type')} volume")
+        await qemu_img(
+            "convert", "-U", "-n", "--target-is-zero", "-f", self.format, "-O", fmt,
+            str(self.path(volume_id)), target,
+        )  # fmt: skip
+
+    async def rename_migrated_volume(self, new_volume_id: str, original_id: str) -> None:
+        src, dest = self.path(new_volume_id), self.path(original_id)
+        if dest.exists():
+            raise DriverError(f"{dest.name} already exists on this backend")
+        src.rename(dest)
+
+    # -- manage / unmanage -------------------------------------------------------
+
+    @staticmethod
+    def _kind(name: str) -> str:
+        return "snapshot" if name.startswith(("snapshot-", "unmanaged-snapshot-")) else "volume"
+
+    async def _describe(self, path: Path) -> tuple[dict[str, Any], bool]:
+        """qemu-img's description of a file (format probed) and whether a process holds
+        it open for writing (QEMU's image lock: a guest or an export has it)."""
+        try:
+            return json.loads(await qemu_img("info", "--output=json", str(path))), False
+        except DriverError as exc:
+            if "lock" not in str(exc):
+                raise
+        return json.loads(await qemu_img("info", "-U", "--output=json", str(path))), True
+
+    async def list_objects(self, kind: str) -> list[BackendObject]:
+        found = []
+        for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
+            if not entry.is_file() or entry.name.startswith(".") or entry.name.endswith(".part"):
+                continue
+            if self._kind(entry.name) != kind:
+                continue
+            try:
+                info, locked = await self._describe(Path(entry.path))
+            except (DriverError, FileNotFoundError):
+                continue  # gone meanwhile, or not an image qemu-img reads
+            in_use = locked or bool(self.exports.exporting(Path(entry.path)))
+            size = max(math.ceil(info["virtual-size"] / GiB), 1)
+            found.append(BackendObject(entry.name, size, in_use))
+        return found
+
+    def _referenced(self, ref: Any) -> Path:
+        if not isinstance(ref, dict) or "source-name" not in ref:
+            raise InvalidReference(ref, "Reference must contain source-name element.")
+        name = ref["source-name"]
+        if (
+            not isinstance(name, str)
+            or not name
+            or "/" in name
+            or name.startswith(".")
+            or name.endswith(".part")
+        ):
+            raise InvalidReference(ref, "source-name must name a file of the backend.")
+        path = self.root / name
+        if not path.is_file():
+            raise InvalidReference(name, "Specified volume file does not exist.")
+        return path
+
+    async def _adoptable_size(self, path: Path) -> int:
+        try:
+            info, locked = await self._describe(path)
+        except DriverError as exc:
+            raise InvalidReference(path.name, f"qemu-img cannot read it: {exc}") from None
+        if locked or self.exports.exporting(path):
+            raise InvalidReference(path.name, "it is in use.")
+        if info.get("format") != self.format:
+            raise InvalidReference(
+                path.name,
+                f"it is a {info.get('format')} image and this backend keeps {self.format} ones.",
+            )
+        if info.get("backing-filename"):
+            raise InvalidReference(path.name, "it depends on a backing file.")
+        return max(math.ceil(info["virtual-size"] / GiB), 1)
+
+    async def manage_existing_get_size(self, ref: dict[str, Any], kind: str) -> int:
+        return await self._adoptable_size(self._referenced(ref))
+
+    async def _adopt(self, ref: dict[str, Any], dest: Path) -> int:
+        """The referenced file renamed to dest and grown to whole GiB (the size the
+        volume records); renamed back when growing fails."""
+        src = self._referenced(ref)
+        size = await self._adoptable_size(src)
+        if dest.exists():
+            raise DriverError(f"{dest.name} already exists on this backend")
+        src.rename(dest)
+        try:
+            await self._grow(dest, size)
+        except BaseException:
+            dest.rename(src)
+            raise
+        return size
+
+    async def manage_existing(self, volume_id: str, ref: dict[str, Any]) -> int:
+        return await self._adopt(ref, self.path(volume_id))
+
+    async def manage_existing_snapshot(self, snapshot_id: str, ref: dict[str, Any]) -> int:
+        return await self._adopt(ref, self.snapshot_path(snapshot_id))
+
+    def _let_go(self, path: Path) -> None:
+        if not path.exists():
+            return  # never made (a volume in error): nothing to keep
+        dest, n = self.root / f"unmanaged-{path.name}", 1
+        while dest.exists():
+            n += 1
+            dest = self.root / f"unmanaged-{path.name}-{n}"
+        path.rename(dest)
+
+    async def unmanage(self, volume_id: str) -> None:
+        self._let_go(self.path(volume_id))
+
+    async def unmanage_snapshot(self, snapshot_id: str) -> None:
+        self._let_go(self.snapshot_path(snapshot_id))
 
     async def close(self) -> None:
         await self.exports.close()
