@@ -21,7 +21,7 @@ from cumulo.common.db import utcnow
 from cumulo.common.notifications import Notifier
 from cumulo.common.rpc import Endpoint, RemoteError, Transport
 from cumulo.common.service_client import ServiceClient, ServiceError, file_chunks, url_path
-from cumulo.compute import rpcapi
+from cumulo.compute import personality, rpcapi
 from cumulo.compute.conductor import InstanceNotFound, UnexpectedTaskState
 from cumulo.compute.device_metadata import build_device_metadata
 from cumulo.compute.image_cache import ImageCache
@@ -77,6 +77,7 @@ def instance_metadata(
         random_seed=base64.b64encode(os.urandom(512)).decode(),
         boot_roles=(inst.get("system_metadata") or {}).get("boot_roles", ""),
         devices=tuple(inst.get("device_metadata") or ()),
+        files=personality.files_of(inst.get("system_metadata")),
     )
 
 

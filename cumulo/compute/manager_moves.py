@@ -15,6 +15,11 @@ prepares; evacuate: before the server is moved there). A destination whose netwo
 agent cannot bind them (Nova's PortBindingFailed) fails the move there and then: the
 ports are bound back, the server stays where it was in its state, with the fault, and
 the migration is in `error` (`failed` for an evacuation, as Nova's).
+
+A live migration moves the server's volume attachments as Nova's: the destination makes
+a new attachment of each volume for itself while it prepares (the source's stays while
+the guest runs there), the source deletes its old ones once the destination has taken
+over; a failed migration deletes the new ones and puts the old ones back.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ _SHELVED_KEYS = ("shelved_at", "shelved_image_id", "shelved_host")
 
 class HostMoves:
     """Mixed into ComputeManager (host, driver, bus, conductor, network, volumes,
-    image_cache, options, _set_task, _guest_spec, _device_metadata, _upload_snapshot)."""
+    image_cache, options, _set_task, _guest_spec, _device_metadata, _upload_snapshot,
+    _reserve_attachment, _complete_attachment, _drop_attachment)."""
 
     _aborted_migrations: set[str]
 
@@ -525,8 +531,10 @@ class HostMoves:
         dest = migration["dest_compute"]
         rpc = self._compute_rpc
         self._aborted_migrations.discard(instance_uuid)
+        moved_attachments: list[dict[str, Any]] = []
         try:
             migrate_data = await rpc.pre_live_migration(ctx, dest, instance_uuid, migration)
+            moved_attachments = migrate_data.pop("volume_attachments", [])
             await self.conductor.migration_update(ctx, migration["id"], {"status": "running"})
 
             async def progress(stats: dict[str, int]) -> None:
@@ -541,8 +549,10 @@ class HostMoves:
             await self._quietly(
                 rpc.rollback_live_migration_at_destination, ctx, dest, instance_uuid
             )
-            # Its ports may have been bound to the destination already: back here.
+            # Its ports may have been bound to the destination already: back here; so are
+            # its volumes (the destination's attachments go, the source's are used again).
             await self._quietly(self._bind_here, ctx, instance_uuid)
+            await self._quietly(self._restore_attachments, ctx, moved_attachments)
             await self._failed(
                 ctx,
                 instance_uuid,
@@ -572,6 +582,8 @@ class HostMoves:
             )
             return
         await self._quietly(self.driver.post_live_migration_at_source, instance_uuid)
+        for moved in moved_attachments:  # the source's attachments, now unused
+            await self._drop_attachment(ctx.get("auth_token") or "", moved["old_attachment_id"])
         await self._event(ctx, instance_uuid, event, finish=True)
 
     async def pre_live_migration(
@@ -579,20 +591,69 @@ class HostMoves:
     ) -> dict[str, Any]:
         event = "compute_pre_live_migration"
         await self._event(ctx, instance_uuid, event)
+        moved: list[dict[str, Any]] = []
         try:
             inst = await self._read(ctx, instance_uuid)
             # Bound here before the guest comes (a failure leaves it where it runs).
             network_info = await self._bind_ports(inst, self.host)
+            moved = await self._attach_volumes_here(ctx, instance_uuid)
             guest = await self._spec_here(ctx, inst, network_info)
             data = await self.driver.pre_live_migration(
                 guest, bool(migration.get("block_migration"))
             )
         except Exception as exc:
             await self._quietly(self.driver.destroy, instance_uuid)
+            await self._quietly(self._restore_attachments, ctx, moved)
             await self._event(ctx, instance_uuid, event, finish=True, error=str(exc))
             raise
         await self._event(ctx, instance_uuid, event, finish=True)
-        return data
+        return {**data, "volume_attachments": moved}
+
+    async def _attach_volumes_here(self, ctx: dict, instance_uuid: str) -> list[dict[str, Any]]:
+        """A new attachment of each of the server's volumes for this host (Nova's
+        pre_live_migration attachment_create), recorded in its block device mapping (the
+        source's attachment stays until the move is over); what the mappings had."""
+        bdms = [
+            b for b in await self.conductor.block_devices(ctx, instance_uuid) if b["attachment_id"]
+        ]
+        if not bdms:
+            return []
+        if self.volumes is None:
+            raise RuntimeError("this compute host has no Block Storage service")
+        token = ctx.get("auth_token") or ""
+        moved = []
+        try:
+            for bdm in bdms:
+                attachment = await self._reserve_attachment(token, bdm["volume_id"], instance_uuid)
+                moved.append(
+                    {
+                        "bdm_id": bdm["id"],
+                        "old_attachment_id": bdm["attachment_id"],
+                        "old_connection_info": bdm["connection_info"],
+                        "new_attachment_id": attachment["id"],
+                    }
+                )
+                await self.conductor.block_device_update(
+                    ctx, bdm["id"], {"attachment_id": attachment["id"]}
+                )
+        except Exception:
+            await self._quietly(self._restore_attachments, ctx, moved)
+            raise
+        return moved
+
+    async def _restore_attachments(self, ctx: dict, moved: list[dict[str, Any]]) -> None:
+        """Undo _attach_volumes_here: the mappings back on the source's attachments, the
+        destination's attachments deleted (Nova's rollback attachment_delete)."""
+        for entry in moved:
+            await self.conductor.block_device_update(
+                ctx,
+                entry["bdm_id"],
+                {
+                    "attachment_id": entry["old_attachment_id"],
+                    "connection_info": entry["old_connection_info"],
+                },
+            )
+            await self._drop_attachment(ctx.get("auth_token") or "", entry["new_attachment_id"])
 
     async def post_live_migration_at_destination(
         self,
@@ -604,6 +665,9 @@ class HostMoves:
         event = "compute_post_live_migration_at_destination"
         await self._event(ctx, instance_uuid, event)
         await self.driver.post_live_migration_at_destination(instance_uuid, result)
+        for bdm in await self.conductor.block_devices(ctx, instance_uuid):
+            if bdm["attachment_id"]:  # this host's attachments: in use here now
+                await self._complete_attachment(ctx.get("auth_token") or "", bdm["attachment_id"])
         inst = await self._read(ctx, instance_uuid)
         network_info = await self._bind_ports(inst, self.host)
         await self.conductor.complete_move(

@@ -25,7 +25,7 @@ from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound, NotI
 from cumulo.common.policy import Policy
 from cumulo.common.rpc import RemoteError, Transport
 from cumulo.common.service_client import ServiceClient, ServiceError, url_path
-from cumulo.compute import quotas, rpcapi
+from cumulo.compute import personality, quotas, rpcapi
 from cumulo.compute.models import (
     BlockDeviceMapping,
     Flavor,
@@ -51,7 +51,9 @@ GiB = 1024**3
 # The system metadata key recording OS-DCF:diskConfig AUTO (Nova's auto_disk_config).
 AUTO_DISK_CONFIG = "auto_disk_config"
 _IMAGE_SYSMETA = ("name", "min_ram", "min_disk", "disk_format", "container_format")
-_HOSTNAME_BAD = re.compile(r"[^a-z0-9-]+")
+_HOSTNAME_SEPARATORS = re.compile(r"[ _.]")
+# ASCII word characters only (Nova's pattern keeps Unicode letters: not RFC 952 names).
+_HOSTNAME_BAD = re.compile(r"[^\w.-]+", re.ASCII)
 
 
 def _check_volume_fits_image(volume: dict[str, Any], image: dict[str, Any]) -> None:
@@ -65,9 +67,14 @@ def _check_volume_fits_image(volume: dict[str, Any], image: dict[str, Any]) -> N
         )
 
 
-def sanitize_hostname(name: str) -> str:
-    host = _HOSTNAME_BAD.sub("-", name.lower()).strip("-.")[:63]
-    return host or "server"
+def sanitize_hostname(name: str, default: str = "server") -> str:
+    """The hostname made from a display name, as Nova's utils.sanitize_hostname (what a
+    server has unless 2.90's `hostname` is given): at most 63 characters kept, spaces,
+    underscores and dots become hyphens (`a.b.com` is `a-b-com`), anything but ASCII
+    letters, digits and hyphens dropped, lowercased, no hyphen or dot at either end;
+    `default` when nothing is left (Nova's `Server-<uuid>`)."""
+    host = _HOSTNAME_BAD.sub("", _HOSTNAME_SEPARATORS.sub("-", name[:63]))
+    return host.lower().strip(".-") or default
 
 
 def flavor_snapshot(flavor: Flavor) -> dict[str, Any]:
@@ -113,6 +120,8 @@ class CreateRequest:
     auto_disk_config: bool = False
     # 2.90: the guest's hostname, instead of one made from the name.
     hostname: str | None = None
+    # Personality (below 2.57): (path, base64 contents) of the files the guest is given.
+    injected_files: list[tuple[str, str]] = field(default_factory=list)
 
 
 _INSERT_INSTANCE = insert(Instance.__table__)
@@ -337,6 +346,7 @@ class ComputeService(ServerMoves):
                 key_data = key.public_key
             if req.server_group and (group is None or group.project_id != ctx.project_id):
                 raise BadRequest(f"Invalid server group {req.server_group}")
+        await self._check_injected_files(ctx, req.injected_files)
         admin_pass = req.admin_pass or secrets.token_urlsafe(9)
         reservation_id = f"r-{secrets.token_hex(4)}"
         snapshot = flavor_snapshot(flavor)
@@ -347,11 +357,12 @@ class ComputeService(ServerMoves):
             instances: list[Instance] = []
             for index in range(count):
                 name = req.name if req.max_count == 1 else f"{req.name}-{index + 1}"
+                server_uuid = str(uuid.uuid4())
                 values = dict(
-                    uuid=str(uuid.uuid4()),
+                    uuid=server_uuid,
                     display_name=name,
                     display_description=req.description,
-                    hostname=req.hostname or sanitize_hostname(name),
+                    hostname=req.hostname or sanitize_hostname(name, f"Server-{server_uuid}"),
                     project_id=ctx.project_id,
                     user_id=ctx.user_id,
                     image_ref=image["id"] if image and not boot_from_volume else None,
@@ -375,16 +386,19 @@ class ComputeService(ServerMoves):
                     metadata_items=dict(req.metadata),
                     tags=list(req.tags),
                     server_group_id=group.uuid if group else None,
-                    system_metadata={
-                        **{
-                            "image_" + k: str(v)
-                            for k, v in (image or {}).items()
-                            if k in _IMAGE_SYSMETA
+                    system_metadata=personality.with_files(
+                        {
+                            **{
+                                "image_" + k: str(v)
+                                for k, v in (image or {}).items()
+                                if k in _IMAGE_SYSMETA
+                            },
+                            **({AUTO_DISK_CONFIG: "True"} if req.auto_disk_config else {}),
+                            # The booting user's roles, for dynamic vendordata (as Nova).
+                            "boot_roles": ",".join(sorted(ctx.roles)),
                         },
-                        **({AUTO_DISK_CONFIG: "True"} if req.auto_disk_config else {}),
-                        # The booting user's roles, for dynamic vendordata (as Nova).
-                        "boot_roles": ",".join(sorted(ctx.roles)),
-                    },
+                        req.injected_files,
+                    ),
                     created_at=utcnow(),
                 )
                 # Core inserts (the records of every boot); the caller gets the values.
@@ -563,6 +577,18 @@ class ComputeService(ServerMoves):
             except quotas.QuotaExceeded:
                 high = middle - 1
         return low
+
+    async def _check_injected_files(
+        self, ctx: RequestContext, files: list[tuple[str, str]]
+    ) -> None:
+        """Personality files within the project's injected_file* quotas (403 as Nova)."""
+        if not files:
+            return
+        limits = await self.db.run_read(quotas.limits, ctx.project_id)
+        try:
+            personality.check_quota(limits, files)
+        except personality.PersonalityLimitExceeded as exc:
+            raise Forbidden(str(exc)) from None
 
     @staticmethod
     def rpc_context(ctx: RequestContext) -> dict[str, Any]:
@@ -837,10 +863,13 @@ class ComputeService(ServerMoves):
         image_ref: str,
         changes: dict[str, Any],
         reimage_boot_volume: bool = False,
+        injected_files: list[tuple[str, str]] | None = None,
     ) -> Instance:
         """A new root disk from `image_ref`. A volume-backed server keeps its root volume:
         with `reimage_boot_volume` (2.93) the volume is reimaged from the image by Block
-        Storage; without it only its own image is accepted (Nova's ImageUnacceptable)."""
+        Storage; without it only its own image is accepted (Nova's ImageUnacceptable).
+        The personality files `injected_files` replace the server's (none given: it has
+        none, as Nova's rebuild injects only the files it is given)."""
         self._check_lock(ctx, inst)
         if not inst.host:
             raise Conflict(f"Instance {inst.uuid} is not on a host.")
@@ -861,6 +890,12 @@ class ComputeService(ServerMoves):
                 f"Image {image['id']} is unacceptable: Unable to rebuild with a different "
                 "image for a volume-backed server."
             )
+        await self._check_injected_files(ctx, injected_files or [])
+        sysmeta = changes.get("system_metadata", inst.system_metadata or {})
+        changes = {
+            **changes,
+            "system_metadata": personality.with_files(sysmeta, injected_files or []),
+        }
         await self._record_action(ctx, inst, "rebuild")
         await self._set_task(inst, TaskState.REBUILDING, {None})
         inst = await self.update_instance(inst.uuid, changes)

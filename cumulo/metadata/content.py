@@ -37,6 +37,8 @@ _DEVICES_SINCE = "2016-06-30"
 _DEVICE_VLAN_SINCE = "2017-02-22"
 _DEVICE_VF_TRUSTED_SINCE = "2018-08-27"
 _DEVICE_BUSES = ("pci", "usb", "scsi", "ide", "xen")
+# Where the personality files are, beside the versions (Nova's CONTENT_DIR).
+CONTENT_DIR = "content"
 EC2_VERSIONS = (
     "1.0",
     "2007-01-19",
@@ -85,6 +87,8 @@ class InstanceMetadata:
     # The instance's device metadata: its tagged devices and where the guest finds them
     # (see cumulo.compute.device_metadata).
     devices: tuple[dict[str, Any], ...] = ()
+    # Personality files: (path in the guest, contents), served as openstack/content/NNNN.
+    files: tuple[tuple[str, bytes], ...] = ()
 
 
 # -- OpenStack format ------------------------------------------------------------------------
@@ -100,6 +104,11 @@ def meta_data(inst: InstanceMetadata, version: str = "latest") -> dict[str, Any]
         "launch_index": inst.launch_index,
         "availability_zone": inst.availability_zone,
     }
+    if inst.files:
+        doc["files"] = [
+            {"path": path, "content_path": f"/{CONTENT_DIR}/{name}"}
+            for name, (path, _) in zip(content_names(inst), inst.files, strict=True)
+        ]
     if inst.public_keys:
         doc["public_keys"] = dict(inst.public_keys)
         doc["keys"] = [
@@ -234,6 +243,18 @@ def openstack_files(inst: InstanceMetadata, version: str) -> dict[str, bytes]:
     return files
 
 
+def content_names(inst: InstanceMetadata) -> list[str]:
+    """The names of the personality files under openstack/content/ (0000, 0001, ...)."""
+    return [f"{i:04d}" for i in range(len(inst.files))]
+
+
+def content_files(inst: InstanceMetadata) -> dict[str, bytes]:
+    """openstack/content/<name> -> contents: the personality files (not versioned)."""
+    return {
+        name: contents for name, (_, contents) in zip(content_names(inst), inst.files, strict=True)
+    }
+
+
 # -- EC2 format ---------------------------------------------------------------------------
 
 
@@ -315,6 +336,8 @@ def config_drive_files(inst: InstanceMetadata) -> dict[str, bytes]:
     for version in (*OPENSTACK_VERSIONS, "latest"):
         for name, data in openstack_files(inst, version).items():
             files[f"openstack/{version}/{name}"] = data
+    for name, data in content_files(inst).items():
+        files[f"openstack/{CONTENT_DIR}/{name}"] = data
     for version in ("2009-04-04", "latest"):
         for name, data in ec2_files(inst).items():
             files[f"ec2/{version}/{name}"] = data

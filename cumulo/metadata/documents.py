@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 from cumulo.metadata import vendordata
 from cumulo.metadata.content import (
+    CONTENT_DIR,
     EC2_VERSIONS,
     OPENSTACK_VERSIONS,
     InstanceMetadata,
+    content_files,
     ec2_lookup,
     ec2_meta_data,
     openstack_files,
@@ -71,6 +73,12 @@ def resolve(inst: InstanceMetadata, path: str) -> Document | None:
 def _openstack(inst: InstanceMetadata, parts: list[str]) -> Document | None:
     if not parts:
         return _listing((*OPENSTACK_VERSIONS, "latest"))
+    if parts[0] == CONTENT_DIR:  # the personality files, as Nova's _handle_content
+        contents = content_files(inst)
+        if len(parts) == 1:
+            return _listing(sorted(contents))
+        data = contents.get(parts[1]) if len(parts) == 2 else None
+        return None if data is None else Document(data, "application/octet-stream")
     version = parts[0]
     if not openstack_version(version) or len(parts) > 2:
         return None

@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 
+import httpx
 import pytest
 
 from cumulo.common.config import load_config, write_config
@@ -335,4 +336,102 @@ def test_rebuild_keeps_the_attached_volume_connected(cloud, image):
     cloud.openstack("server", "remove", "volume", server["id"], volume["id"])
     wait_volume(cloud, volume["id"], "available")  # detached after the rebuild
     cloud.openstack("server", "delete", "--wait", server["id"])
+    cloud.openstack("volume", "delete", volume["id"])
+
+
+def _attachments(cloud: CloudRunner, volume: str) -> list[dict]:
+    return cloud.openstack("volume", "show", volume, "-f", "json")["attachments"]
+
+
+def _all_attachments(cloud: CloudRunner, volume: str) -> list[dict]:
+    """Every attachment of the volume, also those not attached yet (Block Storage 3.27)."""
+    return cloud.openstack(
+        "--os-volume-api-version", "3.27", "volume", "attachment", "list", "--volume-id", volume,
+        "-f", "json",
+    )  # fmt: skip
+
+
+def _live_migrate_api(cloud: CloudRunner, server: str, host: str) -> None:
+    """os-migrateLive as Tempest sends it for a volume-backed server (2.25: no block
+    migration, the root disk is the volume)."""
+    token = cloud.token("admin")
+    with cloud.http(token) as client:
+        r = client.post(
+            f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1/servers/{server}/action",
+            json={"os-migrateLive": {"host": host, "block_migration": False}},
+            headers={"OpenStack-API-Version": "compute 2.25"},
+        )
+    assert r.status_code == 202, r.text
+
+
+def _host_driver(cloud: CloudRunner, host: str):
+    [manager] = [m for m in cloud.cloud.compute.managers if m.host == host]
+    return manager.driver
+
+
+def test_volume_backed_live_migration_moves_the_attachment_to_the_destination(cloud, image):
+    volume = cloud.openstack(
+        "volume", "create", "--image", image, "--size", "1", "--bootable", _name("root"),
+        "-f", "json",
+    )  # fmt: skip
+    wait_volume(cloud, volume["id"], "available")
+    server = cloud.openstack(
+        "server", "create", "--volume", volume["id"], "--flavor", "m1.nano", "--nic", "none",
+        "--availability-zone", f"nova:{MAIN}-fake1", "--wait", _name("bfv"), "-f", "json",
+    )  # fmt: skip
+    [before] = _attachments(cloud, volume["id"])
+    assert before["host_name"] == f"{MAIN}-fake1"
+
+    _live_migrate_api(cloud, server["id"], f"{MAIN}-fake2")
+    moved = wait_status(cloud, server["id"], "ACTIVE")
+    assert moved["OS-EXT-SRV-ATTR:host"] == f"{MAIN}-fake2"
+    [migration] = cloud.openstack(
+        "server", "migration", "list", "--server", server["id"], "--type", "live-migration",
+        "-f", "json",
+    )  # fmt: skip
+    assert migration["Status"] == "completed"
+    # A new attachment for the destination; the source's is gone; the volume in use.
+    [after] = _attachments(cloud, volume["id"])
+    assert after["attachment_id"] != before["attachment_id"]
+    assert after["host_name"] == f"{MAIN}-fake2" and after["server_id"] == server["id"]
+    assert cloud.openstack("volume", "show", volume["id"], "-f", "json")["status"] == "in-use"
+    [shown] = cloud.openstack(
+        "--os-compute-api-version", "2.89", "server", "volume", "list", server["id"], "-f", "json"
+    )
+    assert shown["Attachment ID"] == after["attachment_id"]
+    guest = _host_driver(cloud, f"{MAIN}-fake2").guests[server["id"]]
+    assert set(guest.volumes) == {volume["id"]}
+    assert server["id"] not in _host_driver(cloud, f"{MAIN}-fake1").guests
+
+    # A migration that fails (aborted) leaves the server and its attachment where it runs.
+    driver = _host_driver(cloud, f"{MAIN}-fake2")
+    driver.live_migration_delay = 30
+    try:
+        _live_migrate_api(cloud, server["id"], f"{MAIN}-fake1")
+        token = cloud.token("admin")
+        base = f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1/servers/{server['id']}"
+        headers = {"OpenStack-API-Version": "compute 2.24", "X-Auth-Token": token}
+        deadline = time.monotonic() + 30
+        while (
+            not (running := httpx.get(f"{base}/migrations", headers=headers).json()["migrations"])
+            or running[0]["status"] != "running"
+        ):
+            assert time.monotonic() < deadline, running
+            time.sleep(0.1)
+        # The destination holds a second attachment while the guest is copied.
+        assert len(_all_attachments(cloud, volume["id"])) == 2
+        aborted = httpx.delete(f"{base}/migrations/{running[0]['id']}", headers=headers)
+        assert aborted.status_code == 202, aborted.text
+        back = wait_status(cloud, server["id"], "ACTIVE")
+    finally:
+        driver.live_migration_delay = 0.0
+    assert back["OS-EXT-SRV-ATTR:host"] == f"{MAIN}-fake2"
+    assert _attachments(cloud, volume["id"]) == [after]
+    assert [a["ID"] for a in _all_attachments(cloud, volume["id"])] == [after["attachment_id"]]
+    [shown] = cloud.openstack(
+        "--os-compute-api-version", "2.89", "server", "volume", "list", server["id"], "-f", "json"
+    )
+    assert shown["Attachment ID"] == after["attachment_id"]
+    cloud.openstack("server", "delete", "--wait", server["id"])
+    wait_volume(cloud, volume["id"], "available")
     cloud.openstack("volume", "delete", volume["id"])

@@ -209,11 +209,17 @@ async def _rebuild(request: Request, ctx, inst, args: Any) -> Response:
         changes.update(disk_config_changes(inst, args["OS-DCF:diskConfig"]))
     if "hostname" in args and version(request) >= (2, 90):
         changes["hostname"] = wire.hostname(args["hostname"], fqdn=version(request) >= (2, 94))
+    files = wire.personality(args["personality"], version(request)) if "personality" in args else []
     service = compute_of(request)
     # 2.93: a volume-backed server's root volume is reimaged (before it, only its own
     # image is accepted).
     inst = await service.rebuild(
-        inst, ctx, args["imageRef"], changes, reimage_boot_volume=version(request) >= (2, 93)
+        inst,
+        ctx,
+        args["imageRef"],
+        changes,
+        reimage_boot_volume=version(request) >= (2, 93),
+        injected_files=files,
     )
     is_admin = service.policy.check("compute:servers:show:extended_attributes", ctx)
     body = await render_server(request, ctx, inst, is_admin, "rebuild")

@@ -75,6 +75,7 @@ class ServerCreateBody(_Strict):
     disk_config: Literal["AUTO", "MANUAL"] | None = Field(None, alias="OS-DCF:diskConfig")
     block_device_mapping_v2: list[dict[str, Any]] = Field(default_factory=list)
     hostname: Any = None
+    personality: Any = None
 
 
 def _count(value: int | str, field: str) -> int:
@@ -209,6 +210,9 @@ def _parse_create(request: Request, data: Any) -> tuple[CreateRequest, bool]:
         block_device_mapping=body.block_device_mapping_v2,
         auto_disk_config=body.disk_config == "AUTO",
         hostname=requested_hostname,
+        injected_files=(
+            wire.personality(body.personality, v) if "personality" in body.model_fields_set else []
+        ),
         same_host=_server_list_hint(hints, "same_host"),
         different_host=_server_list_hint(hints, "different_host"),
     )

@@ -3,6 +3,7 @@ boolean and name fields (with Nova's messages), timestamps, and the admin test."
 
 from __future__ import annotations
 
+import binascii
 import ipaddress
 import re
 import uuid
@@ -121,6 +122,39 @@ def hostname(value: Any, fqdn: bool = False) -> str:
     if not pattern.match(value):
         raise invalid("hostname", value, f"{value!r} does not match '{pattern.pattern}'")
     return value
+
+
+def personality(value: Any, microversion: tuple[int, int]) -> list[tuple[str, str]]:
+    """Nova's `personality` (create and rebuild, removed in 2.57): a list of
+    {path, contents} objects, contents base64 (Nova's format check: binascii's lenient
+    decoding). The files as (path, base64 contents) pairs, as Nova's API passes them on."""
+    if microversion >= (2, 57):
+        raise BadRequest("Additional properties are not allowed ('personality' was unexpected)")
+    if not isinstance(value, list):
+        raise invalid("personality", value, f"{value!r} is not of type 'array'")
+    files = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise invalid("personality", item, f"{item!r} is not of type 'object'")
+        extra = sorted(set(item) - {"path", "contents"})
+        if extra:
+            names = ", ".join(repr(k) for k in extra)
+            raise BadRequest(
+                "Invalid input for field/attribute personality. Additional properties are "
+                f"not allowed ({names} {'was' if len(extra) == 1 else 'were'} unexpected)"
+            )
+        for field in ("path", "contents"):
+            given = item.get(field)
+            if not isinstance(given, str):
+                raise invalid(field, given, f"{given!r} is not of type 'string'")
+        try:
+            binascii.a2b_base64(item["contents"].encode())
+        except (binascii.Error, UnicodeEncodeError):
+            raise invalid(
+                "contents", item["contents"], f"{item['contents']!r} is not a 'base64'"
+            ) from None
+        files.append((item["path"], item["contents"]))
+    return files
 
 
 def tag(field: str, value: Any) -> str:

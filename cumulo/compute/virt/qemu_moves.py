@@ -251,6 +251,14 @@ class QemuMoves:
     # -- live migration ---------------------------------------------------------------
 
     async def pre_live_migration(self, guest: GuestSpec, block_migration: bool) -> dict[str, Any]:
+        if guest.block_devices:
+            # Refused on the destination before anything starts: the migration ends in
+            # `error` with this message as the fault, the guest keeps running on its host.
+            raise DriverError(
+                "the QEMU driver does not live-migrate guests with volumes attached (a "
+                "volume-backed guest, or one with attached volumes): cold-migrate it, or "
+                "detach its data volumes first"
+            )
         directory = self._dir(guest.uuid)
         if (directory / "guest.json").exists():
             raise DriverError(f"guest {guest.uuid} already exists on {self.host}")

@@ -44,6 +44,9 @@ FEATURES: dict[str, dict[str, object]] = {
         "cold_migration": True,
         "live_migration": True,
         "block_migration_for_live_migration": True,
+        # Attachments moved as Nova's (fake driver; the QEMU driver refuses guests with
+        # volumes: the migration ends in error and the guest stays where it runs).
+        "volume_backed_live_migration": True,
         "rescue": True,
         "stable_rescue": True,  # hw_rescue_bus / hw_rescue_device; volume-backed from 2.87
         "vnc_console": True,
@@ -51,7 +54,8 @@ FEATURES: dict[str, dict[str, object]] = {
         "serial_console": False,
         "interface_attach": True,
         "snapshot": True,
-        "personality": False,  # removed from the API in 2.57; not implemented below it
+        # Below 2.57: in the config drive and the metadata service (openstack/content).
+        "personality": True,
         "config_drive": True,
         "metadata_service": True,
         "enable_instance_password": True,
