@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from qemu.qmp import QMPClient, QMPError
+from qemu.qmp.qmp_client import NegotiationError
 
 from cumulo.common import limits
 from cumulo.compute.virt.driver import DriverError
@@ -389,6 +390,20 @@ class GuestMonitor(QMPClient):
     async def pass_fd(self, fd: int, name: str) -> None:
         self.sock.sendmsg([b" "], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("@i", fd))])
         await self.execute("getfd", {"fdname": name})
+
+    async def _negotiate(self) -> None:
+        """QMPClient's negotiation, but an event QEMU broadcasts as this session leaves
+        negotiation mode (a live migration's MIGRATION events) may come before the
+        `qmp_capabilities` reply: events are passed over, not taken for the reply."""
+        arguments: dict[str, list[str]] = {}
+        if self._greeting and "oob" in self._greeting.QMP.capabilities:
+            arguments["enable"] = ["oob"]
+        await self._send(self.make_execute_msg("qmp_capabilities", arguments=arguments))
+        reply = await self._recv()
+        while "event" in reply:
+            reply = await self._recv()
+        if "return" not in reply or "error" in reply:
+            raise NegotiationError("Negotiation failed", ValueError(str(dict(reply))))
 
 
 @contextlib.asynccontextmanager
