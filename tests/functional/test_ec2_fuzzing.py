@@ -38,7 +38,6 @@ from botocore.parsers import create_parser
 from botocore.serialize import create_serializer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from cumulo.ec2 import protocol
@@ -52,7 +51,7 @@ from tests.functional.test_ec2 import (  # noqa: F401 - fixtures
     find_image,
     machine_image,
 )
-from tests.functional.test_s3_fuzzing import Answer, RawClient
+from tests.fuzzing import Answer, RawClient, fuzz
 
 EXAMPLES = int(os.environ.get("CUMULO_FUZZ_EXAMPLES", "8")) * 60
 SEED = int(os.environ.get("CUMULO_FUZZ_SEED", "20261205"))
@@ -436,34 +435,8 @@ def judge(r: dict, answer: Answer) -> None:
 
 def test_ec2_fuzzing_finds_no_server_error_and_only_ec2_errors(target: Target):
     http = RawClient(target.endpoint)
-    seen: dict[int, int] = {}
-
-    @seed(SEED)
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-        report_multiple_bugs=False,
-    )
-    @given(st.data())
-    def fuzz(data) -> None:
-        r = data.draw(requests(target))
-        url, headers, body = signed(target, r)
-        try:
-            answer = http.request(r["method"], url, headers, body)
-        except TimeoutError:
-            pytest.fail(f"no answer within 30 s: {r['method']} {url[:300]}")
-        seen[answer.status_code] = seen.get(answer.status_code, 0) + 1
-        try:
-            judge(r, answer)
-        except (AssertionError, ElementTree.ParseError) as exc:
-            raise AssertionError(
-                f"{exc}\n{r['method']} {url[:2000]}\nheaders: {headers}\nbody: {body[:2000]!r}\n"
-                f"answer {answer.status_code}: {answer.text[:1500]}"
-            ) from None
-
-    fuzz()
+    seen = fuzz(http, lambda: requests(target), lambda r: signed(target, r), judge,
+                seed_value=SEED, examples=EXAMPLES)  # fmt: skip
     # It reached past the signature check into the actions (not only errors).
     assert sum(n for s, n in seen.items() if s < 300) >= EXAMPLES // 10, seen
     # The API still answers as before.

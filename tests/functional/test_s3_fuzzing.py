@@ -21,7 +21,6 @@ import base64
 import datetime
 import hashlib
 import hmac
-import http.client
 import json
 import os
 import random
@@ -39,11 +38,11 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
-from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from cumulo.object_store.s3.errors import CODES
 from tests.cloudrunner import CloudRunner, running_cloud
+from tests.fuzzing import Answer, RawClient, fuzz
 
 EXAMPLES = int(os.environ.get("CUMULO_FUZZ_EXAMPLES", "8")) * 40
 SEED = int(os.environ.get("CUMULO_FUZZ_SEED", "20261205"))
@@ -425,79 +424,10 @@ def judge(r: dict, answer: Answer) -> None:
         assert code not in SIGNATURE_REFUSALS, f"a correctly signed request refused: {code}"
 
 
-@dataclass
-class Answer:
-    status_code: int
-    headers: dict[str, str]
-    content: bytes
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", "replace")
-
-
-def _wire(value: str) -> bytes:
-    """A header value as http.client (under botocore) puts it on the wire: ISO-8859-1."""
-    try:
-        return value.encode("latin-1")
-    except UnicodeEncodeError:
-        return value.encode()
-
-
-class RawClient:
-    """HTTP/1.1 as sent, byte for byte: httpx would normalize a path's dot segments
-    (a key named `.`) and the signature would then be of another request."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.netloc = endpoint.split("://", 1)[1]
-        self.conn = http.client.HTTPConnection(self.netloc, timeout=30)
-
-    def request(self, method: str, url: str, headers: dict[str, str], body: bytes) -> Answer:
-        target = url.split(self.netloc, 1)[1]
-        raw = {k: _wire(v) for k, v in headers.items()}
-        try:
-            self.conn.request(method, target, body=body, headers=raw)
-            response = self.conn.getresponse()
-            content = response.read()
-        except (TimeoutError, http.client.HTTPException, OSError):
-            self.conn.close()
-            raise
-        if response.will_close:
-            self.conn.close()
-        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, content)
-
-
 def test_s3_fuzzing_finds_no_server_error_and_only_s3_errors(target: Target):
     client = RawClient(target.endpoint)
-    seen: dict[int, int] = {}
-
-    @seed(SEED)
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        derandomize=False,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-        report_multiple_bugs=False,
-    )
-    @given(st.data())
-    def fuzz(data) -> None:
-        r = data.draw(requests(target))
-        url, headers, body = signed(target, r)
-        try:
-            answer = client.request(r["method"], url, headers, body)
-        except TimeoutError:
-            pytest.fail(f"no answer within 30 s: {r['method']} {url}")
-        seen[answer.status_code] = seen.get(answer.status_code, 0) + 1
-        try:
-            judge(r, answer)
-        except AssertionError as exc:
-            raise AssertionError(
-                f"{exc}\n{r['method']} {url}\nheaders: {headers}\nbody: {body[:300]!r}\n"
-                f"answer {answer.status_code}: {answer.text[:1000]}"
-            ) from None
-
-    fuzz()
+    seen = fuzz(client, lambda: requests(target), lambda r: signed(target, r), judge,
+                seed_value=SEED, examples=EXAMPLES)  # fmt: skip
     # It reached past the signature check into the operations (not only errors).
     assert sum(n for s, n in seen.items() if s < 300) >= EXAMPLES // 10, seen
     # The gateway still answers as before.
@@ -510,24 +440,6 @@ def test_s3_fuzzing_finds_no_server_error_and_only_s3_errors(target: Target):
 def test_s3_form_uploads_fuzzed_find_no_server_error(target: Target):
     """POST Object forms (form_posts), judged as every other answer."""
     client = RawClient(target.endpoint)
-    seen: dict[int, int] = {}
-
-    @seed(SEED)
-    @settings(max_examples=EXAMPLES // 4, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck), report_multiple_bugs=False)  # fmt: skip
-    @given(st.data())
-    def fuzz(data) -> None:
-        r = data.draw(form_posts(target))
-        url, headers, body = signed(target, r)
-        answer = client.request("POST", url, headers, body)
-        seen[answer.status_code] = seen.get(answer.status_code, 0) + 1
-        try:
-            judge(r, answer)
-        except AssertionError as exc:
-            raise AssertionError(
-                f"{exc}\nPOST {url}\nbody: {body[:600]!r}\n"
-                f"answer {answer.status_code}: {answer.text[:1000]}"
-            ) from None
-
-    fuzz()
+    seen = fuzz(client, lambda: form_posts(target), lambda r: signed(target, r), judge,
+                seed_value=SEED, examples=EXAMPLES // 4)  # fmt: skip
     assert sum(n for s, n in seen.items() if s < 400), seen  # some uploads went through

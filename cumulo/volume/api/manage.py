@@ -411,53 +411,28 @@ async def _manageable(request: Request, kind: str, detail: bool) -> Response:
     return json({f"manageable-{kind}s": entries})
 
 
-async def volume_manage_collection(request: Request) -> Response:
-    if request.method == "POST":
-        return await manage_volume(request)
-    return await _manageable(request, "volume", detail=False)
+def _endpoint(kind: str, detail: bool, since_3_8: bool):
+    """The handler of one of the eight paths: the `os-*-manage` extension forms and their
+    3.8 `manageable_*` twins; a collection lists (GET) or manages (POST)."""
+    manage = manage_volume if kind == "volume" else manage_snapshot
 
+    async def endpoint(request: Request) -> Response:
+        if since_3_8:
+            _require_3_8(request)
+        if request.method == "POST":
+            return await manage(request)
+        return await _manageable(request, kind, detail)
 
-async def volume_manage_detail(request: Request) -> Response:
-    return await _manageable(request, "volume", detail=True)
-
-
-async def manageable_volumes(request: Request) -> Response:
-    _require_3_8(request)
-    return await volume_manage_collection(request)
-
-
-async def manageable_volumes_detail(request: Request) -> Response:
-    _require_3_8(request)
-    return await volume_manage_detail(request)
-
-
-async def snapshot_manage_collection(request: Request) -> Response:
-    if request.method == "POST":
-        return await manage_snapshot(request)
-    return await _manageable(request, "snapshot", detail=False)
-
-
-async def snapshot_manage_detail(request: Request) -> Response:
-    return await _manageable(request, "snapshot", detail=True)
-
-
-async def manageable_snapshots(request: Request) -> Response:
-    _require_3_8(request)
-    return await snapshot_manage_collection(request)
-
-
-async def manageable_snapshots_detail(request: Request) -> Response:
-    _require_3_8(request)
-    return await snapshot_manage_detail(request)
+    return endpoint
 
 
 routes = [
-    Route("/v3/os-volume-manage", volume_manage_collection, methods=["GET", "POST"]),
-    Route("/v3/os-volume-manage/detail", volume_manage_detail, methods=["GET"]),
-    Route("/v3/manageable_volumes", manageable_volumes, methods=["GET", "POST"]),
-    Route("/v3/manageable_volumes/detail", manageable_volumes_detail, methods=["GET"]),
-    Route("/v3/os-snapshot-manage", snapshot_manage_collection, methods=["GET", "POST"]),
-    Route("/v3/os-snapshot-manage/detail", snapshot_manage_detail, methods=["GET"]),
-    Route("/v3/manageable_snapshots", manageable_snapshots, methods=["GET", "POST"]),
-    Route("/v3/manageable_snapshots/detail", manageable_snapshots_detail, methods=["GET"]),
+    Route(
+        f"/v3/{path}{'/detail' if detail else ''}",
+        _endpoint(kind, detail, since_3_8=path.startswith("manageable")),
+        methods=["GET"] if detail else ["GET", "POST"],
+    )
+    for kind in ("volume", "snapshot")
+    for path in (f"os-{kind}-manage", f"manageable_{kind}s")
+    for detail in (False, True)
 ]
