@@ -76,6 +76,7 @@ TUNNEL, UNDERLAY = "br-tun", "br-phy"
 INT_TO_TUN, TUN_TO_INT = "patch-tun", "patch-int"
 PROTOCOLS = ["OpenFlow10", "OpenFlow13"]
 WATCH_INTERVAL = 0.5
+LEG_OFPORT_WAIT = 60  # seconds an apply waits for its new legs to get OpenFlow ports
 PROVIDER_TYPES = ("flat", "vlan")  # carried by a physical network, never tunnelled
 
 
@@ -501,10 +502,25 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         and of the patch to br-ex. A guest's port ovs-vswitchd has not opened yet has
         none: its flows come with the apply that `watch` asks for once it has one."""
         ids = {p["id"] for p in state["ports"]}
-        for _ in range(200):  # the legs this apply made: their flows now, not next time
+        # The legs this apply made: their flows now, not next time. The userspace datapath
+        # opens a port in seconds on a loaded host (CI saw over 10 s): wait for it.
+        deadline = asyncio.get_running_loop().time() + LEG_OFPORT_WAIT
+        while True:
             ports = await self._call("ports", INTEGRATION)
-            legs = [p for name, p in ports.items() if name.startswith(PREFIX)]
-            if all(p["ofport"] > 0 or p["error"] for p in legs):
+            waiting = [
+                name
+                for name, p in ports.items()
+                if name.startswith(PREFIX) and p["ofport"] <= 0 and not p["error"]
+            ]
+            if not waiting:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                LOG.warning(
+                    "network: %s have no OpenFlow port after %d s; their flows come with "
+                    "a later apply",
+                    ", ".join(waiting),
+                    LEG_OFPORT_WAIT,
+                )
                 break
             await asyncio.sleep(0.05)
         self._wired = _wiring(ports)
