@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import os
 import random
+import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +40,97 @@ def _ephemeral_low() -> int:
 
 # Not the global generator: a test may seed it, and every worker would pick alike.
 _PICK = random.SystemRandom()
+
+
+class OpenstackCli:
+    """`openstack <args>` as subprocess.run(capture_output=True, text=True) gives it, through
+    tests/cli_forkserver.py (a forked process per command, the CLI's imports done once).
+    A command started while another runs (a test's threads) gets a process of its own."""
+
+    def __init__(self) -> None:
+        self._server: subprocess.Popen | None = None
+        self._buffer = b""
+        self._lock = threading.Lock()
+        # CUMULO_TEST_CLI=subprocess: every command a process of its own (no fork server).
+        self.plain = os.environ.get("CUMULO_TEST_CLI") == "subprocess"
+        self._dir = Path(tempfile.mkdtemp(prefix="cumulo-cli-"))
+        atexit.register(self._close)
+
+    def run(
+        self, argv: list[str], env: dict[str, str], timeout: float
+    ) -> subprocess.CompletedProcess:
+        command = [str(VENV_BIN / "openstack"), *argv]
+        if self.plain or not self._lock.acquire(blocking=False):
+            return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+        try:
+            try:
+                server = self._start()
+                out, err = self._dir / "stdout", self._dir / "stderr"
+                request = {"argv": argv, "env": env, "cwd": os.getcwd(),
+                           "stdout": str(out), "stderr": str(err)}  # fmt: skip
+                server.stdin.write(json.dumps(request).encode() + b"\n")
+                server.stdin.flush()
+                pid = self._answer(30)["pid"]
+            except (OSError, ValueError, KeyError, TimeoutError):
+                self._stop()  # a server that cannot take commands: this one runs alone
+                return subprocess.run(command, capture_output=True, text=True, env=env,
+                                      timeout=timeout)  # fmt: skip
+            try:
+                returncode = self._answer(timeout)["returncode"]
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                self._stop()
+                raise subprocess.TimeoutExpired(command, timeout) from None
+            return subprocess.CompletedProcess(
+                command,
+                returncode,
+                out.read_text(errors="replace"),
+                err.read_text(errors="replace"),
+            )
+        finally:
+            self._lock.release()
+
+    def _start(self) -> subprocess.Popen:
+        if self._server is None or self._server.poll() is not None:
+            self._buffer = b""
+            self._server = subprocess.Popen(
+                [str(VENV_BIN / "python"), "-m", "tests.cli_forkserver"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
+            self._answer(120)  # ready
+        return self._server
+
+    def _answer(self, timeout: float) -> dict[str, Any]:
+        """The server's next JSON line, within `timeout` seconds."""
+        assert self._server is not None and self._server.stdout is not None
+        fd = self._server.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError("the openstack CLI server did not answer")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise OSError("the openstack CLI server exited")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return json.loads(line)
+
+    def _close(self) -> None:
+        self._stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _stop(self) -> None:
+        if self._server is not None:
+            self._server.kill()
+            self._server.wait()
+            self._server = None
+
+
+OPENSTACK_CLI = OpenstackCli()
 
 
 def free_port() -> int:
@@ -251,13 +346,7 @@ class CloudRunner:
         self, *args: str, cloud: str = "cumulo", check: bool = True, env: dict | None = None
     ) -> Any:
         """Run the real `openstack` CLI; JSON output is parsed when `-f json` is given."""
-        proc = subprocess.run(
-            [str(VENV_BIN / "openstack"), *args],
-            capture_output=True,
-            text=True,
-            env={**self.env(cloud), **(env or {})},
-            timeout=120,
-        )
+        proc = OPENSTACK_CLI.run(list(args), {**self.env(cloud), **(env or {})}, timeout=120)
         if check and proc.returncode != 0:
             raise AssertionError(f"openstack {' '.join(args)} failed:\n{proc.stderr}")
         if not check:
