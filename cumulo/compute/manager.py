@@ -26,6 +26,7 @@ from cumulo.compute.conductor import InstanceNotFound, UnexpectedTaskState
 from cumulo.compute.device_metadata import build_device_metadata
 from cumulo.compute.image_cache import ImageCache
 from cumulo.compute.manager_moves import HostMoves
+from cumulo.compute.manager_swap import VolumeSwap
 from cumulo.compute.network import NetworkClient, vifs_from_info
 from cumulo.compute.notifications import notify_instance
 from cumulo.compute.states import PowerState, TaskState, VmState
@@ -119,7 +120,7 @@ class _BuildAborted(Exception):
     """The instance was deleted (or taken over) while it was being built."""
 
 
-class ComputeManager(HostMoves, Endpoint):
+class ComputeManager(HostMoves, VolumeSwap, Endpoint):
     # Versioned notifications for consumers outside cumulo (set by whoever runs the host).
     notifier: Notifier | None = None
 

@@ -397,6 +397,25 @@ class ComputeAPI:
             device=device,
         )
 
+    async def swap_volume(
+        self,
+        ctx: Context,
+        host: str,
+        instance_uuid: str,
+        old_volume_id: str,
+        new_volume_id: str,
+        new_attachment_id: str,
+    ) -> None:
+        await self._cast(
+            host,
+            "swap_volume",
+            ctx,
+            instance_uuid=instance_uuid,
+            old_volume_id=old_volume_id,
+            new_volume_id=new_volume_id,
+            new_attachment_id=new_attachment_id,
+        )
+
     async def extend_volume(
         self, ctx: Context, host: str, instance_uuid: str, volume_id: str
     ) -> None:

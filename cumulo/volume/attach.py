@@ -45,7 +45,9 @@ async def reserve(
     """A new attachment in `reserved`; the volume `reserved` (or `attaching` for os-reserve)."""
     async with service.db.write() as session:
         volume = await _locked_volume(session, volume_id)
-        states.require_not_migrating(volume_id, volume.migration_status, "attach")
+        if not str(volume.migration_status).startswith(states.MIGRATION_TARGET):
+            # The new volume of a migration is attached by Compute's swap volume.
+            states.require_not_migrating(volume_id, volume.migration_status, "attach")
         allowed = states.ATTACHABLE_MULTI if volume.multiattach else states.ATTACHABLE
         if instance_uuid and not volume.multiattach and volume.status in states.ATTACHABLE_MULTI:
             # Cinder: a second attachment for the same server (Compute swaps attachments
@@ -220,7 +222,11 @@ async def remove(
         left = list(
             await session.scalars(select(Attachment).where(Attachment.volume_id == volume.id))
         )
-        if not left:
+        if not left and states.is_migrating(volume.migration_status):
+            # Cinder hides the detach of a volume Compute is swapping away from (its
+            # migration ends it in-use, attached to the new attachment).
+            volume.attach_status = states.DETACHED
+        elif not left:
             volume.status, volume.attach_status = states.AVAILABLE, states.DETACHED
             await set_admin_metadata(session, volume.id, "attached_mode", None)
         elif any(a.status == states.ATTACHED for a in left):

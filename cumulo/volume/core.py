@@ -103,6 +103,10 @@ async def start_backends(
         timeout=300.0,
     )
     identity = IdentityClient(config)
+    # Attached volumes move through Compute's swap volume (as Cinder's novaclient calls).
+    compute = ServiceClient(
+        "compute", url=config.public_url(config.ports.compute), verify=verify_option(config)
+    )
     try:
         for backend in backend_configs(config):
             manager = VolumeManager(
@@ -116,6 +120,7 @@ async def start_backends(
                 report_interval=config.volume.report_interval,
                 objects=objects,
                 identity=identity,
+                compute=compute,
             )
             manager.notifier = notifier
             await manager.start(bus)
@@ -151,6 +156,10 @@ class VolumeService:
 
     def is_admin(self, ctx: RequestContext) -> bool:
         return self.policy.check("cloud_admin", ctx)
+
+    def sees_every_project(self, ctx: RequestContext) -> bool:
+        """Admins, and services (Compute reads and attaches any server's volumes)."""
+        return self.is_admin(ctx) or self.policy.check("volume:service_api", ctx)
 
     async def bootstrap(self) -> None:
         """The default volume type exists (Cinder's __DEFAULT__)."""

@@ -67,6 +67,7 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
         report_interval: float = 10.0,
         objects: ServiceClient | None = None,
         identity: IdentityClient | None = None,
+        compute: ServiceClient | None = None,
     ) -> None:
         self.host = host
         self.backend = backend
@@ -78,6 +79,7 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
         self.images = images
         self.objects = objects  # the Object Storage API, where backups go
         self.identity = identity  # signs the volume service in (its token writes backups)
+        self.compute = compute  # swaps attached volumes' data when they migrate
         self.tmp_dir = tmp_dir
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.report_interval = report_interval
@@ -108,6 +110,8 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
             await self.objects.close()
         if self.identity is not None:
             await self.identity.close()
+        if self.compute is not None:
+            await self.compute.close()
         if self.notifier is not None:
             await self.notifier.close()
 

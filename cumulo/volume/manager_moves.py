@@ -11,21 +11,32 @@ one transaction the volume takes the destination as its host (and the new type o
 retype) and the new volume's row goes; the data left here is removed last. A failure
 anywhere deletes the new volume and leaves the volume where it was, `migration_status`
 `error`.
+
+An attached volume is copied by Compute, as Cinder's generic migration has Nova do it:
+this backend asks Compute to swap each server's volume for the new one (Nova's
+update_server_volume, with the service user's token); the host mirrors the data while
+the guest runs, moves the server to a new attachment of the new volume, deletes the
+old one and calls os-migrate_volume_completion, which completes the migration here:
+the new volume's attachments become the volume's (their connection info as it is
+after the rename), and the volume is `in-use` again on the destination.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any
 
 from sqlalchemy import select, update
 
 from cumulo.common.db import Database, utcnow
+from cumulo.common.identity_client import IdentityClient
+from cumulo.common.service_client import ServiceClient, url_path
 from cumulo.volume import rpcapi, states
 from cumulo.volume.drivers.driver import VolumeDriver
-from cumulo.volume.models import Snapshot, Volume, VolumeTypeExtraSpec
+from cumulo.volume.models import Attachment, Snapshot, Volume, VolumeTypeExtraSpec
 from cumulo.volume.scheduler import type_multiattach
 
 LOG = logging.getLogger(__name__)
@@ -51,12 +62,16 @@ class VolumeMovesMixin:
     backend_host: str
     service_context: dict[str, Any]
     volume_rpc: rpcapi.VolumeAPI
+    compute: ServiceClient | None
+    identity: IdentityClient | None
     # How long the destination may take to create the new (empty) volume.
     new_volume_timeout: float = 600.0
 
     def _moves_init(self) -> None:
         self._copying: set[str] = set()  # new volumes being filled here
         self._copied: set[str] = set()  # ... and filled, not yet swapped in
+        # New volumes Compute fills (attached volumes' migrations): their new type.
+        self._swapping: dict[str, str | None] = {}
 
     # -- migration, on the backend holding the volume -----------------------------------
 
@@ -74,6 +89,12 @@ class VolumeMovesMixin:
         self._copying.add(new_volume_id)
         try:
             new_host = await self._wait_for_new_volume(new_volume_id)
+            servers = await self._servers_of(volume_id)
+            if servers:
+                self._swapping[new_volume_id] = new_type_id
+                for server in servers:
+                    await self._swap_on_server(server, volume_id, new_volume_id)
+                return  # Compute completes the migration (os-migrate_volume_completion)
             export = f"migration-{new_volume_id}"
             connector = {"host": self.host, "initiator": f"migration:{self.backend_host}"}
             info = await self.volume_rpc.initialize_connection(
@@ -95,6 +116,28 @@ class VolumeMovesMixin:
             self._copying.discard(new_volume_id)
         await self._complete_migration(context, volume_id, new_volume_id, new_type_id)
 
+    async def _servers_of(self, volume_id: str) -> list[str]:
+        async with self.db.read() as session:
+            rows = await session.scalars(
+                select(Attachment.instance_uuid).where(
+                    Attachment.volume_id == volume_id, Attachment.instance_uuid.is_not(None)
+                )
+            )
+            return sorted(set(rows))
+
+    async def _swap_on_server(self, server: str, volume_id: str, new_volume_id: str) -> None:
+        """Nova's update_server_volume: Compute copies the attached volume's data into
+        the new one under the running guest (its swap volume, PUT at 2.1)."""
+        if self.compute is None or self.identity is None:
+            raise MigrationFailed("this volume service cannot reach Compute to move attached data")
+        await self.compute.request(
+            "PUT",
+            url_path("/v2.1/servers/{}/os-volume_attachments/{}", server, volume_id),
+            await self.identity.service_token(),
+            json={"volumeAttachment": {"volumeId": new_volume_id}},
+            ok=(202,),
+        )
+
     async def migrate_volume_completion(
         self, context: dict[str, Any], volume_id: str, new_volume_id: str, error: bool
     ) -> str:
@@ -102,6 +145,11 @@ class VolumeMovesMixin:
         deleted); otherwise the copied data is swapped in, once the copy is done."""
         if error:
             await self._fail_migration(context, volume_id, new_volume_id)
+            return volume_id
+        if new_volume_id in self._swapping:  # Compute copied it under its guest
+            new_type_id = self._swapping.pop(new_volume_id)
+            self._copied.add(new_volume_id)
+            await self._complete_migration(context, volume_id, new_volume_id, new_type_id)
             return volume_id
         if new_volume_id in self._copying:
             raise MigrationFailed(
@@ -117,11 +165,19 @@ class VolumeMovesMixin:
         return volume_id
 
     async def update_migrated_volume(
-        self, context: dict[str, Any], new_volume_id: str, original_id: str
-    ) -> None:
+        self,
+        context: dict[str, Any],
+        new_volume_id: str,
+        original_id: str,
+        connections: dict[str, dict[str, Any]] | None = None,
+    ) -> dict[str, dict[str, Any]]:
         """On the destination: the data written into the new volume takes the name of
-        the volume moved here."""
+        the volume moved here; the connections servers have to it, as they are now."""
         await self.driver.rename_migrated_volume(new_volume_id, original_id)
+        return {
+            attachment: self.driver.moved_connection(info, original_id)
+            for attachment, info in (connections or {}).items()
+        }
 
     async def _set_migration(self, volume_id: str, expected: str, new: str) -> bool:
         async with self.db.write() as session:
@@ -159,11 +215,20 @@ class VolumeMovesMixin:
             return
         async with self.db.read() as session:
             new = await session.get(Volume, new_volume_id)
+            attached = list(
+                await session.scalars(
+                    select(Attachment).where(Attachment.volume_id == new_volume_id)
+                )
+            )
         try:
             if new is None:
                 raise MigrationFailed(f"the new volume {new_volume_id} is gone")
-            await self.volume_rpc.update_migrated_volume(
-                context, new.host, new_volume_id, volume_id
+            connections = await self.volume_rpc.update_migrated_volume(
+                context,
+                new.host,
+                new_volume_id,
+                volume_id,
+                {a.id: json.loads(a.connection_info) for a in attached if a.connection_info},
             )
         except Exception as exc:  # noqa: BLE001
             LOG.error("migration of volume %s could not be completed: %s", volume_id, exc)
@@ -190,9 +255,23 @@ class VolumeMovesMixin:
                     values["type_id"] = new_type_id
                     values["multiattach"] = type_multiattach(dict(specs.all()))
                 values.update(self._status_after_move(volume))
+                if attached:  # Compute's swap: the server holds the new volume's attachment
+                    values.update(status=states.IN_USE, attach_status=states.ATTACHED)
                 for key, value in values.items():
                     setattr(volume, key, value)
+            for row in attached:  # Cinder: the new volume's attachments become the volume's
+                await session.execute(
+                    update(Attachment)
+                    .where(Attachment.id == row.id)
+                    .values(
+                        volume_id=volume_id,
+                        connection_info=json.dumps(connections[row.id])
+                        if row.id in connections
+                        else row.connection_info,
+                    )
+                )
             if gone is not None:
+                await session.flush()
                 await session.delete(gone)  # its data now carries the volume's name there
         LOG.info("volume %s moved from %s to %s", volume_id, self.backend_host, new.host)
         try:
@@ -214,6 +293,7 @@ class VolumeMovesMixin:
     ) -> None:
         """The volume stays where it is (migration_status error); the new volume goes."""
         self._copied.discard(new_volume_id or "")
+        self._swapping.pop(new_volume_id or "", None)
         new_host = None
         async with self.db.write() as session:
             volume = await session.get(Volume, volume_id)

@@ -7,8 +7,12 @@ decided in code (its project, or every project for admins with all_tenants).
 _MEMBER = "rule:admin_or_project_member"
 _READER = "rule:admin_or_project_reader"
 _ADMIN = "rule:cloud_admin"
+# What Compute does with the service user's token when it swaps a server's volume for
+# Block Storage's migration (Nova's and Cinder's service_api: the service role).
+_SERVICE = " or role:service"
 
 VOLUME_RULES: dict[str, str] = {
+    "volume:service_api": "role:service",
     "volume:create": _MEMBER,
     "volume:get": _READER,
     "volume:get_all": _READER,
@@ -23,12 +27,12 @@ VOLUME_RULES: dict[str, str] = {
     "volume:get_volume_metadata": _READER,
     "volume:set_image_metadata": _MEMBER,
     "volume_extension:volume_actions:upload_image": _MEMBER,
-    "volume_extension:volume_actions:attach": _MEMBER,
+    "volume_extension:volume_actions:attach": _MEMBER + _SERVICE,
     "volume_extension:volume_admin_actions:reset_status": _ADMIN,
     "volume_extension:volume_admin_actions:force_delete": _ADMIN,
     "volume_extension:volume_admin_actions:force_detach": _ADMIN,
     "volume_extension:volume_admin_actions:migrate_volume": _ADMIN,
-    "volume_extension:volume_admin_actions:migrate_volume_completion": _ADMIN,
+    "volume_extension:volume_admin_actions:migrate_volume_completion": _ADMIN + _SERVICE,
     "volume_extension:volume_admin_actions:extend_volume_completion": _ADMIN,
     "volume_extension:volume_manage": _ADMIN,
     "volume_extension:volume_unmanage": _ADMIN,
@@ -56,11 +60,11 @@ VOLUME_RULES: dict[str, str] = {
     "volume:get_all_snapshots": _READER,
     "volume:update_snapshot": _MEMBER,
     "volume:delete_snapshot": _MEMBER,
-    "volume:attachment_create": _MEMBER,
-    "volume:attachment_get": _READER,
-    "volume:attachment_update": _MEMBER,
-    "volume:attachment_complete": _MEMBER,
-    "volume:attachment_delete": _MEMBER,
+    "volume:attachment_create": _MEMBER + _SERVICE,
+    "volume:attachment_get": _READER + _SERVICE,
+    "volume:attachment_update": _MEMBER + _SERVICE,
+    "volume:attachment_complete": _MEMBER + _SERVICE,
+    "volume:attachment_delete": _MEMBER + _SERVICE,
     "volume:create_transfer": _MEMBER,
     "volume:get_transfer": _READER,
     "volume:get_all_transfers": _READER,

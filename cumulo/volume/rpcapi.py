@@ -186,16 +186,23 @@ class VolumeAPI:
         )
 
     async def update_migrated_volume(
-        self, ctx: Context, host: str, new_volume_id: str, original_id: str
-    ) -> None:
-        """To the destination: the data written into new_volume_id takes original_id's name."""
-        await self.bus.call(
+        self,
+        ctx: Context,
+        host: str,
+        new_volume_id: str,
+        original_id: str,
+        connections: dict[str, dict[str, Any]] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """To the destination: the data written into new_volume_id takes original_id's
+        name; `connections` (by attachment) to the new volume as they are after that."""
+        return await self.bus.call(
             volume_topic(host),
             "update_migrated_volume",
             ctx,
             timeout=self.call_timeout,
             new_volume_id=new_volume_id,
             original_id=original_id,
+            connections=connections or {},
         )
 
     # -- manage / unmanage --------------------------------------------------------------

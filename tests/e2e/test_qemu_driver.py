@@ -203,6 +203,10 @@ async def test_a_volume_hot_plugs_into_the_guest_and_unplugs(driver, running, st
     subprocess.run(
         ["qemu-img", "create", "-f", "qcow2", str(volume), "64M"], check=True, capture_output=True
     )
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 1M", str(volume)],
+        check=True, capture_output=True,
+    )  # fmt: skip
     device = BlockDevice(
         volume_id=str(uuid.uuid4()),
         device_name="/dev/vdc",
@@ -230,6 +234,35 @@ async def test_a_volume_hot_plugs_into_the_guest_and_unplugs(driver, running, st
         slots[f"vol-{device.volume_id[:12]}"],
     )
     assert (slots["root"], slots["config"]) == ("0000:00:07.0", "0000:00:0a.0")
+    # Swap volume: the running guest's device is mirrored onto another volume (raw here)
+    # and reads it from then on, in the same slot; the old file is let go.
+    swapped = state_dir / "volume-2.raw"
+    subprocess.run(["truncate", "-s", "64M", str(swapped)], check=True)
+    new = BlockDevice(
+        volume_id=str(uuid.uuid4()),
+        device_name="/dev/vdc",
+        connection_info={
+            "driver_volume_type": "file",
+            "data": {"path": str(swapped), "format": "raw", "access_mode": "rw"},
+        },
+    )
+    await driver.swap_volume(running, device.volume_id, new)
+    async with qemu_process.qmp_session(
+        state_dir / "compute" / "e2e-host" / "instances" / running, running
+    ) as qmp:
+        files = {
+            b["qdev"].split("/")[3]: b["inserted"]["file"]
+            for b in await qmp.execute("query-block")
+            if b.get("inserted") and b.get("qdev", "").startswith("/machine/peripheral/")
+        }
+    assert files[f"vol-{device.volume_id[:12]}"] == str(swapped)
+    assert str(volume) not in files.values()
+    assert swapped.read_bytes()[: 1 << 20] == b"\x5a" * (1 << 20)
+    assert (await pci_slots(state_dir, running))[f"vol-{device.volume_id[:12]}"] == (
+        reported.address
+    )
+    assert disks_seen(await driver.get_console_output(running)) == disks
+    device = new
     await driver.detach_volume(running, device.volume_id)
     deadline = time.monotonic() + 20
     while disks_seen(await driver.get_console_output(running)) != before:

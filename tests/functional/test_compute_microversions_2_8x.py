@@ -296,9 +296,10 @@ def test_2_85_delete_on_termination_changes(cloud: CloudRunner, admin_token, ser
             unknown = f"/servers/{server['id']}/os-volume_attachments/{elsewhere}"
             r = service.put(unknown, json={"volumeAttachment": {"volumeId": volume}})
             assert r.status_code == 404
-            # This cloud does not swap volumes yet: refused once the request is checked.
+            # A direct swap (the volume is not migrating): 409, as Nova since bug 2112187.
             r = service.put(path, json={"volumeAttachment": {"volumeId": volume}})
-            assert r.status_code == 501
+            assert r.status_code == 409
+            assert "should only be called by Cinder" in r.json()["conflictingRequest"]["message"]
         assert api.get(path).json()["volumeAttachment"]["delete_on_termination"] is False
         for immutable in ({"tag": "other"}, {"device": "/dev/vdz"}, {"serverId": elsewhere}):
             body = {"volumeAttachment": {"volumeId": volume, **immutable}}

@@ -204,30 +204,6 @@ def test_bad_migrations_are_refused_and_change_nothing(cloud: CloudRunner, typed
         while http.get(f"/snapshots/{snap['id']}").status_code != 404:
             time.sleep(0.1)
 
-        # An attached volume is refused: moving it needs Compute's swap volume.
-        attached = http.post(
-            "/attachments",
-            json={
-                "attachment": {
-                    "volume_uuid": vid,
-                    "instance_uuid": str(uuid.uuid4()),
-                    "connector": {"host": HOST},
-                }
-            },  # fmt: skip
-            headers={"OpenStack-API-Version": "volume 3.44"},
-        )
-        assert attached.status_code == 200, attached.text
-        attachment = attached.json()["attachment"]["id"]
-        http.post(
-            f"/attachments/{attachment}/action",
-            json={"os-complete": {}},
-            headers={"OpenStack-API-Version": "volume 3.44"},
-        )
-        refused = migrate({"host": WEST})
-        assert refused.status_code == 400 and "attached" in refused.json()["badRequest"]["message"]
-        http.delete(f"/attachments/{attachment}", headers={"OpenStack-API-Version": "volume 3.44"})
-        wait(cloud, vid, lambda b: b["status"] == "available")
-
         assert show(cloud, vid)["migration_status"] is None
         assert show(cloud, vid)["os-vol-host-attr:host"] == EAST
         assert len(http.get("/volumes", params={"all_tenants": 1}).json()["volumes"]) == count

@@ -10,8 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.app import json_body
-from cumulo.common.faults import BadRequest, Conflict, NotFound, NotImplementedYet
-from cumulo.common.openapi import describes
+from cumulo.common.faults import BadRequest, Conflict, NotFound
 from cumulo.common.service_client import ServiceError, url_path
 from cumulo.compute.api import wire
 from cumulo.compute.api.common import authorize, compute_of, json, no_content, version
@@ -152,31 +151,47 @@ def _update_body(data: Any) -> dict[str, Any]:
     return body
 
 
-async def _refuse_swap(request: Request, volume_id: str) -> None:
-    """A swap (the Block Storage service's call during a volume migration, as Nova's
-    policy has it: the service role): checked as Nova checks it (403 for other callers,
-    404 for an unknown server or a volume it does not have), then refused as not built."""
-    ctx = await authorize(request, "compute:servers:swap_volume")
-    server_id = request.path_params["server_id"]
-    inst = await compute_of(request).get_instance(ctx, server_id, "compute:servers:swap_volume")
-    if not any(
-        b.volume_id == volume_id for b in await compute_of(request).block_devices(inst.uuid)
-    ):
-        raise NotFound(f"Volume {volume_id} is not attached to server {inst.uuid}.")
-    raise NotImplementedYet("Swapping a server's volume is not implemented by this cloud yet.")
+def _swap_body(data: Any) -> dict[str, Any]:
+    """Before 2.85 a PUT is a swap: its body names only the new volume."""
+    body = wire.object_body(data, "volumeAttachment")
+    wire.reject_unknown(mapping(data), {"volumeAttachment"})
+    wire.reject_unknown(body, {"volumeId"})
+    value = body.get("volumeId")
+    if not (isinstance(value, str) and wire.is_uuid(value)):
+        raise wire.invalid("volumeId", value, f"{value!r} is not a 'uuid'")
+    return body
 
 
-@describes(statuses={501: "Swapping a server's volume is not implemented yet."})
+async def _swap(request: Request, inst: Any, ctx: Any, volume_id: str, new_id: str) -> None:
+    """Swap the server's volume for another (Nova's swap volume: Block Storage's call
+    while it migrates an attached volume)."""
+    try:
+        await compute_of(request).swap_volume(inst, ctx, volume_id, new_id)
+    except InstanceInvalidState as exc:
+        raise Conflict(
+            f"Cannot 'swap_volume' instance {inst.uuid} while it is in {exc.attr} {exc.state}"
+        ) from None
+
+
 async def update_attachment(request: Request) -> Response:
-    """PUT: before 2.85 (or with another volumeId) a swap to another volume, which is not
-    built; from 2.85 with the same volumeId, a change of delete_on_termination (202)."""
+    """PUT: before 2.85 a swap to the volume the body names (the service role's call,
+    as Nova's policy has it); from 2.85 a change of delete_on_termination (the other
+    fields GET shows may be echoed), then a swap when volumeId names another volume."""
     volume_id = request.path_params["volume_id"]
-    if version(request) < (2, 85):
-        await _refuse_swap(request, volume_id)
-    body = _update_body(await json_body(request))
-    if body["volumeId"] != volume_id:
-        await _refuse_swap(request, volume_id)
-    _ctx, inst = await _instance(request, "compute:servers:action")
+    data = await json_body(request)
+    only_swap = version(request) < (2, 85)
+    body = _swap_body(data) if only_swap else _update_body(data)
+    swap = only_swap or body["volumeId"] != volume_id
+    if swap:
+        ctx = await authorize(request, "compute:servers:swap_volume")
+        inst = await compute_of(request).get_instance(
+            ctx, request.path_params["server_id"], "compute:servers:swap_volume"
+        )
+        if only_swap:
+            await _swap(request, inst, ctx, volume_id, body["volumeId"])
+            return no_content(202)
+    else:
+        ctx, inst = await _instance(request, "compute:servers:action")
     bdm = next(
         (b for b in await compute_of(request).block_devices(inst.uuid) if b.volume_id == volume_id),
         None,
@@ -194,6 +209,8 @@ async def update_attachment(request: Request) -> Response:
             raise BadRequest(f"The {field} property is not mutable")
     if "delete_on_termination" in body:
         await compute_of(request).set_delete_on_termination(bdm, body["delete_on_termination"])
+    if swap:
+        await _swap(request, inst, ctx, volume_id, body["volumeId"])
     return no_content(202)
 
 

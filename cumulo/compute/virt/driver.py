@@ -9,6 +9,7 @@ into a running guest and reports what the hypervisor sees.
 from __future__ import annotations
 
 import abc
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -145,6 +146,33 @@ class GuestNotFound(DriverError):
     pass
 
 
+def volume_location(info: dict[str, Any]) -> tuple[str, str] | None:
+    """Where a volume's bytes are, from its connection info: (file path or NBD URI,
+    image format), or None for a kind of connection read only by a hypervisor."""
+    kind, data = info.get("driver_volume_type"), info.get("data") or {}
+    if kind in ("file", "local") and (data.get("path") or data.get("device_path")):
+        return data.get("path") or data["device_path"], data.get("format") or "raw"
+    if kind == "nbd":
+        uri = data.get("uri")
+        if not uri and data.get("host"):
+            uri = f"nbd://{data['host']}:{data.get('port', 10809)}/{data.get('export', '')}"
+        return (uri, "raw") if uri else None
+    return None
+
+
+async def copy_volume_data(src: tuple[str, str], dst: tuple[str, str]) -> None:
+    """Every block of one volume written into another (each a volume_location), with
+    qemu-img, off the event loop: a swap where no guest runs to mirror it."""
+    proc = await asyncio.create_subprocess_exec(
+        "qemu-img", "convert", "-U", "-n", "-f", src[1], "-O", dst[1], src[0], dst[0],
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise DriverError(f"qemu-img convert failed: {err.decode(errors='replace').strip()}")
+
+
 # The capability trait of a host whose driver rescues volume-backed guests (2.87).
 RESCUE_BFV_TRAIT = "COMPUTE_RESCUE_BFV"
 # Nova's stable device rescue: the rescue image's `hw_rescue_bus` / `hw_rescue_device`.
@@ -238,6 +266,18 @@ class ComputeDriver(abc.ABC):
         """An attached volume grew (Block Storage's volume-extended event): let the guest
         see its new size."""
         raise DriverError(f"{type(self).__name__} cannot resize attached volumes")
+
+    async def swap_volume(self, uuid: str, old_volume_id: str, new: BlockDevice) -> None:
+        """Nova's swap volume: copy the attached volume's data into `new` (connected to
+        this host, at least as large) while the guest runs, and move the guest's device
+        onto it; the guest knows the volume as `new.volume_id` from then on."""
+        raise DriverError(f"{type(self).__name__} cannot swap a guest's volumes")
+
+    async def update_volume_connection(self, uuid: str, device: BlockDevice) -> None:
+        """The attached volume is reached by this connection info from now on (Block
+        Storage renamed its data under the guest, which keeps it open): what a start of
+        the guest opens. Nothing to do for a driver that keeps no record of it."""
+        return None
 
     async def volume_snapshot_create(
         self, uuid: str, volume_id: str, create_info: dict[str, Any]

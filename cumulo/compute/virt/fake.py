@@ -26,8 +26,10 @@ from cumulo.compute.virt.driver import (
     GuestSpec,
     HostResources,
     Vif,
+    copy_volume_data,
     pci_address,
     stable_rescue_device,
+    volume_location,
 )
 from cumulo.compute.virt.fake_console import FakeScreen
 
@@ -215,6 +217,28 @@ class FakeDriver(ComputeDriver):
             raise DriverError(f"volume {volume_id} is not attached to {uuid}")
         guest.slots.pop(("disk", volume_id), None)
         guest.log("virtio disk detached")
+
+    async def swap_volume(self, uuid: str, old_volume_id: str, new: BlockDevice) -> None:
+        """The fake guest writes nothing: the old volume's bytes are copied into the new
+        one as they are (when both can be opened here), and its slot keeps the device."""
+        guest = self._guest(uuid)
+        old = guest.volumes.get(old_volume_id)
+        if old is None:
+            raise DriverError(f"volume {old_volume_id} is not attached to {uuid}")
+        src, dst = volume_location(old.connection_info), volume_location(new.connection_info)
+        if src and dst:
+            await copy_volume_data(src, dst)
+        del guest.volumes[old_volume_id]
+        guest.volumes[new.volume_id] = new
+        slot = guest.slots.pop(("disk", old_volume_id), None)
+        if slot is not None:
+            guest.slots[("disk", new.volume_id)] = slot
+        guest.log(f"virtio disk {new.device_name} now reads volume {new.volume_id}")
+
+    async def update_volume_connection(self, uuid: str, device: BlockDevice) -> None:
+        guest = self._guest(uuid)
+        if device.volume_id in guest.volumes:
+            guest.volumes[device.volume_id] = device
 
     async def extend_volume(self, uuid: str, volume_id: str) -> None:
         guest = self._guest(uuid)

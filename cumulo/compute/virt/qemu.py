@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 import time
@@ -38,6 +39,7 @@ from cumulo.compute.virt.driver import (
     GuestSpec,
     HostResources,
     Vif,
+    copy_volume_data,
     pci_address,
 )
 from cumulo.compute.virt.qemu_moves import QemuMoves
@@ -46,6 +48,8 @@ from cumulo.testing.guest import default_cache_dir
 LOG = logging.getLogger(__name__)
 
 GiB = 1024**3
+# How long a swapped volume's copy may take to get in sync with the guest's writes.
+SWAP_TIMEOUT = 3600.0
 # What os-getConsoleOutput serves at most (Nova's MAX_CONSOLE_BYTES).
 MAX_CONSOLE_BYTES = 100 * 1024
 _QMP_STATUS = {
@@ -644,6 +648,83 @@ class QemuDriver(QemuMoves, ComputeDriver):
             if self._alive(uuid):
                 await self._qmp(uuid, "block_resize", {"node-name": drive["node"], "size": size})
 
+    async def swap_volume(self, uuid: str, old_volume_id: str, new: BlockDevice) -> None:
+        """The new volume's node added beside the old one, the old one mirrored into it
+        (blockdev-mirror sync=full) while the guest runs, the mirror completed once in
+        sync (job-complete: the guest's device reads the new node from then on, same PCI
+        slot and serial), the old node deleted. A guest that does not run is copied with
+        qemu-img."""
+        async with self._lock(uuid):
+            record = self._load(uuid)
+            old = record["volumes"].get(old_volume_id)
+            if old is None:
+                raise DriverError(f"volume {old_volume_id} is not attached to {uuid}")
+            drive = _volume_drive(new, old.get("slot"))
+            source = (new.connection_info.get("data") or {}).get("volume_id") or new.volume_id
+            node = f"vol-{source[:12]}"
+            taken = {d["node"] for d in record["volumes"].values()}
+            drive = dataclasses.replace(
+                drive,
+                node=node if node not in taken else f"vol-{secrets.token_hex(6)}",
+                serial=old.get("serial"),
+                device_id=old.get("device_id") or old["node"],
+            )
+            if self._alive(uuid):
+                await self._mirror_volume(uuid, old["node"], drive)
+            else:
+                src = (old["path"], old["format"] if old.get("protocol") != "nbd" else "raw")
+                await copy_volume_data(src, (drive.path, drive.format))
+            del record["volumes"][old_volume_id]
+            record["volumes"][new.volume_id] = dataclasses.asdict(drive)
+            self._save(uuid, record)
+
+    async def _mirror_volume(self, uuid: str, old_node: str, drive: qp.Drive) -> None:
+        job = f"swap-{drive.node}"
+        await self._blockdev_add(uuid, drive)
+        try:
+            await self._qmp(
+                uuid,
+                "blockdev-mirror",
+                {"job-id": job, "device": old_node, "target": drive.node, "sync": "full"},
+            )
+            deadline = time.monotonic() + SWAP_TIMEOUT
+            while True:
+                jobs = {j["device"]: j for j in await self._qmp(uuid, "query-block-jobs")}
+                if job not in jobs:
+                    raise DriverError(f"the copy of volume node {old_node} stopped")
+                if jobs[job].get("ready"):
+                    break
+                if time.monotonic() > deadline:
+                    raise DriverError(f"the copy of volume node {old_node} did not get in sync")
+                await asyncio.sleep(0.1)
+            await self._qmp(uuid, "job-complete", {"id": job})
+            while job in {j["device"] for j in await self._qmp(uuid, "query-block-jobs")}:
+                await asyncio.sleep(0.05)
+            devices = await self._qmp(uuid, "query-block")
+            if not any((d.get("inserted") or {}).get("node-name") == drive.node for d in devices):
+                raise DriverError(f"the guest's device did not move onto volume node {drive.node}")
+        except BaseException:
+            with contextlib.suppress(DriverError):
+                await self._qmp(uuid, "block-job-cancel", {"device": job, "force": True})
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with contextlib.suppress(DriverError):
+                    await self._qmp(uuid, "blockdev-del", {"node-name": drive.node})
+                    break
+                await asyncio.sleep(0.1)
+            raise
+        await self._qmp(uuid, "blockdev-del", {"node-name": old_node})
+
+    async def update_volume_connection(self, uuid: str, device: BlockDevice) -> None:
+        async with self._lock(uuid):
+            record = self._load(uuid)
+            drive = record["volumes"].get(device.volume_id)
+            if drive is None:
+                return
+            moved = _volume_drive(device)
+            drive.update(path=moved.path, protocol=moved.protocol, format=moved.format)
+            self._save(uuid, record)
+
     async def _blockdev_add(self, uuid: str, drive: qp.Drive) -> None:
         if drive.protocol != "nbd":
             await self._qmp(uuid, "blockdev-add", qp.blockdev_args(drive))
@@ -660,10 +741,11 @@ class QemuDriver(QemuMoves, ComputeDriver):
             if drive is None:
                 raise DriverError(f"volume {volume_id} is not attached to {uuid}")
             if self._alive(uuid):
-                await self._qmp(uuid, "device_del", {"id": drive["node"]})
+                device_id = drive.get("device_id") or drive["node"]
+                await self._qmp(uuid, "device_del", {"id": device_id})
                 # The guest acknowledges the unplug (ACPI); only then is the node free.
                 deadline = time.monotonic() + timeout
-                while drive["node"] in await self._peripherals(uuid):
+                while device_id in await self._peripherals(uuid):
                     if time.monotonic() > deadline:
                         raise DriverError(f"the guest did not release volume {volume_id}")
                     await asyncio.sleep(0.2)

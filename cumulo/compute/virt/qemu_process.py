@@ -63,6 +63,9 @@ class Drive:
     media: str = "disk"  # or cdrom
     bootindex: int | None = None  # the firmware boots this one first
     slot: int | None = None  # a virtio disk's PCI slot (None: QEMU's choice)
+    # The guest device's id when it is not the node's name (a swapped volume's device
+    # keeps its id while it reads another node).
+    device_id: str | None = None
 
 
 @dataclass
@@ -245,7 +248,7 @@ async def connect_nbd(drive: Drive, timeout: float = 10.0) -> socket.socket:
 
 def device_args(drive: Drive) -> dict[str, Any]:
     cdrom = drive.media == "cdrom"
-    args: dict[str, Any] = {"drive": drive.node, "id": drive.node}
+    args: dict[str, Any] = {"drive": drive.node, "id": drive.device_id or drive.node}
     if drive.bus == "scsi":
         args |= {"driver": "scsi-cd" if cdrom else "scsi-hd", "bus": "scsi0.0"}
     elif drive.bus == "usb":

@@ -59,7 +59,7 @@ FEATURES: dict[str, dict[str, object]] = {
         "config_drive": True,
         "metadata_service": True,
         "enable_instance_password": True,
-        "swap_volume": False,  # answered 501
+        "swap_volume": True,
         "volume_multiattach": True,
         "attach_encrypted_volume": False,  # no volume encryption
         "disk_config": True,

@@ -427,7 +427,10 @@ async def os_attach(request: Request, volume_id: str, args: Any) -> Response:
 
 
 async def begin_detaching(request: Request, volume_id: str, _args: Any) -> Response:
-    await _attach_rule(request, volume_id)
+    _, volume = await _attach_rule(request, volume_id)
+    if states.is_migrating(volume.migration_status):
+        # Cinder: a volume Compute swaps away from during its migration keeps its status.
+        return accepted()
     await attach.set_volume_status(
         service_of(request), volume_id, (states.IN_USE,), states.DETACHING, "begin detaching"
     )

@@ -41,7 +41,7 @@ async def _load(request: Request, rule: str) -> tuple[RequestContext, Attachment
     service = service_of(request)
     async with service.db.read() as session:
         row = await session.get(Attachment, attachment_id)
-    if row is None or (row.project_id != ctx.project_id and not service.is_admin(ctx)):
+    if row is None or (row.project_id != ctx.project_id and not service.sees_every_project(ctx)):
         raise NotFound(f"VolumeAttachment {attachment_id} could not be found.")
     await authorize(request, rule, row.project_id)
     return ctx, row

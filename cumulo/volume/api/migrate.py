@@ -7,12 +7,14 @@ volume when the new type wants another backend and `migration_policy` is on-dema
 The API checks, places the new volume on the destination with the scheduler (in the
 transaction that marks the volume `starting`, so capacity is never promised twice),
 then casts: the destination creates the new volume, the source backend fills it and
-swaps it in (cumulo.volume.manager_moves). An attached volume is refused: Cinder
-moves one through Compute's swap volume, which this cloud does not offer.
+swaps it in (cumulo.volume.manager_moves); an attached volume's data is copied by
+Compute (its swap volume, which calls os-migrate_volume_completion when done), as
+Cinder moves one.
 """
 
 from __future__ import annotations
 
+import json as jsonlib
 import logging
 import uuid
 from typing import Any
@@ -24,10 +26,9 @@ from starlette.responses import Response
 from cumulo.common.context import RequestContext
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest
-from cumulo.volume import rpcapi, states
+from cumulo.volume import attach, rpcapi, states
 from cumulo.volume.api.common import accepted, at_least, json, parse_bool, service_of
 from cumulo.volume.api.volumes import load_volume, volume_type_for
-from cumulo.volume.attach import backend_call
 from cumulo.volume.models import Snapshot, Volume, VolumeServiceRow
 from cumulo.volume.scheduler import (
     NO_VALID_BACKEND,
@@ -51,14 +52,6 @@ def _flag(args: dict[str, Any], key: str) -> bool:
         raise BadRequest(f"Invalid input for field/attribute {key}. Value: {value}.")
     parsed = parse_bool(value, key)
     return bool(parsed)
-
-
-def _refuse_attached(volume: Volume) -> None:
-    if volume.attach_status != states.DETACHED or volume.status == states.IN_USE:
-        raise BadRequest(
-            f"Invalid volume: Volume {volume.id} is attached: moving an attached volume "
-            "needs Compute to swap it (Nova's swap volume), which this cloud does not offer."
-        )
 
 
 async def _has_snapshots(session: Any, volume_id: str) -> bool:
@@ -172,7 +165,6 @@ async def migrate_volume(request: Request, volume_id: str, args: Any) -> Respons
                 "not be migrating, have snapshots, be replicated, be part of a group and "
                 "destination host/cluster must be different than the current one"
             )
-        _refuse_attached(volume)
         _, specs = await volume_type_for(session, request, ctx, volume.type_id)
         spec = RequestSpec(volume.size, volume.availability_zone, specs)
         dest = await place_move(
@@ -195,8 +187,9 @@ async def migrate_volume(request: Request, volume_id: str, args: Any) -> Respons
 async def migrate_volume_completion(request: Request, volume_id: str, args: Any) -> Response:
     """os-migrate_volume_completion (admin): `error` true ends the migration (the new
     volume is deleted); false swaps the copied data in, refused while the copy runs or
-    when it never finished. Cinder also answers it outside a migration, for Compute's
-    swap volume; this cloud offers no swap volume, so that is 400 here."""
+    when it never finished. Outside a migration (neither volume migrating: Compute
+    swapped one server volume for another) the attachments move to the new volume, as
+    Cinder's, and the new volume's id is answered."""
     ctx, volume = await load_volume(
         request, volume_id, "volume_extension:volume_admin_actions:migrate_volume_completion"
     )
@@ -208,6 +201,10 @@ async def migrate_volume_completion(request: Request, volume_id: str, args: Any)
     error = args.get("error")
     failed = error if isinstance(error, bool) else bool(parse_bool(error, "error"))
     _, new = await load_volume(request, new_id)
+    if not (volume.migration_status or new.migration_status):
+        if not failed:
+            await _move_attachments(request, ctx, volume, new)
+        return json({"save_volume_id": new.id})
     if not volume.migration_status:
         raise BadRequest("Invalid volume: Source volume not mid-migration.")
     if not new.migration_status:
@@ -222,8 +219,26 @@ async def migrate_volume_completion(request: Request, volume_id: str, args: Any)
     call = service.volume_rpc.migrate_volume_completion(
         ctx.to_dict(), volume.host, volume_id, new_id, failed
     )
-    saved = await backend_call(call, refusals=("MigrationFailed",))
+    saved = await attach.backend_call(call, refusals=("MigrationFailed",))
     return json({"save_volume_id": saved})
+
+
+async def _move_attachments(
+    request: Request, ctx: RequestContext, volume: Volume, new: Volume
+) -> None:
+    """Compute's swap outside a migration: the volume's attachments are detached and
+    the new volume attached to their servers where it is not yet (Cinder detaches and
+    attaches so that neither is left `detaching` nor `attaching`)."""
+    service = service_of(request)
+    attached_to = {a.instance_uuid for a in await attach.attachments_of(service, new.id)}
+    for old in await attach.attachments_of(service, volume.id):
+        await attach.remove(service, old.id, ctx.to_dict())
+        if old.instance_uuid in attached_to:
+            continue
+        made = await attach.reserve(service, new.id, old.instance_uuid, mode=old.attach_mode)
+        if old.connector:
+            await attach.connect(service, made.id, jsonlib.loads(old.connector), ctx.to_dict())
+        await attach.complete(service, made.id, old.mountpoint)
 
 
 async def retype(request: Request, volume_id: str, args: Any) -> Response:
@@ -264,7 +279,6 @@ async def retype(request: Request, volume_id: str, args: Any) -> Response:
         moving = f"Invalid volume: retyping volume {volume_id} to {vtype.name} needs a move to "
         if policy == "never":
             raise BadRequest(moving + "another backend, and migration_policy is never.")
-        _refuse_attached(volume)
         if volume.group_id or await _has_snapshots(session, volume_id):
             raise BadRequest(moving + "another backend, and it has snapshots or is in a group.")
         spec = RequestSpec(volume.size, volume.availability_zone, specs)

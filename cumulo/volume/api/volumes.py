@@ -81,7 +81,9 @@ async def load_volume(
     service = service_of(request)
     async with service.db.read() as session:
         volume = await session.get(Volume, volume_id)
-    if volume is None or (volume.project_id != ctx.project_id and not service.is_admin(ctx)):
+    if volume is None or (
+        volume.project_id != ctx.project_id and not service.sees_every_project(ctx)
+    ):
         raise NotFound(f"Volume {volume_id} could not be found.")
     if rule != "volume:get":
         await authorize(request, rule, volume.project_id)
@@ -117,7 +119,7 @@ async def volume_body(
                 .order_by(Attachment.created_at)
             ):
                 attachments[a.volume_id].append(a)
-    admin = service.is_admin(ctx)
+    admin = service.sees_every_project(ctx)  # services: Compute reads migration_status
     # Cinder shows attachments' host to admins and to services (Glance, Nova) too.
     sees_hosts = admin or "service" in ctx.roles
     return [

@@ -108,6 +108,12 @@ class VolumeDriver(abc.ABC):
         """The data a migration wrote into `new_volume_id` on this backend takes the
         moved volume's name (Cinder's update_migrated_volume)."""
 
+    def moved_connection(self, info: dict[str, Any], volume_id: str) -> dict[str, Any]:
+        """A connection to the new volume of a migration of an attached volume, as it is
+        once its data carries the moved volume's name (`volume_id`): what the server
+        reopens it by from then on."""
+        return {**info, "data": {**(info.get("data") or {}), "volume_id": volume_id}}
+
     # -- manage / unmanage -----------------------------------------------------------
 
     @abc.abstractmethod

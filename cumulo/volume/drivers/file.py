@@ -219,6 +219,14 @@ class FileDriver(VolumeDriver):
         if dest.exists():
             raise DriverError(f"{dest.name} already exists on this backend")
         src.rename(dest)
+        # An attached volume's export keeps the file open: it serves it by its new name.
+        self.exports.renamed(src, dest)
+
+    def moved_connection(self, info: dict[str, Any], volume_id: str) -> dict[str, Any]:
+        moved = super().moved_connection(info, volume_id)
+        if moved.get("driver_volume_type") == "file":
+            moved["data"]["path"] = str(self.path(volume_id))
+        return moved
 
     # -- manage / unmanage -------------------------------------------------------
 

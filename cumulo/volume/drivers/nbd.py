@@ -78,6 +78,12 @@ class NbdExports:
         """The exports serving this file."""
         return [name for name, e in self._exports.items() if e.path == path]
 
+    def renamed(self, old: Path, new: Path) -> None:
+        """The file of some exports was renamed (the daemons keep it open)."""
+        for export in self._exports.values():
+            if export.path == old:
+                export.path = new
+
     async def regrow(self, name: str, grow) -> None:
         """Grow an exported volume: `await grow()` (qemu-img resize) while the export is
         stopped, then the same export again on the same port. qemu-storage-daemon 7.2's
