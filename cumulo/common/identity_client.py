@@ -106,16 +106,40 @@ class IdentityClient:
         service token: what S3 needs to check signatures itself (Swift's s3token secret
         cache); None when there is none."""
         cred_id = hashlib.sha256(access.encode()).hexdigest()
+        r = await self._as_service("GET", f"/v3/credentials/{cred_id}")
+        if r.status_code == 200:
+            return r.json()["credential"]
+        if r.status_code == 404:
+            return None
+        raise ServiceUnavailable(f"Identity could not read an EC2 credential ({r.status_code}).")
+
+    async def users_by_email(self, email: str) -> list[dict[str, Any]]:
+        """The enabled users whose `email` attribute (an extra, as Keystone keeps it) is
+        this address, case aside: every page of `GET /v3/users` read with the service
+        token (Keystone filters no extras). S3's email grantees resolve by it."""
+        wanted = email.casefold()
+        found: list[dict[str, Any]] = []
+        params = {"enabled": "true"}
+        while True:
+            r = await self._as_service("GET", "/v3/users", params=params)
+            if r.status_code != 200:
+                raise ServiceUnavailable(f"Identity could not list users ({r.status_code}).")
+            body = r.json()
+            users = body["users"]
+            found += [u for u in users if str(u.get("email") or "").casefold() == wanted]
+            if not body.get("truncated") or not users:
+                return found
+            params["marker"] = users[-1]["id"]
+
+    async def _as_service(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request with the service token, made again with a new one if it was refused
+        (revoked, keys rotated)."""
         for attempt in (1, 2):
             headers = {"X-Auth-Token": await self.service_token(renew=attempt == 2)}
-            r = await self._request("GET", f"/v3/credentials/{cred_id}", headers=headers)
-            if r.status_code == 200:
-                return r.json()["credential"]
-            if r.status_code == 404:
-                return None
+            r = await self._request(method, path, headers=headers, **kwargs)
             if r.status_code != 401:
                 break
-        raise ServiceUnavailable(f"Identity could not read an EC2 credential ({r.status_code}).")
+        return r
 
     async def s3_token(self, access: str, string_to_sign: str, signature: str) -> str | None:
         """A project token for a signed S3 request (`POST /v3/s3tokens`); None when

@@ -42,7 +42,9 @@ IDENTITY_RULES: dict[str, str] = {
     "identity:delete_project": _admin_or_domain_admin("project"),
     # users
     "identity:get_user": _reader_or_domain_reader("user") + " or rule:owner",
-    "identity:list_users": "rule:system_reader or (role:reader and domain_id:%(target.domain_id)s)",
+    # The service role lists users so that S3 resolves email grantees (their `email`).
+    "identity:list_users": "rule:system_reader or (role:reader and domain_id:%(target.domain_id)s)"
+    " or rule:service_role",
     "identity:create_user": _admin_or_domain_admin("user"),
     "identity:update_user": _admin_or_domain_admin("user"),
     "identity:delete_user": _admin_or_domain_admin("user"),

@@ -606,6 +606,32 @@ def test_b_s_listings_and_filters_never_show_a_s_resources(projects):
     )
 
 
+def test_executable_users_of_another_project_lists_what_it_may_launch(projects):
+    a, b = projects
+    shared = a.ids["shared_ami"]
+
+    def launchable(project: Project, *users: str) -> set[str]:
+        images = project.ec2.describe_images(ExecutableUsers=list(users))["Images"]
+        return {i["ImageId"] for i in images}
+
+    public = launchable(a, "all")
+    assert a.ids["public_ami"] in public and public == launchable(b, "all")
+    # What B may launch, asked by A: the public images and what A shared with B.
+    assert launchable(a, b.project_id) == public | {shared}
+    # What A may launch, asked by B: of what B sees, the public images and A's own
+    # (the one A shared with B); A's private images stay unseen.
+    assert launchable(b, a.project_id) == public | {shared}
+    assert launchable(b, b.project_id) == launchable(b, "self") == public | {shared}
+    assert launchable(a, a.project_id) >= public | {shared, a.ids["ami"], a.ids["uploaded_ami"]}
+    # A project no image is shared with: the public images; several users: any of them.
+    assert launchable(a, uuid.uuid4().hex) == public
+    assert launchable(a, uuid.uuid4().hex, b.project_id) == public | {shared}
+    # Filters and ImageIds narrow it as they do the rest.
+    assert launchable(a, b.project_id, "all") == public | {shared}
+    named = a.ec2.describe_images(ImageIds=[shared, a.ids["ami"]], ExecutableUsers=[b.project_id])
+    assert [i["ImageId"] for i in named["Images"]] == [shared]
+
+
 # -- every action that takes an id is in one of the lists above -----------------------
 
 ID_MEMBERS = {

@@ -304,6 +304,97 @@ def test_object_acls_are_enforced_in_a_private_bucket(endpoint, s3, other, swift
     assert httpx.get(f"{endpoint}/{bucket}/public.txt").content == b"for all"
 
 
+def keystone_user(cloud: CloudRunner, email: str, *, project: str | None = None) -> None:
+    """A new Identity user with that email (and default project, if given)."""
+    default = ["--project", project] if project else []
+    cloud.openstack("user", "create", "--email", email, "--password", "pw-0123456789",
+                    *default, unique("mail"), "-f", "json")  # fmt: skip
+
+
+def test_grants_to_an_email_address_name_the_project_of_its_user(
+    cloud, endpoint, s3, other, demo_keys, tmp_path: Path
+):
+    # The email of a user whose default project is the other project (the admin one).
+    email = f"{unique('reader')}@example.com"
+    keystone_user(cloud, email, project="admin")
+    other_id = other.list_buckets()["Owner"]["ID"]
+    bucket = unique("mailacl")
+    s3.create_bucket(Bucket=bucket)
+    owner = s3.get_bucket_acl(Bucket=bucket)["Owner"]["ID"]
+    as_user = {"Type": "CanonicalUser", "ID": other_id, "DisplayName": other_id}
+
+    # x-amz-grant-read: emailAddress="..." (any case) on PutObject, shown as the project.
+    s3.put_object(Bucket=bucket, Key="by-header", Body=b"for them",
+                  GrantRead=f'emailAddress="{email.upper()}"')  # fmt: skip
+    assert other.get_object(Bucket=bucket, Key="by-header")["Body"].read() == b"for them"
+    grants = s3.get_object_acl(Bucket=bucket, Key="by-header")["Grants"]
+    assert {"Grantee": as_user, "Permission": "READ"} in grants
+
+    # An AccessControlPolicy with an AmazonCustomerByEmail grantee, on an object.
+    s3.put_object(Bucket=bucket, Key="by-policy", Body=b"theirs to read")
+    with pytest.raises(ClientError):
+        other.get_object(Bucket=bucket, Key="by-policy")
+    by_email = {"Type": "AmazonCustomerByEmail", "EmailAddress": email}
+    policy = {"Owner": {"ID": owner}, "Grants": [{"Grantee": by_email, "Permission": "READ"}]}
+    s3.put_object_acl(Bucket=bucket, Key="by-policy", AccessControlPolicy=policy)
+    assert other.get_object(Bucket=bucket, Key="by-policy")["Body"].read() == b"theirs to read"
+    grants = s3.get_object_acl(Bucket=bucket, Key="by-policy")["Grants"]
+    assert {"Grantee": as_user, "Permission": "READ"} in grants
+
+    # The bucket's ACL, by header and by policy: the other project lists the bucket.
+    with pytest.raises(ClientError):
+        other.list_objects_v2(Bucket=bucket)
+    s3.put_bucket_acl(Bucket=bucket, GrantRead=f'emailAddress="{email}"')
+    assert {"Grantee": as_user, "Permission": "READ"} in s3.get_bucket_acl(Bucket=bucket)["Grants"]
+    assert other.list_objects_v2(Bucket=bucket)["KeyCount"] == 2
+    s3.put_bucket_acl(Bucket=bucket, ACL="private")
+    s3.put_bucket_acl(Bucket=bucket, AccessControlPolicy=policy)
+    assert other.list_objects_v2(Bucket=bucket)["KeyCount"] == 2
+
+    # An email no user has, a user without a default project, users of two projects:
+    # S3's errors, nothing changed.
+    lone = f"{unique('lone')}@example.com"
+    keystone_user(cloud, lone)
+    twice = f"{unique('twice')}@example.com"
+    keystone_user(cloud, twice, project="admin")
+    keystone_user(cloud, twice, project="demo")
+    for address, code in (("nobody@example.com", "UnresolvableGrantByEmailAddress"),
+                          (lone, "UnresolvableGrantByEmailAddress"),
+                          (twice, "AmbiguousGrantByEmailAddress")):  # fmt: skip
+        with pytest.raises(ClientError) as exc:
+            s3.put_object_acl(Bucket=bucket, Key="by-header",
+                              GrantRead=f'emailAddress="{address}"')  # fmt: skip
+        assert error_of(exc) == (code, 400)
+        bad = {"Type": "AmazonCustomerByEmail", "EmailAddress": address}
+        unresolved = {"Owner": {"ID": owner}, "Grants": [{"Grantee": bad, "Permission": "READ"}]}
+        with pytest.raises(ClientError) as exc:
+            s3.put_bucket_acl(Bucket=bucket, AccessControlPolicy=unresolved)
+        assert error_of(exc) == (code, 400)
+    assert other.get_object(Bucket=bucket, Key="by-header")["Body"].read() == b"for them"
+    assert other.list_objects_v2(Bucket=bucket)["KeyCount"] == 2
+
+    # `aws s3api put-object-acl --grant-read emailAddress=...`
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        "AWS_ACCESS_KEY_ID": demo_keys["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": demo_keys["aws_secret_access_key"],
+        "AWS_DEFAULT_REGION": "RegionOne",
+        "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-credentials"),
+    }
+    s3.put_object(Bucket=bucket, Key="by-cli", Body=b"from the cli")
+    proc = subprocess.run(
+        [str(VENV_BIN / "aws"), "--endpoint-url", endpoint, "s3api", "put-object-acl",
+         "--bucket", bucket, "--key", "by-cli", "--grant-full-control", f"emailAddress={email}"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    grants = s3.get_object_acl(Bucket=bucket, Key="by-cli")["Grants"]
+    assert {"Grantee": as_user, "Permission": "FULL_CONTROL"} in grants
+    other.put_object_acl(Bucket=bucket, Key="by-cli", ACL="public-read")  # FULL_CONTROL
+    assert httpx.get(f"{endpoint}/{bucket}/by-cli").content == b"from the cli"
+
+
 def test_an_object_acl_does_not_open_what_a_symlink_names(cloud, endpoint, s3, other, swift):
     # Another project's private object, and a Swift symlink to it in our bucket.
     theirs = unique("theirs")

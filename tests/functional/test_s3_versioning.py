@@ -10,6 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 
@@ -334,6 +335,83 @@ def test_multipart_uploads_and_lifecycle_in_a_versioned_bucket(s3, swift):
     assert swift.head(f"/{bucket}+segments").status_code == 404
 
 
+def tags(answer: dict) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in answer["TagSet"]}
+
+
+def test_object_acl_and_tagging_of_one_version(endpoint, s3):
+    bucket = unique("veracl")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"before", Tagging="v=null")  # the null one
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    first = s3.put_object(Bucket=bucket, Key="k", Body=b"one", Tagging="v=1")["VersionId"]
+    second = s3.put_object(Bucket=bucket, Key="k", Body=b"two")["VersionId"]
+
+    # Tagging: each version its own; the answer names the version.
+    got = s3.get_object_tagging(Bucket=bucket, Key="k", VersionId=first)
+    assert tags(got) == {"v": "1"} and got["VersionId"] == first
+    current = s3.get_object_tagging(Bucket=bucket, Key="k")
+    assert tags(current) == {} and current["VersionId"] == second
+    old = s3.get_object_tagging(Bucket=bucket, Key="k", VersionId="null")
+    assert tags(old) == {"v": "null"} and old["VersionId"] == "null"
+    draft = {"TagSet": [{"Key": "stage", "Value": "draft"}]}
+    put = s3.put_object_tagging(Bucket=bucket, Key="k", VersionId=first, Tagging=draft)
+    assert put["VersionId"] == first
+    assert tags(s3.get_object_tagging(Bucket=bucket, Key="k", VersionId=first)) == {
+        "stage": "draft"
+    }
+    assert tags(s3.get_object_tagging(Bucket=bucket, Key="k")) == {}
+    gone = s3.delete_object_tagging(Bucket=bucket, Key="k", VersionId="null")
+    assert gone["VersionId"] == "null"
+    assert tags(s3.get_object_tagging(Bucket=bucket, Key="k", VersionId="null")) == {}
+    assert tags(s3.get_object_tagging(Bucket=bucket, Key="k", VersionId=first)) == {
+        "stage": "draft"
+    }
+
+    # ACLs: an old version made public is read anonymously by its id; the current is not.
+    s3.put_object_acl(Bucket=bucket, Key="k", VersionId=first, ACL="public-read")
+    assert httpx.get(f"{endpoint}/{bucket}/k", params={"versionId": first}).content == b"one"
+    assert httpx.get(f"{endpoint}/{bucket}/k").status_code == 403
+    acl = s3.get_object_acl(Bucket=bucket, Key="k", VersionId=first)
+    assert {g["Grantee"].get("URI") for g in acl["Grants"]} >= {
+        "http://acs.amazonaws.com/groups/global/AllUsers"
+    }
+    assert acl["ResponseMetadata"]["HTTPHeaders"]["x-amz-version-id"] == first
+    assert len(s3.get_object_acl(Bucket=bucket, Key="k")["Grants"]) == 1  # the owner's
+    # The version keeps its bytes, metadata and tags; no version was added.
+    assert body(s3, bucket, "k", VersionId=first) == b"one"
+    assert [v[1] for v in listed(s3, bucket)] == ["null", second, first]
+
+    # A version that is not there: NoSuchVersion; a delete marker: 405; not an id: 400.
+    calls = [
+        lambda v: s3.get_object_acl(Bucket=bucket, Key="k", VersionId=v),
+        lambda v: s3.put_object_acl(Bucket=bucket, Key="k", VersionId=v, ACL="private"),
+        lambda v: s3.get_object_tagging(Bucket=bucket, Key="k", VersionId=v),
+        lambda v: s3.put_object_tagging(Bucket=bucket, Key="k", VersionId=v,
+                                        Tagging={"TagSet": [{"Key": "a", "Value": "b"}]}),
+        lambda v: s3.delete_object_tagging(Bucket=bucket, Key="k", VersionId=v),
+    ]  # fmt: skip
+    marker = s3.delete_object(Bucket=bucket, Key="k")["VersionId"]
+    for version, error in (
+        ("1234567890.12345", ("NoSuchVersion", 404)),
+        (marker, ("MethodNotAllowed", 405)),
+        ("not-a-version", ("InvalidArgument", 400)),
+    ):
+        for call in calls:
+            with pytest.raises(ClientError) as exc:
+                call(version)
+            assert error_of(exc) == error, (version, error_of(exc))
+    with pytest.raises(ClientError) as exc:
+        s3.get_object_tagging(Bucket=bucket, Key="k")  # the latest is the delete marker
+    assert error_of(exc) == ("NoSuchKey", 404)
+
+    # The version made current again keeps its ACL and tags.
+    s3.delete_object(Bucket=bucket, Key="k", VersionId=marker)
+    s3.delete_object(Bucket=bucket, Key="k", VersionId=second)
+    assert httpx.get(f"{endpoint}/{bucket}/k").content == b"one"
+    assert tags(s3.get_object_tagging(Bucket=bucket, Key="k")) == {"stage": "draft"}
+
+
 def test_awscli_s3api_versioning(cloud, endpoint, keys, swift, tmp_path: Path):
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
@@ -383,6 +461,16 @@ def test_awscli_s3api_versioning(cloud, endpoint, keys, swift, tmp_path: Path):
           "--version-id", marker["VersionId"])  # fmt: skip
     s3api("get-object", "--bucket", bucket, "--key", "notes", str(tmp_path / "back"))
     assert (tmp_path / "back").read_bytes() == b"final"
+    # Tagging and ACL of one version.
+    s3api("put-object-tagging", "--bucket", bucket, "--key", "notes", "--version-id", first,
+          "--tagging", "TagSet=[{Key=stage,Value=draft}]")  # fmt: skip
+    got = s3api("get-object-tagging", "--bucket", bucket, "--key", "notes", "--version-id", first)
+    assert got == {"VersionId": first, "TagSet": [{"Key": "stage", "Value": "draft"}]}
+    assert s3api("get-object-tagging", "--bucket", bucket, "--key", "notes")["TagSet"] == []
+    s3api("put-object-acl", "--bucket", bucket, "--key", "notes", "--version-id", first,
+          "--acl", "public-read")  # fmt: skip
+    grants = s3api("get-object-acl", "--bucket", bucket, "--key", "notes", "--version-id", first)
+    assert len(grants["Grants"]) == 2
 
 
 def test_bucket_versioned_in_history_mode_keeps_its_versions(s3, swift):
@@ -396,6 +484,11 @@ def test_bucket_versioned_in_history_mode_keeps_its_versions(s3, swift):
     new = s3.put_object(Bucket=bucket, Key="doc", Body=b"new")["VersionId"]
     assert [(v[1], v[2]) for v in listed(s3, bucket)] == [(new, True), (old, False)]
     assert body(s3, bucket, "doc", VersionId=old) == b"old"
+    s3.put_object_tagging(Bucket=bucket, Key="doc", VersionId=old,
+                          Tagging={"TagSet": [{"Key": "age", "Value": "old"}]})  # fmt: skip
+    tagged = s3.get_object_tagging(Bucket=bucket, Key="doc", VersionId=old)
+    assert tags(tagged) == {"age": "old"} and tagged["VersionId"] == old
+    assert tags(s3.get_object_tagging(Bucket=bucket, Key="doc")) == {}
     assert bucket + "+versions" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
     dropped = s3.put_object(Bucket=bucket, Key="tmp", Body=b"1")["VersionId"]
     s3.put_object(Bucket=bucket, Key="tmp", Body=b"2")

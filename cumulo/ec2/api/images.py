@@ -113,6 +113,35 @@ async def image_ids(ctx: Ctx, os_ids: list[str]) -> dict[str, str]:
     return out
 
 
+async def launch_permissions(ctx: Ctx, image: dict[str, Any]) -> set[str]:
+    """The projects an image is shared with (its image members, each a launch permission)."""
+    cached = ctx.cache.setdefault("members", {})
+    if image["id"] not in cached:
+        members = await ctx.image("GET", url_path("/v2/images/{}/members", image["id"]))
+        cached[image["id"]] = {m["member_id"] for m in members.get("members", [])}
+    return cached[image["id"]]
+
+
+async def launchable_by(ctx: Ctx, image: dict[str, Any], users: list[str]) -> bool:
+    """DescribeImages' ExecutableUsers, of an image the caller sees: whether one of the
+    users may launch it. `all`: a public image; `self` (or the caller's project): any;
+    another project: its own images, public ones, and those of the caller's shared with
+    it (who else another project's image is shared with is that project's to know, as
+    EC2 shows launch permissions to the image's owner only)."""
+    public = image.get("visibility") == "public"
+    owner = image.get("owner")
+    for user in users:
+        if user == "all":
+            if public:
+                return True
+        elif user in ("self", ctx.project_id) or public or owner == user:
+            return True
+        elif owner == ctx.project_id and image.get("visibility") == "shared":
+            if user in await launch_permissions(ctx, image):
+                return True
+    return False
+
+
 def _describe(image: dict[str, Any], ec2_id: str, refs: dict[str, str], tags: dict) -> dict:
     kind = ec2_id.split("-", 1)[0]
     bdm = []
@@ -172,9 +201,7 @@ async def describe_images(ctx: Ctx, p: dict[str, Any]) -> dict:
             for o in owners
         ):
             continue
-        if executable and not any(
-            (e == "all" and public) or (e in ("self", ctx.project_id)) for e in executable
-        ):
+        if executable and not await launchable_by(ctx, image, executable):
             continue
         ec2_id = refs[image["id"]]
         tags = all_tags.get(ec2_id, {})

@@ -14,9 +14,10 @@ hidden container and a symlink as the current object; here the current version's
 stay where they are and are copied off when the object is overwritten or deleted. What
 clients see is the same.
 
-Two rules are S3's, for the S3 front's requests only (s3/versions.py): a DELETE of the
-latest version or delete marker by id makes the newest version left current again, and a
-DELETE while versioning is suspended leaves a `null` delete marker.
+Three rules are S3's, for the S3 front's requests only (s3/versions.py): a DELETE of the
+latest version or delete marker by id makes the newest version left current again, a
+DELETE while versioning is suspended leaves a `null` delete marker, and a POST may name a
+version (S3's object ACL and tagging calls on `?versionId=`; Swift's API refuses it).
 """
 
 from __future__ import annotations
@@ -370,10 +371,27 @@ async def open_version(
     request: Request, policy: StoragePolicy, account: str, container: str, name: str
 ) -> StoredObject:
     """GET or HEAD ?version-id=: that version (404 for a delete marker or none)."""
+    return (await _find_version(request, policy, account, container, name))[2]
+
+
+async def version_location(
+    request: Request, policy: StoragePolicy, account: str, container: str, name: str
+) -> tuple[str, str]:
+    """The container and name that hold the version ?version-id= names: the object
+    itself (its current version) or its copy in the hidden container (404 for a delete
+    marker or none). The S3 front POSTs there: S3's ACL and tagging calls change one
+    version's metadata, which Swift's own API refuses."""
+    found = await _find_version(request, policy, account, container, name)
+    return found[0], found[1]
+
+
+async def _find_version(
+    request: Request, policy: StoragePolicy, account: str, container: str, name: str
+) -> tuple[str, str, StoredObject]:
     wanted = request.query_params["version-id"]
     current = await open_object(request, policy, account, container, name)
     if current is not None and id_of(current) == wanted:
-        return current
+        return container, name, current
     valid = _valid_id(wanted) or wanted == NULL
     if not valid or await state(request, account, container) is None:
         raise SwiftError(404)
@@ -387,7 +405,7 @@ async def open_version(
     stored = await open_object(request, policy, account, hidden_container(container), hidden)
     if stored is None or stored.metadata.get("Content-Type") == DELETE_MARKER:
         raise SwiftError(404, headers={"X-Object-Version-Id": wanted})
-    return stored
+    return hidden_container(container), hidden, stored
 
 
 def response_headers(metadata: dict[str, Any]) -> dict[str, str]:

@@ -140,7 +140,12 @@ async def _object_request(
             )
         return await _copy(request, (account, container, name), (dest_account, *dest))
     if method == "POST":
-        object_versioning.refuse_version_id(request)
+        if "version-id" in request.query_params and request.scope.get("cumulo.s3"):
+            container, name = await object_versioning.version_location(
+                request, policy, account, container, name
+            )
+        else:
+            object_versioning.refuse_version_id(request)
         return await _post(request, policy, account, container, name)
     if method == "DELETE":
         if request.query_params.get("multipart-manifest") == "delete":

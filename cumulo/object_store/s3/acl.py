@@ -2,6 +2,9 @@
 X-Container-Read and X-Container-Write, and back; anonymous writes are not offered
 (public-read-write lets any signed-in user write).
 
+A grantee named by its email address (`emailAddress="..."`, AmazonCustomerByEmail) is the
+canonical user it resolves to: the default project of the Keystone user with that email.
+
 An object may have its own ACL (x-amz-acl / x-amz-grant-* on PutObject, CopyObject,
 CreateMultipartUpload and POST Object forms, or PutObjectAcl), kept in the object's
 system metadata as its grants. An object without one has its bucket's. For callers
@@ -56,9 +59,10 @@ def _grantee_acl(grantee: str) -> str:
 
 
 def container_headers_from_request(headers: dict[str, str], default: str | None = None):
-    """X-Container-Read/Write from x-amz-acl or x-amz-grant-* (nothing when neither)."""
-    canned = headers.get("x-amz-acl", default)
+    """X-Container-Read/Write from x-amz-acl or x-amz-grant-* (`default`, a canned ACL,
+    when neither; nothing without one)."""
     grants = {k: v for k, v in headers.items() if k.startswith("x-amz-grant-")}
+    canned = headers.get("x-amz-acl", None if grants else default)
     if canned is not None and grants:
         raise S3Error(
             "InvalidRequest", "Specifying both Canned ACLs and Header Grants is not allowed"
@@ -138,6 +142,53 @@ def policy_document(owner: ET.Element, grants: list[tuple[str, str, str]]) -> ET
     return root
 
 
+# -- grantees named by their email address -------------------------------------------------
+
+
+async def project_of_email(call: Call, email: str) -> str:
+    """The canonical user (a project: S3's account) an email grantee names: the default
+    project of the enabled Keystone users whose `email` it is. None found, or none with
+    a default project: UnresolvableGrantByEmailAddress; users of different projects:
+    AmbiguousGrantByEmailAddress."""
+    client = call.store.validator.client  # type: ignore[union-attr]
+    users = await client.users_by_email(email)
+    projects = {u["default_project_id"] for u in users if u.get("default_project_id")}
+    if not projects:
+        raise S3Error("UnresolvableGrantByEmailAddress", EmailAddress=email)
+    if len(projects) > 1:
+        raise S3Error("AmbiguousGrantByEmailAddress", EmailAddress=email)
+    return projects.pop()
+
+
+async def resolve_grant_emails(call: Call, headers: dict[str, str]) -> None:
+    """x-amz-grant-* headers (or POST form fields) with every `emailAddress="..."`
+    grantee replaced, in place, by the `id="<project>"` it resolves to."""
+
+    async def resolved(grantee: str) -> str:
+        kind, _, who = grantee.strip().partition("=")
+        if kind.strip() != "emailAddress":
+            return grantee
+        return f'id="{await project_of_email(call, who.strip().strip(chr(34)))}"'
+
+    for name, value in list(headers.items()):
+        if name.startswith("x-amz-grant-") and "emailAddress" in value:
+            headers[name] = ",".join([await resolved(g) for g in value.split(",")])
+
+
+async def resolve_policy_emails(call: Call, root: ET.Element) -> ET.Element:
+    """An AccessControlPolicy whose AmazonCustomerByEmail grantees are made the
+    CanonicalUser (ID) each resolves to, as S3 shows them once granted."""
+    for grantee in root.iter("Grantee"):
+        email = grantee.find("EmailAddress")
+        if email is None:
+            continue
+        project = await project_of_email(call, (email.text or "").strip())
+        grantee.remove(email)
+        sub(grantee, "ID", project)
+        grantee.set(f"{{{XSI}}}type", "CanonicalUser")
+    return root
+
+
 # -- objects' own ACLs ---------------------------------------------------------------------
 
 OBJECT_ACL = "x-object-sysmeta-s3api-acl"
@@ -163,7 +214,8 @@ GRANT_HEADERS = {
 
 
 def _grantee(kind: str, value: str) -> tuple[str, str]:
-    """(grantee type, id or URI) of a grantee named by id, uri or emailAddress."""
+    """(grantee type, id or URI) of a grantee named by id or uri (an emailAddress one
+    not resolved first, by resolve_grant_emails: UnresolvableGrantByEmailAddress)."""
     if kind == "uri" and value in (ALL_USERS, AUTHENTICATED):
         return "Group", value
     if kind == "id" and value:

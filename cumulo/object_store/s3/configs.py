@@ -11,11 +11,15 @@ import json
 import math
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, unquote
 
 from cumulo.object_store.s3.errors import S3Error
 from cumulo.object_store.s3.gateway import Call
 from cumulo.object_store.s3.xmldoc import document, element, parse_body, sub
+
+if TYPE_CHECKING:
+    from cumulo.object_store.s3.versions import ObjectVersion
 
 SYSMETA = "X-Container-Sysmeta-S3api-"
 OBJECT_TAGGING = "x-object-sysmeta-s3api-tagging"
@@ -116,26 +120,28 @@ def tagging_header(value: str) -> str:
     return quote(json.dumps(tags))
 
 
-async def get_object_tagging(call: Call) -> None:
-    req = call.req
-    head = await call.swift("HEAD", call.swift_path(req.bucket, req.key))
+async def get_object_tagging(call: Call, where: ObjectVersion) -> None:
+    """The tags of the object, or of the version `where` names."""
+    head = await call.swift("HEAD", where.path, query=where.query)
     await _object_missing(call, head.status)
     tags = json.loads(unquote(head.headers.get(OBJECT_TAGGING, "")) or "[]")
-    await call.xml(tagging_document([tuple(t) for t in tags]))
+    await call.xml(tagging_document([tuple(t) for t in tags]), headers=where.version_header(head))
 
 
-async def put_object_tagging(call: Call, tags: list[tuple[str, str]] | None = None) -> None:
-    """The object's tags replaced: a Swift POST that sends its metadata back unchanged."""
-    req = call.req
+async def put_object_tagging(
+    call: Call, where: ObjectVersion, tags: list[tuple[str, str]] | None = None
+) -> None:
+    """The tags of the object (or version) replaced: a Swift POST that sends its
+    metadata back unchanged; `tags` [] deletes them (DeleteObjectTagging)."""
     if tags is None:
         tags = parse_tagging(await call.read_body(64 * 1024), MAX_TAGS_OBJECT)
-    head = await call.swift("HEAD", call.swift_path(req.bucket, req.key))
+    head = await call.swift("HEAD", where.path, query=where.query)
     await _object_missing(call, head.status)
     kept = kept_metadata(head.headers)
     kept[OBJECT_TAGGING] = quote(json.dumps(tags)) if tags else ""
-    answer = await call.swift("POST", call.swift_path(req.bucket, req.key), headers=kept)
+    answer = await call.swift("POST", where.path, query=where.query, headers=kept)
     await _object_missing(call, answer.status)
-    await call.respond(204 if not tags else 200)
+    await call.respond(204 if not tags else 200, headers=where.version_header(head))
 
 
 def kept_metadata(headers: dict[str, str]) -> dict[str, str]:

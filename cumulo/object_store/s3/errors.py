@@ -8,6 +8,10 @@ from xml.sax.saxutils import escape
 # code -> (status, default message), as the Amazon S3 API reference lists them.
 CODES: dict[str, tuple[int, str]] = {
     "AccessDenied": (403, "Access Denied"),
+    "AmbiguousGrantByEmailAddress": (
+        400,
+        "The email address you provided is associated with more than one account.",
+    ),
     "AuthorizationQueryParametersError": (400, "Query-string authentication is malformed."),
     "AuthorizationHeaderMalformed": (400, "The authorization header is malformed."),
     "BadDigest": (400, "The Content-MD5 you specified did not match what we received."),

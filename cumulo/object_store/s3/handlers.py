@@ -82,6 +82,7 @@ async def dispatch(call: Call) -> None:
     if m == "OPTIONS":
         return await configs.preflight(call)
     await configs.add_cors_headers(call)
+    await acl.resolve_grant_emails(call, req.headers)  # grants name projects from here on
     settings = [name for name in ("tagging", "cors", "lifecycle") if name in p]
     if not req.key:
         if m == "PUT":
@@ -130,18 +131,8 @@ async def dispatch(call: Call) -> None:
             return await list_parts(call)
     if m == "POST" and "uploads" in p:
         return await create_upload(call)
-    if "acl" in p:
-        if m == "GET":
-            return await get_object_acl(call)
-        if m == "PUT":
-            return await put_object_acl(call)
-    if "tagging" in p:
-        if m == "GET":
-            return await configs.get_object_tagging(call)
-        if m == "PUT":
-            return await configs.put_object_tagging(call)
-        if m == "DELETE":
-            return await configs.put_object_tagging(call, [])
+    if ("acl" in p and m in ("GET", "PUT")) or ("tagging" in p and m in ("GET", "PUT", "DELETE")):
+        return await object_acl_or_tagging(call)
     if "versionId" in p:
         versions.check_version_id(p["versionId"])
     if m == "PUT":
@@ -156,6 +147,23 @@ async def dispatch(call: Call) -> None:
     if m == "DELETE":
         return await delete_object(call)
     raise S3Error("MethodNotAllowed", Method=m, ResourceType="OBJECT")
+
+
+async def object_acl_or_tagging(call: Call) -> None:
+    """GetObjectAcl, PutObjectAcl, Get/Put/DeleteObjectTagging: of the current object, or
+    of the version `?versionId=` names (NoSuchVersion when there is none)."""
+    p, m = call.req.params, call.req.method
+    where = await versions.object_version(call)
+    try:
+        if "acl" in p:
+            return await (get_object_acl if m == "GET" else put_object_acl)(call, where)
+        if m == "GET":
+            return await configs.get_object_tagging(call, where)
+        return await configs.put_object_tagging(call, where, [] if m == "DELETE" else None)
+    except S3Error as exc:
+        if exc.code != "NoSuchKey" or "versionId" not in p:
+            raise
+        raise await versions.missing_version(call, p["versionId"]) from None
 
 
 def own_account(call: Call) -> str:
@@ -310,7 +318,8 @@ async def put_bucket_acl(call: Call) -> None:
     if "x-amz-acl" in call.req.headers or not body.strip():
         headers = acl.container_headers_from_request(call.req.headers, default="private")
     else:
-        headers = acl.container_headers_from_policy(parse_body(body))
+        policy = await acl.resolve_policy_emails(call, parse_body(body))
+        headers = acl.container_headers_from_policy(policy)
     answer = await call.swift("POST", call.swift_path(call.req.bucket), headers=headers)
     fail(call, answer, bucket_only=True)
     await call.respond(200)
@@ -850,53 +859,59 @@ async def copy_result(
     await call.xml(xml_document(result), headers=headers)
 
 
-async def object_acl_access(call: Call, permission: str) -> SwiftAnswer:
-    """The object's HEAD for GetObjectAcl/PutObjectAcl: its owner's, or that of a caller
-    its own ACL grants `permission` (READ_ACP, WRITE_ACP); AccessDenied for the rest."""
-    path = call.swift_path(call.req.bucket, call.req.key)
-    granted = await acl.object_access(call, path, {}, permission)
+async def object_acl_access(
+    call: Call, where: versions.ObjectVersion, permission: str
+) -> SwiftAnswer:
+    """The object's (or version's) HEAD for GetObjectAcl/PutObjectAcl: its owner's, or
+    that of a caller its own ACL grants `permission` (READ_ACP, WRITE_ACP); AccessDenied
+    for the rest."""
+    granted = await acl.object_access(call, where.path, where.query, permission)
     if not granted and not acl.owns_bucket(call):
         raise S3Error("AccessDenied")
     # The object's own ACL: a symlink's, not its target's.
-    answer = await call.swift("HEAD", path, query={"symlink": "get"}, as_service=bool(granted))
+    answer = await call.swift(
+        "HEAD", where.path, query={**where.query, "symlink": "get"}, as_service=bool(granted)
+    )
     await fail_object(call, answer)
     return answer
 
 
-async def get_object_acl(call: Call) -> None:
+async def get_object_acl(call: Call, where: versions.ObjectVersion) -> None:
     """GetObjectAcl: the object's own grants, or its bucket's when it has none."""
     req = call.req
-    answer = await object_acl_access(call, "READ_ACP")
+    answer = await object_acl_access(call, where, "READ_ACP")
     grants = acl.decode_grants(answer.headers.get(acl.OBJECT_ACL))
     if grants is None:
         bucket = await call.swift("HEAD", call.swift_path(req.bucket), as_service=True)
         grants = acl.grants_from_container(bucket.headers)
-    await call.xml(xml_document(acl.policy_document(owner_element(call), grants)))
+    document = xml_document(acl.policy_document(owner_element(call), grants))
+    await call.xml(document, headers=where.version_header(answer))
 
 
-async def put_object_acl(call: Call) -> None:
+async def put_object_acl(call: Call, where: versions.ObjectVersion) -> None:
     """PutObjectAcl: a canned ACL, x-amz-grant-* headers or an AccessControlPolicy,
     kept in the object's system metadata (a Swift POST keeping the rest as it is)."""
     req = call.req
-    answer = await object_acl_access(call, "WRITE_ACP")
+    answer = await object_acl_access(call, where, "WRITE_ACP")
     body = await call.read_body(64 * 1024)
     grants = acl.object_grants_from_request(req.headers)
     if grants is None:
         if not body.strip():
             raise S3Error("MissingSecurityHeader", MissingHeaderName="x-amz-acl")
         owner_id = owner_element(call).findtext("ID") or ""
-        grants = acl.object_grants_from_policy(parse_body(body), owner_id)
+        policy = await acl.resolve_policy_emails(call, parse_body(body))
+        grants = acl.object_grants_from_policy(policy, owner_id)
     elif body.strip():
         raise S3Error("UnexpectedContent", "This request does not support content")
     headers = configs.kept_metadata(answer.headers)
     headers[acl.OBJECT_ACL] = acl.encode_grants(grants)
     posted = await call.swift(
-        "POST", call.swift_path(req.bucket, req.key), headers=headers,
+        "POST", where.path, query=where.query, headers=headers,
         as_service=not acl.owns_bucket(call),
     )  # fmt: skip
     if posted.status != 307:  # 307: a symlink, whose own metadata Swift has updated
         await fail_object(call, posted)
-    await call.respond(200)
+    await call.respond(200, headers=where.version_header(answer))
 
 
 # -- multipart uploads ------------------------------------------------------------------

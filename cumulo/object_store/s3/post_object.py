@@ -24,7 +24,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.types import Message, Receive
 
-from cumulo.object_store.s3 import configs
+from cumulo.object_store.s3 import acl, configs
 from cumulo.object_store.s3.errors import S3Error
 from cumulo.object_store.s3.gateway import Call
 from cumulo.object_store.s3.signature import V4
@@ -314,6 +314,7 @@ async def post_object(call: Call) -> None:
         for name, value in fields.items()
         if name.startswith("x-amz-") or name in (*handlers.PLAIN_HEADERS, "content-type")
     }
+    await acl.resolve_grant_emails(call, given)
     headers = handlers.swift_object_headers(call, given)
     headers["transfer-encoding"] = "chunked"
     expires = await configs.lifecycle_delete_at(call)

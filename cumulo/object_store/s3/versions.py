@@ -16,6 +16,7 @@ until their owner puts a versioning configuration again.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -111,6 +112,46 @@ def check_version_id(version: str) -> None:
         except ValueError:
             raise S3Error("InvalidArgument", "Invalid version id specified",
                           ArgumentName="versionId", ArgumentValue=version) from None  # fmt: skip
+
+
+# -- the version a request names -----------------------------------------------------------
+
+
+@dataclass
+class ObjectVersion:
+    """The object a request names, or the version its `?versionId=` names: where Swift
+    reads it and changes its metadata (object ACL and tagging calls)."""
+
+    path: str
+    query: dict[str, str] = field(default_factory=dict)
+    history_id: str | None = None  # history mode: the id asked for (Swift does not say it)
+
+    def version_header(self, head: SwiftAnswer) -> dict[str, str]:
+        """x-amz-version-id of the version Swift answered for (none unversioned)."""
+        found = head.headers.get("x-object-version-id") or self.history_id
+        return {"x-amz-version-id": found} if found else {}
+
+
+async def object_version(call: Call) -> ObjectVersion:
+    req = call.req
+    path = call.swift_path(req.bucket, req.key)
+    version = req.params.get("versionId")
+    if version is None:
+        return ObjectVersion(path)
+    check_version_id(version)
+    if await status(call, fresh=False) == HISTORY_MODE:
+        archived = await history_versions.version_path(call, req.key, version)
+        return ObjectVersion(archived or path, history_id=version)
+    return ObjectVersion(path, {"version-id": version})
+
+
+async def missing_version(call: Call, version: str) -> S3Error:
+    """S3's error for a version Swift did not find: 405 for a delete marker (with
+    x-amz-delete-marker and its id), else NoSuchVersion."""
+    versioned = await status(call, fresh=False) in (ENABLED, SUSPENDED)
+    if versioned and await note_delete_marker(call, call.req.key, version):
+        return S3Error("MethodNotAllowed", Method=call.req.method, ResourceType="DeleteMarker")
+    return S3Error("NoSuchVersion", Key=call.req.key, VersionId=version)
 
 
 # -- Swift's ?versions listing ------------------------------------------------------------
