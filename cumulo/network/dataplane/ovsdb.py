@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -29,11 +30,13 @@ import ovs.poller
 
 from cumulo.network.dataplane import commands as cmd
 
+LOG = logging.getLogger(__name__)
+
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 # The columns read or written (not the interfaces' statistics, which ovs-vswitchd
 # rewrites every few seconds: every replica would parse them).
 COLUMNS = {
-    "Open_vSwitch": ["bridges", "other_config", "datapath_types"],
+    "Open_vSwitch": ["bridges", "other_config", "datapath_types", "next_cfg", "cur_cfg"],
     "Bridge": ["name", "ports", "datapath_type", "protocols", "fail_mode"],
     "Port": ["name", "interfaces", "tag"],
     "Interface": ["name", "type", "options", "external_ids", "ofport", "error"],
@@ -178,6 +181,14 @@ class Ovsdb:
             poller.timer_wait(100)
             poller.block()
 
+    def _wait_applied(self, root: Any, cfg: int) -> None:
+        """Until ovs-vswitchd has applied configuration `cfg` (a switch that is down or
+        slow past the timeout is not waited for: the agent's watch catches up)."""
+        try:
+            self._wait(lambda: root.cur_cfg >= cfg)
+        except OvsdbError:
+            LOG.warning("ovs-vswitchd has not applied OVSDB configuration %d yet", cfg)
+
     def close(self) -> None:
         self.idl.close()
 
@@ -237,10 +248,20 @@ class Ovsdb:
                 self._wait(lambda: self.idl.has_ever_connected())
                 txn = ovs.db.idl.Transaction(self.idl)
                 change(txn)
+                # As `ovs-vsctl --wait`: next_cfg counts the change, and ovs-vswitchd
+                # sets cur_cfg to it once it has applied it (ports opened, OpenFlow port
+                # numbers given), so what follows reads the switch as configured.
+                root = next(iter(self.rows("Open_vSwitch")), None)
+                # (a root row this transaction inserts has no cur_cfg yet)
+                applying = root is not None and getattr(root, "cur_cfg", 0) > 0
+                if applying:
+                    root.increment("next_cfg")
                 status = txn.commit_block()
                 if status in (txn.SUCCESS, txn.UNCHANGED):
                     # Until the replica shows what was written (reads follow writes).
                     self._wait(lambda: self.idl.change_seqno != 0)
+                    if applying and status == txn.SUCCESS:
+                        self._wait_applied(root, txn.get_increment_new_value())
                     return
                 if status != txn.TRY_AGAIN:
                     raise OvsdbError(f"OVSDB transaction failed: {status} {txn.get_error()}")
