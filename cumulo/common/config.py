@@ -180,6 +180,11 @@ class NetworkConfig(_Section):
     public_gateway: str = "172.24.4.1"
     # ...and the demo project's `private` network behind `router1`.
     private_cidr: str = "10.0.0.0/26"
+    # ...and a shared default IPv4 subnet pool (DevStack's shared-default-subnetpool-v4),
+    # which auto-allocated topologies (`openstack network auto allocated topology create`,
+    # servers with networks "auto") take their subnets from; empty: none is made.
+    default_subnet_pool: str = "10.1.0.0/16"
+    default_subnet_pool_prefixlen: int = Field(26, ge=8, le=30)
     # linuxbridge: the host reaches floating IPs, as DevStack's br-ex: the external
     # networks' bridges get a veth leg in the host's own namespace holding their subnet's
     # gateway address (`cmlo-x<scope>`), so `ssh <floating ip>` works from this machine.

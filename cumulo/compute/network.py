@@ -1,9 +1,11 @@
 """The compute side of networking: ports for an instance, through the Network API.
 
-Requested networks follow Nova: "none", "auto" (the one network the project can
-use), or a list of {"uuid": network, "fixed_ip": ip} / {"port": port}, each with an
-optional device role "tag" kept in the port's network info. Ports made
-here are deleted with the instance; ports the user brought are only unbound.
+Requested networks follow Nova: "none", "auto" (the one network the project can use,
+or, when it can use none, the one Neutron's auto-allocated topology gives it), nothing
+(before 2.37: the one network the project can use, or no network), or a list of
+{"uuid": network, "fixed_ip": ip} / {"port": port}, each with an optional device role
+"tag" kept in the port's network info. Ports made here are deleted with the instance;
+ports the user brought are only unbound.
 """
 
 from __future__ import annotations
@@ -38,23 +40,72 @@ class PortBindingFailed(NetworkAllocationError):
 BINDING_FAILED = "binding_failed"
 
 
+NETWORK_AMBIGUOUS = "Multiple possible networks found, use a Network ID to be more specific."
+
+
+def unable_to_auto_allocate(project_id: str) -> str:
+    return f"Unable to automatically allocate a network for project {project_id}"
+
+
+async def available_networks(
+    network: ServiceClient, token: str, project_id: str, auto: bool
+) -> list[dict[str, Any]]:
+    """What Nova's _get_available_networks finds: the project's own networks that are
+    not shared (up ones only with "auto": a topology being built is down), then the
+    shared ones. External networks are not the project's to boot on."""
+    own: dict[str, Any] = {"project_id": project_id, "shared": "False"}
+    if auto:
+        own["admin_state_up"] = "True"
+    nets = (await network.json("GET", "/v2.0/networks", token, params=own))["networks"]
+    nets = [n for n in nets if not n.get("router:external")]
+    shared = await network.json("GET", "/v2.0/networks", token, params={"shared": "True"})
+    return nets + shared["networks"]
+
+
+async def can_auto_allocate(network: ServiceClient, token: str, project_id: str) -> bool:
+    """Nova's _can_auto_allocate_network: the extension is there and its dry run passes."""
+    try:
+        await network.json("GET", "/v2.0/extensions/auto-allocated-topology", token)
+        await network.json(
+            "GET",
+            f"/v2.0/auto-allocated-topology/{project_id}",
+            token,
+            params={"fields": "dry-run"},
+        )
+    except ServiceError as exc:
+        if exc.status in (404, 409):
+            return False
+        raise
+    return True
+
+
 class NetworkClient:
     def __init__(self, network: ServiceClient, service_token: Callable[[], Awaitable[str]]) -> None:
         self.network = network
         # Binding a port to a host is the compute service's right, not the user's.
         self.service_token = service_token
 
-    async def _auto_network(self, token: str, project_id: str) -> dict[str, Any]:
-        nets = (await self.network.json("GET", "/v2.0/networks", token))["networks"]
-        usable = [
-            n for n in nets if n.get("project_id") == project_id and not n.get("router:external")
-        ] or [n for n in nets if n.get("shared")]
-        if len(usable) != 1:
-            raise NetworkAllocationError(
-                "Unable to automatically allocate a network: the project can use "
-                f"{len(usable)} networks; choose one."
-            )
-        return usable[0]
+    async def _requested_network(
+        self, token: str, project_id: str, auto: bool
+    ) -> list[dict[str, Any]]:
+        """Nova's choice when no network is named: the one the project can use; with
+        "auto" and none, its auto-allocated topology's network."""
+        nets = await available_networks(self.network, token, project_id, auto)
+        if not nets and auto:
+            try:
+                topology = (
+                    await self.network.json(
+                        "GET", f"/v2.0/auto-allocated-topology/{project_id}", token
+                    )
+                )["auto_allocated_topology"]
+            except ServiceError as exc:
+                if exc.status != 409:
+                    raise
+                raise NetworkAllocationError(unable_to_auto_allocate(project_id)) from None
+            nets = [{"id": topology["id"]}]
+        if len(nets) > 1:
+            raise NetworkAllocationError(NETWORK_AMBIGUOUS)
+        return [{"uuid": net["id"]} for net in nets]
 
     async def _security_group_ids(self, token: str, names: list[str]) -> list[str]:
         ids = []
@@ -77,8 +128,11 @@ class NetworkClient:
         if requested == "none" or requested == [{"id": "none"}]:
             return []
         if requested in ("auto", [], [{"id": "auto"}]):
-            net = await self._auto_network(token, instance["project_id"])
-            requested = [{"uuid": net["id"]}]
+            requested = await self._requested_network(
+                token, instance["project_id"], auto=requested != []
+            )
+            if not requested:
+                return []
         sg_ids = await self._security_group_ids(token, instance.get("security_groups") or [])
         owner = {
             "device_id": instance["uuid"],

@@ -38,6 +38,12 @@ from cumulo.compute.models import (
     ServerGroupMember,
 )
 from cumulo.compute.models import ComputeService as ServiceRecord
+from cumulo.compute.network import (
+    NETWORK_AMBIGUOUS,
+    available_networks,
+    can_auto_allocate,
+    unable_to_auto_allocate,
+)
 from cumulo.compute.policies import COMPUTE_RULES
 from cumulo.compute.scheduler.claims import COMPUTE_BINARY, release
 from cumulo.compute.service_moves import BOOT_PROPERTIES, ServerMoves
@@ -261,8 +267,9 @@ class ComputeService(ServerMoves):
             raise BadRequest(
                 "This cloud has no Network service: create servers with networks 'none'."
             )
-        if networks == "auto":
-            return "auto"
+        if networks in ("auto", []):
+            await self._check_unnamed_network(ctx, auto=networks == "auto")
+            return networks
         for req in networks:
             try:
                 if req.get("port"):
@@ -283,6 +290,22 @@ class ComputeService(ServerMoves):
                     raise BadRequest(f"{what} could not be found.") from None
                 raise
         return networks
+
+    async def _check_unnamed_network(self, ctx: RequestContext, auto: bool) -> None:
+        """Nova's validate_networks when no network is named: more than one the project
+        can use is ambiguous (409); none is fine unless "auto" asks for one that
+        Neutron's auto-allocated topology cannot give (400)."""
+        assert self.networks is not None
+        project_id = ctx.project_id or ""
+        nets = await available_networks(self.networks, ctx.auth_token, project_id, auto)
+        if len(nets) > 1:
+            raise Conflict(NETWORK_AMBIGUOUS)
+        if (
+            not nets
+            and auto
+            and not await can_auto_allocate(self.networks, ctx.auth_token, project_id)
+        ):
+            raise BadRequest(unable_to_auto_allocate(project_id))
 
     async def _availability_zone(self, ctx: RequestContext, requested: str | None):
         """'az', 'az:host' or 'az:host:node'; forcing a host is for admins."""

@@ -19,6 +19,7 @@ from cumulo.common.rpc import Transport, transport_for
 from cumulo.network.agents import live_agent_hosts
 from cumulo.network.api import (
     agents,
+    auto_allocated_topology,
     floatingips,
     info,
     ip_availability,
@@ -150,6 +151,7 @@ def create_network_app(service: NetworkService) -> Starlette:
         *metering.routes,
         *agents.routes,
         *ip_availability.routes,
+        *auto_allocated_topology.routes,
     ]
     app = create_app("network", routes, render_network)
     app.state.network = service

@@ -3,7 +3,9 @@
 An external network `public` (subnet from [network] public_cidr, no DHCP), and
 for the demo project a `private` network and subnet, a router `router1` with its
 gateway on `public` and an interface on `private-subnet`, and the default
-security group. Idempotent: what exists (by name and project) is left alone.
+security group. `public` is the default external network and, unless one exists, a
+shared default IPv4 subnet pool is made: what auto-allocated topologies need.
+Idempotent: what exists (by name and project) is left alone.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from cumulo.identity.core import DEFAULT_DOMAIN_ID, Identity
 from cumulo.identity.models import Project
 from cumulo.network import ipam, rbac
 from cumulo.network.agents import DHCP_AGENT, L3_AGENT, schedule
-from cumulo.network.core import ACCESS_EXTERNAL, NetworkService, new_id
+from cumulo.network.core import ACCESS_EXTERNAL, ACCESS_SHARED, NetworkService, new_id
 from cumulo.network.errors import FlatNetworkInUse
-from cumulo.network.models import Network, Router, Subnet
+from cumulo.network.models import Network, Router, Subnet, SubnetPool
 from cumulo.network.ports import ROUTER_GATEWAY, ROUTER_INTERFACE, new_port, sync_dhcp_port
 from cumulo.network.segments import Segments
 
@@ -84,6 +86,31 @@ async def _subnet(
     return subnet
 
 
+async def _default_subnet_pool(s: AsyncSession, project_id: str, prefix: str, length: int) -> None:
+    """A shared default IPv4 pool (DevStack's), unless the cloud already has one."""
+    if not prefix or await s.scalar(
+        select(SubnetPool.id).where(SubnetPool.is_default, SubnetPool.ip_version == 4).limit(1)
+    ):
+        return
+    network = ipaddress.ip_network(prefix)
+    pool = SubnetPool(
+        id=new_id(),
+        project_id=project_id,
+        name="shared-default-subnetpool-v4",
+        ip_version=4,
+        prefixes=[str(network)],
+        default_prefixlen=length,
+        min_prefixlen=network.prefixlen,
+        max_prefixlen=32,
+        shared=False,
+        is_default=True,
+    )
+    s.add(pool)
+    await s.flush()
+    await rbac.set_wildcard(s, pool, "subnetpool", ACCESS_SHARED, True)
+    pool.revision_number = 0
+
+
 async def bootstrap_network(service: NetworkService, identity: Identity) -> None:
     cfg = service.config.network
     projects = await project_ids(identity, ("admin", "demo"))
@@ -107,6 +134,9 @@ async def bootstrap_network(service: NetworkService, identity: Identity) -> None
             cfg.public_gateway,
             enable_dhcp=False,
             dns_nameservers=[],
+        )
+        await _default_subnet_pool(
+            s, projects["admin"], cfg.default_subnet_pool, cfg.default_subnet_pool_prefixlen
         )
         demo = projects["demo"]
         private = await _network(s, service.segments, demo, "private", mtu=cfg.mtu)

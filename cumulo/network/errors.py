@@ -235,3 +235,23 @@ class TunnelIdInUse(Conflict):
 
 class NoNetworkAvailable(ServiceUnavailable):
     pass
+
+
+class NotAuthorized(Forbidden):
+    pass
+
+
+class AutoAllocationFailure(Conflict):
+    pass
+
+
+class DefaultExternalNetworkExists(Conflict):
+    pass
+
+
+class RouterInterfaceInUseByFloatingIP(Conflict):
+    pass
+
+
+class HTTPNotFound(NotFound):
+    """What Neutron answers when policy hides a resource."""

@@ -283,3 +283,15 @@ class RouterL3Agent(Base):
     agent_id: Mapped[str] = mapped_column(
         ForeignKey("agent.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class AutoAllocatedTopology(Base):
+    """A project's auto-allocated topology (Neutron's auto_allocated_topologies): the
+    primary key makes it one per project, so two concurrent first calls make one."""
+
+    __tablename__ = "auto_allocated_topology"
+    project_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    network_id: Mapped[str] = mapped_column(
+        ForeignKey("network.id", ondelete="CASCADE"), unique=True
+    )
+    router_id: Mapped[str | None] = mapped_column(ForeignKey("router.id", ondelete="SET NULL"))

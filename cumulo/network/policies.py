@@ -34,4 +34,7 @@ NETWORK_RULES: dict[str, str] = {
     "network:create_rbac_policy:target_tenant": _ADMIN,
     "network:update_rbac_policy:target_tenant": _ADMIN,
     "network:get_quota": _READER,
+    # Neutron's auto-allocated-topology: a project's readers see (and so make) it.
+    "network:get_auto_allocated_topology": _READER,
+    "network:delete_auto_allocated_topology": _OWNER,
 }

@@ -146,7 +146,9 @@ def _parse_create(request: Request, data: Any) -> tuple[CreateRequest, bool]:
                 "Invalid input for field/attribute networks: 'networks' is a "
                 "required property from microversion 2.37."
             )
-        networks: Any = "auto"
+        # Nova: none named (before 2.37) is not "auto": the one network the project
+        # can use, or no network, never an auto-allocated one.
+        networks: Any = []
     elif isinstance(body.networks, list):
         networks = []
         for net in body.networks:

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from cumulo.common.context import RequestContext
 from cumulo.common.openapi import describes, wrapped
 from cumulo.network import rbac
+from cumulo.network.api.auto_allocated_topology import check_default_external
 from cumulo.network.api.common import (
     apply_standard,
     caller,
@@ -230,6 +231,8 @@ def _plan_network(
         session.add(net)
         await session.flush()
         await _set_access(session, net, access)
+        if net.is_default:
+            await check_default_external(session, net.id)
         net.revision_number = 0
         return net
 
@@ -257,6 +260,8 @@ async def update_network(request: Request) -> Response:
             raise NetworkNotFound(f"Network {network_id} could not be found.")
         _apply(service, ctx, row, attrs)
         await _set_access(session, row, _access_attrs(attrs))
+        if "is_default" in attrs and row.is_default:
+            await check_default_external(session, row.id)
         touch(row)
         return row
 
