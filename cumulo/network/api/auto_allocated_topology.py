@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
-from cumulo.network import ipam, rbac
+from cumulo.network import ipam
 from cumulo.network.agents import DHCP_AGENT, L3_AGENT, schedule
 from cumulo.network.api.common import caller, json, no_content, service_of
 from cumulo.network.core import NetworkService, new_id
@@ -275,16 +275,12 @@ async def _remove_topology(service: NetworkService, project_id: str) -> bool:
                 await delete_port_row(session, gateway)
             await session.execute(delete(Tag).where(Tag.resource_id == router.id))
             await session.delete(router)
-        subnet_ids = list(
-            await session.scalars(select(Subnet.id).where(Subnet.network_id == network_id))
-        )
-        await session.execute(delete(IpAllocation).where(IpAllocation.network_id == network_id))
-        await session.execute(delete(Tag).where(Tag.resource_id.in_([network_id, *subnet_ids])))
-        await session.execute(delete(Subnet).where(Subnet.network_id == network_id))
-        await rbac.drop_policies(session, "network", network_id)
+        # (imported here: the networks API imports this module for the default network)
+        from cumulo.network.api.networks import delete_network_rows
+
         await session.delete(row)
         await session.flush()
-        await session.execute(delete(Network).where(Network.id == network_id))
+        await delete_network_rows(session, network_id)
         return True
 
     return await write_retrying(service.db, work)

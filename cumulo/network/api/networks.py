@@ -301,14 +301,7 @@ async def delete_network(request: Request) -> Response:
             )
         for port in ports:
             await delete_port_row(session, port)
-        subnet_ids = list(
-            await session.scalars(select(Subnet.id).where(Subnet.network_id == network_id))
-        )
-        await session.execute(delete(IpAllocation).where(IpAllocation.network_id == network_id))
-        await session.execute(delete(Tag).where(Tag.resource_id.in_([network_id, *subnet_ids])))
-        await session.execute(delete(Subnet).where(Subnet.network_id == network_id))
-        await rbac.drop_policies(session, "network", network_id)
-        await session.execute(delete(Network).where(Network.id == network_id))
+        await delete_network_rows(session, network_id)
 
     await write_retrying(service.db, work)
     await service.changed()
@@ -322,3 +315,16 @@ routes = [
     Route("/v2.0/networks/{network_id}", update_network, methods=["PUT"]),
     Route("/v2.0/networks/{network_id}", delete_network, methods=["DELETE"]),
 ]
+
+
+async def delete_network_rows(session: AsyncSession, network_id: str) -> None:
+    """A network whose ports are gone: its subnets, addresses, tags, RBAC policies, and
+    itself."""
+    subnet_ids = list(
+        await session.scalars(select(Subnet.id).where(Subnet.network_id == network_id))
+    )
+    await session.execute(delete(IpAllocation).where(IpAllocation.network_id == network_id))
+    await session.execute(delete(Tag).where(Tag.resource_id.in_([network_id, *subnet_ids])))
+    await session.execute(delete(Subnet).where(Subnet.network_id == network_id))
+    await rbac.drop_policies(session, "network", network_id)
+    await session.execute(delete(Network).where(Network.id == network_id))
