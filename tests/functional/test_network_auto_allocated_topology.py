@@ -10,49 +10,19 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import uuid
-from dataclasses import dataclass
 
 import httpx
 import pytest
 from openstack import exceptions as sdk_exc
 
 from tests.cloudrunner import CloudRunner, running_cloud
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@dataclass
-class Member:
-    project_id: str
-    project: str
-    user: str
-    password: str
+from tests.functional.test_network_rbac import Member, _member, _name, as_member
 
 
 @pytest.fixture(scope="module")
 def aa_cloud(tmp_path_factory):
     with running_cloud(tmp_path_factory.mktemp("autoalloc")) as runner:
         yield runner
-
-
-def _member(cloud: CloudRunner, prefix: str = "aa", role: str = "member") -> Member:
-    project = cloud.openstack("project", "create", _name(prefix), "-f", "json")
-    user, password = _name(f"{prefix}-user"), uuid.uuid4().hex
-    cloud.openstack("user", "create", user, "--password", password, "--domain", "default")
-    cloud.openstack("role", "add", "--project", project["id"], "--user", user, role)
-    return Member(project["id"], project["name"], user, password)
-
-
-def as_member(cloud: CloudRunner, who: Member, *args: str, check: bool = True):
-    """The CLI with the member's credentials over the demo cloud's endpoint and domain."""
-    login = (
-        "--os-username", who.user, "--os-password", who.password,
-        "--os-project-name", who.project,
-    )  # fmt: skip
-    return cloud.openstack(*login, *args, cloud="cumulo-demo", check=check)
 
 
 def member_sdk(cloud: CloudRunner, who: Member):
@@ -92,7 +62,7 @@ def test_cumulo_init_gives_what_auto_allocation_needs(aa_cloud: CloudRunner):
 
 
 def test_member_creates_shows_and_deletes_the_topology_with_the_cli(aa_cloud: CloudRunner):
-    who = _member(aa_cloud)
+    who = _member(aa_cloud, "aa")
     as_member(aa_cloud, who, "network", "auto", "allocated", "topology", "create",
               "--check-resources", "-f", "json")  # fmt: skip
     created = as_member(aa_cloud, who, "network", "auto", "allocated", "topology", "create",
@@ -133,7 +103,7 @@ def test_member_creates_shows_and_deletes_the_topology_with_the_cli(aa_cloud: Cl
 
 
 def test_sdk_validates_gets_and_deletes(aa_cloud: CloudRunner):
-    who = _member(aa_cloud)
+    who = _member(aa_cloud, "aa")
     conn = member_sdk(aa_cloud, who)
     checked = conn.network.validate_auto_allocated_topology(who.project_id)
     assert checked.id == "dry-run=pass"
@@ -147,7 +117,7 @@ def test_sdk_validates_gets_and_deletes(aa_cloud: CloudRunner):
 
 
 def test_admin_allocates_for_another_project_a_member_cannot(aa_cloud: CloudRunner):
-    who, other = _member(aa_cloud), _member(aa_cloud)
+    who, other = _member(aa_cloud, "aa"), _member(aa_cloud, "aa")
     made = aa_cloud.openstack("network", "auto", "allocated", "topology", "create",
                               "--project", who.project_id, "-f", "json")  # fmt: skip
     assert made["project_id"] == who.project_id
@@ -170,7 +140,7 @@ def test_admin_allocates_for_another_project_a_member_cannot(aa_cloud: CloudRunn
 
 
 def test_a_reader_sees_but_cannot_delete(aa_cloud: CloudRunner):
-    who = _member(aa_cloud, role="reader")
+    who = _member(aa_cloud, "aa", role="reader")
     with network_api(aa_cloud, member_token(aa_cloud, who)) as api:
         r = api.get(f"/auto-allocated-topology/{who.project_id}")
         assert r.status_code == 200, r.text
@@ -183,7 +153,7 @@ def test_a_reader_sees_but_cannot_delete(aa_cloud: CloudRunner):
 
 
 def test_concurrent_first_calls_make_one_topology(aa_cloud: CloudRunner):
-    who = _member(aa_cloud)
+    who = _member(aa_cloud, "aa")
     token = member_token(aa_cloud, who)
     answers: list[str] = []
 
@@ -226,7 +196,7 @@ def _boot_auto(cloud: CloudRunner, who: Member, image: str, *extra: str, check: 
 def test_server_with_nic_auto_gets_a_port_on_the_auto_allocated_network(
     aa_cloud: CloudRunner, image: str
 ):
-    who = _member(aa_cloud)
+    who = _member(aa_cloud, "aa")
     server = _boot_auto(aa_cloud, who, image)
     assert server["status"] == "ACTIVE"
     assert list(server["addresses"]) == ["auto_allocated_network"]
@@ -250,7 +220,7 @@ def test_server_with_nic_auto_gets_a_port_on_the_auto_allocated_network(
 
 
 def test_nic_auto_with_several_networks_is_ambiguous(aa_cloud: CloudRunner, image: str):
-    who = _member(aa_cloud)
+    who = _member(aa_cloud, "aa")
     for _ in range(2):
         net = as_member(aa_cloud, who, "network", "create", _name("n"), "-f", "json")
         as_member(aa_cloud, who, "subnet", "create", "--network", net["id"],
@@ -263,7 +233,7 @@ def test_nic_auto_with_several_networks_is_ambiguous(aa_cloud: CloudRunner, imag
 
 
 def test_what_is_missing_is_a_deployment_error(aa_cloud: CloudRunner, image: str):
-    who = _member(aa_cloud)
+    who = _member(aa_cloud, "aa")
     check = ("network", "auto", "allocated", "topology", "create", "--check-resources")
     # One default external network at a time.
     refused(

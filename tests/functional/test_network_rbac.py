@@ -28,11 +28,11 @@ class Member:
     password: str
 
 
-def _member(cloud: CloudRunner, prefix: str) -> Member:
+def _member(cloud: CloudRunner, prefix: str, role: str = "member") -> Member:
     project = cloud.openstack("project", "create", _name(prefix), "-f", "json")
     user, password = _name(f"{prefix}-user"), uuid.uuid4().hex
     cloud.openstack("user", "create", user, "--password", password, "--domain", "default")
-    cloud.openstack("role", "add", "--project", project["id"], "--user", user, "member")
+    cloud.openstack("role", "add", "--project", project["id"], "--user", user, role)
     return Member(project["id"], project["name"], user, password)
 
 
