@@ -46,6 +46,19 @@ async def delete_queues(namespace: str) -> None:
             await channel.queue_delete(name)
 
 
+def broker_log_tail(lines: int = 40) -> str:
+    """The end of the local RabbitMQ node's log (empty if it is not readable here)."""
+    logs = sorted(Path("/var/log/rabbitmq").glob("rabbit@*.log"))
+    logs = [log for log in logs if not log.name.endswith("_upgrade.log")]
+    if not logs:
+        return ""
+    try:
+        tail = logs[0].read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return f"\n--- {logs[0]} (last {lines} lines) ---\n" + "\n".join(tail)
+
+
 def wait_for(what: str, check, timeout: float) -> None:
     """Until check() is true; fails saying `what` did not happen within the timeout."""
     deadline = time.monotonic() + timeout
@@ -114,7 +127,10 @@ class Processes:
     def check_running(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
+                said = self.log(name)
+                if "aiormq" in said:  # the broker's side of it, for whoever reads the failure
+                    said += broker_log_tail()
+                raise AssertionError(f"{name} exited with {proc.returncode}:\n{said}")
 
     def kill(self, name: str) -> None:
         proc = self.procs.pop(name)

@@ -170,3 +170,179 @@ async def test_the_handling_works_under_the_callers_request_ids(bus):
     assert called == ["req-api", global_id]
     # Sent outside any request: none (and nothing left over from the one before).
     assert await bus.call(topic, "select_destinations", {}, count=1, timeout=10) == ["-", None]
+
+
+# -- RabbitMQ: which queue type each topic gets, and queues an older cumulo made ----------
+
+
+@pytest.fixture
+async def broker():
+    """A RabbitMQ transport and a raw connection (to inspect and pre-make queues); the
+    test's queues are removed afterwards."""
+    if not _rabbit_reachable():
+        skip_or_fail("RabbitMQ is not reachable on 127.0.0.1:5672")
+    import aio_pika
+
+    namespace = f"cumulo-test-{uuid.uuid4().hex[:8]}"
+    raw = await aio_pika.connect(RABBIT_URL.replace("rabbit", "amqp", 1))
+    transports = []
+
+    def transport():
+        made = get_transport(RABBIT_URL, namespace)
+        transports.append(made)
+        return made
+
+    try:
+        yield transport, raw, namespace
+    finally:
+        for made in transports:
+            await made.close()
+        channel = await raw.channel()
+        for topic in ("conductor", "compute.h1", "compute.h2"):
+            await channel.queue_delete(f"{namespace}.{topic}")
+        await raw.close()
+
+
+async def queue_type(raw, name: str) -> str:
+    """The type of an existing queue: a declaration with other arguments is refused."""
+    import aio_pika
+
+    for kind in ("classic", "quorum"):
+        channel = await raw.channel()
+        try:
+            await channel.declare_queue(name, durable=True, arguments={"x-queue-type": kind})
+        except aio_pika.exceptions.ChannelPreconditionFailed:
+            continue
+        await channel.close()
+        return kind
+    raise AssertionError(f"{name} is neither classic nor quorum")
+
+
+async def older_quorum_queue(raw, name: str, *messages: dict) -> None:
+    """What an older cumulo left: a host's queue as a quorum queue, maybe with messages."""
+    import json
+
+    import aio_pika
+
+    channel = await raw.channel(publisher_confirms=True)
+    await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+    for body in messages:
+        await channel.default_exchange.publish(
+            aio_pika.Message(json.dumps(body).encode(), delivery_mode=2), routing_key=name
+        )
+    await channel.close()
+
+
+async def test_a_hosts_own_topic_is_a_classic_queue_and_shared_ones_quorum(broker):
+    transport, raw, namespace = broker
+    bus = transport()
+    await bus.serve("conductor", Conductor())
+    host = Conductor()
+    await bus.serve("compute.h1", host)
+    # A publisher declares the host's queue as the host does (h2 has not started yet).
+    await transport().cast("compute.h2", "build_instances", CONTEXT, instance_uuids=["x"])
+    assert await queue_type(raw, f"{namespace}.conductor") == "quorum"
+    assert await queue_type(raw, f"{namespace}.compute.h1") == "classic"
+    assert await queue_type(raw, f"{namespace}.compute.h2") == "classic"
+    # Durable: the cast waits for h2, and what h1 gets arrives.
+    await bus.cast("compute.h1", "build_instances", CONTEXT, instance_uuids=["y"])
+    await asyncio.wait_for(host.event.wait(), 10)
+    late = Conductor()
+    await transport().serve("compute.h2", late)
+    await asyncio.wait_for(late.event.wait(), 10)
+    assert late.seen[0][1] == {"instance_uuids": ["x"]}
+
+
+async def test_an_older_empty_quorum_queue_of_a_host_becomes_classic_when_it_starts(broker):
+    transport, raw, namespace = broker
+    name = f"{namespace}.compute.h1"
+    await older_quorum_queue(raw, name)
+    host = Conductor()
+    await transport().serve("compute.h1", host)
+    assert await queue_type(raw, name) == "classic"
+    await transport().cast("compute.h1", "build_instances", CONTEXT, instance_uuids=["a"])
+    await asyncio.wait_for(host.event.wait(), 10)
+
+
+async def test_an_older_quorum_queue_holding_messages_is_used_as_it_is_then_converted(broker):
+    transport, raw, namespace = broker
+    name = f"{namespace}.compute.h1"
+    waiting = {"method": "build_instances", "args": {"instance_uuids": ["old"]}, "context": {}}
+    await older_quorum_queue(raw, name, waiting)
+    # A publisher of this version sends to it as it is (its declaration is refused).
+    publisher = transport()
+    await publisher.cast("compute.h1", "build_instances", CONTEXT, instance_uuids=["new"])
+    # The host takes both and the queue stays quorum meanwhile: nothing is lost.
+    host = Conductor()
+    bus = transport()
+    await bus.serve("compute.h1", host)
+    for _ in range(100):
+        if len(host.seen) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert sorted(args["instance_uuids"][0] for _, args in host.seen) == ["new", "old"]
+    assert await queue_type(raw, name) == "quorum"
+    # The host restarts and finds it empty: converted; the publisher still reaches it.
+    await bus.close()
+    restarted = Conductor()
+    await transport().serve("compute.h1", restarted)
+    assert await queue_type(raw, name) == "classic"
+    await publisher.cast("compute.h1", "build_instances", CONTEXT, instance_uuids=["after"])
+    await asyncio.wait_for(restarted.event.wait(), 10)
+    assert restarted.seen[0][1] == {"instance_uuids": ["after"]}
+
+
+async def test_after_a_reconnect_a_lost_hosts_queue_is_declared_again(broker):
+    """A broker back without its data: the publisher declares the host's queue again
+    before its next cast, so the cast waits for the host instead of being dropped."""
+    from tests.cluster import CuttableProxy
+
+    transport, raw, namespace = broker
+    proxy = CuttableProxy(5672).start()
+    publisher = get_transport(f"rabbit://guest:guest@127.0.0.1:{proxy.port}/", namespace)
+    try:
+        await publisher.cast("compute.h1", "build_instances", CONTEXT, instance_uuids=["a"])
+        channel = await raw.channel()
+        await channel.queue_delete(f"{namespace}.compute.h1")  # what the lost broker had
+        proxy.cut()
+        await asyncio.sleep(1.5)
+        proxy.restore()
+        for _ in range(100):  # the robust connection comes back within seconds
+            try:
+                await publisher.cast("compute.h1", "build_instances", CONTEXT, instance_uuids=["b"])
+                break
+            except Exception:  # noqa: BLE001 - still reconnecting
+                await asyncio.sleep(0.2)
+        host = Conductor()
+        await transport().serve("compute.h1", host)
+        await asyncio.wait_for(host.event.wait(), 10)
+        assert host.seen[0][1] == {"instance_uuids": ["b"]}
+    finally:
+        await publisher.close()
+        proxy.close()
+
+
+async def test_a_server_whose_consume_the_broker_fails_waits_for_it_and_serves(broker):
+    """The broker goes away between a server's start and its consume (as a broker that
+    closes the connection on a consume it cannot serve in time): serve() tries again once
+    the connection is back, instead of raising out of the service's start."""
+    from tests.cluster import CuttableProxy
+
+    transport, raw, namespace = broker
+    proxy = CuttableProxy(5672).start()
+    server = get_transport(f"rabbit://guest:guest@127.0.0.1:{proxy.port}/", namespace)
+    try:
+        await server.start()
+        proxy.cut()
+        host = Conductor()
+        serving = asyncio.create_task(server.serve("conductor", host))
+        await asyncio.sleep(1.5)
+        assert not serving.done()  # still trying, not failed
+        proxy.restore()
+        await asyncio.wait_for(serving, 60)
+        await transport().cast("conductor", "build_instances", CONTEXT, instance_uuids=["a"])
+        await asyncio.wait_for(host.event.wait(), 10)
+        assert host.seen[0][1] == {"instance_uuids": ["a"]}
+    finally:
+        await server.close()
+        proxy.close()

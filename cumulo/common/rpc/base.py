@@ -26,6 +26,14 @@ def envelope(method: str, args: dict[str, Any], context: dict[str, Any]) -> dict
     return {"method": method, "args": args, "context": tracing.inject(message_context(context))}
 
 
+def is_server_topic(topic: str) -> bool:
+    """`<topic>.<server>` (compute.<host>, network.<host>, volume.<host>@<backend>) is one
+    server's own topic, as oslo.messaging's Target(topic, server) makes `topic.server`; a
+    topic without a dot (conductor, scheduler, network) is shared by every server of its
+    kind. The RabbitMQ transport keeps the two on queues of different types."""
+    return "." in topic
+
+
 class RemoteError(Exception):
     """The remote method raised; `type` names the remote exception class."""
 

@@ -1,11 +1,25 @@
 """RabbitMQ transport (AMQP 0-9-1, aio-pika).
 
-- One durable queue per topic (`cumulo.<topic>`), so a host's messages wait for it
-  while it restarts: a quorum queue by default (replicated over the broker's cluster
-  nodes, as oslo.messaging's rabbit_quorum_queue), or classic. Messages are persistent
-  and published with publisher confirms, so a cast that returned is on the broker's disk.
+- One durable queue per topic (`cumulo.<topic>`), declared by publishers and servers
+  alike, so a message waits for its server while it restarts. Messages are persistent
+  and published with publisher confirms: a cast that returned is on the broker's disk.
+- Shared topics (conductor, scheduler, network: any number of servers take turns) are
+  quorum queues by default (replicated over the broker's cluster nodes, as
+  oslo.messaging's rabbit_quorum_queue; a confirm means a majority of the nodes have
+  it), or classic ([messaging] queue_type).
+- A server's own topic (`<topic>.<server>`: compute.<host>, network.<host>,
+  volume.<host>@<backend>) is a classic queue whatever queue_type says: a cloud has one
+  per host, and a quorum queue per host (a Raft group, its log and its file handles on
+  every broker node) is what stopped a single broker node at 1,000 hosts (bench/README
+  compute_boot, docs/scaling.md). Durable, not exclusive, not auto-deleted: publishers
+  declare it too, and its messages wait for the host through its restarts and the
+  broker's. It lives on one broker node (the host's), not replicated: what waits in it is
+  lost only if that node's disk is; while that node is down the host is unreachable
+  anyway. A host's queue that an older cumulo made a quorum queue is converted when
+  the host starts and finds it empty and unused (see `_declare_server_queue`).
 - One connection per process, shared by every service's transport (each its own
-  channel), with AMQP heartbeats, as production brokers want it.
+  channel, and one more for declaring servers' queues, which an older broker state can
+  refuse), with AMQP heartbeats, as production brokers want it.
 - `call` replies come back on a per-process exclusive queue, matched by correlation id.
 - The connection is robust: lost connections are re-established with backoff, and
   channels, queues and consumers are restored.
@@ -27,13 +41,25 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from cumulo.common import metrics
-from cumulo.common.rpc.base import Endpoint, RpcTimeout, Transport, dispatch, envelope, unwrap
+from cumulo.common.rpc.base import (
+    Endpoint,
+    RpcTimeout,
+    Transport,
+    dispatch,
+    envelope,
+    is_server_topic,
+    unwrap,
+)
 
 LOG = logging.getLogger(__name__)
 PREFETCH = 64
 
 
 HEARTBEAT = 30  # seconds (AMQP heartbeat: a dead peer is noticed within two of them)
+# A server's own topic, whatever [messaging] queue_type says (see the module's docstring).
+SERVER_QUEUE_ARGUMENTS = {"x-queue-type": "classic"}
+# What a consume the broker could not serve raises (a closed connection or channel).
+BROKER_REFUSALS = (aio_pika.exceptions.AMQPError, aio_pika.exceptions.ChannelInvalidStateError)
 
 
 class SharedConnection:
@@ -77,7 +103,7 @@ def shared_connection(url: str) -> SharedConnection:
 class RabbitTransport(Transport):
     def __init__(self, url: str, namespace: str = "cumulo", queue_type: str = "quorum") -> None:
         self.namespace = namespace
-        self.queue_arguments = {"x-queue-type": queue_type}
+        self.queue_arguments = {"x-queue-type": queue_type}  # shared topics' queues
         # kombu/oslo style rabbit:// URLs are AMQP URLs for aio-pika.
         self.url = "amqp://" + url.split("://", 1)[1]
         self._shared: SharedConnection | None = None
@@ -87,6 +113,10 @@ class RabbitTransport(Transport):
         self._pending: dict[str, asyncio.Future] = {}
         self._declared: set[str] = set()
         self._handlers: set[asyncio.Task] = set()
+        # Servers' queues are declared on a channel of their own: a refused declaration
+        # (an older cumulo's queue) closes its channel, never the one publishing.
+        self._declarer: aio_pika.abc.AbstractChannel | None = None
+        self._declaring = asyncio.Lock()
 
     def queue_name(self, topic: str) -> str:
         return f"{self.namespace}.{topic}"
@@ -100,6 +130,12 @@ class RabbitTransport(Transport):
         await self._channel.set_qos(prefetch_count=PREFETCH)
         self._reply_queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
         await self._reply_queue.consume(self._on_reply, no_ack=True)
+        self._connection.reconnect_callbacks.add(self._on_reconnect)
+
+    def _on_reconnect(self, *_: Any) -> None:
+        # A broker back without its data has lost the queues this process only published
+        # to: each is declared again before the next message to it.
+        self._declared.clear()
 
     async def close(self) -> None:
         for task in list(self._handlers):
@@ -108,18 +144,28 @@ class RabbitTransport(Transport):
         for fut in self._pending.values():
             if not fut.done():
                 fut.cancel()
-        if self._channel is not None:
-            with contextlib.suppress(Exception):  # the connection may be gone already
-                await self._channel.close()
+        for channel in (self._declarer, self._channel):
+            if channel is not None:
+                with contextlib.suppress(Exception):  # the connection may be gone already
+                    await channel.close()
         if self._shared is not None and self._connection is not None:
+            self._connection.reconnect_callbacks.discard(self._on_reconnect)
             await self._shared.release()
-        self._connection = self._channel = self._reply_queue = None
+        self._connection = self._channel = self._reply_queue = self._declarer = None
         self._declared.clear()
 
-    async def _declare(self, topic: str) -> aio_pika.abc.AbstractQueue:
+    async def _declare(self, topic: str) -> None:
+        """The topic's queue made if missing (before a message is sent to it)."""
+        if is_server_topic(topic):
+            await self._declare_server_queue(topic, converting=False)
+        else:
+            await self._declare_shared(topic)
+        self._declared.add(topic)
+
+    async def _declare_shared(self, topic: str) -> aio_pika.abc.AbstractQueue:
         assert self._channel is not None, "transport not started"
         try:
-            queue = await self._channel.declare_queue(
+            return await self._channel.declare_queue(
                 self.queue_name(topic), durable=True, arguments=self.queue_arguments
             )
         except aio_pika.exceptions.ChannelPreconditionFailed as exc:
@@ -128,8 +174,74 @@ class RabbitTransport(Transport):
                 f"({exc}): it was made with another [messaging] queue_type; delete it "
                 "(rabbitmqctl delete_queue) or set queue_type to what it is"
             ) from exc
-        self._declared.add(topic)
-        return queue
+
+    async def _declaring_channel(self) -> aio_pika.abc.AbstractChannel:
+        assert self._connection is not None, "transport not started"
+        if self._declarer is None or self._declarer.is_closed:
+            self._declarer = await self._connection.channel(publisher_confirms=False)
+        return self._declarer
+
+    async def _drop_declaring_channel(self) -> None:
+        # The broker closed it (a refused declaration): the next one opens another.
+        declarer, self._declarer = self._declarer, None
+        if declarer is not None:
+            with contextlib.suppress(Exception):
+                await declarer.close()
+
+    async def _declare_server_queue(self, topic: str, *, converting: bool) -> bool:
+        """A server's own queue, classic and durable. True when that is what the broker has;
+        False when it keeps an older cumulo's queue of that name (a quorum queue), which
+        is then used as it is: publishing to a queue needs only its name, and consuming
+        it a passive declaration.
+
+        The older queue is converted (deleted, declared again) only by its own server
+        starting (`converting`) and only when nothing waits in it and nobody consumes it.
+        Its emptiness cannot be made a condition of the delete (`if-empty` is not
+        implemented for quorum queues, and RabbitMQ answers it by closing the
+        connection), so a message published between the check and the delete (one
+        round trip, while the host is only starting) would be lost: the delete's count
+        says so in the log."""
+        name = self.queue_name(topic)
+        async with self._declaring:
+            for _ in range(3):  # an older process may declare it again in between
+                channel = await self._declaring_channel()
+                try:
+                    await channel.declare_queue(
+                        name, durable=True, arguments=SERVER_QUEUE_ARGUMENTS, robust=False
+                    )
+                    return True
+                except aio_pika.exceptions.ChannelPreconditionFailed:
+                    await self._drop_declaring_channel()
+                channel = await self._declaring_channel()
+                try:
+                    older = await channel.declare_queue(name, passive=True, robust=False)
+                except aio_pika.exceptions.ChannelNotFoundEntity:
+                    await self._drop_declaring_channel()
+                    continue  # deleted meanwhile: declare it ours
+                waiting = older.declaration_result.message_count or 0
+                consumers = older.declaration_result.consumer_count or 0
+                if not converting:
+                    return False
+                if waiting or consumers:
+                    LOG.warning(
+                        "queue %s was made by an older cumulo (not a classic queue) and holds "
+                        "%d messages (%d consumers): it is used as it is, and converted "
+                        "when this host starts and finds it empty",
+                        name,
+                        waiting,
+                        consumers,
+                    )
+                    return False
+                deleted = await channel.queue_delete(name)
+                if deleted.message_count:
+                    LOG.error(
+                        "%d messages reached queue %s while it was converted to a classic "
+                        "queue, and were lost",
+                        deleted.message_count,
+                        name,
+                    )
+                LOG.info("queue %s (made by an older cumulo) deleted, to be a classic queue", name)
+            return False
 
     async def _publish(self, topic: str, body: dict[str, Any], **props: Any) -> None:
         await self.start()
@@ -185,8 +297,41 @@ class RabbitTransport(Transport):
             future.set_result(json.loads(message.body))
 
     async def serve(self, topic: str, endpoint: Endpoint) -> None:
+        """Consume the topic's queue. A broker that fails the declaration or the consume
+        (a connection it closes with INTERNAL_ERROR when a quorum queue's Raft group does
+        not answer in time, a connection lost meanwhile) is asked again, with backoff,
+        once the connection is back: a server starting beside a busy broker waits for it
+        rather than exiting, as oslo.messaging's consumers do."""
         await self.start()
-        queue = await self._declare(topic)
+        assert self._connection is not None
+        delay = 1.0
+        while True:
+            try:
+                await self._consume(topic, endpoint)
+                return
+            except BROKER_REFUSALS as exc:
+                LOG.warning(
+                    "could not consume %s (%s: %s): trying again in %.0f s",
+                    self.queue_name(topic),
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            await self._connection.connected.wait()  # the robust connection is back
+
+    async def _consume(self, topic: str, endpoint: Endpoint) -> None:
+        assert self._channel is not None
+        if not is_server_topic(topic):
+            queue = await self._declare_shared(topic)
+        elif await self._declare_server_queue(topic, converting=True):
+            queue = await self._channel.declare_queue(
+                self.queue_name(topic), durable=True, arguments=SERVER_QUEUE_ARGUMENTS
+            )
+        else:
+            queue = await self._channel.declare_queue(self.queue_name(topic), passive=True)
+        self._declared.add(topic)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             await message.ack()
