@@ -48,6 +48,7 @@ def make_driver(config: CumuloConfig, host: str, state_dir: Path) -> ComputeDriv
             host,
             accel=config.compute.qemu_accel,
             migration_address=config.compute.migration_address,
+            machine_type=config.compute.qemu_machine_type,
         )
     return FakeDriver(host, spawn_delay=config.compute.fake_spawn_delay)
 
@@ -110,12 +111,19 @@ async def start_compute_hosts(
 
 
 async def serve_conductor(
-    config: CumuloConfig, db: Database, bus: Transport, host: str, *, fail_unscheduled: bool
+    config: CumuloConfig,
+    db: Database,
+    bus: Transport,
+    host: str,
+    *,
+    fail_unscheduled: bool,
+    network: NetworkClient | None = None,
 ) -> list[asyncio.Task]:
     """The conductor on the bus (topic `conductor`, shared by every conductor: the broker
     spreads the work), its heartbeat and its sweep of stuck builds; the tasks to cancel.
     fail_unscheduled: builds no scheduler took are failed at start (only when the bus
-    is this process's memory, whose messages died with the last run)."""
+    is this process's memory, whose messages died with the last run). network: the
+    Network API as the compute service (a live migration's port bindings)."""
     c = config.compute
     manager = ConductorManager(
         db,
@@ -124,7 +132,9 @@ async def serve_conductor(
             max_attempts=c.max_attempts,
             build_timeout=c.build_timeout,
             allow_resize_to_same_host=c.allow_resize_to_same_host,
+            migrate_max_retries=c.migrate_max_retries,
         ),
+        network,
     )
     await bus.serve(rpcapi.CONDUCTOR, manager)
     if fail_unscheduled and isinstance(bus, MemoryTransport):
@@ -199,18 +209,20 @@ class ComputeCell:
         c = config.compute
         base = c.host or socket.gethostname()
         tasks: list[asyncio.Task] = []
-        if conductor:
-            tasks += await serve_conductor(config, db, bus, base, fail_unscheduled=hosts)
-        if scheduler:
-            tasks += await serve_scheduler(config, db, bus, base)
         validator = TokenValidator(
             IdentityClient(config, app=identity_app), config.identity.cache_time
         )
+        network = NetworkClient(networks, validator.client.service_token) if networks else None
+        if conductor:
+            tasks += await serve_conductor(
+                config, db, bus, base, fail_unscheduled=hosts, network=network
+            )
+        if scheduler:
+            tasks += await serve_scheduler(config, db, bus, base)
         service = ComputeService(config, state_dir, db, bus, validator, images, networks, volumes)
         cell = cls(config, state_dir, bus, db, service, clients=clients, tasks=tasks)
         cell.notifier = compute_notifier(config, state_dir)
         if hosts:
-            network = NetworkClient(networks, validator.client.service_token) if networks else None
             await start_compute_hosts(
                 config, state_dir, bus, images, network, volumes, cell.notifier, cell.managers
             )

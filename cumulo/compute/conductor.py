@@ -33,6 +33,7 @@ from cumulo.compute.models import (
     InstanceActionEvent,
     InstanceFault,
 )
+from cumulo.compute.network import NetworkClient
 from cumulo.compute.scheduler.claims import COMPUTE_BINARY, release, resize_allocation
 from cumulo.compute.states import PowerState, TaskState, VmState
 
@@ -78,6 +79,8 @@ class ConductorOptions:
     build_timeout: float = 600.0
     # A resize may pick the server's own host ([compute] allow_resize_to_same_host).
     allow_resize_to_same_host: bool = True
+    # Other destinations a live migration tries when one cannot take it (-1: all).
+    migrate_max_retries: int = -1
 
 
 def instance_to_dict(inst: Any) -> dict[str, Any]:
@@ -303,9 +306,17 @@ def _to_db_value(field: str, value: Any) -> Any:
 
 
 class ConductorManager(MoveTasks, Endpoint):
-    def __init__(self, db: Database, bus, options: ConductorOptions | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        bus,
+        options: ConductorOptions | None = None,
+        network: NetworkClient | None = None,
+    ) -> None:
         self.db = db
         self.options = options or ConductorOptions()
+        # The Network API, as the compute service (live migration's port bindings).
+        self.network = network
         self.scheduler = rpcapi.SchedulerAPI(bus)
         self.compute = rpcapi.ComputeAPI(bus)
         # (instance uuid, request id) -> instance action id, for the events of a build.
@@ -770,7 +781,7 @@ class ConductorManager(MoveTasks, Endpoint):
         return await self.db.run_read(_block_devices, instance_uuid)
 
     async def block_device_update(self, ctx: dict, bdm_id: int, values: dict[str, Any]) -> None:
-        allowed = {"volume_id", "attachment_id", "device_name", "connection_info"}
+        allowed = {"volume_id", "attachment_id", "device_name", "connection_info", "volume_size"}
         if set(values) - allowed:
             raise ValueError(f"not updatable: {sorted(set(values) - allowed)}")
         async with self.db.write() as s:

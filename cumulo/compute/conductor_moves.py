@@ -13,12 +13,15 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+import httpx
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from cumulo.common.db import utcnow
 from cumulo.common.rpc import RemoteError
+from cumulo.common.service_client import ServiceError
 from cumulo.compute.models import Allocation, Instance, InstanceFault, Migration
+from cumulo.compute.network import PortBindingFailed
 from cumulo.compute.scheduler.claims import release, resize_allocation
 from cumulo.compute.states import TaskState, VmState
 
@@ -112,7 +115,7 @@ def _complete_move(
 
 
 class MoveTasks:
-    """Mixed into ConductorManager (which gives db, scheduler, compute, options,
+    """Mixed into ConductorManager (which gives db, scheduler, compute, network, options,
     action_event and _to_db_values)."""
 
     async def _instance_and_migration(
@@ -174,14 +177,17 @@ class MoveTasks:
         ignore_source: bool = True,
         availability_zone: str | None = None,
         pinned: bool = True,
+        ignore_hosts: tuple[str, ...] = (),
     ) -> dict[str, str]:
-        """A host for the instance (not its own unless allowed), claimed under claim_key;
-        in the zone it is pinned to unless `pinned` is False (2.91's unpinning)."""
+        """A host for the instance (not its own unless allowed, nor `ignore_hosts`),
+        claimed under claim_key; in the zone it is pinned to unless `pinned` is False
+        (2.91's unpinning)."""
+        ignored = [inst.host] if ignore_source and inst.host else []
         spec = {
             "flavor": flavor,
             "availability_zone": availability_zone or (inst.availability_zone if pinned else None),
             "force_hosts": [host] if host else [],
-            "ignore_hosts": [inst.host] if ignore_source and inst.host else [],
+            "ignore_hosts": [*ignored, *ignore_hosts],
             "boot_from_volume": not inst.image_ref,
         }
         [dest] = await self.scheduler.select_destinations(ctx, spec, [claim_key])
@@ -289,14 +295,77 @@ class MoveTasks:
         host: str | None,
         block_migration: bool | None,
     ) -> None:
+        """Nova's LiveMigrationTask: a destination from the scheduler, where the server's
+        ports get an inactive binding (Neutron's binding-extended) before the source is
+        asked to migrate. A destination that cannot bind them is given up (its claim
+        released) and, unless the user named it, the scheduler's next host is tried
+        ([compute] migrate_max_retries; -1: until none is left)."""
         event = "conductor_live_migrate_instance"
-        moving = await self._place_move(ctx, instance_uuid, migration_id, event, host, "preparing")
-        if moving is None:
-            return
-        inst, migration = moving
-        data = {**migration_dict(migration), "block_migration": block_migration}
+        await self.action_event(ctx, instance_uuid, event)
+        inst, _ = await self._instance_and_migration(instance_uuid, migration_id)
+        extended = bool(inst.network_info) and await self._port_binding_extension()
+        failures: dict[str, str] = {}  # destinations given up, and why
+        while True:
+            retries = self.options.migrate_max_retries
+            if retries != -1 and len(failures) > retries:
+                message = (
+                    f"Exceeded max scheduling retries {len(failures)} for instance "
+                    f"{instance_uuid} during live migration"
+                )
+                await self._move_failed(ctx, instance_uuid, migration_id, event, message)
+                return
+            try:
+                dest = await self._select_destination(
+                    ctx,
+                    inst,
+                    inst.flavor,
+                    claim_key=resize_allocation(instance_uuid),
+                    host=host,
+                    ignore_hosts=tuple(failures),
+                )
+            except RemoteError as exc:
+                message = exc.message
+                if failures:
+                    last = list(failures)[-1]
+                    message += f" Last failure on {last}: {failures[last]}"
+                await self._move_failed(ctx, instance_uuid, migration_id, event, message)
+                return
+            if not extended or self.network is None:
+                bindings = None
+                break
+            try:
+                bindings = await self.network.bind_ports_to_host(inst.network_info, dest["host"])
+                break
+            except PortBindingFailed as exc:
+                LOG.info("live migration of %s: skipping %s: %s", instance_uuid, dest["host"], exc)
+                if host:  # the user's choice: nowhere else to go
+                    await self._move_failed(ctx, instance_uuid, migration_id, event, str(exc))
+                    return
+                await self.complete_move(ctx, instance_uuid, {}, allocation="drop_new")
+                failures[dest["host"]] = str(exc)
+            except Exception as exc:  # noqa: BLE001 - the Network API is unreachable
+                message = f"Binding the ports to {dest['host']} failed: {exc}"
+                await self._move_failed(ctx, instance_uuid, migration_id, event, message)
+                return
+        migration = await self._dest_chosen(migration_id, dest, "preparing")
+        data = {
+            **migration_dict(migration),
+            "block_migration": block_migration,
+            # The destination's inactive port bindings (by port), to activate once the
+            # guest runs there; None: the destination binds the ports as it prepares.
+            "port_bindings": bindings,
+        }
         await self.compute.live_migration(ctx, inst.host, instance_uuid, data)
         await self.action_event(ctx, instance_uuid, event, finish=True)
+
+    async def _port_binding_extension(self) -> bool:
+        if self.network is None:
+            return False
+        try:
+            return await self.network.has_port_binding_extension()
+        except (ServiceError, httpx.HTTPError) as exc:
+            LOG.warning("could not list the network extensions: %s", exc)
+            return False
 
     # -- evacuate ---------------------------------------------------------------------
 

@@ -12,6 +12,11 @@ borrow a user's console.
 The proxy also serves the noVNC web client when it is installed (Debian's `novnc`
 package puts it in /usr/share/novnc); without it the websocket works for any VNC
 client that speaks websockets.
+
+Serial consoles (Nova's nova-serialproxy) go the same way on their own port: the URL is
+`<serialproxy_base_url>?token=<token>` (default ws://<public host>:<ports.serialproxy>/),
+the websocket's frames are the bytes to and from the guest's serial port. Each proxy
+opens only its own kind of token.
 """
 
 from __future__ import annotations
@@ -60,8 +65,24 @@ def access_url(config: CumuloConfig, token: str) -> str:
     return f"{base_url(config)}?path={quote('?token=' + token, safe='')}"
 
 
+def serial_base_url(config: CumuloConfig) -> str:
+    if config.compute.serialproxy_base_url:
+        return config.compute.serialproxy_base_url
+    public = config.public_url(config.ports.serialproxy)
+    return "ws" + public.removeprefix("http") + "/"
+
+
+def serial_access_url(config: CumuloConfig, token: str) -> str:
+    """The serial proxy's websocket with the token (Nova's `ws://host:6083/?token=...`)."""
+    return f"{serial_base_url(config)}?token={quote(token, safe='')}"
+
+
 async def issue_token(
-    db: Database, config: CumuloConfig, instance_uuid: str, console: dict[str, Any]
+    db: Database,
+    config: CumuloConfig,
+    instance_uuid: str,
+    console: dict[str, Any],
+    console_type: str = "novnc",
 ) -> str:
     """A new token for the console at console["host"]:console["port"]; expired ones go."""
     token = secrets.token_urlsafe(32)
@@ -71,7 +92,7 @@ async def issue_token(
         s.add(
             ConsoleAuthToken(
                 token_hash=token_hash(token),
-                console_type="novnc",
+                console_type=console_type,
                 host=console["host"],
                 port=int(console["port"]),
                 internal_access_path=console.get("internal_access_path"),
@@ -108,13 +129,17 @@ def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
 
 
 class ConsoleProxy:
-    def __init__(self, db: Database, config: CumuloConfig) -> None:
+    def __init__(self, db: Database, config: CumuloConfig, console_type: str = "novnc") -> None:
         self.db = db
         self.config = config
+        # The kind of token this proxy opens: a VNC token is no key to a serial port.
+        self.console_type = console_type
 
     async def websocket(self, websocket: WebSocket) -> None:
         token = websocket.query_params.get("token") or websocket.cookies.get("token", "")
         console = await find_token(self.db, token) if token else None
+        if console is not None and console.console_type != self.console_type:
+            console = None
         if console is None or not origin_allowed(
             websocket, self.config.compute.console_allowed_origins
         ):
@@ -189,3 +214,15 @@ def create_console_proxy_app(db: Database, config: CumuloConfig) -> Starlette:
     if novnc is not None:
         routes.append(Mount("/", StaticFiles(directory=novnc, html=True)))
     return Starlette(routes=routes)
+
+
+def create_serial_proxy_app(db: Database, config: CumuloConfig) -> Starlette:
+    """The serial proxy's ASGI app (Nova's nova-serialproxy): its websocket at `/` and
+    `/websockify` (where Tempest's client goes, the token in a cookie)."""
+    proxy = ConsoleProxy(db, config, console_type="serial")
+    return Starlette(
+        routes=[
+            WebSocketRoute("/", proxy.websocket),
+            WebSocketRoute("/websockify", proxy.websocket),
+        ]
+    )

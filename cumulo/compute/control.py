@@ -16,7 +16,11 @@ from pathlib import Path
 
 from cumulo.common.config import CumuloConfig, database_url
 from cumulo.common.db import Database
+from cumulo.common.identity_client import IdentityClient
 from cumulo.common.rpc import require_shared_bus, transport_for
+from cumulo.common.service_client import ServiceClient
+from cumulo.common.tls import verify_option
+from cumulo.compute.network import NetworkClient
 
 LOG = logging.getLogger(__name__)
 
@@ -42,10 +46,18 @@ async def run_control_service(
     db = Database(database_url(config, state_dir, "compute"), "compute")
     bus = transport_for(config)
     tasks: list[asyncio.Task] = []
+    # The conductor binds a live migration's ports through the controller's Network API.
+    identity = IdentityClient(config)
+    networks = ServiceClient(
+        "network", url=config.public_url(config.ports.network), verify=verify_option(config)
+    )
     try:
         await bus.start()
         if role == "conductor":
-            tasks = await serve_conductor(config, db, bus, host, fail_unscheduled=False)
+            network = NetworkClient(networks, identity.service_token)
+            tasks = await serve_conductor(
+                config, db, bus, host, fail_unscheduled=False, network=network
+            )
         else:
             tasks = await serve_scheduler(config, db, bus, host)
         LOG.info("%s %s is up", role, host)
@@ -55,4 +67,6 @@ async def run_control_service(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await bus.close()
+        await networks.close()
+        await identity.close()
         await db.dispose()

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +27,12 @@ from cumulo.compute.conductor import InstanceNotFound, UnexpectedTaskState
 from cumulo.compute.device_metadata import build_device_metadata
 from cumulo.compute.image_cache import ImageCache
 from cumulo.compute.manager_moves import HostMoves
-from cumulo.compute.manager_swap import VolumeSwap
+from cumulo.compute.manager_swap import VolumeSwap, keyed_lock
 from cumulo.compute.network import NetworkClient, vifs_from_info
 from cumulo.compute.notifications import notify_instance
 from cumulo.compute.states import PowerState, TaskState, VmState
 from cumulo.compute.virt.driver import (
+    MACHINE_TYPE_KEY,
     RESCUE_BFV_TRAIT,
     BlockDevice,
     ComputeDriver,
@@ -80,6 +82,19 @@ def instance_metadata(
         devices=tuple(inst.get("device_metadata") or ()),
         files=personality.files_of(inst.get("system_metadata")),
     )
+
+
+def with_recorded_machine_type(
+    image: ImageSpec | None, system_metadata: dict[str, Any] | None
+) -> ImageSpec | None:
+    """`image` as the server boots it: with the machine type recorded on the server as
+    its hw_machine_type (Nova builds the instance's image meta from its system metadata,
+    so the record wins over what the image says now; a rebuild from another image drops
+    the record first)."""
+    recorded = (system_metadata or {}).get(MACHINE_TYPE_KEY)
+    if image is None or not recorded or image.properties.get("hw_machine_type") == recorded:
+        return image
+    return dataclasses.replace(image, properties={**image.properties, "hw_machine_type": recorded})
 
 
 # What the guest reports, mapped to the vm_state a stable instance should have.
@@ -147,7 +162,14 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
         # Live migrations an abort was asked for (they end "cancelled", not "error").
         self._aborted_migrations: set[str] = set()
         # Per instance: its device metadata is rebuilt by one attach or detach at a time.
-        self._device_locks: dict[str, asyncio.Lock] = {}
+        # Both tables hold their locks weakly: a lock goes once no task holds or awaits it.
+        self._device_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        # Per instance: one swap, attach, detach or delete at a time (Nova's lock on its uuid).
+        self._instance_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         # A context for the agent's own messages (heartbeats, power sync).
         self.service_context = {
             "request_id": f"req-compute-{host}",
@@ -212,7 +234,8 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
         resumed (its request died with the process): its guest and ports are removed and
         it goes to ERROR with a fault. A delete is finished. Any other task is cleared
         (the power state sync then says what the guest is). A guest with no server on
-        this host (deleted meanwhile) is removed."""
+        this host (deleted meanwhile) is removed; a server with no machine type recorded
+        gets the one its guest runs with."""
         token = ""
         if self.network is not None:
             try:
@@ -239,10 +262,28 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
                     )
             except Exception:  # noqa: BLE001 - one instance must not stop the host
                 LOG.exception("recovering %s on %s failed", uuid, self.host)
+        await self._record_machine_types(ctx, instances)
         known = {inst["uuid"] for inst in instances}
         for uuid in sorted(set(await self.driver.list_guests()) - known):
             LOG.warning("guest %s has no server on %s: removing it", uuid, self.host)
             await self.driver.destroy(uuid)
+
+    async def _record_machine_types(self, ctx: dict, instances: list[dict[str, Any]]) -> None:
+        """At start: the machine type of each guest here whose server has none recorded
+        (made before the record was kept) is recorded as it runs, so a move keeps it
+        (Nova's init_host does the same). An instance that had an action in flight is
+        left for its next spawn (or the next start) to record."""
+        for inst in instances:
+            if inst["task_state"] is not None or inst["vm_state"] == VmState.BUILDING:
+                continue
+            try:
+                sysmeta = inst.get("system_metadata")
+                if update := await self._machine_type_record(inst["uuid"], sysmeta):
+                    await self.conductor.instance_update(
+                        ctx, inst["uuid"], update, expected_task_state=[None], reply=False
+                    )
+            except Exception:  # noqa: BLE001 - one instance must not stop the host
+                LOG.warning("machine type of %s not recorded", inst["uuid"], exc_info=True)
 
     async def sync_power_states(self) -> None:
         """Make the database agree with the hypervisor: a dead guest is never ACTIVE."""
@@ -382,6 +423,7 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
                     "device_metadata": await self._device_metadata(
                         ctx, instance_uuid, network_info, volume_tags
                     ),
+                    **await self._machine_type_record(instance_uuid, inst.get("system_metadata")),
                 },
                 expected_task_state=[TaskState.SPAWNING],
                 events=[{"event": step, "finish": True}, {"event": event, "finish": True}],
@@ -584,6 +626,7 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
                 kernel_path=kernel,
                 ramdisk_path=ramdisk,
             )
+        image = with_recorded_machine_type(image, inst.get("system_metadata"))
         guest = GuestSpec(
             admin_password=admin_pass,
             uuid=inst["uuid"],
@@ -613,6 +656,23 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
         meta = await self.options.vendor_data.collect(meta)
         return dataclasses.replace(guest, config_drive=config_drive_files(meta))
 
+    async def _machine_type_record(
+        self, instance_uuid: str, system_metadata: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The update recording on the server the machine type the driver gave its guest
+        here, when it has none recorded yet (its first spawn, a rebuild from another
+        image, a server older than the record): {"system_metadata": ...}, else {}."""
+        system_metadata = system_metadata or {}
+        if system_metadata.get(MACHINE_TYPE_KEY):
+            return {}
+        try:
+            machine_type = await self.driver.guest_machine_type(instance_uuid)
+        except GuestNotFound:
+            return {}
+        if not machine_type:
+            return {}
+        return {"system_metadata": {**system_metadata, MACHINE_TYPE_KEY: machine_type}}
+
     async def _device_metadata(
         self,
         ctx: dict,
@@ -638,7 +698,7 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
         """After an attach or a detach: the device metadata again from what is recorded
         now (one at a time per instance, so the last change is always in it). Best
         effort: the attach or detach itself is done, whatever happens here."""
-        async with self._device_locks.setdefault(instance_uuid, asyncio.Lock()):
+        async with keyed_lock(self._device_locks, instance_uuid):
             try:
                 inst = await self.conductor.instance_update(ctx, instance_uuid, {})
                 devices = await self._device_metadata(
@@ -654,6 +714,10 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
     # -- other actions --------------------------------------------------------------
 
     async def terminate_instance(self, ctx: dict, instance_uuid: str) -> None:
+        async with self._instance_lock(instance_uuid):
+            await self._terminate_instance(ctx, instance_uuid)
+
+    async def _terminate_instance(self, ctx: dict, instance_uuid: str) -> None:
         token = ctx.get("auth_token") or ""
         await self.conductor.action_event(
             ctx, instance_uuid, "compute_terminate_instance", host=self.host
@@ -681,7 +745,6 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
             ctx, instance_uuid, "compute_terminate_instance", host=self.host, finish=True
         )
         await self.conductor.instance_deleted(ctx, instance_uuid, self.host)
-        self._device_locks.pop(instance_uuid, None)
         gone = {**inst, "vm_state": VmState.DELETED, "task_state": None, "power_state": 0}
         await notify_instance(self.notifier, self.host, "instance.delete.end", gone)
 
@@ -794,10 +857,16 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
         )
 
     async def rebuild_instance(
-        self, ctx: dict, instance_uuid: str, reimage_image: str | None = None
+        self,
+        ctx: dict,
+        instance_uuid: str,
+        reimage_image: str | None = None,
+        admin_password: str | None = None,
     ) -> None:
         """The same server (ports, name, id) on a fresh root disk from its (new) image;
-        a volume-backed server's root volume reimaged from `reimage_image` (2.93)."""
+        a volume-backed server's root volume reimaged from `reimage_image` (2.93). The
+        new guest is given `admin_password` as a new one is at its build (the config
+        drive's `admin_pass`)."""
         event = "compute_rebuild_instance"
         await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
         try:
@@ -812,7 +881,9 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
             inst = await self._set_task(ctx, instance_uuid, TaskState.REBUILD_SPAWNING, expected)
             await self.driver.destroy(instance_uuid)
             # Its volumes stay attached: connected again for the new guest.
-            guest = await self._spec_here(ctx, inst, inst.get("network_info") or [])
+            guest = await self._spec_here(
+                ctx, inst, inst.get("network_info") or [], admin_password=admin_password
+            )
             if reimage_image:
                 await self._complete_attachment(ctx.get("auth_token") or "", root_attachment)
             await self.driver.spawn(guest)
@@ -835,6 +906,7 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
             device_metadata=await self._device_metadata(
                 ctx, instance_uuid, inst.get("network_info") or []
             ),
+            **await self._machine_type_record(instance_uuid, inst.get("system_metadata")),
         )
         await self.conductor.action_event(ctx, instance_uuid, event, host=self.host, finish=True)
 
@@ -914,6 +986,12 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
     # -- volumes (api-ref: Servers with volume attachments) ------------------------------
 
     async def attach_volume(
+        self, ctx: dict, instance_uuid: str, volume_id: str, attachment_id: str, device: str
+    ) -> None:
+        async with self._instance_lock(instance_uuid):
+            await self._attach_volume(ctx, instance_uuid, volume_id, attachment_id, device)
+
+    async def _attach_volume(
         self, ctx: dict, instance_uuid: str, volume_id: str, attachment_id: str, device: str
     ) -> None:
         """Connect the reserved volume to this host, plug it into the guest, complete."""
@@ -1074,6 +1152,17 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
     async def detach_volume(
         self, ctx: dict, instance_uuid: str, volume_id: str, attachment_id: str
     ) -> None:
+        async with self._instance_lock(instance_uuid):
+            # A swap that ran meanwhile gave the volume another attachment.
+            bdms = await self.conductor.block_devices(ctx, instance_uuid)
+            bdm = next((b for b in bdms if b["volume_id"] == volume_id), None)
+            if bdm is not None and bdm["attachment_id"]:
+                attachment_id = bdm["attachment_id"]
+            await self._detach_volume(ctx, instance_uuid, volume_id, attachment_id)
+
+    async def _detach_volume(
+        self, ctx: dict, instance_uuid: str, volume_id: str, attachment_id: str
+    ) -> None:
         token = ctx.get("auth_token") or ""
         event = "compute_detach_volume"
         await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
@@ -1153,6 +1242,9 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
 
     async def get_vnc_console(self, ctx: dict, instance_uuid: str) -> dict[str, Any]:
         return await self.driver.get_vnc_console(instance_uuid)
+
+    async def get_serial_console(self, ctx: dict, instance_uuid: str) -> dict[str, Any]:
+        return await self.driver.get_serial_console(instance_uuid)
 
     async def set_admin_password(self, ctx: dict, instance_uuid: str, password: str) -> None:
         event = "compute_set_admin_password"

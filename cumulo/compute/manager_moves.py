@@ -16,6 +16,13 @@ agent cannot bind them (Nova's PortBindingFailed) fails the move there and then:
 ports are bound back, the server stays where it was in its state, with the fault, and
 the migration is in `error` (`failed` for an evacuation, as Nova's).
 
+When the Network service has multiple port bindings (`binding-extended`), a live
+migration does as Nova's: the conductor gives each port an inactive binding on the
+destination before the source is asked to migrate (cumulo.compute.conductor_moves), the
+destination plugs the guest as those bindings say, the source activates them once the
+guest runs there and deletes its own; a failed migration deletes the destination's.
+Until the activation the source's agent keeps wiring and filtering the ports.
+
 A live migration moves the server's volume attachments as Nova's: the destination makes
 a new attachment of each volume for itself while it prepares (the source's stays while
 the guest runs there), the source deletes its old ones once the destination has taken
@@ -31,6 +38,7 @@ from typing import Any
 from cumulo.common.db import utcnow
 from cumulo.common.rpc import RemoteError
 from cumulo.compute import rpcapi
+from cumulo.compute.network import with_bindings
 from cumulo.compute.states import PowerState, TaskState, VmState
 from cumulo.compute.virt.driver import BlockDevice, GuestNotFound
 
@@ -42,8 +50,8 @@ _SHELVED_KEYS = ("shelved_at", "shelved_image_id", "shelved_host")
 
 class HostMoves:
     """Mixed into ComputeManager (host, driver, bus, conductor, network, volumes,
-    image_cache, options, _set_task, _guest_spec, _device_metadata, _upload_snapshot,
-    _reserve_attachment, _complete_attachment, _drop_attachment)."""
+    image_cache, options, _set_task, _guest_spec, _device_metadata, _machine_type_record,
+    _upload_snapshot, _reserve_attachment, _complete_attachment, _drop_attachment)."""
 
     _aborted_migrations: set[str]
 
@@ -75,6 +83,20 @@ class HostMoves:
 
     async def _bind_here(self, ctx: dict, uuid: str) -> None:
         await self._bind_ports(await self._read(ctx, uuid), self.host)
+
+    async def _activate_port_bindings(self, ctx: dict, uuid: str, host: str) -> None:
+        """The server's ports' bindings on `host` become their active ones (Nova's
+        migrate_instance_start): that host's agent wires and filters them from now on."""
+        info = (await self._read(ctx, uuid)).get("network_info") or []
+        if self.network is not None and info:
+            await self.network.activate_port_bindings(info, host)
+
+    async def _delete_port_bindings(self, ctx: dict, uuid: str, host: str) -> None:
+        """The server's ports' bindings on `host` deleted (Nova's
+        cleanup_instance_network_on_host)."""
+        info = (await self._read(ctx, uuid)).get("network_info") or []
+        if self.network is not None and info:
+            await self.network.delete_port_bindings(info, host)
 
     async def _connect_volumes(
         self, ctx: dict, uuid: str
@@ -261,6 +283,10 @@ class HostMoves:
             return
         for key in _SHELVED_KEYS:
             sysmeta.pop(key, None)
+        if offloaded:  # a new guest: its machine type is recorded if it was not yet
+            sysmeta = (await self._machine_type_record(instance_uuid, sysmeta)).get(
+                "system_metadata", sysmeta
+            )
         await self.conductor.complete_move(
             ctx,
             instance_uuid,
@@ -531,6 +557,9 @@ class HostMoves:
         dest = migration["dest_compute"]
         rpc = self._compute_rpc
         self._aborted_migrations.discard(instance_uuid)
+        # The conductor bound the ports to the destination, inactive (binding-extended):
+        # this host's agent keeps wiring and filtering them until the guest is there.
+        extended = migration.get("port_bindings") is not None
         moved_attachments: list[dict[str, Any]] = []
         try:
             migrate_data = await rpc.pre_live_migration(ctx, dest, instance_uuid, migration)
@@ -549,9 +578,13 @@ class HostMoves:
             await self._quietly(
                 rpc.rollback_live_migration_at_destination, ctx, dest, instance_uuid
             )
-            # Its ports may have been bound to the destination already: back here; so are
-            # its volumes (the destination's attachments go, the source's are used again).
-            await self._quietly(self._bind_here, ctx, instance_uuid)
+            # Its ports' bindings to the destination go (or, bound there already, they
+            # are bound back here); so do its volumes (the destination's attachments go,
+            # the source's are used again).
+            if extended:
+                await self._quietly(self._delete_port_bindings, ctx, instance_uuid, dest)
+            else:
+                await self._quietly(self._bind_here, ctx, instance_uuid)
             await self._quietly(self._restore_attachments, ctx, moved_attachments)
             await self._failed(
                 ctx,
@@ -565,6 +598,8 @@ class HostMoves:
             )
             return
         try:
+            if extended:
+                await self._activate_port_bindings(ctx, instance_uuid, dest)
             await rpc.post_live_migration_at_destination(
                 ctx, dest, instance_uuid, migration, result
             )
@@ -582,6 +617,8 @@ class HostMoves:
             )
             return
         await self._quietly(self.driver.post_live_migration_at_source, instance_uuid)
+        if extended:  # this host's bindings, inactive since the destination's activation
+            await self._quietly(self._delete_port_bindings, ctx, instance_uuid, self.host)
         for moved in moved_attachments:  # the source's attachments, now unused
             await self._drop_attachment(ctx.get("auth_token") or "", moved["old_attachment_id"])
         await self._event(ctx, instance_uuid, event, finish=True)
@@ -594,8 +631,13 @@ class HostMoves:
         moved: list[dict[str, Any]] = []
         try:
             inst = await self._read(ctx, instance_uuid)
-            # Bound here before the guest comes (a failure leaves it where it runs).
-            network_info = await self._bind_ports(inst, self.host)
+            bindings = migration.get("port_bindings")
+            if bindings is not None:
+                # Bound here inactive by the conductor: plugged as those bindings say.
+                network_info = with_bindings(inst.get("network_info") or [], bindings)
+            else:
+                # Bound here before the guest comes (a failure leaves it where it runs).
+                network_info = await self._bind_ports(inst, self.host)
             moved = await self._attach_volumes_here(ctx, instance_uuid)
             guest = await self._spec_here(ctx, inst, network_info)
             data = await self.driver.pre_live_migration(
@@ -765,6 +807,7 @@ class HostMoves:
                 "network_info": network_info,
                 "device_metadata": await self._device_metadata(ctx, instance_uuid, network_info),
                 "launched_at": utcnow().isoformat(),
+                **await self._machine_type_record(instance_uuid, inst.get("system_metadata")),
             },
             migration_id=migration["id"],
             migration_status="done",

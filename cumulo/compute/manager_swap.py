@@ -5,19 +5,35 @@ volume).
 The API has begun the old volume's detach and reserved a new attachment of the new
 volume for the server. Here the new attachment is connected to this host, the
 hypervisor copies the old volume's data into the new one while the guest runs and
-moves the guest's device onto it (the driver's swap_volume), the new attachment is
+moves the guest's device onto it (the driver's swap_volume; a larger new volume grows
+the device, and the mapping's volume_size, as Nova's resize_to), the new attachment is
 completed and the old one deleted. During Block Storage's migration (the old volume's
-migration_status `migrating`) the host then calls os-migrate_volume_completion, as
-Nova does: Block Storage finishes the migration, and the volume keeps its id (the
-mapping's volume_id stays, its connection info is what Block Storage answers for the
-new attachment after the data took the volume's name). A failure rolls back: the new
-attachment is deleted, the old volume stays attached and in-use, the migration (if
-any) is told it failed, and the instance action and a fault say why.
+migration_status `migrating`) the host calls os-migrate_volume_completion, as Nova
+does: Block Storage finishes the migration, and the volume keeps its id (the mapping's
+volume_id stays, its connection info is what Block Storage answers for the new
+attachment after the data took the volume's name). Nova calls it once the old
+attachment is deleted; here it comes first (Block Storage's completion removes the old
+attachment, as Cinder's detaches the source), so that a completion Block Storage
+answers with a failure can roll back as below, the volume where it was.
+
+As Nova's (utils.synchronized(instance.uuid)), a swap holds the instance's lock on
+this host: an attach, detach or delete of the server waits for it to end.
+
+A failure before the guest's device moved rolls back: the new attachment is deleted,
+the old volume stays attached and in-use, the migration (if any) is told it failed,
+and the instance action and a fault say why. A failure after it moved (the new
+attachment not completed, or the migration not completed) moves the device back onto
+the old volume, which is still connected, and rolls back the same way; where it cannot
+go back (a device that grew, or the move back failing) the records follow the guest
+instead: the mapping names the new attachment and the volume Block Storage says it
+belongs to, the old attachment is deleted, and the fault says what was left undone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,19 +45,26 @@ from cumulo.compute.virt.driver import BlockDevice, ComputeDriver
 LOG = logging.getLogger(__name__)
 
 VOLUME_API = {"OpenStack-API-Version": "volume 3.44"}
+EVENT = "compute_swap_volume"
 
 
 class VolumeSwap:
-    """Mixed into ComputeManager (host, driver, conductor, volumes, _complete_attachment,
-    _drop_attachment, _refresh_device_metadata)."""
+    """Mixed into ComputeManager (host, driver, conductor, volumes, _instance_locks,
+    _complete_attachment, _drop_attachment, _refresh_device_metadata)."""
 
     host: str
     driver: ComputeDriver
     conductor: rpcapi.ConductorAPI
     volumes: ServiceClient | None
+    _instance_locks: weakref.WeakValueDictionary[str, asyncio.Lock]
     _complete_attachment: Callable[[str, str], Awaitable[None]]
     _drop_attachment: Callable[[str, str], Awaitable[None]]
     _refresh_device_metadata: Callable[[dict, str], Awaitable[None]]
+
+    def _instance_lock(self, instance_uuid: str) -> asyncio.Lock:
+        """Nova's lock on an instance's uuid: one swap, attach, detach or delete of a
+        server at a time on this host (the others wait)."""
+        return keyed_lock(self._instance_locks, instance_uuid)
 
     async def swap_volume(
         self,
@@ -51,9 +74,21 @@ class VolumeSwap:
         new_volume_id: str,
         new_attachment_id: str,
     ) -> None:
-        event = "compute_swap_volume"
+        async with self._instance_lock(instance_uuid):
+            await self._swap_volume(
+                ctx, instance_uuid, old_volume_id, new_volume_id, new_attachment_id
+            )
+
+    async def _swap_volume(
+        self,
+        ctx: dict,
+        instance_uuid: str,
+        old_volume_id: str,
+        new_volume_id: str,
+        new_attachment_id: str,
+    ) -> None:
         token = ctx.get("auth_token") or ""
-        await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
+        await self.conductor.action_event(ctx, instance_uuid, EVENT, host=self.host)
         migrating = False
         try:
             if self.volumes is None:
@@ -63,48 +98,101 @@ class VolumeSwap:
             if bdm is None:
                 raise RuntimeError(f"volume {old_volume_id} is not attached to the server")
             old = await self._get_volume(token, old_volume_id)
+            new = await self._get_volume(token, new_volume_id)
             migrating = old.get("migration_status") == "migrating"
+            # Nova's resize_to: the guest's device grows to a larger new volume.
+            resize_to = int(new["size"]) if int(new["size"]) > int(old["size"]) else 0
             # Block Storage's migration gives the new data the volume's id back.
             keep = old_volume_id if migrating else new_volume_id
             info = await self._connect(token, new_attachment_id, bdm["device_name"])
             device = BlockDevice(keep, bdm["device_name"], info, bdm["boot_index"])
-            await self.driver.swap_volume(instance_uuid, old_volume_id, device)
-            await self._complete_attachment(token, new_attachment_id)
+            await self.driver.swap_volume(instance_uuid, old_volume_id, device, resize_to)
         except Exception as exc:  # noqa: BLE001 - rolled back, recorded
-            await self._swap_failed(ctx, instance_uuid, old_volume_id, new_volume_id, exc)
-            await self._quiet_action(token, old_volume_id, {"os-roll_detaching": None})
-            await self._drop_attachment(token, new_attachment_id)
+            await self._roll_back(ctx, instance_uuid, old_volume_id, new_volume_id, exc)
+            await self._release_new(token, old_volume_id, new_volume_id, new_attachment_id)
             if migrating:
                 await self._migration_completion(token, old_volume_id, new_volume_id, True)
             return
+        # The guest reads the new volume from here on.
+        errors: list[str] = []
+
+        async def moved_back(exc: Exception) -> bool:
+            """Whether the guest reads the old volume again, all rolled back."""
+            if errors or resize_to or not await self._move_back(instance_uuid, keep, bdm):
+                return False
+            await self._roll_back(ctx, instance_uuid, old_volume_id, new_volume_id, exc)
+            await self._release_new(token, old_volume_id, new_volume_id, new_attachment_id)
+            if migrating:
+                await self._migration_completion(token, old_volume_id, new_volume_id, True)
+            return True
+
+        try:
+            await self._complete_attachment(token, new_attachment_id)
+        except Exception as exc:  # noqa: BLE001 - moved back, or recorded
+            if await moved_back(exc):
+                return
+            errors.append(f"the new attachment was not completed: {_message(exc)}")
+        volume_id = keep
+        if migrating:
+            # Before the old attachment goes (Block Storage's completion removes it): a
+            # migration it could not complete moves the guest back onto the old volume.
+            try:
+                volume_id = await self._migration_completion(
+                    token, old_volume_id, new_volume_id, False
+                )
+            except Exception as exc:  # noqa: BLE001 - moved back, or recorded
+                if await moved_back(exc):
+                    return
+                errors.append(f"the migration was not completed: {_message(exc)}")
+                # Whose attachment it is now, as Block Storage says (else the new volume's).
+                volume_id = await self._attachment_volume(token, new_attachment_id, new_volume_id)
         if bdm["attachment_id"]:
             await self._drop_attachment(token, bdm["attachment_id"])
-        error = None
         if migrating:
             try:
-                keep = await self._migration_completion(token, old_volume_id, new_volume_id, False)
                 info = await self._attachment_connection(token, new_attachment_id) or info
                 await self.driver.update_volume_connection(
-                    instance_uuid, BlockDevice(keep, bdm["device_name"], info, bdm["boot_index"])
+                    instance_uuid,
+                    BlockDevice(volume_id, bdm["device_name"], info, bdm["boot_index"]),
+                    previous_volume_id=keep,
                 )
-            except Exception as exc:  # noqa: BLE001 - the guest reads the new volume already
-                error = _message(exc)
-                LOG.warning("migration of volume %s not completed: %s", old_volume_id, error)
-        await self.conductor.block_device_update(
-            ctx,
-            bdm["id"],
-            {"volume_id": keep, "attachment_id": new_attachment_id, "connection_info": info},
-        )
+            except Exception as exc:  # noqa: BLE001 - recorded
+                errors.append(f"the volume's connection was not updated: {_message(exc)}")
+        values: dict[str, Any] = {
+            "volume_id": volume_id,
+            "attachment_id": new_attachment_id,
+            "connection_info": info,
+        }
+        if resize_to:
+            values["volume_size"] = resize_to
+        await self.conductor.block_device_update(ctx, bdm["id"], values)
         await self._refresh_device_metadata(ctx, instance_uuid)
+        error = "; ".join(errors) or None
         if error is not None:
+            LOG.warning("swap of volume %s of %s: %s", old_volume_id, instance_uuid, error)
             await self.conductor.complete_move(
                 ctx, instance_uuid, {}, fault=f"swap_volume: {error}", host=self.host
             )
         await self.conductor.action_event(
-            ctx, instance_uuid, event, host=self.host, finish=True, error=error
+            ctx, instance_uuid, EVENT, host=self.host, finish=True, error=error
         )
 
-    async def _swap_failed(
+    async def _move_back(self, instance_uuid: str, volume_id: str, bdm: dict[str, Any]) -> bool:
+        """The guest's device moved back onto the old volume (its attachment is still
+        connected): whether it reads it again."""
+        old = BlockDevice(
+            bdm["volume_id"], bdm["device_name"], bdm["connection_info"] or {}, bdm["boot_index"]
+        )
+        try:
+            await self.driver.swap_volume(instance_uuid, volume_id, old)
+        except Exception as exc:  # noqa: BLE001 - the records follow the guest instead
+            LOG.warning(
+                "volume of %s not moved back onto %s: %s", instance_uuid, old.volume_id, exc
+            )
+            return False
+        return True
+
+    async def _roll_back(
         self, ctx: dict, instance_uuid: str, old_id: str, new_id: str, exc: BaseException
     ) -> None:
         message = _message(exc)
@@ -117,8 +205,15 @@ class VolumeSwap:
             host=self.host,
         )
         await self.conductor.action_event(
-            ctx, instance_uuid, "compute_swap_volume", host=self.host, finish=True, error=message
+            ctx, instance_uuid, EVENT, host=self.host, finish=True, error=message
         )
+
+    async def _release_new(
+        self, token: str, old_volume_id: str, new_volume_id: str, new_attachment_id: str
+    ) -> None:
+        """The old volume in-use again, the new one's attachment deleted (available)."""
+        await self._quiet_action(token, old_volume_id, {"os-roll_detaching": None})
+        await self._drop_attachment(token, new_attachment_id)
 
     async def _get_volume(self, token: str, volume_id: str) -> dict[str, Any]:
         assert self.volumes is not None
@@ -141,6 +236,15 @@ class VolumeSwap:
         path = url_path("/v3/attachments/{}", attachment_id)
         found = await self.volumes.json("GET", path, token, headers=VOLUME_API)
         return found["attachment"].get("connection_info") or {}
+
+    async def _attachment_volume(self, token: str, attachment_id: str, default: str) -> str:
+        assert self.volumes is not None
+        try:
+            path = url_path("/v3/attachments/{}", attachment_id)
+            found = await self.volumes.json("GET", path, token, headers=VOLUME_API)
+        except Exception:  # noqa: BLE001 - not moved as far as this host knows
+            return default
+        return found["attachment"].get("volume_id") or default
 
     async def _migration_completion(
         self, token: str, volume_id: str, new_volume_id: str, error: bool
@@ -166,6 +270,18 @@ class VolumeSwap:
             await self.volumes.request("POST", path, token, headers=VOLUME_API, json=action)
         except Exception:  # noqa: BLE001 - best effort, logged
             LOG.warning("%s of volume %s failed", next(iter(action)), volume_id)
+
+
+def keyed_lock(locks: weakref.WeakValueDictionary[str, asyncio.Lock], key: str) -> asyncio.Lock:
+    """The lock of `key` in a table of weak references: it stays in the table while a
+    task holds it (by `async with`, which keeps it referenced) or waits for it, and
+    goes by itself once none does, so that the table does not keep a lock per server
+    ever seen here. A new lock is only made when no task holds or awaits one for
+    `key`: mutual exclusion holds across it."""
+    lock = locks.get(key)
+    if lock is None:
+        lock = locks[key] = asyncio.Lock()
+    return lock
 
 
 def _message(exc: BaseException) -> str:

@@ -185,6 +185,9 @@ class Instance(Timestamps, Base):
     # cumulo.compute.device_metadata), as its host last saw them.
     device_metadata: Mapped[list | None] = mapped_column(JSON)
     server_group_id: Mapped[str | None] = mapped_column(UUID)
+    # The scheduler hints given at create, each a list of strings (Nova's request spec
+    # keeps them so; shown from 2.100).
+    scheduler_hints: Mapped[dict | None] = mapped_column(JSON)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
 

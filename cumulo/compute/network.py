@@ -11,11 +11,15 @@ ports the user brought are only unbound.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from cumulo.common.service_client import ServiceClient, ServiceError
+from cumulo.common.service_client import ServiceClient, ServiceError, url_path
 from cumulo.compute.virt.driver import Vif
+
+LOG = logging.getLogger(__name__)
 
 
 class NetworkAllocationError(Exception):
@@ -37,7 +41,19 @@ class PortBindingFailed(NetworkAllocationError):
         self.port_id = port_id
 
 
+class PortBindingActivationFailed(NetworkAllocationError):
+    """The Network service could not activate a port's binding to the destination."""
+
+    def __init__(self, port_id: str, host: str) -> None:
+        super().__init__(f"Binding for port {port_id} and host {host} could not be activated.")
+        self.port_id = port_id
+
+
 BINDING_FAILED = "binding_failed"
+# Neutron's multiple port bindings (an inactive binding on a live migration's
+# destination, activated when the guest arrives); how long the answer is kept.
+PORT_BINDING_EXTENDED = "binding-extended"
+EXTENSION_CACHE_SECONDS = 600.0
 
 
 NETWORK_AMBIGUOUS = "Multiple possible networks found, use a Network ID to be more specific."
@@ -84,6 +100,7 @@ class NetworkClient:
         self.network = network
         # Binding a port to a host is the compute service's right, not the user's.
         self.service_token = service_token
+        self._extended: tuple[float, bool] | None = None
 
     async def _requested_network(
         self, token: str, project_id: str, auto: bool
@@ -248,6 +265,89 @@ class NetworkClient:
             )
         return bound
 
+    async def has_port_binding_extension(self) -> bool:
+        """Whether the Network service lists `binding-extended` (Nova's
+        has_port_binding_extension), asked again every EXTENSION_CACHE_SECONDS."""
+        now = time.monotonic()
+        if self._extended is not None and now - self._extended[0] < EXTENSION_CACHE_SECONDS:
+            return self._extended[1]
+        try:
+            await self.network.json(
+                "GET", f"/v2.0/extensions/{PORT_BINDING_EXTENDED}", await self.service_token()
+            )
+            found = True
+        except ServiceError as exc:
+            if exc.status != 404:
+                raise
+            found = False
+        self._extended = (now, found)
+        return found
+
+    async def bind_ports_to_host(
+        self, info: list[dict[str, Any]], host: str
+    ) -> dict[str, dict[str, Any]]:
+        """An INACTIVE binding of each of the instance's ports on `host`, with the
+        port's vnic_type and profile (Nova's bind_ports_to_host); the bindings by port.
+        PortBindingFailed when one cannot be made there: those made are deleted."""
+        token = await self.service_token()
+        made: dict[str, dict[str, Any]] = {}
+        for entry in info:
+            port_id = entry["port_id"]
+            try:
+                port = (await self.network.json("GET", url_path("/v2.0/ports/{}", port_id), token))[
+                    "port"
+                ]
+                body = {
+                    "binding": {
+                        "host": host,
+                        "vnic_type": port.get("binding:vnic_type") or "normal",
+                        "profile": port.get("binding:profile") or {},
+                    }
+                }
+                path = url_path("/v2.0/ports/{}/bindings", port_id)
+                try:
+                    binding = (await self.network.json("POST", path, token, json=body))["binding"]
+                except ServiceError as exc:
+                    if exc.status != 409:
+                        raise
+                    # Left by a move that ended without cleaning up: made again.
+                    await self._delete_binding(token, port_id, host)
+                    binding = (await self.network.json("POST", path, token, json=body))["binding"]
+            except ServiceError as exc:
+                LOG.warning("binding port %s to host %s failed: %s", port_id, host, exc)
+                for done in made:
+                    try:
+                        await self._delete_binding(token, done, host)
+                    except ServiceError:
+                        LOG.warning("could not delete port %s's binding to %s", done, host)
+                raise PortBindingFailed(port_id) from exc
+            made[port_id] = binding
+        return made
+
+    async def activate_port_bindings(self, info: list[dict[str, Any]], host: str) -> None:
+        """Make each port's binding on `host` its active one (Nova's
+        migrate_instance_start); one already active is left as it is."""
+        token = await self.service_token()
+        for entry in info:
+            path = url_path("/v2.0/ports/{}/bindings/{}/activate", entry["port_id"], host)
+            try:
+                await self.network.json("PUT", path, token)
+            except ServiceError as exc:
+                if exc.status == 409:  # already active
+                    continue
+                raise PortBindingActivationFailed(entry["port_id"], host) from exc
+
+    async def delete_port_bindings(self, info: list[dict[str, Any]], host: str) -> None:
+        """Delete each port's binding on `host`; one not there is fine."""
+        token = await self.service_token()
+        for entry in info:
+            await self._delete_binding(token, entry["port_id"], host)
+
+    async def _delete_binding(self, token: str, port_id: str, host: str) -> None:
+        await self.network.request(
+            "DELETE", url_path("/v2.0/ports/{}/bindings/{}", port_id, host), token, ok=(204, 404)
+        )
+
     async def deallocate_for_instance(
         self, token: str, info: list[dict[str, Any]], instance_uuid: str | None = None
     ) -> None:
@@ -301,6 +401,7 @@ def _port_info(
         "bridge": (port.get("binding:vif_details") or {}).get("bridge_name"),
         "netns": (port.get("binding:vif_details") or {}).get("netns"),
         "ovsdb": (port.get("binding:vif_details") or {}).get("ovsdb"),
+        "datapath_type": (port.get("binding:vif_details") or {}).get("datapath_type"),
         "preexisting": preexisting,
     }
 
@@ -323,6 +424,26 @@ def _ip_info(ip: dict[str, Any], subnet: dict[str, Any] | None) -> dict[str, Any
     return info
 
 
+def with_bindings(
+    info: list[dict[str, Any]], bindings: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The network info as the ports are bound by these bindings (by port): where the
+    destination's data plane wires them."""
+    bound = []
+    for entry in info:
+        details = (bindings.get(entry["port_id"]) or {}).get("vif_details") or {}
+        bound.append(
+            {
+                **entry,
+                "bridge": details.get("bridge_name"),
+                "netns": details.get("netns"),
+                "ovsdb": details.get("ovsdb"),
+                "datapath_type": details.get("datapath_type"),
+            }  # fmt: skip
+        )
+    return bound
+
+
 def vifs_from_info(info: list[dict[str, Any]]) -> tuple[Vif, ...]:
     return tuple(
         Vif(
@@ -334,6 +455,7 @@ def vifs_from_info(info: list[dict[str, Any]]) -> tuple[Vif, ...]:
             bridge=e.get("bridge"),
             netns=e.get("netns"),
             ovsdb=e.get("ovsdb"),
+            datapath_type=e.get("datapath_type"),
         )
         for e in info
     )

@@ -343,16 +343,22 @@ class ComputeAPI:
         )
 
     async def rebuild_instance(
-        self, ctx: Context, host: str, instance_uuid: str, reimage_image: str | None = None
+        self,
+        ctx: Context,
+        host: str,
+        instance_uuid: str,
+        reimage_image: str | None = None,
+        admin_password: str | None = None,
     ) -> None:
         """`reimage_image`: a volume-backed server's root volume is reimaged from this
-        image first (2.93)."""
+        image first (2.93); `admin_password`: the guest's new one."""
         await self.bus.cast(
             compute_topic(host),
             "rebuild_instance",
             ctx,
             instance_uuid=instance_uuid,
             reimage_image=reimage_image,
+            admin_password=admin_password,
         )
 
     async def resize_instance(
@@ -473,6 +479,13 @@ class ComputeAPI:
     async def get_vnc_console(self, ctx: Context, host: str, instance_uuid: str) -> dict[str, Any]:
         return await self.bus.call(
             compute_topic(host), "get_vnc_console", ctx, instance_uuid=instance_uuid, timeout=30
+        )
+
+    async def get_serial_console(
+        self, ctx: Context, host: str, instance_uuid: str
+    ) -> dict[str, Any]:
+        return await self.bus.call(
+            compute_topic(host), "get_serial_console", ctx, instance_uuid=instance_uuid, timeout=30
         )
 
     async def get_diagnostics(self, ctx: Context, host: str, instance_uuid: str) -> dict[str, Any]:

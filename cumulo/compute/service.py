@@ -25,7 +25,7 @@ from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound, NotI
 from cumulo.common.policy import Policy
 from cumulo.common.rpc import RemoteError, Transport
 from cumulo.common.service_client import ServiceClient, ServiceError, url_path
-from cumulo.compute import personality, quotas, rpcapi
+from cumulo.compute import image_properties, personality, quotas, rpcapi
 from cumulo.compute.models import (
     BlockDeviceMapping,
     Flavor,
@@ -48,6 +48,7 @@ from cumulo.compute.policies import COMPUTE_RULES
 from cumulo.compute.scheduler.claims import COMPUTE_BINARY, release
 from cumulo.compute.service_moves import BOOT_PROPERTIES, ServerMoves
 from cumulo.compute.states import TaskState, VmState, check_state
+from cumulo.compute.virt.driver import MACHINE_TYPE_KEY
 
 LOG = logging.getLogger(__name__)
 BDM_SOURCES = ("volume", "image", "snapshot", "blank")
@@ -122,6 +123,8 @@ class CreateRequest:
     # Scheduler hints: servers to share a host with / to stay away from.
     same_host: list[str] = field(default_factory=list)
     different_host: list[str] = field(default_factory=list)
+    # Every hint given, as the server keeps them (each a list of strings).
+    scheduler_hints: dict[str, list[str]] = field(default_factory=dict)
     block_device_mapping: list[dict[str, Any]] = field(default_factory=list)
     auto_disk_config: bool = False
     # 2.90: the guest's hostname, instead of one made from the name.
@@ -247,6 +250,13 @@ class ComputeService(ServerMoves):
     def _check_flavor_fits_image(flavor: Flavor, image: dict[str, Any]) -> None:
         if flavor.memory_mb < int(image.get("min_ram") or 0):
             raise BadRequest("Flavor's memory is too small for requested image.")
+        # Nova's get_secure_boot_constraint (FlavorImageConflict, 400).
+        wanted = (flavor.extra_specs or {}).get("os:secure_boot"), image.get("os_secure_boot")
+        if all(wanted) and wanted[0] != wanted[1]:
+            raise BadRequest(
+                "Conflicting values for secure_boot found in the flavor "
+                f"({wanted[0]}) and the image ({wanted[1]})."
+            )
         if flavor.root_gb:
             size = int(image.get("size") or 0)
             if size > flavor.root_gb * GiB:
@@ -409,6 +419,7 @@ class ComputeService(ServerMoves):
                     metadata_items=dict(req.metadata),
                     tags=list(req.tags),
                     server_group_id=group.uuid if group else None,
+                    scheduler_hints=dict(req.scheduler_hints),
                     system_metadata=personality.with_files(
                         {
                             **{
@@ -416,6 +427,7 @@ class ComputeService(ServerMoves):
                                 for k, v in (image or {}).items()
                                 if k in _IMAGE_SYSMETA
                             },
+                            **image_properties.sysmeta_of(image or {}),
                             **({AUTO_DISK_CONFIG: "True"} if req.auto_disk_config else {}),
                             # The booting user's roles, for dynamic vendordata (as Nova).
                             "boot_roles": ",".join(sorted(ctx.roles)),
@@ -863,6 +875,10 @@ class ComputeService(ServerMoves):
                         body[key] = source[key]
             except ServiceError:
                 pass  # the image is gone: the snapshot boots on its own
+        # The machine type the server runs on (Nova's snapshot carries its recorded image
+        # properties): a server booted from the snapshot gets the same machine.
+        if sysmeta.get(MACHINE_TYPE_KEY) and "hw_machine_type" not in metadata:
+            body["hw_machine_type"] = sysmeta[MACHINE_TYPE_KEY]
         # The task first: a second snapshot while one is saved is a 409 that leaves no image.
         await self._set_task(inst, TaskState.IMAGE_SNAPSHOT, {None})
         try:
@@ -887,10 +903,12 @@ class ComputeService(ServerMoves):
         changes: dict[str, Any],
         reimage_boot_volume: bool = False,
         injected_files: list[tuple[str, str]] | None = None,
+        admin_pass: str | None = None,
     ) -> Instance:
-        """A new root disk from `image_ref`. A volume-backed server keeps its root volume:
-        with `reimage_boot_volume` (2.93) the volume is reimaged from the image by Block
-        Storage; without it only its own image is accepted (Nova's ImageUnacceptable).
+        """A new root disk from `image_ref`, the guest told `admin_pass`. A volume-backed
+        server keeps its root volume: with `reimage_boot_volume` (2.93) the volume is
+        reimaged from the image by Block Storage; without it only its own image is
+        accepted (Nova's ImageUnacceptable).
         The personality files `injected_files` replace the server's (none given: it has
         none, as Nova's rebuild injects only the files it is given)."""
         self._check_lock(ctx, inst)
@@ -915,6 +933,19 @@ class ComputeService(ServerMoves):
             )
         await self._check_injected_files(ctx, injected_files or [])
         sysmeta = changes.get("system_metadata", inst.system_metadata or {})
+        booted = inst.image_ref or ((root_volume or {}).get("volume_image_metadata") or {}).get(
+            "image_id"
+        )
+        if image["id"] != booted:
+            # Another image: the spawn records the machine type anew (Nova drops what it
+            # kept of the old image; the same image keeps the server's), and the server
+            # keeps the new image's properties instead of the old one's.
+            sysmeta = {
+                k: v
+                for k, v in sysmeta.items()
+                if k != MACHINE_TYPE_KEY and not image_properties.is_kept_property(k)
+            }
+            sysmeta.update(image_properties.sysmeta_of(image))
         changes = {
             **changes,
             "system_metadata": personality.with_files(sysmeta, injected_files or []),
@@ -923,7 +954,11 @@ class ComputeService(ServerMoves):
         await self._set_task(inst, TaskState.REBUILDING, {None})
         inst = await self.update_instance(inst.uuid, changes)
         await self.compute_rpc.rebuild_instance(
-            self.rpc_context(ctx), inst.host, inst.uuid, reimage_image=reimage
+            self.rpc_context(ctx),
+            inst.host,
+            inst.uuid,
+            reimage_image=reimage,
+            admin_password=admin_pass,
         )
         return inst
 
@@ -1256,17 +1291,30 @@ class ComputeService(ServerMoves):
 
     # -- consoles, diagnostics, passwords ------------------------------------------------
 
-    async def vnc_console(self, ctx: RequestContext, inst: Instance) -> dict[str, Any]:
+    async def _host_console(self, ctx: RequestContext, inst: Instance, kind: str) -> dict[str, Any]:
+        """Where the guest's `kind` console is, from its host (409 while it cannot have
+        one; 400 when its host says it has none of this kind)."""
         if not inst.host or inst.vm_state != VmState.ACTIVE:
             raise Conflict(
                 f"Instance {inst.uuid} is not ready for a console (vm_state {inst.vm_state})."
             )
+        ask = getattr(self.compute_rpc, f"get_{kind}_console")
         try:
-            return await self.compute_rpc.get_vnc_console(
-                self.rpc_context(ctx), inst.host, inst.uuid
-            )
+            return await ask(self.rpc_context(ctx), inst.host, inst.uuid)
         except RemoteError as exc:
+            if exc.type == "ConsoleTypeUnavailable":
+                raise BadRequest(exc.message) from None
             raise Conflict(f"No console for instance {inst.uuid}: {exc.message}") from None
+
+    async def vnc_console(self, ctx: RequestContext, inst: Instance) -> dict[str, Any]:
+        return await self._host_console(ctx, inst, "vnc")
+
+    async def serial_console(self, ctx: RequestContext, inst: Instance) -> dict[str, Any]:
+        """Where the guest's serial port is (Nova's get_serial_console): 400 when serial
+        consoles are off or the guest has no interactive serial port."""
+        if not self.config.compute.serial_console_enabled:
+            raise BadRequest("Unavailable console type serial.")
+        return await self._host_console(ctx, inst, "serial")
 
     async def diagnostics(self, ctx: RequestContext, inst: Instance) -> dict[str, Any]:
         self.policy.enforce("compute:diagnostics", ctx, {"project_id": inst.project_id})

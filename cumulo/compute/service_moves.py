@@ -39,6 +39,9 @@ BOOT_PROPERTIES = (
     "os_distro",
     "os_version",
     "hw_disk_bus",
+    "hw_firmware_type",
+    "hw_machine_type",
+    "os_secure_boot",
 )
 # Live migrations that can still be aborted or forced to complete.
 IN_PROGRESS_LIVE = ("queued", "preparing", "running")
@@ -288,7 +291,10 @@ class ServerMoves:
     @check_state(vm_state=[VmState.ACTIVE, VmState.STOPPED])
     async def migrate(self, inst: Instance, ctx: RequestContext, host: str | None) -> None:
         """Cold migration: the same flavor on another host (chosen, or `host` from 2.56)."""
-        self.policy.enforce("compute:servers:migrate", ctx, {"project_id": inst.project_id})
+        target = {"project_id": inst.project_id}
+        self.policy.enforce("compute:servers:migrate", ctx, target)
+        if host:
+            self.policy.enforce("compute:servers:migrate:host", ctx, target)
         self._check_lock(ctx, inst)
         await self._check_target_host(inst, host)
         await self._start_cold_move(ctx, inst, "migration", dict(inst.flavor), host)
@@ -381,7 +387,10 @@ class ServerMoves:
         block_migration: bool | None,
     ) -> None:
         """os-migrateLive: `block_migration` None is "auto" (local disks are copied)."""
-        self.policy.enforce("compute:servers:migrate_live", ctx, {"project_id": inst.project_id})
+        target = {"project_id": inst.project_id}
+        self.policy.enforce("compute:servers:migrate_live", ctx, target)
+        if host:
+            self.policy.enforce("compute:servers:migrate_live:host", ctx, target)
         self._check_lock(ctx, inst)
         if not inst.host:
             raise Conflict(f"Instance {inst.uuid} is not on a host.")
@@ -416,7 +425,9 @@ class ServerMoves:
         return migration
 
     async def force_complete(self, inst: Instance, ctx: RequestContext, migration_id: str) -> None:
-        self.policy.enforce("compute:servers:migrations", ctx, {"project_id": inst.project_id})
+        self.policy.enforce(
+            "compute:servers:migrations:force_complete", ctx, {"project_id": inst.project_id}
+        )
         if inst.task_state != TaskState.MIGRATING:
             raise Conflict(
                 f"Cannot 'force_complete' instance {inst.uuid} while it is in task_state "
@@ -437,7 +448,9 @@ class ServerMoves:
     async def abort_live_migration(
         self, inst: Instance, ctx: RequestContext, migration_id: str
     ) -> None:
-        self.policy.enforce("compute:servers:migrations", ctx, {"project_id": inst.project_id})
+        self.policy.enforce(
+            "compute:servers:migrations:delete", ctx, {"project_id": inst.project_id}
+        )
         if inst.task_state != TaskState.MIGRATING:
             raise Conflict(
                 f"Cannot 'abort' instance {inst.uuid} while it is in task_state {inst.task_state}"

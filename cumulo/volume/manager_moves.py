@@ -15,10 +15,15 @@ anywhere deletes the new volume and leaves the volume where it was, `migration_s
 An attached volume is copied by Compute, as Cinder's generic migration has Nova do it:
 this backend asks Compute to swap each server's volume for the new one (Nova's
 update_server_volume, with the service user's token); the host mirrors the data while
-the guest runs, moves the server to a new attachment of the new volume, deletes the
-old one and calls os-migrate_volume_completion, which completes the migration here:
-the new volume's attachments become the volume's (their connection info as it is
-after the rename), and the volume is `in-use` again on the destination.
+the guest runs, moves the server to a new attachment of the new volume and calls
+os-migrate_volume_completion, which completes the migration here: the new volume's
+attachments become the volume's (their connection info as it is after the rename),
+the old attachments they replace are removed (Cinder's completion detaches the
+source), and the volume is `in-use` again on the destination. When this completion
+fails, Compute is answered a failure (500) and nothing is half-done: the volume
+stays where it is with its data and attachments (migration_status `error`); the new
+volume stays until Compute has moved its guest back onto the volume and ended the
+migration with error=true, which deletes it.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from cumulo.common.db import Database, utcnow
 from cumulo.common.identity_client import IdentityClient
@@ -50,6 +55,11 @@ MOVES_RPC_METHODS = frozenset({
 
 class MigrationFailed(Exception):
     pass
+
+
+class CompletionFailed(Exception):
+    """The copied data could not be swapped in: the migration ended in error (a 500
+    to os-migrate_volume_completion, which Compute's swap rolls back on)."""
 
 
 class VolumeMovesMixin:
@@ -114,7 +124,8 @@ class VolumeMovesMixin:
             return
         finally:
             self._copying.discard(new_volume_id)
-        await self._complete_migration(context, volume_id, new_volume_id, new_type_id)
+        with contextlib.suppress(CompletionFailed):  # ended in error, logged
+            await self._complete_migration(context, volume_id, new_volume_id, new_type_id)
 
     async def _servers_of(self, volume_id: str) -> list[str]:
         async with self.db.read() as session:
@@ -209,10 +220,35 @@ class VolumeMovesMixin:
     async def _complete_migration(
         self, context: dict[str, Any], volume_id: str, new_volume_id: str, new_type_id: str | None
     ) -> None:
-        if not await self._set_migration(volume_id, states.MIGRATING, states.MIGRATION_COMPLETING):
-            LOG.warning("migration of volume %s ended meanwhile: not completed", volume_id)
+        """The new volume's data (renamed to the volume's) becomes the volume's. Raises
+        CompletionFailed when it could not, all undone: the volume stays here with its
+        data, migration_status `error`; the new volume is deleted, unless a server
+        reads it (Compute's swap): Compute moves its guest back onto the volume, then
+        ends the migration with error=true, which deletes it."""
+        try:
+            if not await self._set_migration(
+                volume_id, states.MIGRATING, states.MIGRATION_COMPLETING
+            ):
+                raise CompletionFailed(f"the migration of volume {volume_id} ended meanwhile")
+            await self._swap_in(context, volume_id, new_volume_id, new_type_id)
+        except Exception as exc:
+            LOG.error("migration of volume %s could not be completed: %s", volume_id, exc)
+            async with self.db.read() as session:
+                read = await session.scalar(
+                    select(Attachment.id).where(Attachment.volume_id == new_volume_id).limit(1)
+                )
+            await self._fail_migration(context, volume_id, None if read else new_volume_id)
+            if isinstance(exc, CompletionFailed):
+                raise
+            raise CompletionFailed(
+                f"the migration of volume {volume_id} could not be completed: {exc}"
+            ) from exc
+        finally:
             self._copied.discard(new_volume_id)
-            return
+
+    async def _swap_in(
+        self, context: dict[str, Any], volume_id: str, new_volume_id: str, new_type_id: str | None
+    ) -> None:
         async with self.db.read() as session:
             new = await session.get(Volume, new_volume_id)
             attached = list(
@@ -220,9 +256,19 @@ class VolumeMovesMixin:
                     select(Attachment).where(Attachment.volume_id == new_volume_id)
                 )
             )
+            # Cinder's completion detaches the volume from the servers that hold the new
+            # volume now (Compute's swap left their old attachments to it).
+            servers = {a.instance_uuid for a in attached if a.instance_uuid}
+            replaced = list(
+                await session.scalars(
+                    select(Attachment.id).where(
+                        Attachment.volume_id == volume_id, Attachment.instance_uuid.in_(servers)
+                    )
+                )
+            )
+        if new is None:
+            raise CompletionFailed(f"the new volume {new_volume_id} is gone")
         try:
-            if new is None:
-                raise MigrationFailed(f"the new volume {new_volume_id} is gone")
             connections = await self.volume_rpc.update_migrated_volume(
                 context,
                 new.host,
@@ -230,35 +276,60 @@ class VolumeMovesMixin:
                 volume_id,
                 {a.id: json.loads(a.connection_info) for a in attached if a.connection_info},
             )
-        except Exception as exc:  # noqa: BLE001
-            LOG.error("migration of volume %s could not be completed: %s", volume_id, exc)
-            await self._fail_migration(context, volume_id, new_volume_id)
-            return
-        finally:
-            self._copied.discard(new_volume_id)
-        assert new is not None
+            await self._take_place(volume_id, new, attached, connections, replaced, new_type_id)
+        except Exception:
+            # The data goes back to the new volume's name if it was renamed (the volume
+            # stays here); the driver refuses when that name is still taken.
+            with contextlib.suppress(Exception):
+                await self.volume_rpc.update_migrated_volume(
+                    context, new.host, volume_id, new_volume_id
+                )
+            raise
+        LOG.info("volume %s moved from %s to %s", volume_id, self.backend_host, new.host)
+        for export in replaced:  # as Cinder: a detach that fails does not fail the migration
+            try:
+                await self.driver.terminate_connection(volume_id, export)
+            except Exception:  # noqa: BLE001
+                LOG.exception("the export %s of volume %s was not removed", export, volume_id)
+        try:
+            await self.driver.delete_volume(volume_id)
+        except Exception:  # noqa: BLE001 - a start of this backend removes it (see recovery)
+            LOG.exception("the data volume %s left on %s was not removed", volume_id, self.host)
+
+    async def _take_place(
+        self,
+        volume_id: str,
+        new: Volume,
+        attached: list[Attachment],
+        connections: dict[str, dict[str, Any]],
+        replaced: list[str],
+        new_type_id: str | None,
+    ) -> None:
+        """One transaction: the volume takes the new volume's host and attachments, the
+        new volume's row and the attachments those replace go."""
         async with self.db.write() as session:
             volume = await session.get(Volume, volume_id)
-            gone = await session.get(Volume, new_volume_id)
-            if volume is not None:
-                values: dict[str, Any] = {
-                    "host": new.host,
-                    "availability_zone": new.availability_zone,
-                    "migration_status": states.MIGRATION_SUCCESS,
-                }
-                if new_type_id:
-                    specs = await session.execute(
-                        select(VolumeTypeExtraSpec.key, VolumeTypeExtraSpec.value).where(
-                            VolumeTypeExtraSpec.type_id == new_type_id
-                        )
+            gone = await session.get(Volume, new.id)
+            if volume is None or volume.migration_status != states.MIGRATION_COMPLETING:
+                raise CompletionFailed(f"the migration of volume {volume_id} ended meanwhile")
+            values: dict[str, Any] = {
+                "host": new.host,
+                "availability_zone": new.availability_zone,
+                "migration_status": states.MIGRATION_SUCCESS,
+            }
+            if new_type_id:
+                specs = await session.execute(
+                    select(VolumeTypeExtraSpec.key, VolumeTypeExtraSpec.value).where(
+                        VolumeTypeExtraSpec.type_id == new_type_id
                     )
-                    values["type_id"] = new_type_id
-                    values["multiattach"] = type_multiattach(dict(specs.all()))
-                values.update(self._status_after_move(volume))
-                if attached:  # Compute's swap: the server holds the new volume's attachment
-                    values.update(status=states.IN_USE, attach_status=states.ATTACHED)
-                for key, value in values.items():
-                    setattr(volume, key, value)
+                )
+                values["type_id"] = new_type_id
+                values["multiattach"] = type_multiattach(dict(specs.all()))
+            values.update(self._status_after_move(volume))
+            if attached:  # Compute's swap: the server holds the new volume's attachment
+                values.update(status=states.IN_USE, attach_status=states.ATTACHED)
+            for key, value in values.items():
+                setattr(volume, key, value)
             for row in attached:  # Cinder: the new volume's attachments become the volume's
                 await session.execute(
                     update(Attachment)
@@ -270,14 +341,11 @@ class VolumeMovesMixin:
                         else row.connection_info,
                     )
                 )
+            for export in replaced:
+                await session.execute(delete(Attachment).where(Attachment.id == export))
             if gone is not None:
                 await session.flush()
                 await session.delete(gone)  # its data now carries the volume's name there
-        LOG.info("volume %s moved from %s to %s", volume_id, self.backend_host, new.host)
-        try:
-            await self.driver.delete_volume(volume_id)
-        except Exception:  # noqa: BLE001 - a start of this backend removes it (see recovery)
-            LOG.exception("the data volume %s left on %s was not removed", volume_id, self.host)
 
     @staticmethod
     def _status_after_move(volume: Volume) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """A real guest through the whole cloud: `openstack server create` boots the tiny QEMU
 guest on a linuxbridge network; it gets the IP Neutron gave its port over DHCP, reads its
-hostname and key from the config drive, runs its user data and lets the key pair's key
-in over SSH."""
+hostname and key from the config drive, runs its user data, lets the key pair's key in
+over SSH and finds its NIC's device role tag in meta_data.json at the address it sees."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -105,14 +106,16 @@ def test_server_create_boots_a_guest_that_gets_its_ip_and_its_data(cloud_with_gu
     cloud.openstack("security group", "rule", "create", "--protocol", "tcp", "--dst-port",
                     "22", "--remote-ip", "0.0.0.0/0", "default", **demo)  # fmt: skip
     server = cloud.openstack(
+        "--os-compute-api-version",
+        "2.52",  # a tag on a --nic: 2.43 and later (the API takes networks[].tag from 2.42)
         "server",
         "create",
         "--image",
         "tiny",
         "--flavor",
         "m1.tiny",
-        "--network",
-        "private",
+        "--nic",
+        "net-id=private,tag=uplink",
         "--user-data",
         str(tmp_path / "ud.sh"),
         "--key-name",
@@ -143,18 +146,35 @@ def test_server_create_boots_a_guest_that_gets_its_ip_and_its_data(cloud_with_gu
     from cumulo.network.dataplane.linuxbridge import LinuxBridgeDriver
 
     network = cloud.openstack("network", "show", "private", "-f", "json", **demo)
-    ssh = subprocess.run(
-        ["ip", "netns", "exec", LinuxBridgeDriver(cloud.state_dir).dhcp_ns(network["id"]),
-         "ssh", "-i", str(tmp_path / "k"), "-o", "BatchMode=yes", "-o", "ConnectTimeout=20",
-         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-         f"root@{port_ip}",
-         "set -eu -o pipefail; hostname; sudo lsblk -lb --nodeps"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert ssh.returncode == 0, ssh.stderr
-    hostname, header, *disks = ssh.stdout.splitlines()
+
+    def in_guest(command: str) -> str:
+        ssh = subprocess.run(
+            ["ip", "netns", "exec", LinuxBridgeDriver(cloud.state_dir).dhcp_ns(network["id"]),
+             "ssh", "-i", str(tmp_path / "k"), "-o", "BatchMode=yes", "-o", "ConnectTimeout=20",
+             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             f"root@{port_ip}", f"set -eu -o pipefail; {command}"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert ssh.returncode == 0, ssh.stderr
+        return ssh.stdout
+
+    hostname, header, *disks = in_guest("hostname; sudo lsblk -lb --nodeps").splitlines()
     assert hostname == "vm1" and header.split()[5] == "TYPE"
     assert any(line.split()[:1] == ["vda"] and line.split()[5] == "disk" for line in disks)
+
+    # The NIC's tag is in meta_data.json's devices, from the metadata service (read with
+    # `curl` as Tempest's device tagging tests do) and on the config drive, at the MAC and
+    # the PCI address the guest itself finds eth0 at (the PCI device above its virtio one).
+    mac, device = in_guest(
+        "cat /sys/class/net/eth0/address; readlink -f /sys/class/net/eth0/device/.."
+    ).split()
+    metadata_url = "http://169.254.169.254/openstack/latest/meta_data.json"
+    for source in (f"curl {metadata_url}", "cat /mnt/config/openstack/latest/meta_data.json"):
+        devices = json.loads(in_guest(source))["devices"]
+        assert devices == [
+            {"type": "nic", "bus": "pci", "address": device.rsplit("/", 1)[-1], "mac": mac,
+             "tags": ["uplink"], "vf_trusted": False}
+        ], source  # fmt: skip
 
     # The console URL opens the guest's own VNC server through the noVNC proxy.
     url = cloud.openstack("console", "url", "show", "--novnc", "vm1", "-f", "json", **demo)

@@ -175,12 +175,14 @@ def register_tiny_images(runner: CloudRunner, work: Path) -> None:
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def guests(tmp_path_factory):
+@contextlib.contextmanager
+def guest_pair(tmp_path_factory, host: str = HOST, network_driver: str = "linuxbridge"):
+    """A cloud on `network_driver` with the two guests, in a security group of their own
+    without an ICMP rule, pinging each other."""
     require_real_guests()
     state = tmp_path_factory.mktemp("qemu-guests")
     work = tmp_path_factory.mktemp("qemu-guests-work")
-    configure_guest_state_dir(state, HOST)
+    configure_guest_state_dir(state, host, network_driver)
     runner = CloudRunner(state).start(timeout=120)
     g = Guests(runner, work)
     try:
@@ -209,7 +211,14 @@ def guests(tmp_path_factory):
         stop_guest_cloud(runner)
 
 
-def test_guests_cannot_ping_without_an_icmp_rule_and_can_with_one(guests):
+@pytest.fixture(scope="module")
+def guests(tmp_path_factory):
+    with guest_pair(tmp_path_factory) as g:
+        yield g
+
+
+def icmp_only_once_allowed(guests: Guests) -> None:
+    """The guests' pings go unanswered until their group gets an ICMP rule, then pass."""
     a, b = guests.ips["vm-a"], guests.ips["vm-b"]
     # A few attempts each way, none answered: the group has no ICMP rule.
     guests.wait_console("vm-a", lambda log: len(pings(log, b)) >= 3, "vm-a never pinged")
@@ -225,6 +234,10 @@ def test_guests_cannot_ping_without_an_icmp_rule_and_can_with_one(guests):
         guests.wait_console(
             name, lambda log, p=peer: pings(log, p)[-1][0] == "ok", f"no ping to {peer}", 30
         )
+
+
+def test_guests_cannot_ping_without_an_icmp_rule_and_can_with_one(guests):
+    icmp_only_once_allowed(guests)
 
 
 def test_a_volume_appears_in_the_guest_and_leaves_it(guests):

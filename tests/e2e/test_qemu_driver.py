@@ -40,7 +40,17 @@ from tests.conftest import skip_or_fail
 pytestmark = pytest.mark.e2e
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK0cumulo tester@e2e"
-USER_DATA = b"#!/bin/sh\necho user data says $((6 * 7))\n"
+# The user data also leaves a loop behind that prints the size in bytes of each disk
+# whenever one changes: the guest's own view of a device that grew.
+USER_DATA = b"""#!/bin/sh
+echo user data says $((6 * 7))
+sizes() { for d in /sys/block/vd*; do printf '%s=%s ' ${d##*/} $(($(cat $d/size) * 512)); done; }
+(seen=; while true; do
+    now="$(sizes)"
+    [ "$now" != "$seen" ] && { seen="$now"; echo "user-data sizes $now"; }
+    sleep 1
+done) &
+"""
 FLAVOR = FlavorSpec("m1.tiny", vcpus=1, memory_mb=256, root_gb=1)
 
 
@@ -120,12 +130,87 @@ def disks_seen(console: str) -> list[str]:
     return lines[-1].split(f"{MARK} disks", 1)[1].split() if lines else []
 
 
+def sizes_seen(console: str) -> dict[str, int]:
+    """The size in bytes of each disk in the guest's last report (USER_DATA's loop)."""
+    complete = console[: console.rfind("\n") + 1]
+    lines = [line for line in complete.splitlines() if "user-data sizes " in line]
+    if not lines:
+        return {}
+    pairs = lines[-1].split("user-data sizes ", 1)[1].split()
+    return {name: int(size) for name, _, size in (p.partition("=") for p in pairs)}
+
+
+async def wait_guest_sees(driver: QemuDriver, guest: str, check, what: str, timeout=20):
+    """The guest's console once `check(console)` is true."""
+    deadline = time.monotonic() + timeout
+    while not check(console := await driver.get_console_output(guest)):
+        assert time.monotonic() < deadline, f"{what}: {console[-1500:]}"
+        await asyncio.sleep(0.2)
+    return console
+
+
+def volume_file(path: Path, size: str, fmt: str, *writes: str) -> Path:
+    """A volume's file (qemu-img create: `size` like 64M, `fmt` raw or qcow2) with the
+    qemu-io commands `writes` run on it."""
+    subprocess.run(
+        ["qemu-img", "create", "-f", fmt, str(path), size], check=True, capture_output=True
+    )
+    for write in writes:
+        subprocess.run(
+            ["qemu-io", "-f", fmt, "-c", write, str(path)], check=True, capture_output=True
+        )
+    return path
+
+
+def file_device(path: Path, fmt: str) -> BlockDevice:
+    """A volume of its own id at /dev/vdc, reached as a file on this host."""
+    return BlockDevice(
+        volume_id=str(uuid.uuid4()),
+        device_name="/dev/vdc",
+        connection_info={
+            "driver_volume_type": "file",
+            "data": {"path": str(path), "format": fmt, "access_mode": "rw"},
+        },
+    )
+
+
+async def attached_for_swap(
+    driver: QemuDriver, guest: str, old: BlockDevice
+) -> tuple[list[str], list[str]]:
+    """The swap tests' start: `old` hot-plugged into the guest, which sees it; the guest's
+    disks before and after."""
+    before = disks_seen(await driver.get_console_output(guest))
+    await driver.attach_volume(guest, old)
+    console = await wait_guest_sees(
+        driver, guest, lambda c: len(disks_seen(c)) > len(before), "the guest never saw the disk"
+    )
+    disks = disks_seen(console)
+    assert disks[: len(before)] == before and len(disks) == len(before) + 1
+    return before, disks
+
+
+def instance_dir(state_dir: Path, guest: str) -> Path:
+    return state_dir / "compute" / "e2e-host" / "instances" / guest
+
+
+async def qmp_query(state_dir: Path, guest: str, command: str, arguments=None):
+    async with qemu_process.qmp_session(instance_dir(state_dir, guest), guest) as qmp:
+        return await qmp.execute(command, arguments)
+
+
+async def devices_read(state_dir: Path, guest: str) -> dict[str, dict]:
+    """What each device of the running guest reads (query-block's `inserted`), by id."""
+    return {
+        b["qdev"].split("/")[3]: b["inserted"]
+        for b in await qmp_query(state_dir, guest, "query-block")
+        if b.get("inserted") and b.get("qdev", "").startswith("/machine/peripheral/")
+    }
+
+
 async def pci_slots(state_dir: Path, guest: str) -> dict[str, str]:
     """Where QEMU put each device on the guest's PCI bus (device id -> the address the
     guest finds it at), as the running QEMU reports it."""
-    directory = state_dir / "compute" / "e2e-host" / "instances" / guest
-    async with qemu_process.qmp_session(directory, guest) as qmp:
-        buses = await qmp.execute("query-pci")
+    buses = await qmp_query(state_dir, guest, "query-pci")
     return {
         dev["qdev_id"]: pci_address(dev["slot"])
         for bus in buses
@@ -199,32 +284,9 @@ async def test_power_off_presses_the_power_button_and_power_on_boots(driver, run
 
 
 async def test_a_volume_hot_plugs_into_the_guest_and_unplugs(driver, running, state_dir):
-    volume = state_dir / "volume-1.qcow2"
-    subprocess.run(
-        ["qemu-img", "create", "-f", "qcow2", str(volume), "64M"], check=True, capture_output=True
-    )
-    subprocess.run(
-        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 1M", str(volume)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    device = BlockDevice(
-        volume_id=str(uuid.uuid4()),
-        device_name="/dev/vdc",
-        connection_info={
-            "driver_volume_type": "file",
-            "data": {"path": str(volume), "format": "qcow2", "access_mode": "rw"},
-        },
-    )
-    before = disks_seen(await driver.get_console_output(running))
-    await driver.attach_volume(running, device)
-    deadline = time.monotonic() + 20
-    while len(disks := disks_seen(await driver.get_console_output(running))) == len(before):
-        assert time.monotonic() < deadline, (
-            "the guest never saw the new disk: "
-            + (await driver.get_console_output(running))[-1500:]
-        )
-        await asyncio.sleep(0.2)
-    assert disks[: len(before)] == before and len(disks) == len(before) + 1
+    volume = volume_file(state_dir / "volume-1.qcow2", "64M", "qcow2", "write -P 0x5a 0 1M")
+    device = file_device(volume, "qcow2")
+    before, disks = await attached_for_swap(driver, running, device)
     # The device metadata's address of the volume is where QEMU put it (and the root disk
     # and config drive are in their own slots, vda and vdb).
     [reported] = [a for a in await driver.get_device_addresses(running) if a.kind == "disk"]
@@ -236,25 +298,10 @@ async def test_a_volume_hot_plugs_into_the_guest_and_unplugs(driver, running, st
     assert (slots["root"], slots["config"]) == ("0000:00:07.0", "0000:00:0a.0")
     # Swap volume: the running guest's device is mirrored onto another volume (raw here)
     # and reads it from then on, in the same slot; the old file is let go.
-    swapped = state_dir / "volume-2.raw"
-    subprocess.run(["truncate", "-s", "64M", str(swapped)], check=True)
-    new = BlockDevice(
-        volume_id=str(uuid.uuid4()),
-        device_name="/dev/vdc",
-        connection_info={
-            "driver_volume_type": "file",
-            "data": {"path": str(swapped), "format": "raw", "access_mode": "rw"},
-        },
-    )
+    swapped = volume_file(state_dir / "volume-2.raw", "64M", "raw")
+    new = file_device(swapped, "raw")
     await driver.swap_volume(running, device.volume_id, new)
-    async with qemu_process.qmp_session(
-        state_dir / "compute" / "e2e-host" / "instances" / running, running
-    ) as qmp:
-        files = {
-            b["qdev"].split("/")[3]: b["inserted"]["file"]
-            for b in await qmp.execute("query-block")
-            if b.get("inserted") and b.get("qdev", "").startswith("/machine/peripheral/")
-        }
+    files = {dev: disk["file"] for dev, disk in (await devices_read(state_dir, running)).items()}
     assert files[f"vol-{device.volume_id[:12]}"] == str(swapped)
     assert str(volume) not in files.values()
     assert swapped.read_bytes()[: 1 << 20] == b"\x5a" * (1 << 20)
@@ -264,12 +311,44 @@ async def test_a_volume_hot_plugs_into_the_guest_and_unplugs(driver, running, st
     assert disks_seen(await driver.get_console_output(running)) == disks
     device = new
     await driver.detach_volume(running, device.volume_id)
-    deadline = time.monotonic() + 20
-    while disks_seen(await driver.get_console_output(running)) != before:
-        assert time.monotonic() < deadline, "the guest still sees the unplugged disk"
-        await asyncio.sleep(0.2)
+    await wait_guest_sees(
+        driver, running, lambda c: disks_seen(c) == before, "the guest still sees the disk"
+    )
     with pytest.raises(DriverError):
         await driver.detach_volume(running, device.volume_id)
+
+
+async def test_a_swap_onto_a_larger_volume_grows_the_guests_device(driver, running, state_dir):
+    small = volume_file(state_dir / "volume-small.raw", "64M", "raw", "write -P 0xa5 63M 1M")
+    device = file_device(small, "raw")
+    before, disks = await attached_for_swap(driver, running, device)
+    [vdc] = set(disks) - set(before)
+    await wait_guest_sees(
+        driver, running, lambda c: sizes_seen(c).get(vdc) == 64 << 20, "64 MiB never seen"
+    )
+    large = volume_file(state_dir / "volume-large.qcow2", "1G", "qcow2")
+    new = file_device(large, "qcow2")
+    # QEMU mirrors only between nodes of one size: the larger volume is copied through a
+    # view of the old size, then the guest's device grows to the whole volume.
+    await driver.swap_volume(running, device.volume_id, new, new_size_gb=1)
+    disk = (await devices_read(state_dir, running))[f"vol-{device.volume_id[:12]}"]
+    nodes = await qmp_query(state_dir, running, "query-named-block-nodes", {"flat": True})
+    assert not [n for n in nodes if n["file"] == str(small)]  # the old volume is let go
+    # (the device reads the whole volume through a raw node over it: the file is named inside)
+    assert str(large) in disk["file"] and str(small) not in disk["file"]
+    assert disk["image"]["virtual-size"] == 1 << 30
+    # The guest itself sees its disk grown to the new volume's size.
+    await wait_guest_sees(
+        driver, running, lambda c: sizes_seen(c).get(vdc) == 1 << 30, "the guest's disk grew"
+    )
+    read = ["-c", "read -P 0xa5 63M 1M", "-c", "read -P 0 64M 1M"]
+    copied = subprocess.run(
+        ["qemu-io", "-r", "-U", "-f", "qcow2", *read, str(large)], capture_output=True, text=True
+    )
+    assert copied.returncode == 0 and "Pattern verification failed" not in copied.stdout, (
+        copied.stdout + copied.stderr
+    )
+    await driver.detach_volume(running, new.volume_id)
 
 
 async def test_a_new_agent_finds_the_running_guest(driver, running, state_dir, tiny_guest):

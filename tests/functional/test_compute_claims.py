@@ -102,6 +102,32 @@ async def test_release_gives_resources_back_once(tmp_path):
         await db.dispose()
 
 
+async def test_a_host_disabled_or_forced_down_since_it_was_chosen_takes_no_claim(tmp_path):
+    """The scheduler's view of the hosts may be up to a second old: the claim itself
+    refuses a host disabled (or forced down) meanwhile, so the scheduler looks again."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'compute.db'}", "compute")
+    await db.migrate()
+    try:
+        await make_hosts(db, 1, memory_mb=4096)
+        async with db.read() as s:
+            node_id = await s.scalar(select(ComputeNode.id))
+        for change in ({"disabled": True}, {"disabled": False, "forced_down": True}):
+            async with db.write() as s:
+                svc = await s.scalar(select(ComputeService))
+                for attr, value in change.items():
+                    setattr(svc, attr, value)
+            assert not await db.run_write(claim, node_id, str(uuid.uuid4()), SPEC)
+        async with db.write() as s:
+            (await s.scalar(select(ComputeService))).forced_down = False
+        assert await db.run_write(claim, node_id, "i1", SPEC)
+        async with db.read() as s:
+            node = await s.scalar(select(ComputeNode))
+            allocations = await s.scalar(select(func.count()).select_from(Allocation))
+        assert (node.running_vms, allocations) == (1, 1)  # only the last claim took
+    finally:
+        await db.dispose()
+
+
 async def test_hosts_without_a_recent_heartbeat_are_down(tmp_path):
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'compute.db'}", "compute")
     await db.migrate()

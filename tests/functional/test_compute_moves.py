@@ -435,3 +435,63 @@ def test_volume_backed_live_migration_moves_the_attachment_to_the_destination(cl
     cloud.openstack("server", "delete", "--wait", server["id"])
     wait_volume(cloud, volume["id"], "available")
     cloud.openstack("volume", "delete", volume["id"])
+
+
+def test_a_project_manager_moves_its_servers_without_seeing_hosts(cloud, image):
+    """Keystone's `manager` role (admin implies manager implies member) and Nova's
+    manager defaults: a project's manager live-migrates and cold-migrates the project's
+    servers where the scheduler picks, follows the moves with host fields null, and may
+    neither name a host nor list other projects' migrations; a member moves nothing."""
+    project = cloud.openstack("project", "create", _name("mgr"), "-f", "json")
+    users = {}
+    for role in ("manager", "member"):
+        name = _name(role)
+        cloud.openstack("user", "create", "--password", "pw-" + name, name)
+        cloud.openstack("role", "add", "--user", name, "--project", project["id"], role)
+        users[role] = cloud.token(name, "pw-" + name, project["name"])
+    api = {"OpenStack-API-Version": "compute 2.80"}
+    with (
+        cloud.api("compute", users["manager"], "/v2.1", api) as manager,
+        cloud.api("compute", users["member"], "/v2.1", api) as member,
+        cloud.api("compute", path="/v2.1", headers=api) as admin,
+    ):
+        body = {"name": _name("mgr"), "imageRef": image, "flavorRef": "1", "networks": "none"}
+        created = manager.post("/servers", json={"server": body})
+        assert created.status_code == 202, created.text
+        server = created.json()["server"]["id"]
+        source = wait_status(cloud, server, "ACTIVE")["OS-EXT-SRV-ATTR:host"]
+
+        def live(client: httpx.Client, host: str | None) -> httpx.Response:
+            move = {"host": host, "block_migration": "auto"}
+            return client.post(f"/servers/{server}/action", json={"os-migrateLive": move})
+
+        assert live(member, None).status_code == 403
+        other = sorted(HOSTS - {source})[0]
+        assert live(manager, other).status_code == 403  # naming a host is for admins
+        assert live(manager, None).status_code == 202
+        moved = wait_status(cloud, server, "ACTIVE")["OS-EXT-SRV-ATTR:host"]
+        assert moved != source
+
+        mine = manager.get("/os-migrations", params={"project_id": project["id"]})
+        assert mine.status_code == 200, mine.text
+        [migration] = mine.json()["migrations"]
+        assert migration["migration_type"] == "live-migration"
+        assert migration["instance_uuid"] == server and migration["status"] == "completed"
+        places = ("source_compute", "source_node", "dest_compute", "dest_node", "dest_host")
+        assert all(migration[key] is None for key in places), migration
+        seen = admin.get("/os-migrations", params={"instance_uuid": server}).json()
+        assert seen["migrations"][0]["source_compute"] == source  # admins see the hosts
+        assert manager.get("/os-migrations").status_code == 403  # every project's
+        admins = cloud.openstack("project", "show", "admin", "-f", "json")["id"]
+        assert manager.get("/os-migrations", params={"project_id": admins}).status_code == 403
+        assert manager.get(f"/servers/{server}/migrations").json() == {"migrations": []}
+        shown = manager.get(f"/servers/{server}/migrations/{migration['id']}")
+        assert shown.status_code == 403  # show is for admins
+
+        cold = manager.post(f"/servers/{server}/action", json={"migrate": None})
+        assert cold.status_code == 202, cold.text
+        wait_status(cloud, server, "VERIFY_RESIZE")
+        confirmed = manager.post(f"/servers/{server}/action", json={"confirmResize": None})
+        assert confirmed.status_code == 204
+        assert wait_status(cloud, server, "ACTIVE")["OS-EXT-SRV-ATTR:host"] != moved
+        assert manager.delete(f"/servers/{server}").status_code == 204

@@ -131,6 +131,39 @@ def test_injected_files_reach_the_guest_on_the_config_drive_and_metadata_service
     demo(cloud, "server", "delete", "--wait", server["id"])
 
 
+def test_a_rebuild_gives_the_guest_the_new_admin_password_on_its_config_drive(
+    cloud: CloudRunner,
+    image: str,  # noqa: F811
+    network: str,
+):
+    with _compute(cloud) as api:
+        r = api.post("/servers", json=_body(image, network, config_drive=True))
+        assert r.status_code == 202, r.text
+        server = r.json()["server"]
+        _poll_active(cloud, server["id"])
+        built = json.loads(_drive(cloud, server["id"])["openstack/latest/meta_data.json"])
+        assert built["admin_pass"] == server["adminPass"]
+        # The password the user gives, then a new random one that the response shows.
+        action = f"/servers/{server['id']}/action"
+        r = api.post(action, json={"rebuild": {"imageRef": image, "adminPass": "Rebuilt-Pass-1"}})
+        assert r.status_code == 202, r.text
+        assert r.json()["server"]["adminPass"] == "Rebuilt-Pass-1"
+        _poll_active(cloud, server["id"])
+        meta = json.loads(_drive(cloud, server["id"])["openstack/latest/meta_data.json"])
+        assert meta["admin_pass"] == "Rebuilt-Pass-1"
+        r = api.post(action, json={"rebuild": {"imageRef": image}})
+        assert r.status_code == 202, r.text
+        given = r.json()["server"]["adminPass"]
+        assert given not in ("Rebuilt-Pass-1", server["adminPass"])
+        _poll_active(cloud, server["id"])
+        meta = json.loads(_drive(cloud, server["id"])["openstack/latest/meta_data.json"])
+        assert meta["admin_pass"] == given
+        r = api.post(action, json={"rebuild": {"imageRef": image, "adminPass": 12}})
+        assert r.status_code == 400, r.text
+        assert "adminPass" in r.json()["badRequest"]["message"]
+    demo(cloud, "server", "delete", "--wait", server["id"])
+
+
 @pytest.mark.parametrize(
     ("version", "personality", "status", "text"),
     [

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from cumulo.compute.api.microversion import MAX
 from tests.cloudrunner import CloudRunner
 
 
@@ -254,7 +255,7 @@ def test_unsupported_microversion_is_406(cloud: CloudRunner):
             headers={"OpenStack-API-Version": "compute 2.999"},
         )
     assert r.status_code == 406
-    assert "maximum is 2.96" in r.json()["computeFault"]["message"]
+    assert f"maximum is {MAX}" in r.json()["computeFault"]["message"]
 
 
 def test_resize_confirm_and_revert(cloud: CloudRunner, image: str):
@@ -425,6 +426,37 @@ def test_flavor_too_small_for_the_image_is_400(cloud: CloudRunner, tmp_path):
     assert result.returncode != 0 and "400" in result.stderr
     assert "Flavor's memory is too small for requested image" in result.stderr
     cloud.openstack("image", "delete", big["id"])
+
+
+def test_flavor_and_image_asking_secure_boot_differently_is_400(cloud: CloudRunner, tmp_path):
+    """Nova's FlavorImageConflict: the flavor's os:secure_boot against the image's
+    os_secure_boot, refused before anything is built."""
+    path = tmp_path / "uefi.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-f", "qcow2", str(path), "16M"], check=True, capture_output=True
+    )
+    image = cloud.openstack(
+        "image", "create", _name("no-secboot"), "--file", str(path), "--disk-format", "qcow2",
+        "--public", "--property", "hw_firmware_type=uefi", "--property",
+        "os_secure_boot=disabled", "-f", "json",
+    )  # fmt: skip
+    flavor = _name("secboot")
+    cloud.openstack("flavor", "create", flavor, "--ram", "512", "--disk", "1", "--vcpus", "1")
+    cloud.openstack("flavor", "set", flavor, "--property", "os:secure_boot=required")
+    try:
+        result = demo(
+            cloud, "server", "create", "--image", image["id"], "--flavor", flavor,
+            "--network", "private", _name("conflict"), check=False,
+        )  # fmt: skip
+        assert result.returncode != 0 and "400" in result.stderr
+        assert (
+            "Conflicting values for secure_boot found in the flavor (required) and the image "
+            "(disabled)."
+        ) in result.stderr
+        assert not demo(cloud, "server", "list", "--name", "conflict", "-f", "json")
+    finally:
+        cloud.openstack("flavor", "delete", flavor)
+        cloud.openstack("image", "delete", image["id"])
 
 
 def test_quota_exceeded_is_403_and_creates_nothing(cloud: CloudRunner, image: str):

@@ -44,17 +44,24 @@ def _changes(request: Request, name: str) -> datetime | None:
     return value.replace(tzinfo=None) if value.tzinfo else value
 
 
-def migration_view(request: Request, m: Migration) -> dict[str, Any]:
+def _places(m: Migration, hosts: bool) -> dict[str, Any]:
+    """Where the migration goes: null for callers who may not see hosts (Nova)."""
+    return {
+        "source_node": m.source_node if hosts else None,
+        "source_compute": m.source_compute if hosts else None,
+        "dest_node": m.dest_node if hosts else None,
+        "dest_compute": m.dest_compute if hosts else None,
+        "dest_host": m.dest_host if hosts else None,
+    }
+
+
+def migration_view(request: Request, m: Migration, hosts: bool = True) -> dict[str, Any]:
     """One row of GET /os-migrations, for the request's microversion."""
     body: dict[str, Any] = {
         "id": m.id,
         "status": m.status,
         "instance_uuid": m.instance_uuid,
-        "source_node": m.source_node,
-        "source_compute": m.source_compute,
-        "dest_node": m.dest_node,
-        "dest_compute": m.dest_compute,
-        "dest_host": m.dest_host,
+        **_places(m, hosts),
         "old_instance_type_id": m.old_flavor_id,
         "new_instance_type_id": m.new_flavor_id,
         "created_at": _time(m.created_at),
@@ -77,17 +84,13 @@ def migration_view(request: Request, m: Migration) -> dict[str, Any]:
     return body
 
 
-def live_migration_view(request: Request, m: Migration) -> dict[str, Any]:
+def live_migration_view(request: Request, m: Migration, hosts: bool = True) -> dict[str, Any]:
     """A server's live migration (GET /servers/{id}/migrations[/{id}])."""
     body: dict[str, Any] = {
         "id": m.id,
         "status": m.status,
         "server_uuid": m.instance_uuid,
-        "source_node": m.source_node,
-        "source_compute": m.source_compute,
-        "dest_node": m.dest_node,
-        "dest_compute": m.dest_compute,
-        "dest_host": m.dest_host,
+        **_places(m, hosts),
         "disk_processed_bytes": m.disk_processed,
         "disk_remaining_bytes": m.disk_remaining,
         "disk_total_bytes": m.disk_total,
@@ -108,9 +111,15 @@ def live_migration_view(request: Request, m: Migration) -> dict[str, Any]:
 async def list_migrations(request: Request) -> Response:
     """GET /os-migrations: filters; from 2.59 paging (limit, marker = a migration's
     uuid) and changes-since, 2.66 changes-before, 2.80 user_id / project_id."""
-    await authorize(request, "compute:migrations:index")
+    ctx = await authorize(request, "compute:migrations:index")
     v = version(request)
     params = request.query_params
+    policy = compute_of(request).policy
+    # Another project's migrations, or every project's: admins (a manager names its own).
+    asked = params.get("project_id") if v >= (2, 80) else None
+    if asked != ctx.project_id:
+        policy.enforce("compute:migrations:index:all_projects", ctx, {"project_id": asked})
+    hosts = policy.check("compute:migrations:index:host", ctx, {"project_id": asked})
     filters = {k: params[k] for k in _FILTERS if k in params}
     rows = await compute_of(request).migrations(
         instance_uuid=params.get("instance_uuid"),
@@ -119,7 +128,7 @@ async def list_migrations(request: Request) -> Response:
         filters=filters,
     )
     if v < (2, 59):
-        return json({"migrations": [migration_view(request, m) for m in rows]})
+        return json({"migrations": [migration_view(request, m, hosts) for m in rows]})
     since = _changes(request, "changes-since")
     before = _changes(request, "changes-before") if v >= (2, 66) else None
     if since and before and since > before:
@@ -135,13 +144,15 @@ async def list_migrations(request: Request) -> Response:
             raise BadRequest(f"Marker {marker} could not be found.")
         rows = rows[index + 1 :]
     page, more = rows[:limit], len(rows) > limit
-    body: dict[str, Any] = {"migrations": [migration_view(request, m) for m in page]}
+    body: dict[str, Any] = {"migrations": [migration_view(request, m, hosts) for m in page]}
     if more and page:
         body["migrations_links"] = next_link(request, "os-migrations", page[-1].uuid)
     return json(body)
 
 
-async def _server(request: Request, since: tuple[int, int]):
+async def _server(request: Request, since: tuple[int, int], rule: str | None = None):
+    """The server, once the caller may see it and (`rule`) do this to it; the actions
+    (abort, force_complete) check their own rule."""
     if version(request) < since:
         raise NotFound("The resource could not be found.")
     ctx = await authorize(request, "compute:servers:index")
@@ -149,21 +160,25 @@ async def _server(request: Request, since: tuple[int, int]):
     inst = await service.get_instance(
         ctx, request.path_params["server_id"], "compute:servers:action"
     )
-    service.policy.enforce("compute:servers:migrations", ctx, {"project_id": inst.project_id})
+    if rule:
+        service.policy.enforce(rule, ctx, {"project_id": inst.project_id})
     return ctx, service, inst
 
 
 async def list_server_migrations(request: Request) -> Response:
-    """2.23: the server's live migrations in progress."""
-    _, service, inst = await _server(request, (2, 23))
+    """2.23: the server's live migrations in progress (hosts for admins only)."""
+    ctx, service, inst = await _server(request, (2, 23), "compute:servers:migrations:index")
+    hosts = service.policy.check(
+        "compute:servers:migrations:index:host", ctx, {"project_id": inst.project_id}
+    )
     rows = await service.migrations(
         instance_uuid=inst.uuid, migration_type="live-migration", statuses=IN_PROGRESS_LIVE
     )
-    return json({"migrations": [live_migration_view(request, m) for m in rows]})
+    return json({"migrations": [live_migration_view(request, m, hosts) for m in rows]})
 
 
 async def show_server_migration(request: Request) -> Response:
-    _, service, inst = await _server(request, (2, 23))
+    _, service, inst = await _server(request, (2, 23), "compute:servers:migrations:show")
     migration = await service.server_migration(inst, request.path_params["migration_id"])
     if migration.migration_type != "live-migration" or migration.status not in IN_PROGRESS_LIVE:
         raise NotFound(

@@ -26,7 +26,7 @@ from cumulo.compute.api.common import (
 from cumulo.compute.api.servers import render_server
 from cumulo.compute.api.views import disk_config_changes, host_id
 from cumulo.compute.api.wire import check_metadata
-from cumulo.compute.models import Instance, InstanceAction, InstanceActionEvent
+from cumulo.compute.models import Instance, InstanceAction, InstanceActionEvent, KeyPair
 from cumulo.compute.states import InstanceInvalidState
 
 # Actions the api-ref defines that this cloud does not do yet (answered 501, honestly).
@@ -34,7 +34,6 @@ NOT_YET = {
     "trigger_crash_dump",
     "resetNetwork",
     "os-getSPICEConsole",
-    "os-getSerialConsole",
     "os-getRDPConsole",
 }
 
@@ -119,6 +118,14 @@ async def server_action(request: Request) -> Response:
                 raise BadRequest("Invalid input for field/attribute type: novnc or xvpvnc.")
             url = await console_url(service, inst, await service.vnc_console(ctx, inst))
             return json({"console": {"type": kind, "url": url}})
+        elif action == "os-getSerialConsole":
+            kind = args.get("type") if isinstance(args, dict) else None
+            if kind != "serial":
+                raise BadRequest("Invalid input for field/attribute type: serial.")
+            console = await service.serial_console(ctx, inst)
+            return json(
+                {"console": {"type": kind, "url": await serial_console_url(service, inst, console)}}
+            )
         elif action == "addSecurityGroup":
             await server_security.add_security_group(
                 service, ctx, inst, server_security.group_name(args)
@@ -184,6 +191,22 @@ def no_content_with_location(location: str) -> Response:
     return Response(status_code=202, headers={"Location": location})
 
 
+async def _key_changes(request: Request, ctx, key_name: Any) -> dict[str, Any]:
+    """Rebuild's `key_name` (2.54): the rebuilding user's key pair replaces the server's,
+    null removes it (Nova's KeypairNotFound is a 400)."""
+    if key_name is None:
+        return {"key_name": None, "key_data": None}
+    if not isinstance(key_name, str) or not 1 <= len(key_name) <= 255:
+        raise BadRequest("Invalid input for field/attribute key_name.")
+    async with compute_of(request).db.read() as s:
+        key = await s.scalar(
+            select(KeyPair).where(KeyPair.user_id == ctx.user_id, KeyPair.name == key_name)
+        )
+    if key is None:
+        raise BadRequest(f"Keypair {key_name} not found for user {ctx.user_id}")
+    return {"key_name": key.name, "key_data": key.public_key}
+
+
 async def _rebuild(request: Request, ctx, inst, args: Any) -> Response:
     if not isinstance(args, dict) or not isinstance(args.get("imageRef"), str):
         raise BadRequest("Invalid input for field/attribute imageRef.")
@@ -209,7 +232,15 @@ async def _rebuild(request: Request, ctx, inst, args: Any) -> Response:
         changes.update(disk_config_changes(inst, args["OS-DCF:diskConfig"]))
     if "hostname" in args and version(request) >= (2, 90):
         changes["hostname"] = wire.hostname(args["hostname"], fqdn=version(request) >= (2, 94))
+    if "key_name" in args and version(request) >= (2, 54):
+        changes.update(await _key_changes(request, ctx, args["key_name"]))
     files = wire.personality(args["personality"], version(request)) if "personality" in args else []
+    password = args.get("adminPass")
+    if password is not None and not isinstance(password, str):
+        raise BadRequest("Invalid input for field/attribute adminPass.")
+    # The guest gets the password it is told (the config drive's admin_pass, as the
+    # build's), a new random one when none is given.
+    password = password or secrets.token_urlsafe(9)
     service = compute_of(request)
     # 2.93: a volume-backed server's root volume is reimaged (before it, only its own
     # image is accepted).
@@ -220,10 +251,11 @@ async def _rebuild(request: Request, ctx, inst, args: Any) -> Response:
         changes,
         reimage_boot_volume=version(request) >= (2, 93),
         injected_files=files,
+        admin_pass=password,
     )
     is_admin = service.policy.check("compute:servers:show:extended_attributes", ctx)
     body = await render_server(request, ctx, inst, is_admin, "rebuild")
-    body["adminPass"] = args.get("adminPass") or secrets.token_urlsafe(9)
+    body["adminPass"] = password
     return json({"server": body}, status=202)
 
 
@@ -231,6 +263,12 @@ async def console_url(service, inst, console: dict[str, Any]) -> str:
     """The noVNC proxy's address for the guest's VNC server, with a fresh token."""
     token = await consoles.issue_token(service.db, service.config, inst.uuid, console)
     return consoles.access_url(service.config, token)
+
+
+async def serial_console_url(service, inst, console: dict[str, Any]) -> str:
+    """The serial proxy's websocket for the guest's serial port, with a fresh token."""
+    token = await consoles.issue_token(service.db, service.config, inst.uuid, console, "serial")
+    return consoles.serial_access_url(service.config, token)
 
 
 # -- os-instance-actions ---------------------------------------------------------------

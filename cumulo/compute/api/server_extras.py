@@ -13,9 +13,9 @@ from cumulo.common.faults import BadRequest, Forbidden, NotFound, NotImplemented
 from cumulo.common.openapi import describes
 from cumulo.compute import consoles
 from cumulo.compute.api.common import authorize, compute_of, json, no_content, version
-from cumulo.compute.api.server_actions import console_url
+from cumulo.compute.api.server_actions import console_url, serial_console_url
 from cumulo.compute.api.views import addresses
-from cumulo.compute.api.wire import check_metadata
+from cumulo.compute.api.wire import check_metadata, reject_unknown
 from cumulo.compute.models import Instance
 from cumulo.metadata.instances import password_of
 
@@ -189,7 +189,7 @@ routes = [
 # -- remote consoles (2.6), diagnostics (2.48 model), os-server-password ---------------
 
 
-@describes(statuses={501: "Console protocols other than VNC are not implemented yet."})
+@describes(statuses={501: "Console protocols other than VNC and serial are not implemented yet."})
 async def create_remote_console(request: Request) -> Response:
     if version(request) < (2, 6):
         raise NotFound("The resource could not be found.")
@@ -200,15 +200,32 @@ async def create_remote_console(request: Request) -> Response:
     )
     data = await json_body(request)
     body = data.get("remote_console") if isinstance(data, dict) else None
+    if isinstance(body, dict) and body.get("protocol") == "serial" and body.get("type") == "serial":
+        url = await serial_console_url(service, inst, await service.serial_console(ctx, inst))
+        return json({"remote_console": {"protocol": "serial", "type": "serial", "url": url}})
     if (
         not isinstance(body, dict)
         or body.get("protocol") != "vnc"
         or body.get("type") not in ("novnc", "xvpvnc")
     ):
-        if isinstance(body, dict) and body.get("protocol") in ("spice", "rdp", "serial", "mks"):
+        spice_types = (
+            ("spice-html5", "spice-direct") if version(request) >= (2, 99) else ("spice-html5",)
+        )
+        if (
+            isinstance(body, dict)
+            and body.get("protocol") == "spice"
+            and body.get("type") not in spice_types
+        ):
+            # spice-direct (2.99): a SPICE client straight to the host's proxy.
+            raise BadRequest(
+                f"Invalid input for field/attribute type. Value: {body.get('type')}. "
+                f"{body.get('type')!r} is not one of {list(spice_types)}"
+            )
+        if isinstance(body, dict) and body.get("protocol") in ("spice", "rdp", "mks"):
             raise NotImplementedYet(f"{body['protocol']} consoles are not implemented yet.")
         raise BadRequest(
-            "Invalid input for field/attribute remote_console: protocol vnc, type novnc or xvpvnc."
+            "Invalid input for field/attribute remote_console: protocol vnc, type novnc or "
+            "xvpvnc; or protocol serial, type serial."
         )
     url = await console_url(service, inst, await service.vnc_console(ctx, inst))
     return json({"remote_console": {"protocol": "vnc", "type": body["type"], "url": url}})
@@ -217,20 +234,23 @@ async def create_remote_console(request: Request) -> Response:
 async def show_console_auth_token(request: Request) -> Response:
     """GET /os-console-auth-tokens/{token} (admin): where a console token leads."""
     await authorize(request, "compute:console_auth_tokens")
+    if version(request) >= (2, 99):
+        # 2.99 takes no query parameter.
+        reject_unknown(dict(request.query_params), set())
     token = request.path_params["console_token"]
     console = await consoles.find_token(compute_of(request).db, token)
     if console is None:
         raise NotFound(f"The token '{token}' is invalid or has expired")
-    return json(
-        {
-            "console": {
-                "instance_uuid": console.instance_uuid,
-                "host": console.host,
-                "port": console.port,
-                "internal_access_path": console.internal_access_path,
-            }
-        }
-    )
+    body: dict[str, Any] = {
+        "instance_uuid": console.instance_uuid,
+        "host": console.host,
+        "port": console.port,
+        "internal_access_path": console.internal_access_path,
+    }
+    if version(request) >= (2, 99):
+        # The TLS port of a SPICE console; the VNC and serial consoles here have none.
+        body["tls_port"] = None
+    return json({"console": body})
 
 
 async def show_diagnostics(request: Request) -> Response:

@@ -104,6 +104,15 @@ def _server_list_hint(hints: dict[str, Any], name: str) -> list[str]:
     return servers
 
 
+def _kept_hints(hints: dict[str, Any]) -> dict[str, list[str]]:
+    """The hints as the server keeps and shows them (2.100): each one a list of strings,
+    a single value made a list of one (Nova's request spec)."""
+    return {
+        name: [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        for name, value in hints.items()
+    }
+
+
 # Device role tags at boot (Nova's create schemas): networks from 2.32 to 2.36 (2.37
 # dropped them by mistake), block devices at 2.32 only (2.33 did); both again from 2.42.
 _NETWORK_TAGS = (((2, 32), (2, 36)), ((2, 42), None))
@@ -217,6 +226,7 @@ def _parse_create(request: Request, data: Any) -> tuple[CreateRequest, bool]:
         ),
         same_host=_server_list_hint(hints, "same_host"),
         different_host=_server_list_hint(hints, "different_host"),
+        scheduler_hints=_kept_hints(hints),
     )
     return request_, _truthy(body.return_reservation_id)
 

@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
+from cumulo.compute import image_properties
 from cumulo.compute.api.common import base_url, links, version
 from cumulo.compute.models import Instance, InstanceFault
 from cumulo.compute.service import AUTO_DISK_CONFIG
@@ -89,10 +90,14 @@ def flavor_view(request: Request, inst: Instance, show_extra_specs: bool) -> dic
 def image_view(request: Request, inst: Instance) -> Any:
     if not inst.image_ref:
         return ""  # booted from a volume
-    return {
+    body: dict[str, Any] = {
         "id": inst.image_ref,
         "links": [{"rel": "bookmark", "href": f"{base_url(request)}/images/{inst.image_ref}"}],
     }
+    if version(request) >= (2, 98):
+        # The image's known properties, as the server keeps them.
+        body["properties"] = image_properties.shown(inst.system_metadata)
+    return body
 
 
 def fault_view(fault: InstanceFault | None, is_admin: bool) -> dict[str, Any] | None:
@@ -207,6 +212,9 @@ def server_view(
         # The zone the server was asked for (at create, or unshelve from 2.77): moves stay
         # in it; null when it may go anywhere.
         body["pinned_availability_zone"] = inst.availability_zone
+    if v >= (2, 100):
+        # The hints given at create ({} if none; each a list of strings, as Nova).
+        body["scheduler_hints"] = dict(inst.scheduler_hints or {})
     return body
 
 

@@ -93,6 +93,10 @@ async def attach(request: Request) -> Response:
         raise Conflict(
             f"Cannot 'attach_volume' instance {inst.uuid} while it is in {exc.attr} {exc.state}"
         ) from None
+    if version(request) >= (2, 101):
+        # 2.101: accepted, no body; the client watches the volume and the server's
+        # actions (the host attaches it after this answer, as before).
+        return no_content(202)
     return json({"volumeAttachment": _view(request, bdm, attach=True)})
 
 

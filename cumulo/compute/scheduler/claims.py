@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Integer, bindparam, delete, insert, select, update
+from sqlalchemy import Integer, bindparam, delete, exists, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -32,10 +32,19 @@ def resize_allocation(instance_uuid: str) -> str:
 def _claim_statements():
     n = ComputeNode.__table__
     want = {k: bindparam(f"w_{k}", type_=Integer()) for k in ("vcpus", "memory_mb", "disk_gb")}
+    s = ComputeService.__table__
+    # A host disabled or forced down since the scheduler's cached view takes nothing: the
+    # claim fails and the scheduler looks again (Nova's scheduler reads it per request).
+    host_down = exists().where(
+        s.c.host == n.c.host,
+        s.c.binary == COMPUTE_BINARY,
+        or_(s.c.disabled.is_(True), s.c.forced_down.is_(True)),
+    )
     take = (
         update(n)
         .where(
             n.c.id == bindparam("node_id"),
+            ~host_down,
             n.c.vcpus_used + want["vcpus"] <= n.c.vcpus * n.c.cpu_allocation_ratio,
             n.c.memory_mb_used + want["memory_mb"]
             <= (n.c.memory_mb - n.c.reserved_host_memory_mb) * n.c.ram_allocation_ratio,

@@ -73,6 +73,9 @@ class Vif:
     # An Open vSwitch bridge's database (binding:vif_type `ovs`): the tap is added to
     # `bridge` as an OVS port there rather than enslaved to a Linux bridge.
     ovsdb: str | None = None
+    # That switch's datapath (`binding:vif_details` `datapath_type`): `netdev`, the
+    # userspace one, cannot tunnel frames whose checksum the guest left to the host.
+    datapath_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,10 @@ class GuestNotFound(DriverError):
     pass
 
 
+class ConsoleTypeUnavailable(DriverError):
+    """The guest has no console of that kind (Nova's ConsoleTypeUnavailable: 400)."""
+
+
 def volume_location(info: dict[str, Any]) -> tuple[str, str] | None:
     """Where a volume's bytes are, from its connection info: (file path or NBD URI,
     image format), or None for a kind of connection read only by a hypervisor."""
@@ -175,6 +182,10 @@ async def copy_volume_data(src: tuple[str, str], dst: tuple[str, str]) -> None:
 
 # The capability trait of a host whose driver rescues volume-backed guests (2.87).
 RESCUE_BFV_TRAIT = "COMPUTE_RESCUE_BFV"
+# The server's system metadata key keeping the machine type its guest was first spawned
+# with (Nova's, since Wallaby; `nova-manage libvirt get_machine_type` reads it): every
+# later spawn, on any host, gives it that one, not that host's default.
+MACHINE_TYPE_KEY = "image_hw_machine_type"
 # Nova's stable device rescue: the rescue image's `hw_rescue_bus` / `hw_rescue_device`.
 RESCUE_BUSES = ("virtio", "scsi", "usb", "ide")
 RESCUE_DEVICES = ("disk", "cdrom")
@@ -267,16 +278,24 @@ class ComputeDriver(abc.ABC):
         see its new size."""
         raise DriverError(f"{type(self).__name__} cannot resize attached volumes")
 
-    async def swap_volume(self, uuid: str, old_volume_id: str, new: BlockDevice) -> None:
+    async def swap_volume(
+        self, uuid: str, old_volume_id: str, new: BlockDevice, new_size_gb: int = 0
+    ) -> None:
         """Nova's swap volume: copy the attached volume's data into `new` (connected to
         this host, at least as large) while the guest runs, and move the guest's device
-        onto it; the guest knows the volume as `new.volume_id` from then on."""
+        onto it; the guest knows the volume as `new.volume_id` from then on. A non-zero
+        `new_size_gb` (Nova's resize_to: the new volume is larger) grows the guest's
+        device to the new volume's size. Raises only while the guest still reads the
+        old volume."""
         raise DriverError(f"{type(self).__name__} cannot swap a guest's volumes")
 
-    async def update_volume_connection(self, uuid: str, device: BlockDevice) -> None:
+    async def update_volume_connection(
+        self, uuid: str, device: BlockDevice, previous_volume_id: str | None = None
+    ) -> None:
         """The attached volume is reached by this connection info from now on (Block
         Storage renamed its data under the guest, which keeps it open): what a start of
-        the guest opens. Nothing to do for a driver that keeps no record of it."""
+        the guest opens; known until now as `previous_volume_id` when that is given.
+        Nothing to do for a driver that keeps no record of it."""
         return None
 
     async def volume_snapshot_create(
@@ -326,6 +345,11 @@ class ComputeDriver(abc.ABC):
     async def get_vnc_console(self, uuid: str) -> dict[str, Any]:
         raise DriverError("this driver has no graphical console")
 
+    async def get_serial_console(self, uuid: str) -> dict[str, Any]:
+        """Where the guest's interactive serial port is: host, port, internal_access_path
+        (a unix socket path on the guest's host, or None for host:port)."""
+        raise ConsoleTypeUnavailable("Unavailable console type serial.")
+
     # -- device role tagging -----------------------------------------------------------
 
     def device_layout(self, guest: GuestSpec) -> tuple[DeviceAddress, ...]:
@@ -337,6 +361,13 @@ class ComputeDriver(abc.ABC):
     async def get_device_addresses(self, uuid: str) -> tuple[DeviceAddress, ...]:
         """Where the guest's volumes and NICs are now (after hot-plugs and unplugs)."""
         return ()
+
+    async def guest_machine_type(self, uuid: str) -> str | None:
+        """The machine type the guest was given (the image's hw_machine_type, else this
+        host's default): the manager records it on the server after its first spawn so
+        every later one, on any host, keeps it (Nova's image_hw_machine_type). None: this
+        driver's guests have no machine type."""
+        return None
 
     # -- rescue ----------------------------------------------------------------------
 

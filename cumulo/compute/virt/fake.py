@@ -31,7 +31,7 @@ from cumulo.compute.virt.driver import (
     stable_rescue_device,
     volume_location,
 )
-from cumulo.compute.virt.fake_console import FakeScreen
+from cumulo.compute.virt.fake_console import FakeScreen, FakeSerialPort
 
 # The fake guest's PCI bus: its volumes and NICs from slot 4 on (after the host bridge,
 # the ISA bridge, the VGA card and the root disk), each keeping its slot until unplugged.
@@ -54,6 +54,8 @@ class FakeGuest:
     rescue: GuestSpec | None = None
     # PCI slots of its volumes ("disk", volume id) and NICs ("nic", MAC).
     slots: dict[tuple[str, str], int] = field(default_factory=dict)
+    # The machine type it was made with (see FakeDriver.machine_type).
+    machine_type: str | None = None
 
     def log(self, line: str) -> None:
         self.console.append(line)
@@ -77,6 +79,12 @@ def _boot_layout(spec: GuestSpec) -> dict[tuple[str, str], int]:
     return {device: _FIRST_SLOT + n for n, device in enumerate(devices)}
 
 
+def _chosen_machine_type(spec: GuestSpec, default: str | None) -> str | None:
+    """The image's hw_machine_type, else the host's default (as the QEMU driver picks)."""
+    named = spec.image.properties.get("hw_machine_type") if spec.image else None
+    return str(named) if named else default
+
+
 def _addresses(slots: dict[tuple[str, str], int]) -> tuple[DeviceAddress, ...]:
     return tuple(
         DeviceAddress(kind, key, "pci", pci_address(slot))
@@ -98,18 +106,27 @@ class FakeDriver(ComputeDriver):
         spawn_delay: float = 0.0,
         fail_spawn: bool = False,
         live_migration_delay: float = 0.0,
+        swap_delay: float = 0.0,
+        machine_type: str | None = None,
     ) -> None:
         self.hostname = hostname
+        # The machine type of guests whose image names none (the QEMU driver's [compute]
+        # qemu_machine_type); None: a guest only has the one its image names.
+        self.machine_type = machine_type
         self.vcpus, self.memory_mb, self.local_gb = vcpus, memory_mb, local_gb
         self.spawn_delay = spawn_delay
         self.fail_spawn = fail_spawn
         self.guests: dict[str, FakeGuest] = {}
         # How long a live migration takes unless forced to complete (or aborted).
         self.live_migration_delay = live_migration_delay
+        # How long a swap volume's copy takes (the guest reads the old volume meanwhile).
+        self.swap_delay = swap_delay
         self._incoming: dict[str, GuestSpec] = {}
         self._forced: set[str] = set()
         self._aborted: set[str] = set()
         self.screen = FakeScreen(f"cumulo fake guest on {hostname}")
+        # The guests' serial terminals, opened on their first console request.
+        self.serial_ports: dict[str, FakeSerialPort] = {}
 
     def _guest(self, uuid: str) -> FakeGuest:
         guest = self.guests.get(uuid)
@@ -131,7 +148,11 @@ class FakeDriver(ComputeDriver):
             await asyncio.sleep(self.spawn_delay)
         if self.fail_spawn:
             raise DriverError(f"fake host {self.hostname} is set to fail every spawn")
-        fake = FakeGuest(guest, slots=_boot_layout(guest))
+        fake = FakeGuest(
+            guest,
+            slots=_boot_layout(guest),
+            machine_type=_chosen_machine_type(guest, self.machine_type),
+        )
         fake.log(f"fake guest {guest.name} ({guest.uuid}) booting on {self.hostname}")
         for vif in guest.vifs:
             fake.log(f"eth: {vif.mac} on network {vif.network_id} ips {','.join(vif.fixed_ips)}")
@@ -143,6 +164,8 @@ class FakeDriver(ComputeDriver):
     async def destroy(self, uuid: str) -> None:
         self.guests.pop(uuid, None)
         self._incoming.pop(uuid, None)
+        if (serial := self.serial_ports.pop(uuid, None)) is not None:
+            await serial.close()
 
     async def get_info(self, uuid: str) -> GuestInfo:
         guest = self._guest(uuid)
@@ -218,27 +241,43 @@ class FakeDriver(ComputeDriver):
         guest.slots.pop(("disk", volume_id), None)
         guest.log("virtio disk detached")
 
-    async def swap_volume(self, uuid: str, old_volume_id: str, new: BlockDevice) -> None:
+    async def swap_volume(
+        self, uuid: str, old_volume_id: str, new: BlockDevice, new_size_gb: int = 0
+    ) -> None:
         """The fake guest writes nothing: the old volume's bytes are copied into the new
-        one as they are (when both can be opened here), and its slot keeps the device."""
+        one as they are (when both can be opened here, in `swap_delay` seconds at least),
+        and its slot keeps the device; a larger volume is a capacity change the guest
+        reports on its console."""
         guest = self._guest(uuid)
         old = guest.volumes.get(old_volume_id)
         if old is None:
             raise DriverError(f"volume {old_volume_id} is not attached to {uuid}")
         src, dst = volume_location(old.connection_info), volume_location(new.connection_info)
-        if src and dst:
-            await copy_volume_data(src, dst)
+        copy = copy_volume_data(src, dst) if src and dst else asyncio.sleep(0)
+        await asyncio.gather(asyncio.sleep(self.swap_delay), copy)
+        if guest.volumes.get(old_volume_id) is not old:
+            raise DriverError(f"volume {old_volume_id} of {uuid} changed during the copy")
         del guest.volumes[old_volume_id]
         guest.volumes[new.volume_id] = new
         slot = guest.slots.pop(("disk", old_volume_id), None)
         if slot is not None:
             guest.slots[("disk", new.volume_id)] = slot
         guest.log(f"virtio disk {new.device_name} now reads volume {new.volume_id}")
+        if new_size_gb:
+            guest.log(f"virtio disk {new.device_name} capacity change to {new_size_gb} GiB")
 
-    async def update_volume_connection(self, uuid: str, device: BlockDevice) -> None:
+    async def update_volume_connection(
+        self, uuid: str, device: BlockDevice, previous_volume_id: str | None = None
+    ) -> None:
         guest = self._guest(uuid)
-        if device.volume_id in guest.volumes:
-            guest.volumes[device.volume_id] = device
+        known = previous_volume_id or device.volume_id
+        if known not in guest.volumes:
+            return
+        del guest.volumes[known]
+        guest.volumes[device.volume_id] = device
+        slot = guest.slots.pop(("disk", known), None)
+        if slot is not None:
+            guest.slots[("disk", device.volume_id)] = slot
 
     async def extend_volume(self, uuid: str, volume_id: str) -> None:
         guest = self._guest(uuid)
@@ -320,6 +359,9 @@ class FakeDriver(ComputeDriver):
     async def get_device_addresses(self, uuid: str) -> tuple[DeviceAddress, ...]:
         return _addresses(self._guest(uuid).slots)
 
+    async def guest_machine_type(self, uuid: str) -> str | None:
+        return self._guest(uuid).machine_type
+
     async def get_vnc_console(self, uuid: str) -> dict[str, Any]:
         # A real (blank) VNC screen, started on first use: thousands of simulated hosts
         # in one process do not each hold a listening socket.
@@ -327,8 +369,25 @@ class FakeDriver(ComputeDriver):
         port = await self.screen.start()
         return {"host": "127.0.0.1", "port": port, "internal_access_path": None}
 
+    async def get_serial_console(self, uuid: str) -> dict[str, Any]:
+        # The terminal is this host's: a guest moved here gets a new one (its own port).
+        self._guest(uuid)
+        serial = self.serial_ports.get(uuid)
+        if serial is None:
+
+            def typed(line: str) -> None:
+                if (guest := self.guests.get(uuid)) is not None:
+                    guest.log(line)
+
+            serial = self.serial_ports[uuid] = FakeSerialPort(typed)
+        port = await serial.start()
+        return {"host": "127.0.0.1", "port": port, "internal_access_path": None}
+
     async def cleanup_host(self) -> None:
         await self.screen.close()
+        for serial in self.serial_ports.values():
+            await serial.close()
+        self.serial_ports.clear()
 
     async def rescue(self, uuid: str, rescue: GuestSpec) -> None:
         guest = self._guest(uuid)
@@ -373,6 +432,7 @@ class FakeDriver(ComputeDriver):
         moved = FakeGuest(guest, state, console=list(disk_info.get("console") or []))
         moved.volumes = {d.volume_id: d for d in guest.block_devices}
         moved.slots = _boot_layout(guest)
+        moved.machine_type = _chosen_machine_type(guest, self.machine_type)
         moved.log(f"migrated to {self.hostname} as {guest.flavor.name}")
         self.guests[guest.uuid] = moved
 
@@ -412,6 +472,7 @@ class FakeDriver(ComputeDriver):
         moved = FakeGuest(spec, PowerState(result["state"]), console=list(result["console"]))
         moved.volumes = {d.volume_id: d for d in spec.block_devices}
         moved.slots = _boot_layout(spec)
+        moved.machine_type = _chosen_machine_type(spec, self.machine_type)
         moved.log(f"running on {self.hostname}")
         self.guests[uuid] = moved
 

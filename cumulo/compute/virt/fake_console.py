@@ -1,6 +1,7 @@
 """The fake guests' screen: a small VNC server (RFB 3.8, no authentication) that shows
 a blank screen named after the host, so the console proxy and a browser's noVNC have a
-real VNC peer to talk to when guests are fake (the protocol as RFC 6143 gives it)."""
+real VNC peer to talk to when guests are fake (the protocol as RFC 6143 gives it); and
+their serial ports, a terminal that echoes what is typed (for the serial proxy)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import struct
+from collections.abc import Callable
 
 LOG = logging.getLogger(__name__)
 
@@ -17,24 +19,40 @@ RRE = 2  # one background colour and no subrectangles: the whole (blank) screen
 _FIXED = {0: 19, 3: 9, 4: 7, 5: 5}
 
 
-class FakeScreen:
-    def __init__(self, name: str) -> None:
-        self.name = name.encode()[:255]
+class _LoopbackListener:
+    """A TCP listener on 127.0.0.1 (a port of its own, opened on first use) whose
+    connections `_client` serves; closing it closes the clients still connected."""
+
+    def __init__(self) -> None:
         self._server: asyncio.Server | None = None
+        self._lock = asyncio.Lock()
+        self._clients: set[asyncio.StreamWriter] = set()
         self.port = 0
 
     async def start(self) -> int:
-        if self._server is None:
-            self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-            self.port = self._server.sockets[0].getsockname()[1]
+        async with self._lock:
+            if self._server is None:
+                self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+                self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+            for writer in list(self._clients):
+                writer.close()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
             self._server = None
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class FakeScreen(_LoopbackListener):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name.encode()[:255]
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -84,3 +102,40 @@ class FakeScreen:
                 LOG.debug("fake screen: unknown RFB message %d, closing", kind)
                 return
             await writer.drain()
+
+
+class FakeSerialPort(_LoopbackListener):
+    """A fake guest's serial port with a login terminal on it: what is typed is echoed
+    as a tty's line discipline would (Enter as CR LF, DEL erasing a character), and each
+    line typed goes to the guest's console log (`on_line`), as a real guest's echo lands
+    in console.log. One TCP listener per guest, opened on the first console request."""
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        super().__init__()
+        self.on_line = on_line
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = bytearray()
+        self._clients.add(writer)
+        try:
+            while data := await reader.read(4096):
+                echo = bytearray()
+                for byte in data:
+                    if byte in (0x0D, 0x0A):  # Enter: the line is done
+                        echo += b"\r\n"
+                        self.on_line(line.decode(errors="replace"))
+                        line.clear()
+                    elif byte in (0x7F, 0x08):  # erase: back, blank, back
+                        if line:
+                            line.pop()
+                            echo += b"\b \b"
+                    else:
+                        line.append(byte)
+                        echo.append(byte)
+                writer.write(bytes(echo))
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            self._clients.discard(writer)
+            writer.close()

@@ -3,8 +3,10 @@
 Each guest lives in <state>/compute/<host>/instances/<uuid>/: guest.json (how to start
 it again), qemu.pid, qmp.sock (power actions, status, hot-plug), console.log (the serial
 console), disk (a qcow2 overlay on the host's image cache), disk.eph0, disk.swap,
-disk.config (the config drive) and memory.state while suspended. QEMU daemonizes, so
-guests outlive the compute agent; a new agent finds them again from these directories.
+disk.config (the config drive), nvram.fd (the UEFI variables of a guest whose image has
+hw_firmware_type=uefi: it boots with OVMF) and memory.state while suspended. QEMU
+daemonizes, so guests outlive the compute agent; a new agent finds them again from these
+directories.
 
 Power state is what the process says: no live QEMU is SHUTDOWN (SUSPENDED when its
 memory was saved), never RUNNING; otherwise QMP's query-status decides.
@@ -32,6 +34,7 @@ from cumulo.compute.virt import qemu_process as qp
 from cumulo.compute.virt.driver import (
     BlockDevice,
     ComputeDriver,
+    ConsoleTypeUnavailable,
     DeviceAddress,
     DriverError,
     GuestInfo,
@@ -85,6 +88,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
         probe_kernel: Path | str | None = None,
         vnc: bool = True,
         migration_address: str = "",
+        machine_type: str = "pc",
     ) -> None:
         if accel not in ("auto", "kvm", "tcg"):
             raise ValueError(f"accel must be auto, kvm or tcg, not {accel!r}")
@@ -94,6 +98,10 @@ class QemuDriver(QemuMoves, ComputeDriver):
         self.accel: str | None = None if accel == "auto" else accel
         self.probe_kernel = Path(probe_kernel) if probe_kernel else None
         self.vnc = vnc
+        # Guests whose image names no hw_machine_type get this one (Nova's [libvirt]
+        # hw_machine_type); what this host's QEMU has is read at init_host.
+        self.machine_type = machine_type
+        self.machine_types: frozenset[str] = frozenset()
         self.version = 0
         self._locks: dict[str, asyncio.Lock] = {}
         self.migration_address = migration_address or _own_address()
@@ -114,6 +122,8 @@ class QemuDriver(QemuMoves, ComputeDriver):
             raise DriverError(f"{qp.QEMU} is not installed on this host")
         self.instances_dir.mkdir(parents=True, exist_ok=True)
         self.version = await qp.qemu_version()
+        self.machine_types = await qp.machine_types()
+        qp.choose_machine("bios", {}, {}, self.machine_type, self.machine_types)
         await self._choose_accel()
         for uuid in await self.list_guests():
             directory = self._dir(uuid)
@@ -238,6 +248,11 @@ class QemuDriver(QemuMoves, ComputeDriver):
             accel=self.accel or "tcg",
             vnc=self.vnc,
         )
+        # Checked first: a host without OVMF fails the boot at once, saying so, and so
+        # does a machine type or Secure Boot this guest cannot have.
+        machine.firmware = qp.firmware_type(image.properties if image else {})
+        machine.machine_type, machine.secure_boot = self._machine_choice(guest)
+        qp.check_firmware(machine.firmware, machine.secure_boot)
         if image is not None and _image_flag(image.properties, "hw_qemu_guest_agent"):
             machine.guest_agent = True
             machine.admin_user = str(image.properties.get("os_admin_user") or "root")
@@ -290,6 +305,12 @@ class QemuDriver(QemuMoves, ComputeDriver):
             )
         for drive in machine.drives:
             drive.slot = qp.DISK_SLOTS[drive.node]
+        if machine.firmware == "uefi":
+            if "nvram" in copied:  # a moved guest keeps its UEFI variables
+                nvram = str(directory / qp.NVRAM)
+                await _qemu_img("convert", "-f", "raw", "-O", "raw", copied["nvram"], nvram)
+            else:
+                await asyncio.to_thread(qp.make_nvram, directory, machine.secure_boot)
         namespaces = {vif.netns for vif in guest.vifs}
         if len(namespaces) > 1:
             raise DriverError("a guest's ports must all be in one network namespace")
@@ -297,34 +318,54 @@ class QemuDriver(QemuMoves, ComputeDriver):
         # The taps are named here and plugged once the record names them (see spawn).
         _volume_slots, nic_slots = _boot_slots(guest)
         machine.nics += [
-            qp.Nic(tap_name(vif.port_id), vif.mac, slot)
+            qp.Nic(tap_name(vif.port_id), vif.mac, slot, _checksum_offload(vif))
             for vif, slot in zip(guest.vifs, nic_slots, strict=True)
         ]
         return machine
 
+    def _machine_choice(self, guest: GuestSpec) -> tuple[str, bool]:
+        """The guest's machine type and whether it boots with Secure Boot (DriverError
+        when the image and flavor ask for what cannot be had)."""
+        image = guest.image
+        return qp.choose_machine(
+            qp.firmware_type(image.properties if image else {}),
+            image.properties if image else {},
+            guest.flavor.extra_specs or {},
+            self.machine_type,
+            self.machine_types,
+        )
+
+    async def guest_machine_type(self, uuid: str) -> str | None:
+        return self._load(uuid)["machine"].get("machine_type", "pc")
+
     def device_layout(self, guest: GuestSpec) -> tuple[DeviceAddress, ...]:
         volume_slots, nic_slots = _boot_slots(guest)
+        try:
+            machine_type = self._machine_choice(guest)[0]
+        except DriverError:
+            machine_type = "pc"  # the spawn fails, saying why
         return (
             *(
-                DeviceAddress("disk", d.volume_id, "pci", pci_address(slot))
+                DeviceAddress("disk", d.volume_id, "pci", _address(slot, machine_type))
                 for d, slot in zip(guest.block_devices, volume_slots, strict=True)
             ),
             *(
-                DeviceAddress("nic", vif.mac, "pci", pci_address(slot))
+                DeviceAddress("nic", vif.mac, "pci", _address(slot, machine_type))
                 for vif, slot in zip(guest.vifs, nic_slots, strict=True)
             ),
         )
 
     async def get_device_addresses(self, uuid: str) -> tuple[DeviceAddress, ...]:
         record = self._load(uuid)
+        machine_type = record["machine"].get("machine_type", "pc")
         return (
             *(
-                DeviceAddress("disk", volume_id, "pci", pci_address(drive["slot"]))
+                DeviceAddress("disk", volume_id, "pci", _address(drive["slot"], machine_type))
                 for volume_id, drive in record["volumes"].items()
                 if drive.get("slot") is not None
             ),
             *(
-                DeviceAddress("nic", nic["mac"], "pci", pci_address(nic["slot"]))
+                DeviceAddress("nic", nic["mac"], "pci", _address(nic["slot"], machine_type))
                 for nic in record["machine"]["nics"]
                 if nic.get("slot") is not None
             ),
@@ -340,6 +381,9 @@ class QemuDriver(QemuMoves, ComputeDriver):
         directory = self._dir(uuid)
         machine = _machine(record)
         machine.drives += [qp.Drive(**d) for d in record["volumes"].values()]
+        if machine.firmware == "uefi":  # OVMF may have gone since the guest was made
+            qp.check_firmware(machine.firmware, machine.secure_boot)
+            await asyncio.to_thread(qp.make_nvram, directory, machine.secure_boot)
         (directory / "qemu.pid").unlink(missing_ok=True)
         with contextlib.ExitStack() as sockets:
             nbd = {
@@ -524,7 +568,12 @@ class QemuDriver(QemuMoves, ComputeDriver):
             netns = record["machine"].get("netns")
             if vif.netns != netns:
                 raise DriverError("a guest's ports must all be in one network namespace")
-            nic = qp.Nic(tap_name(vif.port_id), vif.mac, qp.free_slot(qp.used_slots(record)))
+            nic = qp.Nic(
+                tap_name(vif.port_id),
+                vif.mac,
+                qp.free_slot(qp.used_slots(record)),
+                _checksum_offload(vif),
+            )
             await _plug_tap(vif)
             if self._alive(uuid):
                 try:
@@ -539,7 +588,8 @@ class QemuDriver(QemuMoves, ComputeDriver):
                             "downscript": "no",
                         },
                     )
-                    await self._qmp(uuid, "device_add", qp.nic_args(nic))
+                    machine_type = record["machine"].get("machine_type", "pc")
+                    await self._qmp(uuid, "device_add", qp.nic_args(nic, machine_type))
                 except Exception:
                     await _unplug_tap(nic.tap, netns)
                     raise
@@ -593,6 +643,17 @@ class QemuDriver(QemuMoves, ComputeDriver):
         path = self.instances_dir / uuid / qp.VNC_SOCKET
         return {"host": self.host, "port": 0, "internal_access_path": str(path)}
 
+    async def get_serial_console(self, uuid: str) -> dict[str, Any]:
+        # A guest started before its serial port listened on serial.sock (a file chardev)
+        # has no interactive serial console until it is started again.
+        chardevs = await self._qmp(uuid, "query-chardev")
+        serial = next((c for c in chardevs if c.get("label") == "serial0"), None)
+        # "disconnected:unix:serial.sock,server=on" with no client, "file" for the old ones.
+        if serial is None or "unix:" not in str(serial.get("filename", "")):
+            raise ConsoleTypeUnavailable("Unavailable console type serial.")
+        path = self.instances_dir / uuid / qp.SERIAL_SOCKET
+        return {"host": self.host, "port": 0, "internal_access_path": str(path)}
+
     async def snapshot(self, uuid: str, target_path: str) -> str:
         async with self._lock(uuid):
             record = self._load(uuid)
@@ -624,7 +685,8 @@ class QemuDriver(QemuMoves, ComputeDriver):
             if self._alive(uuid):
                 await self._blockdev_add(uuid, drive)
                 try:
-                    await self._qmp(uuid, "device_add", qp.device_args(drive))
+                    machine_type = record["machine"].get("machine_type", "pc")
+                    await self._qmp(uuid, "device_add", qp.device_args(drive, machine_type))
                 except Exception:
                     await self._qmp(uuid, "blockdev-del", {"node-name": drive.node})
                     raise
@@ -648,12 +710,18 @@ class QemuDriver(QemuMoves, ComputeDriver):
             if self._alive(uuid):
                 await self._qmp(uuid, "block_resize", {"node-name": drive["node"], "size": size})
 
-    async def swap_volume(self, uuid: str, old_volume_id: str, new: BlockDevice) -> None:
+    async def swap_volume(
+        self, uuid: str, old_volume_id: str, new: BlockDevice, new_size_gb: int = 0
+    ) -> None:
         """The new volume's node added beside the old one, the old one mirrored into it
         (blockdev-mirror sync=full) while the guest runs, the mirror completed once in
         sync (job-complete: the guest's device reads the new node from then on, same PCI
-        slot and serial), the old node deleted. A guest that does not run is copied with
-        qemu-img."""
+        slot and serial), the old node deleted. A larger volume (`new_size_gb`) is
+        mirrored into a view of it of the old node's size (QEMU mirrors only between
+        nodes of one size), opened whole once the device reads it and block_resize'd:
+        the guest sees its new capacity. A guest that does not run is copied with
+        qemu-img (it opens the whole volume when it starts). Raises only while the
+        guest still reads the old volume: what fails after the pivot is logged."""
         async with self._lock(uuid):
             record = self._load(uuid)
             old = record["volumes"].get(old_volume_id)
@@ -670,7 +738,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
                 device_id=old.get("device_id") or old["node"],
             )
             if self._alive(uuid):
-                await self._mirror_volume(uuid, old["node"], drive)
+                await self._mirror_volume(uuid, old["node"], drive, grow=new_size_gb > 0)
             else:
                 src = (old["path"], old["format"] if old.get("protocol") != "nbd" else "raw")
                 await copy_volume_data(src, (drive.path, drive.format))
@@ -678,9 +746,12 @@ class QemuDriver(QemuMoves, ComputeDriver):
             record["volumes"][new.volume_id] = dataclasses.asdict(drive)
             self._save(uuid, record)
 
-    async def _mirror_volume(self, uuid: str, old_node: str, drive: qp.Drive) -> None:
+    async def _mirror_volume(
+        self, uuid: str, old_node: str, drive: qp.Drive, grow: bool = False
+    ) -> None:
         job = f"swap-{drive.node}"
-        await self._blockdev_add(uuid, drive)
+        view = await self._node_size(uuid, old_node) if grow else None
+        await self._blockdev_add(uuid, drive, size=view)
         try:
             await self._qmp(
                 uuid,
@@ -713,26 +784,69 @@ class QemuDriver(QemuMoves, ComputeDriver):
                     break
                 await asyncio.sleep(0.1)
             raise
-        await self._qmp(uuid, "blockdev-del", {"node-name": old_node})
+        # The guest reads the new volume from here on: nothing below undoes that.
+        try:
+            await self._qmp(uuid, "blockdev-del", {"node-name": old_node})
+        except DriverError as exc:
+            LOG.warning("guest %s: the old volume node %s stays open: %s", uuid, old_node, exc)
+        if view is not None:
+            try:
+                await self._open_whole(uuid, drive)
+            except DriverError as exc:
+                LOG.warning("guest %s: volume node %s not grown: %s", uuid, drive.node, exc)
 
-    async def update_volume_connection(self, uuid: str, device: BlockDevice) -> None:
+    async def _node_size(self, uuid: str, node: str) -> int:
+        nodes = await self._qmp(uuid, "query-named-block-nodes", {"flat": True})
+        found = next((n for n in nodes if n.get("node-name") == node), None)
+        if found is None:
+            raise DriverError(f"guest {uuid} has no block node {node}")
+        return int(found["image"]["virtual-size"])
+
+    async def _open_whole(self, uuid: str, drive: qp.Drive) -> None:
+        """The size-limited view a larger volume was mirrored into opened whole (Nova's
+        libvirt driver resizes the disk after the pivot): block_resize to the volume's
+        own size tells the guest its device grew."""
+        view = {
+            "node-name": drive.node,
+            "driver": "raw",
+            "read-only": drive.read_only,
+            "file": _whole_node(drive.node),
+        }
+        await self._qmp(uuid, "blockdev-reopen", {"options": [view]})
+        size = await self._node_size(uuid, drive.node)
+        await self._qmp(uuid, "block_resize", {"node-name": drive.node, "size": size})
+
+    async def update_volume_connection(
+        self, uuid: str, device: BlockDevice, previous_volume_id: str | None = None
+    ) -> None:
         async with self._lock(uuid):
             record = self._load(uuid)
-            drive = record["volumes"].get(device.volume_id)
+            drive = record["volumes"].pop(previous_volume_id or device.volume_id, None)
             if drive is None:
                 return
             moved = _volume_drive(device)
             drive.update(path=moved.path, protocol=moved.protocol, format=moved.format)
+            record["volumes"][device.volume_id] = drive
             self._save(uuid, record)
 
-    async def _blockdev_add(self, uuid: str, drive: qp.Drive) -> None:
+    async def _blockdev_add(self, uuid: str, drive: qp.Drive, size: int | None = None) -> None:
+        """`size`: the node shows only the first `size` bytes of the volume (a raw view
+        over it, which _open_whole opens whole)."""
+
+        def args(nbd_fd: str | None = None) -> dict[str, Any]:
+            made = qp.blockdev_args(drive, nbd_fd=nbd_fd)
+            if size is None:
+                return made
+            whole = {**made, "node-name": _whole_node(drive.node)}
+            return {**made, "driver": "raw", "size": size, "file": whole}
+
         if drive.protocol != "nbd":
-            await self._qmp(uuid, "blockdev-add", qp.blockdev_args(drive))
+            await self._qmp(uuid, "blockdev-add", args())
             return
         with await qp.connect_nbd(drive) as sock:
             async with qp.qmp_session(self._dir(uuid), uuid) as qmp:
                 await qmp.pass_fd(sock.fileno(), drive.node)
-                await qmp.execute("blockdev-add", qp.blockdev_args(drive, nbd_fd=drive.node))
+                await qmp.execute("blockdev-add", args(nbd_fd=drive.node))
 
     async def detach_volume(self, uuid: str, volume_id: str, timeout: float = 30) -> None:
         async with self._lock(uuid):
@@ -818,6 +932,19 @@ def _volume_drive(device: BlockDevice, slot: int | None = None) -> qp.Drive:
     )
 
 
+def _address(slot: int, machine_type: str) -> str:
+    """Where the guest finds the device in `slot`: on the pc machine's bus 0 (the driver
+    interface's pci_address), or behind its PCIe root port on q35."""
+    if qp.on_root_port(slot, machine_type):
+        return qp.guest_pci_address(slot, machine_type)
+    return pci_address(slot)
+
+
+def _whole_node(node: str) -> str:
+    """The volume's own node under the size-limited view a larger volume is mirrored into."""
+    return f"{node}-v"
+
+
 _run = qp.run
 _qemu_img = qp.qemu_img
 
@@ -845,6 +972,13 @@ async def _make_swap(path: Path, size_mb: int) -> None:
 
 def tap_name(port_id: str) -> str:
     return f"tap{port_id[:11]}"  # Nova's name: fits IFNAMSIZ (15 characters)
+
+
+def _checksum_offload(vif: Vif) -> bool:
+    """Whether the guest may leave its frames' checksums to the host: not on Open
+    vSwitch's userspace datapath, which drops such frames on the way into a VXLAN
+    tunnel ("Tunneling packets with HW offload flags is not supported")."""
+    return not (vif.ovsdb and vif.datapath_type == "netdev")
 
 
 async def _plug_tap(vif: Vif) -> str:

@@ -77,6 +77,9 @@ class QemuMoves:
             stable = stable_rescue_device(image.properties)
         except ValueError as exc:
             raise DriverError(str(exc)) from None
+        # The rescue image's firmware, as Nova builds the rescue guest from that image; a
+        # UEFI one uses the guest's own variable store (made when it has none).
+        firmware = qp.firmware_type(image.properties)
         async with self._lock(uuid):
             record = self._load(uuid)
             if record.get("rescue"):
@@ -123,6 +126,7 @@ class QemuMoves:
                 at = len(drives) if stable else len(rescue_drives)
                 rescue_drives.insert(at, dict(drive.__dict__))
             machine["drives"] = rescue_drives
+            machine["firmware"] = firmware
             if image.kernel_path:
                 machine["kernel"] = image.kernel_path
                 machine["initrd"] = image.ramdisk_path
@@ -203,23 +207,30 @@ class QemuMoves:
         async with self._lock(uuid):
             record = self._load(uuid)
             address = self.migration_address
+            # swap is made afresh on the destination; a UEFI guest's variables go along.
+            files = [
+                (drive["node"], drive["path"], drive["format"])
+                for drive in record["machine"]["drives"]
+                if drive["node"] in LOCAL_DISKS and drive["node"] != "swap"
+            ]
+            nvram = self._dir(uuid) / qp.NVRAM
+            if record["machine"].get("firmware") == "uefi" and nvram.exists():
+                files.append(("nvram", str(nvram), "raw"))
             disks, processes = {}, []
             try:
-                for drive in record["machine"]["drives"]:
-                    if drive["node"] not in LOCAL_DISKS or drive["node"] == "swap":
-                        continue  # swap is made afresh on the destination
+                for node, path, file_format in files:
                     port = _free_port(address)
                     processes.append(
                         await asyncio.create_subprocess_exec(
                             "qemu-nbd", "--read-only", "--persistent", "--shared=2",
-                            f"--format={drive['format']}", f"--bind={address}",
-                            f"--port={port}", f"--export-name={drive['node']}", drive["path"],
+                            f"--format={file_format}", f"--bind={address}",
+                            f"--port={port}", f"--export-name={node}", path,
                             stdout=asyncio.subprocess.DEVNULL,
                             stderr=asyncio.subprocess.DEVNULL,
                         )
                     )  # fmt: skip
                     await _wait_listening(address, port)
-                    disks[drive["node"]] = f"nbd://{address}:{port}/{drive['node']}"
+                    disks[node] = f"nbd://{address}:{port}/{node}"
             except BaseException:
                 await _stop_all(processes)
                 raise

@@ -46,6 +46,31 @@ DISK_SLOTS = {"rescue": 0x06, "root": 0x07, "eph0": 0x08, "swap": 0x09, "config"
 FIRST_FREE_SLOT = 0x0B
 LAST_SLOT = 0x1F
 
+# The q35 machine (an image's hw_machine_type=q35) keeps those slots for the same devices
+# on its root complex (pcie.0: the guest finds them at 0000:00:SS.0), but pcie.0 takes no
+# hot-plug: each volume and NIC slot is a PCIe root port of its own (libvirt's layout of a
+# q35 guest: a pcie-root-port per device, hot-plug capable), made at boot for every slot
+# from FIRST_FREE_SLOT, packed as the functions of pcie.0 slots from ROOT_PORT_SLOT. The
+# firmware numbers the ports' buses in that order (1, 2, ...): the device in slot s is
+# at 0000:BB:00.0, BB = s - FIRST_FREE_SLOT + 1.
+ROOT_PORT_SLOT = 0x0B
+# QEMU's machine types by family (Nova's hw_machine_type), the versioned names included.
+MACHINE_FAMILIES = {"pc": "pc-i440fx-", "q35": "pc-q35-"}
+
+# UEFI (an image's hw_firmware_type=uefi): OVMF from the Debian package ovmf, as libvirt
+# uses it: the code read-only and shared, and each guest's own copy of the variable
+# store (libvirt's nvram) in its instance directory, made from the package's template.
+FIRMWARE_TYPES = ("bios", "uefi")
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# Secure Boot (os_secure_boot): the build that keeps its variables behind SMM (q35 with
+# smm=on and a secure pflash only), and a template with Microsoft's keys enrolled and
+# Secure Boot on (what Debian's shim, signed by Microsoft's UEFI CA, is verified by).
+OVMF_SECBOOT_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+OVMF_MS_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+SECURE_BOOT_POLICIES = ("required", "disabled", "optional")
+NVRAM = "nvram.fd"
+
 
 @dataclass
 class Drive:
@@ -73,6 +98,9 @@ class Nic:
     tap: str
     mac: str
     slot: int | None = None  # PCI slot (None: QEMU's choice)
+    # False: the guest completes its own checksums (virtio-net `csum=off`), for a tap on
+    # Open vSwitch's userspace datapath, which drops partial-checksum frames it tunnels.
+    checksum_offload: bool = True
 
 
 def free_slot(used: set[int], start: int = FIRST_FREE_SLOT) -> int:
@@ -106,6 +134,50 @@ def _addr(slot: int) -> str:
     return f"{slot:02x}.0"  # QEMU's addr property: slot.function, in hex
 
 
+def machine_family(machine_type: str) -> str | None:
+    """`pc` or `q35` for a machine type of that family (`pc-q35-7.2` too), else None."""
+    for family, versioned in MACHINE_FAMILIES.items():
+        if machine_type == family or machine_type.startswith(versioned):
+            return family
+    return None
+
+
+def on_root_port(slot: int | None, machine_type: str) -> bool:
+    """Whether the device in `slot` sits behind its own PCIe root port (q35's hot-plug slots)."""
+    return slot is not None and slot >= FIRST_FREE_SLOT and machine_family(machine_type) == "q35"
+
+
+def root_port(slot: int) -> str:
+    return f"rp{slot:02x}"
+
+
+def guest_pci_address(slot: int, machine_type: str = "pc") -> str:
+    """Where the guest finds the device in `slot` (domain:bus:slot.function)."""
+    if on_root_port(slot, machine_type):
+        return f"0000:{slot - FIRST_FREE_SLOT + 1:02x}:00.0"
+    return f"0000:00:{slot:02x}.0"
+
+
+def root_port_args(slot: int) -> dict[str, Any]:
+    """The pcie-root-port of a q35 guest's volume or NIC slot."""
+    index = slot - FIRST_FREE_SLOT
+    where, function = divmod(index, 8)
+    args: dict[str, Any] = {
+        "driver": "pcie-root-port",
+        "id": root_port(slot),
+        "bus": "pcie.0",
+        "addr": f"{ROOT_PORT_SLOT + where:02x}.{function}",
+        "chassis": index + 1,
+        "port": 0x10 + index,
+        # virtio devices on PCIe have no I/O BARs; 21 ports' default 4 KiB I/O windows
+        # would not fit the 64 KiB I/O space.
+        "io-reserve": 0,
+    }
+    if function == 0:
+        args["multifunction"] = True
+    return args
+
+
 @dataclass
 class MachineConfig:
     """Everything QEMU's command line is made of; stored with the guest to start it again."""
@@ -130,6 +202,12 @@ class MachineConfig:
     # The image's os_require_quiesce: a live snapshot fails when the filesystems cannot
     # be frozen (else it is taken unfrozen).
     require_quiesce: bool = False
+    # "bios" (SeaBIOS) or "uefi" (OVMF with the guest's variable store in its directory).
+    firmware: str = "bios"
+    # QEMU's machine type (hw_machine_type): the pc family or the q35 one.
+    machine_type: str = "pc"
+    # UEFI Secure Boot (os_secure_boot): q35 with SMM, OVMF's secboot build, MS keys.
+    secure_boot: bool = False
 
 
 def command_line(
@@ -140,10 +218,16 @@ def command_line(
     nbd_fds: dict[str, int] | None = None,
 ) -> list[str]:
     """QEMU's argv; `nbd_fds` are the connected sockets of the NBD drives, by node name."""
+    machine = config.machine_type
+    secure_boot = config.secure_boot and config.firmware == "uefi"
+    if secure_boot:
+        machine += ",smm=on"
+    if config.firmware == "uefi":
+        machine += ",pflash0=ovmf-code,pflash1=ovmf-vars"
     argv = [
         QEMU,
         "-name", f"guest={config.uuid},process=qemu-{config.uuid[:8]}",
-        "-machine", "pc",
+        "-machine", machine,
         "-accel", config.accel,
         "-cpu", "host" if config.accel == "kvm" else "max",
         "-smp", str(config.vcpus),
@@ -155,10 +239,24 @@ def command_line(
         "-D", str(directory / "qemu.log"),
         "-chardev", f"socket,id=qmp,fd={qmp_fd},server=on,wait=off",
         "-mon", "chardev=qmp,mode=control",
-        "-chardev", f"file,id=serial0,path={_option_value(directory / 'console.log')},append=on",
+        # The serial port both logs to console.log and listens on serial.sock (relative:
+        # QEMU starts in the instance directory) for the serial console proxy.
+        "-chardev", f"socket,id=serial0,path={SERIAL_SOCKET},server=on,wait=off,"
+        f"logfile={_option_value(directory / 'console.log')},logappend=on",
         "-serial", "chardev:serial0",
         "-display", "none",
     ]  # fmt: skip
+    if config.firmware == "uefi":
+        code = OVMF_SECBOOT_CODE if secure_boot else OVMF_CODE
+        argv += [
+            "-blockdev", json.dumps(_pflash_args("ovmf-code", code, read_only=True)),
+            "-blockdev", json.dumps(_pflash_args("ovmf-vars", directory / NVRAM)),
+        ]  # fmt: skip
+    if secure_boot:  # the variable store only SMM code may write
+        argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
+    if machine_family(config.machine_type) == "q35":
+        for slot in range(FIRST_FREE_SLOT, LAST_SLOT + 1):
+            argv += ["-device", json.dumps(root_port_args(slot))]
     if config.vnc:
         # A unix socket in the instance directory, not a TCP port: the guest's QEMU may
         # run in the data plane's namespace, whose loopback nobody else reaches. The path
@@ -190,17 +288,131 @@ def command_line(
         fd = (nbd_fds or {}).get(drive.node)
         argv += [
             "-blockdev", json.dumps(blockdev_args(drive, None if fd is None else str(fd))),
-            "-device", json.dumps(device_args(drive)),
+            "-device", json.dumps(device_args(drive, config.machine_type)),
         ]  # fmt: skip
     for nic in config.nics:
         # Ids follow the tap (so the port): a NIC plugged later is found by the same name.
         argv += [
             "-netdev", f"tap,id=net-{nic.tap},ifname={nic.tap},script=no,downscript=no",
-            "-device", json.dumps(nic_args(nic)),
+            "-device", json.dumps(nic_args(nic, config.machine_type)),
         ]  # fmt: skip
     if incoming:
         argv += ["-incoming", incoming]
     return argv
+
+
+def _pflash_args(node: str, path: Path, read_only: bool = False) -> dict[str, Any]:
+    file = {"driver": "file", "filename": str(path), "read-only": read_only}
+    return {"node-name": node, "driver": "raw", "read-only": read_only, "file": file}
+
+
+def firmware_type(properties: dict[str, Any]) -> str:
+    """An image's firmware, Nova's hw_firmware_type (bios when unset), checked against
+    what this host has."""
+    firmware = str(properties.get("hw_firmware_type") or "bios").lower()
+    check_firmware(firmware)
+    return firmware
+
+
+def check_firmware(firmware: str, secure_boot: bool = False) -> None:
+    """DriverError unless this host has what boots a guest with `firmware`."""
+    if firmware not in FIRMWARE_TYPES:
+        raise DriverError(f"unknown firmware type {firmware!r} (hw_firmware_type): bios or uefi")
+    if firmware == "uefi":
+        missing = [str(p) for p in firmware_files(secure_boot) if not p.is_file()]
+        if missing:
+            raise DriverError(
+                f"UEFI firmware is missing on this host: {', '.join(missing)} "
+                "(install the Debian package ovmf: `cumulo host-packages --install`)"
+            )
+
+
+def firmware_files(secure_boot: bool = False) -> tuple[Path, Path]:
+    """OVMF's code and the template of a guest's variable store."""
+    return (OVMF_SECBOOT_CODE, OVMF_MS_VARS) if secure_boot else (OVMF_CODE, OVMF_VARS)
+
+
+def make_nvram(directory: Path, secure_boot: bool = False) -> Path:
+    """The guest's UEFI variable store, a copy of OVMF's template unless it has one
+    (kept across power cycles, as libvirt keeps a domain's nvram)."""
+    nvram = directory / NVRAM
+    if not nvram.exists():
+        tmp = nvram.with_suffix(".part")
+        shutil.copyfile(firmware_files(secure_boot)[1], tmp)
+        tmp.replace(nvram)
+    return nvram
+
+
+def secure_boot_policy(properties: dict[str, Any], extra_specs: dict[str, Any]) -> str | None:
+    """Nova's get_secure_boot_constraint: the flavor's os:secure_boot or the image's
+    os_secure_boot; DriverError when a value is unknown or the two disagree."""
+    flavor = extra_specs.get("os:secure_boot")
+    image = properties.get("os_secure_boot")
+    for name, value in (("os:secure_boot", flavor), ("os_secure_boot", image)):
+        if value is not None and value not in SECURE_BOOT_POLICIES:
+            raise DriverError(f"{name} {value!r} is not one of {', '.join(SECURE_BOOT_POLICIES)}")
+    if flavor and image and flavor != image:
+        raise DriverError(
+            f"Flavor os:secure_boot {flavor!r} conflicts with image os_secure_boot {image!r}"
+        )
+    return flavor or image
+
+
+def choose_machine(
+    firmware: str,
+    properties: dict[str, Any],
+    extra_specs: dict[str, Any],
+    default: str = "pc",
+    supported: frozenset[str] = frozenset(),
+) -> tuple[str, bool]:
+    """The machine type and whether Secure Boot is on, for a guest of `firmware` from
+    an image with these properties and a flavor with these extra specs: the image's
+    hw_machine_type (else `default`, [compute] qemu_machine_type) if QEMU has it
+    (`supported`: what `-machine help` lists; empty: not checked). Secure Boot
+    `required` needs UEFI and moves an image that names no machine type onto q35;
+    `optional` is on for a UEFI guest that may be q35 on a host with the firmware."""
+    policy = secure_boot_policy(properties, extra_specs)
+    named = properties.get("hw_machine_type")
+    machine_type = str(named or default)
+    family = machine_family(machine_type)
+    if family is None or (supported and machine_type not in supported):
+        raise DriverError(
+            f"Machine type {machine_type!r} is not supported (hw_machine_type): this host's "
+            "QEMU boots pc and q35 guests and their versioned types (pc-i440fx-*, pc-q35-*)"
+        )
+    secure = False
+    if policy == "required":
+        if firmware != "uefi":
+            raise DriverError(
+                "Secure Boot is required (os_secure_boot / os:secure_boot) but the image "
+                "boots with BIOS: Secure Boot needs UEFI firmware (hw_firmware_type=uefi)"
+            )
+        secure = True
+    elif policy == "optional":
+        secure = (
+            firmware == "uefi"
+            and (family == "q35" or not named)
+            and all(p.is_file() for p in firmware_files(True))
+        )
+    if secure and family != "q35":
+        if named:
+            raise DriverError(
+                f"Secure Boot needs the q35 machine type (with SMM), not {machine_type!r} "
+                "(hw_machine_type)"
+            )
+        machine_type = "q35"
+    return machine_type, secure
+
+
+async def machine_types() -> frozenset[str]:
+    """The machine types this host's QEMU has (`-machine help`: names and aliases)."""
+    proc = await asyncio.create_subprocess_exec(
+        QEMU, "-machine", "help",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    lines = out.decode(errors="replace").splitlines()[1:]  # "Supported machines are:"
+    return frozenset(line.split()[0] for line in lines if line.strip())
 
 
 def blockdev_args(drive: Drive, nbd_fd: str | None = None) -> dict[str, Any]:
@@ -246,7 +458,7 @@ async def connect_nbd(drive: Drive, timeout: float = 10.0) -> socket.socket:
         raise DriverError(f"the NBD server of {drive.node} does not answer: {exc}") from exc
 
 
-def device_args(drive: Drive) -> dict[str, Any]:
+def device_args(drive: Drive, machine_type: str = "pc") -> dict[str, Any]:
     cdrom = drive.media == "cdrom"
     args: dict[str, Any] = {"drive": drive.node, "id": drive.device_id or drive.node}
     if drive.bus == "scsi":
@@ -257,7 +469,9 @@ def device_args(drive: Drive) -> dict[str, Any]:
         args |= {"driver": "ide-cd" if cdrom else "ide-hd"}
     else:
         args["driver"] = "virtio-blk-pci"
-        if drive.slot is not None:
+        if on_root_port(drive.slot, machine_type):
+            args["bus"] = root_port(drive.slot)
+        elif drive.slot is not None:
             args["addr"] = _addr(drive.slot)
     if drive.serial:
         args["serial"] = drive.serial
@@ -266,7 +480,7 @@ def device_args(drive: Drive) -> dict[str, Any]:
     return args
 
 
-def nic_args(nic: Nic) -> dict[str, Any]:
+def nic_args(nic: Nic, machine_type: str = "pc") -> dict[str, Any]:
     """A NIC's -device (and device_add) arguments: virtio-net on its tap's netdev."""
     args: dict[str, Any] = {
         "driver": "virtio-net-pci",
@@ -274,8 +488,12 @@ def nic_args(nic: Nic) -> dict[str, Any]:
         "mac": nic.mac,
         "id": f"nic-{nic.tap}",
     }
-    if nic.slot is not None:
+    if on_root_port(nic.slot, machine_type):
+        args["bus"] = root_port(nic.slot)
+    elif nic.slot is not None:
         args["addr"] = _addr(nic.slot)
+    if not nic.checksum_offload:
+        args["csum"] = False
     return args
 
 
@@ -288,6 +506,7 @@ def _option_value(path: Path | str) -> str:
 
 
 VNC_SOCKET = "vnc.sock"
+SERIAL_SOCKET = "serial.sock"
 QGA_SOCKET = "qga.sock"
 
 
