@@ -20,6 +20,12 @@ directory. Nothing is mounted and no loop device is used, in either format:
   current) with `root=LABEL=cloudimg-rootfs`. Registered as one qcow2 image without
   kernel_id/ramdisk_id: the QEMU driver boots it with SeaBIOS from its own boot loader,
   and cloud-init's growpart grows partition 1 and the filesystem to the flavor's disk.
+- `disk` with `firmware="uefi"` (`--firmware uefi`): the same disk for UEFI firmware
+  (boot_disk.py): a GPT with an EFI System Partition (partition 15, FAT made by mtools in
+  place) holding the guest's GRUB for x86-64 EFI (`grub-mkimage -O x86_64-efi`, the
+  same modules and early config) as /EFI/BOOT/BOOTX64.EFI, and the ext4 root in
+  partition 1; registered with hw_firmware_type=uefi, which the QEMU driver boots with
+  OVMF.
 - `ami`: the root filesystem alone, registered AMI-style with the kernel (aki) and the
   ramdisk (ari) taken out of it, which the QEMU driver boots directly (`-kernel`).
 
@@ -34,13 +40,26 @@ import hashlib
 import json
 import shutil
 import struct
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from cumulo.image.boot_disk import (
+    EFI_BOOT_FILE,
+    FS_BLOCK,
+    GRUB_EFI_DIR,
+    SECTOR,
+    GptLayout,
+    ImageBuildError,
+    grub_efi_argv,
+    partition_disk,
+    run_tool,
+    write_esp,
+)
+
 RECIPE_VERSION = "3"
 FORMATS = ("disk", "ami")
+FIRMWARES = ("bios", "uefi")  # what boots a `disk`: SeaBIOS or OVMF
 RELEASES = {"bookworm": "12", "trixie": "13"}
 PACKAGES = (
     "systemd-sysv",
@@ -63,6 +82,7 @@ PACKAGES = (
     "acpid",
 )
 DISK_PACKAGES = ("grub-pc-bin",)  # grub-mkimage, boot.img and the i386-pc modules
+UEFI_DISK_PACKAGES = ("grub-efi-amd64-bin",)  # grub-mkimage and the x86_64-efi modules
 ROOT_LABEL = "cloudimg-rootfs"
 IMAGE_BYTES = 2 << 30  # the root filesystem (ami) or the whole disk (disk): min_disk 2 GB
 COMMAND_LINE = f"root=LABEL={ROOT_LABEL} ro console=ttyS0"
@@ -71,8 +91,6 @@ CLOUD_CFG = """\
 datasource_list: [ConfigDrive, OpenStack, None]
 """
 
-SECTOR = 512
-FS_BLOCK = 4096
 MBR_BOOT_CODE = 440  # then the disk signature, the partition table and 0x55AA
 # GRUB's i386-pc boot.img and diskboot.img (grub-core/boot/i386/pc/{boot,diskboot}.S).
 BOOT_KERNEL_SECTOR = 0x5C  # where boot.img loads core.img's first sector from
@@ -97,6 +115,7 @@ set root=(hd0,msdos1)
 search --no-floppy --label {ROOT_LABEL} --set=root
 set prefix=($root)/boot/grub
 """
+GRUB_EFI_EARLY_CFG = GRUB_EARLY_CFG.replace("(hd0,msdos1)", "(hd0,gpt1)")
 GRUB_CFG = f"""\
 # cumulo: written by `cumulo image build debian`; /vmlinuz and /initrd.img follow the
 # installed kernel.
@@ -111,10 +130,6 @@ menuentry 'Debian GNU/Linux' {{
     initrd /initrd.img
 }}
 """
-
-
-class ImageBuildError(Exception):
-    """The image could not be built; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +206,7 @@ class BuiltImage:
     disk: Path  # qcow2: the whole disk, or the root filesystem of an ami
     kernel: Path | None = None  # ami only
     initrd: Path | None = None
+    firmware: str = "bios"  # a disk's: "bios" or "uefi"
 
     @property
     def properties(self) -> dict[str, str]:
@@ -205,6 +221,8 @@ class BuiltImage:
         }
         if self.format == "ami":  # a whole disk's command line is in its grub.cfg
             props["os_command_line"] = COMMAND_LINE
+        if self.firmware == "uefi":  # Nova's property: the hypervisor boots it with UEFI
+            props["hw_firmware_type"] = "uefi"
         return props
 
 
@@ -221,16 +239,23 @@ def build_debian(
     log=print,
     mirror: str | None = None,
     image_format: str = "disk",
+    firmware: str = "bios",
 ) -> BuiltImage:
     """The image, from the cache or built now; `mirror`: a Debian archive URL instead of
-    the machine's apt sources; `image_format`: "disk" (whole disk) or "ami"."""
+    the machine's apt sources; `image_format`: "disk" (whole disk) or "ami"; `firmware`:
+    what boots a disk, "bios" or "uefi"."""
     if release not in RELEASES:
         raise ImageBuildError(f"unknown Debian release {release!r}: one of {', '.join(RELEASES)}")
     if image_format not in FORMATS:
         raise ImageBuildError(f"unknown image format {image_format!r}: one of {', '.join(FORMATS)}")
+    if firmware not in FIRMWARES:
+        raise ImageBuildError(f"unknown firmware {firmware!r}: one of {', '.join(FIRMWARES)}")
+    if firmware == "uefi" and image_format != "disk":
+        raise ImageBuildError("a UEFI image is a whole disk: --firmware uefi needs --format disk")
+    uefi = firmware == "uefi"
     tools = ["mmdebstrap", "mke2fs", "qemu-img"]
     if image_format == "disk":
-        tools += ["sfdisk", "chroot"]
+        tools += ["sfdisk", "chroot", *(("mformat", "mmd", "mcopy") if uefi else ())]
     for tool in tools:
         if shutil.which(tool) is None:
             raise ImageBuildError(
@@ -238,14 +263,21 @@ def build_debian(
             )
     packages = [
         *PACKAGES,
-        *(DISK_PACKAGES if image_format == "disk" else ()),
+        *((UEFI_DISK_PACKAGES if uefi else DISK_PACKAGES) if image_format == "disk" else ()),
         *(extra_packages or []),
     ]
-    key = build_key(release, packages, image_format)
+    kind = f"{image_format}-uefi" if uefi else image_format
+    key = build_key(release, packages, kind)
     version = RELEASES[release]
-    folder = cache_dir / f"debian-{version}-{image_format}-{key}"
+    folder = cache_dir / f"debian-{version}-{kind}-{key}"
     image = BuiltImage(
-        name or f"debian-{version}", release, version, image_format, key, folder / "disk.qcow2"
+        name or f"debian-{version}{'-uefi' if uefi else ''}",
+        release,
+        version,
+        image_format,
+        key,
+        folder / "disk.qcow2",
+        firmware=firmware,
     )
     if image_format == "ami":
         image.kernel, image.initrd = folder / "vmlinuz", folder / "initrd.img"
@@ -256,12 +288,21 @@ def build_debian(
     work = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_dir))
     try:
         root = _install(work, release, packages, log, mirror)
-        if image_format == "disk":
+        if uefi:
+            _make_uefi_disk(work, root, log)
+        elif image_format == "disk":
             _make_whole_disk(work, root, log)
         else:
             _make_ami(work, root, log)
         (work / "done").write_text(
-            json.dumps({"format": image_format, "release": release, "packages": packages})
+            json.dumps(
+                {
+                    "format": image_format,
+                    "firmware": firmware,
+                    "release": release,
+                    "packages": packages,
+                }
+            )
         )
         shutil.rmtree(folder, ignore_errors=True)
         work.rename(folder)  # all or nothing: a half-built image is never in the cache
@@ -270,17 +311,10 @@ def build_debian(
     return image
 
 
-def _run(argv: list[str], what: str, stdin: str | None = None) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True, input=stdin)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
-        raise ImageBuildError(f"{what} failed (exit {proc.returncode}):\n{tail}")
-
-
 def _install(work: Path, release: str, packages: list[str], log, mirror: str | None) -> Path:
     root = work / "root"
     log(f"installing Debian {release} and {len(packages)} packages with mmdebstrap...")
-    _run(
+    run_tool(
         [
             "mmdebstrap",
             "--variant=minbase",
@@ -310,15 +344,24 @@ def _make_ami(work: Path, root: Path, log) -> None:
     _convert(raw, work / "disk.qcow2")
 
 
-def _make_whole_disk(work: Path, root: Path, log) -> None:
-    layout = DiskLayout(IMAGE_BYTES)
+def _check_kernel_links(root: Path) -> None:
     for link in ("vmlinuz", "initrd.img"):  # what grub.cfg boots (GRUB follows symlinks)
         if not (root / link).is_symlink() and not (root / link).is_file():
             raise ImageBuildError(f"the root filesystem has no /{link} (the kernel's symlink)")
+
+
+def _write_grub_cfg(root: Path) -> None:
+    (root / "boot/grub").mkdir(parents=True, exist_ok=True)
+    (root / "boot/grub/grub.cfg").write_text(GRUB_CFG)
+
+
+def _make_whole_disk(work: Path, root: Path, log) -> None:
+    layout = DiskLayout(IMAGE_BYTES)
+    _check_kernel_links(root)
     log("making GRUB's core.img with the guest's grub-mkimage...")
     early = root / "tmp/cumulo-grub-early.cfg"
     early.write_text(GRUB_EARLY_CFG)
-    _run(
+    run_tool(
         [
             "chroot",
             str(root),
@@ -343,14 +386,13 @@ def _make_whole_disk(work: Path, root: Path, log) -> None:
     )
     early.unlink()
     core_file.unlink()
-    (root / "boot/grub").mkdir(parents=True, exist_ok=True)
-    (root / "boot/grub/grub.cfg").write_text(GRUB_CFG)
+    _write_grub_cfg(root)
 
     log(f"making the {IMAGE_BYTES >> 30} GB disk: MBR, GRUB, ext4 root in partition 1...")
     raw = work / "disk.raw"
     with raw.open("wb") as sparse:
         sparse.truncate(layout.disk_bytes)
-    _run(["sfdisk", "--quiet", str(raw)], "sfdisk", stdin=layout.sfdisk_script())
+    run_tool(["sfdisk", "--quiet", str(raw)], "sfdisk", stdin=layout.sfdisk_script())
     _mke2fs(root, raw, layout.partition_bytes, offset=layout.partition_offset)
     shutil.rmtree(root)
     with raw.open("r+b") as disk:  # the partition table after the boot code stays as is
@@ -360,10 +402,43 @@ def _make_whole_disk(work: Path, root: Path, log) -> None:
     _convert(raw, work / "disk.qcow2")
 
 
+def _make_uefi_disk(work: Path, root: Path, log) -> None:
+    layout = GptLayout(IMAGE_BYTES)
+    _check_kernel_links(root)
+    log("making GRUB's EFI image with the guest's grub-mkimage...")
+    (root / "tmp/cumulo-grub-early.cfg").write_text(GRUB_EFI_EARLY_CFG)
+    run_tool(
+        [
+            "chroot",
+            str(root),
+            *grub_efi_argv(
+                "/tmp/cumulo-bootx64.efi",
+                "/tmp/cumulo-grub-early.cfg",
+                "(hd0,gpt1)/boot/grub",
+                GRUB_EFI_DIR,
+            ),
+        ],
+        "grub-mkimage (in the guest's root)",
+    )
+    efi = work / "BOOTX64.EFI"
+    shutil.move(root / "tmp/cumulo-bootx64.efi", efi)
+    (root / "tmp/cumulo-grub-early.cfg").unlink()
+    _write_grub_cfg(root)
+
+    log(f"making the {IMAGE_BYTES >> 30} GB disk: GPT, ESP with GRUB, ext4 root in partition 1...")
+    raw = work / "disk.raw"
+    partition_disk(raw, layout)
+    write_esp(raw, layout, {EFI_BOOT_FILE: efi})
+    _mke2fs(root, raw, layout.root_bytes, offset=layout.root_offset)
+    shutil.rmtree(root)
+    efi.unlink()
+    _convert(raw, work / "disk.qcow2")
+
+
 def _mke2fs(root: Path, target: Path, size: int, offset: int = 0) -> None:
     """An ext4 filesystem of `size` bytes holding `root`, written `offset` bytes into
     `target` (nodiscard: punching holes in the file must not reach the MBR)."""
-    _run(
+    run_tool(
         [
             "mke2fs",
             "-q",
@@ -384,7 +459,7 @@ def _mke2fs(root: Path, target: Path, size: int, offset: int = 0) -> None:
 
 
 def _convert(raw: Path, qcow2: Path) -> None:
-    _run(
+    run_tool(
         ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)],
         "qemu-img convert",
     )

@@ -21,6 +21,7 @@ import base64
 import os
 import random
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -34,11 +35,13 @@ from tests.cloudrunner import (
     VENV_BIN,
     CloudRunner,
     configure_guest_state_dir,
+    configure_state_dir,
     free_port,
     stop_guest_cloud,
 )
 from tests.conftest import require_real_guests, skip_or_fail
 from tests.e2e import puppet_server as puppet
+from tests.functional.test_identity_lifecycle import _clean_env as clean_env
 
 pytestmark = pytest.mark.e2e
 
@@ -357,6 +360,38 @@ def test_debian_image_cloud_init_and_ssh_through_a_floating_ip(
     assert answer.stdout.startswith("web-2\n"), answer.stdout + answer.stderr
     assert int(answer.stdout.split()[1]) > 0  # cloud-init logged the YAML error
     print(f"image built in {built_in:.0f} s; booted to cloud-init done in {booted_in:.0f} s")
+
+
+def test_cumulo_up_with_debian_image_serves_at_once_and_registers_it_in_the_background(
+    tmp_path: Path,
+):
+    """`cumulo up --with-debian-image` on a fresh state dir: the APIs answer first, then
+    debian-12 appears (the build above left it in the cache; alone, this builds it)."""
+    if shutil.which("mmdebstrap") is None or os.geteuid() != 0:
+        skip_or_fail("image builds need root and mmdebstrap (cumulo host-packages)")
+    state = tmp_path / "up"
+    configure_state_dir(state)
+    up = subprocess.Popen(
+        [str(VENV_BIN / "cumulo"), "up", "--no-demo-image", "--with-debian-image",
+         "--state-dir", str(state)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env(),
+    )  # fmt: skip
+    printed: list[str] = []
+    try:
+        deadline = time.monotonic() + 1200
+        while not any("is ready" in line or "warning" in line for line in printed):
+            assert up.poll() is None, "".join(printed)
+            assert time.monotonic() < deadline, "".join(printed)
+            printed.append(up.stderr.readline())
+        said = "".join(printed)
+        assert "debian-12" in said and "is ready" in said, said
+        assert said.index("cumulo is up") < said.index("is ready"), "served while building"
+        image = CloudRunner(state).openstack("image", "show", "debian-12", "-f", "json")
+        assert image["status"] == "active" and image["visibility"] == "public"
+        assert image["properties"]["os_distro"] == "debian"
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=120)
 
 
 def test_a_build_without_the_archive_fails_clearly_and_leaves_nothing(tmp_path):
