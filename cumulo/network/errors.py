@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound, ServiceUnavailable
+from cumulo.common.faults import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+)
 
 
 class InvalidInput(BadRequest):
@@ -255,3 +262,19 @@ class RouterInterfaceInUseByFloatingIP(Conflict):
 
 class HTTPNotFound(NotFound):
     """What Neutron answers when policy hides a resource."""
+
+
+class PortBindingNotFound(NotFound):
+    pass
+
+
+class PortBindingAlreadyActive(Conflict):
+    pass
+
+
+class PortBindingAlreadyExists(Conflict):
+    pass
+
+
+class PortBindingError(ApiError):
+    """Neutron's PortBindingError: a NeutronException without a code of its own (500)."""

@@ -103,6 +103,21 @@ class Port(Standard, Base):
     extra_dhcp_opts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
 
+class PortBinding(Base):
+    """A port's binding to a host other than its active one (Neutron's binding-extended:
+    the INACTIVE bindings, e.g. a live migration's destination). The active binding is
+    the port's own `host`, `vnic_type` and `binding_profile`, so everything that reads
+    where a port is wired (the agents' desired state, L2 population) sees only it."""
+
+    __tablename__ = "port_binding"
+    port_id: Mapped[str] = mapped_column(
+        ForeignKey("port.id", ondelete="CASCADE"), primary_key=True
+    )
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    vnic_type: Mapped[str] = mapped_column(String(32), default="normal")
+    profile: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
 class IpAllocation(Base):
     """One fixed IP of a port. The unique key is what stops two ports sharing an IP."""
 

@@ -29,6 +29,8 @@ NETWORK_RULES: dict[str, str] = {
     "network:set_binding": _ADMIN + " or role:service",
     "network:get_provider": _ADMIN,
     "network:get_binding": _ADMIN + " or role:service",
+    # The port bindings API (binding-extended) is Compute's alone, as Neutron's policy.
+    "network:manage_bindings": "role:service",
     "network:update_quota": _ADMIN,
     # Sharing with every project (`*`) is an admin's (Neutron: restrict_wildcard).
     "network:create_rbac_policy:target_tenant": _ADMIN,

@@ -110,6 +110,7 @@ def tunnel_section(drivers: dict, host: str, networks: list[dict], placed: dict)
         "ips": [SimpleNamespace(port_id=p["id"], ip_address=a["ip"])
                 for ports in placed.values() for p in ports for a in p["addresses"]],
         "networks": [SimpleNamespace(id=n["id"], external=False, network_type="vxlan",
+                                     physical_network=None,
                                      segmentation_id=n["segment"]["segmentation_id"])
                      for n in networks],
     }  # fmt: skip

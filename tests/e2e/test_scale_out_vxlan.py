@@ -1,5 +1,5 @@
 """Two hosts, one tenant network: real guests on different hosts ping each other over
-VXLAN between the hosts' linuxbridge data planes.
+VXLAN between the hosts' data planes, linuxbridge and openvswitch.
 
 host-a is the controller (`cumulo up` in-process, on RabbitMQ) with its own compute host
 and network agent; host-b runs `cumulo compute` and `cumulo network-agent` as processes
@@ -7,19 +7,24 @@ of their own with a state dir of their own. Each host's data plane lives in its 
 namespace; a veth from each into a bridge of the test is the underlay (MTU 1550: the
 overlay keeps 1500). The demo network's DHCP server and router are on host-a only (one
 per overlay), so host-b's guest also gets its address across the tunnel. The agents
-report their VTEPs; each host's VXLAN device learns the other's ports (L2 population).
+report their VTEPs; each host learns the other's ports (L2 population): on linuxbridge
+its VXLAN device's forwarding database, on openvswitch br-tun's flows pinning the MAC
+to the tunnel to that host (the QEMU guests' taps on each host's br-int, userspace
+datapath).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import uuid
 
 import pytest
 
 from cumulo.common.config import load_config, write_config
+from cumulo.network.dataplane import openvswitch
 from cumulo.network.dataplane.linuxbridge import LinuxBridgeDriver, vxlan_name
 from tests.cloudrunner import (
     CloudRunner,
@@ -29,6 +34,7 @@ from tests.cloudrunner import (
 )
 from tests.cluster import RABBIT, Processes, delete_queues, host_state_dir, reachable, wait_for
 from tests.conftest import require_real_guests, skip_or_fail
+from tests.e2e.test_network_ovs_two_hosts import Host
 from tests.e2e.test_qemu_cloud_guests import PING_USER_DATA, pings, register_tiny_images
 
 pytestmark = pytest.mark.e2e
@@ -43,9 +49,14 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.fixture(scope="module")
-def two_hosts(tmp_path_factory):
+@pytest.fixture(scope="module", params=["linuxbridge", "openvswitch"])
+def two_hosts(request, tmp_path_factory):
+    driver = request.param
     require_real_guests()
+    if driver == "openvswitch":
+        missing = [t for t in openvswitch.TOOLS if not shutil.which(t)]
+        if missing:
+            skip_or_fail(f"the openvswitch data plane needs: {', '.join(missing)}")
     if not reachable(5672):
         skip_or_fail("RabbitMQ is not reachable on 127.0.0.1:5672")
     tag = uuid.uuid4().hex[:4]
@@ -61,12 +72,15 @@ def two_hosts(tmp_path_factory):
         sh("ip", "link", "set", peer, "master", underlay, "mtu", "1550", "up")
         sh("ip", "link", "set", device, "mtu", "1550")
     controller = root / "host-a"
-    configure_guest_state_dir(controller, "host-a")
+    configure_guest_state_dir(controller, "host-a", driver)
+    # The tunnel's local address and underlay device: [network] tunnel_* on linuxbridge,
+    # ovs_tunnel_* on openvswitch.
+    tunnel = "ovs_tunnel" if driver == "openvswitch" else "tunnel"
     config = load_config(controller)
     config.messaging.transport_url = RABBIT
     config.messaging.namespace = namespace
-    config.network.tunnel_local_ip = f"{UNDERLAY['host-a']}/24"
-    config.network.tunnel_device = devices["host-a"]
+    setattr(config.network, f"{tunnel}_local_ip", f"{UNDERLAY['host-a']}/24")
+    setattr(config.network, f"{tunnel}_device", devices["host-a"])
     write_config(controller, config)
     runner = None
     procs = Processes(root)
@@ -76,8 +90,8 @@ def two_hosts(tmp_path_factory):
         compute={"host": "host-b"},
         network={
             "agent_host": "host-b",
-            "tunnel_local_ip": f"{UNDERLAY['host-b']}/24",
-            "tunnel_device": devices["host-b"],
+            f"{tunnel}_local_ip": f"{UNDERLAY['host-b']}/24",
+            f"{tunnel}_device": devices["host-b"],
         },
     )
     try:
@@ -101,7 +115,6 @@ def two_hosts(tmp_path_factory):
                 stop_guest_cloud(runner)
         finally:
             procs.stop()
-            asyncio.run(LinuxBridgeDriver(host_b).teardown())
             remove_data_plane(host_b)
             for device in devices.values():
                 sh("ip", "link", "del", f"{device}p", check=False)
@@ -146,9 +159,22 @@ def test_guests_on_two_hosts_ping_each_other_over_vxlan(two_hosts):
             return bool(found) and found[-1][0] == "ok"
 
         wait_for(f"vm-{host} pings its peer over VXLAN", pinged, 180)
-    # L2 population: host-b's VXLAN device sends vm-a's MAC straight to host-a.
+    # TCP across the tunnel from a QEMU guest: host-b's guest read the metadata service
+    # through the router on host-a (on openvswitch's userspace datapath, only once the
+    # guest checksums its own frames).
+    log_b = runner.openstack("console", "log", "show", servers["host-b"])
+    assert "cumulo-guest: metadata hostname=vm-host-b" in log_b, log_b
+    # L2 population: host-b sends vm-a's MAC straight to host-a.
     network = runner.openstack("network", "show", "private", "-f", "json")["id"]
     mac_a = runner.openstack("port", "show", ports["host-a"], "-f", "json")["mac_address"]
+    if load_config(host_b).network.driver == "openvswitch":
+        # br-tun pins the MAC to the tunnel to host-a, and the pings went that way.
+        pinned = Host("host-b", host_b).pinned(mac_a)
+        tunnel = openvswitch.vxlan_port(UNDERLAY["host-a"])
+        assert list(pinned) == [tunnel], Host("host-b", host_b).flows("br-tun")
+        assert pinned[tunnel] > 0
+        procs.check_running()
+        return
     fdb = json.loads(
         sh(
             "bridge",

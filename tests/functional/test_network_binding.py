@@ -65,11 +65,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def admin(cloud: CloudRunner):
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{cloud.config.ports.network}",
-        headers={"X-Auth-Token": cloud.token("admin")},
-        timeout=30,
-    ) as client:
+    with cloud.api("network") as client:
         yield client
 
 
@@ -468,7 +464,9 @@ def test_a_live_migration_to_a_host_that_cannot_bind_the_port_leaves_the_server_
         "server", "migrate", "--live-migration", "--host", LB_HOST, "--block-migration",
         server["id"],
     )  # fmt: skip
-    _assert_stayed(cloud, server["id"], BARE_HOST, "live-migration", "compute_live_migration")
+    _assert_stayed(
+        cloud, server["id"], BARE_HOST, "live-migration", "conductor_live_migrate_instance"
+    )
     assert server_show(cloud, server["id"])["OS-EXT-STS:power_state"] in (1, "Running")
     cloud.openstack("server", "delete", "--wait", server["id"])
 

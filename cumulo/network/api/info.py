@@ -21,6 +21,10 @@ EXTENSIONS = {
     ),
     "allowed-address-pairs": ("Allowed Address Pairs", "Provides allowed address pairs"),
     "binding": ("Port Binding", "Expose port bindings of a virtual port"),
+    "binding-extended": (
+        "Port Bindings Extended",
+        "Expose port bindings of a virtual port to external application",
+    ),
     "external-net": ("Neutron external network", "Adds external network attribute"),
     "ext-gw-mode": ("Configurable external gateway mode", "SNAT on the external gateway"),
     "extra_dhcp_opt": ("Neutron Extra DHCP options", "Extra DHCP options on ports"),

@@ -55,6 +55,7 @@ from cumulo.network.models import (
     IpAllocation,
     Network,
     Port,
+    PortBinding,
     PortSecurityGroup,
     SecurityGroup,
     Tag,
@@ -464,7 +465,15 @@ async def update_port(request: Request) -> Response:
             raise PortNotFound(f"Port {port_id} could not be found.")
         network = await session.get(Network, row.network_id)
         _check_fixed_ip_policy(service, ctx, network, a.get("fixed_ips"))
+        host = row.host
         _apply(service, ctx, row, a)
+        if row.host != host:
+            # Bound there now: an inactive binding the host had is the active one.
+            await session.execute(
+                delete(PortBinding).where(
+                    PortBinding.port_id == port_id, PortBinding.host == row.host
+                )
+            )
         if "fixed_ips" in a:
             # Addresses the port keeps are not "in use" by someone else.
             await session.execute(delete(IpAllocation).where(IpAllocation.port_id == port_id))

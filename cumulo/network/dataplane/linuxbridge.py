@@ -436,8 +436,12 @@ class LinuxBridgeDriver(NetworkDriver):
             await cmd.ip(self.host_ns, "link", "del", outer, check=False)
             await cmd.ip(ns, "link", "add", inner, "type", "veth", "peer", "name", outer,
                          "netns", self.host_ns)  # fmt: skip
+            await self._leg_made(ns, inner)
         await cmd.ip(ns, "link", "set", inner, "address", mac, "mtu", str(mtu), "up")
         await self._attach(outer, network_id, mac, mtu)
+
+    async def _leg_made(self, ns: str, inner: str) -> None:
+        """A new leg's namespace end, before it comes up (nothing to do on Linux bridges)."""
 
     async def _attach(self, outer: str, network_id: str, mac: str, mtu: int) -> None:
         """A leg's host end joins its network's bridge."""

@@ -7,7 +7,9 @@ metadata proxy, resync and cleanup are the same code); what differs is the switc
   `<state dir>/network/ovs`, ovs-vswitchd inside `cmlo-<scope>-host`: parallel clouds
   never share a switch. The kernel datapath where the host has the module, else the
   userspace one (`datapath_type=netdev`, with userspace TSO so the veths' partial
-  checksums are completed); the agent reports which (`network agent show`).
+  checksums are completed; it cannot tunnel such frames, so there the DHCP and router
+  legs checksum in their namespace and QEMU guests in the guest); the agent reports
+  which (`network agent show`).
 - `br-int`: every port of every network, each tagged with its network's local VLAN
   (kept in `local_vlans.json` so a restarted agent keeps them): the guests' taps
   (`tap<port id>`, plugged by the compute side with `external_ids:iface-id`, as
@@ -68,7 +70,7 @@ from cumulo.network.dataplane.ovsdb import OvsDaemons, Ovsdb, datapath_type
 
 LOG = logging.getLogger(__name__)
 
-TOOLS = ("ovsdb-server", "ovsdb-tool", "ovs-vswitchd", "ovs-ofctl")
+TOOLS = ("ovsdb-server", "ovsdb-tool", "ovs-vswitchd", "ovs-ofctl", "ethtool")
 INTEGRATION = "br-int"
 EXTERNAL = "br-ex"
 INT_TO_EX, EX_TO_INT = "int-br-ex", "phy-br-ex"
@@ -307,6 +309,12 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
 
     async def _bridge(self, net: dict[str, Any]) -> None:
         self._vlan(net["id"])  # a network is its local VLAN on br-int
+
+    async def _leg_made(self, ns: str, inner: str) -> None:
+        if self.datapath == "netdev":
+            # The userspace datapath drops frames whose checksum was left to the device
+            # when it tunnels them (VXLAN): the namespace's kernel completes them.
+            await cmd.run(*cmd.netns_exec(ns, "ethtool", "-K", inner, "tx", "off"))
 
     async def _attach(self, outer: str, network_id: str, mac: str, mtu: int) -> None:
         await cmd.ip(self.host_ns, "link", "set", outer, "mtu", str(mtu), "up")

@@ -161,9 +161,10 @@ def _port_flows(
         if rule.get("remote_group_id"):
             # Conjunction: (this port, protocol, ports) x (any member's address), so a
             # group's members are listed once, not once per port of the group.
-            if not rule_matches(rule, ingress):
-                continue  # no member (of this ethertype) yet: nothing it can allow
             key = _conj_key(rule, ingress)
+            # (a key in members has members: parsing them again per port was quadratic)
+            if key not in members and not rule_matches(rule, ingress):
+                continue  # no member (of this ethertype) yet: nothing it can allow
             conj = conjunctions.setdefault(key, _conj_id(key))
             members[key] = rule
             for match in rule_matches(rule, ingress, remote=False):

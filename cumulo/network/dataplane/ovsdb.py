@@ -164,6 +164,9 @@ class Ovsdb:
         for table, columns in COLUMNS.items():
             helper.register_columns(table, columns)
         self.idl = ovs.db.idl.Idl(remote, helper)
+        # Ports by name (the IDL keeps the index as rows come and go): a lookup is not a
+        # scan of every row, each decoded on access.
+        self.idl.index_create("Port", "name").add_column("name")
         self.timeout = timeout
         self._lock = threading.Lock()
         self._wait(lambda: self.idl.has_ever_connected())
@@ -181,13 +184,25 @@ class Ovsdb:
             poller.timer_wait(100)
             poller.block()
 
-    def _wait_applied(self, root: Any, cfg: int) -> None:
+    def _wait_applied(self, cfg: int) -> None:
         """Until ovs-vswitchd has applied configuration `cfg` (a switch that is down or
-        slow past the timeout is not waited for: the agent's watch catches up)."""
-        try:
-            self._wait(lambda: root.cur_cfg >= cfg)
-        except OvsdbError:
-            LOG.warning("ovs-vswitchd has not applied OVSDB configuration %d yet", cfg)
+        slow past the timeout is not waited for: the agent's watch catches up). Called
+        without the lock, taken only to read the replica: other threads' changes go on
+        meanwhile, and ovs-vswitchd applies several in one reconfiguration."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            with self._lock:
+                self.idl.run()
+                root = next(iter(self.rows("Open_vSwitch")), None)
+                if root is None or root.cur_cfg >= cfg:
+                    return
+                poller = ovs.poller.Poller()
+                self.idl.wait(poller)
+            if time.monotonic() > deadline:
+                LOG.warning("ovs-vswitchd has not applied OVSDB configuration %d yet", cfg)
+                return
+            poller.timer_wait(100)
+            poller.block()
 
     def close(self) -> None:
         self.idl.close()
@@ -242,7 +257,15 @@ class Ovsdb:
     # -- writing -----------------------------------------------------------------------
 
     def _commit(self, change: Any) -> None:
-        """Run `change(txn)` in a transaction, retried when the replica was stale."""
+        """Run `change(txn)` in a transaction, retried when the replica was stale; then
+        wait until ovs-vswitchd has applied it."""
+        applied = self._transact(change)
+        if applied is not None:
+            self._wait_applied(applied)
+
+    def _transact(self, change: Any) -> int | None:
+        """The transaction; the configuration number ovs-vswitchd will have applied it
+        at (None: nothing to wait for)."""
         with self._lock:
             for _ in range(5):
                 self._wait(lambda: self.idl.has_ever_connected())
@@ -261,8 +284,8 @@ class Ovsdb:
                     # Until the replica shows what was written (reads follow writes).
                     self._wait(lambda: self.idl.change_seqno != 0)
                     if applying and status == txn.SUCCESS:
-                        self._wait_applied(root, txn.get_increment_new_value())
-                    return
+                        return txn.get_increment_new_value()
+                    return None
                 if status != txn.TRY_AGAIN:
                     raise OvsdbError(f"OVSDB transaction failed: {status} {txn.get_error()}")
             raise OvsdbError("OVSDB transaction kept conflicting")
@@ -326,43 +349,54 @@ class Ovsdb:
         transaction."""
 
         def change(txn: Any) -> None:
+            br = self.bridge(bridge)
+            if br is None:
+                raise OvsdbError(f"no bridge {bridge}")
+            on_bridge: set[Any] | None = None  # read only when a port already exists
             for name, spec in ports.items():
-                self._ensure_port(txn, bridge, name, **spec)
+                port = self._port_named(name)
+                if port is not None:
+                    if on_bridge is None:
+                        on_bridge = {p.uuid for p in br.ports}
+                    if port.uuid not in on_bridge:  # on another bridge: moved here
+                        for other in self.rows("Bridge"):
+                            if port in other.ports:
+                                other.delvalue("ports", port)
+                        port = None
+                new = self._ensure_port(txn, port, name, **spec)
+                if new is not None:
+                    # A mutation (as ovs-vsctl add-port), not the whole list rewritten:
+                    # concurrent adds to one bridge do not conflict.
+                    br.addvalue("ports", new)
 
         if ports:
             self._commit(change)
 
+    def _port_named(self, name: str) -> Any | None:
+        rows = self.idl.tables["Port"].rows
+        return next(self.idl.index_equal("Port", "name", rows.IndexEntry(name=name)), None)
+
     def _ensure_port(
         self,
         txn: Any,
-        bridge: str,
+        port: Any | None,
         name: str,
         tag: int | None = None,
         type: str = "",  # noqa: A002 - the column's name
         options: dict[str, str] | None = None,
         external_ids: dict[str, str] | None = None,
-    ) -> None:
-        br = self.bridge(bridge)
-        if br is None:
-            raise OvsdbError(f"no bridge {bridge}")
-        port = next((p for p in self.rows("Port") if p.name == name), None)
-        if port is not None and port not in br.ports:
-            for other in self.rows("Bridge"):
-                if port in other.ports:
-                    other.verify("ports")
-                    other.ports = [p for p in other.ports if p != port]
-            port = None
+    ) -> Any | None:
+        """`port` (None: a new one) as given; a new Port row the caller adds to the
+        bridge, else None."""
         if port is None:
             iface = txn.insert(self.idl.tables["Interface"])
             iface.name = name
             port = txn.insert(self.idl.tables["Port"])
             port.name, port.interfaces = name, [iface]
-            br.verify("ports")
-            br.ports = [*br.ports, port]
             iface.type, iface.options = type, options or {}
             iface.external_ids = external_ids or {}
             port.tag = [tag] if tag is not None else []
-            return
+            return port
         iface = port.interfaces[0]
         if iface.type != type:
             iface.type = type
@@ -373,6 +407,7 @@ class Ovsdb:
         wanted_tag = [tag] if tag is not None else []
         if list(port.tag) != wanted_tag:
             port.tag = wanted_tag
+        return None
 
     def delete_port(self, bridge: str, name: str) -> None:
         self.delete_ports(bridge, [name])
@@ -381,8 +416,9 @@ class Ovsdb:
         def change(txn: Any) -> None:
             br = self.bridge(bridge)
             if br is not None:
-                br.verify("ports")
-                br.ports = [p for p in br.ports if p.name not in names]
+                for name in names:  # (a mutation: removing what is not there is a no-op)
+                    if (port := self._port_named(name)) is not None:
+                        br.delvalue("ports", port)
 
         if names:
             self._commit(change)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from cumulo.common.db import utcnow
 from cumulo.network.agents import AGENT_DOWN_TIME, DHCP_AGENT, L3_AGENT, served
-from cumulo.network.binding import Segment, host_agents, vif_binding
+from cumulo.network.binding import HostAgent, Segment, binds, host_agents, vif_binding
 from cumulo.network.core import NetworkService
 from cumulo.network.dataplane.ovs_firewall import segment_vni
 from cumulo.network.models import (
@@ -106,6 +106,13 @@ def _tunnels(loaded: dict[str, Any], host: str) -> dict[str, Any] | None:
     }
     if host not in ends:
         return None
+    # A port whose binding failed on its host is not there (ML2 left it unbound): its
+    # MAC is not advertised (Neutron's l2pop only sends bound ports' entries).
+    agents = {
+        h: HostAgent(conf or {}, alive=now - heartbeat < AGENT_DOWN_TIME)
+        for h, conf, heartbeat in loaded["tunnels"]
+    }
+    segments = {n.id: Segment(n.network_type, n.physical_network) for n in loaded["networks"]}
     dhcp_hosts: dict[str, set[str]] = defaultdict(set)
     for network_id, h in loaded["dhcp_hosts"]:
         dhcp_hosts[network_id].add(h)
@@ -124,8 +131,12 @@ def _tunnels(loaded: dict[str, Any], host: str) -> dict[str, Any] | None:
             where = dhcp_hosts[p.network_id]
         elif p.device_owner in (ROUTER_INTERFACE, ROUTER_GATEWAY):
             where = l3_hosts[p.device_id]
+        elif p.host and binds(agents.get(p.host), segments[p.network_id]):
+            # Its active binding's host only: an inactive one (a live migration's
+            # destination) has nothing wired yet.
+            where = {p.host}
         else:
-            where = {p.host} if p.host else set()
+            where = set()
         for h in where - {host}:
             if h in ends:
                 peers[p.network_id].add(ends[h])
@@ -192,13 +203,21 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
             for a in ips[port.id]
         ]
 
+    by_version: dict[tuple[str, int], list[str]] = {}
+
+    def member_addresses(group_id: str, version: int) -> list[str]:
+        # Once per group and version, not per port of the group (quadratic in its size).
+        key = (group_id, version)
+        if key not in by_version:
+            by_version[key] = [
+                ip for ip in members[group_id] if (6 if ":" in ip else 4) == version
+            ]  # fmt: skip
+        return by_version[key]
+
     def expand(rule: SecurityGroupRule) -> dict[str, Any]:
         if rule.remote_group_id:
             version = 4 if rule.ethertype == "IPv4" else 6
-            prefixes = [
-                ip for ip in members[rule.remote_group_id]
-                if ipaddress.ip_address(ip).version == version
-            ]  # fmt: skip
+            prefixes = member_addresses(rule.remote_group_id, version)
         else:
             prefixes = [rule.remote_ip_prefix] if rule.remote_ip_prefix else None
         return {
