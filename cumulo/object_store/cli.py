@@ -210,7 +210,10 @@ def _store(state_dir: Path | None, devices: Path | None, bind: str | None):
 @devices_option
 @bind_option
 @click.argument(
-    "daemon", type=click.Choice(["replicator", "auditor", "updater", "expirer", "reconciler"])
+    "daemon",
+    type=click.Choice(
+        ["replicator", "auditor", "updater", "expirer", "reconciler", "container_sync"]
+    ),
 )
 def run_once_command(state_dir, devices, bind, daemon) -> None:
     """One pass of a storage daemon over this host's devices (beside a running cloud too)."""

@@ -142,6 +142,58 @@ def test_container_updates_wait_as_async_pendings_until_the_updater_replays_them
     assert [o["name"] for o in listing] == ["late"]
 
 
+def _account_usage(http) -> tuple[int, int]:
+    head = http.head("")
+    return int(head.headers["X-Account-Object-Count"]), int(head.headers["X-Account-Bytes-Used"])
+
+
+def test_the_account_shows_object_uploads_once_their_batch_is_reported(cloud, http):
+    """The container counts an object at once; the account within a moment (the batched
+    account update), or at once when the updater's pass has run."""
+    name = unique("usage")
+    http.put(f"/{name}")
+    objects, used = _account_usage(http)
+    for i in range(4):
+        assert http.put(f"/{name}/o{i}", content=b"x" * 100).status_code == 201
+    head = http.head(f"/{name}")
+    assert head.headers["X-Container-Object-Count"] == "4"
+    deadline = time.monotonic() + 10
+    while _account_usage(http) != (objects + 4, used + 400) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _account_usage(http) == (objects + 4, used + 400)
+    assert http.put(f"/{name}/big", content=b"y" * 1000).status_code == 201
+    daemon(cloud, "updater")
+    assert _account_usage(http) == (objects + 5, used + 1400)
+    listed = http.get("", params={"format": "json", "prefix": name}).json()
+    assert (listed[0]["count"], listed[0]["bytes"]) == (5, 1400)
+
+
+def test_the_updater_reports_containers_whose_batch_never_reached_the_account(cloud, http):
+    """An account update lost (the account's devices away when the batch went): the
+    container remembers it was not reported, and the updater's pass reports it."""
+    name = unique("unreported")
+    http.put(f"/{name}")
+    objects, used = _account_usage(http)
+    store = cloud.cloud.object_store
+    account = str(http.base_url).rstrip("/").rsplit("/", 1)[-1]
+    part, nodes = store.account_ring.get_nodes(account)
+    dbs = [devices(cloud) / n.device / "accounts" / str(part) for n in nodes]
+    for db in dbs:
+        db.rename(db.with_name(f"{part}.away"))
+        db.write_bytes(b"")  # a file: no account database can be made here meanwhile
+    try:
+        assert http.put(f"/{name}/o", content=b"z" * 7).status_code == 201
+        store.node.account_updates.flush()
+    finally:
+        for db in dbs:
+            db.unlink()
+            db.with_name(f"{part}.away").rename(db)
+    time.sleep(0.5)  # the batch thread has nothing left to send
+    assert _account_usage(http) == (objects, used)
+    assert daemon(cloud, "updater").containers_reported >= 1
+    assert _account_usage(http) == (objects + 1, used + 7)
+
+
 def test_the_expirer_removes_expired_objects_from_disk_and_listings(cloud, http):
     name = unique("expire")
     http.put(f"/{name}")

@@ -129,13 +129,15 @@ def cluster(tmp_path_factory):
         builder.rebalance(seed=0)
         builder.save(rings / f"{name}.builder.json")
         builder.write_ring(rings / f"{name}.ring.json")
-    a.start()
-    b.start()
-    cloud = CloudRunner(state).start()
     try:
-        yield cloud, proxy_devices, a, b
-    finally:
-        cloud.stop()
+        a.start()
+        b.start()
+        cloud = CloudRunner(state).start()
+        try:
+            yield cloud, proxy_devices, a, b
+        finally:
+            cloud.stop()
+    finally:  # the storage hosts go also when the cloud did not start
         a.stop()
         b.stop()
 

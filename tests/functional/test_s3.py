@@ -397,6 +397,16 @@ def test_bad_input_gets_s3_errors_and_stores_nothing(endpoint, s3, demo_keys, de
     lied = signed("PUT", f"{endpoint}/{bucket}/lied", b"real body", b"fake body")
     assert lied.status_code == 400 and "XAmzContentSHA256Mismatch" in lied.text
     assert demo_swift.head(f"/{bucket}/lied").status_code == 404
+    # A large body is hashed in a worker thread as it streams: a byte changed anywhere in
+    # it (the first MiB, the middle, the tail hashed last) is still caught, nothing stored.
+    big = os.urandom(3 * 1024 * 1024 + 70_000)
+    for at in (5, len(big) // 2, len(big) - 1):
+        changed = big[:at] + bytes([big[at] ^ 1]) + big[at + 1 :]
+        lied = signed("PUT", f"{endpoint}/{bucket}/big-lied-{at}", big, changed)
+        assert lied.status_code == 400 and "XAmzContentSHA256Mismatch" in lied.text
+        assert demo_swift.head(f"/{bucket}/big-lied-{at}").status_code == 404
+    assert signed("PUT", f"{endpoint}/{bucket}/big", big).status_code == 200
+    assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == big
 
 
 def test_bucket_settings_versions_tags_cors_and_lifecycle(endpoint, s3, demo_swift):

@@ -16,7 +16,8 @@ from cumulo.object_store.acl import container_acl_allows
 from cumulo.object_store.api import tempurl
 from cumulo.object_store.api.responses import Unsatisfiable, parse_range
 from cumulo.object_store.storage import diskfile, timestamps
-from cumulo.object_store.storage.databases import ContainerBroker
+from cumulo.object_store.storage.databases import ContainerBroker, forget
+from cumulo.object_store.storage.node import ContainerUpdate, Location, StorageNode
 
 
 def _write(device, datadir, body: bytes, ts: str | None = None):
@@ -193,3 +194,58 @@ def test_tempurl_signatures_in_every_digest_and_form():
     assert tempurl._signature("md5:abc") is None
     assert tempurl.parse_expires("2030-01-01T00:00:00Z") == 1893456000
     assert tempurl.parse_expires("tomorrow") is None
+
+
+def _object_row(name: str, size: int, at: float) -> dict:
+    return {"name": name, "created_at": timestamps.normalize(at), "size": size,
+            "content_type": "t", "etag": "e", "deleted": 0, "storage_policy_index": 0}  # fmt: skip
+
+
+def test_object_updates_reach_the_account_in_one_batch_after_the_fact(tmp_path):
+    """As Swift's container-updater: an object update changes the container at once and
+    its account only when the batch is reported, which records what it reported."""
+    for device in ("d0", "d1"):
+        (tmp_path / device).mkdir()
+    node = StorageNode(tmp_path, "prefix", "suffix")
+    node.account_updates.delay = 3600  # reported by flush() below, not by the thread
+    container_at, account_at = Location("d0", 3), Location("d1", 7)
+    for container in ("c1", "c2"):
+        node.container_put(container_at, "AUTH_a", container, timestamps.normalize(1), 0, {},
+                           account_at)  # fmt: skip
+    for i in range(5):
+        update = ContainerUpdate(container_at, account_at, "AUTH_a", f"c{i % 2 + 1}",
+                                 _object_row(f"o{i}", 10, 2 + i))  # fmt: skip
+        node.container_put_object(update)
+    account = node.account_broker(account_at, "AUTH_a")
+    assert (account.info()["objects"], account.info()["bytes"]) == (0, 0)
+    c1 = node.container_broker(container_at, "AUTH_a", "c1")
+    assert c1.info()["object_count"] == 3 and c1.unreported() is not None
+    assert node.account_updates.pending() == 2
+    assert node.account_updates.flush() == 2
+    info = account.info()
+    assert (info["containers"], info["objects"], info["bytes"]) == (2, 5, 50)
+    assert c1.unreported() is None and node.account_updates.pending() == 0
+    assert {c["name"]: c["object_count"] for c in account.list_containers(limit=10)} == {
+        "c1": 3,
+        "c2": 2,
+    }
+
+
+def test_a_container_database_of_version_1_gains_the_reported_columns(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "c.db"
+    broker = ContainerBroker(path)
+    broker.initialize("a", "c", timestamps.normalize(1), 0)
+    forget(path)
+    conn = sqlite3.connect(path)
+    for column in ("reported_put_timestamp", "reported_delete_timestamp",
+                   "reported_object_count", "reported_bytes_used"):  # fmt: skip
+        conn.execute(f"ALTER TABLE container_stat DROP COLUMN {column}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    broker.put_object(_object_row("o", 4, 2))
+    assert broker.unreported()["bytes_used"] == 4
+    broker.mark_reported(broker.info())
+    assert broker.unreported() is None

@@ -35,6 +35,7 @@ from cumulo.object_store.constraints import (
     check_metadata,
     check_name,
 )
+from cumulo.object_store.container_sync import validate_sync_to
 from cumulo.object_store.errors import SwiftError
 from cumulo.object_store.proxy import ContainerInfo
 from cumulo.object_store.storage import timestamps
@@ -45,6 +46,8 @@ SYSTEM_HEADERS = (
     "x-container-write",
     "x-versions-location",
     "x-history-location",
+    "x-container-sync-to",
+    "x-container-sync-key",
 )
 
 
@@ -120,6 +123,7 @@ async def container(request: Request) -> Response:
         check_metadata(request.headers, "container")
         check_container_quota_headers(request)
         check_flags(request)
+        await check_sync_to(request, account, name)
         info = await store.proxy.container_info(account, name)
         if info.status != 200 or info.policy is None:
             raise SwiftError(404)
@@ -156,12 +160,29 @@ async def container(request: Request) -> Response:
     return Response(render(fmt, "container", name, "object", entries), 200, headers=headers)
 
 
+async def check_sync_to(request: Request, account: str, name: str) -> None:
+    """A 400 for an X-Container-Sync-To naming no known realm and cluster (or a full
+    URL not allowed), or set on a versioned container, before anything is stored
+    (Swift's container_sync middleware)."""
+    value = request.headers.get("x-container-sync-to")
+    if value is None:
+        return
+    store = store_of(request)
+    if value and (request.headers.get("x-versions-enabled") is not None or (
+        (await store.proxy.container_info(account, name)).metadata or {}
+    ).get(object_versioning.FLAG) is not None):  # fmt: skip
+        raise SwiftError(400, "Cannot configure container sync on a container with object "
+                              "versioning configured.")  # fmt: skip
+    validate_sync_to(store.cloud_config, value)
+
+
 async def _put(request: Request, caller, account: str, name: str) -> Response:
     require_account_writer(caller)
     store = store_of(request)
     check_metadata(request.headers, "container")
     check_container_quota_headers(request)
     check_flags(request)
+    await check_sync_to(request, account, name)
     existing = await store.proxy.container_info(account, name)
     requested = request.headers.get("x-storage-policy")
     if requested is not None:

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cumulo.object_store import constraints
+from cumulo.object_store import constraints, container_sync
 from cumulo.object_store.api import (
     bulk,
     formpost,
@@ -74,6 +74,7 @@ def capabilities(request: Request) -> dict:
         "dlo": {"max_segments": large_objects.MAX_DLO_SEGMENTS},
         "staticweb": staticweb.info(),
         "symlink": symlinks.info(),
+        "container_sync": container_sync.info(store.cloud_config),
     }
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from starlette.requests import Request
@@ -11,13 +12,16 @@ from starlette.responses import Response
 from cumulo.object_store.api.bulk import bulk_result
 from cumulo.object_store.api.common import Caller, caller_for, store_of
 from cumulo.object_store.api.large_objects import (
+    MAX_MANIFEST_SIZE,
     SLO_ETAG,
     SLO_SIZE,
     Assembled,
     SegmentReader,
     build_manifest,
+    manifest_totals,
     raw_manifest,
     stored_entries,
+    synced_entries,
 )
 from cumulo.object_store.api.object_common import (
     container_policy,
@@ -95,16 +99,51 @@ async def put_manifest(
     expected = request.headers.get("etag")
     if expected is not None and expected.strip('"') != etag:
         raise SwiftError(422)
+    return await _store_manifest(request, caller, policy, (account, container, name), manifest)
+
+
+async def _store_manifest(
+    request: Request,
+    caller: Caller,
+    policy: StoragePolicy,
+    where: tuple[str, str, str],
+    entries: list[dict],
+) -> Response:
+    """The manifest object: its entries as JSON, with the SLO's ETag and size."""
+    etag, size = manifest_totals(entries)
     metadata = {
-        "Content-Type": content_type(request, name),
+        "Content-Type": content_type(request, where[2]),
         **user_metadata(request),
         "X-Static-Large-Object": "True",
         SLO_ETAG: etag,
         SLO_SIZE: str(size),
     }
-    data = json.dumps(manifest).encode()
-    where = (account, container, name)
+    data = json.dumps(entries).encode()
     return await put_bytes(request, caller, policy, where, metadata, data, (etag, size))
+
+
+async def put_synced_manifest(
+    request: Request,
+    caller: Caller,
+    policy: StoragePolicy,
+    account: str,
+    container: str,
+    name: str,
+) -> Response:
+    """A container sync PUT with X-Static-Large-Object (Swift's slo_override): the body
+    is the source's stored manifest, kept as it is; its segments, synced with their own
+    container, may not be here yet (a GET answers 409 until they are)."""
+    body = await request.body()
+    if len(body) > MAX_MANIFEST_SIZE:
+        raise SwiftError(413, f"Manifest File > {MAX_MANIFEST_SIZE} bytes")
+    expected = request.headers.get("etag")
+    if expected and expected.strip('"') != hashlib.md5(body, usedforsecurity=False).hexdigest():
+        raise SwiftError(422)
+    try:
+        entries = synced_entries(body)
+    except ValueError as exc:
+        raise SwiftError(400, str(exc)) from None
+    return await _store_manifest(request, caller, policy, (account, container, name), entries)
 
 
 async def delete_manifest(

@@ -135,7 +135,6 @@ async def build_manifest(request: Request, body: bytes, account: str, open_objec
         raise SwiftError(413, f"Too many segments (max {MAX_MANIFEST_SEGMENTS})")
     errors: list[str] = []
     manifest: list[dict[str, Any]] = []
-    etags, total = [], 0
     for i, item in enumerate(items):
         path = item.get("path") if isinstance(item, dict) else None
         if not isinstance(path, str) or path.lstrip("/").count("/") < 1:
@@ -175,24 +174,68 @@ async def build_manifest(request: Request, body: bytes, account: str, open_objec
         }
         if is_slo:
             entry["sub_slo"] = True
-        used = seg_size
         if item.get("range"):
             try:
-                first, last = parse_segment_range(item["range"], seg_size)
+                entry["range"] = list(parse_segment_range(item["range"], seg_size))
             except ValueError as exc:
                 errors.append(f"/{container}/{name}, {exc}")
                 continue
-            entry["range"] = [first, last]
-            used = last - first + 1
-            etags.append(f"{seg_etag}:{first}-{last};")
-        else:
-            etags.append(seg_etag)
-        total += used
         manifest.append(entry)
     if errors:
         raise SwiftError(400, "Errors:\n" + "\n".join(errors) + "\n")
-    digest = hashlib.md5("".join(etags).encode(), usedforsecurity=False).hexdigest()
+    digest, total = manifest_totals(manifest)
     return manifest, digest, total
+
+
+def manifest_totals(entries: list[dict]) -> tuple[str, int]:
+    """A stored manifest's ETag (md5 of its segments' ETags, `<etag>:<first>-<last>;` for
+    a range, as Swift) and size."""
+    etags, total = [], 0
+    for entry in entries:
+        if "range" in entry:
+            first, last = entry["range"]
+            etags.append(f"{entry['hash']}:{first}-{last};")
+            total += last - first + 1
+        else:
+            etags.append(entry["hash"])
+            total += entry["bytes"]
+    return hashlib.md5("".join(etags).encode(), usedforsecurity=False).hexdigest(), total
+
+
+def synced_entries(body: bytes) -> list[dict[str, Any]]:
+    """The entries of a manifest container sync sends (as ?multipart-manifest=get shows
+    them, Swift's stored form), to store as they are: the segments are not looked at,
+    they may come later. ValueError with Swift's message when it is not one."""
+    try:
+        items = json.loads(body)
+    except ValueError:
+        raise ValueError("Manifest must be valid JSON.\n") from None
+    if not isinstance(items, list) or not items:
+        raise ValueError("Manifest must be a list.\n")
+    entries: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        name = item.get("name") if isinstance(item, dict) else None
+        size = item.get("bytes") if isinstance(item, dict) else None
+        if (
+            not isinstance(name, str)
+            or name.lstrip("/").count("/") < 1
+            or not isinstance(item.get("hash"), str)
+            or not isinstance(size, int)
+            or isinstance(size, bool)
+            or size < 0
+        ):
+            raise ValueError(f"Index {i}: not a manifest entry (name, hash, bytes).\n")
+        entry = {"name": "/" + name.lstrip("/"), "bytes": size, "hash": item["hash"]}
+        for key in ("content_type", "last_modified"):
+            if isinstance(item.get(key), str):
+                entry[key] = item[key]
+        if item.get("sub_slo"):
+            entry["sub_slo"] = True
+        if "range" in item:
+            first, last = parse_segment_range(str(item["range"]), size)
+            entry["range"] = [first, last]
+        entries.append(entry)
+    return entries
 
 
 def raw_manifest(entries: list[dict]) -> list[dict]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 from email.utils import parsedate_to_datetime
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cumulo.object_store import container_sync
 from cumulo.object_store.api import (
     formpost,
     object_versioning,
@@ -26,6 +28,7 @@ from cumulo.object_store.api.common import (
     store_of,
 )
 from cumulo.object_store.api.object_common import (
+    PUT_METADATA,
     S3_SYSMETA,
     container_policy,
     content_type,
@@ -63,6 +66,12 @@ async def obj(request: Request) -> Response:
     # A signed URL decides alone, token or not (the tempurl middleware comes first).
     if tempurl.is_tempurl(request):
         return await _with_tempurl(request, account, container, name)
+    # Another cluster's sync daemon, signed for this container (no token needed).
+    if "x-container-sync-auth" in request.headers:
+        return await _with_sync_auth(request, account, container, name)
+    if await _old_style_sync(request, account, container):
+        signed = Caller(None, True, container_scope=container)
+        return await _object_request(request, signed, account, container, name)
     caller = await caller_for(request, account)
     if staticweb.applies(request, caller):
         read = object_reader(caller, account, container)
@@ -102,6 +111,63 @@ async def _with_tempurl(request: Request, account: str, container: str, name: st
     return response
 
 
+async def _with_sync_auth(request: Request, account: str, container: str, name: str):
+    """A container sync request (Swift's container_sync middleware): signed with the
+    realm's key and this container's X-Container-Sync-Key, it acts as the owner here,
+    keeping the X-Timestamp the source object has."""
+    if request.method not in ("GET", "HEAD", "PUT", "DELETE"):
+        raise SwiftError(405)
+    info = await store_of(request).proxy.container_info(account, container)
+    key = (info.metadata or {}).get(container_sync.SYNC_KEY) if info.status == 200 else None
+    raw_timestamp = request.headers.get("x-timestamp", "0")
+    container_sync.verify_auth(
+        store_of(request).config,
+        request.headers["x-container-sync-auth"],
+        request.method,
+        quote(request.scope.get("root_path", "") + request.scope["path"]),
+        raw_timestamp,
+        key,
+    )
+    if request.method in ("PUT", "DELETE"):
+        _keep_sync_timestamp(request, raw_timestamp)
+    signed = Caller(None, True, container_scope=container)
+    return await _object_request(request, signed, account, container, name)
+
+
+async def _old_style_sync(request: Request, account: str, container: str) -> bool:
+    """An old-style (full URL) sync PUT or DELETE: X-Container-Sync-Key is the
+    container's own, with an X-Timestamp (Swift's keystoneauth allows it unconfirmed)."""
+    given = request.headers.get("x-container-sync-key")
+    if request.method not in ("PUT", "DELETE") or not given or "x-timestamp" not in request.headers:
+        return False
+    info = await store_of(request).proxy.container_info(account, container)
+    key = (info.metadata or {}).get(container_sync.SYNC_KEY) if info.status == 200 else None
+    if not key or not hmac.compare_digest(key.encode(), given.encode()):
+        return False  # then as any other request: the token decides
+    _keep_sync_timestamp(request, request.headers["x-timestamp"])
+    return True
+
+
+def _keep_sync_timestamp(request: Request, raw: str) -> None:
+    try:
+        request.scope[SYNC_TIMESTAMP] = timestamps.normalize(raw)
+    except ValueError:
+        raise SwiftError(
+            400, f"X-Timestamp should be a UNIX timestamp float value; was {raw!r}"
+        ) from None
+    # Manifests and links the proxy writes itself keep the source's time too.
+    request.scope[PUT_METADATA] = {
+        **put_metadata(request),
+        "X-Timestamp": request.scope[SYNC_TIMESTAMP],
+    }
+
+
+# The X-Timestamp a container sync request writes with (the source's).
+SYNC_TIMESTAMP = "cumulo.container_sync_timestamp"
+# Swift's config_true_value.
+TRUE_VALUES = {"true", "1", "yes", "on", "t", "y"}
+
+
 async def _object_request(
     request: Request, caller: Caller, account: str, container: str, name: str
 ) -> Response:
@@ -114,10 +180,20 @@ async def _object_request(
     if method == "PUT":
         await object_versioning.before_put(request, policy, account, container, name)
         await versioning.archive_current(request, caller, policy, account, container, name)
+        synced = SYNC_TIMESTAMP in request.scope
         if "x-symlink-target" in request.headers:
-            return await symlinks.put_link(request, caller, policy, account, container, name)
+            return await symlinks.put_link(
+                request, caller, policy, account, container, name, synced=synced
+            )
         if request.query_params.get("multipart-manifest") == "put":
             return await large.put_manifest(request, caller, policy, account, container, name)
+        if synced and "x-static-large-object" in request.headers:
+            # A manifest container sync sends as it is stored (Swift's slo_override).
+            if request.headers["x-static-large-object"].lower() in TRUE_VALUES:
+                return await large.put_synced_manifest(
+                    request, caller, policy, account, container, name
+                )
+            return await _put(request, caller, policy, account, container, name)
         if "x-static-large-object" in request.headers:
             raise SwiftError(
                 400,
@@ -156,7 +232,10 @@ async def _object_request(
         if await versioning.delete_restoring(request, caller, policy, account, container, name):
             return empty(request, 204)
         await versioning.archive_current(request, caller, policy, account, container, name)
-        if not await store_of(request).proxy.object_delete(policy, account, container, name):
+        at = request.scope.get(SYNC_TIMESTAMP)
+        if not await store_of(request).proxy.object_delete(
+            policy, account, container, name, timestamp=at
+        ):
             raise SwiftError(404)
         return empty(request, 204)
     raise SwiftError(405)
@@ -321,6 +400,8 @@ async def _put(
     check_metadata(request.headers, "object")
     await quotas.check_upload(request, caller, account, container, length or 0)
     metadata = {"Content-Type": content_type(request, name), **user_metadata(request)}
+    if SYNC_TIMESTAMP in request.scope:  # a synced object keeps its source's time
+        metadata["X-Timestamp"] = request.scope[SYNC_TIMESTAMP]
     await _check_if_none_match(request, policy, account, container, name)
     stored = await store.proxy.object_put(
         policy,

@@ -125,14 +125,21 @@ async def put_link(
     account: str,
     container: str,
     name: str,
+    *,
+    synced: bool = False,
 ) -> Response:
     """PUT with X-Symlink-Target: an empty object naming its target (a static link's
-    target must exist with the given ETag: 409 otherwise)."""
+    target must exist with the given ETag: 409 otherwise). synced: container sync's PUT
+    of a link, whose static target is taken as the source found it (Swift's
+    symlink_override: the target may come later, or not be synced at all)."""
     if await _has_body(request):
         raise plain(400, "Symlink requests require a zero byte body")
     meta = _target(request, account, container, name)
     content_type = request.headers.get("content-type")
-    if TARGET_ETAG in meta:
+    target_bytes = request.headers.get("x-symlink-target-bytes", "")
+    if TARGET_ETAG in meta and synced and target_bytes.isdecimal():
+        meta[TARGET_BYTES] = target_bytes
+    elif TARGET_ETAG in meta:
         target = await _static_target(request, caller, account, meta)
         meta[TARGET_BYTES] = target.metadata.get(SLO_SIZE) or target.metadata["Content-Length"]
         content_type = content_type or target.metadata.get("Content-Type")

@@ -10,6 +10,7 @@ from typing import Any
 
 from cumulo.object_store.core import ObjectStore
 from cumulo.object_store.daemons.auditor import Auditor
+from cumulo.object_store.daemons.container_sync import ContainerSyncer
 from cumulo.object_store.daemons.expirer import Expirer
 from cumulo.object_store.daemons.reconciler import Reconciler
 from cumulo.object_store.daemons.replicator import Replicator
@@ -17,7 +18,7 @@ from cumulo.object_store.daemons.updater import Updater
 
 LOG = logging.getLogger(__name__)
 
-DAEMONS = ("replicator", "auditor", "updater", "expirer", "reconciler")
+DAEMONS = ("replicator", "auditor", "updater", "expirer", "reconciler", "container_sync")
 
 
 async def run_once(store: ObjectStore, name: str) -> Any:
@@ -31,6 +32,8 @@ async def run_once(store: ObjectStore, name: str) -> Any:
         return await Expirer(store).run_once()
     if name == "reconciler":
         return await Reconciler(store).run_once()
+    if name == "container_sync":
+        return await ContainerSyncer(store).run_once()
     raise ValueError(f"no daemon {name}")
 
 

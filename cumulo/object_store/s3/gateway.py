@@ -8,9 +8,11 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
+import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode
@@ -40,6 +42,58 @@ SWIFT_PATHS = ("/info", "/healthcheck", "/metrics", "/crossdomain.xml", "/openap
 BUCKET_INDEX = ".s3-buckets"
 OWNER_KEY = "X-Container-Meta-S3-Account"
 SEGMENTS = "+segments"  # the container of a bucket's multipart parts (as Swift's s3api)
+# Request ids: unique, not secret; drawn without a system call (uuid4 reads urandom, which
+# lets go of the GIL on the event loop's thread, to wait for it behind the I/O threads).
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)  # API workers forked: ids of their own
+
+
+# A body's SHA-256 is computed in a worker thread a MiB at a time (hashlib lets go of the
+# GIL over large buffers): the event loop goes on serving while a large upload is hashed,
+# and the hash of each piece overlaps what the Swift app does with it. What is left under
+# INLINE_HASH at the end (and a small body) is hashed in the loop: a thread costs more.
+HASH_BATCH = 1 << 20
+INLINE_HASH = 64 << 10
+_hashers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="s3-sha256")
+
+
+def _update(digest: hashlib._Hash, pieces: list[bytes]) -> None:
+    for piece in pieces:
+        digest.update(piece)
+
+
+class PayloadHash:
+    """The SHA-256 of a body as it streams by (pieces in order, one batch at a time)."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.batch: list[bytes] = []
+        self.size = 0
+        self.pending: asyncio.Future[None] | None = None
+
+    async def _send(self) -> None:
+        batch, self.batch, self.size = self.batch, [], 0
+        if self.pending is not None:
+            await self.pending  # the batch before (the digest takes them in order)
+        self.pending = asyncio.get_running_loop().run_in_executor(
+            _hashers, _update, self.digest, batch
+        )
+
+    async def update(self, data: bytes) -> None:
+        if data:
+            self.batch.append(data)
+            self.size += len(data)
+            if self.size >= HASH_BATCH:
+                await self._send()
+
+    async def hexdigest(self) -> str:
+        if self.size >= INLINE_HASH:
+            await self._send()
+        if self.pending is not None:
+            await self.pending
+        _update(self.digest, self.batch)
+        self.batch, self.size = [], 0
+        return self.digest.hexdigest()
 
 
 @dataclass
@@ -190,14 +244,10 @@ class Call:
             elif message["type"] == "http.response.body":
                 if streaming and sink is not None:
                     await sink(message)
+                elif streaming and self.req.method == "HEAD":
+                    await self.send({**message, "body": b""})
                 elif streaming:
-                    await self.send(
-                        {
-                            "type": "http.response.body",
-                            "body": message.get("body", b"") if self.req.method != "HEAD" else b"",
-                            "more_body": message.get("more_body", False),
-                        }
-                    )
+                    await self.send(message)
                 else:
                     chunks.append(message.get("body", b""))
 
@@ -265,7 +315,7 @@ class Call:
         if payload == STREAMING:
             assert self.credential is not None and signed is not None
             decoder = ChunkDecoder(signed, signed.signing_key(self.credential.secret))
-        digest = hashlib.sha256() if payload not in (UNSIGNED, STREAMING) else None
+        digest = PayloadHash() if payload not in (UNSIGNED, STREAMING) else None
         upstream = self.receive
         try:
             declared = int(self.req.headers.get("content-length", "-1"))
@@ -283,12 +333,12 @@ class Call:
             if decoder is not None:
                 data = decoder.feed(data)
             if digest is not None:
-                digest.update(data)
+                await digest.update(data)
             # The reader may stop at Content-Length without waiting for the last message.
             if not message.get("more_body", False) or seen == declared:
                 if decoder is not None and not decoder.done:
                     raise S3Error("IncompleteBody")
-                if digest is not None and digest.hexdigest() != payload:
+                if digest is not None and await digest.hexdigest() != payload:
                     raise S3Error("XAmzContentSHA256Mismatch")
             return {**message, "body": data}
 
@@ -349,7 +399,7 @@ class S3Gateway:
             return
         from cumulo.object_store.s3 import handlers
 
-        request_id = f"tx{uuid.uuid4().hex[:21]}-{int(time.time()):010x}"
+        request_id = f"tx{_ids.getrandbits(84):021x}-{int(time.time()):010x}"
         req = parse(scope, self.store.config.s3_domain)
         call = Call(self, scope, req, receive, send, request_id)
         try:

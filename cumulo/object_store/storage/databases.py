@@ -10,6 +10,10 @@ A container's object rows are kept per storage policy (as Swift's): a write made
 through a stale view of the container's policy is a row of its own, counted apart
 (policy_stat), left out of the listing, and found by the replicator as misplaced
 (rows after `reconciler_sync_point` in another policy) for the reconciler to move.
+
+A container also keeps what it last reported to its account (`reported_*`, Swift's
+columns): object updates are reported in batches after the fact (storage/node.py's
+AccountUpdates, and the updater's pass for whatever those missed).
 """
 
 from __future__ import annotations
@@ -109,6 +113,7 @@ def live_metadata(metadata: dict) -> dict[str, str]:
 
 # Version 1 (user_version): object rows per (name, policy) with an ever-growing ROWID
 # (the replicator's sync point for misplaced rows), counts per policy in policy_stat.
+# Version 2: what was last reported to the account (reported_*).
 CONTAINER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS object (
     ROWID INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, created_at TEXT, size INTEGER,
@@ -123,9 +128,14 @@ CREATE TABLE IF NOT EXISTS container_stat (
     account TEXT, container TEXT, created_at TEXT, put_timestamp TEXT,
     delete_timestamp TEXT DEFAULT '0', status_changed_at TEXT,
     storage_policy_index INTEGER DEFAULT 0, metadata TEXT DEFAULT '{}',
-    reconciler_sync_point INTEGER DEFAULT -1);
-PRAGMA user_version = 1;
+    reconciler_sync_point INTEGER DEFAULT -1, reported_put_timestamp TEXT DEFAULT '0',
+    reported_delete_timestamp TEXT DEFAULT '0', reported_object_count INTEGER DEFAULT 0,
+    reported_bytes_used INTEGER DEFAULT 0);
+PRAGMA user_version = 2;
 """
+
+# What a container reports to its account, and what it keeps of the last report.
+REPORTED = ("put_timestamp", "delete_timestamp", "object_count", "bytes_used")
 
 _OBJECT_COLUMNS = "name, created_at, size, content_type, etag, deleted, storage_policy_index"
 
@@ -136,42 +146,61 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
 
 def _upgrade_container(conn: sqlite3.Connection) -> None:
     """A container database made before version 1 (one object row per name, counts in
-    container_stat) gets the per-policy rows and counts, and the reconciler sync point."""
-    if conn.execute("PRAGMA user_version").fetchone()[0] >= 1:
+    container_stat) gets the per-policy rows and counts, and the reconciler sync point;
+    one before version 2 the reported_* columns."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version >= 2:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        # No object table: a new file, for the schema to create; one with a ROWID column:
-        # made or upgraded by another process meanwhile.
-        object_columns = _columns(conn, "object")
-        if object_columns and "rowid" not in object_columns:
-            stat_columns = _columns(conn, "container_stat")
-            conn.execute("ALTER TABLE object RENAME TO object_before_v1")
-            conn.execute("DROP INDEX IF EXISTS object_deleted_name")
-            for statement in CONTAINER_SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(
-                f"INSERT INTO object ({_OBJECT_COLUMNS}) "  # noqa: S608
-                f"SELECT {_OBJECT_COLUMNS} FROM object_before_v1 ORDER BY rowid"
-            )
-            conn.execute("DROP TABLE object_before_v1")
-            if "reconciler_sync_point" not in stat_columns:
-                conn.execute(
-                    "ALTER TABLE container_stat ADD COLUMN reconciler_sync_point INTEGER DEFAULT -1"
-                )
-            conn.execute(
-                "INSERT INTO policy_stat SELECT storage_policy_index, COUNT(*), SUM(size) "
-                "FROM object WHERE deleted = 0 GROUP BY storage_policy_index"
-            )
-            conn.execute(
-                "INSERT OR IGNORE INTO policy_stat (storage_policy_index) "
-                "SELECT storage_policy_index FROM container_stat"
-            )
+        if version < 1:
+            _upgrade_to_v1(conn)
+        stat_columns = _columns(conn, "container_stat")
+        if stat_columns:  # none: a new file, for the schema to create
+            for column, kind in (
+                ("reported_put_timestamp", "TEXT DEFAULT '0'"),
+                ("reported_delete_timestamp", "TEXT DEFAULT '0'"),
+                ("reported_object_count", "INTEGER DEFAULT 0"),
+                ("reported_bytes_used", "INTEGER DEFAULT 0"),
+            ):
+                if column not in stat_columns:
+                    conn.execute(f"ALTER TABLE container_stat ADD COLUMN {column} {kind}")
+            conn.execute("PRAGMA user_version = 2")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _upgrade_to_v1(conn: sqlite3.Connection) -> None:
+    """Per-policy object rows and counts, and the reconciler sync point."""
+    # No object table: a new file, for the schema to create; one with a ROWID column:
+    # made or upgraded by another process meanwhile.
+    object_columns = _columns(conn, "object")
+    if object_columns and "rowid" not in object_columns:
+        stat_columns = _columns(conn, "container_stat")
+        conn.execute("ALTER TABLE object RENAME TO object_before_v1")
+        conn.execute("DROP INDEX IF EXISTS object_deleted_name")
+        for statement in CONTAINER_SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(
+            f"INSERT INTO object ({_OBJECT_COLUMNS}) "  # noqa: S608
+            f"SELECT {_OBJECT_COLUMNS} FROM object_before_v1 ORDER BY rowid"
+        )
+        conn.execute("DROP TABLE object_before_v1")
+        if "reconciler_sync_point" not in stat_columns:
+            conn.execute(
+                "ALTER TABLE container_stat ADD COLUMN reconciler_sync_point INTEGER DEFAULT -1"
+            )
+        conn.execute(
+            "INSERT INTO policy_stat SELECT storage_policy_index, COUNT(*), SUM(size) "
+            "FROM object WHERE deleted = 0 GROUP BY storage_policy_index"
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO policy_stat (storage_policy_index) "
+            "SELECT storage_policy_index FROM container_stat"
+        )
 
 
 ACCOUNT_SCHEMA = """
@@ -369,23 +398,29 @@ class ContainerBroker:
             )
             return True
 
-    def put_object(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Merge one object row (newest wins); returns the container's stats after."""
+    def put_object(self, record: dict[str, Any]) -> None:
+        """Merge one object row (newest wins) and the container's counts with it."""
         with self._db() as conn:
             self._merge_object(conn, record)
-            stat = self._stat(conn)
-        return {
-            k: stat[k]
-            for k in (
-                "account",
-                "container",
-                "put_timestamp",
-                "delete_timestamp",
-                "object_count",
-                "bytes_used",
-                "storage_policy_index",
+
+    def unreported(self) -> dict[str, Any] | None:
+        """The container's info when its account has not been told its state and usage
+        as they are now (they changed since the last report); None when it has."""
+        info = self.info()
+        if all(info[k] == info[f"reported_{k}"] for k in REPORTED):
+            return None
+        return info
+
+    def mark_reported(self, info: dict[str, Any]) -> None:
+        """The account took info (the container's as it was then: newer changes are
+        still to report)."""
+        with self._db() as conn:
+            conn.execute(
+                "UPDATE container_stat SET reported_put_timestamp = ?, "
+                "reported_delete_timestamp = ?, reported_object_count = ?, "
+                "reported_bytes_used = ?",
+                tuple(info[k] for k in REPORTED),
             )
-        }
 
     @staticmethod
     def _merge_object(conn: sqlite3.Connection, record: dict[str, Any]) -> None:
@@ -515,6 +550,18 @@ class ContainerBroker:
             )
         return changed
 
+    def rows_since(self, row_id: int, limit: int) -> list[dict[str, Any]]:
+        """Rows of the container's policy after ROWID row_id, deletions included, oldest
+        first (what the container sync daemon sends on)."""
+        with self._db() as conn:
+            rows = conn.execute(
+                f"SELECT ROWID AS row_id, {_OBJECT_COLUMNS} FROM object "  # noqa: S608
+                "WHERE ROWID > ? AND storage_policy_index = "
+                "(SELECT storage_policy_index FROM container_stat) ORDER BY ROWID LIMIT ?",
+                (row_id, limit),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
     # -- the reconciler's queue feed --------------------------------------------------
 
     def misplaced_since(self, row_id: int, limit: int) -> list[dict[str, Any]]:
@@ -563,8 +610,13 @@ class AccountBroker:
 
     def put_container(self, record: dict[str, Any]) -> None:
         """A container's state and usage as its container server reports it."""
+        self.put_containers([record])
+
+    def put_containers(self, records: list[dict[str, Any]]) -> None:
+        """Several containers' reports in one transaction."""
         with _transaction(self.path) as conn:
-            self._merge_container(conn, record)
+            for record in records:
+                self._merge_container(conn, record)
 
     @staticmethod
     def _merge_container(conn: sqlite3.Connection, record: dict[str, Any]) -> None:

@@ -52,14 +52,29 @@ def check_device(device: Path) -> None:
         raise DeviceUnavailable(errno.ENODEV, f"device {device.name} is not mounted")
 
 
-def make_dirs(path: Path) -> None:
-    """mkdir -p, trying the leaf first (its parents usually exist: one syscall)."""
+def make_dirs(path: Path) -> bool:
+    """mkdir -p, trying the leaf first (its parents usually exist: one syscall), then
+    each missing parent once; True when the leaf was made now (it holds nothing yet)."""
     try:
         os.mkdir(path)
+        return True
     except FileExistsError:
-        pass
+        return False
     except FileNotFoundError:
-        path.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
+    try:
+        os.mkdir(path)
+        return True
+    except FileExistsError:
+        return False
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -112,17 +127,21 @@ class ObjectWriter:
         self.size += len(chunk)
 
     def commit(self, metadata: dict[str, Any]) -> None:
+        """The bytes and their metadata fsynced, renamed into place, the directory
+        fsynced: on disk for good before this returns."""
         timestamp = metadata["X-Timestamp"]
-        make_dirs(self.datadir)
+        fresh = make_dirs(self.datadir)
         target = self.datadir / f"{timestamp}.data"
         self._file.flush()
-        os.fsync(self._file.fileno())
-        if not set_metadata(self._file.fileno(), Path(f"{target}.json"), metadata):
-            os.fsync(os.open(f"{target}.json", os.O_RDONLY))
+        fd = self._file.fileno()
+        if not set_metadata(fd, Path(f"{target}.json"), metadata):
+            _fsync_file(Path(f"{target}.json"))
+        os.fsync(fd)  # after the xattr: one fsync makes both durable
         self._file.close()
         os.replace(self.tmp, target)
         _fsync_dir(self.datadir)
-        cleanup_older(self.datadir)
+        if not fresh:  # a directory made just now holds no older file
+            cleanup_older(self.datadir)
 
     def abort(self) -> None:
         self._file.close()
@@ -133,14 +152,16 @@ def write_marker(device: Path, datadir: Path, timestamp: str, ext: str, metadata
     """A tombstone (.ts) or a metadata update (.meta): an empty file with metadata."""
     writer = ObjectWriter(device, datadir)
     metadata = {**metadata, "X-Timestamp": timestamp}
-    make_dirs(datadir)
+    fresh = make_dirs(datadir)
     target = datadir / f"{timestamp}{ext}"
-    set_metadata(writer._file.fileno(), Path(f"{target}.json"), metadata)
+    if not set_metadata(writer._file.fileno(), Path(f"{target}.json"), metadata):
+        _fsync_file(Path(f"{target}.json"))
     os.fsync(writer._file.fileno())
     writer._file.close()
     os.replace(writer.tmp, target)
     _fsync_dir(datadir)
-    cleanup_older(datadir)
+    if not fresh:
+        cleanup_older(datadir)
 
 
 def _files(datadir: Path) -> list[str]:

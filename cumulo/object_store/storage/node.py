@@ -17,6 +17,7 @@ from typing import Any
 
 from cumulo.object_store.ring.ring import hash_path
 from cumulo.object_store.storage import diskfile
+from cumulo.object_store.storage.account_updates import AccountUpdates, container_report
 from cumulo.object_store.storage.backend_auth import BackendKeys
 from cumulo.object_store.storage.databases import (
     AccountBroker,
@@ -73,6 +74,8 @@ class StorageNode:
         # callers sign with, and the rings directory it hands to other hosts.
         self.backend_keys: BackendKeys | None = None
         self.rings: Path | None = None
+        # Object updates' effect on the accounts, reported in batches.
+        self.account_updates = AccountUpdates(self)
 
     def device_path(self, device: str) -> Path:
         path = self.devices / device
@@ -101,6 +104,27 @@ class StorageNode:
         self, at: Location, writer: ObjectWriter, metadata: dict, update: ContainerUpdate | None
     ) -> None:
         writer.commit(metadata)
+        if update is not None:
+            self._update_container(at, update)
+
+    def object_put_whole(
+        self,
+        at: Location,
+        policy: int,
+        name_hash: str,
+        body: bytes,
+        metadata: dict,
+        update: ContainerUpdate | None,
+    ) -> None:
+        """A replica of a body already received and checked, in one call: written,
+        fsynced and renamed into place, then its container told."""
+        writer = self.object_writer(at, policy, name_hash)
+        try:
+            writer.write(body)
+            writer.commit(metadata)
+        except BaseException:
+            writer.abort()
+            raise
         if update is not None:
             self._update_container(at, update)
 
@@ -194,29 +218,26 @@ class StorageNode:
         broker = self.container_broker(at, account, container)
         result = broker.initialize(account, container, timestamp, policy, metadata)
         if result != "policy_conflict" and account_at is not None:
-            self.report_container(account_at, broker.info())
+            self._report_now(account_at, broker)
         return result
 
     def report_container(self, account_at: Location, info: dict[str, Any]) -> None:
         """A container's state and usage (its info) to one account replica."""
         self.route(account_at).account_put_container(
-            account_at,
-            info["account"],
-            {
-                "name": info["container"],
-                "put_timestamp": info["put_timestamp"],
-                "delete_timestamp": info["delete_timestamp"],
-                "object_count": info["object_count"],
-                "bytes_used": info["bytes_used"],
-                "storage_policy_index": info["storage_policy_index"],
-            },
+            account_at, info["account"], container_report(info)
         )
 
+    def _report_now(self, account_at: Location, broker: ContainerBroker) -> None:
+        info = broker.info()
+        self.report_container(account_at, info)
+        broker.mark_reported(info)
+
     def container_put_object(self, update: ContainerUpdate) -> None:
+        """Merge an object's row; the account hears of it in the next batch (as Swift's
+        container-updater tells it), not before this returns."""
         broker = self.container_broker(update.container_at, update.account, update.container)
-        stats = broker.put_object(update.record)
-        if update.account_at is not None:
-            self.report_container(update.account_at, stats)
+        broker.put_object(update.record)
+        self.account_updates.mark(update)
 
     def container_delete(
         self,
@@ -233,7 +254,7 @@ class StorageNode:
         if not broker.mark_deleted(timestamp):
             return "not_empty"
         if account_at is not None:
-            self.report_container(account_at, broker.info())
+            self._report_now(account_at, broker)
         return "deleted"
 
     # -- accounts ---------------------------------------------------------------------
@@ -242,10 +263,13 @@ class StorageNode:
         return AccountBroker(self._db_path(at, "accounts", self.name_hash(account)))
 
     def account_put_container(self, at: Location, account: str, record: dict) -> None:
+        self.account_put_containers(at, account, [record])
+
+    def account_put_containers(self, at: Location, account: str, records: list[dict]) -> None:
         broker = self.account_broker(at, account)
         if not broker.exists():
-            broker.initialize(account, record["put_timestamp"])
-        broker.put_container(record)
+            broker.initialize(account, min(r["put_timestamp"] for r in records))
+        broker.put_containers(records)
 
     def account_update_metadata(
         self, at: Location, account: str, timestamp: str, updates: dict

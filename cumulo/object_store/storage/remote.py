@@ -133,6 +133,10 @@ class RemoteNode:
     def account_put_container(self, at: Location, account: str, record: dict) -> None:
         self.call("account_put_container", at, account=account, record=record)
 
+    def account_put_containers(self, at: Location, account: str, records: list[dict]) -> None:
+        for record in records:
+            self.account_put_container(at, account, record)
+
     def account_update_metadata(
         self, at: Location, account: str, timestamp: str, updates: dict
     ) -> None:
