@@ -22,6 +22,7 @@ _MAX_DECISIONS = 20_000
 BASE_RULES = {
     "cloud_admin": "(role:admin and system_scope:all) or (role:admin and is_admin_project:True)",
     "system_reader": "rule:cloud_admin or (role:reader and system_scope:all)",
+    "project_manager": "role:manager and project_id:%(project_id)s",
     "project_member": "role:member and project_id:%(project_id)s",
     "project_reader": "role:reader and project_id:%(project_id)s",
     "admin_or_project_member": "rule:cloud_admin or rule:project_member",

@@ -95,7 +95,15 @@ def create_ec2_app(service: Ec2Service):
             body = await _form_body(request)
             fields = dict(request.query_params)
             if request.method == "POST":
-                fields.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+                form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+                both = sorted(fields.keys() & form.keys())
+                if both:
+                    # Which one AWS would take is not documented: neither is guessed.
+                    raise Ec2Error(
+                        "InvalidParameterCombination",
+                        f"The parameter {both[0]} is both in the URL and in the form body.",
+                    )
+                fields.update(form)
             name = fields.get("Action")
             if not name:
                 raise Ec2Error("MissingAction", "The request must contain the parameter Action")

@@ -25,7 +25,7 @@ class SignedRequest:
     query: dict[str, str]
     headers: dict[str, str]  # lower-case names
     body: bytes
-    fields: dict[str, str]  # the Query API parameters (form body, else query string)
+    fields: dict[str, str]  # the Query API parameters (query string and, on a POST, form)
 
 
 def _refused(message: str = "AWS was not able to validate the provided access credentials"):
@@ -44,10 +44,12 @@ def credentials_of(req: SignedRequest, region: str) -> dict[str, Any]:
         scope = fields["Credential"].split("/")
         params = req.query
         signature = fields["Signature"]
-    elif req.fields.get("X-Amz-Algorithm") == ec2_signature.V4_ALGORITHM:
-        scope = req.fields.get("X-Amz-Credential", "").split("/")
-        params = req.fields
-        signature = req.fields.get("X-Amz-Signature", "")
+    elif req.query.get("X-Amz-Algorithm") == ec2_signature.V4_ALGORITHM:
+        # Presigned: the X-Amz-* parameters are the URL's, which the signature covers
+        # (a POST's form is covered by its hash).
+        scope = req.query.get("X-Amz-Credential", "").split("/")
+        params = req.query
+        signature = req.query.get("X-Amz-Signature", "")
     elif req.fields.get("SignatureVersion") == "2":
         access = req.fields.get("AWSAccessKeyId", "")
         if not access:
@@ -64,10 +66,6 @@ def credentials_of(req: SignedRequest, region: str) -> dict[str, Any]:
         raise Ec2Error(
             "AuthFailure", "The request carries no AWS signature (Signature Version 4 or 2)."
         )
-    if req.verb == "POST" and req.query:
-        # A POST's canonical request has no query here (its parameters are the hashed
-        # form), so what its URL adds would go unsigned: refused, not trusted.
-        raise _refused("A POST carries its parameters in its form body, not in its URL.")
     if len(scope) != 5 or scope[4] != "aws4_request":
         raise _refused("The credential scope of the signature is malformed.")
     if scope[2] != region:
@@ -112,7 +110,9 @@ async def authenticate(
     if cred is None or not cred.secret:
         raise _refused("AWS was not able to validate the provided access credentials")
     try:
-        valid = ec2_signature.verify_ec2(cred.secret, creds)
+        # As AWS signs: a POST's URL parameters are in its canonical query (its form in
+        # the body's hash), so every parameter it carries is signed.
+        valid = ec2_signature.verify_ec2(cred.secret, creds, post_query=True)
     except ec2_signature.SignatureError as exc:
         raise _refused(str(exc)) from None
     if not valid:

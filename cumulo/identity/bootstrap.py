@@ -38,10 +38,16 @@ from cumulo.identity.tokens import random_audit_id
 LOG = logging.getLogger(__name__)
 
 # ResellerAdmin: Object Storage's reseller admin role (every account), as DevStack makes it.
-ROLES = ("admin", "member", "reader", "service", "ResellerAdmin")
-IMPLIED = (("admin", "member"), ("member", "reader"))
+# manager: a project's manager (Keystone 2023.2's bootstrap; Nova lets it migrate the
+# project's servers without naming hosts). admin implies manager implies member implies
+# reader; the admin -> member implication of older state dirs is replaced.
+ROLES = ("admin", "manager", "member", "reader", "service", "ResellerAdmin")
+IMPLIED = (("admin", "manager"), ("manager", "member"), ("member", "reader"))
+OBSOLETE_IMPLIED = (("admin", "member"),)
 PROJECTS = ("admin", "demo", "service")
 SERVICE_USER = "cumulo"
+# The dashboard's own user: no role anywhere, only the trustee of the sessions' trusts.
+DASHBOARD_USER = "dashboard"
 SERVICE_USER_OPTIONS = {
     "ignore_lockout_failure_attempts": True,
     "ignore_password_expiry": True,
@@ -101,7 +107,7 @@ async def _grant(session: AsyncSession, kind: str, actor: str, target: str, role
 
 
 async def _ensure_user(
-    session: AsyncSession, name: str, password: str, rounds: int, default_project: str
+    session: AsyncSession, name: str, password: str, rounds: int, default_project: str | None
 ) -> User:
     user = await session.scalar(
         select(User).where(User.name == name, User.domain_id == DEFAULT_DOMAIN_ID)
@@ -144,6 +150,10 @@ async def bootstrap(identity: Identity, config: CumuloConfig) -> None:
             key = {"prior_role_id": roles[prior].id, "implied_role_id": roles[implied].id}
             if await s.get(ImpliedRole, key) is None:
                 s.add(ImpliedRole(**key))
+        for prior, implied in OBSOLETE_IMPLIED:
+            key = {"prior_role_id": roles[prior].id, "implied_role_id": roles[implied].id}
+            if (old := await s.get(ImpliedRole, key)) is not None:
+                await s.delete(old)
         projects = {}
         for name in PROJECTS:
             existing = await s.scalar(
@@ -170,10 +180,18 @@ async def bootstrap(identity: Identity, config: CumuloConfig) -> None:
         service = await _ensure_user(
             s, SERVICE_USER, ic.service_password, ic.bcrypt_rounds, projects["service"].id
         )
-        # The services' own user is exempt from the security compliance rules: anyone
-        # could lock it out with wrong passwords, and nobody changes its password by hand.
-        if not SERVICE_USER_OPTIONS.items() <= (service.options or {}).items():
-            service.options = {**(service.options or {}), **SERVICE_USER_OPTIONS}
+        service_users = [service]
+        if config.dashboard.service_password:
+            service_users.append(
+                await _ensure_user(
+                    s, DASHBOARD_USER, config.dashboard.service_password, ic.bcrypt_rounds, None
+                )
+            )
+        # The services' own users are exempt from the security compliance rules: anyone
+        # could lock them out with wrong passwords, and nobody changes their password.
+        for user in service_users:
+            if not SERVICE_USER_OPTIONS.items() <= (user.options or {}).items():
+                user.options = {**(user.options or {}), **SERVICE_USER_OPTIONS}
         await _grant(s, USER_PROJECT, admin.id, projects["admin"].id, roles["admin"].id)
         await _grant(s, USER_PROJECT, admin.id, projects["demo"].id, roles["admin"].id)
         await _grant(s, USER_SYSTEM, admin.id, SYSTEM_TARGET, roles["admin"].id)

@@ -132,9 +132,17 @@ def v4_canonical_request(
     headers: Mapping[str, str],
     signed_headers: str,
     body_hash: str,
+    *,
+    post_query: bool = False,
 ) -> str:
-    # EC2 Query API POSTs carry their parameters in the (hashed) body, not the query.
-    query = "" if verb.upper() == "POST" else canonical_query(params, exclude="X-Amz-Signature")
+    # Keystone's rule: an EC2 Query API POST carries its parameters in the (hashed) body
+    # and its canonical query is empty (params may hold the form's). As AWS signs a POST,
+    # post_query: its canonical query is that of its URL's parameters (params).
+    query = (
+        canonical_query(params, exclude="X-Amz-Signature")
+        if verb.upper() != "POST" or post_query
+        else ""
+    )
     lines = [
         f"{name}:{' '.join(headers[name].split())}"
         for name in signed_headers.split(";")
@@ -158,8 +166,10 @@ def sign_v4(
     params: Mapping[str, Any],
     headers: Mapping[str, Any],
     body_hash: str | None = None,
+    *,
+    post_query: bool = False,
 ) -> str:
-    """The SigV4 signature (hex) the request must carry."""
+    """The SigV4 signature (hex) the request must carry (post_query: v4_canonical_request)."""
     lower = _lower_keys(headers)
     fields = _v4_auth_fields(params, lower)
     # Credential = <access>/<date>/<region>/<service>/aws4_request
@@ -171,7 +181,9 @@ def sign_v4(
     if not timestamp.startswith(date):
         raise SignatureError("The request date does not match the credential scope.")
     body_hash = body_hash or lower.get("x-amz-content-sha256") or EMPTY_SHA256
-    canonical = v4_canonical_request(verb, path, params, lower, fields["SignedHeaders"], body_hash)
+    canonical = v4_canonical_request(
+        verb, path, params, lower, fields["SignedHeaders"], body_hash, post_query=post_query
+    )
     string_to_sign = v4_string_to_sign(timestamp, "/".join(parts[1:]), canonical)
     key = v4_signing_key(secret, date, region, service)
     return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
@@ -188,7 +200,9 @@ def is_v4(credentials: Mapping[str, Any]) -> bool:
     )
 
 
-def expected_ec2_signature(secret: str, credentials: Mapping[str, Any], host: str) -> str:
+def expected_ec2_signature(
+    secret: str, credentials: Mapping[str, Any], host: str, *, post_query: bool = False
+) -> str:
     params = credentials.get("params") or {}
     if not isinstance(params, Mapping):
         raise SignatureError("params must be an object.")
@@ -205,14 +219,21 @@ def expected_ec2_signature(secret: str, credentials: Mapping[str, Any], host: st
             params,
             credentials.get("headers") or {},
             credentials.get("body_hash"),
+            post_query=post_query,
         )
     raise SignatureError(f"Unsupported signature version: {version or 'unknown'}.")
 
 
-def verify_ec2(secret: str, credentials: Mapping[str, Any]) -> bool:
+def verify_ec2(
+    secret: str, credentials: Mapping[str, Any], *, post_query: bool | None = None
+) -> bool:
     """Whether credentials["signature"] is the request's signature under the secret.
 
-    Some clients sign the host without its port, so that form is tried too.
+    Some clients sign the host without its port, so that form is tried too. A SigV4
+    POST's canonical query (v4_canonical_request): post_query True, that of params (the
+    URL's parameters, as AWS signs: what the EC2 API checks); False, empty (Keystone's
+    rule); None, either (what /v3/ec2tokens takes: from Keystone's callers, whose params
+    may be the form's, and from the EC2 API, whose params are the URL's, checked already).
     """
     given = credentials.get("signature")
     if not given:
@@ -223,8 +244,15 @@ def verify_ec2(secret: str, credentials: Mapping[str, Any]) -> bool:
         bare = urllib.parse.urlsplit("//" + host).hostname
         if bare and bare != host:
             hosts.append(bare)
+    ways = [False, True] if post_query is None else [post_query]
+    post = str(credentials.get("verb") or "").upper() == "POST"
+    params = credentials.get("params")
+    if not (post and params and isinstance(params, Mapping) and is_v4(credentials)):
+        ways = ways[:1]  # the two ways are the same
     return any(
-        signatures_match(given, expected_ec2_signature(secret, credentials, h)) for h in hosts
+        signatures_match(given, expected_ec2_signature(secret, credentials, h, post_query=w))
+        for h in hosts
+        for w in ways
     )
 
 

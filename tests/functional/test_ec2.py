@@ -542,6 +542,61 @@ def test_signature_version_2_and_old_requests(cloud, endpoint, demo_keys):
     assert b"<RequestID>" in bad.content
 
 
+def test_sigv4_post_with_a_signed_query_string(endpoint, demo_keys):
+    """A POST whose URL carries parameters too: botocore's SigV4 covers them in the
+    canonical query (and the form with the body's hash); the two are merged, as AWS does.
+    A parameter added to the URL or the form after signing is refused, and one in both."""
+    from botocore.auth import SigV4Auth, SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    keys = Credentials(demo_keys["aws_access_key_id"], demo_keys["aws_secret_access_key"])
+    form = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+
+    def post(query: str, body: str, *, after: str = "", body_after: str = "") -> httpx.Response:
+        request = AWSRequest(method="POST", url=f"{endpoint}/?{query}", data=body, headers=form)
+        SigV4Auth(keys, "ec2", "RegionOne").add_auth(request)
+        return httpx.post(
+            request.url + after, content=(body + body_after).encode(), headers=dict(request.headers)
+        )
+
+    action = "Action=DescribeRegions&Version=2016-11-15"
+    ok = post(action, "RegionName.1=RegionOne")
+    assert ok.status_code == 200, ok.text
+    assert b"<regionName>RegionOne</regionName>" in ok.content
+    # The form's parameters are read beside the URL's: this one is refused by the action.
+    nowhere = post(action, "RegionName.1=Nowhere")
+    assert nowhere.status_code == 400 and b"Invalid region: Nowhere" in nowhere.content
+    filtered = post(action, "Filter.1.Name=region-name&Filter.1.Value.1=elsewhere")
+    assert filtered.status_code == 200 and b"<regionName>" not in filtered.content
+    # Only part of the parameters in the URL: the rest in the form.
+    split = post("Version=2016-11-15", "Action=DescribeRegions")
+    assert split.status_code == 200 and b"<regionName>RegionOne</regionName>" in split.content
+
+    for tampered in (
+        post(action, "RegionName.1=RegionOne", after="&RegionName.2=Nowhere"),
+        post("Version=2016-11-15", "Action=DescribeRegions", after="&DryRun=true"),
+        post(action, "RegionName.1=RegionOne", body_after="&RegionName.2=Nowhere"),
+    ):
+        assert tampered.status_code == 401, tampered.text
+        assert b"<Code>AuthFailure</Code>" in tampered.content
+    # A parameter in both the URL and the form: neither is guessed.
+    both = post(action, "Version=2016-11-15")
+    assert both.status_code == 400 and b"<Code>InvalidParameterCombination</Code>" in both.content
+    assert b"Version" in both.content
+
+    # A presigned POST (botocore moves the form into the signed URL).
+    request = AWSRequest(method="POST", url=f"{endpoint}/", data={"Action": "DescribeRegions",
+                         "Version": "2016-11-15"}, headers=form)  # fmt: skip
+    SigV4QueryAuth(keys, "ec2", "RegionOne", expires=300).add_auth(request)
+    assert "X-Amz-Signature=" in request.url and not request.data
+    presigned = httpx.post(request.url, headers=dict(request.headers))
+    assert presigned.status_code == 200, presigned.text
+    assert b"<regionName>RegionOne</regionName>" in presigned.content
+    unsigned = httpx.post(request.url + "&RegionName.1=Nowhere", headers=dict(request.headers))
+    assert unsigned.status_code == 401 and b"<Code>AuthFailure</Code>" in unsigned.content
+
+
 def test_images_from_snapshots_copies_and_launch_permissions(cloud, endpoint, ec2, machine_image):
     ami = find_image(ec2, "ec2-machine")
     volume = ec2.create_volume(Size=1, AvailabilityZone="nova")

@@ -230,6 +230,51 @@ def test_botocore_sigv4_authorization_header_is_verified(method: str):
     assert not sig.verify_ec2(KEYS.secret_key, tampered)
 
 
+def test_botocore_sigv4_post_with_a_query_string_is_verified_as_aws_signs_it():
+    """AWS's canonical query of a POST is its URL's (post_query=True, what the EC2 API
+    checks); Keystone's is empty, its params possibly the form's (post_query=False);
+    /v3/ec2tokens takes either (None)."""
+    body = "RegionName.1=RegionOne"
+    url = "http://ec2.example.com:8788/?Action=DescribeRegions&Version=2016-11-15"
+    request = AWSRequest(method="POST", url=url, data=body, headers={
+        "Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})  # fmt: skip
+    SigV4Auth(KEYS, "ec2", "RegionOne").add_auth(request)
+    host, path, params = _split(url)
+    credentials = {
+        "access": KEYS.access_key,
+        "signature": request.headers["Authorization"].rsplit("Signature=", 1)[1],
+        "host": host,
+        "verb": "POST",
+        "path": path,
+        "params": params,
+        "headers": {**dict(request.headers.items()), "Host": host},
+        "body_hash": hashlib.sha256(body.encode()).hexdigest(),
+    }
+    assert sig.verify_ec2(KEYS.secret_key, credentials, post_query=True)
+    assert sig.verify_ec2(KEYS.secret_key, credentials)
+    assert not sig.verify_ec2(KEYS.secret_key, credentials, post_query=False)
+    added = {**credentials, "params": {**params, "DryRun": "true"}}
+    assert not sig.verify_ec2(KEYS.secret_key, added, post_query=True)
+    assert not sig.verify_ec2(KEYS.secret_key, added)
+
+    # Keystone's callers: a POST with no query, its form's parameters in params.
+    form = "Action=DescribeRegions&Version=2016-11-15"
+    request = AWSRequest(method="POST", url="http://ec2.example.com:8788/", data=form,
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    SigV4Auth(KEYS, "ec2", "RegionOne").add_auth(request)
+    keystone = {
+        **credentials,
+        "signature": request.headers["Authorization"].rsplit("Signature=", 1)[1],
+        "params": dict(urllib.parse.parse_qsl(form)),
+        "headers": {**dict(request.headers.items()), "Host": host},
+        "body_hash": hashlib.sha256(form.encode()).hexdigest(),
+    }
+    assert sig.verify_ec2(KEYS.secret_key, keystone)
+    assert sig.verify_ec2(KEYS.secret_key, keystone, post_query=False)
+    assert not sig.verify_ec2(KEYS.secret_key, keystone, post_query=True)
+    assert sig.verify_ec2(KEYS.secret_key, {**keystone, "params": {}}, post_query=True)
+
+
 def test_botocore_presigned_sigv4_query_is_verified():
     request = AWSRequest(method="GET", url="http://ec2.example.com/?Action=DescribeRegions")
     SigV4QueryAuth(KEYS, "ec2", "RegionOne", expires=300).add_auth(request)

@@ -14,7 +14,8 @@ from cumulo.identity.policies import IDENTITY_RULES
 
 D1, D2 = "domain-one", "domain-two"
 P1, P2 = "project-one", "project-two"
-ADMIN_ROLES = frozenset({"admin", "member", "reader"})  # admin implies member implies reader
+# admin implies manager implies member implies reader
+ADMIN_ROLES = frozenset({"admin", "manager", "member", "reader"})
 
 
 def _context(user_id: str, roles: frozenset[str], **scope: Any) -> RequestContext:
