@@ -7,7 +7,7 @@ dashboard with httpx (the real login form). Measured, each page `--rounds` times
 - the instances page with 10 and with 500 servers in the project (first page of 20;
   with 500 also ?limit=100 and ?limit=500, every row rendered);
 - the launch wizard (images, flavors, networks, key pairs, security groups);
-- the topology's data with 50 networks (networks, routers, ports, servers).
+- the topology's data with 50 networks (networks, subnets, routers, ports, servers).
 
 "server" is the page's own Server-Timing `app;dur` (from the request's arrival to its
 response headers, API calls in-process included); "wall" is what the client waited.
@@ -239,8 +239,8 @@ def main() -> None:
 
         asyncio.run(networks())
         page_vs_direct(f"topology data, {args.networks} networks, {n} servers", "/topology.json", [
-            f"{network}/networks", f"{network}/routers", f"{network}/ports",
-            f"{compute}/servers?limit=1000",
+            f"{network}/networks", f"{network}/subnets", f"{network}/routers",
+            f"{network}/ports?project_id={project_id}", f"{compute}/servers/detail?limit=1000",
         ])  # fmt: skip
 
         print(f"\ndashboard pages, median of {args.rounds} (ms); machine shared with other work")

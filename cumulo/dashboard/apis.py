@@ -41,6 +41,7 @@ class ApiFailure(Exception):
         message: str,
         request_id: str = "",
         headers: dict[str, str] | None = None,
+        body: bytes = b"",
     ) -> None:
         self.service, self.status, self.message, self.request_id = (
             service,
@@ -49,6 +50,7 @@ class ApiFailure(Exception):
             request_id,
         )
         self.headers = headers or {}
+        self.body = body  # the answer as sent (Keystone's auth receipt body, for one)
         super().__init__(f"{service} {status}: {message}")
 
     @property
@@ -114,6 +116,7 @@ class Api:
                 error_message(response.content, response.status_code),
                 response.headers.get("x-openstack-request-id", ""),
                 dict(response.headers),
+                response.content,
             )
         return response
 
@@ -184,6 +187,19 @@ class UserApis:
         self.network = Api(c["network"], token)
         self.volume = Api(c["volume"], token)
         self.object_store = Api(c["object-store"], token)
+
+    def use_token(self, token: str) -> None:
+        """The session's new token (renewed while a page's live stream is open)."""
+        self.token = token
+        for api in (
+            self.identity,
+            self.compute,
+            self.image,
+            self.network,
+            self.volume,
+            self.object_store,
+        ):
+            api.token = token
 
 
 async def gather(*calls: Awaitable[T]) -> list[T]:

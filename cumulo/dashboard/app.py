@@ -13,6 +13,7 @@ from starlette.staticfiles import StaticFiles
 from cumulo.common.service_client import ServiceClient
 from cumulo.dashboard.apis import ApiFailure, Apis
 from cumulo.dashboard.pages import admin, auth, compute, network, overview, storage
+from cumulo.dashboard.renewal import Trustee
 from cumulo.dashboard.sessions import SessionStore
 from cumulo.dashboard.web import HERE, ServerTiming, render
 
@@ -24,7 +25,11 @@ async def favicon(_request: Request) -> Response:
     return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml")
 
 
-def create_dashboard_app(apis: Apis, sessions: SessionStore | None = None) -> Starlette:
+def create_dashboard_app(
+    apis: Apis, sessions: SessionStore | None = None, trustee: Trustee | None = None
+) -> Starlette:
+    """The dashboard on `apis`; `trustee` (the dashboard's Identity user) renews the
+    project-scoped sessions' tokens from their trusts (without it, the password does)."""
     routes = [
         *auth.routes,
         *overview.routes,
@@ -45,6 +50,7 @@ def create_dashboard_app(apis: Apis, sessions: SessionStore | None = None) -> St
     app.add_middleware(ServerTiming)
     app.state.apis = apis
     app.state.sessions = sessions or SessionStore()
+    app.state.trustee = trustee
     return app
 
 

@@ -9,6 +9,7 @@ from cumulo.common.db import Database
 from cumulo.common.server import make_servers, serve
 from cumulo.dashboard.app import create_dashboard_app
 from cumulo.dashboard.catalog import CatalogApis
+from cumulo.dashboard.renewal import Trustee
 from cumulo.dashboard.sessions import DatabaseSessionStore
 
 
@@ -19,12 +20,13 @@ async def serve_dashboard(
     host: str,
     port: int,
     tls: tuple[str, str] | None = None,
+    trustee: Trustee | None = None,
 ) -> None:
     """Serve the dashboard on host:port until SIGINT/SIGTERM."""
     try:
         await db.migrate()
         sessions = DatabaseSessionStore(db, session_secret.encode())
-        app = create_dashboard_app(apis, sessions)
+        app = create_dashboard_app(apis, sessions, trustee)
         await serve(make_servers({"dashboard": (app, port)}, host, tls))
     finally:
         await apis.close()

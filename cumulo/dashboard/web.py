@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,14 +19,23 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cumulo.dashboard.apis import ApiFailure, UserApis, api_time
+from cumulo.dashboard.renewal import (
+    RenewalRefused,
+    drop_trust,
+    renew_from_trust,
+    renewal_due,
+    trustee_of,
+)
 from cumulo.dashboard.sessions import COOKIE, Session, SessionStore
 
+LOG = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 templates = Environment(
     loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"])
 )
 templates.filters["json"] = lambda value: orjson.dumps(value).decode()
 templates.filters["explain"] = lambda message: ApiFailure("compute", 500, message).explanation
+templates.globals["now"] = time.time
 Handler = Callable[[Request], Awaitable[Response]]
 # How often a live page's stream asks the API for what it shows.
 LIVE_INTERVAL = 1.0
@@ -64,6 +74,30 @@ def to_login(request: Request, reason: str) -> Response:
     return response
 
 
+async def end_session(request: Request, session: Session) -> None:
+    """The session ends: its row, and its trust (renewal.py), if it has one."""
+    await store_of(request).end(request.cookies.get(COOKIE))
+    if session.trust_id:
+        await drop_trust(request, session.token, session.trust_id)
+
+
+def announce_renewal(request: Request, response: Response, session: Session) -> None:
+    """A part of a page whose request renewed the session tells the page (htmx's
+    HX-Trigger), so that its countdown follows the new token."""
+    if not request.headers.get("hx-request"):
+        return
+    events: dict[str, Any] = {}
+    if sent := response.headers.get("hx-trigger"):
+        try:
+            events = orjson.loads(sent) if sent.lstrip().startswith("{") else {}
+        except orjson.JSONDecodeError:
+            events = {}
+        if not events:
+            events = {name.strip(): None for name in sent.split(",") if name.strip()}
+    events["session-renewed"] = {"expires_at": session.expires_at, "now": time.time()}
+    response.headers["HX-Trigger"] = orjson.dumps(events).decode()
+
+
 def error_page(request: Request, exc: ApiFailure) -> HTMLResponse:
     return render(request, "error.html", status=exc.status, error=exc)
 
@@ -92,14 +126,31 @@ def page(handler: Handler | None = None, *, admin: bool = False, read_form: bool
                 return to_login(request, "login")
             sid, session = found
             if session.expired:
-                await store.end(request.cookies.get(COOKIE))
+                if request.headers.get("hx-request"):
+                    # A part of an open page: the page asks for the password and renews
+                    # the session in place (what is typed in it stays), so keep it.
+                    return Response(status_code=401, headers={"HX-Trigger": "session-expired"})
+                await end_session(request, session)
                 return to_login(request, "expired")
+            renewed = False
+            if trustee_of(request) is not None and renewal_due(session):
+                # The user is active and the token nears its end: the trust gives the
+                # session a new one, silently.
+                try:
+                    await renew_from_trust(request, session)
+                    await store.save(sid, session)
+                    renewed = True
+                except RenewalRefused:
+                    await end_session(request, session)
+                    return to_login(request, "renewal")
+                except ApiFailure as exc:  # Identity unreachable: the next page tries again
+                    LOG.warning("session renewal failed: %s", exc)
             request.state.session = session
             try:
                 await request.app.state.apis.ensure_clients(session.token)
             except ApiFailure as exc:
                 if exc.status == 401:
-                    await store.end(request.cookies.get(COOKIE))
+                    await end_session(request, session)
                     return to_login(request, "revoked")
                 return error_page(request, exc)
             request.state.apis = request.app.state.apis.for_token(session.token)
@@ -126,17 +177,47 @@ def page(handler: Handler | None = None, *, admin: bool = False, read_form: bool
             try:
                 response = await handler(request)
             except ApiFailure as exc:
-                if exc.status == 401:
-                    await store.end(request.cookies.get(COOKIE))
+                fresh = await renewed_session(request, session.token) if exc.status == 401 else None
+                if fresh is not None and request.method in ("GET", "HEAD"):
+                    # The session was renewed (this request's token revoked) while this
+                    # request ran: a page only shows, so it is asked again with the new token.
+                    session = request.state.session = fresh
+                    request.state.apis = request.app.state.apis.for_token(session.token)
+                    try:
+                        response = await handler(request)
+                    except ApiFailure as again:
+                        response = error_page(request, again)
+                elif fresh is not None:
+                    # A form is not sent twice behind the user's back.
+                    failure = ApiFailure(
+                        "dashboard", 409, "The session was renewed meanwhile: try again."
+                    )
+                    return error_page(request, failure)
+                elif exc.status == 401:
+                    await end_session(request, session)
                     return to_login(request, "revoked")
                 response = error_page(request, exc)
             if not getattr(request.state, "session_ended", False):
                 await store.save(sid, session)  # what the page changed (views, scope, keys)
+                if renewed:
+                    announce_renewal(request, response, session)
             return response
 
         return run
 
     return wrap(handler) if handler is not None else wrap
+
+
+async def renewed_session(request: Request, token: str) -> Session | None:
+    """The session, when it now holds another token than the one a 401 answered
+    (renewed by the page's dialog or another request, the old token revoked, while this
+    request ran)."""
+    found = await store_of(request).find(request.cookies.get(COOKIE))
+    return found[1] if found is not None and found[1].token != token else None
+
+
+async def renewed_meanwhile(request: Request, token: str) -> bool:
+    return await renewed_session(request, token) is not None
 
 
 class ServerTiming:
@@ -192,6 +273,7 @@ def live_stream(
     that changed since the page was rendered, each as an event named after its element."""
     store = store_of(request)
     cookie = request.cookies.get(COOKIE)
+    apis = apis_of(request)
     # What the page already shows (a stream opened without its view sends everything);
     # the `page` wrapper saves the session without it when this returns.
     sent = session_of(request).views.pop(request.query_params.get("view", ""), {})
@@ -209,15 +291,21 @@ def live_stream(
         while True:
             found = await store.find(cookie)
             if found is None or found[1].expired:
-                await store.end(cookie)
+                # Kept: the page may renew it (sessions.EXPIRED_KEPT).
                 async for chunk in last(b"event: session-ended\ndata: expired\n\n"):
                     yield chunk
                 return
+            if found[1].token != apis.token:  # renewed meanwhile: the old token is revoked
+                apis.use_token(found[1].token)
             try:
                 current = await fragments()
             except ApiFailure as exc:
+                if exc.status == 401 and await renewed_meanwhile(request, apis.token):
+                    continue  # the next round asks with the new token
                 if exc.status == 401:
                     await store.end(cookie)
+                    if found[1].trust_id:
+                        await drop_trust(request, found[1].token, found[1].trust_id)
                     async for chunk in last(b"event: session-ended\ndata: revoked\n\n"):
                         yield chunk
                     return

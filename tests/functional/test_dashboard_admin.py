@@ -1,8 +1,9 @@
 """The dashboard's admin pages driven over HTTP as a browser sends them (the login form,
 the session cookie, each form's CSRF token), on an in-process cloud with the fake compute
-driver: groups, role assignments, quotas, hypervisor usage, compute services, aggregates
-and zones, flavors, the domain scope, and `cumulo dashboard` serving it alone. Every
-outcome is checked through the APIs (openstacksdk, plain HTTP)."""
+driver: domains, groups, role assignments, quotas, hypervisor usage, compute services,
+aggregates with their metadata and zones, flavors and a private flavor's projects, the
+domain scope, and `cumulo dashboard` serving it alone. Every outcome is checked through
+the APIs (openstacksdk, plain HTTP)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from tests.cloudrunner import (
 from tests.functional.dashboard_helpers import Dashboard, alerts, dashboard_url
 
 ADMIN_PAGES = (
-    "projects", "users", "groups", "roles", "quotas", "hypervisors", "services",
+    "domains", "projects", "users", "groups", "roles", "quotas", "hypervisors", "services",
     "aggregates", "flavors", "instances", "volumes",
 )  # fmt: skip
 COMPUTE_287 = {"OpenStack-API-Version": "compute 2.87"}
@@ -49,10 +50,11 @@ def sdk(cloud):
     conn.close()
 
 
-def compute_api(cloud: CloudRunner) -> httpx.Client:
+def compute_api(cloud: CloudRunner, token: str = "") -> httpx.Client:
+    """Compute's API with the admin's token, or the one given."""
     return httpx.Client(
         base_url=f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1",
-        headers={"X-Auth-Token": cloud.token(), **COMPUTE_287},
+        headers={"X-Auth-Token": token or cloud.token(), **COMPUTE_287},
         timeout=30,
     )
 
@@ -110,6 +112,114 @@ def test_an_admin_makes_a_group_adds_and_removes_a_member_and_deletes_it(admin, 
     assert not sdk.identity.check_user_in_group(demo, group)
     admin.submit(f"/admin/groups/{group.id}/delete")
     assert sdk.identity.find_group("operators") is None
+
+
+def test_an_admin_creates_edits_and_deletes_a_project(admin, sdk):
+    form = {"name": "delta", "description": "first", "domain_id": "default", "enabled": "on"}
+    admin.submit("/admin/projects", form)
+    project = sdk.identity.find_project("delta")
+    assert project is not None and project.description == "first" and project.is_enabled
+    assert "delta" in admin.page("/admin/projects").split('id="projects"')[1]
+    # A second project of that name: Keystone's 409 next to the form, nothing made.
+    page = admin.refused("/admin/projects", {**form, "description": "again"}, 409)
+    duplicate = "two projects with the same name in the same domain : delta. (request req-"
+    assert any(duplicate in a for a in alerts(page)), alerts(page)
+    assert 'value="again"' in page
+    assert len([p for p in sdk.identity.projects() if p.name == "delta"]) == 1
+    # An empty name: Identity's 400 in the form.
+    page = admin.refused("/admin/projects", {**form, "name": ""}, 400)
+    assert alerts(page)
+    path = f"/admin/projects/{project.id}"
+    edit = {"name": "delta2", "description": "second"}  # enabled unticked
+    assert admin.submit(path, edit) == path
+    project = sdk.identity.get_project(project.id)
+    assert (project.name, project.description, project.is_enabled) == ("delta2", "second", False)
+    assert 'value="delta2"' in admin.page(path)
+    # Renamed to another project's name: the 409 on its page, the project unchanged.
+    page = admin.refused(path, {"name": "demo", "enabled": "on"}, 409)
+    assert any("two projects with the same name" in a for a in alerts(page)), alerts(page)
+    assert sdk.identity.get_project(project.id).name == "delta2"
+    admin.submit(f"{path}/delete")
+    assert sdk.identity.find_project("delta2") is None
+
+
+def test_an_admin_creates_edits_resets_and_deletes_a_user(cloud, admin, sdk):
+    demo_project = sdk.identity.find_project("demo")
+    form = {
+        "name": "frank",
+        "email": "frank@example.org",
+        "password": "frank-first-pw",
+        "domain_id": "default",
+        "default_project_id": demo_project.id,
+        "enabled": "on",
+    }
+    admin.submit("/admin/users", form)
+    user = sdk.identity.find_user("frank")
+    assert user is not None and user.email == "frank@example.org" and user.is_enabled
+    assert user.default_project_id == demo_project.id
+    assert "frank@example.org" in admin.page("/admin/users").split('id="users"')[1]
+    page = admin.refused("/admin/users", {**form, "email": "other@example.org"}, 409)
+    assert any("Duplicate entry" in a and "request" in a for a in alerts(page)), alerts(page)
+    assert 'value="other@example.org"' in page and "frank-first-pw" not in page
+    assert len([u for u in sdk.identity.users() if u.name == "frank"]) == 1
+    # A domain's id as default project: Identity's 400 in the form, no user made.
+    page = admin.refused(
+        "/admin/users", {**form, "name": "frank-x", "default_project_id": "default"}, 400
+    )
+    assert any("cannot be a domain ID" in a for a in alerts(page)), alerts(page)
+    assert sdk.identity.find_user("frank-x") is None
+
+    path = f"/admin/users/{user.id}"
+    edit = {"name": "frank2", "email": "f2@example.org", "password": "frank-second-pw"}
+    assert admin.submit(path, {**edit, "enabled": "on"}) == path
+    user = sdk.identity.get_user(user.id)
+    assert (user.name, user.email, user.is_enabled) == ("frank2", "f2@example.org", True)
+    assert user.default_project_id is None
+    # The reset password is the one Identity takes now, the first one no longer.
+    for password, status in (("frank-second-pw", 201), ("frank-first-pw", 401)):
+        identity = {
+            "methods": ["password"],
+            "password": {"user": {"id": user.id, "password": password}},
+        }
+        answer = httpx.post(f"{cloud.auth_url}/auth/tokens", json={"auth": {"identity": identity}})
+        assert answer.status_code == status, answer.text
+    # Disabled, the password left empty (unchanged).
+    admin.submit(path, {"name": "frank2", "email": "f2@example.org"})
+    assert not sdk.identity.get_user(user.id).is_enabled
+    page = admin.refused(path, {"name": "demo", "enabled": "on"}, 409)
+    assert any("Duplicate entry" in a for a in alerts(page)), alerts(page)
+    assert sdk.identity.get_user(user.id).name == "frank2"
+    admin.submit(f"{path}/delete")
+    assert sdk.identity.find_user("frank2") is None
+
+
+def test_project_and_user_forms_are_for_admins_with_a_csrf_token(cloud, admin, sdk):
+    project = sdk.identity.create_project(name="epsilon", domain_id="default")
+    user = sdk.identity.create_user(name="grace", password="grace-secret-pw", domain_id="default")
+    demo = Dashboard(dashboard_url(cloud), "demo", cloud.config.identity.demo_password)
+    for path in (f"/admin/projects/{project.id}", f"/admin/users/{user.id}"):
+        demo.page(path, status=403)
+    posts = {
+        "/admin/projects": {"name": "made-by-a-member"},
+        f"/admin/projects/{project.id}": {"name": "renamed-by-a-member"},
+        f"/admin/projects/{project.id}/delete": {},
+        "/admin/users": {"name": "made-by-a-member", "password": "x-secret-pw"},
+        f"/admin/users/{user.id}": {"name": "renamed-by-a-member"},
+        f"/admin/users/{user.id}/delete": {},
+    }
+    for path, data in posts.items():
+        answer = demo.post(path, data)
+        assert answer.status_code == 403, path
+        assert "for administrators" in answer.text
+        # The admin's own session, without the form's CSRF token (a forged form).
+        forged = admin.http.post(path, data=data)
+        assert forged.status_code == 403, path
+        assert "CSRF token is missing or wrong" in forged.text
+    demo.close()
+    assert sdk.identity.find_project("made-by-a-member") is None
+    assert sdk.identity.find_user("made-by-a-member") is None
+    assert sdk.identity.get_project(project.id).name == "epsilon"
+    assert sdk.identity.get_user(user.id).name == "grace"
 
 
 def test_an_admin_grants_and_revokes_roles_on_a_project_to_users_and_groups(admin, sdk):
@@ -223,6 +333,166 @@ def test_an_admin_creates_and_deletes_a_flavor(admin, sdk):
     assert sdk.compute.find_flavor("m1.zero") is None
     admin.submit(f"/admin/flavors/{flavor.id}/delete")
     assert sdk.compute.find_flavor("m1.dash") is None
+
+
+def test_an_admin_creates_edits_disables_and_deletes_a_domain(admin, sdk):
+    admin.submit("/admin/domains", {"name": "east", "description": "first", "enabled": "on"})
+    domain = sdk.identity.find_domain("east")
+    assert domain is not None and domain.description == "first" and domain.is_enabled
+    assert "east" in admin.page("/admin/domains").split('id="domains"')[1]
+    # A second domain of that name: Keystone's 409 next to the form, what was typed kept.
+    page = admin.refused("/admin/domains", {"name": "east", "description": "again"}, 409)
+    assert any("(request req-" in a for a in alerts(page)), alerts(page)
+    assert 'value="again"' in page
+    assert len([d for d in sdk.identity.domains() if d.name == "east"]) == 1
+
+    path = f"/admin/domains/{domain.id}"
+    edit = {"name": "east2", "description": "second", "enabled": "on"}
+    assert admin.submit(path, edit) == path
+    domain = sdk.identity.get_domain(domain.id)
+    assert (domain.name, domain.description, domain.is_enabled) == ("east2", "second", True)
+    assert 'value="east2"' in admin.page(path)
+    page = admin.refused(path, {"name": "Default", "enabled": "on"}, 409)
+    assert alerts(page) and sdk.identity.get_domain(domain.id).name == "east2"
+
+    # Enabled, it is not deleted: Keystone's 403 in its words on the list.
+    project = sdk.identity.create_project(name="east-project", domain_id=domain.id)
+    page = admin.refused(f"{path}/delete", {}, 403)
+    refusal = "Cannot delete a domain that is enabled, please disable it first. (request req-"
+    assert any(refusal in a for a in alerts(page)), alerts(page)
+    assert sdk.identity.get_domain(domain.id).is_enabled
+    # Disabled from the list, enabled again, then disabled by its edit form (unticked).
+    assert admin.submit(f"{path}/enabled") == "/admin/domains"
+    assert not sdk.identity.get_domain(domain.id).is_enabled
+    row = admin.page("/admin/domains").split(f'id="domain-{domain.id}"')[1].split("</tr>")[0]
+    assert "Enable</button>" in row and "Disable</button>" not in row
+    admin.submit(f"{path}/enabled", {"enabled": "on"})
+    assert sdk.identity.get_domain(domain.id).is_enabled
+    admin.submit(path, {"name": "east2", "description": "second"})
+    assert not sdk.identity.get_domain(domain.id).is_enabled
+    # Disabled, it is deleted with what it holds.
+    assert admin.submit(f"{path}/delete") == "/admin/domains"
+    assert sdk.identity.find_domain(domain.id) is None
+    assert sdk.identity.find_project(project.id) is None
+    assert "east2" not in admin.page("/admin/domains")
+
+
+def test_a_private_flavor_is_given_to_a_project_and_taken_back(cloud, admin, sdk):
+    form = {"name": "m1.private", "vcpus": "1", "ram": "128", "disk": "1"}  # Public unticked
+    admin.submit("/admin/flavors", form)
+    with compute_api(cloud) as api:
+        listed = api.get("/flavors/detail", params={"is_public": "none"}).json()["flavors"]
+    flavor = next(f for f in listed if f["name"] == "m1.private")
+    assert flavor["os-flavor-access:is_public"] is False
+    path, project = f"/admin/flavors/{flavor['id']}", sdk.identity.find_project("demo")
+    assert f'href="{path}"' in admin.page("/admin/flavors")
+    assert "No project" in admin.page(path).split('id="access"')[1]
+    demo = Dashboard(dashboard_url(cloud), "demo", cloud.config.identity.demo_password)
+    demo_token = cloud.token("demo", project="demo")
+
+    def seen_by_demo() -> tuple[bool, bool]:
+        """Whether demo's launch wizard offers the flavor, and Compute lists it for demo."""
+        with compute_api(cloud, demo_token) as api:
+            names = {f["name"] for f in api.get("/flavors/detail").json()["flavors"]}
+        wizard = demo.page("/instances/launch").split('id="flavor"')[1].split("</select>")[0]
+        return "m1.private" in wizard, "m1.private" in names
+
+    assert seen_by_demo() == (False, False)
+    access = f"{path}/access"
+    assert admin.submit(access, {"action": "add", "project_id": project.id}) == path
+    with compute_api(cloud) as api:
+        given = api.get(f"/flavors/{flavor['id']}/os-flavor-access").json()["flavor_access"]
+    assert given == [{"flavor_id": flavor["id"], "tenant_id": project.id}]
+    assert "demo" in admin.page(path).split('id="access"')[1]
+    assert seen_by_demo() == (True, True)
+    # Given twice: Nova's 409 in plain words, with its request id.
+    page = admin.refused(access, {"action": "add", "project_id": project.id}, 409)
+    said = "The project demo already has access to this flavor. (request req-"
+    assert any(said in a for a in alerts(page)), alerts(page)
+
+    assert admin.submit(access, {"action": "remove", "project_id": project.id}) == path
+    with compute_api(cloud) as api:
+        given = api.get(f"/flavors/{flavor['id']}/os-flavor-access").json()["flavor_access"]
+    assert given == []
+    assert seen_by_demo() == (False, False)
+    page = admin.refused(access, {"action": "remove", "project_id": project.id}, 404)
+    assert any("The project demo has no access to this flavor" in a for a in alerts(page))
+    demo.close()
+    # A public flavor is every project's: no access list to keep.
+    public = next(f for f in listed if f["os-flavor-access:is_public"])
+    page = admin.page(f"/admin/flavors/{public['id']}")
+    assert "Every project may use this flavor." in page and 'id="access"' not in page
+    admin.submit(f"{path}/delete")
+
+
+def test_an_aggregate_s_metadata_and_zone_are_set_and_unset(cloud, admin, sdk):
+    host = next(s.host for s in sdk.compute.services() if s.binary == "nova-compute")
+    admin.submit("/admin/aggregates", {"name": "gpu-hosts"})
+    aggregate = next(a for a in sdk.compute.aggregates() if a.name == "gpu-hosts")
+    admin.submit(f"/admin/aggregates/{aggregate.id}/hosts", {"action": "add_host", "host": host})
+    metadata = f"/admin/aggregates/{aggregate.id}/metadata"
+
+    def shown() -> tuple[dict, str | None, list]:
+        """The aggregate's metadata and zone, and the hosts in zone-g, from Compute."""
+        with compute_api(cloud) as api:
+            found = api.get(f"/os-aggregates/{aggregate.id}").json()["aggregate"]
+            zones = api.get("/os-availability-zone/detail").json()["availabilityZoneInfo"]
+        in_g = [h for z in zones if z["zoneName"] == "zone-g" for h in (z["hosts"] or {})]
+        return found["metadata"], found["availability_zone"], in_g
+
+    admin.submit(metadata, {"action": "set", "key": "gpu", "value": "a100"})
+    admin.submit(metadata, {"action": "set", "key": "availability_zone", "value": "zone-g"})
+    assert shown() == ({"gpu": "a100", "availability_zone": "zone-g"}, "zone-g", [host])
+    page = admin.page("/admin/aggregates")
+    row = page.split(f'id="aggregate-{aggregate.id}"')[1].split("</tr>")[0]
+    assert "gpu=a100" in row and "availability_zone=zone-g" in row
+    # An empty key: Nova's 400 on the page, what was typed kept in that aggregate's form.
+    page = admin.refused(metadata, {"action": "set", "key": " ", "value": "orphan"}, 400)
+    assert any("metadata" in a for a in alerts(page)), alerts(page)
+    row = page.split(f'id="aggregate-{aggregate.id}"')[1].split("</tr>")[0]
+    assert 'value="orphan"' in row
+    admin.submit(metadata, {"action": "unset", "key": "gpu"})
+    admin.submit(metadata, {"action": "unset", "key": "availability_zone"})
+    assert shown() == ({}, None, [])
+    admin.submit(f"/admin/aggregates/{aggregate.id}/hosts", {"action": "remove_host", "host": host})
+    admin.submit(f"/admin/aggregates/{aggregate.id}/delete")
+
+
+def test_a_member_gets_403_on_the_domain_flavor_access_and_metadata_forms(cloud, admin, sdk):
+    domain = sdk.identity.create_domain(name="north", description="kept")
+    flavor = sdk.compute.create_flavor(name="m1.secret", vcpus=1, ram=64, disk=1, is_public=False)
+    aggregate = sdk.compute.create_aggregate(name="members-cannot")
+    project = sdk.identity.find_project("demo")
+    demo = Dashboard(dashboard_url(cloud), "demo", cloud.config.identity.demo_password)
+    for path in (f"/admin/domains/{domain.id}", f"/admin/flavors/{flavor.id}"):
+        demo.page(path, status=403)
+    posts = {
+        "/admin/domains": {"name": "made-by-a-member", "enabled": "on"},
+        f"/admin/domains/{domain.id}": {"name": "renamed-by-a-member"},
+        f"/admin/domains/{domain.id}/enabled": {},
+        f"/admin/domains/{domain.id}/delete": {},
+        f"/admin/flavors/{flavor.id}/access": {"action": "add", "project_id": project.id},
+        f"/admin/aggregates/{aggregate.id}/metadata": {"action": "set", "key": "k", "value": "v"},
+    }
+    for path, data in posts.items():
+        answer = demo.post(path, data)
+        assert answer.status_code == 403, path
+        assert "for administrators" in answer.text
+        forged = admin.http.post(path, data=data)  # the admin's session, no CSRF token
+        assert forged.status_code == 403, path
+        assert "CSRF token is missing or wrong" in forged.text
+    demo.close()
+    assert sdk.identity.find_domain("made-by-a-member") is None
+    domain = sdk.identity.get_domain(domain.id)
+    assert (domain.name, domain.is_enabled) == ("north", True)
+    with compute_api(cloud) as api:
+        given = api.get(f"/flavors/{flavor.id}/os-flavor-access").json()["flavor_access"]
+    assert given == []
+    assert not sdk.compute.get_aggregate(aggregate.id).metadata
+    sdk.compute.delete_flavor(flavor)
+    sdk.compute.delete_aggregate(aggregate)
+    sdk.identity.update_domain(domain, is_enabled=False)
+    sdk.identity.delete_domain(domain)
 
 
 def test_an_admin_switches_to_a_domain_scope_and_back(cloud, sdk):

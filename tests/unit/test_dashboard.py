@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from sqlalchemy import func, select
 
 from cumulo.common.db import Database
 from cumulo.dashboard.apis import ApiFailure, error_message
 from cumulo.dashboard.models import DashboardSession
-from cumulo.dashboard.pages.compute import _field_of
-from cumulo.dashboard.sessions import DatabaseSessionStore, Session, SessionStore, token_expiry
+from cumulo.dashboard.pages.admin import _user_fields
+from cumulo.dashboard.pages.compute import _field_of, rebuild_body
+from cumulo.dashboard.pages.network import subnet_changes
+from cumulo.dashboard.sessions import (
+    EXPIRED_KEPT,
+    DatabaseSessionStore,
+    PendingLogin,
+    Session,
+    SessionStore,
+    token_expiry,
+)
 
 
 def test_error_messages_are_found_in_every_service_s_dialect():
@@ -55,7 +65,8 @@ async def test_a_session_cookie_is_signed_and_ends():
 async def test_sessions_in_the_database_are_shared_by_processes_and_sealed(tmp_path):
     """Two stores on one database with the same secret (two `cumulo api` workers): a
     session made by one is found, changed and ended through the other; the row holds no
-    token in the clear; another secret finds nothing; expired rows go."""
+    token in the clear; another secret finds nothing; rows expired for long go (an expired
+    session is kept a while: its page may renew it)."""
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'dashboard.db'}", "dashboard")
     await db.migrate()
     try:
@@ -69,16 +80,48 @@ async def test_sessions_in_the_database_are_shared_by_processes_and_sealed(tmp_p
         found.views["v1"] = {"status": "<td>ACTIVE</td>"}
         await second.save(sid, found)
         assert (await first.find(cookie))[1].views == {"v1": {"status": "<td>ACTIVE</td>"}}
+        # A page read the session before its renewal and saves after it: the renewed
+        # token stays.
+        _, stale = await first.find(cookie)
+        _, renewed = await second.find(cookie)
+        renewed.token, renewed.expires_at = "gAAAA-renewed", renewed.expires_at + 3600
+        await second.save(sid, renewed)
+        stale.views["v2"] = {}
+        await first.save(sid, stale)
+        assert (await first.find(cookie))[1].token == "gAAAA-renewed"
         raw = await db.run_read(lambda s: s.scalar(select(DashboardSession.data)))
         assert b"keystone-token" not in raw and b"PRIVATE KEY" not in raw
         assert await DatabaseSessionStore(db, b"t" * 32).find(cookie) is None
         await first.end(cookie)
         assert await second.find(cookie) is None
-        old = _session()
-        old.expires_at = time.time() - 1
+        old, recent = _session(), _session()
+        old.expires_at = time.time() - EXPIRED_KEPT - 1
+        recent.expires_at = time.time() - 1
         await first.create(old)
-        await first.create(_session())  # a new session clears the expired rows
-        assert await db.run_read(lambda s: s.scalar(select(func.count(DashboardSession.id)))) == 1
+        recent_cookie = await first.create(recent)
+        await first.create(_session())  # a new session clears the rows expired for long
+        assert await db.run_read(lambda s: s.scalar(select(func.count(DashboardSession.id)))) == 2
+        assert (await second.find(recent_cookie))[1].expired
+    finally:
+        await db.dispose()
+
+
+async def test_a_pending_login_is_sealed_and_never_taken_for_a_session(tmp_path):
+    """The auth receipt of a login waiting for its passcode: in the database encrypted,
+    found only as a pending login."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'dashboard.db'}", "dashboard")
+    await db.migrate()
+    try:
+        store = DatabaseSessionStore(db, b"s" * 32)
+        pending = PendingLogin("gAAAA-the-receipt", "uid", "dora", "Default", time.time() + 60)
+        cookie = await store.create(pending)
+        raw = await db.run_read(lambda s: s.scalar(select(DashboardSession.data)))
+        assert b"the-receipt" not in raw
+        assert await DatabaseSessionStore(db, b"s" * 32).find(cookie) is None
+        sid, found = await DatabaseSessionStore(db, b"s" * 32).find_pending(cookie)
+        assert found == pending and not found.expired
+        session_cookie = await store.create(_session())
+        assert await store.find_pending(session_cookie) is None
     finally:
         await db.dispose()
 
@@ -95,3 +138,66 @@ def test_api_messages_go_next_to_their_field():
     assert _field_of("Flavor's disk is too small for requested image.") == "flavor"
     assert _field_of("Image 123 could not be found.") == "image"
     assert _field_of("Invalid key_name provided.") == "key_name"
+
+
+def test_a_user_form_sends_a_password_only_when_typed():
+    form = {"name": "ann", "email": "a@example.org", "enabled": "on", "default_project_id": ""}
+    assert _user_fields(form) == {
+        "name": "ann",
+        "email": "a@example.org",
+        "enabled": True,
+        "default_project_id": None,  # "(none)": the default project removed
+    }
+    reset = _user_fields({**form, "password": "new-pw", "default_project_id": "p1"})
+    assert reset["password"] == "new-pw" and reset["default_project_id"] == "p1"
+    assert _user_fields({"name": "ann"})["enabled"] is False  # the box left unticked
+
+
+def test_the_subnet_form_becomes_one_neutron_update():
+    changes = subnet_changes(
+        {
+            "name": "a",
+            "current_gateway_ip": "10.0.0.1",
+            "gateway_ip": "10.0.0.1",
+            "allocation_pools": "10.0.0.10 - 10.0.0.20\r\n\r\n10.0.0.30-10.0.0.40",
+            "dns_nameservers": " 192.0.2.53 \n",
+            "host_routes": "192.168.0.0/24 10.0.0.254\n172.16.0.0/16,10.0.0.253",
+        }
+    )
+    assert changes == {
+        "name": "a",
+        "enable_dhcp": False,  # the box left unticked
+        "dns_nameservers": ["192.0.2.53"],
+        "host_routes": [
+            {"destination": "192.168.0.0/24", "nexthop": "10.0.0.254"},
+            {"destination": "172.16.0.0/16", "nexthop": "10.0.0.253"},
+        ],
+        "allocation_pools": [
+            {"start": "10.0.0.10", "end": "10.0.0.20"},
+            {"start": "10.0.0.30", "end": "10.0.0.40"},
+        ],
+    }  # the gateway unchanged: not sent
+    assert (
+        subnet_changes({"current_gateway_ip": "10.0.0.1", "no_gateway": "1"})["gateway_ip"] is None
+    )
+    assert subnet_changes({"gateway_ip": "10.0.0.9"})["gateway_ip"] == "10.0.0.9"
+    assert "allocation_pools" not in subnet_changes({})  # none given: the subnet's kept
+    for bad in ({"allocation_pools": "10.0.0.10"}, {"host_routes": "10.1.0.0/16"}):
+        with pytest.raises(ApiFailure) as refused:
+            subnet_changes(bad)
+        assert refused.value.status == 400
+
+
+def test_the_rebuild_form_becomes_nova_s_rebuild_action():
+    body = rebuild_body(
+        {"image": "i1", "name": " web ", "metadata": "a=1\n\n b = x=y \n", "key": "keep"}
+    )
+    assert body == {
+        "rebuild": {"imageRef": "i1", "name": "web", "metadata": {"a": "1", "b": "x=y"}}
+    }
+    assert rebuild_body({"image": "i1", "key": "none"})["rebuild"]["key_name"] is None
+    assert rebuild_body({"image": "i1", "key": "key:k 1"})["rebuild"]["key_name"] == "k 1"
+    assert rebuild_body({"image": "i1", "admin_pass": "pw"})["rebuild"]["adminPass"] == "pw"
+    with pytest.raises(ApiFailure) as refused:
+        rebuild_body({"image": "i1", "metadata": "no-equals"})
+    assert refused.value.status == 400

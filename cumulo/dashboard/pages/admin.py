@@ -1,7 +1,8 @@
-"""The admin pages: projects, users, groups and role assignments (Identity); quotas per
-project (Compute, Block Storage, Network); hypervisors with their usage, compute services,
-aggregates and availability zones, flavors (Compute); every project's instances and
-volumes. Admins only: everyone else gets the 403 page, on every page and form."""
+"""The admin pages: domains, projects, users, groups and role assignments (Identity);
+quotas per project (Compute, Block Storage, Network); hypervisors with their usage, compute
+services, aggregates with their metadata and availability zones, flavors and the projects
+a private one is given to (Compute); every project's instances and volumes. Admins only:
+everyone else gets the 403 page, on every page and form."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.service_client import url_path
-from cumulo.dashboard.apis import ApiFailure, gather
+from cumulo.dashboard.apis import ApiFailure, gather, optional
 from cumulo.dashboard.web import (
     apis_of,
     error_page,
@@ -30,8 +31,6 @@ ADMIN_COMPUTE = {"OpenStack-API-Version": "compute 2.87", "X-OpenStack-Nova-API-
 
 # The read-only lists: (service, path, key in the body, columns).
 LISTS = {
-    "projects": ("identity", "/v3/projects", "projects", ["name", "id", "domain_id", "enabled"]),
-    "users": ("identity", "/v3/users", "users", ["name", "id", "domain_id", "enabled"]),
     "instances": (
         "compute",
         "/v2.1/servers/detail?all_tenants=1&limit=500",
@@ -46,6 +45,18 @@ LISTS = {
     ),
 }
 Shown = Callable[..., Awaitable[Response]]
+
+
+class Reworded(ApiFailure):
+    """An API's refusal said in the dashboard's words, with the API's status and request
+    id (the words are the whole answer: no usual fix is added to them)."""
+
+    def __init__(self, exc: ApiFailure, message: str) -> None:
+        super().__init__(exc.service, exc.status, message, exc.request_id, exc.headers, exc.body)
+
+    @property
+    def explanation(self) -> str:
+        return self.message
 
 
 def _shown(request: Request, template: str, error: ApiFailure | None, **context: Any) -> Response:
@@ -103,42 +114,246 @@ async def admin_list(request: Request) -> Response:
     return _shown(request, "admin.html", None, kind=kind, rows=body[key], columns=columns)
 
 
-# -- groups ----------------------------------------------------------------------------
+# -- Identity's collections: what domains, projects, users and groups share -----------------
 
 
-async def _groups(request: Request, error: ApiFailure | None = None, form: Any = None) -> Response:
-    groups, domains = await gather(
-        apis_of(request).identity.get(_in_scope(request, "/v3/groups")), _domains(request)
+def _enabled(form: dict[str, Any]) -> bool:
+    return form.get("enabled") in ("on", "1", "true")
+
+
+async def _listed(request: Request, kind: str, error: ApiFailure | None, form: Any) -> Response:
+    """An Identity collection's admin page (`kind`: domains, projects, groups) with its
+    create form: the rows by name, the domains to create in."""
+    if kind == "domains":  # every one, or a domain-scoped session's own
+        rows = domains = await _domains(request)
+    else:
+        found, domains = await gather(
+            apis_of(request).identity.get(_in_scope(request, f"/v3/{kind}")), _domains(request)
+        )
+        rows = found[kind]
+    # The domains page lists what it creates in: one context name, the rows by name.
+    context = {"domains": domains, kind: sorted(rows, key=lambda r: r["name"])}
+    return _shown(request, f"admin_{kind}.html", error, **context, form=form or {})
+
+
+def _described(form: dict[str, Any]) -> dict[str, Any]:
+    """What the project and domain forms give: name, description, enabled."""
+    return {
+        "name": form.get("name", ""),
+        "description": form.get("description", ""),
+        "enabled": _enabled(form),
+    }
+
+
+def _identity_path(request: Request, kind: str) -> str:
+    """/v3/<kind>s/{id}: the one the page is about (`kind`: domain, project, user, group)."""
+    return url_path(f"/v3/{kind}s/{{}}", request.path_params[f"{kind}_id"])
+
+
+async def _identity_create(
+    request: Request, kind: str, body: dict[str, Any], show: Shown
+) -> Response:
+    """POST /v3/<kind>s, in the domain the form chose (if any); then the list."""
+    form = await form_of(request)
+    if kind != "domain" and form.get("domain_id"):
+        body["domain_id"] = form["domain_id"]
+    call = apis_of(request).identity.post(f"/v3/{kind}s", {kind: body})
+    return await _submit(request, call, f"/admin/{kind}s", show)
+
+
+async def _identity_one(
+    request: Request, kind: str, error: ApiFailure | None, form: Any
+) -> Response:
+    """A domain's or project's page with its edit form."""
+    found = (await apis_of(request).identity.get(_identity_path(request, kind)))[kind]
+    return _shown(request, f"admin_{kind}.html", error, **{kind: found}, form=form)
+
+
+async def _identity_update(
+    request: Request, kind: str, change: dict[str, Any], show: Shown, back: str = ""
+) -> Response:
+    """PATCH the domain or project with `change`; then to `back` (by default its page)."""
+    call = apis_of(request).identity.patch(
+        _identity_path(request, kind), {kind: change}, "application/json"
+    )
+    back = back or url_path(f"/admin/{kind}s/{{}}", request.path_params[f"{kind}_id"])
+    return await _submit(request, call, back, show)
+
+
+async def _identity_delete(request: Request, kind: str, show: Shown) -> Response:
+    call = apis_of(request).identity.delete(_identity_path(request, kind))
+    return await _submit(request, call, f"/admin/{kind}s", show)
+
+
+def _identity_page(kind: str, build: Callable[..., Awaitable[Response]]) -> Shown:
+    """A page of `kind` made by `build` (`_listed` for a collection, `_identity_one` for
+    one domain or project), also shown again after a refused form."""
+
+    async def shown(
+        request: Request, error: ApiFailure | None = None, form: Any = None
+    ) -> Response:
+        return await build(request, kind, error, form)
+
+    shown.__name__ = shown.__qualname__ = f"{kind}_page"
+    return shown
+
+
+def _described_forms(kind: str, listed: Shown, one: Shown) -> tuple[Shown, Shown]:
+    """The create and edit forms of domains or projects (the same three fields): refused,
+    the list or the page again."""
+
+    @page(admin=True)
+    async def create(request: Request) -> Response:
+        body = _described(await form_of(request))
+        return await _identity_create(request, kind, body, listed)
+
+    @page(admin=True)
+    async def update(request: Request) -> Response:
+        change = _described(await form_of(request))
+        return await _identity_update(request, kind, change, one)
+
+    return create, update
+
+
+# -- domains -----------------------------------------------------------------------------
+
+
+_domain_list, _domain = _identity_page("domains", _listed), _identity_page("domain", _identity_one)
+domains_page, domain_page = page(_domain_list, admin=True), page(_domain, admin=True)
+create_domain, update_domain = _described_forms("domain", _domain_list, _domain)
+
+
+@page(admin=True)
+async def switch_domain(request: Request) -> Response:
+    """Enable or disable the domain from the list (Keystone deletes only disabled ones)."""
+    change = {"enabled": _enabled(await form_of(request))}
+    return await _identity_update(request, "domain", change, _domain_list, "/admin/domains")
+
+
+@page(admin=True)
+async def delete_domain(request: Request) -> Response:
+    """Keystone deletes a disabled domain with all it holds, and refuses an enabled one
+    (403, its message shown on the list)."""
+    return await _identity_delete(request, "domain", _domain_list)
+
+
+# -- projects ----------------------------------------------------------------------------
+
+
+_projects, _project = _identity_page("projects", _listed), _identity_page("project", _identity_one)
+projects_page, project_page = page(_projects, admin=True), page(_project, admin=True)
+create_project, update_project = _described_forms("project", _projects, _project)
+
+
+@page(admin=True)
+async def delete_project(request: Request) -> Response:
+    return await _identity_delete(request, "project", _projects)
+
+
+# -- users -------------------------------------------------------------------------------
+
+
+async def _users(request: Request, error: ApiFailure | None = None, form: Any = None) -> Response:
+    identity = apis_of(request).identity
+    users, projects, domains = await gather(
+        identity.get(_in_scope(request, "/v3/users")),
+        identity.get(_in_scope(request, "/v3/projects")),
+        _domains(request),
     )
     return _shown(
         request,
-        "admin_groups.html",
+        "admin_users.html",
         error,
-        groups=sorted(groups["groups"], key=lambda g: g["name"]),
+        users=sorted(users["users"], key=lambda u: u["name"]),
+        projects=sorted(projects["projects"], key=lambda p: p["name"]),
         domains=domains,
         form=form or {},
     )
 
 
 @page(admin=True)
-async def groups_page(request: Request) -> Response:
-    return await _groups(request)
+async def users_page(request: Request) -> Response:
+    return await _users(request)
+
+
+def _user_fields(form: dict[str, Any]) -> dict[str, Any]:
+    """Name, email, enabled, default project (none when left empty) and, only when typed,
+    a password (a reset on edit)."""
+    user: dict[str, Any] = {
+        "name": form.get("name", ""),
+        "email": form.get("email", ""),
+        "enabled": _enabled(form),
+        "default_project_id": form.get("default_project_id") or None,
+    }
+    if form.get("password"):
+        user["password"] = form["password"]
+    return user
+
+
+@page(admin=True)
+async def create_user(request: Request) -> Response:
+    user = _user_fields(await form_of(request))
+    if user["default_project_id"] is None:
+        del user["default_project_id"]
+    return await _identity_create(request, "user", user, _users)
+
+
+async def _user(request: Request, error: ApiFailure | None = None, form: Any = None) -> Response:
+    identity = apis_of(request).identity
+    user, projects = await gather(
+        identity.get(url_path("/v3/users/{}", request.path_params["user_id"])),
+        identity.get(_in_scope(request, "/v3/projects")),
+    )
+    if form is not None:
+        form = {k: v for k, v in form.items() if k != "password"}  # never echoed back
+    return _shown(
+        request,
+        "admin_user.html",
+        error,
+        user=user["user"],
+        projects=sorted(projects["projects"], key=lambda p: p["name"]),
+        form=form,
+    )
+
+
+@page(admin=True)
+async def user_page(request: Request) -> Response:
+    return await _user(request)
+
+
+@page(admin=True)
+async def update_user(request: Request) -> Response:
+    user_id = request.path_params["user_id"]
+    call = apis_of(request).identity.patch(
+        url_path("/v3/users/{}", user_id),
+        {"user": _user_fields(await form_of(request))},
+        "application/json",
+    )
+    return await _submit(request, call, url_path("/admin/users/{}", user_id), _user)
+
+
+@page(admin=True)
+async def delete_user(request: Request) -> Response:
+    return await _identity_delete(request, "user", _users)
+
+
+# -- groups ----------------------------------------------------------------------------
+
+
+_groups = _identity_page("groups", _listed)
+groups_page = page(_groups, admin=True)
 
 
 @page(admin=True)
 async def create_group(request: Request) -> Response:
     form = await form_of(request)
     group = {"name": form.get("name", ""), "description": form.get("description", "")}
-    if form.get("domain_id"):
-        group["domain_id"] = form["domain_id"]
-    call = apis_of(request).identity.post("/v3/groups", {"group": group})
-    return await _submit(request, call, "/admin/groups", _groups)
+    return await _identity_create(request, "group", group, _groups)
 
 
 @page(admin=True)
 async def delete_group(request: Request) -> Response:
-    path = url_path("/v3/groups/{}", request.path_params["group_id"])
-    return await _submit(request, apis_of(request).identity.delete(path), "/admin/groups", _groups)
+    return await _identity_delete(request, "group", _groups)
 
 
 async def _group(request: Request, error: ApiFailure | None = None, form: Any = None) -> Response:
@@ -417,15 +632,32 @@ async def create_aggregate(request: Request) -> Response:
     return await _submit(request, call, "/admin/aggregates", _aggregates)
 
 
+async def _aggregate_action(request: Request, body: dict[str, Any]) -> Response:
+    """POST /os-aggregates/{id}/action; refused, the list again with the API's message
+    (and what was typed, next to that aggregate's forms)."""
+    aggregate_id = request.path_params["aggregate_id"]
+    request.state.form = {**await form_of(request), "aggregate_id": aggregate_id}
+    path = url_path("/v2.1/os-aggregates/{}/action", aggregate_id)
+    call = apis_of(request).compute.post(path, body, headers=ADMIN_COMPUTE)
+    return await _submit(request, call, "/admin/aggregates", _aggregates)
+
+
 @page(admin=True)
 async def aggregate_host(request: Request) -> Response:
     """Add a host to the aggregate, or remove it (`action` add_host / remove_host)."""
     form = await form_of(request)
     action = "remove_host" if form.get("action") == "remove_host" else "add_host"
-    path = url_path("/v2.1/os-aggregates/{}/action", request.path_params["aggregate_id"])
-    body = {action: {"host": form.get("host", "")}}
-    call = apis_of(request).compute.post(path, body, headers=ADMIN_COMPUTE)
-    return await _submit(request, call, "/admin/aggregates", _aggregates)
+    return await _aggregate_action(request, {action: {"host": form.get("host", "")}})
+
+
+@page(admin=True)
+async def aggregate_metadata(request: Request) -> Response:
+    """Set a metadata key to the value typed, or unset it (`action` unset: Nova's null);
+    `availability_zone` moves the aggregate's hosts to that zone (or out of it)."""
+    form = await form_of(request)
+    key = str(form.get("key", "")).strip()
+    value = None if form.get("action") == "unset" else form.get("value", "")
+    return await _aggregate_action(request, {"set_metadata": {"metadata": {key: value}}})
 
 
 @page(admin=True)
@@ -474,7 +706,99 @@ async def delete_flavor(request: Request) -> Response:
     return await _submit(request, call, "/admin/flavors", _flavors)
 
 
+async def _flavor(request: Request, error: ApiFailure | None = None, form: Any = None) -> Response:
+    """A flavor's page: a private one with the projects that may use it (by name), and
+    the others it can be given to."""
+    compute, flavor_id = apis_of(request).compute, request.path_params["flavor_id"]
+    flavor, projects = await gather(
+        compute.get(url_path("/v2.1/flavors/{}", flavor_id), headers=ADMIN_COMPUTE),
+        apis_of(request).identity.get(_in_scope(request, "/v3/projects")),
+    )
+    flavor, by_id = flavor["flavor"], {p["id"]: p for p in projects["projects"]}
+    access: list[dict[str, Any]] = []
+    if not flavor["os-flavor-access:is_public"]:  # Nova has no list for a public one (404)
+        path = url_path("/v2.1/flavors/{}/os-flavor-access", flavor_id)
+        listed = await compute.get(path, headers=ADMIN_COMPUTE)
+        access = [
+            {"id": a["tenant_id"], "name": by_id.get(a["tenant_id"], {}).get("name", "")}
+            for a in listed["flavor_access"]
+        ]
+    given = {a["id"] for a in access}
+    return _shown(
+        request,
+        "admin_flavor.html",
+        error,
+        flavor=flavor,
+        access=sorted(access, key=lambda a: (a["name"], a["id"])),
+        others=sorted((p for p in by_id.values() if p["id"] not in given), key=lambda p: p["name"]),
+        form=form or {},
+    )
+
+
+@page(admin=True)
+async def flavor_page(request: Request) -> Response:
+    return await _flavor(request)
+
+
+# Nova's refusals of an access change (its FlavorAccessExists / FlavorAccessNotFound),
+# said with the project's name.
+ACCESS_REFUSALS = {
+    "flavor access already exists": "The project {} already has access to this flavor.",
+    "flavor access not found": "The project {} has no access to this flavor: nothing to remove.",
+}
+
+
+def _access_refusal(message: str) -> str | None:
+    """The page's words for Nova's refusal of an access change (with a `{}` for the
+    project's name), when it is one."""
+    lowered = message.lower()
+    return next((w for m, w in ACCESS_REFUSALS.items() if lowered.startswith(m)), None)
+
+
+async def _change_access(request: Request, action: str, project_id: str) -> None:
+    path = url_path("/v2.1/flavors/{}/action", request.path_params["flavor_id"])
+    try:
+        await apis_of(request).compute.post(
+            path, {action: {"tenant": project_id}}, headers=ADMIN_COMPUTE
+        )
+    except ApiFailure as exc:
+        words = _access_refusal(exc.message)
+        if words is None:
+            raise
+        project = await optional(
+            apis_of(request).identity.get(url_path("/v3/projects/{}", project_id)), None
+        )
+        name = project["project"]["name"] if project else project_id
+        raise Reworded(exc, words.format(name)) from exc
+
+
+@page(admin=True)
+async def flavor_access(request: Request) -> Response:
+    """Give a project the private flavor, or take it back (Nova's addTenantAccess /
+    removeTenantAccess: `action` add / remove)."""
+    form, flavor_id = await form_of(request), request.path_params["flavor_id"]
+    action = "removeTenantAccess" if form.get("action") == "remove" else "addTenantAccess"
+    call = _change_access(request, action, str(form.get("project_id", "")))
+    return await _submit(request, call, url_path("/admin/flavors/{}", flavor_id), _flavor)
+
+
 routes = [
+    Route("/admin/domains", domains_page, methods=["GET"]),
+    Route("/admin/domains", create_domain, methods=["POST"]),
+    Route("/admin/domains/{domain_id}", domain_page, methods=["GET"]),
+    Route("/admin/domains/{domain_id}", update_domain, methods=["POST"]),
+    Route("/admin/domains/{domain_id}/enabled", switch_domain, methods=["POST"]),
+    Route("/admin/domains/{domain_id}/delete", delete_domain, methods=["POST"]),
+    Route("/admin/projects", projects_page, methods=["GET"]),
+    Route("/admin/projects", create_project, methods=["POST"]),
+    Route("/admin/projects/{project_id}", project_page, methods=["GET"]),
+    Route("/admin/projects/{project_id}", update_project, methods=["POST"]),
+    Route("/admin/projects/{project_id}/delete", delete_project, methods=["POST"]),
+    Route("/admin/users", users_page, methods=["GET"]),
+    Route("/admin/users", create_user, methods=["POST"]),
+    Route("/admin/users/{user_id}", user_page, methods=["GET"]),
+    Route("/admin/users/{user_id}", update_user, methods=["POST"]),
+    Route("/admin/users/{user_id}/delete", delete_user, methods=["POST"]),
     Route("/admin/groups", groups_page, methods=["GET"]),
     Route("/admin/groups", create_group, methods=["POST"]),
     Route("/admin/groups/{group_id}", group_page, methods=["GET"]),
@@ -492,9 +816,12 @@ routes = [
     Route("/admin/aggregates", aggregates_page, methods=["GET"]),
     Route("/admin/aggregates", create_aggregate, methods=["POST"]),
     Route("/admin/aggregates/{aggregate_id}/hosts", aggregate_host, methods=["POST"]),
+    Route("/admin/aggregates/{aggregate_id}/metadata", aggregate_metadata, methods=["POST"]),
     Route("/admin/aggregates/{aggregate_id}/delete", delete_aggregate, methods=["POST"]),
     Route("/admin/flavors", flavors_page, methods=["GET"]),
     Route("/admin/flavors", create_flavor, methods=["POST"]),
+    Route("/admin/flavors/{flavor_id}", flavor_page, methods=["GET"]),
+    Route("/admin/flavors/{flavor_id}/access", flavor_access, methods=["POST"]),
     Route("/admin/flavors/{flavor_id}/delete", delete_flavor, methods=["POST"]),
     Route("/admin/{kind}", admin_list, methods=["GET"]),
 ]

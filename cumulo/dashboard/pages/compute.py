@@ -7,11 +7,11 @@ import asyncio
 import base64
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from cumulo.common.service_client import url_path
@@ -429,6 +429,7 @@ def _parts(
             server=server,
             flavors=[f for f in choices["flavors"] if f["name"] != flavor],
             images=choices["images"],
+            keypairs=choices["keypairs"],
             resizable=server["status"] in RESIZABLE,
             rebuildable=server["status"] in REBUILDABLE,
             csrf=csrf,
@@ -437,14 +438,17 @@ def _parts(
 
 
 async def _change_choices(api: UserApis) -> dict[str, Any]:
-    """The flavors a server can be resized to and the images it can be rebuilt from."""
-    flavors, images = await gather(
+    """The flavors a server can be resized to, the images and key pairs it can be rebuilt
+    with."""
+    flavors, images, keypairs = await gather(
         optional(api.compute.get("/v2.1/flavors/detail"), {"flavors": []}),
         optional(api.image.get("/v2/images?status=active&limit=200"), {"images": []}),
+        optional(api.compute.get("/v2.1/os-keypairs"), {"keypairs": []}),
     )
     return {
         "flavors": sorted(flavors["flavors"], key=lambda f: (f["ram"], f["vcpus"], f["disk"])),
         "images": images["images"],
+        "keypairs": [k["keypair"] for k in keypairs["keypairs"]],
     }
 
 
@@ -582,12 +586,45 @@ async def resize(request: Request) -> Response:
     return await _server_change(request, "resize", "POST", path, {"resize": {"flavorRef": flavor}})
 
 
+def rebuild_body(form: dict[str, Any]) -> dict[str, Any]:
+    """The rebuild form as Nova's `rebuild` action: the image, a new name (empty: kept),
+    the metadata as `key=value` lines (replacing the server's, as Nova's rebuild does) and
+    an admin password (empty: Nova makes one). A line without `=` is a 400 here."""
+    body: dict[str, Any] = {"imageRef": form.get("image", "")}
+    if (form.get("name") or "").strip():
+        body["name"] = form["name"].strip()
+    metadata = {}
+    for line in (form.get("metadata") or "").splitlines():
+        if not line.strip():
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ApiFailure("dashboard", 400, f"A metadata line is key=value: {line.strip()!r}.")
+        metadata[key.strip()] = value.strip()
+    body["metadata"] = metadata
+    if form.get("admin_pass"):
+        body["adminPass"] = form["admin_pass"]
+    # The key pair (2.54, the pages' microversion is above it): "keep" sends nothing,
+    # "none" removes it, "key:<name>" replaces it.
+    key = form.get("key", "keep")
+    if key == "none":
+        body["key_name"] = None
+    elif key.startswith("key:"):
+        body["key_name"] = key[len("key:") :]
+    return {"rebuild": body}
+
+
 @page
 async def rebuild(request: Request) -> Response:
-    """A new root disk from the chosen image (same id, ports and volumes)."""
-    image = (await form_of(request)).get("image", "")
-    path = url_path("/v2.1/servers/{}/action", request.path_params["server_id"])
-    return await _server_change(request, "rebuild", "POST", path, {"rebuild": {"imageRef": image}})
+    """A new root disk from the chosen image (same id, ports and volumes), with the
+    rebuild's options."""
+    server_id = request.path_params["server_id"]
+    try:
+        body = rebuild_body(await form_of(request))
+    except ApiFailure as exc:
+        return _back_with_error(request, server_id, exc, "rebuild")
+    path = url_path("/v2.1/servers/{}/action", server_id)
+    return await _server_change(request, "rebuild", "POST", path, body)
 
 
 @page
@@ -661,20 +698,55 @@ async def associate_floating_ip(request: Request) -> Response:
     return redirect(request, f"/instances/{server_id}")
 
 
+async def _vnc_console_url(request: Request) -> str:
+    """A console URL from Compute (a new token on its noVNC proxy), with the user's token."""
+    body = {"remote_console": {"protocol": "vnc", "type": "novnc"}}
+    answer = await apis_of(request).compute.post(
+        url_path("/v2.1/servers/{}/remote-consoles", request.path_params["server_id"]), body
+    )
+    return answer["remote_console"]["url"]
+
+
 @page
 async def vnc_console(request: Request) -> Response:
-    """To the server's screen: a console URL from Compute, opened on its noVNC proxy."""
-    server_id = request.path_params["server_id"]
-    body = {"remote_console": {"protocol": "vnc", "type": "novnc"}}
+    """To the server's screen full size: the console URL, opened on its noVNC proxy."""
     try:
-        answer = await apis_of(request).compute.post(
-            url_path("/v2.1/servers/{}/remote-consoles", server_id), body
-        )
+        url = await _vnc_console_url(request)
     except ApiFailure as exc:
         if exc.status == 401:
             raise
-        return _back_with_error(request, server_id, exc)
-    return RedirectResponse(answer["remote_console"]["url"], status_code=303)
+        return _back_with_error(request, request.path_params["server_id"], exc)
+    return RedirectResponse(url, status_code=303)
+
+
+def console_websocket(console_url: str) -> str:
+    """The websocket a noVNC page at `console_url` would open, as noVNC's vnc_lite.html
+    makes it: the page's host and port, `ws` for `http`, and the `path` parameter (Nova's
+    `?path=%3Ftoken%3D…`), else `websockify` with the older `token` parameter."""
+    parts = urlsplit(console_url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    query = parse_qs(parts.query)
+    if "path" in query:
+        path = query["path"][0]
+    elif "token" in query:
+        path = "websockify?" + urlencode({"token": query["token"][0]})
+    else:
+        path = "websockify"
+    return f"{scheme}://{parts.netloc}/{path.lstrip('/')}"
+
+
+@page
+async def vnc_websocket(request: Request) -> Response:
+    """A console for the page's own noVNC (static/console.js): the same console URL
+    from Compute as the full-screen form gets, and the websocket its page would open."""
+    try:
+        url = await _vnc_console_url(request)
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        error = {"error": exc.explanation, "request_id": exc.request_id}
+        return JSONResponse(error, status_code=exc.status)
+    return JSONResponse({"url": url, "websocket": console_websocket(url)})
 
 
 @page
@@ -785,6 +857,7 @@ routes = [
     Route("/instances/{server_id}/interfaces", attach_interface, methods=["POST"]),
     Route("/instances/{server_id}/interfaces/{port_id}/detach", detach_interface, methods=["POST"]),
     Route("/instances/{server_id}/console", vnc_console, methods=["POST"]),
+    Route("/instances/{server_id}/console/websocket", vnc_websocket, methods=["POST"]),
     Route("/instances/{server_id}/volumes/{volume_id}/detach", detach_volume, methods=["POST"]),
     Route(
         "/instances/{server_id}/floating-ips/{fip_id}/disassociate",

@@ -6,19 +6,22 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any
 
-import orjson
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cumulo.common.service_client import url_path
 from cumulo.dashboard.apis import ApiFailure, UserApis, gather
+from cumulo.dashboard.topology import Graph, build_graph, graph_json, layout
 from cumulo.dashboard.web import (
     apis_of,
     form_of,
+    fragment,
     live_stream,
     page,
     redirect,
+    remember_view,
     render,
     session_of,
 )
@@ -149,6 +152,77 @@ async def create_subnet(request: Request) -> Response:
     return await _network_change(request, "subnet", call)
 
 
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def subnet_changes(form: dict[str, Any]) -> dict[str, Any]:
+    """The subnet edit form as a Neutron subnet update: pools one `start-end` a line, DNS
+    servers one a line, host routes `destination nexthop` a line (empty: none). A line
+    that is not of that shape is a 400 here; the addresses themselves are Neutron's to
+    check."""
+    pools = []
+    for line in _lines(form.get("allocation_pools", "")):
+        start, sep, end = line.partition("-")
+        if not sep or not start.strip() or not end.strip():
+            raise ApiFailure("dashboard", 400, f"An allocation pool is start-end: {line!r}.")
+        pools.append({"start": start.strip(), "end": end.strip()})
+    routes = []
+    for line in _lines(form.get("host_routes", "")):
+        parts = line.replace(",", " ").split()
+        if len(parts) != 2:
+            raise ApiFailure("dashboard", 400, f"A host route is destination nexthop: {line!r}.")
+        routes.append({"destination": parts[0], "nexthop": parts[1]})
+    changes: dict[str, Any] = {
+        "name": form.get("name", ""),
+        "enable_dhcp": bool(form.get("enable_dhcp")),
+        "dns_nameservers": _lines(form.get("dns_nameservers", "")),
+        "host_routes": routes,
+    }
+    # No pools given keeps the subnet's (Neutron refuses an empty list on a subnet with
+    # ports; the form always shows the current ones).
+    if pools:
+        changes["allocation_pools"] = pools
+    # The gateway only when changed: Neutron refuses a gateway a router port holds even
+    # when it is the same address (409 in use).
+    gateway = None if form.get("no_gateway") else (form.get("gateway_ip") or "").strip() or None
+    if gateway != (form.get("current_gateway_ip") or None):
+        changes["gateway_ip"] = gateway
+    return changes
+
+
+@page
+async def update_subnet(request: Request) -> Response:
+    """A subnet's name, pools, DNS servers, host routes, gateway and DHCP (one PUT)."""
+    subnet_id = request.path_params["id"]
+    where = f"edit-{subnet_id}"
+    try:
+        changes = subnet_changes(await form_of(request))
+    except ApiFailure as exc:
+        return await _networks_page(request, exc.status, where, await form_of(request), exc)
+    path = url_path("/v2.0/subnets/{}", subnet_id)
+    call = apis_of(request).network.put(path, {"subnet": changes})
+    return await _network_change(request, where, call)
+
+
+@page
+async def create_router(request: Request) -> Response:
+    """A router on its own: a name and a gateway on an external network (or none)."""
+    form = await form_of(request)
+    router: dict[str, Any] = {"name": form.get("name", "")}
+    if form.get("external_network_id"):
+        router["external_gateway_info"] = {"network_id": form["external_network_id"]}
+    call = apis_of(request).network.post("/v2.0/routers", {"router": router})
+    return await _network_change(request, "router", call)
+
+
+@page
+async def delete_router(request: Request) -> Response:
+    """Neutron refuses (409 RouterInUse) while interfaces remain: its message is shown."""
+    path = url_path("/v2.0/routers/{}", request.path_params["id"])
+    return await _network_change(request, "routers", apis_of(request).network.delete(path))
+
+
 @page
 async def delete_subnet(request: Request) -> Response:
     path = url_path("/v2.0/subnets/{}", request.path_params["id"])
@@ -170,92 +244,63 @@ async def remove_router_interface(request: Request) -> Response:
     return await _network_change(request, "routers", call)
 
 
-async def topology_data(api: UserApis) -> dict[str, Any]:
-    """Networks, routers and servers as graph nodes; ports as the edges between them."""
-    networks, routers, ports, servers = await gather(
+async def topology_graph(api: UserApis, project_id: str) -> Graph:
+    """The project's networks, routers and servers and the ports between them."""
+    # An administrator's lists hold every project's: the project's own ports only.
+    own = f"?project_id={project_id}" if project_id else ""
+    networks, subnets, routers, ports, servers = await gather(
         api.network.get("/v2.0/networks"),
+        api.network.get("/v2.0/subnets"),
         api.network.get("/v2.0/routers"),
-        api.network.get("/v2.0/ports"),
-        api.compute.get("/v2.1/servers?limit=1000"),
+        api.network.get(f"/v2.0/ports{own}"),
+        api.compute.get("/v2.1/servers/detail?limit=1000"),
     )
-    nodes: list[dict[str, Any]] = []
-    edges: list[dict[str, Any]] = []
-    for n in networks["networks"]:
-        kind = "external" if n.get("router:external") else "network"
-        nodes.append(
-            {
-                "data": {
-                    "id": n["id"],
-                    "label": n["name"] or n["id"][:8],
-                    "kind": kind,
-                    "href": "/networks",
-                }
-            }
-        )
-    for r in routers["routers"]:
-        nodes.append(
-            {
-                "data": {
-                    "id": r["id"],
-                    "label": r["name"] or r["id"][:8],
-                    "kind": "router",
-                    "href": "/networks",
-                }
-            }
-        )
-        gateway = r.get("external_gateway_info") or {}
-        if gateway.get("network_id"):
-            edges.append(
-                {
-                    "data": {
-                        "id": f"gw-{r['id']}",
-                        "source": r["id"],
-                        "target": gateway["network_id"],
-                    }
-                }
-            )
-    for s in servers["servers"]:
-        nodes.append(
-            {
-                "data": {
-                    "id": s["id"],
-                    "label": s["name"],
-                    "kind": "server",
-                    "href": f"/instances/{s['id']}",
-                }
-            }
-        )
-    known = {node["data"]["id"] for node in nodes}
-    for p in ports["ports"]:
-        owner = p.get("device_id")
-        if (
-            owner in known
-            and p["network_id"] in known
-            and p.get("device_owner") not in ("network:router_gateway",)
-        ):
-            edges.append({"data": {"id": p["id"], "source": owner, "target": p["network_id"]}})
-    return {"nodes": nodes, "edges": edges}
+    return build_graph(
+        project_id,
+        networks["networks"],
+        subnets["subnets"],
+        routers["routers"],
+        ports["ports"],
+        servers["servers"],
+    )
+
+
+def topology_picture(graph: Graph) -> str:
+    """The topology as the page shows it: an SVG figure laid out here."""
+    return fragment("topology_parts.html:picture", p=layout(graph))
 
 
 @page
 async def topology(request: Request) -> Response:
-    return render(request, "topology.html")
+    graph = await topology_graph(apis_of(request), session_of(request).project_id)
+    picture = topology_picture(graph)  # rendered once: page and stream
+    view = remember_view(request, {"topology": picture})
+    return render(
+        request, "topology.html", picture=Markup(picture), live_url=f"/topology/live?view={view}"
+    )
 
 
 @page
 async def topology_json(request: Request) -> Response:
-    return JSONResponse(await topology_data(apis_of(request)))
+    graph = await topology_graph(apis_of(request), session_of(request).project_id)
+    return JSONResponse(graph_json(graph))
 
 
 @page
 async def topology_live(request: Request) -> Response:
-    """The topology page's stream: the graph again whenever it changes."""
-    api = apis_of(request)
+    """The topology page's stream: the picture again whenever it changes."""
+    api, project_id = apis_of(request), session_of(request).project_id
+    last: dict[str, Any] = {}
 
-    async def graph() -> dict[str, str]:
-        return {"graph": orjson.dumps(await topology_data(api)).decode()}
+    async def picture() -> dict[str, str]:
+        graph = await topology_graph(api, project_id)
+        # Laid out and rendered again only when the graph changed (every second
+        # otherwise, for nothing, with hundreds of servers).
+        if last.get("graph") != graph:
+            last.update(graph=graph, html=topology_picture(graph))
+        return {"topology": last["html"]}
 
-    return live_stream(request, graph)
+    return live_stream(request, picture)
 
 
 @page
@@ -342,6 +387,10 @@ async def add_rule(request: Request) -> Response:
         "protocol": form.get("protocol") or None,
         "remote_ip_prefix": form.get("remote_ip_prefix") or None,
     }
+    # A remote group instead of a CIDR (Neutron takes one or the other).
+    if form.get("remote_group_id"):
+        rule["remote_group_id"] = form["remote_group_id"]
+        rule["remote_ip_prefix"] = None
     if form.get("port"):
         rule["port_range_min"] = rule["port_range_max"] = int(form["port"])
     return await _group_change(
@@ -360,7 +409,10 @@ routes = [
     Route("/networks", networks, methods=["GET"]),
     Route("/networks", create_network, methods=["POST"]),
     Route("/subnets", create_subnet, methods=["POST"]),
+    Route("/subnets/{id}", update_subnet, methods=["POST"]),
     Route("/subnets/{id}/delete", delete_subnet, methods=["POST"]),
+    Route("/routers", create_router, methods=["POST"]),
+    Route("/routers/{id}/delete", delete_router, methods=["POST"]),
     Route("/router-interfaces", add_router_interface, methods=["POST"]),
     Route("/routers/{id}/interfaces/{subnet_id}/remove", remove_router_interface, methods=["POST"]),
     Route("/topology", topology, methods=["GET"]),

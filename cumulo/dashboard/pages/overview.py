@@ -9,6 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.service_client import url_path
+from cumulo.dashboard.activity import recent_activity
 from cumulo.dashboard.apis import gather, optional
 from cumulo.dashboard.web import apis_of, page, render, session_of
 
@@ -42,11 +43,12 @@ async def overview(request: Request) -> Response:
     if session_of(request).scope_domain_id:
         return await domain_overview(request)
     api, project = apis_of(request), session_of(request).project_id
-    compute, volume, network, servers = await gather(
+    compute, volume, network, servers, activity = await gather(
         api.compute.get("/v2.1/limits"),
         optional(api.volume.get("/v3/limits"), {"limits": {"absolute": {}}}),
         optional(api.network.get(url_path("/v2.0/quotas/{}/details.json", project)), {"quota": {}}),
         api.compute.get("/v2.1/servers/detail?limit=5"),
+        recent_activity(api, project),
     )
     c, v, n = compute["limits"]["absolute"], volume["limits"]["absolute"], network["quota"]
 
@@ -65,7 +67,9 @@ async def overview(request: Request) -> Response:
         net("network", "Networks"),
         net("port", "Ports"),
     ]
-    return render(request, "overview.html", charts=charts, recent=servers["servers"])
+    return render(
+        request, "overview.html", charts=charts, recent=servers["servers"], activity=activity
+    )
 
 
 routes = [

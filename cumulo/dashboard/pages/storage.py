@@ -20,6 +20,8 @@ from cumulo.dashboard.apis import ApiFailure, UserApis, gather, optional
 from cumulo.dashboard.web import apis_of, form_of, page, redirect, render, session_of
 
 CHUNK = 1024 * 1024
+# 3.57: /volume-transfers (3.55) with the source and destination projects.
+VOLUME_TRANSFERS = {"OpenStack-API-Version": "volume 3.57"}
 
 
 # -- volumes ---------------------------------------------------------------------------
@@ -31,13 +33,17 @@ async def _volumes_page(
     """The volumes page with their snapshots and backups; a refused change's message
     next to the form it came from (`where`)."""
     api = apis_of(request)
-    volumes, servers, snapshots, backups = await gather(
+    volumes, servers, snapshots, backups, transfers = await gather(
         api.volume.get("/v3/volumes/detail"),
         api.compute.get("/v2.1/servers?limit=200"),
         optional(api.volume.get("/v3/snapshots/detail"), {"snapshots": []}),
         optional(api.volume.get("/v3/backups/detail"), {"backups": []}),
+        optional(
+            api.volume.get("/v3/volume-transfers/detail", headers=VOLUME_TRANSFERS),
+            {"transfers": []},
+        ),
     )
-    context = {"form": {}, "error": None, **context}
+    context = {"form": {}, "error": None, "new_transfer": None, **context}
     names = {v["id"]: v["name"] or v["id"][:8] for v in volumes["volumes"]}
     return render(
         request,
@@ -48,6 +54,7 @@ async def _volumes_page(
         servers=servers["servers"],
         snapshots=snapshots["snapshots"],
         backups=backups["backups"],
+        transfers=transfers["transfers"],
         where=where,
         **context,
     )
@@ -179,6 +186,46 @@ async def extend_volume(request: Request) -> Response:
 async def delete_volume(request: Request) -> Response:
     await apis_of(request).volume.delete(url_path("/v3/volumes/{}", request.path_params["id"]))
     return redirect(request, "/volumes")
+
+
+@page
+async def create_transfer(request: Request) -> Response:
+    """A transfer of an available volume to another project: its id and auth key are in
+    this answer only (Block Storage never shows the key again), so no redirect."""
+    api, form = apis_of(request), await form_of(request)
+    transfer = {"volume_id": request.path_params["id"], "name": form.get("name") or None}
+    try:
+        made = await api.volume.post(
+            "/v3/volume-transfers", {"transfer": transfer}, headers=VOLUME_TRANSFERS
+        )
+    except ApiFailure as exc:
+        if exc.status == 401:
+            raise
+        return await _volumes_page(request, status=exc.status, where="volumes", error=exc)
+    return await _volumes_page(request, new_transfer=made["transfer"])
+
+
+@page
+async def delete_transfer(request: Request) -> Response:
+    """Cancel a pending transfer: the volume is available in this project again."""
+    path = url_path("/v3/volume-transfers/{}", request.path_params["id"])
+    call = apis_of(request).volume.call("DELETE", path, headers=VOLUME_TRANSFERS)
+    return await _volume_change(request, "transfers", call)
+
+
+@page
+async def accept_transfer(request: Request) -> Response:
+    """This project takes a volume another project offered (transfer id and auth key)."""
+    api, form = apis_of(request), await form_of(request)
+    transfer_id = str(form.get("transfer_id", "")).strip()
+    if not transfer_id:
+        failure = ApiFailure("dashboard", 400, "The transfer's id is needed.")
+        return await _volumes_page(request, status=400, where="accept", form=form, error=failure)
+    path = url_path("/v3/volume-transfers/{}/accept", transfer_id)
+    body = {"accept": {"auth_key": str(form.get("auth_key", "")).strip()}}
+    return await _volume_change(
+        request, "accept", api.volume.post(path, body, headers=VOLUME_TRANSFERS)
+    )
 
 
 # -- images ----------------------------------------------------------------------------
@@ -579,6 +626,9 @@ routes = [
     Route("/volumes/{id}/delete", delete_volume, methods=["POST"]),
     Route("/volumes/{id}/attach", attach_to_server, methods=["POST"]),
     Route("/volumes/{id}/extend", extend_volume, methods=["POST"]),
+    Route("/volumes/{id}/transfer", create_transfer, methods=["POST"]),
+    Route("/volume-transfers/accept", accept_transfer, methods=["POST"]),
+    Route("/volume-transfers/{id}/delete", delete_transfer, methods=["POST"]),
     Route("/volume-snapshots", create_snapshot, methods=["POST"]),
     Route("/volume-snapshots/{id}/delete", delete_snapshot, methods=["POST"]),
     Route("/volume-snapshots/{id}/volume", volume_from_snapshot, methods=["POST"]),

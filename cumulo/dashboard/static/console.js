@@ -1,0 +1,118 @@
+// The server's screen inside its page: opening the panel asks the dashboard for a
+// console (Compute's remote-consoles, with the session's token) and connects noVNC's
+// RFB to the websocket of the noVNC proxy it names; closing the panel disconnects.
+// noVNC (184 KB) is loaded only then, so the page itself stays small.
+(() => {
+  const section = document.getElementById("vnc");
+  if (!section) return;
+  const panel = document.getElementById("vnc-panel");
+  const screen = document.getElementById("vnc-screen");
+  const status = document.getElementById("vnc-status");
+  const ctrlAltDel = document.getElementById("vnc-ctrl-alt-del");
+  const reconnect = document.getElementById("vnc-reconnect");
+  let rfb = null;
+  let attempt = 0; // a newer attempt makes an older one's late answers moot
+
+  const show = (state, text) => {
+    section.dataset.state = state;
+    status.textContent = text;
+    ctrlAltDel.disabled = state !== "connected";
+    reconnect.hidden = !["disconnected", "failed"].includes(state);
+  };
+
+  const askForConsole = async () => {
+    const response = await fetch(section.dataset.websocket, {
+      method: "POST",
+      credentials: "same-origin",
+      // HX-Request: an expired session answers 401 (to be renewed in place, session.js)
+      // rather than a redirect to the login page.
+      headers: { "X-CSRF-Token": section.dataset.csrf, "HX-Request": "true" },
+    });
+    if (response.status === 401) {
+      document.body.dispatchEvent(new CustomEvent("session-expired"));
+      throw new Error("The session has expired: log in again, then connect again.");
+    }
+    if (response.redirected && new URL(response.url).pathname === "/login") {
+      window.location.href = response.url;
+      throw new Error("The session has ended.");
+    }
+    const type = response.headers.get("content-type") || "";
+    if (!type.startsWith("application/json")) {
+      throw new Error(`The dashboard answered ${response.status}.`);
+    }
+    const answer = await response.json();
+    if (!response.ok) {
+      const id = answer.request_id ? ` (request ${answer.request_id})` : "";
+      throw new Error(`${answer.error}${id}`);
+    }
+    return answer.websocket;
+  };
+
+  const disconnect = () => {
+    attempt += 1;
+    if (rfb) {
+      const old = rfb;
+      rfb = null;
+      old.disconnect();
+    }
+    screen.replaceChildren();
+  };
+
+  const connect = async () => {
+    disconnect();
+    const mine = attempt;
+    show("connecting", "Connecting…");
+    let websocket;
+    let RFB;
+    try {
+      [websocket, { RFB }] = await Promise.all([
+        askForConsole(),
+        import("/static/vendor/novnc-rfb.min.js"),
+      ]);
+    } catch (error) {
+      if (mine === attempt) show("failed", `No console: ${error.message}`);
+      return;
+    }
+    if (mine !== attempt) return;
+    const client = new RFB(screen, websocket, { shared: true });
+    rfb = client;
+    client.scaleViewport = true;
+    client.background = "#111827";
+    let desktop = ""; // the server's name for its screen, told before "connect"
+    client.addEventListener("desktopname", (event) => {
+      desktop = event.detail.name;
+    });
+    client.addEventListener("connect", () => {
+      if (rfb === client) show("connected", desktop ? `Connected to ${desktop}.` : "Connected.");
+    });
+    client.addEventListener("disconnect", (event) => {
+      if (rfb !== client) return;
+      rfb = null;
+      show("disconnected", event.detail.clean ? "Disconnected." : "The connection was lost.");
+    });
+    client.addEventListener("securityfailure", (event) => {
+      if (rfb !== client) return;
+      rfb = null; // its disconnect event follows: this says why
+      show("failed", `Refused by the VNC server: ${event.detail.reason}`);
+    });
+    client.addEventListener("credentialsrequired", () => {
+      // Compute's consoles carry their right in the token: a password is not ours to give.
+      if (rfb === client) {
+        show("failed", "The VNC server asks for a password, which this console does not have.");
+        disconnect();
+      }
+    });
+  };
+
+  panel.addEventListener("toggle", () => {
+    if (panel.open) connect();
+    else {
+      disconnect();
+      show("idle", "Not connected.");
+    }
+  });
+  reconnect.addEventListener("click", connect);
+  ctrlAltDel.addEventListener("click", () => {
+    if (rfb) rfb.sendCtrlAltDel();
+  });
+})();
