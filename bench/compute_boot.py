@@ -23,12 +23,17 @@ the API (`GET /servers?status=ACTIVE&changes-since=...`, brief, one poll in flig
 every --poll-interval seconds: an upper bound that includes the polling delay).
 
     .venv/bin/python bench/compute_boot.py [--servers 1000] [--clients 16] [--setups aio,rabbit]
+
+Scale runs (docs/scaling.md): `--setups cluster --fake-hosts 999 --computes 4
+--idle-seconds 30 --rabbit-url rabbit://guest:guest@127.0.0.1:5672/<vhost>` (a vhost of
+its own: the broker's queues, connections and memory are then the cloud's alone).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -172,6 +177,7 @@ def tiny_qcow2(directory: Path) -> bytes:
 
 
 async def wait_for_hosts(compute: Connection, count: int, timeout: float = 120.0) -> None:
+    timeout = max(timeout, count * 0.6)  # hosts start one after the other in each process
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status, _, body = await compute.request("GET", "/v2.1/os-hypervisors")
@@ -215,6 +221,9 @@ class Result:
     cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU s while booting
     broker: dict[str, tuple[int, int]] = field(default_factory=dict)  # connections, channels
     idle_cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU share, idle
+    broker_state: list[str] = field(default_factory=list)  # queues, memory, per moment
+    broker_traffic: dict[str, tuple[int, int]] = field(default_factory=dict)  # phase -> bytes
+    startup: float = 0.0  # processes started -> every host reported
 
     @staticmethod
     def pct(values: list[float], q: float) -> float:
@@ -255,6 +264,13 @@ class Result:
                 + ", ".join(f"{k} {v * 100:.1f}%" for k, v in self.idle_cpu.items())
                 + f"; total {sum(self.idle_cpu.values()) * 100:.1f}% of one core"
             )
+        if self.startup:
+            out.append(f"  every host up {self.startup:.1f} s after the processes started")
+        out += [f"  broker {line}" for line in self.broker_state]
+        for phase, (received, sent) in self.broker_traffic.items():
+            out.append(
+                f"  broker traffic {phase}: {received / 1024:.1f} KiB in, {sent / 1024:.1f} KiB out"
+            )
         if self.broker:
             out.append(
                 "  RabbitMQ connections/channels by process: "
@@ -293,14 +309,35 @@ async def boot_all(
     result = Result(setup.name, args.servers, args.clients, args.network)
     try:
         await wait_for_hosts(admin, args.fake_hosts + 1)
+        result.startup = time.monotonic() - args.started
+        print(f"[{setup.name}] every host up after {result.startup:.0f} s", flush=True)
+        if setup.transport_url.startswith("rabbit"):
+            result.broker_state.append("hosts up: " + broker_state(setup, pids))
         if args.idle_seconds:
             # What the hosts cost with nothing to do: heartbeats and power-state syncs.
+            rabbit = setup.transport_url.startswith("rabbit")
+            traffic = broker_traffic(setup) if rabbit else (0, 0)
             before = cpu_by_process(pids)
             await asyncio.sleep(args.idle_seconds)
             after = cpu_by_process(pids)
+            if rabbit:
+                now = broker_traffic(setup)
+                hosts = args.fake_hosts + 1
+                result.broker_traffic["per idle host per second"] = (
+                    round((now[0] - traffic[0]) / args.idle_seconds / hosts),
+                    round((now[1] - traffic[1]) / args.idle_seconds / hosts),
+                )
             result.idle_cpu = {
-                name: (after[name] - before.get(name, 0.0)) / args.idle_seconds for name in after
+                name: (after[name] - before[name]) / args.idle_seconds
+                for name in after
+                if name in before
             }
+            if setup.transport_url.startswith("rabbit"):
+                result.broker_state.append("after idle: " + broker_state(setup, pids))
+            # Printed at once: what a long scale run measured survives a later failure.
+            print(f"[{setup.name}] idle: " + repr(result.idle_cpu), flush=True)
+            print(f"[{setup.name}] broker: " + " | ".join(result.broker_state), flush=True)
+            print(f"[{setup.name}] traffic: " + repr(result.broker_traffic), flush=True)
         unlimited = {"quota_set": {"instances": -1, "cores": -1, "ram": -1}}
         await admin.ok("PUT", f"/v2.1/os-quota-sets/{project}", unlimited)
         image = await image_api.ok(
@@ -383,6 +420,7 @@ async def boot_all(
             finally:
                 conn.close()
 
+        traffic = broker_traffic(setup) if setup.transport_url.startswith("rabbit") else (0, 0)
         cpu0, own0 = cpu_by_process(pids), time.process_time()
         first = time.time()
         watcher = asyncio.create_task(poller())
@@ -397,13 +435,22 @@ async def boot_all(
             watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
         cpu1 = cpu_by_process(pids)
-        result.cpu = {name: cpu1[name] - cpu0.get(name, 0.0) for name in cpu1}
+        result.cpu = {name: cpu1[name] - cpu0[name] for name in cpu1 if name in cpu0}
         result.server_cpu = sum(
             v for k, v in result.cpu.items() if k not in ("rabbitmq", "postgresql")
         )
         result.client_cpu = time.process_time() - own0
         result.rss_mb = sum(server_rss_mb(p) for n, p in pids.items() if n != "rabbitmq")
+        if setup.transport_url.startswith("rabbit"):
+            now = broker_traffic(setup)
+            booted = max(1, len(seen))
+            result.broker_traffic["per boot (idle hosts' traffic included)"] = (
+                round((now[0] - traffic[0]) / booted),
+                round((now[1] - traffic[1]) / booted),
+            )
         result.broker = broker_connections(pids)
+        if setup.transport_url.startswith("rabbit"):
+            result.broker_state.append("after the boots: " + broker_state(setup, pids))
         result.elapsed = (max(seen.values()) if seen else time.time()) - first
 
         # launched_at of every server, and what went wrong with the others.
@@ -453,6 +500,7 @@ def run_setup(args: argparse.Namespace, setup: Setup) -> Result:
     state_dir = Path(tempfile.mkdtemp(prefix="cumulo-bench-boot-"))
     log = state_dir / "server.log"
     procs: dict[str, subprocess.Popen] = {}
+    args.started = time.monotonic()
     try:
         if setup.cluster:
             configure(state_dir, setup, 0)
@@ -481,7 +529,7 @@ def run_setup(args: argparse.Namespace, setup: Setup) -> Result:
 
 # -- the cluster: every service its own process --------------------------------------------
 
-CLUSTER_COMPUTES = 2  # compute processes, the fake hosts spread over them
+CLUSTER_COMPUTES = 2  # compute processes, the fake hosts spread over them (--computes)
 
 
 def start_cluster(state_dir: Path, args: argparse.Namespace) -> dict[str, subprocess.Popen]:
@@ -499,8 +547,8 @@ def start_cluster(state_dir: Path, args: argparse.Namespace) -> dict[str, subpro
     for role in ("conductor", "scheduler"):
         for i in (1, 2):
             start(f"{role}-{i}", role, "--state-dir", str(state_dir), "--host", f"{role}-{i}")
-    per_process = (args.fake_hosts + 1) // CLUSTER_COMPUTES
-    for i in range(1, CLUSTER_COMPUTES + 1):
+    per_process = (args.fake_hosts + 1) // args.computes
+    for i in range(1, args.computes + 1):
         host_dir = state_dir / f"compute-{i}"
         host_dir.mkdir()
         shutil.copy(state_dir / "cumulo.toml", host_dir / "cumulo.toml")
@@ -534,9 +582,85 @@ def service_pids() -> dict[str, int]:
     return {}
 
 
+def vhost_of(url: str) -> str:
+    """The RabbitMQ vhost of an amqp/rabbit URL ("/" when it names none)."""
+    from urllib.parse import unquote, urlsplit
+
+    path = urlsplit(url).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
+
+
+def broker_state(setup: Setup, pids: dict[str, int]) -> str:
+    """The cloud's queues on the broker by type (count, memory), the broker's resident
+    memory, and the connections and channels of the cloud's vhost."""
+    vhost = vhost_of(setup.transport_url)
+
+    def listed(*command: str) -> list[list[str]]:
+        out = subprocess.run(
+            ["rabbitmqctl", *command, "-q", "-p", vhost, "--no-table-headers"],
+            capture_output=True, text=True, check=False, timeout=120,
+        ).stdout  # fmt: skip
+        return [line.split() for line in out.splitlines() if line.strip()]
+
+    by_type: dict[str, list[int]] = {}
+    for row in listed("list_queues", "name", "type", "memory", "messages"):
+        if len(row) != 4 or not row[2].isdigit():
+            continue
+        name, kind, memory, _ = row
+        reply = name.startswith(("amq.gen-", "amq_"))  # exclusive, named by aio-pika/broker
+        if not (name.startswith(setup.namespace + ".") or reply):
+            continue
+        kind = "reply" if reply else kind
+        count, total = by_type.get(kind, [0, 0])
+        by_type[kind] = [count + 1, total + int(memory)]
+    connections = listed("list_connections", "channels")
+    channels = sum(int(row[0]) for row in connections if row and row[0].isdigit())
+    queues = ", ".join(
+        f"{count} {kind} ({total / 1024 / 1024:.1f} MiB)"
+        for kind, (count, total) in sorted(by_type.items())
+    )
+    rss = server_rss_mb(pids["rabbitmq"]) if "rabbitmq" in pids else float("nan")
+    return (
+        f"queues {queues or 'none'}; {len(connections)} connections, {channels} channels "
+        f"(vhost {vhost}); beam.smp RSS {rss:.0f} MB"
+    )
+
+
+def broker_traffic(setup: Setup) -> tuple[int, int]:
+    """Bytes the broker has received from and sent to the connections of the cloud's vhost."""
+    out = subprocess.run(
+        ["rabbitmqctl", "list_connections", "-q", "-p", vhost_of(setup.transport_url),
+         "--no-table-headers", "recv_oct", "send_oct"],
+        capture_output=True, text=True, check=False, timeout=120,
+    ).stdout  # fmt: skip
+    rows = [line.split() for line in out.splitlines()]
+    rows = [r for r in rows if len(r) == 2 and r[0].isdigit() and r[1].isdigit()]
+    return sum(int(r[0]) for r in rows), sum(int(r[1]) for r in rows)
+
+
+async def delete_vhost_queues(url: str, namespace: str) -> None:
+    """The run's queues removed from the vhost of `url` (tests.cluster.delete_queues
+    knows the default vhost only)."""
+    import aio_pika
+
+    out = subprocess.run(
+        ["rabbitmqctl", "list_queues", "-q", "-p", vhost_of(url), "--no-table-headers", "name"],
+        capture_output=True, text=True, check=False, timeout=120,
+    ).stdout  # fmt: skip
+    names = [n for n in out.split() if n.startswith(namespace + ".")]
+    connection = await aio_pika.connect("amqp://" + url.split("://", 1)[1])
+    async with connection:
+        channel = await connection.channel()
+        for name in names:
+            await channel.queue_delete(name)
+
+
 def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
     """CPU seconds of each process so far; PostgreSQL's as the sum of its processes."""
-    cpu = {name: process_cpu(pid) for name, pid in pids.items()}
+    cpu = {}
+    for name, pid in pids.items():
+        with contextlib.suppress(OSError):  # an API worker that died (its parent replaces it)
+            cpu[name] = process_cpu(pid)
     if "rabbitmq" in pids:
         total = 0.0
         for entry in Path("/proc").iterdir():
@@ -593,6 +717,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(cumulo api --workers 2, 2 conductors, 2 schedulers, 2 compute processes, on "
         "RabbitMQ + PostgreSQL)",
     )
+    p.add_argument(
+        "--computes",
+        type=int,
+        default=CLUSTER_COMPUTES,
+        help="cluster: compute processes the hosts are spread over (default 2)",
+    )
+    p.add_argument(
+        "--rabbit-url",
+        default=RABBIT_URL,
+        help="the broker of the rabbit and cluster setups, e.g. with a vhost of the run's own "
+        f"(default {RABBIT_URL})",
+    )
     p.add_argument("--poll-interval", type=float, default=0.05, help="seconds between polls")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for ACTIVE")
     p.add_argument("--keep", action="store_true", help="keep the state dir and the server log")
@@ -636,11 +772,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results.append(
                         run_setup(
                             args,
-                            Setup(label, RABBIT_URL, namespace, url, cluster=name == "cluster"),
+                            Setup(
+                                label, args.rabbit_url, namespace, url, cluster=name == "cluster"
+                            ),
                         )
                     )
                 finally:
-                    asyncio.run(delete_queues(namespace))
+                    if vhost_of(args.rabbit_url) == "/":
+                        asyncio.run(delete_queues(namespace))
+                    else:
+                        asyncio.run(delete_vhost_queues(args.rabbit_url, namespace))
         else:
             raise SystemExit(f"unknown setup {name!r}")
         for line in results[-1].lines():

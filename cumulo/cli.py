@@ -15,6 +15,8 @@ from cumulo.common.logs import setup_logging
 
 # soft_wrap: long hints (paths, export lines) stay whole lines to copy, even in a pipe.
 console = Console(stderr=True, soft_wrap=True)
+# Built cloud images (`cumulo image build`, `cumulo up --with-debian-image`).
+IMAGE_CACHE = Path("~/.cache/cumulo/images").expanduser()
 
 state_dir_option = click.option(
     "--state-dir",
@@ -92,6 +94,13 @@ def init(state_dir: Path | None, host: str | None, database: str | None) -> None
     "Default: only on the first start of a state dir.",
 )
 @click.option(
+    "--with-debian-image",
+    is_flag=True,
+    help="Also build the Debian cloud image (cloud-init, SSH, Puppet agent) from this "
+    "machine's apt archive and register it as debian-12, in the background while the "
+    "cloud serves: minutes the first time, cached after (`cumulo image build debian`).",
+)
+@click.option(
     "--tls/--no-tls",
     default=None,
     help="Serve the APIs and the console proxy over HTTPS (kept in the config; without "
@@ -102,6 +111,7 @@ def up(
     host: str | None,
     database: str | None,
     with_demo_image: bool | None,
+    with_debian_image: bool,
     tls: bool | None,
 ) -> None:
     """Serve the whole cloud (runs init when needed). Ctrl-C stops it."""
@@ -136,13 +146,22 @@ def up(
                     _usage_hint(sd)
                     for name, (_app, port) in apps.items():
                         scheme = "http" if name in PLAIN_HTTP else config.scheme
+                        if name == "serialproxy":  # a websocket, not pages
+                            scheme = scheme.replace("http", "ws")
                         console.print(f"  {name:<15} {scheme}://{config.host}:{port}")
                     console.print(
                         "  the dashboard: log in as demo (its password is OS_PASSWORD in "
                         f"{sd / 'openrc-demo'})"
                     )
                     console.print("cumulo is up. Ctrl-C stops it.")
-                    await serve(servers)
+                    if with_debian_image:
+                        # Registered through the APIs, so it starts once they listen.
+                        debian = asyncio.create_task(_debian_image(config))
+                    try:
+                        await serve(servers)
+                    finally:
+                        if with_debian_image:
+                            debian.cancel()
                 finally:
                     await cloud.close()
                 console.print("cumulo stopped.")
@@ -168,6 +187,27 @@ async def _demo_image(cloud) -> None:
         "  boot it: openstack server create --image tiny --flavor m1.tiny "
         "--network private --wait vm1"
     )
+
+
+async def _debian_image(config) -> None:
+    """Build (or take from the cache) the Debian cloud image and register it, in a
+    thread: the cloud serves meanwhile. A failure is said and the cloud goes on."""
+    from cumulo.image.cloud_image import ImageBuildError, build_debian, register
+
+    def say(line: str) -> None:
+        console.print(f"  debian image: {line}")
+
+    def build_and_register() -> tuple[str, str]:
+        built = build_debian(IMAGE_CACHE, log=say)
+        return built.name, register(built, config, log=say)["disk"]
+
+    say(f"building in the background (cache {IMAGE_CACHE}; the first build takes minutes)")
+    try:
+        name, image_id = await asyncio.to_thread(build_and_register)
+    except ImageBuildError as exc:
+        console.print(f"[yellow]warning:[/] no Debian image: {exc}")
+        return
+    say(f"{name} ({image_id}) is ready; log in as `debian` with your key pair")
 
 
 def _run_host(sd: Path, agent, lock: str = "cumulo.pid") -> None:
@@ -276,7 +316,7 @@ def _logging_args() -> list[str]:
     "services",
     default="all",
     help="The APIs to serve, comma-separated (identity,image,network,compute,"
-    "block-storage,object-store,metadata,ec2,novncproxy,dashboard); default all.",
+    "block-storage,object-store,metadata,ec2,novncproxy,serialproxy,dashboard); default all.",
 )
 @click.option("--workers", type=click.IntRange(1, 64), default=1, help="Worker processes.")
 def api(state_dir: Path | None, services: str, workers: int) -> None:
@@ -331,6 +371,7 @@ def dashboard(
     from cumulo.common.server import run_event_loop
     from cumulo.common.tls import server_files, verify_option
     from cumulo.dashboard.catalog import CatalogApis
+    from cumulo.dashboard.renewal import Trustee
     from cumulo.dashboard.standalone import serve_dashboard
 
     state = resolve_state_dir(state_dir)
@@ -347,7 +388,13 @@ def dashboard(
     console.print(f"cumulo dashboard on {config.scheme}://{host}:{listen}, Identity at {url}")
     run_event_loop(
         serve_dashboard(
-            apis, db, config.dashboard.session_secret, host, listen, server_files(config)
+            apis,
+            db,
+            config.dashboard.session_secret,
+            host,
+            listen,
+            server_files(config),
+            Trustee.from_config(config),
         )
     )
 
@@ -515,7 +562,7 @@ def image() -> None:
 @click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
-    default=Path("~/.cache/cumulo/images").expanduser(),
+    default=IMAGE_CACHE,
     show_default=True,
     help="Where builds are kept (a second build of the same image is quick).",
 )
@@ -530,6 +577,14 @@ def image() -> None:
     help="disk: partition table and GRUB, booted by the BIOS; ami: kernel, ramdisk and "
     "root filesystem as three images.",
 )
+@click.option(
+    "--firmware",
+    type=click.Choice(["bios", "uefi"]),
+    default="bios",
+    show_default=True,
+    help="What boots a disk image: bios (MBR, GRUB for BIOS) or uefi (GPT, an EFI System "
+    "Partition with GRUB for EFI; registered with hw_firmware_type=uefi).",
+)
 @state_dir_option
 def image_build(
     distribution: str,
@@ -540,6 +595,7 @@ def image_build(
     mirror: str | None,
     no_register: bool,
     image_format: str,
+    firmware: str,
     state_dir: Path | None,
 ) -> None:
     """Build a cloud image (Debian, cloud-init, SSH, Puppet agent) from the machine's apt
@@ -559,6 +615,7 @@ def image_build(
             log=console.print,
             mirror=mirror,
             image_format=image_format,
+            firmware=firmware,
         )
         console.print(f"built in {time.monotonic() - started:.0f} s: {built.disk}")
         if not no_register:

@@ -13,6 +13,7 @@ from cumulo.common import limits
 from cumulo.common import tls as tls_files
 from cumulo.common.config import (
     CONFIG_FILE,
+    ContainerSyncRealmConfig,
     CumuloConfig,
     database_url,
     load_config,
@@ -23,8 +24,9 @@ from cumulo.common.notifications import Notifier
 from cumulo.common.service_client import ServiceClient
 from cumulo.compute.app import create_compute_app
 from cumulo.compute.cell import ComputeCell
-from cumulo.compute.consoles import create_console_proxy_app
+from cumulo.compute.consoles import create_console_proxy_app, create_serial_proxy_app
 from cumulo.dashboard.app import create_dashboard_app, in_process_apis
+from cumulo.dashboard.renewal import Trustee
 from cumulo.dashboard.sessions import DatabaseSessionStore
 from cumulo.ec2.app import create_ec2_app, open_ec2_service
 from cumulo.ec2.core import Ec2Service
@@ -75,6 +77,8 @@ def prepare_state_dir(
         config.metadata.shared_secret, changed = secrets.token_hex(32), True
     if not config.dashboard.session_secret:
         config.dashboard.session_secret, changed = secrets.token_hex(32), True
+    if not config.dashboard.service_password:
+        config.dashboard.service_password, changed = new_password(), True
     if tls is not None and tls != config.tls.enabled:
         config.tls.enabled, changed = tls, True
     if tls_files.ensure(config, state_dir):
@@ -84,6 +88,15 @@ def prepare_state_dir(
         config.object_store.hash_path_suffix, changed = secrets.token_hex(16), True
     if not config.object_store.backend_secret:  # a state dir made before: its key file's
         config.object_store.backend_secret, changed = initial_secret(state_dir), True
+    if not config.object_store.container_sync_realms:
+        # Container sync works out of the box within this cloud: a realm whose one
+        # cluster is this cloud's own Swift endpoint (empty: wherever its proxy is).
+        config.object_store.container_sync_realms = [
+            ContainerSyncRealmConfig(
+                name="cumulo", key=secrets.token_hex(32), clusters={"local": ""}
+            )
+        ]
+        changed = True
     if changed:
         write_config(state_dir, config)
     max_keys = config.identity.max_active_keys
@@ -263,6 +276,10 @@ class Cloud:
                 create_console_proxy_app(self.compute.service.db, self.config),
                 self.config.ports.novncproxy,
             ),
+            "serialproxy": (
+                create_serial_proxy_app(self.compute.service.db, self.config),
+                self.config.ports.serialproxy,
+            ),
         }
         if self.config.object_store.storage_port:
             # This host's devices for the other storage hosts (cumulo object-server's API).
@@ -275,7 +292,7 @@ class Cloud:
             self.databases["dashboard"], self.config.dashboard.session_secret.encode()
         )
         apps["dashboard"] = (
-            create_dashboard_app(in_process_apis(apps), sessions),
+            create_dashboard_app(in_process_apis(apps), sessions, Trustee.from_config(self.config)),
             self.config.ports.dashboard,
         )
         return apps

@@ -40,6 +40,21 @@ def _ephemeral_low() -> int:
 
 # Not the global generator: a test may seed it, and every worker would pick alike.
 _PICK = random.SystemRandom()
+# Ports free_port gave this process: a cloud configured now binds its ports later.
+_HANDED_OUT: set[int] = set()
+
+
+def _port_share(first: int, last: int) -> tuple[int, int]:
+    """This pytest-xdist worker's own slice of [first, last]: two workers configuring
+    clouds at once never pick the same port (a port is only checked free, not held,
+    until its cloud binds it)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or count <= 1:
+        return first, last
+    index = int(worker[2:]) % count
+    size = (last - first + 1) // count
+    return first + index * size, first + (index + 1) * size - 1
 
 
 class OpenstackCli:
@@ -138,14 +153,19 @@ def free_port() -> int:
     to 0) may become another process's outgoing connection's before the cloud binds it
     (seen in CI as "address already in use"); ports below the range are only ever taken
     by a listener, and bind checks for that."""
-    low = _ephemeral_low()
+    # From 22000: the Tempest harness's clouds take blocks from 21000 up
+    # (cumulo.testing.tempest.free_port_block), checked free only when they start.
+    first, last = _port_share(22000, max(_ephemeral_low() - 1, 22001))
     for _ in range(200):
-        port = _PICK.randint(10000, max(low - 1, 10001))
+        port = _PICK.randint(first, last)
+        if port in _HANDED_OUT:  # handed out already, maybe not listened on yet
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     with socket.socket() as s:  # a crowded range: the kernel's pick, as before
         s.bind(("127.0.0.1", 0))
@@ -382,6 +402,17 @@ class CloudRunner:
         )
         r.raise_for_status()
         return r.headers["X-Subject-Token"]
+
+    def api(
+        self, service: str, token: str | None = None, path: str = "", headers: dict | None = None
+    ) -> httpx.Client:
+        """An httpx client on a service's port (`path` prefixed, e.g. "/v2.1"), sending
+        the token (the admin's by default)."""
+        return httpx.Client(
+            base_url=f"http://127.0.0.1:{getattr(self.config.ports, service)}{path}",
+            headers={"X-Auth-Token": token or self.token(), **(headers or {})},
+            timeout=30,
+        )
 
     def http(self, token: str | None = None) -> httpx.Client:
         """An httpx client on the identity endpoint, sending X-Auth-Token."""

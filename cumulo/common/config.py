@@ -251,6 +251,9 @@ class ComputeConfig(_Section):
     driver: str = Field("auto", pattern="^(auto|qemu|fake)$")
     # QEMU accelerator: "auto" probes KVM with a real boot and falls back to TCG.
     qemu_accel: str = Field("auto", pattern="^(auto|kvm|tcg)$")
+    # QEMU machine type of guests whose image has no hw_machine_type (Nova's [libvirt]
+    # hw_machine_type): pc (i440FX) or q35, or a versioned name (pc-q35-7.2).
+    qemu_machine_type: str = Field("pc", pattern=r"^(pc|q35|pc-i440fx-[0-9.]+|pc-q35-[0-9.]+)$")
     # Give every guest a config drive (ISO9660 config-2) with its metadata.
     force_config_drive: bool = True
     # Extra in-process fake compute hosts (scale simulation); 0: just this host.
@@ -259,6 +262,9 @@ class ComputeConfig(_Section):
     fake_spawn_delay: float = Field(0.0, ge=0)
     availability_zone: str = "nova"
     max_attempts: int = Field(3, ge=1, description="hosts tried per build")
+    # Other destinations a live migration tries when the chosen one cannot take it
+    # (its ports do not bind there): -1 until none is left, as Nova's.
+    migrate_max_retries: int = Field(-1, ge=-1)
     # A build with no progress for this long (seconds) goes to ERROR (its host died).
     build_timeout: float = Field(600.0, gt=0)
     service_down_time: float = Field(60.0, gt=0, description="heartbeat age of a down host")
@@ -286,6 +292,10 @@ class ComputeConfig(_Section):
     console_allowed_origins: list[str] = Field(default_factory=list)
     # noVNC's web client served by the proxy (empty: /usr/share/novnc when installed).
     novnc_dir: str = ""
+    # Serial consoles (Nova's [serial_console] enabled / base_url): the guests' serial
+    # port through the serial proxy's websocket (empty: ws://<public host>:<ports.serialproxy>/).
+    serial_console_enabled: bool = True
+    serialproxy_base_url: str = ""
 
 
 class VolumeBackendConfig(_Section):
@@ -404,6 +414,19 @@ class StoragePolicyConfig(_Section):
     replicas: int = Field(3, ge=1)
 
 
+class ContainerSyncRealmConfig(_Section):
+    """A container sync realm (Swift's container-sync-realms.conf section): clusters that
+    agreed to sync containers with each other, the key(s) signing their requests."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    key: str = Field(min_length=1)
+    # A second key accepted too (while the realm's key is rotated).
+    key2: str = ""
+    # Cluster name: its proxy's Swift endpoint, e.g. https://host:8080/v1/ (empty: this
+    # cloud's own, its public URL on ports.object_store).
+    clusters: dict[str, str] = Field(default_factory=dict)
+
+
 class ObjectStoreConfig(_Section):
     # Device directories (one per ring device name); default <state>/object-store/devices.
     devices: str = ""
@@ -449,6 +472,14 @@ class ObjectStoreConfig(_Section):
     updater_interval: float = Field(30.0, ge=0)
     expirer_interval: float = Field(60.0, ge=0)
     reconciler_interval: float = Field(30.0, ge=0)
+    # Container sync (Swift's container_sync middleware and daemon): the realms whose
+    # clusters this one syncs with (`cumulo init` makes one for this cloud), seconds
+    # between passes of the sync daemon, and old-style X-Container-Sync-To full URLs
+    # (allowed, as Swift's allow_full_urls, to the hosts of container_sync_allowed_hosts).
+    container_sync_realms: list[ContainerSyncRealmConfig] = Field(default_factory=list)
+    container_sync_interval: float = Field(30.0, ge=0)
+    container_sync_allow_full_urls: bool = True
+    container_sync_allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
     # S3 on the same port: virtual-host style requests name the bucket in the host,
     # `<bucket>.<s3_domain>` (path style, `/<bucket>/<key>`, works on any host name).
     s3_domain: str = "s3.localhost"
@@ -489,6 +520,7 @@ class ServicePorts(_Section):
     network: int = 9696
     block_storage: int = 8776
     novncproxy: int = 6080
+    serialproxy: int = 6083
     object_store: int = 8080
     dashboard: int = 8000
     ec2: int = 8788
@@ -498,6 +530,13 @@ class DashboardConfig(_Section):
     # Signs the session cookies and encrypts the sessions kept in the dashboard's database
     # (shared by every process serving the dashboard); generated on first start.
     session_secret: str = ""
+    # The password of the dashboard's own Identity user (`dashboard`, no role anywhere):
+    # the trustee of the trust a project-scoped session makes at login, so that its token
+    # is renewed while its user is active. Generated on first start.
+    service_password: str = ""
+    # Seconds a session may renew its token silently after the password was last given
+    # (the trust's lifetime); then the password is asked again. 0: never silently.
+    session_max_lifetime: int = Field(12 * 3600, ge=0)
 
 
 class CumuloConfig(_Section):

@@ -33,7 +33,19 @@ from cumulo.operations.doctor import check_database
 from cumulo.operations.purge import cloud_processes, running_pid
 from cumulo.volume.rpcapi import volume_topic
 
-API_PORTS = ("identity", "compute", "image", "network", "block_storage", "metadata", "novncproxy")
+API_PORTS = (
+    "identity",
+    "compute",
+    "image",
+    "network",
+    "block_storage",
+    "object_store",
+    "ec2",
+    "metadata",
+    "dashboard",
+    "novncproxy",
+    "serialproxy",
+)
 GUEST_NAME = re.compile(r"guest=([0-9a-f-]{36})")
 
 

@@ -359,8 +359,20 @@ def test_status_of_a_running_cloud_shows_apis_services_servers_and_queues(cloud,
     status = json.loads(result.stdout)
     assert {name: api["state"] for name, api in status["apis"].items()} == {
         name: "up"
-        for name in ("identity", "compute", "image", "network", "block_storage", "metadata")
-    } | {"novncproxy": status["apis"]["novncproxy"]["state"]}
+        for name in (
+            "identity",
+            "compute",
+            "image",
+            "network",
+            "block_storage",
+            "object_store",
+            "ec2",
+            "metadata",
+            "dashboard",
+            "novncproxy",
+            "serialproxy",
+        )
+    }
     assert status["database"]["status"] == "ok"
     binaries = {(s["binary"], s["state"]) for s in status["services"]}
     # The compute binary is named as Nova's on the wire.

@@ -71,6 +71,16 @@ TINY_GUEST_LACKS = {
         "(cloud-init does, from the config drive)"
     ),
 }
+# Tests whose own client cannot pass on Python 3, whatever the cloud does: not run, and
+# the report says why. Test id -> reason.
+TEMPEST_CLIENT_BROKEN = {
+    r"tempest\.api\.compute\.admin\.test_live_migration\.LiveMigrationRemoteConsolesV26Test"
+    r"\.test_live_migration_serial_console": (
+        "sends a str to `_WebSocket.send_frame`, which masks it with `int(data[i])`: "
+        "ValueError before any byte is sent, so it waits 120 s and fails; the same "
+        "exchange with bytes gets the echo (tests/functional/test_compute_serial_console.py)"
+    ),
+}
 
 
 def tempest_venv(path: Path) -> Path:
@@ -169,7 +179,9 @@ def passes(args: argparse.Namespace) -> list[Pass]:
     regex = "|".join(args.regex or [default])
     if args.smoke:
         regex = rf"(?:{regex}).*\bsmoke\b"
-    guest = "|".join(TINY_GUEST_LACKS if args.validation else NEEDS_GUEST_SSH)
+    guest = "|".join(
+        [*(TINY_GUEST_LACKS if args.validation else NEEDS_GUEST_SSH), *TEMPEST_CLIENT_BROKEN]
+    )
     exclude = "|".join(r for r in (args.exclude_regex, ISOLATED, guest) if r)
     isolated = rf"(?=(?:{regex}))(?:{ISOLATED})"
     isolated_exclude = "|".join(r for r in (args.exclude_regex, guest) if r) or None
@@ -303,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"`{test.replace(chr(92), '')}` ({reason})"
                 for test, reason in TINY_GUEST_LACKS.items()
             )
+        meta["not run (Tempest's own client fails on Python 3)"] = "; ".join(
+            f"`{test.replace(chr(92), '')}` ({reason})"
+            for test, reason in TEMPEST_CLIENT_BROKEN.items()
+        )
         args.report.write_text(results.render_markdown(found, meta))
     print(
         f"{c['success']} passed, {c['fail']} failed, {c['skip']} skipped in {wall / 60:.1f} min; "

@@ -32,6 +32,7 @@ PORT_NAMES = (
     "object_store",
     "dashboard",
     "ec2",  # (its own port too: two runs at once must not both want 8788)
+    "serialproxy",
 )
 # Where a run with real guests takes its external network: a /24 this host does not route
 # yet, so the host leg (the host's address on it, which Tempest's SSH goes through to the
@@ -77,6 +78,11 @@ class CloudSpec:
                 "host": f"{self.name}-main",
                 # Two more hosts so migration, affinity and multinode tests have a target.
                 "fake_hosts": self.fake_hosts if self.driver == "fake" else 0,
+                # One QEMU host of 2 cores offers 8 vCPUs at the default ratio (4.0, as
+                # Nova's): two Tempest workers' servers, resizes (which hold both flavors)
+                # and deletes still in progress outgrow that and get "No valid host". A
+                # gate node offers 32 or more; the tiny TCG guests use little of a core.
+                **({"cpu_allocation_ratio": 16.0} if self.driver == "qemu" else {}),
             },
             "messaging": {"namespace": self.name},
             "metadata": {"proxy_port": self.ports_base + len(PORT_NAMES)},
@@ -109,6 +115,8 @@ class CloudSpec:
                     {"index": 0, "name": "Policy-0", "default": True, "replicas": 3},
                     {"index": 1, "name": "silver", "replicas": 2},
                 ],
+                # Container sync passes every 2 seconds (Tempest waits for them).
+                "container_sync_interval": 2,
             },
         }
         if self.public_cidr:
