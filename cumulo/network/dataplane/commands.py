@@ -96,8 +96,20 @@ async def add_namespace(ns: str) -> None:
 
 
 async def delete_namespace(ns: str) -> None:
-    """Stop every process still in the namespace, then remove it (nothing leaks)."""
+    """Stop every process still in the namespace, delete its links, then remove it.
+
+    `ip netns delete` removes only the name: the namespace lives on while anything still
+    holds it (a socket made in it, a process being reaped), and so do its veths and their
+    peers in other namespaces. Deleting the links first takes the peers down now."""
     await kill_namespace_processes(ns)
+    out = await run("ip", "-n", ns, "-json", "link", "show", check=False)
+    try:
+        names = [link["ifname"] for link in json.loads(out or "[]")]
+    except ValueError:
+        names = []
+    for name in names:
+        if name != "lo":
+            await run("ip", "-n", ns, "link", "del", name, check=False)
     await run("ip", "netns", "delete", ns, check=False)
 
 

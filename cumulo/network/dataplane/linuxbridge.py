@@ -552,14 +552,32 @@ class LinuxBridgeDriver(NetworkDriver):
                 await cmd.delete_namespace(ns)
         bridges = {bridge_name(n) for n in networks} | {vxlan_name(n) for n in networks}
         bridges |= {vlan_name(n) for n in networks}
+        legs = self._wanted_legs(networks, routers)
         for name in await cmd.links(self.host_ns):
-            # Legs whose namespace went took their host ends with them; bridges stay.
+            # Bridges of gone networks, and host ends of legs nothing wants any more (a
+            # namespace deleted while something held it alive keeps its veths).
             if name.startswith((f"{PREFIX}b", f"{PREFIX}v", f"{PREFIX}q")) and name not in bridges:
+                await cmd.ip(self.host_ns, "link", "del", name, check=False)
+            elif name.startswith((f"{PREFIX}d", f"{PREFIX}r", f"{PREFIX}g")) and name not in legs:
                 await cmd.ip(self.host_ns, "link", "del", name, check=False)
         if self.files.is_dir():
             for path in self.files.iterdir():
                 if self.dhcp_ns(path.name) not in wanted:
                     shutil.rmtree(path, ignore_errors=True)
+
+    def _wanted_legs(self, networks: dict[str, Any], routers: list[dict[str, Any]]) -> set[str]:
+        """Host ends of the DHCP servers' and routers' legs the state wants."""
+        legs = {
+            f"{PREFIX}d{_short(net['dhcp']['port_id'], 9)}"
+            for net in networks.values()
+            if dhcp_subnets(net)
+        }
+        for router in routers:
+            for leg in router["interfaces"]:
+                legs.add(f"{PREFIX}r{_short(leg['port_id'], 9)}")
+            if router["gateway"]:
+                legs.add(f"{PREFIX}g{_short(router['gateway']['port_id'], 9)}")
+        return legs
 
     async def teardown(self) -> None:
         async with self._lock:

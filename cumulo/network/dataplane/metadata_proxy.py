@@ -124,6 +124,8 @@ class _Listener:
     server: asyncio.AbstractServer
     networks: set[str] = field(default_factory=set)
     address: tuple[str, int] = ("0.0.0.0", 0)
+    # Connections in flight: each socket holds the namespace it was made in alive.
+    writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
 
 @dataclass
@@ -172,16 +174,25 @@ class NamespaceMetadataProxy:
         sock = listen_in_namespace(namespace, address[1], address[0])
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._serve(namespace, reader, writer)
+            listener.writers.add(writer)
+            try:
+                await self._serve(namespace, reader, writer)
+            finally:
+                listener.writers.discard(writer)
 
         server = await asyncio.start_server(serve, sock=sock, limit=MAX_HEAD)
-        self._listeners[namespace] = _Listener(inode, server, set(networks), address)
+        listener = _Listener(inode, server, set(networks), address)
+        self._listeners[namespace] = listener
         LOG.info("metadata proxy: listening in %s on %s:%d", namespace, *address)
 
     async def remove(self, namespace: str) -> None:
         listener = self._listeners.pop(namespace, None)
         if listener is not None:
             listener.server.close()
+            # A guest gone mid-request leaves its connection open until the read timeout:
+            # end them now, so that nothing keeps the namespace (and its legs) alive.
+            for writer in list(listener.writers):
+                writer.transport.abort()
 
     async def close(self) -> None:
         self._closed = True
