@@ -41,6 +41,7 @@ from cumulo.compute.api import (
     volumes,
 )
 from cumulo.compute.api.microversion import MicroversionMiddleware
+from cumulo.compute.api.query_params import QueryParamsMiddleware
 from cumulo.compute.service import ComputeService
 
 
@@ -98,7 +99,8 @@ def create_compute_app(service: ComputeService) -> Starlette:
     # Nova routes no path with an empty trailing segment: 404, not a redirect to the
     # collection (a DELETE /os-security-groups/ must not reach the list).
     app.router.redirect_slashes = False
-    app.add_middleware(MicroversionMiddleware, render_error=_version_error)
+    app.add_middleware(QueryParamsMiddleware, routes=routes, render_error=_version_error)
+    app.add_middleware(MicroversionMiddleware, render_error=_version_error)  # outermost
     app.state.compute = service
     app.state.token_validator = service.validator
     return app

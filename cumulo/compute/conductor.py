@@ -20,7 +20,7 @@ from cumulo.common import metrics
 from cumulo.common.db import Database, utcnow
 from cumulo.common.rpc import Endpoint, RemoteError
 from cumulo.compute import rpcapi
-from cumulo.compute.conductor_moves import MoveTasks
+from cumulo.compute.conductor_moves import MoveTasks, zone_of_host
 from cumulo.compute.models import (
     AggregateHost,
     AggregateMetadata,
@@ -185,12 +185,15 @@ def _update_statement(fields: tuple[str, ...], expected: tuple | None, returning
         if None in expected:
             cond = cond | t.c.task_state.is_(None)
         query = query.where(cond)
-    query = query.values(
-        {
-            **{t.c[f]: bindparam(f"v_{f}", type_=t.c[f].type) for f in fields},
-            t.c.updated_at: bindparam("v_at", type_=t.c.updated_at.type),
-        }
-    )
+    values = {
+        **{t.c[f]: bindparam(f"v_{f}", type_=t.c[f].type) for f in fields},
+        t.c.updated_at: bindparam("v_at", type_=t.c.updated_at.type),
+    }
+    if "host" in fields and "availability_zone" not in fields:
+        # An instance given a host is in that host's zone (Nova sets it when scheduled).
+        host = bindparam("v_host", type_=t.c.host.type)
+        values[t.c.availability_zone] = zone_of_host(host, t.c.availability_zone)
+    query = query.values(values)
     return query.returning(*_INSTANCE_COLUMNS) if returning else query
 
 
@@ -743,7 +746,7 @@ class ConductorManager(MoveTasks, Endpoint):
     # -- resize (on the instance's own host) ------------------------------------------
 
     def _to_db_values(self, updates: dict[str, Any]) -> dict[str, Any]:
-        bad = set(updates) - UPDATABLE - {"availability_zone"}
+        bad = set(updates) - UPDATABLE - {"pinned_availability_zone"}
         if bad:
             raise ValueError(f"fields not updatable by compute hosts: {sorted(bad)}")
         return {k: _to_db_value(k, v) for k, v in updates.items()}

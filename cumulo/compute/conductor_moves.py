@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 from cumulo.common.db import utcnow
 from cumulo.common.rpc import RemoteError
 from cumulo.common.service_client import ServiceError
-from cumulo.compute.models import Allocation, Instance, InstanceFault, Migration
+from cumulo.compute.models import Allocation, ComputeService, Instance, InstanceFault, Migration
 from cumulo.compute.network import PortBindingFailed
-from cumulo.compute.scheduler.claims import release, resize_allocation
+from cumulo.compute.scheduler.claims import COMPUTE_BINARY, release, resize_allocation
 from cumulo.compute.states import TaskState, VmState
 
 LOG = logging.getLogger(__name__)
@@ -64,6 +64,14 @@ def migration_dict(m: Migration) -> dict[str, Any]:
     }
 
 
+def zone_of_host(host: Any, current: Any) -> Any:
+    """SQL: the zone of the compute host an instance is given (its service's, which
+    follows the host's aggregates), `current` when the host has none (or is None)."""
+    svc = ComputeService
+    zone = select(svc.availability_zone).where(svc.host == host, svc.binary == COMPUTE_BINARY)
+    return func.coalesce(zone.scalar_subquery(), current)
+
+
 def _complete_move(
     s: Session,
     instance_uuid: str,
@@ -89,6 +97,9 @@ def _complete_move(
         release(s, instance_uuid)
         release(s, resize_allocation(instance_uuid))
     if values:
+        if "host" in values and "availability_zone" not in values:
+            zone = zone_of_host(values["host"], Instance.availability_zone)
+            values = {**values, "availability_zone": zone}
         s.execute(
             update(Instance)
             .where(Instance.uuid == instance_uuid, Instance.deleted.is_(False))
@@ -185,7 +196,8 @@ class MoveTasks:
         ignored = [inst.host] if ignore_source and inst.host else []
         spec = {
             "flavor": flavor,
-            "availability_zone": availability_zone or (inst.availability_zone if pinned else None),
+            "availability_zone": availability_zone
+            or (inst.pinned_availability_zone if pinned else None),
             "force_hosts": [host] if host else [],
             "ignore_hosts": [*ignored, *ignore_hosts],
             "boot_from_volume": not inst.image_ref,
@@ -433,7 +445,7 @@ class MoveTasks:
             return
         updates: dict[str, Any] = {"host": dest["host"], "node": dest["node"]}
         if zone or unpin:
-            updates["availability_zone"] = zone
+            updates["pinned_availability_zone"] = zone
         await self.complete_move(ctx, instance_uuid, updates)
         await self.compute.unshelve_instance(ctx, dest["host"], instance_uuid, request_spec)
         await self.action_event(ctx, instance_uuid, event, finish=True)

@@ -158,7 +158,11 @@ class Instance(Timestamps, Base):
     power_state: Mapped[int] = mapped_column(Integer, default=0)
     host: Mapped[str | None] = mapped_column(String(255))
     node: Mapped[str | None] = mapped_column(String(255))
+    # The zone of the host it is on (set with its host; Nova's instance.availability_zone)
+    # and the zone it is pinned to (Nova's request spec: asked for at create or unshelve,
+    # unpinned or re-pinned with 2.104; moves stay in it; None: anywhere).
     availability_zone: Mapped[str | None] = mapped_column(String(255))
+    pinned_availability_zone: Mapped[str | None] = mapped_column(String(255))
     key_name: Mapped[str | None] = mapped_column(String(255))
     key_data: Mapped[str | None] = mapped_column(Text)
     user_data: Mapped[str | None] = mapped_column(Text)

@@ -406,6 +406,7 @@ class ComputeService(ServerMoves):
                     task_state=TaskState.SCHEDULING,
                     power_state=0,
                     availability_zone=az,
+                    pinned_availability_zone=az,
                     key_name=req.key_name,
                     key_data=key_data,
                     user_data=req.user_data,

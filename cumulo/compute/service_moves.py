@@ -180,7 +180,7 @@ class ServerMoves:
             await self._availability_zone(ctx, availability_zone)
         # The zone the server is pinned to afterwards: the one given (null unpins it,
         # 2.91), else the one it was created in.
-        zone = availability_zone if zone_given else inst.availability_zone
+        zone = availability_zone if zone_given else inst.pinned_availability_zone
         if host:
             record = await self._compute_host(host)
             if record is None:

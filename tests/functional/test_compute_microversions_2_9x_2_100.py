@@ -77,22 +77,6 @@ def server(cloud: CloudRunner, admin_token: str, images) -> str:
     cloud.openstack("server", "delete", "--wait", server_id, check=False)
 
 
-def test_the_version_document_offers_2_101_and_latest_is_2_101(
-    cloud: CloudRunner, admin_token: str
-):
-    port = cloud.config.ports.compute
-    assert httpx.get(f"http://127.0.0.1:{port}/v2.1").json()["version"]["version"] == "2.101"
-    listed = {v["id"]: v for v in httpx.get(f"http://127.0.0.1:{port}/").json()["versions"]}
-    assert listed["v2.1"]["version"] == "2.101" and listed["v2.1"]["min_version"] == "2.1"
-    with compute(cloud, admin_token) as api:
-        latest = api.get("/servers", headers={"OpenStack-API-Version": "compute latest"})
-        assert latest.headers["OpenStack-API-Version"] == "compute 2.101"
-        # 2.102 (unknown query parameters refused by every API, flavor changes) is not
-        # offered.
-        r = api.get("/servers", headers={"OpenStack-API-Version": "compute 2.102"})
-        assert r.status_code == 406 and "maximum is 2.101" in r.json()["computeFault"]["message"]
-
-
 def test_2_97_a_servers_shares_are_listed_and_none_can_be_attached(
     cloud: CloudRunner, admin_token: str, server: str
 ):

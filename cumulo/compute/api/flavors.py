@@ -87,11 +87,12 @@ def flavor_detail(request: Request, flavor: Flavor) -> dict[str, Any]:
         "vcpus": flavor.vcpus,
         "swap": flavor.swap if v >= (2, 75) else (flavor.swap or ""),
         "OS-FLV-EXT-DATA:ephemeral": flavor.ephemeral_gb,
-        "OS-FLV-DISABLED:disabled": flavor.disabled,
         "os-flavor-access:is_public": flavor.is_public,
-        "rxtx_factor": flavor.rxtx_factor,
         "links": links(request, "flavors", flavor.flavorid),
     }
+    if v < (2, 102):  # dropped from flavors at 2.102 (nova-network's, never used)
+        body["OS-FLV-DISABLED:disabled"] = flavor.disabled
+        body["rxtx_factor"] = flavor.rxtx_factor
     if v >= (2, 55):
         body["description"] = flavor.description
     if v >= (2, 61):
@@ -163,10 +164,14 @@ async def _list(request: Request, detail: bool) -> Response:
     params = request.query_params
     sort_key = params.get("sort_key") or "flavorid"
     sort_dir = params.get("sort_dir") or "asc"
-    if sort_key not in SORT_KEYS:
+    v = version(request)
+    sort_keys = dict(SORT_KEYS)
+    if v >= (2, 102):
+        del sort_keys["rxtx_factor"]
+    if sort_key not in sort_keys:
         raise BadRequest(
             f"Invalid input for query parameters sort_key. Value: {sort_key}. "
-            f"'{sort_key}' is not one of {sorted(SORT_KEYS)}"
+            f"'{sort_key}' is not one of {sorted(sort_keys)}"
         )
     if sort_dir not in ("asc", "desc"):
         raise BadRequest(
@@ -196,7 +201,15 @@ async def _list(request: Request, detail: bool) -> Response:
             tie = Flavor.id < after.id if descending else Flavor.id > after.id
             query = query.where(or_(past, and_(column == value, tie)))
         order = [column.desc(), Flavor.id.desc()] if descending else [column, Flavor.id]
-        rows = list((await s.scalars(query.order_by(*order).limit(limit + 1))).all())
+        name = params.get("name") if v >= (2, 102) else None
+        if name is None:
+            rows = list((await s.scalars(query.order_by(*order).limit(limit + 1))).all())
+        else:  # a regular expression, as Nova's (flavors are few: matched here)
+            rows = [
+                f
+                for f in (await s.scalars(query.order_by(*order))).all()
+                if wire.name_matches(name, f.name)
+            ][: limit + 1]
     more = len(rows) > limit
     rows = rows[:limit]
     view = flavor_detail if detail else flavor_summary
@@ -229,7 +242,10 @@ def _description(value: Any) -> str | None:
 
 
 def _flavor_from_body(request: Request, body: dict[str, Any]) -> Flavor:
-    allowed = _CREATE_FIELDS | ({"description"} if version(request) >= (2, 55) else set())
+    v = version(request)
+    allowed = _CREATE_FIELDS | ({"description"} if v >= (2, 55) else set())
+    if v >= (2, 102):
+        allowed = allowed - {"rxtx_factor"}
     wire.reject_unknown(body, allowed)
     for required in ("name", "ram", "vcpus", "disk"):
         if required not in body:

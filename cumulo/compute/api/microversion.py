@@ -14,7 +14,7 @@ from functools import total_ordering
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MIN_VERSION = (2, 1)
-MAX_VERSION = (2, 101)
+MAX_VERSION = (2, 104)
 
 _VERSION = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
@@ -17,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.app import json_body, validate
-from cumulo.common.faults import BadRequest, Forbidden
+from cumulo.common.faults import BadRequest, Conflict, Forbidden
 from cumulo.common.openapi import describes, wrapped
 from cumulo.compute.api import server_security, wire
 from cumulo.compute.api.common import (
@@ -463,17 +462,17 @@ def _brief_columns(request: Request) -> list:
 def _python_filters(request: Request, inst: Instance, regex_filters: dict[str, str]) -> bool:
     """Filters Nova applies as regular expressions or on JSON fields."""
     q = request.query_params
-    if (name := q.get("name")) and not _search(name, inst.display_name):
+    if (name := q.get("name")) and not wire.name_matches(name, inst.display_name):
         return False
     for key, pattern in regex_filters.items():
-        if not _search(pattern, _nova_text(_REGEX_FILTERS[key][2](inst))):
+        if not wire.name_matches(pattern, _nova_text(_REGEX_FILTERS[key][2](inst))):
             return False
     if flavor := q.get("flavor"):
         if str(inst.flavor.get("id")) != flavor.rstrip("/").rsplit("/", 1)[-1]:
             return False
     if ip := q.get("ip"):
         addrs = [i["ip_address"] for e in inst.network_info or [] for i in e["fixed_ips"]]
-        if not any(_search(ip, a) for a in addrs):
+        if not any(wire.name_matches(ip, a) for a in addrs):
             return False
     if not any(key in q for key in _TAG_FILTERS):
         return True
@@ -488,13 +487,6 @@ def _python_filters(request: Request, inst: Instance, regex_filters: dict[str, s
             if not test(set(raw.split(","))):
                 return False
     return True
-
-
-def _search(pattern: str, value: str) -> bool:
-    try:
-        return re.search(pattern, value or "") is not None
-    except re.error:
-        return pattern in (value or "")
 
 
 async def list_servers(request: Request) -> Response:
@@ -583,10 +575,33 @@ class ServerUpdateBody(_Strict):
     access_ip_v6: StrictStr | None = Field(None, alias="accessIPv6")
     disk_config: Literal["AUTO", "MANUAL"] | None = Field(None, alias="OS-DCF:diskConfig")
     hostname: Any = None
+    pinned_availability_zone: StrictStr | None = Field(
+        None, min_length=1, max_length=255, pattern=r"^\S(.*\S)?$"
+    )
+
+
+def _pin_change(inst: Instance, requested: str | None) -> str | None:
+    """2.104: the zone a server is pinned to after PUT's `pinned_availability_zone`
+    (Nova: null unpins; a zone re-pins only to where the server is; no direct change)."""
+    if requested is None or requested == inst.pinned_availability_zone:
+        return requested
+    if inst.pinned_availability_zone is not None:
+        raise Conflict(
+            "Cannot change pinned availability zone directly. Unpin first by setting "
+            "pinned_availability_zone to null."
+        )
+    current = inst.availability_zone or ""
+    if requested != current:
+        raise Conflict(
+            f"Server can only be pinned to its current availability zone '{current}', "
+            f"but '{requested}' was requested."
+        )
+    return requested
 
 
 async def update_server(request: Request) -> Response:
-    """PUT /servers/{id}: name, description (2.19), access IPs, hostname (2.90)."""
+    """PUT /servers/{id}: name, description (2.19), access IPs, hostname (2.90), the
+    pinned availability zone (2.104)."""
     ctx = await authorize(request, "compute:servers:index")
     service = compute_of(request)
     data = await json_body(request)
@@ -597,6 +612,10 @@ async def update_server(request: Request) -> Response:
         raise BadRequest("Additional properties are not allowed ('description' was unexpected)")
     if "hostname" in body.model_fields_set and version(request) < (2, 90):
         raise BadRequest("Additional properties are not allowed ('hostname' was unexpected)")
+    if "pinned_availability_zone" in body.model_fields_set and version(request) < (2, 104):
+        raise BadRequest(
+            "Additional properties are not allowed ('pinned_availability_zone' was unexpected)"
+        )
     inst = await service.get_instance(
         ctx, request.path_params["server_id"], "compute:servers:update"
     )
@@ -614,6 +633,10 @@ async def update_server(request: Request) -> Response:
         changes.update(disk_config_changes(inst, body.disk_config))
     if "hostname" in fields:
         changes["hostname"] = wire.hostname(body.hostname, fqdn=version(request) >= (2, 94))
+    if "pinned_availability_zone" in fields:
+        pinned = _pin_change(inst, body.pinned_availability_zone)
+        if pinned != inst.pinned_availability_zone:
+            changes["pinned_availability_zone"] = pinned
     if changes:
         inst = await service.update_instance(inst.uuid, changes)
     is_admin = service.policy.check("compute:servers:show:extended_attributes", ctx)

@@ -160,7 +160,7 @@ def server_view(
     if full:
         body.update(
             {
-                "OS-EXT-AZ:availability_zone": inst.availability_zone or "nova",
+                "OS-EXT-AZ:availability_zone": inst.availability_zone or "",
                 "config_drive": "True" if inst.config_drive else "",
                 "key_name": inst.key_name,
                 "OS-SRV-USG:launched_at": usage_time(inst.launched_at),
@@ -209,9 +209,9 @@ def server_view(
         # Shown to every user from 2.90 (admins have it among the extended attributes).
         body.setdefault("OS-EXT-SRV-ATTR:hostname", inst.hostname)
     if v >= (2, 96):
-        # The zone the server was asked for (at create, or unshelve from 2.77): moves stay
-        # in it; null when it may go anywhere.
-        body["pinned_availability_zone"] = inst.availability_zone
+        # The zone the server was asked for (at create, or unshelve from 2.77; changed
+        # with 2.104): moves stay in it; null when it may go anywhere.
+        body["pinned_availability_zone"] = inst.pinned_availability_zone
     if v >= (2, 100):
         # The hints given at create ({} if none; each a list of strings, as Nova).
         body["scheduler_hints"] = dict(inst.scheduler_hints or {})

@@ -80,6 +80,15 @@ def mapping(body: Any) -> dict[str, Any]:
     return body
 
 
+def name_matches(pattern: str, value: str | None) -> bool:
+    """Nova's name filters: a regular expression searched in the value (a pattern that
+    is not one: a substring)."""
+    try:
+        return re.search(pattern, value or "") is not None
+    except re.error:
+        return pattern in (value or "")
+
+
 def reject_unknown(body: dict[str, Any], allowed: set[str]) -> None:
     extra = sorted(set(body) - allowed)
     if extra:
