@@ -34,7 +34,7 @@ def service_names() -> list[str]:
     """The API services `--service` may name (the ports `cumulo up` serves)."""
     return [
         "identity", "image", "network", "compute", "block-storage", "object-store",
-        "metadata", "ec2", "novncproxy", "serialproxy", "dashboard",
+        "metadata", "ec2", "novncproxy", "spicehtml5proxy", "serialproxy", "dashboard",
     ]  # fmt: skip
 
 

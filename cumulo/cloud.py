@@ -24,7 +24,11 @@ from cumulo.common.notifications import Notifier
 from cumulo.common.service_client import ServiceClient
 from cumulo.compute.app import create_compute_app
 from cumulo.compute.cell import ComputeCell
-from cumulo.compute.consoles import create_console_proxy_app, create_serial_proxy_app
+from cumulo.compute.consoles import (
+    create_console_proxy_app,
+    create_serial_proxy_app,
+    create_spice_proxy_app,
+)
 from cumulo.dashboard.app import create_dashboard_app, in_process_apis
 from cumulo.dashboard.renewal import Trustee
 from cumulo.dashboard.sessions import DatabaseSessionStore
@@ -279,6 +283,10 @@ class Cloud:
             "serialproxy": (
                 create_serial_proxy_app(self.compute.service.db, self.config),
                 self.config.ports.serialproxy,
+            ),
+            "spicehtml5proxy": (
+                create_spice_proxy_app(self.compute.service.db, self.config),
+                self.config.ports.spicehtml5proxy,
             ),
         }
         if self.config.object_store.storage_port:

@@ -296,6 +296,16 @@ class ComputeConfig(_Section):
     # port through the serial proxy's websocket (empty: ws://<public host>:<ports.serialproxy>/).
     serial_console_enabled: bool = True
     serialproxy_base_url: str = ""
+    # SPICE consoles (Nova's [spice]): every QEMU guest with a screen has a SPICE server
+    # beside VNC. spice-html5 goes through this cloud's proxy (empty base URL:
+    # http://<public host>:<ports.spicehtml5proxy>/spice_auto.html); spice-direct (2.99)
+    # hands a SPICE client the host and port of the guest's server, which the compute host
+    # listens on at spice_server_listen (Nova's server_listen) for its QEMU guests; its URL
+    # is that of an outside spice-direct proxy (Nova's default below).
+    spice_console_enabled: bool = True
+    spicehtml5proxy_base_url: str = ""
+    spice_direct_proxy_base_url: str = "http://127.0.0.1:13002/nova"
+    spice_server_listen: str = "127.0.0.1"
 
 
 class VolumeBackendConfig(_Section):
@@ -521,6 +531,7 @@ class ServicePorts(_Section):
     block_storage: int = 8776
     novncproxy: int = 6080
     serialproxy: int = 6083
+    spicehtml5proxy: int = 6082
     object_store: int = 8080
     dashboard: int = 8000
     ec2: int = 8788

@@ -49,6 +49,7 @@ def make_driver(config: CumuloConfig, host: str, state_dir: Path) -> ComputeDriv
             accel=config.compute.qemu_accel,
             migration_address=config.compute.migration_address,
             machine_type=config.compute.qemu_machine_type,
+            spice_listen=config.compute.spice_server_listen,
         )
     return FakeDriver(host, spawn_delay=config.compute.fake_spawn_delay)
 

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -41,7 +40,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from cumulo.common.config import CumuloConfig
 from cumulo.common.db import Database, utcnow
 from cumulo.compute.models import ConsoleAuthToken, Instance
-from cumulo.compute.virt.qemu_process import short_unix_path
+from cumulo.compute.virt.qemu_process import open_unix
 
 LOG = logging.getLogger(__name__)
 
@@ -75,6 +74,20 @@ def serial_base_url(config: CumuloConfig) -> str:
 def serial_access_url(config: CumuloConfig, token: str) -> str:
     """The serial proxy's websocket with the token (Nova's `ws://host:6083/?token=...`)."""
     return f"{serial_base_url(config)}?token={quote(token, safe='')}"
+
+
+def spice_html5_access_url(config: CumuloConfig, token: str) -> str:
+    """spice-html5's page on this cloud's proxy, with the token (Nova's format)."""
+    base = config.compute.spicehtml5proxy_base_url or (
+        f"{config.public_url(config.ports.spicehtml5proxy)}/spice_auto.html"
+    )
+    return f"{base}?token={quote(token, safe='')}"
+
+
+def spice_direct_access_url(config: CumuloConfig, token: str) -> str:
+    """The spice-direct proxy's URL with the token: that proxy (outside this cloud, as
+    Nova's) asks os-console-auth-tokens where the guest's SPICE server is."""
+    return f"{config.compute.spice_direct_proxy_base_url}?token={quote(token, safe='')}"
 
 
 async def issue_token(
@@ -174,12 +187,7 @@ async def _open(console: ConsoleAuthToken):
     path = console.internal_access_path
     if not path or not path.startswith("/"):
         return await asyncio.open_connection(console.host, console.port)
-    socket_path = Path(path)
-    short, directory = short_unix_path(socket_path.parent, socket_path.name)
-    try:
-        return await asyncio.open_unix_connection(short)
-    finally:
-        os.close(directory)
+    return await open_unix(Path(path))
 
 
 async def _browser_to_guest(websocket: WebSocket, writer: asyncio.StreamWriter) -> None:
@@ -213,6 +221,25 @@ def create_console_proxy_app(db: Database, config: CumuloConfig) -> Starlette:
     novnc = next((d for d in dirs if (d / "vnc_lite.html").is_file()), None)
     if novnc is not None:
         routes.append(Mount("/", StaticFiles(directory=novnc, html=True)))
+    return Starlette(routes=routes)
+
+
+# Where spice-html5's web client is looked for (Debian's spice-html5 package).
+SPICE_HTML5_DIRS = (Path("/usr/share/spice-html5"),)
+
+
+def create_spice_proxy_app(db: Database, config: CumuloConfig) -> Starlette:
+    """The spice-html5 proxy's ASGI app (Nova's nova-spicehtml5proxy): the websocket at
+    `/` and `/websockify` to the guest's SPICE server, spice-html5's files when
+    installed."""
+    proxy = ConsoleProxy(db, config, console_type="spice-html5")
+    routes: list[Any] = [
+        WebSocketRoute("/", proxy.websocket),
+        WebSocketRoute("/websockify", proxy.websocket),
+    ]
+    client = next((d for d in SPICE_HTML5_DIRS if (d / "spice_auto.html").is_file()), None)
+    if client is not None:
+        routes.append(Mount("/", StaticFiles(directory=client, html=True)))
     return Starlette(routes=routes)
 
 

@@ -1243,6 +1243,9 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
     async def get_vnc_console(self, ctx: dict, instance_uuid: str) -> dict[str, Any]:
         return await self.driver.get_vnc_console(instance_uuid)
 
+    async def get_spice_console(self, ctx: dict, instance_uuid: str) -> dict[str, Any]:
+        return await self.driver.get_spice_console(instance_uuid)
+
     async def get_serial_console(self, ctx: dict, instance_uuid: str) -> dict[str, Any]:
         return await self.driver.get_serial_console(instance_uuid)
 

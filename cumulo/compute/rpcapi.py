@@ -481,6 +481,13 @@ class ComputeAPI:
             compute_topic(host), "get_vnc_console", ctx, instance_uuid=instance_uuid, timeout=30
         )
 
+    async def get_spice_console(
+        self, ctx: Context, host: str, instance_uuid: str
+    ) -> dict[str, Any]:
+        return await self.bus.call(
+            compute_topic(host), "get_spice_console", ctx, instance_uuid=instance_uuid, timeout=30
+        )
+
     async def get_serial_console(
         self, ctx: Context, host: str, instance_uuid: str
     ) -> dict[str, Any]:

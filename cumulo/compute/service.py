@@ -1310,6 +1310,15 @@ class ComputeService(ServerMoves):
     async def vnc_console(self, ctx: RequestContext, inst: Instance) -> dict[str, Any]:
         return await self._host_console(ctx, inst, "vnc")
 
+    async def spice_console(
+        self, ctx: RequestContext, inst: Instance, console_type: str
+    ) -> dict[str, Any]:
+        """Where the guest's SPICE server is (Nova's get_spice_console): 400 when SPICE
+        consoles are off or the guest has none."""
+        if not self.config.compute.spice_console_enabled:
+            raise BadRequest(f"Unavailable console type {console_type}.")
+        return await self._host_console(ctx, inst, "spice")
+
     async def serial_console(self, ctx: RequestContext, inst: Instance) -> dict[str, Any]:
         """Where the guest's serial port is (Nova's get_serial_console): 400 when serial
         consoles are off or the guest has no interactive serial port."""

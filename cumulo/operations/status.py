@@ -44,6 +44,7 @@ API_PORTS = (
     "metadata",
     "dashboard",
     "novncproxy",
+    "spicehtml5proxy",
     "serialproxy",
 )
 GUEST_NAME = re.compile(r"guest=([0-9a-f-]{36})")

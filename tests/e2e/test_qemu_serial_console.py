@@ -2,7 +2,9 @@
 listens on serial.sock, where the serial proxy connects; the tiny test guest runs a
 shell on it (ttyS0), so what is typed there is echoed and run; after a live migration
 the destination's QEMU listens on its own serial.sock (Tempest's
-LiveMigrationRemoteConsolesV26Test on real guests, without the API).
+LiveMigrationRemoteConsolesV26Test on real guests, without the API). The guest's SPICE
+server answers a SPICE client's link on its unix socket (the spice-html5 proxy's way)
+and on the TCP port the driver opens for spice-direct.
 
 Skipped with the reason when QEMU or the guest's packages are unavailable (failed
 under CI).
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -77,6 +80,21 @@ async def type_on_serial(driver: QemuDriver, guest: str, word: str) -> None:
         await writer.wait_closed()
 
 
+# A SPICE client's SpiceLinkMess for the main channel, and the reply's head.
+SPICE_LINK = struct.pack("<4sIIIIBBIIIII", b"REDQ", 2, 2, 42 - 16, 0, 1, 0, 1, 1, 18, 11, 9)
+
+
+async def spice_link(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple:
+    try:
+        writer.write(SPICE_LINK)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readexactly(20), timeout=10)
+        magic, major, minor, _size, error = struct.unpack("<4sIIII", head)
+        return magic, major, minor, error
+    finally:
+        writer.close()
+
+
 async def test_typing_on_the_serial_console_runs_in_the_guest_and_is_logged(driver, tiny_guest):
     guest = guest_spec(tiny_guest, "vm-serial")
     await driver.spawn(guest)
@@ -87,7 +105,20 @@ async def test_typing_on_the_serial_console_runs_in_the_guest_and_is_logged(driv
     # session gets the port once the first has left.
     await wait_console(driver, guest.uuid, "typed-on-serial 42", timeout=10)
     await type_on_serial(driver, guest.uuid, "again")
+
+    # SPICE: the unix socket (spice-html5's proxy) and the TCP port (spice-direct).
+    spice = await driver.get_spice_console(guest.uuid)
+    assert spice["host"] == "127.0.0.1" and spice["tls_port"] is None
+    socket_path = Path(spice["internal_access_path"])
+    assert socket_path.name == qemu_process.SPICE_SOCKET
+    ok = (b"REDQ", 2, 2, 0)
+    assert await spice_link(*await qemu_process.open_unix(socket_path)) == ok
+    assert await spice_link(*await asyncio.open_connection("127.0.0.1", spice["port"])) == ok
+    assert (await driver.get_spice_console(guest.uuid))["port"] == spice["port"]
     await driver.destroy(guest.uuid)
+    # The guest's port went with it.
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", spice["port"])
 
 
 @pytest.fixture(scope="module")

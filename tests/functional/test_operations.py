@@ -370,6 +370,7 @@ def test_status_of_a_running_cloud_shows_apis_services_servers_and_queues(cloud,
             "metadata",
             "dashboard",
             "novncproxy",
+            "spicehtml5proxy",
             "serialproxy",
         )
     }

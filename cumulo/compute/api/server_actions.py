@@ -118,6 +118,13 @@ async def server_action(request: Request) -> Response:
                 raise BadRequest("Invalid input for field/attribute type: novnc or xvpvnc.")
             url = await console_url(service, inst, await service.vnc_console(ctx, inst))
             return json({"console": {"type": kind, "url": url}})
+        elif action == "os-getSPICEConsole":
+            kind = args.get("type") if isinstance(args, dict) else None
+            if kind != "spice-html5":
+                raise BadRequest("Invalid input for field/attribute type: spice-html5.")
+            console = await service.spice_console(ctx, inst, kind)
+            url = await spice_console_url(service, inst, console, kind)
+            return json({"console": {"type": kind, "url": url}})
         elif action == "os-getSerialConsole":
             kind = args.get("type") if isinstance(args, dict) else None
             if kind != "serial":
@@ -263,6 +270,17 @@ async def console_url(service, inst, console: dict[str, Any]) -> str:
     """The noVNC proxy's address for the guest's VNC server, with a fresh token."""
     token = await consoles.issue_token(service.db, service.config, inst.uuid, console)
     return consoles.access_url(service.config, token)
+
+
+async def spice_console_url(service, inst, console: dict[str, Any], console_type: str) -> str:
+    """A fresh token for the guest's SPICE server: spice-html5 through this cloud's
+    proxy, or spice-direct (a SPICE client at the host's port, no internal path)."""
+    if console_type == "spice-direct":
+        console = {**console, "internal_access_path": None}
+    token = await consoles.issue_token(service.db, service.config, inst.uuid, console, console_type)
+    if console_type == "spice-direct":
+        return consoles.spice_direct_access_url(service.config, token)
+    return consoles.spice_html5_access_url(service.config, token)
 
 
 async def serial_console_url(service, inst, console: dict[str, Any]) -> str:

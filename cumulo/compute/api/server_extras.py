@@ -13,7 +13,7 @@ from cumulo.common.faults import BadRequest, Forbidden, NotFound, NotImplemented
 from cumulo.common.openapi import describes
 from cumulo.compute import consoles
 from cumulo.compute.api.common import authorize, compute_of, json, no_content, version
-from cumulo.compute.api.server_actions import console_url, serial_console_url
+from cumulo.compute.api.server_actions import console_url, serial_console_url, spice_console_url
 from cumulo.compute.api.views import addresses
 from cumulo.compute.api.wire import check_metadata, reject_unknown
 from cumulo.compute.models import Instance
@@ -211,21 +211,23 @@ async def create_remote_console(request: Request) -> Response:
         spice_types = (
             ("spice-html5", "spice-direct") if version(request) >= (2, 99) else ("spice-html5",)
         )
-        if (
-            isinstance(body, dict)
-            and body.get("protocol") == "spice"
-            and body.get("type") not in spice_types
-        ):
-            # spice-direct (2.99): a SPICE client straight to the host's proxy.
-            raise BadRequest(
-                f"Invalid input for field/attribute type. Value: {body.get('type')}. "
-                f"{body.get('type')!r} is not one of {list(spice_types)}"
-            )
-        if isinstance(body, dict) and body.get("protocol") in ("spice", "rdp", "mks"):
+        if isinstance(body, dict) and body.get("protocol") == "spice":
+            kind = body.get("type")
+            if kind not in spice_types:
+                # spice-direct (2.99): a SPICE client straight to the host's port.
+                raise BadRequest(
+                    f"Invalid input for field/attribute type. Value: {kind}. "
+                    f"{kind!r} is not one of {list(spice_types)}"
+                )
+            console = await service.spice_console(ctx, inst, kind)
+            url = await spice_console_url(service, inst, console, kind)
+            return json({"remote_console": {"protocol": "spice", "type": kind, "url": url}})
+        if isinstance(body, dict) and body.get("protocol") in ("rdp", "mks"):
             raise NotImplementedYet(f"{body['protocol']} consoles are not implemented yet.")
         raise BadRequest(
             "Invalid input for field/attribute remote_console: protocol vnc, type novnc or "
-            "xvpvnc; or protocol serial, type serial."
+            "xvpvnc; protocol spice, type spice-html5 (or spice-direct from 2.99); or "
+            "protocol serial, type serial."
         )
     url = await console_url(service, inst, await service.vnc_console(ctx, inst))
     return json({"remote_console": {"protocol": "vnc", "type": body["type"], "url": url}})
@@ -248,7 +250,7 @@ async def show_console_auth_token(request: Request) -> Response:
         "internal_access_path": console.internal_access_path,
     }
     if version(request) >= (2, 99):
-        # The TLS port of a SPICE console; the VNC and serial consoles here have none.
+        # The TLS port of a SPICE console: none here (SPICE without TLS, as VNC).
         body["tls_port"] = None
     return json({"console": body})
 

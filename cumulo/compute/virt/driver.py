@@ -345,6 +345,12 @@ class ComputeDriver(abc.ABC):
     async def get_vnc_console(self, uuid: str) -> dict[str, Any]:
         raise DriverError("this driver has no graphical console")
 
+    async def get_spice_console(self, uuid: str) -> dict[str, Any]:
+        """Where the guest's SPICE server is: host and port for a SPICE client (the
+        spice-direct console), tls_port, and internal_access_path (a unix socket on the
+        guest's host for the spice-html5 proxy, or None: host:port)."""
+        raise ConsoleTypeUnavailable("Unavailable console type spice.")
+
     async def get_serial_console(self, uuid: str) -> dict[str, Any]:
         """Where the guest's interactive serial port is: host, port, internal_access_path
         (a unix socket path on the guest's host, or None for host:port)."""

@@ -31,7 +31,7 @@ from cumulo.compute.virt.driver import (
     stable_rescue_device,
     volume_location,
 )
-from cumulo.compute.virt.fake_console import FakeScreen, FakeSerialPort
+from cumulo.compute.virt.fake_console import FakeScreen, FakeSerialPort, FakeSpice
 
 # The fake guest's PCI bus: its volumes and NICs from slot 4 on (after the host bridge,
 # the ISA bridge, the VGA card and the root disk), each keeping its slot until unplugged.
@@ -125,6 +125,7 @@ class FakeDriver(ComputeDriver):
         self._forced: set[str] = set()
         self._aborted: set[str] = set()
         self.screen = FakeScreen(f"cumulo fake guest on {hostname}")
+        self.spice = FakeSpice()
         # The guests' serial terminals, opened on their first console request.
         self.serial_ports: dict[str, FakeSerialPort] = {}
 
@@ -369,6 +370,12 @@ class FakeDriver(ComputeDriver):
         port = await self.screen.start()
         return {"host": "127.0.0.1", "port": port, "internal_access_path": None}
 
+    async def get_spice_console(self, uuid: str) -> dict[str, Any]:
+        # As the VNC screen: one SPICE server for the host's fake guests, on first use.
+        self._guest(uuid)
+        port = await self.spice.start()
+        return {"host": "127.0.0.1", "port": port, "tls_port": None, "internal_access_path": None}
+
     async def get_serial_console(self, uuid: str) -> dict[str, Any]:
         # The terminal is this host's: a guest moved here gets a new one (its own port).
         self._guest(uuid)
@@ -385,6 +392,7 @@ class FakeDriver(ComputeDriver):
 
     async def cleanup_host(self) -> None:
         await self.screen.close()
+        await self.spice.close()
         for serial in self.serial_ports.values():
             await serial.close()
         self.serial_ports.clear()

@@ -1,7 +1,9 @@
 """The fake guests' screen: a small VNC server (RFB 3.8, no authentication) that shows
 a blank screen named after the host, so the console proxy and a browser's noVNC have a
-real VNC peer to talk to when guests are fake (the protocol as RFC 6143 gives it); and
-their serial ports, a terminal that echoes what is typed (for the serial proxy)."""
+real VNC peer to talk to when guests are fake (the protocol as RFC 6143 gives it); the
+start of a SPICE server (its link handshake, for SPICE clients and the spice-html5
+proxy); and their serial ports, a terminal that echoes what is typed (for the serial
+proxy)."""
 
 from __future__ import annotations
 
@@ -102,6 +104,46 @@ class FakeScreen(_LoopbackListener):
                 LOG.debug("fake screen: unknown RFB message %d, closing", kind)
                 return
             await writer.drain()
+
+
+SPICE_MAGIC = b"REDQ"
+SPICE_VERSION = (2, 2)
+_LINK_HEADER = struct.Struct("<4sIII")  # magic, major, minor, size of what follows
+_TICKET_BYTES = 128  # the client's RSA-encrypted password (empty here: no ticketing)
+
+
+class FakeSpice(_LoopbackListener):
+    """The fake guests' SPICE server, as far as a client's link goes (the SPICE
+    protocol's SpiceLinkMess / SpiceLinkReply and the ticket): a client sees a SPICE
+    server with no password that offers no channel beyond its main one."""
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients.add(writer)
+        try:
+            magic, major, _minor, size = _LINK_HEADER.unpack(
+                await reader.readexactly(_LINK_HEADER.size)
+            )
+            await reader.readexactly(size)
+            if magic != SPICE_MAGIC or major != SPICE_VERSION[0]:
+                error = 4 if magic != SPICE_MAGIC else 5  # INVALID_MAGIC, VERSION_MISMATCH
+                writer.write(_LINK_HEADER.pack(SPICE_MAGIC, *SPICE_VERSION, 4))
+                writer.write(struct.pack("<I", error))
+                return
+            # SpiceLinkReply: no error, a (dummy) 1024-bit public key in its 162-byte
+            # X.509 form, no capabilities (their count and offset after the key).
+            body = struct.pack("<I", 0) + bytes(162) + struct.pack("<III", 0, 0, 178)
+            writer.write(_LINK_HEADER.pack(SPICE_MAGIC, *SPICE_VERSION, len(body)) + body)
+            await writer.drain()
+            await reader.readexactly(_TICKET_BYTES)
+            writer.write(struct.pack("<I", 0))  # link result: OK
+            await writer.drain()
+            while await reader.read(4096):  # the main channel: nothing more is said
+                pass
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self._clients.discard(writer)
+            writer.close()
 
 
 class FakeSerialPort(_LoopbackListener):

@@ -89,6 +89,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
         vnc: bool = True,
         migration_address: str = "",
         machine_type: str = "pc",
+        spice_listen: str = "127.0.0.1",
     ) -> None:
         if accel not in ("auto", "kvm", "tcg"):
             raise ValueError(f"accel must be auto, kvm or tcg, not {accel!r}")
@@ -109,6 +110,9 @@ class QemuDriver(QemuMoves, ComputeDriver):
         self._exports: dict[str, list[asyncio.subprocess.Process]] = {}
         # Live migrations an abort or a force-complete was asked for.
         self._migration_requests: dict[str, str] = {}
+        # The spice-direct ports of guests (on spice_listen), opened on first request.
+        self.spice_listen = spice_listen
+        self._spice_ports: dict[str, qp.UnixForwarder] = {}
 
     # -- host ------------------------------------------------------------------------------
 
@@ -407,6 +411,8 @@ class QemuDriver(QemuMoves, ComputeDriver):
         self._locks.pop(uuid, None)
 
     async def _remove(self, uuid: str) -> None:
+        if (spice := self._spice_ports.pop(uuid, None)) is not None:
+            await spice.close()
         directory = self._dir(uuid)
         if not directory.exists():
             return
@@ -642,6 +648,22 @@ class QemuDriver(QemuMoves, ComputeDriver):
         # the console proxy connects to internal_access_path; there is no TCP port.
         path = self.instances_dir / uuid / qp.VNC_SOCKET
         return {"host": self.host, "port": 0, "internal_access_path": str(path)}
+
+    async def get_spice_console(self, uuid: str) -> dict[str, Any]:
+        info = await self._qmp(uuid, "query-spice")
+        if not info.get("enabled"):  # a guest started before it had one
+            raise ConsoleTypeUnavailable("Unavailable console type spice.")
+        path = self.instances_dir / uuid / qp.SPICE_SOCKET
+        forwarder = self._spice_ports.get(uuid)
+        if forwarder is None:
+            forwarder = self._spice_ports[uuid] = qp.UnixForwarder(path, self.spice_listen)
+        port = await forwarder.start()
+        return {
+            "host": self.spice_listen,
+            "port": port,
+            "tls_port": None,
+            "internal_access_path": str(path),
+        }
 
     async def get_serial_console(self, uuid: str) -> dict[str, Any]:
         # A guest started before its serial port listened on serial.sock (a file chardev)

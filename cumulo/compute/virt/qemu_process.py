@@ -263,6 +263,9 @@ def command_line(
         # is relative (AF_UNIX paths end at 108 bytes): QEMU is started in the instance
         # directory and binds it before -daemonize leaves that directory.
         argv += ["-vga", "std", "-vnc", f"unix:{VNC_SOCKET}"]
+        # SPICE beside VNC, on a unix socket too (the spice-html5 proxy and the host's
+        # spice-direct port reach it there); no password: the console tokens guard it.
+        argv += ["-spice", f"unix=on,addr={SPICE_SOCKET},disable-ticketing=on"]
     else:
         argv += ["-vga", "none"]
     if config.guest_agent:
@@ -506,6 +509,7 @@ def _option_value(path: Path | str) -> str:
 
 
 VNC_SOCKET = "vnc.sock"
+SPICE_SOCKET = "spice.sock"
 SERIAL_SOCKET = "serial.sock"
 QGA_SOCKET = "qga.sock"
 
@@ -517,6 +521,68 @@ def short_unix_path(directory: Path, name: str) -> tuple[str, int]:
     """
     fd = os.open(directory, os.O_PATH | os.O_DIRECTORY)
     return f"/proc/self/fd/{fd}/{name}", fd
+
+
+async def open_unix(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the unix socket at `path`, however long the path is."""
+    short, directory = short_unix_path(path.parent, path.name)
+    try:
+        return await asyncio.open_unix_connection(short)
+    finally:
+        os.close(directory)
+
+
+class UnixForwarder:
+    """A TCP port on this host whose connections go on to a guest's unix socket: a
+    client on another machine reaches the guest's SPICE server through it (the guest's
+    QEMU may run in the data plane's namespace, whose loopback is nobody else's)."""
+
+    def __init__(self, path: Path, address: str) -> None:
+        self.path = path
+        self.address = address
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task] = set()
+
+    async def start(self) -> int:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._client, self.address, 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for pipe in list(self._pipes):
+                pipe.cancel()
+            self._server = None
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            guest_reader, guest_writer = await open_unix(self.path)
+        except OSError:
+            writer.close()
+            return
+        pipes = [
+            asyncio.create_task(_pipe(reader, guest_writer)),
+            asyncio.create_task(_pipe(guest_reader, writer)),
+        ]
+        self._pipes.update(pipes)
+        try:
+            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pipe in pipes:
+                pipe.cancel()
+                self._pipes.discard(pipe)
+            for w in (writer, guest_writer):
+                w.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
 
 
 def listening_socket(directory: Path, name: str) -> socket.socket:

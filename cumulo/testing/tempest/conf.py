@@ -50,7 +50,7 @@ FEATURES: dict[str, dict[str, object]] = {
         "rescue": True,
         "stable_rescue": True,  # hw_rescue_bus / hw_rescue_device; volume-backed from 2.87
         "vnc_console": True,
-        "spice_console": False,  # cumulo has VNC consoles only
+        "spice_console": True,  # spice-html5 through the proxy, spice-direct to the host
         "serial_console": True,  # the serial proxy's websocket to the guest's serial port
         "interface_attach": True,
         "snapshot": True,
