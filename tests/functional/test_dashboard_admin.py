@@ -139,6 +139,19 @@ def test_an_admin_creates_edits_and_deletes_a_project(admin, sdk):
     page = admin.refused(path, {"name": "demo", "enabled": "on"}, 409)
     assert any("two projects with the same name" in a for a in alerts(page)), alerts(page)
     assert sdk.identity.get_project(project.id).name == "delta2"
+    # Tags: added and removed; Keystone's refusal next to the tag form, the name kept.
+    tags = f"{path}/tags"
+    assert admin.submit(tags, {"action": "add", "tag": "team-blue"}) == path
+    assert admin.submit(tags, {"action": "add", "tag": "billing 42"}) == path
+    assert sorted(sdk.identity.get_project(project.id).tags) == ["billing 42", "team-blue"]
+    listed = admin.page(path).split('id="tags"')[1].split("</ul>")[0]
+    assert "team-blue" in listed and "billing 42" in listed
+    page = admin.refused(tags, {"action": "add", "tag": "a,b"}, 400)
+    assert alerts(page) and 'value="a,b"' in page.split('id="add-tag"')[1].split("</form>")[0]
+    assert 'value="delta2"' in page.split('id="edit-project"')[1].split("</form>")[0]
+    assert admin.submit(tags, {"action": "remove", "tag": "team-blue"}) == path
+    assert sdk.identity.get_project(project.id).tags == ["billing 42"]
+    admin.refused(tags, {"action": "remove", "tag": "team-blue"}, 404)
     admin.submit(f"{path}/delete")
     assert sdk.identity.find_project("delta2") is None
 
@@ -422,6 +435,38 @@ def test_a_private_flavor_is_given_to_a_project_and_taken_back(cloud, admin, sdk
     public = next(f for f in listed if f["os-flavor-access:is_public"])
     page = admin.page(f"/admin/flavors/{public['id']}")
     assert "Every project may use this flavor." in page and 'id="access"' not in page
+    admin.submit(f"{path}/delete")
+
+
+def test_a_flavor_s_extra_specs_are_set_and_unset_as_compute_checks_them(cloud, admin):
+    admin.submit("/admin/flavors", {"name": "m1.specs", "vcpus": "1", "ram": "128", "disk": "1"})
+    with compute_api(cloud) as api:
+        listed = api.get("/flavors/detail", params={"is_public": "none"}).json()["flavors"]
+    flavor = next(f for f in listed if f["name"] == "m1.specs")
+    path = f"/admin/flavors/{flavor['id']}"
+    specs = f"{path}/extra-specs"
+
+    def stored() -> dict:
+        with compute_api(cloud) as api:
+            return api.get(f"/flavors/{flavor['id']}/os-extra_specs").json()["extra_specs"]
+
+    assert "None." in admin.page(path).split('id="extra-specs"')[1]
+    assert admin.submit(specs, {"action": "set", "key": "hw:cpu_policy", "value": "dedicated"})
+    assert admin.submit(specs, {"action": "set", "key": "quota:cpu_shares", "value": "2048"})
+    assert stored() == {"hw:cpu_policy": "dedicated", "quota:cpu_shares": "2048"}
+    table = admin.page(path).split('id="extra-specs"')[1].split("</table>")[0]
+    assert "hw:cpu_policy" in table and "dedicated" in table and "quota:cpu_shares" in table
+    # Compute's validation of a value, in the page, with what was typed kept.
+    page = admin.refused(
+        specs, {"action": "set", "key": "hw:cpu_policy", "value": "sometimes"}, 400
+    )
+    assert any("'sometimes' is not one of" in a for a in alerts(page)), alerts(page)
+    assert 'value="sometimes"' in page.split('id="set-extra-spec"')[1].split("</form>")[0]
+    assert stored() == {"hw:cpu_policy": "dedicated", "quota:cpu_shares": "2048"}
+    assert admin.submit(specs, {"action": "unset", "key": "hw:cpu_policy"}) == path
+    assert stored() == {"quota:cpu_shares": "2048"}
+    page = admin.refused(specs, {"action": "unset", "key": "hw:cpu_policy"}, 404)
+    assert alerts(page), page
     admin.submit(f"{path}/delete")
 
 

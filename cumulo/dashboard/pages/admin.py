@@ -250,6 +250,23 @@ async def delete_project(request: Request) -> Response:
     return await _identity_delete(request, "project", _projects)
 
 
+async def _change_tag(request: Request, form: dict[str, Any]) -> None:
+    """Keystone's project tags: add one (PUT, 400 for a tag it refuses: a `/` or `,`,
+    over 255 characters, or 80 tags already) or remove one (DELETE, 404 when absent)."""
+    path = url_path(
+        "/v3/projects/{}/tags/{}", request.path_params["project_id"], str(form.get("tag", ""))
+    )
+    method = "DELETE" if form.get("action") == "remove" else "PUT"
+    await apis_of(request).identity.call(method, path)
+
+
+@page(admin=True)
+async def project_tags(request: Request) -> Response:
+    form = await form_of(request)
+    back = url_path("/admin/projects/{}", request.path_params["project_id"])
+    return await _submit(request, _change_tag(request, form), back, _project)
+
+
 # -- users -------------------------------------------------------------------------------
 
 
@@ -729,6 +746,7 @@ async def _flavor(request: Request, error: ApiFailure | None = None, form: Any =
         "admin_flavor.html",
         error,
         flavor=flavor,
+        extra_specs=sorted((flavor.get("extra_specs") or {}).items()),
         access=sorted(access, key=lambda a: (a["name"], a["id"])),
         others=sorted((p for p in by_id.values() if p["id"] not in given), key=lambda p: p["name"]),
         form=form or {},
@@ -782,6 +800,29 @@ async def flavor_access(request: Request) -> Response:
     return await _submit(request, call, url_path("/admin/flavors/{}", flavor_id), _flavor)
 
 
+async def _change_extra_spec(request: Request, form: dict[str, Any]) -> None:
+    """Set one extra spec (Nova validates its key and value: 400 in the page), or unset
+    it (404 when it is not there)."""
+    compute, flavor_id = apis_of(request).compute, request.path_params["flavor_id"]
+    key = str(form.get("key", "")).strip()
+    if form.get("action") == "unset":
+        path = url_path("/v2.1/flavors/{}/os-extra_specs/{}", flavor_id, key)
+        await compute.call("DELETE", path, headers=ADMIN_COMPUTE)
+        return
+    path = url_path("/v2.1/flavors/{}/os-extra_specs", flavor_id)
+    body = {"extra_specs": {key: str(form.get("value", ""))}}
+    await compute.post(path, body, headers=ADMIN_COMPUTE)
+
+
+@page(admin=True)
+async def flavor_extra_specs(request: Request) -> Response:
+    """A flavor's extra specs (the scheduler's and the hypervisor's hints: `hw:…`,
+    `aggregate_instance_extra_specs:…`, `quota:…`): `action` set / unset one `key`."""
+    form, flavor_id = await form_of(request), request.path_params["flavor_id"]
+    call = _change_extra_spec(request, form)
+    return await _submit(request, call, url_path("/admin/flavors/{}", flavor_id), _flavor)
+
+
 routes = [
     Route("/admin/domains", domains_page, methods=["GET"]),
     Route("/admin/domains", create_domain, methods=["POST"]),
@@ -794,6 +835,7 @@ routes = [
     Route("/admin/projects/{project_id}", project_page, methods=["GET"]),
     Route("/admin/projects/{project_id}", update_project, methods=["POST"]),
     Route("/admin/projects/{project_id}/delete", delete_project, methods=["POST"]),
+    Route("/admin/projects/{project_id}/tags", project_tags, methods=["POST"]),
     Route("/admin/users", users_page, methods=["GET"]),
     Route("/admin/users", create_user, methods=["POST"]),
     Route("/admin/users/{user_id}", user_page, methods=["GET"]),
@@ -822,6 +864,7 @@ routes = [
     Route("/admin/flavors", create_flavor, methods=["POST"]),
     Route("/admin/flavors/{flavor_id}", flavor_page, methods=["GET"]),
     Route("/admin/flavors/{flavor_id}/access", flavor_access, methods=["POST"]),
+    Route("/admin/flavors/{flavor_id}/extra-specs", flavor_extra_specs, methods=["POST"]),
     Route("/admin/flavors/{flavor_id}/delete", delete_flavor, methods=["POST"]),
     Route("/admin/{kind}", admin_list, methods=["GET"]),
 ]
