@@ -73,6 +73,7 @@ class Port:
     network_id: str
     ips: tuple[str, ...] = ()
     gateway: bool = False  # a router's leg on its external network
+    floating_ips: tuple[str, ...] = ()  # associated with this (server's) port
 
 
 @dataclass
@@ -93,8 +94,10 @@ def build_graph(
     routers: list[dict[str, Any]],
     ports: list[dict[str, Any]],
     servers: list[dict[str, Any]],
+    floating_ips: list[dict[str, Any]] | None = None,
 ) -> Graph:
-    """The project's graph from Neutron's and Nova's lists. An administrator's lists hold
+    """The project's graph from Neutron's and Nova's lists (a floating IP written on the
+    line of the port it is associated with). An administrator's lists hold
     every project's networks, routers and ports: only the project's own, the shared and
     the external networks are kept, its own routers, and the ports of what is kept."""
     shown = [
@@ -136,12 +139,24 @@ def build_graph(
         graph.devices.append(Device(s["id"], s.get("name") or "", "server", s.get("status", "")))
     router_ids = {r["id"] for r in own_routers}
     server_ids = {s["id"] for s in servers}
+    floating: dict[str, list[str]] = {}
+    for f in floating_ips or []:
+        if f.get("port_id") and f.get("floating_ip_address"):
+            floating.setdefault(f["port_id"], []).append(f["floating_ip_address"])
     for p in ports:
         owner, device = p.get("device_owner") or "", p.get("device_id")
         on_router = owner in ROUTER_INTERFACE_OWNERS and device in router_ids
         on_server = owner.startswith("compute:") and device in server_ids
         if (on_router or on_server) and p.get("network_id") in known_networks:
-            graph.ports.append(Port(p["id"], device, p["network_id"], _ips(p.get("fixed_ips"))))
+            graph.ports.append(
+                Port(
+                    p["id"],
+                    device,
+                    p["network_id"],
+                    _ips(p.get("fixed_ips")),
+                    floating_ips=tuple(sorted(floating.get(p["id"], ()))),
+                )
+            )
     return graph
 
 
@@ -230,7 +245,8 @@ def _shown_name(name: str) -> str:
 
 
 def _ip_label(port: Port) -> str:
-    return ", ".join(port.ips)
+    """The fixed IPs on a port's line, then its floating IPs (`↔ 172.24.4.10`)."""
+    return ", ".join([*port.ips, *(f"↔ {ip}" for ip in port.floating_ips)])
 
 
 def _label_width(ports: list[Port]) -> float:
@@ -401,6 +417,7 @@ def graph_json(graph: Graph) -> dict[str, Any]:
                 "source": p.device_id,
                 "target": p.network_id,
                 "ips": list(p.ips),
+                "floating_ips": list(p.floating_ips),
                 "gateway": p.gateway,
             }
         }

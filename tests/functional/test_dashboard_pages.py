@@ -652,6 +652,13 @@ def test_the_topology_is_drawn_by_the_server_and_follows_changes(cloud, demo, sd
     assert (router.id, net.id, "10.72.0.1", False) in lines
     assert (server_id, net.id, server_ip, False) in lines
     assert f">{server_ip}</text>" in page
+    # A floating IP associated with the server's port is written on its line.
+    port = next(sdk.network.ports(device_id=server_id))
+    fip = sdk.network.create_ip(floating_network_id=public.id, port_id=port.id)
+    line = _svg_tag(demo.page("/topology"), f"topo-port-{port.id}")
+    assert f'data-floating-ips="{fip.floating_ip_address}"' in line
+    assert f"{server_ip}, ↔ {fip.floating_ip_address}</text>" in demo.page("/topology")
+    sdk.network.delete_ip(fip)
     # The links' targets exist.
     networks_page = demo.page("/networks")
     assert f'id="network-{net.id}"' in networks_page and f'id="router-{router.id}"' in networks_page

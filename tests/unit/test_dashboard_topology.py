@@ -215,3 +215,23 @@ def test_the_json_keeps_the_nodes_and_edges_shape():
     edges = {(e["data"]["source"], e["data"]["target"]) for e in body["edges"]}
     assert ("r1", "ext") in edges and ("s2", "db") in edges and len(edges) == 5
     assert all("ips" in e["data"] for e in body["edges"])
+
+
+def test_a_floating_ip_is_written_on_the_line_of_its_port():
+    lists = _lists()
+    floating = [
+        {"floating_ip_address": "172.24.4.10", "port_id": "ps1"},
+        {"floating_ip_address": "172.24.4.11", "port_id": None},  # not associated
+        {"floating_ip_address": "172.24.4.12", "port_id": "elsewhere"},
+    ]
+    args = (PROJECT, lists["networks"], lists["subnets"], lists["routers"], lists["ports"])
+    graph = build_graph(*args, lists["servers"], floating)
+    web1 = next(p for p in graph.ports if p.device_id == "s1")
+    assert web1.floating_ips == ("172.24.4.10",)
+    assert all(not p.floating_ips for p in graph.ports if p is not web1)
+    [line] = {b.device.id: b for b in layout(graph).boxes}["s1"].lines
+    assert line.label == "10.1.0.5, ↔ 172.24.4.10"
+    svg = fragment("topology_parts.html:picture", p=layout(graph))
+    assert 'data-floating-ips="172.24.4.10"' in svg and "↔ 172.24.4.10" in svg
+    edge = next(e for e in graph_json(graph)["edges"] if e["data"]["id"] == "ps1")
+    assert edge["data"]["floating_ips"] == ["172.24.4.10"]

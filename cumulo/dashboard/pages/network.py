@@ -248,12 +248,13 @@ async def topology_graph(api: UserApis, project_id: str) -> Graph:
     """The project's networks, routers and servers and the ports between them."""
     # An administrator's lists hold every project's: the project's own ports only.
     own = f"?project_id={project_id}" if project_id else ""
-    networks, subnets, routers, ports, servers = await gather(
+    networks, subnets, routers, ports, servers, floating = await gather(
         api.network.get("/v2.0/networks"),
         api.network.get("/v2.0/subnets"),
         api.network.get("/v2.0/routers"),
         api.network.get(f"/v2.0/ports{own}"),
         api.compute.get("/v2.1/servers/detail?limit=1000"),
+        api.network.get(f"/v2.0/floatingips{own}"),
     )
     return build_graph(
         project_id,
@@ -262,6 +263,7 @@ async def topology_graph(api: UserApis, project_id: str) -> Graph:
         routers["routers"],
         ports["ports"],
         servers["servers"],
+        floating["floatingips"],
     )
 
 
