@@ -1,8 +1,9 @@
 """Compute microversions 2.102 to 2.104, each as its api-ref entry says, and the version
 before it unchanged: unknown query parameters refused (2.75 on the APIs with filters,
-2.102 on the others), the flavors' `name` filter and the fields 2.102 drops, and the
-pinned availability zone that 2.104 lets a user unpin and re-pin, beside the zone of the
-host a server is on (which `OS-EXT-AZ:availability_zone` shows)."""
+2.102 on the others), the flavors' `name` filter and the fields 2.102 drops, the
+`/os-volumes_boot` alias of `/servers` that 2.103 removes, and the pinned availability
+zone that 2.104 lets a user unpin and re-pin, beside the zone of the host a server is on
+(which `OS-EXT-AZ:availability_zone` shows)."""
 
 from __future__ import annotations
 
@@ -201,3 +202,25 @@ def test_a_server_shows_its_hosts_zone_and_2_104_unpins_and_re_pins_it(
         listed = cloud.openstack("server", "show", pinned["id"], "-f", "json")
         assert listed["OS-EXT-AZ:availability_zone"] == "az-fast"
         api.delete(put)
+
+
+def test_2_103_os_volumes_boot_is_the_servers_api_until_it_is_gone(
+    cloud: CloudRunner, admin_token: str, image: str
+):
+    with compute(cloud, admin_token, "2.102") as old, compute(cloud, admin_token, "2.103") as api:
+        body = {"name": _name("vb"), "flavorRef": "0", "imageRef": image, "networks": "none"}
+        made = old.post("/os-volumes_boot", json={"server": body})
+        assert made.status_code == 202, made.text
+        server_id = made.json()["server"]["id"]
+        assert old.get(f"/os-volumes_boot/{server_id}").json()["server"]["id"] == server_id
+        listed = old.get("/os-volumes_boot/detail").json()["servers"]
+        assert server_id in [s["id"] for s in listed]
+        for path in (
+            "/os-volumes_boot",
+            "/os-volumes_boot/detail",
+            f"/os-volumes_boot/{server_id}",
+        ):
+            assert api.get(path).status_code == 404, path
+        assert api.post("/os-volumes_boot", json={"server": body}).status_code == 404
+        assert api.delete(f"/os-volumes_boot/{server_id}").status_code == 404
+        assert old.delete(f"/os-volumes_boot/{server_id}").status_code == 204

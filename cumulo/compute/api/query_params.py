@@ -102,7 +102,7 @@ _strict(
 )
 _strict("GET", "/servers/{server_id}/os-server-password", (V2_102, NONE))
 _strict("GET", "/servers/{server_id}/tags /servers/{server_id}/tags/{tag}", (V2_102, NONE))
-_strict("GET", "/servers/{server_id}", (V2_102, NONE))
+_strict("GET", "/servers/{server_id} /os-volumes_boot/{server_id}", (V2_102, NONE))
 _strict("GET", "/os-services", (V2_75, {"binary", "host"}))
 _strict(
     "GET",

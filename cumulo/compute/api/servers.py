@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
@@ -16,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.app import json_body, validate
-from cumulo.common.faults import BadRequest, Conflict, Forbidden
+from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound
 from cumulo.common.openapi import describes, wrapped
 from cumulo.compute.api import server_security, wire
 from cumulo.compute.api.common import (
@@ -653,6 +654,18 @@ async def delete_server(request: Request) -> Response:
     return no_content()
 
 
+def _volumes_boot(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    """Nova's /os-volumes_boot: an old alias of /servers, gone (404) from 2.103."""
+
+    @functools.wraps(handler)  # its OpenAPI description too
+    async def alias(request: Request) -> Response:
+        if version(request) >= (2, 103):
+            raise NotFound("The resource could not be found.")
+        return await handler(request)
+
+    return alias
+
+
 routes = [
     Route("/v2.1/servers", create_server, methods=["POST"]),
     Route("/v2.1/servers", list_servers, methods=["GET"]),
@@ -660,4 +673,10 @@ routes = [
     Route("/v2.1/servers/{server_id}", show_server, methods=["GET"]),
     Route("/v2.1/servers/{server_id}", update_server, methods=["PUT"]),
     Route("/v2.1/servers/{server_id}", delete_server, methods=["DELETE"]),
+    Route("/v2.1/os-volumes_boot", _volumes_boot(create_server), methods=["POST"]),
+    Route("/v2.1/os-volumes_boot", _volumes_boot(list_servers), methods=["GET"]),
+    Route("/v2.1/os-volumes_boot/detail", _volumes_boot(list_servers_detail), methods=["GET"]),
+    Route("/v2.1/os-volumes_boot/{server_id}", _volumes_boot(show_server), methods=["GET"]),
+    Route("/v2.1/os-volumes_boot/{server_id}", _volumes_boot(update_server), methods=["PUT"]),
+    Route("/v2.1/os-volumes_boot/{server_id}", _volumes_boot(delete_server), methods=["DELETE"]),
 ]
