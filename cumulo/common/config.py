@@ -131,6 +131,10 @@ class ImageConversionConfig(_Section):
 
 
 class ImageConfig(_Section):
+    # This image API node's own URL as the other nodes reach it (Glance's
+    # worker_self_reference_url; empty: the public image URL). Data staged here is here
+    # only: an import or delete of it asked of another node is sent on to this one.
+    worker_self_reference_url: str = ""
     # Largest single image accepted (bytes).
     max_image_size: int = Field(1 << 40, ge=1)
     # Limits of the qemu-img inspection of uploaded data.

@@ -41,10 +41,14 @@ from cumulo.common.tls import verify_option
 from cumulo.image import inspect
 from cumulo.image.cache import ImageCache
 from cumulo.image.http_store import HttpStore
-from cumulo.image.models import Image, ImageLocation, ImageMember
+from cumulo.image.models import Image, ImageLocation, ImageMember, ImageProperty
 from cumulo.image.object_storage_store import ObjectStorageStore
 from cumulo.image.policies import IMAGE_RULES
 from cumulo.image.store import FilesystemStore, Store, TooLarge, Written, write_staged
+
+# The image property naming the node whose staging area holds the image's staged data
+# (Glance's): an import or delete asked of another node is sent on to it.
+STAGE_HOST = "os_glance_stage_host"
 
 LOG = logging.getLogger(__name__)
 
@@ -167,6 +171,10 @@ class ImageService:
         self.http_store = next((s for s in self.stores.values() if isinstance(s, HttpStore)), None)
         self.staging = state_dir / "images-staging"
         self.staging.mkdir(parents=True, exist_ok=True)
+        # Where other nodes find this one's staged data (Glance's os_glance_stage_host).
+        self.self_url = (
+            config.image.worker_self_reference_url or config.public_url(config.ports.image)
+        ).rstrip("/")
         self.policy = Policy(IMAGE_RULES, state_dir / config.policy_file)
         self._imports: set[asyncio.Task] = set()
         # Background work on one image (a location's hashing), cancelled when it is deleted.
@@ -421,10 +429,36 @@ class ImageService:
         await self.begin(image, "queued", "uploading")
         try:
             await self.receive(image, chunks)
+            await self.set_stage_host(image.id, self.self_url)
         except BaseException:
             await self.discard_staged(image.id)
             await self.set_status(image.id, ("uploading",), "queued")
             raise
+
+    async def set_stage_host(self, image_id: str, url: str | None) -> None:
+        """Record (or, None, forget) the node that holds the image's staged data."""
+        async with self.db.write() as session:
+            if url is None:
+                await session.execute(
+                    delete(ImageProperty).where(
+                        ImageProperty.image_id == image_id, ImageProperty.name == STAGE_HOST
+                    )
+                )
+            else:
+                await session.merge(ImageProperty(image_id=image_id, name=STAGE_HOST, value=url))
+
+    async def staged_elsewhere(self, image: Image) -> str | None:
+        """The node holding the image's staged data when it is another one (a request
+        about that data is then that node's to serve), else None."""
+        async with self.db.read() as session:
+            host = await session.scalar(
+                select(ImageProperty.value).where(
+                    ImageProperty.image_id == image.id, ImageProperty.name == STAGE_HOST
+                )
+            )
+        if not host or host.rstrip("/") == self.self_url or self.staged_path(image.id).exists():
+            return None
+        return host.rstrip("/")
 
     def track(self, task: asyncio.Task, image_id: str | None = None) -> None:
         """Keep a background import running until it ends (cancelled on close, and, with

@@ -338,8 +338,10 @@ async def _run(
         await service.discard_staged(image.id)
         await service.set_status(image.id, ("importing",), "queued")
         await _set_import_props(service, image.id, **{IMPORTING: "", FAILED: ",".join(stores)})
+        await service.set_stage_host(image.id, None)
         raise
     await _set_import_props(service, image.id, **{IMPORTING: ""})
+    await service.set_stage_host(image.id, None)  # nothing staged any more (Glance's)
     return []
 
 

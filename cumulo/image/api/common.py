@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from cumulo.common.auth import request_context
 from cumulo.common.context import RequestContext
-from cumulo.image.core import ImageService, Location, locations_in, visible_image
+from cumulo.image.core import STAGE_HOST, ImageService, Location, locations_in, visible_image
 from cumulo.image.models import Image, ImageMember, ImageProperty, ImageTag
 
 
@@ -93,13 +93,17 @@ def located(
     return shown
 
 
+# Properties Glance keeps for itself and never shows (the node holding staged data).
+HIDDEN_PROPERTIES = frozenset({STAGE_HOST})
+
+
 def render_image(
     image: Image, props: dict[str, str], tags: list[str], shown: dict[str, Any]
 ) -> dict[str, Any]:
     """An image as the Image v2 api-ref shows it: base attributes and custom properties;
     shown: where its data is, as `located` gives it."""
     return {
-        **props,
+        **{k: v for k, v in props.items() if k not in HIDDEN_PROPERTIES},
         "id": image.id,
         "name": image.name,
         "status": image.status,

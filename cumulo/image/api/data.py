@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -21,6 +23,7 @@ from cumulo.common.faults import (
     ServiceUnavailable,
     UnsupportedMediaType,
 )
+from cumulo.common.tls import verify_option
 from cumulo.image import imports
 from cumulo.image.api.common import authorize, no_content, service_of
 from cumulo.image.core import IMPORT_METHODS
@@ -148,12 +151,36 @@ def _check_import_body(body: Any) -> None:
         raise BadRequest("'stores' must be a list of store ids.")
 
 
+async def forward_to_stage_host(request: Request, host: str, body: bytes = b"") -> Response:
+    """The request sent on, with the caller's token, to the node whose staging area holds
+    the image's data (Glance's proxying of import and delete between API nodes); its
+    answer is this one's."""
+    service = service_of(request)
+    kept = ("x-auth-token", "content-type", "accept", "x-openstack-request-id")
+    headers = {k: v for k, v in request.headers.items() if k.lower() in kept}
+    url = host + request.url.path
+    LOG.info("image %s: %s sent on to %s", request.path_params["image_id"], request.method, host)
+    async with httpx.AsyncClient(verify=verify_option(service.config), timeout=120) as client:
+        try:
+            answer = await client.request(request.method, url, headers=headers, content=body)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(
+                f"The image's staged data is on {host}, which cannot be reached: {exc}"
+            ) from None
+    media = answer.headers.get("content-type")
+    return Response(answer.content, answer.status_code, media_type=media)
+
+
 async def import_image(request: Request) -> Response:
     """POST /v2/images/{id}/import (api-ref: Import an image): glance-direct,
     web-download, copy-image (cumulo.image.imports)."""
     body = await json_body(request)
     _check_import_body(body)
     image = await _image(request, "image:import_image")
+    if body["method"]["name"] == "glance-direct":
+        host = await service_of(request).staged_elsewhere(image)
+        if host is not None:
+            return await forward_to_stage_host(request, host, json.dumps(body).encode())
     if body["method"]["name"] == "copy-image":
         await authorize(request, "image:copy_image", image.owner)
     elif image.status == "active":

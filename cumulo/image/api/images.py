@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from cumulo.common.faults import (
     Forbidden,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
     UnsupportedMediaType,
 )
 from cumulo.common.openapi import describes
@@ -36,6 +38,7 @@ from cumulo.image.api.common import (
     service_of,
     visible_image_body,
 )
+from cumulo.image.api.data import forward_to_stage_host
 from cumulo.image.core import (
     CONTAINER_FORMATS,
     DISK_FORMATS,
@@ -50,6 +53,8 @@ READ_ONLY = (
     "created_at", "updated_at", "status", "checksum", "size", "virtual_size", "direct_url",
     "self", "file", "schema", "id", "os_hash_algo", "os_hash_value", "stores",
 )  # fmt: skip
+LOG = logging.getLogger(__name__)
+
 RESERVED = ("location", "deleted", "deleted_at")
 RESERVED_PREFIX = "os_glance"
 WRITABLE_BASE = (
@@ -443,6 +448,14 @@ async def delete_image(request: Request) -> Response:
     ctx = await authorize(request, "image:get_image")
     image = await service.get_visible(ctx, request.path_params["image_id"])
     await authorize(request, "image:delete_image", image.owner)
+    if image.status in ("uploading", "importing"):
+        # Its staged data is on another node: that node deletes it (and the image).
+        host = await service.staged_elsewhere(image)
+        if host is not None:
+            try:
+                return await forward_to_stage_host(request, host)
+            except ServiceUnavailable as exc:  # as Glance: deleted here all the same
+                LOG.warning("image %s: %s; deleting it here", image.id, exc.message)
     async with service.db.write() as session:
         row = await session.get(Image, image.id)
         if row is None:
