@@ -157,7 +157,10 @@ class ImageService:
         db: Database,
         validator: TokenValidator,
         store: Store | None = None,
+        node_dir: Path | None = None,
     ) -> None:
+        """node_dir: where this API node keeps what is its own (staging area, image
+        cache) when it is not state_dir (another node of the same stores)."""
         self.config = config
         self.db = db
         self.validator = validator
@@ -169,7 +172,8 @@ class ImageService:
         self.weights = {c.id: c.weight for c in config.image.stores}
         # Glance's http store, where images' data may stay on web servers (locations.py).
         self.http_store = next((s for s in self.stores.values() if isinstance(s, HttpStore)), None)
-        self.staging = state_dir / "images-staging"
+        node_dir = node_dir or state_dir
+        self.staging = node_dir / "images-staging"
         self.staging.mkdir(parents=True, exist_ok=True)
         # Where other nodes find this one's staged data (Glance's os_glance_stage_host).
         self.self_url = (
@@ -181,7 +185,7 @@ class ImageService:
         self._image_work: dict[str, set[asyncio.Task]] = {}
         cfg = config.image
         self.cache = (
-            ImageCache(state_dir / "image-cache", cfg.cache_max_size) if cfg.cache_enabled else None
+            ImageCache(node_dir / "image-cache", cfg.cache_max_size) if cfg.cache_enabled else None
         )
         # Glance's notifications (cumulo.image.notifications), when given a notifier.
         self.notifier: Notifier | None = None

@@ -95,9 +95,9 @@ def tempest_venv(path: Path) -> Path:
     return path
 
 
-def free_port_block(start: int = 21000, size: int = len(PORT_NAMES) + 2) -> int:
+def free_port_block(start: int = 21000, size: int = len(PORT_NAMES) + 3) -> int:
     """The first base from `start` whose `size` ports are all free (the services', the
-    metadata proxy's, then the file server's)."""
+    metadata proxy's, the file server's, then the second image node's)."""
     base = start
     while base < 65000:
         try:
@@ -201,6 +201,7 @@ def run_pass(args, venv: Path, run_dir: Path, spec: CloudSpec, files: FileServer
         settings = cloud.settings
         auth_url = cloud.url("identity") + "/v3"
         session = accounts.AdminSession.login(auth_url, settings["identity"]["admin_password"])
+        accounts.register_image_node(session, cloud.image_node_url)
         offer = conf.discover(session, {name: cloud.url(name) for name in PORT_NAMES})
         offer["http_image"] = files.url("image.qcow2")
         offer["images_manifest"] = str(files.manifest)

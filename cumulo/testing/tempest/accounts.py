@@ -272,3 +272,14 @@ def provision(s: AdminSession, public_network_id: str, projects: int, admins: in
                 entry(user["name"], password, role, system="all", user_domain_name="Default")
             )
     return members + personas + resellers + admin_accounts + system
+
+
+def register_image_node(s: AdminSession, url: str) -> None:
+    """The second image API node in the catalog as service type `image_remote` (as
+    DevStack registers its second Glance worker for Tempest's alternate_image_endpoint)."""
+    service = s.call(
+        "POST", "identity", "/services",
+        json={"service": {"type": "image_remote", "name": "glance-remote", "enabled": True}},
+    )["service"]  # fmt: skip
+    body = {"service_id": service["id"], "interface": "public", "url": url}
+    s.call("POST", "identity", "/endpoints", json={"endpoint": {**body, "region_id": "RegionOne"}})

@@ -64,6 +64,11 @@ class CloudSpec:
         return self.ports_base + len(PORT_NAMES) + 1
 
     @property
+    def image_node_port(self) -> int:
+        """The second image API node's (Tempest's image_remote)."""
+        return self.ports_base + len(PORT_NAMES) + 2
+
+    @property
     def database_url(self) -> str:
         return POSTGRESQL + self.name if self.database == "postgresql" else ""
 
@@ -164,6 +169,11 @@ class Cloud:
         self.spec = spec
         self.log = log
         self.proc: subprocess.Popen | None = None
+        self.image_node: subprocess.Popen | None = None
+
+    @property
+    def image_node_url(self) -> str:
+        return f"http://127.0.0.1:{self.spec.image_node_port}"
 
     @property
     def settings(self) -> dict:
@@ -200,7 +210,29 @@ class Cloud:
                 self.stop()
                 raise SystemExit(f"the cloud did not start; see {self.log}")
             time.sleep(0.5)
+        self._start_image_node(env, out, deadline)
         return self
+
+    def _start_image_node(self, env: dict, out, deadline: float) -> None:
+        """A second image API node beside the cloud's (image_node.py)."""
+        python = self.spec.worktree / ".venv" / "bin" / "python"
+        node_dir = self.spec.state_dir.with_name(self.spec.state_dir.name + "-image-node")
+        self.image_node = subprocess.Popen(
+            [str(python), "-m", "cumulo.testing.tempest.image_node", str(self.spec.state_dir),
+             str(node_dir), str(self.spec.image_node_port)],
+            stdout=out, stderr=subprocess.STDOUT, cwd=self.spec.worktree, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+        while True:
+            try:
+                httpx.get(self.image_node_url + "/versions", timeout=5)
+                return
+            except httpx.HTTPError:
+                if self.image_node.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    failed = f"the second image node did not start; see {self.log}"
+                    raise SystemExit(failed) from None
+                time.sleep(0.3)
 
     def _answers(self) -> bool:
         try:
@@ -224,6 +256,12 @@ class Cloud:
             servers = s.call("GET", "compute", "/servers", params={"all_tenants": "1"})["servers"]
 
     def stop(self) -> None:
+        if self.image_node and self.image_node.poll() is None:
+            self.image_node.terminate()
+            try:
+                self.image_node.wait(30)
+            except subprocess.TimeoutExpired:
+                self.image_node.kill()
         if self.spec.driver == "qemu" and self.proc and self.proc.poll() is None:
             self.delete_servers()
         if self.proc and self.proc.poll() is None:

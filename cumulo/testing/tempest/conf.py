@@ -280,6 +280,9 @@ def write_conf(
             "http_image": offer["http_image"],
             "http_qcow2_image": offer["http_image"],
             "image_caching_enabled": True,  # the harness's cloud enables the image cache
+            # A second image API node (its own staging area and cache): distributed import.
+            "alternate_image_endpoint": "image_remote",
+            "alternate_image_endpoint_type": "publicURL",
             "images_manifest_file": offer["images_manifest"],
         },
         "network": {
