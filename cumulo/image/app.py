@@ -31,15 +31,19 @@ from cumulo.image.notifications import ImageNotifications
 
 
 async def open_image_service(
-    config: CumuloConfig, state_dir: Path, *, identity_app: ASGIApp | None = None
+    config: CumuloConfig,
+    state_dir: Path,
+    *,
+    identity_app: ASGIApp | None = None,
+    node_dir: Path | None = None,
 ) -> ImageService:
-    """Migrate the image database and build the service; identity_app: call it in-process."""
+    """Migrate the image database and build the service; identity_app: call it in-process;
+    node_dir: this API node's own staging area and cache (see ImageService)."""
     db = Database(database_url(config, state_dir, "image"), "image")
     await db.migrate()
     client = IdentityClient(config, app=identity_app)
-    service = ImageService(
-        config, state_dir, db, TokenValidator(client, config.identity.cache_time)
-    )
+    validator = TokenValidator(client, config.identity.cache_time)
+    service = ImageService(config, state_dir, db, validator, node_dir=node_dir)
     service.notifier = Notifier(config, state_dir, "image")
     return service
 

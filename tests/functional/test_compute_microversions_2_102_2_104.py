@@ -12,8 +12,8 @@ import pytest
 
 from tests.cloudrunner import CloudRunner, running_cloud
 from tests.functional.test_compute_flavors import compute
-from tests.functional.test_compute_microversions_2_9x import _eventually, _name
-from tests.functional.test_compute_microversions_2_9x_2_100 import _image
+from tests.functional.test_compute_microversions_2_9x import _name
+from tests.functional.test_compute_microversions_2_9x_2_100 import _image, _server_status
 
 MAIN = "mv2102-main"
 
@@ -33,15 +33,6 @@ def admin_token(cloud: CloudRunner) -> str:
     return cloud.token("admin")
 
 
-def _active(api: httpx.Client, server_id: str) -> dict:
-    def done() -> dict | None:
-        server = api.get(f"/servers/{server_id}").json()["server"]
-        assert server["status"] != "ERROR", server.get("fault")
-        return server if server["status"] == "ACTIVE" else None
-
-    return _eventually(done, f"server {server_id} to be ACTIVE")
-
-
 @pytest.fixture(scope="module")
 def image(cloud: CloudRunner, tmp_path_factory) -> str:
     return _image(cloud, tmp_path_factory.mktemp("img2102"))
@@ -51,7 +42,7 @@ def _boot(api: httpx.Client, image: str, **extra) -> dict:
     body = {"name": _name("mv"), "flavorRef": "0", "imageRef": image, "networks": "none", **extra}
     made = api.post("/servers", json={"server": body})
     assert made.status_code == 202, made.text
-    return _active(api, made.json()["server"]["id"])
+    return _server_status(api, made.json()["server"]["id"], "ACTIVE")
 
 
 @pytest.fixture(scope="module")

@@ -104,6 +104,10 @@ _strict("GET", "/servers/{server_id}/os-server-password", (V2_102, NONE))
 _strict("GET", "/servers/{server_id}/tags /servers/{server_id}/tags/{tag}", (V2_102, NONE))
 _strict("GET", "/servers/{server_id} /os-volumes_boot/{server_id}", (V2_102, NONE))
 _strict("GET", "/os-services", (V2_75, {"binary", "host"}))
+_strict("GET", "/os-console-auth-tokens/{console_token}", ((2, 99), NONE))
+_strict(
+    "GET", "/servers/{server_id}/shares /servers/{server_id}/shares/{share_id}", ((2, 97), NONE)
+)
 _strict(
     "GET",
     "/os-simple-tenant-usage",

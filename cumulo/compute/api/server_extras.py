@@ -15,7 +15,7 @@ from cumulo.compute import consoles
 from cumulo.compute.api.common import authorize, compute_of, json, no_content, version
 from cumulo.compute.api.server_actions import console_url, serial_console_url, spice_console_url
 from cumulo.compute.api.views import addresses
-from cumulo.compute.api.wire import check_metadata, reject_unknown
+from cumulo.compute.api.wire import check_metadata
 from cumulo.compute.models import Instance
 from cumulo.metadata.instances import password_of
 
@@ -235,10 +235,7 @@ async def create_remote_console(request: Request) -> Response:
 
 async def show_console_auth_token(request: Request) -> Response:
     """GET /os-console-auth-tokens/{token} (admin): where a console token leads."""
-    await authorize(request, "compute:console_auth_tokens")
-    if version(request) >= (2, 99):
-        # 2.99 takes no query parameter.
-        reject_unknown(dict(request.query_params), set())
+    await authorize(request, "compute:console_auth_tokens")  # no query from 2.99: query_params
     token = request.path_params["console_token"]
     console = await consoles.find_token(compute_of(request).db, token)
     if console is None:

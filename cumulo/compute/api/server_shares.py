@@ -36,11 +36,6 @@ def _since_2_97(request: Request) -> None:
         raise NotFound("The resource could not be found.")
 
 
-def _no_query(request: Request) -> None:
-    """Nova's index and show query schemas allow no parameter."""
-    wire.reject_unknown(dict(request.query_params), set())
-
-
 async def _server(request: Request, rule: str) -> tuple[Any, Instance]:
     ctx = await authorize(request, "compute:servers:index")
     inst = await compute_of(request).get_instance(ctx, request.path_params["server_id"], rule)
@@ -97,8 +92,7 @@ async def _check_host_shares(request: Request, inst: Instance) -> None:
 @describes(resource="server share")
 async def list_shares(request: Request) -> Response:
     """GET /servers/{id}/shares: the shares attached to the server."""
-    _since_2_97(request)
-    _no_query(request)
+    _since_2_97(request)  # no query parameter from 2.97: query_params.py
     await _server(request, "compute:servers:shares:read")
     return json({"shares": []})
 
@@ -106,8 +100,7 @@ async def list_shares(request: Request) -> Response:
 @describes(resource="server share")
 async def show_share(request: Request) -> Response:
     """GET /servers/{id}/shares/{share_id}."""
-    _since_2_97(request)
-    _no_query(request)
+    _since_2_97(request)  # no query parameter from 2.97: query_params.py
     await _server(request, "compute:servers:shares:read")
     raise NotFound(f"Share {request.path_params['share_id']} could not be found.")
 

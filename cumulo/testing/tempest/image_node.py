@@ -17,21 +17,15 @@ from pathlib import Path
 
 import uvicorn
 
-from cumulo.common.auth import TokenValidator
-from cumulo.common.config import database_url, load_config
-from cumulo.common.db import Database
-from cumulo.common.identity_client import IdentityClient
-from cumulo.image.app import create_image_app
-from cumulo.image.core import ImageService
+from cumulo.common.config import load_config
+from cumulo.image.app import create_image_app, open_image_service
 
 
 async def serve(state_dir: Path, node_dir: Path, port: int) -> None:
     config = load_config(state_dir)
     config.image.worker_self_reference_url = f"http://127.0.0.1:{port}"
     node_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(database_url(config, state_dir, "image"), "image")
-    validator = TokenValidator(IdentityClient(config), config.identity.cache_time)
-    service = ImageService(config, state_dir, db, validator, node_dir=node_dir)
+    service = await open_image_service(config, state_dir, node_dir=node_dir)
     server = uvicorn.Server(
         uvicorn.Config(create_image_app(service), host="127.0.0.1", port=port, log_level="warning")
     )
