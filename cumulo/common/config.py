@@ -539,6 +539,20 @@ class ServicePorts(_Section):
     object_store: int = 8080
     dashboard: int = 8000
     ec2: int = 8788
+    key_manager: int = 9311
+
+
+class KeyManagerConfig(_Section):
+    # Barbican's [DEFAULT] limits: a secret's payload (bytes, as sent: base64 text counts
+    # its characters) over max_allowed_secret_in_bytes is 413; list pages default to
+    # default_limit_paging entries, at most max_limit_paging.
+    max_allowed_secret_in_bytes: int = Field(20000, ge=1)
+    max_allowed_request_size_in_bytes: int = Field(25000, ge=1024)
+    default_limit_paging: int = Field(10, ge=1)
+    max_limit_paging: int = Field(100, ge=1)
+    # Barbican's host_href: the base of secret_ref, order_ref and container_ref (empty:
+    # the public URL of ports.key_manager).
+    host_href: str = ""
 
 
 class DashboardConfig(_Section):
@@ -572,6 +586,7 @@ class CumuloConfig(_Section):
     metadata: MetadataConfig = MetadataConfig()
     object_store: ObjectStoreConfig = ObjectStoreConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    key_manager: KeyManagerConfig = KeyManagerConfig()
     ports: ServicePorts = ServicePorts()
     tls: TlsConfig = TlsConfig()
     limits: LimitsConfig = LimitsConfig()

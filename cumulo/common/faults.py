@@ -87,6 +87,11 @@ class UnsupportedMediaType(ApiError):
     default_message = "The media type of the request is not supported."
 
 
+class NotAcceptable(ApiError):
+    status, title = 406, "Not Acceptable"
+    default_message = "The resource cannot be represented in the media type asked for."
+
+
 class NotImplementedYet(ApiError):
     status, title = 501, "Not Implemented"
     default_message = "The action you have requested has not been implemented."
@@ -116,6 +121,7 @@ ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
         TooManyRequests,
         HeadersTooLarge,
         UnsupportedMediaType,
+        NotAcceptable,
         RangeNotSatisfiable,
         NotImplementedYet,
         ServiceUnavailable,
@@ -168,3 +174,8 @@ def render_image(err: ApiError) -> dict[str, Any]:
         "code": f"{err.status} {err.title}",
         "title": err.title,
     }
+
+
+def render_key_manager(err: ApiError) -> dict[str, Any]:
+    # Barbican's JSONErrorHook: webob's status title and the error's description.
+    return {"code": err.status, "title": err.title, "description": err.message}

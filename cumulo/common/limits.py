@@ -42,8 +42,10 @@ def configure(limits: LimitsConfig) -> None:
     _buckets.clear()
 
 
-async def read_json(request: Request) -> Any:
-    """The request's JSON body, read within the size and time limits, checked for depth."""
+async def read_body(request: Request, limit: int | None = None) -> bytes:
+    """The request's body, read within the time limit and `limit` bytes (default: the
+    JSON body limit), else 408/413."""
+    limit = LIMITS.json_body_bytes if limit is None else limit
     chunks: list[bytes] = []
     size = 0
     stream = request.stream().__aiter__()
@@ -55,12 +57,15 @@ async def read_json(request: Request) -> Any:
         except TimeoutError:
             raise RequestTimeout() from None
         size += len(chunk)
-        if size > LIMITS.json_body_bytes:
-            raise PayloadTooLarge(
-                f"Request body is larger than the limit ({LIMITS.json_body_bytes} bytes)."
-            )
+        if size > limit:
+            raise PayloadTooLarge(f"Request body is larger than the limit ({limit} bytes).")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request) -> Any:
+    """The request's JSON body, read within the size and time limits, checked for depth."""
+    raw = await read_body(request)
     if not raw:
         raise BadRequest("The request body is empty: a JSON object is required.")
     try:
