@@ -35,6 +35,7 @@ def service_names() -> list[str]:
     return [
         "identity", "image", "network", "compute", "block-storage", "object-store",
         "metadata", "ec2", "novncproxy", "spicehtml5proxy", "serialproxy", "dashboard",
+        "key-manager",
     ]  # fmt: skip
 
 

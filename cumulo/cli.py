@@ -316,7 +316,8 @@ def _logging_args() -> list[str]:
     "services",
     default="all",
     help="The APIs to serve, comma-separated (identity,image,network,compute,"
-    "block-storage,object-store,metadata,ec2,novncproxy,spicehtml5proxy,serialproxy,dashboard); "
+    "block-storage,object-store,metadata,ec2,novncproxy,spicehtml5proxy,serialproxy,dashboard,"
+    "key-manager); "
     "default all.",
 )
 @click.option("--workers", type=click.IntRange(1, 64), default=1, help="Worker processes.")

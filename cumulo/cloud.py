@@ -40,6 +40,8 @@ from cumulo.identity.core import Identity
 from cumulo.identity.tokens import KeyRepository
 from cumulo.image.app import create_image_app, open_image_service
 from cumulo.image.core import ImageService
+from cumulo.key_manager.app import create_key_manager_app, open_key_manager_service
+from cumulo.key_manager.core import KeyManagerService
 from cumulo.metadata.app import create_metadata_app
 from cumulo.metadata.vendordata import VendorData
 from cumulo.network.app import create_network_app, open_network_service
@@ -146,6 +148,7 @@ class Cloud:
     databases: dict[str, Database] = field(default_factory=dict)
     identity: Identity | None = None
     image: ImageService | None = None
+    key_manager: KeyManagerService | None = None
     compute: ComputeCell | None = None
     network: NetworkService | None = None
     volume: VolumeService | None = None
@@ -187,6 +190,12 @@ class Cloud:
             config, state_dir, identity_app=create_identity_app(cloud.identity)
         )
         cloud.identity.invalidation_listeners.append(cloud.image.validator.clear)
+        # Key Manager: Block Storage keeps encrypted volumes' keys there, Compute reads
+        # them back at attach, both with the user's token.
+        cloud.key_manager = await open_key_manager_service(
+            config, state_dir, identity_app=create_identity_app(cloud.identity)
+        )
+        cloud.identity.invalidation_listeners.append(cloud.key_manager.validator.clear)
         cloud.volume = await open_volume_service(
             config,
             state_dir,
@@ -257,6 +266,7 @@ class Cloud:
         assert self.volume is not None
         assert self.object_store is not None
         assert self.ec2 is not None
+        assert self.key_manager is not None
         apps: dict[str, tuple[ASGIApp, int]] = {
             "identity": (create_identity_app(self.identity), self.config.ports.identity),
             "image": (create_image_app(self.image), self.config.ports.image),
@@ -276,6 +286,10 @@ class Cloud:
                 self.config.ports.metadata,
             ),
             "ec2": (create_ec2_app(self.ec2), self.config.ports.ec2),
+            "key-manager": (
+                create_key_manager_app(self.key_manager),
+                self.config.ports.key_manager,
+            ),
             "novncproxy": (
                 create_console_proxy_app(self.compute.service.db, self.config),
                 self.config.ports.novncproxy,
@@ -308,7 +322,15 @@ class Cloud:
     async def close(self) -> None:
         """Close every part, even when one of them fails: a part left open keeps its
         database connections, which block dropping or migrating its database."""
-        parts = [self.ec2, self.compute, self.image, self.network, self.volume, self.object_store]
+        parts = [
+            self.ec2,
+            self.compute,
+            self.image,
+            self.network,
+            self.volume,
+            self.object_store,
+            self.key_manager,
+        ]
         closers = [part.close for part in parts if part is not None]
         if self.identity is not None and self.identity.notifier is not None:
             closers.insert(0, self.identity.notifier.close)

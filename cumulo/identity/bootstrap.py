@@ -77,6 +77,7 @@ CATALOG = [
     # S3 on the object store's port, as upstream deployments register Swift's s3api.
     CatalogEntry("s3", "s3", "object_store", "", "S3 API on the Object Storage"),
     CatalogEntry("ec2", "ec2", "ec2", "", "EC2 API"),
+    CatalogEntry("key-manager", "barbican", "key_manager", "", "Key Manager Service"),
 ]
 
 

@@ -46,6 +46,7 @@ API_PORTS = (
     "novncproxy",
     "spicehtml5proxy",
     "serialproxy",
+    "key_manager",
 )
 GUEST_NAME = re.compile(r"guest=([0-9a-f-]{36})")
 

@@ -372,6 +372,7 @@ def test_status_of_a_running_cloud_shows_apis_services_servers_and_queues(cloud,
             "novncproxy",
             "spicehtml5proxy",
             "serialproxy",
+            "key_manager",
         )
     }
     assert status["database"]["status"] == "ok"

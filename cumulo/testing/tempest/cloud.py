@@ -34,6 +34,7 @@ PORT_NAMES = (
     "ec2",  # (its own port too: two runs at once must not both want 8788)
     "serialproxy",
     "spicehtml5proxy",
+    "key_manager",
 )
 # Where a run with real guests takes its external network: a /24 this host does not route
 # yet, so the host leg (the host's address on it, which Tempest's SSH goes through to the
