@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cumulo.dashboard.web import HERE
 from tests.cloudrunner import CloudRunner, running_cloud
 from tests.functional.dashboard_helpers import Dashboard, alerts, dashboard_url
 
@@ -766,3 +767,35 @@ def test_the_overview_shows_the_project_s_recent_activity_newest_first(cloud, de
     admin_page.close()
     admin.compute.delete_server(theirs)
     admin.close()
+
+
+def test_a_server_page_with_its_console_sends_under_100_kb_of_scripts(demo, sdk, images):
+    """The scripts a server's page loads, noVNC's RFB included (the console.js imports it
+    when the console opens), travel gzipped: under 100 KB on the wire, the same bytes as
+    the vendored files once inflated."""
+    net = sdk.network.create_network(name="console-weight-net")
+    sdk.network.create_subnet(network_id=net.id, cidr="10.73.0.0/24", ip_version=4)
+    server_id = launch(demo, name="console-weight", source="image",
+                       image=images["dash-img-a"], networks=net.id)  # fmt: skip
+    wait_for(lambda: server_status(sdk, server_id, "ACTIVE"))
+    page = demo.page(f"/instances/{server_id}")
+    scripts = re.findall(r'<script src="([^"]+)"', page)
+    assert "/static/console.js" in scripts, scripts
+    console_js = demo.get("/static/console.js").text
+    imported = re.findall(r'import\("(/static/[^"]+)"\)', console_js)
+    assert imported == ["/static/vendor/novnc-rfb.min.js"], imported
+    wire = plain = 0
+    for path in {*scripts, *imported}:
+        with demo.http.stream("GET", path, headers={"Accept-Encoding": "gzip"}) as answer:
+            assert answer.status_code == 200, path
+            raw = b"".join(answer.iter_raw())
+            if len(raw) > 1024:
+                assert answer.headers["content-encoding"] == "gzip", path
+        wire += len(raw)
+        body = demo.get(path).content  # httpx inflates it
+        plain += len(body)
+        assert body == (HERE / "static" / path.removeprefix("/static/")).read_bytes()
+    assert wire < 100 * 1024, (wire, plain)
+    print(f"scripts: {wire} bytes on the wire, {plain} inflated")
+    assert plain > 200 * 1024  # what they would weigh uncompressed (noVNC alone: 184 KB)
+    sdk.compute.delete_server(server_id)
