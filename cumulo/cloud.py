@@ -201,6 +201,7 @@ class Cloud:
             state_dir,
             identity_app=create_identity_app(cloud.identity),
             image_app=create_image_app(cloud.image),
+            key_manager_app=create_key_manager_app(cloud.key_manager),
         )
         cloud.identity.invalidation_listeners.append(cloud.volume.validator.clear)
         cloud.network = await open_network_service(

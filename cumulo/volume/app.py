@@ -41,6 +41,7 @@ async def open_volume_service(
     *,
     identity_app: ASGIApp | None = None,
     image_app: ASGIApp | None = None,
+    key_manager_app: ASGIApp | None = None,
 ) -> VolumeService:
     """Migrate the volume database and build the service; *_app: call them in-process."""
     db = Database(database_url(config, state_dir, "volume"), "volume")
@@ -54,7 +55,12 @@ async def open_volume_service(
         )
     )
     service = VolumeService(
-        config, state_dir, db, TokenValidator(client, config.identity.cache_time), images
+        config,
+        state_dir,
+        db,
+        TokenValidator(client, config.identity.cache_time),
+        images,
+        key_manager_app,
     )
     await service.bootstrap()
     await service.start()

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 from sqlalchemy import select
+from starlette.types import ASGIApp
 
 from cumulo.common.auth import TokenValidator
 from cumulo.common.config import CumuloConfig, VolumeBackendConfig
@@ -69,6 +70,15 @@ def backend_directory(backend: VolumeBackendConfig, state_dir: Path) -> Path:
     return path if path.is_absolute() else state_dir / path
 
 
+def key_manager_client(config: CumuloConfig, app: ASGIApp | None = None) -> ServiceClient:
+    """The Key Manager, where encrypted volumes' keys are (in-process when given)."""
+    if app is not None:
+        return ServiceClient("key-manager", app=app)
+    return ServiceClient(
+        "key-manager", url=config.public_url(config.ports.key_manager), verify=verify_option(config)
+    )
+
+
 def make_driver(
     backend: VolumeBackendConfig, state_dir: Path, host: str, nbd_address: str
 ) -> VolumeDriver:
@@ -90,8 +100,10 @@ async def start_backends(
     db: Database,
     images: ServiceClient | None,
     bus: Transport,
+    key_manager_app: ASGIApp | None = None,
 ) -> list[VolumeManager]:
-    """A volume manager per backend of this host, serving its topic and reporting."""
+    """A volume manager per backend of this host, serving its topic and reporting;
+    key_manager_app: the Key Manager in-process (else over HTTP)."""
     managers = []
     notifier = Notifier(config, state_dir, "volume")
     # Backups go to the Object Storage API over HTTP (in every deployment: the volume
@@ -121,6 +133,7 @@ async def start_backends(
                 objects=objects,
                 identity=identity,
                 compute=compute,
+                key_manager=key_manager_client(config, key_manager_app),
             )
             manager.notifier = notifier
             await manager.start(bus)
@@ -140,12 +153,17 @@ class VolumeService:
         db: Database,
         validator: TokenValidator,
         images: ServiceClient | None,
+        key_manager_app: ASGIApp | None = None,
     ) -> None:
         self.config = config
         self.state_dir = state_dir
         self.db = db
         self.validator = validator
         self.images = images
+        # The Key Manager: the API makes and copies encrypted volumes' keys there with
+        # each caller's token (the backends fetch them with it).
+        self.key_manager_app = key_manager_app
+        self.key_manager = key_manager_client(config, key_manager_app)
         self.host = config.volume.host or socket.gethostname()
         self.policy = Policy(VOLUME_RULES, state_dir / config.policy_file)
         self.bus = transport_for(config)
@@ -183,7 +201,13 @@ class VolumeService:
         self._tasks.append(asyncio.create_task(self._heartbeat_forever()))
         if self.config.volume.run_backends:
             self.managers = await start_backends(
-                self.config, self.state_dir, self.host, self.db, self.images, self.bus
+                self.config,
+                self.state_dir,
+                self.host,
+                self.db,
+                self.images,
+                self.bus,
+                self.key_manager_app,
             )
 
     async def _scheduler_heartbeat(self) -> None:
@@ -296,6 +320,7 @@ class VolumeService:
                 await manager.stop()
         if self.images is not None:
             await self.images.close()
+        await self.key_manager.close()
         if self._compute is not None:
             await self._compute.close()
         await self.validator.client.close()

@@ -31,11 +31,12 @@ from cumulo.common.identity_client import IdentityClient
 from cumulo.common.notifications import Notifier
 from cumulo.common.rpc import Endpoint, Transport
 from cumulo.common.service_client import ServiceClient
-from cumulo.volume import rpcapi, states
+from cumulo.volume import encryption, rpcapi, states
 from cumulo.volume.backup_store import BackupStore
-from cumulo.volume.drivers.driver import VolumeDriver
+from cumulo.volume.drivers.driver import DriverError, VolumeDriver
+from cumulo.volume.encryption import Encryption
 from cumulo.volume.manager_moves import MOVES_RPC_METHODS, VolumeMovesMixin
-from cumulo.volume.models import Backup, Snapshot, Volume, VolumeMetadata
+from cumulo.volume.models import Backup, Snapshot, Volume, VolumeMetadata, VolumeTypeEncryption
 from cumulo.volume.notifications import volume_usage
 from cumulo.volume.scheduler import VOLUME_BINARY, record_heartbeat
 
@@ -68,6 +69,7 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
         objects: ServiceClient | None = None,
         identity: IdentityClient | None = None,
         compute: ServiceClient | None = None,
+        key_manager: ServiceClient | None = None,
     ) -> None:
         self.host = host
         self.backend = backend
@@ -80,6 +82,7 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
         self.objects = objects  # the Object Storage API, where backups go
         self.identity = identity  # signs the volume service in (its token writes backups)
         self.compute = compute  # swaps attached volumes' data when they migrate
+        self.key_manager = key_manager  # encrypted volumes' keys (with the user's token)
         self.tmp_dir = tmp_dir
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.report_interval = report_interval
@@ -112,6 +115,8 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
             await self.identity.close()
         if self.compute is not None:
             await self.compute.close()
+        if self.key_manager is not None:
+            await self.key_manager.close()
         if self.notifier is not None:
             await self.notifier.close()
 
@@ -253,6 +258,33 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
 
     # -- volumes -----------------------------------------------------------------
 
+    async def _encryption(
+        self, volume_id: str, token: str = "", *, with_key: bool = False
+    ) -> Encryption | None:
+        """An encrypted volume's encryption (its type's), with its passphrase from the Key
+        Manager when `with_key` (fetched with the user's token, as Cinder's castellan
+        does); None for a volume of an unencrypted type."""
+        async with self.db.read() as session:
+            volume = await session.get(Volume, volume_id)
+            spec = (
+                await session.get(VolumeTypeEncryption, volume.type_id)
+                if volume is not None and volume.encryption_key_id
+                else None
+            )
+        if volume is None or spec is None or not volume.encryption_key_id:
+            return None
+        made = Encryption(
+            encryption.provider_of(spec.provider),
+            spec.cipher or encryption.DEFAULT_CIPHER,
+            spec.key_size or encryption.DEFAULT_KEY_SIZE,
+        )
+        if not with_key:
+            return made
+        if self.key_manager is None:
+            raise DriverError("this volume service reaches no Key Manager")
+        key = await encryption.fetch_key(self.key_manager, token, volume.encryption_key_id)
+        return Encryption(made.provider, made.cipher, made.key_size, encryption.passphrase_of(key))
+
     async def create_volume(
         self,
         context: dict[str, Any],
@@ -266,15 +298,18 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
         status = states.DOWNLOADING if image else states.CREATING
         await self._notify("volume.create.start", volume_id)
         try:
+            # A copy of an encrypted source is a copy of its container (no key needed).
+            keyed = not (snapshot_id or source_volid)
+            crypt = await self._encryption(volume_id, token, with_key=keyed)
             if snapshot_id:
-                await self.driver.create_from_snapshot(volume_id, snapshot_id, size)
+                await self.driver.create_from_snapshot(volume_id, snapshot_id, size, crypt)
             elif source_volid:
-                await self.driver.clone_volume(volume_id, source_volid, size)
+                await self.driver.clone_volume(volume_id, source_volid, size, crypt)
             elif image:
                 await self._set_volume(volume_id, states.CREATING, status=status)
-                await self._copy_image(volume_id, image, size, token)
+                await self._copy_image(volume_id, image, size, token, crypt)
             else:
-                await self.driver.create_volume(volume_id, size)
+                await self.driver.create_volume(volume_id, size, crypt)
         except Exception as exc:  # noqa: BLE001 - any failure is the volume's error status
             LOG.error("volume %s could not be created: %s", volume_id, exc)
             with contextlib.suppress(Exception):
@@ -307,7 +342,12 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
         return usage
 
     async def _copy_image(
-        self, volume_id: str, image: dict[str, Any], size: int, token: str
+        self,
+        volume_id: str,
+        image: dict[str, Any],
+        size: int,
+        token: str,
+        crypt: Encryption | None = None,
     ) -> None:
         assert self.images is not None
         tmp = self.tmp_dir / f"image-{uuid.uuid4()}"
@@ -317,7 +357,7 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
                     async for chunk in response.aiter_bytes(_CHUNK):
                         await asyncio.to_thread(f.write, chunk)
             fmt = image.get("disk_format") or "raw"
-            await self.driver.copy_image_to_volume(volume_id, tmp, fmt, size)
+            await self.driver.copy_image_to_volume(volume_id, tmp, fmt, size, crypt)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -325,6 +365,9 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
         self, context: dict[str, Any], volume_id: str, snapshot_ids: list[str]
     ) -> None:
         usage = await self._notify("volume.delete.start", volume_id)
+        async with self.db.read() as session:
+            row = await session.get(Volume, volume_id)
+        key_id = row.encryption_key_id if row is not None else None
         try:
             for snapshot_id in snapshot_ids:
                 await self.driver.delete_snapshot(snapshot_id)
@@ -333,6 +376,14 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
             LOG.error("volume %s could not be deleted: %s", volume_id, exc)
             await self._set_volume(volume_id, states.DELETING, status=states.ERROR_DELETING)
             return
+        if key_id and self.key_manager is not None:
+            # The data is gone: its key goes too (as Cinder), with the deleter's token.
+            try:
+                await encryption.delete_key(
+                    self.key_manager, context.get("auth_token") or "", key_id
+                )
+            except Exception as exc:  # noqa: BLE001 - the volume is gone; the key is logged
+                LOG.warning("the key %s of deleted volume %s stays: %s", key_id, volume_id, exc)
         async with self.db.write() as session:
             await session.execute(delete(Snapshot).where(Snapshot.id.in_(snapshot_ids)))
             await session.execute(delete(Volume).where(Volume.id == volume_id))
@@ -345,7 +396,8 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
         self, context: dict[str, Any], volume_id: str, new_size: int, back_to: str
     ) -> None:
         try:
-            await self.driver.extend_volume(volume_id, new_size)
+            crypt = await self._encryption(volume_id)
+            await self.driver.extend_volume(volume_id, new_size, crypt)
         except Exception as exc:  # noqa: BLE001
             LOG.error("volume %s could not be extended: %s", volume_id, exc)
             await self._set_volume(volume_id, states.EXTENDING, status=states.ERROR_EXTENDING)
@@ -368,7 +420,8 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
         if volume is None:
             return
         try:
-            await self._copy_image(volume_id, image, volume.size, token)
+            crypt = await self._encryption(volume_id, token, with_key=True)
+            await self._copy_image(volume_id, image, volume.size, token, crypt)
         except Exception as exc:  # noqa: BLE001 - any failure is the volume's error status
             LOG.error("volume %s could not be reimaged from %s: %s", volume_id, image["id"], exc)
             await self._set_volume(volume_id, states.DOWNLOADING, status=states.ERROR)
@@ -423,7 +476,8 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
         self, context: dict[str, Any], snapshot_id: str, volume_id: str
     ) -> None:
         try:
-            await self.driver.create_snapshot(snapshot_id, volume_id)
+            crypt = await self._encryption(volume_id)
+            await self.driver.create_snapshot(snapshot_id, volume_id, crypt)
         except Exception as exc:  # noqa: BLE001
             LOG.error("snapshot %s could not be created: %s", snapshot_id, exc)
             with contextlib.suppress(Exception):
@@ -643,7 +697,8 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
         connector: dict[str, Any],
         mode: str,
     ) -> dict[str, Any]:
-        return await self.driver.initialize_connection(volume_id, export_id, connector, mode)
+        crypt = await self._encryption(volume_id)
+        return await self.driver.initialize_connection(volume_id, export_id, connector, mode, crypt)
 
     async def terminate_connection(
         self, context: dict[str, Any], volume_id: str, export_id: str

@@ -36,8 +36,8 @@ class VolumeType(Base):
 
 class VolumeTypeEncryption(Base):
     """A volume type's encryption (provider, cipher, key size, where it is done), as
-    Cinder keeps it for Nova's encryptors. Volumes of such a type are refused: this
-    cloud has no key manager to hold their keys."""
+    Cinder keeps it for Nova's encryptors: a volume of such a type is a LUKS container
+    whose key the Key Manager keeps (cumulo.volume.encryption)."""
 
     __tablename__ = "volume_type_encryption"
     volume_type_id: Mapped[str] = mapped_column(
@@ -122,6 +122,9 @@ class Volume(Base):
     migration_status: Mapped[str | None] = mapped_column(String(255))
     # The status to go back to after a retype or a locked migration (Cinder's).
     previous_status: Mapped[str | None] = mapped_column(String(32))
+    # An encrypted volume's key: a secret of the Key Manager, owned by its project
+    # (cumulo.volume.encryption); None for a volume of an unencrypted type.
+    encryption_key_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
 

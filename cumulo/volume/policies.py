@@ -25,6 +25,7 @@ VOLUME_RULES: dict[str, str] = {
     "volume:update_readonly_flag": _MEMBER,
     "volume:update_volume_metadata": _MEMBER,
     "volume:get_volume_metadata": _READER,
+    "volume_extension:volume_encryption_metadata": _READER,
     "volume:set_image_metadata": _MEMBER,
     "volume_extension:volume_actions:upload_image": _MEMBER,
     "volume_extension:volume_actions:attach": _MEMBER + _SERVICE,

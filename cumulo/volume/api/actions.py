@@ -36,6 +36,7 @@ from cumulo.volume.api.volumes import (
     image_metadata_of,
     load_volume,
     remove_volume,
+    require_unencrypted,
 )
 from cumulo.volume.models import Attachment, Volume, VolumeMetadata
 from cumulo.volume.scheduler import NO_VALID_BACKEND, backend_fits
@@ -193,6 +194,7 @@ async def upload_image(request: Request, volume_id: str, args: Any) -> Response:
     ctx, volume = await load_volume(
         request, volume_id, "volume_extension:volume_actions:upload_image"
     )
+    require_unencrypted(volume, "Uploading to an image")
     if not isinstance(args, dict) or not isinstance(args.get("image_name"), str):
         raise BadRequest("Invalid input received: 'image_name' is required.")
     force = _bool(args, "force") if "force" in args else False

@@ -38,7 +38,7 @@ from cumulo.volume.api.common import (
     service_of,
 )
 from cumulo.volume.api.metadata import check_metadata
-from cumulo.volume.api.volumes import volume_type_for
+from cumulo.volume.api.volumes import require_unencrypted, volume_type_for
 from cumulo.volume.backup_store import backup_chain, object_prefix
 from cumulo.volume.models import Backup, Snapshot, Volume
 from cumulo.volume.scheduler import RequestSpec, place
@@ -175,6 +175,7 @@ async def create_backup(request: Request) -> Response:
         volume = await session.get(Volume, volume_id)
         if volume is None or (volume.project_id != ctx.project_id and not service.is_admin(ctx)):
             raise NotFound(f"Volume {volume_id} could not be found.")
+        require_unencrypted(volume, "Backing up")
         data_timestamp = utcnow()
         if snapshot_id:
             snap = await session.get(Snapshot, snapshot_id)

@@ -28,8 +28,8 @@ from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest
 from cumulo.volume import attach, rpcapi, states
 from cumulo.volume.api.common import accepted, at_least, json, parse_bool, service_of
-from cumulo.volume.api.volumes import load_volume, volume_type_for
-from cumulo.volume.models import Snapshot, Volume, VolumeServiceRow
+from cumulo.volume.api.volumes import load_volume, require_unencrypted, volume_type_for
+from cumulo.volume.models import Snapshot, Volume, VolumeServiceRow, VolumeTypeEncryption
 from cumulo.volume.scheduler import (
     NO_VALID_BACKEND,
     VOLUME_BINARY,
@@ -108,9 +108,10 @@ async def migrate_volume(request: Request, volume_id: str, args: Any) -> Respons
     """os-migrate_volume (admin): to `host` (host@backend[#pool]); `lock_volume` shows an
     available volume `maintenance` meanwhile; `force_host_copy` is what every migration
     here does (the source copies the data through the destination's connection)."""
-    ctx, _ = await load_volume(
+    ctx, volume = await load_volume(
         request, volume_id, "volume_extension:volume_admin_actions:migrate_volume"
     )
+    require_unencrypted(volume, "Migrating")
     allowed = {"host", "force_host_copy", "lock_volume"} | (
         {"cluster"} if at_least(request, 3, 16) else set()
     )
@@ -241,6 +242,12 @@ async def _move_attachments(
         await attach.complete(service, made.id, old.mountpoint)
 
 
+def _encryption_spec(row: VolumeTypeEncryption | None) -> tuple | None:
+    if row is None:
+        return None
+    return (row.provider, row.cipher, row.key_size, row.control_location)
+
+
 async def retype(request: Request, volume_id: str, args: Any) -> Response:
     """os-retype: the volume takes the new type in place when its backend matches the
     type's extra specs; otherwise, with `migration_policy` on-demand, it moves to a
@@ -262,10 +269,17 @@ async def retype(request: Request, volume_id: str, args: Any) -> Response:
         assert volume is not None
         states.require_volume_status(volume.status, states.RETYPABLE, "retype it")
         states.require_not_migrating(volume_id, volume.migration_status, "retype")
-        vtype, specs = await volume_type_for(session, request, ctx, new_type)
+        vtype, specs = await volume_type_for(session, request, ctx, new_type, encrypted_ok=True)
         if vtype.id == volume.type_id:
             raise BadRequest(
                 "Invalid input received: New volume type must be different from the original."
+            )
+        if _encryption_spec(await session.get(VolumeTypeEncryption, vtype.id)) != _encryption_spec(
+            await session.get(VolumeTypeEncryption, volume.type_id)
+        ):
+            # Cinder's answer: the data would have to be re-encrypted (or decrypted).
+            raise BadRequest(
+                "Invalid input received: Retype cannot change encryption requirements."
             )
         multiattach = type_multiattach(specs)
         if multiattach != volume.multiattach and volume.status != states.AVAILABLE:
@@ -276,6 +290,7 @@ async def retype(request: Request, volume_id: str, args: Any) -> Response:
         if await backend_accepts(session, volume.host, specs, down_time):
             volume.type_id, volume.multiattach, volume.updated_at = vtype.id, multiattach, utcnow()
             return accepted()
+        require_unencrypted(volume, "Moving (retype to another backend)")
         moving = f"Invalid volume: retyping volume {volume_id} to {vtype.name} needs a move to "
         if policy == "never":
             raise BadRequest(moving + "another backend, and migration_policy is never.")

@@ -34,6 +34,7 @@ from cumulo.volume.api.common import (
     parse_bool,
     service_of,
 )
+from cumulo.volume.api.volumes import require_unencrypted
 from cumulo.volume.models import Snapshot, Transfer, Volume
 
 AUTH_KEY_LENGTH = 16
@@ -118,6 +119,7 @@ async def create_transfer(request: Request) -> Response:
         )
         if volume is None or (volume.project_id != ctx.project_id and not service.is_admin(ctx)):
             raise NotFound(f"Volume {volume_id} could not be found.")
+        require_unencrypted(volume, "Transferring")
         states.require_volume_status(volume.status, (states.AVAILABLE,), "transfer it")
         if not no_snapshots:
             for snap in await session.scalars(

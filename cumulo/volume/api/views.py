@@ -48,7 +48,7 @@ def volume_detail(
             attachment_in_volume(a, sees_hosts) for a in attachments if a.status == states.ATTACHED
         ],
         "bootable": "true" if v.bootable else "false",
-        "encrypted": False,
+        "encrypted": bool(v.encryption_key_id),
         "links": links(request, "volumes", v.id),
         "metadata": metadata,
         "multiattach": v.multiattach,
@@ -83,6 +83,8 @@ def volume_detail(
         body["cluster_name"] = None
     if at_least(request, 3, 63):
         body["volume_type_id"] = vtype.id
+    if at_least(request, 3, 64) and v.encryption_key_id:
+        body["encryption_key_id"] = v.encryption_key_id
     if at_least(request, 3, 65):
         body["consumes_quota"] = True
     return body

@@ -8,6 +8,7 @@ import math
 import uuid
 from typing import Any
 
+import httpx
 from sqlalchemy import func, or_, select, update
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,10 +17,10 @@ from starlette.routing import Route
 from cumulo.common.app import json_body
 from cumulo.common.context import RequestContext
 from cumulo.common.db import utcnow
-from cumulo.common.faults import BadRequest, NotFound
+from cumulo.common.faults import BadRequest, Forbidden, NotFound, ServiceUnavailable
 from cumulo.common.openapi import describes, wrapped
 from cumulo.common.service_client import ServiceError, url_path
-from cumulo.volume import messages, quotas, states
+from cumulo.volume import encryption, messages, quotas, states
 from cumulo.volume.api import views
 from cumulo.volume.api.common import (
     accepted,
@@ -169,10 +170,17 @@ def _text(spec: dict[str, Any], *names: str) -> str | None:
 
 
 async def volume_type_for(
-    session: Any, request: Request, ctx: RequestContext, ref: str | None
+    session: Any,
+    request: Request,
+    ctx: RequestContext,
+    ref: str | None,
+    *,
+    encrypted_ok: bool = False,
 ) -> tuple[VolumeType, dict[str, str]]:
     """The type asked for (or the default) and its extra specs, in one query; a private
-    type only for admins and the projects given access (404 to the rest, as Cinder)."""
+    type only for admins and the projects given access (404 to the rest, as Cinder).
+    An encrypted type only where the caller makes its volume's key (encrypted_ok): the
+    other ways to a volume of a type (manage, restore, retype) cannot encrypt yet."""
     service = service_of(request)
     name = ref or service.config.volume.default_volume_type
     rows = (
@@ -184,10 +192,10 @@ async def volume_type_for(
     ).all()
     if not rows or not await type_usable(session, service, ctx, rows[0][0]):
         raise NotFound(f"Volume type with name {name} could not be found.")
-    if await session.get(VolumeTypeEncryption, rows[0][0].id) is not None:
+    if not encrypted_ok and await session.get(VolumeTypeEncryption, rows[0][0].id) is not None:
         raise BadRequest(
-            f"Volume type {name} is encrypted, and this cloud has no key manager to keep "
-            "the keys of encrypted volumes."
+            f"Invalid input received: volume type {name} is encrypted: this operation "
+            "cannot make an encrypted volume yet."
         )
     return rows[0][0], {key: value for _, key, value in rows if key is not None}
 
@@ -282,6 +290,106 @@ async def _image_metadata_of(session: Any, volume_id: str) -> dict[str, str]:
     return {m.key: m.value for m in rows}
 
 
+# -- encrypted volumes' keys (cumulo.volume.encryption) --------------------------------
+
+
+def require_unencrypted(volume: Volume, action: str) -> None:
+    """What cannot carry an encrypted volume's key along yet is refused (400)."""
+    if volume.encryption_key_id:
+        raise BadRequest(f"Invalid volume: {action} an encrypted volume is not supported yet.")
+
+
+async def _source_key(
+    session: Any, snapshot_id: str | None, source_volid: str | None
+) -> str | None:
+    """The key of the volume a new one copies (a snapshot's volume, or the source)."""
+    source = source_volid
+    if snapshot_id:
+        snap = await session.get(Snapshot, snapshot_id)
+        source = snap.volume_id if snap is not None else None
+    volume = await session.get(Volume, source) if source else None
+    return volume.encryption_key_id if volume is not None else None
+
+
+async def _volume_key(
+    request: Request,
+    ctx: RequestContext,
+    spec: dict[str, Any],
+    volume_id: str,
+    snapshot_id: str | None,
+    source_volid: str | None,
+    image_ref: str | None,
+    backup_id: str | None,
+) -> str | None:
+    """A new volume's key in the Key Manager, made with the caller's token before the
+    volume is (None for an unencrypted type): fresh random bytes, or a copy of the
+    source's key when the volume copies an encrypted snapshot or volume (a copy of a
+    container opens with the same passphrase). What cannot be encrypted is a 400 here,
+    before anything is made."""
+    service = service_of(request)
+    async with service.db.read() as session:
+        vtype, _ = await volume_type_for(
+            session, request, ctx, _text(spec, "volume_type"), encrypted_ok=True
+        )
+        wanted = await session.get(VolumeTypeEncryption, vtype.id)
+        source_key = await _source_key(session, snapshot_id, source_volid)
+    if wanted is None:
+        if source_key:
+            raise BadRequest(
+                "Invalid input received: a volume made from an encrypted volume or snapshot "
+                "must be of an encrypted volume type."
+            )
+        return None
+    try:
+        provider = encryption.provider_of(wanted.provider)
+        encryption.check_spec(wanted.cipher, wanted.key_size)
+    except encryption.EncryptionError as exc:
+        raise BadRequest(str(exc)) from None
+    if wanted.control_location != "front-end":
+        raise BadRequest(
+            "Invalid input received: back-end encryption is not supported by this cloud's "
+            "volume backends (front-end only: the compute host decrypts)."
+        )
+    if (snapshot_id or source_volid) and not source_key:
+        raise BadRequest(
+            "Invalid input received: an encrypted volume cannot be made from an "
+            "unencrypted volume or snapshot."
+        )
+    if backup_id:
+        raise BadRequest(
+            "Invalid input received: a backup cannot be restored into an encrypted volume yet."
+        )
+    if image_ref and provider == "luks2":
+        raise BadRequest(
+            "Invalid input received: an image cannot be written into a LUKS2 volume here "
+            "(only dm-crypt opens LUKS2, and the volume hosts have no device-mapper); use "
+            "a luks (LUKS1) volume type."
+        )
+    name = f"volume-{volume_id}"
+    try:
+        if source_key:
+            return await encryption.clone_key(service.key_manager, ctx.auth_token, source_key, name)
+        bits = wanted.key_size or encryption.DEFAULT_KEY_SIZE
+        return await encryption.create_key(service.key_manager, ctx.auth_token, bits, name)
+    except ServiceError as exc:
+        if exc.status in (401, 403):
+            raise Forbidden(
+                f"The Key Manager refused to keep this volume's key: {exc.body[:200]}"
+            ) from None
+        raise ServiceUnavailable(
+            f"The Key Manager could not keep this volume's key ({exc.status})."
+        ) from None
+    except httpx.TransportError as exc:
+        raise ServiceUnavailable(f"The Key Manager cannot be reached: {exc}") from None
+
+
+async def _drop_key(request: Request, ctx: RequestContext, key_id: str) -> None:
+    try:
+        await encryption.delete_key(service_of(request).key_manager, ctx.auth_token, key_id)
+    except Exception:  # noqa: BLE001 - the error being raised matters more; logged
+        LOG.exception("the key %s of a volume never made stays in the Key Manager", key_id)
+
+
 @describes(
     body=wrapped(
         "volume",
@@ -333,126 +441,137 @@ async def create_volume(request: Request) -> Response:
     volume_id = str(uuid.uuid4())
     source_backend: str | None = None
     inherited: dict[str, str] | None = None  # a bootable source's image metadata
-    async with service.db.write() as session:
-        vtype, extra_specs = await volume_type_for(
-            session, request, ctx, _text(spec, "volume_type")
-        )
-        if snapshot_id:
-            snap = await session.get(Snapshot, snapshot_id)
-            if snap is None or (snap.project_id != ctx.project_id and not service.is_admin(ctx)):
-                raise NotFound(f"Snapshot {snapshot_id} could not be found.")
-            if snap.status != states.AVAILABLE:
-                raise BadRequest(
-                    f"Invalid snapshot: Originating snapshot status must be one of 'available' "
-                    f"values, but is {snap.status}."
-                )
-            size = size or snap.size
-            origin = await session.get(Volume, snap.volume_id)
-            source_backend = origin.host if origin else None
-            # As Cinder: the new volume boots when the snapshot's volume did, with its
-            # image metadata.
-            if origin is not None and origin.bootable:
-                inherited = await _image_metadata_of(session, origin.id)
-            if size < snap.size:
-                raise BadRequest(
-                    f"Invalid input received: Volume size '{size}'GB cannot be smaller than "
-                    f"the snapshot size {snap.size}GB. They must be >= original snapshot size."
-                )
-        if source_volid:
-            src = await session.get(Volume, source_volid)
-            if src is None or (src.project_id != ctx.project_id and not service.is_admin(ctx)):
-                raise NotFound(f"Volume {source_volid} could not be found.")
-            states.require_volume_status(src.status, states.CLONABLE, "clone it")
-            states.require_not_migrating(src.id, src.migration_status, "clone")
-            size = size or src.size
-            source_backend = src.host
-            if size < src.size:
-                raise BadRequest(
-                    f"Invalid input received: Volume size '{size}'GB cannot be smaller than "
-                    f"original volume size {src.size}GB. They must be >= original volume size."
-                )
-            if src.bootable:
-                inherited = await _image_metadata_of(session, src.id)
-        backup = chain = None
-        if backup_id:
-            backup = await session.get(Backup, backup_id)
-            if backup is None or (
-                backup.project_id != ctx.project_id and not service.is_admin(ctx)
-            ):
-                raise NotFound(f"Backup {backup_id} could not be found.")
-            if backup.status != states.AVAILABLE:
-                raise BadRequest("Invalid backup: Backup status must be available")
-            size = size or backup.size
-            if size < backup.size:
-                raise BadRequest(
-                    f"Invalid input received: Volume size {size}GB cannot be smaller than "
-                    f"the backup size {backup.size}GB."
-                )
-            chain = await backup_chain(session, backup)
-        group_id = _text(spec, "group_id")
-        if group_id:
-            await check_group_member(session, ctx, service, group_id, vtype.id)
-        if size is None:
-            raise BadRequest("Invalid input for field/attribute size. Value: None.")
-        await quotas.check(
-            session,
-            service.config.volume.quota,
-            ctx.project_id or "",
-            volumes=1,
-            gigabytes=size,
-            size=size,
-        )
-        request_spec = RequestSpec(size, zone, extra_specs, backend=source_backend or None)
-        best, backends = await place(
-            session, volume_id, request_spec, service.config.volume.service_down_time
-        )
-        if backup is not None and best is not None:
-            backup.status, backup.updated_at = states.RESTORING, utcnow()
-        # Zones: the configured one and every one a backend reports from.
-        if zone not in {service.config.volume.availability_zone}.union(
-            b.availability_zone for b in backends
-        ):
-            raise BadRequest(f"Invalid input received: Availability zone '{zone}' is invalid.")
-        session.add(
-            Volume(
-                id=volume_id,
-                project_id=ctx.project_id,
-                user_id=ctx.user_id,
-                name=name,
-                description=description,
-                size=size,
-                # No valid backend: error at once, nothing to make (Cinder's outcome).
-                status=(states.RESTORING_BACKUP if backup else states.CREATING)
-                if best
-                else states.ERROR,
-                availability_zone=zone,
-                type_id=vtype.id,
-                host=best.pool_host if best else "",
-                bootable=bool(image) or inherited is not None,
-                # The type decides (the request's `multiattach` is Cinder's deprecated form).
-                multiattach=bool(multiattach) or type_multiattach(extra_specs),
-                snapshot_id=snapshot_id,
-                source_volid=source_volid,
-                image_id=image["id"] if image else None,
-                group_id=group_id or None,
+    key_id = await _volume_key(
+        request, ctx, spec, volume_id, snapshot_id, source_volid, image_ref, backup_id
+    )
+    try:
+        async with service.db.write() as session:
+            vtype, extra_specs = await volume_type_for(
+                session, request, ctx, _text(spec, "volume_type"), encrypted_ok=True
             )
-        )
-        await session.flush()
-        if best is None:
-            messages.record(
+            if snapshot_id:
+                snap = await session.get(Snapshot, snapshot_id)
+                if snap is None or (
+                    snap.project_id != ctx.project_id and not service.is_admin(ctx)
+                ):
+                    raise NotFound(f"Snapshot {snapshot_id} could not be found.")
+                if snap.status != states.AVAILABLE:
+                    raise BadRequest(
+                        f"Invalid snapshot: Originating snapshot status must be one of 'available' "
+                        f"values, but is {snap.status}."
+                    )
+                size = size or snap.size
+                origin = await session.get(Volume, snap.volume_id)
+                source_backend = origin.host if origin else None
+                # As Cinder: the new volume boots when the snapshot's volume did, with its
+                # image metadata.
+                if origin is not None and origin.bootable:
+                    inherited = await _image_metadata_of(session, origin.id)
+                if size < snap.size:
+                    raise BadRequest(
+                        f"Invalid input received: Volume size '{size}'GB cannot be smaller than "
+                        f"the snapshot size {snap.size}GB. They must be >= original snapshot size."
+                    )
+            if source_volid:
+                src = await session.get(Volume, source_volid)
+                if src is None or (src.project_id != ctx.project_id and not service.is_admin(ctx)):
+                    raise NotFound(f"Volume {source_volid} could not be found.")
+                states.require_volume_status(src.status, states.CLONABLE, "clone it")
+                states.require_not_migrating(src.id, src.migration_status, "clone")
+                size = size or src.size
+                source_backend = src.host
+                if size < src.size:
+                    raise BadRequest(
+                        f"Invalid input received: Volume size '{size}'GB cannot be smaller than "
+                        f"original volume size {src.size}GB. They must be >= original volume size."
+                    )
+                if src.bootable:
+                    inherited = await _image_metadata_of(session, src.id)
+            backup = chain = None
+            if backup_id:
+                backup = await session.get(Backup, backup_id)
+                if backup is None or (
+                    backup.project_id != ctx.project_id and not service.is_admin(ctx)
+                ):
+                    raise NotFound(f"Backup {backup_id} could not be found.")
+                if backup.status != states.AVAILABLE:
+                    raise BadRequest("Invalid backup: Backup status must be available")
+                size = size or backup.size
+                if size < backup.size:
+                    raise BadRequest(
+                        f"Invalid input received: Volume size {size}GB cannot be smaller than "
+                        f"the backup size {backup.size}GB."
+                    )
+                chain = await backup_chain(session, backup)
+            group_id = _text(spec, "group_id")
+            if group_id:
+                await check_group_member(session, ctx, service, group_id, vtype.id)
+            if size is None:
+                raise BadRequest("Invalid input for field/attribute size. Value: None.")
+            await quotas.check(
                 session,
-                ctx,
-                messages.SCHEDULE_ALLOCATE_VOLUME,
-                messages.NO_BACKEND_AVAILABLE,
-                volume_id,
+                service.config.volume.quota,
+                ctx.project_id or "",
+                volumes=1,
+                gigabytes=size,
+                size=size,
             )
-        image_meta = image_metadata_of(image) if image else {}
-        if inherited is not None:
-            image_meta = inherited
-        for key, value in metadata.items():
-            session.add(VolumeMetadata(volume_id=volume_id, kind="user", key=key, value=value))
-        for key, value in image_meta.items():
-            session.add(VolumeMetadata(volume_id=volume_id, kind="image", key=key, value=value))
+            request_spec = RequestSpec(size, zone, extra_specs, backend=source_backend or None)
+            best, backends = await place(
+                session, volume_id, request_spec, service.config.volume.service_down_time
+            )
+            if backup is not None and best is not None:
+                backup.status, backup.updated_at = states.RESTORING, utcnow()
+            # Zones: the configured one and every one a backend reports from.
+            if zone not in {service.config.volume.availability_zone}.union(
+                b.availability_zone for b in backends
+            ):
+                raise BadRequest(f"Invalid input received: Availability zone '{zone}' is invalid.")
+            session.add(
+                Volume(
+                    id=volume_id,
+                    project_id=ctx.project_id,
+                    user_id=ctx.user_id,
+                    name=name,
+                    description=description,
+                    size=size,
+                    # No valid backend: error at once, nothing to make (Cinder's outcome).
+                    status=(states.RESTORING_BACKUP if backup else states.CREATING)
+                    if best
+                    else states.ERROR,
+                    availability_zone=zone,
+                    type_id=vtype.id,
+                    host=best.pool_host if best else "",
+                    bootable=bool(image) or inherited is not None,
+                    # The type decides (the request's `multiattach` is Cinder's deprecated form).
+                    multiattach=bool(multiattach) or type_multiattach(extra_specs),
+                    snapshot_id=snapshot_id,
+                    source_volid=source_volid,
+                    image_id=image["id"] if image else None,
+                    group_id=group_id or None,
+                    encryption_key_id=key_id,
+                )
+            )
+            await session.flush()
+            if best is None:
+                messages.record(
+                    session,
+                    ctx,
+                    messages.SCHEDULE_ALLOCATE_VOLUME,
+                    messages.NO_BACKEND_AVAILABLE,
+                    volume_id,
+                )
+            image_meta = image_metadata_of(image) if image else {}
+            if inherited is not None:
+                image_meta = inherited
+            for key, value in metadata.items():
+                session.add(VolumeMetadata(volume_id=volume_id, kind="user", key=key, value=value))
+            for key, value in image_meta.items():
+                session.add(VolumeMetadata(volume_id=volume_id, kind="image", key=key, value=value))
+    except BaseException:
+        if key_id is not None:  # no volume: no key (nothing half-made)
+            await _drop_key(request, ctx, key_id)
+        raise
     try:
         if best is not None and backup is not None:
             # Made and filled by the restore (3.47), as `backup restore` to a new volume.
@@ -665,12 +784,17 @@ async def remove_volume(
         for snap in snapshots:
             states.require_snapshot_status(snap.status, states.SNAPSHOT_DELETABLE, "delete it")
             snap.status = states.DELETING
+        unplaced_key = None if volume.host else volume.encryption_key_id
         if not volume.host:
             # Never placed (no valid backend): nothing on any backend to remove.
             await session.delete(volume)
-            return
-        volume.status = states.DELETING
-        volume.updated_at = utcnow()
+        else:
+            volume.status = states.DELETING
+            volume.updated_at = utcnow()
+    if not volume.host:
+        if unplaced_key:  # its key goes with it (the backend deletes a placed one's)
+            await _drop_key(request, ctx, unplaced_key)
+        return
     await service.volume_rpc.delete_volume(
         ctx.to_dict(), volume.host, volume.id, [s.id for s in snapshots]
     )
@@ -690,6 +814,43 @@ volume_metadata = MetadataRoutes(
     "volumes", VolumeMetadata, "volume_id", _metadata_owner, kind="user"
 )
 
+# -- encryption metadata (what Compute opens an encrypted volume with) ---------------
+
+
+async def _encryption_metadata(request: Request) -> dict[str, Any]:
+    """Cinder's os-volume-encryption-metadata: the key's id and the type's encryption;
+    only the key's id (null) for an unencrypted volume."""
+    _, volume = await load_volume(
+        request,
+        request.path_params["id"],
+        "volume_extension:volume_encryption_metadata",
+    )
+    body: dict[str, Any] = {"encryption_key_id": volume.encryption_key_id}
+    if volume.encryption_key_id:
+        async with service_of(request).db.read() as session:
+            row = await session.get(VolumeTypeEncryption, volume.type_id)
+        if row is not None:
+            body |= {
+                "provider": row.provider,
+                "cipher": row.cipher,
+                "key_size": row.key_size,
+                "control_location": row.control_location,
+            }
+    return body
+
+
+async def show_encryption_metadata(request: Request) -> Response:
+    return json(await _encryption_metadata(request))
+
+
+async def show_encryption_metadata_key(request: Request) -> Response:
+    body = await _encryption_metadata(request)
+    key = request.path_params["key"]
+    if key not in body:
+        raise NotFound(f"Volume {request.path_params['id']} has no encryption key {key}.")
+    return json({key: body[key]})
+
+
 routes = [
     Route("/v3/volumes", create_volume, methods=["POST"]),
     Route("/v3/volumes", list_volumes, methods=["GET"]),
@@ -698,5 +859,7 @@ routes = [
     Route("/v3/volumes/{id}", show_volume, methods=["GET"]),
     Route("/v3/volumes/{id}", update_volume, methods=["PUT"]),
     Route("/v3/volumes/{id}", delete_volume, methods=["DELETE"]),
+    Route("/v3/volumes/{id}/encryption", show_encryption_metadata, methods=["GET"]),
+    Route("/v3/volumes/{id}/encryption/{key}", show_encryption_metadata_key, methods=["GET"]),
     *volume_metadata.routes(),
 ]

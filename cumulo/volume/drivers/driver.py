@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cumulo.volume.encryption import Encryption
+
 GiB = 1 << 30
 
 
@@ -50,45 +52,68 @@ class VolumeDriver(abc.ABC):
     storage_protocol: str = "file"
 
     @abc.abstractmethod
-    async def create_volume(self, volume_id: str, size_gb: int) -> None:
-        """An empty (zero-filled) volume."""
+    async def create_volume(
+        self, volume_id: str, size_gb: int, encryption: Encryption | None = None
+    ) -> None:
+        """An empty (zero-filled) volume; encrypted: an empty LUKS container of that
+        payload size, formatted with the encryption's passphrase."""
 
     @abc.abstractmethod
     async def delete_volume(self, volume_id: str) -> None:
         """Remove the volume's data; removing a volume that is not there is fine."""
 
     @abc.abstractmethod
-    async def create_snapshot(self, snapshot_id: str, volume_id: str) -> None: ...
+    async def create_snapshot(
+        self, snapshot_id: str, volume_id: str, encryption: Encryption | None = None
+    ) -> None:
+        """A copy of the volume's data (an encrypted volume's: its container's bytes)."""
 
     @abc.abstractmethod
     async def delete_snapshot(self, snapshot_id: str) -> None: ...
 
     @abc.abstractmethod
     async def create_from_snapshot(
-        self, volume_id: str, snapshot_id: str, size_gb: int
+        self, volume_id: str, snapshot_id: str, size_gb: int, encryption: Encryption | None = None
     ) -> None: ...
 
     @abc.abstractmethod
-    async def clone_volume(self, volume_id: str, source_id: str, size_gb: int) -> None: ...
+    async def clone_volume(
+        self, volume_id: str, source_id: str, size_gb: int, encryption: Encryption | None = None
+    ) -> None: ...
 
     @abc.abstractmethod
     async def copy_image_to_volume(
-        self, volume_id: str, image_file: Path, image_format: str, size_gb: int
+        self,
+        volume_id: str,
+        image_file: Path,
+        image_format: str,
+        size_gb: int,
+        encryption: Encryption | None = None,
     ) -> None:
-        """Write an image (a local file in the given disk format) into a new volume."""
+        """Write an image (a local file in the given disk format) into a new volume
+        (encrypted: into a new LUKS container)."""
 
     @abc.abstractmethod
     async def copy_volume_to_image(self, volume_id: str, dest: Path, disk_format: str) -> None:
         """Write the volume's data into a local file in the given disk format."""
 
     @abc.abstractmethod
-    async def extend_volume(self, volume_id: str, new_size_gb: int) -> None: ...
+    async def extend_volume(
+        self, volume_id: str, new_size_gb: int, encryption: Encryption | None = None
+    ) -> None: ...
 
     @abc.abstractmethod
     async def initialize_connection(
-        self, volume_id: str, attachment_id: str, connector: dict[str, Any], mode: str
+        self,
+        volume_id: str,
+        attachment_id: str,
+        connector: dict[str, Any],
+        mode: str,
+        encryption: Encryption | None = None,
     ) -> dict[str, Any]:
-        """Connection info for a host: {"driver_volume_type": ..., "data": {...}}."""
+        """Connection info for a host: {"driver_volume_type": ..., "data": {...}}; an
+        encrypted volume's says `encrypted` and serves the container (format `luks`):
+        the host decrypts it (front-end encryption)."""
 
     @abc.abstractmethod
     async def terminate_connection(self, volume_id: str, attachment_id: str) -> None: ...

@@ -40,6 +40,13 @@ from cumulo.volume.drivers.driver import (
     VolumeDriver,
 )
 from cumulo.volume.drivers.nbd import NbdExports
+from cumulo.volume.encryption import (
+    LUKS2_HEADER,
+    Encryption,
+    cryptsetup_format_args,
+    payload_offset,
+    secret_file,
+)
 
 QEMU_IMG_TIMEOUT = 3600.0
 
@@ -52,8 +59,12 @@ async def qemu_img(*args: str, timeout: float = QEMU_IMG_TIMEOUT) -> str:
 
 
 async def _run_qemu_img(args: tuple[str, ...], timeout: float) -> str:
+    return await run_tool("qemu-img", *args, timeout=timeout)
+
+
+async def run_tool(tool: str, *args: str, timeout: float = QEMU_IMG_TIMEOUT) -> str:
     proc = await asyncio.create_subprocess_exec(
-        "qemu-img",
+        tool,
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -66,8 +77,26 @@ async def _run_qemu_img(args: tuple[str, ...], timeout: float) -> str:
         await proc.wait()
         raise
     if proc.returncode != 0:
-        raise DriverError(f"qemu-img {args[0]} failed: {err.decode(errors='replace').strip()}")
+        raise DriverError(f"{tool} {args[0]} failed: {err.decode(errors='replace').strip()}")
     return out.decode()
+
+
+def _sparse_file(path: Path, size: int) -> None:
+    with path.open("wb") as f:
+        f.truncate(size)
+
+
+def _fit_payload(path: Path, size_gb: int) -> None:
+    """A new container's file cut to its header and a payload of exactly size_gb."""
+    os.truncate(path, payload_offset(path) + size_gb * GiB)
+
+
+def _grow_payload(path: Path, size_gb: int) -> None:
+    """A LUKS container's payload runs to the end of the file: grown by growing the file
+    (never shrunk)."""
+    wanted = payload_offset(path) + size_gb * GiB
+    if path.stat().st_size < wanted:
+        os.truncate(path, wanted)
 
 
 class FileDriver(VolumeDriver):
@@ -97,16 +126,63 @@ class FileDriver(VolumeDriver):
     def snapshot_path(self, snapshot_id: str) -> Path:
         return self.root / f"snapshot-{snapshot_id}"
 
-    async def _convert(self, src: Path, src_format: str, dest: Path, size_gb: int | None) -> None:
+    async def _convert(
+        self,
+        src: Path,
+        src_format: str,
+        dest: Path,
+        size_gb: int | None,
+        encryption: Encryption | None = None,
+    ) -> None:
         """Copy src into a new dest in this backend's format, grown to size_gb; no partial dest.
         The source is read with a shared lock (-U): an attached volume stays open (and
         locked) in the guest's QEMU or the NBD export, and its snapshot or clone is then
-        crash-consistent, as Cinder's forced snapshot of an in-use volume is."""
+        crash-consistent, as Cinder's forced snapshot of an in-use volume is. Encrypted:
+        src is a LUKS container, copied byte for byte (the copy opens with the same
+        passphrase), its payload grown to size_gb."""
         tmp = dest.with_name(dest.name + ".part")
         try:
-            await qemu_img("convert", "-U", "-f", src_format, "-O", self.format, str(src), str(tmp))
-            if size_gb is not None:
-                await self._grow(tmp, size_gb)
+            if encryption is not None:
+                await qemu_img("convert", "-U", "-f", "raw", "-O", "raw", str(src), str(tmp))
+                if size_gb is not None:
+                    await asyncio.to_thread(_grow_payload, tmp, size_gb)
+            else:
+                await qemu_img(
+                    "convert", "-U", "-f", src_format, "-O", self.format, str(src), str(tmp)
+                )
+                if size_gb is not None:
+                    await self._grow(tmp, size_gb)
+            tmp.rename(dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    async def _format_luks(
+        self, dest: Path, size_gb: int, encryption: Encryption, image: tuple[Path, str] | None
+    ) -> None:
+        """A new LUKS container at dest with a payload of size_gb (holding the image, in
+        its format, when given); no partial dest. cryptsetup formats it (both versions):
+        qemu-img's LUKS1 creation times its PBKDF on the thread's CPU clock, which fails
+        now and then on a fast or busy host ("Unable to get accurate CPU usage"), and
+        cryptsetup takes a fixed iteration count. QEMU's LUKS driver then writes the
+        image through the container."""
+        tmp = dest.with_name(dest.name + ".part")
+        try:
+            if image is not None and encryption.provider == "luks2":
+                raise DriverError(
+                    "an image cannot be written into a LUKS2 volume here: only dm-crypt "
+                    "opens LUKS2, and this host has no device-mapper"
+                )
+            with secret_file(self.root / ".keys", encryption.passphrase) as key:
+                await asyncio.to_thread(_sparse_file, tmp, LUKS2_HEADER + size_gb * GiB)
+                await run_tool(*cryptsetup_format_args(encryption, key, tmp))
+                await asyncio.to_thread(_fit_payload, tmp, size_gb)
+                if image is not None:
+                    src, src_format = image
+                    await qemu_img(
+                        "convert", "-n", "--object", f"secret,id=sec0,file={key},format=raw",
+                        "-f", src_format, str(src), "--target-image-opts",
+                        f"driver=luks,key-secret=sec0,file.driver=file,file.filename={tmp}",
+                    )  # fmt: skip
             tmp.rename(dest)
         finally:
             tmp.unlink(missing_ok=True)
@@ -116,30 +192,52 @@ class FileDriver(VolumeDriver):
         if json.loads(info)["virtual-size"] < size_gb * GiB:
             await qemu_img("resize", "-f", self.format, str(path), f"{size_gb}G")
 
-    async def create_volume(self, volume_id: str, size_gb: int) -> None:
+    async def create_volume(
+        self, volume_id: str, size_gb: int, encryption: Encryption | None = None
+    ) -> None:
+        if encryption is not None:
+            await self._format_luks(self.path(volume_id), size_gb, encryption, None)
+            return
         await qemu_img("create", "-f", self.format, str(self.path(volume_id)), f"{size_gb}G")
 
     async def delete_volume(self, volume_id: str) -> None:
         self.path(volume_id).unlink(missing_ok=True)
 
-    async def create_snapshot(self, snapshot_id: str, volume_id: str) -> None:
+    async def create_snapshot(
+        self, snapshot_id: str, volume_id: str, encryption: Encryption | None = None
+    ) -> None:
         await self._convert(
-            self.path(volume_id), self.format, self.snapshot_path(snapshot_id), None
+            self.path(volume_id), self.format, self.snapshot_path(snapshot_id), None, encryption
         )
 
     async def delete_snapshot(self, snapshot_id: str) -> None:
         self.snapshot_path(snapshot_id).unlink(missing_ok=True)
 
-    async def create_from_snapshot(self, volume_id: str, snapshot_id: str, size_gb: int) -> None:
+    async def create_from_snapshot(
+        self, volume_id: str, snapshot_id: str, size_gb: int, encryption: Encryption | None = None
+    ) -> None:
         src = self.snapshot_path(snapshot_id)
-        await self._convert(src, self.format, self.path(volume_id), size_gb)
+        await self._convert(src, self.format, self.path(volume_id), size_gb, encryption)
 
-    async def clone_volume(self, volume_id: str, source_id: str, size_gb: int) -> None:
-        await self._convert(self.path(source_id), self.format, self.path(volume_id), size_gb)
+    async def clone_volume(
+        self, volume_id: str, source_id: str, size_gb: int, encryption: Encryption | None = None
+    ) -> None:
+        await self._convert(
+            self.path(source_id), self.format, self.path(volume_id), size_gb, encryption
+        )
 
     async def copy_image_to_volume(
-        self, volume_id: str, image_file: Path, image_format: str, size_gb: int
+        self,
+        volume_id: str,
+        image_file: Path,
+        image_format: str,
+        size_gb: int,
+        encryption: Encryption | None = None,
     ) -> None:
+        if encryption is not None:
+            image = (image_file, image_format)
+            await self._format_luks(self.path(volume_id), size_gb, encryption, image)
+            return
         await self._convert(image_file, image_format, self.path(volume_id), size_gb)
 
     async def copy_volume_to_image(self, volume_id: str, dest: Path, disk_format: str) -> None:
@@ -148,10 +246,15 @@ class FileDriver(VolumeDriver):
             str(dest),
         )  # fmt: skip
 
-    async def extend_volume(self, volume_id: str, new_size_gb: int) -> None:
+    async def extend_volume(
+        self, volume_id: str, new_size_gb: int, encryption: Encryption | None = None
+    ) -> None:
         path = self.path(volume_id)
 
         async def grow() -> None:
+            if encryption is not None:  # the payload runs to the container's end
+                await asyncio.to_thread(_grow_payload, path, new_size_gb)
+                return
             await qemu_img("resize", "-f", self.format, str(path), f"{new_size_gb}G")
 
         exports = self.exports.exporting(path)
@@ -161,17 +264,31 @@ class FileDriver(VolumeDriver):
         await grow()
 
     async def initialize_connection(
-        self, volume_id: str, attachment_id: str, connector: dict[str, Any], mode: str
+        self,
+        volume_id: str,
+        attachment_id: str,
+        connector: dict[str, Any],
+        mode: str,
+        encryption: Encryption | None = None,
     ) -> dict[str, Any]:
         path = self.path(volume_id)
         if not path.exists():
             raise DriverError(f"volume {volume_id} has no data on this backend")
-        base = {"volume_id": volume_id, "access_mode": mode, "format": self.format}
+        base: dict[str, Any] = {"volume_id": volume_id, "access_mode": mode, "format": self.format}
+        if encryption is not None:
+            # The host opens the container itself: it is served as the bytes it is.
+            base |= {"format": "luks", "encrypted": True}
         remote = connector.get("host") not in (None, "", self.host)
         if connector.get("nbd") or remote:
-            export = await self.exports.start(attachment_id, path, self.format, mode == "ro")
-            # The daemon serves the guest-visible disk: the client reads it as raw.
-            return {"driver_volume_type": "nbd", "data": {**base, "format": "raw", **export}}
+            served = "raw" if encryption is not None else self.format
+            export = await self.exports.start(attachment_id, path, served, mode == "ro")
+            # The daemon serves the guest-visible disk (or the container): the client
+            # reads it as raw (or opens the container).
+            client_format = "luks" if encryption is not None else "raw"
+            return {
+                "driver_volume_type": "nbd",
+                "data": {**base, "format": client_format, **export},
+            }
         return {"driver_volume_type": "file", "data": {**base, "path": str(path)}}
 
     async def terminate_connection(self, volume_id: str, attachment_id: str) -> None:
