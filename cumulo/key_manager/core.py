@@ -327,7 +327,7 @@ class KeyManagerService:
         self._project_keys[project_id] = key
         return key
 
-    async def seal(self, project_id: str, secret_id: str, payload: bytes) -> bytes:
+    async def seal(self, project_id: str, secret_id: str, payload: bytes) -> str:
         return crypto.encrypt(await self.project_key(project_id), payload, secret_id.encode())
 
     async def open_payload(self, secret: Secret) -> bytes:

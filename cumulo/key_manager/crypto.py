@@ -9,6 +9,7 @@ data (a cipher text copied onto another secret's row does not decrypt).
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 from pathlib import Path
@@ -49,27 +50,27 @@ def load_master_key(directory: Path) -> bytes:
     return key
 
 
-def encrypt(key: bytes, plain: bytes, associated: bytes) -> bytes:
-    """nonce || AES-GCM(key, plain, associated) (tag included)."""
+def encrypt(key: bytes, plain: bytes, associated: bytes) -> str:
+    """base64(nonce || AES-GCM(key, plain, associated)), the tag included."""
     nonce = secrets.token_bytes(NONCE_BYTES)
-    return nonce + AESGCM(key).encrypt(nonce, plain, associated)
+    return base64.b64encode(nonce + AESGCM(key).encrypt(nonce, plain, associated)).decode()
 
 
-def decrypt(key: bytes, sealed: bytes, associated: bytes) -> bytes:
-    nonce, body = sealed[:NONCE_BYTES], sealed[NONCE_BYTES:]
+def decrypt(key: bytes, sealed: str, associated: bytes) -> bytes:
     try:
-        return AESGCM(key).decrypt(nonce, body, associated)
+        raw = base64.b64decode(sealed, validate=True)
+        return AESGCM(key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], associated)
     except (InvalidTag, ValueError) as exc:
         raise DecryptionError("the cipher text does not decrypt under this key") from exc
 
 
-def new_project_key(master: bytes, project_id: str) -> tuple[bytes, bytes]:
+def new_project_key(master: bytes, project_id: str) -> tuple[bytes, str]:
     """A fresh project key: (the key, the key wrapped by the master key)."""
     key = secrets.token_bytes(KEY_BYTES)
     return key, encrypt(master, key, project_id.encode())
 
 
-def unwrap_project_key(master: bytes, project_id: str, wrapped: bytes) -> bytes:
+def unwrap_project_key(master: bytes, project_id: str, wrapped: str) -> bytes:
     return decrypt(master, wrapped, project_id.encode())
 
 

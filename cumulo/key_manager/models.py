@@ -16,8 +16,8 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -32,7 +32,7 @@ class ProjectKey(Base):
 
     __tablename__ = "project_key"
     project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    wrapped_key: Mapped[str] = mapped_column(Text)  # base64
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -51,7 +51,9 @@ class Secret(Base):
     # The normalized media type of the payload (text/plain, application/octet-stream,
     # application/pkcs8); null while the secret has no payload.
     content_type: Mapped[str | None] = mapped_column(String(255))
-    cipher_text: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # base64 of nonce || AES-GCM cipher text (text, as Barbican keeps cypher_text: every
+    # driver, aiomysql included, passes it as a plain string).
+    cipher_text: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 

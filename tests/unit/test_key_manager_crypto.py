@@ -3,6 +3,7 @@ keys wrapped by it, payloads sealed under a project key and bound to their secre
 
 from __future__ import annotations
 
+import base64
 import stat
 
 import pytest
@@ -29,7 +30,7 @@ def test_a_master_key_file_of_the_wrong_size_is_refused(tmp_path):
 def test_project_key_unwraps_only_with_its_master_key_and_project():
     master = bytes(range(32))
     key, wrapped = crypto.new_project_key(master, "project-a")
-    assert key not in wrapped
+    assert key not in base64.b64decode(wrapped)
     assert crypto.unwrap_project_key(master, "project-a", wrapped) == key
     with pytest.raises(crypto.DecryptionError):
         crypto.unwrap_project_key(master, "project-b", wrapped)
@@ -41,14 +42,17 @@ def test_payload_round_trips_every_byte_and_is_bound_to_its_secret():
     key = bytes(32)
     payload = bytes(range(256)) * 3
     sealed = crypto.encrypt(key, payload, b"secret-1")
-    assert payload not in sealed
+    assert payload not in base64.b64decode(sealed)
     assert crypto.encrypt(key, payload, b"secret-1") != sealed  # a fresh nonce each time
     assert crypto.decrypt(key, sealed, b"secret-1") == payload
     with pytest.raises(crypto.DecryptionError):
         crypto.decrypt(key, sealed, b"secret-2")
-    tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    raw = base64.b64decode(sealed)
+    tampered = base64.b64encode(raw[:-1] + bytes([raw[-1] ^ 1])).decode()
     with pytest.raises(crypto.DecryptionError):
         crypto.decrypt(key, tampered, b"secret-1")
+    with pytest.raises(crypto.DecryptionError):
+        crypto.decrypt(key, "not base64!", b"secret-1")
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ def upgrade() -> None:
     op.create_table(
         "project_key",
         sa.Column("project_id", sa.String(length=64), nullable=False),
-        sa.Column("wrapped_key", sa.LargeBinary(), nullable=False),
+        sa.Column("wrapped_key", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("project_id", name=op.f("pk_project_key")),
     )
@@ -34,7 +34,7 @@ def upgrade() -> None:
         sa.Column("mode", sa.String(length=255), nullable=True),
         sa.Column("expiration", sa.DateTime(), nullable=True),
         sa.Column("content_type", sa.String(length=255), nullable=True),
-        sa.Column("cipher_text", sa.LargeBinary(), nullable=True),
+        sa.Column("cipher_text", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_secret")),
