@@ -524,3 +524,52 @@ def test_payload_is_encrypted_at_rest(cloud: CloudRunner, kms: httpx.Client):
             assert marker not in path.read_bytes()
     key_file = cloud.state_dir / "key-manager" / "master.key"
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+
+
+# -- in-process, as Block Storage and Compute call it -----------------------------------
+
+
+def test_another_service_stores_and_reads_a_volume_key_in_process(cloud: CloudRunner):
+    """What cumulo.volume does for an encrypted volume: POST the key with the user's token
+    through ServiceClient on the app, then read the bytes back and delete them."""
+    from cumulo.common.service_client import ServiceClient
+    from cumulo.key_manager.app import create_key_manager_app
+
+    token = cloud.token("demo", project="demo")
+    key = os.urandom(64)
+
+    async def round_trip() -> tuple[str, bytes, int, int]:
+        assert cloud.cloud is not None and cloud.cloud.key_manager is not None
+        kms = ServiceClient("key-manager", app=create_key_manager_app(cloud.cloud.key_manager))
+        try:
+            made = await kms.json(
+                "POST",
+                "/v1/secrets",
+                token,
+                json={
+                    "name": "volume-key",
+                    "secret_type": "symmetric",
+                    "algorithm": "aes",
+                    "bit_length": 512,
+                    "mode": "xts",
+                    "payload": base64.b64encode(key).decode(),
+                    "payload_content_type": "application/octet-stream",
+                    "payload_content_encoding": "base64",
+                },
+            )
+            secret_id = _id(made["secret_ref"])
+            payload = await kms.request(
+                "GET",
+                f"/v1/secrets/{secret_id}/payload",
+                token,
+                headers={"Accept": "application/octet-stream"},
+            )
+            deleted = await kms.request("DELETE", f"/v1/secrets/{secret_id}", token)
+            gone = await kms.request("GET", f"/v1/secrets/{secret_id}", token, ok=(404,))
+            return made["secret_ref"], payload.content, deleted.status_code, gone.status_code
+        finally:
+            await kms.close()
+
+    ref, payload, deleted, gone = cloud.run_async(round_trip())
+    assert ref.startswith(f"http://127.0.0.1:{cloud.config.ports.key_manager}/v1/secrets/")
+    assert (payload, deleted, gone) == (key, 204, 404)
