@@ -32,6 +32,12 @@ async def run_compute_agent(config: CumuloConfig, state_dir: Path, stop: asyncio
     volumes = ServiceClient(
         "block-storage", url=controller(config.ports.block_storage), verify=verify
     )
+    # Barbican's port until [ports] key_manager is there to say otherwise.
+    keys = ServiceClient(
+        "key-manager",
+        url=controller(getattr(config.ports, "key_manager", 9311)),
+        verify=verify,
+    )
     bus = transport_for(config)
     await bus.start()
     notifier = compute_notifier(config, state_dir)
@@ -39,7 +45,7 @@ async def run_compute_agent(config: CumuloConfig, state_dir: Path, stop: asyncio
     managers: list[ComputeManager] = []
     try:
         await start_compute_hosts(
-            config, state_dir, bus, images, network, volumes, notifier, managers
+            config, state_dir, bus, images, network, volumes, notifier, managers, key_manager=keys
         )
         LOG.info("compute agent %s is up (controller %s)", host, controller)
         await stop.wait()
@@ -48,6 +54,6 @@ async def run_compute_agent(config: CumuloConfig, state_dir: Path, stop: asyncio
             await manager.stop()
         await notifier.close()
         await bus.close()
-        for client in (images, networks, volumes):
+        for client in (images, networks, volumes, keys):
             await client.close()
         await identity.close()

@@ -90,10 +90,11 @@ async def start_compute_hosts(
     volumes: ServiceClient | None,
     notifier: Notifier,
     managers: list[ComputeManager],
+    key_manager: ServiceClient | None = None,
 ) -> None:
     """This host's compute agent, and [compute] fake_hosts more of the fake driver (scale
     simulations), started; each is added to `managers` (the caller stops them, even
-    when a later one fails to start)."""
+    when a later one fails to start). key_manager: where encrypted volumes' keys are read."""
     c = config.compute
     base = c.host or socket.gethostname()
     for host in [base] + [f"{base}-fake{i}" for i in range(1, c.fake_hosts + 1)]:
@@ -104,7 +105,14 @@ async def start_compute_hosts(
         )
         cache = ImageCache(state_dir / "compute" / host / "images", images)
         manager = ComputeManager(
-            host, driver, bus, cache, network, host_options(config), volumes=volumes
+            host,
+            driver,
+            bus,
+            cache,
+            network,
+            host_options(config),
+            volumes=volumes,
+            key_manager=key_manager,
         )
         manager.notifier = notifier
         managers.append(manager)
@@ -191,13 +199,15 @@ class ComputeCell:
         image_app: ASGIApp | None = None,
         network_app: ASGIApp | None = None,
         volume_app: ASGIApp | None = None,
+        key_manager_app: ASGIApp | None = None,
         hosts: bool = True,
         conductor: bool = True,
         scheduler: bool = True,
     ) -> ComputeCell:
         """The compute services of this process, apps in-process: the API service always;
         hosts: the compute hosts (not for `cumulo init`); conductor, scheduler: serve their
-        topics (`cumulo api` leaves them to `cumulo conductor` and `cumulo scheduler`)."""
+        topics (`cumulo api` leaves them to `cumulo conductor` and `cumulo scheduler`).
+        key_manager_app: the Key Manager, which encrypted volumes' keys are read from."""
         bus = transport_for(config)
         await bus.start()
         db = Database(database_url(config, state_dir, "compute"), "compute")
@@ -206,7 +216,12 @@ class ComputeCell:
         images = ServiceClient("image", app=image_app) if image_app is not None else None
         networks = ServiceClient("network", app=network_app) if network_app is not None else None
         volumes = ServiceClient("block-storage", app=volume_app) if volume_app is not None else None
-        clients = [c for c in (images, networks, volumes) if c is not None]
+        keys = (
+            ServiceClient("key-manager", app=key_manager_app)
+            if key_manager_app is not None
+            else None
+        )
+        clients = [c for c in (images, networks, volumes, keys) if c is not None]
         c = config.compute
         base = c.host or socket.gethostname()
         tasks: list[asyncio.Task] = []
@@ -225,7 +240,15 @@ class ComputeCell:
         cell.notifier = compute_notifier(config, state_dir)
         if hosts:
             await start_compute_hosts(
-                config, state_dir, bus, images, network, volumes, cell.notifier, cell.managers
+                config,
+                state_dir,
+                bus,
+                images,
+                network,
+                volumes,
+                cell.notifier,
+                cell.managers,
+                key_manager=keys,
             )
         return cell
 

@@ -43,6 +43,7 @@ from cumulo.compute.virt.driver import (
     ImageSpec,
     host_uptime,
 )
+from cumulo.compute.volume_encryption import with_encryption
 from cumulo.metadata import InstanceMetadata, config_drive_files
 from cumulo.metadata.vendordata import VendorData
 
@@ -149,6 +150,7 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
         options: HostOptions | None = None,
         *,
         volumes: ServiceClient | None = None,
+        key_manager: ServiceClient | None = None,
     ) -> None:
         self.host = host
         self.driver = driver
@@ -158,6 +160,8 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
         self.network = network
         self.options = options or HostOptions()
         self.volumes = volumes
+        # The Key Manager: the keys of encrypted volumes, read with the user's token.
+        self.key_manager = key_manager
         self._periodic: asyncio.Task | None = None
         # Live migrations an abort was asked for (they end "cancelled", not "error").
         self._aborted_migrations: set[str] = set()
@@ -505,6 +509,11 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
                     json={"attachment": {"connector": {"host": self.host, "mountpoint": device}}},
                 )
             )["attachment"]
+            info = attachment["connection_info"]
+            # Its key first: an encrypted volume whose key cannot be had fails the build.
+            opened = await self._opened(
+                token, BlockDevice(volume_id, device, info, bdm["boot_index"])
+            )
             await self.volumes.request(
                 "POST",
                 f"/v3/attachments/{attachment['id']}/action",
@@ -512,14 +521,17 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
                 headers=VOLUME_API,
                 json={"os-complete": None},
             )
-            info = attachment["connection_info"]
             await self.conductor.block_device_update(
                 ctx, bdm["id"], {"device_name": device, "connection_info": info}
             )
-            devices.append(BlockDevice(volume_id, device, info, bdm["boot_index"]))
+            devices.append(opened)
             if bdm["tag"]:
                 tags[volume_id] = bdm["tag"]
         return tuple(devices), tags
+
+    async def _opened(self, token: str, device: BlockDevice) -> BlockDevice:
+        """`device` with what opens it when it is encrypted (its key from the Key Manager)."""
+        return await with_encryption(self.volumes, self.key_manager, token, device)
 
     async def _volume_image(self, token: str, volume_id: str) -> ImageSpec | None:
         """A volume-backed guest's image: its boot volume's volume_image_metadata, as Nova
@@ -1011,7 +1023,8 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
                 )
             )["attachment"]
             info = attachment["connection_info"]
-            await self.driver.attach_volume(instance_uuid, BlockDevice(volume_id, device, info))
+            opened = await self._opened(token, BlockDevice(volume_id, device, info))
+            await self.driver.attach_volume(instance_uuid, opened)
             await self.volumes.request(
                 "POST",
                 f"/v3/attachments/{attachment_id}/action",

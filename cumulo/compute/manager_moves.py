@@ -51,7 +51,8 @@ _SHELVED_KEYS = ("shelved_at", "shelved_image_id", "shelved_host")
 class HostMoves:
     """Mixed into ComputeManager (host, driver, bus, conductor, network, volumes,
     image_cache, options, _set_task, _guest_spec, _device_metadata, _machine_type_record,
-    _upload_snapshot, _reserve_attachment, _complete_attachment, _drop_attachment)."""
+    _upload_snapshot, _reserve_attachment, _complete_attachment, _drop_attachment,
+    _opened)."""
 
     _aborted_migrations: set[str]
 
@@ -140,10 +141,13 @@ class HostMoves:
         admin_password: str | None = None,
         image_meta: dict[str, Any] | None = None,
     ):
-        """The guest as this host runs it: its ports and volumes as bound here."""
+        """The guest as this host runs it: its ports and volumes as bound here (the
+        encrypted ones with their keys: a key that cannot be had fails the move)."""
         devices, tags = await self._connect_volumes(ctx, inst["uuid"])
+        token = ctx.get("auth_token") or ""
+        devices = tuple([await self._opened(token, device) for device in devices])
         return await self._guest_spec(
-            ctx.get("auth_token") or "",
+            token,
             inst,
             network_info,
             admin_password,

@@ -32,6 +32,7 @@ belongs to, the old attachment is deleted, and the fault says what was left undo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
@@ -50,7 +51,7 @@ EVENT = "compute_swap_volume"
 
 class VolumeSwap:
     """Mixed into ComputeManager (host, driver, conductor, volumes, _instance_locks,
-    _complete_attachment, _drop_attachment, _refresh_device_metadata)."""
+    _complete_attachment, _drop_attachment, _refresh_device_metadata, _opened)."""
 
     host: str
     driver: ComputeDriver
@@ -58,6 +59,7 @@ class VolumeSwap:
     volumes: ServiceClient | None
     _instance_locks: weakref.WeakValueDictionary[str, asyncio.Lock]
     _complete_attachment: Callable[[str, str], Awaitable[None]]
+    _opened: Callable[[str, BlockDevice], Awaitable[BlockDevice]]
     _drop_attachment: Callable[[str, str], Awaitable[None]]
     _refresh_device_metadata: Callable[[dict, str], Awaitable[None]]
 
@@ -105,7 +107,11 @@ class VolumeSwap:
             # Block Storage's migration gives the new data the volume's id back.
             keep = old_volume_id if migrating else new_volume_id
             info = await self._connect(token, new_attachment_id, bdm["device_name"])
-            device = BlockDevice(keep, bdm["device_name"], info, bdm["boot_index"])
+            # An encrypted new volume is opened with its own key (asked by its own id).
+            device = await self._opened(
+                token, BlockDevice(new_volume_id, bdm["device_name"], info, bdm["boot_index"])
+            )
+            device = dataclasses.replace(device, volume_id=keep)
             await self.driver.swap_volume(instance_uuid, old_volume_id, device, resize_to)
         except Exception as exc:  # noqa: BLE001 - rolled back, recorded
             await self._roll_back(ctx, instance_uuid, old_volume_id, new_volume_id, exc)
@@ -118,7 +124,7 @@ class VolumeSwap:
 
         async def moved_back(exc: Exception) -> bool:
             """Whether the guest reads the old volume again, all rolled back."""
-            if errors or resize_to or not await self._move_back(instance_uuid, keep, bdm):
+            if errors or resize_to or not await self._move_back(token, instance_uuid, keep, bdm):
                 return False
             await self._roll_back(ctx, instance_uuid, old_volume_id, new_volume_id, exc)
             await self._release_new(token, old_volume_id, new_volume_id, new_attachment_id)
@@ -177,13 +183,16 @@ class VolumeSwap:
             ctx, instance_uuid, EVENT, host=self.host, finish=True, error=error
         )
 
-    async def _move_back(self, instance_uuid: str, volume_id: str, bdm: dict[str, Any]) -> bool:
+    async def _move_back(
+        self, token: str, instance_uuid: str, volume_id: str, bdm: dict[str, Any]
+    ) -> bool:
         """The guest's device moved back onto the old volume (its attachment is still
         connected): whether it reads it again."""
         old = BlockDevice(
             bdm["volume_id"], bdm["device_name"], bdm["connection_info"] or {}, bdm["boot_index"]
         )
         try:
+            old = await self._opened(token, old)
             await self.driver.swap_volume(instance_uuid, volume_id, old)
         except Exception as exc:  # noqa: BLE001 - the records follow the guest instead
             LOG.warning(

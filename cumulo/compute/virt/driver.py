@@ -78,14 +78,75 @@ class Vif:
     datapath_type: str | None = None
 
 
+# Encryption providers of Block Storage's encryption types (Cinder's short names, and
+# the os-brick encryptor classes older volume types name), as the provider they mean.
+ENCRYPTION_PROVIDERS = {
+    "luks": "luks",
+    "LuksEncryptor": "luks",
+    "nova.volume.encryptors.luks.LuksEncryptor": "luks",
+    "os_brick.encryptors.luks.LuksEncryptor": "luks",
+    "luks2": "luks2",
+    "Luks2Encryptor": "luks2",
+    "os_brick.encryptors.luks.Luks2Encryptor": "luks2",
+    "plain": "plain",
+    "CryptsetupEncryptor": "plain",
+    "nova.volume.encryptors.cryptsetup.CryptsetupEncryptor": "plain",
+    "os_brick.encryptors.cryptsetup.CryptsetupEncryptor": "plain",
+}
+
+
+@dataclass(frozen=True)
+class VolumeEncryption:
+    """How an encrypted volume's data is opened (a front-end encryption type): its
+    provider (`luks`, `luks2` or `plain`) and the passphrase, the hex of its key in the
+    Key Manager (as Nova and os-brick make it: binascii.hexlify(key)). The passphrase is
+    never shown (repr, logs)."""
+
+    provider: str
+    passphrase: str = field(repr=False)
+    cipher: str | None = None
+    key_size: int | None = None
+
+
+def encryption_provider(name: str | None) -> str:
+    """The provider an encryption type names (`luks`, `luks2`, `plain`); ValueError for
+    one unknown."""
+    provider = ENCRYPTION_PROVIDERS.get(str(name or "").strip())
+    if provider is None:
+        raise ValueError(f"unknown volume encryption provider {name!r}")
+    return provider
+
+
 @dataclass(frozen=True)
 class BlockDevice:
-    """An attached volume: how the guest reaches it (connection_info from Block Storage)."""
+    """An attached volume: how the guest reaches it (connection_info from Block Storage),
+    and for an encrypted volume (connection_info data `encrypted`) how to open it."""
 
     volume_id: str
     device_name: str
     connection_info: dict[str, Any]
     boot_index: int | None = None
+    encryption: VolumeEncryption | None = None
+
+    @property
+    def encrypted(self) -> bool:
+        return is_encrypted(self.connection_info)
+
+
+def is_encrypted(connection_info: dict[str, Any] | None) -> bool:
+    """Whether Block Storage says the volume holds encrypted data (`data.encrypted`)."""
+    return bool(((connection_info or {}).get("data") or {}).get("encrypted"))
+
+
+def require_encryption(device: BlockDevice) -> VolumeEncryption | None:
+    """The encryption of an encrypted volume (None for a plain one); DriverError when an
+    encrypted volume came without it: it is never attached as if it were plain."""
+    if device.encrypted and device.encryption is None:
+        raise DriverError(
+            f"volume {device.volume_id} is encrypted but no key was given to open it: "
+            "it is not attached as if it were plain"
+        )
+    return device.encryption if device.encrypted else None
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from cumulo.compute.virt.driver import (
     Vif,
     copy_volume_data,
     pci_address,
+    require_encryption,
     stable_rescue_device,
     volume_location,
 )
@@ -149,6 +150,8 @@ class FakeDriver(ComputeDriver):
             await asyncio.sleep(self.spawn_delay)
         if self.fail_spawn:
             raise DriverError(f"fake host {self.hostname} is set to fail every spawn")
+        for dev in guest.block_devices:
+            require_encryption(dev)
         fake = FakeGuest(
             guest,
             slots=_boot_layout(guest),
@@ -159,6 +162,8 @@ class FakeDriver(ComputeDriver):
             fake.log(f"eth: {vif.mac} on network {vif.network_id} ips {','.join(vif.fixed_ips)}")
         for dev in guest.block_devices:
             fake.volumes[dev.volume_id] = dev
+            if dev.encryption is not None:
+                fake.log(f"virtio disk {dev.device_name} opened with {dev.encryption.provider}")
         fake.log(f"{guest.hostname} login:")
         self.guests[guest.uuid] = fake
 
@@ -231,9 +236,21 @@ class FakeDriver(ComputeDriver):
         guest = self._guest(uuid)
         if device.volume_id in guest.volumes:
             raise DriverError(f"volume {device.volume_id} is already attached to {uuid}")
+        encryption = require_encryption(device)
         slot = guest.plug("disk", device.volume_id)
         guest.volumes[device.volume_id] = device
         guest.log(f"virtio disk {device.device_name} attached at {pci_address(slot)}")
+        if encryption is not None:
+            guest.log(f"virtio disk {device.device_name} opened with {encryption.provider}")
+
+    def volume_encryptions(self, uuid: str) -> dict[str, str]:
+        """The provider each encrypted volume of the guest was opened with, by volume id
+        (what the manager handed over with the volume's key)."""
+        return {
+            volume_id: device.encryption.provider
+            for volume_id, device in self._guest(uuid).volumes.items()
+            if device.encryption is not None
+        }
 
     async def detach_volume(self, uuid: str, volume_id: str) -> None:
         guest = self._guest(uuid)
@@ -253,6 +270,7 @@ class FakeDriver(ComputeDriver):
         old = guest.volumes.get(old_volume_id)
         if old is None:
             raise DriverError(f"volume {old_volume_id} is not attached to {uuid}")
+        require_encryption(new)
         src, dst = volume_location(old.connection_info), volume_location(new.connection_info)
         copy = copy_volume_data(src, dst) if src and dst else asyncio.sleep(0)
         await asyncio.gather(asyncio.sleep(self.swap_delay), copy)
@@ -274,6 +292,9 @@ class FakeDriver(ComputeDriver):
         known = previous_volume_id or device.volume_id
         if known not in guest.volumes:
             return
+        # The volume's data is opened as before (the same key): only where it is changed.
+        if device.encryption is None:
+            device = replace(device, encryption=guest.volumes[known].encryption)
         del guest.volumes[known]
         guest.volumes[device.volume_id] = device
         slot = guest.slots.pop(("disk", known), None)
