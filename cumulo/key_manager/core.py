@@ -1,4 +1,5 @@
-"""The Key Manager service (Barbican v1): secrets, containers, orders, ACLs.
+"""The Key Manager service (Barbican v1): policy, project keys, secrets (payloads, user
+metadata, consumers) and ACLs; containers and orders in their own modules.
 
 Rules and storage, no HTTP: the API modules under cumulo.key_manager.api parse the
 requests and render Barbican's bodies. Payloads are kept only encrypted, under their
@@ -7,7 +8,6 @@ project's key (see cumulo.key_manager.crypto); every change is one transaction.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,14 +31,13 @@ from cumulo.key_manager.models import (
     AclUser,
     Container,
     ContainerSecret,
-    Order,
     ProjectKey,
     Secret,
     SecretConsumer,
     SecretMetadatum,
 )
 from cumulo.key_manager.policies import KEY_MANAGER_RULES
-from cumulo.key_manager.validation import NewContainer, NewOrder, NewSecret
+from cumulo.key_manager.validation import NewSecret
 
 ACTIVE, ERROR = "ACTIVE", "ERROR"
 
@@ -73,7 +72,7 @@ class Page:
     total: int
 
 
-def _is_uuid(value: str) -> bool:
+def is_uuid(value: str) -> bool:
     """Barbican's validate_id_is_uuid: the canonical lowercase form only."""
     try:
         return str(uuid.UUID(value)) == value
@@ -85,7 +84,7 @@ def _not_expired(now: datetime):
     return or_(Secret.expiration.is_(None), Secret.expiration > now)
 
 
-def _acl_of(session: Session, entity_type: str, entity_id: str) -> AclView | None:
+def acl_of(session: Session, entity_type: str, entity_id: str) -> AclView | None:
     acl = session.scalar(
         select(Acl).where(
             Acl.entity_type == entity_type, Acl.entity_id == entity_id, Acl.operation == "read"
@@ -99,12 +98,12 @@ def _acl_of(session: Session, entity_type: str, entity_id: str) -> AclView | Non
     return AclView(acl.project_access, list(users), acl.created_at, acl.updated_at)
 
 
-def _live_secret(session: Session, secret_id: str, now: datetime) -> Secret | None:
+def live_secret(session: Session, secret_id: str, now: datetime) -> Secret | None:
     return session.scalar(select(Secret).where(Secret.id == secret_id, _not_expired(now)))
 
 
 def _secret_view(session: Session, secret_id: str, now: datetime) -> SecretView | None:
-    secret = _live_secret(session, secret_id, now)
+    secret = live_secret(session, secret_id, now)
     if secret is None:
         return None
     consumers = session.scalars(
@@ -112,41 +111,10 @@ def _secret_view(session: Session, secret_id: str, now: datetime) -> SecretView 
         .where(SecretConsumer.secret_id == secret_id)
         .order_by(SecretConsumer.created_at)
     ).all()
-    return SecretView(secret, _acl_of(session, "secret", secret_id), list(consumers))
+    return SecretView(secret, acl_of(session, "secret", secret_id), list(consumers))
 
 
-def _container_secrets(session: Session, container_ids: Sequence[str]) -> dict[str, list]:
-    refs: dict[str, list[tuple[str | None, str]]] = {c: [] for c in container_ids}
-    if container_ids:
-        rows = session.execute(
-            select(ContainerSecret.container_id, ContainerSecret.name, ContainerSecret.secret_id)
-            .where(ContainerSecret.container_id.in_(container_ids))
-            .order_by(ContainerSecret.id)
-        )
-        for container_id, name, secret_id in rows:
-            refs[container_id].append((name, secret_id))
-    return refs
-
-
-def _container_view(session: Session, container_id: str) -> ContainerView | None:
-    container = session.get(Container, container_id)
-    if container is None:
-        return None
-    refs = _container_secrets(session, [container_id])[container_id]
-    return ContainerView(container, refs, _acl_of(session, "container", container_id))
-
-
-def _link_of(container_id: str, secret_id: str, name: str | None) -> tuple:
-    """The clauses naming one container-secret link (a name or none)."""
-    same_name = ContainerSecret.name.is_(None) if name is None else ContainerSecret.name == name
-    return (
-        ContainerSecret.container_id == container_id,
-        ContainerSecret.secret_id == secret_id,
-        same_name,
-    )
-
-
-def _remove_acls(session: Session, entity_type: str, entity_ids: Sequence[str]) -> None:
+def remove_acls(session: Session, entity_type: str, entity_ids: Sequence[str]) -> None:
     acl_ids = select(Acl.id).where(Acl.entity_type == entity_type, Acl.entity_id.in_(entity_ids))
     session.execute(delete(AclUser).where(AclUser.acl_id.in_(acl_ids)))
     session.execute(
@@ -157,11 +125,11 @@ def _remove_acls(session: Session, entity_type: str, entity_ids: Sequence[str]) 
 def _delete_secrets(session: Session, secret_ids: Sequence[str]) -> None:
     for table in (SecretMetadatum, SecretConsumer, ContainerSecret):
         session.execute(delete(table).where(table.secret_id.in_(secret_ids)))
-    _remove_acls(session, "secret", secret_ids)
+    remove_acls(session, "secret", secret_ids)
     session.execute(delete(Secret).where(Secret.id.in_(secret_ids)))
 
 
-def _paged(session: Session, query: Select, offset: int, limit: int) -> Page:
+def paged(session: Session, query: Select, offset: int, limit: int) -> Page:
     total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     items = session.scalars(query.offset(offset).limit(limit)).all()
     return Page(list(items), total or 0)
@@ -238,7 +206,7 @@ def _list_secrets(
         for key, direction in f.sort
     ]
     query = query.order_by(*order, Secret.created_at, Secret.id)
-    page = _paged(session, query, offset, limit)
+    page = paged(session, query, offset, limit)
     ids = [s.id for s in page.items]
     consumers: dict[str, list[SecretConsumer]] = {i: [] for i in ids}
     if ids:
@@ -337,7 +305,7 @@ class KeyManagerService:
 
     # -- secrets ----------------------------------------------------------------------
 
-    def _secret_row(self, ctx: RequestContext, new: NewSecret, secret_type: str | None = None):
+    def secret_row(self, ctx: RequestContext, new: NewSecret, secret_type: str | None = None):
         now = utcnow()
         return Secret(
             id=str(uuid.uuid4()),
@@ -356,7 +324,7 @@ class KeyManagerService:
         )
 
     async def create_secret(self, ctx: RequestContext, new: NewSecret) -> Secret:
-        secret = self._secret_row(ctx, new)
+        secret = self.secret_row(ctx, new)
         if new.payload is not None:
             secret.content_type = new.content_type
             secret.cipher_text = await self.seal(secret.project_id, secret.id, new.payload)
@@ -365,7 +333,7 @@ class KeyManagerService:
 
     async def get_secret(self, secret_id: str) -> SecretView:
         """A live (not expired) secret with its ACL, or Barbican's 404."""
-        if not _is_uuid(secret_id):
+        if not is_uuid(secret_id):
             raise NotFound("Not Found. Provided secret id is invalid.")
         view = await self.db.run_read(_secret_view, secret_id, utcnow())
         if view is None:
@@ -488,7 +456,7 @@ class KeyManagerService:
             )
             if not wanted:
                 if replace and acl is not None:
-                    _remove_acls(session, entity_type, [entity_id])
+                    remove_acls(session, entity_type, [entity_id])
                 return
             now = utcnow()
             access = wanted.get("project-access", True if replace else None)
@@ -515,211 +483,7 @@ class KeyManagerService:
         await self.db.run_write(write)
 
     async def delete_acl(self, entity_type: str, entity_id: str) -> None:
-        await self.db.run_write(_remove_acls, entity_type, [entity_id])
+        await self.db.run_write(remove_acls, entity_type, [entity_id])
 
     async def acl(self, entity_type: str, entity_id: str) -> AclView | None:
-        return await self.db.run_read(_acl_of, entity_type, entity_id)
-
-    # -- containers -------------------------------------------------------------------
-
-    async def create_container(
-        self, ctx: RequestContext, new: NewContainer, secret_ids: dict[str, str] | None = None
-    ) -> Container:
-        now = utcnow()
-        container = Container(
-            id=str(uuid.uuid4()),
-            project_id=ctx.project_id or "",
-            creator_id=ctx.user_id,
-            name=new.name,
-            type=new.type,
-            created_at=now,
-            updated_at=now,
-        )
-
-        def create(session: Session) -> None:
-            for name, secret_id in new.secret_refs:
-                secret = _live_secret(session, secret_id, now)
-                if secret is None or secret.project_id != container.project_id:
-                    raise NotFound(f"Secret provided for '{name}' doesn't exist.")
-            session.add(container)
-            session.flush()
-            session.add_all(
-                ContainerSecret(container_id=container.id, secret_id=sid, name=name)
-                for name, sid in new.secret_refs
-            )
-
-        await self.db.run_write(create)
-        return container
-
-    async def get_container(self, container_id: str) -> ContainerView:
-        if not _is_uuid(container_id):
-            raise NotFound("Not Found. Provided container id is invalid.")
-        view = await self.db.run_read(_container_view, container_id)
-        if view is None:
-            raise NotFound("Secrets container not found.")
-        return view
-
-    async def list_containers(
-        self, project_id: str, name: str | None, ctype: str | None, offset: int, limit: int
-    ) -> Page:
-        def read(session: Session) -> Page:
-            query = select(Container).where(Container.project_id == project_id)
-            if name:
-                query = query.where(Container.name == name)
-            if ctype:
-                query = query.where(Container.type == ctype)
-            page = _paged(
-                session, query.order_by(Container.created_at, Container.id), offset, limit
-            )
-            refs = _container_secrets(session, [c.id for c in page.items])
-            page.items = [ContainerView(c, refs[c.id]) for c in page.items]
-            return page
-
-        return await self.db.run_read(read)
-
-    async def delete_container(self, container_id: str) -> None:
-        def remove(session: Session) -> None:
-            session.execute(
-                delete(ContainerSecret).where(ContainerSecret.container_id == container_id)
-            )
-            _remove_acls(session, "container", [container_id])
-            session.execute(delete(Container).where(Container.id == container_id))
-
-        await self.db.run_write(remove)
-
-    async def add_container_secret(
-        self, container: Container, name: str | None, secret_id: str
-    ) -> None:
-        def add(session: Session) -> None:
-            secret = _live_secret(session, secret_id, utcnow())
-            if secret is None or secret.project_id != container.project_id:
-                raise NotFound("Secret provided doesn't exist.")
-            found = session.scalar(
-                select(ContainerSecret).where(
-                    *_link_of(container.id, secret_id, name),
-                )
-            )
-            if found is not None:
-                raise Conflict(
-                    "Conflict. A secret with that name and ID is already stored in this "
-                    "container. The same secret can exist in a container as long as the name "
-                    "is unique."
-                )
-            session.add(ContainerSecret(container_id=container.id, secret_id=secret_id, name=name))
-
-        await self.db.run_write(add)
-
-    async def remove_container_secret(
-        self, container: Container, name: str | None, secret_id: str, secret_ref: str
-    ) -> None:
-        def remove(session: Session) -> None:
-            secret = _live_secret(session, secret_id, utcnow())
-            if secret is None or secret.project_id != container.project_id:
-                raise NotFound(f"Secret '{name}' with reference '{secret_ref}' doesn't exist.")
-            removed = session.execute(
-                delete(ContainerSecret).where(
-                    *_link_of(container.id, secret_id, name),
-                )
-            ).rowcount  # type: ignore[attr-defined]
-            if not removed:
-                raise NotFound("Secret provided is not in the container")
-
-        await self.db.run_write(remove)
-
-    # -- orders -----------------------------------------------------------------------
-
-    async def create_order(self, ctx: RequestContext, new: NewOrder) -> Order:
-        """Barbican queues the order to its worker; here it is made before the answer
-        (202, ACTIVE, or ERROR with the reason when the plugin cannot generate it)."""
-        now = utcnow()
-        order = Order(
-            id=str(uuid.uuid4()),
-            project_id=ctx.project_id or "",
-            creator_id=ctx.user_id,
-            type=new.type,
-            # A passphrase is kept only as the passphrase secret, never in the order.
-            meta={k: v for k, v in new.meta.items() if k != "passphrase"},
-            status=ACTIVE,
-            created_at=now,
-            updated_at=now,
-        )
-        rows: list[Any] = []
-        algorithm = (new.secret.algorithm or "").lower()
-        bits = new.secret.bit_length or 0
-        if new.type == "key" and crypto.symmetric_supported(algorithm, bits):
-            secret = self._secret_row(ctx, new.secret, "symmetric")
-            secret.content_type = new.secret.content_type or "application/octet-stream"
-            key = crypto.generate_symmetric_key(bits)
-            secret.cipher_text = await self.seal(secret.project_id, secret.id, key)
-            order.secret_id = secret.id
-            rows.append(secret)
-        elif new.type == "asymmetric" and algorithm == "rsa" and bits in crypto.RSA_BIT_LENGTHS:
-            rows = await self._rsa_container(ctx, new, order)
-        else:
-            order.status = ERROR
-            order.error_status_code = "400"
-            order.error_reason = (
-                "Secret Generation attempt not allowed - no plugin supports "
-                f"algorithm '{algorithm}' with bit_length {bits}"
-            )[:255]
-
-        def create(session: Session) -> None:
-            for row in rows:
-                session.add(row)
-                session.flush()
-            session.add(order)
-
-        await self.db.run_write(create)
-        return order
-
-    async def _rsa_container(self, ctx: RequestContext, new: NewOrder, order: Order) -> list:
-        passphrase = new.meta.get("passphrase") or None
-        private_pem, public_pem = await asyncio.to_thread(
-            crypto.generate_rsa_key_pair, new.secret.bit_length or 2048, passphrase
-        )
-        content_type = new.secret.content_type or "application/octet-stream"
-        parts: list[tuple[str, str, bytes]] = [
-            ("private_key", "private", private_pem),
-            ("public_key", "public", public_pem),
-        ]
-        if passphrase:
-            parts.append(("private_key_passphrase", "passphrase", passphrase.encode()))
-        rows: list[Any] = []
-        links = []
-        now = utcnow()
-        container = Container(
-            id=str(uuid.uuid4()),
-            project_id=ctx.project_id or "",
-            creator_id=ctx.user_id,
-            name=new.secret.name,
-            type="rsa",
-            created_at=now,
-            updated_at=now,
-        )
-        for link_name, secret_type, payload in parts:
-            secret = self._secret_row(ctx, new.secret, secret_type)
-            secret.content_type = content_type
-            secret.cipher_text = await self.seal(secret.project_id, secret.id, payload)
-            rows.append(secret)
-            links.append(
-                ContainerSecret(container_id=container.id, secret_id=secret.id, name=link_name)
-            )
-        order.container_id = container.id
-        return [*rows, container, *links]
-
-    async def get_order(self, ctx: RequestContext, order_id: str) -> Order:
-        """Barbican looks orders up in the caller's project only (else 404)."""
-        order = await self.db.run_read(lambda s: s.get(Order, order_id))
-        if order is None or order.project_id != ctx.project_id:
-            raise NotFound("Order not found.")
-        return order
-
-    async def list_orders(self, project_id: str, offset: int, limit: int) -> Page:
-        def read(session: Session) -> Page:
-            query = select(Order).where(Order.project_id == project_id)
-            return _paged(session, query.order_by(Order.created_at, Order.id), offset, limit)
-
-        return await self.db.run_read(read)
-
-    async def delete_order(self, order_id: str) -> None:
-        await self.db.run_write(lambda s: s.execute(delete(Order).where(Order.id == order_id)))
+        return await self.db.run_read(acl_of, entity_type, entity_id)

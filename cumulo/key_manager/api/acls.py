@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cumulo.key_manager import validation
+from cumulo.key_manager import containers, validation
 from cumulo.key_manager.api.common import acl_fields, caller, json, json_body
 
 _KINDS = {"secrets": ("secret", "Secret"), "containers": ("container", "Container")}
@@ -23,7 +23,7 @@ async def _entity(request: Request, action: str, what: str):
         target = service.secret_target(view, ctx)
         entity_id = view.secret.id
     else:
-        cview = await service.get_container(request.path_params["entity_id"])
+        cview = await containers.get_container(service, request.path_params["entity_id"])
         target = service.container_target(cview, ctx)
         entity_id = cview.container.id
     service.authorize(f"{kind}_acls:{action}", ctx, f"{title}ACL(s) {what}", target)

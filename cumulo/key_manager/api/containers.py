@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
-from cumulo.key_manager import validation
+from cumulo.key_manager import containers, validation
 from cumulo.key_manager.api.common import caller, container_fields, json, json_body, page_body
 from cumulo.key_manager.core import ContainerView, KeyManagerService
 
@@ -17,7 +17,7 @@ async def _container(
     request: Request, rule: str, operation: str
 ) -> tuple[KeyManagerService, RequestContext, ContainerView]:
     service, ctx = await caller(request)
-    view = await service.get_container(request.path_params["container_id"])
+    view = await containers.get_container(service, request.path_params["container_id"])
     service.authorize(rule, ctx, operation, service.container_target(view, ctx))
     return service, ctx, view
 
@@ -27,7 +27,7 @@ async def create_container(request: Request) -> Response:
     service, ctx = await caller(request)
     service.authorize("containers:post", ctx, "Container creation")
     new = validation.new_container(await json_body(request), service.host_href)
-    container = await service.create_container(ctx, new)
+    container = await containers.create_container(service, ctx, new)
     ref = service.href("containers", container.id)
     return json({"container_ref": ref}, 201, {"Location": ref})
 
@@ -40,8 +40,8 @@ async def list_containers(request: Request) -> Response:
     offset, limit = validation.paging(
         q.get("offset"), q.get("limit"), settings.default_limit_paging, settings.max_limit_paging
     )
-    page = await service.list_containers(
-        ctx.project_id or "", q.get("name") or None, q.get("type") or None, offset, limit
+    page = await containers.list_containers(
+        service, ctx.project_id or "", q.get("name") or None, q.get("type") or None, offset, limit
     )
     items = [container_fields(service, view) for view in page.items]
     return json(page_body(service, request, "containers", items, page.total, offset, limit))
@@ -55,7 +55,7 @@ async def show_container(request: Request) -> Response:
 async def delete_container(request: Request) -> Response:
     """DELETE: the container only (its secrets stay)."""
     service, _, view = await _container(request, "container:delete", "Container deletion")
-    await service.delete_container(view.container.id)
+    await containers.delete_container(service, view.container.id)
     return Response(status_code=204)
 
 
@@ -67,7 +67,7 @@ async def add_secret(request: Request) -> Response:
     if view.container.type != "generic":
         raise BadRequest("Only 'generic' containers can be modified.")
     name, secret_id = validation.container_secret(await json_body(request))
-    await service.add_container_secret(view.container, name, secret_id)
+    await containers.add_container_secret(service, view.container, name, secret_id)
     ref = service.href("containers", view.container.id)
     return json({"container_ref": ref}, 201, {"Location": ref})
 
@@ -78,7 +78,9 @@ async def remove_secret(request: Request) -> Response:
     )
     body = await json_body(request)
     name, secret_id = validation.container_secret(body)
-    await service.remove_container_secret(view.container, name, secret_id, body["secret_ref"])
+    await containers.remove_container_secret(
+        service, view.container, name, secret_id, body["secret_ref"]
+    )
     return Response(status_code=204)
 
 

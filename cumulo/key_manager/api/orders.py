@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from cumulo.common.db import utcnow
 from cumulo.common.faults import MethodNotAllowed
-from cumulo.key_manager import validation
+from cumulo.key_manager import orders, validation
 from cumulo.key_manager.api.common import caller, json, json_body, order_fields, page_body
 
 
@@ -20,7 +20,7 @@ async def create_order(request: Request) -> Response:
     new = validation.new_order(
         await json_body(request), utcnow(), service.settings.max_allowed_secret_in_bytes
     )
-    order = await service.create_order(ctx, new)
+    order = await orders.create_order(service, ctx, new)
     ref = service.href("orders", order.id)
     return json({"order_ref": ref}, 202, {"Location": ref})
 
@@ -33,7 +33,7 @@ async def list_orders(request: Request) -> Response:
     offset, limit = validation.paging(
         q.get("offset"), q.get("limit"), settings.default_limit_paging, settings.max_limit_paging
     )
-    page = await service.list_orders(ctx.project_id or "", offset, limit)
+    page = await orders.list_orders(service, ctx.project_id or "", offset, limit)
     items = [order_fields(service, order) for order in page.items]
     return json(page_body(service, request, "orders", items, page.total, offset, limit))
 
@@ -46,7 +46,7 @@ async def update_orders(request: Request) -> Response:
 
 async def _order(request: Request, rule: str, operation: str):
     service, ctx = await caller(request)
-    order = await service.get_order(ctx, request.path_params["order_id"])
+    order = await orders.get_order(service, ctx, request.path_params["order_id"])
     service.authorize(rule, ctx, operation, {"order": {"project_id": order.project_id}})
     return service, order
 
@@ -59,7 +59,7 @@ async def show_order(request: Request) -> Response:
 async def delete_order(request: Request) -> Response:
     """DELETE: the order only (what it generated stays)."""
     service, order = await _order(request, "order:delete", "Order deletion")
-    await service.delete_order(order.id)
+    await orders.delete_order(service, order.id)
     return Response(status_code=204)
 
 
