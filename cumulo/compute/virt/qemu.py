@@ -4,7 +4,8 @@ Each guest lives in <state>/compute/<host>/instances/<uuid>/: guest.json (how to
 it again), qemu.pid, qmp.sock (power actions, status, hot-plug), console.log (the serial
 console), disk (a qcow2 overlay on the host's image cache), disk.eph0, disk.swap,
 disk.config (the config drive), nvram.fd (the UEFI variables of a guest whose image has
-hw_firmware_type=uefi: it boots with OVMF) and memory.state while suspended. QEMU
+hw_firmware_type=uefi: it boots with OVMF), memory.state while suspended and secrets.json
+(0600: the passphrases of its encrypted volumes, see qemu_secrets). QEMU
 daemonizes, so guests outlive the compute agent; a new agent finds them again from these
 directories.
 
@@ -31,6 +32,7 @@ from typing import Any
 from cumulo.compute.configdrive import build_config_drive
 from cumulo.compute.states import PowerState
 from cumulo.compute.virt import qemu_process as qp
+from cumulo.compute.virt import qemu_secrets
 from cumulo.compute.virt.driver import (
     BlockDevice,
     ComputeDriver,
@@ -42,8 +44,10 @@ from cumulo.compute.virt.driver import (
     GuestSpec,
     HostResources,
     Vif,
+    VolumeEncryption,
     copy_volume_data,
     pci_address,
+    require_encryption,
 )
 from cumulo.compute.virt.qemu_moves import QemuMoves
 from cumulo.testing.guest import default_cache_dir
@@ -227,12 +231,17 @@ class QemuDriver(QemuMoves, ComputeDriver):
         boots from a volume), saved before anything outside its directory exists (a host
         killed from here on leaves a record destroy() removes it all by); then its taps."""
         volume_slots, _nic_slots = _boot_slots(guest)
-        volumes = {
-            d.volume_id: dataclasses.asdict(_volume_drive(d, slot))
+        drives = [
+            (d, _volume_drive(d, slot))
             for d, slot in zip(guest.block_devices, volume_slots, strict=True)
-        }
+        ]
+        volumes = {d.volume_id: dataclasses.asdict(drive) for d, drive in drives}
         record = {"machine": dataclasses.asdict(machine), "volumes": volumes, "suspended": False}
         self._save(guest.uuid, record)
+        qemu_secrets.keep(
+            self._dir(guest.uuid),
+            {drive.key_secret: _passphrase(d) for d, drive in drives if drive.key_secret},
+        )
         for vif in guest.vifs:
             await _plug_tap(vif)
         return record
@@ -397,7 +406,15 @@ class QemuDriver(QemuMoves, ComputeDriver):
             }
             qmp_sock = sockets.enter_context(qp.listening_socket(directory, "qmp.sock"))
             nbd_fds = {node: sock.fileno() for node, sock in nbd.items()}
-            argv = qp.command_line(machine, directory, qmp_sock.fileno(), incoming, nbd_fds)
+            # QEMU has read the passphrases once it daemonized: their files go then.
+            secret_files = sockets.enter_context(
+                qemu_secrets.secret_files(
+                    directory, [d.key_secret for d in machine.drives if d.key_secret]
+                )
+            )
+            argv = qp.command_line(
+                machine, directory, qmp_sock.fileno(), incoming, nbd_fds, secret_files
+            )
             if paused:  # an incoming guest waits for its disks before it runs
                 argv.append("-S")
             if machine.netns:
@@ -704,14 +721,20 @@ class QemuDriver(QemuMoves, ComputeDriver):
             if device.volume_id in record["volumes"]:
                 raise DriverError(f"volume {device.volume_id} is already attached to {uuid}")
             drive = _volume_drive(device, qp.free_slot(qp.used_slots(record)))
-            if self._alive(uuid):
-                await self._blockdev_add(uuid, drive)
-                try:
-                    machine_type = record["machine"].get("machine_type", "pc")
-                    await self._qmp(uuid, "device_add", qp.device_args(drive, machine_type))
-                except Exception:
-                    await self._qmp(uuid, "blockdev-del", {"node-name": drive.node})
-                    raise
+            if drive.key_secret:
+                qemu_secrets.keep(self._dir(uuid), {drive.key_secret: _passphrase(device)})
+            try:
+                if self._alive(uuid):
+                    await self._blockdev_add(uuid, drive)
+                    try:
+                        machine_type = record["machine"].get("machine_type", "pc")
+                        await self._qmp(uuid, "device_add", qp.device_args(drive, machine_type))
+                    except Exception:
+                        await self._blockdev_del(uuid, drive.node, drive.key_secret)
+                        raise
+            except BaseException:
+                qemu_secrets.forget(self._dir(uuid), drive.key_secret)
+                raise
             record["volumes"][device.volume_id] = dataclasses.asdict(drive)
             self._save(uuid, record)
 
@@ -728,7 +751,9 @@ class QemuDriver(QemuMoves, ComputeDriver):
                     f"volume {volume_id} is reached over {drive['protocol']}: its export "
                     "cannot be grown under a running guest yet"
                 )
-            size = await _virtual_size(drive["path"])
+            # A LUKS container's size as the guest sees it is its payload's (the file
+            # less the LUKS header), which qemu-img reads without the key.
+            size = await _virtual_size(drive["path"], drive.get("format"))
             if self._alive(uuid):
                 await self._qmp(uuid, "block_resize", {"node-name": drive["node"], "size": size})
 
@@ -753,24 +778,41 @@ class QemuDriver(QemuMoves, ComputeDriver):
             source = (new.connection_info.get("data") or {}).get("volume_id") or new.volume_id
             node = f"vol-{source[:12]}"
             taken = {d["node"] for d in record["volumes"].values()}
+            node = node if node not in taken else f"vol-{secrets.token_hex(6)}"
             drive = dataclasses.replace(
                 drive,
-                node=node if node not in taken else f"vol-{secrets.token_hex(6)}",
+                node=node,
                 serial=old.get("serial"),
                 device_id=old.get("device_id") or old["node"],
+                key_secret=_secret_id(node) if drive.key_secret else None,
             )
-            if self._alive(uuid):
-                await self._mirror_volume(uuid, old["node"], drive, grow=new_size_gb > 0)
-            else:
-                src = (old["path"], old["format"] if old.get("protocol") != "nbd" else "raw")
-                await copy_volume_data(src, (drive.path, drive.format))
+            alive = self._alive(uuid)
+            if not alive and (drive.key_secret or old.get("key_secret")):
+                raise DriverError(
+                    f"volume {old_volume_id} of the stopped guest {uuid} is swapped from or "
+                    "onto an encrypted volume: only a running guest copies it (through its "
+                    "keys); start the guest first"
+                )
+            if drive.key_secret:
+                qemu_secrets.keep(self._dir(uuid), {drive.key_secret: _passphrase(new)})
+            try:
+                if alive:
+                    await self._mirror_volume(uuid, old, drive, grow=new_size_gb > 0)
+                else:
+                    src = (old["path"], old["format"] if old.get("protocol") != "nbd" else "raw")
+                    await copy_volume_data(src, (drive.path, drive.format))
+            except BaseException:
+                qemu_secrets.forget(self._dir(uuid), drive.key_secret)
+                raise
+            qemu_secrets.forget(self._dir(uuid), old.get("key_secret"))
             del record["volumes"][old_volume_id]
             record["volumes"][new.volume_id] = dataclasses.asdict(drive)
             self._save(uuid, record)
 
     async def _mirror_volume(
-        self, uuid: str, old_node: str, drive: qp.Drive, grow: bool = False
+        self, uuid: str, old: dict[str, Any], drive: qp.Drive, grow: bool = False
     ) -> None:
+        old_node = old["node"]
         job = f"swap-{drive.node}"
         view = await self._node_size(uuid, old_node) if grow else None
         await self._blockdev_add(uuid, drive, size=view)
@@ -805,10 +847,11 @@ class QemuDriver(QemuMoves, ComputeDriver):
                     await self._qmp(uuid, "blockdev-del", {"node-name": drive.node})
                     break
                 await asyncio.sleep(0.1)
+            await self._secret_del(uuid, drive.key_secret)
             raise
         # The guest reads the new volume from here on: nothing below undoes that.
         try:
-            await self._qmp(uuid, "blockdev-del", {"node-name": old_node})
+            await self._blockdev_del(uuid, old_node, old.get("key_secret"))
         except DriverError as exc:
             LOG.warning("guest %s: the old volume node %s stays open: %s", uuid, old_node, exc)
         if view is not None:
@@ -846,8 +889,12 @@ class QemuDriver(QemuMoves, ComputeDriver):
             drive = record["volumes"].pop(previous_volume_id or device.volume_id, None)
             if drive is None:
                 return
-            moved = _volume_drive(device)
-            drive.update(path=moved.path, protocol=moved.protocol, format=moved.format)
+            # The same data under another name: opened as before (an encrypted volume
+            # with the secret it has now, a plain one as Block Storage says).
+            path, protocol = _volume_where(device)
+            drive.update(path=path, protocol=protocol)
+            if not drive.get("key_secret"):
+                drive["format"] = (device.connection_info.get("data") or {}).get("format", "raw")
             record["volumes"][device.volume_id] = drive
             self._save(uuid, record)
 
@@ -862,13 +909,38 @@ class QemuDriver(QemuMoves, ComputeDriver):
             whole = {**made, "node-name": _whole_node(drive.node)}
             return {**made, "driver": "raw", "size": size, "file": whole}
 
-        if drive.protocol != "nbd":
-            await self._qmp(uuid, "blockdev-add", args())
+        if drive.key_secret:
+            await self._secret_add(uuid, drive.key_secret)
+        try:
+            if drive.protocol != "nbd":
+                await self._qmp(uuid, "blockdev-add", args())
+                return
+            with await qp.connect_nbd(drive) as sock:
+                async with qp.qmp_session(self._dir(uuid), uuid) as qmp:
+                    await qmp.pass_fd(sock.fileno(), drive.node)
+                    await qmp.execute("blockdev-add", args(nbd_fd=drive.node))
+        except BaseException:
+            await self._secret_del(uuid, drive.key_secret)
+            raise
+
+    async def _blockdev_del(self, uuid: str, node: str, key_secret: str | None) -> None:
+        """A volume's node let go, then the secret object it was opened with."""
+        await self._qmp(uuid, "blockdev-del", {"node-name": node})
+        await self._secret_del(uuid, key_secret)
+
+    async def _secret_add(self, uuid: str, secret_id: str) -> None:
+        """The QEMU secret object of an encrypted volume (object-add, from a 0600 file
+        that goes once QEMU has read it: the passphrase never travels in a command)."""
+        with qemu_secrets.secret_files(self._dir(uuid), [secret_id]) as files:
+            await self._qmp(uuid, "object-add", qp.secret_object_args(secret_id, files[secret_id]))
+
+    async def _secret_del(self, uuid: str, secret_id: str | None) -> None:
+        if secret_id is None:
             return
-        with await qp.connect_nbd(drive) as sock:
-            async with qp.qmp_session(self._dir(uuid), uuid) as qmp:
-                await qmp.pass_fd(sock.fileno(), drive.node)
-                await qmp.execute("blockdev-add", args(nbd_fd=drive.node))
+        try:
+            await self._qmp(uuid, "object-del", {"id": secret_id})
+        except DriverError as exc:  # no such object (never added), or the guest is gone
+            LOG.debug("guest %s: secret object %s not deleted: %s", uuid, secret_id, exc)
 
     async def detach_volume(self, uuid: str, volume_id: str, timeout: float = 30) -> None:
         async with self._lock(uuid):
@@ -888,7 +960,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
                 # The device leaves the tree a moment before it lets go of its node.
                 while True:
                     try:
-                        await self._qmp(uuid, "blockdev-del", {"node-name": drive["node"]})
+                        await self._blockdev_del(uuid, drive["node"], drive.get("key_secret"))
                         break
                     except DriverError:
                         if time.monotonic() > deadline:
@@ -896,6 +968,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
                         await asyncio.sleep(0.1)
             del record["volumes"][volume_id]
             self._save(uuid, record)
+            qemu_secrets.forget(self._dir(uuid), drive.get("key_secret"))
 
     async def _peripherals(self, uuid: str) -> set[str]:
         items = await self._qmp(uuid, "qom-list", {"path": "/machine/peripheral"})
@@ -929,7 +1002,35 @@ def _boot_slots(guest: GuestSpec) -> tuple[list[int], list[int]]:
 
 def _volume_drive(device: BlockDevice, slot: int | None = None) -> qp.Drive:
     """A volume as a drive, from Block Storage's connection info (file or nbd), at that
-    PCI slot."""
+    PCI slot; an encrypted one is QEMU's LUKS driver over it (DriverError for what
+    QEMU cannot open)."""
+    where, protocol = _volume_where(device)
+    data = device.connection_info.get("data") or {}
+    node = f"vol-{device.volume_id[:12]}"
+    disk_format, key_secret = data.get("format", "raw"), None
+    encryption = require_encryption(device)
+    if encryption is not None:
+        _check_openable(device.volume_id, encryption, disk_format)
+        disk_format, key_secret = "luks", _secret_id(node)
+    elif disk_format == "luks":
+        raise DriverError(
+            f"volume {device.volume_id} is a LUKS container that Block Storage does not say "
+            "is encrypted: it has no key to be opened with"
+        )
+    return qp.Drive(
+        node=node,
+        path=str(where),
+        format=disk_format,
+        read_only=data.get("access_mode") == "ro" or bool(data.get("read_only", False)),
+        serial=device.volume_id[:20],  # Nova's choice: /dev/disk/by-id/virtio-<id20>
+        protocol=protocol,
+        slot=slot,
+        key_secret=key_secret,
+    )
+
+
+def _volume_where(device: BlockDevice) -> tuple[str, str]:
+    """Where a volume's bytes are (a file path or an NBD URI) and the protocol."""
     info = device.connection_info
     kind = info.get("driver_volume_type")
     data = info.get("data") or {}
@@ -943,15 +1044,36 @@ def _volume_drive(device: BlockDevice, slot: int | None = None) -> qp.Drive:
         raise DriverError(f"volumes of type {kind!r} are not supported by the QEMU driver")
     if not where:
         raise DriverError(f"the connection info of volume {device.volume_id} has no location")
-    return qp.Drive(
-        node=f"vol-{device.volume_id[:12]}",
-        path=str(where),
-        format=data.get("format", "raw"),
-        read_only=data.get("access_mode") == "ro" or bool(data.get("read_only", False)),
-        serial=device.volume_id[:20],  # Nova's choice: /dev/disk/by-id/virtio-<id20>
-        protocol=protocol,
-        slot=slot,
-    )
+    return str(where), protocol
+
+
+def _check_openable(volume_id: str, encryption: VolumeEncryption, disk_format: str) -> None:
+    """DriverError unless QEMU's own LUKS driver opens the volume: LUKS1 (provider luks)
+    in a raw container. LUKS2 and plain dm-crypt are opened on the host by os-brick's
+    encryptors (cryptsetup over device-mapper), which this host does not do."""
+    if encryption.provider != "luks":
+        kind = "LUKS2" if encryption.provider == "luks2" else "plain dm-crypt"
+        raise DriverError(
+            f"volume {volume_id} (encryption provider {encryption.provider}) cannot be "
+            f"attached: {kind} volumes are opened by the host's dm-crypt (os-brick), which "
+            "this compute host lacks (no device-mapper), and QEMU's own LUKS driver opens "
+            "only LUKS1 volumes (provider luks)"
+        )
+    if disk_format not in ("raw", "luks"):
+        raise DriverError(
+            f"volume {volume_id} is encrypted in a {disk_format} image: QEMU's LUKS driver "
+            "opens raw LUKS containers only"
+        )
+
+
+def _secret_id(node: str) -> str:
+    """The QEMU secret object an encrypted volume's node is opened with."""
+    return f"{node}-key"
+
+
+def _passphrase(device: BlockDevice) -> str:
+    assert device.encryption is not None  # _volume_drive gave its drive a secret
+    return device.encryption.passphrase
 
 
 def _address(slot: int, machine_type: str) -> str:
@@ -971,9 +1093,10 @@ _run = qp.run
 _qemu_img = qp.qemu_img
 
 
-async def _virtual_size(path: str) -> int:
+async def _virtual_size(path: str, disk_format: str | None = None) -> int:
     """The disk size a guest sees of an image file (-U: the running QEMU holds its lock)."""
-    info = json.loads(await _qemu_img("info", "-U", "--output=json", path))
+    named = ["-f", disk_format] if disk_format else []
+    info = json.loads(await _qemu_img("info", "-U", *named, "--output=json", path))
     return int(info["virtual-size"])
 
 

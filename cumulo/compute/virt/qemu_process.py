@@ -91,6 +91,9 @@ class Drive:
     # The guest device's id when it is not the node's name (a swapped volume's device
     # keeps its id while it reads another node).
     device_id: str | None = None
+    # An encrypted volume (format `luks`): the id of the QEMU secret object holding its
+    # passphrase (never the passphrase: guest.json is not where secrets are kept).
+    key_secret: str | None = None
 
 
 @dataclass
@@ -216,8 +219,11 @@ def command_line(
     qmp_fd: int,
     incoming: str | None = None,
     nbd_fds: dict[str, int] | None = None,
+    secret_files: dict[str, Path] | None = None,
 ) -> list[str]:
-    """QEMU's argv; `nbd_fds` are the connected sockets of the NBD drives, by node name."""
+    """QEMU's argv; `nbd_fds` are the connected sockets of the NBD drives, by node name;
+    `secret_files` the files QEMU reads the encrypted drives' passphrases from, by secret
+    id (a passphrase is never in argv: anyone on the host reads that in `ps`)."""
     machine = config.machine_type
     secure_boot = config.secure_boot and config.firmware == "uefi"
     if secure_boot:
@@ -289,6 +295,11 @@ def command_line(
         argv += ["-device", f"qemu-xhci,id=usb0,addr={_addr(SLOT_USB)}"]
     for drive in config.drives:
         fd = (nbd_fds or {}).get(drive.node)
+        if drive.key_secret is not None:
+            path = (secret_files or {}).get(drive.key_secret)
+            if path is None:
+                raise DriverError(f"no passphrase for the encrypted drive {drive.node}")
+            argv += ["-object", secret_object_option(drive.key_secret, path)]
         argv += [
             "-blockdev", json.dumps(blockdev_args(drive, None if fd is None else str(fd))),
             "-device", json.dumps(device_args(drive, config.machine_type)),
@@ -420,13 +431,29 @@ async def machine_types() -> frozenset[str]:
 
 def blockdev_args(drive: Drive, nbd_fd: str | None = None) -> dict[str, Any]:
     """`nbd_fd`: an NBD drive reads through this connected socket (a number on the command
-    line, a getfd name over QMP) instead of connecting itself."""
-    return {
+    line, a getfd name over QMP) instead of connecting itself. A `luks` drive is QEMU's
+    LUKS driver over the protocol node, opened with its secret object's passphrase."""
+    args: dict[str, Any] = {
         "node-name": drive.node,
         "driver": drive.format,
         "read-only": drive.read_only,
         "file": _protocol_args(drive, nbd_fd),
     }
+    if drive.format == "luks":
+        if drive.key_secret is None:
+            raise DriverError(f"the encrypted drive {drive.node} has no secret to open it")
+        args["key-secret"] = drive.key_secret
+    return args
+
+
+def secret_object_option(secret_id: str, path: Path) -> str:
+    """`-object` of a secret QEMU reads from a file (raw bytes: the passphrase)."""
+    return f"secret,id={secret_id},file={_option_value(path)},format=raw"
+
+
+def secret_object_args(secret_id: str, path: Path) -> dict[str, Any]:
+    """QMP `object-add` of the same secret (a hot-plugged encrypted volume's)."""
+    return {"qom-type": "secret", "id": secret_id, "file": str(path), "format": "raw"}
 
 
 def _protocol_args(drive: Drive, nbd_fd: str | None) -> dict[str, Any]:
