@@ -70,6 +70,7 @@ KEY_MANAGER_RULES: dict[str, str] = {
     # Orders
     "orders:post": "role:member",
     "orders:get": "role:member",
+    "orders:put": "role:member",
     "order:get": "rule:order_project_member",
     "order:delete": "rule:order_project_member",
 }

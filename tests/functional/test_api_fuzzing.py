@@ -41,6 +41,7 @@ SERVICES = [
     "object_store",
     "ec2",
     "metadata",
+    "key_manager",
     "identity",
 ]
 
