@@ -14,6 +14,7 @@ import dataclasses
 import json
 from typing import Any
 
+from cumulo.common.key_manager_client import secret_payload
 from cumulo.common.service_client import ServiceClient, ServiceError, url_path
 from cumulo.compute.virt.driver import (
     BlockDevice,
@@ -64,19 +65,12 @@ async def volume_encryption(
             "to read its key from"
         )
     try:
-        response = await key_manager.request(
-            "GET",
-            url_path("/v1/secrets/{}/payload", key_id),
-            token,
-            headers={"Accept": "application/octet-stream"},
-            ok=(200,),
-        )
+        key = await secret_payload(key_manager, token, key_id)
     except ServiceError as exc:
         raise DriverError(
             f"the key {key_id} of encrypted volume {volume_id} could not be read from the "
             f"Key Manager ({exc.status}): {_reason(exc)}"
         ) from None
-    key = response.content
     if not key:
         raise DriverError(f"the key {key_id} of encrypted volume {volume_id} is empty")
     key_size = meta.get("key_size")
