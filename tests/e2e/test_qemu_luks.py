@@ -9,11 +9,14 @@ Skipped with the reason when QEMU or the tiny guest's packages are unavailable.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
+import socket
 import stat
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -202,6 +205,64 @@ async def test_a_grown_container_is_a_grown_disk_and_detach_takes_the_secret(
     assert device["node"] not in await luks_nodes(state_dir, guest)
 
 
+async def test_an_encrypted_volume_over_nbd_is_opened_over_the_export(driver, booted, state_dir):
+    guest, _ = booted
+    path, passphrase = luks_volume(state_dir / "luks-nbd.img", "16M")
+    port = _free_port()
+    # Block Storage's export of an encrypted volume serves the container as it is (raw).
+    server = subprocess.Popen(
+        ["qemu-nbd", "--format=raw", "--persistent", "--shared=2", "--bind=127.0.0.1",
+         f"--port={port}", "--export-name=v", str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await _wait_port(port)
+        device = dataclasses.replace(
+            encrypted_device(path, passphrase, "/dev/vde"),
+            connection_info={
+                "driver_volume_type": "nbd",
+                "data": {"uri": f"nbd://127.0.0.1:{port}/v", "format": "luks", "encrypted": True},
+            },
+        )
+        await driver.attach_volume(guest, device)
+        nodes = await luks_nodes(state_dir, guest)
+        assert nodes[node(device)]["image"]["virtual-size"] == 16 * MiB
+        await hmp(state_dir, guest, f'qemu-io -d {backend(device)} "write -P {PATTERN} 0 1M"')
+        await hmp(state_dir, guest, f'qemu-io -d {backend(device)} "flush"')
+        assert bytes([PATTERN]) * 4096 not in path.read_bytes()
+        assert "read 1048576/" in host_read(path, passphrase, f"read -P {PATTERN} 0 1M")
+        with pytest.raises(DriverError, match="reached over nbd"):
+            await driver.extend_volume(guest, device.volume_id)
+        await driver.detach_volume(guest, device.volume_id)
+        assert node(device) not in await luks_nodes(state_dir, guest)
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+async def test_a_swap_mirrors_an_encrypted_volume_onto_another_with_its_own_key(
+    driver, booted, state_dir
+):
+    guest, old = booted
+    await hmp(state_dir, guest, f'qemu-io -d {backend(old)} "write -P {PATTERN} 1M 1M"')
+    await hmp(state_dir, guest, f'qemu-io -d {backend(old)} "flush"')
+    path, passphrase = luks_volume(state_dir / "luks-swapped.img", "32M")
+    new = encrypted_device(path, passphrase, old.device_name)
+    await driver.swap_volume(guest, old.volume_id, new)
+    drive = _record(state_dir, guest)["volumes"][new.volume_id]
+    assert (drive["path"], drive["format"]) == (str(path), "luks")
+    directory = instance_dir(state_dir, guest)
+    assert qemu_secrets.load(directory)[drive["key_secret"]] == passphrase
+    assert f"{node(old)}-key" not in qemu_secrets.load(directory)
+    objects = {
+        o["name"] for o in await qmp_query(state_dir, guest, "qom-list", {"path": "/objects"})
+    }
+    assert drive["key_secret"] in objects and f"{node(old)}-key" not in objects
+    # The guest's data, copied in the clear through both keys, is the new key's ciphertext.
+    assert bytes([PATTERN]) * 4096 not in path.read_bytes()
+    assert "read 1048576/" in host_read(path, passphrase, f"read -P {PATTERN} 1M 1M")
+
+
 async def test_a_luks2_volume_is_refused_and_nothing_is_attached(driver, booted, state_dir):
     guest, _ = booted
     path, passphrase = luks_volume(state_dir / "luks2-stand-in.img", "16M")
@@ -215,10 +276,81 @@ async def test_a_luks2_volume_is_refused_and_nothing_is_attached(driver, booted,
     assert node(device) not in await luks_nodes(state_dir, guest)
 
 
+async def test_a_rescued_guest_opens_its_encrypted_volume_with_the_kept_secret(
+    driver, booted, state_dir, tiny_guest
+):
+    guest, _ = booted
+    base = state_dir / "rescue-base.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(base), "64M"], check=True)
+    plain_spec = guest_spec(tiny_guest, "vm-luks")
+    image = dataclasses.replace(plain_spec.image, path=str(base), disk_format="qcow2")
+    rescue = dataclasses.replace(plain_spec, uuid=guest, image=image)
+    encrypted_nodes = {
+        d["node"] for d in _record(state_dir, guest)["volumes"].values() if d.get("key_secret")
+    }
+    assert encrypted_nodes
+    await driver.rescue(guest, rescue)
+    assert encrypted_nodes <= set(await luks_nodes(state_dir, guest))
+    await driver.unrescue(guest)
+    assert encrypted_nodes <= set(await luks_nodes(state_dir, guest))
+    assert not list(instance_dir(state_dir, guest).glob("*.key"))
+
+
+async def test_a_cold_migration_opens_the_encrypted_volume_on_the_destination(
+    driver, tiny_guest, state_dir
+):
+    """The destination is given the volume with its key by its own compute manager (as at
+    a spawn), keeps the passphrase itself; the source forgets it with its guest."""
+    path, passphrase = luks_volume(state_dir / "luks-mover.img", "16M")
+    device = encrypted_device(path, passphrase, "/dev/vdc")
+    spec = dataclasses.replace(guest_spec(tiny_guest, "vm-mover"), block_devices=(device,))
+    await driver.spawn(spec)
+    await wait_console(driver, spec.uuid, f"{MARK} ready")
+    driver.migration_address = "127.0.0.1"
+    dst = QemuDriver(
+        state_dir, "e2e-dst", accel=driver.accel or "tcg", migration_address="127.0.0.1"
+    )
+    await dst.init_host("e2e-dst")
+    disk_info = await driver.migrate_disk_and_power_off(spec.uuid)
+    try:
+        await dst.finish_migration(spec, disk_info, power_on=True)
+    finally:
+        await driver.end_disk_export(spec.uuid)
+    try:
+        await wait_console(dst, spec.uuid, f"{MARK} ready")
+        nodes = await dst._qmp(spec.uuid, "query-named-block-nodes", {"flat": True})
+        assert node(device) in {n["node-name"] for n in nodes if n["drv"] == "luks"}
+        kept = dst.instances_dir / spec.uuid / qemu_secrets.SECRETS
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+        assert qemu_secrets.load(kept.parent) == {f"{node(device)}-key": passphrase}
+    finally:
+        await driver.destroy(spec.uuid)
+        await dst.destroy(spec.uuid)
+    assert not (instance_dir(state_dir, spec.uuid) / qemu_secrets.SECRETS).exists()
+
+
 async def test_destroy_removes_the_kept_secrets(driver, booted, state_dir):
     guest, _ = booted
     await driver.destroy(guest)
     assert not (instance_dir(state_dir, guest) / qemu_secrets.SECRETS).exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def _wait_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"qemu-nbd never listened on {port}"
+            await asyncio.sleep(0.1)
 
 
 def _record(state_dir: Path, guest: str) -> dict:
