@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
 from cumulo.common.app import create_app
@@ -53,7 +54,9 @@ def create_key_manager_app(service: KeyManagerService) -> Starlette:
         *orders.routes,
     ]
     app = create_app("key-manager", routes, render_key_manager, dialect="key-manager")
-    app.add_middleware(MicroversionMiddleware, render_error=render_key_manager)
+    # Inside the request-id middleware: a refused version header is logged and answered
+    # with its request id like any other error.
+    app.user_middleware.append(Middleware(MicroversionMiddleware, render_error=render_key_manager))
     app.state.key_manager = service
     app.state.token_validator = service.validator
     return app

@@ -92,7 +92,8 @@ def test_version_discovery_answers_300_as_barbican(cloud: CloudRunner):
     assert v1["links"][0] == {"rel": "self", "href": f"{base}/v1/"}
     assert httpx.get(base + "/v1").json()["version"]["id"] == "v1"
     too_new = httpx.get(base + "/v1", headers={"OpenStack-API-Version": "key-manager 1.9"})
-    assert too_new.status_code == 406
+    assert too_new.status_code == 406 and too_new.headers["x-openstack-request-id"]
+    assert too_new.json()["title"] == "Not Acceptable"
 
 
 def test_catalog_lists_the_key_manager(cloud: CloudRunner):
@@ -216,6 +217,9 @@ def test_metadata_only_secret_then_put_payload(kms: httpx.Client):
     assert again.status_code == 409
     got = kms.get(f"/v1/secrets/{sid}/payload", headers={"Accept": "application/octet-stream"})
     assert got.content == raw and got.headers["content-type"] == "application/octet-stream"
+    # The deprecated way: the secret's own URL with another Accept than JSON.
+    old_way = kms.get(f"/v1/secrets/{sid}", headers={"Accept": "application/octet-stream"})
+    assert old_way.content == raw
     assert kms.get(f"/v1/secrets/{sid}").json()["content_types"] == {
         "default": "application/octet-stream"
     }
