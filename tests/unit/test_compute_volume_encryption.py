@@ -11,8 +11,11 @@ import httpx
 import pytest
 
 from cumulo.common.service_client import ServiceError
+from cumulo.compute.manager import ComputeManager
 from cumulo.compute.virt.driver import BlockDevice, DriverError
+from cumulo.compute.virt.fake import FakeDriver
 from cumulo.compute.volume_encryption import with_encryption
+from tests.unit.test_fake_driver import spec as fake_guest
 
 KEY = bytes(range(32))
 KEY_ID = "8e0a9c52-3c1a-4f3e-9d34-5a6c1b0e7f21"
@@ -99,3 +102,70 @@ async def test_a_luks2_volume_is_handed_over_as_luks2_for_the_driver_to_judge():
 async def test_a_key_that_cannot_be_had_fails_with_the_reason(volumes, keys, reason):
     with pytest.raises(DriverError, match=reason):
         await with_encryption(volumes, keys, "t", device())
+
+
+class StubConductor:
+    """The conductor as the manager's attach calls it: what it was told, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def __getattr__(self, name: str):
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((name, args, kwargs))
+            return [] if name == "block_devices" else {}
+
+        return call
+
+
+class AttachingVolumes(StubVolumes):
+    """Block Storage answering an attachment's connector with an encrypted volume."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[tuple[str, str]] = []
+
+    async def json(self, method: str, path: str, token: str, **kwargs: Any) -> Any:
+        if path.startswith("/v3/attachments/"):
+            self.requests.append((method, path))
+            info = {"driver_volume_type": "file", "data": device().connection_info["data"]}
+            return {"attachment": {"id": "att-1", "connection_info": info}}
+        return await super().json(method, path, token, **kwargs)
+
+    async def request(self, method: str, path: str, token: str, **kwargs: Any) -> Any:
+        self.requests.append((method, path))
+        return httpx.Response(204)
+
+
+async def attach(key_manager: StubKeyManager | None):
+    driver = FakeDriver("host1")
+    guest = fake_guest("u1")
+    await driver.spawn(guest)
+    volumes = AttachingVolumes()
+    manager = ComputeManager(
+        "host1", driver, None, None, None, volumes=volumes, key_manager=key_manager
+    )  # type: ignore[arg-type]
+    manager.conductor = StubConductor()  # type: ignore[assignment]
+    ctx = {"auth_token": "user-token", "request_id": "req-1"}
+    await manager.attach_volume(ctx, "u1", "vol-1", "att-1", "/dev/vdb")
+    return driver, volumes, manager.conductor
+
+
+async def test_an_attached_encrypted_volume_reaches_the_driver_with_its_key():
+    keys = StubKeyManager()
+    driver, volumes, conductor = await attach(keys)
+    assert driver.volume_encryptions("u1") == {"vol-1": "luks"}
+    assert driver.guests["u1"].volumes["vol-1"].encryption.passphrase == KEY.hex()
+    assert ("POST", "/v3/attachments/att-1/action") in volumes.requests  # completed
+    assert "volume_attached" in [name for name, _, _ in conductor.calls]
+
+
+async def test_an_encrypted_volume_whose_key_cannot_be_had_goes_back_to_available():
+    driver, volumes, conductor = await attach(None)
+    assert driver.guests["u1"].volumes == {}  # never attached as plain
+    assert ("DELETE", "/v3/attachments/att-1") in volumes.requests
+    assert ("POST", "/v3/attachments/att-1/action") not in volumes.requests
+    names = [name for name, _, _ in conductor.calls]
+    assert "volume_detached" in names and "volume_attached" not in names
+    [finished] = [kw for name, _, kw in conductor.calls if kw.get("finish")]
+    assert "no Key Manager" in finished["error"]
