@@ -21,7 +21,7 @@ from cumulo.key_manager.core import (
     paged,
     remove_acls,
 )
-from cumulo.key_manager.models import Container, ContainerSecret
+from cumulo.key_manager.models import Container, ContainerConsumer, ContainerSecret
 from cumulo.key_manager.validation import NewContainer
 
 
@@ -43,7 +43,14 @@ def _container_view(session: Session, container_id: str) -> ContainerView | None
     if container is None:
         return None
     refs = _container_secrets(session, [container_id])[container_id]
-    return ContainerView(container, refs, acl_of(session, "container", container_id))
+    consumers = session.scalars(
+        select(ContainerConsumer)
+        .where(ContainerConsumer.container_id == container_id)
+        .order_by(ContainerConsumer.created_at, ContainerConsumer.name)
+    ).all()
+    return ContainerView(
+        container, refs, acl_of(session, "container", container_id), list(consumers)
+    )
 
 
 def _link_of(container_id: str, secret_id: str, name: str | None) -> tuple:
@@ -122,7 +129,8 @@ async def list_containers(
 
 async def delete_container(service: KeyManagerService, container_id: str) -> None:
     def remove(session: Session) -> None:
-        session.execute(delete(ContainerSecret).where(ContainerSecret.container_id == container_id))
+        for table in (ContainerSecret, ContainerConsumer):
+            session.execute(delete(table).where(table.container_id == container_id))
         remove_acls(session, "container", [container_id])
         session.execute(delete(Container).where(Container.id == container_id))
 
@@ -172,3 +180,30 @@ async def remove_container_secret(
             raise NotFound("Secret provided is not in the container")
 
     await service.db.run_write(remove)
+
+
+async def add_consumer(service: KeyManagerService, container_id: str, name: str, url: str) -> None:
+    """Register a consumer (again: no change)."""
+
+    def add(session: Session) -> None:
+        key = {"container_id": container_id, "name": name, "url": url}
+        if session.get(ContainerConsumer, key) is None:
+            session.add(ContainerConsumer(**key))
+
+    await service.db.run_write(add)
+
+
+async def remove_consumer(
+    service: KeyManagerService, container_id: str, name: str, url: str
+) -> None:
+    def remove(session: Session) -> int:
+        return session.execute(
+            delete(ContainerConsumer).where(
+                ContainerConsumer.container_id == container_id,
+                ContainerConsumer.name == name,
+                ContainerConsumer.url == url,
+            )
+        ).rowcount  # type: ignore[attr-defined]
+
+    if not await service.db.run_write(remove):
+        raise NotFound("Consumer not found.")

@@ -30,6 +30,7 @@ from cumulo.key_manager.models import (
     Acl,
     AclUser,
     Container,
+    ContainerConsumer,
     ContainerSecret,
     ProjectKey,
     Secret,
@@ -64,6 +65,7 @@ class ContainerView:
     container: Container
     secrets: list[tuple[str | None, str]]  # (name, secret id)
     acl: AclView | None = None
+    consumers: list[ContainerConsumer] = field(default_factory=list)
 
 
 @dataclass

@@ -108,6 +108,18 @@ class ContainerSecret(Base):
     name: Mapped[str | None] = mapped_column(String(255))
 
 
+class ContainerConsumer(Base):
+    """A service's use of a container (/v1/containers/{id}/consumers: name and URL)."""
+
+    __tablename__ = "container_consumer"
+    container_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("container.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(36), primary_key=True)
+    url: Mapped[str] = mapped_column(String(255), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class Order(Base):
     __tablename__ = "secret_order"
     __table_args__ = (Index("ix_secret_order_project_created", "project_id", "created_at"),)

@@ -472,14 +472,12 @@ def metadatum_body(body: Any) -> tuple[str, str]:
     return body["key"].lower(), body["value"]
 
 
-def consumer_body(body: Any) -> tuple[str, str, str]:
-    """POST/DELETE /v1/secrets/{id}/consumers: (service, resource_type, resource_id)."""
-    schema = "Secret Consumer"
+def _required_strings(body: Any, schema: str, max_lengths: dict[str, int]) -> list[str]:
+    """The non-empty strings `body` must hold, each within its length (consumers)."""
     if not isinstance(body, dict):
         raise invalid(schema, f"{body!r} is not of type 'object'", "")
-    limits = {"service": 64, "resource_type": 64, "resource_id": 255}
     values = []
-    for field, max_len in limits.items():
+    for field, max_len in max_lengths.items():
         value = body.get(field)
         if value is None:
             raise invalid(schema, f"'{field}' is a required property", field)
@@ -488,7 +486,14 @@ def consumer_body(body: Any) -> tuple[str, str, str]:
         if len(value) > max_len:
             raise invalid(schema, f"{value!r} is too long", field)
         values.append(value)
-    return values[0], values[1], values[2]
+    return values
+
+
+def consumer_body(body: Any) -> tuple[str, str, str]:
+    """POST/DELETE /v1/secrets/{id}/consumers: (service, resource_type, resource_id)."""
+    limits = {"service": 64, "resource_type": 64, "resource_id": 255}
+    service, resource_type, resource_id = _required_strings(body, "Secret Consumer", limits)
+    return service, resource_type, resource_id
 
 
 # -- list filters -------------------------------------------------------------------
@@ -560,3 +565,9 @@ def paging(offset: str | None, limit: str | None, default: int, maximum: int) ->
     except ValueError:
         size = default
     return start, min(max(size, 1), maximum)
+
+
+def container_consumer_body(body: Any) -> tuple[str, str]:
+    """POST/DELETE /v1/containers/{id}/consumers: (name, URL)."""
+    name, url = _required_strings(body, "Consumer", {"name": 36, "URL": 255})
+    return name, url

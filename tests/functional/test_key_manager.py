@@ -508,6 +508,23 @@ def test_read_acl_lets_a_named_user_of_another_project_read(
     assert kms.put(f"/v1/secrets/{sid}/acl", json={"write": {"users": []}}).status_code == 400
 
 
+def test_container_consumers(kms: httpx.Client):
+    cid = _id(kms.post("/v1/containers", json={"type": "generic"}).json()["container_ref"])
+    consumer = {"name": "lb-1", "URL": "http://lb.example/listeners/1"}
+    added = kms.post(f"/v1/containers/{cid}/consumers", json=consumer)
+    assert added.status_code == 200 and added.json()["consumers"] == [consumer]
+    assert kms.post(f"/v1/containers/{cid}/consumers", json=consumer).json()["consumers"] == [
+        consumer
+    ]
+    listed = kms.get(f"/v1/containers/{cid}/consumers").json()
+    assert listed["total"] == 1 and listed["consumers"][0]["URL"] == consumer["URL"]
+    assert kms.post(f"/v1/containers/{cid}/consumers", json={"name": "x"}).status_code == 400
+    removed = kms.request("DELETE", f"/v1/containers/{cid}/consumers", json=consumer)
+    assert removed.status_code == 200 and removed.json()["consumers"] == []
+    again = kms.request("DELETE", f"/v1/containers/{cid}/consumers", json=consumer)
+    assert again.status_code == 404
+
+
 def test_container_acl(cloud: CloudRunner, kms: httpx.Client, demo_kms: httpx.Client):
     created = kms.post("/v1/containers", json={"type": "generic", "name": _name("acl-box")})
     cid = _id(created.json()["container_ref"])

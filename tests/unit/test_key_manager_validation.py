@@ -241,3 +241,15 @@ def test_list_filters_and_paging():
     assert v.paging("-5", "1000", 10, 100) == (0, 100)
     assert v.paging("x", "0", 10, 100) == (0, 1)
     assert v.paging("3", "y", 10, 100) == (3, 10)
+
+
+def test_container_consumers_need_a_name_and_url():
+    assert v.container_consumer_body({"name": "lb", "URL": "http://lb/1"}) == ("lb", "http://lb/1")
+    for body in (
+        {"name": "lb"},
+        {"URL": "u"},
+        {"name": "x" * 37, "URL": "u"},
+        {"name": "", "URL": "u"},
+    ):
+        with pytest.raises(BadRequest):
+            v.container_consumer_body(body)

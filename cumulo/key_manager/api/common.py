@@ -178,7 +178,7 @@ def container_fields(service: KeyManagerService, view: ContainerView) -> dict:
         "secret_refs": [
             {"secret_ref": service.href("secrets", sid), "name": name} for name, sid in view.secrets
         ],
-        "consumers": [],
+        "consumers": [{"name": c.name, "URL": c.url} for c in view.consumers],
     }
 
 

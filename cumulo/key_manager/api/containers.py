@@ -13,7 +13,7 @@ from cumulo.key_manager.api.common import caller, container_fields, json, json_b
 from cumulo.key_manager.core import ContainerView, KeyManagerService
 
 
-async def _container(
+async def authorized_container(
     request: Request, rule: str, operation: str
 ) -> tuple[KeyManagerService, RequestContext, ContainerView]:
     service, ctx = await caller(request)
@@ -48,20 +48,20 @@ async def list_containers(request: Request) -> Response:
 
 
 async def show_container(request: Request) -> Response:
-    service, _, view = await _container(request, "container:get", "Container retrieval")
+    service, _, view = await authorized_container(request, "container:get", "Container retrieval")
     return json(container_fields(service, view))
 
 
 async def delete_container(request: Request) -> Response:
     """DELETE: the container only (its secrets stay)."""
-    service, _, view = await _container(request, "container:delete", "Container deletion")
+    service, _, view = await authorized_container(request, "container:delete", "Container deletion")
     await containers.delete_container(service, view.container.id)
     return Response(status_code=204)
 
 
 async def add_secret(request: Request) -> Response:
     """POST /v1/containers/{id}/secrets: a secret into a generic container -> 201."""
-    service, _, view = await _container(
+    service, _, view = await authorized_container(
         request, "container_secret:post", "Container Secret creation"
     )
     if view.container.type != "generic":
@@ -73,7 +73,7 @@ async def add_secret(request: Request) -> Response:
 
 
 async def remove_secret(request: Request) -> Response:
-    service, _, view = await _container(
+    service, _, view = await authorized_container(
         request, "container_secret:delete", "Container Secret deletion"
     )
     body = await json_body(request)
