@@ -184,18 +184,22 @@ class Cloud:
         cloud.identity.notifier = Notifier(config, state_dir, "identity")
         await bootstrap(cloud.identity, config)
         write_client_files(state_dir, config)
-        # Image validates tokens through the identity app in-process, and forgets
-        # them whenever Identity changes (a revoked token is refused at once).
-        cloud.image = await open_image_service(
-            config, state_dir, identity_app=create_identity_app(cloud.identity)
-        )
-        cloud.identity.invalidation_listeners.append(cloud.image.validator.clear)
         # Key Manager: Block Storage keeps encrypted volumes' keys there, Compute reads
-        # them back at attach, both with the user's token.
+        # them back at attach, Image and Compute read signed images' certificates, all
+        # with the user's token.
         cloud.key_manager = await open_key_manager_service(
             config, state_dir, identity_app=create_identity_app(cloud.identity)
         )
         cloud.identity.invalidation_listeners.append(cloud.key_manager.validator.clear)
+        # Image validates tokens through the identity app in-process, and forgets
+        # them whenever Identity changes (a revoked token is refused at once).
+        cloud.image = await open_image_service(
+            config,
+            state_dir,
+            identity_app=create_identity_app(cloud.identity),
+            key_manager_app=create_key_manager_app(cloud.key_manager),
+        )
+        cloud.identity.invalidation_listeners.append(cloud.image.validator.clear)
         cloud.volume = await open_volume_service(
             config,
             state_dir,
@@ -222,6 +226,7 @@ class Cloud:
             image_app=create_image_app(cloud.image),
             network_app=create_network_app(cloud.network),
             volume_app=create_volume_app(cloud.volume),
+            key_manager_app=create_key_manager_app(cloud.key_manager),
             hosts=roles.compute_hosts,
             conductor=roles.conductor,
             scheduler=roles.scheduler,

@@ -14,6 +14,8 @@ from cumulo.common.db import Database
 from cumulo.common.faults import render_image
 from cumulo.common.identity_client import IdentityClient
 from cumulo.common.notifications import Notifier
+from cumulo.common.service_client import ServiceClient
+from cumulo.common.tls import verify_option
 from cumulo.image.api import (
     cache,
     data,
@@ -36,15 +38,26 @@ async def open_image_service(
     *,
     identity_app: ASGIApp | None = None,
     node_dir: Path | None = None,
+    key_manager_app: ASGIApp | None = None,
 ) -> ImageService:
-    """Migrate the image database and build the service; identity_app: call it in-process;
-    node_dir: this API node's own staging area and cache (see ImageService)."""
+    """Migrate the image database and build the service; identity_app, key_manager_app:
+    call them in-process (else the Key Manager at ports.key_manager); node_dir: this API
+    node's own staging area and cache (see ImageService)."""
     db = Database(database_url(config, state_dir, "image"), "image")
     await db.migrate()
     client = IdentityClient(config, app=identity_app)
     validator = TokenValidator(client, config.identity.cache_time)
     service = ImageService(config, state_dir, db, validator, node_dir=node_dir)
     service.notifier = Notifier(config, state_dir, "image")
+    service.key_manager = (
+        ServiceClient("key-manager", app=key_manager_app)
+        if key_manager_app is not None
+        else ServiceClient(
+            "key-manager",
+            url=config.public_url(config.ports.key_manager),
+            verify=verify_option(config),
+        )
+    )
     return service
 
 

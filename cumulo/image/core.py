@@ -34,6 +34,7 @@ from cumulo.common.context import RequestContext
 from cumulo.common.db import Database, utcnow
 from cumulo.common.faults import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
 from cumulo.common.identity_client import IdentityClient
+from cumulo.common.image_signatures import SignatureError, Verifier, is_signed, verifier_for
 from cumulo.common.notifications import Notifier
 from cumulo.common.policy import Policy
 from cumulo.common.service_client import ServiceClient
@@ -44,7 +45,7 @@ from cumulo.image.http_store import HttpStore
 from cumulo.image.models import Image, ImageLocation, ImageMember, ImageProperty
 from cumulo.image.object_storage_store import ObjectStorageStore
 from cumulo.image.policies import IMAGE_RULES
-from cumulo.image.store import FilesystemStore, Store, TooLarge, Written, write_staged
+from cumulo.image.store import CHUNK, FilesystemStore, Store, TooLarge, Written, write_staged
 
 # The image property naming the node whose staging area holds the image's staged data
 # (Glance's): an import or delete asked of another node is sent on to it.
@@ -136,6 +137,20 @@ async def write_locations(
     )
 
 
+def signature_refused(image_id: str, exc: SignatureError) -> BadRequest:
+    """Glance's 400 for data whose signature does not hold."""
+    LOG.warning("signature verification failed for image %s: %s", image_id, exc.reason)
+    return BadRequest(f"Signature verification failed for image {image_id}: {exc}")
+
+
+def check_signature(image_id: str, verifier: Verifier) -> None:
+    try:
+        verifier.verify()
+    except SignatureError as exc:
+        raise signature_refused(image_id, exc) from None
+    LOG.info("Successfully verified signature for image %s", image_id)
+
+
 def visible_image(
     session: Session, image_id: str, project_id: str | None, is_admin: bool
 ) -> Image | None:
@@ -189,6 +204,8 @@ class ImageService:
         )
         # Glance's notifications (cumulo.image.notifications), when given a notifier.
         self.notifier: Notifier | None = None
+        # The Key Manager: signed images' certificates, read with the uploader's token.
+        self.key_manager: ServiceClient | None = None
 
     def store_list(self, ids) -> str:
         """Store ids as an image's `stores`: highest weight first, then as configured."""
@@ -226,6 +243,8 @@ class ImageService:
                     await store.reader.close()
             elif isinstance(store, HttpStore):
                 await store.close()
+        if self.key_manager is not None:
+            await self.key_manager.close()
         await self.validator.client.close()
         await self.db.dispose()
 
@@ -322,15 +341,52 @@ class ImageService:
     def staged_path(self, image_id: str) -> Path:
         return self.staging / image_id
 
-    async def receive(self, image: Image, chunks: AsyncIterator[bytes]) -> Written:
-        """Stream data into the image's staging file within size limit and quota."""
+    async def receive(
+        self, image: Image, chunks: AsyncIterator[bytes], verifier: Verifier | None = None
+    ) -> Written:
+        """Stream data into the image's staging file within size limit and quota (and
+        through the verifier of its signature, when it is signed)."""
         limit = min(self.config.image.max_image_size, await self.bytes_left(image.owner))
+        readers = [verifier.update] if verifier else []
         try:
-            return await write_staged(chunks, self.staged_path(image.id), limit)
+            return await write_staged(chunks, self.staged_path(image.id), limit, readers=readers)
         except TooLarge:
             raise PayloadTooLarge(
                 f"Image exceeds the storage quota or size limit of {limit} bytes."
             ) from None
+
+    # -- signed images (Glance's signature verification, cumulo.common.image_signatures) --
+
+    async def signature_verifier(self, image: Image, token: str) -> Verifier | None:
+        """The verifier of the image's data when it carries all four signature properties
+        (Glance verifies only then); its certificate is read with the uploader's token."""
+        async with self.db.read() as session:
+            rows = await session.execute(
+                select(ImageProperty.name, ImageProperty.value).where(
+                    ImageProperty.image_id == image.id
+                )
+            )
+            properties = {name: value for name, value in rows}
+        if not is_signed(properties):
+            return None
+        try:
+            return await verifier_for(self.key_manager, token, properties)
+        except SignatureError as exc:
+            raise signature_refused(image.id, exc) from None
+
+    async def verify_staged(self, image: Image, token: str) -> None:
+        """The staged data of an import checked against the image's signature."""
+        verifier = await self.signature_verifier(image, token)
+        if verifier is None:
+            return
+
+        def feed() -> None:
+            with open(self.staged_path(image.id), "rb", buffering=0) as f:
+                while chunk := f.read(CHUNK):
+                    verifier.update(chunk)
+
+        await asyncio.to_thread(feed)
+        check_signature(image.id, verifier)
 
     async def locations(self, image_id: str) -> list[Location]:
         async with self.db.read() as session:
@@ -416,11 +472,15 @@ class ImageService:
                 await target.delete(location)
             raise Conflict(f"Image {image.id} was deleted or changed during the upload.")
 
-    async def upload(self, image: Image, chunks: AsyncIterator[bytes]) -> None:
-        """PUT /v2/images/{id}/file: queued -> saving -> active."""
+    async def upload(self, image: Image, chunks: AsyncIterator[bytes], token: str = "") -> None:
+        """PUT /v2/images/{id}/file: queued -> saving -> active. A signed image's data is
+        verified as it streams: a bad signature sends it back to queued, without data."""
         await self.begin(image, "queued", "saving")
         try:
-            written = await self.receive(image, chunks)
+            verifier = await self.signature_verifier(image, token)
+            written = await self.receive(image, chunks, verifier)
+            if verifier is not None:
+                check_signature(image.id, verifier)
             await self.accept(image, written, "saving")
         except BaseException as exc:
             await self.discard_staged(image.id)

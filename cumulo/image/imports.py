@@ -283,7 +283,9 @@ async def start_legacy_import(
     await service.begin(image, "queued", "importing")
     task = await create_task(service, ctx, "import", input_, image.id)
     # Glance's legacy import flow has no import plugins (its `convert` task is separate).
-    run = _run(service, image, "web-download", [service.store.id], url, True, plugins=False)
+    run = _run(
+        service, image, "web-download", [service.store.id], url, True, ctx.auth_token, plugins=False
+    )
     service.track(asyncio.create_task(run_as_task(service, task.id, image.id, run)))
     return task
 
@@ -324,6 +326,8 @@ async def _run(
         elif method == "glance-download":
             assert url is not None
             image = await fetch_remote_image(service, image, token, url)
+        # A signed image: the data as it came (before any conversion) is what was signed.
+        await service.verify_staged(image, token)
         converted_to = None
         if plugins and conversion.enabled(service.config.image):
             room = min(service.config.image.max_image_size, await service.bytes_left(image.owner))

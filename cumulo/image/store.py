@@ -18,7 +18,7 @@ import hashlib
 import os
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -126,7 +126,12 @@ _DONE = object()
 
 
 async def write_staged(
-    chunks: AsyncIterator[bytes], path: Path, max_size: int, *, hashes: bool = True
+    chunks: AsyncIterator[bytes],
+    path: Path,
+    max_size: int,
+    *,
+    hashes: bool = True,
+    readers: Sequence[Callable[[bytes], None]] = (),
 ) -> Written:
     """Stream chunks to path, hashing on the way, with bounded memory.
 
@@ -134,7 +139,8 @@ async def write_staged(
     feeds sha512 (file writes and hashlib on large buffers release the GIL), so
     the slowest of them (md5, ~0.8 GB/s on one core) sets the pace while the
     event loop keeps receiving. Each lane holds at most a few CHUNKs. On any
-    failure the partial file is removed and the error raised.
+    failure the partial file is removed and the error raised. readers: more lanes,
+    each given every buffer in order (a signature verifier's hash).
     """
     md5 = hashlib.md5(usedforsecurity=False)
     sha512 = hashlib.sha512()
@@ -151,6 +157,7 @@ async def write_staged(
                 pass
 
     steps = [f.write, md5.update, sha512.update] if hashes else [f.write]
+    steps += readers
     lanes = [queue.Queue(maxsize=4) for _ in steps]
     threads = [
         threading.Thread(target=work, args=(q, step), name=f"stage-{path.name}", daemon=True)

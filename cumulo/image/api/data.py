@@ -25,7 +25,7 @@ from cumulo.common.faults import (
 )
 from cumulo.common.tls import verify_option
 from cumulo.image import imports
-from cumulo.image.api.common import authorize, no_content, service_of
+from cumulo.image.api.common import authorize, no_content, request_context, service_of
 from cumulo.image.core import IMPORT_METHODS
 from cumulo.image.models import Image
 from cumulo.image.store import FilesystemStore
@@ -52,7 +52,8 @@ async def upload(request: Request) -> Response:
     """PUT /v2/images/{id}/file (api-ref: Upload binary image data)."""
     _octet_stream(request)
     image = await _image(request, "image:upload_image")
-    await service_of(request).upload(image, request.stream())
+    ctx = await request_context(request)
+    await service_of(request).upload(image, request.stream(), ctx.auth_token)
     return no_content()
 
 
