@@ -269,6 +269,55 @@ def test_a_volume_appears_in_the_guest_and_leaves_it(guests):
     guests.os("volume", "delete", volume)
 
 
+def test_an_encrypted_volume_appears_in_the_guest(guests):
+    """A volume of a LUKS type, made by Block Storage (its key in the Key Manager), opened
+    by the guest's QEMU with that key: the guest sees a plain disk; the host keeps the
+    passphrase only in the guest's 0600 secrets file, which forgets it on detach."""
+
+    def disks(log: str) -> set[str]:
+        return set(re.findall(rf"{MARK} disks (.*)", log)[-1].split())
+
+    vtype = f"luks-{uuid.uuid4().hex[:6]}"
+    guests.os("volume", "type", "create", vtype, "--encryption-provider", "luks",
+              "--encryption-cipher", "aes-xts-plain64", "--encryption-key-size", "256",
+              "--encryption-control-location", "front-end", cloud="cumulo")  # fmt: skip
+    before = disks(guests.console("vm-a"))
+    volume = guests.os("volume", "create", "--size", "1", "--type", vtype,
+                       f"enc-{uuid.uuid4().hex[:6]}", "-f", "json")["id"]  # fmt: skip
+    wait_for(
+        lambda: guests.os("volume", "show", volume, "-f", "json")["status"] == "available",
+        60,
+        "the volume never became available",
+    )
+    guests.os("server", "add", "volume", "vm-a", volume)
+    log = guests.wait_console("vm-a", lambda log: len(disks(log) - before) == 1, "no new disk", 60)
+    [new] = disks(log) - before
+    assert new.startswith("vd"), log
+    assert guests.os("volume", "show", volume, "-f", "json")["status"] == "in-use"
+    record = json.loads((guests.directory("vm-a") / "guest.json").read_text())
+    drive = record["volumes"][volume]
+    assert drive["format"] == "luks", drive
+    secrets_file = guests.directory("vm-a") / "secrets.json"
+    assert secrets_file.stat().st_mode & 0o777 == 0o600
+    assert len(json.loads(secrets_file.read_text())) == 1
+
+    guests.os("server", "remove", "volume", "vm-a", volume)
+    guests.wait_console("vm-a", lambda log: disks(log) == before, f"{new} never left")
+    wait_for(
+        lambda: guests.os("volume", "show", volume, "-f", "json")["status"] == "available",
+        60,
+        "the volume never came back available",
+    )
+    assert not secrets_file.exists()  # its only passphrase forgotten
+    guests.os("volume", "delete", volume)
+    wait_for(
+        lambda: volume not in {v["ID"] for v in guests.os("volume", "list", "-f", "json")},
+        60,
+        "the volume was never deleted",
+    )
+    guests.os("volume", "type", "delete", vtype, cloud="cumulo")
+
+
 def test_power_actions_change_the_qemu_process(guests):
     pid = guests.pid("vm-a")
     assert pid and guests.qmp_status("vm-a") == "running"

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 
 from tests.cloudrunner import CloudRunner
+from tests.functional.test_compute_flavors import compute
+from tests.functional.test_compute_microversions_2_8x import _boot, _upload
 from tests.functional.test_volume import unique
 from tests.functional.test_volume_transfers import wait_status
 
@@ -241,3 +243,117 @@ def _wait_gone(cloud: CloudRunner, token: str, volume_id: str) -> None:
     while httpx.get(url, headers={"X-Auth-Token": token}).status_code != 404:
         assert time.monotonic() < deadline, f"volume {volume_id} still there"
         time.sleep(0.1)
+
+
+def test_encrypted_volumes_attach_extend_and_a_lost_key(cloud: CloudRunner, tmp_path) -> None:
+    """A server (fake compute host) gets encrypted volumes with their keys: Compute reads
+    the encryption metadata and the key with the user's token (the host says in the
+    console log what it opened the disk with); an attached one is extended (Nova's
+    compute_extend_volume event succeeds); a volume whose key is gone is not attached."""
+    luks, luks2 = _encrypted_type(cloud), _encrypted_type(cloud, "luks2")
+    demo = cloud.token("demo", project="demo")
+    image = _upload(cloud, tmp_path_factory=_Factory(tmp_path))
+    with compute(cloud, demo, "2.51") as api:
+        server = _boot(api, image)["id"]
+        volumes = {}
+        for vtype in (luks, luks2):
+            name = unique("att")
+            cloud.openstack("volume", "create", "--size", "1", "--type", vtype, name, cloud=DEMO)
+            volumes[vtype] = wait_status(cloud, name, "available")["id"]
+            cloud.openstack("server", "add", "volume", server, volumes[vtype], cloud=DEMO)
+            wait_status(cloud, name, "in-use")
+        log = cloud.openstack("console", "log", "show", server, cloud=DEMO)
+        assert "opened with luks\n" in log and "opened with luks2" in log, log
+
+        # Extend while attached (3.42): the volume grows, the host is told.
+        cloud.openstack(
+            "--os-volume-api-version", "3.42", "volume", "set", "--size", "2", volumes[luks],
+            cloud=DEMO,
+        )  # fmt: skip
+        grown = _wait_size(cloud, demo, volumes[luks], 2)
+        assert grown["status"] == "in-use"
+        admin = compute(cloud, cloud.token("admin"), "2.51")
+        with admin:
+
+            def extended() -> dict | None:
+                actions = admin.get(f"/servers/{server}/os-instance-actions").json()
+                for action in actions["instanceActions"]:
+                    if action["action"] != "extend_volume":
+                        continue
+                    shown = admin.get(
+                        f"/servers/{server}/os-instance-actions/{action['request_id']}"
+                    ).json()["instanceAction"]
+                    for event in shown["events"]:
+                        if event["event"] == "compute_extend_volume" and event["finish_time"]:
+                            return event
+                return None
+
+            event = _until(extended, "the compute_extend_volume event")
+            assert event["result"] == "Success", event
+        path = _volume_file(cloud, volumes[luks])
+        key = _key(
+            cloud, demo, _encryption_metadata(cloud, demo, volumes[luks])["encryption_key_id"]
+        )
+        assert _decrypts(path, key.content)["virtual-size"] == 2 << 30
+
+        # A volume whose key was deleted from the Key Manager: the attach fails, the
+        # volume is available again, the action says why.
+        name = unique("lost")
+        cloud.openstack("volume", "create", "--size", "1", "--type", luks, name, cloud=DEMO)
+        lost = wait_status(cloud, name, "available")["id"]
+        key_id = _encryption_metadata(cloud, demo, lost)["encryption_key_id"]
+        url = f"http://127.0.0.1:{cloud.config.ports.key_manager}/v1/secrets/{key_id}"
+        assert httpx.delete(url, headers={"X-Auth-Token": demo}).status_code == 204
+        cloud.openstack("server", "add", "volume", server, lost, cloud=DEMO)
+        _until(
+            lambda: (
+                httpx.get(
+                    f"http://127.0.0.1:{cloud.config.ports.block_storage}/v3/volumes/{lost}",
+                    headers={"X-Auth-Token": demo},
+                ).json()["volume"]["status"]
+                == "available"
+            ),
+            "the volume back to available",
+        )
+        for volume_id in volumes.values():
+            cloud.openstack("server", "remove", "volume", server, volume_id, cloud=DEMO)
+        for vtype in (luks, luks2):
+            wait_status(cloud, cloud.openstack("volume", "show", volumes[vtype], "-f", "json")[
+                "name"], "available")  # fmt: skip
+        api.delete(f"/servers/{server}")
+        cloud.openstack("volume", "delete", *volumes.values(), lost, cloud=DEMO)
+        for volume_id in (*volumes.values(), lost):
+            _wait_gone(cloud, demo, volume_id)
+    cloud.openstack("volume", "type", "delete", luks, luks2)
+
+
+class _Factory:
+    """tmp_path as the tmp_path_factory _upload wants."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def mktemp(self, name: str) -> Path:
+        made = self.path / name
+        made.mkdir()
+        return made
+
+
+def _until(check, what: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _wait_size(cloud: CloudRunner, token: str, volume_id: str, size: int) -> dict:
+    url = f"http://127.0.0.1:{cloud.config.ports.block_storage}/v3/volumes/{volume_id}"
+
+    def grown() -> dict | None:
+        volume = httpx.get(url, headers={"X-Auth-Token": token}).json()["volume"]
+        return volume if volume["size"] == size and volume["status"] != "extending" else None
+
+    return _until(grown, f"volume {volume_id} at {size} GiB")
