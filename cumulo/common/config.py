@@ -310,6 +310,14 @@ class ComputeConfig(_Section):
     spicehtml5proxy_base_url: str = ""
     spice_direct_proxy_base_url: str = "http://127.0.0.1:13002/nova"
     spice_server_listen: str = "127.0.0.1"
+    # Signed images (Nova's [glance] options of the same names): verify the data of images
+    # with img_signature properties before a guest uses it (on: every cumulo cloud has a
+    # Key Manager to read their certificates from); certificate validation with no
+    # trusted certificates asked for uses default_trusted_certificate_ids (off, as Nova's:
+    # on, a signed image boots only with trusted certificates).
+    verify_glance_signatures: bool = True
+    enable_certificate_validation: bool = False
+    default_trusted_certificate_ids: list[str] = Field(default_factory=list)
 
 
 class VolumeBackendConfig(_Section):

@@ -395,13 +395,22 @@ class ConductorManager(MoveTasks, Endpoint):
             )
 
     async def build_failed(
-        self, ctx: dict, instance_uuid: str, host: str, reason: str, request_spec: dict[str, Any]
+        self,
+        ctx: dict,
+        instance_uuid: str,
+        host: str,
+        reason: str,
+        request_spec: dict[str, Any],
+        reschedule: bool = True,
     ) -> None:
-        """A host failed to build: release its claim, then retry elsewhere or give up."""
+        """A host failed to build: release its claim, then retry elsewhere or give up
+        (at once without reschedule: a failure of the request itself, which no other host
+        would build, as Nova's BuildAbortException)."""
         async with self.db.write() as s:
             await s.run_sync(release, instance_uuid)
         retry = request_spec.get("retry") or {"num_attempts": 1, "hosts": [host]}
-        if self.options.max_attempts == 1 or len(request_spec.get("force_hosts") or []) == 1:
+        single_host = len(request_spec.get("force_hosts") or []) == 1
+        if not reschedule or self.options.max_attempts == 1 or single_host:
             # Nova's populate_retry: re-scheduling is disabled, the failure is the fault.
             await self._fail(ctx, instance_uuid, reason, host=host)
             return

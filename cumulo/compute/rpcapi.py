@@ -89,9 +89,16 @@ class ConductorAPI:
         )
 
     async def build_failed(
-        self, ctx: Context, instance_uuid: str, host: str, reason: str, request_spec: dict[str, Any]
+        self,
+        ctx: Context,
+        instance_uuid: str,
+        host: str,
+        reason: str,
+        request_spec: dict[str, Any],
+        reschedule: bool = True,
     ) -> None:
-        """A host could not build: release its claim and reschedule or fail the instance."""
+        """A host could not build: release its claim and reschedule or fail the instance
+        (reschedule=False: no other host would do better, Nova's BuildAbortException)."""
         await self.bus.cast(
             CONDUCTOR,
             "build_failed",
@@ -100,6 +107,7 @@ class ConductorAPI:
             host=host,
             reason=reason,
             request_spec=request_spec,
+            reschedule=reschedule,
         )
 
     async def build_interrupted(

@@ -26,6 +26,7 @@ from cumulo.common.policy import Policy
 from cumulo.common.rpc import RemoteError, Transport
 from cumulo.common.service_client import ServiceClient, ServiceError, url_path
 from cumulo.compute import image_properties, personality, quotas, rpcapi
+from cumulo.compute.image_signature import with_trusted_certs
 from cumulo.compute.models import (
     BlockDeviceMapping,
     Flavor,
@@ -131,6 +132,8 @@ class CreateRequest:
     hostname: str | None = None
     # Personality (below 2.57): (path, base64 contents) of the files the guest is given.
     injected_files: list[tuple[str, str]] = field(default_factory=list)
+    # 2.63: certificates the image's signing certificate must chain up to.
+    trusted_certs: list[str] | None = None
 
 
 _INSERT_INSTANCE = insert(Instance.__table__)
@@ -361,6 +364,10 @@ class ComputeService(ServerMoves):
                         "Volume is smaller than the minimum size specified in image metadata."
                     )
             req.image_ref = None
+            if req.trusted_certs:
+                raise BadRequest(
+                    "Image certificate validation is not supported when booting from volume"
+                )
         elif not req.image_ref:
             raise BadRequest("Missing imageRef attribute")
         else:
@@ -422,17 +429,20 @@ class ComputeService(ServerMoves):
                     server_group_id=group.uuid if group else None,
                     scheduler_hints=dict(req.scheduler_hints),
                     system_metadata=personality.with_files(
-                        {
-                            **{
-                                "image_" + k: str(v)
-                                for k, v in (image or {}).items()
-                                if k in _IMAGE_SYSMETA
+                        with_trusted_certs(
+                            {
+                                **{
+                                    "image_" + k: str(v)
+                                    for k, v in (image or {}).items()
+                                    if k in _IMAGE_SYSMETA
+                                },
+                                **image_properties.sysmeta_of(image or {}),
+                                **({AUTO_DISK_CONFIG: "True"} if req.auto_disk_config else {}),
+                                # The booting user's roles, for dynamic vendordata (as Nova).
+                                "boot_roles": ",".join(sorted(ctx.roles)),
                             },
-                            **image_properties.sysmeta_of(image or {}),
-                            **({AUTO_DISK_CONFIG: "True"} if req.auto_disk_config else {}),
-                            # The booting user's roles, for dynamic vendordata (as Nova).
-                            "boot_roles": ",".join(sorted(ctx.roles)),
-                        },
+                            req.trusted_certs,
+                        ),
                         req.injected_files,
                     ),
                     created_at=utcnow(),

@@ -26,6 +26,7 @@ from cumulo.compute.api.common import (
 from cumulo.compute.api.servers import render_server
 from cumulo.compute.api.views import disk_config_changes, host_id
 from cumulo.compute.api.wire import check_metadata
+from cumulo.compute.image_signature import with_trusted_certs
 from cumulo.compute.models import Instance, InstanceAction, InstanceActionEvent, KeyPair
 from cumulo.compute.states import InstanceInvalidState
 
@@ -241,6 +242,15 @@ async def _rebuild(request: Request, ctx, inst, args: Any) -> Response:
         changes["hostname"] = wire.hostname(args["hostname"], fqdn=version(request) >= (2, 94))
     if "key_name" in args and version(request) >= (2, 54):
         changes.update(await _key_changes(request, ctx, args["key_name"]))
+    if "trusted_image_certificates" in args and version(request) >= (2, 63):
+        # Given (null too) they replace the server's, as Nova's rebuild does.
+        certs = wire.trusted_certs(args["trusted_image_certificates"])
+        if certs and not inst.image_ref:
+            raise BadRequest(
+                "Image certificate validation is not supported for volume-backed servers."
+            )
+        sysmeta = changes.get("system_metadata", inst.system_metadata or {})
+        changes["system_metadata"] = with_trusted_certs(sysmeta, certs)
     files = wire.personality(args["personality"], version(request)) if "personality" in args else []
     password = args.get("adminPass")
     if password is not None and not isinstance(password, str):

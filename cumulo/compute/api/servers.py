@@ -76,6 +76,7 @@ class ServerCreateBody(_Strict):
     block_device_mapping_v2: list[dict[str, Any]] = Field(default_factory=list)
     hostname: Any = None
     personality: Any = None
+    trusted_image_certificates: Any = None  # checked with the microversion (2.63)
 
 
 def _count(value: int | str, field: str) -> int:
@@ -146,6 +147,14 @@ def _parse_create(request: Request, data: Any) -> tuple[CreateRequest, bool]:
     v = version(request)
     if "hostname" in body.model_fields_set and v < (2, 90):
         raise BadRequest("Additional properties are not allowed ('hostname' was unexpected)")
+    trusted_certs = None
+    if "trusted_image_certificates" in body.model_fields_set:
+        if v < (2, 63):
+            raise BadRequest(
+                "Additional properties are not allowed ('trusted_image_certificates' was "
+                "unexpected)"
+            )
+        trusted_certs = wire.trusted_certs(body.trusted_image_certificates)
     requested_hostname = None
     if "hostname" in body.model_fields_set:
         requested_hostname = wire.hostname(body.hostname, fqdn=v >= (2, 94))
@@ -221,6 +230,7 @@ def _parse_create(request: Request, data: Any) -> tuple[CreateRequest, bool]:
         block_device_mapping=body.block_device_mapping_v2,
         auto_disk_config=body.disk_config == "AUTO",
         hostname=requested_hostname,
+        trusted_certs=trusted_certs,
         injected_files=(
             wire.personality(body.personality, v) if "personality" in body.model_fields_set else []
         ),

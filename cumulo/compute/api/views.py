@@ -12,6 +12,7 @@ from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
 from cumulo.compute import image_properties
 from cumulo.compute.api.common import base_url, links, version
+from cumulo.compute.image_signature import trusted_certs_of
 from cumulo.compute.models import Instance, InstanceFault
 from cumulo.compute.service import AUTO_DISK_CONFIG
 from cumulo.compute.states import api_status
@@ -200,7 +201,7 @@ def server_view(
     if v >= (2, 26):
         body["tags"] = list(inst.tags or [])
     if v >= (2, 63):
-        body["trusted_image_certificates"] = None
+        body["trusted_image_certificates"] = trusted_certs_of(inst.system_metadata)
     if v >= (2, 71) and action != _DETAIL:
         body["server_groups"] = [inst.server_group_id] if inst.server_group_id else []
     if v >= (2, 73):

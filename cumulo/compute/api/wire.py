@@ -177,6 +177,23 @@ def tag(field: str, value: Any) -> str:
     return value
 
 
+def trusted_certs(value: Any) -> list[str] | None:
+    """Nova's parameter_types.trusted_certs (2.63): null, or 1-50 distinct non-empty
+    certificate IDs."""
+    field = "trusted_image_certificates"
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise invalid(field, value, f"{value!r} is not of type 'array', 'null'")
+    if not 1 <= len(value) <= 50:
+        raise invalid(field, value, "It must hold between 1 and 50 certificate IDs")
+    if not all(isinstance(v, str) and v for v in value):
+        raise invalid(field, value, "Each certificate ID is a non-empty string")
+    if len(set(value)) != len(value):
+        raise invalid(field, value, f"{value!r} has non-unique elements")
+    return value
+
+
 def is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)

@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from cumulo.testing.guest import SSH_USER
-from cumulo.testing.tempest import accounts, conf, results
+from cumulo.testing.tempest import accounts, certified_image, conf, results
 from cumulo.testing.tempest.cloud import (
     PORT_NAMES,
     Cloud,
@@ -214,6 +214,11 @@ def run_pass(args, venv: Path, run_dir: Path, spec: CloudSpec, files: FileServer
             accounts_file = run_dir / "accounts.yaml"
             found = accounts.provision(session, offer["public_network"]["id"], args.projects, 4)
             accounts_file.write_text(yaml.safe_dump(found))
+            # Signed with certificates every account may read: ServerShowV263Test.
+            readers = certified_image.tempest_users(session)
+            offer["certified_image"] = certified_image.certified_image(
+                session, offer["image"], readers
+            )
         conf_file = run_dir / "etc" / "tempest.conf"
         conf_file.parent.mkdir(exist_ok=True)
         conf.write_conf(

@@ -18,6 +18,7 @@ account, which must be another project's member, not a persona of the primary's 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -79,9 +80,15 @@ _IMAGE_ATTRIBUTES = {
 }  # fmt: skip
 
 
-def alternate_image(s: AdminSession, image_id: str, name: str = "tiny-alt") -> str:
+def alternate_image(
+    s: AdminSession,
+    image_id: str,
+    name: str = "tiny-alt",
+    extra: Callable[[bytes], dict[str, str]] | None = None,
+) -> str:
     """A second public image with the same bytes and properties (kernel, ramdisk...):
-    Tempest's `image_ref_alt`, which its filter and rebuild tests want distinct."""
+    Tempest's `image_ref_alt`, which its filter and rebuild tests want distinct. extra:
+    more properties, made from the data (a signature)."""
     source = s.call("GET", "image", f"/v2/images/{image_id}")
     data = s.client.get(s.urls["image"].rstrip("/") + f"/v2/images/{image_id}/file")
     data.raise_for_status()
@@ -93,6 +100,7 @@ def alternate_image(s: AdminSession, image_id: str, name: str = "tiny-alt") -> s
         "container_format": source["container_format"],
         "visibility": "public",
         **props,
+        **(extra(data.content) if extra else {}),
     }
     image = s.call("POST", "image", "/v2/images", json=body)
     resp = s.client.put(

@@ -325,6 +325,10 @@ def write_conf(
     # driver does not, so with real guests (no device-mapper here) the class is off.
     sections["volume-feature-enabled"]["extend_attached_encrypted_volume"] = not validation
     sections["network-feature-enabled"]["api_extensions"] = ",".join(offer["network_extensions"])
+    if offer.get("certified_image"):  # a signed image and its trusted certificates
+        image, certs = offer["certified_image"]
+        sections["compute"]["certified_image_ref"] = image
+        sections["compute"]["certified_image_trusted_certs"] = ",".join(certs)
     if offer["object_store_apis"] is not None:
         sections["object-storage"] = {
             "operator_role": "member",
