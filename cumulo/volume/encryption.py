@@ -163,6 +163,21 @@ def payload_offset(path: Path) -> int:
     raise ValueError(f"{path.name} is not a LUKS container")
 
 
+def luks_version(path: Path) -> str | None:
+    """The provider a container's header says it is (luks for LUKS1, luks2), None when
+    the file is no LUKS container."""
+    with path.open("rb") as f:
+        magic = f.read(len(LUKS1_MAGIC))
+    return {LUKS1_MAGIC: "luks", LUKS2_MAGIC: "luks2"}.get(magic)
+
+
+def image_key_id(image: dict[str, Any] | None) -> str | None:
+    """An image uploaded from an encrypted volume holds the container's bytes and names
+    a clone of the volume's key (Cinder's cinder_encryption_key_id property)."""
+    key = (image or {}).get("cinder_encryption_key_id")
+    return key if isinstance(key, str) and key else None
+
+
 def passphrase_of(key: bytes) -> str:
     return key.hex()
 

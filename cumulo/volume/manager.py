@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from cumulo.common.rpc import Endpoint, Transport
 from cumulo.common.service_client import ServiceClient
 from cumulo.volume import encryption, rpcapi, states
 from cumulo.volume.backup_store import BackupStore
-from cumulo.volume.drivers.driver import DriverError, VolumeDriver
+from cumulo.volume.drivers.driver import DriverError, GiB, VolumeDriver
 from cumulo.volume.encryption import Encryption
 from cumulo.volume.manager_moves import MOVES_RPC_METHODS, VolumeMovesMixin
 from cumulo.volume.models import Backup, Snapshot, Volume, VolumeMetadata, VolumeTypeEncryption
@@ -285,6 +286,17 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
         key = await encryption.fetch_key(self.key_manager, token, volume.encryption_key_id)
         return Encryption(made.provider, made.cipher, made.key_size, encryption.passphrase_of(key))
 
+    async def _delete_key(self, token: str, key_id: str, owner: str) -> None:
+        """A key whose data is gone, deleted with the user's token (a failure is logged:
+        the data's deletion stands)."""
+        if self.key_manager is None:
+            LOG.warning("the key %s of %s stays: no Key Manager is reachable", key_id, owner)
+            return
+        try:
+            await encryption.delete_key(self.key_manager, token, key_id)
+        except Exception as exc:  # noqa: BLE001
+            LOG.warning("the key %s of %s stays: %s", key_id, owner, exc)
+
     async def create_volume(
         self,
         context: dict[str, Any],
@@ -298,8 +310,11 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
         status = states.DOWNLOADING if image else states.CREATING
         await self._notify("volume.create.start", volume_id)
         try:
-            # A copy of an encrypted source is a copy of its container (no key needed).
-            keyed = not (snapshot_id or source_volid)
+            # A copy of an encrypted source (a volume, snapshot, an encrypted image) is a
+            # copy of its container, and a migration's new volume is filled with one
+            # later: no key needed.
+            keyed = not (snapshot_id or source_volid or encryption.image_key_id(image))
+            keyed = keyed and not await self._migration_target(volume_id)
             crypt = await self._encryption(volume_id, token, with_key=keyed)
             if snapshot_id:
                 await self.driver.create_from_snapshot(volume_id, snapshot_id, size, crypt)
@@ -349,6 +364,10 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
         token: str,
         crypt: Encryption | None = None,
     ) -> None:
+        """The image's data into the volume: written into a new container for an
+        encrypted volume, or, for an image of an encrypted volume's container (Cinder's
+        cinder_encryption_key_id), that container as it is (the volume's key is a clone
+        of the image's: Cinder's copy_image_to_volume does no re-encryption either)."""
         assert self.images is not None
         tmp = self.tmp_dir / f"image-{uuid.uuid4()}"
         try:
@@ -357,9 +376,32 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
                     async for chunk in response.aiter_bytes(_CHUNK):
                         await asyncio.to_thread(f.write, chunk)
             fmt = image.get("disk_format") or "raw"
-            await self.driver.copy_image_to_volume(volume_id, tmp, fmt, size, crypt)
+            if encryption.image_key_id(image):
+                if crypt is None:
+                    raise DriverError("an encrypted image goes only into an encrypted volume")
+                await self._copy_container(volume_id, tmp, fmt, size, crypt)
+            else:
+                await self.driver.copy_image_to_volume(volume_id, tmp, fmt, size, crypt)
         finally:
             tmp.unlink(missing_ok=True)
+
+    async def _copy_container(
+        self, volume_id: str, container: Path, fmt: str, size: int, crypt: Encryption
+    ) -> None:
+        """A LUKS container (a backup's or an image's bytes) as the encrypted volume's
+        data, refused when it is not one of the volume type's LUKS version."""
+        if fmt == "raw":
+            version = await asyncio.to_thread(encryption.luks_version, container)
+            if version != crypt.provider:
+                raise DriverError(
+                    f"the data is not a {crypt.provider} container ({version or 'no LUKS'})"
+                )
+        await self.driver.copy_container_to_volume(volume_id, container, fmt, size)
+
+    async def _migration_target(self, volume_id: str) -> bool:
+        async with self.db.read() as session:
+            row = await session.get(Volume, volume_id)
+        return row is not None and (row.migration_status or "").startswith(states.MIGRATION_TARGET)
 
     async def delete_volume(
         self, context: dict[str, Any], volume_id: str, snapshot_ids: list[str]
@@ -376,14 +418,10 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
             LOG.error("volume %s could not be deleted: %s", volume_id, exc)
             await self._set_volume(volume_id, states.DELETING, status=states.ERROR_DELETING)
             return
-        if key_id and self.key_manager is not None:
-            # The data is gone: its key goes too (as Cinder), with the deleter's token.
-            try:
-                await encryption.delete_key(
-                    self.key_manager, context.get("auth_token") or "", key_id
-                )
-            except Exception as exc:  # noqa: BLE001 - the volume is gone; the key is logged
-                LOG.warning("the key %s of deleted volume %s stays: %s", key_id, volume_id, exc)
+        if key_id and not await self._migration_target(volume_id):
+            # The data is gone: its key goes too (as Cinder), with the deleter's token;
+            # a migration's new volume given up shares the volume's key, which stays.
+            await self._delete_key(context.get("auth_token") or "", key_id, f"volume {volume_id}")
         async with self.db.write() as session:
             await session.execute(delete(Snapshot).where(Snapshot.id.in_(snapshot_ids)))
             await session.execute(delete(Volume).where(Volume.id == volume_id))
@@ -453,7 +491,8 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
         token = context.get("auth_token") or ""
         tmp = self.tmp_dir / f"upload-{uuid.uuid4()}"
         try:
-            await self.driver.copy_volume_to_image(volume_id, tmp, disk_format)
+            crypt = await self._encryption(volume_id)  # its container's bytes, raw
+            await self.driver.copy_volume_to_image(volume_id, tmp, disk_format, crypt)
             await self.images.request(
                 "PUT",
                 f"/v2/images/{image_id}/file",
@@ -560,11 +599,15 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
         store = None
         try:
             store = await self._backup_store(backup.account)
+            # An encrypted volume's backup holds its container's bytes (never plaintext).
+            crypt = await self._encryption(volume_id) if backup.encryption_key_id else None
             if backup.snapshot_id:
-                await self.driver.create_from_snapshot(scratch, backup.snapshot_id, backup.size)
-                await self.driver.copy_volume_to_image(scratch, raw, "raw")
+                await self.driver.create_from_snapshot(
+                    scratch, backup.snapshot_id, backup.size, crypt
+                )
+                await self.driver.copy_volume_to_image(scratch, raw, "raw", crypt)
             else:
-                await self.driver.copy_volume_to_image(volume_id, raw, "raw")
+                await self.driver.copy_volume_to_image(volume_id, raw, "raw", crypt)
             header = {"backup_id": backup_id, "volume_id": volume_id,
                       "volume_meta": await self._volume_meta(volume_id),
                       "snapshot_id": backup.snapshot_id, "volume_size": backup.size,
@@ -601,10 +644,13 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
         chain: list[list[str]],
         size: int,
         create: bool = False,
+        key_id: str | None = None,
     ) -> None:
         """The volume's data made the backup's: `chain` ([container, prefix] from the full
         backup to this one) applied to a raw image of `size` GiB, copied onto the volume
-        (made first when `create`, a restore to a new volume)."""
+        (made first when `create`, a restore to a new volume). An encrypted backup is a
+        container: it becomes the volume's data as it is, and an existing volume takes
+        `key_id` (the API's clone of the backup's key) in place of its own key."""
         async with self.db.read() as session:
             backup = await session.get(Backup, backup_id)
             volume = await session.get(Volume, volume_id)
@@ -612,20 +658,30 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
             return
         raw = self.tmp_dir / f"restore-{backup_id}-{volume_id}.raw"
         header: dict[str, Any] = {}
+        token = context.get("auth_token") or ""
         try:
             store = await self._backup_store(backup.account)
-            with raw.open("wb") as f:
-                f.truncate(size * 1024**3)
+            crypt = await self._encryption(volume_id)
+            with raw.open("wb") as f:  # a container is its payload and a header (<= LUKS2's)
+                f.truncate(size * GiB + (encryption.LUKS2_HEADER if crypt else 0))
             for container, prefix in chain:
                 header = await store.apply(container, prefix, raw)
-            if create:
-                await self.driver.create_volume(volume_id, volume.size)
-            await self.driver.copy_image_to_volume(volume_id, raw, "raw", volume.size)
+            if crypt is not None:
+                # The backed-up container ends where its payload of `size` GiB does.
+                offset = await asyncio.to_thread(encryption.payload_offset, raw)
+                await asyncio.to_thread(os.truncate, raw, offset + size * GiB)
+                await self._copy_container(volume_id, raw, "raw", volume.size, crypt)
+            else:
+                if create:
+                    await self.driver.create_volume(volume_id, volume.size)
+                await self.driver.copy_image_to_volume(volume_id, raw, "raw", volume.size)
         except Exception as exc:  # noqa: BLE001
             LOG.error("restore of backup %s to volume %s failed: %s", backup_id, volume_id, exc)
             if create:
                 with contextlib.suppress(Exception):
                     await self.driver.delete_volume(volume_id)
+            if key_id:  # the volume keeps the key it has
+                await self._delete_key(token, key_id, f"restore of {backup_id}")
             await self._set_volume(
                 volume_id,
                 states.RESTORING_BACKUP,
@@ -635,6 +691,13 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
             return
         finally:
             raw.unlink(missing_ok=True)
+        if key_id:
+            async with self.db.write() as session:
+                await session.execute(
+                    update(Volume).where(Volume.id == volume_id).values(encryption_key_id=key_id)
+                )
+            if volume.encryption_key_id:  # the container it opened is gone (Cinder's too)
+                await self._delete_key(token, volume.encryption_key_id, f"volume {volume_id}")
         await self._restore_volume_meta(volume_id, header.get("volume_meta") or {})
         await self._set_volume(volume_id, states.RESTORING_BACKUP, status=states.AVAILABLE)
         await self._set_backup(backup_id, states.RESTORING, status=states.AVAILABLE)
@@ -682,6 +745,9 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
             await self._set_backup(backup_id, states.DELETING, status=states.ERROR_DELETING,
                                    fail_reason=str(exc)[:255])  # fmt: skip
             return
+        if backup.encryption_key_id:  # its clone of the volume's key goes with it (Cinder's)
+            token = context.get("auth_token") or ""
+            await self._delete_key(token, backup.encryption_key_id, f"backup {backup_id}")
         async with self.db.write() as session:
             await session.execute(
                 delete(Backup).where(Backup.id == backup_id, Backup.status == states.DELETING)

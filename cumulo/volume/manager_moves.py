@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -41,6 +42,7 @@ from cumulo.common.identity_client import IdentityClient
 from cumulo.common.service_client import ServiceClient, url_path
 from cumulo.volume import rpcapi, states
 from cumulo.volume.drivers.driver import VolumeDriver
+from cumulo.volume.encryption import Encryption
 from cumulo.volume.models import Attachment, Snapshot, Volume, VolumeTypeExtraSpec
 from cumulo.volume.scheduler import type_multiattach
 
@@ -74,6 +76,7 @@ class VolumeMovesMixin:
     volume_rpc: rpcapi.VolumeAPI
     compute: ServiceClient | None
     identity: IdentityClient | None
+    _encryption: Callable[..., Awaitable[Encryption | None]]
     # How long the destination may take to create the new (empty) volume.
     new_volume_timeout: float = 600.0
 
@@ -111,7 +114,8 @@ class VolumeMovesMixin:
                 context, new_host, new_volume_id, export, connector, "rw"
             )
             try:
-                await self.driver.copy_volume_to(volume_id, info)
+                crypt = await self._encryption(volume_id)  # its container, byte for byte
+                await self.driver.copy_volume_to(volume_id, info, crypt)
             finally:
                 with contextlib.suppress(Exception):
                     await self.volume_rpc.terminate_connection(
@@ -183,7 +187,12 @@ class VolumeMovesMixin:
         connections: dict[str, dict[str, Any]] | None = None,
     ) -> dict[str, dict[str, Any]]:
         """On the destination: the data written into the new volume takes the name of
-        the volume moved here; the connections servers have to it, as they are now."""
+        the volume moved here; the connections servers have to it, as they are now. An
+        encrypted volume's container, copied in whole, is first cut to its payload."""
+        async with self.db.read() as session:
+            new = await session.get(Volume, new_volume_id)
+        if new is not None and new.encryption_key_id and not connections:
+            await self.driver.fit_container(new_volume_id, new.size)
         await self.driver.rename_migrated_volume(new_volume_id, original_id)
         return {
             attachment: self.driver.moved_connection(info, original_id)

@@ -198,6 +198,11 @@ class Backup(Base):
     # An incremental backup's parent (the volume's latest backup when it was made).
     parent_id: Mapped[str | None] = mapped_column(UUID, index=True)
     metadata_json: Mapped[str] = mapped_column(Text, default="{}")  # 3.43 metadata
+    # The backed-up volume's type (what an encrypted backup restores into) and, for an
+    # encrypted volume, a clone of its key the backup owns (Cinder's backup
+    # encryption_key_id: the backup outlives the volume; deleted with the backup).
+    volume_type_id: Mapped[str | None] = mapped_column(String(36))
+    encryption_key_id: Mapped[str | None] = mapped_column(String(64))
     data_timestamp: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -131,6 +131,44 @@ async def test_luks1_volume_lifecycle(tmp_path: Path, volume_format: str):
     assert leftovers == []
 
 
+@pytest.mark.parametrize("volume_format", ["raw", "qcow2"])
+async def test_a_container_moves_as_its_bytes(tmp_path: Path, volume_format: str):
+    """Backups, images and migrations carry the container (raw on either backend): read
+    out as it is, written back in (its payload grown, never cut), copied into a
+    migration's placeholder and cut to its header and payload there."""
+    _need("qemu-img")
+    crypt = Encryption("luks", "aes-xts-plain64", 256, PASSPHRASE)
+    driver = FileDriver(tmp_path / "volumes", volume_format=volume_format, host="here")
+    other = FileDriver(tmp_path / "other", volume_format="qcow2", host="here")
+    image = tmp_path / "image.raw"
+    image.write_bytes(PATTERN)
+    try:
+        await driver.copy_image_to_volume("v1", image, "raw", 1, crypt)
+        out = tmp_path / "out.raw"
+        await driver.copy_volume_to_image("v1", out, "raw", Encryption("luks"))
+        assert out.read_bytes() == driver.path("v1").read_bytes()  # never the plaintext
+
+        await driver.copy_container_to_volume("v2", out, "raw", 2)
+        assert _info(driver.path("v2"))["virtual-size"] == 2 * GiB
+        assert _decrypted(driver.path("v2"), tmp_path).startswith(PATTERN)
+        with pytest.raises(DriverError, match="does not fit"):
+            await driver.copy_container_to_volume("v3", driver.path("v2"), "raw", 1)
+        assert not driver.path("v3").exists()
+
+        await other.create_volume("m1", 1, Encryption("luks"))  # no passphrase: room only
+        connection = await other.initialize_connection(
+            "m1", "mig", {"host": "here"}, "rw", Encryption("luks")
+        )
+        with pytest.raises(DriverError, match="only into another encrypted"):
+            await driver.copy_volume_to("v1", connection)
+        await driver.copy_volume_to("v1", connection, Encryption("luks"))
+        await other.fit_container("m1", 1)
+        assert other.path("m1").read_bytes() == driver.path("v1").read_bytes()
+    finally:
+        await driver.close()
+        await other.close()
+
+
 async def test_luks1_volume_served_over_nbd_is_the_container(tmp_path: Path):
     _need("qemu-img")
     _need("qemu-storage-daemon")

@@ -18,7 +18,7 @@ from cumulo.common.context import RequestContext
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, NotFound, PayloadTooLarge
 from cumulo.common.service_client import ServiceError
-from cumulo.volume import attach, messages, quotas, states
+from cumulo.volume import attach, encryption, messages, quotas, states
 from cumulo.volume.api import manage, migrate
 from cumulo.volume.api.common import (
     Action,
@@ -32,11 +32,12 @@ from cumulo.volume.api.common import (
 )
 from cumulo.volume.api.metadata import check_metadata
 from cumulo.volume.api.volumes import (
+    clone_key,
+    drop_key,
     image_for_volume,
     image_metadata_of,
     load_volume,
     remove_volume,
-    require_unencrypted,
 )
 from cumulo.volume.models import Attachment, Volume, VolumeMetadata
 from cumulo.volume.scheduler import NO_VALID_BACKEND, backend_fits
@@ -194,7 +195,6 @@ async def upload_image(request: Request, volume_id: str, args: Any) -> Response:
     ctx, volume = await load_volume(
         request, volume_id, "volume_extension:volume_actions:upload_image"
     )
-    require_unencrypted(volume, "Uploading to an image")
     if not isinstance(args, dict) or not isinstance(args.get("image_name"), str):
         raise BadRequest("Invalid input received: 'image_name' is required.")
     force = _bool(args, "force") if "force" in args else False
@@ -204,6 +204,12 @@ async def upload_image(request: Request, volume_id: str, args: Any) -> Response:
         raise BadRequest(f"Invalid input received: Invalid disk-format '{disk_format}'.")
     if container_format != "bare":
         raise BadRequest(f"Invalid input received: Invalid container-format '{container_format}'.")
+    if volume.encryption_key_id and disk_format != "raw":
+        # Cinder's words: the image is the container's bytes, never converted.
+        raise BadRequest(
+            "An encrypted volume uploaded as an image must use 'raw' disk_format and 'bare' "
+            "container_format, which are the defaults for these options."
+        )
     service = service_of(request)
     if service.images is None:
         raise BadRequest("Invalid input received: this cloud has no Image service.")
@@ -224,9 +230,20 @@ async def upload_image(request: Request, volume_id: str, args: Any) -> Response:
         if key not in ("image_id", "image_name", "checksum", "size", "disk_format",
                        "container_format", "min_disk", "min_ram"):  # fmt: skip
             new_image[key] = value
+    key_id = None
+    if volume.encryption_key_id:
+        # The image holds the container: it names its own clone of the volume's key,
+        # which the Image service deletes with the image (Cinder's properties).
+        key_id = await clone_key(
+            request, ctx, volume.encryption_key_id, f"image-of-volume-{volume_id}"
+        )
+        new_image["cinder_encryption_key_id"] = key_id
+        new_image["cinder_encryption_key_deletion_policy"] = "on_image_deletion"
     try:
         image = await service.images.json("POST", "/v2/images", ctx.auth_token, json=new_image)
     except ServiceError as exc:
+        if key_id is not None:
+            await drop_key(request, ctx, key_id)
         if exc.status == 413:
             raise PayloadTooLarge(f"The Image service refused: {exc.body}") from None
         raise BadRequest(f"Invalid input received: the Image service refused: {exc.body}") from None
@@ -278,6 +295,11 @@ async def reimage(request: Request, volume_id: str, args: Any) -> Response:
     if reserved:
         await load_volume(request, volume_id, "volume:reimage_reserved")
     image = await image_for_volume(request, ctx, image_id, volume.size)
+    if encryption.image_key_id(image):
+        raise BadRequest(
+            "Invalid input received: an image of an encrypted volume's container cannot "
+            "reimage a volume (it would need the image's key); create a volume from it."
+        )
     allowed = states.REIMAGEABLE_RESERVED if reserved else states.REIMAGEABLE
     service = service_of(request)
     async with service.db.write() as session:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json as jsonlib
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -38,9 +39,9 @@ from cumulo.volume.api.common import (
     service_of,
 )
 from cumulo.volume.api.metadata import check_metadata
-from cumulo.volume.api.volumes import require_unencrypted, volume_type_for
+from cumulo.volume.api.volumes import check_backup_type, clone_key, drop_key, volume_type_for
 from cumulo.volume.backup_store import backup_chain, object_prefix
-from cumulo.volume.models import Backup, Snapshot, Volume
+from cumulo.volume.models import Backup, Snapshot, Volume, VolumeTypeEncryption
 from cumulo.volume.scheduler import RequestSpec, place
 
 DEFAULT_CONTAINER = "volumebackups"  # Cinder's backup_swift_container
@@ -156,26 +157,76 @@ async def _check_quota(session: Any, service: Any, project_id: str, size: int) -
 async def create_backup(request: Request) -> Response:
     spec = await element(request, "backup")
     ctx = await authorize(request, "backup:create")
-    service = service_of(request)
     volume_id = spec.get("volume_id")
     if not isinstance(volume_id, str):
         raise BadRequest(
             "Invalid input for field/attribute backup. 'volume_id' is a required property."
         )
-    name, description = _text(spec, "name"), _text(spec, "description")
     container = _text(spec, "container")
     if container is not None and ("/" in container or not container):
         raise BadRequest(f"Invalid input received: Invalid container name {container!r}.")
-    incremental = bool(parse_bool(str(spec.get("incremental", False)), "incremental"))
-    force = bool(parse_bool(str(spec.get("force", False)), "force"))
-    snapshot_id = _text(spec, "snapshot_id")
-    metadata = check_metadata(spec.get("metadata") or {}) if at_least(request, 3, 43) else {}
+    asked = _BackupAsked(
+        name=_text(spec, "name"),
+        description=_text(spec, "description"),
+        container=container,
+        incremental=bool(parse_bool(str(spec.get("incremental", False)), "incremental")),
+        force=bool(parse_bool(str(spec.get("force", False)), "force")),
+        snapshot_id=_text(spec, "snapshot_id"),
+        metadata=check_metadata(spec.get("metadata") or {}) if at_least(request, 3, 43) else {},
+    )
     backup_id = str(uuid.uuid4())
+    key_id = await _backup_key(request, ctx, volume_id, backup_id)
+    try:
+        return await _create_backup(request, ctx, asked, backup_id, volume_id, key_id)
+    except BaseException:
+        if key_id is not None:  # no backup: no key (nothing half-made)
+            await drop_key(request, ctx, key_id)
+        raise
+
+
+async def _backup_key(
+    request: Request, ctx: RequestContext, volume_id: str, backup_id: str
+) -> str | None:
+    """An encrypted volume's backup keeps a clone of its key (Cinder's: the backup
+    outlives the volume, and a restore needs the key its container opens with)."""
+    service = service_of(request)
+    async with service.db.read() as session:
+        volume = await session.get(Volume, volume_id)
+    if volume is None or not volume.encryption_key_id:
+        return None  # an unencrypted volume, or a 404 below
+    if volume.project_id != ctx.project_id and not service.is_admin(ctx):
+        return None
+    return await clone_key(request, ctx, volume.encryption_key_id, f"backup-{backup_id}")
+
+
+@dataclass(frozen=True)
+class _BackupAsked:
+    name: str | None
+    description: str | None
+    container: str | None
+    incremental: bool
+    force: bool
+    snapshot_id: str | None
+    metadata: dict[str, str]
+
+
+async def _create_backup(
+    request: Request,
+    ctx: RequestContext,
+    asked: _BackupAsked,
+    backup_id: str,
+    volume_id: str,
+    key_id: str | None,
+) -> Response:
+    service = service_of(request)
+    name, description, container = asked.name, asked.description, asked.container
+    snapshot_id, metadata, force = asked.snapshot_id, asked.metadata, asked.force
     async with service.db.write() as session:
         volume = await session.get(Volume, volume_id)
         if volume is None or (volume.project_id != ctx.project_id and not service.is_admin(ctx)):
             raise NotFound(f"Volume {volume_id} could not be found.")
-        require_unencrypted(volume, "Backing up")
+        if bool(volume.encryption_key_id) != bool(key_id):
+            raise BadRequest("Invalid volume: the volume's encryption changed; try again.")
         data_timestamp = utcnow()
         if snapshot_id:
             snap = await session.get(Snapshot, snapshot_id)
@@ -196,7 +247,7 @@ async def create_backup(request: Request) -> Response:
             )
         states.require_not_migrating(volume.id, volume.migration_status, "back up")
         parent = None
-        if incremental:
+        if asked.incremental:
             parent = await session.scalar(
                 select(Backup)
                 .where(Backup.volume_id == volume.id, Backup.status == states.AVAILABLE)
@@ -235,6 +286,8 @@ async def create_backup(request: Request) -> Response:
                 object_count=0,
                 parent_id=parent.id if parent is not None else None,
                 metadata_json=jsonlib.dumps(metadata),
+                volume_type_id=volume.type_id,
+                encryption_key_id=key_id,
                 data_timestamp=data_timestamp,
                 created_at=now,
             )
@@ -343,20 +396,47 @@ async def _delete(request: Request, ctx: RequestContext, backup_id: str, force: 
 async def restore_backup(request: Request) -> Response:
     spec = await element(request, "restore")
     ctx, backup = await load_backup(request, request.path_params["id"], "backup:restore")
-    service = service_of(request)
     volume_id, name = _text(spec, "volume_id"), _text(spec, "name")
     create = not volume_id
+    volume_id = volume_id or str(uuid.uuid4())
+    # The restored volume's own copy of an encrypted backup's key (Cinder clones it
+    # again for every restore: each volume deletes its own).
+    key_id = None
+    if backup.encryption_key_id:
+        key_id = await clone_key(request, ctx, backup.encryption_key_id, f"volume-{volume_id}")
+    try:
+        return await _restore(request, ctx, backup.id, volume_id, name, create, key_id)
+    except BaseException:
+        if key_id is not None:
+            await drop_key(request, ctx, key_id)
+        raise
+
+
+async def _restore(
+    request: Request,
+    ctx: RequestContext,
+    backup_id: str,
+    volume_id: str,
+    name: str | None,
+    create: bool,
+    key_id: str | None,
+) -> Response:
+    service = service_of(request)
     async with service.db.write() as session:
-        row = await session.get(Backup, backup.id)
+        row = await session.get(Backup, backup_id)
         assert row is not None
         if row.status != states.AVAILABLE:
             raise BadRequest("Invalid backup: Backup status must be available")
         chain = await backup_chain(session, row)
         if create:
-            volume_id = str(uuid.uuid4())
             await quotas.check(session, service.config.volume.quota, ctx.project_id or "",
                                volumes=1, gigabytes=row.size, size=row.size)  # fmt: skip
-            vtype, extra_specs = await volume_type_for(session, request, ctx, None)
+            # An encrypted backup comes back as a volume of the type it was taken of.
+            vtype, extra_specs = await volume_type_for(
+                session, request, ctx, row.volume_type_id if key_id else None, encrypted_ok=True
+            )
+            encrypted = await session.get(VolumeTypeEncryption, vtype.id) is not None
+            check_backup_type(row, vtype.id, encrypted)
             zone = service.config.volume.availability_zone
             best, _ = await place(session, volume_id, RequestSpec(row.size, zone, extra_specs),
                                   service.config.volume.service_down_time)  # fmt: skip
@@ -366,7 +446,7 @@ async def restore_backup(request: Request) -> Response:
                 id=volume_id, project_id=ctx.project_id, user_id=ctx.user_id,
                 name=name or f"restore_backup_{row.id}", description=None, size=row.size,
                 status=states.RESTORING_BACKUP, availability_zone=zone, type_id=vtype.id,
-                host=best.pool_host,
+                host=best.pool_host, encryption_key_id=key_id,
             )  # fmt: skip
             session.add(volume)
         else:
@@ -385,14 +465,17 @@ async def restore_backup(request: Request) -> Response:
                     f"Invalid volume: volume size {volume.size} is too small to restore "
                     f"backup of size {row.size}."
                 )
+            check_backup_type(row, volume.type_id, bool(volume.encryption_key_id))
             volume.status, volume.updated_at = states.RESTORING_BACKUP, utcnow()
         row.status, row.updated_at = states.RESTORING, utcnow()
         host, volume_name, size = volume.host, volume.name, row.size
+    # Restored onto an existing encrypted volume: its manager gives it the new key (and
+    # deletes the one it had) once the backup's container is its data.
     await service.volume_rpc.restore_backup(
-        ctx.to_dict(), host, backup.id, volume_id=volume_id, chain=chain, size=size,
-        create=create,
+        ctx.to_dict(), host, backup_id, volume_id=volume_id, chain=chain, size=size,
+        create=create, **({"key_id": key_id} if key_id and not create else {}),
     )  # fmt: skip
-    body = {"backup_id": backup.id, "volume_id": volume_id, "volume_name": volume_name or ""}
+    body = {"backup_id": backup_id, "volume_id": volume_id, "volume_name": volume_name or ""}
     return json({"restore": body}, 202)
 
 
@@ -421,7 +504,7 @@ BACKUP_SERVICE = "cinder.backup.drivers.swift.SwiftBackupDriver"  # what its obj
 RECORD_FIELDS = ("id", "user_id", "project_id", "volume_id", "snapshot_id", "name",
                  "description", "fail_reason", "availability_zone", "host", "account",
                  "container", "object_prefix", "size", "object_count", "parent_id",
-                 "metadata_json")  # fmt: skip
+                 "metadata_json", "volume_type_id", "encryption_key_id")  # fmt: skip
 
 
 async def export_record(request: Request) -> Response:

@@ -28,7 +28,7 @@ from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest
 from cumulo.volume import attach, rpcapi, states
 from cumulo.volume.api.common import accepted, at_least, json, parse_bool, service_of
-from cumulo.volume.api.volumes import load_volume, require_unencrypted, volume_type_for
+from cumulo.volume.api.volumes import load_volume, volume_type_for
 from cumulo.volume.models import Snapshot, Volume, VolumeServiceRow, VolumeTypeEncryption
 from cumulo.volume.scheduler import (
     NO_VALID_BACKEND,
@@ -78,7 +78,26 @@ def _new_volume(volume: Volume, dest: BackendState, type_id: str) -> Volume:
         bootable=volume.bootable,
         multiattach=volume.multiattach,
         migration_status=f"{states.MIGRATION_TARGET}{volume.id}",
+        # Cinder's too: the moved container keeps its key (the volume's, not a clone).
+        encryption_key_id=volume.encryption_key_id,
     )
+
+
+def require_detached_if_encrypted(volume: Volume) -> None:
+    """An attached encrypted volume would move through Compute's swap, which mirrors
+    what the guest reads into a new container opened with the volume's key: the swap
+    is asked with this service's token, which the owner's key in the Key Manager does
+    not let in, and the new volume would have to be formatted with that key too. Nova
+    refuses to swap natively opened LUKS volumes as well. Detached ones move as their
+    containers' bytes (no key needed)."""
+    if volume.encryption_key_id and (
+        volume.status == states.IN_USE or volume.attach_status != states.DETACHED
+    ):
+        raise BadRequest(
+            "Invalid volume: an attached encrypted volume cannot be moved to another "
+            "backend (Compute's swap of an encrypted volume is not supported); detach it "
+            "first."
+        )
 
 
 async def _hand_over(
@@ -108,10 +127,9 @@ async def migrate_volume(request: Request, volume_id: str, args: Any) -> Respons
     """os-migrate_volume (admin): to `host` (host@backend[#pool]); `lock_volume` shows an
     available volume `maintenance` meanwhile; `force_host_copy` is what every migration
     here does (the source copies the data through the destination's connection)."""
-    ctx, volume = await load_volume(
+    ctx, _ = await load_volume(
         request, volume_id, "volume_extension:volume_admin_actions:migrate_volume"
     )
-    require_unencrypted(volume, "Migrating")
     allowed = {"host", "force_host_copy", "lock_volume"} | (
         {"cluster"} if at_least(request, 3, 16) else set()
     )
@@ -138,6 +156,7 @@ async def migrate_volume(request: Request, volume_id: str, args: Any) -> Respons
             select(Volume).where(Volume.id == volume_id).with_for_update()
         )
         assert volume is not None
+        require_detached_if_encrypted(volume)
         # Cinder: an up and enabled cinder-volume service of that name, else InvalidHost.
         row = await session.scalar(
             select(VolumeServiceRow).where(
@@ -166,7 +185,7 @@ async def migrate_volume(request: Request, volume_id: str, args: Any) -> Respons
                 "not be migrating, have snapshots, be replicated, be part of a group and "
                 "destination host/cluster must be different than the current one"
             )
-        _, specs = await volume_type_for(session, request, ctx, volume.type_id)
+        _, specs = await volume_type_for(session, request, ctx, volume.type_id, encrypted_ok=True)
         spec = RequestSpec(volume.size, volume.availability_zone, specs)
         dest = await place_move(
             session, volume_id, spec, down_time, source=volume.host, target=target
@@ -290,7 +309,7 @@ async def retype(request: Request, volume_id: str, args: Any) -> Response:
         if await backend_accepts(session, volume.host, specs, down_time):
             volume.type_id, volume.multiattach, volume.updated_at = vtype.id, multiattach, utcnow()
             return accepted()
-        require_unencrypted(volume, "Moving (retype to another backend)")
+        require_detached_if_encrypted(volume)
         moving = f"Invalid volume: retyping volume {volume_id} to {vtype.name} needs a move to "
         if policy == "never":
             raise BadRequest(moving + "another backend, and migration_policy is never.")

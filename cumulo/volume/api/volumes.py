@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 import httpx
@@ -179,8 +180,9 @@ async def volume_type_for(
 ) -> tuple[VolumeType, dict[str, str]]:
     """The type asked for (or the default) and its extra specs, in one query; a private
     type only for admins and the projects given access (404 to the rest, as Cinder).
-    An encrypted type only where the caller makes its volume's key (encrypted_ok): the
-    other ways to a volume of a type (manage, restore, retype) cannot encrypt yet."""
+    An encrypted type only where the caller makes or carries its volume's key
+    (encrypted_ok); manage cannot adopt data as an encrypted volume (Cinder refuses it
+    too)."""
     service = service_of(request)
     name = ref or service.config.volume.default_volume_type
     rows = (
@@ -248,7 +250,10 @@ async def _image(request: Request, ctx: RequestContext, image_ref: str) -> dict[
 
 
 def _image_gb(image: dict[str, Any]) -> int:
-    return math.ceil((image.get("virtual_size") or image.get("size") or 0) / GiB)
+    size = image.get("virtual_size") or image.get("size") or 0
+    if encryption.image_key_id(image):  # a container: its header is not the volume's
+        size = max(size - encryption.LUKS2_HEADER, 0)
+    return math.ceil(size / GiB)
 
 
 async def image_for_volume(
@@ -318,14 +323,14 @@ async def _volume_key(
     volume_id: str,
     snapshot_id: str | None,
     source_volid: str | None,
-    image_ref: str | None,
+    image: dict[str, Any] | None,
     backup_id: str | None,
 ) -> str | None:
     """A new volume's key in the Key Manager, made with the caller's token before the
     volume is (None for an unencrypted type): fresh random bytes, or a copy of the
-    source's key when the volume copies an encrypted snapshot or volume (a copy of a
-    container opens with the same passphrase). What cannot be encrypted is a 400 here,
-    before anything is made."""
+    source's key when the volume copies an encrypted snapshot, volume, backup or image
+    (a copy of a container opens with the same passphrase). What cannot be encrypted is
+    a 400 here, before anything is made."""
     service = service_of(request)
     async with service.db.read() as session:
         vtype, _ = await volume_type_for(
@@ -333,11 +338,16 @@ async def _volume_key(
         )
         wanted = await session.get(VolumeTypeEncryption, vtype.id)
         source_key = await _source_key(session, snapshot_id, source_volid)
+        backup = await session.get(Backup, backup_id) if backup_id else None
+    if backup is not None:
+        source_key = backup.encryption_key_id
+        check_backup_type(backup, vtype.id, wanted is not None)
+    source_key = source_key or encryption.image_key_id(image)
     if wanted is None:
         if source_key:
             raise BadRequest(
-                "Invalid input received: a volume made from an encrypted volume or snapshot "
-                "must be of an encrypted volume type."
+                "Invalid input received: a volume made from an encrypted volume, snapshot, "
+                "backup or image must be of an encrypted volume type."
             )
         return None
     try:
@@ -355,35 +365,58 @@ async def _volume_key(
             "Invalid input received: an encrypted volume cannot be made from an "
             "unencrypted volume or snapshot."
         )
-    if backup_id:
-        raise BadRequest(
-            "Invalid input received: a backup cannot be restored into an encrypted volume yet."
-        )
-    if image_ref and provider == "luks2":
+    if image is not None and not source_key and provider == "luks2":
         raise BadRequest(
             "Invalid input received: an image cannot be written into a LUKS2 volume here "
             "(only dm-crypt opens LUKS2, and the volume hosts have no device-mapper); use "
             "a luks (LUKS1) volume type."
         )
     name = f"volume-{volume_id}"
+    if source_key:
+        return await clone_key(request, ctx, source_key, name)
+    bits = wanted.key_size or encryption.DEFAULT_KEY_SIZE
+    return await keep_key(encryption.create_key(service.key_manager, ctx.auth_token, bits, name))
+
+
+def check_backup_type(backup: Backup, type_id: str, encrypted: bool) -> None:
+    """An encrypted backup is restored only into a volume of the type it was taken of,
+    and an unencrypted one never into an encrypted volume (Cinder's
+    EncryptedBackupOperationFailed, refused here before anything is written)."""
+    if backup.encryption_key_id and backup.volume_type_id != type_id:
+        raise BadRequest(
+            "Invalid volume: Backup operation of an encrypted volume failed: The source "
+            f"volume type '{backup.volume_type_id}' is different than the destination "
+            f"volume type '{type_id}'."
+        )
+    if encrypted and not backup.encryption_key_id:
+        raise BadRequest(
+            "Invalid volume: an unencrypted backup cannot be restored into an encrypted volume."
+        )
+
+
+async def keep_key(made: Awaitable[str]) -> str:
+    """The id of a key the Key Manager made with the caller's token; its refusals as
+    the API's errors (403, 503)."""
     try:
-        if source_key:
-            return await encryption.clone_key(service.key_manager, ctx.auth_token, source_key, name)
-        bits = wanted.key_size or encryption.DEFAULT_KEY_SIZE
-        return await encryption.create_key(service.key_manager, ctx.auth_token, bits, name)
+        return await made
     except ServiceError as exc:
         if exc.status in (401, 403):
-            raise Forbidden(
-                f"The Key Manager refused to keep this volume's key: {exc.body[:200]}"
-            ) from None
+            raise Forbidden(f"The Key Manager refused to keep this key: {exc.body[:200]}") from None
         raise ServiceUnavailable(
-            f"The Key Manager could not keep this volume's key ({exc.status})."
+            f"The Key Manager could not keep this key ({exc.status})."
         ) from None
     except httpx.TransportError as exc:
         raise ServiceUnavailable(f"The Key Manager cannot be reached: {exc}") from None
 
 
-async def _drop_key(request: Request, ctx: RequestContext, key_id: str) -> None:
+async def clone_key(request: Request, ctx: RequestContext, key_id: str, name: str) -> str:
+    """A copy of an encrypted volume's (backup's, image's) key under a new id, made with
+    the caller's token (Cinder's clone_encryption_key: each owner deletes its own)."""
+    client = service_of(request).key_manager
+    return await keep_key(encryption.clone_key(client, ctx.auth_token, key_id, name))
+
+
+async def drop_key(request: Request, ctx: RequestContext, key_id: str) -> None:
     try:
         await encryption.delete_key(service_of(request).key_manager, ctx.auth_token, key_id)
     except Exception:  # noqa: BLE001 - the error being raised matters more; logged
@@ -442,7 +475,7 @@ async def create_volume(request: Request) -> Response:
     source_backend: str | None = None
     inherited: dict[str, str] | None = None  # a bootable source's image metadata
     key_id = await _volume_key(
-        request, ctx, spec, volume_id, snapshot_id, source_volid, image_ref, backup_id
+        request, ctx, spec, volume_id, snapshot_id, source_volid, image, backup_id
     )
     try:
         async with service.db.write() as session:
@@ -570,7 +603,7 @@ async def create_volume(request: Request) -> Response:
                 session.add(VolumeMetadata(volume_id=volume_id, kind="image", key=key, value=value))
     except BaseException:
         if key_id is not None:  # no volume: no key (nothing half-made)
-            await _drop_key(request, ctx, key_id)
+            await drop_key(request, ctx, key_id)
         raise
     try:
         if best is not None and backup is not None:
@@ -793,7 +826,7 @@ async def remove_volume(
             volume.updated_at = utcnow()
     if not volume.host:
         if unplaced_key:  # its key goes with it (the backend deletes a placed one's)
-            await _drop_key(request, ctx, unplaced_key)
+            await drop_key(request, ctx, unplaced_key)
         return
     await service.volume_rpc.delete_volume(
         ctx.to_dict(), volume.host, volume.id, [s.id for s in snapshots]

@@ -56,7 +56,8 @@ class VolumeDriver(abc.ABC):
         self, volume_id: str, size_gb: int, encryption: Encryption | None = None
     ) -> None:
         """An empty (zero-filled) volume; encrypted: an empty LUKS container of that
-        payload size, formatted with the encryption's passphrase."""
+        payload size, formatted with the encryption's passphrase, or, without one, room
+        for a container a migration copies in (see fit_container)."""
 
     @abc.abstractmethod
     async def delete_volume(self, volume_id: str) -> None:
@@ -94,8 +95,24 @@ class VolumeDriver(abc.ABC):
         (encrypted: into a new LUKS container)."""
 
     @abc.abstractmethod
-    async def copy_volume_to_image(self, volume_id: str, dest: Path, disk_format: str) -> None:
-        """Write the volume's data into a local file in the given disk format."""
+    async def copy_container_to_volume(
+        self, volume_id: str, container: Path, container_format: str, size_gb: int
+    ) -> None:
+        """Make (or replace) an encrypted volume's data with a LUKS container kept
+        elsewhere (a backup's, an image's; a local file in the given format), copied as
+        its bytes are (it opens with the key it was made with), its payload fitted to
+        size_gb; no partial volume."""
+
+    @abc.abstractmethod
+    async def copy_volume_to_image(
+        self,
+        volume_id: str,
+        dest: Path,
+        disk_format: str,
+        encryption: Encryption | None = None,
+    ) -> None:
+        """Write the volume's data into a local file in the given disk format (an
+        encrypted volume's: its container's bytes, raw; never the plaintext)."""
 
     @abc.abstractmethod
     async def extend_volume(
@@ -124,9 +141,17 @@ class VolumeDriver(abc.ABC):
     # -- moving volumes between backends (migration) ---------------------------------
 
     @abc.abstractmethod
-    async def copy_volume_to(self, volume_id: str, connection: dict[str, Any]) -> None:
+    async def copy_volume_to(
+        self, volume_id: str, connection: dict[str, Any], encryption: Encryption | None = None
+    ) -> None:
         """Write the volume's data onto another backend's (empty) volume of the same
-        size, reached through that backend's connection info for this host."""
+        size, reached through that backend's connection info for this host (an
+        encrypted volume's container byte for byte: it keeps its key)."""
+
+    @abc.abstractmethod
+    async def fit_container(self, volume_id: str, size_gb: int) -> None:
+        """An encrypted volume whose container was copied in whole (a migration) cut
+        or grown to its header and a payload of size_gb."""
 
     @abc.abstractmethod
     async def rename_migrated_volume(self, new_volume_id: str, original_id: str) -> None:

@@ -138,12 +138,12 @@ class FileDriver(VolumeDriver):
         The source is read with a shared lock (-U): an attached volume stays open (and
         locked) in the guest's QEMU or the NBD export, and its snapshot or clone is then
         crash-consistent, as Cinder's forced snapshot of an in-use volume is. Encrypted:
-        src is a LUKS container, copied byte for byte (the copy opens with the same
-        passphrase), its payload grown to size_gb."""
+        src is a LUKS container (raw on this backend), copied byte for byte (the copy
+        opens with the same passphrase), its payload grown to size_gb."""
         tmp = dest.with_name(dest.name + ".part")
         try:
             if encryption is not None:
-                await qemu_img("convert", "-U", "-f", "raw", "-O", "raw", str(src), str(tmp))
+                await qemu_img("convert", "-U", "-f", src_format, "-O", "raw", str(src), str(tmp))
                 if size_gb is not None:
                     await asyncio.to_thread(_grow_payload, tmp, size_gb)
             else:
@@ -195,10 +195,16 @@ class FileDriver(VolumeDriver):
     async def create_volume(
         self, volume_id: str, size_gb: int, encryption: Encryption | None = None
     ) -> None:
-        if encryption is not None:
+        if encryption is not None and not encryption.passphrase:
+            # Filled with a container's bytes later (a migration's new volume): room for
+            # the largest header; fit_container cuts it to the container's once copied.
+            await asyncio.to_thread(
+                _sparse_file, self.path(volume_id), LUKS2_HEADER + size_gb * GiB
+            )
+        elif encryption is not None:
             await self._format_luks(self.path(volume_id), size_gb, encryption, None)
-            return
-        await qemu_img("create", "-f", self.format, str(self.path(volume_id)), f"{size_gb}G")
+        else:
+            await qemu_img("create", "-f", self.format, str(self.path(volume_id)), f"{size_gb}G")
 
     async def delete_volume(self, volume_id: str) -> None:
         self.path(volume_id).unlink(missing_ok=True)
@@ -207,8 +213,9 @@ class FileDriver(VolumeDriver):
         self, snapshot_id: str, volume_id: str, encryption: Encryption | None = None
     ) -> None:
         await self._convert(
-            self.path(volume_id), self.format, self.snapshot_path(snapshot_id), None, encryption
-        )
+            self.path(volume_id), self._format_of(encryption), self.snapshot_path(snapshot_id),
+            None, encryption,
+        )  # fmt: skip
 
     async def delete_snapshot(self, snapshot_id: str) -> None:
         self.snapshot_path(snapshot_id).unlink(missing_ok=True)
@@ -217,14 +224,16 @@ class FileDriver(VolumeDriver):
         self, volume_id: str, snapshot_id: str, size_gb: int, encryption: Encryption | None = None
     ) -> None:
         src = self.snapshot_path(snapshot_id)
-        await self._convert(src, self.format, self.path(volume_id), size_gb, encryption)
+        fmt = self._format_of(encryption)
+        await self._convert(src, fmt, self.path(volume_id), size_gb, encryption)
 
     async def clone_volume(
         self, volume_id: str, source_id: str, size_gb: int, encryption: Encryption | None = None
     ) -> None:
         await self._convert(
-            self.path(source_id), self.format, self.path(volume_id), size_gb, encryption
-        )
+            self.path(source_id), self._format_of(encryption), self.path(volume_id), size_gb,
+            encryption,
+        )  # fmt: skip
 
     async def copy_image_to_volume(
         self,
@@ -240,11 +249,41 @@ class FileDriver(VolumeDriver):
             return
         await self._convert(image_file, image_format, self.path(volume_id), size_gb)
 
-    async def copy_volume_to_image(self, volume_id: str, dest: Path, disk_format: str) -> None:
+    def _format_of(self, encryption: Encryption | None) -> str:
+        """How a volume's file is kept: a LUKS container is raw on either kind of backend."""
+        return "raw" if encryption is not None else self.format
+
+    async def copy_container_to_volume(
+        self, volume_id: str, container: Path, container_format: str, size_gb: int
+    ) -> None:
+        dest = self.path(volume_id)
+        tmp = dest.with_name(dest.name + ".part")
+        try:
+            await qemu_img(
+                "convert", "-f", container_format, "-O", "raw", str(container), str(tmp)
+            )  # fmt: skip
+            payload = tmp.stat().st_size - await asyncio.to_thread(payload_offset, tmp)
+            if payload > size_gb * GiB:
+                raise DriverError(f"the container's payload does not fit in {size_gb} GiB")
+            await asyncio.to_thread(_grow_payload, tmp, size_gb)
+            tmp.rename(dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    async def copy_volume_to_image(
+        self,
+        volume_id: str,
+        dest: Path,
+        disk_format: str,
+        encryption: Encryption | None = None,
+    ) -> None:
         await qemu_img(
-            "convert", "-U", "-f", self.format, "-O", disk_format, str(self.path(volume_id)),
-            str(dest),
+            "convert", "-U", "-f", self._format_of(encryption), "-O", disk_format,
+            str(self.path(volume_id)), str(dest),
         )  # fmt: skip
+
+    async def fit_container(self, volume_id: str, size_gb: int) -> None:
+        await asyncio.to_thread(_fit_payload, self.path(volume_id), size_gb)
 
     async def extend_volume(
         self, volume_id: str, new_size_gb: int, encryption: Encryption | None = None
@@ -316,9 +355,13 @@ class FileDriver(VolumeDriver):
 
     # -- migration ---------------------------------------------------------------
 
-    async def copy_volume_to(self, volume_id: str, connection: dict[str, Any]) -> None:
+    async def copy_volume_to(
+        self, volume_id: str, connection: dict[str, Any], encryption: Encryption | None = None
+    ) -> None:
         """qemu-img writes every block of the volume into the destination, opened as its
-        connection info says: the file itself on this host, else its NBD export."""
+        connection info says: the file itself on this host, else its NBD export. An
+        encrypted volume's container goes as the bytes it is into the destination's
+        (which the destination then fits: see fit_container)."""
         data = connection.get("data") or {}
         if connection.get("driver_volume_type") == "file":
             target, fmt = data["path"], data.get("format") or "raw"
@@ -326,9 +369,13 @@ class FileDriver(VolumeDriver):
             target, fmt = data["uri"], "raw"
         else:
             raise DriverError(f"cannot write to a {connection.get('driver_volume_type')} volume")
+        if encryption is not None or data.get("encrypted"):
+            if encryption is None or not data.get("encrypted"):
+                raise DriverError("an encrypted volume moves only into another encrypted one")
+            fmt = "raw"  # the container's bytes, not what it holds
         await qemu_img(
-            "convert", "-U", "-n", "--target-is-zero", "-f", self.format, "-O", fmt,
-            str(self.path(volume_id)), target,
+            "convert", "-U", "-n", "--target-is-zero", "-f", self._format_of(encryption),
+            "-O", fmt, str(self.path(volume_id)), target,
         )  # fmt: skip
 
     async def rename_migrated_volume(self, new_volume_id: str, original_id: str) -> None:
