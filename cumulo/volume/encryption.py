@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cumulo.common.service_client import ServiceClient, url_path
+from cumulo.common.key_manager_client import secret_payload
+from cumulo.common.service_client import ServiceClient
 
 # Cinder's provider names, and the class paths older clouds stored for them.
 PROVIDERS = {
@@ -208,25 +209,8 @@ async def create_key(
     return key_id_of(made["secret_ref"])
 
 
-async def fetch_key(client: ServiceClient, token: str, key_id: str) -> bytes:
-    response = await client.request(
-        "GET",
-        url_path("/v1/secrets/{}/payload", key_id),
-        token,
-        headers={"Accept": "application/octet-stream"},
-    )
-    return response.content
-
-
 async def clone_key(client: ServiceClient, token: str, key_id: str, name: str) -> str:
     """A copy of a key under a new id (the new volume's bytes are a copy of the old
     container: the same passphrase opens it)."""
-    key = await fetch_key(client, token, key_id)
+    key = await secret_payload(client, token, key_id)
     return await create_key(client, token, len(key) * 8, name, key)
-
-
-async def delete_key(client: ServiceClient, token: str, key_id: str) -> None:
-    """Gone already is fine (a volume deleted twice over a restart)."""
-    await client.request(
-        "DELETE", url_path("/v1/secrets/{}", key_id), token, ok=(200, 202, 204, 404)
-    )

@@ -29,6 +29,7 @@ from sqlalchemy import delete, or_, select, update
 from cumulo.common.config import VolumeBackendConfig
 from cumulo.common.db import Database, utcnow
 from cumulo.common.identity_client import IdentityClient
+from cumulo.common.key_manager_client import delete_secret, secret_payload
 from cumulo.common.notifications import Notifier
 from cumulo.common.rpc import Endpoint, Transport
 from cumulo.common.service_client import ServiceClient
@@ -283,7 +284,7 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
             return made
         if self.key_manager is None:
             raise DriverError("this volume service reaches no Key Manager")
-        key = await encryption.fetch_key(self.key_manager, token, volume.encryption_key_id)
+        key = await secret_payload(self.key_manager, token, volume.encryption_key_id)
         return Encryption(made.provider, made.cipher, made.key_size, encryption.passphrase_of(key))
 
     async def _delete_key(self, token: str, key_id: str, owner: str) -> None:
@@ -293,7 +294,7 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
             LOG.warning("the key %s of %s stays: no Key Manager is reachable", key_id, owner)
             return
         try:
-            await encryption.delete_key(self.key_manager, token, key_id)
+            await delete_secret(self.key_manager, token, key_id)
         except Exception as exc:  # noqa: BLE001
             LOG.warning("the key %s of %s stays: %s", key_id, owner, exc)
 

@@ -19,6 +19,7 @@ from cumulo.common.app import json_body
 from cumulo.common.context import RequestContext
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, Forbidden, NotFound, ServiceUnavailable
+from cumulo.common.key_manager_client import delete_secret
 from cumulo.common.openapi import describes, wrapped
 from cumulo.common.service_client import ServiceError, url_path
 from cumulo.volume import encryption, messages, quotas, states
@@ -418,7 +419,7 @@ async def clone_key(request: Request, ctx: RequestContext, key_id: str, name: st
 
 async def drop_key(request: Request, ctx: RequestContext, key_id: str) -> None:
     try:
-        await encryption.delete_key(service_of(request).key_manager, ctx.auth_token, key_id)
+        await delete_secret(service_of(request).key_manager, ctx.auth_token, key_id)
     except Exception:  # noqa: BLE001 - the error being raised matters more; logged
         LOG.exception("the key %s of a volume never made stays in the Key Manager", key_id)
 
