@@ -307,6 +307,13 @@ def test_an_encrypted_volume_uploaded_to_an_image_makes_volumes_of_its_container
     path = _file(cloud, new["id"])
     assert _plaintext(path, key, tmp_path).startswith(PATTERN)
     assert _decrypts(path, key)["virtual-size"] == GiB
+    # It cannot reimage a volume (the volume's key is not the image's).
+    reimage = httpx.post(
+        f"http://127.0.0.1:{cloud.config.ports.block_storage}/v3/volumes/{new['id']}/action",
+        json={"os-reimage": {"image_id": image_id}},
+        headers={"X-Auth-Token": demo, "OpenStack-API-Version": "volume 3.68"},
+    )
+    assert reimage.status_code == 400 and "cannot reimage" in reimage.text, reimage.text
     # ...never into an unencrypted volume (it would hold ciphertext), nor a LUKS2 one.
     _refused(
         cloud, "must be of an encrypted volume type",

@@ -340,6 +340,8 @@ async def _volume_key(
         wanted = await session.get(VolumeTypeEncryption, vtype.id)
         source_key = await _source_key(session, snapshot_id, source_volid)
         backup = await session.get(Backup, backup_id) if backup_id else None
+    if backup is not None and backup.project_id != ctx.project_id and not service.is_admin(ctx):
+        backup = None  # another project's: a 404 below, no key touched
     if backup is not None:
         source_key = backup.encryption_key_id
         check_backup_type(backup, vtype.id, wanted is not None)
