@@ -243,6 +243,37 @@ def test_backup_of_an_encrypted_volume_restores_its_container_with_cloned_keys(
     for vid in (plain["id"], elsewhere["id"]):
         assert _volume(cloud, demo, vid)["status"] == "available"
 
+    # A backup of a snapshot of it: the snapshot's container, the same way.
+    snap = cloud.openstack(
+        "volume", "snapshot", "create", "--volume", volume["id"], unique("s"), "-f", "json",
+        cloud=DEMO,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while cloud.openstack("volume", "snapshot", "show", snap["id"], "-f", "json", cloud=DEMO)[
+        "status"
+    ] != "available":  # fmt: skip
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    of_snap = cloud.openstack(
+        "volume", "backup", "create", "--snapshot", snap["id"], volume["id"], "-f", "json",
+        cloud=DEMO,
+    )  # fmt: skip
+    _wait_backup(cloud, demo, of_snap["id"], "available")
+    again = cloud.openstack(
+        "volume", "backup", "restore", of_snap["id"], unique("again"), "-f", "json", cloud=DEMO
+    )
+    _available(cloud, demo, again["volume_id"])
+    assert _plaintext(_file(cloud, again["volume_id"]), key, tmp_path).startswith(PATTERN)
+    cloud.openstack("volume", "backup", "delete", of_snap["id"], cloud=DEMO)
+    _wait_backup(cloud, demo, of_snap["id"], "deleted")
+    cloud.openstack("volume", "delete", again["volume_id"], cloud=DEMO)
+    cloud.openstack("volume", "snapshot", "delete", snap["id"], cloud=DEMO)
+    deadline = time.monotonic() + 60
+    while cloud.openstack("volume", "snapshot", "show", snap["id"], check=False, cloud=DEMO
+                          ).returncode == 0:  # fmt: skip
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
     # The backup outlives its volume; deleting it deletes its key.
     cloud.openstack("volume", "delete", volume["id"], cloud=DEMO)
     _gone(cloud, demo, volume["id"])
