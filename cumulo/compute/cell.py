@@ -24,6 +24,7 @@ from cumulo.compute import heartbeat, rpcapi
 from cumulo.compute.bootstrap import bootstrap_compute
 from cumulo.compute.conductor import ConductorManager, ConductorOptions
 from cumulo.compute.image_cache import ImageCache
+from cumulo.compute.image_signature import ImageSignatures, SignatureOptions
 from cumulo.compute.manager import ComputeManager, HostOptions
 from cumulo.compute.network import NetworkClient
 from cumulo.compute.notifications import compute_notifier
@@ -103,7 +104,8 @@ async def start_compute_hosts(
             if host == base
             else FakeDriver(host, spawn_delay=c.fake_spawn_delay)
         )
-        cache = ImageCache(state_dir / "compute" / host / "images", images)
+        signatures = ImageSignatures(key_manager, SignatureOptions.from_config(config))
+        cache = ImageCache(state_dir / "compute" / host / "images", images, signatures)
         manager = ComputeManager(
             host,
             driver,

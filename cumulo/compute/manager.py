@@ -26,6 +26,7 @@ from cumulo.compute import personality, rpcapi
 from cumulo.compute.conductor import InstanceNotFound, UnexpectedTaskState
 from cumulo.compute.device_metadata import build_device_metadata
 from cumulo.compute.image_cache import ImageCache
+from cumulo.compute.image_signature import ImageSignatureFailed, trusted_certs_of
 from cumulo.compute.manager_moves import HostMoves
 from cumulo.compute.manager_swap import VolumeSwap, keyed_lock
 from cumulo.compute.network import NetworkClient, vifs_from_info
@@ -454,7 +455,10 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
             await self.conductor.action_event(
                 ctx, instance_uuid, event, host=self.host, finish=True, error=str(exc)
             )
-            await self.conductor.build_failed(ctx, instance_uuid, self.host, str(exc), request_spec)
+            await self.conductor.build_failed(
+                ctx, instance_uuid, self.host, str(exc), request_spec,
+                reschedule=not isinstance(exc, ImageSignatureFailed),
+            )  # fmt: skip
             failed = {"uuid": instance_uuid, "host": self.host, "vm_state": VmState.ERROR}
             await notify_instance(
                 self.notifier, self.host, "instance.create.error", failed, fault=str(exc)
@@ -609,7 +613,8 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
         if not inst.get("image_ref") and root_volume_id:
             image = await self._volume_image(token, root_volume_id)
         elif inst.get("image_ref"):
-            path, meta = await self.image_cache.fetch(token, inst["image_ref"], image_meta)
+            trusted = trusted_certs_of(inst.get("system_metadata"))
+            path, meta = await self.image_cache.fetch(token, inst["image_ref"], image_meta, trusted)
             known = {
                 "id",
                 "name",
