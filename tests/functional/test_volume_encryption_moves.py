@@ -367,6 +367,7 @@ def test_an_encrypted_volume_uploaded_to_an_image_makes_volumes_of_its_container
         _gone(cloud, demo, vid)
     assert _key(cloud, demo, image_key).status_code == 200  # the image's own
     cloud.openstack("image", "delete", image_id, cloud=DEMO)
+    assert _key(cloud, demo, image_key).status_code == 404  # deleted with the image (Glance)
 
 
 # -- migration ----------------------------------------------------------------------

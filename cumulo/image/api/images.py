@@ -26,6 +26,7 @@ from cumulo.common.faults import (
     ServiceUnavailable,
     UnsupportedMediaType,
 )
+from cumulo.common.key_manager_client import delete_secret
 from cumulo.common.openapi import describes
 from cumulo.image import locations
 from cumulo.image.api.common import (
@@ -54,6 +55,7 @@ READ_ONLY = (
     "self", "file", "schema", "id", "os_hash_algo", "os_hash_value", "stores",
 )  # fmt: skip
 LOG = logging.getLogger(__name__)
+ENCRYPTION_KEY_PROPERTIES = ("cinder_encryption_key_id", "cinder_encryption_key_deletion_policy")
 
 RESERVED = ("location", "deleted", "deleted_at")
 RESERVED_PREFIX = "os_glance"
@@ -463,9 +465,39 @@ async def delete_image(request: Request) -> Response:
         if row.protected:
             raise Forbidden(f"Image {image.id} is protected and cannot be deleted.")
         held = (await session.run_sync(locations_in, [image.id]))[image.id]
+        key_id = await _encryption_key_to_delete(session, image.id)
         await session.execute(delete(Image).where(Image.id == image.id))
     await service.delete_data(image.id, held)
+    if key_id is not None:
+        await _delete_encryption_key(service, ctx.auth_token, image.id, key_id)
     return no_content()
+
+
+async def _encryption_key_to_delete(session: Any, image_id: str) -> str | None:
+    """The key an image of an encrypted volume's container names (Block Storage's
+    cinder_encryption_key_id), when its cinder_encryption_key_deletion_policy says it
+    goes with the image (Glance's _delete_encryption_key)."""
+    rows = await session.execute(
+        select(ImageProperty.name, ImageProperty.value).where(
+            ImageProperty.image_id == image_id,
+            ImageProperty.name.in_(ENCRYPTION_KEY_PROPERTIES),
+        )
+    )
+    properties = dict(rows.all())
+    if properties.get("cinder_encryption_key_deletion_policy") != "on_image_deletion":
+        return None
+    return properties.get("cinder_encryption_key_id") or None
+
+
+async def _delete_encryption_key(service: Any, token: str, image_id: str, key_id: str) -> None:
+    """Deleted with the deleter's token; a refusal or failure is logged, as Glance's."""
+    if service.key_manager is None:
+        LOG.warning("image %s: its encryption key %s stays (no Key Manager)", image_id, key_id)
+        return
+    try:
+        await delete_secret(service.key_manager, token, key_id)
+    except Exception as exc:  # noqa: BLE001 - the image is gone all the same
+        LOG.warning("image %s: its encryption key %s stays: %s", image_id, key_id, exc)
 
 
 # -- update (JSON patch) --------------------------------------------------------------
