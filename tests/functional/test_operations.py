@@ -279,7 +279,9 @@ def test_backup_of_a_running_cloud_restores_into_a_cloud_with_the_same_resources
         # Taken while the cloud runs.
         result = _cumulo("backup", "--state-dir", str(source), str(tmp_path / "backup"))
         assert result.returncode == 0, result.stderr
-        assert "compute, dashboard, ec2, identity, image, network, volume" in result.stderr
+        assert "compute, dashboard, ec2, identity, image, key_manager, network, volume" in (
+            result.stderr
+        )
     finally:
         runner.stop()
     manifest = json.loads((tmp_path / "backup" / "cumulo-backup.json").read_text())

@@ -22,7 +22,7 @@ class ImageCache:
     def __init__(self, properties: dict[str, Any]) -> None:
         self.properties = properties
 
-    async def fetch(self, token: str, ref: str, meta: dict | None = None):
+    async def fetch(self, token: str, ref: str, meta: dict | None = None, trusted=None):
         return Path("/images") / ref, {"id": ref, "disk_format": "qcow2", **self.properties}
 
 
