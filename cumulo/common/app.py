@@ -153,6 +153,17 @@ class RequestIdMiddleware:
         )
 
 
+def with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """`send` adding `extra` headers to the response's start (an API's version echo)."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), *extra]
+        await send(message)
+
+    return sending
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == name:

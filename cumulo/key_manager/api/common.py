@@ -10,10 +10,10 @@ from urllib.parse import urlencode
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cumulo.common import limits
-from cumulo.common.app import JSONResponse
+from cumulo.common.app import JSONResponse, with_headers
 from cumulo.common.auth import request_context
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import (
@@ -73,13 +73,7 @@ class MicroversionMiddleware:
             (b"openstack-api-version", f"key-manager {version}".encode()),
             (b"vary", b"OpenStack-API-Version"),
         ]
-
-        async def send_with_version(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_version)
+        await self.app(scope, receive, with_headers(send, extra))
 
 
 def _requested(scope: Scope) -> str:

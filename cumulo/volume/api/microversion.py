@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import re
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cumulo.common.app import with_headers
 from cumulo.common.faults import BadRequest, ErrorRenderer, NotFound
 
 MIN_VERSION = (3, 0)
@@ -100,10 +101,4 @@ class VolumeApiMiddleware:
             (b"openstack-api-version", f"volume {fmt(version)}".encode()),
             (b"vary", b"OpenStack-API-Version"),
         ]
-
-        async def send_with_version(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_version)
+        await self.app(scope, receive, with_headers(send, extra))
