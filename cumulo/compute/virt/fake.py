@@ -125,9 +125,10 @@ class FakeDriver(ComputeDriver):
         self._incoming: dict[str, GuestSpec] = {}
         self._forced: set[str] = set()
         self._aborted: set[str] = set()
-        self.screen = FakeScreen(f"cumulo fake guest on {hostname}")
         self.spice = FakeSpice()
-        # The guests' serial terminals, opened on their first console request.
+        # The guests' screens and serial terminals, opened on their first console
+        # request: thousands of simulated hosts in one process hold no idle sockets.
+        self.screens: dict[str, FakeScreen] = {}
         self.serial_ports: dict[str, FakeSerialPort] = {}
 
     def _guest(self, uuid: str) -> FakeGuest:
@@ -172,6 +173,8 @@ class FakeDriver(ComputeDriver):
         self._incoming.pop(uuid, None)
         if (serial := self.serial_ports.pop(uuid, None)) is not None:
             await serial.close()
+        if (screen := self.screens.pop(uuid, None)) is not None:
+            await screen.close()
 
     async def get_info(self, uuid: str) -> GuestInfo:
         guest = self._guest(uuid)
@@ -384,11 +387,23 @@ class FakeDriver(ComputeDriver):
     async def guest_machine_type(self, uuid: str) -> str | None:
         return self._guest(uuid).machine_type
 
+    def _console_logger(self, uuid: str) -> Callable[[str], None]:
+        """What a guest's text console does with a line typed on it: the console log."""
+
+        def typed(line: str) -> None:
+            if (guest := self.guests.get(uuid)) is not None:
+                guest.log(line)
+
+        return typed
+
     async def get_vnc_console(self, uuid: str) -> dict[str, Any]:
-        # A real (blank) VNC screen, started on first use: thousands of simulated hosts
-        # in one process do not each hold a listening socket.
+        # A real (blank) VNC screen of the guest's own; a guest moved here gets a new one.
         self._guest(uuid)
-        port = await self.screen.start()
+        screen = self.screens.get(uuid)
+        if screen is None:
+            screen = FakeScreen(f"cumulo fake guest on {self.hostname}", self._console_logger(uuid))
+            self.screens[uuid] = screen
+        port = await screen.start()
         return {"host": "127.0.0.1", "port": port, "internal_access_path": None}
 
     async def get_spice_console(self, uuid: str) -> dict[str, Any]:
@@ -402,20 +417,15 @@ class FakeDriver(ComputeDriver):
         self._guest(uuid)
         serial = self.serial_ports.get(uuid)
         if serial is None:
-
-            def typed(line: str) -> None:
-                if (guest := self.guests.get(uuid)) is not None:
-                    guest.log(line)
-
-            serial = self.serial_ports[uuid] = FakeSerialPort(typed)
+            serial = self.serial_ports[uuid] = FakeSerialPort(self._console_logger(uuid))
         port = await serial.start()
         return {"host": "127.0.0.1", "port": port, "internal_access_path": None}
 
     async def cleanup_host(self) -> None:
-        await self.screen.close()
         await self.spice.close()
-        for serial in self.serial_ports.values():
-            await serial.close()
+        for listener in (*self.screens.values(), *self.serial_ports.values()):
+            await listener.close()
+        self.screens.clear()
         self.serial_ports.clear()
 
     async def rescue(self, uuid: str, rescue: GuestSpec) -> None:

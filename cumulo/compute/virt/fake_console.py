@@ -1,6 +1,8 @@
 """The fake guests' screen: a small VNC server (RFB 3.8, no authentication) that shows
 a blank screen named after the host, so the console proxy and a browser's noVNC have a
-real VNC peer to talk to when guests are fake (the protocol as RFC 6143 gives it); the
+real VNC peer to talk to when guests are fake (the protocol as RFC 6143 gives it): keys
+typed on it make lines of the guest's console log, as a text console echoes them, and
+text a viewer puts on the guest's clipboard is announced to its other viewers; the
 start of a SPICE server (its link handshake, for SPICE clients and the spice-html5
 proxy); and their serial ports, a terminal that echoes what is typed (for the serial
 proxy)."""
@@ -19,6 +21,19 @@ WIDTH, HEIGHT = 640, 400
 RRE = 2  # one background colour and no subrectangles: the whole (blank) screen
 # ClientToServer message type -> bytes that follow it (before any variable part).
 _FIXED = {0: 19, 3: 9, 4: 7, 5: 5}
+# Keysyms (X11's keysymdef.h) that end a line or erase a character; the other function
+# keys (0xFF00-0xFFFF: modifiers, arrows, Delete...) type nothing.
+XK_RETURN, XK_KP_ENTER, XK_BACKSPACE = 0xFF0D, 0xFF8D, 0xFF08
+
+
+def typed_character(keysym: int) -> str | None:
+    """The character a key press types: Latin-1 keysyms are their code point, Unicode
+    ones 0x01000000 + the code point; None for function and modifier keys."""
+    if 0x20 <= keysym <= 0x7E or 0xA0 <= keysym <= 0xFF:
+        return chr(keysym)
+    if 0x01000100 <= keysym <= 0x0110FFFF:
+        return chr(keysym - 0x01000000)
+    return None
 
 
 class _LoopbackListener:
@@ -52,17 +67,48 @@ class _LoopbackListener:
 
 
 class FakeScreen(_LoopbackListener):
-    def __init__(self, name: str) -> None:
+    """One fake guest's screen (a listener of its own, opened on its first console
+    request). Every viewer shares it: the line being typed and the clipboard."""
+
+    def __init__(self, name: str, on_line: Callable[[str], None]) -> None:
         super().__init__()
         self.name = name.encode()[:255]
+        self.on_line = on_line
+        self.line: list[str] = []
+        self.clipboard = ""
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients.add(writer)
         try:
             await self._session(reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self._clients.discard(writer)
             writer.close()
+
+    def _key(self, down: bool, keysym: int) -> None:
+        if not down:
+            return
+        if keysym in (XK_RETURN, XK_KP_ENTER):
+            self.on_line("".join(self.line))
+            self.line.clear()
+        elif keysym == XK_BACKSPACE:
+            if self.line:
+                self.line.pop()
+        elif (character := typed_character(keysym)) is not None:
+            self.line.append(character)
+
+    def _cut_text(self, text: str, sender: asyncio.StreamWriter) -> None:
+        """The guest's clipboard is now `text`: its other viewers are told (ServerCutText),
+        as a guest's clipboard agent announces a change."""
+        self.clipboard = text
+        # RFB's cut text is Latin-1; what it cannot carry is replaced.
+        data = text.encode("latin-1", errors="replace")
+        message = struct.pack(">B3xI", 3, len(data)) + data
+        for viewer in self._clients:
+            if viewer is not sender:
+                viewer.write(message)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"RFB 003.008\n")
@@ -87,10 +133,13 @@ class FakeScreen(_LoopbackListener):
                 await reader.readexactly(4 * count)
             elif kind == 6:  # ClientCutText
                 _, length = struct.unpack(">3sI", await reader.readexactly(7))
-                await reader.readexactly(length)
+                self._cut_text((await reader.readexactly(length)).decode("latin-1"), writer)
             elif kind in _FIXED:
                 body = await reader.readexactly(_FIXED[kind])
-                if kind == 0:  # SetPixelFormat
+                if kind == 4:  # KeyEvent: down flag, padding, keysym
+                    down, keysym = struct.unpack(">B2xI", body)
+                    self._key(bool(down), keysym)
+                elif kind == 0:  # SetPixelFormat
                     bytes_per_pixel = max(body[3] // 8, 1)
                 elif kind == 3 and body[0] == 0:  # a full FramebufferUpdateRequest
                     # A blank screen never changes: incremental requests get no answer.
