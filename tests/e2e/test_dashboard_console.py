@@ -162,3 +162,56 @@ def test_a_stopped_server_s_panel_says_why_and_connects_again_once_started(
     page.wait_for_selector("#vnc[data-state=connected]")
     assert page.is_hidden("#vnc-reconnect")
     tab.close(allow_http_errors=True)  # the 409 of the first attempt
+
+
+def test_text_typed_into_the_screen_reaches_the_guest_and_view_only_sends_nothing(
+    cloud,
+    chromium_browser,  # noqa: F811
+    server,
+):
+    """Keys reach the guest (the fake guest's text console logs each line typed on its
+    screen, as a real one echoes it): from the keyboard on the screen, and from the
+    "Type it" box; with "view only" nothing is sent. Text put on the guest's clipboard
+    from one viewer reaches another viewer of the same guest."""
+    tab = Browser(chromium_browser, cloud)
+    page = tab.page
+    tab.login("demo", cloud.config.identity.demo_password)
+    tab.go(f"/instances/{server}")
+    page.click("#vnc-panel summary")
+    page.wait_for_selector("#vnc[data-state=connected]")
+    log = page.locator("#console-log")
+
+    page.fill("#vnc-text", "echo Typed-In: $HOME\n")
+    page.click("#vnc-type")  # Shift around T, I, : and $ (US layout)
+    log.filter(has_text="echo Typed-In: $HOME").wait_for(timeout=20000)
+
+    # The keyboard on the screen itself (noVNC sends each key as the user presses it).
+    page.click("#vnc-screen canvas")
+    page.keyboard.type("from the keyboard")
+    page.keyboard.press("Enter")
+    log.filter(has_text="from the keyboard").wait_for(timeout=20000)
+
+    page.check("#vnc-view-only")
+    assert page.is_disabled("#vnc-type") and page.is_disabled("#vnc-paste")
+    assert page.is_disabled("#vnc-ctrl-alt-del")
+    page.click("#vnc-screen canvas")
+    page.keyboard.type("never sent")
+    page.keyboard.press("Enter")
+    page.uncheck("#vnc-view-only")
+    page.fill("#vnc-text", "after view only\n")
+    page.click("#vnc-type")
+    log.filter(has_text="after view only").wait_for(timeout=20000)
+    assert "never sent" not in log.inner_text()
+
+    # A second viewer of the same guest sees what the first puts on its clipboard.
+    other = Browser(chromium_browser, cloud)
+    other.login("demo", cloud.config.identity.demo_password)
+    other.go(f"/instances/{server}")
+    other.page.click("#vnc-panel summary")
+    other.page.wait_for_selector("#vnc[data-state=connected]")
+    page.fill("#vnc-text", "a shared secret")
+    page.click("#vnc-paste")
+    other.page.wait_for_selector("#vnc-clipboard:text('a shared secret')")
+    tab.shot("instance-console-keyboard")
+    other.close()
+    tab.close()

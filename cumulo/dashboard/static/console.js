@@ -1,7 +1,8 @@
 // The server's screen inside its page: opening the panel asks the dashboard for a
 // console (Compute's remote-consoles, with the session's token) and connects noVNC's
 // RFB to the websocket of the noVNC proxy it names; closing the panel disconnects.
-// noVNC (184 KB) is loaded only then, so the page itself stays small.
+// noVNC (184 KB) is loaded only then, so the page itself stays small. Text can be typed
+// into the guest as key presses or put on its clipboard; "view only" sends nothing.
 (() => {
   const section = document.getElementById("vnc");
   if (!section) return;
@@ -10,13 +11,19 @@
   const status = document.getElementById("vnc-status");
   const ctrlAltDel = document.getElementById("vnc-ctrl-alt-del");
   const reconnect = document.getElementById("vnc-reconnect");
+  const viewOnly = document.getElementById("vnc-view-only");
+  const text = document.getElementById("vnc-text");
+  const type = document.getElementById("vnc-type");
+  const paste = document.getElementById("vnc-paste");
+  const clipboard = document.getElementById("vnc-clipboard");
   let rfb = null;
   let attempt = 0; // a newer attempt makes an older one's late answers moot
 
   const show = (state, text) => {
     section.dataset.state = state;
     status.textContent = text;
-    ctrlAltDel.disabled = state !== "connected";
+    const sending = state === "connected" && !viewOnly.checked;
+    for (const button of [ctrlAltDel, type, paste]) button.disabled = !sending;
     reconnect.hidden = !["disconnected", "failed"].includes(state);
   };
 
@@ -77,7 +84,13 @@
     const client = new RFB(screen, websocket, { shared: true });
     rfb = client;
     client.scaleViewport = true;
+    client.viewOnly = viewOnly.checked;
     client.background = "#111827";
+    client.addEventListener("clipboard", (event) => {
+      // The guest's clipboard changed (a clipboard agent, or another viewer's paste).
+      clipboard.hidden = false;
+      clipboard.textContent = `The guest's clipboard: ${event.detail.text}`;
+    });
     let desktop = ""; // the server's name for its screen, told before "connect"
     client.addEventListener("desktopname", (event) => {
       desktop = event.detail.name;
@@ -115,4 +128,36 @@
   ctrlAltDel.addEventListener("click", () => {
     if (rfb) rfb.sendCtrlAltDel();
   });
+  viewOnly.addEventListener("change", () => {
+    if (rfb) rfb.viewOnly = viewOnly.checked;
+    show(section.dataset.state, status.textContent);
+  });
+  type.addEventListener("click", () => {
+    if (rfb) typeText(rfb, text.value);
+  });
+  paste.addEventListener("click", () => {
+    if (rfb) rfb.clipboardPasteFrom(text.value);
+  });
+
+  // Keysyms (X11 keysymdef.h). VNC sends keys, not characters: the server turns each
+  // keysym into a key of its keyboard layout, so a character typed with Shift on a US
+  // keyboard is sent between Shift's press and release.
+  const XK = { Return: 0xff0d, Tab: 0xff09, Shift_L: 0xffe1 };
+  const SHIFTED = /[A-Z~!@#$%^&*()_+{}|:"<>?]/;
+  const keysym = (character) => {
+    const point = character.codePointAt(0);
+    if ((point >= 0x20 && point <= 0x7e) || (point >= 0xa0 && point <= 0xff)) return point;
+    return 0x01000000 + point; // a Unicode keysym
+  };
+  const typeText = (client, value) => {
+    for (const character of value.replace(/\r\n?/g, "\n")) {
+      if (character === "\n") client.sendKey(XK.Return, "Enter");
+      else if (character === "\t") client.sendKey(XK.Tab, "Tab");
+      else if (SHIFTED.test(character)) {
+        client.sendKey(XK.Shift_L, "ShiftLeft", true);
+        client.sendKey(keysym(character), null);
+        client.sendKey(XK.Shift_L, "ShiftLeft", false);
+      } else client.sendKey(keysym(character), null);
+    }
+  };
 })();
