@@ -231,6 +231,16 @@ class NetworkConfig(_Section):
     # networks (and an admin's vxlan network without an id) take one from these ranges;
     # empty: their VNI is derived from the network id (every host agrees without a table).
     vni_ranges: list[str] = Field(default_factory=list)
+    # Distributed routers (Neutron's dvr extension and options of the same names): the
+    # extension offered (enable_dvr), and whether a router made without `distributed`
+    # is one (router_distributed; only admins choose otherwise). Routed east-west on
+    # every openvswitch host with ports on the router's subnets; linuxbridge agents are
+    # Neutron's `legacy` L3 agents, which are never given a distributed router.
+    enable_dvr: bool = True
+    router_distributed: bool = False
+    # Per-host MACs of distributed routing (Neutron's dvr_base_mac): frames a host's
+    # router sends into a tunnel leave with its own, so the gateway's MAC never moves.
+    dvr_base_mac: str = Field("fa:16:3f:00:00:00", pattern="^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
     # Default per-project quotas (-1: unlimited), Neutron's defaults.
     quota: dict[str, int] = Field(
         default_factory=lambda: {

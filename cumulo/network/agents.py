@@ -19,6 +19,12 @@ each network and router goes to one of them (the least loaded), as Neutron's leg
 schedulers do, and moves to another living one when its agent dies (found at the next
 heartbeat of any tunnelling agent; the dead agent's binding is removed).
 
+Distributed routers (Neutron's DVR) are never given to `legacy` L3 agents (the agent
+mode each reports: linuxbridge's), as Neutron's get_l3_agent_candidates: the agent they
+are bound to does their SNAT and floating IPs, and every other openvswitch host with
+ports on their subnets routes between those subnets itself (cumulo.network.dataplane
+.state, `dvr`).
+
 An admin removes or adds a binding by hand (`/v2.0/agents/{id}/dhcp-networks`,
 `/l3-routers`), and the agent applies it: it serves only what it is bound to.
 """
@@ -60,6 +66,11 @@ BINDINGS = {
 
 def is_alive(agent: Agent, now: datetime | None = None) -> bool:
     return (now or utcnow()) - agent.heartbeat_timestamp < AGENT_DOWN_TIME
+
+
+def agent_mode(agent: Agent) -> str:
+    """The L3 agent mode the agent reports (Neutron's agent_mode; `legacy` by default)."""
+    return str((agent.configurations or {}).get("agent_mode", "legacy"))
 
 
 def tunnels(agent: Agent) -> bool:
@@ -131,6 +142,10 @@ async def schedule(session: AsyncSession, agent_type: str, resource_id: str) -> 
     )
     now = utcnow()
     living = [agent for agent in candidates if is_alive(agent, now)]
+    if agent_type == L3_AGENT and await session.scalar(
+        select(Router.distributed).where(Router.id == resource_id)
+    ):
+        living = [agent for agent in living if agent_mode(agent) != "legacy"]
     for agent in living:
         if not tunnels(agent):
             await _bind(session, agent.agent_type, resource_id, agent.id)
@@ -138,6 +153,26 @@ async def schedule(session: AsyncSession, agent_type: str, resource_id: str) -> 
     if overlay:
         chosen = await _least_loaded(session, agent_type, overlay)
         await _bind(session, agent_type, resource_id, chosen.id)
+
+
+async def reschedule_router(session: AsyncSession, router_id: str) -> None:
+    """A router made distributed or centralized: unbound from the agents that may not
+    host it any more (legacy ones, for a distributed router), then scheduled as a new
+    one when none is left."""
+    if await session.scalar(select(Router.distributed).where(Router.id == router_id)):
+        bound = await session.scalars(
+            select(Agent)
+            .join(RouterL3Agent, RouterL3Agent.agent_id == Agent.id)
+            .where(RouterL3Agent.router_id == router_id)
+        )
+        for agent in list(bound):
+            if agent_mode(agent) == "legacy":
+                await session.execute(
+                    delete(RouterL3Agent).where(
+                        RouterL3Agent.router_id == router_id, RouterL3Agent.agent_id == agent.id
+                    )
+                )
+    await schedule(session, L3_AGENT, router_id)
 
 
 async def _least_loaded(session: AsyncSession, agent_type: str, agents: list[Agent]) -> Agent:
@@ -167,6 +202,8 @@ async def _auto_schedule(session: AsyncSession, agent: Agent, everything: bool) 
         wanted = set(
             await session.scalars(select(Port.network_id).where(Port.device_owner == DHCP))
         )
+    elif agent_mode(agent) == "legacy":
+        wanted = set(await session.scalars(select(Router.id).where(~Router.distributed)))
     else:
         wanted = set(await session.scalars(select(Router.id)))
     if tunnels(agent):

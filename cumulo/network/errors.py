@@ -224,6 +224,10 @@ class RouterHostedByL3Agent(Conflict):
     pass
 
 
+class RouterL3AgentMismatch(Conflict):
+    pass
+
+
 class RouterNotHostedByL3Agent(Conflict):
     pass
 

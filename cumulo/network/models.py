@@ -187,6 +187,8 @@ class Router(Standard, Base):
     gw_port_id: Mapped[str | None] = mapped_column(ForeignKey("port.id", ondelete="SET NULL"))
     enable_snat: Mapped[bool] = mapped_column(Boolean, default=True)
     routes: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    # Neutron's dvr extension: routed east-west on every host with ports on its subnets.
+    distributed: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class FloatingIp(Standard, Base):
@@ -310,3 +312,12 @@ class AutoAllocatedTopology(Base):
         ForeignKey("network.id", ondelete="CASCADE"), unique=True
     )
     router_id: Mapped[str | None] = mapped_column(ForeignKey("router.id", ondelete="SET NULL"))
+
+
+class DvrHostMac(Base):
+    """The MAC a host's distributed routing puts on the frames it routes into tunnels
+    (Neutron's dvr_host_macs), one per host, unique across the cloud."""
+
+    __tablename__ = "dvr_host_mac"
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    mac_address: Mapped[str] = mapped_column(String(32), unique=True)

@@ -23,6 +23,7 @@ NETWORK_RULES: dict[str, str] = {
     "network:set_external": _ADMIN,
     "network:set_provider": _ADMIN,
     "network:create_router:distributed": _ADMIN,
+    "network:update_router:distributed": _ADMIN,
     "network:create_router:ha": _ADMIN,
     "network:set_project": _ADMIN,
     # The compute service binds ports to hosts with its service token (Neutron's service_api).

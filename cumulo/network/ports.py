@@ -29,7 +29,7 @@ from cumulo.network.errors import (
     MacAddressInUse,
     SubnetNotFound,
 )
-from cumulo.network.models import IpAllocation, Network, Port, Standard, Subnet
+from cumulo.network.models import IpAllocation, Network, Port, Router, Standard, Subnet
 
 T = TypeVar("T")
 
@@ -37,7 +37,8 @@ ROUTER_INTERFACE = "network:router_interface"
 ROUTER_GATEWAY = "network:router_gateway"
 FLOATING_IP = "network:floatingip"
 DHCP = "network:dhcp"
-ROUTER_INTERFACES = (ROUTER_INTERFACE, "network:router_interface_distributed")
+ROUTER_INTERFACE_DISTRIBUTED = "network:router_interface_distributed"
+ROUTER_INTERFACES = (ROUTER_INTERFACE, ROUTER_INTERFACE_DISTRIBUTED)
 ROUTER_OWNERS = (*ROUTER_INTERFACES, ROUTER_GATEWAY)
 AUTO_ADDRESS_MODES = ("slaac", "dhcpv6-stateless")
 _CANDIDATES = 16
@@ -54,6 +55,12 @@ async def write_retrying(db: Database, work: Callable[[AsyncSession], Awaitable[
             if attempt == _ATTEMPTS - 1:
                 raise Conflict("Concurrent changes conflicted; please retry.") from None
     raise AssertionError("unreachable")
+
+
+def interface_owner(router: Router) -> str:
+    """The device_owner of a router's interfaces, as Neutron's (DVR's own for a
+    distributed router)."""
+    return ROUTER_INTERFACE_DISTRIBUTED if router.distributed else ROUTER_INTERFACE
 
 
 def touch(row: Standard) -> None:

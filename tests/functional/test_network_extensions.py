@@ -285,10 +285,3 @@ def test_admin_sees_how_many_addresses_each_network_and_subnet_has_left(conn, de
     for port in conn.network.ports(network_id=net.id, device_owner=""):
         conn.network.delete_port(port)
     conn.network.delete_network(net)
-
-
-def test_only_an_admin_may_ask_for_a_distributed_router_and_none_is_offered(conn, demo):
-    with pytest.raises(exceptions.ForbiddenException, match="create_router:distributed"):
-        demo.network.create_router(name=_name(), distributed=True)
-    with pytest.raises(exceptions.BadRequestException, match="not supported"):
-        conn.network.create_router(name=_name(), distributed=True)

@@ -20,7 +20,7 @@ from cumulo.common.app import json_body
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest
 from cumulo.common.openapi import describes, wrapped
-from cumulo.network.agents import BINDINGS, DHCP_AGENT, L3_AGENT, is_alive
+from cumulo.network.agents import BINDINGS, DHCP_AGENT, L3_AGENT, agent_mode, is_alive
 from cumulo.network.api.common import (
     caller,
     json,
@@ -40,6 +40,7 @@ from cumulo.network.errors import (
     NetworkHostedByDHCPAgent,
     NetworkNotHostedByDhcpAgent,
     RouterHostedByL3Agent,
+    RouterL3AgentMismatch,
     RouterNotHostedByL3Agent,
 )
 from cumulo.network.models import Agent, Network, Router
@@ -165,7 +166,7 @@ async def _render(request: Request, kind: str, rows: list[Any]) -> list[dict[str
     service, ctx = service_of(request), await caller(request)
     if kind == "dhcp-networks":
         return await render_networks(service, ctx, rows)
-    return await render_routers(service, rows)
+    return await render_routers(service, rows, service.is_admin(ctx))
 
 
 def _for_kind(handler: Callable[[Request, str], Awaitable[Response]], kind: str):
@@ -197,7 +198,11 @@ async def add_served(request: Request, kind: str) -> Response:
     """POST /agents/{id}/dhcp-networks {network_id} or /l3-routers {router_id}."""
     service = service_of(request)
     agent, resource_id = await _hosting(request, kind, adding=True)
-    await _resource_row(request, kind, resource_id)
+    row = await _resource_row(request, kind, resource_id)
+    if kind == "l3-routers" and row.distributed and agent_mode(agent) == "legacy":
+        raise RouterL3AgentMismatch(
+            f"Cannot host distributed router {resource_id} on legacy L3 agent {agent.id}."
+        )
     model, column = BINDINGS[agent.agent_type]
 
     async def work(session) -> None:

@@ -51,6 +51,7 @@ from cumulo.network.ports import (
     DHCP,
     ROUTER_GATEWAY,
     ROUTER_INTERFACE,
+    ROUTER_INTERFACES,
     delete_port_row,
     fixed_ips_of,
     new_port,
@@ -250,7 +251,7 @@ async def _remove_topology(service: NetworkService, project_id: str) -> bool:
                 )
             elsewhere = select(Port.id).where(
                 Port.device_id == router.id,
-                Port.device_owner == ROUTER_INTERFACE,
+                Port.device_owner.in_(ROUTER_INTERFACES),
                 Port.network_id != network_id,
             )
             if await session.scalar(elsewhere.limit(1)):

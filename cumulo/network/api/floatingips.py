@@ -37,7 +37,7 @@ from cumulo.network.errors import (
 from cumulo.network.models import FloatingIp, IpAllocation, Port, Router, Tag
 from cumulo.network.ports import (
     FLOATING_IP,
-    ROUTER_INTERFACE,
+    ROUTER_INTERFACES,
     delete_port_row,
     fixed_ips_of,
     new_port,
@@ -127,7 +127,7 @@ async def _associate(
         select(Port.device_id)
         .join(IpAllocation, IpAllocation.port_id == Port.id)
         .where(
-            Port.device_owner == ROUTER_INTERFACE,
+            Port.device_owner.in_(ROUTER_INTERFACES),
             IpAllocation.subnet_id == chosen["subnet_id"],
             Port.device_id.in_(gateways),
         )

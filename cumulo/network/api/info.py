@@ -7,13 +7,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.faults import NotFound
-from cumulo.network.api.common import caller, json, list_response
+from cumulo.network.api.common import caller, json, list_response, service_of
 
 UPDATED = "2026-01-01T00:00:00-00:00"
 # alias -> (name, description)
 EXTENSIONS = {
     "agent": ("agent", "The agent management extension."),
     "dhcp_agent_scheduler": ("DHCP Agent Scheduler", "Schedule networks among dhcp agents"),
+    "dvr": ("Distributed Virtual Router", "Enables configuration of Distributed Virtual Routers."),
     "l3_agent_scheduler": ("L3 Agent Scheduler", "Schedule routers among l3 agents"),
     "auto-allocated-topology": (
         "Auto Allocated Topology Services",
@@ -48,6 +49,11 @@ EXTENSIONS = {
     "rbac-security-groups": ("Add security_group type to network RBAC", "Shared groups"),
     "rbac-subnetpool": ("Add subnetpool type to network RBAC", "Shared subnet pools"),
     "router": ("Neutron L3 Router", "Routers between networks and to external networks"),
+    "router-admin-state-down-before-update": (
+        "Enforce Router's Admin State Down Before Update Extension",
+        "Ensure that the admin state of a router is down (admin_state_up=False) before "
+        "updating the distributed attribute",
+    ),
     "security-group": ("security-group", "The security groups extension."),
     "service-type": ("Neutron Service Type Management", "API for retrieving service providers"),
     "sorting": ("Sorting support", "Sorting is enabled."),
@@ -59,6 +65,8 @@ EXTENSIONS = {
     "stateful-security-group": ("Stateful security group", "Stateful or stateless groups"),
     "subnet_allocation": ("Subnet Allocation", "Allocation of subnets from a subnet pool"),
 }
+# Offered only with [network] enable_dvr, as Neutron's L3 plugin drops both without it.
+DVR_EXTENSIONS = ("dvr", "router-admin-state-down-before-update")
 RESOURCES = (
     ("network", "networks"), ("subnet", "subnets"), ("subnetpool", "subnetpools"),
     ("port", "ports"), ("router", "routers"), ("floatingip", "floatingips"),
@@ -113,15 +121,21 @@ async def list_service_providers(request: Request) -> Response:
     return list_response(request, "service_providers", [])
 
 
+def offered(request: Request) -> list[str]:
+    """The aliases of the extensions this cloud's configuration offers."""
+    enable_dvr = service_of(request).config.network.enable_dvr
+    return sorted(a for a in EXTENSIONS if enable_dvr or a not in DVR_EXTENSIONS)
+
+
 async def list_extensions(request: Request) -> Response:
     await caller(request)
-    return json({"extensions": [_extension(a) for a in sorted(EXTENSIONS)]})
+    return json({"extensions": [_extension(a) for a in offered(request)]})
 
 
 async def show_extension(request: Request) -> Response:
     await caller(request)
     alias = request.path_params["alias"]
-    if alias not in EXTENSIONS:
+    if alias not in offered(request):
         raise NotFound(f"Extension with alias {alias} does not exist")
     return json({"extension": _extension(alias)})
 

@@ -16,7 +16,7 @@ from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest, Conflict
 from cumulo.common.openapi import describes, wrapped
 from cumulo.network import ipam, rbac
-from cumulo.network.agents import L3_AGENT, schedule
+from cumulo.network.agents import L3_AGENT, reschedule_router, schedule
 from cumulo.network.api.common import (
     apply_standard,
     caller,
@@ -46,9 +46,10 @@ from cumulo.network.errors import (
 from cumulo.network.models import FloatingIp, IpAllocation, Network, Port, Router, Subnet, Tag
 from cumulo.network.ports import (
     ROUTER_GATEWAY,
-    ROUTER_INTERFACE,
+    ROUTER_INTERFACES,
     delete_port_row,
     fixed_ips_of,
+    interface_owner,
     new_port,
     resolve_fixed_ips,
     set_fixed_ips,
@@ -58,9 +59,28 @@ from cumulo.network.ports import (
 
 UPDATABLE = ("name", "description", "admin_state_up", "external_gateway_info", "routes")
 CREATE_ATTRS = (*UPDATABLE, "distributed", "ha", "availability_zone_hints", "flavor_id")
+# Neutron's BadRequest for a migration between centralized and distributed of a router
+# that is up (router-admin-state-down-before-update: before and after the update).
+ACTIVE_MIGRATION = (
+    "Bad router request: Cannot change the 'distributed' attribute of active routers. "
+    "Please set router admin_state_up to False prior to upgrade."
+)
 
 
-async def render_routers(service: NetworkService, routers: list[Router]) -> list[dict[str, Any]]:
+def _attrs(service: NetworkService, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The router attributes of a request: `distributed` only with the dvr extension
+    (without it Neutron does not know the attribute: 400 unrecognized)."""
+    if service.config.network.enable_dvr:
+        return names
+    return tuple(n for n in names if n != "distributed")
+
+
+async def render_routers(
+    service: NetworkService, routers: list[Router], admin: bool
+) -> list[dict[str, Any]]:
+    """Routers' bodies; `distributed` only for admins (Neutron's get_router:distributed)
+    and only with the dvr extension."""
+    shows_distributed = admin and service.config.network.enable_dvr
     async with service.db.read() as session:
         gw_ports = {
             p.id: p
@@ -87,7 +107,7 @@ async def render_routers(service: NetworkService, routers: list[Router]) -> list
                 "status": r.status,
                 "external_gateway_info": info,
                 "routes": r.routes,
-                "distributed": False,
+                **({"distributed": r.distributed} if shows_distributed else {}),
                 "ha": False,
                 "availability_zone_hints": [],
                 "availability_zones": ["nova"],
@@ -116,7 +136,7 @@ async def interface_subnets(session: AsyncSession, router_id: str) -> list[tuple
         select(Port, Subnet)
         .join(IpAllocation, IpAllocation.port_id == Port.id)
         .join(Subnet, Subnet.id == IpAllocation.subnet_id)
-        .where(Port.device_id == router_id, Port.device_owner == ROUTER_INTERFACE)
+        .where(Port.device_id == router_id, Port.device_owner.in_(ROUTER_INTERFACES))
     )
     return [(p, s) for p, s in rows]
 
@@ -214,21 +234,27 @@ async def list_routers(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     async with service.db.read() as session:
         routers = list(await session.scalars(select(Router).where(routers_visible(service, ctx))))
-    return list_response(request, "routers", await render_routers(service, routers))
+    bodies = await render_routers(service, routers, service.is_admin(ctx))
+    return list_response(request, "routers", bodies)
 
 
 @describes(body=wrapped("router", CREATE_ATTRS), resource="router")
 async def create_router(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
-    a = await resource_body(request, "router", CREATE_ATTRS)
+    a = await resource_body(request, "router", _attrs(service, CREATE_ATTRS))
     project_id = owner_of(service, ctx, a)
     service.enforce(ctx, "network:owner", project_id)
-    for flag in ("distributed", "ha"):
-        if to_bool(flag, a.get(flag, False)):
-            # Neutron's policy (admins only choose) comes before what the cloud offers.
-            service.enforce(ctx, f"network:create_router:{flag}")
-            raise BadRequest(f"{flag} routers are not supported.")
     router = Router(id=new_id(), project_id=project_id, routes=[])
+    router.distributed = service.config.network.router_distributed
+    if "distributed" in a:
+        # Neutron's policy: only admins name it, whatever its value (its default is
+        # "not given", so any value given is checked).
+        service.enforce(ctx, "network:create_router:distributed")
+        router.distributed = to_bool("distributed", a["distributed"])
+    if to_bool("ha", a.get("ha", False)):
+        # Neutron's policy (admins only choose) comes before what the cloud offers.
+        service.enforce(ctx, "network:create_router:ha")
+        raise BadRequest("ha routers are not supported.")
     apply_standard(router, a)
     router.admin_state_up = to_bool("admin_state_up", a.get("admin_state_up", True))
 
@@ -243,29 +269,61 @@ async def create_router(request: Request) -> Response:
 
     router = await write_retrying(service.db, work)
     await service.changed()
-    return show(request, "router", (await render_routers(service, [router]))[0], 201)
+    return await _router_response(request, service, ctx, router, 201)
+
+
+async def _router_response(
+    request: Request, service: NetworkService, ctx: RequestContext, router: Router, status=200
+) -> Response:
+    body = (await render_routers(service, [router], service.is_admin(ctx)))[0]
+    return show(request, "router", body, status)
 
 
 async def show_router(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     router = await visible_router(service, ctx, request.path_params["router_id"])
-    return show(request, "router", (await render_routers(service, [router]))[0])
+    return await _router_response(request, service, ctx, router)
 
 
-@describes(body=wrapped("router", UPDATABLE), resource="router")
+async def _migrate(session: AsyncSession, row: Router, distributed: bool, was_up: bool) -> None:
+    """Centralized <-> distributed (Neutron's _validate_router_migration with
+    router-admin-state-down-before-update): only a router that was down and stays down;
+    its interfaces change owner as Neutron's (router_interface[_distributed])."""
+    if distributed == row.distributed:
+        return
+    if was_up or row.admin_state_up:
+        raise BadRequest(ACTIVE_MIGRATION)
+    row.distributed = distributed
+    owner = interface_owner(row)
+    for port in await session.scalars(
+        select(Port).where(Port.device_id == row.id, Port.device_owner.in_(ROUTER_INTERFACES))
+    ):
+        port.device_owner = owner
+        touch(port)
+    await session.flush()
+    await reschedule_router(session, row.id)
+
+
+@describes(body=wrapped("router", (*UPDATABLE, "distributed")), resource="router")
 async def update_router(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     router_id = request.path_params["router_id"]
-    a = await resource_body(request, "router", UPDATABLE)
+    a = await resource_body(request, "router", _attrs(service, (*UPDATABLE, "distributed")))
     a.pop("project_id", None)
     router = await visible_router(service, ctx, router_id)
     service.enforce(ctx, "network:owner", router.project_id)
+    if "distributed" in a:
+        service.enforce(ctx, "network:update_router:distributed")
+        distributed = to_bool("distributed", a["distributed"])
 
     async def work(session):
         row = await session.get(Router, router_id)
+        was_up = row.admin_state_up
         apply_standard(row, a)
         if "admin_state_up" in a:
             row.admin_state_up = to_bool("admin_state_up", a["admin_state_up"])
+        if "distributed" in a:
+            await _migrate(session, row, distributed, was_up)
         if "external_gateway_info" in a:
             await _set_gateway(session, service, ctx, row, a["external_gateway_info"])
         if "routes" in a:
@@ -275,7 +333,7 @@ async def update_router(request: Request) -> Response:
 
     router = await write_retrying(service.db, work)
     await service.changed()
-    return show(request, "router", (await render_routers(service, [router]))[0])
+    return await _router_response(request, service, ctx, router)
 
 
 async def delete_router(request: Request) -> Response:
@@ -367,7 +425,7 @@ async def add_interface(request: Request) -> Response:
                 network,
                 project_id=router.project_id,
                 fixed_ips=[{"subnet_id": subnet.id, "ip_address": subnet.gateway_ip}],
-                device_owner=ROUTER_INTERFACE,
+                device_owner=interface_owner(router),
                 device_id=router.id,
                 status="ACTIVE",
                 port_security_enabled=False,
@@ -375,7 +433,7 @@ async def add_interface(request: Request) -> Response:
         else:
             iface = await session.get(Port, port.id)
             iface.device_owner, iface.device_id, iface.status = (
-                ROUTER_INTERFACE,
+                interface_owner(router),
                 router.id,
                 "ACTIVE",
             )
@@ -450,7 +508,7 @@ async def _change_routes(request: Request, adding: bool) -> Response:
 
     router = await write_retrying(service.db, work)
     await service.changed()
-    return show(request, "router", (await render_routers(service, [router]))[0])
+    return await _router_response(request, service, ctx, router)
 
 
 async def add_routes(request: Request) -> Response:

@@ -20,10 +20,14 @@ class NetworkDriver(abc.ABC):
 
     name = "abstract"
     vif_type = "bridge"  # a bound port's binding:vif_type
+    # Neutron's L3 agent_mode: `legacy` agents are never given distributed routers;
+    # `dvr_snat` ones host them whole, and route their subnets' east-west traffic where
+    # they have ports of them.
+    agent_mode = "legacy"
 
     def configurations(self) -> dict[str, Any]:
         """What the agent reports about this driver (the agents API's configurations)."""
-        return {"driver": self.name}
+        return {"driver": self.name, "agent_mode": self.agent_mode}
 
     async def watch(self, changed: Callable[[], Awaitable[None]]) -> None:
         """Run for the agent's life, awaiting `changed()` when the host changed by

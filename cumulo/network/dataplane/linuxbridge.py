@@ -177,7 +177,11 @@ class LinuxBridgeDriver(NetworkDriver):
     def configurations(self) -> dict[str, Any]:
         # How a compute host plugs a guest: its tap into the network's bridge in `netns`.
         vif = {"type": "bridge", "details": {"port_filter": True, "netns": self.host_ns}}
-        reported: dict[str, Any] = {"driver": self.name, "vif": {**vif, "bridge_per_network": True}}
+        reported: dict[str, Any] = {
+            "driver": self.name,
+            "agent_mode": self.agent_mode,
+            "vif": {**vif, "bridge_per_network": True},
+        }
         if self.physical:
             reported["interface_mappings"] = dict(self.physical)
         if self.vxlan is not None:

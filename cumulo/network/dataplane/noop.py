@@ -12,6 +12,7 @@ from cumulo.network.dataplane.driver import NetworkDriver, Wired
 
 class NoopDriver(NetworkDriver):
     name = "noop"
+    agent_mode = "dvr_snat"  # records any router it is given, distributed ones too
 
     def __init__(self) -> None:
         self.state: dict[str, Any] = {"networks": [], "ports": [], "routers": []}

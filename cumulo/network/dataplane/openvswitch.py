@@ -89,6 +89,7 @@ def tools_available() -> bool:
 class OpenvSwitchDriver(LinuxBridgeDriver):
     name = "openvswitch"
     vif_type = "ovs"
+    agent_mode = "dvr_snat"  # hosts distributed routers; see the DVR flows below
 
     def __init__(self, state_dir: Path, scope: str | None = None, metadata_proxy: Any = None):
         super().__init__(state_dir, scope, metadata_proxy)
@@ -122,6 +123,7 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         }
         return {
             "driver": self.name,
+            "agent_mode": self.agent_mode,
             "datapath_type": self.datapath,
             "integration_bridge": INTEGRATION,
             "bridge_mappings": {"public": EXTERNAL, **self.physical_bridges()},

@@ -33,7 +33,7 @@ from cumulo.network.models import (
     SecurityGroupRule,
     Subnet,
 )
-from cumulo.network.ports import DHCP, ROUTER_GATEWAY, ROUTER_INTERFACE
+from cumulo.network.ports import DHCP, ROUTER_GATEWAY, ROUTER_INTERFACES
 
 # The port columns the state needs: not the JSON ones (binding profile, extra DHCP
 # options; address pairs are read for this host's ports only), decoding them for every
@@ -129,7 +129,7 @@ def _tunnels(loaded: dict[str, Any], host: str) -> dict[str, Any] | None:
     for p in loaded["ports"]:
         if p.device_owner == DHCP:
             where = dhcp_hosts[p.network_id]
-        elif p.device_owner in (ROUTER_INTERFACE, ROUTER_GATEWAY):
+        elif p.device_owner in (*ROUTER_INTERFACES, ROUTER_GATEWAY):
             where = l3_hosts[p.device_id]
         elif p.host and binds(agents.get(p.host), segments[p.network_id]):
             # Its active binding's host only: an inactive one (a live migration's
@@ -238,7 +238,7 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
     routed = {
         a.subnet_id
         for p in ports
-        if p.device_owner == ROUTER_INTERFACE
+        if p.device_owner in ROUTER_INTERFACES
         for a in ips[p.id]
         if a.ip_address == subnets[a.subnet_id].gateway_ip
     }
@@ -321,7 +321,7 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
     for r in routers:
         if r.id not in loaded["l3_routers"]:
             continue  # not scheduled to this host's L3 agent
-        legs = [p for p in ports if p.device_id == r.id and p.device_owner == ROUTER_INTERFACE]
+        legs = [p for p in ports if p.device_id == r.id and p.device_owner in ROUTER_INTERFACES]
         gw = port_by_id.get(r.gw_port_id or "")
         gateway = None
         if gw is not None and gw.device_owner == ROUTER_GATEWAY:

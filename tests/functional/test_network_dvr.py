@@ -1,0 +1,207 @@
+"""Distributed routers (Neutron's `dvr` and `router-admin-state-down-before-update`
+extensions) through openstacksdk, the `openstack` CLI and plain HTTP: who may make and
+see them, the default from `[network] router_distributed`, migration only while the
+router is down, and scheduling (never on `legacy` L3 agents)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from openstack import exceptions
+
+from cumulo.network.agents import report_state as heartbeat
+from cumulo.network.dataplane.agent import agent_topic
+from tests.cloudrunner import CloudRunner
+
+ACTIVE_MIGRATION = (
+    "Bad router request: Cannot change the 'distributed' attribute of active routers. "
+    "Please set router admin_state_up to False prior to upgrade."
+)
+
+
+def _name() -> str:
+    return f"dvr-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def conn(cloud: CloudRunner):
+    return cloud.sdk()
+
+
+@pytest.fixture(scope="module")
+def demo(cloud: CloudRunner):
+    return cloud.sdk("cumulo-demo")
+
+
+def _http(cloud: CloudRunner, method: str, path: str, body: dict | None = None, token=None):
+    url = f"http://127.0.0.1:{cloud.config.ports.network}/v2.0{path}"
+    return httpx.request(method, url, json=body, headers={"X-Auth-Token": token or cloud.token()})
+
+
+@pytest.fixture()
+def network_config(cloud: CloudRunner) -> Iterator:
+    """The in-process cloud's [network] settings, put back after the test."""
+    config = cloud.cloud.network.config.network
+    saved = (config.enable_dvr, config.router_distributed)
+    yield config
+    config.enable_dvr, config.router_distributed = saved
+
+
+def test_an_admin_makes_a_distributed_router_whose_interfaces_are_dvr_interfaces(
+    cloud: CloudRunner, conn
+):
+    made = cloud.openstack("router", "create", "--distributed", _name(), "-f", "json")
+    assert made["distributed"] is True
+    router = conn.network.get_router(made["id"])
+    assert router.is_distributed is True
+    central = conn.network.create_router(name=_name(), distributed=False)
+    assert central.is_distributed is False
+    assert conn.network.create_router(name=_name()).is_distributed is False  # the default
+    net = conn.network.create_network(name=_name())
+    subnet = conn.network.create_subnet(network_id=net.id, cidr="10.91.0.0/24", ip_version=4)
+    conn.network.add_interface_to_router(router, subnet_id=subnet.id)
+    (leg,) = conn.network.ports(device_id=router.id)
+    assert leg.device_owner == "network:router_interface_distributed"
+    assert leg.fixed_ips[0]["ip_address"] == "10.91.0.1"
+    # Still a router interface for every rule that looks for one.
+    with pytest.raises(exceptions.ConflictException):
+        conn.network.delete_router(router)
+    ids = {r.id for r in conn.network.routers(is_distributed=True)}
+    assert router.id in ids and central.id not in ids
+    conn.network.remove_interface_from_router(router, subnet_id=subnet.id)
+    conn.network.delete_network(net)
+    for r in (router, central):
+        conn.network.delete_router(r)
+
+
+def test_a_member_may_neither_choose_nor_see_distributed(cloud: CloudRunner, demo):
+    # Neutron's create_router:distributed: any value given is the admin's to give.
+    for value in (True, False):
+        with pytest.raises(exceptions.ForbiddenException, match="create_router:distributed"):
+            demo.network.create_router(name=_name(), distributed=value)
+    router = demo.network.create_router(name=_name())
+    token = cloud.token("demo", project="demo")
+    shown = _http(cloud, "GET", f"/routers/{router.id}", token=token).json()["router"]
+    assert "distributed" not in shown
+    listed = _http(cloud, "GET", "/routers", token=token).json()["routers"]
+    assert all("distributed" not in r for r in listed)
+    refused = _http(
+        cloud, "PUT", f"/routers/{router.id}", {"router": {"distributed": True}}, token=token
+    )
+    assert refused.status_code == 403
+    assert refused.json()["NeutronError"]["type"] == "PolicyNotAuthorized"
+    assert "update_router:distributed" in refused.json()["NeutronError"]["message"]
+    assert _http(cloud, "GET", f"/routers/{router.id}").json()["router"]["distributed"] is False
+    demo.network.delete_router(router)
+
+
+def test_a_router_changes_between_centralized_and_distributed_only_while_down(cloud, conn):
+    router = conn.network.create_router(name=_name())
+    net = conn.network.create_network(name=_name())
+    subnet = conn.network.create_subnet(network_id=net.id, cidr="10.92.0.0/24", ip_version=4)
+    conn.network.add_interface_to_router(router, subnet_id=subnet.id)
+    path = f"/routers/{router.id}"
+    # Up, or taken down in the same request (the router must be down before it).
+    for body in ({"distributed": True}, {"distributed": True, "admin_state_up": False}):
+        refused = _http(cloud, "PUT", path, {"router": body})
+        assert refused.status_code == 400
+        assert refused.json()["NeutronError"] == {
+            "type": "BadRequest",
+            "message": ACTIVE_MIGRATION,
+            "detail": "",
+        }
+    shown = _http(cloud, "GET", path).json()["router"]
+    assert (shown["distributed"], shown["admin_state_up"]) == (False, True)  # nothing changed
+    conn.network.update_router(router, is_admin_state_up=False)
+    assert conn.network.update_router(router, distributed=True).is_distributed is True
+    (leg,) = conn.network.ports(device_id=router.id)
+    assert leg.device_owner == "network:router_interface_distributed"
+    # The same value again is no migration: allowed while up.
+    conn.network.update_router(router, is_admin_state_up=True)
+    assert _http(cloud, "PUT", path, {"router": {"distributed": True}}).status_code == 200
+    refused = _http(cloud, "PUT", path, {"router": {"distributed": False}})
+    assert refused.status_code == 400
+    conn.network.update_router(router, is_admin_state_up=False)
+    cloud.openstack("router", "set", "--centralized", router.id)
+    assert conn.network.get_router(router.id).is_distributed is False
+    (leg,) = conn.network.ports(device_id=router.id)
+    assert leg.device_owner == "network:router_interface"
+    bad = _http(cloud, "PUT", path, {"router": {"distributed": "maybe"}})
+    assert bad.status_code == 400 and bad.json()["NeutronError"]["type"] == "InvalidInput"
+    conn.network.remove_interface_from_router(router, subnet_id=subnet.id)
+    conn.network.delete_network(net)
+    conn.network.delete_router(router)
+
+
+def test_routers_are_distributed_by_default_when_the_cloud_says_so(conn, network_config):
+    network_config.router_distributed = True
+    router = conn.network.create_router(name=_name())
+    assert router.is_distributed is True
+    assert conn.network.create_router(name=_name(), distributed=False).is_distributed is False
+    for r in conn.network.routers(name=router.name):
+        conn.network.delete_router(r)
+    for r in conn.network.routers(is_distributed=False):
+        if r.name.startswith("dvr-"):
+            conn.network.delete_router(r)
+
+
+def test_without_enable_dvr_the_extensions_and_the_attribute_are_gone(cloud, network_config):
+    aliases = {e["alias"] for e in _http(cloud, "GET", "/extensions").json()["extensions"]}
+    assert {"dvr", "router-admin-state-down-before-update"} <= aliases
+    assert _http(cloud, "GET", "/extensions/dvr").json()["extension"]["name"] == (
+        "Distributed Virtual Router"
+    )
+    network_config.enable_dvr = False
+    aliases = {e["alias"] for e in _http(cloud, "GET", "/extensions").json()["extensions"]}
+    assert "dvr" not in aliases and "router-admin-state-down-before-update" not in aliases
+    assert _http(cloud, "GET", "/extensions/dvr").status_code == 404
+    refused = _http(cloud, "POST", "/routers", {"router": {"name": _name(), "distributed": True}})
+    assert refused.status_code == 400
+    assert refused.json()["NeutronError"]["message"] == "Unrecognized attribute(s) 'distributed'"
+    made = _http(cloud, "POST", "/routers", {"router": {"name": _name()}}).json()["router"]
+    assert "distributed" not in made
+    assert _http(cloud, "DELETE", f"/routers/{made['id']}").status_code == 204
+
+
+def test_a_legacy_l3_agent_is_never_given_a_distributed_router(cloud: CloudRunner, conn):
+    service = cloud.cloud.network
+    legacy = f"legacy-{uuid.uuid4().hex[:6]}"  # a linuxbridge host: agent_mode legacy
+    conf = {"driver": "linuxbridge", "agent_mode": "legacy"}
+    cloud.run_async(heartbeat(service, legacy, agent_topic(legacy), conf, True))
+    try:
+        agents = {a.agent_type: a for a in conn.network.agents(host=legacy)}
+        l3 = agents["L3 agent"]
+        assert l3.configuration["agent_mode"] == "legacy"
+        own = {a.agent_type: a for a in conn.network.agents(host=service.agent.host)}
+        assert own["L3 agent"].configuration["agent_mode"] == "dvr_snat"  # the noop driver
+        central = conn.network.create_router(name=_name())
+        dvr = conn.network.create_router(name=_name(), distributed=True)
+        hosting = {
+            r.id: {a.host for a in conn.network.routers_hosting_l3_agents(r)}
+            for r in (central, dvr)
+        }
+        assert legacy in hosting[central.id] and legacy not in hosting[dvr.id]
+        assert service.agent.host in hosting[dvr.id]
+        refused = _http(cloud, "POST", f"/agents/{l3.id}/l3-routers", {"router_id": dvr.id})
+        assert refused.status_code == 409
+        assert refused.json()["NeutronError"] == {
+            "type": "RouterL3AgentMismatch",
+            "message": f"Cannot host distributed router {dvr.id} on legacy L3 agent {l3.id}.",
+            "detail": "",
+        }
+        # A heartbeat (auto-scheduling) does not take it either.
+        cloud.run_async(heartbeat(service, legacy, agent_topic(legacy), conf, False))
+        assert legacy not in {a.host for a in conn.network.routers_hosting_l3_agents(dvr)}
+        # Made distributed, a router leaves the legacy agent.
+        conn.network.update_router(central, is_admin_state_up=False)
+        conn.network.update_router(central, distributed=True)
+        hosts = {a.host for a in conn.network.routers_hosting_l3_agents(central)}
+        assert hosts == {service.agent.host}
+        for r in (central, dvr):
+            conn.network.delete_router(r)
+    finally:
+        for agent in conn.network.agents(host=legacy):
+            conn.network.delete_agent(agent)
