@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cumulo.common.db import utcnow
 from cumulo.network.core import NetworkService, new_id
+from cumulo.network.dvr import DVR_MODES, ensure_host_mac
 from cumulo.network.models import Agent, NetworkDhcpAgent, Port, Router, RouterL3Agent
 from cumulo.network.ports import DHCP
 
@@ -123,6 +124,8 @@ async def report_state(
             await session.flush()
             if agent_type in BINDINGS:
                 given |= await _auto_schedule(session, row, everything=agent_type not in known)
+        if configurations.get("agent_mode") in DVR_MODES:
+            await ensure_host_mac(session, host, service.config.network.dvr_base_mac)
         return given
 
     # Two hosts' first heartbeats bind the same networks at once: on MariaDB one of

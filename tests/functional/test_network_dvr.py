@@ -14,6 +14,7 @@ from openstack import exceptions
 
 from cumulo.network.agents import report_state as heartbeat
 from cumulo.network.dataplane.agent import agent_topic
+from cumulo.network.dataplane.state import desired_state
 from tests.cloudrunner import CloudRunner
 
 ACTIVE_MIGRATION = (
@@ -205,3 +206,90 @@ def test_a_legacy_l3_agent_is_never_given_a_distributed_router(cloud: CloudRunne
     finally:
         for agent in conn.network.agents(host=legacy):
             conn.network.delete_agent(agent)
+
+
+def test_a_distributed_router_runs_its_interfaces_on_every_host_with_its_guests(
+    cloud: CloudRunner, conn
+):
+    """The desired state of two tunnelling dvr_snat hosts: the router's own host runs it
+    whole; the other, with a guest on one of its networks, its interfaces only (no
+    gateway, floating IPs or extra routes: north-south stays central), and each knows its
+    DVR MAC and the other's."""
+    service = cloud.cloud.network
+    tag = uuid.uuid4().hex[:6]
+    hosts = {f"dvr-a-{tag}": "192.0.2.61", f"dvr-b-{tag}": "192.0.2.62"}
+    for host, address in hosts.items():
+        conf = {"driver": "openvswitch", "agent_mode": "dvr_snat", "tunneling_ip": address}
+        cloud.run_async(heartbeat(service, host, agent_topic(host), conf, True))
+    try:
+        public = conn.network.find_network("public")
+        router = conn.network.create_router(
+            name=_name(), distributed=True, external_gateway_info={"network_id": public.id}
+        )
+        (central,) = [
+            a.host for a in conn.network.routers_hosting_l3_agents(router) if a.host in hosts
+        ]
+        (other,) = set(hosts) - {central}
+        nets, subnets = [], []
+        for i in (1, 2):
+            nets.append(conn.network.create_network(name=_name()))
+            subnets.append(conn.network.create_subnet(
+                network_id=nets[-1].id, cidr=f"10.9{i}.7.0/24", ip_version=4))  # fmt: skip
+            conn.network.add_interface_to_router(router, subnet_id=subnets[-1].id)
+        guest = conn.network.create_port(
+            network_id=nets[0].id, device_owner="compute:nova", binding_host_id=other
+        )
+        fip = conn.network.create_ip(floating_network_id=public.id, port_id=guest.id)
+        conn.network.update_router(router, routes=[{"destination": "10.99.0.0/16",
+                                                     "nexthop": "10.91.7.50"}])  # fmt: skip
+
+        def routers_of(host: str) -> dict:
+            state = cloud.run_async(desired_state(service, host))
+            return state, {r["id"]: r for r in state["routers"]}
+
+        state, routers = routers_of(central)
+        whole = routers[router.id]
+        assert (whole["distributed"], whole["central"]) == (True, True)
+        assert whole["gateway"] is not None and whole["routes"]
+        assert [f["floating_ip"] for f in whole["floating_ips"]] == [fip.floating_ip_address]
+        macs = state["dvr"]
+        state, routers = routers_of(other)
+        local = routers[router.id]
+        assert (local["distributed"], local["central"]) == (True, False)
+        assert (local["gateway"], local["floating_ips"], local["routes"]) == (None, [], [])
+        # Both interfaces, the same addresses and MACs as the router's own host's.
+        assert sorted(i["mac"] for i in local["interfaces"]) == sorted(
+            i["mac"] for i in whole["interfaces"]
+        )
+        assert {a["ip"] for i in local["interfaces"] for a in i["addresses"]} == {
+            "10.91.7.1", "10.92.7.1"
+        }  # fmt: skip
+        assert state["dvr"]["peers"] == [macs["mac"]] and macs["peers"] == [state["dvr"]["mac"]]
+        assert state["dvr"]["mac"].startswith("fa:16:3f:") and macs["mac"] != state["dvr"]["mac"]
+        # The gateway's MAC is pinned to the router's own host (where north-south goes).
+        pinned = dict(map(tuple, state["tunnel"]["macs"][nets[0].id]))
+        gateway_mac = next(i["mac"] for i in whole["interfaces"] if i["network_id"] == nets[0].id)
+        assert pinned[gateway_mac] == hosts[central]
+        # A centralized router on the guest's network runs only where it is hosted.
+        plain = conn.network.create_router(name=_name())
+        leg = conn.network.create_port(network_id=nets[0].id)
+        conn.network.add_interface_to_router(plain, port_id=leg.id)
+        hosted = {a.host for a in conn.network.routers_hosting_l3_agents(plain)}
+        for host in hosts:
+            assert (plain.id in routers_of(host)[1]) == (host in hosted)
+        conn.network.remove_interface_from_router(plain, port_id=leg.id)
+        # The guest gone, the other host no longer runs the router.
+        conn.network.delete_ip(fip)
+        conn.network.delete_port(guest)
+        assert router.id not in routers_of(other)[1]
+        conn.network.update_router(router, routes=[])
+        for subnet in subnets:
+            conn.network.remove_interface_from_router(router, subnet_id=subnet.id)
+        for net in nets:
+            conn.network.delete_network(net)
+        for r in (router, plain):
+            conn.network.delete_router(r)
+    finally:
+        for host in hosts:
+            for agent in conn.network.agents(host=host):
+                conn.network.delete_agent(agent)

@@ -43,7 +43,7 @@ from cumulo.network.errors import (
     RouterL3AgentMismatch,
     RouterNotHostedByL3Agent,
 )
-from cumulo.network.models import Agent, Network, Router
+from cumulo.network.models import Agent, DvrHostMac, Network, Router
 from cumulo.network.ports import write_retrying
 
 
@@ -119,12 +119,15 @@ async def update_agent(request: Request) -> Response:
 
 
 async def delete_agent(request: Request) -> Response:
-    """An agent row goes; a living agent makes it again with its next heartbeat."""
+    """An agent row goes; a living agent makes it again with its next heartbeat. The
+    host's last agent gone, so is its DVR MAC (as Neutron's dvr_mac_db)."""
     service = service_of(request)
     agent = await _agent(service, request)
 
     async def work(session) -> None:
         await session.execute(delete(Agent).where(Agent.id == agent.id))
+        if not await session.scalar(select(Agent.id).where(Agent.host == agent.host).limit(1)):
+            await session.execute(delete(DvrHostMac).where(DvrHostMac.host == agent.host))
 
     await write_retrying(service.db, work)
     return no_content()

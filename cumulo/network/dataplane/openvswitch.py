@@ -35,6 +35,9 @@ metadata proxy, resync and cleanup are the same code); what differs is the switc
   it (`ovs_tunnel_peers` overrides the flood lists); its VNI its
   `provider:segmentation_id` when it has one. The tunnels' host interface is moved
   onto `br-phy`, which holds the local address.
+- Distributed routers (agent mode `dvr_snat`): routed between their subnets on every
+  host with a guest on them, each host's DVR MAC on what its routers send into the
+  tunnels, north-south on the router's own host (ovs_dvr).
 
 `ovs-vsctl --db=unix:<run dir>/db.sock show` and `OVS_RUNDIR=<run dir> ovs-ofctl
 dump-flows br-int` tell an operator what is wired.
@@ -55,6 +58,7 @@ from typing import Any
 from cumulo.network.dataplane import commands as cmd
 from cumulo.network.dataplane.driver import Wired
 from cumulo.network.dataplane.linuxbridge import PREFIX, LinuxBridgeDriver, tap_name
+from cumulo.network.dataplane.ovs_dvr import gateway_legs, integration_dvr_flows, tunnel_dvr_flows
 from cumulo.network.dataplane.ovs_firewall import (
     COOKIE,
     DROP_ALL,
@@ -463,6 +467,15 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
             vlans = {net_id: vlan for net_id, (vlan, _, _) in networks.items()}
             flows += "".join(f"{f}\n" for f in tunnel_ingress_flows(patch_tun, vlans))
             bridges[TUNNEL] = tunnel_flows(patch_int, list(tunnels.values()), networks, pinned, arp)
+            dvr = state.get("dvr")
+            if dvr:  # distributed routers routed here (ovs_dvr)
+                legs = gateway_legs(state["routers"], vlans)
+                flows += "".join(
+                    f"{f}\n" for f in integration_dvr_flows(patch_tun, legs, dvr["peers"])
+                )
+                bridges[TUNNEL] += "".join(
+                    f"{f}\n" for f in tunnel_dvr_flows(patch_int, legs, dvr["mac"])
+                )
             bridges[UNDERLAY] = f"cookie={COOKIE},table=0,priority=0,actions=NORMAL\n"
         work = self._replace_flows({INTEGRATION: flows, **bridges})
         pids = self.daemons.pids()

@@ -4,6 +4,14 @@ Plain JSON (it travels over the bus): networks with their subnets and DHCP lease
 the ports bound to the host with their security group rules expanded (remote
 groups become the member ports' addresses), and routers with interfaces, gateway,
 extra routes and floating IPs.
+
+Distributed routers (Neutron's DVR, agent mode `dvr_snat` on openvswitch): the host
+their L3 agent is bound to runs them whole (SNAT, floating IPs, extra routes: north-
+south, as Neutron's `dvr_no_external` compute hosts leave it to the central one); every
+other tunnelling, non-legacy host with a guest's port on one of their networks runs
+their interfaces only (`central` false), with the same addresses and MACs, and routes
+between their subnets itself (see ovs_dvr for the flows, and `dvr`: this host's DVR MAC
+and the other hosts').
 """
 
 from __future__ import annotations
@@ -20,8 +28,10 @@ from cumulo.network.agents import AGENT_DOWN_TIME, DHCP_AGENT, L3_AGENT, served
 from cumulo.network.binding import HostAgent, Segment, binds, host_agents, vif_binding
 from cumulo.network.core import NetworkService
 from cumulo.network.dataplane.ovs_firewall import segment_vni
+from cumulo.network.dvr import DVR_MODES
 from cumulo.network.models import (
     Agent,
+    DvrHostMac,
     FloatingIp,
     IpAllocation,
     Network,
@@ -69,6 +79,7 @@ def _load(s: Session, host: str) -> dict[str, Any]:
         "bindings": rows(PortSecurityGroup),
         "rules": rows(SecurityGroupRule),
         "routers": rows(Router),
+        "dvr_macs": s.execute(select(DvrHostMac.host, DvrHostMac.mac_address)).all(),
         "fips": rows(FloatingIp, FloatingIp.__table__.c.port_id.is_not(None)),
         # What the schedulers gave this host: DHCP for these networks, these routers.
         "dhcp_networks": set(s.scalars(served(DHCP_AGENT, host))),
@@ -318,13 +329,23 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
     ]
     state_routers = []
     port_by_id = {p.id: p for p in ports}
+    tunnel = _tunnels(loaded, host)
+    dvr = _dvr(loaded, host) if tunnel is not None else None
+    legs_of: dict[str, list[Any]] = defaultdict(list)
+    for p in ports:
+        if p.device_owner in ROUTER_INTERFACES:
+            legs_of[p.device_id].append(p)
+    # Networks with a guest's port bound here: where distributed routers route locally.
+    guests_here = {p.network_id for p in ports if p.host == host and _is_guest(p)}
     for r in routers:
-        if r.id not in loaded["l3_routers"]:
-            continue  # not scheduled to this host's L3 agent
-        legs = [p for p in ports if p.device_id == r.id and p.device_owner in ROUTER_INTERFACES]
+        central = r.id in loaded["l3_routers"]
+        legs = legs_of[r.id]
+        local = dvr is not None and r.distributed and any(p.network_id in guests_here for p in legs)
+        if not (central or local):
+            continue  # not scheduled to this host's L3 agent, nor distributed here
         gw = port_by_id.get(r.gw_port_id or "")
         gateway = None
-        if gw is not None and gw.device_owner == ROUTER_GATEWAY:
+        if central and gw is not None and gw.device_owner == ROUTER_GATEWAY:
             gw_subnet = subnets[ips[gw.id][0].subnet_id] if ips[gw.id] else None
             gateway = {
                 "port_id": gw.id,
@@ -337,8 +358,10 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
             {
                 "id": r.id,
                 "admin_state_up": r.admin_state_up,
+                "distributed": r.distributed,
+                "central": central,
                 "enable_snat": r.enable_snat,
-                "routes": r.routes,
+                "routes": r.routes if central else [],
                 "gateway": gateway,
                 "interfaces": [
                     {
@@ -352,7 +375,7 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
                 "floating_ips": [
                     {"floating_ip": f.floating_ip_address, "fixed_ip": f.fixed_ip_address}
                     for f in fips
-                    if f.router_id == r.id
+                    if central and f.router_id == r.id
                 ],
             }
         )
@@ -361,5 +384,22 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
         "networks": state_networks,
         "ports": state_ports,
         "routers": state_routers,
-        "tunnel": _tunnels(loaded, host),
+        "tunnel": tunnel,
+        "dvr": dvr,
     }
+
+
+def _is_guest(port: Any) -> bool:
+    """A port a guest holds (Neutron's DVR-serviceable compute ports), not the cloud's own."""
+    return not port.device_owner.startswith("network:")
+
+
+def _dvr(loaded: dict[str, Any], host: str) -> dict[str, Any] | None:
+    """This host's DVR MAC and those of the other tunnelling hosts (None when this
+    host's agent does not route distributed routers: a legacy agent, or no MAC yet)."""
+    confs = {h: conf or {} for h, conf, _ in loaded["tunnels"]}
+    macs = dict(loaded["dvr_macs"])
+    if confs.get(host, {}).get("agent_mode") not in DVR_MODES or host not in macs:
+        return None
+    peers = sorted(m for h, m in macs.items() if h != host and confs.get(h, {}).get("tunneling_ip"))
+    return {"mac": macs[host], "peers": peers}
