@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from cumulo.common.db import utcnow
 from cumulo.common.rpc import RemoteError
 from cumulo.common.service_client import ServiceError
+from cumulo.compute import vtpm
 from cumulo.compute.models import Allocation, ComputeService, Instance, InstanceFault, Migration
 from cumulo.compute.network import PortBindingFailed
 from cumulo.compute.scheduler.claims import COMPUTE_BINARY, release, resize_allocation
@@ -201,6 +202,13 @@ class MoveTasks:
             "force_hosts": [host] if host else [],
             "ignore_hosts": [*ignored, *ignore_hosts],
             "boot_from_volume": not inst.image_ref,
+            # The TPM of the flavor it moves with (a resize may add or change it).
+            "required_traits": sorted(
+                vtpm.required_traits(
+                    vtpm.instance_constraint({"system_metadata": inst.system_metadata}, flavor),
+                    flavor.get("extra_specs"),
+                )
+            ),
         }
         [dest] = await self.scheduler.select_destinations(ctx, spec, [claim_key])
         return dest

@@ -22,13 +22,14 @@ from cumulo.common.db import utcnow
 from cumulo.common.notifications import Notifier
 from cumulo.common.rpc import Endpoint, RemoteError, Transport
 from cumulo.common.service_client import ServiceClient, ServiceError, file_chunks, url_path
-from cumulo.compute import personality, rpcapi
+from cumulo.compute import personality, rpcapi, vtpm
 from cumulo.compute.conductor import InstanceNotFound, UnexpectedTaskState
 from cumulo.compute.device_metadata import build_device_metadata
 from cumulo.compute.image_cache import ImageCache
 from cumulo.compute.image_signature import ImageSignatureFailed, trusted_certs_of
 from cumulo.compute.manager_moves import HostMoves
 from cumulo.compute.manager_swap import VolumeSwap, keyed_lock
+from cumulo.compute.manager_vtpm import HostVTPM
 from cumulo.compute.network import NetworkClient, vifs_from_info
 from cumulo.compute.notifications import notify_instance
 from cumulo.compute.states import PowerState, TaskState, VmState
@@ -42,6 +43,7 @@ from cumulo.compute.virt.driver import (
     GuestNotFound,
     GuestSpec,
     ImageSpec,
+    VirtualTPM,
     host_uptime,
 )
 from cumulo.compute.volume_encryption import with_encryption
@@ -137,7 +139,7 @@ class _BuildAborted(Exception):
     """The instance was deleted (or taken over) while it was being built."""
 
 
-class ComputeManager(HostMoves, VolumeSwap, Endpoint):
+class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
     # Versioned notifications for consumers outside cumulo (set by whoever runs the host).
     notifier: Notifier | None = None
 
@@ -228,7 +230,10 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
             "disk_allocation_ratio": o.disk_allocation_ratio,
             "reserved_host_memory_mb": o.reserved_host_memory_mb,
             "reserved_host_disk_gb": o.reserved_host_disk_gb,
-            "traits": [RESCUE_BFV_TRAIT] if self.driver.supports_bfv_rescue else [],
+            "traits": [
+                *([RESCUE_BFV_TRAIT] if self.driver.supports_bfv_rescue else []),
+                *(vtpm.HOST_TRAITS if self.driver.supports_vtpm else ()),
+            ],
         }
         await self.conductor.compute_node_report(
             self.service_context, self.host, resources, o.availability_zone
@@ -365,6 +370,8 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
         token = ctx.get("auth_token") or ""
         step: str | None = None  # the sub-event in progress, finished with the error
         started = time.monotonic()
+        inst: dict[str, Any] = {}
+        had_secret = True
         try:
             step = "compute_networking"
             inst = await self._set_task(
@@ -406,6 +413,7 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
                 events=[{"event": step}],
                 reply=False,
             )
+            had_secret = vtpm.SECRET_UUID_KEY in (inst.get("system_metadata") or {})
             guest = await self._guest_spec(
                 token,
                 inst,
@@ -414,6 +422,7 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
                 image_meta=request_spec.get("image"),
                 block_devices=block_devices,
                 volume_tags=volume_tags,
+                tpm=await self._vtpm_for(ctx, inst),
             )
             await self.driver.spawn(guest)
             power = (await self.driver.get_info(instance_uuid)).state
@@ -448,6 +457,8 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
             LOG.warning("build of %s on %s failed: %s", instance_uuid, self.host, exc)
             await self._undo_build(token, instance_uuid, network_info)
             await self._release_volumes(ctx, instance_uuid)
+            if not had_secret:  # a TPM secret this build made goes with it
+                await self._delete_vtpm_secret(ctx, inst, forget=True)
             if step:
                 await self.conductor.action_event(
                     ctx, instance_uuid, step, host=self.host, finish=True, error=str(exc)
@@ -604,9 +615,10 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
         *,
         block_devices: tuple[BlockDevice, ...] = (),
         volume_tags: dict[str, str] | None = None,
+        tpm: VirtualTPM | None = None,
     ) -> GuestSpec:
         """The guest to spawn: its flavor, image, ports, volumes (`volume_tags`: their
-        device role tags) and config drive."""
+        device role tags), emulated TPM and config drive."""
         flavor = inst["flavor"]
         image = None
         root_volume_id = next((d.volume_id for d in block_devices if d.boot_index == 0), None)
@@ -661,6 +673,7 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
             image=image,
             vifs=vifs_from_info(network_info),
             block_devices=block_devices,
+            vtpm=tpm,
         )
         if not (inst.get("config_drive") or self.options.force_config_drive):
             return guest
@@ -744,6 +757,7 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
         await notify_instance(self.notifier, self.host, "instance.delete.start", inst)
         info = inst.get("network_info") or []
         await self._undo_build(token, instance_uuid, info)
+        await self._delete_vtpm_secret(ctx, inst)
         for bdm in await self.conductor.block_devices(ctx, instance_uuid):
             if bdm["attachment_id"]:
                 await self._drop_attachment(token, bdm["attachment_id"])
@@ -785,6 +799,8 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
         await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
         error = None
         try:
+            if self.driver.supports_vtpm and action in ("start", "reboot", "resume"):
+                await self._reopen_vtpm(ctx, await self._read(ctx, instance_uuid))
             await call(instance_uuid)
         except (DriverError, GuestNotFound) as exc:
             error = str(exc)
@@ -955,6 +971,10 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
             if revert:
                 await self.driver.revert_resize(instance_uuid)
             else:
+                # The TPM the new flavor gives (a secret made when it is the first).
+                kept = vtpm.SECRET_UUID_KEY in (inst.get("system_metadata") or {})
+                passphrase = await self.driver.vtpm_passphrase(instance_uuid) if kept else None
+                tpm = await self._vtpm_for(ctx, inst, flavor, passphrase)
                 await self.driver.resize(
                     instance_uuid,
                     FlavorSpec(
@@ -966,6 +986,7 @@ class ComputeManager(HostMoves, VolumeSwap, Endpoint):
                         swap_mb=flavor.get("swap", 0),
                         extra_specs=flavor.get("extra_specs", {}),
                     ),
+                    tpm,
                 )
             if was_running or (
                 revert and inst["system_metadata"].get("old_vm_state") == VmState.ACTIVE

@@ -140,9 +140,12 @@ class HostMoves:
         *,
         admin_password: str | None = None,
         image_meta: dict[str, Any] | None = None,
+        vtpm_passphrase: str | None = None,
     ):
         """The guest as this host runs it: its ports and volumes as bound here (the
-        encrypted ones with their keys: a key that cannot be had fails the move)."""
+        encrypted ones with their keys: a key that cannot be had fails the move), its
+        TPM opened with `vtpm_passphrase` (handed over by the host it comes from) or
+        the Key Manager's."""
         devices, tags = await self._connect_volumes(ctx, inst["uuid"])
         token = ctx.get("auth_token") or ""
         devices = tuple([await self._opened(token, device) for device in devices])
@@ -154,6 +157,7 @@ class HostMoves:
             image_meta,
             block_devices=devices,
             volume_tags=tags,
+            tpm=await self._vtpm_for(ctx, inst, passphrase=vtpm_passphrase),
         )
 
     # -- shelve ---------------------------------------------------------------------
@@ -391,6 +395,7 @@ class HostMoves:
             # The destination must bind the ports before the guest stops here.
             await self._bind_ports(await self._read(ctx, instance_uuid), migration["dest_compute"])
             was_running = await self._power(instance_uuid) == PowerState.RUNNING
+            handover = await self._vtpm_handover(await self._read(ctx, instance_uuid))
             disk_info = await self.driver.migrate_disk_and_power_off(instance_uuid)
             try:
                 await self._set_task(
@@ -411,6 +416,7 @@ class HostMoves:
                     migration,
                     disk_info,
                     was_running,
+                    vtpm_passphrase=handover,
                 )
             finally:
                 await self.driver.end_disk_export(instance_uuid)
@@ -440,6 +446,7 @@ class HostMoves:
         migration: dict[str, Any],
         disk_info: dict[str, Any],
         power_on: bool,
+        vtpm_passphrase: str | None = None,
     ) -> None:
         """On the destination: the disks copied in, the guest started with the new
         flavor; the server is then here, in VERIFY_RESIZE."""
@@ -448,7 +455,9 @@ class HostMoves:
         try:
             inst = await self._read(ctx, instance_uuid)
             network_info = await self._bind_ports(inst, self.host)
-            guest = await self._spec_here(ctx, {**inst, "flavor": flavor}, network_info)
+            guest = await self._spec_here(
+                ctx, {**inst, "flavor": flavor}, network_info, vtpm_passphrase=vtpm_passphrase
+            )
             await self.driver.finish_migration(guest, disk_info, power_on)
         except Exception as exc:
             await self._quietly(self.driver.destroy, instance_uuid)
@@ -566,7 +575,10 @@ class HostMoves:
         extended = migration.get("port_bindings") is not None
         moved_attachments: list[dict[str, Any]] = []
         try:
-            migrate_data = await rpc.pre_live_migration(ctx, dest, instance_uuid, migration)
+            handover = await self._vtpm_handover(await self._read(ctx, instance_uuid))
+            migrate_data = await rpc.pre_live_migration(
+                ctx, dest, instance_uuid, migration, vtpm_passphrase=handover
+            )
             moved_attachments = migrate_data.pop("volume_attachments", [])
             await self.conductor.migration_update(ctx, migration["id"], {"status": "running"})
 
@@ -628,7 +640,11 @@ class HostMoves:
         await self._event(ctx, instance_uuid, event, finish=True)
 
     async def pre_live_migration(
-        self, ctx: dict, instance_uuid: str, migration: dict[str, Any]
+        self,
+        ctx: dict,
+        instance_uuid: str,
+        migration: dict[str, Any],
+        vtpm_passphrase: str | None = None,
     ) -> dict[str, Any]:
         event = "compute_pre_live_migration"
         await self._event(ctx, instance_uuid, event)
@@ -643,7 +659,9 @@ class HostMoves:
                 # Bound here before the guest comes (a failure leaves it where it runs).
                 network_info = await self._bind_ports(inst, self.host)
             moved = await self._attach_volumes_here(ctx, instance_uuid)
-            guest = await self._spec_here(ctx, inst, network_info)
+            guest = await self._spec_here(
+                ctx, inst, network_info, vtpm_passphrase=vtpm_passphrase
+            )
             data = await self.driver.pre_live_migration(
                 guest, bool(migration.get("block_migration"))
             )

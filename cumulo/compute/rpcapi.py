@@ -645,9 +645,12 @@ class ComputeAPI:
         migration: dict[str, Any],
         disk_info: dict[str, Any],
         power_on: bool,
+        vtpm_passphrase: str | None = None,
     ) -> None:
         """To the destination: copy the disks in and start the guest there (a call: the
-        source keeps its export open until it returns)."""
+        source keeps its export open until it returns); `vtpm_passphrase`: what opens
+        the state of a TPM whose secret the source host keeps."""
+        extra = {"vtpm_passphrase": vtpm_passphrase} if vtpm_passphrase else {}
         await self._call(
             host,
             "finish_migration",
@@ -658,6 +661,7 @@ class ComputeAPI:
             migration=migration,
             disk_info=disk_info,
             power_on=power_on,
+            **extra,
         )
 
     async def revert_migration(
@@ -692,8 +696,16 @@ class ComputeAPI:
         )
 
     async def pre_live_migration(
-        self, ctx: Context, host: str, instance_uuid: str, migration: dict[str, Any]
+        self,
+        ctx: Context,
+        host: str,
+        instance_uuid: str,
+        migration: dict[str, Any],
+        vtpm_passphrase: str | None = None,
     ) -> dict[str, Any]:
+        """To the destination; `vtpm_passphrase`: the source host's passphrase of the
+        guest's TPM (a `host` policy one; Nova's vtpm_secret_value)."""
+        extra = {"vtpm_passphrase": vtpm_passphrase} if vtpm_passphrase else {}
         return await self._call(
             host,
             "pre_live_migration",
@@ -701,6 +713,7 @@ class ComputeAPI:
             timeout=600,
             instance_uuid=instance_uuid,
             migration=migration,
+            **extra,
         )
 
     async def post_live_migration_at_destination(

@@ -25,7 +25,7 @@ from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound, NotI
 from cumulo.common.policy import Policy
 from cumulo.common.rpc import RemoteError, Transport
 from cumulo.common.service_client import ServiceClient, ServiceError, url_path
-from cumulo.compute import image_properties, personality, quotas, rpcapi
+from cumulo.compute import image_properties, personality, quotas, rpcapi, vtpm
 from cumulo.compute.image_signature import with_trusted_certs
 from cumulo.compute.models import (
     BlockDeviceMapping,
@@ -273,6 +273,19 @@ class ComputeService(ServerMoves):
                     f"{flavor.root_gb * GiB} bytes, minimum disk is {image['min_disk']} GiB."
                 )
 
+    @staticmethod
+    def _check_vtpm(flavor: Flavor, image: dict[str, Any] | None) -> set[str]:
+        """Nova's get_vtpm_constraint at the API (400 with its message): the traits a
+        host needs for the TPM asked for, none when none is."""
+        extra_specs = flavor.extra_specs or {}
+        try:
+            config = vtpm.vtpm_constraint(
+                extra_specs, image or {}, flavor.name, (image or {}).get("name") or ""
+            )
+        except vtpm.VTPMInvalid as exc:
+            raise BadRequest(str(exc)) from None
+        return vtpm.required_traits(config, extra_specs)
+
     async def _check_networks(self, ctx: RequestContext, networks) -> list | str:
         if networks == "none":
             return "none"
@@ -373,6 +386,7 @@ class ComputeService(ServerMoves):
         else:
             image = await self._image(ctx, req.image_ref)
             self._check_flavor_fits_image(flavor, image)
+        tpm_traits = self._check_vtpm(flavor, image)
         networks = await self._check_networks(ctx, req.networks)
         az, force_hosts = await self._availability_zone(ctx, req.availability_zone)
         key_data, group = None, None
@@ -485,6 +499,7 @@ class ComputeService(ServerMoves):
             "same_host": req.same_host,
             "different_host": req.different_host,
             "boot_from_volume": boot_from_volume,
+            "required_traits": sorted(tpm_traits),
             # Travels to the host for the config drive; never stored.
             "admin_password": admin_pass,
             # The image record as read here: the host does not read it again.
@@ -925,6 +940,7 @@ class ComputeService(ServerMoves):
         self._check_lock(ctx, inst)
         if not inst.host:
             raise Conflict(f"Instance {inst.uuid} is not on a host.")
+        self._reject_vtpm(inst, "rebuild")
         image = await self._image(ctx, image_ref)
         root_volume = None if inst.image_ref else await self._root_volume(ctx, inst)
         reimage = None

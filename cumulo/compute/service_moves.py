@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest, Conflict, Forbidden, NotFound
 from cumulo.common.service_client import ServiceError
-from cumulo.compute import quotas
+from cumulo.compute import quotas, vtpm
 from cumulo.compute.models import ComputeNode, Flavor, Instance, Migration
 from cumulo.compute.models import ComputeService as ServiceRecord
 from cumulo.compute.scheduler.claims import COMPUTE_BINARY
@@ -104,6 +104,40 @@ class ServerMoves:
         if host == inst.host:
             raise BadRequest(f"Unable to migrate instance ({inst.uuid}) to current host ({host}).")
 
+    @staticmethod
+    def _reject_vtpm(inst: Instance, operation: str, unless_host_security: bool = False) -> None:
+        """Nova's reject_vtpm_instances: 400 for a server with an emulated TPM; with
+        `unless_host_security` its live-migration rule: only a TPM whose secret the host
+        keeps (hw:tpm_secret_security 'host') moves live."""
+        server = {"flavor": inst.flavor, "system_metadata": inst.system_metadata}
+        if vtpm.instance_constraint(server) is None:
+            return
+        extra_specs = (inst.flavor or {}).get("extra_specs")
+        if unless_host_security and vtpm.secret_security(extra_specs) == "host":
+            return
+        raise BadRequest(vtpm.operation_not_supported(operation, inst.uuid))
+
+    @staticmethod
+    def _check_vtpm_resize(inst: Instance, flavor: Flavor) -> None:
+        """The new flavor's TPM is one the server's image allows (400 as at create), and
+        no resize moves a TPM's secret to or from the service user (Nova's
+        _validate_vtpm_secret_security: 'deployment' to another policy or back)."""
+        server = {"flavor": inst.flavor, "system_metadata": inst.system_metadata}
+        new_specs = dict(flavor.extra_specs or {})
+        try:
+            new = vtpm.instance_constraint(server, {"name": flavor.name, "extra_specs": new_specs})
+        except vtpm.VTPMInvalid as exc:
+            raise BadRequest(str(exc)) from None
+        if new is None or vtpm.instance_constraint(server) is None:
+            return
+        old_security = vtpm.secret_security((inst.flavor or {}).get("extra_specs"))
+        new_security = vtpm.secret_security(new_specs)
+        if old_security != new_security and "deployment" in (old_security, new_security):
+            raise BadRequest(
+                "Resize between 'deployment' TPM secret security and other TPM secret "
+                "security modes is not supported."
+            )
+
     # -- shelve ---------------------------------------------------------------------
 
     @check_state(vm_state=[VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED])
@@ -112,6 +146,7 @@ class ServerMoves:
         when [compute] shelved_offload_time is 0."""
         self.policy.enforce("compute:servers:shelve", ctx, {"project_id": inst.project_id})
         self._check_lock(ctx, inst)
+        self._reject_vtpm(inst, "shelve")
         image_id = None
         if inst.image_ref:  # a volume-backed server keeps its volume instead
             image_id = await self._shelved_image(ctx, inst)
@@ -212,6 +247,7 @@ class ServerMoves:
         server only from 2.87 (`allow_bfv_rescue`), as Nova's stable device rescue."""
         self.policy.enforce("compute:servers:rescue", ctx, {"project_id": inst.project_id})
         self._check_lock(ctx, inst)
+        self._reject_vtpm(inst, "rescue")
         if not inst.host:
             raise Conflict(f"Instance {inst.uuid} is not on a host.")
         rescue_image = None
@@ -274,6 +310,7 @@ class ServerMoves:
             raise BadRequest("When resizing, instances must change flavor!")
         if flavor.root_gb < inst.flavor["root_gb"]:
             raise BadRequest("Resize error: Unable to resize disk down.")
+        self._check_vtpm_resize(inst, flavor)
         async with self.db.write() as s:
             try:
                 await s.run_sync(
@@ -394,6 +431,7 @@ class ServerMoves:
         self._check_lock(ctx, inst)
         if not inst.host:
             raise Conflict(f"Instance {inst.uuid} is not on a host.")
+        self._reject_vtpm(inst, "live-migration", unless_host_security=True)
         await self._check_target_host(inst, host)
         await self._record_action(ctx, inst, "live-migration")
         await self._set_task(inst, TaskState.MIGRATING, {None})
@@ -477,6 +515,7 @@ class ServerMoves:
         self.policy.enforce("compute:servers:evacuate", ctx, {"project_id": inst.project_id})
         if not inst.host:
             raise Conflict(f"Instance {inst.uuid} is not on a host.")
+        self._reject_vtpm(inst, "evacuate")
         if host is not None:
             if await self._compute_host(host) is None:
                 raise NotFound(f"Compute host {host} not found.")

@@ -132,6 +132,7 @@ async def load_host_states(
             n.reserved_host_disk_gb,
             n.hypervisor_type,
             n.cpu_arch,
+            n.traits,
         )
     )
     states = []
@@ -163,6 +164,7 @@ async def load_host_states(
                 up=up,
                 hypervisor_type=row[13],
                 cpu_arch=row[14],
+                traits=frozenset(row[15] or ()),
             )
         )
     return states

@@ -27,6 +27,8 @@ class HostState:
     up: bool = True
     hypervisor_type: str = "fake"
     cpu_arch: str = "x86_64"
+    # The capability traits the host reports (Nova's os-traits names).
+    traits: frozenset[str] = frozenset()
     instance_uuids: set[str] = field(default_factory=set)
 
     @property
@@ -60,6 +62,8 @@ class RequestSpec:
     num_instances: int = 1
     availability_zone: str | None = None
     image_properties: dict[str, Any] = field(default_factory=dict)
+    # Traits every chosen host must report (e.g. an emulated TPM's).
+    required_traits: frozenset[str] = frozenset()
     # Server group: policy "affinity" / "anti-affinity" and where its members run now.
     group_policy: str | None = None
     group_hosts: set[str] = field(default_factory=set)

@@ -42,6 +42,7 @@ def request_spec_from_dict(data: dict[str, Any], num_instances: int) -> RequestS
         num_instances=num_instances,
         availability_zone=data.get("availability_zone"),
         image_properties=data.get("image_properties") or {},
+        required_traits=frozenset(data.get("required_traits") or ()),
         force_hosts=list(data.get("force_hosts") or []),
         ignore_hosts=set(data.get("ignore_hosts") or []),
     )

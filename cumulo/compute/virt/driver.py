@@ -150,6 +150,21 @@ def require_encryption(device: BlockDevice) -> VolumeEncryption | None:
 
 
 @dataclass(frozen=True)
+class VirtualTPM:
+    """The emulated TPM a guest gets (Nova's vTPM): version 1.2 or 2.0, model tpm-tis
+    or tpm-crb, the secret policy (`user`: the host keeps the passphrase in memory only;
+    `host`: on its disk too, so the guest starts again after a host restart), the Key
+    Manager secret and its passphrase, which encrypts the TPM's state on the host (never
+    shown: repr, logs)."""
+
+    version: str
+    model: str
+    security: str
+    secret_uuid: str
+    passphrase: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class GuestSpec:
     uuid: str
     name: str
@@ -161,6 +176,7 @@ class GuestSpec:
     # Files of the config drive (path -> bytes), or None when no drive is wanted.
     config_drive: dict[str, bytes] | None = None
     admin_password: str | None = None
+    vtpm: VirtualTPM | None = None
 
 
 @dataclass(frozen=True)
@@ -277,6 +293,9 @@ class ComputeDriver(abc.ABC):
     # Whether a volume-backed guest can be rescued (its root volume attached after the
     # rescue disk); the host reports it as Nova's COMPUTE_RESCUE_BFV trait.
     supports_bfv_rescue: bool = False
+    # Whether guests can have an emulated TPM (GuestSpec.vtpm); the host then reports
+    # Nova's COMPUTE_SECURITY_TPM_* traits.
+    supports_vtpm: bool = False
 
     async def init_host(self, host: str) -> None:
         """Called once when the compute agent starts (reconnect to running guests here)."""
@@ -379,9 +398,10 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     async def get_available_resource(self) -> HostResources: ...
 
-    async def resize(self, uuid: str, flavor: FlavorSpec) -> None:
+    async def resize(self, uuid: str, flavor: FlavorSpec, vtpm: VirtualTPM | None = None) -> None:
         """Give a stopped guest the flavor's vCPUs, memory and (growing only) root disk,
-        keeping what revert_resize needs to undo it until confirm_resize."""
+        and `vtpm`, the TPM it has with that flavor (None: none), keeping what
+        revert_resize needs to undo it until confirm_resize."""
         raise DriverError(f"{type(self).__name__} cannot resize guests")
 
     async def confirm_resize(self, uuid: str) -> None:
@@ -416,6 +436,18 @@ class ComputeDriver(abc.ABC):
         """Where the guest's interactive serial port is: host, port, internal_access_path
         (a unix socket path on the guest's host, or None for host:port)."""
         raise ConsoleTypeUnavailable("Unavailable console type serial.")
+
+    # -- emulated TPM --------------------------------------------------------------------
+
+    async def vtpm_passphrase(self, uuid: str) -> str | None:
+        """The passphrase of the guest's TPM state as this host keeps it (None: the guest
+        has no TPM or the host no longer holds it, e.g. a `user` one after a restart)."""
+        return None
+
+    async def keep_vtpm_passphrase(self, uuid: str, passphrase: str) -> None:
+        """The passphrase of the guest's TPM, read again from the Key Manager: what the
+        next start of the guest opens its TPM state with."""
+        return None
 
     # -- device role tagging -----------------------------------------------------------
 

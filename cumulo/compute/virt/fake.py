@@ -9,6 +9,7 @@ thousands of hosts in one process) runs without QEMU.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ from cumulo.compute.virt.driver import (
     GuestSpec,
     HostResources,
     Vif,
+    VirtualTPM,
     copy_volume_data,
     pci_address,
     require_encryption,
@@ -57,6 +59,27 @@ class FakeGuest:
     slots: dict[tuple[str, str], int] = field(default_factory=dict)
     # The machine type it was made with (see FakeDriver.machine_type).
     machine_type: str | None = None
+    # Its emulated TPM's state: what it was sealed with (a digest of the passphrase the
+    # state is encrypted with), and the passphrase this host holds for it (None: not
+    # held, a `user` policy TPM after a restart); the state is opened at every start.
+    tpm_seal: str | None = None
+    tpm_passphrase: str | None = None
+
+    def open_tpm(self) -> None:
+        """A start opens the TPM state with the passphrase held: a wrong or missing one
+        fails the start, as swtpm cannot decrypt the state."""
+        tpm = self.spec.vtpm
+        if tpm is None:
+            return
+        if self.tpm_passphrase is None:
+            raise DriverError(f"the vTPM secret of guest {self.spec.uuid} is not on this host")
+        if self.tpm_seal is None:
+            self.tpm_seal = _seal(self.tpm_passphrase)
+            self.log(f"tpm: TPM {tpm.version} ({tpm.model}) state created")
+        elif self.tpm_seal != _seal(self.tpm_passphrase):
+            raise DriverError(f"the vTPM state of guest {self.spec.uuid} cannot be decrypted")
+        else:
+            self.log(f"tpm: TPM {tpm.version} ({tpm.model}) state opened")
 
     def log(self, line: str) -> None:
         self.console.append(line)
@@ -96,6 +119,8 @@ def _addresses(slots: dict[tuple[str, str], int]) -> tuple[DeviceAddress, ...]:
 class FakeDriver(ComputeDriver):
     hypervisor_type = "fake"
     supports_bfv_rescue = True
+    # A fake emulated TPM: its state sealed with the secret's passphrase (FakeGuest).
+    supports_vtpm = True
 
     def __init__(
         self,
@@ -157,8 +182,10 @@ class FakeDriver(ComputeDriver):
             guest,
             slots=_boot_layout(guest),
             machine_type=_chosen_machine_type(guest, self.machine_type),
+            tpm_passphrase=guest.vtpm.passphrase if guest.vtpm else None,
         )
         fake.log(f"fake guest {guest.name} ({guest.uuid}) booting on {self.hostname}")
+        fake.open_tpm()
         for vif in guest.vifs:
             fake.log(f"eth: {vif.mac} on network {vif.network_id} ips {','.join(vif.fixed_ips)}")
         for dev in guest.block_devices:
@@ -187,6 +214,8 @@ class FakeDriver(ComputeDriver):
         guest = self._guest(uuid)
         if not hard:
             self._require(guest, PowerState.RUNNING)
+        if guest.state != PowerState.RUNNING:
+            guest.open_tpm()
         guest.state = PowerState.RUNNING
         guest.started_at = time.monotonic()
         guest.log(f"{'hard' if hard else 'soft'} reboot")
@@ -198,6 +227,7 @@ class FakeDriver(ComputeDriver):
 
     async def power_on(self, uuid: str) -> None:
         guest = self._guest(uuid)
+        guest.open_tpm()
         guest.state = PowerState.RUNNING
         guest.started_at = time.monotonic()
         guest.log("power on")
@@ -220,6 +250,7 @@ class FakeDriver(ComputeDriver):
     async def resume(self, uuid: str) -> None:
         guest = self._guest(uuid)
         self._require(guest, PowerState.SUSPENDED)
+        guest.open_tpm()
         guest.state = PowerState.RUNNING
 
     async def get_console_output(self, uuid: str) -> str:
@@ -245,6 +276,20 @@ class FakeDriver(ComputeDriver):
         guest.log(f"virtio disk {device.device_name} attached at {pci_address(slot)}")
         if encryption is not None:
             guest.log(f"virtio disk {device.device_name} opened with {encryption.provider}")
+
+    async def vtpm_passphrase(self, uuid: str) -> str | None:
+        guest = self._guest(uuid)
+        return guest.tpm_passphrase if guest.spec.vtpm is not None else None
+
+    async def keep_vtpm_passphrase(self, uuid: str, passphrase: str) -> None:
+        self._guest(uuid).tpm_passphrase = passphrase
+
+    def forget_vtpm_passphrases(self) -> None:
+        """What a restart of a real host does to `user` policy TPMs: their passphrases,
+        held in memory only, are gone (`host` ones are kept on its disk)."""
+        for guest in self.guests.values():
+            if guest.spec.vtpm is not None and guest.spec.vtpm.security != "host":
+                guest.tpm_passphrase = None
 
     def volume_encryptions(self, uuid: str) -> dict[str, str]:
         """The provider each encrypted volume of the guest was opened with, by volume id
@@ -333,13 +378,15 @@ class FakeDriver(ComputeDriver):
         guest.volume_overlays[volume_id] = kept
         guest.log(f"volume {volume_id}: snapshot {snapshot_id} merged")
 
-    async def resize(self, uuid: str, flavor: FlavorSpec) -> None:
+    async def resize(self, uuid: str, flavor: FlavorSpec, vtpm: VirtualTPM | None = None) -> None:
         guest = self._guest(uuid)
         self._require(guest, PowerState.SHUTDOWN)
         if flavor.root_gb < guest.spec.flavor.root_gb:
             raise DriverError("a root disk cannot shrink")
         guest.before_resize = guest.spec
-        guest.spec = replace(guest.spec, flavor=flavor)
+        guest.spec = replace(guest.spec, flavor=flavor, vtpm=vtpm)
+        if vtpm is not None:
+            guest.tpm_passphrase = vtpm.passphrase
         guest.log(f"resized to {flavor.name}")
 
     async def confirm_resize(self, uuid: str) -> None:
@@ -460,7 +507,8 @@ class FakeDriver(ComputeDriver):
         guest = self._guest(uuid)
         guest.state = PowerState.SHUTDOWN
         guest.log("power off for migration")
-        return {"console": list(guest.console)}
+        tpm = _tpm_kind(guest.spec.vtpm) if guest.spec.vtpm else None
+        return {"console": list(guest.console), "tpm_seal": guest.tpm_seal, "tpm": tpm}
 
     async def finish_migration(
         self, guest: GuestSpec, disk_info: dict[str, Any], power_on: bool
@@ -473,6 +521,13 @@ class FakeDriver(ComputeDriver):
         moved.slots = _boot_layout(guest)
         moved.machine_type = _chosen_machine_type(guest, self.machine_type)
         moved.log(f"migrated to {self.hostname} as {guest.flavor.name}")
+        # The TPM state comes along (a TPM of the same version: Nova drops it otherwise).
+        before = disk_info.get("tpm_seal")
+        if guest.vtpm is not None:
+            moved.tpm_passphrase = guest.vtpm.passphrase
+            moved.tpm_seal = before if disk_info.get("tpm") == _tpm_kind(guest.vtpm) else None
+            if power_on:
+                moved.open_tpm()
         self.guests[guest.uuid] = moved
 
     async def pre_live_migration(self, guest: GuestSpec, block_migration: bool) -> dict[str, Any]:
@@ -502,7 +557,8 @@ class FakeDriver(ComputeDriver):
         self._forced.discard(uuid)
         await progress({"memory_processed": total, "memory_remaining": 0})
         guest.log(f"live migration to {migrate_data.get('host')} completed")
-        return {"state": int(guest.state), "console": list(guest.console)}
+        console = list(guest.console)
+        return {"state": int(guest.state), "console": console, "tpm_seal": guest.tpm_seal}
 
     async def post_live_migration_at_destination(self, uuid: str, result: dict[str, Any]) -> None:
         spec = self._incoming.pop(uuid, None)
@@ -512,6 +568,10 @@ class FakeDriver(ComputeDriver):
         moved.volumes = {d.volume_id: d for d in spec.block_devices}
         moved.slots = _boot_layout(spec)
         moved.machine_type = _chosen_machine_type(spec, self.machine_type)
+        if spec.vtpm is not None:  # the emulator's state came with the memory
+            moved.tpm_passphrase = spec.vtpm.passphrase
+            moved.tpm_seal = result.get("tpm_seal")
+            moved.open_tpm()
         moved.log(f"running on {self.hostname}")
         self.guests[uuid] = moved
 
@@ -532,6 +592,14 @@ class FakeDriver(ComputeDriver):
             memory_mb=self.memory_mb,
             local_gb=self.local_gb,
         )
+
+
+def _seal(passphrase: str) -> str:
+    return hashlib.sha256(passphrase.encode()).hexdigest()
+
+
+def _tpm_kind(tpm: VirtualTPM) -> str:
+    return f"{tpm.version}/{tpm.model}"
 
 
 def _read(path: str) -> bytes:

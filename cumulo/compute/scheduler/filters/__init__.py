@@ -19,6 +19,7 @@ from cumulo.compute.scheduler.filters.disk import DiskFilter
 from cumulo.compute.scheduler.filters.image_properties import ImagePropertiesFilter
 from cumulo.compute.scheduler.filters.ram import RamFilter
 from cumulo.compute.scheduler.filters.same_host import SameHostFilter
+from cumulo.compute.scheduler.filters.traits import RequiredTraitsFilter
 from cumulo.compute.scheduler.host_state import HostState, RequestSpec
 
 
@@ -35,6 +36,7 @@ DEFAULT_FILTERS: list[HostFilter] = [
     CoreFilter(),
     DiskFilter(),
     ImagePropertiesFilter(),
+    RequiredTraitsFilter(),
     ServerGroupAffinityFilter(),
     ServerGroupAntiAffinityFilter(),
     SameHostFilter(),

@@ -1,0 +1,125 @@
+"""A compute host's side of emulated TPMs (Nova's vTPM, cumulo.compute.vtpm): the
+secret a guest's TPM state is encrypted with, created in the Key Manager with the
+user's token at the first spawn and recorded on the server (`vtpm_secret_uuid`), read
+again with the user's token where the guest starts on a host that does not hold it,
+handed from host to host on a live migration (only a `host` policy allows one: the
+admin who asks cannot read the user's secret, Tempest's LiveMigrationWithVTPMTest), and
+deleted with the server.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from cumulo.common.service_client import ServiceClient, ServiceError
+from cumulo.compute import rpcapi, vtpm
+from cumulo.compute.virt.driver import ComputeDriver, DriverError, VirtualTPM
+
+LOG = logging.getLogger(__name__)
+
+
+class HostVTPM:
+    """Mixed into ComputeManager (driver, conductor, key_manager)."""
+
+    driver: ComputeDriver
+    conductor: rpcapi.ConductorAPI
+    key_manager: ServiceClient | None
+
+    async def _vtpm_for(
+        self,
+        ctx: dict,
+        inst: dict[str, Any],
+        flavor: dict[str, Any] | None = None,
+        passphrase: str | None = None,
+    ) -> VirtualTPM | None:
+        """The TPM the server has with its flavor (or `flavor`), None when none: its
+        secret created now when the server has none yet (recorded on it at once, and in
+        `inst`), else its passphrase as `passphrase` (handed over by the host the guest
+        comes from) or read with the caller's token. DriverError when it cannot be had:
+        a guest never gets a TPM whose state it cannot open."""
+        config = vtpm.instance_constraint(inst, flavor)
+        if config is None:
+            return None
+        flavor = flavor if flavor is not None else inst.get("flavor") or {}
+        security = vtpm.secret_security(flavor.get("extra_specs"))
+        token = ctx.get("auth_token") or ""
+        sysmeta = dict(inst.get("system_metadata") or {})
+        secret_uuid = sysmeta.get(vtpm.SECRET_UUID_KEY)
+        if passphrase is None:
+            if self.key_manager is None:
+                raise DriverError("this compute host has no Key Manager for the vTPM secret")
+            try:
+                if secret_uuid:
+                    passphrase = await vtpm.read_secret(self.key_manager, token, secret_uuid)
+                else:
+                    secret_uuid, passphrase = await vtpm.create_secret(
+                        self.key_manager, token, inst["uuid"]
+                    )
+                    sysmeta[vtpm.SECRET_UUID_KEY] = secret_uuid
+                    inst["system_metadata"] = sysmeta
+                    await self.conductor.instance_update(
+                        ctx, inst["uuid"], {"system_metadata": sysmeta}
+                    )
+            except ServiceError as exc:
+                raise DriverError(f"Key manager error: {_key_manager_error(exc)}") from None
+        if not secret_uuid:
+            raise DriverError(f"server {inst['uuid']} has no vTPM secret to hand over")
+        return VirtualTPM(config.version, config.model, security, secret_uuid, passphrase)
+
+    async def _vtpm_handover(self, inst: dict[str, Any]) -> str | None:
+        """What a live migration hands the destination: the passphrase this host keeps
+        for a `host` policy TPM (Nova's vtpm_secret_value in its migrate data)."""
+        extra_specs = (inst.get("flavor") or {}).get("extra_specs")
+        if vtpm.instance_constraint(inst) is None or vtpm.secret_security(extra_specs) != "host":
+            return None
+        passphrase = await self.driver.vtpm_passphrase(inst["uuid"])
+        if passphrase is None:
+            raise DriverError(
+                "TPM secret was not found. Try hard-rebooting the instance to recover."
+            )
+        return passphrase
+
+    async def _reopen_vtpm(self, ctx: dict, inst: dict[str, Any]) -> None:
+        """Before a start: a TPM whose passphrase this host no longer holds (a `user` one
+        after a host restart) gets it again from the Key Manager with the caller's
+        token, as Nova defines the libvirt secret again at a hard reboot (an admin
+        cannot read a user's secret: the start fails)."""
+        if vtpm.instance_constraint(inst) is None:
+            return
+        if await self.driver.vtpm_passphrase(inst["uuid"]) is not None:
+            return
+        tpm = await self._vtpm_for(ctx, inst)
+        if tpm is not None:
+            await self.driver.keep_vtpm_passphrase(inst["uuid"], tpm.passphrase)
+
+    async def _delete_vtpm_secret(
+        self, ctx: dict, inst: dict[str, Any], forget: bool = False
+    ) -> None:
+        """The server's secret deleted with the caller's token (a refusal is logged: the
+        server goes anyway, as Nova's delete_vtpm_secret); `forget` also drops it from
+        the server's system metadata (the server keeps no TPM)."""
+        secret_uuid = (inst.get("system_metadata") or {}).get(vtpm.SECRET_UUID_KEY)
+        if not secret_uuid or self.key_manager is None:
+            return
+        try:
+            await vtpm.remove_secret(self.key_manager, ctx.get("auth_token") or "", secret_uuid)
+        except Exception as exc:  # noqa: BLE001 - logged; the server is deleted anyway
+            LOG.warning("could not delete vTPM secret %s of %s: %s", secret_uuid, inst["uuid"], exc)
+            return
+        if forget:
+            sysmeta = {
+                k: v
+                for k, v in (inst.get("system_metadata") or {}).items()
+                if k != vtpm.SECRET_UUID_KEY
+            }
+            inst["system_metadata"] = sysmeta
+            await self.conductor.instance_update(ctx, inst["uuid"], {"system_metadata": sysmeta})
+
+
+def _key_manager_error(exc: ServiceError) -> str:
+    """Castellan's wording of a Key Manager refusal: `Forbidden: <Barbican's description>`."""
+    from cumulo.compute.volume_encryption import _reason
+
+    names = {403: "Forbidden", 404: "Not Found", 401: "Unauthorized"}
+    return f"{names.get(exc.status, exc.status)}: {_reason(exc)}"
