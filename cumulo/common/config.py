@@ -352,6 +352,10 @@ class VolumeBackendConfig(_Section):
     availability_zone: str = ""
     # More capabilities the scheduler matches volume types' extra specs against.
     capabilities: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # How hosts reach its volumes (Cinder's target_protocol): "" the file itself on this
+    # host and NBD from others; "iscsi" an iSCSI target through tgtd for every host
+    # (Cinder's LVM driver with target_helper tgtadm). Default: [volume] target_protocol.
+    target_protocol: str = Field("", pattern="^(|nbd|iscsi)$")
 
 
 class VolumeConfig(_Section):
@@ -373,6 +377,15 @@ class VolumeConfig(_Section):
     service_down_time: float = Field(60.0, gt=0)
     # Address NBD exports bind to (the storage network), for guests on other hosts.
     nbd_address: str = "127.0.0.1"
+    # The backends' target_protocol unless they set their own ("" or "iscsi", see
+    # VolumeBackendConfig), and the iSCSI portal (Cinder's target_ip_address and
+    # target_port; tgtd listens there when cumulo starts it) and target names' prefix.
+    target_protocol: str = Field("", pattern="^(|nbd|iscsi)$")
+    iscsi_address: str = "127.0.0.1"
+    iscsi_port: int = Field(3260, ge=1, le=65535)
+    target_prefix: str = Field(
+        "iqn.2010-10.org.openstack:", pattern=r"^(iqn|eui)\.[A-Za-z0-9.:-]+$"
+    )
     default_volume_type: str = "__DEFAULT__"
     availability_zone: str = "nova"
     list_limit: int = Field(1000, ge=1, description="largest page of a list")

@@ -137,7 +137,8 @@ async def connect(
     info = await backend_call(
         service.volume_rpc.initialize_connection(
             ctx, host, attachment.volume_id, attachment.id, connector, attachment.attach_mode
-        )
+        ),
+        refusals=("InvalidConnector",),
     )
     info["data"]["attachment_id"] = attachment.id
     async with service.db.write() as session:

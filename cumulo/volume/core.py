@@ -23,7 +23,7 @@ from sqlalchemy import select
 from starlette.types import ASGIApp
 
 from cumulo.common.auth import TokenValidator
-from cumulo.common.config import CumuloConfig, VolumeBackendConfig
+from cumulo.common.config import CumuloConfig, VolumeBackendConfig, VolumeConfig
 from cumulo.common.context import RequestContext
 from cumulo.common.db import Database
 from cumulo.common.identity_client import IdentityClient
@@ -35,6 +35,7 @@ from cumulo.common.tls import verify_option
 from cumulo.volume import rpcapi, states
 from cumulo.volume.drivers.driver import VolumeDriver
 from cumulo.volume.drivers.file import FileDriver
+from cumulo.volume.drivers.tgt import IscsiExports
 from cumulo.volume.manager import VolumeManager
 from cumulo.volume.models import Attachment, Volume, VolumeType
 from cumulo.volume.policies import VOLUME_RULES
@@ -80,15 +81,22 @@ def key_manager_client(config: CumuloConfig, app: ASGIApp | None = None) -> Serv
 
 
 def make_driver(
-    backend: VolumeBackendConfig, state_dir: Path, host: str, nbd_address: str
+    backend: VolumeBackendConfig, state_dir: Path, host: str, volume: VolumeConfig
 ) -> VolumeDriver:
     if backend.driver == "file":
+        directory = backend_directory(backend, state_dir)
+        iscsi = None
+        if (backend.target_protocol or volume.target_protocol) == "iscsi":
+            iscsi = IscsiExports(
+                directory / ".iscsi", volume.iscsi_address, volume.iscsi_port, volume.target_prefix
+            )
         return FileDriver(
-            backend_directory(backend, state_dir),
+            directory,
             volume_format=backend.volume_format,
             capacity_gb=backend.capacity_gb,
             host=host,
-            nbd_address=nbd_address,
+            nbd_address=volume.nbd_address,
+            iscsi=iscsi,
         )
     raise ValueError(f"unknown volume driver {backend.driver!r}")
 
@@ -124,7 +132,7 @@ async def start_backends(
             manager = VolumeManager(
                 host,
                 backend,
-                make_driver(backend, state_dir, host, config.volume.nbd_address),
+                make_driver(backend, state_dir, host, config.volume),
                 db,
                 images,
                 state_dir / "volumes-tmp",

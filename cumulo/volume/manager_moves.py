@@ -42,6 +42,7 @@ from cumulo.common.identity_client import IdentityClient
 from cumulo.common.service_client import ServiceClient, url_path
 from cumulo.volume import rpcapi, states
 from cumulo.volume.drivers.driver import VolumeDriver
+from cumulo.volume.drivers.tgt import migration_initiator
 from cumulo.volume.encryption import Encryption
 from cumulo.volume.models import Attachment, Snapshot, Volume, VolumeTypeExtraSpec
 from cumulo.volume.scheduler import type_multiattach
@@ -109,7 +110,8 @@ class VolumeMovesMixin:
                     await self._swap_on_server(server, volume_id, new_volume_id)
                 return  # Compute completes the migration (os-migrate_volume_completion)
             export = f"migration-{new_volume_id}"
-            connector = {"host": self.host, "initiator": f"migration:{self.backend_host}"}
+            # An iSCSI destination lets this host's migration initiator in.
+            connector = {"host": self.host, "initiator": migration_initiator(self.host)}
             info = await self.volume_rpc.initialize_connection(
                 context, new_host, new_volume_id, export, connector, "rw"
             )

@@ -31,6 +31,14 @@ class InvalidReference(DriverError):
         )
 
 
+class InvalidConnector(DriverError):
+    """The connector lacks what this backend's transport needs (Cinder's
+    InvalidConnectorException), e.g. an iSCSI initiator name: the request's fault."""
+
+    def __init__(self, missing: str) -> None:
+        super().__init__(f"Connector doesn't have required information: {missing}")
+
+
 @dataclass(frozen=True)
 class Capacity:
     total_gb: float

@@ -8,7 +8,9 @@ Every qemu-img runs as an asyncio subprocess: the event loop never blocks.
 Hosts reach a volume through its connection info: in the all-in-one process the
 guest opens the file directly (`driver_volume_type: file`); a connector from
 another host (`"host"` differing from this one, or `"nbd": true`) gets an NBD
-export served by qemu-storage-daemon, one per attachment, stopped on detach.
+export served by qemu-storage-daemon, one per attachment, stopped on detach. A backend
+whose target_protocol is iscsi gives every host an iSCSI target through tgtd instead
+(`driver_volume_type: iscsi`, CHAP, see tgt.py), as Cinder's LVM driver with tgtadm.
 
 Names: `volume-<id>` and `snapshot-<id>` are the backend's own (data no volume or
 snapshot owns is removed when its manager starts). Unmanage renames the data to
@@ -40,6 +42,12 @@ from cumulo.volume.drivers.driver import (
     VolumeDriver,
 )
 from cumulo.volume.drivers.nbd import NbdExports
+from cumulo.volume.drivers.tgt import (
+    IscsiExports,
+    check_initiator,
+    image_opts,
+    migration_initiator,
+)
 from cumulo.volume.encryption import (
     LUKS2_HEADER,
     Encryption,
@@ -110,15 +118,22 @@ class FileDriver(VolumeDriver):
         capacity_gb: int = 0,
         host: str = "",
         nbd_address: str = "127.0.0.1",
+        iscsi: IscsiExports | None = None,
     ) -> None:
         if volume_format not in ("raw", "qcow2"):
             raise ValueError(f"unsupported volume format {volume_format!r}")
+        if iscsi is not None and volume_format != "raw":
+            raise ValueError("an iSCSI target serves a file's bytes: volume_format must be raw")
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.format = volume_format
         self.capacity_gb = capacity_gb
         self.host = host or socket.gethostname()
         self.exports = NbdExports(root / ".nbd", nbd_address)
+        # Every connection an iSCSI target (target_protocol iscsi), else file/NBD.
+        self.iscsi = iscsi
+        if iscsi is not None:
+            self.storage_protocol = "iSCSI"
 
     def path(self, volume_id: str) -> Path:
         return self.root / f"volume-{volume_id}"
@@ -207,6 +222,8 @@ class FileDriver(VolumeDriver):
             await qemu_img("create", "-f", self.format, str(self.path(volume_id)), f"{size_gb}G")
 
     async def delete_volume(self, volume_id: str) -> None:
+        if self.iscsi is not None:
+            await self.iscsi.remove(volume_id)
         self.path(volume_id).unlink(missing_ok=True)
 
     async def create_snapshot(
@@ -296,6 +313,11 @@ class FileDriver(VolumeDriver):
                 return
             await qemu_img("resize", "-f", self.format, str(path), f"{new_size_gb}G")
 
+        if self.iscsi is not None and self.iscsi.exporting(volume_id):
+            raise DriverError(
+                f"volume {volume_id} is exported over iSCSI: tgtd does not grow a logical "
+                "unit it serves (detach it first)"
+            )
         exports = self.exports.exporting(path)
         if exports:  # attached over NBD: the daemon holds the file's lock
             await self.exports.regrow(exports[0], grow)
@@ -317,6 +339,10 @@ class FileDriver(VolumeDriver):
         if encryption is not None:
             # The host opens the container itself: it is served as the bytes it is.
             base |= {"format": "luks", "encrypted": True}
+        if self.iscsi is not None:
+            initiator = check_initiator(connector)
+            target = await self.iscsi.connect(volume_id, path, attachment_id, initiator)
+            return {"driver_volume_type": "iscsi", "data": {**base, **target}}
         remote = connector.get("host") not in (None, "", self.host)
         if connector.get("nbd") or remote:
             served = "raw" if encryption is not None else self.format
@@ -331,6 +357,8 @@ class FileDriver(VolumeDriver):
         return {"driver_volume_type": "file", "data": {**base, "path": str(path)}}
 
     async def terminate_connection(self, volume_id: str, attachment_id: str) -> None:
+        if self.iscsi is not None:
+            await self.iscsi.disconnect(volume_id, attachment_id)
         await self.exports.stop(attachment_id)
 
     async def capacity(self) -> Capacity:
@@ -363,6 +391,9 @@ class FileDriver(VolumeDriver):
         encrypted volume's container goes as the bytes it is into the destination's
         (which the destination then fits: see fit_container)."""
         data = connection.get("data") or {}
+        if connection.get("driver_volume_type") == "iscsi":
+            await self._copy_to_iscsi(volume_id, data, encryption)
+            return
         if connection.get("driver_volume_type") == "file":
             target, fmt = data["path"], data.get("format") or "raw"
         elif connection.get("driver_volume_type") == "nbd":
@@ -377,6 +408,21 @@ class FileDriver(VolumeDriver):
             "convert", "-U", "-n", "--target-is-zero", "-f", self._format_of(encryption),
             "-O", fmt, str(self.path(volume_id)), target,
         )  # fmt: skip
+
+    async def _copy_to_iscsi(
+        self, volume_id: str, data: dict[str, Any], encryption: Encryption | None
+    ) -> None:
+        """qemu-img writes the volume into an iSCSI volume through libiscsi, as the
+        migration's initiator, with the CHAP password in a 0600 file (never in argv)."""
+        if bool(encryption) != bool(data.get("encrypted")):
+            raise DriverError("an encrypted volume moves only into another encrypted one")
+        with secret_file(self.root / ".keys", str(data.get("auth_password") or "")) as key:
+            await qemu_img(
+                "convert", "-U", "-n", "--target-is-zero", "-f", self._format_of(encryption),
+                "--object", f"secret,id=chap0,file={key},format=raw",
+                str(self.path(volume_id)),
+                "--target-image-opts", image_opts(data, migration_initiator(self.host), "chap0"),
+            )  # fmt: skip
 
     async def rename_migrated_volume(self, new_volume_id: str, original_id: str) -> None:
         src, dest = self.path(new_volume_id), self.path(original_id)

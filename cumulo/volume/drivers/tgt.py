@@ -1,0 +1,404 @@
+"""iSCSI exports of volumes through the Linux SCSI target daemon (tgtd), as Cinder's LVM
+driver exports them with its `tgtadm` target helper.
+
+Each exported volume is one target, `<target_prefix>volume-<id>` (Cinder's
+`iqn.2010-10.org.openstack:` by default), its data LUN 1 backed by the volume's file
+(LUN 0 is tgt's controller), an incoming CHAP account of its own bound to it, and an
+initiator-name ACL per connected host: only the initiators of its attachments may log
+in, and only with the volume's CHAP credentials. The export is made by the first
+connection, the initiator's ACL removed with its host's last attachment, and the whole
+target (and account) removed with the volume's last attachment or the volume.
+
+tgtd is spoken to over its management socket (the protocol of tgtadm, tgt's
+usr/tgtadm.h) rather than by running tgtadm: tgtadm takes a CHAP password in its argv,
+where anyone on the host reads it in `ps`. tgtd is started when it does not run.
+
+The CHAP credentials of a volume are derived from a random key of the backend (0600 in
+its `.iscsi` directory) and the volume id: stable across restarts without being stored,
+different for every volume, never logged. Which attachment came from which initiator is
+kept in a small record per exported volume in the same directory (no secret in it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import struct
+from pathlib import Path
+from typing import Any
+
+from cumulo.volume.drivers.driver import DriverError, InvalidConnector
+
+LOG = logging.getLogger(__name__)
+
+TGT_SOCKET = Path("/var/run/tgtd/socket.0")
+DATA_LUN = 1  # LUN 0 is tgt's own controller (Cinder's tgt targets use LUN 1 too)
+_START_TIMEOUT = 10.0
+
+# usr/tgtadm.h: enum tgtadm_mode, enum tgtadm_op, struct tgtadm_req / tgtadm_rsp.
+MODE_TARGET, MODE_DEVICE, MODE_ACCOUNT = 1, 2, 7
+OP_NEW, OP_DELETE, OP_SHOW, OP_BIND, OP_UNBIND = 0, 1, 2, 3, 4
+_REQUEST = struct.Struct("@ii64sIiQQIIIIII")
+_RESPONSE = struct.Struct("@II")
+_NO_LUN = (1 << 64) - 1
+# usr/tgtadm_error.h: what an idempotent step may meet (already made / already gone).
+_ERRORS = {
+    4: "no such target",
+    5: "no such logical unit",
+    8: "no such binding",
+    9: "target already exists",
+    10: "logical unit already exists",
+    11: "binding already exists",
+    12: "ACL already exists",
+    13: "ACL does not exist",
+    14: "account already exists",
+    15: "no such account",
+    17: "invalid request",
+    19: "target is active",
+}
+_ALREADY = {9, 10, 11, 12, 14}
+_GONE = {4, 5, 8, 13, 15}
+# What libiscsi and tgt take in an IQN; a path or name with a comma would split tgt's
+# key=value parameters.
+_IQN = re.compile(r"^(iqn\.\d{4}-\d{2}\.[a-z0-9.-]+(:[A-Za-z0-9.:_-]+)?|eui\.[0-9A-Fa-f]{16})$")
+
+
+class TgtError(DriverError):
+    def __init__(self, code: int, what: str) -> None:
+        self.code = code
+        super().__init__(f"tgtd refused to {what}: {_ERRORS.get(code, f'error {code}')}")
+
+
+class TgtAdmin:
+    """tgtd's management channel (what tgtadm sends), and tgtd started when it is not
+    running (its portal: `portal`, host:port)."""
+
+    def __init__(self, portal: str, socket_path: Path = TGT_SOCKET) -> None:
+        self.portal = portal
+        self.socket_path = socket_path
+        self._started = False
+
+    async def request(
+        self,
+        mode: int,
+        op: int,
+        params: dict[str, str] | None = None,
+        *,
+        tid: int = -1,
+        lun: int = _NO_LUN,
+        force: bool = False,
+        what: str = "",
+    ) -> str:
+        await self.ensure_running()
+        return await asyncio.to_thread(
+            self._exchange, mode, op, params or {}, tid, lun, force, what
+        )
+
+    def _exchange(
+        self, mode: int, op: int, params: dict[str, str], tid: int, lun: int, force: bool, what: str
+    ) -> str:
+        for key, value in params.items():
+            if "," in value or "\0" in value:
+                raise DriverError(f"tgt parameter {key} cannot hold a comma: {value!r}")
+        body = ",".join(f"{k}={v}" for k, v in params.items()).encode()
+        body = body + b"\0" if body else b""
+        header = _REQUEST.pack(
+            mode, op, b"iscsi", _REQUEST.size + len(body), tid, 0, lun, 0, 0, 0, 0, 0, int(force)
+        )
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(30)
+            sock.connect(str(self.socket_path))
+            sock.sendall(header + body)
+            code, length = _RESPONSE.unpack(_recv_exactly(sock, _RESPONSE.size))
+            data = _recv_exactly(sock, max(length - _RESPONSE.size, 0)) if code == 0 else b""
+        if code != 0:
+            raise TgtError(code, what or f"do operation {op} in mode {mode}")
+        return data.rstrip(b"\0").decode(errors="replace")
+
+    def answers(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(str(self.socket_path))
+            except OSError:
+                return False
+        return True
+
+    async def ensure_running(self) -> None:
+        if self._started or await asyncio.to_thread(self.answers):
+            self._started = True
+            return
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "tgtd", "--iscsi", f"portal={self.portal}",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,  # it outlives this process: guests keep their disks
+            )  # fmt: skip
+        except FileNotFoundError:
+            raise DriverError(
+                "tgtd is not installed (the Debian package tgt: `cumulo host-packages "
+                "--install`): iSCSI exports cannot be made"
+            ) from None
+        _, err = await proc.communicate()  # tgtd forks into the background and returns
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _START_TIMEOUT
+        while not await asyncio.to_thread(self.answers):
+            if loop.time() > deadline:
+                raise DriverError(f"tgtd did not start: {err.decode(errors='replace').strip()}")
+            await asyncio.sleep(0.1)
+        LOG.info("started tgtd (iSCSI portal %s)", self.portal)
+        self._started = True
+
+    async def targets(self) -> dict[str, int]:
+        """The targets tgtd has: tid by IQN (from `show target`'s "Target N: <iqn>")."""
+        shown = await self.request(MODE_TARGET, OP_SHOW, what="list targets")
+        return {
+            m.group(2): int(m.group(1))
+            for m in re.finditer(r"^Target (\d+): (\S+)$", shown, re.MULTILINE)
+        }
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise DriverError("tgtd closed its management connection")
+        data += chunk
+    return data
+
+
+def chap_credentials(key: bytes, volume_id: str) -> tuple[str, str]:
+    """A volume's CHAP user name and password (20 letters and digits each, as Cinder's
+    generated ones), derived from the backend's key."""
+
+    def derive(purpose: str) -> str:
+        digest = hmac.new(key, f"{purpose}:{volume_id}".encode(), hashlib.sha256).digest()
+        alphabet = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+        number = int.from_bytes(digest, "big")
+        chars = []
+        for _ in range(20):
+            number, index = divmod(number, len(alphabet))
+            chars.append(alphabet[index])
+        return "".join(chars)
+
+    return derive("user"), derive("password")
+
+
+def check_initiator(connector: dict[str, Any]) -> str:
+    """The connector's iSCSI initiator name (os-brick's `initiator`); InvalidConnector
+    when it has none or it is not an IQN/EUI name."""
+    initiator = connector.get("initiator")
+    if not isinstance(initiator, str) or not initiator:
+        raise InvalidConnector("initiator")
+    if not _IQN.match(initiator) or len(initiator) > 223:
+        raise InvalidConnector(f"initiator (not an iSCSI name: {initiator[:64]!r})")
+    return initiator
+
+
+def migration_initiator(host: str) -> str:
+    """The initiator name a storage host's volume migrations write into another
+    backend's iSCSI volume with (qemu-img's libiscsi)."""
+    return "iqn.2010-10.org.openstack:migration-" + (
+        re.sub(r"[^a-z0-9.-]+", "-", host.lower()) or "host"
+    )
+
+
+def image_opts(data: dict[str, Any], initiator: str, secret_id: str) -> str:
+    """qemu-img's --image-opts of the raw bytes of an iSCSI connection's LUN, logged in
+    as `initiator` with the CHAP password in the secret object `secret_id`."""
+    opts = {
+        "driver": "raw",
+        "file.driver": "iscsi",
+        "file.transport": "tcp",
+        "file.portal": str(data["target_portal"]),
+        "file.target": str(data["target_iqn"]),
+        "file.lun": str(data["target_lun"]),
+        "file.initiator-name": initiator,
+    }
+    if data.get("auth_method"):
+        opts |= {"file.user": str(data["auth_username"]), "file.password-secret": secret_id}
+    if any("," in value for value in opts.values()):
+        raise DriverError("an iSCSI connection's names cannot hold a comma")
+    return ",".join(f"{k}={v}" for k, v in opts.items())
+
+
+class IscsiExports:
+    """The iSCSI targets of one backend's volumes (records and key under `run_dir`)."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        address: str,
+        port: int = 3260,
+        target_prefix: str = "iqn.2010-10.org.openstack:",
+        admin: TgtAdmin | None = None,
+    ) -> None:
+        self.run_dir = run_dir
+        self.portal = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        self.target_prefix = target_prefix
+        self.admin = admin or TgtAdmin(self.portal)
+        self._lock = asyncio.Lock()
+
+    def iqn(self, volume_id: str) -> str:
+        return f"{self.target_prefix}volume-{volume_id}"
+
+    def _record_path(self, volume_id: str) -> Path:
+        return self.run_dir / f"volume-{volume_id}.json"
+
+    def _load(self, volume_id: str) -> dict[str, str]:
+        try:
+            return json.loads(self._record_path(volume_id).read_text())["attachments"]
+        except FileNotFoundError:
+            return {}
+
+    def _save(self, volume_id: str, attachments: dict[str, str]) -> None:
+        path = self._record_path(volume_id)
+        if not attachments:
+            path.unlink(missing_ok=True)
+            return
+        tmp = path.with_suffix(".part")
+        tmp.write_text(json.dumps({"attachments": attachments}))
+        tmp.replace(path)
+
+    def _key(self) -> bytes:
+        """The backend's CHAP key, made once (0600 from its first byte)."""
+        path = self.run_dir / "chap.key"
+        with contextlib.suppress(FileNotFoundError):
+            return path.read_bytes()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+        return path.read_bytes()
+
+    def exporting(self, volume_id: str) -> bool:
+        return self._record_path(volume_id).exists()
+
+    async def connect(
+        self, volume_id: str, path: Path, attachment_id: str, initiator: str
+    ) -> dict[str, Any]:
+        """The volume exported (made if it is not) with `initiator` allowed in; Cinder's
+        iSCSI connection properties."""
+        user, password = chap_credentials(self._key(), volume_id)
+        iqn = self.iqn(volume_id)
+        async with self._lock:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            tid = (await self.admin.targets()).get(iqn)
+            if tid is None:
+                tid = await self._make_target(iqn, path, user, password)
+            await self._idempotent(
+                MODE_TARGET, OP_BIND, {"initiator-name": initiator}, tid=tid,
+                what=f"allow {initiator} into {iqn}",
+            )  # fmt: skip
+            attachments = self._load(volume_id)
+            attachments[attachment_id] = initiator
+            self._save(volume_id, attachments)
+        LOG.info("volume %s exported as %s to %s", volume_id, iqn, initiator)
+        return {
+            "target_discovered": False,
+            "target_portal": self.portal,
+            "target_iqn": iqn,
+            "target_lun": DATA_LUN,
+            "auth_method": "CHAP",
+            "auth_username": user,
+            "auth_password": password,
+            "discard": False,
+        }
+
+    async def _make_target(self, iqn: str, path: Path, user: str, password: str) -> int:
+        """A new target with the file as its data LUN and the volume's CHAP account
+        bound; nothing left of it when a step fails."""
+        taken = (await self.admin.targets()).values()
+        tid = max(taken, default=0) + 1
+        await self.admin.request(
+            MODE_TARGET, OP_NEW, {"targetname": iqn}, tid=tid, what=f"create target {iqn}"
+        )
+        try:
+            await self.admin.request(
+                MODE_DEVICE, OP_NEW, {"path": str(path), "bstype": "rdwr"}, tid=tid,
+                lun=DATA_LUN, what=f"add {path.name} to {iqn}",
+            )  # fmt: skip
+            await self._idempotent(
+                MODE_ACCOUNT, OP_NEW, {"user": user, "password": password},
+                what=f"create the CHAP account of {iqn}",
+            )  # fmt: skip
+            await self.admin.request(
+                MODE_ACCOUNT, OP_BIND, {"user": user}, tid=tid,
+                what=f"bind the CHAP account of {iqn}",
+            )  # fmt: skip
+        except BaseException:
+            await self._drop_target(tid, user)
+            raise
+        return tid
+
+    async def _idempotent(
+        self,
+        mode: int,
+        op: int,
+        params: dict[str, str],
+        *,
+        tid: int = -1,
+        force: bool = False,
+        what: str = "",
+    ) -> None:
+        """A step whose work may already be done (made) or undone (removed)."""
+        try:
+            await self.admin.request(mode, op, params, tid=tid, force=force, what=what)
+        except TgtError as exc:
+            if exc.code not in (_ALREADY if op in (OP_NEW, OP_BIND) else _GONE):
+                raise
+
+    async def _drop_target(self, tid: int, user: str) -> None:
+        # force: a host still logged in is cut off (the volume is going away from it).
+        await self._idempotent(
+            MODE_TARGET, OP_DELETE, {}, tid=tid, force=True, what="delete a target"
+        )
+        await self._idempotent(MODE_ACCOUNT, OP_DELETE, {"user": user}, what="delete an account")
+
+    async def disconnect(self, volume_id: str, attachment_id: str) -> None:
+        """The attachment's initiator let out once none of the volume's other attachments
+        is its; the whole export removed with the last attachment."""
+        async with self._lock:
+            attachments = self._load(volume_id)
+            initiator = attachments.pop(attachment_id, None)
+            if initiator is None:
+                return
+            if not attachments:
+                await self._remove(volume_id)
+                return
+            if initiator not in attachments.values():
+                tid = (await self.admin.targets()).get(self.iqn(volume_id))
+                if tid is not None:
+                    await self._idempotent(
+                        MODE_TARGET, OP_UNBIND, {"initiator-name": initiator}, tid=tid,
+                        what=f"remove {initiator} from {self.iqn(volume_id)}",
+                    )  # fmt: skip
+            self._save(volume_id, attachments)
+
+    async def remove(self, volume_id: str) -> None:
+        """The volume's export gone, whoever is connected (the volume is deleted)."""
+        async with self._lock:
+            await self._remove(volume_id)
+
+    async def _remove(self, volume_id: str) -> None:
+        if not self.exporting(volume_id) and not await asyncio.to_thread(self.admin.answers):
+            return  # never exported, and no tgtd to ask
+        tid = (await self.admin.targets()).get(self.iqn(volume_id))
+        user, _ = chap_credentials(self._key(), volume_id)
+        if tid is not None:
+            await self._drop_target(tid, user)
+            LOG.info("volume %s: iSCSI export %s removed", volume_id, self.iqn(volume_id))
+        self._save(volume_id, {})

@@ -1,0 +1,181 @@
+"""Volumes exported over iSCSI through tgtd, as Cinder's LVM driver with tgtadm, driven
+through the Block Storage API: a cloud whose backend has target_protocol iscsi hands
+each connector `driver_volume_type: iscsi` (target_iqn, target_portal, target_lun 1,
+CHAP with the volume's own credentials); only the initiators of the volume's attachments
+log in (checked with QEMU's own initiator, qemu-img over libiscsi), and only with the
+credentials; a multiattach volume lets both hosts in, a detach lets its host out, the last
+one removes the target; a connector without an initiator is refused (400) leaving the
+attachment as it was; the password is in no log and no command line.
+
+Skipped when tgt is not installed (failed under CI)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cumulo.common.config import load_config, write_config
+from tests.cloudrunner import CloudRunner, configure_state_dir
+from tests.conftest import skip_or_fail
+
+VOLUME_API = {"OpenStack-API-Version": "volume 3.54"}
+HOST_A = "iqn.2008-11.org.linux-kvm:compute-a"
+HOST_B = "iqn.2008-11.org.linux-kvm:compute-b"
+STRANGER = "iqn.2008-11.org.linux-kvm:stranger"
+
+
+@pytest.fixture(scope="module")
+def iscsi_cloud(tmp_path_factory):
+    for tool in ("tgtd", "qemu-img"):
+        if shutil.which(tool) is None:
+            skip_or_fail(f"{tool} is not installed (Debian packages tgt, qemu-utils)")
+    state = tmp_path_factory.mktemp("iscsi")
+    configure_state_dir(state)
+    config = load_config(state)
+    config.volume.target_protocol = "iscsi"
+    write_config(state, config)
+    runner = CloudRunner(state).start()
+    yield runner
+    runner.stop()
+
+
+@pytest.fixture(scope="module")
+def volumes(iscsi_cloud: CloudRunner):
+    with iscsi_cloud.api("block_storage", path="/v3", headers=VOLUME_API) as client:
+        yield client
+
+
+def wait_status(volumes: httpx.Client, volume_id: str, status: str) -> dict:
+    deadline = time.monotonic() + 60
+    while (volume := volumes.get(f"/volumes/{volume_id}").json()["volume"])["status"] != status:
+        assert time.monotonic() < deadline, f"volume {volume_id} stuck in {volume['status']}"
+        time.sleep(0.2)
+    return volume
+
+
+def attach(volumes: httpx.Client, volume_id: str, initiator: str | None) -> httpx.Response:
+    server = str(uuid.uuid4())
+    made = volumes.post(
+        "/attachments", json={"attachment": {"volume_uuid": volume_id, "instance_uuid": server}}
+    )
+    assert made.status_code == 200, made.text
+    connector = {"host": f"host-{server[:8]}", "mountpoint": "/dev/sdb"}
+    if initiator:
+        connector["initiator"] = initiator
+    attachment = made.json()["attachment"]
+    return volumes.put(
+        f"/attachments/{attachment['id']}", json={"attachment": {"connector": connector}}
+    )
+
+
+def login(data: dict, initiator: str, tmp_path: Path, password: str | None = None) -> str:
+    """qemu-img (libiscsi) logging in to the LUN as `initiator`: '' when it can read the
+    LUN's size, else its error."""
+    secret = tmp_path / f"chap-{uuid.uuid4().hex[:6]}"
+    secret.write_text(password or data["auth_password"])
+    secret.chmod(0o600)
+    opts = (
+        f"driver=iscsi,transport=tcp,portal={data['target_portal']},target={data['target_iqn']},"
+        f"lun={data['target_lun']},user={data['auth_username']},password-secret=s0,"
+        f"initiator-name={initiator}"
+    )
+    done = subprocess.run(
+        ["qemu-img", "info", "--object", f"secret,id=s0,file={secret},format=raw",
+         "--image-opts", opts],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    secret.unlink()
+    return "" if done.returncode == 0 and "virtual size: 1 GiB" in done.stdout else done.stderr
+
+
+def targets() -> str:
+    return subprocess.run(
+        ["tgtadm", "--lld", "iscsi", "--mode", "target", "--op", "show"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
+
+def test_a_multiattach_volume_is_an_iscsi_target_with_chap_for_its_hosts_only(
+    iscsi_cloud: CloudRunner, volumes: httpx.Client, tmp_path: Path
+) -> None:
+    kind = volumes.post(
+        "/types",
+        json={"volume_type": {"name": f"ma-{uuid.uuid4().hex[:6]}",
+                              "extra_specs": {"multiattach": "<is> True"}}},
+    )  # fmt: skip
+    assert kind.status_code == 200, kind.text
+    made = volumes.post(
+        "/volumes", json={"volume": {"size": 1, "volume_type": kind.json()["volume_type"]["id"]}}
+    )
+    volume_id = made.json()["volume"]["id"]
+    wait_status(volumes, volume_id, "available")
+
+    first = attach(volumes, volume_id, HOST_A)
+    assert first.status_code == 200, first.text
+    info = first.json()["attachment"]["connection_info"]
+    data = info["data"]
+    assert info["driver_volume_type"] == "iscsi"
+    assert data["target_iqn"] == f"iqn.2010-10.org.openstack:volume-{volume_id}"
+    assert (data["target_portal"], data["target_lun"]) == ("127.0.0.1:3260", 1)
+    assert data["auth_method"] == "CHAP" and data["target_discovered"] is False
+    assert len(data["auth_username"]) == len(data["auth_password"]) == 20
+    assert (data["volume_id"], data["access_mode"]) == (volume_id, "rw")
+
+    second = attach(volumes, volume_id, HOST_B)
+    assert second.status_code == 200, second.text
+    same = second.json()["attachment"]["connection_info"]["data"]
+    assert {k: same[k] for k in data if k != "attachment_id"} == {
+        k: data[k] for k in data if k != "attachment_id"
+    }
+    assert login(data, HOST_A, tmp_path) == ""
+    assert login(data, HOST_B, tmp_path) == ""
+    assert "Target not found" in login(data, STRANGER, tmp_path)
+    assert "Authentication failure" in login(data, HOST_A, tmp_path, password="x" * 20)
+
+    # Nothing of the password on a command line or in the cloud's logs.
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        assert data["auth_password"].encode() not in cmdline
+    for log in iscsi_cloud.state_dir.rglob("*.log"):
+        assert data["auth_password"] not in log.read_text(errors="replace")
+
+    # Host A detaches: it is let out, host B stays in; the last detach removes the target.
+    assert volumes.delete(f"/attachments/{data['attachment_id']}").status_code == 200
+    assert "Target not found" in login(data, HOST_A, tmp_path)
+    assert login(data, HOST_B, tmp_path) == ""
+    assert volumes.delete(f"/attachments/{same['attachment_id']}").status_code == 200
+    assert data["target_iqn"] not in targets()
+    wait_status(volumes, volume_id, "available")
+    assert volumes.delete(f"/volumes/{volume_id}").status_code == 202
+
+
+def test_a_connector_without_an_initiator_is_refused_and_changes_nothing(
+    volumes: httpx.Client,
+) -> None:
+    made = volumes.post("/volumes", json={"volume": {"size": 1}})
+    volume_id = made.json()["volume"]["id"]
+    wait_status(volumes, volume_id, "available")
+    refused = attach(volumes, volume_id, None)
+    assert refused.status_code == 400
+    assert refused.json()["badRequest"]["message"] == (
+        "Connector doesn't have required information: initiator"
+    )
+    volume = volumes.get(f"/volumes/{volume_id}").json()["volume"]
+    assert volume["status"] == "reserved"
+    assert f"volume-{volume_id}" not in targets()
+    attachments = volumes.get("/attachments", params={"volume_id": volume_id}).json()
+    for attachment in attachments["attachments"]:
+        assert attachment["status"] == "reserved"
+        assert volumes.delete(f"/attachments/{attachment['id']}").status_code == 200
+    wait_status(volumes, volume_id, "available")
+    assert volumes.delete(f"/volumes/{volume_id}").status_code == 202
