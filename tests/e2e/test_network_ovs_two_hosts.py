@@ -296,3 +296,148 @@ def test_guests_on_two_hosts_talk_over_vxlan_with_remote_macs_pinned_to_their_tu
              lambda: not hosts["host-a"].pinned(ports["blue-b"].mac_address), 30)  # fmt: skip
     assert hosts["host-a"].pinned(ports["red-b"].mac_address)
     procs.check_running()
+
+
+def forwarded(namespace: str) -> int:
+    """Datagrams the namespace's kernel has routed (`Ip: ForwDatagrams`)."""
+    lines = [line.split() for line in sh("ip", "netns", "exec", namespace, "cat",
+                                         "/proc/net/snmp").stdout.splitlines()]  # fmt: skip
+    names, values = [fields for fields in lines if fields[0] == "Ip:"][:2]
+    return int(values[names.index("ForwDatagrams")])
+
+
+def flow_packets(flows: str, *parts: str) -> int:
+    """Packets counted by the flows that have every one of `parts`."""
+    return sum(int(f.split("n_packets=")[1].split(",")[0])
+               for f in flows.splitlines() if all(p in f for p in parts))  # fmt: skip
+
+
+def pings(guest: str, address: str, count: int = 20) -> bool:
+    proc = sh("ip", "netns", "exec", guest, "ping", "-c", str(count), "-i", "0.05", "-W", "1",
+              address, check=False)  # fmt: skip
+    return proc.returncode == 0
+
+
+def test_a_distributed_router_routes_east_west_on_the_sending_host_and_north_south_centrally(
+    cloud,
+):
+    """A distributed router with a gateway, two subnets, its own host (the L3 agent's:
+    `central`) and the other (`far`): guests on far's two subnets reach each other
+    through far's own copy of the router (the central router's kernel routes none of
+    it); a central guest and a far guest on different subnets each go through their
+    own host's router, the frames carrying the sending host's DVR MAC through the
+    tunnel and the gateway's MAC again on arrival; a far guest reaches the outside
+    through the central router's SNAT, and the outside reaches it by a floating IP."""
+    runner, procs, hosts, prefix = cloud
+    conn = runner.sdk()
+    image = conn.image.find_image("ovs-two-hosts")
+    if image is None:  # run on its own
+        image_file = hosts["host-a"].state_dir / "disk.raw"
+        image_file.write_bytes(b"\0" * 1024 * 1024)
+        image = conn.image.create_image(
+            name="ovs-two-hosts", filename=str(image_file), disk_format="raw",
+            container_format="bare", wait=True,
+        )  # fmt: skip
+    public = conn.network.find_network("public")
+    router = conn.network.create_router(
+        name="dvr", distributed=True, external_gateway_info={"network_id": public.id}
+    )
+    nets, subnets = [], []
+    for i in (1, 2):
+        nets.append(conn.network.create_network(name=f"dvr-{i}"))
+        cidr = f"10.8{i}.0.0/24"
+        subnets.append(
+            conn.network.create_subnet(
+                network_id=nets[-1].id, ip_version=4, cidr=cidr, enable_dhcp=False
+            )
+        )
+        conn.network.add_interface_to_router(router, subnet_id=subnets[-1].id)
+    (central,) = [a.host for a in conn.network.routers_hosting_l3_agents(router)]
+    (far,) = set(hosts) - {central}
+    group = conn.network.create_security_group(name="dvr-icmp")
+    conn.network.create_security_group_rule(
+        security_group_id=group.id, direction="ingress", ethertype="IPv4", protocol="icmp"
+    )
+    placed = {  # (network, host, address)
+        "c1": (0, central, "10.81.0.11"),
+        "f1": (0, far, "10.81.0.12"),
+        "f2": (1, far, "10.82.0.12"),
+    }
+    ports, servers = {}, {}
+    for name, (n, host, address) in placed.items():
+        ports[name] = conn.network.create_port(
+            network_id=nets[n].id, name=f"dvr-{name}", security_group_ids=[group.id],
+            fixed_ips=[{"subnet_id": subnets[n].id, "ip_address": address}],
+        )  # fmt: skip
+        servers[name] = boot(runner, image.id, f"dvr-{name}", ports[name].id, host)
+    guests = {}
+    for name, (n, _, _) in placed.items():
+        conn.compute.wait_for_server(servers[name], status="ACTIVE", wait=90)
+        ports[name] = conn.network.get_port(ports[name].id)
+        guests[name] = plug_guest(runner, f"{prefix}dvr-{name}", ports[name])
+        sh("ip", "-n", guests[name], "route", "add", "default", "via", f"10.8{n + 1}.0.1")
+    drivers = {h: openvswitch.OpenvSwitchDriver(hosts[h].state_dir) for h in hosts}
+    routers = {h: drivers[h].router_ns(router.id) for h in hosts}
+    wait_for(
+        "each host's agent wires its guests and the far host runs the router's interfaces",
+        lambda: all(hosts[h].wired(ports[name].id) for name, (_, h, _) in placed.items())
+        and routers[far] in netns_list()
+        and len([d for d in sh("ip", "-n", routers[far], "-o", "link").stdout.splitlines()
+                 if ": qr-" in d]) == 2,
+        90,
+    )  # fmt: skip
+
+    # East-west on the far host: routed there, never by the central router.
+    before = {h: forwarded(routers[h]) for h in hosts}
+    assert pings(guests["f1"], "10.82.0.12", count=20)
+    after = {h: forwarded(routers[h]) for h in hosts}
+    assert after[central] == before[central]
+    assert after[far] - before[far] >= 40  # 20 requests and 20 replies
+    # Across hosts: each direction routed by its sender's host; what far's router sent
+    # arrives at the central host with far's DVR MAC, turned back into the gateway's.
+    before = after
+    assert pings(guests["c1"], "10.82.0.12", count=10)
+    after = {h: forwarded(routers[h]) for h in hosts}
+    assert after[central] - before[central] >= 10 and after[far] - before[far] >= 10
+    far_mac = runner.run_async(_host_mac(runner, far))
+    assert flow_packets(hosts[central].flows("br-int"), "priority=95", f"dl_src={far_mac}") > 0
+    assert flow_packets(hosts[far].flows("br-tun"), "priority=2", f"set_field:{far_mac}") > 0
+    gateway2 = next(p for p in conn.network.ports(device_id=router.id, network_id=nets[1].id))
+    assert neighbour_mac(guests["f2"], "10.82.0.1") == gateway2.mac_address
+    assert neighbour_mac(guests["c1"], "10.81.0.1") == next(
+        p.mac_address for p in conn.network.ports(device_id=router.id, network_id=nets[0].id)
+    )
+
+    # North-south: the outside (a namespace on the central host's br-ex holding the
+    # external gateway's address, with no route to the tenant subnets) is reached from
+    # the far host by SNAT and reaches the far guest by its floating IP, both through the
+    # central router; the far host's router forwards none of it.
+    outside = f"{prefix}dvr-outside"
+    switch_ns = ports["c1"].binding_vif_details["netns"]
+    sh("ip", "netns", "add", outside)
+    sh("ip", "-n", outside, "link", "add", "eth0", "type", "veth", "peer", "name",
+       f"cmlo-o{prefix[-5:-1]}", "netns", switch_ns)  # fmt: skip
+    sh("ip", "-n", outside, "addr", "add", "172.24.4.1/24", "dev", "eth0")
+    sh("ip", "-n", outside, "link", "set", "eth0", "up")
+    sh("ip", "-n", switch_ns, "link", "set", f"cmlo-o{prefix[-5:-1]}", "up")
+    sh("ovs-vsctl", f"--db=unix:{hosts[central].run_dir}/db.sock", "add-port", "br-ex",
+       f"cmlo-o{prefix[-5:-1]}")  # fmt: skip
+    fip = conn.network.create_ip(floating_network_id=public.id, port_id=ports["f2"].id)
+    before = {h: forwarded(routers[h]) for h in hosts}
+    assert pings(guests["f1"], "172.24.4.1", count=5) or pings(guests["f1"], "172.24.4.1", count=5)
+    assert pings(outside, fip.floating_ip_address, count=5) or pings(
+        outside, fip.floating_ip_address, count=5
+    )
+    after = {h: forwarded(routers[h]) for h in hosts}
+    assert after[central] - before[central] >= 10
+    assert after[far] == before[far]
+    procs.check_running()
+
+
+async def _host_mac(runner: CloudRunner, host: str) -> str:
+    from sqlalchemy import select
+
+    from cumulo.network.models import DvrHostMac
+
+    async with runner.cloud.network.db.read() as session:
+        return await session.scalar(select(DvrHostMac.mac_address).where(DvrHostMac.host == host))

@@ -47,15 +47,22 @@ def test_only_distributed_routers_ipv4_legs_on_networks_wired_here_count():
 
 def test_the_gateways_arp_stays_here_and_their_mac_leaves_as_the_hosts_dvr_mac():
     flows = tunnel_dvr_flows(PATCH, gateway_legs([_router(central=False)], VLANS), HOST_MAC)
-    assert _with(flows, "table=0,priority=3,in_port=7,dl_vlan=3,arp,arp_tpa=10.1.0.1") == [
-        "cookie=0xc0,table=0,priority=3,in_port=7,dl_vlan=3,arp,arp_tpa=10.1.0.1,actions=drop"
+    assert _with(flows, "table=0,priority=4,in_port=7,dl_vlan=3,arp,arp_tpa=10.1.0.1") == [
+        "cookie=0xc0,table=0,priority=4,in_port=7,dl_vlan=3,arp,arp_tpa=10.1.0.1,actions=drop"
+    ]
+    # The router's own ARP requests: the responder answers (back to the gateway's MAC),
+    # and what it cannot answer is not flooded with the gateway's MAC.
+    assert _with(flows, "priority=3", f"dl_src={GW1}") == [
+        f"cookie=0xc0,table=0,priority=3,in_port=7,dl_vlan=3,arp,arp_op=1,dl_src={GW1},"
+        "actions=goto_table:21",
+        f"cookie=0xc0,table=22,priority=3,dl_vlan=3,dl_src={GW1},actions=drop",
     ]
     rewrite = _with(flows, "priority=2", f"dl_src={GW2}")
     assert rewrite == [
         f"cookie=0xc0,table=0,priority=2,in_port=7,dl_vlan=4,dl_src={GW2},"
         f"actions=set_field:{HOST_MAC}->eth_src,goto_table:2"
     ]
-    assert len(flows) == 4  # two per IPv4 leg: the IPv6 address adds nothing
+    assert len(flows) == 8  # four per IPv4 leg: the IPv6 address adds nothing
     assert tunnel_dvr_flows(-1, gateway_legs([_router(central=False)], VLANS), HOST_MAC) == []
 
 

@@ -7,8 +7,10 @@ interfaces itself, with the same gateway addresses and MACs: a guest's frames to
 gateway are routed on its own host. What keeps one MAC on many hosts from flapping:
 
 - br-tun, from br-int (table 0, before table 2): ARP for a gateway's address never
-  enters a tunnel (each host answers its own guests), and any frame leaving with a
-  gateway's MAC as source leaves with this host's DVR MAC instead.
+  enters a tunnel (each host answers its own guests); a router's own ARP requests go
+  to the ARP responder only (answered there for the ports L2 population knows, never
+  flooded: Neutron's routers have those addresses in static ARP tables instead); any
+  other frame leaving with a gateway's MAC as source leaves with this host's DVR MAC.
 - br-int, from br-tun (table 0, above the tunnel's VLAN flows): an IPv4 frame from
   another host's DVR MAC for one of a router's subnets gets that subnet's gateway MAC
   back as its source, and goes on to the guests' ingress pipelines (table 60), so the
@@ -26,7 +28,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from cumulo.network.dataplane.ovs_firewall import FROM_INT, _flow
+from cumulo.network.dataplane.ovs_firewall import ARP_RESPONDER, FLOOD, FROM_INT, _flow
 
 
 def _ipv4(leg: dict[str, Any]) -> list[tuple[str, str]]:
@@ -56,16 +58,22 @@ def gateway_legs(routers: list[dict[str, Any]], vlans: dict[str, int]) -> list[d
 
 
 def tunnel_dvr_flows(patch: int, legs: list[dict[str, Any]], host_mac: str) -> list[str]:
-    """br-tun table 0, for frames from br-int (`patch`): the gateways' ARP kept on
-    this host, the gateways' MACs replaced by this host's DVR MAC."""
+    """br-tun, for frames from br-int (`patch`): the gateways' ARP kept on this host,
+    the routers' ARP requests to the responder alone (its answer goes back to br-int,
+    to the gateway's MAC: rewritten it would be lost), the gateways' MACs replaced by
+    this host's DVR MAC on everything else."""
     if patch <= 0:
         return []
     flows = []
     for leg in legs:
         where = f"in_port={patch},dl_vlan={leg['vlan']}"
-        flows.append(_flow(0, 3, f"{where},arp,arp_tpa={leg['ip']}", "drop"))
+        flows.append(_flow(0, 4, f"{where},arp,arp_tpa={leg['ip']}", "drop"))
+        flows.append(_flow(0, 3, f"{where},arp,arp_op=1,dl_src={leg['mac']}",
+                           f"goto_table:{ARP_RESPONDER}"))  # fmt: skip
         flows.append(_flow(0, 2, f"{where},dl_src={leg['mac']}",
                            f"set_field:{host_mac}->eth_src,goto_table:{FROM_INT}"))  # fmt: skip
+        # Unanswered, a router's ARP request is not flooded with the gateway's MAC.
+        flows.append(_flow(FLOOD, 3, f"dl_vlan={leg['vlan']},dl_src={leg['mac']}", "drop"))
     return sorted(set(flows))
 
 
