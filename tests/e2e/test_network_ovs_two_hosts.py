@@ -178,6 +178,19 @@ def cloud(tmp_path_factory: pytest.TempPathFactory):
                 asyncio.run(delete_queues(namespace))
 
 
+def server_image(conn, host: Host):
+    """The fake hypervisor's image for the servers (made by the first test that asks)."""
+    image = conn.image.find_image("ovs-two-hosts")
+    if image is None:
+        image_file = host.state_dir / "disk.raw"
+        image_file.write_bytes(b"\0" * 1024 * 1024)
+        image = conn.image.create_image(
+            name="ovs-two-hosts", filename=str(image_file), disk_format="raw",
+            container_format="bare", wait=True,
+        )  # fmt: skip
+    return image
+
+
 def boot(runner: CloudRunner, image: str, name: str, port_id: str, host: str):
     """A server (the fake hypervisor's) on `host` behind the port."""
     conn = runner.sdk()
@@ -217,12 +230,7 @@ def test_guests_on_two_hosts_talk_over_vxlan_with_remote_macs_pinned_to_their_tu
         assert shown[name].configuration["tunneling_ip"] == address
         assert shown[name].configuration["tunnel_types"] == ["vxlan"]
 
-    image_file = hosts["host-a"].state_dir / "disk.raw"
-    image_file.write_bytes(b"\0" * 1024 * 1024)
-    image = conn.image.create_image(
-        name="ovs-two-hosts", filename=str(image_file), disk_format="raw",
-        container_format="bare", wait=True,
-    )  # fmt: skip
+    image = server_image(conn, hosts["host-a"])
     # Two tenant networks, one CIDR; the same address on host-b on both.
     nets, subnets = [], []
     for name in ("ovs-blue", "ovs-red"):
@@ -330,14 +338,7 @@ def test_a_distributed_router_routes_east_west_on_the_sending_host_and_north_sou
     through the central router's SNAT, and the outside reaches it by a floating IP."""
     runner, procs, hosts, prefix = cloud
     conn = runner.sdk()
-    image = conn.image.find_image("ovs-two-hosts")
-    if image is None:  # run on its own
-        image_file = hosts["host-a"].state_dir / "disk.raw"
-        image_file.write_bytes(b"\0" * 1024 * 1024)
-        image = conn.image.create_image(
-            name="ovs-two-hosts", filename=str(image_file), disk_format="raw",
-            container_format="bare", wait=True,
-        )  # fmt: skip
+    image = server_image(conn, hosts["host-a"])
     public = conn.network.find_network("public")
     router = conn.network.create_router(
         name="dvr", distributed=True, external_gateway_info={"network_id": public.id}

@@ -293,3 +293,45 @@ def test_a_distributed_router_runs_its_interfaces_on_every_host_with_its_guests(
         for host in hosts:
             for agent in conn.network.agents(host=host):
                 conn.network.delete_agent(agent)
+
+
+def test_on_a_single_host_a_distributed_router_is_run_as_a_centralized_one(
+    cloud: CloudRunner, conn
+):
+    """The all-in-one (its agent does not tunnel): the host runs the router whole, as
+    it runs a centralized one, and no DVR flows are asked for."""
+    service, host = cloud.cloud.network, cloud.cloud.network.agent.host
+    public = conn.network.find_network("public")
+    net = conn.network.create_network(name=_name())
+    subnet = conn.network.create_subnet(network_id=net.id, cidr="10.93.0.0/24", ip_version=4)
+    bodies = {}
+    for distributed in (True, False):
+        router = conn.network.create_router(
+            name=_name(), distributed=distributed, external_gateway_info={"network_id": public.id}
+        )
+        if distributed:
+            conn.network.add_interface_to_router(router, subnet_id=subnet.id)
+            guest = conn.network.create_port(network_id=net.id, device_owner="compute:nova")
+            fip = conn.network.create_ip(floating_network_id=public.id, port_id=guest.id)
+        bodies[distributed] = router
+    state = cloud.run_async(desired_state(service, host))
+    assert state["tunnel"] is None and state["dvr"] is None
+    (run,) = [r for r in state["routers"] if r["id"] == bodies[True].id]
+    assert (run["distributed"], run["central"]) == (True, True)
+    assert run["gateway"]["network_id"] == public.id
+    assert [a["ip"] for i in run["interfaces"] for a in i["addresses"]] == ["10.93.0.1"]
+    assert run["floating_ips"] == [
+        {"floating_ip": fip.floating_ip_address, "fixed_ip": guest.fixed_ips[0]["ip_address"]}
+    ]
+    (plain,) = [r for r in state["routers"] if r["id"] == bodies[False].id]
+    assert {k: v for k, v in plain.items() if k not in ("id", "distributed", "interfaces",
+                                                        "floating_ips", "gateway")} == {
+        k: v for k, v in run.items() if k not in ("id", "distributed", "interfaces",
+                                                  "floating_ips", "gateway")
+    }  # fmt: skip
+    conn.network.delete_ip(fip)
+    conn.network.delete_port(guest)
+    conn.network.remove_interface_from_router(bodies[True], subnet_id=subnet.id)
+    conn.network.delete_network(net)
+    for router in bodies.values():
+        conn.network.delete_router(router)
