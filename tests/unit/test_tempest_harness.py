@@ -74,7 +74,22 @@ def test_validation_needs_real_guests(capsys):
     assert "--driver qemu" in capsys.readouterr().err
 
 
-def _written_conf(tmp_path: Path, validation: bool) -> configparser.ConfigParser:
+def test_barbicans_plugin_tests_are_never_run():
+    """The plugin is installed for its secrets client; only Tempest's tests are run."""
+    plugin = "barbican_tempest_plugin.tests.api.test_secrets.SecretsTest.test_x[id-4]"
+    vtpm = (
+        "tempest.api.compute.admin.test_live_migration.LiveMigrationWithVTPMTest."
+        "test_vtpm_live_migration_secret_security_host[id-f26e8307-d865-4382-85f9-0b1c0a0ad80c]"
+    )
+    for argv in ((), ("--regex", "."), ("--regex", "LiveMigrationWithVTPMTest|SecretsTest")):
+        for p in _passes(*argv).values():
+            assert not _runs(p, plugin)
+    assert _runs(_passes("--regex", "LiveMigrationWithVTPMTest")["main"], vtpm)
+
+
+def _written_conf(
+    tmp_path: Path, validation: bool, hosts: int = 1, vtpm_live_migration: bool = False
+) -> configparser.ConfigParser:
     offer = {
         "image": "img",
         "image_alt": "img2",
@@ -91,6 +106,7 @@ def _written_conf(tmp_path: Path, validation: bool) -> configparser.ConfigParser
         "volume_protocol": "iSCSI",
         "multiattach_type": "multiattach",
         "volume_backends": ["file-1", "file-2"],
+        "key_manager": True,
     }
     path = tmp_path / "tempest.conf"
     conf.write_conf(
@@ -101,8 +117,9 @@ def _written_conf(tmp_path: Path, validation: bool) -> configparser.ConfigParser
         offer=offer,
         accounts_file=tmp_path / "accounts.yaml",
         overrides=[],
-        hosts=1,
+        hosts=hosts,
         validation=validation,
+        vtpm_live_migration=vtpm_live_migration,
     )
     parsed = configparser.ConfigParser(interpolation=None)
     parsed.read(path)
@@ -121,6 +138,16 @@ def test_validation_logs_in_to_the_tiny_guest_through_a_floating_ip(tmp_path: Pa
     # What the guest's hostname and the metadata's are compared with.
     assert written["compute-feature-enabled"]["hostname_fqdn_sanitization"] == "true"
     assert written["compute-feature-enabled"]["dhcp_domain"] == ""
+
+
+def test_vtpm_live_migration_only_with_several_hosts_that_have_a_tpm(tmp_path: Path):
+    fake = _written_conf(tmp_path, validation=False, hosts=3, vtpm_live_migration=True)
+    assert fake["service_available"]["barbican"] == "true"
+    assert fake["compute-feature-enabled"]["vtpm_live_migration"] == "true"
+    one_host = _written_conf(tmp_path, validation=True, hosts=1, vtpm_live_migration=True)
+    assert one_host["compute-feature-enabled"]["vtpm_live_migration"] == "false"
+    no_tpm = _written_conf(tmp_path, validation=False, hosts=3)
+    assert no_tpm["compute-feature-enabled"]["vtpm_live_migration"] == "false"
 
 
 def test_without_validation_tempest_does_not_log_in(tmp_path: Path):

@@ -45,6 +45,11 @@ REPO = Path(__file__).resolve().parents[3]
 SERVICES_REGEX = r"^tempest\.api\.(identity|compute|image|network|volume|object_storage)\."
 COMPUTE_REGEX = r"^tempest\.api\.compute\."
 TEMPEST_REQUIREMENT = "tempest==47.0.0"
+# Barbican's Tempest plugin, for its secrets client and [service_available] barbican:
+# Tempest's LiveMigrationWithVTPMTest reads the vTPM secrets with them. Its own tests are
+# never run here (PLUGIN_TESTS): the harness runs Tempest's.
+BARBICAN_PLUGIN_REQUIREMENT = "barbican-tempest-plugin==4.6.0"
+PLUGIN_TESTS = r"^barbican_tempest_plugin\."
 # Classes that set `force_tenant_isolation = True`: Tempest 47 runs them with dynamic
 # credentials whatever the configuration, so their admin is the admin role on a fresh
 # project, which cumulo's default policy does not make a cloud admin. They run in a
@@ -84,14 +89,18 @@ TEMPEST_CLIENT_BROKEN = {
 
 
 def tempest_venv(path: Path) -> Path:
-    """The venv holding Tempest (created with pip from PyPI when missing)."""
+    """The venv holding Tempest and Barbican's plugin (installed with pip from PyPI when
+    missing; never a dependency of cumulo itself)."""
+    pip = [str(path / "bin" / "pip"), "--disable-pip-version-check"]
     if not (path / "bin" / "tempest").exists():
         subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+        subprocess.run([*pip, "install", "--quiet", TEMPEST_REQUIREMENT], check=True)
+    plugin = BARBICAN_PLUGIN_REQUIREMENT.partition("==")[0]
+    if subprocess.run([*pip, "show", "--quiet", plugin], capture_output=True).returncode:
         subprocess.run(
-            [str(path / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
-             TEMPEST_REQUIREMENT],
+            [*pip, "install", "--quiet", BARBICAN_PLUGIN_REQUIREMENT, TEMPEST_REQUIREMENT],
             check=True,
-        )  # fmt: skip
+        )
     return path
 
 
@@ -182,9 +191,9 @@ def passes(args: argparse.Namespace) -> list[Pass]:
     guest = "|".join(
         [*(TINY_GUEST_LACKS if args.validation else NEEDS_GUEST_SSH), *TEMPEST_CLIENT_BROKEN]
     )
-    exclude = "|".join(r for r in (args.exclude_regex, ISOLATED, guest) if r)
+    exclude = "|".join(r for r in (args.exclude_regex, ISOLATED, guest, PLUGIN_TESTS) if r)
     isolated = rf"(?=(?:{regex}))(?:{ISOLATED})"
-    isolated_exclude = "|".join(r for r in (args.exclude_regex, guest) if r) or None
+    isolated_exclude = "|".join(r for r in (args.exclude_regex, guest, PLUGIN_TESTS) if r)
     return [
         Pass("main", regex, exclude, False, {}),
         Pass("isolated", isolated, isolated_exclude, True, {"cloud_admin": "role:admin"}),
@@ -231,6 +240,9 @@ def run_pass(args, venv: Path, run_dir: Path, spec: CloudSpec, files: FileServer
             overrides=args.set,
             validation=args.validation,
             hosts=1 + (spec.fake_hosts if args.driver == "fake" else 0),
+            # Every fake host runs vTPM guests (and there are several); the QEMU run
+            # has one host, so nothing to live-migrate to.
+            vtpm_live_migration=args.driver == "fake" and spec.fake_hosts > 0,
         )
         cmd = [str(venv / "bin" / "tempest"), "run", "--config-file", str(conf_file),
                "--concurrency", str(args.workers), "--regex", p.regex]  # fmt: skip

@@ -227,6 +227,10 @@ def provision(s: AdminSession, public_network_id: str, projects: int, admins: in
             account = entry(user["name"], password, role, **scope)
             if role == "member":
                 account["resources"] = {"network": f"tempest-{i}-net"}
+                # The id Tempest fills in only once the account first authenticates:
+                # LiveMigrationWithVTPMTest reads its primary's before that (the owner it
+                # expects of the server's vTPM secret), as dynamic credentials know it.
+                account["user_id"] = user["id"]
                 members.append(account)
             else:
                 personas.append(account)

@@ -202,6 +202,7 @@ def discover(s: AdminSession, root: dict[str, str]) -> dict:
         "compute_versions": (compute["min_version"], compute["version"]),
         "volume_versions": (volume["min_version"], volume["version"]),
         "network_extensions": sorted(e["alias"] for e in extensions),
+        "key_manager": "key-manager" in s.urls,
         # What the object store's /info lists (its middleware), when there is one.
         "object_store_apis": sorted(swift_info) if swift_info is not None else None,
         # Its own container sync realm and cluster (Tempest's realm_name, cluster_name).
@@ -229,6 +230,7 @@ def write_conf(
     overrides: list[str],
     hosts: int,
     validation: bool = False,
+    vtpm_live_migration: bool = False,
 ) -> None:
     conf = configparser.ConfigParser(interpolation=None)
     conf.optionxform = str  # type: ignore[assignment,method-assign]
@@ -315,11 +317,18 @@ def write_conf(
             "cinder": True,
             "swift": offer["object_store_apis"] is not None,
             "horizon": False,
+            # Barbican's plugin's option (its default is true): the Key Manager.
+            "barbican": offer["key_manager"],
         },
     }
     for section, flags in FEATURES.items():
         sections[section] = dict(flags)
     sections["volume-feature-enabled"]["multi_backend"] = len(offer["volume_backends"]) > 1
+    # Live migration of vTPM servers whose secret the host keeps (hw:tpm_secret_security
+    # host): where every compute host has an emulated TPM and there is another to go to.
+    sections["compute-feature-enabled"]["vtpm_live_migration"] = (
+        vtpm_live_migration and offer["key_manager"] and hosts > 1
+    )
     # Encrypted volumes (the Key Manager keeps their keys): Tempest's attached-extend test
     # attaches a LUKS1 and a LUKS2 volume; only dm-crypt opens LUKS2 and QEMU's LUKS
     # driver does not, so with real guests (no device-mapper here) the class is off.
