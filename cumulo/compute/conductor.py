@@ -209,6 +209,8 @@ _BDM_FIELDS = (
     "connection_info",
     "delete_on_termination",
     "tag",
+    "disk_bus",
+    "device_type",
 )
 
 

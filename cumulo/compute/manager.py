@@ -510,7 +510,9 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
                 volume_id = volume["id"]
                 await self.conductor.block_device_update(ctx, bdm["id"], {"volume_id": volume_id})
                 await self._wait_volume(token, volume_id)
-            device = bdm["device_name"] or f"/dev/vd{next(letters)}"
+            # The guest names SCSI disks sd*, virtio ones vd* (Nova's default names).
+            scsi = bdm.get("disk_bus") == "scsi" or bdm.get("device_type") == "lun"
+            device = bdm["device_name"] or f"/dev/{'sd' if scsi else 'vd'}{next(letters)}"
             attachment = await self._reserve_attachment(token, volume_id, inst["uuid"])
             await self.conductor.block_device_update(
                 ctx, bdm["id"], {"attachment_id": attachment["id"]}
@@ -521,13 +523,21 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
                     f"/v3/attachments/{attachment['id']}",
                     token,
                     headers=VOLUME_API,
-                    json={"attachment": {"connector": {"host": self.host, "mountpoint": device}}},
+                    json={"attachment": {"connector": self._connector(device)}},
                 )
             )["attachment"]
             info = attachment["connection_info"]
             # Its key first: an encrypted volume whose key cannot be had fails the build.
             opened = await self._opened(
-                token, BlockDevice(volume_id, device, info, bdm["boot_index"])
+                token,
+                BlockDevice(
+                    volume_id,
+                    device,
+                    info,
+                    bdm["boot_index"],
+                    disk_bus=bdm.get("disk_bus"),
+                    device_type=bdm.get("device_type"),
+                ),
             )
             await self.volumes.request(
                 "POST",
@@ -1045,7 +1055,7 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
                     f"/v3/attachments/{attachment_id}",
                     token,
                     headers=VOLUME_API,
-                    json={"attachment": {"connector": {"host": self.host, "mountpoint": device}}},
+                    json={"attachment": {"connector": self._connector(device)}},
                 )
             )["attachment"]
             info = attachment["connection_info"]

@@ -32,6 +32,7 @@ over; a failed migration deletes the new ones and puts the old ones back.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -52,9 +53,10 @@ class HostMoves:
     """Mixed into ComputeManager (host, driver, bus, conductor, network, volumes,
     image_cache, options, _set_task, _guest_spec, _device_metadata, _machine_type_record,
     _upload_snapshot, _reserve_attachment, _complete_attachment, _drop_attachment,
-    _opened)."""
+    _opened, _connector)."""
 
     _aborted_migrations: set[str]
+    _connector: Callable[[str | None], dict[str, Any]]
 
     @property
     def _compute_rpc(self) -> rpcapi.ComputeAPI:
@@ -118,17 +120,20 @@ class HostMoves:
                     f"/v3/attachments/{bdm['attachment_id']}",
                     token,
                     headers=VOLUME_API,
-                    json={
-                        "attachment": {
-                            "connector": {"host": self.host, "mountpoint": bdm["device_name"]}
-                        }
-                    },
+                    json={"attachment": {"connector": self._connector(bdm["device_name"])}},
                 )
             )["attachment"]
             info = attachment.get("connection_info") or bdm["connection_info"]
             await self.conductor.block_device_update(ctx, bdm["id"], {"connection_info": info})
             devices.append(
-                BlockDevice(bdm["volume_id"], bdm["device_name"], info, bdm["boot_index"])
+                BlockDevice(
+                    bdm["volume_id"],
+                    bdm["device_name"],
+                    info,
+                    bdm["boot_index"],
+                    disk_bus=bdm.get("disk_bus"),
+                    device_type=bdm.get("device_type"),
+                )
             )
         return tuple(devices), {b["volume_id"]: b["tag"] for b in bdms if b["tag"]}
 

@@ -63,6 +63,10 @@ class VolumeSwap:
     _drop_attachment: Callable[[str, str], Awaitable[None]]
     _refresh_device_metadata: Callable[[dict, str], Awaitable[None]]
 
+    def _connector(self, mountpoint: str | None) -> dict[str, Any]:
+        """The connector this host gives Block Storage for a volume it attaches there."""
+        return {**self.driver.volume_connector(self.host), "mountpoint": mountpoint}
+
     def _instance_lock(self, instance_uuid: str) -> asyncio.Lock:
         """Nova's lock on an instance's uuid: one swap, attach, detach or delete of a
         server at a time on this host (the others wait)."""
@@ -236,7 +240,7 @@ class VolumeSwap:
             url_path("/v3/attachments/{}", attachment_id),
             token,
             headers=VOLUME_API,
-            json={"attachment": {"connector": {"host": self.host, "mountpoint": device}}},
+            json={"attachment": {"connector": self._connector(device)}},
         )
         return made["attachment"]["connection_info"]
 

@@ -214,6 +214,10 @@ class BlockDeviceMapping(Timestamps, Base):
     attachment_id: Mapped[str | None] = mapped_column(String(64))
     connection_info: Mapped[dict | None] = mapped_column(JSON)
     tag: Mapped[str | None] = mapped_column(String(255))
+    # How the guest sees the volume (Nova's bdm disk_bus and device_type): None is the
+    # driver's default (virtio disk); device_type lun passes SCSI commands through.
+    disk_bus: Mapped[str | None] = mapped_column(String(255))
+    device_type: Mapped[str | None] = mapped_column(String(255))
 
 
 class InstanceAction(Base):

@@ -54,6 +54,25 @@ from cumulo.compute.virt.driver import MACHINE_TYPE_KEY
 LOG = logging.getLogger(__name__)
 BDM_SOURCES = ("volume", "image", "snapshot", "blank")
 BDM_DESTINATIONS = ("local", "volume")
+# Nova's BlockDeviceType and DiskBus fields (what a mapping may ask for; the host's
+# driver says what it can give: the QEMU driver disk/lun on virtio/scsi).
+BDM_DEVICE_TYPES = ("cdrom", "disk", "floppy", "fs", "lun")
+BDM_DISK_BUSES = ("fdc", "ide", "sata", "scsi", "usb", "virtio", "xen", "lxc", "uml")
+
+
+def _check_bus_and_type(raw: dict[str, Any]) -> tuple[str | None, str | None]:
+    """A mapping's disk_bus and device_type: absent, or one of Nova's values (400)."""
+    found = []
+    for attribute, allowed in (("disk_bus", BDM_DISK_BUSES), ("device_type", BDM_DEVICE_TYPES)):
+        value = raw.get(attribute)
+        if value is not None and value not in allowed:
+            raise BadRequest(
+                f"Invalid input for field/attribute {attribute}. Value: {value}. "
+                f"'{value}' is not one of {list(allowed)}"
+            )
+        found.append(value)
+    return found[0], found[1]
+
 
 GiB = 1024**3
 # The system metadata key recording OS-DCF:diskConfig AUTO (Nova's auto_disk_config).
@@ -548,6 +567,7 @@ class ComputeService(ServerMoves):
                 )
             except (TypeError, ValueError):
                 raise BadRequest("Invalid input for field/attribute boot_index.") from None
+            disk_bus, device_type = _check_bus_and_type(raw)
             if destination == "local":
                 if source == "image" and boot_index == 0:
                     req.image_ref = req.image_ref or raw.get("uuid")
@@ -602,6 +622,8 @@ class ComputeService(ServerMoves):
                     "volume_size": size,
                     "delete_on_termination": bool(raw.get("delete_on_termination", False)),
                     "tag": raw.get("tag"),
+                    "disk_bus": disk_bus,
+                    "device_type": device_type,
                 }
             )
         if sum(1 for b in volumes if b["boot_index"] == 0) > 1:

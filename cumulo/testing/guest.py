@@ -75,6 +75,10 @@ MODULES = (
     "net_failover",
     "virtio_net",
     "virtio_blk",
+    "scsi_common",
+    "scsi_mod",
+    "sd_mod",
+    "virtio_scsi",
     "virtio_console",
     "cdrom",
     "isofs",
@@ -288,9 +292,26 @@ exec timeout 30 wget -q -O - "$url"
 
 LSBLK = """#!/bin/sh
 # lsblk [-l] [-b] [--nodeps] [--fs] [--ascii]: the block devices from /sys/block, with the
-# columns util-linux prints (TYPE where Tempest's get_disks looks for it).
-nodeps=
-for arg in "$@"; do [ "$arg" = --nodeps ] || [ "$arg" = -d ] && nodeps=1; done
+# columns util-linux prints (TYPE where Tempest's get_disks looks for it). lsblk -S
+# (--scsi): the SCSI devices only, with util-linux's columns NAME HCTL TYPE VENDOR MODEL
+# REV SERIAL TRAN (the values from sysfs; SERIAL is udev's, and there is no udev here;
+# util-linux names no transport for virtio-scsi either).
+nodeps= scsi=
+for arg in "$@"; do
+    case "$arg" in --nodeps|-d) nodeps=1 ;; --scsi|-S) scsi=1 ;; esac
+done
+if [ -n "$scsi" ]; then
+    srow() { printf '%-4s %-10s %-4s %-8s %-16s %-4s %-20s %s\\n' "$@"; }
+    srow NAME HCTL TYPE VENDOR MODEL REV SERIAL TRAN
+    for dir in /sys/block/*; do
+        [ -d "$dir/device/scsi_device" ] || continue
+        hctl=$(ls "$dir/device/scsi_device")
+        case "${dir##*/}" in sr*) type=rom ;; *) type=disk ;; esac
+        attr() { sed 's/ *$//' "$dir/device/$1" 2>/dev/null; }
+        srow "${dir##*/}" "$hctl" $type "$(attr vendor)" "$(attr model)" "$(attr rev)" "" ""
+    done
+    exit 0
+fi
 row() { printf '%-8s %-7s %2s %12s %2s %-4s %s\\n' "$@"; }
 row NAME MAJ:MIN RM SIZE RO TYPE MOUNTPOINT
 device() {  # $1 = sysfs dir, $2 = type

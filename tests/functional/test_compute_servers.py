@@ -7,6 +7,7 @@ import subprocess
 import time
 import uuid
 
+import httpx
 import pytest
 
 from cumulo.compute.api.microversion import MAX
@@ -542,6 +543,55 @@ def test_boot_from_volume_needs_a_size(cloud: CloudRunner, image: str):
             },
         )
     assert r.status_code == 400 and "volume_size" in r.json()["badRequest"]["message"]
+
+
+def test_a_mapping_asks_for_its_disk_bus_and_device_type(cloud: CloudRunner, image: str):
+    """Nova's disk_bus and device_type: an unknown one is 400 before anything is made;
+    a volume as a lun on the scsi bus is recorded and named as the guest sees SCSI disks."""
+    network = cloud.openstack("network", "show", "private", "-f", "json", cloud="cumulo-demo")
+    volume = demo(cloud, "volume", "create", "--size", "1", _name("lun"), "-f", "json")["id"]
+    base = f"http://127.0.0.1:{cloud.config.ports.compute}/v2.1/servers"
+
+    def boot(**mapping) -> httpx.Response:
+        bdm = [
+            {"source_type": "image", "destination_type": "local", "uuid": image, "boot_index": 0},
+            {"source_type": "volume", "destination_type": "volume", "uuid": volume, **mapping},
+        ]
+        server = {"name": _name("lun"), "flavorRef": "1", "networks": [{"uuid": network["id"]}],
+                  "block_device_mapping_v2": bdm}  # fmt: skip
+        with cloud.http(cloud.token("demo", project="demo")) as client:
+            return client.post(base, json={"server": server})
+
+    for _ in range(100):
+        if demo(cloud, "volume", "show", volume, "-f", "json")["status"] == "available":
+            break
+        time.sleep(0.2)
+    refused = boot(device_type="tape")
+    assert refused.status_code == 400
+    assert refused.json()["badRequest"]["message"].startswith(
+        "Invalid input for field/attribute device_type. Value: tape."
+    )
+    assert boot(disk_bus="parallel").status_code == 400
+    made = boot(device_type="lun", disk_bus="scsi")
+    assert made.status_code == 202, made.text
+    server = made.json()["server"]["id"]
+    for _ in range(150):
+        shown = demo(cloud, "server", "show", server, "-f", "json")
+        if shown["status"] != "BUILD":
+            break
+        time.sleep(0.2)
+    assert shown["status"] == "ACTIVE"
+    with cloud.http(cloud.token("demo", project="demo")) as client:
+        [attachment] = client.get(f"{base}/{server}/os-volume_attachments").json()[
+            "volumeAttachments"
+        ]
+    assert (attachment["volumeId"], attachment["device"]) == (volume, "/dev/sda")
+    demo(cloud, "server", "delete", "--wait", server)
+    for _ in range(100):
+        if demo(cloud, "volume", "show", volume, "-f", "json")["status"] == "available":
+            break
+        time.sleep(0.2)
+    demo(cloud, "volume", "delete", volume)
 
 
 def test_delete_right_after_create_always_wins(cloud: CloudRunner, image: str):

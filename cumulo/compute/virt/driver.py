@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -127,10 +128,20 @@ class BlockDevice:
     connection_info: dict[str, Any]
     boot_index: int | None = None
     encryption: VolumeEncryption | None = None
+    # The mapping's disk_bus and device_type (None: the driver's default, a virtio disk);
+    # device_type lun passes the guest's SCSI commands through to the volume's LUN.
+    disk_bus: str | None = None
+    device_type: str | None = None
 
     @property
     def encrypted(self) -> bool:
         return is_encrypted(self.connection_info)
+
+
+def initiator_name(host: str) -> str:
+    """The iSCSI initiator name of a compute host: QEMU's own initiator's prefix (libiscsi's
+    iqn.2008-11.org.linux-kvm) and the host's name, in the characters an IQN may have."""
+    return "iqn.2008-11.org.linux-kvm:" + (re.sub(r"[^a-z0-9.-]+", "-", host.lower()) or "host")
 
 
 def is_encrypted(connection_info: dict[str, Any] | None) -> bool:
@@ -300,6 +311,12 @@ class ComputeDriver(abc.ABC):
     async def init_host(self, host: str) -> None:
         """Called once when the compute agent starts (reconnect to running guests here)."""
         return None
+
+    def volume_connector(self, host: str) -> dict[str, Any]:
+        """What Block Storage is told of this host when it connects a volume (Nova's
+        get_volume_connector, os-brick's connector properties): its name and the iSCSI
+        initiator name its guests log in to iSCSI targets with."""
+        return {"host": host, "initiator": initiator_name(host)}
 
     async def cleanup_host(self) -> None:
         """Called when the agent stops; guests keep running."""

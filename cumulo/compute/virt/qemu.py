@@ -28,11 +28,12 @@ import socket
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cumulo.compute.configdrive import build_config_drive
 from cumulo.compute.states import PowerState
+from cumulo.compute.virt import qemu_iscsi, qemu_secrets, qemu_tpm
 from cumulo.compute.virt import qemu_process as qp
-from cumulo.compute.virt import qemu_secrets
 from cumulo.compute.virt.driver import (
     BlockDevice,
     ComputeDriver,
@@ -46,6 +47,7 @@ from cumulo.compute.virt.driver import (
     Vif,
     VolumeEncryption,
     copy_volume_data,
+    initiator_name,
     pci_address,
     require_encryption,
 )
@@ -109,6 +111,9 @@ class QemuDriver(QemuMoves, ComputeDriver):
         self.machine_types: frozenset[str] = frozenset()
         self.version = 0
         self._locks: dict[str, asyncio.Lock] = {}
+        # The passphrases of `user` policy TPMs, held in memory only (a `host` one is in
+        # the guest's secrets.json too): gone with the agent, given again at a start.
+        self._tpm_passphrases: dict[str, str] = {}
         self.migration_address = migration_address or _own_address()
         # Disk exports of guests migrating away (qemu-nbd processes), by guest.
         self._exports: dict[str, list[asyncio.subprocess.Process]] = {}
@@ -117,6 +122,8 @@ class QemuDriver(QemuMoves, ComputeDriver):
         # The spice-direct ports of guests (on spice_listen), opened on first request.
         self.spice_listen = spice_listen
         self._spice_ports: dict[str, qp.UnixForwarder] = {}
+        # iSCSI portals relayed into guests' network namespaces.
+        self.relays = qemu_iscsi.PortalRelays()
 
     # -- host ------------------------------------------------------------------------------
 
@@ -128,6 +135,8 @@ class QemuDriver(QemuMoves, ComputeDriver):
         self.host = host
         if shutil.which(qp.QEMU) is None:
             raise DriverError(f"{qp.QEMU} is not installed on this host")
+        # Guests get an emulated TPM where swtpm is installed (the host reports the traits).
+        self.supports_vtpm = qemu_tpm.available()
         self.instances_dir.mkdir(parents=True, exist_ok=True)
         self.version = await qp.qemu_version()
         self.machine_types = await qp.machine_types()
@@ -136,6 +145,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
         for uuid in await self.list_guests():
             directory = self._dir(uuid)
             if qp.process_alive(qp.read_pid(directory), uuid):
+                await self._relay_iscsi(uuid, self._load(uuid))
                 try:
                     async with qp.qmp_session(directory, uuid) as qmp:
                         status = await qmp.execute("query-status")
@@ -146,6 +156,26 @@ class QemuDriver(QemuMoves, ComputeDriver):
                     )
             else:
                 LOG.info("found guest %s with no QEMU process", uuid)
+
+    async def cleanup_host(self) -> None:
+        await self.relays.close()
+
+    async def _relay_iscsi(self, uuid: str, record: dict[str, Any]) -> None:
+        """The relays of the guest's iSCSI drives listening again (an agent restarted:
+        libiscsi reconnects through them)."""
+        netns = record["machine"].get("netns")
+        for drive in record["volumes"].values():
+            if netns and drive.get("relay_port"):
+                try:
+                    await self.relays.port(netns, _portal(drive["path"]), drive["relay_port"])
+                except DriverError as exc:
+                    LOG.warning("guest %s: %s", uuid, exc)
+
+    async def _relay(self, netns: str | None, drive: qp.Drive) -> None:
+        """An iSCSI drive of a guest in a network namespace reaches its portal through
+        a relay there (its port kept in the drive)."""
+        if netns and drive.protocol == "iscsi":
+            drive.relay_port = await self.relays.port(netns, _portal(drive.path))
 
     async def _choose_accel(self) -> None:
         """Probe KVM once per host; the verdict is kept beside the guests for the next start."""
@@ -232,16 +262,20 @@ class QemuDriver(QemuMoves, ComputeDriver):
         killed from here on leaves a record destroy() removes it all by); then its taps."""
         volume_slots, _nic_slots = _boot_slots(guest)
         drives = [
-            (d, _volume_drive(d, slot))
+            (d, _volume_drive(d, slot, initiator_name(self.host)))
             for d, slot in zip(guest.block_devices, volume_slots, strict=True)
         ]
+        if any(drive.bus == "scsi" for _, drive in drives) and machine.scsi_model is None:
+            machine.scsi_model = "virtio-scsi"  # Nova's libvirt adds a SCSI controller too
+        for _, drive in drives:
+            await self._relay(machine.netns, drive)
         volumes = {d.volume_id: dataclasses.asdict(drive) for d, drive in drives}
         record = {"machine": dataclasses.asdict(machine), "volumes": volumes, "suspended": False}
         self._save(guest.uuid, record)
-        qemu_secrets.keep(
-            self._dir(guest.uuid),
-            {drive.key_secret: _passphrase(d) for d, drive in drives if drive.key_secret},
-        )
+        kept: dict[str, str] = {}
+        for d, drive in drives:
+            kept |= _drive_secrets(d, drive)
+        qemu_secrets.keep(self._dir(guest.uuid), kept)
         for vif in guest.vifs:
             await _plug_tap(vif)
         return record
@@ -266,11 +300,17 @@ class QemuDriver(QemuMoves, ComputeDriver):
         machine.firmware = qp.firmware_type(image.properties if image else {})
         machine.machine_type, machine.secure_boot = self._machine_choice(guest)
         qp.check_firmware(machine.firmware, machine.secure_boot)
+        if guest.vtpm is not None:
+            if not self.supports_vtpm:
+                raise DriverError("this host cannot give guests a TPM: swtpm is not installed")
+            machine.tpm_version, machine.tpm_model = guest.vtpm.version, guest.vtpm.model
+            self._keep_tpm_passphrase(guest.uuid, guest.vtpm.security, guest.vtpm.passphrase)
         if image is not None and _image_flag(image.properties, "hw_qemu_guest_agent"):
             machine.guest_agent = True
             machine.admin_user = str(image.properties.get("os_admin_user") or "root")
         if image is not None:
             machine.require_quiesce = _image_flag(image.properties, "os_require_quiesce")
+            machine.scsi_model = qemu_iscsi.scsi_model(image.properties)
         if image is not None and image.kernel_path:
             machine.kernel = image.kernel_path
             machine.initrd = image.ramdisk_path
@@ -361,6 +401,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
             *(
                 DeviceAddress("disk", d.volume_id, "pci", _address(slot, machine_type))
                 for d, slot in zip(guest.block_devices, volume_slots, strict=True)
+                if _on_pci(d)
             ),
             *(
                 DeviceAddress("nic", vif.mac, "pci", _address(slot, machine_type))
@@ -397,7 +438,17 @@ class QemuDriver(QemuMoves, ComputeDriver):
         if machine.firmware == "uefi":  # OVMF may have gone since the guest was made
             qp.check_firmware(machine.firmware, machine.secure_boot)
             await asyncio.to_thread(qp.make_nvram, directory, machine.secure_boot)
+        if machine.tpm_version:  # the TPM's swtpm first: QEMU connects to it at once
+            passphrase = self._tpm_passphrase(uuid)
+            if passphrase is None:
+                raise DriverError(f"the vTPM secret of guest {uuid} is not on this host")
+            # An incoming live migration's TPM gets its state from the source's QEMU.
+            live_incoming = incoming is not None and incoming.startswith("tcp:")
+            await qemu_tpm.start(
+                directory, machine.tpm_version, passphrase, manufacture=not live_incoming
+            )
         (directory / "qemu.pid").unlink(missing_ok=True)
+        await self._relay_iscsi(uuid, record)
         with contextlib.ExitStack() as sockets:
             nbd = {
                 d.node: sockets.enter_context(await qp.connect_nbd(d))
@@ -409,7 +460,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
             # QEMU has read the passphrases once it daemonized: their files go then.
             secret_files = sockets.enter_context(
                 qemu_secrets.secret_files(
-                    directory, [d.key_secret for d in machine.drives if d.key_secret]
+                    directory, [s for d in machine.drives for s in d.secret_ids()]
                 )
             )
             argv = qp.command_line(
@@ -431,9 +482,11 @@ class QemuDriver(QemuMoves, ComputeDriver):
         if (spice := self._spice_ports.pop(uuid, None)) is not None:
             await spice.close()
         directory = self._dir(uuid)
+        self._tpm_passphrases.pop(uuid, None)
         if not directory.exists():
             return
         await qp.kill(qp.read_pid(directory), uuid)
+        await qemu_tpm.stop(directory)
         try:
             record = self._load(uuid)
         except GuestNotFound:
@@ -720,9 +773,16 @@ class QemuDriver(QemuMoves, ComputeDriver):
             record = self._load(uuid)
             if device.volume_id in record["volumes"]:
                 raise DriverError(f"volume {device.volume_id} is already attached to {uuid}")
-            drive = _volume_drive(device, qp.free_slot(qp.used_slots(record)))
-            if drive.key_secret:
-                qemu_secrets.keep(self._dir(uuid), {drive.key_secret: _passphrase(device)})
+            drive = _volume_drive(
+                device, qp.free_slot(qp.used_slots(record)), initiator_name(self.host)
+            )
+            if drive.bus == "scsi" and not _has_scsi_controller(record):
+                raise DriverError(
+                    f"guest {uuid} has no SCSI controller to attach volume {device.volume_id} "
+                    "to (its image's hw_scsi_model=virtio-scsi gives it one)"
+                )
+            await self._relay(record["machine"].get("netns"), drive)
+            qemu_secrets.keep(self._dir(uuid), _drive_secrets(device, drive))
             try:
                 if self._alive(uuid):
                     await self._blockdev_add(uuid, drive)
@@ -730,10 +790,10 @@ class QemuDriver(QemuMoves, ComputeDriver):
                         machine_type = record["machine"].get("machine_type", "pc")
                         await self._qmp(uuid, "device_add", qp.device_args(drive, machine_type))
                     except Exception:
-                        await self._blockdev_del(uuid, drive.node, drive.key_secret)
+                        await self._blockdev_del(uuid, drive.node, *drive.secret_ids())
                         raise
             except BaseException:
-                qemu_secrets.forget(self._dir(uuid), drive.key_secret)
+                qemu_secrets.forget(self._dir(uuid), *drive.secret_ids())
                 raise
             record["volumes"][device.volume_id] = dataclasses.asdict(drive)
             self._save(uuid, record)
@@ -774,7 +834,12 @@ class QemuDriver(QemuMoves, ComputeDriver):
             old = record["volumes"].get(old_volume_id)
             if old is None:
                 raise DriverError(f"volume {old_volume_id} is not attached to {uuid}")
-            drive = _volume_drive(new, old.get("slot"))
+            if old.get("media") == "lun":
+                raise DriverError(
+                    f"volume {old_volume_id} is a SCSI LUN of {uuid}: the guest talks to its "
+                    "target, whose data cannot be mirrored elsewhere under it"
+                )
+            drive = _volume_drive(new, old.get("slot"), initiator_name(self.host))
             source = (new.connection_info.get("data") or {}).get("volume_id") or new.volume_id
             node = f"vol-{source[:12]}"
             taken = {d["node"] for d in record["volumes"].values()}
@@ -785,7 +850,10 @@ class QemuDriver(QemuMoves, ComputeDriver):
                 serial=old.get("serial"),
                 device_id=old.get("device_id") or old["node"],
                 key_secret=_secret_id(node) if drive.key_secret else None,
+                chap_secret=qemu_iscsi.chap_secret_id(node) if drive.chap_secret else None,
+                bus=old.get("bus", "virtio"),
             )
+            await self._relay(record["machine"].get("netns"), drive)
             alive = self._alive(uuid)
             if not alive and (drive.key_secret or old.get("key_secret")):
                 raise DriverError(
@@ -793,18 +861,23 @@ class QemuDriver(QemuMoves, ComputeDriver):
                     "onto an encrypted volume: only a running guest copies it (through its "
                     "keys); start the guest first"
                 )
-            if drive.key_secret:
-                qemu_secrets.keep(self._dir(uuid), {drive.key_secret: _passphrase(new)})
+            qemu_secrets.keep(self._dir(uuid), _drive_secrets(new, drive))
             try:
                 if alive:
                     await self._mirror_volume(uuid, old, drive, grow=new_size_gb > 0)
                 else:
+                    if "iscsi" in (old.get("protocol"), drive.protocol):
+                        raise DriverError(
+                            f"volume {old_volume_id} of the stopped guest {uuid} is swapped "
+                            "from or onto an iSCSI volume: only a running guest copies it "
+                            "(through its initiator); start the guest first"
+                        )
                     src = (old["path"], old["format"] if old.get("protocol") != "nbd" else "raw")
                     await copy_volume_data(src, (drive.path, drive.format))
             except BaseException:
-                qemu_secrets.forget(self._dir(uuid), drive.key_secret)
+                qemu_secrets.forget(self._dir(uuid), *drive.secret_ids())
                 raise
-            qemu_secrets.forget(self._dir(uuid), old.get("key_secret"))
+            qemu_secrets.forget(self._dir(uuid), *_record_secrets(old))
             del record["volumes"][old_volume_id]
             record["volumes"][new.volume_id] = dataclasses.asdict(drive)
             self._save(uuid, record)
@@ -847,11 +920,12 @@ class QemuDriver(QemuMoves, ComputeDriver):
                     await self._qmp(uuid, "blockdev-del", {"node-name": drive.node})
                     break
                 await asyncio.sleep(0.1)
-            await self._secret_del(uuid, drive.key_secret)
+            for secret_id in drive.secret_ids():
+                await self._secret_del(uuid, secret_id)
             raise
         # The guest reads the new volume from here on: nothing below undoes that.
         try:
-            await self._blockdev_del(uuid, old_node, old.get("key_secret"))
+            await self._blockdev_del(uuid, old_node, *_record_secrets(old))
         except DriverError as exc:
             LOG.warning("guest %s: the old volume node %s stays open: %s", uuid, old_node, exc)
         if view is not None:
@@ -893,6 +967,10 @@ class QemuDriver(QemuMoves, ComputeDriver):
             # with the secret it has now, a plain one as Block Storage says).
             path, protocol = _volume_where(device)
             drive.update(path=path, protocol=protocol)
+            credentials = qemu_iscsi.chap(device.connection_info.get("data") or {})
+            if protocol == "iscsi" and credentials and drive.get("chap_secret"):
+                drive["chap_user"] = credentials[0]
+                qemu_secrets.keep(self._dir(uuid), {drive["chap_secret"]: credentials[1]})
             if not drive.get("key_secret"):
                 drive["format"] = (device.connection_info.get("data") or {}).get("format", "raw")
             record["volumes"][device.volume_id] = drive
@@ -909,8 +987,8 @@ class QemuDriver(QemuMoves, ComputeDriver):
             whole = {**made, "node-name": _whole_node(drive.node)}
             return {**made, "driver": "raw", "size": size, "file": whole}
 
-        if drive.key_secret:
-            await self._secret_add(uuid, drive.key_secret)
+        for secret_id in drive.secret_ids():
+            await self._secret_add(uuid, secret_id)
         try:
             if drive.protocol != "nbd":
                 await self._qmp(uuid, "blockdev-add", args())
@@ -920,13 +998,15 @@ class QemuDriver(QemuMoves, ComputeDriver):
                     await qmp.pass_fd(sock.fileno(), drive.node)
                     await qmp.execute("blockdev-add", args(nbd_fd=drive.node))
         except BaseException:
-            await self._secret_del(uuid, drive.key_secret)
+            for secret_id in drive.secret_ids():
+                await self._secret_del(uuid, secret_id)
             raise
 
-    async def _blockdev_del(self, uuid: str, node: str, key_secret: str | None) -> None:
-        """A volume's node let go, then the secret object it was opened with."""
+    async def _blockdev_del(self, uuid: str, node: str, *secret_ids: str | None) -> None:
+        """A volume's node let go, then the secret objects it was opened with."""
         await self._qmp(uuid, "blockdev-del", {"node-name": node})
-        await self._secret_del(uuid, key_secret)
+        for secret_id in secret_ids:
+            await self._secret_del(uuid, secret_id)
 
     async def _secret_add(self, uuid: str, secret_id: str) -> None:
         """The QEMU secret object of an encrypted volume (object-add, from a 0600 file
@@ -960,7 +1040,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
                 # The device leaves the tree a moment before it lets go of its node.
                 while True:
                     try:
-                        await self._blockdev_del(uuid, drive["node"], drive.get("key_secret"))
+                        await self._blockdev_del(uuid, drive["node"], *_record_secrets(drive))
                         break
                     except DriverError:
                         if time.monotonic() > deadline:
@@ -968,7 +1048,34 @@ class QemuDriver(QemuMoves, ComputeDriver):
                         await asyncio.sleep(0.1)
             del record["volumes"][volume_id]
             self._save(uuid, record)
-            qemu_secrets.forget(self._dir(uuid), drive.get("key_secret"))
+            qemu_secrets.forget(self._dir(uuid), *_record_secrets(drive))
+
+    # -- emulated TPM ---------------------------------------------------------------------
+
+    def _keep_tpm_passphrase(self, uuid: str, security: str, passphrase: str) -> None:
+        """A `host` policy TPM's passphrase is kept in secrets.json (0600, as libvirt keeps
+        a persistent secret) so the guest starts again after a host restart; a `user`
+        one only in this process."""
+        if security == "host":
+            qemu_secrets.keep(self._dir(uuid), {qemu_tpm.TPM_SECRET: passphrase})
+            self._tpm_passphrases.pop(uuid, None)
+        else:
+            qemu_secrets.forget(self._dir(uuid), qemu_tpm.TPM_SECRET)
+            self._tpm_passphrases[uuid] = passphrase
+
+    def _tpm_passphrase(self, uuid: str) -> str | None:
+        held = self._tpm_passphrases.get(uuid)
+        if held is not None:
+            return held
+        return qemu_secrets.load(self._dir(uuid)).get(qemu_tpm.TPM_SECRET)
+
+    async def vtpm_passphrase(self, uuid: str) -> str | None:
+        record = self._load(uuid)
+        return self._tpm_passphrase(uuid) if record["machine"].get("tpm_version") else None
+
+    async def keep_vtpm_passphrase(self, uuid: str, passphrase: str) -> None:
+        self._load(uuid)
+        self._tpm_passphrases[uuid] = passphrase
 
     async def _peripherals(self, uuid: str) -> set[str]:
         items = await self._qmp(uuid, "qom-list", {"path": "/machine/peripheral"})
@@ -1000,11 +1107,15 @@ def _boot_slots(guest: GuestSpec) -> tuple[list[int], list[int]]:
     return slots[: len(guest.block_devices)], slots[len(guest.block_devices) :]
 
 
-def _volume_drive(device: BlockDevice, slot: int | None = None) -> qp.Drive:
-    """A volume as a drive, from Block Storage's connection info (file or nbd), at that
-    PCI slot; an encrypted one is QEMU's LUKS driver over it (DriverError for what
-    QEMU cannot open)."""
+def _volume_drive(
+    device: BlockDevice, slot: int | None = None, initiator: str | None = None
+) -> qp.Drive:
+    """A volume as a drive, from Block Storage's connection info (file, nbd or iscsi:
+    QEMU's initiator logs in as `initiator`, with CHAP), at that PCI slot (a virtio disk)
+    or on the SCSI controller (disk_bus scsi; device_type lun passes SCSI through); an
+    encrypted one is QEMU's LUKS driver over it (DriverError for what QEMU cannot open)."""
     where, protocol = _volume_where(device)
+    bus, media = qemu_iscsi.bus_and_media(device, protocol)
     data = device.connection_info.get("data") or {}
     node = f"vol-{device.volume_id[:12]}"
     disk_format, key_secret = data.get("format", "raw"), None
@@ -1017,6 +1128,7 @@ def _volume_drive(device: BlockDevice, slot: int | None = None) -> qp.Drive:
             f"volume {device.volume_id} is a LUKS container that Block Storage does not say "
             "is encrypted: it has no key to be opened with"
         )
+    credentials = qemu_iscsi.chap(data) if protocol == "iscsi" else None
     return qp.Drive(
         node=node,
         path=str(where),
@@ -1024,13 +1136,52 @@ def _volume_drive(device: BlockDevice, slot: int | None = None) -> qp.Drive:
         read_only=data.get("access_mode") == "ro" or bool(data.get("read_only", False)),
         serial=device.volume_id[:20],  # Nova's choice: /dev/disk/by-id/virtio-<id20>
         protocol=protocol,
-        slot=slot,
+        bus=bus,
+        media=media,
+        slot=slot if bus == "virtio" else None,
         key_secret=key_secret,
+        initiator=initiator if protocol == "iscsi" else None,
+        chap_user=credentials[0] if credentials else None,
+        chap_secret=qemu_iscsi.chap_secret_id(node) if credentials else None,
     )
 
 
+def _drive_secrets(device: BlockDevice, drive: qp.Drive) -> dict[str, str]:
+    """What the drive's secret objects hold (by id): its LUKS passphrase, its CHAP
+    password."""
+    kept = {}
+    if drive.key_secret:
+        kept[drive.key_secret] = _passphrase(device)
+    if drive.chap_secret:
+        credentials = qemu_iscsi.chap(device.connection_info.get("data") or {})
+        assert credentials is not None  # _volume_drive gave it a CHAP secret
+        kept[drive.chap_secret] = credentials[1]
+    return kept
+
+
+def _record_secrets(drive: dict[str, Any]) -> list[str]:
+    """The secret objects of a drive in guest.json."""
+    return [s for s in (drive.get("key_secret"), drive.get("chap_secret")) if s]
+
+
+def _has_scsi_controller(record: dict[str, Any]) -> bool:
+    machine = record["machine"]
+    drives = [*machine["drives"], *record["volumes"].values()]
+    return bool(machine.get("scsi_model")) or any(d.get("bus") == "scsi" for d in drives)
+
+
+def _on_pci(device: BlockDevice) -> bool:
+    """Whether the volume is a virtio disk of its own PCI slot (SCSI ones are on the
+    controller's bus)."""
+    return device.disk_bus in (None, "virtio") and device.device_type != "lun"
+
+
+def _portal(location: str) -> str:
+    return urlsplit(location).netloc
+
+
 def _volume_where(device: BlockDevice) -> tuple[str, str]:
-    """Where a volume's bytes are (a file path or an NBD URI) and the protocol."""
+    """Where a volume's bytes are (a file path, an NBD or iSCSI URI) and the protocol."""
     info = device.connection_info
     kind = info.get("driver_volume_type")
     data = info.get("data") or {}
@@ -1040,6 +1191,8 @@ def _volume_where(device: BlockDevice) -> tuple[str, str]:
         where, protocol = data.get("uri"), "nbd"
         if not where and data.get("host"):
             where = f"nbd://{data['host']}:{data.get('port', 10809)}/{data.get('export', '')}"
+    elif kind == "iscsi":
+        where, protocol = qemu_iscsi.iscsi_location(data), "iscsi"
     else:
         raise DriverError(f"volumes of type {kind!r} are not supported by the QEMU driver")
     if not where:

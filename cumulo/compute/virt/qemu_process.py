@@ -28,6 +28,7 @@ from qemu.qmp.qmp_client import NegotiationError
 
 from cumulo.common import limits
 from cumulo.compute.virt.driver import DriverError
+from cumulo.compute.virt.qemu_tpm import qemu_arguments as tpm_arguments
 
 LOG = logging.getLogger(__name__)
 
@@ -82,10 +83,13 @@ class Drive:
     format: str
     read_only: bool = False
     serial: str | None = None
-    # Where the bytes are: a local file (path), or an NBD export (nbd://host:port/export).
+    # Where the bytes are: a local file (path), an NBD export (nbd://host:port/export) or
+    # an iSCSI LUN (iscsi://portal/target-iqn/lun, QEMU's own initiator, libiscsi).
     protocol: str = "file"
     bus: str = "virtio"  # virtio, scsi, usb or ide (driver.RESCUE_BUSES)
-    media: str = "disk"  # or cdrom
+    # disk, cdrom, or lun: a SCSI disk whose commands go through to the iSCSI LUN
+    # (scsi-block, Nova's device_type lun: SCSI reservations of clustered multiattach).
+    media: str = "disk"
     bootindex: int | None = None  # the firmware boots this one first
     slot: int | None = None  # a virtio disk's PCI slot (None: QEMU's choice)
     # The guest device's id when it is not the node's name (a swapped volume's device
@@ -94,6 +98,18 @@ class Drive:
     # An encrypted volume (format `luks`): the id of the QEMU secret object holding its
     # passphrase (never the passphrase: guest.json is not where secrets are kept).
     key_secret: str | None = None
+    # An iSCSI drive: the initiator name QEMU logs in with, the CHAP user, and the id of
+    # the secret object holding the CHAP password.
+    initiator: str | None = None
+    chap_user: str | None = None
+    chap_secret: str | None = None
+    # The port inside the guest's network namespace that relays to the portal (QEMU in
+    # a namespace does not reach the host's portal address itself), None: no relay.
+    relay_port: int | None = None
+
+    def secret_ids(self) -> list[str]:
+        """The secret objects the drive is opened with."""
+        return [s for s in (self.key_secret, self.chap_secret) if s]
 
 
 @dataclass
@@ -205,12 +221,19 @@ class MachineConfig:
     # The image's os_require_quiesce: a live snapshot fails when the filesystems cannot
     # be frozen (else it is taken unfrozen).
     require_quiesce: bool = False
+    # An emulated TPM (Nova's vTPM): its version (1.2, 2.0) and QEMU's front end
+    # (tpm-tis, tpm-crb), run by a swtpm beside QEMU (qemu_tpm); None: no TPM.
+    tpm_version: str | None = None
+    tpm_model: str | None = None
     # "bios" (SeaBIOS) or "uefi" (OVMF with the guest's variable store in its directory).
     firmware: str = "bios"
     # QEMU's machine type (hw_machine_type): the pc family or the q35 one.
     machine_type: str = "pc"
     # UEFI Secure Boot (os_secure_boot): q35 with SMM, OVMF's secboot build, MS keys.
     secure_boot: bool = False
+    # The image's hw_scsi_model (virtio-scsi): the guest has that SCSI controller from
+    # its start (SCSI volumes and LUNs plug into it), with or without SCSI disks.
+    scsi_model: str | None = None
 
 
 def command_line(
@@ -289,17 +312,18 @@ def command_line(
         if config.command_line:
             argv += ["-append", config.command_line]
     buses = {drive.bus for drive in config.drives}
-    if "scsi" in buses:
+    if "scsi" in buses or config.scsi_model:
         argv += ["-device", f"virtio-scsi-pci,id=scsi0,addr={_addr(SLOT_SCSI)}"]
     if "usb" in buses:
         argv += ["-device", f"qemu-xhci,id=usb0,addr={_addr(SLOT_USB)}"]
     for drive in config.drives:
         fd = (nbd_fds or {}).get(drive.node)
-        if drive.key_secret is not None:
-            path = (secret_files or {}).get(drive.key_secret)
+        for secret_id in drive.secret_ids():
+            path = (secret_files or {}).get(secret_id)
             if path is None:
-                raise DriverError(f"no passphrase for the encrypted drive {drive.node}")
-            argv += ["-object", secret_object_option(drive.key_secret, path)]
+                what = "passphrase" if secret_id == drive.key_secret else "CHAP password"
+                raise DriverError(f"no {what} for the drive {drive.node} (secret {secret_id})")
+            argv += ["-object", secret_object_option(secret_id, path)]
         argv += [
             "-blockdev", json.dumps(blockdev_args(drive, None if fd is None else str(fd))),
             "-device", json.dumps(device_args(drive, config.machine_type)),
@@ -310,6 +334,8 @@ def command_line(
             "-netdev", f"tap,id=net-{nic.tap},ifname={nic.tap},script=no,downscript=no",
             "-device", json.dumps(nic_args(nic, config.machine_type)),
         ]  # fmt: skip
+    if config.tpm_version:
+        argv += tpm_arguments(config.tpm_model or "tpm-tis")
     if incoming:
         argv += ["-incoming", incoming]
     return argv
@@ -432,7 +458,12 @@ async def machine_types() -> frozenset[str]:
 def blockdev_args(drive: Drive, nbd_fd: str | None = None) -> dict[str, Any]:
     """`nbd_fd`: an NBD drive reads through this connected socket (a number on the command
     line, a getfd name over QMP) instead of connecting itself. A `luks` drive is QEMU's
-    LUKS driver over the protocol node, opened with its secret object's passphrase."""
+    LUKS driver over the protocol node, opened with its secret object's passphrase. A
+    `lun` drive is the iSCSI node itself: scsi-block sends its SCSI commands there."""
+    if drive.media == "lun":
+        if drive.protocol != "iscsi":
+            raise DriverError(f"the SCSI LUN drive {drive.node} is not an iSCSI volume")
+        return {**_protocol_args(drive, None), "node-name": drive.node}
     args: dict[str, Any] = {
         "node-name": drive.node,
         "driver": drive.format,
@@ -457,6 +488,8 @@ def secret_object_args(secret_id: str, path: Path) -> dict[str, Any]:
 
 
 def _protocol_args(drive: Drive, nbd_fd: str | None) -> dict[str, Any]:
+    if drive.protocol == "iscsi":
+        return iscsi_args(drive)
     if drive.protocol == "nbd":
         where = urlsplit(drive.path)
         server = (
@@ -471,6 +504,34 @@ def _protocol_args(drive: Drive, nbd_fd: str | None) -> dict[str, Any]:
             "read-only": drive.read_only,
         }
     return {"driver": "file", "filename": drive.path, "read-only": drive.read_only}
+
+
+def iscsi_location(portal: str, target: str, lun: int) -> str:
+    return f"iscsi://{portal}/{target}/{lun}"
+
+
+def iscsi_args(drive: Drive) -> dict[str, Any]:
+    """QEMU's iscsi block driver (libiscsi) logging in to the drive's target over TCP
+    with its initiator name and CHAP (the password from a secret object, never here)."""
+    where = urlsplit(drive.path)
+    target, _, lun = where.path.lstrip("/").rpartition("/")
+    if not where.netloc or not target or not lun.isdigit():
+        raise DriverError(f"the iSCSI drive {drive.node} has no target: {drive.path}")
+    args: dict[str, Any] = {
+        "driver": "iscsi",
+        "transport": "tcp",
+        "portal": f"127.0.0.1:{drive.relay_port}" if drive.relay_port else where.netloc,
+        "target": target,
+        "lun": int(lun),
+        "read-only": drive.read_only,
+    }
+    if drive.initiator:
+        args["initiator-name"] = drive.initiator
+    if drive.chap_user:
+        if drive.chap_secret is None:
+            raise DriverError(f"the iSCSI drive {drive.node} has no CHAP secret")
+        args |= {"user": drive.chap_user, "password-secret": drive.chap_secret}
+    return args
 
 
 async def connect_nbd(drive: Drive, timeout: float = 10.0) -> socket.socket:
@@ -492,7 +553,8 @@ def device_args(drive: Drive, machine_type: str = "pc") -> dict[str, Any]:
     cdrom = drive.media == "cdrom"
     args: dict[str, Any] = {"drive": drive.node, "id": drive.device_id or drive.node}
     if drive.bus == "scsi":
-        args |= {"driver": "scsi-cd" if cdrom else "scsi-hd", "bus": "scsi0.0"}
+        kind = {"cdrom": "scsi-cd", "lun": "scsi-block"}.get(drive.media, "scsi-hd")
+        args |= {"driver": kind, "bus": "scsi0.0"}
     elif drive.bus == "usb":
         args |= {"driver": "usb-storage", "bus": "usb0.0", "removable": cdrom}
     elif drive.bus == "ide":  # the pc machine's own IDE controller
@@ -503,7 +565,7 @@ def device_args(drive: Drive, machine_type: str = "pc") -> dict[str, Any]:
             args["bus"] = root_port(drive.slot)
         elif drive.slot is not None:
             args["addr"] = _addr(drive.slot)
-    if drive.serial:
+    if drive.serial and drive.media != "lun":  # a LUN's serial is its target's own
         args["serial"] = drive.serial
     if drive.bootindex is not None:
         args["bootindex"] = drive.bootindex
@@ -590,19 +652,29 @@ class UnixForwarder:
         except OSError:
             writer.close()
             return
-        pipes = [
-            asyncio.create_task(_pipe(reader, guest_writer)),
-            asyncio.create_task(_pipe(guest_reader, writer)),
-        ]
-        self._pipes.update(pipes)
-        try:
-            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pipe in pipes:
-                pipe.cancel()
-                self._pipes.discard(pipe)
-            for w in (writer, guest_writer):
-                w.close()
+        await join_streams((reader, writer), (guest_reader, guest_writer), self._pipes)
+
+
+async def join_streams(
+    one: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    other: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    pipes: set[asyncio.Task],
+) -> None:
+    """Each side's bytes carried to the other until one side ends; both closed then
+    (the copying tasks are in `pipes` meanwhile, for their owner to cancel)."""
+    both = [
+        asyncio.create_task(_pipe(one[0], other[1])),
+        asyncio.create_task(_pipe(other[0], one[1])),
+    ]
+    pipes.update(both)
+    try:
+        await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in both:
+            task.cancel()
+            pipes.discard(task)
+        for writer in (one[1], other[1]):
+            writer.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
