@@ -1,7 +1,8 @@
 """iSCSI volumes in real QEMU guests: the file backend exports them through tgtd (target
 per volume, CHAP, initiator ACL), the QEMU driver logs in with QEMU's own initiator
 (libiscsi). A guest of an image with hw_scsi_model=virtio-scsi reads what the host wrote
-on a volume attached as a virtio disk and writes back; a volume with device_type lun is
+on a volume attached as a virtio disk and writes back (and sees it grow: the LUN re-added
+at its new size); a volume with device_type lun is
 its SCSI disk sda, whose SCSI INQUIRY is tgt's (the commands pass through: scsi-block,
 not QEMU's emulated disk), written through to the file; a lun hot-plugs and unplugs; no
 CHAP password is on QEMU's command line; and a portal on the host's loopback is reached
@@ -85,7 +86,7 @@ def at(path: Path, offset: int, size: int = 32) -> bytes:
 
 
 async def test_a_guest_reads_and_writes_iscsi_volumes_and_sees_a_lun_as_sda(
-    driver: QemuDriver, tiny_guest: TinyGuest, storage: FileDriver
+    driver: QemuDriver, tiny_guest: TinyGuest, storage: FileDriver, state_dir: Path
 ) -> None:
     disk = await iscsi_volume(storage, driver, "att-disk")
     lun = await iscsi_volume(storage, driver, "att-lun", device_type="lun", disk_bus="scsi")
@@ -128,6 +129,14 @@ async def test_a_guest_reads_and_writes_iscsi_volumes_and_sees_a_lun_as_sda(
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             for device in (disk, lun):
                 assert device.connection_info["data"]["auth_password"].encode() not in cmdline
+
+        # Grown while attached: the LUN leaves the target and comes back at its new size
+        # (Cinder's extend_target); the guest's disk is block_resize'd to it.
+        await storage.extend_volume(disk.volume_id, 2)
+        await driver.extend_volume(spec.uuid, disk.volume_id)
+        nodes = await plain.qmp_query(state_dir, spec.uuid, "query-named-block-nodes")
+        sizes = {n["node-name"]: n["image"]["virtual-size"] for n in nodes}
+        assert sizes[f"vol-{disk.volume_id[:12]}"] == 2 * 1024**3
 
         # A second LUN hot-plugs onto the SCSI controller and unplugs.
         before = disks_seen(console)

@@ -806,14 +806,20 @@ class QemuDriver(QemuMoves, ComputeDriver):
             drive = record["volumes"].get(volume_id)
             if drive is None:
                 raise DriverError(f"volume {volume_id} is not attached to {uuid}")
-            if drive.get("protocol", "file") != "file":
+            protocol = drive.get("protocol", "file")
+            if protocol not in ("file", "iscsi"):
                 raise DriverError(
-                    f"volume {volume_id} is reached over {drive['protocol']}: its export "
-                    "cannot be grown under a running guest yet"
+                    f"volume {volume_id} is reached over {protocol}: its export cannot be "
+                    "grown under a running guest yet"
                 )
+            if drive.get("media") == "lun":
+                return  # the guest reads the capacity from the LUN itself (SCSI passthrough)
             # A LUKS container's size as the guest sees it is its payload's (the file
             # less the LUKS header), which qemu-img reads without the key.
-            size = await _virtual_size(drive["path"], drive.get("format"))
+            if protocol == "iscsi":
+                size = await _iscsi_size(self._dir(uuid), qp.Drive(**drive))
+            else:
+                size = await _virtual_size(drive["path"], drive.get("format"))
             if self._alive(uuid):
                 await self._qmp(uuid, "block_resize", {"node-name": drive["node"], "size": size})
 
@@ -1251,6 +1257,17 @@ async def _virtual_size(path: str, disk_format: str | None = None) -> int:
     named = ["-f", disk_format] if disk_format else []
     info = json.loads(await _qemu_img("info", "-U", *named, "--output=json", path))
     return int(info["virtual-size"])
+
+
+async def _iscsi_size(directory: Path, drive: qp.Drive) -> int:
+    """The disk size a guest sees of an iSCSI drive, read by qemu-img logging in as the
+    guest does (from the host's namespace: straight to the portal, not the relay)."""
+    drive = dataclasses.replace(drive, relay_port=None)
+    spec = {"driver": drive.format, "file": qp.iscsi_args(drive)}
+    with qemu_secrets.secret_files(directory, drive.secret_ids()) as files:
+        objects = [a for i, p in files.items() for a in ("--object", qp.secret_object_option(i, p))]
+        info = await _qemu_img("info", *objects, "--output=json", "json:" + json.dumps(spec))
+    return int(json.loads(info)["virtual-size"])
 
 
 async def _copy_disk(source: str, target: Path, disk_format: str, size_gb: int) -> None:

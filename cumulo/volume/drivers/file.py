@@ -314,10 +314,8 @@ class FileDriver(VolumeDriver):
             await qemu_img("resize", "-f", self.format, str(path), f"{new_size_gb}G")
 
         if self.iscsi is not None and self.iscsi.exporting(volume_id):
-            raise DriverError(
-                f"volume {volume_id} is exported over iSCSI: tgtd does not grow a logical "
-                "unit it serves (detach it first)"
-            )
+            await self.iscsi.regrow(volume_id, path, grow)
+            return
         exports = self.exports.exporting(path)
         if exports:  # attached over NBD: the daemon holds the file's lock
             await self.exports.regrow(exports[0], grow)

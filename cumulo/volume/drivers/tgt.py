@@ -32,6 +32,7 @@ import re
 import secrets
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,9 @@ _ERRORS = {
     15: "no such account",
     17: "invalid request",
     19: "target is active",
+    20: "logical unit is busy",
 }
+_LUN_BUSY = 20
 _ALREADY = {9, 10, 11, 12, 14}
 _GONE = {4, 5, 8, 13, 15}
 # What libiscsi and tgt take in an IQN; a path or name with a comma would split tgt's
@@ -367,6 +370,35 @@ class IscsiExports:
             MODE_TARGET, OP_DELETE, {}, tid=tid, force=True, what="delete a target"
         )
         await self._idempotent(MODE_ACCOUNT, OP_DELETE, {"user": user}, what="delete an account")
+
+    async def regrow(self, volume_id: str, path: Path, grow: Callable[[], Awaitable[None]]) -> None:
+        """Grow an exported volume: `await grow()` while its LUN is out of the target,
+        then the LUN again at its new size (Cinder's extend_target, `tgt-admin --update
+        --force`: tgtd reads a LUN's size when it is added). Logged-in hosts keep their
+        session and meet a unit attention; persistent reservations on the LUN are lost."""
+        async with self._lock:
+            tid = (await self.admin.targets()).get(self.iqn(volume_id))
+            if tid is None:
+                await grow()
+                return
+            for attempt in range(50):  # a LUN is busy while commands are in flight
+                try:
+                    await self.admin.request(
+                        MODE_DEVICE, OP_DELETE, tid=tid, lun=DATA_LUN,
+                        what=f"take {path.name} out of its target",
+                    )  # fmt: skip
+                    break
+                except TgtError as exc:
+                    if exc.code != _LUN_BUSY or attempt == 49:
+                        raise
+                    await asyncio.sleep(0.1)
+            try:
+                await grow()
+            finally:
+                await self.admin.request(
+                    MODE_DEVICE, OP_NEW, {"path": str(path), "bstype": "rdwr"}, tid=tid,
+                    lun=DATA_LUN, what=f"add {path.name} to {self.iqn(volume_id)} again",
+                )  # fmt: skip
 
     async def disconnect(self, volume_id: str, attachment_id: str) -> None:
         """The attachment's initiator let out once none of the volume's other attachments
