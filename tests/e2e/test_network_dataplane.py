@@ -109,6 +109,24 @@ def legs_without_flows(lab: Lab) -> list[str]:
             and not re.search(rf"in_port={p['ofport']}\b", flows)]  # fmt: skip
 
 
+def switch_state(lab: Lab) -> str:
+    """openvswitch: what the switch has wired, for a failure's message (ports and their
+    OpenFlow numbers, br-int's flows, the datapath's ports, the host namespace's links:
+    a port ovs-vswitchd opened is PROMISC there)."""
+    if not isinstance(lab.driver, openvswitch.OpenvSwitchDriver):
+        return ""
+    env, remote = lab.driver.daemons.env, lab.driver.daemons.remote
+    ctl = str(lab.driver.run_dir / "ovs-vswitchd.ctl")
+    commands = [
+        ("ovs-vsctl", f"--db={remote}", "--columns=name,ofport,ifindex,external_ids,error",
+         "list", "Interface"),
+        ("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", openvswitch.INTEGRATION),
+        ("ovs-appctl", "-t", ctl, "dpif/show"),
+        ("ip", "-n", lab.driver.host_ns, "-br", "link"),
+    ]  # fmt: skip
+    return "\n".join(sh(*argv, check=False, env_extra=env).stdout for argv in commands)
+
+
 def route_to(ns: str, address: str) -> str:
     return sh("ip", "-n", ns, "-4", "route", "get", address).stdout
 
@@ -327,7 +345,8 @@ def test_guests_get_dhcp_cross_the_router_obey_groups_and_answer_on_floating_ips
         return routed.returncode, floating.returncode
 
     done = asyncio.run_coroutine_threadsafe(restart(), lab.runner._loop)
-    assert done.result(120) == (0, 0)  # (routed ping, floating IP ping)
+    pings = done.result(120)
+    assert pings == (0, 0), switch_state(lab)  # (routed ping, floating IP ping)
     assert stale not in netns_list()
     lab.settle()
     if ovs:

@@ -42,6 +42,9 @@ COLUMNS = {
     "Interface": ["name", "type", "options", "external_ids", "ofport", "error"],
 }
 KERNEL_MODULE = Path("/sys/module/openvswitch")
+# Seconds a new port row waits for ovs-vswitchd to apply the changes before it (see
+# _wait_caught_up); the userspace datapath on a loaded host has taken over 10 s.
+CATCH_UP_WAIT = 60.0
 
 
 def kernel_datapath() -> bool:
@@ -204,6 +207,30 @@ class Ovsdb:
             poller.timer_wait(100)
             poller.block()
 
+    def _wait_caught_up(self) -> None:
+        """Until ovs-vswitchd has applied every change committed so far. It knows ports
+        by name: a row added while it has not yet seen the deletion of the port of that
+        name is the same port to it, which keeps the deleted device open, and the device
+        made again under the name passes nothing (a router's legs rebuilt by a
+        restarted agent, when the deletion's wait gave up on a loaded host)."""
+        deadline = time.monotonic() + CATCH_UP_WAIT
+        while True:
+            with self._lock:
+                self.idl.run()
+                root = next(iter(self.rows("Open_vSwitch")), None)
+                if root is None or root.cur_cfg >= root.next_cfg:
+                    return
+                wanted = root.next_cfg
+                poller = ovs.poller.Poller()
+                self.idl.wait(poller)
+            if time.monotonic() > deadline:
+                raise OvsdbError(
+                    f"ovs-vswitchd has not applied OVSDB configuration {wanted} after "
+                    f"{CATCH_UP_WAIT:.0f} s: no port is added before it has"
+                )
+            poller.timer_wait(100)
+            poller.block()
+
     def close(self) -> None:
         self.idl.close()
 
@@ -270,13 +297,15 @@ class Ovsdb:
             for _ in range(5):
                 self._wait(lambda: self.idl.has_ever_connected())
                 txn = ovs.db.idl.Transaction(self.idl)
+                # (not a root row this transaction inserts: it has no cur_cfg yet)
+                root = next(iter(self.rows("Open_vSwitch")), None)
                 change(txn)
                 # As `ovs-vsctl --wait`: next_cfg counts the change, and ovs-vswitchd
                 # sets cur_cfg to it once it has applied it (ports opened, OpenFlow port
-                # numbers given), so what follows reads the switch as configured.
-                root = next(iter(self.rows("Open_vSwitch")), None)
-                # (a root row this transaction inserts has no cur_cfg yet)
-                applying = root is not None and getattr(root, "cur_cfg", 0) > 0
+                # numbers given), so what follows reads the switch as configured. (Not
+                # only once cur_cfg is above 0: nothing else counts, it stayed 0, and
+                # no change ever waited.)
+                applying = root is not None
                 if applying:
                     root.increment("next_cfg")
                 status = txn.commit_block()
@@ -369,8 +398,14 @@ class Ovsdb:
                     # concurrent adds to one bridge do not conflict.
                     br.addvalue("ports", new)
 
-        if ports:
-            self._commit(change)
+        if not ports:
+            return
+        with self._lock:
+            self.idl.run()
+            adding = any(self._port_named(name) is None for name in ports)
+        if adding:
+            self._wait_caught_up()
+        self._commit(change)
 
     def _port_named(self, name: str) -> Any | None:
         rows = self.idl.tables["Port"].rows
