@@ -2,11 +2,11 @@
 per volume, CHAP, initiator ACL), the QEMU driver logs in with QEMU's own initiator
 (libiscsi). A guest of an image with hw_scsi_model=virtio-scsi reads what the host wrote
 on a volume attached as a virtio disk and writes back (and sees it grow: the LUN re-added
-at its new size); a volume with device_type lun is
-its SCSI disk sda, whose SCSI INQUIRY is tgt's (the commands pass through: scsi-block,
-not QEMU's emulated disk), written through to the file; a lun hot-plugs and unplugs; no
-CHAP password is on QEMU's command line; and a portal on the host's loopback is reached
-from a network namespace through the driver's relay.
+at its new size); a volume with device_type lun is its SCSI disk sda, whose SCSI INQUIRY
+is tgt's (the commands pass through: scsi-block, not QEMU's emulated disk), written
+through to the file; a lun hot-plugs and unplugs; no CHAP password is on QEMU's command
+line; and a portal on the host's loopback is reached from a network namespace through
+the driver's relay.
 
 Skipped when QEMU, tgt or the tiny guest's packages are unavailable (failed under CI).
 """

@@ -215,8 +215,10 @@ def run_pass(args, venv: Path, run_dir: Path, spec: CloudSpec, files: FileServer
         offer["http_image"] = files.url("image.qcow2")
         offer["images_manifest"] = str(files.manifest)
         offer["multiattach_type"] = accounts.multiattach_volume_type(session)
-        if args.validation:  # before the copy: image_alt gets the same properties
+        # Before the copy: image_alt gets the same properties.
+        if args.validation:
             accounts.enable_guest_agent(session, offer["image"], SSH_USER)
+        accounts.enable_virtio_scsi(session, offer["image"])
         offer["image_alt"] = accounts.alternate_image(session, offer["image"])
         accounts_file = None
         if not p.dynamic:

@@ -114,8 +114,18 @@ class CloudSpec:
                 "import_plugins": ["image_conversion"],
             },
             # Two file backends (volume types choose one by volume_backend_name), so
-            # multi-backend, retype with migration and manage/unmanage are tested.
-            "volume": {"backends": [{"name": name} for name in VOLUME_BACKENDS]},
+            # multi-backend, retype with migration and manage/unmanage are tested. With
+            # real guests they are iSCSI targets (tgtd), Cinder's reference transport:
+            # what passes SCSI through for Tempest's device_type lun tests.
+            "volume": {
+                "backends": [
+                    {
+                        "name": name,
+                        **({"target_protocol": "iscsi"} if self.driver == "qemu" else {}),
+                    }
+                    for name in VOLUME_BACKENDS
+                ]
+            },
             # A second storage policy (as Tempest's gate has): per-policy account quotas.
             "object_store": {
                 "policies": [
