@@ -11,10 +11,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from openstack import exceptions
+from sqlalchemy import select
 
 from cumulo.network.agents import report_state as heartbeat
 from cumulo.network.dataplane.agent import agent_topic
 from cumulo.network.dataplane.state import desired_state
+from cumulo.network.models import DvrHostMac
 from tests.cloudrunner import CloudRunner
 
 ACTIVE_MIGRATION = (
@@ -293,6 +295,15 @@ def test_a_distributed_router_runs_its_interfaces_on_every_host_with_its_guests(
         for host in hosts:
             for agent in conn.network.agents(host=host):
                 conn.network.delete_agent(agent)
+    # The hosts' last agents gone, so are their DVR MACs (Neutron's dvr_mac_db).
+    assert not cloud.run_async(_host_macs(service, list(hosts)))
+
+
+async def _host_macs(service, hosts: list[str]) -> list[str]:
+    async with service.db.read() as session:
+        return list(
+            await session.scalars(select(DvrHostMac.mac_address).where(DvrHostMac.host.in_(hosts)))
+        )
 
 
 def test_on_a_single_host_a_distributed_router_is_run_as_a_centralized_one(

@@ -9,6 +9,7 @@ from cumulo.network.dataplane.ovs_dvr import (
     integration_dvr_flows,
     tunnel_dvr_flows,
 )
+from cumulo.network.dvr import random_mac
 
 HOST_MAC, PEER_MAC = "fa:16:3f:00:00:0a", "fa:16:3f:00:00:0b"
 GW1, GW2 = "fa:16:3e:00:01:01", "fa:16:3e:00:02:01"
@@ -95,3 +96,10 @@ def test_on_other_hosts_east_west_stays_local_and_the_rest_goes_to_the_routers_h
         "actions=push_vlan:0x8100,set_field:4100->vlan_vid,output:7",
     ]
     assert integration_dvr_flows(0, gateway_legs([_router(central=False)], VLANS), []) == []
+
+
+def test_dvr_macs_keep_the_base_mac_s_fixed_octets():
+    for _ in range(20):
+        assert random_mac("fa:16:3f:00:00:00").startswith("fa:16:3f:")
+        assert random_mac("fa:16:3f:4b:00:00").startswith("fa:16:3f:4b:")
+    assert len({random_mac("fa:16:3f:00:00:00") for _ in range(50)}) > 40
