@@ -4,7 +4,7 @@ each connector `driver_volume_type: iscsi` (target_iqn, target_portal, target_lu
 CHAP with the volume's own credentials); only the initiators of the volume's attachments
 log in (checked with QEMU's own initiator, qemu-img over libiscsi), and only with the
 credentials; a multiattach volume lets both hosts in, a detach lets its host out, the last
-one removes the target; a connector without an initiator is refused (400) leaving the
+one removes the target, and so does deleting the volume; a connector without an initiator is refused (400) leaving the
 attachment as it was; the password is in no log and no command line.
 
 Skipped when tgt is not installed (failed under CI)."""
@@ -179,3 +179,25 @@ def test_a_connector_without_an_initiator_is_refused_and_changes_nothing(
         assert volumes.delete(f"/attachments/{attachment['id']}").status_code == 200
     wait_status(volumes, volume_id, "available")
     assert volumes.delete(f"/volumes/{volume_id}").status_code == 202
+
+
+def test_deleting_a_volume_removes_its_export(volumes: httpx.Client, tmp_path: Path) -> None:
+    """An export made by the older os-initialize_connection (no attachment to end it)
+    goes with the volume."""
+    made = volumes.post("/volumes", json={"volume": {"size": 1}})
+    volume_id = made.json()["volume"]["id"]
+    wait_status(volumes, volume_id, "available")
+    connected = volumes.post(
+        f"/volumes/{volume_id}/action",
+        json={"os-initialize_connection": {"connector": {"host": "h", "initiator": HOST_A}}},
+    )
+    assert connected.status_code == 200, connected.text
+    data = connected.json()["connection_info"]["data"]
+    assert login(data, HOST_A, tmp_path) == ""
+    assert volumes.delete(f"/volumes/{volume_id}").status_code == 202
+    deadline = time.monotonic() + 30
+    while volumes.get(f"/volumes/{volume_id}").status_code != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert data["target_iqn"] not in targets()
+    assert "Target not found" in login(data, HOST_A, tmp_path)
