@@ -102,6 +102,13 @@ for m in @MODULES@; do
 done
 mdev -s 2>/dev/null
 ip link set lo up
+# An emulated TPM (Nova's vTPM; TIS and CRB are built into the kernel): its version, and
+# a TPM 1.2's endorsement key's digest (the same after a restart when its state is kept).
+if [ -e /sys/class/tpm/tpm0 ]; then
+    ek=$(cat /sys/class/tpm/tpm0/pubek /sys/class/tpm/tpm0/device/pubek 2>/dev/null \
+        | sha256sum | cut -c1-16)
+    say "tpm0 version $(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null) ek $ek"
+fi
 
 json_str() { sed -n "s/.*\"$1\": *\"\([^\"]*\)\".*/\1/p" "$2" | head -n 1; }
 report_metadata() {  # $1 = where it came from, $2 = meta_data.json

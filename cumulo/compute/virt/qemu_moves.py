@@ -31,10 +31,12 @@ from typing import Any
 
 from cumulo.compute.configdrive import build_config_drive
 from cumulo.compute.virt import qemu_process as qp
+from cumulo.compute.virt import qemu_tpm
 from cumulo.compute.virt.driver import (
     DriverError,
     FlavorSpec,
     GuestSpec,
+    VirtualTPM,
     stable_rescue_device,
 )
 
@@ -155,9 +157,11 @@ class QemuMoves:
 
     # -- resize in place ----------------------------------------------------------------
 
-    async def resize(self, uuid: str, flavor: FlavorSpec) -> None:
+    async def resize(self, uuid: str, flavor: FlavorSpec, vtpm: VirtualTPM | None = None) -> None:
         """A stopped guest gets the flavor's vCPUs and memory and a root disk grown to
-        it; the old disk and machine are kept until confirm (revert puts them back)."""
+        it, and the TPM `vtpm` (its state kept when the version and model stay, else
+        made afresh, as Nova's libvirt driver does); the old disk and machine are kept
+        until confirm (revert puts them back)."""
         async with self._lock(uuid):
             record = self._load(uuid)
             if self._alive(uuid):
@@ -174,6 +178,7 @@ class QemuMoves:
                         await qp.qemu_img("resize", root["path"], f"{flavor.root_gb}G")
             record["machine"]["vcpus"] = flavor.vcpus
             record["machine"]["memory_mb"] = flavor.memory_mb
+            self._resize_tpm(uuid, record["machine"], vtpm, backup)
             record["before_resize"] = backup
             self._save(uuid, record)
 
@@ -196,9 +201,36 @@ class QemuMoves:
             if backup.get("root"):
                 root = next(d for d in backup["machine"]["drives"] if d["node"] == "root")
                 await asyncio.to_thread(shutil.move, backup["root"], root["path"])
+            if backup.get("tpm_state"):  # the old TPM's state, set aside by the resize
+                qemu_tpm.drop_state(self._dir(uuid))
+                qemu_tpm.import_state(self._dir(uuid), backup["tpm_state"])
+            if backup.get("tpm_passphrase"):
+                self._keep_tpm_passphrase(uuid, *backup["tpm_passphrase"])
             record["machine"] = backup["machine"]
             del record["before_resize"]
             self._save(uuid, record)
+
+    def _resize_tpm(
+        self,
+        uuid: str,
+        machine: dict[str, Any],
+        vtpm: VirtualTPM | None,
+        backup: dict[str, Any],
+    ) -> None:
+        """The machine's TPM as the new flavor has it; what revert needs in `backup`."""
+        old = (machine.get("tpm_version"), machine.get("tpm_model"))
+        new = (vtpm.version, vtpm.model) if vtpm else (None, None)
+        if old[0] and old != new:  # another TPM (or none): its state starts afresh
+            backup["tpm_state"] = qemu_tpm.export_state(self._dir(uuid))
+            qemu_tpm.drop_state(self._dir(uuid))
+        if old[0]:
+            kept = "host" if uuid not in self._tpm_passphrases else "user"
+            passphrase = self._tpm_passphrase(uuid)
+            if passphrase is not None:
+                backup["tpm_passphrase"] = (kept, passphrase)
+        machine["tpm_version"], machine["tpm_model"] = new
+        if vtpm is not None:
+            self._keep_tpm_passphrase(uuid, vtpm.security, vtpm.passphrase)
 
     # -- cold migration ---------------------------------------------------------------
 
@@ -235,7 +267,15 @@ class QemuMoves:
                 await _stop_all(processes)
                 raise
             self._exports[uuid] = processes
-            return {"disks": disks}
+            # The TPM's state (a few KiB, encrypted with the secret's passphrase) goes
+            # along with what its TPM was.
+            machine = record["machine"]
+            tpm = {
+                "version": machine.get("tpm_version"),
+                "model": machine.get("tpm_model"),
+                "state": qemu_tpm.export_state(self._dir(uuid)),
+            }
+            return {"disks": disks, "tpm": tpm if tpm["version"] else None}
 
     async def end_disk_export(self, uuid: str) -> None:
         await _stop_all(self._exports.pop(uuid, []))
@@ -252,6 +292,10 @@ class QemuMoves:
             directory.mkdir(parents=True, exist_ok=True)
             try:
                 machine = await self._prepare(guest, directory, copied=disk_info["disks"])
+                tpm = disk_info.get("tpm") or {}
+                same = (tpm.get("version"), tpm.get("model"))
+                if machine.tpm_version and same == (machine.tpm_version, machine.tpm_model):
+                    qemu_tpm.import_state(directory, tpm.get("state") or {})
                 record = await self._record_and_plug(machine, guest)
                 if power_on:
                     await self._start(guest.uuid, record)
