@@ -5,8 +5,8 @@ on a volume attached as a virtio disk and writes back (and sees it grow: the LUN
 at its new size); a volume with device_type lun is its SCSI disk sda, whose SCSI INQUIRY
 is tgt's (the commands pass through: scsi-block, not QEMU's emulated disk), written
 through to the file; a lun hot-plugs and unplugs; no CHAP password is on QEMU's command
-line; and a portal on the host's loopback is reached from a network namespace through
-the driver's relay.
+line; a portal on the host's loopback is reached from a network namespace through the
+driver's relay; and a migration writes into an iSCSI volume through libiscsi.
 
 Skipped when QEMU, tgt or the tiny guest's packages are unavailable (failed under CI).
 """
@@ -29,7 +29,7 @@ from cumulo.compute.virt.qemu_iscsi import PortalRelays
 from cumulo.metadata import InstanceMetadata, config_drive_files
 from cumulo.testing.guest import MARK, TinyGuest
 from cumulo.volume.drivers.file import FileDriver
-from cumulo.volume.drivers.tgt import IscsiExports
+from cumulo.volume.drivers.tgt import IscsiExports, migration_initiator
 from tests.conftest import skip_or_fail
 from tests.e2e import test_qemu_driver as plain
 from tests.e2e.test_qemu_driver import disks_seen, guest_spec, wait_console, wait_guest_sees
@@ -193,3 +193,24 @@ async def test_a_portal_on_the_hosts_loopback_is_relayed_into_a_namespace(
         await relays.close()
         subprocess.run(["ip", "netns", "delete", namespace], check=False)
         await storage.terminate_connection(volume.volume_id, "att-relay")
+
+
+async def test_a_migration_writes_into_an_iscsi_volume_through_libiscsi(
+    storage: FileDriver, tmp_path: Path
+) -> None:
+    """Cinder's host-copy migration onto an iSCSI backend: the source backend's host logs
+    in as its migration initiator and qemu-img writes every block."""
+    source = FileDriver(tmp_path / "source", host="storage")
+    volume_id, new_id = str(uuid.uuid4()), str(uuid.uuid4())
+    await source.create_volume(volume_id, 1)
+    written = f"MOVED-{secrets.token_hex(6)}".encode()
+    with source.path(volume_id).open("r+b") as f:
+        f.seek(4096)
+        f.write(written)
+    await storage.create_volume(new_id, 1)
+    connector = {"host": "storage", "initiator": migration_initiator("storage")}
+    info = await storage.initialize_connection(new_id, "migration", connector, "rw")
+    await source.copy_volume_to(volume_id, info)
+    assert at(storage.path(new_id), 4096, len(written)) == written
+    await storage.terminate_connection(new_id, "migration")
+    await storage.delete_volume(new_id)
