@@ -23,7 +23,7 @@ from cumulo.network.agents import DHCP_AGENT, L3_AGENT, schedule
 from cumulo.network.core import ACCESS_EXTERNAL, ACCESS_SHARED, NetworkService, new_id
 from cumulo.network.errors import FlatNetworkInUse
 from cumulo.network.models import Network, Router, Subnet, SubnetPool
-from cumulo.network.ports import ROUTER_GATEWAY, ROUTER_INTERFACE, new_port, sync_dhcp_port
+from cumulo.network.ports import ROUTER_GATEWAY, interface_owner, new_port, sync_dhcp_port
 from cumulo.network.segments import Segments
 
 
@@ -157,6 +157,7 @@ async def bootstrap_network(service: NetworkService, identity: Identity) -> None
         )
         if router is None:
             router = Router(id=new_id(), project_id=demo, name="router1", routes=[])
+            router.distributed = cfg.router_distributed  # as DevStack's, the cloud's default
             s.add(router)
             await s.flush()
             await schedule(s, L3_AGENT, router.id)
@@ -175,7 +176,7 @@ async def bootstrap_network(service: NetworkService, identity: Identity) -> None
                 private,
                 project_id=demo,
                 fixed_ips=[{"subnet_id": subnet.id, "ip_address": subnet.gateway_ip}],
-                device_owner=ROUTER_INTERFACE,
+                device_owner=interface_owner(router),
                 device_id=router.id,
                 status="ACTIVE",
                 port_security_enabled=False,

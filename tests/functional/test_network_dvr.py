@@ -149,6 +149,13 @@ def test_routers_are_distributed_by_default_when_the_cloud_says_so(conn, network
     for r in conn.network.routers(is_distributed=False):
         if r.name.startswith("dvr-"):
             conn.network.delete_router(r)
+    # ...the auto-allocated topology's router too, as Neutron's.
+    topology = conn.network.get_auto_allocated_topology()
+    (auto,) = conn.network.routers(name="auto_allocated_router", project_id=topology.project_id)
+    assert auto.is_distributed is True
+    owners = {p.device_owner for p in conn.network.ports(device_id=auto.id)}
+    assert "network:router_interface_distributed" in owners
+    conn.network.delete_auto_allocated_topology(topology.project_id)
 
 
 def test_without_enable_dvr_the_extensions_and_the_attribute_are_gone(cloud, network_config):

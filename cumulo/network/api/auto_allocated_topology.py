@@ -50,10 +50,10 @@ from cumulo.network.models import (
 from cumulo.network.ports import (
     DHCP,
     ROUTER_GATEWAY,
-    ROUTER_INTERFACE,
     ROUTER_INTERFACES,
     delete_port_row,
     fixed_ips_of,
+    interface_owner,
     new_port,
     sync_dhcp_port,
     write_retrying,
@@ -164,10 +164,17 @@ async def _provision_network(
 
 
 async def _provision_router(
-    session: AsyncSession, project_id: str, external: Network, net: Network, subnets: list[Subnet]
+    service: NetworkService,
+    session: AsyncSession,
+    project_id: str,
+    external: Network,
+    net: Network,
+    subnets: list[Subnet],
 ) -> Router:
-    """The router: its gateway on the default external network, an interface per subnet."""
+    """The router: its gateway on the default external network, an interface per subnet;
+    distributed when the cloud's routers are by default (`router_distributed`)."""
     router = Router(id=new_id(), project_id=project_id, name="auto_allocated_router", routes=[])
+    router.distributed = service.config.network.router_distributed
     session.add(router)
     await session.flush()
     await schedule(session, L3_AGENT, router.id)
@@ -190,7 +197,7 @@ async def _provision_router(
             net,
             project_id=project_id,
             fixed_ips=[{"subnet_id": subnet.id, "ip_address": subnet.gateway_ip}],
-            device_owner=ROUTER_INTERFACE,
+            device_owner=interface_owner(router),
             device_id=router.id,
             status="ACTIVE",
             port_security_enabled=False,
@@ -212,7 +219,7 @@ async def _topology_network(service: NetworkService, project_id: str) -> tuple[s
             raise AutoAllocationFailure(
                 "Deployment error: Unable to provide tenant private network."
             )
-        router = await _provision_router(session, project_id, external, net, subnets)
+        router = await _provision_router(service, session, project_id, external, net, subnets)
         session.add(
             AutoAllocatedTopology(project_id=project_id, network_id=net.id, router_id=router.id)
         )
