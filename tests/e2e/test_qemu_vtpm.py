@@ -15,6 +15,7 @@ import secrets
 import shutil
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,39 @@ async def test_cold_and_live_migration_take_the_tpm_state_along(hosts, tiny_gues
 
 async def _no_progress(stats) -> None:
     return None
+
+
+async def test_resize_in_place_keeps_or_renews_the_tpm_and_revert_restores_it(
+    tiny_guest, state_dir
+):
+    driver = await started_driver(tiny_guest, state_dir)
+    spec = tpm_guest(tiny_guest, "1.2", "tpm-tis", "user")
+    await driver.spawn(spec)
+    directory = driver.instances_dir / spec.uuid
+    try:
+        ek = ek_of((await tpm_lines(driver, spec.uuid, 1))[-1])
+        # To a `host` policy (Tempest's opt-in to live migration): the same TPM, now kept.
+        await driver.power_off(spec.uuid, timeout=20)
+        host_tpm = replace(spec.vtpm, security="host")
+        await driver.resize(spec.uuid, replace(FLAVOR, name="m1.host"), host_tpm)
+        assert spec.vtpm.passphrase in (directory / "secrets.json").read_text()
+        await driver.power_on(spec.uuid)
+        assert ek_of((await tpm_lines(driver, spec.uuid, 2))[-1]) == ek
+        await driver.power_off(spec.uuid, timeout=20)
+        await driver.revert_resize(spec.uuid)
+        assert not (directory / "secrets.json").exists()  # `user` again: in memory only
+        await driver.power_on(spec.uuid)
+        assert ek_of((await tpm_lines(driver, spec.uuid, 3))[-1]) == ek
+
+        # To a TPM 2.0: a new TPM; reverted, the 1.2 with its state comes back.
+        await driver.power_off(spec.uuid, timeout=20)
+        tpm2 = replace(spec.vtpm, version="2.0", model="tpm-crb")
+        await driver.resize(spec.uuid, replace(FLAVOR, name="m1.tpm2"), tpm2)
+        await driver.power_on(spec.uuid)
+        assert " tpm0 version 2 " in (await tpm_lines(driver, spec.uuid, 4))[-1]
+        await driver.power_off(spec.uuid, timeout=20)
+        await driver.revert_resize(spec.uuid)
+        await driver.power_on(spec.uuid)
+        assert ek_of((await tpm_lines(driver, spec.uuid, 5))[-1]) == ek
+    finally:
+        await driver.destroy(spec.uuid)

@@ -204,8 +204,10 @@ class QemuMoves:
             if backup.get("tpm_state"):  # the old TPM's state, set aside by the resize
                 qemu_tpm.drop_state(self._dir(uuid))
                 qemu_tpm.import_state(self._dir(uuid), backup["tpm_state"])
-            if backup.get("tpm_passphrase"):
-                self._keep_tpm_passphrase(uuid, *backup["tpm_passphrase"])
+            if backup.get("tpm_security"):  # kept where the old policy keeps it
+                passphrase = self._tpm_passphrase(uuid)
+                if passphrase is not None:
+                    self._keep_tpm_passphrase(uuid, backup["tpm_security"], passphrase)
             record["machine"] = backup["machine"]
             del record["before_resize"]
             self._save(uuid, record)
@@ -223,11 +225,8 @@ class QemuMoves:
         if old[0] and old != new:  # another TPM (or none): its state starts afresh
             backup["tpm_state"] = qemu_tpm.export_state(self._dir(uuid))
             qemu_tpm.drop_state(self._dir(uuid))
-        if old[0]:
-            kept = "host" if uuid not in self._tpm_passphrases else "user"
-            passphrase = self._tpm_passphrase(uuid)
-            if passphrase is not None:
-                backup["tpm_passphrase"] = (kept, passphrase)
+        if old[0]:  # the secret stays the same: only where its policy keeps it may change
+            backup["tpm_security"] = "user" if uuid in self._tpm_passphrases else "host"
         machine["tpm_version"], machine["tpm_model"] = new
         if vtpm is not None:
             self._keep_tpm_passphrase(uuid, vtpm.security, vtpm.passphrase)
