@@ -9,6 +9,7 @@ at create; the secret goes with the server."""
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 
 import httpx
@@ -216,3 +217,36 @@ def test_hosts_report_the_tpm_traits(cloud):
     for host_traits in reported.values():
         assert {"COMPUTE_SECURITY_TPM_1_2", "COMPUTE_SECURITY_TPM_2_0"} <= set(host_traits)
         assert "COMPUTE_SECURITY_TPM_SECRET_SECURITY_HOST" in host_traits
+
+
+def test_a_user_tpm_after_a_host_restart_starts_only_with_the_users_token(cloud, image, demo):
+    """Nova's `user` policy: the host holds the passphrase in memory only; after a restart
+    a hard reboot by an admin (who cannot read the user's secret) fails, the user's own
+    start reads it again from the Key Manager."""
+    server = boot(cloud, image, flavor(cloud, **{"hw:tpm_version": "2.0"}))
+    host = cloud.openstack("server", "show", server["id"], "-f", "json")["OS-EXT-SRV-ATTR:host"]
+    manager = next(m for m in cloud.cloud.compute.managers if m.host == host)
+    cloud.openstack("server", "stop", server["id"], cloud=DEMO)
+    wait_status(cloud, server["id"], "SHUTOFF")
+    manager.driver.forget_vtpm_passphrases()  # what a restart of the host does
+
+    cloud.openstack("server", "reboot", "--hard", server["id"])  # the admin
+    request = cloud.openstack("server", "event", "list", server["id"], "-f", "json")[0]
+    assert request["Action"] == "reboot"
+    deadline = time.monotonic() + 30
+    while True:
+        events = cloud.openstack(
+            "--os-compute-api-version", "2.84", "server", "event", "show", server["id"],
+            request["Request ID"], "-f", "json",
+        )["events"]  # fmt: skip
+        details = " ".join(e.get("details") or "" for e in events)
+        if "Secret payload retrieval attempt not allowed" in details:
+            break
+        assert time.monotonic() < deadline, events
+        time.sleep(0.3)
+    assert wait_status(cloud, server["id"], "SHUTOFF")["OS-EXT-STS:power_state"] != "Running"
+
+    cloud.openstack("server", "start", server["id"], cloud=DEMO)
+    wait_status(cloud, server["id"], "ACTIVE")
+    assert "tpm: TPM 2.0 (tpm-tis) state opened" in console(cloud, server["id"])
+    cloud.openstack("server", "delete", "--wait", server["id"], cloud=DEMO)
