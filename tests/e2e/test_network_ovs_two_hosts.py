@@ -229,6 +229,7 @@ def test_guests_on_two_hosts_talk_over_vxlan_with_remote_macs_pinned_to_their_tu
     for name, address in UNDERLAY.items():
         assert shown[name].configuration["tunneling_ip"] == address
         assert shown[name].configuration["tunnel_types"] == ["vxlan"]
+        assert shown[name].configuration["enable_distributed_routing"] is True
 
     image = server_image(conn, hosts["host-a"])
     # Two tenant networks, one CIDR; the same address on host-b on both.
@@ -355,6 +356,10 @@ def test_a_distributed_router_routes_east_west_on_the_sending_host_and_north_sou
         conn.network.add_interface_to_router(router, subnet_id=subnets[-1].id)
     (central,) = [a.host for a in conn.network.routers_hosting_l3_agents(router)]
     (far,) = set(hosts) - {central}
+    modes = {
+        a.host: a.configuration["agent_mode"] for a in conn.network.agents(agent_type="L3 agent")
+    }
+    assert modes == {"host-a": "dvr_snat", "host-b": "dvr_snat"}
     group = conn.network.create_security_group(name="dvr-icmp")
     conn.network.create_security_group_rule(
         security_group_id=group.id, direction="ingress", ethertype="IPv4", protocol="icmp"

@@ -134,6 +134,8 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
             "ovs_hybrid_plug": False,
             "firewall_driver": "openvswitch",
             "tunnel_types": ["vxlan"] if self.tunnel else [],
+            # Neutron's OVS agent option: it routes distributed routers (see ovs_dvr).
+            "enable_distributed_routing": True,
             # Where the other agents reach this one (they learn their peers from it).
             **({"tunneling_ip": self.tunnel["local_ip"].split("/")[0]} if self.tunnel else {}),
             "vif": {"type": self.vif_type, "details": details},
