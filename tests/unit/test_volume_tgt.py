@@ -17,6 +17,7 @@ from cumulo.volume.drivers.tgt import (
     MODE_TARGET,
     OP_NEW,
     OP_SHOW,
+    IscsiExports,
     TgtAdmin,
     TgtError,
     chap_credentials,
@@ -41,10 +42,14 @@ class FakeTgtd:
         self.thread.start()
 
     def _serve(self) -> None:
-        for error, text in self.replies:
+        replies = iter(self.replies)
+        while True:
             conn, _ = self.server.accept()
             with conn:
                 header = conn.recv(REQUEST.size, socket.MSG_WAITALL)
+                if not header:
+                    continue  # a probe: is tgtd running?
+                error, text = next(replies, (1, ""))
                 fields = REQUEST.unpack(header)
                 length = fields[3]
                 body = conn.recv(length - REQUEST.size, socket.MSG_WAITALL) if length > 120 else b""
@@ -61,6 +66,8 @@ class FakeTgtd:
                 )
                 data = text.encode() + b"\0" if text else b""
                 conn.sendall(struct.pack("=II", error, 8 + len(data) if not error else 8) + data)
+            if len(self.requests) == len(self.replies):
+                return
 
 
 def test_the_request_is_tgtadms_header_and_nul_terminated_parameters(tmp_path: Path) -> None:
@@ -109,3 +116,42 @@ def test_an_iscsi_connection_needs_the_connectors_initiator_name() -> None:
         check_initiator({"host": "h"})
     with pytest.raises(InvalidConnector, match="not an iSCSI name"):
         check_initiator({"initiator": "iqn.x,y"})
+
+
+async def test_a_new_export_takes_the_next_free_tid_when_another_took_its_own(
+    tmp_path: Path,
+) -> None:
+    """Two backends (or two clouds) on one tgtd may pick the same tid at once: the one
+    refused ("target already exists") takes the next; then LUN 1, the CHAP account and
+    its binding, and the initiator's ACL, in that order."""
+    iqn = "iqn.2010-10.org.openstack:volume-v1"
+    tgtd = FakeTgtd(
+        tmp_path / "socket.0",
+        [
+            (0, ""),  # show: no target yet
+            (0, "Target 1: iqn.other:a\n"),  # show before making it
+            (9, ""),  # new tid 2: another took it meanwhile
+            (0, "Target 1: iqn.other:a\nTarget 2: iqn.other:b\n"),  # show again
+            (0, "Target 1: iqn.other:a\nTarget 2: iqn.other:b\n"),  # (not ours)
+            (0, ""),  # new tid 3
+            (0, ""),  # new logical unit
+            (0, ""),  # new account
+            (0, ""),  # bind account
+            (0, ""),  # bind initiator
+        ],
+    )
+    admin = TgtAdmin("127.0.0.1:3260", tmp_path / "socket.0")
+    exports = IscsiExports(tmp_path / "run", "127.0.0.1", admin=admin)
+    data = await exports.connect("v1", tmp_path / "volume-v1", "att-1", "iqn.x:host")
+    tgtd.thread.join(5)
+    made = [(r["mode"], r["op"], r["tid"], r["lun"], r["body"]) for r in tgtd.requests]
+    user, password = chap_credentials((tmp_path / "run" / "chap.key").read_bytes(), "v1")
+    assert made[2][:3] == (1, 0, 2) and made[5][:3] == (1, 0, 3)
+    assert made[5][4] == f"targetname={iqn}\0".encode()
+    assert made[6] == (2, 0, 3, 1, f"path={tmp_path / 'volume-v1'},bstype=rdwr\0".encode())
+    assert made[7][:2] == (7, 0) and made[7][4] == f"user={user},password={password}\0".encode()
+    assert made[8][:3] == (7, 3, 3) and made[9][:3] == (1, 3, 3)
+    assert made[9][4] == b"initiator-name=iqn.x:host\0"
+    assert (data["target_iqn"], data["auth_password"]) == (iqn, password)
+    assert ((tmp_path / "run" / "chap.key").stat().st_mode & 0o777) == 0o600
+    assert password not in (tmp_path / "run" / "volume-v1.json").read_text()

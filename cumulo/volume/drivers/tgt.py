@@ -67,6 +67,7 @@ _ERRORS = {
     20: "logical unit is busy",
 }
 _LUN_BUSY = 20
+_TARGET_EXISTS = 9
 _ALREADY = {9, 10, 11, 12, 14}
 _GONE = {4, 5, 8, 13, 15}
 # What libiscsi and tgt take in an IQN; a path or name with a comma would split tgt's
@@ -101,9 +102,16 @@ class TgtAdmin:
         what: str = "",
     ) -> str:
         await self.ensure_running()
-        return await asyncio.to_thread(
-            self._exchange, mode, op, params or {}, tid, lun, force, what
-        )
+        args = (mode, op, params or {}, tid, lun, force, what)
+        try:
+            return await asyncio.to_thread(self._exchange, *args)
+        except OSError:
+            self._started = False  # tgtd went away: started again, asked once more
+        await self.ensure_running()
+        try:
+            return await asyncio.to_thread(self._exchange, *args)
+        except OSError as exc:
+            raise DriverError(f"tgtd does not answer on {self.socket_path}: {exc}") from None
 
     def _exchange(
         self, mode: int, op: int, params: dict[str, str], tid: int, lun: int, force: bool, what: str
@@ -324,11 +332,20 @@ class IscsiExports:
     async def _make_target(self, iqn: str, path: Path, user: str, password: str) -> int:
         """A new target with the file as its data LUN and the volume's CHAP account
         bound; nothing left of it when a step fails."""
-        taken = (await self.admin.targets()).values()
-        tid = max(taken, default=0) + 1
-        await self.admin.request(
-            MODE_TARGET, OP_NEW, {"targetname": iqn}, tid=tid, what=f"create target {iqn}"
-        )
+        for attempt in range(20):
+            # Another backend (or cumulo process) on this tgtd may take the same tid.
+            tid = max((await self.admin.targets()).values(), default=0) + 1
+            try:
+                await self.admin.request(
+                    MODE_TARGET, OP_NEW, {"targetname": iqn}, tid=tid, what=f"create {iqn}"
+                )
+                break
+            except TgtError as exc:
+                if exc.code != _TARGET_EXISTS or attempt == 19:
+                    raise
+                if iqn in await self.admin.targets():
+                    raise  # the volume's own target, made meanwhile
+
         try:
             await self.admin.request(
                 MODE_DEVICE, OP_NEW, {"path": str(path), "bstype": "rdwr"}, tid=tid,
