@@ -495,6 +495,23 @@ def test_a_router_is_created_wired_and_deleted_on_its_own(demo, sdk):
     assert sdk.network.find_router("no-gateway-router") is None
 
 
+def test_a_distributed_router_s_interfaces_are_listed_and_removed(cloud, demo, sdk):
+    """An admin's distributed router in the project (Neutron's DVR: its interfaces are
+    owned by network:router_interface_distributed) is wired and unwired on the page."""
+    cloud.openstack("router", "create", "--distributed", "--project", "demo", "dvr-router")
+    router = sdk.network.find_router("dvr-router")
+    net = sdk.network.create_network(name="dvr-net")
+    subnet = sdk.network.create_subnet(network_id=net.id, cidr="10.72.0.0/24", ip_version=4)
+    demo.submit("/router-interfaces", {"router_id": router.id, "subnet_id": subnet.id})
+    [port] = sdk.network.ports(device_id=router.id, network_id=net.id)
+    assert port.device_owner == "network:router_interface_distributed"
+    assert "10.72.0.0/24" in section(demo.get("/networks").text, "routers")
+
+    demo.submit(f"/routers/{router.id}/interfaces/{subnet.id}/remove")
+    assert "10.72.0.0/24" not in section(demo.get("/networks").text, "routers")
+    demo.submit(f"/routers/{router.id}/delete")
+    assert sdk.network.find_router("dvr-router") is None
+
 def test_a_rule_takes_a_remote_group_instead_of_a_cidr(demo, sdk):
     db = sdk.network.create_security_group(name="db-tier")
     app = sdk.network.create_security_group(name="app-tier")

@@ -13,7 +13,13 @@ from starlette.routing import Route
 
 from cumulo.common.service_client import url_path
 from cumulo.dashboard.apis import ApiFailure, UserApis, gather
-from cumulo.dashboard.topology import Graph, build_graph, graph_json, layout
+from cumulo.dashboard.topology import (
+    ROUTER_INTERFACE_OWNERS,
+    Graph,
+    build_graph,
+    graph_json,
+    layout,
+)
 from cumulo.dashboard.web import (
     apis_of,
     form_of,
@@ -32,11 +38,14 @@ async def _network_lists(api: UserApis) -> dict[str, Any]:
         api.network.get("/v2.0/networks"),
         api.network.get("/v2.0/subnets"),
         api.network.get("/v2.0/routers"),
-        api.network.get("/v2.0/ports?device_owner=network:router_interface"),
+        api.network.get(
+            "/v2.0/ports?" + "&".join(f"device_owner={owner}" for owner in ROUTER_INTERFACE_OWNERS)
+        ),
     )
     by_router: dict[str, list[str]] = {}
     for port in interfaces["ports"]:
-        if port.get("device_owner") == "network:router_interface":
+        # A distributed router's interfaces have an owner of their own (Neutron's DVR).
+        if port.get("device_owner") in ROUTER_INTERFACE_OWNERS:
             for ip in port["fixed_ips"]:
                 by_router.setdefault(port["device_id"], []).append(ip["subnet_id"])
     return {
