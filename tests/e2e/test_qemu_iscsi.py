@@ -139,7 +139,9 @@ async def test_a_guest_reads_and_writes_iscsi_volumes_and_sees_a_lun_as_sda(
         assert sizes[f"vol-{disk.volume_id[:12]}"] == 2 * 1024**3
 
         # A second LUN hot-plugs onto the SCSI controller and unplugs.
+        console = await wait_console(driver, spec.uuid, f"{MARK} ready")
         before = disks_seen(console)
+        assert "sda" in before
         extra = await iscsi_volume(storage, driver, "att-extra", device_type="lun")
         await driver.attach_volume(spec.uuid, extra)
         seen = await wait_guest_sees(
