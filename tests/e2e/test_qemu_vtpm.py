@@ -25,6 +25,8 @@ from cumulo.compute.virt.driver import DriverError, FlavorSpec, GuestSpec, Image
 from cumulo.compute.virt.qemu import QemuDriver
 from cumulo.testing.guest import MARK, GuestBuildError, TinyGuest, build_guest
 from tests.conftest import skip_or_fail
+from tests.e2e.test_qemu_moves import _no_progress
+from tests.e2e.test_qemu_moves import hosts as hosts  # two hosts over 127.0.0.1
 
 pytestmark = pytest.mark.e2e
 
@@ -182,21 +184,6 @@ async def test_a_user_tpm_needs_its_passphrase_again_after_a_restart(tiny_guest,
     assert os.path.exists(state_dir)
 
 
-@pytest.fixture(scope="module")
-async def hosts(tiny_guest: TinyGuest, tmp_path_factory):
-    """Two hosts on this machine (their own instance directories), over 127.0.0.1."""
-    state = tmp_path_factory.mktemp("vtpm-moves")
-    pair = []
-    for name in ("vtpm-src", "vtpm-dst"):
-        driver = QemuDriver(state, name, accel="tcg", vnc=False, migration_address="127.0.0.1")
-        await driver.init_host(name)
-        pair.append(driver)
-    yield pair
-    for driver in pair:
-        for guest in await driver.list_guests():
-            await driver.destroy(guest)
-
-
 def ek_of(line: str) -> str:
     return line.rsplit(" ek ", 1)[1].strip()
 
@@ -230,10 +217,6 @@ async def test_cold_and_live_migration_take_the_tpm_state_along(hosts, tiny_gues
     await src.reboot(spec.uuid, hard=False)
     assert ek_of((await tpm_lines(src, spec.uuid, 1))[-1]) == ek
     await src.destroy(spec.uuid)
-
-
-async def _no_progress(stats) -> None:
-    return None
 
 
 async def test_resize_in_place_keeps_or_renews_the_tpm_and_revert_restores_it(
