@@ -809,8 +809,8 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
         await self.conductor.action_event(ctx, instance_uuid, event, host=self.host)
         error = None
         try:
-            if self.driver.supports_vtpm and action in ("start", "reboot", "resume"):
-                await self._reopen_vtpm(ctx, await self._read(ctx, instance_uuid))
+            if action in ("start", "reboot", "resume"):
+                await self._reopen_vtpm(ctx, instance_uuid)
             await call(instance_uuid)
         except (DriverError, GuestNotFound) as exc:
             error = str(exc)

@@ -80,15 +80,14 @@ class HostVTPM:
             )
         return passphrase
 
-    async def _reopen_vtpm(self, ctx: dict, inst: dict[str, Any]) -> None:
+    async def _reopen_vtpm(self, ctx: dict, instance_uuid: str) -> None:
         """Before a start: a TPM whose passphrase this host no longer holds (a `user` one
         after a host restart) gets it again from the Key Manager with the caller's
         token, as Nova defines the libvirt secret again at a hard reboot (an admin
         cannot read a user's secret: the start fails)."""
-        if vtpm.instance_constraint(inst) is None:
+        if not await self.driver.vtpm_passphrase_missing(instance_uuid):
             return
-        if await self.driver.vtpm_passphrase(inst["uuid"]) is not None:
-            return
+        inst = await self.conductor.instance_update(ctx, instance_uuid, {})
         tpm = await self._vtpm_for(ctx, inst)
         if tpm is not None:
             await self.driver.keep_vtpm_passphrase(inst["uuid"], tpm.passphrase)

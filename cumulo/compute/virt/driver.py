@@ -461,6 +461,11 @@ class ComputeDriver(abc.ABC):
         has no TPM or the host no longer holds it, e.g. a `user` one after a restart)."""
         return None
 
+    async def vtpm_passphrase_missing(self, uuid: str) -> bool:
+        """Whether the guest has a TPM whose passphrase this host no longer holds (what
+        its next start needs given again: keep_vtpm_passphrase)."""
+        return False
+
     async def keep_vtpm_passphrase(self, uuid: str, passphrase: str) -> None:
         """The passphrase of the guest's TPM, read again from the Key Manager: what the
         next start of the guest opens its TPM state with."""

@@ -281,6 +281,10 @@ class FakeDriver(ComputeDriver):
         guest = self._guest(uuid)
         return guest.tpm_passphrase if guest.spec.vtpm is not None else None
 
+    async def vtpm_passphrase_missing(self, uuid: str) -> bool:
+        guest = self._guest(uuid)
+        return guest.spec.vtpm is not None and guest.tpm_passphrase is None
+
     async def keep_vtpm_passphrase(self, uuid: str, passphrase: str) -> None:
         self._guest(uuid).tpm_passphrase = passphrase
 

@@ -1079,6 +1079,10 @@ class QemuDriver(QemuMoves, ComputeDriver):
         record = self._load(uuid)
         return self._tpm_passphrase(uuid) if record["machine"].get("tpm_version") else None
 
+    async def vtpm_passphrase_missing(self, uuid: str) -> bool:
+        record = self._load(uuid)
+        return bool(record["machine"].get("tpm_version")) and self._tpm_passphrase(uuid) is None
+
     async def keep_vtpm_passphrase(self, uuid: str, passphrase: str) -> None:
         self._load(uuid)
         self._tpm_passphrases[uuid] = passphrase
