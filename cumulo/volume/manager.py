@@ -185,6 +185,10 @@ class VolumeManager(VolumeMovesMixin, Endpoint):
         await self._recover_migrations(volumes)
         await self._recover_backups(volumes)
         await self._remove_orphaned_data()
+        try:
+            await self.driver.ensure_exports()
+        except Exception:  # noqa: BLE001 - the backend serves its other volumes all the same
+            LOG.exception("exports of backend %s not made again", self.backend_host)
 
     async def _remove_orphaned_data(self) -> None:
         async with self.db.read() as session:

@@ -33,6 +33,7 @@ from cumulo.volume.drivers.tgt import IscsiExports, migration_initiator
 from tests.conftest import skip_or_fail
 from tests.e2e import test_qemu_driver as plain
 from tests.e2e.test_qemu_driver import disks_seen, guest_spec, wait_console, wait_guest_sees
+from tests.functional.test_volume_iscsi import login
 
 tiny_guest = plain.tiny_guest
 state_dir = plain.state_dir
@@ -175,22 +176,11 @@ async def test_a_portal_on_the_hosts_loopback_is_relayed_into_a_namespace(
         subprocess.run(["ip", "-n", namespace, "link", "set", "lo", "up"], check=True)
         port = await relays.port(namespace, data["target_portal"])
         assert await relays.port(namespace, data["target_portal"]) == port  # one per portal
-        secret = tmp_path / "chap"
-        secret.write_text(data["auth_password"])
-        secret.chmod(0o600)
-        opts = (
-            f"driver=iscsi,transport=tcp,portal=127.0.0.1:{port},target={data['target_iqn']},"
-            f"lun=1,user={data['auth_username']},password-secret=s0,"
-            f"initiator-name={driver.volume_connector('e2e-host')['initiator']}"
+        initiator = driver.volume_connector("e2e-host")["initiator"]
+        relayed = await asyncio.to_thread(
+            login, data, initiator, tmp_path, portal=f"127.0.0.1:{port}", netns=namespace
         )
-        read = await asyncio.to_thread(
-            subprocess.run,
-            ["ip", "netns", "exec", namespace, "qemu-img", "info", "--object",
-             f"secret,id=s0,file={secret},format=raw", "--image-opts", opts],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert read.returncode == 0, read.stderr
-        assert "virtual size: 1 GiB" in read.stdout
+        assert relayed == ""
     finally:
         await relays.close()
         subprocess.run(["ip", "netns", "delete", namespace], check=False)
@@ -216,3 +206,32 @@ async def test_a_migration_writes_into_an_iscsi_volume_through_libiscsi(
     assert at(storage.path(new_id), 4096, len(written)) == written
     await storage.terminate_connection(new_id, "migration")
     await storage.delete_volume(new_id)
+
+
+async def test_exports_tgtd_lost_are_made_again_when_the_backend_starts(
+    storage: FileDriver, driver: QemuDriver, tmp_path: Path
+) -> None:
+    """A tgtd that restarted (a host reboot) has no targets: the volume service's start
+    (ensure_exports, Cinder's ensure_export) makes them again, its hosts let in."""
+    volume = await iscsi_volume(storage, driver, "att-restore")
+    data = volume.connection_info["data"]
+    shown = subprocess.run(
+        ["tgtadm", "--lld", "iscsi", "--mode", "target", "--op", "show"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    tid = next(
+        line.split()[1].rstrip(":")
+        for line in shown.splitlines()
+        if line.startswith("Target ") and line.endswith(data["target_iqn"])
+    )
+    subprocess.run(
+        ["tgtadm", "--lld", "iscsi", "--mode", "target", "--op", "delete", "--force",
+         "--tid", tid], check=True,
+    )  # fmt: skip
+    initiator = driver.volume_connector("e2e-host")["initiator"]
+    assert "Target not found" in login(data, initiator, tmp_path)
+    await storage.ensure_exports()
+    assert login(data, initiator, tmp_path) == ""
+    assert "Target not found" in login(data, "iqn.2008-11.org.linux-kvm:other", tmp_path)
+    await storage.terminate_connection(volume.volume_id, "att-restore")
+    await storage.delete_volume(volume.volume_id)

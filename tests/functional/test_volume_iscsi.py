@@ -4,8 +4,9 @@ each connector `driver_volume_type: iscsi` (target_iqn, target_portal, target_lu
 CHAP with the volume's own credentials); only the initiators of the volume's attachments
 log in (checked with QEMU's own initiator, qemu-img over libiscsi), and only with the
 credentials; a multiattach volume lets both hosts in, a detach lets its host out, the last
-one removes the target, and so does deleting the volume; a connector without an initiator is refused (400) leaving the
-attachment as it was; the password is in no log and no command line.
+one removes the target, and so does deleting the volume; a connector without an initiator
+is refused (400) leaving the attachment as it was; the password is in no log and no
+command line.
 
 Skipped when tgt is not installed (failed under CI)."""
 
@@ -75,19 +76,27 @@ def attach(volumes: httpx.Client, volume_id: str, initiator: str | None) -> http
     )
 
 
-def login(data: dict, initiator: str, tmp_path: Path, password: str | None = None) -> str:
-    """qemu-img (libiscsi) logging in to the LUN as `initiator`: '' when it can read the
-    LUN's size, else its error."""
+def login(
+    data: dict,
+    initiator: str,
+    tmp_path: Path,
+    password: str | None = None,
+    portal: str | None = None,
+    netns: str | None = None,
+) -> str:
+    """qemu-img (libiscsi) logging in to the LUN as `initiator` (at `portal`, from the
+    network namespace `netns`): '' when it can read the LUN's size, else its error."""
     secret = tmp_path / f"chap-{uuid.uuid4().hex[:6]}"
     secret.write_text(password or data["auth_password"])
     secret.chmod(0o600)
     opts = (
-        f"driver=iscsi,transport=tcp,portal={data['target_portal']},target={data['target_iqn']},"
-        f"lun={data['target_lun']},user={data['auth_username']},password-secret=s0,"
-        f"initiator-name={initiator}"
+        f"driver=iscsi,transport=tcp,portal={portal or data['target_portal']},"
+        f"target={data['target_iqn']},lun={data['target_lun']},user={data['auth_username']},"
+        f"password-secret=s0,initiator-name={initiator}"
     )
+    where = ["ip", "netns", "exec", netns] if netns else []
     done = subprocess.run(
-        ["qemu-img", "info", "--object", f"secret,id=s0,file={secret},format=raw",
+        [*where, "qemu-img", "info", "--object", f"secret,id=s0,file={secret},format=raw",
          "--image-opts", opts],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip

@@ -203,6 +203,11 @@ class VolumeDriver(abc.ABC):
     def volume_files(self) -> set[str]:
         """Names of every piece of data the backend holds (to find orphans)."""
 
+    async def ensure_exports(self) -> None:
+        """Exports that attached hosts use made again where what serves them lost them
+        (Cinder's ensure_export when the volume service starts); nothing by default."""
+        return None
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Stop whatever the backend runs (exports)."""

@@ -540,5 +540,9 @@ class FileDriver(VolumeDriver):
     async def unmanage_snapshot(self, snapshot_id: str) -> None:
         self._let_go(self.snapshot_path(snapshot_id))
 
+    async def ensure_exports(self) -> None:
+        if self.iscsi is not None:
+            await self.iscsi.restore()
+
     async def close(self) -> None:
         await self.exports.close()

@@ -272,14 +272,18 @@ class IscsiExports:
         except FileNotFoundError:
             return {}
 
-    def _save(self, volume_id: str, attachments: dict[str, str]) -> None:
-        path = self._record_path(volume_id)
+    def _save(self, volume_id: str, attachments: dict[str, str], path: Path | None = None) -> None:
+        """The record of the volume's export: its file and which attachment came from
+        which initiator (none: no record)."""
+        record = self._record_path(volume_id)
         if not attachments:
-            path.unlink(missing_ok=True)
+            record.unlink(missing_ok=True)
             return
-        tmp = path.with_suffix(".part")
-        tmp.write_text(json.dumps({"attachments": attachments}))
-        tmp.replace(path)
+        if path is None:
+            path = Path(json.loads(record.read_text())["path"])
+        tmp = record.with_suffix(".part")
+        tmp.write_text(json.dumps({"path": str(path), "attachments": attachments}))
+        tmp.replace(record)
 
     def _key(self) -> bytes:
         """The backend's CHAP key, made once (0600 from its first byte)."""
@@ -316,7 +320,7 @@ class IscsiExports:
             )  # fmt: skip
             attachments = self._load(volume_id)
             attachments[attachment_id] = initiator
-            self._save(volume_id, attachments)
+            self._save(volume_id, attachments, path)
         LOG.info("volume %s exported as %s to %s", volume_id, iqn, initiator)
         return {
             "target_discovered": False,
@@ -416,6 +420,33 @@ class IscsiExports:
                     MODE_DEVICE, OP_NEW, {"path": str(path), "bstype": "rdwr"}, tid=tid,
                     lun=DATA_LUN, what=f"add {path.name} to {self.iqn(volume_id)} again",
                 )  # fmt: skip
+
+    async def restore(self) -> None:
+        """The exports the records name made again where tgtd lacks them (Cinder's
+        ensure_export at the volume service's start): a tgtd that restarted (a host
+        reboot) has lost its targets, which the attached hosts log in to again."""
+        records = sorted(self.run_dir.glob("volume-*.json"))
+        if not records:
+            return
+        async with self._lock:
+            have = await self.admin.targets()
+            for record in records:
+                volume_id = record.stem.removeprefix("volume-")
+                iqn = self.iqn(volume_id)
+                found = json.loads(record.read_text())
+                path = Path(found.get("path", ""))
+                if iqn in have or not found.get("attachments"):
+                    continue
+                if not path.is_file():
+                    LOG.warning("volume %s: no data at %s to export again", volume_id, path)
+                    continue
+                tid = await self._make_target(iqn, path, *chap_credentials(self._key(), volume_id))
+                for initiator in sorted(set(found["attachments"].values())):
+                    await self._idempotent(
+                        MODE_TARGET, OP_BIND, {"initiator-name": initiator}, tid=tid,
+                        what=f"allow {initiator} into {iqn}",
+                    )  # fmt: skip
+                LOG.info("volume %s: iSCSI export %s made again", volume_id, iqn)
 
     async def disconnect(self, volume_id: str, attachment_id: str) -> None:
         """The attachment's initiator let out once none of the volume's other attachments
