@@ -39,6 +39,7 @@ BOOT_PROPERTIES = (
     "os_distro",
     "os_version",
     "hw_disk_bus",
+    "hw_scsi_model",
     "hw_firmware_type",
     "hw_machine_type",
     "os_secure_boot",
