@@ -62,6 +62,24 @@ def test_tests_that_ssh_into_the_guest_are_left_out_only_with_the_fake_driver():
     assert not _runs(unvalidated["main"], rebuild)
 
 
+def test_interfaces_by_fixed_ip_run_with_dynamic_credentials_when_guests_are_validated():
+    by_fixed_ip = (
+        "tempest.api.compute.servers.test_attach_interfaces.AttachInterfacesTestJSON."
+        "test_create_list_show_delete_interfaces_by_fixed_ip[id-d290c06c,network]"
+    )
+    fixed_ip = (
+        "tempest.api.compute.servers.test_attach_interfaces.AttachInterfacesUnderV243Test."
+        "test_add_remove_fixed_ip[id-c7e0e60b,network,smoke]"
+    )
+    qemu = _passes("--driver", "qemu")
+    for test_id in (by_fixed_ip, fixed_ip):
+        assert _runs(qemu["isolated"], test_id) and not _runs(qemu["main"], test_id)
+    other = by_fixed_ip.replace("by_fixed_ip", "by_network")
+    assert _runs(qemu["main"], other) and not _runs(qemu["isolated"], other)
+    fake = _passes()  # their classes are skipped without validation: where they were
+    assert _runs(fake["main"], by_fixed_ip) and not _runs(fake["isolated"], by_fixed_ip)
+
+
 def test_real_guests_are_validated_unless_told_otherwise():
     assert harness.parse_args(["--driver", "qemu"]).validation
     assert not harness.parse_args(["--driver", "qemu", "--no-validation"]).validation
