@@ -237,7 +237,9 @@ class ComputeCell:
             )
         if scheduler:
             tasks += await serve_scheduler(config, db, bus, base)
-        service = ComputeService(config, state_dir, db, bus, validator, images, networks, volumes)
+        service = ComputeService(
+            config, state_dir, db, bus, validator, images, networks, volumes, key_manager=keys
+        )
         cell = cls(config, state_dir, bus, db, service, clients=clients, tasks=tasks)
         cell.notifier = compute_notifier(config, state_dir)
         if hosts:

@@ -9,14 +9,12 @@ deleted with the server.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from cumulo.common.service_client import ServiceClient, ServiceError
 from cumulo.compute import rpcapi, vtpm
 from cumulo.compute.virt.driver import ComputeDriver, DriverError, VirtualTPM
-
-LOG = logging.getLogger(__name__)
+from cumulo.compute.volume_encryption import _reason
 
 
 class HostVTPM:
@@ -98,27 +96,16 @@ class HostVTPM:
         """The server's secret deleted with the caller's token (a refusal is logged: the
         server goes anyway, as Nova's delete_vtpm_secret); `forget` also drops it from
         the server's system metadata (the server keeps no TPM)."""
-        secret_uuid = (inst.get("system_metadata") or {}).get(vtpm.SECRET_UUID_KEY)
-        if not secret_uuid or self.key_manager is None:
-            return
-        try:
-            await vtpm.remove_secret(self.key_manager, ctx.get("auth_token") or "", secret_uuid)
-        except Exception as exc:  # noqa: BLE001 - logged; the server is deleted anyway
-            LOG.warning("could not delete vTPM secret %s of %s: %s", secret_uuid, inst["uuid"], exc)
-            return
-        if forget:
-            sysmeta = {
-                k: v
-                for k, v in (inst.get("system_metadata") or {}).items()
-                if k != vtpm.SECRET_UUID_KEY
-            }
-            inst["system_metadata"] = sysmeta
-            await self.conductor.instance_update(ctx, inst["uuid"], {"system_metadata": sysmeta})
+        token = ctx.get("auth_token") or ""
+        sysmeta = inst.get("system_metadata")
+        deleted = await vtpm.delete_instance_secret(self.key_manager, token, inst["uuid"], sysmeta)
+        if deleted and forget:
+            kept = {k: v for k, v in (sysmeta or {}).items() if k != vtpm.SECRET_UUID_KEY}
+            inst["system_metadata"] = kept
+            await self.conductor.instance_update(ctx, inst["uuid"], {"system_metadata": kept})
 
 
 def _key_manager_error(exc: ServiceError) -> str:
     """Castellan's wording of a Key Manager refusal: `Forbidden: <Barbican's description>`."""
-    from cumulo.compute.volume_encryption import _reason
-
     names = {403: "Forbidden", 404: "Not Found", 401: "Unauthorized"}
     return f"{names.get(exc.status, exc.status)}: {_reason(exc)}"

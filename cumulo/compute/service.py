@@ -200,6 +200,8 @@ class ComputeService(ServerMoves):
         images: ServiceClient | None,
         networks: ServiceClient | None,
         volumes: ServiceClient | None = None,
+        *,
+        key_manager: ServiceClient | None = None,
     ) -> None:
         self.config = config
         self.state_dir = state_dir
@@ -209,6 +211,8 @@ class ComputeService(ServerMoves):
         self.images = images
         self.networks = networks
         self.volumes = volumes
+        # The Key Manager: a vTPM secret goes with a server deleted here (its host down).
+        self.key_manager = key_manager
         self.policy = Policy(COMPUTE_RULES, state_dir / config.policy_file)
         self.conductor = rpcapi.ConductorAPI(bus)
         self.compute_rpc = rpcapi.ComputeAPI(bus)
@@ -742,6 +746,7 @@ class ComputeService(ServerMoves):
             return
         # Never reached a host, or its host is down: delete it here (Nova's local delete).
         await self._release_external(ctx, inst)
+        await self._delete_vtpm_secret(ctx, inst)
         now = utcnow()
         async with self.db.write() as s:
             await s.run_sync(release, inst.uuid)
@@ -756,6 +761,13 @@ class ComputeService(ServerMoves):
                     terminated_at=now,
                 )
             )
+
+    async def _delete_vtpm_secret(self, ctx: RequestContext, inst: Instance) -> None:
+        """The server's vTPM secret, deleted with the deleter's token (a refusal logged:
+        the server goes anyway, as its host deletes it)."""
+        await vtpm.delete_instance_secret(
+            self.key_manager, ctx.auth_token or "", inst.uuid, inst.system_metadata
+        )
 
     async def _host_up(self, host: str) -> bool:
         """Whether the host's compute agent reported within service_down_time."""

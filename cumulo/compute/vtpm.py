@@ -19,12 +19,15 @@ no host reports its trait).
 from __future__ import annotations
 
 import base64
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from cumulo.common.key_manager_client import delete_secret, secret_payload
 from cumulo.common.service_client import ServiceClient
+
+LOG = logging.getLogger(__name__)
 
 VERSIONS = ("1.2", "2.0")
 MODELS = ("tpm-tis", "tpm-crb")
@@ -173,5 +176,20 @@ async def read_secret(key_manager: ServiceClient, token: str, secret_uuid: str) 
     return (await secret_payload(key_manager, token, secret_uuid)).decode()
 
 
-async def remove_secret(key_manager: ServiceClient, token: str, secret_uuid: str) -> None:
-    await delete_secret(key_manager, token, secret_uuid)
+async def delete_instance_secret(
+    key_manager: ServiceClient | None,
+    token: str,
+    instance_uuid: str,
+    system_metadata: dict[str, Any] | None,
+) -> bool:
+    """The server's secret deleted with `token` (the deleter's); a refusal or failure is
+    logged and answered False (the server goes anyway, as Nova's delete_vtpm_secret)."""
+    secret_uuid = (system_metadata or {}).get(SECRET_UUID_KEY)
+    if not secret_uuid or key_manager is None:
+        return False
+    try:
+        await delete_secret(key_manager, token, secret_uuid)
+    except Exception as exc:  # noqa: BLE001 - logged; the server is deleted anyway
+        LOG.warning("could not delete vTPM secret %s of %s: %s", secret_uuid, instance_uuid, exc)
+        return False
+    return True

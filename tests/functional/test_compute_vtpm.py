@@ -250,3 +250,17 @@ def test_a_user_tpm_after_a_host_restart_starts_only_with_the_users_token(cloud,
     wait_status(cloud, server["id"], "ACTIVE")
     assert "tpm: TPM 2.0 (tpm-tis) state opened" in console(cloud, server["id"])
     cloud.openstack("server", "delete", "--wait", server["id"], cloud=DEMO)
+
+
+def test_a_server_deleted_while_its_host_is_down_takes_its_secret_along(cloud, image, demo):
+    server = boot(cloud, image, flavor(cloud, **{"hw:tpm_version": "1.2"}))
+    secret = secret_of(cloud, demo, server["id"])
+    host = cloud.openstack("server", "show", server["id"], "-f", "json")["OS-EXT-SRV-ATTR:host"]
+    service = ("--os-compute-api-version", "2.53", "compute", "service", "set")
+    cloud.openstack(*service, "--down", host, "cumulo-compute")
+    try:
+        # Deleted by the API itself (Nova's local delete), with the user's token.
+        cloud.openstack("server", "delete", "--wait", server["id"], cloud=DEMO)
+    finally:
+        cloud.openstack(*service, "--up", host, "cumulo-compute")
+    assert payload(cloud, demo, secret).status_code == 404
