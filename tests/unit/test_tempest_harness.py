@@ -72,8 +72,10 @@ def test_interfaces_by_fixed_ip_run_with_dynamic_credentials_when_guests_are_val
         "test_add_remove_fixed_ip[id-c7e0e60b,network,smoke]"
     )
     qemu = _passes("--driver", "qemu")
+    narrowed = _passes("--driver", "qemu", "--regex", "test_attach_interfaces")
     for test_id in (by_fixed_ip, fixed_ip):
         assert _runs(qemu["isolated"], test_id) and not _runs(qemu["main"], test_id)
+        assert _runs(narrowed["isolated"], test_id)  # a user regex matching mid-id
     other = by_fixed_ip.replace("by_fixed_ip", "by_network")
     assert _runs(qemu["main"], other) and not _runs(qemu["isolated"], other)
     fake = _passes()  # their classes are skipped without validation: where they were

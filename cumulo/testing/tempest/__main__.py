@@ -202,7 +202,8 @@ def passes(args: argparse.Namespace) -> list[Pass]:
     )
     isolated_tests = f"{ISOLATED}|{OWN_NETWORK_TESTS}" if args.validation else ISOLATED
     exclude = "|".join(r for r in (args.exclude_regex, isolated_tests, guest, PLUGIN_TESTS) if r)
-    isolated = rf"(?=(?:{regex}))(?:{isolated_tests})"
+    # The user regex may match anywhere in a test id (Tempest searches), the lookahead too.
+    isolated = rf"(?=.*(?:{regex}))(?:{isolated_tests})"
     isolated_exclude = "|".join(r for r in (args.exclude_regex, guest, PLUGIN_TESTS) if r)
     return [
         Pass("main", regex, exclude, False, {}),
