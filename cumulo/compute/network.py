@@ -395,7 +395,7 @@ def _port_info(
         "network_name": network.get("name", ""),
         "mtu": network.get("mtu") or 1500,
         "fixed_ips": [
-            _ip_info(ip, (subnets or {}).get(ip.get("subnet_id") or ""))
+            ip_info(ip, (subnets or {}).get(ip.get("subnet_id") or ""))
             for ip in port.get("fixed_ips", [])
         ],
         "bridge": (port.get("binding:vif_details") or {}).get("bridge_name"),
@@ -406,7 +406,7 @@ def _port_info(
     }
 
 
-def _ip_info(ip: dict[str, Any], subnet: dict[str, Any] | None) -> dict[str, Any]:
+def ip_info(ip: dict[str, Any], subnet: dict[str, Any] | None) -> dict[str, Any]:
     """An address with what a guest needs to configure it (network_data.json)."""
     info: dict[str, Any] = {
         "ip_address": ip["ip_address"],

@@ -1,5 +1,6 @@
-"""The instance network info cache's floating IPs, refreshed from the Network service
-when it reports a port change (Nova refreshes its info cache on `network-changed`)."""
+"""The instance network info cache refreshed from the Network service: each cached port's
+fixed IPs and floating IPs as they are now (Nova refreshes its info cache on
+`network-changed`, and after it changes a server's fixed IPs itself)."""
 
 from __future__ import annotations
 
@@ -10,25 +11,38 @@ from sqlalchemy import select
 from cumulo.common.db import utcnow
 from cumulo.common.service_client import ServiceClient
 from cumulo.compute.models import Instance
+from cumulo.compute.network import ip_info
 
 
-async def refresh_floating_ips(db, networks: ServiceClient, token: str, instance_uuid: str) -> bool:
-    """Set each cached port's `floating_ips` to what the Network service associates with
-    it now; False when the server does not exist (or is deleted)."""
+async def refresh_network_info(db, networks: ServiceClient, token: str, instance_uuid: str) -> bool:
+    """Set each cached port's `fixed_ips` and `floating_ips` to what the Network service
+    has now (a port gone keeps its entry: detaching it is another path); False when the
+    server does not exist (or is deleted)."""
     async with db.read() as s:
-        ports = await s.scalar(
+        cached = await s.scalar(
             select(Instance.network_info).where(
                 Instance.uuid == instance_uuid, Instance.deleted.is_(False)
             )
         )
-    if ports is None:
+    if cached is None:
         return False
-    port_ids = [entry["port_id"] for entry in ports]
-    by_port: dict[str, list[str]] = {}
+    port_ids = [entry["port_id"] for entry in cached]
+    floating: dict[str, list[str]] = {}
+    fixed: dict[str, list[dict[str, Any]]] = {}
     if port_ids:
         found = await networks.json("GET", "/v2.0/floatingips", token, params={"port_id": port_ids})
         for fip in sorted(found["floatingips"], key=lambda f: f["floating_ip_address"]):
-            by_port.setdefault(fip["port_id"], []).append(fip["floating_ip_address"])
+            floating.setdefault(fip["port_id"], []).append(fip["floating_ip_address"])
+        ports = (await networks.json("GET", "/v2.0/ports", token, params={"id": port_ids}))["ports"]
+        subnet_ids = sorted({ip["subnet_id"] for p in ports for ip in p["fixed_ips"]})
+        subnets: dict[str, dict[str, Any]] = {}
+        if subnet_ids:
+            listed = await networks.json("GET", "/v2.0/subnets", token, params={"id": subnet_ids})
+            subnets = {s["id"]: s for s in listed["subnets"]}
+        for port in ports:
+            fixed[port["id"]] = [
+                ip_info(ip, subnets.get(ip.get("subnet_id") or "")) for ip in port["fixed_ips"]
+            ]
     async with db.write() as s:
         inst = await s.scalar(
             select(Instance).where(Instance.uuid == instance_uuid, Instance.deleted.is_(False))
@@ -36,7 +50,11 @@ async def refresh_floating_ips(db, networks: ServiceClient, token: str, instance
         if inst is None:
             return False
         refreshed: list[dict[str, Any]] = [
-            {**entry, "floating_ips": by_port.get(entry["port_id"], [])}
+            {
+                **entry,
+                "fixed_ips": fixed.get(entry["port_id"], entry.get("fixed_ips", [])),
+                "floating_ips": floating.get(entry["port_id"], []),
+            }
             for entry in inst.network_info or []
         ]
         if refreshed != inst.network_info:

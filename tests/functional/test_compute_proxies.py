@@ -147,6 +147,47 @@ def test_floating_ips_through_compute_and_add_floating_ip(
         assert c.get(f"/v2.1/os-floating-ips/{fip['id']}").status_code == 404
 
 
+def test_add_and_remove_fixed_ip_until_2_44(cloud: CloudRunner, demo_token: str, server: dict):
+    """Nova's multinic actions: one more fixed IP on the server's port on a network, shown
+    in its addresses at once, then removed; bad input and unknown addresses are 400."""
+    action = f"/v2.1/servers/{server['id']}/action"
+
+    def addresses(c) -> list[str]:
+        found = c.get(f"/v2.1/servers/{server['id']}/ips").json()["addresses"]
+        return sorted(a["addr"] for net in found.values() for a in net)
+
+    with compute(cloud, demo_token) as c:
+        [interface] = c.get(f"/v2.1/servers/{server['id']}/os-interface").json()[
+            "interfaceAttachments"
+        ]
+        before = addresses(c)
+        r = c.post(action, json={"addFixedIp": {"networkId": interface["net_id"]}})
+        assert r.status_code == 202, r.text
+        after = addresses(c)
+        [added] = sorted(set(after) - set(before))
+        port = c.get(f"/v2.1/servers/{server['id']}/os-interface/{interface['port_id']}").json()
+        assert added in [ip["ip_address"] for ip in port["interfaceAttachment"]["fixed_ips"]]
+
+        assert c.post(action, json={"removeFixedIp": {"address": added}}).status_code == 202
+        assert addresses(c) == before
+        r = c.post(action, json={"removeFixedIp": {"address": added}})
+        assert r.status_code == 400
+        assert r.json()["badRequest"]["message"] == (
+            f"Instance {server['id']} doesn't have fixed IP '{added}'."
+        )
+        r = c.post(action, json={"addFixedIp": {"networkId": str(uuid.uuid4())}})
+        assert r.status_code == 400 and "Network could not be found" in r.text
+        assert c.post(action, json={"addFixedIp": {}}).status_code == 400
+        assert c.post(action, json={"removeFixedIp": {"address": "x"}}).status_code == 400
+        r = c.post(
+            action,
+            json={"addFixedIp": {"networkId": interface["net_id"]}},
+            headers={"OpenStack-API-Version": "compute 2.44"},
+        )
+        assert r.status_code == 404
+        assert addresses(c) == before
+
+
 def test_network_service_reports_to_external_events(
     cloud: CloudRunner, admin_token: str, server: dict
 ):

@@ -14,7 +14,14 @@ from cumulo.common.app import json_body
 from cumulo.common.faults import BadRequest, Conflict, NotFound, NotImplementedYet
 from cumulo.common.openapi import describes
 from cumulo.compute import consoles
-from cumulo.compute.api import floating_ips, server_backups, server_moves, server_security, wire
+from cumulo.compute.api import (
+    floating_ips,
+    multinic,
+    server_backups,
+    server_moves,
+    server_security,
+    wire,
+)
 from cumulo.compute.api.common import (
     authorize,
     base_url,
@@ -149,6 +156,10 @@ async def server_action(request: Request) -> Response:
             await floating_ips.add_floating_ip(request, ctx, inst, args)
         elif action == "removeFloatingIp":
             await floating_ips.remove_floating_ip(request, ctx, inst, args)
+        elif action == "addFixedIp":
+            await multinic.add_fixed_ip(request, ctx, inst, args)
+        elif action == "removeFixedIp":
+            await multinic.remove_fixed_ip(request, ctx, inst, args)
         elif action == "restore":
             # Deletes are immediate here (no reclaim interval): no server is ever
             # SOFT_DELETED, so there is nothing to restore (Nova's 409).

@@ -22,7 +22,7 @@ from cumulo.compute.api.common import authorize, compute_of, json, version
 from cumulo.compute.api.microversion import APIVersion
 from cumulo.compute.api.wire import is_uuid
 from cumulo.compute.models import Instance
-from cumulo.compute.network_cache import refresh_floating_ips
+from cumulo.compute.network_cache import refresh_network_info
 
 LOG = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ async def create_events(request: Request) -> Response:
 async def _refresh(service, instance_uuid: str) -> None:
     try:
         token = await service.validator.client.service_token()
-        await refresh_floating_ips(service.db, service.networks, token, instance_uuid)
+        await refresh_network_info(service.db, service.networks, token, instance_uuid)
     except ServiceError as exc:
         # The event is accepted; the cache is refreshed on the next event.
         LOG.warning("refreshing the network info of %s failed: %s", instance_uuid, exc)
