@@ -49,6 +49,13 @@ async def _server_ports(
     return [p for p in found["ports"] if p["device_owner"].startswith(COMPUTE_OWNER_PREFIX)]
 
 
+async def _set_fixed_ips(
+    request: Request, ctx: RequestContext, port: dict[str, Any], fixed_ips: list[dict[str, Any]]
+) -> None:
+    path = url_path("/v2.0/ports/{}", port["id"])
+    await call(request, ctx, "networks", "PUT", path, json={"port": {"fixed_ips": fixed_ips}})
+
+
 async def _refresh(request: Request, ctx: RequestContext, inst: Instance) -> None:
     service = compute_of(request)
     await refresh_network_info(service.db, service.networks, ctx.auth_token, inst.uuid)
@@ -80,14 +87,7 @@ async def add_fixed_ip(request: Request, ctx: RequestContext, inst: Instance, ar
         for subnet in subnets:
             wanted = [*port["fixed_ips"], {"subnet_id": subnet["id"]}]
             try:
-                await call(
-                    request,
-                    ctx,
-                    "networks",
-                    "PUT",
-                    url_path("/v2.0/ports/{}", port["id"]),
-                    json={"port": {"fixed_ips": wanted}},
-                )
+                await _set_fixed_ips(request, ctx, port, wanted)
             except ServiceError:
                 continue  # as Nova: this subnet cannot, try the next one
             await _refresh(request, ctx, inst)
@@ -112,14 +112,7 @@ async def remove_fixed_ip(request: Request, ctx: RequestContext, inst: Instance,
         kept = [ip for ip in port["fixed_ips"] if ip["ip_address"] != address]
         if len(kept) == len(port["fixed_ips"]):
             continue
-        await call(
-            request,
-            ctx,
-            "networks",
-            "PUT",
-            url_path("/v2.0/ports/{}", port["id"]),
-            json={"port": {"fixed_ips": kept}},
-        )
+        await _set_fixed_ips(request, ctx, port, kept)
         await _refresh(request, ctx, inst)
         return
     raise BadRequest(f"Instance {inst.uuid} doesn't have fixed IP '{address}'.")
