@@ -188,6 +188,32 @@ def test_add_and_remove_fixed_ip_until_2_44(cloud: CloudRunner, demo_token: str,
         assert addresses(c) == before
 
 
+def test_add_fixed_ip_takes_the_next_subnet_when_one_is_full(
+    cloud: CloudRunner,
+    demo_token: str,
+    image: str,  # noqa: F811 - the image fixture
+):
+    net = demo(cloud, "network", "create", _name("multinic"), "-f", "json")["id"]
+    # One address, no DHCP port to take it: full once the server has it.
+    pool = "start=10.77.0.10,end=10.77.0.10"
+    demo(cloud, "subnet", "create", "--network", net, "--subnet-range", "10.77.0.0/24",
+         "--allocation-pool", pool, "--no-dhcp", _name("full"))  # fmt: skip
+    demo(cloud, "subnet", "create", "--network", net, "--subnet-range", "10.78.0.0/24",
+         _name("roomy"))  # fmt: skip
+    server = demo(cloud, "server", "create", "--image", image, "--flavor", "m1.tiny",
+                  "--nic", f"net-id={net},v4-fixed-ip=10.77.0.10", "--wait", _name("multinic"),
+                  "-f", "json")  # fmt: skip
+    with compute(cloud, demo_token) as c:
+        action = f"/v2.1/servers/{server['id']}/action"
+        assert c.post(action, json={"addFixedIp": {"networkId": net}}).status_code == 202
+        found = c.get(f"/v2.1/servers/{server['id']}/ips").json()["addresses"]
+        addrs = sorted(a["addr"] for nets in found.values() for a in nets)
+        # the first subnet has no address left: the second gives one
+        assert addrs[0] == "10.77.0.10" and addrs[1].startswith("10.78.0."), addrs
+        assert len(addrs) == 2
+    demo(cloud, "server", "delete", "--wait", server["id"])
+
+
 def test_network_service_reports_to_external_events(
     cloud: CloudRunner, admin_token: str, server: dict
 ):

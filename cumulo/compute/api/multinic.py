@@ -15,7 +15,7 @@ from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
 from cumulo.common.service_client import ServiceError, url_path
 from cumulo.compute.api.common import compute_of
-from cumulo.compute.api.proxy import call, require_below
+from cumulo.compute.api.proxy import as_compute_error, call, client, require_below
 from cumulo.compute.models import Instance
 from cumulo.compute.network_cache import refresh_network_info
 
@@ -52,8 +52,10 @@ async def _server_ports(
 async def _set_fixed_ips(
     request: Request, ctx: RequestContext, port: dict[str, Any], fixed_ips: list[dict[str, Any]]
 ) -> None:
+    """The port's fixed IPs set (the Network service's refusal raised as its ServiceError)."""
     path = url_path("/v2.0/ports/{}", port["id"])
-    await call(request, ctx, "networks", "PUT", path, json={"port": {"fixed_ips": fixed_ips}})
+    body = {"port": {"fixed_ips": fixed_ips}}
+    await client(request, "networks").json("PUT", path, ctx.auth_token, json=body)
 
 
 async def _refresh(request: Request, ctx: RequestContext, inst: Instance) -> None:
@@ -112,7 +114,10 @@ async def remove_fixed_ip(request: Request, ctx: RequestContext, inst: Instance,
         kept = [ip for ip in port["fixed_ips"] if ip["ip_address"] != address]
         if len(kept) == len(port["fixed_ips"]):
             continue
-        await _set_fixed_ips(request, ctx, port, kept)
+        try:
+            await _set_fixed_ips(request, ctx, port, kept)
+        except ServiceError as exc:
+            raise as_compute_error(exc) from None
         await _refresh(request, ctx, inst)
         return
     raise BadRequest(f"Instance {inst.uuid} doesn't have fixed IP '{address}'.")
