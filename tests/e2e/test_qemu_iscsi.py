@@ -33,7 +33,7 @@ from cumulo.volume.drivers.tgt import IscsiExports, migration_initiator
 from tests.conftest import skip_or_fail
 from tests.e2e import test_qemu_driver as plain
 from tests.e2e.test_qemu_driver import disks_seen, guest_spec, wait_console, wait_guest_sees
-from tests.functional.test_volume_iscsi import login
+from tests.functional.test_volume_iscsi import login, refused_as_unknown
 
 tiny_guest = plain.tiny_guest
 state_dir = plain.state_dir
@@ -229,7 +229,7 @@ async def test_exports_tgtd_lost_are_made_again_when_the_backend_starts(
          "--tid", tid], check=True,
     )  # fmt: skip
     initiator = driver.volume_connector("e2e-host")["initiator"]
-    assert "Target not found" in login(data, initiator, tmp_path)
+    assert refused_as_unknown(data, initiator, tmp_path)
     await storage.ensure_exports()
     assert login(data, initiator, tmp_path) == ""
     assert "Target not found" in login(data, "iqn.2008-11.org.linux-kvm:other", tmp_path)
