@@ -97,9 +97,7 @@ ERRORS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "image": {"application/json": _obj({"message": _STR, "code": _STR, "title": _STR})},
     # Barbican: webob's status as code and title, the reason as description.
-    "key-manager": {
-        "application/json": _obj({"code": _INT, "title": _STR, "description": _STR})
-    },
+    "key-manager": {"application/json": _obj({"code": _INT, "title": _STR, "description": _STR})},
     # Swift: a short HTML page (a form POST or a bulk request answers plain text).
     "object-store": {"text/html": ANY, "text/plain": ANY},
     # EC2: the XML `<Response><Errors><Error>` document.

@@ -664,9 +664,7 @@ class HostMoves:
                 # Bound here before the guest comes (a failure leaves it where it runs).
                 network_info = await self._bind_ports(inst, self.host)
             moved = await self._attach_volumes_here(ctx, instance_uuid)
-            guest = await self._spec_here(
-                ctx, inst, network_info, vtpm_passphrase=vtpm_passphrase
-            )
+            guest = await self._spec_here(ctx, inst, network_info, vtpm_passphrase=vtpm_passphrase)
             data = await self.driver.pre_live_migration(
                 guest, bool(migration.get("block_migration"))
             )

@@ -512,6 +512,7 @@ def test_a_distributed_router_s_interfaces_are_listed_and_removed(cloud, demo, s
     demo.submit(f"/routers/{router.id}/delete")
     assert sdk.network.find_router("dvr-router") is None
 
+
 def test_a_rule_takes_a_remote_group_instead_of_a_cidr(demo, sdk):
     db = sdk.network.create_security_group(name="db-tier")
     app = sdk.network.create_security_group(name="app-tier")

@@ -32,9 +32,7 @@ async def _viewer(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter
 
 def _keys(*keysyms: int) -> bytes:
     """Each key pressed then released."""
-    return b"".join(
-        struct.pack(">BBxxI", 4, down, keysym) for keysym in keysyms for down in (1, 0)
-    )
+    return b"".join(struct.pack(">BBxxI", 4, down, keysym) for keysym in keysyms for down in (1, 0))
 
 
 def test_latin1_and_unicode_keysyms_type_their_characters():

@@ -38,7 +38,12 @@ def test_agent_applies_state_coalesces_changes_and_resyncs_after_restart():
         await agent.wait_idle()
         assert driver.state["host"] == "host-a" and driver.applied == 1
         # It registered (a started agent) before it asked for its state.
-        assert server.reports == [("host-a", {"configurations": {"driver": "noop", "agent_mode": "dvr_snat"}, "start": True})]
+        assert server.reports == [
+            (
+                "host-a",
+                {"configurations": {"driver": "noop", "agent_mode": "dvr_snat"}, "start": True},
+            )
+        ]
 
         server.state = {"networks": [{"id": "n1"}], "ports": [], "routers": []}
         for _ in range(50):
