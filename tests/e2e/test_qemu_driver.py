@@ -54,15 +54,22 @@ done) &
 FLAVOR = FlavorSpec("m1.tiny", vcpus=1, memory_mb=256, root_gb=1)
 
 
-@pytest.fixture(scope="module")
-def tiny_guest() -> TinyGuest:
-    if shutil.which("qemu-system-x86_64") is None or shutil.which("qemu-img") is None:
-        skip_or_fail("qemu-system-x86_64 and qemu-img are not installed")
+def tiny_guest_with(*tools: str) -> TinyGuest:
+    """The tiny test guest (built once, then cached), skipped with the reason (failed
+    under CI) when QEMU or one of `tools` is not installed or the guest cannot be built."""
+    missing = [t for t in ("qemu-system-x86_64", "qemu-img", *tools) if shutil.which(t) is None]
+    if missing:
+        skip_or_fail(f"{', '.join(missing)} not installed")
     try:
         return build_guest()
     except GuestBuildError as exc:
         skip_or_fail(f"the tiny test guest cannot be built: {exc}")
         raise
+
+
+@pytest.fixture(scope="module")
+def tiny_guest() -> TinyGuest:
+    return tiny_guest_with()
 
 
 @pytest.fixture(scope="module")

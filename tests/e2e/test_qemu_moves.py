@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import subprocess
 import time
 import uuid
@@ -27,8 +26,8 @@ from cumulo.compute.states import PowerState
 from cumulo.compute.virt.driver import DriverError, FlavorSpec, GuestSpec, ImageSpec
 from cumulo.compute.virt.qemu import QemuDriver
 from cumulo.metadata import InstanceMetadata, config_drive_files
-from cumulo.testing.guest import MARK, GuestBuildError, TinyGuest, build_guest
-from tests.conftest import skip_or_fail
+from cumulo.testing.guest import MARK, TinyGuest
+from tests.e2e.test_qemu_driver import tiny_guest_with
 
 pytestmark = pytest.mark.e2e
 
@@ -45,14 +44,7 @@ USER_DATA = (
 
 @pytest.fixture(scope="module")
 def tiny_guest() -> TinyGuest:
-    for tool in ("qemu-system-x86_64", "qemu-img", "qemu-nbd"):
-        if shutil.which(tool) is None:
-            skip_or_fail(f"{tool} is not installed")
-    try:
-        return build_guest()
-    except GuestBuildError as exc:
-        skip_or_fail(f"the tiny test guest cannot be built: {exc}")
-        raise
+    return tiny_guest_with("qemu-nbd")
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,9 @@ import pytest
 
 from cumulo.compute.virt import qemu_process
 from cumulo.compute.virt.qemu import QemuDriver
-from cumulo.testing.guest import MARK, GuestBuildError, TinyGuest, build_guest
+from cumulo.testing.guest import MARK, TinyGuest
 from tests.conftest import skip_or_fail
-from tests.e2e.test_qemu_driver import guest_spec, wait_console
+from tests.e2e.test_qemu_driver import guest_spec, tiny_guest_with, wait_console
 from tests.e2e.test_qemu_moves import console_has, spec
 
 pytestmark = pytest.mark.e2e
@@ -34,13 +34,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def tiny_guest() -> TinyGuest:
-    if shutil.which("qemu-system-x86_64") is None or shutil.which("qemu-img") is None:
-        skip_or_fail("qemu-system-x86_64 and qemu-img are not installed")
-    try:
-        return build_guest()
-    except GuestBuildError as exc:
-        skip_or_fail(f"the tiny test guest cannot be built: {exc}")
-        raise
+    return tiny_guest_with()
 
 
 @pytest.fixture(scope="module")

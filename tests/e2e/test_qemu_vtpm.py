@@ -12,7 +12,6 @@ import asyncio
 import base64
 import os
 import secrets
-import shutil
 import time
 import uuid
 from dataclasses import replace
@@ -23,8 +22,8 @@ import pytest
 from cumulo.compute.virt import qemu_process, qemu_tpm
 from cumulo.compute.virt.driver import DriverError, FlavorSpec, GuestSpec, ImageSpec, VirtualTPM
 from cumulo.compute.virt.qemu import QemuDriver
-from cumulo.testing.guest import MARK, GuestBuildError, TinyGuest, build_guest
-from tests.conftest import skip_or_fail
+from cumulo.testing.guest import MARK, TinyGuest
+from tests.e2e.test_qemu_driver import tiny_guest_with
 from tests.e2e.test_qemu_moves import _no_progress
 from tests.e2e.test_qemu_moves import hosts as hosts  # two hosts over 127.0.0.1
 
@@ -36,16 +35,7 @@ FLAVOR = FlavorSpec("m1.tiny", vcpus=1, memory_mb=256, root_gb=1)
 
 @pytest.fixture(scope="module")
 def tiny_guest() -> TinyGuest:
-    missing = [
-        t for t in ("qemu-system-x86_64", "qemu-img", "swtpm", "swtpm_setup") if not shutil.which(t)
-    ]
-    if missing:
-        skip_or_fail(f"guests with a TPM need QEMU and swtpm, swtpm-tools (missing: {missing})")
-    try:
-        return build_guest()
-    except GuestBuildError as exc:
-        skip_or_fail(f"the tiny test guest cannot be built: {exc}")
-        raise
+    return tiny_guest_with("swtpm", "swtpm_setup")  # Debian's swtpm and swtpm-tools
 
 
 @pytest.fixture(scope="module")
