@@ -295,6 +295,12 @@ class ComputeConfig(_Section):
     allow_resize_to_same_host: bool = True
     # Seconds a shelved server keeps its host before it is offloaded: 0 at once, -1 never.
     shelved_offload_time: int = Field(0, ge=-1)
+    # The vTPM secret policies (flavor `hw:tpm_secret_security`) this host offers, Nova's
+    # [libvirt] supported_tpm_secret_security: `user`, `host`, `deployment` (the secret
+    # is the cloud's service user's). A policy left out: such servers never land here.
+    supported_tpm_secret_security: list[Literal["user", "host", "deployment"]] = Field(
+        default_factory=lambda: ["user", "host", "deployment"]
+    )
     # Where other compute hosts reach this one's migration streams and disk exports
     # (QEMU live migration, cold-migration disk copies); empty: this machine's address.
     migration_address: str = ""

@@ -68,6 +68,7 @@ def host_options(config: CumuloConfig) -> HostOptions:
         force_config_drive=c.force_config_drive,
         shelved_offload_time=c.shelved_offload_time,
         vendor_data=VendorData.from_config(config),
+        tpm_secret_security=tuple(c.supported_tpm_secret_security),
     )
 
 
@@ -115,6 +116,7 @@ async def start_compute_hosts(
             host_options(config),
             volumes=volumes,
             key_manager=key_manager,
+            service_token=network.service_token if network is not None else None,
         )
         manager.notifier = notifier
         managers.append(manager)

@@ -15,6 +15,7 @@ import logging
 import os
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +131,8 @@ class HostOptions:
     shelved_offload_time: int = 0
     # What the config drive's vendor data is collected from ([metadata] vendordata_*).
     vendor_data: VendorData = dataclasses.field(default_factory=VendorData)
+    # The vTPM secret policies this host offers ([compute] supported_tpm_secret_security).
+    tpm_secret_security: tuple[str, ...] = vtpm.SECURITIES
 
 
 INTERRUPTED_BUILD = "The compute host restarted while it was building the server."
@@ -154,6 +157,7 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
         *,
         volumes: ServiceClient | None = None,
         key_manager: ServiceClient | None = None,
+        service_token: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self.host = host
         self.driver = driver
@@ -165,6 +169,8 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
         self.volumes = volumes
         # The Key Manager: the keys of encrypted volumes, read with the user's token.
         self.key_manager = key_manager
+        # The cloud's service user's token (a `deployment` vTPM secret is its own).
+        self.service_token = service_token
         self._periodic: asyncio.Task | None = None
         # Live migrations an abort was asked for (they end "cancelled", not "error").
         self._aborted_migrations: set[str] = set()
@@ -232,7 +238,11 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
             "reserved_host_disk_gb": o.reserved_host_disk_gb,
             "traits": [
                 *([RESCUE_BFV_TRAIT] if self.driver.supports_bfv_rescue else []),
-                *(vtpm.HOST_TRAITS if self.driver.supports_vtpm else ()),
+                *(
+                    vtpm.host_traits(self.options.tpm_secret_security)
+                    if self.driver.supports_vtpm
+                    else ()
+                ),
             ],
         }
         await self.conductor.compute_node_report(

@@ -4,17 +4,22 @@ user's token at the first spawn and recorded on the server (`vtpm_secret_uuid`),
 again with the user's token where the guest starts on a host that does not hold it,
 handed from host to host on a live migration (only a `host` policy allows one: the
 admin who asks cannot read the user's secret, Tempest's LiveMigrationWithVTPMTest), and
-deleted with the server.
+deleted with the server. A `deployment` policy's secret is all that with the cloud's
+service user's token instead of the caller's (Nova's vtpm.get_request_context).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cumulo.common.service_client import ServiceClient, ServiceError
 from cumulo.compute import rpcapi, vtpm
 from cumulo.compute.virt.driver import ComputeDriver, DriverError, VirtualTPM
 from cumulo.compute.volume_encryption import _reason
+
+LOG = logging.getLogger(__name__)
 
 
 class HostVTPM:
@@ -23,6 +28,19 @@ class HostVTPM:
     driver: ComputeDriver
     conductor: rpcapi.ConductorAPI
     key_manager: ServiceClient | None
+    service_token: Callable[[], Awaitable[str]] | None
+
+    async def _vtpm_token(self, ctx: dict, services: bool) -> str:
+        """The token the server's secret is made, read and deleted with: the service
+        user's for a `deployment` policy (`services`), else the caller's."""
+        if not services:
+            return ctx.get("auth_token") or ""
+        if self.service_token is None:
+            raise DriverError("this compute host has no service credentials for the vTPM secret")
+        try:
+            return await self.service_token()
+        except Exception as exc:  # noqa: BLE001 - Identity down or refusing: the spawn fails
+            raise DriverError(f"no service token for the vTPM secret: {exc}") from None
 
     async def _vtpm_for(
         self,
@@ -41,12 +59,12 @@ class HostVTPM:
             return None
         flavor = flavor if flavor is not None else inst.get("flavor") or {}
         security = vtpm.secret_security(flavor.get("extra_specs"))
-        token = ctx.get("auth_token") or ""
         sysmeta = dict(inst.get("system_metadata") or {})
         secret_uuid = sysmeta.get(vtpm.SECRET_UUID_KEY)
         if passphrase is None:
             if self.key_manager is None:
                 raise DriverError("this compute host has no Key Manager for the vTPM secret")
+            token = await self._vtpm_token(ctx, vtpm.secret_is_services(sysmeta, flavor))
             try:
                 if secret_uuid:
                     passphrase = await vtpm.read_secret(self.key_manager, token, secret_uuid)
@@ -55,6 +73,8 @@ class HostVTPM:
                         self.key_manager, token, inst["uuid"]
                     )
                     sysmeta[vtpm.SECRET_UUID_KEY] = secret_uuid
+                    if security == vtpm.SERVICE_OWNED:
+                        sysmeta[vtpm.SECRET_OWNER_KEY] = "service"
                     inst["system_metadata"] = sysmeta
                     await self.conductor.instance_update(
                         ctx, inst["uuid"], {"system_metadata": sysmeta}
@@ -82,7 +102,8 @@ class HostVTPM:
         """Before a start: a TPM whose passphrase this host no longer holds (a `user` one
         after a host restart) gets it again from the Key Manager with the caller's
         token, as Nova defines the libvirt secret again at a hard reboot (an admin
-        cannot read a user's secret: the start fails)."""
+        cannot read a user's secret: the start fails; a `deployment` one is read with the
+        service user's token, so anyone's start works)."""
         if not await self.driver.vtpm_passphrase_missing(instance_uuid):
             return
         inst = await self.conductor.instance_update(ctx, instance_uuid, {})
@@ -93,14 +114,21 @@ class HostVTPM:
     async def _delete_vtpm_secret(
         self, ctx: dict, inst: dict[str, Any], forget: bool = False
     ) -> None:
-        """The server's secret deleted with the caller's token (a refusal is logged: the
-        server goes anyway, as Nova's delete_vtpm_secret); `forget` also drops it from
-        the server's system metadata (the server keeps no TPM)."""
-        token = ctx.get("auth_token") or ""
+        """The server's secret deleted with the caller's token, or the service user's
+        for a `deployment` one (a refusal is logged: the server goes anyway, as Nova's
+        delete_vtpm_secret); `forget` also drops it from the server's system metadata
+        (the server keeps no TPM)."""
         sysmeta = inst.get("system_metadata")
+        try:
+            services = vtpm.secret_is_services(sysmeta, inst.get("flavor") or {})
+            token = await self._vtpm_token(ctx, services)
+        except DriverError as exc:
+            LOG.warning("vTPM secret of %s not deleted: %s", inst["uuid"], exc)
+            return
         deleted = await vtpm.delete_instance_secret(self.key_manager, token, inst["uuid"], sysmeta)
         if deleted and forget:
-            kept = {k: v for k, v in (sysmeta or {}).items() if k != vtpm.SECRET_UUID_KEY}
+            gone = (vtpm.SECRET_UUID_KEY, vtpm.SECRET_OWNER_KEY)
+            kept = {k: v for k, v in (sysmeta or {}).items() if k not in gone}
             inst["system_metadata"] = kept
             await self.conductor.instance_update(ctx, inst["uuid"], {"system_metadata": kept})
 

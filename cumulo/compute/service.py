@@ -762,11 +762,23 @@ class ComputeService(ServerMoves):
                 )
             )
 
-    async def _delete_vtpm_secret(self, ctx: RequestContext, inst: Instance) -> None:
-        """The server's vTPM secret, deleted with the deleter's token (a refusal logged:
-        the server goes anyway, as its host deletes it)."""
-        await vtpm.delete_instance_secret(
-            self.key_manager, ctx.auth_token or "", inst.uuid, inst.system_metadata
+    async def _delete_vtpm_secret(
+        self, ctx: RequestContext, inst: Instance, flavor: dict[str, Any] | None = None
+    ) -> bool:
+        """The server's vTPM secret, deleted with the deleter's token, or the service
+        user's when the flavor that made it (`flavor`, else the server's) has a
+        `deployment` policy (a refusal logged: the server goes anyway, as its host
+        deletes it)."""
+        flavor = flavor if flavor is not None else inst.flavor or {}
+        token = ctx.auth_token or ""
+        if vtpm.secret_is_services(inst.system_metadata, flavor):
+            try:
+                token = await self.validator.client.service_token()
+            except Exception as exc:  # noqa: BLE001 - logged; the server goes anyway
+                LOG.warning("vTPM secret of %s not deleted: %s", inst.uuid, exc)
+                return False
+        return await vtpm.delete_instance_secret(
+            self.key_manager, token, inst.uuid, inst.system_metadata
         )
 
     async def _host_up(self, host: str) -> bool:

@@ -382,11 +382,27 @@ class ServerMoves:
         else:
             await self.compute_rpc.confirm_resize(rpc_ctx, inst.host, inst.uuid)
         sysmeta = dict(inst.system_metadata or {})
-        sysmeta.pop("old_flavor", None)
+        old_flavor = sysmeta.pop("old_flavor", None)
         old_state = sysmeta.pop("old_vm_state", VmState.ACTIVE)
+        if await self._drop_vtpm_of_old_flavor(ctx, inst, old_flavor):
+            sysmeta.pop(vtpm.SECRET_UUID_KEY, None)
+            sysmeta.pop(vtpm.SECRET_OWNER_KEY, None)
         await self.update_instance(inst.uuid, {"vm_state": old_state, "system_metadata": sysmeta})
         if migration is not None:
             await self.conductor.migration_update(rpc_ctx, migration.id, {"status": "confirmed"})
+
+    async def _drop_vtpm_of_old_flavor(
+        self, ctx: RequestContext, inst: Instance, old_flavor: dict[str, Any] | None
+    ) -> bool:
+        """A confirmed resize from a flavor with a TPM to one without: the TPM's secret
+        goes, deleted as the old flavor's policy says (Nova's confirm_resize); True
+        when it was deleted."""
+        if not old_flavor or vtpm.SECRET_UUID_KEY not in (inst.system_metadata or {}):
+            return False
+        server = {"flavor": inst.flavor, "system_metadata": inst.system_metadata}
+        if vtpm.instance_constraint(server) is not None:
+            return False
+        return await self._delete_vtpm_secret(ctx, inst, old_flavor)
 
     @check_state(vm_state=[VmState.RESIZED])
     async def revert_resize(self, inst: Instance, ctx: RequestContext) -> None:

@@ -12,8 +12,11 @@ metadata `vtpm_secret_uuid` (Nova's crypto.ensure_vtpm_secret); it goes with the
 kept: `user` (the default: only the owner's token reads it, the host keeps it in memory
 only, so the server is never live-migrated), `host` (the host keeps it, so the guest
 starts again after a host restart and moves live: the source hands it over) or
-`deployment` (a secret of the cloud's service user, which this cloud does not offer:
-no host reports its trait).
+`deployment` (Nova's vtpm.get_request_context: the secret is made, read and deleted
+with the cloud's service user's token, in the service project, so neither the owner
+nor an admin of another project reads it, and any host re-reads it after a restart;
+live migration is still refused as Nova's API refuses it). A host offers the policies
+of its `[compute] supported_tpm_secret_security` as traits.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ SECURITIES = ("user", "host", "deployment")
 DEFAULT_SECURITY = "user"
 # The server's system metadata key naming its secret (Nova's).
 SECRET_UUID_KEY = "vtpm_secret_uuid"
+# Set to "service" beside it when the service user made the secret (`deployment`), so it
+# is deleted with the right token whatever flavor the server has by then.
+SECRET_OWNER_KEY = "vtpm_secret_owner"
 # Nova's _VTPM_SECRET_BYTE_LENGTH: 384 random bytes, base64 (512 characters).
 SECRET_BYTES = 384
 
@@ -45,14 +51,18 @@ SECURITY_TRAITS = {
     "host": "COMPUTE_SECURITY_TPM_SECRET_SECURITY_HOST",
     "deployment": "COMPUTE_SECURITY_TPM_SECRET_SECURITY_DEPLOYMENT",
 }
-# What a host with an emulated TPM (swtpm, or the fake driver) reports: both versions,
-# both models, and the secret policies this cloud offers.
-HOST_TRAITS = (
-    *VERSION_TRAITS.values(),
-    *MODEL_TRAITS.values(),
-    SECURITY_TRAITS["user"],
-    SECURITY_TRAITS["host"],
-)
+# The policy whose secret belongs to the cloud's service user, not to the server's owner.
+SERVICE_OWNED = "deployment"
+
+
+def host_traits(supported_securities: Any = SECURITIES) -> tuple[str, ...]:
+    """What a host with an emulated TPM (swtpm, or the fake driver) reports: both
+    versions, both models, and the secret policies it is configured to offer."""
+    return (
+        *VERSION_TRAITS.values(),
+        *MODEL_TRAITS.values(),
+        *(SECURITY_TRAITS[s] for s in SECURITIES if s in supported_securities),
+    )
 
 
 class VTPMInvalid(ValueError):
@@ -122,6 +132,18 @@ def required_traits(config: VTPMConfig | None, extra_specs: dict[str, Any] | Non
         MODEL_TRAITS[config.model],
         SECURITY_TRAITS.get(secret_security(extra_specs), SECURITY_TRAITS["deployment"]),
     }
+
+
+def service_owned(extra_specs: dict[str, Any] | None) -> bool:
+    """Whether the flavor's TPM secret is the service user's (`deployment`)."""
+    return secret_security(extra_specs) == SERVICE_OWNED
+
+
+def secret_is_services(system_metadata: dict[str, Any] | None, flavor: dict[str, Any]) -> bool:
+    """Whether the server's existing secret was made by the service user (recorded on
+    the server; else as `flavor`'s policy says)."""
+    owner = (system_metadata or {}).get(SECRET_OWNER_KEY)
+    return owner == "service" if owner else service_owned(flavor.get("extra_specs"))
 
 
 def image_props_of(system_metadata: dict[str, Any] | None) -> dict[str, Any]:

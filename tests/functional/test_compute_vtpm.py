@@ -4,7 +4,8 @@ encrypted with lives in the Key Manager, owned by the user, readable by the user
 not by an admin; it stays the same across stop/start, resize (confirm and revert),
 cold and live migration; live migration only for a `host` secret policy; shelve,
 rescue, rebuild refused as Nova refuses them; bad flavor/image combinations refused
-at create; the secret goes with the server."""
+at create; the secret goes with the server; a `deployment` policy's secret is the
+service user's."""
 
 from __future__ import annotations
 
@@ -217,6 +218,7 @@ def test_hosts_report_the_tpm_traits(cloud):
     for host_traits in reported.values():
         assert {"COMPUTE_SECURITY_TPM_1_2", "COMPUTE_SECURITY_TPM_2_0"} <= set(host_traits)
         assert "COMPUTE_SECURITY_TPM_SECRET_SECURITY_HOST" in host_traits
+        assert "COMPUTE_SECURITY_TPM_SECRET_SECURITY_DEPLOYMENT" in host_traits
 
 
 def test_a_user_tpm_after_a_host_restart_starts_only_with_the_users_token(cloud, image, demo):
@@ -264,3 +266,69 @@ def test_a_server_deleted_while_its_host_is_down_takes_its_secret_along(cloud, i
     finally:
         cloud.openstack(*service, "--up", host, "cumulo-compute")
     assert payload(cloud, demo, secret).status_code == 404
+
+
+def test_a_deployment_tpm_secret_is_the_service_users(cloud, image, demo):
+    """Nova's `deployment` policy: the secret is made, read and deleted with the cloud's
+    service user's token, in its project: neither the owner nor an admin reads it, and
+    after a host restart anyone's start opens the TPM again. Resizing to another policy
+    and live migration are refused as Nova refuses them; a confirmed resize to a flavor
+    without a TPM deletes the secret (as the service user)."""
+    specs = {"hw:tpm_version": "2.0", "hw:tpm_secret_security": "deployment"}
+    server = boot(cloud, image, flavor(cloud, **specs))
+    service = cloud.token("cumulo", cloud.config.identity.service_password, "service")
+    secret = secret_of(cloud, service, server["id"])
+    url = f"http://127.0.0.1:{cloud.config.ports.key_manager}/v1/secrets"
+    name = f"vTPM secret for instance {server['id']}"
+    listed = httpx.get(url, params={"name": name}, headers={"X-Auth-Token": demo}).json()
+    assert listed["total"] == 0  # not in the owner's project
+    assert payload(cloud, service, secret).status_code == 200
+    assert payload(cloud, demo, secret).status_code in (403, 404)
+    assert payload(cloud, cloud.token("admin"), secret).status_code in (403, 404)
+    assert "tpm: TPM 2.0 (tpm-tis) state created" in console(cloud, server["id"])
+
+    host = cloud.openstack("server", "show", server["id"], "-f", "json")["OS-EXT-SRV-ATTR:host"]
+    manager = next(m for m in cloud.cloud.compute.managers if m.host == host)
+    cloud.openstack("server", "stop", server["id"], cloud=DEMO)
+    wait_status(cloud, server["id"], "SHUTOFF")
+    manager.driver.forget_vtpm_passphrases()  # what a restart of the host does
+    cloud.openstack("server", "reboot", "--hard", server["id"])  # the admin: it works
+    wait_status(cloud, server["id"], "ACTIVE")
+    assert "tpm: TPM 2.0 (tpm-tis) state opened" in console(cloud, server["id"])
+
+    user_tpm = flavor(cloud, **{"hw:tpm_version": "2.0"})
+    stderr = refused(cloud, "server", "resize", "--flavor", user_tpm, server["id"], cloud=DEMO)
+    assert "400" in stderr and "Resize between 'deployment' TPM secret security" in stderr
+    stderr = refused(cloud, "server", "migrate", "--live-migration", server["id"])
+    assert "400" in stderr and f"Operation 'live-migration' {NOT_SUPPORTED}" in stderr
+
+    no_tpm = flavor(cloud)
+    cloud.openstack("server", "resize", "--flavor", no_tpm, "--wait", server["id"], cloud=DEMO)
+    wait_status(cloud, server["id"], "VERIFY_RESIZE")
+    assert payload(cloud, service, secret).status_code == 200  # a revert needs it
+    cloud.openstack("server", "resize", "confirm", server["id"], cloud=DEMO)
+    wait_status(cloud, server["id"], "ACTIVE")
+    assert payload(cloud, service, secret).status_code == 404
+    cloud.openstack("server", "delete", "--wait", server["id"], cloud=DEMO)
+
+
+def test_a_deployment_tpm_secret_goes_with_its_server(cloud, image, demo):
+    specs = {"hw:tpm_version": "1.2", "hw:tpm_secret_security": "deployment"}
+    server = boot(cloud, image, flavor(cloud, **specs))
+    service = cloud.token("cumulo", cloud.config.identity.service_password, "service")
+    secret = secret_of(cloud, service, server["id"])
+    cloud.openstack("server", "delete", "--wait", server["id"], cloud=DEMO)
+    assert payload(cloud, service, secret).status_code == 404
+
+
+def test_a_confirmed_resize_to_a_flavor_without_tpm_deletes_the_users_secret(cloud, image, demo):
+    server = boot(cloud, image, flavor(cloud, **{"hw:tpm_version": "2.0"}))
+    secret = secret_of(cloud, demo, server["id"])
+    cloud.openstack(
+        "server", "resize", "--flavor", flavor(cloud), "--wait", server["id"], cloud=DEMO
+    )
+    wait_status(cloud, server["id"], "VERIFY_RESIZE")
+    cloud.openstack("server", "resize", "confirm", server["id"], cloud=DEMO)
+    wait_status(cloud, server["id"], "ACTIVE")
+    assert payload(cloud, demo, secret).status_code == 404
+    cloud.openstack("server", "delete", "--wait", server["id"], cloud=DEMO)

@@ -91,7 +91,9 @@ def test_a_server_keeps_its_image_tpm_in_system_metadata():
 def test_only_hosts_with_every_required_trait_pass():
     spec = RequestSpec(vcpus=1, memory_mb=64, disk_gb=1)
     spec.required_traits = frozenset(vtpm.required_traits(vtpm.VTPMConfig("1.2", "tpm-tis"), {}))
-    tpm_host = HostState("a", "a", 4, 1024, 10, traits=frozenset(vtpm.HOST_TRAITS))
+    tpm_host = HostState(
+        "a", "a", 4, 1024, 10, traits=frozenset(vtpm.host_traits(("user", "host")))
+    )
     plain_host = HostState("b", "b", 4, 1024, 10, traits=frozenset({"COMPUTE_RESCUE_BFV"}))
     f = RequiredTraitsFilter()
     assert f.applies(spec)
@@ -102,5 +104,28 @@ def test_only_hosts_with_every_required_trait_pass():
         )
     )
     spec.required_traits = deployment
-    assert not f.host_passes(tpm_host, spec)  # no host here holds the service user's secrets
+    assert not f.host_passes(tpm_host, spec)  # this host does not offer `deployment`
+    every_policy = HostState("c", "c", 4, 1024, 10, traits=frozenset(vtpm.host_traits()))
+    assert f.host_passes(every_policy, spec)
     assert not f.applies(RequestSpec(vcpus=1, memory_mb=64, disk_gb=1))
+
+
+def test_a_host_reports_the_secret_policies_it_is_configured_to_offer():
+    assert "COMPUTE_SECURITY_TPM_SECRET_SECURITY_DEPLOYMENT" in vtpm.host_traits()
+    only_user = vtpm.host_traits(["user"])
+    assert "COMPUTE_SECURITY_TPM_SECRET_SECURITY_USER" in only_user
+    assert not {
+        "COMPUTE_SECURITY_TPM_SECRET_SECURITY_HOST",
+        "COMPUTE_SECURITY_TPM_SECRET_SECURITY_DEPLOYMENT",
+    } & set(only_user)
+    assert {"COMPUTE_SECURITY_TPM_2_0", "COMPUTE_SECURITY_TPM_CRB"} <= set(only_user)
+
+
+def test_whose_secret_it_is_follows_what_was_recorded_then_the_flavor():
+    deployment = {"extra_specs": {"hw:tpm_secret_security": "deployment"}}
+    user = {"extra_specs": {"hw:tpm_version": "2.0"}}
+    assert vtpm.secret_is_services({}, deployment)
+    assert not vtpm.secret_is_services({}, user)
+    # A server resized from a `deployment` TPM to no TPM: its secret is still the service's.
+    recorded = {vtpm.SECRET_UUID_KEY: "s", vtpm.SECRET_OWNER_KEY: "service"}
+    assert vtpm.secret_is_services(recorded, {"extra_specs": {}})
