@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cumulo.common.db import utcnow
+from cumulo.common.locks import keyed_lock
 from cumulo.common.notifications import Notifier
 from cumulo.common.rpc import Endpoint, RemoteError, Transport
 from cumulo.common.service_client import ServiceClient, ServiceError, file_chunks, url_path
@@ -29,7 +30,7 @@ from cumulo.compute.device_metadata import build_device_metadata
 from cumulo.compute.image_cache import ImageCache
 from cumulo.compute.image_signature import ImageSignatureFailed, trusted_certs_of
 from cumulo.compute.manager_moves import HostMoves
-from cumulo.compute.manager_swap import VolumeSwap, keyed_lock
+from cumulo.compute.manager_swap import VolumeSwap
 from cumulo.compute.manager_vtpm import HostVTPM
 from cumulo.compute.network import NetworkClient, vifs_from_info
 from cumulo.compute.notifications import notify_instance

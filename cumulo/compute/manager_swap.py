@@ -38,6 +38,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from cumulo.common.locks import keyed_lock
 from cumulo.common.rpc import RemoteError
 from cumulo.common.service_client import ServiceClient, url_path
 from cumulo.compute import rpcapi
@@ -283,18 +284,6 @@ class VolumeSwap:
             await self.volumes.request("POST", path, token, headers=VOLUME_API, json=action)
         except Exception:  # noqa: BLE001 - best effort, logged
             LOG.warning("%s of volume %s failed", next(iter(action)), volume_id)
-
-
-def keyed_lock(locks: weakref.WeakValueDictionary[str, asyncio.Lock], key: str) -> asyncio.Lock:
-    """The lock of `key` in a table of weak references: it stays in the table while a
-    task holds it (by `async with`, which keeps it referenced) or waits for it, and
-    goes by itself once none does, so that the table does not keep a lock per server
-    ever seen here. A new lock is only made when no task holds or awaits one for
-    `key`: mutual exclusion holds across it."""
-    lock = locks.get(key)
-    if lock is None:
-        lock = locks[key] = asyncio.Lock()
-    return lock
 
 
 def _message(exc: BaseException) -> str:
