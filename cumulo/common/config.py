@@ -241,6 +241,13 @@ class NetworkConfig(_Section):
     # Per-host MACs of distributed routing (Neutron's dvr_base_mac): frames a host's
     # router sends into a tunnel leave with its own, so the gateway's MAC never moves.
     dvr_base_mac: str = Field("fa:16:3f:00:00:00", pattern="^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+    # HA routers (Neutron's l3-ha extension and options of the same names): whether a
+    # router made without `ha` is one (only admins choose otherwise), on how many L3
+    # agents one is scheduled (0: every one), and the subnet of each project's HA network
+    # (VRRP between the routers' keepalived instances).
+    l3_ha: bool = False
+    max_l3_agents_per_router: int = Field(3, ge=0)
+    l3_ha_net_cidr: str = "169.254.192.0/18"
     # Default per-project quotas (-1: unlimited), Neutron's defaults.
     quota: dict[str, int] = Field(
         default_factory=lambda: {

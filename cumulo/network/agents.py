@@ -25,6 +25,13 @@ are bound to does their SNAT and floating IPs, and every other openvswitch host 
 ports on their subnets routes between those subnets itself (cumulo.network.dataplane
 .state, `dvr`).
 
+HA routers (Neutron's l3-ha) go to several tunnelling agents at once: the
+`max_l3_agents_per_router` least loaded ones (0: every one), not `legacy` nor `dvr_snat`
+alone but any that can host the router, and an agent that registers or heartbeats
+takes those with fewer; a dead agent keeps its binding (keepalived on the others takes
+over; Neutron does not move HA routers either) unless no living agent hosts the router.
+Each binding of an HA router has its HA port (l3_ha.settle_ha_ports).
+
 An admin removes or adds a binding by hand (`/v2.0/agents/{id}/dhcp-networks`,
 `/l3-routers`), and the agent applies it: it serves only what it is bound to.
 """
@@ -41,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cumulo.common.db import utcnow
 from cumulo.network.core import NetworkService, new_id
 from cumulo.network.dvr import DVR_MODES, ensure_host_mac
+from cumulo.network.l3_ha import report_states, settle_ha_ports
 from cumulo.network.models import Agent, NetworkDhcpAgent, Port, Router, RouterL3Agent
 from cumulo.network.ports import DHCP
 
@@ -123,7 +131,9 @@ async def report_state(
             row.heartbeat_timestamp = now
             await session.flush()
             if agent_type in BINDINGS:
-                given |= await _auto_schedule(session, row, everything=agent_type not in known)
+                given |= await _auto_schedule(
+                    session, row, agent_type not in known, service.config.network
+                )
         if configurations.get("agent_mode") in DVR_MODES:
             await ensure_host_mac(session, host, service.config.network.dvr_base_mac)
         return given
@@ -133,10 +143,26 @@ async def report_state(
     return await service.db.write_retrying(work)
 
 
-async def schedule(session: AsyncSession, agent_type: str, resource_id: str) -> None:
+async def report_ha_states(service: NetworkService, host: str, states: dict[str, str]) -> bool:
+    """What the L3 agent on `host` says of its HA routers (active or standby). True when
+    a state changed (the other hosts then pin the routers' MACs to the active one)."""
+
+    async def work(session: AsyncSession) -> bool:
+        agent_id = await session.scalar(
+            select(Agent.id).where(Agent.host == host, Agent.agent_type == L3_AGENT)
+        )
+        return bool(agent_id) and await report_states(session, agent_id, host, states)
+
+    return await service.db.write_retrying(work)
+
+
+async def schedule(
+    session: AsyncSession, agent_type: str, resource_id: str, max_ha_agents: int = 3
+) -> None:
     """A network given DHCP, or a new router, that no agent serves yet: bound to every
     living, enabled agent of the type that does not tunnel, and to the least loaded one
-    that does (one an admin has placed is left as it is)."""
+    that does (an HA router: the `max_ha_agents` least loaded ones, 0: all); one an
+    admin has placed is left as it is."""
     model, column = BINDINGS[agent_type]
     if await session.scalar(select(model.agent_id).where(column == resource_id).limit(1)):
         return
@@ -145,24 +171,34 @@ async def schedule(session: AsyncSession, agent_type: str, resource_id: str) -> 
     )
     now = utcnow()
     living = [agent for agent in candidates if is_alive(agent, now)]
-    if agent_type == L3_AGENT and await session.scalar(
-        select(Router.distributed).where(Router.id == resource_id)
-    ):
+    router = await session.get(Router, resource_id) if agent_type == L3_AGENT else None
+    if router is not None and router.distributed:
         living = [agent for agent in living if agent_mode(agent) != "legacy"]
     for agent in living:
         if not tunnels(agent):
             await _bind(session, agent.agent_type, resource_id, agent.id)
     overlay = [agent for agent in living if tunnels(agent)]
-    if overlay:
+    wanted = 1
+    if router is not None and router.ha:
+        wanted = max_ha_agents or len(overlay)
+    for _ in range(min(wanted, len(overlay))):
         chosen = await _least_loaded(session, agent_type, overlay)
         await _bind(session, agent_type, resource_id, chosen.id)
+        overlay.remove(chosen)
+    if router is not None:
+        await settle_ha_ports(session, resource_id)
 
 
-async def reschedule_router(session: AsyncSession, router_id: str) -> None:
-    """A router made distributed or centralized: unbound from the agents that may not
-    host it any more (legacy ones, for a distributed router), then scheduled as a new
+async def reschedule_router(
+    session: AsyncSession, router_id: str, max_ha_agents: int = 3, unbind: bool = False
+) -> None:
+    """A router made distributed or centralized, HA or not: unbound from the agents that
+    may not host it any more (legacy ones, for a distributed router; all of them when
+    its HA changed, as Neutron's _reconfigure_ha_resources), then scheduled as a new
     one when none is left."""
-    if await session.scalar(select(Router.distributed).where(Router.id == router_id)):
+    if unbind:
+        await session.execute(delete(RouterL3Agent).where(RouterL3Agent.router_id == router_id))
+    elif await session.scalar(select(Router.distributed).where(Router.id == router_id)):
         bound = await session.scalars(
             select(Agent)
             .join(RouterL3Agent, RouterL3Agent.agent_id == Agent.id)
@@ -175,7 +211,7 @@ async def reschedule_router(session: AsyncSession, router_id: str) -> None:
                         RouterL3Agent.router_id == router_id, RouterL3Agent.agent_id == agent.id
                     )
                 )
-    await schedule(session, L3_AGENT, router_id)
+    await schedule(session, L3_AGENT, router_id, max_ha_agents)
 
 
 async def _least_loaded(session: AsyncSession, agent_type: str, agents: list[Agent]) -> Agent:
@@ -192,7 +228,9 @@ async def _least_loaded(session: AsyncSession, agent_type: str, agents: list[Age
     return min(agents, key=lambda a: (loads.get(a.id, 0), a.host))
 
 
-async def _auto_schedule(session: AsyncSession, agent: Agent, everything: bool) -> bool:
+async def _auto_schedule(
+    session: AsyncSession, agent: Agent, everything: bool, config: Any
+) -> bool:
     """A new agent takes every network with DHCP (or router); a known one, at each
     heartbeat, those no agent serves (Neutron's auto-scheduling; it also settles a
     network made while its first agent registered). A disabled agent takes nothing.
@@ -210,13 +248,46 @@ async def _auto_schedule(session: AsyncSession, agent: Agent, everything: bool) 
     else:
         wanted = set(await session.scalars(select(Router.id)))
     if tunnels(agent):
-        return await _take_over(session, agent, wanted)
+        taken = await _take_over(session, agent, wanted)
+        if agent.agent_type == L3_AGENT:
+            taken |= await _join_ha_routers(session, agent, wanted, config.max_l3_agents_per_router)
+        return taken
     served = set(await session.scalars(select(column)))
     mine = set(await session.scalars(select(column).where(model.agent_id == agent.id)))
     taking = wanted - mine - (set() if everything else served)
     for resource_id in taking:
         await _bind(session, agent.agent_type, resource_id, agent.id)
     return bool(taking)
+
+
+async def _join_ha_routers(
+    session: AsyncSession, agent: Agent, wanted: set[str], max_agents: int
+) -> bool:
+    """The HA routers hosted by fewer than `max_agents` tunnelling agents (0: by every
+    one) that this agent does not host: it joins them (Neutron's auto-scheduling of HA
+    routers to additional agents)."""
+    ha = set(await session.scalars(select(Router.id).where(Router.ha, Router.id.in_(wanted))))
+    if not ha:
+        return False
+    rows = (
+        await session.execute(
+            select(RouterL3Agent.router_id, Agent)
+            .join(Agent, Agent.id == RouterL3Agent.agent_id)
+            .where(RouterL3Agent.router_id.in_(ha))
+        )
+    ).all()
+    hosting: dict[str, set[str]] = {router_id: set() for router_id in ha}
+    for router_id, hosting_agent in rows:
+        if tunnels(hosting_agent):
+            hosting[router_id].add(hosting_agent.id)
+    joining = [
+        router_id
+        for router_id, agents in hosting.items()
+        if agent.id not in agents and (not max_agents or len(agents) < max_agents)
+    ]
+    for router_id in joining:
+        await _bind(session, L3_AGENT, router_id, agent.id)
+    return bool(joining)
 
 
 async def _take_over(session: AsyncSession, agent: Agent, wanted: set[str]) -> bool:
@@ -254,6 +325,8 @@ async def _bind(session: AsyncSession, agent_type: str, resource_id: str, agent_
             session.add(model(**{column.key: resource_id, "agent_id": agent_id}))
     except IntegrityError:
         pass  # bound already: the savepoint is rolled back, the transaction goes on
+    if agent_type == L3_AGENT:
+        await settle_ha_ports(session, resource_id)
 
 
 def served(agent_type: str, host: str) -> Select:

@@ -97,6 +97,25 @@ class NetworkService:
         # cumulo.network.nova_notifier.NovaNotifier, when a Compute service is there to tell.
         self.nova_notifier: Any = None
 
+    async def add_tenant_network(
+        self, session: AsyncSession, project_id: str, name: str
+    ) -> Network:
+        """A network the cloud makes itself (no quota or policy of a caller's): a tenant
+        network of the cloud's type, its segment claimed, flushed."""
+        net = Network(
+            id=new_id(),
+            project_id=project_id,
+            name=name,
+            mtu=self.config.network.mtu,
+            shared=False,
+            external=False,
+            network_type=self.segments.tenant_type(),
+        )
+        await self.segments.claim(session, net)
+        session.add(net)
+        await session.flush()
+        return net
+
     async def close(self) -> None:
         for stop in reversed(self.on_close):
             await stop()

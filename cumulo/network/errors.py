@@ -228,6 +228,10 @@ class RouterL3AgentMismatch(Conflict):
     pass
 
 
+class NoVRIDAvailable(Conflict):
+    pass
+
+
 class RouterNotHostedByL3Agent(Conflict):
     pass
 

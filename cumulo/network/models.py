@@ -189,6 +189,12 @@ class Router(Standard, Base):
     routes: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     # Neutron's dvr extension: routed east-west on every host with ports on its subnets.
     distributed: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Neutron's l3-ha extension: run by keepalived on several L3 agents, one of them
+    # active; the VRRP router id, unique among the project's HA routers.
+    ha: Mapped[bool] = mapped_column(Boolean, default=False)
+    ha_vr_id: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (UniqueConstraint("project_id", "ha_vr_id"),)
 
 
 class FloatingIp(Standard, Base):
@@ -299,6 +305,19 @@ class RouterL3Agent(Base):
     )
     agent_id: Mapped[str] = mapped_column(
         ForeignKey("agent.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    # An HA router's state on this agent as its keepalived reports it (Neutron's
+    # ha_router_agent_port_bindings.state): active, standby; None for other routers.
+    ha_state: Mapped[str | None] = mapped_column(String(16))
+
+
+class HaRouterNetwork(Base):
+    """A project's HA network (Neutron's ha_router_networks): its HA routers' VRRP."""
+
+    __tablename__ = "ha_router_network"
+    project_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    network_id: Mapped[str] = mapped_column(
+        ForeignKey("network.id", ondelete="CASCADE"), unique=True
     )
 
 

@@ -25,6 +25,7 @@ NETWORK_RULES: dict[str, str] = {
     "network:create_router:distributed": _ADMIN,
     "network:update_router:distributed": _ADMIN,
     "network:create_router:ha": _ADMIN,
+    "network:update_router:ha": _ADMIN,
     "network:set_project": _ADMIN,
     # The compute service binds ports to hosts with its service token (Neutron's service_api).
     "network:set_binding": _ADMIN + " or role:service",

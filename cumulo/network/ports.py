@@ -38,8 +38,12 @@ ROUTER_GATEWAY = "network:router_gateway"
 FLOATING_IP = "network:floatingip"
 DHCP = "network:dhcp"
 ROUTER_INTERFACE_DISTRIBUTED = "network:router_interface_distributed"
-ROUTER_INTERFACES = (ROUTER_INTERFACE, ROUTER_INTERFACE_DISTRIBUTED)
-ROUTER_OWNERS = (*ROUTER_INTERFACES, ROUTER_GATEWAY)
+# An HA router's interfaces (Neutron's DEVICE_OWNER_HA_REPLICATED_INT), and its VRRP
+# port on the project's HA network, one per L3 agent hosting it.
+ROUTER_INTERFACE_HA = "network:ha_router_replicated_interface"
+ROUTER_HA_INTERFACE = "network:router_ha_interface"
+ROUTER_INTERFACES = (ROUTER_INTERFACE, ROUTER_INTERFACE_DISTRIBUTED, ROUTER_INTERFACE_HA)
+ROUTER_OWNERS = (*ROUTER_INTERFACES, ROUTER_GATEWAY, ROUTER_HA_INTERFACE)
 AUTO_ADDRESS_MODES = ("slaac", "dhcpv6-stateless")
 _CANDIDATES = 16
 _ATTEMPTS = 5
@@ -59,8 +63,10 @@ async def write_retrying(db: Database, work: Callable[[AsyncSession], Awaitable[
 
 def interface_owner(router: Router) -> str:
     """The device_owner of a router's interfaces, as Neutron's (DVR's own for a
-    distributed router)."""
-    return ROUTER_INTERFACE_DISTRIBUTED if router.distributed else ROUTER_INTERFACE
+    distributed router, the replicated one for an HA router)."""
+    if router.distributed:
+        return ROUTER_INTERFACE_DISTRIBUTED
+    return ROUTER_INTERFACE_HA if router.ha else ROUTER_INTERFACE
 
 
 def touch(row: Standard) -> None:

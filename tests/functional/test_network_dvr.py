@@ -29,16 +29,6 @@ def _name() -> str:
     return f"dvr-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(scope="module")
-def conn(cloud: CloudRunner):
-    return cloud.sdk()
-
-
-@pytest.fixture(scope="module")
-def demo(cloud: CloudRunner):
-    return cloud.sdk("cumulo-demo")
-
-
 def _http(cloud: CloudRunner, method: str, path: str, body: dict | None = None, token=None):
     url = f"http://127.0.0.1:{cloud.config.ports.network}/v2.0{path}"
     return httpx.request(method, url, json=body, headers={"X-Auth-Token": token or cloud.token()})

@@ -23,16 +23,6 @@ def _name() -> str:
     return f"ext-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(scope="module")
-def conn(cloud: CloudRunner):
-    return cloud.sdk()
-
-
-@pytest.fixture(scope="module")
-def demo(cloud: CloudRunner):
-    return cloud.sdk("cumulo-demo")
-
-
 def test_bulk_create_makes_every_network_subnet_and_port_or_none(conn):
     names = [_name(), _name()]
     nets = list(Network.bulk_create(conn.network, [{"name": n} for n in names]))

@@ -43,7 +43,15 @@ from cumulo.network.errors import (
     RouterL3AgentMismatch,
     RouterNotHostedByL3Agent,
 )
-from cumulo.network.models import Agent, DvrHostMac, Network, Router
+from cumulo.network.l3_ha import settle_ha_ports, shown_states
+from cumulo.network.models import (
+    Agent,
+    DvrHostMac,
+    Network,
+    NetworkDhcpAgent,
+    Router,
+    RouterL3Agent,
+)
 from cumulo.network.ports import write_retrying
 
 
@@ -125,7 +133,14 @@ async def delete_agent(request: Request) -> Response:
     agent = await _agent(service, request)
 
     async def work(session) -> None:
+        routers = list(
+            await session.scalars(
+                select(RouterL3Agent.router_id).where(RouterL3Agent.agent_id == agent.id)
+            )
+        )
         await session.execute(delete(Agent).where(Agent.id == agent.id))
+        for router_id in routers:  # the HA ports on its host go with it
+            await settle_ha_ports(session, router_id)
         if not await session.scalar(select(Agent.id).where(Agent.host == agent.host).limit(1)):
             await session.execute(delete(DvrHostMac).where(DvrHostMac.host == agent.host))
 
@@ -219,6 +234,9 @@ async def add_served(request: Request, kind: str) -> Response:
                 f"The router {resource_id} has been already hosted by the L3 Agent {agent.id}."
             )
         session.add(model(**{column.key: resource_id, "agent_id": agent.id}))
+        if kind == "l3-routers":
+            await session.flush()
+            await settle_ha_ports(session, resource_id)
 
     await write_retrying(service.db, work)
     await service.changed()
@@ -243,6 +261,8 @@ async def remove_served(request: Request, kind: str) -> Response:
             raise RouterNotHostedByL3Agent(
                 f"The router {resource_id} is not hosted by L3 agent {agent.id}."
             )
+        if kind == "l3-routers":
+            await settle_ha_ports(session, resource_id)
 
     await write_retrying(service.db, work)
     await service.changed()
@@ -250,19 +270,39 @@ async def remove_served(request: Request, kind: str) -> Response:
 
 
 async def agents_serving(request: Request) -> Response:
-    """GET /networks/{id}/dhcp-agents or /routers/{id}/l3-agents."""
+    """GET /networks/{id}/dhcp-agents or /routers/{id}/l3-agents (each L3 agent with the
+    router's `ha_state` on it, None for a router that is not HA, as Neutron's HA
+    scheduler shows them)."""
     service, ctx = service_of(request), await caller(request)
     kind = "dhcp-networks" if "network_id" in request.path_params else "l3-routers"
     resource_id = request.path_params.get("network_id") or request.path_params["router_id"]
-    await _resource_row(request, kind, resource_id)
-    model, column = BINDINGS[KINDS[kind][0]]
-    agents: list[Agent] = []
+    row = await _resource_row(request, kind, resource_id)
+    now = utcnow()
+    if kind == "dhcp-networks":
+        agents: list[Agent] = []
+        if service.is_admin(ctx):
+            async with service.db.read() as session:
+                query = select(Agent).join(NetworkDhcpAgent, NetworkDhcpAgent.agent_id == Agent.id)
+                agents = list(
+                    await session.scalars(query.where(NetworkDhcpAgent.network_id == resource_id))
+                )
+        bodies = [render_agent(a, is_alive(a, now)) for a in agents]
+        return list_response(request, "agents", bodies)
+    rows: list[tuple[Agent, str | None]] = []
     if service.is_admin(ctx):
         async with service.db.read() as session:
-            query = select(Agent).join(model, model.agent_id == Agent.id)
-            agents = list(await session.scalars(query.where(column == resource_id)))
-    now = utcnow()
-    return list_response(request, "agents", [render_agent(a, is_alive(a, now)) for a in agents])
+            rows = [
+                (a, state)
+                for a, state in await session.execute(
+                    select(Agent, RouterL3Agent.ha_state)
+                    .join(RouterL3Agent, RouterL3Agent.agent_id == Agent.id)
+                    .where(RouterL3Agent.router_id == resource_id)
+                )
+            ]
+    alive = {a.id: is_alive(a, now) for a, _ in rows}
+    states = shown_states(rows, alive) if row.ha else {}
+    bodies = [{**render_agent(a, alive[a.id]), "ha_state": states.get(a.id)} for a, _ in rows]
+    return list_response(request, "agents", bodies)
 
 
 routes = [

@@ -116,18 +116,7 @@ async def _provision_network(
 ) -> tuple[Network, list[Subnet]]:
     """The project's network and a subnet from each default pool (as Neutron's plugin
     calls make them: no quota or policy checks of the caller's)."""
-    net = Network(
-        id=new_id(),
-        project_id=project_id,
-        name="auto_allocated_network",
-        mtu=service.config.network.mtu,
-        shared=False,
-        external=False,
-        network_type=service.segments.tenant_type(),
-    )
-    await service.segments.claim(session, net)
-    session.add(net)
-    await session.flush()
+    net = await service.add_tenant_network(session, project_id, "auto_allocated_network")
     subnets = []
     for pool in await _default_pools(session):
         used = list(

@@ -16,6 +16,7 @@ EXTENSIONS = {
     "dhcp_agent_scheduler": ("DHCP Agent Scheduler", "Schedule networks among dhcp agents"),
     "dvr": ("Distributed Virtual Router", "Enables configuration of Distributed Virtual Routers."),
     "l3_agent_scheduler": ("L3 Agent Scheduler", "Schedule routers among l3 agents"),
+    "l3-ha": ("HA Router extension", "Adds HA capability to routers."),
     "auto-allocated-topology": (
         "Auto Allocated Topology Services",
         "Auto Allocated Topology Services.",

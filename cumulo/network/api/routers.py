@@ -1,4 +1,5 @@
-"""/v2.0/routers (api-ref: Routers; ext-gw-mode, extraroute, extraroute-atomic)."""
+"""/v2.0/routers (api-ref: Routers; ext-gw-mode, extraroute, extraroute-atomic, dvr,
+l3-ha)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from cumulo.common.app import json_body
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest, Conflict
 from cumulo.common.openapi import describes, wrapped
-from cumulo.network import ipam, rbac
+from cumulo.network import ipam, l3_ha, rbac
 from cumulo.network.agents import L3_AGENT, reschedule_router, schedule
 from cumulo.network.api.common import (
     apply_standard,
@@ -65,6 +66,11 @@ ACTIVE_MIGRATION = (
     "Bad router request: Cannot change the 'distributed' attribute of active routers. "
     "Please set router admin_state_up to False prior to upgrade."
 )
+# ...and between HA and not (l3_hamode_db's _validate_migration: after the update).
+ACTIVE_HA_MIGRATION = (
+    "Bad router request: Cannot change HA attribute of active routers. Please set router "
+    "admin_state_up to False prior to upgrade"
+)
 
 
 def _attrs(service: NetworkService, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -79,7 +85,7 @@ async def render_routers(
     service: NetworkService, routers: list[Router], admin: bool
 ) -> list[dict[str, Any]]:
     """Routers' bodies; `distributed` only for admins (Neutron's get_router:distributed)
-    and only with the dvr extension."""
+    and only with the dvr extension; `ha` only for admins (get_router:ha)."""
     shows_distributed = admin and service.config.network.enable_dvr
     async with service.db.read() as session:
         gw_ports = {
@@ -108,7 +114,7 @@ async def render_routers(
                 "external_gateway_info": info,
                 "routes": r.routes,
                 **({"distributed": r.distributed} if shows_distributed else {}),
-                "ha": False,
+                **({"ha": r.ha} if admin else {}),
                 "availability_zone_hints": [],
                 "availability_zones": ["nova"],
                 "flavor_id": None,
@@ -251,18 +257,24 @@ async def create_router(request: Request) -> Response:
         # "not given", so any value given is checked).
         service.enforce(ctx, "network:create_router:distributed")
         router.distributed = to_bool("distributed", a["distributed"])
-    if to_bool("ha", a.get("ha", False)):
-        # Neutron's policy (admins only choose) comes before what the cloud offers.
+    router.ha = service.config.network.l3_ha
+    if "ha" in a:
+        # As `distributed`: only admins name it, whatever its value.
         service.enforce(ctx, "network:create_router:ha")
-        raise BadRequest("ha routers are not supported.")
+        router.ha = to_bool("ha", a["ha"])
     apply_standard(router, a)
     router.admin_state_up = to_bool("admin_state_up", a.get("admin_state_up", True))
+    max_agents = service.config.network.max_l3_agents_per_router
 
     async def work(session):
         await service.check_quota(session, project_id, "router")
+        router.ha_vr_id = None  # (a retried transaction allocates again)
+        if router.ha:
+            await l3_ha.ensure_ha_network(session, service, project_id)
+            await l3_ha.allocate_vr_id(session, router)
         session.add(router)
         await session.flush()
-        await schedule(session, L3_AGENT, router.id)
+        await schedule(session, L3_AGENT, router.id, max_agents)
         if a.get("external_gateway_info"):
             await _set_gateway(session, service, ctx, router, a["external_gateway_info"])
         return router
@@ -285,7 +297,22 @@ async def show_router(request: Request) -> Response:
     return await _router_response(request, service, ctx, router)
 
 
-async def _migrate(session: AsyncSession, row: Router, distributed: bool, was_up: bool) -> None:
+async def _retag_interfaces(session: AsyncSession, row: Router) -> None:
+    """The router's interfaces owned as its kind's (router_interface[_distributed],
+    ha_router_replicated_interface), as Neutron's migrations change them."""
+    owner = interface_owner(row)
+    for port in await session.scalars(
+        select(Port).where(Port.device_id == row.id, Port.device_owner.in_(ROUTER_INTERFACES))
+    ):
+        if port.device_owner != owner:
+            port.device_owner = owner
+            touch(port)
+    await session.flush()
+
+
+async def _migrate(
+    session: AsyncSession, service: NetworkService, row: Router, distributed: bool, was_up: bool
+) -> None:
     """Centralized <-> distributed (Neutron's _validate_router_migration with
     router-admin-state-down-before-update): only a router that was down and stays down;
     its interfaces change owner as Neutron's (router_interface[_distributed])."""
@@ -294,27 +321,50 @@ async def _migrate(session: AsyncSession, row: Router, distributed: bool, was_up
     if was_up or row.admin_state_up:
         raise BadRequest(ACTIVE_MIGRATION)
     row.distributed = distributed
-    owner = interface_owner(row)
-    for port in await session.scalars(
-        select(Port).where(Port.device_id == row.id, Port.device_owner.in_(ROUTER_INTERFACES))
-    ):
-        port.device_owner = owner
-        touch(port)
+    await _retag_interfaces(session, row)
+    await reschedule_router(session, row.id, service.config.network.max_l3_agents_per_router)
+
+
+async def _migrate_ha(
+    session: AsyncSession, service: NetworkService, row: Router, ha: bool
+) -> None:
+    """HA <-> not (Neutron's _validate_migration and _reconfigure_ha_resources): only a
+    router that is down after the update; unbound from every agent and scheduled again
+    (with its HA ports, or without them), its VRRP id and the project's HA network kept
+    only while it has HA routers."""
+    if ha == row.ha:
+        return
+    if row.admin_state_up:
+        raise BadRequest(ACTIVE_HA_MIGRATION)
+    row.ha = ha
+    if ha:
+        await l3_ha.ensure_ha_network(session, service, row.project_id)
+        await l3_ha.allocate_vr_id(session, row)
+    else:
+        row.ha_vr_id = None
     await session.flush()
-    await reschedule_router(session, row.id)
+    await _retag_interfaces(session, row)
+    await reschedule_router(
+        session, row.id, service.config.network.max_l3_agents_per_router, unbind=True
+    )
+    if not ha:
+        await l3_ha.drop_unused_ha_network(session, row.project_id)
 
 
-@describes(body=wrapped("router", (*UPDATABLE, "distributed")), resource="router")
+@describes(body=wrapped("router", (*UPDATABLE, "distributed", "ha")), resource="router")
 async def update_router(request: Request) -> Response:
     service, ctx = service_of(request), await caller(request)
     router_id = request.path_params["router_id"]
-    a = await resource_body(request, "router", _attrs(service, (*UPDATABLE, "distributed")))
+    a = await resource_body(request, "router", _attrs(service, (*UPDATABLE, "distributed", "ha")))
     a.pop("project_id", None)
     router = await visible_router(service, ctx, router_id)
     service.enforce(ctx, "network:owner", router.project_id)
     if "distributed" in a:
         service.enforce(ctx, "network:update_router:distributed")
         distributed = to_bool("distributed", a["distributed"])
+    if "ha" in a:
+        service.enforce(ctx, "network:update_router:ha")
+        ha = to_bool("ha", a["ha"])
 
     async def work(session):
         row = await session.get(Router, router_id)
@@ -322,8 +372,10 @@ async def update_router(request: Request) -> Response:
         apply_standard(row, a)
         if "admin_state_up" in a:
             row.admin_state_up = to_bool("admin_state_up", a["admin_state_up"])
+        if "ha" in a:
+            await _migrate_ha(session, service, row, ha)
         if "distributed" in a:
-            await _migrate(session, row, distributed, was_up)
+            await _migrate(session, service, row, distributed, was_up)
         if "external_gateway_info" in a:
             await _set_gateway(session, service, ctx, row, a["external_gateway_info"])
         if "routes" in a:
@@ -348,7 +400,13 @@ async def delete_router(request: Request) -> Response:
         row = await session.get(Router, router_id)
         await _set_gateway(session, service, ctx, row, None)
         await session.execute(delete(Tag).where(Tag.resource_id == router_id))
+        ha, project_id = row.ha, row.project_id
+        row.ha = False
+        await l3_ha.settle_ha_ports(session, router_id)  # its HA ports go first
         await session.delete(row)
+        await session.flush()
+        if ha:
+            await l3_ha.drop_unused_ha_network(session, project_id)
 
     await write_retrying(service.db, work)
     await service.changed()

@@ -18,7 +18,7 @@ from typing import Any
 from cumulo.common import metrics
 from cumulo.common.request_ids import global_request_id_var, request_id_var, working_for
 from cumulo.common.rpc import Endpoint, Transport
-from cumulo.network.agents import REPORT_INTERVAL, report_state
+from cumulo.network.agents import REPORT_INTERVAL, report_ha_states, report_state
 from cumulo.network.binding import BINDING_FAILED
 from cumulo.network.core import NetworkService
 from cumulo.network.dataplane.driver import NetworkDriver
@@ -27,6 +27,7 @@ from cumulo.network.dataplane.state import desired_state
 LOG = logging.getLogger(__name__)
 
 SERVER_TOPIC = "network"
+HA_WATCH_INTERVAL = 1.0  # how often the HA routers' roles are looked at (failover speed)
 LOGGED_REQUESTS = 10  # request ids named in the line of an apply serving several
 
 
@@ -52,6 +53,12 @@ class NetworkStateEndpoint(Endpoint):
             self.service.live_agents.forget()
         return await report_state(self.service, host, agent_topic(host), configurations, start)
 
+    async def ha_states(self, context: dict[str, Any], host: str, states: dict[str, str]) -> None:
+        """The host's keepalived instances changed roles (Neutron's update_ha_routers_states):
+        the API shows each agent's ha_state, the other hosts send to the active one."""
+        if await report_ha_states(self.service, host, states):
+            await self.service.changed()
+
     async def ports_up(self, context: dict[str, Any], host: str, port_ids: list[str]) -> None:
         """The host's agent has wired these ports: they are ACTIVE (Neutron's port status,
         which the compute service waits for before it starts a guest)."""
@@ -72,6 +79,8 @@ class NetworkAgent(Endpoint):
         self._task: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
         self._watch: asyncio.Task | None = None
+        self._ha_watch: asyncio.Task | None = None
+        self._ha_reported: dict[str, str] = {}
         self._registered = False
         # The (request id, global request id) of each change announced since the last
         # apply, oldest first.
@@ -85,9 +94,10 @@ class NetworkAgent(Endpoint):
         self._task = asyncio.create_task(self._run())
         self._heartbeat = asyncio.create_task(self._report())
         self._watch = asyncio.create_task(self.driver.watch(lambda: self.sync({})))
+        self._ha_watch = asyncio.create_task(self._watch_ha())
 
     async def stop(self) -> None:
-        for task in (self._watch, self._heartbeat, self._task):
+        for task in (self._ha_watch, self._watch, self._heartbeat, self._task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -106,6 +116,25 @@ class NetworkAgent(Endpoint):
                     await self.sync({})
             except Exception:  # noqa: BLE001 - the next heartbeat retries
                 LOG.warning("network agent %s: report_state failed", self.host, exc_info=True)
+
+    async def _watch_ha(self) -> None:
+        """Report the HA routers whose role here changed (Neutron's keepalived-state-change
+        and update_ha_routers_states): the server shows it and sends traffic here."""
+        while True:
+            await asyncio.sleep(HA_WATCH_INTERVAL)
+            if not self._registered:
+                continue
+            try:
+                states = await self.driver.ha_states()
+                changed = {r: s for r, s in states.items() if self._ha_reported.get(r) != s}
+                if changed:
+                    LOG.info("network agent %s: HA routers now %s", self.host, changed)
+                    await self.transport.call(
+                        SERVER_TOPIC, "ha_states", {}, host=self.host, states=changed, timeout=60
+                    )
+                self._ha_reported = states
+            except Exception:  # noqa: BLE001 - the next round tries again
+                LOG.warning("network agent %s: HA states not reported", self.host, exc_info=True)
 
     def _configurations(self) -> dict[str, Any]:
         return self.driver.configurations()

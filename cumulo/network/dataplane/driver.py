@@ -34,6 +34,11 @@ class NetworkDriver(abc.ABC):
         itself (a guest's port plugged): nothing to watch by default."""
         return None
 
+    async def ha_states(self) -> dict[str, str]:
+        """The role (active, standby) of each HA router this host runs: what its
+        keepalived decided (none by default)."""
+        return {}
+
     @abc.abstractmethod
     async def apply(self, state: dict[str, Any], wired: Wired | None = None) -> None:
         """Make the host match `state`: create what is missing, remove what is not wanted.

@@ -22,5 +22,9 @@ class NoopDriver(NetworkDriver):
         self.state = state
         self.applied += 1
 
+    async def ha_states(self) -> dict[str, str]:
+        """Nothing elects among hosts here: this host is active for each HA router it runs."""
+        return {r["id"]: "active" for r in self.state["routers"] if r.get("ha")}
+
     async def teardown(self) -> None:
         self.state = {"networks": [], "ports": [], "routers": []}

@@ -12,6 +12,12 @@ other tunnelling, non-legacy host with a guest's port on one of their networks r
 their interfaces only (`central` false), with the same addresses and MACs, and routes
 between their subnets itself (see ovs_dvr for the flows, and `dvr`: this host's DVR MAC
 and the other hosts').
+
+HA routers (Neutron's l3-ha): every host their L3 agent is bound to runs them whole
+with `ha` set (the VRRP id, this host's HA port on the project's HA network); the
+host's keepalived decides where the addresses are. The other hosts send to the
+router's MACs where the router is active (L2 population; everywhere it runs while no
+host has said it is active yet).
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from cumulo.network.models import (
     SecurityGroupRule,
     Subnet,
 )
-from cumulo.network.ports import DHCP, ROUTER_GATEWAY, ROUTER_INTERFACES
+from cumulo.network.ports import DHCP, ROUTER_GATEWAY, ROUTER_HA_INTERFACE, ROUTER_INTERFACES
 
 # The port columns the state needs: not the JSON ones (binding profile, extra DHCP
 # options; address pairs are read for this host's ports only), decoding them for every
@@ -96,7 +102,7 @@ def _load(s: Session, host: str) -> dict[str, Any]:
             )
         ).all(),
         "l3_hosts": s.execute(
-            select(RouterL3Agent.router_id, Agent.host).join(
+            select(RouterL3Agent.router_id, Agent.host, RouterL3Agent.ha_state).join(
                 Agent, Agent.id == RouterL3Agent.agent_id
             )
         ).all(),
@@ -128,8 +134,11 @@ def _tunnels(loaded: dict[str, Any], host: str) -> dict[str, Any] | None:
     for network_id, h in loaded["dhcp_hosts"]:
         dhcp_hosts[network_id].add(h)
     l3_hosts: dict[str, set[str]] = defaultdict(set)
-    for router_id, h in loaded["l3_hosts"]:
+    active: dict[str, set[str]] = defaultdict(set)
+    for router_id, h, ha_state in loaded["l3_hosts"]:
         l3_hosts[router_id].add(h)
+        if ha_state == "active":
+            active[router_id].add(h)
     addresses: dict[str, list[str]] = defaultdict(list)
     for a in loaded["ips"]:
         if ":" not in a.ip_address:
@@ -141,7 +150,7 @@ def _tunnels(loaded: dict[str, Any], host: str) -> dict[str, Any] | None:
         if p.device_owner == DHCP:
             where = dhcp_hosts[p.network_id]
         elif p.device_owner in (*ROUTER_INTERFACES, ROUTER_GATEWAY):
-            where = l3_hosts[p.device_id]
+            where = active[p.device_id] or l3_hosts[p.device_id]
         elif p.host and binds(agents.get(p.host), segments[p.network_id]):
             # Its active binding's host only: an inactive one (a live migration's
             # destination) has nothing wired yet.
@@ -332,9 +341,12 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
     tunnel = _tunnels(loaded, host)
     dvr = _dvr(loaded, host) if tunnel is not None else None
     legs_of: dict[str, list[Any]] = defaultdict(list)
+    ha_ports: dict[str, Any] = {}
     for p in ports:
         if p.device_owner in ROUTER_INTERFACES:
             legs_of[p.device_id].append(p)
+        elif p.device_owner == ROUTER_HA_INTERFACE and p.host == host:
+            ha_ports[p.device_id] = p
     # Networks with a guest's port bound here: where distributed routers route locally.
     guests_here = {p.network_id for p in ports if p.host == host and _is_guest(p)}
     for r in routers:
@@ -354,11 +366,24 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
                 "addresses": addresses(gw),
                 "gateway_ip": gw_subnet.gateway_ip if gw_subnet else None,
             }
+        ha_port = ha_ports.get(r.id)
+        ha = None
+        if central and r.ha and ha_port is not None and r.ha_vr_id:
+            ha = {
+                "vr_id": r.ha_vr_id,
+                "port": {
+                    "port_id": ha_port.id,
+                    "network_id": ha_port.network_id,
+                    "mac": ha_port.mac_address,
+                    "addresses": addresses(ha_port),
+                },
+            }
         state_routers.append(
             {
                 "id": r.id,
                 "admin_state_up": r.admin_state_up,
                 "distributed": r.distributed,
+                "ha": ha,
                 "central": central,
                 "enable_snat": r.enable_snat,
                 "routes": r.routes if central else [],
