@@ -232,6 +232,10 @@ class NoVRIDAvailable(Conflict):
     pass
 
 
+class DistributedHARouterNotSupported(BadRequest):
+    pass
+
+
 class RouterNotHostedByL3Agent(Conflict):
     pass
 

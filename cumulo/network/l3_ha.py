@@ -33,7 +33,13 @@ from cumulo.network.models import (
     RouterL3Agent,
     Subnet,
 )
-from cumulo.network.ports import ROUTER_HA_INTERFACE, delete_port_row, new_port
+from cumulo.network.ports import (
+    ROUTER_GATEWAY,
+    ROUTER_HA_INTERFACE,
+    ROUTER_INTERFACE_HA,
+    delete_port_row,
+    new_port,
+)
 
 ACTIVE, STANDBY, UNKNOWN = "active", "standby", "unknown"
 VR_IDS = range(1, 255)  # VRRP's virtual router ids (Neutron's VR_ID_RANGE)
@@ -177,8 +183,7 @@ async def report_states(
     session: AsyncSession, agent_id: str, host: str, states: dict[str, str]
 ) -> bool:
     """The states the L3 agent `agent_id` on `host` reports for its HA routers
-    (Neutron's update_routers_states); the active one's gateway port is bound to its
-    host, as Neutron's. True when any changed."""
+    (Neutron's update_routers_states). True when any changed."""
     changed = False
     for router_id, state in states.items():
         if state not in (ACTIVE, STANDBY):
@@ -189,10 +194,17 @@ async def report_states(
         row.ha_state = state
         changed = True
         if state == ACTIVE:
-            router = await session.get(Router, router_id)
-            gateway = await session.get(Port, router.gw_port_id) if router.gw_port_id else None
-            if gateway is not None:
-                gateway.host = host
+            # The last host to become active holds the router's ports (as Neutron's
+            # _update_router_port_bindings): L2 population sends there, not to a host
+            # that died while active (still shown active until its agent is seen down).
+            await session.execute(
+                update(Port)
+                .where(
+                    Port.device_id == router_id,
+                    Port.device_owner.in_((ROUTER_INTERFACE_HA, ROUTER_GATEWAY)),
+                )
+                .values(host=host)
+            )
     return changed
 
 

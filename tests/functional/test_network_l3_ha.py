@@ -123,6 +123,11 @@ def test_an_ha_router_runs_on_several_agents_over_its_projects_ha_network(
     demo.network.add_interface_to_router(router, subnet_id=tenant_subnet.id)
     (leg,) = conn.network.ports(device_id=router.id, network_id=tenant.id)
     assert leg.device_owner == "network:ha_router_replicated_interface"
+    # The host that last became active holds the router's ports (L2 population sends
+    # there), as Neutron binds them.
+    cloud.run_async(report_ha_states(cloud.cloud.network, hosts[1], {router.id: "standby"}))
+    cloud.run_async(report_ha_states(cloud.cloud.network, hosts[1], {router.id: "active"}))
+    assert conn.network.get_port(leg.id).binding_host_id == hosts[1]
     state = cloud.run_async(desired_state(cloud.cloud.network, hosts[1]))
     (run,) = [r for r in state["routers"] if r["id"] == router.id]
     mine = next(p for p in ports if p.binding_host_id == hosts[1])
@@ -259,3 +264,23 @@ async def _silence(service, hosts: list[str]) -> None:
             .where(Agent.host.in_(hosts))
             .values(heartbeat_timestamp=utcnow() - timedelta(minutes=5))
         )
+
+
+def test_a_router_is_not_both_distributed_and_ha(cloud: CloudRunner, conn, network_config):
+    refused = _http(cloud, "POST", "/routers", {"router": {"name": _name(), "ha": True,
+                                                           "distributed": True}})  # fmt: skip
+    assert refused.status_code == 400
+    assert refused.json()["NeutronError"] == {
+        "type": "DistributedHARouterNotSupported",
+        "message": "Currently distributed HA routers are not supported.",
+        "detail": "",
+    }
+    router = conn.network.create_router(name=_name(), ha=True, is_admin_state_up=False)
+    refused = _http(cloud, "PUT", f"/routers/{router.id}", {"router": {"distributed": True}})
+    assert refused.json()["NeutronError"]["type"] == "DistributedHARouterNotSupported"
+    # With both defaults on, a router made without either is distributed, not HA.
+    network_config.l3_ha = True
+    dvr = conn.network.create_router(name=_name(), distributed=True)
+    assert (dvr.is_distributed, dvr.is_ha) == (True, False)
+    for r in (router, dvr):
+        conn.network.delete_router(r)

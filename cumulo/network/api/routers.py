@@ -37,6 +37,7 @@ from cumulo.network.api.ports import visible_port
 from cumulo.network.api.subnets import visible_subnet
 from cumulo.network.core import NetworkService, new_id
 from cumulo.network.errors import (
+    DistributedHARouterNotSupported,
     InvalidInput,
     PortInUse,
     PortNotFound,
@@ -67,6 +68,9 @@ ACTIVE_MIGRATION = (
     "Please set router admin_state_up to False prior to upgrade."
 )
 # ...and between HA and not (l3_hamode_db's _validate_migration: after the update).
+# Distributed HA routers: refused (as Neutron did before its DVR+HA support), with the
+# message Neutron gave.
+DVR_HA = "Currently distributed HA routers are not supported."
 ACTIVE_HA_MIGRATION = (
     "Bad router request: Cannot change HA attribute of active routers. Please set router "
     "admin_state_up to False prior to upgrade"
@@ -257,11 +261,14 @@ async def create_router(request: Request) -> Response:
         # "not given", so any value given is checked).
         service.enforce(ctx, "network:create_router:distributed")
         router.distributed = to_bool("distributed", a["distributed"])
-    router.ha = service.config.network.l3_ha
+    # A distributed router is not HA unless asked (and then refused: cumulo's data
+    # planes do not run the two together).
+    router.ha = service.config.network.l3_ha and not router.distributed
     if "ha" in a:
         # As `distributed`: only admins name it, whatever its value.
         service.enforce(ctx, "network:create_router:ha")
         router.ha = to_bool("ha", a["ha"])
+    _check_kind(router)
     apply_standard(router, a)
     router.admin_state_up = to_bool("admin_state_up", a.get("admin_state_up", True))
     max_agents = service.config.network.max_l3_agents_per_router
@@ -297,6 +304,11 @@ async def show_router(request: Request) -> Response:
     return await _router_response(request, service, ctx, router)
 
 
+def _check_kind(router: Router) -> None:
+    if router.ha and router.distributed:
+        raise DistributedHARouterNotSupported(DVR_HA)
+
+
 async def _retag_interfaces(session: AsyncSession, row: Router) -> None:
     """The router's interfaces owned as its kind's (router_interface[_distributed],
     ha_router_replicated_interface), as Neutron's migrations change them."""
@@ -321,6 +333,7 @@ async def _migrate(
     if was_up or row.admin_state_up:
         raise BadRequest(ACTIVE_MIGRATION)
     row.distributed = distributed
+    _check_kind(row)
     await _retag_interfaces(session, row)
     await reschedule_router(session, row.id, service.config.network.max_l3_agents_per_router)
 
@@ -337,6 +350,7 @@ async def _migrate_ha(
     if row.admin_state_up:
         raise BadRequest(ACTIVE_HA_MIGRATION)
     row.ha = ha
+    _check_kind(row)
     if ha:
         await l3_ha.ensure_ha_network(session, service, row.project_id)
         await l3_ha.allocate_vr_id(session, row)

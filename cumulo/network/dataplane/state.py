@@ -17,7 +17,8 @@ HA routers (Neutron's l3-ha): every host their L3 agent is bound to runs them wh
 with `ha` set (the VRRP id, this host's HA port on the project's HA network); the
 host's keepalived decides where the addresses are. The other hosts send to the
 router's MACs where the router is active (L2 population; everywhere it runs while no
-host has said it is active yet).
+host has said it is active yet; the host that last said so holds the router's
+ports, as Neutron's port bindings).
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def _tunnels(loaded: dict[str, Any], host: str) -> dict[str, Any] | None:
         l3_hosts[router_id].add(h)
         if ha_state == "active":
             active[router_id].add(h)
+    ha_routers = {r.id for r in loaded["routers"] if r.ha}
     addresses: dict[str, list[str]] = defaultdict(list)
     for a in loaded["ips"]:
         if ":" not in a.ip_address:
@@ -150,7 +152,9 @@ def _tunnels(loaded: dict[str, Any], host: str) -> dict[str, Any] | None:
         if p.device_owner == DHCP:
             where = dhcp_hosts[p.network_id]
         elif p.device_owner in (*ROUTER_INTERFACES, ROUTER_GATEWAY):
-            where = active[p.device_id] or l3_hosts[p.device_id]
+            where = l3_hosts[p.device_id]
+            if p.device_id in ha_routers:  # where it was last active, else where it runs
+                where = {p.host} if p.host in where else active[p.device_id] or where
         elif p.host and binds(agents.get(p.host), segments[p.network_id]):
             # Its active binding's host only: an inactive one (a live migration's
             # destination) has nothing wired yet.
