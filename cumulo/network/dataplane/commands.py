@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import tempfile
+from pathlib import Path
 from typing import Any
 
 
@@ -111,6 +112,20 @@ async def delete_namespace(ns: str) -> None:
         if name != "lo":
             await run("ip", "-n", ns, "link", "del", name, check=False)
     await run("ip", "netns", "delete", ns, check=False)
+
+
+async def terminate(pid: int | None, wait: float = 5.0) -> None:
+    """SIGTERM the process, and wait (up to `wait` seconds) until it is gone."""
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(int(wait * 100)):
+        if not Path(f"/proc/{pid}").exists():
+            return
+        await asyncio.sleep(0.01)
 
 
 async def kill_namespace_processes(ns: str) -> None:

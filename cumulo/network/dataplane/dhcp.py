@@ -22,7 +22,6 @@ it is installed, otherwise by restarting dnsmasq on a lease file without them.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import os
 import shutil
@@ -30,7 +29,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from cumulo.network.dataplane.commands import netns_exec, run, run_daemon
+from cumulo.network.dataplane.commands import netns_exec, run, run_daemon, terminate
 
 LEASE_SECONDS = 86400
 METADATA_IP = "169.254.169.254"
@@ -253,16 +252,7 @@ class Dnsmasq:
 
     async def stop(self) -> None:
         """SIGTERM, and wait (up to 5 s) until it is gone: it writes its lease file on exit."""
-        pid = self.pid
-        if pid is not None:
-            try:
-                os.kill(pid, signal.SIGTERM)
-                for _ in range(500):
-                    if not Path(f"/proc/{pid}").exists():
-                        break
-                    await asyncio.sleep(0.01)
-            except ProcessLookupError:
-                pass
+        await terminate(self.pid)
         (self.files / "pid").unlink(missing_ok=True)
 
 

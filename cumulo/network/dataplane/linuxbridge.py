@@ -13,7 +13,10 @@ dir, so resync finds exactly what this deployment built and nothing else):
   serving the ports' static leases.
 - `cmlo-<scope>-router-<router id>`: legs `qr-<port>` into each attached network's
   bridge and `qg-<port>` into the external network's (with the floating IPs as /32s),
-  the default route to the external gateway, the extra routes, and nftables NAT.
+  the default route to the external gateway, the extra routes, and nftables NAT. An HA
+  router's namespace also has an `ha-<port>` leg into its project's HA network, and its
+  addresses and routes are keepalived's to add where the router is active (see
+  keepalived.py; IPv6 is off in it, so a standby router never speaks on its legs).
 
 Metadata: a MetadataProxy given to the driver is started in each router namespace, and
 the router's nftables redirects 169.254.169.254:80 arriving on its `qr-` legs to the
@@ -53,6 +56,9 @@ from cumulo.network.dataplane.dhcp import (
 )
 from cumulo.network.dataplane.driver import NetworkDriver, Wired, bridge_name
 from cumulo.network.dataplane.firewall import host_ruleset, router_ruleset
+from cumulo.network.dataplane.keepalived import Keepalived, ha_device, ha_state, primary_vip
+from cumulo.network.dataplane.keepalived import config as keepalived_config
+from cumulo.network.dataplane.keepalived import tool_available as keepalived_installed
 
 LOG = logging.getLogger(__name__)
 
@@ -161,6 +167,7 @@ class LinuxBridgeDriver(NetworkDriver):
         # the host interface carrying it, moved into the data plane's namespace.
         self.physical: dict[str, str] = {}
         self.applied: dict[str, str] = {}  # object -> fingerprint of what was applied
+        self.ha_routers: dict[str, dict[str, Any]] = {}  # the HA routers applied, by id
         self._lock = asyncio.Lock()
 
     def dhcp_ns(self, network_id: str) -> str:
@@ -173,6 +180,10 @@ class LinuxBridgeDriver(NetworkDriver):
 
     def router_ns(self, router_id: str) -> str:
         return f"{self.prefix}router-{router_id}"
+
+    def keepalived(self, router_id: str) -> Keepalived:
+        return Keepalived(self.state_dir / "network" / "keepalived" / router_id,
+                          self.router_ns(router_id))  # fmt: skip
 
     def configurations(self) -> dict[str, Any]:
         # How a compute host plugs a guest: its tap into the network's bridge in `netns`.
@@ -275,6 +286,11 @@ class LinuxBridgeDriver(NetworkDriver):
                 await self.metadata_proxy.ensure(ns, legs)
         await self._remove_unwanted(wanted, networks, state["routers"])
         self.applied = {k: v for k, v in self.applied.items() if k in keep}
+        self.ha_routers = {
+            r["id"]: r
+            for r in state["routers"]
+            if r.get("ha") and self.router_ns(r["id"]) in wanted
+        }
 
     async def _firewall(self, state: dict[str, Any], existing: set[str]) -> None:
         """Anti-spoofing and the security groups of the guests' ports (nftables)."""
@@ -494,8 +510,13 @@ class LinuxBridgeDriver(NetworkDriver):
 
     async def _router(self, router: dict[str, Any], networks: dict[str, Any]) -> None:
         ns = self.router_ns(router["id"])
+        ha = router.get("ha")
         await cmd.add_namespace(ns)
         await cmd.sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+        if ha:  # before its legs are made: they inherit it
+            await cmd.sysctl(
+                ns, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"
+            )
         legs: dict[str, tuple[dict[str, Any], set[str]]] = {}
         for leg in router["interfaces"]:
             addrs = {f"{a['ip']}/{a['prefixlen']}" for a in leg["addresses"]}
@@ -506,17 +527,65 @@ class LinuxBridgeDriver(NetworkDriver):
             addrs = {f"{a['ip']}/{a['prefixlen']}" for a in gw["addresses"]}
             addrs |= {f"{f['floating_ip']}/32" for f in router["floating_ips"]}
             legs[gw_dev] = (gw, addrs)
+        ha_dev = ha_device(ha["port"]["port_id"]) if ha else None
+        if ha and ha_dev:
+            legs[ha_dev] = (
+                ha["port"],
+                {f"{a['ip']}/{a['prefixlen']}" for a in ha["port"]["addresses"]},
+            )
         for name in await cmd.links(ns):
             if name != "lo" and name not in legs:
                 await cmd.ip(ns, "link", "del", name, check=False)
         for name, (leg, addrs) in legs.items():
-            outer = f"{PREFIX}{'g' if name == gw_dev else 'r'}{_short(leg['port_id'], 9)}"
             mtu = networks[leg["network_id"]]["mtu"]
-            await self._leg(ns, name, outer, leg["network_id"], leg["mac"], mtu)
+            await self._leg(ns, name, self._router_leg(router, name, leg), leg["network_id"],
+                            leg["mac"], mtu)  # fmt: skip
+            if ha and ha_dev:
+                if name == ha_dev:  # keepalived's VIP stays where it is
+                    held = await cmd.addresses(ns, name)
+                    addrs |= held & {primary_vip(ha["vr_id"])}
+                    await self._addresses(ns, name, addrs)
+                continue  # the others are keepalived's
             await self._addresses(ns, name, addrs)
-        await self._routes(ns, router, gw_dev)
         metadata_port = self.metadata_proxy.port if self.metadata_proxy else None
         await cmd.nft_load(ns, router_ruleset(router, gw_dev, metadata_port))
+        keepalived = self.keepalived(router["id"])
+        if not ha:
+            await keepalived.stop()
+            await self._routes(ns, router, gw_dev)
+            return
+        if not keepalived_installed():
+            # The rest of the host goes on; this router holds no address here.
+            LOG.error("network: HA router %s not run: keepalived is not installed (Debian: "
+                      "keepalived)", router["id"])  # fmt: skip
+            return
+        vips = {name: sorted(addrs) for name, (_, addrs) in legs.items() if name != ha_dev}
+        await keepalived.ensure(keepalived_config(router, vips, gw_dev))
+
+    def _router_leg(self, router: dict[str, Any], name: str, leg: dict[str, Any]) -> str:
+        """The host end of a router's leg: g (gateway), h (HA), r (interfaces)."""
+        kind = "r"
+        if router["gateway"] and leg["port_id"] == router["gateway"]["port_id"]:
+            kind = "g"
+        elif name.startswith("ha-"):
+            kind = "h"
+        return f"{PREFIX}{kind}{_short(leg['port_id'], 9)}"
+
+    async def ha_states(self) -> dict[str, str]:
+        """Each HA router's role here (active where keepalived holds its primary VIP);
+        a keepalived that stopped is started again (Neutron's process monitor)."""
+        states = {}
+        for router_id, router in list(self.ha_routers.items()):
+            ns = self.router_ns(router_id)
+            try:
+                states[router_id] = await ha_state(ns, router)
+            except cmd.CommandError:
+                continue  # its namespace or leg is being made or removed
+            keepalived = self.keepalived(router_id)
+            if keepalived.pid is None and not self._lock.locked() and keepalived.conf.exists():
+                LOG.warning("network: keepalived of router %s stopped; starting it", router_id)
+                await keepalived.ensure(keepalived.conf.read_text())
+        return states
 
     async def _routes(self, ns: str, router: dict[str, Any], gw_dev: str | None) -> None:
         """The default route to the external gateway and the extra routes (`proto static`)."""
@@ -562,11 +631,16 @@ class LinuxBridgeDriver(NetworkDriver):
             # namespace deleted while something held it alive keeps its veths).
             if name.startswith((f"{PREFIX}b", f"{PREFIX}v", f"{PREFIX}q")) and name not in bridges:
                 await cmd.ip(self.host_ns, "link", "del", name, check=False)
-            elif name.startswith((f"{PREFIX}d", f"{PREFIX}r", f"{PREFIX}g")) and name not in legs:
+            elif name.startswith(tuple(f"{PREFIX}{k}" for k in "drgh")) and name not in legs:
                 await cmd.ip(self.host_ns, "link", "del", name, check=False)
         if self.files.is_dir():
             for path in self.files.iterdir():
                 if self.dhcp_ns(path.name) not in wanted:
+                    shutil.rmtree(path, ignore_errors=True)
+        keepalived = self.state_dir / "network" / "keepalived"
+        if keepalived.is_dir():  # (the namespace's deletion stopped the process)
+            for path in keepalived.iterdir():
+                if self.router_ns(path.name) not in wanted:
                     shutil.rmtree(path, ignore_errors=True)
 
     def _wanted_legs(self, networks: dict[str, Any], routers: list[dict[str, Any]]) -> set[str]:
@@ -581,6 +655,8 @@ class LinuxBridgeDriver(NetworkDriver):
                 legs.add(f"{PREFIX}r{_short(leg['port_id'], 9)}")
             if router["gateway"]:
                 legs.add(f"{PREFIX}g{_short(router['gateway']['port_id'], 9)}")
+            if router.get("ha"):
+                legs.add(f"{PREFIX}h{_short(router['ha']['port']['port_id'], 9)}")
         return legs
 
     async def teardown(self) -> None:
@@ -594,5 +670,7 @@ class LinuxBridgeDriver(NetworkDriver):
                     await self.metadata_proxy.remove(ns)
                 await cmd.delete_namespace(ns)
         shutil.rmtree(self.files, ignore_errors=True)
+        shutil.rmtree(self.state_dir / "network" / "keepalived", ignore_errors=True)
         (REGISTRY / self.scope).unlink(missing_ok=True)
         self.applied.clear()
+        self.ha_routers.clear()
