@@ -90,6 +90,28 @@ def children(parent: int) -> set[int]:
     return found
 
 
+def add_underlay(bridge: str, devices: list[str]) -> None:
+    """The hosts' underlay: each host's interface (a veth, its peer `<device>p`) on a
+    bridge of the test's, MTU 1550 (the overlay keeps 1500)."""
+    _ip("link", "add", bridge, "type", "bridge")
+    _ip("link", "set", bridge, "mtu", "1550", "up")
+    for device in devices:
+        _ip("link", "add", device, "type", "veth", "peer", "name", f"{device}p")
+        _ip("link", "set", f"{device}p", "master", bridge, "mtu", "1550", "up")
+        _ip("link", "set", device, "mtu", "1550")
+
+
+def remove_underlay(bridge: str, devices: list[str]) -> None:
+    for name in [f"{device}p" for device in devices] + [bridge]:
+        subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=60)
+
+
+def _ip(*args: str) -> None:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise AssertionError(f"ip {' '.join(args)} failed: {proc.stderr}")
+
+
 def host_state_dir(controller: Path, directory: Path, **sections: dict) -> Path:
     """Another host's state dir: a copy of the controller's config with its own settings
     (`compute={"host": ...}`, `network={...}`)."""

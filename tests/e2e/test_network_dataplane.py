@@ -197,6 +197,24 @@ def ping(ns: str, address: str, attempts: int = 1) -> subprocess.CompletedProces
     return proc
 
 
+def plug_guest(runner: CloudRunner, ns: str, port) -> None:
+    """A namespace `ns` with eth0 (the port's MAC) plugged as the compute side plugs a
+    tap into the port's binding:vif_details (the port shown to an admin)."""
+    details = port.binding_vif_details
+    tap = f"tap{port.id[:11]}"
+    sh("ip", "netns", "add", ns)
+    sh("ip", "-n", ns, "link", "set", "lo", "up")
+    sh("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", tap,
+       "netns", details["netns"])  # fmt: skip
+    sh("ip", "-n", ns, "link", "set", "eth0", "address", port.mac_address, "up")
+    sh("ip", "-n", details["netns"], "link", "set", tap, "up")
+    if port.binding_vif_type == "ovs":  # as the compute side plugs it (os-vif's way)
+        runner.run_async(openvswitch.plug(details["ovsdb"], details["bridge_name"],
+                                          tap, port.id, port.mac_address))  # fmt: skip
+    else:
+        sh("ip", "-n", details["netns"], "link", "set", tap, "master", details["bridge_name"])
+
+
 class Lab:
     """The cloud, its data plane, and the namespaces standing in for guests."""
 
@@ -226,19 +244,7 @@ class Lab:
     def guest(self, name: str, port) -> str:
         """A namespace plugged as the compute side plugs a tap, with the port's MAC."""
         ns = f"{self.tag}{name}"
-        details = port.binding_vif_details
-        tap = f"tap{port.id[:11]}"
-        sh("ip", "netns", "add", ns)
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", tap,
-           "netns", details["netns"])  # fmt: skip
-        sh("ip", "-n", ns, "link", "set", "eth0", "address", port.mac_address, "up")
-        sh("ip", "-n", details["netns"], "link", "set", tap, "up")
-        if port.binding_vif_type == "ovs":  # as the compute side plugs it (os-vif's way)
-            self.runner.run_async(openvswitch.plug(details["ovsdb"], details["bridge_name"],
-                                                   tap, port.id, port.mac_address))  # fmt: skip
-        else:
-            sh("ip", "-n", details["netns"], "link", "set", tap, "master", details["bridge_name"])
+        plug_guest(self.runner, ns, port)
         return ns
 
     def attach_external(self, device: str, network_id: str) -> None:

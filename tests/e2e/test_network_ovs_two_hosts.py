@@ -36,7 +36,16 @@ from cumulo.common.config import load_config, write_config
 from cumulo.network.dataplane import openvswitch
 from cumulo.network.dataplane.linuxbridge import tap_name
 from tests.cloudrunner import CloudRunner, configure_state_dir, remove_data_plane
-from tests.cluster import RABBIT, Processes, delete_queues, host_state_dir, reachable, wait_for
+from tests.cluster import (
+    RABBIT,
+    Processes,
+    add_underlay,
+    delete_queues,
+    host_state_dir,
+    reachable,
+    remove_underlay,
+    wait_for,
+)
 from tests.conftest import skip_or_fail
 from tests.e2e.test_network_dataplane import netns_list, ping, sh
 
@@ -129,13 +138,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory):
     runner = None
     guests = f"cmlo-g{tag}-"
     try:
-        # The underlay: each host's interface (a veth) on a bridge of the test's.
-        sh("ip", "link", "add", underlay, "type", "bridge")
-        sh("ip", "link", "set", underlay, "mtu", "1550", "up")
-        for device in devices.values():
-            sh("ip", "link", "add", device, "type", "veth", "peer", "name", f"{device}p")
-            sh("ip", "link", "set", f"{device}p", "master", underlay, "mtu", "1550", "up")
-            sh("ip", "link", "set", device, "mtu", "1550")
+        add_underlay(underlay, list(devices.values()))
         runner = CloudRunner(controller).start(timeout=120)
         procs.start("network-b", "network-agent", "--state-dir", str(host_b))
         procs.start("compute-b", "compute", "--state-dir", str(host_b))
@@ -172,9 +175,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory):
                 remove_data_plane(host_b)
             finally:
                 remove_data_plane(controller)
-                for device in devices.values():
-                    sh("ip", "link", "del", f"{device}p", check=False)
-                sh("ip", "link", "del", underlay, check=False)
+                remove_underlay(underlay, list(devices.values()))
                 asyncio.run(delete_queues(namespace))
 
 

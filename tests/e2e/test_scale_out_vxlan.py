@@ -32,7 +32,16 @@ from tests.cloudrunner import (
     remove_data_plane,
     stop_guest_cloud,
 )
-from tests.cluster import RABBIT, Processes, delete_queues, host_state_dir, reachable, wait_for
+from tests.cluster import (
+    RABBIT,
+    Processes,
+    add_underlay,
+    delete_queues,
+    host_state_dir,
+    reachable,
+    remove_underlay,
+    wait_for,
+)
 from tests.conftest import require_real_guests, skip_or_fail
 from tests.e2e.test_network_ovs_two_hosts import Host
 from tests.e2e.test_qemu_cloud_guests import PING_USER_DATA, pings, register_tiny_images
@@ -64,13 +73,7 @@ def two_hosts(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("vxlan")
     underlay = f"cmlo-u{tag}"
     devices = {"host-a": f"cmlo-ua{tag}", "host-b": f"cmlo-ub{tag}"}
-    sh("ip", "link", "add", underlay, "type", "bridge")
-    sh("ip", "link", "set", underlay, "mtu", "1550", "up")
-    for device in devices.values():
-        peer = f"{device}p"
-        sh("ip", "link", "add", device, "type", "veth", "peer", "name", peer)
-        sh("ip", "link", "set", peer, "master", underlay, "mtu", "1550", "up")
-        sh("ip", "link", "set", device, "mtu", "1550")
+    add_underlay(underlay, list(devices.values()))
     controller = root / "host-a"
     configure_guest_state_dir(controller, "host-a", driver)
     # The tunnel's local address and underlay device: [network] tunnel_* on linuxbridge,
@@ -116,9 +119,7 @@ def two_hosts(request, tmp_path_factory):
         finally:
             procs.stop()
             remove_data_plane(host_b)
-            for device in devices.values():
-                sh("ip", "link", "del", f"{device}p", check=False)
-            sh("ip", "link", "del", underlay, check=False)
+            remove_underlay(underlay, list(devices.values()))
             asyncio.run(delete_queues(namespace))
 
 
