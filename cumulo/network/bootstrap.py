@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cumulo.identity.core import DEFAULT_DOMAIN_ID, Identity
 from cumulo.identity.models import Project
-from cumulo.network import ipam, rbac
+from cumulo.network import ipam, l3_ha, rbac
 from cumulo.network.agents import DHCP_AGENT, L3_AGENT, schedule
 from cumulo.network.core import ACCESS_EXTERNAL, ACCESS_SHARED, NetworkService, new_id
 from cumulo.network.errors import FlatNetworkInUse
@@ -158,9 +158,10 @@ async def bootstrap_network(service: NetworkService, identity: Identity) -> None
         if router is None:
             router = Router(id=new_id(), project_id=demo, name="router1", routes=[])
             router.distributed = cfg.router_distributed  # as DevStack's, the cloud's default
+            await l3_ha.apply_default(s, service, router)
             s.add(router)
             await s.flush()
-            await schedule(s, L3_AGENT, router.id)
+            await schedule(s, L3_AGENT, router.id, cfg.max_l3_agents_per_router)
             gw = await new_port(
                 s,
                 public,

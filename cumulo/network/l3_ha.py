@@ -83,6 +83,16 @@ async def ensure_ha_network(
     return net
 
 
+async def apply_default(session: AsyncSession, service: NetworkService, router: Router) -> None:
+    """A router the cloud makes itself (the demo project's, an auto-allocated one) is HA
+    when the cloud's routers are by default ([network] l3_ha) and it is not distributed,
+    as Neutron's create_router without `ha`."""
+    router.ha = service.config.network.l3_ha and not router.distributed
+    if router.ha:
+        await ensure_ha_network(session, service, router.project_id)
+        await allocate_vr_id(session, router)
+
+
 async def allocate_vr_id(session: AsyncSession, router: Router) -> None:
     """A VRRP id for the router, free among its project's HA routers (Neutron's
     _ensure_vr_id; the unique key settles two picked at once: the write is retried)."""
@@ -155,6 +165,18 @@ async def settle_ha_ports(session: AsyncSession, router_id: str) -> None:
             status="ACTIVE",
             port_security_enabled=False,
         )
+
+
+async def delete_router_row(session: AsyncSession, router: Router) -> None:
+    """A router going: its HA ports first, and after it the project's HA network when it
+    was the last HA router there."""
+    ha = router.ha
+    router.ha = False
+    await settle_ha_ports(session, router.id)
+    await session.delete(router)
+    await session.flush()
+    if ha:
+        await drop_unused_ha_network(session, router.project_id)
 
 
 async def drop_unused_ha_network(session: AsyncSession, project_id: str) -> None:

@@ -284,3 +284,16 @@ def test_a_router_is_not_both_distributed_and_ha(cloud: CloudRunner, conn, netwo
     assert (dvr.is_distributed, dvr.is_ha) == (True, False)
     for r in (router, dvr):
         conn.network.delete_router(r)
+
+
+def test_the_auto_allocated_router_is_ha_when_the_clouds_routers_are(conn, network_config):
+    network_config.l3_ha = True
+    topology = conn.network.get_auto_allocated_topology()
+    (auto,) = conn.network.routers(name="auto_allocated_router", project_id=topology.project_id)
+    assert auto.is_ha is True
+    owners = {p.device_owner for p in conn.network.ports(device_id=auto.id)}
+    assert {"network:ha_router_replicated_interface", HA_PORT} <= owners
+    assert _ha_network(conn, topology.project_id) is not None
+    conn.network.delete_auto_allocated_topology(topology.project_id)
+    assert _ha_network(conn, topology.project_id) is None
+    assert not list(conn.network.ports(device_id=auto.id))

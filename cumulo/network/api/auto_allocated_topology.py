@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
 from cumulo.common.faults import BadRequest
-from cumulo.network import ipam
+from cumulo.network import ipam, l3_ha
 from cumulo.network.agents import DHCP_AGENT, L3_AGENT, schedule
 from cumulo.network.api.common import caller, json, no_content, service_of
 from cumulo.network.core import NetworkService, new_id
@@ -161,12 +161,13 @@ async def _provision_router(
     subnets: list[Subnet],
 ) -> Router:
     """The router: its gateway on the default external network, an interface per subnet;
-    distributed when the cloud's routers are by default (`router_distributed`)."""
+    distributed or HA when the cloud's routers are by default (`router_distributed`, `l3_ha`)."""
     router = Router(id=new_id(), project_id=project_id, name="auto_allocated_router", routes=[])
     router.distributed = service.config.network.router_distributed
+    await l3_ha.apply_default(session, service, router)
     session.add(router)
     await session.flush()
-    await schedule(session, L3_AGENT, router.id)
+    await schedule(session, L3_AGENT, router.id, service.config.network.max_l3_agents_per_router)
     gateway = await new_port(
         session,
         external,
@@ -271,7 +272,7 @@ async def _remove_topology(service: NetworkService, project_id: str) -> bool:
             if gateway is not None:
                 await delete_port_row(session, gateway)
             await session.execute(delete(Tag).where(Tag.resource_id == router.id))
-            await session.delete(router)
+            await l3_ha.delete_router_row(session, router)
         # (imported here: the networks API imports this module for the default network)
         from cumulo.network.api.networks import delete_network_rows
 

@@ -414,13 +414,7 @@ async def delete_router(request: Request) -> Response:
         row = await session.get(Router, router_id)
         await _set_gateway(session, service, ctx, row, None)
         await session.execute(delete(Tag).where(Tag.resource_id == router_id))
-        ha, project_id = row.ha, row.project_id
-        row.ha = False
-        await l3_ha.settle_ha_ports(session, router_id)  # its HA ports go first
-        await session.delete(row)
-        await session.flush()
-        if ha:
-            await l3_ha.drop_unused_ha_network(session, project_id)
+        await l3_ha.delete_router_row(session, row)
 
     await write_retrying(service.db, work)
     await service.changed()
