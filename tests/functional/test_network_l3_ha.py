@@ -115,6 +115,9 @@ def test_an_ha_router_runs_on_several_agents_over_its_projects_ha_network(
     agents = _l3_agents(cloud, router.id)
     assert agents[hosts[1]]["ha_state"] == "active"
     assert agents[hosts[0]]["ha_state"] == "standby"
+    listed = cloud.openstack("network", "agent", "list", "--router", router.id, "--long",
+                             "-f", "json")  # fmt: skip
+    assert {a["Host"]: a["HA State"] for a in listed}[hosts[1]] == "active"
     # Its interfaces are HA ones; the host it runs on is told the VRRP settings.
     tenant = demo.network.create_network(name=_name())
     tenant_subnet = demo.network.create_subnet(

@@ -1,6 +1,6 @@
 """L2 population (the VXLAN part of a host's desired state), without a cloud: a port is
 advertised to the other hosts only where its active binding is, and only when that
-binding did not fail there."""
+binding did not fail there; an HA router's ports where it was last active."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from cumulo.common.db import utcnow
 from cumulo.network.dataplane.state import _tunnels
 
-HERE, THERE = "host-a", "host-b"
+HERE, THERE, YONDER = "host-a", "host-b", "host-c"
 LB_MAPPING_PHYSNET2 = {"driver": "linuxbridge", "interface_mappings": {"physnet2": "eth2"}}
 
 
@@ -34,15 +34,18 @@ def _port(port_id: str, net_id: str, mac: str, host: str) -> SimpleNamespace:
     )  # fmt: skip
 
 
-def _loaded(ports: list[SimpleNamespace]) -> dict:
+def _loaded(ports: list[SimpleNamespace], **more) -> dict:
     return {
-        "tunnels": [_agent(HERE, "192.0.2.1"), _agent(THERE, "192.0.2.2")],
+        "tunnels": [_agent(HERE, "192.0.2.1"), _agent(THERE, "192.0.2.2"),
+                    _agent(YONDER, "192.0.2.3")],
         "networks": [_network("vx", "vxlan", None), _network("flat1", "flat", "physnet1")],
         "ports": ports,
         "ips": [SimpleNamespace(port_id=p.id, ip_address=f"10.0.0.{i}") for i, p in
                 enumerate(ports, 2)],
         "dhcp_hosts": [],
         "l3_hosts": [],
+        "routers": [],
+        **more,
     }  # fmt: skip
 
 
@@ -76,3 +79,31 @@ def test_a_port_whose_host_agent_died_is_not_advertised_and_unbound_ports_never_
     loaded["tunnels"][1] = (host, conf, utcnow().replace(year=2000))
     tunnel = _tunnels(loaded, HERE)
     assert tunnel is not None and tunnel["macs"] == {}
+
+
+def test_an_ha_routers_interface_is_advertised_where_the_router_was_last_active():
+    leg = SimpleNamespace(
+        id="leg", network_id="vx", mac_address="fa:16:3e:00:00:0a", host="",
+        device_owner="network:ha_router_replicated_interface", device_id="r1",
+    )  # fmt: skip
+    routers = [SimpleNamespace(id="r1", ha=True)]
+    hosting = [("r1", THERE, "standby"), ("r1", YONDER, "standby")]
+
+    def macs(**more) -> list:
+        tunnel = _tunnels(_loaded([leg], routers=routers, **more), HERE)
+        assert tunnel is not None
+        return tunnel["macs"]["vx"]
+
+    # No host said it is active yet: every host it runs on.
+    assert macs(l3_hosts=hosting) == [
+        ["fa:16:3e:00:00:0a", "192.0.2.2"], ["fa:16:3e:00:00:0a", "192.0.2.3"]
+    ]  # fmt: skip
+    # One did: there only.
+    assert macs(l3_hosts=[("r1", THERE, "standby"), ("r1", YONDER, "active")]) == [
+        ["fa:16:3e:00:00:0a", "192.0.2.3"]
+    ]
+    # Two say so (one died while active): where the router's ports were bound last.
+    leg.host = THERE
+    assert macs(l3_hosts=[("r1", THERE, "active"), ("r1", YONDER, "active")]) == [
+        ["fa:16:3e:00:00:0a", "192.0.2.2"]
+    ]
