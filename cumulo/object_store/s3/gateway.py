@@ -177,20 +177,17 @@ class Call:
             hdrs["x-auth-token"] = self.credential.token
         hdrs.setdefault("host", self.req.host or "localhost")
         raw = [(k.encode(), str(v).encode("latin-1")) for k, v in hdrs.items()]
-        qs = urlencode(query or {}, quote_via=quote)
-        sub = {
-            k: v for k, v in self.scope.items() if k not in ("path", "raw_path", "headers", "state")
+        qs = urlencode(query, quote_via=quote).encode() if query else b""
+        return {
+            **self.scope,
+            "method": method,
+            "path": path,
+            "raw_path": quote(path).encode(),
+            "query_string": qs,
+            "headers": raw,
+            "state": {},
+            "cumulo.s3": True,  # lets Swift keep and show the s3api sysmeta
         }
-        sub.update(
-            method=method,
-            path=path,
-            raw_path=quote(path).encode(),
-            query_string=qs.encode(),
-            headers=raw,
-            state={},
-        )
-        sub["cumulo.s3"] = True  # lets Swift keep and show the s3api sysmeta
-        return sub
 
     async def swift(
         self,

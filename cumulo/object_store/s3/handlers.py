@@ -42,6 +42,11 @@ BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # Headers an object keeps as they are (S3 and Swift agree on them).
 PLAIN_HEADERS = ("content-disposition", "content-encoding", "content-language",
                  "cache-control", "expires")  # fmt: skip
+# The headers of a Swift object answer an S3 answer carries as they are.
+OBJECT_ANSWER_HEADERS = frozenset(
+    (*PLAIN_HEADERS, "content-type", "content-length", "last-modified", "content-range",
+     "accept-ranges", "etag")
+)  # fmt: skip
 RESPONSE_OVERRIDES = {
     "response-content-type": "content-type",
     "response-content-language": "content-language",
@@ -441,8 +446,7 @@ def s3_object_headers(headers: dict[str, str]) -> dict[str, str]:
     for name, value in headers.items():
         if name.startswith("x-object-meta-"):
             out["x-amz-meta-" + name[len("x-object-meta-") :]] = value
-        elif name in (*PLAIN_HEADERS, "content-type", "content-length", "last-modified",
-                      "content-range", "accept-ranges", "etag"):  # fmt: skip
+        elif name in OBJECT_ANSWER_HEADERS:
             out[name] = value
     if S3_ETAG in headers:
         out["etag"] = f'"{headers[S3_ETAG]}"'

@@ -50,7 +50,7 @@ class Signed:
     def expected(self, secret: str) -> str:
         if self.version == 4:
             key = self.signing_key(secret)
-            return hmac.new(key, self.string_to_sign.encode(), hashlib.sha256).hexdigest()
+            return hmac.digest(key, self.string_to_sign.encode(), "sha256").hex()
         mac = hmac.new(secret.encode(), self.string_to_sign.encode("utf-8"), hashlib.sha1)
         return base64.b64encode(mac.digest()).decode()
 
@@ -72,7 +72,10 @@ def _uri_encode(value: str) -> str:
     return quote(value, safe="-_.~")
 
 
+@functools.lru_cache(maxsize=64)
 def _parse_time(value: str) -> datetime | None:
+    """A request's time (x-amz-date, Date, X-Amz-Date): the same second's requests share
+    it, so it is parsed once per value (datetimes are immutable)."""
     try:
         if len(value) == 16 and value[8] == "T" and value.endswith("Z"):  # 20261205T011500Z
             v = value
@@ -302,7 +305,7 @@ class ChunkDecoder:
             ("AWS4-HMAC-SHA256-PAYLOAD", self.signed.timestamp, scope, self.previous,
              hashlib.sha256(b"").hexdigest(), data_hash)
         )  # fmt: skip
-        expected = hmac.new(self.key, string.encode(), hashlib.sha256).hexdigest()
+        expected = hmac.digest(self.key, string.encode(), "sha256").hex()
         if not hmac.compare_digest(expected.encode(), self.chunk_signature.encode()):
             raise S3Error("SignatureDoesNotMatch")
         self.previous = expected
