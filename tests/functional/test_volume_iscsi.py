@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -23,6 +24,7 @@ import httpx
 import pytest
 
 from cumulo.common.config import load_config, write_config
+from cumulo.volume.drivers.tgt import IscsiExports, TgtAdmin, TgtTimeout
 from tests.cloudrunner import CloudRunner, configure_state_dir
 from tests.conftest import skip_or_fail
 
@@ -221,3 +223,73 @@ def test_deleting_a_volume_removes_its_export(volumes: httpx.Client, tmp_path: P
         time.sleep(0.2)
     assert data["target_iqn"] not in targets()
     assert refused_as_unknown(data, HOST_A, tmp_path)
+
+
+@pytest.fixture
+def private_tgtd(tmp_path: Path):
+    """A tgtd of this test's own (its own control socket and portal), so that stopping
+    it touches no other cloud's targets; deleted and killed afterwards."""
+    if shutil.which("tgtd") is None:
+        skip_or_fail("tgtd is not installed (Debian package tgt)")
+    control = 40 + os.getpid() % 50
+    socket_path = Path(f"/var/run/tgtd/socket.{control}")
+    portal = f"127.0.0.1:{3300 + control}"
+    proc = subprocess.Popen(
+        ["tgtd", "-f", "-C", str(control), "--iscsi", f"portal={portal}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(
+            ["tgtadm", "-C", str(control), "--mode", "system", "--op", "show"],
+            capture_output=True,
+        ).returncode:
+            assert time.monotonic() < deadline and proc.poll() is None, "tgtd did not start"
+            time.sleep(0.1)
+        yield proc, socket_path, portal
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        subprocess.run(
+            ["tgtadm", "-C", str(control), "--mode", "system", "--op", "delete", "--force"],
+            capture_output=True, timeout=10,
+        )  # fmt: skip
+        proc.kill()  # tgtd ignores SIGTERM
+        proc.wait(10)
+        for left in (socket_path, socket_path.with_name(socket_path.name + ".lock")):
+            left.unlink(missing_ok=True)
+
+
+async def test_a_stuck_tgtd_fails_the_export_step_in_time_and_the_log_says_which(
+    private_tgtd, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue #11: a tgtd that takes a management request and does not answer it (here
+    a real one stopped with SIGSTOP) fails the step after the exchange timeout, logged
+    with the request and what tgtd said of its sessions, instead of holding the attach or
+    detach until the API's 120 s ran out; once tgtd runs again the step succeeds."""
+    proc, socket_path, portal = private_tgtd
+    host, _, port = portal.rpartition(":")
+    admin = TgtAdmin(portal, socket_path, timeout=1.0)
+    exports = IscsiExports(tmp_path / "run", host, int(port), admin=admin)
+    for volume_id in ("a", "b"):
+        subprocess.run(["truncate", "-s", "1M", str(tmp_path / f"volume-{volume_id}")], check=True)
+        await exports.connect(
+            volume_id, tmp_path / f"volume-{volume_id}", f"att-{volume_id}", HOST_A
+        )
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TgtTimeout, match="did not answer the request to list targets in 1 s"):
+            await exports.disconnect("a", "att-a")
+        assert time.monotonic() - started < 5
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert (
+        "tgtd did not answer the request to list targets in 1.0 s (its session count "
+        "unknown: it did not answer `show target` either)"
+    ) in logged
+    assert exports.exporting("a")
+    await exports.disconnect("a", "att-a")
+    await exports.disconnect("b", "att-b")
+    assert not exports.exporting("a") and not exports.exporting("b")
+    assert await admin.targets() == {}

@@ -4,22 +4,30 @@ CHAP credentials, and the connector's initiator name."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import re
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from cumulo.volume.drivers.driver import InvalidConnector
+from cumulo.volume.drivers.driver import DriverError, InvalidConnector
 from cumulo.volume.drivers.tgt import (
     MODE_ACCOUNT,
+    MODE_DEVICE,
     MODE_TARGET,
+    OP_BIND,
+    OP_DELETE,
     OP_NEW,
     OP_SHOW,
     IscsiExports,
     TgtAdmin,
     TgtError,
+    TgtTimeout,
     chap_credentials,
     check_initiator,
 )
@@ -70,14 +78,14 @@ class FakeTgtd:
                 return
 
 
-def test_the_request_is_tgtadms_header_and_nul_terminated_parameters(tmp_path: Path) -> None:
+async def test_the_request_is_tgtadms_header_and_nul_terminated_parameters(
+    tmp_path: Path,
+) -> None:
     assert REQUEST.size == 120  # what tgtd reads before the parameters
     tgtd = FakeTgtd(tmp_path / "socket.0", [(0, ""), (0, "Target 3: iqn.x:volume-a\n    x\n")])
     admin = TgtAdmin("127.0.0.1:3260", tmp_path / "socket.0")
-    admin._exchange(
-        MODE_ACCOUNT, OP_NEW, {"user": "u1", "password": "p1"}, -1, 2**64 - 1, False, ""
-    )
-    shown = admin._exchange(MODE_TARGET, OP_SHOW, {}, -1, 2**64 - 1, False, "")
+    await admin.request(MODE_ACCOUNT, OP_NEW, {"user": "u1", "password": "p1"})
+    shown = await admin.request(MODE_TARGET, OP_SHOW)
     tgtd.thread.join(5)
     first, second = tgtd.requests
     assert first == {
@@ -88,14 +96,15 @@ def test_the_request_is_tgtadms_header_and_nul_terminated_parameters(tmp_path: P
     assert shown.startswith("Target 3: iqn.x:volume-a")
 
 
-def test_a_refusal_names_tgtds_error_and_a_comma_never_reaches_it(tmp_path: Path) -> None:
-    FakeTgtd(tmp_path / "socket.0", [(9, "")])
+async def test_a_refusal_names_tgtds_error_and_a_comma_never_reaches_it(tmp_path: Path) -> None:
+    tgtd = FakeTgtd(tmp_path / "socket.0", [(9, "")])
     admin = TgtAdmin("127.0.0.1:3260", tmp_path / "socket.0")
     with pytest.raises(TgtError, match="target already exists") as refused:
-        admin._exchange(MODE_TARGET, OP_NEW, {"targetname": "iqn.x"}, 1, 0, False, "create x")
+        await admin.request(MODE_TARGET, OP_NEW, {"targetname": "iqn.x"}, tid=1, what="create x")
     assert refused.value.code == 9
-    with pytest.raises(Exception, match="comma"):
-        admin._exchange(MODE_TARGET, OP_NEW, {"targetname": "a,b"}, 1, 0, False, "")
+    with pytest.raises(DriverError, match="comma"):
+        await admin.request(MODE_TARGET, OP_NEW, {"targetname": "a,b"}, tid=1)
+    assert len(tgtd.requests) == 1
 
 
 def test_chap_credentials_are_stable_per_volume_and_differ_between_volumes() -> None:
@@ -155,3 +164,178 @@ async def test_a_new_export_takes_the_next_free_tid_when_another_took_its_own(
     assert (data["target_iqn"], data["auth_password"]) == (iqn, password)
     assert ((tmp_path / "run" / "chap.key").stat().st_mode & 0o777) == 0o600
     assert password not in (tmp_path / "run" / "volume-v1.json").read_text()
+
+
+class StallingTgtd:
+    """A tgtd that keeps targets, accounts and ACLs as tgtd does, and holds unanswered
+    (as a tgtd whose event loop is stuck) every request for a tid in `stalled` until
+    `release` is set; `show target` always answers, with an I_T nexus per session in
+    `sessions`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.targets: dict[int, str] = {}
+        self.sessions: dict[int, int] = {}
+        self.stalled: set[int] = set()
+        self.release = asyncio.Event()
+        self.busy_answers = 0  # "logical unit is busy" to that many target deletes
+        self.held = 0
+        self.served: list[tuple[int, int, int]] = []
+
+    async def __aenter__(self) -> StallingTgtd:
+        self.server = await asyncio.start_unix_server(self._serve, str(self.path))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release.set()
+        self.server.close()
+
+    def show(self) -> str:
+        lines = []
+        for tid, iqn in sorted(self.targets.items()):
+            lines += [f"Target {tid}: {iqn}", "    I_T nexus information:"]
+            lines += [
+                f"        I_T nexus: {tid * 10 + n}" for n in range(self.sessions.get(tid, 0))
+            ]
+        return "\n".join(lines) + "\n"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            header = await reader.readexactly(REQUEST.size)
+        except asyncio.IncompleteReadError:
+            writer.close()  # a probe: is tgtd running?
+            return
+        fields = REQUEST.unpack(header)
+        body = await reader.readexactly(fields[3] - REQUEST.size) if fields[3] > 120 else b""
+        mode, op, tid = fields[0], fields[1], fields[4]
+        params = dict(p.split("=", 1) for p in body.rstrip(b"\0").decode().split(",") if p)
+        if tid in self.stalled and (mode, op) != (MODE_TARGET, OP_SHOW):
+            self.held += 1
+            await self.release.wait()
+        error, text = self._answer(mode, op, tid, params)
+        self.served.append((mode, op, tid))
+        data = text.encode() + b"\0" if text else b""
+        writer.write(struct.pack("=II", error, 8 + len(data)) + data)
+        await writer.drain()
+        writer.close()
+
+    def _answer(self, mode: int, op: int, tid: int, params: dict[str, str]) -> tuple[int, str]:
+        if (mode, op) == (MODE_TARGET, OP_SHOW):
+            return 0, self.show()
+        if (mode, op) == (MODE_TARGET, OP_NEW):
+            if tid in self.targets:
+                return 9, ""
+            self.targets[tid] = params["targetname"]
+        elif (mode, op) == (MODE_TARGET, OP_DELETE):
+            if tid not in self.targets:
+                return 4, ""
+            if self.busy_answers:
+                self.busy_answers -= 1
+                return 20, ""
+            del self.targets[tid]
+        elif mode in (MODE_TARGET, MODE_DEVICE) and tid not in self.targets:
+            return 4, ""
+        return 0, ""
+
+
+async def test_a_stalled_tgtd_request_fails_in_time_logged_with_tgtds_session_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tgtd that takes a request and does not answer it fails that step after the
+    exchange timeout (not after the caller's 120 s), and the log names the request,
+    how long it waited and how many sessions tgtd held then."""
+    async with StallingTgtd(tmp_path / "socket.0") as tgtd:
+        tgtd.targets = {1: "iqn.x:volume-a", 2: "iqn.x:volume-b"}
+        tgtd.sessions = {1: 2, 2: 1}
+        tgtd.stalled = {1}
+        admin = TgtAdmin("127.0.0.1:3260", tmp_path / "socket.0", timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(TgtTimeout, match="did not answer the request to delete a target"):
+            await admin.request(MODE_TARGET, OP_DELETE, tid=1, force=True, what="delete a target")
+        assert time.monotonic() - started < 5
+        assert tgtd.held == 1
+    logged = [r.getMessage() for r in caplog.records if r.name == "cumulo.volume.drivers.tgt"]
+    assert any(
+        re.fullmatch(
+            r"tgtd did not answer the request to delete a target in 0\.[5-9] s "
+            r"\(3 sessions open on 2 targets\)",
+            m,
+        )
+        for m in logged
+    ), logged
+
+
+async def test_a_slow_answer_is_logged_with_its_duration_and_tgtds_sessions(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with StallingTgtd(tmp_path / "socket.0") as tgtd:
+        tgtd.targets, tgtd.sessions, tgtd.stalled = {1: "iqn.x:volume-a"}, {1: 1}, {1}
+        admin = TgtAdmin("127.0.0.1:3260", tmp_path / "socket.0", timeout=5, slow=0.2)
+        asyncio.get_running_loop().call_later(0.4, tgtd.release.set)
+        await admin.request(MODE_ACCOUNT, OP_BIND, {"user": "u"}, tid=1, what="bind an account")
+    slow = [r for r in caplog.records if "bind an account" in r.getMessage()]
+    assert slow and slow[0].levelname == "WARNING"
+    assert re.search(r"tgtd took 0\.\d s to bind an account \(1 sessions open on 1 targets\)",
+                     slow[0].getMessage())  # fmt: skip
+
+
+async def test_one_volumes_stuck_export_does_not_hold_another_volumes_attach(
+    tmp_path: Path,
+) -> None:
+    """Issue #11: a detach whose tgtd request hangs held the backend's one lock, so
+    every other volume's attach and detach waited behind it until the caller's 120 s
+    ran out (503). Exports are serialized per volume: another volume attaches and
+    detaches meanwhile, and the stuck one fails after the exchange timeout."""
+    async with StallingTgtd(tmp_path / "socket.0") as tgtd:
+        admin = TgtAdmin("127.0.0.1:3260", tmp_path / "socket.0", timeout=3)
+        exports = IscsiExports(tmp_path / "run", "127.0.0.1", admin=admin)
+        await exports.connect("a", tmp_path / "volume-a", "att-a", "iqn.x:host-1")
+        tgtd.stalled = {1}  # volume a's target
+        stuck = asyncio.create_task(exports.disconnect("a", "att-a"))
+        while not tgtd.held:
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        data = await exports.connect("b", tmp_path / "volume-b", "att-b", "iqn.x:host-2")
+        await exports.disconnect("b", "att-b")
+        assert time.monotonic() - started < 1.5, "volume b waited for volume a's export"
+        assert data["target_iqn"].endswith("volume-b") and not stuck.done()
+        with pytest.raises(TgtTimeout):
+            await stuck
+        assert exports.exporting("a")  # left as it was: the detach can be tried again
+        tgtd.stalled.clear()
+        await exports.disconnect("a", "att-a")
+        assert tgtd.targets == {} and not exports.exporting("a")
+
+
+async def test_tgtd_is_spoken_to_without_the_default_thread_pool(tmp_path: Path) -> None:
+    """Image and volume copies fill asyncio's default pool (6 threads on 2 cores): an
+    export must not queue behind them."""
+    loop = asyncio.get_running_loop()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    loop.set_default_executor(pool)
+    copying = threading.Event()
+    busy = loop.run_in_executor(None, copying.wait, 10)
+    try:
+        async with StallingTgtd(tmp_path / "socket.0"):
+            admin = TgtAdmin("127.0.0.1:3260", tmp_path / "socket.0", timeout=2)
+            exports = IscsiExports(tmp_path / "run", "127.0.0.1", admin=admin)
+            async with asyncio.timeout(3):
+                await exports.connect("a", tmp_path / "volume-a", "att-a", "iqn.x:host-1")
+                await exports.disconnect("a", "att-a")
+    finally:
+        copying.set()
+        await busy
+
+
+async def test_a_target_is_deleted_once_tgtd_stops_saying_its_lun_is_busy(tmp_path: Path) -> None:
+    """tgtd refuses to delete a target (even with --force) while commands of a
+    logged-in host are in flight on its LUN: the delete is asked again."""
+    async with StallingTgtd(tmp_path / "socket.0") as tgtd:
+        admin = TgtAdmin("127.0.0.1:3260", tmp_path / "socket.0")
+        exports = IscsiExports(tmp_path / "run", "127.0.0.1", admin=admin)
+        await exports.connect("a", tmp_path / "volume-a", "att-a", "iqn.x:host-1")
+        tgtd.busy_answers = 3
+        await exports.remove("a")
+        assert tgtd.targets == {} and tgtd.busy_answers == 0
+        deletes = [s for s in tgtd.served if s[:2] == (MODE_TARGET, OP_DELETE)]
+        assert len(deletes) == 4

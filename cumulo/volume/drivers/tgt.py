@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -30,12 +31,13 @@ import logging
 import os
 import re
 import secrets
-import socket
 import struct
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from cumulo.common.locks import keyed_lock
 from cumulo.volume.drivers.driver import DriverError, InvalidConnector
 
 LOG = logging.getLogger(__name__)
@@ -43,6 +45,13 @@ LOG = logging.getLogger(__name__)
 TGT_SOCKET = Path("/var/run/tgtd/socket.0")
 DATA_LUN = 1  # LUN 0 is tgt's own controller (Cinder's tgt targets use LUN 1 too)
 _START_TIMEOUT = 10.0
+# tgtd runs each management request whole in its event loop, in milliseconds: one not
+# answered in EXCHANGE_TIMEOUT is stuck (a caller's whole attach has 120 s), one that
+# takes SLOW_EXCHANGE is logged.
+EXCHANGE_TIMEOUT = 20.0
+SLOW_EXCHANGE = 2.0
+SESSIONS_TIMEOUT = 5.0
+BUSY_WAIT = 10.0  # how long a LUN's removal is tried again while tgtd says it is busy
 
 # usr/tgtadm.h: enum tgtadm_mode, enum tgtadm_op, struct tgtadm_req / tgtadm_rsp.
 MODE_TARGET, MODE_DEVICE, MODE_ACCOUNT = 1, 2, 7
@@ -81,14 +90,36 @@ class TgtError(DriverError):
         super().__init__(f"tgtd refused to {what}: {_ERRORS.get(code, f'error {code}')}")
 
 
+class TgtTimeout(DriverError):
+    """tgtd took the request and did not answer it in time."""
+
+
 class TgtAdmin:
     """tgtd's management channel (what tgtadm sends), and tgtd started when it is not
-    running (its portal: `portal`, host:port)."""
+    running (its portal: `portal`, host:port).
 
-    def __init__(self, portal: str, socket_path: Path = TGT_SOCKET) -> None:
+    Each request is its own connection to the socket, spoken with asyncio streams: no
+    thread of the process's shared pool is taken (image and volume copies queue there),
+    and requests for different targets run side by side (tgtd runs each one whole in
+    its event loop, in the order they arrive). tgtd answers in milliseconds; one that
+    takes `slow` seconds is logged with the I_T nexus (session) count tgtd reports, and
+    one unanswered after `timeout` seconds fails the step (logged the same way) instead
+    of holding the volume's attach or detach until the caller's own timeout."""
+
+    def __init__(
+        self,
+        portal: str,
+        socket_path: Path = TGT_SOCKET,
+        *,
+        timeout: float = EXCHANGE_TIMEOUT,
+        slow: float = SLOW_EXCHANGE,
+    ) -> None:
         self.portal = portal
         self.socket_path = socket_path
+        self.timeout = timeout
+        self.slow = slow
         self._started = False
+        self._starting = asyncio.Lock()
 
     async def request(
         self,
@@ -101,51 +132,85 @@ class TgtAdmin:
         force: bool = False,
         what: str = "",
     ) -> str:
+        message = encode_request(mode, op, params or {}, tid, lun, force)
+        what = what or f"do operation {op} in mode {mode}"
         await self.ensure_running()
-        args = (mode, op, params or {}, tid, lun, force, what)
         try:
-            return await asyncio.to_thread(self._exchange, *args)
-        except OSError:
+            code, text = await self._timed_exchange(message, what)
+        except OSError:  # (a timeout is TgtTimeout: tgtd took the request)
             self._started = False  # tgtd went away: started again, asked once more
-        await self.ensure_running()
-        try:
-            return await asyncio.to_thread(self._exchange, *args)
-        except OSError as exc:
-            raise DriverError(f"tgtd does not answer on {self.socket_path}: {exc}") from None
-
-    def _exchange(
-        self, mode: int, op: int, params: dict[str, str], tid: int, lun: int, force: bool, what: str
-    ) -> str:
-        for key, value in params.items():
-            if "," in value or "\0" in value:
-                raise DriverError(f"tgt parameter {key} cannot hold a comma: {value!r}")
-        body = ",".join(f"{k}={v}" for k, v in params.items()).encode()
-        body = body + b"\0" if body else b""
-        header = _REQUEST.pack(
-            mode, op, b"iscsi", _REQUEST.size + len(body), tid, 0, lun, 0, 0, 0, 0, 0, int(force)
-        )
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(30)
-            sock.connect(str(self.socket_path))
-            sock.sendall(header + body)
-            code, length = _RESPONSE.unpack(_recv_exactly(sock, _RESPONSE.size))
-            data = _recv_exactly(sock, max(length - _RESPONSE.size, 0)) if code == 0 else b""
-        if code != 0:
-            raise TgtError(code, what or f"do operation {op} in mode {mode}")
-        return data.rstrip(b"\0").decode(errors="replace")
-
-    def answers(self) -> bool:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            await self.ensure_running()
             try:
-                sock.connect(str(self.socket_path))
-            except OSError:
-                return False
+                code, text = await self._timed_exchange(message, what)
+            except OSError as exc:
+                raise DriverError(f"tgtd does not answer on {self.socket_path}: {exc}") from None
+        if code != 0:
+            raise TgtError(code, what)
+        return text
+
+    async def _timed_exchange(self, message: bytes, what: str) -> tuple[int, str]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(self.timeout):
+                answer = await self._exchange(message)
+        except TimeoutError:
+            took = loop.time() - started
+            LOG.error(
+                "tgtd did not answer the request to %s in %.1f s (%s)",
+                what, took, await self._sessions(),
+            )  # fmt: skip
+            raise TgtTimeout(f"tgtd did not answer the request to {what} in {took:.0f} s") from None
+        took = loop.time() - started
+        if took >= self.slow:
+            LOG.warning("tgtd took %.1f s to %s (%s)", took, what, await self._sessions())
+        return answer
+
+    async def _exchange(self, message: bytes) -> tuple[int, str]:
+        """One request and tgtd's answer: (error code, text)."""
+        reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
+        try:
+            writer.write(message)
+            await writer.drain()
+            code, length = _RESPONSE.unpack(await _read_exactly(reader, _RESPONSE.size))
+            data = b""
+            if code == 0 and length > _RESPONSE.size:
+                data = await _read_exactly(reader, length - _RESPONSE.size)
+        finally:
+            writer.close()
+        return code, data.rstrip(b"\0").decode(errors="replace")
+
+    async def _sessions(self) -> str:
+        """How many I_T nexuses (initiator sessions) tgtd holds, for a log line."""
+        message = encode_request(MODE_TARGET, OP_SHOW, {}, -1, _NO_LUN, False)
+        try:
+            async with asyncio.timeout(min(SESSIONS_TIMEOUT, self.timeout)):
+                code, shown = await self._exchange(message)
+        except (OSError, DriverError):  # TimeoutError is an OSError
+            return "its session count unknown: it did not answer `show target` either"
+        if code:
+            return f"its session count unknown: `show target` failed with error {code}"
+        return f"{count_sessions(shown)} sessions open on {len(parse_targets(shown))} targets"
+
+    async def answers(self) -> bool:
+        try:
+            _, writer = await asyncio.open_unix_connection(str(self.socket_path))
+        except OSError:
+            return False
+        writer.close()
         return True
 
     async def ensure_running(self) -> None:
-        if self._started or await asyncio.to_thread(self.answers):
-            self._started = True
+        if self._started:
             return
+        async with self._starting:  # one start, whoever asks meanwhile
+            if self._started or await self.answers():
+                self._started = True
+                return
+            await self._start()
+            self._started = True
+
+    async def _start(self) -> None:
         try:
             proc = await asyncio.create_subprocess_exec(
                 "tgtd", "--iscsi", f"portal={self.portal}",
@@ -162,30 +227,46 @@ class TgtAdmin:
         _, err = await proc.communicate()  # tgtd forks into the background and returns
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _START_TIMEOUT
-        while not await asyncio.to_thread(self.answers):
+        while not await self.answers():
             if loop.time() > deadline:
                 raise DriverError(f"tgtd did not start: {err.decode(errors='replace').strip()}")
             await asyncio.sleep(0.1)
         LOG.info("started tgtd (iSCSI portal %s)", self.portal)
-        self._started = True
 
     async def targets(self) -> dict[str, int]:
         """The targets tgtd has: tid by IQN (from `show target`'s "Target N: <iqn>")."""
-        shown = await self.request(MODE_TARGET, OP_SHOW, what="list targets")
-        return {
-            m.group(2): int(m.group(1))
-            for m in re.finditer(r"^Target (\d+): (\S+)$", shown, re.MULTILINE)
-        }
+        return parse_targets(await self.request(MODE_TARGET, OP_SHOW, what="list targets"))
 
 
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise DriverError("tgtd closed its management connection")
-        data += chunk
-    return data
+def encode_request(
+    mode: int, op: int, params: dict[str, str], tid: int, lun: int, force: bool
+) -> bytes:
+    """tgtadm's request: the header, then the parameters as key=value,... NUL-ended."""
+    for key, value in params.items():
+        if "," in value or "\0" in value:
+            raise DriverError(f"tgt parameter {key} cannot hold a comma: {value!r}")
+    body = ",".join(f"{k}={v}" for k, v in params.items()).encode()
+    body = body + b"\0" if body else b""
+    header = _REQUEST.pack(
+        mode, op, b"iscsi", _REQUEST.size + len(body), tid, 0, lun, 0, 0, 0, 0, 0, int(force)
+    )
+    return header + body
+
+
+def parse_targets(shown: str) -> dict[str, int]:
+    return {m.group(2): int(m.group(1)) for m in re.finditer(r"^Target (\d+): (\S+)$", shown, re.M)}
+
+
+def count_sessions(shown: str) -> int:
+    """The I_T nexuses in `show target`'s text ("I_T nexus: N" under each target)."""
+    return len(re.findall(r"^\s+I_T nexus: \d+$", shown, re.MULTILINE))
+
+
+async def _read_exactly(reader: asyncio.StreamReader, size: int) -> bytes:
+    try:
+        return await reader.readexactly(size)
+    except asyncio.IncompleteReadError:
+        raise DriverError("tgtd closed its management connection") from None
 
 
 def chap_credentials(key: bytes, volume_id: str) -> tuple[str, str]:
@@ -258,7 +339,12 @@ class IscsiExports:
         self.portal = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         self.target_prefix = target_prefix
         self.admin = admin or TgtAdmin(self.portal)
-        self._lock = asyncio.Lock()
+        # One volume's export changes at a time; other volumes' go on meanwhile (tgtd
+        # keeps each target apart, and a new target takes a free tid by retrying).
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _volume_lock(self, volume_id: str) -> asyncio.Lock:
+        return keyed_lock(self._locks, volume_id)
 
     def iqn(self, volume_id: str) -> str:
         return f"{self.target_prefix}volume-{volume_id}"
@@ -309,7 +395,7 @@ class IscsiExports:
         iSCSI connection properties."""
         user, password = chap_credentials(self._key(), volume_id)
         iqn = self.iqn(volume_id)
-        async with self._lock:
+        async with self._volume_lock(volume_id):
             self.run_dir.mkdir(parents=True, exist_ok=True)
             tid = (await self.admin.targets()).get(iqn)
             if tid is None:
@@ -387,32 +473,43 @@ class IscsiExports:
 
     async def _drop_target(self, tid: int, user: str) -> None:
         # force: a host still logged in is cut off (the volume is going away from it).
-        await self._idempotent(
-            MODE_TARGET, OP_DELETE, {}, tid=tid, force=True, what="delete a target"
-        )
+        delete = functools.partial(
+            self._idempotent, MODE_TARGET, OP_DELETE, {}, tid=tid, force=True,
+            what="delete a target",
+        )  # fmt: skip
+        await self._while_busy(delete)
         await self._idempotent(MODE_ACCOUNT, OP_DELETE, {"user": user}, what="delete an account")
+
+    @staticmethod
+    async def _while_busy(step: Callable[[], Awaitable[object]]) -> None:
+        """`step` again while tgtd answers that its LUN is busy (commands of a logged-in
+        host in flight: tgtd takes a LUN out of a target only between them)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BUSY_WAIT
+        while True:
+            try:
+                await step()
+                return
+            except TgtError as exc:
+                if exc.code != _LUN_BUSY or loop.time() > deadline:
+                    raise
+            await asyncio.sleep(0.1)
 
     async def regrow(self, volume_id: str, path: Path, grow: Callable[[], Awaitable[None]]) -> None:
         """Grow an exported volume: `await grow()` while its LUN is out of the target,
         then the LUN again at its new size (Cinder's extend_target, `tgt-admin --update
         --force`: tgtd reads a LUN's size when it is added). Logged-in hosts keep their
         session and meet a unit attention; persistent reservations on the LUN are lost."""
-        async with self._lock:
+        async with self._volume_lock(volume_id):
             tid = (await self.admin.targets()).get(self.iqn(volume_id))
             if tid is None:
                 await grow()
                 return
-            for attempt in range(50):  # a LUN is busy while commands are in flight
-                try:
-                    await self.admin.request(
-                        MODE_DEVICE, OP_DELETE, tid=tid, lun=DATA_LUN,
-                        what=f"take {path.name} out of its target",
-                    )  # fmt: skip
-                    break
-                except TgtError as exc:
-                    if exc.code != _LUN_BUSY or attempt == 49:
-                        raise
-                    await asyncio.sleep(0.1)
+            take_out = functools.partial(
+                self.admin.request, MODE_DEVICE, OP_DELETE, tid=tid, lun=DATA_LUN,
+                what=f"take {path.name} out of its target",
+            )  # fmt: skip
+            await self._while_busy(take_out)
             try:
                 await grow()
             finally:
@@ -428,30 +525,35 @@ class IscsiExports:
         records = sorted(self.run_dir.glob("volume-*.json"))
         if not records:
             return
-        async with self._lock:
-            have = await self.admin.targets()
-            for record in records:
-                volume_id = record.stem.removeprefix("volume-")
-                iqn = self.iqn(volume_id)
-                found = json.loads(record.read_text())
-                path = Path(found.get("path", ""))
-                if iqn in have or not found.get("attachments"):
-                    continue
-                if not path.is_file():
-                    LOG.warning("volume %s: no data at %s to export again", volume_id, path)
-                    continue
-                tid = await self._make_target(iqn, path, *chap_credentials(self._key(), volume_id))
-                for initiator in sorted(set(found["attachments"].values())):
-                    await self._idempotent(
-                        MODE_TARGET, OP_BIND, {"initiator-name": initiator}, tid=tid,
-                        what=f"allow {initiator} into {iqn}",
-                    )  # fmt: skip
-                LOG.info("volume %s: iSCSI export %s made again", volume_id, iqn)
+        for record in records:
+            volume_id = record.stem.removeprefix("volume-")
+            async with self._volume_lock(volume_id):
+                await self._restore(volume_id)
+
+    async def _restore(self, volume_id: str) -> None:
+        iqn = self.iqn(volume_id)
+        try:
+            found = json.loads(self._record_path(volume_id).read_text())
+        except FileNotFoundError:
+            return  # its last attachment went meanwhile
+        path = Path(found.get("path", ""))
+        if not found.get("attachments") or iqn in await self.admin.targets():
+            return
+        if not path.is_file():
+            LOG.warning("volume %s: no data at %s to export again", volume_id, path)
+            return
+        tid = await self._make_target(iqn, path, *chap_credentials(self._key(), volume_id))
+        for initiator in sorted(set(found["attachments"].values())):
+            await self._idempotent(
+                MODE_TARGET, OP_BIND, {"initiator-name": initiator}, tid=tid,
+                what=f"allow {initiator} into {iqn}",
+            )  # fmt: skip
+        LOG.info("volume %s: iSCSI export %s made again", volume_id, iqn)
 
     async def disconnect(self, volume_id: str, attachment_id: str) -> None:
         """The attachment's initiator let out once none of the volume's other attachments
         is its; the whole export removed with the last attachment."""
-        async with self._lock:
+        async with self._volume_lock(volume_id):
             attachments = self._load(volume_id)
             initiator = attachments.pop(attachment_id, None)
             if initiator is None:
@@ -470,11 +572,11 @@ class IscsiExports:
 
     async def remove(self, volume_id: str) -> None:
         """The volume's export gone, whoever is connected (the volume is deleted)."""
-        async with self._lock:
+        async with self._volume_lock(volume_id):
             await self._remove(volume_id)
 
     async def _remove(self, volume_id: str) -> None:
-        if not self.exporting(volume_id) and not await asyncio.to_thread(self.admin.answers):
+        if not self.exporting(volume_id) and not await self.admin.answers():
             return  # never exported, and no tgtd to ask
         tid = (await self.admin.targets()).get(self.iqn(volume_id))
         user, _ = chap_credentials(self._key(), volume_id)
