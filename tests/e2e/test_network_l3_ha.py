@@ -10,12 +10,13 @@ reach each other only through the router, which runs on host-b and host-c: keepa
 elects one of them by VRRP over the project's HA network; the agents report it and the
 API shows each one's `ha_state`; host-a sends the router's traffic to the active one.
 
-The active host's keepalived stopped: the other one takes the router, the ping goes on
-through it, the stopped one reports standby and its keepalived is started again. Then
-the new active host dies (its agent killed, its keepalived killed, its underlay cut):
-the other one takes the router back and the ping goes on. Needs root, keepalived,
-ping and RabbitMQ (and Open vSwitch for its half): skipped without them, failed
-under CI.
+The router starts as a plain one on host-b and is made HA (down, ha, up), then runs on
+host-b and host-c. The active host's keepalived stopped: the other one takes the router,
+the ping goes on through it, the stopped one reports standby and its keepalived is
+started again. Then the new active host dies (its agent killed, its keepalived killed,
+its underlay cut): the other one takes the router back and the ping goes on. Needs
+root, keepalived, ping and RabbitMQ (and Open vSwitch for its half): skipped without
+them, failed under CI.
 """
 
 from __future__ import annotations
@@ -162,17 +163,13 @@ def test_an_ha_router_fails_over_when_its_keepalived_stops_and_when_its_host_die
     ha_cloud: HaCloud,
 ):
     conn, cloud = ha_cloud.conn, ha_cloud
-    router = conn.network.create_router(name=f"ha-{cloud.tag}", ha=True)
-    # On host-b and host-c only (two agents: max_l3_agents_per_router), whichever the
-    # scheduler chose.
+    # A router that is not HA yet, running on host-b (its addresses set by the agent).
+    router = conn.network.create_router(name=f"ha-{cloud.tag}", ha=False)
     agents = {a.host: a for a in conn.network.agents(agent_type="L3 agent")}
-    hosting = {a.host for a in conn.network.routers_hosting_l3_agents(router)}
-    for host in hosting - set(NETWORK_HOSTS):
-        conn.network.remove_router_from_agent(agents[host], router)
-    for host in set(NETWORK_HOSTS) - hosting:
-        conn.network.add_router_to_agent(agents[host], router)
-    assert set(cloud.states(router.id)) == set(NETWORK_HOSTS)
-    guests, gateways = {}, {}
+    for agent in conn.network.routers_hosting_l3_agents(router):
+        conn.network.remove_router_from_agent(agent, router)
+    conn.network.add_router_to_agent(agents["host-b"], router)
+    guests = {}
     for i in (1, 2):
         net = conn.network.create_network(name=f"ha-{cloud.tag}-{i}")
         subnet = conn.network.create_subnet(network_id=net.id, cidr=f"10.6{i}.0.0/24",
@@ -182,7 +179,6 @@ def test_an_ha_router_fails_over_when_its_keepalived_stops_and_when_its_host_die
             network_id=net.id, binding_host_id="host-a", device_owner="compute:nova"
         )
         port = conn.network.get_port(port.id)
-        gateways[i] = subnet.gateway_ip
         guests[i] = (cloud.guest(f"g{i}", port, subnet.gateway_ip), port.fixed_ips[0]["ip_address"])
 
     def roles() -> tuple[str, str] | None:
@@ -192,11 +188,23 @@ def test_an_ha_router_fails_over_when_its_keepalived_stops_and_when_its_host_die
         standby = [h for h in NETWORK_HOSTS if states.get(h) == "standby"]
         return (active[0], standby[0]) if len(active) == len(standby) == 1 else None
 
-    wait_for("one host active, the other standby", lambda: roles() is not None, 90)
-    first, second = roles()
     (g1, _), (_, ip2) = guests[1], guests[2]
     wait_for("guest 1 reaches guest 2 through the router", lambda: ping(g1, ip2).returncode == 0,
              60)  # fmt: skip
+    # Made HA (taken down first, as Neutron wants), then on host-b and host-c only (two
+    # agents: max_l3_agents_per_router), whichever the scheduler chose.
+    conn.network.update_router(router, is_admin_state_up=False)
+    conn.network.update_router(router, is_ha=True)
+    conn.network.update_router(router, is_admin_state_up=True)
+    hosting = {a.host for a in conn.network.routers_hosting_l3_agents(router)}
+    for host in hosting - set(NETWORK_HOSTS):
+        conn.network.remove_router_from_agent(agents[host], router)
+    for host in set(NETWORK_HOSTS) - hosting:
+        conn.network.add_router_to_agent(agents[host], router)
+    assert set(cloud.states(router.id)) == set(NETWORK_HOSTS)
+    wait_for("one host active, the other standby", lambda: roles() is not None, 90)
+    first, second = roles()
+    wait_for("the ping through the HA router", lambda: ping(g1, ip2).returncode == 0, 60)
     # The active host's keepalived stops (SIGTERM: it gives the router up at once).
     stopped = cloud.keepalived_pid(first, router.id)
     assert stopped is not None and cloud.keepalived_pid(second, router.id) is not None

@@ -511,6 +511,9 @@ class LinuxBridgeDriver(NetworkDriver):
     async def _router(self, router: dict[str, Any], networks: dict[str, Any]) -> None:
         ns = self.router_ns(router["id"])
         ha = router.get("ha")
+        keepalived = self.keepalived(router["id"])
+        if not ha:  # (no longer HA: first, as it removes the addresses it added on exit)
+            await keepalived.stop()
         await cmd.add_namespace(ns)
         await cmd.sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
         if ha:  # before its legs are made: they inherit it
@@ -545,13 +548,13 @@ class LinuxBridgeDriver(NetworkDriver):
                     held = await cmd.addresses(ns, name)
                     addrs |= held & {primary_vip(ha["vr_id"])}
                     await self._addresses(ns, name, addrs)
+                elif keepalived.pid is None:  # (made HA: keepalived adds them if elected)
+                    await self._addresses(ns, name, set())
                 continue  # the others are keepalived's
             await self._addresses(ns, name, addrs)
         metadata_port = self.metadata_proxy.port if self.metadata_proxy else None
         await cmd.nft_load(ns, router_ruleset(router, gw_dev, metadata_port))
-        keepalived = self.keepalived(router["id"])
         if not ha:
-            await keepalived.stop()
             await self._routes(ns, router, gw_dev)
             return
         if not keepalived_installed():
