@@ -85,6 +85,31 @@ def test_virtual_host_style_names_the_bucket_in_the_host():
     assert (req.bucket, req.key, req.virtual_host) == ("media", "photos/2026.jpg", True)
 
 
+def test_a_repeated_header_is_one_field_of_its_values_in_order():
+    scope = {
+        "method": "GET",
+        "path": "/b/k",
+        "raw_path": b"/b/k",
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1:8080"), (b"X-Amz-Meta-A", b"1"),
+                    (b"x-amz-meta-a", b"2"), (b"Range", b"bytes=0-1")],
+    }  # fmt: skip
+    req = parse(scope, "")
+    assert req.headers == {"host": "127.0.0.1:8080", "x-amz-meta-a": "1,2", "range": "bytes=0-1"}
+
+
+def test_a_request_time_read_before_is_checked_against_the_clock_each_time():
+    """Request times are parsed once per value (the same second's requests share one);
+    the 15 minutes of skew are still measured from now on every request."""
+    req = signed_request(botocore.auth.S3SigV4Auth)
+    stale = "20200101T000000Z"
+    req.headers["x-amz-date"] = stale
+    for _ in range(2):
+        with pytest.raises(S3Error) as exc:
+            claim(req)
+        assert exc.value.code == "RequestTimeTooSkewed"
+
+
 def test_aws_streaming_example_chunks():
     """The example of AWS's "Signature Calculations for the Authorization Header:
     Transferring Payload in Multiple Chunks": 66560 bytes of 'a' in chunks of 64 KiB."""

@@ -44,10 +44,13 @@ def split_query(raw: str) -> list[tuple[str, str]]:
 
 
 def parse(scope: Scope, s3_domain: str) -> S3Request:
-    headers: dict[str, str] = {}
-    for k, v in scope["headers"]:
-        name, value = k.decode("latin-1").lower(), v.decode("latin-1")
-        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    raw_headers = scope["headers"]
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
+    if len(headers) != len(raw_headers):  # a repeated field: its values joined in order
+        headers = {}
+        for k, v in raw_headers:
+            name, value = k.decode("latin-1").lower(), v.decode("latin-1")
+            headers[name] = f"{headers[name]},{value}" if name in headers else value
     raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
     raw_path = raw_path.split("?", 1)[0]
     host = headers.get("host", "")

@@ -156,6 +156,8 @@ def _scope(credential: str) -> tuple[str, tuple[str, str, str]]:
 
 
 def _canonical_query(req: S3Request, exclude: str | None = None) -> str:
+    if not req.query:
+        return ""
     pairs = sorted((_uri_encode(k), _uri_encode(v)) for k, v in req.query if k != exclude)
     return "&".join(f"{k}={v}" for k, v in pairs)
 
