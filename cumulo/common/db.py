@@ -27,10 +27,11 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import URL, DateTime, MetaData, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.util import await_
 
 T = TypeVar("T")
 
@@ -76,6 +77,15 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _ping_postgresql(_dbapi_conn, record, _proxy) -> None:
+    """A pooled connection checked before use, in one round trip: SQLAlchemy's pre-ping
+    on asyncpg is three (BEGIN, `;`, ROLLBACK). A dead one is replaced by the pool."""
+    try:
+        await_(record.driver_connection.execute("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - whatever failed, try a new connection
+        raise DisconnectionError(f"database connection lost: {exc}") from exc
 
 
 def service_database_url(url: str | URL, service: str) -> URL:
@@ -237,7 +247,10 @@ class Database:
                 # Whatever the server's default, talk full 4-byte UTF-8.
                 sa_url = sa_url.update_query_dict({"charset": "utf8mb4"})
         else:
-            kwargs.update(pool_pre_ping=True)
+            # The checkout ping is _ping_postgresql; the pool keeps 10 of its at most 15
+            # connections (the default keeps 5: a busy process closed and opened
+            # connections all the time, each a TLS attempt and a server process).
+            kwargs.update(pool_size=10, max_overflow=5)
         if ":memory:" in url:
             raise ValueError("in-memory SQLite cannot be shared between connections")
         self.engine = create_async_engine(sa_url, **kwargs)
@@ -256,11 +269,18 @@ class Database:
             self._sync_sessions = sessionmaker(sync_engine, expire_on_commit=False)
         self._threads: dict[str, _Workers] = {}
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Reads need no transaction on PostgreSQL (READ COMMITTED: every statement has a
+        # snapshot of its own either way): no BEGIN and ROLLBACK round trips around them.
+        self._read_sessions = self._sessions
+        if sa_url.get_backend_name() == "postgresql":
+            event.listen(self.engine.sync_engine.pool, "checkout", _ping_postgresql)
+            reads = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._read_sessions = async_sessionmaker(reads, expire_on_commit=False)
         self._write_lock = _WriterLock()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        async with self._sessions() as session:
+        async with self._read_sessions() as session:
             yield session
 
     @asynccontextmanager
@@ -324,7 +344,7 @@ class Database:
         """`fn(session, *args, **kwargs)` for reading, in one call (see run_write);
         on SQLite in a reader thread, which never waits for the writer lock (WAL)."""
         if self._sync_sessions is None:
-            async with self._sessions() as session:
+            async with self._read_sessions() as session:
                 return await session.run_sync(fn, *args, **kwargs)
         return await self._thread("read", _SQLITE_READERS).submit(
             asyncio.get_running_loop(), _sync_read, self._sync_sessions, fn, args, kwargs

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from cumulo.common.db import Database
 from cumulo.compute.models import KeyPair
@@ -101,3 +102,57 @@ async def test_a_cancelled_waiter_does_not_keep_the_writer_lock(db):
     with pytest.raises(asyncio.CancelledError):
         await waiter
     assert await asyncio.wait_for(db.run_write(_add_key, "after"), 5) == 1
+
+
+# -- PostgreSQL: the checkout ping and reads without a transaction ---------------------
+
+
+@pytest.fixture
+def postgresql_url():
+    from tests.databases import ServerUnavailable, fresh_database
+
+    try:
+        with fresh_database("postgresql") as url:
+            yield url
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+def _backend(session) -> int:
+    return session.scalar(text("SELECT pg_backend_pid()"))
+
+
+def _in_a_transaction_block(session) -> bool:
+    # Outside a transaction block each statement is a transaction of its own.
+    xid = text("SELECT pg_current_xact_id()::text")
+    return session.scalar(xid) == session.scalar(xid)
+
+
+async def test_postgresql_reads_run_outside_a_transaction_and_writes_inside_one(postgresql_url):
+    database = Database(postgresql_url, "compute")
+    try:
+        await database.migrate()
+        assert await database.run_read(_in_a_transaction_block) is False
+        async with database.read() as s:
+            assert await s.run_sync(_in_a_transaction_block) is False
+        assert await database.run_write(_in_a_transaction_block) is True
+    finally:
+        await database.dispose()
+
+
+async def test_postgresql_connection_killed_in_the_pool_is_replaced_on_checkout(postgresql_url):
+    database = Database(postgresql_url, "compute")
+    try:
+        await database.migrate()
+        killed = await database.run_read(_backend)
+        admin = create_async_engine(postgresql_url.rsplit("/", 1)[0] + "/postgres")
+        async with admin.connect() as conn:
+            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": killed})
+        await admin.dispose()
+        await asyncio.sleep(0.2)
+        # The pool's one idle connection is dead: the checkout ping finds it, a new one serves.
+        backends = {await database.run_read(_backend), await database.run_write(_backend)}
+        assert killed not in backends
+        assert await database.run_write(_add_key, "after") == 1
+    finally:
+        await database.dispose()
