@@ -9,6 +9,7 @@ import time
 import traceback
 from typing import Any
 
+import orjson
 from opentelemetry.trace import SpanKind
 
 from cumulo.common import metrics, tracing
@@ -18,6 +19,24 @@ LOG = logging.getLogger(__name__)
 
 # Messages are JSON: {"method": str, "args": {...}, "context": {...}}.
 # Replies: {"result": ...} or {"error": {"type": str, "message": str}}.
+
+# orjson, held to what the json module accepts: datetimes and dataclasses are refused
+# rather than turned into strings on the way (both transports encode with it).
+_OPTIONS = (
+    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def encode(body: Any) -> bytes:
+    """A message or reply as the bus carries it (UTF-8 JSON)."""
+    return orjson.dumps(body, default=_refuse, option=_OPTIONS)
+
+
+decode = orjson.loads
 
 
 def envelope(method: str, args: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:

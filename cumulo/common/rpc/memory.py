@@ -10,24 +10,17 @@ import asyncio
 import time
 from typing import Any
 
-import orjson
-
 from cumulo.common import metrics
-from cumulo.common.rpc.base import Endpoint, RpcTimeout, Transport, dispatch, envelope, unwrap
-
-# orjson, held to what json (RabbitMQ's encoding) accepts: datetimes and dataclasses
-# are refused rather than turned into strings on the way.
-_OPTIONS = (
-    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+from cumulo.common.rpc.base import (
+    Endpoint,
+    RpcTimeout,
+    Transport,
+    decode,
+    dispatch,
+    encode,
+    envelope,
+    unwrap,
 )
-
-
-def _refuse(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def _encode(body: Any) -> bytes:
-    return orjson.dumps(body, default=_refuse, option=_OPTIONS)
 
 
 class MemoryTransport(Transport):
@@ -53,7 +46,7 @@ class MemoryTransport(Transport):
         self._consumers.clear()
 
     async def cast(self, topic: str, method: str, context: dict[str, Any], **args: Any) -> None:
-        body = _encode(envelope(method, args, context))
+        body = encode(envelope(method, args, context))
         self._queue(topic).put_nowait((body, None))
 
     async def call(
@@ -65,7 +58,7 @@ class MemoryTransport(Transport):
         timeout: float = 60.0,
         **args: Any,
     ) -> Any:
-        body = _encode(envelope(method, args, context))
+        body = encode(envelope(method, args, context))
         reply: asyncio.Future = asyncio.get_running_loop().create_future()
         started = time.perf_counter()
         self._queue(topic).put_nowait((body, reply))
@@ -74,15 +67,15 @@ class MemoryTransport(Transport):
         except TimeoutError:
             raise RpcTimeout(f"no reply from {topic}.{method} within {timeout}s") from None
         metrics.RPC_ROUND_TRIP.labels(method).observe(time.perf_counter() - started)
-        return unwrap(orjson.loads(raw))
+        return unwrap(decode(raw))
 
     async def serve(self, topic: str, endpoint: Endpoint) -> None:
         queue = self._queue(topic)
 
         async def handle(body: bytes, reply: asyncio.Future | None) -> None:
-            result = await dispatch(endpoint, orjson.loads(body))
+            result = await dispatch(endpoint, decode(body))
             if reply is not None and not reply.done():
-                reply.set_result(_encode(result))
+                reply.set_result(encode(result))
 
         async def consume() -> None:
             while True:

@@ -21,6 +21,9 @@
   channel, and one more for declaring servers' queues, which an older broker state can
   refuse), with AMQP heartbeats, as production brokers want it.
 - `call` replies come back on a per-process exclusive queue, matched by correlation id.
+  They are sent on a channel without publisher confirms: a reply is transient and
+  its caller waits for it with a timeout either way (lost, it is that timeout), so
+  neither the broker nor the server spends a confirm on it.
 - The connection is robust: lost connections are re-established with backoff, and
   channels, queues and consumers are restored.
 - Messages are acknowledged on receipt, as oslo.messaging does: a message is handled
@@ -31,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -45,7 +47,9 @@ from cumulo.common.rpc.base import (
     Endpoint,
     RpcTimeout,
     Transport,
+    decode,
     dispatch,
+    encode,
     envelope,
     is_server_topic,
     unwrap,
@@ -117,6 +121,9 @@ class RabbitTransport(Transport):
         # (an older cumulo's queue) closes its channel, never the one publishing.
         self._declarer: aio_pika.abc.AbstractChannel | None = None
         self._declaring = asyncio.Lock()
+        # Replies to calls, without publisher confirms (opened by the first reply).
+        self._replier: aio_pika.abc.AbstractChannel | None = None
+        self._replier_opening = asyncio.Lock()
 
     def queue_name(self, topic: str) -> str:
         return f"{self.namespace}.{topic}"
@@ -144,7 +151,7 @@ class RabbitTransport(Transport):
         for fut in self._pending.values():
             if not fut.done():
                 fut.cancel()
-        for channel in (self._declarer, self._channel):
+        for channel in (self._replier, self._declarer, self._channel):
             if channel is not None:
                 with contextlib.suppress(Exception):  # the connection may be gone already
                     await channel.close()
@@ -152,6 +159,7 @@ class RabbitTransport(Transport):
             self._connection.reconnect_callbacks.discard(self._on_reconnect)
             await self._shared.release()
         self._connection = self._channel = self._reply_queue = self._declarer = None
+        self._replier = None
         self._declared.clear()
 
     async def _declare(self, topic: str) -> None:
@@ -249,7 +257,7 @@ class RabbitTransport(Transport):
             await self._declare(topic)
         assert self._channel is not None
         message = aio_pika.Message(
-            json.dumps(body).encode(),
+            encode(body),
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             **props,
@@ -294,7 +302,7 @@ class RabbitTransport(Transport):
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         future = self._pending.get(message.correlation_id or "")
         if future is not None and not future.done():
-            future.set_result(json.loads(message.body))
+            future.set_result(decode(message.body))
 
     async def serve(self, topic: str, endpoint: Endpoint) -> None:
         """Consume the topic's queue. A broker that fails the declaration or the consume
@@ -343,17 +351,26 @@ class RabbitTransport(Transport):
 
     async def _handle(self, endpoint: Endpoint, message: AbstractIncomingMessage) -> None:
         try:
-            body = json.loads(message.body)
+            body = decode(message.body)
         except ValueError:
             LOG.error("dropping a message that is not JSON")
             return
         reply = await dispatch(endpoint, body)
-        if message.reply_to and self._channel is not None:
-            await self._channel.default_exchange.publish(
+        if message.reply_to and self._connection is not None:
+            channel = await self._replying_channel()
+            await channel.default_exchange.publish(
                 aio_pika.Message(
-                    json.dumps(reply).encode(),
+                    encode(reply),
                     content_type="application/json",
                     correlation_id=message.correlation_id,
                 ),
                 routing_key=message.reply_to,
             )
+
+    async def _replying_channel(self) -> aio_pika.abc.AbstractChannel:
+        if self._replier is None or self._replier.is_closed:
+            async with self._replier_opening:
+                if self._replier is None or self._replier.is_closed:
+                    assert self._connection is not None, "transport not started"
+                    self._replier = await self._connection.channel(publisher_confirms=False)
+        return self._replier
