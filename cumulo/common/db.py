@@ -246,11 +246,6 @@ class Database:
             if "charset" not in sa_url.query:
                 # Whatever the server's default, talk full 4-byte UTF-8.
                 sa_url = sa_url.update_query_dict({"charset": "utf8mb4"})
-        else:
-            # The checkout ping is _ping_postgresql; the pool keeps 10 of its at most 15
-            # connections (the default keeps 5: a busy process closed and opened
-            # connections all the time, each a TLS attempt and a server process).
-            kwargs.update(pool_size=10, max_overflow=5)
         if ":memory:" in url:
             raise ValueError("in-memory SQLite cannot be shared between connections")
         self.engine = create_async_engine(sa_url, **kwargs)
