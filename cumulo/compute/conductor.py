@@ -153,6 +153,8 @@ _SELECT_INSTANCE = select(*_INSTANCE_COLUMNS, Instance.deleted).where(
     _instances.c.uuid == bindparam("b_uuid")
 )
 _INSERT_EVENT = insert(_events)
+# The newest open event of that name finished, in one statement (the derived table lets
+# MySQL/MariaDB read the table they update).
 _OPEN_EVENT = (
     select(_events.c.id)
     .where(
@@ -162,10 +164,11 @@ _OPEN_EVENT = (
     )
     .order_by(_events.c.id.desc())
     .limit(1)
+    .subquery("open_event")
 )
 _FINISH_EVENT = (
     update(_events)
-    .where(_events.c.id == bindparam("b_id"))
+    .where(_events.c.id == select(_OPEN_EVENT.c.id).scalar_subquery())
     .values(
         finish_time=bindparam("finish_time"),
         result=bindparam("result"),
@@ -308,6 +311,38 @@ def _to_db_value(field: str, value: Any) -> Any:
     if field in ("launched_at", "terminated_at", "deleted_at") and isinstance(value, str):
         return datetime.fromisoformat(value.replace("Z", "")).replace(tzinfo=None)
     return value
+
+
+def _finished_later(events: list[dict[str, Any]], i: int) -> int | None:
+    """The index of the item finishing events[i] (a start) further in the list, if the
+    next item naming the same event is that finish."""
+    for j in range(i + 1, len(events)):
+        if events[j]["event"] == events[i]["event"]:
+            return j if events[j].get("finish") else None
+    return None
+
+
+def _finished(error: str | None) -> dict[str, Any]:
+    return {"finish_time": utcnow(), "result": "Error" if error else "Success", "traceback": error}
+
+
+def _insert_event(
+    conn,
+    action_id: int,
+    event: str,
+    host: str | None,
+    start: datetime,
+    finished: dict[str, Any] | None = None,
+) -> None:
+    """One event row: open, or already finished (`finished`: see _finished)."""
+    row = {
+        "action_id": action_id,
+        "event": event,
+        "host": host,
+        "start_time": start,
+        **(finished or {"finish_time": None, "result": None, "traceback": None}),
+    }
+    conn.execute(_INSERT_EVENT, row)
 
 
 class ConductorManager(MoveTasks, Endpoint):
@@ -639,47 +674,27 @@ class ConductorManager(MoveTasks, Endpoint):
                 self._action_ids.clear()
             self._action_ids[key] = action_id  # actions are never deleted: safe to keep
         conn = s.connection()
-        for item in events:
+        written: set[int] = set()  # finishes written with their start, as one row
+        for i, item in enumerate(events):
             event, error = item["event"], item.get("error")
             start = _to_db_value("launched_at", item.get("start_time")) or utcnow()
             if not item.get("finish"):
                 metrics.EVENT_TIMER.started(instance_uuid, request_id, event)
-                conn.execute(
-                    _INSERT_EVENT,
-                    {
-                        "action_id": action_id,
-                        "event": event,
-                        "host": host,
-                        "start_time": start,
-                        "finish_time": None,
-                        "result": None,
-                        "traceback": None,
-                    },
-                )
+                finish = _finished_later(events, i)
+                if finish is not None:  # started and finished in this write: one INSERT
+                    written.add(finish)
+                    finished = _finished(events[finish].get("error"))
+                    _insert_event(conn, action_id, event, host, start, finished)
+                else:
+                    _insert_event(conn, action_id, event, host, start)
                 continue
             metrics.EVENT_TIMER.finished(instance_uuid, request_id, event, bool(error))
-            now = utcnow()
-            finished = {
-                "finish_time": now,
-                "result": "Error" if error else "Success",
-                "traceback": error,
-            }
-            open_id = conn.execute(
-                _OPEN_EVENT, {"b_action_id": action_id, "b_event": event}
-            ).scalar()
-            if open_id is None:
-                conn.execute(
-                    _INSERT_EVENT,
-                    {
-                        "action_id": action_id,
-                        "event": event,
-                        "host": host,
-                        "start_time": min(start, now),
-                        **finished,
-                    },
-                )
-            else:
-                conn.execute(_FINISH_EVENT, {"b_id": open_id, **finished})
+            if i not in written:
+                finished = _finished(error)
+                params = {"b_action_id": action_id, "b_event": event, **finished}
+                if conn.execute(_FINISH_EVENT, params).rowcount != 1:  # none open: recorded
+                    start = min(start, finished["finish_time"])
+                    _insert_event(conn, action_id, event, host, start, finished)
             if error:
                 s.execute(
                     update(InstanceAction)
