@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import Text, bindparam, cast, delete, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from cumulo.common import metrics
@@ -227,8 +228,84 @@ def _block_devices(s: Session, instance_uuid: str) -> list[dict[str, Any]]:
     return [dict(row._mapping) for row in rows]
 
 
+# What a host's report says of its node, and those of them held as JSON.
+_NODE_FIELDS = (
+    "hypervisor_type",
+    "hypervisor_version",
+    "vcpus",
+    "memory_mb",
+    "local_gb",
+    "cpu_arch",
+    "cpu_info",
+    "cpu_allocation_ratio",
+    "ram_allocation_ratio",
+    "disk_allocation_ratio",
+    "reserved_host_memory_mb",
+    "reserved_host_disk_gb",
+    "traits",
+)
+_JSON_FIELDS = {"cpu_info", "traits"}
+
+
+@functools.lru_cache(maxsize=16)
+def _heartbeat_statement(fields: tuple[str, ...]):
+    """The heartbeat of a host whose node already holds what it reports, as one UPDATE of
+    its service row (bind parameters b_host, b_node, v_now, v_zone and n_<field>): no row
+    matched means a new host or a changed node, which _full_report writes."""
+    service, node = ComputeService.__table__, ComputeNode.__table__
+    zoned = (
+        select(AggregateMetadata.value)
+        .join(AggregateHost, AggregateHost.aggregate_id == AggregateMetadata.aggregate_id)
+        .where(
+            AggregateHost.host == bindparam("b_host"), AggregateMetadata.key == "availability_zone"
+        )
+        .limit(1)
+        .scalar_subquery()
+    )
+    unchanged = [
+        node.c.hypervisor_hostname == bindparam("b_node"),
+        node.c.host == bindparam("b_host"),
+    ]
+    for f in fields:
+        if f in _JSON_FIELDS:  # compared as the text SQLAlchemy's JSON type stored
+            unchanged.append(cast(node.c[f], Text) == bindparam(f"n_{f}", type_=Text()))
+        else:
+            value = bindparam(f"n_{f}", type_=node.c[f].type)
+            unchanged.append(node.c[f].is_not_distinct_from(value))
+    return (
+        update(service)
+        .where(
+            service.c.host == bindparam("b_host"),
+            service.c.binary == COMPUTE_BINARY,
+            exists().where(*unchanged),
+        )
+        .values(
+            last_seen_up=bindparam("v_now"),
+            report_count=func.coalesce(service.c.report_count, 0) + 1,
+            availability_zone=func.coalesce(func.nullif(zoned, ""), bindparam("v_zone")),
+        )
+    )
+
+
 def _node_report(s: Session, host: str, resources: dict[str, Any], availability_zone: str) -> None:
-    """compute_node_report's transaction: the service's heartbeat and the node's capacity."""
+    """compute_node_report's transaction: the service's heartbeat and the node's capacity.
+    A heartbeat that changes nothing but the service's is one statement (most of them:
+    100 hosts send 10 a second); otherwise the rows are read and written (_full_report)."""
+    fields = tuple(f for f in _NODE_FIELDS if f in resources)
+    params = {
+        "b_host": host,
+        "b_node": resources["hypervisor_hostname"],
+        "v_now": utcnow(),
+        "v_zone": availability_zone,
+    }
+    for f in fields:
+        # JSON as SQLAlchemy's JSON type writes it (no json_serializer is configured).
+        params[f"n_{f}"] = json.dumps(resources[f]) if f in _JSON_FIELDS else resources[f]
+    if s.connection().execute(_heartbeat_statement(fields), params).rowcount != 1:
+        _full_report(s, host, resources, availability_zone)
+
+
+def _full_report(s: Session, host: str, resources: dict[str, Any], availability_zone: str) -> None:
     now = utcnow()
     service = s.scalar(
         select(ComputeService).where(
@@ -271,21 +348,7 @@ def _node_report(s: Session, host: str, resources: dict[str, Any], availability_
         )
         s.add(node)
     node.host = host
-    for field in (
-        "hypervisor_type",
-        "hypervisor_version",
-        "vcpus",
-        "memory_mb",
-        "local_gb",
-        "cpu_arch",
-        "cpu_info",
-        "cpu_allocation_ratio",
-        "ram_allocation_ratio",
-        "disk_allocation_ratio",
-        "reserved_host_memory_mb",
-        "reserved_host_disk_gb",
-        "traits",
-    ):
+    for field in _NODE_FIELDS:
         if field in resources:
             setattr(node, field, resources[field])
 
