@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -68,6 +69,7 @@ from cumulo.cloud import prepare_state_dir  # noqa: E402
 from cumulo.common.config import load_config, write_config  # noqa: E402
 
 RABBIT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
+POSTGRESQL = "postgresql+asyncpg://postgres@127.0.0.1:5432/"
 COMPUTE_HOST = "bench"  # the main host's name; the fake ones are bench-fake1..
 TARGET_BOOTS_PER_S = 100
 TARGET_P50 = 0.200
@@ -729,6 +731,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the broker of the rabbit and cluster setups, e.g. with a vhost of the run's own "
         f"(default {RABBIT_URL})",
     )
+    p.add_argument(
+        "--postgresql",
+        default=POSTGRESQL,
+        help="the PostgreSQL server of the rabbit and cluster setups, e.g. an instance of the "
+        f"run's own (the cluster holds up to 90 connections; default {POSTGRESQL})",
+    )
     p.add_argument("--poll-interval", type=float, default=0.05, help="seconds between polls")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for ACTIVE")
     p.add_argument("--keep", action="store_true", help="keep the state dir and the server log")
@@ -761,7 +769,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(run_setup(args, Setup("all-in-one, SQLite + memory bus")))
         elif name in ("rabbit", "cluster"):
             from tests.cluster import delete_queues
-            from tests.databases import fresh_database
+            from tests.databases import SERVERS, fresh_database
+
+            server = args.postgresql.rstrip("/") + "/"
+            SERVERS["postgresql"] = dataclasses.replace(
+                SERVERS["postgresql"], admin_url=server + "postgres", url_prefix=server
+            )
 
             namespace = f"bench-{uuid.uuid4().hex[:8]}"
             label = "RabbitMQ + PostgreSQL"
