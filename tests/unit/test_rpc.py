@@ -10,6 +10,7 @@ import pytest
 
 from cumulo.common.request_ids import global_request_id_var, request_id_var, working_for
 from cumulo.common.rpc import Endpoint, RemoteError, RpcTimeout, get_transport
+from cumulo.common.rpc.rabbit import RabbitTransport
 from tests.conftest import skip_or_fail
 
 RABBIT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
@@ -122,6 +123,29 @@ async def test_cast_before_the_server_starts_waits_in_the_queue(bus):
     await bus.serve(topic, conductor)
     await asyncio.wait_for(conductor.event.wait(), 10)
     assert conductor.seen[0][1] == {"instance_uuids": ["late"]}
+
+
+async def test_messages_waiting_for_a_server_are_each_handled_once(bus):
+    # They arrive together and are acknowledged together (RabbitMQ: one ack of many):
+    # a server that takes the topic over afterwards gets none of them again.
+    topic = topic_for(bus, "conductor")
+    for i in range(100):
+        await bus.cast(topic, "build_instances", CONTEXT, instance_uuids=[str(i)])
+    first = Conductor()
+    await bus.serve(topic, first)
+    for _ in range(100):
+        if len(first.seen) == 100:
+            break
+        await asyncio.sleep(0.1)
+    assert sorted(int(args["instance_uuids"][0]) for _, args in first.seen) == list(range(100))
+    if not isinstance(bus, RabbitTransport):
+        return  # the memory bus's queues go with it
+    await bus.close()
+    again, second = get_transport(RABBIT_URL), Conductor()
+    await again.serve(topic, second)
+    await asyncio.sleep(1.0)
+    await again.close()
+    assert second.seen == []
 
 
 async def test_many_concurrent_calls(bus):

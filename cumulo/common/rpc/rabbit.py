@@ -27,7 +27,9 @@
 - The connection is robust: lost connections are re-established with backoff, and
   channels, queues and consumers are restored.
 - Messages are acknowledged on receipt, as oslo.messaging does: a message is handled
-  at most once even when the consumer dies mid-way.
+  at most once even when the consumer dies mid-way. Those that arrive together are
+  acknowledged by one ack (`multiple`, up to the newest of them), sent before their
+  handling has done anything but start.
 """
 
 from __future__ import annotations
@@ -121,6 +123,8 @@ class RabbitTransport(Transport):
         # (an older cumulo's queue) closes its channel, never the one publishing.
         self._declarer: aio_pika.abc.AbstractChannel | None = None
         self._declaring = asyncio.Lock()
+        # The newest delivery received and not yet acknowledged (see _acknowledge).
+        self._unacked: AbstractIncomingMessage | None = None
         # Replies to calls, without publisher confirms (opened by the first reply).
         self._replier: aio_pika.abc.AbstractChannel | None = None
         self._replier_opening = asyncio.Lock()
@@ -342,12 +346,43 @@ class RabbitTransport(Transport):
         self._declared.add(topic)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            await message.ack()
+            self._acknowledge(message)
             task = asyncio.create_task(self._handle(endpoint, message))
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
 
         await queue.consume(on_message)
+
+    def _acknowledge(self, message: AbstractIncomingMessage) -> None:
+        """Acknowledge a delivery on receipt. The deliveries of one read from the broker
+        are acknowledged together by one ack of the newest (`multiple`: every delivery
+        on the channel up to it; all of them are acknowledged on receipt, and the reply
+        queue's deliveries need none), sent at the end of this turn of the event loop."""
+        pending = self._unacked
+        if pending is not None and pending.channel is not message.channel:
+            self._send_ack(pending)  # delivered on a channel that is gone since
+            pending = None
+        if pending is None:
+            asyncio.get_running_loop().call_soon(self._send_pending_ack)
+        if pending is None or (message.delivery_tag or 0) > (pending.delivery_tag or 0):
+            self._unacked = message
+
+    def _send_pending_ack(self) -> None:
+        message, self._unacked = self._unacked, None
+        if message is not None:
+            self._send_ack(message)
+
+    def _send_ack(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.create_task(self._ack(message))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    @staticmethod
+    async def _ack(message: AbstractIncomingMessage) -> None:
+        try:
+            await message.ack(multiple=True)
+        except BROKER_REFUSALS as exc:  # the channel closed: the broker redelivers them
+            LOG.warning("could not acknowledge deliveries up to %s: %s", message.delivery_tag, exc)
 
     async def _handle(self, endpoint: Endpoint, message: AbstractIncomingMessage) -> None:
         try:
