@@ -178,7 +178,7 @@ def tiny_qcow2(directory: Path) -> bytes:
     return path.read_bytes()
 
 
-async def wait_for_hosts(compute: Connection, count: int, timeout: float = 120.0) -> None:
+async def wait_for_hosts(compute: Connection, count: int, timeout: float = 300.0) -> None:
     timeout = max(timeout, count * 0.6)  # hosts start one after the other in each process
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
