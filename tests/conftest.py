@@ -58,6 +58,20 @@ def cloud(tmp_path_factory: pytest.TempPathFactory):
         yield runner
 
 
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def each_database_url(request: pytest.FixtureRequest, tmp_path: Path):
+    """The URL of a fresh database of each engine in turn: a SQLite file of the test's
+    own, then a new database on the PostgreSQL and the MariaDB server."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+        return
+    try:
+        with fresh_database(request.param) as url:
+            yield url
+    except ServerUnavailable as exc:
+        skip_or_fail(f"{request.param} is not reachable: {exc}")
+
+
 @pytest.fixture(scope="session")
 def admin_token(cloud: CloudRunner) -> str:
     return cloud.token("admin")

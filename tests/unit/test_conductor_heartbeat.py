@@ -38,23 +38,9 @@ RESOURCES = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'compute.db'}"
-        return
-    from tests.databases import ServerUnavailable, fresh_database
-
-    try:
-        with fresh_database(request.param) as url:
-            yield url
-    except ServerUnavailable as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.fixture
-async def conductor(database_url):
-    db = Database(database_url, "compute")
+async def conductor(each_database_url):
+    db = Database(each_database_url, "compute")
     await db.migrate()
     yield ConductorManager(db, get_transport("memory://"))
     await db.dispose()
