@@ -90,14 +90,18 @@ def children(parent: int) -> set[int]:
     return found
 
 
-def add_underlay(bridge: str, devices: list[str]) -> None:
+def add_underlay(bridge: str, devices: list[str], netns: str | None = None) -> None:
     """The hosts' underlay: each host's interface (a veth, its peer `<device>p`) on a
-    bridge of the test's, MTU 1550 (the overlay keeps 1500)."""
-    _ip("link", "add", bridge, "type", "bridge")
-    _ip("link", "set", bridge, "mtu", "1550", "up")
+    bridge of the test's, MTU 1550 (the overlay keeps 1500). The bridge and the peers in
+    `netns` when given (a namespace of the test's: the machine's own addresses, which
+    the root namespace answers ARP for on any interface, stay off the wire)."""
+    on = ("-n", netns) if netns else ()
+    _ip(*on, "link", "add", bridge, "type", "bridge")
+    _ip(*on, "link", "set", bridge, "mtu", "1550", "up")
     for device in devices:
-        _ip("link", "add", device, "type", "veth", "peer", "name", f"{device}p")
-        _ip("link", "set", f"{device}p", "master", bridge, "mtu", "1550", "up")
+        _ip("link", "add", device, "type", "veth", "peer", "name", f"{device}p",
+            *(("netns", netns) if netns else ()))  # fmt: skip
+        _ip(*on, "link", "set", f"{device}p", "master", bridge, "mtu", "1550", "up")
         _ip("link", "set", device, "mtu", "1550")
 
 

@@ -215,6 +215,21 @@ def plug_guest(runner: CloudRunner, ns: str, port) -> None:
         sh("ip", "-n", details["netns"], "link", "set", tap, "master", details["bridge_name"])
 
 
+def attach_external(driver: LinuxBridgeDriver, device: str, network_id: str) -> None:
+    """A device in the data plane's namespace onto the external network (br-ex on
+    openvswitch, as an operator adds the host's outside interface to it)."""
+    if isinstance(driver, openvswitch.OpenvSwitchDriver):
+        db = ovsdb.Ovsdb(driver.daemons.remote)
+        try:
+            db.ensure_port(openvswitch.EXTERNAL, device)
+        finally:
+            db.close()
+        sh("ip", "-n", driver.host_ns, "link", "set", device, "up")
+    else:
+        sh("ip", "-n", driver.host_ns, "link", "set", device, "master",
+           bridge_name(network_id), "up")  # fmt: skip
+
+
 class Lab:
     """The cloud, its data plane, and the namespaces standing in for guests."""
 
@@ -246,19 +261,6 @@ class Lab:
         ns = f"{self.tag}{name}"
         plug_guest(self.runner, ns, port)
         return ns
-
-    def attach_external(self, device: str, network_id: str) -> None:
-        """A host-side device onto the external network (br-ex on openvswitch)."""
-        if isinstance(self.driver, openvswitch.OpenvSwitchDriver):
-            db = ovsdb.Ovsdb(self.driver.daemons.remote)
-            try:
-                db.ensure_port(openvswitch.EXTERNAL, device)
-            finally:
-                db.close()
-            sh("ip", "-n", self.driver.host_ns, "link", "set", device, "up")
-        else:
-            sh("ip", "-n", self.driver.host_ns, "link", "set", device, "master",
-               bridge_name(network_id), "up")  # fmt: skip
 
     def server(self, name: str, port) -> dict:
         """A server (the fake hypervisor's) behind `port`: the metadata service knows it."""
@@ -381,7 +383,7 @@ def test_guests_get_dhcp_cross_the_router_obey_groups_and_answer_on_floating_ips
        "netns", lab.driver.host_ns)  # fmt: skip
     sh("ip", "-n", ext, "addr", "add", "172.24.4.1/24", "dev", "eth0")
     sh("ip", "-n", ext, "link", "set", "eth0", "up")
-    lab.attach_external("ext0", public.id)
+    attach_external(lab.driver, "ext0", public.id)
     assert ping(ext, fip.floating_ip_address, attempts=5).returncode == 0
     # ...and the guests behind the router reach the outside by SNAT.
     assert ping(g1, "172.24.4.1", attempts=3).returncode == 0
