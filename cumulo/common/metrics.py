@@ -75,6 +75,12 @@ DATAPLANE_APPLY_SECONDS = Histogram(
     "Time to converge a host's data plane on the desired state.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+DATAPLANE_WIRE_SECONDS = Histogram(
+    "cumulo_dataplane_wire_duration_seconds",
+    "Time to wire a host's ports (bridges, taps, firewall) and report them up, before "
+    "the DHCP servers and routers of the same state.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 
 
 class EventTimer:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from cumulo.common.rpc import Endpoint, get_transport
 from cumulo.network.dataplane.agent import SERVER_TOPIC, NetworkAgent, agent_topic
 from cumulo.network.dataplane.noop import NoopDriver
@@ -70,9 +72,9 @@ def test_agent_leaves_ports_whose_binding_failed_unwired_and_applies_under_the_r
     from cumulo.common.request_ids import global_request_id_var, request_id_var, working_for
 
     class Recording(NoopDriver):
-        async def apply(self, state: dict[str, Any], wired=None) -> None:
+        async def apply(self, state: dict[str, Any], wired=None, generation=None) -> None:
             self.ids = (request_id_var.get(), global_request_id_var.get())
-            await super().apply(state, wired)
+            await super().apply(state, wired, generation)
 
     async def scenario() -> None:
         transport = get_transport("memory://")
@@ -98,6 +100,68 @@ def test_agent_leaves_ports_whose_binding_failed_unwired_and_applies_under_the_r
         assert [p["id"] for p in driver.state["ports"]] == ["wired"]
         assert server.up == ("host-a", ["wired"])  # never reported up: it stays DOWN
         assert driver.ids == ("req-port-update", global_id)
+        await agent.stop()
+        await transport.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_port_is_reported_up_while_an_apply_of_other_networks_is_still_running():
+    class SlowServices(NoopDriver):
+        """Wires ports at once; its whole apply waits on `held` (a slow DHCP server)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.held: asyncio.Event | None = None
+            self.applying = asyncio.Event()
+            self.wired: list[int] = []
+
+        async def wire(self, state: dict[str, Any], generation: int) -> bool:
+            self.wired.append(generation)
+            return True
+
+        async def apply(self, state: dict[str, Any], wired=None, generation=None) -> None:
+            if self.held is not None:
+                self.applying.set()
+                await self.held.wait()
+            await super().apply(state, wired, generation)
+
+    def port(port_id: str, network_id: str) -> dict[str, Any]:
+        return {"id": port_id, "network_id": network_id, "vif_type": "bridge"}
+
+    async def scenario() -> None:
+        transport = get_transport("memory://")
+        server = FakeServer()
+        server.state = {"networks": [{"id": "n1"}], "ports": [port("p1", "n1")], "routers": []}
+        await transport.serve(SERVER_TOPIC, server)
+        driver = SlowServices()
+        agent = NetworkAgent(transport, "host-a", driver, min_interval=0.05)
+        await agent.start()
+        await agent.wait_idle()
+        assert server.up == ("host-a", ["p1"])
+
+        # Another tenant's network: its apply is slow (held).
+        driver.held = asyncio.Event()
+        server.state = {**server.state, "networks": [{"id": "n1"}, {"id": "n2"}]}
+        await transport.cast(agent_topic("host-a"), "sync", {})
+        await asyncio.wait_for(driver.applying.wait(), 5)
+        # A guest's port on n1 meanwhile: up without waiting for that apply.
+        server.state = {**server.state, "ports": [port("p1", "n1"), port("p2", "n1")]}
+        await transport.cast(agent_topic("host-a"), "sync", {})
+        for _ in range(100):
+            if server.up == ("host-a", ["p1", "p2"]):
+                break
+            await asyncio.sleep(0.02)
+        assert server.up == ("host-a", ["p1", "p2"])
+        assert driver.applied == 1  # the held apply has not ended
+        with pytest.raises(TimeoutError):  # not idle while an apply is held
+            await agent.wait_idle(0.2)
+
+        # Released, the held apply ends and the newest state read is applied whole.
+        driver.held.set()
+        await agent.wait_idle()
+        assert [p["id"] for p in driver.state["ports"]] == ["p1", "p2"]
+        assert driver.wired == sorted(driver.wired)  # states wired in the order read
         await agent.stop()
         await transport.close()
 

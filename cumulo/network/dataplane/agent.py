@@ -1,9 +1,20 @@
 """The network agent (one per host, topic `network.<host>`) and the server endpoint it asks.
 
 `sync` casts are coalesced: however many changes arrive, the agent fetches the
-desired state at most once per `min_interval` and hands it to its driver, under the
-request ids of the changes it applies (its log lines name the requests, as Neutron's
-agents' do). Ports whose binding failed on this host (`binding:vif_type`
+desired state at most once per `min_interval`, under the request ids of the changes it
+applies (its log lines name the requests, as Neutron's agents' do). Each state read goes
+two ways, as Neutron's L2 agent works apart from its DHCP and L3 agents:
+
+- wired at once (`NetworkDriver.wire`): the networks' bridges, the guests' ports and
+  their security groups; the ports are reported up (ACTIVE) then. A boot waits for
+  this, not for other tenants' DHCP servers and routers.
+- applied whole (`NetworkDriver.apply`) by a second task, one apply at a time, with
+  the newest state read when the previous apply ends: DHCP servers, routers, and the
+  removal of what is gone. It is the safety net: it converges everything, and wires
+  the ports itself when their wiring failed (or the driver has no fast path).
+
+States are numbered as they are read; a driver never lets an older state's wiring undo
+a newer one's. Ports whose binding failed on this host (`binding:vif_type`
 `binding_failed`) are not wired: they stay DOWN, as with ML2's agents.
 """
 
@@ -13,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from cumulo.common import metrics
@@ -66,6 +78,16 @@ class NetworkStateEndpoint(Endpoint):
             await self.service.mark_ports_active(host, port_ids)
 
 
+@dataclass
+class _Read:
+    """A desired state read, waiting for the whole apply (the newest replaces it)."""
+
+    generation: int
+    state: dict[str, Any]
+    requests: list[tuple[str, str | None]]  # the changes it applies, oldest first
+    reported: bool  # its ports were wired and reported up already
+
+
 class NetworkAgent(Endpoint):
     def __init__(
         self, transport: Transport, host: str, driver: NetworkDriver, min_interval: float = 1.0
@@ -76,14 +98,20 @@ class NetworkAgent(Endpoint):
         self.min_interval = min_interval
         self._dirty = asyncio.Event()
         self._idle = asyncio.Event()
+        self._reading = False  # between a change seen and its state handed to the apply
+        self._applying = False
+        self._generation = 0  # of the last state read
+        self._next: _Read | None = None  # the newest state read and not yet applied whole
+        self._due = asyncio.Event()  # _next is set
         self._task: asyncio.Task | None = None
+        self._applier: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
         self._watch: asyncio.Task | None = None
         self._ha_watch: asyncio.Task | None = None
         self._ha_reported: dict[str, str] = {}
         self._registered = False
         # The (request id, global request id) of each change announced since the last
-        # apply, oldest first.
+        # read, oldest first.
         self._requests: list[tuple[str, str | None]] = []
         self._unbound: set[str] = set()  # ports left unwired: their binding failed
 
@@ -92,12 +120,13 @@ class NetworkAgent(Endpoint):
         await self.transport.serve(agent_topic(self.host), self)
         self._dirty.set()
         self._task = asyncio.create_task(self._run())
+        self._applier = asyncio.create_task(self._apply_loop())
         self._heartbeat = asyncio.create_task(self._report())
         self._watch = asyncio.create_task(self.driver.watch(lambda: self.sync({})))
         self._ha_watch = asyncio.create_task(self._watch_ha())
 
     async def stop(self) -> None:
-        for task in (self._ha_watch, self._watch, self._heartbeat, self._task):
+        for task in (self._ha_watch, self._watch, self._heartbeat, self._task, self._applier):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -168,26 +197,10 @@ class NetworkAgent(Endpoint):
         """Until every change announced so far has been applied (for tests and tools)."""
         await asyncio.wait_for(self._idle.wait(), timeout)
 
-    async def _converge(self, state: dict[str, Any]) -> None:
-        """Apply `state`; its ports are reported up as soon as the driver has wired them
-        (before other networks' DHCP servers and routers), else once it is all done."""
-        reported = False
-        state = {**state, "ports": self._wired_ports(state.get("ports", []))}
-
-        async def ports_up() -> None:
-            nonlocal reported
-            await self.transport.call(
-                SERVER_TOPIC, "ports_up", {}, host=self.host,
-                port_ids=[p["id"] for p in state["ports"]], timeout=60,
-            )  # fmt: skip
-            reported = True
-
-        await self.driver.apply(state, ports_up)
-        if not reported:  # a driver that does not say when its ports are wired
-            await ports_up()
-        LOG.debug(
-            "network agent %s: applied %d networks, %d ports, %d routers",
-            self.host, *(len(state.get(key) or ()) for key in ("networks", "ports", "routers")),
+    async def _ports_up(self, state: dict[str, Any]) -> None:
+        await self.transport.call(
+            SERVER_TOPIC, "ports_up", {}, host=self.host,
+            port_ids=[p["id"] for p in state["ports"]], timeout=60,
         )  # fmt: skip
 
     def _wired_ports(self, ports: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -203,19 +216,30 @@ class NetworkAgent(Endpoint):
         return [p for p in ports if p["id"] not in failed]
 
     async def _run(self) -> None:
+        """Read the desired state after changes (at most once per min_interval), wire its
+        ports, and hand it to the whole apply."""
+        loop = asyncio.get_running_loop()
         while True:
             await self._dirty.wait()
+            started = loop.time()
+            self._reading = True
             self._dirty.clear()
             requests, self._requests = self._requests, []
-            with self._working_for(requests):
-                await self._sync_once()
-            if not self._dirty.is_set():
-                self._idle.set()
-            await asyncio.sleep(self.min_interval)
+            try:
+                with working_for(*requests[-1]) if requests else contextlib.nullcontext():
+                    read = await self._read_and_wire(requests)
+                if read is not None:
+                    if self._next is not None:  # not applied yet: this one covers it
+                        read.requests = self._next.requests + read.requests
+                    self._next = read
+                    self._due.set()
+            finally:
+                self._reading = False
+            self._set_idle_if_done()
+            await asyncio.sleep(max(0.0, started + self.min_interval - loop.time()))
 
-    async def _sync_once(self) -> None:
-        """Register if not yet, then fetch the desired state and apply it."""
-        started = time.monotonic()
+    async def _read_and_wire(self, requests: list[tuple[str, str | None]]) -> _Read | None:
+        """Register if not yet, read the desired state, wire its ports (the fast path)."""
         try:
             if not self._registered:
                 # Registered (and given its networks and routers) before it asks
@@ -231,10 +255,67 @@ class NetworkAgent(Endpoint):
             state = await self.transport.call(
                 SERVER_TOPIC, "desired_state", {}, host=self.host, timeout=60
             )
-            await self._converge(state)
+        except Exception:  # noqa: BLE001 - keep the agent alive; the next sync retries
+            LOG.exception("network agent %s: reading the desired state failed", self.host)
+            metrics.DATAPLANE_APPLIES.labels("error").inc()
+            self._requests = requests + self._requests
+            self._dirty.set()
+            return None
+        self._generation += 1
+        state = {**state, "ports": self._wired_ports(state.get("ports", []))}
+        started = time.monotonic()
+        try:
+            reported = await self.driver.wire(state, self._generation)
+            if reported:
+                await self._ports_up(state)
+                metrics.DATAPLANE_WIRE_SECONDS.observe(time.monotonic() - started)
+        except Exception:  # noqa: BLE001 - the whole apply wires them
+            LOG.exception("network agent %s: wiring the ports failed", self.host)
+            reported = False
+        return _Read(self._generation, state, requests, reported)
+
+    async def _apply_loop(self) -> None:
+        """Apply the newest state read whole, one apply at a time."""
+        while True:
+            await self._due.wait()
+            self._due.clear()
+            read, self._next = self._next, None
+            if read is None:
+                continue
+            with self._working_for(read.requests):
+                await self._apply(read)
+            self._set_idle_if_done()
+
+    def _set_idle_if_done(self) -> None:
+        """Idle: no change unread, no state unapplied, no apply running."""
+        if not (self._dirty.is_set() or self._reading or self._next or self._applying):
+            self._idle.set()
+
+    async def _apply(self, read: _Read) -> None:
+        """Apply a state whole; its ports are reported up as soon as the driver has
+        wired them (unless they were already), else once it is all done."""
+        started = time.monotonic()
+        state, reported = read.state, read.reported
+        self._applying = True
+
+        async def ports_up() -> None:
+            nonlocal reported
+            await self._ports_up(state)
+            reported = True
+
+        try:
+            await self.driver.apply(state, None if reported else ports_up, read.generation)
+            if not reported:  # a driver that does not say when its ports are wired
+                await ports_up()
             metrics.DATAPLANE_APPLIES.labels("ok").inc()
             metrics.DATAPLANE_APPLY_SECONDS.observe(time.monotonic() - started)
         except Exception:  # noqa: BLE001 - keep the agent alive; the next sync retries
             LOG.exception("network agent %s: sync failed", self.host)
             metrics.DATAPLANE_APPLIES.labels("error").inc()
             self._dirty.set()
+        finally:
+            self._applying = False
+        LOG.debug(
+            "network agent %s: applied %d networks, %d ports, %d routers",
+            self.host, *(len(state.get(key) or ()) for key in ("networks", "ports", "routers")),
+        )  # fmt: skip

@@ -40,11 +40,23 @@ class NetworkDriver(abc.ABC):
         return {}
 
     @abc.abstractmethod
-    async def apply(self, state: dict[str, Any], wired: Wired | None = None) -> None:
+    async def apply(
+        self, state: dict[str, Any], wired: Wired | None = None, generation: int | None = None
+    ) -> None:
         """Make the host match `state`: create what is missing, remove what is not wanted.
         `wired`, when given, may be awaited once the guests' ports are wired (L2 and their
         security groups), before DHCP servers and routers: when they may go ACTIVE (as
-        Neutron's L2 agent reports them, apart from the DHCP and L3 agents)."""
+        Neutron's L2 agent reports them, apart from the DHCP and L3 agents). `generation`
+        numbers the states in the order they were read (see `wire`); None: the newest."""
+
+    async def wire(self, state: dict[str, Any], generation: int) -> bool:
+        """The fast path for ports, run while an `apply` of an older state may be busy
+        with DHCP servers and routers: the state's networks' bridges and its guests'
+        ports wired (L2 and their security groups), nothing removed. True when they are
+        wired (they may go ACTIVE); False when this driver has no fast path (its ports
+        are wired by `apply`). A state older than one already wired changes nothing:
+        the newer one's wiring stands, and the next `apply` removes what is gone."""
+        return False
 
     @abc.abstractmethod
     async def teardown(self) -> None:

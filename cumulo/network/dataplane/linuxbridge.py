@@ -33,6 +33,14 @@ it the same as the router's would.
 since the last apply are skipped; after a restart everything is ensured again (each
 step is idempotent) and anything with the prefix that is no longer wanted is removed,
 processes in its namespace included.
+
+`wire` is the ports' fast path (see the agent): the host namespace's side of a state
+(bridges, physical, VXLAN and host legs, taps, firewall) under a lock that an apply
+holds only for that same side and its removals, not while it makes DHCP servers and
+routers, so a guest's port is wired while an apply of an older state is busy with other
+networks' namespaces. Only a state newer than the last one wired is wired (an apply
+skips its own wiring when a newer state's is done), and an apply's removals spare what
+the newest wired state wants: an older state never undoes a newer one.
 """
 
 from __future__ import annotations
@@ -66,6 +74,7 @@ PREFIX = "cmlo-"
 TOOLS = ("ip", "nft", "dnsmasq", "sysctl")
 # Which state dir each scope belongs to (tmpfs, like the namespaces: gone at reboot).
 REGISTRY = Path("/run/cumulo-network")
+EMPTY: dict[str, Any] = {"networks": [], "ports": [], "routers": []}  # a host with nothing
 
 
 class MetadataProxy(Protocol):
@@ -168,7 +177,13 @@ class LinuxBridgeDriver(NetworkDriver):
         self.physical: dict[str, str] = {}
         self.applied: dict[str, str] = {}  # object -> fingerprint of what was applied
         self.ha_routers: dict[str, dict[str, Any]] = {}  # the HA routers applied, by id
+        self._applying = asyncio.Lock()  # one full apply at a time
+        # The host namespace's devices and the firewall: `wire` and an apply's wiring and
+        # removals take turns; DHCP servers and routers are made without it.
         self._lock = asyncio.Lock()
+        self._generation = 0  # the newest state's generation given so far
+        # The newest state wired: its generation, its applied keys, the state.
+        self._newest_wired: tuple[int, set[str], dict[str, Any]] = (0, set(), EMPTY)
 
     def dhcp_ns(self, network_id: str) -> str:
         return f"{self.prefix}dhcp-{network_id}"
@@ -206,22 +221,58 @@ class LinuxBridgeDriver(NetworkDriver):
 
     # -- converging ------------------------------------------------------------------
 
-    async def apply(self, state: dict[str, Any], wired: Wired | None = None) -> None:
-        async with self._lock:
-            await self._apply(state, wired)
+    async def apply(
+        self, state: dict[str, Any], wired: Wired | None = None, generation: int | None = None
+    ) -> None:
+        generation = self._numbered(generation)
+        async with self._applying:
+            await self._apply(state, wired, generation)
 
-    async def _apply(self, state: dict[str, Any], wired: Wired | None = None) -> None:
-        existing = await cmd.namespaces()
+    async def wire(self, state: dict[str, Any], generation: int) -> bool:
+        generation = self._numbered(generation)
         if not state["networks"]:
-            await self.teardown_unlocked()  # nothing to build: leave no empty namespace
-            return
+            return True  # no network, no port to wire (the full apply tears down)
+        async with self._lock:
+            if generation > self._newest_wired[0]:
+                await self._wire(state, generation)
+        return True
+
+    def _numbered(self, generation: int | None) -> int:
+        """The state's generation (None: newer than any so far)."""
+        if generation is None:
+            generation = self._generation + 1
+        self._generation = max(self._generation, generation)
+        return generation
+
+    async def _apply(self, state: dict[str, Any], wired: Wired | None, generation: int) -> None:
+        """The ports' wiring (unless a newer state's is done), then the DHCP servers and
+        routers without the lock (`wire` goes on meanwhile), then the removals."""
+        async with self._lock:
+            if not state["networks"]:
+                if generation >= self._newest_wired[0]:
+                    await self.teardown_unlocked()  # nothing to build: no empty namespace
+                    self._newest_wired = (generation, set(), EMPTY)
+                return
+            if generation > self._newest_wired[0]:
+                await self._wire(state, generation)
+                if wired is not None:
+                    await wired()
+        wanted, keep = await self._services(state)
+        async with self._lock:
+            await self._finish(state, wanted, keep)
+
+    async def _wire(self, state: dict[str, Any], generation: int) -> None:
+        """Under the lock: the host namespace, every network's bridge (and its physical,
+        VXLAN and host legs), the guests' taps and the firewall, as `state` wants them.
+        Adds and changes only: what is gone stays until `_finish` (an older state's apply
+        may still be making DHCP and router legs on those bridges)."""
+        existing = await cmd.namespaces()
         if self.host_ns not in existing:
             self.applied.clear()  # first run, or someone removed it: build everything
             await self._remove_orphans(existing)
             await self._host_namespace()
         if self.metadata_proxy is not None:
             self.metadata_proxy.update(state)
-        wanted = {self.host_ns}
         keep: set[str] = {"host"}
         networks = {n["id"]: n for n in state["networks"]}
         for net in networks.values():
@@ -256,13 +307,18 @@ class LinuxBridgeDriver(NetworkDriver):
                              self._host_leg(net), existing, self.host_ns)  # fmt: skip
         if not legged:
             await cmd.ip(None, "link", "del", self.host_leg_name, check=False)
-        # The guests' ports first: a boot waits for its port, not for other tenants' DHCP
-        # servers and routers (their namespaces take most of an apply).
         await self._taps(state["ports"])
         keep.add("ruleset")
         await self._firewall(state, existing)
-        if wired is not None:
-            await wired()
+        self._newest_wired = (generation, keep, state)
+
+    async def _services(self, state: dict[str, Any]) -> tuple[set[str], set[str]]:
+        """The DHCP servers and routers (their namespaces take most of an apply), then
+        the namespaces no longer wanted removed: the namespaces wanted and the keys kept."""
+        existing = await cmd.namespaces()
+        networks = {n["id"]: n for n in state["networks"]}
+        wanted = {self.host_ns}
+        keep: set[str] = set()
         for net in networks.values():
             if dhcp_subnets(net):
                 ns = self.dhcp_ns(net["id"])
@@ -284,13 +340,21 @@ class LinuxBridgeDriver(NetworkDriver):
             if self.metadata_proxy is not None:
                 legs = {leg["network_id"] for leg in router["interfaces"]}
                 await self.metadata_proxy.ensure(ns, legs)
-        await self._remove_unwanted(wanted, networks, state["routers"])
-        self.applied = {k: v for k, v in self.applied.items() if k in keep}
+        await self._remove_namespaces(wanted)
         self.ha_routers = {
             r["id"]: r
             for r in state["routers"]
             if r.get("ha") and self.router_ns(r["id"]) in wanted
         }
+        return wanted, keep
+
+    async def _finish(self, state: dict[str, Any], wanted: set[str], keep: set[str]) -> None:
+        """Under the lock: the links and files neither `state` nor the newest wired state
+        wants removed (a network the newest wiring made stays)."""
+        _, wired_keep, wired_state = self._newest_wired
+        networks = {n["id"] for n in (*state["networks"], *wired_state["networks"])}
+        await self._remove_unwanted(wanted, networks, self._wanted_legs(state))
+        self.applied = {k: v for k, v in self.applied.items() if k in keep | wired_keep}
 
     async def _firewall(self, state: dict[str, Any], existing: set[str]) -> None:
         """Anti-spoofing and the security groups of the guests' ports (nftables)."""
@@ -585,7 +649,7 @@ class LinuxBridgeDriver(NetworkDriver):
             except cmd.CommandError:
                 continue  # its namespace or leg is being made or removed
             keepalived = self.keepalived(router_id)
-            if keepalived.pid is None and not self._lock.locked() and keepalived.conf.exists():
+            if keepalived.pid is None and not self._applying.locked() and keepalived.conf.exists():
                 LOG.warning("network: keepalived of router %s stopped; starting it", router_id)
                 await keepalived.ensure(keepalived.conf.read_text())
         return states
@@ -617,18 +681,20 @@ class LinuxBridgeDriver(NetworkDriver):
                 await cmd.ip(self.host_ns, "link", "set", tap_name(port["id"]), "master", bridge,
                              "up")  # fmt: skip
 
-    async def _remove_unwanted(
-        self, wanted: set[str], networks: dict[str, Any], routers: list[dict[str, Any]]
-    ) -> None:
+    async def _remove_namespaces(self, wanted: set[str]) -> None:
+        """The DHCP and router namespaces not wanted, processes in them included."""
         for ns in sorted(await cmd.namespaces()):
             if ns.startswith(self.prefix) and ns not in wanted:
                 if self.metadata_proxy is not None:
                     await self.metadata_proxy.remove(ns)
                 LOG.info("network: removing namespace %s", ns)
                 await cmd.delete_namespace(ns)
+
+    async def _remove_unwanted(self, wanted: set[str], networks: set[str], legs: set[str]) -> None:
+        """Under the lock: bridges of networks not in `networks`, host ends of legs not in
+        `legs`, DHCP files of namespaces not `wanted`."""
         bridges = {bridge_name(n) for n in networks} | {vxlan_name(n) for n in networks}
         bridges |= {vlan_name(n) for n in networks}
-        legs = self._wanted_legs(networks, routers)
         for name in await cmd.links(self.host_ns):
             # Bridges of gone networks, and host ends of legs nothing wants any more (a
             # namespace deleted while something held it alive keeps its veths).
@@ -646,14 +712,14 @@ class LinuxBridgeDriver(NetworkDriver):
                 if self.router_ns(path.name) not in wanted:
                     shutil.rmtree(path, ignore_errors=True)
 
-    def _wanted_legs(self, networks: dict[str, Any], routers: list[dict[str, Any]]) -> set[str]:
+    def _wanted_legs(self, state: dict[str, Any]) -> set[str]:
         """Host ends of the DHCP servers' and routers' legs the state wants."""
         legs = {
             f"{PREFIX}d{_short(net['dhcp']['port_id'], 9)}"
-            for net in networks.values()
+            for net in state["networks"]
             if dhcp_subnets(net)
         }
-        for router in routers:
+        for router in state["routers"]:
             for leg in router["interfaces"]:
                 legs.add(f"{PREFIX}r{_short(leg['port_id'], 9)}")
             if router["gateway"]:
@@ -663,7 +729,7 @@ class LinuxBridgeDriver(NetworkDriver):
         return legs
 
     async def teardown(self) -> None:
-        async with self._lock:
+        async with self._applying, self._lock:
             await self.teardown_unlocked()
 
     async def teardown_unlocked(self) -> None:

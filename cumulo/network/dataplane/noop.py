@@ -18,7 +18,9 @@ class NoopDriver(NetworkDriver):
         self.state: dict[str, Any] = {"networks": [], "ports": [], "routers": []}
         self.applied = 0
 
-    async def apply(self, state: dict[str, Any], wired: Wired | None = None) -> None:
+    async def apply(
+        self, state: dict[str, Any], wired: Wired | None = None, generation: int | None = None
+    ) -> None:
         self.state = state
         self.applied += 1
 

@@ -56,7 +56,6 @@ from pathlib import Path
 from typing import Any
 
 from cumulo.network.dataplane import commands as cmd
-from cumulo.network.dataplane.driver import Wired
 from cumulo.network.dataplane.linuxbridge import PREFIX, LinuxBridgeDriver, tap_name
 from cumulo.network.dataplane.ovs_dvr import gateway_legs, integration_dvr_flows, tunnel_dvr_flows
 from cumulo.network.dataplane.ovs_firewall import (
@@ -282,17 +281,25 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
         await self._switch()
         self.applied["host"] = "ready"
 
-    async def _apply(self, state: dict[str, Any], wired: Wired | None = None) -> None:
-        if state["networks"] and (self.db is None or not self.daemons.running()):
+    async def _wire(self, state: dict[str, Any], generation: int) -> None:
+        if self.db is None or not self.daemons.running():
             if self.host_ns in await cmd.namespaces():
                 self.applied.clear()  # a switch restarted from its database: check all
                 await self._switch()
-        await super()._apply(state, wired)
-        if state["networks"]:
-            # The guests' flows were written before this apply made its DHCP and router
-            # legs (ports are reported up first): the legs' flows now, in this apply,
-            # not when the watch next looks (a router interface would not route until).
-            await self._firewall(state, {self.host_ns})
+        await super()._wire(state, generation)
+
+    async def _services(self, state: dict[str, Any]) -> tuple[set[str], set[str]]:
+        found = await super()._services(state)
+        await self._legs_opened()
+        return found
+
+    async def _finish(self, state: dict[str, Any], wanted: set[str], keep: set[str]) -> None:
+        await super()._finish(state, wanted, keep)
+        # The guests' flows were written before this apply made its DHCP and router legs
+        # (ports are wired first): the legs' flows now, in this apply, not when the watch
+        # next looks (a router interface would not route until). With the newest wired
+        # state's ports: an older state's would undo a newer wiring's flows.
+        await self._firewall(self._newest_wired[2], {self.host_ns})
 
     # -- local VLANs ---------------------------------------------------------------------
 
@@ -520,15 +527,10 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
                 await self.daemons.ofctl("--bundle", "add-flows", bridge, "-", stdin=changes)
         self._flows[bridge] = wanted
 
-    async def _ofports(
-        self, state: dict[str, Any]
-    ) -> tuple[dict[str, int], dict[int, int], int | None]:
-        """OpenFlow ports on br-int: of each guest port, of every other port (-> its VLAN),
-        and of the patch to br-ex. A guest's port ovs-vswitchd has not opened yet has
-        none: its flows come with the apply that `watch` asks for once it has one."""
-        ids = {p["id"] for p in state["ports"]}
-        # The legs this apply made: their flows now, not next time. The userspace datapath
-        # opens a port in seconds on a loaded host (CI saw over 10 s): wait for it.
+    async def _legs_opened(self) -> None:
+        """Until ovs-vswitchd has opened the DHCP and router legs on br-int (their
+        OpenFlow ports: an apply writes their flows next, not the apply after). The
+        userspace datapath opens a port in seconds on a loaded host (CI saw over 10 s)."""
         deadline = asyncio.get_running_loop().time() + LEG_OFPORT_WAIT
         while True:
             ports = await self._call("ports", INTEGRATION)
@@ -538,7 +540,7 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
                 if name.startswith(PREFIX) and p["ofport"] <= 0 and not p["error"]
             ]
             if not waiting:
-                break
+                return
             if asyncio.get_running_loop().time() > deadline:
                 LOG.warning(
                     "network: %s have no OpenFlow port after %d s; their flows come with "
@@ -546,8 +548,17 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
                     ", ".join(waiting),
                     LEG_OFPORT_WAIT,
                 )
-                break
+                return
             await asyncio.sleep(0.05)
+
+    async def _ofports(
+        self, state: dict[str, Any]
+    ) -> tuple[dict[str, int], dict[int, int], int | None]:
+        """OpenFlow ports on br-int: of each guest port, of every other port (-> its VLAN),
+        and of the patch to br-ex. A port ovs-vswitchd has not opened yet has none: a
+        guest's flows come with the apply that `watch` asks for once it has one."""
+        ids = {p["id"] for p in state["ports"]}
+        ports = await self._call("ports", INTEGRATION)
         self._wired = _wiring(ports)
         guests: dict[str, int] = {}
         local: dict[int, int] = {}
@@ -584,10 +595,8 @@ class OpenvSwitchDriver(LinuxBridgeDriver):
 
     # -- cleanup ---------------------------------------------------------------------------
 
-    async def _remove_unwanted(
-        self, wanted: set[str], networks: dict[str, Any], routers: list[dict[str, Any]]
-    ) -> None:
-        await super()._remove_unwanted(wanted, networks, routers)
+    async def _remove_unwanted(self, wanted: set[str], networks: set[str], legs: set[str]) -> None:
+        await super()._remove_unwanted(wanted, networks, legs)
         # Legs whose namespace went took their devices with them: their rows go too.
         # The rows first, then the devices: a row is added after its device is made, so
         # one made meanwhile (by another apply) is never taken for gone.
