@@ -143,16 +143,9 @@ class OvsDaemons:
 
     async def ofctl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
         """ovs-ofctl against this deployment's switch (OpenFlow 1.3 with Nicira extensions)."""
-        proc = await asyncio.create_subprocess_exec(
-            "ovs-ofctl", "-O", "OpenFlow13", *args,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self.env,
-        )  # fmt: skip
-        out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
-        if check and proc.returncode != 0:
-            argv = ("ovs-ofctl", *args)
-            raise cmd.CommandError(argv, proc.returncode or 0, err.decode(errors="replace"))
-        return out.decode(errors="replace")
+        return await cmd.run(
+            "ovs-ofctl", "-O", "OpenFlow13", *args, stdin=stdin, check=check, env=self.env
+        )
 
 
 class OvsdbError(RuntimeError):
