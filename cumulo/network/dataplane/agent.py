@@ -198,10 +198,13 @@ class NetworkAgent(Endpoint):
         await asyncio.wait_for(self._idle.wait(), timeout)
 
     async def _ports_up(self, state: dict[str, Any]) -> None:
-        await self.transport.call(
-            SERVER_TOPIC, "ports_up", {}, host=self.host,
-            port_ids=[p["id"] for p in state["ports"]], timeout=60,
-        )  # fmt: skip
+        """The state's ports are wired: those not ACTIVE yet go ACTIVE (one write when
+        there are, none when there are not)."""
+        port_ids = [p["id"] for p in state["ports"] if p.get("status") != "ACTIVE"]
+        if port_ids:
+            await self.transport.call(
+                SERVER_TOPIC, "ports_up", {}, host=self.host, port_ids=port_ids, timeout=60
+            )
 
     def _wired_ports(self, ports: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The ports to wire here: not those whose binding to this host failed."""
@@ -285,6 +288,8 @@ class NetworkAgent(Endpoint):
             with self._working_for(read.requests):
                 await self._apply(read)
             self._set_idle_if_done()
+            # The changes of the next second in one apply (the ports do not wait for it).
+            await asyncio.sleep(self.min_interval)
 
     def _set_idle_if_done(self) -> None:
         """Idle: no change unread, no state unapplied, no apply running."""

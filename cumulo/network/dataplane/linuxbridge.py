@@ -134,6 +134,11 @@ def _short(uuid: str, n: int) -> str:
     return uuid.replace("-", "")[:n]
 
 
+def _dhcp_leg(dhcp: dict[str, Any]) -> str:
+    """The DHCP port's leg in its namespace."""
+    return f"ns-{dhcp['port_id'][:11]}"
+
+
 def tap_name(port_id: str) -> str:
     return f"tap{port_id[:11]}"  # the compute side's (and Nova's) name for a guest's tap
 
@@ -323,10 +328,15 @@ class LinuxBridgeDriver(NetworkDriver):
             if dhcp_subnets(net):
                 ns = self.dhcp_ns(net["id"])
                 wanted.add(ns)
-                keep.add(f"dhcp:{net['id']}")
+                keep |= {f"dhcp:{net['id']}", f"dnsmasq:{net['id']}"}
                 hops = self._metadata_hops(net)
-                await self._step(f"dhcp:{net['id']}", (net, hops, self.dhcp_metadata),
-                                 self._dhcp(net, ns, hops), existing, ns)  # fmt: skip
+                # The namespace and its leg again only when they change (or are gone),
+                # not for each guest's port that comes or goes: dnsmasq's leases do.
+                await self._step(f"dhcp:{net['id']}",
+                                 (net["dhcp"], net["mtu"], self.dhcp_metadata),
+                                 self._dhcp(net, ns), existing, ns)  # fmt: skip
+                await self._step(f"dnsmasq:{net['id']}", (net, hops, self.dhcp_metadata),
+                                 self._dnsmasq(net, ns, hops), existing, ns)  # fmt: skip
                 await self._dhcp_metadata_proxy(net, ns)
         for router in state["routers"]:
             if router["gateway"] is None and not router["interfaces"]:
@@ -557,10 +567,11 @@ class LinuxBridgeDriver(NetworkDriver):
         except OSError as exc:  # the next apply tries again; the network's DHCP still works
             LOG.warning("network: no metadata proxy in %s: %s", ns, exc)
 
-    async def _dhcp(self, net: dict[str, Any], ns: str, metadata_hops: dict[str, str]) -> None:
+    async def _dhcp(self, net: dict[str, Any], ns: str) -> None:
+        """The DHCP namespace and its leg into the network's bridge."""
         dhcp = net["dhcp"]
         await cmd.add_namespace(ns)
-        inner = f"ns-{dhcp['port_id'][:11]}"
+        inner = _dhcp_leg(dhcp)
         await self._leg(ns, inner, f"{PREFIX}d{_short(dhcp['port_id'], 9)}", net["id"],
                         dhcp["mac"], net["mtu"])  # fmt: skip
         for name in await cmd.links(ns):
@@ -570,7 +581,11 @@ class LinuxBridgeDriver(NetworkDriver):
         if self.dhcp_metadata:
             addresses.add(METADATA_CIDR)  # where the proxy listens; Neutron's DHCP port too
         await self._addresses(ns, inner, addresses)
-        await Dnsmasq(self.files / net["id"], ns).ensure(net, inner, metadata_hops)
+
+    async def _dnsmasq(self, net: dict[str, Any], ns: str, metadata_hops: dict[str, str]) -> None:
+        """dnsmasq in the DHCP namespace serving the network's leases (reloaded or
+        restarted as needed)."""
+        await Dnsmasq(self.files / net["id"], ns).ensure(net, _dhcp_leg(net["dhcp"]), metadata_hops)
 
     async def _router(self, router: dict[str, Any], networks: dict[str, Any]) -> None:
         ns = self.router_ns(router["id"])

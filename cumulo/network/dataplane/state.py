@@ -59,7 +59,7 @@ _PORT_COLUMNS = [
     Port.__table__.c[name]
     for name in (
         "id", "network_id", "mac_address", "admin_state_up", "port_security_enabled",
-        "host", "device_owner", "device_id", "project_id",
+        "host", "device_owner", "device_id", "project_id", "status",
     )
 ]  # fmt: skip
 
@@ -328,6 +328,7 @@ async def desired_state(service: NetworkService, host: str) -> dict[str, Any]:
     state_ports = [
         {
             "id": p.id,
+            "status": p.status,  # the agent reports up only those not ACTIVE yet
             "vif_type": vif_types[p.network_id],
             "network_id": p.network_id,
             "mac": p.mac_address,
