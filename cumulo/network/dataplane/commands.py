@@ -32,6 +32,13 @@ class CommandError(RuntimeError):
 _STARTER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cumulo-commands")
 
 
+async def _started(argv: tuple[str, ...], **how: Any) -> subprocess.CompletedProcess[bytes]:
+    """subprocess.run(argv, **how) in one of the starter threads."""
+    return await asyncio.get_running_loop().run_in_executor(
+        _STARTER, partial(subprocess.run, argv, **how)
+    )
+
+
 async def run(
     *argv: str, stdin: str | None = None, check: bool = True, env: dict[str, str] | None = None
 ) -> str:
@@ -39,9 +46,7 @@ async def run(
     given: dict[str, Any] = (
         {"input": stdin.encode()} if stdin is not None else {"stdin": subprocess.DEVNULL}
     )
-    proc = await asyncio.get_running_loop().run_in_executor(
-        _STARTER, partial(subprocess.run, argv, capture_output=True, env=env, **given)
-    )
+    proc = await _started(argv, capture_output=True, env=env, **given)
     if check and proc.returncode != 0:
         raise CommandError(argv, proc.returncode, proc.stderr.decode(errors="replace"))
     return proc.stdout.decode(errors="replace")
@@ -51,12 +56,10 @@ async def run_daemon(*argv: str) -> None:
     """Start a program that daemonizes; its output goes to a file, never a pipe (the
     daemon child would hold a pipe open, and a reader would wait for it)."""
     with tempfile.TemporaryFile() as out:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out
-        )
-        if await proc.wait() != 0:
+        proc = await _started(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        if proc.returncode != 0:
             out.seek(0)
-            raise CommandError(argv, proc.returncode or 0, out.read().decode(errors="replace"))
+            raise CommandError(argv, proc.returncode, out.read().decode(errors="replace"))
 
 
 def netns_exec(ns: str, *argv: str) -> tuple[str, ...]:
