@@ -399,9 +399,9 @@ def test_guests_get_dhcp_cross_the_router_obey_groups_and_answer_on_floating_ips
     state = lab.runner.run_async(desired_state(lab.runner.cloud.network, HOST))
 
     async def restart() -> tuple[int, int]:
-        # The running agent stands still meanwhile (its driver's lock held), as the
+        # The running agent stands still meanwhile (its driver's locks held), as the
         # agent a restart replaces would: only the new driver touches the data plane.
-        async with lab.driver._lock:
+        async with lab.driver._applying, lab.driver._lock:
             await restarted.apply(state)
             # A rebuilt router's first packets go up to the userspace datapath (slow
             # under load): a few more tries than elsewhere.
@@ -489,7 +489,8 @@ def test_an_agent_restart_keeps_established_connections_flowing(lab: Lab):
         state = lab.runner.run_async(desired_state(lab.runner.cloud.network, HOST))
 
         async def restart() -> tuple[float, float]:
-            async with lab.driver._lock:  # the agent being replaced stands still
+            # The agent being replaced stands still.
+            async with lab.driver._applying, lab.driver._lock:
                 began = time.monotonic()
                 await restarted.apply(state)
                 return began, time.monotonic()

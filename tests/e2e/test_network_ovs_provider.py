@@ -250,9 +250,10 @@ def test_the_host_interface_goes_back_to_the_host_when_its_mapping_is_removed(
 
     async def restart_without_then_with_the_mapping() -> dict:
         seen = {}
-        # The running agent stands still meanwhile (its driver's lock held): an agent
-        # restarted with physnet1's mapping removed from its configuration.
-        async with driver._lock:
+        # The running agent stands still meanwhile (its driver's locks held: no apply,
+        # no wiring): an agent restarted with physnet1's mapping removed from its
+        # configuration.
+        async with driver._applying, driver._lock:
             unmapped = openvswitch.OpenvSwitchDriver(lab_.runner.state_dir)
             unmapped.host_leg = driver.host_leg
             try:
@@ -266,7 +267,9 @@ def test_the_host_interface_goes_back_to_the_host_when_its_mapping_is_removed(
             # ...and restarted with the mapping again: the interface is taken back.
             driver.applied.clear()
             await driver._switch()
-            await driver._apply(state)
+            # An apply's steps (its locks are held here), as the newest state wired.
+            await driver._wire(state, driver._newest_wired[0])
+            await driver._finish(state, *await driver._services(state))
             seen["again"] = (await asyncio.to_thread(ping, g_flat, "10.94.0.250", 5)).returncode
         return seen
 
