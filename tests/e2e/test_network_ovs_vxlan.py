@@ -103,7 +103,7 @@ def tunnel_section(drivers: dict, host: str, networks: list[dict], placed: dict)
     now = utcnow()
     loaded = {
         "tunnels": [(h, d.configurations(), now) for h, d in drivers.items()],
-        "dhcp_hosts": [], "l3_hosts": [],
+        "dhcp_hosts": [], "l3_hosts": [], "routers": [],
         "ports": [SimpleNamespace(id=p["id"], network_id=p["network_id"], mac_address=p["mac"],
                                   host=h, device_owner="compute:nova", device_id="")
                   for h, ports in placed.items() for p in ports],
