@@ -235,7 +235,8 @@ def test_an_admin_moves_a_network_off_a_dhcp_agent_and_a_router_off_an_l3_agent(
     conn.network.remove_router_from_agent(l3, router)
     assert net.id not in [n.id for n in conn.network.dhcp_agent_hosting_networks(dhcp)]
     assert served() == (False, False)
-    assert cloud.run_async(heartbeat(service, host, agent_topic(host), {}, False)) is False
+    own = service.agent.driver.configurations()  # not {}: other files read the agent's
+    assert cloud.run_async(heartbeat(service, host, agent_topic(host), own, False)) is False
     assert served() == (False, False)
     # (openstacksdk and the CLI do not look at these answers: asked over HTTP.)
     again = _admin_http(cloud, "DELETE", f"/agents/{dhcp.id}/dhcp-networks/{net.id}")
@@ -244,7 +245,7 @@ def test_an_admin_moves_a_network_off_a_dhcp_agent_and_a_router_off_an_l3_agent(
     # Enabled again, an agent's heartbeat takes what no agent serves.
     for agent in (dhcp, l3):
         conn.network.update_agent(agent, is_admin_state_up=True)
-    assert cloud.run_async(heartbeat(service, host, agent_topic(host), {}, False)) is True
+    assert cloud.run_async(heartbeat(service, host, agent_topic(host), own, False)) is True
     assert served() == (True, True)
     conn.network.remove_dhcp_agent_from_network(dhcp, net)
     conn.network.add_dhcp_agent_to_network(dhcp, net)  # by hand
