@@ -10,9 +10,7 @@ segment is held once, and the unique key refuses another network on it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from alembic import command
@@ -21,22 +19,8 @@ from sqlalchemy.exc import IntegrityError
 
 from cumulo.common.db import Database, alembic_config
 from cumulo.network.models import Network, RbacPolicy, SubnetPool
-from tests.conftest import skip_or_fail
-from tests.databases import SERVERS, ServerUnavailable, fresh_database
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(params=["sqlite", *sorted(SERVERS)])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'network.db'}"
-        return
-    try:
-        with fresh_database(request.param) as url:
-            yield url
-    except ServerUnavailable as exc:
-        skip_or_fail(f"{request.param} server not reachable: {exc}")
 
 
 async def _upgrade(db: Database, revision: str) -> None:
@@ -45,9 +29,9 @@ async def _upgrade(db: Database, revision: str) -> None:
 
 
 async def test_migration_0002_gives_shared_and_external_objects_their_policies(
-    database: str,
+    each_database_url: str,
 ) -> None:
-    db = Database(database, "network")
+    db = Database(each_database_url, "network")
     try:
         if not db.is_sqlite:
             await db.migrate()  # creates the database; then start again from 0001
@@ -94,8 +78,10 @@ async def test_migration_0002_gives_shared_and_external_objects_their_policies(
         await db.dispose()
 
 
-async def test_migration_0004_gives_provider_networks_their_segment(database: str) -> None:
-    db = Database(database, "network")
+async def test_migration_0004_gives_provider_networks_their_segment(
+    each_database_url: str,
+) -> None:
+    db = Database(each_database_url, "network")
     try:
         if not db.is_sqlite:
             await db.migrate()
