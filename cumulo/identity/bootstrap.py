@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +35,6 @@ from cumulo.identity.models import (
     User,
 )
 from cumulo.identity.passwords import hash_password
-from cumulo.identity.tokens import random_audit_id
 
 LOG = logging.getLogger(__name__)
 
@@ -307,5 +308,10 @@ def _write_secret(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+_PASSWORD_ALPHABET = string.ascii_letters + string.digits
+
+
 def new_password() -> str:
-    return random_audit_id()
+    """A generated password (~131 bits) of letters and digits only: one that began with "-"
+    (as URL-safe base64 can) is read as an option by `openstack --os-password ...`."""
+    return "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(22))
