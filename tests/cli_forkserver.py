@@ -3,7 +3,8 @@ imports each time: a server process imports python-openstackclient once (a secon
 CPU per command otherwise: a thousand commands in `make test`), and forks a child per
 command that runs the CLI's own `main()` with the command's argv, environment and
 output files, exactly as `openstack …` would from the shell. Nothing of the CLI is
-replaced; only Python's import work is shared.
+replaced; only Python's import work is shared, and `--wait` polls more often
+(tests/client_polls.py).
 
 Protocol on the server's stdin/stdout: one JSON line per command
 {"argv", "env", "cwd", "stdout", "stderr"} (paths the child writes to), answered by one JSON line
@@ -58,6 +59,10 @@ def serve() -> None:
     # What every command imports, once (python-openstackclient's shell and plugins).
     from openstackclient import shell  # noqa: F401
     from openstackclient.common import clientmanager  # noqa: F401
+
+    from tests import client_polls
+
+    client_polls.shorten()  # `--wait` polls every 0.5 s, not 5 s
 
     answers = sys.stdout
     sys.stdout = sys.stderr  # nothing but the protocol on the pipe

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import client_polls
 from tests.cloudrunner import CloudRunner, configure_state_dir
 from tests.databases import ServerUnavailable, fresh_database
 
@@ -15,6 +16,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 def pytest_configure(config: pytest.Config) -> None:
     # openstacksdk warns about its own future removals on every call; they are not ours.
     config.addinivalue_line("filterwarnings", "ignore::openstack.warnings._RemovedInSDKWarning")
+    client_polls.shorten()  # the SDK's waits in the tests poll every 0.5 s, not 2 s
 
 
 def skip_or_fail(reason: str) -> None:
