@@ -10,6 +10,7 @@ import re
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -48,6 +49,8 @@ def test_first_up_offers_the_demo_image_and_its_line_boots_a_real_guest(tmp_path
             assert up.poll() is None, "".join(printed)
             assert time.monotonic() < deadline, "".join(printed)
             printed.append(up.stderr.readline())
+        # Keep reading its log: a full pipe would stop the cloud at its next log line.
+        threading.Thread(target=lambda: printed.extend(up.stderr), daemon=True).start()
         boot_line = next(line for line in printed if "openstack server create" in line)
         argv = shlex.split(boot_line.split("boot it:", 1)[1])
         assert argv[:3] == ["openstack", "server", "create"] and "tiny" in argv
