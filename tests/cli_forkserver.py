@@ -62,7 +62,7 @@ def serve() -> None:
 
     from tests import client_polls
 
-    client_polls.shorten()  # `--wait` polls every 0.5 s, not 5 s
+    client_polls.shorten_cli()  # `--wait` polls every 0.5 s, not 5 s
 
     answers = sys.stdout
     sys.stdout = sys.stderr  # nothing but the protocol on the pipe

@@ -26,12 +26,9 @@ def _set_default(function, name: str, value: float) -> None:
     function.__defaults__ = tuple(defaults)
 
 
-def shorten() -> None:
+def shorten_sdk() -> None:
     from openstack import utils as sdk_utils
-    from osc_lib import utils as osc_utils
 
-    for function in (osc_utils.wait_for_status, osc_utils.wait_for_delete):
-        _set_default(function, "sleep_time", POLL_SECONDS)
     original = sdk_utils.iterate_timeout
     if getattr(original, "shortened", False):
         return
@@ -42,3 +39,12 @@ def shorten() -> None:
 
     iterate_timeout.shortened = True
     sdk_utils.iterate_timeout = iterate_timeout
+
+
+def shorten_cli() -> None:
+    """osc_lib's waits (most of the CLI's `--wait`) and the SDK's (the rest)."""
+    from osc_lib import utils as osc_utils
+
+    for function in (osc_utils.wait_for_status, osc_utils.wait_for_delete):
+        _set_default(function, "sleep_time", POLL_SECONDS)
+    shorten_sdk()

@@ -16,7 +16,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 def pytest_configure(config: pytest.Config) -> None:
     # openstacksdk warns about its own future removals on every call; they are not ours.
     config.addinivalue_line("filterwarnings", "ignore::openstack.warnings._RemovedInSDKWarning")
-    client_polls.shorten()  # the SDK's waits in the tests poll every 0.5 s, not 2 s
+    client_polls.shorten_sdk()  # the SDK's waits in the tests poll every 0.5 s, not 2 s
 
 
 def skip_or_fail(reason: str) -> None:
