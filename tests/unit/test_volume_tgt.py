@@ -339,3 +339,29 @@ async def test_a_target_is_deleted_once_tgtd_stops_saying_its_lun_is_busy(tmp_pa
         assert tgtd.targets == {} and tgtd.busy_answers == 0
         deletes = [s for s in tgtd.served if s[:2] == (MODE_TARGET, OP_DELETE)]
         assert len(deletes) == 4
+
+
+async def test_a_target_a_timed_out_export_left_half_made_is_made_again_whole(
+    tmp_path: Path,
+) -> None:
+    """tgtd may apply a create after the exporter gave up waiting for it: the next attach
+    must not take that target (no LUN, no CHAP account) as the volume's export."""
+    async with StallingTgtd(tmp_path / "socket.0") as tgtd:
+        admin = TgtAdmin("127.0.0.1:3260", tmp_path / "socket.0", timeout=0.3)
+        exports = IscsiExports(tmp_path / "run", "127.0.0.1", admin=admin)
+        tgtd.stalled = {1}  # the create of tid 1 is held past the timeout
+        with pytest.raises(TgtTimeout):
+            await exports.connect("a", tmp_path / "volume-a", "att-a", "iqn.x:host-1")
+        tgtd.stalled.clear()
+        tgtd.release.set()  # ... and applied late: a bare target
+        while 1 not in tgtd.targets:
+            await asyncio.sleep(0.01)
+        assert not exports.exporting("a")
+        tgtd.served.clear()
+        data = await exports.connect("a", tmp_path / "volume-a", "att-a", "iqn.x:host-1")
+        made = [s for s in tgtd.served if s[:2] != (MODE_TARGET, OP_SHOW)]
+        assert made[0] == (MODE_TARGET, OP_DELETE, 1)
+        assert (MODE_TARGET, OP_NEW, 1) in made and (MODE_DEVICE, OP_NEW, 1) in made
+        assert (MODE_ACCOUNT, OP_BIND, 1) in made and made[-1] == (MODE_TARGET, OP_BIND, 1)
+        assert data["target_iqn"] == "iqn.2010-10.org.openstack:volume-a"
+        assert list(tgtd.targets.values()) == [data["target_iqn"]]

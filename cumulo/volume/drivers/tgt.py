@@ -398,6 +398,13 @@ class IscsiExports:
         async with self._volume_lock(volume_id):
             self.run_dir.mkdir(parents=True, exist_ok=True)
             tid = (await self.admin.targets()).get(iqn)
+            if tid is not None and not self.exporting(volume_id):
+                # A target with no record is what a failed export left: tgtd may apply a
+                # create after the exporter gave up on it (a timeout), leaving a target
+                # without its LUN or CHAP account. No attachment uses it: made again whole.
+                LOG.warning("volume %s: %s left by a failed export, made again", volume_id, iqn)
+                await self._drop_target(tid, user)
+                tid = None
             if tid is None:
                 tid = await self._make_target(iqn, path, user, password)
             await self._idempotent(
