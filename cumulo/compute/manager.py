@@ -1028,6 +1028,7 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
         if revert:
             old_state = sysmeta.pop("old_vm_state", VmState.ACTIVE)
             sysmeta.pop("old_flavor", None)
+            await self._drop_vtpm_of_reverted_flavor(ctx, inst, flavor, sysmeta)
             await self.conductor.finish_resize(ctx, instance_uuid, confirm=False)
             await self._finish_task(
                 ctx, instance_uuid, vm_state=old_state, system_metadata=sysmeta, **sizes

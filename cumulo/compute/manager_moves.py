@@ -460,9 +460,12 @@ class HostMoves:
         try:
             inst = await self._read(ctx, instance_uuid)
             network_info = await self._bind_ports(inst, self.host)
+            resized = {**inst, "flavor": flavor}
             guest = await self._spec_here(
-                ctx, {**inst, "flavor": flavor}, network_info, vtpm_passphrase=vtpm_passphrase
+                ctx, resized, network_info, vtpm_passphrase=vtpm_passphrase
             )
+            # A TPM the new flavor is the first to give has its secret recorded in it.
+            inst["system_metadata"] = resized.get("system_metadata")
             await self.driver.finish_migration(guest, disk_info, power_on)
         except Exception as exc:
             await self._quietly(self.driver.destroy, instance_uuid)
@@ -536,6 +539,7 @@ class HostMoves:
         sysmeta = dict(inst.get("system_metadata") or {})
         old_flavor = sysmeta.pop("old_flavor", inst["flavor"])
         old_state = sysmeta.pop("old_vm_state", VmState.ACTIVE)
+        await self._drop_vtpm_of_reverted_flavor(ctx, inst, old_flavor, sysmeta)
         network_info = await self._bind_ports(inst, self.host)
         await self._connect_volumes(ctx, instance_uuid)
         if old_state == VmState.ACTIVE:

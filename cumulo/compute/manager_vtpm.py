@@ -113,7 +113,7 @@ class HostVTPM:
 
     async def _delete_vtpm_secret(
         self, ctx: dict, inst: dict[str, Any], forget: bool = False
-    ) -> None:
+    ) -> bool:
         """The server's secret deleted with the caller's token, or the service user's
         for a `deployment` one (a refusal is logged: the server goes anyway, as Nova's
         delete_vtpm_secret); `forget` also drops it from the server's system metadata
@@ -124,13 +124,28 @@ class HostVTPM:
             token = await self._vtpm_token(ctx, services)
         except DriverError as exc:
             LOG.warning("vTPM secret of %s not deleted: %s", inst["uuid"], exc)
-            return
+            return False
         deleted = await vtpm.delete_instance_secret(self.key_manager, token, inst["uuid"], sysmeta)
         if deleted and forget:
             gone = (vtpm.SECRET_UUID_KEY, vtpm.SECRET_OWNER_KEY)
             kept = {k: v for k, v in (sysmeta or {}).items() if k not in gone}
             inst["system_metadata"] = kept
             await self.conductor.instance_update(ctx, inst["uuid"], {"system_metadata": kept})
+        return deleted
+
+    async def _drop_vtpm_of_reverted_flavor(
+        self, ctx: dict, inst: dict[str, Any], old_flavor: dict[str, Any], sysmeta: dict
+    ) -> None:
+        """A reverted resize from a flavor without a TPM to one with: the secret the new
+        flavor's guest was given is deleted (Nova's revert_resize) and dropped from
+        `sysmeta`, the server's system metadata as the revert writes it."""
+        if vtpm.SECRET_UUID_KEY not in sysmeta or vtpm.instance_constraint(inst) is None:
+            return
+        if vtpm.instance_constraint(inst, old_flavor) is not None:
+            return  # the old flavor has a TPM too: the same secret is its
+        if await self._delete_vtpm_secret(ctx, inst):
+            sysmeta.pop(vtpm.SECRET_UUID_KEY, None)
+            sysmeta.pop(vtpm.SECRET_OWNER_KEY, None)
 
 
 def _key_manager_error(exc: ServiceError) -> str:

@@ -332,3 +332,26 @@ def test_a_confirmed_resize_to_a_flavor_without_tpm_deletes_the_users_secret(clo
     wait_status(cloud, server["id"], "ACTIVE")
     assert payload(cloud, demo, secret).status_code == 404
     cloud.openstack("server", "delete", "--wait", server["id"], cloud=DEMO)
+
+
+def test_a_reverted_resize_to_a_tpm_flavor_deletes_the_secret_it_made(cloud, image, demo):
+    """Nova's revert_resize: the TPM the new flavor gave goes with it, secret included."""
+    server = boot(cloud, image, flavor(cloud))
+    with_tpm = flavor(cloud, **{"hw:tpm_version": "2.0"})
+    cloud.openstack("server", "resize", "--flavor", with_tpm, "--wait", server["id"], cloud=DEMO)
+    wait_status(cloud, server["id"], "VERIFY_RESIZE")
+    secret = secret_of(cloud, demo, server["id"])
+    assert payload(cloud, demo, secret).status_code == 200
+    cloud.openstack("server", "resize", "revert", server["id"], cloud=DEMO)
+    wait_status(cloud, server["id"], "ACTIVE")
+    assert payload(cloud, demo, secret).status_code == 404
+    # Resized to it again and confirmed, the server keeps a TPM with a new secret (recorded
+    # on the server by the host it moved to: its delete takes the secret along).
+    cloud.openstack("server", "resize", "--flavor", with_tpm, "--wait", server["id"], cloud=DEMO)
+    wait_status(cloud, server["id"], "VERIFY_RESIZE")
+    again = secret_of(cloud, demo, server["id"])
+    assert again["secret_ref"] != secret["secret_ref"]
+    cloud.openstack("server", "resize", "confirm", server["id"], cloud=DEMO)
+    wait_status(cloud, server["id"], "ACTIVE")
+    cloud.openstack("server", "delete", "--wait", server["id"], cloud=DEMO)
+    assert payload(cloud, demo, again).status_code == 404
