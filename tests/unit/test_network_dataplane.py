@@ -166,3 +166,42 @@ def test_a_port_is_reported_up_while_an_apply_of_other_networks_is_still_running
         await transport.close()
 
     asyncio.run(scenario())
+
+
+def test_a_quiet_agent_reads_a_ports_creation_and_its_binding_at_once():
+    """A boot's port is created, then bound to the host a moment later: the binding is
+    read at once, not a min_interval after the creation; a stream of changes is still
+    read once per min_interval."""
+
+    async def read_after(transport, server: FakeServer, timeout: float) -> bool:
+        asked = server.asked
+        await transport.cast(agent_topic("host-a"), "sync", {})
+        for _ in range(int(timeout / 0.01)):
+            if server.asked > asked:
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    async def scenario() -> None:
+        transport = get_transport("memory://")
+        server = FakeServer()
+        await transport.serve(SERVER_TOPIC, server)
+        agent = NetworkAgent(transport, "host-a", NoopDriver(), min_interval=0.5)
+        await agent.start()
+        await agent.wait_idle(10)
+        await asyncio.sleep(3.5)  # quiet (the registered agent's own re-read included)
+        # The port's creation, then its binding: each read within a tenth of a second.
+        assert await read_after(transport, server, 0.1)
+        assert await read_after(transport, server, 0.1)
+
+        # A stream of changes: one read per min_interval once the burst is spent.
+        loop = asyncio.get_running_loop()
+        asked, started = server.asked, loop.time()
+        while loop.time() - started < 2.0:
+            await transport.cast(agent_topic("host-a"), "sync", {})
+            await asyncio.sleep(0.02)
+        assert server.asked - asked <= 1 + 4  # the burst's last read, then one per 0.5 s
+        await agent.stop()
+        await transport.close()
+
+    asyncio.run(scenario())
