@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -395,9 +396,6 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
             await notify_instance(self.notifier, self.host, "instance.create.start", inst)
             if self.network is not None:
                 network_info = await self.network.allocate_for_instance(token, inst, self.host)
-                await self.network.wait_for_wiring(
-                    token, network_info, self.options.vif_plugging_timeout
-                )
             elif inst.get("requested_networks") not in ("none", [], None):
                 raise DriverError("this compute host has no Network service to ask for ports")
             await self._set_task(
@@ -435,7 +433,7 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
                 volume_tags=volume_tags,
                 tpm=await self._vtpm_for(ctx, inst),
             )
-            await self.driver.spawn(guest)
+            await self.driver.spawn(guest, self._network_ready(token, network_info))
             power = (await self.driver.get_info(instance_uuid)).state
             await self.conductor.instance_update(
                 ctx,
@@ -485,6 +483,17 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
             await notify_instance(
                 self.notifier, self.host, "instance.create.error", failed, fault=str(exc)
             )
+
+    def _network_ready(
+        self, token: str, network_info: list[dict[str, Any]]
+    ) -> Callable[[], Awaitable[None]] | None:
+        """What the driver awaits before the guest runs: the data plane has wired its
+        ports (Nova's wait for network-vif-plugged, around the paused guest: the image,
+        disks and the hypervisor's start overlap it)."""
+        if self.network is None or not network_info:
+            return None
+        network, timeout = self.network, self.options.vif_plugging_timeout
+        return functools.partial(network.wait_for_wiring, token, network_info, timeout)
 
     async def _undo_build(self, token: str, uuid: str, network_info: list[dict]) -> None:
         try:

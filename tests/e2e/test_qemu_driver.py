@@ -417,6 +417,45 @@ async def test_a_guest_with_a_port_gets_a_tap_with_its_mac(driver, tiny_guest, s
     assert not qemu_pids(spec.uuid)
 
 
+async def test_a_guest_runs_only_once_its_network_is_ready(driver, tiny_guest, state_dir):
+    """QEMU starts paused while the ports are wired (Nova's wait for network-vif-plugged
+    around a paused domain); a wiring that fails leaves no guest and no tap."""
+    if os.geteuid() != 0:
+        pytest.skip("creating tap devices needs root")
+    port = str(uuid.uuid4())
+    vif = Vif(port_id=port, mac="fa:16:3e:12:34:57", network_id="net", mtu=1500)
+    spec = guest_spec(tiny_guest, "vm-wired", vifs=(vif,))
+    waiting, wired = asyncio.Event(), asyncio.Event()
+
+    async def network_ready() -> None:
+        waiting.set()
+        await wired.wait()
+
+    spawn = asyncio.create_task(driver.spawn(spec, network_ready))
+    await asyncio.wait_for(waiting.wait(), 60)
+    # Started, with its tap, but not running: nothing on the console yet.
+    assert qemu_pids(spec.uuid) and Path(f"/sys/class/net/{tap_name(port)}").exists()
+    assert (await driver.get_info(spec.uuid)).state != PowerState.RUNNING
+    await asyncio.sleep(1)
+    assert MARK not in await driver.get_console_output(spec.uuid)
+    wired.set()
+    await asyncio.wait_for(spawn, 60)
+    assert (await driver.get_info(spec.uuid)).state == PowerState.RUNNING
+    await wait_console(driver, spec.uuid, f"{MARK} eth0 mac fa:16:3e:12:34:57")
+    await driver.destroy(spec.uuid)
+
+    failing = guest_spec(tiny_guest, "vm-unwired", vifs=(vif,))
+
+    async def never_wired() -> None:
+        raise DriverError("the network agent did not wire the port")
+
+    with pytest.raises(DriverError, match="did not wire"):
+        await driver.spawn(failing, never_wired)
+    assert not qemu_pids(failing.uuid)
+    assert not Path(f"/sys/class/net/{tap_name(port)}").exists()
+    assert failing.uuid not in await driver.list_guests()
+
+
 def qemu_pids(guest: str) -> list[str]:
     found = subprocess.run(["pgrep", "-f", f"guest={guest}"], capture_output=True, text=True)
     return found.stdout.split()

@@ -327,7 +327,13 @@ class ComputeDriver(abc.ABC):
         """UUIDs of every guest this host runs (running or not)."""
 
     @abc.abstractmethod
-    async def spawn(self, guest: GuestSpec) -> None: ...
+    async def spawn(
+        self, guest: GuestSpec, network_ready: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Make the guest and start it. `network_ready`, when given, is awaited before
+        the guest runs (its ports wired, as Nova's libvirt driver waits for
+        network-vif-plugged with the domain paused): the driver prepares disks and starts
+        the machine meanwhile; whatever it raises fails the spawn, nothing left behind."""
 
     @abc.abstractmethod
     async def destroy(self, uuid: str) -> None:

@@ -169,10 +169,14 @@ class FakeDriver(ComputeDriver):
     async def list_guests(self) -> list[str]:
         return list(self.guests)
 
-    async def spawn(self, guest: GuestSpec) -> None:
+    async def spawn(
+        self, guest: GuestSpec, network_ready: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         if guest.uuid in self.guests:
             raise DriverError(f"guest {guest.uuid} already exists on {self.hostname}")
-        if self.spawn_delay:
+        if network_ready is not None:  # the delay (the guest made) goes on meanwhile
+            await asyncio.gather(asyncio.sleep(self.spawn_delay), network_ready())
+        elif self.spawn_delay:
             await asyncio.sleep(self.spawn_delay)
         if self.fail_spawn:
             raise DriverError(f"fake host {self.hostname} is set to fail every spawn")

@@ -26,6 +26,7 @@ import secrets
 import shutil
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -240,7 +241,9 @@ class QemuDriver(QemuMoves, ComputeDriver):
     def _alive(self, uuid: str) -> bool:
         return qp.process_alive(qp.read_pid(self._dir(uuid)), uuid)
 
-    async def spawn(self, guest: GuestSpec) -> None:
+    async def spawn(
+        self, guest: GuestSpec, network_ready: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         directory = self._dir(guest.uuid)
         if (directory / "guest.json").exists():
             raise DriverError(f"guest {guest.uuid} already exists on {self.host}")
@@ -250,16 +253,30 @@ class QemuDriver(QemuMoves, ComputeDriver):
             directory.mkdir(parents=True, exist_ok=True)
             try:
                 machine = await self._prepare(guest, directory)
-                record = await self._record_and_plug(machine, guest)
-                await self._start(guest.uuid, record)
+                record = await self._record_and_plug(machine, guest, attach=network_ready is None)
+                if network_ready is None:
+                    await self._start(guest.uuid, record)
+                    return
+                # QEMU starts paused while the ports are wired (Nova's libvirt driver
+                # waits for network-vif-plugged with the domain paused): the disks, the
+                # config drive and QEMU's own start overlap the wait; the taps join their
+                # bridges once wired, and only then does the guest run.
+                await self._start(guest.uuid, record, paused=True)
+                await network_ready()
+                for vif in guest.vifs:
+                    await _attach_tap(vif)
+                await self._qmp(guest.uuid, "cont")
             except BaseException:
                 await self._remove(guest.uuid)
                 raise
 
-    async def _record_and_plug(self, machine: qp.MachineConfig, guest: GuestSpec) -> dict[str, Any]:
+    async def _record_and_plug(
+        self, machine: qp.MachineConfig, guest: GuestSpec, attach: bool = True
+    ) -> dict[str, Any]:
         """guest.json of a new guest (its volumes as given, the root one first when it
         boots from a volume), saved before anything outside its directory exists (a host
-        killed from here on leaves a record destroy() removes it all by); then its taps."""
+        killed from here on leaves a record destroy() removes it all by); then its taps
+        (on their bridges unless `attach` is False)."""
         volume_slots, _nic_slots = _boot_slots(guest)
         drives = [
             (d, _volume_drive(d, slot, initiator_name(self.host)))
@@ -277,7 +294,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
             kept |= _drive_secrets(d, drive)
         qemu_secrets.keep(self._dir(guest.uuid), kept)
         for vif in guest.vifs:
-            await _plug_tap(vif)
+            await _plug_tap(vif, attach)
         return record
 
     async def _prepare(
@@ -466,7 +483,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
             argv = qp.command_line(
                 machine, directory, qmp_sock.fileno(), incoming, nbd_fds, secret_files
             )
-            if paused:  # an incoming guest waits for its disks before it runs
+            if paused:  # an incoming guest waits for its disks, a new one for its ports
                 argv.append("-S")
             if machine.netns:
                 # Taps by name are found in QEMU's namespace: run it where the bridges are.
@@ -1300,20 +1317,30 @@ def _checksum_offload(vif: Vif) -> bool:
     return not (vif.ovsdb and vif.datapath_type == "netdev")
 
 
-async def _plug_tap(vif: Vif) -> str:
+async def _plug_tap(vif: Vif, attach: bool = True) -> str:
+    """The guest's tap, up, in its port's namespace; on its bridge unless `attach` is
+    False (_attach_tap then, once the port is wired)."""
     name = tap_name(vif.port_id)
     ip = ["ip", "-n", vif.netns] if vif.netns else ["ip"]
     if not await _link_exists(name, vif.netns):
         await _run(*ip, "tuntap", "add", "dev", name, "mode", "tap")
-    await _run(*ip, "link", "set", name, "mtu", str(vif.mtu))
-    await _run(*ip, "link", "set", name, "up")
+    await _run(*ip, "link", "set", name, "mtu", str(vif.mtu), "up")
+    if attach:
+        await _attach_tap(vif)
+    return name
+
+
+async def _attach_tap(vif: Vif) -> None:
+    """The guest's tap on its port's bridge (a Linux bridge, or br-int with the port's
+    iface-id)."""
+    name = tap_name(vif.port_id)
     if vif.ovsdb and vif.bridge:
         from cumulo.network.dataplane.openvswitch import plug
 
         await plug(vif.ovsdb, vif.bridge, name, vif.port_id, vif.mac)
     elif vif.bridge:
+        ip = ["ip", "-n", vif.netns] if vif.netns else ["ip"]
         await _run(*ip, "link", "set", name, "master", vif.bridge)
-    return name
 
 
 async def _link_exists(name: str, netns: str | None) -> bool:
