@@ -34,6 +34,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import random
 import signal
 import socket
 import statistics
@@ -70,7 +71,24 @@ def configure(state_dir: Path) -> None:
     config.compute.cpu_allocation_ratio = 8.0
     config.network.driver = "linuxbridge"
     config.network.agent_host = HOST  # the data plane filters the ports bound to its host
+    # An external subnet no other cloud on this machine has: the host leg (the path to
+    # the floating IP) is made only where the host has no address in it yet.
+    third = free_subnet()
+    config.network.public_cidr = f"172.31.{third}.0/24"
+    config.network.public_gateway = f"172.31.{third}.1"
     write_config(state_dir, config)
+
+
+def free_subnet() -> int:
+    """The third byte of a 172.31.x.0/24 the host has no address or route in."""
+    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"],
+                            capture_output=True, text=True).stdout  # fmt: skip
+    addresses = subprocess.run(["ip", "-4", "-br", "addr"], capture_output=True, text=True).stdout
+    taken = routes + addresses
+    for third in random.sample(range(100, 250), 150):
+        if f"172.31.{third}." not in taken:
+            return third
+    raise RuntimeError("no free 172.31.x.0/24 for the external network")
 
 
 def connect(state_dir: Path, cloud: str):
