@@ -46,11 +46,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_cloud(state_dir: Path, store: str = "file") -> subprocess.Popen:
+def start_cloud(state_dir: Path, store: str = "file", object_workers: int = 1) -> subprocess.Popen:
+    """`cumulo up` on free ports; object_workers: processes serving the object-store port."""
     config = prepare_state_dir(state_dir)
     for name in type(config.ports).model_fields:
         setattr(config.ports, name, free_port())
     config.identity.bcrypt_rounds = 4
+    config.object_store.workers = object_workers
     if store == "object_store":
         config.image.stores = [ImageStoreConfig(id="swift", type="object_store")]
     write_config(state_dir, config)

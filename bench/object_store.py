@@ -137,10 +137,25 @@ async def run_phase(port, clients, duration, make_request) -> tuple[int, list[fl
     return len(latencies), [elapsed, *sorted(latencies)], making
 
 
-def process_system_cpu(pid: int) -> float:
-    """CPU seconds a process has spent in the kernel (system time) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+def server_pids(pid: int) -> list[int]:
+    """The cloud's process and its children (the object-store proxy processes)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return [pid, *children]
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) the cloud's processes have used so far."""
+    return sum(process_cpu(p) for p in server_pids(pid))
+
+
+def server_system_cpu(pid: int) -> float:
+    """CPU seconds the cloud's processes have spent in the kernel (system time) so far."""
+    total = 0
+    for p in server_pids(pid):
+        total += int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def request(method: str, path: str, port: int, token: str, length: int | None = None) -> bytes:
@@ -357,10 +372,10 @@ async def benchmark(args, state_dir: Path, pid: int) -> None:
         for run, api in enumerate(order):
             os.sync()
             make = maker(api, label, size_name, run)
-            cpu, kernel, client = process_cpu(pid), process_system_cpu(pid), time.process_time()
+            cpu, kernel, client = server_cpu(pid), server_system_cpu(pid), time.process_time()
             done, times, signing = await run_phase(port, args.clients, args.duration, make)
             figures[api][label].add(
-                done, times, process_cpu(pid) - cpu, process_system_cpu(pid) - kernel,
+                done, times, server_cpu(pid) - cpu, server_system_cpu(pid) - kernel,
                 time.process_time() - client, signing,
             )  # fmt: skip
 
@@ -389,7 +404,8 @@ async def benchmark(args, state_dir: Path, pid: int) -> None:
 
     runs = len(order) // len(heads)
     print(
-        f"object store, {args.clients} clients, 3 replicas on one disk, {args.duration} s each"
+        f"object store, {args.clients} clients, 3 replicas on one disk, {args.duration} s each, "
+        f"{args.workers} object-store process(es)"
         + (f", {runs} runs per API (Swift, S3, S3, Swift)" if runs > 1 else "")
     )
     print(f"  dd conv=fdatasync  {dd:8.0f} MiB/s  (PUT limit, 3 replicas: {dd / 3:.0f} MiB/s)")
@@ -450,10 +466,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--dir", default=None, help="where the state dir goes (the disk)")
     parser.add_argument("--api", choices=("swift", "s3"), default="swift")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes serving the object-store port"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cumulo-bench-object-", dir=args.dir))
     state_dir = work / "state"
-    proc = start_cloud(state_dir)
+    proc = start_cloud(state_dir, object_workers=args.workers)
     try:
         try:
             import uvloop

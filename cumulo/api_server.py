@@ -114,20 +114,9 @@ def run(state_dir: Path, services: list[str], workers: int, verbose_args: list[s
 
 def _worker_main() -> None:
     """python -m cumulo.api_server [-v] [--log-format F] [--log-dir D] STATE_DIR SERVICES INDEX"""
-    from cumulo.common.logs import setup_logging
-    from cumulo.common.server import run_event_loop
+    from cumulo.common.server import run_event_loop, worker_arguments
 
-    args = sys.argv[1:]
-    options = {"--log-format": "text", "--log-dir": None}
-    for name in options:
-        if name in args:
-            at = args.index(name)
-            options[name] = args[at + 1]
-            del args[at : at + 2]
-    level = logging.INFO if "-v" in args else logging.WARNING
-    args = [a for a in args if a != "-v"]
-    log_dir = options["--log-dir"]
-    setup_logging(level, options["--log-format"], Path(log_dir) if log_dir else None)
+    args = worker_arguments(sys.argv[1:])
     state_dir, services, index = Path(args[0]), args[1].split(","), int(args[2])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent says when to stop (SIGTERM)
     run_event_loop(serve_worker(state_dir, services, index))

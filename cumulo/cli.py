@@ -125,6 +125,7 @@ def up(
         state_dir_lock,
     )
     from cumulo.common.tls import server_files
+    from cumulo.object_store.proxy_workers import ProxyWorkers
 
     sd = resolve_state_dir(state_dir)
     sd.mkdir(parents=True, exist_ok=True)
@@ -142,7 +143,13 @@ def up(
                         offered.touch()
                     apps = cloud.apps()
                     config = cloud.config
-                    servers = make_servers(apps, config.host, server_files(config))
+                    proxies = config.object_store.workers - 1
+                    servers = make_servers(
+                        apps,
+                        config.host,
+                        server_files(config),
+                        shared_ports={"object-store"} if proxies else False,
+                    )
                     _usage_hint(sd)
                     for name, (_app, port) in apps.items():
                         scheme = "http" if name in PLAIN_HTTP else config.scheme
@@ -157,9 +164,13 @@ def up(
                     if with_debian_image:
                         # Registered through the APIs, so it starts once they listen.
                         debian = asyncio.create_task(_debian_image(config))
+                    workers = ProxyWorkers(sd, proxies, _logging_args())
+                    if proxies:
+                        workers.start()
                     try:
                         await serve(servers)
                     finally:
+                        await workers.stop()
                         if with_debian_image:
                             debian.cancel()
                 finally:

@@ -541,6 +541,10 @@ class ObjectStoreConfig(_Section):
     # S3 on the same port: virtual-host style requests name the bucket in the host,
     # `<bucket>.<s3_domain>` (path style, `/<bucket>/<key>`, works on any host name).
     s3_domain: str = "s3.localhost"
+    # Processes serving the object-store port in `cumulo up` (Swift's proxy `workers`):
+    # the cloud's own and workers - 1 object-store proxies beside it, for the proxy's
+    # Python on several cores (object_store/proxy_workers.py says what each caches).
+    workers: int = Field(1, ge=1, le=64)
 
 
 class LimitsConfig(_Section):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import signal
 import socket
-from collections.abc import Coroutine, Iterator
+from collections.abc import Collection, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +27,24 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
+
+
+def worker_arguments(argv: list[str]) -> list[str]:
+    """A worker process's logging set up from the options its parent handed on
+    ([-v] [--log-format F] [--log-dir D]); the other arguments, in order."""
+    from cumulo.common.logs import setup_logging
+
+    args = list(argv)
+    options = {"--log-format": "text", "--log-dir": None}
+    for name in options:
+        if name in args:
+            at = args.index(name)
+            options[name] = args[at + 1]
+            del args[at : at + 2]
+    level = logging.INFO if "-v" in args else logging.WARNING
+    log_dir = options["--log-dir"]
+    setup_logging(level, options["--log-format"], Path(log_dir) if log_dir else None)
+    return [a for a in args if a != "-v"]
 
 
 class _Server(uvicorn.Server):
@@ -97,10 +116,11 @@ def make_servers(
     host: str,
     tls: tuple[str, str] | None = None,
     *,
-    shared_ports: bool = False,
+    shared_ports: bool | Collection[str] = False,
 ) -> list[uvicorn.Server]:
     """A server per app; `tls`: (certificate, key) files, for every app but PLAIN_HTTP's;
-    shared_ports: bind with SO_REUSEPORT (one of several worker processes)."""
+    shared_ports: bind with SO_REUSEPORT (one of several worker processes), every app's
+    port or those of the apps named."""
     servers = []
     for name, (app, port) in apps.items():
         ssl = {}
@@ -124,7 +144,7 @@ def make_servers(
             **ssl,
         )
         server = _Server(config)
-        if shared_ports:
+        if shared_ports is True or (shared_ports and name in shared_ports):
             server.premade = shared_port_socket(host, port)
         servers.append(server)
     return servers
