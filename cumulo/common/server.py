@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import uvicorn
 from starlette.types import ASGIApp
 
+from cumulo.common.zerocopy import ZeroCopyHttpProtocol
+
 T = TypeVar("T")
 
 
@@ -132,7 +134,8 @@ def make_servers(
             port=port,
             log_config=None,
             access_log=False,
-            http="httptools",
+            # httptools, and sendfile(2) for the bodies apps send from files.
+            http=ZeroCopyHttpProtocol,
             lifespan="off",
             timeout_graceful_shutdown=5,
             # uvicorn closes idle keep-alive connections after 5 s, the very interval at

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from starlette.types import Receive, Scope, Send
 
+from cumulo.common.zerocopy import EXTENSION
 from cumulo.object_store.storage.reading import Source, iter_source
 
 LOG = logging.getLogger(__name__)
@@ -177,6 +178,8 @@ class ObjectBody:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         primed = None
+        # This host's replica files go to the socket with sendfile(2) where the server can.
+        zerocopy = EXTENSION in scope.get("extensions", {})
         try:
             if not self.head and self._starts_remote():
                 try:
@@ -201,6 +204,10 @@ class ObjectBody:
                     await self._send_remote(send, piece, handed)
                     continue
                 fd = self._fd(index)
+                if zerocopy and end - offset > SMALL:
+                    await send({"type": EXTENSION, "file": fd, "offset": offset,
+                                "count": end - offset, "more_body": True})  # fmt: skip
+                    continue
                 while offset < end:
                     n = min(CHUNK, end - offset)
                     # Small reads come from the page cache faster than a thread hop.

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cumulo.common.aws_credentials import Credential, CredentialCache
 from cumulo.common.faults import ApiError
+from cumulo.common.zerocopy import EXTENSION
 from cumulo.object_store.core import ObjectStore
 from cumulo.object_store.s3.errors import S3Error
 from cumulo.object_store.s3.request import S3Request, parse
@@ -212,6 +213,8 @@ class Call:
             # A symlink is not followed with those rights (it may name another account).
             query = {**(query or {}), "symlink": "get"}
         sub = self._sub_scope(method, path, query, headers or {}, token)
+        if stream_to is None or sink is not None:  # the body is not the client's answer
+            sub.pop("extensions", None)
         if receive is None:
             payload = body or b""
             sent = False
@@ -247,6 +250,8 @@ class Call:
                     await self.send(message)
                 else:
                     chunks.append(message.get("body", b""))
+            elif message["type"] == EXTENSION:  # a file's bytes, sent as they are
+                await self.send(message)
 
         await self.gateway.app(sub, receive, send)
         answer.body = b"".join(chunks)
