@@ -22,14 +22,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+BIG_BEFORE = b"b" * (8 * MIB)
+
+
 def file_app(path: Path, offered: list[bool]):
     """Answers `before` + the file's bytes [1 MiB, end) + `after`; sent as a file where
-    the server offers the extension."""
+    the server offers the extension. /big: 8 MiB before the file (the transport still
+    holds some of them when the file is sent)."""
 
     async def app(scope, receive, send):
         offered.append(EXTENSION in scope.get("extensions", {}))
         size = path.stat().st_size
-        before, after = b"head-bytes|", b"|tail-bytes"
+        before = BIG_BEFORE if scope["path"] == "/big" else b"head-bytes|"
+        after = b"|tail-bytes"
         length = len(before) + size - MIB + len(after)
         headers = [(b"content-length", str(length).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -70,10 +75,12 @@ async def test_a_file_body_goes_out_whole_between_the_bytes_around_it(tmp_path: 
                 r = await client.get("/")
                 assert r.status_code == 200
                 assert r.content == b"head-bytes|" + data[MIB:] + b"|tail-bytes"
+            r = await client.get("/big")
+            assert r.content == BIG_BEFORE + data[MIB:] + b"|tail-bytes"
     finally:
         stop.set()
         await task
-    assert offered == [True, True]
+    assert offered == [True, True, True]
 
 
 @pytest.mark.asyncio
