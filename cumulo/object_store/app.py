@@ -112,12 +112,13 @@ class TransIdMiddleware:
 
 
 def create_object_store_app(store: ObjectStore) -> Starlette:
+    # Objects first: most requests are theirs, and no other route matches their paths.
     routes = [
-        *info.routes,
+        Route("/v1/{account}/{container}/{object:path}", container_or_object, methods=METHODS),
+        Route("/v1/{account}/{container}", containers.container, methods=METHODS),
         Route("/v1/{account}", accounts.account, methods=METHODS),
         Route("/v1/{account}/", accounts.account, methods=METHODS),
-        Route("/v1/{account}/{container}", containers.container, methods=METHODS),
-        Route("/v1/{account}/{container}/{object:path}", container_or_object, methods=METHODS),
+        *info.routes,
     ]
     app = create_app("object-store", routes, render_identity, dialect="object-store")
     app.add_exception_handler(ApiError, on_error)
