@@ -81,6 +81,12 @@ DATAPLANE_WIRE_SECONDS = Histogram(
     "the DHCP servers and routers of the same state.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+PORT_WIRING_WAIT_SECONDS = Histogram(
+    "cumulo_compute_port_wiring_wait_seconds",
+    "Time a compute host waited for a guest's ports to go ACTIVE (the network agent's "
+    "wiring), part of a boot's compute_networking.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 5, 7.5, 10, 15, 20, 30, 60),
+)
 
 
 class EventTimer:

@@ -1160,6 +1160,18 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
         except Exception:  # noqa: BLE001 - best effort, logged
             LOG.warning("could not delete volume attachment %s", attachment_id)
 
+    async def external_instance_event(self, ctx: dict, events: list[dict[str, Any]]) -> None:
+        """Events the API took for this host's instances (Nova's external_instance_event):
+        a network-vif-plugged one ends a build's or an attach's wait for that port."""
+        for event in events:
+            if (
+                event.get("name") == "network-vif-plugged"
+                and event.get("status") == "completed"
+                and event.get("tag")
+                and self.network is not None
+            ):
+                self.network.plugged.plugged(event["tag"])
+
     async def extend_volume(self, ctx: dict, instance_uuid: str, volume_id: str) -> None:
         """Block Storage grew an attached volume (the volume-extended event)."""
         event = "compute_extend_volume"

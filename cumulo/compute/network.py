@@ -11,11 +11,13 @@ ports the user brought are only unbound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
+from cumulo.common import metrics
 from cumulo.common.service_client import ServiceClient, ServiceError, url_path
 from cumulo.compute.virt.driver import Vif
 
@@ -54,6 +56,11 @@ BINDING_FAILED = "binding_failed"
 # destination, activated when the guest arrives); how long the answer is kept.
 PORT_BINDING_EXTENDED = "binding-extended"
 EXTENSION_CACHE_SECONDS = 600.0
+
+
+# How often a build waiting for its ports' network-vif-plugged events looks at the ports
+# itself, in case an event was lost.
+WIRING_RECHECK = 2.0
 
 
 NETWORK_AMBIGUOUS = "Multiple possible networks found, use a Network ID to be more specific."
@@ -95,12 +102,45 @@ async def can_auto_allocate(network: ServiceClient, token: str, project_id: str)
     return True
 
 
+class PluggedPorts:
+    """The network-vif-plugged events (the Network service's word that a port is wired,
+    sent when it goes ACTIVE) of the ports builds are waiting for, as Nova's
+    InstanceEvents: a waiter is registered before the port is looked at, so an event
+    is never missed between the look and the wait."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[str, set[asyncio.Future]] = {}
+
+    @contextlib.contextmanager
+    def expect(self, port_ids: Iterable[str]) -> Iterator[dict[str, asyncio.Future]]:
+        loop = asyncio.get_running_loop()
+        futures = {port_id: loop.create_future() for port_id in port_ids}
+        for port_id, future in futures.items():
+            self._waiters.setdefault(port_id, set()).add(future)
+        try:
+            yield futures
+        finally:
+            for port_id, future in futures.items():
+                waiters = self._waiters.get(port_id, set())
+                waiters.discard(future)
+                if not waiters:
+                    self._waiters.pop(port_id, None)
+                future.cancel()
+
+    def plugged(self, port_id: str) -> None:
+        """A network-vif-plugged event for this port."""
+        for future in self._waiters.get(port_id, ()):
+            if not future.done():
+                future.set_result(None)
+
+
 class NetworkClient:
     def __init__(self, network: ServiceClient, service_token: Callable[[], Awaitable[str]]) -> None:
         self.network = network
         # Binding a port to a host is the compute service's right, not the user's.
         self.service_token = service_token
         self._extended: tuple[float, bool] | None = None
+        self.plugged = PluggedPorts()
 
     async def _requested_network(
         self, token: str, project_id: str, auto: bool
@@ -217,23 +257,38 @@ class NetworkClient:
         network's bridge may not exist on this host yet, and dnsmasq does not know the
         guest (Nova waits for network-vif-plugged the same way, and with its default
         vif_plugging_is_fatal fails the build when it does not come). Ports of a data
-        plane without bridges (noop) are not waited for."""
+        plane without bridges (noop) are not waited for.
+
+        Each port is looked at once, then its network-vif-plugged event is awaited
+        (`plugged`), looking again every WIRING_RECHECK seconds in case one was lost."""
         waiting = {e["port_id"] for e in info if e.get("bridge")}
+        if not waiting:
+            return
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while waiting:
-            for port_id in sorted(waiting):
-                port = (await self.network.json("GET", f"/v2.0/ports/{port_id}", token))["port"]
-                if port.get("status") == "ACTIVE":
-                    waiting.discard(port_id)
-            if not waiting:
-                break
-            if loop.time() > deadline:
-                raise PortsNotWired(
-                    "Virtual Interface creation failed: the network agent did not wire "
-                    f"port(s) {', '.join(sorted(waiting))} within {timeout:g} s"
+        started = loop.time()
+        deadline = started + timeout
+        with self.plugged.expect(waiting) as events:
+            while True:
+                for port_id in sorted(waiting):
+                    port = (await self.network.json("GET", f"/v2.0/ports/{port_id}", token))["port"]
+                    if port.get("status") == "ACTIVE":
+                        waiting.discard(port_id)
+                if not waiting:
+                    break
+                if loop.time() > deadline:
+                    raise PortsNotWired(
+                        "Virtual Interface creation failed: the network agent did not wire "
+                        f"port(s) {', '.join(sorted(waiting))} within {timeout:g} s"
+                    )
+                await asyncio.wait(
+                    [events[p] for p in waiting],
+                    timeout=min(WIRING_RECHECK, max(0.0, deadline - loop.time())),
+                    return_when=asyncio.ALL_COMPLETED,
                 )
-            await asyncio.sleep(0.2)
+                waiting = {p for p in waiting if not events[p].done()}
+                if not waiting:
+                    break
+        metrics.PORT_WIRING_WAIT_SECONDS.observe(loop.time() - started)
 
     async def bind_to_host(
         self, info: list[dict[str, Any]], host: str | None

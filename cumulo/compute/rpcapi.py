@@ -441,6 +441,13 @@ class ComputeAPI:
             volume_id=volume_id,
         )
 
+    async def external_instance_event(
+        self, ctx: Context, host: str, events: list[dict[str, Any]]
+    ) -> None:
+        """Events about the host's instances that its builds may be waiting for
+        (network-vif-plugged: a port is wired)."""
+        await self.bus.cast(compute_topic(host), "external_instance_event", ctx, events=events)
+
     async def volume_snapshot_create(
         self, ctx: Context, host: str, instance_uuid: str, volume_id: str, create_info: dict
     ) -> None:

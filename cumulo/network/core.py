@@ -32,6 +32,7 @@ from cumulo.network.models import (
     Subnet,
     SubnetPool,
 )
+from cumulo.network.nova_notifier import COMPUTE_OWNER_PREFIX
 from cumulo.network.policies import NETWORK_RULES
 from cumulo.network.segments import Segments
 
@@ -122,41 +123,57 @@ class NetworkService:
         await self.validator.client.close()
         await self.db.dispose()
 
-    async def mark_ports_active(self, host: str, port_ids: list[str]) -> None:
+    async def mark_ports_active(self, host: str, port_ids: list[str]) -> list[tuple[str, str]]:
         """Ports the host's agent has wired go ACTIVE (only those still bound there,
         administratively up, and whose binding did not fail: a network the host does not
-        reach stays DOWN even if the data plane put the tap on a bridge of its own)."""
+        reach stays DOWN even if the data plane put the tap on a bridge of its own).
+        The (port, server) of each guest's port that went ACTIVE."""
         # Imported here: cumulo.network.binding reads the agents registry, which imports
         # this module.
         from cumulo.network.binding import Segment, binds, host_agents
 
         agent = (await host_agents(self, [host])).get(host)
         async with self.db.write() as session:
-            segments = await session.execute(
-                select(Port.id, Network.network_type, Network.physical_network)
+            rows = await session.execute(
+                select(
+                    Port.id, Port.device_owner, Port.device_id, Network.network_type,
+                    Network.physical_network,
+                )
                 .join(Network, Network.id == Port.network_id)
-                .where(Port.id.in_(port_ids))
-            )
-            port_ids = [
-                port_id
-                for port_id, network_type, physnet in segments
-                if binds(agent, Segment(network_type, physnet))
-            ]
-            await session.execute(
-                update(Port)
                 .where(
                     Port.id.in_(port_ids),
                     Port.host == host,
                     Port.admin_state_up.is_(True),
                     Port.status != "ACTIVE",
                 )
-                .values(status="ACTIVE")
-                .execution_options(synchronize_session=False)
-            )
+            )  # fmt: skip
+            going = [
+                (port_id, owner, device_id)
+                for port_id, owner, device_id, network_type, physnet in rows
+                if binds(agent, Segment(network_type, physnet))
+            ]
+            if going:
+                await session.execute(
+                    update(Port)
+                    .where(Port.id.in_([port_id for port_id, _, _ in going]))
+                    .values(status="ACTIVE")
+                    .execution_options(synchronize_session=False)
+                )
+        return [
+            (port_id, device_id)
+            for port_id, owner, device_id in going
+            if device_id and (owner or "").startswith(COMPUTE_OWNER_PREFIX)
+        ]
 
     async def changed(self) -> None:
         if self.on_change is not None:
             await self.on_change()
+
+    def ports_plugged(self, plugged: list[tuple[str, str]]) -> None:
+        """Tell Compute that these guests' ports (port, server) are wired (Neutron's
+        network-vif-plugged), on the side: the agent's report does not wait for it."""
+        if self.nova_notifier is not None and plugged:
+            self.nova_notifier.ports_plugged(plugged)
 
     async def ports_changed(self, port_ids: list[str | None]) -> None:
         """Tell Compute that these ports changed (a floating IP came or went)."""

@@ -4,6 +4,8 @@ server's addresses once the Network service reports it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 
@@ -350,3 +352,35 @@ def test_instance_usage_audit_log_reports_hosts_not_run(
         assert c.get("/v2.1/os-instance_usage_audit_log/invalid_time").status_code == 400
     with compute(cloud, demo_token) as c:
         assert c.get("/v2.1/os-instance_usage_audit_log").status_code == 403
+
+
+def test_a_port_going_active_tells_its_servers_host_at_once(cloud: CloudRunner, server: dict):
+    """Neutron's network-vif-plugged: once the agent has wired a server's port, the
+    server's host is told through os-server-external-events, where a build or an
+    interface attach waits for it."""
+    host = cloud.openstack("server", "show", server["id"], "-f", "json")["OS-EXT-SRV-ATTR:host"]
+    manager = next(m for m in cloud.cloud.compute.managers if m.host == host)
+    network = cloud.openstack("network", "create", _name("plugged"), "-f", "json")
+    port = cloud.openstack(
+        "port", "create", "--network", network["id"], "--device-owner", "compute:nova",
+        "--device", server["id"], _name("p"), "-f", "json",
+    )  # fmt: skip
+    assert port["status"] == "DOWN"
+    waiting = contextlib.ExitStack()
+
+    async def expect() -> asyncio.Future:
+        return waiting.enter_context(manager.network.plugged.expect([port["id"]]))[port["id"]]
+
+    async def done() -> None:
+        waiting.close()
+
+    plugged = cloud.run_async(expect())
+    try:
+        # Bound to the host of the cloud's network agent, which wires it and reports it up.
+        cloud.openstack("port", "set", "--host", cloud.cloud.network.agent.host, port["id"])
+        cloud.run_async(asyncio.wait_for(asyncio.shield(plugged), 20))
+    finally:
+        cloud.run_async(done())
+    assert cloud.openstack("port", "show", port["id"], "-f", "json")["status"] == "ACTIVE"
+    cloud.openstack("port", "delete", port["id"])
+    cloud.openstack("network", "delete", network["id"])

@@ -1,9 +1,11 @@
 """POST /os-server-external-events: what the Network service (and others) report about
 servers (api-ref: Create external events (os-server-external-events)).
 
-`network-changed` refreshes the server's network info cache (its floating IPs); the
-other events are accepted and recorded as completed, as Nova answers them
-(`accelerator-request-bound`, 2.82: no accelerator service here waits for it)."""
+`network-changed` refreshes the server's network info cache (its floating IPs);
+`network-vif-plugged` goes to the server's host, where a build or an interface attach
+may be waiting for that port (the tag) to be wired; the other events are accepted and
+recorded as completed, as Nova answers them (`accelerator-request-bound`, 2.82: no
+accelerator service here waits for it)."""
 
 from __future__ import annotations
 
@@ -81,6 +83,7 @@ async def create_events(request: Request) -> Response:
             ).all()
         )
     answered = []
+    to_hosts: dict[str, list[dict[str, Any]]] = {}
     for event in events:
         if event["server_uuid"] not in hosts:
             answered.append({**event, "code": 404, "status": "failed"})
@@ -96,7 +99,13 @@ async def create_events(request: Request) -> Response:
             await _refresh(service, event["server_uuid"])
         if event["name"] == "volume-extended" and event.get("tag"):
             await service.volume_extended(ctx, event["server_uuid"], event["tag"])
+        if event["name"] == "network-vif-plugged":
+            to_hosts.setdefault(hosts[event["server_uuid"]], []).append(event)
         answered.append({**event, "code": 200})
+    for host, host_events in sorted(to_hosts.items()):
+        await service.compute_rpc.external_instance_event(
+            service.rpc_context(ctx), host, host_events
+        )
     if not any(e["code"] == 200 for e in answered):
         raise NotFound("No instances found for any event")
     status = 200 if all(e["code"] == 200 for e in answered) else 207

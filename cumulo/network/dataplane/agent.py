@@ -78,9 +78,9 @@ class NetworkStateEndpoint(Endpoint):
 
     async def ports_up(self, context: dict[str, Any], host: str, port_ids: list[str]) -> None:
         """The host's agent has wired these ports: they are ACTIVE (Neutron's port status,
-        which the compute service waits for before it starts a guest)."""
+        which the compute service waits for before it starts a guest: it is told so)."""
         if port_ids:
-            await self.service.mark_ports_active(host, port_ids)
+            self.service.ports_plugged(await self.service.mark_ports_active(host, port_ids))
 
 
 @dataclass
