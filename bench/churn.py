@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,14 +41,16 @@ from tests.churn import ChurnResult, Workload, churn, footprint, leaks, percenti
 from tests.cloudrunner import configure_state_dir, remove_data_plane  # noqa: E402
 
 TARGET_RATIO = 2.0
+AGENT_HOST = "bench"  # the main host: the only one whose ports a network agent wires
+WIRING_WAIT = "cumulo_compute_port_wiring_wait_seconds"
 
 
 def configure(state_dir: Path, fake_hosts: int, dataplane: str) -> None:
     configure_state_dir(state_dir)
     config = load_config(state_dir)
-    config.compute.host = "bench"
+    config.compute.host = AGENT_HOST
     config.compute.fake_hosts = fake_hosts
-    config.network.agent_host = "bench"
+    config.network.agent_host = AGENT_HOST
     config.network.driver = dataplane
     write_config(state_dir, config)
 
@@ -82,6 +88,79 @@ def settled_footprint(state_dir: Path, seconds: float = 30) -> dict:
     return last
 
 
+def utc_now() -> str:
+    return datetime.now(UTC).replace(tzinfo=None).isoformat(" ")
+
+
+def boot_phases(state_dir: Path, since: str, until: str) -> dict[str, dict[str, list[float]]]:
+    """Where each boot of a run went, from its instance action events: the time until
+    its host started it (API, conductor, scheduler), its networking (ports, and on the
+    agent's host the wait for their wiring), then the rest until the guest ran; by host
+    kind (the agent's host, the fake ones)."""
+    query = """SELECT i.host, a.start_time, e.event, e.start_time, e.finish_time
+        FROM instance i JOIN instance_action a ON a.instance_uuid = i.uuid
+        JOIN instance_action_event e ON e.action_id = a.id
+        WHERE a.action = 'create' AND a.start_time BETWEEN ? AND ?"""
+    boots: dict[tuple[str, str], dict[str, tuple[datetime, datetime | None]]] = {}
+    with sqlite3.connect(f"file:{state_dir / 'compute.db'}?mode=ro", uri=True) as conn:
+        for host, action_start, event, start, finish in conn.execute(query, (since, until)):
+            times = boots.setdefault((host or "", action_start), {})
+            times[event] = (datetime.fromisoformat(start),
+                            datetime.fromisoformat(finish) if finish else None)  # fmt: skip
+    phases: dict[str, dict[str, list[float]]] = {}
+    for (host, action_start), times in boots.items():
+        net, build = times.get("compute_networking"), times.get("compute_build_and_run_instance")
+        if net is None or net[1] is None or build is None or build[1] is None:
+            continue
+        kind = "agent host" if host == AGENT_HOST else "fake hosts"
+        found = phases.setdefault(kind, {"to host": [], "networking": [], "rest": []})
+        found["to host"].append((net[0] - datetime.fromisoformat(action_start)).total_seconds())
+        found["networking"].append((net[1] - net[0]).total_seconds())
+        found["rest"].append((build[1] - net[1]).total_seconds())
+    return phases
+
+
+def wiring_waits(state_dir: Path) -> dict[float, float]:
+    """The compute side's wiring-wait histogram (bucket upper bound -> count)."""
+    port = load_config(state_dir).ports.compute
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
+        text = answer.read().decode()
+    found = {}
+    for bound, count in re.findall(rf'^{WIRING_WAIT}_bucket{{le="([^"]+)"}} (\S+)$', text, re.M):
+        found[float(bound)] = float(count)
+    return found
+
+
+def histogram_percentile(before: dict[float, float], after: dict[float, float], p: float) -> float:
+    """The p-th percentile of what a cumulative histogram gained (linear in a bucket)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or not counts[-1]:
+        return 0.0
+    rank, lower, below = p / 100 * counts[-1], 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(count - below, 1e-9)
+        lower, below = bound, count
+    return lower
+
+
+def report_phases(phases: dict[str, dict[str, list[float]]], waits: tuple[dict, dict]) -> None:
+    for kind, found in sorted(phases.items()):
+        line = ", ".join(
+            f"{name} p50 {percentile(v, 50):.2f} / p99 {percentile(v, 99):.2f} s"
+            for name, v in found.items()
+        )
+        print(f"  boots on the {kind} ({len(found['rest'])}): {line}")
+    before, after = waits
+    if after:
+        print(f"  wait for the ports' wiring: p50 {histogram_percentile(before, after, 50):.2f}"
+              f" / p99 {histogram_percentile(before, after, 99):.2f} s "
+              "(from the histogram's buckets)")  # fmt: skip
+
+
 def report(title: str, result: ChurnResult) -> None:
     print(f"\n{title}: {result.elapsed:.1f} s, failures: {len(result.failures)}")
     print(f"  {'operation':<28} {'count':>6} {'ops/s':>7} {'p50 s':>7} {'p99 s':>7}")
@@ -112,9 +191,13 @@ def main() -> None:
         workload = Workload(image="churn", servers=args.servers, timeout=600)
         warm = churn(admin, workload, rounds=1, projects=1)
         before = settled_footprint(state_dir)
+        marks = [(utc_now(), wiring_waits(state_dir))]
         idle = churn(admin, workload, rounds=args.idle_rounds, projects=1)
+        marks.append((utc_now(), wiring_waits(state_dir)))
         loaded = churn(admin, workload, rounds=args.rounds, projects=args.projects)
+        marks.append((utc_now(), wiring_waits(state_dir)))
         after = settled_footprint(state_dir)
+        phases = [boot_phases(state_dir, marks[i][0], marks[i + 1][0]) for i in (0, 1)]
         leftovers = {
             "servers": len(list(admin.compute.servers(all_projects=True))),
             "volumes": len(list(admin.block_storage.volumes(all_projects=True))),
@@ -130,7 +213,9 @@ def main() -> None:
           f"data plane {args.dataplane}, SQLite, in-process bus")  # fmt: skip
     print(f"warm-up failures: {len(warm.failures)}")
     report(f"idle (1 project x {args.idle_rounds} rounds)", idle)
+    report_phases(phases[0], (marks[0][1], marks[1][1]))
     report(f"churn ({args.projects} projects x {args.rounds} rounds)", loaded)
+    report_phases(phases[1], (marks[1][1], marks[2][1]))
     found = leaks(before, after)
     print(f"\nleft behind: servers {leftovers['servers']}, volumes {leftovers['volumes']}")
     for kind in ("namespaces", "links", "processes", "files", "rows"):
