@@ -3,6 +3,7 @@ dnsmasq's static leases and options, and the names it gives things."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from cumulo.network.dataplane.dhcp import (
@@ -248,3 +249,72 @@ def test_everything_is_named_with_the_prefix_and_fits_interface_names(tmp_path: 
         "bridge_name": bridge_name(NET),
         "netns": driver.host_ns,
     }
+
+
+def test_a_floating_ip_on_an_applied_router_is_an_address_and_its_nat_only(
+    tmp_path: Path, monkeypatch
+):
+    """Neutron's L3 agent updates a router in place: a floating IP added or removed is
+    the gateway leg's /32 and the NAT ruleset, not the namespace and its legs again."""
+    import asyncio
+
+    from cumulo.network.dataplane import commands
+
+    ran: list[tuple[str, ...]] = []
+    held: dict[str, set[str]] = {}  # the router namespace's addresses, by device
+
+    async def run(*argv: str, stdin: str | None = None, check: bool = True, env=None) -> str:
+        ran.append(argv)
+        if argv[3:5] == ("addr", "add"):
+            held.setdefault(argv[7], set()).add(argv[5])
+        if argv[3:5] == ("addr", "del"):
+            held[argv[7]].discard(argv[5])
+        if "-json" in argv and argv[-2:] == ("addr", "show"):
+            return json.dumps([
+                {"ifname": dev, "addr_info": [
+                    {"local": a.split("/")[0], "prefixlen": int(a.split("/")[1])} for a in addrs
+                ]} for dev, addrs in held.items()
+            ])  # fmt: skip
+        return "[]" if "-json" in argv else ""
+
+    monkeypatch.setattr(commands, "run", run)
+    driver = LinuxBridgeDriver(tmp_path, scope="t")
+    router = {
+        "id": "r1", "ha": None, "enable_snat": True, "routes": [],
+        "interfaces": [{"port_id": "r0000000001", "network_id": NET, "mac": "fa:16:3e:00:00:10",
+                        "addresses": [{"ip": "10.0.0.1", "prefixlen": 24}]}],
+        "gateway": {"port_id": "g0000000001", "network_id": "ext", "mac": "fa:16:3e:00:00:11",
+                    "gateway_ip": "172.24.4.1",
+                    "addresses": [{"ip": "172.24.4.10", "prefixlen": 24}]},
+        "floating_ips": [],
+    }  # fmt: skip
+    networks = {NET: {"mtu": 1450}, "ext": {"mtu": 1500}}
+    ns = driver.router_ns("r1")
+
+    def apply(router: dict) -> list[tuple[str, ...]]:
+        ran.clear()
+        asyncio.run(driver._router_steps(router, networks, {ns}))
+        return list(ran)
+
+    first = apply(router)
+    assert ("ip", "-n", ns, "addr", "add", "172.24.4.10/24", "dev", "qg-g0000000001") in first
+    assert len(first) > 15  # the namespace, its legs, addresses, NAT, routes
+    assert apply(router) == []  # nothing changed: nothing run
+
+    fip = {"floating_ip": "172.24.4.20", "fixed_ip": "10.0.0.5"}
+    added = apply({**router, "floating_ips": [fip]})
+    assert added == [
+        ("ip", "-n", ns, "-json", "addr", "show"),
+        ("ip", "-n", ns, "addr", "add", "172.24.4.20/32", "dev", "qg-g0000000001"),
+        ("ip", "netns", "exec", ns, "nft", "-f", "-"),
+    ]
+    removed = apply(router)
+    assert removed[1] == ("ip", "-n", ns, "addr", "del", "172.24.4.20/32", "dev", "qg-g0000000001")
+    assert len(removed) == 3
+
+    # A new interface is a change of the legs: they are checked again, and so is the rest.
+    second = {"port_id": "r0000000002", "network_id": NET, "mac": "fa:16:3e:00:00:12",
+              "addresses": [{"ip": "10.0.1.1", "prefixlen": 24}]}  # fmt: skip
+    grown = apply({**router, "interfaces": [*router["interfaces"], second]})
+    assert ("ip", "-n", ns, "addr", "add", "10.0.1.1/24", "dev", "qr-r0000000002") in grown
+    assert ("ip", "netns", "exec", ns, "nft", "-f", "-") in grown

@@ -98,6 +98,19 @@ async def addresses(ns: str | None, dev: str) -> set[str]:
     return found
 
 
+async def addresses_by_device(ns: str | None) -> dict[str, set[str]]:
+    """`ip/prefixlen` of every global address in the namespace, by device."""
+    out = await run("ip", *_in(ns), "-json", "addr", "show")
+    found: dict[str, set[str]] = {}
+    for link in json.loads(out or "[]"):
+        found[link["ifname"]] = {
+            f"{a['local']}/{a['prefixlen']}"
+            for a in link.get("addr_info", [])
+            if a.get("scope") != "link"
+        }
+    return found
+
+
 async def namespaces() -> set[str]:
     out = await run("ip", "-json", "netns", "list")
     return {n["name"] for n in json.loads(out or "[]")}

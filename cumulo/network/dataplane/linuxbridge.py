@@ -343,10 +343,7 @@ class LinuxBridgeDriver(NetworkDriver):
                 continue
             ns = self.router_ns(router["id"])
             wanted.add(ns)
-            keep.add(f"router:{router['id']}")
-            metadata_port = self.metadata_proxy.port if self.metadata_proxy else None
-            await self._step(f"router:{router['id']}", (router, metadata_port),
-                             self._router(router, networks), existing, ns)  # fmt: skip
+            keep |= await self._router_steps(router, networks, existing)
             if self.metadata_proxy is not None:
                 legs = {leg["network_id"] for leg in router["interfaces"]}
                 await self.metadata_proxy.ensure(ns, legs)
@@ -542,8 +539,12 @@ class LinuxBridgeDriver(NetworkDriver):
         await cmd.ip(self.host_ns, "link", "set", outer, "master", bridge_name(network_id),
                      "mtu", str(mtu), "up")  # fmt: skip
 
-    async def _addresses(self, ns: str | None, dev: str, wanted: set[str]) -> None:
-        have = await cmd.addresses(ns, dev)
+    async def _addresses(
+        self, ns: str | None, dev: str, wanted: set[str], have: set[str] | None = None
+    ) -> None:
+        """dev's addresses made `wanted` (`have`: what it holds, when already looked at)."""
+        if have is None:
+            have = await cmd.addresses(ns, dev)
         for a in have - wanted:
             await cmd.ip(ns, "addr", "del", a, "dev", dev, check=False)
         for a in sorted(wanted - have):
@@ -587,18 +588,48 @@ class LinuxBridgeDriver(NetworkDriver):
         restarted as needed)."""
         await Dnsmasq(self.files / net["id"], ns).ensure(net, _dhcp_leg(net["dhcp"]), metadata_hops)
 
-    async def _router(self, router: dict[str, Any], networks: dict[str, Any]) -> None:
-        ns = self.router_ns(router["id"])
-        ha = router.get("ha")
-        keepalived = self.keepalived(router["id"])
-        if not ha:  # (no longer HA: first, as it removes the addresses it added on exit)
-            await keepalived.stop()
-        await cmd.add_namespace(ns)
-        await cmd.sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
-        if ha:  # before its legs are made: they inherit it
-            await cmd.sysctl(
-                ns, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"
-            )
+    async def _router_steps(
+        self, router: dict[str, Any], networks: dict[str, Any], existing: set[str]
+    ) -> set[str]:
+        """A router: its namespace and legs, then its addresses, its NAT and its routes,
+        each applied only when it changed: a floating IP that comes or goes is an
+        address on the gateway leg and the NAT ruleset (three commands), not the whole
+        namespace again (about twenty). An HA router is applied whole (keepalived holds
+        its addresses and routes). The keys of what was applied."""
+        rid, ns = router["id"], self.router_ns(router["id"])
+        metadata_port = self.metadata_proxy.port if self.metadata_proxy else None
+        if router.get("ha"):
+            await self._step(f"router:{rid}", (router, metadata_port),
+                             self._router(router, networks), existing, ns)  # fmt: skip
+            return {f"router:{rid}"}
+        legs, gw_dev = self._router_legs(router)
+        keys = [f"{part}:{rid}" for part in ("router", "router-addresses", "router-nat",
+                                             "router-routes")]  # fmt: skip
+        layout = {
+            name: (leg["port_id"], leg["mac"], leg["network_id"])
+            + (networks[leg["network_id"]]["mtu"],)
+            for name, (leg, _) in legs.items()
+        }
+
+        async def made() -> None:  # new legs have no address yet: the steps after it again
+            for key in keys[1:]:
+                self.applied.pop(key, None)
+            await self._router_layout(router, legs, networks)
+
+        await self._step(keys[0], ("legacy", layout), made(), existing, ns)
+        addresses = {name: sorted(addrs) for name, (_, addrs) in legs.items()}
+        await self._step(keys[1], addresses, self._router_addresses(ns, legs), existing, ns)
+        ruleset = router_ruleset(router, gw_dev, metadata_port)
+        await self._step(keys[2], ruleset, cmd.nft_load(ns, ruleset), existing, ns)
+        routes = (gw_dev, (router["gateway"] or {}).get("gateway_ip"), router.get("routes"))
+        await self._step(keys[3], routes, self._routes(ns, router, gw_dev), existing, ns)
+        return set(keys)
+
+    def _router_legs(
+        self, router: dict[str, Any]
+    ) -> tuple[dict[str, tuple[dict[str, Any], set[str]]], str | None]:
+        """The router's legs (name -> its port, its addresses; the floating IPs are the
+        gateway leg's) and the gateway leg's name."""
         legs: dict[str, tuple[dict[str, Any], set[str]]] = {}
         for leg in router["interfaces"]:
             addrs = {f"{a['ip']}/{a['prefixlen']}" for a in leg["addresses"]}
@@ -609,33 +640,65 @@ class LinuxBridgeDriver(NetworkDriver):
             addrs = {f"{a['ip']}/{a['prefixlen']}" for a in gw["addresses"]}
             addrs |= {f"{f['floating_ip']}/32" for f in router["floating_ips"]}
             legs[gw_dev] = (gw, addrs)
-        ha_dev = ha_device(ha["port"]["port_id"]) if ha else None
-        if ha and ha_dev:
-            legs[ha_dev] = (
+        ha = router.get("ha")
+        if ha:
+            legs[ha_device(ha["port"]["port_id"])] = (
                 ha["port"],
                 {f"{a['ip']}/{a['prefixlen']}" for a in ha["port"]["addresses"]},
+            )
+        return legs, gw_dev
+
+    async def _router_layout(
+        self,
+        router: dict[str, Any],
+        legs: dict[str, tuple[dict[str, Any], set[str]]],
+        networks: dict[str, Any],
+    ) -> None:
+        """The router's namespace and its legs (no others), without their addresses."""
+        ns = self.router_ns(router["id"])
+        ha = router.get("ha")
+        if not ha:  # (no longer HA: first, as it removes the addresses it added on exit)
+            await self.keepalived(router["id"]).stop()
+        await cmd.add_namespace(ns)
+        await cmd.sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+        if ha:  # before its legs are made: they inherit it
+            await cmd.sysctl(
+                ns, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"
             )
         for name in await cmd.links(ns):
             if name != "lo" and name not in legs:
                 await cmd.ip(ns, "link", "del", name, check=False)
-        for name, (leg, addrs) in legs.items():
+        for name, (leg, _) in legs.items():
             mtu = networks[leg["network_id"]]["mtu"]
             await self._leg(ns, name, self._router_leg(router, name, leg), leg["network_id"],
                             leg["mac"], mtu)  # fmt: skip
-            if ha and ha_dev:
-                if name == ha_dev:  # keepalived's VIP stays where it is
-                    held = await cmd.addresses(ns, name)
-                    addrs |= held & {primary_vip(ha["vr_id"])}
-                    await self._addresses(ns, name, addrs)
-                elif keepalived.pid is None:  # (made HA: keepalived adds them if elected)
-                    await self._addresses(ns, name, set())
-                continue  # the others are keepalived's
-            await self._addresses(ns, name, addrs)
+
+    async def _router_addresses(
+        self, ns: str, legs: dict[str, tuple[dict[str, Any], set[str]]]
+    ) -> None:
+        """Each leg's addresses as wanted (one look at the namespace's)."""
+        have = await cmd.addresses_by_device(ns)
+        for name, (_, wanted) in legs.items():
+            await self._addresses(ns, name, wanted, have.get(name, set()))
+
+    async def _router(self, router: dict[str, Any], networks: dict[str, Any]) -> None:
+        """An HA router, whole: its legs, the HA leg's address, NAT, keepalived (which
+        adds the other addresses and the routes where the router is active)."""
+        ns = self.router_ns(router["id"])
+        ha = router["ha"]
+        keepalived = self.keepalived(router["id"])
+        legs, gw_dev = self._router_legs(router)
+        await self._router_layout(router, legs, networks)
+        ha_dev = ha_device(ha["port"]["port_id"])
+        for name, (_, addrs) in legs.items():
+            if name == ha_dev:  # keepalived's VIP stays where it is
+                held = await cmd.addresses(ns, name)
+                addrs |= held & {primary_vip(ha["vr_id"])}
+                await self._addresses(ns, name, addrs)
+            elif keepalived.pid is None:  # (made HA: keepalived adds them if elected)
+                await self._addresses(ns, name, set())
         metadata_port = self.metadata_proxy.port if self.metadata_proxy else None
         await cmd.nft_load(ns, router_ruleset(router, gw_dev, metadata_port))
-        if not ha:
-            await self._routes(ns, router, gw_dev)
-            return
         if not keepalived_installed():
             # The rest of the host goes on; this router holds no address here.
             LOG.error("network: HA router %s not run: keepalived is not installed (Debian: "
