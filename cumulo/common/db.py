@@ -279,26 +279,27 @@ class Database:
             yield session
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
-        """One transaction: committed when the block ends, rolled back on any error."""
+    async def write(self, first: bool = False) -> AsyncIterator[AsyncSession]:
+        """One transaction: committed when the block ends, rolled back on any error.
+        `first`: as for run_write."""
         if not self.is_sqlite:
             async with self._sessions.begin() as session:
                 yield session
             return
-        async with self._write_lock.held(), self._sessions() as session:
+        async with self._write_lock.held(first), self._sessions() as session:
             async with session.begin():
                 yield session
 
     async def write_retrying(
-        self, work: Callable[[AsyncSession], Awaitable[T]], attempts: int = 5
+        self, work: Callable[[AsyncSession], Awaitable[T]], attempts: int = 5, first: bool = False
     ) -> T:
         """`await work(session)` in one write transaction, run again from the start
         when the database server gave it up to resolve a conflict (a deadlock, a lock
         wait timeout, a serialization failure). `work` must be safe to repeat: what it
-        did in the failed attempt was rolled back."""
+        did in the failed attempt was rolled back. `first`: as for run_write."""
         for attempt in range(attempts):
             try:
-                async with self.write() as session:
+                async with self.write(first) as session:
                     return await work(session)
             except DBAPIError as exc:
                 if attempt == attempts - 1 or not is_transient(exc):

@@ -133,7 +133,8 @@ class NetworkService:
         from cumulo.network.binding import Segment, binds, host_agents
 
         agent = (await host_agents(self, [host])).get(host)
-        async with self.db.write() as session:
+        # Builds are waiting for it: before the writes that start more work.
+        async with self.db.write(first=True) as session:
             rows = await session.execute(
                 select(
                     Port.id, Port.device_owner, Port.device_id, Network.network_type,

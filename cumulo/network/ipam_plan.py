@@ -39,6 +39,7 @@ from cumulo.network.models import (
     Quota,
     Subnet,
 )
+from cumulo.network.nova_notifier import COMPUTE_OWNER_PREFIX
 from cumulo.network.ports import is_auto_address
 
 LOG = logging.getLogger(__name__)
@@ -135,7 +136,9 @@ class PortBatcher:
             self.pending = []
 
     async def _write(self, batch: list[_Item]) -> None:
-        async with self.service.db.write() as session:
+        # A server's port is a step of its build: before the writes that start more work.
+        first = any((i.port.device_owner or "").startswith(COMPUTE_OWNER_PREFIX) for i in batch)
+        async with self.service.db.write(first) as session:
             usage: dict[str, int] = {}
             accepted: list[_Item] = []
             for item in batch:

@@ -49,12 +49,15 @@ _CANDIDATES = 16
 _ATTEMPTS = 5
 
 
-async def write_retrying(db: Database, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+async def write_retrying(
+    db: Database, work: Callable[[AsyncSession], Awaitable[T]], first: bool = False
+) -> T:
     """Run `work` in one write transaction; retry when a unique key lost a race (and,
-    as every retrying write does, when the server broke a deadlock)."""
+    as every retrying write does, when the server broke a deadlock). `first`: see
+    Database.run_write."""
     for attempt in range(_ATTEMPTS):
         try:
-            return await db.write_retrying(work)
+            return await db.write_retrying(work, first=first)
         except IntegrityError:
             if attempt == _ATTEMPTS - 1:
                 raise Conflict("Concurrent changes conflicted; please retry.") from None

@@ -94,6 +94,24 @@ async def test_first_writes_go_before_waiting_others(db):
     assert order == ["first", "other1", "other2"]
 
 
+async def test_first_session_writes_go_before_waiting_others_too(db):
+    """db.write(first=True) (a session's transaction) overtakes them the same way."""
+    order: list[str] = []
+
+    async def write(name: str, first: bool = False) -> None:
+        async with db.write(first):
+            order.append(name)
+
+    async with db.write():
+        waiting = [
+            asyncio.ensure_future(write("other")),
+            asyncio.ensure_future(write("first", first=True)),
+        ]
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*waiting)
+    assert order == ["first", "other"]
+
+
 async def test_a_cancelled_waiter_does_not_keep_the_writer_lock(db):
     async with db.write():
         waiter = asyncio.ensure_future(db.run_write(_add_key, "never"))

@@ -503,7 +503,9 @@ async def update_port(request: Request) -> Response:
         touch(row)
         return row
 
-    port = await write_retrying(service.db, work)
+    # Binding a port to a host is a step of a build (or a move) under way: it goes
+    # before the waiting writes that start more work (other tenants' networks, routers).
+    port = await write_retrying(service.db, work, first="binding:host_id" in a)
     await service.changed()
     return show(request, "port", (await render_ports(service, ctx, [port]))[0])
 
