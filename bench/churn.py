@@ -94,9 +94,10 @@ def utc_now() -> str:
 
 def boot_phases(state_dir: Path, since: str, until: str) -> dict[str, dict[str, list[float]]]:
     """Where each boot of a run went, from its instance action events: the time until
-    its host started it (API, conductor, scheduler), its networking (ports, and on the
-    agent's host the wait for their wiring), then the rest until the guest ran; by host
-    kind (the agent's host, the fake ones)."""
+    its host started it (API, conductor, scheduler), its networking (its ports made and
+    bound), then the rest until the guest ran (on the agent's host, the wait for the
+    ports' wiring: it overlaps the spawn); by host kind (the agent's host, the fake
+    ones)."""
     query = """SELECT i.host, a.start_time, e.event, e.start_time, e.finish_time
         FROM instance i JOIN instance_action a ON a.instance_uuid = i.uuid
         JOIN instance_action_event e ON e.action_id = a.id
