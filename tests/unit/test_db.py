@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from cumulo.common import db as db_module
 from cumulo.common.db import Database
 from cumulo.compute.models import KeyPair
 
@@ -172,5 +173,53 @@ async def test_postgresql_connection_killed_in_the_pool_is_replaced_on_checkout(
         backends = {await database.run_read(_backend), await database.run_write(_backend)}
         assert killed not in backends
         assert await database.run_write(_add_key, "after") == 1
+    finally:
+        await database.dispose()
+
+
+async def test_postgresql_connection_closed_by_the_server_is_replaced_without_a_ping(
+    postgresql_url, monkeypatch
+):
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE", 3600.0)  # no checkout pings at all
+    database = Database(postgresql_url, "compute")
+    try:
+        await database.migrate()
+        killed = await database.run_read(_backend)
+        admin = create_async_engine(postgresql_url.rsplit("/", 1)[0] + "/postgres")
+        async with admin.connect() as conn:
+            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": killed})
+        await admin.dispose()
+        await asyncio.sleep(0.2)
+        # The server's end of the socket was read while it waited: known closed, replaced.
+        assert await database.run_read(_backend) != killed
+    finally:
+        await database.dispose()
+
+
+async def test_postgresql_connection_is_pinged_only_after_an_idle_while(
+    postgresql_url, monkeypatch
+):
+    import asyncpg
+
+    pings = []
+    execute = asyncpg.Connection.execute
+
+    async def counting(self, query, *args, **kwargs):
+        if query == "SELECT 1":
+            pings.append(query)
+        return await execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", counting)
+    database = Database(postgresql_url, "compute")
+    try:
+        await database.migrate()
+        await database.run_read(_backend)
+        pings.clear()
+        await database.run_read(_backend)  # used a moment ago: no round trip for a ping
+        await database.run_write(_backend)
+        assert pings == []
+        monkeypatch.setattr(db_module, "PING_AFTER_IDLE", 0.0)
+        await database.run_read(_backend)
+        assert pings == ["SELECT 1"]
     finally:
         await database.dispose()
