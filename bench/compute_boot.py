@@ -178,7 +178,7 @@ def tiny_qcow2(directory: Path) -> bytes:
     return path.read_bytes()
 
 
-async def wait_for_hosts(compute: Connection, count: int, timeout: float = 300.0) -> None:
+async def wait_for_hosts(compute: Connection, count: int, timeout: float = 600.0) -> None:
     timeout = max(timeout, count * 0.6)  # hosts start one after the other in each process
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -489,7 +489,11 @@ async def boot_all(
                 conn.close()
 
         await asyncio.gather(*(deleter() for _ in range(args.clients)))
+        deadline = time.monotonic() + args.timeout
         while (await compute.ok("GET", "/v2.1/servers?limit=1"))["servers"]:  # type: ignore[index]
+            if time.monotonic() > deadline:  # report what was measured rather than hang
+                result.errors.append(f"servers left undeleted after {args.timeout:g} s")
+                break
             await asyncio.sleep(0.1)
         result.delete_rate = len(sent) / (time.perf_counter() - started)
         return result
@@ -545,7 +549,7 @@ def start_cluster(state_dir: Path, args: argparse.Namespace) -> dict[str, subpro
             procs[name] = subprocess.Popen([cumulo, *command], stdout=out, stderr=subprocess.STDOUT)
 
     start("api", "api", "--workers", "2", "--state-dir", str(state_dir))
-    asyncio.run(wait_for_port(load_config(state_dir).ports.compute, 120))
+    asyncio.run(wait_for_port(load_config(state_dir).ports.compute, 300))
     for role in ("conductor", "scheduler"):
         for i in (1, 2):
             start(f"{role}-{i}", role, "--state-dir", str(state_dir), "--host", f"{role}-{i}")
