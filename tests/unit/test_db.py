@@ -159,17 +159,23 @@ async def test_postgresql_reads_run_outside_a_transaction_and_writes_inside_one(
         await database.dispose()
 
 
+async def _terminate_pooled_backend(database: Database, url: str) -> int:
+    """The server ends the backend of the pool's one connection (as a restart would)."""
+    killed = await database.run_read(_backend)
+    admin = create_async_engine(url.rsplit("/", 1)[0] + "/postgres")
+    async with admin.connect() as conn:
+        await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": killed})
+    await admin.dispose()
+    await asyncio.sleep(0.2)
+    return killed
+
+
 async def test_postgresql_connection_killed_in_the_pool_is_replaced_on_checkout(postgresql_url):
     database = Database(postgresql_url, "compute")
     try:
         await database.migrate()
-        killed = await database.run_read(_backend)
-        admin = create_async_engine(postgresql_url.rsplit("/", 1)[0] + "/postgres")
-        async with admin.connect() as conn:
-            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": killed})
-        await admin.dispose()
-        await asyncio.sleep(0.2)
-        # The pool's one idle connection is dead: the checkout ping finds it, a new one serves.
+        killed = await _terminate_pooled_backend(database, postgresql_url)
+        # The pool's one idle connection is dead: the checkout finds it, a new one serves.
         backends = {await database.run_read(_backend), await database.run_write(_backend)}
         assert killed not in backends
         assert await database.run_write(_add_key, "after") == 1
@@ -184,12 +190,7 @@ async def test_postgresql_connection_closed_by_the_server_is_replaced_without_a_
     database = Database(postgresql_url, "compute")
     try:
         await database.migrate()
-        killed = await database.run_read(_backend)
-        admin = create_async_engine(postgresql_url.rsplit("/", 1)[0] + "/postgres")
-        async with admin.connect() as conn:
-            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": killed})
-        await admin.dispose()
-        await asyncio.sleep(0.2)
+        killed = await _terminate_pooled_backend(database, postgresql_url)
         # The server's end of the socket was read while it waited: known closed, replaced.
         assert await database.run_read(_backend) != killed
     finally:
