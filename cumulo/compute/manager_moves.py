@@ -583,6 +583,10 @@ class HostMoves:
         # this host's agent keeps wiring and filtering them until the guest is there.
         extended = migration.get("port_bindings") is not None
         moved_attachments: list[dict[str, Any]] = []
+        if migration.get("block_migration") is None:
+            # "auto": no host shares its instance storage, so the local disks go along
+            # (Nova's libvirt driver: block migration unless the storage is shared).
+            migration = {**migration, "block_migration": True}
         try:
             handover = await self._vtpm_handover(await self._read(ctx, instance_uuid))
             migrate_data = await rpc.pre_live_migration(
