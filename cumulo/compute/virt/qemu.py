@@ -120,6 +120,8 @@ class QemuDriver(QemuMoves, ComputeDriver):
         self._exports: dict[str, list[asyncio.subprocess.Process]] = {}
         # Live migrations an abort or a force-complete was asked for.
         self._migration_requests: dict[str, str] = {}
+        # Incoming live migrations waiting for the source's stream (qemu_moves.py).
+        self._incoming: dict[str, asyncio.Task] = {}
         # The spice-direct ports of guests (on spice_listen), opened on first request.
         self.spice_listen = spice_listen
         self._spice_ports: dict[str, qp.UnixForwarder] = {}
@@ -460,7 +462,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
             if passphrase is None:
                 raise DriverError(f"the vTPM secret of guest {uuid} is not on this host")
             # An incoming live migration's TPM gets its state from the source's QEMU.
-            live_incoming = incoming is not None and incoming.startswith("tcp:")
+            live_incoming = incoming == "defer"
             await qemu_tpm.start(
                 directory, machine.tpm_version, passphrase, manufacture=not live_incoming
             )
@@ -496,6 +498,8 @@ class QemuDriver(QemuMoves, ComputeDriver):
         self._locks.pop(uuid, None)
 
     async def _remove(self, uuid: str) -> None:
+        if (incoming := self._incoming.pop(uuid, None)) is not None:
+            incoming.cancel()
         if (spice := self._spice_ports.pop(uuid, None)) is not None:
             await spice.close()
         directory = self._dir(uuid)

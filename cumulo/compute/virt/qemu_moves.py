@@ -8,12 +8,18 @@ between hosts that share no storage.
   that bus, booted first; unrescue starts it from its own disks again.
 - cold migration: the source serves each local disk read-only over NBD (qemu-nbd on
   [compute] migration_address); the destination copies them with qemu-img.
-- live migration: the destination starts QEMU paused with `-incoming tcp:` and its
+- live migration: the destination starts QEMU paused with `-incoming defer` and its
   empty disks (the root an overlay on its own copy of the image) exported over QEMU's
   NBD server; the source mirrors its local disks there (blockdev-mirror, sync=top: the
   base image is the same on both hosts), migrates the memory once the mirrors are in
   sync, and completes the mirrors while the guest is paused; the destination stops
   its NBD server and lets the guest run.
+
+  The hosts' QEMUs run in their guests' network namespaces (where the taps are), which
+  cannot reach each other: the agents make the connections, on [compute]
+  migration_address in their own namespace, and hand QEMU the sockets (SCM_RIGHTS over
+  QMP, as for NBD volumes): the destination's NBD listener and each stream it accepts,
+  the source's connections to them.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import shutil
 import socket
 import time
@@ -40,11 +47,35 @@ from cumulo.compute.virt.driver import (
     stable_rescue_device,
 )
 
+LOG = logging.getLogger(__name__)
+
 # The guest's own disks (copied or mirrored when it moves); volumes and the config
 # drive are not: volumes are reached from any host, the config drive is made again.
 LOCAL_DISKS = ("root", "eph0", "swap")
 GiB = 1024**3
 MIGRATION_TIMEOUT = 900.0
+
+
+def _listen(address: str) -> socket.socket:
+    """A listening socket on a free port of `address`, in this process's namespace."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((address, 0))
+        sock.listen(8)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def _connect(address: str, port: int, what: str) -> socket.socket:
+    """A connection from this process's namespace to the destination's `what`."""
+    try:
+        return await asyncio.to_thread(socket.create_connection, (address, port), 10)
+    except OSError as exc:
+        where = f"{address}:{port}"
+        raise DriverError(f"the destination's {what} {where} does not answer: {exc}") from exc
 
 
 def _free_port(address: str) -> int:
@@ -324,15 +355,26 @@ class QemuMoves:
             try:
                 machine = await self._prepare(guest, directory)
                 record = await self._record_and_plug(machine, guest)
-                port = _free_port(address)
-                await self._start(guest.uuid, record, incoming=f"tcp:{address}:{port}", paused=True)
+                listener = _listen(address)
+                try:
+                    await self._start(guest.uuid, record, incoming="defer", paused=True)
+                except BaseException:
+                    listener.close()
+                    raise
+                port = listener.getsockname()[1]
+                self._incoming[guest.uuid] = asyncio.create_task(
+                    self._accept_migration(guest.uuid, listener)
+                )
                 data: dict[str, Any] = {"uri": f"tcp:{address}:{port}", "disks": []}
                 if block_migration:
-                    nbd_port = _free_port(address)
+                    with _listen(address) as nbd:
+                        nbd_port = nbd.getsockname()[1]
+                        async with qp.qmp_session(directory, guest.uuid) as qmp:
+                            await qmp.pass_fd(nbd.fileno(), "mig-nbd")
+                            # nbd-server-start takes the legacy (nested) form of the address.
+                            addr = {"type": "fd", "data": {"str": "mig-nbd"}}
+                            await qmp.execute("nbd-server-start", {"addr": addr})
                     server = {"type": "inet", "host": address, "port": str(nbd_port)}
-                    # nbd-server-start takes the legacy (nested) form of the address.
-                    legacy = {"type": "inet", "data": {"host": address, "port": str(nbd_port)}}
-                    await self._qmp(guest.uuid, "nbd-server-start", {"addr": legacy})
                     for drive in machine.drives:
                         if drive.node not in LOCAL_DISKS:
                             continue
@@ -353,6 +395,18 @@ class QemuMoves:
             except BaseException:
                 await self._remove(guest.uuid)
                 raise
+
+    async def _accept_migration(self, uuid: str, listener: socket.socket) -> None:
+        """The source's migration stream, accepted here and handed to the guest's QEMU."""
+        try:
+            with listener:
+                conn, _ = await asyncio.get_running_loop().sock_accept(listener)
+            with conn:
+                async with qp.qmp_session(self._dir(uuid), uuid) as qmp:
+                    await qmp.pass_fd(conn.fileno(), "migration")
+                    await qmp.execute("migrate-incoming", {"uri": "fd:migration"})
+        except DriverError as exc:  # the source's migration fails: its stream is closed
+            LOG.warning("incoming live migration of %s: %s", uuid, exc)
 
     async def live_migrate(
         self,
@@ -377,7 +431,11 @@ class QemuMoves:
                     await self._mirror(uuid, node, migrate_data["nbd"])
                     jobs.append(f"mirror-{node}")
                 await self._wait_mirrors_ready(uuid, jobs, progress)
-                await self._qmp(uuid, "migrate", {"uri": migrate_data["uri"]})
+                address, _, port = migrate_data["uri"].removeprefix("tcp:").rpartition(":")
+                with await _connect(address, int(port), "migration listener") as sock:
+                    async with qp.qmp_session(self._dir(uuid), uuid) as qmp:
+                        await qmp.pass_fd(sock.fileno(), "migration")
+                        await qmp.execute("migrate", {"uri": "fd:migration"})
                 await self._wait_migrated(uuid, progress)
                 for job in jobs:  # ready mirrors complete on cancel: the guest is paused
                     await self._qmp(uuid, "block-job-cancel", {"device": job})
@@ -392,15 +450,18 @@ class QemuMoves:
 
     async def _mirror(self, uuid: str, node: str, server: dict[str, Any]) -> None:
         target = f"mig-{node}"
-        await self._qmp(
-            uuid,
-            "blockdev-add",
-            {
-                "node-name": target,
-                "driver": "raw",
-                "file": {"driver": "nbd", "server": server, "export": node},
-            },
-        )
+        with await _connect(server["host"], int(server["port"]), "disk export") as sock:
+            async with qp.qmp_session(self._dir(uuid), uuid) as qmp:
+                await qmp.pass_fd(sock.fileno(), target)
+                nbd = {"type": "fd", "str": target}
+                await qmp.execute(
+                    "blockdev-add",
+                    {
+                        "node-name": target,
+                        "driver": "raw",
+                        "file": {"driver": "nbd", "server": nbd, "export": node},
+                    },
+                )
         await self._qmp(
             uuid,
             "blockdev-mirror",
@@ -489,6 +550,7 @@ class QemuMoves:
             raise DriverError(f"live migration of {uuid} was aborted")
 
     async def post_live_migration_at_destination(self, uuid: str, result: dict[str, Any]) -> None:
+        self._incoming.pop(uuid, None)  # the stream was accepted: the guest is here
         async with self._lock(uuid):
             deadline = time.monotonic() + 120
             while (await self._qmp(uuid, "query-status"))["status"] == "inmigrate":
