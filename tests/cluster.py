@@ -1,11 +1,11 @@
-"""Clouds spread over processes for the e2e tests: the broker's queues of a test, and
-the `cumulo` processes of a cluster (API workers, conductors, schedulers, hosts)."""
+"""Clouds spread over processes for the e2e tests: the `cumulo` processes of a cluster
+(API workers, conductors, schedulers, hosts); the broker's queues, the hosts' state dirs
+and underlay are cumulo.testing.cluster's (the Tempest harness's too)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -14,36 +14,15 @@ import threading
 import time
 from pathlib import Path
 
-from cumulo.common.config import load_config, write_config
+from cumulo.testing.cluster import (  # noqa: F401 - the e2e tests import them from here
+    RABBIT,
+    add_underlay,
+    delete_queues,
+    host_state_dir,
+    remove_underlay,
+)
 
-RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
 CUMULO = str(Path(sys.executable).parent / "cumulo")
-
-
-async def delete_queues(namespace: str) -> None:
-    """The test's durable queues outlive it on the broker: remove them."""
-    import aio_pika
-    import httpx
-
-    async with httpx.AsyncClient(auth=("guest", "guest")) as client:
-        try:
-            queues = (await client.get("http://127.0.0.1:15672/api/queues")).json()
-            names = [q["name"] for q in queues if q["name"].startswith(namespace + ".")]
-        except (httpx.HTTPError, ValueError):
-            names = []
-    if not names:
-        out = subprocess.run(
-            ["rabbitmqctl", "list_queues", "-q", "name"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
-        names = [n for n in out.split() if n.startswith(namespace + ".")]
-    connection = await aio_pika.connect(RABBIT.replace("rabbit", "amqp", 1))
-    async with connection:
-        channel = await connection.channel()
-        for name in names:
-            await channel.queue_delete(name)
 
 
 def broker_log_tail(lines: int = 40) -> str:
@@ -88,45 +67,6 @@ def children(parent: int) -> set[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
                 found.add(int(entry.name))
     return found
-
-
-def add_underlay(bridge: str, devices: list[str], netns: str | None = None) -> None:
-    """The hosts' underlay: each host's interface (a veth, its peer `<device>p`) on a
-    bridge of the test's, MTU 1550 (the overlay keeps 1500). The bridge and the peers in
-    `netns` when given (a namespace of the test's: the machine's own addresses, which
-    the root namespace answers ARP for on any interface, stay off the wire)."""
-    on = ("-n", netns) if netns else ()
-    _ip(*on, "link", "add", bridge, "type", "bridge")
-    _ip(*on, "link", "set", bridge, "mtu", "1550", "up")
-    for device in devices:
-        _ip("link", "add", device, "type", "veth", "peer", "name", f"{device}p",
-            *(("netns", netns) if netns else ()))  # fmt: skip
-        _ip(*on, "link", "set", f"{device}p", "master", bridge, "mtu", "1550", "up")
-        _ip("link", "set", device, "mtu", "1550")
-
-
-def remove_underlay(bridge: str, devices: list[str]) -> None:
-    for name in [f"{device}p" for device in devices] + [bridge]:
-        subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=60)
-
-
-def _ip(*args: str) -> None:
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        raise AssertionError(f"ip {' '.join(args)} failed: {proc.stderr}")
-
-
-def host_state_dir(controller: Path, directory: Path, **sections: dict) -> Path:
-    """Another host's state dir: a copy of the controller's config with its own settings
-    (`compute={"host": ...}`, `network={...}`)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    shutil.copy(controller / "cumulo.toml", directory / "cumulo.toml")
-    config = load_config(directory)
-    for section, values in sections.items():
-        for key, value in values.items():
-            setattr(getattr(config, section), key, value)
-    write_config(directory, config)
-    return directory
 
 
 class Processes:

@@ -12,6 +12,8 @@ import pytest
 from cumulo.testing.guest import SSH_USER
 from cumulo.testing.tempest import __main__ as harness
 from cumulo.testing.tempest import conf
+from cumulo.testing.tempest.cloud import CloudSpec
+from cumulo.testing.tempest.hosts import Underlay
 from cumulo.testing.tempest.results import Result, failed_requests, one_line, render_markdown
 
 IDENTITY_ADMIN = "tempest.api.identity.admin.v3.test_domains.DomainsTestJSON.test_list[id-1,smoke]"
@@ -108,7 +110,11 @@ def test_barbicans_plugin_tests_are_never_run():
 
 
 def _written_conf(
-    tmp_path: Path, validation: bool, hosts: int = 1, vtpm_live_migration: bool = False
+    tmp_path: Path,
+    validation: bool,
+    hosts: int = 1,
+    vtpm_live_migration: bool = False,
+    volume_live_migration: bool = True,
 ) -> configparser.ConfigParser:
     offer = {
         "image": "img",
@@ -140,6 +146,7 @@ def _written_conf(
         hosts=hosts,
         validation=validation,
         vtpm_live_migration=vtpm_live_migration,
+        volume_live_migration=volume_live_migration,
     )
     parsed = configparser.ConfigParser(interpolation=None)
     parsed.read(path)
@@ -168,6 +175,30 @@ def test_vtpm_live_migration_only_with_several_hosts_that_have_a_tpm(tmp_path: P
     assert one_host["compute-feature-enabled"]["vtpm_live_migration"] == "false"
     no_tpm = _written_conf(tmp_path, validation=False, hosts=3)
     assert no_tpm["compute-feature-enabled"]["vtpm_live_migration"] == "false"
+
+
+def test_the_qemu_cloud_has_a_second_host_on_the_broker_joined_by_vxlan(tmp_path: Path):
+    qemu = CloudSpec(tmp_path, tmp_path / "state", 24000, driver="qemu")
+    assert qemu.compute_hosts == 2
+    config = qemu.config()
+    assert config["messaging"]["transport_url"].startswith("rabbit://")
+    underlay = Underlay.of(qemu)
+    assert config["network"]["tunnel_local_ip"] == "192.168.250.1/24"
+    assert config["network"]["tunnel_device"] == underlay.devices[0]
+    assert underlay.network(1)["tunnel_local_ip"] == "192.168.250.2/24"
+    assert all(len(name) <= 15 for name in (underlay.bridge, *underlay.devices))  # IFNAMSIZ
+    # Both hosts are this machine: their agents reach each other on loopback.
+    assert config["compute"]["migration_address"] == "127.0.0.1"
+    fake = CloudSpec(tmp_path, tmp_path / "state", 24000)
+    assert fake.compute_hosts == 3 and "transport_url" not in fake.config()["messaging"]
+
+
+def test_volume_backed_live_migration_only_where_the_driver_moves_volumes(tmp_path: Path):
+    qemu = _written_conf(tmp_path, validation=True, hosts=2, volume_live_migration=False)
+    assert qemu["compute-feature-enabled"]["volume_backed_live_migration"] == "false"
+    assert qemu["compute"]["min_compute_nodes"] == "2"
+    fake = _written_conf(tmp_path, validation=False, hosts=3)
+    assert fake["compute-feature-enabled"]["volume_backed_live_migration"] == "true"
 
 
 def test_without_validation_tempest_does_not_log_in(tmp_path: Path):

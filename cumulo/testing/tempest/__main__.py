@@ -5,7 +5,8 @@
         [--report FILE]
 
 Starts `cumulo up --with-demo-image` from the worktree's venv in a temporary state dir
-(two extra fake compute hosts), provisions Tempest's accounts, writes tempest.conf from
+(two extra fake compute hosts; with the QEMU driver a second QEMU host of its own
+processes, see hosts.py), provisions Tempest's accounts, writes tempest.conf from
 what the cloud offers, runs `tempest run` with two workers, prints the counts and the
 wall time, and writes the results (JSON, failures per service, optionally a report).
 
@@ -252,10 +253,12 @@ def run_pass(args, venv: Path, run_dir: Path, spec: CloudSpec, files: FileServer
             accounts_file=accounts_file,
             overrides=args.set,
             validation=args.validation,
-            hosts=1 + (spec.fake_hosts if args.driver == "fake" else 0),
-            # Every fake host runs vTPM guests (and there are several); the QEMU run
-            # has one host, so nothing to live-migrate to.
-            vtpm_live_migration=args.driver == "fake" and spec.fake_hosts > 0,
+            hosts=spec.compute_hosts,
+            # Every fake host runs vTPM guests; every QEMU host here is this machine,
+            # whose QEMU guests have one where swtpm is installed.
+            vtpm_live_migration=args.driver == "fake" or shutil.which("swtpm") is not None,
+            # The QEMU driver live-migrates only guests without volumes (qemu_moves.py).
+            volume_live_migration=args.driver == "fake",
         )
         cmd = [str(venv / "bin" / "tempest"), "run", "--config-file", str(conf_file),
                "--concurrency", str(args.workers), "--regex", p.regex]  # fmt: skip
@@ -309,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                     else ""
                 ),
             )
-            hosts = 1 + (spec.fake_hosts if args.driver == "fake" else 0)
+            hosts = spec.compute_hosts
             try:
                 found += run_pass(args, venv, run_dir / p.name, spec, files, p)
             except (Exception, SystemExit) as exc:  # the other pass's results still count

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import os
 import subprocess
 import time
 import tomllib
@@ -18,6 +17,8 @@ import httpx
 import tomli_w
 import yaml
 
+from cumulo.testing.cluster import delete_queues
+from cumulo.testing.tempest import hosts
 from cumulo.testing.tempest.conf import SECURITY_COMPLIANCE
 
 # The order of [ports] in cumulo.toml: a run on base B uses B, B+1, ... B+8.
@@ -54,6 +55,9 @@ class CloudSpec:
     driver: str = "fake"  # or "qemu"
     database: str = "sqlite"  # or "postgresql" (with RabbitMQ as the bus)
     fake_hosts: int = 2
+    # QEMU compute hosts: the cloud's own and `cumulo compute` processes beside it
+    # (hosts.py), so migrations move real guests between hosts.
+    qemu_hosts: int = 2
     # oslo.policy overrides written to the state dir's policy.yaml (none: the defaults).
     policy: dict[str, str] = field(default_factory=dict)
     # The external network's subnet (empty: cumulo's default, 172.24.4.0/24).
@@ -68,6 +72,15 @@ class CloudSpec:
     def image_node_port(self) -> int:
         """The second image API node's (Tempest's image_remote)."""
         return self.ports_base + len(PORT_NAMES) + 2
+
+    @property
+    def compute_hosts(self) -> int:
+        return 1 + self.fake_hosts if self.driver == "fake" else self.qemu_hosts
+
+    @property
+    def rabbitmq(self) -> bool:
+        """On the broker: the database another process opens, or hosts of their own."""
+        return self.database == "postgresql" or self.compute_hosts > 1 and self.driver == "qemu"
 
     @property
     def database_url(self) -> str:
@@ -142,7 +155,12 @@ class CloudSpec:
             config["network"]["public_gateway"] = str(subnet[1])
         if self.database == "postgresql":
             config["database"] = {"url": self.database_url}
+        if self.rabbitmq:
             config["messaging"]["transport_url"] = RABBITMQ
+        if self.driver == "qemu" and self.qemu_hosts > 1:
+            config["network"] |= hosts.Underlay.of(self).network(0)
+            # The hosts reach each other's migration streams and disk exports on loopback.
+            config["compute"]["migration_address"] = "127.0.0.1"
         return config
 
 
@@ -181,6 +199,8 @@ class Cloud:
         self.log = log
         self.proc: subprocess.Popen | None = None
         self.image_node: subprocess.Popen | None = None
+        self.underlay = hosts.Underlay.of(spec) if spec.driver == "qemu" else None
+        self.hosts: list[hosts.ComputeHost] = []
 
     @property
     def image_node_url(self) -> str:
@@ -203,8 +223,9 @@ class Cloud:
         cumulo = self.spec.worktree / ".venv" / "bin" / "cumulo"
         if not cumulo.exists():
             raise SystemExit(f"{cumulo} is missing: run `make .venv/bin/cumulo` there first")
-        # The worktree's own interpreter and code, never this process's PYTHONPATH.
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        env = hosts.clean_env()
+        if self.underlay and self.spec.qemu_hosts > 1:
+            self.underlay.add()  # before the cloud's agent moves its end into its namespace
         out = self.log.open("wb")
         self.proc = subprocess.Popen(
             [str(cumulo), "up", "--with-demo-image", "--state-dir", str(sd)],
@@ -222,7 +243,24 @@ class Cloud:
                 raise SystemExit(f"the cloud did not start; see {self.log}")
             time.sleep(0.5)
         self._start_image_node(env, out, deadline)
+        if self.underlay and self.spec.qemu_hosts > 1:
+            self._start_hosts(env, deadline)
         return self
+
+    def _start_hosts(self, env: dict, deadline: float) -> None:
+        """The other QEMU compute hosts (hosts.py), joined before the run provisions."""
+        from cumulo.testing.tempest.accounts import AdminSession
+
+        assert self.underlay is not None
+        self.hosts = hosts.start_hosts(self.spec, self.underlay, env, self.log.parent)
+        try:
+            session = AdminSession.login(
+                self.url("identity") + "/v3", self.settings["identity"]["admin_password"]
+            )
+            hosts.join(session, self.hosts, deadline)
+        except BaseException:
+            self.stop()
+            raise
 
     def _start_image_node(self, env: dict, out, deadline: float) -> None:
         """A second image API node beside the cloud's (image_node.py)."""
@@ -275,6 +313,8 @@ class Cloud:
                 self.image_node.kill()
         if self.spec.driver == "qemu" and self.proc and self.proc.poll() is None:
             self.delete_servers()
+        for host in self.hosts:
+            host.stop()
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -286,6 +326,12 @@ class Cloud:
             from cumulo.network.dataplane.linuxbridge import LinuxBridgeDriver
 
             asyncio.run(LinuxBridgeDriver(self.spec.state_dir).teardown())
+            for host in self.hosts:
+                host.teardown()
+        if self.underlay and self.spec.qemu_hosts > 1:
+            self.underlay.remove()
+        if self.spec.rabbitmq:
+            asyncio.run(delete_queues(self.spec.name))
         if self.spec.database == "postgresql":
             asyncio.run(_drop_databases(self.spec.name))
 
