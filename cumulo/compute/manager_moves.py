@@ -589,8 +589,9 @@ class HostMoves:
             migration = {**migration, "block_migration": True}
         try:
             handover = await self._vtpm_handover(await self._read(ctx, instance_uuid))
+            source = await self.driver.live_migration_source(instance_uuid)
             migrate_data = await rpc.pre_live_migration(
-                ctx, dest, instance_uuid, migration, vtpm_passphrase=handover
+                ctx, dest, instance_uuid, {**migration, "source": source}, vtpm_passphrase=handover
             )
             moved_attachments = migrate_data.pop("volume_attachments", [])
             await self.conductor.migration_update(ctx, migration["id"], {"status": "running"})
@@ -674,7 +675,7 @@ class HostMoves:
             moved = await self._attach_volumes_here(ctx, instance_uuid)
             guest = await self._spec_here(ctx, inst, network_info, vtpm_passphrase=vtpm_passphrase)
             data = await self.driver.pre_live_migration(
-                guest, bool(migration.get("block_migration"))
+                guest, bool(migration.get("block_migration")), migration.get("source")
             )
         except Exception as exc:
             await self._quietly(self.driver.destroy, instance_uuid)

@@ -27,7 +27,7 @@ from cumulo.compute.virt.driver import DriverError, FlavorSpec, GuestSpec, Image
 from cumulo.compute.virt.qemu import QemuDriver
 from cumulo.metadata import InstanceMetadata, config_drive_files
 from cumulo.testing.guest import MARK, TinyGuest
-from tests.e2e.test_qemu_driver import tiny_guest_with
+from tests.e2e.test_qemu_driver import file_device, tiny_guest_with, volume_file
 
 pytestmark = pytest.mark.e2e
 
@@ -246,6 +246,41 @@ async def test_live_block_migration_moves_a_running_guest(hosts, tiny_guest, bas
     assert disk_mark(dst, guest.uuid) == mark
     assert any(f.get("memory_total") for f in figures)
     assert any("disk_total" in f for f in figures)
+    await dst.destroy(guest.uuid)
+
+
+async def test_live_migration_opens_the_volumes_where_they_were_attached(
+    hosts, tiny_guest, base_image, tmp_path
+):
+    """Volumes are reached from both hosts (here files), not copied: the incoming machine
+    opens each one at the slot it has on the source. Of two hot-plugged volumes the first
+    is detached, so the second's slot is not the one a new guest's volume would get: a
+    machine laid out anew would not take the guest's state."""
+    src, dst = hosts
+    guest = spec(tiny_guest, base_image)
+    await src.spawn(guest)
+    await console_has(src, guest.uuid, r"tick 2\b")
+    first, second = (
+        file_device(volume_file(tmp_path / f"vol{i}.raw", "16M", "raw"), "raw") for i in (1, 2)
+    )
+    await src.attach_volume(guest.uuid, first)
+    await src.attach_volume(guest.uuid, second)
+    await src.detach_volume(guest.uuid, first.volume_id)
+    where = await src.get_device_addresses(guest.uuid)
+    assert where != dst.device_layout(replace(guest, block_devices=[second]))
+    source = await src.live_migration_source(guest.uuid)
+    moving = replace(guest, block_devices=[second])
+    data = await dst.pre_live_migration(moving, True, source)
+    assert data["disks"] == ["root"]  # the volume is not mirrored
+    result = await src.live_migrate(guest.uuid, data, True, _no_progress)
+    before = max(ticks(await src.get_console_output(guest.uuid)))
+    await dst.post_live_migration_at_destination(guest.uuid, result)
+    await src.post_live_migration_at_source(guest.uuid)
+    assert (await dst.get_info(guest.uuid)).state == PowerState.RUNNING
+    assert await dst.get_device_addresses(guest.uuid) == where
+    console = await console_has(dst, guest.uuid, rf"tick {before + 2}\b")
+    assert min(ticks(console)) >= before, "the counter went on: the guest kept its memory"
+    await dst.detach_volume(guest.uuid, second.volume_id)  # the guest lets it go there
     await dst.destroy(guest.uuid)
 
 

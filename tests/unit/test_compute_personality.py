@@ -16,8 +16,6 @@ from cumulo.compute.api import wire
 from cumulo.compute.configdrive import build_config_drive, read_config_drive
 from cumulo.compute.quotas import DEFAULTS
 from cumulo.compute.service import sanitize_hostname
-from cumulo.compute.virt.driver import BlockDevice, DriverError, FlavorSpec, GuestSpec
-from cumulo.compute.virt.qemu import QemuDriver
 from cumulo.metadata import InstanceMetadata, config_drive_files, meta_data
 from cumulo.metadata.documents import resolve
 
@@ -125,21 +123,3 @@ def test_hostnames_are_made_from_names_as_nova_sanitizes_them(name, hostname):
 
 def test_a_name_without_hostname_characters_gets_the_default():
     assert sanitize_hostname("___", "Server-abc") == "Server-abc"
-
-
-# -- live migration of guests with volumes on QEMU ---------------------------------------
-
-
-async def test_the_qemu_driver_refuses_to_live_migrate_a_guest_with_volumes(tmp_path):
-    driver = QemuDriver(tmp_path, "dest", accel="tcg")
-    guest = GuestSpec(
-        uuid="8d1c6a2e-0b3f-4a55-9e0d-5a1c2b3d4e5f",
-        name="bfv",
-        hostname="bfv",
-        flavor=FlavorSpec(name="m1.nano", vcpus=1, memory_mb=64, root_gb=0),
-        image=None,
-        block_devices=(BlockDevice("vol-1", "/dev/vda", {"driver_volume_type": "file"}, 0),),
-    )
-    with pytest.raises(DriverError, match="does not live-migrate guests with volumes"):
-        await driver.pre_live_migration(guest, block_migration=False)
-    assert not (tmp_path / "instances").exists() or not any((tmp_path / "instances").iterdir())

@@ -147,3 +147,21 @@ def test_the_device_layout_of_a_q35_guest_is_behind_its_root_ports(tmp_path):
     assert [a.address for a in driver.device_layout(guest)] == ["0000:01:00.0", "0000:02:00.0"]
     pc = GuestSpec(**{**guest.__dict__, "image": ImageSpec("i", "qcow2", path="/i")})
     assert [a.address for a in driver.device_layout(pc)] == ["0000:00:0b.0", "0000:00:0c.0"]
+
+
+def test_a_live_migrated_guest_keeps_the_slots_its_devices_have_on_its_source():
+    from cumulo.compute.virt.driver import BlockDevice, Vif
+    from cumulo.compute.virt.qemu import _boot_slots, tap_name
+
+    volume = BlockDevice("vol-2", "/dev/vdc", {"driver_volume_type": "file"})
+    vif = Vif(port_id="port-1", mac="fa:16:3e:00:00:01", network_id="net")
+    guest = GuestSpec(
+        uuid="u", name="g", hostname="g", flavor=FlavorSpec("m1", 1, 64, 1), image=None,
+        vifs=(vif,), block_devices=(volume,),
+    )  # fmt: skip
+    first = qp.FIRST_FREE_SLOT
+    assert _boot_slots(guest) == ([first], [first + 1])  # a new guest: volumes first
+    # On its source the NIC came first and the volume was hot-plugged after it.
+    placed = {tap_name("port-1"): first, "vol-2": first + 2}
+    assert _boot_slots(guest, placed) == ([first + 2], [first])
+    assert _boot_slots(guest, {"vol-2": first}) == ([first], [first + 1])

@@ -114,7 +114,6 @@ def _written_conf(
     validation: bool,
     hosts: int = 1,
     vtpm_live_migration: bool = False,
-    volume_live_migration: bool = True,
 ) -> configparser.ConfigParser:
     offer = {
         "image": "img",
@@ -146,7 +145,6 @@ def _written_conf(
         hosts=hosts,
         validation=validation,
         vtpm_live_migration=vtpm_live_migration,
-        volume_live_migration=volume_live_migration,
     )
     parsed = configparser.ConfigParser(interpolation=None)
     parsed.read(path)
@@ -191,14 +189,6 @@ def test_the_qemu_cloud_has_a_second_host_on_the_broker_joined_by_vxlan(tmp_path
     assert config["compute"]["migration_address"] == "127.0.0.1"
     fake = CloudSpec(tmp_path, tmp_path / "state", 24000)
     assert fake.compute_hosts == 3 and "transport_url" not in fake.config()["messaging"]
-
-
-def test_volume_backed_live_migration_only_where_the_driver_moves_volumes(tmp_path: Path):
-    qemu = _written_conf(tmp_path, validation=True, hosts=2, volume_live_migration=False)
-    assert qemu["compute-feature-enabled"]["volume_backed_live_migration"] == "false"
-    assert qemu["compute"]["min_compute_nodes"] == "2"
-    fake = _written_conf(tmp_path, validation=False, hosts=3)
-    assert fake["compute-feature-enabled"]["volume_backed_live_migration"] == "true"
 
 
 def test_without_validation_tempest_does_not_log_in(tmp_path: Path):

@@ -525,8 +525,16 @@ class ComputeDriver(abc.ABC):
 
     # -- live migration ----------------------------------------------------------------
 
-    async def pre_live_migration(self, guest: GuestSpec, block_migration: bool) -> dict[str, Any]:
-        """On the destination: be ready to receive the guest; what the source needs."""
+    async def live_migration_source(self, uuid: str) -> dict[str, Any]:
+        """On the source, before the destination prepares: what the destination's
+        pre_live_migration needs to know of the guest as it runs here (JSON-safe)."""
+        return {}
+
+    async def pre_live_migration(
+        self, guest: GuestSpec, block_migration: bool, source: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """On the destination: be ready to receive the guest (`source`: what the source's
+        live_migration_source said); what the source needs."""
         raise DriverError(f"{type(self).__name__} cannot live-migrate guests")
 
     async def live_migrate(

@@ -538,7 +538,9 @@ class FakeDriver(ComputeDriver):
                 moved.open_tpm()
         self.guests[guest.uuid] = moved
 
-    async def pre_live_migration(self, guest: GuestSpec, block_migration: bool) -> dict[str, Any]:
+    async def pre_live_migration(
+        self, guest: GuestSpec, block_migration: bool, source: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         if guest.uuid in self.guests:
             raise DriverError(f"guest {guest.uuid} already exists on {self.hostname}")
         self._incoming[guest.uuid] = guest

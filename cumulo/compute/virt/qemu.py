@@ -273,13 +273,18 @@ class QemuDriver(QemuMoves, ComputeDriver):
                 raise
 
     async def _record_and_plug(
-        self, machine: qp.MachineConfig, guest: GuestSpec, attach: bool = True
+        self,
+        machine: qp.MachineConfig,
+        guest: GuestSpec,
+        placed: dict[str, int] | None = None,
+        attach: bool = True,
     ) -> dict[str, Any]:
         """guest.json of a new guest (its volumes as given, the root one first when it
         boots from a volume), saved before anything outside its directory exists (a host
         killed from here on leaves a record destroy() removes it all by); then its taps
-        (on their bridges unless `attach` is False)."""
-        volume_slots, _nic_slots = _boot_slots(guest)
+        (on their bridges unless `attach` is False). `placed`: slots the devices keep
+        (see _boot_slots)."""
+        volume_slots, _nic_slots = _boot_slots(guest, placed)
         drives = [
             (d, _volume_drive(d, slot, initiator_name(self.host)))
             for d, slot in zip(guest.block_devices, volume_slots, strict=True)
@@ -300,10 +305,15 @@ class QemuDriver(QemuMoves, ComputeDriver):
         return record
 
     async def _prepare(
-        self, guest: GuestSpec, directory: Path, copied: dict[str, str] | None = None
+        self,
+        guest: GuestSpec,
+        directory: Path,
+        copied: dict[str, str] | None = None,
+        placed: dict[str, int] | None = None,
     ) -> qp.MachineConfig:
         """Disks, config drive and taps of a new guest, and the machine they make;
-        `copied`: local disks (by node) copied from these NBD exports instead."""
+        `copied`: local disks (by node) copied from these NBD exports instead; `placed`:
+        slots the devices keep (see _boot_slots)."""
         copied = copied or {}
         flavor, image = guest.flavor, guest.image
         machine = qp.MachineConfig(
@@ -355,7 +365,9 @@ class QemuDriver(QemuMoves, ComputeDriver):
                 *([size] if size else []),
             )
             machine.drives.append(qp.Drive("root", str(root), "qcow2"))
-        elif flavor.root_gb:
+        elif flavor.root_gb and not any(d.boot_index == 0 for d in guest.block_devices):
+            # (A guest booted from a volume has no local root disk, whatever the flavor's
+            # root_gb, as Nova's: its root is the volume.)
             await _qemu_img("create", "-f", "qcow2", str(root), f"{flavor.root_gb}G")
             machine.drives.append(qp.Drive("root", str(root), "qcow2"))
         if flavor.ephemeral_gb:
@@ -388,7 +400,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
             raise DriverError("a guest's ports must all be in one network namespace")
         machine.netns = namespaces.pop() if namespaces else None
         # The taps are named here and plugged once the record names them (see spawn).
-        _volume_slots, nic_slots = _boot_slots(guest)
+        _volume_slots, nic_slots = _boot_slots(guest, placed)
         machine.nics += [
             qp.Nic(tap_name(vif.port_id), vif.mac, slot, _checksum_offload(vif))
             for vif, slot in zip(guest.vifs, nic_slots, strict=True)
@@ -1128,13 +1140,23 @@ def _machine(record: dict[str, Any]) -> qp.MachineConfig:
     return qp.MachineConfig(**fields)
 
 
-def _boot_slots(guest: GuestSpec) -> tuple[list[int], list[int]]:
+def _boot_slots(
+    guest: GuestSpec, placed: dict[str, int] | None = None
+) -> tuple[list[int], list[int]]:
     """The PCI slots a new guest's volumes and NICs get: the free ones in order, volumes
-    first (the root volume of a volume-backed guest is its first disk, vda)."""
-    first, count = qp.FIRST_FREE_SLOT, len(guest.block_devices) + len(guest.vifs)
-    if first + count - 1 > qp.LAST_SLOT:
-        raise DriverError(f"a guest has room for {qp.LAST_SLOT - first + 1} volumes and NICs")
-    slots = list(range(first, first + count))
+    first (the root volume of a volume-backed guest is its first disk, vda). `placed`:
+    the slots some already have (by volume id, by tap), which they keep: a guest live
+    migrated here has its devices where they were on its source, hot-plugged ones too
+    (QEMU moves the state of each device to the same address)."""
+    placed = placed or {}
+    keys = [d.volume_id for d in guest.block_devices] + [tap_name(v.port_id) for v in guest.vifs]
+    taken = {placed[key] for key in keys if key in placed}
+    free = [slot for slot in range(qp.FIRST_FREE_SLOT, qp.LAST_SLOT + 1) if slot not in taken]
+    if len(keys) - len(taken) > len(free):
+        room = qp.LAST_SLOT - qp.FIRST_FREE_SLOT + 1
+        raise DriverError(f"a guest has room for {room} volumes and NICs")
+    given = iter(free)
+    slots = [placed[key] if key in placed else next(given) for key in keys]
     return slots[: len(guest.block_devices)], slots[len(guest.block_devices) :]
 
 

@@ -335,15 +335,24 @@ class QemuMoves:
 
     # -- live migration ---------------------------------------------------------------
 
-    async def pre_live_migration(self, guest: GuestSpec, block_migration: bool) -> dict[str, Any]:
-        if guest.block_devices:
-            # Refused on the destination before anything starts: the migration ends in
-            # `error` with this message as the fault, the guest keeps running on its host.
-            raise DriverError(
-                "the QEMU driver does not live-migrate guests with volumes attached (a "
-                "volume-backed guest, or one with attached volumes): cold-migrate it, or "
-                "detach its data volumes first"
-            )
+    async def live_migration_source(self, uuid: str) -> dict[str, Any]:
+        """The slots of the guest's volumes and NICs here (hot-plugged ones where they
+        were put): the incoming machine has each device at the same address."""
+        record = self._load(uuid)
+        slots = {
+            volume_id: drive["slot"]
+            for volume_id, drive in record["volumes"].items()
+            if drive.get("slot") is not None
+        }
+        slots |= {nic["tap"]: nic["slot"] for nic in record["machine"]["nics"]}
+        return {"slots": slots}
+
+    async def pre_live_migration(
+        self, guest: GuestSpec, block_migration: bool, source: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The incoming guest, paused, its volumes opened through this host's own
+        attachments (Block Storage's volumes are reached from any host: not copied)."""
+        placed = (source or {}).get("slots") or {}
         directory = self._dir(guest.uuid)
         if (directory / "guest.json").exists():
             raise DriverError(f"guest {guest.uuid} already exists on {self.host}")
@@ -353,8 +362,8 @@ class QemuMoves:
         async with self._lock(guest.uuid):
             directory.mkdir(parents=True, exist_ok=True)
             try:
-                machine = await self._prepare(guest, directory)
-                record = await self._record_and_plug(machine, guest)
+                machine = await self._prepare(guest, directory, placed=placed)
+                record = await self._record_and_plug(machine, guest, placed)
                 listener = _listen(address)
                 try:
                     await self._start(guest.uuid, record, incoming="defer", paused=True)

@@ -257,8 +257,6 @@ def run_pass(args, venv: Path, run_dir: Path, spec: CloudSpec, files: FileServer
             # Every fake host runs vTPM guests; every QEMU host here is this machine,
             # whose QEMU guests have one where swtpm is installed.
             vtpm_live_migration=args.driver == "fake" or shutil.which("swtpm") is not None,
-            # The QEMU driver live-migrates only guests without volumes (qemu_moves.py).
-            volume_live_migration=args.driver == "fake",
         )
         cmd = [str(venv / "bin" / "tempest"), "run", "--config-file", str(conf_file),
                "--concurrency", str(args.workers), "--regex", p.regex]  # fmt: skip

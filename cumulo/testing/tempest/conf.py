@@ -44,6 +44,9 @@ FEATURES: dict[str, dict[str, object]] = {
         "cold_migration": True,
         "live_migration": True,
         "block_migration_for_live_migration": True,
+        # Attachments moved as Nova's; the QEMU driver opens the volumes on the
+        # destination at the slots they have on the source.
+        "volume_backed_live_migration": True,
         "rescue": True,
         "stable_rescue": True,  # hw_rescue_bus / hw_rescue_device; volume-backed from 2.87
         "vnc_console": True,
@@ -228,7 +231,6 @@ def write_conf(
     hosts: int,
     validation: bool = False,
     vtpm_live_migration: bool = False,
-    volume_live_migration: bool = True,
 ) -> None:
     conf = configparser.ConfigParser(interpolation=None)
     conf.optionxform = str  # type: ignore[assignment,method-assign]
@@ -327,10 +329,7 @@ def write_conf(
     sections["compute-feature-enabled"]["vtpm_live_migration"] = (
         vtpm_live_migration and offer["key_manager"] and hosts > 1
     )
-    # Guests with volumes live-migrated, their attachments moved as Nova's (where the
-    # driver does it: the QEMU driver refuses them, the migration ends in error and the
-    # guest stays where it runs).
-    sections["compute-feature-enabled"]["volume_backed_live_migration"] = volume_live_migration
+
     # Encrypted volumes (the Key Manager keeps their keys): Tempest's attached-extend test
     # attaches a LUKS1 and a LUKS2 volume; only dm-crypt opens LUKS2 and QEMU's LUKS
     # driver does not, so with real guests (no device-mapper here) the class is off.
