@@ -264,9 +264,17 @@ class QemuDriver(QemuMoves, ComputeDriver):
                 # config drive and QEMU's own start overlap the wait; the taps join their
                 # bridges once wired, and only then does the guest run.
                 await self._start(guest.uuid, record, paused=True)
+                # br-int exists on every Open vSwitch host: a tap joins it at once, so the
+                # agent sees it and writes its flows while the guest is paused (as Nova
+                # plugs OVS vifs before the domain runs); a port's Linux bridge may not
+                # exist before the port is wired, so that tap joins it after the wait.
+                for vif in guest.vifs:
+                    if vif.ovsdb:
+                        await _attach_tap(vif)
                 await network_ready()
                 for vif in guest.vifs:
-                    await _attach_tap(vif)
+                    if not vif.ovsdb:
+                        await _attach_tap(vif)
                 await self._qmp(guest.uuid, "cont")
             except BaseException:
                 await self._remove(guest.uuid)
