@@ -815,5 +815,6 @@ def test_a_server_page_with_its_console_sends_under_100_kb_of_scripts(demo, sdk,
         assert body == (HERE / "static" / path.removeprefix("/static/")).read_bytes()
     assert wire < 100 * 1024, (wire, plain)
     print(f"scripts: {wire} bytes on the wire, {plain} inflated")
-    assert plain > 200 * 1024  # what they would weigh uncompressed (noVNC alone: 184 KB)
+    # Inflated, over 100 KB: noVNC alone is 90 KB (tests/e2e/test_dashboard_console.py).
+    assert 100 * 1024 < plain <= 170 * 1024
     sdk.compute.delete_server(server_id)

@@ -1,7 +1,7 @@
 // The server's screen inside its page: opening the panel asks the dashboard for a
 // console (Compute's remote-consoles, with the session's token) and connects noVNC's
 // RFB to the websocket of the noVNC proxy it names; closing the panel disconnects.
-// noVNC (184 KB) is loaded only then, so the page itself stays small. Text can be typed
+// noVNC (90 KB) is loaded only then, so the page itself stays small. Text can be typed
 // into the guest as key presses or put on its clipboard; "view only" sends nothing.
 (() => {
   const section = document.getElementById("vnc");
