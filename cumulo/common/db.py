@@ -369,6 +369,20 @@ class Database:
                 await asyncio.wait([done])
                 raise
 
+    async def run_write_retrying(
+        self, fn: Callable[..., T], /, *args: Any, attempts: int = 5, first: bool = False
+    ) -> T:
+        """run_write, run again from the start when the database server gave the
+        transaction up to resolve a conflict (see write_retrying)."""
+        for attempt in range(attempts):
+            try:
+                return await self.run_write(fn, *args, first=first)
+            except DBAPIError as exc:
+                if attempt == attempts - 1 or not is_transient(exc):
+                    raise
+                await asyncio.sleep(0.01 * 2**attempt)
+        raise AssertionError("unreachable")
+
     async def run_read(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """`fn(session, *args, **kwargs)` for reading, in one call (see run_write);
         on SQLite in a reader thread, which never waits for the writer lock (WAL)."""

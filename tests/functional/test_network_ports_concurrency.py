@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from cumulo.network import ipam_plan
 from tests.cloudrunner import CloudRunner
 
 
@@ -98,3 +99,59 @@ def test_concurrent_ports_stop_exactly_at_the_quota(
             if p["device_owner"] != "network:dhcp":
                 assert http.delete(f"/v2.0/ports/{p['id']}").status_code == 204
         assert http.delete(f"/v2.0/networks/{net_id}").status_code == 204
+
+
+def test_concurrent_ports_naming_groups_get_exactly_those(
+    cloud: CloudRunner, admin_token: str, project: str, monkeypatch: pytest.MonkeyPatch
+):
+    """A server's port names its groups (Compute resolves `default` to its id): the batch
+    writes them; a group the project cannot use is refused as the long way refuses it."""
+    batched: list[int] = []
+    write_batch = ipam_plan._write_batch
+
+    def counting(session, batch):
+        written = write_batch(session, batch)
+        batched.append(len(written))
+        return written
+
+    monkeypatch.setattr(ipam_plan, "_write_batch", counting)  # the cloud runs in this process
+    with _client(cloud, admin_token) as http:
+        net_id = _network(http, project, "10.9.2.0/24")
+        web, db = (
+            http.post(
+                "/v2.0/security-groups",
+                json={"security_group": {"name": name, "project_id": project}},
+            ).json()["security_group"]["id"]
+            for name in ("web", "db")
+        )
+        body = {"port": {"network_id": net_id, "project_id": project, "security_groups": [web, db]}}
+        results = _create_many(cloud, admin_token, body, 12)
+        assert [r.status_code for r in results] == [201] * 12, results[0].text
+        assert sum(batched) == 12  # every one of them on the batched path
+        for r in results:
+            assert sorted(r.json()["port"]["security_groups"]) == sorted([web, db])
+            shown = http.get(f"/v2.0/ports/{r.json()['port']['id']}").json()["port"]
+            assert sorted(shown["security_groups"]) == sorted([web, db])
+
+        # A group that does not exist, alone or beside one that does.
+        member_port = {"network_id": net_id, "project_id": project}
+        for groups in ([str(uuid.uuid4())], [web, str(uuid.uuid4())]):
+            r = http.post("/v2.0/ports", json={"port": {**member_port, "security_groups": groups}})
+            assert r.status_code == 404, r.text
+            assert r.json()["NeutronError"]["type"] == "SecurityGroupNotFound"
+        # Port security off and a group named: Neutron's 400, whichever path it took.
+        r = http.post(
+            "/v2.0/ports",
+            json={
+                "port": {**member_port, "port_security_enabled": False, "security_groups": [web]}
+            },
+        )
+        assert r.status_code == 400, r.text
+        listed = http.get(f"/v2.0/ports?network_id={net_id}").json()["ports"]
+        assert len(listed) == 13  # the 12 and the DHCP port: nothing half-made
+        for p in listed:
+            if p["device_owner"] != "network:dhcp":
+                assert http.delete(f"/v2.0/ports/{p['id']}").status_code == 204
+        assert http.delete(f"/v2.0/networks/{net_id}").status_code == 204
+        for group in (web, db):
+            assert http.delete(f"/v2.0/security-groups/{group}").status_code == 204

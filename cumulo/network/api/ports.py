@@ -7,12 +7,13 @@ from typing import Any
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from cumulo.common.context import RequestContext
-from cumulo.common.faults import BadRequest, Conflict
+from cumulo.common.faults import ApiError, BadRequest, Conflict
 from cumulo.common.openapi import describes, wrapped
 from cumulo.network import ipam, rbac
 from cumulo.network.api.common import (
@@ -323,11 +324,11 @@ async def _prepare_port(
     if "network_id" not in a:
         raise BadRequest("Failed to parse request. Required attribute 'network_id' not specified")
     project_id = owner_of(service, ctx, a)
-    # The hot path (no fixed IPs, groups or MAC asked for) plans the port while it reads
-    # the network: see cumulo.network.ipam_plan.
+    # The hot path (no fixed IPs or MAC asked for) plans the port while it reads the
+    # network: see cumulo.network.ipam_plan.
     plan = None
     simple = a.get("fixed_ips") is None and a.get("mac_address") is None
-    if hot and simple and "security_groups" not in a:
+    if hot and simple:
         plan = await plan_port(service, ctx, str(a["network_id"]), project_id)
         network = plan.network
     else:
@@ -408,7 +409,19 @@ async def _prepare_port(
 
     async def write_hot() -> NewPort | None:
         assert plan is not None
-        return await _create_planned(service, plan, project_id, name, description, attrs)
+        groups = None
+        if "security_groups" in a:
+            # Read before the write (a group deleted meanwhile fails the batch's foreign
+            # key, and the long way answers); any refusal is left to the long way, so the
+            # answer is the same whichever path the port takes.
+            try:
+                async with service.db.read() as session:
+                    groups = await resolve_security_groups(
+                        session, service, ctx, project_id, a["security_groups"] or []
+                    )
+            except ApiError:
+                return None
+        return await _create_planned(service, plan, project_id, name, description, attrs, groups)
 
     return write, (write_hot if plan is not None else None)
 
@@ -420,9 +433,11 @@ async def _create_planned(
     name: str,
     description: str,
     attrs: dict[str, Any],
+    requested_groups: list[str] | None,
 ) -> tuple[Port, list[dict], list[str]] | None:
-    """The hot path: addresses and the default group read before the write, the port
-    written in a batch (cumulo.network.ipam_plan); None when it must go the long way."""
+    """The hot path: addresses and the default group (or the groups asked for) read
+    before the write, the port written in a batch (cumulo.network.ipam_plan); None when
+    it must go the long way."""
     port = Port(
         id=new_id(),
         network_id=plan.network.id,
@@ -432,10 +447,15 @@ async def _create_planned(
         description=description,
         **attrs,
     )
-    wants_group = port.port_security_enabled and not port.device_owner.startswith("network:")
-    if wants_group and plan.default_group is None:
-        return None  # the project's first port: its default group is made in the transaction
-    groups = [plan.default_group] if wants_group and plan.default_group else []
+    if requested_groups is not None:
+        if requested_groups and not port.port_security_enabled:
+            return None  # refused the long way
+        groups = requested_groups
+    else:
+        wants_group = port.port_security_enabled and not port.device_owner.startswith("network:")
+        if wants_group and plan.default_group is None:
+            return None  # the project's first port: its default group is made in the write
+        groups = [plan.default_group] if wants_group and plan.default_group else []
     try:
         ips = await batcher_of(service).write(plan, port, groups)
     except Fallback:
@@ -458,6 +478,16 @@ async def update_port(request: Request) -> Response:
     a.pop("project_id", None)
     port = await visible_port(service, ctx, port_id)
     service.enforce(ctx, "network:update_port", port.project_id)
+    # Binding a port to a host is a step of a build (or a move) under way: it goes
+    # before the waiting writes that start more work (other tenants' networks, routers).
+    first = "binding:host_id" in a
+    if not a.keys() & {"fixed_ips", "security_groups"}:
+        # Attributes of the port row only (a binding, a device): one call on the writer.
+        port = await service.db.run_write_retrying(
+            _update_port_row, service, ctx, port_id, a, first=first
+        )
+        await service.changed()
+        return show(request, "port", (await render_ports(service, ctx, [port]))[0])
 
     async def work(session):
         row = await session.get(Port, port_id)
@@ -468,12 +498,7 @@ async def update_port(request: Request) -> Response:
         host = row.host
         _apply(service, ctx, row, a)
         if row.host != host:
-            # Bound there now: an inactive binding the host had is the active one.
-            await session.execute(
-                delete(PortBinding).where(
-                    PortBinding.port_id == port_id, PortBinding.host == row.host
-                )
-            )
+            await session.execute(_inactive_binding_of(row))
         if "fixed_ips" in a:
             # Addresses the port keeps are not "in use" by someone else.
             await session.execute(delete(IpAllocation).where(IpAllocation.port_id == port_id))
@@ -492,22 +517,47 @@ async def update_port(request: Request) -> Response:
             )
             await _set_groups(session, row, groups)
         elif not row.port_security_enabled:
-            held = await session.scalar(
-                select(PortSecurityGroup.port_id).where(PortSecurityGroup.port_id == port_id)
-            )
-            if held:
-                raise Conflict(
-                    "Port has security group associated. Cannot disable port security or ip "
-                    "address until security group is removed"
-                )
+            _check_no_groups(await session.scalar(_groups_held(port_id)))
         touch(row)
         return row
 
-    # Binding a port to a host is a step of a build (or a move) under way: it goes
-    # before the waiting writes that start more work (other tenants' networks, routers).
-    port = await write_retrying(service.db, work, first="binding:host_id" in a)
+    port = await write_retrying(service.db, work, first=first)
     await service.changed()
     return show(request, "port", (await render_ports(service, ctx, [port]))[0])
+
+
+def _update_port_row(
+    session: Session, service: NetworkService, ctx: RequestContext, port_id: str, a: dict
+) -> Port:
+    """update_port's transaction when only the port's own row changes (run_write)."""
+    row = session.get(Port, port_id)
+    if row is None:
+        raise PortNotFound(f"Port {port_id} could not be found.")
+    host = row.host
+    _apply(service, ctx, row, a)
+    if row.host != host:
+        session.execute(_inactive_binding_of(row))
+    if not row.port_security_enabled:
+        _check_no_groups(session.scalar(_groups_held(port_id)))
+    touch(row)
+    return row
+
+
+def _inactive_binding_of(row: Port):
+    """Bound to a new host now: an inactive binding that host had is the active one."""
+    return delete(PortBinding).where(PortBinding.port_id == row.id, PortBinding.host == row.host)
+
+
+def _groups_held(port_id: str):
+    return select(PortSecurityGroup.port_id).where(PortSecurityGroup.port_id == port_id).limit(1)
+
+
+def _check_no_groups(held: str | None) -> None:
+    if held:
+        raise Conflict(
+            "Port has security group associated. Cannot disable port security or ip "
+            "address until security group is removed"
+        )
 
 
 async def delete_port(request: Request) -> Response:
