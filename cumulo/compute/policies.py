@@ -20,6 +20,7 @@ COMPUTE_RULES: dict[str, str] = {
     "compute:servers:action": "rule:admin_or_owner_member",
     "compute:servers:unlock:unlock_override": "rule:cloud_admin",
     "compute:servers:reset_state": "rule:cloud_admin",
+    "compute:servers:create_image:allow_volume_backed": "rule:admin_or_owner_member",
     # a volume swap is the Block Storage service's call (Nova: service_api)
     "compute:servers:swap_volume": "role:service",
     # moves (Nova's os-shelve, os-rescue, os-migrate-server, os-evacuate, migrations)

@@ -48,6 +48,7 @@ from cumulo.compute.network import (
 from cumulo.compute.policies import COMPUTE_RULES
 from cumulo.compute.scheduler.claims import COMPUTE_BINARY, release
 from cumulo.compute.service_moves import BOOT_PROPERTIES, ServerMoves
+from cumulo.compute.service_snapshots import VolumeBackedSnapshots
 from cumulo.compute.states import TaskState, VmState, check_state
 from cumulo.compute.virt.driver import MACHINE_TYPE_KEY
 
@@ -189,7 +190,7 @@ def _key_and_group(s: Session, user_id: str, key_name: str | None, group_uuid: s
     return key, group
 
 
-class ComputeService(ServerMoves):
+class ComputeService(ServerMoves, VolumeBackedSnapshots):
     def __init__(
         self,
         config: CumuloConfig,
@@ -920,8 +921,11 @@ class ComputeService(ServerMoves):
     async def create_image(
         self, inst: Instance, ctx: RequestContext, name: str, metadata: dict[str, str]
     ) -> str:
-        """createImage: a private snapshot image in the Image service, filled by the host."""
+        """createImage: a private snapshot image in the Image service, filled by the host;
+        of a volume-backed server, volume snapshots named by an image (no host)."""
         self._check_lock(ctx, inst)
+        if not inst.image_ref:
+            return await self.snapshot_volume_backed(inst, ctx, name, metadata)
         if self.images is None or not inst.host:
             raise Conflict(f"Instance {inst.uuid} cannot be snapshotted now.")
         sysmeta = inst.system_metadata or {}

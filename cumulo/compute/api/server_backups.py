@@ -58,6 +58,8 @@ def _parse(args: Any) -> tuple[str, str, int, dict[str, str]]:
 async def create_backup(request: Request, ctx: RequestContext, inst: Instance, args) -> str | None:
     """The backup image's id (None with rotation 0: no image is made)."""
     name, backup_type, rotation, metadata = _parse(args)
+    if not inst.image_ref:  # Nova's compute API backup()
+        raise BadRequest("Backup is not supported for volume-backed instances.")
     service = compute_of(request)
     if rotation == 0:
         await rotate(service, ctx, inst.uuid, backup_type, keep=0)
