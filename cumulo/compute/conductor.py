@@ -205,6 +205,7 @@ _BDM_FIELDS = (
     "id",
     "source_type",
     "image_id",
+    "snapshot_id",
     "volume_size",
     "boot_index",
     "volume_id",

@@ -522,6 +522,8 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
                 body: dict[str, Any] = {"size": bdm["volume_size"], "name": f"{inst['name']}-vol"}
                 if bdm["source_type"] == "image":
                     body["imageRef"] = bdm["image_id"]
+                elif bdm["source_type"] == "snapshot":
+                    body["snapshot_id"] = bdm["snapshot_id"]
                 volume = (
                     await self.volumes.json(
                         "POST", "/v3/volumes", token, headers=VOLUME_API, json={"volume": body}

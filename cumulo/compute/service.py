@@ -26,6 +26,7 @@ from cumulo.common.policy import Policy
 from cumulo.common.rpc import RemoteError, Transport
 from cumulo.common.service_client import ServiceClient, ServiceError, url_path
 from cumulo.compute import image_properties, personality, quotas, rpcapi, vtpm
+from cumulo.compute.block_device import image_defined_mappings, merge_image_mappings
 from cumulo.compute.image_signature import with_trusted_certs
 from cumulo.compute.models import (
     BlockDeviceMapping,
@@ -390,16 +391,20 @@ class ComputeService(ServerMoves, VolumeBackedSnapshots):
             raise Forbidden("Servers are created with a project-scoped token.")
         flavor = await self.find_flavor(ctx, req.flavor_ref)
         image: dict[str, Any] | None = None
+        boot_image = await self._merge_image_bdms(ctx, req)
         volume_bdms = await self._check_volume_bdms(ctx, req)
         boot_from_volume = any(b["boot_index"] == 0 for b in volume_bdms)
         if boot_from_volume:
             root = next(b for b in volume_bdms if b["boot_index"] == 0)
             if root["source_type"] == "image":
-                image = await self._image(ctx, root["image_id"])
-                if int(image.get("min_disk") or 0) > root["volume_size"]:
-                    raise BadRequest(
-                        "Volume is smaller than the minimum size specified in image metadata."
-                    )
+                same = boot_image is not None and boot_image["id"] == root["image_id"]
+                image = boot_image if same else await self._image(ctx, root["image_id"])
+            elif root["source_type"] == "snapshot":
+                image = boot_image  # the snapshot image's properties (Nova's boot_meta)
+            if image is not None and int(image.get("min_disk") or 0) > root["volume_size"]:
+                raise BadRequest(
+                    "Volume is smaller than the minimum size specified in image metadata."
+                )
             req.image_ref = None
             if req.trusted_certs:
                 raise BadRequest(
@@ -408,7 +413,7 @@ class ComputeService(ServerMoves, VolumeBackedSnapshots):
         elif not req.image_ref:
             raise BadRequest("Missing imageRef attribute")
         else:
-            image = await self._image(ctx, req.image_ref)
+            image = boot_image or await self._image(ctx, req.image_ref)
             self._check_flavor_fits_image(flavor, image)
         tpm_traits = self._check_vtpm(flavor, image)
         networks = await self._check_networks(ctx, req.networks)
@@ -541,6 +546,30 @@ class ComputeService(ServerMoves, VolumeBackedSnapshots):
             raise
         return instances, reservation_id, admin_pass
 
+    async def _merge_image_bdms(
+        self, ctx: RequestContext, req: CreateRequest
+    ) -> dict[str, Any] | None:
+        """The image booted (`imageRef`, else the request's root image mapping), with its
+        own block device mappings (a volume-backed server's snapshot) merged into the
+        request as Nova's _check_and_transform_bdm merges them."""
+        image_ref = req.image_ref or next(
+            (
+                b.get("uuid")
+                for b in req.block_device_mapping
+                if isinstance(b, dict)
+                and b.get("source_type") == "image"
+                and str(b.get("boot_index")) == "0"
+            ),
+            None,
+        )
+        if not isinstance(image_ref, str) or not image_ref:
+            return None
+        image = await self._image(ctx, image_ref)
+        mappings = image_defined_mappings(image)
+        if mappings:
+            req.block_device_mapping = merge_image_mappings(req.block_device_mapping, mappings)
+        return image
+
     async def _check_volume_bdms(
         self, ctx: RequestContext, req: CreateRequest
     ) -> list[dict[str, Any]]:
@@ -580,12 +609,10 @@ class ComputeService(ServerMoves, VolumeBackedSnapshots):
                 if source == "blank":
                     continue  # ephemeral/swap disks come from the flavor
                 raise BadRequest(f"Mapping {source} to a local disk is not supported.")
-            if source not in ("image", "volume", "blank"):
-                raise BadRequest(f"Booting from a {source} is not supported yet.")
             if self.volumes is None:
                 raise BadRequest("This cloud has no Block Storage service.")
             size = raw.get("volume_size")
-            if source in ("image", "blank"):
+            if source in ("image", "blank") or (source == "snapshot" and size is not None):
                 try:
                     size = int(size)
                 except (TypeError, ValueError):
@@ -616,6 +643,8 @@ class ComputeService(ServerMoves, VolumeBackedSnapshots):
                     raise BadRequest(f"Invalid volume: volume {vol['id']} is {vol['status']}.")
                 if boot_index == 0 and str(vol.get("bootable")).lower() != "true":
                     raise BadRequest(f"Block Device {vol['id']} is not bootable.")
+            if source == "snapshot":
+                size = size or (await self._bdm_snapshot(ctx, raw.get("uuid")))["size"]
             volumes.append(
                 {
                     "source_type": source,
@@ -624,6 +653,7 @@ class ComputeService(ServerMoves, VolumeBackedSnapshots):
                     "device_name": raw.get("device_name"),
                     "image_id": raw.get("uuid") if source == "image" else None,
                     "volume_id": raw.get("uuid") if source == "volume" else None,
+                    "snapshot_id": raw.get("uuid") if source == "snapshot" else None,
                     "volume_size": size,
                     "delete_on_termination": bool(raw.get("delete_on_termination", False)),
                     "tag": raw.get("tag"),
@@ -637,6 +667,23 @@ class ComputeService(ServerMoves, VolumeBackedSnapshots):
                 "combination is not valid."
             )
         return volumes
+
+    async def _bdm_snapshot(self, ctx: RequestContext, snapshot_id: Any) -> dict[str, Any]:
+        """A `snapshot` mapping's Block Storage snapshot, if the caller may read it (400
+        otherwise, Nova's InvalidBDMSnapshot)."""
+        assert self.volumes is not None
+        refused = BadRequest(
+            f"Block Device Mapping is Invalid: failed to get snapshot {snapshot_id}."
+        )
+        if not isinstance(snapshot_id, str) or not snapshot_id:
+            raise refused
+        try:
+            path = url_path("/v3/snapshots/{}", snapshot_id)
+            return (await self.volumes.json("GET", path, ctx.auth_token))["snapshot"]
+        except ServiceError as exc:
+            if exc.status >= 500:
+                raise
+            raise refused from None
 
     @staticmethod
     def _count_within_quota(
