@@ -144,6 +144,16 @@ class _BuildAborted(Exception):
     """The instance was deleted (or taken over) while it was being built."""
 
 
+class BlockDevicePrepFailed(Exception):
+    """The block_device_mapping step failed: Nova's BuildAbortException, no other host
+    is tried (it would ask Block Storage for the same volumes)."""
+
+    def __init__(self, instance_uuid: str, cause: Exception) -> None:
+        super().__init__(
+            f"Build of instance {instance_uuid} aborted: Failure prepping block device. ({cause})"
+        )
+
+
 class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
     # Versioned notifications for consumers outside cumulo (set by whoever runs the host).
     notifier: Notifier | None = None
@@ -411,7 +421,10 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
             block_devices: tuple[BlockDevice, ...] = ()
             volume_tags: dict[str, str] = {}
             if request_spec.get("block_devices", True):  # False: the API saw none asked for
-                block_devices, volume_tags = await self._prepare_volumes(ctx, inst)
+                try:
+                    block_devices, volume_tags = await self._prepare_volumes(ctx, inst)
+                except Exception as exc:  # noqa: BLE001 - the build is aborted with it
+                    raise BlockDevicePrepFailed(instance_uuid, exc) from exc
 
             step = "compute_spawning"
             await self._set_task(
@@ -466,6 +479,8 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
             LOG.warning("build of %s on %s failed: %s", instance_uuid, self.host, exc)
             await self._undo_build(token, instance_uuid, network_info)
             await self._release_volumes(ctx, instance_uuid)
+            if isinstance(exc, BlockDevicePrepFailed):
+                await self._delete_made_volumes(ctx, instance_uuid)
             if not had_secret:  # a TPM secret this build made goes with it
                 await self._delete_vtpm_secret(ctx, inst, forget=True)
             if step:
@@ -477,7 +492,7 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
             )
             await self.conductor.build_failed(
                 ctx, instance_uuid, self.host, str(exc), request_spec,
-                reschedule=not isinstance(exc, ImageSignatureFailed),
+                reschedule=not isinstance(exc, (ImageSignatureFailed, BlockDevicePrepFailed)),
             )  # fmt: skip
             failed = {"uuid": instance_uuid, "host": self.host, "vm_state": VmState.ERROR}
             await notify_instance(
@@ -616,6 +631,28 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
                     )
         except Exception:  # noqa: BLE001 - the instance may be gone already
             LOG.warning("volumes of %s not released", instance_uuid)
+
+    async def _delete_made_volumes(self, ctx: dict, instance_uuid: str) -> None:
+        """After an aborted build: the volumes it made (from an image, a snapshot, or
+        blank) that go with the server (delete_on_termination), as Nova's
+        _cleanup_volumes; the mapping forgets them."""
+        token = ctx.get("auth_token") or ""
+        for bdm in await self.conductor.block_devices(ctx, instance_uuid):
+            if bdm["source_type"] == "volume" or not bdm["delete_on_termination"]:
+                continue
+            if not bdm["volume_id"]:
+                continue
+            try:
+                await self.volumes.request(
+                    "DELETE",
+                    url_path("/v3/volumes/{}", bdm["volume_id"]),
+                    token,
+                    headers=VOLUME_API,
+                    ok=(202, 204, 404),
+                )
+                await self.conductor.block_device_update(ctx, bdm["id"], {"volume_id": None})
+            except Exception:  # noqa: BLE001 - logged; the server's delete tries again
+                LOG.warning("volume %s of an aborted build not deleted", bdm["volume_id"])
 
     async def _wait_volume(
         self, token: str, volume_id: str, timeout: float = 300, want: str = "available"

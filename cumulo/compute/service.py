@@ -843,7 +843,8 @@ class ComputeService(ServerMoves, VolumeBackedSnapshots):
         return age <= self.config.compute.service_down_time
 
     async def _release_external(self, ctx: RequestContext, inst: Instance) -> None:
-        """Ports and volume attachments of an instance deleted without its host."""
+        """Ports and volume attachments of an instance deleted without its host, and its
+        delete_on_termination volumes (Nova's _local_cleanup_bdm_volumes)."""
         if self.networks is not None:
             try:
                 ports = (
@@ -869,6 +870,16 @@ class ComputeService(ServerMoves, VolumeBackedSnapshots):
                         await self._delete_attachment(ctx, bdm.attachment_id)
                     except ServiceError as exc:
                         LOG.warning("attachment %s not released: %s", bdm.attachment_id, exc)
+                if bdm.delete_on_termination:
+                    try:
+                        await self.volumes.request(
+                            "DELETE",
+                            url_path("/v3/volumes/{}", bdm.volume_id),
+                            ctx.auth_token,
+                            ok=(202, 204, 404),
+                        )
+                    except ServiceError as exc:
+                        LOG.warning("volume %s not deleted: %s", bdm.volume_id, exc)
         async with self.db.write() as s:
             await s.execute(
                 delete(BlockDeviceMapping).where(BlockDeviceMapping.instance_uuid == inst.uuid)

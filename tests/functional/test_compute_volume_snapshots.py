@@ -131,7 +131,7 @@ def _a_failed_snapshot_leaves_a_fault_and_nothing_else(cloud, conn, demo, server
     assert event["event"] == "api_snapshot_instance" and event["result"] == "Error"
 
 
-def test_snapshot_mapping_in_a_create(cloud: CloudRunner, conn, demo):
+def test_snapshot_mapping_in_a_create(cloud: CloudRunner, conn, demo, monkeypatch):
     volume = demo.block_storage.create_volume(size=1, name=_name("vbs-vol"))
     demo.block_storage.wait_for_status(volume, "available", wait=30, interval=0.1)
     snapshot = demo.block_storage.create_snapshot(volume_id=volume.id, name=_name("vbs"))
@@ -161,9 +161,31 @@ def test_snapshot_mapping_in_a_create(cloud: CloudRunner, conn, demo):
     demo.compute.delete_server(server)
     demo.compute.wait_for_delete(server, wait=30, interval=0.1)
     _eventually(lambda: _gone(lambda: demo.block_storage.get_volume(made.id)), "deletion")
+    _a_volume_block_storage_cannot_make_aborts_the_build(cloud, demo, mapping, monkeypatch)
     demo.block_storage.delete_snapshot(snapshot)
     conn.block_storage.delete_snapshot(their_snapshot)
     for bs, snap, vol in ((demo.block_storage, snapshot, volume),
                           (conn.block_storage, their_snapshot, theirs)):  # fmt: skip
         _eventually(lambda bs=bs, snap=snap: _gone(lambda: bs.get_snapshot(snap.id)), "snapshot")
         bs.delete_volume(vol)
+
+
+def _a_volume_block_storage_cannot_make_aborts_the_build(cloud, demo, mapping, monkeypatch):
+    """Nova's BuildAbortException: ERROR at once with the fault, no other host tried, and
+    the volume the build made (delete_on_termination) deleted."""
+
+    async def fails(*args: Any) -> None:
+        raise RuntimeError("the volume could not be written (injected)")
+
+    for manager in cloud.cloud.volume.managers:
+        monkeypatch.setattr(manager.driver, "create_from_snapshot", fails)
+    volumes = list(demo.block_storage.volumes())
+    with pytest.raises(exceptions.ResourceFailure):
+        _boot(demo, _name("vbs-abort"), block_device_mapping=[mapping])
+    monkeypatch.undo()
+    [server] = [s for s in demo.compute.servers() if s.name.startswith("vbs-abort")]
+    assert server.status == "ERROR"
+    assert "Failure prepping block device" in server.fault["message"]
+    _eventually(lambda: list(demo.block_storage.volumes()) == volumes, "the volume deleted")
+    demo.compute.delete_server(server)
+    demo.compute.wait_for_delete(server, wait=30, interval=0.1)
