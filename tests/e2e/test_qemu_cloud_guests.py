@@ -1,7 +1,7 @@
 """Real guests through the real `openstack` CLI: power actions change the QEMU process,
 delete leaves nothing behind, two guests ping each other only when their security group
-lets ICMP in, a volume appears in and leaves the guest, and the guests outlive a restart
-of the compute agent.
+lets ICMP in, a volume appears in and leaves the guest, a volume-backed guest's snapshot
+boots another, and the guests outlive a restart of the compute agent.
 
 One cloud and two guests (vm-a, vm-b) are shared by the whole module: a TCG boot costs
 seconds. The tests run in file order and each checks the state it starts from.
@@ -316,6 +316,30 @@ def test_an_encrypted_volume_appears_in_the_guest(guests):
         "the volume was never deleted",
     )
     guests.os("volume", "type", "delete", vtype, cloud="cumulo")
+
+
+def test_a_volume_backed_guest_is_snapshotted_and_booted_from_its_snapshot(guests):
+    """Nova's snapshot of a volume-backed server (no local disk for the host to copy):
+    a Block Storage snapshot named by an empty image; a guest booted from that image
+    runs on a new volume made from the snapshot."""
+    tag = uuid.uuid4().hex[:6]
+    boot = ("--flavor", "m1.tiny", "--network", "private", "--wait", "-f", "json")
+    source = guests.os("server", "create", "--image", "tiny", "--boot-from-volume", "1",
+                       f"vb-{tag}", *boot)  # fmt: skip
+    snap = guests.os("server", "image", "create", "--name", f"vb-snap-{tag}", "--wait",
+                     source["id"], "-f", "json")  # fmt: skip
+    image = guests.os("image", "show", snap["id"], "-f", "json")
+    assert (image["status"], image["size"]) == ("active", 0)
+    [mapping] = json.loads(image["properties"]["block_device_mapping"])
+    copy = guests.os("server", "create", "--image", snap["id"], f"vb-copy-{tag}", *boot)
+    assert copy["status"] == "ACTIVE"
+    [attached] = copy["volumes_attached"]
+    volume = guests.os("volume", "show", attached["id"], "-f", "json")
+    assert volume["snapshot_id"] == mapping["snapshot_id"]
+    directory = guests.runner.state_dir / "compute" / HOST / "instances" / copy["id"]
+    assert qp.process_alive(qp.read_pid(directory), copy["id"])  # a QEMU guest runs it
+    guests.os("server", "delete", "--wait", copy["id"], source["id"])
+    guests.os("image", "delete", snap["id"])
 
 
 def test_power_actions_change_the_qemu_process(guests):
