@@ -333,6 +333,12 @@ class ComputeConfig(_Section):
     spicehtml5proxy_base_url: str = ""
     spice_direct_proxy_base_url: str = "http://127.0.0.1:13002/nova"
     spice_server_listen: str = "127.0.0.1"
+    # Where this compute host relays its guests' VNC, serial and spice-html5 consoles
+    # for the console proxies of another host (Nova's [vnc] server_listen and
+    # server_proxyclient_address): a TCP port per console asked for, on this address,
+    # open while its token lives. Empty: migration_address, else this machine's address
+    # (the management network's, never every interface).
+    console_server_listen: str = ""
     # Signed images (Nova's [glance] options of the same names): verify the data of images
     # with img_signature properties before a guest uses it (on: every cumulo cloud has a
     # Key Manager to read their certificates from); certificate validation with no

@@ -30,7 +30,7 @@ from cumulo.compute.network import NetworkClient
 from cumulo.compute.notifications import compute_notifier
 from cumulo.compute.scheduler.manager import SchedulerManager
 from cumulo.compute.service import ComputeService
-from cumulo.compute.virt.driver import ComputeDriver
+from cumulo.compute.virt.driver import ComputeDriver, own_address
 from cumulo.compute.virt.fake import FakeDriver
 from cumulo.metadata.vendordata import VendorData
 
@@ -38,9 +38,11 @@ LOG = logging.getLogger(__name__)
 
 
 def make_driver(config: CumuloConfig, host: str, state_dir: Path) -> ComputeDriver:
-    driver = config.compute.driver
+    c = config.compute
+    driver = c.driver
     if driver == "auto":
         driver = "qemu" if shutil.which("qemu-system-x86_64") else "fake"
+    console_listen = c.console_server_listen or c.migration_address or own_address()
     if driver == "qemu":
         from cumulo.compute.virt.qemu import QemuDriver
 
@@ -51,8 +53,9 @@ def make_driver(config: CumuloConfig, host: str, state_dir: Path) -> ComputeDriv
             migration_address=config.compute.migration_address,
             machine_type=config.compute.qemu_machine_type,
             spice_listen=config.compute.spice_server_listen,
+            console_listen=console_listen,
         )
-    return FakeDriver(host, spawn_delay=config.compute.fake_spawn_delay)
+    return FakeDriver(host, spawn_delay=c.fake_spawn_delay, console_listen=console_listen)
 
 
 def host_options(config: CumuloConfig) -> HostOptions:
@@ -256,6 +259,7 @@ class ComputeCell:
                 cell.managers,
                 key_manager=keys,
             )
+            service.local_hosts = {manager.host for manager in cell.managers}
         return cell
 
     async def close(self) -> None:

@@ -17,6 +17,11 @@ Serial consoles (Nova's nova-serialproxy) go the same way on their own port: the
 `<serialproxy_base_url>?token=<token>` (default ws://<public host>:<ports.serialproxy>/),
 the websocket's frames are the bytes to and from the guest's serial port. Each proxy
 opens only its own kind of token.
+
+A guest on a compute host outside this process (`cumulo compute` on another machine)
+has its console relayed by its host to a TCP port on the host's console address
+(virt/console_relay.py) while the token lives: the token records that host and port,
+and the proxy connects there as Nova's proxies connect to a host's VNC server.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from cumulo.common.config import CumuloConfig
 from cumulo.common.db import Database, utcnow
 from cumulo.compute.models import ConsoleAuthToken, Instance
-from cumulo.compute.virt.qemu_process import open_unix
+from cumulo.compute.virt.console_relay import open_console
 
 LOG = logging.getLogger(__name__)
 
@@ -160,7 +165,10 @@ class ConsoleProxy:
             await websocket.close(code=1008)
             return
         try:
-            reader, writer = await asyncio.wait_for(_open(console), timeout=10)
+            reader, writer = await asyncio.wait_for(
+                open_console(console.host, console.port, console.internal_access_path),
+                timeout=10,
+            )
         except (OSError, TimeoutError) as exc:
             LOG.warning("console of %s unreachable: %s", console.instance_uuid, exc)
             await websocket.close(code=1011)
@@ -179,15 +187,6 @@ class ConsoleProxy:
             writer.close()
             with contextlib.suppress(Exception):
                 await websocket.close()
-
-
-async def _open(console: ConsoleAuthToken):
-    """Connect to the VNC server: a unix socket on this host when the hypervisor gives
-    its path (QEMU here), else host:port."""
-    path = console.internal_access_path
-    if not path or not path.startswith("/"):
-        return await asyncio.open_connection(console.host, console.port)
-    return await open_unix(Path(path))
 
 
 async def _browser_to_guest(websocket: WebSocket, writer: asyncio.StreamWriter) -> None:

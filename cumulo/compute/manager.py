@@ -1361,14 +1361,27 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
             ctx, instance_uuid, event, host=self.host, finish=True, error=error
         )
 
-    async def get_vnc_console(self, ctx: dict, instance_uuid: str) -> dict[str, Any]:
-        return await self.driver.get_vnc_console(instance_uuid)
+    async def get_vnc_console(
+        self, ctx: dict, instance_uuid: str, relay_ttl: int | None = None
+    ) -> dict[str, Any]:
+        return await self._console(instance_uuid, "vnc", relay_ttl)
 
-    async def get_spice_console(self, ctx: dict, instance_uuid: str) -> dict[str, Any]:
-        return await self.driver.get_spice_console(instance_uuid)
+    async def get_spice_console(
+        self, ctx: dict, instance_uuid: str, relay_ttl: int | None = None
+    ) -> dict[str, Any]:
+        return await self._console(instance_uuid, "spice", relay_ttl)
 
-    async def get_serial_console(self, ctx: dict, instance_uuid: str) -> dict[str, Any]:
-        return await self.driver.get_serial_console(instance_uuid)
+    async def get_serial_console(
+        self, ctx: dict, instance_uuid: str, relay_ttl: int | None = None
+    ) -> dict[str, Any]:
+        return await self._console(instance_uuid, "serial", relay_ttl)
+
+    async def _console(self, uuid: str, kind: str, relay_ttl: int | None) -> dict[str, Any]:
+        """Where the guest's console is: for a proxy on another host (relay_ttl, its
+        token's life) a TCP port here relayed to it, else the guest's own socket."""
+        if relay_ttl:
+            return await self.driver.relay_console(uuid, kind, relay_ttl)
+        return await getattr(self.driver, f"get_{kind}_console")(uuid)
 
     async def set_admin_password(self, ctx: dict, instance_uuid: str, password: str) -> None:
         event = "compute_set_admin_password"

@@ -491,23 +491,18 @@ class ComputeAPI:
             attachment_id=attachment_id,
         )
 
-    async def get_vnc_console(self, ctx: Context, host: str, instance_uuid: str) -> dict[str, Any]:
-        return await self.bus.call(
-            compute_topic(host), "get_vnc_console", ctx, instance_uuid=instance_uuid, timeout=30
-        )
-
-    async def get_spice_console(
-        self, ctx: Context, host: str, instance_uuid: str
+    async def get_console(
+        self, ctx: Context, host: str, instance_uuid: str, kind: str, relay_ttl: int | None
     ) -> dict[str, Any]:
+        """Where the guest's `kind` (vnc, spice, serial) console is; relay_ttl: for a
+        proxy on another host, a TCP port relayed to it for that many seconds."""
         return await self.bus.call(
-            compute_topic(host), "get_spice_console", ctx, instance_uuid=instance_uuid, timeout=30
-        )
-
-    async def get_serial_console(
-        self, ctx: Context, host: str, instance_uuid: str
-    ) -> dict[str, Any]:
-        return await self.bus.call(
-            compute_topic(host), "get_serial_console", ctx, instance_uuid=instance_uuid, timeout=30
+            compute_topic(host),
+            f"get_{kind}_console",
+            ctx,
+            instance_uuid=instance_uuid,
+            relay_ttl=relay_ttl,
+            timeout=30,
         )
 
     async def get_diagnostics(self, ctx: Context, host: str, instance_uuid: str) -> dict[str, Any]:

@@ -218,6 +218,9 @@ class ComputeService(ServerMoves, VolumeBackedSnapshots):
         self.policy = Policy(COMPUTE_RULES, state_dir / config.policy_file)
         self.conductor = rpcapi.ConductorAPI(bus)
         self.compute_rpc = rpcapi.ComputeAPI(bus)
+        # The compute hosts running in this process, beside its console proxies (the
+        # all-in-one cloud's): their guests' console sockets are the proxies' to open.
+        self.local_hosts: set[str] = set()
 
     # -- lookups --------------------------------------------------------------------
 
@@ -1426,16 +1429,23 @@ class ComputeService(ServerMoves, VolumeBackedSnapshots):
 
     # -- consoles, diagnostics, passwords ------------------------------------------------
 
-    async def _host_console(self, ctx: RequestContext, inst: Instance, kind: str) -> dict[str, Any]:
+    async def _host_console(
+        self, ctx: RequestContext, inst: Instance, kind: str, relay: bool = True
+    ) -> dict[str, Any]:
         """Where the guest's `kind` console is, from its host (409 while it cannot have
-        one; 400 when its host says it has none of this kind)."""
+        one; 400 when its host says it has none of this kind). A host outside this
+        process (where the console proxies run) relays it to a TCP port for the token's
+        life, unless relay is false (spice-direct: the host's own SPICE port)."""
         if not inst.host or inst.vm_state != VmState.ACTIVE:
             raise Conflict(
                 f"Instance {inst.uuid} is not ready for a console (vm_state {inst.vm_state})."
             )
-        ask = getattr(self.compute_rpc, f"get_{kind}_console")
+        remote = relay and inst.host not in self.local_hosts
+        ttl = self.config.compute.console_token_ttl if remote else None
         try:
-            return await ask(self.rpc_context(ctx), inst.host, inst.uuid)
+            return await self.compute_rpc.get_console(
+                self.rpc_context(ctx), inst.host, inst.uuid, kind, ttl
+            )
         except RemoteError as exc:
             if exc.type == "ConsoleTypeUnavailable":
                 raise BadRequest(exc.message) from None
@@ -1451,7 +1461,7 @@ class ComputeService(ServerMoves, VolumeBackedSnapshots):
         consoles are off or the guest has none."""
         if not self.config.compute.spice_console_enabled:
             raise BadRequest(f"Unavailable console type {console_type}.")
-        return await self._host_console(ctx, inst, "spice")
+        return await self._host_console(ctx, inst, "spice", relay=console_type != "spice-direct")
 
     async def serial_console(self, ctx: RequestContext, inst: Instance) -> dict[str, Any]:
         """Where the guest's serial port is (Nova's get_serial_console): 400 when serial

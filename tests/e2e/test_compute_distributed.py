@@ -1,6 +1,8 @@
 """Compute spread over processes: the controller on PostgreSQL + RabbitMQ, and a compute
 host started as its own `cumulo compute` process. Boots land on the remote host over
-the broker; killing that agent mid-build ends in ERROR, never a server stuck in BUILD.
+the broker; killing that agent mid-build ends in ERROR, never a server stuck in BUILD;
+the remote guest's VNC, serial and SPICE consoles open through the controller's proxies
+(the host relays each to a TCP port), and follow the guest when it is live-migrated.
 """
 
 from __future__ import annotations
@@ -9,19 +11,23 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from websockets.sync.client import connect
 
 from cumulo.common.config import load_config, write_config
 from tests.cloudrunner import CloudRunner, configure_state_dir
 from tests.cluster import RABBIT, delete_queues, reachable
 from tests.conftest import skip_or_fail
 from tests.databases import ServerUnavailable, fresh_database
+from tests.functional.test_compute_spice_console import LINK
 
 pytestmark = pytest.mark.e2e
 
@@ -115,9 +121,12 @@ def _wait(controller: CloudRunner, server: str, statuses: set[str], timeout: flo
         time.sleep(0.5)
 
 
-def test_a_server_boots_on_a_remote_compute_host(controller: CloudRunner, image, tmp_path):
+def test_a_server_boots_on_a_remote_compute_host_and_its_consoles_reach_it(
+    controller: CloudRunner, image, tmp_path
+):
     name = f"remote-{uuid.uuid4().hex[:6]}"
-    proc = start_compute_host(controller, tmp_path, name)
+    # Its console address is 127.0.0.2: not the loopback its fake guests' screens are on.
+    proc = start_compute_host(controller, tmp_path, name, console_server_listen="127.0.0.2")
     try:
         server = controller.openstack(
             "server",
@@ -138,6 +147,7 @@ def test_a_server_boots_on_a_remote_compute_host(controller: CloudRunner, image,
         assert server["OS-EXT-SRV-ATTR:host"] == name
         assert server["addresses"]["public"]
         assert "login:" in controller.openstack("console", "log", "show", "vm-remote")
+        _check_consoles_through_the_proxies(controller, server["id"])
         controller.openstack("server", "delete", "--wait", "vm-remote")
     finally:
         proc.send_signal(signal.SIGINT)
@@ -239,3 +249,54 @@ def test_a_host_enrols_with_a_token_takes_boots_and_drains(
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
+
+
+def console_token(controller: CloudRunner, server: str, kind: str) -> str:
+    """A console URL from the CLI (`console url show --<kind>`), its token."""
+    url = controller.openstack("console", "url", "show", f"--{kind}", server, "-f", "json")["url"]
+    query = parse_qs(urlsplit(url).query)
+    if kind == "novnc":  # noVNC's page, told its websocket's path: ?token=...
+        query = parse_qs(query["path"][0].lstrip("?"))
+    return query["token"][0]
+
+
+def through_proxy(port: int, token: str, send: bytes, until: bytes) -> bytes:
+    """What the console sends back through the proxy's websocket on `port` (after `send`),
+    up to `until`."""
+    with connect(f"ws://127.0.0.1:{port}/?token={token}", subprotocols=["binary"]) as ws:
+        if send:
+            ws.send(send)
+        received = b""
+        deadline = time.monotonic() + 30
+        while until not in received:
+            assert time.monotonic() < deadline, received
+            received += ws.recv(timeout=10)
+    return received
+
+
+def console_at(controller: CloudRunner, token: str) -> dict:
+    with controller.api("compute", path="/v2.1") as admin:
+        return admin.get(f"/os-console-auth-tokens/{token}").json()["console"]
+
+
+def _check_consoles_through_the_proxies(controller: CloudRunner, server: str) -> None:
+    """The remote host's guest: VNC, serial and spice-html5 through the controller's
+    proxies, relayed by its host on its console address; live-migrated to the
+    controller's own host, a new console is there and the old host's relay is closed."""
+    ports = controller.config.ports
+    vnc = console_token(controller, server, "novnc")
+    relay = console_at(controller, vnc)
+    assert relay["host"] == "127.0.0.2" and relay["internal_access_path"] is None
+    assert through_proxy(ports.novncproxy, vnc, b"", b"\n").startswith(b"RFB 003.008")
+    serial = console_token(controller, server, "serial")
+    assert through_proxy(ports.serialproxy, serial, b"hi\r", b"\r\n") == b"hi\r\n"
+    spice = console_token(controller, server, "spice")
+    assert through_proxy(ports.spicehtml5proxy, spice, LINK, b"REDQ")[:4] == b"REDQ"
+    controller.openstack(
+        "server", "migrate", "--live-migration", "--host", "controller", "--wait", server
+    )
+    moved = console_token(controller, server, "novnc")
+    assert console_at(controller, moved)["host"] == "127.0.0.1"
+    assert through_proxy(ports.novncproxy, moved, b"", b"\n").startswith(b"RFB 003.008")
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.2", relay["port"]), timeout=5).close()

@@ -1,7 +1,8 @@
 """Real QEMU guests moved between two compute hosts of one cloud with the `openstack`
 CLI: the controller's own host and a second `cumulo compute` process, over RabbitMQ.
 A guest counts aloud every second: after `openstack server migrate --live-migration`
-it runs on the other host and its counter went on (its memory moved with it); a cold
+it runs on the other host and its counter went on (its memory moved with it), and its
+VNC and serial consoles open there through the controller's proxies; a cold
 migration, shelve/unshelve and rescue go through the whole flow on real guests too.
 
 Skipped with the reason when QEMU, the guest's packages or RabbitMQ are unavailable
@@ -25,7 +26,12 @@ from cumulo.common.config import load_config, write_config
 from tests.cloudrunner import CloudRunner, configure_state_dir
 from tests.cluster import RABBIT, delete_queues, reachable
 from tests.conftest import skip_or_fail
-from tests.e2e.test_compute_distributed import start_compute_host
+from tests.e2e.test_compute_distributed import (
+    console_at,
+    console_token,
+    start_compute_host,
+    through_proxy,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -149,6 +155,14 @@ def test_live_migration_moves_a_running_guest_to_the_other_host(cloud, image, tm
     assert moved["OS-EXT-SRV-ATTR:host"] == "qm-b"
     ticks = console_ticks(cloud, server["id"], before + 2)
     assert min(ticks) >= before, "the counter went on from where it was: no reboot"
+    # Its consoles followed it: the controller's proxies reach qm-b's relays (TCP).
+    ports = cloud.config.ports
+    vnc = console_token(cloud, server["id"], "novnc")
+    assert console_at(cloud, vnc)["internal_access_path"] is None
+    assert through_proxy(ports.novncproxy, vnc, b"", b"\n").startswith(b"RFB 003.008")
+    serial = console_token(cloud, server["id"], "serial")
+    typed = b"echo relayed $((6 * 7))\r"
+    assert b"relayed 42" in through_proxy(ports.serialproxy, serial, typed, b"relayed 42")
     [migration] = cloud.openstack(
         "server", "migration", "list", "--server", server["id"], "-f", "json"
     )

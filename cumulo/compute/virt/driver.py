@@ -11,12 +11,16 @@ from __future__ import annotations
 import abc
 import asyncio
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cumulo.compute.states import PowerState
+
+if TYPE_CHECKING:  # console_relay needs qemu_process, which needs this module
+    from cumulo.compute.virt.console_relay import ConsoleRelays
 
 
 def host_uptime() -> str:
@@ -32,6 +36,14 @@ def host_uptime() -> str:
     up += f"{hours:2d}:{minutes:02d}" if hours else f"{minutes} min"
     now = time.strftime("%H:%M:%S")
     return f" {now} up {up},  0 users,  load average: {', '.join(loads)}"
+
+
+def own_address() -> str:
+    """This machine's address as its name resolves (other hosts reach it there)."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -307,6 +319,9 @@ class ComputeDriver(abc.ABC):
     # Whether guests can have an emulated TPM (GuestSpec.vtpm); the host then reports
     # Nova's COMPUTE_SECURITY_TPM_* traits.
     supports_vtpm: bool = False
+    # TCP relays to the guests' consoles for proxies on other hosts (console_relay.py),
+    # on the host's console address; each driver closes a guest's with the guest.
+    console_relays: ConsoleRelays
 
     async def init_host(self, host: str) -> None:
         """Called once when the compute agent starts (reconnect to running guests here)."""
@@ -459,6 +474,15 @@ class ComputeDriver(abc.ABC):
         """Where the guest's interactive serial port is: host, port, internal_access_path
         (a unix socket path on the guest's host, or None for host:port)."""
         raise ConsoleTypeUnavailable("Unavailable console type serial.")
+
+    async def relay_console(self, uuid: str, kind: str, ttl: float) -> dict[str, Any]:
+        """The guest's `kind` console (vnc, spice, serial) for a proxy on another host:
+        a TCP port on this host's console address relayed to it, listening `ttl` seconds
+        (the console token's life)."""
+        console = await getattr(self, f"get_{kind}_console")(uuid)
+        port = await self.console_relays.open(uuid, kind, console, ttl)
+        address = self.console_relays.address
+        return {**console, "host": address, "port": port, "internal_access_path": None}
 
     # -- emulated TPM --------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cumulo.compute.states import PowerState
+from cumulo.compute.virt.console_relay import ConsoleRelays
 from cumulo.compute.virt.driver import (
     BlockDevice,
     ComputeDriver,
@@ -134,6 +135,7 @@ class FakeDriver(ComputeDriver):
         live_migration_delay: float = 0.0,
         swap_delay: float = 0.0,
         machine_type: str | None = None,
+        console_listen: str = "127.0.0.1",
     ) -> None:
         self.hostname = hostname
         # The machine type of guests whose image names none (the QEMU driver's [compute]
@@ -155,6 +157,7 @@ class FakeDriver(ComputeDriver):
         # request: thousands of simulated hosts in one process hold no idle sockets.
         self.screens: dict[str, FakeScreen] = {}
         self.serial_ports: dict[str, FakeSerialPort] = {}
+        self.console_relays = ConsoleRelays(console_listen)
 
     def _guest(self, uuid: str) -> FakeGuest:
         guest = self.guests.get(uuid)
@@ -202,6 +205,7 @@ class FakeDriver(ComputeDriver):
     async def destroy(self, uuid: str) -> None:
         self.guests.pop(uuid, None)
         self._incoming.pop(uuid, None)
+        self.console_relays.close(uuid)
         if (serial := self.serial_ports.pop(uuid, None)) is not None:
             await serial.close()
         if (screen := self.screens.pop(uuid, None)) is not None:
@@ -477,6 +481,7 @@ class FakeDriver(ComputeDriver):
         return {"host": "127.0.0.1", "port": port, "internal_access_path": None}
 
     async def cleanup_host(self) -> None:
+        self.console_relays.close_all()
         await self.spice.close()
         for listener in (*self.screens.values(), *self.serial_ports.values()):
             await listener.close()

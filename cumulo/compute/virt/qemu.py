@@ -35,6 +35,7 @@ from cumulo.compute.configdrive import build_config_drive
 from cumulo.compute.states import PowerState
 from cumulo.compute.virt import qemu_iscsi, qemu_secrets, qemu_tpm
 from cumulo.compute.virt import qemu_process as qp
+from cumulo.compute.virt.console_relay import ConsoleRelays
 from cumulo.compute.virt.driver import (
     BlockDevice,
     ComputeDriver,
@@ -49,6 +50,7 @@ from cumulo.compute.virt.driver import (
     VolumeEncryption,
     copy_volume_data,
     initiator_name,
+    own_address,
     pci_address,
     require_encryption,
 )
@@ -97,6 +99,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
         migration_address: str = "",
         machine_type: str = "pc",
         spice_listen: str = "127.0.0.1",
+        console_listen: str = "127.0.0.1",
     ) -> None:
         if accel not in ("auto", "kvm", "tcg"):
             raise ValueError(f"accel must be auto, kvm or tcg, not {accel!r}")
@@ -115,7 +118,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
         # The passphrases of `user` policy TPMs, held in memory only (a `host` one is in
         # the guest's secrets.json too): gone with the agent, given again at a start.
         self._tpm_passphrases: dict[str, str] = {}
-        self.migration_address = migration_address or _own_address()
+        self.migration_address = migration_address or own_address()
         # Disk exports of guests migrating away (qemu-nbd processes), by guest.
         self._exports: dict[str, list[asyncio.subprocess.Process]] = {}
         # Live migrations an abort or a force-complete was asked for.
@@ -125,6 +128,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
         # The spice-direct ports of guests (on spice_listen), opened on first request.
         self.spice_listen = spice_listen
         self._spice_ports: dict[str, qp.UnixForwarder] = {}
+        self.console_relays = ConsoleRelays(console_listen)
         # iSCSI portals relayed into guests' network namespaces.
         self.relays = qemu_iscsi.PortalRelays()
 
@@ -162,6 +166,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
 
     async def cleanup_host(self) -> None:
         await self.relays.close()
+        self.console_relays.close_all()
 
     async def _relay_iscsi(self, uuid: str, record: dict[str, Any]) -> None:
         """The relays of the guest's iSCSI drives listening again (an agent restarted:
@@ -522,6 +527,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
             incoming.cancel()
         if (spice := self._spice_ports.pop(uuid, None)) is not None:
             await spice.close()
+        self.console_relays.close(uuid)
         directory = self._dir(uuid)
         self._tpm_passphrases.pop(uuid, None)
         if not directory.exists():
@@ -1438,11 +1444,3 @@ def _any_probe_kernel() -> Path | None:
         return cached[-1]
     host = sorted(Path("/boot").glob("vmlinuz-*"))
     return host[-1] if host else None
-
-
-def _own_address() -> str:
-    """This machine's address as its name resolves (other hosts reach it there)."""
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
