@@ -44,14 +44,17 @@ class _Relay:
         self._expiry: asyncio.TimerHandle | None = None
         self._pipes: set[asyncio.Task] = set()
 
-    async def listen(self, address: str, ttl: float) -> int:
-        """Listening (on a new port if it had stopped) for `ttl` seconds more."""
+    async def listen(self, address: str, ttl: float | None) -> int:
+        """Listening (on a new port if it had stopped) for `ttl` seconds more (None:
+        until closed)."""
         if self._server is None:
             self._server = await asyncio.start_server(self._client, address, 0)
             self.port = self._server.sockets[0].getsockname()[1]
         if self._expiry is not None:
             self._expiry.cancel()
-        self._expiry = asyncio.get_running_loop().call_later(ttl, self.stop_listening)
+            self._expiry = None
+        if ttl is not None:
+            self._expiry = asyncio.get_running_loop().call_later(ttl, self.stop_listening)
         return self.port
 
     def stop_listening(self) -> None:
@@ -87,9 +90,9 @@ class ConsoleRelays:
         self.address = address
         self._relays: dict[tuple[str, str], _Relay] = {}
 
-    async def open(self, uuid: str, kind: str, console: dict[str, Any], ttl: float) -> int:
+    async def open(self, uuid: str, kind: str, console: dict[str, Any], ttl: float | None) -> int:
         """The port relayed to `console` (where the driver says the guest's `kind`
-        console is), listening for `ttl` seconds from now."""
+        console is), listening for `ttl` seconds from now (None: until the guest goes)."""
         relay = self._relays.get((uuid, kind))
         if relay is None or relay.console != console:
             if relay is not None:

@@ -125,9 +125,9 @@ class QemuDriver(QemuMoves, ComputeDriver):
         self._migration_requests: dict[str, str] = {}
         # Incoming live migrations waiting for the source's stream (qemu_moves.py).
         self._incoming: dict[str, asyncio.Task] = {}
-        # The spice-direct ports of guests (on spice_listen), opened on first request.
-        self.spice_listen = spice_listen
-        self._spice_ports: dict[str, qp.UnixForwarder] = {}
+        # The spice-direct ports of guests (on spice_listen), opened on first request and
+        # listening while the guest is here.
+        self._spice_direct = ConsoleRelays(spice_listen)
         self.console_relays = ConsoleRelays(console_listen)
         # iSCSI portals relayed into guests' network namespaces.
         self.relays = qemu_iscsi.PortalRelays()
@@ -166,6 +166,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
 
     async def cleanup_host(self) -> None:
         await self.relays.close()
+        self._spice_direct.close_all()
         self.console_relays.close_all()
 
     async def _relay_iscsi(self, uuid: str, record: dict[str, Any]) -> None:
@@ -525,8 +526,7 @@ class QemuDriver(QemuMoves, ComputeDriver):
     async def _remove(self, uuid: str) -> None:
         if (incoming := self._incoming.pop(uuid, None)) is not None:
             incoming.cancel()
-        if (spice := self._spice_ports.pop(uuid, None)) is not None:
-            await spice.close()
+        self._spice_direct.close(uuid)
         self.console_relays.close(uuid)
         directory = self._dir(uuid)
         self._tpm_passphrases.pop(uuid, None)
@@ -771,12 +771,10 @@ class QemuDriver(QemuMoves, ComputeDriver):
         if not info.get("enabled"):  # a guest started before it had one
             raise ConsoleTypeUnavailable("Unavailable console type spice.")
         path = self.instances_dir / uuid / qp.SPICE_SOCKET
-        forwarder = self._spice_ports.get(uuid)
-        if forwarder is None:
-            forwarder = self._spice_ports[uuid] = qp.UnixForwarder(path, self.spice_listen)
-        port = await forwarder.start()
+        spice_socket = {"host": self.host, "port": 0, "internal_access_path": str(path)}
+        port = await self._spice_direct.open(uuid, "spice", spice_socket, ttl=None)
         return {
-            "host": self.spice_listen,
+            "host": self._spice_direct.address,
             "port": port,
             "tls_port": None,
             "internal_access_path": str(path),

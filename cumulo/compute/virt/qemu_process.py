@@ -621,40 +621,6 @@ async def open_unix(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWri
         os.close(directory)
 
 
-class UnixForwarder:
-    """A TCP port on this host whose connections go on to a guest's unix socket: a
-    client on another machine reaches the guest's SPICE server through it (the guest's
-    QEMU may run in the data plane's namespace, whose loopback is nobody else's)."""
-
-    def __init__(self, path: Path, address: str) -> None:
-        self.path = path
-        self.address = address
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task] = set()
-
-    async def start(self) -> int:
-        if self._server is None:
-            self._server = await asyncio.start_server(self._client, self.address, 0)
-            self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for pipe in list(self._pipes):
-                pipe.cancel()
-            self._server = None
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            guest_reader, guest_writer = await open_unix(self.path)
-        except OSError:
-            writer.close()
-            return
-        await join_streams((reader, writer), (guest_reader, guest_writer), self._pipes)
-
-
 async def join_streams(
     one: tuple[asyncio.StreamReader, asyncio.StreamWriter],
     other: tuple[asyncio.StreamReader, asyncio.StreamWriter],
