@@ -275,8 +275,8 @@ def through_proxy(port: int, token: str, send: bytes, until: bytes) -> bytes:
 
 
 def console_at(controller: CloudRunner, token: str) -> dict:
-    with controller.api("compute", path="/v2.1") as admin:
-        return admin.get(f"/os-console-auth-tokens/{token}").json()["console"]
+    """Where the token leads (os-console-auth-tokens, admin): host, port, path."""
+    return controller.openstack("console", "connection", "show", token, "-f", "json")
 
 
 def _check_consoles_through_the_proxies(controller: CloudRunner, server: str) -> None:
