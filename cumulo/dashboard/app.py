@@ -16,7 +16,7 @@ from cumulo.dashboard.apis import ApiFailure, Apis
 from cumulo.dashboard.pages import admin, auth, compute, network, overview, storage
 from cumulo.dashboard.renewal import Trustee
 from cumulo.dashboard.sessions import SessionStore
-from cumulo.dashboard.web import HERE, ServerTiming, render
+from cumulo.dashboard.web import HERE, SameOriginFrames, ServerTiming, render
 
 LOG = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ def create_dashboard_app(
 
     app = Starlette(routes=routes, exception_handlers={Exception: unexpected})
     app.add_middleware(ServerTiming)
+    app.add_middleware(SameOriginFrames)
     app.state.apis = apis
     app.state.sessions = sessions or SessionStore()
     app.state.trustee = trustee

@@ -1,4 +1,5 @@
-"""What every page shares: templates, the session gate, CSRF, errors, Server-Timing, SSE."""
+"""What every page shares: templates, the session gate, CSRF, errors, Server-Timing,
+framing, SSE."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cumulo.common.app import with_headers
 from cumulo.dashboard.apis import ApiFailure, UserApis, api_time
 from cumulo.dashboard.renewal import (
     RenewalRefused,
@@ -248,6 +250,23 @@ class ServerTiming:
             await self.app(scope, receive, timed_send)
         finally:
             api_time.reset(token)
+
+
+class SameOriginFrames:
+    """No other site frames the dashboard's pages (a page's buttons under a decoy's, to
+    be clicked unawares): `X-Frame-Options: SAMEORIGIN` and CSP `frame-ancestors 'self'`
+    on every response; the dashboard's own pages may (the server page's console)."""
+
+    HEADERS = [
+        (b"x-frame-options", b"SAMEORIGIN"),
+        (b"content-security-policy", b"frame-ancestors 'self'"),
+    ]
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, with_headers(send, self.HEADERS))
 
 
 # Page views whose stream has not opened yet, kept per session (the newest ones).

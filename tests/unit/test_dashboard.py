@@ -6,9 +6,11 @@ import time
 
 import pytest
 from sqlalchemy import func, select
+from starlette.testclient import TestClient
 
 from cumulo.common.db import Database
-from cumulo.dashboard.apis import ApiFailure, error_message
+from cumulo.dashboard.apis import ApiFailure, Apis, error_message
+from cumulo.dashboard.app import create_dashboard_app
 from cumulo.dashboard.models import DashboardSession
 from cumulo.dashboard.pages.admin import _user_fields
 from cumulo.dashboard.pages.compute import _field_of, rebuild_body
@@ -201,3 +203,11 @@ def test_the_rebuild_form_becomes_nova_s_rebuild_action():
     with pytest.raises(ApiFailure) as refused:
         rebuild_body({"image": "i1", "metadata": "no-equals"})
     assert refused.value.status == 400
+
+
+def test_no_other_site_frames_a_page_of_the_dashboard():
+    with TestClient(create_dashboard_app(Apis({}))) as client:
+        for path in ("/login", "/static/app.css", "/instances"):
+            answer = client.get(path, follow_redirects=False)
+            assert answer.headers["x-frame-options"] == "SAMEORIGIN", path
+            assert answer.headers["content-security-policy"] == "frame-ancestors 'self'", path
