@@ -70,8 +70,14 @@ def redirect(request: Request, url: str) -> Response:
     return RedirectResponse(url, status_code=303)
 
 
-def to_login(request: Request, reason: str) -> Response:
-    response = redirect(request, f"/login?{urlencode({'reason': reason})}")
+def to_login(request: Request, reason: str, framed: bool = False) -> Response:
+    """The login page, saying why; a framed page says it in its frame, its link taking
+    the whole window there (not a login page inside a page)."""
+    login = f"/login?{urlencode({'reason': reason})}"
+    if framed:
+        response: Response = render(request, "frame_error.html", status=401, login=login)
+    else:
+        response = redirect(request, login)
     response.delete_cookie(COOKIE)
     return response
 
@@ -100,8 +106,9 @@ def announce_renewal(request: Request, response: Response, session: Session) -> 
     response.headers["HX-Trigger"] = orjson.dumps(events).decode()
 
 
-def error_page(request: Request, exc: ApiFailure) -> HTMLResponse:
-    return render(request, "error.html", status=exc.status, error=exc)
+def error_page(request: Request, exc: ApiFailure, framed: bool = False) -> HTMLResponse:
+    template = "frame_error.html" if framed else "error.html"
+    return render(request, template, status=exc.status, error=exc)
 
 
 async def form_of(request: Request) -> dict[str, Any]:
@@ -115,9 +122,18 @@ async def form_of(request: Request) -> dict[str, Any]:
     return request.state.form
 
 
-def page(handler: Handler | None = None, *, admin: bool = False, read_form: bool = True):
+def page(
+    handler: Handler | None = None,
+    *,
+    admin: bool = False,
+    read_form: bool = True,
+    framed: bool = False,
+):
     """A page for logged-in users: the session found (or the login page, saying why),
-    CSRF checked on every POST, the API's 401 ending the session, its 403/404 shown."""
+    CSRF checked on every POST, the API's 401 ending the session, its 403/404 shown.
+    `framed`: a page shown in a frame of another page (the server page's console): an
+    expired session is kept for the page around it to renew, as for a part of a page,
+    and the frame itself says why it shows nothing (frame_error.html)."""
 
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
@@ -125,9 +141,11 @@ def page(handler: Handler | None = None, *, admin: bool = False, read_form: bool
             store = store_of(request)
             found = await store.find(request.cookies.get(COOKIE))
             if found is None:
-                return to_login(request, "login")
+                return to_login(request, "login", framed)
             sid, session = found
             if session.expired:
+                if framed:
+                    return render(request, "frame_error.html", status=401, expired=True)
                 if request.headers.get("hx-request"):
                     # A part of an open page: the page asks for the password and renews
                     # the session in place (what is typed in it stays), so keep it.
@@ -144,7 +162,7 @@ def page(handler: Handler | None = None, *, admin: bool = False, read_form: bool
                     renewed = True
                 except RenewalRefused:
                     await end_session(request, session)
-                    return to_login(request, "renewal")
+                    return to_login(request, "renewal", framed)
                 except ApiFailure as exc:  # Identity unreachable: the next page tries again
                     LOG.warning("session renewal failed: %s", exc)
             request.state.session = session
@@ -153,29 +171,21 @@ def page(handler: Handler | None = None, *, admin: bool = False, read_form: bool
             except ApiFailure as exc:
                 if exc.status == 401:
                     await end_session(request, session)
-                    return to_login(request, "revoked")
-                return error_page(request, exc)
+                    return to_login(request, "revoked", framed)
+                return error_page(request, exc, framed)
             request.state.apis = request.app.state.apis.for_token(session.token)
             if request.method not in ("GET", "HEAD"):
                 sent = request.headers.get("x-csrf-token")
                 if sent is None and read_form:
                     sent = (await form_of(request)).get("csrf_token")
                 if sent != session.csrf:
-                    return render(
-                        request,
-                        "error.html",
-                        status=403,
-                        error=ApiFailure(
-                            "dashboard", 403, "The form's CSRF token is missing or wrong."
-                        ),
+                    failure = ApiFailure(
+                        "dashboard", 403, "The form's CSRF token is missing or wrong."
                     )
+                    return error_page(request, failure, framed)
             if admin and not session.is_admin:
-                return render(
-                    request,
-                    "error.html",
-                    status=403,
-                    error=ApiFailure("dashboard", 403, "This page is for administrators."),
-                )
+                failure = ApiFailure("dashboard", 403, "This page is for administrators.")
+                return error_page(request, failure, framed)
             try:
                 response = await handler(request)
             except ApiFailure as exc:
@@ -188,17 +198,17 @@ def page(handler: Handler | None = None, *, admin: bool = False, read_form: bool
                     try:
                         response = await handler(request)
                     except ApiFailure as again:
-                        response = error_page(request, again)
+                        response = error_page(request, again, framed)
                 elif fresh is not None:
                     # A form is not sent twice behind the user's back.
                     failure = ApiFailure(
                         "dashboard", 409, "The session was renewed meanwhile: try again."
                     )
-                    return error_page(request, failure)
+                    return error_page(request, failure, framed)
                 elif exc.status == 401:
                     await end_session(request, session)
-                    return to_login(request, "revoked")
-                response = error_page(request, exc)
+                    return to_login(request, "revoked", framed)
+                response = error_page(request, exc, framed)
             if not getattr(request.state, "session_ended", False):
                 await store.save(sid, session)  # what the page changed (views, scope, keys)
                 if renewed:

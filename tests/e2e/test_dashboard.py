@@ -244,8 +244,9 @@ def test_a_new_user_launches_watches_and_wires_a_server(dash, chromium_browser, 
     tab.shot("floating-ips")
     tab.go(f"/instances/{server_id}")
     log = page.inner_text("#action-log")
-    # The VNC console: a console URL on the noVNC proxy (the form opens it in a new tab).
-    csrf = page.get_attribute("#vnc-console input[name=csrf_token]", "value")
+    # The VNC console: a console URL on the noVNC proxy (the form in the console's frame
+    # opens it in a new tab).
+    csrf = page.get_attribute("form.logout input[name=csrf_token]", "value")
     console = tab.context.request.post(
         url(dash, f"/instances/{server_id}/console"),
         form={"csrf_token": csrf},

@@ -222,3 +222,35 @@ def test_a_session_is_renewed_in_place_and_a_wizard_filled_before_is_accepted(cl
         assert renew(client, session, password=password).json()["login"]
     sdk.image.delete_image(image.id)
     sdk.close()
+
+
+def test_the_console_frame_keeps_an_expired_session_for_the_server_page_to_renew(cloud):
+    """The server's console is a page of its own, framed in the server page: what the
+    other pages answer with a page of the dashboard (the API's 404, the login page) it
+    says inside the frame; a session found expired there is kept, for the page around
+    the frame to renew in place. No other site may frame it."""
+    with dashboard(cloud) as (client, store):
+        password_step(client, "demo", cloud.config.identity.demo_password)
+        [session] = records(store, Session)
+        frame = f"/instances/{uuid.uuid4()}/console"
+
+        # No such server (or another project's): the API's 404, without the dashboard
+        # (its header, navigation and htmx) inside the frame.
+        answer = client.get(frame)
+        assert answer.status_code == 404 and "could not be found" in alerts(answer.text)[0]
+        assert "Request id: req-" in answer.text and "htmx" not in answer.text
+        assert answer.headers["x-frame-options"] == "SAMEORIGIN"
+        assert answer.headers["content-security-policy"] == "frame-ancestors 'self'"
+
+        session.expires_at = time.time() - 5
+        answer = client.get(frame)
+        assert answer.status_code == 401 and "session has expired" in alerts(answer.text)[0]
+        assert f'<a href="{frame}">connect again</a>' in answer.text
+        assert records(store, Session) == [session]
+        assert renew(client, session, password=cloud.config.identity.demo_password).is_success
+
+        # The session gone: a link takes the whole window (not the frame) to log in.
+        client.cookies.clear()
+        answer = client.get(frame)
+        assert answer.status_code == 401 and "session has ended" in alerts(answer.text)[0]
+        assert '<a href="/login?reason=login" target="_top">' in answer.text

@@ -707,6 +707,16 @@ async def _vnc_console_url(request: Request) -> str:
     return answer["remote_console"]["url"]
 
 
+@page(framed=True)
+async def vnc_console_frame(request: Request) -> Response:
+    """The server's screen, a page of its own (noVNC and static/console.js) that the
+    server page's Console panel frames; the server asked for with the user's token, so
+    another project's server is the API's 404 here as on its page."""
+    server_id = request.path_params["server_id"]
+    server = await apis_of(request).compute.get(url_path("/v2.1/servers/{}", server_id))
+    return render(request, "console.html", server=server["server"])
+
+
 @page
 async def vnc_console(request: Request) -> Response:
     """To the server's screen full size: the console URL, opened on its noVNC proxy."""
@@ -737,7 +747,7 @@ def console_websocket(console_url: str) -> str:
 
 @page
 async def vnc_websocket(request: Request) -> Response:
-    """A console for the page's own noVNC (static/console.js): the same console URL
+    """A console for the console page's noVNC (static/console.js): the same console URL
     from Compute as the full-screen form gets, and the websocket its page would open."""
     try:
         url = await _vnc_console_url(request)
@@ -856,6 +866,7 @@ routes = [
     Route("/instances/{server_id}/rebuild", rebuild, methods=["POST"]),
     Route("/instances/{server_id}/interfaces", attach_interface, methods=["POST"]),
     Route("/instances/{server_id}/interfaces/{port_id}/detach", detach_interface, methods=["POST"]),
+    Route("/instances/{server_id}/console", vnc_console_frame, methods=["GET"]),
     Route("/instances/{server_id}/console", vnc_console, methods=["POST"]),
     Route("/instances/{server_id}/console/websocket", vnc_websocket, methods=["POST"]),
     Route("/instances/{server_id}/volumes/{volume_id}/detach", detach_volume, methods=["POST"]),

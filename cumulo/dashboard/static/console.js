@@ -1,12 +1,13 @@
-// The server's screen inside its page: opening the panel asks the dashboard for a
-// console (Compute's remote-consoles, with the session's token) and connects noVNC's
-// RFB to the websocket of the noVNC proxy it names; closing the panel disconnects.
-// noVNC (90 KB) is loaded only then, so the page itself stays small. Text can be typed
-// into the guest as key presses or put on its clipboard; "view only" sends nothing.
+// The server's screen, the console page (console.html) shown in a frame of the server
+// page while its Console panel is open: the page asks the dashboard for a console
+// (Compute's remote-consoles, with the session's token) and connects noVNC's RFB to the
+// websocket of the noVNC proxy it names; the panel closed, the frame and its connection
+// go. Text can be typed into the guest as key presses or put on its clipboard; "view
+// only" sends nothing. The page around the frame keeps the session (session.js): it is
+// told of the user's activity here, and of a session found expired.
 (() => {
   const section = document.getElementById("vnc");
   if (!section) return;
-  const panel = document.getElementById("vnc-panel");
   const screen = document.getElementById("vnc-screen");
   const status = document.getElementById("vnc-status");
   const ctrlAltDel = document.getElementById("vnc-ctrl-alt-del");
@@ -18,6 +19,15 @@
   const clipboard = document.getElementById("vnc-clipboard");
   let rfb = null;
   let attempt = 0; // a newer attempt makes an older one's late answers moot
+  // The server page around this frame (the frame's own body when opened on its own).
+  const around = window.parent === window ? document.body : window.parent.document.body;
+  for (const type of ["keydown", "pointerdown", "input"]) {
+    document.addEventListener(
+      type,
+      () => around.dispatchEvent(new CustomEvent("session-activity")),
+      { capture: true, passive: true },
+    );
+  }
 
   const show = (state, text) => {
     section.dataset.state = state;
@@ -36,11 +46,16 @@
       headers: { "X-CSRF-Token": section.dataset.csrf, "HX-Request": "true" },
     });
     if (response.status === 401) {
-      document.body.dispatchEvent(new CustomEvent("session-expired"));
-      throw new Error("The session has expired: log in again, then connect again.");
+      around.dispatchEvent(new CustomEvent("session-expired")); // the page's dialog opens
+      throw new Error(
+        around === document.body
+          ? "The session has expired: log in again, then connect again."
+          : "The session has expired: renew it (the page asks for your password), then connect again.",
+      );
     }
-    if (response.redirected && new URL(response.url).pathname === "/login") {
-      window.location.href = response.url;
+    const login = response.headers.get("HX-Redirect"); // no session: the login page
+    if (login) {
+      window.top.location.href = login;
       throw new Error("The session has ended.");
     }
     const type = response.headers.get("content-type") || "";
@@ -117,13 +132,6 @@
     });
   };
 
-  panel.addEventListener("toggle", () => {
-    if (panel.open) connect();
-    else {
-      disconnect();
-      show("idle", "Not connected.");
-    }
-  });
   reconnect.addEventListener("click", connect);
   ctrlAltDel.addEventListener("click", () => {
     if (rfb) rfb.sendCtrlAltDel();
@@ -160,4 +168,6 @@
       } else client.sendKey(keysym(character), null);
     }
   };
+
+  connect(); // the frame is there while the panel is open
 })();

@@ -28,6 +28,8 @@
   for (const type of ["keydown", "pointerdown", "input"]) {
     document.addEventListener(type, () => { lastActive = Date.now(); }, { capture: true, passive: true });
   }
+  // The same in a frame of this page (the server's console: its events stay in it).
+  body.addEventListener("session-activity", () => { lastActive = Date.now(); });
 
   // The server's expiry in this browser's clock (the two clocks may differ).
   const learn = (expires, serverNow) => {
