@@ -1,6 +1,6 @@
 """Ansible's openstack.cloud collection (as the `ansible` package ships it) builds a small
-project on cumulo and removes it: its common modules work unchanged, and
-`floating_ip` finds the address in the server's addresses instead of timing out."""
+project on cumulo and removes it: its common modules (object containers too) work
+unchanged, and `floating_ip` finds the address in the server's addresses instead of timing out."""
 
 from __future__ import annotations
 
@@ -76,6 +76,6 @@ def test_openstack_cloud_collection_builds_and_removes_a_project(cloud: CloudRun
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "failed=0" in run.stdout
     # Everything the playbook made is gone again.
-    for kind in ("server", "network", "security group", "volume", "image"):
+    for kind in ("server", "network", "security group", "volume", "image", "container"):
         listed = cloud.openstack(*kind.split(), "list", "-f", "json", cloud="cumulo-demo")
         assert not [r for r in listed if str(r.get("Name", "")).startswith(prefix)], kind
