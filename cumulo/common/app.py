@@ -76,65 +76,86 @@ class RequestIdMiddleware:
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = scope["state"]["request_id"]
-        started = time.perf_counter()
-        status = 500
         header = (b"x-openstack-request-id", request_id.encode())
+        record = RequestRecord(self.service, scope)
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
+                record.status = message["status"]
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        traced = contextlib.ExitStack()
-        span = None
+        with record:
+            refused = limits.refuse(scope)
+            if refused is not None:
+                answer = JSONResponse(
+                    self.render_error(refused), refused.status, headers=refused.headers
+                )
+                await answer(scope, receive, send_with_id)
+                return
+            await self.app(scope, receive, send_with_id)
+
+
+class RequestRecord:
+    """What one API request leaves behind: its server span while it runs (when tracing
+    is on), then its metrics and one access log line. `route` names what it did where
+    no route of the app matched it (the S3 front's requests); `caller` (user_id,
+    project_id) where no token context is in the scope."""
+
+    def __init__(self, service: str, scope: Scope, route: str | None = None) -> None:
+        self.service, self.scope, self.route = service, scope, route
+        self.status = 500
+        self.caller: Any = None
+        self._traced = contextlib.ExitStack()
+        self._span: Any = None
+        self._started = 0.0
+
+    def _route(self) -> str:
+        return self.route or metrics.route_template(self.scope)
+
+    def __enter__(self) -> RequestRecord:
+        self._started = time.perf_counter()
         if tracing.enabled():
+            scope = self.scope
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            span = traced.enter_context(
+            self._span = self._traced.enter_context(
                 tracing.span(
                     f"{self.service} {scope['method']}",
                     SpanKind.SERVER,
                     carrier=headers,
                     **{
-                        "openstack.request_id": request_id,
+                        "openstack.request_id": scope["state"]["request_id"],
                         "openstack.global_request_id": scope["state"]["global_request_id"],
                         "http.method": scope["method"],
                     },
                 )
             )
-        try:
-            with traced:
-                refused = limits.refuse(scope)
-                if refused is not None:
-                    answer = JSONResponse(
-                        self.render_error(refused), refused.status, headers=refused.headers
-                    )
-                    await answer(scope, receive, send_with_id)
-                    return
-                await self.app(scope, receive, send_with_id)
-                if span is not None:
-                    span.update_name(
-                        f"{self.service} {scope['method']} {metrics.route_template(scope)}"
-                    )
-                    span.set_attribute("http.status_code", status)
-        finally:
-            elapsed = time.perf_counter() - started
-            route = metrics.route_template(scope)
-            metrics.HTTP_REQUESTS.labels(self.service, scope["method"], route, status).inc()
-            metrics.HTTP_LATENCY.labels(self.service, scope["method"], route).observe(elapsed)
-            if LOG.isEnabledFor(logging.INFO):
-                self._log_request(scope, route, status, elapsed)
+        return self
 
-    def _log_request(self, scope: Scope, route: str, status: int, elapsed: float) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if self._span is not None and exc_type is None:
+                self._span.update_name(f"{self.service} {self.scope['method']} {self._route()}")
+                self._span.set_attribute("http.status_code", self.status)
+            self._traced.__exit__(exc_type, exc, tb)
+        finally:
+            elapsed = time.perf_counter() - self._started
+            route, method = self._route(), self.scope["method"]
+            metrics.request_counter(self.service, method, route, self.status).inc()
+            metrics.request_latency(self.service, method, route).observe(elapsed)
+            if LOG.isEnabledFor(logging.INFO):
+                self._log(route, elapsed)
+
+    def _log(self, route: str, elapsed: float) -> None:
         """One line per request; its fields are also record attributes (JSON logs)."""
-        ctx = scope.get("cumulo.context")
+        scope = self.scope
+        ctx = self.caller or scope.get("cumulo.context")
         fields = {
             "service": self.service,
             "method": scope["method"],
             "route": route,
             "path": scope["path"],
-            "status": status,
+            "status": self.status,
             "duration_ms": round(elapsed * 1000, 1),
             "global_request_id": scope["state"].get("global_request_id"),
             "user_id": getattr(ctx, "user_id", None),
@@ -145,7 +166,7 @@ class RequestIdMiddleware:
             self.service,
             scope["method"],
             scope["path"],
-            status,
+            self.status,
             elapsed * 1000,
             fields["user_id"] or "-",
             fields["project_id"] or "-",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -29,6 +29,30 @@ HTTP_LATENCY = Histogram(
     ["service", "method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+# Each (service, method, route, status)'s child metric, kept: `labels()` takes a lock and
+# builds its key on every call, and every API request counts itself.
+_request_counters: dict[tuple[str, str, str, int], Any] = {}
+_request_latencies: dict[tuple[str, str, str], Any] = {}
+
+
+def request_counter(service: str, method: str, route: str, status: int) -> Any:
+    """HTTP_REQUESTS' child for these labels."""
+    key = (service, method, route, status)
+    child = _request_counters.get(key)
+    if child is None:
+        child = _request_counters[key] = HTTP_REQUESTS.labels(service, method, route, status)
+    return child
+
+
+def request_latency(service: str, method: str, route: str) -> Any:
+    """HTTP_LATENCY's child for these labels."""
+    key = (service, method, route)
+    child = _request_latencies.get(key)
+    if child is None:
+        child = _request_latencies[key] = HTTP_LATENCY.labels(service, method, route)
+    return child
+
+
 RPC_MESSAGES = Counter(
     "cumulo_rpc_messages_total",
     "Messages taken from the bus and dispatched, by method and outcome (ok, error).",

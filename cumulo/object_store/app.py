@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
@@ -10,10 +9,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cumulo.common.app import create_app
+from cumulo.common import limits
+from cumulo.common.app import JSONResponse, create_app
 from cumulo.common.auth import TokenValidator
 from cumulo.common.config import CumuloConfig
 from cumulo.common.faults import ApiError, render_identity
@@ -21,7 +21,7 @@ from cumulo.common.identity_client import IdentityClient
 from cumulo.common.openapi import describes
 from cumulo.object_store.api import accounts, containers, info, objects
 from cumulo.object_store.api.cors import SwiftCors
-from cumulo.object_store.core import ObjectStore
+from cumulo.object_store.core import ObjectStore, transaction_id
 from cumulo.object_store.errors import SwiftError, as_swift_error
 from cumulo.object_store.s3.gateway import S3Gateway
 
@@ -99,8 +99,7 @@ class TransIdMiddleware:
             if message["type"] == "http.response.start":
                 # The request id middleware (inside this one) has set it by now.
                 request_id = scope.get("state", {}).get("request_id") or uuid.uuid4().hex
-                digits = request_id.removeprefix("req-").replace("-", "")[:21]
-                trans_id = f"tx{digits}-{int(time.time()):010x}".encode()
+                trans_id = transaction_id(request_id).encode()
                 message["headers"] = [
                     (k, v)
                     for k, v in message.get("headers", [])
@@ -111,15 +110,65 @@ class TransIdMiddleware:
         await self.app(scope, receive, send_with_trans_id)
 
 
+class SwiftRoutes:
+    """The Swift API's routes, called without the app's middleware: how the S3 front
+    carries out its operations (object_store/s3/gateway.py). The route's own handler
+    checks the token, ACLs and quotas and updates the account and container as for a
+    Swift client; what is left out is what the S3 request itself already went through
+    once or does not show (its request id, access log line and metrics, the Swift
+    transaction id, Swift's CORS). What an answer says is the Swift app's: the [limits]
+    refusals, 404 where no route matches, errors rendered by the app's exception
+    handlers; anything else propagates as it would through the app."""
+
+    def __init__(self, routes: list[Route], app: Starlette) -> None:
+        self.routes = routes
+        self.router = app.router
+        # The handlers the app's ExceptionMiddleware has (500 and Exception are its
+        # ServerErrorMiddleware's, outside the S3 front too).
+        handlers = {k: v for k, v in app.exception_handlers.items() if k not in (500, Exception)}
+        self.handlers: tuple[dict, dict] = (
+            {k: v for k, v in handlers.items() if not isinstance(k, int)},
+            {k: v for k, v in handlers.items() if isinstance(k, int)},
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refused = limits.refuse(scope)
+        if refused is not None:
+            answer = JSONResponse(render_identity(refused), refused.status, headers=refused.headers)
+            await answer(scope, receive, send)
+            return
+        scope["router"] = self.router
+        scope["starlette.exception_handlers"] = self.handlers
+        chosen = partial = None
+        for route in self.routes:
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                chosen = route
+                break
+            if match is Match.PARTIAL and partial is None:
+                partial, partial_scope = route, child_scope
+        if chosen is None and partial is not None:  # Swift's 405 for the method
+            chosen, child_scope = partial, partial_scope
+        try:
+            if chosen is None:
+                raise HTTPException(404)
+            scope["route"] = chosen
+            scope.update(child_scope)
+            await chosen.handle(scope, receive, send)
+        except HTTPException as exc:  # what the app's router raises itself (404, 405)
+            response = await self.handlers[0][HTTPException](Request(scope, receive), exc)
+            await response(scope, receive, send)
+
+
 def create_object_store_app(store: ObjectStore) -> Starlette:
     # Objects first: most requests are theirs, and no other route matches their paths.
-    routes = [
+    swift_routes = [
         Route("/v1/{account}/{container}/{object:path}", container_or_object, methods=METHODS),
         Route("/v1/{account}/{container}", containers.container, methods=METHODS),
         Route("/v1/{account}", accounts.account, methods=METHODS),
         Route("/v1/{account}/", accounts.account, methods=METHODS),
-        *info.routes,
     ]
+    routes = [*swift_routes, *info.routes]
     app = create_app("object-store", routes, render_identity, dialect="object-store")
     app.add_exception_handler(ApiError, on_error)
     app.add_exception_handler(HTTPException, on_error)
@@ -130,6 +179,7 @@ def create_object_store_app(store: ObjectStore) -> Starlette:
     app.add_middleware(TransIdMiddleware)
     app.state.object_store = store
     app.state.token_validator = store.validator
-    # Outermost: S3 requests are told apart before anything Swift does with them.
-    app.add_middleware(S3Gateway, store=store)
+    # Outermost: S3 requests are told apart before anything Swift does with them, and
+    # carried out on the Swift routes directly.
+    app.add_middleware(S3Gateway, store=store, swift=SwiftRoutes(swift_routes, app))
     return app

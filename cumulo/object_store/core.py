@@ -3,6 +3,7 @@ host's devices, and the proxy in front of them."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from cumulo.common.auth import TokenValidator
@@ -68,3 +69,11 @@ class ObjectStore:
 
     def account_of(self, project_id: str) -> str:
         return f"{self.config.reseller_prefix}{project_id}"
+
+
+def transaction_id(request_id: str) -> str:
+    """Swift's transaction id of a request: tx<21 hex digits>-<10 hex digits of the time>
+    (the form clients and Tempest check), made from the request id its log lines carry
+    (S3's x-amz-request-id has the same form)."""
+    digits = request_id.removeprefix("req-").replace("-", "")[:21]
+    return f"tx{digits}-{int(time.time()):010x}"

@@ -707,3 +707,27 @@ def test_awscli_object_acls_suspended_deletes_and_presigned_posts(
     assert post_form(post, b"from a form", filename="f.txt").status_code == 204
     listed_keys = aws("s3api", "list-objects-v2", "--bucket", bucket)["Contents"]
     assert [o["Key"] for o in listed_keys] == ["form/f.txt"]
+
+
+def _answered(endpoint: str, method: str, route: str) -> float:
+    """Requests of this method and route the object store's /metrics has counted."""
+    text = httpx.get(f"{endpoint}/metrics", timeout=30).text
+    wanted = ('service="object-store"', f'method="{method}"', f'route="{route}"')
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("cumulo_http_requests_total{") and all(w in line for w in wanted)
+    )
+
+
+def test_an_s3_request_is_counted_as_itself_once(s3, endpoint):
+    """An S3 GET shows in the metrics as one S3 request, not as the Swift GET it is
+    carried out as."""
+    bucket = unique("counted")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"counted")
+    s3_route, swift_route = "s3:/{bucket}/{key}", "/v1/{account}/{container}/{object:path}"
+    before = _answered(endpoint, "GET", s3_route), _answered(endpoint, "GET", swift_route)
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"counted"
+    after = _answered(endpoint, "GET", s3_route), _answered(endpoint, "GET", swift_route)
+    assert after == (before[0] + 1, before[1])

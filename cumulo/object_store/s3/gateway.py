@@ -1,6 +1,8 @@
 """The S3 front of the object store's port: tells S3 requests from Swift ones, checks
-their signature, and carries each S3 operation out as Swift requests on the same app
-(so ACLs, quotas, large objects and the storage layer are the Swift API's own)."""
+their signature, and carries each S3 operation out as Swift requests on the Swift API's
+routes, called directly (app.SwiftRoutes: ACLs, quotas, large objects and the storage
+layer are the Swift API's own; the middleware the S3 request went through once is not
+gone through again for each of them)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,6 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import os
-import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -19,10 +18,12 @@ from urllib.parse import quote, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cumulo.common.app import RequestRecord
 from cumulo.common.aws_credentials import Credential, CredentialCache
 from cumulo.common.faults import ApiError
+from cumulo.common.request_ids import new_request_id, working_for
 from cumulo.common.zerocopy import EXTENSION
-from cumulo.object_store.core import ObjectStore
+from cumulo.object_store.core import ObjectStore, transaction_id
 from cumulo.object_store.s3.errors import S3Error
 from cumulo.object_store.s3.request import S3Request, parse
 from cumulo.object_store.s3.signature import (
@@ -43,10 +44,6 @@ SWIFT_PATHS = ("/info", "/healthcheck", "/metrics", "/crossdomain.xml", "/openap
 BUCKET_INDEX = ".s3-buckets"
 OWNER_KEY = "X-Container-Meta-S3-Account"
 SEGMENTS = "+segments"  # the container of a bucket's multipart parts (as Swift's s3api)
-# Request ids: unique, not secret; drawn without a system call (uuid4 reads urandom, which
-# lets go of the GIL on the event loop's thread, to wait for it behind the I/O threads).
-_ids = random.Random()
-os.register_at_fork(after_in_child=_ids.seed)  # API workers forked: ids of their own
 
 
 # A body's SHA-256 is computed in a worker thread a MiB at a time (hashlib lets go of the
@@ -186,7 +183,7 @@ class Call:
             "raw_path": quote(path).encode(),
             "query_string": qs,
             "headers": raw,
-            "state": {},
+            "state": dict(self.scope["state"]),  # the S3 request's ids: its log lines'
             "cumulo.s3": True,  # lets Swift keep and show the s3api sysmeta
         }
 
@@ -253,7 +250,7 @@ class Call:
             elif message["type"] == EXTENSION:  # a file's bytes, sent as they are
                 await self.send(message)
 
-        await self.gateway.app(sub, receive, send)
+        await self.gateway.swift(sub, receive, send)
         answer.body = b"".join(chunks)
         return answer
 
@@ -363,9 +360,22 @@ class Call:
         return b"".join(parts)
 
 
+def _route(req: S3Request) -> str:
+    """An S3 request's route in the metrics and logs (what a Swift route's template is)."""
+    if not req.bucket:
+        return "s3:/"
+    return "s3:/{bucket}/{key}" if req.key else "s3:/{bucket}"
+
+
 class S3Gateway:
-    def __init__(self, app: ASGIApp, store: ObjectStore | None = None) -> None:
+    """swift: the Swift API's routes (app.SwiftRoutes), where S3 operations are carried
+    out; app: the Swift app, what is not S3 goes on to."""
+
+    def __init__(
+        self, app: ASGIApp, store: ObjectStore | None = None, swift: ASGIApp | None = None
+    ) -> None:
         self.app = app
+        self.swift = swift or app
         self._store = store
         self._credentials = CredentialCache()
 
@@ -399,11 +409,31 @@ class S3Gateway:
         if scope["type"] != "http" or not self.is_s3(scope):
             await self.app(scope, receive, send)
             return
+        # Its log lines, metrics and x-amz-request-id, as a Swift request's
+        # (RequestIdMiddleware, TransIdMiddleware): the Swift requests it is carried out
+        # as are not logged or counted again.
+        local_id = new_request_id()
+        state = scope.setdefault("state", {})
+        state["request_id"], state["global_request_id"] = local_id, None
+        req = parse(scope, self.store.config.s3_domain)
+        record = RequestRecord("object-store", scope, route=_route(req))
+
+        async def send_recorded(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+            await send(message)
+
+        with working_for(local_id, None), record:
+            call = Call(self, scope, req, receive, send_recorded, transaction_id(local_id))
+            try:
+                await self._serve(call)
+            finally:
+                record.caller = call.credential  # who, in its log line
+
+    async def _serve(self, call: Call) -> None:
         from cumulo.object_store.s3 import handlers
 
-        request_id = f"tx{_ids.getrandbits(84):021x}-{int(time.time()):010x}"
-        req = parse(scope, self.store.config.s3_domain)
-        call = Call(self, scope, req, receive, send, request_id)
+        req, request_id = call.req, call.request_id
         try:
             await self.authenticate(call)
             await handlers.dispatch(call)
