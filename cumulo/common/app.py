@@ -199,9 +199,12 @@ def create_app(
     *,
     lifespan: Any = None,
     dialect: str | None = None,
+    routes_first: bool = False,
 ) -> Starlette:
     """The service's app; `dialect` names its error bodies in /openapi.json when they are
-    not the renderer's (Swift's HTML, EC2's XML)."""
+    not the renderer's (Swift's HTML, EC2's XML); routes_first: the service's routes are
+    matched before /metrics and /openapi.json (none of them can match those paths, and
+    most requests are theirs)."""
 
     def error_response(err: ApiError) -> Response:
         if err.status >= 500:
@@ -236,13 +239,13 @@ def create_app(
         render_network: "network",
         render_image: "image",
     }
+    own = [
+        Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
+        openapi.endpoint(service, dialect or dialects.get(render_error, "")),
+    ]
     app = Starlette(
-        # First: a service's catch-all path (the metadata service's) must not hide them.
-        routes=[
-            Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
-            openapi.endpoint(service, dialect or dialects.get(render_error, "")),
-            *routes,
-        ],
+        # Else first: a service's catch-all path (the metadata service's) must not hide them.
+        routes=[*routes, *own] if routes_first else [*own, *routes],
         exception_handlers={
             ApiError: on_api_error,
             HTTPException: on_http_error,

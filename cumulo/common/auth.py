@@ -29,6 +29,7 @@ _CACHE_MAX = 50_000
 class _Entry:
     deadline: float
     body: dict
+    expires: float  # the token's expires_at (a Unix time)
 
 
 class ContextSource(Protocol):
@@ -51,17 +52,16 @@ class TokenValidator:
             body = await self.client.validate_token(token)
             if len(self._cache) > _CACHE_MAX:
                 self._cache.clear()
-            entry = _Entry(now + self.cache_time, body)
+            entry = _Entry(now + self.cache_time, body, _expiry(body))
             self._cache[token] = entry
-        if _expired(entry.body):
+        if entry.expires <= time.time():
             self._cache.pop(token, None)
             raise Unauthorized("The token has expired.")
         return RequestContext.from_token(token, entry.body, req_id)
 
 
-def _expired(body: dict) -> bool:
-    expires = datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00"))
-    return expires.timestamp() <= time.time()
+def _expiry(body: dict) -> float:
+    return datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00")).timestamp()
 
 
 async def request_context(request: Request) -> RequestContext:

@@ -169,7 +169,9 @@ def create_object_store_app(store: ObjectStore) -> Starlette:
         Route("/v1/{account}/", accounts.account, methods=METHODS),
     ]
     routes = [*swift_routes, *info.routes]
-    app = create_app("object-store", routes, render_identity, dialect="object-store")
+    app = create_app(
+        "object-store", routes, render_identity, dialect="object-store", routes_first=True
+    )
     app.add_exception_handler(ApiError, on_error)
     app.add_exception_handler(HTTPException, on_error)
     app.router.redirect_slashes = False

@@ -56,6 +56,9 @@ class ErrorLimiter:
         recent = [t for t in self._errors.get(node.id, []) if now - t < self.interval]
         self._errors[node.id] = [*recent, now]
 
+    def any_recorded(self) -> bool:
+        return bool(self._errors)
+
     def limited(self, node: Node) -> bool:
         now = time.monotonic()
         recent = [t for t in self._errors.get(node.id, []) if now - t < self.interval]
@@ -108,9 +111,13 @@ class Proxy:
 
     def _candidates(self, ring: Ring, part: int) -> Iterator[Node]:
         """Primaries, then handoffs; error-limited nodes last."""
+        if not self.errors.any_recorded():  # the handoffs worked out only when needed
+            yield from ring.get_part_nodes(part)
+            yield from ring.get_more_nodes(part)
+            return
         nodes = ring.get_part_nodes(part) + ring.get_more_nodes(part)
         good = [n for n in nodes if not self.errors.limited(n)]
-        return iter(good + [n for n in nodes if n not in good])
+        yield from good + [n for n in nodes if n not in good]
 
     async def _on_nodes(
         self, ring: Ring, part: int, call: Callable[[Location, int], T], count: int

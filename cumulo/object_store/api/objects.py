@@ -291,12 +291,17 @@ def _date(value: str) -> float | None:
         return None
 
 
+CONDITIONS = ("if-match", "if-unmodified-since", "if-none-match", "if-modified-since")
+
+
 def check_conditions(request: Request, etag: str, headers: dict[str, str]) -> None:
     """RFC 7232 in its order: If-Match, If-Unmodified-Since (412), If-None-Match,
     If-Modified-Since (304 for GET/HEAD)."""
     etag = etag.strip('"')
-    last_modified = _date(headers["Last-Modified"]) or 0
     h = request.headers
+    if not any(name in h for name in CONDITIONS):
+        return
+    last_modified = _date(headers["Last-Modified"]) or 0
     keep = {k: v for k, v in headers.items() if k in ("ETag", "Last-Modified", "X-Timestamp")}
     if "if-match" in h and not _etag_matches(h["if-match"], etag):
         raise SwiftError(412, headers=keep)

@@ -76,9 +76,12 @@ class StorageNode:
         self.rings: Path | None = None
         # Object updates' effect on the accounts, reported in batches.
         self.account_updates = AccountUpdates(self)
+        self._device_paths: dict[str, Path] = {}
 
     def device_path(self, device: str) -> Path:
-        path = self.devices / device
+        path = self._device_paths.get(device)
+        if path is None:
+            path = self._device_paths[device] = self.devices / device
         diskfile.check_device(path)
         return path
 
