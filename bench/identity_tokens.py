@@ -279,6 +279,9 @@ def configure(state_dir: Path, rounds: int | None) -> None:
         setattr(config.ports, name, free_port())
     if rounds is not None:
         config.identity.bcrypt_rounds = rounds
+    # No data plane: as root the default would make namespaces and dnsmasqs that outlive
+    # the cloud (they are kept across restarts) and nothing here measures them.
+    config.network.driver = "noop"
     write_config(state_dir, config)
 
 

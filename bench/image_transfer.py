@@ -52,6 +52,7 @@ def start_cloud(state_dir: Path, store: str = "file", object_workers: int = 1) -
     for name in type(config.ports).model_fields:
         setattr(config.ports, name, free_port())
     config.identity.bcrypt_rounds = 4
+    config.network.driver = "noop"  # no namespaces or dnsmasqs left behind (none measured)
     config.object_store.workers = object_workers
     if store == "object_store":
         config.image.stores = [ImageStoreConfig(id="swift", type="object_store")]
