@@ -190,6 +190,7 @@ def main() -> None:
         compute = f"http://127.0.0.1:{cfg.ports.compute}/v2.1"
         network = f"http://127.0.0.1:{cfg.ports.network}/v2.0"
         image_api = f"http://127.0.0.1:{cfg.ports.image}/v2"
+        volume = f"http://127.0.0.1:{cfg.ports.block_storage}/v3"
         base = f"http://127.0.0.1:{cfg.ports.dashboard}"
         client = login(base, demo_password)
         rows = []
@@ -225,10 +226,14 @@ def main() -> None:
         )
         demo_project = client.get("/").text
         project_id = re.search(r'<option value="([0-9a-f]+)" selected', demo_project).group(1)
+        # The wizard's ten calls (cumulo/dashboard/pages/compute.py _wizard_choices).
         page_vs_direct("launch wizard", "/instances/launch", [
             f"{image_api}/images?status=active&limit=200", f"{compute}/flavors/detail",
-            f"{network}/networks", f"{compute}/os-keypairs",
-            f"{network}/security-groups?project_id={project_id}",
+            f"{network}/networks", f"{network}/ports?project_id={project_id}",
+            f"{compute}/os-keypairs", f"{network}/security-groups?project_id={project_id}",
+            f"{compute}/os-availability-zone", f"{compute}/os-server-groups",
+            f"{volume}/snapshots/detail?status=available",
+            f"{volume}/volumes/detail?status=available&bootable=true",
         ])  # fmt: skip
 
         async def networks() -> None:
