@@ -9,6 +9,7 @@ per volume, and a server booted from the image gets a new volume from each.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -136,3 +137,25 @@ def _int(value: Any) -> int:
         return int(value or 0)
     except (TypeError, ValueError):
         return 0
+
+
+class StatusWaitFailed(Exception):
+    """A Block Storage volume or snapshot went to an error status, or not in time."""
+
+
+async def wait_for_status(
+    client: Any, token: str, path: str, kind: str, want: str, timeout: float, **kwargs: Any
+) -> None:
+    """Poll Block Storage's `path` (a volume or snapshot, `kind` its body's key) until
+    its status is `want`; an error status or the timeout raises StatusWaitFailed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        status = (await client.json("GET", path, token, **kwargs))[kind]["status"]
+        if status == want:
+            return
+        if status.startswith("error"):
+            raise StatusWaitFailed(f"{kind} {path.rsplit('/', 1)[-1]} is {status}")
+        if loop.time() > deadline:
+            raise StatusWaitFailed(f"{kind} {path.rsplit('/', 1)[-1]} is still {status}")
+        await asyncio.sleep(0.25)

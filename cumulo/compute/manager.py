@@ -26,6 +26,7 @@ from cumulo.common.notifications import Notifier
 from cumulo.common.rpc import Endpoint, RemoteError, Transport
 from cumulo.common.service_client import ServiceClient, ServiceError, file_chunks, url_path
 from cumulo.compute import personality, rpcapi, vtpm
+from cumulo.compute.block_device import StatusWaitFailed, wait_for_status
 from cumulo.compute.conductor import InstanceNotFound, UnexpectedTaskState
 from cumulo.compute.device_metadata import build_device_metadata
 from cumulo.compute.image_cache import ImageCache
@@ -658,21 +659,13 @@ class ComputeManager(HostMoves, VolumeSwap, HostVTPM, Endpoint):
         self, token: str, volume_id: str, timeout: float = 300, want: str = "available"
     ) -> None:
         """Poll Block Storage until the volume is `want` (an error status fails)."""
-        assert self.volumes is not None
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            volume = (
-                await self.volumes.json(
-                    "GET", f"/v3/volumes/{volume_id}", token, headers=VOLUME_API
-                )
-            )["volume"]
-            if volume["status"] == want:
-                return
-            if volume["status"].startswith("error"):
-                raise DriverError(f"volume {volume_id} could not be written ({volume['status']})")
-            if asyncio.get_running_loop().time() > deadline:
-                raise DriverError(f"volume {volume_id} is still {volume['status']}")
-            await asyncio.sleep(0.25)
+        path = url_path("/v3/volumes/{}", volume_id)
+        try:
+            await wait_for_status(
+                self.volumes, token, path, "volume", want, timeout, headers=VOLUME_API
+            )
+        except StatusWaitFailed as exc:
+            raise DriverError(str(exc)) from None
 
     async def _guest_spec(
         self,

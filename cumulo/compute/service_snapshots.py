@@ -25,7 +25,12 @@ from cumulo.common.context import RequestContext
 from cumulo.common.db import utcnow
 from cumulo.common.faults import BadRequest, Conflict, Forbidden
 from cumulo.common.service_client import ServiceError, url_path
-from cumulo.compute.block_device import snapshot_image_body, snapshot_mapping
+from cumulo.compute.block_device import (
+    StatusWaitFailed,
+    snapshot_image_body,
+    snapshot_mapping,
+    wait_for_status,
+)
 from cumulo.compute.models import BlockDeviceMapping, Instance, InstanceFault
 from cumulo.compute.states import TaskState, VmState
 
@@ -151,17 +156,9 @@ class VolumeBackedSnapshots:
             LOG.exception("the snapshot of %s did not end cleanly", inst.uuid)
 
     async def _wait_snapshot(self, ctx: RequestContext, snapshot_id: str) -> None:
-        deadline = asyncio.get_running_loop().time() + self.config.compute.build_timeout
         path = url_path("/v3/snapshots/{}", snapshot_id)
-        while True:
-            status = (await self.volumes.json("GET", path, ctx.auth_token))["snapshot"]["status"]
-            if status == "available":
-                return
-            if status.startswith("error"):
-                raise RuntimeError(f"volume snapshot {snapshot_id} is {status}")
-            if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError(f"volume snapshot {snapshot_id} is still {status}")
-            await asyncio.sleep(0.25)
+        timeout = self.config.compute.build_timeout
+        await wait_for_status(self.volumes, ctx.auth_token, path, "snapshot", "available", timeout)
 
     async def _end_snapshot(
         self,
@@ -185,7 +182,7 @@ class VolumeBackedSnapshots:
             try:
                 # Block Storage deletes a snapshot once it is made (or has failed).
                 await self._wait_snapshot(ctx, snapshot_id)
-            except (RuntimeError, ServiceError):
+            except (StatusWaitFailed, ServiceError):
                 pass
             try:
                 await self.volumes.request(
